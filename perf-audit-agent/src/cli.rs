@@ -1,0 +1,108 @@
+//! Command-line surface. Parsing only: [`crate::plan::AuditPlan::from_args`]
+//! turns these raw arguments into a validated plan before any I/O happens.
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+const AFTER_HELP: &str = "\
+Examples:
+  sudo perf-audit-agent --pid 1234 cpu --duration 10s
+  sudo perf-audit-agent user-service cpu                 # a running process, by name
+  sudo perf-audit-agent cpu -- ./target/release/svc --bench-mode   # launch and profile
+
+How it works:
+  A perf_event eBPF program samples every thread of the target at --frequency
+  on every CPU, with user and kernel stacks, aggregated in the kernel. No
+  change to the target, no restart. Stacks are symbolized from the target's
+  own binaries (DWARF: inlined frames, file:line); hotspots name the innermost
+  frame in your own crates, while the flamegraph keeps every frame.
+
+Outputs (in --out, default perf-audit-<service>-<UTC timestamp>/):
+  report.md        the audit: samples, drops, top hotspots, ranked findings
+  report.json      the same, machine-readable (schema_version 1)
+  flamegraph.svg   interactive CPU flamegraph (open in a browser)
+  stacks.folded    folded stacks, one `root;...;leaf count` line per stack
+
+Exit codes:
+  0 report written (a target that exited early gives a partial report)
+  1 internal error   2 usage error   3 target not found or not started
+  4 insufficient privileges   5 kernel lacks eBPF support   6 cannot write output";
+
+/// Audit a running Rust service with eBPF and tell its owners what to fix first.
+#[derive(Debug, Parser)]
+#[command(name = "perf-audit-agent", version, about, after_help = AFTER_HELP)]
+pub struct Args {
+    /// Service to audit, found by process name (like pgrep), then the profile.
+    /// With --pid or `-- <command>`, the only positional is the profile.
+    #[arg(value_name = "SERVICE|PROFILE", num_args = 0..=2)]
+    pub positionals: Vec<String>,
+
+    /// Audit the process with this pid (all of its threads).
+    #[arg(long, value_name = "PID", conflicts_with = "name")]
+    pub pid: Option<u32>,
+
+    /// Audit the process with this name (same as the SERVICE positional).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// How long to collect, e.g. 10s, 2m. Ctrl-C or the target exiting ends
+    /// the audit early with a partial report.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub duration: std::time::Duration,
+
+    /// CPU sampling frequency in Hz per CPU. 99 avoids lockstep with
+    /// periodic work at round frequencies.
+    #[arg(long, default_value_t = 99, value_name = "HZ")]
+    pub frequency: u64,
+
+    /// Output directory (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// PostgreSQL URL for the database profile (else DATABASE_URL, else the
+    /// target's own environment).
+    #[arg(long, value_name = "URL", env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Hide the progress bar (it is also hidden when stderr is not a terminal).
+    #[arg(long)]
+    pub quiet: bool,
+
+    /// Launch this command and audit it: `perf-audit-agent cpu -- ./svc --flag`.
+    /// It is stopped (SIGTERM) when the audit ends.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// What to profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// CPU sampling, flamegraph, hotspots.
+    Cpu,
+    /// Allocation tables, leaks, growth.
+    Memory,
+    /// Off-CPU time and Tokio runtime analysis.
+    Async,
+    /// PostgreSQL statistics and the code that issues queries.
+    Database,
+    /// Every profile above.
+    All,
+}
+
+impl Profile {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Cpu => "cpu",
+            Profile::Memory => "memory",
+            Profile::Async => "async",
+            Profile::Database => "database",
+            Profile::All => "all",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Profile> {
+        <Profile as ValueEnum>::from_str(s, true).ok()
+    }
+}

@@ -1,0 +1,137 @@
+//! User-facing errors: one line that says what went wrong and how to fix it.
+//!
+//! Modeled on cargo-nextest: an [`Error`] is a struct carrying an
+//! [`ErrorKind`] (which decides the exit code and the fix) and the specific
+//! message. `main` prints `error: <message> (fix: <fix>)` and exits with
+//! [`ErrorKind::exit_code`]; nothing else in the agent prints errors.
+
+use std::fmt;
+
+/// Documented exit codes (also in `--help` and the README).
+pub mod exit_code {
+    /// The audit completed and the report was written (possibly partial:
+    /// the target exited early; the report says so).
+    pub const OK: i32 = 0;
+    /// An unexpected internal error.
+    pub const INTERNAL: i32 = 1;
+    /// Invalid arguments (clap uses 2 too).
+    pub const USAGE: i32 = 2;
+    /// The target process could not be found or started.
+    pub const TARGET: i32 = 3;
+    /// Not enough privileges to load eBPF programs.
+    pub const PERMISSION: i32 = 4;
+    /// The kernel lacks something the collectors need.
+    pub const KERNEL: i32 = 5;
+    /// The output directory could not be written.
+    pub const OUTPUT: i32 = 6;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Bad or conflicting arguments.
+    Usage,
+    /// No process with that pid.
+    PidNotFound,
+    /// No process with that name.
+    NameNotFound,
+    /// Several processes match the name.
+    NameAmbiguous,
+    /// The command after `--` could not be started.
+    LaunchFailed,
+    /// Not root, or missing CAP_BPF / CAP_PERFMON.
+    Permission,
+    /// The kernel lacks BPF, BTF, perf events, tracefs...
+    KernelUnsupported,
+    /// Loading or attaching an eBPF program failed for another reason.
+    EbpfLoad,
+    /// Writing the report failed.
+    Output,
+    /// Anything else; a bug.
+    Internal,
+}
+
+impl ErrorKind {
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ErrorKind::Usage => exit_code::USAGE,
+            ErrorKind::PidNotFound
+            | ErrorKind::NameNotFound
+            | ErrorKind::NameAmbiguous
+            | ErrorKind::LaunchFailed => exit_code::TARGET,
+            ErrorKind::Permission => exit_code::PERMISSION,
+            ErrorKind::KernelUnsupported | ErrorKind::EbpfLoad => exit_code::KERNEL,
+            ErrorKind::Output => exit_code::OUTPUT,
+            ErrorKind::Internal => exit_code::INTERNAL,
+        }
+    }
+
+    /// The fix, as the seed's error table gives it.
+    pub fn fix(self) -> &'static str {
+        match self {
+            ErrorKind::Usage => "see `perf-audit-agent --help`",
+            ErrorKind::PidNotFound | ErrorKind::NameNotFound => {
+                "the service is not running: start it first, or launch it with `perf-audit-agent -- <command>`"
+            }
+            ErrorKind::NameAmbiguous => "pick one with --pid <PID>",
+            ErrorKind::LaunchFailed => "check the command path and that it is executable",
+            ErrorKind::Permission => {
+                "run with sudo (or grant CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE)"
+            }
+            ErrorKind::KernelUnsupported => {
+                "use a kernel built with CONFIG_BPF_SYSCALL, CONFIG_BPF_EVENTS and CONFIG_DEBUG_INFO_BTF (5.8 or later)"
+            }
+            ErrorKind::EbpfLoad => {
+                "report it with the output of `uname -r` and this message (likely an unsupported kernel)"
+            }
+            ErrorKind::Output => "pass a writable directory with --out DIR",
+            ErrorKind::Internal => "this is a bug: please report it with the command you ran",
+        }
+    }
+}
+
+/// An error with its kind and a specific, one-line message.
+#[derive(Debug, thiserror::Error)]
+pub struct Error {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        let message: String = message.into();
+        // One line: never let a multi-line source (e.g. a verifier log) in.
+        let message = message.lines().next().unwrap_or_default().trim_end().to_string();
+        Error { kind, message }
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Internal, message)
+    }
+
+    pub fn output(path: &std::path::Path, err: std::io::Error) -> Self {
+        Error::new(ErrorKind::Output, format!("cannot write {}: {err}", path.display()))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (fix: {})", self.message, self.kind.fix())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_display_is_one_line_with_the_fix() {
+        let e = Error::new(ErrorKind::PidNotFound, "no process with pid 99\nsecond line");
+        let shown = e.to_string();
+        assert!(!shown.contains('\n'), "{shown}");
+        assert!(shown.contains("no process with pid 99"));
+        assert!(shown.contains("start it first"));
+        assert_eq!(e.kind.exit_code(), exit_code::TARGET);
+    }
+}

@@ -1,0 +1,115 @@
+//! Findings: evidence measured on the target, turned into ranked advice.
+//!
+//! As in tokio-console's lints, each rule is a small type in its own file
+//! with a `check` over the evidence. A rule never invents a finding: every
+//! field of a [`Finding`] is filled from a measurement (a share of samples,
+//! a byte count, a query time) and says which one in `evidence`. Severity is
+//! decided from the measured impact, and `ranking` says how.
+
+mod cpu_hotspot;
+
+use crate::profile::{CpuProfile, hotspots::Hotspot};
+
+pub use cpu_hotspot::{
+    CpuHotspot, classify as cpu_hotspot_kind, recommendation as cpu_hotspot_recommendation,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub enum Severity {
+    P0,
+    P1,
+    P2,
+}
+
+impl Severity {
+    pub fn heading(self) -> &'static str {
+        match self {
+            Severity::P0 => "P0 - Critical (Immediate Fix Required)",
+            Severity::P1 => "P1 - High Priority",
+            Severity::P2 => "P2 - Nice to Have",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Category {
+    Cpu,
+    Memory,
+    Async,
+    Database,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Level {
+    High,
+    Medium,
+    Low,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Complexity {
+    Easy,
+    Medium,
+    Hard,
+}
+
+/// A before/after code sketch for the finding's own function.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct CodeFix {
+    pub before: String,
+    pub after: String,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Finding {
+    /// Stable kebab-case id of the rule.
+    pub rule: &'static str,
+    pub severity: Severity,
+    pub category: Category,
+    pub title: String,
+    /// Demangled, without hash; async bodies named after their fn.
+    pub function: String,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    /// What was measured, with numbers.
+    pub evidence: String,
+    pub recommendation: String,
+    pub impact: Level,
+    pub complexity: Complexity,
+    /// Upper bound of the gain, derived from the measurement.
+    pub estimated_gain: String,
+    /// How the severity was decided.
+    pub ranking: String,
+    pub code_fix: Option<CodeFix>,
+}
+
+/// Everything the rules may look at. Collectors that did not run are `None`.
+pub struct Evidence<'a> {
+    pub cpu: Option<CpuEvidence<'a>>,
+}
+
+pub struct CpuEvidence<'a> {
+    pub profile: &'a CpuProfile,
+    pub hotspots: &'a [Hotspot],
+    pub total_samples: u64,
+}
+
+pub trait Rule {
+    /// Stable id, as in `Finding::rule`.
+    fn id(&self) -> &'static str;
+    fn check(&self, evidence: &Evidence<'_>) -> Vec<Finding>;
+}
+
+/// The rules of this build, in no particular order (findings are sorted).
+pub fn all_rules() -> Vec<Box<dyn Rule>> {
+    vec![Box::new(CpuHotspot::default())]
+}
+
+/// Runs every rule and ranks the findings: severity, then measured impact
+/// order as each rule emitted it, then function name for stability.
+pub fn evaluate(evidence: &Evidence<'_>) -> Vec<Finding> {
+    let mut findings: Vec<Finding> = all_rules().iter().flat_map(|r| r.check(evidence)).collect();
+    findings.sort_by(|a, b| a.severity.cmp(&b.severity));
+    findings
+}

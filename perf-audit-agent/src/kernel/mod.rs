@@ -1,0 +1,177 @@
+//! The agent's side of the kernel boundary: checking what the kernel offers,
+//! loading the embedded eBPF object, attaching programs, and reading maps
+//! back into plain Rust values (no symbols, no analysis here).
+
+pub mod cpu;
+
+use std::{fs, path::Path};
+
+use aya::{Ebpf, EbpfLoader, maps::PerCpuArray};
+use perf_audit_common::{COUNTER_SLOTS, Counter, filter_mode, names};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// The compiled `perf-audit-ebpf` crate, built by this crate's build script.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/perf-audit-ebpf.o"));
+
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// What the running kernel and our privileges allow, found before loading.
+#[derive(Debug, Clone)]
+pub struct KernelSupport {
+    pub btf: bool,
+    pub release: String,
+}
+
+/// Checks privileges and kernel features; one clear error when lacking.
+pub fn preflight() -> Result<KernelSupport> {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        let caps = effective_capabilities().unwrap_or(0);
+        let has = |cap: u32| caps & (1u64 << cap) != 0;
+        if !(has(CAP_BPF) && has(CAP_PERFMON)) {
+            return Err(Error::new(
+                ErrorKind::Permission,
+                "loading eBPF programs needs root or CAP_BPF and CAP_PERFMON",
+            ));
+        }
+    }
+    if !Path::new("/proc/sys/kernel/perf_event_paranoid").exists() {
+        return Err(Error::new(
+            ErrorKind::KernelUnsupported,
+            "this kernel has no perf events (CONFIG_PERF_EVENTS is off)",
+        ));
+    }
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
+    let btf = Path::new("/sys/kernel/btf/vmlinux").exists();
+    raise_memlock_limit();
+    Ok(KernelSupport { btf, release })
+}
+
+fn effective_capabilities() -> Option<u64> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim();
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: a valid rlimit struct.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
+}
+
+/// Which processes the programs record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    /// Only pids added with [`KernelSession::add_target`].
+    ListedPids,
+    /// Every process (system-wide daemon).
+    All,
+}
+
+/// Sums of the per-CPU counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counters {
+    pub cpu_samples: u64,
+    pub cpu_samples_dropped_map_full: u64,
+    pub cpu_user_stack_failed: u64,
+    pub cpu_kernel_stack_failed: u64,
+}
+
+/// The loaded object and whatever is attached. Dropping it detaches every
+/// program and frees every map: nothing is left in the kernel.
+pub struct KernelSession {
+    ebpf: Ebpf,
+    cpu: Option<cpu::CpuSampling>,
+}
+
+impl KernelSession {
+    pub fn load(filter: Filter) -> Result<KernelSession> {
+        let mode = match filter {
+            Filter::ListedPids => filter_mode::LISTED_PIDS,
+            Filter::All => filter_mode::ALL,
+        };
+        let ebpf = EbpfLoader::new()
+            .override_global(names::FILTER_MODE, &mode, true)
+            .load(EBPF_OBJECT)
+            .map_err(|e| load_error("loading the eBPF object", &e))?;
+        Ok(KernelSession { ebpf, cpu: None })
+    }
+
+    /// Adds a process (all its threads, present and future) to the filter.
+    pub fn add_target(&mut self, pid: u32) -> Result<()> {
+        let mut pids: aya::maps::HashMap<_, u32, u8> = aya::maps::HashMap::try_from(
+            self.ebpf.map_mut(names::TARGET_PIDS).ok_or_else(|| missing(names::TARGET_PIDS))?,
+        )
+        .map_err(|e| Error::internal(format!("TARGET_PIDS: {e}")))?;
+        pids.insert(pid, 1, 0)
+            .map_err(|e| Error::internal(format!("cannot add pid {pid} to the filter: {e}")))
+    }
+
+    pub fn start_cpu_sampling(&mut self, frequency_hz: u64) -> Result<()> {
+        self.cpu = Some(cpu::CpuSampling::attach(&mut self.ebpf, frequency_hz)?);
+        Ok(())
+    }
+
+    /// Stops sampling (detaches the perf events); maps stay readable.
+    pub fn stop_cpu_sampling(&mut self) {
+        if let Some(cpu) = self.cpu.take() {
+            cpu.detach(&mut self.ebpf);
+        }
+    }
+
+    pub fn read_cpu_stacks(&self) -> Result<Vec<cpu::RawCpuStack>> {
+        cpu::read_stacks(&self.ebpf)
+    }
+
+    pub fn counters(&self) -> Result<Counters> {
+        let array: PerCpuArray<_, u64> = PerCpuArray::try_from(
+            self.ebpf.map(names::COUNTERS).ok_or_else(|| missing(names::COUNTERS))?,
+        )
+        .map_err(|e| Error::internal(format!("COUNTERS: {e}")))?;
+        let mut sums = [0u64; COUNTER_SLOTS as usize];
+        for counter in Counter::ALL {
+            let values = array
+                .get(&counter.slot(), 0)
+                .map_err(|e| Error::internal(format!("reading counter {counter:?}: {e}")))?;
+            sums[counter.slot() as usize] = values.iter().sum();
+        }
+        Ok(Counters {
+            cpu_samples: sums[Counter::CpuSamples.slot() as usize],
+            cpu_samples_dropped_map_full: sums[Counter::CpuSamplesDroppedMapFull.slot() as usize],
+            cpu_user_stack_failed: sums[Counter::CpuUserStackFailed.slot() as usize],
+            cpu_kernel_stack_failed: sums[Counter::CpuKernelStackFailed.slot() as usize],
+        })
+    }
+}
+
+fn missing(name: &str) -> Error {
+    Error::internal(format!("the eBPF object has no map or program `{name}` (stale build?)"))
+}
+
+/// Maps an aya error to the user-facing kind: permission, kernel support,
+/// or a verifier rejection (a bug on our side).
+pub(crate) fn load_error(what: &str, err: &dyn std::error::Error) -> Error {
+    let mut chain = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        chain.push_str(": ");
+        chain.push_str(&s.to_string());
+        source = s.source();
+    }
+    let lower = chain.to_lowercase();
+    let kind = if lower.contains("operation not permitted") || lower.contains("permission denied") {
+        ErrorKind::Permission
+    } else if lower.contains("function not implemented")
+        || lower.contains("not supported")
+        || lower.contains("invalid argument") && lower.contains("perf_event_open")
+    {
+        ErrorKind::KernelUnsupported
+    } else {
+        ErrorKind::EbpfLoad
+    };
+    Error::new(kind, format!("{what} failed: {chain}"))
+}

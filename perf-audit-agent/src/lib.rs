@@ -1,0 +1,18 @@
+//! perf-audit agent: audits a running Rust service with eBPF.
+//!
+//! The binary (`main.rs`) is glue: [`cli`] parses, [`plan`] validates,
+//! [`engine`] runs one audit. See ARCHITECTURE.md for the codemap and the
+//! invariants (the profile model does no I/O; renderers are deterministic;
+//! only orchestration is async).
+
+pub mod cli;
+pub mod engine;
+pub mod error;
+pub mod findings;
+pub mod kernel;
+pub mod plan;
+pub mod profile;
+pub mod render;
+pub mod report;
+pub mod symbolize;
+pub mod target;

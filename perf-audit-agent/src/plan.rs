@@ -1,0 +1,209 @@
+//! The validated plan of one audit.
+//!
+//! Like ripgrep's `HiArgs`, everything the user asked for is checked and
+//! resolved here, before any process is touched or any program loaded, so
+//! that a usage mistake never leaves half an audit behind.
+
+use std::{path::PathBuf, time::Duration};
+
+use crate::{
+    cli::{Args, Profile},
+    error::{Error, ErrorKind, Result},
+};
+
+/// Profiles this build can collect. The others are announced in one line
+/// and skipped, and the rest of the audit runs.
+pub const AVAILABLE_PROFILES: &[Profile] = &[Profile::Cpu];
+
+pub const MIN_FREQUENCY_HZ: u64 = 1;
+/// Above this the sampling itself becomes the workload.
+pub const MAX_FREQUENCY_HZ: u64 = 4_999;
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetSpec {
+    Pid(u32),
+    Name(String),
+    Launch { program: String, args: Vec<String> },
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditPlan {
+    pub target: TargetSpec,
+    /// What the user asked for (`all` kept as such for the report header).
+    pub requested_profile: Profile,
+    /// Profiles that will run.
+    pub profiles: Vec<Profile>,
+    /// Profiles asked for but not available in this build.
+    pub unavailable: Vec<Profile>,
+    pub duration: Duration,
+    pub frequency_hz: u64,
+    /// `None`: the default, named after the service once it is resolved.
+    pub out_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub show_progress: bool,
+}
+
+impl AuditPlan {
+    pub fn from_args(args: Args) -> Result<AuditPlan> {
+        let usage = |m: String| Error::new(ErrorKind::Usage, m);
+
+        let explicit_target = args.pid.is_some() || args.name.is_some() || !args.command.is_empty();
+        let mut positionals = args.positionals.into_iter();
+        let (service, profile_word) = if explicit_target {
+            let profile = positionals.next();
+            if let Some(extra) = positionals.next() {
+                return Err(usage(format!(
+                    "unexpected argument `{extra}`: with --pid, --name or `-- <command>` only a profile may follow"
+                )));
+            }
+            (None, profile)
+        } else {
+            match (positionals.next(), positionals.next()) {
+                (None, _) => {
+                    return Err(usage(
+                        "no target: give a service name, --pid PID, or `-- <command>`".into(),
+                    ));
+                }
+                (Some(first), None) if Profile::parse(&first).is_some() => {
+                    return Err(usage(format!(
+                        "`{first}` is a profile, but no target was given: add a service name, --pid PID, or `-- <command>`"
+                    )));
+                }
+                (Some(service), profile) => (Some(service), profile),
+            }
+        };
+
+        let requested_profile = match profile_word {
+            None => Profile::All,
+            Some(word) => Profile::parse(&word).ok_or_else(|| {
+                usage(format!(
+                    "unknown profile `{word}`: expected cpu, memory, async, database or all"
+                ))
+            })?,
+        };
+
+        let target = if let Some(pid) = args.pid {
+            if pid == 0 {
+                return Err(usage("--pid 0 is not a process".into()));
+            }
+            TargetSpec::Pid(pid)
+        } else if let Some(name) = args.name.or(service) {
+            if name.is_empty() {
+                return Err(usage("the service name is empty".into()));
+            }
+            if !args.command.is_empty() {
+                return Err(usage("give either a service name or `-- <command>`, not both".into()));
+            }
+            TargetSpec::Name(name)
+        } else {
+            let mut command = args.command.into_iter();
+            let program = command.next().expect("explicit_target implies a command here");
+            TargetSpec::Launch { program, args: command.collect() }
+        };
+
+        if !(MIN_FREQUENCY_HZ..=MAX_FREQUENCY_HZ).contains(&args.frequency) {
+            return Err(usage(format!(
+                "--frequency {} is out of range: use {MIN_FREQUENCY_HZ} to {MAX_FREQUENCY_HZ} Hz (99 is a good default)",
+                args.frequency
+            )));
+        }
+        if args.duration.is_zero() || args.duration > MAX_DURATION {
+            return Err(usage(format!(
+                "--duration {} is out of range: use 1s to 24h",
+                humantime::format_duration(args.duration)
+            )));
+        }
+
+        let wanted: Vec<Profile> = match requested_profile {
+            Profile::All => vec![Profile::Cpu, Profile::Memory, Profile::Async, Profile::Database],
+            p => vec![p],
+        };
+        let (profiles, unavailable): (Vec<_>, Vec<_>) =
+            wanted.into_iter().partition(|p| AVAILABLE_PROFILES.contains(p));
+        if profiles.is_empty() {
+            return Err(usage(format!(
+                "profile `{}` is not available in this version yet: use cpu (or all)",
+                requested_profile.as_str()
+            )));
+        }
+
+        Ok(AuditPlan {
+            target,
+            requested_profile,
+            profiles,
+            unavailable,
+            duration: args.duration,
+            frequency_hz: args.frequency,
+            out_dir: args.out,
+            database_url: args.database_url,
+            show_progress: !args.quiet,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn plan(argv: &[&str]) -> Result<AuditPlan> {
+        let mut full = vec!["perf-audit-agent"];
+        full.extend_from_slice(argv);
+        AuditPlan::from_args(Args::try_parse_from(full).expect("clap accepts"))
+    }
+
+    #[test]
+    fn pid_then_profile() {
+        let p = plan(&["--pid", "1234", "cpu", "--duration", "10s"]).unwrap();
+        assert_eq!(p.target, TargetSpec::Pid(1234));
+        assert_eq!(p.profiles, vec![Profile::Cpu]);
+        assert_eq!(p.duration, Duration::from_secs(10));
+        assert_eq!(p.frequency_hz, 99);
+    }
+
+    #[test]
+    fn service_name_then_profile() {
+        let p = plan(&["user-service", "cpu"]).unwrap();
+        assert_eq!(p.target, TargetSpec::Name("user-service".into()));
+        assert_eq!(p.requested_profile, Profile::Cpu);
+    }
+
+    #[test]
+    fn profile_then_launched_command() {
+        let p = plan(&["cpu", "--", "./svc", "--bench-mode"]).unwrap();
+        assert_eq!(
+            p.target,
+            TargetSpec::Launch { program: "./svc".into(), args: vec!["--bench-mode".into()] }
+        );
+    }
+
+    #[test]
+    fn default_profile_all_runs_what_exists_and_lists_the_rest() {
+        let p = plan(&["--pid", "1"]).unwrap();
+        assert_eq!(p.requested_profile, Profile::All);
+        assert_eq!(p.profiles, vec![Profile::Cpu]);
+        assert_eq!(p.unavailable, vec![Profile::Memory, Profile::Async, Profile::Database]);
+    }
+
+    #[test]
+    fn a_lone_profile_word_is_not_taken_as_a_service_name() {
+        let e = plan(&["cpu"]).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Usage);
+        assert!(e.message.contains("no target"), "{}", e.message);
+    }
+
+    #[test]
+    fn unknown_profile_is_a_usage_error() {
+        let e = plan(&["svc", "gpu"]).unwrap_err();
+        assert!(e.message.contains("unknown profile `gpu`"));
+    }
+
+    #[test]
+    fn frequency_and_duration_are_bounded() {
+        assert!(plan(&["--pid", "1", "--frequency", "0"]).is_err());
+        assert!(plan(&["--pid", "1", "--frequency", "100000"]).is_err());
+        assert!(plan(&["--pid", "1", "--duration", "0s"]).is_err());
+    }
+}

@@ -1,0 +1,159 @@
+//! Hotspots: where CPU time goes, attributed to the owner's code.
+//!
+//! A sample's time is charged to the innermost frame of the target's own
+//! crates (`Origin::Owner`): inlined std/core helpers such as
+//! `u64::wrapping_mul` sit below it as leaf frames, but the owner can only
+//! change their own function, so that is what a hotspot names. What ran
+//! below that frame is kept (`callees`) to explain the hotspot. Samples with
+//! no owner frame at all (runtime idle loops, libc) are charged to their
+//! innermost user frame, or kernel frame, so shares still add up to 100%.
+
+use std::collections::{BTreeMap, HashSet};
+
+use super::{CpuProfile, Origin};
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Hotspot {
+    pub function: String,
+    pub file: Option<String>,
+    /// The line of `function` that most samples were at.
+    pub line: Option<u32>,
+    pub origin: Origin,
+    pub self_samples: u64,
+    pub total_samples: u64,
+    pub self_pct: f64,
+    pub total_pct: f64,
+    /// Functions that ran below this one (inlined helpers, callees in
+    /// dependencies, the kernel), most samples first, at most 5.
+    pub callees: Vec<(String, u64)>,
+}
+
+#[derive(Default)]
+struct Accumulator {
+    origin: Option<Origin>,
+    file: Option<String>,
+    self_samples: u64,
+    lines: BTreeMap<u32, u64>,
+    callees: BTreeMap<String, u64>,
+}
+
+/// All functions that were charged at least one sample, most first.
+pub fn hotspots(profile: &CpuProfile) -> Vec<Hotspot> {
+    let total = profile.total_samples();
+    if total == 0 {
+        return Vec::new();
+    }
+    let mut acc: BTreeMap<String, Accumulator> = BTreeMap::new();
+    let mut inclusive: BTreeMap<String, u64> = BTreeMap::new();
+
+    for stack in &profile.stacks {
+        let frames: Vec<_> = stack.frames.iter().map(|id| profile.frame(*id)).collect();
+        let charged = frames
+            .iter()
+            .rposition(|f| f.origin == Origin::Owner)
+            .or_else(|| frames.iter().rposition(|f| !matches!(f.origin, Origin::Kernel | Origin::Unknown)))
+            .or_else(|| frames.len().checked_sub(1));
+        let Some(charged) = charged else { continue };
+        let frame = frames[charged];
+        let name = frame.display_name();
+        let entry = acc.entry(name).or_default();
+        entry.origin.get_or_insert(frame.origin);
+        if entry.file.is_none() {
+            entry.file = frame.file.clone();
+        }
+        entry.self_samples += stack.count;
+        if let Some(line) = frame.line {
+            *entry.lines.entry(line).or_default() += stack.count;
+        }
+        if let Some(leaf) = frames[charged + 1..].last() {
+            *entry.callees.entry(leaf.display_name()).or_default() += stack.count;
+        }
+
+        let distinct: HashSet<String> = frames.iter().map(|f| f.display_name()).collect();
+        for name in distinct {
+            *inclusive.entry(name).or_default() += stack.count;
+        }
+    }
+
+    let pct = |n: u64| (n as f64) * 100.0 / (total as f64);
+    let mut out: Vec<Hotspot> = acc
+        .into_iter()
+        .map(|(function, a)| {
+            let total_samples = inclusive.get(&function).copied().unwrap_or(a.self_samples);
+            let line = a.lines.iter().max_by(|x, y| x.1.cmp(y.1).then(y.0.cmp(x.0))).map(|(l, _)| *l);
+            let mut callees: Vec<(String, u64)> = a.callees.into_iter().collect();
+            callees.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
+            callees.truncate(5);
+            Hotspot {
+                self_pct: pct(a.self_samples),
+                total_pct: pct(total_samples),
+                function,
+                file: a.file,
+                line,
+                origin: a.origin.unwrap_or(Origin::Unknown),
+                self_samples: a.self_samples,
+                total_samples,
+                callees,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| b.self_samples.cmp(&a.self_samples).then(a.function.cmp(&b.function)));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::test_support::*;
+
+    #[test]
+    fn inlined_std_leaf_is_charged_to_the_owner_frame_above_it() {
+        let p = profile(&[
+            (&[owner("svc::main", 10), owner("svc::hash_all", 42), dep("core::num::<impl u64>::wrapping_mul", true)], 8),
+            (&[owner("svc::main", 10), owner("svc::idle", 7)], 2),
+        ]);
+        let hs = hotspots(&p);
+        assert_eq!(hs[0].function, "svc::hash_all");
+        assert_eq!(hs[0].self_samples, 8);
+        assert_eq!(hs[0].line, Some(42));
+        assert!((hs[0].self_pct - 80.0).abs() < 1e-9);
+        assert_eq!(hs[0].callees, vec![("core::num::<impl u64>::wrapping_mul".to_string(), 8)]);
+        let main = hs.iter().find(|h| h.function == "svc::main");
+        assert!(main.is_none(), "main has no self time: {hs:?}");
+    }
+
+    #[test]
+    fn total_share_counts_each_sample_once_even_under_recursion() {
+        let f = owner("svc::fib", 3);
+        let p = profile(&[(&[owner("svc::main", 1), f.clone(), f.clone(), f], 4)]);
+        let hs = hotspots(&p);
+        assert_eq!(hs[0].function, "svc::fib");
+        assert_eq!(hs[0].total_samples, 4);
+        assert!((hs[0].total_pct - 100.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn stacks_without_owner_code_still_add_up() {
+        let p = profile(&[
+            (&[dep("tokio::runtime::park", false), kernel("ep_poll")], 5),
+            (&[owner("svc::work", 9)], 5),
+        ]);
+        let hs = hotspots(&p);
+        let total: u64 = hs.iter().map(|h| h.self_samples).sum();
+        assert_eq!(total, 10);
+        assert!(hs.iter().any(|h| h.function == "tokio::runtime::park" && h.origin == Origin::Dependency));
+    }
+
+    #[test]
+    fn async_closure_frames_merge_under_their_fn() {
+        let p = profile(&[
+            (&[owner("svc::handler::{{closure}}", 20)], 3),
+            (&[owner("svc::handler", 21)], 1),
+        ]);
+        let hs = hotspots(&p);
+        assert_eq!(hs.len(), 1);
+        assert_eq!(hs[0].function, "svc::handler");
+        assert_eq!(hs[0].self_samples, 4);
+        assert_eq!(hs[0].line, Some(20));
+    }
+}

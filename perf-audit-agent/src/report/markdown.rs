@@ -1,0 +1,163 @@
+//! `report.md`, following the seed's `/perf.audit` report structure: header,
+//! one section per profile, Optimization Action Plan (P0/P1/P2), Next Steps.
+
+use std::fmt::Write as _;
+
+use super::{CpuSection, EndReason, Report};
+use crate::findings::{Finding, Severity};
+
+pub fn render(report: &Report) -> String {
+    let mut md = String::new();
+    let t = &report.target;
+    let _ = writeln!(md, "## Performance Audit: {}\n", t.name);
+    let _ = writeln!(md, "**Profile type**: {}", report.profile);
+    let _ = writeln!(md, "**Date**: {}", report.started_at);
+    let _ = writeln!(md, "**Target**: pid {} (`{}`)", t.pid, t.exe);
+    let _ = writeln!(md, "**Duration**: {:.1} s of {:.1} s planned", report.duration_s, report.planned_duration_s);
+    let _ = writeln!(md, "**Kernel**: {} (BTF {})", report.kernel.release, if report.kernel.btf { "available" } else { "missing" });
+    match report.end_reason {
+        EndReason::Duration => {}
+        EndReason::Interrupted => {
+            let _ = writeln!(md, "\n> **Partial report**: interrupted (Ctrl-C) after {:.1} s.", report.duration_s);
+        }
+        EndReason::TargetExited => {
+            let _ = writeln!(md, "\n> **Partial report**: the target exited after {:.1} s; this covers the time it ran.", report.duration_s);
+        }
+    }
+    if !report.unavailable_profiles.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n> Not collected (not available in this version yet): {}.",
+            report.unavailable_profiles.join(", ")
+        );
+    }
+    md.push_str("\n---\n\n");
+
+    if let Some(cpu) = &report.cpu {
+        render_cpu(&mut md, cpu, &report.findings);
+        md.push_str("\n---\n\n");
+    }
+
+    render_action_plan(&mut md, report);
+    md.push_str("\n---\n\n");
+    render_next_steps(&mut md, report);
+    md
+}
+
+fn location(file: &Option<String>, line: Option<u32>) -> String {
+    match (file, line) {
+        (Some(f), Some(l)) => format!("{f}:{l}"),
+        (Some(f), None) => f.clone(),
+        _ => "-".to_string(),
+    }
+}
+
+/// Table cells cannot contain `|` or newlines.
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+fn render_cpu(md: &mut String, cpu: &CpuSection, findings: &[Finding]) {
+    let _ = writeln!(md, "### CPU Profiling Results\n");
+    let _ = writeln!(md, "**Total samples**: {} (at {} Hz per CPU)", cpu.total_samples, cpu.frequency_hz);
+    let _ = writeln!(md, "**Dropped samples**: {}", cpu.dropped_samples);
+    let _ = writeln!(
+        md,
+        "**Stack capture**: {}; user stack missing in {} samples, kernel stack failed in {}",
+        cpu.unwinding, cpu.user_stack_failures, cpu.kernel_stack_failures
+    );
+    if !cpu.threads.is_empty() {
+        let threads: Vec<String> =
+            cpu.threads.iter().take(6).map(|t| format!("`{}` {:.1}%", t.name, t.pct)).collect();
+        let _ = writeln!(md, "**Threads**: {}", threads.join(", "));
+    }
+    let _ = writeln!(md, "\n**Top hotspots** (self time charged to the innermost frame of your own code):\n");
+    let _ = writeln!(md, "| Function | Self % | Total % | Location | Recommendation |");
+    let _ = writeln!(md, "|----------|--------|---------|----------|----------------|");
+    for h in &cpu.hotspots {
+        let _ = writeln!(
+            md,
+            "| `{}` | {:.1}% | {:.1}% | {} | {} |",
+            cell(&h.function),
+            h.self_pct,
+            h.total_pct,
+            cell(&location(&h.file, h.line)),
+            cell(&h.recommendation)
+        );
+    }
+    if cpu.hotspots.is_empty() {
+        let _ = writeln!(md, "| (no samples: the target did not run on a CPU during the audit) | | | | |");
+    }
+
+    let cpu_findings: Vec<&Finding> =
+        findings.iter().filter(|f| f.category == crate::findings::Category::Cpu).collect();
+    let _ = writeln!(md, "\n**Critical findings**:\n");
+    if cpu_findings.is_empty() {
+        let _ = writeln!(md, "- 🟢 No function of your own code takes more than 10% of CPU samples by itself");
+    }
+    for f in &cpu_findings {
+        let dot = match f.severity {
+            Severity::P0 => "🔴",
+            Severity::P1 => "🟡",
+            Severity::P2 => "🟢",
+        };
+        let _ = writeln!(md, "- {dot} {}: {}", f.title, location(&f.file, f.line));
+    }
+    let _ = writeln!(md, "\n**Optimization priorities**:\n");
+    if cpu_findings.is_empty() {
+        let _ = writeln!(md, "1. Nothing stands out in CPU time; look at the other profiles.");
+    }
+    for (i, f) in cpu_findings.iter().take(3).enumerate() {
+        let _ = writeln!(md, "{}. `{}`: {}", i + 1, f.function, f.recommendation);
+    }
+}
+
+fn render_action_plan(md: &mut String, report: &Report) {
+    let _ = writeln!(md, "## Optimization Action Plan\n");
+    let _ = writeln!(
+        md,
+        "Ranked by measured impact (share of CPU samples, bytes, latency), not by rule name; each finding says how it was ranked.\n"
+    );
+    for severity in [Severity::P0, Severity::P1, Severity::P2] {
+        let _ = writeln!(md, "### {}\n", severity.heading());
+        let rows: Vec<&Finding> = report.findings_of(severity).collect();
+        if rows.is_empty() {
+            let _ = writeln!(md, "None.\n");
+            continue;
+        }
+        let _ = writeln!(md, "| Issue | Location | Impact | Complexity | Estimated Gain |");
+        let _ = writeln!(md, "|-------|----------|--------|------------|----------------|");
+        for f in &rows {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:?} | {:?} | {} |",
+                cell(&f.title),
+                cell(&location(&f.file, f.line)),
+                f.impact,
+                f.complexity,
+                cell(&f.estimated_gain)
+            );
+        }
+        md.push('\n');
+        for f in &rows {
+            let _ = writeln!(md, "- **{}** (`{}`): {}. *Evidence*: {}. *Ranking*: {}.", f.rule, f.function, f.recommendation, f.evidence, f.ranking);
+        }
+        md.push('\n');
+    }
+    for f in report.findings.iter().filter(|f| f.code_fix.is_some()).take(3) {
+        let fix = f.code_fix.as_ref().expect("filtered");
+        let _ = writeln!(md, "**Code fix for `{}`** ({}):\n", f.function, location(&f.file, f.line));
+        let _ = writeln!(md, "```rust\n// Before\n{}\n\n// After\n{}\n```\n", fix.before, fix.after);
+    }
+}
+
+fn render_next_steps(md: &mut String, report: &Report) {
+    let _ = writeln!(md, "## Next Steps\n");
+    let _ = writeln!(md, "1. Implement P0 fixes immediately");
+    let _ = writeln!(md, "2. Benchmark after each fix to measure impact");
+    let _ = writeln!(md, "3. Set up continuous profiling in staging");
+    let _ = writeln!(md, "4. Add performance tests to CI pipeline");
+    let _ = writeln!(md, "5. Schedule follow-up audit in 2 weeks\n");
+    let _ = writeln!(md, "**Re-run audit after fixes**:\n");
+    let _ = writeln!(md, "```bash\n{}\n```", report.rerun_command);
+}

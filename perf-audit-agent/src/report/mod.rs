@@ -1,0 +1,165 @@
+//! The audit report: one data structure ([`Report`], serialized as
+//! `report.json`), and renderers that turn it into text. Renderers are pure
+//! and deterministic: the same report gives the same bytes.
+
+pub mod markdown;
+
+use crate::{
+    findings::{Finding, Severity},
+    kernel::Counters,
+    profile::{Origin, hotspots::Hotspot},
+    target::TargetInfo,
+};
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Why collection stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// The planned duration elapsed.
+    Duration,
+    /// The user pressed Ctrl-C.
+    Interrupted,
+    /// The target exited: the report covers only the time it ran.
+    TargetExited,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub schema_version: u32,
+    pub target: TargetInfo,
+    /// The profile the user asked for (`all` stays `all`).
+    pub profile: String,
+    /// Seconds actually collected.
+    pub duration_s: f64,
+    pub planned_duration_s: f64,
+    /// RFC 3339 UTC start of collection.
+    pub started_at: String,
+    pub end_reason: EndReason,
+    /// True when collection ended before the planned duration.
+    pub partial: bool,
+    /// Profiles asked for that this build does not collect yet.
+    pub unavailable_profiles: Vec<String>,
+    pub kernel: KernelInfo,
+    pub cpu: Option<CpuSection>,
+    pub findings: Vec<Finding>,
+    /// The command that re-runs this audit.
+    pub rerun_command: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KernelInfo {
+    pub release: String,
+    pub btf: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CpuSection {
+    /// Samples that hit the target's threads.
+    pub total_samples: u64,
+    /// Samples lost in the kernel (aggregation map full).
+    pub dropped_samples: u64,
+    pub frequency_hz: u64,
+    /// How user stacks were unwound.
+    pub unwinding: String,
+    /// Samples whose user stack could not be captured at all.
+    pub user_stack_failures: u64,
+    /// Samples whose kernel stack could not be captured.
+    pub kernel_stack_failures: u64,
+    pub hotspots: Vec<HotspotRow>,
+    pub threads: Vec<ThreadRow>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HotspotRow {
+    pub function: String,
+    pub self_pct: f64,
+    pub total_pct: f64,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    pub self_samples: u64,
+    pub total_samples: u64,
+    /// owner | dependency | native | kernel | unknown
+    pub origin: Origin,
+    pub recommendation: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ThreadRow {
+    pub name: String,
+    pub samples: u64,
+    pub pct: f64,
+}
+
+impl CpuSection {
+    /// The section from measured data; `limit` hotspot rows.
+    pub fn build(
+        counters: &Counters,
+        frequency_hz: u64,
+        hotspots: &[Hotspot],
+        threads: Vec<(String, u64)>,
+        limit: usize,
+    ) -> CpuSection {
+        let stored: u64 = threads.iter().map(|(_, n)| n).sum();
+        let rows = hotspots
+            .iter()
+            .take(limit)
+            .map(|h| HotspotRow {
+                function: h.function.clone(),
+                self_pct: round2(h.self_pct),
+                total_pct: round2(h.total_pct),
+                file: h.file.clone(),
+                line: h.line,
+                self_samples: h.self_samples,
+                total_samples: h.total_samples,
+                origin: h.origin,
+                recommendation: hotspot_recommendation(h),
+            })
+            .collect();
+        let threads = threads
+            .into_iter()
+            .map(|(name, samples)| ThreadRow {
+                pct: if stored == 0 { 0.0 } else { round2(samples as f64 * 100.0 / stored as f64) },
+                name,
+                samples,
+            })
+            .collect();
+        CpuSection {
+            total_samples: counters.cpu_samples,
+            dropped_samples: counters.cpu_samples_dropped_map_full,
+            frequency_hz,
+            unwinding: "frame-pointer (kernel bpf_get_stackid)".to_string(),
+            user_stack_failures: counters.cpu_user_stack_failed,
+            kernel_stack_failures: counters.cpu_kernel_stack_failed,
+            hotspots: rows,
+            threads,
+        }
+    }
+}
+
+fn hotspot_recommendation(h: &Hotspot) -> String {
+    match h.origin {
+        Origin::Owner => {
+            let kind = crate::findings::cpu_hotspot_kind(&h.callees);
+            crate::findings::cpu_hotspot_recommendation(kind, h)
+        }
+        Origin::Kernel => "time in the kernel: see the calling user frame in the flamegraph".to_string(),
+        Origin::Dependency => {
+            "library or runtime code with no own frame above it (idle or runtime work)".to_string()
+        }
+        Origin::Native | Origin::Unknown => {
+            "native code without an own frame above it (a stack that did not unwind into your code)".to_string()
+        }
+    }
+}
+
+pub fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+impl Report {
+    pub fn findings_of(&self, severity: Severity) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(move |f| f.severity == severity)
+    }
+}
