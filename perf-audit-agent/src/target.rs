@@ -248,14 +248,24 @@ pub fn parse_maps(text: &str, pid: u32) -> Vec<Mapping> {
             continue;
         };
         let path = path.trim_end_matches(" (deleted)");
-        // Through /proc/PID/root the file is found even in another mount
-        // namespace (a container); fall back to the plain path later if the
-        // process is gone.
-        let via_root = PathBuf::from(format!("/proc/{pid}/root{path}"));
-        let path = if via_root.exists() { via_root } else { PathBuf::from(path) };
-        out.push(Mapping { start, end, offset, path });
+        out.push(Mapping { start, end, offset, path: stable_path(path, pid) });
     }
     out
+}
+
+/// A path to the mapped file that still works after the process exits:
+/// the plain path when it is the same file the process sees (same device
+/// and inode), else the path through `/proc/PID/root` (another mount
+/// namespace, e.g. a container).
+fn stable_path(path: &str, pid: u32) -> PathBuf {
+    use std::os::unix::fs::MetadataExt as _;
+    let plain = PathBuf::from(path);
+    let via_root = PathBuf::from(format!("/proc/{pid}/root{path}"));
+    match (fs::metadata(&plain), fs::metadata(&via_root)) {
+        (Ok(a), Ok(b)) if a.dev() == b.dev() && a.ino() == b.ino() => plain,
+        (_, Ok(_)) => via_root,
+        _ => plain,
+    }
 }
 
 /// Resident set size in bytes, from `/proc/PID/status`.
