@@ -1,1 +1,74 @@
-fn main(){}
+//! `cargo xtask <command>`: everything a fresh machine needs, in one place.
+//!
+//! - `test`: installs missing system packages, builds the agent (its build
+//!   script installs the eBPF toolchain pieces), runs every test. With
+//!   `CI=true` nothing is skipped.
+//! - `bench <name>`: runs a benchmark side by side with its baseline tool.
+//! - `setup`: only the installation part of `test`.
+mod bench;
+mod setup;
+
+use std::process::{Command, ExitCode};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  test                 install what is missing, build, run all tests (unit, end-to-end with real eBPF)
+  bench cpu-overhead   CPU sampling overhead on a CPU-bound fixture: perf-audit vs `perf record -g -F 99`
+  setup                install system packages and build the eBPF toolchain pieces only
+
+environment:
+  CI=true              tests that need eBPF or Postgres run, never skip (they never skip anyway)
+  BENCH_ROUNDS=N       rounds per benchmark (default 5)
+  BENCH_SECONDS=S      seconds per measured run (default 5)";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(&args[1..]),
+        Some("setup") => setup::setup(),
+        Some("bench") => bench::run(&args[1..]),
+        Some("-h" | "--help" | "help") | None => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown command `{other}`\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask/ has a parent").to_path_buf()
+}
+
+pub fn run_checked(cmd: &mut Command, what: &str) -> Result<(), String> {
+    eprintln!("xtask: {what}");
+    let status = cmd.status().map_err(|e| format!("cannot run {what}: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("{what} failed ({status})")) }
+}
+
+fn test(extra: &[String]) -> Result<(), String> {
+    setup::setup()?;
+    let root = workspace_root();
+    // Unit tests in parallel; the end-to-end tests one at a time, since they
+    // measure CPU shares on a 2-core machine and must not starve each other.
+    run_checked(
+        cargo().current_dir(&root).args(["test", "--workspace", "--exclude", "perf-audit-tests"]).args(extra),
+        "unit tests (cargo test --workspace --exclude perf-audit-tests)",
+    )?;
+    run_checked(
+        cargo().current_dir(&root).args(["test", "-p", "perf-audit-tests"]).args(extra).args(["--", "--test-threads=1"]),
+        "end-to-end tests with real eBPF (cargo test -p perf-audit-tests -- --test-threads=1)",
+    )
+}

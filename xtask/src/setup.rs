@@ -1,0 +1,46 @@
+//! Installs what a fresh machine lacks: Debian packages for the tools the
+//! tests and benchmarks call, a mounted tracefs, and (by building the agent,
+//! whose build script does it) rust-src and bpf-linker.
+
+use std::{path::Path, process::Command};
+
+use crate::{cargo, run_checked, workspace_root};
+
+/// (command that must exist, Debian package that provides it).
+const PACKAGES: &[(&str, &str)] = &[("perf", "linux-perf"), ("runuser", "util-linux")];
+
+pub fn setup() -> Result<(), String> {
+    install_missing_packages()?;
+    mount_tracefs();
+    run_checked(
+        cargo().current_dir(workspace_root()).args(["build", "-p", "perf-audit-agent"]),
+        "building perf-audit-agent (first build installs rust-src and bpf-linker)",
+    )
+}
+
+fn have(command: &str) -> bool {
+    Command::new("sh").args(["-c", &format!("command -v {command}")]).output().map(|o| o.status.success()).unwrap_or(false)
+}
+
+fn install_missing_packages() -> Result<(), String> {
+    let missing: Vec<&str> = PACKAGES.iter().filter(|(cmd, _)| !have(cmd)).map(|(_, pkg)| *pkg).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !have("apt-get") {
+        return Err(format!("missing packages {missing:?} and no apt-get: install them by hand"));
+    }
+    run_checked(Command::new("apt-get").arg("update").arg("-qq"), "apt-get update")?;
+    run_checked(
+        Command::new("apt-get").args(["install", "-y", "-qq", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"),
+        &format!("apt-get install {}", missing.join(" ")),
+    )
+}
+
+/// Tracepoint programs need tracefs; some machines do not mount it.
+fn mount_tracefs() {
+    if Path::new("/sys/kernel/tracing/events").exists() {
+        return;
+    }
+    let _ = Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]).status();
+}
