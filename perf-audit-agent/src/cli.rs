@@ -56,6 +56,11 @@ pub struct Args {
     #[arg(long, default_value_t = 99, value_name = "HZ")]
     pub frequency: u64,
 
+    /// How user stacks are unwound: `auto` uses frame pointers when the
+    /// target's binary keeps them and `.eh_frame` (dwarf) otherwise.
+    #[arg(long, value_enum, default_value_t = UnwindChoice::Auto)]
+    pub unwind: UnwindChoice,
+
     /// Output directory (created if missing).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -73,6 +78,17 @@ pub struct Args {
     /// It is stopped (SIGTERM) when the audit ends.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+/// `--unwind` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UnwindChoice {
+    /// Frame pointers if the binary has them, else dwarf.
+    Auto,
+    /// Kernel frame-pointer walk: cheapest, needs `-C force-frame-pointers=yes`.
+    FramePointer,
+    /// Copy the user stack and unwind with `.eh_frame`: works on plain release builds.
+    Dwarf,
 }
 
 /// What to profile.

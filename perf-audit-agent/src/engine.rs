@@ -10,10 +10,10 @@ use std::{
 };
 
 use crate::{
-    cli::Profile,
+    cli::{Profile, UnwindChoice},
     error::{Error, Result},
     findings::{self, CpuEvidence, Evidence},
-    kernel::{self, Filter, KernelSession},
+    kernel::{self, Filter, KernelSession, UnwindMode, cpu::StackCopyCollector},
     plan::{AuditPlan, TargetSpec},
     profile::hotspots::hotspots,
     render,
@@ -47,7 +47,13 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
         TargetSpec::Launch { .. } => None,
     };
 
-    let mut session = KernelSession::load(Filter::ListedPids)?;
+    let exe_for_mode = match (&plan.target, existing_pid) {
+        (_, Some(pid)) => target::describe(pid).map(|i| PathBuf::from(i.exe)).ok(),
+        (TargetSpec::Launch { program, .. }, None) => resolve_program(program),
+        _ => None,
+    };
+    let unwind = choose_unwind_mode(plan.unwind, exe_for_mode.as_deref());
+    let mut session = KernelSession::load(Filter::ListedPids, unwind)?;
     if plan.profiles.contains(&Profile::Cpu) {
         session.start_cpu_sampling(plan.frequency_hz)?;
     }
@@ -66,6 +72,8 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
         _ => unreachable!("every non-launch target resolved to a pid above"),
     };
     session.add_target(pid)?;
+    let mut stack_copy =
+        if unwind == UnwindMode::Dwarf { Some(session.stack_copy_collector(pid)?) } else { None };
     let info = target::describe(pid).unwrap_or_else(|_| TargetInfo {
         pid,
         name: launched_name(&plan.target),
@@ -77,16 +85,24 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
     fs::create_dir_all(&out_dir).map_err(|e| Error::output(&out_dir, e))?;
 
     eprintln!(
-        "perf-audit: auditing {} (pid {pid}) for {}, profile {}, CPU sampling at {} Hz",
+        "perf-audit: auditing {} (pid {pid}) for {}, profile {}, CPU sampling at {} Hz, unwinding with {}",
         info.name,
         humantime::format_duration(plan.duration),
         plan.requested_profile.as_str(),
-        plan.frequency_hz
+        plan.frequency_hz,
+        unwind.describe()
     );
-    let collected = collect(&plan, &session, pid).await;
+    let mut collected = collect(&plan, &session, pid, stack_copy.as_mut()).await;
     session.stop_cpu_sampling();
     let counters = session.counters()?;
-    let raw: Vec<_> = session.read_cpu_stacks()?.into_iter().filter(|s| s.tgid == pid).collect();
+    let raw: Vec<_> = match stack_copy {
+        Some(mut collector) => {
+            collector.drain(&mut collected.maps);
+            session.finish_stack_copy(collector)?
+        }
+        None => session.read_cpu_stacks()?,
+    };
+    let raw: Vec<_> = raw.into_iter().filter(|s| s.tgid == pid).collect();
     drop(session); // detach everything before the (slower) analysis
     drop(launched);
 
@@ -117,7 +133,15 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
         partial: collected.end_reason != EndReason::Duration,
         unavailable_profiles: plan.unavailable.iter().map(|p| p.as_str().to_string()).collect(),
         kernel: KernelInfo { release: support.release.clone(), btf: support.btf },
-        cpu: Some(CpuSection::build(&counters, plan.frequency_hz, &hotspots, threads, HOTSPOT_ROWS)),
+        cpu: Some(CpuSection::build(
+            &counters,
+            unwind,
+            profile.complete_share(),
+            plan.frequency_hz,
+            &hotspots,
+            threads,
+            HOTSPOT_ROWS,
+        )),
         findings,
         rerun_command: rerun_command(&plan, &info),
     };
@@ -145,7 +169,12 @@ struct Collected {
 
 /// Waits for the duration, Ctrl-C/SIGTERM, or the target's exit, keeping a
 /// snapshot of the target's memory maps and showing progress.
-async fn collect(plan: &AuditPlan, session: &KernelSession, pid: u32) -> Collected {
+async fn collect(
+    plan: &AuditPlan,
+    session: &KernelSession,
+    pid: u32,
+    mut stack_copy: Option<&mut StackCopyCollector>,
+) -> Collected {
     use tokio::signal::unix::{SignalKind, signal};
 
     let start = Instant::now();
@@ -166,6 +195,12 @@ async fn collect(plan: &AuditPlan, session: &KernelSession, pid: u32) -> Collect
             _ = async { match sigterm.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {
                 break EndReason::Interrupted
             }
+            _ = async {
+                match stack_copy.as_deref_mut() {
+                    Some(c) => c.drain_when_ready(&mut maps).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
             _ = tick.tick() => {
                 if !target::is_alive(pid) {
                     break EndReason::TargetExited;
@@ -230,6 +265,30 @@ fn launched_name(spec: &TargetSpec) -> String {
         TargetSpec::Name(n) => n.clone(),
         TargetSpec::Pid(p) => format!("pid-{p}"),
     }
+}
+
+/// `auto` picks frame pointers only when the binary keeps them.
+fn choose_unwind_mode(choice: UnwindChoice, exe: Option<&Path>) -> UnwindMode {
+    match choice {
+        UnwindChoice::FramePointer => UnwindMode::FramePointer,
+        UnwindChoice::Dwarf => UnwindMode::Dwarf,
+        UnwindChoice::Auto => match exe {
+            Some(exe) if crate::unwind::has_frame_pointers(exe) => UnwindMode::FramePointer,
+            _ => UnwindMode::Dwarf,
+        },
+    }
+}
+
+/// The file `Command` would run for `program` (PATH lookup for bare names).
+fn resolve_program(program: &str) -> Option<PathBuf> {
+    if program.contains('/') {
+        return Some(PathBuf::from(program));
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
 }
 
 /// `perf-audit-<service>-<UTC timestamp>`, e.g. `perf-audit-svc-20261124T212300Z`.

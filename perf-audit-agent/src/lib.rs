@@ -16,3 +16,4 @@ pub mod render;
 pub mod report;
 pub mod symbolize;
 pub mod target;
+pub mod unwind;

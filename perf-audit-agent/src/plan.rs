@@ -7,7 +7,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use crate::{
-    cli::{Args, Profile},
+    cli::{Args, Profile, UnwindChoice},
     error::{Error, ErrorKind, Result},
 };
 
@@ -38,6 +38,7 @@ pub struct AuditPlan {
     pub unavailable: Vec<Profile>,
     pub duration: Duration,
     pub frequency_hz: u64,
+    pub unwind: UnwindChoice,
     /// `None`: the default, named after the service once it is resolved.
     pub out_dir: Option<PathBuf>,
     pub database_url: Option<String>,
@@ -135,6 +136,7 @@ impl AuditPlan {
             unavailable,
             duration: args.duration,
             frequency_hz: args.frequency,
+            unwind: args.unwind,
             out_dir: args.out,
             database_url: args.database_url,
             show_progress: !args.quiet,

@@ -219,6 +219,11 @@ impl MapsSnapshot {
         self.by_start.range(..=addr).next_back().map(|(_, m)| m).filter(|m| addr < m.end)
     }
 
+    /// Every mapping seen, by start address.
+    pub fn iter(&self) -> impl Iterator<Item = &Mapping> {
+        self.by_start.values()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.by_start.is_empty()
     }

@@ -40,6 +40,48 @@ pub struct CpuStackKey {
     pub comm: [u8; TASK_COMM_LEN],
 }
 
+/// Bytes of user stack copied per sample in stack-copy mode (8 pages).
+/// Deep async stacks (tokio -> axum -> handler futures) fit; perf's
+/// `--call-graph dwarf` default is 8 KiB.
+pub const USER_STACK_COPY_BYTES: usize = 32_768;
+
+/// Page size the copy is chunked by: a copy stops at the first page that
+/// cannot be read (the top of the stack mapping), keeping all pages before.
+pub const USER_STACK_COPY_PAGE: usize = 4_096;
+
+/// Size of the ring buffer carrying [`UserStackSample`]s (a power of two).
+/// 16 MiB holds ~500 samples: seconds of backlog at 99 Hz on many CPUs.
+pub const USER_STACK_RING_BYTES: u32 = 16 * 1024 * 1024;
+
+/// One CPU sample in stack-copy mode: registers and a copy of the user
+/// stack from `sp` upward, unwound by the agent from `.eh_frame`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct UserStackSample {
+    pub tgid: u32,
+    pub tid: u32,
+    /// Id in `STACK_TRACES` of the kernel stack, or negative (see
+    /// [`CpuStackKey::kernel_stack_id`]).
+    pub kernel_stack_id: i32,
+    /// Bytes of `stack` that hold a copy of user memory starting at `sp`.
+    pub stack_len: u32,
+    /// User-mode registers at the sample (the task's saved user registers
+    /// when the sample hit the kernel).
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+    pub comm: [u8; TASK_COMM_LEN],
+    pub stack: [u8; USER_STACK_COPY_BYTES],
+}
+
+/// Values of the `USER_STACK_MODE` global.
+pub mod user_stack_mode {
+    /// Kernel frame-pointer walk (`bpf_get_stackid`), aggregated in-kernel.
+    pub const FRAME_POINTER: u32 = 0;
+    /// Copy registers and the stack into a ring buffer; the agent unwinds.
+    pub const STACK_COPY: u32 = 1;
+}
+
 /// Slots of the per-CPU `COUNTERS` array. The agent sums them over CPUs and
 /// shows every one of them in the report: nothing is dropped silently.
 #[repr(u32)]
@@ -54,6 +96,10 @@ pub enum Counter {
     /// Samples whose kernel stack could not be captured (other than the
     /// expected "sample was in user mode").
     CpuKernelStackFailed = 3,
+    /// Stack-copy samples lost because the ring buffer was full.
+    CpuSamplesDroppedRingFull = 4,
+    /// Stack-copy samples whose user stack could not be read at all.
+    CpuUserStackCopyFailed = 5,
 }
 
 /// Number of slots in `COUNTERS` (room for later collectors).
@@ -61,11 +107,13 @@ pub const COUNTER_SLOTS: u32 = 32;
 
 impl Counter {
     /// Every counter, in slot order.
-    pub const ALL: [Counter; 4] = [
+    pub const ALL: [Counter; 6] = [
         Counter::CpuSamples,
         Counter::CpuSamplesDroppedMapFull,
         Counter::CpuUserStackFailed,
         Counter::CpuKernelStackFailed,
+        Counter::CpuSamplesDroppedRingFull,
+        Counter::CpuUserStackCopyFailed,
     ];
 
     /// Slot index in `COUNTERS`.
@@ -91,6 +139,8 @@ pub mod names {
     pub const TARGET_PIDS: &str = "TARGET_PIDS";
     pub const COUNTERS: &str = "COUNTERS";
     pub const FILTER_MODE: &str = "FILTER_MODE";
+    pub const USER_STACK_MODE: &str = "USER_STACK_MODE";
+    pub const USER_STACK_SAMPLES: &str = "USER_STACK_SAMPLES";
 }
 
 #[cfg(feature = "user")]
@@ -98,6 +148,8 @@ mod user {
     // SAFETY: plain-old-data, `#[repr(C)]`, no padding (checked by the
     // layout tests), every bit pattern valid.
     unsafe impl aya::Pod for super::CpuStackKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::UserStackSample {}
 }
 
 #[cfg(test)]
@@ -114,6 +166,23 @@ mod layout_tests {
         assert_eq!(offset_of!(CpuStackKey, user_stack_id), 8);
         assert_eq!(offset_of!(CpuStackKey, kernel_stack_id), 12);
         assert_eq!(offset_of!(CpuStackKey, comm), 16);
+    }
+
+    #[test]
+    fn user_stack_sample_layout_is_pinned() {
+        assert_eq!(offset_of!(UserStackSample, tgid), 0);
+        assert_eq!(offset_of!(UserStackSample, tid), 4);
+        assert_eq!(offset_of!(UserStackSample, kernel_stack_id), 8);
+        assert_eq!(offset_of!(UserStackSample, stack_len), 12);
+        assert_eq!(offset_of!(UserStackSample, ip), 16);
+        assert_eq!(offset_of!(UserStackSample, sp), 24);
+        assert_eq!(offset_of!(UserStackSample, bp), 32);
+        assert_eq!(offset_of!(UserStackSample, comm), 40);
+        assert_eq!(offset_of!(UserStackSample, stack), 56);
+        assert_eq!(size_of::<UserStackSample>(), 56 + USER_STACK_COPY_BYTES);
+        assert_eq!(align_of::<UserStackSample>(), 8);
+        assert_eq!(USER_STACK_COPY_BYTES % USER_STACK_COPY_PAGE, 0);
+        assert!(USER_STACK_RING_BYTES.is_power_of_two());
     }
 
     #[test]

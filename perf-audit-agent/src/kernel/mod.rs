@@ -7,7 +7,7 @@ pub mod cpu;
 use std::{fs, path::Path};
 
 use aya::{Ebpf, EbpfLoader, maps::PerCpuArray};
-use perf_audit_common::{COUNTER_SLOTS, Counter, filter_mode, names};
+use perf_audit_common::{COUNTER_SLOTS, Counter, filter_mode, names, user_stack_mode};
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -72,6 +72,26 @@ pub enum Filter {
     All,
 }
 
+/// How user stacks are captured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnwindMode {
+    /// The kernel walks frame pointers (`bpf_get_stackid`).
+    FramePointer,
+    /// The kernel copies registers and the stack; the agent unwinds with
+    /// the binaries' `.eh_frame` (no frame pointers needed).
+    Dwarf,
+}
+
+impl UnwindMode {
+    pub fn describe(self) -> &'static str {
+        match self {
+            UnwindMode::FramePointer => "frame pointers (kernel bpf_get_stackid)",
+            UnwindMode::Dwarf => "dwarf (.eh_frame, 32 KiB user stack copy per sample, unwound by the agent)",
+        }
+    }
+}
+
 /// Sums of the per-CPU counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counters {
@@ -79,6 +99,8 @@ pub struct Counters {
     pub cpu_samples_dropped_map_full: u64,
     pub cpu_user_stack_failed: u64,
     pub cpu_kernel_stack_failed: u64,
+    pub cpu_samples_dropped_ring_full: u64,
+    pub cpu_user_stack_copy_failed: u64,
 }
 
 /// The loaded object and whatever is attached. Dropping it detaches every
@@ -89,13 +111,18 @@ pub struct KernelSession {
 }
 
 impl KernelSession {
-    pub fn load(filter: Filter) -> Result<KernelSession> {
+    pub fn load(filter: Filter, unwind: UnwindMode) -> Result<KernelSession> {
         let mode = match filter {
             Filter::ListedPids => filter_mode::LISTED_PIDS,
             Filter::All => filter_mode::ALL,
         };
+        let stack_mode = match unwind {
+            UnwindMode::FramePointer => user_stack_mode::FRAME_POINTER,
+            UnwindMode::Dwarf => user_stack_mode::STACK_COPY,
+        };
         let ebpf = EbpfLoader::new()
             .override_global(names::FILTER_MODE, &mode, true)
+            .override_global(names::USER_STACK_MODE, &stack_mode, true)
             .load(EBPF_OBJECT)
             .map_err(|e| load_error("loading the eBPF object", &e))?;
         Ok(KernelSession { ebpf, cpu: None })
@@ -127,6 +154,17 @@ impl KernelSession {
         cpu::read_stacks(&self.ebpf)
     }
 
+    /// Takes the stack-copy ring buffer (stack-copy mode) to unwind its
+    /// samples for process `pid` as they arrive.
+    pub fn stack_copy_collector(&mut self, pid: u32) -> Result<cpu::StackCopyCollector> {
+        cpu::StackCopyCollector::new(&mut self.ebpf, pid)
+    }
+
+    /// Resolves the kernel stacks of a finished stack-copy collection.
+    pub fn finish_stack_copy(&self, collector: cpu::StackCopyCollector) -> Result<Vec<cpu::RawCpuStack>> {
+        collector.into_raw(&self.ebpf)
+    }
+
     pub fn counters(&self) -> Result<Counters> {
         let array: PerCpuArray<_, u64> = PerCpuArray::try_from(
             self.ebpf.map(names::COUNTERS).ok_or_else(|| missing(names::COUNTERS))?,
@@ -144,6 +182,8 @@ impl KernelSession {
             cpu_samples_dropped_map_full: sums[Counter::CpuSamplesDroppedMapFull.slot() as usize],
             cpu_user_stack_failed: sums[Counter::CpuUserStackFailed.slot() as usize],
             cpu_kernel_stack_failed: sums[Counter::CpuKernelStackFailed.slot() as usize],
+            cpu_samples_dropped_ring_full: sums[Counter::CpuSamplesDroppedRingFull.slot() as usize],
+            cpu_user_stack_copy_failed: sums[Counter::CpuUserStackCopyFailed.slot() as usize],
         })
     }
 }

@@ -109,6 +109,29 @@ impl CpuProfile {
         self.stacks.iter().map(|s| s.count).sum()
     }
 
+    /// Share (0..=1) of samples whose user stack was unwound all the way:
+    /// its outermost frame is a process or thread entry point (`_start`,
+    /// `__libc_start_main`, `start_thread`, `clone3`...) or it passes
+    /// through `main`. Stacks that stop early lose their callers and put
+    /// the time under the wrong roots of the flamegraph.
+    pub fn complete_share(&self) -> f64 {
+        let total = self.total_samples();
+        if total == 0 {
+            return 0.0;
+        }
+        let complete: u64 = self.stacks.iter().filter(|s| self.is_complete(s)).map(|s| s.count).sum();
+        complete as f64 / total as f64
+    }
+
+    fn is_complete(&self, stack: &StackSample) -> bool {
+        if !stack.has_user_stack {
+            return false;
+        }
+        let mut user = stack.frames.iter().map(|id| self.frame(*id)).filter(|f| f.origin != Origin::Kernel);
+        let Some(root) = user.next() else { return false };
+        is_thread_root(&root.function) || root.function == "main" || user.any(|f| f.function == "main")
+    }
+
     /// Folded stacks (`root;...;leaf count`), thread name as the root frame,
     /// merged by label and sorted, so the output is deterministic.
     pub fn folded_lines(&self) -> Vec<String> {
@@ -123,6 +146,15 @@ impl CpuProfile {
         }
         merged.into_iter().map(|(stack, count)| format!("{stack} {count}")).collect()
     }
+}
+
+/// Entry points where a process's or thread's user stack begins.
+pub fn is_thread_root(function: &str) -> bool {
+    matches!(
+        function,
+        "_start" | "__libc_start_main" | "__libc_start_call_main" | "__libc_start_main_impl" | "start_thread"
+            | "clone" | "clone3" | "__clone" | "__clone3" | "__GI___clone3" | "__GI___clone" | "thread_start"
+    )
 }
 
 /// Folded format separators cannot appear inside a frame label.
@@ -203,6 +235,17 @@ mod tests {
             p.folded_lines(),
             vec!["worker;svc::main;do_syscall_64_[k] 1".to_string(), "worker;svc::main;svc::hot 5".to_string()]
         );
+    }
+
+    #[test]
+    fn completeness_counts_stacks_reaching_main_or_a_thread_root() {
+        let libc = |f: &str| Frame { function: f.into(), file: None, line: None, origin: Origin::Native, inlined: false };
+        let p = profile(&[
+            (&[libc("_start"), libc("__libc_start_main"), libc("main"), owner("svc::main", 1), owner("svc::hot", 2)], 6),
+            (&[libc("clone3"), libc("start_thread"), owner("svc::worker", 3)], 2),
+            (&[owner("svc::b", 4), owner("svc::hot", 2)], 2),
+        ]);
+        assert!((p.complete_share() - 0.8).abs() < 1e-9);
     }
 
     #[test]

@@ -63,8 +63,14 @@ fn render_cpu(md: &mut String, cpu: &CpuSection, findings: &[Finding]) {
     let _ = writeln!(md, "**Dropped samples**: {}", cpu.dropped_samples);
     let _ = writeln!(
         md,
-        "**Stack capture**: {}; user stack missing in {} samples, kernel stack failed in {}",
-        cpu.unwinding, cpu.user_stack_failures, cpu.kernel_stack_failures
+        "**Stack unwinding**: {}; {:.1}% of samples have a complete stack (down from `main` or the thread start)",
+        cpu.unwinding.describe(),
+        cpu.stack_completeness_pct
+    );
+    let _ = writeln!(
+        md,
+        "**Capture failures**: user stack missing in {} samples, kernel stack in {}",
+        cpu.user_stack_failures, cpu.kernel_stack_failures
     );
     if !cpu.threads.is_empty() {
         let threads: Vec<String> =

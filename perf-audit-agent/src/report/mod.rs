@@ -61,10 +61,15 @@ pub struct CpuSection {
     /// Samples lost in the kernel (aggregation map full).
     pub dropped_samples: u64,
     pub frequency_hz: u64,
-    /// How user stacks were unwound.
-    pub unwinding: String,
+    /// How user stacks were unwound: `frame-pointer` or `dwarf`.
+    pub unwinding: crate::kernel::UnwindMode,
+    /// Percent of samples whose user stack reached `main` or a thread's
+    /// entry point (see `CpuProfile::complete_share`).
+    pub stack_completeness_pct: f64,
     /// Samples whose user stack could not be captured at all.
     pub user_stack_failures: u64,
+    /// Stack-copy samples lost because the ring buffer was full.
+    pub ring_buffer_drops: u64,
     /// Samples whose kernel stack could not be captured.
     pub kernel_stack_failures: u64,
     pub hotspots: Vec<HotspotRow>,
@@ -96,6 +101,8 @@ impl CpuSection {
     /// The section from measured data; `limit` hotspot rows.
     pub fn build(
         counters: &Counters,
+        unwinding: crate::kernel::UnwindMode,
+        stack_completeness: f64,
         frequency_hz: u64,
         hotspots: &[Hotspot],
         threads: Vec<(String, u64)>,
@@ -127,10 +134,12 @@ impl CpuSection {
             .collect();
         CpuSection {
             total_samples: counters.cpu_samples,
-            dropped_samples: counters.cpu_samples_dropped_map_full,
+            dropped_samples: counters.cpu_samples_dropped_map_full + counters.cpu_samples_dropped_ring_full,
             frequency_hz,
-            unwinding: "frame-pointer (kernel bpf_get_stackid)".to_string(),
-            user_stack_failures: counters.cpu_user_stack_failed,
+            unwinding,
+            stack_completeness_pct: round2(stack_completeness * 100.0),
+            user_stack_failures: counters.cpu_user_stack_failed + counters.cpu_user_stack_copy_failed,
+            ring_buffer_drops: counters.cpu_samples_dropped_ring_full,
             kernel_stack_failures: counters.cpu_kernel_stack_failed,
             hotspots: rows,
             threads,

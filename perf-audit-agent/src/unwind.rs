@@ -1,0 +1,363 @@
+//! User-stack unwinding from `.eh_frame`, for binaries without frame
+//! pointers (Rust's default release profile).
+//!
+//! The kernel side copies the user registers and up to 32 KiB of the user
+//! stack at each sample; this module walks that copy with framehop, using
+//! the unwind tables of every object mapped in the target (the main PIE
+//! binary, libc, ...). Tables are parsed once per object and cached by
+//! build-id (or path, size and mtime when there is none), so processes of
+//! the same binary share them. See ARCHITECTURE.md for why unwinding happens
+//! here rather than in the kernel.
+
+use std::{
+    collections::HashMap,
+    fs::File,
+    ops::{Deref, Range},
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use framehop::{
+    ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder as _,
+    x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64},
+};
+use object::{Object as _, ObjectSection as _, ObjectSegment as _};
+
+use crate::target::{Mapping, MapsSnapshot};
+
+/// Bytes of a mapped file, shared by every module built from it.
+#[derive(Clone)]
+pub struct SharedBytes {
+    map: Arc<memmap2::Mmap>,
+    range: Range<usize>,
+}
+
+impl Deref for SharedBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.map[self.range.clone()]
+    }
+}
+
+/// The unwind-relevant parts of one ELF object.
+pub struct ObjectTables {
+    eh_frame: Option<(Range<u64>, SharedBytes)>,
+    eh_frame_hdr: Option<(Range<u64>, SharedBytes)>,
+    debug_frame: Option<SharedBytes>,
+    text: Option<(Range<u64>, SharedBytes)>,
+    /// Loadable segments: (file offset, virtual address, file size).
+    segments: Vec<(u64, u64, u64)>,
+}
+
+impl ObjectTables {
+    fn load(path: &Path) -> Option<(ObjectKey, ObjectTables)> {
+        let file = File::open(path).ok()?;
+        // SAFETY: the file is mapped read-only; a concurrent truncation could
+        // fault, the usual caveat of every profiler reading binaries.
+        let map = Arc::new(unsafe { memmap2::Mmap::map(&file) }.ok()?);
+        let elf = object::File::parse(&map[..]).ok()?;
+        let section = |name: &str| -> Option<(Range<u64>, SharedBytes)> {
+            let s = elf.section_by_name(name)?;
+            let (offset, size) = s.file_range()?;
+            Some((
+                s.address()..s.address() + s.size(),
+                SharedBytes { map: map.clone(), range: offset as usize..(offset + size) as usize },
+            ))
+        };
+        let key = match elf.build_id().ok().flatten() {
+            Some(id) => ObjectKey::BuildId(id.to_vec()),
+            None => {
+                let meta = file.metadata().ok()?;
+                ObjectKey::File(path.to_path_buf(), meta.len(), meta.modified().ok())
+            }
+        };
+        let segments = elf
+            .segments()
+            .map(|seg| {
+                let (offset, size) = seg.file_range();
+                (offset, seg.address(), size)
+            })
+            .collect();
+        let tables = ObjectTables {
+            eh_frame: section(".eh_frame"),
+            eh_frame_hdr: section(".eh_frame_hdr"),
+            debug_frame: section(".debug_frame").map(|(_, b)| b),
+            text: section(".text"),
+            segments,
+        };
+        Some((key, tables))
+    }
+
+    /// Load bias of `mapping`: runtime address minus virtual address. The
+    /// kernel maps a segment from its page-aligned file offset, so the
+    /// mapping's offset is the segment's offset rounded down to a page
+    /// (segments may share that page with the previous one).
+    fn bias(&self, mapping: &Mapping) -> Option<u64> {
+        const PAGE: u64 = 4096;
+        let (seg_offset, seg_vaddr, _) = self
+            .segments
+            .iter()
+            .find(|(off, _, _)| off & !(PAGE - 1) == mapping.offset)
+            .or_else(|| self.segments.iter().find(|(off, _, size)| (*off..off + size).contains(&mapping.offset)))?;
+        let vaddr = seg_vaddr.checked_sub(seg_offset - mapping.offset.min(*seg_offset))?;
+        Some(mapping.start.wrapping_sub(vaddr))
+    }
+
+    fn module(&self, name: String, mapping: &Mapping) -> Option<Module<SharedBytes>> {
+        if self.eh_frame.is_none() && self.debug_frame.is_none() {
+            return None;
+        }
+        let bias = self.bias(mapping)?;
+        let info = ExplicitModuleSectionInfo {
+            base_svma: 0,
+            text_svma: self.text.as_ref().map(|(r, _)| r.clone()),
+            text: self.text.as_ref().map(|(_, d)| d.clone()),
+            eh_frame_svma: self.eh_frame.as_ref().map(|(r, _)| r.clone()),
+            eh_frame: self.eh_frame.as_ref().map(|(_, d)| d.clone()),
+            eh_frame_hdr_svma: self.eh_frame_hdr.as_ref().map(|(r, _)| r.clone()),
+            eh_frame_hdr: self.eh_frame_hdr.as_ref().map(|(_, d)| d.clone()),
+            debug_frame: self.debug_frame.clone(),
+            stubs_svma: None,
+            stub_helper_svma: None,
+            got_svma: None,
+            unwind_info: None,
+            text_segment_svma: None,
+            text_segment: None,
+        };
+        Some(Module::new(name, mapping.start..mapping.end, bias, info))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum ObjectKey {
+    BuildId(Vec<u8>),
+    File(PathBuf, u64, Option<std::time::SystemTime>),
+}
+
+/// Unwind tables of every object seen, by build-id. Shared by all the
+/// processes an agent unwinds (the daemon watches many of the same binary).
+#[derive(Default)]
+pub struct TableCache {
+    by_key: HashMap<ObjectKey, Arc<ObjectTables>>,
+    by_path: HashMap<PathBuf, Option<Arc<ObjectTables>>>,
+}
+
+impl TableCache {
+    fn tables(&mut self, path: &Path) -> Option<Arc<ObjectTables>> {
+        if let Some(known) = self.by_path.get(path) {
+            return known.clone();
+        }
+        let loaded = ObjectTables::load(path).map(|(key, tables)| {
+            self.by_key.entry(key).or_insert_with(|| Arc::new(tables)).clone()
+        });
+        self.by_path.insert(path.to_path_buf(), loaded.clone());
+        loaded
+    }
+
+    /// Number of distinct objects parsed.
+    pub fn objects(&self) -> usize {
+        self.by_key.len()
+    }
+}
+
+/// How one stack ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnwindEnd {
+    /// A root function was reached (its CFI says there is no caller).
+    Root,
+    /// Unwinding stopped early: a frame outside the copied window, an
+    /// address without unwind info, or a corrupt frame.
+    Truncated,
+}
+
+/// Unwinds the stacks of one process.
+pub struct ProcessUnwinder {
+    unwinder: UnwinderX86_64<SharedBytes>,
+    cache: CacheX86_64,
+    /// Start addresses of mappings already added as modules.
+    added: std::collections::HashSet<u64>,
+}
+
+/// Frames beyond this depth are dropped (and the stack marked truncated).
+pub const MAX_FRAMES: usize = 256;
+
+impl Default for ProcessUnwinder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ProcessUnwinder {
+    pub fn new() -> Self {
+        ProcessUnwinder { unwinder: UnwinderX86_64::new(), cache: CacheX86_64::new(), added: Default::default() }
+    }
+
+    /// Adds modules for mappings not seen before.
+    pub fn sync_modules(&mut self, maps: &MapsSnapshot, tables: &mut TableCache) {
+        for mapping in maps.iter() {
+            if !self.added.insert(mapping.start) {
+                continue;
+            }
+            let Some(t) = tables.tables(&mapping.path) else { continue };
+            let name = mapping.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if let Some(module) = t.module(name, mapping) {
+                self.unwinder.add_module(module);
+            }
+        }
+    }
+
+    /// Unwinds one sample. Returns the frames leaf first (the sampled
+    /// instruction pointer, then return addresses) and how it ended.
+    pub fn unwind(&mut self, ip: u64, sp: u64, bp: u64, stack: &[u8]) -> (Vec<u64>, UnwindEnd) {
+        let mut read_stack = |addr: u64| -> Result<u64, ()> {
+            let offset = addr.checked_sub(sp).ok_or(())? as usize;
+            let bytes = stack.get(offset..offset.checked_add(8).ok_or(())?).ok_or(())?;
+            Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| ())?))
+        };
+        let mut frames = Vec::with_capacity(32);
+        let mut iter = self.unwinder.iter_frames(ip, UnwindRegsX86_64::new(ip, sp, bp), &mut self.cache, &mut read_stack);
+        let end = loop {
+            match iter.next() {
+                Ok(Some(FrameAddress::InstructionPointer(addr))) => frames.push(addr),
+                Ok(Some(FrameAddress::ReturnAddress(addr))) => frames.push(addr.get()),
+                Ok(None) => break UnwindEnd::Root,
+                Err(_) => break UnwindEnd::Truncated,
+            }
+            if frames.len() >= MAX_FRAMES {
+                break UnwindEnd::Truncated;
+            }
+        };
+        (frames, end)
+    }
+}
+
+/// Whether the functions of `exe` keep frame pointers: most of the
+/// functions compiled with the binary's own flags (its crates and their
+/// dependencies, not the precompiled std) start with `push %rbp;
+/// mov %rsp,%rbp` (after an optional `endbr64`). Stripped binaries answer
+/// `false` (unwinding from `.eh_frame` is the safe choice then).
+pub fn has_frame_pointers(exe: &Path) -> bool {
+    use object::ObjectSymbol as _;
+    let Ok(file) = File::open(exe) else { return false };
+    // SAFETY: read-only mapping, as above.
+    let Ok(map) = (unsafe { memmap2::Mmap::map(&file) }) else { return false };
+    let Ok(elf) = object::File::parse(&map[..]) else { return false };
+    let Some(text) = elf.section_by_name(".text") else { return false };
+    let Ok(text_data) = text.data() else { return false };
+    let (mut checked, mut with_fp) = (0u32, 0u32);
+    for sym in elf.symbols() {
+        if sym.kind() != object::SymbolKind::Text || sym.size() < 16 {
+            continue;
+        }
+        let Ok(name) = sym.name() else { continue };
+        if is_precompiled_runtime(name) {
+            continue;
+        }
+        let Some(start) = sym.address().checked_sub(text.address()) else { continue };
+        let Some(code) = text_data.get(start as usize..) else { continue };
+        let code = code.strip_prefix(&[0xf3, 0x0f, 0x1e, 0xfa][..]).unwrap_or(code); // endbr64
+        checked += 1;
+        if code.starts_with(&[0x55, 0x48, 0x89, 0xe5]) {
+            with_fp += 1;
+        }
+        if checked >= 400 {
+            break;
+        }
+    }
+    checked >= 3 && with_fp * 10 >= checked * 8
+}
+
+/// Functions that may come from the precompiled standard library (or its
+/// private dependencies), which never has frame pointers whatever the
+/// user's flags. Conservative: any symbol whose name mentions one of those
+/// crates is left out, so generic std code instantiated in the user's crate
+/// is skipped too; what remains is certainly compiled with the user's flags.
+fn is_precompiled_runtime(symbol: &str) -> bool {
+    const STD_CRATES: &[&str] = &[
+        "std", "core", "alloc", "hashbrown", "addr2line", "gimli", "miniz_oxide", "object", "rustc_demangle",
+        "std_detect", "adler", "adler2", "panic_unwind", "panic_abort", "compiler_builtins", "memchr", "unwind",
+        "__rustc",
+    ];
+    let Ok(demangled) = rustc_demangle::try_demangle(symbol) else {
+        // C symbols (libc start files, compiler runtime) are not ours either.
+        return true;
+    };
+    let name = format!("{demangled:#}");
+    name.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+        .filter_map(|path| path.split_once("::").map(|(krate, _)| krate))
+        .any(|krate| STD_CRATES.contains(&krate))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_agent_itself_is_unwound_through_its_own_tables() {
+        // Unwind our own current stack: registers from inline asm, the stack
+        // copied from memory, tables from /proc/self/maps.
+        let (ip, sp, bp): (u64, u64, u64);
+        // SAFETY: reads three registers.
+        unsafe {
+            std::arch::asm!("lea {ip}, [rip]", "mov {sp}, rsp", "mov {bp}, rbp", ip = out(reg) ip, sp = out(reg) sp, bp = out(reg) bp);
+        }
+        // Copy up to 16 KiB above sp, within our stack's mapping (as the
+        // kernel side does, stopping at the mapping's end).
+        let maps_text = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let stack_end = maps_text
+            .lines()
+            .filter_map(|l| l.split_whitespace().next()?.split_once('-'))
+            .map(|(a, b)| (u64::from_str_radix(a, 16).unwrap(), u64::from_str_radix(b, 16).unwrap()))
+            .find(|(a, b)| (*a..*b).contains(&sp))
+            .map(|(_, b)| b)
+            .expect("sp is in a mapping");
+        let len = (stack_end - sp).min(16 * 1024) as usize;
+        // SAFETY: `len` bytes from sp lie inside our own live stack mapping.
+        let stack: Vec<u8> = unsafe { std::slice::from_raw_parts(sp as *const u8, len) }.to_vec();
+        let mut maps = MapsSnapshot::default();
+        maps.refresh(std::process::id()).unwrap();
+        let mut tables = TableCache::default();
+        let mut unwinder = ProcessUnwinder::new();
+        unwinder.sync_modules(&maps, &mut tables);
+        let (frames, end) = unwinder.unwind(ip, sp, bp, &stack);
+        assert!(frames.len() >= 5, "unwound only {frames:x?}");
+        // The test thread's stack is unwound up to its root (clone3).
+        assert_eq!(end, UnwindEnd::Root, "stopped early: {frames:x?}");
+        // Every return address lies in an executable mapping of ours.
+        for f in &frames {
+            assert!(maps.find(*f).is_some() || maps.find(f - 1).is_some(), "{f:#x} is not code");
+        }
+    }
+
+    #[test]
+    fn bias_uses_the_segment_mapped_from_the_page_aligned_offset() {
+        // rustc/lld PIE layout: R segment [0, 0x18240), R+E from 0x18240 at
+        // vaddr 0x19240; the kernel maps the latter from offset 0x18000.
+        let tables = ObjectTables {
+            eh_frame: None,
+            eh_frame_hdr: None,
+            debug_frame: None,
+            text: None,
+            segments: vec![(0, 0, 0x18240), (0x18240, 0x19240, 0x44510), (0x5c750, 0x5e750, 0x2ec8)],
+        };
+        let mapping = Mapping { start: 0x55e1_49e8_8000, end: 0x55e1_49ec_d000, offset: 0x18000, path: "/x".into() };
+        assert_eq!(tables.bias(&mapping), Some(0x55e1_49e8_8000 - 0x19000));
+        let first = Mapping { start: 0x55e1_49e6_f000, end: 0x55e1_49e8_8000, offset: 0, path: "/x".into() };
+        assert_eq!(tables.bias(&first), Some(0x55e1_49e6_f000));
+    }
+
+    #[test]
+    fn std_symbols_are_not_counted_for_frame_pointer_detection() {
+        assert!(is_precompiled_runtime("_ZN3std2rt19lang_start_internal17h0123456789abcdefE"));
+        assert!(is_precompiled_runtime("_ZN4core3fmt5write17h0123456789abcdefE"));
+        assert!(is_precompiled_runtime("memcpy"));
+        assert!(!is_precompiled_runtime("_ZN12unwind_chain3hot17h0123456789abcdefE"));
+        // `<&str as core::fmt::Display>::fmt`, instantiated in std.
+        assert!(is_precompiled_runtime("_RNvXs1i_NtCsgEmfK2I1SDS_4core3fmtReNtB6_7Display3fmtCsjrHSEGnQ3l9_3std"));
+    }
+
+    #[test]
+    fn a_missing_binary_has_no_frame_pointers() {
+        assert!(!has_frame_pointers(Path::new("/nonexistent")));
+    }
+}
