@@ -27,7 +27,8 @@ Outputs (in --out, default perf-audit-<service>-<UTC timestamp>/):
 Exit codes:
   0 report written (a target that exited early gives a partial report)
   1 internal error   2 usage error   3 target not found or not started
-  4 insufficient privileges   5 kernel lacks eBPF support   6 cannot write output";
+  4 insufficient privileges   5 kernel lacks eBPF support   6 cannot write output
+  7 the database could not be started or reached";
 
 /// Audit a running Rust service with eBPF and tell its owners what to fix first.
 #[derive(Debug, Parser)]

@@ -24,6 +24,8 @@ pub mod exit_code {
     pub const KERNEL: i32 = 5;
     /// The output directory could not be written.
     pub const OUTPUT: i32 = 6;
+    /// The database the audit needs could not be started or reached.
+    pub const DATABASE: i32 = 7;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +48,10 @@ pub enum ErrorKind {
     EbpfLoad,
     /// Writing the report failed.
     Output,
+    /// No PostgreSQL installed to start a private database with.
+    PostgresNotInstalled,
+    /// The database could not be started, reached or prepared.
+    Database,
     /// Anything else; a bug.
     Internal,
 }
@@ -61,6 +67,7 @@ impl ErrorKind {
             ErrorKind::Permission => exit_code::PERMISSION,
             ErrorKind::KernelUnsupported | ErrorKind::EbpfLoad => exit_code::KERNEL,
             ErrorKind::Output => exit_code::OUTPUT,
+            ErrorKind::PostgresNotInstalled | ErrorKind::Database => exit_code::DATABASE,
             ErrorKind::Internal => exit_code::INTERNAL,
         }
     }
@@ -84,6 +91,12 @@ impl ErrorKind {
                 "report it with the output of `uname -r` and this message (likely an unsupported kernel)"
             }
             ErrorKind::Output => "pass a writable directory with --out DIR",
+            ErrorKind::PostgresNotInstalled => {
+                "install PostgreSQL (apt-get install postgresql), or pass --database-url URL"
+            }
+            ErrorKind::Database => {
+                "see the PostgreSQL error in this message, or pass --database-url URL of a running database"
+            }
             ErrorKind::Internal => "this is a bug: please report it with the command you ran",
         }
     }
