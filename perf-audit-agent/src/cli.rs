@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -32,7 +32,47 @@ Exit codes:
 
 /// Audit a running Rust service with eBPF and tell its owners what to fix first.
 #[derive(Debug, Parser)]
-#[command(name = "perf-audit-agent", version, about, after_help = AFTER_HELP)]
+#[command(
+    name = "perf-audit-agent",
+    version,
+    about,
+    after_help = AFTER_HELP,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Without a subcommand: a one-shot audit of one process.
+    #[command(flatten)]
+    pub audit: Args,
+}
+
+/// Modes other than the one-shot audit.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Always-on, low-overhead profiling for fleets (pprof and Prometheus export).
+    Daemon(DaemonArgs),
+    /// Compare two audits (output dirs or report.json files); non-zero exit on regression.
+    Diff(DiffArgs),
+}
+
+/// `perf-audit-agent daemon` (filled in by the daemon issue).
+#[derive(Debug, ClapArgs)]
+pub struct DaemonArgs {}
+
+/// `perf-audit-agent diff OLD NEW` (filled in by the regression issue).
+#[derive(Debug, ClapArgs)]
+pub struct DiffArgs {
+    /// The earlier audit: its output directory or its report.json.
+    pub old: PathBuf,
+    /// The later audit.
+    pub new: PathBuf,
+}
+
+/// The one-shot audit's arguments.
+#[derive(Debug, ClapArgs)]
 pub struct Args {
     /// Service to audit, found by process name (like pgrep), then the profile.
     /// With --pid or `-- <command>`, the only positional is the profile.

@@ -1,33 +1,47 @@
 //! `perf-audit-agent`: parse, plan, run, print where the report is.
 
 use clap::Parser as _;
-use perf_audit_agent::{cli::Args, engine, error::exit_code, plan::AuditPlan};
+use perf_audit_agent::{
+    cli::{Cli, Command},
+    engine,
+    error::{Error, ErrorKind, exit_code},
+    plan::AuditPlan,
+};
 
 fn main() {
-    let args = Args::parse();
-    let code = match AuditPlan::from_args(args) {
-        Err(e) => {
-            eprintln!("error: {e}");
-            e.kind.exit_code()
-        }
-        Ok(plan) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .expect("a tokio runtime can be built");
-            match runtime.block_on(engine::run(plan)) {
-                Ok(output) => {
-                    // The last line is the report directory, for scripts.
-                    println!("{}", output.out_dir.display());
-                    exit_code::OK
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    e.kind.exit_code()
-                }
-            }
-        }
+    let cli = Cli::parse();
+    let code = match cli.command {
+        None => audit(cli.audit),
+        Some(Command::Daemon(_)) => fail(Error::new(ErrorKind::Usage, "the daemon mode is not available in this version yet")),
+        Some(Command::Diff(_)) => fail(Error::new(ErrorKind::Usage, "`diff` is not available in this version yet")),
     };
     std::process::exit(code);
+}
+
+fn fail(e: Error) -> i32 {
+    eprintln!("error: {e}");
+    e.kind.exit_code()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime can be built")
+}
+
+fn audit(args: perf_audit_agent::cli::Args) -> i32 {
+    let plan = match AuditPlan::from_args(args) {
+        Ok(plan) => plan,
+        Err(e) => return fail(e),
+    };
+    match runtime().block_on(engine::run(plan)) {
+        Ok(output) => {
+            // The last line is the report directory, for scripts.
+            println!("{}", output.out_dir.display());
+            exit_code::OK
+        }
+        Err(e) => fail(e),
+    }
 }

@@ -153,7 +153,9 @@ mod tests {
     fn plan(argv: &[&str]) -> Result<AuditPlan> {
         let mut full = vec!["perf-audit-agent"];
         full.extend_from_slice(argv);
-        AuditPlan::from_args(Args::try_parse_from(full).expect("clap accepts"))
+        let cli = crate::cli::Cli::try_parse_from(full).expect("clap accepts");
+        assert!(cli.command.is_none());
+        AuditPlan::from_args(cli.audit)
     }
 
     #[test]

@@ -13,8 +13,9 @@ use crate::{cargo, run_checked, workspace_root};
 pub fn run(args: &[String]) -> Result<(), String> {
     match args.first().map(String::as_str) {
         Some("cpu-overhead") => cpu_overhead(),
-        Some(other) => Err(format!("unknown benchmark `{other}` (known: cpu-overhead)")),
-        None => Err("which benchmark? known: cpu-overhead".into()),
+        Some("unwind") => unwind(),
+        Some(other) => Err(format!("unknown benchmark `{other}` (known: cpu-overhead, unwind)")),
+        None => Err("which benchmark? known: cpu-overhead, unwind".into()),
     }
 }
 
@@ -139,4 +140,135 @@ fn write_result(name: &str, value: &serde_json::Value) -> Result<(), String> {
     std::fs::write(&path, serde_json::to_vec_pretty(value).expect("json")).map_err(|e| format!("{}: {e}", path.display()))?;
     println!("results: {}", path.display());
     Ok(())
+}
+
+/// Completeness and target slowdown of the unwinding modes on a plain
+/// release build (`main -> a -> b -> hot`, no frame pointers): perf-audit's
+/// dwarf mode, its frame-pointer mode, and `perf record --call-graph dwarf`.
+fn unwind() -> Result<(), String> {
+    let rounds = env_or("BENCH_ROUNDS", 5) as usize;
+    let seconds = env_or("BENCH_SECONDS", 5);
+    let agent = release_agent()?;
+    let chain = fixture("unwind-chain", false)?;
+    let scratch = tempfile_dir()?;
+    let args = vec!["--seconds".to_string(), seconds.to_string()];
+
+    struct Run {
+        name: &'static str,
+        rates: Vec<f64>,
+        completeness: Vec<f64>,
+    }
+    let names = ["untraced", "perf-audit --unwind dwarf", "perf-audit --unwind frame-pointer", "perf record --call-graph dwarf -F 99"];
+    let mut runs: Vec<Run> = names.iter().map(|n| Run { name: n, rates: vec![], completeness: vec![] }).collect();
+    eprintln!("xtask: unwind: {rounds} rounds x {} modes x {seconds} s", runs.len());
+    for round in 0..rounds {
+        for k in 0..runs.len() {
+            let i = (round + k) % runs.len();
+            let out_dir = scratch.join(format!("unwind-{i}"));
+            let _ = std::fs::remove_dir_all(&out_dir);
+            let (rate, completeness) = match i {
+                0 => (measure_rate(Command::new(&chain).args(&args), names[0])?, None),
+                1 | 2 => {
+                    let mode = if i == 1 { "dwarf" } else { "frame-pointer" };
+                    let rate = measure_rate(
+                        Command::new(&agent)
+                            .args(["cpu", "--quiet", "--frequency", "99", "--duration", "10m", "--unwind", mode, "--out"])
+                            .arg(&out_dir)
+                            .arg("--")
+                            .arg(&chain)
+                            .args(&args),
+                        names[i],
+                    )?;
+                    (rate, Some(report_completeness(&out_dir)?))
+                }
+                _ => {
+                    let data = scratch.join("perf-dwarf.data");
+                    let rate = measure_rate(
+                        Command::new("perf")
+                            .args(["record", "-q", "--call-graph", "dwarf", "-F", "99", "-o"])
+                            .arg(&data)
+                            .arg("--")
+                            .arg(&chain)
+                            .args(&args),
+                        names[i],
+                    )?;
+                    (rate, Some(perf_script_completeness(&data)?))
+                }
+            };
+            eprintln!(
+                "  round {}: {:<38} {rate:>9.1} calls/s{}",
+                round + 1,
+                names[i],
+                completeness.map(|c| format!("  {:.1}% complete", c * 100.0)).unwrap_or_default()
+            );
+            runs[i].rates.push(rate);
+            if let Some(c) = completeness {
+                runs[i].completeness.push(c);
+            }
+        }
+    }
+    let baseline = median(&mut runs[0].rates.clone());
+    println!("\nunwind: plain release build (no frame pointers), median of {rounds} runs of {seconds} s");
+    println!("{:<38} {:>10} {:>8} {:>10}", "mode", "calls/s", "ratio", "complete");
+    let mut rows = Vec::new();
+    for run in &runs {
+        let rate = median(&mut run.rates.clone());
+        let complete = if run.completeness.is_empty() { None } else { Some(median(&mut run.completeness.clone())) };
+        println!(
+            "{:<38} {rate:>10.1} {:>8.4} {:>10}",
+            run.name,
+            rate / baseline,
+            complete.map(|c| format!("{:.1}%", c * 100.0)).unwrap_or_else(|| "-".into())
+        );
+        rows.push(serde_json::json!({"mode": run.name, "median_rate": rate, "ratio": rate / baseline,
+            "completeness": complete, "rates": run.rates, "completeness_runs": run.completeness}));
+    }
+    let dwarf_ratio = rows[1]["ratio"].as_f64().unwrap_or(0.0);
+    let perf_ratio = rows[3]["ratio"].as_f64().unwrap_or(0.0);
+    let dwarf_complete = rows[1]["completeness"].as_f64().unwrap_or(0.0);
+    println!(
+        "goal: dwarf mode >= 95% complete ({}) at a slowdown no worse than perf's dwarf mode ({})",
+        if dwarf_complete >= 0.95 { "met" } else { "NOT met" },
+        if dwarf_ratio >= perf_ratio - 0.005 { "met" } else { "NOT met" }
+    );
+    write_result("unwind", &serde_json::json!({"rounds": rounds, "seconds": seconds, "results": rows}))
+}
+
+fn report_completeness(out_dir: &Path) -> Result<f64, String> {
+    let path = out_dir.join("report.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let report: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    report["cpu"]["stack_completeness_pct"].as_f64().map(|p| p / 100.0).ok_or_else(|| "no stack_completeness_pct".into())
+}
+
+/// The same completeness rule as the agent's, applied to `perf script`:
+/// a sample's stack is complete when it reaches `main` or a thread root.
+fn perf_script_completeness(data: &Path) -> Result<f64, String> {
+    let out = Command::new("perf")
+        .args(["script", "-F", "comm,tid,ip,sym", "-i"])
+        .arg(data)
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| format!("perf script: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (mut total, mut complete) = (0u64, 0u64);
+    for block in text.split("\n\n") {
+        let mut lines = block.lines().filter(|l| !l.trim().is_empty());
+        if lines.next().is_none() {
+            continue;
+        }
+        total += 1;
+        let reaches_root = lines.any(|l| {
+            let sym = l.split_whitespace().nth(1).unwrap_or_default();
+            let sym = sym.split('+').next().unwrap_or_default();
+            matches!(sym, "main" | "_start" | "__libc_start_main" | "__libc_start_call_main" | "start_thread" | "clone3" | "__clone3")
+        });
+        if reaches_root {
+            complete += 1;
+        }
+    }
+    if total == 0 {
+        return Err("perf script produced no samples".into());
+    }
+    Ok(complete as f64 / total as f64)
 }
