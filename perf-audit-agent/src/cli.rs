@@ -8,6 +8,7 @@ use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
 const AFTER_HELP: &str = "\
 Examples:
   sudo perf-audit-agent --pid 1234 cpu --duration 10s
+  sudo perf-audit-agent user-service --load http://127.0.0.1:8080/feed --rps 100
   sudo perf-audit-agent user-service cpu                 # a running process, by name
   sudo perf-audit-agent cpu -- ./target/release/svc --bench-mode   # launch and profile
 
@@ -21,8 +22,10 @@ How it works:
 Outputs (in --out, default perf-audit-<service>-<UTC timestamp>/):
   report.md        the audit: samples, drops, top hotspots, ranked findings
   report.json      the same, machine-readable (schema_version 1)
+  report.html      the report for a browser, flamegraphs embedded, no network needed
   flamegraph.svg   interactive CPU flamegraph (open in a browser)
   stacks.folded    folded stacks, one `root;...;leaf count` line per stack
+  alerts.yml       Prometheus alert rules, thresholds from the measured baseline
 
 Exit codes:
   0 report written (a target that exited early gives a partial report)
@@ -110,6 +113,32 @@ pub struct Args {
     /// target's own environment).
     #[arg(long, value_name = "URL", env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+
+    /// Drive open-loop HTTP load at this URL during the audit (repeatable;
+    /// equal weights). Latency is measured from each request's planned send
+    /// time, so a stalled service shows up (coordinated omission corrected).
+    #[arg(long = "load", value_name = "URL")]
+    pub load: Vec<String>,
+
+    /// Drive load from a scenario file (TOML: weighted `[[request]]`s with
+    /// url, method, body, headers, weight) instead of --load.
+    #[arg(long, value_name = "FILE", conflicts_with = "load")]
+    pub scenario: Option<PathBuf>,
+
+    /// Requests per second of the load (--load or --scenario).
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub rps: u32,
+
+    /// Start a throwaway PostgreSQL (loopback, pg_stat_statements preloaded)
+    /// for the audit, give its URL to the launched command as DATABASE_URL,
+    /// and delete it at exit. For demos and tests.
+    #[arg(long)]
+    pub private_database: bool,
+
+    /// With load: how long to wait for the service to accept connections
+    /// before collection starts (a launched service may seed its database).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub ready_timeout: std::time::Duration,
 
     /// Hide the progress bar (it is also hidden when stderr is not a terminal).
     #[arg(long)]

@@ -15,9 +15,11 @@ use crate::{
     findings::{self, CpuEvidence, Evidence},
     kernel::{self, Filter, KernelSession, UnwindMode, cpu::StackCopyCollector},
     plan::{AuditPlan, TargetSpec},
+    load::{self, LoadPlan, LoadResult},
+    postgres::private::PrivatePostgres,
     profile::hotspots::hotspots,
     render,
-    report::{CpuSection, EndReason, KernelInfo, Report, markdown},
+    report::{Baseline, CpuSection, EndReason, KernelInfo, Report, alerts, html, markdown},
     symbolize::StackSymbolizer,
     target::{self, Launched, MapsSnapshot, TargetInfo},
 };
@@ -60,11 +62,26 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
 
     // Programs are attached before the pid is registered, so a launched
     // command is sampled from its first scheduled tick.
+    // A throwaway database for a launched service (demo, tests). Declared
+    // before the service so that it is dropped (stopped, deleted) after it.
+    let private_db = if plan.private_database {
+        eprintln!("perf-audit: starting a private PostgreSQL (loopback, pg_stat_statements preloaded)");
+        let db = tokio::task::spawn_blocking(PrivatePostgres::start)
+            .await
+            .map_err(|e| Error::internal(format!("private PostgreSQL start panicked: {e}")))??;
+        eprintln!("perf-audit: private PostgreSQL ready on 127.0.0.1:{}", db.port());
+        Some(db)
+    } else {
+        None
+    };
+    let child_env: Vec<(String, String)> =
+        private_db.iter().map(|db| ("DATABASE_URL".to_string(), db.url())).collect();
+
     let mut launched: Option<Launched> = None;
     let pid = match (&plan.target, existing_pid) {
         (_, Some(pid)) => pid,
         (TargetSpec::Launch { program, args }, None) => {
-            let child = target::launch(program, args)?;
+            let child = target::launch(program, args, &child_env)?;
             let pid = child.pid();
             launched = Some(child);
             pid
@@ -80,6 +97,10 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
         exe: String::new(),
     });
 
+    if let Some(spec) = &plan.load {
+        wait_until_ready(spec, pid, plan.ready_timeout).await?;
+    }
+
     let started_at = SystemTime::now();
     let out_dir = plan.out_dir.clone().unwrap_or_else(|| default_out_dir(&info.name, started_at));
     fs::create_dir_all(&out_dir).map_err(|e| Error::output(&out_dir, e))?;
@@ -92,7 +113,30 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
         plan.frequency_hz,
         unwind.describe()
     );
+    // Load runs beside the collection, for the same window.
+    let (stop_load, load_stopped) = tokio::sync::oneshot::channel::<()>();
+    let load_task = plan.load.as_ref().map(|spec| {
+        let load_plan = LoadPlan::new(spec.scenario.clone(), spec.rps, plan.duration)
+            .expect("validated when the plan was built");
+        eprintln!(
+            "perf-audit: driving {} rps of open-loop load ({} endpoint{})",
+            spec.rps,
+            spec.scenario.requests.len(),
+            if spec.scenario.requests.len() == 1 { "" } else { "s" }
+        );
+        tokio::spawn(load::run(load_plan, load_stopped))
+    });
+    let cpu_start = target::cpu_seconds(pid);
     let mut collected = collect(&plan, &session, pid, stack_copy.as_mut()).await;
+    let cpu_end = target::cpu_seconds(pid);
+    let _ = stop_load.send(());
+    let load_result: Option<LoadResult> = match load_task {
+        Some(task) => Some(task.await.map_err(|e| Error::internal(format!("the load generator panicked: {e}")))?),
+        None => None,
+    };
+    if let Some(result) = &load_result {
+        eprintln!("perf-audit: {}", load::summary_line(result));
+    }
     session.stop_cpu_sampling();
     let counters = session.counters()?;
     let raw: Vec<_> = match stack_copy {
@@ -105,9 +149,10 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
     let raw: Vec<_> = raw.into_iter().filter(|s| s.tgid == pid).collect();
     drop(session); // detach everything before the (slower) analysis
     drop(launched);
+    drop(private_db);
 
     eprintln!("perf-audit: symbolizing {} distinct stacks", raw.len());
-    let profile = StackSymbolizer::new().cpu_profile(&raw, &collected.maps);
+    let profile = StackSymbolizer::new().cpu_profile(&raw, &collected.maps, Path::new(&info.exe));
     let hotspots = hotspots(&profile);
     let mut threads: std::collections::BTreeMap<String, u64> = Default::default();
     for stack in &profile.stacks {
@@ -119,9 +164,27 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
     let evidence = Evidence {
         cpu: Some(CpuEvidence { profile: &profile, hotspots: &hotspots, total_samples: profile.total_samples() }),
     };
-    let findings = findings::evaluate(&evidence);
+    let mut findings = findings::evaluate(&evidence);
+    for finding in &mut findings {
+        finding.source = source_excerpt(finding.file.as_deref(), finding.line);
+    }
 
     let duration_s = collected.elapsed.as_secs_f64();
+    let cpu_cores = match (cpu_start, cpu_end) {
+        (Some(a), Some(b)) if duration_s > 0.0 => ((b - a) / duration_s).max(0.0),
+        _ => 0.0,
+    };
+    let baseline = Baseline {
+        rps: load_result.as_ref().map(|r| crate::report::round2(r.achieved_rps)),
+        p50_ms: load_result.as_ref().map(|r| r.latency.p50_ms),
+        p99_ms: load_result.as_ref().map(|r| r.latency.p99_ms),
+        p999_ms: load_result.as_ref().map(|r| r.latency.p999_ms),
+        errors: load_result.as_ref().map(LoadResult::errors),
+        rss_bytes: collected.last_rss,
+        peak_rss_bytes: collected.peak_rss,
+        cpu_cores: crate::report::round2(cpu_cores),
+        load: load_result,
+    };
     let report = Report {
         schema_version: crate::report::SCHEMA_VERSION,
         target: info.clone(),
@@ -133,6 +196,7 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
         partial: collected.end_reason != EndReason::Duration,
         unavailable_profiles: plan.unavailable.iter().map(|p| p.as_str().to_string()).collect(),
         kernel: KernelInfo { release: support.release.clone(), btf: support.btf },
+        baseline,
         cpu: Some(CpuSection::build(
             &counters,
             unwind,
@@ -157,7 +221,15 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
     write(&out_dir.join("flamegraph.svg"), &svg)?;
     let json = serde_json::to_vec_pretty(&report).map_err(|e| Error::internal(format!("report.json: {e}")))?;
     write(&out_dir.join("report.json"), &json)?;
-    write(&out_dir.join("report.md"), markdown::render(&report).as_bytes())?;
+    let md = markdown::render(&report);
+    write(&out_dir.join("report.md"), md.as_bytes())?;
+    write(&out_dir.join("alerts.yml"), alerts::render(&report).as_bytes())?;
+    let page = html::render(
+        &format!("Performance Audit: {}", report.target.name),
+        &md,
+        &[html::Embedded { title: "CPU flamegraph (flamegraph.svg)", svg: &svg }],
+    );
+    write(&out_dir.join("report.html"), page.as_bytes())?;
     Ok(AuditOutput { out_dir, report })
 }
 
@@ -165,6 +237,8 @@ struct Collected {
     elapsed: Duration,
     end_reason: EndReason,
     maps: MapsSnapshot,
+    last_rss: u64,
+    peak_rss: u64,
 }
 
 /// Waits for the duration, Ctrl-C/SIGTERM, or the target's exit, keeping a
@@ -182,6 +256,8 @@ async fn collect(
     let mut maps = MapsSnapshot::default();
     let _ = maps.refresh(pid);
     let mut last_maps = Instant::now();
+    let mut last_rss = target::rss_bytes(pid).unwrap_or(0);
+    let mut peak_rss = last_rss;
     let progress = progress_bar(plan);
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     let mut sigterm = signal(SignalKind::terminate()).ok();
@@ -204,6 +280,10 @@ async fn collect(
             _ = tick.tick() => {
                 if !target::is_alive(pid) {
                     break EndReason::TargetExited;
+                }
+                if let Some(rss) = target::rss_bytes(pid) {
+                    last_rss = rss;
+                    peak_rss = peak_rss.max(rss);
                 }
                 if last_maps.elapsed() >= MAPS_REFRESH {
                     let _ = maps.refresh(pid);
@@ -228,7 +308,7 @@ async fn collect(
         EndReason::Interrupted => eprintln!("perf-audit: interrupted; writing a partial report"),
         EndReason::Duration => {}
     }
-    Collected { elapsed: start.elapsed(), end_reason, maps }
+    Collected { elapsed: start.elapsed(), end_reason, maps, last_rss, peak_rss }
 }
 
 fn progress_bar(plan: &AuditPlan) -> Option<indicatif::ProgressBar> {
@@ -265,6 +345,70 @@ fn launched_name(spec: &TargetSpec) -> String {
         TargetSpec::Name(n) => n.clone(),
         TargetSpec::Pid(p) => format!("pid-{p}"),
     }
+}
+
+/// Waits until every host the load targets accepts TCP connections (a
+/// launched service may take a while to seed its database), or fails with a
+/// clear error when it does not in time or when the target dies first.
+async fn wait_until_ready(spec: &crate::plan::LoadSpec, pid: u32, timeout: Duration) -> Result<()> {
+    let mut authorities: Vec<String> = spec
+        .scenario
+        .requests
+        .iter()
+        .filter_map(|r| r.url.authority().map(|a| {
+            let port = a.port_u16().unwrap_or(80);
+            format!("{}:{port}", a.host())
+        }))
+        .collect();
+    authorities.sort();
+    authorities.dedup();
+    let deadline = Instant::now() + timeout;
+    for authority in &authorities {
+        let mut announced = false;
+        loop {
+            if tokio::net::TcpStream::connect(authority.as_str()).await.is_ok() {
+                break;
+            }
+            if !target::is_alive(pid) {
+                return Err(Error::new(
+                    crate::error::ErrorKind::LaunchFailed,
+                    format!("the target exited before {authority} accepted connections"),
+                ));
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::new(
+                    crate::error::ErrorKind::Usage,
+                    format!(
+                        "nothing accepts connections on {authority} after {}: check the --load URL, or raise --ready-timeout",
+                        humantime::format_duration(timeout)
+                    ),
+                ));
+            }
+            if !announced {
+                eprintln!("perf-audit: waiting for {authority} to accept connections");
+                announced = true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Up to 7 lines around `line` of `file`, when the file is readable here.
+fn source_excerpt(file: Option<&str>, line: Option<u32>) -> Option<crate::findings::SourceExcerpt> {
+    let (file, line) = (file?, line?);
+    let text = fs::read_to_string(file).ok()?;
+    let lines: Vec<&str> = text.lines().collect();
+    let index = (line as usize).checked_sub(1).filter(|i| *i < lines.len())?;
+    let first = index.saturating_sub(3);
+    let last = (index + 3).min(lines.len() - 1);
+    let mut excerpt = String::new();
+    for (i, l) in lines[first..=last].iter().enumerate() {
+        let n = first + i + 1;
+        let marker = if n == line as usize { ">" } else { " " };
+        excerpt.push_str(&format!("{marker}{n:>5} | {l}\n"));
+    }
+    Some(crate::findings::SourceExcerpt { file: file.to_string(), first_line: first as u32 + 1, text: excerpt })
 }
 
 /// `auto` picks frame pointers only when the binary keeps them.

@@ -9,6 +9,7 @@ use std::{path::PathBuf, time::Duration};
 use crate::{
     cli::{Args, Profile, UnwindChoice},
     error::{Error, ErrorKind, Result},
+    load::Scenario,
 };
 
 /// Profiles this build can collect. The others are announced in one line
@@ -42,7 +43,18 @@ pub struct AuditPlan {
     /// `None`: the default, named after the service once it is resolved.
     pub out_dir: Option<PathBuf>,
     pub database_url: Option<String>,
+    /// Load to drive during the audit, if any.
+    pub load: Option<LoadSpec>,
+    pub private_database: bool,
+    pub ready_timeout: Duration,
     pub show_progress: bool,
+}
+
+/// Validated load options; the load generator runs for the audit's duration.
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    pub scenario: Scenario,
+    pub rps: u32,
 }
 
 impl AuditPlan {
@@ -129,6 +141,21 @@ impl AuditPlan {
             )));
         }
 
+        let load = match (&args.scenario, args.load.is_empty()) {
+            (Some(file), _) => Some(Scenario::from_file(file)?),
+            (None, false) => Some(Scenario::from_urls(&args.load)?),
+            (None, true) => None,
+        }
+        .map(|scenario| LoadSpec { scenario, rps: args.rps });
+        if let Some(spec) = &load {
+            crate::load::LoadPlan::new(spec.scenario.clone(), spec.rps, args.duration)?;
+        }
+        if args.private_database && !matches!(target, TargetSpec::Launch { .. }) {
+            return Err(usage(
+                "--private-database gives a database to a command the audit launches: add `-- <command>`".into(),
+            ));
+        }
+
         Ok(AuditPlan {
             target,
             requested_profile,
@@ -139,6 +166,9 @@ impl AuditPlan {
             unwind: args.unwind,
             out_dir: args.out,
             database_url: args.database_url,
+            load,
+            private_database: args.private_database,
+            ready_timeout: args.ready_timeout,
             show_progress: !args.quiet,
         })
     }
@@ -202,6 +232,23 @@ mod tests {
     fn unknown_profile_is_a_usage_error() {
         let e = plan(&["svc", "gpu"]).unwrap_err();
         assert!(e.message.contains("unknown profile `gpu`"));
+    }
+
+    #[test]
+    fn load_urls_become_a_scenario_at_the_given_rate() {
+        let p = plan(&["svc", "--load", "http://127.0.0.1:8080/feed", "--load", "http://127.0.0.1:8080/health", "--rps", "80"]).unwrap();
+        let load = p.load.unwrap();
+        assert_eq!(load.rps, 80);
+        assert_eq!(load.scenario.requests.len(), 2);
+        assert!(plan(&["svc", "--load", "https://example.com/"]).is_err());
+        assert!(plan(&["svc", "--load", "http://127.0.0.1/", "--rps", "0"]).is_err());
+    }
+
+    #[test]
+    fn a_private_database_needs_a_launched_command() {
+        let e = plan(&["svc", "--private-database"]).unwrap_err();
+        assert!(e.message.contains("-- <command>"), "{}", e.message);
+        assert!(plan(&["cpu", "--private-database", "--", "./svc"]).unwrap().private_database);
     }
 
     #[test]

@@ -65,7 +65,9 @@ impl StackSymbolizer {
     }
 
     /// Builds the CPU profile of `raw` stacks (all of one process).
-    pub fn cpu_profile(&self, raw: &[RawCpuStack], maps: &MapsSnapshot) -> CpuProfile {
+    /// `main_object` is the target's executable: only its frames can be the
+    /// owner's code (libc's relative DWARF paths would otherwise pass for it).
+    pub fn cpu_profile(&self, raw: &[RawCpuStack], maps: &MapsSnapshot, main_object: &Path) -> CpuProfile {
         let mut user_keys: Vec<UserKey> = Vec::new();
         let mut kernel_addrs: Vec<u64> = Vec::new();
         for stack in raw {
@@ -81,7 +83,7 @@ impl StackSymbolizer {
         kernel_addrs.sort_unstable();
         kernel_addrs.dedup();
 
-        let user = self.symbolize_user(&user_keys, maps);
+        let user = self.symbolize_user(&user_keys, maps, main_object);
         let kernel = self.symbolize_kernel(&kernel_addrs);
 
         let mut profile = CpuProfile::default();
@@ -104,7 +106,7 @@ impl StackSymbolizer {
         profile
     }
 
-    fn symbolize_user(&self, keys: &[UserKey], maps: &MapsSnapshot) -> HashMap<UserKey, Vec<Frame>> {
+    fn symbolize_user(&self, keys: &[UserKey], maps: &MapsSnapshot, main_object: &Path) -> HashMap<UserKey, Vec<Frame>> {
         let mut by_file: BTreeMap<PathBuf, Vec<(UserKey, u64)>> = BTreeMap::new();
         let mut out = HashMap::new();
         for key in keys {
@@ -119,12 +121,13 @@ impl StackSymbolizer {
         for (path, entries) in by_file {
             let offsets: Vec<u64> = entries.iter().map(|(_, off)| *off).collect();
             let module = module_name(&path);
+            let owner_object = same_file(&path, main_object);
             let source = Source::Elf(Elf::new(&path));
             let results = self.inner.symbolize(&source, Input::FileOffset(&offsets));
             match results {
                 Ok(symbolized) => {
                     for ((key, _), sym) in entries.iter().zip(symbolized) {
-                        out.insert(*key, frames_of(sym, &module));
+                        out.insert(*key, frames_of(sym, &module, owner_object));
                     }
                 }
                 Err(_) => {
@@ -157,6 +160,19 @@ impl StackSymbolizer {
     }
 }
 
+/// Whether two paths name the same file (same path, or same device and
+/// inode: the maps may show it through /proc/PID/root).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    if a == b {
+        return true;
+    }
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
 fn module_name(path: &Path) -> String {
     path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
 }
@@ -167,25 +183,29 @@ fn unknown_frame(module: &str) -> Frame {
 
 /// The frames of one address, outermost first: the function, then each
 /// function inlined into it. blazesym gives each its own location.
-fn frames_of(sym: Symbolized<'_>, module: &str) -> Vec<Frame> {
+fn frames_of(sym: Symbolized<'_>, module: &str, owner_object: bool) -> Vec<Frame> {
     let sym = match sym {
         Symbolized::Sym(sym) => sym,
         Symbolized::Unknown(_) => return vec![unknown_frame(module)],
     };
     let mut frames = Vec::with_capacity(1 + sym.inlined.len());
-    frames.push(make_frame(&sym.name, sym.code_info.as_deref(), false));
+    frames.push(make_frame(&sym.name, sym.code_info.as_deref(), false, owner_object));
     for inlined in sym.inlined.iter() {
-        frames.push(make_frame(&inlined.name, inlined.code_info.as_ref(), true));
+        frames.push(make_frame(&inlined.name, inlined.code_info.as_ref(), true, owner_object));
     }
     frames
 }
 
-fn make_frame(name: &str, code_info: Option<&CodeInfo<'_>>, inlined: bool) -> Frame {
+fn make_frame(name: &str, code_info: Option<&CodeInfo<'_>>, inlined: bool, owner_object: bool) -> Frame {
     let function = strip_hash(name).to_string();
     match code_info {
         Some(ci) => {
             let path = ci.to_path().to_string_lossy().into_owned();
-            Frame { origin: origin_of_path(&path), function, file: Some(path), line: ci.line, inlined }
+            let origin = match origin_of_path(&path) {
+                Origin::Owner if !owner_object => Origin::Native,
+                origin => origin,
+            };
+            Frame { origin, function, file: Some(path), line: ci.line, inlined }
         }
         None => Frame { function, file: None, line: None, origin: Origin::Native, inlined },
     }

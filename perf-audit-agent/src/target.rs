@@ -177,10 +177,14 @@ impl Drop for Launched {
     }
 }
 
-/// Starts `program args...` (stdin detached; output goes where ours goes).
-pub fn launch(program: &str, args: &[String]) -> Result<Launched> {
+/// Starts `program args...` with extra environment variables (stdin
+/// detached; output goes where ours goes).
+pub fn launch(program: &str, args: &[String], env: &[(String, String)]) -> Result<Launched> {
     let mut cmd = Command::new(program);
     cmd.args(args).stdin(std::process::Stdio::null());
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
     match cmd.spawn() {
         Ok(child) => Ok(Launched { child }),
         Err(e) => Err(Error::new(ErrorKind::LaunchFailed, format!("cannot start `{program}`: {e}"))),
@@ -271,6 +275,19 @@ fn stable_path(path: &str, pid: u32) -> PathBuf {
         (_, Ok(_)) => via_root,
         _ => plain,
     }
+}
+
+/// User + system CPU seconds the process has used, from `/proc/PID/stat`.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the comm: state is field 3, utime field 14, stime field 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (ticks > 0).then(|| (utime + stime) as f64 / ticks as f64)
 }
 
 /// Resident set size in bytes, from `/proc/PID/status`.

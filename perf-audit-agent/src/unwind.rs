@@ -1,7 +1,7 @@
 //! User-stack unwinding from `.eh_frame`, for binaries without frame
 //! pointers (Rust's default release profile).
 //!
-//! The kernel side copies the user registers and up to 32 KiB of the user
+//! The kernel side copies the user registers and up to 64 KiB of the user
 //! stack at each sample; this module walks that copy with framehop, using
 //! the unwind tables of every object mapped in the target (the main PIE
 //! binary, libc, ...). Tables are parsed once per object and cached by

@@ -40,18 +40,19 @@ pub struct CpuStackKey {
     pub comm: [u8; TASK_COMM_LEN],
 }
 
-/// Bytes of user stack copied per sample in stack-copy mode (8 pages).
+/// Bytes of user stack copied per sample in stack-copy mode (16 pages).
 /// Deep async stacks (tokio -> axum -> handler futures) fit; perf's
 /// `--call-graph dwarf` default is 8 KiB.
-pub const USER_STACK_COPY_BYTES: usize = 32_768;
+pub const USER_STACK_COPY_BYTES: usize = 65_536;
 
 /// Page size the copy is chunked by: a copy stops at the first page that
 /// cannot be read (the top of the stack mapping), keeping all pages before.
 pub const USER_STACK_COPY_PAGE: usize = 4_096;
 
 /// Size of the ring buffer carrying [`UserStackSample`]s (a power of two).
-/// 16 MiB holds ~500 samples: seconds of backlog at 99 Hz on many CPUs.
-pub const USER_STACK_RING_BYTES: u32 = 16 * 1024 * 1024;
+/// 32 MiB holds ~500 samples: over two seconds of backlog at 99 Hz on two
+/// CPUs; the agent drains it as soon as it is readable.
+pub const USER_STACK_RING_BYTES: u32 = 32 * 1024 * 1024;
 
 /// One CPU sample in stack-copy mode: registers and a copy of the user
 /// stack from `sp` upward, unwound by the agent from `.eh_frame`.

@@ -161,3 +161,49 @@ pub fn hotspots(report: &serde_json::Value) -> Vec<(String, f64)> {
         .map(|h| (h["function"].as_str().unwrap_or_default().to_string(), h["self_pct"].as_f64().unwrap_or(0.0)))
         .collect()
 }
+
+/// The demo service binary (`examples/demo-service`), built in release mode
+/// (debug info, no frame pointers) on first use.
+pub fn demo_service_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let dir = workspace_root().join("examples/demo-service");
+        let mut cmd = cargo();
+        cmd.current_dir(&dir).args(["build", "--release"]);
+        cmd.env_remove("RUSTFLAGS").env_remove("CARGO_ENCODED_RUSTFLAGS").env_remove("CARGO_TARGET_DIR");
+        run_build(cmd, "the demo service");
+        dir.join("target/release/demo-service")
+    })
+    .clone()
+}
+
+/// A free loopback address (`127.0.0.1:PORT`).
+pub fn free_loopback_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    listener.local_addr().expect("local addr").to_string()
+}
+
+/// The demo's load scenario pointed at `addr`, written into `dir`.
+pub fn demo_scenario(dir: &Path, addr: &str) -> PathBuf {
+    let template = std::fs::read_to_string(workspace_root().join("examples/demo-service/scenario.toml")).expect("scenario.toml");
+    let path = dir.join("scenario.toml");
+    std::fs::write(&path, template.replace("127.0.0.1:8080", addr)).expect("write scenario");
+    path
+}
+
+/// The findings of a report as (rule, function, file, line).
+pub fn findings(report: &serde_json::Value) -> Vec<(String, String, String, u64)> {
+    report["findings"]
+        .as_array()
+        .expect("findings is an array")
+        .iter()
+        .map(|f| {
+            (
+                f["rule"].as_str().unwrap_or_default().to_string(),
+                f["function"].as_str().unwrap_or_default().to_string(),
+                f["file"].as_str().unwrap_or_default().to_string(),
+                f["line"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}

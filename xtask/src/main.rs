@@ -6,6 +6,7 @@
 //! - `bench <name>`: runs a benchmark side by side with its baseline tool.
 //! - `setup`: only the installation part of `test`.
 mod bench;
+mod demo;
 mod setup;
 
 use std::process::{Command, ExitCode};
@@ -14,6 +15,8 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
+  demo                 build, start a private Postgres and the demo service, drive load, audit it (profile all),
+                       print the report directory last (DEMO_SECONDS=30 by default)
   test                 install what is missing, build, run all tests (unit, end-to-end with real eBPF)
   bench cpu-overhead   CPU sampling overhead on a CPU-bound fixture: perf-audit vs `perf record -g -F 99`
   setup                install system packages and build the eBPF toolchain pieces only
@@ -28,6 +31,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("setup") => setup::setup(),
+        Some("demo") => demo::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");

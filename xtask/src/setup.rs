@@ -7,7 +7,13 @@ use std::{path::Path, process::Command};
 use crate::{cargo, run_checked, workspace_root};
 
 /// (command that must exist, Debian package that provides it).
-const PACKAGES: &[(&str, &str)] = &[("perf", "linux-perf"), ("runuser", "util-linux")];
+const PACKAGES: &[(&str, &str)] = &[
+    ("perf", "linux-perf"),
+    ("runuser", "util-linux"),
+    ("promtool", "prometheus"),
+    ("/usr/lib/postgresql/15/bin/initdb", "postgresql"),
+    ("/usr/share/postgresql/15/extension/pg_stat_statements.control", "postgresql-contrib"),
+];
 
 pub fn setup() -> Result<(), String> {
     install_missing_packages()?;
@@ -19,10 +25,13 @@ pub fn setup() -> Result<(), String> {
 }
 
 fn have(command: &str) -> bool {
+    if command.starts_with('/') {
+        return Path::new(command).exists();
+    }
     Command::new("sh").args(["-c", &format!("command -v {command}")]).output().map(|o| o.status.success()).unwrap_or(false)
 }
 
-fn install_missing_packages() -> Result<(), String> {
+pub fn install_missing_packages() -> Result<(), String> {
     let missing: Vec<&str> = PACKAGES.iter().filter(|(cmd, _)| !have(cmd)).map(|(_, pkg)| *pkg).collect();
     if missing.is_empty() {
         return Ok(());

@@ -39,6 +39,8 @@ pub fn classify(callees: &[(String, u64)]) -> WorkKind {
     let has = |needles: &[&str]| needles.iter().any(|n| leaf.contains(n));
     if has(&["futex", "Mutex", "RwLock", "parking_lot", "Condvar"]) {
         WorkKind::Locking
+    } else if leaf.ends_with("kernel") {
+        WorkKind::Syscalls
     } else if has(&["malloc", "free", "realloc", "__rust_alloc", "__rust_dealloc", "alloc::alloc", "RawVec", "cfree", "_int_malloc", "_int_free"]) {
         WorkKind::Allocation
     } else if has(&["memcpy", "memmove", "clone", "to_owned", "to_vec"]) {
@@ -70,14 +72,30 @@ pub fn recommendation(kind: WorkKind, hotspot: &Hotspot) -> String {
         WorkKind::Serialization => format!("(de)serialization dominates (`{leaf}`): serialize once and cache, or borrow with `&str` fields"),
         WorkKind::Regex => format!("regex work dominates (`{leaf}`): compile once (`LazyLock<Regex>`), prefer `str` methods for fixed patterns"),
         WorkKind::Syscalls => format!("system calls dominate (`{leaf}`): batch I/O through buffered readers/writers"),
-        WorkKind::Compute => match hotspot.callees.first() {
-            Some((leaf, _)) => format!("pure computation (down to `{leaf}`): cache results, use a cheaper algorithm, or move it off the request path (`spawn_blocking`)"),
-            None => "pure computation in this function's own code: cache results, use a cheaper algorithm, or move it off the request path (`spawn_blocking`)".to_string(),
-        },
+        WorkKind::Compute => {
+            let what = match hotspot.callees.first() {
+                Some((leaf, _)) => format!("pure computation (down to `{leaf}`)"),
+                None => "pure computation in this function's own code".to_string(),
+            };
+            if runs_on_runtime(hotspot) {
+                format!(
+                    "{what} on a Tokio worker ({:.0}% of its samples): move it to `tokio::task::spawn_blocking` (or rayon) so the worker keeps polling other tasks, and cache or simplify the work",
+                    hotspot.on_async_runtime_pct
+                )
+            } else {
+                format!("{what}: cache results or use a cheaper algorithm or data structure")
+            }
+        }
     }
 }
 
-fn code_fix(kind: WorkKind, function: &str) -> Option<CodeFix> {
+/// Most of the hotspot's samples ran under a Tokio runtime frame.
+fn runs_on_runtime(hotspot: &Hotspot) -> bool {
+    hotspot.on_async_runtime_pct >= 50.0
+}
+
+fn code_fix(kind: WorkKind, hotspot: &Hotspot) -> Option<CodeFix> {
+    let function = hotspot.function.as_str();
     let short = function.rsplit("::").next().unwrap_or(function);
     match kind {
         WorkKind::Allocation | WorkKind::Copying => Some(CodeFix {
@@ -88,7 +106,7 @@ fn code_fix(kind: WorkKind, function: &str) -> Option<CodeFix> {
             before: "let mut seen = std::collections::HashMap::new();".to_string(),
             after: "let mut seen = rustc_hash::FxHashMap::default(); // keys are not attacker-controlled".to_string(),
         }),
-        WorkKind::Compute => Some(CodeFix {
+        WorkKind::Compute if runs_on_runtime(hotspot) => Some(CodeFix {
             before: format!("async fn handler() -> Response {{\n    let result = {short}(input);          // holds a runtime worker\n    respond(result)\n}}"),
             after: format!("async fn handler() -> Response {{\n    let result = tokio::task::spawn_blocking(move || {short}(input)).await?;\n    respond(result)\n}}"),
         }),
@@ -140,7 +158,8 @@ impl Rule for CpuHotspot {
                         "self share {:.1}% of samples: P1 from {:.0}%, P2 from {:.0}%",
                         h.self_pct, self.p1_self_pct, self.p2_self_pct
                     ),
-                    code_fix: code_fix(kind, &h.function),
+                    code_fix: code_fix(kind, h),
+                    source: None,
                 }
             })
             .collect()
@@ -192,5 +211,6 @@ mod tests {
         assert_eq!(classify(&[("<std::hash::random::DefaultHasher as core::hash::Hasher>::write".into(), 3)]), WorkKind::Hashing);
         assert_eq!(classify(&[("_int_malloc".into(), 3)]), WorkKind::Allocation);
         assert_eq!(classify(&[]), WorkKind::Compute);
+        assert_eq!(classify(&[("__libc_send → kernel".into(), 3)]), WorkKind::Syscalls);
     }
 }

@@ -82,6 +82,17 @@ pub struct Finding {
     /// How the severity was decided.
     pub ranking: String,
     pub code_fix: Option<CodeFix>,
+    /// The measured lines of the owner's source around `file:line`, when
+    /// the source is readable where the audit ran (filled by the engine).
+    pub source: Option<SourceExcerpt>,
+}
+
+/// A few lines of the target's source code.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SourceExcerpt {
+    pub file: String,
+    pub first_line: u32,
+    pub text: String,
 }
 
 /// Everything the rules may look at. Collectors that did not run are `None`.

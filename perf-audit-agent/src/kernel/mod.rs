@@ -87,7 +87,7 @@ impl UnwindMode {
     pub fn describe(self) -> &'static str {
         match self {
             UnwindMode::FramePointer => "frame pointers (kernel bpf_get_stackid)",
-            UnwindMode::Dwarf => "dwarf (.eh_frame, 32 KiB user stack copy per sample, unwound by the agent)",
+            UnwindMode::Dwarf => "dwarf (.eh_frame, 64 KiB user stack copy per sample, unwound by the agent)",
         }
     }
 }

@@ -23,6 +23,9 @@ pub struct Hotspot {
     pub total_samples: u64,
     pub self_pct: f64,
     pub total_pct: f64,
+    /// Percent of this hotspot's self samples taken on a Tokio runtime
+    /// (a `tokio::runtime` frame on the stack): work that holds a worker.
+    pub on_async_runtime_pct: f64,
     /// Functions that ran below this one (inlined helpers, callees in
     /// dependencies, the kernel), most samples first, at most 5.
     pub callees: Vec<(String, u64)>,
@@ -35,6 +38,22 @@ struct Accumulator {
     self_samples: u64,
     lines: BTreeMap<u32, u64>,
     callees: BTreeMap<String, u64>,
+    on_runtime: u64,
+}
+
+/// What ran below a charged frame, as one label: the leaf function, or,
+/// when the sample was in the kernel, the last user frame and `→ kernel`
+/// (e.g. `__libc_send → kernel`): the kernel leaf (a spinlock, a page
+/// clear) says little about what the owner's code asked for.
+fn callee_label(below: &[&super::Frame]) -> Option<String> {
+    let leaf = below.last()?;
+    if leaf.origin != Origin::Kernel {
+        return Some(leaf.display_name());
+    }
+    match below.iter().rev().find(|f| f.origin != Origin::Kernel) {
+        Some(user) => Some(format!("{} → kernel", user.display_name())),
+        None => Some("kernel".to_string()),
+    }
 }
 
 /// All functions that were charged at least one sample, most first.
@@ -65,8 +84,11 @@ pub fn hotspots(profile: &CpuProfile) -> Vec<Hotspot> {
         if let Some(line) = frame.line {
             *entry.lines.entry(line).or_default() += stack.count;
         }
-        if let Some(leaf) = frames[charged + 1..].last() {
-            *entry.callees.entry(leaf.display_name()).or_default() += stack.count;
+        if frames[..charged].iter().any(|f| f.function.starts_with("tokio::runtime::")) {
+            entry.on_runtime += stack.count;
+        }
+        if let Some(callee) = callee_label(&frames[charged + 1..]) {
+            *entry.callees.entry(callee).or_default() += stack.count;
         }
 
         let distinct: HashSet<String> = frames.iter().map(|f| f.display_name()).collect();
@@ -85,6 +107,7 @@ pub fn hotspots(profile: &CpuProfile) -> Vec<Hotspot> {
             callees.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
             callees.truncate(5);
             Hotspot {
+                on_async_runtime_pct: (a.on_runtime as f64) * 100.0 / (a.self_samples.max(1) as f64),
                 self_pct: pct(a.self_samples),
                 total_pct: pct(total_samples),
                 function,
@@ -120,6 +143,13 @@ mod tests {
         assert_eq!(hs[0].callees, vec![("core::num::<impl u64>::wrapping_mul".to_string(), 8)]);
         let main = hs.iter().find(|h| h.function == "svc::main");
         assert!(main.is_none(), "main has no self time: {hs:?}");
+    }
+
+    #[test]
+    fn a_kernel_leaf_is_described_by_the_user_call_into_the_kernel() {
+        let libc = |f: &str| crate::profile::Frame { function: f.into(), file: None, line: None, origin: Origin::Native, inlined: false };
+        let p = profile(&[(&[owner("svc::fetch", 9), libc("__libc_send"), kernel("do_syscall_64"), kernel("_raw_spin_unlock")], 3)]);
+        assert_eq!(hotspots(&p)[0].callees, vec![("__libc_send → kernel".to_string(), 3)]);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{CpuSection, EndReason, Report};
+use super::{Baseline, CpuSection, EndReason, Report, alerts};
 use crate::findings::{Finding, Severity};
 
 pub fn render(report: &Report) -> String {
@@ -24,6 +24,7 @@ pub fn render(report: &Report) -> String {
             let _ = writeln!(md, "\n> **Partial report**: the target exited after {:.1} s; this covers the time it ran.", report.duration_s);
         }
     }
+    render_baseline(&mut md, &report.baseline);
     if !report.unavailable_profiles.is_empty() {
         let _ = writeln!(
             md,
@@ -40,8 +41,42 @@ pub fn render(report: &Report) -> String {
 
     render_action_plan(&mut md, report);
     md.push_str("\n---\n\n");
+    render_monitoring(&mut md, report);
+    md.push_str("\n---\n\n");
     render_next_steps(&mut md, report);
     md
+}
+
+fn render_baseline(md: &mut String, b: &Baseline) {
+    let _ = writeln!(md, "\n**Baseline metrics**:");
+    match (&b.load, b.rps) {
+        (Some(load), Some(rps)) => {
+            let ms = |v: Option<f64>| v.map(|v| format!("{v:.2} ms")).unwrap_or_else(|| "-".into());
+            let _ = writeln!(md, "- Requests/sec: {rps:.1} (open-loop load at {} rps)", load.target_rps);
+            let _ = writeln!(md, "- P50 latency: {}", ms(b.p50_ms));
+            let _ = writeln!(md, "- P99 latency: {}", ms(b.p99_ms));
+            let _ = writeln!(md, "- P99.9 latency: {}", ms(b.p999_ms));
+            let _ = writeln!(md, "- Errors: {} of {} requests sent", b.errors.unwrap_or(0), load.sent);
+        }
+        _ => {
+            let _ = writeln!(md, "- Requests/sec, latency: not measured (no `--load`/`--scenario`: the audit profiled the traffic the service had)");
+        }
+    }
+    let mib = |v: u64| v as f64 / (1024.0 * 1024.0);
+    let _ = writeln!(md, "- Memory usage: {:.1} MiB RSS at the end, {:.1} MiB peak", mib(b.rss_bytes), mib(b.peak_rss_bytes));
+    let _ = writeln!(md, "- CPU usage: {:.2} cores on average", b.cpu_cores);
+}
+
+fn render_monitoring(md: &mut String, report: &Report) {
+    let t = alerts::thresholds(report);
+    let _ = writeln!(md, "## Monitoring Setup
+");
+    let _ = writeln!(md, "Add these Prometheus alerts to track regressions (also written as `alerts.yml`). Thresholds come from this audit's baseline:
+");
+    let _ = writeln!(md, "- latency: {}", t.p99_reason);
+    let _ = writeln!(md, "- memory: {}", t.rss_reason);
+    let _ = writeln!(md, "- CPU: {}\n", t.cpu_reason);
+    let _ = writeln!(md, "```yaml\n{}```", alerts::render(report));
 }
 
 fn location(file: &Option<String>, line: Option<u32>) -> String {
@@ -153,6 +188,10 @@ fn render_action_plan(md: &mut String, report: &Report) {
     for f in report.findings.iter().filter(|f| f.code_fix.is_some()).take(3) {
         let fix = f.code_fix.as_ref().expect("filtered");
         let _ = writeln!(md, "**Code fix for `{}`** ({}):\n", f.function, location(&f.file, f.line));
+        if let Some(source) = &f.source {
+            let _ = writeln!(md, "Measured here (`{}`, from line {}):\n", source.file, source.first_line);
+            let _ = writeln!(md, "```rust\n{}\n```\n", source.text.trim_end());
+        }
         let _ = writeln!(md, "```rust\n// Before\n{}\n\n// After\n{}\n```\n", fix.before, fix.after);
     }
 }

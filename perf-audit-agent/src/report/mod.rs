@@ -2,6 +2,8 @@
 //! `report.json`), and renderers that turn it into text. Renderers are pure
 //! and deterministic: the same report gives the same bytes.
 
+pub mod alerts;
+pub mod html;
 pub mod markdown;
 
 use crate::{
@@ -42,10 +44,33 @@ pub struct Report {
     /// Profiles asked for that this build does not collect yet.
     pub unavailable_profiles: Vec<String>,
     pub kernel: KernelInfo,
+    /// Service-level metrics measured during the audit.
+    pub baseline: Baseline,
     pub cpu: Option<CpuSection>,
     pub findings: Vec<Finding>,
     /// The command that re-runs this audit.
     pub rerun_command: String,
+}
+
+/// The seed's "Baseline metrics": load results when the audit drove load,
+/// and the target's resource use from /proc in every case.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Baseline {
+    /// Achieved requests per second of the audit's load (None without load).
+    pub rps: Option<f64>,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub p999_ms: Option<f64>,
+    /// Failed requests: non-2xx/3xx answers plus transport errors.
+    pub errors: Option<u64>,
+    /// The target's resident set size at the end of the audit.
+    pub rss_bytes: u64,
+    /// The largest RSS seen during the audit (sampled every 200 ms).
+    pub peak_rss_bytes: u64,
+    /// CPU cores the target used on average (user + system time / wall time).
+    pub cpu_cores: f64,
+    /// The load generator's full result, when it ran.
+    pub load: Option<crate::load::LoadResult>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -157,9 +182,10 @@ fn hotspot_recommendation(h: &Hotspot) -> String {
         Origin::Dependency => {
             "library or runtime code with no own frame above it (idle or runtime work)".to_string()
         }
-        Origin::Native | Origin::Unknown => {
-            "native code without an own frame above it (a stack that did not unwind into your code)".to_string()
+        Origin::Native => {
+            "native library code called by a framework or the runtime, with no frame of your own code above it".to_string()
         }
+        Origin::Unknown => "code without symbols (no frame of your own code above it)".to_string(),
     }
 }
 

@@ -1,0 +1,91 @@
+//! The demo audit end to end: private PostgreSQL, the demo service launched
+//! under audit, open-loop load, profile `all`. Every planted defect that the
+//! collectors built so far can see must be a finding at its function and
+//! file:line; the report's sections, alerts.yml (promtool) and report.json
+//! must be valid. Later collectors extend the list of defects checked here.
+
+use std::process::Command;
+
+use perf_audit_tests::*;
+
+#[test]
+fn the_demo_audit_finds_the_planted_defects_and_writes_a_valid_report() {
+    let demo = demo_service_bin();
+    let tmp = tempfile::tempdir().unwrap();
+    let addr = free_loopback_addr();
+    let scenario = demo_scenario(tmp.path(), &addr);
+    let scenario = scenario.to_str().unwrap();
+    let demo = demo.to_str().unwrap();
+    let run = run_agent(&[
+        "all", "--duration", "15s", "--rps", "100", "--private-database", "--scenario", scenario,
+        "--", demo, "--listen", &addr,
+    ]);
+    run.assert_success();
+    let report = run.report();
+
+    // Baseline from the load generator and /proc.
+    let baseline = &report["baseline"];
+    let rps = baseline["rps"].as_f64().expect("rps measured");
+    assert!(rps > 80.0, "the open-loop load ran at ~100 rps: {rps}");
+    for key in ["p50_ms", "p99_ms", "p999_ms"] {
+        assert!(baseline[key].as_f64().expect(key) > 0.0, "{key}");
+    }
+    assert_eq!(baseline["errors"], 0, "{}", baseline);
+    assert!(baseline["rss_bytes"].as_u64().unwrap() > 1_000_000);
+
+    // Planted defect 3: CPU-heavy work inline on a worker, at its function.
+    let found = findings(&report);
+    let score = found
+        .iter()
+        .find(|(rule, function, _, _)| rule == "cpu-hotspot" && function == "demo_service::handlers::compute_affinity_score")
+        .unwrap_or_else(|| panic!("compute_affinity_score is not a finding: {found:?}"));
+    assert!(score.2.ends_with("examples/demo-service/src/handlers.rs"), "{score:?}");
+    let source = std::fs::read_to_string(&score.2).unwrap();
+    let line = source.lines().nth(score.3 as usize - 1).unwrap();
+    assert!(source.lines().take(score.3 as usize).collect::<Vec<_>>().join("\n").contains("fn compute_affinity_score"), "line {} is not inside compute_affinity_score: {line}", score.3);
+
+    // The well-behaved twins are not flagged.
+    for good in ["feed_fast", "report_fast", "health"] {
+        assert!(!found.iter().any(|(_, f, _, _)| f.ends_with(good)), "{good} flagged: {found:?}");
+    }
+    // Only the service's own code is named by findings.
+    for (rule, function, file, _) in &found {
+        assert!(function.starts_with("demo_service::") || function.starts_with('<'), "{rule} names {function} in {file}");
+    }
+
+    // The report follows the seed's structure.
+    let md = run.file("report.md");
+    for section in [
+        "## Performance Audit: demo-service",
+        "**Profile type**: all",
+        "**Baseline metrics**",
+        "### CPU Profiling Results",
+        "## Optimization Action Plan",
+        "### P0 - Critical (Immediate Fix Required)",
+        "### P1 - High Priority",
+        "### P2 - Nice to Have",
+        "**Code fix for",
+        "## Monitoring Setup",
+        "## Next Steps",
+        "**Re-run audit after fixes**",
+    ] {
+        assert!(md.contains(section), "report.md lacks {section}");
+    }
+
+    // alerts.yml passes promtool, and its thresholds come from the baseline.
+    let alerts = run.out_dir.join("alerts.yml");
+    let check = Command::new("promtool").arg("check").arg("rules").arg(&alerts).output().expect("promtool (Debian package prometheus)");
+    assert!(check.status.success(), "promtool: {}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
+    let alerts_text = run.file("alerts.yml");
+    let p99_s = baseline["p99_ms"].as_f64().unwrap() / 1000.0;
+    assert!(alerts_text.contains(&format!("> {}", ((p99_s * 2.0).max(p99_s + 0.05) * 1000.0).round() / 1000.0)), "{alerts_text}");
+
+    // report.html is self-contained, with the flamegraph embedded.
+    let html = run.file("report.html");
+    assert!(html.contains("<iframe") && html.contains("compute_affinity_score"));
+    assert!(!html.contains("src=\"http") && !html.contains("<link"), "no network resources");
+
+    // No private PostgreSQL or demo service is left behind.
+    let leftovers = Command::new("pgrep").args(["-f", &addr]).output().unwrap();
+    assert!(String::from_utf8_lossy(&leftovers.stdout).trim().is_empty(), "demo service still running");
+}
