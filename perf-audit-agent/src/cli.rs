@@ -140,6 +140,20 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
     pub ready_timeout: std::time::Duration,
 
+    /// Async profile: blocking intervals at least this long are captured
+    /// with the blocked thread's stack (shorter ones are counted).
+    #[arg(long, value_name = "DURATION", default_value = "1ms", value_parser = humantime::parse_duration)]
+    pub offcpu_min: std::time::Duration,
+
+    /// Async profile: a worker running one task's code this long without
+    /// yielding is a long poll.
+    #[arg(long, value_name = "DURATION", default_value = "10ms", value_parser = humantime::parse_duration)]
+    pub long_poll: std::time::Duration,
+
+    /// Async profile: the target's console-subscriber (tokio-console) address.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:6669")]
+    pub console: String,
+
     /// Hide the progress bar (it is also hidden when stderr is not a terminal).
     #[arg(long)]
     pub quiet: bool,

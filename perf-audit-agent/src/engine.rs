@@ -13,13 +13,20 @@ use crate::{
     cli::{Profile, UnwindChoice},
     error::{Error, Result},
     findings::{self, CpuEvidence, Evidence},
-    kernel::{self, Filter, KernelSession, UnwindMode, cpu::StackCopyCollector},
+    kernel::{self, Filter, KernelSession, UnwindMode, stack_copy::StackCopyCollector},
     plan::{AuditPlan, TargetSpec},
     load::{self, LoadPlan, LoadResult},
     postgres::private::PrivatePostgres,
-    profile::hotspots::hotspots,
+    profile::{
+        CpuProfile,
+        async_runtime::{self, AsyncAnalysis, AsyncInputs, ThreadTime, TimedSample},
+        hotspots::hotspots,
+    },
     render,
-    report::{Baseline, CpuSection, EndReason, KernelInfo, Report, alerts, html, markdown},
+    report::{
+        AsyncSection, Baseline, ConsoleInfo, CpuSection, EndReason, KernelInfo, OffCpuRow, OffCpuSection, OffCpuThreadRow,
+        Report, alerts, html, markdown,
+    },
     symbolize::StackSymbolizer,
     target::{self, Launched, MapsSnapshot, TargetInfo},
 };
@@ -55,9 +62,14 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
         _ => None,
     };
     let unwind = choose_unwind_mode(plan.unwind, exe_for_mode.as_deref());
-    let mut session = KernelSession::load(Filter::ListedPids, unwind)?;
-    if plan.profiles.contains(&Profile::Cpu) {
+    let wants_async = plan.profiles.contains(&Profile::Async);
+    let mut session = KernelSession::load(Filter::ListedPids, unwind, plan.offcpu_min)?;
+    // The async analysis needs CPU samples too (long polls, task breakdown).
+    if plan.profiles.contains(&Profile::Cpu) || wants_async {
         session.start_cpu_sampling(plan.frequency_hz)?;
+    }
+    if wants_async {
+        session.start_offcpu()?;
     }
 
     // Programs are attached before the pid is registered, so a launched
@@ -89,8 +101,11 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
         _ => unreachable!("every non-launch target resolved to a pid above"),
     };
     session.add_target(pid)?;
-    let mut stack_copy =
-        if unwind == UnwindMode::Dwarf { Some(session.stack_copy_collector(pid)?) } else { None };
+    let mut stack_copy = if unwind == UnwindMode::Dwarf || wants_async {
+        Some(session.stack_copy_collector(pid)?)
+    } else {
+        None
+    };
     let info = target::describe(pid).unwrap_or_else(|_| TargetInfo {
         pid,
         name: launched_name(&plan.target),
@@ -138,21 +153,45 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
         eprintln!("perf-audit: {}", load::summary_line(result));
     }
     session.stop_cpu_sampling();
+    session.stop_offcpu();
     let counters = session.counters()?;
-    let raw: Vec<_> = match stack_copy {
+    let copied = match stack_copy {
         Some(mut collector) => {
             collector.drain(&mut collected.maps);
-            session.finish_stack_copy(collector)?
+            Some(session.finish_stack_copy(collector)?)
         }
-        None => session.read_cpu_stacks()?,
+        None => None,
+    };
+    let sched_totals = if wants_async { session.sched_totals(pid)? } else { Vec::new() };
+    let (raw, offcpu_raw, records) = match copied {
+        Some(c) if unwind == UnwindMode::Dwarf => (c.cpu, c.offcpu, c.records),
+        Some(c) => (session.read_cpu_stacks()?, c.offcpu, Vec::new()),
+        None => (session.read_cpu_stacks()?, Vec::new(), Vec::new()),
     };
     let raw: Vec<_> = raw.into_iter().filter(|s| s.tgid == pid).collect();
     drop(session); // detach everything before the (slower) analysis
     drop(launched);
     drop(private_db);
 
-    eprintln!("perf-audit: symbolizing {} distinct stacks", raw.len());
-    let profile = StackSymbolizer::new().cpu_profile(&raw, &collected.maps, Path::new(&info.exe));
+    eprintln!("perf-audit: symbolizing {} distinct stacks", raw.len() + offcpu_raw.len());
+    let symbolizer = StackSymbolizer::new();
+    let profile = symbolizer.cpu_profile(&raw, &collected.maps, Path::new(&info.exe));
+    let offcpu_profile = symbolizer.cpu_profile(&offcpu_raw, &collected.maps, Path::new(&info.exe));
+    let async_analysis = wants_async.then(|| {
+        let threads = thread_times(pid, &sched_totals, &profile, &offcpu_profile);
+        let samples: Vec<TimedSample> = records
+            .iter()
+            .map(|r| TimedSample { tid: r.tid, ts_ns: r.ts_ns, oncpu_run_ns: r.oncpu_run_ns, stack: r.stack })
+            .collect();
+        let analysis = async_runtime::analyze(&AsyncInputs {
+            cpu: &profile,
+            offcpu: &offcpu_profile,
+            threads: &threads,
+            samples: &samples,
+            long_poll_threshold_ns: plan.long_poll.as_nanos() as u64,
+        });
+        (analysis, threads)
+    });
     let hotspots = hotspots(&profile);
     let mut threads: std::collections::BTreeMap<String, u64> = Default::default();
     for stack in &profile.stacks {
@@ -162,7 +201,11 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
     threads.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
 
     let evidence = Evidence {
-        cpu: Some(CpuEvidence { profile: &profile, hotspots: &hotspots, total_samples: profile.total_samples() }),
+        cpu: plan
+            .profiles
+            .contains(&Profile::Cpu)
+            .then(|| CpuEvidence { profile: &profile, hotspots: &hotspots, total_samples: profile.total_samples() }),
+        async_runtime: async_analysis.as_ref().map(|(a, _)| a),
     };
     let mut findings = findings::evaluate(&evidence);
     for finding in &mut findings {
@@ -197,7 +240,15 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
         unavailable_profiles: plan.unavailable.iter().map(|p| p.as_str().to_string()).collect(),
         kernel: KernelInfo { release: support.release.clone(), btf: support.btf },
         baseline,
-        cpu: Some(CpuSection::build(
+        async_runtime: async_analysis.as_ref().map(|(analysis, _)| AsyncSection {
+            analysis: analysis.clone(),
+            long_poll_threshold_ms: plan.long_poll.as_secs_f64() * 1000.0,
+            console: console_info(&plan.console),
+        }),
+        offcpu: async_analysis.as_ref().map(|(_, threads)| {
+            offcpu_section(&offcpu_profile, threads, &counters, plan.offcpu_min, &async_analysis.as_ref().expect("some").0)
+        }),
+        cpu: plan.profiles.contains(&Profile::Cpu).then(|| CpuSection::build(
             &counters,
             unwind,
             profile.complete_share(),
@@ -219,6 +270,20 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
     )?;
     write(&out_dir.join("stacks.folded"), folded_text(&folded).as_bytes())?;
     write(&out_dir.join("flamegraph.svg"), &svg)?;
+    let offcpu_svg = if wants_async {
+        let folded = offcpu_profile.folded_lines();
+        let svg = render::flamegraph_svg(
+            &format!("Off-CPU: {} (pid {pid})", info.name),
+            &format!("time blocked, in microseconds; intervals of {} or more", humantime::format_duration(plan.offcpu_min)),
+            "us",
+            &folded,
+        )?;
+        write(&out_dir.join("offcpu.folded"), folded_text(&folded).as_bytes())?;
+        write(&out_dir.join("offcpu.svg"), &svg)?;
+        Some(svg)
+    } else {
+        None
+    };
     let json = serde_json::to_vec_pretty(&report).map_err(|e| Error::internal(format!("report.json: {e}")))?;
     write(&out_dir.join("report.json"), &json)?;
     let md = markdown::render(&report);
@@ -227,7 +292,9 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
     let page = html::render(
         &format!("Performance Audit: {}", report.target.name),
         &md,
-        &[html::Embedded { title: "CPU flamegraph (flamegraph.svg)", svg: &svg }],
+        &std::iter::once(html::Embedded { title: "CPU flamegraph (flamegraph.svg)", svg: &svg })
+            .chain(offcpu_svg.as_deref().map(|svg| html::Embedded { title: "Off-CPU flamegraph (offcpu.svg)", svg }))
+            .collect::<Vec<_>>(),
     );
     write(&out_dir.join("report.html"), page.as_bytes())?;
     Ok(AuditOutput { out_dir, report })
@@ -345,6 +412,132 @@ fn launched_name(spec: &TargetSpec) -> String {
         TargetSpec::Name(n) => n.clone(),
         TargetSpec::Pid(p) => format!("pid-{p}"),
     }
+}
+
+/// Per-thread scheduler time with names (from the samples, else /proc).
+fn thread_times(
+    pid: u32,
+    totals: &[(u32, perf_audit_common::ThreadSchedTotals)],
+    cpu: &CpuProfile,
+    offcpu: &CpuProfile,
+) -> Vec<ThreadTime> {
+    let names: std::collections::HashMap<u32, String> =
+        cpu.stacks.iter().chain(offcpu.stacks.iter()).map(|s| (s.tid, s.thread.clone())).collect();
+    totals
+        .iter()
+        .map(|(tid, t)| ThreadTime {
+            tid: *tid,
+            name: names.get(tid).cloned().unwrap_or_else(|| {
+                fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).map(|s| s.trim().to_string()).unwrap_or_default()
+            }),
+            oncpu_ns: t.oncpu_ns,
+            blocked_ns: t.blocked_ns,
+            runqueue_ns: t.runqueue_ns,
+            max_run_ns: t.max_oncpu_run_ns,
+            short_blocks: t.short_blocks,
+            short_blocked_ns: t.short_blocked_ns,
+        })
+        .collect()
+}
+
+fn offcpu_section(
+    offcpu: &CpuProfile,
+    threads: &[ThreadTime],
+    counters: &kernel::Counters,
+    min: Duration,
+    analysis: &AsyncAnalysis,
+) -> OffCpuSection {
+    use crate::profile::Origin;
+    let ms = |ns: u64| crate::report::round2(ns as f64 / 1e6);
+    let worker_role = |tid: u32| {
+        let on_worker = analysis.workers.workers > 0
+            && offcpu.stacks.iter().any(|s| {
+                s.tid == tid
+                    && async_runtime::role_of(&s.frames.iter().map(|id| offcpu.frame(*id)).collect::<Vec<_>>())
+                        == Some(async_runtime::ThreadRole::Worker)
+            });
+        if on_worker { async_runtime::ThreadRole::Worker } else { async_runtime::ThreadRole::Other }
+    };
+    let mut top: Vec<OffCpuRow> = offcpu
+        .stacks
+        .iter()
+        .map(|s| {
+            let frames: Vec<_> = s.frames.iter().map(|id| offcpu.frame(*id)).collect();
+            // The owner's frame; else the innermost Rust frame (a runtime
+            // park shows as tokio's parker, not as libc's `syscall`).
+            let site = frames
+                .iter()
+                .rposition(|f| f.origin == Origin::Owner)
+                .or_else(|| frames.iter().rposition(|f| f.origin == Origin::Dependency))
+                .or_else(|| frames.iter().rposition(|f| f.origin != Origin::Kernel))
+                .map(|i| frames[i]);
+            let syscall = frames
+                .last()
+                .map(|f| f.function.trim_end_matches(" [syscall]").to_string())
+                .unwrap_or_default();
+            OffCpuRow {
+                function: site.map(|f| f.display_name()).unwrap_or_else(|| "[unknown]".into()),
+                file: site.and_then(|f| f.file.clone()),
+                line: site.and_then(|f| f.line),
+                syscall,
+                thread: s.thread.clone(),
+                intervals: s.events,
+                blocked_ms: crate::report::round2(s.count as f64 / 1000.0),
+            }
+        })
+        .collect();
+    // Merge rows of the same site, syscall and thread name.
+    top.sort_by(|a, b| (&a.function, &a.syscall, &a.thread, a.line).cmp(&(&b.function, &b.syscall, &b.thread, b.line)));
+    let mut merged: Vec<OffCpuRow> = Vec::new();
+    for row in top {
+        match merged.last_mut() {
+            Some(last) if last.function == row.function && last.syscall == row.syscall && last.thread == row.thread && last.line == row.line => {
+                last.intervals += row.intervals;
+                last.blocked_ms = crate::report::round2(last.blocked_ms + row.blocked_ms);
+            }
+            _ => merged.push(row),
+        }
+    }
+    merged.sort_by(|a, b| b.blocked_ms.total_cmp(&a.blocked_ms).then(a.function.cmp(&b.function)));
+    merged.truncate(20);
+    OffCpuSection {
+        capture_threshold_ms: min.as_secs_f64() * 1000.0,
+        captured_intervals: offcpu.stacks.iter().map(|s| s.events).sum(),
+        captured_ms: crate::report::round2(offcpu.total_samples() as f64 / 1000.0),
+        short_intervals: threads.iter().map(|t| t.short_blocks).sum(),
+        short_ms: ms(threads.iter().map(|t| t.short_blocked_ns).sum()),
+        dropped_intervals: counters.offcpu_dropped_ring_full,
+        threads: threads
+            .iter()
+            .map(|t| OffCpuThreadRow {
+                tid: t.tid,
+                name: t.name.clone(),
+                role: worker_role(t.tid),
+                on_cpu_ms: ms(t.oncpu_ns),
+                blocked_ms: ms(t.blocked_ns),
+                runqueue_ms: ms(t.runqueue_ns),
+                max_run_ms: ms(t.max_run_ns),
+            })
+            .collect(),
+        top: merged,
+    }
+}
+
+/// Whether the target runs console-subscriber at `addr`.
+fn console_info(addr: &str) -> ConsoleInfo {
+    let listening = addr
+        .parse::<std::net::SocketAddr>()
+        .ok()
+        .map(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_millis(300)).is_ok())
+        .unwrap_or(false);
+    let note = if listening {
+        format!("something listens at {addr} (console-subscriber?): open `tokio-console http://{addr}` for task counts, spawn locations and poll times; this audit's task breakdown comes from eBPF samples")
+    } else {
+        format!(
+            "not running at {addr}. For task counts, spawn locations, poll durations and its self-wake / lost-waker warnings, add `console-subscriber` to the service (`console_subscriber::init()` in main, built with `RUSTFLAGS=\"--cfg tokio_unstable\"`), then re-run with `--console {addr}`"
+        )
+    };
+    ConsoleInfo { address: addr.to_string(), listening, note }
 }
 
 /// Waits until every host the load targets accepts TCP connections (a

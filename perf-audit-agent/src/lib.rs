@@ -17,5 +17,6 @@ pub mod profile;
 pub mod render;
 pub mod report;
 pub mod symbolize;
+pub mod syscalls;
 pub mod target;
 pub mod unwind;

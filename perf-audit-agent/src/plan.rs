@@ -14,7 +14,7 @@ use crate::{
 
 /// Profiles this build can collect. The others are announced in one line
 /// and skipped, and the rest of the audit runs.
-pub const AVAILABLE_PROFILES: &[Profile] = &[Profile::Cpu];
+pub const AVAILABLE_PROFILES: &[Profile] = &[Profile::Cpu, Profile::Async];
 
 pub const MIN_FREQUENCY_HZ: u64 = 1;
 /// Above this the sampling itself becomes the workload.
@@ -47,6 +47,11 @@ pub struct AuditPlan {
     pub load: Option<LoadSpec>,
     pub private_database: bool,
     pub ready_timeout: Duration,
+    /// Async profile: capture threshold of blocking intervals.
+    pub offcpu_min: Duration,
+    /// Async profile: long-poll threshold.
+    pub long_poll: Duration,
+    pub console: String,
     pub show_progress: bool,
 }
 
@@ -150,6 +155,12 @@ impl AuditPlan {
         if let Some(spec) = &load {
             crate::load::LoadPlan::new(spec.scenario.clone(), spec.rps, args.duration)?;
         }
+        if args.offcpu_min < Duration::from_micros(10) {
+            return Err(usage("--offcpu-min below 10us would capture a stack at almost every context switch: use 1ms (the default) or more".into()));
+        }
+        if args.long_poll.is_zero() {
+            return Err(usage("--long-poll must be longer than 0s (10ms is the default)".into()));
+        }
         if args.private_database && !matches!(target, TargetSpec::Launch { .. }) {
             return Err(usage(
                 "--private-database gives a database to a command the audit launches: add `-- <command>`".into(),
@@ -169,6 +180,9 @@ impl AuditPlan {
             load,
             private_database: args.private_database,
             ready_timeout: args.ready_timeout,
+            offcpu_min: args.offcpu_min,
+            long_poll: args.long_poll,
+            console: args.console,
             show_progress: !args.quiet,
         })
     }
@@ -217,8 +231,8 @@ mod tests {
     fn default_profile_all_runs_what_exists_and_lists_the_rest() {
         let p = plan(&["--pid", "1"]).unwrap();
         assert_eq!(p.requested_profile, Profile::All);
-        assert_eq!(p.profiles, vec![Profile::Cpu]);
-        assert_eq!(p.unavailable, vec![Profile::Memory, Profile::Async, Profile::Database]);
+        assert_eq!(p.profiles, vec![Profile::Cpu, Profile::Async]);
+        assert_eq!(p.unavailable, vec![Profile::Memory, Profile::Database]);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use blazesym::{
 
 use crate::{
     kernel::cpu::RawCpuStack,
-    profile::{CpuProfile, Frame, Origin, origin_of_path},
+    profile::{CpuProfile, Frame, Origin, StackSample, origin_of_path},
     target::MapsSnapshot,
 };
 
@@ -101,8 +101,20 @@ impl StackSymbolizer {
                     frames.push(profile.intern(frame.clone()));
                 }
             }
-            profile.push(stack.thread_name.clone(), frames, stack.count, !stack.user.is_empty());
+            if let Some(label) = &stack.leaf_label {
+                let leaf = Frame { function: label.clone(), file: None, line: None, origin: Origin::Kernel, inlined: false };
+                frames.push(profile.intern(leaf));
+            }
+            profile.push_sample(StackSample {
+                thread: stack.thread_name.clone(),
+                tid: stack.tid,
+                frames,
+                count: stack.count,
+                events: stack.events,
+                has_user_stack: !stack.user.is_empty(),
+            });
         }
+        settle_relative_paths(&mut profile);
         profile
     }
 
@@ -157,6 +169,29 @@ impl StackSymbolizer {
             out.insert(*addr, Frame { function, file: None, line: None, origin: Origin::Kernel, inlined: false });
         }
         out
+    }
+}
+
+/// Some line tables name files relative to their compilation directory
+/// (`src/map.rs`), which says nothing about whose code it is. Such a frame
+/// stays the owner's only if its crate is one whose frames have absolute,
+/// non-dependency paths; otherwise it is a dependency's (e.g. hashbrown
+/// code inlined into the binary).
+fn settle_relative_paths(profile: &mut CpuProfile) {
+    fn krate(function: &str) -> &str {
+        function.trim_start_matches('<').split("::").next().unwrap_or_default()
+    }
+    let owner_crates: std::collections::HashSet<String> = profile
+        .frames
+        .iter()
+        .filter(|f| f.origin == Origin::Owner && f.file.as_deref().is_some_and(|p| p.starts_with('/')))
+        .map(|f| krate(&f.function).to_string())
+        .collect();
+    for frame in &mut profile.frames {
+        let relative = frame.file.as_deref().is_some_and(|p| !p.starts_with('/'));
+        if frame.origin == Origin::Owner && relative && !owner_crates.contains(krate(&frame.function)) {
+            frame.origin = Origin::Dependency;
+        }
     }
 }
 

@@ -54,8 +54,19 @@ pub const USER_STACK_COPY_PAGE: usize = 4_096;
 /// CPUs; the agent drains it as soon as it is readable.
 pub const USER_STACK_RING_BYTES: u32 = 32 * 1024 * 1024;
 
-/// One CPU sample in stack-copy mode: registers and a copy of the user
-/// stack from `sp` upward, unwound by the agent from `.eh_frame`.
+/// Kinds of [`UserStackSample`].
+pub mod sample_kind {
+    /// A CPU sample (perf_event); `weight_ns` is how long the thread had
+    /// been on the CPU without switching out.
+    pub const CPU: u32 = 0;
+    /// The end of a blocking interval (at the syscall exit after the thread
+    /// was switched out voluntarily); `weight_ns` is the time it was off
+    /// the CPU, `syscall_nr` the syscall that blocked.
+    pub const OFF_CPU: u32 = 1;
+}
+
+/// One sample with registers and a copy of the user stack from `sp`
+/// upward, unwound by the agent from `.eh_frame`.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct UserStackSample {
@@ -66,6 +77,14 @@ pub struct UserStackSample {
     pub kernel_stack_id: i32,
     /// Bytes of `stack` that hold a copy of user memory starting at `sp`.
     pub stack_len: u32,
+    /// A [`sample_kind`] value.
+    pub kind: u32,
+    /// The syscall number (off-CPU samples), or -1.
+    pub syscall_nr: i32,
+    /// `bpf_ktime_get_ns` at the sample.
+    pub ts_ns: u64,
+    /// See [`sample_kind`]: on-CPU run length so far, or time blocked.
+    pub weight_ns: u64,
     /// User-mode registers at the sample (the task's saved user registers
     /// when the sample hit the kernel).
     pub ip: u64,
@@ -74,6 +93,46 @@ pub struct UserStackSample {
     pub comm: [u8; TASK_COMM_LEN],
     pub stack: [u8; USER_STACK_COPY_BYTES],
 }
+
+/// Per-thread scheduler state kept by the `sched_switch` program (value of
+/// `SCHED_STATE`, keyed by thread id).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadSchedState {
+    /// When the thread last went on a CPU (0: not seen yet).
+    pub oncpu_since_ns: u64,
+    /// When it last went off a CPU.
+    pub switched_out_ns: u64,
+    /// Voluntary off-CPU time not yet attributed to a syscall exit.
+    pub blocked_pending_ns: u64,
+    /// 1 when the last switch-out was voluntary (sleeping), 0 if preempted.
+    pub voluntary: u32,
+    pub tgid: u32,
+}
+
+/// Per-thread scheduler totals (value of `SCHED_TOTALS`, keyed by thread id).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadSchedTotals {
+    pub oncpu_ns: u64,
+    /// Voluntary off-CPU time: blocked in a syscall, a lock, or idle.
+    pub blocked_ns: u64,
+    /// Involuntary off-CPU time: preempted and waiting in the run queue.
+    pub runqueue_ns: u64,
+    pub voluntary_switches: u64,
+    pub involuntary_switches: u64,
+    /// Blocking intervals shorter than the capture threshold (counted, not
+    /// stack-attributed).
+    pub short_blocks: u64,
+    pub short_blocked_ns: u64,
+    /// The longest single on-CPU run.
+    pub max_oncpu_run_ns: u64,
+    pub tgid: u32,
+    pub _pad: u32,
+}
+
+/// Capacity of the per-thread scheduler maps.
+pub const SCHED_THREADS_CAPACITY: u32 = 16_384;
 
 /// Values of the `USER_STACK_MODE` global.
 pub mod user_stack_mode {
@@ -101,6 +160,12 @@ pub enum Counter {
     CpuSamplesDroppedRingFull = 4,
     /// Stack-copy samples whose user stack could not be read at all.
     CpuUserStackCopyFailed = 5,
+    /// Blocking intervals long enough to be captured with a stack.
+    OffCpuSamples = 6,
+    /// Off-CPU samples lost because the ring buffer was full.
+    OffCpuDroppedRingFull = 7,
+    /// Scheduler events lost because a per-thread map was full.
+    SchedStateMapFull = 8,
 }
 
 /// Number of slots in `COUNTERS` (room for later collectors).
@@ -108,13 +173,16 @@ pub const COUNTER_SLOTS: u32 = 32;
 
 impl Counter {
     /// Every counter, in slot order.
-    pub const ALL: [Counter; 6] = [
+    pub const ALL: [Counter; 9] = [
         Counter::CpuSamples,
         Counter::CpuSamplesDroppedMapFull,
         Counter::CpuUserStackFailed,
         Counter::CpuKernelStackFailed,
         Counter::CpuSamplesDroppedRingFull,
         Counter::CpuUserStackCopyFailed,
+        Counter::OffCpuSamples,
+        Counter::OffCpuDroppedRingFull,
+        Counter::SchedStateMapFull,
     ];
 
     /// Slot index in `COUNTERS`.
@@ -142,6 +210,11 @@ pub mod names {
     pub const FILTER_MODE: &str = "FILTER_MODE";
     pub const USER_STACK_MODE: &str = "USER_STACK_MODE";
     pub const USER_STACK_SAMPLES: &str = "USER_STACK_SAMPLES";
+    pub const SCHED_SWITCH_PROGRAM: &str = "sched_switch";
+    pub const SYSCALL_EXIT_PROGRAM: &str = "syscall_exit";
+    pub const SCHED_STATE: &str = "SCHED_STATE";
+    pub const SCHED_TOTALS: &str = "SCHED_TOTALS";
+    pub const OFFCPU_MIN_NS: &str = "OFFCPU_MIN_NS";
 }
 
 #[cfg(feature = "user")]
@@ -151,6 +224,10 @@ mod user {
     unsafe impl aya::Pod for super::CpuStackKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::UserStackSample {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ThreadSchedState {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ThreadSchedTotals {}
 }
 
 #[cfg(test)]
@@ -175,15 +252,27 @@ mod layout_tests {
         assert_eq!(offset_of!(UserStackSample, tid), 4);
         assert_eq!(offset_of!(UserStackSample, kernel_stack_id), 8);
         assert_eq!(offset_of!(UserStackSample, stack_len), 12);
-        assert_eq!(offset_of!(UserStackSample, ip), 16);
-        assert_eq!(offset_of!(UserStackSample, sp), 24);
-        assert_eq!(offset_of!(UserStackSample, bp), 32);
-        assert_eq!(offset_of!(UserStackSample, comm), 40);
-        assert_eq!(offset_of!(UserStackSample, stack), 56);
-        assert_eq!(size_of::<UserStackSample>(), 56 + USER_STACK_COPY_BYTES);
+        assert_eq!(offset_of!(UserStackSample, kind), 16);
+        assert_eq!(offset_of!(UserStackSample, syscall_nr), 20);
+        assert_eq!(offset_of!(UserStackSample, ts_ns), 24);
+        assert_eq!(offset_of!(UserStackSample, weight_ns), 32);
+        assert_eq!(offset_of!(UserStackSample, ip), 40);
+        assert_eq!(offset_of!(UserStackSample, sp), 48);
+        assert_eq!(offset_of!(UserStackSample, bp), 56);
+        assert_eq!(offset_of!(UserStackSample, comm), 64);
+        assert_eq!(offset_of!(UserStackSample, stack), 80);
+        assert_eq!(size_of::<UserStackSample>(), 80 + USER_STACK_COPY_BYTES);
         assert_eq!(align_of::<UserStackSample>(), 8);
         assert_eq!(USER_STACK_COPY_BYTES % USER_STACK_COPY_PAGE, 0);
         assert!(USER_STACK_RING_BYTES.is_power_of_two());
+    }
+
+    #[test]
+    fn sched_maps_values_have_no_padding() {
+        assert_eq!(size_of::<ThreadSchedState>(), 32);
+        assert_eq!(offset_of!(ThreadSchedState, voluntary), 24);
+        assert_eq!(size_of::<ThreadSchedTotals>(), 72);
+        assert_eq!(offset_of!(ThreadSchedTotals, tgid), 64);
     }
 
     #[test]

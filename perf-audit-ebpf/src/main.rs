@@ -10,6 +10,8 @@
 
 mod cpu;
 mod maps;
+mod offcpu;
+mod stack;
 
 #[cfg(not(test))]
 #[panic_handler]

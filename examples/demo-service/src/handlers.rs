@@ -254,6 +254,7 @@ pub async fn write_report_template() -> std::io::Result<()> {
 /// Removes the report template (at shutdown).
 pub async fn remove_report_template() {
     let _ = tokio::fs::remove_file(report_template_path()).await;
+    let _ = tokio::fs::remove_file(report_marker_path()).await;
 }
 
 /// Fills the template with the newest posts' titles.
@@ -274,13 +275,23 @@ fn html_escape(text: &str) -> String {
 }
 
 /// PLANTED DEFECT (blocking `std::fs` in async code): reads the 512 KiB
-/// template with `std::fs::read_to_string` on every request, on the tokio
-/// worker thread that runs the `/report` handler. While the read runs (a
-/// page-cache copy at best, a disk or network-filesystem wait at worst) the
-/// worker polls no other task. Fix: `tokio::fs` (as `report_fast` does), or
-/// better, load it once at startup and keep it in the state.
+/// template with `std::fs::read_to_string` on every request, and durably
+/// records that the report was rendered (`std::fs::write` + `sync_data`, a
+/// disk wait of milliseconds), on the tokio worker thread that runs the
+/// `/report` handler. While it runs the worker polls no other task. Fix:
+/// `tokio::fs` (as `report_fast` does), or better, load the template once
+/// at startup and batch the access records.
 fn load_report_template() -> std::io::Result<String> {
-    std::fs::read_to_string(report_template_path())
+    let template = std::fs::read_to_string(report_template_path())?;
+    let marker = std::fs::File::create(report_marker_path())?;
+    std::io::Write::write_all(&mut &marker, b"rendered\n")?;
+    marker.sync_data()?;
+    Ok(template)
+}
+
+/// Where the "last rendered" record of the report goes.
+fn report_marker_path() -> std::path::PathBuf {
+    report_template_path().with_extension("rendered")
 }
 
 /// `GET /report`: an HTML report of the newest posts. Triggers the blocking
@@ -295,6 +306,10 @@ pub async fn report(State(state): State<AppState>) -> AppResult<Html<String>> {
 /// `tokio::fs` (on tokio's blocking pool, not on a worker).
 pub async fn report_fast(State(state): State<AppState>) -> AppResult<Html<String>> {
     let template = tokio::fs::read_to_string(report_template_path()).await?;
+    let marker = tokio::fs::File::create(report_marker_path()).await?;
+    let mut writer = marker;
+    tokio::io::AsyncWriteExt::write_all(&mut writer, b"rendered\n").await?;
+    writer.sync_data().await?;
     let posts = db::latest_posts(&state.pool, 10).await?;
     Ok(Html(render_report(&template, &posts)))
 }

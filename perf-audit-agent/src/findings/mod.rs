@@ -6,10 +6,16 @@
 //! a byte count, a query time) and says which one in `evidence`. Severity is
 //! decided from the measured impact, and `ranking` says how.
 
+mod blocking_in_async;
+mod cpu_heavy_in_async;
 mod cpu_hotspot;
+mod sync_lock_contention;
 
 use crate::profile::{CpuProfile, hotspots::Hotspot};
 
+pub use blocking_in_async::BlockingInAsync;
+pub use cpu_heavy_in_async::CpuHeavyInAsync;
+pub use sync_lock_contention::SyncLockContention;
 pub use cpu_hotspot::{
     CpuHotspot, classify as cpu_hotspot_kind, recommendation as cpu_hotspot_recommendation,
 };
@@ -98,6 +104,7 @@ pub struct SourceExcerpt {
 /// Everything the rules may look at. Collectors that did not run are `None`.
 pub struct Evidence<'a> {
     pub cpu: Option<CpuEvidence<'a>>,
+    pub async_runtime: Option<&'a crate::profile::async_runtime::AsyncAnalysis>,
 }
 
 pub struct CpuEvidence<'a> {
@@ -114,7 +121,12 @@ pub trait Rule {
 
 /// The rules of this build, in no particular order (findings are sorted).
 pub fn all_rules() -> Vec<Box<dyn Rule>> {
-    vec![Box::new(CpuHotspot::default())]
+    vec![
+        Box::new(CpuHotspot::default()),
+        Box::new(BlockingInAsync::default()),
+        Box::new(SyncLockContention::default()),
+        Box::new(CpuHeavyInAsync::default()),
+    ]
 }
 
 /// Runs every rule and ranks the findings: severity, then measured impact

@@ -68,7 +68,12 @@ pub struct RawCpuStack {
     pub user: Vec<u64>,
     /// Kernel frames, leaf first. Empty for samples taken in user mode.
     pub kernel: Vec<u64>,
+    /// Weight: samples for CPU stacks, microseconds blocked for off-CPU.
     pub count: u64,
+    /// Events behind the weight (samples, or blocking intervals).
+    pub events: u64,
+    /// A synthetic leaf frame (the blocking syscall of off-CPU stacks).
+    pub leaf_label: Option<String>,
 }
 
 pub(super) fn read_stacks(ebpf: &Ebpf) -> Result<Vec<RawCpuStack>> {
@@ -95,114 +100,14 @@ pub(super) fn read_stacks(ebpf: &Ebpf) -> Result<Vec<RawCpuStack>> {
             user: stack_frames(&traces, key.user_stack_id),
             kernel: stack_frames(&traces, key.kernel_stack_id),
             count,
+            events: count,
+            leaf_label: None,
         });
     }
     Ok(out)
 }
 
-/// Stack-copy mode: reads `UserStackSample`s from the ring buffer as they
-/// arrive, unwinds each at once (so the copies never pile up), and keeps
-/// only the aggregated result: the same shape as frame-pointer mode.
-pub struct StackCopyCollector {
-    ring: tokio::io::unix::AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>,
-    pid: u32,
-    unwinder: crate::unwind::ProcessUnwinder,
-    tables: crate::unwind::TableCache,
-    stacks: std::collections::HashMap<(u32, [u8; 16], Vec<u64>, i32), u64>,
-    /// Samples whose unwinding stopped before a root frame.
-    pub truncated: u64,
-    /// Samples unwound.
-    pub unwound: u64,
-}
-
-impl StackCopyCollector {
-    pub(super) fn new(ebpf: &mut Ebpf, pid: u32) -> Result<StackCopyCollector> {
-        let map = ebpf
-            .take_map(names::USER_STACK_SAMPLES)
-            .ok_or_else(|| missing(names::USER_STACK_SAMPLES))?;
-        let ring = aya::maps::RingBuf::try_from(map)
-            .map_err(|e| Error::internal(format!("USER_STACK_SAMPLES: {e}")))?;
-        // SAFETY: the ring buffer owns its fd, which stays open and the same
-        // for as long as the AsyncFd owns the ring.
-        let ring = unsafe {
-            tokio::io::unix::AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE)
-        }
-        .map_err(|e| Error::internal(format!("cannot poll the stack ring buffer: {e}")))?;
-        Ok(StackCopyCollector {
-            ring,
-            pid,
-            unwinder: Default::default(),
-            tables: Default::default(),
-            stacks: Default::default(),
-            truncated: 0,
-            unwound: 0,
-        })
-    }
-
-    /// Waits until samples are ready, then unwinds all that are.
-    pub async fn drain_when_ready(&mut self, maps: &mut crate::target::MapsSnapshot) {
-        if let Ok(mut guard) = self.ring.readable_mut().await {
-            guard.clear_ready();
-        }
-        self.drain(maps);
-    }
-
-    /// Unwinds every sample in the ring now.
-    pub fn drain(&mut self, maps: &mut crate::target::MapsSnapshot) {
-        let ring = self.ring.get_mut();
-        let mut refreshed = false;
-        while let Some(item) = ring.next() {
-            if item.len() < std::mem::size_of::<perf_audit_common::UserStackSample>() {
-                continue;
-            }
-            // SAFETY: the record was written by the eBPF program as a
-            // `UserStackSample` (size checked); read unaligned from the ring.
-            let sample: perf_audit_common::UserStackSample =
-                unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-            drop(item);
-            if sample.tgid != self.pid {
-                continue;
-            }
-            if maps.find(sample.ip).is_none() && !refreshed {
-                // New code mapped since the last snapshot (dlopen, JIT-less
-                // late loads): refresh once per drain.
-                let _ = maps.refresh(self.pid);
-                refreshed = true;
-            }
-            self.unwinder.sync_modules(maps, &mut self.tables);
-            let len = (sample.stack_len as usize).min(sample.stack.len());
-            let (frames, end) = self.unwinder.unwind(sample.ip, sample.sp, sample.bp, &sample.stack[..len]);
-            self.unwound += 1;
-            if end == crate::unwind::UnwindEnd::Truncated {
-                self.truncated += 1;
-            }
-            *self.stacks.entry((sample.tid, sample.comm, frames, sample.kernel_stack_id)).or_default() += 1;
-        }
-    }
-
-    /// The aggregated stacks, kernel frames resolved from `STACK_TRACES`.
-    pub(super) fn into_raw(self, ebpf: &Ebpf) -> Result<Vec<RawCpuStack>> {
-        let traces = StackTraceMap::try_from(
-            ebpf.map(names::STACK_TRACES).ok_or_else(|| missing(names::STACK_TRACES))?,
-        )
-        .map_err(|e| Error::internal(format!("STACK_TRACES: {e}")))?;
-        let pid = self.pid;
-        Ok(self
-            .stacks
-            .into_iter()
-            .map(|((tid, comm, user, kernel_id), count)| RawCpuStack {
-                tgid: pid,
-                tid,
-                thread_name: comm_to_string(&comm),
-                user,
-                kernel: stack_frames(&traces, kernel_id),
-                count,
-            })
-            .collect())
-    }
-}
-
-fn stack_frames(traces: &StackTraceMap<&aya::maps::MapData>, id: i32) -> Vec<u64> {
+pub(super) fn stack_frames(traces: &StackTraceMap<&aya::maps::MapData>, id: i32) -> Vec<u64> {
     if id < 0 {
         return Vec::new();
     }
@@ -212,7 +117,7 @@ fn stack_frames(traces: &StackTraceMap<&aya::maps::MapData>, id: i32) -> Vec<u64
         .unwrap_or_default()
 }
 
-fn comm_to_string(comm: &[u8; 16]) -> String {
+pub(super) fn comm_to_string(comm: &[u8; 16]) -> String {
     let len = comm.iter().position(|b| *b == 0).unwrap_or(comm.len());
     String::from_utf8_lossy(&comm[..len]).into_owned()
 }

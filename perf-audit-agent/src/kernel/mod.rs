@@ -3,6 +3,7 @@
 //! back into plain Rust values (no symbols, no analysis here).
 
 pub mod cpu;
+pub mod stack_copy;
 
 use std::{fs, path::Path};
 
@@ -101,6 +102,9 @@ pub struct Counters {
     pub cpu_kernel_stack_failed: u64,
     pub cpu_samples_dropped_ring_full: u64,
     pub cpu_user_stack_copy_failed: u64,
+    pub offcpu_samples: u64,
+    pub offcpu_dropped_ring_full: u64,
+    pub sched_state_map_full: u64,
 }
 
 /// The loaded object and whatever is attached. Dropping it detaches every
@@ -108,10 +112,13 @@ pub struct Counters {
 pub struct KernelSession {
     ebpf: Ebpf,
     cpu: Option<cpu::CpuSampling>,
+    offcpu: bool,
 }
 
 impl KernelSession {
-    pub fn load(filter: Filter, unwind: UnwindMode) -> Result<KernelSession> {
+    /// `offcpu_min`: blocking intervals at least this long are captured with
+    /// a stack (off-CPU profile).
+    pub fn load(filter: Filter, unwind: UnwindMode, offcpu_min: std::time::Duration) -> Result<KernelSession> {
         let mode = match filter {
             Filter::ListedPids => filter_mode::LISTED_PIDS,
             Filter::All => filter_mode::ALL,
@@ -123,9 +130,10 @@ impl KernelSession {
         let ebpf = EbpfLoader::new()
             .override_global(names::FILTER_MODE, &mode, true)
             .override_global(names::USER_STACK_MODE, &stack_mode, true)
+            .override_global(names::OFFCPU_MIN_NS, &(offcpu_min.as_nanos() as u64), true)
             .load(EBPF_OBJECT)
             .map_err(|e| load_error("loading the eBPF object", &e))?;
-        Ok(KernelSession { ebpf, cpu: None })
+        Ok(KernelSession { ebpf, cpu: None, offcpu: false })
     }
 
     /// Adds a process (all its threads, present and future) to the filter.
@@ -154,15 +162,67 @@ impl KernelSession {
         cpu::read_stacks(&self.ebpf)
     }
 
-    /// Takes the stack-copy ring buffer (stack-copy mode) to unwind its
-    /// samples for process `pid` as they arrive.
-    pub fn stack_copy_collector(&mut self, pid: u32) -> Result<cpu::StackCopyCollector> {
-        cpu::StackCopyCollector::new(&mut self.ebpf, pid)
+    /// Takes the stack-copy ring buffer to unwind its samples (dwarf CPU
+    /// samples, off-CPU samples) for process `pid` as they arrive.
+    pub fn stack_copy_collector(&mut self, pid: u32) -> Result<stack_copy::StackCopyCollector> {
+        stack_copy::StackCopyCollector::new(&mut self.ebpf, pid)
     }
 
     /// Resolves the kernel stacks of a finished stack-copy collection.
-    pub fn finish_stack_copy(&self, collector: cpu::StackCopyCollector) -> Result<Vec<cpu::RawCpuStack>> {
-        collector.into_raw(&self.ebpf)
+    pub fn finish_stack_copy(&self, collector: stack_copy::StackCopyCollector) -> Result<stack_copy::StackCopyResult> {
+        collector.finish(&self.ebpf)
+    }
+
+    /// Attaches the scheduler and syscall-exit tracepoints (off-CPU time).
+    pub fn start_offcpu(&mut self) -> Result<()> {
+        ensure_tracefs()?;
+        for (program, category, name) in [
+            (names::SCHED_SWITCH_PROGRAM, "sched", "sched_switch"),
+            (names::SYSCALL_EXIT_PROGRAM, "raw_syscalls", "sys_exit"),
+        ] {
+            let tp: &mut aya::programs::TracePoint = self
+                .ebpf
+                .program_mut(program)
+                .ok_or_else(|| missing(program))?
+                .try_into()
+                .map_err(|e| Error::internal(format!("{program} is not a tracepoint program: {e}")))?;
+            tp.load().map_err(|e| load_error(&format!("loading the {category}:{name} program"), &e))?;
+            tp.attach(category, name).map_err(|e| load_error(&format!("attaching to tracepoint {category}:{name}"), &e))?;
+        }
+        self.offcpu = true;
+        Ok(())
+    }
+
+    /// Detaches the off-CPU tracepoints; maps stay readable.
+    pub fn stop_offcpu(&mut self) {
+        if !std::mem::take(&mut self.offcpu) {
+            return;
+        }
+        for program in [names::SCHED_SWITCH_PROGRAM, names::SYSCALL_EXIT_PROGRAM] {
+            if let Some(p) = self.ebpf.program_mut(program) {
+                let tp: std::result::Result<&mut aya::programs::TracePoint, _> = p.try_into();
+                if let Ok(tp) = tp {
+                    let _ = tp.unload();
+                }
+            }
+        }
+    }
+
+    /// Per-thread scheduler totals of process `pid` (off-CPU profile).
+    pub fn sched_totals(&self, pid: u32) -> Result<Vec<(u32, perf_audit_common::ThreadSchedTotals)>> {
+        let map: aya::maps::HashMap<_, u32, perf_audit_common::ThreadSchedTotals> = aya::maps::HashMap::try_from(
+            self.ebpf.map(names::SCHED_TOTALS).ok_or_else(|| missing(names::SCHED_TOTALS))?,
+        )
+        .map_err(|e| Error::internal(format!("SCHED_TOTALS: {e}")))?;
+        let mut out = Vec::new();
+        for entry in map.iter() {
+            let (tid, totals) = entry.map_err(|e| Error::internal(format!("reading SCHED_TOTALS: {e}")))?;
+            if totals.tgid == pid {
+                out.push((tid, totals));
+            }
+        }
+        out.sort_by_key(|(tid, _)| *tid);
+        Ok(out)
     }
 
     pub fn counters(&self) -> Result<Counters> {
@@ -184,8 +244,32 @@ impl KernelSession {
             cpu_kernel_stack_failed: sums[Counter::CpuKernelStackFailed.slot() as usize],
             cpu_samples_dropped_ring_full: sums[Counter::CpuSamplesDroppedRingFull.slot() as usize],
             cpu_user_stack_copy_failed: sums[Counter::CpuUserStackCopyFailed.slot() as usize],
+            offcpu_samples: sums[Counter::OffCpuSamples.slot() as usize],
+            offcpu_dropped_ring_full: sums[Counter::OffCpuDroppedRingFull.slot() as usize],
+            sched_state_map_full: sums[Counter::SchedStateMapFull.slot() as usize],
         })
     }
+}
+
+/// Tracepoints are found through tracefs; mount it when the machine has not.
+fn ensure_tracefs() -> Result<()> {
+    let events = Path::new("/sys/kernel/tracing/events");
+    if events.exists() || Path::new("/sys/kernel/debug/tracing/events").exists() {
+        return Ok(());
+    }
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
+        .status();
+    if events.exists() {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::KernelUnsupported,
+        format!(
+            "tracefs is not mounted and mounting it failed ({}): run `mount -t tracefs nodev /sys/kernel/tracing`",
+            status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())
+        ),
+    ))
 }
 
 fn missing(name: &str) -> Error {

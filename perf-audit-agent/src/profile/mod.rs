@@ -2,6 +2,7 @@
 //! turn them into hotspots. Pure data and computation: no I/O, no clocks,
 //! so every analysis is testable with hand-built stacks.
 
+pub mod async_runtime;
 pub mod hotspots;
 
 use std::collections::HashMap;
@@ -70,10 +71,14 @@ pub type FrameId = u32;
 pub struct StackSample {
     /// Thread name as the kernel has it (15 bytes at most).
     pub thread: String,
+    pub tid: u32,
     /// Frames root first (outermost caller ... sampled function), user
     /// frames then kernel frames.
     pub frames: Vec<FrameId>,
     pub count: u64,
+    /// Events behind `count` (samples; or blocking intervals when `count`
+    /// is a time).
+    pub events: u64,
     /// The user stack was captured (false: only kernel frames or none).
     pub has_user_stack: bool,
 }
@@ -98,7 +103,11 @@ impl CpuProfile {
     }
 
     pub fn push(&mut self, thread: String, frames: Vec<FrameId>, count: u64, has_user_stack: bool) {
-        self.stacks.push(StackSample { thread, frames, count, has_user_stack });
+        self.stacks.push(StackSample { thread, tid: 0, frames, count, events: count, has_user_stack });
+    }
+
+    pub fn push_sample(&mut self, sample: StackSample) {
+        self.stacks.push(sample);
     }
 
     pub fn frame(&self, id: FrameId) -> &Frame {
@@ -174,6 +183,7 @@ pub fn origin_of_path(path: &str) -> Origin {
         "/vendor/",
         "/cargo/registry/",
         "/lib/rustlib/src/",
+        "/rust/deps/",
     ];
     if DEPENDENCY_MARKERS.iter().any(|m| path.contains(m)) {
         Origin::Dependency

@@ -38,6 +38,10 @@ pub fn render(report: &Report) -> String {
         render_cpu(&mut md, cpu, &report.findings);
         md.push_str("\n---\n\n");
     }
+    if let Some(a) = &report.async_runtime {
+        render_async(&mut md, a, report.offcpu.as_ref(), &report.findings);
+        md.push_str("\n---\n\n");
+    }
 
     render_action_plan(&mut md, report);
     md.push_str("\n---\n\n");
@@ -151,6 +155,69 @@ fn render_cpu(md: &mut String, cpu: &CpuSection, findings: &[Finding]) {
     for (i, f) in cpu_findings.iter().take(3).enumerate() {
         let _ = writeln!(md, "{}. `{}`: {}", i + 1, f.function, f.recommendation);
     }
+}
+
+fn render_async(md: &mut String, a: &super::AsyncSection, off: Option<&super::OffCpuSection>, findings: &[Finding]) {
+    let w = &a.analysis.workers;
+    let _ = writeln!(md, "### Async Runtime Analysis\n");
+    let _ = writeln!(md, "**Tokio workers**: {} (blocking pool threads seen: {})", w.workers, w.blocking_pool_threads);
+    let _ = writeln!(
+        md,
+        "**Worker time**: {:.1}% on CPU, {:.1}% blocked inside tasks, {:.1}% idle (parked), {:.1}% waiting for a CPU",
+        w.busy_pct, w.blocked_in_tasks_pct, w.idle_pct, w.runqueue_pct
+    );
+    let blocking_count: u64 = a.analysis.blocking.iter().chain(a.analysis.lock_contention.iter()).map(|s| s.intervals).sum();
+    let _ = writeln!(md, "**Blocking operations detected**: {blocking_count} blocking intervals on workers at {} sites", a.analysis.blocking.len() + a.analysis.lock_contention.len());
+    if let Some(off) = off {
+        let _ = writeln!(
+            md,
+            "**Off-CPU capture**: intervals of {} ms or more with stacks: {} ({:.1} ms); shorter: {} ({:.1} ms, counted only); dropped: {}",
+            off.capture_threshold_ms, off.captured_intervals, off.captured_ms, off.short_intervals, off.short_ms, off.dropped_intervals
+        );
+    }
+    let _ = writeln!(md, "\n**Task breakdown** (a task is named by the async fn of your code that framework code polls, e.g. an axum handler):\n");
+    let _ = writeln!(md, "| Task | On-CPU % of workers | Blocked | Blocking intervals | Status |");
+    let _ = writeln!(md, "|------|---------------------|---------|--------------------|--------|");
+    for t in a.analysis.tasks.iter().take(12) {
+        let flagged = findings.iter().any(|f| f.category == crate::findings::Category::Async && t.task.starts_with(&f.function) || f.function.starts_with(&t.task) && f.category == crate::findings::Category::Async);
+        let status = if t.blocked_ms > 0.0 || flagged { "🔴 blocks workers" } else { "🟢 ok" };
+        let _ = writeln!(md, "| `{}` | {:.1}% | {:.1} ms | {} | {status} |", cell(&t.task), t.on_cpu_pct, t.blocked_ms, t.blocking_intervals);
+    }
+    if a.analysis.tasks.is_empty() {
+        let _ = writeln!(md, "| (no task code seen on workers) | | | | |");
+    }
+    let _ = writeln!(md, "\n**Issues detected**:\n");
+    let async_findings: Vec<&Finding> = findings.iter().filter(|f| f.category == crate::findings::Category::Async).collect();
+    if async_findings.is_empty() {
+        let _ = writeln!(md, "- 🟢 No blocking call, sync-lock wait or long poll on Tokio workers was measured");
+    }
+    for f in &async_findings {
+        let dot = match f.severity {
+            Severity::P0 => "🔴",
+            Severity::P1 => "🟡",
+            Severity::P2 => "🟢",
+        };
+        let _ = writeln!(md, "- {dot} {}: {} ({})", f.title, location(&f.file, f.line), f.evidence);
+    }
+    if !a.analysis.long_polls_measured {
+        let _ = writeln!(md, "- Long polls were not measured: they need time-ordered samples (`--unwind dwarf`).");
+    }
+    if let Some(off) = off {
+        if !off.top.is_empty() {
+            let _ = writeln!(md, "\n**Off-CPU time** (where threads blocked; see `offcpu.svg`):\n");
+            let _ = writeln!(md, "| Function | Syscall | Thread | Intervals | Blocked |");
+            let _ = writeln!(md, "|----------|---------|--------|-----------|---------|");
+            for r in off.top.iter().take(10) {
+                let _ = writeln!(md, "| `{}` ({}) | {} | {} | {} | {:.1} ms |", cell(&r.function), cell(&location(&r.file, r.line)), r.syscall, r.thread, r.intervals, r.blocked_ms);
+            }
+        }
+    }
+    let _ = writeln!(md, "\n**tokio-console**: {}", a.console.note);
+    let _ = writeln!(md, "\n**Recommendations**:\n");
+    let _ = writeln!(md, "1. Use `tokio::fs` instead of `std::fs`");
+    let _ = writeln!(md, "2. Release mutex before `.await` points and before slow work");
+    let _ = writeln!(md, "3. Use `spawn_blocking` for CPU-intensive work");
+    let _ = writeln!(md, "4. Consider a dedicated runtime for long-running tasks");
 }
 
 fn render_action_plan(md: &mut String, report: &Report) {

@@ -47,6 +47,11 @@ pub struct Report {
     /// Service-level metrics measured during the audit.
     pub baseline: Baseline,
     pub cpu: Option<CpuSection>,
+    /// The async runtime analysis (profile `async`).
+    #[serde(rename = "async")]
+    pub async_runtime: Option<AsyncSection>,
+    /// Off-CPU time of the target's threads (profile `async`).
+    pub offcpu: Option<OffCpuSection>,
     pub findings: Vec<Finding>,
     /// The command that re-runs this audit.
     pub rerun_command: String,
@@ -71,6 +76,61 @@ pub struct Baseline {
     pub cpu_cores: f64,
     /// The load generator's full result, when it ran.
     pub load: Option<crate::load::LoadResult>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AsyncSection {
+    #[serde(flatten)]
+    pub analysis: crate::profile::async_runtime::AsyncAnalysis,
+    pub long_poll_threshold_ms: f64,
+    pub console: ConsoleInfo,
+}
+
+/// tokio-console (console-subscriber) status of the target.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConsoleInfo {
+    pub address: String,
+    /// Something accepted a TCP connection at the address.
+    pub listening: bool,
+    pub note: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OffCpuSection {
+    /// Blocking intervals at least this long were captured with stacks.
+    pub capture_threshold_ms: f64,
+    pub captured_intervals: u64,
+    pub captured_ms: f64,
+    /// Shorter intervals: counted, not stack-attributed.
+    pub short_intervals: u64,
+    pub short_ms: f64,
+    pub dropped_intervals: u64,
+    /// Per thread: on-CPU, blocked, run-queue time.
+    pub threads: Vec<OffCpuThreadRow>,
+    /// The heaviest blocking stacks (innermost owner frame and syscall).
+    pub top: Vec<OffCpuRow>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OffCpuThreadRow {
+    pub tid: u32,
+    pub name: String,
+    pub role: crate::profile::async_runtime::ThreadRole,
+    pub on_cpu_ms: f64,
+    pub blocked_ms: f64,
+    pub runqueue_ms: f64,
+    pub max_run_ms: f64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OffCpuRow {
+    pub function: String,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    pub syscall: String,
+    pub thread: String,
+    pub intervals: u64,
+    pub blocked_ms: f64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]

@@ -1,0 +1,113 @@
+//! `blocking-in-async`: a blocking call (std::fs, std::net, DNS through
+//! `ToSocketAddrs`, `std::thread::sleep`) made on a Tokio worker thread,
+//! found at the owner's frame that made it. While it blocks, the worker
+//! polls no other task: every request queued on it waits.
+
+use super::{Category, CodeFix, Complexity, Evidence, Finding, Level, Rule, Severity};
+use crate::profile::async_runtime::{BlockingKind, BlockingSite};
+
+pub struct BlockingInAsync {
+    /// Share of worker time blocked at a site from which it is P0.
+    pub p0_worker_pct: f64,
+    /// From which it is P1 (below: P2).
+    pub p1_worker_pct: f64,
+}
+
+impl Default for BlockingInAsync {
+    fn default() -> Self {
+        BlockingInAsync { p0_worker_pct: 1.0, p1_worker_pct: 0.2 }
+    }
+}
+
+fn fix(site: &BlockingSite) -> CodeFix {
+    let f = site.function.rsplit("::").next().unwrap_or(&site.function);
+    match site.kind {
+        BlockingKind::FileIo => CodeFix {
+            before: format!("fn {f}() -> std::io::Result<String> {{\n    std::fs::read_to_string(path)            // blocks the worker\n}}"),
+            after: format!("async fn {f}() -> std::io::Result<String> {{\n    tokio::fs::read_to_string(path).await    // runs on the blocking pool\n}}"),
+        },
+        BlockingKind::Sleep => CodeFix {
+            before: "std::thread::sleep(delay);              // parks the whole worker".to_string(),
+            after: "tokio::time::sleep(delay).await;        // yields to other tasks".to_string(),
+        },
+        BlockingKind::Dns => CodeFix {
+            before: "let addr = (host, port).to_socket_addrs()?.next();   // getaddrinfo on the worker".to_string(),
+            after: "let addr = tokio::net::lookup_host((host, port)).await?.next();".to_string(),
+        },
+        BlockingKind::NetworkIo => CodeFix {
+            before: "let mut stream = std::net::TcpStream::connect(addr)?;".to_string(),
+            after: "let mut stream = tokio::net::TcpStream::connect(addr).await?;".to_string(),
+        },
+        BlockingKind::SyncLock | BlockingKind::Other => CodeFix {
+            before: format!("let out = {f}(input);                    // blocks the worker"),
+            after: format!("let out = tokio::task::spawn_blocking(move || {f}(input)).await?;"),
+        },
+    }
+}
+
+impl Rule for BlockingInAsync {
+    fn id(&self) -> &'static str {
+        "blocking-in-async"
+    }
+
+    fn check(&self, evidence: &Evidence<'_>) -> Vec<Finding> {
+        let Some(a) = evidence.async_runtime else { return Vec::new() };
+        a.blocking
+            .iter()
+            .filter(|s| s.kind != BlockingKind::Other && (s.intervals > 0 || s.on_cpu_samples > 0))
+            .map(|s| {
+                let severity = if s.worker_time_pct >= self.p0_worker_pct {
+                    Severity::P0
+                } else if s.worker_time_pct >= self.p1_worker_pct {
+                    Severity::P1
+                } else {
+                    Severity::P2
+                };
+                let via = s.via.as_deref().map(|v| format!(" in `{v}`")).unwrap_or_default();
+                let syscalls = if s.syscalls.is_empty() { String::new() } else { format!(" ({})", s.syscalls.join(", ")) };
+                let mut evidence = format!(
+                    "Tokio workers blocked {} times for {:.1} ms in total{via}{syscalls}, {:.2}% of all worker time",
+                    s.intervals, s.blocked_ms, s.worker_time_pct
+                );
+                if s.on_cpu_samples > 0 {
+                    evidence.push_str(&format!("; plus {} CPU samples on workers inside the call", s.on_cpu_samples));
+                }
+                let recommendation = match s.kind {
+                    BlockingKind::FileIo => "use tokio::fs (or tokio::task::spawn_blocking) instead of std::fs on the runtime".to_string(),
+                    BlockingKind::Sleep => "use tokio::time::sleep(..).await instead of std::thread::sleep".to_string(),
+                    BlockingKind::Dns => "resolve with tokio::net::lookup_host(..).await instead of ToSocketAddrs".to_string(),
+                    BlockingKind::NetworkIo => "use tokio::net instead of std::net on the runtime".to_string(),
+                    _ => "move the blocking call into tokio::task::spawn_blocking".to_string(),
+                };
+                Finding {
+                    rule: self.id(),
+                    severity,
+                    category: Category::Async,
+                    title: format!("{} on a Tokio worker in `{}`", s.kind.describe(), s.function),
+                    function: s.function.clone(),
+                    file: s.file.clone(),
+                    line: s.line,
+                    evidence,
+                    recommendation,
+                    impact: match severity {
+                        Severity::P0 => Level::High,
+                        Severity::P1 => Level::Medium,
+                        Severity::P2 => Level::Low,
+                    },
+                    complexity: Complexity::Easy,
+                    estimated_gain: format!(
+                        "frees {:.2}% of worker time; removes up to {:.1} ms of queueing from requests that land behind it",
+                        s.worker_time_pct,
+                        if s.intervals > 0 { s.blocked_ms / s.intervals as f64 } else { 0.0 }
+                    ),
+                    ranking: format!(
+                        "{:.2}% of worker time blocked here: P0 from {}%, P1 from {}%",
+                        s.worker_time_pct, self.p0_worker_pct, self.p1_worker_pct
+                    ),
+                    code_fix: Some(fix(s)),
+                    source: None,
+                }
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,190 @@
+//! Reads `UserStackSample`s from the ring buffer as they arrive and unwinds
+//! each at once (so the 64 KiB copies never pile up), keeping only
+//! aggregated results: CPU stacks (dwarf mode) in the same shape as the
+//! frame-pointer aggregation, off-CPU stacks weighted by time blocked, and
+//! one small record per CPU sample (thread, time, on-CPU run length, stack)
+//! for the long-poll analysis.
+
+use std::collections::HashMap;
+
+use aya::{
+    Ebpf,
+    maps::{MapData, RingBuf, StackTraceMap},
+};
+use perf_audit_common::{UserStackSample, names, sample_kind};
+use tokio::io::unix::AsyncFd;
+
+use super::{
+    cpu::{RawCpuStack, comm_to_string, stack_frames},
+    missing,
+};
+use crate::{
+    error::{Error, Result},
+    target::MapsSnapshot,
+    unwind::{ProcessUnwinder, TableCache, UnwindEnd},
+};
+
+/// At most this many per-sample records are kept (about 2.8 hours of one
+/// busy thread at 99 Hz); beyond it the long-poll analysis stops growing.
+pub const MAX_SAMPLE_RECORDS: usize = 1_000_000;
+
+/// One CPU sample, for analyses that need time order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuSampleRecord {
+    pub tid: u32,
+    pub ts_ns: u64,
+    /// How long the thread had been on the CPU (0 when unknown).
+    pub oncpu_run_ns: u64,
+    /// Index of its stack in the `cpu` list returned by `finish`.
+    pub stack: usize,
+}
+
+type StackKey = (u32, [u8; 16], Vec<u64>, i32);
+
+#[derive(Default)]
+struct OffCpuAggregate {
+    intervals: u64,
+    total_ns: u64,
+}
+
+pub struct StackCopyCollector {
+    ring: AsyncFd<RingBuf<MapData>>,
+    pid: u32,
+    unwinder: ProcessUnwinder,
+    tables: TableCache,
+    cpu_stacks: HashMap<StackKey, (usize, u64)>,
+    offcpu_stacks: HashMap<(u32, [u8; 16], Vec<u64>, i32), OffCpuAggregate>,
+    records: Vec<CpuSampleRecord>,
+    /// Samples whose unwinding stopped before a root frame.
+    pub truncated: u64,
+    /// Samples unwound.
+    pub unwound: u64,
+}
+
+/// What a finished collection holds.
+pub struct StackCopyResult {
+    /// CPU stacks (empty in frame-pointer mode); `RawCpuStack::count` is samples.
+    pub cpu: Vec<RawCpuStack>,
+    /// Off-CPU stacks; `count` is microseconds blocked, `events` intervals,
+    /// `leaf_label` the syscall.
+    pub offcpu: Vec<RawCpuStack>,
+    pub records: Vec<CpuSampleRecord>,
+}
+
+impl StackCopyCollector {
+    pub(super) fn new(ebpf: &mut Ebpf, pid: u32) -> Result<StackCopyCollector> {
+        let map = ebpf.take_map(names::USER_STACK_SAMPLES).ok_or_else(|| missing(names::USER_STACK_SAMPLES))?;
+        let ring = RingBuf::try_from(map).map_err(|e| Error::internal(format!("USER_STACK_SAMPLES: {e}")))?;
+        // SAFETY: the ring buffer owns its fd, which stays open and the same
+        // for as long as the AsyncFd owns the ring.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+            .map_err(|e| Error::internal(format!("cannot poll the stack ring buffer: {e}")))?;
+        Ok(StackCopyCollector {
+            ring,
+            pid,
+            unwinder: Default::default(),
+            tables: Default::default(),
+            cpu_stacks: Default::default(),
+            offcpu_stacks: Default::default(),
+            records: Vec::new(),
+            truncated: 0,
+            unwound: 0,
+        })
+    }
+
+    /// Waits until samples are ready, then unwinds all that are.
+    pub async fn drain_when_ready(&mut self, maps: &mut MapsSnapshot) {
+        if let Ok(mut guard) = self.ring.readable_mut().await {
+            guard.clear_ready();
+        }
+        self.drain(maps);
+    }
+
+    /// Unwinds every sample in the ring now.
+    pub fn drain(&mut self, maps: &mut MapsSnapshot) {
+        let mut refreshed = false;
+        loop {
+            let sample: UserStackSample = {
+                let ring = self.ring.get_mut();
+                let Some(item) = ring.next() else { break };
+                if item.len() < std::mem::size_of::<UserStackSample>() {
+                    continue;
+                }
+                // SAFETY: the record was written by the eBPF program as a
+                // `UserStackSample` (size checked); read unaligned.
+                unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) }
+            };
+            if sample.tgid != self.pid {
+                continue;
+            }
+            if maps.find(sample.ip).is_none() && !refreshed {
+                // New code mapped since the last snapshot: refresh once per drain.
+                let _ = maps.refresh(self.pid);
+                refreshed = true;
+            }
+            self.unwinder.sync_modules(maps, &mut self.tables);
+            let len = (sample.stack_len as usize).min(sample.stack.len());
+            let (frames, end) = self.unwinder.unwind(sample.ip, sample.sp, sample.bp, &sample.stack[..len]);
+            self.unwound += 1;
+            if end == UnwindEnd::Truncated {
+                self.truncated += 1;
+            }
+            if sample.kind == sample_kind::OFF_CPU {
+                let agg = self.offcpu_stacks.entry((sample.tid, sample.comm, frames, sample.syscall_nr)).or_default();
+                agg.intervals += 1;
+                agg.total_ns += sample.weight_ns;
+            } else {
+                let next = self.cpu_stacks.len();
+                let entry = self.cpu_stacks.entry((sample.tid, sample.comm, frames, sample.kernel_stack_id)).or_insert((next, 0));
+                entry.1 += 1;
+                if self.records.len() < MAX_SAMPLE_RECORDS {
+                    self.records.push(CpuSampleRecord {
+                        tid: sample.tid,
+                        ts_ns: sample.ts_ns,
+                        oncpu_run_ns: sample.weight_ns,
+                        stack: entry.0,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The aggregated stacks, kernel frames resolved from `STACK_TRACES`.
+    pub(super) fn finish(self, ebpf: &Ebpf) -> Result<StackCopyResult> {
+        let traces = StackTraceMap::try_from(ebpf.map(names::STACK_TRACES).ok_or_else(|| missing(names::STACK_TRACES))?)
+            .map_err(|e| Error::internal(format!("STACK_TRACES: {e}")))?;
+        let pid = self.pid;
+        let mut cpu: Vec<(usize, RawCpuStack)> = self
+            .cpu_stacks
+            .into_iter()
+            .map(|((tid, comm, user, kernel_id), (index, count))| {
+                (index, RawCpuStack {
+                    tgid: pid,
+                    tid,
+                    thread_name: comm_to_string(&comm),
+                    user,
+                    kernel: stack_frames(&traces, kernel_id),
+                    count,
+                    events: count,
+                    leaf_label: None,
+                })
+            })
+            .collect();
+        cpu.sort_by_key(|(index, _)| *index);
+        let offcpu = self
+            .offcpu_stacks
+            .into_iter()
+            .map(|((tid, comm, user, syscall), agg)| RawCpuStack {
+                tgid: pid,
+                tid,
+                thread_name: comm_to_string(&comm),
+                user,
+                kernel: Vec::new(),
+                count: (agg.total_ns / 1_000).max(1),
+                events: agg.intervals,
+                leaf_label: Some(format!("{} [syscall]", crate::syscalls::name(syscall))),
+            })
+            .collect();
+        Ok(StackCopyResult { cpu: cpu.into_iter().map(|(_, s)| s).collect(), offcpu, records: self.records })
+    }
+}

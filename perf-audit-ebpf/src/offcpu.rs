@@ -1,0 +1,199 @@
+//! Off-CPU time: `sched_switch` keeps, per target thread, when it went on
+//! and off the CPU and whether it left voluntarily (blocked) or was
+//! preempted; totals are aggregated per thread in the kernel.
+//!
+//! Stacks: at `sched_switch` the blocked thread's user stack is the
+//! interesting one, but copying it there would cost every context switch.
+//! Instead the blocked time is kept pending, and when the thread returns
+//! from the syscall it blocked in (`raw_syscalls:sys_exit`, in the
+//! thread's own context, with its user stack exactly at the blocking call)
+//! a sample is emitted only if it blocked for at least `OFFCPU_MIN_NS`.
+//! Short blocks are counted, not stack-attributed; so the stack-copy cost
+//! is bounded by the number of long blocks, not by the switch rate.
+
+use aya_ebpf::{
+    EbpfContext as _,
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::{map, tracepoint},
+    maps::HashMap,
+    programs::TracePointContext,
+};
+use perf_audit_common::{
+    Counter, SCHED_THREADS_CAPACITY, TASK_COMM_LEN, ThreadSchedState, ThreadSchedTotals,
+    sample_kind,
+};
+
+use crate::{
+    maps::{bump, current_target_thread},
+    stack::{StackSampleHeader, emit_stack_sample},
+};
+
+/// Set by the agent: blocks at least this long are captured with a stack.
+#[unsafe(no_mangle)]
+static OFFCPU_MIN_NS: u64 = 1_000_000;
+
+#[map(name = "SCHED_STATE")]
+static SCHED_STATE: HashMap<u32, ThreadSchedState> = HashMap::with_max_entries(SCHED_THREADS_CAPACITY, 0);
+
+#[map(name = "SCHED_TOTALS")]
+static SCHED_TOTALS: HashMap<u32, ThreadSchedTotals> = HashMap::with_max_entries(SCHED_THREADS_CAPACITY, 0);
+
+// Offsets in the `sched/sched_switch` tracepoint record (stable since 4.x;
+// the agent checks them against tracefs before attaching).
+const PREV_STATE: usize = 32;
+const NEXT_PID: usize = 56;
+
+#[inline(always)]
+fn now_ns() -> u64 {
+    // SAFETY: no preconditions.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// How long the thread has been on the CPU (0 when unknown).
+#[inline(always)]
+pub fn oncpu_run_ns(tid: u32) -> u64 {
+    match SCHED_STATE.get_ptr(tid) {
+        // SAFETY: a map value of the right type; only this thread's own
+        // switches write it.
+        Some(state) => {
+            let since = unsafe { (*state).oncpu_since_ns };
+            if since == 0 { 0 } else { now_ns().saturating_sub(since) }
+        }
+        None => 0,
+    }
+}
+
+#[inline(always)]
+fn totals(tid: u32, tgid: u32) -> Option<*mut ThreadSchedTotals> {
+    if let Some(t) = SCHED_TOTALS.get_ptr_mut(tid) {
+        return Some(t);
+    }
+    let fresh = ThreadSchedTotals { tgid, ..Default::default() };
+    if SCHED_TOTALS.insert(tid, fresh, 0).is_err() {
+        bump(Counter::SchedStateMapFull);
+        return None;
+    }
+    SCHED_TOTALS.get_ptr_mut(tid)
+}
+
+#[tracepoint]
+pub fn sched_switch(ctx: TracePointContext) -> u32 {
+    let now = now_ns();
+    // The task switching out is the current one.
+    if let Some((tgid, tid)) = current_target_thread() {
+        // SAFETY: reads within the tracepoint record.
+        let prev_state: i64 = unsafe { ctx.read_at(PREV_STATE) }.unwrap_or(0);
+        let voluntary = (prev_state & 0xff) != 0;
+        let state = match SCHED_STATE.get_ptr_mut(tid) {
+            Some(s) => Some(s),
+            None => {
+                let fresh = ThreadSchedState { tgid, ..Default::default() };
+                if SCHED_STATE.insert(tid, fresh, 0).is_err() {
+                    bump(Counter::SchedStateMapFull);
+                }
+                SCHED_STATE.get_ptr_mut(tid)
+            }
+        };
+        if let Some(state) = state {
+            // SAFETY: this thread's own entry; it is switching out on this
+            // CPU, so nothing else writes it now.
+            unsafe {
+                let since = (*state).oncpu_since_ns;
+                if let Some(t) = totals(tid, tgid) {
+                    if since != 0 {
+                        let run = now.saturating_sub(since);
+                        (*t).oncpu_ns += run;
+                        if run > (*t).max_oncpu_run_ns {
+                            (*t).max_oncpu_run_ns = run;
+                        }
+                    }
+                    if voluntary {
+                        (*t).voluntary_switches += 1;
+                    } else {
+                        (*t).involuntary_switches += 1;
+                    }
+                }
+                (*state).switched_out_ns = now;
+                (*state).voluntary = voluntary as u32;
+                (*state).oncpu_since_ns = 0;
+            }
+        }
+    }
+
+    // The task switching in: a target thread if we know its state.
+    // SAFETY: reads within the tracepoint record.
+    let next_tid: i32 = unsafe { ctx.read_at(NEXT_PID) }.unwrap_or(0);
+    if next_tid > 0 {
+        let next_tid = next_tid as u32;
+        if let Some(state) = SCHED_STATE.get_ptr_mut(next_tid) {
+            // SAFETY: the next thread is not running anywhere else now.
+            unsafe {
+                let out = (*state).switched_out_ns;
+                if out != 0 {
+                    let off = now.saturating_sub(out);
+                    if let Some(t) = totals(next_tid, (*state).tgid) {
+                        if (*state).voluntary != 0 {
+                            (*t).blocked_ns += off;
+                        } else {
+                            (*t).runqueue_ns += off;
+                        }
+                    }
+                    if (*state).voluntary != 0 {
+                        (*state).blocked_pending_ns += off;
+                    }
+                }
+                (*state).oncpu_since_ns = now;
+            }
+        }
+    }
+    0
+}
+
+// `raw_syscalls/sys_exit`: `long id` at 8.
+const SYSCALL_ID: usize = 8;
+
+#[tracepoint]
+pub fn syscall_exit(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    // Cheap first test: only threads with scheduler state (targets).
+    let Some(state) = SCHED_STATE.get_ptr_mut(tid) else {
+        return 0;
+    };
+    // SAFETY: this thread's own entry, written only in its own context or
+    // while it is switched out.
+    let blocked = unsafe { (*state).blocked_pending_ns };
+    if blocked == 0 {
+        return 0;
+    }
+    unsafe { (*state).blocked_pending_ns = 0 };
+    // SAFETY: a read of a global set once before load.
+    let min = unsafe { core::ptr::read_volatile(&OFFCPU_MIN_NS) };
+    let tgid = (pid_tgid >> 32) as u32;
+    if blocked < min {
+        if let Some(t) = totals(tid, tgid) {
+            // SAFETY: this thread's own totals.
+            unsafe {
+                (*t).short_blocks += 1;
+                (*t).short_blocked_ns += blocked;
+            }
+        }
+        return 0;
+    }
+    // SAFETY: reads within the tracepoint record.
+    let syscall_nr: i64 = unsafe { ctx.read_at(SYSCALL_ID) }.unwrap_or(-1);
+    bump(Counter::OffCpuSamples);
+    let header = StackSampleHeader {
+        tgid,
+        tid,
+        kernel_stack_id: -1,
+        kind: sample_kind::OFF_CPU,
+        syscall_nr: syscall_nr as i32,
+        weight_ns: blocked,
+        comm: ctx.command().unwrap_or([0u8; TASK_COMM_LEN]),
+    };
+    if !emit_stack_sample(&header) {
+        bump(Counter::OffCpuDroppedRingFull);
+    }
+    0
+}
