@@ -144,6 +144,7 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
         )),
         findings,
         rerun_command: rerun_command(&plan, &info),
+        benchmarks: crate::bench::run_if_asked(plan.bench.as_ref(), &info.exe)?,
     };
 
     let folded = profile.folded_lines();
@@ -158,6 +159,7 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
     let json = serde_json::to_vec_pretty(&report).map_err(|e| Error::internal(format!("report.json: {e}")))?;
     write(&out_dir.join("report.json"), &json)?;
     write(&out_dir.join("report.md"), markdown::render(&report).as_bytes())?;
+    write(&out_dir.join("perf-audit-ci.yml"), crate::ci_workflow::render(&report, plan.bench.is_some()).as_bytes())?;
     Ok(AuditOutput { out_dir, report })
 }
 

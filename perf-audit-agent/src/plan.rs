@@ -43,6 +43,8 @@ pub struct AuditPlan {
     pub out_dir: Option<PathBuf>,
     pub database_url: Option<String>,
     pub show_progress: bool,
+    /// `--bench`: run the service's criterion benchmarks after collection.
+    pub bench: Option<crate::bench::BenchPlan>,
 }
 
 impl AuditPlan {
@@ -129,7 +131,10 @@ impl AuditPlan {
             )));
         }
 
+        let bench = crate::bench::BenchPlan::from_args(args.bench, args.bench_dir, &args.bench_max_regression)?;
+
         Ok(AuditPlan {
+            bench,
             target,
             requested_profile,
             profiles,
