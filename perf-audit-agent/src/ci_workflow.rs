@@ -110,11 +110,14 @@ pub fn ci_audit_command(report: &Report, out: &str, bench: bool) -> String {
     format!("sudo \"$(command -v perf-audit-agent)\" {} -- {command}", options.join(" "))
 }
 
-/// `/home/me/svc/target/release/svc` -> `./target/release/svc`.
+/// `/home/me/svc/target/release/svc` (or `…/target/<dir>/release/svc`)
+/// -> `./target/release/svc`: where the workflow's `cargo build --release`
+/// puts it.
 fn checkout_relative(program: &str) -> String {
-    match program.find("/target/") {
-        Some(i) => format!(".{}", &program[i..]),
-        None => program.to_string(),
+    let Some(i) = program.find("/target/") else { return program.to_string() };
+    match program[i..].rsplit_once("/release/") {
+        Some((_, bin)) if !bin.contains('/') => format!("./target/release/{bin}"),
+        _ => format!(".{}", &program[i..]),
     }
 }
 
@@ -237,5 +240,7 @@ mod tests {
             ci_audit_command(&r, "out", false),
             "sudo \"$(command -v perf-audit-agent)\" cpu --duration 10s --quiet --out \"$GITHUB_WORKSPACE/out\" -- ./target/release/svc"
         );
+        assert_eq!(checkout_relative("/w/svc/target/x86_64-unknown-linux-gnu/release/svc"), "./target/release/svc");
+        assert_eq!(checkout_relative("/usr/local/bin/svc"), "/usr/local/bin/svc");
     }
 }

@@ -187,6 +187,9 @@ pub fn compare(old: &AuditFacts, new: &AuditFacts, thresholds: &Thresholds) -> A
                 let mut change = judge(name, Group::Cpu, cpu_unit, Some(ov), Some(nv), Direction::LowerIsBetter, limit, z.abs() >= SIGNIFICANCE_SIGMAS);
                 change.old = o.map(|_| ov);
                 change.new = n.map(|_| nv);
+                if o.is_none() || n.is_none() {
+                    change.change_pct = None;
+                }
                 change.noise = Some(format!("{z:+.1}σ ({} → {} samples)", old_count as u64, new_count as u64));
                 if o.is_none() || n.is_none() {
                     change.noise = Some(format!(
@@ -227,7 +230,7 @@ pub fn compare(old: &AuditFacts, new: &AuditFacts, thresholds: &Thresholds) -> A
                     _ => 0.0,
                 };
                 let worse = n.lower_ns > o.upper_ns * (1.0 + t);
-                let better = n.upper_ns < o.lower_ns * (1.0 - t);
+                let better = n.upper_ns * (1.0 + t) < o.lower_ns;
                 let mut c = judge(name, Group::Bench, "ns", Some(o.mean_ns), Some(n.mean_ns), Direction::LowerIsBetter, limit, worse || better);
                 c.noise = Some(format!(
                     "95% CI {} → {}",
@@ -327,20 +330,29 @@ fn judge(
         (Some(o), Some(n)) if o == n => Some(0.0),
         _ => None,
     };
-    // Positive = worse, in percent; from zero to non-zero is infinitely worse.
-    let worse_pct = match (old, new, change_pct) {
-        (_, _, Some(c)) => Some(if direction == Direction::HigherIsBetter { -c } else { c }),
-        (Some(o), Some(n), None) if o == 0.0 => {
-            let grew = n > 0.0;
-            Some(if grew == (direction == Direction::LowerIsBetter) { f64::INFINITY } else { f64::NEG_INFINITY })
+    // How many times worse NEW is (new/old for lower-is-better, old/new
+    // for higher-is-better): past 1 + t regresses, below 1 / (1 + t)
+    // improves. Ratios keep the two directions symmetric: 10 -> 30 is 200%
+    // worse, and 30 -> 10 is 200% better (not "-67%", which no threshold
+    // above 100% could ever reach).
+    let worse_ratio = match (old, new) {
+        (Some(o), Some(n)) => {
+            let (num, den) = if direction == Direction::LowerIsBetter { (n, o) } else { (o, n) };
+            if den != 0.0 {
+                Some(num / den)
+            } else if num == 0.0 {
+                Some(1.0)
+            } else {
+                Some(f64::INFINITY)
+            }
         }
         _ => None,
     };
-    let verdict = match (limit, worse_pct) {
+    let verdict = match (limit, worse_ratio) {
         (None, _) | (Some(Limit::Off), _) => Verdict::NotGated,
         (_, None) => if old.is_some() { Verdict::Gone } else { Verdict::Appeared },
-        (Some(Limit::Pct(t)), Some(w)) if w > t => if significant { Verdict::Regressed } else { Verdict::WithinNoise },
-        (Some(Limit::Pct(t)), Some(w)) if w < -t => if significant { Verdict::Improved } else { Verdict::WithinNoise },
+        (Some(Limit::Pct(t)), Some(r)) if r > 1.0 + t / 100.0 => if significant { Verdict::Regressed } else { Verdict::WithinNoise },
+        (Some(Limit::Pct(t)), Some(r)) if r * (1.0 + t / 100.0) < 1.0 => if significant { Verdict::Improved } else { Verdict::WithinNoise },
         _ => Verdict::Unchanged,
     };
     MetricChange {
@@ -438,6 +450,18 @@ mod tests {
         // +4% is within the 5% threshold.
         assert_eq!(verdict(&d, "cpu.hotspot:a::cold").verdict, Verdict::Unchanged);
         assert_eq!(d.regressions().count(), 1);
+    }
+
+    #[test]
+    fn improvements_are_ratios_like_regressions() {
+        let old = facts(10.0, &[("a::f", 900)], &[]);
+        let new = facts(10.0, &[("a::f", 100)], &[]);
+        // 9x less CPU is an improvement even with a 200% threshold.
+        let t = Thresholds::parse(&["200%".into()]).unwrap();
+        assert_eq!(verdict(&compare(&old, &new, &t), "cpu.hotspot:a::f").verdict, Verdict::Improved);
+        assert_eq!(verdict(&compare(&new, &old, &t), "cpu.hotspot:a::f").verdict, Verdict::Regressed);
+        let t = Thresholds::parse(&["900%".into()]).unwrap();
+        assert_eq!(verdict(&compare(&old, &new, &t), "cpu.hotspot:a::f").verdict, Verdict::Unchanged);
     }
 
     #[test]
