@@ -23,6 +23,7 @@ Outputs (in --out, default perf-audit-<service>-<UTC timestamp>/):
   report.json      the same, machine-readable (schema_version 1)
   flamegraph.svg   interactive CPU flamegraph (open in a browser)
   stacks.folded    folded stacks, one `root;...;leaf count` line per stack
+  perf-audit-ci.yml  GitHub Actions workflow: audit base and head, gate with diff
 
 Exit codes:
   0 report written (a target that exited early gives a partial report)

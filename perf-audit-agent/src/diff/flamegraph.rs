@@ -25,7 +25,7 @@ pub fn differential_svg(title: &str, subtitle: &str, old_folded: &str, new_folde
     options.hash = true;
     options.deterministic = true;
     let mut svg = Vec::new();
-    inferno::flamegraph::from_lines(&mut options, lines.into_iter(), &mut svg)
+    inferno::flamegraph::from_lines(&mut options, lines, &mut svg)
         .map_err(|e| Error::internal(format!("rendering the differential flamegraph failed: {e}")))?;
     Ok(svg)
 }
