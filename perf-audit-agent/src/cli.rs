@@ -26,12 +26,21 @@ Outputs (in --out, default perf-audit-<service>-<UTC timestamp>/):
   flamegraph.svg   interactive CPU flamegraph (open in a browser)
   stacks.folded    folded stacks, one `root;...;leaf count` line per stack
   alerts.yml       Prometheus alert rules, thresholds from the measured baseline
+  perf-audit-ci.yml  GitHub Actions workflow: audit base and head, gate with diff
 
 Exit codes:
   0 report written (a target that exited early gives a partial report)
   1 internal error   2 usage error   3 target not found or not started
   4 insufficient privileges   5 kernel lacks eBPF support   6 cannot write output
-  7 the database could not be started or reached";
+  7 the database could not be started or reached
+  8 `diff`: a metric regressed past --max-regression (stderr names each one)
+  9 --bench: `cargo bench` failed or left no criterion results
+
+Regression tracking:
+  perf-audit-agent diff OLD_DIR NEW_DIR --max-regression 5%   see `perf-audit-agent diff --help`
+  --bench runs the service crate's criterion benchmarks after the audit and
+  adds their table to the report; the audit also writes perf-audit-ci.yml, a
+  GitHub Actions workflow that audits the base and the head and gates with diff.";
 
 /// Audit a running Rust service with eBPF and tell its owners what to fix first.
 #[derive(Debug, Parser)]
@@ -65,13 +74,50 @@ pub enum Command {
 #[derive(Debug, ClapArgs)]
 pub struct DaemonArgs {}
 
-/// `perf-audit-agent diff OLD NEW` (filled in by the regression issue).
+const DIFF_AFTER_HELP: &str = "\
+Examples:
+  perf-audit-agent diff perf-audit-svc-20260101T100000Z perf-audit-svc-20260201T100000Z
+  perf-audit-agent diff old/report.json new/report.json --max-regression 10% \\
+      --max-regression p99_ms=5% --max-regression cpu.hotspot=20%
+
+Metrics (names for --max-regression; the most specific key wins):
+  baseline.rps, baseline.p50_ms, baseline.p99_ms, baseline.p999_ms,
+  baseline.errors, baseline.rss_bytes  load-test numbers (short: rps, p99_ms...);
+                                       worse past the threshold regresses
+  cpu.hotspot:<function>   self CPU time (ms per second of audit, per request
+                           when both have baseline.rps); also needs 3 sigma
+                           of sampling noise. Family key: cpu.hotspot
+  bench:<id>               criterion mean; NEW's whole 95% interval must be past
+                           OLD's widened by the threshold. Family key: bench
+  memory.*, async.*, database.*   shown; gated only when a key names them
+  KEY=off never gates KEY; a bare `off` gates only the metrics named.
+
+Outputs (in --out, default perf-audit-diff-<UTC timestamp>/; the last stdout line):
+  diff.md    regressions, baseline, hotspots, benchmarks, findings fixed/new/still open
+  diff.json  the same, machine-readable
+  diff.svg   differential flamegraph: NEW's stacks, red grew, blue shrank
+
+Exit codes: 0 no regression   8 regression (one stderr line per metric)
+  2 usage error or an input that is not an audit   6 cannot write output";
+
+/// `perf-audit-agent diff OLD NEW`.
 #[derive(Debug, ClapArgs)]
+#[command(after_help = DIFF_AFTER_HELP)]
 pub struct DiffArgs {
     /// The earlier audit: its output directory or its report.json.
     pub old: PathBuf,
     /// The later audit.
     pub new: PathBuf,
+
+    /// How much worse a metric may get: `5%` for all (the default), or
+    /// `METRIC=PCT` for one metric or family, e.g. `p99_ms=10%`,
+    /// `cpu.hotspot=3%`, `memory=off`. Repeatable.
+    #[arg(long, value_name = "[METRIC=]PCT")]
+    pub max_regression: Vec<String>,
+
+    /// Output directory (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 /// The one-shot audit's arguments.
@@ -153,6 +199,21 @@ pub struct Args {
     /// Async profile: the target's console-subscriber (tokio-console) address.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:6669")]
     pub console: String,
+    /// After collecting, run the service crate's criterion benchmarks
+    /// (`cargo bench`) and add their table to the report. The crate is
+    /// --bench-dir, else inferred from the target's executable
+    /// (`<crate>/target/release/<bin>` -> `<crate>`).
+    #[arg(long)]
+    pub bench: bool,
+
+    /// The crate whose `cargo bench` --bench runs.
+    #[arg(long, value_name = "DIR", requires = "bench")]
+    pub bench_dir: Option<PathBuf>,
+
+    /// A benchmark regressed when the whole 95% interval of its change
+    /// against the previous run is above this.
+    #[arg(long, value_name = "PCT", default_value = "5%", requires = "bench")]
+    pub bench_max_regression: String,
 
     /// Hide the progress bar (it is also hidden when stderr is not a terminal).
     #[arg(long)]

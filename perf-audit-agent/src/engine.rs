@@ -259,6 +259,7 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
         )),
         findings,
         rerun_command: rerun_command(&plan, &info),
+        benchmarks: crate::bench::run_if_asked(plan.bench.as_ref(), &info.exe)?,
     };
 
     let folded = profile.folded_lines();
@@ -297,6 +298,7 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
             .collect::<Vec<_>>(),
     );
     write(&out_dir.join("report.html"), page.as_bytes())?;
+    write(&out_dir.join("perf-audit-ci.yml"), crate::ci_workflow::render(&report, plan.bench.is_some()).as_bytes())?;
     Ok(AuditOutput { out_dir, report })
 }
 

@@ -26,6 +26,11 @@ pub mod exit_code {
     pub const OUTPUT: i32 = 6;
     /// The database the audit needs could not be started or reached.
     pub const DATABASE: i32 = 7;
+    /// `diff`: a metric regressed past its `--max-regression` threshold
+    /// (the outputs are written; stderr names each regressed metric).
+    pub const REGRESSION: i32 = 8;
+    /// `--bench`: the benchmarks could not be run or their results read.
+    pub const BENCH: i32 = 9;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +57,10 @@ pub enum ErrorKind {
     PostgresNotInstalled,
     /// The database could not be started, reached or prepared.
     Database,
+    /// `diff`: an input is not an audit output directory or report.json.
+    AuditInput,
+    /// `--bench`: `cargo bench` failed or left no criterion results.
+    Bench,
     /// Anything else; a bug.
     Internal,
 }
@@ -68,6 +77,8 @@ impl ErrorKind {
             ErrorKind::KernelUnsupported | ErrorKind::EbpfLoad => exit_code::KERNEL,
             ErrorKind::Output => exit_code::OUTPUT,
             ErrorKind::PostgresNotInstalled | ErrorKind::Database => exit_code::DATABASE,
+            ErrorKind::AuditInput => exit_code::USAGE,
+            ErrorKind::Bench => exit_code::BENCH,
             ErrorKind::Internal => exit_code::INTERNAL,
         }
     }
@@ -96,6 +107,12 @@ impl ErrorKind {
             }
             ErrorKind::Database => {
                 "see the PostgreSQL error in this message, or pass --database-url URL of a running database"
+            }
+            ErrorKind::AuditInput => {
+                "pass two audit output directories (or their report.json files) written by perf-audit-agent"
+            }
+            ErrorKind::Bench => {
+                "run `cargo bench` in the service's crate to see the error, or point --bench-dir at the crate with the criterion benchmarks"
             }
             ErrorKind::Internal => "this is a bug: please report it with the command you ran",
         }

@@ -5,7 +5,10 @@
 //! invariants (the profile model does no I/O; renderers are deterministic;
 //! only orchestration is async).
 
+pub mod bench;
+pub mod ci_workflow;
 pub mod cli;
+pub mod diff;
 pub mod engine;
 pub mod error;
 pub mod findings;

@@ -8,12 +8,32 @@ use perf_audit_agent::{
     plan::AuditPlan,
 };
 
+/// `diff OLD NEW`: one stderr line per regressed metric, the output
+/// directory as the last stdout line, exit 8 on regression.
+fn diff(args: perf_audit_agent::cli::DiffArgs) -> i32 {
+    let plan = match perf_audit_agent::diff::DiffPlan::from_args(args) {
+        Ok(plan) => plan,
+        Err(e) => return fail(e),
+    };
+    match perf_audit_agent::diff::run(&plan) {
+        Ok(output) => {
+            let regressions = output.regression_lines();
+            for line in &regressions {
+                eprintln!("{line}");
+            }
+            println!("{}", output.out_dir.display());
+            if regressions.is_empty() { exit_code::OK } else { exit_code::REGRESSION }
+        }
+        Err(e) => fail(e),
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         None => audit(cli.audit),
         Some(Command::Daemon(_)) => fail(Error::new(ErrorKind::Usage, "the daemon mode is not available in this version yet")),
-        Some(Command::Diff(_)) => fail(Error::new(ErrorKind::Usage, "`diff` is not available in this version yet")),
+        Some(Command::Diff(args)) => diff(args),
     };
     std::process::exit(code);
 }

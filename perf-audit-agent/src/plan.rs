@@ -53,6 +53,8 @@ pub struct AuditPlan {
     pub long_poll: Duration,
     pub console: String,
     pub show_progress: bool,
+    /// `--bench`: run the service's criterion benchmarks after collection.
+    pub bench: Option<crate::bench::BenchPlan>,
 }
 
 /// Validated load options; the load generator runs for the audit's duration.
@@ -166,8 +168,10 @@ impl AuditPlan {
                 "--private-database gives a database to a command the audit launches: add `-- <command>`".into(),
             ));
         }
+        let bench = crate::bench::BenchPlan::from_args(args.bench, args.bench_dir, &args.bench_max_regression)?;
 
         Ok(AuditPlan {
+            bench,
             target,
             requested_profile,
             profiles,

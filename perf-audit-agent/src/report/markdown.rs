@@ -43,6 +43,11 @@ pub fn render(report: &Report) -> String {
         md.push_str("\n---\n\n");
     }
 
+    if !report.benchmarks.is_empty() {
+        crate::bench::markdown::render(&mut md, &report.benchmarks);
+        md.push_str("\n---\n\n");
+    }
+
     render_action_plan(&mut md, report);
     md.push_str("\n---\n\n");
     render_monitoring(&mut md, report);

@@ -55,6 +55,9 @@ pub struct Report {
     pub findings: Vec<Finding>,
     /// The command that re-runs this audit.
     pub rerun_command: String,
+    /// `--bench`: the service's criterion benchmarks (see `bench`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub benchmarks: Vec<crate::bench::BenchmarkRow>,
 }
 
 /// The seed's "Baseline metrics": load results when the audit drove load,
