@@ -11,6 +11,7 @@ use std::{
 
 use crate::{
     cli::{Profile, UnwindChoice},
+    database::DatabaseCollector,
     error::{Error, Result},
     findings::{self, CpuEvidence, Evidence},
     kernel::{self, Filter, KernelSession, UnwindMode, cpu::StackCopyCollector},
@@ -74,6 +75,10 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
     session.add_target(pid)?;
     let mut stack_copy =
         if unwind == UnwindMode::Dwarf { Some(session.stack_copy_collector(pid)?) } else { None };
+    let database = match plan.profiles.contains(&Profile::Database) {
+        true => Some(DatabaseCollector::start(&mut session, pid, plan.database_url.as_deref(), plan.requested_profile == Profile::Database).await?),
+        false => None,
+    };
     let info = target::describe(pid).unwrap_or_else(|_| TargetInfo {
         pid,
         name: launched_name(&plan.target),
@@ -94,6 +99,10 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
     );
     let mut collected = collect(&plan, &session, pid, stack_copy.as_mut()).await;
     session.stop_cpu_sampling();
+    let database = match database {
+        Some(collector) => Some(collector.finish(&mut session).await),
+        None => None,
+    };
     let counters = session.counters()?;
     let raw: Vec<_> = match stack_copy {
         Some(mut collector) => {
@@ -118,6 +127,7 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
 
     let evidence = Evidence {
         cpu: Some(CpuEvidence { profile: &profile, hotspots: &hotspots, total_samples: profile.total_samples() }),
+        database: database.as_ref(),
     };
     let findings = findings::evaluate(&evidence);
 
@@ -142,6 +152,7 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
             threads,
             HOTSPOT_ROWS,
         )),
+        database,
         findings,
         rerun_command: rerun_command(&plan, &info),
     };

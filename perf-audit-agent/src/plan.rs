@@ -13,7 +13,7 @@ use crate::{
 
 /// Profiles this build can collect. The others are announced in one line
 /// and skipped, and the rest of the audit runs.
-pub const AVAILABLE_PROFILES: &[Profile] = &[Profile::Cpu];
+pub const AVAILABLE_PROFILES: &[Profile] = &[Profile::Cpu, Profile::Database];
 
 pub const MIN_FREQUENCY_HZ: u64 = 1;
 /// Above this the sampling itself becomes the workload.
@@ -124,7 +124,7 @@ impl AuditPlan {
             wanted.into_iter().partition(|p| AVAILABLE_PROFILES.contains(p));
         if profiles.is_empty() {
             return Err(usage(format!(
-                "profile `{}` is not available in this version yet: use cpu (or all)",
+                "profile `{}` is not available in this version yet: use cpu, database (or all)",
                 requested_profile.as_str()
             )));
         }
@@ -187,8 +187,8 @@ mod tests {
     fn default_profile_all_runs_what_exists_and_lists_the_rest() {
         let p = plan(&["--pid", "1"]).unwrap();
         assert_eq!(p.requested_profile, Profile::All);
-        assert_eq!(p.profiles, vec![Profile::Cpu]);
-        assert_eq!(p.unavailable, vec![Profile::Memory, Profile::Async, Profile::Database]);
+        assert_eq!(p.profiles, vec![Profile::Cpu, Profile::Database]);
+        assert_eq!(p.unavailable, vec![Profile::Memory, Profile::Async]);
     }
 
     #[test]

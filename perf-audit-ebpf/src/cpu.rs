@@ -11,22 +11,20 @@
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::{BPF_F_USER_STACK, pt_regs},
-    helpers::{
-        bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_task_pt_regs,
-        generated::bpf_probe_read_user,
-    },
+    bindings::BPF_F_USER_STACK,
     macros::{map, perf_event},
     maps::{PerCpuHashMap, RingBuf, StackTrace},
     programs::{PerfEventContext, tracing::StackIdContext as _},
 };
 use perf_audit_common::{
     CPU_STACK_COUNTS_CAPACITY, Counter, CpuStackKey, STACK_TRACES_CAPACITY, TASK_COMM_LEN,
-    USER_STACK_COPY_BYTES, USER_STACK_COPY_PAGE, USER_STACK_RING_BYTES, UserStackSample,
-    user_stack_mode,
+    USER_STACK_RING_BYTES, UserStackSample, user_stack_mode,
 };
 
-use crate::maps::{bump, current_target_thread};
+use crate::{
+    maps::{bump, current_target_thread},
+    stack,
+};
 
 /// `bpf_get_stackid` returns -EFAULT for the kernel stack of a sample taken
 /// in user mode: expected, not a failure.
@@ -111,64 +109,29 @@ fn count_frame_pointer_stack(
 
 #[inline(always)]
 fn copy_user_stack(tgid: u32, tid: u32, kernel_stack_id: i32, comm: [u8; TASK_COMM_LEN]) {
-    // The saved user-mode registers, whether the sample hit user or kernel
-    // mode (the perf context holds kernel registers in the latter case).
-    let mut regs = core::mem::MaybeUninit::<pt_regs>::uninit();
-    // SAFETY: helpers called with a valid task and a local destination.
-    let read = unsafe {
-        let user_regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs;
-        bpf_probe_read_kernel(user_regs).map(|r| {
-            regs.write(r);
-        })
-    };
-    if read.is_err() {
+    let Some(regs) = stack::user_regs() else {
         bump(Counter::CpuUserStackCopyFailed);
         return;
-    }
-    // SAFETY: initialised just above.
-    let regs = unsafe { regs.assume_init() };
-
+    };
     let Some(mut entry) = USER_STACK_SAMPLES.reserve::<UserStackSample>(0) else {
         bump(Counter::CpuSamplesDroppedRingFull);
         return;
     };
     let sample = entry.as_mut_ptr();
-    let sp = regs.rsp;
-    // Bytes from sp to the end of its page (1..=4096), then whole pages
-    // until one cannot be read: the stack mapping's top ends the copy.
-    let first = USER_STACK_COPY_PAGE - (sp as usize & (USER_STACK_COPY_PAGE - 1));
-    let mut copied: usize = 0;
     // SAFETY: `sample` points at a reserved ring-buffer record of the right
-    // size; every write below stays inside its `stack` array (the offsets
-    // are bounded by construction: first <= 4096, 7 more pages).
-    unsafe {
-        let stack = core::ptr::addr_of_mut!((*sample).stack) as *mut u8;
-        if bpf_probe_read_user(stack.cast(), first as u32, sp as *const _) == 0 {
-            copied = first;
-            let mut page = 0;
-            while page < USER_STACK_COPY_BYTES / USER_STACK_COPY_PAGE - 1 {
-                let offset = first + page * USER_STACK_COPY_PAGE;
-                if bpf_probe_read_user(
-                    stack.add(offset).cast(),
-                    USER_STACK_COPY_PAGE as u32,
-                    (sp as usize + offset) as *const _,
-                ) != 0
-                {
-                    break;
-                }
-                copied = offset + USER_STACK_COPY_PAGE;
-                page += 1;
-            }
-        }
+    // size; `stack` is its USER_STACK_COPY_BYTES array.
+    let copied = unsafe {
+        let copied = stack::copy_user_stack(core::ptr::addr_of_mut!((*sample).stack) as *mut u8, regs.sp);
         core::ptr::addr_of_mut!((*sample).tgid).write(tgid);
         core::ptr::addr_of_mut!((*sample).tid).write(tid);
         core::ptr::addr_of_mut!((*sample).kernel_stack_id).write(kernel_stack_id);
         core::ptr::addr_of_mut!((*sample).stack_len).write(copied as u32);
-        core::ptr::addr_of_mut!((*sample).ip).write(regs.rip);
-        core::ptr::addr_of_mut!((*sample).sp).write(sp);
-        core::ptr::addr_of_mut!((*sample).bp).write(regs.rbp);
+        core::ptr::addr_of_mut!((*sample).ip).write(regs.ip);
+        core::ptr::addr_of_mut!((*sample).sp).write(regs.sp);
+        core::ptr::addr_of_mut!((*sample).bp).write(regs.bp);
         core::ptr::addr_of_mut!((*sample).comm).write(comm);
-    }
+        copied
+    };
     if copied == 0 {
         bump(Counter::CpuUserStackCopyFailed);
     }

@@ -9,7 +9,9 @@
 #![no_main]
 
 mod cpu;
+mod db;
 mod maps;
+mod stack;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -7,6 +7,10 @@
 //! decided from the measured impact, and `ranking` says how.
 
 mod cpu_hotspot;
+mod missing_index;
+mod n_plus_one_query;
+mod slow_query;
+mod unused_index;
 
 use crate::profile::{CpuProfile, hotspots::Hotspot};
 
@@ -87,6 +91,8 @@ pub struct Finding {
 /// Everything the rules may look at. Collectors that did not run are `None`.
 pub struct Evidence<'a> {
     pub cpu: Option<CpuEvidence<'a>>,
+    /// The database section (statistics and wire), when that profile ran.
+    pub database: Option<&'a crate::database::DatabaseSection>,
 }
 
 pub struct CpuEvidence<'a> {
@@ -103,7 +109,13 @@ pub trait Rule {
 
 /// The rules of this build, in no particular order (findings are sorted).
 pub fn all_rules() -> Vec<Box<dyn Rule>> {
-    vec![Box::new(CpuHotspot::default())]
+    vec![
+        Box::new(CpuHotspot::default()),
+        Box::new(n_plus_one_query::NPlusOneQuery),
+        Box::new(slow_query::SlowQuery::default()),
+        Box::new(missing_index::MissingIndex),
+        Box::new(unused_index::UnusedIndex),
+    ]
 }
 
 /// Runs every rule and ranks the findings: severity, then measured impact

@@ -212,7 +212,7 @@ fn stack_frames(traces: &StackTraceMap<&aya::maps::MapData>, id: i32) -> Vec<u64
         .unwrap_or_default()
 }
 
-fn comm_to_string(comm: &[u8; 16]) -> String {
+pub(super) fn comm_to_string(comm: &[u8; 16]) -> String {
     let len = comm.iter().position(|b| *b == 0).unwrap_or(comm.len());
     String::from_utf8_lossy(&comm[..len]).into_owned()
 }

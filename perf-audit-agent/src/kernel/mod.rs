@@ -3,6 +3,7 @@
 //! back into plain Rust values (no symbols, no analysis here).
 
 pub mod cpu;
+pub mod db;
 
 use std::{fs, path::Path};
 
@@ -101,6 +102,10 @@ pub struct Counters {
     pub cpu_kernel_stack_failed: u64,
     pub cpu_samples_dropped_ring_full: u64,
     pub cpu_user_stack_copy_failed: u64,
+    pub db_writes: u64,
+    pub db_writes_dropped_ring_full: u64,
+    pub db_payload_read_failed: u64,
+    pub db_user_stack_copy_failed: u64,
 }
 
 /// The loaded object and whatever is attached. Dropping it detaches every
@@ -108,6 +113,7 @@ pub struct Counters {
 pub struct KernelSession {
     ebpf: Ebpf,
     cpu: Option<cpu::CpuSampling>,
+    db: Option<db::DbTracing>,
 }
 
 impl KernelSession {
@@ -125,7 +131,7 @@ impl KernelSession {
             .override_global(names::USER_STACK_MODE, &stack_mode, true)
             .load(EBPF_OBJECT)
             .map_err(|e| load_error("loading the eBPF object", &e))?;
-        Ok(KernelSession { ebpf, cpu: None })
+        Ok(KernelSession { ebpf, cpu: None, db: None })
     }
 
     /// Adds a process (all its threads, present and future) to the filter.
@@ -147,6 +153,21 @@ impl KernelSession {
     pub fn stop_cpu_sampling(&mut self) {
         if let Some(cpu) = self.cpu.take() {
             cpu.detach(&mut self.ebpf);
+        }
+    }
+
+    /// Attaches the database write tracepoints and hands over the socket
+    /// set and the event reader for process `pid` (see `kernel::db`).
+    pub fn start_db_tracing(&mut self, pid: u32) -> Result<(db::DbFdSet, db::DbWriteReader)> {
+        let parts = db::take_parts(&mut self.ebpf, pid)?;
+        self.db = Some(db::DbTracing::attach(&mut self.ebpf)?);
+        Ok(parts)
+    }
+
+    /// Detaches the database write tracepoints.
+    pub fn stop_db_tracing(&mut self) {
+        if let Some(db) = self.db.take() {
+            db.detach(&mut self.ebpf);
         }
     }
 
@@ -184,6 +205,10 @@ impl KernelSession {
             cpu_kernel_stack_failed: sums[Counter::CpuKernelStackFailed.slot() as usize],
             cpu_samples_dropped_ring_full: sums[Counter::CpuSamplesDroppedRingFull.slot() as usize],
             cpu_user_stack_copy_failed: sums[Counter::CpuUserStackCopyFailed.slot() as usize],
+            db_writes: sums[Counter::DbWrites.slot() as usize],
+            db_writes_dropped_ring_full: sums[Counter::DbWritesDroppedRingFull.slot() as usize],
+            db_payload_read_failed: sums[Counter::DbPayloadReadFailed.slot() as usize],
+            db_user_stack_copy_failed: sums[Counter::DbUserStackCopyFailed.slot() as usize],
         })
     }
 }

@@ -38,13 +38,18 @@ pub fn render(report: &Report) -> String {
         md.push_str("\n---\n\n");
     }
 
+    if let Some(db) = &report.database {
+        super::database_md::render(&mut md, db);
+        md.push_str("\n---\n\n");
+    }
+
     render_action_plan(&mut md, report);
     md.push_str("\n---\n\n");
     render_next_steps(&mut md, report);
     md
 }
 
-fn location(file: &Option<String>, line: Option<u32>) -> String {
+pub(super) fn location(file: &Option<String>, line: Option<u32>) -> String {
     match (file, line) {
         (Some(f), Some(l)) => format!("{f}:{l}"),
         (Some(f), None) => f.clone(),
@@ -53,7 +58,7 @@ fn location(file: &Option<String>, line: Option<u32>) -> String {
 }
 
 /// Table cells cannot contain `|` or newlines.
-fn cell(s: &str) -> String {
+pub(super) fn cell(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
 

@@ -2,6 +2,7 @@
 //! `report.json`), and renderers that turn it into text. Renderers are pure
 //! and deterministic: the same report gives the same bytes.
 
+mod database_md;
 pub mod markdown;
 
 use crate::{
@@ -43,6 +44,9 @@ pub struct Report {
     pub unavailable_profiles: Vec<String>,
     pub kernel: KernelInfo,
     pub cpu: Option<CpuSection>,
+    /// The database profile: statements, indexes, N+1 patterns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<crate::database::DatabaseSection>,
     pub findings: Vec<Finding>,
     /// The command that re-runs this audit.
     pub rerun_command: String,
