@@ -54,7 +54,7 @@ const MAX_EXECUTIONS: usize = 200_000;
 /// Distinct stacks kept; executions with a new stack beyond this lose it.
 const MAX_STACKS: usize = 20_000;
 /// How often the target's database sockets are looked up again.
-const FD_REFRESH: std::time::Duration = std::time::Duration::from_millis(200);
+const FD_REFRESH: std::time::Duration = std::time::Duration::from_millis(50);
 /// Statements explained for missing indexes (heaviest first).
 const EXPLAINED_STATEMENTS: usize = 5;
 /// Tables smaller than this are scanned faster than through an index.
@@ -351,9 +351,13 @@ impl DatabaseCollector {
 
         match url::endpoint(&url) {
             Some(endpoint) => {
-                let (fds, reader) = session.start_db_tracing(pid)?;
+                let (mut fds, mut reader) = session.start_db_tracing(pid)?;
+                let mut maps = MapsSnapshot::default();
+                let _ = maps.refresh(pid);
+                reader.warm_up(&maps);
+                let initial = fds.sync(&sockets::database_fds(pid, &endpoint));
                 let (stop, stopped) = tokio::sync::oneshot::channel();
-                let handle = tokio::spawn(trace_wire(fds, reader, pid, endpoint, stopped));
+                let handle = tokio::spawn(trace_wire(fds, reader, maps, initial, pid, endpoint, stopped));
                 collector.wire = Some(WireTask { stop, handle });
                 section.wire.traced = true;
             }
@@ -451,13 +455,14 @@ fn qualified(schema: &str, name: &str) -> String {
 async fn trace_wire(
     mut fds: DbFdSet,
     mut reader: DbWriteReader,
+    mut maps: MapsSnapshot,
+    initial_fds: Vec<u32>,
     pid: u32,
     endpoint: sockets::Endpoint,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) -> WireCapture {
     let mut capture = WireCapture::default();
-    let mut maps = MapsSnapshot::default();
-    let _ = maps.refresh(pid);
+    capture.seen_fds.extend(initial_fds);
     let mut last_maps = Instant::now();
     let mut tick = tokio::time::interval(FD_REFRESH);
     loop {

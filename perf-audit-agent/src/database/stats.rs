@@ -288,7 +288,9 @@ async fn explain_generic_on(conn: &mut PgConnection, version: i32, sql: &str) ->
     } else {
         let params = max_param(sql);
         sqlx::raw_sql("/* perf-audit */ SET plan_cache_mode = force_generic_plan").execute(&mut *conn).await.map_err(one_line)?;
-        let _ = sqlx::raw_sql("/* perf-audit */ DEALLOCATE perf_audit_explain").execute(&mut *conn).await;
+        // (No DEALLOCATE first: a failing statement would abort the
+        // rolled-back transaction of `index_gain`; every PREPARE below is
+        // deallocated right after its EXPLAIN.)
         sqlx::raw_sql(AssertSqlSafe(format!("/* perf-audit */ PREPARE perf_audit_explain AS {sql}")))
             .execute(&mut *conn)
             .await

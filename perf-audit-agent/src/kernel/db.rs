@@ -152,6 +152,13 @@ pub struct DbWriteReader {
 }
 
 impl DbWriteReader {
+    /// Parses the unwind tables of every object mapped in the target now,
+    /// so that the first writes are not dropped while the reader is busy
+    /// loading them.
+    pub fn warm_up(&mut self, maps: &MapsSnapshot) {
+        self.unwinder.sync_modules(maps, &mut self.tables);
+    }
+
     /// Waits until the ring has records.
     pub async fn readable(&mut self) {
         if let Ok(mut guard) = self.ring.readable_mut().await {
