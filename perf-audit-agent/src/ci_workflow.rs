@@ -180,6 +180,7 @@ mod tests {
             cpu: None,
             async_runtime: None,
             offcpu: None,
+            database: None,
             findings: vec![],
             rerun_command: rerun.into(),
             benchmarks: vec![],

@@ -11,6 +11,7 @@ use std::{
 
 use crate::{
     cli::{Profile, UnwindChoice},
+    database::DatabaseCollector,
     error::{Error, Result},
     findings::{self, CpuEvidence, Evidence},
     kernel::{self, Filter, KernelSession, UnwindMode, stack_copy::StackCopyCollector},
@@ -106,6 +107,10 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
     } else {
         None
     };
+    let database = match plan.profiles.contains(&Profile::Database) {
+        true => Some(DatabaseCollector::start(&mut session, pid, plan.database_url.as_deref(), plan.requested_profile == Profile::Database).await?),
+        false => None,
+    };
     let info = target::describe(pid).unwrap_or_else(|_| TargetInfo {
         pid,
         name: launched_name(&plan.target),
@@ -154,6 +159,10 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
     }
     session.stop_cpu_sampling();
     session.stop_offcpu();
+    let database = match database {
+        Some(collector) => Some(collector.finish(&mut session).await),
+        None => None,
+    };
     let counters = session.counters()?;
     let copied = match stack_copy {
         Some(mut collector) => {
@@ -206,6 +215,7 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
             .contains(&Profile::Cpu)
             .then(|| CpuEvidence { profile: &profile, hotspots: &hotspots, total_samples: profile.total_samples() }),
         async_runtime: async_analysis.as_ref().map(|(a, _)| a),
+        database: database.as_ref(),
     };
     let mut findings = findings::evaluate(&evidence);
     for finding in &mut findings {
@@ -257,6 +267,7 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
             threads,
             HOTSPOT_ROWS,
         )),
+        database,
         findings,
         rerun_command: rerun_command(&plan, &info),
         benchmarks: crate::bench::run_if_asked(plan.bench.as_ref(), &info.exe)?,

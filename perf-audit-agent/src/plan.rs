@@ -14,7 +14,7 @@ use crate::{
 
 /// Profiles this build can collect. The others are announced in one line
 /// and skipped, and the rest of the audit runs.
-pub const AVAILABLE_PROFILES: &[Profile] = &[Profile::Cpu, Profile::Async];
+pub const AVAILABLE_PROFILES: &[Profile] = &[Profile::Cpu, Profile::Async, Profile::Database];
 
 pub const MIN_FREQUENCY_HZ: u64 = 1;
 /// Above this the sampling itself becomes the workload.
@@ -143,7 +143,7 @@ impl AuditPlan {
             wanted.into_iter().partition(|p| AVAILABLE_PROFILES.contains(p));
         if profiles.is_empty() {
             return Err(usage(format!(
-                "profile `{}` is not available in this version yet: use cpu (or all)",
+                "profile `{}` is not available in this version yet: use cpu, database (or all)",
                 requested_profile.as_str()
             )));
         }
@@ -235,8 +235,8 @@ mod tests {
     fn default_profile_all_runs_what_exists_and_lists_the_rest() {
         let p = plan(&["--pid", "1"]).unwrap();
         assert_eq!(p.requested_profile, Profile::All);
-        assert_eq!(p.profiles, vec![Profile::Cpu, Profile::Async]);
-        assert_eq!(p.unavailable, vec![Profile::Memory, Profile::Database]);
+        assert_eq!(p.profiles, vec![Profile::Cpu, Profile::Async, Profile::Database]);
+        assert_eq!(p.unavailable, vec![Profile::Memory]);
     }
 
     #[test]

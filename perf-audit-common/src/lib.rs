@@ -142,6 +142,69 @@ pub mod user_stack_mode {
     pub const STACK_COPY: u32 = 1;
 }
 
+/// Bytes of each database write copied into a [`DbWriteEvent`]: enough for
+/// the message headers and the statement text of typical queries (the agent
+/// completes truncated texts from `pg_stat_statements`).
+pub const DB_PAYLOAD_BYTES: usize = 512;
+
+/// Bytes of user stack copied per database write: the call site in the
+/// owner's code is within the innermost frames (sqlx, tokio I/O), so half
+/// of a CPU sample's copy keeps call sites while halving the ring traffic.
+pub const DB_STACK_COPY_BYTES: usize = 32_768;
+
+/// Capacity of `DB_FDS`, the (process, fd) pairs that are database
+/// connections. A pool holds a few; the daemon may watch many processes.
+pub const DB_FDS_CAPACITY: u32 = 4_096;
+
+/// Size of the ring buffer carrying [`DbWriteEvent`]s (a power of two).
+/// 16 MiB holds ~500 writes: a backlog of a few hundred ms at the rates an
+/// N+1 loop reaches; a full ring drops writes and counts them.
+pub const DB_EVENTS_RING_BYTES: u32 = 16 * 1024 * 1024;
+
+/// Key of `DB_FDS`: a socket of a target process connected to the database.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DbFdKey {
+    pub tgid: u32,
+    pub fd: u32,
+}
+
+/// Values of [`DbWriteEvent::syscall`].
+pub mod db_syscall {
+    pub const WRITE: u32 = 0;
+    pub const SENDTO: u32 = 1;
+    /// Only the first `iovec` is copied.
+    pub const WRITEV: u32 = 2;
+}
+
+/// One write of a target thread to a database connection: the first bytes
+/// written (PostgreSQL frontend messages, parsed by the agent) and the user
+/// registers and stack at the syscall, unwound by the agent like a CPU
+/// sample in stack-copy mode, so the write is tied to the code that issued it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DbWriteEvent {
+    pub tgid: u32,
+    pub tid: u32,
+    pub fd: u32,
+    /// A `db_syscall` value.
+    pub syscall: u32,
+    /// Bytes the syscall was asked to write (first iovec for writev).
+    pub len: u64,
+    /// `bpf_ktime_get_ns` at the syscall entry (monotonic).
+    pub ts_ns: u64,
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+    /// Bytes of `payload` that hold a copy of the written data.
+    pub payload_len: u32,
+    /// Bytes of `stack` that hold a copy of user memory starting at `sp`.
+    pub stack_len: u32,
+    pub comm: [u8; TASK_COMM_LEN],
+    pub payload: [u8; DB_PAYLOAD_BYTES],
+    pub stack: [u8; DB_STACK_COPY_BYTES],
+}
+
 /// Slots of the per-CPU `COUNTERS` array. The agent sums them over CPUs and
 /// shows every one of them in the report: nothing is dropped silently.
 #[repr(u32)]
@@ -166,6 +229,14 @@ pub enum Counter {
     OffCpuDroppedRingFull = 7,
     /// Scheduler events lost because a per-thread map was full.
     SchedStateMapFull = 8,
+    /// Writes of a target to one of its database connections.
+    DbWrites = 9,
+    /// Database writes lost because the `DB_EVENTS` ring buffer was full.
+    DbWritesDroppedRingFull = 10,
+    /// Database writes whose bytes could not be read.
+    DbPayloadReadFailed = 11,
+    /// Database writes whose user stack could not be read.
+    DbUserStackCopyFailed = 12,
 }
 
 /// Number of slots in `COUNTERS` (room for later collectors).
@@ -173,7 +244,7 @@ pub const COUNTER_SLOTS: u32 = 32;
 
 impl Counter {
     /// Every counter, in slot order.
-    pub const ALL: [Counter; 9] = [
+    pub const ALL: [Counter; 13] = [
         Counter::CpuSamples,
         Counter::CpuSamplesDroppedMapFull,
         Counter::CpuUserStackFailed,
@@ -183,6 +254,10 @@ impl Counter {
         Counter::OffCpuSamples,
         Counter::OffCpuDroppedRingFull,
         Counter::SchedStateMapFull,
+        Counter::DbWrites,
+        Counter::DbWritesDroppedRingFull,
+        Counter::DbPayloadReadFailed,
+        Counter::DbUserStackCopyFailed,
     ];
 
     /// Slot index in `COUNTERS`.
@@ -215,6 +290,11 @@ pub mod names {
     pub const SCHED_STATE: &str = "SCHED_STATE";
     pub const SCHED_TOTALS: &str = "SCHED_TOTALS";
     pub const OFFCPU_MIN_NS: &str = "OFFCPU_MIN_NS";
+    pub const DB_WRITE_PROGRAM: &str = "db_write";
+    pub const DB_SENDTO_PROGRAM: &str = "db_sendto";
+    pub const DB_WRITEV_PROGRAM: &str = "db_writev";
+    pub const DB_FDS: &str = "DB_FDS";
+    pub const DB_EVENTS: &str = "DB_EVENTS";
 }
 
 #[cfg(feature = "user")]
@@ -228,6 +308,9 @@ mod user {
     unsafe impl aya::Pod for super::ThreadSchedState {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ThreadSchedTotals {}
+    unsafe impl aya::Pod for super::DbFdKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DbWriteEvent {}
 }
 
 #[cfg(test)]
@@ -273,6 +356,29 @@ mod layout_tests {
         assert_eq!(offset_of!(ThreadSchedState, voluntary), 24);
         assert_eq!(size_of::<ThreadSchedTotals>(), 72);
         assert_eq!(offset_of!(ThreadSchedTotals, tgid), 64);
+    }
+
+    #[test]
+    fn db_write_event_layout_is_pinned() {
+        assert_eq!(size_of::<DbFdKey>(), 8);
+        assert_eq!(offset_of!(DbWriteEvent, tgid), 0);
+        assert_eq!(offset_of!(DbWriteEvent, tid), 4);
+        assert_eq!(offset_of!(DbWriteEvent, fd), 8);
+        assert_eq!(offset_of!(DbWriteEvent, syscall), 12);
+        assert_eq!(offset_of!(DbWriteEvent, len), 16);
+        assert_eq!(offset_of!(DbWriteEvent, ts_ns), 24);
+        assert_eq!(offset_of!(DbWriteEvent, ip), 32);
+        assert_eq!(offset_of!(DbWriteEvent, sp), 40);
+        assert_eq!(offset_of!(DbWriteEvent, bp), 48);
+        assert_eq!(offset_of!(DbWriteEvent, payload_len), 56);
+        assert_eq!(offset_of!(DbWriteEvent, stack_len), 60);
+        assert_eq!(offset_of!(DbWriteEvent, comm), 64);
+        assert_eq!(offset_of!(DbWriteEvent, payload), 80);
+        assert_eq!(offset_of!(DbWriteEvent, stack), 80 + DB_PAYLOAD_BYTES);
+        assert_eq!(size_of::<DbWriteEvent>(), 80 + DB_PAYLOAD_BYTES + DB_STACK_COPY_BYTES);
+        assert_eq!(DB_STACK_COPY_BYTES % USER_STACK_COPY_PAGE, 0);
+        assert!(DB_PAYLOAD_BYTES.is_power_of_two());
+        assert!(DB_EVENTS_RING_BYTES.is_power_of_two());
     }
 
     #[test]

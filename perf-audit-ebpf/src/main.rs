@@ -9,6 +9,7 @@
 #![no_main]
 
 mod cpu;
+mod db;
 mod maps;
 mod offcpu;
 mod stack;

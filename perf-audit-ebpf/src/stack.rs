@@ -1,7 +1,9 @@
-//! User-stack capture shared by every collector that needs user stacks on
-//! binaries without frame pointers: the user registers and up to
-//! `USER_STACK_COPY_BYTES` of the user stack go into one ring-buffer record
-//! (`UserStackSample`), which the agent unwinds from `.eh_frame`.
+//! User-stack capture shared by every program that records where user code
+//! was: CPU samples in stack-copy mode, off-CPU samples, database writes.
+//! The user-mode registers and a page-wise copy of the user stack go into a
+//! ring-buffer record (never onto the 512-byte BPF stack); the agent unwinds
+//! them with the binaries' `.eh_frame`, so targets without frame pointers
+//! work.
 
 use aya_ebpf::{
     bindings::pt_regs,
@@ -22,60 +24,49 @@ use crate::maps::bump;
 #[map(name = "USER_STACK_SAMPLES")]
 static USER_STACK_SAMPLES: RingBuf = RingBuf::with_byte_size(USER_STACK_RING_BYTES, 0);
 
-/// The fields of a sample other than registers and the stack copy.
-pub struct StackSampleHeader {
-    pub tgid: u32,
-    pub tid: u32,
-    pub kernel_stack_id: i32,
-    pub kind: u32,
-    pub syscall_nr: i32,
-    pub weight_ns: u64,
-    pub comm: [u8; TASK_COMM_LEN],
+/// The registers the agent's unwinder starts from.
+pub struct UserRegs {
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
 }
 
-/// Emits one sample of the current task. Returns false when the ring
-/// buffer was full (the caller counts the drop in its own counter).
+/// The current task's saved user-mode registers, valid whether the program
+/// runs on a perf sample that hit user or kernel mode, or at a syscall.
 #[inline(always)]
-pub fn emit_stack_sample(header: &StackSampleHeader) -> bool {
-    // The saved user-mode registers, whether the event hit user or kernel
-    // mode (a perf context holds kernel registers in the latter case).
-    let mut regs = core::mem::MaybeUninit::<pt_regs>::uninit();
-    // SAFETY: helpers called with a valid task and a local destination.
-    let read = unsafe {
+pub fn user_regs() -> Option<UserRegs> {
+    // SAFETY: helpers called with the current task; the result is copied
+    // out of kernel memory by value.
+    let regs: pt_regs = unsafe {
         let user_regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs;
-        bpf_probe_read_kernel(user_regs).map(|r| {
-            regs.write(r);
-        })
+        bpf_probe_read_kernel(user_regs).ok()?
     };
-    if read.is_err() {
-        bump(Counter::CpuUserStackCopyFailed);
-        return true;
-    }
-    // SAFETY: initialised just above.
-    let regs = unsafe { regs.assume_init() };
+    Some(UserRegs { ip: regs.rip, sp: regs.rsp, bp: regs.rbp })
+}
 
-    let Some(mut entry) = USER_STACK_SAMPLES.reserve::<UserStackSample>(0) else {
-        return false;
-    };
-    let sample = entry.as_mut_ptr();
-    let sp = regs.rsp;
-    // Bytes from sp to the end of its page (1..=4096), then whole pages
-    // until one cannot be read: the stack mapping's top ends the copy.
+/// Copies the user stack from `sp` upward into `dest`, which has room for
+/// `MAX` bytes (a multiple of the page size): the bytes up to the end of
+/// sp's page, then whole pages until one cannot be read (the top of the
+/// stack mapping) or `MAX` is reached. Returns the bytes copied (0 when
+/// nothing could be read).
+///
+/// # Safety
+/// `dest` must point at `MAX` writable bytes (a field of a reserved
+/// ring-buffer record).
+#[inline(always)]
+pub unsafe fn copy_user_stack<const MAX: usize>(dest: *mut u8, sp: u64) -> usize {
     let first = USER_STACK_COPY_PAGE - (sp as usize & (USER_STACK_COPY_PAGE - 1));
     let mut copied: usize = 0;
-    // SAFETY: `sample` points at a reserved ring-buffer record of the right
-    // size; every write below stays inside its `stack` array (the offsets
-    // are bounded by construction: first <= 4096, then at most
-    // USER_STACK_COPY_BYTES / 4096 - 1 more pages).
+    // SAFETY: every write stays inside `dest`: first <= 4096, then at most
+    // MAX / 4096 - 1 more pages, per the caller's contract.
     unsafe {
-        let stack = core::ptr::addr_of_mut!((*sample).stack) as *mut u8;
-        if bpf_probe_read_user(stack.cast(), first as u32, sp as *const _) == 0 {
+        if bpf_probe_read_user(dest.cast(), first as u32, sp as *const _) == 0 {
             copied = first;
             let mut page = 0;
-            while page < USER_STACK_COPY_BYTES / USER_STACK_COPY_PAGE - 1 {
+            while page < MAX / USER_STACK_COPY_PAGE - 1 {
                 let offset = first + page * USER_STACK_COPY_PAGE;
                 if bpf_probe_read_user(
-                    stack.add(offset).cast(),
+                    dest.add(offset).cast(),
                     USER_STACK_COPY_PAGE as u32,
                     (sp as usize + offset) as *const _,
                 ) != 0
@@ -86,6 +77,38 @@ pub fn emit_stack_sample(header: &StackSampleHeader) -> bool {
                 page += 1;
             }
         }
+    }
+    copied
+}
+
+/// The fields of a [`UserStackSample`] other than registers and stack.
+pub struct StackSampleHeader {
+    pub tgid: u32,
+    pub tid: u32,
+    pub kernel_stack_id: i32,
+    pub kind: u32,
+    pub syscall_nr: i32,
+    pub weight_ns: u64,
+    pub comm: [u8; TASK_COMM_LEN],
+}
+
+/// Emits one sample of the current task into `USER_STACK_SAMPLES`.
+/// Returns false when the ring buffer was full (the caller counts the drop
+/// in its own counter).
+#[inline(always)]
+pub fn emit_stack_sample(header: &StackSampleHeader) -> bool {
+    let Some(regs) = user_regs() else {
+        bump(Counter::CpuUserStackCopyFailed);
+        return true;
+    };
+    let Some(mut entry) = USER_STACK_SAMPLES.reserve::<UserStackSample>(0) else {
+        return false;
+    };
+    let sample = entry.as_mut_ptr();
+    // SAFETY: `sample` points at a reserved record of the right size; the
+    // stack copy stays inside its `stack` array.
+    let copied = unsafe {
+        let copied = copy_user_stack::<USER_STACK_COPY_BYTES>(core::ptr::addr_of_mut!((*sample).stack) as *mut u8, regs.sp);
         core::ptr::addr_of_mut!((*sample).tgid).write(header.tgid);
         core::ptr::addr_of_mut!((*sample).tid).write(header.tid);
         core::ptr::addr_of_mut!((*sample).kernel_stack_id).write(header.kernel_stack_id);
@@ -94,11 +117,12 @@ pub fn emit_stack_sample(header: &StackSampleHeader) -> bool {
         core::ptr::addr_of_mut!((*sample).syscall_nr).write(header.syscall_nr);
         core::ptr::addr_of_mut!((*sample).ts_ns).write(bpf_ktime_get_ns());
         core::ptr::addr_of_mut!((*sample).weight_ns).write(header.weight_ns);
-        core::ptr::addr_of_mut!((*sample).ip).write(regs.rip);
-        core::ptr::addr_of_mut!((*sample).sp).write(sp);
-        core::ptr::addr_of_mut!((*sample).bp).write(regs.rbp);
+        core::ptr::addr_of_mut!((*sample).ip).write(regs.ip);
+        core::ptr::addr_of_mut!((*sample).sp).write(regs.sp);
+        core::ptr::addr_of_mut!((*sample).bp).write(regs.bp);
         core::ptr::addr_of_mut!((*sample).comm).write(header.comm);
-    }
+        copied
+    };
     if copied == 0 {
         bump(Counter::CpuUserStackCopyFailed);
     }

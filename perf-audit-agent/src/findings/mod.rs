@@ -10,6 +10,10 @@ mod blocking_in_async;
 mod cpu_heavy_in_async;
 mod cpu_hotspot;
 mod sync_lock_contention;
+mod missing_index;
+mod n_plus_one_query;
+mod slow_query;
+mod unused_index;
 
 use crate::profile::{CpuProfile, hotspots::Hotspot};
 
@@ -105,6 +109,8 @@ pub struct SourceExcerpt {
 pub struct Evidence<'a> {
     pub cpu: Option<CpuEvidence<'a>>,
     pub async_runtime: Option<&'a crate::profile::async_runtime::AsyncAnalysis>,
+    /// The database section (statistics and wire), when that profile ran.
+    pub database: Option<&'a crate::database::DatabaseSection>,
 }
 
 pub struct CpuEvidence<'a> {
@@ -126,6 +132,10 @@ pub fn all_rules() -> Vec<Box<dyn Rule>> {
         Box::new(BlockingInAsync::default()),
         Box::new(SyncLockContention::default()),
         Box::new(CpuHeavyInAsync::default()),
+        Box::new(n_plus_one_query::NPlusOneQuery),
+        Box::new(slow_query::SlowQuery::default()),
+        Box::new(missing_index::MissingIndex),
+        Box::new(unused_index::UnusedIndex),
     ]
 }
 

@@ -4,6 +4,7 @@
 
 pub mod cpu;
 pub mod stack_copy;
+pub mod db;
 
 use std::{fs, path::Path};
 
@@ -105,6 +106,10 @@ pub struct Counters {
     pub offcpu_samples: u64,
     pub offcpu_dropped_ring_full: u64,
     pub sched_state_map_full: u64,
+    pub db_writes: u64,
+    pub db_writes_dropped_ring_full: u64,
+    pub db_payload_read_failed: u64,
+    pub db_user_stack_copy_failed: u64,
 }
 
 /// The loaded object and whatever is attached. Dropping it detaches every
@@ -113,6 +118,7 @@ pub struct KernelSession {
     ebpf: Ebpf,
     cpu: Option<cpu::CpuSampling>,
     offcpu: bool,
+    db: Option<db::DbTracing>,
 }
 
 impl KernelSession {
@@ -133,7 +139,7 @@ impl KernelSession {
             .override_global(names::OFFCPU_MIN_NS, &(offcpu_min.as_nanos() as u64), true)
             .load(EBPF_OBJECT)
             .map_err(|e| load_error("loading the eBPF object", &e))?;
-        Ok(KernelSession { ebpf, cpu: None, offcpu: false })
+        Ok(KernelSession { ebpf, cpu: None, offcpu: false, db: None })
     }
 
     /// Adds a process (all its threads, present and future) to the filter.
@@ -155,6 +161,21 @@ impl KernelSession {
     pub fn stop_cpu_sampling(&mut self) {
         if let Some(cpu) = self.cpu.take() {
             cpu.detach(&mut self.ebpf);
+        }
+    }
+
+    /// Attaches the database write tracepoints and hands over the socket
+    /// set and the event reader for process `pid` (see `kernel::db`).
+    pub fn start_db_tracing(&mut self, pid: u32) -> Result<(db::DbFdSet, db::DbWriteReader)> {
+        let parts = db::take_parts(&mut self.ebpf, pid)?;
+        self.db = Some(db::DbTracing::attach(&mut self.ebpf)?);
+        Ok(parts)
+    }
+
+    /// Detaches the database write tracepoints.
+    pub fn stop_db_tracing(&mut self) {
+        if let Some(db) = self.db.take() {
+            db.detach(&mut self.ebpf);
         }
     }
 
@@ -247,6 +268,10 @@ impl KernelSession {
             offcpu_samples: sums[Counter::OffCpuSamples.slot() as usize],
             offcpu_dropped_ring_full: sums[Counter::OffCpuDroppedRingFull.slot() as usize],
             sched_state_map_full: sums[Counter::SchedStateMapFull.slot() as usize],
+            db_writes: sums[Counter::DbWrites.slot() as usize],
+            db_writes_dropped_ring_full: sums[Counter::DbWritesDroppedRingFull.slot() as usize],
+            db_payload_read_failed: sums[Counter::DbPayloadReadFailed.slot() as usize],
+            db_user_stack_copy_failed: sums[Counter::DbUserStackCopyFailed.slot() as usize],
         })
     }
 }

@@ -315,6 +315,15 @@ impl Drop for PrivatePostgres {
     }
 }
 
+/// Whether `dir` (a server's `data_directory`) is the directory of a
+/// [`PrivatePostgres`]: the database profile may then create indexes inside
+/// rolled-back transactions to measure their gain, which it never does on
+/// a user's database.
+pub fn is_private_data_dir(dir: &Path) -> bool {
+    dir.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("perf-audit-postgres-"))
+        && dir.join(LOG_FILE).is_file()
+}
+
 /// Settings for a small server that starts fast and records every statement.
 const SERVER_SETTINGS: &[&str] = &[
     "listen_addresses=127.0.0.1",

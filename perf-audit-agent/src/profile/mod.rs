@@ -187,6 +187,10 @@ pub fn origin_of_path(path: &str) -> Origin {
     ];
     if DEPENDENCY_MARKERS.iter().any(|m| path.contains(m)) {
         Origin::Dependency
+    } else if !path.ends_with(".rs") {
+        // C/C++/assembly with debug info (glibc's `sysdeps/.../send.c`):
+        // native libraries, never the owner's Rust crates.
+        Origin::Native
     } else {
         Origin::Owner
     }
@@ -273,5 +277,6 @@ mod tests {
             Origin::Dependency
         );
         assert_eq!(origin_of_path("/work/svc/src/handlers.rs"), Origin::Owner);
+        assert_eq!(origin_of_path("./socket/../sysdeps/unix/sysv/linux/send.c"), Origin::Native);
     }
 }

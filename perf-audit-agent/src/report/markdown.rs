@@ -48,6 +48,11 @@ pub fn render(report: &Report) -> String {
         md.push_str("\n---\n\n");
     }
 
+    if let Some(db) = &report.database {
+        super::database_md::render(&mut md, db);
+        md.push_str("\n---\n\n");
+    }
+
     render_action_plan(&mut md, report);
     md.push_str("\n---\n\n");
     render_monitoring(&mut md, report);
@@ -88,7 +93,7 @@ fn render_monitoring(md: &mut String, report: &Report) {
     let _ = writeln!(md, "```yaml\n{}```", alerts::render(report));
 }
 
-fn location(file: &Option<String>, line: Option<u32>) -> String {
+pub(super) fn location(file: &Option<String>, line: Option<u32>) -> String {
     match (file, line) {
         (Some(f), Some(l)) => format!("{f}:{l}"),
         (Some(f), None) => f.clone(),
@@ -97,7 +102,7 @@ fn location(file: &Option<String>, line: Option<u32>) -> String {
 }
 
 /// Table cells cannot contain `|` or newlines.
-fn cell(s: &str) -> String {
+pub(super) fn cell(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
 

@@ -4,6 +4,7 @@
 
 pub mod alerts;
 pub mod html;
+mod database_md;
 pub mod markdown;
 
 use crate::{
@@ -52,6 +53,9 @@ pub struct Report {
     pub async_runtime: Option<AsyncSection>,
     /// Off-CPU time of the target's threads (profile `async`).
     pub offcpu: Option<OffCpuSection>,
+    /// The database profile: statements, indexes, N+1 patterns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<crate::database::DatabaseSection>,
     pub findings: Vec<Finding>,
     /// The command that re-runs this audit.
     pub rerun_command: String,

@@ -1,0 +1,339 @@
+//! Reading PostgreSQL's own statistics over one sqlx connection:
+//! `pg_stat_statements` (per-statement calls, time, rows),
+//! `pg_stat_user_tables` / `pg_stat_user_indexes` (scans, sizes) and
+//! generic-plan `EXPLAIN`s. Every statement of ours carries the
+//! `/* perf-audit */` comment, so that our own queries are left out of the
+//! statement statistics.
+//!
+//! On a user's database the session is read-only (`SET SESSION
+//! CHARACTERISTICS AS TRANSACTION READ ONLY`): nothing is ever written.
+//! Only on the private throwaway database of the demo and the tests does
+//! [`Db::index_gain`] create an index, inside a transaction that is always
+//! rolled back, to measure what the recommended index would save.
+
+use std::{collections::HashMap, str::FromStr as _, time::Duration};
+
+use sqlx::{
+    AssertSqlSafe, Connection as _, PgConnection, Row as _,
+    postgres::{PgConnectOptions, PgSslMode},
+};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Cumulative counters of one statement (summed over users and the
+/// top-level/nested split of PG 14+).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatementStat {
+    pub query: String,
+    pub calls: i64,
+    pub total_ms: f64,
+    pub max_ms: f64,
+    pub rows: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableStat {
+    pub schema: String,
+    pub table: String,
+    pub seq_scan: i64,
+    pub seq_tup_read: i64,
+    pub idx_scan: i64,
+    pub idx_tup_fetch: i64,
+    pub live_rows: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexStat {
+    pub schema: String,
+    pub table: String,
+    pub index: String,
+    pub idx_scan: i64,
+    pub idx_tup_read: i64,
+    pub size_bytes: i64,
+    pub unique: bool,
+    pub primary: bool,
+    pub definition: String,
+    /// Column numbers (`pg_index.indkey`), 0 for an expression.
+    pub columns: Vec<i32>,
+    /// Expressions and predicate, compared for duplicates.
+    pub expressions: String,
+    pub predicate: String,
+}
+
+/// Why statement statistics are not available.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StatementsUnavailable {
+    /// `CREATE EXTENSION` was never run in this database.
+    NotCreated,
+    /// The extension exists but the library is not preloaded.
+    NotPreloaded,
+    Other(String),
+}
+
+/// The exact lines that enable `pg_stat_statements`.
+pub const ENABLE_PG_STAT_STATEMENTS: &str = "add `shared_preload_libraries = 'pg_stat_statements'` to postgresql.conf, restart PostgreSQL, then run `CREATE EXTENSION IF NOT EXISTS pg_stat_statements;` in the service's database";
+
+impl StatementsUnavailable {
+    /// One line: what is missing, what is skipped, and the fix.
+    pub fn message(&self) -> String {
+        let what = match self {
+            StatementsUnavailable::NotCreated => "the pg_stat_statements extension is not created in this database".to_string(),
+            StatementsUnavailable::NotPreloaded => "pg_stat_statements is not loaded via shared_preload_libraries".to_string(),
+            StatementsUnavailable::Other(e) => format!("pg_stat_statements cannot be read ({e})"),
+        };
+        format!("{what}: query timings are not available (statements and N+1 patterns come from the wire alone); to enable it, {ENABLE_PG_STAT_STATEMENTS}")
+    }
+}
+
+pub struct Db {
+    conn: PgConnection,
+    pub server_version_num: i32,
+    pub server_version: String,
+    pub database: String,
+    /// The private throwaway server of the demo or the tests.
+    pub private: bool,
+}
+
+fn one_line(e: impl std::fmt::Display) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_string()
+}
+
+/// Connects without TLS (this build has no TLS backend), read-only unless
+/// the server is a private throwaway one. Errors are one line, without the
+/// URL (which may hold a password).
+pub async fn connect(url: &str) -> Result<Db, String> {
+    let options = PgConnectOptions::from_str(url)
+        .map_err(|e| format!("invalid database URL: {}", one_line(e)))?
+        .application_name("perf-audit")
+        .ssl_mode(PgSslMode::Disable);
+    let mut conn = tokio::time::timeout(TIMEOUT, PgConnection::connect_with(&options))
+        .await
+        .map_err(|_| format!("no answer from the database within {} s", TIMEOUT.as_secs()))?
+        .map_err(|e| one_line(e))?;
+    let row = sqlx::query("/* perf-audit */ SELECT current_setting('server_version_num')::int4, current_setting('server_version'), current_database()::text, current_setting('data_directory', true)")
+        .fetch_one(&mut conn)
+        .await
+        .map_err(one_line)?;
+    let server_version_num: i32 = row.try_get(0).map_err(one_line)?;
+    let server_version: String = row.try_get(1).map_err(one_line)?;
+    let database: String = row.try_get(2).map_err(one_line)?;
+    let data_dir: Option<String> = row.try_get(3).map_err(one_line)?;
+    let private = data_dir.is_some_and(|d| crate::postgres::private::is_private_data_dir(std::path::Path::new(&d)));
+    let mut session = vec!["/* perf-audit */ SET statement_timeout = '10s'", "/* perf-audit */ SET lock_timeout = '1s'"];
+    if !private {
+        session.push("/* perf-audit */ SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY");
+    }
+    for sql in session {
+        sqlx::raw_sql(sql).execute(&mut conn).await.map_err(one_line)?;
+    }
+    Ok(Db { conn, server_version_num, server_version, database, private })
+}
+
+impl Db {
+    /// Cumulative statement statistics of this database, by queryid.
+    pub async fn statements(&mut self) -> Result<HashMap<i64, StatementStat>, StatementsUnavailable> {
+        let created: i64 = sqlx::query_scalar("/* perf-audit */ SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'")
+            .fetch_one(&mut self.conn)
+            .await
+            .map_err(|e| StatementsUnavailable::Other(one_line(e)))?;
+        if created == 0 {
+            return Err(StatementsUnavailable::NotCreated);
+        }
+        // PostgreSQL 13 renamed total_time/max_time to *_exec_time.
+        let (total, max) = if self.server_version_num >= 130_000 {
+            ("total_exec_time", "max_exec_time")
+        } else {
+            ("total_time", "max_time")
+        };
+        let sql = format!(
+            "/* perf-audit */ SELECT queryid::int8, min(query)::text, sum(calls)::int8, sum({total})::float8, max({max})::float8, sum(rows)::int8 \
+             FROM pg_stat_statements \
+             WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND queryid IS NOT NULL \
+               AND query NOT LIKE '%perf-audit%' \
+             GROUP BY queryid"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(&mut self.conn).await.map_err(|e| {
+            let msg = one_line(e);
+            if msg.contains("shared_preload_libraries") {
+                StatementsUnavailable::NotPreloaded
+            } else {
+                StatementsUnavailable::Other(msg)
+            }
+        })?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let get = || -> Result<(i64, StatementStat), sqlx::Error> {
+                Ok((
+                    row.try_get(0)?,
+                    StatementStat {
+                        query: row.try_get(1)?,
+                        calls: row.try_get(2)?,
+                        total_ms: row.try_get(3)?,
+                        max_ms: row.try_get(4)?,
+                        rows: row.try_get(5)?,
+                    },
+                ))
+            };
+            if let Ok((id, stat)) = get() {
+                out.insert(id, stat);
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn tables(&mut self) -> Result<Vec<TableStat>, String> {
+        let rows = sqlx::query(
+            "/* perf-audit */ SELECT schemaname::text, relname::text, coalesce(seq_scan, 0)::int8, coalesce(seq_tup_read, 0)::int8, \
+             coalesce(idx_scan, 0)::int8, coalesce(idx_tup_fetch, 0)::int8, greatest(n_live_tup, (SELECT reltuples FROM pg_class c WHERE c.oid = relid)::int8)::int8 \
+             FROM pg_stat_user_tables",
+        )
+        .fetch_all(&mut self.conn)
+        .await
+        .map_err(one_line)?;
+        rows.iter()
+            .map(|r| {
+                Ok(TableStat {
+                    schema: r.try_get(0)?,
+                    table: r.try_get(1)?,
+                    seq_scan: r.try_get(2)?,
+                    seq_tup_read: r.try_get(3)?,
+                    idx_scan: r.try_get(4)?,
+                    idx_tup_fetch: r.try_get(5)?,
+                    live_rows: r.try_get(6)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(one_line)
+    }
+
+    pub async fn indexes(&mut self) -> Result<Vec<IndexStat>, String> {
+        let rows = sqlx::query(
+            "/* perf-audit */ SELECT s.schemaname::text, s.relname::text, s.indexrelname::text, coalesce(s.idx_scan, 0)::int8, \
+             coalesce(s.idx_tup_read, 0)::int8, pg_relation_size(s.indexrelid)::int8, i.indisunique, i.indisprimary, \
+             pg_get_indexdef(s.indexrelid)::text, i.indkey::text, coalesce(pg_get_expr(i.indexprs, i.indrelid), '')::text, \
+             coalesce(pg_get_expr(i.indpred, i.indrelid), '')::text \
+             FROM pg_stat_user_indexes s JOIN pg_index i ON i.indexrelid = s.indexrelid",
+        )
+        .fetch_all(&mut self.conn)
+        .await
+        .map_err(one_line)?;
+        rows.iter()
+            .map(|r| {
+                let indkey: String = r.try_get(9)?;
+                Ok(IndexStat {
+                    schema: r.try_get(0)?,
+                    table: r.try_get(1)?,
+                    index: r.try_get(2)?,
+                    idx_scan: r.try_get(3)?,
+                    idx_tup_read: r.try_get(4)?,
+                    size_bytes: r.try_get(5)?,
+                    unique: r.try_get(6)?,
+                    primary: r.try_get(7)?,
+                    definition: r.try_get(8)?,
+                    columns: indkey.split_whitespace().filter_map(|c| c.parse().ok()).collect(),
+                    expressions: r.try_get(10)?,
+                    predicate: r.try_get(11)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(one_line)
+    }
+
+    /// Names of the columns of `schema.table`, by attribute number.
+    pub async fn column_names(&mut self, schema: &str, table: &str) -> Result<HashMap<i32, String>, String> {
+        let rows = sqlx::query(
+            "/* perf-audit */ SELECT a.attnum::int4, a.attname::text FROM pg_attribute a \
+             JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
+        )
+        .bind(schema)
+        .bind(table)
+        .fetch_all(&mut self.conn)
+        .await
+        .map_err(one_line)?;
+        Ok(rows.iter().filter_map(|r| Some((r.try_get(0).ok()?, r.try_get(1).ok()?))).collect())
+    }
+
+    /// The generic plan of `sql` (parameters `$n` unknown) as EXPLAIN JSON:
+    /// `EXPLAIN (GENERIC_PLAN)` on PostgreSQL 16+, else a prepared statement
+    /// planned with `plan_cache_mode = force_generic_plan`.
+    pub async fn explain_generic(&mut self, sql: &str) -> Result<serde_json::Value, String> {
+        explain_generic_on(&mut self.conn, self.server_version_num, sql).await
+    }
+
+    /// Total cost of the generic plan before and after creating the index
+    /// (`create_sql` without CONCURRENTLY), inside a transaction that is
+    /// always rolled back. Only on the private throwaway server.
+    pub async fn index_gain(&mut self, sql: &str, create_sql: &str) -> Result<(f64, f64), String> {
+        if !self.private {
+            return Err("not a private database: indexes are never created on a user's database".into());
+        }
+        let version = self.server_version_num;
+        let mut tx = self.conn.begin().await.map_err(one_line)?;
+        let result = async {
+            let before = super::advice::total_cost(&explain_generic_on(&mut tx, version, sql).await?);
+            sqlx::raw_sql(AssertSqlSafe(format!("/* perf-audit */ {create_sql}"))).execute(&mut *tx).await.map_err(one_line)?;
+            let after = super::advice::total_cost(&explain_generic_on(&mut tx, version, sql).await?);
+            Ok::<_, String>((before, after))
+        }
+        .await;
+        let _ = tx.rollback().await;
+        result
+    }
+}
+
+async fn explain_generic_on(conn: &mut PgConnection, version: i32, sql: &str) -> Result<serde_json::Value, String> {
+    let text = if version >= 160_000 {
+        first_text(conn, &format!("/* perf-audit */ EXPLAIN (GENERIC_PLAN, FORMAT JSON) {sql}")).await?
+    } else {
+        let params = max_param(sql);
+        sqlx::raw_sql("/* perf-audit */ SET plan_cache_mode = force_generic_plan").execute(&mut *conn).await.map_err(one_line)?;
+        // (No DEALLOCATE first: a failing statement would abort the
+        // rolled-back transaction of `index_gain`; every PREPARE below is
+        // deallocated right after its EXPLAIN.)
+        sqlx::raw_sql(AssertSqlSafe(format!("/* perf-audit */ PREPARE perf_audit_explain AS {sql}")))
+            .execute(&mut *conn)
+            .await
+            .map_err(one_line)?;
+        let args = vec!["NULL"; params].join(", ");
+        let args = if params == 0 { String::new() } else { format!("({args})") };
+        let text = first_text(conn, &format!("/* perf-audit */ EXPLAIN (FORMAT JSON) EXECUTE perf_audit_explain{args}")).await;
+        let _ = sqlx::raw_sql("/* perf-audit */ DEALLOCATE perf_audit_explain").execute(&mut *conn).await;
+        text?
+    };
+    serde_json::from_str(&text).map_err(|e| format!("EXPLAIN output is not JSON: {e}"))
+}
+
+async fn first_text(conn: &mut PgConnection, sql: &str) -> Result<String, String> {
+    let rows = sqlx::raw_sql(AssertSqlSafe(sql.to_string())).fetch_all(&mut *conn).await.map_err(one_line)?;
+    let row = rows.first().ok_or("EXPLAIN returned no row")?;
+    row.try_get_unchecked::<String, _>(0).map_err(one_line)
+}
+
+/// The highest `$n` placeholder in `sql`.
+pub fn max_param(sql: &str) -> usize {
+    let bytes = sql.as_bytes();
+    let mut max = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'$' {
+            let digits: String = sql[i + 1..].chars().take_while(|c| c.is_ascii_digit()).collect();
+            if let Ok(n) = digits.parse::<usize>() {
+                max = max.max(n);
+            }
+            i += 1 + digits.len();
+        } else {
+            i += 1;
+        }
+    }
+    max
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn placeholders_are_counted() {
+        assert_eq!(super::max_param("SELECT * FROM t WHERE a = $1 AND b = $12 LIMIT $2"), 12);
+        assert_eq!(super::max_param("SELECT 1"), 0);
+    }
+}

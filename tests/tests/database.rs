@@ -1,0 +1,242 @@
+//! The database profile end to end: a private PostgreSQL, the demo service
+//! (axum + sqlx, built like a user builds it: release, no frame pointers)
+//! under a bounded loopback load, and the agent tracing it with real eBPF.
+//! The demo's planted database defects must come out at their code: the
+//! N+1 loop at `fetch_authors_one_by_one`'s line, a `CREATE INDEX
+//! CONCURRENTLY` for the unindexed `users.country` filter, and the unused
+//! `users_last_login_at_idx`; without pg_stat_statements the audit says how
+//! to enable it and still completes from the wire alone.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpStream,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use perf_audit_agent::postgres::private::PrivatePostgres;
+use perf_audit_tests::*;
+
+/// The demo service binary, built once per test process.
+fn demo_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let manifest = workspace_root().join("examples/demo-service/Cargo.toml");
+        let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--release", "--manifest-path"])
+            .arg(&manifest)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env_remove("CARGO_TARGET_DIR")
+            .output()
+            .expect("run cargo");
+        assert!(out.status.success(), "building the demo failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        workspace_root().join("examples/demo-service/target/release/demo-service")
+    })
+    .clone()
+}
+
+/// The demo service, stopped when dropped.
+struct Demo {
+    child: Child,
+    addr: String,
+}
+
+impl Demo {
+    fn start(database_url: &str) -> Demo {
+        let mut child = Command::new(demo_bin())
+            .args(["--listen", "127.0.0.1:0"])
+            .env("DATABASE_URL", database_url)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the demo");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("demo stdout");
+        let addr = line.trim().strip_prefix("listening on http://").unwrap_or_else(|| panic!("demo said {line:?}")).to_string();
+        Demo { child, addr }
+    }
+
+    fn get(&self, path: &str) -> u16 {
+        let mut s = TcpStream::connect(&self.addr).expect("connect to the demo");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n").unwrap();
+        let mut response = String::new();
+        let _ = s.read_to_string(&mut response);
+        response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    }
+
+    /// A bounded mix: the N+1 feed, the unindexed search, the well-behaved
+    /// profile (one `user_by_id` per request: must not look like N+1).
+    fn load(&self, rounds: usize, limit: Duration) -> usize {
+        const COUNTRIES: [&str; 5] = ["DE", "FR", "US", "JP", "BR"];
+        let start = Instant::now();
+        let mut done = 0;
+        while done < rounds && start.elapsed() < limit {
+            assert_eq!(self.get("/feed"), 200);
+            assert_eq!(self.get(&format!("/users/search?country={}", COUNTRIES[done % 5])), 200);
+            assert_eq!(self.get(&format!("/profile/{}", 1 + done * 37 % 5000)), 200);
+            assert_eq!(self.get("/feed/fast"), 200);
+            done += 1;
+        }
+        done
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the agent on `pid`, waits until it is collecting, drives the
+/// load, and returns the finished run.
+fn audit_under_load(demo: &Demo, extra: &[&str]) -> (std::process::Output, tempfile::TempDir, usize) {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("out");
+    let pid = demo.child.id().to_string();
+    let mut cmd = Command::new(agent_bin());
+    cmd.args(["--quiet", "--out"]).arg(&out_dir).args(["--pid", &pid, "database", "--duration", "10s"]).args(extra);
+    let mut agent = cmd.env_remove("DATABASE_URL").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    // The agent says "auditing" once its programs are attached.
+    let mut stderr = BufReader::new(agent.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        seen.push_str(&line);
+        if line.contains("auditing") {
+            break;
+        }
+    }
+    assert!(seen.contains("auditing"), "the agent did not start:\n{seen}");
+    let rounds = demo.load(150, Duration::from_secs(7));
+    let mut rest = String::new();
+    let _ = stderr.read_to_string(&mut rest);
+    let mut output = agent.wait_with_output().unwrap();
+    output.stderr = format!("{seen}{rest}").into_bytes();
+    (output, tmp, rounds)
+}
+
+fn read_report(tmp: &tempfile::TempDir) -> (serde_json::Value, String) {
+    let dir = tmp.path().join("out");
+    let json = std::fs::read_to_string(dir.join("report.json")).expect("report.json");
+    (serde_json::from_str(&json).unwrap(), std::fs::read_to_string(dir.join("report.md")).unwrap())
+}
+
+/// Lines of `fn_name`'s body in the demo's db.rs.
+fn body_lines(fn_name: &str) -> std::ops::RangeInclusive<u64> {
+    let src = std::fs::read_to_string(workspace_root().join("examples/demo-service/src/db.rs")).unwrap();
+    let lines: Vec<&str> = src.lines().collect();
+    let start = lines.iter().position(|l| l.contains(&format!("fn {fn_name}("))).expect("fn in db.rs");
+    let end = start + lines[start..].iter().position(|l| *l == "}").expect("end of fn");
+    (start as u64 + 1)..=(end as u64 + 1)
+}
+
+#[test]
+fn database_profile_finds_the_demos_n_plus_one_missing_and_unused_indexes_at_their_code() {
+    let pg = PrivatePostgres::start().expect("private PostgreSQL");
+    let demo = Demo::start(&pg.url());
+    let (output, tmp, rounds) = audit_under_load(&demo, &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "agent failed:\n{stderr}");
+    assert!(rounds >= 20, "only {rounds} load rounds ran");
+    let (report, md) = read_report(&tmp);
+    let db = &report["database"];
+    eprintln!("{}", serde_json::to_string_pretty(&db["wire"]).unwrap());
+
+    // The URL was read from the target's own environment, and said so.
+    assert!(db["connection_source"].as_str().unwrap().contains("/environ"), "{db}");
+    assert_eq!(db["pg_stat_statements"], true);
+    assert_eq!(db["private_database"], true);
+    assert_eq!(db["wire"]["traced"], true);
+    assert!(db["wire"]["connections"].as_u64().unwrap() >= 1, "{}", db["wire"]);
+    // Drops depend on the machine's load; they must be counted, and most
+    // executions must have been seen and tied to the code.
+    assert!(db["wire"]["dropped_writes"].is_u64(), "{}", db["wire"]);
+    assert!(db["wire"]["executions_with_call_site"].as_u64().unwrap() * 10 >= db["wire"]["executions"].as_u64().unwrap() * 9, "{}", db["wire"]);
+
+    // N+1: at fetch_authors_one_by_one, on a line of its loop.
+    let n1 = report["findings"].as_array().unwrap().iter().find(|f| f["rule"] == "n-plus-one-query").unwrap_or_else(|| panic!("no N+1 finding:\n{md}"));
+    eprintln!("N+1 finding: {} at {}:{} -- {}", n1["function"], n1["file"], n1["line"], n1["evidence"]);
+    assert_eq!(n1["severity"], "P0");
+    assert_eq!(n1["category"], "database");
+    assert_eq!(n1["function"], "demo_service::db::fetch_authors_one_by_one", "{n1}");
+    assert!(n1["file"].as_str().unwrap().ends_with("examples/demo-service/src/db.rs"), "{n1}");
+    let line = n1["line"].as_u64().unwrap();
+    assert!(body_lines("fetch_authors_one_by_one").contains(&line), "line {line} is not in the loop's fn {:?}", body_lines("fetch_authors_one_by_one"));
+    assert!(n1["code_fix"]["after"].as_str().unwrap().contains("= ANY($1)"), "{n1}");
+    // The well-behaved once-per-request lookups are not N+1.
+    let n1s = report["findings"].as_array().unwrap().iter().filter(|f| f["rule"] == "n-plus-one-query").count();
+    assert_eq!(n1s, 1, "only the loop is an N+1:\n{md}");
+
+    // The statement table ties the lookup to both of its call sites.
+    let statements = db["statements"].as_array().unwrap();
+    let lookup = statements
+        .iter()
+        .find(|s| s["query"].as_str().unwrap().contains("FROM users WHERE id = $1"))
+        .unwrap_or_else(|| panic!("{statements:#?}"));
+    assert!(lookup["calls"].as_i64().unwrap() >= 30 * rounds as i64 / 2, "{lookup}");
+    let sites: Vec<&str> = lookup["call_sites"].as_array().unwrap().iter().map(|c| c["function"].as_str().unwrap()).collect();
+    assert!(sites.contains(&"demo_service::db::fetch_authors_one_by_one"), "{sites:?}");
+    assert!(sites.contains(&"demo_service::db::user_by_id"), "{sites:?}");
+
+    // Missing index on users.country, with a measured gain on this private DB.
+    let missing = db["missing_indexes"].as_array().unwrap();
+    let country = missing.iter().find(|m| m["table"] == "users").unwrap_or_else(|| panic!("{missing:#?}\n{md}"));
+    assert_eq!(country["columns"][0], "country", "{country}");
+    let create = country["create_sql"].as_str().unwrap();
+    assert!(create.starts_with("CREATE INDEX CONCURRENTLY") && create.contains("ON users (country"), "{create}");
+    assert!(country["cost_after"].as_f64().unwrap() < country["cost_before"].as_f64().unwrap() / 2.0, "{country}");
+    eprintln!("missing index: {create} cost {} -> {}", country["cost_before"], country["cost_after"]);
+    // ... and nothing was left behind by the measurement (rolled back).
+    let left = pg.psql("SELECT count(*) FROM pg_indexes WHERE tablename = 'users' AND indexdef LIKE '%country%'").unwrap();
+    assert_eq!(left, "0");
+
+    // The unused index.
+    let unused: Vec<&str> = db["unused_indexes"].as_array().unwrap().iter().map(|u| u["index"].as_str().unwrap()).collect();
+    assert!(unused.contains(&"users_last_login_at_idx"), "{unused:?}");
+    assert!(!unused.contains(&"posts_author_id_idx"), "used by /profile: {unused:?}");
+    assert!(report["findings"].as_array().unwrap().iter().any(|f| f["rule"] == "unused-index" && f["title"].as_str().unwrap().contains("users_last_login_at_idx")));
+
+    // report.md: the seed's section.
+    assert!(md.contains("### Database Performance Analysis"), "{md}");
+    assert!(md.contains("**N+1 Query Patterns**"));
+    assert!(md.contains(&format!("src/db.rs:{line} - `demo_service::db::fetch_authors_one_by_one`")), "{md}");
+    assert!(md.contains("CREATE INDEX CONCURRENTLY idx_users_country"), "{md}");
+    assert!(md.contains("DROP INDEX CONCURRENTLY users_last_login_at_idx;"), "{md}");
+}
+
+#[test]
+fn without_pg_stat_statements_the_audit_says_how_to_enable_it_and_completes_from_the_wire() {
+    let pg = PrivatePostgres::start().expect("private PostgreSQL");
+    pg.psql("DROP EXTENSION pg_stat_statements").unwrap();
+    let demo = Demo::start(&pg.url());
+    let url = pg.url();
+    let (output, tmp, _) = audit_under_load(&demo, &["--database-url", &url]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "agent failed:\n{stderr}");
+    let notice: Vec<&str> = stderr.lines().filter(|l| l.contains("pg_stat_statements")).collect();
+    assert_eq!(notice.len(), 1, "one line: {stderr}");
+    assert!(notice[0].contains("CREATE EXTENSION IF NOT EXISTS pg_stat_statements;"), "{stderr}");
+    assert!(notice[0].contains("shared_preload_libraries = 'pg_stat_statements'"), "{stderr}");
+
+    let (report, md) = read_report(&tmp);
+    let db = &report["database"];
+    eprintln!("{}", serde_json::to_string_pretty(&db["wire"]).unwrap());
+    assert_eq!(db["pg_stat_statements"], false);
+    assert_eq!(db["connection_source"], "--database-url");
+    assert!(md.contains("CREATE EXTENSION IF NOT EXISTS pg_stat_statements;"), "{md}");
+    // The wire alone still names the N+1 and its statements.
+    let n1 = report["findings"].as_array().unwrap().iter().find(|f| f["rule"] == "n-plus-one-query").unwrap_or_else(|| panic!("{md}"));
+    assert_eq!(n1["function"], "demo_service::db::fetch_authors_one_by_one");
+    let statements = db["statements"].as_array().unwrap();
+    assert!(statements.iter().any(|s| s["query"].as_str().unwrap().contains("WHERE country = $1") && s["mean_ms"].is_null()), "{statements:#?}");
+    // Index statistics do not need the extension.
+    assert!(db["unused_indexes"].as_array().unwrap().iter().any(|u| u["index"] == "users_last_login_at_idx"));
+}
