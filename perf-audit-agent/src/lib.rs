@@ -6,6 +6,7 @@
 //! only orchestration is async).
 
 pub mod cli;
+pub mod daemon;
 pub mod engine;
 pub mod error;
 pub mod findings;

@@ -157,17 +157,17 @@ impl StackSymbolizer {
     }
 }
 
-fn module_name(path: &Path) -> String {
+pub(crate) fn module_name(path: &Path) -> String {
     path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
 }
 
-fn unknown_frame(module: &str) -> Frame {
+pub(crate) fn unknown_frame(module: &str) -> Frame {
     Frame { function: format!("[{module}]"), file: None, line: None, origin: Origin::Unknown, inlined: false }
 }
 
 /// The frames of one address, outermost first: the function, then each
 /// function inlined into it. blazesym gives each its own location.
-fn frames_of(sym: Symbolized<'_>, module: &str) -> Vec<Frame> {
+pub(crate) fn frames_of(sym: Symbolized<'_>, module: &str) -> Vec<Frame> {
     let sym = match sym {
         Symbolized::Sym(sym) => sym,
         Symbolized::Unknown(_) => return vec![unknown_frame(module)],
