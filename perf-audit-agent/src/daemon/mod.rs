@@ -197,6 +197,7 @@ pub async fn run(plan: DaemonPlan) -> Result<()> {
             _ = tokio::time::sleep_until(window_deadline) => {
                 daemon.drain();
                 daemon.flush_window(SystemTime::now());
+                daemon.publish_metrics();
                 window_deadline += window;
             }
             _ = drain_tick.tick() => daemon.drain(),
