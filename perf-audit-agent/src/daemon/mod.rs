@@ -314,6 +314,7 @@ impl Daemon {
                 }
             }
         }
+        self.symbolizer.release_objects();
     }
 
     fn start_capture(&mut self, request: CaptureRequest) {
@@ -373,6 +374,7 @@ impl Daemon {
                 self.plan.frequency_hz,
             );
             let _ = capture.reply.send(Ok(pprof::encode_gzip(&window)));
+            self.symbolizer.release_objects();
         }
     }
 

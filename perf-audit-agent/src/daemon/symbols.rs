@@ -7,8 +7,9 @@
 //! - resolved frames are cached per (object file, file offset) up to
 //!   [`MAX_CACHED_ADDRESSES`] (and kernel addresses up to
 //!   [`MAX_CACHED_KERNEL_ADDRESSES`]); a full cache is cleared, not grown;
-//! - blazesym keeps every object it parsed; after [`MAX_OPEN_OBJECTS`]
-//!   distinct files the symbolizer is rebuilt, releasing them.
+//! - blazesym keeps every object it parsed; the daemon releases them after
+//!   each window ([`WindowSymbolizer::release_objects`]), and within one
+//!   window after [`MAX_OPEN_OBJECTS`] distinct files.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -71,6 +72,23 @@ impl WindowSymbolizer {
             user: HashMap::new(),
             kernel: HashMap::new(),
             resets: 0,
+        }
+    }
+
+    /// Releases what blazesym holds (mapped objects, parsed DWARF: hundreds
+    /// of MiB for a big binary) once a window is symbolized, and gives the
+    /// freed heap back to the OS. The frame caches stay, so the next
+    /// window re-opens an object only for addresses never seen before.
+    pub fn release_objects(&mut self) {
+        if self.objects.is_empty() {
+            return;
+        }
+        self.inner = symbolizer();
+        self.objects.clear();
+        #[cfg(target_env = "gnu")]
+        // SAFETY: malloc_trim has no preconditions.
+        unsafe {
+            libc::malloc_trim(0);
         }
     }
 
