@@ -70,9 +70,53 @@ pub enum Command {
     Diff(DiffArgs),
 }
 
-/// `perf-audit-agent daemon` (filled in by the daemon issue).
-#[derive(Debug, ClapArgs)]
-pub struct DaemonArgs {}
+/// `perf-audit-agent daemon`: every option may also come from `--config`
+/// (same names, snake_case); a flag given here wins over the file.
+/// Validated by [`crate::daemon::plan::DaemonPlan::from_args`].
+#[derive(Debug, Default, ClapArgs)]
+#[command(after_help = crate::daemon::plan::DAEMON_AFTER_HELP)]
+pub struct DaemonArgs {
+    /// TOML configuration file (keys: listen, frequency, window, pids,
+    /// processes, cgroups, containers, push, folded_dir).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// HTTP address for /metrics and /debug/pprof/profile [default: 127.0.0.1:6060].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+
+    /// CPU samples per second per CPU [default: 19].
+    #[arg(long, value_name = "HZ")]
+    pub frequency: Option<u64>,
+
+    /// Length of one profile window, e.g. 60s [default: 60s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub window: Option<std::time::Duration>,
+
+    /// Profile only this process (repeatable). No filter: system-wide.
+    #[arg(long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+
+    /// Profile processes with this name, like pgrep -x (repeatable).
+    #[arg(long = "process", value_name = "NAME")]
+    pub processes: Vec<String>,
+
+    /// Profile processes whose cgroup path contains this text (repeatable).
+    #[arg(long = "cgroup", value_name = "TEXT")]
+    pub cgroups: Vec<String>,
+
+    /// Profile processes of this container id or id prefix (repeatable).
+    #[arg(long = "container", value_name = "ID")]
+    pub containers: Vec<String>,
+
+    /// Send every window to this Pyroscope-compatible server (http://HOST:PORT).
+    #[arg(long, value_name = "URL")]
+    pub push: Option<String>,
+
+    /// Write every window as collapsed stacks into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub folded_dir: Option<PathBuf>,
+}
 
 const DIFF_AFTER_HELP: &str = "\
 Examples:

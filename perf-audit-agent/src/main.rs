@@ -32,7 +32,7 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         None => audit(cli.audit),
-        Some(Command::Daemon(_)) => fail(Error::new(ErrorKind::Usage, "the daemon mode is not available in this version yet")),
+        Some(Command::Daemon(args)) => daemon(args),
         Some(Command::Diff(args)) => diff(args),
     };
     std::process::exit(code);
@@ -62,6 +62,32 @@ fn audit(args: perf_audit_agent::cli::Args) -> i32 {
             println!("{}", output.out_dir.display());
             exit_code::OK
         }
+        Err(e) => fail(e),
+    }
+}
+
+fn daemon(args: perf_audit_agent::cli::DaemonArgs) -> i32 {
+    let config = match &args.config {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => Some(text),
+            Err(e) => {
+                return fail(Error::new(ErrorKind::Usage, format!("cannot read config file {}: {e}", path.display())));
+            }
+        },
+        None => None,
+    };
+    let plan = match perf_audit_agent::daemon::plan::DaemonPlan::from_args(args, config.as_deref()) {
+        Ok(plan) => plan,
+        Err(e) => return fail(e),
+    };
+    // Two workers: HTTP stays responsive while the collector symbolizes.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime can be built");
+    match runtime.block_on(perf_audit_agent::daemon::run(plan)) {
+        Ok(()) => exit_code::OK,
         Err(e) => fail(e),
     }
 }

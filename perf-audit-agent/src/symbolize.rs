@@ -197,7 +197,7 @@ fn settle_relative_paths(profile: &mut CpuProfile) {
 
 /// Whether two paths name the same file (same path, or same device and
 /// inode: the maps may show it through /proc/PID/root).
-fn same_file(a: &Path, b: &Path) -> bool {
+pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
     use std::os::unix::fs::MetadataExt as _;
     if a == b {
         return true;
@@ -208,17 +208,17 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-fn module_name(path: &Path) -> String {
+pub(crate) fn module_name(path: &Path) -> String {
     path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
 }
 
-fn unknown_frame(module: &str) -> Frame {
+pub(crate) fn unknown_frame(module: &str) -> Frame {
     Frame { function: format!("[{module}]"), file: None, line: None, origin: Origin::Unknown, inlined: false }
 }
 
 /// The frames of one address, outermost first: the function, then each
 /// function inlined into it. blazesym gives each its own location.
-fn frames_of(sym: Symbolized<'_>, module: &str, owner_object: bool) -> Vec<Frame> {
+pub(crate) fn frames_of(sym: Symbolized<'_>, module: &str, owner_object: bool) -> Vec<Frame> {
     let sym = match sym {
         Symbolized::Sym(sym) => sym,
         Symbolized::Unknown(_) => return vec![unknown_frame(module)],

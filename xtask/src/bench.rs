@@ -14,8 +14,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
     match args.first().map(String::as_str) {
         Some("cpu-overhead") => cpu_overhead(),
         Some("unwind") => unwind(),
-        Some(other) => Err(format!("unknown benchmark `{other}` (known: cpu-overhead, unwind)")),
-        None => Err("which benchmark? known: cpu-overhead, unwind".into()),
+        Some("daemon") => daemon(),
+        Some(other) => Err(format!("unknown benchmark `{other}` (known: cpu-overhead, unwind, daemon)")),
+        None => Err("which benchmark? known: cpu-overhead, unwind, daemon".into()),
     }
 }
 
@@ -271,4 +272,129 @@ fn perf_script_completeness(data: &Path) -> Result<f64, String> {
         return Err("perf script produced no samples".into());
     }
     Ok(complete as f64 / total as f64)
+}
+
+/// The always-on daemon's own cost: CPU and RSS of `perf-audit-agent daemon`
+/// at 19 Hz system-wide (with collapsed stacks written every window, so
+/// symbolization is included) while a fixture keeps a core busy, sampled
+/// from /proc/<daemon>/stat and status every BENCH_INTERVAL seconds over a
+/// BENCH_SECONDS soak, with a Prometheus-like scrape of /metrics each sample.
+fn daemon() -> Result<(), String> {
+    use std::io::{BufRead as _, Read as _, Write as _};
+    let seconds = env_or("BENCH_SECONDS", 180);
+    let interval = env_or("BENCH_INTERVAL", 5).max(1);
+    let agent = release_agent()?;
+    let burner = fixture("cpu-burner", true)?;
+    let scratch = tempfile_dir()?.join("daemon-folded");
+    let _ = std::fs::remove_dir_all(&scratch);
+
+    let mut busy = Command::new(&burner)
+        .args(["--seconds", &(seconds + 30).to_string()])
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cpu-burner: {e}"))?;
+    let mut daemon = Command::new(&agent)
+        .args(["daemon", "--listen", "127.0.0.1:0", "--frequency", "19", "--window", "60s", "--folded-dir"])
+        .arg(&scratch)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("daemon: {e}"))?;
+    let stderr = daemon.stderr.take().expect("piped");
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let addr = loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    break rest.split_whitespace().next().unwrap_or_default().to_string();
+                }
+                eprintln!("{line}");
+            }
+            _ => {
+                let _ = busy.kill();
+                return Err("the daemon exited before listening".into());
+            }
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let pid = daemon.id();
+    let ticks_per_s = 100.0; // USER_HZ on Linux
+    let cpu_ticks = || -> Option<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest = stat.rsplit_once(')')?.1;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+    };
+    let rss = || -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()))
+            .unwrap_or(0)
+            * 1024
+    };
+    let scrape = |addr: &str| -> usize {
+        let Ok(mut s) = std::net::TcpStream::connect(addr) else { return 0 };
+        let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let mut body = Vec::new();
+        let _ = s.read_to_end(&mut body);
+        body.len()
+    };
+
+    eprintln!("xtask: daemon: {seconds} s soak, 19 Hz system-wide, busy fixture, sampled every {interval} s");
+    let start = std::time::Instant::now();
+    let t0 = cpu_ticks().unwrap_or(0);
+    let mut rows = Vec::new();
+    let mut last_ticks = t0;
+    let mut last_t = start;
+    while start.elapsed().as_secs() < seconds {
+        std::thread::sleep(std::time::Duration::from_secs(interval));
+        let scraped = scrape(&addr);
+        let (Some(ticks), r) = (cpu_ticks(), rss()) else { return Err("the daemon died during the soak".into()) };
+        let dt = last_t.elapsed().as_secs_f64();
+        let cpu_pct = (ticks - last_ticks) as f64 / ticks_per_s / dt * 100.0;
+        last_ticks = ticks;
+        last_t = std::time::Instant::now();
+        let t = start.elapsed().as_secs_f64();
+        eprintln!("  t={t:>6.1}s  cpu {cpu_pct:>5.2}% of a core  rss {:>6.1} MiB  (/metrics {scraped} bytes)", r as f64 / 1048576.0);
+        rows.push(serde_json::json!({"t_s": t, "cpu_pct": cpu_pct, "rss_bytes": r}));
+    }
+    let total_s = start.elapsed().as_secs_f64();
+    let total_cpu_pct = (last_ticks - t0) as f64 / ticks_per_s / total_s * 100.0;
+    // SAFETY: signalling our own child.
+    unsafe { libc_kill(pid as i32, 15) };
+    let status = daemon.wait().map_err(|e| format!("daemon: {e}"))?;
+    let _ = busy.kill();
+    let _ = busy.wait();
+    let rss_values: Vec<u64> = rows.iter().map(|r| r["rss_bytes"].as_u64().unwrap_or(0)).collect();
+    let max_rss = rss_values.iter().copied().max().unwrap_or(0);
+    let quarter = (rss_values.len() / 4).max(1);
+    let early = rss_values[..quarter].iter().copied().max().unwrap_or(0);
+    let late = rss_values[rss_values.len() - quarter..].iter().copied().max().unwrap_or(0);
+    let windows = std::fs::read_dir(&scratch).map(|d| d.count()).unwrap_or(0);
+    println!("\ndaemon: 19 Hz system-wide with a busy fixture, {total_s:.0} s soak, sampled every {interval} s");
+    println!("cpu (whole soak)      {total_cpu_pct:.3}% of one core");
+    println!("rss max               {:.1} MiB (first quarter max {:.1} MiB, last quarter max {:.1} MiB)", max_rss as f64 / 1048576.0, early as f64 / 1048576.0, late as f64 / 1048576.0);
+    println!("folded profiles       {windows} written");
+    println!("exit on SIGTERM       {status}");
+    let cpu_ok = total_cpu_pct <= 1.0;
+    let rss_ok = max_rss <= 64 * 1024 * 1024;
+    let flat = late <= early + 4 * 1024 * 1024;
+    println!(
+        "goal: <= 1% of a core ({}), <= 64 MiB RSS ({}), flat ({})",
+        if cpu_ok { "met" } else { "NOT met" },
+        if rss_ok { "met" } else { "NOT met" },
+        if flat { "met" } else { "NOT met" }
+    );
+    write_result(
+        "daemon",
+        &serde_json::json!({"seconds": total_s, "interval_s": interval, "frequency_hz": 19, "cpu_pct": total_cpu_pct,
+            "rss_max_bytes": max_rss, "rss_first_quarter_max": early, "rss_last_quarter_max": late,
+            "folded_profiles": windows, "samples": rows, "goals": {"cpu": cpu_ok, "rss": rss_ok, "flat": flat}}),
+    )
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
 }

@@ -19,6 +19,7 @@ commands:
                        print the report directory last (DEMO_SECONDS=30 by default)
   test                 install what is missing, build, run all tests (unit, end-to-end with real eBPF)
   bench cpu-overhead   CPU sampling overhead on a CPU-bound fixture: perf-audit vs `perf record -g -F 99`
+  bench daemon         the daemon's own CPU and RSS at 19 Hz system-wide over a soak (BENCH_SECONDS, default 180)
   setup                install system packages and build the eBPF toolchain pieces only
 
 environment:

@@ -246,6 +246,23 @@ impl KernelSession {
         Ok(out)
     }
 
+    /// The loaded object, for collectors that manage the maps themselves
+    /// (the daemon drains and prunes the aggregation maps every interval).
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
+    /// Removes a process from the filter (it exited, or no longer matches).
+    pub fn remove_target(&mut self, pid: u32) -> Result<()> {
+        let mut pids: aya::maps::HashMap<_, u32, u8> = aya::maps::HashMap::try_from(
+            self.ebpf.map_mut(names::TARGET_PIDS).ok_or_else(|| missing(names::TARGET_PIDS))?,
+        )
+        .map_err(|e| Error::internal(format!("TARGET_PIDS: {e}")))?;
+        // The only realistic failure is ENOENT: the pid was not listed.
+        let _ = pids.remove(&pid);
+        Ok(())
+    }
+
     pub fn counters(&self) -> Result<Counters> {
         let array: PerCpuArray<_, u64> = PerCpuArray::try_from(
             self.ebpf.map(names::COUNTERS).ok_or_else(|| missing(names::COUNTERS))?,
@@ -297,7 +314,7 @@ fn ensure_tracefs() -> Result<()> {
     ))
 }
 
-fn missing(name: &str) -> Error {
+pub(crate) fn missing(name: &str) -> Error {
     Error::internal(format!("the eBPF object has no map or program `{name}` (stale build?)"))
 }
 

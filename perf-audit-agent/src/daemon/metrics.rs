@@ -1,0 +1,199 @@
+//! `/metrics`: the Prometheus text exposition (format 0.0.4) of the
+//! daemon's own cost, what it sampled and dropped, how full its maps are,
+//! and the CPU time of every process it watches. The snapshot is filled by
+//! the collector at each drain; rendering is pure and deterministic.
+
+use std::fmt::Write as _;
+
+use super::model::ProcessLabels;
+use crate::kernel::Counters;
+
+#[derive(Debug, Clone, Default)]
+pub struct ProcessCpu {
+    pub labels: ProcessLabels,
+    pub samples: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MetricsSnapshot {
+    pub frequency_hz: u64,
+    pub agent_cpu_seconds: f64,
+    pub agent_rss_bytes: u64,
+    pub kernel: Counters,
+    pub samples_drained: u64,
+    pub samples_dropped_agent_limit: u64,
+    pub stack_map_entries: usize,
+    pub stack_map_capacity: u32,
+    pub stack_ids: usize,
+    pub stack_ids_capacity: u32,
+    pub stack_ids_pruned: u64,
+    pub stack_lookups_failed: u64,
+    pub processes: Vec<ProcessCpu>,
+    pub processes_evicted: u64,
+    pub windows: u64,
+    pub profiles_written: u64,
+    pub push_ok: u64,
+    pub push_failed: u64,
+    pub push_dropped: u64,
+    pub folded_write_failed: u64,
+    pub symbol_cache_entries: usize,
+    pub symbol_cache_resets: u64,
+    pub program_ids: Vec<u32>,
+}
+
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Renders the snapshot. Process series are sorted by pid.
+pub fn render(m: &MetricsSnapshot) -> String {
+    let mut out = String::with_capacity(4096 + m.processes.len() * 200);
+    let mut one = |name: &str, kind: &str, help: &str, value: String| {
+        header(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    };
+    one("perf_audit_agent_cpu_seconds_total", "counter", "CPU time used by the daemon itself (user + system).", format!("{:.3}", m.agent_cpu_seconds));
+    one("perf_audit_agent_resident_memory_bytes", "gauge", "Resident memory of the daemon.", m.agent_rss_bytes.to_string());
+    one("perf_audit_sampling_frequency_hertz", "gauge", "CPU samples per second per CPU.", m.frequency_hz.to_string());
+    one("perf_audit_samples_total", "counter", "CPU samples taken in the kernel for watched processes.", m.kernel.cpu_samples.to_string());
+    one("perf_audit_samples_collected_total", "counter", "Samples read back from the kernel into profiles.", m.samples_drained.to_string());
+    let unaccounted = m
+        .kernel
+        .cpu_samples
+        .saturating_sub(m.samples_drained + m.kernel.cpu_samples_dropped_map_full);
+    one(
+        "perf_audit_samples_unaccounted",
+        "gauge",
+        "Samples counted in the kernel but not (yet) collected: in flight until the next drain, or lost to a drain race.",
+        unaccounted.to_string(),
+    );
+
+    header(&mut out, "perf_audit_samples_dropped_total", "counter", "Samples lost, by reason.");
+    for (reason, value) in [
+        ("kernel_map_full", m.kernel.cpu_samples_dropped_map_full),
+        ("agent_limit", m.samples_dropped_agent_limit),
+        ("ring_full", m.kernel.cpu_samples_dropped_ring_full),
+    ] {
+        let _ = writeln!(out, "perf_audit_samples_dropped_total{{reason=\"{reason}\"}} {value}");
+    }
+    header(&mut out, "perf_audit_stack_capture_failures_total", "counter", "Samples whose stack could not be captured, by part.");
+    for (part, value) in [
+        ("user", m.kernel.cpu_user_stack_failed),
+        ("kernel", m.kernel.cpu_kernel_stack_failed),
+        ("lookup", m.stack_lookups_failed),
+    ] {
+        let _ = writeln!(out, "perf_audit_stack_capture_failures_total{{part=\"{part}\"}} {value}");
+    }
+
+    header(&mut out, "perf_audit_map_entries", "gauge", "Entries in the kernel maps at the last drain.");
+    header(&mut out, "perf_audit_map_capacity", "gauge", "Capacity of the kernel maps.");
+    header(&mut out, "perf_audit_map_fill_ratio", "gauge", "Entries over capacity of the kernel maps at the last drain.");
+    for (map, entries, capacity) in [
+        ("cpu_stack_counts", m.stack_map_entries, m.stack_map_capacity),
+        ("stack_traces", m.stack_ids, m.stack_ids_capacity),
+    ] {
+        let ratio = if capacity == 0 { 0.0 } else { entries as f64 / capacity as f64 };
+        let _ = writeln!(out, "perf_audit_map_entries{{map=\"{map}\"}} {entries}");
+        let _ = writeln!(out, "perf_audit_map_capacity{{map=\"{map}\"}} {capacity}");
+        let _ = writeln!(out, "perf_audit_map_fill_ratio{{map=\"{map}\"}} {ratio:.6}");
+    }
+    let mut one = |name: &str, kind: &str, help: &str, value: String| {
+        header(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    };
+    one("perf_audit_stack_ids_pruned_total", "counter", "Idle stack ids deleted from the kernel map.", m.stack_ids_pruned.to_string());
+    one("perf_audit_processes", "gauge", "Processes with samples the daemon currently tracks.", m.processes.len().to_string());
+    one("perf_audit_processes_evicted_total", "counter", "Processes forgotten after they exited.", m.processes_evicted.to_string());
+    one("perf_audit_windows_total", "counter", "Profile windows completed.", m.windows.to_string());
+    one("perf_audit_profiles_total", "counter", "Per-process window profiles produced.", m.profiles_written.to_string());
+    one("perf_audit_symbol_cache_entries", "gauge", "Addresses in the symbol caches.", m.symbol_cache_entries.to_string());
+    one("perf_audit_symbol_cache_resets_total", "counter", "Symbol caches cleared by their size limit.", m.symbol_cache_resets.to_string());
+    header(&mut out, "perf_audit_push_total", "counter", "Window pushes to the --push server, by result.");
+    for (result, value) in [("ok", m.push_ok), ("failed", m.push_failed), ("dropped", m.push_dropped)] {
+        let _ = writeln!(out, "perf_audit_push_total{{result=\"{result}\"}} {value}");
+    }
+    header(&mut out, "perf_audit_folded_write_failures_total", "counter", "Collapsed-stack files that could not be written.");
+    let _ = writeln!(out, "perf_audit_folded_write_failures_total {}", m.folded_write_failed);
+    header(&mut out, "perf_audit_bpf_program_info", "gauge", "eBPF programs loaded by this daemon, by kernel id.");
+    for id in &m.program_ids {
+        let _ = writeln!(out, "perf_audit_bpf_program_info{{id=\"{id}\"}} 1");
+    }
+
+    header(&mut out, "perf_audit_process_cpu_seconds_total", "counter", "On-CPU time of each watched process, estimated from samples (samples / frequency).");
+    let mut processes: Vec<&ProcessCpu> = m.processes.iter().collect();
+    processes.sort_by_key(|p| p.labels.pid);
+    let hz = m.frequency_hz.max(1) as f64;
+    for p in processes {
+        let _ = writeln!(
+            out,
+            "perf_audit_process_cpu_seconds_total{{pid=\"{}\",process=\"{}\",container_id=\"{}\",pod_uid=\"{}\"}} {:.3}",
+            p.labels.pid,
+            escape(&p.labels.name),
+            escape(p.labels.container_id.as_deref().unwrap_or("")),
+            escape(p.labels.pod_uid.as_deref().unwrap_or("")),
+            p.samples as f64 / hz
+        );
+    }
+    out
+}
+
+/// The daemon's own CPU seconds (utime + stime) and RSS, from /proc/self.
+pub fn self_usage() -> (f64, u64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+    // After the comm: state is field 3, utime 14, stime 15 (1-based).
+    let ticks = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let cpu = (ticks(14) + ticks(15)) as f64 / hz;
+    let rss = crate::target::rss_bytes(std::process::id()).unwrap_or(0);
+    (cpu, rss)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_escaped_labels_sorted_by_pid() {
+        let m = MetricsSnapshot {
+            frequency_hz: 19,
+            kernel: Counters { cpu_samples: 100, cpu_samples_dropped_map_full: 2, ..Default::default() },
+            samples_drained: 95,
+            stack_map_entries: 10,
+            stack_map_capacity: 100,
+            processes: vec![
+                ProcessCpu { labels: ProcessLabels { pid: 9, name: "b\"q".into(), ..Default::default() }, samples: 38 },
+                ProcessCpu {
+                    labels: ProcessLabels { pid: 3, name: "a".into(), container_id: Some("c1".into()), pod_uid: None },
+                    samples: 19,
+                },
+            ],
+            ..Default::default()
+        };
+        let text = render(&m);
+        assert!(text.contains("perf_audit_samples_unaccounted 3\n"), "{text}");
+        assert!(text.contains("perf_audit_map_fill_ratio{map=\"cpu_stack_counts\"} 0.100000\n"));
+        let a = text.find("pid=\"3\",process=\"a\",container_id=\"c1\",pod_uid=\"\"} 1.000").expect(&text);
+        let b = text.find("pid=\"9\",process=\"b\\\"q\"").expect(&text);
+        assert!(a < b);
+        assert!(text.contains("} 2.000\n"));
+        // Every sample line is `name{labels} value` or `name value`.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let value = line.rsplit_once(' ').unwrap().1;
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
+    }
+
+    #[test]
+    fn self_usage_reads_our_own_process() {
+        let (cpu, rss) = self_usage();
+        assert!(cpu >= 0.0);
+        assert!(rss > 1024 * 1024, "{rss}");
+    }
+}

@@ -1,0 +1,393 @@
+//! `perf-audit-agent daemon`: always-on, low-overhead CPU profiling of a
+//! whole node (or of the processes, cgroups and containers it is told to
+//! watch), exported as Prometheus metrics, pprof on demand, Pyroscope
+//! pushes and collapsed stacks on disk.
+//!
+//! Why it is shaped this way (the daemon runs for weeks on every node, so
+//! its own cost and memory bound come first):
+//!
+//! - **In-kernel aggregation at 19 Hz.** The perf_event program counts
+//!   frame-pointer stacks in a per-CPU hash; nothing is streamed per sample.
+//!   Every [`plan::DaemonPlan::drain_interval`] the agent reads and deletes
+//!   the counts ([`collector`]) and prunes idle stack ids, so the kernel
+//!   maps never fill however long it runs.
+//! - **Windows.** Drained stacks accumulate per process ([`procs`]); every
+//!   `--window` (60 s) each process with samples yields one profile
+//!   ([`model::ProcessWindow`]) that is symbolized ([`symbols`]) and sent to
+//!   the sinks (`--push`, `--folded-dir`). Without a sink nothing is
+//!   symbolized: metrics need only counts.
+//! - **Bounded memory.** Process count, per-window stacks, symbol caches,
+//!   concurrent pprof captures, pushes in flight and HTTP connections all
+//!   have fixed limits; what does not fit is counted in `/metrics`.
+//!   Exited processes are evicted after their last window.
+//! - **Clean exit.** SIGTERM/Ctrl-C stops sampling, drains, flushes the
+//!   last window and pushes, then drops the kernel session: every program
+//!   and map is released (a killed daemon's are too: they are fd-owned,
+//!   never pinned).
+//! - Off-CPU profiling will be a second [`model::WindowKind`] drained the
+//!   same way; it is not built yet.
+
+pub mod cgroup;
+pub mod collector;
+pub mod http;
+pub mod metrics;
+pub mod model;
+pub mod plan;
+pub mod pprof;
+pub mod procs;
+pub mod push;
+pub mod symbols;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use hyper::StatusCode;
+use perf_audit_common::{CPU_STACK_COUNTS_CAPACITY, STACK_TRACES_CAPACITY};
+use tokio::sync::{mpsc, watch};
+
+use self::{
+    collector::{Drainer, StackKey},
+    http::CaptureRequest,
+    metrics::{MetricsSnapshot, ProcessCpu},
+    model::ProcessLabels,
+    plan::DaemonPlan,
+    procs::{Discovery, MAX_WINDOW_STACKS, Registry},
+    push::Pusher,
+    symbols::WindowSymbolizer,
+};
+use crate::{
+    error::{Error, ErrorKind, Result},
+    kernel::{self, Filter, KernelSession, UnwindMode},
+    target::{self, MapsSnapshot},
+};
+
+/// pprof captures running at once.
+pub const MAX_CAPTURES: usize = 4;
+const DISCOVERY_INTERVAL: Duration = Duration::from_secs(2);
+
+struct Capture {
+    pid: u32,
+    labels: ProcessLabels,
+    started: SystemTime,
+    deadline: tokio::time::Instant,
+    stacks: HashMap<StackKey, u64>,
+    /// Added to the kernel filter for this capture only.
+    temporary_target: bool,
+    reply: tokio::sync::oneshot::Sender<std::result::Result<Vec<u8>, (StatusCode, String)>>,
+}
+
+struct Daemon {
+    plan: DaemonPlan,
+    session: KernelSession,
+    drainer: Drainer,
+    registry: Registry,
+    symbolizer: WindowSymbolizer,
+    pusher: Option<Pusher>,
+    discovery: Option<Discovery>,
+    captures: Vec<Capture>,
+    metrics: Arc<Mutex<MetricsSnapshot>>,
+    program_ids: Vec<u32>,
+    window_start: SystemTime,
+    windows: u64,
+    profiles: u64,
+    folded_failed: u64,
+    map_entries: usize,
+    drain_error_shown: bool,
+}
+
+pub async fn run(plan: DaemonPlan) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+
+    kernel::preflight()?;
+    for pid in &plan.selection.pids {
+        target::describe(*pid)?;
+    }
+    if let Some(dir) = &plan.folded_dir {
+        std::fs::create_dir_all(dir).map_err(|e| Error::output(dir, e))?;
+    }
+    let listener = tokio::net::TcpListener::bind(plan.listen).await.map_err(|e| {
+        Error::new(ErrorKind::Usage, format!("cannot listen on {}: {e}; pick a free address with --listen", plan.listen))
+    })?;
+    let local = listener.local_addr().map_err(|e| Error::internal(format!("listener address: {e}")))?;
+
+    let system_wide = plan.selection.is_system_wide();
+    let filter = if system_wide { Filter::All } else { Filter::ListedPids };
+    let mut session = KernelSession::load(filter, UnwindMode::FramePointer, Duration::from_millis(1))?;
+    for pid in &plan.selection.pids {
+        session.add_target(*pid)?;
+    }
+    let mut discovery = plan.selection.needs_discovery().then(Discovery::default);
+    if let Some(d) = discovery.as_mut() {
+        for pid in d.scan(&plan.selection).added {
+            session.add_target(pid)?;
+        }
+    }
+    session.start_cpu_sampling(plan.frequency_hz)?;
+    let program_ids: Vec<u32> =
+        session.ebpf_mut().programs().filter_map(|(_, p)| p.info().ok().map(|i| i.id())).collect();
+
+    let metrics = Arc::new(Mutex::new(MetricsSnapshot {
+        frequency_hz: plan.frequency_hz,
+        stack_map_capacity: CPU_STACK_COUNTS_CAPACITY,
+        stack_ids_capacity: STACK_TRACES_CAPACITY,
+        program_ids: program_ids.clone(),
+        ..Default::default()
+    }));
+    let (capture_tx, mut capture_rx) = mpsc::channel::<CaptureRequest>(MAX_CAPTURES);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let state = Arc::new(http::HttpState { metrics: metrics.clone(), captures: capture_tx });
+    let server = tokio::spawn(http::serve(listener, state, shutdown_rx));
+
+    let scope = if system_wide {
+        "system-wide".to_string()
+    } else {
+        let s = &plan.selection;
+        format!(
+            "{} pid(s), processes {:?}, cgroups {:?}, containers {:?}",
+            s.pids.len(),
+            s.processes,
+            s.cgroups,
+            s.containers
+        )
+    };
+    eprintln!(
+        "perf-audit: daemon listening on http://{local} ({scope}, {} Hz, {} windows)",
+        plan.frequency_hz,
+        humantime::format_duration(plan.window)
+    );
+
+    let window = plan.window;
+    let mut daemon = Daemon {
+        pusher: plan.push.clone().map(Pusher::new),
+        plan,
+        session,
+        drainer: Drainer::default(),
+        registry: Registry::default(),
+        symbolizer: WindowSymbolizer::new(),
+        discovery: discovery.take(),
+        captures: Vec::new(),
+        metrics,
+        program_ids,
+        window_start: SystemTime::now(),
+        windows: 0,
+        profiles: 0,
+        folded_failed: 0,
+        map_entries: 0,
+        drain_error_shown: false,
+    };
+
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| Error::internal(format!("SIGTERM handler: {e}")))?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| Error::internal(format!("SIGINT handler: {e}")))?;
+    let mut drain_tick = tokio::time::interval(daemon.plan.drain_interval());
+    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    drain_tick.tick().await; // the first tick is immediate
+    let mut discovery_tick = tokio::time::interval(DISCOVERY_INTERVAL);
+    discovery_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut window_deadline = tokio::time::Instant::now() + window;
+    let far = tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
+
+    loop {
+        let next_capture = daemon.captures.iter().map(|c| c.deadline).min();
+        tokio::select! {
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            _ = tokio::time::sleep_until(window_deadline) => {
+                daemon.drain();
+                daemon.flush_window(SystemTime::now());
+                daemon.publish_metrics();
+                window_deadline += window;
+            }
+            _ = drain_tick.tick() => daemon.drain(),
+            Some(request) = capture_rx.recv() => {
+                daemon.drain();
+                daemon.start_capture(request);
+            }
+            _ = tokio::time::sleep_until(next_capture.unwrap_or(far)), if next_capture.is_some() => {
+                daemon.drain();
+                daemon.finish_captures(false);
+            }
+            _ = discovery_tick.tick(), if daemon.discovery.is_some() => daemon.discover(),
+        }
+    }
+
+    // Shutdown: stop sampling, collect what is left, flush, detach.
+    daemon.session.stop_cpu_sampling();
+    daemon.drain();
+    daemon.finish_captures(true);
+    daemon.flush_window(SystemTime::now());
+    if let Some(pusher) = &daemon.pusher {
+        pusher.flush(Duration::from_secs(5)).await;
+    }
+    daemon.publish_metrics();
+    let _ = shutdown_tx.send(true);
+    let _ = server.await;
+    let Daemon { session, windows, profiles, .. } = daemon;
+    drop(session); // detaches every program, frees every map
+    eprintln!("perf-audit: daemon stopped after {windows} windows ({profiles} profiles); eBPF programs detached");
+    Ok(())
+}
+
+impl Daemon {
+    fn drain(&mut self) {
+        match self.drainer.drain(self.session.ebpf_mut()) {
+            Ok(drained) => {
+                self.map_entries = drained.map_entries;
+                for (pid, key, count) in drained.samples {
+                    for capture in self.captures.iter_mut().filter(|c| c.pid == pid) {
+                        if let Some(c) = capture.stacks.get_mut(&key) {
+                            *c += count;
+                        } else if capture.stacks.len() < MAX_WINDOW_STACKS {
+                            capture.stacks.insert(key.clone(), count);
+                        }
+                    }
+                    self.registry.record(pid, &key, count);
+                }
+            }
+            Err(e) => {
+                if !self.drain_error_shown {
+                    eprintln!("perf-audit: reading the kernel maps failed: {e}");
+                    self.drain_error_shown = true;
+                }
+            }
+        }
+        self.publish_metrics();
+    }
+
+    fn publish_metrics(&mut self) {
+        let kernel = self.session.counters().unwrap_or_default();
+        let processes: Vec<ProcessCpu> = self
+            .registry
+            .entries
+            .values()
+            .map(|e| ProcessCpu { labels: e.labels.clone(), samples: e.samples_total })
+            .collect();
+        let push = self.pusher.as_ref().map(|p| {
+            use std::sync::atomic::Ordering::Relaxed;
+            (p.stats.ok.load(Relaxed), p.stats.failed.load(Relaxed), p.stats.dropped.load(Relaxed))
+        });
+        let mut m = self.metrics.lock().expect("metrics lock");
+        m.kernel = kernel;
+        m.samples_drained = self.drainer.samples_drained;
+        m.samples_dropped_agent_limit = self.registry.dropped_samples;
+        m.stack_map_entries = self.map_entries;
+        m.stack_ids = self.drainer.stack_ids();
+        m.stack_ids_pruned = self.drainer.stack_ids_pruned;
+        m.stack_lookups_failed = self.drainer.stack_lookups_failed;
+        m.processes = processes;
+        m.processes_evicted = self.registry.evicted;
+        m.windows = self.windows;
+        m.profiles_written = self.profiles;
+        (m.push_ok, m.push_failed, m.push_dropped) = push.unwrap_or_default();
+        m.folded_write_failed = self.folded_failed;
+        m.symbol_cache_entries = self.symbolizer.cached();
+        m.symbol_cache_resets = self.symbolizer.resets;
+        m.program_ids = self.program_ids.clone();
+    }
+
+    fn flush_window(&mut self, end: SystemTime) {
+        let taken = self.registry.take_windows();
+        self.windows += 1;
+        let start = std::mem::replace(&mut self.window_start, end);
+        if self.pusher.is_none() && self.plan.folded_dir.is_none() {
+            return;
+        }
+        for (labels, maps, stacks) in taken {
+            let window = self.symbolizer.window(labels, &maps, &stacks, (start, end), self.plan.frequency_hz);
+            self.profiles += 1;
+            if let Some(pusher) = &self.pusher {
+                pusher.push(&window);
+            }
+            if let Some(dir) = &self.plan.folded_dir {
+                let secs = start.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                let name: String = window
+                    .process
+                    .name
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+                    .collect();
+                let path = dir.join(format!("{name}-{}-{secs}.folded", window.process.pid));
+                if std::fs::write(&path, window.folded_text()).is_err() {
+                    self.folded_failed += 1;
+                }
+            }
+        }
+        self.symbolizer.release_objects();
+    }
+
+    fn start_capture(&mut self, request: CaptureRequest) {
+        let CaptureRequest { pid, seconds, reply } = request;
+        if self.captures.len() >= MAX_CAPTURES {
+            let _ = reply.send(Err((StatusCode::SERVICE_UNAVAILABLE, "too many profiles in progress; retry later".into())));
+            return;
+        }
+        if !target::is_alive(pid) {
+            let _ = reply.send(Err((StatusCode::NOT_FOUND, format!("no process with pid {pid}"))));
+            return;
+        }
+        // Outside the filter: watch it for this capture only.
+        let temporary_target = !self.plan.selection.is_system_wide()
+            && !self.plan.selection.pids.contains(&pid)
+            && !procs::matches(&self.plan.selection, pid, &std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim_end().to_string())
+            && !self.captures.iter().any(|c| c.pid == pid && c.temporary_target);
+        if temporary_target && self.session.add_target(pid).is_err() {
+            let _ = reply.send(Err((StatusCode::INTERNAL_SERVER_ERROR, format!("cannot watch pid {pid}"))));
+            return;
+        }
+        let (labels, _) = procs::describe(pid, &format!("pid-{pid}"));
+        self.captures.push(Capture {
+            pid,
+            labels,
+            started: SystemTime::now(),
+            deadline: tokio::time::Instant::now() + Duration::from_secs(seconds),
+            stacks: HashMap::new(),
+            temporary_target,
+            reply,
+        });
+    }
+
+    /// Answers the captures whose time is up (all of them at shutdown).
+    fn finish_captures(&mut self, all: bool) {
+        let now = tokio::time::Instant::now();
+        let (done, running): (Vec<Capture>, Vec<Capture>) =
+            std::mem::take(&mut self.captures).into_iter().partition(|c| all || c.deadline <= now);
+        self.captures = running;
+        for capture in done {
+            if capture.temporary_target && !self.captures.iter().any(|c| c.pid == capture.pid) {
+                let _ = self.session.remove_target(capture.pid);
+            }
+            let maps = match self.registry.entries.get(&capture.pid) {
+                Some(entry) => entry.maps.clone(),
+                None => {
+                    let mut maps = MapsSnapshot::default();
+                    let _ = maps.refresh(capture.pid);
+                    maps
+                }
+            };
+            let window = self.symbolizer.window(
+                capture.labels,
+                &maps,
+                &capture.stacks,
+                (capture.started, SystemTime::now()),
+                self.plan.frequency_hz,
+            );
+            let _ = capture.reply.send(Ok(pprof::encode_gzip(&window)));
+            self.symbolizer.release_objects();
+        }
+    }
+
+    fn discover(&mut self) {
+        let Some(discovery) = self.discovery.as_mut() else { return };
+        let delta = discovery.scan(&self.plan.selection);
+        for pid in delta.added {
+            let _ = self.session.add_target(pid);
+        }
+        for pid in delta.removed {
+            if !self.captures.iter().any(|c| c.pid == pid) {
+                let _ = self.session.remove_target(pid);
+            }
+        }
+    }
+}

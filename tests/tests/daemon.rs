@@ -1,0 +1,273 @@
+//! `perf-audit-agent daemon` against real processes with real eBPF (root).
+
+use std::{
+    io::{Read as _, Write as _},
+    time::{Duration, Instant},
+};
+
+use perf_audit_agent::daemon::pprof::proto;
+use perf_audit_tests::*;
+use prost::Message as _;
+
+fn decode_pprof(gz: &[u8]) -> proto::Profile {
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(gz).read_to_end(&mut raw).expect("the profile is gzip");
+    proto::Profile::decode(&raw[..]).expect("the profile decodes as profile.proto")
+}
+
+/// Samples per function name whose location lines name it (any depth).
+fn samples_through(p: &proto::Profile, function: &str) -> i64 {
+    let s = |i: i64| p.string_table[i as usize].as_str();
+    let hits: std::collections::HashSet<u64> = p
+        .location
+        .iter()
+        .filter(|l| l.line.iter().any(|line| s(p.function[line.function_id as usize - 1].name) == function))
+        .map(|l| l.id)
+        .collect();
+    p.sample.iter().filter(|x| x.location_id.iter().any(|id| hits.contains(id))).map(|x| x.value[0]).sum()
+}
+
+#[test]
+fn system_wide_daemon_serves_a_pprof_profile_naming_the_hot_function() {
+    let bin = fixture("cpu-burner", Build::ReleaseFramePointers);
+    let target = Running::spawn(&bin, &["--seconds", "60"]);
+    let daemon = Daemon::start(&[]);
+    let (status, body) = daemon.get(&format!("/debug/pprof/profile?pid={}&seconds=3", target.pid()));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let p = decode_pprof(&body);
+    let s = |i: i64| p.string_table[i as usize].clone();
+    let types: Vec<(String, String)> = p.sample_type.iter().map(|t| (s(t.r#type), s(t.unit))).collect();
+    assert_eq!(types, vec![("samples".into(), "count".into()), ("cpu".into(), "nanoseconds".into())]);
+    assert_eq!(p.period, 1_000_000_000 / 19);
+    let total: i64 = p.sample.iter().map(|x| x.value[0]).sum();
+    // One busy thread at 19 Hz for 3 s: ~57 samples.
+    assert!((30..=80).contains(&total), "samples: {total}");
+    for x in &p.sample {
+        assert_eq!(x.value[1], x.value[0] * p.period);
+    }
+    let hot = samples_through(&p, "cpu_burner::hot_spin");
+    assert!(hot * 10 >= total * 6, "hot_spin in {hot} of {total} samples");
+    assert!(samples_through(&p, "cpu_burner::main") * 10 >= total * 9, "stacks reach main");
+    // The hot function has its file and line.
+    let f = p.function.iter().find(|f| s(f.name) == "cpu_burner::hot_spin").unwrap();
+    assert!(s(f.filename).ends_with("cpu-burner/src/main.rs"), "{}", s(f.filename));
+    let line = p
+        .location
+        .iter()
+        .flat_map(|l| &l.line)
+        .find(|l| l.function_id == f.id)
+        .map(|l| l.line)
+        .unwrap();
+    assert!((17..=25).contains(&line), "hot_spin's body is at lines 17-25, got {line}");
+    // Locations point into the fixture's mapping.
+    assert!(p.mapping.iter().any(|m| s(m.filename).ends_with("/cpu-burner")), "mappings name the binary");
+
+    // Bad requests are one-line 4xx answers.
+    let (status, body) = daemon.get("/debug/pprof/profile?seconds=1");
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("missing pid"));
+    let (status, _) = daemon.get("/debug/pprof/profile?pid=3999999&seconds=1");
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn metrics_parse_and_carry_per_process_cpu_seconds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = uniquely_named_copy(&fixture("cpu-burner", Build::ReleaseFramePointers), tmp.path(), "metrics");
+    let name = bin.file_name().unwrap().to_str().unwrap().to_string();
+    let target = Running::spawn(&bin, &["--seconds", "60"]);
+    let pid = target.pid().to_string();
+    let daemon = Daemon::start(&["--process", &name, "--window", "2s"]);
+    std::thread::sleep(Duration::from_secs(5));
+    let m = daemon.metrics();
+    let cpu = metric(&m, "perf_audit_process_cpu_seconds_total", &[("pid", &pid), ("process", &name)])
+        .unwrap_or_else(|| panic!("no series for pid {pid}: {m:?}"));
+    // One busy thread, watched for ~4 s (drained every 2 s).
+    assert!((1.5..=6.0).contains(&cpu), "cpu seconds {cpu}");
+    // Only the filtered process is watched.
+    assert_eq!(m.iter().filter(|x| x.name == "perf_audit_process_cpu_seconds_total").count(), 1, "{m:?}");
+    assert!(metric(&m, "perf_audit_agent_cpu_seconds_total", &[]).unwrap() > 0.0);
+    let rss = metric(&m, "perf_audit_agent_resident_memory_bytes", &[]).unwrap();
+    assert!(rss > 1e6 && rss < 256e6, "rss {rss}");
+    assert!(metric(&m, "perf_audit_samples_total", &[]).unwrap() >= 40.0);
+    assert_eq!(metric(&m, "perf_audit_samples_dropped_total", &[("reason", "kernel_map_full")]), Some(0.0));
+    assert_eq!(metric(&m, "perf_audit_samples_dropped_total", &[("reason", "agent_limit")]), Some(0.0));
+    let fill = metric(&m, "perf_audit_map_fill_ratio", &[("map", "cpu_stack_counts")]).unwrap();
+    assert!((0.0..0.5).contains(&fill), "{fill}");
+    assert!(metric(&m, "perf_audit_windows_total", &[]).unwrap() >= 2.0);
+    // Host process: empty container labels, present.
+    let series = m.iter().find(|x| x.name == "perf_audit_process_cpu_seconds_total").unwrap();
+    assert!(series.labels.contains_key("container_id") && series.labels.contains_key("pod_uid"));
+}
+
+#[test]
+fn sigterm_flushes_the_last_window_and_leaves_no_bpf_program_behind() {
+    let bin = fixture("cpu-burner", Build::ReleaseFramePointers);
+    let target = Running::spawn(&bin, &["--seconds", "60"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let pid = target.pid().to_string();
+    let mut daemon = Daemon::start(&["--pid", &pid, "--window", "10m", "--folded-dir", tmp.path().to_str().unwrap()]);
+    std::thread::sleep(Duration::from_secs(3));
+    let ids: Vec<u32> = daemon
+        .metrics()
+        .iter()
+        .filter(|m| m.name == "perf_audit_bpf_program_info")
+        .map(|m| m.labels["id"].parse().unwrap())
+        .collect();
+    assert!(!ids.is_empty());
+    let loaded = || -> Vec<u32> { aya::programs::loaded_programs().filter_map(|p| p.ok()).map(|p| p.id()).collect() };
+    assert!(ids.iter().all(|id| loaded().contains(id)), "the daemon's programs are loaded");
+
+    assert_eq!(daemon.terminate(), 0, "{}", daemon.stderr());
+    // The 10-minute window was cut short and written.
+    let files: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().map(|e| e.path()).collect();
+    let mine = files
+        .iter()
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(&format!("cpu-burner-{pid}-")))
+        .unwrap_or_else(|| panic!("no folded file for {pid}: {files:?}\n{}", daemon.stderr()));
+    let folded = std::fs::read_to_string(mine).unwrap();
+    let samples: u64 = folded.lines().map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap()).sum();
+    assert!(samples >= 30, "{samples} samples in the last window");
+    assert!(folded.contains("cpu_burner::main;cpu_burner::run_workers;cpu_burner::work_unit;cpu_burner::hot_spin"), "{folded}");
+    assert!(ids.iter().all(|id| !loaded().contains(id)), "programs {ids:?} outlived the daemon");
+
+    // A daemon killed outright leaves nothing either (fd-owned, unpinned).
+    let mut daemon = Daemon::start(&["--pid", &pid]);
+    let ids: Vec<u32> = daemon
+        .metrics()
+        .iter()
+        .filter(|m| m.name == "perf_audit_bpf_program_info")
+        .map(|m| m.labels["id"].parse().unwrap())
+        .collect();
+    daemon.signal(libc::SIGKILL);
+    let start = Instant::now();
+    while ids.iter().any(|id| loaded().contains(id)) {
+        assert!(start.elapsed() < Duration::from_secs(5), "programs {ids:?} outlived a killed daemon");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn push_sends_every_window_to_a_pyroscope_ingest_endpoint() {
+    // A minimal ingest server: records each request line and body, answers 200.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel::<(String, String)>();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(20) {
+            let Ok(mut stream) = stream else { continue };
+            stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 65536];
+            let (head, body) = loop {
+                let n = stream.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break (String::new(), String::new());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                        .unwrap_or(0);
+                    while buf.len() < end + 4 + len {
+                        let n = stream.read(&mut chunk).unwrap_or(0);
+                        if n == 0 {
+                            break;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                    break (head, String::from_utf8_lossy(&buf[end + 4..]).into_owned());
+                }
+            };
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = tx.send((head.lines().next().unwrap_or_default().to_string(), body));
+        }
+    });
+
+    let bin = fixture("cpu-burner", Build::ReleaseFramePointers);
+    let target = Running::spawn(&bin, &["--seconds", "60"]);
+    let pid = target.pid().to_string();
+    let daemon = Daemon::start(&["--pid", &pid, "--window", "2s", "--push", &format!("http://127.0.0.1:{port}")]);
+    let (line, body) = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| panic!("no push:\n{}", daemon.stderr()));
+    assert!(line.starts_with(&format!("POST /ingest?name=cpu-burner.cpu%7Bpid%3D{pid}%7D&from=")), "{line}");
+    assert!(line.contains("&format=folded") && line.contains("sampleRate=19"), "{line}");
+    let from: u64 = line.split("from=").nth(1).unwrap().split('&').next().unwrap().parse().unwrap();
+    let until: u64 = line.split("until=").nth(1).unwrap().split('&').next().unwrap().parse().unwrap();
+    assert!(until > from && until - from <= 4, "{from}..{until}");
+    assert!(body.contains("cpu_burner::work_unit;cpu_burner::hot_spin "), "{body}");
+    let (line2, _) = rx.recv_timeout(Duration::from_secs(20)).expect("a second window is pushed too");
+    assert_ne!(line, line2);
+    let m = daemon.metrics();
+    assert!(metric(&m, "perf_audit_push_total", &[("result", "ok")]).unwrap() >= 1.0);
+}
+
+#[test]
+fn churn_keeps_memory_bounded_and_loses_no_live_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = uniquely_named_copy(&fixture("cpu-burner", Build::ReleaseFramePointers), tmp.path(), "churn");
+    let name = bin.file_name().unwrap().to_str().unwrap().to_string();
+    let long_lived = Running::spawn(&bin, &["--seconds", "120"]);
+    let daemon = Daemon::start(&["--process", &name, "--window", "2s"]);
+    let cpu_at_start = proc_cpu_seconds(long_lived.pid());
+
+    // 40 short-lived processes of the same name, two or three alive at a time.
+    let mut rss = Vec::new();
+    let mut children = Vec::new();
+    let mut started = Vec::new();
+    for i in 0..40 {
+        let child = std::process::Command::new(&bin)
+            .args(["--seconds", "1.2"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        started.push(child.id());
+        children.push(child);
+        std::thread::sleep(Duration::from_millis(500));
+        children.retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
+        if i % 4 == 0 {
+            rss.push(rss_bytes(daemon.pid()));
+        }
+    }
+    for mut c in children {
+        let _ = c.wait();
+    }
+    // Two more windows: every exited process is evicted.
+    std::thread::sleep(Duration::from_secs(5));
+    rss.push(rss_bytes(daemon.pid()));
+    let m = daemon.metrics();
+    let real_cpu = proc_cpu_seconds(long_lived.pid()) - cpu_at_start;
+    let series: Vec<&Metric> = m.iter().filter(|x| x.name == "perf_audit_process_cpu_seconds_total").collect();
+    let long_pid = long_lived.pid().to_string();
+    assert!(series.iter().any(|s| s.labels["pid"] == long_pid), "the live process is kept: {series:?}");
+    assert!(series.len() <= 2, "exited processes are evicted: {series:?}");
+    let evicted = metric(&m, "perf_audit_processes_evicted_total", &[]).unwrap();
+    assert!(evicted >= 10.0, "churned processes were seen and evicted: {evicted}");
+    // The long-lived one was sampled throughout: its estimated CPU time
+    // matches what the kernel accounted to it (it shares 2 cores with the
+    // churn, so it is not simply the wall time).
+    let cpu = metric(&m, "perf_audit_process_cpu_seconds_total", &[("pid", &long_pid)]).unwrap();
+    assert!(real_cpu > 5.0, "the long-lived process ran: {real_cpu}");
+    assert!(cpu >= real_cpu * 0.7 && cpu <= real_cpu * 1.3 + 1.0, "estimated {cpu} s, kernel says {real_cpu} s");
+
+    let max = *rss.iter().max().unwrap();
+    let first = rss[0];
+    assert!(max < 128 * 1024 * 1024, "rss {rss:?}");
+    assert!(max - first < 16 * 1024 * 1024, "rss grows with churn: {rss:?}");
+
+    // And its profile is still served.
+    let (status, body) = daemon.get(&format!("/debug/pprof/profile?pid={long_pid}&seconds=2"));
+    assert_eq!(status, 200);
+    assert!(samples_through(&decode_pprof(&body), "cpu_burner::hot_spin") > 10);
+    let _ = started;
+}
+
+/// utime + stime of a process, in seconds.
+fn proc_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()) as f64 / hz
+}
