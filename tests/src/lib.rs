@@ -206,6 +206,8 @@ pub fn findings(report: &serde_json::Value) -> Vec<(String, String, String, u64)
             )
         })
         .collect()
+}
+
 /// A running `perf-audit-agent daemon`, stopped with SIGTERM when dropped.
 pub struct Daemon {
     pub child: Child,
