@@ -57,7 +57,7 @@ pub const USER_STACK_RING_BYTES: u32 = 32 * 1024 * 1024;
 /// Kinds of [`UserStackSample`].
 pub mod sample_kind {
     /// A CPU sample (perf_event); `weight_ns` is how long the thread had
-    /// been on the CPU without switching out.
+    /// been working since it last blocked (preemptions included).
     pub const CPU: u32 = 0;
     /// The end of a blocking interval (at the syscall exit after the thread
     /// was switched out voluntarily); `weight_ns` is the time it was off
@@ -101,6 +101,10 @@ pub struct UserStackSample {
 pub struct ThreadSchedState {
     /// When the thread last went on a CPU (0: not seen yet).
     pub oncpu_since_ns: u64,
+    /// When it last went on a CPU after blocking (a voluntary switch-out):
+    /// preemptions do not reset it, so `now - awake_since_ns` is how long it
+    /// has been working without parking, e.g. the length of a task poll.
+    pub awake_since_ns: u64,
     /// When it last went off a CPU.
     pub switched_out_ns: u64,
     /// Voluntary off-CPU time not yet attributed to a syscall exit.
@@ -125,7 +129,8 @@ pub struct ThreadSchedTotals {
     /// stack-attributed).
     pub short_blocks: u64,
     pub short_blocked_ns: u64,
-    /// The longest single on-CPU run.
+    /// The longest stretch between waking up and blocking again
+    /// (preemptions included).
     pub max_oncpu_run_ns: u64,
     pub tgid: u32,
     pub _pad: u32,
@@ -352,8 +357,8 @@ mod layout_tests {
 
     #[test]
     fn sched_maps_values_have_no_padding() {
-        assert_eq!(size_of::<ThreadSchedState>(), 32);
-        assert_eq!(offset_of!(ThreadSchedState, voluntary), 24);
+        assert_eq!(size_of::<ThreadSchedState>(), 40);
+        assert_eq!(offset_of!(ThreadSchedState, voluntary), 32);
         assert_eq!(size_of::<ThreadSchedTotals>(), 72);
         assert_eq!(offset_of!(ThreadSchedTotals, tgid), 64);
     }

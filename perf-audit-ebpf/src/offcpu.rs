@@ -49,14 +49,15 @@ fn now_ns() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
-/// How long the thread has been on the CPU (0 when unknown).
+/// How long the thread has been working since it last blocked (0 when
+/// unknown).
 #[inline(always)]
 pub fn oncpu_run_ns(tid: u32) -> u64 {
     match SCHED_STATE.get_ptr(tid) {
         // SAFETY: a map value of the right type; only this thread's own
         // switches write it.
         Some(state) => {
-            let since = unsafe { (*state).oncpu_since_ns };
+            let since = unsafe { (*state).awake_since_ns };
             if since == 0 { 0 } else { now_ns().saturating_sub(since) }
         }
         None => 0,
@@ -99,12 +100,15 @@ pub fn sched_switch(ctx: TracePointContext) -> u32 {
             // CPU, so nothing else writes it now.
             unsafe {
                 let since = (*state).oncpu_since_ns;
+                let awake = (*state).awake_since_ns;
                 if let Some(t) = totals(tid, tgid) {
                     if since != 0 {
-                        let run = now.saturating_sub(since);
-                        (*t).oncpu_ns += run;
-                        if run > (*t).max_oncpu_run_ns {
-                            (*t).max_oncpu_run_ns = run;
+                        (*t).oncpu_ns += now.saturating_sub(since);
+                    }
+                    if voluntary && awake != 0 {
+                        let stretch = now.saturating_sub(awake);
+                        if stretch > (*t).max_oncpu_run_ns {
+                            (*t).max_oncpu_run_ns = stretch;
                         }
                     }
                     if voluntary {
@@ -143,6 +147,9 @@ pub fn sched_switch(ctx: TracePointContext) -> u32 {
                     }
                 }
                 (*state).oncpu_since_ns = now;
+                if (*state).voluntary != 0 || (*state).awake_since_ns == 0 {
+                    (*state).awake_since_ns = now;
+                }
             }
         }
     }

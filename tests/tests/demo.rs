@@ -44,12 +44,34 @@ fn the_demo_audit_finds_the_planted_defects_and_writes_a_valid_report() {
     let line = source.lines().nth(score.3 as usize - 1).unwrap();
     assert!(source.lines().take(score.3 as usize).collect::<Vec<_>>().join("\n").contains("fn compute_affinity_score"), "line {} is not inside compute_affinity_score: {line}", score.3);
 
+    let has = |rule: &str, function: &str| found.iter().any(|(r, f, _, _)| r == rule && f == function);
+    // Planted defect 1: blocking std::fs on a worker.
+    assert!(has("blocking-in-async", "demo_service::handlers::load_report_template"), "{found:?}");
+    // Planted defect 2: a std Mutex held during slow work (the sleep under it).
+    assert!(has("blocking-in-async", "demo_service::stats::summarize_latency_stats"), "{found:?}");
+    // Planted defect 4: the N+1 loop, at its line.
+    let n1 = found
+        .iter()
+        .find(|(r, f, _, _)| r == "n-plus-one-query" && f == "demo_service::db::fetch_authors_one_by_one")
+        .unwrap_or_else(|| panic!("no N+1 finding: {found:?}"));
+    assert!(n1.2.ends_with("examples/demo-service/src/db.rs") && n1.3 > 0, "{n1:?}");
+    // Planted defects 5 and 6: the unindexed filter and the unused index.
+    let db = &report["database"];
+    let missing = db["missing_indexes"].as_array().expect("missing_indexes");
+    assert!(
+        missing.iter().any(|m| m["table"] == "users" && m["create_sql"].as_str().unwrap_or_default().contains("CREATE INDEX CONCURRENTLY") && m["columns"].to_string().contains("country")),
+        "{missing:?}"
+    );
+    let unused = db["unused_indexes"].to_string();
+    assert!(unused.contains("users_last_login_at_idx"), "{unused}");
+
     // The well-behaved twins are not flagged.
-    for good in ["feed_fast", "report_fast", "health"] {
+    for good in ["feed_fast", "report_fast", "health", "fetch_authors"] {
         assert!(!found.iter().any(|(_, f, _, _)| f.ends_with(good)), "{good} flagged: {found:?}");
     }
     // Only the service's own code is named by findings.
-    for (rule, function, file, _) in &found {
+    let code_rules = ["cpu-hotspot", "blocking-in-async", "sync-lock-contention", "cpu-heavy-in-async", "n-plus-one-query"];
+    for (rule, function, file, _) in found.iter().filter(|(r, ..)| code_rules.contains(&r.as_str())) {
         assert!(function.starts_with("demo_service::") || function.starts_with('<'), "{rule} names {function} in {file}");
     }
 
@@ -60,6 +82,8 @@ fn the_demo_audit_finds_the_planted_defects_and_writes_a_valid_report() {
         "**Profile type**: all",
         "**Baseline metrics**",
         "### CPU Profiling Results",
+        "### Async Runtime Analysis",
+        "### Database Performance Analysis",
         "## Optimization Action Plan",
         "### P0 - Critical (Immediate Fix Required)",
         "### P1 - High Priority",

@@ -99,7 +99,7 @@ pub struct LongPoll {
     pub function: String,
     pub file: Option<String>,
     pub line: Option<u32>,
-    /// The longest stretch seen on one worker without switching out.
+    /// The longest stretch seen on one worker without blocking or parking.
     pub max_ms: f64,
     /// Stretches at least the threshold long.
     pub occurrences: u64,
@@ -374,8 +374,9 @@ pub fn analyze(input: &AsyncInputs<'_>) -> AsyncAnalysis {
     blocking.sort_by(order);
     lock_contention.sort_by(order);
 
-    // Long polls: consecutive samples of one worker, in one on-CPU run,
-    // inside the same owner function.
+    // Long polls: consecutive samples of one worker, in one stretch of work
+    // since it last woke up (preemptions do not end it), inside the same
+    // owner function. The stretch runs from the wake-up to the last sample.
     let mut long: BTreeMap<String, (Option<String>, Option<u32>, u64, u64)> = BTreeMap::new();
     let mut by_tid: BTreeMap<u32, Vec<&TimedSample>> = BTreeMap::new();
     for s in input.samples {
