@@ -14,9 +14,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
     match args.first().map(String::as_str) {
         Some("cpu-overhead") => cpu_overhead(),
         Some("unwind") => unwind(),
+        Some("offcpu") => offcpu(),
         Some("daemon") => daemon(),
-        Some(other) => Err(format!("unknown benchmark `{other}` (known: cpu-overhead, unwind, daemon)")),
-        None => Err("which benchmark? known: cpu-overhead, unwind, daemon".into()),
+        Some(other) => Err(format!("unknown benchmark `{other}` (known: cpu-overhead, unwind, offcpu, daemon)")),
+        None => Err("which benchmark? known: cpu-overhead, unwind, offcpu, daemon".into()),
     }
 }
 
@@ -397,4 +398,62 @@ fn daemon() -> Result<(), String> {
 unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Off-CPU collector overhead on a context-switch-heavy fixture (two
+/// threads ping-ponging through a futex, ~80k switches/s): hand-off rate
+/// untraced, under `perf-audit-agent async` (sched_switch + syscall-exit
+/// tracepoints, stacks for blocks >= 1 ms, CPU sampling at 99 Hz), and
+/// under `perf record -e sched:sched_switch -g` (perf's off-CPU recipe).
+fn offcpu() -> Result<(), String> {
+    let rounds = env_or("BENCH_ROUNDS", 5) as usize;
+    let seconds = env_or("BENCH_SECONDS", 5);
+    let agent = release_agent()?;
+    let bin = fixture("ctx-switch", false)?;
+    let scratch = tempfile_dir()?;
+    let args = vec!["--seconds".to_string(), seconds.to_string()];
+    let out_dir = scratch.join("offcpu-agent");
+    let perf_data = scratch.join("offcpu-perf.data");
+    let mut modes = vec![
+        Mode { name: "untraced", command: Box::new(|bin, args| { let mut c = Command::new(bin); c.args(args); c }), rates: vec![] },
+        Mode {
+            name: "perf-audit-agent async",
+            command: Box::new(move |bin, args| {
+                let _ = std::fs::remove_dir_all(&out_dir);
+                let mut c = Command::new(&agent);
+                c.args(["async", "--quiet", "--duration", "10m", "--out"]).arg(&out_dir).arg("--").arg(bin).args(args);
+                c
+            }),
+            rates: vec![],
+        },
+        Mode {
+            name: "perf record -e sched:sched_switch -g",
+            command: Box::new(move |bin, args| {
+                let mut c = Command::new("perf");
+                c.args(["record", "-q", "-e", "sched:sched_switch", "-g", "-o"]).arg(&perf_data).arg("--").arg(bin).args(args);
+                c
+            }),
+            rates: vec![],
+        },
+    ];
+    eprintln!("xtask: offcpu: {rounds} rounds x {} modes x {seconds} s", modes.len());
+    for round in 0..rounds {
+        let n = modes.len();
+        for k in 0..n {
+            let mode = &mut modes[(round + k) % n];
+            let rate = measure_rate(&mut (mode.command)(&bin, &args), mode.name)?;
+            eprintln!("  round {}: {:<38} {rate:>10.1} hand-offs/s", round + 1, mode.name);
+            mode.rates.push(rate);
+        }
+    }
+    let baseline = median(&mut modes[0].rates.clone());
+    println!("\noffcpu: context-switch-heavy fixture (median of {rounds} runs of {seconds} s), ratio to untraced");
+    println!("{:<38} {:>12} {:>8}", "mode", "hand-offs/s", "ratio");
+    let mut rows = Vec::new();
+    for mode in &modes {
+        let m = median(&mut mode.rates.clone());
+        println!("{:<38} {:>12.1} {:>8.4}", mode.name, m, m / baseline);
+        rows.push(serde_json::json!({"mode": mode.name, "median_rate": m, "ratio": m / baseline, "rates": mode.rates}));
+    }
+    write_result("offcpu", &serde_json::json!({"rounds": rounds, "seconds": seconds, "results": rows}))
 }

@@ -19,6 +19,8 @@ commands:
                        print the report directory last (DEMO_SECONDS=30 by default)
   test                 install what is missing, build, run all tests (unit, end-to-end with real eBPF)
   bench cpu-overhead   CPU sampling overhead on a CPU-bound fixture: perf-audit vs `perf record -g -F 99`
+  bench unwind         stack completeness and slowdown: dwarf vs frame-pointer vs `perf record --call-graph dwarf`
+  bench offcpu         off-CPU collector overhead on a context-switch-heavy fixture vs `perf record -e sched:sched_switch -g`
   bench daemon         the daemon's own CPU and RSS at 19 Hz system-wide over a soak (BENCH_SECONDS, default 180)
   setup                install system packages and build the eBPF toolchain pieces only
 
