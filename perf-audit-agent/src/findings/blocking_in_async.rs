@@ -3,7 +3,7 @@
 //! found at the owner's frame that made it. While it blocks, the worker
 //! polls no other task: every request queued on it waits.
 
-use super::{Category, CodeFix, Complexity, Evidence, Finding, Level, Rule, Severity};
+use super::{Category, CodeFix, Complexity, Evidence, Finding, Rule, Severity};
 use crate::profile::async_runtime::{BlockingKind, BlockingSite};
 
 pub struct BlockingInAsync {
@@ -56,13 +56,7 @@ impl Rule for BlockingInAsync {
             .iter()
             .filter(|s| s.kind != BlockingKind::Other && (s.intervals > 0 || s.on_cpu_samples > 0))
             .map(|s| {
-                let severity = if s.worker_time_pct >= self.p0_worker_pct {
-                    Severity::P0
-                } else if s.worker_time_pct >= self.p1_worker_pct {
-                    Severity::P1
-                } else {
-                    Severity::P2
-                };
+                let severity = Severity::from_share(s.worker_time_pct, self.p0_worker_pct, self.p1_worker_pct);
                 let via = s.via.as_deref().map(|v| format!(" in `{v}`")).unwrap_or_default();
                 let syscalls = if s.syscalls.is_empty() { String::new() } else { format!(" ({})", s.syscalls.join(", ")) };
                 let mut evidence = format!(
@@ -89,11 +83,7 @@ impl Rule for BlockingInAsync {
                     line: s.line,
                     evidence,
                     recommendation,
-                    impact: match severity {
-                        Severity::P0 => Level::High,
-                        Severity::P1 => Level::Medium,
-                        Severity::P2 => Level::Low,
-                    },
+                    impact: severity.impact(),
                     complexity: Complexity::Easy,
                     estimated_gain: format!(
                         "frees {:.2}% of worker time; removes up to {:.1} ms of queueing from requests that land behind it",

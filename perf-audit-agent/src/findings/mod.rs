@@ -32,6 +32,27 @@ pub enum Severity {
 }
 
 impl Severity {
+    /// From a measured share (percent) against two thresholds: P0 from
+    /// `p0`, P1 from `p1`, P2 below.
+    pub fn from_share(pct: f64, p0: f64, p1: f64) -> Severity {
+        if pct >= p0 {
+            Severity::P0
+        } else if pct >= p1 {
+            Severity::P1
+        } else {
+            Severity::P2
+        }
+    }
+
+    /// The impact level that goes with a severity ranked from impact.
+    pub fn impact(self) -> Level {
+        match self {
+            Severity::P0 => Level::High,
+            Severity::P1 => Level::Medium,
+            Severity::P2 => Level::Low,
+        }
+    }
+
     pub fn heading(self) -> &'static str {
         match self {
             Severity::P0 => "P0 - Critical (Immediate Fix Required)",

@@ -4,7 +4,7 @@
 //! the code that blocked on workers during the same window while not
 //! waiting on a lock itself (a lock held across a slow operation).
 
-use super::{Category, CodeFix, Complexity, Evidence, Finding, Level, Rule, Severity};
+use super::{Category, CodeFix, Complexity, Evidence, Finding, Rule, Severity};
 
 pub struct SyncLockContention {
     pub p0_worker_pct: f64,
@@ -33,13 +33,7 @@ impl Rule for SyncLockContention {
             .iter()
             .filter(|s| s.intervals > 0)
             .map(|s| {
-                let severity = if s.worker_time_pct >= self.p0_worker_pct {
-                    Severity::P0
-                } else if s.worker_time_pct >= self.p1_worker_pct {
-                    Severity::P1
-                } else {
-                    Severity::P2
-                };
+                let severity = Severity::from_share(s.worker_time_pct, self.p0_worker_pct, self.p1_worker_pct);
                 let via = s.via.as_deref().map(|v| format!(" in `{v}`")).unwrap_or_default();
                 Finding {
                     rule: self.id(),
@@ -57,11 +51,7 @@ impl Rule for SyncLockContention {
                         holder.clone().unwrap_or_default()
                     ),
                     recommendation: "never hold a std::sync lock across slow work: copy what you need and drop the guard first; if it must be held across an .await, use tokio::sync::Mutex".to_string(),
-                    impact: match severity {
-                        Severity::P0 => Level::High,
-                        Severity::P1 => Level::Medium,
-                        Severity::P2 => Level::Low,
-                    },
+                    impact: severity.impact(),
                     complexity: Complexity::Medium,
                     estimated_gain: format!("frees {:.2}% of worker time spent waiting for the lock", s.worker_time_pct),
                     ranking: format!(
