@@ -98,9 +98,16 @@ fn diff_of_real_audits_fails_on_the_regressed_hotspot_and_lists_fixed_findings()
     let hot = json["metrics"].as_array().unwrap().iter().find(|m| m["name"] == "cpu.hotspot:cpu_burner::hot_spin").unwrap();
     assert_eq!(hot["verdict"], "improved", "{hot}");
 
-    // A per-metric key can switch the regressed family off: then the gate passes.
+    // Per-metric keys can switch the regressed metrics off (the hotspot
+    // family, and the process's CPU cores, which the heavier work raises
+    // too): then the gate passes.
     let out = tmp.path().join("switched-off");
-    let run = diff(&light.out_dir, &heavy.out_dir, &out, &["--max-regression", "cpu.hotspot=off"]);
+    let run = diff(
+        &light.out_dir,
+        &heavy.out_dir,
+        &out,
+        &["--max-regression", "cpu.hotspot=off", "--max-regression", "baseline.cpu_cores=off"],
+    );
     assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
 
     // The audit wrote a CI workflow that gates with diff.

@@ -75,7 +75,7 @@ fn test(extra: &[String]) -> Result<(), String> {
         "unit tests (cargo test --workspace --exclude perf-audit-tests)",
     )?;
     run_checked(
-        cargo().current_dir(&root).args(["test", "-p", "perf-audit-tests"]).args(extra).args(["--", "--test-threads=1"]),
+        cargo().current_dir(&root).args(["test", "--no-fail-fast", "-p", "perf-audit-tests"]).args(extra).args(["--", "--test-threads=1"]),
         "end-to-end tests with real eBPF (cargo test -p perf-audit-tests -- --test-threads=1)",
     )
 }
