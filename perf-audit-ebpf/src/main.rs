@@ -10,6 +10,7 @@
 
 mod cpu;
 mod maps;
+mod memory;
 
 #[cfg(not(test))]
 #[panic_handler]
