@@ -24,6 +24,7 @@ Outputs (in --out, default perf-audit-<service>-<UTC timestamp>/):
   report.json      the same, machine-readable (schema_version 1)
   report.html      the report for a browser, flamegraphs embedded, no network needed
   flamegraph.svg   interactive CPU flamegraph (open in a browser)
+  memory.svg       memory flamegraph: bytes allocated per stack (profile memory)
   stacks.folded    folded stacks, one `root;...;leaf count` line per stack
   alerts.yml       Prometheus alert rules, thresholds from the measured baseline
 
@@ -104,6 +105,12 @@ pub struct Args {
     /// target's binary keeps them and `.eh_frame` (dwarf) otherwise.
     #[arg(long, value_enum, default_value_t = UnwindChoice::Auto)]
     pub unwind: UnwindChoice,
+
+    /// Memory profile: `default` probes the allocator only in short windows
+    /// (5% of the time, estimates scaled up; for production), `precise`
+    /// probes every allocator call for the whole audit (exact; costlier).
+    #[arg(long, value_enum, default_value_t = crate::memory::MemoryMode::Default)]
+    pub memory: crate::memory::MemoryMode,
 
     /// Output directory (created if missing).
     #[arg(long, value_name = "DIR")]

@@ -126,9 +126,17 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
         );
         tokio::spawn(load::run(load_plan, load_stopped))
     });
+    let memory = match plan.profiles.contains(&Profile::Memory) {
+        true => Some(crate::memory::MemoryCollector::start(pid, Path::new(&info.exe), plan.memory).await?),
+        false => None,
+    };
     let cpu_start = target::cpu_seconds(pid);
     let mut collected = collect(&plan, &session, pid, stack_copy.as_mut()).await;
     let cpu_end = target::cpu_seconds(pid);
+    let memory_raw = match memory {
+        Some(collector) => Some(collector.finish().await?),
+        None => None,
+    };
     let _ = stop_load.send(());
     let load_result: Option<LoadResult> = match load_task {
         Some(task) => Some(task.await.map_err(|e| Error::internal(format!("the load generator panicked: {e}")))?),
@@ -152,7 +160,12 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
     drop(private_db);
 
     eprintln!("perf-audit: symbolizing {} distinct stacks", raw.len());
-    let profile = StackSymbolizer::new().cpu_profile(&raw, &collected.maps, Path::new(&info.exe));
+    let symbolizer = StackSymbolizer::new();
+    let profile = symbolizer.cpu_profile(&raw, &collected.maps, Path::new(&info.exe));
+    let (memory_section, memory_folded) = memory_raw
+        .as_ref()
+        .map(|raw| crate::memory::build_section(raw, &symbolizer, Path::new(&info.exe)))
+        .unzip();
     let hotspots = hotspots(&profile);
     let mut threads: std::collections::BTreeMap<String, u64> = Default::default();
     for stack in &profile.stacks {
@@ -163,6 +176,7 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
 
     let evidence = Evidence {
         cpu: Some(CpuEvidence { profile: &profile, hotspots: &hotspots, total_samples: profile.total_samples() }),
+        memory: memory_section.as_ref().map(|section| findings::MemoryEvidence { section }),
     };
     let mut findings = findings::evaluate(&evidence);
     for finding in &mut findings {
@@ -197,7 +211,7 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
         unavailable_profiles: plan.unavailable.iter().map(|p| p.as_str().to_string()).collect(),
         kernel: KernelInfo { release: support.release.clone(), btf: support.btf },
         baseline,
-        cpu: Some(CpuSection::build(
+        cpu: plan.profiles.contains(&Profile::Cpu).then(|| CpuSection::build(
             &counters,
             unwind,
             profile.complete_share(),
@@ -206,6 +220,7 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
             threads,
             HOTSPOT_ROWS,
         )),
+        memory: memory_section,
         findings,
         rerun_command: rerun_command(&plan, &info),
     };
@@ -224,11 +239,24 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
     let md = markdown::render(&report);
     write(&out_dir.join("report.md"), md.as_bytes())?;
     write(&out_dir.join("alerts.yml"), alerts::render(&report).as_bytes())?;
-    let page = html::render(
-        &format!("Performance Audit: {}", report.target.name),
-        &md,
-        &[html::Embedded { title: "CPU flamegraph (flamegraph.svg)", svg: &svg }],
-    );
+    let memory_svg = match (&memory_folded, &report.memory) {
+        (Some(folded), Some(m)) => {
+            let svg = render::flamegraph_svg(
+                &format!("Memory: {} (pid {pid})", info.name),
+                &format!("bytes allocated per stack, {} mode ({:.1}% of the time probed)", m.mode, m.probed_time_pct),
+                "bytes",
+                folded,
+            )?;
+            write(&out_dir.join("memory.svg"), &svg)?;
+            Some(svg)
+        }
+        _ => None,
+    };
+    let mut embedded = vec![html::Embedded { title: "CPU flamegraph (flamegraph.svg)", svg: &svg }];
+    if let Some(svg) = &memory_svg {
+        embedded.push(html::Embedded { title: "Memory flamegraph (memory.svg)", svg });
+    }
+    let page = html::render(&format!("Performance Audit: {}", report.target.name), &md, &embedded);
     write(&out_dir.join("report.html"), page.as_bytes())?;
     Ok(AuditOutput { out_dir, report })
 }

@@ -22,8 +22,6 @@ pub const MEM_LIVE_CAPACITY: u32 = 1_048_576;
 pub const MEM_PENDING_CAPACITY: u32 = 16_384;
 /// Bytes of user stack scanned for the fingerprint at each allocator call.
 pub const MEM_FINGERPRINT_BYTES: usize = 512;
-/// At most this many code addresses enter the fingerprint (innermost first).
-pub const MEM_FINGERPRINT_FRAMES: usize = 10;
 /// Code ranges (the target's executable mappings) a fingerprint value must
 /// fall in: the agent fills the first entries, `end == 0` ends the list.
 pub const MEM_TEXT_RANGES: u32 = 4;

@@ -6,7 +6,10 @@
 //! a byte count, a query time) and says which one in `evidence`. Severity is
 //! decided from the measured impact, and `ranking` says how.
 
+mod allocation_churn;
 mod cpu_hotspot;
+mod memory_leak;
+mod unbounded_growth;
 
 use crate::profile::{CpuProfile, hotspots::Hotspot};
 
@@ -98,6 +101,11 @@ pub struct SourceExcerpt {
 /// Everything the rules may look at. Collectors that did not run are `None`.
 pub struct Evidence<'a> {
     pub cpu: Option<CpuEvidence<'a>>,
+    pub memory: Option<MemoryEvidence<'a>>,
+}
+
+pub struct MemoryEvidence<'a> {
+    pub section: &'a crate::memory::section::MemorySection,
 }
 
 pub struct CpuEvidence<'a> {
@@ -114,7 +122,13 @@ pub trait Rule {
 
 /// The rules of this build, in no particular order (findings are sorted).
 pub fn all_rules() -> Vec<Box<dyn Rule>> {
-    vec![Box::new(CpuHotspot::default())]
+    vec![
+        Box::new(CpuHotspot::default()),
+        Box::new(memory_leak::MemoryLeak::default()),
+        Box::new(unbounded_growth::UnboundedGrowth::default()),
+        Box::new(allocation_churn::AllocationChurn::hot_path()),
+        Box::new(allocation_churn::AllocationChurn::churn()),
+    ]
 }
 
 /// Runs every rule and ranks the findings: severity, then measured impact

@@ -3,6 +3,7 @@
 //! back into plain Rust values (no symbols, no analysis here).
 
 pub mod cpu;
+pub mod memory;
 
 use std::{fs, path::Path};
 

@@ -174,6 +174,7 @@ pub fn origin_of_path(path: &str) -> Origin {
         "/vendor/",
         "/cargo/registry/",
         "/lib/rustlib/src/",
+        "/rust/deps/",
     ];
     if DEPENDENCY_MARKERS.iter().any(|m| path.contains(m)) {
         Origin::Dependency

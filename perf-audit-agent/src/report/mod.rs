@@ -47,6 +47,8 @@ pub struct Report {
     /// Service-level metrics measured during the audit.
     pub baseline: Baseline,
     pub cpu: Option<CpuSection>,
+    /// The memory profile (allocation tables, leaks, growth).
+    pub memory: Option<crate::memory::section::MemorySection>,
     pub findings: Vec<Finding>,
     /// The command that re-runs this audit.
     pub rerun_command: String,
