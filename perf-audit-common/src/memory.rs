@@ -65,6 +65,11 @@ pub struct PendingAlloc {
     pub site: u64,
     /// `posix_memalign`: where the pointer is written (0 otherwise).
     pub out_ptr: u64,
+    /// Stack pointer at the entry: the matching return has `sp + 8` (the
+    /// return address popped). A call made from inside another allocator
+    /// call (glibc's `realloc(NULL, n)` calls `malloc`) has a lower `sp` and
+    /// is not counted twice.
+    pub sp: u64,
 }
 
 /// A code range of the target (value of `MEM_TEXT`).
@@ -101,6 +106,10 @@ pub struct MemStackSample {
 pub mod mem_control {
     /// Current sampling window number (starts at 1).
     pub const WINDOW: u32 = 0;
+    /// Non-zero while allocations are recorded. Cleared at a window's end
+    /// before the probes are detached, so that no allocation is recorded
+    /// after `free` stops being watched.
+    pub const RECORDING: u32 = 1;
     pub const SLOTS: u32 = 4;
 }
 
@@ -124,7 +133,8 @@ pub enum MemCounter {
     StackRingFull = 5,
     /// Fingerprint stack reads that failed (counted under a fallback key).
     FingerprintReadFailed = 6,
-    /// Returns without a matching entry, or entries never returned.
+    /// Allocations whose return was never seen (the probes were detached
+    /// while the call ran): counted in their site, not tracked for frees.
     PendingLost = 7,
     /// Allocations that returned NULL.
     AllocFailed = 8,
@@ -197,7 +207,7 @@ mod layout_tests {
     fn memory_layouts_are_pinned() {
         assert_eq!(size_of::<SiteStats>(), 48);
         assert_eq!(size_of::<LiveAlloc>(), 24);
-        assert_eq!(size_of::<PendingAlloc>(), 24);
+        assert_eq!(size_of::<PendingAlloc>(), 32);
         assert_eq!(size_of::<TextRange>(), 16);
         assert_eq!(offset_of!(MemStackSample, site), 0);
         assert_eq!(offset_of!(MemStackSample, tgid), 8);

@@ -185,12 +185,24 @@ fn send_stack(regs: &pt_regs, tgid: u32, tid: u32, site: u64) -> bool {
 #[inline(always)]
 fn alloc_enter(ctx: &ProbeContext, size: u64, out_ptr: u64) {
     let Some((tgid, tid)) = current_target_thread() else { return };
-    bump(MemCounter::AllocCalls);
+    if MEM_CONTROL.get(mem_control::RECORDING).copied().unwrap_or(0) == 0 {
+        return;
+    }
     // SAFETY: the probe context's registers are the user registers.
     let regs = unsafe { &*ctx.regs };
+    // SAFETY: a copy of the entry is taken.
+    if let Some(outer) = unsafe { MEM_PENDING.get(&tid) }.copied() {
+        if outer.sp > regs.rsp {
+            // Called from inside another allocator call on this thread.
+            return;
+        }
+        // A call whose return was never seen (probes detached meanwhile).
+        bump(MemCounter::PendingLost);
+    }
+    bump(MemCounter::AllocCalls);
     let site = fingerprint(regs.rsp);
     charge_alloc(regs, tgid, tid, site, size);
-    let pending = PendingAlloc { size, site, out_ptr };
+    let pending = PendingAlloc { size, site, out_ptr, sp: regs.rsp };
     if MEM_PENDING.insert(&tid, &pending, 0).is_err() {
         bump(MemCounter::PendingLost);
     }
@@ -305,9 +317,15 @@ pub fn mem_alloc_return(ctx: RetProbeContext) -> u32 {
     let Some((_tgid, tid)) = current_target_thread() else { return 0 };
     // SAFETY: a copy is taken before the entry is removed.
     let Some(pending) = (unsafe { MEM_PENDING.get(&tid) }).copied() else {
-        bump(MemCounter::PendingLost);
+        // The entry was not recorded (outside a recording window).
         return 0;
     };
+    // SAFETY: the probe context's registers are the user registers.
+    let sp = unsafe { (*ctx.regs).rsp };
+    if pending.sp.wrapping_add(8) != sp {
+        // The return of a nested call: the outer call's is still to come.
+        return 0;
+    }
     let _ = MEM_PENDING.remove(&tid);
     let ret: u64 = ctx.ret();
     let ptr = if pending.out_ptr != 0 {

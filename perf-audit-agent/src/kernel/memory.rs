@@ -331,6 +331,7 @@ pub struct MemoryKernel {
     pid: u32,
     plan: AllocatorPlan,
     links: Vec<(&'static str, UProbeLinkId)>,
+    closing: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl MemoryKernel {
@@ -348,7 +349,7 @@ impl MemoryKernel {
             .map_max_entries(names::USER_STACK_SAMPLES, 4096)
             .load(EBPF_OBJECT)
             .map_err(|e| load_error("loading the eBPF object for the memory profile", &e))?;
-        let mut kernel = MemoryKernel { ebpf, pid, plan, links: Vec::new() };
+        let mut kernel = MemoryKernel { ebpf, pid, plan, links: Vec::new(), closing: Vec::new() };
         let mut pids: aya::maps::HashMap<_, u32, u8> = aya::maps::HashMap::try_from(
             kernel.ebpf.map_mut(names::TARGET_PIDS).ok_or_else(|| missing(names::TARGET_PIDS))?,
         )
@@ -426,30 +427,61 @@ impl MemoryKernel {
         self.detach_where(|_| true);
     }
 
-    /// Detaches the allocating calls' probes, keeping `free`'s.
-    pub fn detach_allocations(&mut self) {
-        self.detach_where(|name| name != mem_names::FREE);
-    }
-
+    /// Closing a uprobe link removes its breakpoint at once, then waits for
+    /// the kernel's grace periods before returning: ~0.1 s for an entry
+    /// probe, ~1 s for a uretprobe (measured on 6.18). The target stops
+    /// paying when the breakpoint goes, so the links are closed on a
+    /// background thread (in parallel, so the waits overlap) and the duty
+    /// cycle keeps its clock; [`MemoryKernel::join_detaches`] waits for them.
     fn detach_where(&mut self, which: impl Fn(&str) -> bool) {
         let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.links).into_iter().partition(|(n, _)| which(n));
         self.links = kept;
+        let mut owned = Vec::with_capacity(gone.len());
         for (name, link) in gone {
             if let Some(program) = self.ebpf.program_mut(name) {
                 let program: std::result::Result<&mut UProbe, _> = program.try_into();
                 if let Ok(program) = program {
-                    let _ = program.detach(link);
+                    if let Ok(link) = program.take_link(link) {
+                        owned.push(link);
+                    }
                 }
             }
+        }
+        if owned.is_empty() {
+            return;
+        }
+        self.closing.retain(|h| !h.is_finished());
+        self.closing.push(std::thread::spawn(move || {
+            std::thread::scope(|scope| {
+                for link in owned {
+                    scope.spawn(move || drop(link));
+                }
+            });
+        }));
+    }
+
+    /// Waits until every detached link is closed in the kernel.
+    pub fn join_detaches(&mut self) {
+        for handle in self.closing.drain(..) {
+            let _ = handle.join();
         }
     }
 
     pub fn set_window(&mut self, window: u64) -> Result<()> {
+        self.set_control(mem_control::WINDOW, window)
+    }
+
+    /// Starts or stops recording allocations (probes stay as they are).
+    pub fn set_recording(&mut self, on: bool) -> Result<()> {
+        self.set_control(mem_control::RECORDING, on as u64)
+    }
+
+    fn set_control(&mut self, slot: u32, value: u64) -> Result<()> {
         let mut control: Array<_, u64> = Array::try_from(
             self.ebpf.map_mut(mem_names::CONTROL).ok_or_else(|| missing(mem_names::CONTROL))?,
         )
         .map_err(|e| Error::internal(format!("MEM_CONTROL: {e}")))?;
-        control.set(mem_control::WINDOW, window, 0).map_err(|e| Error::internal(format!("MEM_CONTROL: {e}")))
+        control.set(slot, value, 0).map_err(|e| Error::internal(format!("MEM_CONTROL: {e}")))
     }
 
     /// Takes the new-site stack ring (once).
@@ -506,6 +538,7 @@ impl MemoryKernel {
 impl Drop for MemoryKernel {
     fn drop(&mut self) {
         self.detach();
+        self.join_detaches();
     }
 }
 

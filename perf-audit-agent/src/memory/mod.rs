@@ -45,9 +45,9 @@ use crate::{
 };
 
 /// Length of one probing window in default mode.
-pub const DEFAULT_WINDOW: Duration = Duration::from_millis(50);
+pub const DEFAULT_WINDOW: Duration = Duration::from_millis(100);
 /// A window starts every this often in default mode (5% of the time).
-pub const DEFAULT_PERIOD: Duration = Duration::from_millis(1000);
+pub const DEFAULT_PERIOD: Duration = Duration::from_millis(2000);
 /// After a window, `free` alone stays probed this long.
 pub const FREE_GRACE: Duration = Duration::from_millis(10);
 /// How often precise mode snapshots the per-site counters.
@@ -101,9 +101,13 @@ pub struct MemoryRaw {
     pub rss: Vec<(f64, u64)>,
     pub peak_rss_bytes: u64,
     pub current_rss_bytes: u64,
-    /// Share of the collection time the allocator probes were attached.
+    /// Share of the collection time allocations were recorded (the
+    /// sampling rate of default mode; 1 in precise mode).
     pub duty: f64,
-    pub attached_s: f64,
+    pub recorded_s: f64,
+    /// Time any allocator probe was attached (windows, attach and the
+    /// free-only grace): what the target paid for.
+    pub probed_s: f64,
     pub elapsed_s: f64,
     pub windows: u64,
     pub maps: MapsSnapshot,
@@ -146,6 +150,7 @@ impl MemoryCollector {
             .map_err(|e| Error::internal(format!("cannot poll the memory stack ring: {e}")))?;
         if mode != MemoryMode::Default {
             kernel.attach()?;
+            kernel.set_recording(true)?;
         }
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(run(kernel, ring, pid, mode, maps, stopped));
@@ -228,7 +233,10 @@ async fn run(
     let mut stacks = Stacks { ring, unwinder: ProcessUnwinder::new(), tables: TableCache::default(), stacks: HashMap::new(), truncated: 0, pid };
     let mut series = Vec::new();
     let mut rss = Vec::new();
-    let mut attached = Duration::ZERO;
+    // Time allocations were recorded (the sampling share), and time any
+    // probe was attached (what the target paid for).
+    let mut recorded = Duration::ZERO;
+    let mut probed = Duration::ZERO;
     let mut attached_since = kernel.attached().then(Instant::now);
     let mut windows: u64 = if kernel.attached() { 1 } else { 0 };
     let mut peak_rss = 0u64;
@@ -258,6 +266,9 @@ async fn run(
                     kernel.set_window(windows)?;
                     let opened = Instant::now();
                     kernel.attach()?;
+                    // Every probe (free's included) is in place: record.
+                    kernel.set_recording(true)?;
+                    let recording = Instant::now();
                     // Stop early if the audit ends during the window.
                     let window_end = tokio::time::sleep(DEFAULT_WINDOW);
                     tokio::pin!(window_end);
@@ -272,12 +283,15 @@ async fn run(
                             }
                         }
                     }
-                    kernel.detach_allocations();
+                    kernel.set_recording(false)?;
+                    recorded += recording.elapsed();
                     if !stop_now {
                         tokio::time::sleep(FREE_GRACE).await;
                     }
+                    // Breakpoints go at once; the kernel's grace periods
+                    // finish on a background thread.
                     kernel.detach();
-                    attached += opened.elapsed();
+                    probed += opened.elapsed();
                     series.push(Snapshot { t: start.elapsed().as_secs_f64(), sites: kernel.read_sites()? });
                     if stop_now {
                         break;
@@ -298,10 +312,13 @@ async fn run(
         }
     }
     if let Some(since) = attached_since.take() {
-        attached += since.elapsed();
+        recorded += since.elapsed();
+        probed += since.elapsed();
     }
     kernel.detach();
     let elapsed = start.elapsed();
+    // Every probe closed before the final read: no event races the counts.
+    tokio::task::block_in_place(|| kernel.join_detaches());
     let sites = kernel.read_sites()?;
     if mode != MemoryMode::Default {
         series.push(Snapshot { t: elapsed.as_secs_f64(), sites: sites.clone() });
@@ -314,7 +331,7 @@ async fn run(
     stacks.drain(&mut maps);
     let counters = kernel.counters()?;
     let duty = if mode == MemoryMode::Default {
-        (attached.as_secs_f64() / elapsed.as_secs_f64().max(1e-9)).clamp(1e-6, 1.0)
+        (recorded.as_secs_f64() / elapsed.as_secs_f64().max(1e-9)).clamp(1e-6, 1.0)
     } else {
         1.0
     };
@@ -330,7 +347,8 @@ async fn run(
         peak_rss_bytes: peak_rss,
         current_rss_bytes: current_rss,
         duty,
-        attached_s: attached.as_secs_f64(),
+        recorded_s: recorded.as_secs_f64(),
+        probed_s: probed.as_secs_f64(),
         elapsed_s: elapsed.as_secs_f64(),
         windows,
         maps,

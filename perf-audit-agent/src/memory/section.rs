@@ -24,7 +24,11 @@ pub struct MemorySection {
     pub mode: String,
     /// How the numbers were sampled, in one sentence.
     pub sampling: String,
-    /// Share of the audit the allocator probes were attached, percent.
+    /// Share of the audit allocations were recorded (the sampling rate),
+    /// percent; 100 in precise mode.
+    pub recorded_time_pct: f64,
+    /// Share of the audit any allocator probe was attached (what the
+    /// target paid for), percent.
     pub probed_time_pct: f64,
     pub windows: u64,
     /// Which allocator was probed, and in which file.
@@ -100,12 +104,13 @@ impl MemorySection {
         let plan = &raw.allocator;
         let sampling = match raw.mode {
             MemoryMode::Default => format!(
-                "allocator probes attached in {} ms windows every {} s ({} windows, {:.1}% of the {:.1} s audit, detached in between); every count is scaled by {:.1}x, and a free seen in a later window than its allocation by {:.0}x",
+                "allocations recorded in {} ms windows every {} s ({} windows: {:.1}% of the {:.1} s audit; probes attached {:.1}% of the time, detached in between); every count is scaled by {:.1}x, and a free seen in a later window than its allocation by {:.0}x",
                 super::DEFAULT_WINDOW.as_millis(),
                 super::DEFAULT_PERIOD.as_secs_f64(),
                 raw.windows,
                 raw.duty * 100.0,
                 raw.elapsed_s,
+                raw.probed_s / raw.elapsed_s.max(1e-9) * 100.0,
                 1.0 / raw.duty,
                 1.0 / (raw.duty * raw.duty),
             ),
@@ -119,8 +124,10 @@ impl MemorySection {
             ),
         };
         // Cost: the calls seen, each at the measured cost of its probe kind.
-        let free_cost = plan.probes.iter().filter(|p| p.shape == CallShape::Free).map(probe_cost_us).fold(0.0, f64::max);
-        let alloc_cost = plan.probes.iter().filter(|p| p.shape != CallShape::Free).map(probe_cost_us).fold(0.0, f64::max);
+        // Most calls go to the family's first allocating and freeing entry
+        // points (malloc/free, mi_malloc/mi_free...).
+        let first = |free: bool| plan.probes.iter().find(|p| (p.shape == CallShape::Free) == free).map(probe_cost_us).unwrap_or(0.0);
+        let (alloc_cost, free_cost) = (first(false), first(true));
         let cost_s = (raw.counters.alloc_calls as f64 * alloc_cost + raw.counters.free_calls as f64 * free_cost) / 1e6;
         let cost_pct = cost_s / raw.elapsed_s.max(1e-9) * 100.0;
         let rss_points: Vec<(f64, f64)> = raw.rss.iter().map(|(t, b)| (*t, *b as f64)).collect();
@@ -129,7 +136,8 @@ impl MemorySection {
             current_rss_bytes: raw.current_rss_bytes,
             mode: raw.mode.as_str().to_string(),
             sampling,
-            probed_time_pct: crate::report::round2(raw.duty * 100.0),
+            recorded_time_pct: crate::report::round2(raw.duty * 100.0),
+            probed_time_pct: crate::report::round2(raw.probed_s / raw.elapsed_s.max(1e-9) * 100.0),
             windows: raw.windows,
             allocator: format!("{} in {}", plan.family.name(), plan.object.display()),
             probes: plan
