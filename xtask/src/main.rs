@@ -19,12 +19,14 @@ commands:
                        print the report directory last (DEMO_SECONDS=30 by default)
   test                 install what is missing, build, run all tests (unit, end-to-end with real eBPF)
   bench cpu-overhead   CPU sampling overhead on a CPU-bound fixture: perf-audit vs `perf record -g -F 99`
+  bench memory         allocation-heavy fixture: memory default/precise vs heaptrack and memleak-style uprobes
   setup                install system packages and build the eBPF toolchain pieces only
 
 environment:
   CI=true              tests that need eBPF or Postgres run, never skip (they never skip anyway)
   BENCH_ROUNDS=N       rounds per benchmark (default 5)
-  BENCH_SECONDS=S      seconds per measured run (default 5)";
+  BENCH_SECONDS=S      seconds per measured run (default 5)
+  BENCH_WORK=N         work steps per allocation unit in `bench memory` (default 1000, ~2 µs)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

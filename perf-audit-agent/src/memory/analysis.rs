@@ -420,7 +420,7 @@ mod tests {
                     (leak, stats(100 * i, 100 * i * 1024, 0, 0)),
                     (churn, stats(10_000 * i, 10_000 * i * 64, 10_000 * i, 10_000 * i * 64)),
                     (table, stats(i, (1 << i) * 1024, i - 1, ((1 << i) - 2) * 1024)),
-                    (entries, stats(50 * i, 50 * i * 512, 0, 0)),
+                    (entries, stats(100 * i, 100 * i * 512, 0, 0)),
                 ]
                 .into_iter()
                 .collect(),
