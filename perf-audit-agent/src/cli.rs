@@ -107,7 +107,7 @@ pub struct Args {
     pub unwind: UnwindChoice,
 
     /// Memory profile: `default` probes the allocator only in short windows
-    /// (5% of the time, estimates scaled up; for production), `precise`
+    /// (100 ms every 5 s, estimates scaled up; for production), `precise`
     /// probes every allocator call for the whole audit (exact; costlier).
     #[arg(long, value_enum, default_value_t = crate::memory::MemoryMode::Default)]
     pub memory: crate::memory::MemoryMode,

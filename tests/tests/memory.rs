@@ -119,11 +119,11 @@ fn precise_mode_finds_the_leak_the_churn_and_the_growing_map() {
 
 #[test]
 fn default_mode_samples_a_small_share_of_the_time_and_still_names_the_sites() {
-    let (_run, report) = audit("default", "10s");
+    let (_run, report) = audit("default", "16s");
     let memory = &report["memory"];
     let recorded = memory["recorded_time_pct"].as_f64().unwrap();
-    assert!((2.0..=10.0).contains(&recorded), "recorded {recorded}% of the time");
-    assert!(memory["probed_time_pct"].as_f64().unwrap() < 15.0, "{memory}");
+    assert!((1.0..=5.0).contains(&recorded), "recorded {recorded}% of the time");
+    assert!(memory["probed_time_pct"].as_f64().unwrap() < 8.0, "{memory}");
     assert!(memory["windows"].as_u64().unwrap() >= 4);
     // Counts are scaled up: far more estimated than observed allocations.
     let observed = memory["alloc_calls_observed"].as_u64().unwrap();

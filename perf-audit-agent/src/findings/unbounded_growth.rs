@@ -43,8 +43,12 @@ impl Rule for UnboundedGrowth {
                 };
                 let what = g.ty.as_deref().map(|t| format!(" ({t})")).unwrap_or_default();
                 let (recommendation, code_fix) = if g.held_by_collection {
+                    let which = match &g.collection_grown_in {
+                        Some(f) if *f != g.function => format!("the collection grown in `{f}`"),
+                        _ => "the collection".to_string(),
+                    };
                     (
-                        "bound the collection: a cache with a maximum size and a TTL (e.g. `moka::sync::Cache::builder().max_capacity(..).time_to_live(..)`), or evict entries when they are no longer needed".to_string(),
+                        format!("bound {which}: a cache with a maximum size and a TTL (e.g. `moka::sync::Cache::builder().max_capacity(..).time_to_live(..)`), keyed so that lookups hit, or evict entries when they are no longer needed"),
                         Some(CodeFix {
                             before: "static CACHE: LazyLock<Mutex<HashMap<K, V>>> = ...;\nCACHE.lock().unwrap().insert(key, value);   // never evicted".to_string(),
                             after: "static CACHE: LazyLock<moka::sync::Cache<K, V>> = LazyLock::new(|| {\n    moka::sync::Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(300)).build()\n});\nCACHE.insert(key, value);".to_string(),

@@ -73,9 +73,11 @@ pub struct LeakRow {
     /// Probability that every one of them was freed and no free was seen
     /// ((1-d)^n; 0 in precise mode, where every free is seen).
     pub p_all_freed_unseen: f64,
-    /// The same function grows a collection (a map, a vector): the memory
-    /// is likely held there rather than lost.
+    /// The same function grows a collection (a map, a vector), or calls
+    /// code that does: the memory is likely held there rather than lost.
     pub held_by_collection: bool,
+    /// The function whose call grows that collection.
+    pub collection_grown_in: Option<String>,
 }
 
 /// A function whose live bytes rise steadily (report.json `growth`).
@@ -94,6 +96,7 @@ pub struct GrowthRow {
     #[serde(rename = "type")]
     pub ty: Option<String>,
     pub held_by_collection: bool,
+    pub collection_grown_in: Option<String>,
     pub never_freed: bool,
 }
 
@@ -230,6 +233,19 @@ pub fn analyze(input: &Input<'_>) -> Analysis {
 
     let mut site_ids: Vec<&u64> = input.sites.keys().collect();
     site_ids.sort();
+    // Functions that call into a collection's growth (a map's table
+    // resize...): memory they allocate and never free is likely moved into
+    // that collection. Function -> the function that grows the collection.
+    let mut collection_callers: BTreeMap<String, String> = BTreeMap::new();
+    for site in &site_ids {
+        let frames = input.stacks.get(site).unwrap_or(&empty);
+        let attr = attribute(frames);
+        if attr.grows_collection {
+            for f in frames.iter().filter(|f| f.origin == Origin::Owner) {
+                collection_callers.entry(f.display_name()).or_insert_with(|| attr.function.clone());
+            }
+        }
+    }
     for site in site_ids {
         let stats = &input.sites[site];
         let frames = input.stacks.get(site).unwrap_or(&empty);
@@ -278,6 +294,8 @@ pub fn analyze(input: &Input<'_>) -> Analysis {
     let mut leaks = Vec::new();
     let mut growth = Vec::new();
     for (function, g) in &groups {
+        let held_by = collection_callers.get(function).cloned();
+        let held = g.collection || held_by.is_some();
         let bytes = g.alloc_bytes as f64 / d;
         let count = g.alloc_count as f64 / d;
         total_bytes += bytes;
@@ -311,7 +329,8 @@ pub fn analyze(input: &Input<'_>) -> Analysis {
                 ty: ty.clone(),
                 observed_allocations: observed,
                 p_all_freed_unseen: if d >= 1.0 { 0.0 } else { (1.0 - d).powf(observed as f64) },
-                held_by_collection: g.collection,
+                held_by_collection: held,
+                collection_grown_in: held_by.clone(),
             });
         }
         // Live bytes of the function's sites at each snapshot.
@@ -337,7 +356,8 @@ pub fn analyze(input: &Input<'_>) -> Analysis {
                         end_bytes: points.last().map(|p| p.1).unwrap_or(0.0).round() as u64,
                         points: points.len(),
                         ty: ty.clone(),
-                        held_by_collection: g.collection,
+                        held_by_collection: held,
+                        collection_grown_in: held_by.clone(),
                         never_freed: !g.unfreed.is_empty() && g.unfreed.len() == g.sites.len(),
                     });
                 }
@@ -442,6 +462,21 @@ mod tests {
         assert_eq!(a.top_allocators[0].live_bytes, 0);
         assert_eq!(a.top_allocators[0].ty.as_deref(), Some("Vec<_>"));
         assert!((a.top_allocators[0].allocs_per_s - 10_000.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn unfreed_memory_of_a_function_that_grows_a_map_in_a_callee_is_held_by_it() {
+        let stacks: HashMap<u64, Vec<Frame>> = [
+            (1, vec![owner("svc::profile", 10), dep("<alloc::vec::Vec<T,A> as core::clone::Clone>::clone", true), native("malloc")]),
+            (2, vec![owner("svc::profile", 11), owner("svc::cache_insert", 40), dep("hashbrown::raw::RawTable<T,A>::reserve_rehash", false), native("malloc")]),
+        ]
+        .into_iter()
+        .collect();
+        let sites: HashMap<u64, SiteStats> = [(1, stats(100, 256 * 1024, 0, 0)), (2, stats(3, 4096, 2, 1024))].into_iter().collect();
+        let a = analyze(&Input { duty: 1.0, elapsed_s: 10.0, sites: &sites, series: &[], stacks: &stacks });
+        let l = a.leak_candidates.iter().find(|l| l.function == "svc::profile").unwrap();
+        assert!(l.held_by_collection);
+        assert_eq!(l.collection_grown_in.as_deref(), Some("svc::cache_insert"));
     }
 
     #[test]
