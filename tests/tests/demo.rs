@@ -44,6 +44,31 @@ fn the_demo_audit_finds_the_planted_defects_and_writes_a_valid_report() {
     let line = source.lines().nth(score.3 as usize - 1).unwrap();
     assert!(source.lines().take(score.3 as usize).collect::<Vec<_>>().join("\n").contains("fn compute_affinity_score"), "line {} is not inside compute_affinity_score: {line}", score.3);
 
+    // Memory (default mode): planted defect 8, the needless allocation on
+    // the request path, is an allocation finding at build_feed_items, and
+    // planted defect 7, the unbounded cache, shows as memory held and
+    // growing at the profile handler or its cache insert.
+    let memory = &report["memory"];
+    assert_eq!(memory["mode"], "default", "{memory}");
+    let top: Vec<&str> = memory["top_allocators"].as_array().unwrap().iter().filter_map(|r| r["function"].as_str()).collect();
+    assert!(top.iter().take(5).any(|f| *f == "demo_service::handlers::build_feed_items"), "top allocators: {top:?}");
+    assert!(
+        found.iter().any(|(rule, f, _, _)| (rule == "allocation-hot-path" || rule == "allocation-churn") && f == "demo_service::handlers::build_feed_items"),
+        "no allocation finding at build_feed_items: {found:?}"
+    );
+    let cache = |f: &str| f == "demo_service::handlers::profile" || f == "demo_service::handlers::cache_rendered_profile";
+    let held: Vec<&str> = ["leak_candidates", "growth"]
+        .iter()
+        .flat_map(|list| memory[*list].as_array().unwrap().iter().filter_map(|r| r["function"].as_str()))
+        .collect();
+    assert!(held.iter().any(|f| cache(f)), "the unbounded cache is neither a leak candidate nor growth: {held:?}");
+    assert!(
+        found.iter().any(|(rule, f, _, _)| (rule == "unbounded-growth" || rule == "memory-leak") && cache(f)),
+        "no memory finding at the unbounded cache: {found:?}"
+    );
+    assert!(run.file("report.md").contains("### Memory Profiling Results"));
+    assert!(run.file("memory.svg").contains("build_feed_items"));
+
     // The well-behaved twins are not flagged.
     for good in ["feed_fast", "report_fast", "health"] {
         assert!(!found.iter().any(|(_, f, _, _)| f.ends_with(good)), "{good} flagged: {found:?}");

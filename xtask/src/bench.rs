@@ -286,11 +286,12 @@ fn perf_script_completeness(data: &Path) -> Result<f64, String> {
 /// bcc's memleak attaches), so glibc's `free` is single-stepped.
 fn memory() -> Result<(), String> {
     let rounds = env_or("BENCH_ROUNDS", 3) as usize;
-    let seconds = env_or("BENCH_SECONDS", 6);
+    // 10 s measured: two whole default-mode periods (a window every 5 s).
+    let seconds = env_or("BENCH_SECONDS", 11);
     let work = env_or("BENCH_WORK", 1000);
     // Tools that attach to a launched process need a moment: the fixture
     // counts its rate from then on.
-    let measure_after = 1.5;
+    let measure_after = 1.0;
     let agent = release_agent()?;
     let fixture_bin = fixture("mem-leaker", false)?;
     let scratch = tempfile_dir()?;

@@ -10,9 +10,9 @@ use crate::kernel::memory::{CallShape, MemCounters, ProbePoint};
 /// Measured cost of one probe hit on this machine class (see
 /// `cargo xtask bench memory` and ARCHITECTURE.md): an emulated entry probe
 /// with our program, a uretprobe, and a single-stepped probe.
-pub const EMULATED_HIT_US: f64 = 0.7;
-pub const RETURN_HIT_US: f64 = 0.6;
-pub const SINGLE_STEP_HIT_US: f64 = 9.0;
+pub const EMULATED_HIT_US: f64 = 1.0;
+pub const RETURN_HIT_US: f64 = 1.5;
+pub const SINGLE_STEP_HIT_US: f64 = 10.0;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct MemorySection {
