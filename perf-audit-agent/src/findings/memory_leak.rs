@@ -34,10 +34,7 @@ impl Rule for MemoryLeak {
         section
             .leak_candidates
             .iter()
-            .filter(|l| !l.held_by_collection)
-            .filter(|l| {
-                section.top_allocators.iter().any(|r| r.function == l.function && r.origin == Origin::Owner)
-            })
+            .filter(|l| !l.held_by_collection && l.origin == Origin::Owner)
             .map(|l| {
                 let growth = section.growth.iter().find(|g| g.function == l.function);
                 let per_hour = growth.map(|g| g.slope_bytes_per_s * 3600.0).unwrap_or(0.0);

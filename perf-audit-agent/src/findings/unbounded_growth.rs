@@ -4,7 +4,7 @@
 //! that do not go through a collection are `memory-leak`'s.
 
 use super::{Category, CodeFix, Complexity, Evidence, Finding, Level, Rule, Severity, memory_leak::mib};
-use crate::profile::Origin;
+use crate::{memory::analysis::GrowthRow, profile::Origin};
 
 pub struct UnboundedGrowth {
     /// Projected growth per hour from which the finding is P0 / P1.
@@ -26,12 +26,36 @@ impl Rule for UnboundedGrowth {
     fn check(&self, evidence: &Evidence<'_>) -> Vec<Finding> {
         let Some(memory) = &evidence.memory else { return Vec::new() };
         let section = memory.section;
-        let owner = |f: &str| section.top_allocators.iter().any(|r| r.function == f && r.origin == Origin::Owner);
         let plain_leak = |f: &str| section.leak_candidates.iter().any(|l| l.function == f && !l.held_by_collection);
+        // Memory never freed and held by a collection is growth too, even
+        // when too few points were seen for a fit (a slow cache): its rise
+        // is the outstanding bytes over the audit.
+        let elapsed = section.elapsed_s.max(1e-9);
+        let held: Vec<GrowthRow> = section
+            .leak_candidates
+            .iter()
+            .filter(|l| l.held_by_collection && !section.growth.iter().any(|g| g.function == l.function))
+            .map(|l| GrowthRow {
+                function: l.function.clone(),
+                file: l.file.clone(),
+                line: l.line,
+                slope_bytes_per_s: l.bytes as f64 / elapsed,
+                r2: 0.0,
+                start_bytes: 0,
+                end_bytes: l.bytes,
+                points: 0,
+                ty: l.ty.clone(),
+                held_by_collection: true,
+                collection_grown_in: l.collection_grown_in.clone(),
+                never_freed: true,
+                origin: l.origin,
+            })
+            .collect();
         section
             .growth
             .iter()
-            .filter(|g| owner(&g.function) && !plain_leak(&g.function))
+            .chain(held.iter())
+            .filter(|g| g.origin == Origin::Owner && !plain_leak(&g.function))
             .map(|g| {
                 let per_hour = g.slope_bytes_per_s * 3600.0;
                 let severity = if per_hour >= self.p0_bytes_per_hour {
@@ -68,16 +92,25 @@ impl Rule for UnboundedGrowth {
                     function: g.function.clone(),
                     file: g.file.clone(),
                     line: g.line,
-                    evidence: format!(
-                        "live bytes allocated here{what} rose from {} to {} at {}/s (least squares over {} points, r² {:.2}, {} mode){}",
-                        mib(g.start_bytes as f64),
-                        mib(g.end_bytes as f64),
-                        mib(g.slope_bytes_per_s),
-                        g.points,
-                        g.r2,
-                        section.mode,
-                        if g.held_by_collection { "; the allocations grow a collection (map/vector) that is never shrunk" } else { "" }
-                    ),
+                    evidence: if g.points == 0 {
+                        format!(
+                            "{} allocated here{what} during the audit were never freed ({}/s on average, {} mode) and are held by a collection that is never shrunk",
+                            mib(g.end_bytes as f64),
+                            mib(g.slope_bytes_per_s),
+                            section.mode
+                        )
+                    } else {
+                        format!(
+                            "live bytes allocated here{what} rose from {} to {} at {}/s (least squares over {} points, r² {:.2}, {} mode){}",
+                            mib(g.start_bytes as f64),
+                            mib(g.end_bytes as f64),
+                            mib(g.slope_bytes_per_s),
+                            g.points,
+                            g.r2,
+                            section.mode,
+                            if g.held_by_collection { "; the allocations grow a collection (map/vector) that is never shrunk" } else { "" }
+                        )
+                    },
                     recommendation,
                     impact: if severity == Severity::P2 { Level::Medium } else { Level::High },
                     complexity: if g.held_by_collection { Complexity::Easy } else { Complexity::Medium },

@@ -23,8 +23,11 @@ use crate::profile::{Frame, Origin};
 pub const TOP_ROWS: usize = 15;
 /// A site is a leak candidate from this many observed allocations, none freed.
 pub const LEAK_MIN_ALLOCS: u64 = 8;
-/// ... holding at least this many (estimated) bytes at the end.
+/// ... holding at least this many (estimated) bytes at the end ...
 pub const LEAK_MIN_BYTES: f64 = 16.0 * 1024.0;
+/// ... and, in default mode, unlikely to have been freed unseen: each free
+/// outside a window is seen with probability d, so (1-d)^n must be small.
+pub const LEAK_MAX_P_UNSEEN: f64 = 0.05;
 /// Growth: a least-squares fit at least this good (r²) ...
 pub const GROWTH_MIN_R2: f64 = 0.8;
 /// ... rising at least this fast (bytes/s) ...
@@ -78,6 +81,7 @@ pub struct LeakRow {
     pub held_by_collection: bool,
     /// The function whose call grows that collection.
     pub collection_grown_in: Option<String>,
+    pub origin: Origin,
 }
 
 /// A function whose live bytes rise steadily (report.json `growth`).
@@ -98,6 +102,7 @@ pub struct GrowthRow {
     pub held_by_collection: bool,
     pub collection_grown_in: Option<String>,
     pub never_freed: bool,
+    pub origin: Origin,
 }
 
 /// A straight-line fit.
@@ -319,7 +324,8 @@ pub fn analyze(input: &Input<'_>) -> Analysis {
         }
         let observed: u64 = g.unfreed.iter().map(|u| u.0).sum();
         let outstanding: f64 = g.unfreed.iter().map(|u| u.1).sum();
-        if observed >= LEAK_MIN_ALLOCS && outstanding >= LEAK_MIN_BYTES {
+        let p_unseen = if d >= 1.0 { 0.0 } else { (1.0 - d).powf(observed as f64) };
+        if observed >= LEAK_MIN_ALLOCS && outstanding >= LEAK_MIN_BYTES && p_unseen <= LEAK_MAX_P_UNSEEN {
             leaks.push(LeakRow {
                 function: function.clone(),
                 file: g.file.clone(),
@@ -328,9 +334,10 @@ pub fn analyze(input: &Input<'_>) -> Analysis {
                 count: g.unfreed.iter().map(|u| u.2).sum::<f64>().round() as u64,
                 ty: ty.clone(),
                 observed_allocations: observed,
-                p_all_freed_unseen: if d >= 1.0 { 0.0 } else { (1.0 - d).powf(observed as f64) },
+                p_all_freed_unseen: p_unseen,
                 held_by_collection: held,
                 collection_grown_in: held_by.clone(),
+                origin: g.origin.unwrap_or(Origin::Unknown),
             });
         }
         // Live bytes of the function's sites at each snapshot.
@@ -359,6 +366,7 @@ pub fn analyze(input: &Input<'_>) -> Analysis {
                         held_by_collection: held,
                         collection_grown_in: held_by.clone(),
                         never_freed: !g.unfreed.is_empty() && g.unfreed.len() == g.sites.len(),
+                        origin: g.origin.unwrap_or(Origin::Unknown),
                     });
                 }
             }

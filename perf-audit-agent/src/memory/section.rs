@@ -31,6 +31,8 @@ pub struct MemorySection {
     /// target paid for), percent.
     pub probed_time_pct: f64,
     pub windows: u64,
+    /// Seconds collected.
+    pub elapsed_s: f64,
     /// Which allocator was probed, and in which file.
     pub allocator: String,
     pub probes: Vec<ProbeRow>,
@@ -139,6 +141,7 @@ impl MemorySection {
             recorded_time_pct: crate::report::round2(raw.duty * 100.0),
             probed_time_pct: crate::report::round2(raw.probed_s / raw.elapsed_s.max(1e-9) * 100.0),
             windows: raw.windows,
+            elapsed_s: crate::report::round2(raw.elapsed_s),
             allocator: format!("{} in {}", plan.family.name(), plan.object.display()),
             probes: plan
                 .probes
