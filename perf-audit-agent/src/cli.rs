@@ -18,6 +18,10 @@ How it works:
   change to the target, no restart. Stacks are symbolized from the target's
   own binaries (DWARF: inlined frames, file:line); hotspots name the innermost
   frame in your own crates, while the flamegraph keeps every frame.
+  The memory profile probes the allocator the target uses (uprobes placed on
+  instructions the kernel emulates), keyed by call site in the kernel:
+  --memory default records 100 ms every 5 s with the probes detached in
+  between (estimates scaled up); --memory precise records every call.
 
 Outputs (in --out, default perf-audit-<service>-<UTC timestamp>/):
   report.md        the audit: samples, drops, top hotspots, ranked findings

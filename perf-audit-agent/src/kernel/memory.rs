@@ -456,13 +456,8 @@ impl MemoryKernel {
         }
         self.closing.retain(|h| !h.is_finished());
         self.closing.push(std::thread::spawn(move || {
-            let debug = std::env::var_os("PERF_AUDIT_DEBUG").is_some();
-            let t = std::time::Instant::now();
             for link in owned {
                 drop(link);
-                if debug {
-                    eprintln!("perf-audit: uprobe link closed at {:?}", t.elapsed());
-                }
             }
         }));
     }

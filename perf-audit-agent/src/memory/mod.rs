@@ -143,6 +143,15 @@ impl MemoryCollector {
                 probe.probe_offset = 0;
             }
         }
+        let emulated = plan.probes.iter().filter(|p| p.emulated).count();
+        eprintln!(
+            "perf-audit: memory profile ({} mode): probing {} in {} ({} of {} probes on emulated instructions)",
+            mode.as_str(),
+            plan.family.name(),
+            plan.object.display(),
+            emulated,
+            plan.probes.len()
+        );
         let text = code_ranges(&maps, exe);
         let mut kernel = MemoryKernel::load(pid, plan, &text)?;
         kernel.set_window(1)?;
