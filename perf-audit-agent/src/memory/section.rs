@@ -166,8 +166,15 @@ impl MemorySection {
             truncated_stacks: raw.truncated_stacks,
             estimated_probe_cost_pct: crate::report::round2(cost_pct),
             estimated_probe_cost: format!(
-                "{} allocator calls and {} frees probed at ~{alloc_cost:.1} µs and ~{free_cost:.1} µs per hit (measured on this machine class): {cost_s:.2} s of target CPU over {:.1} s ({cost_pct:.1}% of one core)",
-                raw.counters.alloc_calls, raw.counters.free_calls, raw.elapsed_s
+                "{} allocator calls and {} frees probed at ~{alloc_cost:.1} µs and ~{free_cost:.1} µs per hit (measured on this machine class): {cost_s:.2} s of target CPU over {:.1} s ({cost_pct:.1}% of one core){}",
+                raw.counters.alloc_calls,
+                raw.counters.free_calls,
+                raw.elapsed_s,
+                if raw.mode == MemoryMode::Default {
+                    ""
+                } else {
+                    "; a CPU profile taken at the same time charges this probe time to the allocating functions"
+                }
             ),
             rss_growth: least_squares(&rss_points).map(|f| Fit {
                 slope: crate::report::round2(f.slope),
