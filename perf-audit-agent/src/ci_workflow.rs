@@ -181,6 +181,7 @@ mod tests {
             async_runtime: None,
             offcpu: None,
             database: None,
+            memory: None,
             findings: vec![],
             rerun_command: rerun.into(),
             benchmarks: vec![],

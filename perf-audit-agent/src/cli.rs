@@ -18,12 +18,17 @@ How it works:
   change to the target, no restart. Stacks are symbolized from the target's
   own binaries (DWARF: inlined frames, file:line); hotspots name the innermost
   frame in your own crates, while the flamegraph keeps every frame.
+  The memory profile probes the allocator the target uses (uprobes placed on
+  instructions the kernel emulates), keyed by call site in the kernel:
+  --memory default records 100 ms every 5 s with the probes detached in
+  between (estimates scaled up); --memory precise records every call.
 
 Outputs (in --out, default perf-audit-<service>-<UTC timestamp>/):
   report.md        the audit: samples, drops, top hotspots, ranked findings
   report.json      the same, machine-readable (schema_version 1)
   report.html      the report for a browser, flamegraphs embedded, no network needed
   flamegraph.svg   interactive CPU flamegraph (open in a browser)
+  memory.svg       memory flamegraph: bytes allocated per stack (profile memory)
   stacks.folded    folded stacks, one `root;...;leaf count` line per stack
   alerts.yml       Prometheus alert rules, thresholds from the measured baseline
   perf-audit-ci.yml  GitHub Actions workflow: audit base and head, gate with diff
@@ -194,6 +199,12 @@ pub struct Args {
     /// target's binary keeps them and `.eh_frame` (dwarf) otherwise.
     #[arg(long, value_enum, default_value_t = UnwindChoice::Auto)]
     pub unwind: UnwindChoice,
+
+    /// Memory profile: `default` probes the allocator only in short windows
+    /// (100 ms every 5 s, estimates scaled up; for production), `precise`
+    /// probes every allocator call for the whole audit (exact; costlier).
+    #[arg(long, value_enum, default_value_t = crate::memory::MemoryMode::Default)]
+    pub memory: crate::memory::MemoryMode,
 
     /// Output directory (created if missing).
     #[arg(long, value_name = "DIR")]

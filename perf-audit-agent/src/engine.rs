@@ -146,9 +146,17 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
         );
         tokio::spawn(load::run(load_plan, load_stopped))
     });
+    let memory = match plan.profiles.contains(&Profile::Memory) {
+        true => Some(crate::memory::MemoryCollector::start(pid, Path::new(&info.exe), plan.memory).await?),
+        false => None,
+    };
     let cpu_start = target::cpu_seconds(pid);
     let mut collected = collect(&plan, &session, pid, stack_copy.as_mut()).await;
     let cpu_end = target::cpu_seconds(pid);
+    let memory_raw = match memory {
+        Some(collector) => Some(collector.finish().await?),
+        None => None,
+    };
     let _ = stop_load.send(());
     let load_result: Option<LoadResult> = match load_task {
         Some(task) => Some(task.await.map_err(|e| Error::internal(format!("the load generator panicked: {e}")))?),
@@ -201,6 +209,10 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
         });
         (analysis, threads)
     });
+    let (memory_section, memory_folded) = memory_raw
+        .as_ref()
+        .map(|raw| crate::memory::build_section(raw, &symbolizer, Path::new(&info.exe)))
+        .unzip();
     let hotspots = hotspots(&profile);
     let mut threads: std::collections::BTreeMap<String, u64> = Default::default();
     for stack in &profile.stacks {
@@ -216,6 +228,7 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
             .then(|| CpuEvidence { profile: &profile, hotspots: &hotspots, total_samples: profile.total_samples() }),
         async_runtime: async_analysis.as_ref().map(|(a, _)| a),
         database: database.as_ref(),
+        memory: memory_section.as_ref().map(|section| findings::MemoryEvidence { section }),
     };
     let mut findings = findings::evaluate(&evidence);
     for finding in &mut findings {
@@ -268,6 +281,7 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
             HOTSPOT_ROWS,
         )),
         database,
+        memory: memory_section,
         findings,
         rerun_command: rerun_command(&plan, &info),
         benchmarks: crate::bench::run_if_asked(plan.bench.as_ref(), &info.exe)?,
@@ -301,13 +315,27 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
     let md = markdown::render(&report);
     write(&out_dir.join("report.md"), md.as_bytes())?;
     write(&out_dir.join("alerts.yml"), alerts::render(&report).as_bytes())?;
-    let page = html::render(
-        &format!("Performance Audit: {}", report.target.name),
-        &md,
-        &std::iter::once(html::Embedded { title: "CPU flamegraph (flamegraph.svg)", svg: &svg })
-            .chain(offcpu_svg.as_deref().map(|svg| html::Embedded { title: "Off-CPU flamegraph (offcpu.svg)", svg }))
-            .collect::<Vec<_>>(),
-    );
+    let memory_svg = match (&memory_folded, &report.memory) {
+        (Some(folded), Some(m)) => {
+            let svg = render::flamegraph_svg(
+                &format!("Memory: {} (pid {pid})", info.name),
+                &format!("bytes allocated per stack, {} mode ({:.1}% of the time probed)", m.mode, m.probed_time_pct),
+                "bytes",
+                folded,
+            )?;
+            write(&out_dir.join("memory.svg"), &svg)?;
+            Some(svg)
+        }
+        _ => None,
+    };
+    let mut embedded = vec![html::Embedded { title: "CPU flamegraph (flamegraph.svg)", svg: &svg }];
+    if let Some(svg) = &offcpu_svg {
+        embedded.push(html::Embedded { title: "Off-CPU flamegraph (offcpu.svg)", svg });
+    }
+    if let Some(svg) = &memory_svg {
+        embedded.push(html::Embedded { title: "Memory flamegraph (memory.svg)", svg });
+    }
+    let page = html::render(&format!("Performance Audit: {}", report.target.name), &md, &embedded);
     write(&out_dir.join("report.html"), page.as_bytes())?;
     write(&out_dir.join("perf-audit-ci.yml"), crate::ci_workflow::render(&report, plan.bench.is_some()).as_bytes())?;
     Ok(AuditOutput { out_dir, report })

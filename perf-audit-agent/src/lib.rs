@@ -16,6 +16,7 @@ pub mod error;
 pub mod findings;
 pub mod kernel;
 pub mod load;
+pub mod memory;
 pub mod plan;
 pub mod postgres;
 pub mod profile;

@@ -14,7 +14,7 @@ use crate::{
 
 /// Profiles this build can collect. The others are announced in one line
 /// and skipped, and the rest of the audit runs.
-pub const AVAILABLE_PROFILES: &[Profile] = &[Profile::Cpu, Profile::Async, Profile::Database];
+pub const AVAILABLE_PROFILES: &[Profile] = &[Profile::Cpu, Profile::Memory, Profile::Async, Profile::Database];
 
 pub const MIN_FREQUENCY_HZ: u64 = 1;
 /// Above this the sampling itself becomes the workload.
@@ -40,6 +40,8 @@ pub struct AuditPlan {
     pub duration: Duration,
     pub frequency_hz: u64,
     pub unwind: UnwindChoice,
+    /// How the memory profile probes the allocator.
+    pub memory: crate::memory::MemoryMode,
     /// `None`: the default, named after the service once it is resolved.
     pub out_dir: Option<PathBuf>,
     pub database_url: Option<String>,
@@ -148,6 +150,13 @@ impl AuditPlan {
             )));
         }
 
+        if args.memory != crate::memory::MemoryMode::Default && !profiles.contains(&Profile::Memory) {
+            return Err(usage(format!(
+                "--memory {} applies to the memory profile: add `memory` (or `all`) as the profile",
+                args.memory.as_str()
+            )));
+        }
+
         let load = match (&args.scenario, args.load.is_empty()) {
             (Some(file), _) => Some(Scenario::from_file(file)?),
             (None, false) => Some(Scenario::from_urls(&args.load)?),
@@ -179,6 +188,7 @@ impl AuditPlan {
             duration: args.duration,
             frequency_hz: args.frequency,
             unwind: args.unwind,
+            memory: args.memory,
             out_dir: args.out,
             database_url: args.database_url,
             load,
@@ -235,8 +245,8 @@ mod tests {
     fn default_profile_all_runs_what_exists_and_lists_the_rest() {
         let p = plan(&["--pid", "1"]).unwrap();
         assert_eq!(p.requested_profile, Profile::All);
-        assert_eq!(p.profiles, vec![Profile::Cpu, Profile::Async, Profile::Database]);
-        assert_eq!(p.unavailable, vec![Profile::Memory]);
+        assert_eq!(p.profiles, vec![Profile::Cpu, Profile::Memory, Profile::Async, Profile::Database]);
+        assert!(p.unavailable.is_empty());
     }
 
     #[test]
@@ -267,6 +277,15 @@ mod tests {
         let e = plan(&["svc", "--private-database"]).unwrap_err();
         assert!(e.message.contains("-- <command>"), "{}", e.message);
         assert!(plan(&["cpu", "--private-database", "--", "./svc"]).unwrap().private_database);
+    }
+
+    #[test]
+    fn memory_mode_is_validated_against_the_profile() {
+        use crate::memory::MemoryMode;
+        assert_eq!(plan(&["--pid", "1", "memory", "--memory", "precise"]).unwrap().memory, MemoryMode::Precise);
+        assert_eq!(plan(&["--pid", "1", "memory"]).unwrap().memory, MemoryMode::Default);
+        let e = plan(&["--pid", "1", "cpu", "--memory", "precise"]).unwrap_err();
+        assert!(e.message.contains("memory profile"), "{}", e.message);
     }
 
     #[test]

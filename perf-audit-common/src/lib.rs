@@ -7,6 +7,8 @@
 //! the layout tests make that impossible to forget.
 #![no_std]
 
+pub mod memory;
+
 /// Length of a task's `comm` as the kernel stores it (15 bytes + NUL).
 pub const TASK_COMM_LEN: usize = 16;
 

@@ -11,6 +11,7 @@
 mod cpu;
 mod db;
 mod maps;
+mod memory;
 mod offcpu;
 mod stack;
 

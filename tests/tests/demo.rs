@@ -17,7 +17,9 @@ fn the_demo_audit_finds_the_planted_defects_and_writes_a_valid_report() {
     let scenario = scenario.to_str().unwrap();
     let demo = demo.to_str().unwrap();
     let run = run_agent(&[
-        "all", "--duration", "15s", "--rps", "100", "--private-database", "--scenario", scenario,
+        // Precise memory mode: the unbounded cache takes ~12 inserts/s here;
+        // default mode records 2% of the time and would see ~4 in 15 s.
+        "all", "--memory", "precise", "--duration", "15s", "--rps", "100", "--private-database", "--scenario", scenario,
         "--", demo, "--listen", &addr,
     ]);
     run.assert_success();
@@ -64,6 +66,33 @@ fn the_demo_audit_finds_the_planted_defects_and_writes_a_valid_report() {
     );
     let unused = db["unused_indexes"].to_string();
     assert!(unused.contains("users_last_login_at_idx"), "{unused}");
+    // Memory (precise mode): planted defect 8, the needless allocation on
+    // the request path, is an allocation finding at build_feed_items, and
+    // planted defect 7, the unbounded cache, shows as memory held and
+    // growing at the profile handler or its cache insert.
+    let memory = &report["memory"];
+    assert_eq!(memory["mode"], "precise", "{memory}");
+    let top: Vec<&str> = memory["top_allocators"].as_array().unwrap().iter().filter_map(|r| r["function"].as_str()).collect();
+    assert!(top.contains(&"demo_service::handlers::build_feed_items"), "top allocators: {top:?}");
+    assert!(
+        found.iter().any(|(rule, f, _, _)| (rule == "allocation-hot-path" || rule == "allocation-churn") && f == "demo_service::handlers::build_feed_items"),
+        "no allocation finding at build_feed_items: {found:?}; its row: {:?}; leaks {}; growth {}",
+        memory["top_allocators"].as_array().unwrap().iter().find(|r| r["function"] == "demo_service::handlers::build_feed_items"),
+        memory["leak_candidates"],
+        memory["growth"]
+    );
+    let cache = |f: &str| f == "demo_service::handlers::profile" || f == "demo_service::handlers::cache_rendered_profile";
+    let held: Vec<&str> = ["leak_candidates", "growth"]
+        .iter()
+        .flat_map(|list| memory[*list].as_array().unwrap().iter().filter_map(|r| r["function"].as_str()))
+        .collect();
+    assert!(held.iter().any(|f| cache(f)), "the unbounded cache is neither a leak candidate nor growth: {held:?}");
+    assert!(
+        found.iter().any(|(rule, f, _, _)| (rule == "unbounded-growth" || rule == "memory-leak") && cache(f)),
+        "no memory finding at the unbounded cache: {found:?}"
+    );
+    assert!(run.file("report.md").contains("### Memory Profiling Results"));
+    assert!(run.file("memory.svg").contains("build_feed_items"));
 
     // The well-behaved twins are not flagged.
     for good in ["feed_fast", "report_fast", "health", "fetch_authors"] {

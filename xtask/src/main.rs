@@ -22,12 +22,14 @@ commands:
   bench unwind         stack completeness and slowdown: dwarf vs frame-pointer vs `perf record --call-graph dwarf`
   bench offcpu         off-CPU collector overhead on a context-switch-heavy fixture vs `perf record -e sched:sched_switch -g`
   bench daemon         the daemon's own CPU and RSS at 19 Hz system-wide over a soak (BENCH_SECONDS, default 180)
+  bench memory         allocation-heavy fixture: memory default/precise vs heaptrack and memleak-style uprobes
   setup                install system packages and build the eBPF toolchain pieces only
 
 environment:
   CI=true              tests that need eBPF or Postgres run, never skip (they never skip anyway)
   BENCH_ROUNDS=N       rounds per benchmark (default 5)
-  BENCH_SECONDS=S      seconds per measured run (default 5)";
+  BENCH_SECONDS=S      seconds per measured run (default 5)
+  BENCH_WORK=N         work steps per allocation unit in `bench memory` (default 1000, ~2 µs)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -177,7 +177,7 @@ mod tests {
     fn run(stacks: &[(&[crate::profile::Frame], u64)]) -> Vec<Finding> {
         let p = profile(stacks);
         let hs = hotspots(&p);
-        let ev = Evidence { cpu: Some(CpuEvidence { profile: &p, hotspots: &hs, total_samples: p.total_samples() }), async_runtime: None, database: None };
+        let ev = Evidence { cpu: Some(CpuEvidence { profile: &p, hotspots: &hs, total_samples: p.total_samples() }), async_runtime: None, database: None, memory: None };
         CpuHotspot::default().check(&ev)
     }
 

@@ -6,6 +6,7 @@
 //! a byte count, a query time) and says which one in `evidence`. Severity is
 //! decided from the measured impact, and `ranking` says how.
 
+mod allocation_churn;
 mod blocking_in_async;
 mod cpu_heavy_in_async;
 mod cpu_hotspot;
@@ -14,6 +15,8 @@ mod missing_index;
 mod n_plus_one_query;
 mod slow_query;
 mod unused_index;
+mod memory_leak;
+mod unbounded_growth;
 
 use crate::profile::{CpuProfile, hotspots::Hotspot};
 
@@ -132,6 +135,11 @@ pub struct Evidence<'a> {
     pub async_runtime: Option<&'a crate::profile::async_runtime::AsyncAnalysis>,
     /// The database section (statistics and wire), when that profile ran.
     pub database: Option<&'a crate::database::DatabaseSection>,
+    pub memory: Option<MemoryEvidence<'a>>,
+}
+
+pub struct MemoryEvidence<'a> {
+    pub section: &'a crate::memory::section::MemorySection,
 }
 
 pub struct CpuEvidence<'a> {
@@ -157,6 +165,10 @@ pub fn all_rules() -> Vec<Box<dyn Rule>> {
         Box::new(slow_query::SlowQuery::default()),
         Box::new(missing_index::MissingIndex),
         Box::new(unused_index::UnusedIndex),
+        Box::new(memory_leak::MemoryLeak::default()),
+        Box::new(unbounded_growth::UnboundedGrowth::default()),
+        Box::new(allocation_churn::AllocationChurn::hot_path()),
+        Box::new(allocation_churn::AllocationChurn::churn()),
     ]
 }
 

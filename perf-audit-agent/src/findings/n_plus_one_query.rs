@@ -98,7 +98,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let ev = Evidence { cpu: None, async_runtime: None, database: Some(&section) };
+        let ev = Evidence { cpu: None, async_runtime: None, database: Some(&section), memory: None };
         let f = NPlusOneQuery.check(&ev);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].severity, Severity::P0);

@@ -5,6 +5,7 @@
 pub mod cpu;
 pub mod stack_copy;
 pub mod db;
+pub mod memory;
 
 use std::{fs, path::Path};
 

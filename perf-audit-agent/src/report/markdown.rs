@@ -53,6 +53,11 @@ pub fn render(report: &Report) -> String {
         md.push_str("\n---\n\n");
     }
 
+    if let Some(memory) = &report.memory {
+        crate::memory::render::markdown(&mut md, memory, &report.findings);
+        md.push_str("\n---\n\n");
+    }
+
     render_action_plan(&mut md, report);
     md.push_str("\n---\n\n");
     render_monitoring(&mut md, report);

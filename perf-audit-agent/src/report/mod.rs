@@ -56,6 +56,8 @@ pub struct Report {
     /// The database profile: statements, indexes, N+1 patterns.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database: Option<crate::database::DatabaseSection>,
+    /// The memory profile (allocation tables, leaks, growth).
+    pub memory: Option<crate::memory::section::MemorySection>,
     pub findings: Vec<Finding>,
     /// The command that re-runs this audit.
     pub rerun_command: String,

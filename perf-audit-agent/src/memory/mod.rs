@@ -1,0 +1,428 @@
+//! The memory profile: which code allocates how much, what is never freed,
+//! what keeps growing, at a cost production can bear.
+//!
+//! A uprobe hit costs the target 0.5-9 µs, so probing every allocator call
+//! for a whole audit cannot be the default. Two modes:
+//!
+//! - **default**: the allocator probes are attached only in short windows
+//!   ([`DEFAULT_WINDOW`] every [`DEFAULT_PERIOD`]), and fully *detached*
+//!   between them (an attached uprobe costs its trap even when the program
+//!   returns at once). Counts are scaled back up by the measured share of
+//!   time attached; a free seen in a later window than its allocation is
+//!   observed with that same probability and scaled accordingly. Each
+//!   window ends with a short grace period where only `free` stays probed,
+//!   so that short-lived blocks allocated just before the window closed are
+//!   seen freed rather than left as outstanding.
+//! - **precise** (`--memory precise`): the probes stay attached for the
+//!   whole audit; every call is counted.
+//!
+//! In both, each probe sits where the kernel emulates the instruction rather
+//! than single-stepping it (see `kernel::memory`), calls are keyed in the
+//! kernel by a stack fingerprint, and the full stack of each new site is
+//! copied once and unwound here with the CPU profile's unwinder.
+//!
+//! This module is the orchestration (the collector task); [`analysis`] is
+//! the pure model that turns what was collected into the report's section.
+
+pub mod analysis;
+pub mod render;
+pub mod section;
+pub mod types;
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use perf_audit_common::memory::{MemStackSample, SiteStats};
+
+use crate::{
+    error::{Error, Result},
+    kernel::memory::{AllocatorPlan, MemCounters, MemoryKernel, discover_allocator},
+    target::{self, MapsSnapshot},
+    unwind::{ProcessUnwinder, TableCache},
+};
+
+/// Length of one probing window in default mode.
+pub const DEFAULT_WINDOW: Duration = Duration::from_millis(100);
+/// A window starts every this often in default mode (2% of the time
+/// recorded; closing the probes keeps the hottest ones ~0.3 s longer, see
+/// `kernel::memory`).
+pub const DEFAULT_PERIOD: Duration = Duration::from_millis(5000);
+/// After a window, `free` alone stays probed this long.
+pub const FREE_GRACE: Duration = Duration::from_millis(10);
+/// How often precise mode snapshots the per-site counters.
+pub const PRECISE_SNAPSHOT: Duration = Duration::from_millis(500);
+
+/// `--memory` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum MemoryMode {
+    /// Duty-cycled allocator probes (2% of the time), estimates scaled up.
+    Default,
+    /// Allocator probes for the whole audit: every call counted.
+    Precise,
+    /// Baseline for benchmarks only: every allocator function probed at its
+    /// entry for the whole audit, as bcc's memleak does (single-stepped
+    /// `free`).
+    #[value(hide = true)]
+    EntryProbes,
+}
+
+impl MemoryMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemoryMode::Default => "default",
+            MemoryMode::Precise => "precise",
+            MemoryMode::EntryProbes => "entry-probes",
+        }
+    }
+}
+
+/// Per-site counters at one moment (cumulative since the start).
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Seconds since collection started.
+    pub t: f64,
+    pub sites: HashMap<u64, SiteStats>,
+}
+
+/// Everything the collector gathered, before symbolization.
+pub struct MemoryRaw {
+    pub mode: MemoryMode,
+    pub allocator: AllocatorPlan,
+    pub counters: MemCounters,
+    /// Final counters per site.
+    pub sites: HashMap<u64, SiteStats>,
+    pub series: Vec<Snapshot>,
+    /// User frames of each site (leaf first), unwound from its stack copy.
+    pub stacks: HashMap<u64, Vec<u64>>,
+    /// Stack copies whose unwinding stopped before a root frame.
+    pub truncated_stacks: u64,
+    pub rss: Vec<(f64, u64)>,
+    pub peak_rss_bytes: u64,
+    pub current_rss_bytes: u64,
+    /// Share of the collection time allocations were recorded (the
+    /// sampling rate of default mode; 1 in precise mode).
+    pub duty: f64,
+    pub recorded_s: f64,
+    /// Time any allocator probe was attached (windows, attach and the
+    /// free-only grace): what the target paid for.
+    pub probed_s: f64,
+    pub elapsed_s: f64,
+    pub windows: u64,
+    pub maps: MapsSnapshot,
+}
+
+/// The memory collector: started before collection, finished after.
+pub struct MemoryCollector {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<MemoryRaw>>,
+}
+
+impl MemoryCollector {
+    /// Finds the allocator of `pid`, loads the memory programs, and starts
+    /// the collector task.
+    pub async fn start(pid: u32, exe: &Path, mode: MemoryMode) -> Result<MemoryCollector> {
+        let mut maps = MapsSnapshot::default();
+        // A launched command may not have mapped its libraries yet.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let plan = loop {
+            let _ = maps.refresh(pid);
+            let mapped: Vec<PathBuf> = maps.iter().map(|m| m.path.clone()).collect();
+            match discover_allocator(exe, &mapped) {
+                Ok(plan) => break plan,
+                Err(e) if Instant::now() >= deadline || !target::is_alive(pid) => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        let mut plan = plan;
+        if mode == MemoryMode::EntryProbes {
+            for probe in &mut plan.probes {
+                probe.probe_offset = 0;
+            }
+        }
+        let emulated = plan.probes.iter().filter(|p| p.emulated).count();
+        eprintln!(
+            "perf-audit: memory profile ({} mode): probing {} in {} ({} of {} probes on emulated instructions)",
+            mode.as_str(),
+            plan.family.name(),
+            plan.object.display(),
+            emulated,
+            plan.probes.len()
+        );
+        let text = code_ranges(&maps, exe);
+        let mut kernel = MemoryKernel::load(pid, plan, &text)?;
+        kernel.set_window(1)?;
+        let ring = kernel.take_stack_ring()?;
+        // SAFETY: the ring owns its fd, open for as long as the AsyncFd.
+        let ring = unsafe { tokio::io::unix::AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+            .map_err(|e| Error::internal(format!("cannot poll the memory stack ring: {e}")))?;
+        if mode != MemoryMode::Default {
+            kernel.attach()?;
+            kernel.set_recording(true)?;
+        }
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(run(kernel, ring, pid, mode, maps, stopped));
+        Ok(MemoryCollector { stop, task })
+    }
+
+    /// Stops collecting (detaches everything) and returns what was gathered.
+    pub async fn finish(self) -> Result<MemoryRaw> {
+        let _ = self.stop.send(());
+        self.task.await.map_err(|e| Error::internal(format!("the memory collector panicked: {e}")))?
+    }
+}
+
+/// Executable mappings, the target's own executable first: the ranges a
+/// fingerprint value must fall in to count as a return address.
+fn code_ranges(maps: &MapsSnapshot, exe: &Path) -> Vec<(u64, u64)> {
+    let mut own: Vec<(u64, u64)> = Vec::new();
+    let mut other: Vec<(u64, u64)> = Vec::new();
+    for m in maps.iter() {
+        if m.path == exe { own.push((m.start, m.end)) } else { other.push((m.start, m.end)) }
+    }
+    own.extend(other);
+    own
+}
+
+struct Stacks {
+    ring: tokio::io::unix::AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>,
+    unwinder: ProcessUnwinder,
+    tables: TableCache,
+    stacks: HashMap<u64, Vec<u64>>,
+    truncated: u64,
+    pid: u32,
+}
+
+impl Stacks {
+    fn drain(&mut self, maps: &mut MapsSnapshot) {
+        let ring = self.ring.get_mut();
+        let mut refreshed = false;
+        while let Some(item) = ring.next() {
+            if item.len() < std::mem::size_of::<MemStackSample>() {
+                continue;
+            }
+            // SAFETY: written by the eBPF program as a `MemStackSample`
+            // (size checked); read unaligned from the ring.
+            let sample: Box<MemStackSample> = unsafe {
+                let mut b = Box::<MemStackSample>::new_uninit();
+                std::ptr::copy_nonoverlapping(item.as_ptr(), b.as_mut_ptr().cast::<u8>(), std::mem::size_of::<MemStackSample>());
+                b.assume_init()
+            };
+            drop(item);
+            if sample.tgid != self.pid || self.stacks.contains_key(&sample.site) {
+                continue;
+            }
+            if maps.find(sample.ip).is_none() && !refreshed {
+                let _ = maps.refresh(self.pid);
+                refreshed = true;
+            }
+            self.unwinder.sync_modules(maps, &mut self.tables);
+            let len = (sample.stack_len as usize).min(sample.stack.len());
+            let (frames, end) = self.unwinder.unwind(sample.ip, sample.sp, sample.bp, &sample.stack[..len]);
+            if end == crate::unwind::UnwindEnd::Truncated {
+                self.truncated += 1;
+            }
+            self.stacks.insert(sample.site, frames);
+        }
+    }
+}
+
+/// The collector task: the duty cycle (default) or periodic snapshots
+/// (precise), new-site stacks unwound as they arrive, RSS over time.
+async fn run(
+    mut kernel: MemoryKernel,
+    ring: tokio::io::unix::AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>,
+    pid: u32,
+    mode: MemoryMode,
+    mut maps: MapsSnapshot,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+) -> Result<MemoryRaw> {
+    let start = Instant::now();
+    let mut stacks = Stacks { ring, unwinder: ProcessUnwinder::new(), tables: TableCache::default(), stacks: HashMap::new(), truncated: 0, pid };
+    let mut series = Vec::new();
+    let mut rss = Vec::new();
+    // Time allocations were recorded (the sampling share), and time any
+    // probe was attached (what the target paid for).
+    let mut recorded = Duration::ZERO;
+    let mut probed = Duration::ZERO;
+    let mut attached_since = kernel.attached().then(Instant::now);
+    let mut windows: u64 = if kernel.attached() { 1 } else { 0 };
+    let mut peak_rss = 0u64;
+    let mut current_rss = 0u64;
+    let tick_every = if mode == MemoryMode::Default { DEFAULT_PERIOD } else { PRECISE_SNAPSHOT };
+    let mut tick = tokio::time::interval(tick_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_maps = Instant::now();
+
+    loop {
+        tokio::select! {
+            _ = &mut stopped => break,
+            guard = stacks.ring.readable_mut() => {
+                if let Ok(mut guard) = guard {
+                    guard.clear_ready();
+                }
+                stacks.drain(&mut maps);
+            }
+            _ = tick.tick() => {
+                if !target::is_alive(pid) {
+                    // Keep what was collected; the engine ends the audit.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                if mode == MemoryMode::Default {
+                    windows += 1;
+                    kernel.set_window(windows)?;
+                    let opened = Instant::now();
+                    kernel.attach()?;
+                    // Every probe (free's included) is in place: record.
+                    kernel.set_recording(true)?;
+                    let recording = Instant::now();
+                    // Stop early if the audit ends during the window.
+                    let window_end = tokio::time::sleep(DEFAULT_WINDOW);
+                    tokio::pin!(window_end);
+                    let mut stop_now = false;
+                    loop {
+                        tokio::select! {
+                            _ = &mut window_end => break,
+                            _ = &mut stopped => { stop_now = true; break }
+                            guard = stacks.ring.readable_mut() => {
+                                if let Ok(mut guard) = guard { guard.clear_ready(); }
+                                stacks.drain(&mut maps);
+                            }
+                        }
+                    }
+                    kernel.set_recording(false)?;
+                    recorded += recording.elapsed();
+                    if !stop_now {
+                        tokio::time::sleep(FREE_GRACE).await;
+                    }
+                    // Breakpoints go at once; the kernel's grace periods
+                    // finish on a background thread.
+                    kernel.detach();
+                    probed += opened.elapsed();
+                    series.push(Snapshot { t: start.elapsed().as_secs_f64(), sites: kernel.read_sites()? });
+                    if stop_now {
+                        break;
+                    }
+                } else {
+                    series.push(Snapshot { t: start.elapsed().as_secs_f64(), sites: kernel.read_sites()? });
+                }
+                if let Some((rss_now, hwm)) = rss_and_peak(pid) {
+                    current_rss = rss_now;
+                    peak_rss = peak_rss.max(hwm).max(rss_now);
+                    rss.push((start.elapsed().as_secs_f64(), rss_now));
+                }
+                if last_maps.elapsed() >= Duration::from_secs(1) {
+                    let _ = maps.refresh(pid);
+                    last_maps = Instant::now();
+                }
+            }
+        }
+    }
+    if let Some(since) = attached_since.take() {
+        recorded += since.elapsed();
+        probed += since.elapsed();
+    }
+    // As at a window's end: stop recording, keep watching frees a moment,
+    // then detach (free's link closes first).
+    kernel.set_recording(false)?;
+    if kernel.attached() {
+        tokio::time::sleep(FREE_GRACE).await;
+    }
+    kernel.detach();
+    let elapsed = start.elapsed();
+    // Every probe closed before the final read: no event races the counts.
+    tokio::task::block_in_place(|| kernel.join_detaches());
+    let sites = kernel.read_sites()?;
+    if mode != MemoryMode::Default {
+        series.push(Snapshot { t: elapsed.as_secs_f64(), sites: sites.clone() });
+    }
+    if let Some((rss_now, hwm)) = rss_and_peak(pid) {
+        current_rss = rss_now;
+        peak_rss = peak_rss.max(hwm).max(rss_now);
+        rss.push((elapsed.as_secs_f64(), rss_now));
+    }
+    stacks.drain(&mut maps);
+    let counters = kernel.counters()?;
+    let duty = if mode == MemoryMode::Default {
+        (recorded.as_secs_f64() / elapsed.as_secs_f64().max(1e-9)).clamp(1e-6, 1.0)
+    } else {
+        1.0
+    };
+    Ok(MemoryRaw {
+        mode,
+        allocator: kernel.plan().clone(),
+        counters,
+        sites,
+        series,
+        stacks: stacks.stacks,
+        truncated_stacks: stacks.truncated,
+        rss,
+        peak_rss_bytes: peak_rss,
+        current_rss_bytes: current_rss,
+        duty,
+        recorded_s: recorded.as_secs_f64(),
+        probed_s: probed.as_secs_f64(),
+        elapsed_s: elapsed.as_secs_f64(),
+        windows,
+        maps,
+    })
+}
+
+/// (VmRSS, VmHWM) in bytes from `/proc/PID/status`.
+pub fn rss_and_peak(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    };
+    let rss = field("VmRSS:")?;
+    Some((rss, field("VmHWM:").unwrap_or(rss)))
+}
+
+/// Symbolizes every site's stack (with the CPU profile's symbolizer: inlined
+/// frames, file:line, owner detection) and runs the analysis. Returns the
+/// report section and folded stacks weighted by bytes (`memory.svg`).
+pub fn build_section(
+    raw: &MemoryRaw,
+    symbolizer: &crate::symbolize::StackSymbolizer,
+    exe: &Path,
+) -> (section::MemorySection, Vec<String>) {
+    let mut ids: Vec<u64> = raw.stacks.keys().copied().collect();
+    ids.sort_unstable();
+    let stacks: Vec<crate::kernel::cpu::RawCpuStack> = ids
+        .iter()
+        .map(|id| crate::kernel::cpu::RawCpuStack {
+            tgid: 0,
+            tid: 0,
+            thread_name: String::new(),
+            user: raw.stacks[id].clone(),
+            kernel: Vec::new(),
+            count: 1,
+            events: 1,
+            leaf_label: None,
+        })
+        .collect();
+    let profile = symbolizer.cpu_profile(&stacks, &raw.maps, exe);
+    // `cpu_profile` keeps one stack per input, in order.
+    let frames: HashMap<u64, Vec<crate::profile::Frame>> = ids
+        .iter()
+        .zip(profile.stacks.iter())
+        .map(|(id, s)| (*id, s.frames.iter().map(|f| profile.frame(*f).clone()).collect()))
+        .collect();
+    let analysis = analysis::analyze(&analysis::Input {
+        duty: raw.duty,
+        elapsed_s: raw.elapsed_s,
+        sites: &raw.sites,
+        series: &raw.series,
+        stacks: &frames,
+    });
+    let folded = analysis.folded.clone();
+    (section::MemorySection::build(raw, analysis), folded)
+}

@@ -1,0 +1,150 @@
+//! The "Memory Profiling Results" section of `report.md`, in the seed's
+//! structure: peak/current memory, the top allocators table
+//! (Location | Size | Count | Type), issues detected, recommendations.
+//! Pure and deterministic.
+
+use std::fmt::Write as _;
+
+use super::section::MemorySection;
+use crate::findings::{Category, Finding, Severity};
+
+fn size(bytes: f64) -> String {
+    const KIB: f64 = 1024.0;
+    if bytes >= KIB * KIB * KIB {
+        format!("{:.2} GiB", bytes / (KIB * KIB * KIB))
+    } else if bytes >= KIB * KIB {
+        format!("{:.1} MiB", bytes / (KIB * KIB))
+    } else if bytes >= KIB {
+        format!("{:.1} KiB", bytes / KIB)
+    } else {
+        format!("{bytes:.0} B")
+    }
+}
+
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+fn location(function: &str, file: &Option<String>, line: Option<u32>) -> String {
+    match (file, line) {
+        (Some(f), Some(l)) => format!("`{}` ({f}:{l})", cell(function)),
+        (Some(f), None) => format!("`{}` ({f})", cell(function)),
+        _ => format!("`{}`", cell(function)),
+    }
+}
+
+pub fn markdown(md: &mut String, m: &MemorySection, findings: &[Finding]) {
+    let _ = writeln!(md, "### Memory Profiling Results\n");
+    let _ = writeln!(md, "**Peak memory**: {} (VmHWM)", size(m.peak_rss_bytes as f64));
+    let _ = writeln!(md, "**Current memory**: {} (VmRSS at the end)", size(m.current_rss_bytes as f64));
+    if let Some(fit) = &m.rss_growth {
+        let _ = writeln!(md, "**RSS trend**: {}/s (least squares over {} points, r² {:.2})", size(fit.slope), fit.points, fit.r2);
+    }
+    let _ = writeln!(md, "**Mode**: {}: {}", m.mode, m.sampling);
+    let probes: Vec<String> = m
+        .probes
+        .iter()
+        .map(|p| {
+            format!(
+                "`{}+{}` ({}, {})",
+                p.symbol,
+                p.offset,
+                p.instruction,
+                if p.emulated { "emulated" } else { "single-stepped" }
+            )
+        })
+        .collect();
+    let _ = writeln!(md, "**Allocator**: {}; probes: {}", m.allocator, probes.join(", "));
+    let _ = writeln!(md, "**Measured cost**: {}", m.estimated_probe_cost);
+    let _ = writeln!(
+        md,
+        "**Observed**: {} allocations and {} frees while probed ({} estimated allocations, {} over the audit), {} allocation sites",
+        m.alloc_calls_observed,
+        m.free_calls_observed,
+        m.total_allocations,
+        size(m.total_bytes as f64),
+        m.sites
+    );
+    let _ = writeln!(
+        md,
+        "**Dropped events**: {} (live-allocation map full {}, site map full {}, stack ring full {}, unmatched returns {}); frees of blocks allocated before or outside the probed time: {}",
+        m.dropped.total, m.dropped.live_map_full, m.dropped.site_map_full, m.dropped.stack_ring_full, m.dropped.pending_lost, m.untracked_frees
+    );
+
+    let _ = writeln!(md, "\n**Top allocators**:\n");
+    let _ = writeln!(md, "| Location | Size | Count | Type |");
+    let _ = writeln!(md, "|----------|------|-------|------|");
+    for r in &m.top_allocators {
+        let _ = writeln!(
+            md,
+            "| {} | {} ({}/s) | {} ({:.0}/s) | {} |",
+            location(&r.function, &r.file, r.line),
+            size(r.bytes as f64),
+            size(r.bytes_per_s),
+            r.count,
+            r.allocs_per_s,
+            cell(r.ty.as_deref().unwrap_or("-"))
+        );
+    }
+    if m.top_allocators.is_empty() {
+        let _ = writeln!(md, "| (no allocation observed) | | | |");
+    }
+
+    if !m.leak_candidates.is_empty() {
+        let _ = writeln!(md, "\n**Leak candidates** (allocations never seen freed, outstanding at the end):\n");
+        let _ = writeln!(md, "| Location | Outstanding | Allocations | Type | Held by a collection |");
+        let _ = writeln!(md, "|----------|-------------|-------------|------|----------------------|");
+        for l in &m.leak_candidates {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} |",
+                location(&l.function, &l.file, l.line),
+                size(l.bytes as f64),
+                l.count,
+                cell(l.ty.as_deref().unwrap_or("-")),
+                if l.held_by_collection { "yes" } else { "no" }
+            );
+        }
+    }
+    if !m.growth.is_empty() {
+        let _ = writeln!(md, "\n**Steady growth** (live bytes over time, least squares):\n");
+        let _ = writeln!(md, "| Location | Slope | r² | From | To |");
+        let _ = writeln!(md, "|----------|-------|----|------|----|");
+        for g in &m.growth {
+            let _ = writeln!(
+                md,
+                "| {} | {}/s | {:.2} | {} | {} |",
+                location(&g.function, &g.file, g.line),
+                size(g.slope_bytes_per_s),
+                g.r2,
+                size(g.start_bytes as f64),
+                size(g.end_bytes as f64)
+            );
+        }
+    }
+
+    let memory_findings: Vec<&Finding> = findings.iter().filter(|f| f.category == Category::Memory).collect();
+    let _ = writeln!(md, "\n**Issues detected**:\n");
+    if memory_findings.is_empty() {
+        let _ = writeln!(md, "- 🟢 No leak, steady growth or allocation churn in your own code");
+    }
+    for f in &memory_findings {
+        let dot = match f.severity {
+            Severity::P0 => "🔴",
+            Severity::P1 => "🟡",
+            Severity::P2 => "🟢",
+        };
+        let at = match (&f.file, f.line) {
+            (Some(file), Some(line)) => format!("{file}:{line}"),
+            _ => "-".into(),
+        };
+        let _ = writeln!(md, "- {dot} {}: {at}", f.title);
+    }
+    let _ = writeln!(md, "\n**Recommendations**:\n");
+    if memory_findings.is_empty() {
+        let _ = writeln!(md, "1. Nothing stands out in memory; see the memory flamegraph (`memory.svg`) for where bytes go.");
+    }
+    for (i, f) in memory_findings.iter().take(5).enumerate() {
+        let _ = writeln!(md, "{}. `{}`: {}", i + 1, f.function, f.recommendation);
+    }
+}

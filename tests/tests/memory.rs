@@ -1,0 +1,163 @@
+//! The memory profile on a live process with real eBPF (root required):
+//! the `mem-leaker` fixture has a known leaking function (`leak_buffer`),
+//! a known churning function (`churn_unit`, allocates and frees a lot) and
+//! a known growing map (`grow_map`). Each must be found at its function in
+//! both modes, and freed memory must never be called a leak.
+
+use perf_audit_tests::*;
+
+const FILE: &str = "mem-leaker/src/main.rs";
+
+fn names(report: &serde_json::Value, list: &str) -> Vec<String> {
+    report["memory"][list]
+        .as_array()
+        .unwrap_or_else(|| panic!("memory.{list} is an array: {}", report["memory"]))
+        .iter()
+        .map(|r| r["function"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn row<'a>(report: &'a serde_json::Value, list: &str, function: &str) -> &'a serde_json::Value {
+    report["memory"][list]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["function"] == function)
+        .unwrap_or_else(|| panic!("{function} not in memory.{list}: {:?}", names(report, list)))
+}
+
+/// Audits a running `mem-leaker` with `--memory <mode>` and checks what
+/// both modes must find.
+fn audit(mode: &str, seconds: &str) -> (AgentRun, serde_json::Value) {
+    let bin = fixture("mem-leaker", Build::Release);
+    let target = Running::spawn(&bin, &["--seconds", "120"]);
+    let pid = target.pid().to_string();
+    let run = run_agent(&["--pid", &pid, "memory", "--memory", mode, "--duration", seconds]);
+    run.assert_success();
+    let report = run.report();
+    drop(target);
+
+    let memory = &report["memory"];
+    assert_eq!(memory["mode"], mode);
+    assert!(memory["allocator"].as_str().unwrap().starts_with("glibc malloc in "), "{}", memory["allocator"]);
+    // free is probed past its null check, on an instruction the kernel
+    // emulates rather than single-steps.
+    let probes = memory["probes"].as_array().unwrap();
+    let free = probes.iter().find(|p| p["symbol"] == "free").expect("free probed");
+    assert_eq!(free["emulated"], true, "{free}");
+    assert!(free["offset"].as_u64().unwrap() > 0, "{free}");
+    let current = memory["current_rss_bytes"].as_u64().unwrap();
+    assert!(current > 1_000_000 && memory["peak_rss_bytes"].as_u64().unwrap() >= current, "{memory}");
+    assert_eq!(memory["dropped"]["total"], 0, "{}", memory["dropped"]);
+    assert!(memory["sampling"].as_str().unwrap().len() > 20);
+
+    // The churning function tops the allocators, at its own function and
+    // file, with every allocation freed.
+    let top = &memory["top_allocators"][0];
+    assert_eq!(top["function"], "mem_leaker::churn_unit", "{:?}", names(&report, "top_allocators"));
+    assert!(top["file"].as_str().unwrap().ends_with(FILE), "{top}");
+    assert!(top["count"].as_u64().unwrap() > 10_000, "{top}");
+    assert!(top["freed_pct"].as_f64().unwrap() > 95.0, "{top}");
+    for key in ["bytes", "line"] {
+        assert!(top[key].as_u64().unwrap() > 0, "{key}: {top}");
+    }
+    assert!(top["type"].is_string(), "{top}");
+
+    // Freed memory is never a leak, nor growth.
+    assert!(!names(&report, "leak_candidates").iter().any(|f| f.contains("churn_unit")), "{}", memory["leak_candidates"]);
+    assert!(!names(&report, "growth").iter().any(|f| f.contains("churn_unit")), "{}", memory["growth"]);
+
+    // The leaking function: outstanding bytes, never freed, rising.
+    let leak = row(&report, "leak_candidates", "mem_leaker::leak_buffer");
+    assert!(leak["file"].as_str().unwrap().ends_with(FILE), "{leak}");
+    assert!(leak["bytes"].as_u64().unwrap() > 1_000_000, "{leak}");
+    assert_eq!(leak["held_by_collection"], false, "{leak}");
+    let leak_growth = row(&report, "growth", "mem_leaker::leak_buffer");
+    assert!(leak_growth["r2"].as_f64().unwrap() >= 0.8, "{leak_growth}");
+
+    // The growing map: steady growth at grow_map.
+    let map = row(&report, "growth", "mem_leaker::grow_map");
+    assert!(map["slope_bytes_per_s"].as_f64().unwrap() > 100_000.0, "{map}");
+    assert!(map["file"].as_str().unwrap().ends_with(FILE), "{map}");
+
+    // Findings, category memory, at those functions.
+    let found = findings(&report);
+    assert!(found.iter().any(|(rule, f, _, _)| rule == "memory-leak" && f == "mem_leaker::leak_buffer"), "{found:?}");
+    assert!(
+        found.iter().any(|(rule, f, _, _)| (rule == "unbounded-growth" || rule == "memory-leak") && f == "mem_leaker::grow_map"),
+        "{found:?}"
+    );
+    assert!(found.iter().any(|(rule, f, _, _)| rule == "allocation-churn" && f == "mem_leaker::churn_unit"), "{found:?}");
+    assert!(!found.iter().any(|(rule, f, _, _)| rule == "memory-leak" && f.contains("churn_unit")), "{found:?}");
+    for f in report["findings"].as_array().unwrap() {
+        assert_eq!(f["category"], "memory", "{f}");
+    }
+
+    // report.md has the seed's memory section; memory.svg the churn.
+    let md = run.file("report.md");
+    for needle in ["### Memory Profiling Results", "**Peak memory**", "| Location | Size | Count | Type |", "**Issues detected**", "**Recommendations**", "`mem_leaker::leak_buffer`"] {
+        assert!(md.contains(needle), "report.md lacks {needle}:\n{md}");
+    }
+    let svg = run.file("memory.svg");
+    assert!(svg.contains("mem_leaker::churn_unit") && svg.contains("bytes"), "memory.svg");
+    (run, report)
+}
+
+#[test]
+fn precise_mode_finds_the_leak_the_churn_and_the_growing_map() {
+    let (_run, report) = audit("precise", "6s");
+    let memory = &report["memory"];
+    assert_eq!(memory["recorded_time_pct"], 100.0);
+    // Every call counted: the leak's outstanding count is exact and the
+    // churn's live bytes are nil (a block or two in flight at the end).
+    let churn = row(&report, "top_allocators", "mem_leaker::churn_unit");
+    assert!(churn["live_bytes"].as_u64().unwrap() < 64 * 1024, "{churn}");
+    let leak = row(&report, "leak_candidates", "mem_leaker::leak_buffer");
+    assert_eq!(leak["p_all_freed_unseen"], 0.0);
+    assert_eq!(leak["bytes"].as_u64().unwrap(), leak["count"].as_u64().unwrap() * 8192, "{leak}");
+}
+
+#[test]
+fn default_mode_samples_a_small_share_of_the_time_and_still_names_the_sites() {
+    let (_run, report) = audit("default", "16s");
+    let memory = &report["memory"];
+    let recorded = memory["recorded_time_pct"].as_f64().unwrap();
+    assert!((1.0..=5.0).contains(&recorded), "recorded {recorded}% of the time");
+    assert!(memory["probed_time_pct"].as_f64().unwrap() < 8.0, "{memory}");
+    assert!(memory["windows"].as_u64().unwrap() >= 4);
+    // Counts are scaled up: far more estimated than observed allocations.
+    let observed = memory["alloc_calls_observed"].as_u64().unwrap();
+    assert!(memory["total_allocations"].as_u64().unwrap() > 8 * observed, "{memory}");
+}
+
+#[test]
+fn a_cpu_hot_allocating_function_is_an_allocation_in_a_hot_path() {
+    // With the CPU profile too, churn_unit is both CPU-hot and the top
+    // allocator: flagged as allocation in a hot path (P1), not mere churn.
+    let bin = fixture("mem-leaker", Build::Release);
+    let target = Running::spawn(&bin, &["--seconds", "120", "--churn-only"]);
+    let pid = target.pid().to_string();
+    let run = run_agent(&["--pid", &pid, "all", "--memory", "precise", "--duration", "4s"]);
+    run.assert_success();
+    let report = run.report();
+    let hot = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == "allocation-hot-path")
+        .unwrap_or_else(|| panic!("no allocation-hot-path finding: {:?}", findings(&report)));
+    assert_eq!(hot["function"], "mem_leaker::churn_unit");
+    assert_eq!(hot["severity"], "P1");
+    assert_eq!(hot["category"], "memory");
+    assert!(hot["evidence"].as_str().unwrap().contains("% of CPU samples"), "{hot}");
+    assert!(run.file("report.html").contains("Memory flamegraph"));
+}
+
+#[test]
+fn memory_mode_without_the_memory_profile_is_a_usage_error() {
+    let run = run_agent(&["--pid", "1", "cpu", "--memory", "precise", "--duration", "1s"]);
+    assert_eq!(run.code(), 2, "{}", run.stderr());
+    let err = run.stderr();
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("memory profile"), "{err}");
+}
