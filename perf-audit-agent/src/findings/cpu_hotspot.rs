@@ -39,7 +39,7 @@ pub fn classify(callees: &[(String, u64)]) -> WorkKind {
     let has = |needles: &[&str]| needles.iter().any(|n| leaf.contains(n));
     if has(&["futex", "Mutex", "RwLock", "parking_lot", "Condvar"]) {
         WorkKind::Locking
-    } else if leaf.ends_with("kernel") {
+    } else if leaf.ends_with("kernel") && !has(&["malloc", "free", "realloc", "calloc"]) {
         WorkKind::Syscalls
     } else if has(&["malloc", "free", "realloc", "__rust_alloc", "__rust_dealloc", "alloc::alloc", "RawVec", "cfree", "_int_malloc", "_int_free"]) {
         WorkKind::Allocation
@@ -212,5 +212,7 @@ mod tests {
         assert_eq!(classify(&[("_int_malloc".into(), 3)]), WorkKind::Allocation);
         assert_eq!(classify(&[]), WorkKind::Compute);
         assert_eq!(classify(&[("__libc_send → kernel".into(), 3)]), WorkKind::Syscalls);
+        // In the kernel under malloc (page faults, allocator probes): allocation.
+        assert_eq!(classify(&[("__GI___libc_malloc → kernel".into(), 3)]), WorkKind::Allocation);
     }
 }
