@@ -381,7 +381,7 @@ async fn collect(
             }
             _ = async {
                 match stack_copy.as_deref_mut() {
-                    Some(c) => c.drain_when_ready(&mut maps).await,
+                    Some(c) => c.drain_next(&mut maps).await,
                     None => std::future::pending().await,
                 }
             } => {}

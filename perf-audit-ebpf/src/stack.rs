@@ -21,6 +21,9 @@ use perf_audit_common::{
 
 use crate::maps::bump;
 
+/// `BPF_RB_NO_WAKEUP`: submit without notifying a poller.
+const BPF_RB_NO_WAKEUP: u64 = 1;
+
 #[map(name = "USER_STACK_SAMPLES")]
 static USER_STACK_SAMPLES: RingBuf = RingBuf::with_byte_size(USER_STACK_RING_BYTES, 0);
 
@@ -126,6 +129,8 @@ pub fn emit_stack_sample(header: &StackSampleHeader) -> bool {
     if copied == 0 {
         bump(Counter::CpuUserStackCopyFailed);
     }
-    entry.submit(0);
+    // No wake-up: the agent drains the ring on a timer. A wake-up per
+    // sample would schedule the agent, often on the target's own CPU.
+    entry.submit(BPF_RB_NO_WAKEUP);
     true
 }

@@ -1,5 +1,7 @@
-//! Reads `UserStackSample`s from the ring buffer as they arrive and unwinds
-//! each at once (so the 64 KiB copies never pile up), keeping only
+//! Reads `UserStackSample`s from the ring buffer every `DRAIN_INTERVAL`
+//! and unwinds each at once (so the 64 KiB copies never pile up; the
+//! programs submit without wake-ups, since a wake-up per sample would put
+//! the agent on the target's CPU at the sampling rate), keeping only
 //! aggregated results: CPU stacks (dwarf mode) in the same shape as the
 //! frame-pointer aggregation, off-CPU stacks weighted by time blocked, and
 //! one small record per CPU sample (thread, time, on-CPU run length, stack)
@@ -12,7 +14,6 @@ use aya::{
     maps::{MapData, RingBuf, StackTraceMap},
 };
 use perf_audit_common::{UserStackSample, names, sample_kind};
-use tokio::io::unix::AsyncFd;
 
 use super::{
     cpu::{RawCpuStack, comm_to_string, stack_frames},
@@ -23,6 +24,10 @@ use crate::{
     target::MapsSnapshot,
     unwind::{ProcessUnwinder, TableCache, UnwindEnd},
 };
+
+/// How often the ring is drained: at 99 Hz on 2 CPUs ~20 samples wait,
+/// far below the ring's ~500.
+pub const DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// At most this many per-sample records are kept (about 2.8 hours of one
 /// busy thread at 99 Hz); beyond it the long-poll analysis stops growing.
@@ -48,7 +53,8 @@ struct OffCpuAggregate {
 }
 
 pub struct StackCopyCollector {
-    ring: AsyncFd<RingBuf<MapData>>,
+    ring: RingBuf<MapData>,
+    tick: tokio::time::Interval,
     pid: u32,
     unwinder: ProcessUnwinder,
     tables: TableCache,
@@ -75,12 +81,11 @@ impl StackCopyCollector {
     pub(super) fn new(ebpf: &mut Ebpf, pid: u32) -> Result<StackCopyCollector> {
         let map = ebpf.take_map(names::USER_STACK_SAMPLES).ok_or_else(|| missing(names::USER_STACK_SAMPLES))?;
         let ring = RingBuf::try_from(map).map_err(|e| Error::internal(format!("USER_STACK_SAMPLES: {e}")))?;
-        // SAFETY: the ring buffer owns its fd, which stays open and the same
-        // for as long as the AsyncFd owns the ring.
-        let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-            .map_err(|e| Error::internal(format!("cannot poll the stack ring buffer: {e}")))?;
+        let mut tick = tokio::time::interval(DRAIN_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Ok(StackCopyCollector {
             ring,
+            tick,
             pid,
             unwinder: Default::default(),
             tables: Default::default(),
@@ -92,11 +97,9 @@ impl StackCopyCollector {
         })
     }
 
-    /// Waits until samples are ready, then unwinds all that are.
-    pub async fn drain_when_ready(&mut self, maps: &mut MapsSnapshot) {
-        if let Ok(mut guard) = self.ring.readable_mut().await {
-            guard.clear_ready();
-        }
+    /// Waits for the next drain tick, then unwinds what the ring holds.
+    pub async fn drain_next(&mut self, maps: &mut MapsSnapshot) {
+        self.tick.tick().await;
         self.drain(maps);
     }
 
@@ -105,8 +108,7 @@ impl StackCopyCollector {
         let mut refreshed = false;
         loop {
             let sample: UserStackSample = {
-                let ring = self.ring.get_mut();
-                let Some(item) = ring.next() else { break };
+                let Some(item) = self.ring.next() else { break };
                 if item.len() < std::mem::size_of::<UserStackSample>() {
                     continue;
                 }
