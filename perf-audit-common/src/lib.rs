@@ -53,7 +53,8 @@ pub const USER_STACK_COPY_PAGE: usize = 4_096;
 
 /// Size of the ring buffer carrying [`UserStackSample`]s (a power of two).
 /// 32 MiB holds ~500 samples: over two seconds of backlog at 99 Hz on two
-/// CPUs; the agent drains it as soon as it is readable.
+/// CPUs; records are submitted without wake-ups and the agent drains the
+/// ring every 100 ms.
 pub const USER_STACK_RING_BYTES: u32 = 32 * 1024 * 1024;
 
 /// Kinds of [`UserStackSample`].
