@@ -22,6 +22,11 @@ How it works:
   instructions the kernel emulates), keyed by call site in the kernel:
   --memory default records 100 ms every 5 s with the probes detached in
   between (estimates scaled up); --memory precise records every call.
+  The async profile follows sched_switch and takes the stack of every block
+  of --offcpu-min or more at the blocking syscall's exit: blocking calls and
+  sync-lock waits on Tokio workers are named at your line. The database
+  profile reads pg_stat_statements and traces the target's writes to its
+  database connections, tying each query to the Rust line that issued it.
 
 Outputs (in --out, default perf-audit-<service>-<UTC timestamp>/):
   report.md        the audit: samples, drops, top hotspots, ranked findings
@@ -29,6 +34,7 @@ Outputs (in --out, default perf-audit-<service>-<UTC timestamp>/):
   report.html      the report for a browser, flamegraphs embedded, no network needed
   flamegraph.svg   interactive CPU flamegraph (open in a browser)
   memory.svg       memory flamegraph: bytes allocated per stack (profile memory)
+  offcpu.svg       off-CPU flamegraph: time blocked per stack (profile async)
   stacks.folded    folded stacks, one `root;...;leaf count` line per stack
   alerts.yml       Prometheus alert rules, thresholds from the measured baseline
   perf-audit-ci.yml  GitHub Actions workflow: audit base and head, gate with diff
