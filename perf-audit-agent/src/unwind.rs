@@ -206,6 +206,28 @@ impl ProcessUnwinder {
         }
     }
 
+    /// Unwinds a stack copied from process `pid` by an eBPF program: when
+    /// `ip` lies in code mapped after `maps` was taken (dlopen, late
+    /// loads), the snapshot is refreshed first, at most once per drain
+    /// (`refreshed`), and modules are added for new mappings.
+    #[allow(clippy::too_many_arguments)]
+    pub fn unwind_copied(
+        &mut self,
+        tables: &mut TableCache,
+        maps: &mut MapsSnapshot,
+        pid: u32,
+        refreshed: &mut bool,
+        (ip, sp, bp): (u64, u64, u64),
+        stack: &[u8],
+    ) -> (Vec<u64>, UnwindEnd) {
+        if maps.find(ip).is_none() && !*refreshed {
+            let _ = maps.refresh(pid);
+            *refreshed = true;
+        }
+        self.sync_modules(maps, tables);
+        self.unwind(ip, sp, bp, stack)
+    }
+
     /// Unwinds one sample. Returns the frames leaf first (the sampled
     /// instruction pointer, then return addresses) and how it ended.
     pub fn unwind(&mut self, ip: u64, sp: u64, bp: u64, stack: &[u8]) -> (Vec<u64>, UnwindEnd) {

@@ -21,7 +21,6 @@ use perf_audit_common::memory::{
     MEM_PENDING_CAPACITY, MEM_SITES_CAPACITY, MEM_STACK_COPY_BYTES, MEM_STACK_RING_BYTES, MEM_TEXT_RANGES,
     MemCounter, MemStackSample, PendingAlloc, SiteStats, TextRange, mem_control, mem_sample_kind,
 };
-use perf_audit_common::USER_STACK_COPY_PAGE;
 
 use crate::maps::current_target_thread;
 
@@ -137,7 +136,7 @@ fn charge_alloc(regs: &pt_regs, tgid: u32, tid: u32, site: u64, size: u64) {
 }
 
 /// Copies registers and up to `MEM_STACK_COPY_BYTES` of user stack, page
-/// by page until the stack mapping ends (as `cpu.rs` does for samples).
+/// by page until the stack mapping ends (`stack::copy_user_stack`).
 #[inline(always)]
 fn send_stack(regs: &pt_regs, tgid: u32, tid: u32, site: u64) -> bool {
     let Some(mut entry) = MEM_STACKS.reserve::<MemStackSample>(0) else {
@@ -146,29 +145,13 @@ fn send_stack(regs: &pt_regs, tgid: u32, tid: u32, site: u64) -> bool {
     };
     let sample = entry.as_mut_ptr();
     let sp = regs.rsp;
-    let first = USER_STACK_COPY_PAGE - (sp as usize & (USER_STACK_COPY_PAGE - 1));
-    let mut copied: usize = 0;
-    // SAFETY: writes stay inside the reserved record's `stack` array
-    // (first <= 4096, then at most 7 more whole pages of a 32 KiB array).
+    // SAFETY: the copy stays inside the reserved record's `stack` array of
+    // MEM_STACK_COPY_BYTES; the header writes are fields of that record.
     unsafe {
-        let stack = core::ptr::addr_of_mut!((*sample).stack) as *mut u8;
-        if bpf_probe_read_user(stack.cast(), first as u32, sp as *const _) == 0 {
-            copied = first;
-            let mut page = 0;
-            while page < MEM_STACK_COPY_BYTES / USER_STACK_COPY_PAGE - 1 {
-                let offset = first + page * USER_STACK_COPY_PAGE;
-                if bpf_probe_read_user(
-                    stack.add(offset).cast(),
-                    USER_STACK_COPY_PAGE as u32,
-                    (sp as usize + offset) as *const _,
-                ) != 0
-                {
-                    break;
-                }
-                copied = offset + USER_STACK_COPY_PAGE;
-                page += 1;
-            }
-        }
+        let copied = crate::stack::copy_user_stack::<MEM_STACK_COPY_BYTES>(
+            core::ptr::addr_of_mut!((*sample).stack) as *mut u8,
+            sp,
+        );
         core::ptr::addr_of_mut!((*sample).site).write(site);
         core::ptr::addr_of_mut!((*sample).tgid).write(tgid);
         core::ptr::addr_of_mut!((*sample).tid).write(tid);

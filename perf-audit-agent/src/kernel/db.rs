@@ -181,16 +181,18 @@ impl DbWriteReader {
             if event.tgid != self.pid {
                 continue;
             }
-            if event.ip != 0 && maps.find(event.ip).is_none() && !refreshed {
-                let _ = maps.refresh(self.pid);
-                refreshed = true;
-            }
-            self.unwinder.sync_modules(maps, &mut self.tables);
             let (user, end) = if event.stack_len == 0 {
                 (Vec::new(), UnwindEnd::Truncated)
             } else {
                 let len = (event.stack_len as usize).min(event.stack.len());
-                self.unwinder.unwind(event.ip, event.sp, event.bp, &event.stack[..len])
+                self.unwinder.unwind_copied(
+                    &mut self.tables,
+                    maps,
+                    self.pid,
+                    &mut refreshed,
+                    (event.ip, event.sp, event.bp),
+                    &event.stack[..len],
+                )
             };
             let payload_len = (event.payload_len as usize).min(event.payload.len());
             out(RawDbWrite {

@@ -119,14 +119,15 @@ impl StackCopyCollector {
             if sample.tgid != self.pid {
                 continue;
             }
-            if maps.find(sample.ip).is_none() && !refreshed {
-                // New code mapped since the last snapshot: refresh once per drain.
-                let _ = maps.refresh(self.pid);
-                refreshed = true;
-            }
-            self.unwinder.sync_modules(maps, &mut self.tables);
             let len = (sample.stack_len as usize).min(sample.stack.len());
-            let (frames, end) = self.unwinder.unwind(sample.ip, sample.sp, sample.bp, &sample.stack[..len]);
+            let (frames, end) = self.unwinder.unwind_copied(
+                &mut self.tables,
+                maps,
+                self.pid,
+                &mut refreshed,
+                (sample.ip, sample.sp, sample.bp),
+                &sample.stack[..len],
+            );
             self.unwound += 1;
             if end == UnwindEnd::Truncated {
                 self.truncated += 1;

@@ -215,13 +215,15 @@ impl Stacks {
             if sample.tgid != self.pid || self.stacks.contains_key(&sample.site) {
                 continue;
             }
-            if maps.find(sample.ip).is_none() && !refreshed {
-                let _ = maps.refresh(self.pid);
-                refreshed = true;
-            }
-            self.unwinder.sync_modules(maps, &mut self.tables);
             let len = (sample.stack_len as usize).min(sample.stack.len());
-            let (frames, end) = self.unwinder.unwind(sample.ip, sample.sp, sample.bp, &sample.stack[..len]);
+            let (frames, end) = self.unwinder.unwind_copied(
+                &mut self.tables,
+                maps,
+                self.pid,
+                &mut refreshed,
+                (sample.ip, sample.sp, sample.bp),
+                &sample.stack[..len],
+            );
             if end == crate::unwind::UnwindEnd::Truncated {
                 self.truncated += 1;
             }
