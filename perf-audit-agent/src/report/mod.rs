@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod html;
 mod database_md;
 pub mod markdown;
+mod offcpu;
 
 use crate::{
     findings::{Finding, Severity},
