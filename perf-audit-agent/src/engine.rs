@@ -135,6 +135,17 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
     );
     // Load runs beside the collection, for the same window.
     let (stop_load, load_stopped) = tokio::sync::oneshot::channel::<()>();
+    // tokio-console's view, when the target runs console-subscriber.
+    let (stop_console, console_stopped) = tokio::sync::oneshot::channel::<()>();
+    let console_task = (wants_async && console_listening(&plan.console)).then(|| {
+        let addr = plan.console.clone();
+        tokio::spawn(async move {
+            crate::console::watch(&addr, async {
+                let _ = console_stopped.await;
+            })
+            .await
+        })
+    });
     let load_task = plan.load.as_ref().map(|spec| {
         let load_plan = LoadPlan::new(spec.scenario.clone(), spec.rps, plan.duration)
             .expect("validated when the plan was built");
@@ -158,6 +169,11 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
         None => None,
     };
     let _ = stop_load.send(());
+    let _ = stop_console.send(());
+    let console = match console_task {
+        Some(task) => Some(task.await.map_err(|e| Error::internal(format!("the console reader panicked: {e}")))?),
+        None => None,
+    };
     let load_result: Option<LoadResult> = match load_task {
         Some(task) => Some(task.await.map_err(|e| Error::internal(format!("the load generator panicked: {e}")))?),
         None => None,
@@ -266,7 +282,7 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
         async_runtime: async_analysis.as_ref().map(|(analysis, _)| AsyncSection {
             analysis: analysis.clone(),
             long_poll_threshold_ms: plan.long_poll.as_secs_f64() * 1000.0,
-            console: console_info(&plan.console),
+            console: console_info(&plan.console, console.clone()),
         }),
         offcpu: async_analysis.as_ref().map(|(_, threads)| {
             OffCpuSection::build(&offcpu_profile, threads, &counters, plan.offcpu_min, &async_analysis.as_ref().expect("some").0)
@@ -482,20 +498,37 @@ fn thread_times(
 }
 
 /// Whether the target runs console-subscriber at `addr`.
-fn console_info(addr: &str) -> ConsoleInfo {
-    let listening = addr
-        .parse::<std::net::SocketAddr>()
+fn console_listening(addr: &str) -> bool {
+    addr.parse::<std::net::SocketAddr>()
         .ok()
         .map(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_millis(300)).is_ok())
-        .unwrap_or(false);
-    let note = if listening {
-        format!("something listens at {addr} (console-subscriber?): open `tokio-console http://{addr}` for task counts, spawn locations and poll times; this audit's task breakdown comes from eBPF samples")
-    } else {
-        format!(
-            "not running at {addr}. For task counts, spawn locations, poll durations and its self-wake / lost-waker warnings, add `console-subscriber` to the service (`console_subscriber::init()` in main, built with `RUSTFLAGS=\"--cfg tokio_unstable\"`), then re-run with `--console {addr}`"
-        )
+        .unwrap_or(false)
+}
+
+/// The report's console entry: what was read, or how to enable it.
+fn console_info(addr: &str, read: Option<std::result::Result<crate::console::ConsoleSummary, String>>) -> ConsoleInfo {
+    let (listening, summary, note) = match read {
+        Some(Ok(summary)) => (
+            true,
+            Some(summary.clone()),
+            format!(
+                "read from console-subscriber at {addr}: {} tasks seen ({} live), {} spawn locations, {} warnings",
+                summary.tasks_seen,
+                summary.live_tasks,
+                summary.locations.len(),
+                summary.warnings.len()
+            ),
+        ),
+        Some(Err(e)) => (true, None, format!("{e}: the task breakdown comes from eBPF samples only")),
+        None => (
+            false,
+            None,
+            format!(
+                "not running at {addr}. For task counts, spawn locations, poll durations and its self-wake / lost-waker warnings, add `console-subscriber` to the service (`console_subscriber::init()` in main, built with `RUSTFLAGS=\"--cfg tokio_unstable\"`), then re-run with `--console {addr}`"
+            ),
+        ),
     };
-    ConsoleInfo { address: addr.to_string(), listening, note }
+    ConsoleInfo { address: addr.to_string(), listening, note, summary }
 }
 
 /// Waits until every host the load targets accepts TCP connections (a

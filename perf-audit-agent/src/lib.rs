@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod ci_workflow;
 pub mod cli;
+pub mod console;
 pub mod daemon;
 pub mod database;
 pub mod diff;

@@ -44,6 +44,9 @@ pub enum Build {
     Release,
     /// Release with `-C force-frame-pointers=yes`.
     ReleaseFramePointers,
+    /// Release with the `console` feature and `--cfg tokio_unstable`
+    /// (tokio-console instrumentation).
+    ReleaseTokioConsole,
 }
 
 /// Path of a fixture binary from `tests/fixtures`, built on first use.
@@ -52,14 +55,21 @@ pub fn fixture(name: &str, build: Build) -> PathBuf {
     let target_dir = match build {
         Build::Release => dir.join("target/plain"),
         Build::ReleaseFramePointers => dir.join("target/fp"),
+        Build::ReleaseTokioConsole => dir.join("target/console"),
     };
     let mut cmd = cargo();
     cmd.current_dir(&dir).args(["build", "--release", "-p", name]).arg("--target-dir").arg(&target_dir);
     // Never inherit the outer build's flags: the fixture must be built
     // exactly as the test says.
     cmd.env_remove("RUSTFLAGS").env_remove("CARGO_ENCODED_RUSTFLAGS").env_remove("CARGO_BUILD_RUSTFLAGS");
-    if build == Build::ReleaseFramePointers {
-        cmd.env("RUSTFLAGS", "-C force-frame-pointers=yes");
+    match build {
+        Build::Release => {}
+        Build::ReleaseFramePointers => {
+            cmd.env("RUSTFLAGS", "-C force-frame-pointers=yes");
+        }
+        Build::ReleaseTokioConsole => {
+            cmd.env("RUSTFLAGS", "--cfg tokio_unstable").args(["--features", "console"]);
+        }
     }
     run_build(cmd, name);
     target_dir.join("release").join(name)

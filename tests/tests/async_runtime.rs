@@ -61,7 +61,46 @@ fn blocking_calls_locks_and_long_polls_are_found_at_their_functions() {
     let md = run.file("report.md");
     assert!(md.contains("### Async Runtime Analysis") && md.contains("**Task breakdown**"));
     // The time-weighted off-CPU stacks name the blocker (the SVG may drop
-    // frames narrower than a pixel; the folded file keeps every stack).
-    assert!(run.file("offcpu.folded").contains("async_service::read_settings_blocking"));
+    // frames narrower than a pixel; the folded file keeps every stack). The
+    // 8 ms sleep always passes the 1 ms capture threshold (an fsync may not).
+    assert!(run.file("offcpu.folded").contains("async_service::update_shared_stats"));
     assert!(run.file("offcpu.svg").contains("<svg"));
+}
+
+#[test]
+fn tokio_console_task_stats_are_read_when_the_target_runs_console_subscriber() {
+    let bin = fixture("async-service", Build::ReleaseTokioConsole);
+    let tmp = tempfile::tempdir().unwrap();
+    let addr = free_loopback_addr();
+    let console = free_loopback_addr();
+    let scenario = tmp.path().join("scenario.toml");
+    std::fs::write(&scenario, format!("[[request]]\nurl = \"http://{addr}/good\"\nweight = 1\n")).unwrap();
+    let data = tmp.path().join("data");
+    let run = run_agent(&[
+        "async", "--duration", "5s", "--rps", "40", "--console", &console, "--scenario", scenario.to_str().unwrap(),
+        "--", bin.to_str().unwrap(), "--listen", &addr, "--data", data.to_str().unwrap(), "--console", &console,
+    ]);
+    run.assert_success();
+    let report = run.report();
+    let c = &report["async"]["console"];
+    assert_eq!(c["listening"], true, "{c}");
+    let summary = &c["summary"];
+    // Every /good request spawns a blocking task (tokio::fs, spawn_blocking).
+    assert!(summary["tasks_seen"].as_u64().unwrap() >= 100, "{summary}");
+    let locations = summary["locations"].as_array().unwrap();
+    assert!(locations.iter().any(|l| l["location"].as_str().unwrap().contains("async-service/src/main.rs") && l["polls"].as_u64().unwrap() > 0), "{locations:?}");
+    assert!(run.file("report.md").contains("**Total tasks spawned**"));
+}
+
+#[test]
+fn without_console_subscriber_the_report_says_how_to_enable_it() {
+    let bin = fixture("cpu-burner", Build::Release);
+    let target = Running::spawn(&bin, &["--seconds", "30"]);
+    let pid = target.pid().to_string();
+    let closed = free_loopback_addr();
+    let run = run_agent(&["--pid", &pid, "async", "--duration", "2s", "--console", &closed]);
+    run.assert_success();
+    let c = &run.report()["async"]["console"];
+    assert_eq!(c["listening"], false);
+    assert!(c["note"].as_str().unwrap().contains("console_subscriber::init()"), "{c}");
 }

@@ -228,6 +228,17 @@ fn render_async(md: &mut String, a: &super::AsyncSection, off: Option<&super::Of
         }
     }
     let _ = writeln!(md, "\n**tokio-console**: {}", a.console.note);
+    if let Some(c) = &a.console.summary {
+        let _ = writeln!(md, "\n**Total tasks spawned**: {} ({} live at the end)\n", c.tasks_seen, c.live_tasks);
+        let _ = writeln!(md, "| Spawn location | Tasks | Polls | Busy | Avg poll |");
+        let _ = writeln!(md, "|----------------|-------|-------|------|----------|");
+        for l in c.locations.iter().take(10) {
+            let _ = writeln!(md, "| {} | {} | {} | {:.1} ms | {:.1} us |", cell(&l.location), l.tasks, l.polls, l.busy_ms, l.mean_poll_us);
+        }
+        for w in &c.warnings {
+            let _ = writeln!(md, "- 🟡 tokio-console `{}` at {}: {} task(s) {}", w.kind, w.location, w.tasks, w.detail);
+        }
+    }
     let _ = writeln!(md, "\n**Recommendations**:\n");
     let _ = writeln!(md, "1. Use `tokio::fs` instead of `std::fs`");
     let _ = writeln!(md, "2. Release mutex before `.await` points and before slow work");

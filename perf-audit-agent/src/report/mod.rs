@@ -103,6 +103,8 @@ pub struct ConsoleInfo {
     /// Something accepted a TCP connection at the address.
     pub listening: bool,
     pub note: String,
+    /// Task counts, spawn locations, poll times and warnings, when read.
+    pub summary: Option<crate::console::ConsoleSummary>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
