@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::{CpuProfile, Frame, Origin, StackSample};
+use super::{CpuProfile, Frame, Origin, StackSample, round2};
 use crate::syscalls::{self, Waits};
 
 /// A thread's part in a Tokio runtime, from its stacks.
@@ -467,9 +467,6 @@ pub fn analyze(input: &AsyncInputs<'_>) -> AsyncAnalysis {
     }
 }
 
-fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
-}
 
 #[cfg(test)]
 mod tests {

@@ -166,6 +166,11 @@ pub fn is_thread_root(function: &str) -> bool {
     )
 }
 
+/// Rounds to two decimals, for shares and milliseconds in reports.
+pub fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
 /// Folded format separators cannot appear inside a frame label.
 fn sanitize_label(label: &str) -> String {
     let clean: String = label.chars().map(|c| if c == ';' || c == '\n' { ':' } else { c }).collect();

@@ -261,9 +261,7 @@ fn hotspot_recommendation(h: &Hotspot) -> String {
     }
 }
 
-pub fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
-}
+pub use crate::profile::round2;
 
 impl Report {
     pub fn findings_of(&self, severity: Severity) -> impl Iterator<Item = &Finding> {
