@@ -279,6 +279,20 @@ fn stable_path(path: &str, pid: u32) -> PathBuf {
 
 /// User + system CPU seconds the process has used, from `/proc/PID/stat`.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    cpu_times(pid).map(|t| t.user_s + t.system_s)
+}
+
+/// CPU seconds a process has used, split by mode.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct CpuTimes {
+    pub user_s: f64,
+    /// Kernel time: system calls, page faults, and the uprobe and
+    /// perf-event handling done in the process's context.
+    pub system_s: f64,
+}
+
+/// The process's user and system CPU seconds, from `/proc/PID/stat`.
+pub fn cpu_times(pid: u32) -> Option<CpuTimes> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -287,7 +301,7 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let stime: u64 = fields.get(12)?.parse().ok()?;
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    (ticks > 0).then(|| (utime + stime) as f64 / ticks as f64)
+    (ticks > 0).then(|| CpuTimes { user_s: utime as f64 / ticks as f64, system_s: stime as f64 / ticks as f64 })
 }
 
 /// Resident set size in bytes, from `/proc/PID/status`.

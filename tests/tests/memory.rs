@@ -50,6 +50,17 @@ fn audit(mode: &str, seconds: &str) -> (AgentRun, serde_json::Value) {
     assert!(current > 1_000_000 && memory["peak_rss_bytes"].as_u64().unwrap() >= current, "{memory}");
     assert_eq!(memory["dropped"]["total"], 0, "{}", memory["dropped"]);
     assert!(memory["sampling"].as_str().unwrap().len() > 20);
+    // The probes' cost is measured on the target (its kernel time against
+    // its rate once the probes are gone; it outlives the audit here).
+    let cost = &memory["probe_cost"];
+    assert!(cost["kernel_rate_after"].is_number(), "{cost}");
+    if mode == "precise" {
+        // Every call trapped: a real, per-call cost in the range a uprobe
+        // hit costs (0.5-10 µs), not zero and not an artefact.
+        let per_call = cost["per_call_us"].as_f64().unwrap_or(0.0);
+        assert!((0.3..30.0).contains(&per_call), "{cost}");
+        assert!(cost["probe_s"].as_f64().unwrap() > 0.1, "{cost}");
+    }
 
     // The churning function tops the allocators, at its own function and
     // file, with every allocation freed.

@@ -11,6 +11,8 @@ use std::{
 use crate::{cargo, run_checked, workspace_root};
 
 pub fn run(args: &[String]) -> Result<(), String> {
+    // The baseline tools (perf, heaptrack, bpftrace) on a fresh machine.
+    crate::setup::install_missing_packages()?;
     match args.first().map(String::as_str) {
         Some("cpu-overhead") => cpu_overhead(),
         Some("unwind") => unwind(),
@@ -461,14 +463,14 @@ fn offcpu() -> Result<(), String> {
 
 /// Throughput of an allocation-heavy fixture (`mem-leaker --churn-only`:
 /// two allocations and two frees per unit, with `BENCH_WORK` steps of work
-/// per unit, ~2 µs by default, the class of program where the issue
+/// per unit, ~1.5 µs by default, the class of program where the issue
 /// measured heaptrack at 0.70x and memleak-style probes at 0.066x), side by
-/// side: untraced, perf-audit's default and precise memory modes, heaptrack
-/// (LD_PRELOAD), and memleak-style uprobes on every allocator call. There
-/// is no bpftrace on this machine: the memleak-style baseline is
-/// perf-audit's hidden `--memory entry-probes` mode, the same programs as
-/// precise mode but every probe on the function's first instruction (as
-/// bcc's memleak attaches), so glibc's `free` is single-stepped.
+/// side in one run: untraced, perf-audit's default and precise memory
+/// modes, heaptrack (LD_PRELOAD), bpftrace with memleak-style uprobes and
+/// uretprobes on glibc's allocator, and two floors of the uprobe mechanism
+/// itself: `perf stat` counting trace-event uprobes (no BPF program at all)
+/// at exactly the places precise mode probes, and on malloc's entry alone.
+/// The floors bound what any per-call uprobe design can reach here.
 fn memory() -> Result<(), String> {
     let rounds = env_or("BENCH_ROUNDS", 3) as usize;
     // 10 s measured: two whole default-mode periods (a window every 5 s).
@@ -499,6 +501,16 @@ fn memory() -> Result<(), String> {
             c
         }) as Box<dyn Fn(&Path, &[String]) -> Command>
     };
+    let placement = precise_probe_placement(&agent, &fixture_bin, &scratch)?;
+    let floor_events = FloorProbes::create(&placement)?;
+    let perf_stat = |events: String| {
+        Box::new(move |bin: &Path, args: &[String]| {
+            let mut c = Command::new("perf");
+            c.args(["stat", "-x,", "-e", &events, "--"]).arg(bin).args(args);
+            c
+        }) as Box<dyn Fn(&Path, &[String]) -> Command>
+    };
+    let bpftrace_script = memleak_style_bpftrace(&placement.object);
     let heaptrack_out = scratch.join("heaptrack.out");
     let mut modes = vec![
         Mode { name: "untraced", command: Box::new(|bin, args| { let mut c = Command::new(bin); c.args(args); c }), rates: vec![] },
@@ -513,7 +525,18 @@ fn memory() -> Result<(), String> {
             }),
             rates: vec![],
         },
-        Mode { name: "memleak-style (entry uprobes)", command: agent_mode("entry-probes"), rates: vec![] },
+        Mode {
+            name: "bpftrace memleak-style",
+            command: Box::new(move |bin, args| {
+                let mut c = Command::new("bpftrace");
+                let cmdline = std::iter::once(bin.display().to_string()).chain(args.iter().cloned()).collect::<Vec<_>>().join(" ");
+                c.arg("-c").arg(cmdline).arg("-e").arg(&bpftrace_script);
+                c
+            }),
+            rates: vec![],
+        },
+        Mode { name: "floor: precise's uprobes, no program", command: perf_stat(floor_events.all()), rates: vec![] },
+        Mode { name: "floor: malloc entry uprobe only", command: perf_stat(floor_events.malloc_entry()), rates: vec![] },
     ];
     eprintln!("xtask: memory: {rounds} rounds x {} modes x {seconds} s (rate from {measure_after} s), {work} work steps per unit", modes.len());
     for round in 0..rounds {
@@ -539,14 +562,120 @@ fn memory() -> Result<(), String> {
     }
     let ratio = |i: usize| rows[i]["ratio"].as_f64().unwrap_or(0.0);
     println!(
-        "goal: default >= 0.9 -> {}; precise >= 0.5 -> {}; precise vs memleak-style: {:.1}x the throughput",
+        "goal: default >= 0.9 -> {}; precise >= 0.5 -> {}; precise vs bpftrace memleak-style: {:.1}x the throughput; \
+         precise reaches {:.0}% of the uprobe mechanism's own floor at its placements ({:.3}); one uprobe on malloc's entry alone caps any per-call design at {:.3}",
         if ratio(1) >= 0.9 { "met" } else { "NOT met" },
         if ratio(2) >= 0.5 { "met" } else { "NOT met" },
-        ratio(2) / ratio(4).max(1e-9)
+        ratio(2) / ratio(4).max(1e-9),
+        100.0 * ratio(2) / ratio(5).max(1e-9),
+        ratio(5),
+        ratio(6)
     );
+    drop(floor_events);
     write_result(
         "memory",
         &serde_json::json!({"rounds": rounds, "seconds": seconds, "work": work, "measure_after_s": measure_after,
-            "untraced_us_per_unit": 1e6 / baseline, "results": rows}),
+            "untraced_us_per_unit": 1e6 / baseline, "allocator_object": placement.object, "probes": placement.probes, "results": rows}),
+    )
+}
+
+/// Where precise mode puts its probes on the fixture: read from the
+/// report of a short precise-mode audit, so the floor is measured at the
+/// agent's real placements.
+struct ProbePlacement {
+    object: String,
+    /// (symbol, offset past its entry, has a uretprobe).
+    probes: Vec<(String, u64, bool)>,
+}
+
+fn precise_probe_placement(agent: &Path, fixture_bin: &Path, scratch: &Path) -> Result<ProbePlacement, String> {
+    let out = scratch.join("memory-placement");
+    let _ = std::fs::remove_dir_all(&out);
+    run_checked(
+        Command::new(agent)
+            .args(["memory", "--memory", "precise", "--quiet", "--duration", "2s", "--out"])
+            .arg(&out)
+            .arg("--")
+            .arg(fixture_bin)
+            .args(["--seconds", "3", "--churn-only"])
+            .stdout(Stdio::null()),
+        "a short precise-mode audit to read the probe placement",
+    )?;
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("report.json")).map_err(|e| format!("{}: {e}", out.join("report.json").display()))?,
+    )
+    .map_err(|e| format!("report.json: {e}"))?;
+    let memory = &report["memory"];
+    let object = memory["allocator_object"].as_str().ok_or("report.json has no memory.allocator_object")?.to_string();
+    let probes = memory["probes"]
+        .as_array()
+        .ok_or("report.json has no memory.probes")?
+        .iter()
+        .filter_map(|p| Some((p["symbol"].as_str()?.to_string(), p["offset"].as_u64()?, p["uretprobe"].as_bool()?)))
+        .collect::<Vec<_>>();
+    if !object.contains("libc.so") {
+        return Err(format!("the fixture's allocator is {object}, not glibc: the bpftrace baseline probes glibc"));
+    }
+    Ok(ProbePlacement { object, probes })
+}
+
+/// Trace-event uprobes (`perf probe`) at precise mode's placements, in
+/// their own group, deleted on drop. Counted by `perf stat`, a hit runs no
+/// BPF program: what is left is the cost of the uprobe mechanism itself.
+struct FloorProbes;
+
+const FLOOR_GROUP: &str = "perfauditfloor";
+
+impl FloorProbes {
+    fn create(placement: &ProbePlacement) -> Result<FloorProbes, String> {
+        let _ = Command::new("perf").args(["probe", "-q", "-d", &format!("{FLOOR_GROUP}:*")]).stderr(Stdio::null()).status();
+        let mut events = Vec::new();
+        for (symbol, offset, uretprobe) in &placement.probes {
+            let mut specs = vec![(format!("{symbol}_entry"), if *offset == 0 { symbol.clone() } else { format!("{symbol}+{offset}") })];
+            if *uretprobe {
+                // perf names a return probe's event `<name>__return`.
+                specs.push((symbol.clone(), format!("{symbol}%return")));
+            }
+            for (event, place) in specs {
+                run_checked(
+                    Command::new("perf")
+                        .args(["probe", "-q", "-x", &placement.object, "-a", &format!("{FLOOR_GROUP}:{event}={place}")])
+                        .stdout(Stdio::null()),
+                    &format!("perf probe {place} in {}", placement.object),
+                )?;
+                events.push(event);
+            }
+        }
+        if !events.iter().any(|e| e == "malloc_entry") {
+            return Err("precise mode placed no probe on malloc".into());
+        }
+        Ok(FloorProbes)
+    }
+
+    fn all(&self) -> String {
+        format!("{FLOOR_GROUP}:*")
+    }
+
+    fn malloc_entry(&self) -> String {
+        format!("{FLOOR_GROUP}:malloc_entry")
+    }
+}
+
+impl Drop for FloorProbes {
+    fn drop(&mut self) {
+        let _ = Command::new("perf").args(["probe", "-q", "-d", &format!("{FLOOR_GROUP}:*")]).stderr(Stdio::null()).status();
+    }
+}
+
+/// bcc memleak's approach written for bpftrace: every allocation's size at
+/// entry, its pointer at return into a live map, removed at free.
+fn memleak_style_bpftrace(libc: &str) -> String {
+    format!(
+        "uprobe:{libc}:malloc {{ @size[tid] = arg0; }}
+uprobe:{libc}:calloc {{ @size[tid] = arg0 * arg1; }}
+uprobe:{libc}:realloc {{ delete(@live[arg0]); @size[tid] = arg1; }}
+uretprobe:{libc}:malloc, uretprobe:{libc}:calloc, uretprobe:{libc}:realloc {{ if (retval != 0) {{ @live[retval] = @size[tid]; }} delete(@size[tid]); }}
+uprobe:{libc}:free {{ delete(@live[arg0]); }}
+END {{ clear(@live); clear(@size); }}"
     )
 }

@@ -22,7 +22,8 @@ commands:
   bench unwind         stack completeness and slowdown: dwarf vs frame-pointer vs `perf record --call-graph dwarf`
   bench offcpu         off-CPU collector overhead on a context-switch-heavy fixture vs `perf record -e sched:sched_switch -g`
   bench daemon         the daemon's own CPU and RSS at 19 Hz system-wide over a soak (BENCH_SECONDS, default 180)
-  bench memory         allocation-heavy fixture: memory default/precise vs heaptrack and memleak-style uprobes
+  bench memory         allocation-heavy fixture: memory default/precise vs heaptrack, bpftrace memleak-style
+                       uprobes, and the uprobe mechanism's own floor (perf stat counting uprobes)
   setup                install system packages and build the eBPF toolchain pieces only
 
 environment:

@@ -11,6 +11,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("perf", "linux-perf"),
     ("runuser", "util-linux"),
     ("promtool", "prometheus"),
+    // Baselines of `cargo xtask bench memory`.
+    ("heaptrack", "heaptrack"),
+    ("bpftrace", "bpftrace"),
     ("/usr/lib/postgresql/15/bin/initdb", "postgresql"),
     ("/usr/share/postgresql/15/extension/pg_stat_statements.control", "postgresql-contrib"),
 ];

@@ -144,15 +144,8 @@ pub fn render(m: &MetricsSnapshot) -> String {
 
 /// The daemon's own CPU seconds (utime + stime) and RSS, from /proc/self.
 pub fn self_usage() -> (f64, u64) {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
-    // After the comm: state is field 3, utime 14, stime 15 (1-based).
-    let ticks = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let cpu = (ticks(14) + ticks(15)) as f64 / hz;
-    let rss = crate::target::rss_bytes(std::process::id()).unwrap_or(0);
-    (cpu, rss)
+    let pid = std::process::id();
+    (crate::target::cpu_seconds(pid).unwrap_or(0.0), crate::target::rss_bytes(pid).unwrap_or(0))
 }
 
 #[cfg(test)]

@@ -54,6 +54,9 @@ pub const DEFAULT_PERIOD: Duration = Duration::from_millis(5000);
 pub const FREE_GRACE: Duration = Duration::from_millis(10);
 /// How often precise mode snapshots the per-site counters.
 pub const PRECISE_SNAPSHOT: Duration = Duration::from_millis(500);
+/// After every probe is gone, the target's kernel time is watched this long
+/// for its rate without probes: the baseline of the measured probe cost.
+pub const UNPROBED_BASELINE: Duration = Duration::from_millis(500);
 
 /// `--memory` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
@@ -63,11 +66,6 @@ pub enum MemoryMode {
     Default,
     /// Allocator probes for the whole audit: every call counted.
     Precise,
-    /// Baseline for benchmarks only: every allocator function probed at its
-    /// entry for the whole audit, as bcc's memleak does (single-stepped
-    /// `free`).
-    #[value(hide = true)]
-    EntryProbes,
 }
 
 impl MemoryMode {
@@ -75,7 +73,6 @@ impl MemoryMode {
         match self {
             MemoryMode::Default => "default",
             MemoryMode::Precise => "precise",
-            MemoryMode::EntryProbes => "entry-probes",
         }
     }
 }
@@ -113,6 +110,29 @@ pub struct MemoryRaw {
     pub elapsed_s: f64,
     pub windows: u64,
     pub maps: MapsSnapshot,
+    /// The target's kernel CPU time, where probe hits are charged.
+    pub kernel_time: KernelTime,
+}
+
+/// The target's kernel (system) CPU time during the collection and right
+/// after it. A uprobe hit (trap, handler, our program, emulation or single
+/// step, the return trampoline) runs in the target's own context and is
+/// charged to its system time; so the probes' cost is the kernel time
+/// during the collection beyond the target's rate once they are gone.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KernelTime {
+    /// Kernel seconds the target used from the start of the collection
+    /// until every probe was closed.
+    pub during_s: f64,
+    /// Wall seconds of that span.
+    pub during_wall_s: f64,
+    /// Kernel seconds and wall seconds of [`UNPROBED_BASELINE`] after every
+    /// probe was closed; `None` when the target had exited.
+    pub after: Option<(f64, f64)>,
+}
+
+fn kernel_seconds(pid: u32) -> Option<f64> {
+    target::cpu_times(pid).map(|t| t.system_s)
 }
 
 /// The memory collector: started before collection, finished after.
@@ -137,12 +157,6 @@ impl MemoryCollector {
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         };
-        let mut plan = plan;
-        if mode == MemoryMode::EntryProbes {
-            for probe in &mut plan.probes {
-                probe.probe_offset = 0;
-            }
-        }
         let emulated = plan.probes.iter().filter(|p| p.emulated).count();
         eprintln!(
             "perf-audit: memory profile ({} mode): probing {} in {} ({} of {} probes on emulated instructions)",
@@ -243,6 +257,8 @@ async fn run(
     mut stopped: tokio::sync::oneshot::Receiver<()>,
 ) -> Result<MemoryRaw> {
     let start = Instant::now();
+    let kernel_at_start = kernel_seconds(pid);
+    let mut kernel_last = kernel_at_start;
     let mut stacks = Stacks { ring, unwinder: ProcessUnwinder::new(), tables: TableCache::default(), stacks: HashMap::new(), truncated: 0, pid };
     let mut series = Vec::new();
     let mut rss = Vec::new();
@@ -317,6 +333,7 @@ async fn run(
                     peak_rss = peak_rss.max(hwm).max(rss_now);
                     rss.push((start.elapsed().as_secs_f64(), rss_now));
                 }
+                kernel_last = kernel_seconds(pid).or(kernel_last);
                 if last_maps.elapsed() >= Duration::from_secs(1) {
                     let _ = maps.refresh(pid);
                     last_maps = Instant::now();
@@ -338,6 +355,24 @@ async fn run(
     let elapsed = start.elapsed();
     // Every probe closed before the final read: no event races the counts.
     tokio::task::block_in_place(|| kernel.join_detaches());
+    let closed = Instant::now();
+    let kernel_alive = kernel_seconds(pid);
+    // A target that exited keeps its last reading (the cost up to then).
+    let kernel_at_close = kernel_alive.or(kernel_last);
+    let mut kernel_time = KernelTime {
+        during_s: match (kernel_at_start, kernel_at_close) {
+            (Some(a), Some(b)) => (b - a).max(0.0),
+            _ => 0.0,
+        },
+        during_wall_s: (closed - start).as_secs_f64(),
+        after: None,
+    };
+    if kernel_alive.is_some() {
+        tokio::time::sleep(UNPROBED_BASELINE).await;
+        if let (Some(a), Some(b)) = (kernel_at_close, kernel_seconds(pid)) {
+            kernel_time.after = Some(((b - a).max(0.0), closed.elapsed().as_secs_f64()));
+        }
+    }
     let sites = kernel.read_sites()?;
     if mode != MemoryMode::Default {
         series.push(Snapshot { t: elapsed.as_secs_f64(), sites: sites.clone() });
@@ -371,6 +406,7 @@ async fn run(
         elapsed_s: elapsed.as_secs_f64(),
         windows,
         maps,
+        kernel_time,
     })
 }
 

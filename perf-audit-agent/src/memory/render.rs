@@ -55,7 +55,7 @@ pub fn markdown(md: &mut String, m: &MemorySection, findings: &[Finding]) {
         })
         .collect();
     let _ = writeln!(md, "**Allocator**: {}; probes: {}", m.allocator, probes.join(", "));
-    let _ = writeln!(md, "**Measured cost**: {}", m.estimated_probe_cost);
+    let _ = writeln!(md, "**Measured cost**: {}", m.probe_cost.summary);
     let _ = writeln!(
         md,
         "**Observed**: {} allocations and {} frees while probed ({} estimated allocations, {} over the audit), {} allocation sites",

@@ -5,14 +5,7 @@ use super::{
     MemoryMode, MemoryRaw,
     analysis::{AllocatorRow, Analysis, Fit, GrowthRow, LeakRow, least_squares},
 };
-use crate::kernel::memory::{CallShape, MemCounters, ProbePoint};
-
-/// Measured cost of one probe hit on this machine class (see
-/// `cargo xtask bench memory` and ARCHITECTURE.md): an emulated entry probe
-/// with our program, a uretprobe, and a single-stepped probe.
-pub const EMULATED_HIT_US: f64 = 1.0;
-pub const RETURN_HIT_US: f64 = 1.5;
-pub const SINGLE_STEP_HIT_US: f64 = 10.0;
+use crate::kernel::memory::{CallShape, MemCounters};
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct MemorySection {
@@ -35,6 +28,8 @@ pub struct MemorySection {
     pub elapsed_s: f64,
     /// Which allocator was probed, and in which file.
     pub allocator: String,
+    /// The file the probes are in.
+    pub allocator_object: String,
     pub probes: Vec<ProbeRow>,
     /// Rust allocator shims found in the executable (they forward to the
     /// allocator above, which is what is probed).
@@ -52,16 +47,70 @@ pub struct MemorySection {
     pub sites: usize,
     pub sites_without_stack: usize,
     pub truncated_stacks: u64,
-    /// Target CPU time spent in the probes, estimated from the calls seen
-    /// and the measured cost per hit, as a share of the audit's wall time
-    /// on one core.
-    pub estimated_probe_cost_pct: f64,
-    pub estimated_probe_cost: String,
+    /// What the probes cost the target, measured from its kernel time.
+    pub probe_cost: ProbeCost,
     /// Least-squares fit of the process RSS over the audit (bytes/s).
     pub rss_growth: Option<Fit>,
     pub top_allocators: Vec<AllocatorRow>,
     pub leak_candidates: Vec<LeakRow>,
     pub growth: Vec<GrowthRow>,
+}
+
+/// The probes' cost, measured on the target: probe hits run in its context
+/// and are charged to its kernel (system) time, so the cost is its kernel
+/// time during the collection beyond its rate once every probe was gone.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProbeCost {
+    /// The target's kernel CPU seconds during the collection.
+    pub kernel_s_during: f64,
+    /// Its kernel CPU seconds per second after the probes were closed
+    /// (`null` when it had exited: then the whole kernel time is counted,
+    /// an upper bound).
+    pub kernel_rate_after: Option<f64>,
+    /// Kernel seconds beyond that rate: the probes' cost.
+    pub probe_s: f64,
+    /// `probe_s` as a share of one core over the collection, percent.
+    pub pct_of_core: f64,
+    /// `probe_s` per probed call (allocations and frees seen), µs; precise
+    /// mode only: in default mode, breakpoints still hit while the links
+    /// close after a window cost time but are not recorded.
+    pub per_call_us: Option<f64>,
+    /// One sentence for the report.
+    pub summary: String,
+}
+
+impl ProbeCost {
+    fn measure(raw: &MemoryRaw) -> ProbeCost {
+        let k = raw.kernel_time;
+        let rate_after = k.after.filter(|(_, wall)| *wall > 0.0).map(|(s, wall)| s / wall);
+        let probe_s = (k.during_s - rate_after.unwrap_or(0.0) * k.during_wall_s).max(0.0);
+        let pct = probe_s / k.during_wall_s.max(1e-9) * 100.0;
+        let calls = raw.counters.alloc_calls + raw.counters.free_calls;
+        let per_call_us = (calls > 0 && raw.mode == MemoryMode::Precise).then(|| probe_s * 1e6 / calls as f64);
+        let baseline = match rate_after {
+            Some(r) => format!("{:.1} ms/s once the probes were gone, measured over {:.1} s after closing them", r * 1e3, k.after.map(|a| a.1).unwrap_or(0.0)),
+            None => "the target exited before a rate without probes could be measured, so all of it is counted (an upper bound)".to_string(),
+        };
+        let summary = format!(
+            "measured on the target: {:.2} s of kernel time over the {:.1} s of collection against {baseline}: the probes cost {probe_s:.2} s ({pct:.1}% of one core){}{}",
+            k.during_s,
+            k.during_wall_s,
+            per_call_us.map(|us| format!(", {us:.2} µs per probed call ({calls} allocator calls and frees seen)")).unwrap_or_default(),
+            if raw.mode == MemoryMode::Default {
+                " (windows, and breakpoints still hit while their links close after each window)"
+            } else {
+                "; a CPU profile taken at the same time charges this time to the allocating functions"
+            }
+        );
+        ProbeCost {
+            kernel_s_during: crate::report::round2(k.during_s),
+            kernel_rate_after: rate_after.map(|r| (r * 1e4).round() / 1e4),
+            probe_s: crate::report::round2(probe_s),
+            pct_of_core: crate::report::round2(pct),
+            per_call_us: per_call_us.map(|us| (us * 100.0).round() / 100.0),
+            summary,
+        }
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -96,11 +145,6 @@ impl Dropped {
     }
 }
 
-fn probe_cost_us(probe: &ProbePoint) -> f64 {
-    let entry = if probe.emulated { EMULATED_HIT_US } else { SINGLE_STEP_HIT_US };
-    if probe.shape == CallShape::Free { entry } else { entry + RETURN_HIT_US }
-}
-
 impl MemorySection {
     pub fn build(raw: &MemoryRaw, analysis: Analysis) -> MemorySection {
         let plan = &raw.allocator;
@@ -120,18 +164,7 @@ impl MemorySection {
                 "every allocator call probed for the whole {:.1} s audit: counts are exact",
                 raw.elapsed_s
             ),
-            MemoryMode::EntryProbes => format!(
-                "benchmark baseline: every allocator call probed at the function entry for the whole {:.1} s audit",
-                raw.elapsed_s
-            ),
         };
-        // Cost: the calls seen, each at the measured cost of its probe kind.
-        // Most calls go to the family's first allocating and freeing entry
-        // points (malloc/free, mi_malloc/mi_free...).
-        let first = |free: bool| plan.probes.iter().find(|p| (p.shape == CallShape::Free) == free).map(probe_cost_us).unwrap_or(0.0);
-        let (alloc_cost, free_cost) = (first(false), first(true));
-        let cost_s = (raw.counters.alloc_calls as f64 * alloc_cost + raw.counters.free_calls as f64 * free_cost) / 1e6;
-        let cost_pct = cost_s / raw.elapsed_s.max(1e-9) * 100.0;
         let rss_points: Vec<(f64, f64)> = raw.rss.iter().map(|(t, b)| (*t, *b as f64)).collect();
         MemorySection {
             peak_rss_bytes: raw.peak_rss_bytes,
@@ -143,6 +176,7 @@ impl MemorySection {
             windows: raw.windows,
             elapsed_s: crate::report::round2(raw.elapsed_s),
             allocator: format!("{} in {}", plan.family.name(), plan.object.display()),
+            allocator_object: plan.object.display().to_string(),
             probes: plan
                 .probes
                 .iter()
@@ -164,18 +198,7 @@ impl MemorySection {
             sites: raw.sites.len(),
             sites_without_stack: analysis.sites_without_stack,
             truncated_stacks: raw.truncated_stacks,
-            estimated_probe_cost_pct: crate::report::round2(cost_pct),
-            estimated_probe_cost: format!(
-                "{} allocator calls and {} frees probed at ~{alloc_cost:.1} µs and ~{free_cost:.1} µs per hit (measured on this machine class): {cost_s:.2} s of target CPU over {:.1} s ({cost_pct:.1}% of one core){}",
-                raw.counters.alloc_calls,
-                raw.counters.free_calls,
-                raw.elapsed_s,
-                if raw.mode == MemoryMode::Default {
-                    ""
-                } else {
-                    "; a CPU profile taken at the same time charges this probe time to the allocating functions"
-                }
-            ),
+            probe_cost: ProbeCost::measure(raw),
             rss_growth: least_squares(&rss_points).map(|f| Fit {
                 slope: crate::report::round2(f.slope),
                 intercept: f.intercept.round(),
