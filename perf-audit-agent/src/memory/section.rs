@@ -5,7 +5,7 @@ use super::{
     MemoryMode, MemoryRaw,
     analysis::{AllocatorRow, Analysis, Fit, GrowthRow, LeakRow, least_squares},
 };
-use crate::kernel::memory::{CallShape, MemCounters, ProbePoint};
+use crate::kernel::memory::{MemCounters, ProbePoint};
 
 /// Measured cost of one probe hit on this machine class (see
 /// `cargo xtask bench memory` and ARCHITECTURE.md): an emulated entry probe
@@ -98,7 +98,7 @@ impl Dropped {
 
 fn probe_cost_us(probe: &ProbePoint) -> f64 {
     let entry = if probe.emulated { EMULATED_HIT_US } else { SINGLE_STEP_HIT_US };
-    if probe.shape == CallShape::Free { entry } else { entry + RETURN_HIT_US }
+    if probe.shape.is_free() { entry } else { entry + RETURN_HIT_US }
 }
 
 impl MemorySection {
@@ -128,7 +128,7 @@ impl MemorySection {
         // Cost: the calls seen, each at the measured cost of its probe kind.
         // Most calls go to the family's first allocating and freeing entry
         // points (malloc/free, mi_malloc/mi_free...).
-        let first = |free: bool| plan.probes.iter().find(|p| (p.shape == CallShape::Free) == free).map(probe_cost_us).unwrap_or(0.0);
+        let first = |free: bool| plan.probes.iter().find(|p| p.shape.is_free() == free).map(probe_cost_us).unwrap_or(0.0);
         let (alloc_cost, free_cost) = (first(false), first(true));
         let cost_s = (raw.counters.alloc_calls as f64 * alloc_cost + raw.counters.free_calls as f64 * free_cost) / 1e6;
         let cost_pct = cost_s / raw.elapsed_s.max(1e-9) * 100.0;
@@ -151,7 +151,7 @@ impl MemorySection {
                     offset: p.probe_offset,
                     instruction: p.instruction.clone(),
                     emulated: p.emulated,
-                    uretprobe: p.shape != CallShape::Free,
+                    uretprobe: !p.shape.is_free(),
                 })
                 .collect(),
             rust_allocator_shims: plan.rust_shims.clone(),
