@@ -950,6 +950,66 @@ mod tests {
     }
 
     #[test]
+    fn a_forwarding_shim_gives_its_target_and_where_each_argument_went() {
+        // __rustc::__rust_alloc of a #[global_allocator] written in Rust
+        // (rustc 1.95): mov %rdi,%rdx; lea ALLOCATOR(%rip),%rdi; jmp alloc.
+        let alloc = [0x48, 0x89, 0xfa, 0x48, 0x8d, 0x3d, 0xb6, 0xc9, 0x04, 0x00, 0xe9, 0x31, 0xf9, 0xff, 0xff];
+        let f = decode_forwarder(&alloc, 0x1ac50).unwrap();
+        assert_eq!(f.target, Some(0x1a590));
+        // GlobalAlloc::alloc(&self, layout): the size is its third argument.
+        assert_eq!(f.position_of(0), Some(2));
+        // __rust_dealloc: mov %rsi,%rcx; mov %rdi,%rsi; lea; jmp dealloc.
+        let dealloc = [0x48, 0x89, 0xf1, 0x48, 0x89, 0xfe, 0x48, 0x8d, 0x3d, 0xa3, 0xc9, 0x04, 0x00, 0xe9, 0x4e, 0xfb, 0xff, 0xff];
+        let f = decode_forwarder(&dealloc, 0x1ac60).unwrap();
+        assert_eq!((f.target, f.position_of(0)), (Some(0x1a7c0), Some(1)));
+        // mimalloc's __rust_realloc: mov %rcx,%rsi; jmp *mi_realloc_aligned@GOT:
+        // the new size (the shim's 4th argument) is the target's 2nd.
+        let realloc = [0x48, 0x89, 0xce, 0xff, 0x25, 0xcf, 0x26, 0x06, 0x00];
+        let f = decode_forwarder(&realloc, 0x222f0).unwrap();
+        assert_eq!((f.target, f.got_slot), (None, Some(0x849c8)));
+        assert_eq!((f.position_of(0), f.position_of(3)), (Some(0), Some(1)));
+        // tikv-jemallocator's __rust_alloc chooses between malloc and
+        // mallocx first (cmp $0x11,%rsi): not a forwarder.
+        assert_eq!(decode_forwarder(&[0x48, 0x83, 0xfe, 0x11, 0x0f, 0x92, 0xc0], 0), None);
+    }
+
+    #[test]
+    fn rust_shims_are_found_by_their_v0_mangled_names() {
+        let by_address: HashMap<u64, String> = [
+            (1, "_RNvCsfLfy6EI15iL_7___rustc12___rust_alloc"),
+            (2, "_RNvCsfLfy6EI15iL_7___rustc14___rust_dealloc"),
+            (3, "_RNvCsfLfy6EI15iL_7___rustc26___rust_alloc_error_handler"),
+            (4, "__rust_realloc"),
+        ]
+        .into_iter()
+        .map(|(a, n)| (a, n.to_string()))
+        .collect();
+        let shims = rust_shim_symbols(&by_address);
+        assert_eq!(shims.len(), 3, "{shims:?}");
+        assert_eq!((shims["__rust_alloc"], shims["__rust_dealloc"], shims["__rust_realloc"]), (1, 2, 4));
+        assert!(is_known_allocator_entry("__rustc::__rdl_alloc"));
+        assert!(is_known_allocator_entry("_rjem_mallocx") && is_known_allocator_entry("malloc"));
+        assert!(!is_known_allocator_entry("<svc::Arena as core::alloc::global::GlobalAlloc>::alloc"));
+    }
+
+    #[test]
+    fn jemalloc_and_mimalloc_entries_are_single_stepped_and_named_by_their_bytes() {
+        // _rjem_sdallocx: cmp $0x1000,%rsi, not a null check of the pointer.
+        let sdallocx = [0x48, 0x81, 0xfe, 0x00, 0x10, 0x00, 0x00, 0x77, 0x7f];
+        assert_eq!(free_probe_offset(&sdallocx, 7), (0, false, "other (48 81 fe 00)".to_string()));
+        // mi_realloc_aligned and _rjem_mallocx start with push %rbp.
+        assert_eq!(describe_entry(&[0x55, 0x48, 0x89, 0xe5]), (true, "push".to_string()));
+    }
+
+    #[test]
+    fn a_dealloc_with_the_pointer_in_rsi_is_probed_past_its_own_null_check() {
+        // test %rsi,%rsi; je; push %rbx: skipped for a pointer in %rsi only.
+        let code = [0x48, 0x85, 0xf6, 0x74, 0x10, 0x53];
+        assert_eq!(free_probe_offset(&code, 6), (5, true, "push".to_string()));
+        assert_eq!(free_probe_offset(&code, 7).0, 0);
+    }
+
+    #[test]
     fn a_push_at_the_entry_is_emulated() {
         assert_eq!(describe_entry(&[0x41, 0x54, 0x55]), (true, "push".to_string()));
         assert_eq!(describe_entry(&[0x48, 0x89, 0xf8]).0, false);
