@@ -160,6 +160,24 @@ impl MemCounter {
     }
 }
 
+/// Attach cookies of the `*_AT` programs: which integer arguments (0 = the
+/// first, `%rdi`, ... 5 = `%r9`) hold the pointer and the size. Rust's
+/// allocator functions put them in different places (`__rust_realloc`'s new
+/// size is its fourth argument; a `GlobalAlloc` method has `&self` first).
+pub mod mem_cookie {
+    pub const fn encode(ptr_arg: u8, size_arg: u8) -> u64 {
+        ptr_arg as u64 | (size_arg as u64) << 8
+    }
+
+    pub const fn ptr_arg(cookie: u64) -> u8 {
+        cookie as u8
+    }
+
+    pub const fn size_arg(cookie: u64) -> u8 {
+        (cookie >> 8) as u8
+    }
+}
+
 /// Program and map names of the memory profile.
 pub mod mem_names {
     /// `malloc(size)`-shaped entry: size in the first argument.
@@ -174,6 +192,14 @@ pub mod mem_names {
     pub const POSIX_MEMALIGN: &str = "mem_posix_memalign";
     /// `free(ptr)`.
     pub const FREE: &str = "mem_free";
+    /// Allocation with the size in the argument the attach cookie names
+    /// (Rust's `__rust_alloc(size, align)`, a `GlobalAlloc::alloc`).
+    pub const ALLOC_SIZE_AT: &str = "mem_alloc_size_at";
+    /// Reallocation with the pointer and new size where the cookie says
+    /// (`__rust_realloc(ptr, old_size, align, new_size)`...).
+    pub const REALLOC_AT: &str = "mem_realloc_at";
+    /// Free with the pointer where the cookie says (`__rust_dealloc`...).
+    pub const FREE_AT: &str = "mem_free_at";
     /// uretprobe of every allocating function: the returned pointer.
     pub const ALLOC_RETURN: &str = "mem_alloc_return";
     pub const SITES: &str = "MEM_SITES";
@@ -219,6 +245,12 @@ mod layout_tests {
         assert_eq!(size_of::<MemStackSample>(), 48 + MEM_STACK_COPY_BYTES);
         assert!(MEM_STACK_RING_BYTES.is_power_of_two());
         assert_eq!(MEM_FINGERPRINT_BYTES % 8, 0);
+    }
+
+    #[test]
+    fn attach_cookies_round_trip_argument_positions() {
+        let c = mem_cookie::encode(1, 4);
+        assert_eq!((mem_cookie::ptr_arg(c), mem_cookie::size_arg(c)), (1, 4));
     }
 
     #[test]

@@ -11,7 +11,7 @@
 
 use aya_ebpf::{
     bindings::pt_regs,
-    helpers::generated::bpf_probe_read_user,
+    helpers::generated::{bpf_get_attach_cookie, bpf_probe_read_user},
     macros::{map, uprobe, uretprobe},
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{ProbeContext, RetProbeContext},
@@ -19,7 +19,7 @@ use aya_ebpf::{
 use perf_audit_common::memory::{
     LiveAlloc, MEM_COUNTER_SLOTS, MEM_FINGERPRINT_BYTES, MEM_LIVE_CAPACITY,
     MEM_PENDING_CAPACITY, MEM_SITES_CAPACITY, MEM_STACK_COPY_BYTES, MEM_STACK_RING_BYTES, MEM_TEXT_RANGES,
-    MemCounter, MemStackSample, PendingAlloc, SiteStats, TextRange, mem_control, mem_sample_kind,
+    MemCounter, MemStackSample, PendingAlloc, SiteStats, TextRange, mem_control, mem_cookie, mem_sample_kind,
 };
 
 use crate::maps::current_target_thread;
@@ -292,6 +292,82 @@ pub fn mem_free(ctx: ProbeContext) -> u32 {
         return 0;
     }
     free_ptr(ctx.arg(0).unwrap_or(0));
+    0
+}
+
+/// Integer argument `n` (System V: rdi, rsi, rdx, rcx, r8, r9). Every
+/// register is loaded at its own constant offset (volatile reads, so that
+/// the compiler cannot turn them into one load at a computed context
+/// offset, which the verifier rejects) and the value is picked after.
+#[inline(always)]
+fn arg_at(regs: &pt_regs, n: u8) -> u64 {
+    // SAFETY: reads of fields of the probe's register context.
+    let args = unsafe {
+        [
+            core::ptr::read_volatile(&regs.rdi),
+            core::ptr::read_volatile(&regs.rsi),
+            core::ptr::read_volatile(&regs.rdx),
+            core::ptr::read_volatile(&regs.rcx),
+            core::ptr::read_volatile(&regs.r8),
+            core::ptr::read_volatile(&regs.r9),
+        ]
+    };
+    match n {
+        0 => args[0],
+        1 => args[1],
+        2 => args[2],
+        3 => args[3],
+        4 => args[4],
+        _ => args[5],
+    }
+}
+
+#[inline(always)]
+fn attach_cookie(ctx: &ProbeContext) -> u64 {
+    // SAFETY: the helper only reads the running program's attach cookie.
+    unsafe { bpf_get_attach_cookie(ctx.regs.cast()) }
+}
+
+/// Rust's `__rust_alloc(size, align)`, or a `GlobalAlloc::alloc`: the
+/// size in the argument the attach cookie names.
+#[uprobe]
+pub fn mem_alloc_size_at(ctx: ProbeContext) -> u32 {
+    let cookie = attach_cookie(&ctx);
+    // SAFETY: the probe context's registers are the user registers.
+    let regs = unsafe { &*ctx.regs };
+    alloc_enter(&ctx, arg_at(regs, mem_cookie::size_arg(cookie)), 0);
+    0
+}
+
+/// `__rust_realloc(ptr, old_size, align, new_size)`, or a
+/// `GlobalAlloc::realloc`: as `mem_realloc`, at the cookie's positions.
+#[uprobe]
+pub fn mem_realloc_at(ctx: ProbeContext) -> u32 {
+    if current_target_thread().is_none() {
+        return 0;
+    }
+    let cookie = attach_cookie(&ctx);
+    // SAFETY: the probe context's registers are the user registers.
+    let regs = unsafe { &*ctx.regs };
+    let ptr = arg_at(regs, mem_cookie::ptr_arg(cookie));
+    let size = arg_at(regs, mem_cookie::size_arg(cookie));
+    if ptr != 0 {
+        free_ptr(ptr);
+    }
+    alloc_enter(&ctx, size, 0);
+    0
+}
+
+/// `__rust_dealloc(ptr, size, align)`, or a `GlobalAlloc::dealloc`.
+#[uprobe]
+pub fn mem_free_at(ctx: ProbeContext) -> u32 {
+    if current_target_thread().is_none() {
+        return 0;
+    }
+    let cookie = attach_cookie(&ctx);
+    // SAFETY: the probe context's registers are the user registers.
+    let regs = unsafe { &*ctx.regs };
+    free_ptr(arg_at(regs, mem_cookie::ptr_arg(cookie)));
     0
 }
 

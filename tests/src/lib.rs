@@ -47,6 +47,10 @@ pub enum Build {
     /// Release with the `console` feature and `--cfg tokio_unstable`
     /// (tokio-console instrumentation).
     ReleaseTokioConsole,
+    /// Release with one cargo feature of the fixture (`mem-leaker`'s
+    /// `jemalloc`...), in a target directory of its own so that builds of
+    /// different features do not overwrite each other.
+    ReleaseWithFeature(&'static str),
 }
 
 /// Path of a fixture binary from `tests/fixtures`, built on first use.
@@ -56,6 +60,7 @@ pub fn fixture(name: &str, build: Build) -> PathBuf {
         Build::Release => dir.join("target/plain"),
         Build::ReleaseFramePointers => dir.join("target/fp"),
         Build::ReleaseTokioConsole => dir.join("target/console"),
+        Build::ReleaseWithFeature(feature) => dir.join(format!("target/feature-{feature}")),
     };
     let mut cmd = cargo();
     cmd.current_dir(&dir).args(["build", "--release", "-p", name]).arg("--target-dir").arg(&target_dir);
@@ -69,6 +74,9 @@ pub fn fixture(name: &str, build: Build) -> PathBuf {
         }
         Build::ReleaseTokioConsole => {
             cmd.env("RUSTFLAGS", "--cfg tokio_unstable").args(["--features", "console"]);
+        }
+        Build::ReleaseWithFeature(feature) => {
+            cmd.args(["--features", feature]);
         }
     }
     run_build(cmd, name);

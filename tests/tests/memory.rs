@@ -2,7 +2,9 @@
 //! the `mem-leaker` fixture has a known leaking function (`leak_buffer`),
 //! a known churning function (`churn_unit`, allocates and frees a lot) and
 //! a known growing map (`grow_map`). Each must be found at its function in
-//! both modes, and freed memory must never be called a leak.
+//! both modes, and freed memory must never be called a leak, whichever
+//! global allocator the fixture is built with: glibc malloc (std's
+//! `System`), jemalloc, mimalloc or an allocator written in Rust.
 
 use perf_audit_tests::*;
 
@@ -26,10 +28,44 @@ fn row<'a>(report: &'a serde_json::Value, list: &str, function: &str) -> &'a ser
         .unwrap_or_else(|| panic!("{function} not in memory.{list}: {:?}", names(report, list)))
 }
 
-/// Audits a running `mem-leaker` with `--memory <mode>` and checks what
-/// both modes must find.
-fn audit(mode: &str, seconds: &str) -> (AgentRun, serde_json::Value) {
-    let bin = fixture("mem-leaker", Build::Release);
+/// A `mem-leaker` build and what the memory profile must say of its
+/// allocator.
+struct Allocator {
+    build: Build,
+    /// Start of report.json's `memory.allocator`.
+    family: &'static str,
+    /// Functions that must be among the probes (what Rust really calls).
+    probed: &'static [&'static str],
+}
+
+const GLIBC: Allocator = Allocator { build: Build::Release, family: "glibc malloc in ", probed: &["malloc", "free", "realloc"] };
+const JEMALLOC: Allocator = Allocator {
+    build: Build::ReleaseWithFeature("jemalloc"),
+    family: "jemalloc (_rjem_*) in ",
+    probed: &["_rjem_malloc", "_rjem_sdallocx", "_rjem_realloc", "_rjem_calloc"],
+};
+const MIMALLOC: Allocator = Allocator {
+    build: Build::ReleaseWithFeature("mimalloc"),
+    family: "mimalloc (mi_*) in ",
+    probed: &["mi_malloc_aligned", "mi_free", "mi_realloc_aligned", "mi_zalloc_aligned"],
+};
+const RUST_ALLOCATOR: Allocator = Allocator {
+    build: Build::ReleaseWithFeature("rust-allocator"),
+    family: "Rust #[global_allocator] (__rust_alloc shims) in ",
+    // The shims forward alloc and dealloc to the GlobalAlloc methods
+    // (probed there: the fixture's own callers inline the shims); the
+    // default realloc and alloc_zeroed are inlined into their shims.
+    probed: &[
+        "<mem_leaker::mmap_allocator::MmapAllocator as core::alloc::global::GlobalAlloc>::alloc",
+        "<mem_leaker::mmap_allocator::MmapAllocator as core::alloc::global::GlobalAlloc>::dealloc",
+        "__rustc::__rust_realloc",
+    ],
+};
+
+/// Audits a running `mem-leaker` built for `allocator` with `--memory
+/// <mode>` and checks what every mode and allocator must find.
+fn audit(allocator: &Allocator, mode: &str, seconds: &str) -> (AgentRun, serde_json::Value) {
+    let bin = fixture("mem-leaker", allocator.build);
     let target = Running::spawn(&bin, &["--seconds", "120"]);
     let pid = target.pid().to_string();
     let run = run_agent(&["--pid", &pid, "memory", "--memory", mode, "--duration", seconds]);
@@ -39,13 +75,11 @@ fn audit(mode: &str, seconds: &str) -> (AgentRun, serde_json::Value) {
 
     let memory = &report["memory"];
     assert_eq!(memory["mode"], mode);
-    assert!(memory["allocator"].as_str().unwrap().starts_with("glibc malloc in "), "{}", memory["allocator"]);
-    // free is probed past its null check, on an instruction the kernel
-    // emulates rather than single-steps.
+    assert!(memory["allocator"].as_str().unwrap().starts_with(allocator.family), "{}", memory["allocator"]);
     let probes = memory["probes"].as_array().unwrap();
-    let free = probes.iter().find(|p| p["symbol"] == "free").expect("free probed");
-    assert_eq!(free["emulated"], true, "{free}");
-    assert!(free["offset"].as_u64().unwrap() > 0, "{free}");
+    for symbol in allocator.probed {
+        assert!(probes.iter().any(|p| p["symbol"] == *symbol), "{symbol} not probed: {probes:?}");
+    }
     let current = memory["current_rss_bytes"].as_u64().unwrap();
     assert!(current > 1_000_000 && memory["peak_rss_bytes"].as_u64().unwrap() >= current, "{memory}");
     assert_eq!(memory["dropped"]["total"], 0, "{}", memory["dropped"]);
@@ -62,10 +96,12 @@ fn audit(mode: &str, seconds: &str) -> (AgentRun, serde_json::Value) {
         assert!(cost["probe_s"].as_f64().unwrap() > 0.1, "{cost}");
     }
 
-    // The churning function tops the allocators, at its own function and
-    // file, with every allocation freed.
-    let top = &memory["top_allocators"][0];
-    assert_eq!(top["function"], "mem_leaker::churn_unit", "{:?}", names(&report, "top_allocators"));
+    // The churning function makes the most allocations, at its own
+    // function and file, with every allocation freed (by bytes it tops the
+    // table when its probes are cheap, see the glibc test).
+    let top = row(&report, "top_allocators", "mem_leaker::churn_unit");
+    let most = memory["top_allocators"].as_array().unwrap().iter().map(|r| r["count"].as_u64().unwrap()).max();
+    assert_eq!(top["count"].as_u64(), most, "{}", memory["top_allocators"]);
     assert!(top["file"].as_str().unwrap().ends_with(FILE), "{top}");
     assert!(top["count"].as_u64().unwrap() > 10_000, "{top}");
     assert!(top["freed_pct"].as_f64().unwrap() > 95.0, "{top}");
@@ -114,9 +150,8 @@ fn audit(mode: &str, seconds: &str) -> (AgentRun, serde_json::Value) {
     (run, report)
 }
 
-#[test]
-fn precise_mode_finds_the_leak_the_churn_and_the_growing_map() {
-    let (_run, report) = audit("precise", "6s");
+/// What precise mode must count exactly, whatever the allocator.
+fn assert_precise_counts(report: &serde_json::Value) {
     let memory = &report["memory"];
     assert_eq!(memory["recorded_time_pct"], 100.0);
     // Every call counted: the leak's outstanding count is exact and the
@@ -129,8 +164,42 @@ fn precise_mode_finds_the_leak_the_churn_and_the_growing_map() {
 }
 
 #[test]
-fn default_mode_samples_a_small_share_of_the_time_and_still_names_the_sites() {
-    let (_run, report) = audit("default", "16s");
+fn precise_mode_finds_the_leak_the_churn_and_the_growing_map() {
+    let (_run, report) = audit(&GLIBC, "precise", "6s");
+    assert_precise_counts(&report);
+    let top = &report["memory"]["top_allocators"][0];
+    assert_eq!(top["function"], "mem_leaker::churn_unit", "{:?}", names(&report, "top_allocators"));
+    // free is probed past its null check, on an instruction the kernel
+    // emulates rather than single-steps.
+    let probes = report["memory"]["probes"].as_array().unwrap();
+    let free = probes.iter().find(|p| p["symbol"] == "free").expect("free probed");
+    assert_eq!(free["emulated"], true, "{free}");
+    assert!(free["offset"].as_u64().unwrap() > 0, "{free}");
+}
+
+#[test]
+fn precise_mode_on_jemalloc_probes_the_rjem_functions_rust_calls() {
+    let (_run, report) = audit(&JEMALLOC, "precise", "6s");
+    assert_precise_counts(&report);
+}
+
+#[test]
+fn precise_mode_on_mimalloc_probes_the_aligned_mi_functions_rust_calls() {
+    let (_run, report) = audit(&MIMALLOC, "precise", "6s");
+    assert_precise_counts(&report);
+}
+
+#[test]
+fn precise_mode_on_an_allocator_written_in_rust_probes_its_global_alloc_methods() {
+    let (_run, report) = audit(&RUST_ALLOCATOR, "precise", "6s");
+    assert_precise_counts(&report);
+    // Its own mmap-backed blocks, never malloc's: glibc is not probed.
+    let probes = report["memory"]["probes"].as_array().unwrap();
+    assert!(!probes.iter().any(|p| p["symbol"] == "malloc" || p["symbol"] == "free"), "{probes:?}");
+}
+
+/// What default mode must show of its sampling, whatever the allocator.
+fn assert_default_sampling(report: &serde_json::Value) {
     let memory = &report["memory"];
     let recorded = memory["recorded_time_pct"].as_f64().unwrap();
     assert!((1.0..=5.0).contains(&recorded), "recorded {recorded}% of the time");
@@ -139,6 +208,24 @@ fn default_mode_samples_a_small_share_of_the_time_and_still_names_the_sites() {
     // Counts are scaled up: far more estimated than observed allocations.
     let observed = memory["alloc_calls_observed"].as_u64().unwrap();
     assert!(memory["total_allocations"].as_u64().unwrap() > 8 * observed, "{memory}");
+}
+
+#[test]
+fn default_mode_samples_a_small_share_of_the_time_and_still_names_the_sites() {
+    let (_run, report) = audit(&GLIBC, "default", "16s");
+    assert_default_sampling(&report);
+}
+
+#[test]
+fn default_mode_on_jemalloc_names_the_sites() {
+    let (_run, report) = audit(&JEMALLOC, "default", "16s");
+    assert_default_sampling(&report);
+}
+
+#[test]
+fn default_mode_on_mimalloc_names_the_sites() {
+    let (_run, report) = audit(&MIMALLOC, "default", "16s");
+    assert_default_sampling(&report);
 }
 
 #[test]

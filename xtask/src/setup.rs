@@ -10,6 +10,9 @@ use crate::{cargo, run_checked, workspace_root};
 const PACKAGES: &[(&str, &str)] = &[
     ("perf", "linux-perf"),
     ("runuser", "util-linux"),
+    // The mem-leaker fixture's jemalloc and mimalloc builds compile C.
+    ("make", "make"),
+    ("cc", "gcc"),
     ("promtool", "prometheus"),
     // Baselines of `cargo xtask bench memory`.
     ("heaptrack", "heaptrack"),

@@ -147,14 +147,31 @@ pub struct Attribution {
     pub grows_collection: bool,
 }
 
+/// Rust's allocator shims (`__rustc::__rust_alloc`...) and `GlobalAlloc`
+/// methods are allocator code even when the owner's crate declares the
+/// `#[global_allocator]` (their debug info then points at the owner's
+/// file): a site is never charged to them, nor to anything they call.
+fn is_rust_allocator_frame(frame: &Frame) -> bool {
+    let f = frame.function.as_str();
+    let shim = f.strip_prefix("__rustc::").unwrap_or(f);
+    ["__rust_alloc", "__rust_alloc_zeroed", "__rust_dealloc", "__rust_realloc"].contains(&shim)
+        || f.contains(" as core::alloc::global::GlobalAlloc>::")
+}
+
 /// Charges a site (frames root first, the allocator function last) to the
 /// innermost owner frame, else the innermost Rust dependency frame, else
-/// the frame that called the allocator.
+/// the frame that called the allocator. Frames from the first Rust
+/// allocator frame on count as the allocator.
 pub fn attribute(frames: &[Frame]) -> Attribution {
-    let charged = frames
+    let callers = match frames.iter().position(is_rust_allocator_frame) {
+        Some(allocator) => &frames[..allocator],
+        None => frames,
+    };
+    let charged = callers
         .iter()
         .rposition(|f| f.origin == Origin::Owner)
-        .or_else(|| frames.iter().rposition(|f| f.origin == Origin::Dependency))
+        .or_else(|| callers.iter().rposition(|f| f.origin == Origin::Dependency))
+        .or_else(|| if callers.len() < frames.len() { callers.len().checked_sub(1) } else { None })
         .or_else(|| frames.len().checked_sub(2))
         .or_else(|| frames.len().checked_sub(1));
     let Some(i) = charged else {
@@ -427,6 +444,23 @@ mod tests {
 
     /// A leaking site (never freed, rising), a churning site (freed in
     /// full), a map that grows: the model tells them apart.
+    #[test]
+    fn a_global_allocator_declared_in_the_owners_crate_is_not_charged() {
+        // `#[global_allocator]` in svc: the shim and the GlobalAlloc impl,
+        // inlined into the caller, carry svc's file and are owner frames.
+        let frames = vec![
+            owner("svc::main", 1),
+            owner("svc::handle", 20),
+            dep("alloc::alloc::alloc", true),
+            owner("__rustc::__rust_alloc", 7),
+            owner("<svc::arena::Arena as core::alloc::global::GlobalAlloc>::alloc", 40),
+            owner("svc::arena::map_chunk", 60),
+        ];
+        assert_eq!(attribute(&frames).function, "svc::handle");
+        let only_machinery = vec![native("start"), owner("__rustc::__rust_dealloc", 7)];
+        assert_eq!(attribute(&only_machinery).function, "start");
+    }
+
     #[test]
     fn leaks_growth_and_churn_are_told_apart() {
         let leak = 1u64;

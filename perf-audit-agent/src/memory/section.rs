@@ -5,7 +5,7 @@ use super::{
     MemoryMode, MemoryRaw,
     analysis::{AllocatorRow, Analysis, Fit, GrowthRow, LeakRow, least_squares},
 };
-use crate::kernel::memory::{CallShape, MemCounters};
+use crate::kernel::memory::MemCounters;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct MemorySection {
@@ -185,7 +185,7 @@ impl MemorySection {
                     offset: p.probe_offset,
                     instruction: p.instruction.clone(),
                     emulated: p.emulated,
-                    uretprobe: p.shape != CallShape::Free,
+                    uretprobe: !p.shape.is_free(),
                 })
                 .collect(),
             rust_allocator_shims: plan.rust_shims.clone(),
