@@ -25,6 +25,7 @@
 //! the pure model that turns what was collected into the report's section.
 
 pub mod analysis;
+pub mod faults;
 pub mod render;
 pub mod section;
 pub mod types;
@@ -39,7 +40,12 @@ use perf_audit_common::memory::{MemStackSample, SiteStats};
 
 use crate::{
     error::{Error, Result},
-    kernel::memory::{AllocatorPlan, MemCounters, MemoryKernel, discover_allocator},
+    kernel::{
+        Counters,
+        mem_events,
+        memory::{AllocatorPlan, MemCounters, MemoryKernel, discover_allocator},
+        stack_copy::StackCopyCollector,
+    },
     target::{self, MapsSnapshot},
     unwind::{ProcessUnwinder, TableCache},
 };
@@ -113,6 +119,15 @@ pub struct MemoryRaw {
     pub elapsed_s: f64,
     pub windows: u64,
     pub maps: MapsSnapshot,
+    /// Sampled page faults and large mmap/munmap/brk calls, by stack.
+    pub events: faults::MemEvents,
+    /// The memory instance's kernel counters (page-fault samples, every
+    /// mmap/munmap/brk call and its bytes, drops).
+    pub event_counters: Counters,
+    /// RSS, anonymous and heap size every `faults::RSS_INTERVAL`.
+    pub rss_series: Vec<faults::RssPoint>,
+    /// The target's faults over the audit (/proc/PID/stat), exact.
+    pub faults_counted: Option<u64>,
 }
 
 /// The memory collector: started before collection, finished after.
@@ -154,6 +169,8 @@ impl MemoryCollector {
         );
         let text = code_ranges(&maps, exe);
         let mut kernel = MemoryKernel::load(pid, plan, &text)?;
+        let regions = read_regions(pid).unwrap_or_default();
+        let events = mem_events::attach(&mut kernel, pid, regions.heap_end())?;
         kernel.set_window(1)?;
         let ring = kernel.take_stack_ring()?;
         // SAFETY: the ring owns its fd, open for as long as the AsyncFd.
@@ -164,7 +181,7 @@ impl MemoryCollector {
             kernel.set_recording(true)?;
         }
         let (stop, stopped) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(run(kernel, ring, pid, mode, maps, stopped));
+        let task = tokio::spawn(run(kernel, ring, Growth { reader: events, regions, events: Default::default(), rss: Vec::new(), faults_at_start: fault_count(pid) }, pid, mode, maps, stopped));
         Ok(MemoryCollector { stop, task })
     }
 
@@ -232,11 +249,62 @@ impl Stacks {
     }
 }
 
+/// The continuous part: page-fault and mapping samples, RSS series.
+struct Growth {
+    reader: StackCopyCollector,
+    regions: faults::Regions,
+    events: faults::MemEvents,
+    rss: Vec<faults::RssPoint>,
+    faults_at_start: Option<u64>,
+}
+
+impl Growth {
+    /// Unwinds what the ring holds and aggregates it; fault addresses are
+    /// classified with the maps (re-read once when one is not found).
+    fn drain(&mut self, maps: &mut MapsSnapshot, pid: u32) {
+        self.reader.drain(maps);
+        let mut reread = false;
+        for e in self.reader.take_memory_events() {
+            let mut region = self.regions.classify(e.addr, e.sp);
+            if region == faults::Region::Unknown && e.kind == perf_audit_common::sample_kind::PAGE_FAULT && !reread {
+                reread = true;
+                if let Some(r) = read_regions(pid) {
+                    self.regions = r;
+                    region = self.regions.classify(e.addr, e.sp);
+                }
+            }
+            self.events.add(e, region);
+        }
+    }
+
+    fn sample_rss(&mut self, pid: u32, t: f64) {
+        if let Some(r) = read_regions(pid) {
+            self.regions = r;
+        }
+        let Some((rss, anon)) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok().as_deref().and_then(faults::parse_smaps_rollup) else {
+            return;
+        };
+        faults::push_rss(&mut self.rss, faults::RssPoint { t_s: t, rss_bytes: rss, anon_bytes: anon, heap_bytes: self.regions.heap_bytes() });
+    }
+}
+
+fn read_regions(pid: u32) -> Option<faults::Regions> {
+    std::fs::read_to_string(format!("/proc/{pid}/maps")).ok().map(|t| faults::Regions::parse(&t))
+}
+
+/// minflt + majflt of `/proc/PID/stat` (every thread's, dead ones included).
+fn fault_count(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some(fields.get(7)?.parse::<u64>().ok()? + fields.get(9)?.parse::<u64>().ok()?)
+}
+
 /// The collector task: the duty cycle (default) or periodic snapshots
 /// (precise), new-site stacks unwound as they arrive, RSS over time.
 async fn run(
     mut kernel: MemoryKernel,
     ring: tokio::io::unix::AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>,
+    mut growth: Growth,
     pid: u32,
     mode: MemoryMode,
     mut maps: MapsSnapshot,
@@ -245,7 +313,7 @@ async fn run(
     let start = Instant::now();
     let mut stacks = Stacks { ring, unwinder: ProcessUnwinder::new(), tables: TableCache::default(), stacks: HashMap::new(), truncated: 0, pid };
     let mut series = Vec::new();
-    let mut rss = Vec::new();
+    let mut rss: Vec<(f64, u64)> = Vec::new();
     // Time allocations were recorded (the sampling share), and time any
     // probe was attached (what the target paid for).
     let mut recorded = Duration::ZERO;
@@ -258,10 +326,20 @@ async fn run(
     let mut tick = tokio::time::interval(tick_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_maps = Instant::now();
+    let mut drain_tick = tokio::time::interval(crate::kernel::stack_copy::DRAIN_INTERVAL);
+    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rss_tick = tokio::time::interval(faults::RSS_INTERVAL);
+    rss_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
         tokio::select! {
             _ = &mut stopped => break,
+            _ = drain_tick.tick() => growth.drain(&mut maps, pid),
+            _ = rss_tick.tick() => {
+                if target::is_alive(pid) {
+                    growth.sample_rss(pid, start.elapsed().as_secs_f64());
+                }
+            }
             guard = stacks.ring.readable_mut() => {
                 if let Ok(mut guard) = guard {
                     guard.clear_ready();
@@ -290,6 +368,7 @@ async fn run(
                         tokio::select! {
                             _ = &mut window_end => break,
                             _ = &mut stopped => { stop_now = true; break }
+                            _ = drain_tick.tick() => growth.drain(&mut maps, pid),
                             guard = stacks.ring.readable_mut() => {
                                 if let Ok(mut guard) = guard { guard.clear_ready(); }
                                 stacks.drain(&mut maps);
@@ -335,6 +414,7 @@ async fn run(
         tokio::time::sleep(FREE_GRACE).await;
     }
     kernel.detach();
+    mem_events::detach(&mut kernel);
     let elapsed = start.elapsed();
     // Every probe closed before the final read: no event races the counts.
     tokio::task::block_in_place(|| kernel.join_detaches());
@@ -348,6 +428,18 @@ async fn run(
         rss.push((elapsed.as_secs_f64(), rss_now));
     }
     stacks.drain(&mut maps);
+    growth.sample_rss(pid, elapsed.as_secs_f64());
+    growth.drain(&mut maps, pid);
+    growth.events.unaggregated += growth.reader.memory_dropped;
+    let faults_counted = match (growth.faults_at_start, fault_count(pid)) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    let event_counters = mem_events::counters(&kernel)?;
+    // The RSS trend is fitted over the 500 ms series.
+    if growth.rss.len() >= 2 {
+        rss = growth.rss.iter().map(|p| (p.t_s, p.rss_bytes)).collect();
+    }
     let counters = kernel.counters()?;
     let duty = if mode == MemoryMode::Default {
         (recorded.as_secs_f64() / elapsed.as_secs_f64().max(1e-9)).clamp(1e-6, 1.0)
@@ -371,6 +463,10 @@ async fn run(
         elapsed_s: elapsed.as_secs_f64(),
         windows,
         maps,
+        events: growth.events,
+        event_counters,
+        rss_series: growth.rss,
+        faults_counted,
     })
 }
 
@@ -426,5 +522,39 @@ pub fn build_section(
         stacks: &frames,
     });
     let folded = analysis.folded.clone();
-    (section::MemorySection::build(raw, analysis), folded)
+    let events = growth_sections(raw, symbolizer, exe);
+    (section::MemorySection::build(raw, analysis, events), folded)
+}
+
+/// Symbolizes the page-fault and mapping stacks and builds their sections.
+fn growth_sections(
+    raw: &MemoryRaw,
+    symbolizer: &crate::symbolize::StackSymbolizer,
+    exe: &Path,
+) -> section::GrowthSections {
+    let keys = raw.events.stacks();
+    let stacks: Vec<crate::kernel::cpu::RawCpuStack> = keys
+        .iter()
+        .map(|user| crate::kernel::cpu::RawCpuStack {
+            tgid: 0,
+            tid: 0,
+            thread_name: String::new(),
+            user: user.clone(),
+            kernel: Vec::new(),
+            count: 1,
+            events: 1,
+            leaf_label: None,
+        })
+        .collect();
+    let profile = symbolizer.cpu_profile(&stacks, &raw.maps, exe);
+    let frames: HashMap<Vec<u64>, Vec<crate::profile::Frame>> = keys
+        .into_iter()
+        .zip(profile.stacks.iter())
+        .map(|(key, s)| (key, s.frames.iter().map(|f| profile.frame(*f).clone()).collect()))
+        .collect();
+    section::GrowthSections {
+        page_faults: faults::page_fault_section(&raw.events, &frames, &raw.event_counters, raw.faults_counted),
+        mappings: faults::mapping_section(&raw.events, &frames, &raw.event_counters),
+        rss_series: faults::rss_series(&raw.rss_series),
+    }
 }

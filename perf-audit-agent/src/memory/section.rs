@@ -5,6 +5,7 @@ use super::{
     MemoryMode, MemoryRaw,
     analysis::{AllocatorRow, Analysis, Fit, GrowthRow, LeakRow, least_squares},
 };
+use super::faults::{MappingSection, PageFaultSection, RssSeries};
 use crate::kernel::memory::{CallShape, MemCounters, ProbePoint};
 
 /// Measured cost of one probe hit on this machine class (see
@@ -62,6 +63,21 @@ pub struct MemorySection {
     pub top_allocators: Vec<AllocatorRow>,
     pub leak_candidates: Vec<LeakRow>,
     pub growth: Vec<GrowthRow>,
+    /// Sampled page faults per owner function ("memory first touched"),
+    /// continuous in both modes.
+    pub page_faults: PageFaultSection,
+    /// mmap/munmap/brk: every call counted, large ones per call site.
+    pub mappings: MappingSection,
+    /// RSS, anonymous memory and heap size every 500 ms, with fits.
+    pub rss_series: RssSeries,
+}
+
+/// The continuous (non-probe) parts of the memory section.
+#[derive(Debug, Clone)]
+pub struct GrowthSections {
+    pub page_faults: PageFaultSection,
+    pub mappings: MappingSection,
+    pub rss_series: RssSeries,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -102,7 +118,7 @@ fn probe_cost_us(probe: &ProbePoint) -> f64 {
 }
 
 impl MemorySection {
-    pub fn build(raw: &MemoryRaw, analysis: Analysis) -> MemorySection {
+    pub fn build(raw: &MemoryRaw, analysis: Analysis, growth: GrowthSections) -> MemorySection {
         let plan = &raw.allocator;
         let sampling = match raw.mode {
             MemoryMode::Default => format!(
@@ -185,6 +201,9 @@ impl MemorySection {
             top_allocators: analysis.top_allocators,
             leak_candidates: analysis.leak_candidates,
             growth: analysis.growth,
+            page_faults: growth.page_faults,
+            mappings: growth.mappings,
+            rss_series: growth.rss_series,
         }
     }
 }
