@@ -68,7 +68,10 @@ pub mod sample_kind {
     pub const OFF_CPU: u32 = 1;
     /// A sampled user page fault (one in `PAGE_FAULT_SAMPLE_PERIOD` of the
     /// CPU's faults, kept when it hit the target); `addr` is the faulting
-    /// address, `weight` 0.
+    /// address, `weight` the allocation site (memory profile fingerprint)
+    /// of the allocator call the thread is inside while probes are
+    /// attached, else 0: a uretprobe hides the call's return address, and
+    /// the agent completes the stack with the site's.
     pub const PAGE_FAULT: u32 = 2;
     /// An anonymous `mmap` of at least `MMAP_STACK_MIN_BYTES`, at its
     /// return; `addr` is the mapping's address, `weight` its length.

@@ -77,7 +77,8 @@ pub fn page_fault_sample(ctx: PerfEventContext) -> u32 {
     // the perf sample's address: the faulting address of this event).
     let addr = unsafe { (*data).addr };
     let comm = ctx.command().unwrap_or([0u8; TASK_COMM_LEN]);
-    if !emit_stack_sample(&header(tgid, tid, sample_kind::PAGE_FAULT, 0, addr, comm)) {
+    let site = crate::stack::user_regs().map(|r| crate::memory::pending_site(tid, r.sp)).unwrap_or(0);
+    if !emit_stack_sample(&header(tgid, tid, sample_kind::PAGE_FAULT, site, addr, comm)) {
         bump(Counter::PageFaultDroppedRingFull);
     }
     0

@@ -21,7 +21,7 @@ impl Default for UnboundedGrowth {
 /// Independent evidence from the continuous memory signals: the memory
 /// this function first touched (sampled page faults) and the process RSS
 /// trend. Empty when neither says anything.
-fn corroboration(section: &crate::memory::section::MemorySection, function: &str) -> String {
+pub(super) fn corroboration(section: &crate::memory::section::MemorySection, function: &str) -> String {
     let mut parts = Vec::new();
     let pf = &section.page_faults;
     if let Some(r) = pf.top_sites.iter().find(|r| r.function == function) {

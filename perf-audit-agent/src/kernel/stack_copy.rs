@@ -56,7 +56,8 @@ pub struct MemEventRecord {
     pub ts_ns: u64,
     /// Faulting address, mapping address, or new break.
     pub addr: u64,
-    /// Bytes mapped, unmapped or grown (0 for a page fault).
+    /// Bytes mapped, unmapped or grown; for a page fault, the allocation
+    /// site the thread was inside (0: none).
     pub bytes: u64,
     /// User stack pointer at the event (tells thread stacks apart).
     pub sp: u64,

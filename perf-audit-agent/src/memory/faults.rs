@@ -195,6 +195,20 @@ impl MemEvents {
     }
 }
 
+/// Completes the stack of a page fault taken inside a probed allocator
+/// call: the uretprobe replaced the call's return address with its
+/// trampoline (not code of any mapped object), so the unwinding stopped
+/// there. The frames before it (inside the allocator) are kept and the
+/// allocation site's stack (copied at the call's entry, leaf first, its
+/// first frame the allocator's entry) supplies the callers.
+pub fn complete_stack(frames: Vec<u64>, site: Option<&Vec<u64>>, is_code: impl Fn(u64) -> bool) -> Vec<u64> {
+    let Some(site) = site.filter(|s| s.len() > 1) else { return frames };
+    let Some(cut) = frames.iter().position(|a| !is_code(*a)) else { return frames };
+    let mut out: Vec<u64> = frames[..cut].to_vec();
+    out.extend_from_slice(&site[1..]);
+    out
+}
+
 /// One RSS reading (`/proc/PID/smaps_rollup`, `[heap]` from the maps).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct RssPoint {
@@ -371,6 +385,8 @@ pub fn page_fault_section(events: &MemEvents, frames: &HashMap<Vec<u64>, Vec<Fra
         }
     }
     let samples: u64 = by_region.iter().sum();
+    // A dropped sample was taken (its fault counted) but its stack lost.
+    let dropped = counters.page_fault_dropped_ring_full;
     let mut top_sites: Vec<FaultRow> = per
         .iter()
         .map(|(function, r)| {
@@ -397,14 +413,15 @@ pub fn page_fault_section(events: &MemEvents, frames: &HashMap<Vec<u64>, Vec<Fra
     PageFaultSection {
         sampling_period: n,
         sampling: format!(
-            "one page fault in {n} sampled with its user stack (software page-faults event on every CPU, the target's kept): each sample stands for {n} faults of one {} KiB page, so bytes are estimates (samples x {n} x 4 KiB); {} samples",
+            "one page fault in {n} sampled with its user stack (software page-faults event on every CPU, the target's kept): each sample stands for {n} faults of one {} KiB page, so bytes are estimates (samples x {n} x 4 KiB); {} samples, {} more without a stack (ring buffer full)",
             PAGE_BYTES / 1024,
-            samples
+            samples,
+            dropped
         ),
         samples,
-        dropped_samples: counters.page_fault_dropped_ring_full,
-        estimated_faults: samples * n,
-        estimated_bytes: est(samples),
+        dropped_samples: dropped,
+        estimated_faults: (samples + dropped) * n,
+        estimated_bytes: est(samples + dropped),
         faults_counted,
         by_region_bytes: names.iter().zip(by_region).filter(|(_, v)| *v > 0).map(|(k, v)| (k.to_string(), est(v))).collect(),
         top_sites,
@@ -551,6 +568,19 @@ mod tests {
         assert_eq!((small.brk_calls, small.brk_bytes), (1, 132 << 10));
         assert_eq!(s.unmatched_munmaps, 1);
         assert_eq!(s.sites[0].function, "svc::big");
+    }
+
+    #[test]
+    fn a_fault_under_a_uretprobe_is_completed_with_its_allocation_site() {
+        let code = |a: u64| a < 0x7fff_0000_0000;
+        let trampoline = 0x7fff_ffff_e000;
+        // Inside calloc (0x10, 0x20), then the trampoline: the callers come
+        // from the site's stack, past its entry frame.
+        let site = vec![0x11, 0x500, 0x600];
+        assert_eq!(complete_stack(vec![0x10, 0x20, trampoline], Some(&site), code), vec![0x10, 0x20, 0x500, 0x600]);
+        // A complete stack, or no site stack: unchanged.
+        assert_eq!(complete_stack(vec![0x10, 0x500], Some(&site), code), vec![0x10, 0x500]);
+        assert_eq!(complete_stack(vec![0x10, trampoline], None, code), vec![0x10, trampoline]);
     }
 
     #[test]

@@ -181,7 +181,7 @@ impl MemoryCollector {
             kernel.set_recording(true)?;
         }
         let (stop, stopped) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(run(kernel, ring, Growth { reader: events, regions, events: Default::default(), rss: Vec::new(), faults_at_start: fault_count(pid) }, pid, mode, maps, stopped));
+        let task = tokio::spawn(run(kernel, ring, Growth { reader: events, regions, events: Default::default(), rss: Vec::new(), faults_at_start: fault_count(pid), faults_last: None }, pid, mode, maps, stopped));
         Ok(MemoryCollector { stop, task })
     }
 
@@ -256,15 +256,21 @@ struct Growth {
     events: faults::MemEvents,
     rss: Vec<faults::RssPoint>,
     faults_at_start: Option<u64>,
+    /// The last fault count read (the target may exit before the end).
+    faults_last: Option<u64>,
 }
 
 impl Growth {
     /// Unwinds what the ring holds and aggregates it; fault addresses are
     /// classified with the maps (re-read once when one is not found).
-    fn drain(&mut self, maps: &mut MapsSnapshot, pid: u32) {
+    fn drain(&mut self, maps: &mut MapsSnapshot, pid: u32, sites: &HashMap<u64, Vec<u64>>) {
         self.reader.drain(maps);
         let mut reread = false;
-        for e in self.reader.take_memory_events() {
+        for mut e in self.reader.take_memory_events() {
+            if e.kind == perf_audit_common::sample_kind::PAGE_FAULT && e.bytes != 0 {
+                let frames = std::mem::take(&mut e.frames);
+                e.frames = faults::complete_stack(frames, sites.get(&e.bytes), |a| maps.find(a).is_some());
+            }
             let mut region = self.regions.classify(e.addr, e.sp);
             if region == faults::Region::Unknown && e.kind == perf_audit_common::sample_kind::PAGE_FAULT && !reread {
                 reread = true;
@@ -280,6 +286,9 @@ impl Growth {
     fn sample_rss(&mut self, pid: u32, t: f64) {
         if let Some(r) = read_regions(pid) {
             self.regions = r;
+        }
+        if let Some(n) = fault_count(pid) {
+            self.faults_last = Some(n);
         }
         let Some((rss, anon)) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok().as_deref().and_then(faults::parse_smaps_rollup) else {
             return;
@@ -334,7 +343,7 @@ async fn run(
     loop {
         tokio::select! {
             _ = &mut stopped => break,
-            _ = drain_tick.tick() => growth.drain(&mut maps, pid),
+            _ = drain_tick.tick() => growth.drain(&mut maps, pid, &stacks.stacks),
             _ = rss_tick.tick() => {
                 if target::is_alive(pid) {
                     growth.sample_rss(pid, start.elapsed().as_secs_f64());
@@ -368,7 +377,7 @@ async fn run(
                         tokio::select! {
                             _ = &mut window_end => break,
                             _ = &mut stopped => { stop_now = true; break }
-                            _ = drain_tick.tick() => growth.drain(&mut maps, pid),
+                            _ = drain_tick.tick() => growth.drain(&mut maps, pid, &stacks.stacks),
                             guard = stacks.ring.readable_mut() => {
                                 if let Ok(mut guard) = guard { guard.clear_ready(); }
                                 stacks.drain(&mut maps);
@@ -429,9 +438,9 @@ async fn run(
     }
     stacks.drain(&mut maps);
     growth.sample_rss(pid, elapsed.as_secs_f64());
-    growth.drain(&mut maps, pid);
+    growth.drain(&mut maps, pid, &stacks.stacks);
     growth.events.unaggregated += growth.reader.memory_dropped;
-    let faults_counted = match (growth.faults_at_start, fault_count(pid)) {
+    let faults_counted = match (growth.faults_at_start, fault_count(pid).or(growth.faults_last)) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
         _ => None,
     };
