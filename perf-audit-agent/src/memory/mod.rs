@@ -21,6 +21,10 @@
 //! kernel by a stack fingerprint, and the full stack of each new site is
 //! copied once and unwound here with the CPU profile's unwinder.
 //!
+//! Beside the probes, growth is attributed continuously in both modes by
+//! sampled page faults, mmap/munmap/brk per call site and the RSS series
+//! ([`faults`], `kernel::mem_events`): they cost nothing per allocation.
+//!
 //! This module is the orchestration (the collector task); [`analysis`] is
 //! the pure model that turns what was collected into the report's section.
 
