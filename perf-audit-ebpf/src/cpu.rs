@@ -71,7 +71,8 @@ pub fn cpu_sample(ctx: PerfEventContext) -> u32 {
             kernel_stack_id,
             kind: sample_kind::CPU,
             syscall_nr: -1,
-            weight_ns: run_so_far,
+            weight: run_so_far,
+            addr: 0,
             comm,
         };
         if !emit_stack_sample(&sample) {

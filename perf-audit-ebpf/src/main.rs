@@ -11,6 +11,7 @@
 mod cpu;
 mod db;
 mod maps;
+mod mem_events;
 mod memory;
 mod offcpu;
 mod stack;

@@ -196,7 +196,8 @@ pub fn syscall_exit(ctx: TracePointContext) -> u32 {
         kernel_stack_id: -1,
         kind: sample_kind::OFF_CPU,
         syscall_nr: syscall_nr as i32,
-        weight_ns: blocked,
+        weight: blocked,
+        addr: 0,
         comm: ctx.command().unwrap_or([0u8; TASK_COMM_LEN]),
     };
     if !emit_stack_sample(&header) {

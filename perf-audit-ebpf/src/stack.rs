@@ -1,5 +1,6 @@
 //! User-stack capture shared by every program that records where user code
-//! was: CPU samples in stack-copy mode, off-CPU samples, database writes.
+//! was: CPU samples in stack-copy mode, off-CPU samples, database writes,
+//! page-fault samples and mmap/munmap/brk calls (memory profile).
 //! The user-mode registers and a page-wise copy of the user stack go into a
 //! ring-buffer record (never onto the 512-byte BPF stack); the agent unwinds
 //! them with the binaries' `.eh_frame`, so targets without frame pointers
@@ -91,7 +92,8 @@ pub struct StackSampleHeader {
     pub kernel_stack_id: i32,
     pub kind: u32,
     pub syscall_nr: i32,
-    pub weight_ns: u64,
+    pub weight: u64,
+    pub addr: u64,
     pub comm: [u8; TASK_COMM_LEN],
 }
 
@@ -119,7 +121,8 @@ pub fn emit_stack_sample(header: &StackSampleHeader) -> bool {
         core::ptr::addr_of_mut!((*sample).kind).write(header.kind);
         core::ptr::addr_of_mut!((*sample).syscall_nr).write(header.syscall_nr);
         core::ptr::addr_of_mut!((*sample).ts_ns).write(bpf_ktime_get_ns());
-        core::ptr::addr_of_mut!((*sample).weight_ns).write(header.weight_ns);
+        core::ptr::addr_of_mut!((*sample).weight).write(header.weight);
+        core::ptr::addr_of_mut!((*sample).addr).write(header.addr);
         core::ptr::addr_of_mut!((*sample).ip).write(regs.ip);
         core::ptr::addr_of_mut!((*sample).sp).write(regs.sp);
         core::ptr::addr_of_mut!((*sample).bp).write(regs.bp);

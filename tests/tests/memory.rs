@@ -4,7 +4,9 @@
 //! a known growing map (`grow_map`). Each must be found at its function in
 //! both modes, and freed memory must never be called a leak, whichever
 //! global allocator the fixture is built with: glibc malloc (std's
-//! `System`), jemalloc, mimalloc or an allocator written in Rust.
+//! `System`), jemalloc, mimalloc or an allocator written in Rust. Growth is
+//! also attributed continuously, without allocator probes: sampled page
+//! faults, mmap/munmap/brk per call site, and the RSS series.
 
 use perf_audit_tests::*;
 
@@ -26,6 +28,24 @@ fn row<'a>(report: &'a serde_json::Value, list: &str, function: &str) -> &'a ser
         .iter()
         .find(|r| r["function"] == function)
         .unwrap_or_else(|| panic!("{function} not in memory.{list}: {:?}", names(report, list)))
+}
+
+fn names_in(section: &serde_json::Value, list: &str) -> Vec<String> {
+    section[list]
+        .as_array()
+        .unwrap_or_else(|| panic!("{list} is an array: {section}"))
+        .iter()
+        .map(|r| r["function"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn row_in<'a>(section: &'a serde_json::Value, list: &str, function: &str) -> &'a serde_json::Value {
+    section[list]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["function"] == function)
+        .unwrap_or_else(|| panic!("{function} not in {list}: {:?}", names_in(section, list)))
 }
 
 /// A `mem-leaker` build and what the memory profile must say of its
@@ -140,14 +160,52 @@ fn audit(allocator: &Allocator, mode: &str, seconds: &str) -> (AgentRun, serde_j
         assert_eq!(f["category"], "memory", "{f}");
     }
 
+    // Continuous attribution (no allocator probes) sees the same growth.
+    assert_continuous_attribution(allocator, memory);
+
     // report.md has the seed's memory section; memory.svg the churn.
     let md = run.file("report.md");
-    for needle in ["### Memory Profiling Results", "**Peak memory**", "| Location | Size | Count | Type |", "**Issues detected**", "**Recommendations**", "`mem_leaker::leak_buffer`"] {
+    for needle in ["### Memory Profiling Results", "**Peak memory**", "| Location | Size | Count | Type |", "**Issues detected**", "**Recommendations**", "`mem_leaker::leak_buffer`", "**Memory first touched**", "**Mappings**", "**RSS over time**"] {
         assert!(md.contains(needle), "report.md lacks {needle}:\n{md}");
     }
     let svg = run.file("memory.svg");
     assert!(svg.contains("mem_leaker::churn_unit") && svg.contains("bytes"), "memory.svg");
     (run, report)
+}
+
+/// Sampled page faults, mmap/brk per call site and the RSS series.
+fn assert_continuous_attribution(allocator: &Allocator, memory: &serde_json::Value) {
+    let pf = &memory["page_faults"];
+    assert_eq!(pf["sampling_period"], 256, "{pf}");
+    assert!(pf["sampling"].as_str().unwrap().contains("estimates"), "{pf}");
+    assert_eq!(pf["dropped_samples"], 0, "{pf}");
+    assert!(pf["faults_counted"].as_u64().unwrap() > 1000, "{pf}");
+    // The leak's first-touched pages are charged to leak_buffer; churned
+    // blocks reuse warm memory and are not.
+    let leak_faults = row_in(pf, "top_sites", "mem_leaker::leak_buffer");
+    assert!(leak_faults["file"].as_str().unwrap().ends_with(FILE), "{leak_faults}");
+    assert!(!pf["top_sites"].as_array().unwrap().iter().any(|r| r["function"] == "mem_leaker::churn_unit"), "{pf}");
+    // The RSS series rises steadily.
+    let rss = &memory["rss_series"];
+    let points = rss["points"].as_array().unwrap();
+    assert!(points.len() >= 8, "{rss}");
+    assert!(points.last().unwrap()["rss_bytes"].as_u64() > points[0]["rss_bytes"].as_u64(), "{rss}");
+    let fit = &rss["rss_fit"];
+    assert!(fit["slope"].as_f64().unwrap() > 1024.0 * 1024.0 && fit["r2"].as_f64().unwrap() > 0.8, "{fit}");
+    if allocator.build != Build::Release {
+        return;
+    }
+    // glibc: its heap (brk) holds the leak, whose ~4 MiB/s the fault
+    // estimate gets within a factor of 3, and brk growth is charged to
+    // the growing code.
+    assert!(leak_faults["heap_bytes"].as_u64().unwrap() > 0, "{leak_faults}");
+    let expected = 4.0 * 1024.0 * 1024.0 * memory["elapsed_s"].as_f64().unwrap();
+    let estimated = leak_faults["estimated_bytes"].as_f64().unwrap();
+    assert!(estimated > expected / 3.0 && estimated < expected * 3.0, "{estimated} vs ~{expected}: {leak_faults}");
+    let mappings = &memory["mappings"];
+    assert!(mappings["brk_grow_calls"].as_u64().unwrap() > 0, "{mappings}");
+    let heap_growers = names_in(mappings, "sites");
+    assert!(heap_growers.iter().any(|f| f == "mem_leaker::leak_buffer" || f == "mem_leaker::grow_map"), "{heap_growers:?}");
 }
 
 /// What precise mode must count exactly, whatever the allocator.
@@ -214,6 +272,22 @@ fn assert_default_sampling(report: &serde_json::Value) {
 fn default_mode_samples_a_small_share_of_the_time_and_still_names_the_sites() {
     let (_run, report) = audit(&GLIBC, "default", "16s");
     assert_default_sampling(&report);
+    // Between the probe windows (98% of the time) only the page faults
+    // see the growth: both growing functions are named, at their file.
+    let pf = &report["memory"]["page_faults"];
+    for function in ["mem_leaker::leak_buffer", "mem_leaker::grow_map"] {
+        let r = row_in(pf, "top_sites", function);
+        assert!(r["samples"].as_u64().unwrap() > 0 && r["file"].as_str().unwrap().ends_with(FILE), "{r}");
+    }
+    // The growth findings cite the page faults and the RSS trend.
+    let grow = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["function"] == "mem_leaker::grow_map")
+        .unwrap_or_else(|| panic!("no finding at grow_map: {:?}", findings(&report)));
+    let evidence = grow["evidence"].as_str().unwrap();
+    assert!(evidence.contains("sampled page faults") && evidence.contains("RSS rose"), "{evidence}");
 }
 
 #[test]
@@ -258,4 +332,35 @@ fn memory_mode_without_the_memory_profile_is_a_usage_error() {
     let err = run.stderr();
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(err.contains("memory profile"), "{err}");
+}
+
+#[test]
+fn a_large_allocation_served_by_mmap_is_named_in_the_mappings() {
+    // hold_large keeps a 256 KiB Vec every 50 ms: above glibc's mmap
+    // threshold, each is one anonymous mmap, never unmapped, its pages
+    // first touched in hold_large.
+    let bin = fixture("mem-leaker", Build::Release);
+    let target = Running::spawn(&bin, &["--seconds", "120", "--churn-only", "--large-every-ms", "50"]);
+    let pid = target.pid().to_string();
+    let run = run_agent(&["--pid", &pid, "memory", "--duration", "6s"]);
+    run.assert_success();
+    let report = run.report();
+    drop(target);
+    let memory = &report["memory"];
+    let mappings = &memory["mappings"];
+    assert_eq!(mappings["dropped"], 0, "{mappings}");
+    let large = row_in(mappings, "sites", "mem_leaker::hold_large");
+    let calls = large["mmap_calls"].as_u64().unwrap();
+    assert!(calls >= 60, "6 s at one per 50 ms: {large}");
+    assert!(large["mmap_bytes"].as_u64().unwrap() >= calls * 256 * 1024, "{large}");
+    assert_eq!(large["still_mapped_bytes"], large["mmap_bytes"], "never unmapped: {large}");
+    assert!(large["file"].as_str().unwrap().ends_with(FILE), "{large}");
+    assert_eq!(mappings["sites"][0]["function"], "mem_leaker::hold_large", "{mappings}");
+    // Its first-touched pages are mmap'd (anonymous) memory, charged to it.
+    let pf = &memory["page_faults"];
+    let top = &pf["top_sites"][0];
+    assert_eq!(top["function"], "mem_leaker::hold_large", "{pf}");
+    assert!(top["anonymous_bytes"].as_u64().unwrap() > top["heap_bytes"].as_u64().unwrap(), "{top}");
+    let md = run.file("report.md");
+    assert!(md.contains("`mem_leaker::hold_large`"), "{md}");
 }

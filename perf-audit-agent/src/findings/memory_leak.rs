@@ -63,8 +63,9 @@ impl Rule for MemoryLeak {
                     file: l.file.clone(),
                     line: l.line,
                     evidence: format!(
-                        "{} of its allocations{ty} were observed and none was freed{confidence}; {} outstanding at the end ({} allocations, {} mode){rise}",
-                        l.observed_allocations, mib(l.bytes as f64), l.count, section.mode
+                        "{} of its allocations{ty} were observed and none was freed{confidence}; {} outstanding at the end ({} allocations, {} mode){rise}{}",
+                        l.observed_allocations, mib(l.bytes as f64), l.count, section.mode,
+                        super::unbounded_growth::corroboration(section, &l.function)
                     ),
                     recommendation: "give these allocations an owner that drops them: look for `Box::leak`, `mem::forget`, `Rc`/`Arc` cycles (use `Weak` for back-references) or a `static` that only ever accumulates".to_string(),
                     impact: if severity == Severity::P2 { Level::Medium } else { Level::High },

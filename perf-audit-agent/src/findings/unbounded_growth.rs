@@ -18,6 +18,27 @@ impl Default for UnboundedGrowth {
     }
 }
 
+/// Independent evidence from the continuous memory signals: the memory
+/// this function first touched (sampled page faults) and the process RSS
+/// trend. Empty when neither says anything.
+pub(super) fn corroboration(section: &crate::memory::section::MemorySection, function: &str) -> String {
+    let mut parts = Vec::new();
+    let pf = &section.page_faults;
+    if let Some(r) = pf.top_sites.iter().find(|r| r.function == function) {
+        parts.push(format!(
+            "it first touched ~{} of new pages over the audit ({} of {} sampled page faults, 1 in {})",
+            mib(r.estimated_bytes as f64),
+            r.samples,
+            pf.samples,
+            pf.sampling_period
+        ));
+    }
+    if let Some(fit) = section.rss_series.rss_fit.as_ref().filter(|f| f.slope > 0.0 && f.r2 >= 0.8) {
+        parts.push(format!("the process RSS rose at {}/s (r² {:.2} over {} points)", mib(fit.slope), fit.r2, fit.points));
+    }
+    if parts.is_empty() { String::new() } else { format!("; {}", parts.join("; ")) }
+}
+
 impl Rule for UnboundedGrowth {
     fn id(&self) -> &'static str {
         "unbounded-growth"
@@ -84,6 +105,7 @@ impl Rule for UnboundedGrowth {
                         None,
                     )
                 };
+                let evidence_tail = corroboration(section, &g.function);
                 Finding {
                     rule: self.id(),
                     severity,
@@ -92,7 +114,7 @@ impl Rule for UnboundedGrowth {
                     function: g.function.clone(),
                     file: g.file.clone(),
                     line: g.line,
-                    evidence: if g.points == 0 {
+                    evidence: format!("{}{evidence_tail}", if g.points == 0 {
                         format!(
                             "{} allocated here{what} during the audit were never freed ({}/s on average, {} mode) and are held by a collection that is never shrunk",
                             mib(g.end_bytes as f64),
@@ -110,7 +132,7 @@ impl Rule for UnboundedGrowth {
                             section.mode,
                             if g.held_by_collection { "; the allocations grow a collection (map/vector) that is never shrunk" } else { "" }
                         )
-                    },
+                    }),
                     recommendation,
                     impact: if severity == Severity::P2 { Level::Medium } else { Level::High },
                     complexity: if g.held_by_collection { Complexity::Easy } else { Complexity::Medium },

@@ -712,7 +712,8 @@ impl MemoryKernel {
             .override_global(names::USER_STACK_MODE, &stack_mode, true)
             .map_max_entries(names::CPU_STACK_COUNTS, 1)
             .map_max_entries(names::STACK_TRACES, 1)
-            .map_max_entries(names::USER_STACK_SAMPLES, 4096)
+            // Carries the page-fault and mmap/brk samples (`kernel::mem_events`).
+            .map_max_entries(names::USER_STACK_SAMPLES, super::mem_events::RING_BYTES)
             .load(EBPF_OBJECT)
             .map_err(|e| load_error("loading the eBPF object for the memory profile", &e))?;
         let mut kernel = MemoryKernel { ebpf, pid, plan, links: Vec::new(), closing: Vec::new() };
@@ -755,6 +756,15 @@ impl MemoryKernel {
 
     pub fn plan(&self) -> &AllocatorPlan {
         &self.plan
+    }
+
+    /// The loaded instance, for the memory event programs (`kernel::mem_events`).
+    pub(crate) fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
+    pub(crate) fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
     }
 
     pub fn attached(&self) -> bool {

@@ -6,6 +6,7 @@ pub mod cpu;
 pub mod stack_copy;
 pub mod db;
 pub mod memory;
+pub mod mem_events;
 
 use std::{fs, path::Path};
 
@@ -111,6 +112,16 @@ pub struct Counters {
     pub db_writes_dropped_ring_full: u64,
     pub db_payload_read_failed: u64,
     pub db_user_stack_copy_failed: u64,
+    pub page_fault_samples: u64,
+    pub page_fault_dropped_ring_full: u64,
+    pub mmap_calls: u64,
+    pub mmap_bytes: u64,
+    pub munmap_calls: u64,
+    pub munmap_bytes: u64,
+    pub brk_grow_calls: u64,
+    pub brk_grow_bytes: u64,
+    pub brk_shrink_bytes: u64,
+    pub mapping_dropped: u64,
 }
 
 /// The loaded object and whatever is attached. Dropping it detaches every
@@ -265,37 +276,52 @@ impl KernelSession {
     }
 
     pub fn counters(&self) -> Result<Counters> {
-        let array: PerCpuArray<_, u64> = PerCpuArray::try_from(
-            self.ebpf.map(names::COUNTERS).ok_or_else(|| missing(names::COUNTERS))?,
-        )
-        .map_err(|e| Error::internal(format!("COUNTERS: {e}")))?;
-        let mut sums = [0u64; COUNTER_SLOTS as usize];
-        for counter in Counter::ALL {
-            let values = array
-                .get(&counter.slot(), 0)
-                .map_err(|e| Error::internal(format!("reading counter {counter:?}: {e}")))?;
-            sums[counter.slot() as usize] = values.iter().sum();
-        }
-        Ok(Counters {
-            cpu_samples: sums[Counter::CpuSamples.slot() as usize],
-            cpu_samples_dropped_map_full: sums[Counter::CpuSamplesDroppedMapFull.slot() as usize],
-            cpu_user_stack_failed: sums[Counter::CpuUserStackFailed.slot() as usize],
-            cpu_kernel_stack_failed: sums[Counter::CpuKernelStackFailed.slot() as usize],
-            cpu_samples_dropped_ring_full: sums[Counter::CpuSamplesDroppedRingFull.slot() as usize],
-            cpu_user_stack_copy_failed: sums[Counter::CpuUserStackCopyFailed.slot() as usize],
-            offcpu_samples: sums[Counter::OffCpuSamples.slot() as usize],
-            offcpu_dropped_ring_full: sums[Counter::OffCpuDroppedRingFull.slot() as usize],
-            sched_state_map_full: sums[Counter::SchedStateMapFull.slot() as usize],
-            db_writes: sums[Counter::DbWrites.slot() as usize],
-            db_writes_dropped_ring_full: sums[Counter::DbWritesDroppedRingFull.slot() as usize],
-            db_payload_read_failed: sums[Counter::DbPayloadReadFailed.slot() as usize],
-            db_user_stack_copy_failed: sums[Counter::DbUserStackCopyFailed.slot() as usize],
-        })
+        read_counters(&self.ebpf)
     }
 }
 
+/// Sums the per-CPU `COUNTERS` of a loaded instance.
+pub(crate) fn read_counters(ebpf: &Ebpf) -> Result<Counters> {
+    let array: PerCpuArray<_, u64> =
+        PerCpuArray::try_from(ebpf.map(names::COUNTERS).ok_or_else(|| missing(names::COUNTERS))?)
+            .map_err(|e| Error::internal(format!("COUNTERS: {e}")))?;
+    let mut sums = [0u64; COUNTER_SLOTS as usize];
+    for counter in Counter::ALL {
+        let values = array
+            .get(&counter.slot(), 0)
+            .map_err(|e| Error::internal(format!("reading counter {counter:?}: {e}")))?;
+        sums[counter.slot() as usize] = values.iter().sum();
+    }
+    let at = |c: Counter| sums[c.slot() as usize];
+    Ok(Counters {
+        cpu_samples: at(Counter::CpuSamples),
+        cpu_samples_dropped_map_full: at(Counter::CpuSamplesDroppedMapFull),
+        cpu_user_stack_failed: at(Counter::CpuUserStackFailed),
+        cpu_kernel_stack_failed: at(Counter::CpuKernelStackFailed),
+        cpu_samples_dropped_ring_full: at(Counter::CpuSamplesDroppedRingFull),
+        cpu_user_stack_copy_failed: at(Counter::CpuUserStackCopyFailed),
+        offcpu_samples: at(Counter::OffCpuSamples),
+        offcpu_dropped_ring_full: at(Counter::OffCpuDroppedRingFull),
+        sched_state_map_full: at(Counter::SchedStateMapFull),
+        db_writes: at(Counter::DbWrites),
+        db_writes_dropped_ring_full: at(Counter::DbWritesDroppedRingFull),
+        db_payload_read_failed: at(Counter::DbPayloadReadFailed),
+        db_user_stack_copy_failed: at(Counter::DbUserStackCopyFailed),
+        page_fault_samples: at(Counter::PageFaultSamples),
+        page_fault_dropped_ring_full: at(Counter::PageFaultDroppedRingFull),
+        mmap_calls: at(Counter::MmapCalls),
+        mmap_bytes: at(Counter::MmapBytes),
+        munmap_calls: at(Counter::MunmapCalls),
+        munmap_bytes: at(Counter::MunmapBytes),
+        brk_grow_calls: at(Counter::BrkGrowCalls),
+        brk_grow_bytes: at(Counter::BrkGrowBytes),
+        brk_shrink_bytes: at(Counter::BrkShrinkBytes),
+        mapping_dropped: at(Counter::MappingDropped),
+    })
+}
+
 /// Tracepoints are found through tracefs; mount it when the machine has not.
-fn ensure_tracefs() -> Result<()> {
+pub(crate) fn ensure_tracefs() -> Result<()> {
     let events = Path::new("/sys/kernel/tracing/events");
     if events.exists() || Path::new("/sys/kernel/debug/tracing/events").exists() {
         return Ok(());

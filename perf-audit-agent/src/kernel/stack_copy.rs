@@ -5,7 +5,10 @@
 //! aggregated results: CPU stacks (dwarf mode) in the same shape as the
 //! frame-pointer aggregation, off-CPU stacks weighted by time blocked, and
 //! one small record per CPU sample (thread, time, on-CPU run length, stack)
-//! for the long-poll analysis.
+//! for the long-poll analysis. Memory events (page-fault samples, large
+//! mmap/munmap, brk growth) are unwound the same way and handed over one by
+//! one ([`StackCopyCollector::take_memory_events`]) for the memory profile
+//! to aggregate.
 
 use std::collections::HashMap;
 
@@ -44,6 +47,28 @@ pub struct CpuSampleRecord {
     pub stack: usize,
 }
 
+/// A memory event with its unwound user stack (see `sample_kind`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemEventRecord {
+    /// `sample_kind::PAGE_FAULT`, `MMAP`, `MUNMAP` or `BRK`.
+    pub kind: u32,
+    pub tid: u32,
+    pub ts_ns: u64,
+    /// Faulting address, mapping address, or new break.
+    pub addr: u64,
+    /// Bytes mapped, unmapped or grown; for a page fault, the allocation
+    /// site the thread was inside (0: none).
+    pub bytes: u64,
+    /// User stack pointer at the event (tells thread stacks apart).
+    pub sp: u64,
+    /// User frames, leaf first.
+    pub frames: Vec<u64>,
+}
+
+/// Memory events waiting to be taken; beyond this (a collector that never
+/// takes them) new ones are counted, not kept.
+const MAX_PENDING_MEMORY_EVENTS: usize = 65_536;
+
 type StackKey = (u32, [u8; 16], Vec<u64>, i32);
 
 #[derive(Default)]
@@ -61,6 +86,9 @@ pub struct StackCopyCollector {
     cpu_stacks: HashMap<StackKey, (usize, u64)>,
     offcpu_stacks: HashMap<(u32, [u8; 16], Vec<u64>, i32), OffCpuAggregate>,
     records: Vec<CpuSampleRecord>,
+    memory: Vec<MemEventRecord>,
+    /// Memory events not kept (`MAX_PENDING_MEMORY_EVENTS` waiting).
+    pub memory_dropped: u64,
     /// Samples whose unwinding stopped before a root frame.
     pub truncated: u64,
     /// Samples unwound.
@@ -92,6 +120,8 @@ impl StackCopyCollector {
             cpu_stacks: Default::default(),
             offcpu_stacks: Default::default(),
             records: Vec::new(),
+            memory: Vec::new(),
+            memory_dropped: 0,
             truncated: 0,
             unwound: 0,
         })
@@ -132,10 +162,24 @@ impl StackCopyCollector {
             if end == UnwindEnd::Truncated {
                 self.truncated += 1;
             }
-            if sample.kind == sample_kind::OFF_CPU {
+            if sample.kind >= sample_kind::PAGE_FAULT {
+                if self.memory.len() >= MAX_PENDING_MEMORY_EVENTS {
+                    self.memory_dropped += 1;
+                    continue;
+                }
+                self.memory.push(MemEventRecord {
+                    kind: sample.kind,
+                    tid: sample.tid,
+                    ts_ns: sample.ts_ns,
+                    addr: sample.addr,
+                    bytes: sample.weight,
+                    sp: sample.sp,
+                    frames,
+                });
+            } else if sample.kind == sample_kind::OFF_CPU {
                 let agg = self.offcpu_stacks.entry((sample.tid, sample.comm, frames, sample.syscall_nr)).or_default();
                 agg.intervals += 1;
-                agg.total_ns += sample.weight_ns;
+                agg.total_ns += sample.weight;
             } else {
                 let next = self.cpu_stacks.len();
                 let entry = self.cpu_stacks.entry((sample.tid, sample.comm, frames, sample.kernel_stack_id)).or_insert((next, 0));
@@ -144,12 +188,17 @@ impl StackCopyCollector {
                     self.records.push(CpuSampleRecord {
                         tid: sample.tid,
                         ts_ns: sample.ts_ns,
-                        oncpu_run_ns: sample.weight_ns,
+                        oncpu_run_ns: sample.weight,
                         stack: entry.0,
                     });
                 }
             }
         }
+    }
+
+    /// The memory events unwound since the last call.
+    pub fn take_memory_events(&mut self) -> Vec<MemEventRecord> {
+        std::mem::take(&mut self.memory)
     }
 
     /// The aggregated stacks, kernel frames resolved from `STACK_TRACES`.

@@ -21,10 +21,15 @@
 //! kernel by a stack fingerprint, and the full stack of each new site is
 //! copied once and unwound here with the CPU profile's unwinder.
 //!
+//! Beside the probes, growth is attributed continuously in both modes by
+//! sampled page faults, mmap/munmap/brk per call site and the RSS series
+//! ([`faults`], `kernel::mem_events`): they cost nothing per allocation.
+//!
 //! This module is the orchestration (the collector task); [`analysis`] is
 //! the pure model that turns what was collected into the report's section.
 
 pub mod analysis;
+pub mod faults;
 pub mod render;
 pub mod section;
 pub mod types;
@@ -39,7 +44,12 @@ use perf_audit_common::memory::{MemStackSample, SiteStats};
 
 use crate::{
     error::{Error, Result},
-    kernel::memory::{AllocatorPlan, MemCounters, MemoryKernel, discover_allocator},
+    kernel::{
+        Counters,
+        mem_events,
+        memory::{AllocatorPlan, MemCounters, MemoryKernel, discover_allocator},
+        stack_copy::StackCopyCollector,
+    },
     target::{self, MapsSnapshot},
     unwind::{ProcessUnwinder, TableCache},
 };
@@ -112,6 +122,15 @@ pub struct MemoryRaw {
     pub maps: MapsSnapshot,
     /// The target's kernel CPU time, where probe hits are charged.
     pub kernel_time: KernelTime,
+    /// Sampled page faults and large mmap/munmap/brk calls, by stack.
+    pub events: faults::MemEvents,
+    /// The memory instance's kernel counters (page-fault samples, every
+    /// mmap/munmap/brk call and its bytes, drops).
+    pub event_counters: Counters,
+    /// RSS, anonymous and heap size every `faults::RSS_INTERVAL`.
+    pub rss_series: Vec<faults::RssPoint>,
+    /// The target's faults over the audit (/proc/PID/stat), exact.
+    pub faults_counted: Option<u64>,
 }
 
 /// The target's kernel (system) CPU time during the collection and right
@@ -168,6 +187,8 @@ impl MemoryCollector {
         );
         let text = code_ranges(&maps, exe);
         let mut kernel = MemoryKernel::load(pid, plan, &text)?;
+        let regions = read_regions(pid).unwrap_or_default();
+        let events = mem_events::attach(&mut kernel, pid, regions.heap_end())?;
         kernel.set_window(1)?;
         let ring = kernel.take_stack_ring()?;
         // SAFETY: the ring owns its fd, open for as long as the AsyncFd.
@@ -178,7 +199,7 @@ impl MemoryCollector {
             kernel.set_recording(true)?;
         }
         let (stop, stopped) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(run(kernel, ring, pid, mode, maps, stopped));
+        let task = tokio::spawn(run(kernel, ring, Growth { reader: events, regions, events: Default::default(), rss: Vec::new(), faults_at_start: fault_count(pid), faults_last: None }, pid, mode, maps, stopped));
         Ok(MemoryCollector { stop, task })
     }
 
@@ -246,11 +267,71 @@ impl Stacks {
     }
 }
 
+/// The continuous part: page-fault and mapping samples, RSS series.
+struct Growth {
+    reader: StackCopyCollector,
+    regions: faults::Regions,
+    events: faults::MemEvents,
+    rss: Vec<faults::RssPoint>,
+    faults_at_start: Option<u64>,
+    /// The last fault count read (the target may exit before the end).
+    faults_last: Option<u64>,
+}
+
+impl Growth {
+    /// Unwinds what the ring holds and aggregates it; fault addresses are
+    /// classified with the maps (re-read once when one is not found).
+    fn drain(&mut self, maps: &mut MapsSnapshot, pid: u32, sites: &HashMap<u64, Vec<u64>>) {
+        self.reader.drain(maps);
+        let mut reread = false;
+        for mut e in self.reader.take_memory_events() {
+            if e.kind == perf_audit_common::sample_kind::PAGE_FAULT && e.bytes != 0 {
+                let frames = std::mem::take(&mut e.frames);
+                e.frames = faults::complete_stack(frames, sites.get(&e.bytes), |a| maps.find(a).is_some());
+            }
+            let mut region = self.regions.classify(e.addr, e.sp);
+            if region == faults::Region::Unknown && e.kind == perf_audit_common::sample_kind::PAGE_FAULT && !reread {
+                reread = true;
+                if let Some(r) = read_regions(pid) {
+                    self.regions = r;
+                    region = self.regions.classify(e.addr, e.sp);
+                }
+            }
+            self.events.add(e, region);
+        }
+    }
+
+    fn sample_rss(&mut self, pid: u32, t: f64) {
+        if let Some(r) = read_regions(pid) {
+            self.regions = r;
+        }
+        if let Some(n) = fault_count(pid) {
+            self.faults_last = Some(n);
+        }
+        let Some((rss, anon)) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok().as_deref().and_then(faults::parse_smaps_rollup) else {
+            return;
+        };
+        faults::push_rss(&mut self.rss, faults::RssPoint { t_s: t, rss_bytes: rss, anon_bytes: anon, heap_bytes: self.regions.heap_bytes() });
+    }
+}
+
+fn read_regions(pid: u32) -> Option<faults::Regions> {
+    std::fs::read_to_string(format!("/proc/{pid}/maps")).ok().map(|t| faults::Regions::parse(&t))
+}
+
+/// minflt + majflt of `/proc/PID/stat` (every thread's, dead ones included).
+fn fault_count(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some(fields.get(7)?.parse::<u64>().ok()? + fields.get(9)?.parse::<u64>().ok()?)
+}
+
 /// The collector task: the duty cycle (default) or periodic snapshots
 /// (precise), new-site stacks unwound as they arrive, RSS over time.
 async fn run(
     mut kernel: MemoryKernel,
     ring: tokio::io::unix::AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>,
+    mut growth: Growth,
     pid: u32,
     mode: MemoryMode,
     mut maps: MapsSnapshot,
@@ -261,7 +342,7 @@ async fn run(
     let mut kernel_last = kernel_at_start;
     let mut stacks = Stacks { ring, unwinder: ProcessUnwinder::new(), tables: TableCache::default(), stacks: HashMap::new(), truncated: 0, pid };
     let mut series = Vec::new();
-    let mut rss = Vec::new();
+    let mut rss: Vec<(f64, u64)> = Vec::new();
     // Time allocations were recorded (the sampling share), and time any
     // probe was attached (what the target paid for).
     let mut recorded = Duration::ZERO;
@@ -274,10 +355,20 @@ async fn run(
     let mut tick = tokio::time::interval(tick_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_maps = Instant::now();
+    let mut drain_tick = tokio::time::interval(crate::kernel::stack_copy::DRAIN_INTERVAL);
+    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rss_tick = tokio::time::interval(faults::RSS_INTERVAL);
+    rss_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
         tokio::select! {
             _ = &mut stopped => break,
+            _ = drain_tick.tick() => growth.drain(&mut maps, pid, &stacks.stacks),
+            _ = rss_tick.tick() => {
+                if target::is_alive(pid) {
+                    growth.sample_rss(pid, start.elapsed().as_secs_f64());
+                }
+            }
             guard = stacks.ring.readable_mut() => {
                 if let Ok(mut guard) = guard {
                     guard.clear_ready();
@@ -306,6 +397,7 @@ async fn run(
                         tokio::select! {
                             _ = &mut window_end => break,
                             _ = &mut stopped => { stop_now = true; break }
+                            _ = drain_tick.tick() => growth.drain(&mut maps, pid, &stacks.stacks),
                             guard = stacks.ring.readable_mut() => {
                                 if let Ok(mut guard) = guard { guard.clear_ready(); }
                                 stacks.drain(&mut maps);
@@ -352,6 +444,7 @@ async fn run(
         tokio::time::sleep(FREE_GRACE).await;
     }
     kernel.detach();
+    mem_events::detach(&mut kernel);
     let elapsed = start.elapsed();
     // Every probe closed before the final read: no event races the counts.
     tokio::task::block_in_place(|| kernel.join_detaches());
@@ -383,6 +476,18 @@ async fn run(
         rss.push((elapsed.as_secs_f64(), rss_now));
     }
     stacks.drain(&mut maps);
+    growth.sample_rss(pid, elapsed.as_secs_f64());
+    growth.drain(&mut maps, pid, &stacks.stacks);
+    growth.events.unaggregated += growth.reader.memory_dropped;
+    let faults_counted = match (growth.faults_at_start, fault_count(pid).or(growth.faults_last)) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    let event_counters = mem_events::counters(&kernel)?;
+    // The RSS trend is fitted over the 500 ms series.
+    if growth.rss.len() >= 2 {
+        rss = growth.rss.iter().map(|p| (p.t_s, p.rss_bytes)).collect();
+    }
     let counters = kernel.counters()?;
     let duty = if mode == MemoryMode::Default {
         (recorded.as_secs_f64() / elapsed.as_secs_f64().max(1e-9)).clamp(1e-6, 1.0)
@@ -407,6 +512,10 @@ async fn run(
         windows,
         maps,
         kernel_time,
+        events: growth.events,
+        event_counters,
+        rss_series: growth.rss,
+        faults_counted,
     })
 }
 
@@ -462,5 +571,39 @@ pub fn build_section(
         stacks: &frames,
     });
     let folded = analysis.folded.clone();
-    (section::MemorySection::build(raw, analysis), folded)
+    let events = growth_sections(raw, symbolizer, exe);
+    (section::MemorySection::build(raw, analysis, events), folded)
+}
+
+/// Symbolizes the page-fault and mapping stacks and builds their sections.
+fn growth_sections(
+    raw: &MemoryRaw,
+    symbolizer: &crate::symbolize::StackSymbolizer,
+    exe: &Path,
+) -> section::GrowthSections {
+    let keys = raw.events.stacks();
+    let stacks: Vec<crate::kernel::cpu::RawCpuStack> = keys
+        .iter()
+        .map(|user| crate::kernel::cpu::RawCpuStack {
+            tgid: 0,
+            tid: 0,
+            thread_name: String::new(),
+            user: user.clone(),
+            kernel: Vec::new(),
+            count: 1,
+            events: 1,
+            leaf_label: None,
+        })
+        .collect();
+    let profile = symbolizer.cpu_profile(&stacks, &raw.maps, exe);
+    let frames: HashMap<Vec<u64>, Vec<crate::profile::Frame>> = keys
+        .into_iter()
+        .zip(profile.stacks.iter())
+        .map(|(key, s)| (key, s.frames.iter().map(|f| profile.frame(*f).clone()).collect()))
+        .collect();
+    section::GrowthSections {
+        page_faults: faults::page_fault_section(&raw.events, &frames, &raw.event_counters, raw.faults_counted),
+        mappings: faults::mapping_section(&raw.events, &frames, &raw.event_counters),
+        rss_series: faults::rss_series(&raw.rss_series),
+    }
 }

@@ -123,6 +123,79 @@ pub fn markdown(md: &mut String, m: &MemorySection, findings: &[Finding]) {
         }
     }
 
+    let pf = &m.page_faults;
+    let _ = writeln!(
+        md,
+        "\n**Memory first touched** (page faults, {}; ~{} over the audit{}; dropped samples: {}):\n",
+        pf.sampling,
+        size(pf.estimated_bytes as f64),
+        pf.faults_counted.map(|c| format!(", {c} faults counted by the kernel")).unwrap_or_default(),
+        pf.dropped_samples
+    );
+    let _ = writeln!(md, "| Location | Estimated bytes | Samples | Share | Heap | Anonymous (mmap) | Stack |");
+    let _ = writeln!(md, "|----------|-----------------|---------|-------|------|------------------|-------|");
+    for r in &pf.top_sites {
+        let _ = writeln!(
+            md,
+            "| {} | ~{} | {} | {:.1}% | {} | {} | {} |",
+            location(&r.function, &r.file, r.line),
+            size(r.estimated_bytes as f64),
+            r.samples,
+            r.share_pct,
+            size(r.heap_bytes as f64),
+            size(r.anonymous_bytes as f64),
+            size(r.stack_bytes as f64)
+        );
+    }
+    if pf.top_sites.is_empty() {
+        let _ = writeln!(md, "| (no page fault sampled) | | | | | | |");
+    }
+    let mp = &m.mappings;
+    let _ = writeln!(
+        md,
+        "\n**Mappings** (every mmap/munmap/brk counted: {} mmap ({}), {} munmap ({}), {} brk growths ({}, shrunk {}); stacks for anonymous mmap/munmap >= {} and every brk growth; dropped: {}):\n",
+        mp.mmap_calls,
+        size(mp.mmap_bytes as f64),
+        mp.munmap_calls,
+        size(mp.munmap_bytes as f64),
+        mp.brk_grow_calls,
+        size(mp.brk_grow_bytes as f64),
+        size(mp.brk_shrink_bytes as f64),
+        size(mp.stack_threshold_bytes as f64),
+        mp.dropped
+    );
+    let _ = writeln!(md, "| Location | mmap | Still mapped | munmap | brk growth |");
+    let _ = writeln!(md, "|----------|------|--------------|--------|------------|");
+    for r in &mp.sites {
+        let _ = writeln!(
+            md,
+            "| {} | {} ({}) | {} | {} ({}) | {} ({}) |",
+            location(&r.function, &r.file, r.line),
+            size(r.mmap_bytes as f64),
+            r.mmap_calls,
+            size(r.still_mapped_bytes as f64),
+            size(r.munmap_bytes as f64),
+            r.munmap_calls,
+            size(r.brk_bytes as f64),
+            r.brk_calls
+        );
+    }
+    if mp.sites.is_empty() {
+        let _ = writeln!(md, "| (no large mapping or heap growth) | | | | |");
+    }
+    let rs = &m.rss_series;
+    if let (Some(first), Some(last)) = (rs.points.first(), rs.points.last()) {
+        let fit = |f: &Option<super::analysis::Fit>| {
+            f.as_ref().map(|f| format!("{}/s (r² {:.2})", size(f.slope), f.r2)).unwrap_or_else(|| "-".into())
+        };
+        let _ = writeln!(md, "\n**RSS over time** (/proc/PID/smaps_rollup every {} ms, {} points):\n", rs.interval_ms, rs.points.len());
+        let _ = writeln!(md, "| | Start | End | Peak | Trend |");
+        let _ = writeln!(md, "|-|-------|-----|------|-------|");
+        let _ = writeln!(md, "| RSS | {} | {} | {} | {} |", size(first.rss_bytes as f64), size(last.rss_bytes as f64), size(rs.peak_rss_bytes as f64), fit(&rs.rss_fit));
+        let _ = writeln!(md, "| Anonymous | {} | {} | | {} |", size(first.anon_bytes as f64), size(last.anon_bytes as f64), fit(&rs.anon_fit));
+        let _ = writeln!(md, "| `[heap]` (brk, virtual) | {} | {} | | |", size(first.heap_bytes as f64), size(last.heap_bytes as f64));
+    }
+
     let memory_findings: Vec<&Finding> = findings.iter().filter(|f| f.category == Category::Memory).collect();
     let _ = writeln!(md, "\n**Issues detected**:\n");
     if memory_findings.is_empty() {

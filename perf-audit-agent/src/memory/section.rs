@@ -5,6 +5,7 @@ use super::{
     MemoryMode, MemoryRaw,
     analysis::{AllocatorRow, Analysis, Fit, GrowthRow, LeakRow, least_squares},
 };
+use super::faults::{MappingSection, PageFaultSection, RssSeries};
 use crate::kernel::memory::MemCounters;
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -54,6 +55,21 @@ pub struct MemorySection {
     pub top_allocators: Vec<AllocatorRow>,
     pub leak_candidates: Vec<LeakRow>,
     pub growth: Vec<GrowthRow>,
+    /// Sampled page faults per owner function ("memory first touched"),
+    /// continuous in both modes.
+    pub page_faults: PageFaultSection,
+    /// mmap/munmap/brk: every call counted, large ones per call site.
+    pub mappings: MappingSection,
+    /// RSS, anonymous memory and heap size every 500 ms, with fits.
+    pub rss_series: RssSeries,
+}
+
+/// The continuous (non-probe) parts of the memory section.
+#[derive(Debug, Clone)]
+pub struct GrowthSections {
+    pub page_faults: PageFaultSection,
+    pub mappings: MappingSection,
+    pub rss_series: RssSeries,
 }
 
 /// The probes' cost, measured on the target: probe hits run in its context
@@ -146,7 +162,7 @@ impl Dropped {
 }
 
 impl MemorySection {
-    pub fn build(raw: &MemoryRaw, analysis: Analysis) -> MemorySection {
+    pub fn build(raw: &MemoryRaw, analysis: Analysis, growth: GrowthSections) -> MemorySection {
         let plan = &raw.allocator;
         let sampling = match raw.mode {
             MemoryMode::Default => format!(
@@ -208,6 +224,9 @@ impl MemorySection {
             top_allocators: analysis.top_allocators,
             leak_candidates: analysis.leak_candidates,
             growth: analysis.growth,
+            page_faults: growth.page_faults,
+            mappings: growth.mappings,
+            rss_series: growth.rss_series,
         }
     }
 }
