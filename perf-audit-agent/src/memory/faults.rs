@@ -217,17 +217,21 @@ pub struct RssPoint {
     pub anon_bytes: u64,
     /// Virtual size of `[heap]` (the brk heap): its growth is heap growth.
     pub heap_bytes: u64,
+    /// Anonymous memory in transparent huge pages (`AnonHugePages`): a
+    /// fault there maps 2 MiB, not one 4 KiB page.
+    pub huge_page_bytes: u64,
 }
 
-/// Parses `Rss:` and `Anonymous:` (kB) of `/proc/PID/smaps_rollup`.
-pub fn parse_smaps_rollup(text: &str) -> Option<(u64, u64)> {
+/// Parses `Rss:`, `Anonymous:` and `AnonHugePages:` (kB) of
+/// `/proc/PID/smaps_rollup`, in bytes.
+pub fn parse_smaps_rollup(text: &str) -> Option<(u64, u64, u64)> {
     let field = |name: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(name))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             .map(|kb| kb * 1024)
     };
-    Some((field("Rss:")?, field("Anonymous:").unwrap_or(0)))
+    Some((field("Rss:")?, field("Anonymous:").unwrap_or(0), field("AnonHugePages:").unwrap_or(0)))
 }
 
 /// Appends a point, halving the series (every other point) when full.
@@ -273,6 +277,10 @@ pub struct PageFaultSection {
     /// The target's own fault count over the audit (minflt + majflt of
     /// `/proc/PID/stat`): exact, no stacks.
     pub faults_counted: Option<u64>,
+    /// The most anonymous memory seen in transparent huge pages: faults
+    /// there map 2 MiB at once, so bytes estimated at 4 KiB per fault
+    /// undercount it (the RSS series does not).
+    pub huge_page_bytes: u64,
     pub by_region_bytes: BTreeMap<String, u64>,
     pub top_sites: Vec<FaultRow>,
 }
@@ -366,7 +374,13 @@ fn busiest_line(lines: &BTreeMap<u32, u64>) -> Option<u32> {
 
 /// Page faults per owner function. `frames` gives each stack's symbolized
 /// frames, root first; `faults_counted` is the exact count from /proc.
-pub fn page_fault_section(events: &MemEvents, frames: &HashMap<Vec<u64>, Vec<Frame>>, counters: &Counters, faults_counted: Option<u64>) -> PageFaultSection {
+pub fn page_fault_section(
+    events: &MemEvents,
+    frames: &HashMap<Vec<u64>, Vec<Frame>>,
+    counters: &Counters,
+    faults_counted: Option<u64>,
+    huge_page_bytes: u64,
+) -> PageFaultSection {
     let n = PAGE_FAULT_SAMPLE_PERIOD;
     let est = |samples: u64| samples * n * PAGE_BYTES;
     let empty = Vec::new();
@@ -413,16 +427,25 @@ pub fn page_fault_section(events: &MemEvents, frames: &HashMap<Vec<u64>, Vec<Fra
     PageFaultSection {
         sampling_period: n,
         sampling: format!(
-            "one page fault in {n} sampled with its user stack (software page-faults event on every CPU, the target's kept): each sample stands for {n} faults of one {} KiB page, so bytes are estimates (samples x {n} x 4 KiB); {} samples, {} more without a stack (ring buffer full)",
+            "one page fault in {n} sampled with its user stack (software page-faults event on every CPU, the target's kept): each sample stands for {n} faults of one {} KiB page, so bytes are estimates (samples x {n} x 4 KiB); {} samples, {} more without a stack (ring buffer full){}",
             PAGE_BYTES / 1024,
             samples,
-            dropped
+            dropped,
+            if huge_page_bytes > 0 {
+                format!(
+                    "; {:.1} MiB of the target's memory is in transparent huge pages, which fault 2 MiB at a time: the estimates undercount it (the RSS series counts it)",
+                    huge_page_bytes as f64 / (1024.0 * 1024.0)
+                )
+            } else {
+                String::new()
+            }
         ),
         samples,
         dropped_samples: dropped,
         estimated_faults: (samples + dropped) * n,
         estimated_bytes: est(samples + dropped),
         faults_counted,
+        huge_page_bytes,
         by_region_bytes: names.iter().zip(by_region).filter(|(_, v)| *v > 0).map(|(k, v)| (k.to_string(), est(v))).collect(),
         top_sites,
     }
@@ -532,7 +555,7 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        let s = page_fault_section(&ev, &frames, &Counters::default(), Some(1234));
+        let s = page_fault_section(&ev, &frames, &Counters::default(), Some(1234), 0);
         assert_eq!(s.samples, 5);
         assert_eq!(s.estimated_bytes, 5 * PAGE_FAULT_SAMPLE_PERIOD * 4096);
         let top = &s.top_sites[0];
@@ -587,7 +610,7 @@ mod tests {
     fn the_rss_series_keeps_its_span_when_full_and_fits_a_rising_line() {
         let mut series = Vec::new();
         for i in 0..(MAX_RSS_POINTS + 10) {
-            push_rss(&mut series, RssPoint { t_s: i as f64, rss_bytes: 1000 + 10 * i as u64, anon_bytes: 500, heap_bytes: 0 });
+            push_rss(&mut series, RssPoint { t_s: i as f64, rss_bytes: 1000 + 10 * i as u64, anon_bytes: 500, heap_bytes: 0, huge_page_bytes: 0 });
         }
         assert!(series.len() <= MAX_RSS_POINTS);
         assert_eq!(series[0].t_s, 0.0);
@@ -599,9 +622,9 @@ mod tests {
     }
 
     #[test]
-    fn smaps_rollup_rss_and_anonymous_are_read_in_bytes() {
-        let text = "55d0c0000000-7fff00021000 ---p 00000000 00:00 0 [rollup]\nRss:                8192 kB\nPss:  100 kB\nAnonymous:          4096 kB\n";
-        assert_eq!(parse_smaps_rollup(text), Some((8192 * 1024, 4096 * 1024)));
+    fn smaps_rollup_rss_anonymous_and_huge_pages_are_read_in_bytes() {
+        let text = "55d0c0000000-7fff00021000 ---p 00000000 00:00 0 [rollup]\nRss:                8192 kB\nPss:  100 kB\nAnonymous:          4096 kB\nAnonHugePages:      2048 kB\n";
+        assert_eq!(parse_smaps_rollup(text), Some((8192 * 1024, 4096 * 1024, 2048 * 1024)));
         assert_eq!(parse_smaps_rollup("Pss: 1 kB\n"), None);
     }
 }

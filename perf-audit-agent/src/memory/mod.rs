@@ -308,10 +308,10 @@ impl Growth {
         if let Some(n) = fault_count(pid) {
             self.faults_last = Some(n);
         }
-        let Some((rss, anon)) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok().as_deref().and_then(faults::parse_smaps_rollup) else {
+        let Some((rss, anon, huge)) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok().as_deref().and_then(faults::parse_smaps_rollup) else {
             return;
         };
-        faults::push_rss(&mut self.rss, faults::RssPoint { t_s: t, rss_bytes: rss, anon_bytes: anon, heap_bytes: self.regions.heap_bytes() });
+        faults::push_rss(&mut self.rss, faults::RssPoint { t_s: t, rss_bytes: rss, anon_bytes: anon, heap_bytes: self.regions.heap_bytes(), huge_page_bytes: huge });
     }
 }
 
@@ -602,7 +602,13 @@ fn growth_sections(
         .map(|(key, s)| (key, s.frames.iter().map(|f| profile.frame(*f).clone()).collect()))
         .collect();
     section::GrowthSections {
-        page_faults: faults::page_fault_section(&raw.events, &frames, &raw.event_counters, raw.faults_counted),
+        page_faults: faults::page_fault_section(
+            &raw.events,
+            &frames,
+            &raw.event_counters,
+            raw.faults_counted,
+            raw.rss_series.iter().map(|p| p.huge_page_bytes).max().unwrap_or(0),
+        ),
         mappings: faults::mapping_section(&raw.events, &frames, &raw.event_counters),
         rss_series: faults::rss_series(&raw.rss_series),
     }
