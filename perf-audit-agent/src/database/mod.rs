@@ -501,16 +501,7 @@ fn symbolize_capture(pid: u32, capture: WireCapture, summary: &mut WireSummary) 
     let raw: Vec<RawCpuStack> = capture
         .stack_list
         .iter()
-        .map(|user| RawCpuStack {
-            tgid: pid,
-            tid: 0,
-            thread_name: String::new(),
-            user: user.clone(),
-            kernel: Vec::new(),
-            count: 1,
-            events: 1,
-            leaf_label: None,
-        })
+        .map(|user| RawCpuStack::call_site(pid, user.clone()))
         .collect();
     let profile = StackSymbolizer::new().cpu_profile(&raw, &capture.maps, &capture.exe);
     let sites: Vec<Option<CallSite>> = profile

@@ -76,6 +76,14 @@ pub struct RawCpuStack {
     pub leaf_label: Option<String>,
 }
 
+impl RawCpuStack {
+    /// A call site's user frames alone, weight 1: how the memory and
+    /// database profiles hand their stacks to the CPU profile's symbolizer.
+    pub fn call_site(tgid: u32, user: Vec<u64>) -> RawCpuStack {
+        RawCpuStack { tgid, tid: 0, thread_name: String::new(), user, kernel: Vec::new(), count: 1, events: 1, leaf_label: None }
+    }
+}
+
 pub(super) fn read_stacks(ebpf: &Ebpf) -> Result<Vec<RawCpuStack>> {
     let counts: PerCpuHashMap<_, CpuStackKey, u64> = PerCpuHashMap::try_from(
         ebpf.map(names::CPU_STACK_COUNTS).ok_or_else(|| missing(names::CPU_STACK_COUNTS))?,

@@ -545,16 +545,7 @@ pub fn build_section(
     ids.sort_unstable();
     let stacks: Vec<crate::kernel::cpu::RawCpuStack> = ids
         .iter()
-        .map(|id| crate::kernel::cpu::RawCpuStack {
-            tgid: 0,
-            tid: 0,
-            thread_name: String::new(),
-            user: raw.stacks[id].clone(),
-            kernel: Vec::new(),
-            count: 1,
-            events: 1,
-            leaf_label: None,
-        })
+        .map(|id| crate::kernel::cpu::RawCpuStack::call_site(0, raw.stacks[id].clone()))
         .collect();
     let profile = symbolizer.cpu_profile(&stacks, &raw.maps, exe);
     // `cpu_profile` keeps one stack per input, in order.
@@ -584,16 +575,7 @@ fn growth_sections(
     let keys = raw.events.stacks();
     let stacks: Vec<crate::kernel::cpu::RawCpuStack> = keys
         .iter()
-        .map(|user| crate::kernel::cpu::RawCpuStack {
-            tgid: 0,
-            tid: 0,
-            thread_name: String::new(),
-            user: user.clone(),
-            kernel: Vec::new(),
-            count: 1,
-            events: 1,
-            leaf_label: None,
-        })
+        .map(|user| crate::kernel::cpu::RawCpuStack::call_site(0, user.clone()))
         .collect();
     let profile = symbolizer.cpu_profile(&stacks, &raw.maps, exe);
     let frames: HashMap<Vec<u64>, Vec<crate::profile::Frame>> = keys
