@@ -247,9 +247,7 @@ impl Toolchain {
             for line in String::from_utf8_lossy(&out.stderr).lines().rev().take(30).collect::<Vec<_>>().into_iter().rev() {
                 println!("cargo:warning={line}");
             }
-            return Err(format!(
-                "installing bpf-linker failed (log above): check that crates.io is reachable, then rebuild; or set PERF_AUDIT_EBPF_OBJECT to a prebuilt object"
-            ));
+            return Err("installing bpf-linker failed (log above): check that crates.io is reachable, then rebuild; or set PERF_AUDIT_EBPF_OBJECT to a prebuilt object".to_string());
         }
         Ok(bin_dir)
     }

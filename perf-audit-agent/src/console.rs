@@ -168,12 +168,10 @@ mod tests {
             waker_drops: drops,
             dropped,
         };
-        let tasks = vec![
-            t("src/main.rs:10", 100, 5_000_000, 100, 80, 1, 1, true),
+        let tasks = [t("src/main.rs:10", 100, 5_000_000, 100, 80, 1, 1, true),
             t("src/main.rs:10", 50, 5_000_000, 50, 0, 2, 1, false),
             t("src/lib.rs:7", 1, 2_000_000_000, 0, 0, 0, 0, false),
-            t("src/lib.rs:9", 3, 1_000, 3, 0, 2, 2, false),
-        ];
+            t("src/lib.rs:9", 3, 1_000, 3, 0, 2, 2, false)];
         let s = summarize(tasks.iter());
         assert_eq!(s.tasks_seen, 4);
         assert_eq!(s.live_tasks, 3);

@@ -248,11 +248,10 @@ fn make_frame(name: &str, code_info: Option<&CodeInfo<'_>>, inlined: bool, owner
 
 /// Removes a legacy-mangling hash (`::h0123456789abcdef`) if one survived.
 fn strip_hash(name: &str) -> &str {
-    if let Some((head, tail)) = name.rsplit_once("::h") {
-        if tail.len() == 16 && tail.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if let Some((head, tail)) = name.rsplit_once("::h")
+        && tail.len() == 16 && tail.bytes().all(|b| b.is_ascii_hexdigit()) {
             return head;
         }
-    }
     name
 }
 

@@ -226,9 +226,9 @@ fn assert_precise_counts(report: &serde_json::Value) {
     assert_eq!(memory["recorded_time_pct"], 100.0);
     // Every call counted: the leak's outstanding count is exact and the
     // churn's live bytes are nil (a block or two in flight at the end).
-    let churn = row(&report, "top_allocators", "mem_leaker::churn_unit");
+    let churn = row(report, "top_allocators", "mem_leaker::churn_unit");
     assert!(churn["live_bytes"].as_u64().unwrap() < 64 * 1024, "{churn}");
-    let leak = row(&report, "leak_candidates", "mem_leaker::leak_buffer");
+    let leak = row(report, "leak_candidates", "mem_leaker::leak_buffer");
     assert_eq!(leak["p_all_freed_unseen"], 0.0);
     assert_eq!(leak["bytes"].as_u64().unwrap(), leak["count"].as_u64().unwrap() * 8192, "{leak}");
 }

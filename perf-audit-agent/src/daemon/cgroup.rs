@@ -52,13 +52,12 @@ pub fn parse_cgroup_path(path: &str) -> ContainerInfo {
             info.pod_uid = Some(uid);
         }
         // systemd driver: `<prefix>-<id>.scope`.
-        if let Some((prefix, id)) = unit.rsplit_once('-') {
-            if is_container_id(id) && !prefix.ends_with("conmon") {
+        if let Some((prefix, id)) = unit.rsplit_once('-')
+            && is_container_id(id) && !prefix.ends_with("conmon") {
                 info.container_id = Some(id.to_string());
                 info.runtime = runtime_of_prefix(prefix);
                 continue;
             }
-        }
         // cgroupfs driver: the id is a segment of its own.
         if is_container_id(unit) {
             info.container_id = Some(unit.to_string());

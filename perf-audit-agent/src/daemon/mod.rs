@@ -330,7 +330,7 @@ impl Daemon {
         // Outside the filter: watch it for this capture only.
         let temporary_target = !self.plan.selection.is_system_wide()
             && !self.plan.selection.pids.contains(&pid)
-            && !procs::matches(&self.plan.selection, pid, &std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim_end().to_string())
+            && !procs::matches(&self.plan.selection, pid, std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim_end())
             && !self.captures.iter().any(|c| c.pid == pid && c.temporary_target);
         if temporary_target && self.session.add_target(pid).is_err() {
             let _ = reply.send(Err((StatusCode::INTERNAL_SERVER_ERROR, format!("cannot watch pid {pid}"))));

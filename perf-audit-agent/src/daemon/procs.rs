@@ -143,11 +143,10 @@ pub fn matches(selection: &Selection, pid: u32, comm: &str) -> bool {
         if selection.cgroups.iter().any(|c| info.cgroup.contains(c.as_str())) {
             return true;
         }
-        if let Some(id) = &info.container_id {
-            if selection.containers.iter().any(|c| id.starts_with(c.as_str())) {
+        if let Some(id) = &info.container_id
+            && selection.containers.iter().any(|c| id.starts_with(c.as_str())) {
                 return true;
             }
-        }
     }
     false
 }
@@ -180,11 +179,10 @@ impl Discovery {
                 let Ok(comm) = fs::read_to_string(format!("/proc/{pid}/comm")) else { continue };
                 let comm = comm.trim_end().to_string();
                 live.push(pid);
-                if let Some((seen, _)) = self.examined.get(&pid) {
-                    if *seen == comm {
+                if let Some((seen, _)) = self.examined.get(&pid)
+                    && *seen == comm {
                         continue;
                     }
-                }
                 let matched = matches(selection, pid, &comm);
                 let was = self.examined.insert(pid, (comm, matched)).map(|(_, m)| m).unwrap_or(false);
                 match (was, matched) {

@@ -71,8 +71,8 @@ fn walk(node: &Value, sort_keys: &[String], out: &mut Vec<SeqScan>) {
     if let Some(k) = node["Sort Key"].as_array() {
         keys = k.iter().filter_map(|v| v.as_str().map(str::to_string)).collect();
     }
-    if node["Node Type"] == "Seq Scan" {
-        if let (Some(table), Some(filter)) = (node["Relation Name"].as_str(), node["Filter"].as_str()) {
+    if node["Node Type"] == "Seq Scan"
+        && let (Some(table), Some(filter)) = (node["Relation Name"].as_str(), node["Filter"].as_str()) {
             let (equality, range) = filter_columns(filter);
             let alias = node["Alias"].as_str().unwrap_or(table);
             let sort_keys = keys
@@ -93,7 +93,6 @@ fn walk(node: &Value, sort_keys: &[String], out: &mut Vec<SeqScan>) {
                 plan_rows: node["Plan Rows"].as_f64().unwrap_or(0.0),
             });
         }
-    }
     if let Some(children) = node["Plans"].as_array() {
         for child in children {
             walk(child, &keys, out);
@@ -145,14 +144,13 @@ pub fn filter_columns(filter: &str) -> (Vec<String>, Vec<String>) {
             }
             let rest = filter[j..].trim_start();
             let column = word.rsplit('.').next().unwrap_or(word).to_string();
-            if !preceded_by_cast && is_identifier(&column) && !matches!(column.to_ascii_uppercase().as_str(), "AND" | "OR" | "NOT" | "NULL" | "ANY" | "ALL") {
-                if let Some(op) = OPS.iter().find(|op| rest.starts_with(**op)) {
+            if !preceded_by_cast && is_identifier(&column) && !matches!(column.to_ascii_uppercase().as_str(), "AND" | "OR" | "NOT" | "NULL" | "ANY" | "ALL")
+                && let Some(op) = OPS.iter().find(|op| rest.starts_with(**op)) {
                     let list = if *op == "=" { &mut eq } else { &mut other };
                     if !list.contains(&column) {
                         list.push(column);
                     }
                 }
-            }
             continue;
         }
         i += 1;

@@ -105,12 +105,11 @@ pub fn fill_texts_from_call_sites(executions: &mut [Execution]) -> u64 {
         .collect();
     let mut filled = 0;
     for e in executions.iter_mut() {
-        if e.sql.is_none() {
-            if let Some(sql) = e.site.as_ref().and_then(|s| unique.get(s)) {
+        if e.sql.is_none()
+            && let Some(sql) = e.site.as_ref().and_then(|s| unique.get(s)) {
                 e.sql = Some(sql.clone());
                 filled += 1;
             }
-        }
     }
     filled
 }

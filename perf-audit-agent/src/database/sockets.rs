@@ -89,11 +89,10 @@ pub fn database_fds(pid: u32, endpoint: &Endpoint) -> BTreeSet<u32> {
         let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
         let Ok(link) = std::fs::read_link(entry.path()) else { continue };
         let Some(inode) = link.to_str().and_then(socket_inode) else { continue };
-        if let Some((addr, port)) = remotes.get(&inode) {
-            if endpoint.matches(*addr, *port) {
+        if let Some((addr, port)) = remotes.get(&inode)
+            && endpoint.matches(*addr, *port) {
                 fds.insert(fd);
             }
-        }
     }
     fds
 }

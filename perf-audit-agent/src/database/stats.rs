@@ -109,7 +109,7 @@ pub async fn connect(url: &str) -> Result<Db, String> {
     let mut conn = tokio::time::timeout(TIMEOUT, PgConnection::connect_with(&options))
         .await
         .map_err(|_| format!("no answer from the database within {} s", TIMEOUT.as_secs()))?
-        .map_err(|e| one_line(e))?;
+        .map_err(one_line)?;
     let row = sqlx::query("/* perf-audit */ SELECT current_setting('server_version_num')::int4, current_setting('server_version'), current_database()::text, current_setting('data_directory', true)")
         .fetch_one(&mut conn)
         .await

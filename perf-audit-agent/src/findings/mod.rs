@@ -176,6 +176,6 @@ pub fn all_rules() -> Vec<Box<dyn Rule>> {
 /// order as each rule emitted it, then function name for stability.
 pub fn evaluate(evidence: &Evidence<'_>) -> Vec<Finding> {
     let mut findings: Vec<Finding> = all_rules().iter().flat_map(|r| r.check(evidence)).collect();
-    findings.sort_by(|a, b| a.severity.cmp(&b.severity));
+    findings.sort_by_key(|a| a.severity);
     findings
 }

@@ -247,11 +247,10 @@ pub fn discover_allocator(exe: &Path, mapped: &[PathBuf]) -> Result<AllocatorPla
     let rust_shims: Vec<String> = RUST_SHIMS.iter().filter(|(name, _)| shims.contains_key(*name)).map(|(n, _)| format!("__rustc::{n}")).collect();
     let mut candidates: Vec<(PathBuf, HashMap<String, u64>)> = vec![(exe.to_path_buf(), exe_syms)];
     for lib in mapped {
-        if lib != exe {
-            if let Some(syms) = defined_functions(lib) {
+        if lib != exe
+            && let Some(syms) = defined_functions(lib) {
                 candidates.push((lib.clone(), syms));
             }
-        }
     }
     let pick = |family: AllocatorFamily, libc_only: bool| {
         candidates
@@ -260,15 +259,14 @@ pub fn discover_allocator(exe: &Path, mapped: &[PathBuf]) -> Result<AllocatorPla
             .map(|(path, syms)| (family, path.clone(), syms.clone()))
     };
     let found = pick(AllocatorFamily::Jemalloc, false).or_else(|| pick(AllocatorFamily::Mimalloc, false));
-    if let (None, Some(image), Some(&rust_alloc)) = (&found, &image, shims.get("__rust_alloc")) {
-        if !image.reaches_a_known_allocator(rust_alloc) {
+    if let (None, Some(image), Some(&rust_alloc)) = (&found, &image, shims.get("__rust_alloc"))
+        && !image.reaches_a_known_allocator(rust_alloc) {
             let probes = rust_allocator_probes(image, &shims);
             if !probes.iter().any(|p| p.shape.is_free()) || !probes.iter().any(|p| !p.shape.is_free()) {
                 return Err(not_found(format!("the Rust allocator shims of {} lack __rust_alloc or __rust_dealloc", exe.display())));
             }
             return Ok(AllocatorPlan { family: AllocatorFamily::RustGlobalAllocator, object: exe.to_path_buf(), probes, rust_shims });
         }
-    }
     let found = found
         .or_else(|| {
             let (path, syms) = &candidates[0];
@@ -472,12 +470,11 @@ impl ElfImage {
             let mut by_address = HashMap::new();
             let mut sizes = HashMap::new();
             for sym in elf.symbols().chain(elf.dynamic_symbols()) {
-                if sym.kind() == object::SymbolKind::Text && !sym.is_undefined() && sym.address() != 0 {
-                    if let Ok(name) = sym.name() {
+                if sym.kind() == object::SymbolKind::Text && !sym.is_undefined() && sym.address() != 0
+                    && let Ok(name) = sym.name() {
                         by_address.entry(sym.address()).or_insert_with(|| name.split('@').next().unwrap_or(name).to_string());
                         sizes.entry(sym.address()).or_insert(sym.size());
                     }
-                }
             }
             let mut got = HashMap::new();
             if let (Some(relocs), Some(dynsyms)) = (elf.dynamic_relocations(), elf.dynamic_symbol_table()) {
@@ -823,11 +820,10 @@ impl MemoryKernel {
         for (name, link) in frees.into_iter().chain(others) {
             if let Some(program) = self.ebpf.program_mut(name) {
                 let program: std::result::Result<&mut UProbe, _> = program.try_into();
-                if let Ok(program) = program {
-                    if let Ok(link) = program.take_link(link) {
+                if let Ok(program) = program
+                    && let Ok(link) = program.take_link(link) {
                         owned.push(link);
                     }
-                }
             }
         }
         if owned.is_empty() {
@@ -1022,7 +1018,7 @@ mod tests {
     #[test]
     fn a_push_at_the_entry_is_emulated() {
         assert_eq!(describe_entry(&[0x41, 0x54, 0x55]), (true, "push".to_string()));
-        assert_eq!(describe_entry(&[0x48, 0x89, 0xf8]).0, false);
+        assert!(!describe_entry(&[0x48, 0x89, 0xf8]).0);
     }
 
     #[test]

@@ -366,8 +366,8 @@ pub fn analyze(input: &Input<'_>) -> Analysis {
                 (snap.t, live)
             })
             .collect();
-        if points.len() >= GROWTH_MIN_POINTS {
-            if let Some(fit) = least_squares(&points) {
+        if points.len() >= GROWTH_MIN_POINTS
+            && let Some(fit) = least_squares(&points) {
                 let span = points.last().map(|p| p.0).unwrap_or(0.0) - points.first().map(|p| p.0).unwrap_or(0.0);
                 if fit.r2 >= GROWTH_MIN_R2 && fit.slope >= GROWTH_MIN_SLOPE && fit.slope * span >= GROWTH_MIN_RISE {
                     growth.push(GrowthRow {
@@ -387,7 +387,6 @@ pub fn analyze(input: &Input<'_>) -> Analysis {
                     });
                 }
             }
-        }
     }
     top.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.function.cmp(&b.function)));
     top.truncate(TOP_ROWS);

@@ -33,13 +33,11 @@ pub fn grows_collection(below_owner: &[Frame]) -> bool {
 
 fn type_of(function: &str) -> Option<String> {
     // `<X as Trait>::method`: X is the type.
-    if let Some(rest) = function.strip_prefix('<') {
-        if let Some((ty, _)) = rest.split_once(" as ") {
-            if let Some(t) = container(ty) {
+    if let Some(rest) = function.strip_prefix('<')
+        && let Some((ty, _)) = rest.split_once(" as ")
+            && let Some(t) = container(ty) {
                 return Some(t);
             }
-        }
-    }
     container(function)
 }
 

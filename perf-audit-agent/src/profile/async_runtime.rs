@@ -536,7 +536,7 @@ mod tests {
             TimedSample { tid: 1, ts_ns: 110 * ms, oncpu_run_ns: 12 * ms, stack: 0 },
             TimedSample { tid: 1, ts_ns: 120 * ms, oncpu_run_ns: 22 * ms, stack: 0 },
             // A new run: the streak ends.
-            TimedSample { tid: 1, ts_ns: 300 * ms, oncpu_run_ns: 1 * ms, stack: 1 },
+            TimedSample { tid: 1, ts_ns: 300 * ms, oncpu_run_ns: ms, stack: 1 },
         ];
         let a = analyze(&AsyncInputs { cpu: &cpu, offcpu: &CpuProfile::default(), threads: &[], samples: &samples, long_poll_threshold_ns: 10 * ms });
         assert_eq!(a.long_polls.len(), 1);

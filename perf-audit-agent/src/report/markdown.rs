@@ -217,8 +217,8 @@ fn render_async(md: &mut String, a: &super::AsyncSection, off: Option<&super::Of
     if !a.analysis.long_polls_measured {
         let _ = writeln!(md, "- Long polls were not measured: they need time-ordered samples (`--unwind dwarf`).");
     }
-    if let Some(off) = off {
-        if !off.top.is_empty() {
+    if let Some(off) = off
+        && !off.top.is_empty() {
             let _ = writeln!(md, "\n**Off-CPU time** (where threads blocked; see `offcpu.svg`):\n");
             let _ = writeln!(md, "| Function | Syscall | Thread | Intervals | Blocked |");
             let _ = writeln!(md, "|----------|---------|--------|-----------|---------|");
@@ -226,7 +226,6 @@ fn render_async(md: &mut String, a: &super::AsyncSection, off: Option<&super::Of
                 let _ = writeln!(md, "| `{}` ({}) | {} | {} | {} | {:.1} ms |", cell(&r.function), cell(&location(&r.file, r.line)), r.syscall, r.thread, r.intervals, r.blocked_ms);
             }
         }
-    }
     let _ = writeln!(md, "\n**tokio-console**: {}", a.console.note);
     if let Some(c) = &a.console.summary {
         let _ = writeln!(md, "\n**Total tasks spawned**: {} ({} live at the end)\n", c.tasks_seen, c.live_tasks);
