@@ -279,29 +279,40 @@ fn stable_path(path: &str, pid: u32) -> PathBuf {
 
 /// User + system CPU seconds the process has used, from `/proc/PID/stat`.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    cpu_times(pid).map(|t| t.user_s + t.system_s)
+    process_stat(pid).map(|t| t.user_s + t.system_s)
 }
 
-/// CPU seconds a process has used, split by mode.
+/// What `/proc/PID/stat` counts for the whole process (every thread's,
+/// dead ones included).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct CpuTimes {
+pub struct ProcessStat {
     pub user_s: f64,
     /// Kernel time: system calls, page faults, and the uprobe and
     /// perf-event handling done in the process's context.
     pub system_s: f64,
+    /// Page faults, minor and major.
+    pub faults: u64,
 }
 
-/// The process's user and system CPU seconds, from `/proc/PID/stat`.
-pub fn cpu_times(pid: u32) -> Option<CpuTimes> {
+/// The process's CPU seconds by mode and its page faults, from
+/// `/proc/PID/stat`.
+pub fn process_stat(pid: u32) -> Option<ProcessStat> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    // After the comm: state is field 3, utime field 14, stime field 15.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
+    // After the comm: state is field 3, minflt 10, majflt 12, utime 14,
+    // stime 15 (1-based).
+    let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    (ticks > 0).then(|| CpuTimes { user_s: utime as f64 / ticks as f64, system_s: stime as f64 / ticks as f64 })
+    if ticks <= 0 {
+        return None;
+    }
+    Some(ProcessStat {
+        user_s: field(14)? as f64 / ticks as f64,
+        system_s: field(15)? as f64 / ticks as f64,
+        faults: field(10)? + field(12)?,
+    })
 }
 
 /// Resident set size in bytes, from `/proc/PID/status`.

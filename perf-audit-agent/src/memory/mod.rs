@@ -107,7 +107,6 @@ pub struct MemoryRaw {
     pub stacks: HashMap<u64, Vec<u64>>,
     /// Stack copies whose unwinding stopped before a root frame.
     pub truncated_stacks: u64,
-    pub rss: Vec<(f64, u64)>,
     pub peak_rss_bytes: u64,
     pub current_rss_bytes: u64,
     /// Share of the collection time allocations were recorded (the
@@ -151,7 +150,7 @@ pub struct KernelTime {
 }
 
 fn kernel_seconds(pid: u32) -> Option<f64> {
-    target::cpu_times(pid).map(|t| t.system_s)
+    target::process_stat(pid).map(|t| t.system_s)
 }
 
 /// The memory collector: started before collection, finished after.
@@ -321,9 +320,7 @@ fn read_regions(pid: u32) -> Option<faults::Regions> {
 
 /// minflt + majflt of `/proc/PID/stat` (every thread's, dead ones included).
 fn fault_count(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    Some(fields.get(7)?.parse::<u64>().ok()? + fields.get(9)?.parse::<u64>().ok()?)
+    target::process_stat(pid).map(|s| s.faults)
 }
 
 /// The collector task: the duty cycle (default) or periodic snapshots
@@ -342,7 +339,6 @@ async fn run(
     let mut kernel_last = kernel_at_start;
     let mut stacks = Stacks { ring, unwinder: ProcessUnwinder::new(), tables: TableCache::default(), stacks: HashMap::new(), truncated: 0, pid };
     let mut series = Vec::new();
-    let mut rss: Vec<(f64, u64)> = Vec::new();
     // Time allocations were recorded (the sampling share), and time any
     // probe was attached (what the target paid for).
     let mut recorded = Duration::ZERO;
@@ -423,7 +419,6 @@ async fn run(
                 if let Some((rss_now, hwm)) = rss_and_peak(pid) {
                     current_rss = rss_now;
                     peak_rss = peak_rss.max(hwm).max(rss_now);
-                    rss.push((start.elapsed().as_secs_f64(), rss_now));
                 }
                 kernel_last = kernel_seconds(pid).or(kernel_last);
                 if last_maps.elapsed() >= Duration::from_secs(1) {
@@ -473,7 +468,6 @@ async fn run(
     if let Some((rss_now, hwm)) = rss_and_peak(pid) {
         current_rss = rss_now;
         peak_rss = peak_rss.max(hwm).max(rss_now);
-        rss.push((elapsed.as_secs_f64(), rss_now));
     }
     stacks.drain(&mut maps);
     growth.sample_rss(pid, elapsed.as_secs_f64());
@@ -484,10 +478,6 @@ async fn run(
         _ => None,
     };
     let event_counters = mem_events::counters(&kernel)?;
-    // The RSS trend is fitted over the 500 ms series.
-    if growth.rss.len() >= 2 {
-        rss = growth.rss.iter().map(|p| (p.t_s, p.rss_bytes)).collect();
-    }
     let counters = kernel.counters()?;
     let duty = if mode == MemoryMode::Default {
         (recorded.as_secs_f64() / elapsed.as_secs_f64().max(1e-9)).clamp(1e-6, 1.0)
@@ -502,7 +492,6 @@ async fn run(
         series,
         stacks: stacks.stacks,
         truncated_stacks: stacks.truncated,
-        rss,
         peak_rss_bytes: peak_rss,
         current_rss_bytes: current_rss,
         duty,

@@ -3,7 +3,7 @@
 
 use super::{
     MemoryMode, MemoryRaw,
-    analysis::{AllocatorRow, Analysis, Fit, GrowthRow, LeakRow, least_squares},
+    analysis::{AllocatorRow, Analysis, Fit, GrowthRow, LeakRow},
 };
 use super::faults::{MappingSection, PageFaultSection, RssSeries};
 use crate::kernel::memory::MemCounters;
@@ -50,7 +50,8 @@ pub struct MemorySection {
     pub truncated_stacks: u64,
     /// What the probes cost the target, measured from its kernel time.
     pub probe_cost: ProbeCost,
-    /// Least-squares fit of the process RSS over the audit (bytes/s).
+    /// Least-squares fit of the process RSS over the audit (bytes/s): the
+    /// fit of `rss_series`, which is read every 500 ms.
     pub rss_growth: Option<Fit>,
     pub top_allocators: Vec<AllocatorRow>,
     pub leak_candidates: Vec<LeakRow>,
@@ -181,7 +182,6 @@ impl MemorySection {
                 raw.elapsed_s
             ),
         };
-        let rss_points: Vec<(f64, f64)> = raw.rss.iter().map(|(t, b)| (*t, *b as f64)).collect();
         MemorySection {
             peak_rss_bytes: raw.peak_rss_bytes,
             current_rss_bytes: raw.current_rss_bytes,
@@ -215,12 +215,7 @@ impl MemorySection {
             sites_without_stack: analysis.sites_without_stack,
             truncated_stacks: raw.truncated_stacks,
             probe_cost: ProbeCost::measure(raw),
-            rss_growth: least_squares(&rss_points).map(|f| Fit {
-                slope: crate::report::round2(f.slope),
-                intercept: f.intercept.round(),
-                r2: (f.r2 * 1000.0).round() / 1000.0,
-                points: f.points,
-            }),
+            rss_growth: growth.rss_series.rss_fit,
             top_allocators: analysis.top_allocators,
             leak_candidates: analysis.leak_candidates,
             growth: analysis.growth,
