@@ -16,7 +16,8 @@ pub mod exit_code {
     pub const INTERNAL: i32 = 1;
     /// Invalid arguments (clap uses 2 too).
     pub const USAGE: i32 = 2;
-    /// The target process could not be found or started.
+    /// The target process could not be found or started, or has no
+    /// allocator the memory profile can probe.
     pub const TARGET: i32 = 3;
     /// Not enough privileges to load eBPF programs.
     pub const PERMISSION: i32 = 4;
@@ -45,6 +46,8 @@ pub enum ErrorKind {
     NameAmbiguous,
     /// The command after `--` could not be started.
     LaunchFailed,
+    /// The memory profile found no allocator it can probe in the target.
+    AllocatorUnknown,
     /// Not root, or missing CAP_BPF / CAP_PERFMON.
     Permission,
     /// The kernel lacks BPF, BTF, perf events, tracefs...
@@ -72,7 +75,8 @@ impl ErrorKind {
             ErrorKind::PidNotFound
             | ErrorKind::NameNotFound
             | ErrorKind::NameAmbiguous
-            | ErrorKind::LaunchFailed => exit_code::TARGET,
+            | ErrorKind::LaunchFailed
+            | ErrorKind::AllocatorUnknown => exit_code::TARGET,
             ErrorKind::Permission => exit_code::PERMISSION,
             ErrorKind::KernelUnsupported | ErrorKind::EbpfLoad => exit_code::KERNEL,
             ErrorKind::Output => exit_code::OUTPUT,
@@ -92,6 +96,9 @@ impl ErrorKind {
             }
             ErrorKind::NameAmbiguous => "pick one with --pid <PID>",
             ErrorKind::LaunchFailed => "check the command path and that it is executable",
+            ErrorKind::AllocatorUnknown => {
+                "audit the other profiles (`cpu async database`), or build the service with glibc malloc, jemalloc (tikv-jemallocator) or mimalloc"
+            }
             ErrorKind::Permission => {
                 "run with sudo (or grant CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE)"
             }

@@ -239,7 +239,7 @@ const RUST_SHIMS: [(&str, CallShape); 4] = [
 /// `__rdl_alloc`, which calls it) or is an allocator of its own, whose Rust
 /// entry points are then probed.
 pub fn discover_allocator(exe: &Path, mapped: &[PathBuf]) -> Result<AllocatorPlan> {
-    let not_found = |why: String| Error::new(ErrorKind::KernelUnsupported, why);
+    let not_found = |why: String| Error::new(ErrorKind::AllocatorUnknown, why);
     let exe_syms = defined_functions(exe).unwrap_or_default();
     let image = ElfImage::read(exe).ok();
     // Shim addresses (not file offsets: the shims' code is decoded).
@@ -936,6 +936,16 @@ pub struct MemCounters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_target_without_a_known_allocator_is_a_target_error_with_its_own_fix() {
+        // /bin/true imports malloc but defines none, and no library is given.
+        let err = discover_allocator(Path::new("/bin/true"), &[]).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::AllocatorUnknown);
+        assert_eq!(err.kind.exit_code(), crate::error::exit_code::TARGET);
+        let shown = err.to_string();
+        assert!(!shown.contains('\n') && shown.contains("no known allocator") && shown.contains("cpu async database"), "{shown}");
+    }
 
     #[test]
     fn glibc_free_is_probed_past_its_null_check_on_the_push() {
