@@ -192,16 +192,19 @@ fn alloc_enter(ctx: &ProbeContext, size: u64, out_ptr: u64) {
 }
 
 /// The site of the allocator call thread `tid` is inside (its entry seen,
-/// its return pending, `sp` below the entry's), or 0. A uretprobe replaces
+/// its return pending, `sp` at or below the entry's), or 0. A uretprobe replaces
 /// the call's return address on the user stack, so a stack copied inside
 /// the call cannot be unwound past it: the page-fault sampler sends this
 /// site, whose stack (copied at the entry, intact) the agent completes it
 /// with.
 #[inline(always)]
 pub fn pending_site(tid: u32, sp: u64) -> u64 {
+    // At or below the entry's stack pointer: inside the call, including a
+    // function it tail-called (glibc's calloc jumps to memset, which runs
+    // at the entry's `sp`); once the call returned, `sp` is above it.
     // SAFETY: a copy of the entry is taken.
     match unsafe { MEM_PENDING.get(&tid) }.copied() {
-        Some(p) if sp < p.sp => p.site,
+        Some(p) if sp <= p.sp => p.site,
         _ => 0,
     }
 }
