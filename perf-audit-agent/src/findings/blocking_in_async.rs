@@ -19,8 +19,21 @@ impl Default for BlockingInAsync {
     }
 }
 
+/// Whether the worker blocked while dropping a file, i.e. in close(2): the
+/// owner may already use `tokio::fs`, whose `File` closes its fd wherever its
+/// last handle drops, so "use tokio::fs" would be the wrong advice.
+fn closes_a_file_on_drop(site: &BlockingSite) -> bool {
+    site.kind == BlockingKind::FileIo && site.via.as_deref().is_some_and(|v| v.contains("drop_in_place") && v.contains("File"))
+}
+
 fn fix(site: &BlockingSite) -> CodeFix {
     let f = site.function.rsplit("::").next().unwrap_or(&site.function);
+    if closes_a_file_on_drop(site) {
+        return CodeFix {
+            before: "let mut file = tokio::fs::File::create(path).await?;\nfile.write_all(data).await?;\nfile.sync_data().await?;\n}                                        // close(2) runs on the worker here".to_string(),
+            after: "tokio::task::spawn_blocking(move || {\n    let mut file = std::fs::File::create(path)?;\n    file.write_all(&data)?;\n    file.sync_data()                     // open, write, fsync and close on the pool\n}).await??;".to_string(),
+        };
+    }
     match site.kind {
         BlockingKind::FileIo => CodeFix {
             before: format!("fn {f}() -> std::io::Result<String> {{\n    std::fs::read_to_string(path)            // blocks the worker\n}}"),
@@ -67,6 +80,7 @@ impl Rule for BlockingInAsync {
                     evidence.push_str(&format!("; plus {} CPU samples on workers inside the call", s.on_cpu_samples));
                 }
                 let recommendation = match s.kind {
+                    BlockingKind::FileIo if closes_a_file_on_drop(s) => "the file is closed (close(2)) on the worker where its last handle drops: do the whole open/write/close in one tokio::task::spawn_blocking, or hand the handle to spawn_blocking to drop".to_string(),
                     BlockingKind::FileIo => "use tokio::fs (or tokio::task::spawn_blocking) instead of std::fs on the runtime".to_string(),
                     BlockingKind::Sleep => "use tokio::time::sleep(..).await instead of std::thread::sleep".to_string(),
                     BlockingKind::Dns => "resolve with tokio::net::lookup_host(..).await instead of ToSocketAddrs".to_string(),
@@ -99,5 +113,78 @@ impl Rule for BlockingInAsync {
                 }
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::async_runtime::{AsyncAnalysis, WorkersSummary};
+
+    fn site(function: &str, via: &str, syscalls: &[&str]) -> BlockingSite {
+        BlockingSite {
+            function: function.into(),
+            file: Some("src/main.rs".into()),
+            line: Some(73),
+            kind: BlockingKind::FileIo,
+            via: Some(via.into()),
+            syscalls: syscalls.iter().map(|s| s.to_string()).collect(),
+            intervals: 1,
+            blocked_ms: 2.5,
+            worker_time_pct: 0.02,
+            on_cpu_samples: 0,
+        }
+    }
+
+    fn check(sites: Vec<BlockingSite>) -> Vec<Finding> {
+        let analysis = AsyncAnalysis {
+            workers: WorkersSummary::default(),
+            blocking: sites,
+            lock_contention: Vec::new(),
+            long_polls: Vec::new(),
+            tasks: Vec::new(),
+            long_polls_measured: true,
+        };
+        let evidence = Evidence {
+            cpu: None,
+            async_runtime: Some(&analysis),
+            database: None,
+            memory: None,
+        };
+        BlockingInAsync::default().check(&evidence)
+    }
+
+    #[test]
+    fn a_file_closed_on_the_worker_by_its_drop_is_not_told_to_use_tokio_fs() {
+        let found = check(vec![
+            site(
+                "svc::write_marker",
+                "core::ptr::drop_in_place<alloc::sync::Arc<std::fs::File>>",
+                &["close"],
+            ),
+            site("svc::read_config", "std::fs::read_to_string", &["read"]),
+        ]);
+        let by = |f: &str| found.iter().find(|x| x.function == f).unwrap();
+        let close = by("svc::write_marker");
+        assert!(
+            close.recommendation.contains("spawn_blocking")
+                && !close.recommendation.contains("use tokio::fs"),
+            "{}",
+            close.recommendation
+        );
+        assert!(
+            close
+                .code_fix
+                .as_ref()
+                .unwrap()
+                .after
+                .contains("spawn_blocking")
+        );
+        let read = by("svc::read_config");
+        assert!(
+            read.recommendation.contains("use tokio::fs"),
+            "{}",
+            read.recommendation
+        );
     }
 }

@@ -158,9 +158,21 @@ fn frames<'a>(p: &'a CpuProfile, s: &StackSample) -> Vec<&'a Frame> {
 /// worker loop decides. The thread that calls `Runtime::block_on` on a
 /// multi-thread runtime only waits; a current-thread runtime's
 /// `block_on` thread is its worker.
+///
+/// Only the worker loop marks a worker: any thread that wakes a task runs
+/// scheduler code too (a blocking-pool thread finishing a `tokio::fs` call
+/// runs `multi_thread::worker::<impl Handle>::schedule_task`), and counting
+/// such a stack made a pool thread a third worker.
 pub fn role_of(frames: &[&Frame]) -> Option<ThreadRole> {
     let has = |prefix: &str| frames.iter().any(|f| f.function.starts_with(prefix));
-    if has("tokio::runtime::scheduler::multi_thread::worker::") || has("tokio::runtime::scheduler::current_thread::") {
+    const WORKER_LOOP: [&str; 5] = [
+        "tokio::runtime::scheduler::multi_thread::worker::run",
+        "tokio::runtime::scheduler::multi_thread::worker::Context::",
+        "tokio::runtime::scheduler::current_thread::CoreGuard::",
+        "tokio::runtime::scheduler::current_thread::Context::",
+        "tokio::runtime::scheduler::current_thread::CurrentThread::block_on",
+    ];
+    if WORKER_LOOP.iter().any(|prefix| has(prefix)) {
         Some(ThreadRole::Worker)
     } else if has("tokio::runtime::blocking::pool") {
         Some(ThreadRole::BlockingPool)
@@ -247,26 +259,32 @@ pub fn analyze(input: &AsyncInputs<'_>) -> AsyncAnalysis {
             _ => {}
         }
     }
+    // Thread names only decide when no stack shows a worker loop (stacks
+    // without symbols): Tokio names its blocking-pool threads like its
+    // workers, so a pool thread caught only outside the pool's frames (or
+    // seen only by sched_switch) would otherwise be counted as a worker.
+    let stacks_show_workers = votes.values().any(|(w, _)| *w > 0);
     let role_of_tid = |tid: u32, name: &str| -> ThreadRole {
         match votes.get(&tid) {
             Some((w, b)) if w >= b && *w > 0 => ThreadRole::Worker,
             Some((_, b)) if *b > 0 => ThreadRole::BlockingPool,
-            _ if name.starts_with("tokio-runtime-w") || name.starts_with("tokio-rt-worker") => ThreadRole::Worker,
+            _ if !stacks_show_workers && (name.starts_with("tokio-runtime-w") || name.starts_with("tokio-rt-worker")) => ThreadRole::Worker,
             _ => ThreadRole::Other,
         }
     };
     let names: HashMap<u32, &str> = input.cpu.stacks.iter().chain(input.offcpu.stacks.iter()).map(|s| (s.tid, s.thread.as_str())).collect();
+    let name_of = |tid: u32| names.get(&tid).copied().or_else(|| input.threads.iter().find(|t| t.tid == tid).map(|t| t.name.as_str())).unwrap_or_default();
     let worker_tids: BTreeSet<u32> = input
         .threads
         .iter()
         .map(|t| t.tid)
         .chain(names.keys().copied())
-        .filter(|tid| role_of_tid(*tid, names.get(tid).copied().unwrap_or_default()) == ThreadRole::Worker)
+        .filter(|tid| role_of_tid(*tid, name_of(*tid)) == ThreadRole::Worker)
         .collect();
     let pool_threads = input
         .threads
         .iter()
-        .filter(|t| role_of_tid(t.tid, names.get(&t.tid).copied().unwrap_or(&t.name)) == ThreadRole::BlockingPool)
+        .filter(|t| role_of_tid(t.tid, name_of(t.tid)) == ThreadRole::BlockingPool)
         .count();
 
     let worker_time_ns: u64 = input
@@ -496,6 +514,31 @@ mod tests {
         assert_eq!(role_of(&[&pool]), Some(ThreadRole::BlockingPool));
         let main = rt("tokio::runtime::scheduler::multi_thread::MultiThread::block_on");
         assert_eq!(role_of(&[&main]), None);
+    }
+
+    #[test]
+    fn a_pool_thread_waking_a_task_is_not_a_worker() {
+        let pool = rt("tokio::runtime::blocking::pool::Inner::run");
+        let wake = rt("tokio::runtime::scheduler::multi_thread::worker::<impl tokio::runtime::scheduler::multi_thread::handle::Handle>::schedule_task");
+        assert_eq!(role_of(&[&pool, &wake]), Some(ThreadRole::BlockingPool));
+        let current = rt("tokio::runtime::scheduler::current_thread::CoreGuard::block_on");
+        assert_eq!(role_of(&[&current]), Some(ThreadRole::Worker));
+    }
+
+    #[test]
+    fn a_tokio_named_thread_is_a_worker_by_name_only_when_no_stack_shows_the_workers() {
+        let mut off = CpuProfile::default();
+        sample(&mut off, 1, &[rt(WORKER), syscall("futex")], 900_000, 5);
+        sample(&mut off, 2, &[rt(WORKER), syscall("futex")], 900_000, 5);
+        // tid 3: a pool thread named like a worker, caught once starting up
+        // (no pool frame yet); tid 4: one seen only by sched_switch.
+        sample(&mut off, 3, &[rt("std::sys::pal::unix::thread::Thread::new::thread_start"), syscall("futex")], 20_000, 1);
+        let threads: Vec<ThreadTime> = (1..=4).map(|tid| ThreadTime { tid, name: "tokio-rt-worker".into(), oncpu_ns: 1, blocked_ns: 1, ..Default::default() }).collect();
+        let a = analyze(&AsyncInputs { cpu: &CpuProfile::default(), offcpu: &off, threads: &threads, samples: &[], long_poll_threshold_ns: 10_000_000 });
+        assert_eq!(a.workers.workers, 2);
+        // Without any worker stack, names decide.
+        let a = analyze(&AsyncInputs { cpu: &CpuProfile::default(), offcpu: &CpuProfile::default(), threads: &threads, samples: &[], long_poll_threshold_ns: 10_000_000 });
+        assert_eq!(a.workers.workers, 4);
     }
 
     #[test]
