@@ -68,10 +68,13 @@ fn median(values: &mut [f64]) -> f64 {
     if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 }
 }
 
+/// Builds the command of one mode from the fixture and its arguments.
+type ModeCommand = Box<dyn Fn(&Path, &[String]) -> Command>;
+
 /// A way of running the fixture: alone, under the agent, under perf.
 struct Mode {
     name: &'static str,
-    command: Box<dyn Fn(&Path, &[String]) -> Command>,
+    command: ModeCommand,
     rates: Vec<f64>,
 }
 

@@ -207,6 +207,9 @@ pub struct WireSummary {
     pub n_plus_one_rule: String,
 }
 
+/// One statement seen on the wire: (ts, tid, fd, normalised sql, stack index).
+type WireExecution = (u64, u32, u32, Option<String>, Option<usize>);
+
 /// Writes parsed into executions, before symbolization.
 #[derive(Default)]
 struct WireCapture {
@@ -215,8 +218,7 @@ struct WireCapture {
     tls_fds: BTreeSet<u32>,
     stacks: HashMap<Vec<u64>, usize>,
     stack_list: Vec<Vec<u64>>,
-    /// (ts, tid, fd, normalised sql, stack index)
-    executions: Vec<(u64, u32, u32, Option<String>, Option<usize>)>,
+    executions: Vec<WireExecution>,
     dropped_executions: u64,
     fd_rejected: u64,
     maps: MapsSnapshot,
@@ -464,8 +466,7 @@ async fn trace_wire(
     endpoint: sockets::Endpoint,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) -> WireCapture {
-    let mut capture = WireCapture::default();
-    capture.exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+    let mut capture = WireCapture { exe: std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default(), ..WireCapture::default() };
     capture.seen_fds.extend(initial_fds);
     let mut last_maps = Instant::now();
     let mut tick = tokio::time::interval(FD_REFRESH);

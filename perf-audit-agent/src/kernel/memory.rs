@@ -1041,7 +1041,7 @@ mod tests {
             .expect("the test binary maps libc")
             .into();
         let exe = std::env::current_exe().unwrap();
-        let plan = discover_allocator(&exe, &[libc.clone()]).unwrap();
+        let plan = discover_allocator(&exe, std::slice::from_ref(&libc)).unwrap();
         assert_eq!(plan.family, AllocatorFamily::Glibc);
         assert_eq!(plan.object, libc);
         let free = plan.probes.iter().find(|p| p.symbol == "free").unwrap();

@@ -194,7 +194,7 @@ fn render_async(md: &mut String, a: &super::AsyncSection, off: Option<&super::Of
     let _ = writeln!(md, "| Task | On-CPU % of workers | Blocked | Blocking intervals | Status |");
     let _ = writeln!(md, "|------|---------------------|---------|--------------------|--------|");
     for t in a.analysis.tasks.iter().take(12) {
-        let flagged = findings.iter().any(|f| f.category == crate::findings::Category::Async && t.task.starts_with(&f.function) || f.function.starts_with(&t.task) && f.category == crate::findings::Category::Async);
+        let flagged = findings.iter().any(|f| f.category == crate::findings::Category::Async && (t.task.starts_with(&f.function) || f.function.starts_with(&t.task)));
         let status = if t.blocked_ms > 0.0 || flagged { "🔴 blocks workers" } else { "🟢 ok" };
         let _ = writeln!(md, "| `{}` | {:.1}% | {:.1} ms | {} | {status} |", cell(&t.task), t.on_cpu_pct, t.blocked_ms, t.blocking_intervals);
     }
