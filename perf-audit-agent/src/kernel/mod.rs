@@ -114,6 +114,15 @@ pub struct Counters {
     pub db_user_stack_copy_failed: u64,
     pub page_fault_samples: u64,
     pub page_fault_dropped_ring_full: u64,
+    #[serde(flatten)]
+    pub mappings: MappingTotals,
+    pub mapping_dropped: u64,
+}
+
+/// Every mmap/munmap/brk call of the target, counted in the kernel (the
+/// totals of report.json `memory.mappings`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MappingTotals {
     pub mmap_calls: u64,
     pub mmap_bytes: u64,
     pub munmap_calls: u64,
@@ -121,7 +130,6 @@ pub struct Counters {
     pub brk_grow_calls: u64,
     pub brk_grow_bytes: u64,
     pub brk_shrink_bytes: u64,
-    pub mapping_dropped: u64,
 }
 
 /// The loaded object and whatever is attached. Dropping it detaches every
@@ -309,13 +317,15 @@ pub(crate) fn read_counters(ebpf: &Ebpf) -> Result<Counters> {
         db_user_stack_copy_failed: at(Counter::DbUserStackCopyFailed),
         page_fault_samples: at(Counter::PageFaultSamples),
         page_fault_dropped_ring_full: at(Counter::PageFaultDroppedRingFull),
-        mmap_calls: at(Counter::MmapCalls),
-        mmap_bytes: at(Counter::MmapBytes),
-        munmap_calls: at(Counter::MunmapCalls),
-        munmap_bytes: at(Counter::MunmapBytes),
-        brk_grow_calls: at(Counter::BrkGrowCalls),
-        brk_grow_bytes: at(Counter::BrkGrowBytes),
-        brk_shrink_bytes: at(Counter::BrkShrinkBytes),
+        mappings: MappingTotals {
+            mmap_calls: at(Counter::MmapCalls),
+            mmap_bytes: at(Counter::MmapBytes),
+            munmap_calls: at(Counter::MunmapCalls),
+            munmap_bytes: at(Counter::MunmapBytes),
+            brk_grow_calls: at(Counter::BrkGrowCalls),
+            brk_grow_bytes: at(Counter::BrkGrowBytes),
+            brk_shrink_bytes: at(Counter::BrkShrinkBytes),
+        },
         mapping_dropped: at(Counter::MappingDropped),
     })
 }

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use perf_audit_common::{MMAP_STACK_MIN_BYTES, PAGE_FAULT_SAMPLE_PERIOD, sample_kind};
 
 use super::analysis::{Fit, attribute, least_squares};
-use crate::{kernel::{Counters, stack_copy::MemEventRecord}, profile::{Frame, Origin}};
+use crate::{kernel::{Counters, MappingTotals, stack_copy::MemEventRecord}, profile::{Frame, Origin}};
 
 /// Bytes a sampled fault stands for besides the period: one base page.
 pub const PAGE_BYTES: u64 = 4096;
@@ -123,6 +123,18 @@ pub struct MappingAgg {
     pub munmap_bytes: u64,
     pub brk_calls: u64,
     pub brk_bytes: u64,
+}
+
+impl std::ops::AddAssign for MappingAgg {
+    fn add_assign(&mut self, a: MappingAgg) {
+        self.mmap_calls += a.mmap_calls;
+        self.mmap_bytes += a.mmap_bytes;
+        self.unmapped_bytes += a.unmapped_bytes;
+        self.munmap_calls += a.munmap_calls;
+        self.munmap_bytes += a.munmap_bytes;
+        self.brk_calls += a.brk_calls;
+        self.brk_bytes += a.brk_bytes;
+    }
 }
 
 /// The memory events of an audit, aggregated by stack (addresses only).
@@ -306,13 +318,8 @@ pub struct MappingRow {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct MappingSection {
     pub stack_threshold_bytes: u64,
-    pub mmap_calls: u64,
-    pub mmap_bytes: u64,
-    pub munmap_calls: u64,
-    pub munmap_bytes: u64,
-    pub brk_grow_calls: u64,
-    pub brk_grow_bytes: u64,
-    pub brk_shrink_bytes: u64,
+    #[serde(flatten)]
+    pub totals: MappingTotals,
     /// Stack samples lost (ring full, pending map full).
     pub dropped: u64,
     /// Large munmaps of mappings made before the audit.
@@ -462,14 +469,7 @@ pub fn mapping_section(events: &MemEvents, frames: &HashMap<Vec<u64>, Vec<Frame>
         let a = events.mappings[key];
         let weight = a.mmap_bytes + a.munmap_bytes + a.brk_bytes;
         let g = charge(&mut groups, frames.get(key).unwrap_or(&empty), weight);
-        let s = sums.entry(g.function.clone()).or_default();
-        s.mmap_calls += a.mmap_calls;
-        s.mmap_bytes += a.mmap_bytes;
-        s.unmapped_bytes += a.unmapped_bytes;
-        s.munmap_calls += a.munmap_calls;
-        s.munmap_bytes += a.munmap_bytes;
-        s.brk_calls += a.brk_calls;
-        s.brk_bytes += a.brk_bytes;
+        *sums.entry(g.function.clone()).or_default() += a;
     }
     let mut sites: Vec<MappingRow> = sums
         .iter()
@@ -496,13 +496,7 @@ pub fn mapping_section(events: &MemEvents, frames: &HashMap<Vec<u64>, Vec<Frame>
     sites.truncate(TOP_ROWS);
     MappingSection {
         stack_threshold_bytes: MMAP_STACK_MIN_BYTES,
-        mmap_calls: counters.mmap_calls,
-        mmap_bytes: counters.mmap_bytes,
-        munmap_calls: counters.munmap_calls,
-        munmap_bytes: counters.munmap_bytes,
-        brk_grow_calls: counters.brk_grow_calls,
-        brk_grow_bytes: counters.brk_grow_bytes,
-        brk_shrink_bytes: counters.brk_shrink_bytes,
+        totals: counters.mappings,
         dropped: counters.mapping_dropped,
         unmatched_munmaps: events.unmatched_munmaps,
         sites,

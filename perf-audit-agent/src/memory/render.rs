@@ -151,16 +151,17 @@ pub fn markdown(md: &mut String, m: &MemorySection, findings: &[Finding]) {
         let _ = writeln!(md, "| (no page fault sampled) | | | | | | |");
     }
     let mp = &m.mappings;
+    let t = &mp.totals;
     let _ = writeln!(
         md,
         "\n**Mappings** (every mmap/munmap/brk counted: {} mmap ({}), {} munmap ({}), {} brk growths ({}, shrunk {}); stacks for anonymous mmap/munmap >= {} and every brk growth; dropped: {}):\n",
-        mp.mmap_calls,
-        size(mp.mmap_bytes as f64),
-        mp.munmap_calls,
-        size(mp.munmap_bytes as f64),
-        mp.brk_grow_calls,
-        size(mp.brk_grow_bytes as f64),
-        size(mp.brk_shrink_bytes as f64),
+        t.mmap_calls,
+        size(t.mmap_bytes as f64),
+        t.munmap_calls,
+        size(t.munmap_bytes as f64),
+        t.brk_grow_calls,
+        size(t.brk_grow_bytes as f64),
+        size(t.brk_shrink_bytes as f64),
         size(mp.stack_threshold_bytes as f64),
         mp.dropped
     );
