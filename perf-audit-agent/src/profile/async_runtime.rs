@@ -272,19 +272,18 @@ pub fn analyze(input: &AsyncInputs<'_>) -> AsyncAnalysis {
             _ => ThreadRole::Other,
         }
     };
-    let names: HashMap<u32, &str> = input.cpu.stacks.iter().chain(input.offcpu.stacks.iter()).map(|s| (s.tid, s.thread.as_str())).collect();
-    let name_of = |tid: u32| names.get(&tid).copied().or_else(|| input.threads.iter().find(|t| t.tid == tid).map(|t| t.name.as_str())).unwrap_or_default();
-    let worker_tids: BTreeSet<u32> = input
+    // Every thread seen, by the name its stacks carry, else sched_switch's.
+    let names: HashMap<u32, &str> = input
         .threads
         .iter()
-        .map(|t| t.tid)
-        .chain(names.keys().copied())
-        .filter(|tid| role_of_tid(*tid, name_of(*tid)) == ThreadRole::Worker)
+        .map(|t| (t.tid, t.name.as_str()))
+        .chain(input.cpu.stacks.iter().chain(input.offcpu.stacks.iter()).map(|s| (s.tid, s.thread.as_str())))
         .collect();
+    let worker_tids: BTreeSet<u32> = names.iter().filter(|(tid, name)| role_of_tid(**tid, name) == ThreadRole::Worker).map(|(tid, _)| *tid).collect();
     let pool_threads = input
         .threads
         .iter()
-        .filter(|t| role_of_tid(t.tid, name_of(t.tid)) == ThreadRole::BlockingPool)
+        .filter(|t| role_of_tid(t.tid, names[&t.tid]) == ThreadRole::BlockingPool)
         .count();
 
     let worker_time_ns: u64 = input
