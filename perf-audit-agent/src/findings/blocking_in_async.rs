@@ -28,13 +28,11 @@ fn closes_a_file_on_drop(site: &BlockingSite) -> bool {
 
 fn fix(site: &BlockingSite) -> CodeFix {
     let f = site.function.rsplit("::").next().unwrap_or(&site.function);
-    if closes_a_file_on_drop(site) {
-        return CodeFix {
+    match site.kind {
+        BlockingKind::FileIo if closes_a_file_on_drop(site) => CodeFix {
             before: "let mut file = tokio::fs::File::create(path).await?;\nfile.write_all(data).await?;\nfile.sync_data().await?;\n}                                        // close(2) runs on the worker here".to_string(),
             after: "tokio::task::spawn_blocking(move || {\n    let mut file = std::fs::File::create(path)?;\n    file.write_all(&data)?;\n    file.sync_data()                     // open, write, fsync and close on the pool\n}).await??;".to_string(),
-        };
-    }
-    match site.kind {
+        },
         BlockingKind::FileIo => CodeFix {
             before: format!("fn {f}() -> std::io::Result<String> {{\n    std::fs::read_to_string(path)            // blocks the worker\n}}"),
             after: format!("async fn {f}() -> std::io::Result<String> {{\n    tokio::fs::read_to_string(path).await    // runs on the blocking pool\n}}"),
@@ -137,54 +135,22 @@ mod tests {
     }
 
     fn check(sites: Vec<BlockingSite>) -> Vec<Finding> {
-        let analysis = AsyncAnalysis {
-            workers: WorkersSummary::default(),
-            blocking: sites,
-            lock_contention: Vec::new(),
-            long_polls: Vec::new(),
-            tasks: Vec::new(),
-            long_polls_measured: true,
-        };
-        let evidence = Evidence {
-            cpu: None,
-            async_runtime: Some(&analysis),
-            database: None,
-            memory: None,
-        };
+        let analysis = AsyncAnalysis { workers: WorkersSummary::default(), blocking: sites, lock_contention: Vec::new(), long_polls: Vec::new(), tasks: Vec::new(), long_polls_measured: true };
+        let evidence = Evidence { cpu: None, async_runtime: Some(&analysis), database: None, memory: None };
         BlockingInAsync::default().check(&evidence)
     }
 
     #[test]
     fn a_file_closed_on_the_worker_by_its_drop_is_not_told_to_use_tokio_fs() {
         let found = check(vec![
-            site(
-                "svc::write_marker",
-                "core::ptr::drop_in_place<alloc::sync::Arc<std::fs::File>>",
-                &["close"],
-            ),
+            site("svc::write_marker", "core::ptr::drop_in_place<alloc::sync::Arc<std::fs::File>>", &["close"]),
             site("svc::read_config", "std::fs::read_to_string", &["read"]),
         ]);
         let by = |f: &str| found.iter().find(|x| x.function == f).unwrap();
         let close = by("svc::write_marker");
-        assert!(
-            close.recommendation.contains("spawn_blocking")
-                && !close.recommendation.contains("use tokio::fs"),
-            "{}",
-            close.recommendation
-        );
-        assert!(
-            close
-                .code_fix
-                .as_ref()
-                .unwrap()
-                .after
-                .contains("spawn_blocking")
-        );
+        assert!(close.recommendation.contains("spawn_blocking") && !close.recommendation.contains("use tokio::fs"), "{}", close.recommendation);
+        assert!(close.code_fix.as_ref().unwrap().after.contains("spawn_blocking"));
         let read = by("svc::read_config");
-        assert!(
-            read.recommendation.contains("use tokio::fs"),
-            "{}",
-            read.recommendation
-        );
+        assert!(read.recommendation.contains("use tokio::fs"), "{}", read.recommendation);
     }
 }
