@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
+use perf_audit_analysis::memory::MemoryMode;
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -85,7 +86,7 @@ pub enum Command {
 /// (same names, snake_case); a flag given here wins over the file.
 /// Validated by [`crate::daemon::plan::DaemonPlan::from_args`].
 #[derive(Debug, Default, ClapArgs)]
-#[command(after_help = crate::daemon::plan::DAEMON_AFTER_HELP)]
+#[command(after_help = DAEMON_AFTER_HELP)]
 pub struct DaemonArgs {
     /// TOML configuration file (keys: listen, frequency, window, pids,
     /// processes, cgroups, containers, push, folded_dir).
@@ -209,8 +210,8 @@ pub struct Args {
     /// Memory profile: `default` probes the allocator only in short windows
     /// (100 ms every 5 s, estimates scaled up; for production), `precise`
     /// probes every allocator call for the whole audit (exact; costlier).
-    #[arg(long, value_enum, default_value_t = crate::memory::MemoryMode::Default)]
-    pub memory: crate::memory::MemoryMode,
+    #[arg(long, default_value = "default", value_parser = memory_mode())]
+    pub memory: MemoryMode,
 
     /// Output directory (created if missing).
     #[arg(long, value_name = "DIR")]
@@ -328,3 +329,23 @@ impl Profile {
         <Profile as ValueEnum>::from_str(s, true).ok()
     }
 }
+
+/// `--memory`: the mode type lives in the pure core, without clap.
+fn memory_mode() -> impl clap::builder::TypedValueParser<Value = MemoryMode> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(["default", "precise"])
+        .map(|s| MemoryMode::parse(&s).expect("clap checked the possible values"))
+}
+
+pub const DAEMON_AFTER_HELP: &str = "\
+Examples:
+  sudo perf-audit-agent daemon                                   # system-wide, 19 Hz, 60 s windows
+  sudo perf-audit-agent daemon --process user-service --push http://pyroscope:4040
+  sudo perf-audit-agent daemon --config /etc/perf-audit/daemon.toml --folded-dir /var/lib/perf-audit
+
+HTTP (bound to 127.0.0.1:6060 unless --listen):
+  GET /metrics                                   Prometheus text: agent CPU/RSS, samples, drops, map fill,
+                                                 per-process CPU seconds with pid/container/pod labels
+  GET /debug/pprof/profile?pid=PID&seconds=N     gzip pprof CPU profile of PID over the next N seconds
+
+SIGTERM or Ctrl-C flushes the current window and detaches every eBPF program.";

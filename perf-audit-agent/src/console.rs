@@ -8,48 +8,10 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use console_api::{instrument::InstrumentRequest, instrument::instrument_client::InstrumentClient};
-
-/// What the console reported about one task (latest values).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ConsoleTask {
-    pub location: String,
-    pub polls: u64,
-    pub busy_ns: u64,
-    pub wakes: u64,
-    pub self_wakes: u64,
-    pub waker_clones: u64,
-    pub waker_drops: u64,
-    pub dropped: bool,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct SpawnLocation {
-    pub location: String,
-    pub tasks: u64,
-    pub live: u64,
-    pub polls: u64,
-    pub busy_ms: f64,
-    /// Busy time per poll.
-    pub mean_poll_us: f64,
-}
-
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct ConsoleWarning {
-    /// `self-wakes`, `lost-waker` or `never-yielded`.
-    pub kind: &'static str,
-    pub location: String,
-    pub tasks: u64,
-    pub detail: String,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct ConsoleSummary {
-    pub tasks_seen: u64,
-    pub live_tasks: u64,
-    pub updates: u64,
-    pub locations: Vec<SpawnLocation>,
-    pub warnings: Vec<ConsoleWarning>,
-}
+pub use perf_audit_analysis::{
+    evidence::ConsoleTask,
+    report::schema::{ConsoleSummary, ConsoleWarning, SpawnLocation},
+};
 
 /// Reads updates from `addr` until `stop` resolves. Errors are one line.
 pub async fn watch(addr: &str, stop: impl std::future::Future<Output = ()>) -> Result<ConsoleSummary, String> {

@@ -6,24 +6,20 @@
 //! only orchestration is async).
 
 pub mod bench;
-pub mod ci_workflow;
 pub mod cli;
 pub mod console;
 pub mod daemon;
 pub mod database;
 pub mod diff;
 pub mod engine;
-pub mod error;
-pub mod findings;
 pub mod kernel;
 pub mod load;
 pub mod memory;
 pub mod plan;
 pub mod postgres;
-pub mod profile;
-pub mod render;
-pub mod report;
 pub mod symbolize;
-pub mod syscalls;
 pub mod target;
 pub mod unwind;
+
+// The pure core, re-exported under the paths the agent has always used.
+pub use perf_audit_analysis::{error, findings, profile, render, report, report::ci_workflow, syscalls};

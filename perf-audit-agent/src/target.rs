@@ -14,16 +14,7 @@ use std::{
 };
 
 use crate::error::{Error, ErrorKind, Result};
-
-/// Identity of the audited process, as the report shows it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct TargetInfo {
-    pub pid: u32,
-    /// The service name: the executable's file name (not cut to 15 bytes).
-    pub name: String,
-    /// Path of the executable.
-    pub exe: String,
-}
+pub use perf_audit_analysis::report::schema::TargetInfo;
 
 /// Reads the identity of a live process.
 pub fn describe(pid: u32) -> Result<TargetInfo> {

@@ -9,8 +9,7 @@
 //! writes its results under the cargo target directory (asked from `cargo
 //! metadata`, so workspaces and `CARGO_TARGET_DIR` work) or `CRITERION_HOME`.
 
-pub mod criterion;
-pub mod markdown;
+pub use perf_audit_analysis::bench::{criterion, markdown};
 
 use std::{
     path::{Path, PathBuf},

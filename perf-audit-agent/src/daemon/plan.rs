@@ -19,19 +19,6 @@ pub const MIN_WINDOW: Duration = Duration::from_secs(1);
 pub const MAX_WINDOW: Duration = Duration::from_secs(3600);
 pub const MAX_FREQUENCY_HZ: u64 = 999;
 
-pub const DAEMON_AFTER_HELP: &str = "\
-Examples:
-  sudo perf-audit-agent daemon                                   # system-wide, 19 Hz, 60 s windows
-  sudo perf-audit-agent daemon --process user-service --push http://pyroscope:4040
-  sudo perf-audit-agent daemon --config /etc/perf-audit/daemon.toml --folded-dir /var/lib/perf-audit
-
-HTTP (bound to 127.0.0.1:6060 unless --listen):
-  GET /metrics                                   Prometheus text: agent CPU/RSS, samples, drops, map fill,
-                                                 per-process CPU seconds with pid/container/pod labels
-  GET /debug/pprof/profile?pid=PID&seconds=N     gzip pprof CPU profile of PID over the next N seconds
-
-SIGTERM or Ctrl-C flushes the current window and detaches every eBPF program.";
-
 /// How the kernel filter is driven.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Selection {

@@ -21,12 +21,16 @@
 //! before collection and finishes it after, and gets a [`DatabaseSection`]
 //! for the report. Everything else here is pure or plain I/O.
 
-pub mod advice;
-pub mod analysis;
 pub mod sockets;
 pub mod stats;
 pub mod url;
-pub mod wire;
+
+pub use perf_audit_analysis::{
+    database::{advice, analysis, wire},
+    report::schema::{
+        CallSiteRow, DatabaseSection, DuplicateIndex, IndexRow, MissingIndex, StatementRow, TableRow, UnusedIndex, WireSummary,
+    },
+};
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -61,151 +65,6 @@ const EXPLAINED_STATEMENTS: usize = 5;
 const MIN_TABLE_ROWS: i64 = 10_000;
 /// Rows of the statements table.
 const STATEMENT_ROWS: usize = 20;
-
-/// `report.json`'s `database` section.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct DatabaseSection {
-    /// The URL used, password masked; `None` when none was found.
-    pub connection: Option<String>,
-    /// Where the URL came from.
-    pub connection_source: Option<String>,
-    pub server_version: Option<String>,
-    /// The private throwaway server of the demo or the tests (index gains
-    /// are then measured in rolled-back transactions).
-    pub private_database: bool,
-    /// Whether `pg_stat_statements` could be read.
-    pub pg_stat_statements: bool,
-    /// One-line notices: what could not be measured and how to fix it.
-    pub notes: Vec<String>,
-    /// Seconds between the two statistics snapshots.
-    pub window_s: f64,
-    pub statements: Vec<StatementRow>,
-    pub tables: Vec<TableRow>,
-    pub indexes: Vec<IndexRow>,
-    pub missing_indexes: Vec<MissingIndex>,
-    pub unused_indexes: Vec<UnusedIndex>,
-    pub duplicate_indexes: Vec<DuplicateIndex>,
-    pub n_plus_one: Vec<NPlusOne>,
-    pub wire: WireSummary,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct StatementRow {
-    pub query: String,
-    /// Calls during the audit.
-    pub calls: i64,
-    /// `None` when only the wire saw the statement (no pg_stat_statements).
-    pub total_ms: Option<f64>,
-    pub mean_ms: Option<f64>,
-    /// Largest single execution; since the statistics were last reset when
-    /// the statement had run before the audit (`max_since_reset`).
-    pub max_ms: Option<f64>,
-    pub max_since_reset: bool,
-    pub rows: Option<i64>,
-    /// Share of the database time of all statements in the window.
-    pub time_pct: Option<f64>,
-    pub call_sites: Vec<CallSiteRow>,
-    pub recommendation: String,
-}
-
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct CallSiteRow {
-    pub function: String,
-    pub file: Option<String>,
-    pub line: Option<u32>,
-    /// Executions traced from this call site.
-    pub executions: u64,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct TableRow {
-    pub schema: String,
-    pub table: String,
-    pub rows: i64,
-    /// Scans during the audit.
-    pub seq_scans: i64,
-    pub seq_rows_read: i64,
-    pub idx_scans: i64,
-    pub idx_rows_fetched: i64,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct IndexRow {
-    pub schema: String,
-    pub table: String,
-    pub index: String,
-    /// Scans during the audit, and since statistics were reset.
-    pub scans: i64,
-    pub scans_total: i64,
-    pub size_bytes: i64,
-    pub definition: String,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct MissingIndex {
-    pub schema: String,
-    pub table: String,
-    pub columns: Vec<String>,
-    pub create_sql: String,
-    /// The statement that would use it, and the plan's filter.
-    pub query: String,
-    pub filter: String,
-    pub calls: i64,
-    pub mean_ms: Option<f64>,
-    pub table_rows: i64,
-    /// Generic-plan total cost without and with the index, measured in a
-    /// rolled-back transaction (private databases only).
-    pub cost_before: Option<f64>,
-    pub cost_after: Option<f64>,
-    pub call_sites: Vec<CallSiteRow>,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct UnusedIndex {
-    pub schema: String,
-    pub table: String,
-    pub index: String,
-    pub size_bytes: i64,
-    pub definition: String,
-    /// Rows written to the table during the audit (each maintains the index).
-    pub drop_sql: String,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct DuplicateIndex {
-    pub table: String,
-    pub index: String,
-    pub duplicate_of: String,
-    pub size_bytes: i64,
-    pub drop_sql: String,
-}
-
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct WireSummary {
-    /// Whether the target's writes to the database were traced.
-    pub traced: bool,
-    /// Database sockets of the target seen during the audit.
-    pub connections: u64,
-    /// Of which encrypted (TLS): their statements cannot be read.
-    pub tls_connections: u64,
-    /// Writes captured in the kernel.
-    pub writes: u64,
-    /// Writes lost because the ring buffer was full.
-    pub dropped_writes: u64,
-    pub payload_read_failures: u64,
-    pub stack_failures: u64,
-    /// Statement executions parsed from the writes.
-    pub executions: u64,
-    /// Executions beyond the agent's bound, not analysed.
-    pub dropped_executions: u64,
-    /// Executions whose statement was prepared before tracing began and
-    /// whose text could not be recovered.
-    pub executions_without_text: u64,
-    /// Executions whose stack reached the owner's code.
-    pub executions_with_call_site: u64,
-    /// How N+1 patterns are recognised.
-    pub n_plus_one_rule: String,
-}
 
 /// One statement seen on the wire: (ts, tid, fd, normalised sql, stack index).
 type WireExecution = (u64, u32, u32, Option<String>, Option<usize>);

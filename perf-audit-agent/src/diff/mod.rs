@@ -9,11 +9,7 @@
 //! [`markdown`] and [`flamegraph`] render `diff.md` and `diff.svg`.
 //! `diff.json` is the comparison, machine-readable.
 
-pub mod compare;
-pub mod facts;
-pub mod flamegraph;
-pub mod markdown;
-pub mod threshold;
+pub use perf_audit_analysis::diff::{compare, facts, flamegraph, markdown, threshold};
 
 use std::{
     fs,
@@ -25,8 +21,7 @@ use crate::{
     cli::DiffArgs,
     error::{Error, ErrorKind, Result},
 };
-pub use compare::{AuditDiff, MetricChange, Verdict};
-pub use threshold::Thresholds;
+pub use perf_audit_analysis::diff::{AuditDiff, MetricChange, Thresholds, Verdict};
 
 /// A validated `diff` invocation.
 #[derive(Debug, Clone)]

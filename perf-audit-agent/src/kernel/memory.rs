@@ -29,6 +29,7 @@ use perf_audit_common::{
 
 use super::{EBPF_OBJECT, load_error, missing};
 use crate::error::{Error, ErrorKind, Result};
+pub use perf_audit_analysis::evidence::MemCounters;
 
 /// How the probe reads its arguments (one eBPF program per shape; the
 /// Rust shapes' argument positions travel in the attach cookie).
@@ -917,20 +918,6 @@ impl Drop for MemoryKernel {
         self.detach();
         self.join_detaches();
     }
-}
-
-/// Sums of the per-CPU memory counters (every drop is one of these).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct MemCounters {
-    pub alloc_calls: u64,
-    pub free_calls: u64,
-    pub free_untracked: u64,
-    pub live_map_full: u64,
-    pub site_map_full: u64,
-    pub stack_ring_full: u64,
-    pub fingerprint_read_failed: u64,
-    pub pending_lost: u64,
-    pub alloc_failed: u64,
 }
 
 #[cfg(test)]

@@ -14,6 +14,10 @@ use aya::{Ebpf, EbpfLoader, maps::PerCpuArray};
 use perf_audit_common::{COUNTER_SLOTS, Counter, filter_mode, names, user_stack_mode};
 
 use crate::error::{Error, ErrorKind, Result};
+pub use perf_audit_analysis::{
+    evidence::{Counters, MappingTotals},
+    report::schema::UnwindMode,
+};
 
 /// The compiled `perf-audit-ebpf` crate, built by this crate's build script.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/perf-audit-ebpf.o"));
@@ -74,62 +78,6 @@ pub enum Filter {
     ListedPids,
     /// Every process (system-wide daemon).
     All,
-}
-
-/// How user stacks are captured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum UnwindMode {
-    /// The kernel walks frame pointers (`bpf_get_stackid`).
-    FramePointer,
-    /// The kernel copies registers and the stack; the agent unwinds with
-    /// the binaries' `.eh_frame` (no frame pointers needed).
-    Dwarf,
-}
-
-impl UnwindMode {
-    pub fn describe(self) -> &'static str {
-        match self {
-            UnwindMode::FramePointer => "frame pointers (kernel bpf_get_stackid)",
-            UnwindMode::Dwarf => "dwarf (.eh_frame, 64 KiB user stack copy per sample, unwound by the agent)",
-        }
-    }
-}
-
-/// Sums of the per-CPU counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Counters {
-    pub cpu_samples: u64,
-    pub cpu_samples_dropped_map_full: u64,
-    pub cpu_user_stack_failed: u64,
-    pub cpu_kernel_stack_failed: u64,
-    pub cpu_samples_dropped_ring_full: u64,
-    pub cpu_user_stack_copy_failed: u64,
-    pub offcpu_samples: u64,
-    pub offcpu_dropped_ring_full: u64,
-    pub sched_state_map_full: u64,
-    pub db_writes: u64,
-    pub db_writes_dropped_ring_full: u64,
-    pub db_payload_read_failed: u64,
-    pub db_user_stack_copy_failed: u64,
-    pub page_fault_samples: u64,
-    pub page_fault_dropped_ring_full: u64,
-    #[serde(flatten)]
-    pub mappings: MappingTotals,
-    pub mapping_dropped: u64,
-}
-
-/// Every mmap/munmap/brk call of the target, counted in the kernel (the
-/// totals of report.json `memory.mappings`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct MappingTotals {
-    pub mmap_calls: u64,
-    pub mmap_bytes: u64,
-    pub munmap_calls: u64,
-    pub munmap_bytes: u64,
-    pub brk_grow_calls: u64,
-    pub brk_grow_bytes: u64,
-    pub brk_shrink_bytes: u64,
 }
 
 /// The loaded object and whatever is attached. Dropping it detaches every

@@ -17,6 +17,7 @@ use aya::{
     maps::{MapData, RingBuf, StackTraceMap},
 };
 use perf_audit_common::{UserStackSample, names, sample_kind};
+pub use perf_audit_analysis::evidence::MemEventRecord;
 
 use super::{
     cpu::{RawCpuStack, comm_to_string, stack_frames},
@@ -45,24 +46,6 @@ pub struct CpuSampleRecord {
     pub oncpu_run_ns: u64,
     /// Index of its stack in the `cpu` list returned by `finish`.
     pub stack: usize,
-}
-
-/// A memory event with its unwound user stack (see `sample_kind`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MemEventRecord {
-    /// `sample_kind::PAGE_FAULT`, `MMAP`, `MUNMAP` or `BRK`.
-    pub kind: u32,
-    pub tid: u32,
-    pub ts_ns: u64,
-    /// Faulting address, mapping address, or new break.
-    pub addr: u64,
-    /// Bytes mapped, unmapped or grown; for a page fault, the allocation
-    /// site the thread was inside (0: none).
-    pub bytes: u64,
-    /// User stack pointer at the event (tells thread stacks apart).
-    pub sp: u64,
-    /// User frames, leaf first.
-    pub frames: Vec<u64>,
 }
 
 /// Memory events waiting to be taken; beyond this (a collector that never

@@ -65,12 +65,12 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::{TokioExecutor, TokioTimer},
 };
-use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use scenario::{Scenario, WeightedRequest, WeightedRoundRobin, parse_http_url};
 
 use crate::error::{Error, ErrorKind, Result};
+pub use perf_audit_analysis::report::schema::{EndpointStats, LatencySummary, LoadResult};
 
 /// Latencies above this are recorded as this (the histogram saturates).
 pub const MAX_RECORDED_LATENCY: Duration = Duration::from_secs(60);
@@ -142,19 +142,6 @@ impl LoadPlan {
     }
 }
 
-/// Latency percentiles, in milliseconds (microsecond resolution).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct LatencySummary {
-    /// Number of latencies recorded (responses received).
-    pub count: u64,
-    pub mean_ms: f64,
-    pub p50_ms: f64,
-    pub p90_ms: f64,
-    pub p99_ms: f64,
-    pub p999_ms: f64,
-    pub max_ms: f64,
-}
-
 /// Percentiles of a histogram of microseconds; all zeros when it is empty.
 pub fn latency_summary(hist: &Histogram<u64>) -> LatencySummary {
     if hist.is_empty() {
@@ -197,78 +184,6 @@ pub fn planned_offset(i: u64, rps: u32) -> Duration {
 pub fn planned_count(window: Duration, rps: u32) -> u64 {
     let n = window.as_nanos() * u128::from(rps.max(1));
     u64::try_from(n.div_ceil(1_000_000_000)).unwrap_or(u64::MAX)
-}
-
-/// Per-endpoint counts and latencies.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct EndpointStats {
-    pub method: String,
-    pub url: String,
-    pub weight: u32,
-    pub sent: u64,
-    /// Responses received, whatever their status.
-    pub completed: u64,
-    /// Responses with a 2xx or 3xx status.
-    pub ok: u64,
-    /// Responses with another status (4xx, 5xx...).
-    pub status_errors: u64,
-    /// No response: connection refused or reset, malformed response, timeout.
-    pub transport_errors: u64,
-    /// The part of `transport_errors` that are timeouts.
-    pub timeouts: u64,
-    /// Coordinated-omission-corrected latency of the responses received.
-    pub latency: LatencySummary,
-    /// The first transport error, to tell why the endpoint fails.
-    pub first_error: Option<String>,
-}
-
-/// What a run measured. Every request planned in the window is accounted
-/// for: `planned = sent + unsent` and
-/// `sent = completed + transport_errors + unfinished`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct LoadResult {
-    pub target_rps: u32,
-    /// The window that was asked for.
-    pub duration_s: f64,
-    /// The window that ran (shorter when stopped early).
-    pub window_s: f64,
-    /// From the start to the last response (or the window's end if later).
-    pub elapsed_s: f64,
-    /// `stop` resolved before the window ended.
-    pub stopped_early: bool,
-    pub max_in_flight: usize,
-    /// Requests whose planned time fell in the window.
-    pub planned: u64,
-    pub sent: u64,
-    /// Planned but never sent: every slot stayed busy until the window closed.
-    pub unsent: u64,
-    /// Responses received, whatever their status.
-    pub completed: u64,
-    /// 2xx and 3xx responses.
-    pub ok: u64,
-    /// Responses with another status.
-    pub status_errors: u64,
-    /// Requests that got no response (including timeouts).
-    pub transport_errors: u64,
-    pub timeouts: u64,
-    /// Still in flight after the drain timeout; abandoned.
-    pub unfinished: u64,
-    /// `completed / elapsed_s`.
-    pub achieved_rps: f64,
-    /// Latency from each request's planned send time (what users wait).
-    pub latency: LatencySummary,
-    /// Latency from the actual send time (what a closed-loop tool reports).
-    pub uncorrected_latency: LatencySummary,
-    /// Responses by HTTP status.
-    pub status_counts: BTreeMap<u16, u64>,
-    pub per_endpoint: Vec<EndpointStats>,
-}
-
-impl LoadResult {
-    /// Status errors plus transport errors.
-    pub fn errors(&self) -> u64 {
-        self.status_errors + self.transport_errors
-    }
 }
 
 /// One line for the report and the console, e.g.

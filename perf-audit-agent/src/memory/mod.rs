@@ -28,11 +28,9 @@
 //! This module is the orchestration (the collector task); [`analysis`] is
 //! the pure model that turns what was collected into the report's section.
 
-pub mod analysis;
-pub mod faults;
-pub mod render;
-pub mod section;
-pub mod types;
+pub use perf_audit_analysis::memory::{
+    DEFAULT_PERIOD, DEFAULT_WINDOW, KernelTime, MemoryEvidence, MemoryMode, Snapshot, analysis, faults, render, section, types,
+};
 
 use std::{
     collections::HashMap,
@@ -54,12 +52,6 @@ use crate::{
     unwind::{ProcessUnwinder, TableCache},
 };
 
-/// Length of one probing window in default mode.
-pub const DEFAULT_WINDOW: Duration = Duration::from_millis(100);
-/// A window starts every this often in default mode (2% of the time
-/// recorded; closing the probes keeps the hottest ones ~0.3 s longer, see
-/// `kernel::memory`).
-pub const DEFAULT_PERIOD: Duration = Duration::from_millis(5000);
 /// After a window, `free` alone stays probed this long.
 pub const FREE_GRACE: Duration = Duration::from_millis(10);
 /// How often precise mode snapshots the per-site counters.
@@ -67,33 +59,6 @@ pub const PRECISE_SNAPSHOT: Duration = Duration::from_millis(500);
 /// After every probe is gone, the target's kernel time is watched this long
 /// for its rate without probes: the baseline of the measured probe cost.
 pub const UNPROBED_BASELINE: Duration = Duration::from_millis(500);
-
-/// `--memory` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum MemoryMode {
-    /// Duty-cycled allocator probes (2% of the time), estimates scaled up.
-    Default,
-    /// Allocator probes for the whole audit: every call counted.
-    Precise,
-}
-
-impl MemoryMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MemoryMode::Default => "default",
-            MemoryMode::Precise => "precise",
-        }
-    }
-}
-
-/// Per-site counters at one moment (cumulative since the start).
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    /// Seconds since collection started.
-    pub t: f64,
-    pub sites: HashMap<u64, SiteStats>,
-}
 
 /// Everything the collector gathered, before symbolization.
 pub struct MemoryRaw {
@@ -130,23 +95,6 @@ pub struct MemoryRaw {
     pub rss_series: Vec<faults::RssPoint>,
     /// The target's faults over the audit (/proc/PID/stat), exact.
     pub faults_counted: Option<u64>,
-}
-
-/// The target's kernel (system) CPU time during the collection and right
-/// after it. A uprobe hit (trap, handler, our program, emulation or single
-/// step, the return trampoline) runs in the target's own context and is
-/// charged to its system time; so the probes' cost is the kernel time
-/// during the collection beyond the target's rate once they are gone.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct KernelTime {
-    /// Kernel seconds the target used from the start of the collection
-    /// until every probe was closed.
-    pub during_s: f64,
-    /// Wall seconds of that span.
-    pub during_wall_s: f64,
-    /// Kernel seconds and wall seconds of [`UNPROBED_BASELINE`] after every
-    /// probe was closed; `None` when the target had exited.
-    pub after: Option<(f64, f64)>,
 }
 
 fn kernel_seconds(pid: u32) -> Option<f64> {
@@ -552,7 +500,42 @@ pub fn build_section(
     });
     let folded = analysis.folded.clone();
     let events = growth_sections(raw, symbolizer, exe);
-    (section::MemorySection::build(raw, analysis, events), folded)
+    (section::MemorySection::build(&raw.evidence(), analysis, events), folded)
+}
+
+impl MemoryRaw {
+    /// What the report section needs of this collection, as plain values.
+    fn evidence(&self) -> MemoryEvidence {
+        let plan = &self.allocator;
+        MemoryEvidence {
+            mode: self.mode,
+            allocator_family: plan.family.name().to_string(),
+            allocator_object: plan.object.display().to_string(),
+            probes: plan
+                .probes
+                .iter()
+                .map(|p| section::ProbeRow {
+                    symbol: p.symbol.clone(),
+                    offset: p.probe_offset,
+                    instruction: p.instruction.clone(),
+                    emulated: p.emulated,
+                    uretprobe: !p.shape.is_free(),
+                })
+                .collect(),
+            rust_shims: plan.rust_shims.clone(),
+            counters: self.counters,
+            sites: self.sites.len(),
+            truncated_stacks: self.truncated_stacks,
+            peak_rss_bytes: self.peak_rss_bytes,
+            current_rss_bytes: self.current_rss_bytes,
+            duty: self.duty,
+            recorded_s: self.recorded_s,
+            probed_s: self.probed_s,
+            elapsed_s: self.elapsed_s,
+            windows: self.windows,
+            kernel_time: self.kernel_time,
+        }
+    }
 }
 
 /// Symbolizes the page-fault and mapping stacks and builds their sections.

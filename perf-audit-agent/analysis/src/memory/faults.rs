@@ -16,7 +16,10 @@ use std::collections::{BTreeMap, HashMap};
 use perf_audit_common::{MMAP_STACK_MIN_BYTES, PAGE_FAULT_SAMPLE_PERIOD, sample_kind};
 
 use super::analysis::{Fit, attribute, least_squares};
-use crate::{kernel::{Counters, MappingTotals, stack_copy::MemEventRecord}, profile::{Frame, Origin}};
+use crate::{
+    evidence::{Counters, MappingTotals, MemEventRecord},
+    profile::{Frame, Origin},
+};
 
 /// Bytes a sampled fault stands for besides the period: one base page.
 pub const PAGE_BYTES: u64 = 4096;

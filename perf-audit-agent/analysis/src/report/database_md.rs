@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::markdown::{cell, location};
-use crate::database::DatabaseSection;
+use crate::report::DatabaseSection;
 
 /// Statements at or above this mean time are counted as slow.
 const SLOW_MS: f64 = 10.0;

@@ -1,19 +1,26 @@
-//! The audit report: one data structure ([`Report`], serialized as
-//! `report.json`), and renderers that turn it into text. Renderers are pure
-//! and deterministic: the same report gives the same bytes.
+//! The report schema: every type `report.json` is made of, in one place.
+//!
+//! `report.json` is a contract with its readers (`diff`, CI gates, users'
+//! scripts), so its shape lives here and nowhere else: the probe layer and
+//! the analyses fill these types, never their own. Renaming or removing a
+//! field here is a schema change: bump [`SCHEMA_VERSION`] and keep `diff`
+//! reading the older files (every field a later version added is
+//! `#[serde(default)]`).
 
-pub mod alerts;
-pub mod html;
-mod database_md;
-pub mod markdown;
-mod offcpu;
+mod console;
+mod database;
+mod load;
+mod target;
 
-use crate::{
-    findings::{Finding, Severity},
-    kernel::Counters,
-    profile::{Origin, hotspots::Hotspot},
-    target::TargetInfo,
+pub use console::{ConsoleSummary, ConsoleWarning, SpawnLocation};
+pub use database::{
+    CallSiteRow, DatabaseSection, DuplicateIndex, IndexRow, MissingIndex, StatementRow, TableRow,
+    UnusedIndex, WireSummary,
 };
+pub use load::{EndpointStats, LatencySummary, LoadResult};
+pub use target::TargetInfo;
+
+use crate::{findings::Finding, profile::Origin};
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -56,7 +63,7 @@ pub struct Report {
     pub offcpu: Option<OffCpuSection>,
     /// The database profile: statements, indexes, N+1 patterns.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub database: Option<crate::database::DatabaseSection>,
+    pub database: Option<DatabaseSection>,
     /// The memory profile (allocation tables, leaks, growth).
     pub memory: Option<crate::memory::section::MemorySection>,
     pub findings: Vec<Finding>,
@@ -66,6 +73,7 @@ pub struct Report {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub benchmarks: Vec<crate::bench::BenchmarkRow>,
 }
+
 
 /// The seed's "Baseline metrics": load results when the audit drove load,
 /// and the target's resource use from /proc in every case.
@@ -85,7 +93,7 @@ pub struct Baseline {
     /// CPU cores the target used on average (user + system time / wall time).
     pub cpu_cores: f64,
     /// The load generator's full result, when it ran.
-    pub load: Option<crate::load::LoadResult>,
+    pub load: Option<LoadResult>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -104,7 +112,7 @@ pub struct ConsoleInfo {
     pub listening: bool,
     pub note: String,
     /// Task counts, spawn locations, poll times and warnings, when read.
-    pub summary: Option<crate::console::ConsoleSummary>,
+    pub summary: Option<ConsoleSummary>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -159,7 +167,7 @@ pub struct CpuSection {
     pub dropped_samples: u64,
     pub frequency_hz: u64,
     /// How user stacks were unwound: `frame-pointer` or `dwarf`.
-    pub unwinding: crate::kernel::UnwindMode,
+    pub unwinding: UnwindMode,
     /// Percent of samples whose user stack reached `main` or a thread's
     /// entry point (see `CpuProfile::complete_share`).
     pub stack_completeness_pct: f64,
@@ -172,6 +180,7 @@ pub struct CpuSection {
     pub hotspots: Vec<HotspotRow>,
     pub threads: Vec<ThreadRow>,
 }
+
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct HotspotRow {
@@ -194,77 +203,22 @@ pub struct ThreadRow {
     pub pct: f64,
 }
 
-impl CpuSection {
-    /// The section from measured data; `limit` hotspot rows.
-    pub fn build(
-        counters: &Counters,
-        unwinding: crate::kernel::UnwindMode,
-        stack_completeness: f64,
-        frequency_hz: u64,
-        hotspots: &[Hotspot],
-        threads: Vec<(String, u64)>,
-        limit: usize,
-    ) -> CpuSection {
-        let stored: u64 = threads.iter().map(|(_, n)| n).sum();
-        let rows = hotspots
-            .iter()
-            .take(limit)
-            .map(|h| HotspotRow {
-                function: h.function.clone(),
-                self_pct: round2(h.self_pct),
-                total_pct: round2(h.total_pct),
-                file: h.file.clone(),
-                line: h.line,
-                self_samples: h.self_samples,
-                total_samples: h.total_samples,
-                origin: h.origin,
-                recommendation: hotspot_recommendation(h),
-            })
-            .collect();
-        let threads = threads
-            .into_iter()
-            .map(|(name, samples)| ThreadRow {
-                pct: if stored == 0 { 0.0 } else { round2(samples as f64 * 100.0 / stored as f64) },
-                name,
-                samples,
-            })
-            .collect();
-        CpuSection {
-            total_samples: counters.cpu_samples,
-            dropped_samples: counters.cpu_samples_dropped_map_full + counters.cpu_samples_dropped_ring_full,
-            frequency_hz,
-            unwinding,
-            stack_completeness_pct: round2(stack_completeness * 100.0),
-            user_stack_failures: counters.cpu_user_stack_failed + counters.cpu_user_stack_copy_failed,
-            ring_buffer_drops: counters.cpu_samples_dropped_ring_full,
-            kernel_stack_failures: counters.cpu_kernel_stack_failed,
-            hotspots: rows,
-            threads,
-        }
-    }
+/// How user stacks are captured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnwindMode {
+    /// The kernel walks frame pointers (`bpf_get_stackid`).
+    FramePointer,
+    /// The kernel copies registers and the stack; the agent unwinds with
+    /// the binaries' `.eh_frame` (no frame pointers needed).
+    Dwarf,
 }
 
-fn hotspot_recommendation(h: &Hotspot) -> String {
-    match h.origin {
-        Origin::Owner => {
-            let kind = crate::findings::cpu_hotspot_kind(&h.callees);
-            crate::findings::cpu_hotspot_recommendation(kind, h)
+impl UnwindMode {
+    pub fn describe(self) -> &'static str {
+        match self {
+            UnwindMode::FramePointer => "frame pointers (kernel bpf_get_stackid)",
+            UnwindMode::Dwarf => "dwarf (.eh_frame, 64 KiB user stack copy per sample, unwound by the agent)",
         }
-        Origin::Kernel => "time in the kernel: see the calling user frame in the flamegraph".to_string(),
-        Origin::Dependency => {
-            "library or runtime code with no own frame above it (idle or runtime work)".to_string()
-        }
-        Origin::Native => {
-            "native library code called by a framework or the runtime, with no frame of your own code above it".to_string()
-        }
-        Origin::Unknown => "code without symbols (no frame of your own code above it)".to_string(),
-    }
-}
-
-pub use crate::profile::round2;
-
-impl Report {
-    pub fn findings_of(&self, severity: Severity) -> impl Iterator<Item = &Finding> {
-        self.findings.iter().filter(move |f| f.severity == severity)
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{OffCpuRow, OffCpuSection, OffCpuThreadRow};
 use crate::{
-    kernel,
+    evidence,
     profile::{
         CpuProfile,
         async_runtime::{self, AsyncAnalysis, ThreadTime},
@@ -17,7 +17,7 @@ impl OffCpuSection {
     pub fn build(
         offcpu: &CpuProfile,
         threads: &[ThreadTime],
-        counters: &kernel::Counters,
+        counters: &evidence::Counters,
         min: Duration,
         analysis: &AsyncAnalysis,
     ) -> OffCpuSection {

@@ -80,7 +80,7 @@ pub fn batched_query(query: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::database::{DatabaseSection, analysis::{CallSite, NPlusOne}};
+    use crate::{database::analysis::{CallSite, NPlusOne}, report::DatabaseSection};
 
     #[test]
     fn an_n_plus_one_is_p0_at_its_line_with_a_batched_rewrite() {

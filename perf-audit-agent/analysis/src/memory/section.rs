@@ -2,11 +2,11 @@
 //! what the collector measured and the model's analysis. Pure.
 
 use super::{
-    MemoryMode, MemoryRaw,
+    MemoryEvidence, MemoryMode,
     analysis::{AllocatorRow, Analysis, Fit, GrowthRow, LeakRow},
 };
 use super::faults::{MappingSection, PageFaultSection, RssSeries};
-use crate::kernel::memory::MemCounters;
+use crate::evidence::MemCounters;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct MemorySection {
@@ -97,7 +97,7 @@ pub struct ProbeCost {
 }
 
 impl ProbeCost {
-    fn measure(raw: &MemoryRaw) -> ProbeCost {
+    fn measure(raw: &MemoryEvidence) -> ProbeCost {
         let k = raw.kernel_time;
         let rate_after = k.after.filter(|(_, wall)| *wall > 0.0).map(|(s, wall)| s / wall);
         let probe_s = (k.during_s - rate_after.unwrap_or(0.0) * k.during_wall_s).max(0.0);
@@ -163,8 +163,7 @@ impl Dropped {
 }
 
 impl MemorySection {
-    pub fn build(raw: &MemoryRaw, analysis: Analysis, growth: GrowthSections) -> MemorySection {
-        let plan = &raw.allocator;
+    pub fn build(raw: &MemoryEvidence, analysis: Analysis, growth: GrowthSections) -> MemorySection {
         let sampling = match raw.mode {
             MemoryMode::Default => format!(
                 "allocations recorded in {} ms windows every {} s ({} windows: {:.1}% of the {:.1} s audit; probes attached {:.1}% of the time, detached in between); every count is scaled by {:.1}x, and a free seen in a later window than its allocation by {:.0}x",
@@ -191,27 +190,17 @@ impl MemorySection {
             probed_time_pct: crate::report::round2(raw.probed_s / raw.elapsed_s.max(1e-9) * 100.0),
             windows: raw.windows,
             elapsed_s: crate::report::round2(raw.elapsed_s),
-            allocator: format!("{} in {}", plan.family.name(), plan.object.display()),
-            allocator_object: plan.object.display().to_string(),
-            probes: plan
-                .probes
-                .iter()
-                .map(|p| ProbeRow {
-                    symbol: p.symbol.clone(),
-                    offset: p.probe_offset,
-                    instruction: p.instruction.clone(),
-                    emulated: p.emulated,
-                    uretprobe: !p.shape.is_free(),
-                })
-                .collect(),
-            rust_allocator_shims: plan.rust_shims.clone(),
+            allocator: format!("{} in {}", raw.allocator_family, raw.allocator_object),
+            allocator_object: raw.allocator_object.clone(),
+            probes: raw.probes.clone(),
+            rust_allocator_shims: raw.rust_shims.clone(),
             alloc_calls_observed: raw.counters.alloc_calls,
             free_calls_observed: raw.counters.free_calls,
             total_allocations: analysis.total_allocations,
             total_bytes: analysis.total_bytes,
             dropped: Dropped::from(&raw.counters),
             untracked_frees: raw.counters.free_untracked,
-            sites: raw.sites.len(),
+            sites: raw.sites,
             sites_without_stack: analysis.sites_without_stack,
             truncated_stacks: raw.truncated_stacks,
             probe_cost: ProbeCost::measure(raw),

@@ -159,10 +159,7 @@ fn artifact_safe(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        report::{EndReason, KernelInfo},
-        target::TargetInfo,
-    };
+    use crate::report::{EndReason, KernelInfo, TargetInfo};
 
     fn report(name: &str, exe: &str, rerun: &str) -> Report {
         Report {

@@ -1,0 +1,94 @@
+//! The audit report: one data structure ([`Report`], serialized as
+//! `report.json`), and renderers that turn it into text. Renderers are pure
+//! and deterministic: the same report gives the same bytes.
+
+pub mod alerts;
+pub mod html;
+mod database_md;
+pub mod markdown;
+mod offcpu;
+pub mod ci_workflow;
+pub mod schema;
+
+pub use schema::*;
+
+use crate::{
+    findings::{Finding, Severity},
+    evidence::Counters,
+    profile::{Origin, hotspots::Hotspot},
+};
+
+fn hotspot_recommendation(h: &Hotspot) -> String {
+    match h.origin {
+        Origin::Owner => {
+            let kind = crate::findings::cpu_hotspot_kind(&h.callees);
+            crate::findings::cpu_hotspot_recommendation(kind, h)
+        }
+        Origin::Kernel => "time in the kernel: see the calling user frame in the flamegraph".to_string(),
+        Origin::Dependency => {
+            "library or runtime code with no own frame above it (idle or runtime work)".to_string()
+        }
+        Origin::Native => {
+            "native library code called by a framework or the runtime, with no frame of your own code above it".to_string()
+        }
+        Origin::Unknown => "code without symbols (no frame of your own code above it)".to_string(),
+    }
+}
+
+pub use crate::profile::round2;
+
+impl CpuSection {
+    /// The section from measured data; `limit` hotspot rows.
+    pub fn build(
+        counters: &Counters,
+        unwinding: UnwindMode,
+        stack_completeness: f64,
+        frequency_hz: u64,
+        hotspots: &[Hotspot],
+        threads: Vec<(String, u64)>,
+        limit: usize,
+    ) -> CpuSection {
+        let stored: u64 = threads.iter().map(|(_, n)| n).sum();
+        let rows = hotspots
+            .iter()
+            .take(limit)
+            .map(|h| HotspotRow {
+                function: h.function.clone(),
+                self_pct: round2(h.self_pct),
+                total_pct: round2(h.total_pct),
+                file: h.file.clone(),
+                line: h.line,
+                self_samples: h.self_samples,
+                total_samples: h.total_samples,
+                origin: h.origin,
+                recommendation: hotspot_recommendation(h),
+            })
+            .collect();
+        let threads = threads
+            .into_iter()
+            .map(|(name, samples)| ThreadRow {
+                pct: if stored == 0 { 0.0 } else { round2(samples as f64 * 100.0 / stored as f64) },
+                name,
+                samples,
+            })
+            .collect();
+        CpuSection {
+            total_samples: counters.cpu_samples,
+            dropped_samples: counters.cpu_samples_dropped_map_full + counters.cpu_samples_dropped_ring_full,
+            frequency_hz,
+            unwinding,
+            stack_completeness_pct: round2(stack_completeness * 100.0),
+            user_stack_failures: counters.cpu_user_stack_failed + counters.cpu_user_stack_copy_failed,
+            ring_buffer_drops: counters.cpu_samples_dropped_ring_full,
+            kernel_stack_failures: counters.cpu_kernel_stack_failed,
+            hotspots: rows,
+            threads,
+        }
+    }
+}
+
+impl Report {
+    pub fn findings_of(&self, severity: Severity) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(move |f| f.severity == severity)
+    }
+}
