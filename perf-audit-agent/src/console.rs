@@ -105,7 +105,7 @@ pub fn summarize<'a>(tasks: impl Iterator<Item = &'a ConsoleTask>) -> ConsoleSum
             ("never-yielded", never, "busy for over a second in a single poll"),
         ] {
             if n > 0 {
-                summary.warnings.push(ConsoleWarning { kind, location: location.clone(), tasks: n, detail: detail.to_string() });
+                summary.warnings.push(ConsoleWarning { kind: kind.to_string(), location: location.clone(), tasks: n, detail: detail.to_string() });
             }
         }
         summary.locations.push(loc);
@@ -141,7 +141,7 @@ mod tests {
         let main = s.locations.iter().find(|l| l.location == "src/main.rs:10").unwrap();
         assert_eq!((main.tasks, main.live, main.polls), (2, 1, 150));
         assert!((main.mean_poll_us - 66.67).abs() < 0.01, "{}", main.mean_poll_us);
-        let kinds: Vec<(&str, &str)> = s.warnings.iter().map(|w| (w.kind, w.location.as_str())).collect();
+        let kinds: Vec<(&str, &str)> = s.warnings.iter().map(|w| (w.kind.as_str(), w.location.as_str())).collect();
         assert!(kinds.contains(&("self-wakes", "src/main.rs:10")));
         assert!(kinds.contains(&("never-yielded", "src/lib.rs:7")));
         assert!(kinds.contains(&("lost-waker", "src/lib.rs:9")));

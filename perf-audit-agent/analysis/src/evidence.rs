@@ -2,7 +2,8 @@
 //! counted in the kernel or read from the target.
 
 /// Sums of the per-CPU counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Counters {
     pub cpu_samples: u64,
     pub cpu_samples_dropped_map_full: u64,
@@ -26,7 +27,8 @@ pub struct Counters {
 
 /// Every mmap/munmap/brk call of the target, counted in the kernel (the
 /// totals of report.json `memory.mappings`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct MappingTotals {
     pub mmap_calls: u64,
     pub mmap_bytes: u64,
@@ -38,7 +40,8 @@ pub struct MappingTotals {
 }
 
 /// Sums of the per-CPU memory counters (every drop is one of these).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct MemCounters {
     pub alloc_calls: u64,
     pub free_calls: u64,

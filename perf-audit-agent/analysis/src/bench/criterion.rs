@@ -34,7 +34,7 @@ pub struct BenchmarkId {
 }
 
 /// What a benchmark's change means, given the threshold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum BenchVerdict {
     /// The whole confidence interval of the change is above +threshold.
@@ -44,6 +44,7 @@ pub enum BenchVerdict {
     /// The estimate is past the threshold, the interval is not.
     WithinNoise,
     /// Within the threshold.
+    #[default]
     NoChange,
     /// No previous run to compare with.
     FirstRun,
@@ -62,7 +63,8 @@ impl BenchVerdict {
 }
 
 /// One row of the benchmark table in report.json (`benchmarks`).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct BenchmarkRow {
     pub id: String,
     pub mean_ns: f64,

@@ -18,7 +18,8 @@
 use std::collections::BTreeMap;
 
 /// The owner's frame that issued a statement.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct CallSite {
     /// Async fn bodies named after their fn.
     pub function: String,
@@ -65,7 +66,8 @@ impl BurstRule {
 }
 
 /// An N+1 pattern at one call site.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct NPlusOne {
     pub query: String,
     pub call_site: CallSite,

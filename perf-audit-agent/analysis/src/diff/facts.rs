@@ -1,15 +1,16 @@
-//! What `diff` reads from one `report.json`: the comparable facts, pulled
-//! out of the JSON tolerantly.
+//! What `diff` reads from one `report.json`: the comparable facts.
 //!
 //! Reports grow sections over time (`baseline`, `memory`, `async`,
 //! `database`, `benchmarks`), and an old report must still diff against a
-//! new one, so this reads `serde_json::Value`s instead of deserializing the
-//! writer's structs: a missing section is simply absent, and the comparison
-//! covers what both sides have.
+//! new one. The file is read as the typed [`Report`] (every schema type
+//! defaults what is missing); a missing section is simply absent, and the
+//! comparison covers what both sides have.
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
+
+use crate::report::Report;
 
 /// Sections whose numbers are compared generically (their schema is owned
 /// by the profiles that write them).
@@ -78,80 +79,70 @@ impl FindingFacts {
 impl AuditFacts {
     /// Reads the facts of a parsed `report.json`; `None` when it is not a
     /// perf-audit report at all.
-    pub fn from_report(report: &Value) -> Option<AuditFacts> {
-        report.get("schema_version")?.as_u64()?;
-        let str_at = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
-        let baseline = report
-            .get("baseline")
-            .and_then(Value::as_object)
-            .map(|b| b.iter().filter_map(|(k, v)| Some((k.clone(), v.as_f64()?))).collect())
-            .unwrap_or_default();
-        let cpu = report.get("cpu").filter(|c| c.is_object()).map(|cpu| CpuFacts {
-            frequency_hz: cpu.get("frequency_hz").and_then(Value::as_f64).unwrap_or(0.0),
-            total_samples: cpu.get("total_samples").and_then(Value::as_u64).unwrap_or(0),
-            hotspots: array(cpu, "hotspots")
+    ///
+    /// The report is read as the typed [`Report`]: every schema type is
+    /// `#[serde(default)]`, so a section or field an older version did not
+    /// write is empty, and fields a newer version added are ignored. Only
+    /// the generic sections are flattened from the JSON itself, so that a
+    /// number is compared only when both files really have it.
+    pub fn from_report(json: &Value) -> Option<AuditFacts> {
+        json.get("schema_version")?.as_u64()?;
+        let report: Report = serde_json::from_value(json.clone()).ok()?;
+        let cpu = report.cpu.as_ref().map(|cpu| CpuFacts {
+            frequency_hz: cpu.frequency_hz as f64,
+            total_samples: cpu.total_samples,
+            hotspots: cpu
+                .hotspots
                 .iter()
-                .filter_map(|h| {
-                    Some(HotspotFacts {
-                        function: h.get("function")?.as_str()?.to_string(),
-                        self_samples: h.get("self_samples").and_then(Value::as_u64).unwrap_or(0),
-                        self_pct: h.get("self_pct").and_then(Value::as_f64).unwrap_or(0.0),
-                        total_pct: h.get("total_pct").and_then(Value::as_f64).unwrap_or(0.0),
-                    })
+                .filter(|h| !h.function.is_empty())
+                .map(|h| HotspotFacts {
+                    function: h.function.clone(),
+                    self_samples: h.self_samples,
+                    self_pct: h.self_pct,
+                    total_pct: h.total_pct,
                 })
                 .collect(),
         });
-        let benchmarks = array(report, "benchmarks")
+        let benchmarks = report
+            .benchmarks
             .iter()
-            .filter_map(|b| {
-                let mean = b.get("mean_ns")?.as_f64()?;
-                Some(BenchFacts {
-                    id: b.get("id")?.as_str()?.to_string(),
-                    mean_ns: mean,
-                    lower_ns: b.get("mean_lower_ns").and_then(Value::as_f64).unwrap_or(mean),
-                    upper_ns: b.get("mean_upper_ns").and_then(Value::as_f64).unwrap_or(mean),
-                })
-            })
+            .filter(|b| !b.id.is_empty())
+            .map(|b| BenchFacts { id: b.id.clone(), mean_ns: b.mean_ns, lower_ns: b.mean_lower_ns, upper_ns: b.mean_upper_ns })
             .collect();
         let mut sections = BTreeMap::new();
         for name in GENERIC_SECTIONS {
-            if let Some(section) = report.get(*name).filter(|s| s.is_object()) {
+            if let Some(section) = json.get(*name).filter(|s| s.is_object()) {
                 flatten(section, name, 0, &mut sections);
             }
         }
-        let findings = array(report, "findings")
+        let findings = report
+            .findings
             .iter()
-            .filter_map(|f| {
-                let location = match (f.get("file").and_then(Value::as_str), f.get("line").and_then(Value::as_u64)) {
+            .filter(|f| !f.rule.is_empty())
+            .map(|f| FindingFacts {
+                rule: f.rule.clone(),
+                function: f.function.clone(),
+                severity: format!("{:?}", f.severity),
+                title: f.title.clone(),
+                location: match (&f.file, f.line) {
                     (Some(file), Some(line)) => Some(format!("{file}:{line}")),
-                    (Some(file), None) => Some(file.to_string()),
+                    (Some(file), None) => Some(file.clone()),
                     _ => None,
-                };
-                Some(FindingFacts {
-                    rule: f.get("rule")?.as_str()?.to_string(),
-                    function: str_at(f, "function"),
-                    severity: str_at(f, "severity"),
-                    title: str_at(f, "title"),
-                    location,
-                })
+                },
             })
             .collect();
         Some(AuditFacts {
-            service: report.get("target").map(|t| str_at(t, "name")).unwrap_or_default(),
-            started_at: str_at(report, "started_at"),
-            duration_s: report.get("duration_s").and_then(Value::as_f64).unwrap_or(0.0),
-            rerun_command: str_at(report, "rerun_command"),
-            baseline,
+            service: report.target.name,
+            started_at: report.started_at,
+            duration_s: report.duration_s,
+            rerun_command: report.rerun_command,
+            baseline: report.baseline.measured().into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
             cpu,
             benchmarks,
             sections,
             findings,
         })
     }
-}
-
-fn array<'a>(v: &'a Value, key: &str) -> &'a [Value] {
-    v.get(key).and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
 }
 
 /// `memory.peak_bytes`, `database.queries[SELECT 1].mean_ms`: numbers of

@@ -106,7 +106,7 @@ impl Rule for AllocationChurn {
                     ),
                 };
                 Some(Finding {
-                    rule: self.id(),
+                    rule: self.id().to_string(),
                     severity,
                     category: Category::Memory,
                     title,

@@ -86,7 +86,7 @@ impl Rule for BlockingInAsync {
                     _ => "move the blocking call into tokio::task::spawn_blocking".to_string(),
                 };
                 Finding {
-                    rule: self.id(),
+                    rule: self.id().to_string(),
                     severity,
                     category: Category::Async,
                     title: format!("{} on a Tokio worker in `{}`", s.kind.describe(), s.function),

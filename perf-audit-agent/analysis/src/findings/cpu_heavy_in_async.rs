@@ -29,7 +29,7 @@ impl Rule for CpuHeavyInAsync {
                 let severity = if p.max_ms >= self.p0_max_ms { Severity::P0 } else { Severity::P1 };
                 let short = p.function.rsplit("::").next().unwrap_or(&p.function).to_string();
                 Finding {
-                    rule: self.id(),
+                    rule: self.id().to_string(),
                     severity,
                     category: Category::Async,
                     title: format!("`{}` runs on a Tokio worker for up to {:.0} ms without yielding", p.function, p.max_ms),

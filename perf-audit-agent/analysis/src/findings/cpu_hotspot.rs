@@ -135,7 +135,7 @@ impl Rule for CpuHotspot {
                     _ => String::new(),
                 };
                 Finding {
-                    rule: self.id(),
+                    rule: self.id().to_string(),
                     severity,
                     category: Category::Cpu,
                     title: format!("`{}` takes {:.1}% of CPU samples", h.function, h.self_pct),

@@ -55,7 +55,7 @@ impl Rule for MemoryLeak {
                     String::new()
                 };
                 Finding {
-                    rule: self.id(),
+                    rule: self.id().to_string(),
                     severity,
                     category: Category::Memory,
                     title: format!("`{}` leaks {}: its allocations are never freed", l.function, mib(l.bytes as f64)),

@@ -28,7 +28,7 @@ impl Rule for MissingIndex {
                     _ => String::new(),
                 };
                 Finding {
-                    rule: self.id(),
+                    rule: self.id().to_string(),
                     severity: Severity::P1,
                     category: Category::Database,
                     title: format!("Missing index on {} ({})", m.table, m.columns.join(", ")),

@@ -27,10 +27,11 @@ pub use cpu_hotspot::{
     CpuHotspot, classify as cpu_hotspot_kind, recommendation as cpu_hotspot_recommendation,
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize, Default)]
 pub enum Severity {
     P0,
     P1,
+    #[default]
     P2,
 }
 
@@ -65,40 +66,45 @@ impl Severity {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Category {
+    #[default]
     Cpu,
     Memory,
     Async,
     Database,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
 pub enum Level {
+    #[default]
     High,
     Medium,
     Low,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
 pub enum Complexity {
+    #[default]
     Easy,
     Medium,
     Hard,
 }
 
 /// A before/after code sketch for the finding's own function.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct CodeFix {
     pub before: String,
     pub after: String,
 }
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct Finding {
     /// Stable kebab-case id of the rule.
-    pub rule: &'static str,
+    pub rule: String,
     pub severity: Severity,
     pub category: Category,
     pub title: String,
@@ -122,7 +128,8 @@ pub struct Finding {
 }
 
 /// A few lines of the target's source code.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct SourceExcerpt {
     pub file: String,
     pub first_line: u32,

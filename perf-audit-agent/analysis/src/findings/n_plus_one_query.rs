@@ -26,7 +26,7 @@ impl Rule for NPlusOneQuery {
                     .and_then(|s| s.mean_ms);
                 let batched = batched_query(&n.query);
                 Finding {
-                    rule: self.id(),
+                    rule: self.id().to_string(),
                     severity: Severity::P0,
                     category: Category::Database,
                     title: format!("N+1 queries in `{}`", n.call_site.function),

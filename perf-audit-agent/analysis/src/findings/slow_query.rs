@@ -34,7 +34,7 @@ impl Rule for SlowQuery {
                 let site = s.call_sites.first();
                 let index = db.missing_indexes.iter().find(|m| m.query == s.query);
                 Some(Finding {
-                    rule: self.id(),
+                    rule: self.id().to_string(),
                     severity,
                     category: Category::Database,
                     title: format!("Slow query ({mean:.1} ms per call)"),

@@ -36,7 +36,7 @@ impl Rule for SyncLockContention {
                 let severity = Severity::from_share(s.worker_time_pct, self.p0_worker_pct, self.p1_worker_pct);
                 let via = s.via.as_deref().map(|v| format!(" in `{v}`")).unwrap_or_default();
                 Finding {
-                    rule: self.id(),
+                    rule: self.id().to_string(),
                     severity,
                     category: Category::Async,
                     title: format!("Tokio workers wait for a sync lock in `{}`", s.function),

@@ -107,7 +107,7 @@ impl Rule for UnboundedGrowth {
                 };
                 let evidence_tail = corroboration(section, &g.function);
                 Finding {
-                    rule: self.id(),
+                    rule: self.id().to_string(),
                     severity,
                     category: Category::Memory,
                     title: format!("Unbounded memory growth in `{}`: +{}/s", g.function, mib(g.slope_bytes_per_s)),

@@ -17,7 +17,7 @@ impl Rule for UnusedIndex {
         db.unused_indexes
             .iter()
             .map(|u| Finding {
-                rule: self.id(),
+                rule: self.id().to_string(),
                 severity: Severity::P2,
                 category: Category::Database,
                 title: format!("Unused index {}", u.index),

@@ -38,7 +38,8 @@ pub const GROWTH_MIN_RISE: f64 = 256.0 * 1024.0;
 pub const GROWTH_MIN_POINTS: usize = 4;
 
 /// One row of the top allocators table (report.json `top_allocators`).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct AllocatorRow {
     pub function: String,
     pub file: Option<String>,
@@ -60,7 +61,8 @@ pub struct AllocatorRow {
 }
 
 /// A site whose allocations are not freed (report.json `leak_candidates`).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct LeakRow {
     pub function: String,
     pub file: Option<String>,
@@ -85,7 +87,8 @@ pub struct LeakRow {
 }
 
 /// A function whose live bytes rise steadily (report.json `growth`).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct GrowthRow {
     pub function: String,
     pub file: Option<String>,
@@ -106,7 +109,8 @@ pub struct GrowthRow {
 }
 
 /// A straight-line fit.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct Fit {
     pub slope: f64,
     pub intercept: f64,

@@ -225,7 +225,8 @@ pub fn complete_stack(frames: Vec<u64>, site: Option<&Vec<u64>>, is_code: impl F
 }
 
 /// One RSS reading (`/proc/PID/smaps_rollup`, `[heap]` from the maps).
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct RssPoint {
     pub t_s: f64,
     pub rss_bytes: u64,
@@ -262,7 +263,8 @@ pub fn push_rss(series: &mut Vec<RssPoint>, point: RssPoint) {
 }
 
 /// One row of `memory.page_faults.top_sites`.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct FaultRow {
     pub function: String,
     pub file: Option<String>,
@@ -280,7 +282,8 @@ pub struct FaultRow {
 }
 
 /// report.json `memory.page_faults`.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct PageFaultSection {
     pub sampling_period: u64,
     pub sampling: String,
@@ -301,7 +304,8 @@ pub struct PageFaultSection {
 }
 
 /// One row of `memory.mappings.sites`.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct MappingRow {
     pub function: String,
     pub file: Option<String>,
@@ -318,7 +322,8 @@ pub struct MappingRow {
 }
 
 /// report.json `memory.mappings`: every call counted, stacks for large ones.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct MappingSection {
     pub stack_threshold_bytes: u64,
     #[serde(flatten)]
@@ -331,7 +336,8 @@ pub struct MappingSection {
 }
 
 /// report.json `memory.rss_series`.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct RssSeries {
     pub interval_ms: u64,
     pub points: Vec<RssPoint>,

@@ -23,10 +23,11 @@ pub const DEFAULT_WINDOW: Duration = Duration::from_millis(100);
 pub const DEFAULT_PERIOD: Duration = Duration::from_millis(5000);
 
 /// `--memory` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum MemoryMode {
     /// Duty-cycled allocator probes (2% of the time), estimates scaled up.
+    #[default]
     Default,
     /// Allocator probes for the whole audit: every call counted.
     Precise,

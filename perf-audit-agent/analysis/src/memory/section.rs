@@ -8,7 +8,8 @@ use super::{
 use super::faults::{MappingSection, PageFaultSection, RssSeries};
 use crate::evidence::MemCounters;
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct MemorySection {
     /// `VmHWM`: the largest resident set the process has had.
     pub peak_rss_bytes: u64,
@@ -76,7 +77,8 @@ pub struct GrowthSections {
 /// The probes' cost, measured on the target: probe hits run in its context
 /// and are charged to its kernel (system) time, so the cost is its kernel
 /// time during the collection beyond its rate once every probe was gone.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct ProbeCost {
     /// The target's kernel CPU seconds during the collection.
     pub kernel_s_during: f64,
@@ -130,7 +132,8 @@ impl ProbeCost {
     }
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct ProbeRow {
     pub symbol: String,
     pub offset: u64,
@@ -140,7 +143,8 @@ pub struct ProbeRow {
     pub uretprobe: bool,
 }
 
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Dropped {
     pub live_map_full: u64,
     pub site_map_full: u64,

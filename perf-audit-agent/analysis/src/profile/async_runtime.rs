@@ -10,13 +10,14 @@ use super::{CpuProfile, Frame, Origin, StackSample, round2};
 use crate::syscalls::{self, Waits};
 
 /// A thread's part in a Tokio runtime, from its stacks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum ThreadRole {
     /// Polls tasks: must never block.
     Worker,
     /// `spawn_blocking` / `tokio::fs` threads: blocking is their job.
     BlockingPool,
+    #[default]
     Other,
 }
 
@@ -44,7 +45,7 @@ pub struct TimedSample {
 }
 
 /// What blocked a worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum BlockingKind {
     /// std::fs or file syscalls.
@@ -58,6 +59,7 @@ pub enum BlockingKind {
     /// A std::sync::Mutex/RwLock/Condvar or parking_lot wait (futex).
     SyncLock,
     /// Another blocking wait.
+    #[default]
     Other,
 }
 
@@ -75,7 +77,8 @@ impl BlockingKind {
 }
 
 /// A place in the owner's code where workers blocked.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct BlockingSite {
     pub function: String,
     pub file: Option<String>,
@@ -94,7 +97,8 @@ pub struct BlockingSite {
     pub on_cpu_samples: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct LongPoll {
     pub function: String,
     pub file: Option<String>,
@@ -105,7 +109,8 @@ pub struct LongPoll {
     pub occurrences: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct TaskRow {
     /// The outermost frame of the owner's code in the poll: the task's
     /// future (an axum handler's async fn, a spawned task's fn).
@@ -116,7 +121,8 @@ pub struct TaskRow {
     pub blocking_intervals: u64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct WorkersSummary {
     pub workers: usize,
     pub blocking_pool_threads: usize,
@@ -130,7 +136,8 @@ pub struct WorkersSummary {
     pub runqueue_pct: f64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct AsyncAnalysis {
     pub workers: WorkersSummary,
     pub blocking: Vec<BlockingSite>,

@@ -12,7 +12,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use super::{CpuProfile, Origin};
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct Hotspot {
     pub function: String,
     pub file: Option<String>,

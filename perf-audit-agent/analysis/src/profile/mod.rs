@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 /// Where a frame's code comes from; decides whether a hotspot may be
 /// attributed to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Origin {
     /// The target's own crates: hotspots and findings name these.
@@ -21,11 +21,13 @@ pub enum Origin {
     /// The kernel.
     Kernel,
     /// An address no symbol covers.
+    #[default]
     Unknown,
 }
 
 /// One frame of a symbolized stack. Inlined calls are frames of their own.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct Frame {
     /// Demangled name without the hash suffix; `[module]` when unknown.
     pub function: String,

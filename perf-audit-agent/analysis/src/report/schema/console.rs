@@ -1,6 +1,7 @@
 //! tokio-console's view of the target (`async.console.summary`).
 
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct SpawnLocation {
     pub location: String,
     pub tasks: u64,
@@ -11,16 +12,18 @@ pub struct SpawnLocation {
     pub mean_poll_us: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct ConsoleWarning {
     /// `self-wakes`, `lost-waker` or `never-yielded`.
-    pub kind: &'static str,
+    pub kind: String,
     pub location: String,
     pub tasks: u64,
     pub detail: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct ConsoleSummary {
     pub tasks_seen: u64,
     pub live_tasks: u64,

@@ -3,7 +3,8 @@
 use crate::database::analysis::NPlusOne;
 
 /// `report.json`'s `database` section.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct DatabaseSection {
     /// The URL used, password masked; `None` when none was found.
     pub connection: Option<String>,
@@ -29,7 +30,8 @@ pub struct DatabaseSection {
     pub wire: WireSummary,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct StatementRow {
     pub query: String,
     /// Calls during the audit.
@@ -48,7 +50,8 @@ pub struct StatementRow {
     pub recommendation: String,
 }
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct CallSiteRow {
     pub function: String,
     pub file: Option<String>,
@@ -57,7 +60,8 @@ pub struct CallSiteRow {
     pub executions: u64,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct TableRow {
     pub schema: String,
     pub table: String,
@@ -69,7 +73,8 @@ pub struct TableRow {
     pub idx_rows_fetched: i64,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct IndexRow {
     pub schema: String,
     pub table: String,
@@ -81,7 +86,8 @@ pub struct IndexRow {
     pub definition: String,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct MissingIndex {
     pub schema: String,
     pub table: String,
@@ -100,7 +106,8 @@ pub struct MissingIndex {
     pub call_sites: Vec<CallSiteRow>,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct UnusedIndex {
     pub schema: String,
     pub table: String,
@@ -111,7 +118,8 @@ pub struct UnusedIndex {
     pub drop_sql: String,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct DuplicateIndex {
     pub table: String,
     pub index: String,
@@ -120,7 +128,8 @@ pub struct DuplicateIndex {
     pub drop_sql: String,
 }
 
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct WireSummary {
     /// Whether the target's writes to the database were traced.
     pub traced: bool,

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 /// Latency percentiles, in milliseconds (microsecond resolution).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct LatencySummary {
     /// Number of latencies recorded (responses received).
     pub count: u64,
@@ -18,7 +19,8 @@ pub struct LatencySummary {
 }
 
 /// Per-endpoint counts and latencies.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct EndpointStats {
     pub method: String,
     pub url: String,
@@ -43,7 +45,8 @@ pub struct EndpointStats {
 /// What a run measured. Every request planned in the window is accounted
 /// for: `planned = sent + unsent` and
 /// `sent = completed + transport_errors + unfinished`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct LoadResult {
     pub target_rps: u32,
     /// The window that was asked for.

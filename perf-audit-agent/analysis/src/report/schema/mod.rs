@@ -25,10 +25,11 @@ use crate::{findings::Finding, profile::Origin};
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// Why collection stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum EndReason {
     /// The planned duration elapsed.
+    #[default]
     Duration,
     /// The user pressed Ctrl-C.
     Interrupted,
@@ -36,7 +37,8 @@ pub enum EndReason {
     TargetExited,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct Report {
     pub schema_version: u32,
     pub target: TargetInfo,
@@ -77,7 +79,8 @@ pub struct Report {
 
 /// The seed's "Baseline metrics": load results when the audit drove load,
 /// and the target's resource use from /proc in every case.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Baseline {
     /// Achieved requests per second of the audit's load (None without load).
     pub rps: Option<f64>,
@@ -96,7 +99,30 @@ pub struct Baseline {
     pub load: Option<LoadResult>,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+impl Baseline {
+    /// The numbers `diff` compares, by their report.json name; those not
+    /// measured are left out (an RSS or CPU of exactly 0 is "not read":
+    /// a live process always has pages, and a ratio against 0 means nothing).
+    pub fn measured(&self) -> Vec<(&'static str, f64)> {
+        let positive = |x: f64| (x > 0.0).then_some(x);
+        [
+            ("rps", self.rps),
+            ("p50_ms", self.p50_ms),
+            ("p99_ms", self.p99_ms),
+            ("p999_ms", self.p999_ms),
+            ("errors", self.errors.map(|e| e as f64)),
+            ("rss_bytes", positive(self.rss_bytes as f64)),
+            ("peak_rss_bytes", positive(self.peak_rss_bytes as f64)),
+            ("cpu_cores", positive(self.cpu_cores)),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v?)))
+        .collect()
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct AsyncSection {
     #[serde(flatten)]
     pub analysis: crate::profile::async_runtime::AsyncAnalysis,
@@ -105,7 +131,8 @@ pub struct AsyncSection {
 }
 
 /// tokio-console (console-subscriber) status of the target.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct ConsoleInfo {
     pub address: String,
     /// Something accepted a TCP connection at the address.
@@ -115,7 +142,8 @@ pub struct ConsoleInfo {
     pub summary: Option<ConsoleSummary>,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct OffCpuSection {
     /// Blocking intervals at least this long were captured with stacks.
     pub capture_threshold_ms: f64,
@@ -131,7 +159,8 @@ pub struct OffCpuSection {
     pub top: Vec<OffCpuRow>,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct OffCpuThreadRow {
     pub tid: u32,
     pub name: String,
@@ -142,7 +171,8 @@ pub struct OffCpuThreadRow {
     pub max_run_ms: f64,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct OffCpuRow {
     pub function: String,
     pub file: Option<String>,
@@ -153,13 +183,15 @@ pub struct OffCpuRow {
     pub blocked_ms: f64,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct KernelInfo {
     pub release: String,
     pub btf: bool,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct CpuSection {
     /// Samples that hit the target's threads.
     pub total_samples: u64,
@@ -182,7 +214,8 @@ pub struct CpuSection {
 }
 
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct HotspotRow {
     pub function: String,
     pub self_pct: f64,
@@ -196,7 +229,8 @@ pub struct HotspotRow {
     pub recommendation: String,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct ThreadRow {
     pub name: String,
     pub samples: u64,
@@ -204,10 +238,11 @@ pub struct ThreadRow {
 }
 
 /// How user stacks are captured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum UnwindMode {
     /// The kernel walks frame pointers (`bpf_get_stackid`).
+    #[default]
     FramePointer,
     /// The kernel copies registers and the stack; the agent unwinds with
     /// the binaries' `.eh_frame` (no frame pointers needed).
