@@ -9,31 +9,25 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
+use perf_audit_analysis::audit::{AsyncEvidence, AuditEvidence, build_report, render_outputs};
+
 use crate::{
     cli::{Profile, UnwindChoice},
     database::DatabaseCollector,
     error::{Error, Result},
-    findings::{self, CpuEvidence, Evidence},
     kernel::{self, Filter, KernelSession, UnwindMode, stack_copy::StackCopyCollector},
-    plan::{AuditPlan, TargetSpec},
     load::{self, LoadPlan, LoadResult},
+    plan::{AuditPlan, TargetSpec},
     postgres::private::PrivatePostgres,
     profile::{
         CpuProfile,
-        async_runtime::{self, AsyncInputs, ThreadTime, TimedSample},
-        hotspots::hotspots,
+        async_runtime::{ThreadTime, TimedSample},
     },
-    render,
-    report::{
-        AsyncSection, Baseline, ConsoleInfo, CpuSection, EndReason, KernelInfo, OffCpuSection,
-        Report, alerts, html, markdown,
-    },
+    report::{EndReason, KernelInfo, Report},
     symbolize::StackSymbolizer,
     target::{self, Launched, MapsSnapshot, TargetInfo},
 };
 
-/// Rows of the hotspot table.
-const HOTSPOT_ROWS: usize = 15;
 /// How often the target's liveness and memory maps are checked.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 const MAPS_REFRESH: Duration = Duration::from_secs(1);
@@ -208,152 +202,56 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
 
     eprintln!("perf-audit: symbolizing {} distinct stacks", raw.len() + offcpu_raw.len());
     let symbolizer = StackSymbolizer::new();
-    let profile = symbolizer.cpu_profile(&raw, &collected.maps, Path::new(&info.exe));
-    let offcpu_profile = symbolizer.cpu_profile(&offcpu_raw, &collected.maps, Path::new(&info.exe));
-    let async_analysis = wants_async.then(|| {
-        let threads = thread_times(pid, &sched_totals, &profile, &offcpu_profile);
-        let samples: Vec<TimedSample> = records
-            .iter()
-            .map(|r| TimedSample { tid: r.tid, ts_ns: r.ts_ns, oncpu_run_ns: r.oncpu_run_ns, stack: r.stack })
-            .collect();
-        let analysis = async_runtime::analyze(&AsyncInputs {
-            cpu: &profile,
-            offcpu: &offcpu_profile,
-            threads: &threads,
-            samples: &samples,
-            long_poll_threshold_ns: plan.long_poll.as_nanos() as u64,
-        });
-        (analysis, threads)
+    let exe = Path::new(&info.exe);
+    let profile = symbolizer.cpu_profile(&raw, &collected.maps, exe);
+    let async_runtime = wants_async.then(|| {
+        let offcpu = symbolizer.cpu_profile(&offcpu_raw, &collected.maps, exe);
+        AsyncEvidence {
+            threads: thread_times(pid, &sched_totals, &profile, &offcpu),
+            offcpu,
+            samples: records
+                .iter()
+                .map(|r| TimedSample { tid: r.tid, ts_ns: r.ts_ns, oncpu_run_ns: r.oncpu_run_ns, stack: r.stack })
+                .collect(),
+            long_poll: plan.long_poll,
+            offcpu_min: plan.offcpu_min,
+            console_address: plan.console.clone(),
+            console,
+        }
     });
-    let (memory_section, memory_folded) = memory_raw
-        .as_ref()
-        .map(|raw| crate::memory::build_section(raw, &symbolizer, Path::new(&info.exe)))
-        .unzip();
-    let hotspots = hotspots(&profile);
-    let mut threads: std::collections::BTreeMap<String, u64> = Default::default();
-    for stack in &profile.stacks {
-        *threads.entry(stack.thread.clone()).or_default() += stack.count;
-    }
-    let mut threads: Vec<(String, u64)> = threads.into_iter().collect();
-    threads.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-
-    let evidence = Evidence {
-        cpu: plan
-            .profiles
-            .contains(&Profile::Cpu)
-            .then(|| CpuEvidence { profile: &profile, hotspots: &hotspots, total_samples: profile.total_samples() }),
-        async_runtime: async_analysis.as_ref().map(|(a, _)| a),
-        database: database.as_ref(),
-        memory: memory_section.as_ref().map(|section| findings::MemoryEvidence { section }),
-    };
-    let mut findings = findings::evaluate(&evidence);
-    for finding in &mut findings {
-        finding.source = source_excerpt(finding.file.as_deref(), finding.line);
-    }
-
-    let duration_s = collected.elapsed.as_secs_f64();
-    let cpu_cores = match (cpu_start, cpu_end) {
-        (Some(a), Some(b)) if duration_s > 0.0 => ((b - a) / duration_s).max(0.0),
-        _ => 0.0,
-    };
-    let baseline = Baseline {
-        rps: load_result.as_ref().map(|r| crate::report::round2(r.achieved_rps)),
-        p50_ms: load_result.as_ref().map(|r| r.latency.p50_ms),
-        p99_ms: load_result.as_ref().map(|r| r.latency.p99_ms),
-        p999_ms: load_result.as_ref().map(|r| r.latency.p999_ms),
-        errors: load_result.as_ref().map(LoadResult::errors),
-        rss_bytes: collected.last_rss,
-        peak_rss_bytes: collected.peak_rss,
-        cpu_cores: crate::report::round2(cpu_cores),
-        load: load_result,
-    };
-    let report = Report {
-        schema_version: crate::report::SCHEMA_VERSION,
+    let memory = memory_raw.as_ref().map(|raw| crate::memory::build_section(raw, &symbolizer, exe));
+    let evidence = AuditEvidence {
         target: info.clone(),
         profile: plan.requested_profile.as_str().to_string(),
-        duration_s: crate::report::round2(duration_s),
-        planned_duration_s: plan.duration.as_secs_f64(),
-        started_at: humantime::format_rfc3339_seconds(started_at).to_string(),
-        end_reason: collected.end_reason,
-        partial: collected.end_reason != EndReason::Duration,
         unavailable_profiles: plan.unavailable.iter().map(|p| p.as_str().to_string()).collect(),
+        started_at: humantime::format_rfc3339_seconds(started_at).to_string(),
+        duration: collected.elapsed,
+        planned_duration: plan.duration,
+        end_reason: collected.end_reason,
         kernel: KernelInfo { release: support.release.clone(), btf: support.btf },
-        baseline,
-        async_runtime: async_analysis.as_ref().map(|(analysis, _)| AsyncSection {
-            analysis: analysis.clone(),
-            long_poll_threshold_ms: plan.long_poll.as_secs_f64() * 1000.0,
-            console: console_info(&plan.console, console.clone()),
-        }),
-        offcpu: async_analysis.as_ref().map(|(_, threads)| {
-            OffCpuSection::build(&offcpu_profile, threads, &counters, plan.offcpu_min, &async_analysis.as_ref().expect("some").0)
-        }),
-        cpu: plan.profiles.contains(&Profile::Cpu).then(|| CpuSection::build(
-            &counters,
-            unwind,
-            profile.complete_share(),
-            plan.frequency_hz,
-            &hotspots,
-            threads,
-            HOTSPOT_ROWS,
-        )),
+        counters,
+        cpu: profile,
+        cpu_section: plan.profiles.contains(&Profile::Cpu),
+        unwinding: unwind,
+        frequency_hz: plan.frequency_hz,
+        async_runtime,
         database,
-        memory: memory_section,
-        findings,
-        rerun_command: rerun_command(&plan, &info),
+        memory,
+        load: load_result,
+        last_rss_bytes: collected.last_rss,
+        peak_rss_bytes: collected.peak_rss,
+        cpu_seconds: cpu_start.zip(cpu_end).map(|(a, b)| b - a),
         benchmarks: crate::bench::run_if_asked(plan.bench.as_ref(), &info.exe)?,
+        rerun_command: rerun_command(&plan, &info),
+        bench: plan.bench.is_some(),
     };
-
-    let folded = profile.folded_lines();
-    let svg = render::flamegraph_svg(
-        &format!("CPU: {} (pid {pid})", info.name),
-        &format!("{} samples at {} Hz over {:.1} s", counters.cpu_samples, plan.frequency_hz, duration_s),
-        "samples",
-        &folded,
-    )?;
-    write(&out_dir.join("stacks.folded"), folded_text(&folded).as_bytes())?;
-    write(&out_dir.join("flamegraph.svg"), &svg)?;
-    let offcpu_svg = if wants_async {
-        let folded = offcpu_profile.folded_lines();
-        let svg = render::flamegraph_svg(
-            &format!("Off-CPU: {} (pid {pid})", info.name),
-            &format!("time blocked, in microseconds; intervals of {} or more", humantime::format_duration(plan.offcpu_min)),
-            "us",
-            &folded,
-        )?;
-        write(&out_dir.join("offcpu.folded"), folded_text(&folded).as_bytes())?;
-        write(&out_dir.join("offcpu.svg"), &svg)?;
-        Some(svg)
-    } else {
-        None
-    };
-    let json = serde_json::to_vec_pretty(&report).map_err(|e| Error::internal(format!("report.json: {e}")))?;
-    write(&out_dir.join("report.json"), &json)?;
-    let md = markdown::render(&report);
-    write(&out_dir.join("report.md"), md.as_bytes())?;
-    write(&out_dir.join("alerts.yml"), alerts::render(&report).as_bytes())?;
-    let memory_svg = match (&memory_folded, &report.memory) {
-        (Some(folded), Some(m)) => {
-            let svg = render::flamegraph_svg(
-                &format!("Memory: {} (pid {pid})", info.name),
-                &format!("bytes allocated per stack, {} mode ({:.1}% of the time probed)", m.mode, m.probed_time_pct),
-                "bytes",
-                folded,
-            )?;
-            write(&out_dir.join("memory.svg"), &svg)?;
-            Some(svg)
-        }
-        _ => None,
-    };
-    let mut embedded = vec![html::Embedded { title: "CPU flamegraph (flamegraph.svg)", svg: &svg }];
-    if let Some(svg) = &offcpu_svg {
-        embedded.push(html::Embedded { title: "Off-CPU flamegraph (offcpu.svg)", svg });
+    let mut report = build_report(&evidence);
+    for finding in &mut report.findings {
+        finding.source = source_excerpt(finding.file.as_deref(), finding.line);
     }
-    if let Some(svg) = &memory_svg {
-        embedded.push(html::Embedded { title: "Memory flamegraph (memory.svg)", svg });
+    for file in render_outputs(&report, &evidence)? {
+        write(&out_dir.join(file.name), &file.bytes)?;
     }
-    let page = html::render(&format!("Performance Audit: {}", report.target.name), &md, &embedded);
-    write(&out_dir.join("report.html"), page.as_bytes())?;
-    write(&out_dir.join("perf-audit-ci.yml"), crate::ci_workflow::render(&report, plan.bench.is_some()).as_bytes())?;
     Ok(AuditOutput { out_dir, report })
 }
 
@@ -453,14 +351,6 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     fs::write(path, bytes).map_err(|e| Error::output(path, e))
 }
 
-fn folded_text(lines: &[String]) -> String {
-    let mut text = lines.join("\n");
-    if !text.is_empty() {
-        text.push('\n');
-    }
-    text
-}
-
 fn launched_name(spec: &TargetSpec) -> String {
     match spec {
         TargetSpec::Launch { program, .. } => {
@@ -503,32 +393,6 @@ fn console_listening(addr: &str) -> bool {
         .ok()
         .map(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_millis(300)).is_ok())
         .unwrap_or(false)
-}
-
-/// The report's console entry: what was read, or how to enable it.
-fn console_info(addr: &str, read: Option<std::result::Result<crate::console::ConsoleSummary, String>>) -> ConsoleInfo {
-    let (listening, summary, note) = match read {
-        Some(Ok(summary)) => (
-            true,
-            Some(summary.clone()),
-            format!(
-                "read from console-subscriber at {addr}: {} tasks seen ({} live), {} spawn locations, {} warnings",
-                summary.tasks_seen,
-                summary.live_tasks,
-                summary.locations.len(),
-                summary.warnings.len()
-            ),
-        ),
-        Some(Err(e)) => (true, None, format!("{e}: the task breakdown comes from eBPF samples only")),
-        None => (
-            false,
-            None,
-            format!(
-                "not running at {addr}. For task counts, spawn locations, poll durations and its self-wake / lost-waker warnings, add `console-subscriber` to the service (`console_subscriber::init()` in main, built with `RUSTFLAGS=\"--cfg tokio_unstable\"`), then re-run with `--console {addr}`"
-            ),
-        ),
-    };
-    ConsoleInfo { address: addr.to_string(), listening, note, summary }
 }
 
 /// Waits until every host the load targets accepts TCP connections (a

@@ -21,6 +21,7 @@
 //! (`tests/tests/architecture.rs` checks both). Every analysis is testable
 //! with hand-built evidence.
 
+pub mod audit;
 pub mod bench;
 pub mod database;
 pub mod diff;
