@@ -5,6 +5,7 @@
 //! invariants (the profile model does no I/O; renderers are deterministic;
 //! only orchestration is async).
 
+pub mod allocator;
 pub mod bench;
 pub mod cli;
 pub mod console;
