@@ -26,7 +26,7 @@ pub mod stats;
 pub mod url;
 
 pub use perf_audit_analysis::{
-    database::{advice, analysis, wire},
+    database::{advice, analysis, section, wire},
     report::schema::{
         CallSiteRow, DatabaseSection, DuplicateIndex, IndexRow, MissingIndex, StatementRow, TableRow, UnusedIndex, WireSummary,
     },
@@ -37,7 +37,7 @@ use std::{
     time::Instant,
 };
 
-use analysis::{BurstRule, CallSite, Execution, NPlusOne};
+use analysis::{BurstRule, CallSite, Execution};
 use stats::{Db, IndexStat, StatementStat, TableStat};
 use url::UrlSource;
 
@@ -61,10 +61,6 @@ const MAX_STACKS: usize = 20_000;
 const FD_REFRESH: std::time::Duration = std::time::Duration::from_millis(50);
 /// Statements explained for missing indexes (heaviest first).
 const EXPLAINED_STATEMENTS: usize = 5;
-/// Tables smaller than this are scanned faster than through an index.
-const MIN_TABLE_ROWS: i64 = 10_000;
-/// Rows of the statements table.
-const STATEMENT_ROWS: usize = 20;
 
 /// One statement seen on the wire: (ts, tid, fd, normalised sql, stack index).
 type WireExecution = (u64, u32, u32, Option<String>, Option<usize>);
@@ -276,45 +272,23 @@ impl DatabaseCollector {
             None => None,
         };
         let end_statements = end.as_ref().and_then(|e| e.0.clone());
-        section.statements = statement_rows(self.start_statements.as_ref(), end_statements.as_ref(), &executions, &sites);
+        section.statements = section::statement_rows(self.start_statements.as_ref(), end_statements.as_ref(), &executions, &sites);
         if let Some((_, tables, indexes)) = &end {
-            section.tables = table_rows(&self.start_tables, tables);
-            section.indexes = index_rows(&self.start_indexes, indexes);
-            section.unused_indexes = advice::unused(indexes)
-                .into_iter()
-                .map(|i| UnusedIndex {
-                    schema: i.schema.clone(),
-                    table: i.table.clone(),
-                    index: i.index.clone(),
-                    size_bytes: i.size_bytes,
-                    definition: i.definition.clone(),
-                    drop_sql: format!("DROP INDEX CONCURRENTLY {};", qualified(&i.schema, &i.index)),
-                })
-                .collect();
-            section.duplicate_indexes = advice::duplicates(indexes)
-                .into_iter()
-                .map(|(a, b)| DuplicateIndex {
-                    table: a.table.clone(),
-                    index: a.index.clone(),
-                    duplicate_of: b.index.clone(),
-                    size_bytes: a.size_bytes,
-                    drop_sql: format!("DROP INDEX CONCURRENTLY {};", qualified(&a.schema, &a.index)),
-                })
-                .collect();
+            section.tables = section::table_rows(&self.start_tables, tables);
+            section.indexes = section::index_rows(&self.start_indexes, indexes);
+            section.unused_indexes = section::unused_index_rows(indexes);
+            section.duplicate_indexes = section::duplicate_index_rows(indexes);
             if let Some(db) = self.db.as_mut() {
                 section.missing_indexes = missing_indexes(db, &section.statements, tables, indexes).await;
             }
         }
         for row in &mut section.statements {
-            row.recommendation = recommendation(row, &section.n_plus_one, &section.missing_indexes);
+            row.recommendation = section::recommendation(row, &section.n_plus_one, &section.missing_indexes);
         }
         section
     }
 }
 
-fn qualified(schema: &str, name: &str) -> String {
-    if schema == "public" { name.to_string() } else { format!("{schema}.{name}") }
-}
 
 async fn trace_wire(
     mut fds: DbFdSet,
@@ -384,133 +358,10 @@ fn symbolize_capture(pid: u32, capture: WireCapture, summary: &mut WireSummary) 
     executions
 }
 
-fn site_rows(sites: &[(CallSite, u64)]) -> Vec<CallSiteRow> {
-    sites
-        .iter()
-        .take(5)
-        .map(|(s, n)| CallSiteRow { function: s.function.clone(), file: s.file.clone(), line: s.line, executions: *n })
-        .collect()
-}
 
-/// Call sites of a statement: exact text, or a wire text that is a prefix
-/// of it (long statements are captured truncated).
-fn sites_for(query: &str, sites: &std::collections::BTreeMap<String, Vec<(CallSite, u64)>>) -> Vec<CallSiteRow> {
-    let query = analysis::normalize_sql(query);
-    if let Some(s) = sites.get(&query) {
-        return site_rows(s);
-    }
-    let mut merged: Vec<(CallSite, u64)> = Vec::new();
-    for (sql, s) in sites {
-        if sql.len() >= 32 && query.starts_with(sql.as_str()) {
-            merged.extend(s.iter().cloned());
-        }
-    }
-    merged.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    site_rows(&merged)
-}
 
-fn statement_rows(
-    start: Option<&HashMap<i64, StatementStat>>,
-    end: Option<&HashMap<i64, StatementStat>>,
-    executions: &[Execution],
-    sites: &std::collections::BTreeMap<String, Vec<(CallSite, u64)>>,
-) -> Vec<StatementRow> {
-    let mut rows = Vec::new();
-    if let (Some(start), Some(end)) = (start, end) {
-        let mut total_all = 0.0;
-        for (id, e) in end {
-            let s = start.get(id);
-            let calls = e.calls - s.map_or(0, |s| s.calls);
-            if calls <= 0 {
-                continue;
-            }
-            let total = e.total_ms - s.map_or(0.0, |s| s.total_ms);
-            total_all += total.max(0.0);
-            rows.push(StatementRow {
-                query: e.query.clone(),
-                calls,
-                total_ms: Some(crate::report::round2(total)),
-                mean_ms: Some(crate::report::round2(total / calls as f64)),
-                max_ms: Some(crate::report::round2(e.max_ms)),
-                max_since_reset: s.is_some(),
-                rows: Some(e.rows - s.map_or(0, |s| s.rows)),
-                time_pct: None,
-                call_sites: sites_for(&e.query, sites),
-                recommendation: String::new(),
-            });
-        }
-        for r in &mut rows {
-            r.time_pct = r.total_ms.map(|t| if total_all > 0.0 { crate::report::round2(t * 100.0 / total_all) } else { 0.0 });
-        }
-        rows.sort_by(|a, b| b.total_ms.partial_cmp(&a.total_ms).unwrap_or(std::cmp::Ordering::Equal).then(a.query.cmp(&b.query)));
-    } else {
-        // No statistics: the wire's own counts.
-        let mut counts: std::collections::BTreeMap<&str, i64> = Default::default();
-        for e in executions {
-            if let Some(sql) = &e.sql {
-                *counts.entry(sql).or_default() += 1;
-            }
-        }
-        for (sql, calls) in counts {
-            rows.push(StatementRow {
-                query: sql.to_string(),
-                calls,
-                total_ms: None,
-                mean_ms: None,
-                max_ms: None,
-                max_since_reset: false,
-                rows: None,
-                time_pct: None,
-                call_sites: sites_for(sql, sites),
-                recommendation: String::new(),
-            });
-        }
-        rows.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.query.cmp(&b.query)));
-    }
-    rows.truncate(STATEMENT_ROWS);
-    rows
-}
 
-fn table_rows(start: &[TableStat], end: &[TableStat]) -> Vec<TableRow> {
-    let mut rows: Vec<TableRow> = end
-        .iter()
-        .map(|e| {
-            let s = start.iter().find(|s| s.schema == e.schema && s.table == e.table);
-            let d = |f: fn(&TableStat) -> i64| f(e) - s.map_or(0, f);
-            TableRow {
-                schema: e.schema.clone(),
-                table: e.table.clone(),
-                rows: e.live_rows,
-                seq_scans: d(|t| t.seq_scan),
-                seq_rows_read: d(|t| t.seq_tup_read),
-                idx_scans: d(|t| t.idx_scan),
-                idx_rows_fetched: d(|t| t.idx_tup_fetch),
-            }
-        })
-        .collect();
-    rows.sort_by(|a, b| b.seq_rows_read.cmp(&a.seq_rows_read).then(a.table.cmp(&b.table)));
-    rows
-}
 
-fn index_rows(start: &[IndexStat], end: &[IndexStat]) -> Vec<IndexRow> {
-    let mut rows: Vec<IndexRow> = end
-        .iter()
-        .map(|e| {
-            let before = start.iter().find(|s| s.schema == e.schema && s.index == e.index).map_or(0, |s| s.idx_scan);
-            IndexRow {
-                schema: e.schema.clone(),
-                table: e.table.clone(),
-                index: e.index.clone(),
-                scans: e.idx_scan - before,
-                scans_total: e.idx_scan,
-                size_bytes: e.size_bytes,
-                definition: e.definition.clone(),
-            }
-        })
-        .collect();
-    rows.sort_by(|a, b| a.table.cmp(&b.table).then(a.index.cmp(&b.index)));
-    rows
-}
 
 /// Explains the heaviest read statements and proposes an index for each
 /// filtered sequential scan of a large table that no index covers.
@@ -526,7 +377,7 @@ async fn missing_indexes(db: &mut Db, statements: &[StatementRow], tables: &[Tab
         for scan in advice::seq_scans(&plan) {
             let rows = tables.iter().find(|t| t.schema == scan.schema && t.table == scan.table).map_or(0, |t| t.live_rows);
             let columns = scan.index_columns();
-            if rows < MIN_TABLE_ROWS || columns.is_empty() {
+            if rows < section::MIN_TABLE_ROWS || columns.is_empty() {
                 continue;
             }
             let key = (scan.schema.clone(), scan.table.clone());
@@ -573,19 +424,3 @@ async fn missing_indexes(db: &mut Db, statements: &[StatementRow], tables: &[Tab
     out
 }
 
-fn recommendation(row: &StatementRow, n_plus_one: &[NPlusOne], missing: &[MissingIndex]) -> String {
-    let query = analysis::normalize_sql(&row.query);
-    if let Some(n) = n_plus_one.iter().find(|n| n.query == query) {
-        return format!(
-            "N+1 from {}: batch into one query (`= ANY($1)` or a JOIN)",
-            n.call_site.function
-        );
-    }
-    if let Some(m) = missing.iter().find(|m| m.query == row.query) {
-        return format!("Add index on {} ({})", m.table, m.columns.join(", "));
-    }
-    match row.mean_ms {
-        Some(mean) if mean >= 10.0 => "Slow: check the plan with EXPLAIN (ANALYZE, BUFFERS)".into(),
-        _ => "-".into(),
-    }
-}

@@ -1,9 +1,10 @@
 //! The database profile's model and analyses: the frontend protocol parsed
 //! into executions ([`wire`]), the server's statistics as plain values
-//! ([`stats`]), N+1 detection ([`analysis`]) and index reasoning over
-//! `EXPLAIN` plans ([`advice`]).
+//! ([`stats`]), N+1 detection ([`analysis`]), index reasoning over
+//! `EXPLAIN` plans ([`advice`]) and the section's tables ([`section`]).
 
 pub mod advice;
 pub mod analysis;
+pub mod section;
 pub mod stats;
 pub mod wire;

@@ -1,0 +1,195 @@
+//! The database section's tables, from the two statistics snapshots and the
+//! statements seen on the wire. Pure: the agent's `database` collector
+//! reads the server and the kernel, this turns what it read into rows.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::{
+    advice,
+    analysis::{self, CallSite, Execution, NPlusOne},
+    stats::{IndexStat, StatementStat, TableStat},
+};
+use crate::report::{CallSiteRow, DuplicateIndex, IndexRow, MissingIndex, StatementRow, TableRow, UnusedIndex, round2};
+
+/// Rows of the statements table.
+pub const STATEMENT_ROWS: usize = 20;
+/// Tables smaller than this are scanned faster than through an index.
+pub const MIN_TABLE_ROWS: i64 = 10_000;
+
+pub fn qualified(schema: &str, name: &str) -> String {
+    if schema == "public" { name.to_string() } else { format!("{schema}.{name}") }
+}
+
+fn site_rows(sites: &[(CallSite, u64)]) -> Vec<CallSiteRow> {
+    sites
+        .iter()
+        .take(5)
+        .map(|(s, n)| CallSiteRow { function: s.function.clone(), file: s.file.clone(), line: s.line, executions: *n })
+        .collect()
+}
+
+/// Call sites of a statement: exact text, or a wire text that is a prefix
+/// of it (long statements are captured truncated).
+fn sites_for(query: &str, sites: &BTreeMap<String, Vec<(CallSite, u64)>>) -> Vec<CallSiteRow> {
+    let query = analysis::normalize_sql(query);
+    if let Some(s) = sites.get(&query) {
+        return site_rows(s);
+    }
+    let mut merged: Vec<(CallSite, u64)> = Vec::new();
+    for (sql, s) in sites {
+        if sql.len() >= 32 && query.starts_with(sql.as_str()) {
+            merged.extend(s.iter().cloned());
+        }
+    }
+    merged.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    site_rows(&merged)
+}
+
+pub fn statement_rows(
+    start: Option<&HashMap<i64, StatementStat>>,
+    end: Option<&HashMap<i64, StatementStat>>,
+    executions: &[Execution],
+    sites: &BTreeMap<String, Vec<(CallSite, u64)>>,
+) -> Vec<StatementRow> {
+    let mut rows = Vec::new();
+    if let (Some(start), Some(end)) = (start, end) {
+        let mut total_all = 0.0;
+        for (id, e) in end {
+            let s = start.get(id);
+            let calls = e.calls - s.map_or(0, |s| s.calls);
+            if calls <= 0 {
+                continue;
+            }
+            let total = e.total_ms - s.map_or(0.0, |s| s.total_ms);
+            total_all += total.max(0.0);
+            rows.push(StatementRow {
+                query: e.query.clone(),
+                calls,
+                total_ms: Some(round2(total)),
+                mean_ms: Some(round2(total / calls as f64)),
+                max_ms: Some(round2(e.max_ms)),
+                max_since_reset: s.is_some(),
+                rows: Some(e.rows - s.map_or(0, |s| s.rows)),
+                time_pct: None,
+                call_sites: sites_for(&e.query, sites),
+                recommendation: String::new(),
+            });
+        }
+        for r in &mut rows {
+            r.time_pct = r.total_ms.map(|t| if total_all > 0.0 { round2(t * 100.0 / total_all) } else { 0.0 });
+        }
+        rows.sort_by(|a, b| b.total_ms.partial_cmp(&a.total_ms).unwrap_or(std::cmp::Ordering::Equal).then(a.query.cmp(&b.query)));
+    } else {
+        // No statistics: the wire's own counts.
+        let mut counts: BTreeMap<&str, i64> = Default::default();
+        for e in executions {
+            if let Some(sql) = &e.sql {
+                *counts.entry(sql).or_default() += 1;
+            }
+        }
+        for (sql, calls) in counts {
+            rows.push(StatementRow {
+                query: sql.to_string(),
+                calls,
+                total_ms: None,
+                mean_ms: None,
+                max_ms: None,
+                max_since_reset: false,
+                rows: None,
+                time_pct: None,
+                call_sites: sites_for(sql, sites),
+                recommendation: String::new(),
+            });
+        }
+        rows.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.query.cmp(&b.query)));
+    }
+    rows.truncate(STATEMENT_ROWS);
+    rows
+}
+
+pub fn table_rows(start: &[TableStat], end: &[TableStat]) -> Vec<TableRow> {
+    let mut rows: Vec<TableRow> = end
+        .iter()
+        .map(|e| {
+            let s = start.iter().find(|s| s.schema == e.schema && s.table == e.table);
+            let d = |f: fn(&TableStat) -> i64| f(e) - s.map_or(0, f);
+            TableRow {
+                schema: e.schema.clone(),
+                table: e.table.clone(),
+                rows: e.live_rows,
+                seq_scans: d(|t| t.seq_scan),
+                seq_rows_read: d(|t| t.seq_tup_read),
+                idx_scans: d(|t| t.idx_scan),
+                idx_rows_fetched: d(|t| t.idx_tup_fetch),
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| b.seq_rows_read.cmp(&a.seq_rows_read).then(a.table.cmp(&b.table)));
+    rows
+}
+
+pub fn index_rows(start: &[IndexStat], end: &[IndexStat]) -> Vec<IndexRow> {
+    let mut rows: Vec<IndexRow> = end
+        .iter()
+        .map(|e| {
+            let before = start.iter().find(|s| s.schema == e.schema && s.index == e.index).map_or(0, |s| s.idx_scan);
+            IndexRow {
+                schema: e.schema.clone(),
+                table: e.table.clone(),
+                index: e.index.clone(),
+                scans: e.idx_scan - before,
+                scans_total: e.idx_scan,
+                size_bytes: e.size_bytes,
+                definition: e.definition.clone(),
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| a.table.cmp(&b.table).then(a.index.cmp(&b.index)));
+    rows
+}
+
+pub fn recommendation(row: &StatementRow, n_plus_one: &[NPlusOne], missing: &[MissingIndex]) -> String {
+    let query = analysis::normalize_sql(&row.query);
+    if let Some(n) = n_plus_one.iter().find(|n| n.query == query) {
+        return format!(
+            "N+1 from {}: batch into one query (`= ANY($1)` or a JOIN)",
+            n.call_site.function
+        );
+    }
+    if let Some(m) = missing.iter().find(|m| m.query == row.query) {
+        return format!("Add index on {} ({})", m.table, m.columns.join(", "));
+    }
+    match row.mean_ms {
+        Some(mean) if mean >= 10.0 => "Slow: check the plan with EXPLAIN (ANALYZE, BUFFERS)".into(),
+        _ => "-".into(),
+    }
+}
+
+/// Indexes never scanned, with the statement that drops them.
+pub fn unused_index_rows(indexes: &[IndexStat]) -> Vec<UnusedIndex> {
+    advice::unused(indexes)
+        .into_iter()
+        .map(|i| UnusedIndex {
+            schema: i.schema.clone(),
+            table: i.table.clone(),
+            index: i.index.clone(),
+            size_bytes: i.size_bytes,
+            definition: i.definition.clone(),
+            drop_sql: format!("DROP INDEX CONCURRENTLY {};", qualified(&i.schema, &i.index)),
+        })
+        .collect()
+}
+
+/// Indexes whose columns another index already covers.
+pub fn duplicate_index_rows(indexes: &[IndexStat]) -> Vec<DuplicateIndex> {
+    advice::duplicates(indexes)
+        .into_iter()
+        .map(|(a, b)| DuplicateIndex {
+            table: a.table.clone(),
+            index: a.index.clone(),
+            duplicate_of: b.index.clone(),
+            size_bytes: a.size_bytes,
+            drop_sql: format!("DROP INDEX CONCURRENTLY {};", qualified(&a.schema, &a.index)),
+        })
+        .collect()
+}
