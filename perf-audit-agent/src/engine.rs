@@ -26,10 +26,11 @@ use crate::{
     render,
     report::{
         AsyncSection, Baseline, ConsoleInfo, CpuSection, EndReason, KernelInfo, OffCpuSection,
-        Report, alerts, html, markdown,
+        Report, UnwindTableParses, alerts, html, markdown,
     },
     symbolize::StackSymbolizer,
     target::{self, Launched, MapsSnapshot, TargetInfo},
+    unwind::SharedUnwinder,
 };
 
 /// Rows of the hotspot table.
@@ -102,13 +103,19 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
         _ => unreachable!("every non-launch target resolved to a pid above"),
     };
     session.add_target(pid)?;
+    // One table cache and one unwinder for the process, shared by every
+    // collector that unwinds its stacks (CPU/off-CPU, database, memory).
+    let unwinder = SharedUnwinder::new(pid);
     let mut stack_copy = if unwind == UnwindMode::Dwarf || wants_async {
-        Some(session.stack_copy_collector(pid)?)
+        Some(session.stack_copy_collector(&unwinder)?)
     } else {
         None
     };
     let database = match plan.profiles.contains(&Profile::Database) {
-        true => Some(DatabaseCollector::start(&mut session, pid, plan.database_url.as_deref(), plan.requested_profile == Profile::Database).await?),
+        true => Some(
+            DatabaseCollector::start(&mut session, &unwinder, plan.database_url.as_deref(), plan.requested_profile == Profile::Database)
+                .await?,
+        ),
         false => None,
     };
     let info = target::describe(pid).unwrap_or_else(|_| TargetInfo {
@@ -158,7 +165,7 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
         tokio::spawn(load::run(load_plan, load_stopped))
     });
     let memory = match plan.profiles.contains(&Profile::Memory) {
-        true => Some(crate::memory::MemoryCollector::start(pid, Path::new(&info.exe), plan.memory).await?),
+        true => Some(crate::memory::MemoryCollector::start(&unwinder, Path::new(&info.exe), plan.memory).await?),
         false => None,
     };
     let cpu_start = target::cpu_seconds(pid);
@@ -287,15 +294,14 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
         offcpu: async_analysis.as_ref().map(|(_, threads)| {
             OffCpuSection::build(&offcpu_profile, threads, &counters, plan.offcpu_min, &async_analysis.as_ref().expect("some").0)
         }),
-        cpu: plan.profiles.contains(&Profile::Cpu).then(|| CpuSection::build(
-            &counters,
-            unwind,
-            profile.complete_share(),
-            plan.frequency_hz,
-            &hotspots,
-            threads,
-            HOTSPOT_ROWS,
-        )),
+        cpu: plan.profiles.contains(&Profile::Cpu).then(|| CpuSection {
+            unwind_tables: unwinder
+                .table_parses()
+                .into_iter()
+                .map(|(object, parses)| UnwindTableParses { object: object.display().to_string(), parses })
+                .collect(),
+            ..CpuSection::build(&counters, unwind, profile.complete_share(), plan.frequency_hz, &hotspots, threads, HOTSPOT_ROWS)
+        }),
         database,
         memory: memory_section,
         findings,

@@ -171,6 +171,15 @@ pub struct CpuSection {
     pub kernel_stack_failures: u64,
     pub hotspots: Vec<HotspotRow>,
     pub threads: Vec<ThreadRow>,
+    /// Objects whose unwind tables were parsed for this audit (every
+    /// collector's stacks included), with how many times: once each.
+    pub unwind_tables: Vec<UnwindTableParses>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UnwindTableParses {
+    pub object: String,
+    pub parses: u32,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -240,6 +249,7 @@ impl CpuSection {
             kernel_stack_failures: counters.cpu_kernel_stack_failed,
             hotspots: rows,
             threads,
+            unwind_tables: Vec::new(),
         }
     }
 }
