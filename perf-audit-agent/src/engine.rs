@@ -23,9 +23,10 @@ use crate::{
         CpuProfile,
         async_runtime::{ThreadTime, TimedSample},
     },
-    report::{EndReason, KernelInfo, Report},
+    report::{EndReason, KernelInfo, Report, UnwindTableParses},
     symbolize::StackSymbolizer,
     target::{self, Launched, MapsSnapshot, TargetInfo},
+    unwind::SharedUnwinder,
 };
 
 /// How often the target's liveness and memory maps are checked.
@@ -96,13 +97,19 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
         _ => unreachable!("every non-launch target resolved to a pid above"),
     };
     session.add_target(pid)?;
+    // One table cache and one unwinder for the process, shared by every
+    // collector that unwinds its stacks (CPU/off-CPU, database, memory).
+    let unwinder = SharedUnwinder::new(pid);
     let mut stack_copy = if unwind == UnwindMode::Dwarf || wants_async {
-        Some(session.stack_copy_collector(pid)?)
+        Some(session.stack_copy_collector(&unwinder)?)
     } else {
         None
     };
     let database = match plan.profiles.contains(&Profile::Database) {
-        true => Some(DatabaseCollector::start(&mut session, pid, plan.database_url.as_deref(), plan.requested_profile == Profile::Database).await?),
+        true => Some(
+            DatabaseCollector::start(&mut session, &unwinder, plan.database_url.as_deref(), plan.requested_profile == Profile::Database)
+                .await?,
+        ),
         false => None,
     };
     let info = target::describe(pid).unwrap_or_else(|_| TargetInfo {
@@ -152,7 +159,7 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
         tokio::spawn(load::run(load_plan, load_stopped))
     });
     let memory = match plan.profiles.contains(&Profile::Memory) {
-        true => Some(crate::memory::MemoryCollector::start(pid, Path::new(&info.exe), plan.memory).await?),
+        true => Some(crate::memory::MemoryCollector::start(&unwinder, Path::new(&info.exe), plan.memory).await?),
         false => None,
     };
     let cpu_start = target::cpu_seconds(pid);
@@ -235,6 +242,11 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
         unwinding: unwind,
         frequency_hz: plan.frequency_hz,
         async_runtime,
+        unwind_tables: unwinder
+            .table_parses()
+            .into_iter()
+            .map(|(object, parses)| UnwindTableParses { object: object.display().to_string(), parses })
+            .collect(),
         database,
         memory,
         load: load_result,

@@ -6,15 +6,18 @@
 //! the unwind tables of every object mapped in the target (the main PIE
 //! binary, libc, ...). Tables are parsed once per object and cached by
 //! build-id (or path, size and mtime when there is none), so processes of
-//! the same binary share them. See ARCHITECTURE.md for why unwinding happens
-//! here rather than in the kernel.
+//! the same binary share them. Every collector of one audit (CPU and
+//! off-CPU samples, memory events and sites, database writes) unwinds
+//! through one [`SharedUnwinder`]: one table cache, one [`ProcessUnwinder`].
+//! See ARCHITECTURE.md for why unwinding happens here rather than in the
+//! kernel.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     fs::File,
     ops::{Deref, Range},
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, Mutex, MutexGuard},
 };
 
 use framehop::{
@@ -140,6 +143,9 @@ enum ObjectKey {
 pub struct TableCache {
     by_key: HashMap<ObjectKey, Arc<ObjectTables>>,
     by_path: HashMap<PathBuf, Option<Arc<ObjectTables>>>,
+    /// How many times each object's file was parsed (once, unless two
+    /// caches were used for one process).
+    parses: BTreeMap<PathBuf, u32>,
 }
 
 impl TableCache {
@@ -148,6 +154,7 @@ impl TableCache {
             return known.clone();
         }
         let loaded = ObjectTables::load(path).map(|(key, tables)| {
+            *self.parses.entry(path.to_path_buf()).or_default() += 1;
             self.by_key.entry(key).or_insert_with(|| Arc::new(tables)).clone()
         });
         self.by_path.insert(path.to_path_buf(), loaded.clone());
@@ -157,6 +164,71 @@ impl TableCache {
     /// Number of distinct objects parsed.
     pub fn objects(&self) -> usize {
         self.by_key.len()
+    }
+
+    /// Each object parsed, by path, with how many times it was parsed.
+    pub fn parses(&self) -> Vec<(PathBuf, u32)> {
+        self.parses.iter().map(|(p, n)| (p.clone(), *n)).collect()
+    }
+}
+
+/// The unwinding state of one audited process, shared by every collector
+/// that unwinds its stacks: tables are parsed once per object and modules
+/// added once per mapping, whichever collector meets them first.
+#[derive(Clone)]
+pub struct SharedUnwinder {
+    pid: u32,
+    inner: Arc<Mutex<Unwinding>>,
+}
+
+/// A table cache and the process's unwinder, behind [`SharedUnwinder`]'s lock.
+#[derive(Default)]
+pub struct Unwinding {
+    pub tables: TableCache,
+    pub process: ProcessUnwinder,
+}
+
+impl Unwinding {
+    /// [`ProcessUnwinder::unwind_copied`] with this cache.
+    pub fn unwind_copied(
+        &mut self,
+        maps: &mut MapsSnapshot,
+        pid: u32,
+        refreshed: &mut bool,
+        regs: (u64, u64, u64),
+        stack: &[u8],
+    ) -> (Vec<u64>, UnwindEnd) {
+        self.process.unwind_copied(&mut self.tables, maps, pid, refreshed, regs, stack)
+    }
+}
+
+impl SharedUnwinder {
+    pub fn new(pid: u32) -> SharedUnwinder {
+        SharedUnwinder { pid, inner: Default::default() }
+    }
+
+    /// The process whose stacks this unwinds.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Locks the state for one drain of a ring (no await while held).
+    pub fn lock(&self) -> MutexGuard<'_, Unwinding> {
+        // A collector that panicked mid-unwind leaves a usable state.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Parses the unwind tables of every object mapped in `maps` now, so
+    /// that the first records are not delayed by loading them.
+    pub fn warm_up(&self, maps: &MapsSnapshot) {
+        let mut state = self.lock();
+        let Unwinding { tables, process } = &mut *state;
+        process.sync_modules(maps, tables);
+    }
+
+    /// Each object whose tables were parsed, with how many times.
+    pub fn table_parses(&self) -> Vec<(PathBuf, u32)> {
+        self.lock().tables.parses()
     }
 }
 
@@ -189,7 +261,11 @@ impl Default for ProcessUnwinder {
 
 impl ProcessUnwinder {
     pub fn new() -> Self {
-        ProcessUnwinder { unwinder: UnwinderX86_64::new(), cache: CacheX86_64::new(), added: Default::default() }
+        ProcessUnwinder {
+            unwinder: UnwinderX86_64::new(),
+            cache: CacheX86_64::new(),
+            added: Default::default(),
+        }
     }
 
     /// Adds modules for mappings not seen before.
@@ -349,6 +425,19 @@ mod tests {
         for f in &frames {
             assert!(maps.find(*f).is_some() || maps.find(f - 1).is_some(), "{f:#x} is not code");
         }
+    }
+
+    #[test]
+    fn collectors_sharing_an_unwinder_parse_each_object_once() {
+        let mut maps = MapsSnapshot::default();
+        maps.refresh(std::process::id()).unwrap();
+        let cpu = SharedUnwinder::new(std::process::id());
+        let memory = cpu.clone();
+        cpu.warm_up(&maps);
+        memory.warm_up(&maps);
+        let parses = memory.table_parses();
+        assert!(parses.iter().any(|(path, _)| maps.iter().any(|m| &m.path == path)), "{parses:?}");
+        assert!(parses.iter().all(|(_, n)| *n == 1), "{parses:?}");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::{
     render,
     report::{
         AsyncSection, Baseline, ConsoleInfo, ConsoleSummary, CpuSection, DatabaseSection, EndReason, KernelInfo, LoadResult,
-        OffCpuSection, Report, SCHEMA_VERSION, TargetInfo, UnwindMode, alerts, ci_workflow, html, markdown, round2,
+        OffCpuSection, Report, SCHEMA_VERSION, TargetInfo, UnwindMode, UnwindTableParses, alerts, ci_workflow, html, markdown, round2,
     },
 };
 
@@ -51,6 +51,8 @@ pub struct AuditEvidence {
     pub cpu_section: bool,
     pub unwinding: UnwindMode,
     pub frequency_hz: u64,
+    /// Objects whose unwind tables were parsed, with how many times.
+    pub unwind_tables: Vec<UnwindTableParses>,
     /// Profile `async`: off-CPU stacks, per-thread scheduler time, timed CPU
     /// samples and tokio-console's view.
     pub async_runtime: Option<AsyncEvidence>,
@@ -131,8 +133,9 @@ pub fn build_report(e: &AuditEvidence) -> Report {
             cpu_cores: round2(cpu_cores),
             load: e.load.clone(),
         },
-        cpu: e.cpu_section.then(|| {
-            CpuSection::build(
+        cpu: e.cpu_section.then(|| CpuSection {
+            unwind_tables: e.unwind_tables.clone(),
+            ..CpuSection::build(
                 &e.counters,
                 e.unwinding,
                 e.cpu.complete_share(),

@@ -51,6 +51,7 @@ use crate::{
     profile::Origin,
     symbolize::StackSymbolizer,
     target::MapsSnapshot,
+    unwind::SharedUnwinder,
 };
 
 /// Executions kept from the wire; more are counted as dropped.
@@ -137,8 +138,15 @@ impl DatabaseCollector {
     /// tracing the target's writes to it. `explicit`: the user asked for
     /// the database profile alone, so a missing or unreachable database is
     /// an error; under `all` it is a notice in the report and the rest of
-    /// the audit goes on.
-    pub async fn start(session: &mut KernelSession, pid: u32, url: Option<&str>, explicit: bool) -> Result<DatabaseCollector> {
+    /// the audit goes on. Wire writes are unwound with the audit's shared `unwinder`, whose
+    /// process is the target.
+    pub async fn start(
+        session: &mut KernelSession,
+        unwinder: &SharedUnwinder,
+        url: Option<&str>,
+        explicit: bool,
+    ) -> Result<DatabaseCollector> {
+        let pid = unwinder.pid();
         let mut section = DatabaseSection {
             wire: WireSummary { n_plus_one_rule: BurstRule::default().describe(), ..Default::default() },
             ..Default::default()
@@ -211,7 +219,7 @@ impl DatabaseCollector {
 
         match url::endpoint(&url) {
             Some(endpoint) => {
-                let (mut fds, mut reader) = session.start_db_tracing(pid)?;
+                let (mut fds, mut reader) = session.start_db_tracing(unwinder)?;
                 let mut maps = MapsSnapshot::default();
                 let _ = maps.refresh(pid);
                 reader.warm_up(&maps);

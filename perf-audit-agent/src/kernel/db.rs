@@ -1,8 +1,8 @@
 //! Database wire tracing: attaching `db_write`/`db_sendto`/`db_writev` to
 //! the syscall tracepoints, keeping the in-kernel set of database sockets
-//! (`DB_FDS`) current, and reading `DbWriteEvent`s back, each with its user
-//! stack unwound at once (like the CPU stack-copy collector) so that the
-//! 33 KiB records never pile up. No protocol parsing here: that is the
+//! (`DB_FDS`) current, and reading `DbWriteEvent`s back through the common
+//! [`RingReader`], each with its user stack unwound at once (like the CPU
+//! stack-copy collector) so that the 33 KiB records never pile up. No protocol parsing here: that is the
 //! database module's job.
 
 use std::{collections::BTreeSet, path::Path};
@@ -14,11 +14,11 @@ use aya::{
 };
 use perf_audit_common::{DB_FDS_CAPACITY, DbFdKey, DbWriteEvent, names};
 
-use super::{load_error, missing};
+use super::{load_error, missing, ring::RingReader};
 use crate::{
     error::{Error, ErrorKind, Result},
     target::MapsSnapshot,
-    unwind::{ProcessUnwinder, TableCache, UnwindEnd},
+    unwind::{SharedUnwinder, UnwindEnd},
 };
 
 /// (program, tracepoint) pairs: every syscall a socket write may use.
@@ -145,10 +145,8 @@ pub struct RawDbWrite {
 
 /// Reads `DB_EVENTS` as writes arrive and unwinds each one.
 pub struct DbWriteReader {
-    ring: tokio::io::unix::AsyncFd<RingBuf<MapData>>,
-    pid: u32,
-    unwinder: ProcessUnwinder,
-    tables: TableCache,
+    reader: RingReader<DbWriteEvent>,
+    unwinder: SharedUnwinder,
 }
 
 impl DbWriteReader {
@@ -156,44 +154,18 @@ impl DbWriteReader {
     /// so that the first writes are not dropped while the reader is busy
     /// loading them.
     pub fn warm_up(&mut self, maps: &MapsSnapshot) {
-        self.unwinder.sync_modules(maps, &mut self.tables);
+        self.unwinder.warm_up(maps);
     }
 
     /// Waits until the ring has records.
     pub async fn readable(&mut self) {
-        if let Ok(mut guard) = self.ring.readable_mut().await {
-            guard.clear_ready();
-        }
+        self.reader.readable().await;
     }
 
     /// Unwinds and hands over every record in the ring now.
     pub fn drain(&mut self, maps: &mut MapsSnapshot, mut out: impl FnMut(RawDbWrite)) {
-        let ring = self.ring.get_mut();
-        let mut refreshed = false;
-        while let Some(item) = ring.next() {
-            if item.len() < std::mem::size_of::<DbWriteEvent>() {
-                continue;
-            }
-            // SAFETY: written by `db.rs` in the eBPF object as a
-            // `DbWriteEvent` (size checked); read unaligned from the ring.
-            let event: Box<DbWriteEvent> = unsafe { Box::new(std::ptr::read_unaligned(item.as_ptr().cast())) };
-            drop(item);
-            if event.tgid != self.pid {
-                continue;
-            }
-            let (user, end) = if event.stack_len == 0 {
-                (Vec::new(), UnwindEnd::Truncated)
-            } else {
-                let len = (event.stack_len as usize).min(event.stack.len());
-                self.unwinder.unwind_copied(
-                    &mut self.tables,
-                    maps,
-                    self.pid,
-                    &mut refreshed,
-                    (event.ip, event.sp, event.bp),
-                    &event.stack[..len],
-                )
-            };
+        self.reader.drain(maps, |event, unwind| {
+            let (user, end) = if event.stack_len == 0 { (Vec::new(), UnwindEnd::Truncated) } else { unwind.frames() };
             let payload_len = (event.payload_len as usize).min(event.payload.len());
             out(RawDbWrite {
                 ts_ns: event.ts_ns,
@@ -206,22 +178,19 @@ impl DbWriteReader {
                 user,
                 stack_truncated: end == UnwindEnd::Truncated,
             });
-        }
+        });
     }
 }
 
-/// Takes `DB_FDS` and `DB_EVENTS` out of the object for process `pid`.
-pub(super) fn take_parts(ebpf: &mut Ebpf, pid: u32) -> Result<(DbFdSet, DbWriteReader)> {
+/// Takes `DB_FDS` and `DB_EVENTS` out of the object for the unwinder's process.
+pub(super) fn take_parts(ebpf: &mut Ebpf, unwinder: &SharedUnwinder) -> Result<(DbFdSet, DbWriteReader)> {
+    let pid = unwinder.pid();
     let fds = ebpf.take_map(names::DB_FDS).ok_or_else(|| missing(names::DB_FDS))?;
     let map = BpfHashMap::try_from(fds).map_err(|e| Error::internal(format!("DB_FDS: {e}")))?;
     let events = ebpf.take_map(names::DB_EVENTS).ok_or_else(|| missing(names::DB_EVENTS))?;
     let ring = RingBuf::try_from(events).map_err(|e| Error::internal(format!("DB_EVENTS: {e}")))?;
-    // SAFETY: the ring buffer owns its fd, open for as long as the AsyncFd
-    // owns the ring.
-    let ring = unsafe { tokio::io::unix::AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-        .map_err(|e| Error::internal(format!("cannot poll the database ring buffer: {e}")))?;
     Ok((
         DbFdSet { map, tgid: pid, current: BTreeSet::new(), rejected: 0 },
-        DbWriteReader { ring, pid, unwinder: ProcessUnwinder::new(), tables: TableCache::default() },
+        DbWriteReader { reader: RingReader::new(ring, unwinder.clone(), names::DB_EVENTS)?, unwinder: unwinder.clone() },
     ))
 }

@@ -29,7 +29,10 @@ use super::{
     missing,
     stack_copy::StackCopyCollector,
 };
-use crate::error::{Error, ErrorKind, Result};
+use crate::{
+    error::{Error, ErrorKind, Result},
+    unwind::SharedUnwinder,
+};
 
 /// Size of the memory instance's `USER_STACK_SAMPLES` ring (a power of
 /// two): 8 MiB holds ~127 samples of 64 KiB, drained every 100 ms; a fault
@@ -46,8 +49,9 @@ const TRACEPOINTS: [(&str, &str); 4] = [
 /// Attaches the page-fault sampler and the mapping tracepoints for the
 /// memory kernel's target, seeds its last-known break (`heap_end`, the end
 /// of its `[heap]` mapping, when it has one), and returns the reader of
-/// their samples.
-pub fn attach(kernel: &mut MemoryKernel, pid: u32, heap_end: Option<u64>) -> Result<StackCopyCollector> {
+/// their samples, which unwinds them with the audit's `unwinder`.
+pub fn attach(kernel: &mut MemoryKernel, unwinder: &SharedUnwinder, heap_end: Option<u64>) -> Result<StackCopyCollector> {
+    let pid = unwinder.pid();
     let ebpf = kernel.ebpf_mut();
     if let Some(end) = heap_end {
         let mut last: BpfHashMap<_, u32, u64> =
@@ -98,7 +102,7 @@ pub fn attach(kernel: &mut MemoryKernel, pid: u32, heap_end: Option<u64>) -> Res
             }
         })?;
     }
-    StackCopyCollector::new(ebpf, pid)
+    StackCopyCollector::new(ebpf, unwinder)
 }
 
 /// Detaches the page-fault sampler and the tracepoints (counters and the

@@ -3,6 +3,7 @@
 //! back into plain Rust values (no symbols, no analysis here).
 
 pub mod cpu;
+pub mod ring;
 pub mod stack_copy;
 pub mod db;
 pub mod memory;
@@ -13,7 +14,10 @@ use std::{fs, path::Path};
 use aya::{Ebpf, EbpfLoader, maps::PerCpuArray};
 use perf_audit_common::{COUNTER_SLOTS, Counter, filter_mode, names, user_stack_mode};
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::{
+    error::{Error, ErrorKind, Result},
+    unwind::SharedUnwinder,
+};
 pub use perf_audit_analysis::{
     evidence::{Counters, MappingTotals},
     report::schema::UnwindMode,
@@ -133,9 +137,9 @@ impl KernelSession {
     }
 
     /// Attaches the database write tracepoints and hands over the socket
-    /// set and the event reader for process `pid` (see `kernel::db`).
-    pub fn start_db_tracing(&mut self, pid: u32) -> Result<(db::DbFdSet, db::DbWriteReader)> {
-        let parts = db::take_parts(&mut self.ebpf, pid)?;
+    /// set and the event reader for the unwinder's process (see `kernel::db`).
+    pub fn start_db_tracing(&mut self, unwinder: &SharedUnwinder) -> Result<(db::DbFdSet, db::DbWriteReader)> {
+        let parts = db::take_parts(&mut self.ebpf, unwinder)?;
         self.db = Some(db::DbTracing::attach(&mut self.ebpf)?);
         Ok(parts)
     }
@@ -152,9 +156,9 @@ impl KernelSession {
     }
 
     /// Takes the stack-copy ring buffer to unwind its samples (dwarf CPU
-    /// samples, off-CPU samples) for process `pid` as they arrive.
-    pub fn stack_copy_collector(&mut self, pid: u32) -> Result<stack_copy::StackCopyCollector> {
-        stack_copy::StackCopyCollector::new(&mut self.ebpf, pid)
+    /// samples, off-CPU samples) of the unwinder's process as they arrive.
+    pub fn stack_copy_collector(&mut self, unwinder: &SharedUnwinder) -> Result<stack_copy::StackCopyCollector> {
+        stack_copy::StackCopyCollector::new(&mut self.ebpf, unwinder)
     }
 
     /// Resolves the kernel stacks of a finished stack-copy collection.

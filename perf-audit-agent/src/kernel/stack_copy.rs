@@ -1,5 +1,5 @@
 //! Reads `UserStackSample`s from the ring buffer every `DRAIN_INTERVAL`
-//! and unwinds each at once (so the 64 KiB copies never pile up; the
+//! (through the common [`RingReader`]) and unwinds each at once (so the 64 KiB copies never pile up; the
 //! programs submit without wake-ups, since a wake-up per sample would put
 //! the agent on the target's CPU at the sampling rate), keeping only
 //! aggregated results: CPU stacks (dwarf mode) in the same shape as the
@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 use aya::{
     Ebpf,
-    maps::{MapData, RingBuf, StackTraceMap},
+    maps::{RingBuf, StackTraceMap},
 };
 use perf_audit_common::{UserStackSample, names, sample_kind};
 pub use perf_audit_analysis::evidence::MemEventRecord;
@@ -22,11 +22,12 @@ pub use perf_audit_analysis::evidence::MemEventRecord;
 use super::{
     cpu::{RawCpuStack, comm_to_string, stack_frames},
     missing,
+    ring::RingReader,
 };
 use crate::{
     error::{Error, Result},
     target::MapsSnapshot,
-    unwind::{ProcessUnwinder, TableCache, UnwindEnd},
+    unwind::{SharedUnwinder, UnwindEnd},
 };
 
 /// How often the ring is drained: at 99 Hz on 2 CPUs ~20 samples wait,
@@ -61,11 +62,9 @@ struct OffCpuAggregate {
 }
 
 pub struct StackCopyCollector {
-    ring: RingBuf<MapData>,
+    reader: RingReader<UserStackSample>,
     tick: tokio::time::Interval,
     pid: u32,
-    unwinder: ProcessUnwinder,
-    tables: TableCache,
     cpu_stacks: HashMap<StackKey, (usize, u64)>,
     offcpu_stacks: HashMap<(u32, [u8; 16], Vec<u64>, i32), OffCpuAggregate>,
     records: Vec<CpuSampleRecord>,
@@ -89,17 +88,17 @@ pub struct StackCopyResult {
 }
 
 impl StackCopyCollector {
-    pub(super) fn new(ebpf: &mut Ebpf, pid: u32) -> Result<StackCopyCollector> {
+    /// Takes the object's stack-sample ring; samples of the unwinder's
+    /// process are unwound with it.
+    pub(super) fn new(ebpf: &mut Ebpf, unwinder: &SharedUnwinder) -> Result<StackCopyCollector> {
         let map = ebpf.take_map(names::USER_STACK_SAMPLES).ok_or_else(|| missing(names::USER_STACK_SAMPLES))?;
         let ring = RingBuf::try_from(map).map_err(|e| Error::internal(format!("USER_STACK_SAMPLES: {e}")))?;
         let mut tick = tokio::time::interval(DRAIN_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Ok(StackCopyCollector {
-            ring,
+            reader: RingReader::new(ring, unwinder.clone(), names::USER_STACK_SAMPLES)?,
             tick,
-            pid,
-            unwinder: Default::default(),
-            tables: Default::default(),
+            pid: unwinder.pid(),
             cpu_stacks: Default::default(),
             offcpu_stacks: Default::default(),
             records: Vec::new(),
@@ -118,39 +117,20 @@ impl StackCopyCollector {
 
     /// Unwinds every sample in the ring now.
     pub fn drain(&mut self, maps: &mut MapsSnapshot) {
-        let mut refreshed = false;
-        loop {
-            let sample: UserStackSample = {
-                let Some(item) = self.ring.next() else { break };
-                if item.len() < std::mem::size_of::<UserStackSample>() {
-                    continue;
-                }
-                // SAFETY: the record was written by the eBPF program as a
-                // `UserStackSample` (size checked); read unaligned.
-                unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) }
-            };
-            if sample.tgid != self.pid {
-                continue;
-            }
-            let len = (sample.stack_len as usize).min(sample.stack.len());
-            let (frames, end) = self.unwinder.unwind_copied(
-                &mut self.tables,
-                maps,
-                self.pid,
-                &mut refreshed,
-                (sample.ip, sample.sp, sample.bp),
-                &sample.stack[..len],
-            );
-            self.unwound += 1;
+        let StackCopyCollector { reader, cpu_stacks, offcpu_stacks, records, memory, memory_dropped, truncated, unwound, .. } =
+            self;
+        reader.drain(maps, |sample, unwind| {
+            let (frames, end) = unwind.frames();
+            *unwound += 1;
             if end == UnwindEnd::Truncated {
-                self.truncated += 1;
+                *truncated += 1;
             }
             if sample.kind >= sample_kind::PAGE_FAULT {
-                if self.memory.len() >= MAX_PENDING_MEMORY_EVENTS {
-                    self.memory_dropped += 1;
-                    continue;
+                if memory.len() >= MAX_PENDING_MEMORY_EVENTS {
+                    *memory_dropped += 1;
+                    return;
                 }
-                self.memory.push(MemEventRecord {
+                memory.push(MemEventRecord {
                     kind: sample.kind,
                     tid: sample.tid,
                     ts_ns: sample.ts_ns,
@@ -160,15 +140,15 @@ impl StackCopyCollector {
                     frames,
                 });
             } else if sample.kind == sample_kind::OFF_CPU {
-                let agg = self.offcpu_stacks.entry((sample.tid, sample.comm, frames, sample.syscall_nr)).or_default();
+                let agg = offcpu_stacks.entry((sample.tid, sample.comm, frames, sample.syscall_nr)).or_default();
                 agg.intervals += 1;
                 agg.total_ns += sample.weight;
             } else {
-                let next = self.cpu_stacks.len();
-                let entry = self.cpu_stacks.entry((sample.tid, sample.comm, frames, sample.kernel_stack_id)).or_insert((next, 0));
+                let next = cpu_stacks.len();
+                let entry = cpu_stacks.entry((sample.tid, sample.comm, frames, sample.kernel_stack_id)).or_insert((next, 0));
                 entry.1 += 1;
-                if self.records.len() < MAX_SAMPLE_RECORDS {
-                    self.records.push(CpuSampleRecord {
+                if records.len() < MAX_SAMPLE_RECORDS {
+                    records.push(CpuSampleRecord {
                         tid: sample.tid,
                         ts_ns: sample.ts_ns,
                         oncpu_run_ns: sample.weight,
@@ -176,7 +156,7 @@ impl StackCopyCollector {
                     });
                 }
             }
-        }
+        });
     }
 
     /// The memory events unwound since the last call.

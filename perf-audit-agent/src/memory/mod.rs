@@ -46,10 +46,11 @@ use crate::{
         Counters,
         mem_events,
         memory::{AllocatorPlan, MemCounters, MemoryKernel, discover_allocator},
+        ring::RingReader,
         stack_copy::StackCopyCollector,
     },
     target::{self, MapsSnapshot},
-    unwind::{ProcessUnwinder, TableCache},
+    unwind::{SharedUnwinder, UnwindEnd},
 };
 
 /// After a window, `free` alone stays probed this long.
@@ -108,9 +109,11 @@ pub struct MemoryCollector {
 }
 
 impl MemoryCollector {
-    /// Finds the allocator of `pid`, loads the memory programs, and starts
-    /// the collector task.
-    pub async fn start(pid: u32, exe: &Path, mode: MemoryMode) -> Result<MemoryCollector> {
+    /// Finds the allocator of the unwinder's process, loads the memory
+    /// programs, and starts the collector task. Stacks are unwound with the
+    /// audit's shared `unwinder`.
+    pub async fn start(unwinder: &SharedUnwinder, exe: &Path, mode: MemoryMode) -> Result<MemoryCollector> {
+        let pid = unwinder.pid();
         let mut maps = MapsSnapshot::default();
         // A launched command may not have mapped its libraries yet.
         let deadline = Instant::now() + Duration::from_secs(3);
@@ -135,18 +138,16 @@ impl MemoryCollector {
         let text = code_ranges(&maps, exe);
         let mut kernel = MemoryKernel::load(pid, plan, &text)?;
         let regions = read_regions(pid).unwrap_or_default();
-        let events = mem_events::attach(&mut kernel, pid, regions.heap_end())?;
+        let events = mem_events::attach(&mut kernel, unwinder, regions.heap_end())?;
         kernel.set_window(1)?;
-        let ring = kernel.take_stack_ring()?;
-        // SAFETY: the ring owns its fd, open for as long as the AsyncFd.
-        let ring = unsafe { tokio::io::unix::AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-            .map_err(|e| Error::internal(format!("cannot poll the memory stack ring: {e}")))?;
+        let ring = RingReader::new(kernel.take_stack_ring()?, unwinder.clone(), perf_audit_common::memory::mem_names::STACKS)?;
         if mode != MemoryMode::Default {
             kernel.attach()?;
             kernel.set_recording(true)?;
         }
         let (stop, stopped) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(run(kernel, ring, Growth { reader: events, regions, events: Default::default(), rss: Vec::new(), faults_at_start: fault_count(pid), faults_last: None }, pid, mode, maps, stopped));
+        let stacks = Stacks { ring, stacks: HashMap::new(), truncated: 0 };
+        let task = tokio::spawn(run(kernel, stacks, Growth { reader: events, regions, events: Default::default(), rss: Vec::new(), faults_at_start: fault_count(pid), faults_last: None }, pid, mode, maps, stopped));
         Ok(MemoryCollector { stop, task })
     }
 
@@ -169,48 +170,26 @@ fn code_ranges(maps: &MapsSnapshot, exe: &Path) -> Vec<(u64, u64)> {
     own
 }
 
+/// New-site stack copies (`MEM_STACKS`), unwound once per site.
 struct Stacks {
-    ring: tokio::io::unix::AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>,
-    unwinder: ProcessUnwinder,
-    tables: TableCache,
+    ring: RingReader<MemStackSample>,
     stacks: HashMap<u64, Vec<u64>>,
     truncated: u64,
-    pid: u32,
 }
 
 impl Stacks {
     fn drain(&mut self, maps: &mut MapsSnapshot) {
-        let ring = self.ring.get_mut();
-        let mut refreshed = false;
-        while let Some(item) = ring.next() {
-            if item.len() < std::mem::size_of::<MemStackSample>() {
-                continue;
+        let Stacks { ring, stacks, truncated } = self;
+        ring.drain(maps, |sample, unwind| {
+            if stacks.contains_key(&sample.site) {
+                return;
             }
-            // SAFETY: written by the eBPF program as a `MemStackSample`
-            // (size checked); read unaligned from the ring.
-            let sample: Box<MemStackSample> = unsafe {
-                let mut b = Box::<MemStackSample>::new_uninit();
-                std::ptr::copy_nonoverlapping(item.as_ptr(), b.as_mut_ptr().cast::<u8>(), std::mem::size_of::<MemStackSample>());
-                b.assume_init()
-            };
-            drop(item);
-            if sample.tgid != self.pid || self.stacks.contains_key(&sample.site) {
-                continue;
+            let (frames, end) = unwind.frames();
+            if end == UnwindEnd::Truncated {
+                *truncated += 1;
             }
-            let len = (sample.stack_len as usize).min(sample.stack.len());
-            let (frames, end) = self.unwinder.unwind_copied(
-                &mut self.tables,
-                maps,
-                self.pid,
-                &mut refreshed,
-                (sample.ip, sample.sp, sample.bp),
-                &sample.stack[..len],
-            );
-            if end == crate::unwind::UnwindEnd::Truncated {
-                self.truncated += 1;
-            }
-            self.stacks.insert(sample.site, frames);
-        }
+            stacks.insert(sample.site, frames);
+        });
     }
 }
 
@@ -275,7 +254,7 @@ fn fault_count(pid: u32) -> Option<u64> {
 /// (precise), new-site stacks unwound as they arrive, RSS over time.
 async fn run(
     mut kernel: MemoryKernel,
-    ring: tokio::io::unix::AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>,
+    mut stacks: Stacks,
     mut growth: Growth,
     pid: u32,
     mode: MemoryMode,
@@ -285,7 +264,6 @@ async fn run(
     let start = Instant::now();
     let kernel_at_start = kernel_seconds(pid);
     let mut kernel_last = kernel_at_start;
-    let mut stacks = Stacks { ring, unwinder: ProcessUnwinder::new(), tables: TableCache::default(), stacks: HashMap::new(), truncated: 0, pid };
     let mut series = Vec::new();
     // Time allocations were recorded (the sampling share), and time any
     // probe was attached (what the target paid for).
@@ -313,12 +291,7 @@ async fn run(
                     growth.sample_rss(pid, start.elapsed().as_secs_f64());
                 }
             }
-            guard = stacks.ring.readable_mut() => {
-                if let Ok(mut guard) = guard {
-                    guard.clear_ready();
-                }
-                stacks.drain(&mut maps);
-            }
+            _ = stacks.ring.readable() => stacks.drain(&mut maps),
             _ = tick.tick() => {
                 if !target::is_alive(pid) {
                     // Keep what was collected; the engine ends the audit.
@@ -342,10 +315,7 @@ async fn run(
                             _ = &mut window_end => break,
                             _ = &mut stopped => { stop_now = true; break }
                             _ = drain_tick.tick() => growth.drain(&mut maps, pid, &stacks.stacks),
-                            guard = stacks.ring.readable_mut() => {
-                                if let Ok(mut guard) = guard { guard.clear_ready(); }
-                                stacks.drain(&mut maps);
-                            }
+                            _ = stacks.ring.readable() => stacks.drain(&mut maps),
                         }
                     }
                     kernel.set_recording(false)?;

@@ -83,6 +83,7 @@ impl CpuSection {
             kernel_stack_failures: counters.cpu_kernel_stack_failed,
             hotspots: rows,
             threads,
+            unwind_tables: Vec::new(),
         }
     }
 }

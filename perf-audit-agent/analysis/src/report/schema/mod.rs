@@ -211,8 +211,17 @@ pub struct CpuSection {
     pub kernel_stack_failures: u64,
     pub hotspots: Vec<HotspotRow>,
     pub threads: Vec<ThreadRow>,
+    /// Objects whose unwind tables were parsed for this audit (every
+    /// collector's stacks included), with how many times: once each.
+    pub unwind_tables: Vec<UnwindTableParses>,
 }
 
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
+pub struct UnwindTableParses {
+    pub object: String,
+    pub parses: u32,
+}
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
 #[serde(default)]
