@@ -33,6 +33,7 @@ use perf_audit_common::{memory::SiteStats, sample_kind};
 
 use crate::{
     audit::{AsyncEvidence, AuditEvidence},
+    bench::{BenchVerdict, BenchmarkRow},
     database::{
         advice,
         analysis::{self, BurstRule, CallSite, Execution},
@@ -916,4 +917,40 @@ pub fn ledger_svc() -> AuditEvidence {
         rerun_command: "sudo perf-audit-agent ledger-svc all --duration 30s".into(),
         bench: false,
     }
+}
+
+/// The same service audited with profile `cpu` and `--bench`, without load,
+/// stopped with Ctrl-C after 12.4 s of the 30 s planned: the report's other
+/// branches (partial banner, baseline without load, no async, database or
+/// memory section, the benchmark table, a CI workflow that benchmarks).
+pub fn ledger_svc_interrupted_cpu_bench() -> AuditEvidence {
+    let mut e = ledger_svc();
+    e.profile = "cpu".into();
+    e.duration = Duration::from_millis(12_400);
+    e.end_reason = EndReason::Interrupted;
+    e.async_runtime = None;
+    e.database = None;
+    e.memory = None;
+    e.load = None;
+    e.cpu_seconds = Some(3.1);
+    e.unwinding = UnwindMode::FramePointer;
+    e.bench = true;
+    e.rerun_command = "sudo perf-audit-agent ledger-svc cpu --duration 30s --bench".into();
+    let bench = |id: &str, mean_ns: f64, change: Option<(f64, f64, f64)>, verdict| BenchmarkRow {
+        id: id.into(),
+        mean_ns,
+        mean_lower_ns: mean_ns * 0.98,
+        mean_upper_ns: mean_ns * 1.03,
+        change_pct: change.map(|c| c.0),
+        change_lower_pct: change.map(|c| c.1),
+        change_upper_pct: change.map(|c| c.2),
+        max_regression_pct: 5.0,
+        verdict,
+    };
+    e.benchmarks = vec![
+        bench("balance/running_balance/1000", 18_250.0, Some((12.41, 9.87, 15.02)), BenchVerdict::Regressed),
+        bench("render/statement_lines/100", 4_812.5, Some((-1.2, -3.4, 0.9)), BenchVerdict::WithinNoise),
+        bench("csv/export|escape", 912_000.0, None, BenchVerdict::FirstRun),
+    ];
+    e
 }

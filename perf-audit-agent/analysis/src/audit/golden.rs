@@ -13,13 +13,16 @@
 //! embedded SVG replaced by a placeholder, after checking that it embeds
 //! exactly the bytes of the SVG file.
 
-use super::{OutputFile, build_report, render_outputs};
+use super::{AuditEvidence, OutputFile, build_report, render_outputs};
 use crate::{report::Report, test_evidence};
 
 fn outputs() -> (Report, Vec<OutputFile>) {
-    let evidence = test_evidence::ledger_svc();
-    let report = build_report(&evidence);
-    let files = render_outputs(&report, &evidence).expect("the fixture renders");
+    outputs_of(&test_evidence::ledger_svc())
+}
+
+fn outputs_of(evidence: &AuditEvidence) -> (Report, Vec<OutputFile>) {
+    let report = build_report(evidence);
+    let files = render_outputs(&report, evidence).expect("the fixture renders");
     (report, files)
 }
 
@@ -111,11 +114,13 @@ fn report_json_is_golden() {
 /// audit wrote).
 #[test]
 fn report_json_round_trips_byte_for_byte() {
-    let (_, files) = outputs();
-    let json = bytes(&files, "report.json");
-    let read: Report = serde_json::from_slice(json).expect("report.json reads back as a Report");
-    let again = serde_json::to_vec_pretty(&read).expect("serializes");
-    assert!(again == json, "report.json changed through a round trip:\n{}", String::from_utf8_lossy(&again));
+    for evidence in [test_evidence::ledger_svc(), test_evidence::ledger_svc_interrupted_cpu_bench()] {
+        let (_, files) = outputs_of(&evidence);
+        let json = bytes(&files, "report.json");
+        let read: Report = serde_json::from_slice(json).expect("report.json reads back as a Report");
+        let again = serde_json::to_vec_pretty(&read).expect("serializes");
+        assert!(again == json, "report.json changed through a round trip:\n{}", String::from_utf8_lossy(&again));
+    }
 }
 
 /// `report.html` with each embedded flamegraph checked against its SVG
@@ -184,4 +189,16 @@ fn outputs_do_not_depend_on_map_iteration_order() {
             assert!(a == b, "{} differs between two renderings of the same evidence", a.name);
         }
     }
+}
+
+/// The other branches of the report: an interrupted CPU-only audit without
+/// load, with `--bench` (see `test_evidence::ledger_svc_interrupted_cpu_bench`).
+#[test]
+fn an_interrupted_cpu_audit_with_benchmarks_is_golden() {
+    let (report, files) = outputs_of(&test_evidence::ledger_svc_interrupted_cpu_bench());
+    assert!(report.partial && report.async_runtime.is_none() && report.memory.is_none() && report.database.is_none());
+    let names: Vec<&str> = files.iter().map(|f| f.name).collect();
+    assert_eq!(names, ["stacks.folded", "flamegraph.svg", "report.json", "report.md", "alerts.yml", "report.html", "perf-audit-ci.yml"]);
+    golden!("interrupted-cpu-bench.report.md", text(&files, "report.md"));
+    golden!("interrupted-cpu-bench.perf-audit-ci.yml", text(&files, "perf-audit-ci.yml"));
 }
