@@ -26,6 +26,9 @@ use crate::{
     },
 };
 
+#[cfg(test)]
+mod golden;
+
 /// Rows of the hotspot table.
 pub const HOTSPOT_ROWS: usize = 15;
 

@@ -33,3 +33,5 @@ pub mod profile;
 pub mod render;
 pub mod report;
 pub mod syscalls;
+#[cfg(test)]
+pub(crate) mod test_evidence;

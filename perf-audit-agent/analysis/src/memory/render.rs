@@ -222,3 +222,123 @@ pub fn markdown(md: &mut String, m: &MemorySection, findings: &[Finding]) {
         let _ = writeln!(md, "{}. `{}`: {}", i + 1, f.function, f.recommendation);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        findings::{Category, Finding, Severity},
+        memory::{
+            analysis::{AllocatorRow, Fit, LeakRow},
+            faults::RssPoint,
+        },
+        test_evidence,
+    };
+
+    fn rendered(m: &MemorySection, findings: &[Finding]) -> String {
+        let mut md = String::new();
+        markdown(&mut md, m, findings);
+        md
+    }
+
+    #[test]
+    fn sizes_switch_units_at_each_power_of_1024() {
+        assert_eq!(size(1023.0), "1023 B");
+        assert_eq!(size(1024.0), "1.0 KiB");
+        assert_eq!(size(1536.0), "1.5 KiB");
+        assert_eq!(size(1024.0 * 1024.0), "1.0 MiB");
+        assert_eq!(size(3.0 * 1024.0 * 1024.0 * 1024.0), "3.00 GiB");
+    }
+
+    #[test]
+    fn locations_name_the_function_and_escape_pipes() {
+        assert_eq!(location("svc::a", &Some("/svc/src/a.rs".into()), Some(3)), "`svc::a` (/svc/src/a.rs:3)");
+        assert_eq!(location("svc::a", &Some("/svc/src/a.rs".into()), None), "`svc::a` (/svc/src/a.rs)");
+        assert_eq!(location("<a as b>::c|d", &None, Some(3)), "`<a as b>::c\\|d`");
+    }
+
+    #[test]
+    fn an_empty_section_renders_placeholders_and_no_optional_tables() {
+        let md = rendered(&MemorySection::default(), &[]);
+        for row in ["| (no allocation observed) | | | |", "| (no page fault sampled) | | | | | | |", "| (no large mapping or heap growth) | | | | |"] {
+            assert!(md.contains(row), "{row} missing:\n{md}");
+        }
+        for absent in ["**RSS trend**", "**Leak candidates**", "**Steady growth**", "**RSS over time**"] {
+            assert!(!md.contains(absent), "{absent} present:\n{md}");
+        }
+        assert!(md.contains("- 🟢 No leak, steady growth or allocation churn in your own code"));
+        assert!(md.ends_with("1. Nothing stands out in memory; see the memory flamegraph (`memory.svg`) for where bytes go.\n"), "{md}");
+    }
+
+    #[test]
+    fn rows_show_sizes_rates_types_and_whether_a_collection_holds_the_memory() {
+        let m = MemorySection {
+            rss_growth: Some(Fit { slope: 2048.0, intercept: 0.0, r2: 0.987, points: 9 }),
+            top_allocators: vec![AllocatorRow {
+                function: "svc::render".into(),
+                file: Some("/svc/src/render.rs".into()),
+                line: Some(23),
+                bytes: 11 * 1024 * 1024,
+                count: 120_000,
+                ty: Some("Vec<u8>".into()),
+                bytes_per_s: 384_000.0,
+                allocs_per_s: 4_000.4,
+                ..Default::default()
+            }],
+            leak_candidates: vec![
+                LeakRow { function: "svc::log".into(), bytes: 4096, count: 8, ty: Some("Box<_>".into()), ..Default::default() },
+                LeakRow { function: "svc::cache".into(), bytes: 3 << 20, count: 12_000, held_by_collection: true, ..Default::default() },
+            ],
+            ..Default::default()
+        };
+        let md = rendered(&m, &[]);
+        assert!(md.contains("**RSS trend**: 2.0 KiB/s (least squares over 9 points, r² 0.99)"), "{md}");
+        assert!(md.contains("| `svc::render` (/svc/src/render.rs:23) | 11.0 MiB (375.0 KiB/s) | 120000 (4000/s) | Vec<u8> |"), "{md}");
+        assert!(md.contains("| `svc::log` | 4.0 KiB | 8 | Box<_> | no |"), "{md}");
+        assert!(md.contains("| `svc::cache` | 3.0 MiB | 12000 | - | yes |"), "{md}");
+    }
+
+    #[test]
+    fn the_rss_table_spans_the_first_and_last_points() {
+        let point = |t_s: f64, rss_bytes: u64| RssPoint { t_s, rss_bytes, anon_bytes: rss_bytes / 2, heap_bytes: 1 << 20, huge_page_bytes: 0 };
+        let points = vec![point(0.0, 10 << 20), point(0.5, 14 << 20), point(1.0, 12 << 20)];
+        let m = MemorySection { rss_series: crate::memory::faults::rss_series(&points), ..Default::default() };
+        let md = rendered(&m, &[]);
+        assert!(md.contains("every 500 ms, 3 points"), "{md}");
+        assert!(md.contains("| RSS | 10.0 MiB | 12.0 MiB | 14.0 MiB | 2.0 MiB/s (r² 0.25) |"), "{md}");
+        assert!(md.contains("| `[heap]` (brk, virtual) | 1.0 MiB | 1.0 MiB | | |"), "{md}");
+    }
+
+    #[test]
+    fn only_memory_findings_are_listed_with_their_severity() {
+        let finding = |category, severity, function: &str| Finding {
+            rule: "r".into(),
+            category,
+            severity,
+            title: format!("title of {function}"),
+            function: function.into(),
+            file: Some("/svc/src/lib.rs".into()),
+            line: Some(9),
+            recommendation: format!("fix {function}"),
+            ..Default::default()
+        };
+        let findings = [
+            finding(Category::Memory, Severity::P0, "svc::leak"),
+            finding(Category::Cpu, Severity::P0, "svc::hot"),
+            Finding { file: None, ..finding(Category::Memory, Severity::P2, "svc::churn") },
+        ];
+        let md = rendered(&MemorySection::default(), &findings);
+        assert!(md.contains("- 🔴 title of svc::leak: /svc/src/lib.rs:9\n- 🟢 title of svc::churn: -\n"), "{md}");
+        assert!(md.ends_with("1. `svc::leak`: fix svc::leak\n2. `svc::churn`: fix svc::churn\n"), "{md}");
+        assert!(!md.contains("svc::hot") && !md.contains("No leak"), "{md}");
+    }
+
+    #[test]
+    fn the_fixture_section_names_its_allocator_probes_and_cost() {
+        let (m, _) = test_evidence::memory();
+        let md = rendered(&m, &[]);
+        assert!(md.contains("**Allocator**: glibc malloc in /usr/lib/x86_64-linux-gnu/libc.so.6; probes: `malloc+4` (push, emulated), `free+12` (push, emulated)"), "{md}");
+        assert!(md.contains("**Measured cost**: measured on the target: 0.41 s of kernel time"), "{md}");
+        assert!(md.contains("**Dropped events**: 0 (live-allocation map full 0"), "{md}");
+    }
+}

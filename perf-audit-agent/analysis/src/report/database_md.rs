@@ -156,3 +156,149 @@ fn truncate(s: &str, max: usize) -> String {
     let cut: String = s.chars().take(max).collect();
     format!("{cut}...")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        database::analysis::{CallSite, NPlusOne},
+        report::{CallSiteRow, DuplicateIndex, MissingIndex, StatementRow, TableRow, UnusedIndex},
+        test_evidence,
+    };
+
+    fn rendered(db: &DatabaseSection) -> String {
+        let mut md = String::new();
+        render(&mut md, db);
+        md
+    }
+
+    fn statement(query: &str, calls: i64, total_ms: Option<f64>) -> StatementRow {
+        StatementRow {
+            query: query.into(),
+            calls,
+            total_ms,
+            mean_ms: total_ms.map(|t| t / calls as f64),
+            max_ms: total_ms.map(|t| t / calls as f64 * 2.0),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_empty_section_says_what_was_not_measured() {
+        let md = rendered(&DatabaseSection::default());
+        assert!(md.contains("| (no statement ran during the audit) | | | | | |"), "{md}");
+        assert!(md.contains("- 🟢 None detected (the wire was not traced)"));
+        assert!(md.contains("None: no heavy sequential scan, unused or duplicate index found."));
+        // Neither pg_stat_statements' nor the wire's summary lines, no usage table.
+        assert!(!md.contains("**Slow queries detected**") && !md.contains("**Wire tracing**") && !md.contains("*Detected as*"));
+        assert!(!md.contains("**Index usage during the audit**") && !md.contains("**Database**:"));
+        assert!(md.contains("**Missing indexes**: 0"));
+        assert!(md.ends_with("**Query Optimizations**:\n\n1. Use `EXPLAIN (ANALYZE, BUFFERS)` to verify execution plans after each change\n"), "{md}");
+    }
+
+    #[test]
+    fn slow_queries_and_the_average_count_only_statements_pg_stat_statements_timed() {
+        let db = DatabaseSection {
+            pg_stat_statements: true,
+            window_s: 30.0,
+            statements: vec![
+                statement("SELECT slow", 10, Some(150.0)),     // 15 ms each: slow
+                statement("SELECT fast", 90, Some(45.0)),      // 0.5 ms each
+                statement("SELECT wire_only", 500, None),      // seen on the wire only
+            ],
+            ..Default::default()
+        };
+        let md = rendered(&db);
+        assert!(md.contains("**Slow queries detected**: 1 (mean >= 10 ms, over 30.0 s)"), "{md}");
+        // (150 + 45) ms over 100 calls; the wire-only statement is left out.
+        assert!(md.contains("**Average query time**: 1.95 ms over 100 calls"), "{md}");
+        assert!(md.contains("| `SELECT wire_only` | 500 | - | - | - |  |"), "{md}");
+    }
+
+    #[test]
+    fn long_queries_are_cut_on_characters_and_pipes_escaped_in_cells() {
+        let long = format!("SELECT 'é' || name FROM t WHERE {}", "x = 1 AND ".repeat(20));
+        let mut row = statement(&long, 1, Some(1.0));
+        row.call_sites = vec![CallSiteRow { function: "svc::db::q".into(), file: Some("/svc/src/db.rs".into()), line: Some(7), executions: 1 }];
+        let md = rendered(&DatabaseSection { statements: vec![row], ..Default::default() });
+        let cut: String = long.chars().take(120).collect();
+        assert!(md.contains(&format!("| `{}...` |", cut.replace('|', "\\|"))), "{md}");
+        assert!(md.contains("| `svc::db::q` /svc/src/db.rs:7 |"), "{md}");
+    }
+
+    #[test]
+    fn index_advice_is_one_sql_block_with_measured_gains() {
+        let db = DatabaseSection {
+            missing_indexes: vec![MissingIndex {
+                table: "users".into(),
+                columns: vec!["country".into(), "signup_at DESC".into()],
+                create_sql: "CREATE INDEX CONCURRENTLY idx_users_country_signup_at ON users (country, signup_at DESC);".into(),
+                query: "SELECT * FROM users WHERE country = $1 ORDER BY signup_at DESC".into(),
+                calls: 12,
+                cost_before: Some(2041.7),
+                cost_after: Some(12.3),
+                ..Default::default()
+            }],
+            unused_indexes: vec![UnusedIndex {
+                table: "users".into(),
+                index: "idx_users_name".into(),
+                size_bytes: 3 * 1024 * 1024 / 2,
+                drop_sql: "DROP INDEX CONCURRENTLY idx_users_name;".into(),
+                ..Default::default()
+            }],
+            duplicate_indexes: vec![DuplicateIndex {
+                table: "users".into(),
+                index: "idx_users_country".into(),
+                duplicate_of: "idx_users_country_signup_at".into(),
+                size_bytes: 8192,
+                drop_sql: "DROP INDEX CONCURRENTLY idx_users_country;".into(),
+            }],
+            ..Default::default()
+        };
+        let md = rendered(&db);
+        let block = "```sql\n\
+            -- High-impact indexes\n\
+            -- for: SELECT * FROM users WHERE country = $1 ORDER BY signup_at DESC (12 calls, plan cost 2042 -> 12 with it)\n\
+            CREATE INDEX CONCURRENTLY idx_users_country_signup_at ON users (country, signup_at DESC);\n\
+            -- Unused indexes (0 scans since statistics reset)\n\
+            DROP INDEX CONCURRENTLY idx_users_name;  -- 1536.0 KiB on users\n\
+            -- Duplicate indexes\n\
+            DROP INDEX CONCURRENTLY idx_users_country;  -- covered by idx_users_country_signup_at\n\
+            ```\n";
+        assert!(md.contains(block), "{md}");
+        assert!(md.contains("1. Add the index on users (country, signup_at DESC)\n2. Use `EXPLAIN"), "{md}");
+    }
+
+    #[test]
+    fn n_plus_one_patterns_are_named_at_their_line_and_come_first_in_the_plan() {
+        let db = DatabaseSection {
+            n_plus_one: vec![NPlusOne {
+                query: "SELECT name FROM owners WHERE id = $1".into(),
+                call_site: CallSite { function: "svc::db::owner".into(), file: Some("/svc/src/db.rs".into()), line: Some(118) },
+                bursts: 40,
+                median_burst: 25,
+                median_burst_ms: 9.12,
+                ..Default::default()
+            }],
+            missing_indexes: vec![MissingIndex { table: "entries".into(), columns: vec!["account_id".into()], ..Default::default() }],
+            tables: vec![
+                TableRow { table: "idle".into(), rows: 5, ..Default::default() },
+                TableRow { table: "entries".into(), rows: 100, seq_scans: 3, seq_rows_read: 300, ..Default::default() },
+            ],
+            ..Default::default()
+        };
+        let md = rendered(&db);
+        assert!(md.contains("- 🔴 File: /svc/src/db.rs:118 - `svc::db::owner` runs `SELECT name FROM owners WHERE id = $1` in a loop: 40 bursts of ~25 queries within 9.1 ms"), "{md}");
+        assert!(md.contains("1. Replace N+1 in `svc::db::owner` with a batch query using `ANY($1)`\n2. Add the index on entries (account_id)\n3. Use `EXPLAIN"), "{md}");
+        // Only tables scanned during the audit are listed.
+        assert!(md.contains("| entries | 100 | 3 | 300 | 0 | 0 |") && !md.contains("| idle |"), "{md}");
+    }
+
+    #[test]
+    fn the_fixture_section_renders_its_connection_and_wire_summary() {
+        let md = rendered(&test_evidence::database_section());
+        assert!(md.starts_with("### Database Performance Analysis\n\n**Database**: `postgres://ledger:***@127.0.0.1:5432/ledger` (from DATABASE_URL in the target's environment (/proc/4242/environ)), PostgreSQL 16.4, read-only session\n"), "{md}");
+        assert!(md.contains("**Wire tracing**: 2780 writes on 8 connections (0 TLS), 1350 executions, 1350 tied to your code"), "{md}");
+        assert!(md.contains("*Detected as*: the same statement from the same call site executed at least 5 times"), "{md}");
+    }
+}
