@@ -674,8 +674,6 @@ pub(crate) fn free_probe_offset(code: &[u8], ptr_reg: u8) -> (u64, bool, String)
     (0, emulated, name)
 }
 
-/// The memory programs' own loaded instance of the eBPF object.
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,9 +13,11 @@ use perf_audit_analysis::audit::{AsyncEvidence, AuditEvidence, build_report, ren
 
 use crate::{
     cli::{Profile, UnwindChoice},
+    collect::{Collector, Console, CpuSampling, Database, Finish, Memory, OffCpu, RawEvidence, StackCopy, finish_all},
     database::DatabaseCollector,
     error::{Error, Result},
-    kernel::{self, Filter, KernelSession, UnwindMode, stack_copy::StackCopyCollector},
+    kernel::{self, Counters, Filter, KernelSession, UnwindMode, stack_copy::DRAIN_INTERVAL},
+    memory::MemoryCollector,
     load::{self, LoadPlan, LoadResult},
     plan::{AuditPlan, TargetSpec},
     postgres::private::PrivatePostgres,
@@ -39,194 +41,16 @@ pub struct AuditOutput {
     pub report: Report,
 }
 
+/// One audit: resolve -> load -> collect -> symbolize -> analyze -> write.
 pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
     for profile in &plan.unavailable {
         eprintln!("perf-audit: profile `{}` is not available in this version yet; skipping it", profile.as_str());
     }
     let support = kernel::preflight()?;
-
-    // Resolve an existing target before loading anything: a typo fails fast.
-    let existing_pid = match &plan.target {
-        TargetSpec::Pid(pid) => Some(target::describe(*pid)?.pid),
-        TargetSpec::Name(name) => Some(target::resolve_name(name)?),
-        TargetSpec::Launch { .. } => None,
-    };
-
-    let exe_for_mode = match (&plan.target, existing_pid) {
-        (_, Some(pid)) => target::describe(pid).map(|i| PathBuf::from(i.exe)).ok(),
-        (TargetSpec::Launch { program, .. }, None) => resolve_program(program),
-        _ => None,
-    };
-    let unwind = choose_unwind_mode(plan.unwind, exe_for_mode.as_deref());
-    let wants_async = plan.profiles.contains(&Profile::Async);
-    let mut session = KernelSession::load(Filter::ListedPids, unwind, plan.offcpu_min)?;
-    // The async analysis needs CPU samples too (long polls, task breakdown).
-    if plan.profiles.contains(&Profile::Cpu) || wants_async {
-        session.start_cpu_sampling(plan.frequency_hz)?;
-    }
-    if wants_async {
-        session.start_offcpu()?;
-    }
-
-    // Programs are attached before the pid is registered, so a launched
-    // command is sampled from its first scheduled tick.
-    // A throwaway database for a launched service (demo, tests). Declared
-    // before the service so that it is dropped (stopped, deleted) after it.
-    let private_db = if plan.private_database {
-        eprintln!("perf-audit: starting a private PostgreSQL (loopback, pg_stat_statements preloaded)");
-        let db = tokio::task::spawn_blocking(PrivatePostgres::start)
-            .await
-            .map_err(|e| Error::internal(format!("private PostgreSQL start panicked: {e}")))??;
-        eprintln!("perf-audit: private PostgreSQL ready on 127.0.0.1:{}", db.port());
-        Some(db)
-    } else {
-        None
-    };
-    let child_env: Vec<(String, String)> =
-        private_db.iter().map(|db| ("DATABASE_URL".to_string(), db.url())).collect();
-
-    let mut launched: Option<Launched> = None;
-    let pid = match (&plan.target, existing_pid) {
-        (_, Some(pid)) => pid,
-        (TargetSpec::Launch { program, args }, None) => {
-            let child = target::launch(program, args, &child_env)?;
-            let pid = child.pid();
-            launched = Some(child);
-            pid
-        }
-        _ => unreachable!("every non-launch target resolved to a pid above"),
-    };
-    session.add_target(pid)?;
-    // One table cache and one unwinder for the process, shared by every
-    // collector that unwinds its stacks (CPU/off-CPU, database, memory).
-    let unwinder = SharedUnwinder::new(pid);
-    let mut stack_copy = if unwind == UnwindMode::Dwarf || wants_async {
-        Some(session.stack_copy_collector(&unwinder)?)
-    } else {
-        None
-    };
-    let database = match plan.profiles.contains(&Profile::Database) {
-        true => Some(
-            DatabaseCollector::start(&mut session, &unwinder, plan.database_url.as_deref(), plan.requested_profile == Profile::Database)
-                .await?,
-        ),
-        false => None,
-    };
-    let info = target::describe(pid).unwrap_or_else(|_| TargetInfo {
-        pid,
-        name: launched_name(&plan.target),
-        exe: String::new(),
-    });
-
-    if let Some(spec) = &plan.load {
-        wait_until_ready(spec, pid, plan.ready_timeout).await?;
-    }
-
-    let started_at = SystemTime::now();
-    let out_dir = plan.out_dir.clone().unwrap_or_else(|| default_out_dir(&info.name, started_at));
-    fs::create_dir_all(&out_dir).map_err(|e| Error::output(&out_dir, e))?;
-
-    eprintln!(
-        "perf-audit: auditing {} (pid {pid}) for {}, profile {}, CPU sampling at {} Hz, unwinding with {}",
-        info.name,
-        humantime::format_duration(plan.duration),
-        plan.requested_profile.as_str(),
-        plan.frequency_hz,
-        unwind.describe()
-    );
-    // Load runs beside the collection, for the same window.
-    let (stop_load, load_stopped) = tokio::sync::oneshot::channel::<()>();
-    // tokio-console's view, when the target runs console-subscriber.
-    let (stop_console, console_stopped) = tokio::sync::oneshot::channel::<()>();
-    let console_task = (wants_async && console_listening(&plan.console)).then(|| {
-        let addr = plan.console.clone();
-        tokio::spawn(async move {
-            crate::console::watch(&addr, async {
-                let _ = console_stopped.await;
-            })
-            .await
-        })
-    });
-    let load_task = plan.load.as_ref().map(|spec| {
-        let load_plan = LoadPlan::new(spec.scenario.clone(), spec.rps, plan.duration)
-            .expect("validated when the plan was built");
-        eprintln!(
-            "perf-audit: driving {} rps of open-loop load ({} endpoint{})",
-            spec.rps,
-            spec.scenario.requests.len(),
-            if spec.scenario.requests.len() == 1 { "" } else { "s" }
-        );
-        tokio::spawn(load::run(load_plan, load_stopped))
-    });
-    let memory = match plan.profiles.contains(&Profile::Memory) {
-        true => Some(crate::memory::MemoryCollector::start(&unwinder, Path::new(&info.exe), plan.memory).await?),
-        false => None,
-    };
-    let cpu_start = target::cpu_seconds(pid);
-    let mut collected = collect(&plan, &session, pid, stack_copy.as_mut()).await;
-    let cpu_end = target::cpu_seconds(pid);
-    let memory_raw = match memory {
-        Some(collector) => Some(collector.finish().await?),
-        None => None,
-    };
-    let _ = stop_load.send(());
-    let _ = stop_console.send(());
-    let console = match console_task {
-        Some(task) => Some(task.await.map_err(|e| Error::internal(format!("the console reader panicked: {e}")))?),
-        None => None,
-    };
-    let load_result: Option<LoadResult> = match load_task {
-        Some(task) => Some(task.await.map_err(|e| Error::internal(format!("the load generator panicked: {e}")))?),
-        None => None,
-    };
-    if let Some(result) = &load_result {
-        eprintln!("perf-audit: {}", load::summary_line(result));
-    }
-    session.stop_cpu_sampling();
-    session.stop_offcpu();
-    let database = match database {
-        Some(collector) => Some(collector.finish(&mut session).await),
-        None => None,
-    };
-    let counters = session.counters()?;
-    let copied = match stack_copy {
-        Some(mut collector) => {
-            collector.drain(&mut collected.maps);
-            Some(session.finish_stack_copy(collector)?)
-        }
-        None => None,
-    };
-    let sched_totals = if wants_async { session.sched_totals(pid)? } else { Vec::new() };
-    let (raw, offcpu_raw, records) = match copied {
-        Some(c) if unwind == UnwindMode::Dwarf => (c.cpu, c.offcpu, c.records),
-        Some(c) => (session.read_cpu_stacks()?, c.offcpu, Vec::new()),
-        None => (session.read_cpu_stacks()?, Vec::new(), Vec::new()),
-    };
-    let raw: Vec<_> = raw.into_iter().filter(|s| s.tgid == pid).collect();
-    drop(session); // detach everything before the (slower) analysis
-    drop(launched);
-    drop(private_db);
-
-    eprintln!("perf-audit: symbolizing {} distinct stacks", raw.len() + offcpu_raw.len());
-    let symbolizer = StackSymbolizer::new();
-    let exe = Path::new(&info.exe);
-    let profile = symbolizer.cpu_profile(&raw, &collected.maps, exe);
-    let async_runtime = wants_async.then(|| {
-        let offcpu = symbolizer.cpu_profile(&offcpu_raw, &collected.maps, exe);
-        AsyncEvidence {
-            threads: thread_times(pid, &sched_totals, &profile, &offcpu),
-            offcpu,
-            samples: records
-                .iter()
-                .map(|r| TimedSample { tid: r.tid, ts_ns: r.ts_ns, oncpu_run_ns: r.oncpu_run_ns, stack: r.stack })
-                .collect(),
-            long_poll: plan.long_poll,
-            offcpu_min: plan.offcpu_min,
-            console_address: plan.console.clone(),
-            console,
-        }
-    });
-    let memory = memory_raw.as_ref().map(|raw| crate::memory::build_section(raw, &symbolizer, exe));
+    let (existing_pid, unwind) = resolve(&plan)?;
+    let probes = Probes::start(&plan, existing_pid, unwind).await?;
+    let (info, out_dir, started_at) = (probes.info.clone(), probes.out_dir.clone(), SystemTime::now());
+    let (raw, collected, cpu_seconds, load) = probes.collect(&plan).await?;
     let evidence = AuditEvidence {
         target: info.clone(),
         profile: plan.requested_profile.as_str().to_string(),
@@ -236,26 +60,19 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
         planned_duration: plan.duration,
         end_reason: collected.end_reason,
         kernel: KernelInfo { release: support.release.clone(), btf: support.btf },
-        counters,
-        cpu: profile,
+        counters: collected.counters,
         cpu_section: plan.profiles.contains(&Profile::Cpu),
         unwinding: unwind,
         frequency_hz: plan.frequency_hz,
-        async_runtime,
-        unwind_tables: unwinder
-            .table_parses()
-            .into_iter()
-            .map(|(object, parses)| UnwindTableParses { object: object.display().to_string(), parses })
-            .collect(),
-        database,
-        memory,
-        load: load_result,
+        unwind_tables: collected.unwind_tables.clone(),
+        load,
         last_rss_bytes: collected.last_rss,
         peak_rss_bytes: collected.peak_rss,
-        cpu_seconds: cpu_start.zip(cpu_end).map(|(a, b)| b - a),
+        cpu_seconds,
         benchmarks: crate::bench::run_if_asked(plan.bench.as_ref(), &info.exe)?,
         rerun_command: rerun_command(&plan, &info),
         bench: plan.bench.is_some(),
+        ..symbolize(&plan, &info, raw, &collected.maps)
     };
     let mut report = build_report(&evidence);
     for finding in &mut report.findings {
@@ -267,22 +84,199 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
     Ok(AuditOutput { out_dir, report })
 }
 
+/// Resolves an existing target before loading anything (a typo fails
+/// fast), and the unwinding mode: with `--unwind auto`, frame pointers when
+/// the target's binary keeps them.
+fn resolve(plan: &AuditPlan) -> Result<(Option<u32>, UnwindMode)> {
+    let existing_pid = match &plan.target {
+        TargetSpec::Pid(pid) => Some(target::describe(*pid)?.pid),
+        TargetSpec::Name(name) => Some(target::resolve_name(name)?),
+        TargetSpec::Launch { .. } => None,
+    };
+    let exe = match (&plan.target, existing_pid) {
+        (_, Some(pid)) => target::describe(pid).map(|i| PathBuf::from(i.exe)).ok(),
+        (TargetSpec::Launch { program, .. }, None) => resolve_program(program),
+        _ => None,
+    };
+    Ok((existing_pid, choose_unwind_mode(plan.unwind, exe.as_deref())))
+}
+
+/// The target, the kernel session and the started collectors.
+struct Probes {
+    session: KernelSession,
+    collectors: Vec<Box<dyn Collector>>,
+    unwinder: SharedUnwinder,
+    pid: u32,
+    info: TargetInfo,
+    out_dir: PathBuf,
+    /// Declared after the service so that the database outlives it.
+    launched: Option<Launched>,
+    private_db: Option<PrivatePostgres>,
+}
+
+impl Probes {
+    /// Loads the programs, resolves or launches the target, starts every
+    /// collector the plan asks for.
+    async fn start(plan: &AuditPlan, existing_pid: Option<u32>, unwind: UnwindMode) -> Result<Probes> {
+        let wants_async = plan.profiles.contains(&Profile::Async);
+        let mut session = KernelSession::load(Filter::ListedPids, unwind, plan.offcpu_min)?;
+        // Programs are attached before the pid is registered, so a launched
+        // command is sampled from its first scheduled tick. The async
+        // analysis needs CPU samples too (long polls, task breakdown).
+        let mut collectors: Vec<Box<dyn Collector>> = Vec::new();
+        if plan.profiles.contains(&Profile::Cpu) || wants_async {
+            collectors.push(CpuSampling::start(&mut session, plan.frequency_hz, unwind == UnwindMode::Dwarf)?);
+        }
+        if wants_async {
+            collectors.push(OffCpu::start(&mut session)?);
+        }
+        let private_db = if plan.private_database { Some(start_private_database().await?) } else { None };
+        let (pid, launched) = match (&plan.target, existing_pid) {
+            (_, Some(pid)) => (pid, None),
+            (TargetSpec::Launch { program, args }, None) => {
+                let env: Vec<(String, String)> = private_db.iter().map(|db| ("DATABASE_URL".to_string(), db.url())).collect();
+                let child = target::launch(program, args, &env)?;
+                (child.pid(), Some(child))
+            }
+            _ => unreachable!("every non-launch target resolved to a pid in `resolve`"),
+        };
+        session.add_target(pid)?;
+        // One table cache and one unwinder for the process, shared by every
+        // collector that unwinds its stacks (CPU/off-CPU, database, memory).
+        let unwinder = SharedUnwinder::new(pid);
+        if unwind == UnwindMode::Dwarf || wants_async {
+            let collector = session.stack_copy_collector(&unwinder)?;
+            collectors.push(Box::new(StackCopy { collector, cpu: unwind == UnwindMode::Dwarf }));
+        }
+        if plan.profiles.contains(&Profile::Database) {
+            let explicit = plan.requested_profile == Profile::Database;
+            let db = DatabaseCollector::start(&mut session, &unwinder, plan.database_url.as_deref(), explicit).await?;
+            collectors.push(Box::new(Database(db)));
+        }
+        let info = target::describe(pid).unwrap_or_else(|_| TargetInfo { pid, name: launched_name(&plan.target), exe: String::new() });
+        if let Some(spec) = &plan.load {
+            wait_until_ready(spec, pid, plan.ready_timeout).await?;
+        }
+        let out_dir = plan.out_dir.clone().unwrap_or_else(|| default_out_dir(&info.name, SystemTime::now()));
+        fs::create_dir_all(&out_dir).map_err(|e| Error::output(&out_dir, e))?;
+        eprintln!(
+            "perf-audit: auditing {} (pid {pid}) for {}, profile {}, CPU sampling at {} Hz, unwinding with {}",
+            info.name,
+            humantime::format_duration(plan.duration),
+            plan.requested_profile.as_str(),
+            plan.frequency_hz,
+            unwind.describe()
+        );
+        if wants_async && console_listening(&plan.console) {
+            collectors.push(Console::start(&plan.console));
+        }
+        Ok(Probes { session, collectors, unwinder, pid, info, out_dir, launched, private_db })
+    }
+
+    /// Drives the load beside collection, waits for the end, finishes every
+    /// collector and detaches everything.
+    async fn collect(mut self, plan: &AuditPlan) -> Result<(RawEvidence, Collected, Option<f64>, Option<LoadResult>)> {
+        let (stop_load, load_stopped) = tokio::sync::oneshot::channel::<()>();
+        let load_task = plan.load.as_ref().map(|spec| {
+            let load_plan = LoadPlan::new(spec.scenario.clone(), spec.rps, plan.duration).expect("validated when the plan was built");
+            let endpoints = spec.scenario.requests.len();
+            eprintln!("perf-audit: driving {} rps of open-loop load ({endpoints} endpoint{})", spec.rps, if endpoints == 1 { "" } else { "s" });
+            tokio::spawn(load::run(load_plan, load_stopped))
+        });
+        if plan.profiles.contains(&Profile::Memory) {
+            let memory = MemoryCollector::start(&self.unwinder, Path::new(&self.info.exe), plan.memory).await?;
+            self.collectors.push(Box::new(Memory(memory)));
+        }
+        let pid = self.pid;
+        let cpu_start = target::cpu_seconds(pid);
+        let mut collected = collect(plan, &self.session, pid, &mut self.collectors).await;
+        let cpu_seconds = cpu_start.zip(target::cpu_seconds(pid)).map(|(a, b)| b - a);
+        let _ = stop_load.send(());
+        let load = match load_task {
+            Some(task) => Some(task.await.map_err(|e| Error::internal(format!("the load generator panicked: {e}")))?),
+            None => None,
+        };
+        if let Some(result) = &load {
+            eprintln!("perf-audit: {}", load::summary_line(result));
+        }
+        let mut raw = RawEvidence::default();
+        let mut collectors = std::mem::take(&mut self.collectors);
+        collectors.sort_by_key(|c| c.finish_order());
+        let mut cx = Finish { session: &mut self.session, maps: &mut collected.maps, pid, raw: &mut raw };
+        finish_all(collectors, &mut cx).await?;
+        collected.counters = self.session.counters()?;
+        collected.unwind_tables = self
+            .unwinder
+            .table_parses()
+            .into_iter()
+            .map(|(object, parses)| UnwindTableParses { object: object.display().to_string(), parses })
+            .collect();
+        // Detach everything before the (slower) analysis; the service stops
+        // before its private database.
+        let Probes { session, launched, private_db, .. } = self;
+        drop(session);
+        drop(launched);
+        drop(private_db);
+        Ok((raw, collected, cpu_seconds, load))
+    }
+}
+
+/// A throwaway database for a launched service (demo, tests).
+async fn start_private_database() -> Result<PrivatePostgres> {
+    eprintln!("perf-audit: starting a private PostgreSQL (loopback, pg_stat_statements preloaded)");
+    let db = tokio::task::spawn_blocking(PrivatePostgres::start)
+        .await
+        .map_err(|e| Error::internal(format!("private PostgreSQL start panicked: {e}")))??;
+    eprintln!("perf-audit: private PostgreSQL ready on 127.0.0.1:{}", db.port());
+    Ok(db)
+}
+
+/// Symbolizes what the collectors gathered: the profiles and sections of
+/// the audit's evidence (the rest is filled by the caller).
+fn symbolize(plan: &AuditPlan, info: &TargetInfo, raw: RawEvidence, maps: &MapsSnapshot) -> AuditEvidence {
+    eprintln!("perf-audit: symbolizing {} distinct stacks", raw.cpu.len() + raw.offcpu.len());
+    let symbolizer = StackSymbolizer::new();
+    let exe = Path::new(&info.exe);
+    let cpu = symbolizer.cpu_profile(&raw.cpu, maps, exe);
+    let async_runtime = plan.profiles.contains(&Profile::Async).then(|| {
+        let offcpu = symbolizer.cpu_profile(&raw.offcpu, maps, exe);
+        AsyncEvidence {
+            threads: thread_times(info.pid, &raw.sched_totals, &cpu, &offcpu),
+            offcpu,
+            samples: raw
+                .records
+                .iter()
+                .map(|r| TimedSample { tid: r.tid, ts_ns: r.ts_ns, oncpu_run_ns: r.oncpu_run_ns, stack: r.stack })
+                .collect(),
+            long_poll: plan.long_poll,
+            offcpu_min: plan.offcpu_min,
+            console_address: plan.console.clone(),
+            console: raw.console,
+        }
+    });
+    AuditEvidence {
+        cpu,
+        async_runtime,
+        memory: raw.memory.as_ref().map(|m| crate::memory::build_section(m, &symbolizer, exe)),
+        database: raw.database,
+        ..AuditEvidence::default()
+    }
+}
+
 struct Collected {
     elapsed: Duration,
     end_reason: EndReason,
     maps: MapsSnapshot,
     last_rss: u64,
     peak_rss: u64,
+    /// Read once every collector finished.
+    counters: Counters,
+    unwind_tables: Vec<UnwindTableParses>,
 }
 
 /// Waits for the duration, Ctrl-C/SIGTERM, or the target's exit, keeping a
 /// snapshot of the target's memory maps and showing progress.
-async fn collect(
-    plan: &AuditPlan,
-    session: &KernelSession,
-    pid: u32,
-    mut stack_copy: Option<&mut StackCopyCollector>,
-) -> Collected {
+async fn collect(plan: &AuditPlan, session: &KernelSession, pid: u32, collectors: &mut [Box<dyn Collector>]) -> Collected {
     use tokio::signal::unix::{SignalKind, signal};
 
     let start = Instant::now();
@@ -294,6 +288,7 @@ async fn collect(
     let mut peak_rss = last_rss;
     let progress = progress_bar(plan);
     let mut tick = tokio::time::interval(POLL_INTERVAL);
+    let mut drain = tokio::time::interval(DRAIN_INTERVAL);
     let mut sigterm = signal(SignalKind::terminate()).ok();
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
@@ -305,12 +300,7 @@ async fn collect(
             _ = async { match sigterm.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {
                 break EndReason::Interrupted
             }
-            _ = async {
-                match stack_copy.as_deref_mut() {
-                    Some(c) => c.drain_next(&mut maps).await,
-                    None => std::future::pending().await,
-                }
-            } => {}
+            _ = drain.tick() => collectors.iter_mut().for_each(|c| c.drain(&mut maps)),
             _ = tick.tick() => {
                 if !target::is_alive(pid) {
                     break EndReason::TargetExited;
@@ -342,7 +332,7 @@ async fn collect(
         EndReason::Interrupted => eprintln!("perf-audit: interrupted; writing a partial report"),
         EndReason::Duration => {}
     }
-    Collected { elapsed: start.elapsed(), end_reason, maps, last_rss, peak_rss }
+    Collected { elapsed: start.elapsed(), end_reason, maps, last_rss, peak_rss, counters: Counters::default(), unwind_tables: Vec::new() }
 }
 
 fn progress_bar(plan: &AuditPlan) -> Option<indicatif::ProgressBar> {

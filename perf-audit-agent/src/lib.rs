@@ -8,6 +8,7 @@
 pub mod allocator;
 pub mod bench;
 pub mod cli;
+pub mod collect;
 pub mod console;
 pub mod daemon;
 pub mod database;

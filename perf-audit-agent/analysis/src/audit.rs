@@ -33,7 +33,7 @@ mod golden;
 pub const HOTSPOT_ROWS: usize = 15;
 
 /// Everything one audit measured, as plain values.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct AuditEvidence {
     pub target: TargetInfo,
     /// The profile the user asked for (`all` stays `all`).

@@ -26,6 +26,7 @@ pub use perf_audit_analysis::evidence::MemCounters;
 
 pub use crate::allocator::{AllocatorFamily, AllocatorPlan, CallShape, ProbePoint, discover_allocator};
 
+/// The memory programs' own loaded instance of the eBPF object.
 pub struct MemoryKernel {
     ebpf: Ebpf,
     pid: u32,
