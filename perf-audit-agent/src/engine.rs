@@ -26,7 +26,7 @@ use crate::{
     render,
     report::{
         AsyncSection, Baseline, ConsoleInfo, CpuSection, EndReason, KernelInfo, OffCpuSection,
-        Report, alerts, html, markdown,
+        Report, alerts, html, markdown, timeline,
     },
     symbolize::StackSymbolizer,
     target::{self, Launched, MapsSnapshot, TargetInfo},
@@ -162,6 +162,7 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
         false => None,
     };
     let cpu_start = target::cpu_seconds(pid);
+    let collect_start_ns = monotonic_ns();
     let mut collected = collect(&plan, &session, pid, stack_copy.as_mut()).await;
     let cpu_end = target::cpu_seconds(pid);
     let memory_raw = match memory {
@@ -267,7 +268,7 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
         cpu_cores: crate::report::round2(cpu_cores),
         load: load_result,
     };
-    let report = Report {
+    let mut report = Report {
         schema_version: crate::report::SCHEMA_VERSION,
         target: info.clone(),
         profile: plan.requested_profile.as_str().to_string(),
@@ -302,6 +303,13 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
         rerun_command: rerun_command(&plan, &info),
         benchmarks: crate::bench::run_if_asked(plan.bench.as_ref(), &info.exe)?,
     };
+
+    if let Some(cpu) = report.cpu.as_mut() {
+        let threads = async_analysis.as_ref().map(|(_, t)| t.as_slice()).unwrap_or(&[]);
+        let roles = async_runtime::thread_roles(&profile, &offcpu_profile, threads);
+        let samples = records.iter().map(|r| (r.tid, r.ts_ns));
+        cpu.timeline = timeline::cpu_by_role(samples, collect_start_ns, duration_s, plan.frequency_hz, &roles);
+    }
 
     let folded = profile.folded_lines();
     let svg = render::flamegraph_svg(
@@ -344,14 +352,14 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
         }
         _ => None,
     };
-    let mut embedded = vec![html::Embedded { title: "CPU flamegraph (flamegraph.svg)", svg: &svg }];
+    let mut embedded = vec![html::Embedded { title: "CPU flamegraph (flamegraph.svg)", svg: &svg, section: "cpu" }];
     if let Some(svg) = &offcpu_svg {
-        embedded.push(html::Embedded { title: "Off-CPU flamegraph (offcpu.svg)", svg });
+        embedded.push(html::Embedded { title: "Off-CPU flamegraph (offcpu.svg)", svg, section: "async" });
     }
     if let Some(svg) = &memory_svg {
-        embedded.push(html::Embedded { title: "Memory flamegraph (memory.svg)", svg });
+        embedded.push(html::Embedded { title: "Memory flamegraph (memory.svg)", svg, section: "memory" });
     }
-    let page = html::render(&format!("Performance Audit: {}", report.target.name), &md, &embedded);
+    let page = html::render(&report, &md, &embedded);
     write(&out_dir.join("report.html"), page.as_bytes())?;
     write(&out_dir.join("perf-audit-ci.yml"), crate::ci_workflow::render(&report, plan.bench.is_some()).as_bytes())?;
     Ok(AuditOutput { out_dir, report })
@@ -447,6 +455,15 @@ fn progress_bar(plan: &AuditPlan) -> Option<indicatif::ProgressBar> {
             .progress_chars("=> "),
     );
     Some(bar)
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns`, which
+/// time-stamps the samples.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec into the valid pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -7,6 +7,10 @@ pub mod html;
 mod database_md;
 pub mod markdown;
 mod offcpu;
+mod page;
+pub mod plots;
+pub mod summary;
+pub mod timeline;
 
 use crate::{
     findings::{Finding, Severity},
@@ -130,6 +134,9 @@ pub struct OffCpuThreadRow {
     pub role: crate::profile::async_runtime::ThreadRole,
     pub on_cpu_ms: f64,
     pub blocked_ms: f64,
+    /// The part of `blocked_ms` spent blocked inside task code (captured
+    /// off-CPU stacks with a frame of the owner's code); the rest is idle.
+    pub blocked_in_tasks_ms: f64,
     pub runqueue_ms: f64,
     pub max_run_ms: f64,
 }
@@ -171,6 +178,10 @@ pub struct CpuSection {
     pub kernel_stack_failures: u64,
     pub hotspots: Vec<HotspotRow>,
     pub threads: Vec<ThreadRow>,
+    /// CPU cores per thread role over time (time-stamped samples only:
+    /// `--unwind dwarf`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<timeline::CpuTimeline>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -240,6 +251,7 @@ impl CpuSection {
             kernel_stack_failures: counters.cpu_kernel_stack_failed,
             hotspots: rows,
             threads,
+            timeline: None,
         }
     }
 }
