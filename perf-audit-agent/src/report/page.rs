@@ -35,8 +35,8 @@ pre code{background:none;padding:0}blockquote{border-left:4px solid #e0a000;marg
 .summary .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,340px),1fr));gap:1em}\
 .card{border:1px solid #ddd;border-left:6px solid #999;border-radius:6px;padding:0.6em 1em;background:#fcfcfc}\
 .card.p0{border-left-color:#c9302c}.card.p1{border-left-color:#e0a000}\
-.card h3{margin:0.2em 0 0.4em;font-size:1.05em}.card dl{margin:0.4em 0;display:grid;grid-template-columns:auto 1fr;gap:0.2em 0.8em}\
-.card dt{font-weight:600;color:#555}.card dd{margin:0}.card .where{margin:0.2em 0;font-size:0.92em}.card .more{margin:0.4em 0 0}\
+.card h3{margin:0.2em 0 0.4em;font-size:1.05em}.card dl{margin:0.4em 0}\
+.card dt{font-weight:600;color:#555;font-size:0.85em;margin-top:0.35em}.card dd{margin:0}.card .where{margin:0.2em 0;font-size:0.92em}.card .more{margin:0.4em 0 0}\
 .badge{display:inline-block;border-radius:4px;padding:0 6px;font-size:0.85em;font-weight:700;color:#fff;background:#888}\
 .badge.p0{background:#c9302c}.badge.p1{background:#c98a00}.badge.p2{background:#2e7d4e}\
 .muted,.at{color:#666}\
@@ -195,7 +195,14 @@ pub fn render(report: &Report, markdown: &str, flamegraphs: &[Embedded<'_>]) -> 
         Some((h, b)) => (h.to_string(), format!("## Baseline metrics\n{b}")),
         None => (first.clone(), String::new()),
     };
-    let header_md = header_md.replacen("## Performance Audit", "# Performance Audit", 1);
+    // The header's `**Key**: value` lines, one per line (markdown would
+    // join them into one paragraph).
+    let header_md = header_md
+        .replacen("## Performance Audit", "# Performance Audit", 1)
+        .lines()
+        .map(|l| if l.starts_with("**") { format!("{l}  ") } else { l.to_string() })
+        .collect::<Vec<_>>()
+        .join("\n");
     let sections: Vec<Chunk> = parts
         .map(|md| {
             let title = md
@@ -416,4 +423,3 @@ mod tests {
         assert_eq!(page(), page());
     }
 }
-

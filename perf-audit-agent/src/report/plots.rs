@@ -443,7 +443,8 @@ pub fn cpu_by_role(timeline: &CpuTimeline, cpu_alert_cores: Option<f64>) -> Opti
         .enumerate()
         .map(|(i, role)| {
             let mean = timeline.points.iter().map(|p| p.cores.get(i).copied().unwrap_or(0.0)).sum::<f64>() / n;
-            (STACK[i % STACK.len()], false, format!("{role} (mean {} cores)", num(mean, 2)))
+            let mean = if mean > 0.0 && mean < 0.005 { "<0.01".to_string() } else { num(mean, 2) };
+            (STACK[i % STACK.len()], false, format!("{role} (mean {mean} cores)"))
         })
         .collect();
     if let Some(t) = cpu_alert_cores {

@@ -71,6 +71,19 @@ pub fn terminal(report: &Report) -> Vec<String> {
     lines
 }
 
+/// Escaped text, with the report's `code spans` as `<code>`.
+fn inline(text: &str) -> String {
+    let parts: Vec<&str> = text.split('`').collect();
+    if parts.len() % 2 == 0 {
+        return escape(text); // an unpaired backtick: plain text
+    }
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, part)| if i % 2 == 1 { format!("<code>{}</code>", escape(part)) } else { escape(part) })
+        .collect()
+}
+
 /// The HTML summary section (`<section id="summary">`). `evidence` gives
 /// the href and the name of the section holding a finding's evidence.
 pub fn html(report: &Report, evidence: &dyn Fn(&Finding) -> (String, String)) -> String {
@@ -92,7 +105,7 @@ pub fn html(report: &Report, evidence: &dyn Fn(&Finding) -> (String, String)) ->
         let sev = format!("{:?}", f.severity);
         let (href, section) = evidence(f);
         let _ = writeln!(h, "<article class=\"card {}\" id=\"fix-{}\">", sev.to_lowercase(), i + 1);
-        let _ = writeln!(h, "<h3><span class=\"badge {}\">{sev}</span> {}</h3>", sev.to_lowercase(), escape(&f.title));
+        let _ = writeln!(h, "<h3><span class=\"badge {}\">{sev}</span> {}</h3>", sev.to_lowercase(), inline(&f.title));
         let place = match (&f.file, f.line) {
             (Some(file), Some(line)) => format!(" <span class=\"at\">at</span> <code>{}:{line}</code>", escape(file)),
             (Some(file), None) => format!(" <span class=\"at\">at</span> <code>{}</code>", escape(file)),
@@ -100,12 +113,12 @@ pub fn html(report: &Report, evidence: &dyn Fn(&Finding) -> (String, String)) ->
         };
         let _ = writeln!(h, "<p class=\"where\"><code>{}</code>{place}</p>", escape(&f.function));
         h.push_str("<dl>\n");
-        let _ = writeln!(h, "<dt>Measured</dt><dd>{}</dd>", escape(&f.evidence));
-        let _ = writeln!(h, "<dt>Estimated gain</dt><dd>{}</dd>", escape(&f.estimated_gain));
+        let _ = writeln!(h, "<dt>Measured</dt><dd>{}</dd>", inline(&f.evidence));
+        let _ = writeln!(h, "<dt>Estimated gain</dt><dd>{}</dd>", inline(&f.estimated_gain));
         let _ = writeln!(
             h,
             "<dt>Fix</dt><dd>{} <span class=\"muted\">({:?} impact, {:?} to do)</span></dd>",
-            escape(&f.recommendation),
+            inline(&f.recommendation),
             f.impact,
             f.complexity
         );
@@ -236,7 +249,7 @@ pub(crate) mod tests {
                 finding(
                     Severity::P0,
                     Category::Database,
-                    "N+1 query: SELECT * FROM users WHERE id = $1 AND score < 5",
+                    "N+1 query: `SELECT * FROM users WHERE id = $1 AND score < 5`",
                     "demo_service::db::fetch_authors_one_by_one",
                     Some("examples/demo-service/src/db.rs"),
                     Some(41),
@@ -289,6 +302,12 @@ pub(crate) mod tests {
         });
         assert!(!html.contains("<Vec") && html.contains("&lt;Vec&lt;u8&gt;&gt;"), "titles are escaped");
         golden("summary_html", &html);
+    }
+
+    #[test]
+    fn code_spans_become_code_and_stray_backticks_stay_text() {
+        assert_eq!(inline("in `a<b>` and `c`"), "in <code>a&lt;b&gt;</code> and <code>c</code>");
+        assert_eq!(inline("one ` tick <"), "one ` tick &lt;");
     }
 
     #[test]

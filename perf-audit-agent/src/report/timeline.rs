@@ -50,7 +50,20 @@ pub fn cpu_by_role(
     let order = [ThreadRole::Worker, ThreadRole::BlockingPool, ThreadRole::Other];
     let span_s = duration_s.max(1.0).ceil() as u64;
     let interval_s = span_s.div_ceil(MAX_BUCKETS).max(1);
-    let buckets = span_s.div_ceil(interval_s) as usize;
+    // A last bucket shorter than a quarter of the interval (collection ran
+    // 10.05 s) joins the one before, rather than plotting a nearly empty
+    // bucket as a drop.
+    let duration_s = duration_s.max(0.001);
+    let mut buckets = span_s.div_ceil(interval_s) as usize;
+    let last_width = duration_s - ((buckets - 1) as u64 * interval_s) as f64;
+    if buckets > 1 && last_width < interval_s as f64 / 4.0 {
+        buckets -= 1;
+    }
+    // The width each bucket really covers (the last one may be shorter).
+    let width = |b: usize| -> f64 {
+        let start = (b as u64 * interval_s) as f64;
+        if b + 1 == buckets { (duration_s - start).max(interval_s as f64 / 4.0) } else { interval_s as f64 }
+    };
     let mut counts = vec![[0u64; 3]; buckets];
     let mut any = false;
     for (tid, ts_ns) in samples {
@@ -66,7 +79,7 @@ pub fn cpu_by_role(
         return None;
     }
     let used: Vec<usize> = (0..3).filter(|&i| counts.iter().any(|c| c[i] > 0)).collect();
-    let per_core = (frequency_hz.max(1) * interval_s) as f64;
+    let hz = frequency_hz.max(1) as f64;
     Some(CpuTimeline {
         interval_s: interval_s as f64,
         roles: used.iter().map(|&i| role_label(order[i]).to_string()).collect(),
@@ -75,7 +88,7 @@ pub fn cpu_by_role(
             .enumerate()
             .map(|(b, c)| CpuTimelinePoint {
                 t_s: (b as u64 * interval_s) as f64,
-                cores: used.iter().map(|&i| (c[i] as f64 / per_core * 1000.0).round() / 1000.0).collect(),
+                cores: used.iter().map(|&i| (c[i] as f64 / (hz * width(b)) * 1000.0).round() / 1000.0).collect(),
             })
             .collect(),
     })
@@ -115,6 +128,16 @@ mod tests {
         assert_eq!(cpu_by_role(Vec::new(), 0, 10.0, 99, &BTreeMap::new()), None);
         let t = cpu_by_role([(1, 3_599_000_000_000)], 0, 3600.0, 99, &BTreeMap::new()).unwrap();
         assert_eq!((t.interval_s, t.points.len()), (6.0, 600));
+        // 10.05 s: ten buckets, the last 0.05 s counted in the tenth.
+        let samples = (0..1005u64).map(|i| (1, i * 10_000_000));
+        let t = cpu_by_role(samples, 0, 10.05, 100, &BTreeMap::new()).unwrap();
+        assert_eq!(t.points.len(), 10);
+        assert_eq!(t.points[9].cores, [1.0]);
+        // 10.5 s: an eleventh bucket of half a second, its own width.
+        let samples = (0..1050u64).map(|i| (1, i * 10_000_000));
+        let t = cpu_by_role(samples, 0, 10.5, 100, &BTreeMap::new()).unwrap();
+        assert_eq!(t.points.len(), 11);
+        assert_eq!(t.points[10].cores, [1.0]);
         assert_eq!(t.roles, ["other threads"]);
     }
 }
