@@ -36,8 +36,15 @@ fn the_demo_report_leads_with_what_to_fix_and_works_in_headless_chromium() {
         report["findings"].as_array().unwrap().iter().filter(|f| f["severity"] == "P0" || f["severity"] == "P1").collect();
     assert!(!urgent.is_empty(), "the demo has P0/P1 findings");
     for f in &urgent {
-        let line = format!("perf-audit: {} {} at {}", f["severity"].as_str().unwrap(), f["title"].as_str().unwrap(), f["function"].as_str().unwrap());
-        assert!(stderr.contains(&line), "no terminal line `{line}` in:\n{stderr}");
+        let start = format!("perf-audit: {} {}", f["severity"].as_str().unwrap(), f["title"].as_str().unwrap());
+        let place = match (f["file"].as_str(), f["line"].as_u64()) {
+            (Some(file), Some(line)) => format!("{file}:{line}"),
+            _ => String::new(),
+        };
+        assert!(
+            stderr.lines().any(|l| l.starts_with(&start) && l.contains(&place)),
+            "no terminal line `{start}...{place}` in:\n{stderr}"
+        );
     }
 
     // The JSON carries the series the plots are drawn from.

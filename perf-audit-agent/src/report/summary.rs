@@ -9,12 +9,32 @@ use std::fmt::Write as _;
 use super::{Report, plots::escape};
 use crate::findings::{Finding, Severity};
 
-/// `function (file:line)`, or the function alone.
-pub fn location(f: &Finding) -> String {
+/// `file:line`, or the file alone.
+fn file_line(f: &Finding) -> Option<String> {
     match (&f.file, f.line) {
-        (Some(file), Some(line)) => format!("{} ({file}:{line})", f.function),
-        (Some(file), None) => format!("{} ({file})", f.function),
-        _ => f.function.clone(),
+        (Some(file), Some(line)) => Some(format!("{file}:{line}")),
+        (Some(file), None) => Some(file.clone()),
+        _ => None,
+    }
+}
+
+/// Whether the finding names a function (rules that could not trace it
+/// to code say so in parentheses, e.g. `(not traced to code)`).
+fn names_function(f: &Finding) -> bool {
+    !f.function.is_empty() && !f.function.starts_with('(')
+}
+
+/// Where a finding is, for one terminal line: ` at function (file:line)`,
+/// only ` at file:line` when the title already names the function, or why
+/// there is no place (`; not traced to code`).
+pub fn location(f: &Finding) -> String {
+    match (names_function(f), file_line(f)) {
+        (true, Some(at)) if f.title.contains(&f.function) => format!(" at {at}"),
+        (true, Some(at)) => format!(" at {} ({at})", f.function),
+        (true, None) => format!(" at {}", f.function),
+        (false, Some(at)) => format!(" at {at}"),
+        (false, None) if f.function.is_empty() => String::new(),
+        (false, None) => format!("; {}", f.function.trim_start_matches('(').trim_end_matches(')')),
     }
 }
 
@@ -59,7 +79,7 @@ pub fn terminal(report: &Report) -> Vec<String> {
     let mut urgent_count = 0;
     for f in urgent(report) {
         urgent_count += 1;
-        lines.push(format!("{:?} {} at {}", f.severity, f.title, location(f)));
+        lines.push(format!("{:?} {}{}", f.severity, f.title, location(f)));
     }
     if urgent_count == 0 {
         lines.push("no P0/P1 finding".to_string());
@@ -111,7 +131,12 @@ pub fn html(report: &Report, evidence: &dyn Fn(&Finding) -> (String, String)) ->
             (Some(file), None) => format!(" <span class=\"at\">at</span> <code>{}</code>", escape(file)),
             _ => String::new(),
         };
-        let _ = writeln!(h, "<p class=\"where\"><code>{}</code>{place}</p>", escape(&f.function));
+        let function = if names_function(f) {
+            format!("<code>{}</code>", escape(&f.function))
+        } else {
+            format!("<span class=\"muted\">{}</span>", escape(&f.function))
+        };
+        let _ = writeln!(h, "<p class=\"where\">{function}{place}</p>");
         h.push_str("<dl>\n");
         let _ = writeln!(h, "<dt>Measured</dt><dd>{}</dd>", inline(&f.evidence));
         let _ = writeln!(h, "<dt>Estimated gain</dt><dd>{}</dd>", inline(&f.estimated_gain));
@@ -267,6 +292,14 @@ pub(crate) mod tests {
                     Category::Memory,
                     "Unbounded growth of a HashMap<String, <Vec<u8>>>",
                     "demo_service::handlers::cache_rendered_profile",
+                    None,
+                    None,
+                ),
+                finding(
+                    Severity::P1,
+                    Category::Database,
+                    "Slow query (51.9 ms per call)",
+                    "(not traced to code)",
                     None,
                     None,
                 ),
