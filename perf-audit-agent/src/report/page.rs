@@ -287,7 +287,7 @@ pub fn render(report: &Report, markdown: &str, flamegraphs: &[Embedded<'_>]) -> 
 
     // The page.
     let csp = format!(
-        "default-src 'none'; script-src {}; style-src {}; img-src data:; base-uri 'none'; form-action 'none'",
+        "default-src 'none'; script-src {}; style-src {}; base-uri 'none'; form-action 'none'",
         if scripts.is_empty() { "'none'".to_string() } else { scripts.into_iter().collect::<Vec<_>>().join(" ") },
         styles.into_iter().collect::<Vec<_>>().join(" ")
     );

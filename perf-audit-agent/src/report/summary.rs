@@ -94,7 +94,7 @@ pub fn terminal(report: &Report) -> Vec<String> {
 /// Escaped text, with the report's `code spans` as `<code>`.
 fn inline(text: &str) -> String {
     let parts: Vec<&str> = text.split('`').collect();
-    if parts.len() % 2 == 0 {
+    if parts.len().is_multiple_of(2) {
         return escape(text); // an unpaired backtick: plain text
     }
     parts
