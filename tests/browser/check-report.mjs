@@ -2,7 +2,8 @@
 // playwright-core) and checks what a reader relies on:
 //   - the summary ("What to fix first") comes before the first profile section
 //   - the plots are there and drawn (latency, memory, CPU by role, worker time)
-//   - a click on a flamegraph frame zooms it to the full width; search works
+//   - the CPU, off-CPU and memory flamegraphs start; a click on a frame of
+//     the CPU one zooms it to the full width; search works
 //   - the page makes no network request and logs no console error
 //     (a Content-Security-Policy violation is a console error)
 //   - a narrow window does not scroll sideways
@@ -101,6 +102,26 @@ try {
     }, id);
     seen.plots[id] = box;
     check(box && box.width > 200 && box.height > 100 && box.marks > 3, `plot ${id} missing or empty: ${JSON.stringify(box)}`);
+  }
+
+  // Every flamegraph started (inferno's init ran: the frames fill the width).
+  seen.flamegraphs = {};
+  for (const handle of await page.$$('iframe.flamegraph')) {
+    await handle.scrollIntoViewIfNeeded();
+    const id = await handle.evaluate((f) => f.closest('figure').id);
+    const f = await handle.contentFrame();
+    await f.waitForSelector('#frames > g');
+    await f.waitForTimeout(200);
+    seen.flamegraphs[id] = await f.evaluate(() => ({
+      frames: document.querySelectorAll('#frames > g').length,
+      width: document.querySelector('#frames').getBoundingClientRect().width,
+      page: document.documentElement.clientWidth,
+    }));
+    const g = seen.flamegraphs[id];
+    check(g.frames > 1 && g.width > g.page * 0.9, `flamegraph ${id} did not start: ${JSON.stringify(g)}`);
+  }
+  for (const id of ['flamegraph-cpu', 'flamegraph-async', 'flamegraph-memory']) {
+    check(seen.flamegraphs[id], `flamegraph ${id} missing`);
   }
 
   // Flamegraph: click a frame, it becomes the full width.
