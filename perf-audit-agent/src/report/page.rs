@@ -413,6 +413,28 @@ mod tests {
     }
 
     #[test]
+    fn inferno_output_is_rewritten_as_expected() {
+        // Guards the string surgery of `flame_doc` against inferno changes.
+        let folded = ["main;a;b 3".to_string(), "main;c 1".to_string()];
+        let svg = crate::render::flamegraph_svg("CPU", "sub", "samples", &folded).unwrap();
+        let doc = flame_doc(&svg);
+        assert!(!doc.srcdoc.contains("onload="), "the inline handler is gone");
+        assert!(!doc.srcdoc.contains("<?xml") && !doc.srcdoc.contains("<!DOCTYPE svg"));
+        assert_eq!(doc.srcdoc.matches("<script").count(), 1, "inferno's script moved out of the SVG");
+        assert_eq!(doc.srcdoc.matches("<style").count(), 1, "inferno's style moved out of the SVG");
+        assert!(!doc.script.contains("CDATA") && doc.script.contains("function init(evt)"));
+        assert!(
+            doc.script.contains("svg.setAttribute(\"width\", \"100%\")")
+                && !doc.script.contains("removeAttribute(\"width\")")
+        );
+        assert!(!doc.script.contains("svg.width.baseVal"));
+        assert_eq!(doc.script.matches("history.replaceState(").count(), 1, "only the guarded call is left");
+        assert!(doc.script.trim_end().ends_with("setTimeout(perf_audit_start, 50); } })();"));
+        assert!(doc.style.contains("#frames") || doc.style.contains("text {"), "inferno's CSS kept");
+        assert!(doc.height > 50);
+    }
+
+    #[test]
     fn the_hash_is_the_standard_csp_form() {
         // echo -n 'alert(1)' | openssl dgst -sha256 -binary | base64
         assert_eq!(sha256_source("alert(1)"), "'sha256-bhHHL3z2vDgxUt0W3dWQOrprscmda2Y5pLsLg4GF+pI='");
