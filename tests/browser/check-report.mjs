@@ -111,7 +111,11 @@ try {
     const id = await handle.evaluate((f) => f.closest('figure').id);
     const f = await handle.contentFrame();
     await f.waitForSelector('#frames > g');
-    await f.waitForTimeout(200);
+    // Drawn at the frame's width once laid out (a reader sees it scrolled
+    // into view); give it a moment.
+    await f
+      .waitForFunction(() => document.querySelector('#frames').getBoundingClientRect().width > document.documentElement.clientWidth * 0.9, null, { timeout: 3000 })
+      .catch(() => {});
     seen.flamegraphs[id] = await f.evaluate(() => ({
       frames: document.querySelectorAll('#frames > g').length,
       width: document.querySelector('#frames').getBoundingClientRect().width,

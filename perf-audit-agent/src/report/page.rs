@@ -40,8 +40,8 @@ pre code{background:none;padding:0}blockquote{border-left:4px solid #e0a000;marg
 .badge{display:inline-block;border-radius:4px;padding:0 6px;font-size:0.85em;font-weight:700;color:#fff;background:#888}\
 .badge.p0{background:#c9302c}.badge.p1{background:#c98a00}.badge.p2{background:#2e7d4e}\
 .muted,.at{color:#666}\
-figure{margin:1em 0}figcaption{font-size:0.9em;color:#444;margin:0.3em 0}\
-.plot-svg{width:100%;height:auto;max-width:900px;display:block;border:1px solid #e4e4e4}\
+figure{margin:1em 0}figcaption{font-size:0.9em;color:#444;margin:0.3em 0}figure.plot{overflow-x:auto}\
+.plot-svg{width:100%;height:auto;max-width:900px;min-width:520px;display:block;border:1px solid #e4e4e4}\
 iframe.flamegraph{width:100%;border:1px solid #ccc}\
 @media (max-width:640px){body{padding:0.3em 0.5em 2em}h1{font-size:1.3em}th,td{padding:3px 4px}}";
 
@@ -158,9 +158,11 @@ fn flame_doc(svg: &[u8]) -> FlameDoc {
         script.push_str(&js.replace("history.replaceState(", "perf_audit_replace_state("));
         svg.replace_range(start..end, "");
         // A frame may run its script before the page has laid it out
-        // (width 0: inferno would divide by it): start once it has a width.
+        // (width 0: inferno would divide by it): start once it has a width,
+        // and redraw whenever the SVG's size changes (inferno only listens
+        // to window resizes, and a frame can get its width after start).
         script.push_str(
-            "\n(function perf_audit_start() { if (document.documentElement.clientWidth > 0) { init(); } else { setTimeout(perf_audit_start, 50); } })();\n",
+            "\n(function perf_audit_start() { if (document.documentElement.clientWidth > 0) { init(); if (window.ResizeObserver) { new ResizeObserver(function () { window.dispatchEvent(new Event(\"resize\")); }).observe(svg); } } else { setTimeout(perf_audit_start, 50); } })();\n",
         );
     }
     let script = script.replace("</script", "<\\/script");
@@ -430,6 +432,7 @@ mod tests {
         assert!(!doc.script.contains("svg.width.baseVal"));
         assert_eq!(doc.script.matches("history.replaceState(").count(), 1, "only the guarded call is left");
         assert!(doc.script.trim_end().ends_with("setTimeout(perf_audit_start, 50); } })();"));
+        assert!(doc.script.contains(".observe(svg)"), "redrawn when the frame gets its width");
         assert!(doc.style.contains("#frames") || doc.style.contains("text {"), "inferno's CSS kept");
         assert!(doc.height > 50);
     }
