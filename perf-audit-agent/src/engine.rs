@@ -65,6 +65,7 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
         unwinding: unwind,
         frequency_hz: plan.frequency_hz,
         unwind_tables: collected.unwind_tables.clone(),
+        collect_start_ns: collected.start_ns,
         load,
         last_rss_bytes: collected.last_rss,
         peak_rss_bytes: collected.peak_rss,
@@ -189,7 +190,9 @@ impl Probes {
         }
         let pid = self.pid;
         let cpu_start = target::cpu_seconds(pid);
+        let start_ns = monotonic_ns();
         let mut collected = collect(plan, &self.session, pid, &mut self.collectors).await;
+        collected.start_ns = start_ns;
         let cpu_seconds = cpu_start.zip(target::cpu_seconds(pid)).map(|(a, b)| b - a);
         let _ = stop_load.send(());
         let load = match load_task {
@@ -255,6 +258,7 @@ fn symbolize(plan: &AuditPlan, info: &TargetInfo, raw: RawEvidence, maps: &MapsS
         }
     });
     AuditEvidence {
+        cpu_sample_times: raw.records.iter().map(|r| (r.tid, r.ts_ns)).collect(),
         cpu,
         async_runtime,
         memory: raw.memory.as_ref().map(|m| crate::memory::build_section(m, &symbolizer, exe)),
@@ -269,6 +273,8 @@ struct Collected {
     maps: MapsSnapshot,
     last_rss: u64,
     peak_rss: u64,
+    /// CLOCK_MONOTONIC at the start, the clock of the samples' time stamps.
+    start_ns: u64,
     /// Read once every collector finished.
     counters: Counters,
     unwind_tables: Vec<UnwindTableParses>,
@@ -332,7 +338,7 @@ async fn collect(plan: &AuditPlan, session: &KernelSession, pid: u32, collectors
         EndReason::Interrupted => eprintln!("perf-audit: interrupted; writing a partial report"),
         EndReason::Duration => {}
     }
-    Collected { elapsed: start.elapsed(), end_reason, maps, last_rss, peak_rss, counters: Counters::default(), unwind_tables: Vec::new() }
+    Collected { elapsed: start.elapsed(), end_reason, maps, last_rss, peak_rss, start_ns: 0, counters: Counters::default(), unwind_tables: Vec::new() }
 }
 
 fn progress_bar(plan: &AuditPlan) -> Option<indicatif::ProgressBar> {
@@ -347,6 +353,15 @@ fn progress_bar(plan: &AuditPlan) -> Option<indicatif::ProgressBar> {
             .progress_chars("=> "),
     );
     Some(bar)
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns`, which
+/// time-stamps the samples.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec into the valid pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -58,7 +58,12 @@ fn audit(args: perf_audit_agent::cli::Args) -> i32 {
     };
     match runtime().block_on(engine::run(plan)) {
         Ok(output) => {
-            // The last line is the report directory, for scripts.
+            // What to fix first, on stderr; the last stdout line is the
+            // report directory, for scripts.
+            for line in perf_audit_agent::report::summary::terminal(&output.report) {
+                eprintln!("perf-audit: {line}");
+            }
+            eprintln!("perf-audit: open {}", output.out_dir.join("report.html").display());
             println!("{}", output.out_dir.display());
             exit_code::OK
         }

@@ -1,6 +1,7 @@
 //! Installs what a fresh machine lacks: Debian packages for the tools the
-//! tests and benchmarks call, a mounted tracefs, and (by building the agent,
-//! whose build script does it) rust-src and bpf-linker.
+//! tests and benchmarks call, a mounted tracefs, the browser test's npm
+//! packages (`npm ci` from tests/browser's lock file), and (by building the
+//! agent, whose build script does it) rust-src and bpf-linker.
 
 use std::{path::Path, process::Command};
 
@@ -19,11 +20,20 @@ const PACKAGES: &[(&str, &str)] = &[
     ("bpftrace", "bpftrace"),
     ("/usr/lib/postgresql/15/bin/initdb", "postgresql"),
     ("/usr/share/postgresql/15/extension/pg_stat_statements.control", "postgresql-contrib"),
+    // The browser test of report.html: headless chromium, driven by
+    // playwright-core from npm (tests/browser/package-lock.json).
+    ("chromium", "chromium"),
+    ("node", "nodejs"),
+    ("npm", "npm"),
 ];
 
 pub fn setup() -> Result<(), String> {
     install_missing_packages()?;
     mount_tracefs();
+    run_checked(
+        Command::new("npm").args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"]).current_dir(workspace_root().join("tests/browser")),
+        "npm ci in tests/browser (playwright-core for the browser test)",
+    )?;
     run_checked(
         cargo().current_dir(workspace_root()).args(["build", "-p", "perf-audit-agent"]),
         "building perf-audit-agent (first build installs rust-src and bpf-linker)",

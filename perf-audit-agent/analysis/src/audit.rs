@@ -22,7 +22,7 @@ use crate::{
     render,
     report::{
         AsyncSection, Baseline, ConsoleInfo, ConsoleSummary, CpuSection, DatabaseSection, EndReason, KernelInfo, LoadResult,
-        OffCpuSection, Report, SCHEMA_VERSION, TargetInfo, UnwindMode, UnwindTableParses, alerts, ci_workflow, html, markdown, round2,
+        OffCpuSection, Report, SCHEMA_VERSION, TargetInfo, UnwindMode, UnwindTableParses, alerts, ci_workflow, html, markdown, round2, timeline,
     },
 };
 
@@ -56,6 +56,10 @@ pub struct AuditEvidence {
     pub frequency_hz: u64,
     /// Objects whose unwind tables were parsed, with how many times.
     pub unwind_tables: Vec<UnwindTableParses>,
+    /// (thread, CLOCK_MONOTONIC ns) of every CPU sample (dwarf mode).
+    pub cpu_sample_times: Vec<(u32, u64)>,
+    /// CLOCK_MONOTONIC ns when collection started.
+    pub collect_start_ns: u64,
     /// Profile `async`: off-CPU stacks, per-thread scheduler time, timed CPU
     /// samples and tokio-console's view.
     pub async_runtime: Option<AsyncEvidence>,
@@ -114,7 +118,7 @@ pub fn build_report(e: &AuditEvidence) -> Report {
         _ => 0.0,
     };
     let load = e.load.as_ref();
-    Report {
+    let mut report = Report {
         schema_version: SCHEMA_VERSION,
         target: e.target.clone(),
         profile: e.profile.clone(),
@@ -161,7 +165,17 @@ pub fn build_report(e: &AuditEvidence) -> Report {
         findings,
         rerun_command: e.rerun_command.clone(),
         benchmarks: e.benchmarks.clone(),
+    };
+    if let Some(cpu) = report.cpu.as_mut() {
+        let (offcpu, threads) = match &e.async_runtime {
+            Some(a) => (&a.offcpu, a.threads.as_slice()),
+            None => (&CpuProfile::default(), &[][..]),
+        };
+        let roles = async_runtime::thread_roles(&e.cpu, offcpu, threads);
+        let samples = e.cpu_sample_times.iter().copied();
+        cpu.timeline = timeline::cpu_by_role(samples, e.collect_start_ns, duration_s, e.frequency_hz, &roles);
     }
+    report
 }
 
 /// Samples per thread name, most first.
@@ -260,14 +274,14 @@ pub fn render_outputs(report: &Report, e: &AuditEvidence) -> Result<Vec<OutputFi
         }
         _ => None,
     };
-    let mut embedded = vec![html::Embedded { title: "CPU flamegraph (flamegraph.svg)", svg: &cpu_svg }];
+    let mut embedded = vec![html::Embedded { title: "CPU flamegraph (flamegraph.svg)", svg: &cpu_svg, section: "cpu" }];
     if let Some(svg) = &offcpu_svg {
-        embedded.push(html::Embedded { title: "Off-CPU flamegraph (offcpu.svg)", svg });
+        embedded.push(html::Embedded { title: "Off-CPU flamegraph (offcpu.svg)", svg, section: "async" });
     }
     if let Some(svg) = &memory_svg {
-        embedded.push(html::Embedded { title: "Memory flamegraph (memory.svg)", svg });
+        embedded.push(html::Embedded { title: "Memory flamegraph (memory.svg)", svg, section: "memory" });
     }
-    let page = html::render(&format!("Performance Audit: {name}"), &md, &embedded);
+    let page = html::render(report, &md, &embedded);
     file("report.html", page.into_bytes());
     file("perf-audit-ci.yml", ci_workflow::render(report, e.bench).into_bytes());
     Ok(out)

@@ -53,7 +53,7 @@ use crate::{
     report::{
         CallSiteRow, ConsoleSummary, ConsoleWarning, DatabaseSection, DuplicateIndex, EndReason, EndpointStats,
         IndexRow, KernelInfo, LatencySummary, LoadResult, MissingIndex, SpawnLocation, StatementRow, TableRow,
-        TargetInfo, UnusedIndex, UnwindMode, UnwindTableParses, WireSummary, round2,
+        TargetInfo, UnusedIndex, UnwindMode, UnwindTableParses, WireSummary, round2, LatencyPoint, LatencySeries,
     },
 };
 
@@ -844,6 +844,20 @@ pub fn load() -> LoadResult {
             endpoint("http://127.0.0.1:8080/branches/{id}/accounts", 3, [1_800, 1_800, 0, 0], latency(1_800, 14.71, 12.1, 22.4, 48.9, 77.0, 93.2)),
             endpoint("http://127.0.0.1:8080/accounts/{id}/export.csv", 1, [600, 596, 0, 4], latency(596, 29.35, 24.8, 41.0, 96.6, 5_000.2, 5_012.7)),
         ],
+        // One bucket per second; the export's 5 s timeouts land in second 17.
+        series: LatencySeries {
+            interval_s: 1.0,
+            points: (0..30u32)
+                .map(|t| LatencyPoint {
+                    t_s: f64::from(t),
+                    requests: 200,
+                    errors: if t == 17 { 10 } else { 0 },
+                    p50_ms: 24.0 + f64::from(t % 5) * 0.4,
+                    p99_ms: if t == 17 { 5_000.2 } else { 160.0 + f64::from(t % 7) * 6.0 },
+                    max_ms: if t == 17 { 5_012.7 } else { 300.0 + f64::from(t % 3) * 20.0 },
+                })
+                .collect(),
+        },
     }
 }
 
@@ -902,6 +916,8 @@ pub fn ledger_svc() -> AuditEvidence {
             UnwindTableParses { object: "/build/ledger-svc/target/release/ledger-svc".into(), parses: 1 },
             UnwindTableParses { object: "/usr/lib/x86_64-linux-gnu/libc.so.6".into(), parses: 1 },
         ],
+        cpu_sample_times: timed_samples(timed).iter().map(|s| (s.tid, s.ts_ns)).collect(),
+        collect_start_ns: 0,
         async_runtime: Some(AsyncEvidence {
             offcpu: offcpu_profile(),
             threads: thread_times(),

@@ -48,6 +48,7 @@
 //! ```
 
 mod scenario;
+mod series;
 
 use std::{
     collections::BTreeMap,
@@ -70,7 +71,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub use scenario::{Scenario, WeightedRequest, WeightedRoundRobin, parse_http_url};
 
 use crate::error::{Error, ErrorKind, Result};
-pub use perf_audit_analysis::report::schema::{EndpointStats, LatencySummary, LoadResult};
+pub use perf_audit_analysis::report::schema::{EndpointStats, LatencyPoint, LatencySeries, LatencySummary, LoadResult};
 
 /// Latencies above this are recorded as this (the histogram saturates).
 pub const MAX_RECORDED_LATENCY: Duration = Duration::from_secs(60);
@@ -255,7 +256,6 @@ pub async fn run(plan: LoadPlan, stop: impl Future) -> LoadResult {
     } = plan;
     let rps = rps.max(1);
     let max_in_flight = max_in_flight.max(1);
-    let mut recorder = Recorder::new(&scenario);
     let (samples_tx, mut samples_rx) = mpsc::unbounded_channel::<Sample>();
     let (abandon_tx, abandon_rx) = watch::channel(false);
     let (paced_tx, mut paced_rx) = oneshot::channel::<Paced>();
@@ -264,6 +264,7 @@ pub async fn run(plan: LoadPlan, stop: impl Future) -> LoadResult {
     let _stop_pacer = StopOnDrop(pacing.clone());
 
     let start = Instant::now();
+    let mut recorder = Recorder::new(&scenario, start);
     let end = start + duration;
     let pacer = Pacer {
         pacing: pacing.clone(),
@@ -638,6 +639,9 @@ struct Recorder {
     last_completion: Option<Instant>,
     /// Samples recorded (requests that ended, one way or another).
     received: u64,
+    /// When the first request was planned (offsets of the series).
+    start: Instant,
+    series: series::SeriesRecorder,
 }
 
 struct Finish {
@@ -653,7 +657,7 @@ struct Finish {
 }
 
 impl Recorder {
-    fn new(scenario: &Scenario) -> Self {
+    fn new(scenario: &Scenario, start: Instant) -> Self {
         Recorder {
             endpoints: scenario
                 .requests
@@ -677,11 +681,19 @@ impl Recorder {
             status_counts: BTreeMap::new(),
             last_completion: None,
             received: 0,
+            start,
+            series: series::SeriesRecorder::new(),
         }
     }
 
     fn record(&mut self, sample: Sample) {
         self.received += 1;
+        let planned = sample.completed_at.checked_sub(sample.corrected).unwrap_or(self.start);
+        let (latency, error) = match sample.outcome {
+            Outcome::Response(status) => (Some(sample.corrected), !(200..400).contains(&status)),
+            Outcome::Transport(_) | Outcome::Timeout => (None, true),
+        };
+        self.series.record(planned.saturating_duration_since(self.start), latency, error);
         let ep = &mut self.endpoints[sample.endpoint];
         self.last_completion = Some(
             self.last_completion
@@ -759,6 +771,7 @@ impl Recorder {
                     first_error: e.first_error,
                 })
                 .collect(),
+            series: self.series.finish(),
         }
     }
 }

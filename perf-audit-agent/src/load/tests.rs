@@ -107,6 +107,7 @@ fn sample_result() -> LoadResult {
         uncorrected_latency: LatencySummary::default(),
         status_counts: BTreeMap::from([(200, 1996), (500, 2)]),
         per_endpoint: Vec::new(),
+        series: LatencySeries::default(),
     }
 }
 

@@ -256,10 +256,11 @@ struct SiteAcc {
     on_cpu_samples: u64,
 }
 
-pub fn analyze(input: &AsyncInputs<'_>) -> AsyncAnalysis {
-    // Roles by thread: from stack evidence first, thread names second.
+/// The role of every thread seen in the stacks or the scheduler totals:
+/// from stack evidence first, thread names second.
+pub fn thread_roles(cpu: &CpuProfile, offcpu: &CpuProfile, threads: &[ThreadTime]) -> BTreeMap<u32, ThreadRole> {
     let mut votes: HashMap<u32, (u64, u64)> = HashMap::new();
-    for (p, s) in input.cpu.stacks.iter().map(|s| (input.cpu, s)).chain(input.offcpu.stacks.iter().map(|s| (input.offcpu, s))) {
+    for (p, s) in cpu.stacks.iter().map(|s| (cpu, s)).chain(offcpu.stacks.iter().map(|s| (offcpu, s))) {
         match role_of(&frames(p, s)) {
             Some(ThreadRole::Worker) => votes.entry(s.tid).or_default().0 += s.events,
             Some(ThreadRole::BlockingPool) => votes.entry(s.tid).or_default().1 += s.events,
@@ -280,18 +281,18 @@ pub fn analyze(input: &AsyncInputs<'_>) -> AsyncAnalysis {
         }
     };
     // Every thread seen, by the name its stacks carry, else sched_switch's.
-    let names: HashMap<u32, &str> = input
-        .threads
+    let names: HashMap<u32, &str> = threads
         .iter()
         .map(|t| (t.tid, t.name.as_str()))
-        .chain(input.cpu.stacks.iter().chain(input.offcpu.stacks.iter()).map(|s| (s.tid, s.thread.as_str())))
+        .chain(cpu.stacks.iter().chain(offcpu.stacks.iter()).map(|s| (s.tid, s.thread.as_str())))
         .collect();
-    let worker_tids: BTreeSet<u32> = names.iter().filter(|(tid, name)| role_of_tid(**tid, name) == ThreadRole::Worker).map(|(tid, _)| *tid).collect();
-    let pool_threads = input
-        .threads
-        .iter()
-        .filter(|t| role_of_tid(t.tid, names[&t.tid]) == ThreadRole::BlockingPool)
-        .count();
+    names.iter().map(|(tid, name)| (*tid, role_of_tid(*tid, name))).collect()
+}
+
+pub fn analyze(input: &AsyncInputs<'_>) -> AsyncAnalysis {
+    let roles = thread_roles(input.cpu, input.offcpu, input.threads);
+    let worker_tids: BTreeSet<u32> = roles.iter().filter(|(_, role)| **role == ThreadRole::Worker).map(|(tid, _)| *tid).collect();
+    let pool_threads = input.threads.iter().filter(|t| roles.get(&t.tid) == Some(&ThreadRole::BlockingPool)).count();
 
     let worker_time_ns: u64 = input
         .threads

@@ -7,6 +7,10 @@ pub mod html;
 mod database_md;
 pub mod markdown;
 mod offcpu;
+mod page;
+pub mod plots;
+pub mod summary;
+pub mod timeline;
 pub mod ci_workflow;
 pub mod schema;
 
@@ -84,6 +88,7 @@ impl CpuSection {
             hotspots: rows,
             threads,
             unwind_tables: Vec::new(),
+            timeline: None,
         }
     }
 }

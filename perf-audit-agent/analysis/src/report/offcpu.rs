@@ -32,6 +32,21 @@ impl OffCpuSection {
                 });
             if on_worker { async_runtime::ThreadRole::Worker } else { async_runtime::ThreadRole::Other }
         };
+        // Captured blocks inside the owner's code, outside the blocking pool
+        // (as the analysis counts them), per thread.
+        let blocked_in_tasks_us = |tid: u32| -> u64 {
+            offcpu
+                .stacks
+                .iter()
+                .filter(|s| s.tid == tid)
+                .filter(|s| {
+                    let frames: Vec<_> = s.frames.iter().map(|id| offcpu.frame(*id)).collect();
+                    async_runtime::role_of(&frames) != Some(async_runtime::ThreadRole::BlockingPool)
+                        && frames.iter().any(|f| f.origin == Origin::Owner)
+                })
+                .map(|s| s.count)
+                .sum()
+        };
         let mut top: Vec<OffCpuRow> = offcpu
             .stacks
             .iter()
@@ -89,6 +104,7 @@ impl OffCpuSection {
                     role: worker_role(t.tid),
                     on_cpu_ms: ms(t.oncpu_ns),
                     blocked_ms: ms(t.blocked_ns),
+                    blocked_in_tasks_ms: crate::report::round2(blocked_in_tasks_us(t.tid) as f64 / 1000.0),
                     runqueue_ms: ms(t.runqueue_ns),
                     max_run_ms: ms(t.max_run_ns),
                 })

@@ -83,6 +83,8 @@ pub struct LoadResult {
     /// Responses by HTTP status.
     pub status_counts: BTreeMap<u16, u64>,
     pub per_endpoint: Vec<EndpointStats>,
+    /// Latency per second of planned send time (p50/p99/max, errors).
+    pub series: LatencySeries,
 }
 
 impl LoadResult {
@@ -90,4 +92,29 @@ impl LoadResult {
     pub fn errors(&self) -> u64 {
         self.status_errors + self.transport_errors
     }
+}
+
+/// One bucket of the series: requests planned in `[t_s, t_s + interval_s)`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct LatencyPoint {
+    /// Start of the bucket, seconds since the load started.
+    pub t_s: f64,
+    /// Requests that ended (answered or failed).
+    pub requests: u64,
+    /// Non-2xx/3xx answers, transport errors and timeouts.
+    pub errors: u64,
+    /// Percentiles of the answered requests; 0 when none was answered.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// report.json `baseline.load.series`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct LatencySeries {
+    /// Width of each bucket, seconds (1 unless the run was long).
+    pub interval_s: f64,
+    pub points: Vec<LatencyPoint>,
 }

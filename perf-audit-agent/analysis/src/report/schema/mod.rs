@@ -17,7 +17,7 @@ pub use database::{
     CallSiteRow, DatabaseSection, DuplicateIndex, IndexRow, MissingIndex, StatementRow, TableRow,
     UnusedIndex, WireSummary,
 };
-pub use load::{EndpointStats, LatencySummary, LoadResult};
+pub use load::{EndpointStats, LatencyPoint, LatencySeries, LatencySummary, LoadResult};
 pub use target::TargetInfo;
 
 use crate::{findings::Finding, profile::Origin};
@@ -167,6 +167,9 @@ pub struct OffCpuThreadRow {
     pub role: crate::profile::async_runtime::ThreadRole,
     pub on_cpu_ms: f64,
     pub blocked_ms: f64,
+    /// The part of `blocked_ms` spent blocked inside task code (captured
+    /// off-CPU stacks with a frame of the owner's code); the rest is idle.
+    pub blocked_in_tasks_ms: f64,
     pub runqueue_ms: f64,
     pub max_run_ms: f64,
 }
@@ -214,6 +217,10 @@ pub struct CpuSection {
     /// Objects whose unwind tables were parsed for this audit (every
     /// collector's stacks included), with how many times: once each.
     pub unwind_tables: Vec<UnwindTableParses>,
+    /// CPU cores per thread role over time (time-stamped samples only:
+    /// `--unwind dwarf`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<CpuTimeline>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
@@ -221,6 +228,27 @@ pub struct CpuSection {
 pub struct UnwindTableParses {
     pub object: String,
     pub parses: u32,
+}
+
+/// report.json `cpu.timeline`: CPU cores used per thread role and bucket
+/// (samples / (frequency x bucket width)).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
+pub struct CpuTimeline {
+    /// Width of each bucket, seconds.
+    pub interval_s: f64,
+    /// Series, in plotting order (bottom first): roles that had samples.
+    pub roles: Vec<String>,
+    pub points: Vec<CpuTimelinePoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
+pub struct CpuTimelinePoint {
+    /// Start of the bucket, seconds since collection started.
+    pub t_s: f64,
+    /// CPU cores per role, in the order of `roles`.
+    pub cores: Vec<f64>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
