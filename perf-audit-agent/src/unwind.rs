@@ -248,6 +248,8 @@ pub struct ProcessUnwinder {
     cache: CacheX86_64,
     /// Start addresses of mappings already added as modules.
     added: std::collections::HashSet<u64>,
+    /// Address ranges of the modules added (start -> end).
+    code: BTreeMap<u64, u64>,
 }
 
 /// Frames beyond this depth are dropped (and the stack marked truncated).
@@ -265,6 +267,7 @@ impl ProcessUnwinder {
             unwinder: UnwinderX86_64::new(),
             cache: CacheX86_64::new(),
             added: Default::default(),
+            code: Default::default(),
         }
     }
 
@@ -278,6 +281,7 @@ impl ProcessUnwinder {
             let name = mapping.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             if let Some(module) = t.module(name, mapping) {
                 self.unwinder.add_module(module);
+                self.code.insert(mapping.start, mapping.end);
             }
         }
     }
@@ -306,7 +310,57 @@ impl ProcessUnwinder {
 
     /// Unwinds one sample. Returns the frames leaf first (the sampled
     /// instruction pointer, then return addresses) and how it ended.
+    ///
+    /// A sample taken while the kernel handles a uprobe has user registers
+    /// that the CFI at `ip` does not describe; two such states are
+    /// recognised and unwound from where the thread really is (kept only
+    /// if that walk reaches a root through known code):
+    /// - `ip` in the uprobe page: a uretprobed function has returned into
+    ///   the trampoline, which pushes up to three registers and makes the
+    ///   `uretprobe` syscall; the real return address (put back by the
+    ///   eBPF stack copy, or by the kernel once handled) is one of the
+    ///   three words at `sp`, and the caller resumes above it.
+    /// - `ip - 1` a breakpoint: the int3 trapped and the kernel has not yet
+    ///   moved the instruction pointer back to the probed instruction,
+    ///   which has not run. Tried when the plain walk stopped early or
+    ///   went through an address outside every module.
     pub fn unwind(&mut self, ip: u64, sp: u64, bp: u64, stack: &[u8]) -> (Vec<u64>, UnwindEnd) {
+        if is_uprobe_trampoline(ip) {
+            for words in (0..3u64).rev() {
+                let slot = (words * 8) as usize;
+                let Some(ret) = stack.get(slot..slot + 8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+                else {
+                    continue;
+                };
+                let (mut caller, end) = self.walk(ret, sp + words * 8 + 8, bp, &stack[slot + 8..]);
+                if self.sound(&caller, end) && caller.len() < MAX_FRAMES {
+                    caller.insert(0, ip);
+                    return (caller, end);
+                }
+            }
+            return (vec![ip], UnwindEnd::Truncated);
+        }
+        let (frames, end) = self.walk(ip, sp, bp, stack);
+        if !self.sound(&frames, end)
+            && let Some(trap) = ip.checked_sub(1)
+        {
+            let (retried, end) = self.walk(trap, sp, bp, stack);
+            if self.sound(&retried, end) {
+                return (retried, end);
+            }
+        }
+        (frames, end)
+    }
+
+    /// A walk that reached a root with every frame in a module's code (and
+    /// more than the leaf: a return address of 0 ends a walk too).
+    fn sound(&self, frames: &[u64], end: UnwindEnd) -> bool {
+        end == UnwindEnd::Root
+            && frames.len() >= 2
+            && frames.iter().all(|&a| self.code.range(..=a).next_back().is_some_and(|(_, &end)| a < end))
+    }
+
+    fn walk(&mut self, ip: u64, sp: u64, bp: u64, stack: &[u8]) -> (Vec<u64>, UnwindEnd) {
         let mut read_stack = |addr: u64| -> Result<u64, ()> {
             let offset = addr.checked_sub(sp).ok_or(())? as usize;
             let bytes = stack.get(offset..offset.checked_add(8).ok_or(())?).ok_or(())?;
@@ -327,6 +381,13 @@ impl ProcessUnwinder {
         };
         (frames, end)
     }
+}
+
+/// Whether `ip` lies in the page the kernel maps for uprobes (`[uprobes]`:
+/// the uretprobe trampoline and single-step slots), at the top of an
+/// x86_64 process's address space (`TASK_SIZE - PAGE_SIZE`).
+pub fn is_uprobe_trampoline(ip: u64) -> bool {
+    (0x7fff_ffff_e000..0x7fff_ffff_f000).contains(&ip)
 }
 
 /// Whether the functions of `exe` keep frame pointers: most of the
@@ -438,6 +499,43 @@ mod tests {
         let parses = memory.table_parses();
         assert!(parses.iter().any(|(path, _)| maps.iter().any(|m| &m.path == path)), "{parses:?}");
         assert!(parses.iter().all(|(_, n)| *n == 1), "{parses:?}");
+    }
+
+    #[test]
+    fn a_sample_in_the_uretprobe_trampoline_resumes_at_the_caller() {
+        let (ip, sp, bp): (u64, u64, u64);
+        // SAFETY: reads three registers.
+        unsafe {
+            std::arch::asm!("lea {ip}, [rip]", "mov {sp}, rsp", "mov {bp}, rbp", ip = out(reg) ip, sp = out(reg) sp, bp = out(reg) bp);
+        }
+        let maps_text = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let stack_end = maps_text
+            .lines()
+            .filter_map(|l| l.split_whitespace().next()?.split_once('-'))
+            .map(|(a, b)| (u64::from_str_radix(a, 16).unwrap(), u64::from_str_radix(b, 16).unwrap()))
+            .find(|(a, b)| (*a..*b).contains(&sp))
+            .map(|(_, b)| b)
+            .expect("sp is in a mapping");
+        let len = (stack_end - sp).min(16 * 1024) as usize;
+        // SAFETY: `len` bytes from sp lie inside our own live stack mapping.
+        let stack: Vec<u8> = unsafe { std::slice::from_raw_parts(sp as *const u8, len) }.to_vec();
+        let mut maps = MapsSnapshot::default();
+        maps.refresh(std::process::id()).unwrap();
+        let mut tables = TableCache::default();
+        let mut unwinder = ProcessUnwinder::new();
+        unwinder.sync_modules(&maps, &mut tables);
+        let (plain, end) = unwinder.unwind(ip, sp, bp, &stack);
+        assert_eq!(end, UnwindEnd::Root);
+        // As if a probed function had just returned to `ip` through the
+        // trampoline, which pushed rax (holding the return address the
+        // kernel wrote back), rcx and r11, and made its syscall.
+        let trampoline = 0x7fff_ffff_e00d;
+        let mut pushed: Vec<u8> = [0x246u64, 0, ip].iter().flat_map(|w| w.to_le_bytes()).collect();
+        pushed.extend_from_slice(&stack);
+        let (frames, end) = unwinder.unwind(trampoline, sp - 24, bp, &pushed);
+        assert_eq!(end, UnwindEnd::Root);
+        assert_eq!(frames[0], trampoline);
+        assert_eq!(frames[1..], plain[..], "the caller's stack, whole");
     }
 
     #[test]

@@ -57,6 +57,36 @@ pub const USER_STACK_COPY_PAGE: usize = 4_096;
 /// ring every 100 ms.
 pub const USER_STACK_RING_BYTES: u32 = 32 * 1024 * 1024;
 
+/// Byte offsets of the kernel fields a stack copy needs to undo pending
+/// uretprobes (value of the `URETPROBE_OFFSETS` global, read by the agent
+/// from the kernel's BTF; all zero when unknown, which disables the fix).
+///
+/// A uretprobe replaces its call's return address on the user stack with
+/// the kernel's trampoline (`[uprobes]`), so a stack copied inside such a
+/// call (a CPU sample inside a probed `malloc`) cannot be unwound past it.
+/// The kernel keeps each replaced address in the thread's
+/// `task_struct.utask->return_instances` list (`stack`: the slot's address,
+/// `orig_ret_vaddr`: what it held); the copy puts those back, as the
+/// kernel's own `perf_callchain_user` does for frame-pointer stacks.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UretprobeOffsets {
+    /// `task_struct.utask` (0: the fix is off).
+    pub task_utask: u32,
+    /// `uprobe_task.return_instances`.
+    pub utask_return_instances: u32,
+    /// `return_instance.stack`.
+    pub ri_stack: u32,
+    /// `return_instance.orig_ret_vaddr`.
+    pub ri_orig_ret_vaddr: u32,
+    /// `return_instance.next`.
+    pub ri_next: u32,
+}
+
+/// At most this many pending uretprobes of one thread are undone per copy
+/// (innermost first; nested allocator calls go two or three deep).
+pub const URETPROBE_FIXUPS: usize = 8;
+
 /// Kinds of [`UserStackSample`].
 pub mod sample_kind {
     /// A CPU sample (perf_event); `weight` is how long the thread had
@@ -360,6 +390,7 @@ pub mod names {
     pub const COUNTERS: &str = "COUNTERS";
     pub const FILTER_MODE: &str = "FILTER_MODE";
     pub const USER_STACK_MODE: &str = "USER_STACK_MODE";
+    pub const URETPROBE_OFFSETS: &str = "URETPROBE_OFFSETS";
     pub const USER_STACK_SAMPLES: &str = "USER_STACK_SAMPLES";
     pub const SCHED_SWITCH_PROGRAM: &str = "sched_switch";
     pub const SYSCALL_EXIT_PROGRAM: &str = "syscall_exit";
@@ -394,6 +425,8 @@ mod user {
     unsafe impl aya::Pod for super::DbFdKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::DbWriteEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::UretprobeOffsets {}
 }
 
 #[cfg(test)]
@@ -410,6 +443,13 @@ mod layout_tests {
         assert_eq!(offset_of!(CpuStackKey, user_stack_id), 8);
         assert_eq!(offset_of!(CpuStackKey, kernel_stack_id), 12);
         assert_eq!(offset_of!(CpuStackKey, comm), 16);
+    }
+
+    #[test]
+    fn uretprobe_offsets_layout_is_pinned() {
+        assert_eq!(size_of::<UretprobeOffsets>(), 20);
+        assert_eq!(offset_of!(UretprobeOffsets, task_utask), 0);
+        assert_eq!(offset_of!(UretprobeOffsets, ri_next), 16);
     }
 
     #[test]

@@ -112,8 +112,9 @@ fn on_write(ctx: &TracePointContext, syscall: u32) -> u32 {
         }
         let (ip, sp, bp, stack_len) = match &regs {
             Some(r) => {
-                let n = stack::copy_user_stack::<DB_STACK_COPY_BYTES>(core::ptr::addr_of_mut!((*event).stack) as *mut u8, r.sp);
-                (r.ip, r.sp, r.bp, n as u32)
+                let mut ip = r.ip;
+                let n = stack::copy_user_stack::<DB_STACK_COPY_BYTES>(core::ptr::addr_of_mut!((*event).stack) as *mut u8, r.sp, &mut ip);
+                (ip, r.sp, r.bp, n as u32)
             }
             None => (0, 0, 0, 0),
         };

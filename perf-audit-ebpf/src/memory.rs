@@ -145,19 +145,21 @@ fn send_stack(regs: &pt_regs, tgid: u32, tid: u32, site: u64) -> bool {
     };
     let sample = entry.as_mut_ptr();
     let sp = regs.rsp;
+    let mut ip = regs.rip;
     // SAFETY: the copy stays inside the reserved record's `stack` array of
     // MEM_STACK_COPY_BYTES; the header writes are fields of that record.
     unsafe {
         let copied = crate::stack::copy_user_stack::<MEM_STACK_COPY_BYTES>(
             core::ptr::addr_of_mut!((*sample).stack) as *mut u8,
             sp,
+            &mut ip,
         );
         core::ptr::addr_of_mut!((*sample).site).write(site);
         core::ptr::addr_of_mut!((*sample).tgid).write(tgid);
         core::ptr::addr_of_mut!((*sample).tid).write(tid);
         core::ptr::addr_of_mut!((*sample).kind).write(mem_sample_kind::NEW_SITE);
         core::ptr::addr_of_mut!((*sample).stack_len).write(copied as u32);
-        core::ptr::addr_of_mut!((*sample).ip).write(regs.rip);
+        core::ptr::addr_of_mut!((*sample).ip).write(ip);
         core::ptr::addr_of_mut!((*sample).sp).write(sp);
         core::ptr::addr_of_mut!((*sample).bp).write(regs.rbp);
     }

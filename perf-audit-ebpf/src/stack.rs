@@ -10,20 +10,26 @@ use aya_ebpf::{
     bindings::pt_regs,
     helpers::{
         bpf_get_current_task_btf, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_task_pt_regs,
-        generated::bpf_probe_read_user,
+        generated::{bpf_get_current_task, bpf_probe_read_user},
     },
     macros::map,
     maps::RingBuf,
 };
 use perf_audit_common::{
-    Counter, TASK_COMM_LEN, USER_STACK_COPY_BYTES, USER_STACK_COPY_PAGE, USER_STACK_RING_BYTES,
-    UserStackSample,
+    Counter, TASK_COMM_LEN, URETPROBE_FIXUPS, USER_STACK_COPY_BYTES, USER_STACK_COPY_PAGE, USER_STACK_RING_BYTES,
+    UretprobeOffsets, UserStackSample,
 };
 
 use crate::maps::bump;
 
 /// `BPF_RB_NO_WAKEUP`: submit without notifying a poller.
 const BPF_RB_NO_WAKEUP: u64 = 1;
+
+/// Set by the agent before load from the kernel's BTF; all zero (the fix
+/// off) when the kernel does not describe these fields.
+#[unsafe(no_mangle)]
+static URETPROBE_OFFSETS: UretprobeOffsets =
+    UretprobeOffsets { task_utask: 0, utask_return_instances: 0, ri_stack: 0, ri_orig_ret_vaddr: 0, ri_next: 0 };
 
 #[map(name = "USER_STACK_SAMPLES")]
 static USER_STACK_SAMPLES: RingBuf = RingBuf::with_byte_size(USER_STACK_RING_BYTES, 0);
@@ -58,7 +64,7 @@ pub fn user_regs() -> Option<UserRegs> {
 /// `dest` must point at `MAX` writable bytes (a field of a reserved
 /// ring-buffer record).
 #[inline(always)]
-pub unsafe fn copy_user_stack<const MAX: usize>(dest: *mut u8, sp: u64) -> usize {
+pub unsafe fn copy_user_stack<const MAX: usize>(dest: *mut u8, sp: u64, ip: &mut u64) -> usize {
     let first = USER_STACK_COPY_PAGE - (sp as usize & (USER_STACK_COPY_PAGE - 1));
     let mut copied: usize = 0;
     // SAFETY: every write stays inside `dest`: first <= 4096, then at most
@@ -80,9 +86,63 @@ pub unsafe fn copy_user_stack<const MAX: usize>(dest: *mut u8, sp: u64) -> usize
                 copied = offset + USER_STACK_COPY_PAGE;
                 page += 1;
             }
+            if let Some(resume) = undo_uretprobes::<MAX>(dest, sp, copied) {
+                *ip = resume;
+            }
         }
     }
     copied
+}
+
+/// Writes back, into a copy of `copied` bytes of user stack from `sp`, the
+/// original return address of each pending uretprobe of the current thread
+/// whose slot lies in the copy: the kernel's `return_instance` list
+/// (`task->utask->return_instances`, innermost first) holds the slot's
+/// address (`stack`) and what the trampoline replaced (`orig_ret_vaddr`).
+/// Returns the original return address of a call whose slot is just below
+/// `sp`: the call has returned into the trampoline, whose `uretprobe`
+/// syscall is running its handlers with the caller's stack pointer.
+///
+/// # Safety
+/// As [`copy_user_stack`]: `dest` points at `MAX` writable bytes.
+#[inline(always)]
+unsafe fn undo_uretprobes<const MAX: usize>(dest: *mut u8, sp: u64, copied: usize) -> Option<u64> {
+    // SAFETY: a read of a global set once before load.
+    let off = unsafe { core::ptr::read_volatile(&URETPROBE_OFFSETS) };
+    if off.task_utask == 0 {
+        return None;
+    }
+    let mut resume = None;
+    // SAFETY: kernel reads through bpf_probe_read_kernel, which fails
+    // cleanly on a bad address; the write below stays inside `dest`.
+    unsafe {
+        let task = bpf_get_current_task();
+        let Ok(utask) = bpf_probe_read_kernel((task + off.task_utask as u64) as *const u64) else { return None };
+        if utask == 0 {
+            return None;
+        }
+        let Ok(mut ri) = bpf_probe_read_kernel((utask + off.utask_return_instances as u64) as *const u64) else {
+            return None;
+        };
+        let mut i = 0;
+        while i < URETPROBE_FIXUPS {
+            if ri == 0 {
+                break;
+            }
+            let Ok(slot) = bpf_probe_read_kernel((ri + off.ri_stack as u64) as *const u64) else { break };
+            let Ok(ret) = bpf_probe_read_kernel((ri + off.ri_orig_ret_vaddr as u64) as *const u64) else { break };
+            let at = slot.wrapping_sub(sp);
+            if at <= (MAX - 8) as u64 && at + 8 <= copied as u64 {
+                (dest.add(at as usize) as *mut u64).write_unaligned(ret);
+            } else if slot.wrapping_add(8) == sp {
+                resume = Some(ret);
+            }
+            let Ok(next) = bpf_probe_read_kernel((ri + off.ri_next as u64) as *const u64) else { break };
+            ri = next;
+            i += 1;
+        }
+    }
+    resume
 }
 
 /// The fields of a [`UserStackSample`] other than registers and stack.
@@ -110,10 +170,12 @@ pub fn emit_stack_sample(header: &StackSampleHeader) -> bool {
         return false;
     };
     let sample = entry.as_mut_ptr();
+    let mut ip = regs.ip;
     // SAFETY: `sample` points at a reserved record of the right size; the
     // stack copy stays inside its `stack` array.
     let copied = unsafe {
-        let copied = copy_user_stack::<USER_STACK_COPY_BYTES>(core::ptr::addr_of_mut!((*sample).stack) as *mut u8, regs.sp);
+        let copied =
+            copy_user_stack::<USER_STACK_COPY_BYTES>(core::ptr::addr_of_mut!((*sample).stack) as *mut u8, regs.sp, &mut ip);
         core::ptr::addr_of_mut!((*sample).tgid).write(header.tgid);
         core::ptr::addr_of_mut!((*sample).tid).write(header.tid);
         core::ptr::addr_of_mut!((*sample).kernel_stack_id).write(header.kernel_stack_id);
@@ -123,7 +185,7 @@ pub fn emit_stack_sample(header: &StackSampleHeader) -> bool {
         core::ptr::addr_of_mut!((*sample).ts_ns).write(bpf_ktime_get_ns());
         core::ptr::addr_of_mut!((*sample).weight).write(header.weight);
         core::ptr::addr_of_mut!((*sample).addr).write(header.addr);
-        core::ptr::addr_of_mut!((*sample).ip).write(regs.ip);
+        core::ptr::addr_of_mut!((*sample).ip).write(ip);
         core::ptr::addr_of_mut!((*sample).sp).write(regs.sp);
         core::ptr::addr_of_mut!((*sample).bp).write(regs.bp);
         core::ptr::addr_of_mut!((*sample).comm).write(header.comm);

@@ -46,6 +46,14 @@ fn the_demo_audit_finds_the_planted_defects_and_writes_a_valid_report() {
     let line = source.lines().nth(score.3 as usize - 1).unwrap();
     assert!(source.lines().take(score.3 as usize).collect::<Vec<_>>().join("\n").contains("fn compute_affinity_score"), "line {} is not inside compute_affinity_score: {line}", score.3);
 
+    // The demo is a plain release build: auto mode unwinds it from its
+    // .eh_frame. Samples taken inside an allocator call that precise mode
+    // probes (uretprobes on malloc...) are unwound past the uretprobe
+    // trampoline, so nearly every stack reaches main or a thread root.
+    assert_eq!(report["cpu"]["unwinding"], "dwarf");
+    let completeness = report["cpu"]["stack_completeness_pct"].as_f64().unwrap();
+    assert!(completeness >= 99.0, "only {completeness}% of CPU stacks reach main or a thread root");
+
     let has = |rule: &str, function: &str| found.iter().any(|(r, f, _, _)| r == rule && f == function);
     // Planted defect 1: blocking std::fs on a worker.
     assert!(has("blocking-in-async", "demo_service::handlers::load_report_template"), "{found:?}");

@@ -45,6 +45,7 @@ impl MemoryKernel {
         let ebpf = EbpfLoader::new()
             .override_global(names::FILTER_MODE, &mode, true)
             .override_global(names::USER_STACK_MODE, &stack_mode, true)
+            .override_global(names::URETPROBE_OFFSETS, &super::btf::uretprobe_offsets(), true)
             .map_max_entries(names::CPU_STACK_COUNTS, 1)
             .map_max_entries(names::STACK_TRACES, 1)
             // Carries the page-fault and mmap/brk samples (`kernel::mem_events`).

@@ -2,6 +2,7 @@
 //! loading the embedded eBPF object, attaching programs, and reading maps
 //! back into plain Rust values (no symbols, no analysis here).
 
+pub mod btf;
 pub mod cpu;
 pub mod ring;
 pub mod stack_copy;
@@ -109,6 +110,7 @@ impl KernelSession {
             .override_global(names::FILTER_MODE, &mode, true)
             .override_global(names::USER_STACK_MODE, &stack_mode, true)
             .override_global(names::OFFCPU_MIN_NS, &(offcpu_min.as_nanos() as u64), true)
+            .override_global(names::URETPROBE_OFFSETS, &btf::uretprobe_offsets(), true)
             .load(EBPF_OBJECT)
             .map_err(|e| load_error("loading the eBPF object", &e))?;
         Ok(KernelSession { ebpf, cpu: None, offcpu: false, db: None })
