@@ -23,6 +23,7 @@ use crate::{
     error::{Error, Result},
     kernel::{KernelSession, cpu::RawCpuStack, stack_copy::{CpuSampleRecord, StackCopyCollector}},
     memory::{MemoryCollector, MemoryRaw},
+    symbolize::StackSymbolizer,
     target::MapsSnapshot,
 };
 
@@ -47,6 +48,9 @@ pub struct Finish<'a> {
     /// The target's mappings, kept current during collection.
     pub maps: &'a mut MapsSnapshot,
     pub pid: u32,
+    /// The audit's one symbolizer (its parsed objects are kept for the
+    /// symbolize stage).
+    pub symbolizer: &'a StackSymbolizer,
     pub raw: &'a mut RawEvidence,
 }
 
@@ -184,7 +188,7 @@ impl Collector for Database {
 
     fn finish<'a>(self: Box<Self>, cx: &'a mut Finish<'_>) -> Finishing<'a> {
         Box::pin(async move {
-            cx.raw.database = Some(self.0.finish(cx.session).await);
+            cx.raw.database = Some(self.0.finish(cx.session, cx.symbolizer).await);
             Ok(())
         })
     }

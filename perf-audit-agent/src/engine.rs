@@ -50,7 +50,10 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
     let (existing_pid, unwind) = resolve(&plan)?;
     let probes = Probes::start(&plan, existing_pid, unwind).await?;
     let (info, out_dir, started_at) = (probes.info.clone(), probes.out_dir.clone(), SystemTime::now());
-    let (raw, collected, cpu_seconds, load) = probes.collect(&plan).await?;
+    // One symbolizer for the audit: blazesym keeps each object it parsed,
+    // so the database call sites and the profiles share the work.
+    let symbolizer = StackSymbolizer::new();
+    let (raw, collected, cpu_seconds, load) = probes.collect(&plan, &symbolizer).await?;
     let evidence = AuditEvidence {
         target: info.clone(),
         profile: plan.requested_profile.as_str().to_string(),
@@ -73,7 +76,7 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
         benchmarks: crate::bench::run_if_asked(plan.bench.as_ref(), &info.exe)?,
         rerun_command: rerun_command(&plan, &info),
         bench: plan.bench.is_some(),
-        ..symbolize(&plan, &info, raw, &collected.maps)
+        ..symbolize(&plan, &info, raw, &collected.maps, &symbolizer)
     };
     let mut report = build_report(&evidence);
     for finding in &mut report.findings {
@@ -176,7 +179,7 @@ impl Probes {
 
     /// Drives the load beside collection, waits for the end, finishes every
     /// collector and detaches everything.
-    async fn collect(mut self, plan: &AuditPlan) -> Result<(RawEvidence, Collected, Option<f64>, Option<LoadResult>)> {
+    async fn collect(mut self, plan: &AuditPlan, symbolizer: &StackSymbolizer) -> Result<(RawEvidence, Collected, Option<f64>, Option<LoadResult>)> {
         let (stop_load, load_stopped) = tokio::sync::oneshot::channel::<()>();
         let load_task = plan.load.as_ref().map(|spec| {
             let load_plan = LoadPlan::new(spec.scenario.clone(), spec.rps, plan.duration).expect("validated when the plan was built");
@@ -205,7 +208,7 @@ impl Probes {
         let mut raw = RawEvidence::default();
         let mut collectors = std::mem::take(&mut self.collectors);
         collectors.sort_by_key(|c| c.finish_order());
-        let mut cx = Finish { session: &mut self.session, maps: &mut collected.maps, pid, raw: &mut raw };
+        let mut cx = Finish { session: &mut self.session, maps: &mut collected.maps, pid, symbolizer, raw: &mut raw };
         finish_all(collectors, &mut cx).await?;
         collected.counters = self.session.counters()?;
         collected.unwind_tables = self
@@ -236,9 +239,8 @@ async fn start_private_database() -> Result<PrivatePostgres> {
 
 /// Symbolizes what the collectors gathered: the profiles and sections of
 /// the audit's evidence (the rest is filled by the caller).
-fn symbolize(plan: &AuditPlan, info: &TargetInfo, raw: RawEvidence, maps: &MapsSnapshot) -> AuditEvidence {
+fn symbolize(plan: &AuditPlan, info: &TargetInfo, raw: RawEvidence, maps: &MapsSnapshot, symbolizer: &StackSymbolizer) -> AuditEvidence {
     eprintln!("perf-audit: symbolizing {} distinct stacks", raw.cpu.len() + raw.offcpu.len());
-    let symbolizer = StackSymbolizer::new();
     let exe = Path::new(&info.exe);
     let cpu = symbolizer.cpu_profile(&raw.cpu, maps, exe);
     let async_runtime = plan.profiles.contains(&Profile::Async).then(|| {
@@ -261,7 +263,7 @@ fn symbolize(plan: &AuditPlan, info: &TargetInfo, raw: RawEvidence, maps: &MapsS
         cpu_sample_times: raw.records.iter().map(|r| (r.tid, r.ts_ns)).collect(),
         cpu,
         async_runtime,
-        memory: raw.memory.as_ref().map(|m| crate::memory::build_section(m, &symbolizer, exe)),
+        memory: raw.memory.as_ref().map(|m| crate::memory::build_section(m, symbolizer, exe)),
         database: raw.database,
         ..AuditEvidence::default()
     }
