@@ -45,7 +45,7 @@ use crate::{
     kernel::{
         Counters,
         mem_events,
-        memory::{AllocatorPlan, MemCounters, MemoryKernel, discover_allocator},
+        memory::{AllocatorPlan, MemoryKernel, discover_allocator},
         ring::RingReader,
         stack_copy::StackCopyCollector,
     },
@@ -63,30 +63,16 @@ pub const UNPROBED_BASELINE: Duration = Duration::from_millis(500);
 
 /// Everything the collector gathered, before symbolization.
 pub struct MemoryRaw {
-    pub mode: MemoryMode,
+    /// What the report section takes as it is: mode, allocator, counters,
+    /// time shares, RSS, probe cost.
+    pub summary: MemoryEvidence,
     pub allocator: AllocatorPlan,
-    pub counters: MemCounters,
     /// Final counters per site.
     pub sites: HashMap<u64, SiteStats>,
     pub series: Vec<Snapshot>,
     /// User frames of each site (leaf first), unwound from its stack copy.
     pub stacks: HashMap<u64, Vec<u64>>,
-    /// Stack copies whose unwinding stopped before a root frame.
-    pub truncated_stacks: u64,
-    pub peak_rss_bytes: u64,
-    pub current_rss_bytes: u64,
-    /// Share of the collection time allocations were recorded (the
-    /// sampling rate of default mode; 1 in precise mode).
-    pub duty: f64,
-    pub recorded_s: f64,
-    /// Time any allocator probe was attached (windows, attach and the
-    /// free-only grace): what the target paid for.
-    pub probed_s: f64,
-    pub elapsed_s: f64,
-    pub windows: u64,
     pub maps: MapsSnapshot,
-    /// The target's kernel CPU time, where probe hits are charged.
-    pub kernel_time: KernelTime,
     /// Sampled page faults and large mmap/munmap/brk calls, by stack.
     pub events: faults::MemEvents,
     /// The memory instance's kernel counters (page-fault samples, every
@@ -402,13 +388,25 @@ async fn run(
     } else {
         1.0
     };
-    Ok(MemoryRaw {
+    let plan = kernel.plan().clone();
+    let summary = MemoryEvidence {
         mode,
-        allocator: kernel.plan().clone(),
+        allocator_family: plan.family.name().to_string(),
+        allocator_object: plan.object.display().to_string(),
+        probes: plan
+            .probes
+            .iter()
+            .map(|p| section::ProbeRow {
+                symbol: p.symbol.clone(),
+                offset: p.probe_offset,
+                instruction: p.instruction.clone(),
+                emulated: p.emulated,
+                uretprobe: !p.shape.is_free(),
+            })
+            .collect(),
+        rust_shims: plan.rust_shims.clone(),
         counters,
-        sites,
-        series,
-        stacks: stacks.stacks,
+        sites: sites.len(),
         truncated_stacks: stacks.truncated,
         peak_rss_bytes: peak_rss,
         current_rss_bytes: current_rss,
@@ -417,8 +415,15 @@ async fn run(
         probed_s: probed.as_secs_f64(),
         elapsed_s: elapsed.as_secs_f64(),
         windows,
-        maps,
         kernel_time,
+    };
+    Ok(MemoryRaw {
+        summary,
+        allocator: plan,
+        sites,
+        series,
+        stacks: stacks.stacks,
+        maps,
         events: growth.events,
         event_counters,
         rss_series: growth.rss,
@@ -462,51 +467,17 @@ pub fn build_section(
         .map(|(id, s)| (*id, s.frames.iter().map(|f| profile.frame(*f).clone()).collect()))
         .collect();
     let analysis = analysis::analyze(&analysis::Input {
-        duty: raw.duty,
-        elapsed_s: raw.elapsed_s,
+        duty: raw.summary.duty,
+        elapsed_s: raw.summary.elapsed_s,
         sites: &raw.sites,
         series: &raw.series,
         stacks: &frames,
     });
     let folded = analysis.folded.clone();
     let events = growth_sections(raw, symbolizer, exe);
-    (section::MemorySection::build(&raw.evidence(), analysis, events), folded)
+    (section::MemorySection::build(&raw.summary, analysis, events), folded)
 }
 
-impl MemoryRaw {
-    /// What the report section needs of this collection, as plain values.
-    fn evidence(&self) -> MemoryEvidence {
-        let plan = &self.allocator;
-        MemoryEvidence {
-            mode: self.mode,
-            allocator_family: plan.family.name().to_string(),
-            allocator_object: plan.object.display().to_string(),
-            probes: plan
-                .probes
-                .iter()
-                .map(|p| section::ProbeRow {
-                    symbol: p.symbol.clone(),
-                    offset: p.probe_offset,
-                    instruction: p.instruction.clone(),
-                    emulated: p.emulated,
-                    uretprobe: !p.shape.is_free(),
-                })
-                .collect(),
-            rust_shims: plan.rust_shims.clone(),
-            counters: self.counters,
-            sites: self.sites.len(),
-            truncated_stacks: self.truncated_stacks,
-            peak_rss_bytes: self.peak_rss_bytes,
-            current_rss_bytes: self.current_rss_bytes,
-            duty: self.duty,
-            recorded_s: self.recorded_s,
-            probed_s: self.probed_s,
-            elapsed_s: self.elapsed_s,
-            windows: self.windows,
-            kernel_time: self.kernel_time,
-        }
-    }
-}
 
 /// Symbolizes the page-fault and mapping stacks and builds their sections.
 fn growth_sections(
