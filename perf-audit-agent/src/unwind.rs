@@ -451,17 +451,10 @@ fn is_precompiled_runtime(symbol: &str) -> bool {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_agent_itself_is_unwound_through_its_own_tables() {
-        // Unwind our own current stack: registers from inline asm, the stack
-        // copied from memory, tables from /proc/self/maps.
-        let (ip, sp, bp): (u64, u64, u64);
-        // SAFETY: reads three registers.
-        unsafe {
-            std::arch::asm!("lea {ip}, [rip]", "mov {sp}, rsp", "mov {bp}, rbp", ip = out(reg) ip, sp = out(reg) sp, bp = out(reg) bp);
-        }
-        // Copy up to 16 KiB above sp, within our stack's mapping (as the
-        // kernel side does, stopping at the mapping's end).
+    /// Up to 16 KiB of our own stack above `sp`, within its mapping (as the
+    /// kernel side copies, stopping at the mapping's end), our maps, and an
+    /// unwinder with our objects' tables.
+    fn own_stack_and_unwinder(sp: u64) -> (Vec<u8>, MapsSnapshot, ProcessUnwinder) {
         let maps_text = std::fs::read_to_string("/proc/self/maps").unwrap();
         let stack_end = maps_text
             .lines()
@@ -478,6 +471,19 @@ mod tests {
         let mut tables = TableCache::default();
         let mut unwinder = ProcessUnwinder::new();
         unwinder.sync_modules(&maps, &mut tables);
+        (stack, maps, unwinder)
+    }
+
+    #[test]
+    fn the_agent_itself_is_unwound_through_its_own_tables() {
+        // Unwind our own current stack: registers from inline asm, the stack
+        // copied from memory, tables from /proc/self/maps.
+        let (ip, sp, bp): (u64, u64, u64);
+        // SAFETY: reads three registers.
+        unsafe {
+            std::arch::asm!("lea {ip}, [rip]", "mov {sp}, rsp", "mov {bp}, rbp", ip = out(reg) ip, sp = out(reg) sp, bp = out(reg) bp);
+        }
+        let (stack, maps, mut unwinder) = own_stack_and_unwinder(sp);
         let (frames, end) = unwinder.unwind(ip, sp, bp, &stack);
         assert!(frames.len() >= 5, "unwound only {frames:x?}");
         // The test thread's stack is unwound up to its root (clone3).
@@ -508,22 +514,7 @@ mod tests {
         unsafe {
             std::arch::asm!("lea {ip}, [rip]", "mov {sp}, rsp", "mov {bp}, rbp", ip = out(reg) ip, sp = out(reg) sp, bp = out(reg) bp);
         }
-        let maps_text = std::fs::read_to_string("/proc/self/maps").unwrap();
-        let stack_end = maps_text
-            .lines()
-            .filter_map(|l| l.split_whitespace().next()?.split_once('-'))
-            .map(|(a, b)| (u64::from_str_radix(a, 16).unwrap(), u64::from_str_radix(b, 16).unwrap()))
-            .find(|(a, b)| (*a..*b).contains(&sp))
-            .map(|(_, b)| b)
-            .expect("sp is in a mapping");
-        let len = (stack_end - sp).min(16 * 1024) as usize;
-        // SAFETY: `len` bytes from sp lie inside our own live stack mapping.
-        let stack: Vec<u8> = unsafe { std::slice::from_raw_parts(sp as *const u8, len) }.to_vec();
-        let mut maps = MapsSnapshot::default();
-        maps.refresh(std::process::id()).unwrap();
-        let mut tables = TableCache::default();
-        let mut unwinder = ProcessUnwinder::new();
-        unwinder.sync_modules(&maps, &mut tables);
+        let (stack, _maps, mut unwinder) = own_stack_and_unwinder(sp);
         let (plain, end) = unwinder.unwind(ip, sp, bp, &stack);
         assert_eq!(end, UnwindEnd::Root);
         // As if a probed function had just returned to `ip` through the

@@ -37,44 +37,25 @@ pub unsafe trait StackRecord {
     fn stack(&self) -> &[u8];
 }
 
-// SAFETY: `#[repr(C)]`, integers and byte arrays only (perf-audit-common).
-unsafe impl StackRecord for UserStackSample {
-    fn tgid(&self) -> u32 {
-        self.tgid
-    }
-    fn regs(&self) -> (u64, u64, u64) {
-        (self.ip, self.sp, self.bp)
-    }
-    fn stack(&self) -> &[u8] {
-        &self.stack[..(self.stack_len as usize).min(self.stack.len())]
-    }
+/// The three stack-copy records share their header fields' names.
+macro_rules! stack_record {
+    ($($record:ty),*) => {$(
+        // SAFETY: `#[repr(C)]`, integers and byte arrays only (perf-audit-common).
+        unsafe impl StackRecord for $record {
+            fn tgid(&self) -> u32 {
+                self.tgid
+            }
+            fn regs(&self) -> (u64, u64, u64) {
+                (self.ip, self.sp, self.bp)
+            }
+            fn stack(&self) -> &[u8] {
+                &self.stack[..(self.stack_len as usize).min(self.stack.len())]
+            }
+        }
+    )*};
 }
 
-// SAFETY: as above.
-unsafe impl StackRecord for DbWriteEvent {
-    fn tgid(&self) -> u32 {
-        self.tgid
-    }
-    fn regs(&self) -> (u64, u64, u64) {
-        (self.ip, self.sp, self.bp)
-    }
-    fn stack(&self) -> &[u8] {
-        &self.stack[..(self.stack_len as usize).min(self.stack.len())]
-    }
-}
-
-// SAFETY: as above.
-unsafe impl StackRecord for MemStackSample {
-    fn tgid(&self) -> u32 {
-        self.tgid
-    }
-    fn regs(&self) -> (u64, u64, u64) {
-        (self.ip, self.sp, self.bp)
-    }
-    fn stack(&self) -> &[u8] {
-        &self.stack[..(self.stack_len as usize).min(self.stack.len())]
-    }
-}
+stack_record!(UserStackSample, DbWriteEvent, MemStackSample);
 
 /// The ring item viewed as a `T`, when it is large enough and aligned (the
 /// kernel aligns ring records to 8 bytes, so this never fails in practice).
