@@ -53,6 +53,7 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
     // One symbolizer for the audit: blazesym keeps each object it parsed,
     // so the database call sites and the profiles share the work.
     let symbolizer = StackSymbolizer::new();
+    let load_before = probes.load_before.clone();
     let (raw, collected, cpu_seconds, load) = probes.collect(&plan, &symbolizer).await?;
     let evidence = AuditEvidence {
         target: info.clone(),
@@ -70,6 +71,7 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
         unwind_tables: collected.unwind_tables.clone(),
         collect_start_ns: collected.start_ns,
         load,
+        load_before,
         last_rss_bytes: collected.last_rss,
         peak_rss_bytes: collected.peak_rss,
         cpu_seconds,
@@ -113,6 +115,8 @@ struct Probes {
     pid: u32,
     info: TargetInfo,
     out_dir: PathBuf,
+    /// The health guard's sample of the service before the probes attached.
+    load_before: Option<LoadResult>,
     /// Declared after the service so that the database outlives it.
     launched: Option<Launched>,
     private_db: Option<PrivatePostgres>,
@@ -144,6 +148,16 @@ impl Probes {
             }
             _ => unreachable!("every non-launch target resolved to a pid in `resolve`"),
         };
+        // The health guard's healthy sample: the same load, before the target
+        // is registered with the probes (the CPU and scheduler programs are
+        // attached but return at once for an unregistered pid).
+        let load_before = match &plan.load {
+            Some(spec) => {
+                wait_until_ready(spec, pid, plan.ready_timeout).await?;
+                Some(health_sample(spec).await?)
+            }
+            None => None,
+        };
         session.add_target(pid)?;
         // One table cache and one unwinder for the process, shared by every
         // collector that unwinds its stacks (CPU/off-CPU, database, memory).
@@ -158,9 +172,6 @@ impl Probes {
             collectors.push(Box::new(Database(db)));
         }
         let info = target::describe(pid).unwrap_or_else(|_| TargetInfo { pid, name: launched_name(&plan.target), exe: String::new() });
-        if let Some(spec) = &plan.load {
-            wait_until_ready(spec, pid, plan.ready_timeout).await?;
-        }
         let out_dir = plan.out_dir.clone().unwrap_or_else(|| default_out_dir(&info.name, SystemTime::now()));
         fs::create_dir_all(&out_dir).map_err(|e| Error::output(&out_dir, e))?;
         eprintln!(
@@ -174,7 +185,7 @@ impl Probes {
         if wants_async && console_listening(&plan.console) {
             collectors.push(Console::start(&plan.console));
         }
-        Ok(Probes { session, collectors, unwinder, pid, info, out_dir, launched, private_db })
+        Ok(Probes { session, collectors, unwinder, pid, info, out_dir, load_before, launched, private_db })
     }
 
     /// Drives the load beside collection, waits for the end, finishes every
@@ -225,6 +236,21 @@ impl Probes {
         drop(private_db);
         Ok((raw, collected, cpu_seconds, load))
     }
+}
+
+/// How long the health guard measures the service before the probes attach.
+const HEALTH_SAMPLE: Duration = Duration::from_secs(3);
+
+/// The audit's load for [`HEALTH_SAMPLE`], before the probes attach.
+async fn health_sample(spec: &crate::plan::LoadSpec) -> Result<LoadResult> {
+    eprintln!(
+        "perf-audit: measuring the service for {} under the same load before the probes attach (health guard)",
+        humantime::format_duration(HEALTH_SAMPLE)
+    );
+    let plan = LoadPlan::new(spec.scenario.clone(), spec.rps, HEALTH_SAMPLE).expect("validated when the plan was built");
+    let before = load::run(plan, std::future::pending::<()>()).await;
+    eprintln!("perf-audit: before the probes: {}", load::summary_line(&before));
+    Ok(before)
 }
 
 /// A throwaway database for a launched service (demo, tests).

@@ -34,6 +34,13 @@ fn the_demo_audit_finds_the_planted_defects_and_writes_a_valid_report() {
     }
     assert_eq!(baseline["errors"], 0, "{}", baseline);
     assert!(baseline["rss_bytes"].as_u64().unwrap() > 1_000_000);
+    // The health guard measured the same load before the probes attached
+    // and compared it with the audit's.
+    let health = &report["health"];
+    assert!(health["before"]["requests"].as_u64().unwrap() >= 200, "3 s at ~100 rps before the probes: {health}");
+    assert!(health["before"]["p99_ms"].as_f64().unwrap() > 0.0 && health["p99_ratio"].as_f64().unwrap() > 0.0, "{health}");
+    assert!(health["rule"].as_str().unwrap().contains("before the probes attached"), "{health}");
+    assert!(health["degraded"].is_boolean(), "{health}");
 
     // Planted defect 3: CPU-heavy work inline on a worker, at its function.
     let found = findings(&report);

@@ -28,6 +28,7 @@ pub mod diff;
 pub mod error;
 pub mod evidence;
 pub mod findings;
+pub mod health;
 pub mod memory;
 pub mod profile;
 pub mod render;

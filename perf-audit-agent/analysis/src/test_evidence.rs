@@ -861,6 +861,28 @@ pub fn load() -> LoadResult {
     }
 }
 
+/// The same load for 3 s before the probes attached: healthy, a little
+/// faster than during the audit.
+fn load_before() -> LoadResult {
+    let mut before = load();
+    before.duration_s = 3.0;
+    before.window_s = 3.0;
+    before.elapsed_s = 3.01;
+    before.planned = 600;
+    before.sent = 600;
+    before.completed = 600;
+    before.ok = 600;
+    before.status_errors = 0;
+    before.transport_errors = 0;
+    before.timeouts = 0;
+    before.achieved_rps = 600.0 / 3.01;
+    before.latency = latency(600, 33.4, 22.1, 60.2, 151.0, 160.2, 170.5);
+    before.status_counts = BTreeMap::from([(200, 600)]);
+    before.per_endpoint = Vec::new();
+    before.series = LatencySeries::default();
+    before
+}
+
 fn counters() -> Counters {
     Counters {
         cpu_samples: 1_500,
@@ -930,6 +952,7 @@ pub fn ledger_svc() -> AuditEvidence {
         database: Some(database_section()),
         memory: Some((section, folded)),
         load: Some(load()),
+        load_before: Some(load_before()),
         last_rss_bytes: rss.last().map_or(0, |p| p.rss_bytes),
         peak_rss_bytes: rss.iter().map(|p| p.rss_bytes).max().unwrap_or(0),
         cpu_seconds: Some(10.59),

@@ -23,12 +23,22 @@ const MIB: u64 = 1024 * 1024;
 
 pub fn thresholds(report: &Report) -> Thresholds {
     let b = &report.baseline;
-    let (p99_seconds, p99_reason) = match b.p99_ms {
-        Some(p99) => {
+    // A degraded audit's latency is the stall, not the service: the healthy
+    // sample taken before the probes attached sets the threshold instead.
+    let healthy = report.health.as_ref().filter(|h| h.degraded).map(|h| (h.before.p99_ms, h.before.seconds));
+    let (p99_seconds, p99_reason) = match (healthy, b.p99_ms) {
+        (Some((p99, seconds)), _) => {
+            let t = (p99 * 2.0).max(p99 + 50.0) / 1000.0;
+            (
+                round3(t),
+                format!("2x the p99 of {p99:.1} ms measured over {seconds:.1} s before the probes attached (at least +50 ms): the service degraded during the audit"),
+            )
+        }
+        (None, Some(p99)) => {
             let t = (p99 * 2.0).max(p99 + 50.0) / 1000.0;
             (round3(t), format!("2x the measured p99 of {p99:.1} ms (at least +50 ms)"))
         }
-        None => (0.5, "no load was driven during the audit: the seed's default of 500 ms".to_string()),
+        (None, None) => (0.5, "no load was driven during the audit: the seed's default of 500 ms".to_string()),
     };
     let peak = b.peak_rss_bytes.max(b.rss_bytes);
     let rss_bytes = if peak == 0 { 512 * 1000 * 1000 } else { (peak + peak / 2).max(peak + 64 * MIB) };

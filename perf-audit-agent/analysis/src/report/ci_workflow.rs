@@ -180,6 +180,7 @@ mod tests {
             database: None,
             memory: None,
             findings: vec![],
+            health: None,
             rerun_command: rerun.into(),
             benchmarks: vec![],
         }

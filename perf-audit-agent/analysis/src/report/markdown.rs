@@ -24,7 +24,27 @@ pub fn render(report: &Report) -> String {
             let _ = writeln!(md, "\n> **Partial report**: the target exited after {:.1} s; this covers the time it ran.", report.duration_s);
         }
     }
+    if let Some(h) = report.health.as_ref().filter(|h| h.degraded) {
+        let _ = writeln!(
+            md,
+            "\n> **The service degraded during the audit**: {}. The findings below were taken on a degraded service, and alerts.yml takes its thresholds from the {:.1} s measured before the probes attached.",
+            h.reasons.join("; "),
+            h.before.seconds
+        );
+    }
     render_baseline(&mut md, &report.baseline);
+    if let Some(h) = &report.health {
+        let _ = writeln!(
+            md,
+            "- Health: p99 {:.2} ms before the probes attached, {:.2} ms during the audit ({:.2}x); throughput {:.2}x; {} ({})",
+            h.before.p99_ms,
+            h.during.p99_ms,
+            h.p99_ratio,
+            h.rps_ratio,
+            if h.degraded { "**degraded**" } else { "not degraded" },
+            h.rule
+        );
+    }
     if !report.unavailable_profiles.is_empty() {
         let _ = writeln!(
             md,
@@ -251,6 +271,9 @@ fn render_action_plan(md: &mut String, report: &Report) {
         md,
         "Ranked by measured impact (share of CPU samples, bytes, latency), not by rule name; each finding says how it was ranked.\n"
     );
+    if report.health.as_ref().is_some_and(|h| h.degraded) {
+        let _ = writeln!(md, "> Taken on a degraded service: the figures below include the stall (see the top of the report).\n");
+    }
     for severity in [Severity::P0, Severity::P1, Severity::P2] {
         let _ = writeln!(md, "### {}\n", severity.heading());
         let rows: Vec<&Finding> = report.findings_of(severity).collect();

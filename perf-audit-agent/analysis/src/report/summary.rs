@@ -76,6 +76,9 @@ pub fn terminal(report: &Report) -> Vec<String> {
     if report.partial {
         lines.push(format!("partial report: collection ended after {:.1} s", report.duration_s));
     }
+    if let Some(h) = report.health.as_ref().filter(|h| h.degraded) {
+        lines.push(format!("the service degraded during the audit: {} (findings taken on a degraded service)", h.reasons.join("; ")));
+    }
     let mut urgent_count = 0;
     for f in urgent(report) {
         urgent_count += 1;
@@ -310,6 +313,7 @@ pub(crate) mod tests {
                     Some(3),
                 ),
             ],
+            health: None,
             rerun_command: "sudo perf-audit-agent all -- ./demo-service".into(),
             benchmarks: vec![],
         }

@@ -69,6 +69,10 @@ pub struct Report {
     /// The memory profile (allocation tables, leaks, growth).
     pub memory: Option<crate::memory::section::MemorySection>,
     pub findings: Vec<Finding>,
+    /// With `--load`: the service measured before the probes attached and
+    /// during the audit, and whether it degraded (`crate::health`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::health::AuditHealth>,
     /// The command that re-runs this audit.
     pub rerun_command: String,
     /// `--bench`: the service's criterion benchmarks (see `bench`).
