@@ -277,6 +277,13 @@ pub struct Args {
     #[arg(long, value_name = "PCT", default_value = "5%", requires = "bench")]
     pub bench_max_regression: String,
 
+    /// Look for the target's separate debug files here first (repeatable):
+    /// `DIR/.build-id/ab/cdef....debug`, or the `.gnu_debuglink` name (or
+    /// `<binary>.debug`) in DIR; then next to the binary, in its `.debug/`,
+    /// and under /usr/lib/debug, as gdb does.
+    #[arg(long = "debug-dir", value_name = "DIR")]
+    pub debug_dirs: Vec<PathBuf>,
+
     /// Hide the progress bar (it is also hidden when stderr is not a terminal).
     #[arg(long)]
     pub quiet: bool,

@@ -185,7 +185,7 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
     session.stop_cpu_sampling();
     session.stop_offcpu();
     let database = match database {
-        Some(collector) => Some(collector.finish(&mut session).await),
+        Some(collector) => Some(collector.finish(&mut session, &plan.debug_dirs).await),
         None => None,
     };
     let counters = session.counters()?;
@@ -208,7 +208,7 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
     drop(private_db);
 
     eprintln!("perf-audit: symbolizing {} distinct stacks", raw.len() + offcpu_raw.len());
-    let symbolizer = StackSymbolizer::new();
+    let symbolizer = StackSymbolizer::with_debug_dirs(&plan.debug_dirs);
     let exe = Path::new(&info.exe);
     let profile = symbolizer.cpu_profile(&raw, &collected.maps, exe);
     let async_runtime = wants_async.then(|| {
@@ -242,6 +242,7 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
         unwinding: unwind,
         frequency_hz: plan.frequency_hz,
         async_runtime,
+        symbols: symbolizer.object_symbols(),
         unwind_tables: unwinder
             .table_parses()
             .into_iter()

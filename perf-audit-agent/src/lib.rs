@@ -11,6 +11,7 @@ pub mod cli;
 pub mod console;
 pub mod daemon;
 pub mod database;
+pub mod debuginfo;
 pub mod diff;
 pub mod engine;
 pub mod kernel;

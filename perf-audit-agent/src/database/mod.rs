@@ -239,7 +239,7 @@ impl DatabaseCollector {
     }
 
     /// Stops tracing, takes the second snapshot and builds the section.
-    pub async fn finish(mut self, session: &mut KernelSession) -> DatabaseSection {
+    pub async fn finish(mut self, session: &mut KernelSession, debug_dirs: &[std::path::PathBuf]) -> DatabaseSection {
         let window_s = self.started.elapsed().as_secs_f64();
         session.stop_db_tracing();
         let capture = match self.wire.take() {
@@ -258,7 +258,7 @@ impl DatabaseCollector {
         let mut section = std::mem::take(&mut self.section);
         section.window_s = crate::report::round2(window_s);
         let executions = match capture {
-            Some(capture) => symbolize_capture(self.pid, capture, &mut section.wire),
+            Some(capture) => symbolize_capture(self.pid, capture, &mut section.wire, debug_dirs),
             None => Vec::new(),
         };
         if section.wire.tls_connections > 0 {
@@ -336,7 +336,7 @@ async fn trace_wire(
 }
 
 /// Symbolizes each distinct stack once and names the owner's frame.
-fn symbolize_capture(pid: u32, capture: WireCapture, summary: &mut WireSummary) -> Vec<Execution> {
+fn symbolize_capture(pid: u32, capture: WireCapture, summary: &mut WireSummary, debug_dirs: &[std::path::PathBuf]) -> Vec<Execution> {
     summary.connections = capture.seen_fds.len() as u64;
     summary.tls_connections = capture.tls_fds.len() as u64;
     summary.dropped_executions = capture.dropped_executions;
@@ -345,7 +345,7 @@ fn symbolize_capture(pid: u32, capture: WireCapture, summary: &mut WireSummary) 
         .iter()
         .map(|user| RawCpuStack::call_site(pid, user.clone()))
         .collect();
-    let profile = StackSymbolizer::new().cpu_profile(&raw, &capture.maps, &capture.exe);
+    let profile = StackSymbolizer::with_debug_dirs(debug_dirs).cpu_profile(&raw, &capture.maps, &capture.exe);
     let sites: Vec<Option<CallSite>> = profile
         .stacks
         .iter()

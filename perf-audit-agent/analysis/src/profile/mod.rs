@@ -3,6 +3,7 @@
 //! so every analysis is testable with hand-built stacks.
 
 pub mod async_runtime;
+pub mod crates;
 pub mod hotspots;
 
 use std::collections::HashMap;
@@ -46,6 +47,13 @@ impl Frame {
             Origin::Kernel => format!("{}_[k]", self.function),
             _ => self.function.clone(),
         }
+    }
+
+    /// A frame of code without any symbol that still names its object
+    /// (`svc+0x1a2b0`: a stripped binary), as opposed to an address outside
+    /// every mapping (`0x7ffd...`).
+    pub fn is_object_offset(&self) -> bool {
+        self.origin == Origin::Unknown && !self.function.starts_with("0x") && self.function.contains("+0x")
     }
 
     /// Name for tables and findings: async fn bodies compile to
