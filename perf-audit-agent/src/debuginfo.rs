@@ -109,6 +109,20 @@ impl ObjectFacts {
     }
 }
 
+/// The file offset of the function named `function` (demangled, without
+/// hash) in `path`'s symbol table: what the frames of a stripped copy of
+/// the same build are named by (`svc+0x1b5b0`).
+pub fn function_file_offset(path: &Path, function: &str) -> Option<u64> {
+    let file = File::open(path).ok()?;
+    // SAFETY: read-only mapping, as in `ObjectFacts::read`.
+    let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+    let elf = object::File::parse(&map[..]).ok()?;
+    let sym = elf.symbols().find(|s| {
+        s.kind() == object::SymbolKind::Text && s.name().is_ok_and(|n| format!("{:#}", rustc_demangle::demangle(n)) == function)
+    })?;
+    ObjectFacts::read(path)?.offset_of(sym.address())
+}
+
 /// The sorted function start addresses of `.eh_frame_hdr`'s binary search
 /// table (the layout every linker writes: `eh_frame_ptr` pc-relative sdata4,
 /// count udata4, table datarel sdata4 pairs).

@@ -1,0 +1,104 @@
+//! Binaries as users ship them (issue 15): cargo's default release profile
+//! (symbols, no line tables), `strip = true` with a separate debug file
+//! found by build-id or `.gnu_debuglink`, and `strip = true` with nothing.
+//! The same fixture, the same hot function (`cpu_burner::hot_spin`, ~90% of
+//! the CPU), named at function level wherever a symbol or debug file exists
+//! and with file:line where line tables were found.
+
+use perf_audit_tests::*;
+use serde_json::Value;
+
+fn audit(bin: &std::path::Path, extra: &[&str]) -> AgentRun {
+    let bin = bin.to_str().unwrap();
+    let mut args: Vec<&str> = extra.to_vec();
+    args.extend(["cpu", "--duration", "3s", "--", bin, "--seconds", "20"]);
+    let run = run_agent(&args);
+    run.assert_success();
+    run
+}
+
+fn executable(report: &Value) -> &Value {
+    let objects = report["symbols"].as_array().expect("report.json lists the objects' symbols");
+    objects.iter().find(|o| o["executable"] == true).unwrap_or_else(|| panic!("no executable in {objects:?}"))
+}
+
+/// The hot function is the top hotspot and the top finding, of the owner's
+/// code; returns the hotspot row.
+fn assert_hot_spin_found(report: &Value) -> Value {
+    let hs = hotspots(report);
+    assert_eq!(hs[0].0, "cpu_burner::hot_spin", "hotspots: {hs:?}");
+    assert!(hs[0].1 > 60.0, "{hs:?}");
+    let top = report["cpu"]["hotspots"][0].clone();
+    assert_eq!(top["origin"], "owner", "{top}");
+    let f = findings(report);
+    assert_eq!((f[0].0.as_str(), f[0].1.as_str()), ("cpu-hotspot", "cpu_burner::hot_spin"), "{f:?}");
+    top
+}
+
+#[test]
+fn default_release_profile_finds_the_owner_function_without_line_info_and_says_how_to_get_lines() {
+    let bin = fixture("cpu-burner", Build::ReleaseNoDebugInfo);
+    let run = audit(&bin, &[]);
+    let report = run.report();
+    let top = assert_hot_spin_found(&report);
+    assert!(top["file"].is_null() && top["line"].is_null(), "no line tables, no file:line: {top}");
+    let exe = executable(&report);
+    assert_eq!(exe["symbols"], true, "{exe}");
+    assert_eq!(exe["line_info"], false, "{exe}");
+    assert!(exe["build_id"].as_str().is_some_and(|b| b.len() == 40), "{exe}");
+    assert!(exe["owner_crates"].as_array().unwrap().iter().any(|c| c == "cpu_burner"), "{exe}");
+    let md = run.file("report.md");
+    let header = md.split("\n---\n").next().unwrap();
+    assert!(header.contains("**No line info** in `cpu-burner`") && header.contains("debug = \"line-tables-only\""), "{header}");
+    assert_eq!(md.matches("line-tables-only").count(), 1, "said once");
+}
+
+#[test]
+fn stripped_binary_with_a_build_id_debug_file_gets_file_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = split_debug_info(&fixture("cpu-burner", Build::Release), tmp.path(), DebugFileLayout::BuildId);
+    let debug_dir = tmp.path().join("debug");
+    let run = audit(&bin, &["--debug-dir", debug_dir.to_str().unwrap()]);
+    let report = run.report();
+    let top = assert_hot_spin_found(&report);
+    assert!(top["file"].as_str().unwrap().ends_with("cpu-burner/src/main.rs"), "{top}");
+    assert!((17..=25).contains(&top["line"].as_u64().unwrap()), "{top}");
+    let exe = executable(&report);
+    assert_eq!(exe["line_info"], true, "{exe}");
+    assert!(exe["debug_file"].as_str().unwrap().contains("/debug/.build-id/"), "{exe}");
+    assert!(!run.file("report.md").contains("**No line info**"));
+}
+
+#[test]
+fn stripped_binary_with_a_debuglink_finds_its_debug_file_in_dot_debug() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = split_debug_info(&fixture("cpu-burner", Build::Release), tmp.path(), DebugFileLayout::DebugLink);
+    let report = audit(&bin, &[]).report();
+    let top = assert_hot_spin_found(&report);
+    assert!((17..=25).contains(&top["line"].as_u64().unwrap()), "{top}");
+    let exe = executable(&report);
+    assert!(exe["debug_file"].as_str().unwrap().ends_with("/.debug/cpu-burner.debug"), "{exe}");
+}
+
+#[test]
+fn stripped_binary_without_debug_info_blames_its_own_offsets_never_a_start_frame() {
+    let bin = fixture("cpu-burner", Build::ReleaseStripped);
+    let run = audit(&bin, &[]);
+    let report = run.report();
+    let hs = hotspots(&report);
+    // The same build with symbols names the function at that file offset.
+    let with_symbols = fixture("cpu-burner", Build::ReleaseNoDebugInfo);
+    let offset = perf_audit_agent::debuginfo::function_file_offset(&with_symbols, "cpu_burner::hot_spin").expect("hot_spin's symbol");
+    assert_eq!(hs[0].0, format!("cpu-burner+{offset:#x}"), "hot_spin by its file offset: {hs:?}");
+    assert!(hs[0].1 > 60.0, "{hs:?}");
+    for (function, _) in &hs {
+        assert!(!perf_audit_agent::profile::is_thread_root(function), "a start frame charged: {hs:?}");
+    }
+    assert!(findings(&report).is_empty(), "no finding can name the owner's code: {:?}", findings(&report));
+    let exe = executable(&report);
+    assert_eq!((exe["symbols"].as_bool(), exe["line_info"].as_bool()), (Some(false), Some(false)), "{exe}");
+    assert!(exe["build_id"].as_str().is_some_and(|b| b.len() == 40), "the build-id finds the debug file later: {exe}");
+    let md = run.file("report.md");
+    assert!(md.contains("**`cpu-burner` is stripped**"), "{md}");
+    assert!(run.file("stacks.folded").contains(&format!("cpu-burner+{offset:#x}")));
+}
