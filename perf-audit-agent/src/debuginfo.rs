@@ -83,6 +83,16 @@ impl ObjectFacts {
         })
     }
 
+    /// The facts of a binary that is gone, but whose build-id is known.
+    pub fn with_build_id(build_id: Option<Vec<u8>>) -> ObjectFacts {
+        ObjectFacts { build_id, ..Default::default() }
+    }
+
+    /// The loadable segments, as report.json keeps them.
+    pub fn load_segments(&self) -> Vec<crate::report::LoadSegment> {
+        self.segments.iter().map(|s| crate::report::LoadSegment { offset: s.offset, vaddr: s.vaddr, size: s.size }).collect()
+    }
+
     pub fn build_id_hex(&self) -> Option<String> {
         self.build_id.as_ref().map(|b| hex(b))
     }

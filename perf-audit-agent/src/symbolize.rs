@@ -107,14 +107,19 @@ impl StackSymbolizer {
                 // Line tables of std alone (a build with `debug = false` but
                 // no stripping) do not give the owner's code file:line.
                 let line_info = if o.owner_frames > 0 { o.owner_frames_with_file > 0 } else { own_lines };
+                let symbols = o.named || o.facts.as_ref().is_some_and(|f| f.symtab) || o.debug_file.is_some();
                 ObjectSymbols {
                     object: path.display().to_string(),
                     build_id: o.facts.as_ref().and_then(ObjectFacts::build_id_hex),
                     executable: o.executable,
-                    symbols: o.named || o.facts.as_ref().is_some_and(|f| f.symtab) || o.debug_file.is_some(),
+                    symbols,
                     line_info,
                     debug_file: o.debug_file.as_ref().map(|(p, _)| p.display().to_string()),
                     owner_crates: o.crates.as_ref().map(|c| c.owner.iter().cloned().collect()).unwrap_or_default(),
+                    load_segments: match (&o.facts, symbols) {
+                        (Some(f), false) => f.load_segments(),
+                        _ => Vec::new(),
+                    },
                 }
             })
             .collect();
@@ -381,7 +386,7 @@ fn make_frame(name: &str, code_info: Option<&CodeInfo<'_>>, inlined: bool, owner
 }
 
 /// Removes a legacy-mangling hash (`::h0123456789abcdef`) if one survived.
-fn strip_hash(name: &str) -> &str {
+pub(crate) fn strip_hash(name: &str) -> &str {
     if let Some((head, tail)) = name.rsplit_once("::h")
         && tail.len() == 16 && tail.bytes().all(|b| b.is_ascii_hexdigit()) {
             return head;

@@ -102,3 +102,38 @@ fn stripped_binary_without_debug_info_blames_its_own_offsets_never_a_start_frame
     assert!(md.contains("**`cpu-burner` is stripped**"), "{md}");
     assert!(run.file("stacks.folded").contains(&format!("cpu-burner+{offset:#x}")));
 }
+
+#[test]
+fn symbolize_names_a_saved_stripped_audit_once_the_debug_file_exists() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = split_debug_info(&fixture("cpu-burner", Build::Release), tmp.path(), DebugFileLayout::BuildId);
+    // Audited in "production": the debug file is elsewhere, not given.
+    let run = audit(&bin, &[]);
+    let before = run.report();
+    assert!(hotspots(&before)[0].0.starts_with("cpu-burner+0x"), "{:?}", hotspots(&before));
+    assert!(findings(&before).is_empty());
+    let exe = executable(&before);
+    assert!(exe["load_segments"].as_array().is_some_and(|s| !s.is_empty()), "the offsets can be read back: {exe}");
+
+    let out = tmp.path().join("named");
+    let debug_dir = tmp.path().join("debug");
+    let status = std::process::Command::new(agent_bin())
+        .arg("symbolize")
+        .arg(&run.out_dir)
+        .arg("--debug-dir")
+        .arg(&debug_dir)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run symbolize");
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert_eq!(String::from_utf8_lossy(&status.stdout).trim_end().lines().last(), Some(out.to_str().unwrap()));
+    let after: Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let top = assert_hot_spin_found(&after);
+    assert!(top["file"].as_str().unwrap().ends_with("cpu-burner/src/main.rs"), "{top}");
+    assert_eq!(executable(&after)["line_info"], true);
+    let folded = std::fs::read_to_string(out.join("stacks.folded")).unwrap();
+    assert!(folded.contains("cpu_burner::work_unit;cpu_burner::hot_spin "), "{folded}");
+    assert!(std::fs::read_to_string(out.join("flamegraph.svg")).unwrap().contains("cpu_burner::hot_spin"));
+    assert!(!std::fs::read_to_string(out.join("report.md")).unwrap().contains("is stripped"));
+}

@@ -907,6 +907,7 @@ pub fn ledger_svc() -> AuditEvidence {
                 line_info: true,
                 debug_file: None,
                 owner_crates: vec!["ledger_svc".into()],
+                load_segments: vec![],
             },
             ObjectSymbols {
                 object: "/usr/lib/x86_64-linux-gnu/libc.so.6".into(),
@@ -916,6 +917,7 @@ pub fn ledger_svc() -> AuditEvidence {
                 line_info: false,
                 debug_file: None,
                 owner_crates: vec![],
+                load_segments: vec![],
             },
         ],
         unwind_tables: vec![

@@ -19,7 +19,7 @@ pub use database::{
     UnusedIndex, WireSummary,
 };
 pub use load::{EndpointStats, LatencySummary, LoadResult};
-pub use symbols::{LINE_TABLES_FIX, ObjectSymbols};
+pub use symbols::{LINE_TABLES_FIX, LoadSegment, ObjectSymbols};
 pub use target::TargetInfo;
 
 use crate::{findings::Finding, profile::Origin};

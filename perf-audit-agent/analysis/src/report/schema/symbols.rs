@@ -22,6 +22,27 @@ pub struct ObjectSymbols {
     /// "your code" when there is no line info).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub owner_crates: Vec<String>,
+    /// For an object without symbols: its loadable segments, so that its
+    /// frames' file offsets can be looked up in a debug file later
+    /// (`perf-audit-agent symbolize`), even without the binary.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub load_segments: Vec<LoadSegment>,
+}
+
+/// A loadable segment: `size` bytes at file `offset`, mapped at `vaddr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
+pub struct LoadSegment {
+    pub offset: u64,
+    pub vaddr: u64,
+    pub size: u64,
+}
+
+impl LoadSegment {
+    /// The virtual address of file offset `offset` through `segments`.
+    pub fn vaddr_of(segments: &[LoadSegment], offset: u64) -> Option<u64> {
+        segments.iter().find(|s| offset >= s.offset && offset < s.offset + s.size).map(|s| s.vaddr + (offset - s.offset))
+    }
 }
 
 /// The one-line fix for an executable without line info.
