@@ -187,7 +187,7 @@ pub fn find_debug_file(object: &Path, facts: &ObjectFacts, debug_dirs: &[PathBuf
         }
     }
     for path in candidates {
-        if !path.is_file() || crate::symbolize::same_file(&path, object) {
+        if !path.is_file() || same_file(&path, object) {
             continue;
         }
         let Some(debug) = ObjectFacts::read(&path) else { continue };
@@ -200,6 +200,19 @@ pub fn find_debug_file(object: &Path, facts: &ObjectFacts, debug_dirs: &[PathBuf
         }
     }
     None
+}
+
+/// Whether two paths name the same file (same path, or same device and
+/// inode: the maps may show it through /proc/PID/root).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    if a == b {
+        return true;
+    }
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
 }
 
 /// The crates an executable names (see [`CrateFacts`]): its read-only data

@@ -21,7 +21,7 @@ use blazesym::{
 };
 
 use crate::{
-    debuginfo::{ObjectFacts, SYSTEM_DEBUG_DIRS, crate_facts, find_debug_file},
+    debuginfo::{ObjectFacts, SYSTEM_DEBUG_DIRS, crate_facts, find_debug_file, same_file},
     kernel::cpu::RawCpuStack,
     profile::{CpuProfile, Frame, Origin, StackSample, crates::CrateFacts, origin_of_path},
     report::ObjectSymbols,
@@ -318,19 +318,6 @@ fn settle_relative_paths(profile: &mut CpuProfile) {
         if frame.origin == Origin::Owner && relative && !owner_crates.contains(krate(&frame.function)) {
             frame.origin = Origin::Dependency;
         }
-    }
-}
-
-/// Whether two paths name the same file (same path, or same device and
-/// inode: the maps may show it through /proc/PID/root).
-pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt as _;
-    if a == b {
-        return true;
-    }
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
-        _ => false,
     }
 }
 
