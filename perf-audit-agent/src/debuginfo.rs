@@ -186,20 +186,122 @@ pub fn find_debug_file(object: &Path, facts: &ObjectFacts, debug_dirs: &[PathBuf
             candidates.push(dir.join(name));
         }
     }
-    for path in candidates {
-        if !path.is_file() || same_file(&path, object) {
-            continue;
+    let usable = |path: &Path| -> Option<ObjectFacts> {
+        if !path.is_file() || same_file(path, object) {
+            return None;
         }
-        let Some(debug) = ObjectFacts::read(&path) else { continue };
+        let debug = ObjectFacts::read(path)?;
         let matches = match (&facts.build_id, &debug.build_id) {
             (Some(a), Some(b)) => a == b,
             _ => true,
         };
-        if matches && (debug.line_tables || debug.symtab) {
+        (matches && (debug.line_tables || debug.symtab)).then_some(debug)
+    };
+    for path in candidates {
+        if let Some(debug) = usable(&path) {
             return Some((path, debug));
         }
     }
-    None
+    let id = facts.build_id.as_deref()?;
+    let path = debuginfod::fetch(&hex(id))?;
+    usable(&path).map(|debug| (path, debug))
+}
+
+/// A debuginfod client for `DEBUGINFOD_URLS` (plain `http://` servers: the
+/// agent has no TLS stack), with the standard client's cache layout
+/// (`$DEBUGINFOD_CACHE_PATH`, else `$XDG_CACHE_HOME/debuginfod_client`, else
+/// `~/.cache/debuginfod_client`; `<build-id>/debuginfo`).
+pub mod debuginfod {
+    use std::{
+        io::{Read as _, Write as _},
+        net::TcpStream,
+        path::PathBuf,
+        time::Duration,
+    };
+
+    fn cache_dir() -> Option<PathBuf> {
+        if let Some(p) = std::env::var_os("DEBUGINFOD_CACHE_PATH") {
+            return Some(PathBuf::from(p));
+        }
+        if let Some(p) = std::env::var_os("XDG_CACHE_HOME") {
+            return Some(PathBuf::from(p).join("debuginfod_client"));
+        }
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/debuginfod_client"))
+    }
+
+    /// The debug file of build-id `id` (hex): from the cache, else
+    /// downloaded from the first server of `DEBUGINFOD_URLS` that has it.
+    pub fn fetch(id: &str) -> Option<PathBuf> {
+        let urls = std::env::var("DEBUGINFOD_URLS").ok()?;
+        let cached = cache_dir()?.join(id).join("debuginfo");
+        if cached.is_file() {
+            return Some(cached);
+        }
+        for url in urls.split_whitespace() {
+            let Some(rest) = url.strip_prefix("http://") else {
+                eprintln!("perf-audit: debuginfod server {url} skipped: only http:// servers are supported");
+                continue;
+            };
+            match get(rest.trim_end_matches('/'), &format!("/buildid/{id}/debuginfo")) {
+                Ok(body) => {
+                    std::fs::create_dir_all(cached.parent()?).ok()?;
+                    let tmp = cached.with_extension("part");
+                    std::fs::write(&tmp, body).ok()?;
+                    std::fs::rename(&tmp, &cached).ok()?;
+                    return Some(cached);
+                }
+                Err(e) => eprintln!("perf-audit: debuginfod {url}: build-id {id}: {e}"),
+            }
+        }
+        None
+    }
+
+    /// `GET path` from `host[:port][/prefix]` over HTTP/1.1; the body of a
+    /// 200 answer (plain or chunked).
+    fn get(authority_and_prefix: &str, path: &str) -> Result<Vec<u8>, String> {
+        let (authority, prefix) = match authority_and_prefix.split_once('/') {
+            Some((a, p)) => (a, format!("/{p}")),
+            None => (authority_and_prefix, String::new()),
+        };
+        let addr = if authority.contains(':') { authority.to_string() } else { format!("{authority}:80") };
+        let mut stream = TcpStream::connect(&addr).map_err(|e| e.to_string())?;
+        stream.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+        write!(stream, "GET {prefix}{path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: perf-audit\r\nConnection: close\r\n\r\n")
+            .map_err(|e| e.to_string())?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).map_err(|e| e.to_string())?;
+        parse_response(&response)
+    }
+
+    pub(super) fn parse_response(response: &[u8]) -> Result<Vec<u8>, String> {
+        let end = response.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no HTTP header")?;
+        let head = String::from_utf8_lossy(&response[..end]);
+        let body = &response[end + 4..];
+        let status = head.lines().next().unwrap_or_default();
+        if status.split_whitespace().nth(1) != Some("200") {
+            return Err(format!("the server answered `{status}`"));
+        }
+        let chunked = head.lines().any(|l| {
+            let l = l.to_ascii_lowercase();
+            l.starts_with("transfer-encoding:") && l.contains("chunked")
+        });
+        if !chunked {
+            return Ok(body.to_vec());
+        }
+        let mut out = Vec::new();
+        let mut rest = body;
+        loop {
+            let line_end = rest.windows(2).position(|w| w == b"\r\n").ok_or("bad chunk")?;
+            let size_text = String::from_utf8_lossy(&rest[..line_end]);
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or_default().trim(), 16).map_err(|e| e.to_string())?;
+            rest = &rest[line_end + 2..];
+            if size == 0 {
+                return Ok(out);
+            }
+            out.extend_from_slice(rest.get(..size).ok_or("short chunk")?);
+            rest = rest.get(size + 2..).ok_or("short chunk")?;
+        }
+    }
 }
 
 /// Whether two paths name the same file (same path, or same device and
@@ -254,6 +356,15 @@ pub fn crate_facts(object: &Path, debug_file: Option<&Path>) -> CrateFacts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debuginfod_answers_are_read_plain_or_chunked() {
+        let plain = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nELF";
+        assert_eq!(debuginfod::parse_response(plain).unwrap(), b"ELF");
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nEL\r\n1\r\nF\r\n0\r\n\r\n";
+        assert_eq!(debuginfod::parse_response(chunked).unwrap(), b"ELF");
+        assert!(debuginfod::parse_response(b"HTTP/1.1 404 Not Found\r\n\r\n").unwrap_err().contains("404"));
+    }
 
     #[test]
     fn eh_frame_hdr_table_gives_sorted_function_starts() {

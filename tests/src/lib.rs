@@ -205,6 +205,11 @@ impl AgentRun {
 
 /// Runs the agent with `args` plus `--out <tmp> --quiet`.
 pub fn run_agent(args: &[&str]) -> AgentRun {
+    run_agent_with_env(args, &[])
+}
+
+/// [`run_agent`] with environment variables set for the agent.
+pub fn run_agent_with_env(args: &[&str], env: &[(&str, &str)]) -> AgentRun {
     let tmp = tempfile::tempdir().expect("tempdir");
     let out_dir = tmp.path().join("out");
     let start = Instant::now();
@@ -215,7 +220,12 @@ pub fn run_agent(args: &[&str]) -> AgentRun {
     };
     full.splice(0..0, before.iter().map(|s| s.to_string()));
     full.extend(after.iter().map(|s| s.to_string()));
-    let output = Command::new(agent_bin()).args(&full).stdin(Stdio::null()).output().expect("run agent");
+    let output = Command::new(agent_bin())
+        .args(&full)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run agent");
     AgentRun { output, out_dir, elapsed: start.elapsed(), _tmp: tmp }
 }
 

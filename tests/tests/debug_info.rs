@@ -137,3 +137,79 @@ fn symbolize_names_a_saved_stripped_audit_once_the_debug_file_exists() {
     assert!(std::fs::read_to_string(out.join("flamegraph.svg")).unwrap().contains("cpu_burner::hot_spin"));
     assert!(!std::fs::read_to_string(out.join("report.md")).unwrap().contains("is stripped"));
 }
+
+/// A real `debuginfod` (Debian's elfutils server) serving a directory of
+/// debug files on loopback.
+struct Debuginfod {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for Debuginfod {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Debuginfod {
+    fn serve(dir: &std::path::Path, db: &std::path::Path, build_id: &str) -> Debuginfod {
+        let addr = free_loopback_addr();
+        let port = addr.rsplit(':').next().unwrap();
+        let child = std::process::Command::new("debuginfod")
+            .args(["-F", dir.to_str().unwrap(), "-p", port, "-t", "1", "-d", db.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("debuginfod is installed (apt-get install debuginfod)");
+        let server = Debuginfod { child, url: format!("http://{addr}") };
+        // Wait until it has scanned the directory and serves the file.
+        let start = std::time::Instant::now();
+        loop {
+            let listening = std::net::TcpStream::connect(&addr).is_ok();
+            let status = if listening { http_get(&addr, &format!("/buildid/{build_id}/debuginfo")).0 } else { 0 };
+            if status == 200 {
+                break;
+            }
+            assert!(start.elapsed().as_secs() < 60, "debuginfod did not serve {build_id} (status {status})");
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+        server
+    }
+}
+
+#[test]
+fn stripped_binary_gets_its_debug_file_from_debuginfod() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = split_debug_info(&fixture("cpu-burner", Build::Release), tmp.path(), DebugFileLayout::BuildId);
+    // The server's directory holds the debug file; the agent is not told where.
+    let debug = walk(&tmp.path().join("debug/.build-id"));
+    let build_id = format!(
+        "{}{}",
+        debug.parent().unwrap().file_name().unwrap().to_str().unwrap(),
+        debug.file_stem().unwrap().to_str().unwrap()
+    );
+    let served = tmp.path().join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    std::fs::rename(&debug, served.join("cpu-burner.debug")).unwrap();
+    let server = Debuginfod::serve(&served, &tmp.path().join("debuginfod.sqlite"), &build_id);
+    let cache = tmp.path().join("cache");
+    let bin_s = bin.to_str().unwrap();
+    let run = run_agent_with_env(
+        &["cpu", "--duration", "3s", "--", bin_s, "--seconds", "20"],
+        &[("DEBUGINFOD_URLS", &server.url), ("DEBUGINFOD_CACHE_PATH", cache.to_str().unwrap())],
+    );
+    run.assert_success();
+    let report = run.report();
+    let top = assert_hot_spin_found(&report);
+    assert!((17..=25).contains(&top["line"].as_u64().unwrap()), "{top}");
+    let exe = executable(&report);
+    let expected = cache.join(&build_id).join("debuginfo");
+    assert_eq!(exe["debug_file"].as_str(), expected.to_str(), "fetched into the client cache: {exe}");
+}
+
+/// The one file under `dir`.
+fn walk(dir: &std::path::Path) -> std::path::PathBuf {
+    let entry = std::fs::read_dir(dir).unwrap().next().expect("not empty").unwrap().path();
+    if entry.is_dir() { walk(&entry) } else { entry }
+}

@@ -19,6 +19,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("bpftrace", "bpftrace"),
     ("/usr/lib/postgresql/15/bin/initdb", "postgresql"),
     ("/usr/share/postgresql/15/extension/pg_stat_statements.control", "postgresql-contrib"),
+    // tests/tests/debug_info.rs: split debug files, a real debuginfod server.
+    ("objcopy", "binutils"),
+    ("debuginfod", "debuginfod"),
 ];
 
 pub fn setup() -> Result<(), String> {
