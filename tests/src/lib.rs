@@ -56,6 +56,8 @@ pub enum Build {
     ReleaseNoDebugInfo,
     /// `strip = true` without debug info: no symbol table at all.
     ReleaseStripped,
+    /// `split-debuginfo = "packed"`: the DWARF units in a `.dwp` beside the binary.
+    ReleaseSplitDebugInfoPacked,
 }
 
 /// Path of a fixture binary from `tests/fixtures`, built on first use.
@@ -68,6 +70,7 @@ pub fn fixture(name: &str, build: Build) -> PathBuf {
         Build::ReleaseWithFeature(feature) => dir.join(format!("target/feature-{feature}")),
         Build::ReleaseNoDebugInfo => dir.join("target/nodebug"),
         Build::ReleaseStripped => dir.join("target/stripped"),
+        Build::ReleaseSplitDebugInfoPacked => dir.join("target/packed"),
     };
     let mut cmd = cargo();
     cmd.current_dir(&dir).args(["build", "--release", "-p", name]).arg("--target-dir").arg(&target_dir);
@@ -92,6 +95,9 @@ pub fn fixture(name: &str, build: Build) -> PathBuf {
         }
         Build::ReleaseStripped => {
             cmd.env("CARGO_PROFILE_RELEASE_DEBUG", "false").env("CARGO_PROFILE_RELEASE_STRIP", "true");
+        }
+        Build::ReleaseSplitDebugInfoPacked => {
+            cmd.env("CARGO_PROFILE_RELEASE_SPLIT_DEBUGINFO", "packed");
         }
     }
     run_build(cmd, name);

@@ -81,6 +81,16 @@ fn stripped_binary_with_a_debuglink_finds_its_debug_file_in_dot_debug() {
 }
 
 #[test]
+fn split_debuginfo_packed_keeps_file_and_line() {
+    let bin = fixture("cpu-burner", Build::ReleaseSplitDebugInfoPacked);
+    assert!(bin.with_extension("dwp").is_file(), "cargo wrote the .dwp beside the binary");
+    let report = audit(&bin, &[]).report();
+    let top = assert_hot_spin_found(&report);
+    assert!((17..=25).contains(&top["line"].as_u64().unwrap()), "{top}");
+    assert_eq!(executable(&report)["line_info"], true);
+}
+
+#[test]
 fn stripped_binary_without_debug_info_blames_its_own_offsets_never_a_start_frame() {
     let bin = fixture("cpu-burner", Build::ReleaseStripped);
     let run = audit(&bin, &[]);
