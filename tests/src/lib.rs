@@ -58,7 +58,12 @@ pub enum Build {
     ReleaseStripped,
     /// `split-debuginfo = "packed"`: the DWARF units in a `.dwp` beside the binary.
     ReleaseSplitDebugInfoPacked,
+    /// A static binary for `x86_64-unknown-linux-musl` (musl's own malloc
+    /// linked in), the usual choice for scratch container images.
+    ReleaseStaticMusl,
 }
+
+const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 
 /// Path of a fixture binary from `tests/fixtures`, built on first use.
 pub fn fixture(name: &str, build: Build) -> PathBuf {
@@ -71,6 +76,7 @@ pub fn fixture(name: &str, build: Build) -> PathBuf {
         Build::ReleaseNoDebugInfo => dir.join("target/nodebug"),
         Build::ReleaseStripped => dir.join("target/stripped"),
         Build::ReleaseSplitDebugInfoPacked => dir.join("target/packed"),
+        Build::ReleaseStaticMusl => dir.join("target/musl"),
     };
     let mut cmd = cargo();
     cmd.current_dir(&dir).args(["build", "--release", "-p", name]).arg("--target-dir").arg(&target_dir);
@@ -99,9 +105,15 @@ pub fn fixture(name: &str, build: Build) -> PathBuf {
         Build::ReleaseSplitDebugInfoPacked => {
             cmd.env("CARGO_PROFILE_RELEASE_SPLIT_DEBUGINFO", "packed");
         }
+        Build::ReleaseStaticMusl => {
+            cmd.args(["--target", MUSL_TARGET]);
+        }
     }
     run_build(cmd, name);
-    target_dir.join("release").join(name)
+    match build {
+        Build::ReleaseStaticMusl => target_dir.join(MUSL_TARGET).join("release").join(name),
+        _ => target_dir.join("release").join(name),
+    }
 }
 
 /// Where [`split_debug_info`] puts the debug file.

@@ -223,3 +223,42 @@ fn walk(dir: &std::path::Path) -> std::path::PathBuf {
     let entry = std::fs::read_dir(dir).unwrap().next().expect("not empty").unwrap().path();
     if entry.is_dir() { walk(&entry) } else { entry }
 }
+
+/// A static musl binary (scratch images): CPU, memory (musl's malloc
+/// linked into the executable) and async profiles, one audit.
+#[test]
+fn a_static_musl_build_is_audited_with_cpu_memory_and_async() {
+    let bin = fixture("async-service", Build::ReleaseStaticMusl);
+    let tmp = tempfile::tempdir().unwrap();
+    let addr = free_loopback_addr();
+    let scenario = tmp.path().join("scenario.toml");
+    let mut text = String::new();
+    for (path, weight) in [("/fs", 1), ("/lock", 2), ("/cpu", 1), ("/good", 2)] {
+        text.push_str(&format!("[[request]]\nurl = \"http://{addr}{path}\"\nweight = {weight}\n\n"));
+    }
+    std::fs::write(&scenario, text).unwrap();
+    let data = tmp.path().join("data");
+    let run = run_agent(&[
+        "all", "--duration", "8s", "--rps", "100", "--scenario", scenario.to_str().unwrap(),
+        "--", bin.to_str().unwrap(), "--listen", &addr, "--data", data.to_str().unwrap(),
+    ]);
+    run.assert_success();
+    let report = run.report();
+    let cpu = &report["cpu"];
+    assert!(cpu["stack_completeness_pct"].as_f64().unwrap() > 50.0, "musl's thread entries count as roots: {cpu}");
+    let memory = &report["memory"];
+    assert!(memory["allocator"].as_str().unwrap().starts_with("malloc linked into the executable"), "{}", memory["allocator"]);
+    assert!(memory["total_allocations"].as_u64().unwrap() > 0, "{memory}");
+    assert_eq!(report["async"]["workers"]["workers"], 2);
+    let found = findings(&report);
+    for (rule, function) in [
+        ("cpu-hotspot", "async_service::compute_digest"),
+        ("cpu-heavy-in-async", "async_service::compute_digest"),
+        ("blocking-in-async", "async_service::read_settings_blocking"),
+        ("blocking-in-async", "async_service::update_shared_stats"),
+    ] {
+        assert!(found.iter().any(|(r, f, _, l)| r == rule && f == function && *l > 0), "no {rule} at {function}: {found:?}");
+    }
+    let exe = executable(&report);
+    assert_eq!(exe["line_info"], true, "{exe}");
+}

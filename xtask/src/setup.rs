@@ -27,6 +27,11 @@ const PACKAGES: &[(&str, &str)] = &[
 pub fn setup() -> Result<(), String> {
     install_missing_packages()?;
     mount_tracefs();
+    // tests/tests/debug_info.rs audits a static musl build of a fixture.
+    run_checked(
+        Command::new("rustup").args(["target", "add", "x86_64-unknown-linux-musl"]),
+        "rustup target add x86_64-unknown-linux-musl",
+    )?;
     run_checked(
         cargo().current_dir(workspace_root()).args(["build", "-p", "perf-audit-agent"]),
         "building perf-audit-agent (first build installs rust-src and bpf-linker)",

@@ -173,6 +173,8 @@ pub fn is_thread_root(function: &str) -> bool {
         function,
         "_start" | "__libc_start_main" | "__libc_start_call_main" | "__libc_start_main_impl" | "start_thread"
             | "clone" | "clone3" | "__clone" | "__clone3" | "__GI___clone3" | "__GI___clone" | "thread_start"
+            // musl (static binaries): the main thread's and pthread_create's entries.
+            | "_start_c" | "libc_start_main_stage2" | "start" | "start_c11"
     )
 }
 
