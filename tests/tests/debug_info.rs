@@ -224,11 +224,8 @@ fn walk(dir: &std::path::Path) -> std::path::PathBuf {
     if entry.is_dir() { walk(&entry) } else { entry }
 }
 
-/// A static musl binary (scratch images): CPU, memory (musl's malloc
-/// linked into the executable) and async profiles, one audit.
-#[test]
-fn a_static_musl_build_is_audited_with_cpu_memory_and_async() {
-    let bin = fixture("async-service", Build::ReleaseStaticMusl);
+/// Audits the async fixture under its load scenario with `profile`.
+fn audit_async_service(bin: &std::path::Path, profile: &str) -> AgentRun {
     let tmp = tempfile::tempdir().unwrap();
     let addr = free_loopback_addr();
     let scenario = tmp.path().join("scenario.toml");
@@ -239,10 +236,36 @@ fn a_static_musl_build_is_audited_with_cpu_memory_and_async() {
     std::fs::write(&scenario, text).unwrap();
     let data = tmp.path().join("data");
     let run = run_agent(&[
-        "all", "--duration", "8s", "--rps", "100", "--scenario", scenario.to_str().unwrap(),
+        profile, "--duration", "8s", "--rps", "100", "--scenario", scenario.to_str().unwrap(),
         "--", bin.to_str().unwrap(), "--listen", &addr, "--data", data.to_str().unwrap(),
     ]);
     run.assert_success();
+    run
+}
+
+/// Without line tables, the async rules still name the owner's functions.
+#[test]
+fn default_release_profile_gets_the_async_findings_at_function_level() {
+    let run = audit_async_service(&fixture("async-service", Build::ReleaseNoDebugInfo), "async");
+    let found = findings(&run.report());
+    for (rule, function) in [
+        ("blocking-in-async", "async_service::read_settings_blocking"),
+        ("blocking-in-async", "async_service::update_shared_stats"),
+        ("sync-lock-contention", "async_service::update_shared_stats"),
+        ("cpu-heavy-in-async", "async_service::compute_digest"),
+    ] {
+        assert!(found.iter().any(|(r, f, _, _)| r == rule && f == function), "no {rule} at {function}: {found:?}");
+    }
+    for (_, function, _, _) in &found {
+        assert!(!function.contains("read_settings_async") && !function.starts_with("tokio::"), "{found:?}");
+    }
+}
+
+/// A static musl binary (scratch images): CPU, memory (musl's malloc
+/// linked into the executable) and async profiles, one audit.
+#[test]
+fn a_static_musl_build_is_audited_with_cpu_memory_and_async() {
+    let run = audit_async_service(&fixture("async-service", Build::ReleaseStaticMusl), "all");
     let report = run.report();
     let cpu = &report["cpu"];
     assert!(cpu["stack_completeness_pct"].as_f64().unwrap() > 50.0, "musl's thread entries count as roots: {cpu}");
