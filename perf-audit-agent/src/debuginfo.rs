@@ -133,6 +133,16 @@ pub fn function_file_offset(path: &Path, function: &str) -> Option<u64> {
     ObjectFacts::read(path)?.offset_of(sym.address())
 }
 
+/// The first path segment of a legacy-mangled name (`_ZN10cpu_burner8hot_spin17h...E`
+/// -> `cpu_burner`), unless it is an impl (`_$LT$...`) that needs demangling.
+fn legacy_crate(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix("_ZN")?;
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let len: usize = rest[..digits].parse().ok()?;
+    let ident = rest.get(digits..digits + len)?;
+    (!ident.contains('$')).then_some(ident)
+}
+
 /// The sorted function start addresses of `.eh_frame_hdr`'s binary search
 /// table (the layout every linker writes: `eh_frame_ptr` pc-relative sdata4,
 /// count udata4, table datarel sdata4 pairs).
@@ -340,22 +350,59 @@ pub fn crate_facts(object: &Path, debug_file: Option<&Path>) -> CrateFacts {
     let debug_map = debug_file.and_then(read);
     let debug_elf = debug_map.as_ref().and_then(|m| object::File::parse(&m[..]).ok());
     let symbols_from = if elf.symbol_table().is_some() { Some(&elf) } else { debug_elf.as_ref() };
-    let mut mains: Vec<String> = Vec::new();
+    let mut functions: Vec<String> = Vec::new();
     if let Some(file) = symbols_from {
         for sym in file.symbols() {
             let Ok(name) = sym.name() else { continue };
-            // Legacy (`..4main17h...E`) and v0 (`..4main`) manglings of a `main`.
-            if sym.kind() == object::SymbolKind::Text && name.contains("4main") {
-                mains.push(format!("{:#}", rustc_demangle::demangle(name)));
+            if sym.kind() != object::SymbolKind::Text {
+                continue;
+            }
+            // Only a crate root `main` and each function's crate matter:
+            // most legacy names give their crate without demangling.
+            match legacy_crate(name) {
+                Some(krate) if !name.contains("4main") => functions.push(format!("{krate}::")),
+                _ if name.starts_with("_ZN") || name.starts_with("_R") => {
+                    functions.push(format!("{:#}", rustc_demangle::demangle(name)))
+                }
+                _ => {}
             }
         }
     }
-    CrateFacts::from_binary(&exe_name, &data, mains.iter().map(String::as_str))
+    CrateFacts::from_binary(&exe_name, &data, functions.iter().map(String::as_str))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::profile::Origin;
+
+    /// A real, large binary (this test executable: the agent and its ~300
+    /// dependencies): the registry crates its panic locations name are
+    /// dependencies, and none of them is taken for the owner's. Not every
+    /// dependency leaves a path (blazesym leaves none in this binary): a
+    /// crate the binary says nothing about is not the owner's either.
+    #[test]
+    fn our_own_test_binary_names_its_dependencies() {
+        let exe = std::env::current_exe().unwrap();
+        let start = std::time::Instant::now();
+        let facts = crate_facts(&exe, None);
+        eprintln!("crate_facts of {} ({} MB): {:?}, owner {:?}", exe.display(), exe.metadata().unwrap().len() >> 20, start.elapsed(), facts.owner);
+        for dep in ["tokio", "framehop", "object", "serde_json", "hyper", "clap_builder"] {
+            assert!(facts.dependencies.contains(dep), "{dep} in {:?}", facts.dependencies);
+        }
+        assert!(facts.owner.contains("perf_audit_agent"), "{:?}", facts.owner);
+        assert!(facts.owner.iter().all(|c| !facts.dependencies.contains(c)));
+        assert_eq!(facts.origin_of_function("perf_audit_agent::debuginfo::crate_facts"), Origin::Owner);
+        assert_eq!(facts.origin_of_function("blazesym::symbolize::Symbolizer::symbolize"), Origin::Dependency);
+    }
+
+    #[test]
+    fn legacy_names_give_their_crate_without_demangling() {
+        assert_eq!(legacy_crate("_ZN10cpu_burner8hot_spin17hc2dfc1ab07034994E"), Some("cpu_burner"));
+        assert_eq!(legacy_crate("_ZN67_$LT$cpu_burner..Foo$u20$as$u20$core..fmt..Debug$GT$3fmt17h0123456789abcdefE"), None);
+        assert_eq!(legacy_crate("_RNvCs1234_10cpu_burner8hot_spin"), None);
+        assert_eq!(legacy_crate("memcpy"), None);
+    }
 
     #[test]
     fn debuginfod_answers_are_read_plain_or_chunked() {

@@ -75,14 +75,23 @@ impl CrateFacts {
             owner.insert(exe_crate);
         }
         // The crate of the Rust `main` (`svc::main`: a crate root function).
+        let mut symbol_crates: BTreeSet<String> = BTreeSet::new();
         for f in functions {
             if let Some(krate) = f.strip_suffix("::main")
                 && is_ident(krate)
             {
                 owner.insert(krate.to_string());
             }
+            if let Some(krate) = crate_of(f) {
+                symbol_crates.insert(krate.to_string());
+            }
         }
         owner.retain(|c| !dependencies.contains(c) && !WELL_KNOWN_DEPENDENCIES.contains(&c.as_str()));
+        // Directory and file names that are no crate of this binary's
+        // functions (a renamed executable, a `docs/src/` path) name nothing.
+        if !symbol_crates.is_empty() {
+            owner.retain(|c| symbol_crates.contains(c));
+        }
         CrateFacts { owner, dependencies }
     }
 
@@ -166,40 +175,56 @@ impl SourceDirs {
     /// Every `<dir>/src/` in `data`: the directory name before `src` is a
     /// package's (the root package's own files are plain `src/...`, which
     /// names nothing: its crate comes from `main` and the file name).
+    /// Panic-location file names are packed back to back without
+    /// separators, so a path is taken to start after the previous `.rs`.
     fn scan(data: &[u8]) -> SourceDirs {
         const MARKER: &[u8] = b"/src/";
-        const DEPENDENCY_PATHS: &[&[u8]] =
-            &[b"/registry/src/", b"/git/checkouts/", b"/rust/deps/", b"/rustc/", b"/vendor/", b"/lib/rustlib/", b"/.rustup/"];
+        const DEPENDENCY_PATHS: &[&[u8]] = &[
+            b"/registry/", b"/git/checkouts/", b"/rust/deps/", b"/rustc/", b"/vendor/", b"/lib/rustlib/", b"/.rustup/",
+            b"/.cargo/",
+        ];
         let mut dirs = SourceDirs::default();
         let mut i = 0;
         while let Some(found) = find(&data[i..], MARKER) {
             let at = i + found;
             i = at + MARKER.len();
-            // The path-like run before the marker (strings are packed
-            // without separators, so this may start inside another string).
-            // Only the last `/src/` of a path names the crate (not the
-            // `registry/src/` above it, nor a `/home/me/src/` checkout).
+            // Only the innermost `src/` of a path names a crate (not a
+            // `/home/me/src/` above the checkout): the rest of this path, up
+            // to its `.rs`, has no other.
             let after = &data[i..data.len().min(i + 512)];
             let after = &after[..after.iter().position(|b| !is_path_byte(*b)).unwrap_or(after.len())];
-            if find(after, MARKER).is_some() || find(after, b".rs").is_none() {
+            let after = &after[..find(after, b".rs").unwrap_or(after.len())];
+            if find(after, MARKER).is_some() {
                 continue;
             }
             let window = &data[at.saturating_sub(512)..at];
-            let run = &window[window.iter().rposition(|b| !is_path_byte(*b)).map_or(0, |p| p + 1)..];
-            let dir_start = run.iter().rposition(|b| *b == b'/').map_or(0, |p| p + 1);
-            let Ok(dir) = std::str::from_utf8(&run[dir_start..]) else { continue };
-            if dir.is_empty() || dir == "." || dir == ".." {
+            let mut start = window.iter().rposition(|b| !is_path_byte(*b)).map_or(0, |p| p + 1);
+            if let Some(end_of_previous) = rfind(&window[start..], b".rs") {
+                start += end_of_previous + 3;
+            }
+            let run = &window[start..];
+            let mut components = run.rsplit(|b| *b == b'/');
+            let Ok(dir) = std::str::from_utf8(components.next().unwrap_or_default()) else { continue };
+            let dependency_path = DEPENDENCY_PATHS.iter().any(|p| find(run, p).is_some());
+            // `.../registry/src/<index>/...` and `/home/me/src/...` name no crate.
+            if dir.is_empty() || dir == "registry" || dir == "." || dir == ".." {
                 continue;
             }
             let (name, versioned) = match split_version(dir) {
-                Some(name) => (name, true),
-                None => (dir, false),
+                Some(name) => (name.to_string(), true),
+                None if dependency_path && find(run, b"/git/checkouts/").is_some() && is_hex(dir) => {
+                    // A git dependency at its checkout's root:
+                    // `.../git/checkouts/<repo>-<hash>/<rev>/src/`.
+                    let repo = std::str::from_utf8(components.next().unwrap_or_default()).unwrap_or_default();
+                    (repo.rsplit_once('-').map_or(repo, |(name, _)| name).to_string(), true)
+                }
+                None => (dir.to_string(), false),
             };
-            let krate = crate_ident(name);
+            let krate = crate_ident(&name);
             if krate.is_empty() {
                 continue;
             }
-            if versioned || DEPENDENCY_PATHS.iter().any(|p| find(run, p).is_some()) {
+            if versioned || dependency_path {
                 dirs.dependencies.insert(krate);
             } else {
                 dirs.local.insert(krate);
@@ -208,6 +233,14 @@ impl SourceDirs {
         dirs.local.retain(|c| !dirs.dependencies.contains(c));
         dirs
     }
+}
+
+fn is_hex(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).rposition(|w| w == needle)
 }
 
 fn is_path_byte(b: u8) -> bool {
@@ -267,6 +300,10 @@ mod tests {
             "\x01newsletter-core/src/delivery.rs\x02",
             "src/main.rs",
             "/opt/src/thing/vendor/rand_xoshiro/src/lib.rs",
+            // Packed back to back, as rustc leaves them.
+            "/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/blazesym-0.2.7/src/elf/parser.rs",
+            "/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/gimli-0.32.3/src/read/line.rs",
+            "/root/.cargo/git/checkouts/rootcrate-0123456789abcdef/abc1234/src/lib.rs",
         ] {
             d.extend_from_slice(s.as_bytes());
         }
@@ -277,14 +314,21 @@ mod tests {
         CrateFacts::from_binary(
             "newsletter",
             &rodata(),
-            ["newsletter::main", "std::rt::lang_start::{{closure}}", "tokio::runtime::task::raw::poll", "twin_codec::main"],
+            [
+                "newsletter::main",
+                "newsletter_core::delivery::render",
+                "std::rt::lang_start::{{closure}}",
+                "tokio::runtime::task::raw::poll",
+                "twin_codec::main",
+                "opt::unrelated",
+            ],
         )
     }
 
     #[test]
     fn dependencies_come_from_embedded_registry_git_and_toolchain_paths() {
         let f = facts();
-        for dep in ["tokio", "serde_json", "hashbrown", "twin_codec", "rand_xoshiro", "std", "core"] {
+        for dep in ["tokio", "serde_json", "hashbrown", "twin_codec", "rand_xoshiro", "std", "core", "blazesym", "gimli", "rootcrate"] {
             assert!(f.dependencies.contains(dep), "{dep} in {:?}", f.dependencies);
         }
         assert!(!f.dependencies.contains("newsletter_core"));
