@@ -146,7 +146,7 @@ fn legacy_crate(name: &str) -> Option<&str> {
 /// The sorted function start addresses of `.eh_frame_hdr`'s binary search
 /// table (the layout every linker writes: `eh_frame_ptr` pc-relative sdata4,
 /// count udata4, table datarel sdata4 pairs).
-fn eh_frame_hdr_starts(section_addr: u64, data: &[u8]) -> Vec<u64> {
+pub(crate) fn eh_frame_hdr_starts(section_addr: u64, data: &[u8]) -> Vec<u64> {
     const PCREL_SDATA4: u8 = 0x1b;
     const UDATA4: u8 = 0x03;
     const DATAREL_SDATA4: u8 = 0x3b;
