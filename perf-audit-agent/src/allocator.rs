@@ -599,6 +599,9 @@ enum Insn {
     TestSame { reg: u8, len: usize },
     /// `je/jz rel8` or `rel32`: emulated; falls through when the test failed.
     JumpIfZero(usize),
+    /// `jmp rel8` or `rel32` (musl's `malloc` and `free` jump to their
+    /// implementation): emulated by the kernel's branch emulation.
+    Jump,
     Unknown,
 }
 
@@ -617,6 +620,7 @@ fn decode(code: &[u8]) -> Insn {
         }
         [0x74, _, ..] => Insn::JumpIfZero(2),
         [0x0f, 0x84, _, _, _, _, ..] => Insn::JumpIfZero(6),
+        [0xe9, _, _, _, _, ..] | [0xeb, _, ..] => Insn::Jump,
         _ => Insn::Unknown,
     }
 }
@@ -628,6 +632,7 @@ fn insn_name(insn: Insn) -> &'static str {
         Insn::Endbr64 => "endbr64",
         Insn::TestSame { .. } => "test",
         Insn::JumpIfZero(_) => "je",
+        Insn::Jump => "jmp",
         Insn::Unknown => "other",
     }
 }
@@ -643,7 +648,7 @@ fn describe_entry(code: &[u8]) -> (bool, String) {
         }
         _ => insn_name(insn).to_string(),
     };
-    (matches!(insn, Insn::Push(_) | Insn::Nop5), name)
+    (matches!(insn, Insn::Push(_) | Insn::Nop5 | Insn::Jump), name)
 }
 
 /// For `free(ptr)`: glibc starts with `test %rdi,%rdi; je <return>`, whose
@@ -764,6 +769,13 @@ mod tests {
         let code = [0x48, 0x85, 0xf6, 0x74, 0x10, 0x53];
         assert_eq!(free_probe_offset(&code, 6), (5, true, "push".to_string()));
         assert_eq!(free_probe_offset(&code, 7).0, 0);
+    }
+
+    #[test]
+    fn musl_malloc_and_free_jump_to_their_implementation_an_emulated_entry() {
+        // static musl: malloc: jmp __libc_malloc_impl; free: jmp __libc_free.
+        assert_eq!(describe_entry(&[0xe9, 0x42, 0x13, 0x00, 0x00]), (true, "jmp".to_string()));
+        assert_eq!(free_probe_offset(&[0xe9, 0x74, 0x04, 0x00, 0x00], 7), (0, true, "jmp".to_string()));
     }
 
     #[test]

@@ -80,6 +80,26 @@ pub enum Command {
     Daemon(DaemonArgs),
     /// Compare two audits (output dirs or report.json files); non-zero exit on regression.
     Diff(DiffArgs),
+    /// Name a saved audit's stripped frames (`svc+0x1b5b0`) from debug files found later.
+    Symbolize(SymbolizeArgs),
+}
+
+/// `perf-audit-agent symbolize AUDIT`: re-symbolizes report.json,
+/// stacks.folded (offcpu.folded) and the flamegraphs of an audit of a
+/// stripped binary, once its debug file exists (found by build-id).
+#[derive(Debug, ClapArgs)]
+pub struct SymbolizeArgs {
+    /// The audit: its output directory or its report.json.
+    pub audit: PathBuf,
+
+    /// Look for debug files here first (repeatable): `DIR/.build-id/ab/cdef....debug`
+    /// or `DIR/<binary>.debug`; then under /usr/lib/debug.
+    #[arg(long = "debug-dir", value_name = "DIR")]
+    pub debug_dirs: Vec<PathBuf>,
+
+    /// Output directory (default: `<AUDIT>-symbolized` beside it).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 /// `perf-audit-agent daemon`: every option may also come from `--config`
@@ -276,6 +296,13 @@ pub struct Args {
     /// against the previous run is above this.
     #[arg(long, value_name = "PCT", default_value = "5%", requires = "bench")]
     pub bench_max_regression: String,
+
+    /// Look for the target's separate debug files here first (repeatable):
+    /// `DIR/.build-id/ab/cdef....debug`, or the `.gnu_debuglink` name (or
+    /// `<binary>.debug`) in DIR; then next to the binary, in its `.debug/`,
+    /// and under /usr/lib/debug, as gdb does.
+    #[arg(long = "debug-dir", value_name = "DIR")]
+    pub debug_dirs: Vec<PathBuf>,
 
     /// Hide the progress bar (it is also hidden when stderr is not a terminal).
     #[arg(long)]

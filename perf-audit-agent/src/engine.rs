@@ -52,7 +52,7 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
     let (info, out_dir, started_at) = (probes.info.clone(), probes.out_dir.clone(), SystemTime::now());
     // One symbolizer for the audit: blazesym keeps each object it parsed,
     // so the database call sites and the profiles share the work.
-    let symbolizer = StackSymbolizer::new();
+    let symbolizer = StackSymbolizer::with_debug_dirs(&plan.debug_dirs);
     let load_before = probes.load_before.clone();
     let (raw, collected, cpu_seconds, load) = probes.collect(&plan, &symbolizer).await?;
     let evidence = AuditEvidence {
@@ -78,6 +78,7 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
         benchmarks: crate::bench::run_if_asked(plan.bench.as_ref(), &info.exe)?,
         rerun_command: rerun_command(&plan, &info),
         bench: plan.bench.is_some(),
+        symbols: symbolizer.object_symbols(),
         ..symbolize(&plan, &info, raw, &collected.maps, &symbolizer)
     };
     let mut report = build_report(&evidence);

@@ -12,6 +12,7 @@ pub mod collect;
 pub mod console;
 pub mod daemon;
 pub mod database;
+pub mod debuginfo;
 pub mod diff;
 pub mod engine;
 pub mod kernel;
@@ -19,9 +20,10 @@ pub mod load;
 pub mod memory;
 pub mod plan;
 pub mod postgres;
+pub mod resymbolize;
 pub mod symbolize;
 pub mod target;
 pub mod unwind;
 
 // The pure core, re-exported under the paths the agent has always used.
-pub use perf_audit_analysis::{error, findings, profile, render, report, report::ci_workflow, syscalls};
+pub use perf_audit_analysis::{error, findings, profile, render, report, report::ci_workflow, resymbolize as resymbolize_core, syscalls};

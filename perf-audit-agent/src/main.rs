@@ -28,12 +28,28 @@ fn diff(args: perf_audit_agent::cli::DiffArgs) -> i32 {
     }
 }
 
+/// `symbolize AUDIT`: one stderr line per object named, the output
+/// directory as the last stdout line.
+fn symbolize(args: perf_audit_agent::cli::SymbolizeArgs) -> i32 {
+    match perf_audit_agent::resymbolize::run(&args) {
+        Ok(output) => {
+            for (object, debug, frames) in &output.named {
+                eprintln!("perf-audit: {object}: {frames} frames named from {}", debug.display());
+            }
+            println!("{}", output.out_dir.display());
+            exit_code::OK
+        }
+        Err(e) => fail(e),
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         None => audit(cli.audit),
         Some(Command::Daemon(args)) => daemon(args),
         Some(Command::Diff(args)) => diff(args),
+        Some(Command::Symbolize(args)) => symbolize(args),
     };
     std::process::exit(code);
 }

@@ -57,6 +57,8 @@ pub struct AuditPlan {
     pub show_progress: bool,
     /// `--bench`: run the service's criterion benchmarks after collection.
     pub bench: Option<crate::bench::BenchPlan>,
+    /// `--debug-dir`s: where separate debug files are looked for first.
+    pub debug_dirs: Vec<PathBuf>,
 }
 
 /// Validated load options; the load generator runs for the audit's duration.
@@ -198,6 +200,7 @@ impl AuditPlan {
             long_poll: args.long_poll,
             console: args.console,
             show_progress: !args.quiet,
+            debug_dirs: args.debug_dirs,
         })
     }
 }

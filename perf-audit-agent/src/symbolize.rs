@@ -7,6 +7,7 @@
 //! Every distinct address is symbolized once, in one batch per file.
 
 use std::{
+    cell::RefCell,
     collections::{BTreeMap, HashMap},
     path::{Path, PathBuf},
 };
@@ -20,13 +21,34 @@ use blazesym::{
 };
 
 use crate::{
+    debuginfo::{ObjectFacts, SYSTEM_DEBUG_DIRS, crate_facts, find_debug_file, same_file},
     kernel::cpu::RawCpuStack,
-    profile::{CpuProfile, Frame, Origin, StackSample, origin_of_path},
+    profile::{CpuProfile, Frame, Origin, StackSample, crates::CrateFacts, origin_of_path},
+    report::ObjectSymbols,
     target::MapsSnapshot,
 };
 
 pub struct StackSymbolizer {
     inner: Symbolizer,
+    /// `--debug-dir`s, then the system's debug directories.
+    debug_dirs: Vec<PathBuf>,
+    /// What each object symbolized so far says about itself.
+    objects: RefCell<BTreeMap<PathBuf, ObjectState>>,
+}
+
+/// One object's facts, looked up once per audit.
+struct ObjectState {
+    facts: Option<ObjectFacts>,
+    /// The separate debug file symbolized instead of the object.
+    debug_file: Option<(PathBuf, ObjectFacts)>,
+    /// The executable's crates (only read for the executable).
+    crates: Option<CrateFacts>,
+    executable: bool,
+    /// Frames of the owner's crates seen, and how many had a file.
+    owner_frames: u64,
+    owner_frames_with_file: u64,
+    /// Any address of it was named by a symbol.
+    named: bool,
 }
 
 impl Default for StackSymbolizer {
@@ -55,13 +77,80 @@ impl UserKey {
 
 impl StackSymbolizer {
     pub fn new() -> Self {
+        Self::with_debug_dirs(&[])
+    }
+
+    /// A symbolizer that looks for separate debug files in `debug_dirs`
+    /// (`--debug-dir`) before the system's directories.
+    pub fn with_debug_dirs(debug_dirs: &[PathBuf]) -> Self {
+        let debug_dirs: Vec<PathBuf> =
+            debug_dirs.iter().cloned().chain(SYSTEM_DEBUG_DIRS.iter().map(PathBuf::from)).collect();
         let inner = Symbolizer::builder()
             .enable_code_info(true)
             .enable_inlined_fns(true)
             .enable_demangling(true)
             .enable_auto_reload(false)
+            .set_debug_dirs(Some(&debug_dirs))
             .build();
-        StackSymbolizer { inner }
+        StackSymbolizer { inner, debug_dirs, objects: RefCell::new(BTreeMap::new()) }
+    }
+
+    /// Every object frames were symbolized in so far: build-id, symbols,
+    /// line info, debug file (the report's `symbols`), executable first.
+    pub fn object_symbols(&self) -> Vec<ObjectSymbols> {
+        let objects = self.objects.borrow();
+        let mut out: Vec<ObjectSymbols> = objects
+            .iter()
+            .map(|(path, o)| {
+                let own_lines = o.facts.as_ref().is_some_and(|f| f.line_tables)
+                    || o.debug_file.as_ref().is_some_and(|(_, f)| f.line_tables);
+                // Line tables of std alone (a build with `debug = false` but
+                // no stripping) do not give the owner's code file:line.
+                let line_info = if o.owner_frames > 0 { o.owner_frames_with_file > 0 } else { own_lines };
+                let symbols = o.named || o.facts.as_ref().is_some_and(|f| f.symtab) || o.debug_file.is_some();
+                ObjectSymbols {
+                    object: path.display().to_string(),
+                    build_id: o.facts.as_ref().and_then(ObjectFacts::build_id_hex),
+                    executable: o.executable,
+                    symbols,
+                    line_info,
+                    debug_file: o.debug_file.as_ref().map(|(p, _)| p.display().to_string()),
+                    owner_crates: o.crates.as_ref().map(|c| c.owner.iter().cloned().collect()).unwrap_or_default(),
+                    load_segments: match (&o.facts, symbols) {
+                        (Some(f), false) => f.load_segments(),
+                        _ => Vec::new(),
+                    },
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| b.executable.cmp(&a.executable).then(a.object.cmp(&b.object)));
+        out
+    }
+
+    /// Reads `path`'s facts (and the executable's crates) on first use.
+    fn with_object<T>(&self, path: &Path, executable: bool, f: impl FnOnce(&mut ObjectState) -> T) -> T {
+        let mut objects = self.objects.borrow_mut();
+        let state = objects.entry(path.to_path_buf()).or_insert_with(|| {
+            let facts = ObjectFacts::read(path);
+            let debug_file = facts
+                .as_ref()
+                .filter(|f| !f.line_tables)
+                .and_then(|f| find_debug_file(path, f, &self.debug_dirs));
+            ObjectState {
+                facts,
+                debug_file,
+                crates: None,
+                executable: false,
+                owner_frames: 0,
+                owner_frames_with_file: 0,
+                named: false,
+            }
+        });
+        if executable && state.crates.is_none() {
+            state.executable = true;
+            state.crates = Some(crate_facts(path, state.debug_file.as_ref().map(|(p, _)| p.as_path())));
+        }
+        f(state)
     }
 
     /// Builds the CPU profile of `raw` stacks (all of one process).
@@ -131,25 +220,62 @@ impl StackSymbolizer {
             }
         }
         for (path, entries) in by_file {
-            let offsets: Vec<u64> = entries.iter().map(|(_, off)| *off).collect();
             let module = module_name(&path);
             let owner_object = same_file(&path, main_object);
-            let source = Source::Elf(Elf::new(&path));
-            let results = self.inner.symbolize(&source, Input::FileOffset(&offsets));
-            match results {
-                Ok(symbolized) => {
-                    for ((key, _), sym) in entries.iter().zip(symbolized) {
-                        out.insert(*key, frames_of(sym, &module, owner_object));
+            let (debug_file, vaddrs, crates) = self.with_object(&path, owner_object, |o| {
+                let debug_file = o.debug_file.as_ref().map(|(p, _)| p.clone());
+                let vaddrs: Option<Vec<u64>> = match (&debug_file, &o.facts) {
+                    (Some(_), Some(facts)) => entries.iter().map(|(_, off)| facts.vaddr_of(*off)).collect(),
+                    _ => None,
+                };
+                (debug_file, vaddrs, o.crates.clone())
+            });
+            let offsets: Vec<u64> = entries.iter().map(|(_, off)| *off).collect();
+            // A separate debug file has the object's addresses, not its file
+            // layout: look it up by virtual address.
+            let results = match (&debug_file, &vaddrs) {
+                (Some(debug), Some(vaddrs)) => self.inner.symbolize(&Source::Elf(Elf::new(debug)), Input::VirtOffset(vaddrs)),
+                _ => self.inner.symbolize(&Source::Elf(Elf::new(&path)), Input::FileOffset(&offsets)),
+            };
+            let facts = crates.as_ref().filter(|_| owner_object);
+            let results: Vec<Option<Symbolized<'_>>> = match results {
+                Ok(symbolized) => symbolized.into_iter().map(Some).collect(),
+                Err(_) => entries.iter().map(|_| None).collect(),
+            };
+            let mut named = false;
+            let (mut owner_frames, mut with_file) = (0u64, 0u64);
+            for ((key, offset), sym) in entries.iter().zip(results) {
+                let frames = match sym {
+                    Some(sym @ Symbolized::Sym(_)) => {
+                        named = true;
+                        frames_with(sym, &module, owner_object, facts)
+                    }
+                    _ => vec![self.offset_frame(&path, &module, *offset)],
+                };
+                if let Some(facts) = facts {
+                    for f in frames.iter().filter(|f| f.origin != Origin::Native && facts.origin_of_function(&f.function) == Origin::Owner) {
+                        owner_frames += 1;
+                        with_file += u64::from(f.file.is_some());
                     }
                 }
-                Err(_) => {
-                    for (key, _) in entries {
-                        out.insert(key, vec![unknown_frame(&module)]);
-                    }
-                }
+                out.insert(*key, frames);
             }
+            self.with_object(&path, owner_object, |o| {
+                o.named |= named;
+                o.owner_frames += owner_frames;
+                o.owner_frames_with_file += with_file;
+            });
         }
         out
+    }
+
+    /// A frame no symbol covers, named by its object and the file offset
+    /// of its function (from the unwind tables: every sample in one
+    /// function gets one name) so that a stripped binary's hotspots are
+    /// still functions, and can be re-symbolized once its debug file exists.
+    fn offset_frame(&self, path: &Path, module: &str, offset: u64) -> Frame {
+        let start = self.with_object(path, false, |o| o.facts.as_ref().map_or(offset, |f| f.function_start(offset)));
+        Frame { function: format!("{module}+{start:#x}"), file: None, line: None, origin: Origin::Unknown, inlined: false }
     }
 
     fn symbolize_kernel(&self, addrs: &[u64]) -> HashMap<u64, Frame> {
@@ -195,19 +321,6 @@ fn settle_relative_paths(profile: &mut CpuProfile) {
     }
 }
 
-/// Whether two paths name the same file (same path, or same device and
-/// inode: the maps may show it through /proc/PID/root).
-pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt as _;
-    if a == b {
-        return true;
-    }
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
-        _ => false,
-    }
-}
-
 pub(crate) fn module_name(path: &Path) -> String {
     path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
 }
@@ -219,19 +332,26 @@ pub(crate) fn unknown_frame(module: &str) -> Frame {
 /// The frames of one address, outermost first: the function, then each
 /// function inlined into it. blazesym gives each its own location.
 pub(crate) fn frames_of(sym: Symbolized<'_>, module: &str, owner_object: bool) -> Vec<Frame> {
+    frames_with(sym, module, owner_object, None)
+}
+
+/// [`frames_of`], deciding the executable's frames without a source file
+/// by crate name (`crates`, read from the executable) rather than calling
+/// them native code.
+fn frames_with(sym: Symbolized<'_>, module: &str, owner_object: bool, crates: Option<&CrateFacts>) -> Vec<Frame> {
     let sym = match sym {
         Symbolized::Sym(sym) => sym,
         Symbolized::Unknown(_) => return vec![unknown_frame(module)],
     };
     let mut frames = Vec::with_capacity(1 + sym.inlined.len());
-    frames.push(make_frame(&sym.name, sym.code_info.as_deref(), false, owner_object));
+    frames.push(make_frame(&sym.name, sym.code_info.as_deref(), false, owner_object, crates));
     for inlined in sym.inlined.iter() {
-        frames.push(make_frame(&inlined.name, inlined.code_info.as_ref(), true, owner_object));
+        frames.push(make_frame(&inlined.name, inlined.code_info.as_ref(), true, owner_object, crates));
     }
     frames
 }
 
-fn make_frame(name: &str, code_info: Option<&CodeInfo<'_>>, inlined: bool, owner_object: bool) -> Frame {
+fn make_frame(name: &str, code_info: Option<&CodeInfo<'_>>, inlined: bool, owner_object: bool, crates: Option<&CrateFacts>) -> Frame {
     let function = strip_hash(name).to_string();
     match code_info {
         Some(ci) => {
@@ -242,12 +362,18 @@ fn make_frame(name: &str, code_info: Option<&CodeInfo<'_>>, inlined: bool, owner
             };
             Frame { origin, function, file: Some(path), line: ci.line, inlined }
         }
-        None => Frame { function, file: None, line: None, origin: Origin::Native, inlined },
+        None => {
+            let origin = match crates {
+                Some(crates) if owner_object => crates.origin_of_function(&function),
+                _ => Origin::Native,
+            };
+            Frame { function, file: None, line: None, origin, inlined }
+        }
     }
 }
 
 /// Removes a legacy-mangling hash (`::h0123456789abcdef`) if one survived.
-fn strip_hash(name: &str) -> &str {
+pub(crate) fn strip_hash(name: &str) -> &str {
     if let Some((head, tail)) = name.rsplit_once("::h")
         && tail.len() == 16 && tail.bytes().all(|b| b.is_ascii_hexdigit()) {
             return head;

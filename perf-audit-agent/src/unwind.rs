@@ -50,6 +50,11 @@ pub struct ObjectTables {
     text: Option<(Range<u64>, SharedBytes)>,
     /// Loadable segments: (file offset, virtual address, file size).
     segments: Vec<(u64, u64, u64)>,
+    /// Code described in `.debug_frame` only (virtual addresses, merged):
+    /// a static musl binary's C functions. framehop reads `.debug_frame`
+    /// only for a module without `.eh_frame`, so these get modules of their
+    /// own.
+    debug_frame_only: Vec<Range<u64>>,
 }
 
 impl ObjectTables {
@@ -81,12 +86,21 @@ impl ObjectTables {
                 (offset, seg.address(), size)
             })
             .collect();
+        let eh_frame_hdr = section(".eh_frame_hdr");
+        let debug_frame = section(".debug_frame").map(|(_, b)| b);
+        let debug_frame_only = match (&eh_frame_hdr, &debug_frame) {
+            (Some((hdr_range, hdr)), Some(debug)) => {
+                debug_frame_only_ranges(&crate::debuginfo::eh_frame_hdr_starts(hdr_range.start, hdr), &debug_frame_fdes(debug))
+            }
+            _ => Vec::new(),
+        };
         let tables = ObjectTables {
             eh_frame: section(".eh_frame"),
-            eh_frame_hdr: section(".eh_frame_hdr"),
-            debug_frame: section(".debug_frame").map(|(_, b)| b),
+            eh_frame_hdr,
+            debug_frame,
             text: section(".text"),
             segments,
+            debug_frame_only,
         };
         Some((key, tables))
     }
@@ -106,19 +120,46 @@ impl ObjectTables {
         Some(mapping.start.wrapping_sub(vaddr))
     }
 
-    fn module(&self, name: String, mapping: &Mapping) -> Option<Module<SharedBytes>> {
+    /// The modules of `mapping`: one, or (when part of its code is
+    /// described in `.debug_frame` only) the mapping cut into pieces, those
+    /// pieces reading `.debug_frame` and the rest `.eh_frame`.
+    fn modules(&self, name: String, mapping: &Mapping) -> Vec<Module<SharedBytes>> {
+        let Some(bias) = self.bias(mapping) else { return Vec::new() };
+        if self.debug_frame_only.is_empty() {
+            return self.module(name, mapping.start..mapping.end, bias, true).into_iter().collect();
+        }
+        let mut modules = Vec::new();
+        let mut at = mapping.start;
+        for range in &self.debug_frame_only {
+            let (start, end) = (range.start.wrapping_add(bias).max(mapping.start), range.end.wrapping_add(bias).min(mapping.end));
+            if start >= end || start < at {
+                continue;
+            }
+            if at < start {
+                modules.extend(self.module(name.clone(), at..start, bias, true));
+            }
+            modules.extend(self.module(name.clone(), start..end, bias, false));
+            at = end;
+        }
+        if at < mapping.end {
+            modules.extend(self.module(name, at..mapping.end, bias, true));
+        }
+        modules
+    }
+
+    fn module(&self, name: String, avma: Range<u64>, bias: u64, eh_frame: bool) -> Option<Module<SharedBytes>> {
         if self.eh_frame.is_none() && self.debug_frame.is_none() {
             return None;
         }
-        let bias = self.bias(mapping)?;
+        let eh = |x: Option<(Range<u64>, SharedBytes)>| if eh_frame { x } else { None };
         let info = ExplicitModuleSectionInfo {
             base_svma: 0,
             text_svma: self.text.as_ref().map(|(r, _)| r.clone()),
             text: self.text.as_ref().map(|(_, d)| d.clone()),
-            eh_frame_svma: self.eh_frame.as_ref().map(|(r, _)| r.clone()),
-            eh_frame: self.eh_frame.as_ref().map(|(_, d)| d.clone()),
-            eh_frame_hdr_svma: self.eh_frame_hdr.as_ref().map(|(r, _)| r.clone()),
-            eh_frame_hdr: self.eh_frame_hdr.as_ref().map(|(_, d)| d.clone()),
+            eh_frame_svma: eh(self.eh_frame.clone()).map(|(r, _)| r),
+            eh_frame: eh(self.eh_frame.clone()).map(|(_, d)| d),
+            eh_frame_hdr_svma: eh(self.eh_frame_hdr.clone()).map(|(r, _)| r),
+            eh_frame_hdr: eh(self.eh_frame_hdr.clone()).map(|(_, d)| d),
             debug_frame: self.debug_frame.clone(),
             stubs_svma: None,
             stub_helper_svma: None,
@@ -127,8 +168,53 @@ impl ObjectTables {
             text_segment_svma: None,
             text_segment: None,
         };
-        Some(Module::new(name, mapping.start..mapping.end, bias, info))
+        Some(Module::new(name, avma, bias, info))
     }
+}
+
+/// The (start, end) address of every FDE of a `.debug_frame` section
+/// (32-bit DWARF, 8-byte addresses: what x86-64 toolchains write).
+fn debug_frame_fdes(data: &[u8]) -> Vec<(u64, u64)> {
+    let u32_at = |i: usize| data.get(i..i + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
+    let u64_at = |i: usize| data.get(i..i + 8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+    let mut fdes = Vec::new();
+    let mut i = 0;
+    while let Some(length) = u32_at(i) {
+        if length == 0xffff_ffff || length == 0 {
+            break; // 64-bit DWARF or padding: not written for x86-64 C code
+        }
+        let next = i + 4 + length as usize;
+        let is_cie = u32_at(i + 4) == Some(0xffff_ffff);
+        if !is_cie
+            && let (Some(start), Some(len)) = (u64_at(i + 8), u64_at(i + 16))
+            && len > 0
+        {
+            fdes.push((start, start + len));
+        }
+        i = next;
+    }
+    fdes
+}
+
+/// The code `.debug_frame` describes and `.eh_frame` does not (an FDE whose
+/// start is no `.eh_frame_hdr` entry), merged across stretches with no
+/// `.eh_frame` function between them.
+fn debug_frame_only_ranges(eh_starts: &[u64], debug_fdes: &[(u64, u64)]) -> Vec<Range<u64>> {
+    let mut only: Vec<(u64, u64)> =
+        debug_fdes.iter().copied().filter(|(start, _)| eh_starts.binary_search(start).is_err()).collect();
+    only.sort_unstable();
+    let mut merged: Vec<Range<u64>> = Vec::new();
+    for (start, end) in only {
+        if let Some(last) = merged.last_mut() {
+            let eh_between = eh_starts.partition_point(|s| *s < last.end) < eh_starts.partition_point(|s| *s < start);
+            if !eh_between && start >= last.start {
+                last.end = last.end.max(end);
+                continue;
+            }
+        }
+        merged.push(start..end);
+    }
+    merged
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -279,7 +365,7 @@ impl ProcessUnwinder {
             }
             let Some(t) = tables.tables(&mapping.path) else { continue };
             let name = mapping.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            if let Some(module) = t.module(name, mapping) {
+            for module in t.modules(name, mapping) {
                 self.unwinder.add_module(module);
                 self.code.insert(mapping.start, mapping.end);
             }
@@ -530,6 +616,28 @@ mod tests {
     }
 
     #[test]
+    fn code_described_only_in_debug_frame_is_found_and_merged() {
+        // A CIE, then FDEs for 0x1000..0x1040 and 0x2000..0x2080.
+        let mut data = Vec::new();
+        data.extend_from_slice(&12u32.to_le_bytes());
+        data.extend_from_slice(&0xffff_ffffu32.to_le_bytes());
+        data.extend_from_slice(&[1, 0, 1, 0x78, 16, 0, 0, 0]);
+        for (start, len) in [(0x1000u64, 0x40u64), (0x2000, 0x80)] {
+            data.extend_from_slice(&20u32.to_le_bytes());
+            data.extend_from_slice(&0u32.to_le_bytes());
+            data.extend_from_slice(&start.to_le_bytes());
+            data.extend_from_slice(&len.to_le_bytes());
+        }
+        assert_eq!(debug_frame_fdes(&data), vec![(0x1000, 0x1040), (0x2000, 0x2080)]);
+        // Rust code (.eh_frame) at 0x500 and 0x3000: the two C functions
+        // have no .eh_frame function between them, one range.
+        let fdes = [(0x500, 0x600), (0x1000, 0x1040), (0x2000, 0x2080), (0x3000, 0x3100)];
+        assert_eq!(debug_frame_only_ranges(&[0x500, 0x3000], &fdes), vec![0x1000..0x2080]);
+        // One between them: two ranges.
+        assert_eq!(debug_frame_only_ranges(&[0x500, 0x1800, 0x3000], &fdes), vec![0x1000..0x1040, 0x2000..0x2080]);
+    }
+
+    #[test]
     fn bias_uses_the_segment_mapped_from_the_page_aligned_offset() {
         // rustc/lld PIE layout: R segment [0, 0x18240), R+E from 0x18240 at
         // vaddr 0x19240; the kernel maps the latter from offset 0x18000.
@@ -539,6 +647,7 @@ mod tests {
             debug_frame: None,
             text: None,
             segments: vec![(0, 0, 0x18240), (0x18240, 0x19240, 0x44510), (0x5c750, 0x5e750, 0x2ec8)],
+            debug_frame_only: Vec::new(),
         };
         let mapping = Mapping { start: 0x55e1_49e8_8000, end: 0x55e1_49ec_d000, offset: 0x18000, path: "/x".into() };
         assert_eq!(tables.bias(&mapping), Some(0x55e1_49e8_8000 - 0x19000));

@@ -51,7 +51,19 @@ pub enum Build {
     /// `jemalloc`...), in a target directory of its own so that builds of
     /// different features do not overwrite each other.
     ReleaseWithFeature(&'static str),
+    /// Cargo's default release profile: `debug = false` (symbols, no line
+    /// tables; cargo then strips std's debug info too).
+    ReleaseNoDebugInfo,
+    /// `strip = true` without debug info: no symbol table at all.
+    ReleaseStripped,
+    /// `split-debuginfo = "packed"`: the DWARF units in a `.dwp` beside the binary.
+    ReleaseSplitDebugInfoPacked,
+    /// A static binary for `x86_64-unknown-linux-musl` (musl's own malloc
+    /// linked in), the usual choice for scratch container images.
+    ReleaseStaticMusl,
 }
+
+const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 
 /// Path of a fixture binary from `tests/fixtures`, built on first use.
 pub fn fixture(name: &str, build: Build) -> PathBuf {
@@ -61,6 +73,10 @@ pub fn fixture(name: &str, build: Build) -> PathBuf {
         Build::ReleaseFramePointers => dir.join("target/fp"),
         Build::ReleaseTokioConsole => dir.join("target/console"),
         Build::ReleaseWithFeature(feature) => dir.join(format!("target/feature-{feature}")),
+        Build::ReleaseNoDebugInfo => dir.join("target/nodebug"),
+        Build::ReleaseStripped => dir.join("target/stripped"),
+        Build::ReleaseSplitDebugInfoPacked => dir.join("target/packed"),
+        Build::ReleaseStaticMusl => dir.join("target/musl"),
     };
     let mut cmd = cargo();
     cmd.current_dir(&dir).args(["build", "--release", "-p", name]).arg("--target-dir").arg(&target_dir);
@@ -78,9 +94,69 @@ pub fn fixture(name: &str, build: Build) -> PathBuf {
         Build::ReleaseWithFeature(feature) => {
             cmd.args(["--features", feature]);
         }
+        // The fixtures' workspace sets `debug = true`; these override it as
+        // a user's Cargo.toml would.
+        Build::ReleaseNoDebugInfo => {
+            cmd.env("CARGO_PROFILE_RELEASE_DEBUG", "false");
+        }
+        Build::ReleaseStripped => {
+            cmd.env("CARGO_PROFILE_RELEASE_DEBUG", "false").env("CARGO_PROFILE_RELEASE_STRIP", "true");
+        }
+        Build::ReleaseSplitDebugInfoPacked => {
+            cmd.env("CARGO_PROFILE_RELEASE_SPLIT_DEBUGINFO", "packed");
+        }
+        Build::ReleaseStaticMusl => {
+            cmd.args(["--target", MUSL_TARGET]);
+        }
     }
     run_build(cmd, name);
-    target_dir.join("release").join(name)
+    match build {
+        Build::ReleaseStaticMusl => target_dir.join(MUSL_TARGET).join("release").join(name),
+        _ => target_dir.join("release").join(name),
+    }
+}
+
+/// Where [`split_debug_info`] puts the debug file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DebugFileLayout {
+    /// `DIR/debug/.build-id/ab/cdef....debug` (pass `--debug-dir DIR/debug`).
+    BuildId,
+    /// `.gnu_debuglink` to `NAME.debug`, stored in `.debug/` next to the binary.
+    DebugLink,
+}
+
+/// A copy of `bin` (built with debug info) in `dir`, stripped as
+/// `strip = true` would (`objcopy --strip-all`), its debug info kept in a
+/// separate file as distributions ship it (`objcopy --only-keep-debug`).
+/// Returns the stripped binary.
+pub fn split_debug_info(bin: &Path, dir: &Path, layout: DebugFileLayout) -> PathBuf {
+    let objcopy = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new("objcopy").args(args).output().expect("objcopy (binutils) is installed");
+        assert!(out.status.success(), "objcopy {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let name = bin.file_name().expect("a file name");
+    let stripped = dir.join(name);
+    std::fs::copy(bin, &stripped).expect("copy the binary");
+    let debug = dir.join(format!("{}.debug", name.to_string_lossy()));
+    objcopy(&["--only-keep-debug".as_ref(), stripped.as_os_str(), debug.as_os_str()]);
+    match layout {
+        DebugFileLayout::BuildId => {
+            objcopy(&["--strip-all".as_ref(), stripped.as_os_str()]);
+            let notes = Command::new("readelf").arg("-n").arg(&stripped).output().expect("readelf");
+            let notes = String::from_utf8_lossy(&notes.stdout);
+            let id = notes.lines().find_map(|l| l.trim().strip_prefix("Build ID: ")).expect("the binary has a build-id").trim();
+            let target = dir.join("debug/.build-id").join(&id[..2]).join(format!("{}.debug", &id[2..]));
+            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+            std::fs::rename(&debug, &target).unwrap();
+        }
+        DebugFileLayout::DebugLink => {
+            let link = format!("--add-gnu-debuglink={}", debug.display());
+            objcopy(&["--strip-all".as_ref(), link.as_ref(), stripped.as_os_str()]);
+            std::fs::create_dir_all(dir.join(".debug")).unwrap();
+            std::fs::rename(&debug, dir.join(".debug").join(debug.file_name().unwrap())).unwrap();
+        }
+    }
+    stripped
 }
 
 /// A fixture process that is killed when dropped.
@@ -147,6 +223,11 @@ impl AgentRun {
 
 /// Runs the agent with `args` plus `--out <tmp> --quiet`.
 pub fn run_agent(args: &[&str]) -> AgentRun {
+    run_agent_with_env(args, &[])
+}
+
+/// [`run_agent`] with environment variables set for the agent.
+pub fn run_agent_with_env(args: &[&str], env: &[(&str, &str)]) -> AgentRun {
     let tmp = tempfile::tempdir().expect("tempdir");
     let out_dir = tmp.path().join("out");
     let start = Instant::now();
@@ -157,7 +238,12 @@ pub fn run_agent(args: &[&str]) -> AgentRun {
     };
     full.splice(0..0, before.iter().map(|s| s.to_string()));
     full.extend(after.iter().map(|s| s.to_string()));
-    let output = Command::new(agent_bin()).args(&full).stdin(Stdio::null()).output().expect("run agent");
+    let output = Command::new(agent_bin())
+        .args(&full)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run agent");
     AgentRun { output, out_dir, elapsed: start.elapsed(), _tmp: tmp }
 }
 

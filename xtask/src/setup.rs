@@ -25,11 +25,19 @@ const PACKAGES: &[(&str, &str)] = &[
     ("chromium", "chromium"),
     ("node", "nodejs"),
     ("npm", "npm"),
+    // tests/tests/debug_info.rs: split debug files, a real debuginfod server.
+    ("objcopy", "binutils"),
+    ("debuginfod", "debuginfod"),
 ];
 
 pub fn setup() -> Result<(), String> {
     install_missing_packages()?;
     mount_tracefs();
+    // tests/tests/debug_info.rs audits a static musl build of a fixture.
+    run_checked(
+        Command::new("rustup").args(["target", "add", "x86_64-unknown-linux-musl"]),
+        "rustup target add x86_64-unknown-linux-musl",
+    )?;
     run_checked(
         Command::new("npm").args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"]).current_dir(workspace_root().join("tests/browser")),
         "npm ci in tests/browser (playwright-core for the browser test)",

@@ -22,7 +22,7 @@ use crate::{
     render,
     report::{
         AsyncSection, Baseline, ConsoleInfo, ConsoleSummary, CpuSection, DatabaseSection, EndReason, KernelInfo, LoadResult,
-        OffCpuSection, Report, SCHEMA_VERSION, TargetInfo, UnwindMode, UnwindTableParses, alerts, ci_workflow, html, markdown, round2, timeline,
+        ObjectSymbols, OffCpuSection, Report, SCHEMA_VERSION, TargetInfo, UnwindMode, UnwindTableParses, alerts, ci_workflow, html, markdown, round2, timeline,
     },
 };
 
@@ -54,6 +54,8 @@ pub struct AuditEvidence {
     pub cpu_section: bool,
     pub unwinding: UnwindMode,
     pub frequency_hz: u64,
+    /// The objects sampled frames fell in, and their symbols and debug info.
+    pub symbols: Vec<ObjectSymbols>,
     /// Objects whose unwind tables were parsed, with how many times.
     pub unwind_tables: Vec<UnwindTableParses>,
     /// (thread, CLOCK_MONOTONIC ns) of every CPU sample (dwarf mode).
@@ -132,6 +134,7 @@ pub fn build_report(e: &AuditEvidence) -> Report {
         partial: e.end_reason != EndReason::Duration,
         unavailable_profiles: e.unavailable_profiles.clone(),
         kernel: e.kernel.clone(),
+        symbols: e.symbols.clone(),
         baseline: Baseline {
             rps: load.map(|r| round2(r.achieved_rps)),
             p50_ms: load.map(|r| r.latency.p50_ms),

@@ -33,6 +33,7 @@ pub mod memory;
 pub mod profile;
 pub mod render;
 pub mod report;
+pub mod resymbolize;
 pub mod syscalls;
 #[cfg(test)]
 pub(crate) mod test_evidence;

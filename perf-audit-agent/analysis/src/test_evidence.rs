@@ -53,7 +53,7 @@ use crate::{
     report::{
         CallSiteRow, ConsoleSummary, ConsoleWarning, DatabaseSection, DuplicateIndex, EndReason, EndpointStats,
         IndexRow, KernelInfo, LatencySummary, LoadResult, MissingIndex, SpawnLocation, StatementRow, TableRow,
-        TargetInfo, UnusedIndex, UnwindMode, UnwindTableParses, WireSummary, round2, LatencyPoint, LatencySeries,
+        ObjectSymbols, TargetInfo, UnusedIndex, UnwindMode, UnwindTableParses, WireSummary, round2, LatencyPoint, LatencySeries,
     },
 };
 
@@ -934,6 +934,28 @@ pub fn ledger_svc() -> AuditEvidence {
         cpu_section: true,
         unwinding: UnwindMode::Dwarf,
         frequency_hz: 99,
+        symbols: vec![
+            ObjectSymbols {
+                object: "/build/ledger-svc/target/release/ledger-svc".into(),
+                build_id: Some("5f1c0ffee0ddf00d5f1c0ffee0ddf00d12345678".into()),
+                executable: true,
+                symbols: true,
+                line_info: true,
+                debug_file: None,
+                owner_crates: vec!["ledger_svc".into()],
+                load_segments: vec![],
+            },
+            ObjectSymbols {
+                object: "/usr/lib/x86_64-linux-gnu/libc.so.6".into(),
+                build_id: Some("4d5b3e2a1f0c9b8a7d6e5f4a3b2c1d0e9f8a7b6c".into()),
+                executable: false,
+                symbols: true,
+                line_info: false,
+                debug_file: None,
+                owner_crates: vec![],
+                load_segments: vec![],
+            },
+        ],
         unwind_tables: vec![
             UnwindTableParses { object: "/build/ledger-svc/target/release/ledger-svc".into(), parses: 1 },
             UnwindTableParses { object: "/usr/lib/x86_64-linux-gnu/libc.so.6".into(), parses: 1 },
@@ -978,6 +1000,8 @@ pub fn ledger_svc_interrupted_cpu_bench() -> AuditEvidence {
     e.cpu_seconds = Some(3.1);
     e.unwinding = UnwindMode::FramePointer;
     e.bench = true;
+    // Built with cargo's default release profile: symbols, no line tables.
+    e.symbols[0].line_info = false;
     e.rerun_command = "sudo perf-audit-agent ledger-svc cpu --duration 30s --bench".into();
     let bench = |id: &str, mean_ns: f64, change: Option<(f64, f64, f64)>, verdict| BenchmarkRow {
         id: id.into(),

@@ -71,7 +71,14 @@ pub fn hotspots(profile: &CpuProfile) -> Vec<Hotspot> {
         let charged = frames
             .iter()
             .rposition(|f| f.origin == Origin::Owner)
-            .or_else(|| frames.iter().rposition(|f| !matches!(f.origin, Origin::Kernel | Origin::Unknown)))
+            .or_else(|| {
+                // Never a process or thread entry point (`__libc_start_call_main`,
+                // `start_thread`): they are on every stack and do no work; a
+                // stripped binary's own code (`svc+0x1a2b0`) is a better answer.
+                frames.iter().rposition(|f| {
+                    (f.is_object_offset() || !matches!(f.origin, Origin::Kernel | Origin::Unknown)) && !super::is_thread_root(&f.function)
+                })
+            })
             .or_else(|| frames.len().checked_sub(1));
         let Some(charged) = charged else { continue };
         let frame = frames[charged];
@@ -173,6 +180,20 @@ mod tests {
         let total: u64 = hs.iter().map(|h| h.self_samples).sum();
         assert_eq!(total, 10);
         assert!(hs.iter().any(|h| h.function == "tokio::runtime::park" && h.origin == Origin::Dependency));
+    }
+
+    #[test]
+    fn a_stripped_binary_is_charged_at_its_own_offsets_never_at_start_frames() {
+        let libc = |f: &str| crate::profile::Frame { function: f.into(), file: None, line: None, origin: Origin::Native, inlined: false };
+        let stripped = |f: &str| crate::profile::Frame { function: f.into(), file: None, line: None, origin: Origin::Unknown, inlined: false };
+        let p = profile(&[
+            (&[stripped("svc+0x9a10"), libc("__libc_start_main"), libc("__libc_start_call_main"), stripped("svc+0x1f000"), stripped("svc+0x1a2b0")], 9),
+            (&[libc("clone3"), libc("start_thread"), stripped("0x7ffd1234")], 1),
+        ]);
+        let hs = hotspots(&p);
+        assert_eq!(hs[0].function, "svc+0x1a2b0", "{hs:?}");
+        assert_eq!(hs[0].self_samples, 9);
+        assert!(hs.iter().all(|h| !crate::profile::is_thread_root(&h.function)), "{hs:?}");
     }
 
     #[test]

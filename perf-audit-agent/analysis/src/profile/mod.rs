@@ -3,6 +3,7 @@
 //! so every analysis is testable with hand-built stacks.
 
 pub mod async_runtime;
+pub mod crates;
 pub mod hotspots;
 
 use std::collections::HashMap;
@@ -46,6 +47,13 @@ impl Frame {
             Origin::Kernel => format!("{}_[k]", self.function),
             _ => self.function.clone(),
         }
+    }
+
+    /// A frame of code without any symbol that still names its object
+    /// (`svc+0x1a2b0`: a stripped binary), as opposed to an address outside
+    /// every mapping (`0x7ffd...`).
+    pub fn is_object_offset(&self) -> bool {
+        self.origin == Origin::Unknown && !self.function.starts_with("0x") && self.function.contains("+0x")
     }
 
     /// Name for tables and findings: async fn bodies compile to
@@ -165,6 +173,8 @@ pub fn is_thread_root(function: &str) -> bool {
         function,
         "_start" | "__libc_start_main" | "__libc_start_call_main" | "__libc_start_main_impl" | "start_thread"
             | "clone" | "clone3" | "__clone" | "__clone3" | "__GI___clone3" | "__GI___clone" | "thread_start"
+            // musl (static binaries): the main thread's and pthread_create's entries.
+            | "_start_c" | "libc_start_main_stage2" | "start" | "start_c11"
     )
 }
 

@@ -173,6 +173,7 @@ mod tests {
             partial: false,
             unavailable_profiles: vec![],
             kernel: KernelInfo { release: "6.18".into(), btf: true },
+            symbols: vec![],
             baseline: Default::default(),
             cpu: None,
             async_runtime: None,

@@ -15,6 +15,14 @@ pub fn render(report: &Report) -> String {
     let _ = writeln!(md, "**Target**: pid {} (`{}`)", t.pid, t.exe);
     let _ = writeln!(md, "**Duration**: {:.1} s of {:.1} s planned", report.duration_s, report.planned_duration_s);
     let _ = writeln!(md, "**Kernel**: {} (BTF {})", report.kernel.release, if report.kernel.btf { "available" } else { "missing" });
+    for object in &report.symbols {
+        if let Some(file) = object.debug_file.as_deref().filter(|_| object.executable) {
+            let _ = writeln!(md, "**Debug info**: `{}` from `{file}`", object.name());
+        }
+    }
+    for note in report.symbols.iter().filter_map(|o| o.header_note()) {
+        let _ = writeln!(md, "\n> {note}");
+    }
     match report.end_reason {
         EndReason::Duration => {}
         EndReason::Interrupted => {

@@ -313,6 +313,7 @@ pub(crate) mod tests {
                     Some(3),
                 ),
             ],
+            symbols: Vec::new(),
             health: None,
             rerun_command: "sudo perf-audit-agent all -- ./demo-service".into(),
             benchmarks: vec![],

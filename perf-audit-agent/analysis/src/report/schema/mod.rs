@@ -10,6 +10,7 @@
 mod console;
 mod database;
 mod load;
+mod symbols;
 mod target;
 
 pub use console::{ConsoleSummary, ConsoleWarning, SpawnLocation};
@@ -18,6 +19,7 @@ pub use database::{
     UnusedIndex, WireSummary,
 };
 pub use load::{EndpointStats, LatencyPoint, LatencySeries, LatencySummary, LoadResult};
+pub use symbols::{LINE_TABLES_FIX, LoadSegment, ObjectSymbols};
 pub use target::TargetInfo;
 
 use crate::{findings::Finding, profile::Origin};
@@ -55,6 +57,10 @@ pub struct Report {
     /// Profiles asked for that this build does not collect yet.
     pub unavailable_profiles: Vec<String>,
     pub kernel: KernelInfo,
+    /// The objects sampled frames fell in: build-id, symbols, line info,
+    /// separate debug file (see `ObjectSymbols::header_note`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub symbols: Vec<ObjectSymbols>,
     /// Service-level metrics measured during the audit.
     pub baseline: Baseline,
     pub cpu: Option<CpuSection>,

@@ -1,0 +1,184 @@
+//! `perf-audit-agent symbolize AUDIT`: names a saved audit's stripped
+//! frames once the debug file exists (the analysis side is
+//! `perf_audit_analysis::resymbolize`).
+//!
+//! For each object of report.json's `symbols` that had no symbols or no
+//! line info, the debug file is looked up by build-id (and by the binary's
+//! `.gnu_debuglink`, when the binary is still there) in the `--debug-dir`s
+//! and the system's directories. Each `object+0xOFFSET` label of the
+//! folded stacks is turned into a virtual address with the segments the
+//! report kept, and named from the debug file.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use blazesym::symbolize::{
+    Input, Symbolized, Symbolizer,
+    source::{Elf, Source},
+};
+
+use crate::{
+    cli::SymbolizeArgs,
+    debuginfo::{ObjectFacts, SYSTEM_DEBUG_DIRS, crate_facts, find_debug_file},
+    error::{Error, ErrorKind, Result},
+    profile::{Frame, Origin, crates::CrateFacts, origin_of_path},
+    report::{LoadSegment, ObjectSymbols, Report},
+    resymbolize_core::{Renamed, frame_of_label, profile_from_folded, rebuild},
+    symbolize::strip_hash,
+};
+
+fn input_error(message: String) -> Error {
+    Error::new(ErrorKind::AuditInput, message)
+}
+
+/// What `symbolize` did: where it wrote, and which objects it named.
+pub struct SymbolizeOutput {
+    pub out_dir: PathBuf,
+    /// (object name, debug file, frames renamed)
+    pub named: Vec<(String, PathBuf, usize)>,
+}
+
+pub fn run(args: &SymbolizeArgs) -> Result<SymbolizeOutput> {
+    let dir = if args.audit.is_dir() { args.audit.clone() } else { args.audit.parent().map(Path::to_path_buf).unwrap_or_default() };
+    let report_path = dir.join("report.json");
+    let text = fs::read_to_string(&report_path).map_err(|e| input_error(format!("cannot read {}: {e}", report_path.display())))?;
+    let mut report: Report =
+        serde_json::from_str(&text).map_err(|e| input_error(format!("{} is not a perf-audit report: {e}", report_path.display())))?;
+    let folded = fs::read_to_string(dir.join("stacks.folded"))
+        .map_err(|e| input_error(format!("cannot read {}: {e}", dir.join("stacks.folded").display())))?;
+    let offcpu_folded = fs::read_to_string(dir.join("offcpu.folded")).ok();
+    let memory_svg = fs::read(dir.join("memory.svg")).ok();
+
+    let debug_dirs: Vec<PathBuf> =
+        args.debug_dirs.iter().cloned().chain(SYSTEM_DEBUG_DIRS.iter().map(PathBuf::from)).collect();
+    let labels: Vec<&str> = folded
+        .lines()
+        .chain(offcpu_folded.iter().flat_map(|f| f.lines()))
+        .filter_map(|l| l.rsplit_once(' ').map(|(stack, _)| stack))
+        .flat_map(|stack| stack.split(';'))
+        .collect();
+    let symbolizer = Symbolizer::builder().enable_code_info(true).enable_demangling(true).set_debug_dirs(Some(&debug_dirs)).build();
+    let mut renamed = Renamed::new();
+    let mut named = Vec::new();
+    let mut exe_crates: Option<CrateFacts> = None;
+    for object in report.symbols.iter_mut().filter(|o| !o.line_info) {
+        let Some((debug, debug_facts)) = debug_file_of(object, &debug_dirs) else { continue };
+        let segments = if object.load_segments.is_empty() {
+            ObjectFacts::read(Path::new(&object.object)).map(|f| f.load_segments()).unwrap_or_default()
+        } else {
+            object.load_segments.clone()
+        };
+        let prefix = format!("{}+0x", object.name());
+        let mut wanted: Vec<(String, u64)> = labels
+            .iter()
+            .filter_map(|l| {
+                let offset = u64::from_str_radix(l.strip_prefix(&prefix)?, 16).ok()?;
+                Some((l.to_string(), LoadSegment::vaddr_of(&segments, offset)?))
+            })
+            .collect();
+        wanted.sort();
+        wanted.dedup();
+        let crates = object.executable.then(|| crate_facts(Path::new(&object.object), Some(&debug)));
+        let vaddrs: Vec<u64> = wanted.iter().map(|(_, v)| *v).collect();
+        let results = symbolizer
+            .symbolize(&Source::Elf(Elf::new(&debug)), Input::VirtOffset(&vaddrs))
+            .map_err(|e| Error::internal(format!("symbolizing from {}: {e}", debug.display())))?;
+        let mut count = 0;
+        for ((label, _), sym) in wanted.iter().zip(results) {
+            let Symbolized::Sym(sym) = sym else { continue };
+            let function = strip_hash(&sym.name).to_string();
+            let file = sym.code_info.as_ref().map(|ci| ci.to_path().to_string_lossy().into_owned());
+            let origin = match (&file, &crates) {
+                (Some(path), _) => match origin_of_path(path) {
+                    Origin::Owner if !object.executable => Origin::Native,
+                    origin => origin,
+                },
+                (None, Some(c)) => c.origin_of_function(&function),
+                (None, None) => Origin::Native,
+            };
+            // The offset is the function's start: its first line says
+            // nothing about where the samples were, so only the file is kept.
+            renamed.insert(label.clone(), Frame { function, file, line: None, origin, inlined: false });
+            count += 1;
+        }
+        object.symbols = true;
+        object.line_info = debug_facts.line_tables;
+        object.debug_file = Some(debug.display().to_string());
+        if let Some(c) = &crates {
+            object.owner_crates = c.owner.iter().cloned().collect();
+        }
+        object.load_segments.clear();
+        if object.executable {
+            exe_crates = crates;
+        }
+        named.push((object.name().to_string(), debug, count));
+    }
+    if named.is_empty() {
+        return Err(input_error(format!(
+            "no debug file found for the objects of {} that lack symbols or line info ({}): install it under /usr/lib/debug/.build-id/ or pass --debug-dir",
+            report_path.display(),
+            missing(&report.symbols)
+        )));
+    }
+    let origin_of = |f: &str| exe_crates.as_ref().map_or(Origin::Native, |c| c.origin_of_function(f));
+    let cpu = profile_from_folded(&folded, |l| frame_of_label(l, &renamed, origin_of));
+    let offcpu = offcpu_folded.as_deref().map(|f| profile_from_folded(f, |l| frame_of_label(l, &renamed, origin_of)));
+    let (_, files) = rebuild(report, &cpu, offcpu.as_ref(), memory_svg.as_deref())?;
+
+    let out_dir = args.out.clone().unwrap_or_else(|| {
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "perf-audit".into());
+        dir.with_file_name(format!("{name}-symbolized"))
+    });
+    fs::create_dir_all(&out_dir).map_err(|e| Error::output(&out_dir, e))?;
+    // Files that do not depend on frame names are copied as they were.
+    for name in ["alerts.yml", "perf-audit-ci.yml", "memory.svg"] {
+        if dir.join(name).is_file() && dir != out_dir {
+            fs::copy(dir.join(name), out_dir.join(name)).map_err(|e| Error::output(&out_dir.join(name), e))?;
+        }
+    }
+    for file in files {
+        let path = out_dir.join(file.name);
+        fs::write(&path, &file.bytes).map_err(|e| Error::output(&path, e))?;
+    }
+    Ok(SymbolizeOutput { out_dir, named })
+}
+
+/// The debug file of a reported object: its binary's own lookup when the
+/// binary is still there with the same build-id, else by build-id alone.
+fn debug_file_of(object: &ObjectSymbols, debug_dirs: &[PathBuf]) -> Option<(PathBuf, ObjectFacts)> {
+    let path = Path::new(&object.object);
+    let build_id = object.build_id.as_deref().and_then(unhex);
+    let facts = match ObjectFacts::read(path) {
+        Some(f) if build_id.is_none() || f.build_id == build_id => f,
+        _ => ObjectFacts::with_build_id(build_id),
+    };
+    find_debug_file(path, &facts, debug_dirs)
+}
+
+fn missing(objects: &[ObjectSymbols]) -> String {
+    let names: Vec<String> = objects
+        .iter()
+        .filter(|o| !o.line_info)
+        .map(|o| format!("{} build-id {}", o.name(), o.build_id.as_deref().unwrap_or("unknown")))
+        .collect();
+    if names.is_empty() { "none".to_string() } else { names.join(", ") }
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    s.len().is_multiple_of(2).then_some(())?;
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_ids_read_back_from_hex() {
+        assert_eq!(unhex("99bf10"), Some(vec![0x99, 0xbf, 0x10]));
+        assert_eq!(unhex("9"), None);
+        assert_eq!(unhex("zz"), None);
+    }
+}
