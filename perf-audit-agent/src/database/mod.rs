@@ -46,7 +46,7 @@ use crate::{
     kernel::{
         KernelSession,
         cpu::RawCpuStack,
-        db::{DbFdSet, DbWriteReader, RawDbWrite},
+        db::{DbFdSet, DbWriteReader, RawDbStack, RawDbWrite},
     },
     profile::Origin,
     symbolize::StackSymbolizer,
@@ -63,8 +63,8 @@ const FD_REFRESH: std::time::Duration = std::time::Duration::from_millis(50);
 /// Statements explained for missing indexes (heaviest first).
 const EXPLAINED_STATEMENTS: usize = 5;
 
-/// One statement seen on the wire: (ts, tid, fd, normalised sql, stack index).
-type WireExecution = (u64, u32, u32, Option<String>, Option<usize>);
+/// One statement seen on the wire: (ts, tid, fd, normalised sql, stack fingerprint).
+type WireExecution = (u64, u32, u32, Option<String>, u64);
 
 /// Writes parsed into executions, before symbolization.
 #[derive(Default)]
@@ -74,6 +74,9 @@ struct WireCapture {
     tls_fds: BTreeSet<u32>,
     stacks: HashMap<Vec<u64>, usize>,
     stack_list: Vec<Vec<u64>>,
+    /// Stack fingerprint -> index in `stack_list` (one kernel stack copy per
+    /// fingerprint; several fingerprints may unwind to one stack).
+    sites: HashMap<u64, usize>,
     executions: Vec<WireExecution>,
     dropped_executions: u64,
     fd_rejected: u64,
@@ -93,25 +96,31 @@ impl WireCapture {
         if executions.is_empty() {
             return;
         }
-        let stack = if w.user.is_empty() {
-            None
-        } else if let Some(id) = self.stacks.get(&w.user) {
-            Some(*id)
-        } else if self.stack_list.len() < MAX_STACKS {
-            let id = self.stack_list.len();
-            self.stacks.insert(w.user.clone(), id);
-            self.stack_list.push(w.user);
-            Some(id)
-        } else {
-            None
-        };
         for e in executions {
             if self.executions.len() >= MAX_EXECUTIONS {
                 self.dropped_executions += 1;
                 continue;
             }
-            self.executions.push((w.ts_ns, w.tid, w.fd, e.sql.map(|s| analysis::normalize_sql(&s)), stack));
+            self.executions.push((w.ts_ns, w.tid, w.fd, e.sql.map(|s| analysis::normalize_sql(&s)), w.site));
         }
+    }
+
+    /// A new call site's stack (keyed by its fingerprint).
+    fn push_stack(&mut self, s: RawDbStack) {
+        if s.user.is_empty() || self.sites.contains_key(&s.site) {
+            return;
+        }
+        let id = match self.stacks.get(&s.user) {
+            Some(id) => *id,
+            None if self.stack_list.len() < MAX_STACKS => {
+                let id = self.stack_list.len();
+                self.stacks.insert(s.user.clone(), id);
+                self.stack_list.push(s.user);
+                id
+            }
+            None => return,
+        };
+        self.sites.insert(s.site, id);
     }
 }
 
@@ -219,9 +228,10 @@ impl DatabaseCollector {
 
         match url::endpoint(&url) {
             Some(endpoint) => {
-                let (mut fds, mut reader) = session.start_db_tracing(unwinder)?;
                 let mut maps = MapsSnapshot::default();
                 let _ = maps.refresh(pid);
+                let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+                let (mut fds, mut reader) = session.start_db_tracing(unwinder, &crate::memory::code_ranges(&maps, &exe))?;
                 reader.warm_up(&maps);
                 let initial = fds.sync(&sockets::database_fds(pid, &endpoint));
                 let (stop, stopped) = tokio::sync::oneshot::channel();
@@ -314,8 +324,9 @@ async fn trace_wire(
     loop {
         tokio::select! {
             _ = &mut stop => break,
-            _ = reader.readable() => reader.drain(&mut maps, |w| capture.push(w)),
+            _ = reader.readable() => drain(&mut reader, &mut maps, &mut capture),
             _ = tick.tick() => {
+                drain(&mut reader, &mut maps, &mut capture);
                 let now = sockets::database_fds(pid, &endpoint);
                 for fd in fds.sync(&now) {
                     // A new socket (or a reused fd number): fresh protocol state.
@@ -329,10 +340,22 @@ async fn trace_wire(
             }
         }
     }
-    reader.drain(&mut maps, |w| capture.push(w));
+    drain(&mut reader, &mut maps, &mut capture);
     capture.fd_rejected = fds.rejected;
     capture.maps = maps;
     capture
+}
+
+fn drain(reader: &mut DbWriteReader, maps: &mut MapsSnapshot, capture: &mut WireCapture) {
+    let mut stacks = Vec::new();
+    let mut writes = Vec::new();
+    reader.drain(maps, |s| stacks.push(s), |w| writes.push(w));
+    for s in stacks {
+        capture.push_stack(s);
+    }
+    for w in writes {
+        capture.push(w);
+    }
 }
 
 /// Symbolizes each distinct stack once and names the owner's frame.
@@ -357,7 +380,10 @@ fn symbolize_capture(pid: u32, capture: WireCapture, summary: &mut WireSummary, 
     let mut executions: Vec<Execution> = capture
         .executions
         .into_iter()
-        .map(|(ts_ns, tid, fd, sql, stack)| Execution { ts_ns, tid, fd, sql, site: stack.and_then(|i| sites.get(i).cloned().flatten()) })
+        .map(|(ts_ns, tid, fd, sql, fingerprint)| {
+            let stack = capture.sites.get(&fingerprint).copied();
+            Execution { ts_ns, tid, fd, sql, site: stack.and_then(|i| sites.get(i).cloned().flatten()) }
+        })
         .collect();
     analysis::fill_texts_from_call_sites(&mut executions);
     summary.executions = executions.len() as u64;

@@ -62,8 +62,10 @@ pub struct Execution {
 pub struct BurstRule {
     /// Executions in a run of links to make a burst.
     pub min_executions: usize,
-    /// Two consecutive executions are linked when their gap is within
-    /// `[median / band, median * band]` of the call site's median gap.
+    /// Two consecutive executions are linked when their gap is between 0.8x
+    /// and `band` x the call site's fast gaps (10th percentile of its gaps
+    /// between consecutive executions on a thread), or within 2x either way
+    /// of its median gap (see `detect_n_plus_one`).
     pub band: f64,
     /// Share of a call site's executions that must be in bursts.
     pub min_share: f64,
@@ -75,14 +77,14 @@ pub struct BurstRule {
 
 impl Default for BurstRule {
     fn default() -> Self {
-        BurstRule { min_executions: 5, band: 2.0, min_share: 0.5, max_between: 3 }
+        BurstRule { min_executions: 5, band: 5.0, min_share: 0.5, max_between: 3 }
     }
 }
 
 impl BurstRule {
     pub fn describe(&self) -> String {
         format!(
-            "the same statement from the same call site executed at least {} times in a row on one thread, each one round trip after the previous (a gap within {}x of that call site's typical gap between consecutive executions, whatever the database's distance) with at most {} other statements between, for at least {:.0}% of that call site's executions; transaction control statements excluded",
+            "the same statement from the same call site executed at least {} times in a row on one thread, each one round trip after the previous (a gap from 0.8x to {}x of that call site's fast gaps between consecutive executions, or within 2x of its median gap, whatever the database's distance) with at most {} other statements between, for at least {:.0}% of that call site's executions; transaction control statements excluded",
             self.min_executions,
             self.band,
             self.max_between,
@@ -196,26 +198,42 @@ pub fn detect_n_plus_one(executions: &[Execution], rule: &BurstRule) -> Vec<NPlu
             }
         }
     }
-    // A group's typical gap between consecutive executions on a thread: one
-    // round trip for a loop (most of its gaps), the spacing of arrivals for
-    // independent requests.
-    let typical: Vec<f64> = gaps
-        .iter_mut()
-        .map(|g| {
-            g.sort_unstable();
-            g.get(g.len() / 2).copied().unwrap_or(0).max(1) as f64
-        })
-        .collect();
-    let (first, first_links) = chains(&threads, &typical, groups, rule);
-    // Interleaved loops shorten the gaps between consecutive executions:
-    // once chains are found, their own gaps are the round trip.
-    let typical: Vec<f64> = typical
+    // Two readings of a group's round trip from the gaps between its
+    // consecutive executions on a thread, each with its own band; a group
+    // keeps the one that puts more of its executions in bursts (each alone
+    // links few of the gaps of random arrivals):
+    // - the fast gaps (10th percentile), linking up to `band` x as far:
+    //   a loop's round trips have a floor (the database's distance) and a
+    //   long tail (a busy worker, a late wake-up), most visible on loopback;
+    // - the median, linking within 2x either way, re-measured inside the
+    //   chains found: when several requests run the loop at once on one
+    //   thread, its consecutive gaps are fractions of the round trip.
+    let mut quantile = |q: usize| -> Vec<f64> {
+        gaps.iter_mut()
+            .map(|g| {
+                g.sort_unstable();
+                g.get(g.len() / q).copied().unwrap_or(0).max(1) as f64
+            })
+            .collect()
+    };
+    let (fast, median) = (quantile(10), quantile(2));
+    let floor = chains(&threads, &fast, groups, rule, 0.8, rule.band);
+    let (first, first_links) = chains(&threads, &median, groups, rule, 0.5, 2.0);
+    let remeasured: Vec<f64> = median
         .iter()
         .zip(&first_links)
         .zip(&first)
         .map(|((t, links), b)| if b.is_empty() { *t } else { links[links.len() / 2].max(1) as f64 })
         .collect();
-    let (bursts, link_gaps) = chains(&threads, &typical, groups, rule);
+    let spread = chains(&threads, &remeasured, groups, rule, 0.5, 2.0);
+    let in_bursts = |b: &Vec<(u64, u64)>| b.iter().map(|x| x.0).sum::<u64>();
+    let (mut bursts, mut link_gaps) = floor;
+    for (g, (b, l)) in spread.0.into_iter().zip(spread.1).enumerate() {
+        if in_bursts(&b) > in_bursts(&bursts[g]) {
+            bursts[g] = b;
+            link_gaps[g] = l;
+        }
+    }
     let mut out = Vec::new();
     for ((sql, site), g) in group_ids {
         let total = totals[g];
@@ -252,8 +270,7 @@ type Bursts = Vec<Vec<(u64, u64)>>;
 
 /// Chains of each group on each thread, given each group's typical gap:
 /// its bursts (executions, duration ns) and the gaps inside them (sorted).
-fn chains(threads: &BTreeMap<u32, Vec<(u64, Option<usize>)>>, typical: &[f64], groups: usize, rule: &BurstRule) -> (Bursts, Vec<Vec<u64>>) {
-    let band = rule.band.max(1.0);
+fn chains(threads: &BTreeMap<u32, Vec<(u64, Option<usize>)>>, typical: &[f64], groups: usize, rule: &BurstRule, lo_factor: f64, hi_factor: f64) -> (Bursts, Vec<Vec<u64>>) {
     let n = rule.min_executions.max(2);
     let mut bursts: Vec<Vec<(u64, u64)>> = vec![Vec::new(); groups]; // (executions, duration ns)
     let mut link_gaps: Vec<Vec<u64>> = vec![Vec::new(); groups];
@@ -268,7 +285,7 @@ fn chains(threads: &BTreeMap<u32, Vec<(u64, Option<usize>)>>, typical: &[f64], g
         let mut rank = vec![0usize; groups];
         for (index, &(ts, gid)) in seq.iter().enumerate() {
             let Some(g) = gid else { continue };
-            let (lo, hi) = (typical[g] / band, typical[g] * band);
+            let (lo, hi) = (typical[g] * lo_factor, typical[g] * hi_factor);
             let r = rank[g];
             rank[g] += 1;
             let mut i = 0;
@@ -393,8 +410,9 @@ mod tests {
     /// Requests arriving at random every `interval_ms` on average, on 2
     /// worker threads and a pool of 10 connections, each request one page
     /// query then a loop of 25 lookups,
-    /// every lookup one round trip (`rtt_ms` + 0.05-0.25 ms of client work)
-    /// after the previous answer; beside it, a single lookup per request
+    /// every lookup one round trip (`rtt_ms` + 0.05-0.25 ms of client work,
+    /// one in five stretched up to 2.5x by a late wake-up) after the
+    /// previous answer; beside it, a single lookup per request
     /// at 100 requests/s from another call site, interleaved across the
     /// same threads and connections.
     fn service(rtt_ms: f64, interval_ms: f64, seed: u64) -> Vec<Execution> {
@@ -412,7 +430,9 @@ mod tests {
             let mut at = t;
             out.push(exec_at(at, tid, 10 + (rng.next() * 10.0) as u32, page, &page_site));
             for _ in 0..25 {
-                at += rtt_ms + 0.05 + 0.2 * rng.next();
+                // 1 in 5 answers is picked up late (a busy worker): up to 2.5x.
+                let late = if rng.next() < 0.2 { 1.0 + 1.5 * rng.next() } else { 1.0 };
+                at += (rtt_ms + 0.05 + 0.2 * rng.next()) * late;
                 out.push(exec_at(at, tid, 10 + (rng.next() * 10.0) as u32, lookup, &loop_site));
             }
         }
@@ -435,12 +455,14 @@ mod tests {
             assert_eq!(found.len(), 1, "rtt {rtt} ms: {found:#?}");
             let n = &found[0];
             assert_eq!(n.call_site.function, "svc::db::fetch_authors_one_by_one", "rtt {rtt} ms");
-            assert!(n.executions_in_bursts as f64 >= 0.9 * n.executions as f64, "rtt {rtt} ms: {n:#?}");
+            // Late wake-ups amid two loops interleaved on a thread (3 ms) split some bursts.
+            assert!(n.executions_in_bursts as f64 >= 0.8 * n.executions as f64, "rtt {rtt} ms: {n:#?}");
             eprintln!("rtt {rtt} ms: {} of {} in bursts, median burst {}, round trip {:.3} ms", n.executions_in_bursts, n.executions, n.median_burst, n.round_trip_ms);
-            // 25 per request (two requests' loops one round trip apart may join).
-            assert!((25..=50).contains(&n.median_burst), "rtt {rtt} ms: {n:#?}");
+            // 25 per request (two requests' loops one round trip apart may
+            // join; late wake-ups amid interleaved loops split some).
+            assert!((10..=50).contains(&n.median_burst), "rtt {rtt} ms: {n:#?}");
             // The measured round trip is the database's distance plus the client's work.
-            assert!((n.round_trip_ms - (rtt + 0.15)).abs() < 0.1, "rtt {rtt} ms: {n:#?}");
+            assert!(n.round_trip_ms >= rtt && n.round_trip_ms <= 1.5 * rtt + 0.4, "rtt {rtt} ms: {n:#?}");
             assert!((n.saved_ms_per_burst - (n.median_burst - 1) as f64 * n.round_trip_ms).abs() < 1e-3);
         }
     }
