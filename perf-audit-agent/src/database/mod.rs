@@ -342,6 +342,9 @@ async fn trace_wire(
     }
     drain(&mut reader, &mut maps, &mut capture);
     capture.fd_rejected = fds.rejected;
+    if std::env::var_os("PERF_AUDIT_DEBUG_WIRE").is_some() {
+        eprintln!("perf-audit: wire: {} stack fingerprints, {} distinct stacks, {} executions", capture.sites.len(), capture.stack_list.len(), capture.executions.len());
+    }
     capture.maps = maps;
     capture
 }
