@@ -41,6 +41,7 @@ const ARG1: usize = 24;
 const ARG2: usize = 32;
 
 const BPF_NOEXIST: u64 = 1;
+const BPF_RB_NO_WAKEUP: u64 = 1;
 const SCAN_WORDS: usize = DB_FINGERPRINT_BYTES / 8;
 
 #[map(name = "DB_FDS")]
@@ -196,10 +197,16 @@ fn on_write(ctx: &TracePointContext, syscall: u32) -> u32 {
         core::ptr::addr_of_mut!((*record).payload_len).write(copied);
         core::ptr::addr_of_mut!((*record).comm).write(comm);
     }
-    entry.submit(0);
+    // No wake-up per write: at thousands of writes a second, waking the
+    // agent for each one costs the target more than the tracing itself;
+    // the agent drains the ring on a short timer instead.
+    entry.submit(BPF_RB_NO_WAKEUP);
 
     // A new call site: its stack, once.
+    // A lookup first: an LRU insert takes a free node (and locks) even
+    // when the key exists.
     if let Some(r) = &regs
+        && DB_KNOWN_STACKS.get_ptr(&site).is_none()
         && DB_KNOWN_STACKS.insert(&site, &1, BPF_NOEXIST).is_ok()
         && !send_stack(r, tgid, tid, site, comm)
     {
