@@ -93,6 +93,12 @@ impl BurstRule {
     }
 }
 
+/// What an N+1 names as its query when the statement was prepared before
+/// the audit began (its Parse was never on the traced wire) and no other
+/// execution from its call site had a text: the loop is still seen, by its
+/// call site and its round trips.
+pub const UNKNOWN_TEXT: &str = "(a statement prepared before the audit: text unknown)";
+
 /// BEGIN, COMMIT, ROLLBACK, SAVEPOINT, SET...: repeated by design, never a loop to batch.
 pub fn is_transaction_control(sql: &str) -> bool {
     let word: String = sql.trim_start().chars().take_while(|c| c.is_ascii_alphabetic()).collect::<String>().to_ascii_uppercase();
@@ -177,6 +183,12 @@ pub fn detect_n_plus_one(executions: &[Execution], rule: &BurstRule) -> Vec<NPlu
             (Some(sql), Some(site)) if !is_transaction_control(sql) => {
                 let next = group_ids.len();
                 Some(*group_ids.entry((sql.as_str(), site)).or_insert(next))
+            }
+            // Prepared before the audit: one group per call site (a site
+            // that runs several such statements merges them).
+            (None, Some(site)) => {
+                let next = group_ids.len();
+                Some(*group_ids.entry((UNKNOWN_TEXT, site)).or_insert(next))
             }
             _ => None,
         };
@@ -512,6 +524,20 @@ mod tests {
         assert_eq!(found.len(), 1, "{found:#?}");
         assert_eq!(found[0].call_site, loop_site);
         assert_eq!(found[0].median_burst, 30);
+    }
+
+    #[test]
+    fn a_loop_of_statements_prepared_before_the_audit_is_found_with_its_text_unknown() {
+        let mut execs = service(0.1, 25.0, 11);
+        let loop_fn = "svc::db::fetch_authors_one_by_one";
+        for e in execs.iter_mut() {
+            if e.site.as_ref().is_some_and(|s| s.function == loop_fn) {
+                e.sql = None;
+            }
+        }
+        let found = detect_n_plus_one(&execs, &BurstRule::default());
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!((found[0].query.as_str(), found[0].call_site.function.as_str()), (UNKNOWN_TEXT, loop_fn));
     }
 
     #[test]

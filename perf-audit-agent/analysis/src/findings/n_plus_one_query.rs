@@ -26,6 +26,7 @@ impl Rule for NPlusOneQuery {
                     .iter()
                     .find(|s| crate::database::analysis::normalize_sql(&s.query) == n.query)
                     .and_then(|s| s.mean_ms);
+                let unknown = n.query == crate::database::analysis::UNKNOWN_TEXT;
                 let batched = batched_query(&n.query);
                 Finding {
                     rule: self.id().to_string(),
@@ -39,9 +40,11 @@ impl Rule for NPlusOneQuery {
                         "`{}` executed in {} bursts of a median {} (max {}) executions within {:.1} ms from this line, one round trip ({:.2} ms) apart; {} of its {} traced executions were in bursts (detected on the wire: {})",
                         n.query, n.bursts, n.median_burst, n.max_burst, n.median_burst_ms, n.round_trip_ms, n.executions_in_bursts, n.executions, db.wire.n_plus_one_rule
                     ),
-                    recommendation: format!(
-                        "fetch every row in one query instead of one per item: `{batched}` with all the ids bound as one array (or a JOIN)"
-                    ),
+                    recommendation: if unknown {
+                        "fetch every row in one query instead of one per item at this line (`= ANY($1)` with all the ids bound as one array, or a JOIN); the statement was prepared before the audit began, so its text was not on the traced wire (an audit that starts with the service shows it)".into()
+                    } else {
+                        format!("fetch every row in one query instead of one per item: `{batched}` with all the ids bound as one array (or a JOIN)")
+                    },
                     impact: severity(n.saved_ms_per_burst).impact(),
                     complexity: Complexity::Easy,
                     estimated_gain: match per_call {
@@ -55,7 +58,7 @@ impl Rule for NPlusOneQuery {
                         "{:?}: {} round trips x {:.2} ms measured per round trip = {:.1} ms per burst that batching saves (P0 from {P0_SAVED_MS} ms, P1 from {P1_SAVED_MS} ms); a query per item also grows with the data",
                         severity(n.saved_ms_per_burst), n.median_burst.saturating_sub(1), n.round_trip_ms, n.saved_ms_per_burst
                     ),
-                    code_fix: Some(CodeFix {
+                    code_fix: (!unknown).then(|| CodeFix {
                         before: format!(
                             "for item in &items {{\n    let row = sqlx::query_as(\"{}\")\n        .bind(item.id)\n        .fetch_one(pool)\n        .await?;\n}}",
                             n.query
@@ -131,6 +134,12 @@ mod tests {
         let f_far = NPlusOneQuery.check(&Evidence { database: Some(&far), ..ev });
         assert_eq!(f_far[0].severity, Severity::P0);
         assert_eq!(severity(0.3), Severity::P2);
+        // Prepared before the audit: the loop is named at its line, without a rewrite of an unknown text.
+        let mut unknown = far.clone();
+        unknown.n_plus_one[0].query = crate::database::analysis::UNKNOWN_TEXT.into();
+        let f_unknown = NPlusOneQuery.check(&Evidence { cpu: None, async_runtime: None, database: Some(&unknown), memory: None });
+        assert_eq!((f_unknown[0].line, f_unknown[0].severity), (Some(42), Severity::P0));
+        assert!(f_unknown[0].code_fix.is_none() && f_unknown[0].recommendation.contains("prepared before the audit"));
         assert_eq!(f[0].category, Category::Database);
         assert_eq!((f[0].function.as_str(), f[0].line), ("svc::db::authors", Some(42)));
         assert!(f[0].code_fix.as_ref().unwrap().after.contains("= ANY($1)"));
