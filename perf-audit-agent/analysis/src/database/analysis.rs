@@ -195,10 +195,67 @@ pub fn detect_n_plus_one(executions: &[Execution], rule: &BurstRule) -> Vec<NPlu
         threads.entry(e.tid).or_default().push((e.ts_ns, gid));
     }
     let groups = group_ids.len();
-    let mut totals = vec![0usize; groups];
-    let mut gaps: Vec<Vec<u64>> = vec![Vec::new(); groups];
+    // Per thread, and over the whole process: tokio moves a task between
+    // workers at its awaits, so a loop may continue on another thread; the
+    // process-wide sequence keeps it whole when few requests run at once
+    // (under concurrency, other requests' statements in between break it
+    // there, and the per-thread reading holds). The better one per group.
     for seq in threads.values_mut() {
         seq.sort_unstable();
+    }
+    let mut all: Vec<(u64, Option<usize>)> = threads.values().flatten().copied().collect();
+    all.sort_unstable();
+    let process: BTreeMap<u32, Vec<(u64, Option<usize>)>> = BTreeMap::from([(0, all)]);
+    let (totals, mut bursts, mut link_gaps) = readings(&threads, groups, rule);
+    let (_, b2, l2) = readings(&process, groups, rule);
+    let in_bursts = |b: &Vec<(u64, u64)>| b.iter().map(|x| x.0).sum::<u64>();
+    for (g, (b, l)) in b2.into_iter().zip(l2).enumerate() {
+        if in_bursts(&b) > in_bursts(&bursts[g]) {
+            bursts[g] = b;
+            link_gaps[g] = l;
+        }
+    }
+    let mut out = Vec::new();
+    for ((sql, site), g) in group_ids {
+        let total = totals[g];
+        let in_bursts: u64 = bursts[g].iter().map(|b| b.0).sum();
+        if bursts[g].is_empty() || (in_bursts as f64) < rule.min_share * total as f64 {
+            continue;
+        }
+        let mut sizes: Vec<u64> = bursts[g].iter().map(|b| b.0).collect();
+        sizes.sort_unstable();
+        let mut durations: Vec<u64> = bursts[g].iter().map(|b| b.1).collect();
+        durations.sort_unstable();
+        let lg = &link_gaps[g];
+        let median_burst = sizes[sizes.len() / 2];
+        // Microseconds: report.json reads back what it wrote.
+        let round_trip_ms = (lg.get(lg.len() / 2).copied().unwrap_or(0) as f64 / 1e3).round() / 1e3;
+        out.push(NPlusOne {
+            query: sql.to_string(),
+            call_site: site.clone(),
+            bursts: bursts[g].len() as u64,
+            executions_in_bursts: in_bursts,
+            executions: total as u64,
+            median_burst,
+            max_burst: *sizes.last().unwrap_or(&0),
+            median_burst_ms: durations[durations.len() / 2] as f64 / 1e6,
+            round_trip_ms,
+            saved_ms_per_burst: (median_burst.saturating_sub(1) as f64 * round_trip_ms * 1e3).round() / 1e3,
+        });
+    }
+    out.sort_by(|a, b| b.executions_in_bursts.cmp(&a.executions_in_bursts).then(a.call_site.cmp(&b.call_site)));
+    out
+}
+
+type Bursts = Vec<Vec<(u64, u64)>>;
+
+/// Bursts of each group in `threads` (sequences sorted by time), under the
+/// two readings of its round trip; returns (executions per group, bursts,
+/// gaps inside bursts).
+fn readings(threads: &BTreeMap<u32, Vec<(u64, Option<usize>)>>, groups: usize, rule: &BurstRule) -> (Vec<usize>, Bursts, Vec<Vec<u64>>) {
+    let mut totals = vec![0usize; groups];
+    let mut gaps: Vec<Vec<u64>> = vec![Vec::new(); groups];
+    for seq in threads.values() {
         let mut last: Vec<Option<u64>> = vec![None; groups];
         for &(ts, gid) in seq.iter() {
             if let Some(g) = gid {
@@ -246,39 +303,10 @@ pub fn detect_n_plus_one(executions: &[Execution], rule: &BurstRule) -> Vec<NPlu
             link_gaps[g] = l;
         }
     }
-    let mut out = Vec::new();
-    for ((sql, site), g) in group_ids {
-        let total = totals[g];
-        let in_bursts: u64 = bursts[g].iter().map(|b| b.0).sum();
-        if bursts[g].is_empty() || (in_bursts as f64) < rule.min_share * total as f64 {
-            continue;
-        }
-        let mut sizes: Vec<u64> = bursts[g].iter().map(|b| b.0).collect();
-        sizes.sort_unstable();
-        let mut durations: Vec<u64> = bursts[g].iter().map(|b| b.1).collect();
-        durations.sort_unstable();
-        let lg = &link_gaps[g];
-        let median_burst = sizes[sizes.len() / 2];
-        // Microseconds: report.json reads back what it wrote.
-        let round_trip_ms = (lg.get(lg.len() / 2).copied().unwrap_or(0) as f64 / 1e3).round() / 1e3;
-        out.push(NPlusOne {
-            query: sql.to_string(),
-            call_site: site.clone(),
-            bursts: bursts[g].len() as u64,
-            executions_in_bursts: in_bursts,
-            executions: total as u64,
-            median_burst,
-            max_burst: *sizes.last().unwrap_or(&0),
-            median_burst_ms: durations[durations.len() / 2] as f64 / 1e6,
-            round_trip_ms,
-            saved_ms_per_burst: (median_burst.saturating_sub(1) as f64 * round_trip_ms * 1e3).round() / 1e3,
-        });
-    }
-    out.sort_by(|a, b| b.executions_in_bursts.cmp(&a.executions_in_bursts).then(a.call_site.cmp(&b.call_site)));
-    out
+    (totals, bursts, link_gaps)
 }
 
-type Bursts = Vec<Vec<(u64, u64)>>;
+
 
 /// Chains of each group on each thread, given each group's typical gap:
 /// its bursts (executions, duration ns) and the gaps inside them (sorted).
@@ -538,6 +566,29 @@ mod tests {
         let found = detect_n_plus_one(&execs, &BurstRule::default());
         assert_eq!(found.len(), 1, "{found:#?}");
         assert_eq!((found[0].query.as_str(), found[0].call_site.function.as_str()), (UNKNOWN_TEXT, loop_fn));
+    }
+
+    /// One request at a time, the task moving between 2 workers at its
+    /// awaits (as tokio's I/O driver wakes it on either): the loop is
+    /// whole in the process-wide sequence.
+    #[test]
+    fn a_loop_that_hops_between_worker_threads_is_found_whole() {
+        let lookup = "SELECT id, name, country FROM users WHERE id = $1";
+        let (loop_site, page_site) = (site("svc::db::loop", 193), site("svc::db::page", 180));
+        let mut rng = Lcg(21);
+        let mut out = Vec::new();
+        let mut t = 0.0;
+        for _ in 0..200 {
+            out.push(exec_at(t, 1 + (rng.next() * 2.0) as u32, 10, "SELECT 1 FROM posts", &page_site));
+            for _ in 0..30 {
+                t += 0.15 + 0.1 * rng.next();
+                out.push(exec_at(t, 1 + (rng.next() * 2.0) as u32, 10, lookup, &loop_site));
+            }
+            t += 20.0 + 10.0 * rng.next();
+        }
+        let found = detect_n_plus_one(&out, &BurstRule::default());
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!((found[0].median_burst, found[0].executions_in_bursts), (30, 6_000), "{found:#?}");
     }
 
     #[test]
