@@ -153,8 +153,9 @@ pub struct RawDbStack {
     pub truncated: bool,
 }
 
-/// Reads `DB_EVENTS` (writes) as they arrive and `DB_STACKS` (new call
-/// sites' stacks, unwound on arrival).
+/// Reads `DB_EVENTS` (writes, submitted without a wake-up: drained on the
+/// collector's timer) and `DB_STACKS` (new call sites' stacks, unwound on
+/// arrival).
 pub struct DbWriteReader {
     writes: AsyncFd<RingBuf<MapData>>,
     stacks: RingReader<DbStackEvent>,
@@ -168,13 +169,6 @@ impl DbWriteReader {
     /// so that the first stacks are unwound without delay.
     pub fn warm_up(&mut self, maps: &MapsSnapshot) {
         self.unwinder.warm_up(maps);
-    }
-
-    /// Waits until the write ring has records.
-    pub async fn readable(&mut self) {
-        if let Ok(mut guard) = self.writes.readable_mut().await {
-            guard.clear_ready();
-        }
     }
 
     /// Hands over every new stack, then every write, in the rings now.

@@ -286,15 +286,15 @@ fn readings(threads: &BTreeMap<u32, Vec<(u64, Option<usize>)>>, groups: usize, r
             .collect()
     };
     let (fast, median) = (quantile(10), quantile(2));
-    let floor = chains(&threads, &fast, groups, rule, 0.8, rule.band);
-    let (first, first_links) = chains(&threads, &median, groups, rule, 0.5, 2.0);
+    let floor = chains(threads, &fast, groups, rule, 0.8, rule.band);
+    let (first, first_links) = chains(threads, &median, groups, rule, 0.5, 2.0);
     let remeasured: Vec<f64> = median
         .iter()
         .zip(&first_links)
         .zip(&first)
         .map(|((t, links), b)| if b.is_empty() { *t } else { links[links.len() / 2].max(1) as f64 })
         .collect();
-    let spread = chains(&threads, &remeasured, groups, rule, 0.5, 2.0);
+    let spread = chains(threads, &remeasured, groups, rule, 0.5, 2.0);
     let in_bursts = |b: &Vec<(u64, u64)>| b.iter().map(|x| x.0).sum::<u64>();
     let (mut bursts, mut link_gaps) = floor;
     for (g, (b, l)) in spread.0.into_iter().zip(spread.1).enumerate() {
