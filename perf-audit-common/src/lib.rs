@@ -219,24 +219,38 @@ pub mod user_stack_mode {
     pub const STACK_COPY: u32 = 1;
 }
 
-/// Bytes of each database write copied into a [`DbWriteEvent`]: enough for
+/// Bytes of each database write copied into a [`DbWriteRecord`]: enough for
 /// the message headers and the statement text of typical queries (the agent
 /// completes truncated texts from `pg_stat_statements`).
 pub const DB_PAYLOAD_BYTES: usize = 512;
 
-/// Bytes of user stack copied per database write: the call site in the
-/// owner's code is within the innermost frames (sqlx, tokio I/O), so half
-/// of a CPU sample's copy keeps call sites while halving the ring traffic.
+/// Bytes of user stack copied into a [`DbStackEvent`], once per new call
+/// site (stack fingerprint): the call site in the owner's code is within
+/// the innermost frames (sqlx, tokio I/O).
 pub const DB_STACK_COPY_BYTES: usize = 32_768;
+
+/// Bytes of user stack above the write's stack pointer whose code addresses
+/// make its fingerprint: deep enough to reach the owner's frame above sqlx
+/// and tokio, so two call sites of one statement get two fingerprints.
+pub const DB_FINGERPRINT_BYTES: usize = 1_024;
+
+/// Code ranges (the target's executable first) the fingerprint keeps.
+pub const DB_TEXT_RANGES: u32 = 4;
+
+/// Capacity of `DB_KNOWN_STACKS` (LRU): fingerprints whose stack was sent.
+pub const DB_KNOWN_STACKS_CAPACITY: u32 = 16_384;
 
 /// Capacity of `DB_FDS`, the (process, fd) pairs that are database
 /// connections. A pool holds a few; the daemon may watch many processes.
 pub const DB_FDS_CAPACITY: u32 = 4_096;
 
-/// Size of the ring buffer carrying [`DbWriteEvent`]s (a power of two).
-/// 16 MiB holds ~500 writes: a backlog of a few hundred ms at the rates an
-/// N+1 loop reaches; a full ring drops writes and counts them.
-pub const DB_EVENTS_RING_BYTES: u32 = 16 * 1024 * 1024;
+/// Size of the ring buffer carrying [`DbWriteRecord`]s (a power of two):
+/// ~14,000 writes of 584 bytes, seconds of backlog at 5,000 writes/s.
+pub const DB_EVENTS_RING_BYTES: u32 = 8 * 1024 * 1024;
+
+/// Size of the ring buffer carrying [`DbStackEvent`]s (one per new call
+/// site; ~120 in flight).
+pub const DB_STACKS_RING_BYTES: u32 = 4 * 1024 * 1024;
 
 /// Key of `DB_FDS`: a socket of a target process connected to the database.
 #[repr(C)]
@@ -246,7 +260,7 @@ pub struct DbFdKey {
     pub fd: u32,
 }
 
-/// Values of [`DbWriteEvent::syscall`].
+/// Values of [`DbWriteRecord::syscall`].
 pub mod db_syscall {
     pub const WRITE: u32 = 0;
     pub const SENDTO: u32 = 1;
@@ -255,12 +269,13 @@ pub mod db_syscall {
 }
 
 /// One write of a target thread to a database connection: the first bytes
-/// written (PostgreSQL frontend messages, parsed by the agent) and the user
-/// registers and stack at the syscall, unwound by the agent like a CPU
-/// sample in stack-copy mode, so the write is tied to the code that issued it.
+/// written (PostgreSQL frontend messages, parsed by the agent) and the
+/// fingerprint of its user stack (`site`); the stack itself comes once per
+/// fingerprint as a [`DbStackEvent`], so a busy service costs ~600 bytes
+/// per write instead of a stack copy.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct DbWriteEvent {
+pub struct DbWriteRecord {
     pub tgid: u32,
     pub tid: u32,
     pub fd: u32,
@@ -270,15 +285,31 @@ pub struct DbWriteEvent {
     pub len: u64,
     /// `bpf_ktime_get_ns` at the syscall entry (monotonic).
     pub ts_ns: u64,
+    /// Stack fingerprint (0: registers unavailable).
+    pub site: u64,
+    /// Bytes of `payload` that hold a copy of the written data.
+    pub payload_len: u32,
+    pub _pad: u32,
+    pub comm: [u8; TASK_COMM_LEN],
+    pub payload: [u8; DB_PAYLOAD_BYTES],
+}
+
+/// The user registers and stack of the first write seen with a given stack
+/// fingerprint, unwound by the agent like a CPU sample in stack-copy mode,
+/// so every write with that fingerprint is tied to the code that issued it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DbStackEvent {
+    pub tgid: u32,
+    pub tid: u32,
+    pub site: u64,
     pub ip: u64,
     pub sp: u64,
     pub bp: u64,
-    /// Bytes of `payload` that hold a copy of the written data.
-    pub payload_len: u32,
     /// Bytes of `stack` that hold a copy of user memory starting at `sp`.
     pub stack_len: u32,
+    pub _pad: u32,
     pub comm: [u8; TASK_COMM_LEN],
-    pub payload: [u8; DB_PAYLOAD_BYTES],
     pub stack: [u8; DB_STACK_COPY_BYTES],
 }
 
@@ -312,7 +343,8 @@ pub enum Counter {
     DbWritesDroppedRingFull = 10,
     /// Database writes whose bytes could not be read.
     DbPayloadReadFailed = 11,
-    /// Database writes whose user stack could not be read.
+    /// New call sites whose user stack could not be read or sent (full
+    /// `DB_STACKS` ring; the next write from that site tries again).
     DbUserStackCopyFailed = 12,
     /// Page-fault samples that hit a target thread (1 in
     /// `PAGE_FAULT_SAMPLE_PERIOD` of its faults).
@@ -402,6 +434,8 @@ pub mod names {
     pub const DB_WRITEV_PROGRAM: &str = "db_writev";
     pub const DB_FDS: &str = "DB_FDS";
     pub const DB_EVENTS: &str = "DB_EVENTS";
+    pub const DB_STACKS: &str = "DB_STACKS";
+    pub const DB_TEXT: &str = "DB_TEXT";
     pub const PAGE_FAULT_PROGRAM: &str = "page_fault_sample";
     pub const MMAP_ENTER_PROGRAM: &str = "mmap_enter";
     pub const MMAP_EXIT_PROGRAM: &str = "mmap_exit";
@@ -424,7 +458,9 @@ mod user {
     unsafe impl aya::Pod for super::ThreadSchedTotals {}
     unsafe impl aya::Pod for super::DbFdKey {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for super::DbWriteEvent {}
+    unsafe impl aya::Pod for super::DbWriteRecord {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DbStackEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::UretprobeOffsets {}
 }
@@ -485,21 +521,25 @@ mod layout_tests {
     #[test]
     fn db_write_event_layout_is_pinned() {
         assert_eq!(size_of::<DbFdKey>(), 8);
-        assert_eq!(offset_of!(DbWriteEvent, tgid), 0);
-        assert_eq!(offset_of!(DbWriteEvent, tid), 4);
-        assert_eq!(offset_of!(DbWriteEvent, fd), 8);
-        assert_eq!(offset_of!(DbWriteEvent, syscall), 12);
-        assert_eq!(offset_of!(DbWriteEvent, len), 16);
-        assert_eq!(offset_of!(DbWriteEvent, ts_ns), 24);
-        assert_eq!(offset_of!(DbWriteEvent, ip), 32);
-        assert_eq!(offset_of!(DbWriteEvent, sp), 40);
-        assert_eq!(offset_of!(DbWriteEvent, bp), 48);
-        assert_eq!(offset_of!(DbWriteEvent, payload_len), 56);
-        assert_eq!(offset_of!(DbWriteEvent, stack_len), 60);
-        assert_eq!(offset_of!(DbWriteEvent, comm), 64);
-        assert_eq!(offset_of!(DbWriteEvent, payload), 80);
-        assert_eq!(offset_of!(DbWriteEvent, stack), 80 + DB_PAYLOAD_BYTES);
-        assert_eq!(size_of::<DbWriteEvent>(), 80 + DB_PAYLOAD_BYTES + DB_STACK_COPY_BYTES);
+        assert_eq!(offset_of!(DbWriteRecord, tgid), 0);
+        assert_eq!(offset_of!(DbWriteRecord, tid), 4);
+        assert_eq!(offset_of!(DbWriteRecord, fd), 8);
+        assert_eq!(offset_of!(DbWriteRecord, syscall), 12);
+        assert_eq!(offset_of!(DbWriteRecord, len), 16);
+        assert_eq!(offset_of!(DbWriteRecord, ts_ns), 24);
+        assert_eq!(offset_of!(DbWriteRecord, site), 32);
+        assert_eq!(offset_of!(DbWriteRecord, payload_len), 40);
+        assert_eq!(offset_of!(DbWriteRecord, comm), 48);
+        assert_eq!(offset_of!(DbWriteRecord, payload), 64);
+        assert_eq!(size_of::<DbWriteRecord>(), 64 + DB_PAYLOAD_BYTES);
+        assert_eq!(offset_of!(DbStackEvent, site), 8);
+        assert_eq!(offset_of!(DbStackEvent, ip), 16);
+        assert_eq!(offset_of!(DbStackEvent, stack_len), 40);
+        assert_eq!(offset_of!(DbStackEvent, comm), 48);
+        assert_eq!(offset_of!(DbStackEvent, stack), 64);
+        assert_eq!(size_of::<DbStackEvent>(), 64 + DB_STACK_COPY_BYTES);
+        assert_eq!(DB_FINGERPRINT_BYTES % 8, 0);
+        assert!(DB_STACKS_RING_BYTES.is_power_of_two());
         assert_eq!(DB_STACK_COPY_BYTES % USER_STACK_COPY_PAGE, 0);
         assert!(DB_PAYLOAD_BYTES.is_power_of_two());
         assert!(DB_EVENTS_RING_BYTES.is_power_of_two());

@@ -6,21 +6,27 @@
 //! (`TARGET_PIDS`), then on the (tgid, fd) pair being a database connection
 //! (`DB_FDS`, kept current by the agent from /proc), so every other write on
 //! the machine costs two map lookups at most. A matching write reserves one
-//! `DbWriteEvent` in `DB_EVENTS` and fills it in place: the first
+//! small `DbWriteRecord` in `DB_EVENTS` and fills it in place: the first
 //! `DB_PAYLOAD_BYTES` written (PostgreSQL frontend messages, parsed by the
-//! agent) and the user registers and stack (unwound by the agent), so each
-//! query is tied to the code that sent it. A full ring drops the write and
-//! counts it.
+//! agent) and a fingerprint of its user stack (the code addresses in the
+//! `DB_FINGERPRINT_BYTES` above the stack pointer, as the memory profile
+//! keys allocation sites). The stack itself is copied only for a
+//! fingerprint not seen before (`DB_KNOWN_STACKS`, LRU): one `DbStackEvent`
+//! in `DB_STACKS` per call site, unwound by the agent, so each query is
+//! tied to the code that sent it without a 32 KiB copy per write. A full
+//! ring drops the write (or the new site's stack, retried on the next write
+//! from it) and counts it.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_ktime_get_ns, generated::bpf_probe_read_user},
     macros::{map, tracepoint},
-    maps::{HashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
 use perf_audit_common::{
-    Counter, DB_EVENTS_RING_BYTES, DB_FDS_CAPACITY, DB_PAYLOAD_BYTES, DB_STACK_COPY_BYTES, DbFdKey, DbWriteEvent,
-    TASK_COMM_LEN, db_syscall,
+    Counter, DB_EVENTS_RING_BYTES, DB_FDS_CAPACITY, DB_FINGERPRINT_BYTES, DB_KNOWN_STACKS_CAPACITY, DB_PAYLOAD_BYTES,
+    DB_STACK_COPY_BYTES, DB_STACKS_RING_BYTES, DB_TEXT_RANGES, DbFdKey, DbStackEvent, DbWriteRecord, TASK_COMM_LEN,
+    db_syscall, memory::TextRange,
 };
 
 use crate::{
@@ -34,11 +40,78 @@ const ARG0: usize = 16;
 const ARG1: usize = 24;
 const ARG2: usize = 32;
 
+const BPF_NOEXIST: u64 = 1;
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const SCAN_WORDS: usize = DB_FINGERPRINT_BYTES / 8;
+
 #[map(name = "DB_FDS")]
 static DB_FDS: HashMap<DbFdKey, u8> = HashMap::with_max_entries(DB_FDS_CAPACITY, 0);
 
 #[map(name = "DB_EVENTS")]
 static DB_EVENTS: RingBuf = RingBuf::with_byte_size(DB_EVENTS_RING_BYTES, 0);
+
+#[map(name = "DB_STACKS")]
+static DB_STACKS: RingBuf = RingBuf::with_byte_size(DB_STACKS_RING_BYTES, 0);
+
+#[map(name = "DB_KNOWN_STACKS")]
+static DB_KNOWN_STACKS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(DB_KNOWN_STACKS_CAPACITY, 0);
+
+/// The target's code ranges (its executable first), set by the agent.
+#[map(name = "DB_TEXT")]
+static DB_TEXT: Array<TextRange> = Array::with_max_entries(DB_TEXT_RANGES, 0);
+
+/// Per-CPU scratch for the fingerprint's stack read.
+#[map(name = "DB_SCRATCH")]
+static DB_SCRATCH: PerCpuArray<[u64; SCAN_WORDS]> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn mix(h: u64, v: u64) -> u64 {
+    (h ^ v).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(29)
+}
+
+#[inline(always)]
+fn in_range(v: u64, r: &TextRange) -> bool {
+    v >= r.start && v < r.end
+}
+
+/// Hash of the code addresses in the `DB_FINGERPRINT_BYTES` above `sp`
+/// (the return addresses of the frames down to the owner's code, and
+/// whatever else code-like lies there: a call site may get a few
+/// fingerprints, never one for two sites). Near the top of the stack, the
+/// first 512 bytes.
+#[inline(always)]
+fn fingerprint(sp: u64) -> u64 {
+    let Some(scratch) = DB_SCRATCH.get_ptr_mut(0) else { return 1 };
+    // SAFETY: reads user memory into our per-CPU scratch of the same size.
+    let mut read = unsafe { bpf_probe_read_user(scratch.cast(), DB_FINGERPRINT_BYTES as u32, sp as *const _) };
+    let mut words_read = SCAN_WORDS;
+    if read != 0 {
+        // SAFETY: as above, a prefix of the scratch.
+        read = unsafe { bpf_probe_read_user(scratch.cast(), 512, sp as *const _) };
+        words_read = 64;
+        if read != 0 {
+            return 1;
+        }
+    }
+    let empty = TextRange { start: 0, end: 0 };
+    let r0 = *DB_TEXT.get(0).unwrap_or(&empty);
+    let r1 = *DB_TEXT.get(1).unwrap_or(&empty);
+    let r2 = *DB_TEXT.get(2).unwrap_or(&empty);
+    let r3 = *DB_TEXT.get(3).unwrap_or(&empty);
+    // SAFETY: the scratch slot is this CPU's and was just filled (up to `words_read`).
+    let words = unsafe { &*scratch };
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    // No early exit: every iteration ends in the same verifier state.
+    while i < SCAN_WORDS {
+        let v = words[i];
+        if i < words_read && (in_range(v, &r0) || in_range(v, &r1) || in_range(v, &r2) || in_range(v, &r3)) {
+            h = mix(h, v);
+        }
+        i += 1;
+    }
+    h | 1
+}
 
 #[tracepoint]
 pub fn db_write(ctx: TracePointContext) -> u32 {
@@ -83,17 +156,21 @@ fn on_write(ctx: &TracePointContext, syscall: u32) -> u32 {
         len = iov[1];
     }
     let regs = stack::user_regs();
+    let site = match &regs {
+        Some(r) => fingerprint(r.sp),
+        None => 0,
+    };
 
-    let Some(mut entry) = DB_EVENTS.reserve::<DbWriteEvent>(0) else {
+    let Some(mut entry) = DB_EVENTS.reserve::<DbWriteRecord>(0) else {
         bump(Counter::DbWritesDroppedRingFull);
         return 0;
     };
-    let event = entry.as_mut_ptr();
+    let record = entry.as_mut_ptr();
     let comm = bpf_get_current_comm().unwrap_or([0u8; TASK_COMM_LEN]);
-    // SAFETY: `event` points at a reserved record of the right size; every
+    // SAFETY: `record` points at a reserved record of the right size; every
     // write below stays inside its fields.
     unsafe {
-        let payload = core::ptr::addr_of_mut!((*event).payload) as *mut u8;
+        let payload = core::ptr::addr_of_mut!((*record).payload) as *mut u8;
         // Read a full prefix; when the buffer ends within an unmapped page,
         // read exactly `len` (bounded for the verifier).
         let mut copied: u32 = 0;
@@ -110,30 +187,61 @@ fn on_write(ctx: &TracePointContext, syscall: u32) -> u32 {
                 bump(Counter::DbPayloadReadFailed);
             }
         }
-        let (ip, sp, bp, stack_len) = match &regs {
-            Some(r) => {
-                let mut ip = r.ip;
-                let n = stack::copy_user_stack::<DB_STACK_COPY_BYTES>(core::ptr::addr_of_mut!((*event).stack) as *mut u8, r.sp, &mut ip);
-                (ip, r.sp, r.bp, n as u32)
-            }
-            None => (0, 0, 0, 0),
-        };
-        if stack_len == 0 {
-            bump(Counter::DbUserStackCopyFailed);
-        }
+        core::ptr::addr_of_mut!((*record).tgid).write(tgid);
+        core::ptr::addr_of_mut!((*record).tid).write(tid);
+        core::ptr::addr_of_mut!((*record).fd).write(fd as u32);
+        core::ptr::addr_of_mut!((*record).syscall).write(syscall);
+        core::ptr::addr_of_mut!((*record).len).write(len);
+        core::ptr::addr_of_mut!((*record).ts_ns).write(bpf_ktime_get_ns());
+        core::ptr::addr_of_mut!((*record).site).write(site);
+        core::ptr::addr_of_mut!((*record).payload_len).write(copied);
+        core::ptr::addr_of_mut!((*record).comm).write(comm);
+    }
+    // No wake-up per write: at thousands of writes a second, waking the
+    // agent for each one costs the target more than the tracing itself;
+    // the agent drains the ring on a short timer instead.
+    entry.submit(BPF_RB_NO_WAKEUP);
+
+    // A new call site: its stack, once.
+    // A lookup first: an LRU insert takes a free node (and locks) even
+    // when the key exists.
+    if let Some(r) = &regs
+        && DB_KNOWN_STACKS.get_ptr(&site).is_none()
+        && DB_KNOWN_STACKS.insert(&site, &1, BPF_NOEXIST).is_ok()
+        && !send_stack(r, tgid, tid, site, comm)
+    {
+        bump(Counter::DbUserStackCopyFailed);
+        let _ = DB_KNOWN_STACKS.remove(&site);
+    }
+    0
+}
+
+/// Registers and up to `DB_STACK_COPY_BYTES` of user stack for `site`.
+#[inline(always)]
+fn send_stack(regs: &stack::UserRegs, tgid: u32, tid: u32, site: u64, comm: [u8; TASK_COMM_LEN]) -> bool {
+    let Some(mut entry) = DB_STACKS.reserve::<DbStackEvent>(0) else {
+        return false;
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: the copy stays inside the reserved record's `stack` array;
+    // the header writes are fields of that record.
+    let copied = unsafe {
+        let mut ip = regs.ip;
+        let n = stack::copy_user_stack::<DB_STACK_COPY_BYTES>(core::ptr::addr_of_mut!((*event).stack) as *mut u8, regs.sp, &mut ip);
         core::ptr::addr_of_mut!((*event).tgid).write(tgid);
         core::ptr::addr_of_mut!((*event).tid).write(tid);
-        core::ptr::addr_of_mut!((*event).fd).write(fd as u32);
-        core::ptr::addr_of_mut!((*event).syscall).write(syscall);
-        core::ptr::addr_of_mut!((*event).len).write(len);
-        core::ptr::addr_of_mut!((*event).ts_ns).write(bpf_ktime_get_ns());
+        core::ptr::addr_of_mut!((*event).site).write(site);
         core::ptr::addr_of_mut!((*event).ip).write(ip);
-        core::ptr::addr_of_mut!((*event).sp).write(sp);
-        core::ptr::addr_of_mut!((*event).bp).write(bp);
-        core::ptr::addr_of_mut!((*event).payload_len).write(copied);
-        core::ptr::addr_of_mut!((*event).stack_len).write(stack_len);
+        core::ptr::addr_of_mut!((*event).sp).write(regs.sp);
+        core::ptr::addr_of_mut!((*event).bp).write(regs.bp);
+        core::ptr::addr_of_mut!((*event).stack_len).write(n as u32);
         core::ptr::addr_of_mut!((*event).comm).write(comm);
+        n
+    };
+    if copied == 0 {
+        entry.discard(0);
+        return false;
     }
     entry.submit(0);
-    0
+    true
 }

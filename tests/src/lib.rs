@@ -513,3 +513,89 @@ pub fn rss_bytes(pid: u32) -> u64 {
         .map(|kb| kb * 1024)
         .unwrap_or(0)
 }
+
+/// A TCP proxy on loopback that puts a fixed delay on every chunk in both
+/// directions: a database "`delay` x 2 away" per round trip, for tests that
+/// must hold against a real network latency. One thread per direction of
+/// each connection; a chunk is forwarded `delay` after it was read (chunks
+/// keep their order). Stops accepting when dropped (open connections end
+/// when either side closes).
+pub struct DelayProxy {
+    pub addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl DelayProxy {
+    pub fn start(upstream: std::net::SocketAddr, delay: std::time::Duration) -> DelayProxy {
+        use std::{
+            io::{Read, Write},
+            net::{TcpListener, TcpStream},
+            sync::{atomic::Ordering, mpsc},
+            time::Instant,
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        // Reads chunks as they come and hands them, stamped, to a writer
+        // that sends each one `delay` after it was read.
+        fn pipe(mut from: TcpStream, mut to: TcpStream, delay: std::time::Duration) {
+            let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
+            let writer = std::thread::spawn(move || {
+                for (at, chunk) in rx {
+                    let due = at + delay;
+                    let now = Instant::now();
+                    if due > now {
+                        std::thread::sleep(due - now);
+                    }
+                    if to.write_all(&chunk).is_err() {
+                        break;
+                    }
+                }
+                let _ = to.shutdown(std::net::Shutdown::Write);
+            });
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match from.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if tx.send((Instant::now(), buf[..n].to_vec())).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            drop(tx);
+            let _ = writer.join();
+        }
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        let _ = client.set_nonblocking(false);
+                        let _ = client.set_nodelay(true);
+                        let Ok(server) = TcpStream::connect(upstream) else { continue };
+                        let _ = server.set_nodelay(true);
+                        let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                        std::thread::spawn(move || pipe(client, server, delay));
+                        std::thread::spawn(move || pipe(s2, c2, delay));
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(2)),
+                }
+            }
+        });
+        DelayProxy { addr, stop }
+    }
+
+    /// `url` with its host:port replaced by the proxy's.
+    pub fn url_for(&self, url: &str, upstream_port: u16) -> String {
+        url.replace(&format!("127.0.0.1:{upstream_port}"), &self.addr.to_string())
+    }
+}
+
+impl Drop for DelayProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}

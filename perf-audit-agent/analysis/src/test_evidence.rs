@@ -439,7 +439,7 @@ fn db_site(function: &str, line: u32) -> CallSite {
 
 /// Statement executions as the wire showed them: 40 requests to
 /// `list_accounts`, each one page query then 25 owner lookups 0.38 ms
-/// apart (the N+1); 310 statement queries, one per request.
+/// apart (the N+1); 310 statement queries, one per request, arriving at random.
 fn executions() -> Vec<Execution> {
     const MS: f64 = 1e6;
     let page = db_site("ledger_svc::db::accounts_page", 64);
@@ -461,8 +461,17 @@ fn executions() -> Vec<Execution> {
             out.push(ex(base + f64::from(i) * 0.38, tid, fd, OWNER_SQL, &owner));
         }
     }
+    // Independent requests arrive at random (exponential gaps, 96.7 ms on
+    // average, from a fixed-seed generator) on either worker thread.
+    let mut x: u64 = 0x5eed;
+    let mut uniform = move || {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((x >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+    };
+    let mut at = 500.0;
     for k in 0..310u32 {
-        out.push(ex(500.0 + f64::from(k) * 96.7, if k % 2 == 0 { W2 } else { W1 }, 21 + k % 4, ENTRIES_SQL, &entries));
+        at += -uniform().ln() * 96.7;
+        out.push(ex(at, if uniform() < 0.5 { W2 } else { W1 }, 21 + k % 4, ENTRIES_SQL, &entries));
     }
     out
 }

@@ -46,7 +46,7 @@ use crate::{
     kernel::{
         KernelSession,
         cpu::RawCpuStack,
-        db::{DbFdSet, DbWriteReader, RawDbWrite},
+        db::{DbFdSet, DbWriteReader, RawDbStack, RawDbWrite},
     },
     profile::Origin,
     symbolize::StackSymbolizer,
@@ -58,13 +58,16 @@ use crate::{
 const MAX_EXECUTIONS: usize = 200_000;
 /// Distinct stacks kept; executions with a new stack beyond this lose it.
 const MAX_STACKS: usize = 20_000;
+/// How often the wire's rings are drained (DB_EVENTS holds ~14,000 writes:
+/// half a second at 25,000 writes/s).
+const WIRE_DRAIN: std::time::Duration = std::time::Duration::from_millis(10);
 /// How often the target's database sockets are looked up again.
 const FD_REFRESH: std::time::Duration = std::time::Duration::from_millis(50);
 /// Statements explained for missing indexes (heaviest first).
 const EXPLAINED_STATEMENTS: usize = 5;
 
-/// One statement seen on the wire: (ts, tid, fd, normalised sql, stack index).
-type WireExecution = (u64, u32, u32, Option<String>, Option<usize>);
+/// One statement seen on the wire: (ts, tid, fd, normalised sql, stack fingerprint).
+type WireExecution = (u64, u32, u32, Option<String>, u64);
 
 /// Writes parsed into executions, before symbolization.
 #[derive(Default)]
@@ -74,6 +77,9 @@ struct WireCapture {
     tls_fds: BTreeSet<u32>,
     stacks: HashMap<Vec<u64>, usize>,
     stack_list: Vec<Vec<u64>>,
+    /// Stack fingerprint -> index in `stack_list` (one kernel stack copy per
+    /// fingerprint; several fingerprints may unwind to one stack).
+    sites: HashMap<u64, usize>,
     executions: Vec<WireExecution>,
     dropped_executions: u64,
     fd_rejected: u64,
@@ -93,25 +99,31 @@ impl WireCapture {
         if executions.is_empty() {
             return;
         }
-        let stack = if w.user.is_empty() {
-            None
-        } else if let Some(id) = self.stacks.get(&w.user) {
-            Some(*id)
-        } else if self.stack_list.len() < MAX_STACKS {
-            let id = self.stack_list.len();
-            self.stacks.insert(w.user.clone(), id);
-            self.stack_list.push(w.user);
-            Some(id)
-        } else {
-            None
-        };
         for e in executions {
             if self.executions.len() >= MAX_EXECUTIONS {
                 self.dropped_executions += 1;
                 continue;
             }
-            self.executions.push((w.ts_ns, w.tid, w.fd, e.sql.map(|s| analysis::normalize_sql(&s)), stack));
+            self.executions.push((w.ts_ns, w.tid, w.fd, e.sql.map(|s| analysis::normalize_sql(&s)), w.site));
         }
+    }
+
+    /// A new call site's stack (keyed by its fingerprint).
+    fn push_stack(&mut self, s: RawDbStack) {
+        if s.user.is_empty() || self.sites.contains_key(&s.site) {
+            return;
+        }
+        let id = match self.stacks.get(&s.user) {
+            Some(id) => *id,
+            None if self.stack_list.len() < MAX_STACKS => {
+                let id = self.stack_list.len();
+                self.stacks.insert(s.user.clone(), id);
+                self.stack_list.push(s.user);
+                id
+            }
+            None => return,
+        };
+        self.sites.insert(s.site, id);
     }
 }
 
@@ -219,9 +231,10 @@ impl DatabaseCollector {
 
         match url::endpoint(&url) {
             Some(endpoint) => {
-                let (mut fds, mut reader) = session.start_db_tracing(unwinder)?;
                 let mut maps = MapsSnapshot::default();
                 let _ = maps.refresh(pid);
+                let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+                let (mut fds, mut reader) = session.start_db_tracing(unwinder, &crate::memory::code_ranges(&maps, &exe))?;
                 reader.warm_up(&maps);
                 let initial = fds.sync(&sockets::database_fds(pid, &endpoint));
                 let (stop, stopped) = tokio::sync::oneshot::channel();
@@ -311,11 +324,15 @@ async fn trace_wire(
     capture.seen_fds.extend(initial_fds);
     let mut last_maps = Instant::now();
     let mut tick = tokio::time::interval(FD_REFRESH);
+    let mut drain_tick = tokio::time::interval(WIRE_DRAIN);
+    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = &mut stop => break,
-            _ = reader.readable() => reader.drain(&mut maps, |w| capture.push(w)),
+            // Writes come without a wake-up (see perf-audit-ebpf's db.rs).
+            _ = drain_tick.tick() => drain(&mut reader, &mut maps, &mut capture),
             _ = tick.tick() => {
+                drain(&mut reader, &mut maps, &mut capture);
                 let now = sockets::database_fds(pid, &endpoint);
                 for fd in fds.sync(&now) {
                     // A new socket (or a reused fd number): fresh protocol state.
@@ -329,10 +346,25 @@ async fn trace_wire(
             }
         }
     }
-    reader.drain(&mut maps, |w| capture.push(w));
+    drain(&mut reader, &mut maps, &mut capture);
     capture.fd_rejected = fds.rejected;
+    if std::env::var_os("PERF_AUDIT_DEBUG_WIRE").is_some() {
+        eprintln!("perf-audit: wire: {} stack fingerprints, {} distinct stacks, {} executions", capture.sites.len(), capture.stack_list.len(), capture.executions.len());
+    }
     capture.maps = maps;
     capture
+}
+
+fn drain(reader: &mut DbWriteReader, maps: &mut MapsSnapshot, capture: &mut WireCapture) {
+    let mut stacks = Vec::new();
+    let mut writes = Vec::new();
+    reader.drain(maps, |s| stacks.push(s), |w| writes.push(w));
+    for s in stacks {
+        capture.push_stack(s);
+    }
+    for w in writes {
+        capture.push(w);
+    }
 }
 
 /// Symbolizes each distinct stack once and names the owner's frame.
@@ -357,7 +389,10 @@ fn symbolize_capture(pid: u32, capture: WireCapture, summary: &mut WireSummary, 
     let mut executions: Vec<Execution> = capture
         .executions
         .into_iter()
-        .map(|(ts_ns, tid, fd, sql, stack)| Execution { ts_ns, tid, fd, sql, site: stack.and_then(|i| sites.get(i).cloned().flatten()) })
+        .map(|(ts_ns, tid, fd, sql, fingerprint)| {
+            let stack = capture.sites.get(&fingerprint).copied();
+            Execution { ts_ns, tid, fd, sql, site: stack.and_then(|i| sites.get(i).cloned().flatten()) }
+        })
         .collect();
     analysis::fill_texts_from_call_sites(&mut executions);
     summary.executions = executions.len() as u64;

@@ -1,18 +1,21 @@
 //! Database wire tracing: attaching `db_write`/`db_sendto`/`db_writev` to
 //! the syscall tracepoints, keeping the in-kernel set of database sockets
-//! (`DB_FDS`) current, and reading `DbWriteEvent`s back through the common
-//! [`RingReader`], each with its user stack unwound at once (like the CPU
-//! stack-copy collector) so that the 33 KiB records never pile up. No protocol parsing here: that is the
-//! database module's job.
+//! (`DB_FDS`) current, telling the stack fingerprint where the target's code
+//! is (`DB_TEXT`), and reading back the small `DbWriteRecord`s (payload
+//! prefix + stack fingerprint, one per write) and the `DbStackEvent`s (one
+//! per new fingerprint) through the common [`RingReader`], each stack
+//! unwound at once. No protocol parsing here: that is the database
+//! module's job.
 
 use std::{collections::BTreeSet, path::Path};
 
 use aya::{
     Ebpf,
-    maps::{HashMap as BpfHashMap, MapData, RingBuf},
+    maps::{Array, HashMap as BpfHashMap, MapData, RingBuf},
     programs::{TracePoint, trace_point::TracePointLinkId},
 };
-use perf_audit_common::{DB_FDS_CAPACITY, DbFdKey, DbWriteEvent, names};
+use perf_audit_common::{DB_FDS_CAPACITY, DB_TEXT_RANGES, DbFdKey, DbStackEvent, DbWriteRecord, memory::TextRange, names};
+use tokio::io::unix::AsyncFd;
 
 use super::{load_error, missing, ring::RingReader};
 use crate::{
@@ -124,73 +127,111 @@ impl DbFdSet {
     }
 }
 
-/// One write to a database socket, its stack unwound to addresses.
+/// One write to a database socket and its stack fingerprint.
 #[derive(Debug, Clone)]
 pub struct RawDbWrite {
     /// Monotonic nanoseconds (CLOCK_MONOTONIC, as `bpf_ktime_get_ns`).
     pub ts_ns: u64,
     pub tid: u32,
-    pub thread_name: String,
     pub fd: u32,
     /// A `perf_audit_common::db_syscall` value.
     pub syscall: u32,
     /// Bytes the syscall was asked to write.
     pub len: u64,
+    /// Stack fingerprint: the key of a [`RawDbStack`] (0: none).
+    pub site: u64,
     /// The first bytes written (at most `DB_PAYLOAD_BYTES`).
     pub payload: Vec<u8>,
-    /// User frames, leaf first (as `RawCpuStack::user`).
-    pub user: Vec<u64>,
-    pub stack_truncated: bool,
 }
 
-/// Reads `DB_EVENTS` as writes arrive and unwinds each one.
+/// The stack of the first write seen with a fingerprint, unwound.
+#[derive(Debug, Clone)]
+pub struct RawDbStack {
+    pub site: u64,
+    /// User frames, leaf first (as `RawCpuStack::user`).
+    pub user: Vec<u64>,
+    pub truncated: bool,
+}
+
+/// Reads `DB_EVENTS` (writes, submitted without a wake-up: drained on the
+/// collector's timer) and `DB_STACKS` (new call sites' stacks, unwound on
+/// arrival).
 pub struct DbWriteReader {
-    reader: RingReader<DbWriteEvent>,
+    writes: AsyncFd<RingBuf<MapData>>,
+    stacks: RingReader<DbStackEvent>,
     unwinder: SharedUnwinder,
+    /// Items too short for a record (a stale build): skipped.
+    pub malformed: u64,
 }
 
 impl DbWriteReader {
     /// Parses the unwind tables of every object mapped in the target now,
-    /// so that the first writes are not dropped while the reader is busy
-    /// loading them.
+    /// so that the first stacks are unwound without delay.
     pub fn warm_up(&mut self, maps: &MapsSnapshot) {
         self.unwinder.warm_up(maps);
     }
 
-    /// Waits until the ring has records.
-    pub async fn readable(&mut self) {
-        self.reader.readable().await;
-    }
-
-    /// Unwinds and hands over every record in the ring now.
-    pub fn drain(&mut self, maps: &mut MapsSnapshot, mut out: impl FnMut(RawDbWrite)) {
-        self.reader.drain(maps, |event, unwind| {
+    /// Hands over every new stack, then every write, in the rings now.
+    pub fn drain(&mut self, maps: &mut MapsSnapshot, mut stack: impl FnMut(RawDbStack), mut write: impl FnMut(RawDbWrite)) {
+        self.stacks.drain(maps, |event, unwind| {
             let (user, end) = if event.stack_len == 0 { (Vec::new(), UnwindEnd::Truncated) } else { unwind.frames() };
-            let payload_len = (event.payload_len as usize).min(event.payload.len());
-            out(RawDbWrite {
-                ts_ns: event.ts_ns,
-                tid: event.tid,
-                thread_name: super::cpu::comm_to_string(&event.comm),
-                fd: event.fd,
-                syscall: event.syscall,
-                len: event.len,
-                payload: event.payload[..payload_len].to_vec(),
-                user,
-                stack_truncated: end == UnwindEnd::Truncated,
-            });
+            stack(RawDbStack { site: event.site, user, truncated: end == UnwindEnd::Truncated });
         });
+        let pid = self.unwinder.pid();
+        let ring = self.writes.get_mut();
+        while let Some(item) = ring.next() {
+            if item.len() < std::mem::size_of::<DbWriteRecord>() {
+                self.malformed += 1;
+                continue;
+            }
+            // SAFETY: long enough; `DbWriteRecord` is plain data (any bit
+            // pattern valid); read unaligned, copied out (584 bytes).
+            let r: DbWriteRecord = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+            if r.tgid != pid {
+                continue;
+            }
+            let payload_len = (r.payload_len as usize).min(r.payload.len());
+            write(RawDbWrite {
+                ts_ns: r.ts_ns,
+                tid: r.tid,
+                fd: r.fd,
+                syscall: r.syscall,
+                len: r.len,
+                site: r.site,
+                payload: r.payload[..payload_len].to_vec(),
+            });
+        }
     }
 }
 
-/// Takes `DB_FDS` and `DB_EVENTS` out of the object for the unwinder's process.
-pub(super) fn take_parts(ebpf: &mut Ebpf, unwinder: &SharedUnwinder) -> Result<(DbFdSet, DbWriteReader)> {
+/// Takes `DB_FDS`, `DB_EVENTS` and `DB_STACKS` out of the object for the
+/// unwinder's process and writes the target's code ranges (`text`, its
+/// executable first) into `DB_TEXT`.
+pub(super) fn take_parts(ebpf: &mut Ebpf, unwinder: &SharedUnwinder, text: &[(u64, u64)]) -> Result<(DbFdSet, DbWriteReader)> {
     let pid = unwinder.pid();
+    {
+        let mut ranges: Array<_, TextRange> =
+            Array::try_from(ebpf.map_mut(names::DB_TEXT).ok_or_else(|| missing(names::DB_TEXT))?).map_err(|e| Error::internal(format!("DB_TEXT: {e}")))?;
+        for (i, (start, end)) in text.iter().take(DB_TEXT_RANGES as usize).enumerate() {
+            ranges.set(i as u32, TextRange { start: *start, end: *end }, 0).map_err(|e| Error::internal(format!("DB_TEXT: {e}")))?;
+        }
+    }
     let fds = ebpf.take_map(names::DB_FDS).ok_or_else(|| missing(names::DB_FDS))?;
     let map = BpfHashMap::try_from(fds).map_err(|e| Error::internal(format!("DB_FDS: {e}")))?;
     let events = ebpf.take_map(names::DB_EVENTS).ok_or_else(|| missing(names::DB_EVENTS))?;
     let ring = RingBuf::try_from(events).map_err(|e| Error::internal(format!("DB_EVENTS: {e}")))?;
+    // SAFETY: the ring buffer owns its fd, open for as long as the AsyncFd owns the ring.
+    let writes = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|e| Error::internal(format!("cannot poll the ring buffer DB_EVENTS: {e}")))?;
+    let stacks = ebpf.take_map(names::DB_STACKS).ok_or_else(|| missing(names::DB_STACKS))?;
+    let stacks = RingBuf::try_from(stacks).map_err(|e| Error::internal(format!("DB_STACKS: {e}")))?;
     Ok((
         DbFdSet { map, tgid: pid, current: BTreeSet::new(), rejected: 0 },
-        DbWriteReader { reader: RingReader::new(ring, unwinder.clone(), names::DB_EVENTS)?, unwinder: unwinder.clone() },
+        DbWriteReader {
+            writes,
+            stacks: RingReader::new(stacks, unwinder.clone(), names::DB_STACKS)?,
+            unwinder: unwinder.clone(),
+            malformed: 0,
+        },
     ))
 }

@@ -140,8 +140,8 @@ impl KernelSession {
 
     /// Attaches the database write tracepoints and hands over the socket
     /// set and the event reader for the unwinder's process (see `kernel::db`).
-    pub fn start_db_tracing(&mut self, unwinder: &SharedUnwinder) -> Result<(db::DbFdSet, db::DbWriteReader)> {
-        let parts = db::take_parts(&mut self.ebpf, unwinder)?;
+    pub fn start_db_tracing(&mut self, unwinder: &SharedUnwinder, text: &[(u64, u64)]) -> Result<(db::DbFdSet, db::DbWriteReader)> {
+        let parts = db::take_parts(&mut self.ebpf, unwinder, text)?;
         self.db = Some(db::DbTracing::attach(&mut self.ebpf)?);
         Ok(parts)
     }

@@ -1,6 +1,6 @@
 //! One reader for every ring buffer of user-stack copies: CPU, off-CPU and
-//! memory-event samples (`USER_STACK_SAMPLES`), database writes
-//! (`DB_EVENTS`) and new allocation sites (`MEM_STACKS`).
+//! memory-event samples (`USER_STACK_SAMPLES`), new database call sites
+//! (`DB_STACKS`) and new allocation sites (`MEM_STACKS`).
 //!
 //! Each record is read where the kernel wrote it: the ring item is viewed
 //! as the record's `#[repr(C)]` struct (size and alignment checked) and the
@@ -13,7 +13,7 @@
 use std::marker::PhantomData;
 
 use aya::maps::{MapData, RingBuf};
-use perf_audit_common::{DbWriteEvent, UserStackSample, memory::MemStackSample};
+use perf_audit_common::{DbStackEvent, UserStackSample, memory::MemStackSample};
 use tokio::io::unix::AsyncFd;
 
 use crate::{
@@ -55,7 +55,7 @@ macro_rules! stack_record {
     )*};
 }
 
-stack_record!(UserStackSample, DbWriteEvent, MemStackSample);
+stack_record!(UserStackSample, DbStackEvent, MemStackSample);
 
 /// The ring item viewed as a `T`, when it is large enough and aligned (the
 /// kernel aligns ring records to 8 bytes, so this never fails in practice).
@@ -164,8 +164,8 @@ mod tests {
 
     #[test]
     fn the_stack_slice_is_cut_at_the_copied_length() {
-        // SAFETY: all-zero is a valid DbWriteEvent (integers and arrays).
-        let mut sample: Box<DbWriteEvent> = Box::new(unsafe { std::mem::zeroed() });
+        // SAFETY: all-zero is a valid DbStackEvent (integers and arrays).
+        let mut sample: Box<DbStackEvent> = Box::new(unsafe { std::mem::zeroed() });
         sample.stack_len = 24;
         assert_eq!(sample.stack().len(), 24);
         sample.stack_len = u32::MAX;

@@ -146,7 +146,8 @@ impl MemoryCollector {
 
 /// Executable mappings, the target's own executable first: the ranges a
 /// fingerprint value must fall in to count as a return address.
-fn code_ranges(maps: &MapsSnapshot, exe: &Path) -> Vec<(u64, u64)> {
+/// The code mappings of the target, its executable first.
+pub(crate) fn code_ranges(maps: &MapsSnapshot, exe: &Path) -> Vec<(u64, u64)> {
     let mut own: Vec<(u64, u64)> = Vec::new();
     let mut other: Vec<(u64, u64)> = Vec::new();
     for m in maps.iter() {

@@ -1,19 +1,38 @@
 //! Statement executions seen on the wire, tied to the code that issued
 //! them, and the N+1 pattern. Pure: executions in, patterns out.
 //!
-//! **How N+1 is detected.** The wire shows no request boundaries, so a
-//! loop of queries is recognised by its shape in time: the same statement
-//! from the same call site executed again and again, each one right after
-//! the previous answer. A *burst* is a run of executions of one (statement,
-//! call site) pair with gaps of at most `max_gap_ms` between consecutive
-//! ones, holding at least `min_executions` within `window_ms`. Unrelated
-//! requests that happen to run the same one-off query also come close
-//! together under load, so a call site is reported only when most of its
-//! executions (`min_share`) are in bursts: for a loop that is every
-//! execution, for independent requests a small fraction (a run of 4 gaps
-//! under 5 ms in a row is rare below ~150 executions a second of that one
-//! call site; above that, independent calls can look like a loop, which is
-//! the known limit of a detector that cannot see request boundaries).
+//! **How N+1 is detected.** The wire shows no request boundaries, but each
+//! execution carries the thread that wrote it, the call site and its place
+//! in time. A loop of queries is one task issuing the same statement from
+//! the same call site again and again, each execution waiting for the
+//! previous answer: on the worker thread running that task, consecutive
+//! executions of that (statement, call site) are one round trip apart, and
+//! round trips of one statement are alike, and the task runs nothing else
+//! in between. So, on each thread, an execution of a (statement, call site)
+//! is *linked* to an earlier one when the gap is within a factor (`band`)
+//! of that pair's typical gap (the median gap between its consecutive
+//! executions on a thread: one round trip for a loop) and no other
+//! statement ran on that thread in between (iterations of the same loop
+//! from requests running at once may interleave: each execution continues
+//! the chain whose last execution is oldest, as round trips complete in
+//! turn; the typical gap is then re-measured inside the chains found).
+//! A *burst* is a chain of at least `min_executions`. Nothing here is
+//! an absolute time, so a loop is found the same way with the database
+//! 0.1 ms or 10 ms away. Independent requests that run the same one-off
+//! query arrive at random (gaps spread like an exponential distribution,
+//! whatever the rate): only short runs of their gaps fall in one band, so
+//! a call site is reported only when most of its executions (`min_share`)
+//! are in bursts. Transaction control (BEGIN, COMMIT, SET...) is never an
+//! N+1. The cost of a pattern is measured, not assumed: round trips per
+//! burst x the round trip (see `NPlusOne::saved_ms_per_burst`).
+//!
+//! Known limits: with more than about two requests running the same loop
+//! at once on one thread, the gaps between its consecutive executions
+//! there are a fraction of the round trip and bursts are found only in
+//! part (or not at all); an endpoint that issues a single statement and nothing else, hit
+//! by a client that sends each request the moment the previous answer
+//! arrives, is as regular as a loop (the wire cannot see the HTTP round
+//! trip in between).
 
 use std::collections::BTreeMap;
 
@@ -41,28 +60,52 @@ pub struct Execution {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BurstRule {
+    /// Executions in a run of links to make a burst.
     pub min_executions: usize,
-    pub window_ms: f64,
-    pub max_gap_ms: f64,
+    /// Two consecutive executions are linked when their gap is between 0.8x
+    /// and `band` x the call site's fast gaps (10th percentile of its gaps
+    /// between consecutive executions on a thread), or within 2x either way
+    /// of its median gap (see `detect_n_plus_one`).
+    pub band: f64,
+    /// Share of a call site's executions that must be in bursts.
     pub min_share: f64,
+    /// Executions of other statements tolerated on the thread between two
+    /// linked ones (other requests' work interleaved on a busy thread); a
+    /// task's other steps (a whole request in between) are more.
+    pub max_between: usize,
 }
 
 impl Default for BurstRule {
     fn default() -> Self {
-        BurstRule { min_executions: 5, window_ms: 50.0, max_gap_ms: 5.0, min_share: 0.5 }
+        BurstRule { min_executions: 5, band: 5.0, min_share: 0.5, max_between: 3 }
     }
 }
 
 impl BurstRule {
     pub fn describe(&self) -> String {
         format!(
-            "the same statement from the same call site executed at least {} times within {} ms, each at most {} ms after the previous one, for at least {:.0}% of that call site's executions",
+            "the same statement from the same call site executed at least {} times in a row on one thread, each one round trip after the previous (a gap from 0.8x to {}x of that call site's fast gaps between consecutive executions, or within 2x of its median gap, whatever the database's distance) with at most {} other statements between, for at least {:.0}% of that call site's executions; transaction control statements excluded",
             self.min_executions,
-            self.window_ms,
-            self.max_gap_ms,
+            self.band,
+            self.max_between,
             self.min_share * 100.0
         )
     }
+}
+
+/// What an N+1 names as its query when the statement was prepared before
+/// the audit began (its Parse was never on the traced wire) and no other
+/// execution from its call site had a text: the loop is still seen, by its
+/// call site and its round trips.
+pub const UNKNOWN_TEXT: &str = "(a statement prepared before the audit: text unknown)";
+
+/// BEGIN, COMMIT, ROLLBACK, SAVEPOINT, SET...: repeated by design, never a loop to batch.
+pub fn is_transaction_control(sql: &str) -> bool {
+    let word: String = sql.trim_start().chars().take_while(|c| c.is_ascii_alphabetic()).collect::<String>().to_ascii_uppercase();
+    matches!(
+        word.as_str(),
+        "BEGIN" | "COMMIT" | "ROLLBACK" | "SAVEPOINT" | "RELEASE" | "SET" | "RESET" | "START" | "END" | "ABORT" | "DISCARD" | "DEALLOCATE" | "SHOW"
+    )
 }
 
 /// An N+1 pattern at one call site.
@@ -80,6 +123,10 @@ pub struct NPlusOne {
     pub max_burst: u64,
     /// Median duration of a burst, first to last execution.
     pub median_burst_ms: f64,
+    /// Median gap between linked executions: one round trip, as measured.
+    pub round_trip_ms: f64,
+    /// What batching saves per burst: (median burst - 1) round trips.
+    pub saved_ms_per_burst: f64,
 }
 
 /// Collapses whitespace so wire texts and `pg_stat_statements` texts compare.
@@ -116,51 +163,214 @@ pub fn fill_texts_from_call_sites(executions: &mut [Execution]) -> u64 {
     filled
 }
 
+/// A run of linked executions of one (statement, call site) on one thread.
+struct Chain {
+    first: u64,
+    last: u64,
+    /// Index of the last execution in the thread's sequence of all statements.
+    last_index: usize,
+    /// Its rank among the thread's executions of this (statement, call site).
+    last_rank: usize,
+    gaps: Vec<u64>,
+}
+
 pub fn detect_n_plus_one(executions: &[Execution], rule: &BurstRule) -> Vec<NPlusOne> {
-    let mut groups: BTreeMap<(&str, &CallSite), Vec<u64>> = BTreeMap::new();
+    // Groups: (statement, call site); per thread, every traced execution in order.
+    let mut group_ids: BTreeMap<(&str, &CallSite), usize> = BTreeMap::new();
+    let mut threads: BTreeMap<u32, Vec<(u64, Option<usize>)>> = BTreeMap::new();
     for e in executions {
-        if let (Some(sql), Some(site)) = (&e.sql, &e.site) {
-            groups.entry((sql.as_str(), site)).or_default().push(e.ts_ns);
+        let gid = match (&e.sql, &e.site) {
+            (Some(sql), Some(site)) if !is_transaction_control(sql) => {
+                let next = group_ids.len();
+                Some(*group_ids.entry((sql.as_str(), site)).or_insert(next))
+            }
+            // Prepared before the audit: one group per call site (a site
+            // that runs several such statements merges them).
+            (None, Some(site)) => {
+                let next = group_ids.len();
+                Some(*group_ids.entry((UNKNOWN_TEXT, site)).or_insert(next))
+            }
+            _ => None,
+        };
+        threads.entry(e.tid).or_default().push((e.ts_ns, gid));
+    }
+    let groups = group_ids.len();
+    // Per thread, and over the whole process: tokio moves a task between
+    // workers at its awaits, so a loop may continue on another thread; the
+    // process-wide sequence keeps it whole when few requests run at once
+    // (under concurrency, other requests' statements in between break it
+    // there, and the per-thread reading holds). The better one per group.
+    for seq in threads.values_mut() {
+        seq.sort_unstable();
+    }
+    let mut all: Vec<(u64, Option<usize>)> = threads.values().flatten().copied().collect();
+    all.sort_unstable();
+    let process: BTreeMap<u32, Vec<(u64, Option<usize>)>> = BTreeMap::from([(0, all)]);
+    let (totals, mut bursts, mut link_gaps) = readings(&threads, groups, rule);
+    let (_, b2, l2) = readings(&process, groups, rule);
+    let in_bursts = |b: &Vec<(u64, u64)>| b.iter().map(|x| x.0).sum::<u64>();
+    for (g, (b, l)) in b2.into_iter().zip(l2).enumerate() {
+        if in_bursts(&b) > in_bursts(&bursts[g]) {
+            bursts[g] = b;
+            link_gaps[g] = l;
         }
     }
-    let gap = (rule.max_gap_ms * 1e6) as u64;
-    let window = (rule.window_ms * 1e6) as u64;
     let mut out = Vec::new();
-    for ((sql, site), mut ts) in groups {
-        ts.sort_unstable();
-        let mut bursts: Vec<(u64, u64)> = Vec::new(); // (executions, duration ns)
-        let mut start = 0;
-        for i in 1..=ts.len() {
-            if i == ts.len() || ts[i] - ts[i - 1] > gap {
-                let run = &ts[start..i];
-                let n = rule.min_executions.max(1);
-                if run.len() >= n && run.windows(n).any(|w| w[n - 1] - w[0] <= window) {
-                    bursts.push((run.len() as u64, run[run.len() - 1] - run[0]));
-                }
-                start = i;
-            }
-        }
-        let in_bursts: u64 = bursts.iter().map(|b| b.0).sum();
-        if bursts.is_empty() || (in_bursts as f64) < rule.min_share * ts.len() as f64 {
+    for ((sql, site), g) in group_ids {
+        let total = totals[g];
+        let in_bursts: u64 = bursts[g].iter().map(|b| b.0).sum();
+        if bursts[g].is_empty() || (in_bursts as f64) < rule.min_share * total as f64 {
             continue;
         }
-        let mut sizes: Vec<u64> = bursts.iter().map(|b| b.0).collect();
+        let mut sizes: Vec<u64> = bursts[g].iter().map(|b| b.0).collect();
         sizes.sort_unstable();
-        let mut durations: Vec<u64> = bursts.iter().map(|b| b.1).collect();
+        let mut durations: Vec<u64> = bursts[g].iter().map(|b| b.1).collect();
         durations.sort_unstable();
+        let lg = &link_gaps[g];
+        let median_burst = sizes[sizes.len() / 2];
+        // Microseconds: report.json reads back what it wrote.
+        let round_trip_ms = (lg.get(lg.len() / 2).copied().unwrap_or(0) as f64 / 1e3).round() / 1e3;
         out.push(NPlusOne {
             query: sql.to_string(),
             call_site: site.clone(),
-            bursts: bursts.len() as u64,
+            bursts: bursts[g].len() as u64,
             executions_in_bursts: in_bursts,
-            executions: ts.len() as u64,
-            median_burst: sizes[sizes.len() / 2],
+            executions: total as u64,
+            median_burst,
             max_burst: *sizes.last().unwrap_or(&0),
             median_burst_ms: durations[durations.len() / 2] as f64 / 1e6,
+            round_trip_ms,
+            saved_ms_per_burst: (median_burst.saturating_sub(1) as f64 * round_trip_ms * 1e3).round() / 1e3,
         });
     }
     out.sort_by(|a, b| b.executions_in_bursts.cmp(&a.executions_in_bursts).then(a.call_site.cmp(&b.call_site)));
     out
+}
+
+type Bursts = Vec<Vec<(u64, u64)>>;
+
+/// Bursts of each group in `threads` (sequences sorted by time), under the
+/// two readings of its round trip; returns (executions per group, bursts,
+/// gaps inside bursts).
+fn readings(threads: &BTreeMap<u32, Vec<(u64, Option<usize>)>>, groups: usize, rule: &BurstRule) -> (Vec<usize>, Bursts, Vec<Vec<u64>>) {
+    let mut totals = vec![0usize; groups];
+    let mut gaps: Vec<Vec<u64>> = vec![Vec::new(); groups];
+    for seq in threads.values() {
+        let mut last: Vec<Option<u64>> = vec![None; groups];
+        for &(ts, gid) in seq.iter() {
+            if let Some(g) = gid {
+                totals[g] += 1;
+                if let Some(prev) = last[g] {
+                    gaps[g].push(ts - prev);
+                }
+                last[g] = Some(ts);
+            }
+        }
+    }
+    // Two readings of a group's round trip from the gaps between its
+    // consecutive executions on a thread, each with its own band; a group
+    // keeps the one that puts more of its executions in bursts (each alone
+    // links few of the gaps of random arrivals):
+    // - the fast gaps (10th percentile), linking up to `band` x as far:
+    //   a loop's round trips have a floor (the database's distance) and a
+    //   long tail (a busy worker, a late wake-up), most visible on loopback;
+    // - the median, linking within 2x either way, re-measured inside the
+    //   chains found: when several requests run the loop at once on one
+    //   thread, its consecutive gaps are fractions of the round trip.
+    let mut quantile = |q: usize| -> Vec<f64> {
+        gaps.iter_mut()
+            .map(|g| {
+                g.sort_unstable();
+                g.get(g.len() / q).copied().unwrap_or(0).max(1) as f64
+            })
+            .collect()
+    };
+    let (fast, median) = (quantile(10), quantile(2));
+    let floor = chains(threads, &fast, groups, rule, 0.8, rule.band);
+    let (first, first_links) = chains(threads, &median, groups, rule, 0.5, 2.0);
+    let remeasured: Vec<f64> = median
+        .iter()
+        .zip(&first_links)
+        .zip(&first)
+        .map(|((t, links), b)| if b.is_empty() { *t } else { links[links.len() / 2].max(1) as f64 })
+        .collect();
+    let spread = chains(threads, &remeasured, groups, rule, 0.5, 2.0);
+    let in_bursts = |b: &Vec<(u64, u64)>| b.iter().map(|x| x.0).sum::<u64>();
+    let (mut bursts, mut link_gaps) = floor;
+    for (g, (b, l)) in spread.0.into_iter().zip(spread.1).enumerate() {
+        if in_bursts(&b) > in_bursts(&bursts[g]) {
+            bursts[g] = b;
+            link_gaps[g] = l;
+        }
+    }
+    (totals, bursts, link_gaps)
+}
+
+
+
+/// Chains of each group on each thread, given each group's typical gap:
+/// its bursts (executions, duration ns) and the gaps inside them (sorted).
+fn chains(threads: &BTreeMap<u32, Vec<(u64, Option<usize>)>>, typical: &[f64], groups: usize, rule: &BurstRule, lo_factor: f64, hi_factor: f64) -> (Bursts, Vec<Vec<u64>>) {
+    let n = rule.min_executions.max(2);
+    let mut bursts: Vec<Vec<(u64, u64)>> = vec![Vec::new(); groups]; // (executions, duration ns)
+    let mut link_gaps: Vec<Vec<u64>> = vec![Vec::new(); groups];
+    let mut close = |g: usize, c: Chain, bursts: &mut Vec<Vec<(u64, u64)>>| {
+        if c.gaps.len() + 1 >= n {
+            bursts[g].push((c.gaps.len() as u64 + 1, c.last - c.first));
+            link_gaps[g].extend(c.gaps);
+        }
+    };
+    for seq in threads.values() {
+        let mut open: Vec<Vec<Chain>> = (0..groups).map(|_| Vec::new()).collect();
+        let mut rank = vec![0usize; groups];
+        for (index, &(ts, gid)) in seq.iter().enumerate() {
+            let Some(g) = gid else { continue };
+            let (lo, hi) = (typical[g] * lo_factor, typical[g] * hi_factor);
+            let r = rank[g];
+            rank[g] += 1;
+            let mut i = 0;
+            while i < open[g].len() {
+                if (ts - open[g][i].last) as f64 > hi {
+                    let c = open[g].swap_remove(i);
+                    close(g, c, &mut bursts);
+                } else {
+                    i += 1;
+                }
+            }
+            // The chain this execution continues: about one round trip before
+            // it, with little else run on the thread in between (a task's
+            // other steps are other statements). Interleaved chains of the
+            // same loop advance in turn: the oldest one continues first.
+            let best = open[g]
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| {
+                    let gap = (ts - c.last) as f64;
+                    gap >= lo && gap <= hi && (index - c.last_index) - (r - c.last_rank) <= rule.max_between
+                })
+                .min_by_key(|(_, c)| c.last)
+                .map(|(i, _)| i);
+            match best {
+                Some(i) => {
+                    let c = &mut open[g][i];
+                    c.gaps.push(ts - c.last);
+                    c.last = ts;
+                    c.last_index = index;
+                    c.last_rank = r;
+                }
+                None => open[g].push(Chain { first: ts, last: ts, last_index: index, last_rank: r, gaps: Vec::new() }),
+            }
+        }
+        for (g, chains) in open.into_iter().enumerate() {
+            for c in chains {
+                close(g, c, &mut bursts);
+            }
+        }
+    }
+    for g in &mut link_gaps {
+        g.sort_unstable();
+    }
+    (bursts, link_gaps)
 }
 
 /// Call sites of each statement text, most executions first.
@@ -222,6 +432,180 @@ mod tests {
         assert_eq!(n.bursts, 20);
         assert_eq!(n.median_burst, 30);
         assert!((n.median_burst_ms - 8.7).abs() < 0.01);
+    }
+
+    /// A fixed-seed uniform generator in (0, 1].
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self) -> f64 {
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((self.0 >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+        }
+    }
+
+    fn exec_at(ms: f64, tid: u32, fd: u32, sql: &str, s: &CallSite) -> Execution {
+        Execution { ts_ns: (ms * 1e6) as u64, tid, fd, sql: Some(sql.into()), site: Some(s.clone()) }
+    }
+
+    /// Requests arriving at random every `interval_ms` on average, on 2
+    /// worker threads and a pool of 10 connections, each request one page
+    /// query then a loop of 25 lookups,
+    /// every lookup one round trip (`rtt_ms` + 0.05-0.25 ms of client work,
+    /// one in five stretched up to 2.5x by a late wake-up) after the
+    /// previous answer; beside it, a single lookup per request
+    /// at 100 requests/s from another call site, interleaved across the
+    /// same threads and connections.
+    fn service(rtt_ms: f64, interval_ms: f64, seed: u64) -> Vec<Execution> {
+        let lookup = "SELECT id, name, country FROM users WHERE id = $1";
+        let page = "SELECT id, author_id FROM posts ORDER BY id DESC LIMIT $1";
+        let loop_site = site("svc::db::fetch_authors_one_by_one", 193);
+        let page_site = site("svc::db::latest_posts", 180);
+        let single_site = site("svc::db::user_by_id", 228);
+        let mut rng = Lcg(seed);
+        let mut out = Vec::new();
+        let mut t = 0.0;
+        for r in 0..400u32 {
+            t += -rng.next().ln() * interval_ms;
+            let tid = 1 + r % 2;
+            let mut at = t;
+            out.push(exec_at(at, tid, 10 + (rng.next() * 10.0) as u32, page, &page_site));
+            for _ in 0..25 {
+                // 1 in 5 answers is picked up late (a busy worker): up to 2.5x.
+                let late = if rng.next() < 0.2 { 1.0 + 1.5 * rng.next() } else { 1.0 };
+                at += (rtt_ms + 0.05 + 0.2 * rng.next()) * late;
+                out.push(exec_at(at, tid, 10 + (rng.next() * 10.0) as u32, lookup, &loop_site));
+            }
+        }
+        let mut t = 0.0;
+        for _ in 0..1_000 {
+            t += -rng.next().ln() * 10.0;
+            let tid = 1 + (rng.next() * 2.0) as u32;
+            out.push(exec_at(t, tid.min(2), 10 + (rng.next() * 10.0) as u32, lookup, &single_site));
+        }
+        out.sort_by_key(|e| e.ts_ns);
+        out
+    }
+
+    #[test]
+    fn the_loop_is_found_with_the_database_near_or_far_and_the_single_lookup_beside_it_is_not() {
+        // 40 requests/s (about 2 loops running at once at 3 ms), and 4/s at
+        // 10 ms (a 250 ms loop: about one at a time per thread).
+        for (rtt, interval, seed) in [(0.1, 25.0, 7), (3.0, 25.0, 8), (10.0, 250.0, 9)] {
+            let found = detect_n_plus_one(&service(rtt, interval, seed), &BurstRule::default());
+            assert_eq!(found.len(), 1, "rtt {rtt} ms: {found:#?}");
+            let n = &found[0];
+            assert_eq!(n.call_site.function, "svc::db::fetch_authors_one_by_one", "rtt {rtt} ms");
+            // Late wake-ups amid two loops interleaved on a thread (3 ms) split some bursts.
+            assert!(n.executions_in_bursts as f64 >= 0.8 * n.executions as f64, "rtt {rtt} ms: {n:#?}");
+            eprintln!("rtt {rtt} ms: {} of {} in bursts, median burst {}, round trip {:.3} ms", n.executions_in_bursts, n.executions, n.median_burst, n.round_trip_ms);
+            // 25 per request (two requests' loops one round trip apart may
+            // join; late wake-ups amid interleaved loops split some).
+            assert!((10..=50).contains(&n.median_burst), "rtt {rtt} ms: {n:#?}");
+            // The measured round trip is the database's distance plus the client's work.
+            assert!(n.round_trip_ms >= rtt && n.round_trip_ms <= 1.5 * rtt + 0.4, "rtt {rtt} ms: {n:#?}");
+            assert!((n.saved_ms_per_burst - (n.median_burst - 1) as f64 * n.round_trip_ms).abs() < 1e-3);
+        }
+    }
+
+    #[test]
+    fn a_single_lookup_per_request_is_not_an_n_plus_one_at_any_rate_or_distance() {
+        let lookup = "SELECT id, name, country FROM users WHERE id = $1";
+        let s = site("svc::db::user_by_id", 228);
+        for (rate, threads, seed) in [(500.0, 2u32, 1u64), (500.0, 1, 2), (50.0, 2, 3), (5_000.0, 2, 4)] {
+            let mut rng = Lcg(seed);
+            let mut t = 0.0;
+            let execs: Vec<Execution> = (0..10_000)
+                .map(|_| {
+                    t += -rng.next().ln() * 1_000.0 / rate;
+                    let tid = 1 + ((rng.next() * f64::from(threads)) as u32).min(threads - 1);
+                    exec_at(t, tid, 10 + (rng.next() * 10.0) as u32, lookup, &s)
+                })
+                .collect();
+            let found = detect_n_plus_one(&execs, &BurstRule::default());
+            assert!(found.is_empty(), "{rate}/s on {threads} threads: {found:#?}");
+        }
+    }
+
+    /// The demo's test load: one client, one request after the other, each
+    /// round a page query then 30 lookups in a loop (0.3 ms apart), then a
+    /// single lookup from another call site: the single lookups are as
+    /// regular as the loop's, but a whole request runs between two of them.
+    #[test]
+    fn a_closed_loop_client_does_not_make_the_once_per_round_lookup_an_n_plus_one() {
+        let lookup = "SELECT id, name, country FROM users WHERE id = $1";
+        let page = "SELECT id, author_id FROM posts ORDER BY id DESC LIMIT $1";
+        let (loop_site, page_site, single_site) = (site("svc::db::loop", 193), site("svc::db::page", 180), site("svc::db::user_by_id", 228));
+        let mut rng = Lcg(5);
+        let mut out = Vec::new();
+        let mut t = 0.0;
+        for _ in 0..300 {
+            out.push(exec_at(t, 1, 10, page, &page_site));
+            for _ in 0..30 {
+                t += 0.3 + 0.05 * rng.next();
+                out.push(exec_at(t, 1, 10, lookup, &loop_site));
+            }
+            t += 2.0 + rng.next();
+            out.push(exec_at(t, 1, 10, lookup, &single_site));
+            t += 2.0 + rng.next();
+        }
+        let found = detect_n_plus_one(&out, &BurstRule::default());
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].call_site, loop_site);
+        assert_eq!(found[0].median_burst, 30);
+    }
+
+    #[test]
+    fn a_loop_of_statements_prepared_before_the_audit_is_found_with_its_text_unknown() {
+        let mut execs = service(0.1, 25.0, 11);
+        let loop_fn = "svc::db::fetch_authors_one_by_one";
+        for e in execs.iter_mut() {
+            if e.site.as_ref().is_some_and(|s| s.function == loop_fn) {
+                e.sql = None;
+            }
+        }
+        let found = detect_n_plus_one(&execs, &BurstRule::default());
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!((found[0].query.as_str(), found[0].call_site.function.as_str()), (UNKNOWN_TEXT, loop_fn));
+    }
+
+    /// One request at a time, the task moving between 2 workers at its
+    /// awaits (as tokio's I/O driver wakes it on either): the loop is
+    /// whole in the process-wide sequence.
+    #[test]
+    fn a_loop_that_hops_between_worker_threads_is_found_whole() {
+        let lookup = "SELECT id, name, country FROM users WHERE id = $1";
+        let (loop_site, page_site) = (site("svc::db::loop", 193), site("svc::db::page", 180));
+        let mut rng = Lcg(21);
+        let mut out = Vec::new();
+        let mut t = 0.0;
+        for _ in 0..200 {
+            out.push(exec_at(t, 1 + (rng.next() * 2.0) as u32, 10, "SELECT 1 FROM posts", &page_site));
+            for _ in 0..30 {
+                t += 0.15 + 0.1 * rng.next();
+                out.push(exec_at(t, 1 + (rng.next() * 2.0) as u32, 10, lookup, &loop_site));
+            }
+            t += 20.0 + 10.0 * rng.next();
+        }
+        let found = detect_n_plus_one(&out, &BurstRule::default());
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!((found[0].median_burst, found[0].executions_in_bursts), (30, 6_000), "{found:#?}");
+    }
+
+    #[test]
+    fn transaction_control_repeated_in_a_loop_is_not_an_n_plus_one() {
+        let s = site("svc::db::transfer", 12);
+        let mut execs = Vec::new();
+        for i in 0..200 {
+            for (k, sql) in ["BEGIN", "SET LOCAL statement_timeout = 100", "COMMIT"].iter().enumerate() {
+                execs.push(exec_at(i as f64 * 0.3 + k as f64 * 0.1, 1, 9, sql, &s));
+            }
+        }
+        for sql in ["BEGIN", "commit", "  Rollback", "SAVEPOINT a", "SET x = 1", "START TRANSACTION"] {
+            assert!(is_transaction_control(sql), "{sql}");
+        }
+        assert!(!is_transaction_control("SELECT 1"));
+        let found = detect_n_plus_one(&execs, &BurstRule::default());
+        assert!(found.is_empty(), "{found:#?}");
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! `n-plus-one-query`: one query per item of a list, issued from a loop in
 //! the owner's code, seen on the wire as bursts of the same statement from
 //! the same call site (see `database::analysis` for how bursts are told
-//! apart from independent requests). Always P0: the cost grows with the
-//! list, in round trips and in database work, and the fix is local.
+//! apart from independent requests). Severity from the measured cost: the
+//! round trips batching saves per burst x the measured round trip (P0 from
+//! 10 ms per burst, P1 from 1 ms, else P2): the same loop costs little
+//! beside a database on loopback and a lot beside one 3 ms away.
 
-use super::{Category, CodeFix, Complexity, Evidence, Finding, Level, Rule, Severity};
+use super::{Category, CodeFix, Complexity, Evidence, Finding, Rule, Severity};
 
 #[derive(Default)]
 pub struct NPlusOneQuery;
@@ -24,33 +26,39 @@ impl Rule for NPlusOneQuery {
                     .iter()
                     .find(|s| crate::database::analysis::normalize_sql(&s.query) == n.query)
                     .and_then(|s| s.mean_ms);
+                let unknown = n.query == crate::database::analysis::UNKNOWN_TEXT;
                 let batched = batched_query(&n.query);
                 Finding {
                     rule: self.id().to_string(),
-                    severity: Severity::P0,
+                    severity: severity(n.saved_ms_per_burst),
                     category: Category::Database,
                     title: format!("N+1 queries in `{}`", n.call_site.function),
                     function: n.call_site.function.clone(),
                     file: n.call_site.file.clone(),
                     line: n.call_site.line,
                     evidence: format!(
-                        "`{}` executed in {} bursts of a median {} (max {}) executions within {:.1} ms from this line; {} of its {} traced executions were in bursts (detected on the wire: {})",
-                        n.query, n.bursts, n.median_burst, n.max_burst, n.median_burst_ms, n.executions_in_bursts, n.executions, db.wire.n_plus_one_rule
+                        "`{}` executed in {} bursts of a median {} (max {}) executions within {:.1} ms from this line, one round trip ({:.2} ms) apart; {} of its {} traced executions were in bursts (detected on the wire: {})",
+                        n.query, n.bursts, n.median_burst, n.max_burst, n.median_burst_ms, n.round_trip_ms, n.executions_in_bursts, n.executions, db.wire.n_plus_one_rule
                     ),
-                    recommendation: format!(
-                        "fetch every row in one query instead of one per item: `{batched}` with all the ids bound as one array (or a JOIN)"
-                    ),
-                    impact: Level::High,
+                    recommendation: if unknown {
+                        "fetch every row in one query instead of one per item at this line (`= ANY($1)` with all the ids bound as one array, or a JOIN); the statement was prepared before the audit began, so its text was not on the traced wire (an audit that starts with the service shows it)".into()
+                    } else {
+                        format!("fetch every row in one query instead of one per item: `{batched}` with all the ids bound as one array (or a JOIN)")
+                    },
+                    impact: severity(n.saved_ms_per_burst).impact(),
                     complexity: Complexity::Easy,
                     estimated_gain: match per_call {
                         Some(ms) => format!(
-                            "{} round trips per burst become 1 (~{:.1} ms per burst now, {:.3} ms of server time per query)",
-                            n.median_burst, n.median_burst_ms, ms
+                            "{} round trips per burst become 1: ~{:.1} ms saved per burst ({:.1} ms now, {:.3} ms of server time per query)",
+                            n.median_burst, n.saved_ms_per_burst, n.median_burst_ms, ms
                         ),
-                        None => format!("{} round trips per burst become 1 (~{:.1} ms per burst now)", n.median_burst, n.median_burst_ms),
+                        None => format!("{} round trips per burst become 1: ~{:.1} ms saved per burst ({:.1} ms now)", n.median_burst, n.saved_ms_per_burst, n.median_burst_ms),
                     },
-                    ranking: "P0: a query per item grows with the data; measured as repeated bursts from one call site".into(),
-                    code_fix: Some(CodeFix {
+                    ranking: format!(
+                        "{:?}: {} round trips x {:.2} ms measured per round trip = {:.1} ms per burst that batching saves (P0 from {P0_SAVED_MS} ms, P1 from {P1_SAVED_MS} ms); a query per item also grows with the data",
+                        severity(n.saved_ms_per_burst), n.median_burst.saturating_sub(1), n.round_trip_ms, n.saved_ms_per_burst
+                    ),
+                    code_fix: (!unknown).then(|| CodeFix {
                         before: format!(
                             "for item in &items {{\n    let row = sqlx::query_as(\"{}\")\n        .bind(item.id)\n        .fetch_one(pool)\n        .await?;\n}}",
                             n.query
@@ -63,6 +71,20 @@ impl Rule for NPlusOneQuery {
                 }
             })
             .collect()
+    }
+}
+
+/// Milliseconds saved per burst from which an N+1 is P0, P1.
+const P0_SAVED_MS: f64 = 10.0;
+const P1_SAVED_MS: f64 = 1.0;
+
+fn severity(saved_ms_per_burst: f64) -> Severity {
+    if saved_ms_per_burst >= P0_SAVED_MS {
+        Severity::P0
+    } else if saved_ms_per_burst >= P1_SAVED_MS {
+        Severity::P1
+    } else {
+        Severity::P2
     }
 }
 
@@ -83,7 +105,7 @@ mod tests {
     use crate::{database::analysis::{CallSite, NPlusOne}, report::DatabaseSection};
 
     #[test]
-    fn an_n_plus_one_is_p0_at_its_line_with_a_batched_rewrite() {
+    fn an_n_plus_one_is_ranked_by_its_measured_cost_at_its_line_with_a_batched_rewrite() {
         assert_eq!(batched_query("SELECT a FROM users WHERE id = $1"), "SELECT a FROM users WHERE id = ANY($1)");
         let section = DatabaseSection {
             n_plus_one: vec![NPlusOne {
@@ -95,13 +117,29 @@ mod tests {
                 median_burst: 30,
                 max_burst: 30,
                 median_burst_ms: 7.5,
+                round_trip_ms: 0.26,
+                saved_ms_per_burst: 7.54,
             }],
             ..Default::default()
         };
         let ev = Evidence { cpu: None, async_runtime: None, database: Some(&section), memory: None };
         let f = NPlusOneQuery.check(&ev);
         assert_eq!(f.len(), 1);
-        assert_eq!(f[0].severity, Severity::P0);
+        assert_eq!(f[0].severity, Severity::P1);
+        assert!(f[0].ranking.contains("29 round trips x 0.26 ms"), "{}", f[0].ranking);
+        // The same loop beside a database 3 ms away costs ~90 ms per burst.
+        let mut far = section.clone();
+        far.n_plus_one[0].round_trip_ms = 3.1;
+        far.n_plus_one[0].saved_ms_per_burst = 89.9;
+        let f_far = NPlusOneQuery.check(&Evidence { database: Some(&far), ..ev });
+        assert_eq!(f_far[0].severity, Severity::P0);
+        assert_eq!(severity(0.3), Severity::P2);
+        // Prepared before the audit: the loop is named at its line, without a rewrite of an unknown text.
+        let mut unknown = far.clone();
+        unknown.n_plus_one[0].query = crate::database::analysis::UNKNOWN_TEXT.into();
+        let f_unknown = NPlusOneQuery.check(&Evidence { cpu: None, async_runtime: None, database: Some(&unknown), memory: None });
+        assert_eq!((f_unknown[0].line, f_unknown[0].severity), (Some(42), Severity::P0));
+        assert!(f_unknown[0].code_fix.is_none() && f_unknown[0].recommendation.contains("prepared before the audit"));
         assert_eq!(f[0].category, Category::Database);
         assert_eq!((f[0].function.as_str(), f[0].line), ("svc::db::authors", Some(42)));
         assert!(f[0].code_fix.as_ref().unwrap().after.contains("= ANY($1)"));

@@ -76,13 +76,15 @@ pub(super) fn render(md: &mut String, db: &DatabaseSection) {
     for n in &db.n_plus_one {
         let _ = writeln!(
             md,
-            "- 🔴 File: {} - `{}` runs `{}` in a loop: {} bursts of ~{} queries within {:.1} ms",
+            "- 🔴 File: {} - `{}` runs `{}` in a loop: {} bursts of ~{} queries within {:.1} ms, one round trip ({:.2} ms) apart ({:.1} ms per burst that one batched query saves)",
             location(&n.call_site.file, n.call_site.line),
             n.call_site.function,
             truncate(&n.query, 100),
             n.bursts,
             n.median_burst,
-            n.median_burst_ms
+            n.median_burst_ms,
+            n.round_trip_ms,
+            n.saved_ms_per_burst
         );
     }
     if w.traced {
