@@ -53,8 +53,7 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
     // One symbolizer for the audit: blazesym keeps each object it parsed,
     // so the database call sites and the profiles share the work.
     let symbolizer = StackSymbolizer::with_debug_dirs(&plan.debug_dirs);
-    let load_before = probes.load_before.clone();
-    let (raw, collected, cpu_seconds, load) = probes.collect(&plan, &symbolizer).await?;
+    let (raw, collected, cpu_seconds, load, load_unprobed) = probes.collect(&plan, &symbolizer).await?;
     let evidence = AuditEvidence {
         target: info.clone(),
         profile: plan.requested_profile.as_str().to_string(),
@@ -71,7 +70,7 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
         unwind_tables: collected.unwind_tables.clone(),
         collect_start_ns: collected.start_ns,
         load,
-        load_before,
+        load_unprobed,
         last_rss_bytes: collected.last_rss,
         peak_rss_bytes: collected.peak_rss,
         cpu_seconds,
@@ -116,8 +115,6 @@ struct Probes {
     pid: u32,
     info: TargetInfo,
     out_dir: PathBuf,
-    /// The health guard's sample of the service before the probes attached.
-    load_before: Option<LoadResult>,
     /// Declared after the service so that the database outlives it.
     launched: Option<Launched>,
     private_db: Option<PrivatePostgres>,
@@ -149,16 +146,6 @@ impl Probes {
             }
             _ => unreachable!("every non-launch target resolved to a pid in `resolve`"),
         };
-        // The health guard's healthy sample: the same load, before the target
-        // is registered with the probes (the CPU and scheduler programs are
-        // attached but return at once for an unregistered pid).
-        let load_before = match &plan.load {
-            Some(spec) => {
-                wait_until_ready(spec, pid, plan.ready_timeout).await?;
-                Some(health_sample(spec).await?)
-            }
-            None => None,
-        };
         session.add_target(pid)?;
         // One table cache and one unwinder for the process, shared by every
         // collector that unwinds its stacks (CPU/off-CPU, database, memory).
@@ -173,6 +160,9 @@ impl Probes {
             collectors.push(Box::new(Database(db)));
         }
         let info = target::describe(pid).unwrap_or_else(|_| TargetInfo { pid, name: launched_name(&plan.target), exe: String::new() });
+        if let Some(spec) = &plan.load {
+            wait_until_ready(spec, pid, plan.ready_timeout).await?;
+        }
         let out_dir = plan.out_dir.clone().unwrap_or_else(|| default_out_dir(&info.name, SystemTime::now()));
         fs::create_dir_all(&out_dir).map_err(|e| Error::output(&out_dir, e))?;
         eprintln!(
@@ -186,12 +176,12 @@ impl Probes {
         if wants_async && console_listening(&plan.console) {
             collectors.push(Console::start(&plan.console));
         }
-        Ok(Probes { session, collectors, unwinder, pid, info, out_dir, load_before, launched, private_db })
+        Ok(Probes { session, collectors, unwinder, pid, info, out_dir, launched, private_db })
     }
 
     /// Drives the load beside collection, waits for the end, finishes every
     /// collector and detaches everything.
-    async fn collect(mut self, plan: &AuditPlan, symbolizer: &StackSymbolizer) -> Result<(RawEvidence, Collected, Option<f64>, Option<LoadResult>)> {
+    async fn collect(mut self, plan: &AuditPlan, symbolizer: &StackSymbolizer) -> Result<Collection> {
         let (stop_load, load_stopped) = tokio::sync::oneshot::channel::<()>();
         let load_task = plan.load.as_ref().map(|spec| {
             let load_plan = LoadPlan::new(spec.scenario.clone(), spec.rps, plan.duration).expect("validated when the plan was built");
@@ -233,26 +223,35 @@ impl Probes {
         // before its private database.
         let Probes { session, launched, private_db, .. } = self;
         drop(session);
+        // The health guard's unprobed sample: the same load, every probe gone.
+        let unprobed = match &plan.load {
+            Some(spec) if target::is_alive(pid) => Some(health_sample(spec).await?),
+            _ => None,
+        };
         drop(launched);
         drop(private_db);
-        Ok((raw, collected, cpu_seconds, load))
+        Ok((raw, collected, cpu_seconds, load, unprobed))
     }
 }
 
-/// How long the health guard measures the service before the probes attach.
+/// How long the health guard measures the service after the probes detach.
 const HEALTH_SAMPLE: Duration = Duration::from_secs(3);
 
-/// The audit's load for [`HEALTH_SAMPLE`], before the probes attach.
+/// The audit's load for [`HEALTH_SAMPLE`], after the probes detach.
 async fn health_sample(spec: &crate::plan::LoadSpec) -> Result<LoadResult> {
     eprintln!(
-        "perf-audit: measuring the service for {} under the same load before the probes attach (health guard)",
+        "perf-audit: measuring the service for {} under the same load after the probes detach (health guard)",
         humantime::format_duration(HEALTH_SAMPLE)
     );
     let plan = LoadPlan::new(spec.scenario.clone(), spec.rps, HEALTH_SAMPLE).expect("validated when the plan was built");
-    let before = load::run(plan, std::future::pending::<()>()).await;
-    eprintln!("perf-audit: before the probes: {}", load::summary_line(&before));
-    Ok(before)
+    let unprobed = load::run(plan, std::future::pending::<()>()).await;
+    eprintln!("perf-audit: without probes: {}", load::summary_line(&unprobed));
+    Ok(unprobed)
 }
+
+/// What `Probes::collect` returns: the raw evidence, the collection's
+/// figures, the target's CPU seconds, the audit's load and the unprobed one.
+type Collection = (RawEvidence, Collected, Option<f64>, Option<LoadResult>, Option<LoadResult>);
 
 /// A throwaway database for a launched service (demo, tests).
 async fn start_private_database() -> Result<PrivatePostgres> {

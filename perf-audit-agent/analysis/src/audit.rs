@@ -72,7 +72,7 @@ pub struct AuditEvidence {
     pub load: Option<LoadResult>,
     /// The same load for a few seconds before the target was registered
     /// with the probes (the health guard's healthy sample).
-    pub load_before: Option<LoadResult>,
+    pub load_unprobed: Option<LoadResult>,
     pub last_rss_bytes: u64,
     pub peak_rss_bytes: u64,
     /// The target's CPU seconds over the collection (user + system).
@@ -169,7 +169,7 @@ pub fn build_report(e: &AuditEvidence) -> Report {
         database: e.database.clone(),
         memory: memory.cloned(),
         findings,
-        health: e.load_before.as_ref().zip(e.load.as_ref()).map(|(before, during)| crate::health::assess(before, during)),
+        health: e.load_unprobed.as_ref().zip(e.load.as_ref()).map(|(before, during)| crate::health::assess(before, during)),
         rerun_command: e.rerun_command.clone(),
         benchmarks: e.benchmarks.clone(),
     };

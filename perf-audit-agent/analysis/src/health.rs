@@ -1,8 +1,11 @@
 //! The health guard: did the service degrade while it was audited?
 //!
-//! When the audit drives load, the same load runs for a few seconds before
-//! the target is registered with the probes ([`AuditHealth::before`]) and
-//! during the audit ([`AuditHealth::during`]); the two are compared here.
+//! When the audit drives load, the same load runs during the audit
+//! ([`AuditHealth::during`]) and for a few seconds once every probe is
+//! detached ([`AuditHealth::unprobed`]); the two are compared here. The
+//! unprobed sample comes after the audit, not before it: a service warmed
+//! by it would have prepared its statements before the database profile
+//! could see them.
 //! A degraded audit is said at the top of the report, its findings are
 //! marked as taken on a degraded service, and `alerts.yml` takes its
 //! thresholds from the healthy sample instead.
@@ -65,8 +68,8 @@ impl HealthSample {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AuditHealth {
-    /// The same load before the target was registered with the probes.
-    pub before: HealthSample,
+    /// The same load once every probe was detached.
+    pub unprobed: HealthSample,
     pub during: HealthSample,
     /// p99 during / before.
     pub p99_ratio: f64,
@@ -79,9 +82,9 @@ pub struct AuditHealth {
     pub rule: String,
 }
 
-/// Compares the healthy sample with the audit's load.
-pub fn assess(before: &LoadResult, during: &LoadResult) -> AuditHealth {
-    let (b, d) = (HealthSample::of(before), HealthSample::of(during));
+/// Compares the unprobed sample with the audit's load.
+pub fn assess(unprobed: &LoadResult, during: &LoadResult) -> AuditHealth {
+    let (b, d) = (HealthSample::of(unprobed), HealthSample::of(during));
     let ratio = |x: f64, y: f64| if y > 0.0 { round2(x / y) } else { 0.0 };
     let mut reasons = Vec::new();
     if d.p99_ms > b.p99_ms * P99_RATIO && d.p99_ms - b.p99_ms >= P99_MIN_INCREASE_MS {
@@ -91,9 +94,9 @@ pub fn assess(before: &LoadResult, during: &LoadResult) -> AuditHealth {
         reasons.push(format!("throughput fell from {:.1} to {:.1} requests/s", b.rps, d.rps));
     }
     if d.share(d.timeouts) - b.share(b.timeouts) >= FAILURE_SHARE {
-        reasons.push(format!("{} of {} requests timed out ({} of {} before)", d.timeouts, d.requests, b.timeouts, b.requests));
+        reasons.push(format!("{} of {} requests timed out ({} of {} without probes)", d.timeouts, d.requests, b.timeouts, b.requests));
     } else if d.share(d.errors) - b.share(b.errors) >= FAILURE_SHARE {
-        reasons.push(format!("{} of {} requests failed ({} of {} before)", d.errors, d.requests, b.errors, b.requests));
+        reasons.push(format!("{} of {} requests failed ({} of {} without probes)", d.errors, d.requests, b.errors, b.requests));
     }
     AuditHealth {
         p99_ratio: ratio(d.p99_ms, b.p99_ms),
@@ -101,12 +104,12 @@ pub fn assess(before: &LoadResult, during: &LoadResult) -> AuditHealth {
         degraded: !reasons.is_empty(),
         reasons,
         rule: format!(
-            "degraded when p99 more than {P99_RATIO:.0}x and at least +{P99_MIN_INCREASE_MS:.0} ms, throughput below {:.0}%, or timeouts/errors up by {:.0}% of requests, against {:.1} s of the same load before the probes attached",
+            "degraded when p99 more than {P99_RATIO:.0}x and at least +{P99_MIN_INCREASE_MS:.0} ms, throughput below {:.0}%, or timeouts/errors up by {:.0}% of requests, against {:.1} s of the same load after the probes were detached",
             RPS_RATIO * 100.0,
             FAILURE_SHARE * 100.0,
             b.seconds
         ),
-        before: b,
+        unprobed: b,
         during: d,
     }
 }
@@ -170,7 +173,7 @@ mod tests {
         report.health = Some(assess(&load(30.0, 12.0, 90, 0), &load(11.0, 28_300.0, 900, 71)));
         let t = crate::report::alerts::thresholds(&report);
         assert_eq!(t.p99_seconds, 0.062, "{}", t.p99_reason);
-        assert!(t.p99_reason.contains("before the probes attached"));
+        assert!(t.p99_reason.contains("after the probes were detached"));
         let md = crate::report::markdown::render(&report);
         assert!(md.contains("The service degraded during the audit"), "{md}");
         // Healthy: the audit's own baseline, as before.

@@ -870,9 +870,9 @@ pub fn load() -> LoadResult {
     }
 }
 
-/// The same load for 3 s before the probes attached: healthy, a little
+/// The same load for 3 s after the probes were detached: healthy, a little
 /// faster than during the audit.
-fn load_before() -> LoadResult {
+fn load_unprobed() -> LoadResult {
     let mut before = load();
     before.duration_s = 3.0;
     before.window_s = 3.0;
@@ -983,7 +983,7 @@ pub fn ledger_svc() -> AuditEvidence {
         database: Some(database_section()),
         memory: Some((section, folded)),
         load: Some(load()),
-        load_before: Some(load_before()),
+        load_unprobed: Some(load_unprobed()),
         last_rss_bytes: rss.last().map_or(0, |p| p.rss_bytes),
         peak_rss_bytes: rss.iter().map(|p| p.rss_bytes).max().unwrap_or(0),
         cpu_seconds: Some(10.59),

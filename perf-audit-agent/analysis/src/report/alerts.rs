@@ -24,14 +24,14 @@ const MIB: u64 = 1024 * 1024;
 pub fn thresholds(report: &Report) -> Thresholds {
     let b = &report.baseline;
     // A degraded audit's latency is the stall, not the service: the healthy
-    // sample taken before the probes attached sets the threshold instead.
-    let healthy = report.health.as_ref().filter(|h| h.degraded).map(|h| (h.before.p99_ms, h.before.seconds));
+    // sample taken after the probes were detached sets the threshold instead.
+    let healthy = report.health.as_ref().filter(|h| h.degraded).map(|h| (h.unprobed.p99_ms, h.unprobed.seconds));
     let (p99_seconds, p99_reason) = match (healthy, b.p99_ms) {
         (Some((p99, seconds)), _) => {
             let t = (p99 * 2.0).max(p99 + 50.0) / 1000.0;
             (
                 round3(t),
-                format!("2x the p99 of {p99:.1} ms measured over {seconds:.1} s before the probes attached (at least +50 ms): the service degraded during the audit"),
+                format!("2x the p99 of {p99:.1} ms measured over {seconds:.1} s after the probes were detached (at least +50 ms): the service degraded during the audit"),
             )
         }
         (None, Some(p99)) => {

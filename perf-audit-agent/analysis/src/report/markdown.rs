@@ -35,17 +35,17 @@ pub fn render(report: &Report) -> String {
     if let Some(h) = report.health.as_ref().filter(|h| h.degraded) {
         let _ = writeln!(
             md,
-            "\n> **The service degraded during the audit**: {}. The findings below were taken on a degraded service, and alerts.yml takes its thresholds from the {:.1} s measured before the probes attached.",
+            "\n> **The service degraded during the audit**: {}. The findings below were taken on a degraded service, and alerts.yml takes its thresholds from the {:.1} s measured after the probes were detached.",
             h.reasons.join("; "),
-            h.before.seconds
+            h.unprobed.seconds
         );
     }
     render_baseline(&mut md, &report.baseline);
     if let Some(h) = &report.health {
         let _ = writeln!(
             md,
-            "- Health: p99 {:.2} ms before the probes attached, {:.2} ms during the audit ({:.2}x); throughput {:.2}x; {} ({})",
-            h.before.p99_ms,
+            "- Health: p99 {:.2} ms after the probes were detached, {:.2} ms during the audit ({:.2}x); throughput {:.2}x; {} ({})",
+            h.unprobed.p99_ms,
             h.during.p99_ms,
             h.p99_ratio,
             h.rps_ratio,

@@ -75,7 +75,7 @@ pub struct Report {
     /// The memory profile (allocation tables, leaks, growth).
     pub memory: Option<crate::memory::section::MemorySection>,
     pub findings: Vec<Finding>,
-    /// With `--load`: the service measured before the probes attached and
+    /// With `--load`: the service measured after the probes were detached and
     /// during the audit, and whether it degraded (`crate::health`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<crate::health::AuditHealth>,
