@@ -106,7 +106,7 @@ fn a_current_thread_runtime_is_audited_like_a_multi_thread_one() {
 /// threads, each one current-thread runtime, plus the system thread.
 #[test]
 fn actix_rt_arbiters_are_workers() {
-    let (report, run) = audit(Build::ReleaseWithFeature("actix"), "actix", "100");
+    let (report, run) = audit(Build::ReleaseWithFeature("actix"), "actix", "150");
     // The system thread only accepts: a worker when its stacks were seen.
     assert_async_findings(&report, &run, 2..=3, "actix_rt");
 }
