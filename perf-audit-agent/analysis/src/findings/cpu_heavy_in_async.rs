@@ -6,11 +6,11 @@
 //! Thresholds: Tokio's guidance is that a task runs at most 10-100 µs
 //! between awaits; a poll of 0.5 ms (five times its upper bound) already
 //! adds that latency to every task queued behind it. Flagged when the
-//! time-weighted median estimated poll is >= 0.5 ms and the function takes
-//! >= 1% of worker time (below that the latency it adds is rare); P0 when
-//! its p99 poll reaches 10 ms (a request's whole latency budget on many
-//! services) or it takes >= 10% of worker time (a tenth of the runtime's
-//! capacity spent not yielding).
+//! time-weighted median estimated poll is at least 0.5 ms and the function
+//! takes at least 1% of worker time (below that the latency it adds is
+//! rare); P0 when its p99 poll reaches 10 ms (a request's whole latency
+//! budget on many services) or it takes at least 10% of worker time (a
+//! tenth of the runtime's capacity spent not yielding).
 
 use super::{Category, CodeFix, Complexity, Evidence, Finding, Level, Rule, Severity};
 
