@@ -51,6 +51,10 @@ pub enum Build {
     /// `jemalloc`...), in a target directory of its own so that builds of
     /// different features do not overwrite each other.
     ReleaseWithFeature(&'static str),
+    /// Release of a fixture that is a workspace of its own (its pinned
+    /// dependencies cannot share the fixtures' lock file, e.g. a 2022
+    /// Tokio), in `tests/fixtures/<name>`.
+    OwnWorkspace,
 }
 
 /// Path of a fixture binary from `tests/fixtures`, built on first use.
@@ -61,9 +65,10 @@ pub fn fixture(name: &str, build: Build) -> PathBuf {
         Build::ReleaseFramePointers => dir.join("target/fp"),
         Build::ReleaseTokioConsole => dir.join("target/console"),
         Build::ReleaseWithFeature(feature) => dir.join(format!("target/feature-{feature}")),
+        Build::OwnWorkspace => dir.join(format!("target/{name}")),
     };
     let mut cmd = cargo();
-    cmd.current_dir(&dir).args(["build", "--release", "-p", name]).arg("--target-dir").arg(&target_dir);
+    cmd.current_dir(if build == Build::OwnWorkspace { dir.join(name) } else { dir.clone() }).args(["build", "--release", "-p", name]).arg("--target-dir").arg(&target_dir);
     // Never inherit the outer build's flags: the fixture must be built
     // exactly as the test says.
     cmd.env_remove("RUSTFLAGS").env_remove("CARGO_ENCODED_RUSTFLAGS").env_remove("CARGO_BUILD_RUSTFLAGS");
@@ -78,6 +83,7 @@ pub fn fixture(name: &str, build: Build) -> PathBuf {
         Build::ReleaseWithFeature(feature) => {
             cmd.args(["--features", feature]);
         }
+        Build::OwnWorkspace => {}
     }
     run_build(cmd, name);
     target_dir.join("release").join(name)

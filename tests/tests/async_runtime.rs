@@ -8,7 +8,7 @@ use perf_audit_tests::*;
 
 /// One audit of the fixture on a runtime (`multi`, `current`, `actix`).
 fn audit(build: Build, runtime: &str, rps: &str) -> (serde_json::Value, AgentRun) {
-    let bin = fixture("async-service", build);
+    let bin = if build == Build::OwnWorkspace { fixture("old-tokio", build) } else { fixture("async-service", build) };
     let tmp = tempfile::tempdir().unwrap();
     let addr = free_loopback_addr();
     let scenario = tmp.path().join("scenario.toml");
@@ -30,6 +30,9 @@ fn audit(build: Build, runtime: &str, rps: &str) -> (serde_json::Value, AgentRun
 /// CPU-heavy handlers at their functions, poll lengths within 2x of the
 /// truth (20 ms, 1 ms), none of the twins, no socket I/O called blocking.
 fn assert_async_findings(report: &serde_json::Value, run: &AgentRun, workers: std::ops::RangeInclusive<u64>, kind: &str) {
+    // The old-Tokio build of the same source is the crate `old_tokio`.
+    let krate = if run.file("report.md").contains("old_tokio::") { "old_tokio" } else { "async_service" };
+    let f = |name: &str| format!("{krate}::{name}");
     let a = &report["async"];
     eprintln!("workers: {}\nlong polls: {}\nblocking: {}\nlocks: {}", a["workers"], a["long_polls"], a["blocking"], a["lock_contention"]);
     let n = a["workers"]["workers"].as_u64().unwrap();
@@ -52,18 +55,18 @@ fn assert_async_findings(report: &serde_json::Value, run: &AgentRun, workers: st
         let start = source.lines().position(|l| l.contains(&format!("fn {short}("))).unwrap() as u64 + 1;
         assert!((start..start + 15).contains(&line), "{function} reported at line {line}, its body starts at {start}");
     };
-    let fs = at("blocking-in-async", "async_service::read_settings_blocking");
+    let fs = at("blocking-in-async", &f("read_settings_blocking"));
     inside(&fs.1, fs.3);
-    let sleep = at("blocking-in-async", "async_service::update_shared_stats");
+    let sleep = at("blocking-in-async", &f("update_shared_stats"));
     inside(&sleep.1, sleep.3);
     let poll = |function: &str| {
         a["long_polls"].as_array().unwrap().iter().find(|p| p["function"] == function).unwrap_or_else(|| panic!("no poll estimate for {function}: {:#}", a["long_polls"])).clone()
     };
-    for (function, truth_ms) in [("async_service::compute_digest", 20.0), ("async_service::derive_key", 1.0)] {
-        let cpu = at("cpu-heavy-in-async", function);
+    for (function, truth_ms) in [(f("compute_digest"), 20.0), (f("derive_key"), 1.0)] {
+        let cpu = at("cpu-heavy-in-async", &function);
         inside(&cpu.1, cpu.3);
-        let p50 = poll(function)["p50_ms"].as_f64().unwrap();
-        assert!((truth_ms / 2.0..=truth_ms * 2.0).contains(&p50), "{function}: estimated poll {p50} ms, truth {truth_ms} ms: {:#}", poll(function));
+        let p50 = poll(&function)["p50_ms"].as_f64().unwrap();
+        assert!((truth_ms / 2.0..=truth_ms * 2.0).contains(&p50), "{function}: estimated poll {p50} ms, truth {truth_ms} ms: {:#}", poll(&function));
     }
     // The twins: tokio::fs, spawn_blocking, short polls; and no socket I/O.
     for (rule, function, _, _) in &found {
@@ -109,6 +112,21 @@ fn actix_rt_arbiters_are_workers() {
     let (report, run) = audit(Build::ReleaseWithFeature("actix"), "actix", "150");
     // The system thread only accepts: a worker when its stacks were seen.
     assert_async_findings(&report, &run, 2..=3, "actix_rt");
+}
+
+/// The same service on Tokio 1.20.4 (mid-2022, `parking_lot`): its
+/// scheduler is `runtime::thread_pool::worker`, and a current-thread
+/// runtime is `runtime::basic_scheduler`.
+#[test]
+fn a_2022_tokio_multi_thread_runtime_has_workers() {
+    let (report, run) = audit(Build::OwnWorkspace, "multi", "150");
+    assert_async_findings(&report, &run, 2..=2, "tokio_multi_thread");
+}
+
+#[test]
+fn a_2022_tokio_current_thread_runtime_has_a_worker() {
+    let (report, run) = audit(Build::OwnWorkspace, "current", "80");
+    assert_async_findings(&report, &run, 1..=1, "tokio_current_thread");
 }
 
 #[test]
