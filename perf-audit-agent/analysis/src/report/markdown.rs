@@ -316,3 +316,22 @@ fn render_next_steps(md: &mut String, report: &Report) {
     let _ = writeln!(md, "**Re-run audit after fixes**:\n");
     let _ = writeln!(md, "```bash\n{}\n```", report.rerun_command);
 }
+
+#[cfg(test)]
+mod async_tests {
+    use super::*;
+    use crate::profile::async_runtime::{RecognisedWorkers, WorkerKind};
+
+    #[test]
+    fn the_async_section_says_how_workers_were_recognised_or_that_none_was() {
+        let mut a = super::super::AsyncSection::default();
+        let mut md = String::new();
+        render_async(&mut md, &a, None, &[]);
+        assert!(md.contains("none recognised") && md.contains("not because the service is clean"), "{md}");
+        a.analysis.workers.workers = 2;
+        a.analysis.workers.recognised = vec![RecognisedWorkers { kind: WorkerKind::ActixRt, threads: 2 }];
+        let mut md = String::new();
+        render_async(&mut md, &a, None, &[]);
+        assert!(md.contains("**Runtime workers**: 2 recognised: 2 by an actix-rt arbiter"), "{md}");
+    }
+}
