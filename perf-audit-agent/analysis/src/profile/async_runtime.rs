@@ -300,8 +300,20 @@ pub fn role_of(frames: &[&Frame]) -> Option<ThreadRole> {
     }
 }
 
+/// The innermost frame of a scheduler loop, if the stack shows one.
+fn innermost_loop(frames: &[&Frame]) -> Option<usize> {
+    frames.iter().rposition(|f| worker_kind(std::slice::from_ref(f)).is_some())
+}
+
+/// The innermost owner frame inside a task: below the scheduler loop when
+/// the stack shows it. The owner's `main` around a current-thread
+/// runtime's `block_on` (the worker parked in it) is not task code.
 fn innermost_owner(frames: &[&Frame]) -> Option<usize> {
-    frames.iter().rposition(|f| f.origin == Origin::Owner)
+    let i = frames.iter().rposition(|f| f.origin == Origin::Owner)?;
+    match innermost_loop(frames) {
+        Some(l) if i < l => None,
+        _ => Some(i),
+    }
 }
 
 /// The frame that names a task: where framework code (axum, tower, hyper,
@@ -311,8 +323,9 @@ fn innermost_owner(frames: &[&Frame]) -> Option<usize> {
 /// Async fn bodies (`{{closure}}` frames) are preferred: a sync callback
 /// such as a `FromRow` impl that sqlx calls is not a task.
 fn task_root(frames: &[&Frame]) -> Option<usize> {
+    let inside = innermost_loop(frames).map_or(0, |l| l + 1);
     let entries = || {
-        (0..frames.len())
+        (inside..frames.len())
             .rev()
             .filter(|&i| frames[i].origin == Origin::Owner && (i == 0 || frames[i - 1].origin != Origin::Owner))
     };
@@ -935,6 +948,18 @@ mod tests {
         let a = analyze(&inputs(&CpuProfile::default(), &off, &threads, &[]));
         assert_eq!(a.workers.recognised, [RecognisedWorkers { kind: WorkerKind::TokioCurrentThread, threads: 1 }]);
         assert_eq!(a.blocking[0].function, "svc::load");
+    }
+
+    #[test]
+    fn main_around_a_current_thread_block_on_is_not_task_code() {
+        let mut off = CpuProfile::default();
+        // The worker parked on its timer, under the owner's main.
+        let parked = [owner("svc::main", 80), rt("tokio::runtime::runtime::Runtime::block_on"), rt("tokio::runtime::scheduler::current_thread::CoreGuard::block_on"), rt("tokio::runtime::park::Inner::park"), rt("std::sync::Condvar::wait"), syscall("futex")];
+        let frames = parked.iter().cloned().map(|f| off.intern(f)).collect();
+        off.push_sample(StackSample { thread: "svc".into(), tid: 1, frames, count: 900_000, events: 90, has_user_stack: true });
+        let a = analyze(&inputs(&CpuProfile::default(), &off, &[], &[]));
+        assert_eq!(a.workers.workers, 1);
+        assert!(a.blocking.is_empty() && a.lock_contention.is_empty() && a.tasks.is_empty(), "{a:?}");
     }
 
     #[test]
