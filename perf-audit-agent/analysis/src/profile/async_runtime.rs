@@ -637,7 +637,7 @@ fn sample_owner<'a>(cpu: &'a CpuProfile, idx: usize) -> Option<SampleOwner<'a>> 
 /// time (to clock jitter).
 fn same_run(a: &TimedSample, b: &TimedSample) -> bool {
     const JITTER_NS: u64 = 200_000;
-    a.oncpu_run_ns > 0 && b.oncpu_run_ns > 0 && b.ts_ns >= a.ts_ns && (a.ts_ns - a.oncpu_run_ns).abs_diff(b.ts_ns - b.oncpu_run_ns) <= JITTER_NS
+    a.oncpu_run_ns > 0 && b.oncpu_run_ns > 0 && b.ts_ns >= a.ts_ns && a.ts_ns.saturating_sub(a.oncpu_run_ns).abs_diff(b.ts_ns.saturating_sub(b.oncpu_run_ns)) <= JITTER_NS
 }
 
 fn nearest_rank(sorted: &[u64], q: f64) -> u64 {
@@ -692,12 +692,12 @@ fn long_polls(input: &AsyncInputs<'_>, worker_tids: &BTreeSet<u32>, worker_time_
             let first_in_run = i == 0 || !same_run(samples[i - 1], start);
             if !first.at_io && start.oncpu_run_ns > 0 && first_in_run {
                 // From the wake-up: the poll began at or after it.
-                let wake = start.ts_ns - start.oncpu_run_ns;
+                let wake = start.ts_ns.saturating_sub(start.oncpu_run_ns);
                 let elapsed = last.ts_ns - wake;
                 let mut estimate = if i == j { 2 * elapsed } else { elapsed + period / 2 };
                 // The stretch ended before the next one began.
                 if let Some(next) = samples.get(j + 1).filter(|n| n.oncpu_run_ns > 0 && !same_run(last, n)) {
-                    estimate = estimate.min((next.ts_ns - next.oncpu_run_ns).saturating_sub(wake));
+                    estimate = estimate.min(next.ts_ns.saturating_sub(next.oncpu_run_ns).saturating_sub(wake));
                 }
                 acc.polls.push(estimate.max(elapsed));
             } else if !first.at_io && j > i {
