@@ -354,8 +354,13 @@ fn classify(below: &[&Frame], syscall: Option<&str>) -> (BlockingKind, Option<St
     if let Some(via) = find(&["std::sync::mpsc::", "std::sync::mpmc::", "crossbeam_channel::", "flume::"]) {
         return (BlockingKind::ChannelRecv, Some(via));
     }
-    if let Some(via) = find(&["std::sys::sync::mutex", "std::sync::poison::mutex", "std::sync::mutex", "std::sync::rwlock", "std::sys::sync::rwlock", "std::sync::poison::rwlock", "Condvar", "parking_lot"]) {
-        return (BlockingKind::SyncLock, Some(via));
+    const LOCKS: [&str; 8] = ["std::sys::sync::mutex", "std::sync::poison::mutex", "std::sync::mutex", "std::sync::rwlock", "std::sys::sync::rwlock", "std::sync::poison::rwlock", "Condvar", "parking_lot"];
+    if let Some(at) = below.iter().position(|f| LOCKS.iter().any(|n| f.function.contains(n))) {
+        // A lock Tokio takes inside its own code (its `parking_lot`
+        // mutexes, e.g. the blocking pool's when spawning) is not the
+        // owner's lock: no lock advice for it.
+        let kind = if below[..=at].iter().any(|f| f.function.starts_with("tokio::")) { BlockingKind::Other } else { BlockingKind::SyncLock };
+        return (kind, Some(below[at].display_name()));
     }
     if let Some(via) = find(&["ToSocketAddrs", "getaddrinfo", "lookup_host"]) {
         return (BlockingKind::Dns, Some(via));
@@ -981,5 +986,18 @@ mod tests {
         assert!(kinds.contains(&("svc::wait_job", BlockingKind::ChannelRecv)), "{kinds:?}");
         assert!(kinds.contains(&("svc::legacy", BlockingKind::BlockOn)), "{kinds:?}");
         assert!(a.lock_contention.is_empty());
+    }
+
+    #[test]
+    fn a_lock_inside_tokio_is_not_the_owners_lock() {
+        let mut off = CpuProfile::default();
+        // Tokio 1.20 with `parking_lot`: spawning onto the blocking pool
+        // waits for the pool's mutex.
+        sample(&mut off, 1, &[rt(WORKER), owner("svc::read_async::{{closure}}", 30), rt("tokio::runtime::blocking::pool::Spawner::spawn_task"), rt("tokio::loom::std::parking_lot::Mutex<T>::lock"), rt("parking_lot::raw_mutex::RawMutex::lock_slow"), syscall("futex")], 20_000, 1);
+        sample(&mut off, 1, &[rt(WORKER), owner("svc::update", 52), rt("parking_lot::raw_mutex::RawMutex::lock_slow"), syscall("futex")], 5_000, 1);
+        let a = analyze(&inputs(&CpuProfile::default(), &off, &[], &[]));
+        let locks: Vec<&str> = a.lock_contention.iter().map(|s| s.function.as_str()).collect();
+        assert_eq!(locks, ["svc::update"]);
+        assert!(a.blocking.iter().all(|s| s.kind == BlockingKind::Other), "{:?}", a.blocking);
     }
 }
