@@ -61,6 +61,10 @@ pub enum Build {
     /// A static binary for `x86_64-unknown-linux-musl` (musl's own malloc
     /// linked in), the usual choice for scratch container images.
     ReleaseStaticMusl,
+    /// Release of a fixture that is a workspace of its own (its pinned
+    /// dependencies cannot share the fixtures' lock file, e.g. a 2022
+    /// Tokio), in `tests/fixtures/<name>`.
+    OwnWorkspace,
 }
 
 const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
@@ -77,9 +81,10 @@ pub fn fixture(name: &str, build: Build) -> PathBuf {
         Build::ReleaseStripped => dir.join("target/stripped"),
         Build::ReleaseSplitDebugInfoPacked => dir.join("target/packed"),
         Build::ReleaseStaticMusl => dir.join("target/musl"),
+        Build::OwnWorkspace => dir.join(format!("target/{name}")),
     };
     let mut cmd = cargo();
-    cmd.current_dir(&dir).args(["build", "--release", "-p", name]).arg("--target-dir").arg(&target_dir);
+    cmd.current_dir(if build == Build::OwnWorkspace { dir.join(name) } else { dir.clone() }).args(["build", "--release", "-p", name]).arg("--target-dir").arg(&target_dir);
     // Never inherit the outer build's flags: the fixture must be built
     // exactly as the test says.
     cmd.env_remove("RUSTFLAGS").env_remove("CARGO_ENCODED_RUSTFLAGS").env_remove("CARGO_BUILD_RUSTFLAGS");
@@ -108,6 +113,7 @@ pub fn fixture(name: &str, build: Build) -> PathBuf {
         Build::ReleaseStaticMusl => {
             cmd.args(["--target", MUSL_TARGET]);
         }
+        Build::OwnWorkspace => {}
     }
     run_build(cmd, name);
     match build {

@@ -1,37 +1,52 @@
-//! The async profile on a fixture Tokio service under load (real eBPF):
-//! each planted blocker is found at its own function; the well-behaved
-//! endpoint (tokio::fs, spawn_blocking) is not flagged.
+//! The async profile on a fixture Tokio service under load (real eBPF), on
+//! a multi-thread runtime, a current-thread one and actix-rt arbiters: each
+//! planted blocker and CPU-heavy handler is found at its own function with
+//! its poll length; the well-behaved twins (tokio::fs, spawn_blocking,
+//! short polls) are not flagged.
 
 use perf_audit_tests::*;
 
-#[test]
-fn blocking_calls_locks_and_long_polls_are_found_at_their_functions() {
-    let bin = fixture("async-service", Build::Release);
+/// One audit of the fixture on a runtime (`multi`, `current`, `actix`).
+fn audit(build: Build, runtime: &str, rps: &str) -> (serde_json::Value, AgentRun) {
+    let bin = if build == Build::OwnWorkspace { fixture("old-tokio", build) } else { fixture("async-service", build) };
     let tmp = tempfile::tempdir().unwrap();
     let addr = free_loopback_addr();
     let scenario = tmp.path().join("scenario.toml");
     let mut text = String::new();
-    for (path, weight) in [("/fs", 1), ("/lock", 2), ("/cpu", 1), ("/good", 2)] {
+    for (path, weight) in [("/fs", 1), ("/lock", 16), ("/cpu", 1), ("/key", 12), ("/good", 2), ("/key-good", 4), ("/short", 3)] {
         text.push_str(&format!("[[request]]\nurl = \"http://{addr}{path}\"\nweight = {weight}\n\n"));
     }
     std::fs::write(&scenario, text).unwrap();
     let data = tmp.path().join("data");
     let run = run_agent(&[
-        "async", "--duration", "8s", "--rps", "100", "--scenario", scenario.to_str().unwrap(),
-        "--", bin.to_str().unwrap(), "--listen", &addr, "--data", data.to_str().unwrap(),
+        "async", "--duration", "8s", "--rps", rps, "--scenario", scenario.to_str().unwrap(),
+        "--", bin.to_str().unwrap(), "--listen", &addr, "--data", data.to_str().unwrap(), "--runtime", runtime,
     ]);
     run.assert_success();
-    let report = run.report();
+    (run.report(), run)
+}
+
+/// What every runtime kind must show: the blocking calls and both
+/// CPU-heavy handlers at their functions, poll lengths within 2x of the
+/// truth (20 ms, 1 ms), none of the twins, no socket I/O called blocking.
+fn assert_async_findings(report: &serde_json::Value, run: &AgentRun, workers: std::ops::RangeInclusive<u64>, kind: &str) {
+    // The old-Tokio build of the same source is the crate `old_tokio`.
+    let krate = if run.file("report.md").contains("old_tokio::") { "old_tokio" } else { "async_service" };
+    let f = |name: &str| format!("{krate}::{name}");
     let a = &report["async"];
-    assert_eq!(a["workers"]["workers"], 2, "the fixture runs 2 Tokio workers: {}", a["workers"]);
+    eprintln!("workers: {}\nlong polls: {}\nblocking: {}\nlocks: {}", a["workers"], a["long_polls"], a["blocking"], a["lock_contention"]);
+    let n = a["workers"]["workers"].as_u64().unwrap();
+    assert!(workers.contains(&n), "{n} workers, expected {workers:?}: {}", a["workers"]);
+    let recognised = a["workers"]["recognised"].as_array().unwrap();
+    assert!(recognised.iter().any(|r| r["kind"] == kind), "recognised as {kind}: {recognised:?}");
     assert_eq!(report["offcpu"]["dropped_intervals"], 0);
 
-    let found = findings(&report);
+    let found = findings(report);
     let at = |rule: &str, function: &str| {
         found
             .iter()
             .find(|(r, f, _, _)| r == rule && f == function)
-            .unwrap_or_else(|| panic!("no {rule} at {function}: {found:?}"))
+            .unwrap_or_else(|| panic!("no {rule} at {function}: {found:?}\nlong polls: {:#}", a["long_polls"]))
             .clone()
     };
     let source = std::fs::read_to_string(workspace_root().join("tests/fixtures/async-service/src/main.rs")).unwrap();
@@ -40,31 +55,78 @@ fn blocking_calls_locks_and_long_polls_are_found_at_their_functions() {
         let start = source.lines().position(|l| l.contains(&format!("fn {short}("))).unwrap() as u64 + 1;
         assert!((start..start + 15).contains(&line), "{function} reported at line {line}, its body starts at {start}");
     };
-
-    let fs = at("blocking-in-async", "async_service::read_settings_blocking");
+    let fs = at("blocking-in-async", &f("read_settings_blocking"));
     inside(&fs.1, fs.3);
-    let sleep = at("blocking-in-async", "async_service::update_shared_stats");
+    let sleep = at("blocking-in-async", &f("update_shared_stats"));
     inside(&sleep.1, sleep.3);
-    let lock = at("sync-lock-contention", "async_service::update_shared_stats");
-    inside(&lock.1, lock.3);
-    let cpu = at("cpu-heavy-in-async", "async_service::compute_digest");
-    inside(&cpu.1, cpu.3);
-
-    // The well-behaved endpoint does the same kinds of work off the workers.
-    for (_, function, _, _) in &found {
-        assert!(!function.contains("read_settings_async"), "the tokio::fs path is flagged: {found:?}");
+    let poll = |function: &str| {
+        a["long_polls"].as_array().unwrap().iter().find(|p| p["function"] == function).unwrap_or_else(|| panic!("no poll estimate for {function}: {:#}", a["long_polls"])).clone()
+    };
+    for (function, truth_ms) in [(f("compute_digest"), 20.0), (f("derive_key"), 1.0)] {
+        let cpu = at("cpu-heavy-in-async", &function);
+        inside(&cpu.1, cpu.3);
+        let p50 = poll(&function)["p50_ms"].as_f64().unwrap();
+        assert!((truth_ms / 2.0..=truth_ms * 2.0).contains(&p50), "{function}: estimated poll {p50} ms, truth {truth_ms} ms: {:#}", poll(&function));
     }
-    // The blocking pool is not a worker.
+    // The twins: tokio::fs, spawn_blocking, short polls; and no socket I/O.
+    for (rule, function, _, _) in &found {
+        for twin in ["read_settings_async", "derive_key_offloaded", "short_polls", "serve", "accept_loop"] {
+            assert!(!function.contains(twin), "the well-behaved {twin} is flagged ({rule}): {found:?}");
+        }
+    }
+    for site in a["blocking"].as_array().unwrap() {
+        assert_ne!(site["kind"], "network_io", "socket I/O called blocking: {site}");
+    }
+    // The blocking pool is never a worker.
     let threads = report["offcpu"]["threads"].as_array().unwrap();
-    assert!(threads.iter().filter(|t| t["role"] == "worker").count() <= 2, "{threads:?}");
-
+    assert_eq!(threads.iter().filter(|t| t["role"] == "worker").count() as u64, n, "{threads:?}");
     let md = run.file("report.md");
-    assert!(md.contains("### Async Runtime Analysis") && md.contains("**Task breakdown**"));
+    assert!(md.contains("### Async Runtime Analysis") && md.contains("**Task breakdown**") && md.contains("**Poll lengths**"));
+}
+
+#[test]
+fn blocking_calls_locks_and_long_polls_are_found_at_their_functions() {
+    let (report, run) = audit(Build::Release, "multi", "150");
+    assert_async_findings(&report, &run, 2..=2, "tokio_multi_thread");
+    let found = findings(&report);
+    assert!(found.iter().any(|(r, f, _, _)| r == "sync-lock-contention" && f == "async_service::update_shared_stats"), "{found:?}");
     // The time-weighted off-CPU stacks name the blocker (the SVG may drop
     // frames narrower than a pixel; the folded file keeps every stack). The
     // 8 ms sleep always passes the 1 ms capture threshold (an fsync may not).
     assert!(run.file("offcpu.folded").contains("async_service::update_shared_stats"));
     assert!(run.file("offcpu.svg").contains("<svg"));
+}
+
+/// A current-thread runtime built in main: main is the only worker; the
+/// `tokio-runtime-worker` threads are its blocking pool.
+#[test]
+fn a_current_thread_runtime_is_audited_like_a_multi_thread_one() {
+    let (report, run) = audit(Build::Release, "current", "80");
+    assert_async_findings(&report, &run, 1..=1, "tokio_current_thread");
+}
+
+/// actix-rt arbiters (actix-web's runtime): two `actix-rt|system:0|arbiter:N`
+/// threads, each one current-thread runtime, plus the system thread.
+#[test]
+fn actix_rt_arbiters_are_workers() {
+    let (report, run) = audit(Build::ReleaseWithFeature("actix"), "actix", "150");
+    // The system thread only accepts: a worker when its stacks were seen.
+    assert_async_findings(&report, &run, 2..=3, "actix_rt");
+}
+
+/// The same service on Tokio 1.20.4 (mid-2022, `parking_lot`): its
+/// scheduler is `runtime::thread_pool::worker`, and a current-thread
+/// runtime is `runtime::basic_scheduler`.
+#[test]
+fn a_2022_tokio_multi_thread_runtime_has_workers() {
+    let (report, run) = audit(Build::OwnWorkspace, "multi", "150");
+    assert_async_findings(&report, &run, 2..=2, "tokio_multi_thread");
+}
+
+#[test]
+fn a_2022_tokio_current_thread_runtime_has_a_worker() {
+    let (report, run) = audit(Build::OwnWorkspace, "current", "80");
+    assert_async_findings(&report, &run, 1..=1, "tokio_current_thread");
 }
 
 #[test]

@@ -108,6 +108,7 @@ pub fn build_report(e: &AuditEvidence) -> Report {
             threads: &a.threads,
             samples: &a.samples,
             long_poll_threshold_ns: a.long_poll.as_nanos() as u64,
+            sample_period_ns: 1_000_000_000 / e.frequency_hz.max(1),
         })
     });
     let memory = e.memory.as_ref().map(|(section, _)| section);
@@ -159,7 +160,7 @@ pub fn build_report(e: &AuditEvidence) -> Report {
             )
         }),
         offcpu: e.async_runtime.as_ref().zip(async_analysis.as_ref()).map(|(a, analysis)| {
-            OffCpuSection::build(&a.offcpu, &a.threads, &e.counters, a.offcpu_min, analysis)
+            OffCpuSection::build(&e.cpu, &a.offcpu, &a.threads, &e.counters, a.offcpu_min, analysis)
         }),
         async_runtime: e.async_runtime.as_ref().zip(async_analysis).map(|(a, analysis)| AsyncSection {
             analysis,

@@ -333,6 +333,11 @@ fn timed_samples(stacks: [usize; 3]) -> Vec<TimedSample> {
     }
     // A short stretch: one sample, no long poll.
     out.push(TimedSample { tid: W1, ts_ns: 12_000 * MS, oncpu_run_ns: 4 * MS, stack: b1 });
+    // Requests served by a worker that was idle: one sample each, 1 ms
+    // after the wake-up (polls of ~2 ms).
+    for k in 0..60 {
+        out.push(TimedSample { tid: W2, ts_ns: 14_000 * MS + k * 50 * MS, oncpu_run_ns: MS, stack: b2 });
+    }
     out
 }
 

@@ -49,6 +49,14 @@ fn fix(site: &BlockingSite) -> CodeFix {
             before: "let mut stream = std::net::TcpStream::connect(addr)?;".to_string(),
             after: "let mut stream = tokio::net::TcpStream::connect(addr).await?;".to_string(),
         },
+        BlockingKind::ChannelRecv => CodeFix {
+            before: "let msg = rx.recv()?;                   // std/crossbeam receiver parks the worker".to_string(),
+            after: "let msg = rx.recv().await;              // tokio::sync::mpsc::Receiver yields".to_string(),
+        },
+        BlockingKind::BlockOn => CodeFix {
+            before: "let out = futures::executor::block_on(fut);   // parks the worker inside a task".to_string(),
+            after: "let out = fut.await;".to_string(),
+        },
         BlockingKind::SyncLock | BlockingKind::Other => CodeFix {
             before: format!("let out = {f}(input);                    // blocks the worker"),
             after: format!("let out = tokio::task::spawn_blocking(move || {f}(input)).await?;"),
@@ -71,7 +79,7 @@ impl Rule for BlockingInAsync {
                 let via = s.via.as_deref().map(|v| format!(" in `{v}`")).unwrap_or_default();
                 let syscalls = if s.syscalls.is_empty() { String::new() } else { format!(" ({})", s.syscalls.join(", ")) };
                 let mut evidence = format!(
-                    "Tokio workers blocked {} times for {:.1} ms in total{via}{syscalls}, {:.2}% of all worker time",
+                    "Runtime workers blocked {} times for {:.1} ms in total{via}{syscalls}, {:.2}% of all worker time",
                     s.intervals, s.blocked_ms, s.worker_time_pct
                 );
                 if s.on_cpu_samples > 0 {
@@ -83,13 +91,15 @@ impl Rule for BlockingInAsync {
                     BlockingKind::Sleep => "use tokio::time::sleep(..).await instead of std::thread::sleep".to_string(),
                     BlockingKind::Dns => "resolve with tokio::net::lookup_host(..).await instead of ToSocketAddrs".to_string(),
                     BlockingKind::NetworkIo => "use tokio::net instead of std::net on the runtime".to_string(),
+                    BlockingKind::ChannelRecv => "receive with tokio::sync::mpsc (recv().await), or do the receive in tokio::task::spawn_blocking".to_string(),
+                    BlockingKind::BlockOn => "await the future instead of calling block_on inside async code (block_on parks the worker until it completes)".to_string(),
                     _ => "move the blocking call into tokio::task::spawn_blocking".to_string(),
                 };
                 Finding {
                     rule: self.id().to_string(),
                     severity,
                     category: Category::Async,
-                    title: format!("{} on a Tokio worker in `{}`", s.kind.describe(), s.function),
+                    title: format!("{} on a runtime worker in `{}`", s.kind.describe(), s.function),
                     function: s.function.clone(),
                     file: s.file.clone(),
                     line: s.line,

@@ -8,7 +8,7 @@
 
 mod allocation_churn;
 mod blocking_in_async;
-mod cpu_heavy_in_async;
+pub(crate) mod cpu_heavy_in_async;
 mod cpu_hotspot;
 mod sync_lock_contention;
 mod missing_index;

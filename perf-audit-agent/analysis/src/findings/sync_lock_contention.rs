@@ -1,8 +1,10 @@
 //! `sync-lock-contention`: Tokio workers waiting (futex) on a synchronous
 //! lock — std::sync::Mutex/RwLock/Condvar or parking_lot — found at the
-//! owner's frame that takes the lock. The holder's side, when visible, is
-//! the code that blocked on workers during the same window while not
-//! waiting on a lock itself (a lock held across a slow operation).
+//! owner's frame that takes the lock. A holder is named only with evidence
+//! that links it to this lock: the same function also blocks on a worker
+//! (after taking the lock, at a later line), i.e. it can hold the lock
+//! across a slow call. The audit's largest blocking site elsewhere is not
+//! a holder (it may never touch this lock), so no claim is made then.
 
 use super::{Category, CodeFix, Complexity, Evidence, Finding, Rule, Severity};
 
@@ -24,11 +26,15 @@ impl Rule for SyncLockContention {
 
     fn check(&self, evidence: &Evidence<'_>) -> Vec<Finding> {
         let Some(a) = evidence.async_runtime else { return Vec::new() };
-        let holder = a
-            .blocking
-            .iter()
-            .find(|s| s.intervals > 0)
-            .map(|s| format!("; likely holder: `{}` blocked workers {} times ({:.1} ms, {}) in the same window", s.function, s.intervals, s.blocked_ms, s.kind.describe()));
+        let holder = |lock: &crate::profile::async_runtime::BlockingSite| {
+            a.blocking
+                .iter()
+                .find(|b| b.intervals > 0 && b.function == lock.function && b.line.zip(lock.line).is_none_or(|(b, l)| b >= l))
+                .map(|b| {
+                    let at = b.line.map(|l| format!(" at line {l}")).unwrap_or_default();
+                    format!("; the same function also blocks workers{at} ({} times, {:.1} ms, {}): it can hold the lock across that call", b.intervals, b.blocked_ms, b.kind.describe())
+                })
+        };
         a.lock_contention
             .iter()
             .filter(|s| s.intervals > 0)
@@ -48,7 +54,7 @@ impl Rule for SyncLockContention {
                         s.intervals,
                         s.blocked_ms,
                         s.worker_time_pct,
-                        holder.clone().unwrap_or_default()
+                        holder(s).unwrap_or_default()
                     ),
                     recommendation: "never hold a std::sync lock across slow work: copy what you need and drop the guard first; if it must be held across an .await, use tokio::sync::Mutex".to_string(),
                     impact: severity.impact(),
@@ -66,5 +72,30 @@ impl Rule for SyncLockContention {
                 }
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::async_runtime::{AsyncAnalysis, BlockingKind, BlockingSite};
+
+    fn site(function: &str, line: u32, kind: BlockingKind) -> BlockingSite {
+        BlockingSite { function: function.into(), line: Some(line), kind, intervals: 5, blocked_ms: 40.0, worker_time_pct: 0.5, ..Default::default() }
+    }
+
+    #[test]
+    fn a_holder_is_named_only_when_the_lock_taker_itself_blocks() {
+        let analysis = AsyncAnalysis {
+            blocking: vec![site("svc::export", 70, BlockingKind::FileIo), site("svc::update", 55, BlockingKind::Sleep)],
+            lock_contention: vec![site("svc::update", 52, BlockingKind::SyncLock), site("svc::cache_get", 44, BlockingKind::SyncLock)],
+            ..Default::default()
+        };
+        let evidence = Evidence { cpu: None, async_runtime: Some(&analysis), database: None, memory: None };
+        let found = SyncLockContention::default().check(&evidence);
+        let by = |f: &str| found.iter().find(|x| x.function == f).unwrap().evidence.clone();
+        assert!(by("svc::update").contains("also blocks workers at line 55"), "{}", by("svc::update"));
+        // The largest unrelated blocking site is not called the holder.
+        assert!(!by("svc::cache_get").contains("svc::export") && !by("svc::cache_get").contains("holder"), "{}", by("svc::cache_get"));
     }
 }

@@ -58,6 +58,10 @@ pub enum BlockingKind {
     Sleep,
     /// A std::sync::Mutex/RwLock/Condvar or parking_lot wait (futex).
     SyncLock,
+    /// A blocking channel receive (std::sync::mpsc, crossbeam).
+    ChannelRecv,
+    /// `block_on` (futures, Tokio, pollster) called inside a task.
+    BlockOn,
     /// Another blocking wait.
     #[default]
     Other,
@@ -71,6 +75,8 @@ impl BlockingKind {
             BlockingKind::Dns => "blocking DNS resolution (ToSocketAddrs)",
             BlockingKind::Sleep => "std::thread::sleep",
             BlockingKind::SyncLock => "waiting for a std::sync lock",
+            BlockingKind::ChannelRecv => "a blocking channel receive",
+            BlockingKind::BlockOn => "`block_on` inside a task",
             BlockingKind::Other => "a blocking wait",
         }
     }
@@ -97,16 +103,34 @@ pub struct BlockingSite {
     pub on_cpu_samples: u64,
 }
 
+/// Estimated poll lengths of one owner function on workers. A poll cannot
+/// outlast the worker's on-CPU stretch (from its wake-up to its next sleep,
+/// `oncpu_run_ns` in each timed sample): an owner function that the samples
+/// show from the start of a stretch was polled for about the time since the
+/// wake-up (twice the time to a single sample, by symmetry; the time to the
+/// last of consecutive samples plus half a period). Samples later in a
+/// stretch after other code are not bounded by it and count only in the
+/// share, so consecutive samples across awaits are not taken as one poll.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, Default)]
 #[serde(default)]
 pub struct LongPoll {
     pub function: String,
     pub file: Option<String>,
     pub line: Option<u32>,
-    /// The longest stretch seen on one worker without blocking or parking.
+    /// The longest estimated poll.
     pub max_ms: f64,
-    /// Stretches at least the threshold long.
+    /// Estimated polls at least the long-poll threshold (`--long-poll`).
     pub occurrences: u64,
+    /// Time-weighted estimated poll length: half (99%) of this function's
+    /// measured worker time was in polls at most this long.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Polls whose length the on-CPU stretches bound.
+    pub polls_measured: u64,
+    /// CPU samples on workers in this function.
+    pub samples: u64,
+    /// Share of all worker time (on + off CPU) on the CPU in this function.
+    pub worker_time_pct: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, Default)]
@@ -121,10 +145,19 @@ pub struct TaskRow {
     pub blocking_intervals: u64,
 }
 
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RecognisedWorkers {
+    pub kind: WorkerKind,
+    pub threads: usize,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct WorkersSummary {
     pub workers: usize,
+    /// How the workers were recognised (kind, threads); empty when no
+    /// runtime was recognised.
+    pub recognised: Vec<RecognisedWorkers>,
     pub blocking_pool_threads: usize,
     /// Share of worker time on the CPU.
     pub busy_pct: f64,
@@ -154,10 +187,102 @@ pub struct AsyncInputs<'a> {
     pub threads: &'a [ThreadTime],
     pub samples: &'a [TimedSample],
     pub long_poll_threshold_ns: u64,
+    /// The CPU sampling period (1 / frequency).
+    pub sample_period_ns: u64,
 }
 
 fn frames<'a>(p: &'a CpuProfile, s: &StackSample) -> Vec<&'a Frame> {
     s.frames.iter().map(|id| p.frame(*id)).collect()
+}
+
+/// How a thread was recognised as a runtime worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerKind {
+    /// Tokio's multi-thread scheduler loop: `scheduler::multi_thread::worker`
+    /// (Tokio >= 1.23) or `thread_pool::worker` (Tokio 1.0-1.22).
+    TokioMultiThread,
+    /// A current-thread runtime's `block_on` thread:
+    /// `scheduler::current_thread` (>= 1.23) or `basic_scheduler` (older),
+    /// e.g. `#[tokio::main(flavor = "current_thread")]` or a runtime built
+    /// in main.
+    TokioCurrentThread,
+    /// An actix-rt arbiter or system thread (one current-thread runtime per
+    /// thread; actix-web's workers).
+    ActixRt,
+    /// No stack showed a scheduler loop; recognised by thread name only.
+    ThreadName,
+}
+
+impl WorkerKind {
+    pub fn describe(self) -> &'static str {
+        match self {
+            WorkerKind::TokioMultiThread => "Tokio multi-thread worker loop in their stacks (`scheduler::multi_thread::worker`, or `thread_pool::worker` on Tokio <= 1.22)",
+            WorkerKind::TokioCurrentThread => "a Tokio current-thread runtime's `block_on` loop in their stacks (`scheduler::current_thread`, or `basic_scheduler` on Tokio <= 1.22)",
+            WorkerKind::ActixRt => "an actix-rt arbiter/system runtime in their stacks or names (`actix-rt|system:N|arbiter:N`, `actix-server worker`)",
+            WorkerKind::ThreadName => "thread name only (`tokio-runtime-worker`/`tokio-rt-worker`, no scheduler frame seen: stacks without symbols?)",
+        }
+    }
+}
+
+/// Frames only a thread running a scheduler's loop has. Any thread that
+/// wakes a task runs scheduler code too (a blocking-pool thread finishing a
+/// `tokio::fs` call runs `multi_thread::worker::<impl Handle>::schedule_task`,
+/// Tokio 1.20's `thread_pool::worker::<impl Shared>::schedule`), so only the
+/// loop's own functions count. Names read from Tokio's sources:
+/// `runtime/scheduler/{multi_thread,multi_thread_alt}/worker.rs` (`run`,
+/// `Context::run`, `Context::run_task`), `runtime/scheduler/current_thread`
+/// (`CurrentThread::block_on`, `CoreGuard::block_on`, `Context::run_task`),
+/// and before the 1.23 `scheduler` move `runtime/thread_pool/worker.rs` and
+/// `runtime/basic_scheduler.rs` (`BasicScheduler::block_on`,
+/// `CoreGuard::block_on`, `Context::run_task`; before 1.17 `Inner::block_on`
+/// and `InnerGuard::block_on`); actix-rt's `Runtime::block_on`,
+/// `SystemRunner` and `Arbiter` thread closures (`actix-rt` 2.x).
+const WORKER_LOOPS: &[(&str, WorkerKind)] = &[
+    ("tokio::runtime::scheduler::multi_thread::worker::run", WorkerKind::TokioMultiThread),
+    ("tokio::runtime::scheduler::multi_thread::worker::Context::", WorkerKind::TokioMultiThread),
+    ("tokio::runtime::scheduler::multi_thread_alt::worker::run", WorkerKind::TokioMultiThread),
+    ("tokio::runtime::scheduler::multi_thread_alt::worker::Context::", WorkerKind::TokioMultiThread),
+    ("tokio::runtime::thread_pool::worker::run", WorkerKind::TokioMultiThread),
+    ("tokio::runtime::thread_pool::worker::Context::", WorkerKind::TokioMultiThread),
+    ("actix_rt::arbiter::", WorkerKind::ActixRt),
+    ("actix_rt::runtime::Runtime::block_on", WorkerKind::ActixRt),
+    ("actix_rt::system::SystemRunner::", WorkerKind::ActixRt),
+    ("actix_server::worker::ServerWorker::start", WorkerKind::ActixRt),
+    ("tokio::runtime::scheduler::current_thread::CoreGuard::", WorkerKind::TokioCurrentThread),
+    ("tokio::runtime::scheduler::current_thread::Context::", WorkerKind::TokioCurrentThread),
+    ("tokio::runtime::scheduler::current_thread::CurrentThread::block_on", WorkerKind::TokioCurrentThread),
+    ("tokio::runtime::basic_scheduler::CoreGuard", WorkerKind::TokioCurrentThread),
+    ("tokio::runtime::basic_scheduler::Context::", WorkerKind::TokioCurrentThread),
+    ("tokio::runtime::basic_scheduler::BasicScheduler", WorkerKind::TokioCurrentThread),
+    ("tokio::runtime::basic_scheduler::Inner", WorkerKind::TokioCurrentThread),
+];
+
+/// Which worker loop a stack shows, if any (actix before the Tokio
+/// current-thread loop it runs).
+pub fn worker_kind(frames: &[&Frame]) -> Option<WorkerKind> {
+    WORKER_LOOPS
+        .iter()
+        .find(|(prefix, _)| {
+            frames.iter().any(|f| {
+                f.function.starts_with(prefix)
+                    // `BasicScheduler::spawn`/`schedule` run on waking threads.
+                    && (!prefix.starts_with("tokio::runtime::basic_scheduler::BasicScheduler") || f.function.ends_with("block_on"))
+            })
+        })
+        .map(|(_, kind)| *kind)
+}
+
+/// Thread names that say "runtime worker" unambiguously (Tokio's do not:
+/// Tokio names its blocking-pool threads like its workers, and a
+/// current-thread runtime's `tokio-runtime-worker` threads are all pool
+/// threads). Names are cut to 15 bytes by the kernel.
+pub fn worker_by_name(name: &str) -> bool {
+    name.starts_with("actix-rt|system") || name.starts_with("actix-server wo")
+}
+
+fn tokio_worker_name(name: &str) -> bool {
+    name.starts_with("tokio-runtime-w") || name.starts_with("tokio-rt-worker")
 }
 
 /// The role a stack shows. Tokio starts its multi-thread workers on
@@ -165,31 +290,30 @@ fn frames<'a>(p: &'a CpuProfile, s: &StackSample) -> Vec<&'a Frame> {
 /// worker loop decides. The thread that calls `Runtime::block_on` on a
 /// multi-thread runtime only waits; a current-thread runtime's
 /// `block_on` thread is its worker.
-///
-/// Only the worker loop marks a worker: any thread that wakes a task runs
-/// scheduler code too (a blocking-pool thread finishing a `tokio::fs` call
-/// runs `multi_thread::worker::<impl Handle>::schedule_task`), and counting
-/// such a stack made a pool thread a third worker.
 pub fn role_of(frames: &[&Frame]) -> Option<ThreadRole> {
-    let has = |prefix: &str| frames.iter().any(|f| f.function.starts_with(prefix));
-    const WORKER_LOOP: [&str; 5] = [
-        "tokio::runtime::scheduler::multi_thread::worker::run",
-        "tokio::runtime::scheduler::multi_thread::worker::Context::",
-        "tokio::runtime::scheduler::current_thread::CoreGuard::",
-        "tokio::runtime::scheduler::current_thread::Context::",
-        "tokio::runtime::scheduler::current_thread::CurrentThread::block_on",
-    ];
-    if WORKER_LOOP.iter().any(|prefix| has(prefix)) {
+    if worker_kind(frames).is_some() {
         Some(ThreadRole::Worker)
-    } else if has("tokio::runtime::blocking::pool") {
+    } else if frames.iter().any(|f| f.function.starts_with("tokio::runtime::blocking::pool")) {
         Some(ThreadRole::BlockingPool)
     } else {
         None
     }
 }
 
+/// The innermost frame of a scheduler loop, if the stack shows one.
+fn innermost_loop(frames: &[&Frame]) -> Option<usize> {
+    frames.iter().rposition(|f| worker_kind(std::slice::from_ref(f)).is_some())
+}
+
+/// The innermost owner frame inside a task: below the scheduler loop when
+/// the stack shows it. The owner's `main` around a current-thread
+/// runtime's `block_on` (the worker parked in it) is not task code.
 fn innermost_owner(frames: &[&Frame]) -> Option<usize> {
-    frames.iter().rposition(|f| f.origin == Origin::Owner)
+    let i = frames.iter().rposition(|f| f.origin == Origin::Owner)?;
+    match innermost_loop(frames) {
+        Some(l) if i < l => None,
+        _ => Some(i),
+    }
 }
 
 /// The frame that names a task: where framework code (axum, tower, hyper,
@@ -199,18 +323,44 @@ fn innermost_owner(frames: &[&Frame]) -> Option<usize> {
 /// Async fn bodies (`{{closure}}` frames) are preferred: a sync callback
 /// such as a `FromRow` impl that sqlx calls is not a task.
 fn task_root(frames: &[&Frame]) -> Option<usize> {
+    let inside = innermost_loop(frames).map_or(0, |l| l + 1);
     let entries = || {
-        (0..frames.len())
+        (inside..frames.len())
             .rev()
             .filter(|&i| frames[i].origin == Origin::Owner && (i == 0 || frames[i - 1].origin != Origin::Owner))
     };
     entries().find(|&i| frames[i].function.ends_with("{{closure}}")).or_else(|| entries().next())
 }
 
+/// Frames of an async I/O resource (Tokio's sockets, mio's, Tokio's
+/// readiness machinery): the socket is non-blocking, so time there is never
+/// a blocking wait. A thread that leaves the CPU inside a non-blocking
+/// `sendto`/`recvfrom` (e.g. mio's `<&std::net::TcpStream as Write>::write`)
+/// was preempted or briefly waited for a socket lock, and a task polling
+/// such a resource yields when it is not ready.
+const ASYNC_IO: [&str; 7] = ["mio::", "tokio::net::", "tokio::io::", "tokio::runtime::io::", "tokio_util::codec", "<tokio::net::", "<mio::"];
+
+/// Whether frames below an owner frame are inside an async I/O resource.
+pub fn in_async_io(below: &[&Frame]) -> bool {
+    below.iter().any(|f| ASYNC_IO.iter().any(|p| f.function.starts_with(p)))
+}
+
 fn classify(below: &[&Frame], syscall: Option<&str>) -> (BlockingKind, Option<String>) {
     let find = |needles: &[&str]| below.iter().find(|f| needles.iter().any(|n| f.function.contains(n))).map(|f| f.display_name());
-    if let Some(via) = find(&["std::sys::sync::mutex", "std::sync::poison::mutex", "std::sync::mutex", "std::sync::rwlock", "std::sys::sync::rwlock", "std::sync::poison::rwlock", "Condvar", "parking_lot"]) {
-        return (BlockingKind::SyncLock, Some(via));
+    // `block_on` parks on a Condvar/futex inside: checked before locks.
+    if let Some(via) = find(&["futures_executor::local_pool::block_on", "futures::executor::block_on", "tokio::runtime::runtime::Runtime::block_on", "tokio::runtime::Runtime::block_on", "tokio::runtime::handle::Handle::block_on", "tokio::runtime::park::CachedParkThread::block_on", "tokio::runtime::enter::Enter::block_on", "pollster::block_on", "async_std::task::block_on"]) {
+        return (BlockingKind::BlockOn, Some(via));
+    }
+    if let Some(via) = find(&["std::sync::mpsc::", "std::sync::mpmc::", "crossbeam_channel::", "flume::"]) {
+        return (BlockingKind::ChannelRecv, Some(via));
+    }
+    const LOCKS: [&str; 8] = ["std::sys::sync::mutex", "std::sync::poison::mutex", "std::sync::mutex", "std::sync::rwlock", "std::sys::sync::rwlock", "std::sync::poison::rwlock", "Condvar", "parking_lot"];
+    if let Some(at) = below.iter().position(|f| LOCKS.iter().any(|n| f.function.contains(n))) {
+        // A lock Tokio takes inside its own code (its `parking_lot`
+        // mutexes, e.g. the blocking pool's when spawning) is not the
+        // owner's lock: no lock advice for it.
+        let kind = if below[..=at].iter().any(|f| f.function.starts_with("tokio::")) { BlockingKind::Other } else { BlockingKind::SyncLock };
+        return (kind, Some(below[at].display_name()));
     }
     if let Some(via) = find(&["ToSocketAddrs", "getaddrinfo", "lookup_host"]) {
         return (BlockingKind::Dns, Some(via));
@@ -259,25 +409,36 @@ struct SiteAcc {
 /// The role of every thread seen in the stacks or the scheduler totals:
 /// from stack evidence first, thread names second.
 pub fn thread_roles(cpu: &CpuProfile, offcpu: &CpuProfile, threads: &[ThreadTime]) -> BTreeMap<u32, ThreadRole> {
-    let mut votes: HashMap<u32, (u64, u64)> = HashMap::new();
+    worker_recognition(cpu, offcpu, threads).into_iter().map(|(tid, (role, _))| (tid, role)).collect()
+}
+
+/// Every thread's role and, for workers, how it was recognised.
+pub fn worker_recognition(cpu: &CpuProfile, offcpu: &CpuProfile, threads: &[ThreadTime]) -> BTreeMap<u32, (ThreadRole, Option<WorkerKind>)> {
+    // Per thread: events of worker stacks (by kind) and of pool stacks.
+    let mut votes: HashMap<u32, (BTreeMap<WorkerKind, u64>, u64)> = HashMap::new();
     for (p, s) in cpu.stacks.iter().map(|s| (cpu, s)).chain(offcpu.stacks.iter().map(|s| (offcpu, s))) {
-        match role_of(&frames(p, s)) {
-            Some(ThreadRole::Worker) => votes.entry(s.tid).or_default().0 += s.events,
-            Some(ThreadRole::BlockingPool) => votes.entry(s.tid).or_default().1 += s.events,
+        let fr = frames(p, s);
+        match (worker_kind(&fr), role_of(&fr)) {
+            (Some(kind), _) => *votes.entry(s.tid).or_default().0.entry(kind).or_default() += s.events,
+            (None, Some(ThreadRole::BlockingPool)) => votes.entry(s.tid).or_default().1 += s.events,
             _ => {}
         }
     }
-    // Thread names only decide when no stack shows a worker loop (stacks
-    // without symbols): Tokio names its blocking-pool threads like its
-    // workers, so a pool thread caught only outside the pool's frames (or
-    // seen only by sched_switch) would otherwise be counted as a worker.
-    let stacks_show_workers = votes.values().any(|(w, _)| *w > 0);
-    let role_of_tid = |tid: u32, name: &str| -> ThreadRole {
-        match votes.get(&tid) {
-            Some((w, b)) if w >= b && *w > 0 => ThreadRole::Worker,
-            Some((_, b)) if *b > 0 => ThreadRole::BlockingPool,
-            _ if !stacks_show_workers && (name.starts_with("tokio-runtime-w") || name.starts_with("tokio-rt-worker")) => ThreadRole::Worker,
-            _ => ThreadRole::Other,
+    // Tokio's thread names only decide when no stack shows a worker loop
+    // (stacks without symbols): Tokio names its blocking-pool threads like
+    // its workers, so a pool thread caught only outside the pool's frames
+    // (or seen only by sched_switch) would otherwise be counted as a worker.
+    let names_show_workers = threads.iter().map(|t| t.name.as_str()).chain(cpu.stacks.iter().chain(offcpu.stacks.iter()).map(|s| s.thread.as_str())).any(worker_by_name);
+    let stacks_show_workers = votes.values().any(|(w, _)| !w.is_empty()) || names_show_workers;
+    let role_of_tid = |tid: u32, name: &str| -> (ThreadRole, Option<WorkerKind>) {
+        let (w, b) = votes.get(&tid).map(|(w, b)| (w.values().sum::<u64>(), *b)).unwrap_or((0, 0));
+        let kind = votes.get(&tid).and_then(|(w, _)| w.iter().max_by_key(|(k, n)| (**n, std::cmp::Reverse(**k))).map(|(k, _)| *k));
+        match kind {
+            Some(kind) if w >= b => (ThreadRole::Worker, Some(kind)),
+            _ if b > 0 => (ThreadRole::BlockingPool, None),
+            _ if worker_by_name(name) => (ThreadRole::Worker, Some(WorkerKind::ActixRt)),
+            _ if !stacks_show_workers && tokio_worker_name(name) => (ThreadRole::Worker, Some(WorkerKind::ThreadName)),
+            _ => (ThreadRole::Other, None),
         }
     };
     // Every thread seen, by the name its stacks carry, else sched_switch's.
@@ -290,7 +451,12 @@ pub fn thread_roles(cpu: &CpuProfile, offcpu: &CpuProfile, threads: &[ThreadTime
 }
 
 pub fn analyze(input: &AsyncInputs<'_>) -> AsyncAnalysis {
-    let roles = thread_roles(input.cpu, input.offcpu, input.threads);
+    let recognition = worker_recognition(input.cpu, input.offcpu, input.threads);
+    let roles: BTreeMap<u32, ThreadRole> = recognition.iter().map(|(tid, (role, _))| (*tid, *role)).collect();
+    let mut recognised: BTreeMap<WorkerKind, usize> = BTreeMap::new();
+    for (_, kind) in recognition.values().filter(|(role, _)| *role == ThreadRole::Worker) {
+        *recognised.entry(kind.unwrap_or(WorkerKind::ThreadName)).or_default() += 1;
+    }
     let worker_tids: BTreeSet<u32> = roles.iter().filter(|(_, role)| **role == ThreadRole::Worker).map(|(tid, _)| *tid).collect();
     let pool_threads = input.threads.iter().filter(|t| roles.get(&t.tid) == Some(&ThreadRole::BlockingPool)).count();
 
@@ -314,6 +480,9 @@ pub fn analyze(input: &AsyncInputs<'_>) -> AsyncAnalysis {
             continue;
         }
         let Some(owner) = innermost_owner(&fr) else { continue };
+        if in_async_io(&fr[owner + 1..]) {
+            continue;
+        }
         let syscall = fr.last().filter(|f| f.function.ends_with(" [syscall]")).map(|f| f.function.trim_end_matches(" [syscall]").to_string());
         let (kind, via) = classify(&fr[owner + 1..], syscall.as_deref());
         let frame = fr[owner];
@@ -355,6 +524,9 @@ pub fn analyze(input: &AsyncInputs<'_>) -> AsyncAnalysis {
             *task_cpu.entry(fr[root].display_name()).or_default() += s.count;
         }
         let Some(owner) = innermost_owner(&fr) else { continue };
+        if in_async_io(&fr[owner + 1..]) {
+            continue;
+        }
         if let Some((kind, via)) = blocking_api_on_cpu(&fr[owner + 1..]) {
             let frame = fr[owner];
             let acc = sites.entry((frame.display_name(), kind)).or_default();
@@ -399,54 +571,7 @@ pub fn analyze(input: &AsyncInputs<'_>) -> AsyncAnalysis {
     blocking.sort_by(order);
     lock_contention.sort_by(order);
 
-    // Long polls: consecutive samples of one worker, in one stretch of work
-    // since it last woke up (preemptions do not end it), inside the same
-    // owner function. The stretch runs from the wake-up to the last sample.
-    let mut long: BTreeMap<String, (Option<String>, Option<u32>, u64, u64)> = BTreeMap::new();
-    let mut by_tid: BTreeMap<u32, Vec<&TimedSample>> = BTreeMap::new();
-    for s in input.samples {
-        if worker_tids.contains(&s.tid) {
-            by_tid.entry(s.tid).or_default().push(s);
-        }
-    }
-    let owner_of = |idx: usize| -> Option<&Frame> {
-        let s = input.cpu.stacks.get(idx)?;
-        let fr = frames(input.cpu, s);
-        if role_of(&fr) == Some(ThreadRole::BlockingPool) {
-            return None;
-        }
-        innermost_owner(&fr).map(|i| fr[i])
-    };
-    for samples in by_tid.values_mut() {
-        samples.sort_by_key(|s| s.ts_ns);
-        let mut streak: Option<(String, u64, u64)> = None; // (function, start ts, run start)
-        for s in samples.iter() {
-            let run_start = s.ts_ns.saturating_sub(s.oncpu_run_ns);
-            let Some(frame) = owner_of(s.stack) else {
-                streak = None;
-                continue;
-            };
-            let name = frame.display_name();
-            let continues = matches!(&streak, Some((f, start, rs)) if *f == name && s.oncpu_run_ns > 0 && rs.abs_diff(run_start) < 1_000_000 && s.ts_ns >= *start);
-            if !continues {
-                streak = Some((name.clone(), s.ts_ns, run_start));
-                continue;
-            }
-            let (_, start, _) = streak.as_ref().expect("continues implies a streak");
-            let length = s.ts_ns - start;
-            let entry = long.entry(name).or_insert((frame.file.clone(), frame.line, 0, 0));
-            if length >= input.long_poll_threshold_ns {
-                entry.3 += 1;
-            }
-            entry.2 = entry.2.max(length);
-        }
-    }
-    let mut long_polls: Vec<LongPoll> = long
-        .into_iter()
-        .filter(|(_, (_, _, _, n))| *n > 0)
-        .map(|(function, (file, line, max, n))| LongPoll { function, file, line, max_ms: round2(max as f64 / 1e6), occurrences: n })
-        .collect();
-    long_polls.sort_by(|a, b| b.max_ms.total_cmp(&a.max_ms).then(a.function.cmp(&b.function)));
+    let long_polls = long_polls(input, &worker_tids, worker_time_ns);
 
     let mut tasks: Vec<TaskRow> = task_cpu
         .keys()
@@ -478,6 +603,7 @@ pub fn analyze(input: &AsyncInputs<'_>) -> AsyncAnalysis {
     AsyncAnalysis {
         workers: WorkersSummary {
             workers: worker_tids.len(),
+            recognised: recognised.into_iter().map(|(kind, threads)| RecognisedWorkers { kind, threads }).collect(),
             blocking_pool_threads: pool_threads,
             busy_pct: share(on),
             blocked_in_tasks_pct: share(in_tasks_ns),
@@ -492,6 +618,126 @@ pub fn analyze(input: &AsyncInputs<'_>) -> AsyncAnalysis {
     }
 }
 
+
+/// What one timed sample on a worker shows: its owner function (innermost
+/// owner frame, outside the blocking pool) and whether that function was
+/// polling an async I/O resource (where a task yields when it is not ready).
+struct SampleOwner<'a> {
+    frame: &'a Frame,
+    name: String,
+    at_io: bool,
+}
+
+fn sample_owner<'a>(cpu: &'a CpuProfile, idx: usize) -> Option<SampleOwner<'a>> {
+    let s = cpu.stacks.get(idx)?;
+    let fr = frames(cpu, s);
+    if role_of(&fr) == Some(ThreadRole::BlockingPool) {
+        return None;
+    }
+    let i = innermost_owner(&fr)?;
+    Some(SampleOwner { frame: fr[i], name: fr[i].display_name(), at_io: in_async_io(&fr[i + 1..]) })
+}
+
+/// Two samples of one thread in the same on-CPU stretch: the same wake-up
+/// time (to clock jitter).
+fn same_run(a: &TimedSample, b: &TimedSample) -> bool {
+    const JITTER_NS: u64 = 200_000;
+    a.oncpu_run_ns > 0 && b.oncpu_run_ns > 0 && b.ts_ns >= a.ts_ns && a.ts_ns.saturating_sub(a.oncpu_run_ns).abs_diff(b.ts_ns.saturating_sub(b.oncpu_run_ns)) <= JITTER_NS
+}
+
+fn nearest_rank(sorted: &[u64], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Poll lengths per owner function, bounded by the worker's on-CPU
+/// stretches (see [`LongPoll`]).
+fn long_polls(input: &AsyncInputs<'_>, worker_tids: &BTreeSet<u32>, worker_time_ns: u64) -> Vec<LongPoll> {
+    let period = if input.sample_period_ns == 0 { 10_101_010 } else { input.sample_period_ns };
+    #[derive(Default)]
+    struct Acc<'a> {
+        frame: Option<&'a Frame>,
+        polls: Vec<u64>,
+        samples: u64,
+    }
+    let mut by_fn: BTreeMap<String, Acc<'_>> = BTreeMap::new();
+    let mut by_tid: BTreeMap<u32, Vec<&TimedSample>> = BTreeMap::new();
+    for s in input.samples {
+        if worker_tids.contains(&s.tid) {
+            by_tid.entry(s.tid).or_default().push(s);
+        }
+    }
+    for samples in by_tid.values_mut() {
+        samples.sort_by_key(|s| s.ts_ns);
+        let owners: Vec<Option<SampleOwner<'_>>> = samples.iter().map(|s| sample_owner(input.cpu, s.stack)).collect();
+        let mut i = 0;
+        while i < samples.len() {
+            let Some(first) = &owners[i] else {
+                i += 1;
+                continue;
+            };
+            // A chain: consecutive samples in one stretch, in one function,
+            // none of them polling an I/O resource (an await that yields).
+            let mut j = i;
+            while j + 1 < samples.len()
+                && !first.at_io
+                && same_run(samples[j], samples[j + 1])
+                && samples[j + 1].ts_ns - samples[j].ts_ns <= 2 * period
+                && owners[j + 1].as_ref().is_some_and(|o| o.name == first.name && !o.at_io)
+            {
+                j += 1;
+            }
+            let acc = by_fn.entry(first.name.clone()).or_default();
+            acc.frame.get_or_insert(first.frame);
+            acc.samples += (j - i + 1) as u64;
+            let (start, last) = (samples[i], samples[j]);
+            let first_in_run = i == 0 || !same_run(samples[i - 1], start);
+            if !first.at_io && start.oncpu_run_ns > 0 && first_in_run {
+                // From the wake-up: the poll began at or after it.
+                let wake = start.ts_ns.saturating_sub(start.oncpu_run_ns);
+                let elapsed = last.ts_ns - wake;
+                let mut estimate = if i == j { 2 * elapsed } else { elapsed + period / 2 };
+                // The stretch ended before the next one began.
+                if let Some(next) = samples.get(j + 1).filter(|n| n.oncpu_run_ns > 0 && !same_run(last, n)) {
+                    estimate = estimate.min(next.ts_ns.saturating_sub(next.oncpu_run_ns).saturating_sub(wake));
+                }
+                acc.polls.push(estimate.max(elapsed));
+            } else if !first.at_io && j > i {
+                // Consecutive samples later in a stretch: at least their
+                // span, about half a period more on either side.
+                acc.polls.push(last.ts_ns - start.ts_ns + period);
+            }
+            i = j + 1;
+        }
+    }
+    let ms = |ns: u64| round2(ns as f64 / 1e6);
+    let mut out: Vec<LongPoll> = by_fn
+        .into_iter()
+        .filter(|(_, acc)| !acc.polls.is_empty())
+        .map(|(function, mut acc)| {
+            acc.polls.sort_unstable();
+            let frame = acc.frame.expect("a chain sets the frame");
+            LongPoll {
+                file: frame.file.clone(),
+                line: frame.line,
+                max_ms: ms(*acc.polls.last().unwrap_or(&0)),
+                occurrences: acc.polls.iter().filter(|p| **p >= input.long_poll_threshold_ns).count() as u64,
+                p50_ms: ms(nearest_rank(&acc.polls, 0.5)),
+                p99_ms: ms(nearest_rank(&acc.polls, 0.99)),
+                polls_measured: acc.polls.len() as u64,
+                samples: acc.samples,
+                worker_time_pct: if worker_time_ns == 0 { 0.0 } else { round2((acc.samples * period) as f64 * 100.0 / worker_time_ns as f64) },
+                function,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| b.worker_time_pct.total_cmp(&a.worker_time_pct).then(b.p99_ms.total_cmp(&a.p99_ms)).then(a.function.cmp(&b.function)));
+    out.truncate(30);
+    out
+}
 
 #[cfg(test)]
 mod tests {
@@ -541,10 +787,10 @@ mod tests {
         // (no pool frame yet); tid 4: one seen only by sched_switch.
         sample(&mut off, 3, &[rt("std::sys::pal::unix::thread::Thread::new::thread_start"), syscall("futex")], 20_000, 1);
         let threads: Vec<ThreadTime> = (1..=4).map(|tid| ThreadTime { tid, name: "tokio-rt-worker".into(), oncpu_ns: 1, blocked_ns: 1, ..Default::default() }).collect();
-        let a = analyze(&AsyncInputs { cpu: &CpuProfile::default(), offcpu: &off, threads: &threads, samples: &[], long_poll_threshold_ns: 10_000_000 });
+        let a = analyze(&AsyncInputs { cpu: &CpuProfile::default(), offcpu: &off, threads: &threads, samples: &[], long_poll_threshold_ns: 10_000_000, sample_period_ns: 10_000_000 });
         assert_eq!(a.workers.workers, 2);
         // Without any worker stack, names decide.
-        let a = analyze(&AsyncInputs { cpu: &CpuProfile::default(), offcpu: &CpuProfile::default(), threads: &threads, samples: &[], long_poll_threshold_ns: 10_000_000 });
+        let a = analyze(&AsyncInputs { cpu: &CpuProfile::default(), offcpu: &CpuProfile::default(), threads: &threads, samples: &[], long_poll_threshold_ns: 10_000_000, sample_period_ns: 10_000_000 });
         assert_eq!(a.workers.workers, 4);
     }
 
@@ -560,7 +806,7 @@ mod tests {
             ThreadTime { tid: 2, oncpu_ns: 500_000_000, blocked_ns: 500_000_000, ..Default::default() },
             ThreadTime { tid: 3, oncpu_ns: 0, blocked_ns: 1_000_000_000, ..Default::default() },
         ];
-        let a = analyze(&AsyncInputs { cpu: &CpuProfile::default(), offcpu: &off, threads: &threads, samples: &[], long_poll_threshold_ns: 10_000_000 });
+        let a = analyze(&AsyncInputs { cpu: &CpuProfile::default(), offcpu: &off, threads: &threads, samples: &[], long_poll_threshold_ns: 10_000_000, sample_period_ns: 10_000_000 });
         assert_eq!(a.workers.workers, 2);
         assert_eq!(a.workers.blocking_pool_threads, 1);
         assert_eq!(a.blocking.len(), 1, "{:?}", a.blocking);
@@ -575,8 +821,12 @@ mod tests {
         assert_eq!(a.tasks.iter().find(|t| t.task == "svc::handlers::report").unwrap().blocking_intervals, 10);
     }
 
+    fn inputs<'a>(cpu: &'a CpuProfile, off: &'a CpuProfile, threads: &'a [ThreadTime], samples: &'a [TimedSample]) -> AsyncInputs<'a> {
+        AsyncInputs { cpu, offcpu: off, threads, samples, long_poll_threshold_ns: 10_000_000, sample_period_ns: 10_000_000 }
+    }
+
     #[test]
-    fn consecutive_samples_in_one_run_and_one_function_are_a_long_poll() {
+    fn consecutive_samples_from_the_wake_up_bound_one_poll() {
         let mut cpu = CpuProfile::default();
         sample(&mut cpu, 1, &[rt(WORKER), owner("svc::score", 20), dep("<u64>::wrapping_mul", true)], 3, 3);
         sample(&mut cpu, 1, &[rt(WORKER), owner("svc::cheap", 9)], 1, 1);
@@ -585,13 +835,169 @@ mod tests {
             TimedSample { tid: 1, ts_ns: 100 * ms, oncpu_run_ns: 2 * ms, stack: 0 },
             TimedSample { tid: 1, ts_ns: 110 * ms, oncpu_run_ns: 12 * ms, stack: 0 },
             TimedSample { tid: 1, ts_ns: 120 * ms, oncpu_run_ns: 22 * ms, stack: 0 },
-            // A new run: the streak ends.
+            // A new run: the stretch (and the poll) ended before it.
             TimedSample { tid: 1, ts_ns: 300 * ms, oncpu_run_ns: ms, stack: 1 },
         ];
-        let a = analyze(&AsyncInputs { cpu: &cpu, offcpu: &CpuProfile::default(), threads: &[], samples: &samples, long_poll_threshold_ns: 10 * ms });
-        assert_eq!(a.long_polls.len(), 1);
-        assert_eq!(a.long_polls[0].function, "svc::score");
-        assert!((a.long_polls[0].max_ms - 20.0).abs() < 1e-9);
-        assert_eq!(a.long_polls[0].occurrences, 2);
+        let a = analyze(&inputs(&cpu, &CpuProfile::default(), &[], &samples));
+        let score = a.long_polls.iter().find(|p| p.function == "svc::score").unwrap();
+        // 22 ms from the wake-up to the last sample, plus half a period.
+        assert!((score.p50_ms - 27.0).abs() < 1e-9, "{score:?}");
+        assert_eq!((score.occurrences, score.polls_measured, score.samples), (1, 1, 3));
+        let cheap = a.long_polls.iter().find(|p| p.function == "svc::cheap").unwrap();
+        assert!((cheap.p50_ms - 2.0).abs() < 1e-9, "{cheap:?}");
+    }
+
+    #[test]
+    fn polls_are_bounded_by_the_stretch_not_by_consecutive_samples() {
+        let mut cpu = CpuProfile::default();
+        let ms = 1_000_000;
+        // 0: a ~1 ms key derivation per request on an idle worker; 1: a
+        // handler whose polls are short; 2: a handler awaiting sequential
+        // queries on a busy worker (its samples show the socket it awaits);
+        // 3: framework code.
+        sample(&mut cpu, 1, &[rt(WORKER), owner("svc::derive_key", 30)], 1, 1);
+        sample(&mut cpu, 1, &[rt(WORKER), owner("svc::health", 5)], 1, 1);
+        sample(&mut cpu, 1, &[rt(WORKER), owner("svc::report::{{closure}}", 50), rt("tokio::net::tcp::stream::TcpStream::poll_write_priv"), rt("mio::io_source::IoSource<T>::do_io")], 1, 1);
+        sample(&mut cpu, 1, &[rt(WORKER), rt("hyper::proto::h1::dispatch::Dispatcher::poll_loop")], 1, 1);
+        let mut samples = Vec::new();
+        let mut t = 1_000 * ms;
+        for k in 0..40u64 {
+            // Sampled 0.1..1.0 ms after the wake-up: a ~1 ms poll.
+            let run = (k % 10 + 1) * ms / 10;
+            samples.push(TimedSample { tid: 1, ts_ns: t, oncpu_run_ns: run, stack: 0 });
+            t += 20 * ms;
+            samples.push(TimedSample { tid: 1, ts_ns: t, oncpu_run_ns: 40_000, stack: 1 });
+            t += 20 * ms;
+        }
+        // One long busy stretch (no sleep for 60 ms): framework code, then
+        // the query handler at its awaits, consecutive samples included.
+        let wake = t;
+        samples.push(TimedSample { tid: 1, ts_ns: wake + 5 * ms, oncpu_run_ns: 5 * ms, stack: 3 });
+        for k in 1..6 {
+            samples.push(TimedSample { tid: 1, ts_ns: wake + 5 * ms + k * 10 * ms, oncpu_run_ns: 5 * ms + k * 10 * ms, stack: 2 });
+        }
+        let threads = [ThreadTime { tid: 1, oncpu_ns: 400 * ms, blocked_ns: 1_600 * ms, ..Default::default() }];
+        let a = analyze(&inputs(&cpu, &CpuProfile::default(), &threads, &samples));
+        let key = a.long_polls.iter().find(|p| p.function == "svc::derive_key").unwrap();
+        assert!((0.5..=2.0).contains(&key.p50_ms), "a ~1 ms poll within 2x: {key:?}");
+        assert!(key.p99_ms <= 2.0 && key.worker_time_pct >= 1.0, "{key:?}");
+        let health = a.long_polls.iter().find(|p| p.function == "svc::health").unwrap();
+        assert!(health.p50_ms < 0.5, "{health:?}");
+        assert!(a.long_polls.iter().all(|p| p.function != "svc::report"), "awaits are not one poll: {:?}", a.long_polls);
+
+        let found = crate::findings::cpu_heavy_in_async::CpuHeavyInAsync::default();
+        let evidence = crate::findings::Evidence { cpu: None, async_runtime: Some(&a), database: None, memory: None };
+        let flagged: Vec<_> = crate::findings::Rule::check(&found, &evidence).into_iter().map(|f| (f.function, f.severity)).collect();
+        assert_eq!(flagged, [("svc::derive_key".to_string(), crate::findings::Severity::P0)], "a 1 ms poll taking 20% of the worker");
+    }
+
+    #[test]
+    fn old_tokio_current_thread_and_actix_runtimes_have_workers() {
+        let f = |name: &str| rt(name);
+        let kind = |names: &[&str]| {
+            let frames: Vec<Frame> = names.iter().map(|n| f(n)).collect();
+            worker_kind(&frames.iter().collect::<Vec<_>>())
+        };
+        // Tokio 1.20 (thread_pool, basic_scheduler), current Tokio, actix-rt.
+        assert_eq!(kind(&["tokio::runtime::blocking::pool::Inner::run", "tokio::runtime::thread_pool::worker::run", "tokio::runtime::thread_pool::worker::Context::run_task"]), Some(WorkerKind::TokioMultiThread));
+        assert_eq!(kind(&["tokio::runtime::basic_scheduler::BasicScheduler::block_on", "tokio::runtime::basic_scheduler::CoreGuard::block_on"]), Some(WorkerKind::TokioCurrentThread));
+        assert_eq!(kind(&["tokio::runtime::scheduler::current_thread::CurrentThread::block_on"]), Some(WorkerKind::TokioCurrentThread));
+        assert_eq!(kind(&["actix_rt::arbiter::Arbiter::with_tokio_rt::{{closure}}", "actix_rt::runtime::Runtime::block_on", "tokio::runtime::scheduler::current_thread::CoreGuard::block_on"]), Some(WorkerKind::ActixRt));
+        // Waking a task from a pool thread runs scheduler code, not its loop.
+        assert_eq!(kind(&["tokio::runtime::blocking::pool::Inner::run", "tokio::runtime::thread_pool::worker::<impl tokio::runtime::thread_pool::worker::Shared>::schedule"]), None);
+        assert_eq!(kind(&["tokio::runtime::basic_scheduler::BasicScheduler::spawn"]), None);
+        assert_eq!(kind(&["tokio::runtime::scheduler::multi_thread::MultiThread::block_on"]), None);
+    }
+
+    #[test]
+    fn actix_arbiters_are_workers_and_their_blocking_pool_never_is() {
+        // Two arbiters (names cut to 15 bytes), the actix system thread
+        // running its runtime in main, and a blocking-pool thread (named
+        // by Tokio's default) hashing a password inside spawn_blocking.
+        let mut cpu = CpuProfile::default();
+        let arbiter = [rt("actix_rt::arbiter::Arbiter::with_tokio_rt::{{closure}}"), rt("tokio::runtime::scheduler::current_thread::CoreGuard::block_on")];
+        let hash = [rt("tokio::runtime::blocking::pool::Inner::run"), owner("svc::verify_password::{{closure}}", 12), dep("argon2::Argon2::verify_password", false)];
+        let mut push = |tid: u32, thread: &str, fr: &[Frame]| {
+            let frames = fr.iter().cloned().map(|f| cpu.intern(f)).collect();
+            cpu.push_sample(StackSample { thread: thread.into(), tid, frames, count: 50, events: 50, has_user_stack: true });
+        };
+        push(10, "actix-rt|system", &arbiter);
+        push(11, "actix-rt|system", &arbiter);
+        push(20, "tokio-runtime-w", &hash);
+        let threads: Vec<ThreadTime> = [(1, "svc"), (10, "actix-rt|system"), (11, "actix-rt|system"), (20, "tokio-runtime-w"), (21, "tokio-runtime-w")]
+            .into_iter()
+            .map(|(tid, name)| ThreadTime { tid, name: name.into(), oncpu_ns: 1, ..Default::default() })
+            .collect();
+        let a = analyze(&inputs(&cpu, &CpuProfile::default(), &threads, &[]));
+        assert_eq!(a.workers.workers, 2, "{:?}", a.workers);
+        assert_eq!(a.workers.recognised, [RecognisedWorkers { kind: WorkerKind::ActixRt, threads: 2 }]);
+        assert_eq!(a.workers.blocking_pool_threads, 1);
+        assert!(a.tasks.iter().all(|t| !t.task.contains("verify_password")), "{:?}", a.tasks);
+        // Without stacks, the arbiter names still say "worker"; Tokio's
+        // names do not while any runtime is recognised.
+        let a = analyze(&inputs(&CpuProfile::default(), &CpuProfile::default(), &threads, &[]));
+        assert_eq!(a.workers.workers, 2);
+        // And with nothing recognised the summary says so (no kinds).
+        let none: Vec<ThreadTime> = vec![ThreadTime { tid: 1, name: "svc".into(), ..Default::default() }];
+        let a = analyze(&inputs(&CpuProfile::default(), &CpuProfile::default(), &none, &[]));
+        assert!(a.workers.workers == 0 && a.workers.recognised.is_empty());
+    }
+
+    #[test]
+    fn a_current_thread_runtime_in_main_is_the_worker_and_tokio_named_threads_are_its_pool() {
+        let mut off = CpuProfile::default();
+        let main = [rt("std::rt::lang_start"), rt("tokio::runtime::scheduler::current_thread::CoreGuard::block_on"), owner("svc::load::{{closure}}", 9), rt("std::fs::read_to_string"), syscall("read")];
+        let frames = main.iter().cloned().map(|f| off.intern(f)).collect();
+        off.push_sample(StackSample { thread: "svc".into(), tid: 1, frames, count: 30_000, events: 3, has_user_stack: true });
+        let threads: Vec<ThreadTime> = [(1, "svc"), (2, "tokio-runtime-w")].into_iter().map(|(tid, name)| ThreadTime { tid, name: name.into(), oncpu_ns: 1, blocked_ns: 1_000_000_000, ..Default::default() }).collect();
+        let a = analyze(&inputs(&CpuProfile::default(), &off, &threads, &[]));
+        assert_eq!(a.workers.recognised, [RecognisedWorkers { kind: WorkerKind::TokioCurrentThread, threads: 1 }]);
+        assert_eq!(a.blocking[0].function, "svc::load");
+    }
+
+    #[test]
+    fn main_around_a_current_thread_block_on_is_not_task_code() {
+        let mut off = CpuProfile::default();
+        // The worker parked on its timer, under the owner's main.
+        let parked = [owner("svc::main", 80), rt("tokio::runtime::runtime::Runtime::block_on"), rt("tokio::runtime::scheduler::current_thread::CoreGuard::block_on"), rt("tokio::runtime::park::Inner::park"), rt("std::sync::Condvar::wait"), syscall("futex")];
+        let frames = parked.iter().cloned().map(|f| off.intern(f)).collect();
+        off.push_sample(StackSample { thread: "svc".into(), tid: 1, frames, count: 900_000, events: 90, has_user_stack: true });
+        let a = analyze(&inputs(&CpuProfile::default(), &off, &[], &[]));
+        assert_eq!(a.workers.workers, 1);
+        assert!(a.blocking.is_empty() && a.lock_contention.is_empty() && a.tasks.is_empty(), "{a:?}");
+    }
+
+    #[test]
+    fn non_blocking_socket_io_is_not_blocking_and_blocking_waits_are() {
+        let mut off = CpuProfile::default();
+        let mut cpu = CpuProfile::default();
+        // mio's non-blocking write: preempted or a socket lock, not a block.
+        let mio_write = [rt(WORKER), owner("svc::query::{{closure}}", 30), rt("<&mio::net::tcp::stream::TcpStream as std::io::Write>::write"), rt("mio::io_source::IoSource<T>::do_io"), rt("<&std::net::tcp::TcpStream as std::io::Write>::write"), syscall("sendto")];
+        sample(&mut off, 1, &mio_write, 5_000, 3);
+        sample(&mut cpu, 1, &mio_write[..5], 7, 7);
+        // A blocking std::net connect, a std mpsc receive, a block_on.
+        sample(&mut off, 1, &[rt(WORKER), owner("svc::notify", 40), rt("std::net::tcp::TcpStream::connect"), syscall("connect")], 5_000, 1);
+        sample(&mut off, 1, &[rt(WORKER), owner("svc::wait_job", 50), rt("std::sync::mpsc::Receiver<T>::recv"), rt("std::sync::mpmc::context::Context::wait_until"), syscall("futex")], 5_000, 1);
+        sample(&mut off, 1, &[rt(WORKER), owner("svc::legacy", 60), rt("futures_executor::local_pool::block_on"), rt("std::thread::park"), syscall("futex")], 5_000, 1);
+        let a = analyze(&inputs(&cpu, &off, &[], &[]));
+        let kinds: Vec<(&str, BlockingKind)> = a.blocking.iter().map(|s| (s.function.as_str(), s.kind)).collect();
+        assert!(kinds.iter().all(|(f, _)| *f != "svc::query"), "{kinds:?}");
+        assert!(kinds.contains(&("svc::notify", BlockingKind::NetworkIo)), "{kinds:?}");
+        assert!(kinds.contains(&("svc::wait_job", BlockingKind::ChannelRecv)), "{kinds:?}");
+        assert!(kinds.contains(&("svc::legacy", BlockingKind::BlockOn)), "{kinds:?}");
+        assert!(a.lock_contention.is_empty());
+    }
+
+    #[test]
+    fn a_lock_inside_tokio_is_not_the_owners_lock() {
+        let mut off = CpuProfile::default();
+        // Tokio 1.20 with `parking_lot`: spawning onto the blocking pool
+        // waits for the pool's mutex.
+        sample(&mut off, 1, &[rt(WORKER), owner("svc::read_async::{{closure}}", 30), rt("tokio::runtime::blocking::pool::Spawner::spawn_task"), rt("tokio::loom::std::parking_lot::Mutex<T>::lock"), rt("parking_lot::raw_mutex::RawMutex::lock_slow"), syscall("futex")], 20_000, 1);
+        sample(&mut off, 1, &[rt(WORKER), owner("svc::update", 52), rt("parking_lot::raw_mutex::RawMutex::lock_slow"), syscall("futex")], 5_000, 1);
+        let a = analyze(&inputs(&CpuProfile::default(), &off, &[], &[]));
+        let locks: Vec<&str> = a.lock_contention.iter().map(|s| s.function.as_str()).collect();
+        assert_eq!(locks, ["svc::update"]);
+        assert!(a.blocking.iter().all(|s| s.kind == BlockingKind::Other), "{:?}", a.blocking);
     }
 }

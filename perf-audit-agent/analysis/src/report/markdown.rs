@@ -203,7 +203,16 @@ fn render_cpu(md: &mut String, cpu: &CpuSection, findings: &[Finding]) {
 fn render_async(md: &mut String, a: &super::AsyncSection, off: Option<&super::OffCpuSection>, findings: &[Finding]) {
     let w = &a.analysis.workers;
     let _ = writeln!(md, "### Async Runtime Analysis\n");
-    let _ = writeln!(md, "**Tokio workers**: {} (blocking pool threads seen: {})", w.workers, w.blocking_pool_threads);
+    if w.workers == 0 {
+        let _ = writeln!(
+            md,
+            "**Runtime workers**: none recognised. No thread showed a Tokio scheduler loop (multi-thread or current-thread, any 1.x release), an actix-rt arbiter, or a runtime thread name, so the async analysis below is empty for that reason, not because the service is clean (blocking pool threads seen: {}). Is the target an async Rust service, and were its stacks symbolized?",
+            w.blocking_pool_threads
+        );
+    } else {
+        let how: Vec<String> = w.recognised.iter().map(|r| format!("{} by {}", r.threads, r.kind.describe())).collect();
+        let _ = writeln!(md, "**Runtime workers**: {} recognised: {} (blocking pool threads seen: {}, never counted as workers)", w.workers, how.join("; "), w.blocking_pool_threads);
+    }
     let _ = writeln!(
         md,
         "**Worker time**: {:.1}% on CPU, {:.1}% blocked inside tasks, {:.1}% idle (parked), {:.1}% waiting for a CPU",
@@ -241,6 +250,15 @@ fn render_async(md: &mut String, a: &super::AsyncSection, off: Option<&super::Of
             Severity::P2 => "🟢",
         };
         let _ = writeln!(md, "- {dot} {}: {} ({})", f.title, location(&f.file, f.line), f.evidence);
+    }
+    let polls: Vec<_> = a.analysis.long_polls.iter().filter(|p| p.p50_ms >= 0.1 || p.worker_time_pct >= 1.0).take(10).collect();
+    if !polls.is_empty() {
+        let _ = writeln!(md, "\n**Poll lengths** (estimated per owner function from the worker's on-CPU stretches, wake-up to sleep: a poll cannot outlast its stretch; time-weighted. Flagged from a 0.5 ms median poll, five times Tokio's 10-100 µs guidance, and 1% of worker time; P0 from a 10 ms p99 poll or 10% of worker time):\n");
+        let _ = writeln!(md, "| Function | Poll p50 | Poll p99 | Polls bounded | Worker time |");
+        let _ = writeln!(md, "|----------|----------|----------|---------------|-------------|");
+        for p in polls {
+            let _ = writeln!(md, "| `{}` | {:.2} ms | {:.2} ms | {} | {:.2}% |", cell(&p.function), p.p50_ms, p.p99_ms, p.polls_measured, p.worker_time_pct);
+        }
     }
     if !a.analysis.long_polls_measured {
         let _ = writeln!(md, "- Long polls were not measured: they need time-ordered samples (`--unwind dwarf`).");
@@ -328,4 +346,23 @@ fn render_next_steps(md: &mut String, report: &Report) {
     let _ = writeln!(md, "5. Schedule follow-up audit in 2 weeks\n");
     let _ = writeln!(md, "**Re-run audit after fixes**:\n");
     let _ = writeln!(md, "```bash\n{}\n```", report.rerun_command);
+}
+
+#[cfg(test)]
+mod async_tests {
+    use super::*;
+    use crate::profile::async_runtime::{RecognisedWorkers, WorkerKind};
+
+    #[test]
+    fn the_async_section_says_how_workers_were_recognised_or_that_none_was() {
+        let mut a = super::super::AsyncSection::default();
+        let mut md = String::new();
+        render_async(&mut md, &a, None, &[]);
+        assert!(md.contains("none recognised") && md.contains("not because the service is clean"), "{md}");
+        a.analysis.workers.workers = 2;
+        a.analysis.workers.recognised = vec![RecognisedWorkers { kind: WorkerKind::ActixRt, threads: 2 }];
+        let mut md = String::new();
+        render_async(&mut md, &a, None, &[]);
+        assert!(md.contains("**Runtime workers**: 2 recognised: 2 by an actix-rt arbiter"), "{md}");
+    }
 }

@@ -15,6 +15,7 @@ use crate::{
 
 impl OffCpuSection {
     pub fn build(
+        cpu: &CpuProfile,
         offcpu: &CpuProfile,
         threads: &[ThreadTime],
         counters: &evidence::Counters,
@@ -23,14 +24,14 @@ impl OffCpuSection {
     ) -> OffCpuSection {
         use crate::profile::Origin;
         let ms = |ns: u64| crate::report::round2(ns as f64 / 1e6);
+        // The analysis's own roles: stacks first, names second.
+        let roles = async_runtime::thread_roles(cpu, offcpu, threads);
         let worker_role = |tid: u32| {
-            let on_worker = analysis.workers.workers > 0
-                && offcpu.stacks.iter().any(|s| {
-                    s.tid == tid
-                        && async_runtime::role_of(&s.frames.iter().map(|id| offcpu.frame(*id)).collect::<Vec<_>>())
-                            == Some(async_runtime::ThreadRole::Worker)
-                });
-            if on_worker { async_runtime::ThreadRole::Worker } else { async_runtime::ThreadRole::Other }
+            if analysis.workers.workers > 0 && roles.get(&tid) == Some(&async_runtime::ThreadRole::Worker) {
+                async_runtime::ThreadRole::Worker
+            } else {
+                async_runtime::ThreadRole::Other
+            }
         };
         // Captured blocks inside the owner's code, outside the blocking pool
         // (as the analysis counts them), per thread.
