@@ -271,3 +271,81 @@ fn proc_cpu_seconds(pid: u32) -> f64 {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     (f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()) as f64 / hz
 }
+
+/// Function names of each sample's frames, leaf first (inlined frames of a
+/// location innermost first, as profile.proto orders them), with its count.
+fn sample_stacks(p: &proto::Profile) -> Vec<(Vec<String>, i64)> {
+    let s = |i: i64| p.string_table[i as usize].clone();
+    let by_id: std::collections::HashMap<u64, &proto::Location> = p.location.iter().map(|l| (l.id, l)).collect();
+    p.sample
+        .iter()
+        .map(|x| {
+            let names = x
+                .location_id
+                .iter()
+                .flat_map(|id| by_id[id].line.iter().map(|line| s(p.function[line.function_id as usize - 1].name)))
+                .collect();
+            (names, x.value[0])
+        })
+        .collect()
+}
+
+/// (samples in `chain[0]`, of which carry the rest of `chain` above it, in order).
+fn chain_coverage(p: &proto::Profile, chain: &[&str]) -> (i64, i64) {
+    let (mut hot, mut whole) = (0, 0);
+    for (names, count) in sample_stacks(p) {
+        let Some(at) = names.iter().position(|n| n == chain[0]) else { continue };
+        hot += count;
+        let mut rest = chain[1..].iter().peekable();
+        for n in &names[at + 1..] {
+            if rest.peek().is_some_and(|c| *c == n) {
+                rest.next();
+            }
+        }
+        if rest.peek().is_none() {
+            whole += count;
+        }
+    }
+    (hot, whole)
+}
+
+const HOT_CHAIN: [&str; 4] = ["cpu_burner::hot_spin", "cpu_burner::work_unit", "cpu_burner::run_workers", "cpu_burner::main"];
+
+#[test]
+fn system_wide_daemon_gives_whole_stacks_with_and_without_frame_pointers() {
+    // Rust's default release profile (no frame pointers) and a frame-pointer
+    // build, on the node at once; the daemon watches every process.
+    let plain = Running::spawn(&fixture("cpu-burner", Build::Release), &["--seconds", "60"]);
+    let fp = Running::spawn(&fixture("cpu-burner", Build::ReleaseFramePointers), &["--seconds", "60"]);
+    let daemon = Daemon::start(&[]);
+    let fetch = |pid: u32| {
+        let addr = daemon.addr.clone();
+        std::thread::spawn(move || http_get(&addr, &format!("/debug/pprof/profile?pid={pid}&seconds=6")))
+    };
+    let (a, b) = (fetch(plain.pid()), fetch(fp.pid()));
+    for (build, (status, body)) in [("default release", a.join().unwrap()), ("frame pointers", b.join().unwrap())] {
+        assert_eq!(status, 200, "{build}: {}", String::from_utf8_lossy(&body));
+        let p = decode_pprof(&body);
+        let (hot, whole) = chain_coverage(&p, &HOT_CHAIN);
+        let total: i64 = p.sample.iter().map(|x| x.value[0]).sum();
+        let depth = sample_stacks(&p).iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+        eprintln!("{build}: {whole} of {hot} hot_spin samples carry hot_spin <- work_unit <- run_workers <- main ({total} samples, max depth {depth})");
+        // Two busy threads on 2 CPUs at 19 Hz for 6 s share ~228 samples.
+        assert!(hot >= 20, "{build}: hot_spin in {hot} of {total} samples\n{}", daemon.stderr());
+        assert!(whole * 100 >= hot * 95, "{build}: only {whole} of {hot} hot_spin samples reach main: {:?}", sample_stacks(&p));
+    }
+    let m = daemon.metrics();
+    assert_eq!(metric(&m, "perf_audit_unwind_info", &[("mode", "eh_frame")]), Some(1.0));
+    let complete = metric(&m, "perf_audit_unwind_samples_total", &[("result", "complete")]).unwrap();
+    assert!(complete >= 40.0, "{complete}");
+    assert_eq!(metric(&m, "perf_audit_samples_dropped_total", &[("reason", "ring_full")]), Some(0.0));
+    // Both fixtures map the same libc: its tables are cached once (the gauge
+    // counts distinct objects, not processes x objects).
+    let objects = metric(&m, "perf_audit_unwind_table_objects", &[]).unwrap();
+    let processes = metric(&m, "perf_audit_unwind_processes", &[]).unwrap();
+    assert!(processes >= 2.0 && objects >= 2.0, "{processes} processes, {objects} objects");
+    for pid in [plain.pid(), fp.pid()] {
+        let pid = pid.to_string();
+        assert!(metric(&m, "perf_audit_process_truncated_stacks_total", &[("pid", &pid)]).is_some(), "{pid}");
+    }
+}
