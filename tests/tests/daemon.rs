@@ -189,7 +189,16 @@ fn push_sends_every_window_to_a_pyroscope_ingest_endpoint() {
     let bin = fixture("cpu-burner", Build::ReleaseFramePointers);
     let target = Running::spawn(&bin, &["--seconds", "60"]);
     let pid = target.pid().to_string();
-    let daemon = Daemon::start(&["--pid", &pid, "--window", "2s", "--push", &format!("http://127.0.0.1:{port}")]);
+    // The in-kernel frame-pointer walk (the fixture keeps frame pointers).
+    let daemon = Daemon::start(&[
+        "--pid",
+        &pid,
+        "--window",
+        "2s",
+        "--push",
+        &format!("http://127.0.0.1:{port}"),
+        "--frame-pointers-only",
+    ]);
     let (line, body) = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| panic!("no push:\n{}", daemon.stderr()));
     assert!(line.starts_with(&format!("POST /ingest?name=cpu-burner.cpu%7Bpid%3D{pid}%7D&from=")), "{line}");
     assert!(line.contains("&format=folded") && line.contains("sampleRate=19"), "{line}");
@@ -201,6 +210,7 @@ fn push_sends_every_window_to_a_pyroscope_ingest_endpoint() {
     assert_ne!(line, line2);
     let m = daemon.metrics();
     assert!(metric(&m, "perf_audit_push_total", &[("result", "ok")]).unwrap() >= 1.0);
+    assert_eq!(metric(&m, "perf_audit_unwind_info", &[("mode", "frame_pointer")]), Some(1.0));
 }
 
 #[test]
