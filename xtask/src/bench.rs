@@ -293,7 +293,8 @@ fn perf_script_completeness(data: &Path) -> Result<f64, String> {
 ///    of BENCH_PHASE (30) seconds without the daemon and with it (order
 ///    alternating per round), the two processes' `rate` summed.
 ///
-/// BENCH_DAEMON_ARGS (e.g. `--frame-pointers-only`) is passed to the daemon.
+/// BENCH_DAEMON_ARGS (e.g. `--frame-pointers-only`) is passed to the daemon;
+/// BENCH_AGENT names an agent binary to use instead of the release build.
 fn daemon() -> Result<(), String> {
     use std::io::{Read as _, Write as _};
     let seconds = env_or("BENCH_SECONDS", 180);
@@ -301,7 +302,11 @@ fn daemon() -> Result<(), String> {
     let phase = env_or("BENCH_PHASE", 30).max(5);
     let rounds = env_or("BENCH_ROUNDS", 3).max(1);
     let extra: Vec<String> = std::env::var("BENCH_DAEMON_ARGS").unwrap_or_default().split_whitespace().map(String::from).collect();
-    let agent = release_agent()?;
+    // BENCH_AGENT: an already built agent (else the release build).
+    let agent = match std::env::var_os("BENCH_AGENT") {
+        Some(path) => PathBuf::from(path),
+        None => release_agent()?,
+    };
     let burner = fixture("cpu-burner", false)?;
     let scratch = tempfile_dir()?.join("daemon-folded");
     let _ = std::fs::remove_dir_all(&scratch);

@@ -40,6 +40,10 @@ pub const MAX_PROCESSES: usize = 1_024;
 /// process's unwinder is dropped: 2 minutes.
 pub const IDLE_EVICT_DRAINS: u64 = 480;
 
+/// Drains (2.5 s) between two re-reads of a process's maps for a sample
+/// outside them.
+pub const REFRESH_DRAINS: u64 = 10;
+
 /// How a sample's user stack was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -67,7 +71,7 @@ struct ProcessState {
     unwinder: ProcessUnwinder,
     maps: MapsSnapshot,
     last_drain: u64,
-    /// The maps were re-read in this drain already.
+    /// Drain of the last re-read of the maps.
     refreshed_in: u64,
 }
 
@@ -159,8 +163,9 @@ impl NodeUnwinder {
         }
         let state = self.processes.get_mut(&pid).expect("inserted above");
         state.last_drain = self.drain;
-        // Code mapped since the snapshot (dlopen, exec): re-read once a drain.
-        if state.maps.find(ip).is_none() && state.refreshed_in != self.drain {
+        // Code mapped since the snapshot (dlopen, exec): re-read, at most
+        // every REFRESH_DRAINS drains (JIT code is never in the file maps).
+        if state.maps.find(ip).is_none() && state.refreshed_in + REFRESH_DRAINS <= self.drain {
             let _ = state.maps.refresh(pid);
             state.refreshed_in = self.drain;
         }
