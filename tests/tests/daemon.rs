@@ -340,8 +340,9 @@ fn system_wide_daemon_gives_whole_stacks_with_and_without_frame_pointers() {
         let total: i64 = p.sample.iter().map(|x| x.value[0]).sum();
         let depth = sample_stacks(&p).iter().map(|(n, _)| n.len()).max().unwrap_or(0);
         eprintln!("{build}: {whole} of {hot} hot_spin samples carry hot_spin <- work_unit <- run_workers <- main ({total} samples, max depth {depth})");
-        // Two busy threads on 2 CPUs at 19 Hz for 6 s share ~228 samples.
-        assert!(hot >= 20, "{build}: hot_spin in {hot} of {total} samples\n{}", daemon.stderr());
+        // Two busy threads on 2 CPUs at 19 Hz for 6 s: up to ~228 samples,
+        // far fewer on a loaded machine (the threads get less CPU).
+        assert!(hot >= 10, "{build}: hot_spin in {hot} of {total} samples\n{}", daemon.stderr());
         assert!(whole * 100 >= hot * 95, "{build}: only {whole} of {hot} hot_spin samples reach main: {:?}", sample_stacks(&p));
     }
     let m = daemon.metrics();

@@ -368,7 +368,15 @@ impl Daemon {
         if self.pusher.is_none() && self.plan.folded_dir.is_none() {
             return;
         }
+        // Symbolizing every process's window takes long enough on a busy
+        // node for the small stack-copy ring to fill: keep draining it in
+        // between (its samples belong to the next window).
+        let mut last_ring_drain = std::time::Instant::now();
         for (labels, maps, stacks) in taken {
+            if last_ring_drain.elapsed() >= unwind::RING_DRAIN_INTERVAL {
+                self.drain_ring();
+                last_ring_drain = std::time::Instant::now();
+            }
             let window = self.symbolizer.window(labels, &maps, &stacks, (start, end), self.plan.frequency_hz);
             self.profiles += 1;
             if let Some(pusher) = &self.pusher {
