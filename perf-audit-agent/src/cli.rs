@@ -109,7 +109,7 @@ pub struct SymbolizeArgs {
 #[command(after_help = DAEMON_AFTER_HELP)]
 pub struct DaemonArgs {
     /// TOML configuration file (keys: listen, frequency, window, pids,
-    /// processes, cgroups, containers, push, folded_dir).
+    /// processes, cgroups, containers, push, folded_dir, frame_pointers_only).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -148,6 +148,12 @@ pub struct DaemonArgs {
     /// Write every window as collapsed stacks into this directory.
     #[arg(long, value_name = "DIR")]
     pub folded_dir: Option<PathBuf>,
+
+    /// Walk frame pointers in the kernel only (cheapest; stacks of binaries
+    /// built without frame pointers stop after a frame or two). Default:
+    /// copy each sample's user stack and unwind it with `.eh_frame`.
+    #[arg(long)]
+    pub frame_pointers_only: bool,
 }
 
 const DIFF_AFTER_HELP: &str = "\

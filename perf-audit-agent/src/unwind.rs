@@ -228,7 +228,10 @@ enum ObjectKey {
 #[derive(Default)]
 pub struct TableCache {
     by_key: HashMap<ObjectKey, Arc<ObjectTables>>,
-    by_path: HashMap<PathBuf, Option<Arc<ObjectTables>>>,
+    /// Path, size and mtime -> tables (None: could not be loaded). The file's
+    /// identity is part of the key so that a binary replaced at the same
+    /// path (a redeploy, seen by the long-running daemon) is parsed again.
+    by_path: HashMap<(PathBuf, u64, Option<std::time::SystemTime>), Option<Arc<ObjectTables>>>,
     /// How many times each object's file was parsed (once, unless two
     /// caches were used for one process).
     parses: BTreeMap<PathBuf, u32>,
@@ -236,15 +239,31 @@ pub struct TableCache {
 
 impl TableCache {
     fn tables(&mut self, path: &Path) -> Option<Arc<ObjectTables>> {
-        if let Some(known) = self.by_path.get(path) {
+        let meta = std::fs::metadata(path).ok();
+        let identity =
+            (path.to_path_buf(), meta.as_ref().map_or(0, |m| m.len()), meta.as_ref().and_then(|m| m.modified().ok()));
+        if let Some(known) = self.by_path.get(&identity) {
             return known.clone();
         }
         let loaded = ObjectTables::load(path).map(|(key, tables)| {
             *self.parses.entry(path.to_path_buf()).or_default() += 1;
             self.by_key.entry(key).or_insert_with(|| Arc::new(tables)).clone()
         });
-        self.by_path.insert(path.to_path_buf(), loaded.clone());
+        self.by_path.insert(identity, loaded.clone());
         loaded
+    }
+
+    /// Paths looked up (each with its tables or the failure to load them).
+    pub fn paths(&self) -> usize {
+        self.by_path.len()
+    }
+
+    /// Forgets every object (the daemon's bound); unwinders built from the
+    /// old tables keep theirs until they are dropped.
+    pub fn clear(&mut self) {
+        self.by_key.clear();
+        self.by_path.clear();
+        self.parses.clear();
     }
 
     /// Number of distinct objects parsed.
@@ -336,6 +355,9 @@ pub struct ProcessUnwinder {
     added: std::collections::HashSet<u64>,
     /// Address ranges of the modules added (start -> end).
     code: BTreeMap<u64, u64>,
+    /// Executable mappings whose unwind tables could not be loaded (file
+    /// unreadable, not ELF, or neither `.eh_frame` nor `.debug_frame`).
+    without_tables: usize,
 }
 
 /// Frames beyond this depth are dropped (and the stack marked truncated).
@@ -354,7 +376,18 @@ impl ProcessUnwinder {
             cache: CacheX86_64::new(),
             added: Default::default(),
             code: Default::default(),
+            without_tables: 0,
         }
+    }
+
+    /// Executable mappings of the process whose tables could not be loaded.
+    pub fn mappings_without_tables(&self) -> usize {
+        self.without_tables
+    }
+
+    /// Whether `addr` lies in a mapping whose tables were loaded.
+    pub fn has_tables_for(&self, addr: u64) -> bool {
+        self.code.range(..=addr).next_back().is_some_and(|(_, &end)| addr < end)
     }
 
     /// Adds modules for mappings not seen before.
@@ -363,9 +396,12 @@ impl ProcessUnwinder {
             if !self.added.insert(mapping.start) {
                 continue;
             }
-            let Some(t) = tables.tables(&mapping.path) else { continue };
             let name = mapping.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            for module in t.modules(name, mapping) {
+            let modules = tables.tables(&mapping.path).map(|t| t.modules(name, mapping)).unwrap_or_default();
+            if modules.is_empty() {
+                self.without_tables += 1;
+            }
+            for module in modules {
                 self.unwinder.add_module(module);
                 self.code.insert(mapping.start, mapping.end);
             }
@@ -443,7 +479,7 @@ impl ProcessUnwinder {
     fn sound(&self, frames: &[u64], end: UnwindEnd) -> bool {
         end == UnwindEnd::Root
             && frames.len() >= 2
-            && frames.iter().all(|&a| self.code.range(..=a).next_back().is_some_and(|(_, &end)| a < end))
+            && frames.iter().all(|&a| self.has_tables_for(a))
     }
 
     fn walk(&mut self, ip: u64, sp: u64, bp: u64, stack: &[u8]) -> (Vec<u64>, UnwindEnd) {
@@ -466,6 +502,37 @@ impl ProcessUnwinder {
             }
         };
         (frames, end)
+    }
+}
+
+/// Walks the frame-pointer chain through a copied user stack: `ip`, then
+/// the return address above each saved `rbp`, for code without unwind
+/// tables (the fallback the kernel's `bpf_get_stackid` walk would give).
+/// Ends at a zero frame pointer or return address (the root, `_start`
+/// clears `rbp`), or early at a frame outside the copy or one that does not
+/// move up the stack.
+pub fn frame_pointer_walk(ip: u64, sp: u64, bp: u64, stack: &[u8]) -> (Vec<u64>, UnwindEnd) {
+    let word = |addr: u64| -> Option<u64> {
+        let offset = usize::try_from(addr.checked_sub(sp)?).ok()?;
+        Some(u64::from_le_bytes(stack.get(offset..offset.checked_add(8)?)?.try_into().ok()?))
+    };
+    let mut frames = vec![ip];
+    let mut bp = bp;
+    loop {
+        if bp == 0 {
+            return (frames, UnwindEnd::Root);
+        }
+        let (Some(saved), Some(ret)) = (word(bp), bp.checked_add(8).and_then(word)) else {
+            return (frames, UnwindEnd::Truncated);
+        };
+        if ret == 0 {
+            return (frames, UnwindEnd::Root);
+        }
+        frames.push(ret);
+        if frames.len() >= MAX_FRAMES || (saved != 0 && saved <= bp) {
+            return (frames, UnwindEnd::Truncated);
+        }
+        bp = saved;
     }
 }
 
@@ -663,6 +730,28 @@ mod tests {
         assert!(!is_precompiled_runtime("_ZN12unwind_chain3hot17h0123456789abcdefE"));
         // `<&str as core::fmt::Display>::fmt`, instantiated in std.
         assert!(is_precompiled_runtime("_RNvXs1i_NtCsgEmfK2I1SDS_4core3fmtReNtB6_7Display3fmtCsjrHSEGnQ3l9_3std"));
+    }
+
+    #[test]
+    fn a_frame_pointer_chain_is_walked_through_the_copy() {
+        // sp = 0x1000; frames at 0x1010 (-> 0x1030) and 0x1030 (-> 0, root).
+        let sp = 0x1000u64;
+        let mut stack = vec![0u8; 0x60];
+        let mut put = |addr: u64, value: u64| {
+            let at = (addr - sp) as usize;
+            stack[at..at + 8].copy_from_slice(&value.to_le_bytes());
+        };
+        put(0x1010, 0x1030);
+        put(0x1018, 0xaaaa);
+        put(0x1030, 0);
+        put(0x1038, 0xbbbb);
+        assert_eq!(frame_pointer_walk(0x4444, sp, 0x1010, &stack), (vec![0x4444, 0xaaaa, 0xbbbb], UnwindEnd::Root));
+        // A frame pointer outside the copy stops the walk early.
+        assert_eq!(frame_pointer_walk(0x4444, sp, 0x9000, &stack), (vec![0x4444], UnwindEnd::Truncated));
+        // A chain that does not move up the stack is cut.
+        let mut looping = stack.clone();
+        looping[0x10..0x18].copy_from_slice(&0x1010u64.to_le_bytes());
+        assert_eq!(frame_pointer_walk(0x4444, sp, 0x1010, &looping).1, UnwindEnd::Truncated);
     }
 
     #[test]

@@ -189,7 +189,16 @@ fn push_sends_every_window_to_a_pyroscope_ingest_endpoint() {
     let bin = fixture("cpu-burner", Build::ReleaseFramePointers);
     let target = Running::spawn(&bin, &["--seconds", "60"]);
     let pid = target.pid().to_string();
-    let daemon = Daemon::start(&["--pid", &pid, "--window", "2s", "--push", &format!("http://127.0.0.1:{port}")]);
+    // The in-kernel frame-pointer walk (the fixture keeps frame pointers).
+    let daemon = Daemon::start(&[
+        "--pid",
+        &pid,
+        "--window",
+        "2s",
+        "--push",
+        &format!("http://127.0.0.1:{port}"),
+        "--frame-pointers-only",
+    ]);
     let (line, body) = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| panic!("no push:\n{}", daemon.stderr()));
     assert!(line.starts_with(&format!("POST /ingest?name=cpu-burner.cpu%7Bpid%3D{pid}%7D&from=")), "{line}");
     assert!(line.contains("&format=folded") && line.contains("sampleRate=19"), "{line}");
@@ -201,6 +210,7 @@ fn push_sends_every_window_to_a_pyroscope_ingest_endpoint() {
     assert_ne!(line, line2);
     let m = daemon.metrics();
     assert!(metric(&m, "perf_audit_push_total", &[("result", "ok")]).unwrap() >= 1.0);
+    assert_eq!(metric(&m, "perf_audit_unwind_info", &[("mode", "frame_pointer")]), Some(1.0));
 }
 
 #[test]
@@ -270,4 +280,202 @@ fn proc_cpu_seconds(pid: u32) -> f64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     (f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()) as f64 / hz
+}
+
+/// Function names of each sample's frames, leaf first (inlined frames of a
+/// location innermost first, as profile.proto orders them), with its count.
+fn sample_stacks(p: &proto::Profile) -> Vec<(Vec<String>, i64)> {
+    let s = |i: i64| p.string_table[i as usize].clone();
+    let by_id: std::collections::HashMap<u64, &proto::Location> = p.location.iter().map(|l| (l.id, l)).collect();
+    p.sample
+        .iter()
+        .map(|x| {
+            let names = x
+                .location_id
+                .iter()
+                .flat_map(|id| by_id[id].line.iter().map(|line| s(p.function[line.function_id as usize - 1].name)))
+                .collect();
+            (names, x.value[0])
+        })
+        .collect()
+}
+
+/// (samples in `chain[0]`, of which carry the rest of `chain` above it, in order).
+fn chain_coverage(p: &proto::Profile, chain: &[&str]) -> (i64, i64) {
+    let (mut hot, mut whole) = (0, 0);
+    for (names, count) in sample_stacks(p) {
+        let Some(at) = names.iter().position(|n| n == chain[0]) else { continue };
+        hot += count;
+        let mut rest = chain[1..].iter().peekable();
+        for n in &names[at + 1..] {
+            if rest.peek().is_some_and(|c| *c == n) {
+                rest.next();
+            }
+        }
+        if rest.peek().is_none() {
+            whole += count;
+        }
+    }
+    (hot, whole)
+}
+
+const HOT_CHAIN: [&str; 4] = ["cpu_burner::hot_spin", "cpu_burner::work_unit", "cpu_burner::run_workers", "cpu_burner::main"];
+
+#[test]
+fn system_wide_daemon_gives_whole_stacks_with_and_without_frame_pointers() {
+    // Rust's default release profile (no frame pointers) and a frame-pointer
+    // build, on the node at once; the daemon watches every process.
+    let plain = Running::spawn(&fixture("cpu-burner", Build::Release), &["--seconds", "60"]);
+    let fp = Running::spawn(&fixture("cpu-burner", Build::ReleaseFramePointers), &["--seconds", "60"]);
+    let daemon = Daemon::start(&[]);
+    let fetch = |pid: u32| {
+        let addr = daemon.addr.clone();
+        std::thread::spawn(move || http_get(&addr, &format!("/debug/pprof/profile?pid={pid}&seconds=6")))
+    };
+    let (a, b) = (fetch(plain.pid()), fetch(fp.pid()));
+    for (build, (status, body)) in [("default release", a.join().unwrap()), ("frame pointers", b.join().unwrap())] {
+        assert_eq!(status, 200, "{build}: {}", String::from_utf8_lossy(&body));
+        let p = decode_pprof(&body);
+        let (hot, whole) = chain_coverage(&p, &HOT_CHAIN);
+        let total: i64 = p.sample.iter().map(|x| x.value[0]).sum();
+        let depth = sample_stacks(&p).iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+        eprintln!("{build}: {whole} of {hot} hot_spin samples carry hot_spin <- work_unit <- run_workers <- main ({total} samples, max depth {depth})");
+        // Two busy threads on 2 CPUs at 19 Hz for 6 s: up to ~228 samples,
+        // far fewer on a loaded machine (the threads get less CPU).
+        assert!(hot >= 10, "{build}: hot_spin in {hot} of {total} samples\n{}", daemon.stderr());
+        assert!(whole * 100 >= hot * 95, "{build}: only {whole} of {hot} hot_spin samples reach main: {:?}", sample_stacks(&p));
+    }
+    let m = daemon.metrics();
+    assert_eq!(metric(&m, "perf_audit_unwind_info", &[("mode", "eh_frame")]), Some(1.0));
+    let complete = metric(&m, "perf_audit_unwind_samples_total", &[("result", "complete")]).unwrap();
+    assert!(complete >= 40.0, "{complete}");
+    assert_eq!(metric(&m, "perf_audit_samples_dropped_total", &[("reason", "ring_full")]), Some(0.0));
+    // Both fixtures map the same libc: its tables are cached once (the gauge
+    // counts distinct objects, not processes x objects).
+    let objects = metric(&m, "perf_audit_unwind_table_objects", &[]).unwrap();
+    let processes = metric(&m, "perf_audit_unwind_processes", &[]).unwrap();
+    assert!(processes >= 2.0 && objects >= 2.0, "{processes} processes, {objects} objects");
+    for pid in [plain.pid(), fp.pid()] {
+        let pid = pid.to_string();
+        assert!(metric(&m, "perf_audit_process_truncated_stacks_total", &[("pid", &pid)]).is_some(), "{pid}");
+    }
+}
+
+/// Runs a consumer tool; its stdout, or a panic naming `cargo xtask setup`
+/// when the tool is not installed.
+fn consumer(program: &str, args: &[&str], home: &std::path::Path) -> String {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .env("HOME", home)
+        .env("PPROF_TMPDIR", home)
+        .env("GOCACHE", home.join("go-cache"))
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e} (installed by `cargo xtask setup`)"));
+    assert!(out.status.success(), "{program} {args:?}: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn go_tool_pprof_reads_the_profile_and_shows_the_caller_chain() {
+    let tmp = tempfile::tempdir().unwrap();
+    let target = Running::spawn(&fixture("cpu-burner", Build::Release), &["--seconds", "60"]);
+    let daemon = Daemon::start(&[]);
+    let (status, body) = daemon.get(&format!("/debug/pprof/profile?pid={}&seconds=5", target.pid()));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let path = tmp.path().join("cpu.pb.gz");
+    std::fs::write(&path, &body).unwrap();
+    let path = path.to_str().unwrap();
+
+    // -top: main is not flat = cum any more (depth-1 stacks made every
+    // function its own root): its cumulative share holds nearly everything.
+    let top = consumer("go", &["tool", "pprof", "-top", "-sample_index=samples", path], tmp.path());
+    let cum_percent = |function: &str| -> f64 {
+        let line = top.lines().find(|l| l.trim_end().ends_with(function)).unwrap_or_else(|| panic!("{function} not in:\n{top}"));
+        // flat flat% sum% cum cum% name
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields[4].trim_end_matches('%').parse().unwrap_or_else(|_| panic!("{line}"))
+    };
+    assert!(cum_percent("cpu_burner::main") >= 90.0, "{top}");
+    assert!(cum_percent("cpu_burner::run_workers") >= 90.0, "{top}");
+    assert!(cum_percent("cpu_burner::hot_spin") >= 50.0, "{top}");
+
+    // -traces: the hot function's samples come through its caller chain.
+    let traces = consumer("go", &["tool", "pprof", "-traces", "-sample_index=samples", path], tmp.path());
+    let blocks: Vec<&str> = traces.split("-----------+").collect();
+    let whole = blocks.iter().any(|block| {
+        let names: Vec<&str> = block.lines().filter_map(|l| l.split_whitespace().last()).collect();
+        let mut chain = HOT_CHAIN.iter().peekable();
+        for n in names {
+            if chain.peek().is_some_and(|c| **c == n) {
+                chain.next();
+            }
+        }
+        chain.peek().is_none()
+    });
+    assert!(whole, "no trace carries hot_spin <- work_unit <- run_workers <- main:\n{traces}");
+}
+
+#[test]
+fn a_prometheus_server_scrapes_metrics_and_answers_a_promql_query() {
+    let tmp = tempfile::tempdir().unwrap();
+    let target = Running::spawn(&fixture("cpu-burner", Build::Release), &["--seconds", "90"]);
+    let pid = target.pid().to_string();
+    let daemon = Daemon::start(&["--pid", &pid, "--window", "2s"]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = tmp.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: perf-audit\n    static_configs:\n      - targets: ['{}']\n",
+            daemon.addr
+        ),
+    )
+    .unwrap();
+    let mut prometheus = std::process::Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", tmp.path().join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("prometheus (installed by `cargo xtask setup`)");
+    let server = format!("127.0.0.1:{port}");
+    let encode = |q: &str| -> String {
+        q.bytes()
+            .map(|b| if b.is_ascii_alphanumeric() || b"_-.".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+            .collect()
+    };
+    let query = |q: &str| -> Option<Vec<serde_json::Value>> {
+        let (status, body) = http_get(&server, &format!("/api/v1/query?query={}", encode(q)));
+        if status != 200 {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+        (v["status"] == "success").then(|| v["data"]["result"].as_array().cloned().unwrap_or_default())
+    };
+    // The per-process CPU series, and its rate (CPU cores used) once a few
+    // scrapes are stored.
+    let promql = format!("rate(perf_audit_process_cpu_seconds_total{{job=\"perf-audit\",pid=\"{pid}\"}}[10s])");
+    let start = Instant::now();
+    let result = loop {
+        let up = std::net::TcpStream::connect(&server).is_ok();
+        let found = if up { query(&promql).filter(|r| !r.is_empty()) } else { None };
+        if let Some(r) = found {
+            break r;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = prometheus.kill();
+            panic!("prometheus never answered {promql}\n{}", daemon.stderr());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    assert_eq!(result.len(), 1, "{result:?}");
+    let metric = &result[0]["metric"];
+    assert_eq!(metric["pid"], pid.as_str());
+    assert_eq!(metric["process"], "cpu-burner");
+    let cores: f64 = result[0]["value"][1].as_str().unwrap().parse().unwrap();
+    // One busy thread on a shared 2-core machine.
+    assert!(cores > 0.05 && cores <= 1.5, "rate {cores}");
 }

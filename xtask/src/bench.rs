@@ -281,28 +281,190 @@ fn perf_script_completeness(data: &Path) -> Result<f64, String> {
     Ok(complete as f64 / total as f64)
 }
 
-/// The always-on daemon's own cost: CPU and RSS of `perf-audit-agent daemon`
-/// at 19 Hz system-wide (with collapsed stacks written every window, so
-/// symbolization is included) while a fixture keeps a core busy, sampled
-/// from /proc/<daemon>/stat and status every BENCH_INTERVAL seconds over a
-/// BENCH_SECONDS soak, with a Prometheus-like scrape of /metrics each sample.
+/// The always-on daemon's cost at 19 Hz system-wide with two busy
+/// processes built without frame pointers (Rust's default release profile,
+/// so every sample is a stack copy unwound with `.eh_frame`), in two parts:
+///
+/// 1. a soak of BENCH_SECONDS (180): the daemon's CPU (utime + stime from
+///    /proc/<daemon>/stat) and RSS every BENCH_INTERVAL (5) seconds, with a
+///    Prometheus-like scrape of /metrics each time and collapsed stacks
+///    written every window (symbolization included);
+/// 2. the busy processes' throughput side by side: BENCH_ROUNDS (3) rounds
+///    of BENCH_PHASE (30) seconds without the daemon and with it (order
+///    alternating per round), the two processes' `rate` summed.
+///
+/// BENCH_DAEMON_ARGS (e.g. `--frame-pointers-only`) is passed to the daemon;
+/// BENCH_AGENT names an agent binary to use instead of the release build.
 fn daemon() -> Result<(), String> {
-    use std::io::{BufRead as _, Read as _, Write as _};
+    use std::io::{Read as _, Write as _};
     let seconds = env_or("BENCH_SECONDS", 180);
     let interval = env_or("BENCH_INTERVAL", 5).max(1);
-    let agent = release_agent()?;
-    let burner = fixture("cpu-burner", true)?;
+    let phase = env_or("BENCH_PHASE", 30).max(5);
+    let rounds = env_or("BENCH_ROUNDS", 3).max(1);
+    let extra: Vec<String> = std::env::var("BENCH_DAEMON_ARGS").unwrap_or_default().split_whitespace().map(String::from).collect();
+    // BENCH_AGENT: an already built agent (else the release build).
+    let agent = match std::env::var_os("BENCH_AGENT") {
+        Some(path) => PathBuf::from(path),
+        None => release_agent()?,
+    };
+    let burner = fixture("cpu-burner", false)?;
     let scratch = tempfile_dir()?.join("daemon-folded");
     let _ = std::fs::remove_dir_all(&scratch);
+    let _ = std::fs::create_dir_all(&scratch);
 
-    let mut busy = Command::new(&burner)
-        .args(["--seconds", &(seconds + 30).to_string()])
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cpu-burner: {e}"))?;
-    let mut daemon = Command::new(&agent)
+    let spawn_busy = |secs: u64| -> Result<Vec<std::process::Child>, String> {
+        (0..2)
+            .map(|_| {
+                Command::new(&burner)
+                    .args(["--seconds", &secs.to_string()])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .map_err(|e| format!("cpu-burner: {e}"))
+            })
+            .collect()
+    };
+    let summed_rate = |children: Vec<std::process::Child>| -> Result<f64, String> {
+        let mut sum = 0.0;
+        for child in children {
+            let out = child.wait_with_output().map_err(|e| format!("cpu-burner: {e}"))?;
+            let rate = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .find_map(|l| l.strip_prefix("rate ").and_then(|v| v.trim().parse::<f64>().ok()))
+                .ok_or("cpu-burner printed no rate")?;
+            sum += rate;
+        }
+        Ok(sum)
+    };
+    let cpu_ticks = |pid: u32| -> Option<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest = stat.rsplit_once(')')?.1;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+    };
+    let rss = |pid: u32| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()))
+            .unwrap_or(0)
+            * 1024
+    };
+    let scrape = |addr: &str| -> String {
+        let Ok(mut s) = std::net::TcpStream::connect(addr) else { return String::new() };
+        let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let mut body = Vec::new();
+        let _ = s.read_to_end(&mut body);
+        String::from_utf8_lossy(&body).into_owned()
+    };
+    let ticks_per_s = 100.0; // USER_HZ on Linux
+
+    // Part 1: the soak.
+    let busy = spawn_busy(seconds + 30)?;
+    let (mut daemon, addr) = start_daemon(&agent, &scratch, &extra)?;
+    let pid = daemon.id();
+    eprintln!("xtask: daemon: {seconds} s soak, 19 Hz system-wide, two busy no-frame-pointer processes, sampled every {interval} s");
+    let start = std::time::Instant::now();
+    let t0 = cpu_ticks(pid).unwrap_or(0);
+    let mut rows = Vec::new();
+    let mut last_ticks = t0;
+    let mut last_t = start;
+    let mut last_metrics = String::new();
+    while start.elapsed().as_secs() < seconds {
+        std::thread::sleep(std::time::Duration::from_secs(interval));
+        let scraped = scrape(&addr);
+        let (Some(ticks), r) = (cpu_ticks(pid), rss(pid)) else { return Err("the daemon died during the soak".into()) };
+        let dt = last_t.elapsed().as_secs_f64();
+        let cpu_pct = (ticks - last_ticks) as f64 / ticks_per_s / dt * 100.0;
+        last_ticks = ticks;
+        last_t = std::time::Instant::now();
+        let t = start.elapsed().as_secs_f64();
+        eprintln!("  t={t:>6.1}s  cpu {cpu_pct:>5.2}% of a core  rss {:>6.1} MiB  (/metrics {} bytes)", r as f64 / 1048576.0, scraped.len());
+        rows.push(serde_json::json!({"t_s": t, "cpu_pct": cpu_pct, "rss_bytes": r}));
+        last_metrics = scraped;
+    }
+    let total_s = start.elapsed().as_secs_f64();
+    let total_cpu_pct = (last_ticks - t0) as f64 / ticks_per_s / total_s * 100.0;
+    // SAFETY: signalling our own child.
+    unsafe { libc_kill(pid as i32, 15) };
+    let status = daemon.wait().map_err(|e| format!("daemon: {e}"))?;
+    for mut b in busy {
+        let _ = b.kill();
+        let _ = b.wait();
+    }
+    let unwind: Vec<String> =
+        last_metrics.lines().filter(|l| l.starts_with("perf_audit_unwind_samples_total{") || l.starts_with("perf_audit_samples_dropped_total{")).map(String::from).collect();
+
+    // Part 2: throughput without and with the daemon, side by side.
+    let mut without = Vec::new();
+    let mut with = Vec::new();
+    let mut phase_cpu = Vec::new();
+    for round in 0..rounds {
+        for daemon_on in if round % 2 == 0 { [false, true] } else { [true, false] } {
+            let running = if daemon_on { Some(start_daemon(&agent, &scratch, &extra)?) } else { None };
+            let t = std::time::Instant::now();
+            let before = running.as_ref().and_then(|(d, _)| cpu_ticks(d.id())).unwrap_or(0);
+            let rate = summed_rate(spawn_busy(phase)?)?;
+            if let Some((mut d, _)) = running {
+                let used = cpu_ticks(d.id()).unwrap_or(before) - before;
+                phase_cpu.push(used as f64 / ticks_per_s / t.elapsed().as_secs_f64() * 100.0);
+                // SAFETY: signalling our own child.
+                unsafe { libc_kill(d.id() as i32, 15) };
+                let _ = d.wait();
+                with.push(rate);
+            } else {
+                without.push(rate);
+            }
+            eprintln!("  round {}: daemon {:<3} {rate:>10.1} units/s", round + 1, if daemon_on { "on" } else { "off" });
+        }
+    }
+    let (m_without, m_with) = (median(&mut without.clone()), median(&mut with.clone()));
+    let ratio = m_with / m_without.max(1e-9);
+
+    let rss_values: Vec<u64> = rows.iter().map(|r| r["rss_bytes"].as_u64().unwrap_or(0)).collect();
+    let max_rss = rss_values.iter().copied().max().unwrap_or(0);
+    let quarter = (rss_values.len() / 4).max(1);
+    let early = rss_values[..quarter].iter().copied().max().unwrap_or(0);
+    let late = rss_values[rss_values.len() - quarter..].iter().copied().max().unwrap_or(0);
+    let windows = std::fs::read_dir(&scratch).map(|d| d.count()).unwrap_or(0);
+    println!("\ndaemon {}: 19 Hz system-wide, two busy no-frame-pointer processes, {total_s:.0} s soak, sampled every {interval} s", extra.join(" "));
+    println!("cpu (whole soak)      {total_cpu_pct:.3}% of one core");
+    println!("rss max               {:.1} MiB (first quarter max {:.1} MiB, last quarter max {:.1} MiB)", max_rss as f64 / 1048576.0, early as f64 / 1048576.0, late as f64 / 1048576.0);
+    println!("folded profiles       {windows} written");
+    println!("exit on SIGTERM       {status}");
+    for line in &unwind {
+        println!("                      {line}");
+    }
+    println!("throughput            without {m_without:.1} units/s, with {m_with:.1} units/s (medians of {rounds} x {phase} s): ratio {ratio:.4}");
+    println!("                      without {without:.1?}, with {with:.1?}; daemon cpu per phase {phase_cpu:.2?} % of a core");
+    let cpu_ok = total_cpu_pct <= 1.0;
+    let rss_ok = max_rss <= 64 * 1024 * 1024;
+    let flat = late <= early + 4 * 1024 * 1024;
+    let throughput_ok = ratio >= 0.99;
+    println!(
+        "goal: <= 1% of a core ({}), <= 64 MiB RSS ({}), flat ({}), throughput >= 0.99x ({})",
+        if cpu_ok { "met" } else { "NOT met" },
+        if rss_ok { "met" } else { "NOT met" },
+        if flat { "met" } else { "NOT met" },
+        if throughput_ok { "met" } else { "NOT met" }
+    );
+    write_result(
+        "daemon",
+        &serde_json::json!({"seconds": total_s, "interval_s": interval, "frequency_hz": 19, "daemon_args": extra,
+            "cpu_pct": total_cpu_pct, "rss_max_bytes": max_rss, "rss_first_quarter_max": early, "rss_last_quarter_max": late,
+            "folded_profiles": windows, "samples": rows, "unwind": unwind,
+            "throughput": {"phase_s": phase, "rounds": rounds, "without": without, "with": with, "ratio": ratio, "daemon_cpu_pct": phase_cpu},
+            "goals": {"cpu": cpu_ok, "rss": rss_ok, "flat": flat, "throughput": throughput_ok}}),
+    )
+}
+
+/// Starts the release daemon system-wide at 19 Hz (60 s windows written to
+/// `folded`) and waits until it listens; returns it and its address.
+fn start_daemon(agent: &Path, folded: &Path, extra: &[String]) -> Result<(std::process::Child, String), String> {
+    use std::io::BufRead as _;
+    let mut daemon = Command::new(agent)
         .args(["daemon", "--listen", "127.0.0.1:0", "--frequency", "19", "--window", "60s", "--folded-dir"])
-        .arg(&scratch)
+        .arg(folded)
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -318,87 +480,11 @@ fn daemon() -> Result<(), String> {
                 }
                 eprintln!("{line}");
             }
-            _ => {
-                let _ = busy.kill();
-                return Err("the daemon exited before listening".into());
-            }
+            _ => return Err("the daemon exited before listening".into()),
         }
     };
     std::thread::spawn(move || for _ in lines {});
-    let pid = daemon.id();
-    let ticks_per_s = 100.0; // USER_HZ on Linux
-    let cpu_ticks = || -> Option<u64> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let rest = stat.rsplit_once(')')?.1;
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-    };
-    let rss = || -> u64 {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()))
-            .unwrap_or(0)
-            * 1024
-    };
-    let scrape = |addr: &str| -> usize {
-        let Ok(mut s) = std::net::TcpStream::connect(addr) else { return 0 };
-        let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        let mut body = Vec::new();
-        let _ = s.read_to_end(&mut body);
-        body.len()
-    };
-
-    eprintln!("xtask: daemon: {seconds} s soak, 19 Hz system-wide, busy fixture, sampled every {interval} s");
-    let start = std::time::Instant::now();
-    let t0 = cpu_ticks().unwrap_or(0);
-    let mut rows = Vec::new();
-    let mut last_ticks = t0;
-    let mut last_t = start;
-    while start.elapsed().as_secs() < seconds {
-        std::thread::sleep(std::time::Duration::from_secs(interval));
-        let scraped = scrape(&addr);
-        let (Some(ticks), r) = (cpu_ticks(), rss()) else { return Err("the daemon died during the soak".into()) };
-        let dt = last_t.elapsed().as_secs_f64();
-        let cpu_pct = (ticks - last_ticks) as f64 / ticks_per_s / dt * 100.0;
-        last_ticks = ticks;
-        last_t = std::time::Instant::now();
-        let t = start.elapsed().as_secs_f64();
-        eprintln!("  t={t:>6.1}s  cpu {cpu_pct:>5.2}% of a core  rss {:>6.1} MiB  (/metrics {scraped} bytes)", r as f64 / 1048576.0);
-        rows.push(serde_json::json!({"t_s": t, "cpu_pct": cpu_pct, "rss_bytes": r}));
-    }
-    let total_s = start.elapsed().as_secs_f64();
-    let total_cpu_pct = (last_ticks - t0) as f64 / ticks_per_s / total_s * 100.0;
-    // SAFETY: signalling our own child.
-    unsafe { libc_kill(pid as i32, 15) };
-    let status = daemon.wait().map_err(|e| format!("daemon: {e}"))?;
-    let _ = busy.kill();
-    let _ = busy.wait();
-    let rss_values: Vec<u64> = rows.iter().map(|r| r["rss_bytes"].as_u64().unwrap_or(0)).collect();
-    let max_rss = rss_values.iter().copied().max().unwrap_or(0);
-    let quarter = (rss_values.len() / 4).max(1);
-    let early = rss_values[..quarter].iter().copied().max().unwrap_or(0);
-    let late = rss_values[rss_values.len() - quarter..].iter().copied().max().unwrap_or(0);
-    let windows = std::fs::read_dir(&scratch).map(|d| d.count()).unwrap_or(0);
-    println!("\ndaemon: 19 Hz system-wide with a busy fixture, {total_s:.0} s soak, sampled every {interval} s");
-    println!("cpu (whole soak)      {total_cpu_pct:.3}% of one core");
-    println!("rss max               {:.1} MiB (first quarter max {:.1} MiB, last quarter max {:.1} MiB)", max_rss as f64 / 1048576.0, early as f64 / 1048576.0, late as f64 / 1048576.0);
-    println!("folded profiles       {windows} written");
-    println!("exit on SIGTERM       {status}");
-    let cpu_ok = total_cpu_pct <= 1.0;
-    let rss_ok = max_rss <= 64 * 1024 * 1024;
-    let flat = late <= early + 4 * 1024 * 1024;
-    println!(
-        "goal: <= 1% of a core ({}), <= 64 MiB RSS ({}), flat ({})",
-        if cpu_ok { "met" } else { "NOT met" },
-        if rss_ok { "met" } else { "NOT met" },
-        if flat { "met" } else { "NOT met" }
-    );
-    write_result(
-        "daemon",
-        &serde_json::json!({"seconds": total_s, "interval_s": interval, "frequency_hz": 19, "cpu_pct": total_cpu_pct,
-            "rss_max_bytes": max_rss, "rss_first_quarter_max": early, "rss_last_quarter_max": late,
-            "folded_profiles": windows, "samples": rows, "goals": {"cpu": cpu_ok, "rss": rss_ok, "flat": flat}}),
-    )
+    Ok((daemon, addr))
 }
 
 unsafe extern "C" {

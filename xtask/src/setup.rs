@@ -15,6 +15,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("make", "make"),
     ("cc", "gcc"),
     ("promtool", "prometheus"),
+    // The daemon's consumer tests: `go tool pprof` reads its profiles (the
+    // Prometheus server above scrapes its /metrics).
+    ("go", "golang-go"),
     // Baselines of `cargo xtask bench memory`.
     ("heaptrack", "heaptrack"),
     ("bpftrace", "bpftrace"),

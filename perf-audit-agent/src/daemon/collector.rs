@@ -113,6 +113,16 @@ impl Drainer {
         Ok(Drained { samples, map_entries: keys.len() })
     }
 
+    /// Kernel stacks of stack-copy samples (the ring carries only their
+    /// ids), through the same cache and idle pruning as the counts.
+    pub fn kernel_stacks(&mut self, ebpf: &mut Ebpf, ids: &[i32]) -> Result<Vec<Arc<[u64]>>> {
+        let traces = StackTraceMap::try_from(
+            ebpf.map_mut(names::STACK_TRACES).ok_or_else(|| missing(names::STACK_TRACES))?,
+        )
+        .map_err(|e| Error::internal(format!("STACK_TRACES: {e}")))?;
+        Ok(ids.iter().map(|id| self.frames(&traces, *id)).collect())
+    }
+
     fn frames(&mut self, traces: &StackTraceMap<&mut aya::maps::MapData>, id: i32) -> Arc<[u64]> {
         let empty = self.empty.get_or_insert_with(|| Arc::from(Vec::new())).clone();
         if id < 0 {

@@ -12,6 +12,10 @@ use crate::kernel::Counters;
 pub struct ProcessCpu {
     pub labels: ProcessLabels,
     pub samples: u64,
+    /// Samples whose user stack could not be unwound to a root.
+    pub truncated: u64,
+    /// An executable mapping of the process has no loadable unwind tables.
+    pub tables_missing: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -39,6 +43,12 @@ pub struct MetricsSnapshot {
     pub symbol_cache_entries: usize,
     pub symbol_cache_resets: u64,
     pub program_ids: Vec<u32>,
+    /// "eh_frame" (stack copies) or "frame_pointer" (`--frame-pointers-only`).
+    pub unwind_mode: &'static str,
+    pub unwind: super::unwind::UnwindStats,
+    pub unwind_processes: usize,
+    pub unwind_objects: usize,
+    pub unwind_processes_without_tables: usize,
 }
 
 fn escape(value: &str) -> String {
@@ -65,7 +75,7 @@ pub fn render(m: &MetricsSnapshot) -> String {
     let unaccounted = m
         .kernel
         .cpu_samples
-        .saturating_sub(m.samples_drained + m.kernel.cpu_samples_dropped_map_full);
+        .saturating_sub(m.samples_drained + m.kernel.cpu_samples_dropped_map_full + m.kernel.cpu_samples_dropped_ring_full);
     one(
         "perf_audit_samples_unaccounted",
         "gauge",
@@ -89,6 +99,27 @@ pub fn render(m: &MetricsSnapshot) -> String {
     ] {
         let _ = writeln!(out, "perf_audit_stack_capture_failures_total{{part=\"{part}\"}} {value}");
     }
+
+    header(&mut out, "perf_audit_unwind_info", "gauge", "How user stacks are obtained: eh_frame (stack copies unwound in the daemon) or frame_pointer.");
+    let _ = writeln!(out, "perf_audit_unwind_info{{mode=\"{}\"}} 1", if m.unwind_mode.is_empty() { "frame_pointer" } else { m.unwind_mode });
+    header(&mut out, "perf_audit_unwind_samples_total", "counter", "Stack-copy samples unwound, by result: complete (to a root, from unwind tables), frame_pointer (the frame-pointer chain went further than the tables), truncated (no root reached), no_user_stack (kernel threads).");
+    for (result, value) in [
+        ("complete", m.unwind.complete),
+        ("frame_pointer", m.unwind.frame_pointer),
+        ("truncated", m.unwind.truncated),
+        ("no_user_stack", m.unwind.no_user_stack),
+    ] {
+        let _ = writeln!(out, "perf_audit_unwind_samples_total{{result=\"{result}\"}} {value}");
+    }
+    let mut one = |name: &str, kind: &str, help: &str, value: String| {
+        header(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    };
+    one("perf_audit_unwind_processes", "gauge", "Processes with unwinding state (bounded, evicted on exit or when idle).", m.unwind_processes.to_string());
+    one("perf_audit_unwind_processes_evicted_total", "counter", "Per-process unwinding states dropped.", m.unwind.processes_evicted.to_string());
+    one("perf_audit_unwind_table_objects", "gauge", "Objects whose unwind tables are cached (shared by every process mapping them, by build-id).", m.unwind_objects.to_string());
+    one("perf_audit_unwind_table_cache_resets_total", "counter", "Unwind table caches cleared by their size limit.", m.unwind.table_cache_resets.to_string());
+    one("perf_audit_unwind_processes_without_tables", "gauge", "Tracked processes with an executable mapping whose unwind tables could not be loaded (see perf_audit_process_unwind_tables_missing).", m.unwind_processes_without_tables.to_string());
 
     header(&mut out, "perf_audit_map_entries", "gauge", "Entries in the kernel maps at the last drain.");
     header(&mut out, "perf_audit_map_capacity", "gauge", "Capacity of the kernel maps.");
@@ -128,18 +159,28 @@ pub fn render(m: &MetricsSnapshot) -> String {
     let mut processes: Vec<&ProcessCpu> = m.processes.iter().collect();
     processes.sort_by_key(|p| p.labels.pid);
     let hz = m.frequency_hz.max(1) as f64;
-    for p in processes {
-        let _ = writeln!(
-            out,
-            "perf_audit_process_cpu_seconds_total{{pid=\"{}\",process=\"{}\",container_id=\"{}\",pod_uid=\"{}\"}} {:.3}",
-            p.labels.pid,
-            escape(&p.labels.name),
-            escape(p.labels.container_id.as_deref().unwrap_or("")),
-            escape(p.labels.pod_uid.as_deref().unwrap_or("")),
-            p.samples as f64 / hz
-        );
+    for p in &processes {
+        let _ = writeln!(out, "perf_audit_process_cpu_seconds_total{{{}}} {:.3}", labels(&p.labels), p.samples as f64 / hz);
+    }
+    header(&mut out, "perf_audit_process_truncated_stacks_total", "counter", "Samples of each watched process whose user stack could not be unwound to a root.");
+    for p in &processes {
+        let _ = writeln!(out, "perf_audit_process_truncated_stacks_total{{{}}} {}", labels(&p.labels), p.truncated);
+    }
+    header(&mut out, "perf_audit_process_unwind_tables_missing", "gauge", "1 for each watched process with an executable mapping whose unwind tables could not be loaded.");
+    for p in processes.iter().filter(|p| p.tables_missing) {
+        let _ = writeln!(out, "perf_audit_process_unwind_tables_missing{{{}}} 1", labels(&p.labels));
     }
     out
+}
+
+fn labels(l: &ProcessLabels) -> String {
+    format!(
+        "pid=\"{}\",process=\"{}\",container_id=\"{}\",pod_uid=\"{}\"",
+        l.pid,
+        escape(&l.name),
+        escape(l.container_id.as_deref().unwrap_or("")),
+        escape(l.pod_uid.as_deref().unwrap_or(""))
+    )
 }
 
 /// The daemon's own CPU seconds (utime + stime) and RSS, from /proc/self.
@@ -161,10 +202,16 @@ mod tests {
             stack_map_entries: 10,
             stack_map_capacity: 100,
             processes: vec![
-                ProcessCpu { labels: ProcessLabels { pid: 9, name: "b\"q".into(), ..Default::default() }, samples: 38 },
+                ProcessCpu {
+                    labels: ProcessLabels { pid: 9, name: "b\"q".into(), ..Default::default() },
+                    samples: 38,
+                    truncated: 4,
+                    tables_missing: true,
+                },
                 ProcessCpu {
                     labels: ProcessLabels { pid: 3, name: "a".into(), container_id: Some("c1".into()), pod_uid: None },
                     samples: 19,
+                    ..Default::default()
                 },
             ],
             ..Default::default()
@@ -176,6 +223,10 @@ mod tests {
         let b = text.find("pid=\"9\",process=\"b\\\"q\"").expect(&text);
         assert!(a < b);
         assert!(text.contains("} 2.000\n"));
+        assert!(text.contains("perf_audit_process_truncated_stacks_total{pid=\"9\",process=\"b\\\"q\",container_id=\"\",pod_uid=\"\"} 4\n"), "{text}");
+        assert!(text.contains("perf_audit_process_unwind_tables_missing{pid=\"9\""), "{text}");
+        assert!(!text.contains("perf_audit_process_unwind_tables_missing{pid=\"3\""), "{text}");
+        assert!(text.contains("perf_audit_unwind_samples_total{result=\"truncated\"} 0\n"), "{text}");
         // Every sample line is `name{labels} value` or `name value`.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit_once(' ').unwrap().1;

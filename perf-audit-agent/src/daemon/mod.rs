@@ -6,8 +6,13 @@
 //! Why it is shaped this way (the daemon runs for weeks on every node, so
 //! its own cost and memory bound come first):
 //!
-//! - **In-kernel aggregation at 19 Hz.** The perf_event program counts
-//!   frame-pointer stacks in a per-CPU hash; nothing is streamed per sample.
+//! - **Whole stacks without frame pointers, at 19 Hz.** By default each
+//!   sample's user registers and stack copy go through a 4 MiB ring,
+//!   drained every 250 ms and unwound at once with `.eh_frame` ([`unwind`]:
+//!   one table cache for the node, one bounded unwinder per process), the
+//!   frame-pointer chain of the copy as the fallback. With
+//!   `--frame-pointers-only` the perf_event program instead counts
+//!   frame-pointer stacks in a per-CPU hash, nothing streamed per sample.
 //!   Every [`plan::DaemonPlan::drain_interval`] the agent reads and deletes
 //!   the counts ([`collector`]) and prunes idle stack ids, so the kernel
 //!   maps never fill however long it runs.
@@ -37,6 +42,7 @@ pub mod pprof;
 pub mod procs;
 pub mod push;
 pub mod symbols;
+pub mod unwind;
 
 use std::{
     collections::HashMap,
@@ -45,7 +51,7 @@ use std::{
 };
 
 use hyper::StatusCode;
-use perf_audit_common::{CPU_STACK_COUNTS_CAPACITY, STACK_TRACES_CAPACITY};
+use perf_audit_common::{CPU_STACK_COUNTS_CAPACITY, STACK_TRACES_CAPACITY, UserStackSample, sample_kind};
 use tokio::sync::{mpsc, watch};
 
 use self::{
@@ -57,10 +63,11 @@ use self::{
     procs::{Discovery, MAX_WINDOW_STACKS, Registry},
     push::Pusher,
     symbols::WindowSymbolizer,
+    unwind::{NodeUnwinder, Outcome},
 };
 use crate::{
     error::{Error, ErrorKind, Result},
-    kernel::{self, Filter, KernelSession, UnwindMode},
+    kernel::{self, Filter, KernelSession, UnwindMode, ring::{RingReader, StackRecord as _}},
     target::{self, MapsSnapshot},
 };
 
@@ -82,6 +89,9 @@ struct Capture {
 struct Daemon {
     plan: DaemonPlan,
     session: KernelSession,
+    /// The stack-copy ring (None with `--frame-pointers-only`).
+    ring: Option<RingReader<UserStackSample>>,
+    node: NodeUnwinder,
     drainer: Drainer,
     registry: Registry,
     symbolizer: WindowSymbolizer,
@@ -96,6 +106,7 @@ struct Daemon {
     folded_failed: u64,
     map_entries: usize,
     drain_error_shown: bool,
+    unwind_mode: &'static str,
 }
 
 pub async fn run(plan: DaemonPlan) -> Result<()> {
@@ -115,7 +126,14 @@ pub async fn run(plan: DaemonPlan) -> Result<()> {
 
     let system_wide = plan.selection.is_system_wide();
     let filter = if system_wide { Filter::All } else { Filter::ListedPids };
-    let mut session = KernelSession::load(filter, UnwindMode::FramePointer, Duration::from_millis(1))?;
+    let (mut session, ring) = if plan.frame_pointers_only {
+        (KernelSession::load(filter, UnwindMode::FramePointer, Duration::from_millis(1))?, None)
+    } else {
+        let mut session =
+            KernelSession::load_with_ring(filter, UnwindMode::Dwarf, Duration::from_millis(1), Some(unwind::RING_BYTES))?;
+        let ring = session.system_wide_stack_ring()?;
+        (session, Some(ring))
+    };
     for pid in &plan.selection.pids {
         session.add_target(*pid)?;
     }
@@ -154,16 +172,20 @@ pub async fn run(plan: DaemonPlan) -> Result<()> {
         )
     };
     eprintln!(
-        "perf-audit: daemon listening on http://{local} ({scope}, {} Hz, {} windows)",
+        "perf-audit: daemon listening on http://{local} ({scope}, {} Hz, {} windows, {})",
         plan.frequency_hz,
-        humantime::format_duration(plan.window)
+        humantime::format_duration(plan.window),
+        if plan.frame_pointers_only { "frame pointers" } else { "stack copies unwound with .eh_frame" }
     );
 
     let window = plan.window;
     let mut daemon = Daemon {
         pusher: plan.push.clone().map(Pusher::new),
+        unwind_mode: if plan.frame_pointers_only { "frame_pointer" } else { "eh_frame" },
         plan,
         session,
+        ring,
+        node: NodeUnwinder::default(),
         drainer: Drainer::default(),
         registry: Registry::default(),
         symbolizer: WindowSymbolizer::new(),
@@ -184,6 +206,8 @@ pub async fn run(plan: DaemonPlan) -> Result<()> {
     let mut drain_tick = tokio::time::interval(daemon.plan.drain_interval());
     drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     drain_tick.tick().await; // the first tick is immediate
+    let mut ring_tick = tokio::time::interval(unwind::RING_DRAIN_INTERVAL);
+    ring_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut discovery_tick = tokio::time::interval(DISCOVERY_INTERVAL);
     discovery_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut window_deadline = tokio::time::Instant::now() + window;
@@ -201,6 +225,7 @@ pub async fn run(plan: DaemonPlan) -> Result<()> {
                 window_deadline += window;
             }
             _ = drain_tick.tick() => daemon.drain(),
+            _ = ring_tick.tick(), if daemon.ring.is_some() => daemon.drain_ring(),
             Some(request) = capture_rx.recv() => {
                 daemon.drain();
                 daemon.start_capture(request);
@@ -231,19 +256,56 @@ pub async fn run(plan: DaemonPlan) -> Result<()> {
 }
 
 impl Daemon {
+    fn record(&mut self, pid: u32, key: &StackKey, count: u64) {
+        for capture in self.captures.iter_mut().filter(|c| c.pid == pid) {
+            if let Some(c) = capture.stacks.get_mut(key) {
+                *c += count;
+            } else if capture.stacks.len() < MAX_WINDOW_STACKS {
+                capture.stacks.insert(key.clone(), count);
+            }
+        }
+        self.registry.record(pid, key, count);
+    }
+
+    /// Unwinds every CPU sample waiting in the stack-copy ring and records
+    /// it (nothing to do with `--frame-pointers-only`).
+    fn drain_ring(&mut self) {
+        let Some(ring) = self.ring.as_mut() else { return };
+        let node = &mut self.node;
+        node.begin_drain();
+        let mut samples = Vec::new();
+        ring.drain_all(|sample| {
+            if sample.kind != sample_kind::CPU {
+                return;
+            }
+            let (user, outcome) = node.unwind(sample.tgid, sample.regs(), sample.stack());
+            samples.push((sample.tgid, sample.comm, user, sample.kernel_stack_id, outcome));
+        });
+        if samples.is_empty() {
+            return;
+        }
+        let ids: Vec<i32> = samples.iter().map(|s| s.3).collect();
+        let kernel = match self.drainer.kernel_stacks(self.session.ebpf_mut(), &ids) {
+            Ok(kernel) => kernel,
+            Err(_) => vec![Arc::from(Vec::new()); ids.len()],
+        };
+        for ((pid, comm, user, _, outcome), kernel) in samples.into_iter().zip(kernel) {
+            self.drainer.samples_drained += 1;
+            let key = StackKey { comm, user: user.into(), kernel };
+            self.record(pid, &key, 1);
+            if outcome == Outcome::Truncated {
+                self.registry.add_truncated(pid);
+            }
+        }
+    }
+
     fn drain(&mut self) {
+        self.drain_ring();
         match self.drainer.drain(self.session.ebpf_mut()) {
             Ok(drained) => {
                 self.map_entries = drained.map_entries;
                 for (pid, key, count) in drained.samples {
-                    for capture in self.captures.iter_mut().filter(|c| c.pid == pid) {
-                        if let Some(c) = capture.stacks.get_mut(&key) {
-                            *c += count;
-                        } else if capture.stacks.len() < MAX_WINDOW_STACKS {
-                            capture.stacks.insert(key.clone(), count);
-                        }
-                    }
-                    self.registry.record(pid, &key, count);
+                    self.record(pid, &key, count);
                 }
             }
             Err(e) => {
@@ -258,11 +320,17 @@ impl Daemon {
 
     fn publish_metrics(&mut self) {
         let kernel = self.session.counters().unwrap_or_default();
+        let without_tables = self.node.processes_without_tables();
         let processes: Vec<ProcessCpu> = self
             .registry
             .entries
             .values()
-            .map(|e| ProcessCpu { labels: e.labels.clone(), samples: e.samples_total })
+            .map(|e| ProcessCpu {
+                labels: e.labels.clone(),
+                samples: e.samples_total,
+                truncated: e.truncated_total,
+                tables_missing: without_tables.binary_search(&e.labels.pid).is_ok(),
+            })
             .collect();
         let push = self.pusher.as_ref().map(|p| {
             use std::sync::atomic::Ordering::Relaxed;
@@ -285,16 +353,30 @@ impl Daemon {
         m.symbol_cache_entries = self.symbolizer.cached();
         m.symbol_cache_resets = self.symbolizer.resets;
         m.program_ids = self.program_ids.clone();
+        m.unwind_mode = self.unwind_mode;
+        m.unwind = self.node.stats.clone();
+        m.unwind_processes = self.node.processes();
+        m.unwind_objects = self.node.objects();
+        m.unwind_processes_without_tables = without_tables.len();
     }
 
     fn flush_window(&mut self, end: SystemTime) {
         let taken = self.registry.take_windows();
+        self.node.evict_exited();
         self.windows += 1;
         let start = std::mem::replace(&mut self.window_start, end);
         if self.pusher.is_none() && self.plan.folded_dir.is_none() {
             return;
         }
+        // Symbolizing every process's window takes long enough on a busy
+        // node for the small stack-copy ring to fill: keep draining it in
+        // between (its samples belong to the next window).
+        let mut last_ring_drain = std::time::Instant::now();
         for (labels, maps, stacks) in taken {
+            if last_ring_drain.elapsed() >= unwind::RING_DRAIN_INTERVAL {
+                self.drain_ring();
+                last_ring_drain = std::time::Instant::now();
+            }
             let window = self.symbolizer.window(labels, &maps, &stacks, (start, end), self.plan.frequency_hz);
             self.profiles += 1;
             if let Some(pusher) = &self.pusher {

@@ -50,6 +50,9 @@ pub struct DaemonPlan {
     /// Base URL of a Pyroscope-compatible server (`http://host:port[/prefix]`).
     pub push: Option<hyper::Uri>,
     pub folded_dir: Option<PathBuf>,
+    /// Frame-pointer walking in the kernel instead of stack copies unwound
+    /// with `.eh_frame` (see `daemon::unwind`).
+    pub frame_pointers_only: bool,
 }
 
 /// The config file's keys; all optional, flags win.
@@ -70,6 +73,7 @@ pub struct DaemonConfig {
     pub containers: Vec<String>,
     pub push: Option<String>,
     pub folded_dir: Option<PathBuf>,
+    pub frame_pointers_only: Option<bool>,
 }
 
 impl DaemonPlan {
@@ -146,7 +150,8 @@ impl DaemonPlan {
             }
         };
         let folded_dir = args.folded_dir.or(config.folded_dir);
-        Ok(DaemonPlan { listen, frequency_hz, window, selection, push, folded_dir })
+        let frame_pointers_only = args.frame_pointers_only || config.frame_pointers_only.unwrap_or(false);
+        Ok(DaemonPlan { listen, frequency_hz, window, selection, push, folded_dir, frame_pointers_only })
     }
 
     /// How often the kernel aggregation map is drained into the agent:
@@ -174,7 +179,10 @@ mod tests {
         assert_eq!(plan.window, Duration::from_secs(60));
         assert!(plan.selection.is_system_wide());
         assert!(plan.push.is_none() && plan.folded_dir.is_none());
+        assert!(!plan.frame_pointers_only, "stack copies unwound with .eh_frame by default");
         assert_eq!(plan.drain_interval(), Duration::from_secs(10));
+        let fp = DaemonPlan::from_args(args(), Some("frame_pointers_only = true")).unwrap();
+        assert!(fp.frame_pointers_only);
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct ProcessEntry {
     /// This window's stacks.
     pub window: HashMap<StackKey, u64>,
     pub samples_total: u64,
+    /// Samples whose user stack could not be unwound to a root.
+    pub truncated_total: u64,
     pub alive: bool,
 }
 
@@ -70,7 +72,15 @@ impl Registry {
             let _ = maps.refresh(pid);
             self.entries.insert(
                 pid,
-                ProcessEntry { labels, cgroup, maps, window: HashMap::new(), samples_total: 0, alive: true },
+                ProcessEntry {
+                    labels,
+                    cgroup,
+                    maps,
+                    window: HashMap::new(),
+                    samples_total: 0,
+                    truncated_total: 0,
+                    alive: true,
+                },
             );
         }
         let entry = self.entries.get_mut(&pid).expect("inserted above");
@@ -88,6 +98,13 @@ impl Registry {
             self.dropped_samples += count;
         }
         true
+    }
+
+    /// Counts a recorded sample of `pid` whose user stack is truncated.
+    pub fn add_truncated(&mut self, pid: u32) {
+        if let Some(entry) = self.entries.get_mut(&pid) {
+            entry.truncated_total += 1;
+        }
     }
 
     /// Takes every process's window (leaving them empty), refreshes the

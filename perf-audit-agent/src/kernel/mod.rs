@@ -98,6 +98,18 @@ impl KernelSession {
     /// `offcpu_min`: blocking intervals at least this long are captured with
     /// a stack (off-CPU profile).
     pub fn load(filter: Filter, unwind: UnwindMode, offcpu_min: std::time::Duration) -> Result<KernelSession> {
+        Self::load_with_ring(filter, unwind, offcpu_min, None)
+    }
+
+    /// [`KernelSession::load`] with the stack-copy ring sized to
+    /// `stack_ring_bytes` (a power of two of pages) instead of the audit's
+    /// 32 MiB: the daemon drains it often and keeps its own memory small.
+    pub fn load_with_ring(
+        filter: Filter,
+        unwind: UnwindMode,
+        offcpu_min: std::time::Duration,
+        stack_ring_bytes: Option<u32>,
+    ) -> Result<KernelSession> {
         let mode = match filter {
             Filter::ListedPids => filter_mode::LISTED_PIDS,
             Filter::All => filter_mode::ALL,
@@ -106,7 +118,11 @@ impl KernelSession {
             UnwindMode::FramePointer => user_stack_mode::FRAME_POINTER,
             UnwindMode::Dwarf => user_stack_mode::STACK_COPY,
         };
-        let ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        if let Some(bytes) = stack_ring_bytes {
+            loader.map_max_entries(names::USER_STACK_SAMPLES, bytes);
+        }
+        let ebpf = loader
             .override_global(names::FILTER_MODE, &mode, true)
             .override_global(names::USER_STACK_MODE, &stack_mode, true)
             .override_global(names::OFFCPU_MIN_NS, &(offcpu_min.as_nanos() as u64), true)
@@ -161,6 +177,14 @@ impl KernelSession {
     /// samples, off-CPU samples) of the unwinder's process as they arrive.
     pub fn stack_copy_collector(&mut self, unwinder: &SharedUnwinder) -> Result<stack_copy::StackCopyCollector> {
         stack_copy::StackCopyCollector::new(&mut self.ebpf, unwinder)
+    }
+
+    /// Takes the stack-copy ring to read every process's samples (the
+    /// daemon, which unwinds each with that process's own unwinder).
+    pub fn system_wide_stack_ring(&mut self) -> Result<ring::RingReader<perf_audit_common::UserStackSample>> {
+        let map = self.ebpf.take_map(names::USER_STACK_SAMPLES).ok_or_else(|| missing(names::USER_STACK_SAMPLES))?;
+        let ring = aya::maps::RingBuf::try_from(map).map_err(|e| Error::internal(format!("USER_STACK_SAMPLES: {e}")))?;
+        ring::RingReader::system_wide(ring, names::USER_STACK_SAMPLES)
     }
 
     /// Resolves the kernel stacks of a finished stack-copy collection.

@@ -88,10 +88,12 @@ impl Unwind<'_> {
     }
 }
 
-/// Reads one ring buffer of `T` records for one process.
+/// Reads one ring buffer of `T` records for one process (or, built with
+/// [`RingReader::system_wide`], of every process: the daemon).
 pub struct RingReader<T> {
     ring: AsyncFd<RingBuf<MapData>>,
-    unwinder: SharedUnwinder,
+    /// None: system-wide, the caller unwinds ([`RingReader::drain_all`]).
+    unwinder: Option<SharedUnwinder>,
     /// Items too short for a `T` (a stale build) or misaligned: skipped.
     pub malformed: u64,
     record: PhantomData<fn() -> T>,
@@ -106,7 +108,29 @@ impl<T: StackRecord> RingReader<T> {
         // AsyncFd owns the ring.
         let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|e| Error::internal(format!("cannot poll the ring buffer {name}: {e}")))?;
-        Ok(RingReader { ring, unwinder, malformed: 0, record: PhantomData })
+        Ok(RingReader { ring, unwinder: Some(unwinder), malformed: 0, record: PhantomData })
+    }
+
+    /// A reader of every process's records, for a caller that keeps one
+    /// unwinder per process itself (the daemon); drained with
+    /// [`RingReader::drain_all`].
+    pub fn system_wide(ring: RingBuf<MapData>, name: &str) -> Result<RingReader<T>> {
+        // SAFETY: as in `new`.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+            .map_err(|e| Error::internal(format!("cannot poll the ring buffer {name}: {e}")))?;
+        Ok(RingReader { ring, unwinder: None, malformed: 0, record: PhantomData })
+    }
+
+    /// Hands every record now in the ring to `each`, in place, whatever its
+    /// process.
+    pub fn drain_all(&mut self, mut each: impl FnMut(&T)) {
+        let ring = self.ring.get_mut();
+        while let Some(item) = ring.next() {
+            match view::<T>(&item) {
+                Some(record) => each(record),
+                None => self.malformed += 1,
+            }
+        }
     }
 
     /// Waits until the ring has records (for programs that submit with a
@@ -120,8 +144,9 @@ impl<T: StackRecord> RingReader<T> {
     /// Hands every record of the process now in the ring to `each`, in
     /// place, with the unwinding of its stack.
     pub fn drain(&mut self, maps: &mut MapsSnapshot, mut each: impl FnMut(&T, Unwind<'_>)) {
-        let pid = self.unwinder.pid();
-        let mut state = self.unwinder.lock();
+        let Some(unwinder) = &self.unwinder else { return };
+        let pid = unwinder.pid();
+        let mut state = unwinder.lock();
         let mut refreshed = false;
         let ring = self.ring.get_mut();
         while let Some(item) = ring.next() {
