@@ -116,12 +116,97 @@ pub fn fill_texts_from_call_sites(executions: &mut [Execution]) -> u64 {
     filled
 }
 
+/// Transaction control and session statements (`BEGIN`, `COMMIT`,
+/// `SAVEPOINT`, `SET`...): one per item is not an N+1 (they cannot be
+/// batched with `= ANY($1)`); a loop of them is a transaction per item.
+pub fn is_transaction_control(sql: &str) -> bool {
+    let first = sql.trim_start().split(|c: char| c.is_whitespace() || c == ';').next().unwrap_or("").to_ascii_uppercase();
+    matches!(
+        first.as_str(),
+        "BEGIN" | "START" | "COMMIT" | "END" | "ROLLBACK" | "ABORT" | "SAVEPOINT" | "RELEASE" | "SET" | "RESET" | "SHOW" | "DISCARD" | "PREPARE" | "DEALLOCATE"
+    )
+}
+
+fn opens_transaction(sql: &str) -> bool {
+    let q = sql.trim_start().to_ascii_uppercase();
+    q.starts_with("BEGIN") || q.starts_with("START TRANSACTION")
+}
+
+fn closes_transaction(sql: &str) -> bool {
+    let q = sql.trim_start().to_ascii_uppercase();
+    ["COMMIT", "END", "ROLLBACK", "ABORT"].iter().any(|k| q.starts_with(k)) && !q.starts_with("ROLLBACK TO")
+}
+
+/// Transactions opened in a loop: `BEGIN` from one call site in bursts
+/// (the N+1 burst rule), each transaction with its own round trips.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
+pub struct PerItemTransaction {
+    /// Where `BEGIN` is issued.
+    pub call_site: CallSite,
+    pub transactions: u64,
+    pub bursts: u64,
+    pub median_burst: u64,
+    /// Median statements per transaction, `BEGIN` and `COMMIT` included:
+    /// the round trips each item costs.
+    pub median_round_trips: u64,
+    /// The statements run inside (distinct texts, at most 5).
+    pub statements: Vec<String>,
+}
+
+/// Transactions opened once per item of a loop (see [`PerItemTransaction`]).
+pub fn detect_per_item_transactions(executions: &[Execution], rule: &BurstRule) -> Vec<PerItemTransaction> {
+    let begins: Vec<Execution> = executions.iter().filter(|e| e.sql.as_deref().is_some_and(opens_transaction)).cloned().collect();
+    let bursts = bursts_by_site(&begins, rule, |_| true);
+    let mut out = Vec::new();
+    for b in bursts {
+        // Round trips per transaction, on each connection (fd) in time order.
+        let mut sorted: Vec<&Execution> = executions.iter().collect();
+        sorted.sort_by_key(|e| (e.tid, e.fd, e.ts_ns));
+        let mut counts: Vec<u64> = Vec::new();
+        let mut statements: Vec<String> = Vec::new();
+        let mut open: Option<(u32, u32, u64)> = None;
+        for e in sorted {
+            let sql = e.sql.as_deref().unwrap_or("");
+            if opens_transaction(sql) && e.site.as_ref() == Some(&b.call_site) {
+                open = Some((e.tid, e.fd, 1));
+                continue;
+            }
+            if let Some((tid, fd, n)) = open.as_mut()
+                && *tid == e.tid && *fd == e.fd {
+                    *n += 1;
+                    if closes_transaction(sql) {
+                        counts.push(*n);
+                        open = None;
+                    } else if !sql.is_empty() && statements.len() < 5 && !statements.iter().any(|s| s == sql) {
+                        statements.push(sql.to_string());
+                    }
+                }
+        }
+        counts.sort_unstable();
+        out.push(PerItemTransaction {
+            call_site: b.call_site,
+            transactions: b.executions,
+            bursts: b.bursts,
+            median_burst: b.median_burst,
+            median_round_trips: counts.get(counts.len() / 2).copied().unwrap_or(0),
+            statements,
+        });
+    }
+    out
+}
+
 pub fn detect_n_plus_one(executions: &[Execution], rule: &BurstRule) -> Vec<NPlusOne> {
+    bursts_by_site(executions, rule, |sql| !is_transaction_control(sql))
+}
+
+fn bursts_by_site(executions: &[Execution], rule: &BurstRule, keep: impl Fn(&str) -> bool) -> Vec<NPlusOne> {
     let mut groups: BTreeMap<(&str, &CallSite), Vec<u64>> = BTreeMap::new();
     for e in executions {
-        if let (Some(sql), Some(site)) = (&e.sql, &e.site) {
-            groups.entry((sql.as_str(), site)).or_default().push(e.ts_ns);
-        }
+        if let (Some(sql), Some(site)) = (&e.sql, &e.site)
+            && keep(sql) {
+                groups.entry((sql.as_str(), site)).or_default().push(e.ts_ns);
+            }
     }
     let gap = (rule.max_gap_ms * 1e6) as u64;
     let window = (rule.window_ms * 1e6) as u64;

@@ -4,6 +4,7 @@
 
 pub mod async_runtime;
 pub mod hotspots;
+pub mod layers;
 
 use std::collections::HashMap;
 
