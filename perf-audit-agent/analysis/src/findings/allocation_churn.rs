@@ -102,6 +102,9 @@ impl Rule for AllocationChurn {
             .top_allocators
             .iter()
             .filter(|r| r.origin == Origin::Owner && r.allocs_per_s >= self.min_allocs_per_s && r.freed_pct >= self.min_freed_pct)
+            // Rows decoded by a database driver are judged by the database
+            // rules (N+1, unbounded result sets), not by buffer advice.
+            .filter(|r| !r.via.as_deref().is_some_and(crate::profile::layers::is_driver))
             .filter_map(|r| {
                 let hot = cpu_share(&r.function).filter(|(_, total)| *total >= self.hot_cpu_pct);
                 if hot.is_some() != self.hot_path {

@@ -108,6 +108,16 @@ pub const CATALOGUE: &[KnownCost] = &[
         complexity: Complexity::Medium,
         off_runtime_advice: None,
     },
+    KnownCost {
+        id: "database-driver",
+        what: "database driver work",
+        needles: &["sqlx_core::", "sqlx_postgres::", "sqlx::", "tokio_postgres::", "postgres_protocol::", "diesel::", "diesel_async::"],
+        advice: "the time is the database driver encoding queries and decoding rows: issue fewer queries (batch per-item queries, see the database findings) and fetch fewer rows and columns per query",
+        before: "for id in ids {\n    let row = sqlx::query_as(\"SELECT * FROM users WHERE id = $1\").bind(id).fetch_one(pool).await?;\n}",
+        after: "let rows = sqlx::query_as(\"SELECT id, name FROM users WHERE id = ANY($1)\").bind(&ids).fetch_all(pool).await?;",
+        complexity: Complexity::Medium,
+        off_runtime_advice: None,
+    },
 ];
 
 /// Share of a hotspot's self samples that must run below a known call for

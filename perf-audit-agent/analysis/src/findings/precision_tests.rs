@@ -148,6 +148,53 @@ fn framework_and_runtime_allocations_are_not_told_to_reuse_a_buffer() {
     assert!(by("svc::encode").recommendation.contains("clear()"));
 }
 
+#[test]
+fn rows_decoded_by_the_database_driver_are_not_an_allocation_finding() {
+    // The demo's `latest_posts` (50 posts with LIMIT) allocating in sqlx.
+    let frames = vec![
+        owner("svc::db::latest_posts::{{closure}}", 40),
+        dep("sqlx_core::query_as::QueryAs<DB,O,A>::fetch_all::{{closure}}", false),
+        dep("sqlx_postgres::row::PgRow::try_decode", false),
+        Frame { function: "malloc".into(), origin: Origin::Native, ..Default::default() },
+    ];
+    let via = crate::memory::analysis::attribute(&frames).via;
+    assert_eq!(via.as_deref(), Some("sqlx_core::query_as::QueryAs<DB,O,A>::fetch_all"));
+    let section = MemorySection {
+        top_allocators: vec![AllocatorRow {
+            function: "svc::db::latest_posts".into(),
+            count: 1_000_000,
+            bytes: 100_000_000,
+            allocs_per_s: 50_000.0,
+            freed_pct: 100.0,
+            origin: Origin::Owner,
+            via,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let ev = Evidence { cpu: None, async_runtime: None, database: None, memory: Some(MemoryEvidence { section: &section }) };
+    assert!(evaluate(&ev).is_empty());
+}
+
+#[test]
+fn statements_run_once_at_startup_are_not_slow_queries() {
+    let slow = |query: &str, calls: i64, mean: f64| StatementRow { query: query.into(), calls, mean_ms: Some(mean), total_ms: Some(mean * calls as f64), ..Default::default() };
+    let db = DatabaseSection {
+        window_s: 15.0,
+        statements: vec![
+            slow("INSERT INTO users (id, name) SELECT g, 'u' || g FROM generate_series(1, $1) g", 1, 561.2),
+            slow("CREATE INDEX IF NOT EXISTS users_last_login_at_idx ON users (last_login_at)", 1, 99.6),
+            slow("ANALYZE users", 3, 20.0),
+            slow("SELECT id FROM users WHERE country = $1 ORDER BY signup_at DESC LIMIT $2", 400, 31.1),
+        ],
+        ..Default::default()
+    };
+    let f = evaluate(&Evidence { cpu: None, async_runtime: None, database: Some(&db), memory: None });
+    let slow: Vec<&Finding> = f.iter().filter(|x| x.rule == "slow-query").collect();
+    assert_eq!(slow.len(), 1, "{f:#?}");
+    assert!(slow[0].evidence.contains("country = $1") && slow[0].ranking.contains("at least 3 calls"), "{:?}", slow[0]);
+}
+
 // ------------------------------------------------------------ fixture 2
 
 fn known_cost_finding(below: &[Frame]) -> Finding {
@@ -175,6 +222,7 @@ fn each_known_costly_call_gets_its_own_advice() {
         ("serde_json::ser::to_string", "JSON", "paginate"),
         ("tracing_subscriber::fmt::format::Format::format_event", "log formatting", "EnvFilter"),
         ("<std::io::stdio::StdoutLock as std::io::Write>::write_all", "stdout", "tracing_appender::non_blocking"),
+        ("sqlx_core::query_as::QueryAs<DB,O,A>::fetch_all::{{closure}}", "database driver", "fewer queries"),
     ];
     for (frame, what, advice) in cases {
         let f = known_cost_finding(&[dep(frame, false)]);

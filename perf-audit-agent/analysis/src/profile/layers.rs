@@ -39,11 +39,26 @@ pub fn passes_through<'a>(below: &[&'a Frame]) -> Option<&'a Frame> {
     (first.origin == Origin::Dependency && FRAMEWORK.contains(&crate_of(&first.function))).then_some(*first)
 }
 
-/// As [`passes_through`], with the runtime's crates too (allocations).
+/// Database drivers: what they allocate below an owner frame is rows
+/// being encoded and decoded, judged by the database rules (rows per call,
+/// queries per request), not by buffer advice.
+pub const DRIVERS: &[&str] = &[
+    "sqlx", "sqlx_core", "sqlx_postgres", "sqlx_mysql", "sqlx_sqlite", "tokio_postgres", "postgres", "postgres_protocol",
+    "diesel", "diesel_async", "deadpool_postgres", "bb8_postgres", "sea_orm",
+];
+
+/// Whether a function belongs to a database driver.
+pub fn is_driver(function: &str) -> bool {
+    DRIVERS.contains(&crate_of(function))
+}
+
+/// As [`passes_through`], with the runtime's crates and database drivers
+/// too (allocations): the first library frame below the owner's frame
+/// when it is one of these.
 pub fn framework_or_runtime<'a>(below: &[&'a Frame]) -> Option<&'a Frame> {
     let first = below.iter().find(|f| f.origin != Origin::Owner && !is_adaptor(crate_of(&f.function)))?;
     let krate = crate_of(&first.function);
-    (first.origin == Origin::Dependency && (FRAMEWORK.contains(&krate) || RUNTIME.contains(&krate))).then_some(*first)
+    (first.origin == Origin::Dependency && (FRAMEWORK.contains(&krate) || RUNTIME.contains(&krate) || DRIVERS.contains(&krate))).then_some(*first)
 }
 
 /// A layer of framework code, named for a report, with advice for it.
