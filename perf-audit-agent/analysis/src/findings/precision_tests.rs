@@ -176,10 +176,9 @@ fn rows_decoded_by_the_database_driver_are_not_an_allocation_finding() {
     assert!(evaluate(&ev).is_empty());
 }
 
-#[test]
-fn statements_run_once_at_startup_are_not_slow_queries() {
+fn startup_statements() -> DatabaseSection {
     let slow = |query: &str, calls: i64, mean: f64| StatementRow { query: query.into(), calls, mean_ms: Some(mean), total_ms: Some(mean * calls as f64), ..Default::default() };
-    let db = DatabaseSection {
+    DatabaseSection {
         window_s: 15.0,
         statements: vec![
             slow("INSERT INTO users (id, name) SELECT g, 'u' || g FROM generate_series(1, $1) g", 1, 561.2),
@@ -188,7 +187,12 @@ fn statements_run_once_at_startup_are_not_slow_queries() {
             slow("SELECT id FROM users WHERE country = $1 ORDER BY signup_at DESC LIMIT $2", 400, 31.1),
         ],
         ..Default::default()
-    };
+    }
+}
+
+#[test]
+fn statements_run_once_at_startup_are_not_slow_queries() {
+    let db = startup_statements();
     let f = evaluate(&Evidence { cpu: None, async_runtime: None, database: Some(&db), memory: None });
     let slow: Vec<&Finding> = f.iter().filter(|x| x.rule == "slow-query").collect();
     assert_eq!(slow.len(), 1, "{f:#?}");
@@ -260,8 +264,7 @@ fn argon2_already_in_spawn_blocking_is_not_told_to_move_or_to_use_a_cheaper_algo
     assert!(w.code_fix.as_ref().unwrap().after.contains("spawn_blocking"));
 }
 
-#[test]
-fn stdout_log_lines_blocking_a_worker_get_a_non_blocking_writer_not_tokio_fs() {
+fn stdout_analysis() -> AsyncAnalysis {
     let site = |function: &str, via: &str| BlockingSite {
         function: function.into(),
         file: Some("src/main.rs".into()),
@@ -274,10 +277,15 @@ fn stdout_log_lines_blocking_a_worker_get_a_non_blocking_writer_not_tokio_fs() {
         worker_time_pct: 0.5,
         on_cpu_samples: 0,
     };
-    let analysis = AsyncAnalysis {
+    AsyncAnalysis {
         blocking: vec![site("svc::handlers::login", "<std::io::stdio::StdoutLock as std::io::Write>::write_all"), site("svc::load_config", "std::fs::read_to_string")],
         ..Default::default()
-    };
+    }
+}
+
+#[test]
+fn stdout_log_lines_blocking_a_worker_get_a_non_blocking_writer_not_tokio_fs() {
+    let analysis = stdout_analysis();
     let ev = Evidence { cpu: None, async_runtime: Some(&analysis), database: None, memory: None };
     let f = super::BlockingInAsync::default().check(&ev);
     let login = f.iter().find(|x| x.function == "svc::handlers::login").unwrap();
@@ -484,7 +492,18 @@ fn fixtures() -> Vec<Fixture> {
         ];
         cpu_findings(&owned(&[(pool, 90), (vec![dep("tokio::runtime::park::Inner::park", false)], 10)]))
     };
+    let stdout = stdout_analysis();
+    let stdout_findings = evaluate(&Evidence { cpu: None, async_runtime: Some(&stdout), database: None, memory: None });
+    let startup = startup_statements();
+    let startup_findings = evaluate(&Evidence { cpu: None, async_runtime: None, database: Some(&startup), memory: None });
     vec![
+        (
+            "stdout logging on a worker, std::fs config read",
+            stdout_findings,
+            vec![("blocking-in-async", "svc::handlers::login"), ("blocking-in-async", "svc::load_config")],
+        ),
+        // The request query is slow (31 ms, 400 calls); seeding and an index build are not.
+        ("startup statements", startup_findings, vec![("slow-query", "(not traced to code)")]),
         (
             "middleware over a tracing layer",
             cpu_findings(&middleware_profile()),
