@@ -160,20 +160,21 @@ pub fn detect_per_item_transactions(executions: &[Execution], rule: &BurstRule) 
     let bursts = bursts_by_site(&begins, rule, |_| true);
     let mut out = Vec::new();
     for b in bursts {
-        // Round trips per transaction, on each connection (fd) in time order.
+        // Round trips per transaction, on each connection (fd) in time
+        // order: an async task may move between threads, its connection not.
         let mut sorted: Vec<&Execution> = executions.iter().collect();
-        sorted.sort_by_key(|e| (e.tid, e.fd, e.ts_ns));
+        sorted.sort_by_key(|e| (e.fd, e.ts_ns));
         let mut counts: Vec<u64> = Vec::new();
         let mut statements: Vec<String> = Vec::new();
-        let mut open: Option<(u32, u32, u64)> = None;
+        let mut open: Option<(u32, u64)> = None;
         for e in sorted {
             let sql = e.sql.as_deref().unwrap_or("");
             if opens_transaction(sql) && e.site.as_ref() == Some(&b.call_site) {
-                open = Some((e.tid, e.fd, 1));
+                open = Some((e.fd, 1));
                 continue;
             }
-            if let Some((tid, fd, n)) = open.as_mut()
-                && *tid == e.tid && *fd == e.fd {
+            if let Some((fd, n)) = open.as_mut()
+                && *fd == e.fd {
                     *n += 1;
                     if closes_transaction(sql) {
                         counts.push(*n);

@@ -318,17 +318,16 @@ fn anonymous_async_fns_of_two_files_are_two_functions() {
 fn per_item_transaction_executions() -> Vec<Execution> {
     let site = |line| Some(CallSite { function: "svc::worker::process_one".into(), file: Some("/svc/src/worker.rs".into()), line: Some(line) });
     let mut out = Vec::new();
-    let mut t = 0u64;
     for batch in 0..6u64 {
-        t = batch * 2_000_000_000;
+        let mut t = batch * 2_000_000_000;
         for _ in 0..40 {
-            for (sql, line) in [("BEGIN", 30), ("SELECT state FROM jobs WHERE id = $1", 31), ("UPDATE jobs SET state = $2 WHERE id = $1", 32), ("COMMIT", 33)] {
-                out.push(Execution { ts_ns: t, tid: 7, fd: 12, sql: Some(sql.into()), site: site(line) });
+            for (i, (sql, line)) in [("BEGIN", 30), ("SELECT state FROM jobs WHERE id = $1", 31), ("UPDATE jobs SET state = $2 WHERE id = $1", 32), ("COMMIT", 33)].into_iter().enumerate() {
+                // The task moves between worker threads; its connection stays.
+                out.push(Execution { ts_ns: t, tid: 7 + i as u32 % 2, fd: 12, sql: Some(sql.into()), site: site(line) });
                 t += 300_000;
             }
         }
     }
-    let _ = t;
     out
 }
 
