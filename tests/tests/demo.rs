@@ -24,6 +24,10 @@ fn the_demo_audit_finds_the_planted_defects_and_writes_a_valid_report() {
     ]);
     run.assert_success();
     let report = run.report();
+    // Every finding, for the precision count (findings vs true defects).
+    for f in report["findings"].as_array().into_iter().flatten() {
+        eprintln!("finding: {} {} `{}`: {}", f["severity"], f["rule"], f["function"].as_str().unwrap_or_default(), f["title"].as_str().unwrap_or_default());
+    }
 
     // Baseline from the load generator and /proc.
     let baseline = &report["baseline"];
@@ -37,10 +41,6 @@ fn the_demo_audit_finds_the_planted_defects_and_writes_a_valid_report() {
 
     // Planted defect 3: CPU-heavy work inline on a worker, at its function.
     let found = findings(&report);
-    // Every finding, for the precision count (findings vs true defects).
-    for f in report["findings"].as_array().into_iter().flatten() {
-        eprintln!("finding: {} {} `{}`: {}", f["severity"], f["rule"], f["function"].as_str().unwrap_or_default(), f["title"].as_str().unwrap_or_default());
-    }
     let score = found
         .iter()
         .find(|(rule, function, _, _)| rule == "cpu-hotspot" && function == "demo_service::handlers::compute_affinity_score")
