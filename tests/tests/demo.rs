@@ -26,7 +26,8 @@ fn the_demo_audit_finds_the_planted_defects_and_writes_a_valid_report() {
     let report = run.report();
     // Every finding, for the precision count (findings vs true defects).
     for f in report["findings"].as_array().into_iter().flatten() {
-        eprintln!("finding: {} {} `{}`: {}", f["severity"], f["rule"], f["function"].as_str().unwrap_or_default(), f["title"].as_str().unwrap_or_default());
+        let evidence: String = f["evidence"].as_str().unwrap_or_default().chars().take(160).collect();
+        eprintln!("finding: {} {} `{}`: {} [{evidence}]", f["severity"], f["rule"], f["function"].as_str().unwrap_or_default(), f["title"].as_str().unwrap_or_default());
     }
 
     // Baseline from the load generator and /proc.
