@@ -311,6 +311,25 @@ fn anonymous_async_fns_of_two_files_are_two_functions() {
     assert!(files[0].1.contains("30 of 100") && files[1].1.contains("20 of 100"), "{files:?}");
 }
 
+#[test]
+fn a_single_wait_on_a_lock_is_not_contention() {
+    // The demo's `report_fast` (a good twin) waited once, for 4 ms, on the
+    // latency-stats mutex that `summarize_latency_stats` holds while it sleeps.
+    let wait = |function: &str, intervals: u64| BlockingSite {
+        function: function.into(),
+        kind: BlockingKind::SyncLock,
+        via: Some("std::sync::poison::mutex::Mutex<T>::lock".into()),
+        intervals,
+        blocked_ms: 4.0 * intervals as f64,
+        worker_time_pct: 0.01 * intervals as f64,
+        ..Default::default()
+    };
+    let analysis = AsyncAnalysis { lock_contention: vec![wait("svc::handlers::report_fast", 1), wait("svc::stats::record_latency", 19)], ..Default::default() };
+    let f = evaluate(&Evidence { cpu: None, async_runtime: Some(&analysis), database: None, memory: None });
+    let names: Vec<&str> = f.iter().map(|x| x.function.as_str()).collect();
+    assert_eq!(names, vec!["svc::stats::record_latency"], "{f:#?}");
+}
+
 // ------------------------------------------------------------ fixture 3
 
 /// A serial worker: per item BEGIN, SELECT, UPDATE, COMMIT, each item right
