@@ -312,6 +312,24 @@ fn anonymous_async_fns_of_two_files_are_two_functions() {
 }
 
 #[test]
+fn one_short_block_while_a_join_handle_drops_is_not_blocking_in_async() {
+    // The demo's `report_fast` (tokio::fs, a good twin): blocked once for 1.3 ms.
+    let site = |function: &str, intervals: u64, blocked_ms: f64| BlockingSite {
+        function: function.into(),
+        kind: BlockingKind::FileIo,
+        via: Some("core::ptr::drop_in_place<tokio::runtime::task::join::JoinHandle<core::result::Result<std::fs::File,std::io::error::Error>>>".into()),
+        intervals,
+        blocked_ms,
+        worker_time_pct: 0.004,
+        ..Default::default()
+    };
+    let analysis = AsyncAnalysis { blocking: vec![site("svc::handlers::report_fast", 1, 1.3), site("svc::handlers::load_report_template", 193, 671.8)], ..Default::default() };
+    let f = evaluate(&Evidence { cpu: None, async_runtime: Some(&analysis), database: None, memory: None });
+    let names: Vec<&str> = f.iter().map(|x| x.function.as_str()).collect();
+    assert_eq!(names, vec!["svc::handlers::load_report_template"], "{f:#?}");
+}
+
+#[test]
 fn a_single_wait_on_a_lock_is_not_contention() {
     // The demo's `report_fast` (a good twin) waited once, for 4 ms, on the
     // latency-stats mutex that `summarize_latency_stats` holds while it sleeps.
