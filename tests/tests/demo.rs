@@ -24,6 +24,11 @@ fn the_demo_audit_finds_the_planted_defects_and_writes_a_valid_report() {
     ]);
     run.assert_success();
     let report = run.report();
+    // Every finding, for the precision count (findings vs true defects).
+    for f in report["findings"].as_array().into_iter().flatten() {
+        let evidence: String = f["evidence"].as_str().unwrap_or_default().chars().take(160).collect();
+        eprintln!("finding: {} {} `{}`: {} [{evidence}]", f["severity"], f["rule"], f["function"].as_str().unwrap_or_default(), f["title"].as_str().unwrap_or_default());
+    }
 
     // Baseline from the load generator and /proc.
     let baseline = &report["baseline"];

@@ -590,6 +590,7 @@ pub fn database_section() -> DatabaseSection {
             drop_sql: "DROP INDEX CONCURRENTLY idx_accounts_branch;".into(),
         }],
         n_plus_one,
+        per_item_transactions: Vec::new(),
         wire: WireSummary {
             traced: true,
             connections: 8,

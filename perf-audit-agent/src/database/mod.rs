@@ -282,6 +282,7 @@ impl DatabaseCollector {
         }
         let rule = BurstRule::default();
         section.n_plus_one = analysis::detect_n_plus_one(&executions, &rule);
+        section.per_item_transactions = analysis::detect_per_item_transactions(&executions, &rule);
         let sites = analysis::call_sites_by_statement(&executions);
 
         let end = match self.db.as_mut() {
@@ -412,7 +413,7 @@ async fn missing_indexes(db: &mut Db, statements: &[StatementRow], tables: &[Tab
     let mut out: Vec<MissingIndex> = Vec::new();
     let candidates = statements.iter().filter(|s| {
         let q = s.query.trim_start().to_ascii_uppercase();
-        (q.starts_with("SELECT") || q.starts_with("WITH")) && s.mean_ms.unwrap_or(0.0) >= 1.0
+        (q.starts_with("SELECT") || q.starts_with("WITH")) && s.mean_ms.unwrap_or(0.0) >= perf_audit_analysis::database::thresholds::MISSING_INDEX_MIN_MEAN_MS
     });
     let mut columns_cache: HashMap<(String, String), HashMap<i32, String>> = HashMap::new();
     for stmt in candidates.take(EXPLAINED_STATEMENTS) {

@@ -163,6 +163,76 @@ pub fn fill_texts_from_call_sites(executions: &mut [Execution]) -> u64 {
     filled
 }
 
+fn opens_transaction(sql: &str) -> bool {
+    let q = sql.trim_start().to_ascii_uppercase();
+    q.starts_with("BEGIN") || q.starts_with("START TRANSACTION")
+}
+
+fn closes_transaction(sql: &str) -> bool {
+    let q = sql.trim_start().to_ascii_uppercase();
+    ["COMMIT", "END", "ROLLBACK", "ABORT"].iter().any(|k| q.starts_with(k)) && !q.starts_with("ROLLBACK TO")
+}
+
+/// Transactions opened in a loop: `BEGIN` from one call site in bursts
+/// (the N+1 burst rule), each transaction with its own round trips.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
+pub struct PerItemTransaction {
+    /// Where `BEGIN` is issued.
+    pub call_site: CallSite,
+    pub transactions: u64,
+    pub bursts: u64,
+    pub median_burst: u64,
+    /// Median statements per transaction, `BEGIN` and `COMMIT` included:
+    /// the round trips each item costs.
+    pub median_round_trips: u64,
+    /// The statements run inside (distinct texts, at most 5).
+    pub statements: Vec<String>,
+}
+
+/// Transactions opened once per item of a loop (see [`PerItemTransaction`]).
+pub fn detect_per_item_transactions(executions: &[Execution], rule: &BurstRule) -> Vec<PerItemTransaction> {
+    let begins: Vec<Execution> = executions.iter().filter(|e| e.sql.as_deref().is_some_and(opens_transaction)).cloned().collect();
+    let bursts = bursts_by_site(&begins, rule, |_| true, false);
+    let mut out = Vec::new();
+    for b in bursts {
+        // Round trips per transaction, on each connection (fd) in time
+        // order: an async task may move between threads, its connection not.
+        let mut sorted: Vec<&Execution> = executions.iter().collect();
+        sorted.sort_by_key(|e| (e.fd, e.ts_ns));
+        let mut counts: Vec<u64> = Vec::new();
+        let mut statements: Vec<String> = Vec::new();
+        let mut open: Option<(u32, u64)> = None;
+        for e in sorted {
+            let sql = e.sql.as_deref().unwrap_or("");
+            if opens_transaction(sql) && e.site.as_ref() == Some(&b.call_site) {
+                open = Some((e.fd, 1));
+                continue;
+            }
+            if let Some((fd, n)) = open.as_mut()
+                && *fd == e.fd {
+                    *n += 1;
+                    if closes_transaction(sql) {
+                        counts.push(*n);
+                        open = None;
+                    } else if !sql.is_empty() && statements.len() < 5 && !statements.iter().any(|s| s == sql) {
+                        statements.push(sql.to_string());
+                    }
+                }
+        }
+        counts.sort_unstable();
+        out.push(PerItemTransaction {
+            call_site: b.call_site,
+            transactions: b.executions,
+            bursts: b.bursts,
+            median_burst: b.median_burst,
+            median_round_trips: counts.get(counts.len() / 2).copied().unwrap_or(0),
+            statements,
+        });
+    }
+    out
+}
+
 /// A run of linked executions of one (statement, call site) on one thread.
 struct Chain {
     first: u64,
@@ -175,18 +245,24 @@ struct Chain {
 }
 
 pub fn detect_n_plus_one(executions: &[Execution], rule: &BurstRule) -> Vec<NPlusOne> {
+    bursts_by_site(executions, rule, |sql| !is_transaction_control(sql), true)
+}
+
+/// Loops of the statements `keep` accepts, per (statement, call site);
+/// with `unknown_text`, executions without a text are grouped per call site.
+fn bursts_by_site(executions: &[Execution], rule: &BurstRule, keep: impl Fn(&str) -> bool, unknown_text: bool) -> Vec<NPlusOne> {
     // Groups: (statement, call site); per thread, every traced execution in order.
     let mut group_ids: BTreeMap<(&str, &CallSite), usize> = BTreeMap::new();
     let mut threads: BTreeMap<u32, Vec<(u64, Option<usize>)>> = BTreeMap::new();
     for e in executions {
         let gid = match (&e.sql, &e.site) {
-            (Some(sql), Some(site)) if !is_transaction_control(sql) => {
+            (Some(sql), Some(site)) if keep(sql) => {
                 let next = group_ids.len();
                 Some(*group_ids.entry((sql.as_str(), site)).or_insert(next))
             }
             // Prepared before the audit: one group per call site (a site
             // that runs several such statements merges them).
-            (None, Some(site)) => {
+            (None, Some(site)) if unknown_text => {
                 let next = group_ids.len();
                 Some(*group_ids.entry((UNKNOWN_TEXT, site)).or_insert(next))
             }

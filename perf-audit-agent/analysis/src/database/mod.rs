@@ -7,4 +7,5 @@ pub mod advice;
 pub mod analysis;
 pub mod section;
 pub mod stats;
+pub mod thresholds;
 pub mod wire;

@@ -30,10 +30,35 @@ impl AllocationChurn {
     }
 }
 
-/// Advice and a sketch that fit the allocation's type and average size.
+/// Advice and a sketch that fit the allocation's type and average size;
+/// for allocations made by framework or runtime code the owner's frame
+/// called (`via`), advice about that call: buffer reuse cannot apply to a
+/// spawned task's cell or the runtime's own `Arc<Handle>`.
 fn advice(row: &AllocatorRow) -> (String, CodeFix) {
     let avg = row.bytes as f64 / row.count.max(1) as f64;
     let ty = row.ty.as_deref().unwrap_or("");
+    if let Some(via) = &row.via {
+        let krate = crate::profile::layers::crate_of(via);
+        if matches!(krate, "tokio" | "tokio_util" | "async_std") {
+            return (
+                format!("the allocations are Tokio's own (`{via}`: a spawned task's cell and the runtime handle it clones), made once per call here: spawn fewer tasks (one task per batch, or `futures::stream::iter(..).buffer_unordered(n)` inside one task) instead of a task per item"),
+                CodeFix {
+                    before: "for item in items {\n    tokio::spawn(process(item));        // a task (and its allocations) per item\n}".to_string(),
+                    after: "futures::stream::iter(items)\n    .map(process)\n    .buffer_unordered(16)               // one task, bounded concurrency\n    .collect::<Vec<_>>()\n    .await;".to_string(),
+                },
+            );
+        }
+        let layer = crate::profile::layers::layer_of(via);
+        let name = layer.map(|l| l.name).unwrap_or("the framework");
+        let what = layer.map(|l| l.advice).unwrap_or("per-request framework work: combine or drop layers you do not need");
+        return (
+            format!("the allocations are made by {name} (`{via}`, per-request boxing of futures and request data) below this frame, not by its own code: {what}"),
+            CodeFix {
+                before: "let app = Router::new().route(\"/\", get(h))\n    .layer(a).layer(b).layer(c);          // each layer boxes the request future".to_string(),
+                after: "let app = Router::new().route(\"/\", get(h))\n    .layer(ServiceBuilder::new().layer(a).layer(b)); // fewer, combined layers".to_string(),
+            },
+        );
+    }
     if ty == "String" {
         (
             format!("strings are built or cloned per call (average {avg:.0} B): share them as `Arc<str>` (clone = refcount), or borrow `&str`"),
@@ -77,6 +102,9 @@ impl Rule for AllocationChurn {
             .top_allocators
             .iter()
             .filter(|r| r.origin == Origin::Owner && r.allocs_per_s >= self.min_allocs_per_s && r.freed_pct >= self.min_freed_pct)
+            // Rows decoded by a database driver are judged by the database
+            // rules (N+1, unbounded result sets), not by buffer advice.
+            .filter(|r| !r.via.as_deref().is_some_and(crate::profile::layers::is_driver))
             .filter_map(|r| {
                 let hot = cpu_share(&r.function).filter(|(_, total)| *total >= self.hot_cpu_pct);
                 if hot.is_some() != self.hot_path {
@@ -91,7 +119,7 @@ impl Rule for AllocationChurn {
                     r.freed_pct,
                     memory.section.mode
                 );
-                let (title, evidence_text, severity, ranking) = match hot {
+                let (mut title, mut evidence_text, severity, ranking) = match hot {
                     Some((self_pct, total_pct)) => (
                         format!("Allocation in a hot path: `{}`", r.function),
                         format!("{measured}; the function takes {total_pct:.1}% of CPU samples ({self_pct:.1}% by itself)"),
@@ -105,6 +133,10 @@ impl Rule for AllocationChurn {
                         format!("from {:.0} allocations/s, not hot in the CPU profile: P2", self.min_allocs_per_s),
                     ),
                 };
+                if let Some(via) = &r.via {
+                    title = format!("Allocations by `{via}` under `{}`", r.function);
+                    evidence_text.push_str(&format!("; most of them were made by `{via}` (framework/runtime code below this frame)"));
+                }
                 Some(Finding {
                     rule: self.id().to_string(),
                     severity,

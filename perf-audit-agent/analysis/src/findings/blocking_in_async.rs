@@ -26,9 +26,23 @@ fn closes_a_file_on_drop(site: &BlockingSite) -> bool {
     site.kind == BlockingKind::FileIo && site.via.as_deref().is_some_and(|v| v.contains("drop_in_place") && v.contains("File"))
 }
 
+/// Whether the worker blocked writing log lines to stdout/stderr (a log
+/// writer or `println!`): `tokio::fs` does not apply, a non-blocking log
+/// writer does.
+fn writes_stdout(site: &BlockingSite) -> bool {
+    site.kind == BlockingKind::FileIo
+        && site.via.as_deref().is_some_and(|v| {
+            ["std::io::stdio", "Stdout", "Stderr", "tracing_subscriber::fmt", "env_logger", "log4rs", "_print", "_eprint"].iter().any(|n| v.contains(n))
+        })
+}
+
 fn fix(site: &BlockingSite) -> CodeFix {
     let f = site.function.rsplit("::").next().unwrap_or(&site.function);
     match site.kind {
+        BlockingKind::FileIo if writes_stdout(site) => CodeFix {
+            before: "tracing_subscriber::fmt().with_writer(std::io::stdout).init();   // write(2) on the worker".to_string(),
+            after: "let (writer, _guard) = tracing_appender::non_blocking(std::io::stdout()); // keep _guard alive in main\ntracing_subscriber::fmt().with_writer(writer).init();".to_string(),
+        },
         BlockingKind::FileIo if closes_a_file_on_drop(site) => CodeFix {
             before: "let mut file = tokio::fs::File::create(path).await?;\nfile.write_all(data).await?;\nfile.sync_data().await?;\n}                                        // close(2) runs on the worker here".to_string(),
             after: "tokio::task::spawn_blocking(move || {\n    let mut file = std::fs::File::create(path)?;\n    file.write_all(&data)?;\n    file.sync_data()                     // open, write, fsync and close on the pool\n}).await??;".to_string(),
@@ -73,7 +87,10 @@ impl Rule for BlockingInAsync {
         let Some(a) = evidence.async_runtime else { return Vec::new() };
         a.blocking
             .iter()
-            .filter(|s| s.kind != BlockingKind::Other && (s.intervals > 0 || s.on_cpu_samples > 0))
+            // One short block (a 1 ms wait while a JoinHandle drops) is not
+            // a blocking call of the owner's: 3 intervals, or 10 ms, or 3
+            // CPU samples inside a blocking API make one.
+            .filter(|s| s.kind != BlockingKind::Other && (s.intervals >= 3 || s.blocked_ms >= 10.0 || s.on_cpu_samples >= 3))
             .map(|s| {
                 let severity = Severity::from_share(s.worker_time_pct, self.p0_worker_pct, self.p1_worker_pct);
                 let via = s.via.as_deref().map(|v| format!(" in `{v}`")).unwrap_or_default();
@@ -86,6 +103,7 @@ impl Rule for BlockingInAsync {
                     evidence.push_str(&format!("; plus {} CPU samples on workers inside the call", s.on_cpu_samples));
                 }
                 let recommendation = match s.kind {
+                    BlockingKind::FileIo if writes_stdout(s) => "log lines (or prints) are written to stdout/stderr synchronously on the worker: log through a non-blocking writer (`tracing_appender::non_blocking(std::io::stdout())`), whose background thread does the writes; `tokio::fs` does not apply to stdout".to_string(),
                     BlockingKind::FileIo if closes_a_file_on_drop(s) => "the file is closed (close(2)) on the worker where its last handle drops: do the whole open/write/close in one tokio::task::spawn_blocking, or hand the handle to spawn_blocking to drop".to_string(),
                     BlockingKind::FileIo => "use tokio::fs (or tokio::task::spawn_blocking) instead of std::fs on the runtime".to_string(),
                     BlockingKind::Sleep => "use tokio::time::sleep(..).await instead of std::thread::sleep".to_string(),
@@ -137,7 +155,7 @@ mod tests {
             kind: BlockingKind::FileIo,
             via: Some(via.into()),
             syscalls: syscalls.iter().map(|s| s.to_string()).collect(),
-            intervals: 1,
+            intervals: 3,
             blocked_ms: 2.5,
             worker_time_pct: 0.02,
             on_cpu_samples: 0,

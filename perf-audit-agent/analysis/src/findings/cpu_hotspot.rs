@@ -114,6 +114,66 @@ fn code_fix(kind: WorkKind, hotspot: &Hotspot) -> Option<CodeFix> {
     }
 }
 
+/// Share of a hotspot's self samples spent below a framework future it
+/// awaits from which the time is charged to the framework's layers.
+pub const PASS_THROUGH_PCT: f64 = 50.0;
+
+/// How a hotspot is explained: by the framework layers it only passes
+/// through, by a known costly call, or by the kind of its leaf work.
+pub enum Explanation {
+    /// The owner's frame awaited a framework future (`awaited`) and the
+    /// time ran in these layers (name, samples, advice).
+    Layers { awaited: String, samples: u64, layers: Vec<(String, u64, &'static str)> },
+    Known(&'static super::known_costs::KnownCost, u64),
+    Kind(WorkKind),
+}
+
+pub fn explain(h: &Hotspot) -> Explanation {
+    if h.origin == Origin::Owner && h.pass_through_samples as f64 * 100.0 >= PASS_THROUGH_PCT * h.self_samples.max(1) as f64 {
+        let layers: Vec<(String, u64, &'static str)> = h
+            .layers
+            .iter()
+            .filter_map(|(name, n)| {
+                let advice = crate::profile::layers::LAYER_ADVICE.iter().find(|(l, _)| l == name)?.1;
+                Some((name.clone(), *n, advice))
+            })
+            .collect();
+        if !layers.is_empty() {
+            return Explanation::Layers {
+                awaited: h.passes_through.clone().unwrap_or_default(),
+                samples: h.pass_through_samples,
+                layers,
+            };
+        }
+    }
+    match super::known_costs::lookup(&h.below, h.self_samples) {
+        Some((k, n)) => Explanation::Known(k, n),
+        None => Explanation::Kind(classify(&h.callees)),
+    }
+}
+
+/// The layers that explain most of the pass-through time, named as one
+/// phrase ("the tower-http trace layer and tracing_subscriber's fmt
+/// writer"): each layer from a quarter of those samples, at most two.
+fn layer_names<'a>(layers: &'a [(String, u64, &'static str)], samples: u64) -> Vec<&'a (String, u64, &'static str)> {
+    let mut main: Vec<_> = layers.iter().filter(|(_, n, _)| *n * 4 >= samples).take(2).collect();
+    if main.is_empty() {
+        main = layers.iter().take(1).collect();
+    }
+    main
+}
+
+/// Advice for a hotspot row of the report (the same as its finding's).
+pub fn advice(h: &Hotspot) -> String {
+    match explain(h) {
+        Explanation::Layers { layers, samples, .. } => {
+            layer_names(&layers, samples).iter().map(|(_, _, a)| *a).collect::<Vec<_>>().join("; ")
+        }
+        Explanation::Known(k, _) => k.advice_for(h.on_blocking_pool_pct).to_string(),
+        Explanation::Kind(kind) => recommendation(kind, h),
+    }
+}
+
 impl Rule for CpuHotspot {
     fn id(&self) -> &'static str {
         "cpu-hotspot"
@@ -128,41 +188,81 @@ impl Rule for CpuHotspot {
             .iter()
             .filter(|h| h.origin == Origin::Owner && h.self_pct >= self.p2_self_pct)
             .map(|h| {
-                let kind = classify(&h.callees);
                 let severity = if h.self_pct >= self.p1_self_pct { Severity::P1 } else { Severity::P2 };
                 let location = match (&h.file, h.line) {
                     (Some(f), Some(l)) => format!(" at {f}:{l}"),
                     _ => String::new(),
                 };
+                let measured = format!(
+                    "{} of {} CPU samples ({:.1}%) were in `{}`{location} or std/dependency code it inlines or calls ({:.1}% including everything it calls)",
+                    h.self_samples, cpu.total_samples, h.self_pct, h.function, h.total_pct
+                );
+                let (title, evidence_text, recommendation, complexity, code_fix) = match explain(h) {
+                    Explanation::Layers { awaited, samples, layers } => {
+                        let named = layer_names(&layers, samples);
+                        let names = named.iter().map(|(n, _, _)| n.as_str()).collect::<Vec<_>>().join(" and ");
+                        let verb = if named.len() > 1 { "take" } else { "takes" };
+                        let split = layers.iter().map(|(n, c, _)| format!("{n} {c}")).collect::<Vec<_>>().join(", ");
+                        (
+                            format!("{names} {verb} {:.1}% of CPU under `{}`", h.self_pct, h.function),
+                            format!(
+                                "{measured}; in {samples} of those samples `{}` only awaited a framework future (`{awaited}`) and the time ran in framework code below it (samples by layer: {split}); its own code is not the cost",
+                                h.function
+                            ),
+                            named.iter().map(|(_, _, a)| *a).collect::<Vec<_>>().join("; "),
+                            Complexity::Easy,
+                            None,
+                        )
+                    }
+                    Explanation::Known(k, n) => (
+                        format!("{} takes {:.1}% of CPU in `{}`", capitalize(k.what), h.self_pct, h.function),
+                        format!("{measured}; {n} of those samples ran in {} below it (known costly call: {})", k.what, k.id),
+                        k.advice_for(h.on_blocking_pool_pct).to_string(),
+                        k.complexity,
+                        k.code_fix_for(h.on_blocking_pool_pct),
+                    ),
+                    Explanation::Kind(kind) => (
+                        format!("`{}` takes {:.1}% of CPU samples", h.function, h.self_pct),
+                        measured,
+                        recommendation(kind, h),
+                        match kind {
+                            WorkKind::Hashing | WorkKind::Regex | WorkKind::Formatting => Complexity::Easy,
+                            WorkKind::Compute => Complexity::Hard,
+                            _ => Complexity::Medium,
+                        },
+                        code_fix(kind, h),
+                    ),
+                };
                 Finding {
                     rule: self.id().to_string(),
                     severity,
                     category: Category::Cpu,
-                    title: format!("`{}` takes {:.1}% of CPU samples", h.function, h.self_pct),
+                    title,
                     function: h.function.clone(),
                     file: h.file.clone(),
                     line: h.line,
-                    evidence: format!(
-                        "{} of {} CPU samples ({:.1}%) were in `{}`{location} or std/dependency code it inlines or calls ({:.1}% including everything it calls)",
-                        h.self_samples, cpu.total_samples, h.self_pct, h.function, h.total_pct
-                    ),
-                    recommendation: recommendation(kind, h),
+                    evidence: evidence_text,
+                    recommendation,
                     impact: if h.self_pct >= self.p1_self_pct { Level::High } else { Level::Medium },
-                    complexity: match kind {
-                        WorkKind::Hashing | WorkKind::Regex | WorkKind::Formatting => Complexity::Easy,
-                        WorkKind::Compute => Complexity::Hard,
-                        _ => Complexity::Medium,
-                    },
+                    complexity,
                     estimated_gain: format!("up to {:.0}% less CPU", h.self_pct),
                     ranking: format!(
                         "self share {:.1}% of samples: P1 from {:.0}%, P2 from {:.0}%",
                         h.self_pct, self.p1_self_pct, self.p2_self_pct
                     ),
-                    code_fix: code_fix(kind, h),
+                    code_fix,
                     source: None,
                 }
             })
             .collect()
+    }
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
+        None => String::new(),
     }
 }
 

@@ -51,7 +51,16 @@ impl Rule for MissingIndex {
                         (Some(b), Some(a)) if a > 0.0 => format!("plan cost / {:.0}", b / a),
                         _ => "a sequential scan becomes an index scan".into(),
                     },
-                    ranking: "P1: a filtered sequential scan of a large table in a frequent statement".into(),
+                    ranking: format!(
+                        "P1: a filtered sequential scan of a large table in a frequent statement (advised for a SELECT with a mean of at least {} ms scanning a table of at least {} rows with a filter no index covers){}",
+                        crate::database::thresholds::MISSING_INDEX_MIN_MEAN_MS,
+                        crate::database::thresholds::MIN_TABLE_ROWS,
+                        db.tables
+                            .iter()
+                            .find(|t| t.table == m.table)
+                            .map(|t| format!("; during the audit {} had {} sequential scans reading {} rows", t.table, t.seq_scans, t.seq_rows_read))
+                            .unwrap_or_default()
+                    ),
                     code_fix: None,
                     source: None,
                 }

@@ -10,11 +10,16 @@ mod allocation_churn;
 mod blocking_in_async;
 pub(crate) mod cpu_heavy_in_async;
 mod cpu_hotspot;
+pub mod known_costs;
 mod sync_lock_contention;
 mod missing_index;
 mod n_plus_one_query;
 mod slow_query;
 mod unused_index;
+mod unbounded_result_set;
+mod per_item_transaction;
+#[cfg(test)]
+mod precision_tests;
 mod memory_leak;
 mod unbounded_growth;
 
@@ -24,7 +29,7 @@ pub use blocking_in_async::BlockingInAsync;
 pub use cpu_heavy_in_async::CpuHeavyInAsync;
 pub use sync_lock_contention::SyncLockContention;
 pub use cpu_hotspot::{
-    CpuHotspot, classify as cpu_hotspot_kind, recommendation as cpu_hotspot_recommendation,
+    CpuHotspot, advice as cpu_hotspot_advice, classify as cpu_hotspot_kind, recommendation as cpu_hotspot_recommendation,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize, Default)]
@@ -172,6 +177,8 @@ pub fn all_rules() -> Vec<Box<dyn Rule>> {
         Box::new(slow_query::SlowQuery::default()),
         Box::new(missing_index::MissingIndex),
         Box::new(unused_index::UnusedIndex),
+        Box::new(unbounded_result_set::UnboundedResultSet),
+        Box::new(per_item_transaction::PerItemTransaction),
         Box::new(memory_leak::MemoryLeak::default()),
         Box::new(unbounded_growth::UnboundedGrowth::default()),
         Box::new(allocation_churn::AllocationChurn::hot_path()),

@@ -20,6 +20,8 @@ impl Rule for NPlusOneQuery {
         let Some(db) = evidence.database else { return Vec::new() };
         db.n_plus_one
             .iter()
+            // BEGIN/COMMIT per item is a transaction per item, not an N+1.
+            .filter(|n| !crate::database::analysis::is_transaction_control(&n.query))
             .map(|n| {
                 let per_call = db
                     .statements

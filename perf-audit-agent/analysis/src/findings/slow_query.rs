@@ -7,12 +7,25 @@ use super::{Category, Complexity, Evidence, Finding, Level, Rule, Severity};
 
 pub struct SlowQuery {
     pub min_mean_ms: f64,
+    /// Calls during the audit from which a slow statement is a pattern: a
+    /// statement run once (a migration, seeding at startup) is not a cost
+    /// of serving requests.
+    pub min_calls: i64,
 }
 
 impl Default for SlowQuery {
     fn default() -> Self {
-        SlowQuery { min_mean_ms: 10.0 }
+        SlowQuery { min_mean_ms: 10.0, min_calls: 3 }
     }
+}
+
+/// Schema changes and maintenance (migrations, index builds, `setval`):
+/// slow by nature and run at startup, never a request's query.
+pub fn is_maintenance(query: &str) -> bool {
+    let q = query.trim_start().to_ascii_uppercase();
+    ["CREATE ", "ALTER ", "DROP ", "VACUUM", "ANALYZE", "REINDEX", "CLUSTER", "TRUNCATE", "COPY ", "COMMENT ", "GRANT ", "REVOKE ", "REFRESH MATERIALIZED", "SELECT SETVAL", "SELECT PG_"]
+        .iter()
+        .any(|k| q.starts_with(k))
 }
 
 impl Rule for SlowQuery {
@@ -26,7 +39,7 @@ impl Rule for SlowQuery {
             .iter()
             .filter_map(|s| {
                 let mean = s.mean_ms?;
-                if mean < self.min_mean_ms {
+                if mean < self.min_mean_ms || s.calls < self.min_calls || is_maintenance(&s.query) {
                     return None;
                 }
                 let share = s.time_pct.unwrap_or(0.0);
@@ -56,7 +69,7 @@ impl Rule for SlowQuery {
                     impact: if severity == Severity::P1 { Level::High } else { Level::Medium },
                     complexity: if index.is_some() { Complexity::Easy } else { Complexity::Medium },
                     estimated_gain: format!("up to {:.0} ms of database time per second of traffic", s.total_ms.unwrap_or(0.0) / db.window_s.max(1e-3)),
-                    ranking: "P1 when a call takes >= 100 ms or the statement takes >= 50% of database time, else P2".into(),
+                    ranking: format!("P1 when a call takes >= 100 ms or the statement takes >= 50% of database time, else P2 (from a mean of {} ms over at least {} calls; schema changes and maintenance excluded)", self.min_mean_ms, self.min_calls),
                     code_fix: None,
                     source: None,
                 })

@@ -11,11 +11,16 @@ use super::{Category, CodeFix, Complexity, Evidence, Finding, Rule, Severity};
 pub struct SyncLockContention {
     pub p0_worker_pct: f64,
     pub p1_worker_pct: f64,
+    /// Waits (captured intervals) at a site from which it is contention:
+    /// one wait is a lock that was taken while another holder had it once,
+    /// e.g. any handler that records a metric behind the lock a slow
+    /// holder keeps (the holder is the finding).
+    pub min_intervals: u64,
 }
 
 impl Default for SyncLockContention {
     fn default() -> Self {
-        SyncLockContention { p0_worker_pct: 1.0, p1_worker_pct: 0.2 }
+        SyncLockContention { p0_worker_pct: 1.0, p1_worker_pct: 0.2, min_intervals: 3 }
     }
 }
 
@@ -37,7 +42,7 @@ impl Rule for SyncLockContention {
         };
         a.lock_contention
             .iter()
-            .filter(|s| s.intervals > 0)
+            .filter(|s| s.intervals >= self.min_intervals.max(1))
             .map(|s| {
                 let severity = Severity::from_share(s.worker_time_pct, self.p0_worker_pct, self.p1_worker_pct);
                 let via = s.via.as_deref().map(|v| format!(" in `{v}`")).unwrap_or_default();

@@ -1,6 +1,9 @@
 //! `unused-index`: an index that no scan has used since the statistics
 //! were reset (`pg_stat_user_indexes.idx_scan = 0`), and that enforces no
 //! constraint. It costs disk, cache and a write on every insert. P2.
+//! Only with the evidence of `database::thresholds`: a table large enough
+//! that the planner would use an index, read often enough during a long
+//! enough audit (a GIN index on a 60-row table looks unused and is not).
 
 use super::{Category, Complexity, Evidence, Finding, Level, Rule, Severity};
 
@@ -14,9 +17,9 @@ impl Rule for UnusedIndex {
 
     fn check(&self, evidence: &Evidence<'_>) -> Vec<Finding> {
         let Some(db) = evidence.database else { return Vec::new() };
-        db.unused_indexes
-            .iter()
-            .map(|u| Finding {
+        crate::database::thresholds::droppable(db)
+            .into_iter()
+            .map(|(u, read)| Finding {
                 rule: self.id().to_string(),
                 severity: Severity::P2,
                 category: Category::Database,
@@ -25,7 +28,7 @@ impl Rule for UnusedIndex {
                 file: None,
                 line: None,
                 evidence: format!(
-                    "{} on {} ({:.1} KiB): 0 scans since statistics were reset, none during the {:.0} s audit (`{}`)",
+                    "{} on {} ({:.1} KiB): 0 scans since statistics were reset, none during the {:.0} s audit (`{}`); {read}",
                     u.index,
                     u.table,
                     u.size_bytes as f64 / 1024.0,
@@ -36,7 +39,7 @@ impl Rule for UnusedIndex {
                 impact: Level::Low,
                 complexity: Complexity::Easy,
                 estimated_gain: format!("{:.1} KiB of disk and cache, and one index write less per insert", u.size_bytes as f64 / 1024.0),
-                ranking: "P2: costs writes and space, never speeds up a read".into(),
+                ranking: format!("P2: costs writes and space, never speeds up a read; advised when: {}", crate::database::thresholds::unused_rule()),
                 code_fix: None,
                 source: None,
             })

@@ -58,6 +58,11 @@ pub struct AllocatorRow {
     /// Bytes still live at the end (estimated).
     pub live_bytes: u64,
     pub origin: Origin,
+    /// The framework or runtime function below the owner's frame that made
+    /// most of these allocations (`tokio::...::spawn`, a tower layer's
+    /// boxing): they are that code's, not the owner's buffers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
 }
 
 /// A site whose allocations are not freed (report.json `leak_candidates`).
@@ -149,6 +154,9 @@ pub struct Attribution {
     pub origin: Origin,
     pub ty: Option<String>,
     pub grows_collection: bool,
+    /// Framework or runtime code the owner's frame called into, when that
+    /// is what allocated (a task spawned, a request boxed by the stack).
+    pub via: Option<String>,
 }
 
 /// Rust's allocator shims (`__rustc::__rust_alloc`...) and `GlobalAlloc`
@@ -186,6 +194,7 @@ pub fn attribute(frames: &[Frame]) -> Attribution {
             origin: Origin::Unknown,
             ty: None,
             grows_collection: false,
+            via: None,
         };
     };
     let below = &frames[i + 1..];
@@ -196,6 +205,12 @@ pub fn attribute(frames: &[Frame]) -> Attribution {
         origin: frames[i].origin,
         ty: types::allocation_type(below),
         grows_collection: types::grows_collection(below),
+        via: if frames[i].origin == Origin::Owner {
+            let refs: Vec<&Frame> = below.iter().collect();
+            crate::profile::layers::framework_or_runtime(&refs).map(|f| f.display_name())
+        } else {
+            None
+        },
     }
 }
 
@@ -239,6 +254,7 @@ struct Group {
     origin: Option<Origin>,
     lines: BTreeMap<u32, u64>,
     types: BTreeMap<String, u64>,
+    via: BTreeMap<String, u64>,
     alloc_bytes: u64,
     alloc_count: u64,
     freed_bytes_est: f64,
@@ -289,6 +305,9 @@ pub fn analyze(input: &Input<'_>) -> Analysis {
         }
         if let Some(ty) = &attr.ty {
             *g.types.entry(ty.clone()).or_default() += stats.alloc_bytes;
+        }
+        if let Some(via) = &attr.via {
+            *g.via.entry(via.clone()).or_default() += stats.alloc_count;
         }
         g.collection |= attr.grows_collection;
         g.alloc_bytes += stats.alloc_bytes;
@@ -341,6 +360,8 @@ pub fn analyze(input: &Input<'_>) -> Analysis {
                 freed_pct: crate::report::round2((g.freed_bytes_est / bytes.max(1.0) * 100.0).min(100.0)),
                 live_bytes: g.live_end.round() as u64,
                 origin: g.origin.unwrap_or(Origin::Unknown),
+                // Most allocations made by framework/runtime code it called.
+                via: best(&g.via).filter(|v| g.via[v] * 2 >= g.alloc_count),
             });
         }
         let observed: u64 = g.unfreed.iter().map(|u| u.0).sum();

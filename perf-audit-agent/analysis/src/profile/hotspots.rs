@@ -30,6 +30,21 @@ pub struct Hotspot {
     /// Functions that ran below this one (inlined helpers, callees in
     /// dependencies, the kernel), most samples first, at most 5.
     pub callees: Vec<(String, u64)>,
+    /// Self samples in which this frame only awaited a framework future
+    /// (see [`super::layers::passes_through`]): the time was below it.
+    pub pass_through_samples: u64,
+    /// Percent of self samples on a Tokio blocking-pool thread (inside
+    /// `spawn_blocking`): already off the async workers.
+    pub on_blocking_pool_pct: f64,
+    /// The framework function it awaited most in those samples.
+    pub passes_through: Option<String>,
+    /// Framework layers the pass-through samples ran in (innermost known
+    /// layer per sample), most samples first.
+    pub layers: Vec<(String, u64)>,
+    /// Every function that ran below this frame (each counted once per
+    /// sample), most samples first, at most 40: what a catalogue of known
+    /// costly calls is matched against.
+    pub below: Vec<(String, u64)>,
 }
 
 #[derive(Default)]
@@ -40,6 +55,11 @@ struct Accumulator {
     lines: BTreeMap<u32, u64>,
     callees: BTreeMap<String, u64>,
     on_runtime: u64,
+    pass_through: u64,
+    on_blocking_pool: u64,
+    awaited: BTreeMap<String, u64>,
+    layers: BTreeMap<String, u64>,
+    below: BTreeMap<String, u64>,
 }
 
 /// What ran below a charged frame, as one label: the leaf function, or,
@@ -63,8 +83,10 @@ pub fn hotspots(profile: &CpuProfile) -> Vec<Hotspot> {
     if total == 0 {
         return Vec::new();
     }
-    let mut acc: BTreeMap<String, Accumulator> = BTreeMap::new();
-    let mut inclusive: BTreeMap<String, u64> = BTreeMap::new();
+    // One hotspot per (function, file): anonymous async blocks of two
+    // files (`{async_fn#0}`) share a name but are different functions.
+    let mut acc: BTreeMap<(String, Option<String>), Accumulator> = BTreeMap::new();
+    let mut inclusive: BTreeMap<(String, Option<String>), u64> = BTreeMap::new();
 
     for stack in &profile.stacks {
         let frames: Vec<_> = stack.frames.iter().map(|id| profile.frame(*id)).collect();
@@ -83,7 +105,7 @@ pub fn hotspots(profile: &CpuProfile) -> Vec<Hotspot> {
         let Some(charged) = charged else { continue };
         let frame = frames[charged];
         let name = frame.display_name();
-        let entry = acc.entry(name).or_default();
+        let entry = acc.entry((name, frame.file.clone())).or_default();
         entry.origin.get_or_insert(frame.origin);
         if entry.file.is_none() {
             entry.file = frame.file.clone();
@@ -98,8 +120,24 @@ pub fn hotspots(profile: &CpuProfile) -> Vec<Hotspot> {
         if let Some(callee) = callee_label(&frames[charged + 1..]) {
             *entry.callees.entry(callee).or_default() += stack.count;
         }
+        if super::async_runtime::role_of(&frames) == Some(super::async_runtime::ThreadRole::BlockingPool) {
+            entry.on_blocking_pool += stack.count;
+        }
+        let below = &frames[charged + 1..];
+        if frame.origin == Origin::Owner
+            && let Some(awaited) = super::layers::passes_through(below) {
+                entry.pass_through += stack.count;
+                *entry.awaited.entry(awaited.display_name()).or_default() += stack.count;
+                if let Some(layer) = super::layers::innermost_layer(below) {
+                    *entry.layers.entry(layer.name.to_string()).or_default() += stack.count;
+                }
+            }
+        let below_names: HashSet<String> = below.iter().filter(|f| f.origin != Origin::Kernel).map(|f| f.display_name()).collect();
+        for n in below_names {
+            *entry.below.entry(n).or_default() += stack.count;
+        }
 
-        let distinct: HashSet<String> = frames.iter().map(|f| f.display_name()).collect();
+        let distinct: HashSet<(String, Option<String>)> = frames.iter().map(|f| (f.display_name(), f.file.clone())).collect();
         for name in distinct {
             *inclusive.entry(name).or_default() += stack.count;
         }
@@ -108,8 +146,15 @@ pub fn hotspots(profile: &CpuProfile) -> Vec<Hotspot> {
     let pct = |n: u64| (n as f64) * 100.0 / (total as f64);
     let mut out: Vec<Hotspot> = acc
         .into_iter()
-        .map(|(function, a)| {
-            let total_samples = inclusive.get(&function).copied().unwrap_or(a.self_samples);
+        .map(|(key, a)| {
+            let total_samples = inclusive.get(&key).copied().unwrap_or(a.self_samples);
+            let function = key.0;
+            let most_first = |m: BTreeMap<String, u64>, n: usize| {
+                let mut v: Vec<(String, u64)> = m.into_iter().collect();
+                v.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
+                v.truncate(n);
+                v
+            };
             let line = a.lines.iter().max_by(|x, y| x.1.cmp(y.1).then(y.0.cmp(x.0))).map(|(l, _)| *l);
             let mut callees: Vec<(String, u64)> = a.callees.into_iter().collect();
             callees.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
@@ -125,6 +170,11 @@ pub fn hotspots(profile: &CpuProfile) -> Vec<Hotspot> {
                 self_samples: a.self_samples,
                 total_samples,
                 callees,
+                pass_through_samples: a.pass_through,
+                on_blocking_pool_pct: (a.on_blocking_pool as f64) * 100.0 / (a.self_samples.max(1) as f64),
+                passes_through: most_first(a.awaited, 1).into_iter().next().map(|(f, _)| f),
+                layers: most_first(a.layers, 5),
+                below: most_first(a.below, 40),
             }
         })
         .collect();

@@ -5,6 +5,7 @@
 pub mod async_runtime;
 pub mod crates;
 pub mod hotspots;
+pub mod layers;
 
 use std::collections::HashMap;
 

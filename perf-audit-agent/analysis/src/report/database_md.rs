@@ -33,7 +33,11 @@ pub(super) fn render(md: &mut String, db: &DatabaseSection) {
         let avg = if calls > 0 { total / calls as f64 } else { 0.0 };
         let _ = writeln!(md, "**Average query time**: {avg:.2} ms over {calls} calls");
     }
-    let _ = writeln!(md, "**Missing indexes**: {}", db.missing_indexes.len());
+    if db.missing_indexes.is_empty() && !db.tables.is_empty() {
+        let _ = writeln!(md, "**Missing indexes**: 0 — {}", crate::database::thresholds::no_missing_index_reason(db));
+    } else {
+        let _ = writeln!(md, "**Missing indexes**: {}", db.missing_indexes.len());
+    }
     let w = &db.wire;
     if w.traced {
         let _ = writeln!(
@@ -92,7 +96,8 @@ pub(super) fn render(md: &mut String, db: &DatabaseSection) {
     }
 
     let _ = writeln!(md, "\n**Index Recommendations**:\n");
-    if db.missing_indexes.is_empty() && db.unused_indexes.is_empty() && db.duplicate_indexes.is_empty() {
+    let droppable: Vec<&crate::report::UnusedIndex> = crate::database::thresholds::droppable(db).into_iter().map(|(u, _)| u).collect();
+    if db.missing_indexes.is_empty() && droppable.is_empty() && db.duplicate_indexes.is_empty() {
         let _ = writeln!(md, "None: no heavy sequential scan, unused or duplicate index found.");
     } else {
         let _ = writeln!(md, "```sql");
@@ -107,10 +112,10 @@ pub(super) fn render(md: &mut String, db: &DatabaseSection) {
             let _ = writeln!(md, "-- for: {} ({} calls{gain})", truncate(&m.query, 100), m.calls);
             let _ = writeln!(md, "{}", m.create_sql);
         }
-        if !db.unused_indexes.is_empty() {
-            let _ = writeln!(md, "-- Unused indexes (0 scans since statistics reset)");
+        if !droppable.is_empty() {
+            let _ = writeln!(md, "-- Unused indexes ({})", crate::database::thresholds::unused_rule());
         }
-        for u in &db.unused_indexes {
+        for u in &droppable {
             let _ = writeln!(md, "{}  -- {:.1} KiB on {}", u.drop_sql, u.size_bytes as f64 / 1024.0, u.table);
         }
         if !db.duplicate_indexes.is_empty() {
@@ -120,6 +125,11 @@ pub(super) fn render(md: &mut String, db: &DatabaseSection) {
             let _ = writeln!(md, "{}  -- covered by {}", d.drop_sql, d.duplicate_of);
         }
         let _ = writeln!(md, "```");
+    }
+    for u in &db.unused_indexes {
+        if let Err(why) = crate::database::thresholds::unused_index_evidence(db, u) {
+            let _ = writeln!(md, "\n*Not advised*: dropping {}, never scanned, because {why}.", u.index);
+        }
     }
 
     let active: Vec<_> = db.tables.iter().filter(|t| t.seq_scans + t.idx_scans > 0).collect();
@@ -148,7 +158,11 @@ pub(super) fn render(md: &mut String, db: &DatabaseSection) {
     if let Some(m) = db.missing_indexes.first() {
         item(md, format!("Add the index on {} ({})", m.table, m.columns.join(", ")));
     }
-    item(md, "Use `EXPLAIN (ANALYZE, BUFFERS)` to verify execution plans after each change".into());
+    if !db.n_plus_one.is_empty() || !db.missing_indexes.is_empty() {
+        item(md, "Use `EXPLAIN (ANALYZE, BUFFERS)` to verify execution plans after each change".into());
+    } else {
+        let _ = writeln!(md, "None needed: no N+1 pattern and no missing index was measured.");
+    }
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -195,7 +209,7 @@ mod tests {
         assert!(!md.contains("**Slow queries detected**") && !md.contains("**Wire tracing**") && !md.contains("*Detected as*"));
         assert!(!md.contains("**Index usage during the audit**") && !md.contains("**Database**:"));
         assert!(md.contains("**Missing indexes**: 0"));
-        assert!(md.ends_with("**Query Optimizations**:\n\n1. Use `EXPLAIN (ANALYZE, BUFFERS)` to verify execution plans after each change\n"), "{md}");
+        assert!(md.ends_with("**Query Optimizations**:\n\nNone needed: no N+1 pattern and no missing index was measured.\n"), "{md}");
     }
 
     #[test]
@@ -241,6 +255,9 @@ mod tests {
                 cost_after: Some(12.3),
                 ..Default::default()
             }],
+            // Enough evidence to advise the drop (see database::thresholds).
+            window_s: 60.0,
+            tables: vec![TableRow { table: "users".into(), rows: 50_000, seq_scans: 120, ..Default::default() }],
             unused_indexes: vec![UnusedIndex {
                 table: "users".into(),
                 index: "idx_users_name".into(),
@@ -262,7 +279,7 @@ mod tests {
             -- High-impact indexes\n\
             -- for: SELECT * FROM users WHERE country = $1 ORDER BY signup_at DESC (12 calls, plan cost 2042 -> 12 with it)\n\
             CREATE INDEX CONCURRENTLY idx_users_country_signup_at ON users (country, signup_at DESC);\n\
-            -- Unused indexes (0 scans since statistics reset)\n\
+            -- Unused indexes (no scan since statistics were reset, not backing a primary-key or unique constraint, on a table of at least 10000 rows read at least 100 times during an audit of at least 10 s)\n\
             DROP INDEX CONCURRENTLY idx_users_name;  -- 1536.0 KiB on users\n\
             -- Duplicate indexes\n\
             DROP INDEX CONCURRENTLY idx_users_country;  -- covered by idx_users_country_signup_at\n\

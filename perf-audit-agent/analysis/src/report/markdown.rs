@@ -285,10 +285,20 @@ fn render_async(md: &mut String, a: &super::AsyncSection, off: Option<&super::Of
         }
     }
     let _ = writeln!(md, "\n**Recommendations**:\n");
-    let _ = writeln!(md, "1. Use `tokio::fs` instead of `std::fs`");
-    let _ = writeln!(md, "2. Release mutex before `.await` points and before slow work");
-    let _ = writeln!(md, "3. Use `spawn_blocking` for CPU-intensive work");
-    let _ = writeln!(md, "4. Consider a dedicated runtime for long-running tasks");
+    if async_findings.is_empty() {
+        // Nothing said without evidence: what was measured, and that it was clean.
+        let _ = writeln!(
+            md,
+            "None needed: {} workers measured ({:.1}% on CPU, {:.1}% blocked inside tasks); no blocking call, sync-lock wait{} on a worker.",
+            w.workers,
+            w.busy_pct,
+            w.blocked_in_tasks_pct,
+            if a.analysis.long_polls_measured { " or long poll" } else { "" }
+        );
+    }
+    for (i, f) in async_findings.iter().enumerate() {
+        let _ = writeln!(md, "{}. `{}`: {}", i + 1, f.function, f.recommendation);
+    }
 }
 
 fn render_action_plan(md: &mut String, report: &Report) {
@@ -339,11 +349,36 @@ fn render_action_plan(md: &mut String, report: &Report) {
 
 fn render_next_steps(md: &mut String, report: &Report) {
     let _ = writeln!(md, "## Next Steps\n");
-    let _ = writeln!(md, "1. Implement P0 fixes immediately");
-    let _ = writeln!(md, "2. Benchmark after each fix to measure impact");
-    let _ = writeln!(md, "3. Set up continuous profiling in staging");
-    let _ = writeln!(md, "4. Add performance tests to CI pipeline");
-    let _ = writeln!(md, "5. Schedule follow-up audit in 2 weeks\n");
+    // Steps follow from the findings: a P0 step only when there is a P0.
+    let mut steps: Vec<String> = Vec::new();
+    for severity in [Severity::P0, Severity::P1, Severity::P2] {
+        let rows: Vec<&Finding> = report.findings_of(severity).collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let mut functions: Vec<&str> = Vec::new();
+        for f in &rows {
+            if !functions.contains(&f.function.as_str()) {
+                functions.push(&f.function);
+            }
+        }
+        let names = functions.iter().take(3).map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ");
+        let more = if functions.len() > 3 { format!(" and {} more", functions.len() - 3) } else { String::new() };
+        steps.push(match severity {
+            Severity::P0 => format!("Fix the {} P0 finding(s) first: {names}{more}", rows.len()),
+            Severity::P1 => format!("Fix the {} P1 finding(s): {names}{more}", rows.len()),
+            Severity::P2 => format!("When convenient, the {} P2 finding(s): {names}{more}", rows.len()),
+        });
+    }
+    if steps.is_empty() {
+        steps.push("No finding to fix: keep this report as the baseline and compare the next audit with it (`perf-audit diff`)".into());
+    } else {
+        steps.push("Re-run the audit after each fix and compare it with this one to measure its effect".into());
+    }
+    for (i, step) in steps.iter().enumerate() {
+        let _ = writeln!(md, "{}. {step}", i + 1);
+    }
+    md.push('\n');
     let _ = writeln!(md, "**Re-run audit after fixes**:\n");
     let _ = writeln!(md, "```bash\n{}\n```", report.rerun_command);
 }

@@ -24,10 +24,7 @@ use crate::{
 
 fn hotspot_recommendation(h: &Hotspot) -> String {
     match h.origin {
-        Origin::Owner => {
-            let kind = crate::findings::cpu_hotspot_kind(&h.callees);
-            crate::findings::cpu_hotspot_recommendation(kind, h)
-        }
+        Origin::Owner => crate::findings::cpu_hotspot_advice(h),
         Origin::Kernel => "time in the kernel: see the calling user frame in the flamegraph".to_string(),
         Origin::Dependency => {
             "library or runtime code with no own frame above it (idle or runtime work)".to_string()

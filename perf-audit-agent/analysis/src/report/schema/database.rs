@@ -27,6 +27,9 @@ pub struct DatabaseSection {
     pub unused_indexes: Vec<UnusedIndex>,
     pub duplicate_indexes: Vec<DuplicateIndex>,
     pub n_plus_one: Vec<NPlusOne>,
+    /// Transactions opened once per item of a loop.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub per_item_transactions: Vec<crate::database::analysis::PerItemTransaction>,
     pub wire: WireSummary,
 }
 
