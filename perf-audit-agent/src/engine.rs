@@ -54,6 +54,8 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
     // so the database call sites and the profiles share the work.
     let symbolizer = StackSymbolizer::with_debug_dirs(&plan.debug_dirs);
     let (raw, collected, cpu_seconds, load, load_unprobed) = probes.collect(&plan, &symbolizer).await?;
+    // Symbolized first: the symbols list names the objects it opened.
+    let symbolized = symbolize(&plan, &info, raw, &collected.maps, &symbolizer);
     let evidence = AuditEvidence {
         target: info.clone(),
         profile: plan.requested_profile.as_str().to_string(),
@@ -78,7 +80,7 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
         rerun_command: rerun_command(&plan, &info),
         bench: plan.bench.is_some(),
         symbols: symbolizer.object_symbols(),
-        ..symbolize(&plan, &info, raw, &collected.maps, &symbolizer)
+        ..symbolized
     };
     let mut report = build_report(&evidence);
     for finding in &mut report.findings {

@@ -2,9 +2,9 @@
 //! (CPU sampling, off-CPU tracepoints, the stack-copy ring, allocator
 //! uprobes and uretprobes in precise mode, page-fault and mapping probes),
 //! SIGKILL leaves no BPF program behind, and the allocation-heavy target
-//! runs at full speed again: a uprobe left on its allocator would cost it
-//! most of its speed (precise mode runs it at ~0.12x, `cargo xtask bench
-//! memory`).
+//! runs at its unprobed speed again: a uprobe left on its allocator would
+//! cost it more than half of it (precise mode runs it at ~0.12x, one trap
+//! per malloc at ~0.45x, `cargo xtask bench memory`).
 
 use std::{
     collections::BTreeSet,
@@ -93,5 +93,10 @@ fn a_killed_agent_leaves_no_program_and_no_uprobe_and_the_target_runs_at_full_sp
     assert!(t0.elapsed() < Duration::from_millis(9500), "the programs went only at {:?}; the target's measurement starts at 10 s", t0.elapsed());
     // From 10 s to 14 s, after the kill: at full speed again.
     let after = rate_of(target);
-    assert!(after >= 0.85 * control, "the target ran at {after:.0}/s after the agent was killed, {control:.0}/s alone: a probe was left behind");
+    // A single uprobe trap left on malloc costs this fixture more than half
+    // its speed (0.448x with one trap per malloc, `cargo xtask bench
+    // memory`), the precise probes ~0.12x: above 0.6x, none is left. Below
+    // that bound, run-to-run noise on a shared machine (0.72x seen once on
+    // a quiet one) does not pass for a probe.
+    assert!(after >= 0.6 * control, "the target ran at {after:.0}/s after the agent was killed, {control:.0}/s alone: a probe was left behind");
 }
