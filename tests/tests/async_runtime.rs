@@ -13,7 +13,7 @@ fn audit(build: Build, runtime: &str, rps: &str) -> (serde_json::Value, AgentRun
     let addr = free_loopback_addr();
     let scenario = tmp.path().join("scenario.toml");
     let mut text = String::new();
-    for (path, weight) in [("/fs", 1), ("/lock", 16), ("/cpu", 1), ("/key", 12), ("/good", 2), ("/key-good", 4), ("/short", 3)] {
+    for (path, weight) in [("/fs", 4), ("/lock", 16), ("/cpu", 1), ("/key", 12), ("/good", 2), ("/key-good", 4), ("/short", 3)] {
         text.push_str(&format!("[[request]]\nurl = \"http://{addr}{path}\"\nweight = {weight}\n\n"));
     }
     std::fs::write(&scenario, text).unwrap();
