@@ -31,7 +31,7 @@ use perf_audit_common::{
 
 use crate::{
     maps::{bump, current_target_thread},
-    stack,
+    stack::{self, in_range, mix},
 };
 
 /// Offsets of the arguments in the `syscalls:sys_enter_*` records (after
@@ -63,16 +63,6 @@ static DB_TEXT: Array<TextRange> = Array::with_max_entries(DB_TEXT_RANGES, 0);
 /// Per-CPU scratch for the fingerprint's stack read.
 #[map(name = "DB_SCRATCH")]
 static DB_SCRATCH: PerCpuArray<[u64; SCAN_WORDS]> = PerCpuArray::with_max_entries(1, 0);
-
-#[inline(always)]
-fn mix(h: u64, v: u64) -> u64 {
-    (h ^ v).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(29)
-}
-
-#[inline(always)]
-fn in_range(v: u64, r: &TextRange) -> bool {
-    v >= r.start && v < r.end
-}
 
 /// Hash of the code addresses in the `DB_FINGERPRINT_BYTES` above `sp`
 /// (the return addresses of the frames down to the owner's code, and

@@ -22,7 +22,10 @@ use perf_audit_common::memory::{
     MemCounter, MemStackSample, PendingAlloc, SiteStats, TextRange, mem_control, mem_cookie, mem_sample_kind,
 };
 
-use crate::maps::current_target_thread;
+use crate::{
+    maps::current_target_thread,
+    stack::{in_range, mix},
+};
 
 const BPF_NOEXIST: u64 = 1;
 /// Allocate live-map entries on demand: the map only costs what is live.
@@ -65,16 +68,6 @@ fn bump(counter: MemCounter) {
         // SAFETY: this CPU's slot; uprobe programs do not nest on a CPU.
         unsafe { *slot += 1 };
     }
-}
-
-#[inline(always)]
-fn mix(h: u64, v: u64) -> u64 {
-    (h ^ v).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(29)
-}
-
-#[inline(always)]
-fn in_range(v: u64, r: &TextRange) -> bool {
-    v >= r.start && v < r.end
 }
 
 /// Hash of the return address and the next code addresses on the stack.

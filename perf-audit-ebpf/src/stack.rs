@@ -199,3 +199,16 @@ pub fn emit_stack_sample(header: &StackSampleHeader) -> bool {
     entry.submit(BPF_RB_NO_WAKEUP);
     true
 }
+
+/// One step of a stack fingerprint's hash (the allocation sites of
+/// memory.rs and the database call sites of db.rs).
+#[inline(always)]
+pub(crate) fn mix(h: u64, v: u64) -> u64 {
+    (h ^ v).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(29)
+}
+
+/// Whether a stack word points into one of the target's code ranges.
+#[inline(always)]
+pub(crate) fn in_range(v: u64, r: &perf_audit_common::memory::TextRange) -> bool {
+    v >= r.start && v < r.end
+}
