@@ -282,20 +282,14 @@ pub fn render_outputs(report: &Report, e: &AuditEvidence) -> Result<Vec<OutputFi
         }
         _ => None,
     };
-    let mut embedded = vec![html::Embedded { title: "CPU flamegraph (flamegraph.svg)", svg: &cpu_svg, section: "cpu" }];
-    if let Some(svg) = &offcpu_svg {
-        embedded.push(html::Embedded { title: "Off-CPU flamegraph (offcpu.svg)", svg, section: "async" });
-    }
-    if let Some(svg) = &memory_svg {
-        embedded.push(html::Embedded { title: "Memory flamegraph (memory.svg)", svg, section: "memory" });
-    }
-    let page = html::render(report, &md, &embedded);
+    let page = html::render_with_flamegraphs(report, &md, &cpu_svg, offcpu_svg.as_deref(), memory_svg.as_deref());
     file("report.html", page.into_bytes());
     file("perf-audit-ci.yml", ci_workflow::render(report, e.bench).into_bytes());
     Ok(out)
 }
 
-fn folded_text(lines: &[String]) -> String {
+/// Folded stacks as a file: one line each, newline-terminated.
+pub(crate) fn folded_text(lines: &[String]) -> String {
     let mut text = lines.join("\n");
     if !text.is_empty() {
         text.push('\n');

@@ -94,13 +94,13 @@ pub fn rebuild(mut report: Report, cpu: &CpuProfile, offcpu: Option<&CpuProfile>
         None => "symbolized again".to_string(),
     };
     let cpu_svg = render::flamegraph_svg(&format!("CPU: {name} (pid {pid})"), &subtitle, "samples", &folded)?;
-    out.push(OutputFile { name: "stacks.folded", bytes: lines_text(&folded).into_bytes() });
+    out.push(OutputFile { name: "stacks.folded", bytes: crate::audit::folded_text(&folded).into_bytes() });
     out.push(OutputFile { name: "flamegraph.svg", bytes: cpu_svg.clone() });
     let offcpu_svg = match offcpu {
         Some(p) => {
             let folded = p.folded_lines();
             let svg = render::flamegraph_svg(&format!("Off-CPU: {name} (pid {pid})"), "time blocked, in microseconds", "us", &folded)?;
-            out.push(OutputFile { name: "offcpu.folded", bytes: lines_text(&folded).into_bytes() });
+            out.push(OutputFile { name: "offcpu.folded", bytes: crate::audit::folded_text(&folded).into_bytes() });
             out.push(OutputFile { name: "offcpu.svg", bytes: svg.clone() });
             Some(svg)
         }
@@ -110,24 +110,9 @@ pub fn rebuild(mut report: Report, cpu: &CpuProfile, offcpu: Option<&CpuProfile>
     out.push(OutputFile { name: "report.json", bytes: json });
     let md = markdown::render(&report);
     out.push(OutputFile { name: "report.md", bytes: md.clone().into_bytes() });
-    let mut embedded = vec![html::Embedded { title: "CPU flamegraph (flamegraph.svg)", svg: &cpu_svg, section: "cpu" }];
-    if let Some(svg) = &offcpu_svg {
-        embedded.push(html::Embedded { title: "Off-CPU flamegraph (offcpu.svg)", svg, section: "async" });
-    }
-    if let Some(svg) = memory_svg {
-        embedded.push(html::Embedded { title: "Memory flamegraph (memory.svg)", svg, section: "memory" });
-    }
-    let page = html::render(&report, &md, &embedded);
+    let page = html::render_with_flamegraphs(&report, &md, &cpu_svg, offcpu_svg.as_deref(), memory_svg);
     out.push(OutputFile { name: "report.html", bytes: page.into_bytes() });
     Ok((report, out))
-}
-
-fn lines_text(lines: &[String]) -> String {
-    let mut text = lines.join("\n");
-    if !text.is_empty() {
-        text.push('\n');
-    }
-    text
 }
 
 #[cfg(test)]

@@ -19,6 +19,19 @@ pub fn render(report: &Report, markdown: &str, flamegraphs: &[Embedded<'_>]) -> 
     super::page::render(report, markdown, flamegraphs)
 }
 
+/// The audit's page with its flamegraphs, each in the section it belongs
+/// to (the CPU one always; off-CPU and memory when they were drawn).
+pub fn render_with_flamegraphs(report: &Report, markdown: &str, cpu: &[u8], offcpu: Option<&[u8]>, memory: Option<&[u8]>) -> String {
+    let mut embedded = vec![Embedded { title: "CPU flamegraph (flamegraph.svg)", svg: cpu, section: "cpu" }];
+    if let Some(svg) = offcpu {
+        embedded.push(Embedded { title: "Off-CPU flamegraph (offcpu.svg)", svg, section: "async" });
+    }
+    if let Some(svg) = memory {
+        embedded.push(Embedded { title: "Memory flamegraph (memory.svg)", svg, section: "memory" });
+    }
+    render(report, markdown, &embedded)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
