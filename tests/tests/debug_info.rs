@@ -225,18 +225,28 @@ fn walk(dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 /// Audits the async fixture under its load scenario with `profile`.
+///
+/// Lock contention must not depend on scheduling jitter: the load is an
+/// evenly spaced weighted round-robin, and `/lock` holds the mutex for
+/// 8 ms, so two `/lock` requests overlap only when they are sent less than
+/// 8 ms apart. With these weights every cycle of six sends `/lock` twice in
+/// a row (`lock fs lock cpu good | lock ...`), 6.7 ms apart at 150 rps: the
+/// second waits ~1.3 ms or more on the futex, above the 1 ms capture
+/// threshold, 25 times a second. (At 100 rps with `/lock` never sent twice
+/// in a row, contention came only from requests delayed by `/cpu` or a slow
+/// fsync, and a quiet machine had almost none.)
 fn audit_async_service(bin: &std::path::Path, profile: &str) -> AgentRun {
     let tmp = tempfile::tempdir().unwrap();
     let addr = free_loopback_addr();
     let scenario = tmp.path().join("scenario.toml");
     let mut text = String::new();
-    for (path, weight) in [("/fs", 1), ("/lock", 2), ("/cpu", 1), ("/good", 2)] {
+    for (path, weight) in [("/fs", 1), ("/lock", 3), ("/cpu", 1), ("/good", 1)] {
         text.push_str(&format!("[[request]]\nurl = \"http://{addr}{path}\"\nweight = {weight}\n\n"));
     }
     std::fs::write(&scenario, text).unwrap();
     let data = tmp.path().join("data");
     let run = run_agent(&[
-        profile, "--duration", "8s", "--rps", "100", "--scenario", scenario.to_str().unwrap(),
+        profile, "--duration", "8s", "--rps", "150", "--scenario", scenario.to_str().unwrap(),
         "--", bin.to_str().unwrap(), "--listen", &addr, "--data", data.to_str().unwrap(),
     ]);
     run.assert_success();
