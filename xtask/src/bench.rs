@@ -19,9 +19,28 @@ pub fn run(args: &[String]) -> Result<(), String> {
         Some("offcpu") => offcpu(),
         Some("daemon") => daemon(),
         Some("memory") => memory(),
-        Some(other) => Err(format!("unknown benchmark `{other}` (known: cpu-overhead, unwind, offcpu, memory, daemon)")),
-        None => Err("which benchmark? known: cpu-overhead, unwind, offcpu, memory, daemon".into()),
+        Some("overhead") => overhead(),
+        Some(other) => Err(format!("unknown benchmark `{other}` (known: cpu-overhead, unwind, offcpu, memory, daemon, overhead)")),
+        None => Err("which benchmark? known: cpu-overhead, unwind, offcpu, memory, daemon, overhead".into()),
     }
+}
+
+/// The whole audit's cost on a realistic service: the demo (private
+/// PostgreSQL, its scenario) untraced vs each profile vs `all`, p99 and
+/// throughput ratios in one run. The driver lives in the tests crate
+/// (`tests/src/bin/bench-overhead.rs`), next to the demo and database
+/// helpers it uses; its module doc says what is measured and how.
+fn overhead() -> Result<(), String> {
+    let agent = release_agent()?;
+    let root = workspace_root();
+    run_checked(
+        cargo().current_dir(&root).args(["build", "--release", "-p", "perf-audit-tests", "--bin", "bench-overhead"]),
+        "building the overhead benchmark's driver (release)",
+    )?;
+    run_checked(
+        Command::new(root.join("target/release/bench-overhead")).env("PERF_AUDIT_AGENT", &agent),
+        "the overhead benchmark",
+    )
 }
 
 fn env_or(name: &str, default: u64) -> u64 {

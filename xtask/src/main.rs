@@ -24,6 +24,9 @@ commands:
   bench daemon         the daemon's own CPU and RSS at 19 Hz system-wide over a soak (BENCH_SECONDS, default 180)
   bench memory         allocation-heavy fixture: memory default/precise vs heaptrack, bpftrace memleak-style
                        uprobes, and the uprobe mechanism's own floor (perf stat counting uprobes)
+  bench overhead       the demo service (private PostgreSQL, its scenario) untraced vs each profile vs `all`:
+                       p99 at BENCH_RPS (default 100) and saturated throughput, ratios (BENCH_ROUNDS default 3,
+                       BENCH_SECONDS default 8 per measurement, BENCH_PROFILES to choose)
   setup                install system packages and build the eBPF toolchain pieces only
 
 environment:
