@@ -142,7 +142,13 @@ pub(super) fn cell(s: &str) -> String {
 fn render_cpu(md: &mut String, cpu: &CpuSection, findings: &[Finding]) {
     let _ = writeln!(md, "### CPU Profiling Results\n");
     let _ = writeln!(md, "**Total samples**: {} (at {} Hz per CPU)", cpu.total_samples, cpu.frequency_hz);
-    let _ = writeln!(md, "**Dropped samples**: {}", cpu.dropped_samples);
+    let _ = writeln!(
+        md,
+        "**Dropped samples**: {} (kernel aggregation map full {}, stack-copy ring full {}: the agent did not drain it in time)",
+        cpu.dropped_samples + cpu.ring_buffer_drops,
+        cpu.dropped_samples,
+        cpu.ring_buffer_drops
+    );
     let _ = writeln!(
         md,
         "**Stack unwinding**: {}; {:.1}% of samples have a complete stack (down from `main` or the thread start)",

@@ -1,0 +1,181 @@
+//! A stopped or killed agent never holds its target back. The demo service
+//! (axum + sqlx on a private PostgreSQL) is audited with profile `all`
+//! (CPU sampling and the stack-copy ring, off-CPU, allocator probes in the
+//! default mode, the database wire tracer and pg_stat_statements), attached
+//! by pid to the running service as in production. Then:
+//!
+//! - **SIGSTOP for 10 s**: nothing in the kernel waits for the agent (the
+//!   rings drop what does not fit and count it; perf events and probes
+//!   never block), so the service keeps answering the same load without
+//!   degrading, by the audit's own health rule (p99 more than 2x and at
+//!   least +10 ms, throughput below 90%, errors or timeouts up by 1% of
+//!   requests). After SIGCONT the audit goes on and writes its report.
+//! - **SIGKILL** of that same agent, with every profile attached: no BPF
+//!   program outlives it, and the service answers as before.
+
+use std::{
+    collections::BTreeSet,
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use perf_audit_agent::{
+    health,
+    load::{self, LoadPlan, LoadResult, Scenario},
+    postgres::private::PrivatePostgres,
+};
+use perf_audit_tests::{agent_bin, demo_scenario, demo_service_bin, free_loopback_addr};
+
+fn drive(rt: &tokio::runtime::Runtime, scenario: &Scenario, rps: u32, window: Duration) -> LoadResult {
+    let plan = LoadPlan::new(scenario.clone(), rps, window).expect("valid load plan");
+    rt.block_on(load::run(plan, std::future::pending::<()>()))
+}
+
+/// The BPF programs a process holds, from its file descriptors.
+fn bpf_programs_of(pid: u32) -> BTreeSet<u32> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return BTreeSet::new() };
+    fds.flatten()
+        .filter_map(|fd| std::fs::read_to_string(fd.path()).ok())
+        .filter_map(|info| info.lines().find_map(|l| l.strip_prefix("prog_id:")).and_then(|id| id.trim().parse().ok()))
+        .collect()
+}
+
+fn loaded_programs() -> BTreeSet<u32> {
+    aya::programs::loaded_programs().filter_map(|p| p.ok()).map(|p| p.id()).collect()
+}
+
+/// Waits until the agent holds every program it will load (the set stops
+/// growing for 2 s: the memory profile attaches last).
+fn wait_attached(pid: u32) -> BTreeSet<u32> {
+    let start = Instant::now();
+    let (mut programs, mut stable_since) = (BTreeSet::new(), Instant::now());
+    while start.elapsed() < Duration::from_secs(60) {
+        let now = bpf_programs_of(pid);
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "the agent exited before attaching");
+        if now != programs {
+            (programs, stable_since) = (now, Instant::now());
+        } else if !programs.is_empty() && stable_since.elapsed() >= Duration::from_secs(2) {
+            return programs;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the agent did not attach within 60 s (holds {programs:?})");
+}
+
+fn assert_healthy(what: &str, unprobed: &LoadResult, during: &LoadResult) {
+    let h = health::assess(unprobed, during);
+    assert!(!h.degraded, "{what}: the service degraded: {:?} (rule: {})", h.reasons, h.rule);
+    eprintln!("{what}: p99 {:.1} ms -> {:.1} ms ({:.2}x), {:.1} -> {:.1} req/s", h.unprobed.p99_ms, h.during.p99_ms, h.p99_ratio, h.unprobed.rps, h.during.rps);
+}
+
+#[test]
+fn a_stopped_agent_never_holds_the_service_back_and_a_killed_one_leaves_nothing() {
+    let db = PrivatePostgres::start().expect("private PostgreSQL");
+    let tmp = tempfile::tempdir().unwrap();
+    let addr = free_loopback_addr();
+    let scenario = Scenario::from_file(&demo_scenario(tmp.path(), &addr)).unwrap();
+    let mut service = Command::new(demo_service_bin())
+        .args(["--listen", &addr])
+        .env("DATABASE_URL", db.url())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the demo service");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let start = Instant::now();
+    while drive(&rt, &scenario, 10, Duration::from_millis(200)).ok == 0 {
+        assert!(start.elapsed() < Duration::from_secs(60), "the demo service did not answer");
+        thread::sleep(Duration::from_millis(300));
+    }
+    // Warmed up (its statements prepared, its caches filled), then its
+    // unprobed latency under the load of the test.
+    drive(&rt, &scenario, 100, Duration::from_secs(5));
+    let unprobed = drive(&rt, &scenario, 100, Duration::from_secs(5));
+
+    let out = tmp.path().join("out");
+    let mut agent = Command::new(agent_bin())
+        .args(["--pid", &service.id().to_string(), "all", "--duration", "120s", "--quiet", "--out"])
+        .arg(&out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the agent");
+    let programs = wait_attached(agent.id());
+    // CPU, off-CPU, the database writes, page faults, mappings and the
+    // allocator programs.
+    assert!(programs.len() >= 8, "the agent holds only {programs:?}");
+
+    // Stopped for 10 s with everything attached: the load runs meanwhile.
+    unsafe { libc::kill(agent.id() as libc::pid_t, libc::SIGSTOP) };
+    let stopped = drive(&rt, &scenario, 100, Duration::from_secs(10));
+    unsafe { libc::kill(agent.id() as libc::pid_t, libc::SIGCONT) };
+    assert_healthy("agent stopped", &unprobed, &stopped);
+    assert!(agent.try_wait().unwrap().is_none(), "the agent did not survive SIGSTOP/SIGCONT");
+    // It resumes: its rings are drained again and the probes still work.
+    drive(&rt, &scenario, 100, Duration::from_secs(3));
+
+    // Killed with every profile attached.
+    unsafe { libc::kill(agent.id() as libc::pid_t, libc::SIGKILL) };
+    agent.wait().unwrap();
+    let killed = Instant::now();
+    while programs.iter().any(|id| loaded_programs().contains(id)) {
+        assert!(killed.elapsed() < Duration::from_secs(5), "programs {:?} outlived the killed agent", programs.intersection(&loaded_programs()).collect::<Vec<_>>());
+        thread::sleep(Duration::from_millis(100));
+    }
+    let after = drive(&rt, &scenario, 100, Duration::from_secs(5));
+    assert_healthy("agent killed", &unprobed, &after);
+    assert!(service.try_wait().unwrap().is_none(), "the demo service exited");
+    let _ = service.kill();
+    let _ = service.wait();
+}
+
+/// SIGSTOP then SIGCONT, and the audit ends as asked: its report is whole,
+/// and what the stop cost it is counted, not hidden.
+#[test]
+fn an_agent_resumed_after_sigstop_writes_its_report_with_the_drops_counted() {
+    let db = PrivatePostgres::start().expect("private PostgreSQL");
+    let tmp = tempfile::tempdir().unwrap();
+    let addr = free_loopback_addr();
+    let scenario = Scenario::from_file(&demo_scenario(tmp.path(), &addr)).unwrap();
+    let mut service = Command::new(demo_service_bin())
+        .args(["--listen", &addr])
+        .env("DATABASE_URL", db.url())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the demo service");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let start = Instant::now();
+    while drive(&rt, &scenario, 10, Duration::from_millis(200)).ok == 0 {
+        assert!(start.elapsed() < Duration::from_secs(60), "the demo service did not answer");
+        thread::sleep(Duration::from_millis(300));
+    }
+    let out = tmp.path().join("out");
+    let agent = Command::new(agent_bin())
+        .args(["--pid", &service.id().to_string(), "cpu", "--unwind", "dwarf", "--frequency", "999", "--duration", "20s", "--quiet", "--out"])
+        .arg(&out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the agent");
+    wait_attached(agent.id());
+    // 999 Hz of 32 KiB stack copies on a busy service fill the ring in well
+    // under the 10 s the agent is stopped.
+    unsafe { libc::kill(agent.id() as libc::pid_t, libc::SIGSTOP) };
+    drive(&rt, &scenario, 200, Duration::from_secs(10));
+    unsafe { libc::kill(agent.id() as libc::pid_t, libc::SIGCONT) };
+    let output = agent.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let cpu = &report["cpu"];
+    let drops = cpu["ring_buffer_drops"].as_u64().unwrap();
+    assert!(drops > 0, "nothing dropped while the agent was stopped for 10 s: {cpu:#}");
+    assert!(cpu["total_samples"].as_u64().unwrap() > 0);
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains(&drops.to_string()), "report.md does not show the {drops} dropped samples");
+    let _ = service.kill();
+    let _ = service.wait();
+}
