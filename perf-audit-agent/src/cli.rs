@@ -284,6 +284,20 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "10ms", value_parser = humantime::parse_duration)]
     pub long_poll: std::time::Duration,
 
+    /// Overhead budget: the audit's kernel-side cost on the target (our BPF
+    /// programs' run time from the kernel's statistics, plus uprobe traps)
+    /// as a share of the target's CPU, judged over 3 s. Past it, the audit
+    /// switches off the allocator probes, then the database wire tracer,
+    /// and the report says what, when and why; the report always shows the
+    /// measured cost. Default 50%, a guard rail: profile `all` normally
+    /// costs 12-18% of the demo's CPU at 100 rps (a window up to ~33%), so
+    /// the default acts on a runaway (a recording window held open), and
+    /// leaves `--memory precise`, asked for as the costly exact mode, on.
+    /// Give 3% to keep only the cheap collectors (it also applies to precise
+    /// mode); `none` to measure only
+    #[arg(long, value_name = "PCT|none")]
+    pub max_overhead: Option<String>,
+
     /// Async profile: the target's console-subscriber (tokio-console) address.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:6669")]
     pub console: String,

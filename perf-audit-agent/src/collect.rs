@@ -72,7 +72,21 @@ pub trait Collector {
 
     /// Stops collecting and puts what was gathered into `cx.raw`.
     fn finish<'a>(self: Box<Self>, cx: &'a mut Finish<'_>) -> Finishing<'a>;
+
+    /// The overhead budget was passed: switch off this collector's costly
+    /// optional part and say what, or `None` if it has none (left). The
+    /// engine asks in [`BACK_OFF_ORDER`].
+    fn back_off(&mut self, _session: &mut KernelSession) -> Option<String> {
+        None
+    }
 }
+
+/// Who backs off first when the audit passes its overhead budget: the
+/// allocator probes (a uprobe trap on every allocation, the costliest per
+/// event), then the database wire tracer (a payload copy on every write to
+/// the database). CPU sampling keeps its rate: the report's time figures
+/// are computed from it, and at 99 Hz it is the cheapest.
+pub const BACK_OFF_ORDER: [&str; 2] = ["memory", "database"];
 
 /// perf_event CPU sampling; in frame-pointer mode its stacks are
 /// aggregated in the kernel and read here.
@@ -192,6 +206,13 @@ impl Collector for Database {
             Ok(())
         })
     }
+
+    fn back_off(&mut self, session: &mut KernelSession) -> Option<String> {
+        session.db_tracing().then(|| {
+            session.stop_db_tracing();
+            "database wire tracer detached (no more call sites or N+1 detection from here on; pg_stat_statements is still read)".to_string()
+        })
+    }
 }
 
 /// The memory profile's task.
@@ -211,6 +232,10 @@ impl Collector for Memory {
             cx.raw.memory = Some(self.0.finish().await?);
             Ok(())
         })
+    }
+
+    fn back_off(&mut self, _session: &mut KernelSession) -> Option<String> {
+        self.0.back_off()
     }
 }
 

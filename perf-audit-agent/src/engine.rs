@@ -13,7 +13,8 @@ use perf_audit_analysis::audit::{AsyncEvidence, AuditEvidence, build_report, ren
 
 use crate::{
     cli::{Profile, UnwindChoice},
-    collect::{Collector, Console, CpuSampling, Database, Finish, Memory, OffCpu, RawEvidence, StackCopy, finish_all},
+    collect::{BACK_OFF_ORDER, Collector, Console, CpuSampling, Database, Finish, Memory, OffCpu, RawEvidence, StackCopy, finish_all},
+    overhead::OverheadMeter,
     database::DatabaseCollector,
     error::{Error, Result},
     kernel::{self, Counters, Filter, KernelSession, UnwindMode, stack_copy::DRAIN_INTERVAL},
@@ -73,6 +74,7 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
         collect_start_ns: collected.start_ns,
         load,
         load_unprobed,
+        overhead: Some(collected.overhead.clone()),
         last_rss_bytes: collected.last_rss,
         peak_rss_bytes: collected.peak_rss,
         cpu_seconds,
@@ -198,7 +200,7 @@ impl Probes {
         let pid = self.pid;
         let cpu_start = target::cpu_seconds(pid);
         let start_ns = monotonic_ns();
-        let mut collected = collect(plan, &self.session, pid, &mut self.collectors).await;
+        let mut collected = collect(plan, &mut self.session, pid, &mut self.collectors).await;
         collected.start_ns = start_ns;
         let cpu_seconds = cpu_start.zip(target::cpu_seconds(pid)).map(|(a, b)| b - a);
         let _ = stop_load.send(());
@@ -308,11 +310,13 @@ struct Collected {
     /// Read once every collector finished.
     counters: Counters,
     unwind_tables: Vec<UnwindTableParses>,
+    /// The overhead meter's figures and back-offs.
+    overhead: crate::overhead::OverheadSection,
 }
 
 /// Waits for the duration, Ctrl-C/SIGTERM, or the target's exit, keeping a
 /// snapshot of the target's memory maps and showing progress.
-async fn collect(plan: &AuditPlan, session: &KernelSession, pid: u32, collectors: &mut [Box<dyn Collector>]) -> Collected {
+async fn collect(plan: &AuditPlan, session: &mut KernelSession, pid: u32, collectors: &mut [Box<dyn Collector>]) -> Collected {
     use tokio::signal::unix::{SignalKind, signal};
 
     let start = Instant::now();
@@ -325,6 +329,10 @@ async fn collect(plan: &AuditPlan, session: &KernelSession, pid: u32, collectors
     let progress = progress_bar(plan);
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     let mut drain = tokio::time::interval(DRAIN_INTERVAL);
+    // The overhead meter and budget (`crate::overhead`), read every second.
+    let mut meter = OverheadMeter::start(pid, plan.max_overhead_pct, plan.keep_precise_memory && plan.profiles.contains(&Profile::Memory));
+    let mut meter_tick = tokio::time::interval(Duration::from_secs(1));
+    meter_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sigterm = signal(SignalKind::terminate()).ok();
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
@@ -337,6 +345,11 @@ async fn collect(plan: &AuditPlan, session: &KernelSession, pid: u32, collectors
                 break EndReason::Interrupted
             }
             _ = drain.tick() => collectors.iter_mut().for_each(|c| c.drain(&mut maps)),
+            _ = meter_tick.tick() => {
+                if let Some(pct) = meter.tick() {
+                    back_off(&mut meter, pct, session, collectors, plan.keep_precise_memory);
+                }
+            }
             _ = tick.tick() => {
                 if !target::is_alive(pid) {
                     break EndReason::TargetExited;
@@ -368,7 +381,22 @@ async fn collect(plan: &AuditPlan, session: &KernelSession, pid: u32, collectors
         EndReason::Interrupted => eprintln!("perf-audit: interrupted; writing a partial report"),
         EndReason::Duration => {}
     }
-    Collected { elapsed: start.elapsed(), end_reason, maps, last_rss, peak_rss, start_ns: 0, counters: Counters::default(), unwind_tables: Vec::new() }
+    Collected { elapsed: start.elapsed(), end_reason, maps, last_rss, peak_rss, start_ns: 0, counters: Counters::default(), unwind_tables: Vec::new(), overhead: meter.section() }
+}
+
+/// Over budget: the first collector in [`BACK_OFF_ORDER`] with something
+/// left to switch off does so; if none has, the report says the budget
+/// could not be kept.
+fn back_off(meter: &mut OverheadMeter, pct: f64, session: &mut KernelSession, collectors: &mut [Box<dyn Collector>], keep_precise_memory: bool) {
+    for name in BACK_OFF_ORDER.into_iter().filter(|n| !(keep_precise_memory && *n == "memory")) {
+        for c in collectors.iter_mut().filter(|c| c.name() == name) {
+            if let Some(what) = c.back_off(session) {
+                meter.backed_off(name, what, pct);
+                return;
+            }
+        }
+    }
+    meter.exhausted(pct, keep_precise_memory);
 }
 
 fn progress_bar(plan: &AuditPlan) -> Option<indicatif::ProgressBar> {

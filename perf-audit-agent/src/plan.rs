@@ -59,7 +59,15 @@ pub struct AuditPlan {
     pub bench: Option<crate::bench::BenchPlan>,
     /// `--debug-dir`s: where separate debug files are looked for first.
     pub debug_dirs: Vec<PathBuf>,
+    /// `--max-overhead` in percent (`None`: measure only).
+    pub max_overhead_pct: Option<f64>,
+    /// The budget was not given and the memory mode is precise: the
+    /// default budget does not switch the allocator probes off.
+    pub keep_precise_memory: bool,
 }
+
+/// The budget when `--max-overhead` is not given (see its help).
+pub const DEFAULT_MAX_OVERHEAD_PCT: f64 = 50.0;
 
 /// Validated load options; the load generator runs for the audit's duration.
 #[derive(Debug, Clone)]
@@ -180,6 +188,11 @@ impl AuditPlan {
             ));
         }
         let bench = crate::bench::BenchPlan::from_args(args.bench, args.bench_dir, &args.bench_max_regression)?;
+        let max_overhead_pct = match &args.max_overhead {
+            Some(text) => parse_max_overhead(text)?,
+            None => Some(DEFAULT_MAX_OVERHEAD_PCT),
+        };
+        let keep_precise_memory = args.max_overhead.is_none() && args.memory == crate::memory::MemoryMode::Precise;
 
         Ok(AuditPlan {
             bench,
@@ -201,7 +214,21 @@ impl AuditPlan {
             console: args.console,
             show_progress: !args.quiet,
             debug_dirs: args.debug_dirs,
+            max_overhead_pct,
+            keep_precise_memory,
         })
+    }
+}
+
+/// `--max-overhead`: `3%`, `3` or `none`.
+fn parse_max_overhead(text: &str) -> Result<Option<f64>> {
+    let t = text.trim();
+    if matches!(t, "none" | "off") {
+        return Ok(None);
+    }
+    match t.strip_suffix('%').unwrap_or(t).trim().parse::<f64>() {
+        Ok(pct) if pct > 0.0 && pct <= 100.0 => Ok(Some(pct)),
+        _ => Err(Error::new(ErrorKind::Usage, format!("--max-overhead `{text}` is not a percentage in (0, 100]: use e.g. 3% (50% is the default), or `none` to measure without backing off"))),
     }
 }
 
@@ -289,6 +316,20 @@ mod tests {
         assert_eq!(plan(&["--pid", "1", "memory"]).unwrap().memory, MemoryMode::Default);
         let e = plan(&["--pid", "1", "cpu", "--memory", "precise"]).unwrap_err();
         assert!(e.message.contains("memory profile"), "{}", e.message);
+    }
+
+    #[test]
+    fn max_overhead_is_a_percentage_or_none() {
+        assert_eq!(plan(&["--pid", "1"]).unwrap().max_overhead_pct, Some(DEFAULT_MAX_OVERHEAD_PCT));
+        assert!(plan(&["--pid", "1", "--memory", "precise"]).unwrap().keep_precise_memory);
+        assert!(!plan(&["--pid", "1", "--memory", "precise", "--max-overhead", "3%"]).unwrap().keep_precise_memory);
+        assert_eq!(plan(&["--pid", "1", "--max-overhead", "3%"]).unwrap().max_overhead_pct, Some(3.0));
+        assert_eq!(plan(&["--pid", "1", "--max-overhead", "0.5"]).unwrap().max_overhead_pct, Some(0.5));
+        assert_eq!(plan(&["--pid", "1", "--max-overhead", "none"]).unwrap().max_overhead_pct, None);
+        for bad in ["0%", "150%", "lots"] {
+            let e = plan(&["--pid", "1", "--max-overhead", bad]).unwrap_err();
+            assert!(e.message.contains("--max-overhead") && e.message.contains("none"), "{}", e.message);
+        }
     }
 
     #[test]

@@ -179,3 +179,47 @@ fn an_agent_resumed_after_sigstop_writes_its_report_with_the_drops_counted() {
     let _ = service.kill();
     let _ = service.wait();
 }
+
+/// The overhead budget: with a budget far below what profile `all` costs
+/// the demo, the audit switches off the allocator probes first, then the
+/// database wire tracer, says when and why, and still writes every section
+/// (from what it gathered before, and from what stays on). With no budget
+/// (`none`) the same audit measures its cost and switches nothing off.
+#[test]
+fn a_tiny_overhead_budget_backs_off_in_order_and_says_so() {
+    let audit = |budget: &str| {
+        let tmp = tempfile::tempdir().unwrap();
+        let addr = free_loopback_addr();
+        let scenario = demo_scenario(tmp.path(), &addr);
+        let run = perf_audit_tests::run_agent(&[
+            "all", "--duration", "20s", "--rps", "100", "--max-overhead", budget, "--private-database", "--scenario",
+            scenario.to_str().unwrap(), "--", demo_service_bin().to_str().unwrap(), "--listen", &addr,
+        ]);
+        run.assert_success();
+        (run.report(), run.file("report.md"))
+    };
+    let (report, md) = audit("0.5%");
+    let o = &report["overhead"];
+    assert_eq!(o["budget_pct"], 0.5, "{o:#}");
+    let steps: Vec<&str> = o["back_offs"].as_array().unwrap().iter().map(|b| b["collector"].as_str().unwrap()).collect();
+    assert!(steps.len() >= 2 && steps[..2] == ["memory", "database"], "{o:#}");
+    for b in o["back_offs"].as_array().unwrap() {
+        assert!(b["cost_pct"].as_f64().unwrap() > 0.5, "backed off under the budget: {b}");
+    }
+    // Every collector's cost is measured, from the kernel's statistics.
+    let costs: Vec<&str> = o["collectors"].as_array().unwrap().iter().filter(|c| c["program_runs"].as_u64().unwrap() > 0).map(|c| c["collector"].as_str().unwrap()).collect();
+    for c in ["cpu sampling", "off-CPU (async)", "database wire", "allocator probes (memory)"] {
+        assert!(costs.contains(&c), "no measured cost for {c}: {o:#}");
+    }
+    assert!(md.contains("**Backed off** at") && md.contains("allocator probes") && md.contains("database wire tracer detached"), "{md}");
+    // The sections are still there: the memory and database profiles
+    // report what they gathered, pg_stat_statements is still read.
+    assert!(report["memory"].is_object() && report["database"].is_object());
+    assert!(!report["database"]["statements"].as_array().unwrap().is_empty(), "{:#}", report["database"]);
+
+    let (report, md) = audit("none");
+    let o = &report["overhead"];
+    assert!(o["budget_pct"].is_null() && o["back_offs"].as_array().unwrap().is_empty(), "{o:#}");
+    assert!(o["kernel_pct"].as_f64().unwrap() > 0.0, "{o:#}");
+    assert!(md.contains("- Audit overhead:") && !md.contains("**Backed off**"), "{md}");
+}

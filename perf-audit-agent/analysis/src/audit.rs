@@ -73,6 +73,8 @@ pub struct AuditEvidence {
     /// The same load for a few seconds before the target was registered
     /// with the probes (the health guard's healthy sample).
     pub load_unprobed: Option<LoadResult>,
+    /// The overhead meter's section (`None`: not measured).
+    pub overhead: Option<crate::report::schema::OverheadSection>,
     pub last_rss_bytes: u64,
     pub peak_rss_bytes: u64,
     /// The target's CPU seconds over the collection (user + system).
@@ -171,6 +173,7 @@ pub fn build_report(e: &AuditEvidence) -> Report {
         memory: memory.cloned(),
         findings,
         health: e.load_unprobed.as_ref().zip(e.load.as_ref()).map(|(before, during)| crate::health::assess(before, during)),
+        overhead: e.overhead.clone(),
         rerun_command: e.rerun_command.clone(),
         benchmarks: e.benchmarks.clone(),
     };

@@ -163,6 +163,11 @@ impl KernelSession {
     }
 
     /// Detaches the database write tracepoints.
+    /// Whether the database wire tracer is attached.
+    pub fn db_tracing(&self) -> bool {
+        self.db.is_some()
+    }
+
     pub fn stop_db_tracing(&mut self) {
         if let Some(db) = self.db.take() {
             db.detach(&mut self.ebpf);

@@ -35,6 +35,10 @@ pub use perf_audit_analysis::memory::{
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -92,6 +96,10 @@ fn kernel_seconds(pid: u32) -> Option<f64> {
 pub struct MemoryCollector {
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<MemoryRaw>>,
+    /// Set by the overhead budget: no more allocator probing (the task
+    /// detaches within one tick; page faults, mappings and RSS go on).
+    probes_off: Arc<AtomicBool>,
+    mode: MemoryMode,
 }
 
 impl MemoryCollector {
@@ -133,8 +141,22 @@ impl MemoryCollector {
         }
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let stacks = Stacks { ring, stacks: HashMap::new(), truncated: 0 };
-        let task = tokio::spawn(run(kernel, stacks, Growth { reader: events, regions, events: Default::default(), rss: Vec::new(), faults_at_start: fault_count(pid), faults_last: None }, pid, mode, maps, stopped));
-        Ok(MemoryCollector { stop, task })
+        let probes_off = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(run(kernel, stacks, Growth { reader: events, regions, events: Default::default(), rss: Vec::new(), faults_at_start: fault_count(pid), faults_last: None }, pid, mode, maps, Control { stopped, probes_off: probes_off.clone() }));
+        Ok(MemoryCollector { stop, task, probes_off, mode })
+    }
+
+    /// The overhead budget's first step: the allocator probes stop (no
+    /// more windows in the default mode; detached in the precise mode).
+    /// `None` when they already are.
+    pub fn back_off(&self) -> Option<String> {
+        if self.probes_off.swap(true, Ordering::Relaxed) {
+            return None;
+        }
+        Some(match self.mode {
+            MemoryMode::Default => "allocator probes: no more recording windows (allocation figures cover the windows before; page faults, mappings and RSS go on)".to_string(),
+            _ => "allocator probes detached (allocation figures cover the time before; page faults, mappings and RSS go on)".to_string(),
+        })
     }
 
     /// Stops collecting (detaches everything) and returns what was gathered.
@@ -166,8 +188,12 @@ struct Stacks {
 
 impl Stacks {
     fn drain(&mut self, maps: &mut MapsSnapshot) {
+        self.drain_until(maps, None);
+    }
+
+    fn drain_until(&mut self, maps: &mut MapsSnapshot, until: Option<Instant>) {
         let Stacks { ring, stacks, truncated } = self;
-        ring.drain(maps, |sample, unwind| {
+        ring.drain_until(maps, until, |sample, unwind| {
             if stacks.contains_key(&sample.site) {
                 return;
             }
@@ -237,6 +263,13 @@ fn fault_count(pid: u32) -> Option<u64> {
     target::process_stat(pid).map(|s| s.faults)
 }
 
+/// How the engine steers the collector task: the end of the audit, and
+/// the overhead budget's back-off.
+struct Control {
+    stopped: tokio::sync::oneshot::Receiver<()>,
+    probes_off: Arc<AtomicBool>,
+}
+
 /// The collector task: the duty cycle (default) or periodic snapshots
 /// (precise), new-site stacks unwound as they arrive, RSS over time.
 async fn run(
@@ -246,8 +279,9 @@ async fn run(
     pid: u32,
     mode: MemoryMode,
     mut maps: MapsSnapshot,
-    mut stopped: tokio::sync::oneshot::Receiver<()>,
+    control: Control,
 ) -> Result<MemoryRaw> {
+    let Control { mut stopped, probes_off } = control;
     let start = Instant::now();
     let kernel_at_start = kernel_seconds(pid);
     let mut kernel_last = kernel_at_start;
@@ -285,7 +319,20 @@ async fn run(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
-                if mode == MemoryMode::Default {
+                if probes_off.load(Ordering::Relaxed) {
+                    // Backed off (overhead budget): detach once, keep the
+                    // rest of the profile going.
+                    if kernel.attached() {
+                        kernel.set_recording(false)?;
+                        tokio::time::sleep(FREE_GRACE).await;
+                        kernel.detach();
+                        if let Some(since) = attached_since.take() {
+                            recorded += since.elapsed();
+                            probed += since.elapsed();
+                        }
+                        series.push(Snapshot { t: start.elapsed().as_secs_f64(), sites: kernel.read_sites()? });
+                    }
+                } else if mode == MemoryMode::Default {
                     windows += 1;
                     kernel.set_window(windows)?;
                     let opened = Instant::now();
@@ -293,16 +340,23 @@ async fn run(
                     // Every probe (free's included) is in place: record.
                     kernel.set_recording(true)?;
                     let recording = Instant::now();
-                    // Stop early if the audit ends during the window.
-                    let window_end = tokio::time::sleep(DEFAULT_WINDOW);
+                    // Stop early if the audit ends during the window. The
+                    // window closes on time whatever the backlog: the end
+                    // is checked first, new-site stacks are unwound only
+                    // until it, and the page-fault ring waits for the
+                    // window's end (it is drained between windows). A
+                    // window held open by the agent's own work is what the
+                    // target pays for: every allocation traps meanwhile.
+                    let deadline = recording + DEFAULT_WINDOW;
+                    let window_end = tokio::time::sleep_until(deadline.into());
                     tokio::pin!(window_end);
                     let mut stop_now = false;
                     loop {
                         tokio::select! {
+                            biased;
                             _ = &mut window_end => break,
                             _ = &mut stopped => { stop_now = true; break }
-                            _ = drain_tick.tick() => growth.drain(&mut maps, pid, &stacks.stacks),
-                            _ = stacks.ring.readable() => stacks.drain(&mut maps),
+                            _ = stacks.ring.readable() => stacks.drain_until(&mut maps, Some(deadline)),
                         }
                     }
                     kernel.set_recording(false)?;

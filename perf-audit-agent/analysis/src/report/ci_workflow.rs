@@ -182,6 +182,7 @@ mod tests {
             memory: None,
             findings: vec![],
             health: None,
+            overhead: None,
             rerun_command: rerun.into(),
             benchmarks: vec![],
         }

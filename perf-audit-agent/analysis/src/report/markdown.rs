@@ -53,6 +53,9 @@ pub fn render(report: &Report) -> String {
             h.rule
         );
     }
+    if let Some(o) = &report.overhead {
+        render_overhead(&mut md, o);
+    }
     if !report.unavailable_profiles.is_empty() {
         let _ = writeln!(
             md,
@@ -131,6 +134,37 @@ pub(super) fn location(file: &Option<String>, line: Option<u32>) -> String {
         (Some(f), Some(l)) => format!("{f}:{l}"),
         (Some(f), None) => f.clone(),
         _ => "-".to_string(),
+    }
+}
+
+/// The audit's own cost: one line, then what it switched off and why.
+fn render_overhead(md: &mut String, o: &crate::report::schema::OverheadSection) {
+    let budget = o.budget_pct.map(|b| format!("budget {b}%")).unwrap_or_else(|| "no budget (`--max-overhead none`)".to_string());
+    let by: Vec<String> = o
+        .collectors
+        .iter()
+        .filter(|c| c.program_runs > 0)
+        .map(|c| format!("{} {:.2}% ({:.2} ms/s)", c.collector, c.target_cpu_pct, c.cpu_ms_per_s))
+        .collect();
+    match &o.unavailable {
+        Some(why) => {
+            let _ = writeln!(md, "- Audit overhead: not measured: {why}; the agent used {:.2} cores", o.agent_cores);
+        }
+        None => {
+            let _ = writeln!(
+                md,
+                "- Audit overhead: {:.2}% of the target's CPU in the kernel (the budget's judged cost peaked at {:.2}% over a window; {budget}){}; the agent itself used {:.2} cores, the target {:.2} ({})",
+                o.kernel_pct,
+                o.peak_window_pct,
+                if by.is_empty() { String::new() } else { format!(": {}", by.join(", ")) },
+                o.agent_cores,
+                o.target_cores,
+                o.rule
+            );
+        }
+    }
+    for b in &o.back_offs {
+        let _ = writeln!(md, "- **Backed off** at {:.1} s ({:.2}% over the budget's window): {}", b.at_s, b.cost_pct, b.action);
     }
 }
 

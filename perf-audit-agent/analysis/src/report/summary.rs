@@ -315,6 +315,7 @@ pub(crate) mod tests {
             ],
             symbols: Vec::new(),
             health: None,
+            overhead: None,
             rerun_command: "sudo perf-audit-agent all -- ./demo-service".into(),
             benchmarks: vec![],
         }

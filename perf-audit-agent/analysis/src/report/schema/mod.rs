@@ -10,6 +10,7 @@
 mod console;
 mod database;
 mod load;
+mod overhead;
 mod symbols;
 mod target;
 
@@ -19,6 +20,7 @@ pub use database::{
     UnusedIndex, WireSummary,
 };
 pub use load::{EndpointStats, LatencyPoint, LatencySeries, LatencySummary, LoadResult};
+pub use overhead::{BackOff, CollectorCost, OverheadSection};
 pub use symbols::{LINE_TABLES_FIX, LoadSegment, ObjectSymbols};
 pub use target::TargetInfo;
 
@@ -79,6 +81,10 @@ pub struct Report {
     /// during the audit, and whether it degraded (`crate::health`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<crate::health::AuditHealth>,
+    /// What the audit cost the target, measured while it ran, and what it
+    /// switched off to stay within `--max-overhead`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overhead: Option<OverheadSection>,
     /// The command that re-runs this audit.
     pub rerun_command: String,
     /// `--bench`: the service's criterion benchmarks (see `bench`).
