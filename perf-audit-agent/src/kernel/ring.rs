@@ -143,23 +143,13 @@ impl<T: StackRecord> RingReader<T> {
 
     /// Hands every record of the process now in the ring to `each`, in
     /// place, with the unwinding of its stack.
-    pub fn drain(&mut self, maps: &mut MapsSnapshot, each: impl FnMut(&T, Unwind<'_>)) {
-        self.drain_until(maps, None, each);
-    }
-
-    /// [`RingReader::drain`], stopping at `until` (the rest stays in the
-    /// ring for the next call): a caller with a deadline of its own (the
-    /// memory profile's recording window) is never held past it by a
-    /// long backlog of stacks to unwind.
-    pub fn drain_until(&mut self, maps: &mut MapsSnapshot, until: Option<std::time::Instant>, mut each: impl FnMut(&T, Unwind<'_>)) {
+    pub fn drain(&mut self, maps: &mut MapsSnapshot, mut each: impl FnMut(&T, Unwind<'_>)) {
         let Some(unwinder) = &self.unwinder else { return };
         let pid = unwinder.pid();
         let mut state = unwinder.lock();
         let mut refreshed = false;
         let ring = self.ring.get_mut();
-        while until.is_none_or(|t| std::time::Instant::now() < t)
-            && let Some(item) = ring.next()
-        {
+        while let Some(item) = ring.next() {
             let Some(record) = view::<T>(&item) else {
                 self.malformed += 1;
                 continue;

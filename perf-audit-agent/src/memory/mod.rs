@@ -188,12 +188,8 @@ struct Stacks {
 
 impl Stacks {
     fn drain(&mut self, maps: &mut MapsSnapshot) {
-        self.drain_until(maps, None);
-    }
-
-    fn drain_until(&mut self, maps: &mut MapsSnapshot, until: Option<Instant>) {
         let Stacks { ring, stacks, truncated } = self;
-        ring.drain_until(maps, until, |sample, unwind| {
+        ring.drain(maps, |sample, unwind| {
             if stacks.contains_key(&sample.site) {
                 return;
             }
@@ -270,10 +266,98 @@ struct Control {
     probes_off: Arc<AtomicBool>,
 }
 
-/// The collector task: the duty cycle (default) or periodic snapshots
-/// (precise), new-site stacks unwound as they arrive, RSS over time.
+/// What the duty cycle hands back when it stops.
+struct DutyCycle {
+    kernel: MemoryKernel,
+    series: Vec<Snapshot>,
+    /// Time allocations were recorded (the sampling share).
+    recorded: Duration,
+    /// Time any probe was attached (what the target paid for).
+    probed: Duration,
+    windows: u64,
+}
+
+/// The allocator probes' duty cycle, on a thread of its own: default mode
+/// opens a [`DEFAULT_WINDOW`] every [`DEFAULT_PERIOD`]; precise mode reads a
+/// snapshot every [`PRECISE_SNAPSHOT`]. Every wait is a plain timed wait on
+/// this thread, so a window closes on time whatever the agent's async
+/// runtime is doing. It did not when the window lived in the collector
+/// task: on the runtime's one worker, behind stack unwinding and a wait for
+/// the shared unwinder's lock, a 100 ms window stayed open 8.7 s and 22.7 s
+/// (measured, demo service, debug agent on a loaded machine), and the
+/// target paid the precise mode's cost meanwhile (issue 19's "attached
+/// 66.5% of the time").
+fn duty_cycle(mut kernel: MemoryKernel, mode: MemoryMode, pid: u32, start: Instant, probes_off: Arc<AtomicBool>, stop: std::sync::mpsc::Receiver<()>) -> Result<DutyCycle> {
+    use std::sync::mpsc::RecvTimeoutError;
+    let stop_requested = |r: std::result::Result<(), RecvTimeoutError>| !matches!(r, Err(RecvTimeoutError::Timeout));
+    let mut series = Vec::new();
+    let mut recorded = Duration::ZERO;
+    let mut probed = Duration::ZERO;
+    let mut attached_since = kernel.attached().then(Instant::now);
+    let mut windows: u64 = if kernel.attached() { 1 } else { 0 };
+    let period = if mode == MemoryMode::Default { DEFAULT_PERIOD } else { PRECISE_SNAPSHOT };
+    // The first window opens at once, as the collector starts.
+    let mut next = Instant::now();
+    loop {
+        if stop_requested(stop.recv_timeout(next.saturating_duration_since(Instant::now()))) {
+            break;
+        }
+        next = (next + period).max(Instant::now());
+        if !target::is_alive(pid) {
+            // Keep what was collected; the engine ends the audit.
+            continue;
+        }
+        if probes_off.load(Ordering::Relaxed) {
+            // Backed off (overhead budget): detach once, keep the rest of
+            // the profile going.
+            if kernel.attached() {
+                kernel.set_recording(false)?;
+                std::thread::sleep(FREE_GRACE);
+                kernel.detach();
+                if let Some(since) = attached_since.take() {
+                    recorded += since.elapsed();
+                    probed += since.elapsed();
+                }
+                series.push(Snapshot { t: start.elapsed().as_secs_f64(), sites: kernel.read_sites()? });
+            }
+        } else if mode == MemoryMode::Default {
+            windows += 1;
+            kernel.set_window(windows)?;
+            let opened = Instant::now();
+            kernel.attach()?;
+            // Every probe (free's included) is in place: record.
+            kernel.set_recording(true)?;
+            let recording = Instant::now();
+            // Stop early if the audit ends during the window.
+            let stop_now = stop_requested(stop.recv_timeout(DEFAULT_WINDOW));
+            kernel.set_recording(false)?;
+            recorded += recording.elapsed();
+            if !stop_now {
+                std::thread::sleep(FREE_GRACE);
+            }
+            // Breakpoints go at once; the kernel's grace periods finish on
+            // a background thread.
+            kernel.detach();
+            probed += opened.elapsed();
+            series.push(Snapshot { t: start.elapsed().as_secs_f64(), sites: kernel.read_sites()? });
+            if stop_now {
+                break;
+            }
+        } else {
+            series.push(Snapshot { t: start.elapsed().as_secs_f64(), sites: kernel.read_sites()? });
+        }
+    }
+    if let Some(since) = attached_since.take() {
+        recorded += since.elapsed();
+        probed += since.elapsed();
+    }
+    Ok(DutyCycle { kernel, series, recorded, probed, windows })
+}
+
+/// The collector task: the probes' duty cycle on its thread, new-site
+/// stacks unwound as they arrive, page faults and mappings, RSS over time.
 async fn run(
-    mut kernel: MemoryKernel,
+    kernel: MemoryKernel,
     mut stacks: Stacks,
     mut growth: Growth,
     pid: u32,
@@ -285,19 +369,18 @@ async fn run(
     let start = Instant::now();
     let kernel_at_start = kernel_seconds(pid);
     let mut kernel_last = kernel_at_start;
-    let mut series = Vec::new();
-    // Time allocations were recorded (the sampling share), and time any
-    // probe was attached (what the target paid for).
-    let mut recorded = Duration::ZERO;
-    let mut probed = Duration::ZERO;
-    let mut attached_since = kernel.attached().then(Instant::now);
-    let mut windows: u64 = if kernel.attached() { 1 } else { 0 };
     let mut peak_rss = 0u64;
     let mut current_rss = 0u64;
-    let tick_every = if mode == MemoryMode::Default { DEFAULT_PERIOD } else { PRECISE_SNAPSHOT };
-    let mut tick = tokio::time::interval(tick_every);
+    // The probes' duty cycle runs on a thread of its own: a window must
+    // close on time whatever the agent's async work is doing (see
+    // `duty_cycle`).
+    let (stop_duty, duty_stopped) = std::sync::mpsc::channel::<()>();
+    let duty = std::thread::Builder::new()
+        .name("memory-windows".into())
+        .spawn(move || duty_cycle(kernel, mode, pid, start, probes_off, duty_stopped))
+        .map_err(|e| Error::internal(format!("cannot start the memory window thread: {e}")))?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_maps = Instant::now();
     let mut drain_tick = tokio::time::interval(crate::kernel::stack_copy::DRAIN_INTERVAL);
     drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut rss_tick = tokio::time::interval(faults::RSS_INTERVAL);
@@ -315,82 +398,22 @@ async fn run(
             _ = stacks.ring.readable() => stacks.drain(&mut maps),
             _ = tick.tick() => {
                 if !target::is_alive(pid) {
-                    // Keep what was collected; the engine ends the audit.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
-                }
-                if probes_off.load(Ordering::Relaxed) {
-                    // Backed off (overhead budget): detach once, keep the
-                    // rest of the profile going.
-                    if kernel.attached() {
-                        kernel.set_recording(false)?;
-                        tokio::time::sleep(FREE_GRACE).await;
-                        kernel.detach();
-                        if let Some(since) = attached_since.take() {
-                            recorded += since.elapsed();
-                            probed += since.elapsed();
-                        }
-                        series.push(Snapshot { t: start.elapsed().as_secs_f64(), sites: kernel.read_sites()? });
-                    }
-                } else if mode == MemoryMode::Default {
-                    windows += 1;
-                    kernel.set_window(windows)?;
-                    let opened = Instant::now();
-                    kernel.attach()?;
-                    // Every probe (free's included) is in place: record.
-                    kernel.set_recording(true)?;
-                    let recording = Instant::now();
-                    // Stop early if the audit ends during the window. The
-                    // window closes on time whatever the backlog: the end
-                    // is checked first, new-site stacks are unwound only
-                    // until it, and the page-fault ring waits for the
-                    // window's end (it is drained between windows). A
-                    // window held open by the agent's own work is what the
-                    // target pays for: every allocation traps meanwhile.
-                    let deadline = recording + DEFAULT_WINDOW;
-                    let window_end = tokio::time::sleep_until(deadline.into());
-                    tokio::pin!(window_end);
-                    let mut stop_now = false;
-                    loop {
-                        tokio::select! {
-                            biased;
-                            _ = &mut window_end => break,
-                            _ = &mut stopped => { stop_now = true; break }
-                            _ = stacks.ring.readable() => stacks.drain_until(&mut maps, Some(deadline)),
-                        }
-                    }
-                    kernel.set_recording(false)?;
-                    recorded += recording.elapsed();
-                    if !stop_now {
-                        tokio::time::sleep(FREE_GRACE).await;
-                    }
-                    // Breakpoints go at once; the kernel's grace periods
-                    // finish on a background thread.
-                    kernel.detach();
-                    probed += opened.elapsed();
-                    series.push(Snapshot { t: start.elapsed().as_secs_f64(), sites: kernel.read_sites()? });
-                    if stop_now {
-                        break;
-                    }
-                } else {
-                    series.push(Snapshot { t: start.elapsed().as_secs_f64(), sites: kernel.read_sites()? });
                 }
                 if let Some((rss_now, hwm)) = rss_and_peak(pid) {
                     current_rss = rss_now;
                     peak_rss = peak_rss.max(hwm).max(rss_now);
                 }
                 kernel_last = kernel_seconds(pid).or(kernel_last);
-                if last_maps.elapsed() >= Duration::from_secs(1) {
-                    let _ = maps.refresh(pid);
-                    last_maps = Instant::now();
-                }
+                let _ = maps.refresh(pid);
             }
         }
     }
-    if let Some(since) = attached_since.take() {
-        recorded += since.elapsed();
-        probed += since.elapsed();
-    }
+    let _ = stop_duty.send(());
+    let DutyCycle { mut kernel, mut series, recorded, probed, windows } = tokio::task::spawn_blocking(move || duty.join())
+        .await
+        .map_err(|e| Error::internal(format!("the memory window thread: {e}")))?
+        .map_err(|_| Error::internal("the memory window thread panicked".to_string()))??;
     // As at a window's end: stop recording, keep watching frees a moment,
     // then detach (free's link closes first).
     kernel.set_recording(false)?;
