@@ -456,6 +456,7 @@ fn executions() -> Vec<Execution> {
         fd,
         sql: Some(sql.into()),
         site: Some(site.clone()),
+        ..Default::default()
     };
     let mut out = Vec::new();
     for r in 0..40u32 {
@@ -591,6 +592,7 @@ pub fn database_section() -> DatabaseSection {
         }],
         n_plus_one,
         per_item_transactions: Vec::new(),
+        chatty_requests: Vec::new(),
         wire: WireSummary {
             traced: true,
             connections: 8,

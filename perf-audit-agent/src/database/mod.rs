@@ -15,7 +15,8 @@
 //!   its first bytes and its user stack. The agent parses the frontend
 //!   protocol into executions and unwinds each stack to the innermost frame
 //!   of the owner's code: the function and line that issued the query, with
-//!   no change to the service. [`analysis`] finds N+1 loops in them.
+//!   no change to the service. [`analysis`] finds N+1 loops in them, and
+//!   `chatty` requests making many round trips from different call sites.
 //!
 //! [`DatabaseCollector`] is the only orchestration: the engine starts it
 //! before collection and finishes it after, and gets a [`DatabaseSection`]
@@ -283,6 +284,7 @@ impl DatabaseCollector {
         let rule = BurstRule::default();
         section.n_plus_one = analysis::detect_n_plus_one(&executions, &rule);
         section.per_item_transactions = analysis::detect_per_item_transactions(&executions, &rule);
+        section.chatty_requests = perf_audit_analysis::database::chatty::detect_chatty_requests(&executions, &Default::default());
         let sites = analysis::call_sites_by_statement(&executions);
 
         let end = match self.db.as_mut() {
@@ -379,12 +381,22 @@ fn symbolize_capture(pid: u32, capture: WireCapture, summary: &mut WireSummary, 
         .map(|user| RawCpuStack::call_site(pid, user.clone()))
         .collect();
     let profile = symbolizer.cpu_profile(&raw, &capture.maps, &capture.exe);
-    let sites: Vec<Option<CallSite>> = profile
+    // Per stack, the owner's frames innermost first: the call site, then
+    // its callers (the handler that sequences a request's statements).
+    let sites: Vec<Option<(CallSite, std::sync::Arc<[CallSite]>)>> = profile
         .stacks
         .iter()
         .map(|s| {
-            let frame = s.frames.iter().rev().map(|id| profile.frame(*id)).find(|f| f.origin == Origin::Owner)?;
-            Some(CallSite { function: frame.display_name(), file: frame.file.clone(), line: frame.line })
+            let owners: Vec<CallSite> = s
+                .frames
+                .iter()
+                .rev()
+                .map(|id| profile.frame(*id))
+                .filter(|f| f.origin == Origin::Owner)
+                .map(|frame| CallSite { function: frame.display_name(), file: frame.file.clone(), line: frame.line })
+                .collect();
+            let (site, callers) = owners.split_first()?;
+            Some((site.clone(), callers.into()))
         })
         .collect();
     let mut executions: Vec<Execution> = capture
@@ -392,7 +404,8 @@ fn symbolize_capture(pid: u32, capture: WireCapture, summary: &mut WireSummary, 
         .into_iter()
         .map(|(ts_ns, tid, fd, sql, fingerprint)| {
             let stack = capture.sites.get(&fingerprint).copied();
-            Execution { ts_ns, tid, fd, sql, site: stack.and_then(|i| sites.get(i).cloned().flatten()) }
+            let (site, callers) = stack.and_then(|i| sites.get(i).cloned().flatten()).unzip();
+            Execution { ts_ns, tid, fd, sql, site, callers: callers.unwrap_or_default() }
         })
         .collect();
     analysis::fill_texts_from_call_sites(&mut executions);

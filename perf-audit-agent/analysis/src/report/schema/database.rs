@@ -30,6 +30,9 @@ pub struct DatabaseSection {
     /// Transactions opened once per item of a loop.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub per_item_transactions: Vec<crate::database::analysis::PerItemTransaction>,
+    /// Requests making many sequential round trips from different call sites.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub chatty_requests: Vec<crate::database::chatty::ChattyRequest>,
     pub wire: WireSummary,
 }
 
