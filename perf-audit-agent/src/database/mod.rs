@@ -304,6 +304,7 @@ impl DatabaseCollector {
             section.duplicate_indexes = section::duplicate_index_rows(indexes);
             if let Some(db) = self.db.as_mut() {
                 section.missing_indexes = missing_indexes(db, &section.statements, tables, indexes).await;
+                plan_unused_at_scale(db, &executions, &section.statements, &mut section.unused_indexes).await;
             }
         }
         for row in &mut section.statements {
@@ -419,6 +420,44 @@ fn symbolize_capture(pid: u32, capture: WireCapture, summary: &mut WireSummary, 
 
 
 
+
+/// Whether a statement seen during the audit would read through each
+/// unused index once its table is large: each statement on the index's
+/// table is planned with sequential scans priced out
+/// (`thresholds::AT_SCALE_METHOD`), once per table. Texts from the wire
+/// are what the service sent, so one that cannot be planned leaves the
+/// question open (no drop advised); pg_stat_statements texts of other
+/// clients are normalised (`interval $3` for a literal), so theirs that
+/// cannot be planned are skipped.
+async fn plan_unused_at_scale(db: &mut Db, executions: &[Execution], statements: &[StatementRow], unused: &mut [UnusedIndex]) {
+    use perf_audit_analysis::database::thresholds::{plan_uses_index, statements_on_table};
+    let wire: BTreeSet<&str> = executions.iter().filter_map(|e| e.sql.as_deref()).collect();
+    let mut texts: Vec<&str> = wire.iter().copied().collect();
+    texts.extend(statements.iter().map(|s| s.query.as_str()).filter(|q| !wire.contains(q)));
+    let mut plans: HashMap<String, Vec<(String, Option<serde_json::Value>)>> = HashMap::new();
+    for u in unused.iter_mut() {
+        if !plans.contains_key(&u.table) {
+            let mut planned = Vec::new();
+            for sql in statements_on_table(texts.iter().copied(), &u.table) {
+                planned.push((sql.to_string(), db.explain_at_scale(sql).await.ok()));
+            }
+            plans.insert(u.table.clone(), planned);
+        }
+        u.plan_checked = true;
+        for (sql, plan) in &plans[&u.table] {
+            match plan {
+                Some(plan) => {
+                    u.statements_planned += 1;
+                    if u.used_at_scale_by.is_none() && plan_uses_index(plan, &u.index) {
+                        u.used_at_scale_by = Some(sql.clone());
+                    }
+                }
+                None if wire.contains(sql.as_str()) => u.statements_unplanned += 1,
+                None => {}
+            }
+        }
+    }
+}
 
 /// Explains the heaviest read statements and proposes an index for each
 /// filtered sequential scan of a large table that no index covers.

@@ -401,7 +401,7 @@ fn table(name: &str, rows: i64, seq_scans: i64, seq_rows_read: i64, idx_scans: i
 }
 
 fn unused(table: &str, index: &str, definition: &str) -> UnusedIndex {
-    UnusedIndex { schema: "public".into(), table: table.into(), index: index.into(), size_bytes: 16_384, definition: definition.into(), drop_sql: format!("DROP INDEX CONCURRENTLY {index};") }
+    UnusedIndex { schema: "public".into(), table: table.into(), index: index.into(), size_bytes: 16_384, definition: definition.into(), drop_sql: format!("DROP INDEX CONCURRENTLY {index};"), ..Default::default() }
 }
 
 fn statement(query: &str, calls: i64, rows: i64) -> StatementRow {
@@ -428,6 +428,14 @@ fn database_fixture() -> DatabaseSection {
             unused("tags", "tags_search_gin", "CREATE INDEX tags_search_gin ON public.tags USING gin (labels)"),
             unused("orders", "orders_note_idx", "CREATE INDEX orders_note_idx ON public.orders USING btree (note)"),
             unused("orders", "orders_ref_key", "CREATE UNIQUE INDEX orders_ref_key ON public.orders USING btree (ref)"),
+            // Never scanned during the audit, but the customer lookup's plan
+            // reads through it once sequential scans are priced out.
+            UnusedIndex {
+                used_at_scale_by: Some("SELECT id FROM orders WHERE customer_id = $1".into()),
+                plan_checked: true,
+                statements_planned: 2,
+                ..unused("orders", "orders_customer_idx", "CREATE INDEX orders_customer_idx ON public.orders USING btree (customer_id)")
+            },
         ],
         statements: vec![
             statement("SELECT * FROM users", 600, 3_060_000),
@@ -453,6 +461,8 @@ fn an_index_seen_unused_on_a_tiny_table_is_not_dropped_and_the_thresholds_are_st
         crate::report::markdown::render(&report)
     };
     assert!(md.contains("*Not advised*: dropping tags_search_gin"), "{md}");
+    assert!(md.contains("*Not advised*: dropping orders_customer_idx, never scanned, because a statement seen during the audit would use it once orders is large"), "{md}");
+    assert!(!md.contains("DROP INDEX CONCURRENTLY orders_customer_idx"), "{md}");
     assert!(!md.contains("DROP INDEX CONCURRENTLY tags_search_gin"), "{md}");
 }
 
