@@ -448,7 +448,7 @@ async fn plan_unused_at_scale(db: &mut Db, executions: &[Execution], statements:
             match plan {
                 Some(plan) => {
                     u.statements_planned += 1;
-                    if u.used_at_scale_by.is_none() && plan_uses_index(plan, &u.index) {
+                    if u.used_at_scale_by.is_none() && plan_uses_index(plan, &u.index, &u.definition, sql) {
                         u.used_at_scale_by = Some(sql.clone());
                     }
                 }

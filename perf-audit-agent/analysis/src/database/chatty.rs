@@ -20,7 +20,10 @@
 //!   consecutive executions: one round trip, wherever the database is)
 //!   before it; the oldest such chain continues first (requests running at
 //!   once advance in turn);
-//! - a call site run again starts a new chain (the next request runs the
+//! - a step is a (call site, statement) pair: call sites whose stacks the
+//!   kernel fingerprinted alike (the same library path, the owner's frames
+//!   beyond the fingerprint's reach) are still told apart by their text;
+//! - a step run again starts a new chain (the next request runs the
 //!   same steps again: this is what separates back-to-back requests of a
 //!   closed-loop client, whose gaps look like round trips), except right
 //!   after itself: a loop, one step here (the N+1 rule's business);
@@ -179,11 +182,14 @@ pub fn detect_chatty_requests(executions: &[Execution], rule: &ChattyRule) -> Ve
             lines.entry(key(f)).or_default().insert(f.line);
         }
     }
-    let site_ids: BTreeMap<&CallSite, usize> = {
+    // A step is a (call site, statement): two call sites whose stacks share
+    // a fingerprint are one site on the wire (see `kernel::db`), their
+    // statements still tell them apart.
+    let step_ids: BTreeMap<(&CallSite, Option<&str>), usize> = {
         let mut m = BTreeMap::new();
         for &i in &by_time {
             let next = m.len();
-            m.entry(executions[i].site.as_ref().unwrap()).or_insert(next);
+            m.entry((executions[i].site.as_ref().unwrap(), executions[i].sql.as_deref())).or_insert(next);
         }
         m
     };
@@ -217,7 +223,7 @@ pub fn detect_chatty_requests(executions: &[Execution], rule: &ChattyRule) -> Ve
                 closed.append(&mut open);
                 continue;
             }
-            let site = site_ids[e.site.as_ref().unwrap()];
+            let site = step_ids[&(e.site.as_ref().unwrap(), e.sql.as_deref())];
             let statement = e.sql.clone().unwrap_or_else(|| format!("{UNKNOWN_TEXT} at line {:?}", e.site.as_ref().and_then(|s| s.line)));
             let mut k = 0;
             while k < open.len() {
@@ -279,8 +285,9 @@ pub fn detect_chatty_requests(executions: &[Execution], rule: &ChattyRule) -> Ve
         for &i in &longest.members {
             let e = &executions[i];
             let s = e.site.clone().unwrap();
-            if steps.last().is_none_or(|(last, _)| *last != s) {
-                steps.push((s, e.sql.clone().unwrap_or_else(|| UNKNOWN_TEXT.into())));
+            let sql = e.sql.clone().unwrap_or_else(|| UNKNOWN_TEXT.into());
+            if steps.last().is_none_or(|(last, last_sql)| *last != s || *last_sql != sql) {
+                steps.push((s, sql));
             }
         }
         let first_frame = frame_of(&executions[longest.members[0]]).unwrap();
@@ -425,6 +432,26 @@ mod tests {
             assert!((c.saved_ms_per_request - 5.0 * c.round_trip_ms).abs() < 1e-3);
             assert!(!c.writes);
         }
+    }
+
+    /// Two call sites of the same library path fingerprinted alike in the
+    /// kernel come out as one stack (the first one seen): steps 2, 3 and 5
+    /// carry the stacks of steps 1 and 4; their statements tell them apart.
+    #[test]
+    fn call_sites_merged_by_their_stack_fingerprint_are_still_separate_steps() {
+        let mut execs = service(0.2, 20.0, 6, true);
+        let stack_of = |line: u32, execs: &[Execution]| execs.iter().find(|e| e.callers.first().and_then(|c| c.line) == Some(line)).map(|e| (e.site.clone(), e.callers.clone())).unwrap();
+        let (first, fourth) = (stack_of(40, &execs), stack_of(43, &execs));
+        for e in execs.iter_mut() {
+            match e.callers.first().and_then(|c| c.line) {
+                Some(41 | 42) => (e.site, e.callers) = first.clone(),
+                Some(44) => (e.site, e.callers) = fourth.clone(),
+                _ => {}
+            }
+        }
+        let found = detect_chatty_requests(&execs, &ChattyRule::default());
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!((found[0].function.function.as_str(), found[0].median_round_trips, found[0].median_statements), ("svc::handlers::profile", 6, 6));
     }
 
     #[test]

@@ -62,16 +62,32 @@ pub fn statements_on_table<'a>(queries: impl IntoIterator<Item = &'a str>, table
     out
 }
 
-/// Whether an EXPLAIN (FORMAT JSON) plan reads through `index` (any node
-/// whose "Index Name" is it: index, index-only and bitmap index scans).
-pub fn plan_uses_index(plan: &serde_json::Value, index: &str) -> bool {
-    match plan {
-        serde_json::Value::Object(m) => {
-            m.get("Index Name").and_then(|v| v.as_str()).is_some_and(|n| n == index) || m.values().any(|v| plan_uses_index(v, index))
+/// Whether an EXPLAIN (FORMAT JSON) plan of `sql` reads through `index`
+/// (defined by `definition`, `pg_get_indexdef`) for what it is: a node on
+/// the index with an index condition (index, index-only and bitmap index
+/// scans), or a scan without one that serves the statement's ORDER BY
+/// (its first key is the index's first column). A full scan of an index
+/// with neither is only the planner's substitute for the sequential scan
+/// that was priced out (any index on the table would do), not a use.
+pub fn plan_uses_index(plan: &serde_json::Value, index: &str, definition: &str, sql: &str) -> bool {
+    let orders = || {
+        let first = definition.rfind(" (").map(|i| &definition[i + 2..]).and_then(|c| c.split([',', ')', ' ']).next()).unwrap_or_default().trim_matches('"');
+        let upper = sql.to_ascii_uppercase();
+        let key = upper.rfind("ORDER BY").map(|i| &sql[i + 8..]).and_then(|k| k.split([',', ' ', ')']).find(|w| !w.is_empty())).unwrap_or_default();
+        let key = key.rsplit('.').next().unwrap_or(key).trim_matches('"');
+        !first.is_empty() && key.eq_ignore_ascii_case(first)
+    };
+    fn walk(v: &serde_json::Value, index: &str, orders: &dyn Fn() -> bool) -> bool {
+        match v {
+            serde_json::Value::Object(m) => {
+                let on_it = m.get("Index Name").and_then(|v| v.as_str()).is_some_and(|n| n == index);
+                (on_it && (m.contains_key("Index Cond") || orders())) || m.values().any(|v| walk(v, index, orders))
+            }
+            serde_json::Value::Array(a) => a.iter().any(|v| walk(v, index, orders)),
+            _ => false,
         }
-        serde_json::Value::Array(a) => a.iter().any(|v| plan_uses_index(v, index)),
-        _ => false,
     }
+    walk(plan, index, &orders)
 }
 
 fn table<'a>(db: &'a DatabaseSection, schema: &str, name: &str) -> Option<&'a TableRow> {
@@ -202,10 +218,25 @@ mod tests {
                 {"Node Type": "Bitmap Index Scan", "Index Name": "tags_labels_gin", "Index Cond": "(labels @> $1)"}]}}]"#,
         )
         .unwrap();
-        assert!(plan_uses_index(&plan, "tags_labels_gin"));
-        assert!(!plan_uses_index(&plan, "tags_pkey"));
+        let gin = "CREATE INDEX tags_labels_gin ON public.tags USING gin (labels)";
+        let search = "SELECT id FROM tags WHERE labels @> $1";
+        assert!(plan_uses_index(&plan, "tags_labels_gin", gin, search));
+        assert!(!plan_uses_index(&plan, "tags_pkey", "CREATE UNIQUE INDEX tags_pkey ON public.tags USING btree (id)", search));
         let seq: serde_json::Value = serde_json::from_str(r#"[{"Plan": {"Node Type": "Seq Scan", "Relation Name": "tags", "Filter": "(labels @> $1)"}}]"#).unwrap();
-        assert!(!plan_uses_index(&seq, "tags_labels_gin"));
+        assert!(!plan_uses_index(&seq, "tags_labels_gin", gin, search));
+        // The demo's country search with sequential scans priced out: a full
+        // scan of the last-login index stands in for the sequential scan
+        // (no condition, and the rows are sorted by signup_at): not a use.
+        let stand_in: serde_json::Value = serde_json::from_str(
+            r#"[{"Plan": {"Node Type": "Limit", "Plans": [{"Node Type": "Sort", "Sort Key": ["signup_at DESC"], "Plans": [
+                {"Node Type": "Index Scan", "Index Name": "users_last_login_at_idx", "Relation Name": "users", "Filter": "(country = $1)"}]}]}}]"#,
+        )
+        .unwrap();
+        let last_login = "CREATE INDEX users_last_login_at_idx ON public.users USING btree (last_login_at)";
+        let by_country = "SELECT id, name, country FROM users WHERE country = $1 ORDER BY signup_at DESC LIMIT 20";
+        assert!(!plan_uses_index(&stand_in, "users_last_login_at_idx", last_login, by_country));
+        // ... but a scan without condition that gives the ORDER BY is one.
+        assert!(plan_uses_index(&stand_in, "users_last_login_at_idx", last_login, "SELECT id FROM users ORDER BY last_login_at DESC LIMIT 20"));
     }
 
     #[test]
