@@ -48,7 +48,7 @@ pub fn unused_rule() -> String {
 pub fn statements_on_table<'a>(queries: impl IntoIterator<Item = &'a str>, table: &str) -> Vec<&'a str> {
     let mut out: Vec<&str> = Vec::new();
     for q in queries {
-        let first = q.trim_start().split_whitespace().next().unwrap_or_default().to_ascii_uppercase();
+        let first = q.split_whitespace().next().unwrap_or_default().to_ascii_uppercase();
         if !matches!(first.as_str(), "SELECT" | "WITH" | "UPDATE" | "DELETE" | "INSERT" | "MERGE" | "VALUES" | "TABLE") {
             continue;
         }
