@@ -66,6 +66,9 @@ const WIRE_DRAIN: std::time::Duration = std::time::Duration::from_millis(10);
 const FD_REFRESH: std::time::Duration = std::time::Duration::from_millis(50);
 /// Statements explained for missing indexes (heaviest first).
 const EXPLAINED_STATEMENTS: usize = 5;
+/// Statements planned per table with an unused index (about a millisecond
+/// each): a table touched by more statements keeps its indexes (unknown).
+const PLANNED_PER_TABLE: usize = 100;
 
 /// One statement seen on the wire: (ts, tid, fd, normalised sql, stack fingerprint).
 type WireExecution = (u64, u32, u32, Option<String>, u64);
@@ -434,26 +437,30 @@ async fn plan_unused_at_scale(db: &mut Db, executions: &[Execution], statements:
     let wire: BTreeSet<&str> = executions.iter().filter_map(|e| e.sql.as_deref()).collect();
     let mut texts: Vec<&str> = wire.iter().copied().collect();
     texts.extend(statements.iter().map(|s| s.query.as_str()).filter(|q| !wire.contains(q)));
-    let mut plans: HashMap<String, Vec<(String, Option<serde_json::Value>)>> = HashMap::new();
+    // Per table: (statement, None beyond the bound, else its plan if it could be made).
+    type Plans = Vec<(String, Option<Option<serde_json::Value>>)>;
+    let mut plans: HashMap<String, Plans> = HashMap::new();
     for u in unused.iter_mut() {
         if !plans.contains_key(&u.table) {
             let mut planned = Vec::new();
-            for sql in statements_on_table(texts.iter().copied(), &u.table) {
-                planned.push((sql.to_string(), db.explain_at_scale(sql).await.ok()));
+            for (k, sql) in statements_on_table(texts.iter().copied(), &u.table).into_iter().enumerate() {
+                // Beyond the bound, not planned: unknown (no drop advised).
+                let plan = if k < PLANNED_PER_TABLE { Some(db.explain_at_scale(sql).await.ok()) } else { None };
+                planned.push((sql.to_string(), plan));
             }
             plans.insert(u.table.clone(), planned);
         }
         u.plan_checked = true;
         for (sql, plan) in &plans[&u.table] {
             match plan {
-                Some(plan) => {
+                Some(Some(plan)) => {
                     u.statements_planned += 1;
                     if u.used_at_scale_by.is_none() && plan_uses_index(plan, &u.index, &u.definition, sql) {
                         u.used_at_scale_by = Some(sql.clone());
                     }
                 }
-                None if wire.contains(sql.as_str()) => u.statements_unplanned += 1,
-                None => {}
+                Some(None) if !wire.contains(sql.as_str()) => {}
+                Some(None) | None => u.statements_unplanned += 1,
             }
         }
     }
