@@ -85,6 +85,44 @@ impl Demo {
     }
 }
 
+impl Demo {
+    /// The back-office endpoints (`backoffice.rs`), each planted defect
+    /// beside its twin, one request after the other.
+    /// A user's pace: 5 ms between two requests, and a pause between two
+    /// rounds drawn from an exponential distribution (80 ms on average,
+    /// fixed seed), so the once-per-round statements arrive at random as
+    /// independent users' requests do: a client sending the same requests
+    /// in lockstep, each the moment the previous answer arrives, makes a
+    /// once-per-request statement as regular as a loop (the N+1 rule's
+    /// stated limit: run 2 of this test without pauses reported the tag
+    /// search and the export as N+1 at 9.3 ms "round trips", the period of
+    /// the lockstep).
+    fn back_office_load(&self, rounds: usize, limit: Duration) -> usize {
+        let start = Instant::now();
+        let mut done = 0;
+        let mut seed: u64 = 0x5eed;
+        while done < rounds && start.elapsed() < limit {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let u = ((seed >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+            std::thread::sleep(Duration::from_secs_f64(-u.ln() * 0.080));
+            let id = 1 + done * 37 % 5000;
+            for path in [
+                format!("/dashboard/{id}"),
+                format!("/dashboard/fast/{id}"),
+                "/jobs/run".to_string(),
+                "/events/export".to_string(),
+                "/events/recent".to_string(),
+                format!("/tags/search?label=l{}", done % 7),
+            ] {
+                std::thread::sleep(Duration::from_millis(5));
+                assert_eq!(self.get(&path), 200, "{path}");
+            }
+            done += 1;
+        }
+        done
+    }
+}
+
 impl Drop for Demo {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -95,6 +133,10 @@ impl Drop for Demo {
 /// Starts the agent on `pid`, waits until it is collecting, drives the
 /// load, and returns the finished run.
 fn audit_under_load(demo: &Demo, extra: &[&str]) -> (std::process::Output, tempfile::TempDir, usize) {
+    audit_with_load(demo, extra, |demo| demo.load(150, Duration::from_secs(7)))
+}
+
+fn audit_with_load(demo: &Demo, extra: &[&str], load: impl FnOnce(&Demo) -> usize) -> (std::process::Output, tempfile::TempDir, usize) {
     let tmp = tempfile::tempdir().unwrap();
     let out_dir = tmp.path().join("out");
     let pid = demo.child.id().to_string();
@@ -115,7 +157,7 @@ fn audit_under_load(demo: &Demo, extra: &[&str]) -> (std::process::Output, tempf
         }
     }
     assert!(seen.contains("auditing"), "the agent did not start:\n{seen}");
-    let rounds = demo.load(150, Duration::from_secs(7));
+    let rounds = load(demo);
     let mut rest = String::new();
     let _ = stderr.read_to_string(&mut rest);
     let mut output = agent.wait_with_output().unwrap();
@@ -263,4 +305,77 @@ fn without_pg_stat_statements_the_audit_says_how_to_enable_it_and_completes_from
     assert!(statements.iter().any(|s| s["query"].as_str().unwrap().contains("WHERE country = $1") && s["mean_ms"].is_null()), "{statements:#?}");
     // Index statistics do not need the extension.
     assert!(db["unused_indexes"].as_array().unwrap().iter().any(|u| u["index"] == "users_last_login_at_idx"));
+}
+
+/// The back-office endpoints of the demo, each planted database defect
+/// beside a twin doing the same work the right way: a dashboard making six
+/// round trips one after the other (`chatty-requests` at the handler) and
+/// its one-query twin (nothing); a job runner with one transaction per job
+/// (`per-item-transaction`, never an N+1 on BEGIN or COMMIT); the whole
+/// events table per request (`unbounded-result-set`) and its paged twin
+/// (nothing); the GIN index of a 60-row table that the tag search never
+/// reads today but needs once the table grows (no drop advised, and the
+/// report says why).
+#[test]
+fn database_profile_judges_the_back_office_by_its_planted_defects_and_spares_their_twins() {
+    let pg = PrivatePostgres::start().expect("private PostgreSQL");
+    let demo = Demo::start(&pg.url());
+    let (output, tmp, rounds) = audit_with_load(&demo, &[], |demo| demo.back_office_load(200, Duration::from_secs(7)));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "agent failed:\n{stderr}");
+    assert!(rounds >= 15, "only {rounds} load rounds ran");
+    let (report, md) = read_report(&tmp);
+    let findings = report["findings"].as_array().unwrap();
+    for f in findings {
+        eprintln!("finding: {} {} {} at {}:{} -- {}", f["severity"], f["rule"], f["function"], f["file"], f["line"], f["evidence"]);
+    }
+    let src = std::fs::read_to_string(workspace_root().join("examples/demo-service/src/backoffice.rs")).unwrap();
+    let lines_of = |fn_name: &str| -> std::ops::RangeInclusive<u64> {
+        let lines: Vec<&str> = src.lines().collect();
+        let start = lines.iter().position(|l| l.contains(&format!("fn {fn_name}("))).expect("fn in backoffice.rs");
+        let end = start + lines[start..].iter().position(|l| *l == "}").expect("end of fn");
+        (start as u64 + 1)..=(end as u64 + 1)
+    };
+    let of = |rule: &str| -> Vec<&serde_json::Value> { findings.iter().filter(|f| f["rule"] == rule).collect() };
+
+    // (a) Six round trips per request at the handler, at one of its lines; (b) not its twin.
+    let chatty = of("chatty-requests");
+    assert_eq!(chatty.len(), 1, "one chatty handler:\n{md}");
+    assert_eq!(chatty[0]["function"], "demo_service::backoffice::dashboard", "{}", chatty[0]);
+    assert!(lines_of("dashboard").contains(&chatty[0]["line"].as_u64().unwrap()), "{}", chatty[0]);
+    let c = &report["database"]["chatty_requests"][0];
+    assert_eq!(c["median_round_trips"], 6, "{c}");
+    // Not every dashboard is seen whole: steps whose stacks share a kernel
+    // fingerprint with another step and whose text is unknown look like a
+    // step run again and split the request (26 to 39 of 40-49 dashboards
+    // in four runs); a third is far above what a false chain would give.
+    eprintln!("chatty: {} of {rounds} dashboards seen whole", c["requests"]);
+    assert!(c["requests"].as_u64().unwrap() * 3 >= rounds as u64, "{} of {rounds} dashboards seen chatty: {c}", c["requests"]);
+    assert!(!findings.iter().any(|f| f["function"].as_str().unwrap().contains("dashboard_fast")), "the twin:\n{md}");
+
+    // (c) One transaction per job, and BEGIN/COMMIT never an N+1.
+    let tx = of("per-item-transaction");
+    assert_eq!(tx.len(), 1, "{md}");
+    assert_eq!(tx[0]["function"], "demo_service::backoffice::run_jobs", "{}", tx[0]);
+    for n in of("n-plus-one-query") {
+        let e = n["evidence"].as_str().unwrap();
+        assert!(!e.starts_with("`BEGIN`") && !e.starts_with("`COMMIT`"), "{n}");
+        // The lock and update run once per job inside the loop: a query per item of that loop.
+        assert_eq!(n["function"], "demo_service::backoffice::run_jobs", "{n}");
+    }
+
+    // (d) The whole table per request; the paged twin is bounded.
+    let unbounded = of("unbounded-result-set");
+    assert_eq!(unbounded.len(), 1, "{md}");
+    assert!(unbounded[0]["evidence"].as_str().unwrap().starts_with("`SELECT * FROM events` has no LIMIT"), "{}", unbounded[0]);
+    assert_eq!(unbounded[0]["function"], "demo_service::backoffice::export_events", "{}", unbounded[0]);
+
+    // (e) The tag search's GIN index is never scanned on 60 rows, but a
+    // seen statement would read through it at scale: no drop, and why.
+    let gin = report["database"]["unused_indexes"].as_array().unwrap().iter().find(|u| u["index"] == "tags_labels_gin").unwrap_or_else(|| panic!("{md}"));
+    assert_eq!(gin["plan_checked"], true, "{gin}");
+    assert!(gin["used_at_scale_by"].as_str().unwrap().contains("labels @>"), "{gin}");
+    assert!(!of("unused-index").iter().any(|f| f["function"] == "index tags_labels_gin"), "{md}");
+    assert!(md.contains("*Not advised*: dropping tags_labels_gin, never scanned, because a statement seen during the audit would use it once tags is large"), "{md}");
+    assert!(!md.contains("DROP INDEX CONCURRENTLY tags_labels_gin"), "{md}");
 }

@@ -64,7 +64,7 @@ impl IntoResponse for AppError {
     }
 }
 
-type AppResult<T> = Result<T, AppError>;
+pub type AppResult<T> = Result<T, AppError>;
 
 pub async fn health() -> &'static str {
     "ok\n"

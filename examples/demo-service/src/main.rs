@@ -11,6 +11,7 @@
 //! service creates and seeds its schema, then prints `listening on
 //! http://ADDR` once it serves, so a script can wait for that line.
 
+mod backoffice;
 mod db;
 mod handlers;
 mod stats;
@@ -90,6 +91,9 @@ async fn run() -> Result<(), String> {
     db::prepare(&pool)
         .await
         .map_err(|e| format!("cannot create or seed the schema: {e}"))?;
+    backoffice::prepare(&pool)
+        .await
+        .map_err(|e| format!("cannot create or seed the back-office tables: {e}"))?;
     handlers::write_report_template()
         .await
         .map_err(|e| format!("cannot write the report template: {e}"))?;
@@ -125,6 +129,12 @@ fn router(state: AppState) -> Router {
         .route("/stats", get(handlers::stats))
         .route("/score/{id}", get(handlers::score))
         .route("/profile/{id}", get(handlers::profile))
+        .route("/dashboard/{id}", get(backoffice::dashboard))
+        .route("/dashboard/fast/{id}", get(backoffice::dashboard_fast))
+        .route("/jobs/run", get(backoffice::run_jobs))
+        .route("/events/export", get(backoffice::export_events))
+        .route("/events/recent", get(backoffice::recent_events))
+        .route("/tags/search", get(backoffice::search_tags))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             stats::record_latency,

@@ -456,6 +456,7 @@ fn executions() -> Vec<Execution> {
         fd,
         sql: Some(sql.into()),
         site: Some(site.clone()),
+        ..Default::default()
     };
     let mut out = Vec::new();
     for r in 0..40u32 {
@@ -581,6 +582,10 @@ pub fn database_section() -> DatabaseSection {
             size_bytes: 75_882_496,
             definition: "CREATE INDEX idx_entries_memo ON public.entries USING btree (memo)".into(),
             drop_sql: "DROP INDEX CONCURRENTLY idx_entries_memo;".into(),
+            plan_checked: true,
+            used_at_scale_by: None,
+            statements_planned: 2,
+            statements_unplanned: 0,
         }],
         duplicate_indexes: vec![DuplicateIndex {
             table: "accounts".into(),
@@ -591,6 +596,7 @@ pub fn database_section() -> DatabaseSection {
         }],
         n_plus_one,
         per_item_transactions: Vec::new(),
+        chatty_requests: Vec::new(),
         wire: WireSummary {
             traced: true,
             connections: 8,

@@ -15,7 +15,8 @@
 //!   its first bytes and its user stack. The agent parses the frontend
 //!   protocol into executions and unwinds each stack to the innermost frame
 //!   of the owner's code: the function and line that issued the query, with
-//!   no change to the service. [`analysis`] finds N+1 loops in them.
+//!   no change to the service. [`analysis`] finds N+1 loops in them, and
+//!   `chatty` requests making many round trips from different call sites.
 //!
 //! [`DatabaseCollector`] is the only orchestration: the engine starts it
 //! before collection and finishes it after, and gets a [`DatabaseSection`]
@@ -65,6 +66,9 @@ const WIRE_DRAIN: std::time::Duration = std::time::Duration::from_millis(10);
 const FD_REFRESH: std::time::Duration = std::time::Duration::from_millis(50);
 /// Statements explained for missing indexes (heaviest first).
 const EXPLAINED_STATEMENTS: usize = 5;
+/// Statements planned per table with an unused index (about a millisecond
+/// each): a table touched by more statements keeps its indexes (unknown).
+const PLANNED_PER_TABLE: usize = 100;
 
 /// One statement seen on the wire: (ts, tid, fd, normalised sql, stack fingerprint).
 type WireExecution = (u64, u32, u32, Option<String>, u64);
@@ -283,6 +287,7 @@ impl DatabaseCollector {
         let rule = BurstRule::default();
         section.n_plus_one = analysis::detect_n_plus_one(&executions, &rule);
         section.per_item_transactions = analysis::detect_per_item_transactions(&executions, &rule);
+        section.chatty_requests = perf_audit_analysis::database::chatty::detect_chatty_requests(&executions, &Default::default());
         let sites = analysis::call_sites_by_statement(&executions);
 
         let end = match self.db.as_mut() {
@@ -302,6 +307,7 @@ impl DatabaseCollector {
             section.duplicate_indexes = section::duplicate_index_rows(indexes);
             if let Some(db) = self.db.as_mut() {
                 section.missing_indexes = missing_indexes(db, &section.statements, tables, indexes).await;
+                plan_unused_at_scale(db, &executions, &section.statements, &mut section.unused_indexes).await;
             }
         }
         for row in &mut section.statements {
@@ -379,12 +385,22 @@ fn symbolize_capture(pid: u32, capture: WireCapture, summary: &mut WireSummary, 
         .map(|user| RawCpuStack::call_site(pid, user.clone()))
         .collect();
     let profile = symbolizer.cpu_profile(&raw, &capture.maps, &capture.exe);
-    let sites: Vec<Option<CallSite>> = profile
+    // Per stack, the owner's frames innermost first: the call site, then
+    // its callers (the handler that sequences a request's statements).
+    let sites: Vec<Option<(CallSite, std::sync::Arc<[CallSite]>)>> = profile
         .stacks
         .iter()
         .map(|s| {
-            let frame = s.frames.iter().rev().map(|id| profile.frame(*id)).find(|f| f.origin == Origin::Owner)?;
-            Some(CallSite { function: frame.display_name(), file: frame.file.clone(), line: frame.line })
+            let owners: Vec<CallSite> = s
+                .frames
+                .iter()
+                .rev()
+                .map(|id| profile.frame(*id))
+                .filter(|f| f.origin == Origin::Owner)
+                .map(|frame| CallSite { function: frame.display_name(), file: frame.file.clone(), line: frame.line })
+                .collect();
+            let (site, callers) = owners.split_first()?;
+            Some((site.clone(), callers.into()))
         })
         .collect();
     let mut executions: Vec<Execution> = capture
@@ -392,7 +408,8 @@ fn symbolize_capture(pid: u32, capture: WireCapture, summary: &mut WireSummary, 
         .into_iter()
         .map(|(ts_ns, tid, fd, sql, fingerprint)| {
             let stack = capture.sites.get(&fingerprint).copied();
-            Execution { ts_ns, tid, fd, sql, site: stack.and_then(|i| sites.get(i).cloned().flatten()) }
+            let (site, callers) = stack.and_then(|i| sites.get(i).cloned().flatten()).unzip();
+            Execution { ts_ns, tid, fd, sql, site, callers: callers.unwrap_or_default() }
         })
         .collect();
     analysis::fill_texts_from_call_sites(&mut executions);
@@ -406,6 +423,48 @@ fn symbolize_capture(pid: u32, capture: WireCapture, summary: &mut WireSummary, 
 
 
 
+
+/// Whether a statement seen during the audit would read through each
+/// unused index once its table is large: each statement on the index's
+/// table is planned with sequential scans priced out
+/// (`thresholds::AT_SCALE_METHOD`), once per table. Texts from the wire
+/// are what the service sent, so one that cannot be planned leaves the
+/// question open (no drop advised); pg_stat_statements texts of other
+/// clients are normalised (`interval $3` for a literal), so theirs that
+/// cannot be planned are skipped.
+async fn plan_unused_at_scale(db: &mut Db, executions: &[Execution], statements: &[StatementRow], unused: &mut [UnusedIndex]) {
+    use perf_audit_analysis::database::thresholds::{plan_uses_index, statements_on_table};
+    let wire: BTreeSet<&str> = executions.iter().filter_map(|e| e.sql.as_deref()).collect();
+    let mut texts: Vec<&str> = wire.iter().copied().collect();
+    texts.extend(statements.iter().map(|s| s.query.as_str()).filter(|q| !wire.contains(q)));
+    // Per table: (statement, None beyond the bound, else its plan if it could be made).
+    type Plans = Vec<(String, Option<Option<serde_json::Value>>)>;
+    let mut plans: HashMap<String, Plans> = HashMap::new();
+    for u in unused.iter_mut() {
+        if !plans.contains_key(&u.table) {
+            let mut planned = Vec::new();
+            for (k, sql) in statements_on_table(texts.iter().copied(), &u.table).into_iter().enumerate() {
+                // Beyond the bound, not planned: unknown (no drop advised).
+                let plan = if k < PLANNED_PER_TABLE { Some(db.explain_at_scale(sql).await.ok()) } else { None };
+                planned.push((sql.to_string(), plan));
+            }
+            plans.insert(u.table.clone(), planned);
+        }
+        u.plan_checked = true;
+        for (sql, plan) in &plans[&u.table] {
+            match plan {
+                Some(Some(plan)) => {
+                    u.statements_planned += 1;
+                    if u.used_at_scale_by.is_none() && plan_uses_index(plan, &u.index, &u.definition, sql) {
+                        u.used_at_scale_by = Some(sql.clone());
+                    }
+                }
+                Some(None) if !wire.contains(sql.as_str()) => {}
+                Some(None) | None => u.statements_unplanned += 1,
+            }
+        }
+    }
+}
 
 /// Explains the heaviest read statements and proposes an index for each
 /// filtered sequential scan of a large table that no index covers.

@@ -200,6 +200,27 @@ impl Db {
         explain_generic_on(&mut self.conn, self.server_version_num, sql).await
     }
 
+    /// The generic plan of `sql` with sequential scans priced out
+    /// (`SET LOCAL enable_seqscan = off`), in a transaction that is always
+    /// rolled back: the plan the table would get once large (see
+    /// `thresholds::AT_SCALE_METHOD`). Read-only: nothing is written.
+    pub async fn explain_at_scale(&mut self, sql: &str) -> Result<serde_json::Value, String> {
+        let version = self.server_version_num;
+        let mut tx = self.conn.begin().await.map_err(one_line)?;
+        let result = async {
+            sqlx::raw_sql("/* perf-audit */ SET LOCAL enable_seqscan = off").execute(&mut *tx).await.map_err(one_line)?;
+            explain_generic_on(&mut tx, version, sql).await
+        }
+        .await;
+        let _ = tx.rollback().await;
+        if result.is_err() {
+            // A prepared statement outlives the rolled-back transaction
+            // when its EXPLAIN failed after the PREPARE.
+            let _ = sqlx::raw_sql("/* perf-audit */ DEALLOCATE perf_audit_explain").execute(&mut self.conn).await;
+        }
+        result
+    }
+
     /// Total cost of the generic plan before and after creating the index
     /// (`create_sql` without CONCURRENTLY), inside a transaction that is
     /// always rolled back. Only on the private throwaway server.

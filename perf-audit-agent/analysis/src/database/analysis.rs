@@ -47,7 +47,7 @@ pub struct CallSite {
 }
 
 /// One execution seen on the wire.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Execution {
     pub ts_ns: u64,
     pub tid: u32,
@@ -56,6 +56,10 @@ pub struct Execution {
     pub sql: Option<String>,
     /// The innermost frame of the target's own code, when the stack reached it.
     pub site: Option<CallSite>,
+    /// The owner's frames above `site`, innermost first (the function that
+    /// called the call site's function, and so on up to the handler and
+    /// beyond); shared by every execution of one stack.
+    pub callers: std::sync::Arc<[CallSite]>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -163,12 +167,12 @@ pub fn fill_texts_from_call_sites(executions: &mut [Execution]) -> u64 {
     filled
 }
 
-fn opens_transaction(sql: &str) -> bool {
+pub(crate) fn opens_transaction(sql: &str) -> bool {
     let q = sql.trim_start().to_ascii_uppercase();
     q.starts_with("BEGIN") || q.starts_with("START TRANSACTION")
 }
 
-fn closes_transaction(sql: &str) -> bool {
+pub(crate) fn closes_transaction(sql: &str) -> bool {
     let q = sql.trim_start().to_ascii_uppercase();
     ["COMMIT", "END", "ROLLBACK", "ABORT"].iter().any(|k| q.starts_with(k)) && !q.starts_with("ROLLBACK TO")
 }
@@ -476,7 +480,7 @@ mod tests {
     }
 
     fn ex(ms: f64, sql: &str, s: &CallSite) -> Execution {
-        Execution { ts_ns: (ms * 1e6) as u64, tid: 1, fd: 9, sql: Some(sql.into()), site: Some(s.clone()) }
+        Execution { ts_ns: (ms * 1e6) as u64, tid: 1, fd: 9, sql: Some(sql.into()), site: Some(s.clone()), ..Default::default() }
     }
 
     #[test]
@@ -520,7 +524,7 @@ mod tests {
     }
 
     fn exec_at(ms: f64, tid: u32, fd: u32, sql: &str, s: &CallSite) -> Execution {
-        Execution { ts_ns: (ms * 1e6) as u64, tid, fd, sql: Some(sql.into()), site: Some(s.clone()) }
+        Execution { ts_ns: (ms * 1e6) as u64, tid, fd, sql: Some(sql.into()), site: Some(s.clone()), ..Default::default() }
     }
 
     /// Requests arriving at random every `interval_ms` on average, on 2

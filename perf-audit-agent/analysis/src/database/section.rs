@@ -176,6 +176,7 @@ pub fn unused_index_rows(indexes: &[IndexStat]) -> Vec<UnusedIndex> {
             size_bytes: i.size_bytes,
             definition: i.definition.clone(),
             drop_sql: format!("DROP INDEX CONCURRENTLY {};", qualified(&i.schema, &i.index)),
+            ..Default::default()
         })
         .collect()
 }

@@ -18,6 +18,7 @@ mod slow_query;
 mod unused_index;
 mod unbounded_result_set;
 mod per_item_transaction;
+mod chatty_requests;
 #[cfg(test)]
 mod precision_tests;
 mod memory_leak;
@@ -179,6 +180,7 @@ pub fn all_rules() -> Vec<Box<dyn Rule>> {
         Box::new(unused_index::UnusedIndex),
         Box::new(unbounded_result_set::UnboundedResultSet),
         Box::new(per_item_transaction::PerItemTransaction),
+        Box::new(chatty_requests::ChattyRequests),
         Box::new(memory_leak::MemoryLeak::default()),
         Box::new(unbounded_growth::UnboundedGrowth::default()),
         Box::new(allocation_churn::AllocationChurn::hot_path()),

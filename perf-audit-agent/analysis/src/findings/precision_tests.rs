@@ -360,7 +360,7 @@ fn per_item_transaction_executions() -> Vec<Execution> {
         for _ in 0..40 {
             for (i, (sql, line)) in [("BEGIN", 30), ("SELECT state FROM jobs WHERE id = $1", 31), ("UPDATE jobs SET state = $2 WHERE id = $1", 32), ("COMMIT", 33)].into_iter().enumerate() {
                 // The task moves between worker threads; its connection stays.
-                out.push(Execution { ts_ns: t, tid: 7 + i as u32 % 2, fd: 12, sql: Some(sql.into()), site: site(line) });
+                out.push(Execution { ts_ns: t, tid: 7 + i as u32 % 2, fd: 12, sql: Some(sql.into()), site: site(line), ..Default::default() });
                 t += 300_000;
             }
         }
@@ -401,7 +401,7 @@ fn table(name: &str, rows: i64, seq_scans: i64, seq_rows_read: i64, idx_scans: i
 }
 
 fn unused(table: &str, index: &str, definition: &str) -> UnusedIndex {
-    UnusedIndex { schema: "public".into(), table: table.into(), index: index.into(), size_bytes: 16_384, definition: definition.into(), drop_sql: format!("DROP INDEX CONCURRENTLY {index};") }
+    UnusedIndex { schema: "public".into(), table: table.into(), index: index.into(), size_bytes: 16_384, definition: definition.into(), drop_sql: format!("DROP INDEX CONCURRENTLY {index};"), ..Default::default() }
 }
 
 fn statement(query: &str, calls: i64, rows: i64) -> StatementRow {
@@ -428,6 +428,14 @@ fn database_fixture() -> DatabaseSection {
             unused("tags", "tags_search_gin", "CREATE INDEX tags_search_gin ON public.tags USING gin (labels)"),
             unused("orders", "orders_note_idx", "CREATE INDEX orders_note_idx ON public.orders USING btree (note)"),
             unused("orders", "orders_ref_key", "CREATE UNIQUE INDEX orders_ref_key ON public.orders USING btree (ref)"),
+            // Never scanned during the audit, but the customer lookup's plan
+            // reads through it once sequential scans are priced out.
+            UnusedIndex {
+                used_at_scale_by: Some("SELECT id FROM orders WHERE customer_id = $1".into()),
+                plan_checked: true,
+                statements_planned: 2,
+                ..unused("orders", "orders_customer_idx", "CREATE INDEX orders_customer_idx ON public.orders USING btree (customer_id)")
+            },
         ],
         statements: vec![
             statement("SELECT * FROM users", 600, 3_060_000),
@@ -453,6 +461,8 @@ fn an_index_seen_unused_on_a_tiny_table_is_not_dropped_and_the_thresholds_are_st
         crate::report::markdown::render(&report)
     };
     assert!(md.contains("*Not advised*: dropping tags_search_gin"), "{md}");
+    assert!(md.contains("*Not advised*: dropping orders_customer_idx, never scanned, because a statement seen during the audit would use it once orders is large"), "{md}");
+    assert!(!md.contains("DROP INDEX CONCURRENTLY orders_customer_idx"), "{md}");
     assert!(!md.contains("DROP INDEX CONCURRENTLY tags_search_gin"), "{md}");
 }
 
@@ -505,6 +515,52 @@ fn next_steps_follow_from_the_findings() {
     assert!(steps.contains("1. Fix the 1 P1 finding(s): `svc::a`\n2. When convenient, the 1 P2 finding(s): `svc::b`"), "{steps}");
 }
 
+// ------------------------------------------------------------ fixture 6
+
+/// One handler making six lookups one after the other (each from its own
+/// db function, awaited at its own line), its twin reading the same in
+/// one query, and a checkout running six statements in one transaction;
+/// requests one at a time from a closed-loop client (the gap between two
+/// requests looks like a round trip), under a latency middleware.
+fn chatty_executions() -> Vec<Execution> {
+    let cs = |f: &str, file: &str, l: u32| CallSite { function: f.into(), file: Some(file.into()), line: Some(l) };
+    let mw = cs("svc::middleware::track_metrics", "/svc/src/middleware.rs", 31);
+    let (mut out, mut transactions) = (Vec::new(), Vec::new());
+    let mut t = 0u64;
+    let mut push = |t: &mut u64, sql: &str, site: CallSite, callers: Vec<CallSite>| {
+        out.push(Execution { ts_ns: *t, tid: 7 + (*t / 300_000 % 2) as u32, fd: 12 + (*t / 300_000 % 3) as u32, sql: Some(sql.into()), site: Some(site), callers: callers.into() });
+        *t += 300_000;
+    };
+    for _ in 0..60 {
+        for (k, table) in ["users", "subscriptions", "orders", "user_tags", "avatars", "settings"].iter().enumerate() {
+            let sql = format!("SELECT * FROM {table} WHERE user_id = $1");
+            push(&mut t, &sql, cs(&format!("svc::db::{table}"), "/svc/src/db.rs", 10 * k as u32 + 5), vec![cs("svc::handlers::profile", "/svc/src/handlers.rs", 40 + k as u32), mw.clone()]);
+        }
+        push(&mut t, "SELECT u.name, s.plan FROM users u JOIN subscriptions s ON s.user_id = u.id WHERE u.id = $1", cs("svc::db::profile_page", "/svc/src/db.rs", 90), vec![cs("svc::handlers::profile_fast", "/svc/src/handlers.rs", 60), mw.clone()]);
+        let checkout = |l| cs("svc::handlers::checkout", "/svc/src/handlers.rs", l);
+        // One transaction holds its connection: same fd throughout.
+        let fd = 20;
+        for (k, sql) in ["BEGIN", "SELECT n FROM carts WHERE id = $1", "UPDATE stock SET n = n - 1 WHERE id = $1", "INSERT INTO orders (cart) VALUES ($1)", "DELETE FROM carts WHERE id = $1", "INSERT INTO audit (what) VALUES ($1)", "UPDATE users SET orders = orders + 1 WHERE id = $1", "COMMIT"].iter().enumerate() {
+            transactions.push(Execution { ts_ns: t, tid: 8, fd, sql: Some(sql.to_string()), site: Some(checkout(70 + k as u32)), callers: vec![mw.clone()].into() });
+            t += 300_000;
+        }
+    }
+    out.extend(transactions);
+    out
+}
+
+#[test]
+fn six_round_trips_per_request_are_chatty_at_the_handler_and_its_one_query_twin_and_a_transaction_are_not() {
+    let ex = chatty_executions();
+    let section = DatabaseSection { chatty_requests: crate::database::chatty::detect_chatty_requests(&ex, &Default::default()), ..Default::default() };
+    let f = evaluate(&Evidence { cpu: None, async_runtime: None, database: Some(&section), memory: None });
+    let chatty: Vec<&Finding> = f.iter().filter(|x| x.rule == "chatty-requests").collect();
+    assert_eq!(chatty.len(), 1, "{f:#?}");
+    assert_eq!((chatty[0].function.as_str(), chatty[0].line), ("svc::handlers::profile", Some(40)));
+    assert!(chatty[0].evidence.contains("60 requests each made a median 6 (max 6) round trips"), "{}", chatty[0].evidence);
+    assert!(!f.iter().any(|x| x.function.contains("profile_fast") || x.function.contains("checkout") || x.function.contains("middleware")), "{f:#?}");
+}
+
 // ------------------------------------------------------------ summary
 
 /// A fixture: its name, the findings reported, and the (rule, function)
@@ -530,6 +586,8 @@ fn fixtures() -> Vec<Fixture> {
     };
     let stdout = stdout_analysis();
     let stdout_findings = evaluate(&Evidence { cpu: None, async_runtime: Some(&stdout), database: None, memory: None });
+    let chatty_section = DatabaseSection { chatty_requests: crate::database::chatty::detect_chatty_requests(&chatty_executions(), &Default::default()), ..Default::default() };
+    let chatty_findings = evaluate(&Evidence { cpu: None, async_runtime: None, database: Some(&chatty_section), memory: None });
     let startup = startup_statements();
     let startup_findings = evaluate(&Evidence { cpu: None, async_runtime: None, database: Some(&startup), memory: None });
     vec![
@@ -558,6 +616,11 @@ fn fixtures() -> Vec<Fixture> {
             "tiny table with a used GIN index, whole table per request",
             db_findings,
             vec![("unused-index", "index orders_note_idx"), ("unbounded-result-set", "svc::handlers::list_users")],
+        ),
+        (
+            "six round trips per request, a one-query twin, a transaction",
+            chatty_findings,
+            vec![("chatty-requests", "svc::handlers::profile")],
         ),
     ]
 }

@@ -3,7 +3,9 @@
 //! constraint. It costs disk, cache and a write on every insert. P2.
 //! Only with the evidence of `database::thresholds`: a table large enough
 //! that the planner would use an index, read often enough during a long
-//! enough audit (a GIN index on a 60-row table looks unused and is not).
+//! enough audit (a GIN index on a 60-row table looks unused and is not),
+//! and no statement seen during the audit whose plan would read through it
+//! once the table is large (`thresholds::AT_SCALE_METHOD`).
 
 use super::{Category, Complexity, Evidence, Finding, Level, Rule, Severity};
 

@@ -279,7 +279,7 @@ mod tests {
             -- High-impact indexes\n\
             -- for: SELECT * FROM users WHERE country = $1 ORDER BY signup_at DESC (12 calls, plan cost 2042 -> 12 with it)\n\
             CREATE INDEX CONCURRENTLY idx_users_country_signup_at ON users (country, signup_at DESC);\n\
-            -- Unused indexes (no scan since statistics were reset, not backing a primary-key or unique constraint, on a table of at least 10000 rows read at least 100 times during an audit of at least 10 s)\n\
+            -- Unused indexes (no scan since statistics were reset, not backing a primary-key or unique constraint, on a table of at least 10000 rows read at least 100 times during an audit of at least 10 s, and each statement seen on its table planned with sequential scans priced out (`SET LOCAL enable_seqscan = off`, generic plan, in a rolled-back transaction) does not read through it)\n\
             DROP INDEX CONCURRENTLY idx_users_name;  -- 1536.0 KiB on users\n\
             -- Duplicate indexes\n\
             DROP INDEX CONCURRENTLY idx_users_country;  -- covered by idx_users_country_signup_at\n\

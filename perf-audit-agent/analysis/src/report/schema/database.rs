@@ -30,6 +30,9 @@ pub struct DatabaseSection {
     /// Transactions opened once per item of a loop.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub per_item_transactions: Vec<crate::database::analysis::PerItemTransaction>,
+    /// Requests making many sequential round trips from different call sites.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub chatty_requests: Vec<crate::database::chatty::ChattyRequest>,
     pub wire: WireSummary,
 }
 
@@ -119,6 +122,17 @@ pub struct UnusedIndex {
     pub definition: String,
     /// Rows written to the table during the audit (each maintains the index).
     pub drop_sql: String,
+    /// Whether the statements seen on its table were planned with
+    /// sequential scans priced out (`database::thresholds::AT_SCALE_METHOD`).
+    pub plan_checked: bool,
+    /// A statement seen during the audit whose plan, the table being large,
+    /// reads through this index: never advised dropped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub used_at_scale_by: Option<String>,
+    /// Statements seen on its table that were planned for that check, and
+    /// those that could not be (then whether they need it is unknown).
+    pub statements_planned: u64,
+    pub statements_unplanned: u64,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
