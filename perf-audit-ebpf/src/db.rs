@@ -10,8 +10,11 @@
 //! `DB_PAYLOAD_BYTES` written (PostgreSQL frontend messages, parsed by the
 //! agent) and a fingerprint of its user stack (the code addresses in the
 //! `DB_FINGERPRINT_BYTES` above the stack pointer, as the memory profile
-//! keys allocation sites). The stack itself is copied only for a
-//! fingerprint not seen before (`DB_KNOWN_STACKS`, LRU): one `DbStackEvent`
+//! keys allocation sites), mixed with the statement's identity (the first
+//! message's type and statement name, see `statement_identity`) and the
+//! connection: two call sites whose innermost 1 KiB are the same I/O
+//! frames, as through sqlx, still differ by what they run. The stack itself is copied only for a
+//! key not seen before (`DB_KNOWN_STACKS`, LRU): one `DbStackEvent`
 //! in `DB_STACKS` per call site, unwound by the agent, so each query is
 //! tied to the code that sent it without a 32 KiB copy per write. A full
 //! ring drops the write (or the new site's stack, retried on the next write
@@ -146,10 +149,6 @@ fn on_write(ctx: &TracePointContext, syscall: u32) -> u32 {
         len = iov[1];
     }
     let regs = stack::user_regs();
-    let site = match &regs {
-        Some(r) => fingerprint(r.sp),
-        None => 0,
-    };
 
     let Some(mut entry) = DB_EVENTS.reserve::<DbWriteRecord>(0) else {
         bump(Counter::DbWritesDroppedRingFull);
@@ -159,7 +158,7 @@ fn on_write(ctx: &TracePointContext, syscall: u32) -> u32 {
     let comm = bpf_get_current_comm().unwrap_or([0u8; TASK_COMM_LEN]);
     // SAFETY: `record` points at a reserved record of the right size; every
     // write below stays inside its fields.
-    unsafe {
+    let identity = unsafe {
         let payload = core::ptr::addr_of_mut!((*record).payload) as *mut u8;
         // Read a full prefix; when the buffer ends within an unmapped page,
         // read exactly `len` (bounded for the verifier).
@@ -183,10 +182,25 @@ fn on_write(ctx: &TracePointContext, syscall: u32) -> u32 {
         core::ptr::addr_of_mut!((*record).syscall).write(syscall);
         core::ptr::addr_of_mut!((*record).len).write(len);
         core::ptr::addr_of_mut!((*record).ts_ns).write(bpf_ktime_get_ns());
-        core::ptr::addr_of_mut!((*record).site).write(site);
         core::ptr::addr_of_mut!((*record).payload_len).write(copied);
         core::ptr::addr_of_mut!((*record).comm).write(comm);
-    }
+        statement_identity(payload, copied)
+    };
+    // Call sites whose stack fingerprints collide (through sqlx, the
+    // innermost 1 KiB of two call sites can be the same I/O frames) still
+    // get one stack each when they run different statements. Statement
+    // names are numbered per connection (`sqlx_s_3` is one statement on
+    // one connection and another elsewhere), so the connection is in the
+    // key too: one stack copy per call site, statement and connection, the
+    // first time only. The fingerprint comes last: its loop has the most
+    // verifier paths, and less code after it keeps the program under the
+    // verifier's budget.
+    let site = match &regs {
+        Some(r) => mix(mix(fingerprint(r.sp), identity), fd) | 1,
+        None => 0,
+    };
+    // SAFETY: as above, a field of the reserved record.
+    unsafe { core::ptr::addr_of_mut!((*record).site).write(site) };
     // No wake-up per write: at thousands of writes a second, waking the
     // agent for each one costs the target more than the tracing itself;
     // the agent drains the ring on a short timer instead.
@@ -204,6 +218,42 @@ fn on_write(ctx: &TracePointContext, syscall: u32) -> u32 {
         let _ = DB_KNOWN_STACKS.remove(&site);
     }
     0
+}
+
+/// The statement a write is about, as far as its first message tells: its
+/// type, then its body up to the end of the statement's name (a Bind:
+/// `portal\0statement\0`; a Parse: `statement\0` and the start of the
+/// text; a simple Query: the start of the text), at most `SPAN` bytes.
+/// Parameter values never enter it (they follow the name), so one
+/// statement on one connection is one identity, whatever it is bound to.
+///
+/// # Safety
+/// `payload` points at `DB_PAYLOAD_BYTES` readable bytes, `copied` of them
+/// valid.
+#[inline(always)]
+unsafe fn statement_identity(payload: *const u8, copied: u32) -> u64 {
+    const SPAN: usize = 24;
+    // SAFETY: offset 0 < DB_PAYLOAD_BYTES.
+    let kind = unsafe { *payload };
+    let names: i64 = if kind == b'B' || kind == b'P' { 2 } else { 1 };
+    let mut h = mix(0x9e37_79b9_7f4a_7c15, u64::from(kind));
+    let mut nuls: i64 = 0;
+    let mut i = 5usize;
+    // Arithmetic only, no branch per byte (the verifier's paths would
+    // multiply with each one): `keep` is 1 while the byte was copied and
+    // the name has not ended; bytes past that mix in as 0.
+    while i < 5 + SPAN {
+        // SAFETY: i < 5 + SPAN < DB_PAYLOAD_BYTES.
+        let b = u64::from(unsafe { *payload.add(i) });
+        let inside = ((i as i64 - i64::from(copied)) >> 63) & 1;
+        let live = (((names - nuls - 1) >> 63) & 1) ^ 1;
+        let keep = inside & live;
+        h = mix(h, b * keep as u64);
+        // A NUL ends a name: (b + 255) >> 8 is 1 for b > 0, 0 for b = 0.
+        nuls += (1 - ((b as i64 + 255) >> 8)) * keep;
+        i += 1;
+    }
+    h
 }
 
 /// Registers and up to `DB_STACK_COPY_BYTES` of user stack for `site`.

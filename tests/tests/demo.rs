@@ -77,8 +77,22 @@ fn the_demo_audit_finds_the_planted_defects_and_writes_a_valid_report() {
         .find(|(r, f, _, _)| r == "n-plus-one-query" && f == "demo_service::db::fetch_authors_one_by_one")
         .unwrap_or_else(|| panic!("no N+1 finding: {found:?}"));
     assert!(n1.2.ends_with("examples/demo-service/src/db.rs") && n1.3 > 0, "{n1:?}");
-    // Planted defects 5 and 6: the unindexed filter and the unused index.
+    // Each statement is tied only to code that issues it: the N+1's SELECT
+    // comes from the loop and the profile page's lookup (through sqlx, the innermost stack of two
+    // call sites can be the same I/O frames; keyed by that alone, it was
+    // once tied to `create_user`, which only INSERTs, and called an N+1
+    // there too).
     let db = &report["database"];
+    let lookup = db["statements"].as_array().unwrap().iter().find(|s| s["query"] == "SELECT id, name, country FROM users WHERE id = $1").expect("the N+1's statement");
+    // (`user_by_id` runs the same statement for the profile page.)
+    for site in lookup["call_sites"].as_array().unwrap() {
+        let f = site["function"].as_str().unwrap_or_default();
+        assert!(f == "demo_service::db::fetch_authors_one_by_one" || f == "demo_service::db::user_by_id", "{lookup:#}");
+    }
+    for (rule, function, _, _) in &found {
+        assert!(rule != "n-plus-one-query" || function == "demo_service::db::fetch_authors_one_by_one", "{found:?}");
+    }
+    // Planted defects 5 and 6: the unindexed filter and the unused index.
     let missing = db["missing_indexes"].as_array().expect("missing_indexes");
     assert!(
         missing.iter().any(|m| m["table"] == "users" && m["create_sql"].as_str().unwrap_or_default().contains("CREATE INDEX CONCURRENTLY") && m["columns"].to_string().contains("country")),
