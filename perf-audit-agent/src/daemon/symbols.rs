@@ -28,7 +28,7 @@ use blazesym::{
 
 use super::{
     collector::StackKey,
-    model::{ProcessLabels, ProcessWindow, WindowKind, WindowLocation, WindowStack},
+    model::{ProcessLabels, ProcessWindow, StackValues, WindowKind, WindowLocation, WindowStack},
 };
 use crate::{
     profile::{Frame, Origin},
@@ -97,16 +97,18 @@ impl WindowSymbolizer {
         self.user.len() + self.kernel.len()
     }
 
-    /// The symbolized window of one process.
+    /// The symbolized window of one process (`kind`: whether off-CPU time
+    /// was recorded, so that its sample type is present even when zero).
     pub fn window<'a>(
         &mut self,
         process: ProcessLabels,
         maps: &MapsSnapshot,
-        stacks: impl IntoIterator<Item = (&'a StackKey, &'a u64)>,
+        stacks: impl IntoIterator<Item = (&'a StackKey, &'a StackValues)>,
         (start, end): (SystemTime, SystemTime),
         frequency_hz: u64,
+        kind: WindowKind,
     ) -> ProcessWindow {
-        let stacks: Vec<(&StackKey, u64)> = stacks.into_iter().map(|(k, c)| (k, *c)).collect();
+        let stacks: Vec<(&StackKey, StackValues)> = stacks.into_iter().map(|(k, v)| (k, *v)).collect();
         // Lookup addresses: the sampled instruction, or the byte before a
         // return address (inside its call).
         let lookup = |i: usize, addr: u64| if i == 0 { addr } else { addr.saturating_sub(1) };
@@ -122,7 +124,7 @@ impl WindowSymbolizer {
         self.resolve_kernel(&kernel_addrs);
 
         let mut window = ProcessWindow {
-            kind: WindowKind::Cpu,
+            kind,
             process,
             start,
             end,
@@ -134,7 +136,7 @@ impl WindowSymbolizer {
         let mut mapping_index: HashMap<u64, usize> = HashMap::new();
         let mut user_locations: HashMap<u64, usize> = HashMap::new();
         let mut kernel_locations: HashMap<u64, usize> = HashMap::new();
-        for (key, count) in stacks {
+        for (key, values) in stacks {
             let mut locations = Vec::with_capacity(key.user.len() + key.kernel.len());
             for (i, addr) in key.kernel.iter().enumerate() {
                 let addr = lookup(i, *addr);
@@ -168,10 +170,21 @@ impl WindowSymbolizer {
                 });
                 locations.push(loc);
             }
-            window.stacks.push(WindowStack { thread: key.thread_name(), locations, count });
+            window.stacks.push(WindowStack {
+                thread: key.thread_name(),
+                locations,
+                count: values.samples,
+                off_cpu_ns: values.off_cpu_ns,
+            });
         }
         // Deterministic order for the encoders.
-        window.stacks.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.locations.cmp(&b.locations)).then_with(|| a.thread.cmp(&b.thread)));
+        window.stacks.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then_with(|| b.off_cpu_ns.cmp(&a.off_cpu_ns))
+                .then_with(|| a.locations.cmp(&b.locations))
+                .then_with(|| a.thread.cmp(&b.thread))
+        });
         window
     }
 
