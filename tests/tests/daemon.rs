@@ -649,7 +649,12 @@ fn off_cpu_time_names_the_blocking_call_in_pprof_and_otlp() {
         "--otlp",
         &format!("http://127.0.0.1:{port}"),
     ]);
-    assert!(daemon.stderr().contains("off-CPU blocks >= 1ms"), "{}", daemon.stderr());
+    // (The start-up line is logged just after the address is handed over.)
+    let start = Instant::now();
+    while !daemon.stderr().contains("off-CPU blocks >= 1ms") {
+        assert!(start.elapsed() < Duration::from_secs(2), "{}", daemon.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     // pprof: a third sample type; the blocked time sits under the sleep,
     // called from run_workers, and none under the hot function.
