@@ -454,12 +454,19 @@ fn a_prometheus_server_scrapes_metrics_and_answers_a_promql_query() {
         (v["status"] == "success").then(|| v["data"]["result"].as_array().cloned().unwrap_or_default())
     };
     // The per-process CPU series, and its rate (CPU cores used) once a few
-    // scrapes are stored.
+    // scrapes are stored: the daemon updates the counter every drain (2 s
+    // here) and Prometheus scrapes every second, so the first two scrapes
+    // can hold the same value (a rate of 0); wait for 5 s of them.
     let promql = format!("rate(perf_audit_process_cpu_seconds_total{{job=\"perf-audit\",pid=\"{pid}\"}}[10s])");
+    let scrapes = format!("count_over_time(perf_audit_process_cpu_seconds_total{{job=\"perf-audit\",pid=\"{pid}\"}}[10s])");
+    let enough = |r: &Vec<serde_json::Value>| {
+        r.first().and_then(|x| x["value"][1].as_str()).and_then(|v| v.parse::<f64>().ok()).is_some_and(|n| n >= 5.0)
+    };
     let start = Instant::now();
     let result = loop {
         let up = std::net::TcpStream::connect(&server).is_ok();
-        let found = if up { query(&promql).filter(|r| !r.is_empty()) } else { None };
+        let stored = up && query(&scrapes).is_some_and(|r| enough(&r));
+        let found = if stored { query(&promql).filter(|r| !r.is_empty()) } else { None };
         if let Some(r) = found {
             break r;
         }

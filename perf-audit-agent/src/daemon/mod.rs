@@ -19,7 +19,7 @@
 //! - **Windows.** Drained stacks accumulate per process ([`procs`]); every
 //!   `--window` (60 s) each process with samples yields one profile
 //!   ([`model::ProcessWindow`]) that is symbolized ([`symbols`]) and sent to
-//!   the sinks (`--push`, `--folded-dir`). Without a sink nothing is
+//!   the sinks (`--push`, `--otlp`, `--folded-dir`). Without a sink nothing is
 //!   symbolized: metrics need only counts.
 //! - **Bounded memory.** Process count, per-window stacks, symbol caches,
 //!   concurrent pprof captures, pushes in flight and HTTP connections all
