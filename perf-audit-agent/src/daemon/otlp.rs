@@ -59,6 +59,9 @@ pub const MAX_REQUEST_BYTES: usize = 3 * 1024 * 1024;
 pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// A location by value: (mapping index, address, lines as (function, line)).
+type LocationKey = (i32, u64, Vec<(i32, i64)>);
+
 /// Builds the requests of one window, process by process.
 pub struct RequestBuilder {
     host: String,
@@ -66,7 +69,7 @@ pub struct RequestBuilder {
     strings: HashMap<String, i32>,
     mappings: HashMap<(u64, u64, u64, i32), i32>,
     functions: HashMap<(i32, i32), i32>,
-    locations: HashMap<(i32, u64, Vec<(i32, i64)>), i32>,
+    locations: HashMap<LocationKey, i32>,
     stacks: HashMap<Vec<i32>, i32>,
     attributes: HashMap<(i32, String), i32>,
     resources: Vec<ResourceProfiles>,
@@ -471,7 +474,7 @@ mod tests {
         let d = r.dictionary.as_ref().unwrap();
         assert_eq!(d.string_table[0], "");
         assert_eq!((d.mapping_table[0].clone(), d.location_table[0].clone()), (Mapping::default(), Location::default()));
-        assert_eq!((d.function_table[0].clone(), d.stack_table[0].clone()), (Function::default(), Stack::default()));
+        assert_eq!((d.function_table[0], d.stack_table[0].clone()), (Function::default(), Stack::default()));
         assert_eq!(r.resource_profiles.len(), 1);
         let attrs = &r.resource_profiles[0].resource.as_ref().unwrap().attributes;
         assert_eq!(attribute(attrs, "host.name"), Some(&Value::StringValue("node-1".into())));
