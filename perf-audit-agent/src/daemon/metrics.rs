@@ -137,6 +137,7 @@ pub fn render(m: &MetricsSnapshot) -> String {
     one("perf_audit_unwind_processes_evicted_total", "counter", "Per-process unwinding states dropped.", m.unwind.processes_evicted.to_string());
     one("perf_audit_unwind_table_objects", "gauge", "Objects whose unwind tables are cached (shared by every process mapping them, by build-id).", m.unwind_objects.to_string());
     one("perf_audit_unwind_table_cache_resets_total", "counter", "Unwind table caches cleared by their size limit.", m.unwind.table_cache_resets.to_string());
+    one("perf_audit_unwind_table_objects_evicted_total", "counter", "Objects whose unwind tables were dropped once no tracked process mapped them.", m.unwind.table_objects_evicted.to_string());
     one("perf_audit_unwind_processes_without_tables", "gauge", "Tracked processes with an executable mapping whose unwind tables could not be loaded (see perf_audit_process_unwind_tables_missing).", m.unwind_processes_without_tables.to_string());
 
     header(&mut out, "perf_audit_map_entries", "gauge", "Entries in the kernel maps at the last drain.");
