@@ -266,6 +266,7 @@ pub async fn run(plan: DaemonPlan) -> Result<()> {
             _ = drain_tick.tick() => {
                 daemon.drain();
                 daemon.prune_sched_threads();
+                daemon.node.release_table_pages();
             }
             _ = ring_tick.tick(), if daemon.ring.is_some() => daemon.drain_ring(),
             Some(request) = capture_rx.recv() => {

@@ -37,6 +37,13 @@ use crate::{
 };
 
 pub const MAX_CACHED_ADDRESSES: usize = 200_000;
+/// The user frame cache is also cleared past this many bytes (names and
+/// paths estimated): a system-wide daemon caches the frames of every
+/// process on the node, and Rust names run to hundreds of bytes, so the
+/// count alone let it grow the daemon's heap by 20 MiB in two windows
+/// (`cargo xtask bench daemon`); 16 MiB keeps the daemon under its 64 MiB
+/// budget with the ring (8 MiB mapped), its binary and the unwind tables.
+pub const MAX_CACHED_BYTES: usize = 16 * 1024 * 1024;
 pub const MAX_CACHED_KERNEL_ADDRESSES: usize = 50_000;
 pub const MAX_OPEN_OBJECTS: usize = 64;
 
@@ -44,6 +51,8 @@ pub struct WindowSymbolizer {
     inner: Symbolizer,
     objects: HashSet<PathBuf>,
     user: HashMap<(PathBuf, u64), Arc<[Frame]>>,
+    /// Estimated bytes of `user`.
+    user_bytes: usize,
     kernel: HashMap<u64, Frame>,
     /// Times a cache or the symbolizer was reset by a limit.
     pub resets: u64,
@@ -70,6 +79,7 @@ impl WindowSymbolizer {
             inner: symbolizer(),
             objects: HashSet::new(),
             user: HashMap::new(),
+            user_bytes: 0,
             kernel: HashMap::new(),
             resets: 0,
         }
@@ -203,8 +213,9 @@ impl WindowSymbolizer {
         for (path, mut offsets) in files {
             offsets.sort_unstable();
             offsets.dedup();
-            if self.user.len() + offsets.len() > MAX_CACHED_ADDRESSES {
+            if self.user.len() + offsets.len() > MAX_CACHED_ADDRESSES || self.user_bytes > MAX_CACHED_BYTES {
                 self.user.clear();
+                self.user_bytes = 0;
                 self.resets += 1;
             }
             if !self.objects.contains(&path) && self.objects.len() >= MAX_OPEN_OBJECTS {
@@ -222,7 +233,9 @@ impl WindowSymbolizer {
             match results {
                 Ok(symbolized) => {
                     for (offset, sym) in offsets.iter().zip(symbolized) {
-                        self.user.insert((path.clone(), *offset), frames_of(sym, &module, owner_object).into());
+                        let frames: Arc<[Frame]> = frames_of(sym, &module, owner_object).into();
+                        self.user_bytes += entry_bytes(&path, &frames);
+                        self.user.insert((path.clone(), *offset), frames);
                     }
                 }
                 Err(_) => {
@@ -253,6 +266,13 @@ impl WindowSymbolizer {
             self.kernel.insert(*addr, kernel_frame(name));
         }
     }
+}
+
+/// Estimated heap bytes of one cached entry: the key's path, the frames'
+/// names and files, and the map's and allocations' overhead.
+fn entry_bytes(path: &std::path::Path, frames: &[Frame]) -> usize {
+    96 + path.as_os_str().len()
+        + frames.iter().map(|f| 64 + f.function.len() + f.file.as_deref().map_or(0, str::len)).sum::<usize>()
 }
 
 fn kernel_frame(function: String) -> Frame {

@@ -117,6 +117,12 @@ impl NodeUnwinder {
         self.tables.release_pages();
     }
 
+    /// Drops the resident pages of the cached objects (every drain, so
+    /// that the file-backed RSS is what one drain interval touches).
+    pub fn release_table_pages(&self) {
+        self.tables.release_pages();
+    }
+
     /// Processes with unwinding state.
     pub fn processes(&self) -> usize {
         self.processes.len()
