@@ -437,7 +437,10 @@ impl Daemon {
     }
 
     fn flush_window(&mut self, end: SystemTime) {
-        let taken = self.registry.take_windows();
+        let mut taken = self.registry.take_windows();
+        // Processes of one executable in a row: its (possibly large) file
+        // is opened once for all of them (see `symbols::MAX_OPEN_BYTES`).
+        taken.sort_by(|a, b| (&a.0.exe, a.0.pid).cmp(&(&b.0.exe, b.0.pid)));
         self.node.evict_exited();
         self.windows += 1;
         let start = std::mem::replace(&mut self.window_start, end);

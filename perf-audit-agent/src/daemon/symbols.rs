@@ -48,11 +48,15 @@ pub const MAX_CACHED_ADDRESSES: usize = 200_000;
 pub const MAX_CACHED_BYTES: usize = 16 * 1024 * 1024;
 pub const MAX_CACHED_KERNEL_ADDRESSES: usize = 50_000;
 pub const MAX_OPEN_OBJECTS: usize = 64;
-/// Sum of the sizes of the files blazesym may hold open at once (one file
-/// larger than this is still opened, alone). Measured without it: 272 MiB
-/// file-backed and 87 MiB anonymous RSS during a window flush on a build
-/// machine running several debug builds (`cargo xtask bench daemon`).
+/// Sum of the sizes of the large files (from [`LARGE_OBJECT_BYTES`])
+/// blazesym may hold open at once: opening one that does not fit releases
+/// the others first (one larger than this is still opened, alone). Small
+/// files (shared libraries) never trigger a release, or every process
+/// would re-open its libc after a large binary. Measured without it: 272
+/// MiB file-backed and 87 MiB anonymous RSS during a window flush on a
+/// build machine running several debug builds (`cargo xtask bench daemon`).
 pub const MAX_OPEN_BYTES: u64 = 64 * 1024 * 1024;
+pub const LARGE_OBJECT_BYTES: u64 = 8 * 1024 * 1024;
 
 pub struct WindowSymbolizer {
     inner: Symbolizer,
@@ -235,7 +239,7 @@ impl WindowSymbolizer {
                     self.resets += 1;
                 }
                 let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                if self.open_bytes + size > MAX_OPEN_BYTES {
+                if size >= LARGE_OBJECT_BYTES && self.open_bytes + size > MAX_OPEN_BYTES {
                     self.release_objects();
                 }
                 self.open_bytes += size;
