@@ -109,7 +109,8 @@ pub struct SymbolizeArgs {
 #[command(after_help = DAEMON_AFTER_HELP)]
 pub struct DaemonArgs {
     /// TOML configuration file (keys: listen, frequency, window, pids,
-    /// processes, cgroups, containers, push, folded_dir, frame_pointers_only).
+    /// processes, cgroups, containers, push, otlp, folded_dir,
+    /// frame_pointers_only, off_cpu, off_cpu_min).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -145,9 +146,24 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "URL")]
     pub push: Option<String>,
 
+    /// Send every window to this OTLP gRPC endpoint as OpenTelemetry
+    /// profiles (a collector's OTLP receiver, e.g. http://otel-collector:4317).
+    #[arg(long, value_name = "URL")]
+    pub otlp: Option<String>,
+
     /// Write every window as collapsed stacks into this directory.
     #[arg(long, value_name = "DIR")]
     pub folded_dir: Option<PathBuf>,
+
+    /// Also record the time threads spend blocked, per stack (sched_switch):
+    /// a second sample type, off_cpu/nanoseconds, in pprof, --push and --otlp.
+    #[arg(long)]
+    pub off_cpu: bool,
+
+    /// With --off-cpu: blocks at least this long are recorded with their
+    /// stack; shorter ones are not attributed [default: 1ms].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub off_cpu_min: Option<std::time::Duration>,
 
     /// Walk frame pointers in the kernel only (cheapest; stacks of binaries
     /// built without frame pointers stop after a frame or two). Default:

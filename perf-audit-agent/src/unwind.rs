@@ -44,6 +44,9 @@ impl Deref for SharedBytes {
 
 /// The unwind-relevant parts of one ELF object.
 pub struct ObjectTables {
+    /// The whole file, mapped read-only; the sections below and every
+    /// module built from them share it.
+    map: Arc<memmap2::Mmap>,
     eh_frame: Option<(Range<u64>, SharedBytes)>,
     eh_frame_hdr: Option<(Range<u64>, SharedBytes)>,
     debug_frame: Option<SharedBytes>,
@@ -95,6 +98,7 @@ impl ObjectTables {
             _ => Vec::new(),
         };
         let tables = ObjectTables {
+            map: map.clone(),
             eh_frame: section(".eh_frame"),
             eh_frame_hdr,
             debug_frame,
@@ -103,6 +107,16 @@ impl ObjectTables {
             debug_frame_only,
         };
         Some((key, tables))
+    }
+
+    /// Whether an unwinder holds a module built from these tables: the
+    /// mapping has more owners than these tables' own fields.
+    fn in_use(&self) -> bool {
+        let own = 1 + [self.eh_frame.is_some(), self.eh_frame_hdr.is_some(), self.debug_frame.is_some(), self.text.is_some()]
+            .iter()
+            .filter(|b| **b)
+            .count();
+        Arc::strong_count(&self.map) > own
     }
 
     /// Load bias of `mapping`: runtime address minus virtual address. The
@@ -269,6 +283,42 @@ impl TableCache {
     /// Number of distinct objects parsed.
     pub fn objects(&self) -> usize {
         self.by_key.len()
+    }
+
+    /// Forgets the objects no unwinder uses any more (every process that
+    /// mapped them exited or was evicted), unmapping their files. Returns
+    /// how many were dropped. The daemon calls it every window: a node's
+    /// short-lived processes (compilers, scripts) would otherwise keep
+    /// their binaries mapped until the cache's size limit.
+    pub fn evict_unused(&mut self) -> usize {
+        let unused: std::collections::HashSet<*const ObjectTables> =
+            self.by_key.values().filter(|t| !t.in_use()).map(Arc::as_ptr).collect();
+        if unused.is_empty() {
+            return 0;
+        }
+        self.by_key.retain(|_, t| !unused.contains(&Arc::as_ptr(t)));
+        self.by_path.retain(|_, t| t.as_ref().is_none_or(|t| !unused.contains(&Arc::as_ptr(t))));
+        let paths: std::collections::HashSet<&PathBuf> = self.by_path.keys().map(|(p, _, _)| p).collect();
+        self.parses.retain(|p, _| paths.contains(p));
+        unused.len()
+    }
+
+    /// Drops the resident pages of every cached object's mapping from this
+    /// process (`MADV_DONTNEED`): they stay in the page cache, and the next
+    /// unwind through an object faults back only the pages it reads (its
+    /// `.eh_frame_hdr` search path and the FDEs it uses). Keeps the daemon's
+    /// file-backed RSS to what one window touches instead of everything
+    /// ever read. Returns the bytes advised.
+    pub fn release_pages(&self) -> usize {
+        let mut bytes = 0;
+        for tables in self.by_key.values() {
+            // SAFETY: a private read-only file mapping: after DONTNEED its
+            // pages are read again from the file, so no data is lost.
+            if unsafe { tables.map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) }.is_ok() {
+                bytes += tables.map.len();
+            }
+        }
+        bytes
     }
 
     /// Each object parsed, by path, with how many times it was parsed.
@@ -708,7 +758,10 @@ mod tests {
     fn bias_uses_the_segment_mapped_from_the_page_aligned_offset() {
         // rustc/lld PIE layout: R segment [0, 0x18240), R+E from 0x18240 at
         // vaddr 0x19240; the kernel maps the latter from offset 0x18000.
+        let exe = File::open("/proc/self/exe").unwrap();
         let tables = ObjectTables {
+            // SAFETY: our own executable, mapped read-only.
+            map: Arc::new(unsafe { memmap2::Mmap::map(&exe) }.unwrap()),
             eh_frame: None,
             eh_frame_hdr: None,
             debug_frame: None,

@@ -365,6 +365,11 @@ pub enum Counter {
     /// mmap/munmap/brk stack samples lost: the ring buffer was full, or
     /// (mmap) `MMAP_PENDING` was full between entry and return.
     MappingDropped = 22,
+    /// Off-CPU blocks long enough for a stack but over the per-CPU budget
+    /// (`OFFCPU_MAX_PER_SEC`, the daemon's bound): counted, not copied.
+    OffCpuRateLimited = 23,
+    /// Their total time blocked (ns).
+    OffCpuRateLimitedNs = 24,
 }
 
 /// Number of slots in `COUNTERS` (room for later collectors).
@@ -372,7 +377,7 @@ pub const COUNTER_SLOTS: u32 = 32;
 
 impl Counter {
     /// Every counter, in slot order.
-    pub const ALL: [Counter; 23] = [
+    pub const ALL: [Counter; 25] = [
         Counter::CpuSamples,
         Counter::CpuSamplesDroppedMapFull,
         Counter::CpuUserStackFailed,
@@ -396,6 +401,8 @@ impl Counter {
         Counter::BrkGrowBytes,
         Counter::BrkShrinkBytes,
         Counter::MappingDropped,
+        Counter::OffCpuRateLimited,
+        Counter::OffCpuRateLimitedNs,
     ];
 
     /// Slot index in `COUNTERS`.
@@ -429,6 +436,8 @@ pub mod names {
     pub const SCHED_STATE: &str = "SCHED_STATE";
     pub const SCHED_TOTALS: &str = "SCHED_TOTALS";
     pub const OFFCPU_MIN_NS: &str = "OFFCPU_MIN_NS";
+    pub const OFFCPU_MAX_PER_SEC: &str = "OFFCPU_MAX_PER_SEC";
+    pub const OFFCPU_BUDGET: &str = "OFFCPU_BUDGET";
     pub const DB_WRITE_PROGRAM: &str = "db_write";
     pub const DB_SENDTO_PROGRAM: &str = "db_sendto";
     pub const DB_WRITEV_PROGRAM: &str = "db_writev";

@@ -38,6 +38,15 @@ pub fn current_target_thread() -> Option<(u32, u32)> {
     TARGET_PIDS.get_ptr(tgid).map(|_| (tgid, tid))
 }
 
+/// Adds `value` to a counter (see [`bump`]).
+#[inline(always)]
+pub fn add(counter: Counter, value: u64) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter.slot()) {
+        // SAFETY: as in `bump`.
+        unsafe { *slot += value };
+    }
+}
+
 #[inline(always)]
 pub fn bump(counter: Counter) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter.slot()) {

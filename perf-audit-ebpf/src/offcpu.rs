@@ -9,13 +9,16 @@
 //! thread's own context, with its user stack exactly at the blocking call)
 //! a sample is emitted only if it blocked for at least `OFFCPU_MIN_NS`.
 //! Short blocks are counted, not stack-attributed; so the stack-copy cost
-//! is bounded by the number of long blocks, not by the switch rate.
+//! is bounded by the number of long blocks, not by the switch rate; and,
+//! when `OFFCPU_MAX_PER_SEC` is set (the daemon, system-wide), by at most
+//! that many stack copies per CPU per second: blocks over the budget are
+//! counted with their time (`OffCpuRateLimited`, `OffCpuRateLimitedNs`).
 
 use aya_ebpf::{
     EbpfContext as _,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{map, tracepoint},
-    maps::HashMap,
+    maps::{HashMap, PerCpuArray},
     programs::TracePointContext,
 };
 use perf_audit_common::{
@@ -24,13 +27,45 @@ use perf_audit_common::{
 };
 
 use crate::{
-    maps::{bump, current_target_thread},
+    maps::{add, bump, current_target_thread},
     stack::{StackSampleHeader, emit_stack_sample},
 };
 
 /// Set by the agent: blocks at least this long are captured with a stack.
 #[unsafe(no_mangle)]
 static OFFCPU_MIN_NS: u64 = 1_000_000;
+
+/// Set by the agent: off-CPU stack copies per CPU per second (0: no limit).
+#[unsafe(no_mangle)]
+static OFFCPU_MAX_PER_SEC: u64 = 0;
+
+/// Per CPU: (the second of the budget, stack copies in it).
+#[map(name = "OFFCPU_BUDGET")]
+static OFFCPU_BUDGET: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Whether this CPU may copy one more off-CPU stack this second.
+#[inline(always)]
+fn within_budget(now: u64) -> bool {
+    // SAFETY: a read of a global set once before load.
+    let max = unsafe { core::ptr::read_volatile(&OFFCPU_MAX_PER_SEC) };
+    if max == 0 {
+        return true;
+    }
+    let Some(slot) = OFFCPU_BUDGET.get_ptr_mut(0) else { return true };
+    let second = now / 1_000_000_000;
+    // SAFETY: this CPU's own slot; programs of one type do not nest on a CPU.
+    unsafe {
+        if (*slot)[0] != second {
+            (*slot)[0] = second;
+            (*slot)[1] = 0;
+        }
+        if (*slot)[1] >= max {
+            return false;
+        }
+        (*slot)[1] += 1;
+    }
+    true
+}
 
 #[map(name = "SCHED_STATE")]
 static SCHED_STATE: HashMap<u32, ThreadSchedState> = HashMap::with_max_entries(SCHED_THREADS_CAPACITY, 0);
@@ -185,6 +220,11 @@ pub fn syscall_exit(ctx: TracePointContext) -> u32 {
                 (*t).short_blocked_ns += blocked;
             }
         }
+        return 0;
+    }
+    if !within_budget(now_ns()) {
+        bump(Counter::OffCpuRateLimited);
+        add(Counter::OffCpuRateLimitedNs, blocked);
         return 0;
     }
     // SAFETY: reads within the tracepoint record.

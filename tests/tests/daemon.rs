@@ -454,12 +454,19 @@ fn a_prometheus_server_scrapes_metrics_and_answers_a_promql_query() {
         (v["status"] == "success").then(|| v["data"]["result"].as_array().cloned().unwrap_or_default())
     };
     // The per-process CPU series, and its rate (CPU cores used) once a few
-    // scrapes are stored.
+    // scrapes are stored: the daemon updates the counter every drain (2 s
+    // here) and Prometheus scrapes every second, so the first two scrapes
+    // can hold the same value (a rate of 0); wait for 5 s of them.
     let promql = format!("rate(perf_audit_process_cpu_seconds_total{{job=\"perf-audit\",pid=\"{pid}\"}}[10s])");
+    let scrapes = format!("count_over_time(perf_audit_process_cpu_seconds_total{{job=\"perf-audit\",pid=\"{pid}\"}}[10s])");
+    let enough = |r: &Vec<serde_json::Value>| {
+        r.first().and_then(|x| x["value"][1].as_str()).and_then(|v| v.parse::<f64>().ok()).is_some_and(|n| n >= 5.0)
+    };
     let start = Instant::now();
     let result = loop {
         let up = std::net::TcpStream::connect(&server).is_ok();
-        let found = if up { query(&promql).filter(|r| !r.is_empty()) } else { None };
+        let stored = up && query(&scrapes).is_some_and(|r| enough(&r));
+        let found = if stored { query(&promql).filter(|r| !r.is_empty()) } else { None };
         if let Some(r) = found {
             break r;
         }
@@ -478,4 +485,228 @@ fn a_prometheus_server_scrapes_metrics_and_answers_a_promql_query() {
     let cores: f64 = result[0]["value"][1].as_str().unwrap().parse().unwrap();
     // One busy thread on a shared 2-core machine.
     assert!(cores > 0.05 && cores <= 1.5, "rate {cores}");
+}
+
+/// Starts tests/otlp/receiver.py (the official OpenTelemetry classes from
+/// PyPI, in the venv `cargo xtask setup` makes) on `port`, writing one JSON
+/// line per request into `out`.
+struct OtlpReceiver {
+    child: std::process::Child,
+}
+
+impl OtlpReceiver {
+    fn start(port: u16, out: &std::path::Path) -> OtlpReceiver {
+        let python = workspace_root().join("tests/otlp/.venv/bin/python");
+        let mut child = std::process::Command::new(&python)
+            .arg(workspace_root().join("tests/otlp/receiver.py"))
+            .args(["--port", &port.to_string(), "--out", out.to_str().unwrap()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e} (the venv is made by `cargo xtask setup`)", python.display()));
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+        assert_eq!(line.trim(), "listening", "the receiver did not start");
+        OtlpReceiver { child }
+    }
+}
+
+impl Drop for OtlpReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until the receiver has written a request whose resources include
+/// every pid in `pids` (with samples), and returns those resources.
+fn otlp_resources(out: &std::path::Path, pids: &[u32], daemon: &Daemon) -> Vec<serde_json::Value> {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(out).unwrap_or_default();
+        let mut found = Vec::new();
+        for line in text.lines() {
+            let request: serde_json::Value = serde_json::from_str(line).expect("the receiver writes JSON lines");
+            assert_eq!(request["zero_values_first"], serde_json::json!([true, true, true, true, true, true]), "{line}");
+            for r in request["resources"].as_array().unwrap() {
+                let pid = r["attributes"]["process.pid"].as_u64();
+                if pid.is_some_and(|p| pids.contains(&(p as u32))) {
+                    found.push(r.clone());
+                }
+            }
+        }
+        let mut seen: Vec<u64> = found.iter().map(|r| r["attributes"]["process.pid"].as_u64().unwrap()).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        if seen.len() == pids.len() && found.len() >= 2 * pids.len() {
+            return found;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no OTLP request for {pids:?} in 30 s: {} requests\n{}",
+            text.lines().count(),
+            daemon.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The OTLP profile of one sample type in a resource.
+fn otlp_profile<'a>(resource: &'a serde_json::Value, sample_type: &str) -> Option<&'a serde_json::Value> {
+    resource["profiles"].as_array().unwrap().iter().find(|p| p["sample_type"][0] == sample_type)
+}
+
+/// (value in samples through `chain[0]`, of which with the rest of `chain`
+/// above it in order), over OTLP samples (frames leaf first).
+fn otlp_chain_coverage(profiles: &[&serde_json::Value], chain: &[&str]) -> (i64, i64) {
+    let (mut hot, mut whole) = (0, 0);
+    for p in profiles {
+        for x in p["samples"].as_array().unwrap() {
+            let names: Vec<&str> =
+                x["frames"].as_array().unwrap().iter().flat_map(|l| l.as_array().unwrap()).map(|n| n.as_str().unwrap()).collect();
+            let value: i64 = x["values"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).sum();
+            let Some(at) = names.iter().position(|n| *n == chain[0]) else { continue };
+            hot += value;
+            let mut rest = chain[1..].iter().peekable();
+            for n in &names[at + 1..] {
+                if rest.peek().is_some_and(|c| *c == n) {
+                    rest.next();
+                }
+            }
+            if rest.peek().is_none() {
+                whole += value;
+            }
+        }
+    }
+    (hot, whole)
+}
+
+#[test]
+fn otlp_requests_decode_with_the_official_opentelemetry_classes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("requests.jsonl");
+    // A default release build (no frame pointers): whole stacks come from
+    // the stack copies.
+    let bin = fixture("cpu-burner", Build::Release);
+    let target = Running::spawn(&bin, &["--seconds", "90"]);
+    let pid = target.pid();
+    // Nothing listens on the endpoint at first: exports fail, are counted
+    // and said in one line, and sampling goes on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let daemon = Daemon::start(&["--pid", &pid.to_string(), "--window", "2s", "--otlp", &endpoint]);
+    let start = Instant::now();
+    while metric(&daemon.metrics(), "perf_audit_otlp_exports_total", &[("result", "failed")]).unwrap_or(0.0) < 1.0 {
+        assert!(start.elapsed() < Duration::from_secs(20), "no failed export counted:\n{}", daemon.stderr());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let failure = daemon.stderr().lines().find(|l| l.contains("OTLP export to")).map(str::to_string).unwrap();
+    assert!(failure.contains(&endpoint) && failure.contains("failed") && failure.contains("--otlp"), "{failure}");
+    assert!(metric(&daemon.metrics(), "perf_audit_samples_collected_total", &[]).unwrap() > 0.0, "sampling goes on");
+
+    // The collector comes up: the next windows arrive and decode.
+    let _receiver = OtlpReceiver::start(port, &out);
+    let resources = otlp_resources(&out, &[pid], &daemon);
+    let attrs = &resources[0]["attributes"];
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(attrs["host.name"], host.trim());
+    assert_eq!(attrs["process.pid"], serde_json::json!(pid), "an int value");
+    assert_eq!(attrs["process.executable.name"], "cpu-burner");
+    assert_eq!(attrs["process.executable.path"], bin.to_str().unwrap());
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let info = perf_audit_agent::daemon::cgroup::parse_proc_cgroup(&cgroup);
+    assert_eq!(attrs["container.id"].as_str(), info.container_id.as_deref(), "{attrs}");
+    assert_eq!(attrs["k8s.pod.uid"].as_str(), info.pod_uid.as_deref(), "{attrs}");
+
+    let cpu: Vec<&serde_json::Value> = resources.iter().filter_map(|r| otlp_profile(r, "cpu")).collect();
+    assert!(resources.iter().all(|r| otlp_profile(r, "off_cpu").is_none()), "no off-CPU profile without --off-cpu");
+    for p in &cpu {
+        assert_eq!(p["sample_type"], serde_json::json!(["cpu", "nanoseconds"]));
+        assert_eq!(p["period_type"], serde_json::json!(["cpu", "nanoseconds"]));
+        assert_eq!(p["period"], serde_json::json!(1_000_000_000i64 / 19));
+        assert_eq!(p["scope"], "perf-audit");
+    }
+    let (hot, whole) = otlp_chain_coverage(&cpu, &HOT_CHAIN);
+    let period = 1_000_000_000 / 19;
+    eprintln!("OTLP: {} of {} hot_spin samples carry the chain up to main", whole / period, hot / period);
+    assert!(hot / period >= 10, "hot_spin in {} samples", hot / period);
+    assert!(whole * 100 >= hot * 95, "only {whole} of {hot} ns of hot_spin reach main");
+    // Locations point into the fixture's mapping; threads are named.
+    let sample = cpu.iter().flat_map(|p| p["samples"].as_array().unwrap()).next().unwrap();
+    assert!(sample["files"].as_array().unwrap().iter().any(|f| f.as_str().unwrap().ends_with("/cpu-burner")), "{sample}");
+    assert_eq!(sample["thread"], "cpu-burner");
+    assert!(metric(&daemon.metrics(), "perf_audit_otlp_exports_total", &[("result", "ok")]).unwrap() >= 1.0);
+}
+
+#[test]
+fn off_cpu_time_names_the_blocking_call_in_pprof_and_otlp() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("requests.jsonl");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let _receiver = OtlpReceiver::start(port, &out);
+    // `--rate 40` paces the burner: it works ~1 ms per unit and sleeps the
+    // rest of each 25 ms in `std::thread::sleep`, called by `run_workers`.
+    let sleeper = Running::spawn(&fixture("cpu-burner", Build::Release), &["--seconds", "90", "--rate", "40"]);
+    let pid = sleeper.pid().to_string();
+    let daemon = Daemon::start(&[
+        "--pid",
+        &pid,
+        "--window",
+        "2s",
+        "--off-cpu",
+        "--otlp",
+        &format!("http://127.0.0.1:{port}"),
+    ]);
+    // (The start-up line is logged just after the address is handed over.)
+    let start = Instant::now();
+    while !daemon.stderr().contains("off-CPU blocks >= 1ms") {
+        assert!(start.elapsed() < Duration::from_secs(2), "{}", daemon.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // pprof: a third sample type; the blocked time sits under the sleep,
+    // called from run_workers, and none under the hot function.
+    let (status, body) = daemon.get(&format!("/debug/pprof/profile?pid={pid}&seconds=4"));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let p = decode_pprof(&body);
+    let s = |i: i64| p.string_table[i as usize].clone();
+    let types: Vec<(String, String)> = p.sample_type.iter().map(|t| (s(t.r#type), s(t.unit))).collect();
+    assert_eq!(types[2], ("off_cpu".to_string(), "nanoseconds".to_string()), "{types:?}");
+    let mut through_run_workers = 0i64;
+    let mut under_sleep = 0i64;
+    let mut total = 0i64;
+    for (x, (names, _)) in p.sample.iter().zip(sample_stacks(&p)) {
+        let off = x.value[2];
+        total += off;
+        let at = names.iter().position(|n| n == "cpu_burner::run_workers");
+        if let Some(at) = at {
+            through_run_workers += off;
+            if names[..at].iter().any(|n| n.contains("sleep")) && names[at + 1..].iter().any(|n| n == "cpu_burner::main") {
+                under_sleep += off;
+            }
+        }
+        if names.iter().any(|n| n == "cpu_burner::hot_spin") {
+            assert_eq!(off, 0, "blocked time under the hot function: {names:?}");
+        }
+    }
+    eprintln!("off-CPU: {:.2} s in 4 s, {:.2} s through run_workers, {:.2} s under sleep <- run_workers <- main", total as f64 / 1e9, through_run_workers as f64 / 1e9, under_sleep as f64 / 1e9);
+    // The thread sleeps ~96% of 4 s; blocks past the per-CPU budget (19
+    // stack copies per CPU per second, 40 sleeps a second here) are counted
+    // without a stack, so at least ~19/40 of it has its stack.
+    assert!(total >= 1_000_000_000, "{total} ns blocked in a 4 s capture");
+    assert!(under_sleep * 10 >= total * 9, "{under_sleep} of {total} ns under sleep <- run_workers <- main");
+
+    // OTLP: the off_cpu profile of the same process says the same.
+    let resources = otlp_resources(&out, &[sleeper.pid()], &daemon);
+    let off: Vec<&serde_json::Value> = resources.iter().filter_map(|r| otlp_profile(r, "off_cpu")).collect();
+    assert!(!off.is_empty(), "no off_cpu profile in {} resources", resources.len());
+    assert_eq!(off[0]["sample_type"], serde_json::json!(["off_cpu", "nanoseconds"]));
+    let (run, whole) = otlp_chain_coverage(&off, &["cpu_burner::run_workers", "cpu_burner::main"]);
+    assert!(run >= 500_000_000 && whole * 10 >= run * 9, "{whole} of {run} ns");
+
+    let m = daemon.metrics();
+    let recorded = metric(&m, "perf_audit_off_cpu_blocks_total", &[("result", "recorded")]).unwrap();
+    assert!(recorded >= 20.0, "{recorded}");
+    assert!(metric(&m, "perf_audit_process_off_cpu_seconds_total", &[("pid", &pid)]).unwrap() >= 1.0);
+    assert_eq!(metric(&m, "perf_audit_off_cpu_blocks_total", &[("result", "ring_full")]), Some(0.0));
+    assert_eq!(metric(&m, "perf_audit_samples_dropped_total", &[("reason", "ring_full")]), Some(0.0));
 }

@@ -361,13 +361,15 @@ fn daemon() -> Result<(), String> {
         let f: Vec<&str> = rest.split_whitespace().collect();
         Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
     };
-    let rss = |pid: u32| -> u64 {
+    // VmRSS and its anonymous and file-backed parts (RssAnon, RssFile).
+    let status_kib = |pid: u32, field: &str| -> u64 {
         std::fs::read_to_string(format!("/proc/{pid}/status"))
             .ok()
-            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()))
+            .and_then(|s| s.lines().find_map(|l| l.strip_prefix(field)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()))
             .unwrap_or(0)
             * 1024
     };
+    let rss = |pid: u32| -> u64 { status_kib(pid, "VmRSS:") };
     let scrape = |addr: &str| -> String {
         let Ok(mut s) = std::net::TcpStream::connect(addr) else { return String::new() };
         let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
@@ -397,8 +399,16 @@ fn daemon() -> Result<(), String> {
         last_ticks = ticks;
         last_t = std::time::Instant::now();
         let t = start.elapsed().as_secs_f64();
-        eprintln!("  t={t:>6.1}s  cpu {cpu_pct:>5.2}% of a core  rss {:>6.1} MiB  (/metrics {} bytes)", r as f64 / 1048576.0, scraped.len());
-        rows.push(serde_json::json!({"t_s": t, "cpu_pct": cpu_pct, "rss_bytes": r}));
+        let (anon, file) = (status_kib(pid, "RssAnon:"), status_kib(pid, "RssFile:"));
+        let mib = |b: u64| b as f64 / 1048576.0;
+        eprintln!(
+            "  t={t:>6.1}s  cpu {cpu_pct:>5.2}% of a core  rss {:>6.1} MiB (anon {:>5.1}, file {:>5.1})  (/metrics {} bytes)",
+            mib(r),
+            mib(anon),
+            mib(file),
+            scraped.len()
+        );
+        rows.push(serde_json::json!({"t_s": t, "cpu_pct": cpu_pct, "rss_bytes": r, "rss_anon_bytes": anon, "rss_file_bytes": file}));
         last_metrics = scraped;
     }
     let total_s = start.elapsed().as_secs_f64();
@@ -411,7 +421,15 @@ fn daemon() -> Result<(), String> {
         let _ = b.wait();
     }
     let unwind: Vec<String> =
-        last_metrics.lines().filter(|l| l.starts_with("perf_audit_unwind_samples_total{") || l.starts_with("perf_audit_samples_dropped_total{")).map(String::from).collect();
+        last_metrics
+            .lines()
+            .filter(|l| {
+                ["perf_audit_unwind_samples_total{", "perf_audit_samples_dropped_total{", "perf_audit_off_cpu_", "perf_audit_unwind_table_"]
+                    .iter()
+                    .any(|p| l.starts_with(p))
+            })
+            .map(String::from)
+            .collect();
 
     // Part 2: throughput without and with the daemon, side by side.
     let mut without = Vec::new();
@@ -448,6 +466,8 @@ fn daemon() -> Result<(), String> {
     println!("\ndaemon {}: 19 Hz system-wide, two busy no-frame-pointer processes, {total_s:.0} s soak, sampled every {interval} s", extra.join(" "));
     println!("cpu (whole soak)      {total_cpu_pct:.3}% of one core");
     println!("rss max               {:.1} MiB (first quarter max {:.1} MiB, last quarter max {:.1} MiB)", max_rss as f64 / 1048576.0, early as f64 / 1048576.0, late as f64 / 1048576.0);
+    let part_max = |key: &str| rows.iter().map(|r| r[key].as_u64().unwrap_or(0)).max().unwrap_or(0) as f64 / 1048576.0;
+    println!("rss parts max         anon {:.1} MiB, file-backed {:.1} MiB", part_max("rss_anon_bytes"), part_max("rss_file_bytes"));
     println!("folded profiles       {windows} written");
     println!("exit on SIGTERM       {status}");
     for line in &unwind {

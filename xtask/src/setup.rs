@@ -1,6 +1,8 @@
 //! Installs what a fresh machine lacks: Debian packages for the tools the
 //! tests and benchmarks call, a mounted tracefs, the browser test's npm
-//! packages (`npm ci` from tests/browser's lock file), and (by building the
+//! packages (`npm ci` from tests/browser's lock file), the OTLP consumer
+//! test's Python packages (a venv in tests/otlp/.venv from its pinned
+//! requirements.txt, skipped once they import), and (by building the
 //! agent, whose build script does it) rust-src and bpf-linker.
 
 use std::{path::Path, process::Command};
@@ -31,7 +33,14 @@ const PACKAGES: &[(&str, &str)] = &[
     // tests/tests/debug_info.rs: split debug files, a real debuginfod server.
     ("objcopy", "binutils"),
     ("debuginfod", "debuginfod"),
+    // tests/otlp: the official OpenTelemetry protobuf classes (PyPI) in a
+    // venv of Debian's Python.
+    ("/usr/bin/python3", "python3"),
+    ("/usr/share/doc/python3-venv", "python3-venv"),
 ];
+
+/// The OTLP receiver's venv (tests/otlp/receiver.py runs in it).
+pub const OTLP_VENV: &str = "tests/otlp/.venv";
 
 pub fn setup() -> Result<(), String> {
     install_missing_packages()?;
@@ -45,10 +54,32 @@ pub fn setup() -> Result<(), String> {
         Command::new("npm").args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"]).current_dir(workspace_root().join("tests/browser")),
         "npm ci in tests/browser (playwright-core for the browser test)",
     )?;
+    otlp_venv()?;
     run_checked(
         cargo().current_dir(workspace_root()).args(["build", "-p", "perf-audit-agent"]),
         "building perf-audit-agent (first build installs rust-src and bpf-linker)",
     )
+}
+
+/// Creates tests/otlp/.venv and installs tests/otlp/requirements.txt into
+/// it, unless the receiver's imports already work (offline once installed).
+fn otlp_venv() -> Result<(), String> {
+    let root = workspace_root();
+    let venv = root.join(OTLP_VENV);
+    let python = venv.join("bin/python");
+    let imports = "import grpc, opentelemetry.proto.collector.profiles.v1development.profiles_service_pb2_grpc";
+    let ready = || Command::new(&python).args(["-c", imports]).output().map(|o| o.status.success()).unwrap_or(false);
+    if ready() {
+        return Ok(());
+    }
+    run_checked(Command::new("/usr/bin/python3").args(["-m", "venv"]).arg(&venv), "python3 -m venv tests/otlp/.venv")?;
+    run_checked(
+        Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+            .arg(root.join("tests/otlp/requirements.txt")),
+        "pip install -r tests/otlp/requirements.txt (the OTLP consumer test's receiver)",
+    )?;
+    if ready() { Ok(()) } else { Err(format!("{} cannot import grpc and opentelemetry-proto after installing them", python.display())) }
 }
 
 fn have(command: &str) -> bool {

@@ -12,10 +12,24 @@ use crate::kernel::Counters;
 pub struct ProcessCpu {
     pub labels: ProcessLabels,
     pub samples: u64,
+    /// Time blocked with a stack (`--off-cpu`).
+    pub off_cpu_ns: u64,
     /// Samples whose user stack could not be unwound to a root.
     pub truncated: u64,
     /// An executable mapping of the process has no loadable unwind tables.
     pub tables_missing: bool,
+}
+
+/// `--off-cpu`'s own counts (the kernel's are in [`Counters`]).
+#[derive(Debug, Clone, Default)]
+pub struct OffCpuMetrics {
+    /// Blocks over the per-CPU stack-copy budget, and their time.
+    pub rate_limited: u64,
+    pub rate_limited_ns: u64,
+    /// Off-CPU time not stored: the agent's stack limit was reached.
+    pub dropped_agent_limit_ns: u64,
+    /// Scheduler entries of exited threads removed from the kernel maps.
+    pub sched_threads_pruned: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -40,6 +54,10 @@ pub struct MetricsSnapshot {
     pub push_failed: u64,
     pub push_dropped: u64,
     pub folded_write_failed: u64,
+    /// OTLP exports (ok, failed, dropped) with `--otlp`.
+    pub otlp: Option<(u64, u64, u64)>,
+    /// With `--off-cpu`.
+    pub off_cpu: Option<OffCpuMetrics>,
     pub symbol_cache_entries: usize,
     pub symbol_cache_resets: u64,
     pub program_ids: Vec<u32>,
@@ -119,6 +137,7 @@ pub fn render(m: &MetricsSnapshot) -> String {
     one("perf_audit_unwind_processes_evicted_total", "counter", "Per-process unwinding states dropped.", m.unwind.processes_evicted.to_string());
     one("perf_audit_unwind_table_objects", "gauge", "Objects whose unwind tables are cached (shared by every process mapping them, by build-id).", m.unwind_objects.to_string());
     one("perf_audit_unwind_table_cache_resets_total", "counter", "Unwind table caches cleared by their size limit.", m.unwind.table_cache_resets.to_string());
+    one("perf_audit_unwind_table_objects_evicted_total", "counter", "Objects whose unwind tables were dropped once no tracked process mapped them.", m.unwind.table_objects_evicted.to_string());
     one("perf_audit_unwind_processes_without_tables", "gauge", "Tracked processes with an executable mapping whose unwind tables could not be loaded (see perf_audit_process_unwind_tables_missing).", m.unwind_processes_without_tables.to_string());
 
     header(&mut out, "perf_audit_map_entries", "gauge", "Entries in the kernel maps at the last drain.");
@@ -148,6 +167,30 @@ pub fn render(m: &MetricsSnapshot) -> String {
     for (result, value) in [("ok", m.push_ok), ("failed", m.push_failed), ("dropped", m.push_dropped)] {
         let _ = writeln!(out, "perf_audit_push_total{{result=\"{result}\"}} {value}");
     }
+    let (ok, failed, dropped) = m.otlp.unwrap_or_default();
+    header(&mut out, "perf_audit_otlp_exports_total", "counter", "Windows exported to the --otlp endpoint, by result (dropped: the previous export was still in flight).");
+    for (result, value) in [("ok", ok), ("failed", failed), ("dropped", dropped)] {
+        let _ = writeln!(out, "perf_audit_otlp_exports_total{{result=\"{result}\"}} {value}");
+    }
+    if let Some(off) = &m.off_cpu {
+        let k = &m.kernel;
+        header(&mut out, "perf_audit_off_cpu_blocks_total", "counter", "Blocks at least --off-cpu-min long, by result: recorded (stack copied), rate_limited (over the per-CPU stack budget, counted only), ring_full (dropped).");
+        for (result, value) in [
+            ("recorded", k.offcpu_samples.saturating_sub(k.offcpu_dropped_ring_full)),
+            ("rate_limited", off.rate_limited),
+            ("ring_full", k.offcpu_dropped_ring_full),
+        ] {
+            let _ = writeln!(out, "perf_audit_off_cpu_blocks_total{{result=\"{result}\"}} {value}");
+        }
+        header(&mut out, "perf_audit_off_cpu_unattributed_seconds_total", "counter", "Time blocked that has no stack in the profiles, by reason.");
+        for (reason, ns) in [("rate_limited", off.rate_limited_ns), ("agent_limit", off.dropped_agent_limit_ns)] {
+            let _ = writeln!(out, "perf_audit_off_cpu_unattributed_seconds_total{{reason=\"{reason}\"}} {:.3}", ns as f64 / 1e9);
+        }
+        header(&mut out, "perf_audit_sched_threads_pruned_total", "counter", "Per-thread scheduler entries of exited threads removed from the kernel maps.");
+        let _ = writeln!(out, "perf_audit_sched_threads_pruned_total {}", off.sched_threads_pruned);
+        header(&mut out, "perf_audit_sched_map_full_total", "counter", "Scheduler events lost because the per-thread kernel maps were full.");
+        let _ = writeln!(out, "perf_audit_sched_map_full_total {}", k.sched_state_map_full);
+    }
     header(&mut out, "perf_audit_folded_write_failures_total", "counter", "Collapsed-stack files that could not be written.");
     let _ = writeln!(out, "perf_audit_folded_write_failures_total {}", m.folded_write_failed);
     header(&mut out, "perf_audit_bpf_program_info", "gauge", "eBPF programs loaded by this daemon, by kernel id.");
@@ -161,6 +204,12 @@ pub fn render(m: &MetricsSnapshot) -> String {
     let hz = m.frequency_hz.max(1) as f64;
     for p in &processes {
         let _ = writeln!(out, "perf_audit_process_cpu_seconds_total{{{}}} {:.3}", labels(&p.labels), p.samples as f64 / hz);
+    }
+    if m.off_cpu.is_some() {
+        header(&mut out, "perf_audit_process_off_cpu_seconds_total", "counter", "Time each watched process spent blocked in blocks of at least --off-cpu-min, with their stacks.");
+        for p in &processes {
+            let _ = writeln!(out, "perf_audit_process_off_cpu_seconds_total{{{}}} {:.3}", labels(&p.labels), p.off_cpu_ns as f64 / 1e9);
+        }
     }
     header(&mut out, "perf_audit_process_truncated_stacks_total", "counter", "Samples of each watched process whose user stack could not be unwound to a root.");
     for p in &processes {
@@ -205,11 +254,12 @@ mod tests {
                 ProcessCpu {
                     labels: ProcessLabels { pid: 9, name: "b\"q".into(), ..Default::default() },
                     samples: 38,
+                    off_cpu_ns: 2_500_000_000,
                     truncated: 4,
                     tables_missing: true,
                 },
                 ProcessCpu {
-                    labels: ProcessLabels { pid: 3, name: "a".into(), container_id: Some("c1".into()), pod_uid: None },
+                    labels: ProcessLabels { pid: 3, name: "a".into(), container_id: Some("c1".into()), ..Default::default() },
                     samples: 19,
                     ..Default::default()
                 },
@@ -227,6 +277,19 @@ mod tests {
         assert!(text.contains("perf_audit_process_unwind_tables_missing{pid=\"9\""), "{text}");
         assert!(!text.contains("perf_audit_process_unwind_tables_missing{pid=\"3\""), "{text}");
         assert!(text.contains("perf_audit_unwind_samples_total{result=\"truncated\"} 0\n"), "{text}");
+        assert!(text.contains("perf_audit_otlp_exports_total{result=\"failed\"} 0\n"), "{text}");
+        assert!(!text.contains("perf_audit_off_cpu_blocks_total"), "off-CPU series only with --off-cpu");
+        let off = render(&MetricsSnapshot {
+            kernel: Counters { offcpu_samples: 50, offcpu_dropped_ring_full: 2, ..Default::default() },
+            off_cpu: Some(OffCpuMetrics { rate_limited: 7, rate_limited_ns: 1_500_000_000, ..Default::default() }),
+            otlp: Some((3, 1, 2)),
+            ..m.clone()
+        });
+        assert!(off.contains("perf_audit_off_cpu_blocks_total{result=\"recorded\"} 48\n"), "{off}");
+        assert!(off.contains("perf_audit_off_cpu_blocks_total{result=\"rate_limited\"} 7\n"), "{off}");
+        assert!(off.contains("perf_audit_off_cpu_unattributed_seconds_total{reason=\"rate_limited\"} 1.500\n"), "{off}");
+        assert!(off.contains("perf_audit_process_off_cpu_seconds_total{pid=\"9\",process=\"b\\\"q\",container_id=\"\",pod_uid=\"\"} 2.500\n"), "{off}");
+        assert!(off.contains("perf_audit_otlp_exports_total{result=\"dropped\"} 2\n"), "{off}");
         // Every sample line is `name{labels} value` or `name value`.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit_once(' ').unwrap().1;

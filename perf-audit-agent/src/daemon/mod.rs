@@ -19,7 +19,7 @@
 //! - **Windows.** Drained stacks accumulate per process ([`procs`]); every
 //!   `--window` (60 s) each process with samples yields one profile
 //!   ([`model::ProcessWindow`]) that is symbolized ([`symbols`]) and sent to
-//!   the sinks (`--push`, `--folded-dir`). Without a sink nothing is
+//!   the sinks (`--push`, `--otlp`, `--folded-dir`). Without a sink nothing is
 //!   symbolized: metrics need only counts.
 //! - **Bounded memory.** Process count, per-window stacks, symbol caches,
 //!   concurrent pprof captures, pushes in flight and HTTP connections all
@@ -29,14 +29,22 @@
 //!   last window and pushes, then drops the kernel session: every program
 //!   and map is released (a killed daemon's are too: they are fd-owned,
 //!   never pinned).
-//! - Off-CPU profiling will be a second [`model::WindowKind`] drained the
-//!   same way; it is not built yet.
+//! - **Off-CPU (`--off-cpu`)**: the audit's `sched_switch` /
+//!   `raw_syscalls:sys_exit` programs, system-wide: a block of at least
+//!   `--off-cpu-min` sends its stack, copied at the syscall exit, through the
+//!   same ring, weighted by the time blocked, at most `--frequency` copies
+//!   per CPU per second (the rest counted with their time); the kernel's
+//!   per-thread state of exited threads is pruned every drain. Windows then
+//!   carry a second sample type, `off_cpu/nanoseconds`.
+//! - **OTLP (`--otlp`)**: each window, all processes, as one OTLP profiles
+//!   request ([`otlp`]), one in flight at most.
 
 pub mod cgroup;
 pub mod collector;
 pub mod http;
 pub mod metrics;
 pub mod model;
+pub mod otlp;
 pub mod plan;
 pub mod pprof;
 pub mod procs;
@@ -51,14 +59,15 @@ use std::{
 };
 
 use hyper::StatusCode;
-use perf_audit_common::{CPU_STACK_COUNTS_CAPACITY, STACK_TRACES_CAPACITY, UserStackSample, sample_kind};
+use perf_audit_common::{Counter, CPU_STACK_COUNTS_CAPACITY, STACK_TRACES_CAPACITY, UserStackSample, sample_kind};
 use tokio::sync::{mpsc, watch};
 
 use self::{
     collector::{Drainer, StackKey},
     http::CaptureRequest,
     metrics::{MetricsSnapshot, ProcessCpu},
-    model::ProcessLabels,
+    model::{ProcessLabels, StackValues, WindowKind},
+    otlp::{Exporter, RequestBuilder},
     plan::DaemonPlan,
     procs::{Discovery, MAX_WINDOW_STACKS, Registry},
     push::Pusher,
@@ -80,7 +89,7 @@ struct Capture {
     labels: ProcessLabels,
     started: SystemTime,
     deadline: tokio::time::Instant,
-    stacks: HashMap<StackKey, u64>,
+    stacks: HashMap<StackKey, StackValues>,
     /// Added to the kernel filter for this capture only.
     temporary_target: bool,
     reply: tokio::sync::oneshot::Sender<std::result::Result<Vec<u8>, (StatusCode, String)>>,
@@ -96,6 +105,8 @@ struct Daemon {
     registry: Registry,
     symbolizer: WindowSymbolizer,
     pusher: Option<Pusher>,
+    exporter: Option<Exporter>,
+    host_name: String,
     discovery: Option<Discovery>,
     captures: Vec<Capture>,
     metrics: Arc<Mutex<MetricsSnapshot>>,
@@ -107,6 +118,9 @@ struct Daemon {
     map_entries: usize,
     drain_error_shown: bool,
     unwind_mode: &'static str,
+    kind: WindowKind,
+    /// Kernel scheduler entries of exited threads removed (`--off-cpu`).
+    sched_pruned: u64,
 }
 
 pub async fn run(plan: DaemonPlan) -> Result<()> {
@@ -129,8 +143,18 @@ pub async fn run(plan: DaemonPlan) -> Result<()> {
     let (mut session, ring) = if plan.frame_pointers_only {
         (KernelSession::load(filter, UnwindMode::FramePointer, Duration::from_millis(1))?, None)
     } else {
-        let mut session =
-            KernelSession::load_with_ring(filter, UnwindMode::Dwarf, Duration::from_millis(1), Some(unwind::RING_BYTES))?;
+        // Off-CPU stack copies: at most as many per CPU per second as CPU
+        // samples, so they can at most double the ring's load and the
+        // unwinding cost (measured for CPU samples alone: see
+        // ARCHITECTURE.md "Daemon cost, measured").
+        let off_cpu_budget = if plan.off_cpu.is_some() { plan.frequency_hz } else { 0 };
+        let mut session = KernelSession::load_with_ring(
+            filter,
+            UnwindMode::Dwarf,
+            plan.off_cpu.unwrap_or(Duration::from_millis(1)),
+            Some(unwind::RING_BYTES),
+            off_cpu_budget,
+        )?;
         let ring = session.system_wide_stack_ring()?;
         (session, Some(ring))
     };
@@ -144,6 +168,13 @@ pub async fn run(plan: DaemonPlan) -> Result<()> {
         }
     }
     session.start_cpu_sampling(plan.frequency_hz)?;
+    if plan.off_cpu.is_some() {
+        session.start_offcpu()?;
+    }
+    let exporter = match &plan.otlp {
+        Some(endpoint) => Some(Exporter::new(endpoint).map_err(|e| Error::new(ErrorKind::Usage, e))?),
+        None => None,
+    };
     let program_ids: Vec<u32> =
         session.ebpf_mut().programs().filter_map(|(_, p)| p.info().ok().map(|i| i.id())).collect();
 
@@ -172,15 +203,23 @@ pub async fn run(plan: DaemonPlan) -> Result<()> {
         )
     };
     eprintln!(
-        "perf-audit: daemon listening on http://{local} ({scope}, {} Hz, {} windows, {})",
+        "perf-audit: daemon listening on http://{local} ({scope}, {} Hz, {} windows, {}{})",
         plan.frequency_hz,
         humantime::format_duration(plan.window),
-        if plan.frame_pointers_only { "frame pointers" } else { "stack copies unwound with .eh_frame" }
+        if plan.frame_pointers_only { "frame pointers" } else { "stack copies unwound with .eh_frame" },
+        match plan.off_cpu {
+            Some(min) => format!(", off-CPU blocks >= {}", humantime::format_duration(min)),
+            None => String::new(),
+        }
     );
 
     let window = plan.window;
     let mut daemon = Daemon {
         pusher: plan.push.clone().map(Pusher::new),
+        exporter,
+        host_name: otlp::host_name(),
+        kind: if plan.off_cpu.is_some() { WindowKind::CpuAndOffCpu } else { WindowKind::Cpu },
+        sched_pruned: 0,
         unwind_mode: if plan.frame_pointers_only { "frame_pointer" } else { "eh_frame" },
         plan,
         session,
@@ -224,7 +263,11 @@ pub async fn run(plan: DaemonPlan) -> Result<()> {
                 daemon.publish_metrics();
                 window_deadline += window;
             }
-            _ = drain_tick.tick() => daemon.drain(),
+            _ = drain_tick.tick() => {
+                daemon.drain();
+                daemon.prune_sched_threads();
+                daemon.node.release_table_pages();
+            }
             _ = ring_tick.tick(), if daemon.ring.is_some() => daemon.drain_ring(),
             Some(request) = capture_rx.recv() => {
                 daemon.drain();
@@ -240,11 +283,15 @@ pub async fn run(plan: DaemonPlan) -> Result<()> {
 
     // Shutdown: stop sampling, collect what is left, flush, detach.
     daemon.session.stop_cpu_sampling();
+    daemon.session.stop_offcpu();
     daemon.drain();
     daemon.finish_captures(true);
     daemon.flush_window(SystemTime::now());
     if let Some(pusher) = &daemon.pusher {
         pusher.flush(Duration::from_secs(5)).await;
+    }
+    if let Some(exporter) = &daemon.exporter {
+        exporter.flush(Duration::from_secs(5)).await;
     }
     daemon.publish_metrics();
     let _ = shutdown_tx.send(true);
@@ -256,30 +303,32 @@ pub async fn run(plan: DaemonPlan) -> Result<()> {
 }
 
 impl Daemon {
-    fn record(&mut self, pid: u32, key: &StackKey, count: u64) {
+    fn record(&mut self, pid: u32, key: &StackKey, values: StackValues) {
         for capture in self.captures.iter_mut().filter(|c| c.pid == pid) {
-            if let Some(c) = capture.stacks.get_mut(key) {
-                *c += count;
+            if let Some(v) = capture.stacks.get_mut(key) {
+                v.add(values);
             } else if capture.stacks.len() < MAX_WINDOW_STACKS {
-                capture.stacks.insert(key.clone(), count);
+                capture.stacks.insert(key.clone(), values);
             }
         }
-        self.registry.record(pid, key, count);
+        self.registry.record(pid, key, values);
     }
 
-    /// Unwinds every CPU sample waiting in the stack-copy ring and records
-    /// it (nothing to do with `--frame-pointers-only`).
+    /// Unwinds every CPU and off-CPU sample waiting in the stack-copy ring
+    /// and records it (nothing to do with `--frame-pointers-only`).
     fn drain_ring(&mut self) {
         let Some(ring) = self.ring.as_mut() else { return };
         let node = &mut self.node;
         node.begin_drain();
         let mut samples = Vec::new();
         ring.drain_all(|sample| {
-            if sample.kind != sample_kind::CPU {
-                return;
-            }
+            let values = match sample.kind {
+                sample_kind::CPU => StackValues::samples(1),
+                sample_kind::OFF_CPU => StackValues::off_cpu(sample.weight),
+                _ => return,
+            };
             let (user, outcome) = node.unwind(sample.tgid, sample.regs(), sample.stack());
-            samples.push((sample.tgid, sample.comm, user, sample.kernel_stack_id, outcome));
+            samples.push((sample.tgid, sample.comm, user, sample.kernel_stack_id, outcome, values));
         });
         if samples.is_empty() {
             return;
@@ -289,13 +338,27 @@ impl Daemon {
             Ok(kernel) => kernel,
             Err(_) => vec![Arc::from(Vec::new()); ids.len()],
         };
-        for ((pid, comm, user, _, outcome), kernel) in samples.into_iter().zip(kernel) {
-            self.drainer.samples_drained += 1;
+        for ((pid, comm, user, _, outcome, values), kernel) in samples.into_iter().zip(kernel) {
             let key = StackKey { comm, user: user.into(), kernel };
-            self.record(pid, &key, 1);
-            if outcome == Outcome::Truncated {
-                self.registry.add_truncated(pid);
+            self.record(pid, &key, values);
+            if values.samples > 0 {
+                self.drainer.samples_drained += 1;
+                if outcome == Outcome::Truncated {
+                    self.registry.add_truncated(pid);
+                }
             }
+        }
+    }
+
+    /// `--off-cpu`: forgets the kernel's scheduler state of exited threads
+    /// (every thread of the node gets an entry; the maps hold 16,384).
+    fn prune_sched_threads(&mut self) {
+        if self.plan.off_cpu.is_none() {
+            return;
+        }
+        let alive = |tid: u32| std::path::Path::new(&format!("/proc/{tid}")).exists();
+        if let Ok(removed) = self.session.prune_sched_threads(alive) {
+            self.sched_pruned += removed as u64;
         }
     }
 
@@ -305,7 +368,7 @@ impl Daemon {
             Ok(drained) => {
                 self.map_entries = drained.map_entries;
                 for (pid, key, count) in drained.samples {
-                    self.record(pid, &key, count);
+                    self.record(pid, &key, StackValues::samples(count));
                 }
             }
             Err(e) => {
@@ -328,6 +391,7 @@ impl Daemon {
             .map(|e| ProcessCpu {
                 labels: e.labels.clone(),
                 samples: e.samples_total,
+                off_cpu_ns: e.off_cpu_ns_total,
                 truncated: e.truncated_total,
                 tables_missing: without_tables.binary_search(&e.labels.pid).is_ok(),
             })
@@ -336,8 +400,20 @@ impl Daemon {
             use std::sync::atomic::Ordering::Relaxed;
             (p.stats.ok.load(Relaxed), p.stats.failed.load(Relaxed), p.stats.dropped.load(Relaxed))
         });
+        let otlp = self.exporter.as_ref().map(|e| {
+            use std::sync::atomic::Ordering::Relaxed;
+            (e.stats.ok.load(Relaxed), e.stats.failed.load(Relaxed), e.stats.dropped.load(Relaxed))
+        });
+        let off_cpu = self.plan.off_cpu.map(|_| metrics::OffCpuMetrics {
+            rate_limited: self.session.counter(Counter::OffCpuRateLimited).unwrap_or(0),
+            rate_limited_ns: self.session.counter(Counter::OffCpuRateLimitedNs).unwrap_or(0),
+            dropped_agent_limit_ns: self.registry.dropped_off_cpu_ns,
+            sched_threads_pruned: self.sched_pruned,
+        });
         let mut m = self.metrics.lock().expect("metrics lock");
         m.kernel = kernel;
+        m.otlp = otlp;
+        m.off_cpu = off_cpu;
         m.samples_drained = self.drainer.samples_drained;
         m.samples_dropped_agent_limit = self.registry.dropped_samples;
         m.stack_map_entries = self.map_entries;
@@ -361,13 +437,17 @@ impl Daemon {
     }
 
     fn flush_window(&mut self, end: SystemTime) {
-        let taken = self.registry.take_windows();
+        let mut taken = self.registry.take_windows();
+        // Processes of one executable in a row: its (possibly large) file
+        // is opened once for all of them (see `symbols::MAX_OPEN_BYTES`).
+        taken.sort_by(|a, b| (&a.0.exe, a.0.pid).cmp(&(&b.0.exe, b.0.pid)));
         self.node.evict_exited();
         self.windows += 1;
         let start = std::mem::replace(&mut self.window_start, end);
-        if self.pusher.is_none() && self.plan.folded_dir.is_none() {
+        if self.pusher.is_none() && self.exporter.is_none() && self.plan.folded_dir.is_none() {
             return;
         }
+        let mut request = self.exporter.as_ref().map(|_| RequestBuilder::new(&self.host_name));
         // Symbolizing every process's window takes long enough on a busy
         // node for the small stack-copy ring to fill: keep draining it in
         // between (its samples belong to the next window).
@@ -377,10 +457,13 @@ impl Daemon {
                 self.drain_ring();
                 last_ring_drain = std::time::Instant::now();
             }
-            let window = self.symbolizer.window(labels, &maps, &stacks, (start, end), self.plan.frequency_hz);
+            let window = self.symbolizer.window(labels, &maps, &stacks, (start, end), self.plan.frequency_hz, self.kind);
             self.profiles += 1;
             if let Some(pusher) = &self.pusher {
                 pusher.push(&window);
+            }
+            if let Some(request) = request.as_mut() {
+                request.add(&window);
             }
             if let Some(dir) = &self.plan.folded_dir {
                 let secs = start.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
@@ -394,9 +477,18 @@ impl Daemon {
                 if std::fs::write(&path, window.folded_text()).is_err() {
                     self.folded_failed += 1;
                 }
+                if window.has_off_cpu() && window.total_off_cpu_ns() > 0 {
+                    let path = dir.join(format!("{name}-{}-{secs}.off_cpu.folded", window.process.pid));
+                    if std::fs::write(&path, window.folded_off_cpu_text()).is_err() {
+                        self.folded_failed += 1;
+                    }
+                }
             }
         }
         self.symbolizer.release_objects();
+        if let (Some(exporter), Some(request)) = (&self.exporter, request) {
+            exporter.export(request.finish());
+        }
     }
 
     fn start_capture(&mut self, request: CaptureRequest) {
@@ -454,6 +546,7 @@ impl Daemon {
                 &capture.stacks,
                 (capture.started, SystemTime::now()),
                 self.plan.frequency_hz,
+                self.kind,
             );
             let _ = capture.reply.send(Ok(pprof::encode_gzip(&window)));
             self.symbolizer.release_objects();

@@ -18,6 +18,12 @@ pub const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
 pub const MIN_WINDOW: Duration = Duration::from_secs(1);
 pub const MAX_WINDOW: Duration = Duration::from_secs(3600);
 pub const MAX_FREQUENCY_HZ: u64 = 999;
+/// `--off-cpu-min` default: the audit's, one scheduler tick or more of
+/// blocking; shorter waits (a futex hand-off, a fast syscall) are counted
+/// in the kernel, not given a stack.
+pub const DEFAULT_OFF_CPU_MIN: Duration = Duration::from_millis(1);
+pub const MIN_OFF_CPU_MIN: Duration = Duration::from_micros(100);
+pub const MAX_OFF_CPU_MIN: Duration = Duration::from_secs(10);
 
 /// How the kernel filter is driven.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,10 +55,14 @@ pub struct DaemonPlan {
     pub selection: Selection,
     /// Base URL of a Pyroscope-compatible server (`http://host:port[/prefix]`).
     pub push: Option<hyper::Uri>,
+    /// OTLP gRPC endpoint (`http://host:port`).
+    pub otlp: Option<hyper::Uri>,
     pub folded_dir: Option<PathBuf>,
     /// Frame-pointer walking in the kernel instead of stack copies unwound
     /// with `.eh_frame` (see `daemon::unwind`).
     pub frame_pointers_only: bool,
+    /// Off-CPU time: blocks of at least this long, with their stacks.
+    pub off_cpu: Option<Duration>,
 }
 
 /// The config file's keys; all optional, flags win.
@@ -72,8 +82,12 @@ pub struct DaemonConfig {
     #[serde(default)]
     pub containers: Vec<String>,
     pub push: Option<String>,
+    pub otlp: Option<String>,
     pub folded_dir: Option<PathBuf>,
     pub frame_pointers_only: Option<bool>,
+    pub off_cpu: Option<bool>,
+    /// humantime text, e.g. "5ms".
+    pub off_cpu_min: Option<String>,
 }
 
 impl DaemonPlan {
@@ -149,9 +163,47 @@ impl DaemonPlan {
                 Some(uri)
             }
         };
+        let otlp = match args.otlp.or(config.otlp) {
+            None => None,
+            Some(text) => {
+                let bad = || {
+                    usage(format!(
+                        "--otlp `{text}` must be http://HOST:PORT, the collector's OTLP gRPC port (usually 4317; for TLS, export through a local collector)"
+                    ))
+                };
+                let uri: hyper::Uri = text.parse().map_err(|_| bad())?;
+                if uri.scheme_str() != Some("http") || uri.host().is_none() || uri.port().is_none() {
+                    return Err(bad());
+                }
+                if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
+                    return Err(usage(format!("--otlp `{text}`: give the endpoint without a path (gRPC names its own)")));
+                }
+                Some(uri)
+            }
+        };
         let folded_dir = args.folded_dir.or(config.folded_dir);
         let frame_pointers_only = args.frame_pointers_only || config.frame_pointers_only.unwrap_or(false);
-        Ok(DaemonPlan { listen, frequency_hz, window, selection, push, folded_dir, frame_pointers_only })
+        let off_cpu_min = match (args.off_cpu_min, config.off_cpu_min) {
+            (Some(d), _) => d,
+            (None, Some(text)) => humantime::parse_duration(&text)
+                .map_err(|e| usage(format!("off_cpu_min `{text}` in the config file: {e}")))?,
+            (None, None) => DEFAULT_OFF_CPU_MIN,
+        };
+        if off_cpu_min < MIN_OFF_CPU_MIN || off_cpu_min > MAX_OFF_CPU_MIN {
+            return Err(usage(format!(
+                "--off-cpu-min {} is outside {}..={}",
+                humantime::format_duration(off_cpu_min),
+                humantime::format_duration(MIN_OFF_CPU_MIN),
+                humantime::format_duration(MAX_OFF_CPU_MIN)
+            )));
+        }
+        let off_cpu = (args.off_cpu || config.off_cpu.unwrap_or(false)).then_some(off_cpu_min);
+        if off_cpu.is_some() && frame_pointers_only {
+            return Err(usage(
+                "--off-cpu needs stack copies (its stacks are taken at the syscall exit): drop --frame-pointers-only".into(),
+            ));
+        }
+        Ok(DaemonPlan { listen, frequency_hz, window, selection, push, otlp, folded_dir, frame_pointers_only, off_cpu })
     }
 
     /// How often the kernel aggregation map is drained into the agent:
@@ -183,6 +235,16 @@ mod tests {
         assert_eq!(plan.drain_interval(), Duration::from_secs(10));
         let fp = DaemonPlan::from_args(args(), Some("frame_pointers_only = true")).unwrap();
         assert!(fp.frame_pointers_only);
+        assert!(plan.otlp.is_none() && plan.off_cpu.is_none());
+        let mut a = args();
+        a.off_cpu = true;
+        a.otlp = Some("http://collector:4317".into());
+        let plan = DaemonPlan::from_args(a, None).unwrap();
+        assert_eq!(plan.off_cpu, Some(Duration::from_millis(1)));
+        assert_eq!(plan.otlp.unwrap().port_u16(), Some(4317));
+        let plan = DaemonPlan::from_args(args(), Some("off_cpu = true\noff_cpu_min = \"5ms\"\notlp = \"http://127.0.0.1:4317\"")).unwrap();
+        assert_eq!(plan.off_cpu, Some(Duration::from_millis(5)));
+        assert!(plan.otlp.is_some());
     }
 
     #[test]
@@ -234,5 +296,17 @@ mod tests {
         a.containers = vec!["not-hex".into()];
         assert!(bad(a, None).contains("container id"));
         assert!(bad(args(), Some("frequncy = 3")).contains("invalid config file"));
+        for endpoint in ["collector:4317", "https://collector:4317", "http://collector", "http://c:4317/v1/profiles"] {
+            let mut a = args();
+            a.otlp = Some(endpoint.into());
+            assert!(bad(a, None).contains("--otlp"), "{endpoint}");
+        }
+        let mut a = args();
+        a.off_cpu = true;
+        a.frame_pointers_only = true;
+        assert!(bad(a, None).contains("drop --frame-pointers-only"));
+        let mut a = args();
+        a.off_cpu_min = Some(Duration::from_secs(60));
+        assert!(bad(a, None).contains("--off-cpu-min"));
     }
 }

@@ -165,15 +165,17 @@ impl Strings {
 /// The profile message of one window.
 pub fn to_profile(window: &ProcessWindow) -> proto::Profile {
     let mut strings = Strings::new();
-    let (sample_types, period_type) = match window.kind {
-        WindowKind::Cpu => (
-            vec![
-                proto::ValueType { r#type: strings.get("samples"), unit: strings.get("count") },
-                proto::ValueType { r#type: strings.get("cpu"), unit: strings.get("nanoseconds") },
-            ],
-            proto::ValueType { r#type: strings.get("cpu"), unit: strings.get("nanoseconds") },
-        ),
-    };
+    // samples/count and cpu/nanoseconds (the CPU profile's usual pair,
+    // cpu the default); with off-CPU a third, off_cpu/nanoseconds, which
+    // is 0 for stacks only seen on the CPU and vice versa.
+    let mut sample_types = vec![
+        proto::ValueType { r#type: strings.get("samples"), unit: strings.get("count") },
+        proto::ValueType { r#type: strings.get("cpu"), unit: strings.get("nanoseconds") },
+    ];
+    if window.kind == WindowKind::CpuAndOffCpu {
+        sample_types.push(proto::ValueType { r#type: strings.get("off_cpu"), unit: strings.get("nanoseconds") });
+    }
+    let period_type = proto::ValueType { r#type: strings.get("cpu"), unit: strings.get("nanoseconds") };
 
     let mappings: Vec<proto::Mapping> = window
         .mappings
@@ -240,7 +242,11 @@ pub fn to_profile(window: &ProcessWindow) -> proto::Profile {
         .iter()
         .map(|s| proto::Sample {
             location_id: s.locations.iter().map(|l| *l as u64 + 1).collect(),
-            value: vec![s.count as i64, s.count as i64 * period],
+            value: if window.kind == WindowKind::CpuAndOffCpu {
+                vec![s.count as i64, s.count as i64 * period, s.off_cpu_ns as i64]
+            } else {
+                vec![s.count as i64, s.count as i64 * period]
+            },
             label: vec![proto::Label { key: thread_key, str: strings.get(&s.thread), num: 0, num_unit: 0 }],
         })
         .collect();
@@ -318,6 +324,23 @@ mod tests {
         assert_eq!(s(p.mapping[0].filename), "/usr/bin/svc");
         assert_eq!(s(p.sample[0].label[0].key), "thread");
         assert!(p.comment.iter().any(|c| s(*c).contains("pod 9d4e2c1b")));
+    }
+
+    #[test]
+    fn off_cpu_is_a_third_sample_type() {
+        let p = decode(&encode_gzip(&super::super::model::test_support::window_with_off_cpu()));
+        let s = |i: i64| p.string_table[i as usize].as_str();
+        let types: Vec<(&str, &str)> = p.sample_type.iter().map(|t| (s(t.r#type), s(t.unit))).collect();
+        assert_eq!(types, vec![("samples", "count"), ("cpu", "nanoseconds"), ("off_cpu", "nanoseconds")]);
+        assert_eq!(s(p.sample_type[p.sample_type.len() - 1].r#type), "off_cpu");
+        assert_eq!(s(p.default_sample_type), "cpu");
+        assert!(p.sample.iter().all(|x| x.value.len() == 3));
+        let blocked: Vec<&proto::Sample> = p.sample.iter().filter(|x| x.value[2] > 0).collect();
+        assert_eq!(blocked.len(), 1);
+        assert_eq!(blocked[0].value, vec![0, 0, 7_000_000]);
+        // Leaf first: nap, then main.
+        let leaf = &p.location[blocked[0].location_id[0] as usize - 1];
+        assert_eq!(s(p.function[leaf.line[0].function_id as usize - 1].name), "svc::nap");
     }
 
     #[test]

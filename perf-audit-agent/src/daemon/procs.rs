@@ -17,7 +17,7 @@ use std::{collections::HashMap, fs};
 use super::{
     cgroup::{ContainerInfo, parse_proc_cgroup},
     collector::StackKey,
-    model::ProcessLabels,
+    model::{ProcessLabels, StackValues},
     plan::Selection,
 };
 use crate::target::{self, MapsSnapshot};
@@ -30,8 +30,10 @@ pub struct ProcessEntry {
     pub cgroup: String,
     pub maps: MapsSnapshot,
     /// This window's stacks.
-    pub window: HashMap<StackKey, u64>,
+    pub window: HashMap<StackKey, StackValues>,
     pub samples_total: u64,
+    /// Time blocked with a stack (`--off-cpu`).
+    pub off_cpu_ns_total: u64,
     /// Samples whose user stack could not be unwound to a root.
     pub truncated_total: u64,
     pub alive: bool,
@@ -43,15 +45,20 @@ pub struct Registry {
     window_stacks: usize,
     /// Samples not stored because a limit was reached.
     pub dropped_samples: u64,
+    /// Off-CPU time not stored because a limit was reached.
+    pub dropped_off_cpu_ns: u64,
     pub evicted: u64,
 }
 
 /// Labels and container info of a live process, read from /proc.
 pub fn describe(pid: u32, fallback_name: &str) -> (ProcessLabels, String) {
-    let name = target::describe(pid).map(|i| i.name).unwrap_or_else(|_| fallback_name.to_string());
+    let (name, exe) = match target::describe(pid) {
+        Ok(info) => (info.name, Some(info.exe).filter(|e| !e.is_empty())),
+        Err(_) => (fallback_name.to_string(), None),
+    };
     let cgroup_text = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
     let ContainerInfo { cgroup, container_id, pod_uid, .. } = parse_proc_cgroup(&cgroup_text);
-    (ProcessLabels { pid, name, container_id, pod_uid }, cgroup)
+    (ProcessLabels { pid, name, exe, container_id, pod_uid }, cgroup)
 }
 
 impl Registry {
@@ -61,10 +68,10 @@ impl Registry {
 
     /// Adds one drained stack to its process's window (creating the entry,
     /// with its labels and maps, on first sight).
-    pub fn record(&mut self, pid: u32, key: &StackKey, count: u64) -> bool {
+    pub fn record(&mut self, pid: u32, key: &StackKey, values: StackValues) -> bool {
         if !self.entries.contains_key(&pid) {
             if self.entries.len() >= MAX_PROCESSES {
-                self.dropped_samples += count;
+                self.dropped(values);
                 return false;
             }
             let (labels, cgroup) = describe(pid, &key.thread_name());
@@ -78,26 +85,33 @@ impl Registry {
                     maps,
                     window: HashMap::new(),
                     samples_total: 0,
+                    off_cpu_ns_total: 0,
                     truncated_total: 0,
                     alive: true,
                 },
             );
         }
         let entry = self.entries.get_mut(&pid).expect("inserted above");
-        entry.samples_total += count;
-        if let Some(c) = entry.window.get_mut(key) {
-            *c += count;
+        entry.samples_total += values.samples;
+        entry.off_cpu_ns_total += values.off_cpu_ns;
+        if let Some(v) = entry.window.get_mut(key) {
+            v.add(values);
         } else if self.window_stacks < MAX_WINDOW_STACKS {
             // A user address outside the snapshot: code mapped since (dlopen).
             if key.user.first().is_some_and(|ip| entry.maps.find(*ip).is_none()) {
                 let _ = entry.maps.refresh(pid);
             }
-            entry.window.insert(key.clone(), count);
+            entry.window.insert(key.clone(), values);
             self.window_stacks += 1;
         } else {
-            self.dropped_samples += count;
+            self.dropped(values);
         }
         true
+    }
+
+    fn dropped(&mut self, values: StackValues) {
+        self.dropped_samples += values.samples;
+        self.dropped_off_cpu_ns += values.off_cpu_ns;
     }
 
     /// Counts a recorded sample of `pid` whose user stack is truncated.
@@ -110,7 +124,7 @@ impl Registry {
     /// Takes every process's window (leaving them empty), refreshes the
     /// liveness of each, and evicts the processes that exited (after their
     /// last window has been taken). Returns (pid, entry labels, maps, stacks).
-    pub fn take_windows(&mut self) -> Vec<(ProcessLabels, MapsSnapshot, HashMap<StackKey, u64>)> {
+    pub fn take_windows(&mut self) -> Vec<(ProcessLabels, MapsSnapshot, HashMap<StackKey, StackValues>)> {
         let mut out = Vec::new();
         let mut pids: Vec<u32> = self.entries.keys().copied().collect();
         pids.sort_unstable();

@@ -1,6 +1,11 @@
 //! `--push URL`: every window of every process goes to a Pyroscope-compatible
 //! ingest endpoint (`POST /ingest?name=APP{labels}&from=&until=&format=folded`,
-//! body = collapsed stacks). Pushes run in the background with at most
+//! body = collapsed stacks). With `--off-cpu` a window also pushes its time
+//! blocked as `NAME.off_cpu{labels}`: Pyroscope's ingest accepts only its
+//! fixed units (samples, objects, bytes, goroutines, lock_*), and shows
+//! samples as time = value / sampleRate, so the blocked time is sent in
+//! microseconds with `sampleRate=1000000`: it reads as seconds blocked.
+//! Pushes run in the background with at most
 //! [`MAX_IN_FLIGHT`] at a time and a timeout each; a window that finds no
 //! slot is dropped and counted, so a slow server never grows our memory.
 
@@ -48,8 +53,19 @@ fn encode(value: &str) -> String {
     out
 }
 
-/// Pyroscope application name: `NAME.cpu{pid=..,container_id=..,pod_uid=..}`.
-pub fn application_name(window: &ProcessWindow) -> String {
+/// Which of a window's values a push carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Series {
+    Cpu,
+    OffCpu,
+}
+
+/// `sampleRate` of the off-CPU push: its values are microseconds.
+pub const OFF_CPU_RATE: u64 = 1_000_000;
+
+/// Pyroscope application name: `NAME.cpu{pid=..,container_id=..,pod_uid=..}`
+/// (`NAME.off_cpu{..}` for the time blocked).
+pub fn application_name(window: &ProcessWindow, series: Series) -> String {
     let p = &window.process;
     let clean = |s: &str| s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' }).collect::<String>();
     let mut labels = vec![format!("pid={}", p.pid)];
@@ -59,20 +75,27 @@ pub fn application_name(window: &ProcessWindow) -> String {
     if let Some(u) = &p.pod_uid {
         labels.push(format!("pod_uid={}", clean(u)));
     }
-    format!("{}.cpu{{{}}}", clean(&p.name), labels.join(","))
+    let kind = match series {
+        Series::Cpu => "cpu",
+        Series::OffCpu => "off_cpu",
+    };
+    format!("{}.{kind}{{{}}}", clean(&p.name), labels.join(","))
 }
 
-/// The ingest URL of one window.
-pub fn ingest_uri(base: &hyper::Uri, window: &ProcessWindow) -> String {
+/// The ingest URL of one window's series.
+pub fn ingest_uri(base: &hyper::Uri, window: &ProcessWindow, series: Series) -> String {
     let secs = |t: std::time::SystemTime| t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let base = base.to_string();
     format!(
         "{}/ingest?name={}&from={}&until={}&format=folded&sampleRate={}&spyName=perf-audit&units=samples&aggregationType=sum",
         base.trim_end_matches('/'),
-        encode(&application_name(window)),
+        encode(&application_name(window, series)),
         secs(window.start),
         secs(window.end).max(secs(window.start) + 1),
-        window.frequency_hz
+        match series {
+            Series::Cpu => window.frequency_hz,
+            Series::OffCpu => OFF_CPU_RATE,
+        }
     )
 }
 
@@ -86,14 +109,27 @@ impl Pusher {
         }
     }
 
-    /// Starts sending one window; returns at once.
+    /// Starts sending one window (its CPU samples, and its time blocked
+    /// when it has any); returns at once.
     pub fn push(&self, window: &ProcessWindow) {
+        if window.total_samples() > 0 || !window.has_off_cpu() {
+            self.push_series(window, Series::Cpu);
+        }
+        if window.total_off_cpu_ns() >= 1_000 {
+            self.push_series(window, Series::OffCpu);
+        }
+    }
+
+    fn push_series(&self, window: &ProcessWindow, series: Series) {
         let Ok(permit) = self.slots.clone().try_acquire_owned() else {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        let uri = ingest_uri(&self.base, window);
-        let body = window.folded_text();
+        let uri = ingest_uri(&self.base, window, series);
+        let body = match series {
+            Series::Cpu => window.folded_text(),
+            Series::OffCpu => window.folded_off_cpu_text(),
+        };
         let client = self.client.clone();
         let stats = self.stats.clone();
         tokio::spawn(async move {
@@ -120,11 +156,18 @@ impl Pusher {
 
 #[cfg(test)]
 mod tests {
-    use super::{super::model::test_support::window, *};
+    use super::{super::model::test_support::{window, window_with_off_cpu}, *};
+
+    #[test]
+    fn off_cpu_goes_to_its_own_application_in_microseconds() {
+        let uri = ingest_uri(&"http://pyro:4040".parse().unwrap(), &window_with_off_cpu(), Series::OffCpu);
+        assert!(uri.starts_with("http://pyro:4040/ingest?name=svc.off_cpu%7Bpid%3D42%2C"), "{uri}");
+        assert!(uri.contains("&sampleRate=1000000&") && uri.contains("&units=samples&"), "{uri}");
+    }
 
     #[test]
     fn ingest_url_carries_name_labels_and_window() {
-        let uri = ingest_uri(&"http://pyro:4040/".parse().unwrap(), &window());
+        let uri = ingest_uri(&"http://pyro:4040/".parse().unwrap(), &window(), Series::Cpu);
         assert!(uri.starts_with("http://pyro:4040/ingest?name=svc.cpu%7Bpid%3D42%2Ccontainer_id%3Dabab"), "{uri}");
         assert!(uri.contains("pod_uid%3D9d4e2c1b-7a6f-4e3d-8c2b-1a0f9e8d7c6b%7D"), "{uri}");
         assert!(uri.contains("&from=1700000000&until=1700000060&format=folded&sampleRate=19"), "{uri}");

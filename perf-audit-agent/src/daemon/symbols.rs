@@ -9,7 +9,9 @@
 //!   [`MAX_CACHED_KERNEL_ADDRESSES`]); a full cache is cleared, not grown;
 //! - blazesym keeps every object it parsed; the daemon releases them after
 //!   each window ([`WindowSymbolizer::release_objects`]), and within one
-//!   window after [`MAX_OPEN_OBJECTS`] distinct files.
+//!   window after [`MAX_OPEN_OBJECTS`] distinct files or before the open
+//!   files would pass [`MAX_OPEN_BYTES`] (blazesym maps each whole and
+//!   reads its DWARF: a node's debug builds are hundreds of MiB each).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -28,7 +30,7 @@ use blazesym::{
 
 use super::{
     collector::StackKey,
-    model::{ProcessLabels, ProcessWindow, WindowKind, WindowLocation, WindowStack},
+    model::{ProcessLabels, ProcessWindow, StackValues, WindowKind, WindowLocation, WindowStack},
 };
 use crate::{
     profile::{Frame, Origin},
@@ -37,13 +39,33 @@ use crate::{
 };
 
 pub const MAX_CACHED_ADDRESSES: usize = 200_000;
+/// The user frame cache is also cleared past this many bytes (names and
+/// paths estimated): a system-wide daemon caches the frames of every
+/// process on the node, and Rust names run to hundreds of bytes, so the
+/// count alone let it grow the daemon's heap by 20 MiB in two windows
+/// (`cargo xtask bench daemon`); 16 MiB keeps the daemon under its 64 MiB
+/// budget with the ring (8 MiB mapped), its binary and the unwind tables.
+pub const MAX_CACHED_BYTES: usize = 16 * 1024 * 1024;
 pub const MAX_CACHED_KERNEL_ADDRESSES: usize = 50_000;
 pub const MAX_OPEN_OBJECTS: usize = 64;
+/// Sum of the sizes of the large files (from [`LARGE_OBJECT_BYTES`])
+/// blazesym may hold open at once: opening one that does not fit releases
+/// the others first (one larger than this is still opened, alone). Small
+/// files (shared libraries) never trigger a release, or every process
+/// would re-open its libc after a large binary. Measured without it: 272
+/// MiB file-backed and 87 MiB anonymous RSS during a window flush on a
+/// build machine running several debug builds (`cargo xtask bench daemon`).
+pub const MAX_OPEN_BYTES: u64 = 64 * 1024 * 1024;
+pub const LARGE_OBJECT_BYTES: u64 = 8 * 1024 * 1024;
 
 pub struct WindowSymbolizer {
     inner: Symbolizer,
     objects: HashSet<PathBuf>,
+    /// Sum of the sizes of `objects`.
+    open_bytes: u64,
     user: HashMap<(PathBuf, u64), Arc<[Frame]>>,
+    /// Estimated bytes of `user`.
+    user_bytes: usize,
     kernel: HashMap<u64, Frame>,
     /// Times a cache or the symbolizer was reset by a limit.
     pub resets: u64,
@@ -69,7 +91,9 @@ impl WindowSymbolizer {
         WindowSymbolizer {
             inner: symbolizer(),
             objects: HashSet::new(),
+            open_bytes: 0,
             user: HashMap::new(),
+            user_bytes: 0,
             kernel: HashMap::new(),
             resets: 0,
         }
@@ -85,6 +109,7 @@ impl WindowSymbolizer {
         }
         self.inner = symbolizer();
         self.objects.clear();
+        self.open_bytes = 0;
         #[cfg(target_env = "gnu")]
         // SAFETY: malloc_trim has no preconditions.
         unsafe {
@@ -97,16 +122,18 @@ impl WindowSymbolizer {
         self.user.len() + self.kernel.len()
     }
 
-    /// The symbolized window of one process.
+    /// The symbolized window of one process (`kind`: whether off-CPU time
+    /// was recorded, so that its sample type is present even when zero).
     pub fn window<'a>(
         &mut self,
         process: ProcessLabels,
         maps: &MapsSnapshot,
-        stacks: impl IntoIterator<Item = (&'a StackKey, &'a u64)>,
+        stacks: impl IntoIterator<Item = (&'a StackKey, &'a StackValues)>,
         (start, end): (SystemTime, SystemTime),
         frequency_hz: u64,
+        kind: WindowKind,
     ) -> ProcessWindow {
-        let stacks: Vec<(&StackKey, u64)> = stacks.into_iter().map(|(k, c)| (k, *c)).collect();
+        let stacks: Vec<(&StackKey, StackValues)> = stacks.into_iter().map(|(k, v)| (k, *v)).collect();
         // Lookup addresses: the sampled instruction, or the byte before a
         // return address (inside its call).
         let lookup = |i: usize, addr: u64| if i == 0 { addr } else { addr.saturating_sub(1) };
@@ -122,7 +149,7 @@ impl WindowSymbolizer {
         self.resolve_kernel(&kernel_addrs);
 
         let mut window = ProcessWindow {
-            kind: WindowKind::Cpu,
+            kind,
             process,
             start,
             end,
@@ -134,7 +161,7 @@ impl WindowSymbolizer {
         let mut mapping_index: HashMap<u64, usize> = HashMap::new();
         let mut user_locations: HashMap<u64, usize> = HashMap::new();
         let mut kernel_locations: HashMap<u64, usize> = HashMap::new();
-        for (key, count) in stacks {
+        for (key, values) in stacks {
             let mut locations = Vec::with_capacity(key.user.len() + key.kernel.len());
             for (i, addr) in key.kernel.iter().enumerate() {
                 let addr = lookup(i, *addr);
@@ -168,10 +195,21 @@ impl WindowSymbolizer {
                 });
                 locations.push(loc);
             }
-            window.stacks.push(WindowStack { thread: key.thread_name(), locations, count });
+            window.stacks.push(WindowStack {
+                thread: key.thread_name(),
+                locations,
+                count: values.samples,
+                off_cpu_ns: values.off_cpu_ns,
+            });
         }
         // Deterministic order for the encoders.
-        window.stacks.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.locations.cmp(&b.locations)).then_with(|| a.thread.cmp(&b.thread)));
+        window.stacks.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then_with(|| b.off_cpu_ns.cmp(&a.off_cpu_ns))
+                .then_with(|| a.locations.cmp(&b.locations))
+                .then_with(|| a.thread.cmp(&b.thread))
+        });
         window
     }
 
@@ -190,16 +228,23 @@ impl WindowSymbolizer {
         for (path, mut offsets) in files {
             offsets.sort_unstable();
             offsets.dedup();
-            if self.user.len() + offsets.len() > MAX_CACHED_ADDRESSES {
+            if self.user.len() + offsets.len() > MAX_CACHED_ADDRESSES || self.user_bytes > MAX_CACHED_BYTES {
                 self.user.clear();
+                self.user_bytes = 0;
                 self.resets += 1;
             }
-            if !self.objects.contains(&path) && self.objects.len() >= MAX_OPEN_OBJECTS {
-                self.inner = symbolizer();
-                self.objects.clear();
-                self.resets += 1;
+            if !self.objects.contains(&path) {
+                if self.objects.len() >= MAX_OPEN_OBJECTS {
+                    self.release_objects();
+                    self.resets += 1;
+                }
+                let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                if size >= LARGE_OBJECT_BYTES && self.open_bytes + size > MAX_OPEN_BYTES {
+                    self.release_objects();
+                }
+                self.open_bytes += size;
+                self.objects.insert(path.clone());
             }
-            self.objects.insert(path.clone());
             let module = module_name(&path);
             // Symbols are cached per file for every process: a program's
             // own code is in executables, not in shared libraries.
@@ -209,7 +254,9 @@ impl WindowSymbolizer {
             match results {
                 Ok(symbolized) => {
                     for (offset, sym) in offsets.iter().zip(symbolized) {
-                        self.user.insert((path.clone(), *offset), frames_of(sym, &module, owner_object).into());
+                        let frames: Arc<[Frame]> = frames_of(sym, &module, owner_object).into();
+                        self.user_bytes += entry_bytes(&path, &frames);
+                        self.user.insert((path.clone(), *offset), frames);
                     }
                 }
                 Err(_) => {
@@ -240,6 +287,13 @@ impl WindowSymbolizer {
             self.kernel.insert(*addr, kernel_frame(name));
         }
     }
+}
+
+/// Estimated heap bytes of one cached entry: the key's path, the frames'
+/// names and files, and the map's and allocations' overhead.
+fn entry_bytes(path: &std::path::Path, frames: &[Frame]) -> usize {
+    96 + path.as_os_str().len()
+        + frames.iter().map(|f| 64 + f.function.len() + f.file.as_deref().map_or(0, str::len)).sum::<usize>()
 }
 
 fn kernel_frame(function: String) -> Frame {

@@ -65,6 +65,8 @@ pub struct UnwindStats {
     pub no_user_stack: u64,
     pub table_cache_resets: u64,
     pub processes_evicted: u64,
+    /// Objects whose tables were dropped once no process used them.
+    pub table_objects_evicted: u64,
 }
 
 struct ProcessState {
@@ -103,11 +105,22 @@ impl NodeUnwinder {
         }
     }
 
-    /// Drops the state of every process that exited.
+    /// Drops the state of every process that exited, then the tables no
+    /// remaining process uses, and the resident pages of the others (see
+    /// [`TableCache::evict_unused`] and [`TableCache::release_pages`]):
+    /// called once per window.
     pub fn evict_exited(&mut self) {
         let before = self.processes.len();
         self.processes.retain(|pid, _| crate::target::is_alive(*pid));
         self.stats.processes_evicted += (before - self.processes.len()) as u64;
+        self.stats.table_objects_evicted += self.tables.evict_unused() as u64;
+        self.tables.release_pages();
+    }
+
+    /// Drops the resident pages of the cached objects (every drain, so
+    /// that the file-backed RSS is what one drain interval touches).
+    pub fn release_table_pages(&self) {
+        self.tables.release_pages();
     }
 
     /// Processes with unwinding state.
@@ -229,5 +242,16 @@ mod tests {
         node.forget(2);
         node.forget(std::process::id());
         assert_eq!((node.processes(), node.stats.processes_evicted), (0, 2));
+        // No process uses the tables any more: they are dropped.
+        assert!(objects > 0);
+        node.evict_exited();
+        assert_eq!((node.objects(), node.stats.table_objects_evicted), (0, objects as u64));
+        // A process's tables stay while it is tracked, and survive their
+        // pages being released.
+        node.begin_drain();
+        assert_eq!(node.unwind(std::process::id(), (ip, sp, bp), &stack).1, Outcome::Complete);
+        node.evict_exited();
+        assert_eq!(node.objects(), objects);
+        assert_eq!(node.unwind(std::process::id(), (ip, sp, bp), &stack).1, Outcome::Complete);
     }
 }

@@ -98,17 +98,20 @@ impl KernelSession {
     /// `offcpu_min`: blocking intervals at least this long are captured with
     /// a stack (off-CPU profile).
     pub fn load(filter: Filter, unwind: UnwindMode, offcpu_min: std::time::Duration) -> Result<KernelSession> {
-        Self::load_with_ring(filter, unwind, offcpu_min, None)
+        Self::load_with_ring(filter, unwind, offcpu_min, None, 0)
     }
 
     /// [`KernelSession::load`] with the stack-copy ring sized to
     /// `stack_ring_bytes` (a power of two of pages) instead of the audit's
-    /// 32 MiB: the daemon drains it often and keeps its own memory small.
+    /// 32 MiB: the daemon drains it often and keeps its own memory small;
+    /// and at most `offcpu_max_per_sec` off-CPU stack copies per CPU per
+    /// second (0: no limit), the rest counted.
     pub fn load_with_ring(
         filter: Filter,
         unwind: UnwindMode,
         offcpu_min: std::time::Duration,
         stack_ring_bytes: Option<u32>,
+        offcpu_max_per_sec: u64,
     ) -> Result<KernelSession> {
         let mode = match filter {
             Filter::ListedPids => filter_mode::LISTED_PIDS,
@@ -126,6 +129,7 @@ impl KernelSession {
             .override_global(names::FILTER_MODE, &mode, true)
             .override_global(names::USER_STACK_MODE, &stack_mode, true)
             .override_global(names::OFFCPU_MIN_NS, &(offcpu_min.as_nanos() as u64), true)
+            .override_global(names::OFFCPU_MAX_PER_SEC, &offcpu_max_per_sec, true)
             .override_global(names::URETPROBE_OFFSETS, &btf::uretprobe_offsets(), true)
             .load(EBPF_OBJECT)
             .map_err(|e| load_error("loading the eBPF object", &e))?;
@@ -268,6 +272,32 @@ impl KernelSession {
 
     pub fn counters(&self) -> Result<Counters> {
         read_counters(&self.ebpf)
+    }
+
+    /// One counter, summed over CPUs (for counters the audit's report does
+    /// not carry).
+    pub fn counter(&self, counter: Counter) -> Result<u64> {
+        let array: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.ebpf.map(names::COUNTERS).ok_or_else(|| missing(names::COUNTERS))?)
+                .map_err(|e| Error::internal(format!("COUNTERS: {e}")))?;
+        let values =
+            array.get(&counter.slot(), 0).map_err(|e| Error::internal(format!("reading counter {counter:?}: {e}")))?;
+        Ok(values.iter().sum())
+    }
+
+    /// Removes the scheduler state of threads that no longer exist (the
+    /// daemon's off-CPU maps would otherwise fill with the node's dead
+    /// threads). Returns the entries removed.
+    pub fn prune_sched_threads(&mut self, alive: impl Fn(u32) -> bool) -> Result<usize> {
+        fn prune<V: aya::Pod>(ebpf: &mut Ebpf, name: &str, alive: &impl Fn(u32) -> bool) -> Result<usize> {
+            let mut map: aya::maps::HashMap<_, u32, V> =
+                aya::maps::HashMap::try_from(ebpf.map_mut(name).ok_or_else(|| missing(name))?)
+                    .map_err(|e| Error::internal(format!("{name}: {e}")))?;
+            let dead: Vec<u32> = map.keys().filter_map(|k| k.ok()).filter(|tid| !alive(*tid)).collect();
+            Ok(dead.into_iter().filter(|tid| map.remove(tid).is_ok()).count())
+        }
+        Ok(prune::<perf_audit_common::ThreadSchedState>(&mut self.ebpf, names::SCHED_STATE, &alive)?
+            + prune::<perf_audit_common::ThreadSchedTotals>(&mut self.ebpf, names::SCHED_TOTALS, &alive)?)
     }
 }
 
