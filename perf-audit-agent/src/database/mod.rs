@@ -26,7 +26,7 @@ pub mod stats;
 pub mod url;
 
 pub use perf_audit_analysis::{
-    database::{advice, analysis, section, wire},
+    database::{advice, analysis, recovery, section, wire},
     report::schema::{
         CallSiteRow, DatabaseSection, DuplicateIndex, IndexRow, MissingIndex, StatementRow, TableRow, UnusedIndex, WireSummary,
     },
@@ -65,9 +65,36 @@ const WIRE_DRAIN: std::time::Duration = std::time::Duration::from_millis(10);
 const FD_REFRESH: std::time::Duration = std::time::Duration::from_millis(50);
 /// Statements explained for missing indexes (heaviest first).
 const EXPLAINED_STATEMENTS: usize = 5;
+/// At most one `pg_stat_activity` read per this interval, and only while a
+/// connection's last write executed a statement whose text is unknown
+/// (`recovery::TextRecovery::wants_poll`): at most 50 small reads a second
+/// on the server, none once every name in use is known. Each observation
+/// needs an idle backend, so more frequent reads mostly find the same
+/// state; 20 ms gives a connection used every few milliseconds dozens of
+/// chances a second.
+const ACTIVITY_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+/// An activity read slower than this is abandoned (the wire is not drained
+/// meanwhile; its ring holds about half a second of writes).
+const ACTIVITY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(200);
+/// Failed activity reads after which recovery stops (a server that refuses
+/// them, e.g. a role without access).
+const ACTIVITY_MAX_FAILURES: u32 = 5;
 
-/// One statement seen on the wire: (ts, tid, fd, normalised sql, stack fingerprint).
-type WireExecution = (u64, u32, u32, Option<String>, u64);
+/// One statement seen on the wire.
+struct WireExecution {
+    ts_ns: u64,
+    tid: u32,
+    fd: u32,
+    /// Normalised text, when known.
+    sql: Option<String>,
+    /// Stack fingerprint.
+    site: u64,
+    /// Without a text: the connection's generation and the statement name,
+    /// to fill it once the text is recovered.
+    unknown: Option<(u64, String)>,
+    /// The text was recovered from pg_stat_activity.
+    recovered: bool,
+}
 
 /// Writes parsed into executions, before symbolization.
 #[derive(Default)]
@@ -82,6 +109,10 @@ struct WireCapture {
     sites: HashMap<u64, usize>,
     executions: Vec<WireExecution>,
     dropped_executions: u64,
+    /// fd -> its connection's generation (bumped when the fd is reused).
+    generations: HashMap<u32, u64>,
+    next_generation: u64,
+    recovery: recovery::TextRecovery,
     fd_rejected: u64,
     maps: MapsSnapshot,
     /// The target's executable, read while it runs: only its frames are
@@ -90,21 +121,67 @@ struct WireCapture {
 }
 
 impl WireCapture {
+    fn generation(&mut self, fd: u32) -> u64 {
+        let next = &mut self.next_generation;
+        *self.generations.entry(fd).or_insert_with(|| {
+            *next += 1;
+            *next
+        })
+    }
+
+    /// A new socket on `fd` (or a reused fd number): fresh protocol state.
+    fn reset(&mut self, fd: u32) {
+        self.connections.remove(&fd);
+        if let Some(g) = self.generations.remove(&fd) {
+            self.recovery.forget((fd, g));
+        }
+    }
+
     fn push(&mut self, w: RawDbWrite) {
+        let generation = self.generation(w.fd);
         let conn = self.connections.entry(w.fd).or_default();
         let executions = conn.feed(wire::parse(&w.payload));
         if conn.encrypted {
             self.tls_fds.insert(w.fd);
         }
-        if executions.is_empty() {
-            return;
-        }
+        self.recovery.on_write((w.fd, generation), w.ts_ns, executions.last().map(|e| (e.statement.as_str(), e.sql.is_some())));
         for e in executions {
             if self.executions.len() >= MAX_EXECUTIONS {
                 self.dropped_executions += 1;
                 continue;
             }
-            self.executions.push((w.ts_ns, w.tid, w.fd, e.sql.map(|s| analysis::normalize_sql(&s)), w.site));
+            let unknown = e.sql.is_none().then(|| (generation, e.statement));
+            self.executions.push(WireExecution {
+                ts_ns: w.ts_ns,
+                tid: w.tid,
+                fd: w.fd,
+                sql: e.sql.map(|s| analysis::normalize_sql(&s)),
+                site: w.site,
+                unknown,
+                recovered: e.recovered,
+            });
+        }
+    }
+
+    /// Texts learnt from the server for the current connection on an fd.
+    fn learn(&mut self, learnt: Vec<(recovery::ConnKey, String, String)>) {
+        for ((fd, generation), name, sql) in learnt {
+            if self.generations.get(&fd) == Some(&generation)
+                && let Some(conn) = self.connections.get_mut(&fd) {
+                    conn.learn(&name, sql);
+                }
+        }
+    }
+
+    /// Fills executions recorded before their statement's text was learnt.
+    fn fill_recovered(&mut self) {
+        for e in &mut self.executions {
+            if e.sql.is_none()
+                && let Some((generation, name)) = &e.unknown
+                && let Some(sql) = self.recovery.text((e.fd, *generation), name) {
+                    e.sql = Some(sql.to_string());
+                    e.recovered = true;
+                }
         }
     }
 
@@ -236,9 +313,18 @@ impl DatabaseCollector {
                 let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
                 let (mut fds, mut reader) = session.start_db_tracing(unwinder, &crate::memory::code_ranges(&maps, &exe))?;
                 reader.warm_up(&maps);
-                let initial = fds.sync(&sockets::database_fds(pid, &endpoint));
+                let sockets_now = sockets::database_sockets(pid, &endpoint);
+                let initial = fds.sync(&sockets_now.keys().copied().collect());
+                // A second session of our own reads pg_stat_activity for the
+                // text of statements prepared before the audit, beside the
+                // wire (the first one takes the statistics snapshots).
+                let activity = match collector.db.is_some() {
+                    true => stats::connect(&url).await.ok(),
+                    false => None,
+                };
                 let (stop, stopped) = tokio::sync::oneshot::channel();
-                let handle = tokio::spawn(trace_wire(fds, reader, maps, initial, pid, endpoint, stopped));
+                let wire = Wire { fds, reader, maps, ports: sockets_now, activity, pid, endpoint };
+                let handle = tokio::spawn(trace_wire(wire, initial, stopped));
                 collector.wire = Some(WireTask { stop, handle });
                 section.wire.traced = true;
             }
@@ -312,48 +398,124 @@ impl DatabaseCollector {
 }
 
 
-async fn trace_wire(
-    mut fds: DbFdSet,
-    mut reader: DbWriteReader,
-    mut maps: MapsSnapshot,
-    initial_fds: Vec<u32>,
+/// What the wire task owns.
+struct Wire {
+    fds: DbFdSet,
+    reader: DbWriteReader,
+    maps: MapsSnapshot,
+    /// The target's database sockets: fd -> local port.
+    ports: std::collections::BTreeMap<u32, u16>,
+    /// Our session for pg_stat_activity reads (None: no recovery).
+    activity: Option<Db>,
     pid: u32,
     endpoint: sockets::Endpoint,
-    mut stop: tokio::sync::oneshot::Receiver<()>,
-) -> WireCapture {
+}
+
+async fn trace_wire(mut w: Wire, initial_fds: Vec<u32>, mut stop: tokio::sync::oneshot::Receiver<()>) -> WireCapture {
+    let pid = w.pid;
     let mut capture = WireCapture { exe: std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default(), ..WireCapture::default() };
     capture.seen_fds.extend(initial_fds);
     let mut last_maps = Instant::now();
     let mut tick = tokio::time::interval(FD_REFRESH);
     let mut drain_tick = tokio::time::interval(WIRE_DRAIN);
     drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut poll_tick = tokio::time::interval(ACTIVITY_POLL);
+    poll_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failures = 0;
     loop {
         tokio::select! {
             _ = &mut stop => break,
             // Writes come without a wake-up (see perf-audit-ebpf's db.rs).
-            _ = drain_tick.tick() => drain(&mut reader, &mut maps, &mut capture),
+            _ = drain_tick.tick() => drain(&mut w.reader, &mut w.maps, &mut capture),
             _ = tick.tick() => {
-                drain(&mut reader, &mut maps, &mut capture);
-                let now = sockets::database_fds(pid, &endpoint);
-                for fd in fds.sync(&now) {
-                    // A new socket (or a reused fd number): fresh protocol state.
-                    capture.connections.remove(&fd);
+                drain(&mut w.reader, &mut w.maps, &mut capture);
+                w.ports = sockets::database_sockets(pid, &w.endpoint);
+                for fd in w.fds.sync(&w.ports.keys().copied().collect()) {
+                    capture.reset(fd);
                     capture.seen_fds.insert(fd);
                 }
                 if last_maps.elapsed() >= std::time::Duration::from_secs(1) {
-                    let _ = maps.refresh(pid);
+                    let _ = w.maps.refresh(pid);
                     last_maps = Instant::now();
+                }
+            }
+            _ = poll_tick.tick(), if w.activity.is_some() && capture.recovery.wants_poll() => {
+                if !poll_activity(&mut w, &mut capture).await {
+                    failures += 1;
+                    if failures >= ACTIVITY_MAX_FAILURES {
+                        eprintln!("perf-audit: database: pg_stat_activity could not be read {failures} times: texts of statements prepared before the audit are not recovered");
+                        w.activity = None;
+                    }
                 }
             }
         }
     }
-    drain(&mut reader, &mut maps, &mut capture);
-    capture.fd_rejected = fds.rejected;
+    drain(&mut w.reader, &mut w.maps, &mut capture);
+    capture.fill_recovered();
+    capture.fd_rejected = w.fds.rejected;
     if std::env::var_os("PERF_AUDIT_DEBUG_WIRE").is_some() {
-        eprintln!("perf-audit: wire: {} stack fingerprints, {} distinct stacks, {} executions", capture.sites.len(), capture.stack_list.len(), capture.executions.len());
+        eprintln!(
+            "perf-audit: wire: {} stack fingerprints, {} distinct stacks, {} executions; pg_stat_activity: {} reads, {} observations, {} statement names learnt, guard {:.2} ms",
+            capture.sites.len(),
+            capture.stack_list.len(),
+            capture.executions.len(),
+            capture.recovery.polls,
+            capture.recovery.observations,
+            capture.recovery.learnt_count(),
+            capture.recovery.guard_ns() as f64 / 1e6
+        );
     }
-    capture.maps = maps;
+    capture.maps = w.maps;
     capture
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of the kernel's write timestamps
+/// (`bpf_ktime_get_ns`).
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid timespec out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// One pg_stat_activity read for the connections whose last write executed
+/// an unknown statement (see `recovery`): the wire is drained just before
+/// (the candidates are current) and just after (every write made before the
+/// server's snapshot has been seen). False when the read failed.
+async fn poll_activity(w: &mut Wire, capture: &mut WireCapture) -> bool {
+    drain(&mut w.reader, &mut w.maps, capture);
+    let candidates = capture.recovery.candidates(monotonic_ns());
+    let ports: Vec<i32> = candidates.iter().filter_map(|c| w.ports.get(&c.conn.0)).map(|p| i32::from(*p)).collect();
+    if ports.is_empty() {
+        return true;
+    }
+    let Some(db) = w.activity.as_mut() else { return true };
+    let sent = Instant::now();
+    let rows = match tokio::time::timeout(ACTIVITY_TIMEOUT, db.activity(&ports)).await {
+        Ok(Ok(rows)) => rows,
+        _ => return false,
+    };
+    let rtt = sent.elapsed().as_nanos() as u64;
+    drain(&mut w.reader, &mut w.maps, capture);
+    // A port is the connection's only when one backend has it (clients on
+    // other hosts may use the same port number).
+    let mut by_port: HashMap<i32, Vec<&stats::ActivityRow>> = HashMap::new();
+    for r in &rows {
+        by_port.entry(r.port).or_default().push(r);
+    }
+    let activity: HashMap<recovery::ConnKey, recovery::Activity> = candidates
+        .iter()
+        .filter_map(|c| {
+            let port = i32::from(*w.ports.get(&c.conn.0)?);
+            match by_port.get(&port).map(Vec::as_slice) {
+                Some([row]) => Some((c.conn, recovery::Activity { state: row.state.clone(), query: row.query.clone() })),
+                _ => None,
+            }
+        })
+        .collect();
+    let learnt = capture.recovery.observe(&candidates, &activity, rtt);
+    capture.learn(learnt);
+    true
 }
 
 fn drain(reader: &mut DbWriteReader, maps: &mut MapsSnapshot, capture: &mut WireCapture) {
@@ -367,6 +529,7 @@ fn drain(reader: &mut DbWriteReader, maps: &mut MapsSnapshot, capture: &mut Wire
         capture.push(w);
     }
 }
+
 
 /// Symbolizes each distinct stack once and names the owner's frame.
 fn symbolize_capture(pid: u32, capture: WireCapture, summary: &mut WireSummary, symbolizer: &StackSymbolizer) -> Vec<Execution> {
@@ -387,15 +550,18 @@ fn symbolize_capture(pid: u32, capture: WireCapture, summary: &mut WireSummary, 
             Some(CallSite { function: frame.display_name(), file: frame.file.clone(), line: frame.line })
         })
         .collect();
+    summary.executions_text_from_activity = capture.executions.iter().filter(|e| e.recovered).count() as u64;
+    summary.statements_text_from_activity = capture.recovery.learnt_count() as u64;
+    summary.activity_polls = capture.recovery.polls;
     let mut executions: Vec<Execution> = capture
         .executions
         .into_iter()
-        .map(|(ts_ns, tid, fd, sql, fingerprint)| {
-            let stack = capture.sites.get(&fingerprint).copied();
-            Execution { ts_ns, tid, fd, sql, site: stack.and_then(|i| sites.get(i).cloned().flatten()) }
+        .map(|e| {
+            let stack = capture.sites.get(&e.site).copied();
+            Execution { ts_ns: e.ts_ns, tid: e.tid, fd: e.fd, sql: e.sql, site: stack.and_then(|i| sites.get(i).cloned().flatten()) }
         })
         .collect();
-    analysis::fill_texts_from_call_sites(&mut executions);
+    summary.executions_text_from_call_site = analysis::fill_texts_from_call_sites(&mut executions);
     summary.executions = executions.len() as u64;
     summary.executions_without_text = executions.iter().filter(|e| e.sql.is_none()).count() as u64;
     summary.executions_with_call_site = executions.iter().filter(|e| e.site.is_some()).count() as u64;

@@ -1,10 +1,12 @@
 //! The database profile's model and analyses: the frontend protocol parsed
 //! into executions ([`wire`]), the server's statistics as plain values
 //! ([`stats`]), N+1 detection ([`analysis`]), index reasoning over
-//! `EXPLAIN` plans ([`advice`]) and the section's tables ([`section`]).
+//! `EXPLAIN` plans ([`advice`]), the section's tables ([`section`]) and
+//! the text of statements prepared before the audit ([`recovery`]).
 
 pub mod advice;
 pub mod analysis;
+pub mod recovery;
 pub mod section;
 pub mod stats;
 pub mod thresholds;
