@@ -291,11 +291,13 @@ fn an_audit_of_a_warmed_service_recovers_the_text_of_statements_prepared_before_
     assert!(executions >= 30 * rounds as u64, "{wire}");
     // The statements really were prepared before: their texts came from
     // the server, not from a Parse on the wire.
-    assert!(wire["statements_text_from_activity"].as_u64().unwrap() >= 5, "{wire}");
-    assert!(wire["executions_text_from_activity"].as_u64().unwrap() * 2 >= executions, "{wire}");
+    // (A learnt text fills the other executions of its call site.)
+    assert!(wire["statements_text_from_activity"].as_u64().unwrap() >= 1, "{wire}");
+    let recovered = wire["executions_text_from_activity"].as_u64().unwrap() + wire["executions_text_from_call_site"].as_u64().unwrap();
+    assert!(recovered * 10 >= executions * 9, "{wire}");
     // At most 5% of the executions are left without a text.
     let without = wire["executions_without_text"].as_u64().unwrap();
-    assert!(without * 20 <= executions, "{without} of {executions} executions without text: {wire}");
+    assert!(without * 20 <= executions, "{without} of {executions} executions without text: {wire}\n{stderr}");
 
     // The N+1, with its statement, at the loop's line.
     let n1 = db["n_plus_one"].as_array().unwrap().iter().find(|n| n["call_site"]["function"] == "demo_service::db::fetch_authors_one_by_one").unwrap_or_else(|| panic!("no N+1:\n{md}"));

@@ -33,7 +33,7 @@ pub use perf_audit_analysis::{
 };
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     time::Instant,
 };
 
@@ -67,12 +67,13 @@ const FD_REFRESH: std::time::Duration = std::time::Duration::from_millis(50);
 const EXPLAINED_STATEMENTS: usize = 5;
 /// At most one `pg_stat_activity` read per this interval, and only while a
 /// connection's last write executed a statement whose text is unknown
-/// (`recovery::TextRecovery::wants_poll`): at most 50 small reads a second
+/// (`recovery::TextRecovery::wants_poll`): at most 100 small reads a second
 /// on the server, none once every name in use is known. Each observation
 /// needs an idle backend, so more frequent reads mostly find the same
-/// state; 20 ms gives a connection used every few milliseconds dozens of
-/// chances a second.
-const ACTIVITY_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+/// state; 10 ms gives a connection used every few milliseconds dozens of
+/// chances a second (a statement rarely last on its connection is seen
+/// only in the few milliseconds before the connection is used again).
+const ACTIVITY_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 /// An activity read slower than this is abandoned (the wire is not drained
 /// meanwhile; its ring holds about half a second of writes).
 const ACTIVITY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(200);
@@ -140,11 +141,12 @@ impl WireCapture {
     fn push(&mut self, w: RawDbWrite) {
         let generation = self.generation(w.fd);
         let conn = self.connections.entry(w.fd).or_default();
-        let executions = conn.feed(wire::parse(&w.payload));
+        let messages = wire::parse(&w.payload);
+        let executions = conn.feed(messages.clone());
         if conn.encrypted {
             self.tls_fds.insert(w.fd);
         }
-        self.recovery.on_write((w.fd, generation), w.ts_ns, executions.last().map(|e| (e.statement.as_str(), e.sql.is_some())));
+        self.recovery.on_write((w.fd, generation), w.ts_ns, recovery::last_statement(&messages, |s| conn.knows(s)));
         for e in executions {
             if self.executions.len() >= MAX_EXECUTIONS {
                 self.dropped_executions += 1;
@@ -429,11 +431,19 @@ async fn trace_wire(mut w: Wire, initial_fds: Vec<u32>, mut stop: tokio::sync::o
             _ = drain_tick.tick() => drain(&mut w.reader, &mut w.maps, &mut capture),
             _ = tick.tick() => {
                 drain(&mut w.reader, &mut w.maps, &mut capture);
-                w.ports = sockets::database_sockets(pid, &w.endpoint);
-                for fd in w.fds.sync(&w.ports.keys().copied().collect()) {
+                let ports = sockets::database_sockets(pid, &w.endpoint);
+                for fd in w.fds.sync(&ports.keys().copied().collect()) {
                     capture.reset(fd);
                     capture.seen_fds.insert(fd);
                 }
+                // Another socket on the same fd number since the last look
+                // (another local port): its backend is another one.
+                for (fd, port) in &ports {
+                    if w.ports.get(fd).is_some_and(|p| p != port) {
+                        capture.reset(*fd);
+                    }
+                }
+                w.ports = ports;
                 if last_maps.elapsed() >= std::time::Duration::from_secs(1) {
                     let _ = w.maps.refresh(pid);
                     last_maps = Instant::now();
@@ -455,14 +465,13 @@ async fn trace_wire(mut w: Wire, initial_fds: Vec<u32>, mut stop: tokio::sync::o
     capture.fd_rejected = w.fds.rejected;
     if std::env::var_os("PERF_AUDIT_DEBUG_WIRE").is_some() {
         eprintln!(
-            "perf-audit: wire: {} stack fingerprints, {} distinct stacks, {} executions; pg_stat_activity: {} reads, {} observations, {} statement names learnt, guard {:.2} ms",
+            "perf-audit: wire: {} stack fingerprints, {} distinct stacks, {} executions; pg_stat_activity: {} reads, {} observations, {} statement names learnt",
             capture.sites.len(),
             capture.stack_list.len(),
             capture.executions.len(),
             capture.recovery.polls,
             capture.recovery.observations,
-            capture.recovery.learnt_count(),
-            capture.recovery.guard_ns() as f64 / 1e6
+            capture.recovery.learnt_count()
         );
     }
     capture.maps = w.maps;
@@ -484,18 +493,17 @@ fn monotonic_ns() -> u64 {
 /// server's snapshot has been seen). False when the read failed.
 async fn poll_activity(w: &mut Wire, capture: &mut WireCapture) -> bool {
     drain(&mut w.reader, &mut w.maps, capture);
-    let candidates = capture.recovery.candidates(monotonic_ns());
+    let candidates = capture.recovery.candidates();
     let ports: Vec<i32> = candidates.iter().filter_map(|c| w.ports.get(&c.conn.0)).map(|p| i32::from(*p)).collect();
     if ports.is_empty() {
         return true;
     }
     let Some(db) = w.activity.as_mut() else { return true };
-    let sent = Instant::now();
+    let sent = monotonic_ns();
     let rows = match tokio::time::timeout(ACTIVITY_TIMEOUT, db.activity(&ports)).await {
         Ok(Ok(rows)) => rows,
         _ => return false,
     };
-    let rtt = sent.elapsed().as_nanos() as u64;
     drain(&mut w.reader, &mut w.maps, capture);
     // A port is the connection's only when one backend has it (clients on
     // other hosts may use the same port number).
@@ -508,12 +516,15 @@ async fn poll_activity(w: &mut Wire, capture: &mut WireCapture) -> bool {
         .filter_map(|c| {
             let port = i32::from(*w.ports.get(&c.conn.0)?);
             match by_port.get(&port).map(Vec::as_slice) {
-                Some([row]) => Some((c.conn, recovery::Activity { state: row.state.clone(), query: row.query.clone() })),
+                Some([row]) => Some((c.conn, recovery::Activity { state: row.state.clone(), query: row.query.clone(), state_for_ns: row.state_for_ns, state_change_ns: row.state_change_ns })),
                 _ => None,
             }
         })
         .collect();
-    let learnt = capture.recovery.observe(&candidates, &activity, rtt);
+    if std::env::var_os("PERF_AUDIT_DEBUG_ACTIVITY").is_some() {
+        eprintln!("perf-audit: activity: sent {sent} candidates {candidates:?} rows {rows:?}");
+    }
+    let learnt = capture.recovery.observe(&candidates, &activity, sent);
     capture.learn(learnt);
     true
 }
@@ -550,20 +561,47 @@ fn symbolize_capture(pid: u32, capture: WireCapture, summary: &mut WireSummary, 
             Some(CallSite { function: frame.display_name(), file: frame.file.clone(), line: frame.line })
         })
         .collect();
-    summary.executions_text_from_activity = capture.executions.iter().filter(|e| e.recovered).count() as u64;
-    summary.statements_text_from_activity = capture.recovery.learnt_count() as u64;
+    let site_of = |e: &WireExecution| capture.sites.get(&e.site).and_then(|i| sites.get(*i).cloned().flatten());
+    // Names observed once on their connection, decided with the other
+    // connections' names of the same call site (recovery::decide_by_call_site).
+    let mut name_sites: HashMap<(u32, u64, &str), Option<CallSite>> = HashMap::new();
+    for e in capture.executions.iter().filter(|e| e.sql.is_none()) {
+        if let Some((generation, name)) = &e.unknown {
+            let site = site_of(e);
+            name_sites.entry((e.fd, *generation, name.as_str())).and_modify(|s| if *s != site { *s = None }).or_insert(site);
+        }
+    }
+    let pooled = capture.recovery.decide_by_call_site(|(fd, generation), name| name_sites.get(&(fd, generation, name)).cloned().flatten());
+    summary.statements_text_from_activity = (capture.recovery.learnt_count() + pooled.len()) as u64;
     summary.activity_polls = capture.recovery.polls;
     let mut executions: Vec<Execution> = capture
         .executions
-        .into_iter()
+        .iter()
         .map(|e| {
-            let stack = capture.sites.get(&e.site).copied();
-            Execution { ts_ns: e.ts_ns, tid: e.tid, fd: e.fd, sql: e.sql, site: stack.and_then(|i| sites.get(i).cloned().flatten()) }
+            let mut sql = e.sql.clone();
+            let mut recovered = e.recovered;
+            if sql.is_none()
+                && let Some((generation, name)) = &e.unknown
+                && let Some(text) = pooled.get(&((e.fd, *generation), name.clone())) {
+                    sql = Some(text.clone());
+                    recovered = true;
+                }
+            if recovered {
+                summary.executions_text_from_activity += 1;
+            }
+            Execution { ts_ns: e.ts_ns, tid: e.tid, fd: e.fd, sql, site: site_of(e) }
         })
         .collect();
     summary.executions_text_from_call_site = analysis::fill_texts_from_call_sites(&mut executions);
     summary.executions = executions.len() as u64;
     summary.executions_without_text = executions.iter().filter(|e| e.sql.is_none()).count() as u64;
+    if std::env::var_os("PERF_AUDIT_DEBUG_WIRE").is_some() {
+        let mut unknown: BTreeMap<String, u64> = BTreeMap::new();
+        for e in executions.iter().filter(|e| e.sql.is_none()) {
+            *unknown.entry(e.site.as_ref().map_or_else(|| "?".into(), |s| format!("{}:{:?}", s.function, s.line))).or_default() += 1;
+        }
+        eprintln!("perf-audit: wire: executions without text by call site: {unknown:?}");
+    }
     summary.executions_with_call_site = executions.iter().filter(|e| e.site.is_some()).count() as u64;
     executions
 }

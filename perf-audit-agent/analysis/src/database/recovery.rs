@@ -11,27 +11,42 @@
 //! in /proc/PID/net/tcp) holds in `query` the text of its current or last
 //! statement: for a Bind/Execute, the text its statement was prepared
 //! with. So when the last write on a connection executed an unknown name,
-//! and the backend is idle (it has finished everything it received) and
-//! nothing more was written on that connection from well before the
-//! snapshot until after it, the backend's last statement is that
-//! execution, and `query` is the name's text. "Well before" is the guard
-//! ([`TextRecovery::guard_ns`]): the write must be older than twice the
-//! median round trip of the agent's own activity queries (at least 1 ms),
-//! the time the write takes to reach the backend and the backend to pick it
-//! up, as the agent's query, from the same host, takes both ways. What the
-//! guard cannot exclude (a backend woken late on a loaded machine still
-//! idle with the write in its socket: its `query` is then the previous
-//! statement's) is outvoted: a name's text is learnt only when at least
-//! [`MIN_VOTES`] observations agree and they are at least
-//! [`MIN_AGREEMENT`] of that name's observations. A learnt text is the
-//! connection's (the same name on another connection is another
-//! statement), and it fills every execution of that name on that
-//! connection, before and after it was learnt.
+//! the backend has read that write (it is running it, `active`, or has run
+//! it, `idle`), and nothing more was written on that connection until our
+//! read's answer came, the backend's current or last statement is that
+//! execution, and `query` is the name's text. "Has read": the backend must
+//! have changed state *after* the write, which the two clocks tell without
+//! being compared: the row's time in its state (the server's
+//! `statement_timestamp() - state_change`, its own clock, measured from
+//! when our read arrived) must be shorter than the write's age when our
+//! read was sent (the kernel's monotonic clock). A write the
+//! backend had not processed yet left it idle since before the write was
+//! made (sqlx, like any driver that does not pipeline, writes the next
+//! statement only after the
+//! previous one's ReadyForQuery), so its idle time at our read's arrival is
+//! longer than the write's age at our read's sending: such an observation
+//! is never accepted, whatever the distance to the server, the load or the
+//! clocks' offsets. A processed write is accepted when our read's one-way
+//! trip to the server is shorter than the write's own plus its execution
+//! (same host, same server: often not, for a statement that takes tens of
+//! microseconds). So a second reading is accepted too: a backend seen idle
+//! twice, (`ACTIVITY_POLL`-spaced) reads apart, with the same
+//! `state_change` and text and nothing written on its connection since
+//! before the first read, had processed that write at the first read
+//! already (a write waiting in its socket would have woken it, and
+//! changed `state_change`, within the interval; only a backend not
+//! scheduled for the whole interval would be missed). On top of that
+//! a name's text is learnt only when at least [`MIN_VOTES`] observations
+//! agree and they are at least [`MIN_AGREEMENT`] of that name's
+//! observations (what the rule above cannot see: a driver that pipelines
+//! statements). A learnt text is the connection's (the same name on
+//! another connection is another statement), and it fills every execution
+//! of that name on that connection, before and after it was learnt.
 //!
 //! Cost: the agent polls only while some connection's last write executed
-//! a name still unknown and old enough, at most once per
-//! `ACTIVITY_POLL` (the agent's database module), one indexed read of the
-//! server's backend array per poll for the ports of those connections.
+//! a name still unknown, at most once per `ACTIVITY_POLL` (the agent's
+//! database module), one read of the server's backend array per poll for
+//! the ports of those connections.
 
 use std::collections::HashMap;
 
@@ -44,8 +59,6 @@ pub const MIN_VOTES: u32 = 2;
 /// observation in five is tolerated, a name seen right after two different
 /// statements alike is not decided).
 pub const MIN_AGREEMENT: f64 = 0.8;
-/// The guard's floor: a write younger than this is never attributed.
-pub const MIN_GUARD_NS: u64 = 1_000_000;
 
 /// A connection: (file descriptor, generation). The generation changes when
 /// the fd number is reused for a new socket.
@@ -57,6 +70,38 @@ struct ConnState {
     last_write_ns: u64,
     /// The statement name the last write executed, when its text is unknown.
     last_unknown: Option<String>,
+    /// The previous read's idle row: (writes then, state_change, text).
+    seen: Option<(u64, i64, String)>,
+}
+
+/// What a write makes the backend's last statement (its
+/// `pg_stat_activity.query`): Parse, Bind and Query messages set it (Bind
+/// to the bound statement's text), Execute keeps the Bind's, Sync,
+/// Describe, Flush and Close leave it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LastStatement<'a> {
+    Unchanged,
+    /// A statement whose text the wire showed.
+    Known,
+    /// A prepared statement whose text is unknown, by name.
+    Unknown(&'a str),
+}
+
+/// What the messages of one write (in order) make the backend's last
+/// statement; `known` tells whether a statement name's text is known.
+pub fn last_statement<'a>(messages: &'a [crate::database::wire::Message], known: impl Fn(&str) -> bool) -> LastStatement<'a> {
+    use crate::database::wire::Message;
+    let mut last = LastStatement::Unchanged;
+    for m in messages {
+        match m {
+            Message::Query { .. } | Message::Parse { .. } => last = LastStatement::Known,
+            Message::Bind { statement, .. } => {
+                last = if known(statement) { LastStatement::Known } else { LastStatement::Unknown(statement) };
+            }
+            _ => {}
+        }
+    }
+    last
 }
 
 /// A connection worth asking the server about, as it stood before the poll.
@@ -65,6 +110,7 @@ pub struct Candidate {
     pub conn: ConnKey,
     pub statement: String,
     writes: u64,
+    last_write_ns: u64,
 }
 
 /// What the server said about one connection's backend.
@@ -72,6 +118,11 @@ pub struct Candidate {
 pub struct Activity {
     pub state: String,
     pub query: String,
+    /// How long the backend had been in its state when our read arrived
+    /// (`statement_timestamp() - state_change`), ns.
+    pub state_for_ns: i64,
+    /// `state_change` (the server's clock, ns since the epoch).
+    pub state_change_ns: i64,
 }
 
 #[derive(Debug, Default)]
@@ -79,7 +130,6 @@ pub struct TextRecovery {
     conns: HashMap<ConnKey, ConnState>,
     votes: HashMap<(ConnKey, String), HashMap<String, u32>>,
     learnt: HashMap<(ConnKey, String), String>,
-    rtts_ns: Vec<u64>,
     /// Activity queries sent.
     pub polls: u64,
     /// Observations counted as votes.
@@ -87,18 +137,19 @@ pub struct TextRecovery {
 }
 
 impl TextRecovery {
-    /// One write on `conn` at `ts_ns` (the kernel's monotonic clock);
-    /// `last_execution`: the statement name of the last execution it
-    /// started and whether its text is known (None: it started none, and
-    /// may have changed the backend's last statement: a Parse alone).
-    pub fn on_write(&mut self, conn: ConnKey, ts_ns: u64, last_execution: Option<(&str, bool)>) {
+    /// One write on `conn` at `ts_ns` (the kernel's monotonic clock), and
+    /// what it makes the backend's last statement.
+    pub fn on_write(&mut self, conn: ConnKey, ts_ns: u64, last: LastStatement<'_>) {
         let c = self.conns.entry(conn).or_default();
         c.writes += 1;
         c.last_write_ns = c.last_write_ns.max(ts_ns);
-        c.last_unknown = match last_execution {
-            Some((name, false)) if !name.is_empty() && !self.learnt.contains_key(&(conn, name.to_string())) => Some(name.to_string()),
-            _ => None,
-        };
+        match last {
+            LastStatement::Unchanged => {}
+            LastStatement::Known => c.last_unknown = None,
+            LastStatement::Unknown(name) => {
+                c.last_unknown = (!name.is_empty() && !self.learnt.contains_key(&(conn, name.to_string()))).then(|| name.to_string());
+            }
+        }
     }
 
     /// The connection is gone (its fd closed or reused).
@@ -111,44 +162,27 @@ impl TextRecovery {
         self.conns.values().any(|c| c.last_unknown.is_some())
     }
 
-    /// A write younger than this at the snapshot is not attributed: twice
-    /// the median round trip of the agent's activity queries, at least
-    /// [`MIN_GUARD_NS`] (2 ms until one was measured).
-    pub fn guard_ns(&self) -> u64 {
-        if self.rtts_ns.is_empty() {
-            return 2 * MIN_GUARD_NS;
-        }
-        let mut r = self.rtts_ns.clone();
-        r.sort_unstable();
-        (2 * r[r.len() / 2]).max(MIN_GUARD_NS)
-    }
-
-    /// Connections whose last write executed an unknown name and is older
-    /// than the guard at `now_ns`.
-    pub fn candidates(&self, now_ns: u64) -> Vec<Candidate> {
-        let guard = self.guard_ns();
+    /// Connections whose last write executed an unknown name.
+    pub fn candidates(&self) -> Vec<Candidate> {
         let mut out: Vec<Candidate> = self
             .conns
             .iter()
             .filter_map(|(k, c)| {
                 let name = c.last_unknown.as_ref()?;
-                (c.last_write_ns + guard <= now_ns).then(|| Candidate { conn: *k, statement: name.clone(), writes: c.writes })
+                Some(Candidate { conn: *k, statement: name.clone(), writes: c.writes, last_write_ns: c.last_write_ns })
             })
             .collect();
         out.sort_by(|a, b| a.conn.cmp(&b.conn));
         out
     }
 
-    /// The answer to a poll of `candidates`, read after every write made
-    /// until the answer came was seen: `activity` gives each connection's
-    /// backend row (connections missing from it, or ambiguous, are left
-    /// out); `rtt_ns` is the poll's round trip. Returns the texts learnt.
-    pub fn observe(&mut self, candidates: &[Candidate], activity: &HashMap<ConnKey, Activity>, rtt_ns: u64) -> Vec<(ConnKey, String, String)> {
+    /// The answer to a poll of `candidates` sent at `sent_ns` (the kernel's
+    /// monotonic clock), handed over after every write made until the
+    /// answer came was seen: `activity` gives each connection's backend row
+    /// (connections missing from it, or ambiguous, are left out). Returns
+    /// the texts learnt.
+    pub fn observe(&mut self, candidates: &[Candidate], activity: &HashMap<ConnKey, Activity>, sent_ns: u64) -> Vec<(ConnKey, String, String)> {
         self.polls += 1;
-        self.rtts_ns.push(rtt_ns);
-        if self.rtts_ns.len() > 64 {
-            self.rtts_ns.remove(0);
-        }
         let mut learnt = Vec::new();
         for cand in candidates {
             // Written to since: the backend may have moved on.
@@ -156,12 +190,26 @@ impl TextRecovery {
                 continue;
             }
             let Some(a) = activity.get(&cand.conn) else { continue };
-            if !(a.state == "idle" || a.state == "idle in transaction") {
+            // Active: running a statement, which, begun after the write
+            // (below), is this one (a driver writes the next statement
+            // only once the previous one is done).
+            let idle = a.state == "idle" || a.state == "idle in transaction";
+            if !idle && a.state != "active" {
                 continue;
             }
             let query = crate::database::analysis::normalize_sql(&a.query);
             if query.is_empty() || query.starts_with('<') || query.contains("perf-audit") {
                 continue; // "<insufficient privilege>", our own, nothing
+            }
+            // Went idle after the write (see the module doc), or idle and
+            // unchanged since a previous read with nothing written since.
+            let after_write = a.state_for_ns >= 0 && (a.state_for_ns as u64) < sent_ns.saturating_sub(cand.last_write_ns);
+            let seen = Some((cand.writes, a.state_change_ns, query.clone()));
+            let Some(conn) = self.conns.get_mut(&cand.conn) else { continue };
+            let stable = idle && conn.seen == seen;
+            conn.seen = if idle { seen } else { None };
+            if !after_write && !stable {
+                continue;
             }
             let key = (cand.conn, cand.statement.clone());
             if self.learnt.contains_key(&key) {
@@ -193,74 +241,172 @@ impl TextRecovery {
     pub fn learnt_count(&self) -> usize {
         self.learnt.len()
     }
+
+    /// Names left undecided on their connection (one observation: a
+    /// statement rarely the last on its connection), decided by their call
+    /// site instead: the names whose executions all come from one call site
+    /// `site_of` gives pool their observations per site, under the same
+    /// rule ([`MIN_VOTES`] agreeing, [`MIN_AGREEMENT`]), as the call site
+    /// is taken to issue one statement when its texts are filled from each
+    /// other (`analysis::fill_texts_from_call_sites`). Returns each pooled
+    /// name's text.
+    pub fn decide_by_call_site<S: Ord + Clone>(&self, site_of: impl Fn(ConnKey, &str) -> Option<S>) -> HashMap<(ConnKey, String), String> {
+        let mut by_site: std::collections::BTreeMap<S, (Vec<&(ConnKey, String)>, HashMap<&str, u32>)> = std::collections::BTreeMap::new();
+        for (key, votes) in &self.votes {
+            if self.learnt.contains_key(key) {
+                continue;
+            }
+            let Some(site) = site_of(key.0, &key.1) else { continue };
+            let entry = by_site.entry(site).or_default();
+            entry.0.push(key);
+            for (text, n) in votes {
+                *entry.1.entry(text.as_str()).or_default() += n;
+            }
+        }
+        let mut out = HashMap::new();
+        for (keys, votes) in by_site.into_values() {
+            let total: u32 = votes.values().sum();
+            let Some((top, n)) = votes.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))) else { continue };
+            if *n >= MIN_VOTES && f64::from(*n) >= MIN_AGREEMENT * f64::from(total) {
+                for key in keys {
+                    out.insert(key.clone(), top.to_string());
+                }
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn idle(q: &str) -> Activity {
-        Activity { state: "idle".into(), query: q.into() }
+    /// Idle for `for_ms` when our read arrived.
+    fn idle(q: &str, for_ms: f64) -> Activity {
+        Activity { state: "idle".into(), query: q.into(), state_for_ns: (for_ms * 1e6) as i64, state_change_ns: 0 }
     }
 
+    const MS: u64 = 1_000_000;
+
     #[test]
-    fn a_name_is_learnt_from_two_agreeing_snapshots_of_an_idle_backend() {
+    fn a_name_is_learnt_from_two_agreeing_snapshots_of_a_backend_idle_since_the_write() {
         let mut r = TextRecovery::default();
         let c = (7, 1);
-        r.on_write(c, 1_000_000, Some(("sqlx_s_3", false)));
+        r.on_write(c, 10 * MS, LastStatement::Unknown("sqlx_s_3"));
         assert!(r.wants_poll());
-        // Too young for the guard (2 ms before any round trip was measured).
-        assert!(r.candidates(2_000_000).is_empty());
-        let cands = r.candidates(3_000_000);
+        let cands = r.candidates();
         assert_eq!(cands.len(), 1);
-        let act = HashMap::from([(c, idle("SELECT id FROM users  WHERE id = $1"))]);
-        assert!(r.observe(&cands, &act, 200_000).is_empty(), "one observation is not enough");
-        assert_eq!(r.guard_ns(), MIN_GUARD_NS, "2 x 0.2 ms is under the floor");
-        r.on_write(c, 10_000_000, Some(("sqlx_s_3", false)));
-        let cands = r.candidates(12_000_000);
-        let learnt = r.observe(&cands, &act, 200_000);
+        // Sent 0.5 ms after the write; the backend went idle 0.3 ms before
+        // our read arrived: after the write.
+        let act = HashMap::from([(c, idle("SELECT id FROM users  WHERE id = $1", 0.3))]);
+        assert!(r.observe(&cands, &act, 10 * MS + MS / 2).is_empty(), "one observation is not enough");
+        r.on_write(c, 20 * MS, LastStatement::Unknown("sqlx_s_3"));
+        let cands = r.candidates();
+        let learnt = r.observe(&cands, &act, 21 * MS);
         assert_eq!(learnt, vec![(c, "sqlx_s_3".to_string(), "SELECT id FROM users WHERE id = $1".to_string())]);
         assert_eq!(r.text(c, "sqlx_s_3"), Some("SELECT id FROM users WHERE id = $1"));
         assert_eq!(r.text((7, 2), "sqlx_s_3"), None, "another socket on the same fd is another connection");
         assert!(!r.wants_poll(), "nothing left to learn");
+        assert_eq!((r.polls, r.observations), (2, 2));
+    }
+
+    #[test]
+    fn a_backend_that_became_active_after_the_write_runs_it() {
+        let mut r = TextRecovery::default();
+        let c = (3, 1);
+        for at in [10, 50] {
+            r.on_write(c, at * MS, LastStatement::Unknown("s"));
+            let cands = r.candidates();
+            let act = Activity { state: "active".into(), query: "SELECT slow($1)".into(), state_for_ns: 4_000_000, state_change_ns: 0 };
+            r.observe(&cands, &HashMap::from([(c, act)]), (at + 5) * MS);
+        }
+        assert_eq!(r.text(c, "s"), Some("SELECT slow($1)"));
+    }
+
+    #[test]
+    fn single_observations_on_two_connections_agree_through_their_call_site() {
+        let mut r = TextRecovery::default();
+        let (a, b, c) = ((1, 1), (2, 1), (3, 1));
+        for (conn, name, text) in [(a, "s4", "SELECT rare"), (b, "s7", "SELECT rare"), (c, "s2", "SELECT other")] {
+            r.on_write(conn, 0, LastStatement::Unknown(name));
+            let cands = r.candidates();
+            r.observe(&cands, &HashMap::from([(conn, idle(text, 0.1))]), MS);
+        }
+        assert_eq!(r.learnt_count(), 0, "one observation each");
+        let site = |conn: ConnKey, _: &str| Some(if conn == c { "other_fn" } else { "rare_fn" });
+        let decided = r.decide_by_call_site(site);
+        assert_eq!(decided.len(), 2, "{decided:?}");
+        assert_eq!(decided[&(a, "s4".to_string())], "SELECT rare");
+        assert_eq!(decided[&(b, "s7".to_string())], "SELECT rare");
+        // Names whose executions come from several sites are left out.
+        assert!(r.decide_by_call_site(|_: ConnKey, _: &str| None::<&str>).is_empty());
+    }
+
+    #[test]
+    fn binds_set_the_last_statement_and_syncs_leave_it() {
+        use crate::database::wire::{parse, tests::{bind_execute_sync, msg, parse_msg}};
+        let known = |s: &str| s == "k";
+        assert_eq!(last_statement(&parse(&bind_execute_sync("u")), known), LastStatement::Unknown("u"));
+        assert_eq!(last_statement(&parse(&bind_execute_sync("k")), known), LastStatement::Known);
+        assert_eq!(last_statement(&parse(&msg(b'S', &[])), known), LastStatement::Unchanged);
+        let mut both = bind_execute_sync("u");
+        both.extend(parse_msg("p", "SELECT 1"));
+        assert_eq!(last_statement(&parse(&both), known), LastStatement::Known);
+    }
+
+    #[test]
+    fn a_write_the_backend_has_not_processed_teaches_nothing() {
+        let mut r = TextRecovery::default();
+        let c = (7, 1);
+        // Written 0.2 ms before our read was sent; the backend has been idle
+        // for 0.5 ms: since before the write, its query is the previous one.
+        for _ in 0..5 {
+            r.on_write(c, 100 * MS, LastStatement::Unknown("s1"));
+            let cands = r.candidates();
+            r.observe(&cands, &HashMap::from([(c, idle("SELECT previous", 0.5))]), 100 * MS + MS / 5);
+        }
+        assert_eq!((r.observations, r.text(c, "s1")), (0, None));
+        // ... unless a later read finds it idle since the same moment, and
+        // nothing was written in between: then it had processed the write.
+        let cands = r.candidates();
+        let later = Activity { state_change_ns: 7, ..idle("SELECT 1", 20.5) };
+        r.observe(&cands, &HashMap::from([(c, later.clone())]), 120 * MS);
+        assert_eq!(r.observations, 0, "the first sight of this idle period");
+        let learnt = r.observe(&cands, &HashMap::from([(c, Activity { state_for_ns: 40_500_000, ..later.clone() })]), 140 * MS);
+        assert_eq!(r.observations, 1);
+        assert!(learnt.is_empty());
+        r.observe(&cands, &HashMap::from([(c, Activity { state_for_ns: 60_500_000, ..later })]), 160 * MS);
+        assert_eq!(r.text(c, "s1"), Some("SELECT 1"));
     }
 
     #[test]
     fn busy_written_since_or_contradicted_backends_teach_nothing() {
         let mut r = TextRecovery::default();
         let c = (7, 1);
-        r.on_write(c, 0, Some(("s1", false)));
-        let cands = r.candidates(10_000_000);
-        // Active: the backend may be running a later write.
-        let active = HashMap::from([(c, Activity { state: "active".into(), query: "SELECT 1".into() })]);
-        r.observe(&cands, &active, 100_000);
+        r.on_write(c, 0, LastStatement::Unknown("s1"));
+        let cands = r.candidates();
+        // Active since before the write: running an earlier statement.
+        let active = HashMap::from([(c, Activity { state: "active".into(), query: "SELECT 0".into(), state_for_ns: 20_000_000, state_change_ns: 0 })]);
+        r.observe(&cands, &active, 10 * MS);
+        r.observe(&cands, &active, 10 * MS);
         // Written to between the snapshot and its answer.
-        r.on_write(c, 0, Some(("s1", false)));
-        r.observe(&cands, &HashMap::from([(c, idle("SELECT 1"))]), 100_000);
+        r.on_write(c, 0, LastStatement::Unknown("s1"));
+        r.observe(&cands, &HashMap::from([(c, idle("SELECT 1", 1.0))]), 10 * MS);
         // No privilege to read the text.
-        let cands = r.candidates(10_000_000);
-        r.observe(&cands, &HashMap::from([(c, idle("<insufficient privilege>"))]), 100_000);
+        let cands = r.candidates();
+        r.observe(&cands, &HashMap::from([(c, idle("<insufficient privilege>", 1.0))]), 10 * MS);
         assert_eq!(r.observations, 0);
         // Two texts for one name, 2 against 1: not 80%.
         for q in ["SELECT 1", "SELECT 2", "SELECT 1"] {
-            let cands = r.candidates(10_000_000);
-            assert!(r.observe(&cands, &HashMap::from([(c, idle(q))]), 100_000).is_empty(), "{q}");
+            let cands = r.candidates();
+            assert!(r.observe(&cands, &HashMap::from([(c, idle(q, 1.0))]), 10 * MS).is_empty(), "{q}");
         }
         assert_eq!(r.text(c, "s1"), None);
         // A write that executed a known statement, or none, is no candidate.
-        r.on_write(c, 0, Some(("s2", true)));
-        assert!(r.candidates(10_000_000).is_empty());
-        r.on_write(c, 0, None);
+        r.on_write(c, 0, LastStatement::Known);
+        assert!(r.candidates().is_empty());
+        r.on_write(c, 0, LastStatement::Unchanged);
+        assert!(r.candidates().is_empty(), "a Sync alone changes nothing");
         assert!(!r.wants_poll());
-    }
-
-    #[test]
-    fn the_guard_follows_the_measured_round_trip() {
-        let mut r = TextRecovery::default();
-        for rtt in [4_000_000, 5_000_000, 6_000_000] {
-            r.observe(&[], &HashMap::new(), rtt);
-        }
-        assert_eq!(r.guard_ns(), 10_000_000);
-        assert_eq!(r.polls, 3);
     }
 }

@@ -187,6 +187,11 @@ impl Connection {
         out
     }
 
+    /// Whether the text of prepared statement `name` is known.
+    pub fn knows(&self, name: &str) -> bool {
+        self.statements.contains_key(name)
+    }
+
     /// The text of a statement prepared before tracing began, recovered
     /// from the server: later executions of `statement` carry it. A Parse
     /// seen on the wire is never overridden.
