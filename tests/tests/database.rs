@@ -287,6 +287,9 @@ fn an_audit_of_a_warmed_service_recovers_the_text_of_statements_prepared_before_
     let db = &report["database"];
     let wire = &db["wire"];
     eprintln!("{}", serde_json::to_string_pretty(wire).unwrap());
+    for line in stderr.lines().filter(|l| l.starts_with("perf-audit: wire")) {
+        eprintln!("{line}");
+    }
     let executions = wire["executions"].as_u64().unwrap();
     assert!(executions >= 30 * rounds as u64, "{wire}");
     // The statements really were prepared before: their texts came from
@@ -318,4 +321,43 @@ fn an_audit_of_a_warmed_service_recovers_the_text_of_statements_prepared_before_
     let country = missing.iter().find(|m| m["table"] == "users").unwrap_or_else(|| panic!("{missing:#?}\n{md}"));
     assert_eq!(country["call_sites"][0]["function"], "demo_service::db::search_users_by_country", "{country}");
     assert!(md.contains("read from the server's pg_stat_activity"), "{md}");
+}
+
+/// A single lookup per request at a high rate (the demo's /profile: one
+/// `user_by_id` and one `recent_posts_by_author` per request, 600 requests
+/// a second open-loop from the agent's own load generator, so requests
+/// overlap and their lookups interleave on the workers and the pool's
+/// connections) is not an N+1.
+#[test]
+fn a_single_lookup_per_request_at_600_requests_per_second_is_not_an_n_plus_one() {
+    let pg = PrivatePostgres::start().expect("private PostgreSQL");
+    let demo = Demo::start(&pg.url());
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("out");
+    let url = format!("http://{}/profile/7", demo.addr);
+    let pid = demo.child.id().to_string();
+    let output = Command::new(agent_bin())
+        .args(["--quiet", "--out"])
+        .arg(&out_dir)
+        .args(["--pid", &pid, "database", "--duration", "8s", "--load", &url, "--rps", "600"])
+        .env_remove("DATABASE_URL")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "agent failed:\n{stderr}");
+    let (report, md) = read_report(&tmp);
+    let baseline = &report["baseline"];
+    eprintln!("baseline: {baseline}\nwire: {}", report["database"]["wire"]);
+    assert!(baseline["rps"].as_f64().unwrap() >= 500.0, "the load did not reach 500 requests/s: {baseline}");
+    assert_eq!(baseline["errors"], 0, "{baseline}");
+    // The lookups were seen and tied to their call site...
+    let statements = report["database"]["statements"].as_array().unwrap();
+    let lookup = statements.iter().find(|s| s["query"].as_str().unwrap().contains("FROM users WHERE id = $1")).unwrap_or_else(|| panic!("{statements:#?}"));
+    assert!(lookup["calls"].as_i64().unwrap() >= 500 * 6, "{lookup}");
+    assert_eq!(lookup["call_sites"][0]["function"], "demo_service::db::user_by_id", "{lookup}");
+    // ... and are not an N+1.
+    let n1: Vec<&serde_json::Value> = report["findings"].as_array().unwrap().iter().filter(|f| f["rule"] == "n-plus-one-query").collect();
+    assert!(n1.is_empty(), "{n1:#?}\n{md}");
+    assert!(report["database"]["n_plus_one"].as_array().unwrap().is_empty(), "{}", report["database"]["n_plus_one"]);
 }

@@ -24,6 +24,8 @@ commands:
   bench daemon         the daemon's own CPU and RSS at 19 Hz system-wide over a soak (BENCH_SECONDS, default 180)
   bench memory         allocation-heavy fixture: memory default/precise vs heaptrack, bpftrace memleak-style
                        uprobes, and the uprobe mechanism's own floor (perf stat counting uprobes)
+  bench database       the demo's /feed at >= 10,000 queries/s (BENCH_CLIENTS closed-loop clients, default 12):
+                       untraced vs pg_stat_statements alone vs the database profile; dropped writes, texts
   setup                install system packages and build the eBPF toolchain pieces only
 
 environment:

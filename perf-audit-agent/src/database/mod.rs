@@ -74,11 +74,8 @@ const EXPLAINED_STATEMENTS: usize = 5;
 /// chances a second (a statement rarely last on its connection is seen
 /// only in the few milliseconds before the connection is used again).
 const ACTIVITY_POLL: std::time::Duration = std::time::Duration::from_millis(10);
-/// An activity read slower than this is abandoned (the wire is not drained
-/// meanwhile; its ring holds about half a second of writes).
-const ACTIVITY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(200);
 /// Failed activity reads after which recovery stops (a server that refuses
-/// them, e.g. a role without access).
+/// them). A slow read is no failure: the wire is drained while it runs.
 const ACTIVITY_MAX_FAILURES: u32 = 5;
 
 /// One statement seen on the wire.
@@ -424,6 +421,9 @@ async fn trace_wire(mut w: Wire, initial_fds: Vec<u32>, mut stop: tokio::sync::o
     let mut poll_tick = tokio::time::interval(ACTIVITY_POLL);
     poll_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failures = 0;
+    // The activity read in flight: it runs beside the drains, so a slow
+    // server never makes the ring overflow.
+    let mut read: Option<ActivityRead> = None;
     loop {
         tokio::select! {
             _ = &mut stop => break,
@@ -449,12 +449,20 @@ async fn trace_wire(mut w: Wire, initial_fds: Vec<u32>, mut stop: tokio::sync::o
                     last_maps = Instant::now();
                 }
             }
-            _ = poll_tick.tick(), if w.activity.is_some() && capture.recovery.wants_poll() => {
-                if !poll_activity(&mut w, &mut capture).await {
-                    failures += 1;
-                    if failures >= ACTIVITY_MAX_FAILURES {
-                        eprintln!("perf-audit: database: pg_stat_activity could not be read {failures} times: texts of statements prepared before the audit are not recovered");
-                        w.activity = None;
+            _ = poll_tick.tick(), if read.is_none() && w.activity.is_some() && capture.recovery.wants_poll() => {
+                read = start_activity_read(&mut w, &mut capture);
+            }
+            (db, rows) = async { read.as_mut().expect("guarded").future.as_mut().await }, if read.is_some() => {
+                let done = read.take().expect("guarded");
+                w.activity = Some(db);
+                match rows {
+                    Ok(rows) => finish_activity_read(&mut w, &mut capture, done, rows),
+                    Err(e) => {
+                        failures += 1;
+                        if failures >= ACTIVITY_MAX_FAILURES {
+                            eprintln!("perf-audit: database: pg_stat_activity could not be read ({e}): the text of statements prepared before the audit is not recovered (grant the role pg_read_all_stats to recover it)");
+                            w.activity = None;
+                        }
                     }
                 }
             }
@@ -487,23 +495,37 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// One pg_stat_activity read for the connections whose last write executed
-/// an unknown statement (see `recovery`): the wire is drained just before
-/// (the candidates are current) and just after (every write made before the
-/// server's snapshot has been seen). False when the read failed.
-async fn poll_activity(w: &mut Wire, capture: &mut WireCapture) -> bool {
+/// A pg_stat_activity read in flight: our session (given back when done)
+/// and the candidates as they stood when it was sent.
+struct ActivityRead {
+    future: std::pin::Pin<Box<dyn std::future::Future<Output = (Db, std::result::Result<Vec<stats::ActivityRow>, String>)> + Send>>,
+    candidates: Vec<recovery::Candidate>,
+    sent: u64,
+}
+
+/// Starts one pg_stat_activity read for the connections whose last write
+/// bound an unknown statement (see `recovery`), the wire drained just
+/// before so the candidates are current.
+fn start_activity_read(w: &mut Wire, capture: &mut WireCapture) -> Option<ActivityRead> {
     drain(&mut w.reader, &mut w.maps, capture);
     let candidates = capture.recovery.candidates();
     let ports: Vec<i32> = candidates.iter().filter_map(|c| w.ports.get(&c.conn.0)).map(|p| i32::from(*p)).collect();
     if ports.is_empty() {
-        return true;
+        return None;
     }
-    let Some(db) = w.activity.as_mut() else { return true };
+    let mut db = w.activity.take()?;
     let sent = monotonic_ns();
-    let rows = match tokio::time::timeout(ACTIVITY_TIMEOUT, db.activity(&ports)).await {
-        Ok(Ok(rows)) => rows,
-        _ => return false,
-    };
+    let future = Box::pin(async move {
+        let rows = db.activity(&ports).await;
+        (db, rows)
+    });
+    Some(ActivityRead { future, candidates, sent })
+}
+
+/// The read's answer, the wire drained first (every write made before the
+/// server's snapshot has been seen).
+fn finish_activity_read(w: &mut Wire, capture: &mut WireCapture, read: ActivityRead, rows: Vec<stats::ActivityRow>) {
+    let received = monotonic_ns();
     drain(&mut w.reader, &mut w.maps, capture);
     // A port is the connection's only when one backend has it (clients on
     // other hosts may use the same port number).
@@ -511,22 +533,25 @@ async fn poll_activity(w: &mut Wire, capture: &mut WireCapture) -> bool {
     for r in &rows {
         by_port.entry(r.port).or_default().push(r);
     }
-    let activity: HashMap<recovery::ConnKey, recovery::Activity> = candidates
+    let activity: HashMap<recovery::ConnKey, recovery::Activity> = read
+        .candidates
         .iter()
         .filter_map(|c| {
             let port = i32::from(*w.ports.get(&c.conn.0)?);
             match by_port.get(&port).map(Vec::as_slice) {
-                Some([row]) => Some((c.conn, recovery::Activity { state: row.state.clone(), query: row.query.clone(), state_for_ns: row.state_for_ns, state_change_ns: row.state_change_ns })),
+                Some([row]) => Some((
+                    c.conn,
+                    recovery::Activity { state: row.state.clone(), query: row.query.clone(), state_for_ns: row.state_for_ns, state_change_ns: row.state_change_ns },
+                )),
                 _ => None,
             }
         })
         .collect();
     if std::env::var_os("PERF_AUDIT_DEBUG_ACTIVITY").is_some() {
-        eprintln!("perf-audit: activity: sent {sent} candidates {candidates:?} rows {rows:?}");
+        eprintln!("perf-audit: activity: sent {} candidates {:?} rows {rows:?}", read.sent, read.candidates);
     }
-    let learnt = capture.recovery.observe(&candidates, &activity, sent);
+    let learnt = capture.recovery.observe(&read.candidates, &activity, read.sent, received);
     capture.learn(learnt);
-    true
 }
 
 fn drain(reader: &mut DbWriteReader, maps: &mut MapsSnapshot, capture: &mut WireCapture) {
@@ -540,7 +565,6 @@ fn drain(reader: &mut DbWriteReader, maps: &mut MapsSnapshot, capture: &mut Wire
         capture.push(w);
     }
 }
-
 
 /// Symbolizes each distinct stack once and names the owner's frame.
 fn symbolize_capture(pid: u32, capture: WireCapture, summary: &mut WireSummary, symbolizer: &StackSymbolizer) -> Vec<Execution> {

@@ -35,7 +35,12 @@
 //! before the first read, had processed that write at the first read
 //! already (a write waiting in its socket would have woken it, and
 //! changed `state_change`, within the interval; only a backend not
-//! scheduled for the whole interval would be missed). On top of that
+//! scheduled for the whole interval would be missed). A connection
+//! written to again while our read was in flight (a slow read on a busy
+//! service) still counts when that write came after the read was sent and
+//! the state the row shows had lasted longer than the read's round trip
+//! (so it began before the read was sent: it is not the later write's).
+//! On top of that
 //! a name's text is learnt only when at least [`MIN_VOTES`] observations
 //! agree and they are at least [`MIN_AGREEMENT`] of that name's
 //! observations (what the rule above cannot see: a driver that pipelines
@@ -72,7 +77,13 @@ struct ConnState {
     last_unknown: Option<String>,
     /// The previous read's idle row: (writes then, state_change, text).
     seen: Option<(u64, i64, String)>,
+    /// The last writes: (their number, time).
+    recent: std::collections::VecDeque<(u64, u64)>,
 }
+
+/// Writes remembered per connection, to find the first one after a read
+/// was sent.
+const RECENT_WRITES: usize = 8;
 
 /// What a write makes the backend's last statement (its
 /// `pg_stat_activity.query`): Parse, Bind and Query messages set it (Bind
@@ -143,6 +154,10 @@ impl TextRecovery {
         let c = self.conns.entry(conn).or_default();
         c.writes += 1;
         c.last_write_ns = c.last_write_ns.max(ts_ns);
+        if c.recent.len() == RECENT_WRITES {
+            c.recent.pop_front();
+        }
+        c.recent.push_back((c.writes, ts_ns));
         match last {
             LastStatement::Unchanged => {}
             LastStatement::Known => c.last_unknown = None,
@@ -176,20 +191,30 @@ impl TextRecovery {
         out
     }
 
-    /// The answer to a poll of `candidates` sent at `sent_ns` (the kernel's
-    /// monotonic clock), handed over after every write made until the
-    /// answer came was seen: `activity` gives each connection's backend row
-    /// (connections missing from it, or ambiguous, are left out). Returns
-    /// the texts learnt.
-    pub fn observe(&mut self, candidates: &[Candidate], activity: &HashMap<ConnKey, Activity>, sent_ns: u64) -> Vec<(ConnKey, String, String)> {
+    /// The answer to a poll of `candidates` sent at `sent_ns` and received
+    /// at `received_ns` (the kernel's monotonic clock), handed over after
+    /// every write made until the answer came was seen: `activity` gives
+    /// each connection's backend row (connections missing from it, or
+    /// ambiguous, are left out). Returns the texts learnt.
+    pub fn observe(&mut self, candidates: &[Candidate], activity: &HashMap<ConnKey, Activity>, sent_ns: u64, received_ns: u64) -> Vec<(ConnKey, String, String)> {
         self.polls += 1;
         let mut learnt = Vec::new();
         for cand in candidates {
-            // Written to since: the backend may have moved on.
-            if self.conns.get(&cand.conn).is_none_or(|c| c.writes != cand.writes) {
-                continue;
-            }
+            let Some(c) = self.conns.get(&cand.conn) else { continue };
             let Some(a) = activity.get(&cand.conn) else { continue };
+            // Written to since the candidate's write: the snapshot may show
+            // a later write's statement, unless that write came after our
+            // read was sent and the state the snapshot shows began before
+            // it (it has lasted longer than our read's whole round trip,
+            // which bounds how long before the snapshot the read was sent).
+            let written_since = c.writes != cand.writes;
+            if written_since {
+                let next = c.recent.iter().find(|(n, _)| *n == cand.writes + 1).map(|(_, ts)| *ts);
+                let began_before_sent = a.state_for_ns >= 0 && a.state_for_ns as u64 > received_ns.saturating_sub(sent_ns);
+                if !(next.is_some_and(|ts| ts > sent_ns) && began_before_sent) {
+                    continue;
+                }
+            }
             // Active: running a statement, which, begun after the write
             // (below), is this one (a driver writes the next statement
             // only once the previous one is done).
@@ -206,7 +231,7 @@ impl TextRecovery {
             let after_write = a.state_for_ns >= 0 && (a.state_for_ns as u64) < sent_ns.saturating_sub(cand.last_write_ns);
             let seen = Some((cand.writes, a.state_change_ns, query.clone()));
             let Some(conn) = self.conns.get_mut(&cand.conn) else { continue };
-            let stable = idle && conn.seen == seen;
+            let stable = idle && !written_since && conn.seen == seen;
             conn.seen = if idle { seen } else { None };
             if !after_write && !stable {
                 continue;
@@ -299,10 +324,10 @@ mod tests {
         // Sent 0.5 ms after the write; the backend went idle 0.3 ms before
         // our read arrived: after the write.
         let act = HashMap::from([(c, idle("SELECT id FROM users  WHERE id = $1", 0.3))]);
-        assert!(r.observe(&cands, &act, 10 * MS + MS / 2).is_empty(), "one observation is not enough");
+        assert!(r.observe(&cands, &act, 10 * MS + MS / 2, 10 * MS + MS / 2 + MS / 10).is_empty(), "one observation is not enough");
         r.on_write(c, 20 * MS, LastStatement::Unknown("sqlx_s_3"));
         let cands = r.candidates();
-        let learnt = r.observe(&cands, &act, 21 * MS);
+        let learnt = r.observe(&cands, &act, 21 * MS, 21 * MS + MS / 10);
         assert_eq!(learnt, vec![(c, "sqlx_s_3".to_string(), "SELECT id FROM users WHERE id = $1".to_string())]);
         assert_eq!(r.text(c, "sqlx_s_3"), Some("SELECT id FROM users WHERE id = $1"));
         assert_eq!(r.text((7, 2), "sqlx_s_3"), None, "another socket on the same fd is another connection");
@@ -318,7 +343,7 @@ mod tests {
             r.on_write(c, at * MS, LastStatement::Unknown("s"));
             let cands = r.candidates();
             let act = Activity { state: "active".into(), query: "SELECT slow($1)".into(), state_for_ns: 4_000_000, state_change_ns: 0 };
-            r.observe(&cands, &HashMap::from([(c, act)]), (at + 5) * MS);
+            r.observe(&cands, &HashMap::from([(c, act)]), (at + 5) * MS, (at + 5) * MS + MS / 10);
         }
         assert_eq!(r.text(c, "s"), Some("SELECT slow($1)"));
     }
@@ -330,7 +355,7 @@ mod tests {
         for (conn, name, text) in [(a, "s4", "SELECT rare"), (b, "s7", "SELECT rare"), (c, "s2", "SELECT other")] {
             r.on_write(conn, 0, LastStatement::Unknown(name));
             let cands = r.candidates();
-            r.observe(&cands, &HashMap::from([(conn, idle(text, 0.1))]), MS);
+            r.observe(&cands, &HashMap::from([(conn, idle(text, 0.1))]), MS, MS + MS / 10);
         }
         assert_eq!(r.learnt_count(), 0, "one observation each");
         let site = |conn: ConnKey, _: &str| Some(if conn == c { "other_fn" } else { "rare_fn" });
@@ -340,6 +365,31 @@ mod tests {
         assert_eq!(decided[&(b, "s7".to_string())], "SELECT rare");
         // Names whose executions come from several sites are left out.
         assert!(r.decide_by_call_site(|_: ConnKey, _: &str| None::<&str>).is_empty());
+    }
+
+    #[test]
+    fn a_write_after_the_read_was_sent_leaves_an_older_state_readable() {
+        let mut r = TextRecovery::default();
+        let c = (4, 1);
+        for (round, at) in [(0u64, 100 * MS), (1, 200 * MS)] {
+            r.on_write(c, at, LastStatement::Unknown("s"));
+            let cands = r.candidates();
+            // Sent 10 ms after the write, answered 2 ms later; meanwhile the
+            // service wrote again, 1 ms after the sending.
+            let sent = at + 10 * MS;
+            r.on_write(c, sent + MS, LastStatement::Unknown("t"));
+            // Idle for 5 ms: since before the sending, after the write.
+            let learnt = r.observe(&cands, &HashMap::from([(c, idle("SELECT s", 5.0))]), sent, sent + 2 * MS);
+            assert_eq!(learnt.len() as u64, round, "round {round}");
+        }
+        assert_eq!(r.text(c, "s"), Some("SELECT s"));
+        // A state that may have begun after the sending (shorter than the
+        // round trip) may be the later write's.
+        r.on_write(c, 300 * MS, LastStatement::Unknown("u"));
+        let cands = r.candidates();
+        r.on_write(c, 311 * MS, LastStatement::Unknown("v"));
+        r.observe(&cands, &HashMap::from([(c, idle("SELECT v", 1.0))]), 310 * MS, 312 * MS);
+        assert_eq!(r.observations, 2);
     }
 
     #[test]
@@ -363,19 +413,19 @@ mod tests {
         for _ in 0..5 {
             r.on_write(c, 100 * MS, LastStatement::Unknown("s1"));
             let cands = r.candidates();
-            r.observe(&cands, &HashMap::from([(c, idle("SELECT previous", 0.5))]), 100 * MS + MS / 5);
+            r.observe(&cands, &HashMap::from([(c, idle("SELECT previous", 0.5))]), 100 * MS + MS / 5, 100 * MS + MS / 5 + MS / 10);
         }
         assert_eq!((r.observations, r.text(c, "s1")), (0, None));
         // ... unless a later read finds it idle since the same moment, and
         // nothing was written in between: then it had processed the write.
         let cands = r.candidates();
         let later = Activity { state_change_ns: 7, ..idle("SELECT 1", 20.5) };
-        r.observe(&cands, &HashMap::from([(c, later.clone())]), 120 * MS);
+        r.observe(&cands, &HashMap::from([(c, later.clone())]), 120 * MS, 120 * MS + MS / 10);
         assert_eq!(r.observations, 0, "the first sight of this idle period");
-        let learnt = r.observe(&cands, &HashMap::from([(c, Activity { state_for_ns: 40_500_000, ..later.clone() })]), 140 * MS);
+        let learnt = r.observe(&cands, &HashMap::from([(c, Activity { state_for_ns: 40_500_000, ..later.clone() })]), 140 * MS, 140 * MS + MS / 10);
         assert_eq!(r.observations, 1);
         assert!(learnt.is_empty());
-        r.observe(&cands, &HashMap::from([(c, Activity { state_for_ns: 60_500_000, ..later })]), 160 * MS);
+        r.observe(&cands, &HashMap::from([(c, Activity { state_for_ns: 60_500_000, ..later })]), 160 * MS, 160 * MS + MS / 10);
         assert_eq!(r.text(c, "s1"), Some("SELECT 1"));
     }
 
@@ -387,19 +437,19 @@ mod tests {
         let cands = r.candidates();
         // Active since before the write: running an earlier statement.
         let active = HashMap::from([(c, Activity { state: "active".into(), query: "SELECT 0".into(), state_for_ns: 20_000_000, state_change_ns: 0 })]);
-        r.observe(&cands, &active, 10 * MS);
-        r.observe(&cands, &active, 10 * MS);
-        // Written to between the snapshot and its answer.
+        r.observe(&cands, &active, 10 * MS, 10 * MS + MS / 10);
+        r.observe(&cands, &active, 10 * MS, 10 * MS + MS / 10);
+        // Written to between the candidates and the read's sending.
         r.on_write(c, 0, LastStatement::Unknown("s1"));
-        r.observe(&cands, &HashMap::from([(c, idle("SELECT 1", 1.0))]), 10 * MS);
+        r.observe(&cands, &HashMap::from([(c, idle("SELECT 1", 1.0))]), 10 * MS, 10 * MS + MS / 10);
         // No privilege to read the text.
         let cands = r.candidates();
-        r.observe(&cands, &HashMap::from([(c, idle("<insufficient privilege>", 1.0))]), 10 * MS);
+        r.observe(&cands, &HashMap::from([(c, idle("<insufficient privilege>", 1.0))]), 10 * MS, 10 * MS + MS / 10);
         assert_eq!(r.observations, 0);
         // Two texts for one name, 2 against 1: not 80%.
         for q in ["SELECT 1", "SELECT 2", "SELECT 1"] {
             let cands = r.candidates();
-            assert!(r.observe(&cands, &HashMap::from([(c, idle(q, 1.0))]), 10 * MS).is_empty(), "{q}");
+            assert!(r.observe(&cands, &HashMap::from([(c, idle(q, 1.0))]), 10 * MS, 10 * MS + MS / 10).is_empty(), "{q}");
         }
         assert_eq!(r.text(c, "s1"), None);
         // A write that executed a known statement, or none, is no candidate.
