@@ -287,7 +287,7 @@ fn an_audit_of_a_warmed_service_recovers_the_text_of_statements_prepared_before_
     let db = &report["database"];
     let wire = &db["wire"];
     eprintln!("{}", serde_json::to_string_pretty(wire).unwrap());
-    for line in stderr.lines().filter(|l| l.starts_with("perf-audit: wire")) {
+    for line in stderr.lines().filter(|l| l.starts_with("perf-audit: wire") || l.starts_with("perf-audit: activity")) {
         eprintln!("{line}");
     }
     let executions = wire["executions"].as_u64().unwrap();

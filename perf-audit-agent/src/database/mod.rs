@@ -149,7 +149,7 @@ impl WireCapture {
                 self.dropped_executions += 1;
                 continue;
             }
-            let unknown = e.sql.is_none().then(|| (generation, e.statement));
+            let unknown = if e.sql.is_none() { Some((generation, e.statement)) } else { None };
             self.executions.push(WireExecution {
                 ts_ns: w.ts_ns,
                 tid: w.tid,
@@ -497,8 +497,10 @@ fn monotonic_ns() -> u64 {
 
 /// A pg_stat_activity read in flight: our session (given back when done)
 /// and the candidates as they stood when it was sent.
+type ActivityFuture = std::pin::Pin<Box<dyn std::future::Future<Output = (Db, std::result::Result<Vec<stats::ActivityRow>, String>)> + Send>>;
+
 struct ActivityRead {
-    future: std::pin::Pin<Box<dyn std::future::Future<Output = (Db, std::result::Result<Vec<stats::ActivityRow>, String>)> + Send>>,
+    future: ActivityFuture,
     candidates: Vec<recovery::Candidate>,
     sent: u64,
 }

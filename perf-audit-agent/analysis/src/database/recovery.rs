@@ -187,7 +187,7 @@ impl TextRecovery {
                 Some(Candidate { conn: *k, statement: name.clone(), writes: c.writes, last_write_ns: c.last_write_ns })
             })
             .collect();
-        out.sort_by(|a, b| a.conn.cmp(&b.conn));
+        out.sort_by_key(|c| c.conn);
         out
     }
 
@@ -276,7 +276,8 @@ impl TextRecovery {
     /// other (`analysis::fill_texts_from_call_sites`). Returns each pooled
     /// name's text.
     pub fn decide_by_call_site<S: Ord + Clone>(&self, site_of: impl Fn(ConnKey, &str) -> Option<S>) -> HashMap<(ConnKey, String), String> {
-        let mut by_site: std::collections::BTreeMap<S, (Vec<&(ConnKey, String)>, HashMap<&str, u32>)> = std::collections::BTreeMap::new();
+        type Pool<'a> = (Vec<&'a (ConnKey, String)>, HashMap<&'a str, u32>);
+        let mut by_site: std::collections::BTreeMap<S, Pool<'_>> = std::collections::BTreeMap::new();
         for (key, votes) in &self.votes {
             if self.learnt.contains_key(key) {
                 continue;
