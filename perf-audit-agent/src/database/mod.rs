@@ -135,6 +135,14 @@ impl WireCapture {
         }
     }
 
+    /// `fd` is no longer traced: its connection's state in the text
+    /// recovery is dropped (writes may now go unseen).
+    fn untraced(&mut self, fd: u32) {
+        if let Some(g) = self.generations.get(&fd) {
+            self.recovery.forget((fd, *g));
+        }
+    }
+
     fn push(&mut self, w: RawDbWrite) {
         let generation = self.generation(w.fd);
         let conn = self.connections.entry(w.fd).or_default();
@@ -432,6 +440,13 @@ async fn trace_wire(mut w: Wire, initial_fds: Vec<u32>, mut stop: tokio::sync::o
             _ = tick.tick() => {
                 drain(&mut w.reader, &mut w.maps, &mut capture);
                 let ports = sockets::database_sockets(pid, &w.endpoint);
+                // An fd missing from this scan leaves DB_FDS: its writes go
+                // untraced until it is found again (a socket may be missed by
+                // one read of /proc/PID/net/tcp while connections come and
+                // go), so what pg_stat_activity says about it is not used.
+                for fd in w.ports.keys().filter(|fd| !ports.contains_key(fd)) {
+                    capture.untraced(*fd);
+                }
                 for fd in w.fds.sync(&ports.keys().copied().collect()) {
                     capture.reset(fd);
                     capture.seen_fds.insert(fd);
