@@ -467,11 +467,11 @@ async fn trace_wire(mut w: Wire, initial_fds: Vec<u32>, mut stop: tokio::sync::o
             _ = poll_tick.tick(), if read.is_none() && w.activity.is_some() && capture.recovery.wants_poll() => {
                 read = start_activity_read(&mut w, &mut capture);
             }
-            (db, rows) = async { read.as_mut().expect("guarded").future.as_mut().await }, if read.is_some() => {
+            (db, rows, sent) = async { read.as_mut().expect("guarded").future.as_mut().await }, if read.is_some() => {
                 let done = read.take().expect("guarded");
                 w.activity = Some(db);
                 match rows {
-                    Ok(rows) => finish_activity_read(&mut w, &mut capture, done, rows),
+                    Ok(rows) => finish_activity_read(&mut w, &mut capture, done, rows, sent),
                     Err(e) => {
                         failures += 1;
                         if failures >= ACTIVITY_MAX_FAILURES {
@@ -510,14 +510,14 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Gives back our session, the rows, and when the read was sent.
+type ActivityFuture = std::pin::Pin<Box<dyn std::future::Future<Output = (Db, std::result::Result<Vec<stats::ActivityRow>, String>, u64)> + Send>>;
+
 /// A pg_stat_activity read in flight: our session (given back when done)
 /// and the candidates as they stood when it was sent.
-type ActivityFuture = std::pin::Pin<Box<dyn std::future::Future<Output = (Db, std::result::Result<Vec<stats::ActivityRow>, String>)> + Send>>;
-
 struct ActivityRead {
     future: ActivityFuture,
     candidates: Vec<recovery::Candidate>,
-    sent: u64,
 }
 
 /// Starts one pg_stat_activity read for the connections whose last write
@@ -531,17 +531,20 @@ fn start_activity_read(w: &mut Wire, capture: &mut WireCapture) -> Option<Activi
         return None;
     }
     let mut db = w.activity.take()?;
-    let sent = monotonic_ns();
     let future = Box::pin(async move {
+        // As late as possible, but before the read is written: the
+        // recovery's timing rule needs a time no later than the server's
+        // receipt of the read.
+        let sent = monotonic_ns();
         let rows = db.activity(&ports).await;
-        (db, rows)
+        (db, rows, sent)
     });
-    Some(ActivityRead { future, candidates, sent })
+    Some(ActivityRead { future, candidates })
 }
 
 /// The read's answer, the wire drained first (every write made before the
 /// server's snapshot has been seen).
-fn finish_activity_read(w: &mut Wire, capture: &mut WireCapture, read: ActivityRead, rows: Vec<stats::ActivityRow>) {
+fn finish_activity_read(w: &mut Wire, capture: &mut WireCapture, read: ActivityRead, rows: Vec<stats::ActivityRow>, sent: u64) {
     let received = monotonic_ns();
     drain(&mut w.reader, &mut w.maps, capture);
     // A port is the connection's only when one backend has it (clients on
@@ -565,9 +568,9 @@ fn finish_activity_read(w: &mut Wire, capture: &mut WireCapture, read: ActivityR
         })
         .collect();
     if std::env::var_os("PERF_AUDIT_DEBUG_ACTIVITY").is_some() {
-        eprintln!("perf-audit: activity: sent {} candidates {:?} rows {rows:?}", read.sent, read.candidates);
+        eprintln!("perf-audit: activity: sent {sent} candidates {:?} rows {rows:?}", read.candidates);
     }
-    let learnt = capture.recovery.observe(&read.candidates, &activity, read.sent, received);
+    let learnt = capture.recovery.observe(&read.candidates, &activity, sent, received);
     capture.learn(learnt);
 }
 
