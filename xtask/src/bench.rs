@@ -20,8 +20,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
         Some("daemon") => daemon(),
         Some("memory") => memory(),
         Some("overhead") => overhead(),
-        Some(other) => Err(format!("unknown benchmark `{other}` (known: cpu-overhead, unwind, offcpu, memory, daemon, overhead)")),
-        None => Err("which benchmark? known: cpu-overhead, unwind, offcpu, memory, daemon, overhead".into()),
+        Some("database") => database(),
+        Some(other) => Err(format!("unknown benchmark `{other}` (known: cpu-overhead, unwind, offcpu, memory, daemon, database, overhead)")),
+        None => Err("which benchmark? known: cpu-overhead, unwind, offcpu, memory, daemon, database, overhead".into()),
     }
 }
 
@@ -806,4 +807,234 @@ uretprobe:{libc}:malloc, uretprobe:{libc}:calloc, uretprobe:{libc}:realloc {{ if
 uprobe:{libc}:free {{ delete(@live[arg0]); }}
 END {{ clear(@live); clear(@size); }}"
     )
+}
+
+/// The database profile's cost at >= 10,000 queries/s: the demo service's
+/// `/feed` (31 sequential queries per request: a page query and an N+1 loop
+/// of primary-key lookups, sqlx over a pool of 5) driven closed-loop by
+/// `BENCH_CLIENTS` keep-alive HTTP clients against a private PostgreSQL,
+/// side by side in one run on one server and one service process, rounds
+/// alternating: untraced (`pg_stat_statements.track = none`),
+/// pg_stat_statements alone (`track = all`, the private server's setting),
+/// and the agent's database profile attached (`--pid`, track = all). The
+/// service is warmed before the first round, so every statement is
+/// prepared before the agent attaches, as on a service that has been
+/// running: the rounds measure the text recovery too. Besides the ratios,
+/// each profiled round reports dropped writes, executions without text and
+/// the agent's own CPU (user + system time of its process per second of the
+/// round).
+fn database() -> Result<(), String> {
+    use std::io::{BufRead, BufReader, Write};
+    let rounds = env_or("BENCH_ROUNDS", 3) as usize;
+    let seconds = env_or("BENCH_SECONDS", 8);
+    let clients = env_or("BENCH_CLIENTS", 12) as usize;
+    let root = workspace_root();
+    let agent = release_agent()?;
+    run_checked(
+        cargo().current_dir(&root).args(["build", "--release", "--manifest-path", "examples/demo-service/Cargo.toml"]).env_remove("RUSTFLAGS"),
+        "building the demo service (release)",
+    )?;
+    let demo_bin = root.join("examples/demo-service/target/release/demo-service");
+    run_checked(cargo().current_dir(&root).args(["build", "-p", "perf-audit-tests", "--example", "private_postgres"]), "building the private PostgreSQL helper")?;
+    let helper = root.join("target/debug/examples/private_postgres");
+
+    let mut pg = Command::new(&helper).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().map_err(|e| format!("{}: {e}", helper.display()))?;
+    let mut pg_in = pg.stdin.take().expect("piped");
+    let mut pg_out = BufReader::new(pg.stdout.take().expect("piped"));
+    let mut line = String::new();
+    pg_out.read_line(&mut line).map_err(|e| e.to_string())?;
+    let url = line.trim().strip_prefix("url ").ok_or_else(|| format!("private PostgreSQL did not start: {line:?}"))?.to_string();
+    let mut sql = move |q: &str| -> Result<String, String> {
+        writeln!(pg_in, "{q}").map_err(|e| e.to_string())?;
+        let mut answer = String::new();
+        pg_out.read_line(&mut answer).map_err(|e| e.to_string())?;
+        answer.trim().strip_prefix("ok").map(|s| s.trim().to_string()).ok_or_else(|| format!("{q}: {answer}"))
+    };
+    let mut demo = Command::new(&demo_bin)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("DATABASE_URL", &url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", demo_bin.display()))?;
+    let mut demo_line = String::new();
+    BufReader::new(demo.stdout.take().expect("piped")).read_line(&mut demo_line).map_err(|e| e.to_string())?;
+    let addr = demo_line.trim().strip_prefix("listening on http://").ok_or_else(|| format!("the demo said {demo_line:?}"))?.to_string();
+    let demo_pid = demo.id();
+
+    let result = (|| -> Result<(), String> {
+        eprintln!("xtask: database: warming the service for 5 s");
+        feed_load(&addr, clients, 5)?;
+        let names = ["untraced", "pg_stat_statements alone", "perf-audit-agent database"];
+        let mut rates: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+        let mut profiled: Vec<serde_json::Value> = Vec::new();
+        let scratch = tempfile_dir()?;
+        eprintln!("xtask: database: {rounds} rounds x {} modes x {seconds} s, {clients} clients on /feed (31 queries per request)", names.len());
+        for round in 0..rounds {
+            for k in 0..names.len() {
+                let mode = (round + k) % names.len();
+                let track = if mode == 0 { "none" } else { "all" };
+                sql(&format!("ALTER SYSTEM SET pg_stat_statements.track = '{track}'"))?;
+                sql("SELECT pg_reload_conf()")?;
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                let mut agent_run = None;
+                if mode == 2 {
+                    let out = scratch.join("database-agent");
+                    let _ = std::fs::remove_dir_all(&out);
+                    let mut child = Command::new(&agent)
+                        .args(["--quiet", "--out"])
+                        .arg(&out)
+                        .args(["--pid", &demo_pid.to_string(), "database", "--duration", "10m"])
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::piped())
+                        .spawn()
+                        .map_err(|e| format!("{}: {e}", agent.display()))?;
+                    let mut stderr = BufReader::new(child.stderr.take().expect("piped"));
+                    let mut seen = String::new();
+                    loop {
+                        let mut l = String::new();
+                        if stderr.read_line(&mut l).unwrap_or(0) == 0 {
+                            return Err(format!("the agent did not start:\n{seen}"));
+                        }
+                        seen.push_str(&l);
+                        if l.contains("auditing") {
+                            break;
+                        }
+                    }
+                    // Keep reading its stderr so it never blocks on a full pipe.
+                    let drain = std::thread::spawn(move || {
+                        let mut rest = String::new();
+                        let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+                        rest
+                    });
+                    agent_run = Some((child, out, drain));
+                }
+                let agent_cpu_before = agent_run.as_ref().map(|(c, ..)| cpu_seconds(c.id())).unwrap_or(0.0);
+                let rate = feed_load(&addr, clients, seconds)?;
+                let qps = rate * 31.0;
+                eprintln!("  round {}: {:<28} {qps:>10.0} queries/s ({rate:.1} requests/s)", round + 1, names[mode]);
+                rates[mode].push(qps);
+                if let Some((child, out, drain)) = agent_run {
+                    let agent_cpu = (cpu_seconds(child.id()) - agent_cpu_before) / seconds as f64;
+                    // SAFETY: plain kill(2) on our own child.
+                    unsafe { libc_kill(child.id() as i32, 2) };
+                    let status = child.wait_with_output().map_err(|e| e.to_string())?.status;
+                    let log = drain.join().unwrap_or_default();
+                    if !status.success() {
+                        return Err(format!("the agent failed ({status}):\n{log}"));
+                    }
+                    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).map_err(|e| format!("report.json: {e}"))?)
+                        .map_err(|e| e.to_string())?;
+                    let w = &report["database"]["wire"];
+                    let n = |k: &str| w[k].as_u64().unwrap_or(0) as f64;
+                    let row = serde_json::json!({
+                        "round": round + 1,
+                        "queries_per_s": qps,
+                        "writes": n("writes"),
+                        "dropped_writes_pct": 100.0 * n("dropped_writes") / n("writes").max(1.0),
+                        "executions": n("executions"),
+                        "executions_without_text_pct": 100.0 * n("executions_without_text") / n("executions").max(1.0),
+                        "executions_text_from_activity": n("executions_text_from_activity"),
+                        "activity_polls": n("activity_polls"),
+                        "agent_cpu_per_s": agent_cpu,
+                        "n_plus_one_found": report["database"]["n_plus_one"].as_array().is_some_and(|a| !a.is_empty()),
+                    });
+                    eprintln!("           {row}");
+                    profiled.push(row);
+                }
+            }
+        }
+        let baseline = median(&mut rates[0].clone());
+        println!("\ndatabase: demo /feed, {clients} closed-loop clients, median of {rounds} rounds of {seconds} s, ratio to untraced");
+        println!("{:<28} {:>12} {:>8}", "mode", "queries/s", "ratio");
+        let mut rows = Vec::new();
+        for (mode, name) in names.iter().enumerate() {
+            let m = median(&mut rates[mode].clone());
+            println!("{:<28} {:>12.0} {:>8.4}", name, m, m / baseline);
+            rows.push(serde_json::json!({"mode": name, "median_queries_per_s": m, "ratio": m / baseline, "queries_per_s": rates[mode]}));
+        }
+        let pick = |k: &str| -> Vec<f64> { profiled.iter().map(|r| r[k].as_f64().unwrap_or(0.0)).collect() };
+        println!(
+            "database profile: dropped writes {:.2}% (median), executions without text {:.2}% (median), agent CPU {:.1}% of a core (median)",
+            median(&mut pick("dropped_writes_pct")),
+            median(&mut pick("executions_without_text_pct")),
+            100.0 * median(&mut pick("agent_cpu_per_s"))
+        );
+        let ratio = median(&mut rates[2].clone()) / baseline;
+        println!("goal: >= 10,000 queries/s untraced ({}), database profile ratio >= 0.95 -> {}", if baseline >= 10_000.0 { "met" } else { "NOT met" }, if ratio >= 0.95 { "met" } else { "NOT met" });
+        write_result("database", &serde_json::json!({"rounds": rounds, "seconds": seconds, "clients": clients, "results": rows, "profiled_rounds": profiled}))
+    })();
+    let _ = demo.kill();
+    let _ = demo.wait();
+    drop(sql);
+    let _ = pg.wait();
+    result
+}
+
+/// User + system CPU seconds of a process (0 for pid 0 or a gone process).
+fn cpu_seconds(pid: u32) -> f64 {
+    if pid == 0 {
+        return 0.0;
+    }
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return 0.0 };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime, stime: fields 14 and 15 of stat(5), 11 and 12 after the name.
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
+    ticks / 100.0
+}
+
+/// `clients` keep-alive HTTP/1.1 clients sending `GET /feed` one after the
+/// other for `seconds`; returns the completed requests per second.
+fn feed_load(addr: &str, clients: usize, seconds: u64) -> Result<f64, String> {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    let start = std::time::Instant::now();
+    let handles: Vec<_> = (0..clients)
+        .map(|_| {
+            let addr = addr.to_string();
+            std::thread::spawn(move || -> Result<u64, String> {
+                let mut s = std::net::TcpStream::connect(&addr).map_err(|e| format!("connect {addr}: {e}"))?;
+                s.set_nodelay(true).ok();
+                let mut done = 0;
+                let mut buf = Vec::with_capacity(64 * 1024);
+                let mut chunk = [0u8; 16 * 1024];
+                while std::time::Instant::now() < deadline {
+                    s.write_all(b"GET /feed HTTP/1.1\r\nHost: bench\r\n\r\n").map_err(|e| e.to_string())?;
+                    buf.clear();
+                    // Headers, then Content-Length bytes of body.
+                    let (head_end, length) = loop {
+                        let n = s.read(&mut chunk).map_err(|e| e.to_string())?;
+                        if n == 0 {
+                            return Err("the demo closed the connection".into());
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                            if !head.starts_with("http/1.1 200") {
+                                return Err(format!("the demo answered {}", head.lines().next().unwrap_or("")));
+                            }
+                            let length = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok()).ok_or("no content-length")?;
+                            break (end + 4, length);
+                        }
+                    };
+                    while buf.len() < head_end + length {
+                        let n = s.read(&mut chunk).map_err(|e| e.to_string())?;
+                        if n == 0 {
+                            return Err("the demo closed the connection".into());
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                    done += 1;
+                }
+                Ok(done)
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for h in handles {
+        total += h.join().map_err(|_| "a load client panicked".to_string())??;
+    }
+    Ok(total as f64 / start.elapsed().as_secs_f64())
 }

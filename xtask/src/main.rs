@@ -27,6 +27,8 @@ commands:
   bench overhead       the demo service (private PostgreSQL, its scenario) untraced vs each profile vs `all`:
                        p99 at BENCH_RPS (default 100) and saturated throughput, ratios (BENCH_ROUNDS default 3,
                        BENCH_SECONDS default 8 per measurement, BENCH_PROFILES to choose)
+  bench database       the demo's /feed at >= 10,000 queries/s (BENCH_CLIENTS closed-loop clients, default 12):
+                       untraced vs pg_stat_statements alone vs the database profile; dropped writes, texts
   setup                install system packages and build the eBPF toolchain pieces only
 
 environment:

@@ -610,6 +610,7 @@ pub fn database_section() -> DatabaseSection {
             executions_without_text: 0,
             executions_with_call_site: executions.iter().filter(|e| e.site.is_some()).count() as u64,
             n_plus_one_rule: rule.describe(),
+            ..Default::default()
         },
     }
 }

@@ -27,14 +27,14 @@ pub mod stats;
 pub mod url;
 
 pub use perf_audit_analysis::{
-    database::{advice, analysis, section, wire},
+    database::{advice, analysis, recovery, section, wire},
     report::schema::{
         CallSiteRow, DatabaseSection, DuplicateIndex, IndexRow, MissingIndex, StatementRow, TableRow, UnusedIndex, WireSummary,
     },
 };
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     time::Instant,
 };
 
@@ -69,9 +69,34 @@ const EXPLAINED_STATEMENTS: usize = 5;
 /// Statements planned per table with an unused index (about a millisecond
 /// each): a table touched by more statements keeps its indexes (unknown).
 const PLANNED_PER_TABLE: usize = 100;
+/// At most one `pg_stat_activity` read per this interval, and only while a
+/// connection's last write executed a statement whose text is unknown
+/// (`recovery::TextRecovery::wants_poll`): at most 100 small reads a second
+/// on the server, none once every name in use is known. Each observation
+/// needs an idle backend, so more frequent reads mostly find the same
+/// state; 10 ms gives a connection used every few milliseconds dozens of
+/// chances a second (a statement rarely last on its connection is seen
+/// only in the few milliseconds before the connection is used again).
+const ACTIVITY_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+/// Failed activity reads after which recovery stops (a server that refuses
+/// them). A slow read is no failure: the wire is drained while it runs.
+const ACTIVITY_MAX_FAILURES: u32 = 5;
 
-/// One statement seen on the wire: (ts, tid, fd, normalised sql, stack fingerprint).
-type WireExecution = (u64, u32, u32, Option<String>, u64);
+/// One statement seen on the wire.
+struct WireExecution {
+    ts_ns: u64,
+    tid: u32,
+    fd: u32,
+    /// Normalised text, when known.
+    sql: Option<String>,
+    /// Stack fingerprint.
+    site: u64,
+    /// Without a text: the connection's generation and the statement name,
+    /// to fill it once the text is recovered.
+    unknown: Option<(u64, String)>,
+    /// The text was recovered from pg_stat_activity.
+    recovered: bool,
+}
 
 /// Writes parsed into executions, before symbolization.
 #[derive(Default)]
@@ -86,6 +111,10 @@ struct WireCapture {
     sites: HashMap<u64, usize>,
     executions: Vec<WireExecution>,
     dropped_executions: u64,
+    /// fd -> its connection's generation (bumped when the fd is reused).
+    generations: HashMap<u32, u64>,
+    next_generation: u64,
+    recovery: recovery::TextRecovery,
     fd_rejected: u64,
     maps: MapsSnapshot,
     /// The target's executable, read while it runs: only its frames are
@@ -94,21 +123,76 @@ struct WireCapture {
 }
 
 impl WireCapture {
+    fn generation(&mut self, fd: u32) -> u64 {
+        let next = &mut self.next_generation;
+        *self.generations.entry(fd).or_insert_with(|| {
+            *next += 1;
+            *next
+        })
+    }
+
+    /// A new socket on `fd` (or a reused fd number): fresh protocol state.
+    fn reset(&mut self, fd: u32) {
+        self.connections.remove(&fd);
+        if let Some(g) = self.generations.remove(&fd) {
+            self.recovery.forget((fd, g));
+        }
+    }
+
+    /// `fd` is no longer traced: its connection's state in the text
+    /// recovery is dropped (writes may now go unseen).
+    fn untraced(&mut self, fd: u32) {
+        if let Some(g) = self.generations.get(&fd) {
+            self.recovery.forget((fd, *g));
+        }
+    }
+
     fn push(&mut self, w: RawDbWrite) {
+        let generation = self.generation(w.fd);
         let conn = self.connections.entry(w.fd).or_default();
-        let executions = conn.feed(wire::parse(&w.payload));
+        let messages = wire::parse(&w.payload);
+        let executions = conn.feed(messages.clone());
         if conn.encrypted {
             self.tls_fds.insert(w.fd);
         }
-        if executions.is_empty() {
-            return;
-        }
+        self.recovery.on_write((w.fd, generation), w.ts_ns, recovery::last_statement(&messages, |s| conn.knows(s)));
         for e in executions {
             if self.executions.len() >= MAX_EXECUTIONS {
                 self.dropped_executions += 1;
                 continue;
             }
-            self.executions.push((w.ts_ns, w.tid, w.fd, e.sql.map(|s| analysis::normalize_sql(&s)), w.site));
+            let unknown = if e.sql.is_none() { Some((generation, e.statement)) } else { None };
+            self.executions.push(WireExecution {
+                ts_ns: w.ts_ns,
+                tid: w.tid,
+                fd: w.fd,
+                sql: e.sql.map(|s| analysis::normalize_sql(&s)),
+                site: w.site,
+                unknown,
+                recovered: e.recovered,
+            });
+        }
+    }
+
+    /// Texts learnt from the server for the current connection on an fd.
+    fn learn(&mut self, learnt: Vec<(recovery::ConnKey, String, String)>) {
+        for ((fd, generation), name, sql) in learnt {
+            if self.generations.get(&fd) == Some(&generation)
+                && let Some(conn) = self.connections.get_mut(&fd) {
+                    conn.learn(&name, sql);
+                }
+        }
+    }
+
+    /// Fills executions recorded before their statement's text was learnt.
+    fn fill_recovered(&mut self) {
+        for e in &mut self.executions {
+            if e.sql.is_none()
+                && let Some((generation, name)) = &e.unknown
+                && let Some(sql) = self.recovery.text((e.fd, *generation), name) {
+                    e.sql = Some(sql.to_string());
+                    e.recovered = true;
+                }
         }
     }
 
@@ -240,9 +324,18 @@ impl DatabaseCollector {
                 let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
                 let (mut fds, mut reader) = session.start_db_tracing(unwinder, &crate::memory::code_ranges(&maps, &exe))?;
                 reader.warm_up(&maps);
-                let initial = fds.sync(&sockets::database_fds(pid, &endpoint));
+                let sockets_now = sockets::database_sockets(pid, &endpoint);
+                let initial = fds.sync(&sockets_now.keys().copied().collect());
+                // A second session of our own reads pg_stat_activity for the
+                // text of statements prepared before the audit, beside the
+                // wire (the first one takes the statistics snapshots).
+                let activity = match collector.db.is_some() {
+                    true => stats::connect(&url).await.ok(),
+                    false => None,
+                };
                 let (stop, stopped) = tokio::sync::oneshot::channel();
-                let handle = tokio::spawn(trace_wire(fds, reader, maps, initial, pid, endpoint, stopped));
+                let wire = Wire { fds, reader, maps, ports: sockets_now, activity, pid, endpoint };
+                let handle = tokio::spawn(trace_wire(wire, initial, stopped));
                 collector.wire = Some(WireTask { stop, handle });
                 section.wire.traced = true;
             }
@@ -318,48 +411,173 @@ impl DatabaseCollector {
 }
 
 
-async fn trace_wire(
-    mut fds: DbFdSet,
-    mut reader: DbWriteReader,
-    mut maps: MapsSnapshot,
-    initial_fds: Vec<u32>,
+/// What the wire task owns.
+struct Wire {
+    fds: DbFdSet,
+    reader: DbWriteReader,
+    maps: MapsSnapshot,
+    /// The target's database sockets: fd -> local port.
+    ports: std::collections::BTreeMap<u32, u16>,
+    /// Our session for pg_stat_activity reads (None: no recovery).
+    activity: Option<Db>,
     pid: u32,
     endpoint: sockets::Endpoint,
-    mut stop: tokio::sync::oneshot::Receiver<()>,
-) -> WireCapture {
+}
+
+async fn trace_wire(mut w: Wire, initial_fds: Vec<u32>, mut stop: tokio::sync::oneshot::Receiver<()>) -> WireCapture {
+    let pid = w.pid;
     let mut capture = WireCapture { exe: std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default(), ..WireCapture::default() };
     capture.seen_fds.extend(initial_fds);
     let mut last_maps = Instant::now();
     let mut tick = tokio::time::interval(FD_REFRESH);
     let mut drain_tick = tokio::time::interval(WIRE_DRAIN);
     drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut poll_tick = tokio::time::interval(ACTIVITY_POLL);
+    poll_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failures = 0;
+    // The activity read in flight: it runs beside the drains, so a slow
+    // server never makes the ring overflow.
+    let mut read: Option<ActivityRead> = None;
     loop {
         tokio::select! {
             _ = &mut stop => break,
             // Writes come without a wake-up (see perf-audit-ebpf's db.rs).
-            _ = drain_tick.tick() => drain(&mut reader, &mut maps, &mut capture),
+            _ = drain_tick.tick() => drain(&mut w.reader, &mut w.maps, &mut capture),
             _ = tick.tick() => {
-                drain(&mut reader, &mut maps, &mut capture);
-                let now = sockets::database_fds(pid, &endpoint);
-                for fd in fds.sync(&now) {
-                    // A new socket (or a reused fd number): fresh protocol state.
-                    capture.connections.remove(&fd);
+                drain(&mut w.reader, &mut w.maps, &mut capture);
+                let ports = sockets::database_sockets(pid, &w.endpoint);
+                // An fd missing from this scan leaves DB_FDS: its writes go
+                // untraced until it is found again (a socket may be missed by
+                // one read of /proc/PID/net/tcp while connections come and
+                // go), so what pg_stat_activity says about it is not used.
+                for fd in w.ports.keys().filter(|fd| !ports.contains_key(fd)) {
+                    capture.untraced(*fd);
+                }
+                for fd in w.fds.sync(&ports.keys().copied().collect()) {
+                    capture.reset(fd);
                     capture.seen_fds.insert(fd);
                 }
+                // Another socket on the same fd number since the last look
+                // (another local port): its backend is another one.
+                for (fd, port) in &ports {
+                    if w.ports.get(fd).is_some_and(|p| p != port) {
+                        capture.reset(*fd);
+                    }
+                }
+                w.ports = ports;
                 if last_maps.elapsed() >= std::time::Duration::from_secs(1) {
-                    let _ = maps.refresh(pid);
+                    let _ = w.maps.refresh(pid);
                     last_maps = Instant::now();
+                }
+            }
+            _ = poll_tick.tick(), if read.is_none() && w.activity.is_some() && capture.recovery.wants_poll() => {
+                read = start_activity_read(&mut w, &mut capture);
+            }
+            (db, rows, sent) = async { read.as_mut().expect("guarded").future.as_mut().await }, if read.is_some() => {
+                let done = read.take().expect("guarded");
+                w.activity = Some(db);
+                match rows {
+                    Ok(rows) => finish_activity_read(&mut w, &mut capture, done, rows, sent),
+                    Err(e) => {
+                        failures += 1;
+                        if failures >= ACTIVITY_MAX_FAILURES {
+                            eprintln!("perf-audit: database: pg_stat_activity could not be read ({e}): the text of statements prepared before the audit is not recovered (grant the role pg_read_all_stats to recover it)");
+                            w.activity = None;
+                        }
+                    }
                 }
             }
         }
     }
-    drain(&mut reader, &mut maps, &mut capture);
-    capture.fd_rejected = fds.rejected;
+    drain(&mut w.reader, &mut w.maps, &mut capture);
+    capture.fill_recovered();
+    capture.fd_rejected = w.fds.rejected;
     if std::env::var_os("PERF_AUDIT_DEBUG_WIRE").is_some() {
-        eprintln!("perf-audit: wire: {} stack fingerprints, {} distinct stacks, {} executions", capture.sites.len(), capture.stack_list.len(), capture.executions.len());
+        eprintln!(
+            "perf-audit: wire: {} stack fingerprints, {} distinct stacks, {} executions; pg_stat_activity: {} reads, {} observations, {} statement names learnt",
+            capture.sites.len(),
+            capture.stack_list.len(),
+            capture.executions.len(),
+            capture.recovery.polls,
+            capture.recovery.observations,
+            capture.recovery.learnt_count()
+        );
     }
-    capture.maps = maps;
+    capture.maps = w.maps;
     capture
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of the kernel's write timestamps
+/// (`bpf_ktime_get_ns`).
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid timespec out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Gives back our session, the rows, and when the read was sent.
+type ActivityFuture = std::pin::Pin<Box<dyn std::future::Future<Output = (Db, std::result::Result<Vec<stats::ActivityRow>, String>, u64)> + Send>>;
+
+/// A pg_stat_activity read in flight: our session (given back when done)
+/// and the candidates as they stood when it was sent.
+struct ActivityRead {
+    future: ActivityFuture,
+    candidates: Vec<recovery::Candidate>,
+}
+
+/// Starts one pg_stat_activity read for the connections whose last write
+/// bound an unknown statement (see `recovery`), the wire drained just
+/// before so the candidates are current.
+fn start_activity_read(w: &mut Wire, capture: &mut WireCapture) -> Option<ActivityRead> {
+    drain(&mut w.reader, &mut w.maps, capture);
+    let candidates = capture.recovery.candidates();
+    let ports: Vec<i32> = candidates.iter().filter_map(|c| w.ports.get(&c.conn.0)).map(|p| i32::from(*p)).collect();
+    if ports.is_empty() {
+        return None;
+    }
+    let mut db = w.activity.take()?;
+    let future = Box::pin(async move {
+        // As late as possible, but before the read is written: the
+        // recovery's timing rule needs a time no later than the server's
+        // receipt of the read.
+        let sent = monotonic_ns();
+        let rows = db.activity(&ports).await;
+        (db, rows, sent)
+    });
+    Some(ActivityRead { future, candidates })
+}
+
+/// The read's answer, the wire drained first (every write made before the
+/// server's snapshot has been seen).
+fn finish_activity_read(w: &mut Wire, capture: &mut WireCapture, read: ActivityRead, rows: Vec<stats::ActivityRow>, sent: u64) {
+    let received = monotonic_ns();
+    drain(&mut w.reader, &mut w.maps, capture);
+    // A port is the connection's only when one backend has it (clients on
+    // other hosts may use the same port number).
+    let mut by_port: HashMap<i32, Vec<&stats::ActivityRow>> = HashMap::new();
+    for r in &rows {
+        by_port.entry(r.port).or_default().push(r);
+    }
+    let activity: HashMap<recovery::ConnKey, recovery::Activity> = read
+        .candidates
+        .iter()
+        .filter_map(|c| {
+            let port = i32::from(*w.ports.get(&c.conn.0)?);
+            match by_port.get(&port).map(Vec::as_slice) {
+                Some([row]) => Some((
+                    c.conn,
+                    recovery::Activity { state: row.state.clone(), query: row.query.clone(), state_for_ns: row.state_for_ns, state_change_ns: row.state_change_ns },
+                )),
+                _ => None,
+            }
+        })
+        .collect();
+    if std::env::var_os("PERF_AUDIT_DEBUG_ACTIVITY").is_some() {
+        eprintln!("perf-audit: activity: sent {sent} candidates {:?} rows {rows:?}", read.candidates);
+    }
+    let learnt = capture.recovery.observe(&read.candidates, &activity, sent, received);
+    capture.learn(learnt);
 }
 
 fn drain(reader: &mut DbWriteReader, maps: &mut MapsSnapshot, capture: &mut WireCapture) {
@@ -403,18 +621,48 @@ fn symbolize_capture(pid: u32, capture: WireCapture, summary: &mut WireSummary, 
             Some((site.clone(), callers.into()))
         })
         .collect();
+    let site_of = |e: &WireExecution| capture.sites.get(&e.site).and_then(|i| sites.get(*i).cloned().flatten());
+    // Names observed once on their connection, decided with the other
+    // connections' names of the same call site (recovery::decide_by_call_site).
+    let mut name_sites: HashMap<(u32, u64, &str), Option<CallSite>> = HashMap::new();
+    for e in capture.executions.iter().filter(|e| e.sql.is_none()) {
+        if let Some((generation, name)) = &e.unknown {
+            let site = site_of(e).map(|(site, _)| site);
+            name_sites.entry((e.fd, *generation, name.as_str())).and_modify(|s| if *s != site { *s = None }).or_insert(site);
+        }
+    }
+    let pooled = capture.recovery.decide_by_call_site(|(fd, generation), name| name_sites.get(&(fd, generation, name)).cloned().flatten());
+    summary.statements_text_from_activity = (capture.recovery.learnt_count() + pooled.len()) as u64;
+    summary.activity_polls = capture.recovery.polls;
     let mut executions: Vec<Execution> = capture
         .executions
-        .into_iter()
-        .map(|(ts_ns, tid, fd, sql, fingerprint)| {
-            let stack = capture.sites.get(&fingerprint).copied();
-            let (site, callers) = stack.and_then(|i| sites.get(i).cloned().flatten()).unzip();
-            Execution { ts_ns, tid, fd, sql, site, callers: callers.unwrap_or_default() }
+        .iter()
+        .map(|e| {
+            let mut sql = e.sql.clone();
+            let mut recovered = e.recovered;
+            if sql.is_none()
+                && let Some((generation, name)) = &e.unknown
+                && let Some(text) = pooled.get(&((e.fd, *generation), name.clone())) {
+                    sql = Some(text.clone());
+                    recovered = true;
+                }
+            if recovered {
+                summary.executions_text_from_activity += 1;
+            }
+            let (site, callers) = site_of(e).unzip();
+            Execution { ts_ns: e.ts_ns, tid: e.tid, fd: e.fd, sql, site, callers: callers.unwrap_or_default() }
         })
         .collect();
-    analysis::fill_texts_from_call_sites(&mut executions);
+    summary.executions_text_from_call_site = analysis::fill_texts_from_call_sites(&mut executions);
     summary.executions = executions.len() as u64;
     summary.executions_without_text = executions.iter().filter(|e| e.sql.is_none()).count() as u64;
+    if std::env::var_os("PERF_AUDIT_DEBUG_WIRE").is_some() {
+        let mut unknown: BTreeMap<String, u64> = BTreeMap::new();
+        for e in executions.iter().filter(|e| e.sql.is_none()) {
+            *unknown.entry(e.site.as_ref().map_or_else(|| "?".into(), |s| format!("{}:{:?}", s.function, s.line))).or_default() += 1;
+        }
+        eprintln!("perf-audit: wire: executions without text by call site: {unknown:?}");
+    }
     summary.executions_with_call_site = executions.iter().filter(|e| e.site.is_some()).count() as u64;
     executions
 }

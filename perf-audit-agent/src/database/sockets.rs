@@ -2,10 +2,12 @@
 //! socket inodes behind `/proc/PID/fd`, matched against the target's own
 //! view of TCP connections (`/proc/PID/net/tcp` and `tcp6`, its network
 //! namespace) whose remote end is the database's address. Parsing is pure;
-//! [`database_fds`] does the reading.
+//! [`database_sockets`] does the reading. Each socket's local port is kept:
+//! it is the `client_port` of the connection's row in the server's
+//! `pg_stat_activity` (see the database module's statement text recovery).
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
@@ -35,8 +37,16 @@ fn canonical(addr: IpAddr) -> IpAddr {
     }
 }
 
-/// Established connections of a `/proc/net/tcp{,6}` table: inode -> remote.
-pub fn parse_tcp_table(text: &str, v6: bool) -> HashMap<u64, (IpAddr, u16)> {
+/// One established TCP connection of a `/proc/net/tcp{,6}` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpConnection {
+    pub remote: IpAddr,
+    pub remote_port: u16,
+    pub local_port: u16,
+}
+
+/// Established connections of a `/proc/net/tcp{,6}` table, by socket inode.
+pub fn parse_tcp_table(text: &str, v6: bool) -> HashMap<u64, TcpConnection> {
     let mut out = HashMap::new();
     for line in text.lines().skip(1) {
         let fields: Vec<&str> = line.split_whitespace().collect();
@@ -46,9 +56,10 @@ pub fn parse_tcp_table(text: &str, v6: bool) -> HashMap<u64, (IpAddr, u16)> {
         let Some((addr, port)) = fields[2].split_once(':') else { continue };
         let Ok(port) = u16::from_str_radix(port, 16) else { continue };
         let Some(addr) = parse_hex_addr(addr, v6) else { continue };
+        let Some(Ok(local_port)) = fields[1].split_once(':').map(|(_, p)| u16::from_str_radix(p, 16)) else { continue };
         let Ok(inode) = fields[9].parse::<u64>() else { continue };
         if inode != 0 {
-            out.insert(inode, (addr, port));
+            out.insert(inode, TcpConnection { remote: addr, remote_port: port, local_port });
         }
     }
     out
@@ -77,21 +88,26 @@ pub fn socket_inode(link: &str) -> Option<u64> {
 
 /// The target's file descriptors that are TCP connections to `endpoint`.
 pub fn database_fds(pid: u32, endpoint: &Endpoint) -> BTreeSet<u32> {
+    database_sockets(pid, endpoint).into_keys().collect()
+}
+
+/// The target's TCP connections to `endpoint`: file descriptor -> local port.
+pub fn database_sockets(pid: u32, endpoint: &Endpoint) -> BTreeMap<u32, u16> {
     let mut remotes = HashMap::new();
     for (file, v6) in [("tcp", false), ("tcp6", true)] {
         if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) {
             remotes.extend(parse_tcp_table(&text, v6));
         }
     }
-    let mut fds = BTreeSet::new();
+    let mut fds = BTreeMap::new();
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return fds };
     for entry in dir.flatten() {
         let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
         let Ok(link) = std::fs::read_link(entry.path()) else { continue };
         let Some(inode) = link.to_str().and_then(socket_inode) else { continue };
-        if let Some((addr, port)) = remotes.get(&inode)
-            && endpoint.matches(*addr, *port) {
-                fds.insert(fd);
+        if let Some(c) = remotes.get(&inode)
+            && endpoint.matches(c.remote, c.remote_port) {
+                fds.insert(fd, c.local_port);
             }
     }
     fds
@@ -109,7 +125,7 @@ mod tests {
     #[test]
     fn established_ipv4_connections_are_read_with_their_remote_end() {
         let t = parse_tcp_table(TCP, false);
-        assert_eq!(t.get(&424242), Some(&(IpAddr::V4(Ipv4Addr::LOCALHOST), 5432)));
+        assert_eq!(t.get(&424242), Some(&TcpConnection { remote: IpAddr::V4(Ipv4Addr::LOCALHOST), remote_port: 5432, local_port: 0xD431 }));
         assert!(!t.contains_key(&1111), "listening sockets are not connections");
     }
 
@@ -117,7 +133,8 @@ mod tests {
     fn ipv6_and_mapped_addresses() {
         let line = "  sl header\n   0: 00000000000000000000000001000000:D431 0000000000000000FFFF00000100007F:1538 01 0:0 0:0 0 0 0 77 1\n";
         let t = parse_tcp_table(line, true);
-        let (addr, port) = t[&77];
+        let TcpConnection { remote: addr, remote_port: port, local_port } = t[&77];
+        assert_eq!(local_port, 0xD431);
         assert_eq!(port, 5432);
         let ep = Endpoint { addrs: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)], port: 5432 };
         assert!(ep.matches(addr, port), "{addr}");

@@ -24,6 +24,17 @@ pub use perf_audit_analysis::database::stats::{
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// One backend of `pg_stat_activity`, as [`Db::activity`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivityRow {
+    pub port: i32,
+    pub addr: String,
+    pub state: String,
+    pub query: String,
+    pub state_for_ns: i64,
+    pub state_change_ns: i64,
+}
+
 pub struct Db {
     conn: PgConnection,
     pub server_version_num: i32,
@@ -174,6 +185,29 @@ impl Db {
                     predicate: r.try_get(11)?,
                 })
             })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(one_line)
+    }
+
+    /// The `pg_stat_activity` rows of this database's client connections
+    /// from the local `ports`: (client port, client address, state, text of
+    /// the backend's current or last statement, how long it has been in its
+    /// state when this read arrived, in ns). Rows of other users show
+    /// `<insufficient privilege>` as their text unless the role has
+    /// `pg_read_all_stats`.
+    pub async fn activity(&mut self, ports: &[i32]) -> Result<Vec<ActivityRow>, String> {
+        let rows = sqlx::query(
+            "/* perf-audit */ SELECT client_port::int4, coalesce(host(client_addr), '')::text, coalesce(state, '')::text, coalesce(query, '')::text, \
+             coalesce(extract(epoch FROM statement_timestamp() - state_change) * 1e9, -1)::int8, \
+             coalesce(extract(epoch FROM state_change) * 1e9, 0)::int8 \
+             FROM pg_stat_activity WHERE datname = current_database() AND client_port = ANY($1) AND pid <> pg_backend_pid()",
+        )
+        .bind(ports)
+        .fetch_all(&mut self.conn)
+        .await
+        .map_err(one_line)?;
+        rows.iter()
+            .map(|r| Ok(ActivityRow { port: r.try_get(0)?, addr: r.try_get(1)?, state: r.try_get(2)?, query: r.try_get(3)?, state_for_ns: r.try_get(4)?, state_change_ns: r.try_get(5)? }))
             .collect::<Result<_, sqlx::Error>>()
             .map_err(one_line)
     }

@@ -1,11 +1,13 @@
 //! The database profile's model and analyses: the frontend protocol parsed
 //! into executions ([`wire`]), the server's statistics as plain values
 //! ([`stats`]), N+1 detection ([`analysis`]), chatty requests ([`chatty`]), index reasoning over
-//! `EXPLAIN` plans ([`advice`]) and the section's tables ([`section`]).
+//! `EXPLAIN` plans ([`advice`]), the section's tables ([`section`]) and
+//! the text of statements prepared before the audit ([`recovery`]).
 
 pub mod advice;
 pub mod analysis;
 pub mod chatty;
+pub mod recovery;
 pub mod section;
 pub mod stats;
 pub mod thresholds;

@@ -41,8 +41,92 @@ fn sites_for(query: &str, sites: &BTreeMap<String, Vec<(CallSite, u64)>>) -> Vec
             merged.extend(s.iter().cloned());
         }
     }
+    if merged.is_empty() {
+        // pg_stat_statements replaced the text's constants with $n.
+        for (sql, s) in sites {
+            if same_statement(&query, sql) {
+                merged.extend(s.iter().cloned());
+            }
+        }
+    }
     merged.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     site_rows(&merged)
+}
+
+#[derive(Debug, PartialEq)]
+enum Token<'a> {
+    Word(&'a str),
+    /// A number or a quoted string.
+    Literal(&'a str),
+    /// `$n`.
+    Param,
+    Punct(char),
+}
+
+fn tokens(sql: &str) -> Vec<Token<'_>> {
+    let b = sql.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let start = i;
+        if c.is_ascii_whitespace() {
+            i += 1;
+        } else if c == b'\'' {
+            // 'it''s': a doubled quote stays inside.
+            i += 1;
+            while i < b.len() {
+                if b[i] == b'\'' {
+                    if b.get(i + 1) == Some(&b'\'') {
+                        i += 2;
+                        continue;
+                    }
+                    break;
+                }
+                i += 1;
+            }
+            i = (i + 1).min(b.len());
+            out.push(Token::Literal(&sql[start..i]));
+        } else if c.is_ascii_digit() {
+            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.') {
+                i += 1;
+            }
+            out.push(Token::Literal(&sql[start..i]));
+        } else if c == b'$' && b.get(i + 1).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+            out.push(Token::Param);
+        } else if c.is_ascii_alphabetic() || c == b'_' || c == b'"' || !c.is_ascii() {
+            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'"' || b[i] == b'.' || !b[i].is_ascii()) {
+                i += 1;
+            }
+            out.push(Token::Word(&sql[start..i]));
+        } else {
+            i += 1;
+            out.push(Token::Punct(c as char));
+        }
+    }
+    out
+}
+
+/// `stat` (a pg_stat_statements text, constants replaced by `$n`) is the
+/// statement `wire` (a text as the service sent it): the same tokens, a
+/// `$n` standing for a constant (optionally negative) or a parameter.
+fn same_statement(stat: &str, wire: &str) -> bool {
+    let (s, w) = (tokens(stat), tokens(wire));
+    let mut j = 0;
+    for t in &s {
+        let Some(u) = w.get(j) else { return false };
+        match (t, u) {
+            (Token::Param, Token::Literal(_) | Token::Param) => j += 1,
+            (Token::Param, Token::Punct('-')) if matches!(w.get(j + 1), Some(Token::Literal(_))) => j += 2,
+            (a, b) if a == b => j += 1,
+            _ => return false,
+        }
+    }
+    j == w.len()
 }
 
 pub fn statement_rows(
@@ -193,4 +277,19 @@ pub fn duplicate_index_rows(indexes: &[IndexStat]) -> Vec<DuplicateIndex> {
             drop_sql: format!("DROP INDEX CONCURRENTLY {};", qualified(&a.schema, &a.index)),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod same_statement_tests {
+    use super::*;
+
+    #[test]
+    fn pg_stat_statements_texts_match_the_statements_their_constants_came_from() {
+        let stat = "SELECT id, name FROM users WHERE country = $1 ORDER BY signup_at DESC LIMIT $2";
+        assert!(same_statement(stat, "SELECT id, name FROM users WHERE country = $1 ORDER BY signup_at DESC LIMIT 20"));
+        assert!(same_statement("SELECT $1 - x FROM t WHERE a = $2", "SELECT 'it''s' - x FROM t WHERE a = -1.5"));
+        assert!(!same_statement(stat, "SELECT id, name FROM users WHERE country = $1 ORDER BY signup_at DESC"));
+        assert!(!same_statement(stat, "SELECT id, name FROM users WHERE city = $1 ORDER BY signup_at DESC LIMIT 20"));
+        assert!(!same_statement("SELECT a FROM t LIMIT 20", "SELECT a FROM t LIMIT 21"));
+    }
 }

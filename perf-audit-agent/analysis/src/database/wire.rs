@@ -133,12 +133,16 @@ pub struct WireExecution {
     pub truncated: bool,
     /// The prepared statement's name ("" for unnamed or simple queries).
     pub statement: String,
+    /// The text was not on the wire but learnt from the server
+    /// ([`Connection::learn`], see `recovery`).
+    pub recovered: bool,
 }
 
 /// The protocol state of one database socket.
 #[derive(Debug, Default)]
 pub struct Connection {
-    statements: HashMap<String, (String, bool)>,
+    /// Statement name -> (text, truncated, recovered from the server).
+    statements: HashMap<String, (String, bool, bool)>,
     portals: HashMap<String, String>,
     /// The connection asked for TLS or sent TLS records.
     pub encrypted: bool,
@@ -155,13 +159,13 @@ impl Connection {
         for message in messages {
             match message {
                 Message::Query { sql, truncated } => {
-                    out.push(WireExecution { sql: Some(sql), truncated, statement: String::new() });
+                    out.push(WireExecution { sql: Some(sql), truncated, statement: String::new(), recovered: false });
                 }
                 Message::Parse { statement, sql, truncated } => {
                     if self.statements.len() >= MAX_STATEMENTS && !self.statements.contains_key(&statement) {
                         self.statements.clear();
                     }
-                    self.statements.insert(statement, (sql, truncated));
+                    self.statements.insert(statement, (sql, truncated, false));
                 }
                 Message::Bind { portal, statement } => {
                     self.portals.insert(portal, statement);
@@ -170,8 +174,9 @@ impl Connection {
                     let statement = self.portals.get(&portal).cloned().unwrap_or_default();
                     let known = self.statements.get(&statement).cloned();
                     out.push(WireExecution {
-                        truncated: known.as_ref().is_some_and(|(_, t)| *t),
-                        sql: known.map(|(s, _)| s),
+                        truncated: known.as_ref().is_some_and(|k| k.1),
+                        recovered: known.as_ref().is_some_and(|k| k.2),
+                        sql: known.map(|k| k.0),
                         statement,
                     });
                 }
@@ -180,6 +185,20 @@ impl Connection {
             }
         }
         out
+    }
+
+    /// Whether the text of prepared statement `name` is known.
+    pub fn knows(&self, name: &str) -> bool {
+        self.statements.contains_key(name)
+    }
+
+    /// The text of a statement prepared before tracing began, recovered
+    /// from the server: later executions of `statement` carry it. A Parse
+    /// seen on the wire is never overridden.
+    pub fn learn(&mut self, statement: &str, sql: String) {
+        if self.statements.len() < MAX_STATEMENTS {
+            self.statements.entry(statement.to_string()).or_insert((sql, false, true));
+        }
     }
 }
 
@@ -224,12 +243,18 @@ pub(crate) mod tests {
         assert!(conn.feed(parse(&first)).is_empty());
         for _ in 0..3 {
             let ex = conn.feed(parse(&bind_execute_sync("sqlx_s_1")));
-            assert_eq!(ex, vec![WireExecution { sql: Some(sql.into()), truncated: false, statement: "sqlx_s_1".into() }]);
+            assert_eq!(ex, vec![WireExecution { sql: Some(sql.into()), truncated: false, statement: "sqlx_s_1".into(), recovered: false }]);
         }
         // A statement prepared before tracing began has no text.
         let ex = conn.feed(parse(&bind_execute_sync("sqlx_s_9")));
         assert_eq!(ex[0].sql, None);
         assert_eq!(ex[0].statement, "sqlx_s_9");
+        // ... until the server tells its text.
+        conn.learn("sqlx_s_9", "SELECT 9".into());
+        let ex = conn.feed(parse(&bind_execute_sync("sqlx_s_9")));
+        assert_eq!((ex[0].sql.as_deref(), ex[0].recovered), (Some("SELECT 9"), true));
+        conn.learn("sqlx_s_1", "wrong".into());
+        assert_eq!(conn.feed(parse(&bind_execute_sync("sqlx_s_1")))[0].sql.as_deref(), Some(sql), "a Parse seen on the wire wins");
     }
 
     #[test]

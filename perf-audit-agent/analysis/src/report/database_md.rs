@@ -46,6 +46,13 @@ pub(super) fn render(md: &mut String, db: &DatabaseSection) {
             w.writes, w.connections, w.tls_connections, w.executions, w.executions_with_call_site, w.executions_without_text,
             w.dropped_writes, w.dropped_executions, w.payload_read_failures, w.stack_failures
         );
+        if w.executions_text_from_activity > 0 || w.executions_text_from_call_site > 0 {
+            let _ = writeln!(
+                md,
+                "**Statements prepared before the audit**: text of {} executions ({} statement names) read from the server's pg_stat_activity ({} reads), {} from another execution of their call site",
+                w.executions_text_from_activity, w.statements_text_from_activity, w.activity_polls, w.executions_text_from_call_site
+            );
+        }
     }
 
     let _ = writeln!(md, "\n**Top slow queries**:\n");

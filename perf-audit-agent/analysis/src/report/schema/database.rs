@@ -169,6 +169,17 @@ pub struct WireSummary {
     pub executions_without_text: u64,
     /// Executions whose stack reached the owner's code.
     pub executions_with_call_site: u64,
+    /// Executions of statements prepared before the audit whose text was
+    /// recovered from the server's `pg_stat_activity` (see
+    /// `database::recovery`), and the statement names (per connection)
+    /// learnt that way.
+    pub executions_text_from_activity: u64,
+    pub statements_text_from_activity: u64,
+    /// `pg_stat_activity` reads made to recover texts.
+    pub activity_polls: u64,
+    /// Executions whose text was taken from another execution of their call
+    /// site (a site that issued one statement only).
+    pub executions_text_from_call_site: u64,
     /// How N+1 patterns are recognised.
     pub n_plus_one_rule: String,
 }
