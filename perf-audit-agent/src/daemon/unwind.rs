@@ -13,7 +13,12 @@
 //! - one [`ProcessUnwinder`] and maps snapshot per process, at most
 //!   [`MAX_PROCESSES`], evicted when the process exits or has not been
 //!   sampled for [`IDLE_EVICT_DRAINS`] drains (least recently sampled first
-//!   when full).
+//!   when full);
+//! - every window, the tables no remaining process uses are dropped (their
+//!   files unmapped), and every drain the cached files' resident pages are
+//!   released ([`NodeUnwinder::release_table_pages`]): the daemon's
+//!   file-backed RSS is what the last drain interval touched, not every
+//!   page ever read.
 //!
 //! When the tables walk stops early (code without tables: a stripped or
 //! unreadable object) the frame-pointer chain in the same copy is walked
