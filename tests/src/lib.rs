@@ -605,3 +605,17 @@ impl Drop for DelayProxy {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// The BPF programs a process holds, from its file descriptors.
+pub fn bpf_programs_of(pid: u32) -> std::collections::BTreeSet<u32> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return Default::default() };
+    fds.flatten()
+        .filter_map(|fd| std::fs::read_to_string(fd.path()).ok())
+        .filter_map(|info| info.lines().find_map(|l| l.strip_prefix("prog_id:")).and_then(|id| id.trim().parse().ok()))
+        .collect()
+}
+
+/// Every BPF program loaded on the machine, by id.
+pub fn loaded_programs() -> std::collections::BTreeSet<u32> {
+    aya::programs::loaded_programs().filter_map(|p| p.ok()).map(|p| p.id()).collect()
+}

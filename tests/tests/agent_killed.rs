@@ -13,20 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use perf_audit_tests::{Build, agent_bin, fixture};
-
-/// The BPF programs a process holds, from its file descriptors.
-fn bpf_programs_of(pid: u32) -> BTreeSet<u32> {
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return BTreeSet::new() };
-    fds.flatten()
-        .filter_map(|fd| std::fs::read_to_string(fd.path()).ok())
-        .filter_map(|info| info.lines().find_map(|l| l.strip_prefix("prog_id:")).and_then(|id| id.trim().parse().ok()))
-        .collect()
-}
-
-fn loaded_programs() -> BTreeSet<u32> {
-    aya::programs::loaded_programs().filter_map(|p| p.ok()).map(|p| p.id()).collect()
-}
+use perf_audit_tests::{Build, agent_bin, bpf_programs_of, fixture, loaded_programs};
 
 /// The leaker's allocation units per second from `measure_after` to its end.
 fn leaker(seconds: u32, measure_after: u32) -> std::process::Child {

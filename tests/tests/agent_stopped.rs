@@ -25,24 +25,11 @@ use perf_audit_agent::{
     load::{self, LoadPlan, LoadResult, Scenario},
     postgres::private::PrivatePostgres,
 };
-use perf_audit_tests::{agent_bin, demo_scenario, demo_service_bin, free_loopback_addr};
+use perf_audit_tests::{agent_bin, bpf_programs_of, demo_scenario, demo_service_bin, free_loopback_addr, loaded_programs};
 
 fn drive(rt: &tokio::runtime::Runtime, scenario: &Scenario, rps: u32, window: Duration) -> LoadResult {
     let plan = LoadPlan::new(scenario.clone(), rps, window).expect("valid load plan");
     rt.block_on(load::run(plan, std::future::pending::<()>()))
-}
-
-/// The BPF programs a process holds, from its file descriptors.
-fn bpf_programs_of(pid: u32) -> BTreeSet<u32> {
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return BTreeSet::new() };
-    fds.flatten()
-        .filter_map(|fd| std::fs::read_to_string(fd.path()).ok())
-        .filter_map(|info| info.lines().find_map(|l| l.strip_prefix("prog_id:")).and_then(|id| id.trim().parse().ok()))
-        .collect()
-}
-
-fn loaded_programs() -> BTreeSet<u32> {
-    aya::programs::loaded_programs().filter_map(|p| p.ok()).map(|p| p.id()).collect()
 }
 
 /// Waits until the agent holds every program it will load (the set stops
@@ -69,33 +56,58 @@ fn assert_healthy(what: &str, unprobed: &LoadResult, during: &LoadResult) {
     eprintln!("{what}: p99 {:.1} ms -> {:.1} ms ({:.2}x), {:.1} -> {:.1} req/s", h.unprobed.p99_ms, h.during.p99_ms, h.p99_ratio, h.unprobed.rps, h.during.rps);
 }
 
+/// The demo service on a private PostgreSQL, answering, with a client
+/// runtime for its load; stopped when dropped.
+struct RunningDemo {
+    service: std::process::Child,
+    rt: tokio::runtime::Runtime,
+    scenario: Scenario,
+    tmp: tempfile::TempDir,
+    _db: PrivatePostgres,
+}
+
+impl RunningDemo {
+    fn start() -> RunningDemo {
+        let db = PrivatePostgres::start().expect("private PostgreSQL");
+        let tmp = tempfile::tempdir().unwrap();
+        let addr = free_loopback_addr();
+        let scenario = Scenario::from_file(&demo_scenario(tmp.path(), &addr)).unwrap();
+        let service = Command::new(demo_service_bin())
+            .args(["--listen", &addr])
+            .env("DATABASE_URL", db.url())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the demo service");
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let start = Instant::now();
+        while drive(&rt, &scenario, 10, Duration::from_millis(200)).ok == 0 {
+            assert!(start.elapsed() < Duration::from_secs(60), "the demo service did not answer");
+            thread::sleep(Duration::from_millis(300));
+        }
+        RunningDemo { service, rt, scenario, tmp, _db: db }
+    }
+}
+
+impl Drop for RunningDemo {
+    fn drop(&mut self) {
+        let _ = self.service.kill();
+        let _ = self.service.wait();
+    }
+}
+
 #[test]
 fn a_stopped_agent_never_holds_the_service_back_and_a_killed_one_leaves_nothing() {
-    let db = PrivatePostgres::start().expect("private PostgreSQL");
-    let tmp = tempfile::tempdir().unwrap();
-    let addr = free_loopback_addr();
-    let scenario = Scenario::from_file(&demo_scenario(tmp.path(), &addr)).unwrap();
-    let mut service = Command::new(demo_service_bin())
-        .args(["--listen", &addr])
-        .env("DATABASE_URL", db.url())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the demo service");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let start = Instant::now();
-    while drive(&rt, &scenario, 10, Duration::from_millis(200)).ok == 0 {
-        assert!(start.elapsed() < Duration::from_secs(60), "the demo service did not answer");
-        thread::sleep(Duration::from_millis(300));
-    }
+    let demo = RunningDemo::start();
+    let (rt, scenario, tmp) = (&demo.rt, &demo.scenario, &demo.tmp);
     // Warmed up (its statements prepared, its caches filled), then its
     // unprobed latency under the load of the test.
-    drive(&rt, &scenario, 100, Duration::from_secs(5));
-    let unprobed = drive(&rt, &scenario, 100, Duration::from_secs(5));
+    drive(rt, scenario, 100, Duration::from_secs(5));
+    let unprobed = drive(rt, scenario, 100, Duration::from_secs(5));
 
     let out = tmp.path().join("out");
     let mut agent = Command::new(agent_bin())
-        .args(["--pid", &service.id().to_string(), "all", "--duration", "120s", "--quiet", "--out"])
+        .args(["--pid", &demo.service.id().to_string(), "all", "--duration", "120s", "--quiet", "--out"])
         .arg(&out)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -109,12 +121,12 @@ fn a_stopped_agent_never_holds_the_service_back_and_a_killed_one_leaves_nothing(
 
     // Stopped for 10 s with everything attached: the load runs meanwhile.
     unsafe { libc::kill(agent.id() as libc::pid_t, libc::SIGSTOP) };
-    let stopped = drive(&rt, &scenario, 100, Duration::from_secs(10));
+    let stopped = drive(rt, scenario, 100, Duration::from_secs(10));
     unsafe { libc::kill(agent.id() as libc::pid_t, libc::SIGCONT) };
     assert_healthy("agent stopped", &unprobed, &stopped);
     assert!(agent.try_wait().unwrap().is_none(), "the agent did not survive SIGSTOP/SIGCONT");
     // It resumes: its rings are drained again and the probes still work.
-    drive(&rt, &scenario, 100, Duration::from_secs(3));
+    drive(rt, scenario, 100, Duration::from_secs(3));
 
     // Killed with every profile attached.
     unsafe { libc::kill(agent.id() as libc::pid_t, libc::SIGKILL) };
@@ -124,37 +136,21 @@ fn a_stopped_agent_never_holds_the_service_back_and_a_killed_one_leaves_nothing(
         assert!(killed.elapsed() < Duration::from_secs(5), "programs {:?} outlived the killed agent", programs.intersection(&loaded_programs()).collect::<Vec<_>>());
         thread::sleep(Duration::from_millis(100));
     }
-    let after = drive(&rt, &scenario, 100, Duration::from_secs(5));
+    let after = drive(rt, scenario, 100, Duration::from_secs(5));
     assert_healthy("agent killed", &unprobed, &after);
-    assert!(service.try_wait().unwrap().is_none(), "the demo service exited");
-    let _ = service.kill();
-    let _ = service.wait();
+    let mut demo = demo;
+    assert!(demo.service.try_wait().unwrap().is_none(), "the demo service exited");
 }
 
 /// SIGSTOP then SIGCONT, and the audit ends as asked: its report is whole,
 /// and what the stop cost it is counted, not hidden.
 #[test]
 fn an_agent_resumed_after_sigstop_writes_its_report_with_the_drops_counted() {
-    let db = PrivatePostgres::start().expect("private PostgreSQL");
-    let tmp = tempfile::tempdir().unwrap();
-    let addr = free_loopback_addr();
-    let scenario = Scenario::from_file(&demo_scenario(tmp.path(), &addr)).unwrap();
-    let mut service = Command::new(demo_service_bin())
-        .args(["--listen", &addr])
-        .env("DATABASE_URL", db.url())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the demo service");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let start = Instant::now();
-    while drive(&rt, &scenario, 10, Duration::from_millis(200)).ok == 0 {
-        assert!(start.elapsed() < Duration::from_secs(60), "the demo service did not answer");
-        thread::sleep(Duration::from_millis(300));
-    }
+    let demo = RunningDemo::start();
+    let (rt, scenario, tmp) = (&demo.rt, &demo.scenario, &demo.tmp);
     let out = tmp.path().join("out");
     let agent = Command::new(agent_bin())
-        .args(["--pid", &service.id().to_string(), "cpu", "--unwind", "dwarf", "--frequency", "999", "--duration", "20s", "--quiet", "--out"])
+        .args(["--pid", &demo.service.id().to_string(), "cpu", "--unwind", "dwarf", "--frequency", "999", "--duration", "20s", "--quiet", "--out"])
         .arg(&out)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -165,7 +161,7 @@ fn an_agent_resumed_after_sigstop_writes_its_report_with_the_drops_counted() {
     // 999 Hz of 32 KiB stack copies on a busy service fill the ring in well
     // under the 10 s the agent is stopped.
     unsafe { libc::kill(agent.id() as libc::pid_t, libc::SIGSTOP) };
-    drive(&rt, &scenario, 200, Duration::from_secs(10));
+    drive(rt, scenario, 200, Duration::from_secs(10));
     unsafe { libc::kill(agent.id() as libc::pid_t, libc::SIGCONT) };
     let output = agent.wait_with_output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
@@ -176,8 +172,6 @@ fn an_agent_resumed_after_sigstop_writes_its_report_with_the_drops_counted() {
     assert!(cpu["total_samples"].as_u64().unwrap() > 0);
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains(&drops.to_string()), "report.md does not show the {drops} dropped samples");
-    let _ = service.kill();
-    let _ = service.wait();
 }
 
 /// The overhead budget: with a budget far below what profile `all` costs
