@@ -619,3 +619,36 @@ pub fn bpf_programs_of(pid: u32) -> std::collections::BTreeSet<u32> {
 pub fn loaded_programs() -> std::collections::BTreeSet<u32> {
     aya::programs::loaded_programs().filter_map(|p| p.ok()).map(|p| p.id()).collect()
 }
+
+/// The agent started in the background with `args` plus `--quiet --out
+/// out` (stdout dropped, stderr piped), for tests that signal it.
+pub fn spawn_agent(args: &[&str], out: &Path) -> std::process::Child {
+    Command::new(agent_bin())
+        .args(args)
+        .arg("--quiet")
+        .arg("--out")
+        .arg(out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the agent")
+}
+
+/// Waits until the agent `pid` holds every program it will load (the set
+/// stops growing for 2 s: the memory profile attaches last); returns them.
+pub fn wait_attached(pid: u32) -> std::collections::BTreeSet<u32> {
+    let start = Instant::now();
+    let (mut programs, mut stable_since) = (std::collections::BTreeSet::new(), Instant::now());
+    while start.elapsed() < Duration::from_secs(60) {
+        let now = bpf_programs_of(pid);
+        assert!(Path::new(&format!("/proc/{pid}")).exists(), "the agent exited before attaching");
+        if now != programs {
+            (programs, stable_since) = (now, Instant::now());
+        } else if !programs.is_empty() && stable_since.elapsed() >= Duration::from_secs(2) {
+            return programs;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the agent did not attach within 60 s (holds {programs:?})");
+}

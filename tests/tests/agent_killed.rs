@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use perf_audit_tests::{Build, agent_bin, bpf_programs_of, fixture, loaded_programs};
+use perf_audit_tests::{Build, bpf_programs_of, fixture, loaded_programs, spawn_agent};
 
 /// The leaker's allocation units per second from `measure_after` to its end.
 fn leaker(seconds: u32, measure_after: u32) -> std::process::Child {
@@ -44,14 +44,7 @@ fn a_killed_agent_leaves_no_program_and_no_uprobe_and_the_target_runs_at_full_sp
     let pid = target.id().to_string();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    let mut agent = Command::new(agent_bin())
-        .args(["--pid", &pid, "all", "--memory", "precise", "--unwind", "dwarf", "--duration", "60s", "--quiet", "--out"])
-        .arg(&out)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the agent");
+    let mut agent = spawn_agent(&["--pid", &pid, "all", "--memory", "precise", "--unwind", "dwarf", "--duration", "60s"], &out);
     // Every collector attached: the memory instance is the last one loaded.
     let start = Instant::now();
     let mut programs = BTreeSet::new();

@@ -14,7 +14,6 @@
 //!   program outlives it, and the service answers as before.
 
 use std::{
-    collections::BTreeSet,
     process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
@@ -25,29 +24,11 @@ use perf_audit_agent::{
     load::{self, LoadPlan, LoadResult, Scenario},
     postgres::private::PrivatePostgres,
 };
-use perf_audit_tests::{agent_bin, bpf_programs_of, demo_scenario, demo_service_bin, free_loopback_addr, loaded_programs};
+use perf_audit_tests::{demo_scenario, demo_service_bin, free_loopback_addr, loaded_programs, spawn_agent, wait_attached};
 
 fn drive(rt: &tokio::runtime::Runtime, scenario: &Scenario, rps: u32, window: Duration) -> LoadResult {
     let plan = LoadPlan::new(scenario.clone(), rps, window).expect("valid load plan");
     rt.block_on(load::run(plan, std::future::pending::<()>()))
-}
-
-/// Waits until the agent holds every program it will load (the set stops
-/// growing for 2 s: the memory profile attaches last).
-fn wait_attached(pid: u32) -> BTreeSet<u32> {
-    let start = Instant::now();
-    let (mut programs, mut stable_since) = (BTreeSet::new(), Instant::now());
-    while start.elapsed() < Duration::from_secs(60) {
-        let now = bpf_programs_of(pid);
-        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "the agent exited before attaching");
-        if now != programs {
-            (programs, stable_since) = (now, Instant::now());
-        } else if !programs.is_empty() && stable_since.elapsed() >= Duration::from_secs(2) {
-            return programs;
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-    panic!("the agent did not attach within 60 s (holds {programs:?})");
 }
 
 fn assert_healthy(what: &str, unprobed: &LoadResult, during: &LoadResult) {
@@ -106,14 +87,7 @@ fn a_stopped_agent_never_holds_the_service_back_and_a_killed_one_leaves_nothing(
     let unprobed = drive(rt, scenario, 100, Duration::from_secs(5));
 
     let out = tmp.path().join("out");
-    let mut agent = Command::new(agent_bin())
-        .args(["--pid", &demo.service.id().to_string(), "all", "--duration", "120s", "--quiet", "--out"])
-        .arg(&out)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the agent");
+    let mut agent = spawn_agent(&["--pid", &demo.service.id().to_string(), "all", "--duration", "120s"], &out);
     let programs = wait_attached(agent.id());
     // CPU, off-CPU, the database writes, page faults, mappings and the
     // allocator programs.
@@ -149,14 +123,7 @@ fn an_agent_resumed_after_sigstop_writes_its_report_with_the_drops_counted() {
     let demo = RunningDemo::start();
     let (rt, scenario, tmp) = (&demo.rt, &demo.scenario, &demo.tmp);
     let out = tmp.path().join("out");
-    let agent = Command::new(agent_bin())
-        .args(["--pid", &demo.service.id().to_string(), "cpu", "--unwind", "dwarf", "--frequency", "999", "--duration", "20s", "--quiet", "--out"])
-        .arg(&out)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the agent");
+    let agent = spawn_agent(&["--pid", &demo.service.id().to_string(), "cpu", "--unwind", "dwarf", "--frequency", "999", "--duration", "20s"], &out);
     wait_attached(agent.id());
     // 999 Hz of 32 KiB stack copies on a busy service fill the ring in well
     // under the 10 s the agent is stopped.

@@ -41,7 +41,7 @@ use perf_audit_agent::{
     load::{self, LoadPlan, LoadResult, Scenario},
     postgres::private::PrivatePostgres,
 };
-use perf_audit_tests::{demo_scenario, demo_service_bin, free_loopback_addr, workspace_root};
+use perf_audit_tests::{demo_scenario, demo_service_bin, free_loopback_addr, wait_attached, workspace_root};
 
 /// Requests always in flight in the throughput measurement: enough to keep
 /// both cores of the demo busy (its handlers await the database), few
@@ -183,7 +183,7 @@ fn measure(rt: &tokio::runtime::Runtime, agent: &Path, pid: u32, profile: Option
             cmd.args(["--pid", &pid.to_string(), profile, "--duration", &duration, "--quiet", "--out"]).arg(&out);
             cmd.stdout(Stdio::null()).stderr(Stdio::piped());
             let child = cmd.spawn().map_err(|e| format!("{}: {e}", agent.display()))?;
-            wait_attached(&child)?;
+            wait_attached(child.id());
             Some((child, out))
         }
     };
@@ -225,32 +225,6 @@ fn wait_ready(rt: &tokio::runtime::Runtime, scenario: &Scenario) -> Result<(), S
         std::thread::sleep(Duration::from_millis(300));
     }
     Err("the demo service did not answer within 60 s".into())
-}
-
-/// Waits until the agent has attached: its BPF links and perf events stop
-/// appearing for a second (the memory profile attaches last).
-fn wait_attached(child: &Child) -> Result<(), String> {
-    let pid = child.id();
-    let start = Instant::now();
-    let (mut last, mut stable_since) = (0usize, Instant::now());
-    while start.elapsed() < Duration::from_secs(60) {
-        let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_err(|_| "the agent exited before attaching".to_string())?;
-        let n = fds
-            .filter_map(|e| e.ok())
-            .filter_map(|e| std::fs::read_link(e.path()).ok())
-            .filter(|l| {
-                let l = l.to_string_lossy();
-                l.contains("bpf_link") || l.contains("perf_event") || l.contains("bpf-prog")
-            })
-            .count();
-        if n != last {
-            (last, stable_since) = (n, Instant::now());
-        } else if n > 0 && stable_since.elapsed() >= Duration::from_secs(2) {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Err("the agent did not attach within 60 s".into())
 }
 
 /// CPU seconds (user + system) of a process so far.
