@@ -214,6 +214,13 @@ impl StackSymbolizer {
             let addr = key.lookup_addr();
             match maps.find(addr) {
                 Some(m) => by_file.entry(m.path.clone()).or_default().push((*key, addr - m.start + m.offset)),
+                // The kernel's uprobe page (uretprobe trampoline), named as
+                // /proc/PID/maps names it: a stack ends there only when a
+                // sample caught the kernel rewriting a probed call's return
+                // address (the caller is then unknown).
+                None if crate::unwind::is_uprobe_trampoline(addr) => {
+                    out.insert(*key, vec![unknown_frame("uprobes")]);
+                }
                 None => {
                     out.insert(*key, vec![unknown_frame(&format!("{addr:#x}"))]);
                 }
