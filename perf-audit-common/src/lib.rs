@@ -289,10 +289,33 @@ pub struct DbWriteRecord {
     pub site: u64,
     /// Bytes of `payload` that hold a copy of the written data.
     pub payload_len: u32,
-    pub _pad: u32,
+    /// The database connection whose answer this thread read last, when
+    /// nothing else came between that read and this write (no read from
+    /// another socket, no send elsewhere, no sleep on a futex):
+    /// this write waited for that answer. [`NO_ANSWER`] otherwise.
+    pub answer_fd: u32,
+    /// When that answer was read (`bpf_ktime_get_ns` at the read's return).
+    pub answer_ns: u64,
     pub comm: [u8; TASK_COMM_LEN],
     pub payload: [u8; DB_PAYLOAD_BYTES],
 }
+
+/// [`DbWriteRecord::answer_fd`] of a write not preceded by a database answer.
+pub const NO_ANSWER: u32 = u32::MAX;
+
+/// Value of `DB_LAST_ANSWER` (per thread): the database connection whose
+/// answer the thread read last, and when.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DbAnswer {
+    pub fd: u32,
+    pub _pad: u32,
+    pub ts_ns: u64,
+}
+
+/// Capacity of the per-thread maps of the answer tracking
+/// (`DB_LAST_ANSWER`, `DB_PENDING_READ`; LRU: threads that exit age out).
+pub const DB_THREADS_CAPACITY: u32 = 16_384;
 
 /// The user registers and stack of the first write seen with a given stack
 /// fingerprint, unwound by the agent like a CPU sample in stack-copy mode,
@@ -445,6 +468,11 @@ pub mod names {
     pub const DB_EVENTS: &str = "DB_EVENTS";
     pub const DB_STACKS: &str = "DB_STACKS";
     pub const DB_TEXT: &str = "DB_TEXT";
+    pub const DB_READ_ENTER_PROGRAM: &str = "db_read_enter";
+    pub const DB_READ_EXIT_PROGRAM: &str = "db_read_exit";
+    pub const DB_RECVFROM_ENTER_PROGRAM: &str = "db_recvfrom_enter";
+    pub const DB_RECVFROM_EXIT_PROGRAM: &str = "db_recvfrom_exit";
+    pub const DB_FUTEX_PROGRAM: &str = "db_futex";
     pub const PAGE_FAULT_PROGRAM: &str = "page_fault_sample";
     pub const MMAP_ENTER_PROGRAM: &str = "mmap_enter";
     pub const MMAP_EXIT_PROGRAM: &str = "mmap_exit";
@@ -538,9 +566,12 @@ mod layout_tests {
         assert_eq!(offset_of!(DbWriteRecord, ts_ns), 24);
         assert_eq!(offset_of!(DbWriteRecord, site), 32);
         assert_eq!(offset_of!(DbWriteRecord, payload_len), 40);
-        assert_eq!(offset_of!(DbWriteRecord, comm), 48);
-        assert_eq!(offset_of!(DbWriteRecord, payload), 64);
-        assert_eq!(size_of::<DbWriteRecord>(), 64 + DB_PAYLOAD_BYTES);
+        assert_eq!(offset_of!(DbWriteRecord, answer_fd), 44);
+        assert_eq!(offset_of!(DbWriteRecord, answer_ns), 48);
+        assert_eq!(offset_of!(DbWriteRecord, comm), 56);
+        assert_eq!(offset_of!(DbWriteRecord, payload), 72);
+        assert_eq!(size_of::<DbWriteRecord>(), 72 + DB_PAYLOAD_BYTES);
+        assert_eq!(size_of::<DbAnswer>(), 16);
         assert_eq!(offset_of!(DbStackEvent, site), 8);
         assert_eq!(offset_of!(DbStackEvent, ip), 16);
         assert_eq!(offset_of!(DbStackEvent, stack_len), 40);

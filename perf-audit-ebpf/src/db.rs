@@ -28,8 +28,8 @@ use aya_ebpf::{
 };
 use perf_audit_common::{
     Counter, DB_EVENTS_RING_BYTES, DB_FDS_CAPACITY, DB_FINGERPRINT_BYTES, DB_KNOWN_STACKS_CAPACITY, DB_PAYLOAD_BYTES,
-    DB_STACK_COPY_BYTES, DB_STACKS_RING_BYTES, DB_TEXT_RANGES, DbFdKey, DbStackEvent, DbWriteRecord, TASK_COMM_LEN,
-    db_syscall, memory::TextRange,
+    DB_STACK_COPY_BYTES, DB_STACKS_RING_BYTES, DB_TEXT_RANGES, DB_THREADS_CAPACITY, DbAnswer, DbFdKey, DbStackEvent,
+    DbWriteRecord, NO_ANSWER, TASK_COMM_LEN, db_syscall, memory::TextRange,
 };
 
 use crate::{
@@ -62,6 +62,15 @@ static DB_KNOWN_STACKS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(DB_KN
 /// The target's code ranges (its executable first), set by the agent.
 #[map(name = "DB_TEXT")]
 static DB_TEXT: Array<TextRange> = Array::with_max_entries(DB_TEXT_RANGES, 0);
+
+/// Per thread: the database connection whose answer it read last (see
+/// "What a write waited for" below).
+#[map(name = "DB_LAST_ANSWER")]
+static DB_LAST_ANSWER: LruHashMap<u32, DbAnswer> = LruHashMap::with_max_entries(DB_THREADS_CAPACITY, 0);
+
+/// Per thread: the database connection of the read in progress (entry to exit).
+#[map(name = "DB_PENDING_READ")]
+static DB_PENDING_READ: LruHashMap<u32, u32> = LruHashMap::with_max_entries(DB_THREADS_CAPACITY, 0);
 
 /// Per-CPU scratch for the fingerprint's stack read.
 #[map(name = "DB_SCRATCH")]
@@ -121,6 +130,102 @@ pub fn db_writev(ctx: TracePointContext) -> u32 {
     on_write(&ctx, db_syscall::WRITEV)
 }
 
+// What a write waited for. A loop of queries is one task sending a
+// statement, waiting for its answer, and sending the next: on the thread
+// that runs it, the read that returns an answer is followed by the next
+// write with nothing in between. Independent requests are not: a thread
+// serving a new request first reads that request from another socket (or
+// sleeps, waiting for work). So each thread remembers the database
+// connection whose answer it read last (`DB_LAST_ANSWER`, set when a
+// `read`/`recvfrom` on a database socket returns data), forgotten when it
+// reads from another socket, sends to one, or waits on a futex; the next
+// write to the database carries it (`answer_fd`) and consumes it. The agent chains writes by it,
+// whatever the database's distance or the load.
+
+const FUTEX_CMD_MASK: u64 = !(128 | 256);
+const FUTEX_WAIT: u64 = 0;
+const FUTEX_LOCK_PI: u64 = 6;
+const FUTEX_WAIT_BITSET: u64 = 9;
+const FUTEX_WAIT_REQUEUE_PI: u64 = 11;
+const FUTEX_LOCK_PI2: u64 = 13;
+/// `ret` in the `syscalls:sys_exit_*` records.
+const RET: usize = 16;
+
+#[tracepoint]
+pub fn db_read_enter(ctx: TracePointContext) -> u32 {
+    on_read_enter(&ctx, false)
+}
+
+#[tracepoint]
+pub fn db_recvfrom_enter(ctx: TracePointContext) -> u32 {
+    on_read_enter(&ctx, true)
+}
+
+#[tracepoint]
+pub fn db_read_exit(ctx: TracePointContext) -> u32 {
+    on_read_exit(&ctx)
+}
+
+#[tracepoint]
+pub fn db_recvfrom_exit(ctx: TracePointContext) -> u32 {
+    on_read_exit(&ctx)
+}
+
+/// A wait on a futex (a lock, a condition variable, a parked thread): the
+/// thread stops running what it ran; what it sends next did not wait for
+/// the last answer alone.
+#[tracepoint]
+pub fn db_futex(ctx: TracePointContext) -> u32 {
+    let Some((_, tid)) = current_target_thread() else {
+        return 0;
+    };
+    // SAFETY: a read inside the tracepoint record.
+    let op: u64 = unsafe { ctx.read_at(ARG1) }.unwrap_or(0) & FUTEX_CMD_MASK;
+    if matches!(op, FUTEX_WAIT | FUTEX_WAIT_BITSET | FUTEX_LOCK_PI | FUTEX_LOCK_PI2 | FUTEX_WAIT_REQUEUE_PI) {
+        let _ = DB_LAST_ANSWER.remove(&tid);
+    }
+    0
+}
+
+/// A read starts: from a database socket, remembered until it returns; a
+/// `recvfrom` on any other socket (a request read by a server) ends what
+/// the thread was doing. `read` on other fds (files, eventfds) does not.
+#[inline(always)]
+fn on_read_enter(ctx: &TracePointContext, socket_call: bool) -> u32 {
+    let Some((tgid, tid)) = current_target_thread() else {
+        return 0;
+    };
+    // SAFETY: a read inside the tracepoint record.
+    let fd: u64 = unsafe { ctx.read_at(ARG0) }.unwrap_or(u64::MAX);
+    if DB_FDS.get_ptr(&DbFdKey { tgid, fd: fd as u32 }).is_some() {
+        let _ = DB_PENDING_READ.insert(&tid, &(fd as u32), 0);
+    } else if socket_call {
+        let _ = DB_LAST_ANSWER.remove(&tid);
+    }
+    0
+}
+
+/// A database read returns: with data, that connection's answer is what
+/// the thread read last.
+#[inline(always)]
+fn on_read_exit(ctx: &TracePointContext) -> u32 {
+    let Some((_, tid)) = current_target_thread() else {
+        return 0;
+    };
+    let Some(fd) = DB_PENDING_READ.get_ptr(&tid).map(|p| unsafe { *p }) else {
+        return 0;
+    };
+    let _ = DB_PENDING_READ.remove(&tid);
+    // SAFETY: a read inside the tracepoint record.
+    let ret: i64 = unsafe { ctx.read_at(RET) }.unwrap_or(-1);
+    if ret > 0 {
+        // SAFETY: a helper call without arguments.
+        let answer = DbAnswer { fd, _pad: 0, ts_ns: unsafe { bpf_ktime_get_ns() } };
+        let _ = DB_LAST_ANSWER.insert(&tid, &answer, 0);
+    }
+    0
+}
+
 #[inline(always)]
 fn on_write(ctx: &TracePointContext, syscall: u32) -> u32 {
     let Some((tgid, tid)) = current_target_thread() else {
@@ -130,7 +235,18 @@ fn on_write(ctx: &TracePointContext, syscall: u32) -> u32 {
     let fd: u64 = unsafe { ctx.read_at(ARG0) }.unwrap_or(u64::MAX);
     let key = DbFdKey { tgid, fd: fd as u32 };
     if DB_FDS.get_ptr(&key).is_none() {
+        // A send to another socket (a response to a client, a call to
+        // another service): the thread moved on.
+        if syscall == db_syscall::SENDTO {
+            let _ = DB_LAST_ANSWER.remove(&tid);
+        }
         return 0;
+    }
+    // One answer, one write: a second write with no new answer read (another
+    // task polled on this thread) did not wait for it.
+    let answer = DB_LAST_ANSWER.get_ptr(&tid).map(|p| unsafe { *p });
+    if answer.is_some() {
+        let _ = DB_LAST_ANSWER.remove(&tid);
     }
     bump(Counter::DbWrites);
     // SAFETY: as above.
@@ -183,6 +299,12 @@ fn on_write(ctx: &TracePointContext, syscall: u32) -> u32 {
         core::ptr::addr_of_mut!((*record).len).write(len);
         core::ptr::addr_of_mut!((*record).ts_ns).write(bpf_ktime_get_ns());
         core::ptr::addr_of_mut!((*record).payload_len).write(copied);
+        let (answer_fd, answer_ns) = match answer {
+            Some(a) => (a.fd, a.ts_ns),
+            None => (NO_ANSWER, 0),
+        };
+        core::ptr::addr_of_mut!((*record).answer_fd).write(answer_fd);
+        core::ptr::addr_of_mut!((*record).answer_ns).write(answer_ns);
         core::ptr::addr_of_mut!((*record).comm).write(comm);
         statement_identity(payload, copied)
     };

@@ -458,3 +458,82 @@ fn an_audit_of_a_warmed_service_recovers_the_text_of_statements_prepared_before_
     assert_eq!(country["call_sites"][0]["function"], "demo_service::db::search_users_by_country", "{country}");
     assert!(md.contains("read from the server's pg_stat_activity"), "{md}");
 }
+
+/// A single lookup per request at a high rate (the demo's /profile: one
+/// `user_by_id` and one `recent_posts_by_author` per request), 600
+/// requests a second for 7 s from 12 threads, each sending on its own
+/// schedule of random arrivals (exponential gaps from a fixed-seed
+/// generator: independent users; open loop, so requests overlap and their
+/// lookups interleave on the workers and the pool's connections), is not
+/// an N+1. Beside them, one more client sends the same request the moment
+/// the previous answer arrives (lockstep: the once-per-request lookup then
+/// comes back as regularly as a loop's, which a rule reading gaps alone
+/// takes for one): each request is still its own chain of round trips.
+#[test]
+fn a_single_lookup_per_request_at_600_requests_per_second_is_not_an_n_plus_one() {
+    const RATE: f64 = 600.0;
+    const THREADS: usize = 12;
+    let pg = PrivatePostgres::start().expect("private PostgreSQL");
+    let demo = Demo::start(&pg.url());
+    let seconds = 7.0;
+    let (output, tmp, completed) = audit_with_load(&demo, &[], |demo| {
+        let start = Instant::now();
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..THREADS)
+                .map(|k| {
+                    scope.spawn(move || {
+                        let mut done = 0;
+                        let mut x = 0x9E37_79B9_7F4A_7C15u64.wrapping_mul(k as u64 + 1);
+                        let mut at = 0.0;
+                        for n in 0.. {
+                            // Exponential gaps, RATE / THREADS a second on average per thread.
+                            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                            let u = ((x >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+                            at += -u.ln() * THREADS as f64 / RATE;
+                            if at >= seconds {
+                                break;
+                            }
+                            let due = Duration::from_secs_f64(at);
+                            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                                std::thread::sleep(wait);
+                            }
+                            assert_eq!(demo.get(&format!("/profile/{}", 1 + (k + n * THREADS) % 5000)), 200);
+                            done += 1;
+                        }
+                        done
+                    })
+                })
+                .collect();
+            let lockstep = scope.spawn(move || {
+                let mut done = 0;
+                while start.elapsed().as_secs_f64() < seconds {
+                    assert_eq!(demo.get(&format!("/profile/{}", 1 + done * 37 % 5000)), 200);
+                    done += 1;
+                }
+                done
+            });
+            let done: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+            let lockstep = lockstep.join().unwrap();
+            assert!(lockstep as f64 >= seconds * 20.0, "the lockstep client sent only {lockstep} requests");
+            // Behind schedule, the threads send one after the other: the
+            // rate is what completed in the time it took (random arrivals
+            // only).
+            (done as f64 / start.elapsed().as_secs_f64().max(seconds)) as usize
+        })
+    });
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "agent failed:\n{stderr}");
+    let (report, md) = read_report(&tmp);
+    let n_plus_one = &report["database"]["n_plus_one"];
+    eprintln!("{completed} requests/s; wire: {}\nN+1: {n_plus_one}", report["database"]["wire"]);
+    assert!(completed >= 500, "the load reached only {completed} requests/s");
+    // The lookups were seen and tied to their call site...
+    let statements = report["database"]["statements"].as_array().unwrap();
+    let lookup = statements.iter().find(|s| s["query"].as_str().unwrap().contains("FROM users WHERE id = $1")).unwrap_or_else(|| panic!("{statements:#?}"));
+    assert!(lookup["calls"].as_i64().unwrap() >= 500 * 6, "{lookup}");
+    assert_eq!(lookup["call_sites"][0]["function"], "demo_service::db::user_by_id", "{lookup}");
+    // ... and are not an N+1.
+    let n1: Vec<&serde_json::Value> = report["findings"].as_array().unwrap().iter().filter(|f| f["rule"] == "n-plus-one-query").collect();
+    assert!(n1.is_empty(), "{n1:#?}\n{md}");
+    assert!(n_plus_one.as_array().unwrap().is_empty(), "{n_plus_one}");
+}

@@ -96,6 +96,8 @@ struct WireExecution {
     unknown: Option<(u64, String)>,
     /// The text was recovered from pg_stat_activity.
     recovered: bool,
+    /// The chain of round trips it belongs to (see `WireCapture::chain_of`).
+    chain: u64,
 }
 
 /// Writes parsed into executions, before symbolization.
@@ -115,6 +117,16 @@ struct WireCapture {
     generations: HashMap<u32, u64>,
     next_generation: u64,
     recovery: recovery::TextRecovery,
+    /// Chains of round trips: each write either waited for the answer of
+    /// a connection (the kernel says which, `RawDbWrite::answer`) and
+    /// continues the chain of that connection's last write, or starts a
+    /// new one. One chain is one task's sequence of statements, each sent
+    /// after the previous answer (a request's queries, a loop's).
+    chain_of_fd: HashMap<u32, u64>,
+    next_chain: u64,
+    /// Writes that followed an answer (evidence that the kernel side
+    /// tracks answers: 0 with executions means it does not).
+    writes_after_answer: u64,
     fd_rejected: u64,
     maps: MapsSnapshot,
     /// The target's executable, read while it runs: only its frames are
@@ -134,6 +146,7 @@ impl WireCapture {
     /// A new socket on `fd` (or a reused fd number): fresh protocol state.
     fn reset(&mut self, fd: u32) {
         self.connections.remove(&fd);
+        self.chain_of_fd.remove(&fd);
         if let Some(g) = self.generations.remove(&fd) {
             self.recovery.forget((fd, g));
         }
@@ -147,7 +160,22 @@ impl WireCapture {
         }
     }
 
+    /// The chain a write belongs to (numbered from 1).
+    fn chain_of(&mut self, w: &RawDbWrite) -> u64 {
+        let continued = w.answer.and_then(|(fd, _)| self.chain_of_fd.get(&fd).copied());
+        if w.answer.is_some() {
+            self.writes_after_answer += 1;
+        }
+        let chain = continued.unwrap_or_else(|| {
+            self.next_chain += 1;
+            self.next_chain
+        });
+        self.chain_of_fd.insert(w.fd, chain);
+        chain
+    }
+
     fn push(&mut self, w: RawDbWrite) {
+        let chain = self.chain_of(&w);
         let generation = self.generation(w.fd);
         let conn = self.connections.entry(w.fd).or_default();
         let messages = wire::parse(&w.payload);
@@ -170,6 +198,7 @@ impl WireCapture {
                 site: w.site,
                 unknown,
                 recovered: e.recovered,
+                chain,
             });
         }
     }
@@ -378,6 +407,7 @@ impl DatabaseCollector {
             ));
         }
         let rule = BurstRule::default();
+        section.wire.n_plus_one_rule = if analysis::has_chains(&executions) { rule.describe_chains() } else { rule.describe() };
         section.n_plus_one = analysis::detect_n_plus_one(&executions, &rule);
         section.per_item_transactions = analysis::detect_per_item_transactions(&executions, &rule);
         section.chatty_requests = perf_audit_analysis::database::chatty::detect_chatty_requests(&executions, &Default::default());
@@ -597,6 +627,7 @@ fn symbolize_capture(pid: u32, capture: WireCapture, summary: &mut WireSummary, 
     summary.connections = capture.seen_fds.len() as u64;
     summary.tls_connections = capture.tls_fds.len() as u64;
     summary.dropped_executions = capture.dropped_executions;
+    summary.writes_after_answer = capture.writes_after_answer;
     let raw: Vec<RawCpuStack> = capture
         .stack_list
         .iter()
@@ -650,7 +681,7 @@ fn symbolize_capture(pid: u32, capture: WireCapture, summary: &mut WireSummary, 
                 summary.executions_text_from_activity += 1;
             }
             let (site, callers) = site_of(e).unzip();
-            Execution { ts_ns: e.ts_ns, tid: e.tid, fd: e.fd, sql, site, callers: callers.unwrap_or_default() }
+            Execution { ts_ns: e.ts_ns, tid: e.tid, fd: e.fd, sql, site, callers: callers.unwrap_or_default(), chain: e.chain }
         })
         .collect();
     summary.executions_text_from_call_site = analysis::fill_texts_from_call_sites(&mut executions);

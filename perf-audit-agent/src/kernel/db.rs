@@ -14,7 +14,7 @@ use aya::{
     maps::{Array, HashMap as BpfHashMap, MapData, RingBuf},
     programs::{TracePoint, trace_point::TracePointLinkId},
 };
-use perf_audit_common::{DB_FDS_CAPACITY, DB_TEXT_RANGES, DbFdKey, DbStackEvent, DbWriteRecord, memory::TextRange, names};
+use perf_audit_common::{DB_FDS_CAPACITY, DB_TEXT_RANGES, DbFdKey, DbStackEvent, DbWriteRecord, NO_ANSWER, memory::TextRange, names};
 use tokio::io::unix::AsyncFd;
 
 use super::{load_error, missing, ring::RingReader};
@@ -24,11 +24,18 @@ use crate::{
     unwind::{SharedUnwinder, UnwindEnd},
 };
 
-/// (program, tracepoint) pairs: every syscall a socket write may use.
-const PROGRAMS: [(&str, &str); 3] = [
+/// (program, tracepoint) pairs: every syscall a socket write may use, and
+/// what tells which answer a write waited for (reads of database sockets,
+/// reads from other sockets, futex waits: see `perf-audit-ebpf/src/db.rs`).
+const PROGRAMS: [(&str, &str); 8] = [
     (names::DB_WRITE_PROGRAM, "sys_enter_write"),
     (names::DB_SENDTO_PROGRAM, "sys_enter_sendto"),
     (names::DB_WRITEV_PROGRAM, "sys_enter_writev"),
+    (names::DB_READ_ENTER_PROGRAM, "sys_enter_read"),
+    (names::DB_READ_EXIT_PROGRAM, "sys_exit_read"),
+    (names::DB_RECVFROM_ENTER_PROGRAM, "sys_enter_recvfrom"),
+    (names::DB_RECVFROM_EXIT_PROGRAM, "sys_exit_recvfrom"),
+    (names::DB_FUTEX_PROGRAM, "sys_enter_futex"),
 ];
 
 pub(super) struct DbTracing {
@@ -142,6 +149,10 @@ pub struct RawDbWrite {
     pub site: u64,
     /// The first bytes written (at most `DB_PAYLOAD_BYTES`).
     pub payload: Vec<u8>,
+    /// The database connection (fd) whose answer this write waited for,
+    /// and when that answer was read; `None` for a write that did not
+    /// directly follow one.
+    pub answer: Option<(u32, u64)>,
 }
 
 /// The stack of the first write seen with a fingerprint, unwound.
@@ -199,6 +210,7 @@ impl DbWriteReader {
                 len: r.len,
                 site: r.site,
                 payload: r.payload[..payload_len].to_vec(),
+                answer: (r.answer_fd != NO_ANSWER).then_some((r.answer_fd, r.answer_ns)),
             });
         }
     }

@@ -1,7 +1,27 @@
 //! Statement executions seen on the wire, tied to the code that issued
 //! them, and the N+1 pattern. Pure: executions in, patterns out.
 //!
-//! **How N+1 is detected.** The wire shows no request boundaries, but each
+//! **How N+1 is detected: chains of round trips.** The kernel side tells,
+//! for each write, whether the thread sent it right after reading a
+//! database answer with nothing in between (no read from another socket,
+//! no send elsewhere, no futex wait): the write *waited for* that answer.
+//! The agent links it to the last write on the answering connection, so
+//! every execution belongs to a *chain*: one task's statements, each sent
+//! after the previous one's answer (a request's queries, or a loop's). A
+//! new request starts a new chain: its thread first read the request from
+//! the client's socket, or woke from a wait. A loop is a chain in which one
+//! (statement, call site) comes back: at least `min_executions` times in
+//! one chain is a *burst*. Nothing here is a time, so the loop is found
+//! the same way with the database 0.1 ms or 10 ms away, and independent
+//! requests issuing the same lookup at any rate are independent chains.
+//! Known limits: a loop whose iterations also read another socket (an
+//! HTTP call per item) or wait on a lock is cut into short chains; so is
+//! one whose next connection must be waited for (a pool exhausted), each
+//! wait a break; a driver whose socket is written by a separate task
+//! (tokio-postgres' connection task) chains what that task does.
+//!
+//! **Without chains** (a kernel side that did not track answers: no write
+//! followed one), the timing reading below is used. The wire shows no request boundaries, but each
 //! execution carries the thread that wrote it, the call site and its place
 //! in time. A loop of queries is one task issuing the same statement from
 //! the same call site again and again, each execution waiting for the
@@ -60,6 +80,15 @@ pub struct Execution {
     /// called the call site's function, and so on up to the handler and
     /// beyond); shared by every execution of one stack.
     pub callers: std::sync::Arc<[CallSite]>,
+    /// The chain of round trips it belongs to (see the module's docs);
+    /// 0 when answers were not tracked.
+    pub chain: u64,
+}
+
+/// Whether the executions carry chains of round trips (the agent numbers
+/// every write's chain when the kernel side tracks answers).
+pub fn has_chains(executions: &[Execution]) -> bool {
+    executions.iter().any(|e| e.chain != 0)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -92,6 +121,16 @@ impl BurstRule {
             self.min_executions,
             self.band,
             self.max_between,
+            self.min_share * 100.0
+        )
+    }
+}
+
+impl BurstRule {
+    pub fn describe_chains(&self) -> String {
+        format!(
+            "the same statement from the same call site executed at least {} times in one chain of round trips (each statement sent by the thread that had just read the previous one's answer, with no other socket read, send or lock wait in between: one task's sequence of statements), for at least {:.0}% of that call site's executions; transaction control statements excluded. No time threshold: the database's distance and the request rate do not change what is linked",
+            self.min_executions,
             self.min_share * 100.0
         )
     }
@@ -197,7 +236,7 @@ pub struct PerItemTransaction {
 /// Transactions opened once per item of a loop (see [`PerItemTransaction`]).
 pub fn detect_per_item_transactions(executions: &[Execution], rule: &BurstRule) -> Vec<PerItemTransaction> {
     let begins: Vec<Execution> = executions.iter().filter(|e| e.sql.as_deref().is_some_and(opens_transaction)).cloned().collect();
-    let bursts = bursts_by_site(&begins, rule, |_| true, false);
+    let bursts = bursts_by_site(&begins, rule, |_| true, false, has_chains(executions));
     let mut out = Vec::new();
     for b in bursts {
         // Round trips per transaction, on each connection (fd) in time
@@ -249,14 +288,16 @@ struct Chain {
 }
 
 pub fn detect_n_plus_one(executions: &[Execution], rule: &BurstRule) -> Vec<NPlusOne> {
-    bursts_by_site(executions, rule, |sql| !is_transaction_control(sql), true)
+    bursts_by_site(executions, rule, |sql| !is_transaction_control(sql), true, has_chains(executions))
 }
 
 /// Loops of the statements `keep` accepts, per (statement, call site);
 /// with `unknown_text`, executions without a text are grouped per call site.
-fn bursts_by_site(executions: &[Execution], rule: &BurstRule, keep: impl Fn(&str) -> bool, unknown_text: bool) -> Vec<NPlusOne> {
+fn bursts_by_site(executions: &[Execution], rule: &BurstRule, keep: impl Fn(&str) -> bool, unknown_text: bool, chained: bool) -> Vec<NPlusOne> {
     // Groups: (statement, call site); per thread, every traced execution in order.
     let mut group_ids: BTreeMap<(&str, &CallSite), usize> = BTreeMap::new();
+    // Per chain of round trips, its executions of each group, in order.
+    let mut by_chain: BTreeMap<u64, Vec<(u64, usize)>> = BTreeMap::new();
     let mut threads: BTreeMap<u32, Vec<(u64, Option<usize>)>> = BTreeMap::new();
     for e in executions {
         let gid = match (&e.sql, &e.site) {
@@ -273,28 +314,17 @@ fn bursts_by_site(executions: &[Execution], rule: &BurstRule, keep: impl Fn(&str
             _ => None,
         };
         threads.entry(e.tid).or_default().push((e.ts_ns, gid));
+        if let Some(g) = gid
+            && e.chain != 0 {
+                by_chain.entry(e.chain).or_default().push((e.ts_ns, g));
+            }
     }
     let groups = group_ids.len();
-    // Per thread, and over the whole process: tokio moves a task between
-    // workers at its awaits, so a loop may continue on another thread; the
-    // process-wide sequence keeps it whole when few requests run at once
-    // (under concurrency, other requests' statements in between break it
-    // there, and the per-thread reading holds). The better one per group.
-    for seq in threads.values_mut() {
-        seq.sort_unstable();
-    }
-    let mut all: Vec<(u64, Option<usize>)> = threads.values().flatten().copied().collect();
-    all.sort_unstable();
-    let process: BTreeMap<u32, Vec<(u64, Option<usize>)>> = BTreeMap::from([(0, all)]);
-    let (totals, mut bursts, mut link_gaps) = readings(&threads, groups, rule);
-    let (_, b2, l2) = readings(&process, groups, rule);
-    let in_bursts = |b: &Vec<(u64, u64)>| b.iter().map(|x| x.0).sum::<u64>();
-    for (g, (b, l)) in b2.into_iter().zip(l2).enumerate() {
-        if in_bursts(&b) > in_bursts(&bursts[g]) {
-            bursts[g] = b;
-            link_gaps[g] = l;
-        }
-    }
+    let (totals, bursts, link_gaps) = if chained {
+        chain_bursts(&threads, &by_chain, groups, rule)
+    } else {
+        timing_bursts(&threads, groups, rule)
+    };
     let mut out = Vec::new();
     for ((sql, site), g) in group_ids {
         let total = totals[g];
@@ -325,6 +355,70 @@ fn bursts_by_site(executions: &[Execution], rule: &BurstRule, keep: impl Fn(&str
     }
     out.sort_by(|a, b| b.executions_in_bursts.cmp(&a.executions_in_bursts).then(a.call_site.cmp(&b.call_site)));
     out
+}
+
+/// Bursts from chains of round trips: per chain, each group's executions
+/// (a burst when at least `min_executions`), their span, and the gaps
+/// between consecutive ones (one iteration of the loop each: the round
+/// trip and whatever the loop does around it).
+fn chain_bursts(
+    threads: &BTreeMap<u32, Vec<(u64, Option<usize>)>>,
+    by_chain: &BTreeMap<u64, Vec<(u64, usize)>>,
+    groups: usize,
+    rule: &BurstRule,
+) -> (Vec<usize>, Bursts, Vec<Vec<u64>>) {
+    let mut totals = vec![0usize; groups];
+    for &(_, gid) in threads.values().flatten() {
+        if let Some(g) = gid {
+            totals[g] += 1;
+        }
+    }
+    let mut bursts: Bursts = vec![Vec::new(); groups];
+    let mut link_gaps: Vec<Vec<u64>> = vec![Vec::new(); groups];
+    for execs in by_chain.values() {
+        let mut per_group: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
+        for &(ts, g) in execs {
+            per_group.entry(g).or_default().push(ts);
+        }
+        for (g, mut ts) in per_group {
+            if ts.len() < rule.min_executions.max(2) {
+                continue;
+            }
+            ts.sort_unstable();
+            bursts[g].push((ts.len() as u64, ts[ts.len() - 1] - ts[0]));
+            link_gaps[g].extend(ts.windows(2).map(|w| w[1] - w[0]));
+        }
+    }
+    for g in &mut link_gaps {
+        g.sort_unstable();
+    }
+    (totals, bursts, link_gaps)
+}
+
+/// The timing reading, for executions without chains (see the module's docs).
+fn timing_bursts(threads: &BTreeMap<u32, Vec<(u64, Option<usize>)>>, groups: usize, rule: &BurstRule) -> (Vec<usize>, Bursts, Vec<Vec<u64>>) {
+    let mut threads = threads.clone();
+    // Per thread, and over the whole process: tokio moves a task between
+    // workers at its awaits, so a loop may continue on another thread; the
+    // process-wide sequence keeps it whole when few requests run at once
+    // (under concurrency, other requests' statements in between break it
+    // there, and the per-thread reading holds). The better one per group.
+    for seq in threads.values_mut() {
+        seq.sort_unstable();
+    }
+    let mut all: Vec<(u64, Option<usize>)> = threads.values().flatten().copied().collect();
+    all.sort_unstable();
+    let process: BTreeMap<u32, Vec<(u64, Option<usize>)>> = BTreeMap::from([(0, all)]);
+    let (totals, mut bursts, mut link_gaps) = readings(&threads, groups, rule);
+    let (_, b2, l2) = readings(&process, groups, rule);
+    let in_bursts = |b: &Vec<(u64, u64)>| b.iter().map(|x| x.0).sum::<u64>();
+    for (g, (b, l)) in b2.into_iter().zip(l2).enumerate() {
+        if in_bursts(&b) > in_bursts(&bursts[g]) {
+            bursts[g] = b;
+            link_gaps[g] = l;
+        }
+    }
+    (totals, bursts, link_gaps)
 }
 
 type Bursts = Vec<Vec<(u64, u64)>>;
@@ -686,6 +780,79 @@ mod tests {
         assert!(!is_transaction_control("SELECT 1"));
         let found = detect_n_plus_one(&execs, &BurstRule::default());
         assert!(found.is_empty(), "{found:#?}");
+    }
+
+    /// With chains (the kernel side tracked answers), what is linked is
+    /// what waited for what, never timing: a lookup once per request in
+    /// perfect lockstep with a loop's pace, on one thread and connection,
+    /// is its own chain each time and not an N+1; the loop beside it is,
+    /// whatever its pace or the threads it hops between, also when its
+    /// body runs two statements per item.
+    #[test]
+    fn chains_of_round_trips_tell_a_loop_from_independent_requests() {
+        let lookup = "SELECT id, name, country FROM users WHERE id = $1";
+        let posts = "SELECT id FROM posts WHERE author_id = $1";
+        let (loop_site, posts_site, single_site) = (site("svc::db::loop", 193), site("svc::db::posts", 199), site("svc::db::user_by_id", 228));
+        let mut rng = Lcg(7);
+        let mut out = Vec::new();
+        let mut t = 0.0;
+        let mut chain = 0;
+        for _ in 0..300 {
+            // A loop request: one chain, 10 items, two statements each.
+            chain += 1;
+            for _ in 0..10 {
+                for (sql, s) in [(lookup, &loop_site), (posts, &posts_site)] {
+                    t += 0.3;
+                    out.push(Execution { chain, ..exec_at(t, 1 + (rng.next() * 2.0) as u32, 10, sql, s) });
+                }
+            }
+            // Single lookups exactly 0.3 ms apart: as regular as the loop,
+            // but each a request of its own (its own chain).
+            for _ in 0..10 {
+                chain += 1;
+                t += 0.3;
+                out.push(Execution { chain, ..exec_at(t, 1, 10, lookup, &single_site) });
+            }
+        }
+        let found = detect_n_plus_one(&out, &BurstRule::default());
+        let sites: Vec<&CallSite> = found.iter().map(|n| &n.call_site).collect();
+        assert_eq!(sites, [&loop_site, &posts_site], "{found:#?}");
+        assert_eq!((found[0].median_burst, found[0].bursts, found[0].executions_in_bursts), (10, 300, 3000));
+        // One iteration: two statements, 0.6 ms.
+        assert_eq!(found[0].round_trip_ms, 0.6);
+        // The same executions without chains: the timing reading cannot
+        // tell the lockstep lookups from a loop.
+        let unchained: Vec<Execution> = out.iter().map(|e| Execution { chain: 0, ..e.clone() }).collect();
+        assert!(detect_n_plus_one(&unchained, &BurstRule::default()).iter().any(|n| n.call_site == single_site));
+    }
+
+    /// Fewer repetitions than `min_executions` in a chain (a handler that
+    /// looks one row up twice) are no loop; a loop's BEGINs in one chain
+    /// are transactions per item.
+    #[test]
+    fn short_repeats_in_a_chain_are_no_loop_and_per_item_transactions_follow_chains() {
+        let s = site("svc::db::twice", 40);
+        let w = site("svc::jobs::per_item", 77);
+        let mut out = Vec::new();
+        let mut t = 0.0;
+        for chain in 1..=200 {
+            for _ in 0..4 {
+                t += 0.2;
+                out.push(Execution { chain, ..exec_at(t, 1, 9, "SELECT 1 FROM t WHERE id = $1", &s) });
+            }
+        }
+        assert!(detect_n_plus_one(&out, &BurstRule::default()).is_empty());
+        for _ in 0..20 {
+            for _ in 0..8 {
+                for sql in ["BEGIN", "UPDATE jobs SET done = true WHERE id = $1", "COMMIT"] {
+                    t += 0.2;
+                    out.push(Execution { chain: 1000, ..exec_at(t, 2, 11, sql, &w) });
+                }
+            }
+        }
+        let per_item = detect_per_item_transactions(&out, &BurstRule::default());
+        assert_eq!(per_item.len(), 1, "{per_item:#?}");
+        assert_eq!((per_item[0].call_site.clone(), per_item[0].median_round_trips), (w, 3));
     }
 
     #[test]

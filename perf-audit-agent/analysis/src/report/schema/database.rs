@@ -180,6 +180,10 @@ pub struct WireSummary {
     /// Executions whose text was taken from another execution of their call
     /// site (a site that issued one statement only).
     pub executions_text_from_call_site: u64,
+    /// Writes sent right after the same thread read a database answer, with
+    /// nothing in between (the next step of one task: see
+    /// `database::analysis`): the links of the chains of round trips.
+    pub writes_after_answer: u64,
     /// How N+1 patterns are recognised.
     pub n_plus_one_rule: String,
 }
