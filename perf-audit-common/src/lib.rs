@@ -266,6 +266,8 @@ pub mod db_syscall {
     pub const SENDTO: u32 = 1;
     /// Only the first `iovec` is copied.
     pub const WRITEV: u32 = 2;
+    /// Only the first `iovec` of the message is copied.
+    pub const SENDMSG: u32 = 3;
 }
 
 /// One write of a target thread to a database connection: the first bytes
@@ -464,6 +466,7 @@ pub mod names {
     pub const DB_WRITE_PROGRAM: &str = "db_write";
     pub const DB_SENDTO_PROGRAM: &str = "db_sendto";
     pub const DB_WRITEV_PROGRAM: &str = "db_writev";
+    pub const DB_SENDMSG_PROGRAM: &str = "db_sendmsg";
     pub const DB_FDS: &str = "DB_FDS";
     pub const DB_EVENTS: &str = "DB_EVENTS";
     pub const DB_STACKS: &str = "DB_STACKS";

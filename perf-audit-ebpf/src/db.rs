@@ -1,8 +1,8 @@
 //! Database wire tracing: the target's writes to its database connections.
 //!
-//! Three syscall tracepoints (`write`, `sendto`, `writev`: Rust's
+//! Four syscall tracepoints (`write`, `sendto`, `writev`, `sendmsg`: Rust's
 //! `TcpStream` writes with `send`, which is `sendto(2)`; `UnixStream` and
-//! vectored writes use the others). Each filters first on the target pid
+//! vectored writes use `write`/`writev`; `sendmsg` only the first iovec). Each filters first on the target pid
 //! (`TARGET_PIDS`), then on the (tgid, fd) pair being a database connection
 //! (`DB_FDS`, kept current by the agent from /proc), so every other write on
 //! the machine costs two map lookups at most. A matching write reserves one
@@ -130,6 +130,11 @@ pub fn db_writev(ctx: TracePointContext) -> u32 {
     on_write(&ctx, db_syscall::WRITEV)
 }
 
+#[tracepoint]
+pub fn db_sendmsg(ctx: TracePointContext) -> u32 {
+    on_write(&ctx, db_syscall::SENDMSG)
+}
+
 // What a write waited for. A loop of queries is one task sending a
 // statement, waiting for its answer, and sending the next: on the thread
 // that runs it, the read that returns an answer is followed by the next
@@ -138,7 +143,8 @@ pub fn db_writev(ctx: TracePointContext) -> u32 {
 // sleeps, waiting for work). So each thread remembers the database
 // connection whose answer it read last (`DB_LAST_ANSWER`, set when a
 // `read`/`recvfrom` on a database socket returns data), forgotten when it
-// reads from another socket, sends to one, or waits on a futex; the next
+// `recvfrom`s another socket, `sendto`/`sendmsg`/`writev`s another fd, or
+// waits on a futex; the next
 // write to the database carries it (`answer_fd`) and consumes it. The agent chains writes by it,
 // whatever the database's distance or the load.
 
@@ -237,7 +243,9 @@ fn on_write(ctx: &TracePointContext, syscall: u32) -> u32 {
     if DB_FDS.get_ptr(&key).is_none() {
         // A send to another socket (a response to a client, a call to
         // another service): the thread moved on.
-        if syscall == db_syscall::SENDTO {
+        // (`writev` too: hyper writes its responses with it; plain `write`
+        // is not, as tokio's wake-ups write to an eventfd mid-task.)
+        if syscall != db_syscall::WRITE {
             let _ = DB_LAST_ANSWER.remove(&tid);
         }
         return 0;
@@ -252,7 +260,19 @@ fn on_write(ctx: &TracePointContext, syscall: u32) -> u32 {
     // SAFETY: as above.
     let (mut data, mut len): (u64, u64) =
         unsafe { (ctx.read_at(ARG1).unwrap_or(0), ctx.read_at(ARG2).unwrap_or(0)) };
-    if syscall == db_syscall::WRITEV {
+    if syscall == db_syscall::SENDMSG {
+        // `struct msghdr { void *name; int namelen; struct iovec *iov;
+        // size_t iovlen; ... }`: its iovec array, then as for writev.
+        let mut iov_ptr = 0u64;
+        // SAFETY: a user read into a local of the right size.
+        let rc = unsafe { bpf_probe_read_user((&mut iov_ptr as *mut u64).cast(), 8, (data + 16) as *const _) };
+        if rc != 0 {
+            bump(Counter::DbPayloadReadFailed);
+            return 0;
+        }
+        data = iov_ptr;
+    }
+    if syscall == db_syscall::WRITEV || syscall == db_syscall::SENDMSG {
         // The first `struct iovec { void *base; size_t len; }`.
         let mut iov = [0u64; 2];
         // SAFETY: a user read into a local array of the right size.

@@ -1,4 +1,4 @@
-//! Database wire tracing: attaching `db_write`/`db_sendto`/`db_writev` to
+//! Database wire tracing: attaching `db_write`/`db_sendto`/`db_writev`/`db_sendmsg` to
 //! the syscall tracepoints, keeping the in-kernel set of database sockets
 //! (`DB_FDS`) current, telling the stack fingerprint where the target's code
 //! is (`DB_TEXT`), and reading back the small `DbWriteRecord`s (payload
@@ -27,10 +27,11 @@ use crate::{
 /// (program, tracepoint) pairs: every syscall a socket write may use, and
 /// what tells which answer a write waited for (reads of database sockets,
 /// reads from other sockets, futex waits: see `perf-audit-ebpf/src/db.rs`).
-const PROGRAMS: [(&str, &str); 8] = [
+const PROGRAMS: [(&str, &str); 9] = [
     (names::DB_WRITE_PROGRAM, "sys_enter_write"),
     (names::DB_SENDTO_PROGRAM, "sys_enter_sendto"),
     (names::DB_WRITEV_PROGRAM, "sys_enter_writev"),
+    (names::DB_SENDMSG_PROGRAM, "sys_enter_sendmsg"),
     (names::DB_READ_ENTER_PROGRAM, "sys_enter_read"),
     (names::DB_READ_EXIT_PROGRAM, "sys_exit_read"),
     (names::DB_RECVFROM_ENTER_PROGRAM, "sys_enter_recvfrom"),
