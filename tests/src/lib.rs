@@ -652,3 +652,28 @@ pub fn wait_attached(pid: u32) -> std::collections::BTreeSet<u32> {
     }
     panic!("the agent did not attach within 60 s (holds {programs:?})");
 }
+
+/// Of the samples in a folded stacks file (`stacks.folded`), the share (%)
+/// whose stack reaches `main` or a thread root, leaving out those caught
+/// while the kernel was in the middle of a uprobe (`uprobe_notify_resume`,
+/// the `uretprobe` syscall) with the user stack ending in the uprobe page:
+/// the kernel had written the trampoline over the return address and not
+/// yet recorded it (or was writing it back), so their caller is nowhere
+/// to be read; they are the probes' own cost. Returns (share, left out).
+pub fn stack_completeness_outside_uprobes(folded: &str) -> (f64, u64) {
+    let complete = |l: &str| l.contains(";start_thread;") || l.contains(";clone3;") || l.contains(";main;");
+    let mid_uprobe = |l: &str| l.contains(";[uprobes];") && (l.contains("uprobe_notify_resume_[k]") || l.contains("__do_sys_uretprobe_[k]"));
+    let (mut total, mut whole, mut left_out) = (0u64, 0u64, 0u64);
+    for line in folded.lines() {
+        let Some(n) = line.rsplit_once(' ').and_then(|(_, n)| n.parse::<u64>().ok()) else { continue };
+        if mid_uprobe(line) && !complete(line) {
+            left_out += n;
+            continue;
+        }
+        total += n;
+        if complete(line) {
+            whole += n;
+        }
+    }
+    (100.0 * whole as f64 / total.max(1) as f64, left_out)
+}

@@ -321,7 +321,11 @@ fn bursts_by_site(executions: &[Execution], rule: &BurstRule, keep: impl Fn(&str
     }
     let groups = group_ids.len();
     let (totals, bursts, link_gaps) = if chained {
-        chain_bursts(&threads, &by_chain, groups, rule)
+        let mut statement_of = vec![""; groups];
+        for ((sql, _), g) in &group_ids {
+            statement_of[*g] = sql;
+        }
+        chain_bursts(&threads, &by_chain, &statement_of, rule)
     } else {
         timing_bursts(&threads, groups, rule)
     };
@@ -361,12 +365,22 @@ fn bursts_by_site(executions: &[Execution], rule: &BurstRule, keep: impl Fn(&str
 /// (a burst when at least `min_executions`), their span, and the gaps
 /// between consecutive ones (one iteration of the loop each: the round
 /// trip and whatever the loop does around it).
+///
+/// One statement from two call sites *interleaved* in one chain (A B A A
+/// B...) is one loop whose executions were tied to two sites: the kernel
+/// keys a write's stack by a fingerprint of its innermost 1 KiB, the
+/// statement and the connection, and through sqlx two call sites of one
+/// statement can share that key on a connection, so the iterations sent
+/// on that connection take the other site's stack. Interleaved, they are
+/// counted as the site with the most executions in the chain; two loops
+/// one after the other (spans apart) stay two.
 fn chain_bursts(
     threads: &BTreeMap<u32, Vec<(u64, Option<usize>)>>,
     by_chain: &BTreeMap<u64, Vec<(u64, usize)>>,
-    groups: usize,
+    statement_of: &[&str],
     rule: &BurstRule,
 ) -> (Vec<usize>, Bursts, Vec<Vec<u64>>) {
+    let groups = statement_of.len();
     let mut totals = vec![0usize; groups];
     for &(_, gid) in threads.values().flatten() {
         if let Some(g) = gid {
@@ -379,6 +393,28 @@ fn chain_bursts(
         let mut per_group: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
         for &(ts, g) in execs {
             per_group.entry(g).or_default().push(ts);
+        }
+        for ts in per_group.values_mut() {
+            ts.sort_unstable();
+        }
+        // Merge interleaved groups of one statement into the largest.
+        let ids: Vec<usize> = per_group.keys().copied().collect();
+        for &a in &ids {
+            for &b in &ids {
+                let (Some(ta), Some(tb)) = (per_group.get(&a), per_group.get(&b)) else { continue };
+                if a == b || statement_of[a] != statement_of[b] || ta.len() < tb.len() || (ta.len() == tb.len() && a > b) {
+                    continue;
+                }
+                let overlap = tb[0] <= ta[ta.len() - 1] && ta[0] <= tb[tb.len() - 1];
+                if overlap {
+                    let moved = per_group.remove(&b).unwrap_or_default();
+                    totals[b] -= moved.len();
+                    totals[a] += moved.len();
+                    let into = per_group.entry(a).or_default();
+                    into.extend(moved);
+                    into.sort_unstable();
+                }
+            }
         }
         for (g, mut ts) in per_group {
             if ts.len() < rule.min_executions.max(2) {
@@ -824,6 +860,43 @@ mod tests {
         // tell the lockstep lookups from a loop.
         let unchained: Vec<Execution> = out.iter().map(|e| Execution { chain: 0, ..e.clone() }).collect();
         assert!(detect_n_plus_one(&unchained, &BurstRule::default()).iter().any(|n| n.call_site == single_site));
+    }
+
+    /// A loop whose iterations on one connection were tied to another call
+    /// site of the same statement (a stack key shared on that connection)
+    /// is one loop, at the site issuing most of them; that other site's
+    /// own once-per-request lookups are no N+1. Two loops of one statement
+    /// one after the other in a request stay two.
+    #[test]
+    fn a_loop_split_between_two_call_sites_by_shared_stack_keys_is_one_loop() {
+        let lookup = "SELECT id, name, country FROM users WHERE id = $1";
+        let (loop_site, single_site, second_loop) = (site("svc::db::loop", 193), site("svc::db::user_by_id", 228), site("svc::db::loop2", 240));
+        let mut out = Vec::new();
+        let mut t = 0.0;
+        let mut chain = 0;
+        for r in 0..100 {
+            chain += 1;
+            // 30 iterations over 3 connections; those on fd 12 carry the
+            // single lookup's site.
+            for i in 0..30 {
+                t += 0.3;
+                let fd = 10 + i % 3;
+                let s = if fd == 12 && r % 2 == 0 { &single_site } else { &loop_site };
+                out.push(Execution { chain, ..exec_at(t, 1, fd, lookup, s) });
+            }
+            // Then a second, separate loop of the same statement.
+            for _ in 0..6 {
+                t += 0.3;
+                out.push(Execution { chain, ..exec_at(t, 1, 10, lookup, &second_loop) });
+            }
+            chain += 1;
+            t += 0.3;
+            out.push(Execution { chain, ..exec_at(t, 1, 12, lookup, &single_site) });
+        }
+        let found = detect_n_plus_one(&out, &BurstRule::default());
+        let sites: Vec<&CallSite> = found.iter().map(|n| &n.call_site).collect();
+        assert_eq!(sites, [&loop_site, &second_loop], "{found:#?}");
+        assert_eq!((found[0].executions_in_bursts, found[0].executions), (3000, 3000));
     }
 
     /// Fewer repetitions than `min_executions` in a chain (a handler that
