@@ -223,6 +223,16 @@ impl OverheadMeter {
     }
 
     pub fn section(&self) -> OverheadSection {
+        if std::env::var_os("PERF_AUDIT_DEBUG_OVERHEAD").is_some()
+            && let Some(last) = &self.last
+        {
+            // Per program since it was loaded: runs (all processes: the
+            // filters run first), run time, time per run.
+            for (id, p) in &last.programs {
+                let name = self.names.get(id).map_or("?", String::as_str);
+                eprintln!("perf-audit: overhead: {name:<22} {:>10} runs {:>9.1} ms {:>7.0} ns/run", p.runs, p.run_ns as f64 / 1e6, p.run_ns as f64 / p.runs.max(1) as f64);
+            }
+        }
         let t = &self.total;
         let collectors = t
             .by_collector

@@ -305,18 +305,20 @@ pub struct DbWriteRecord {
 /// [`DbWriteRecord::answer_fd`] of a write not preceded by a database answer.
 pub const NO_ANSWER: u32 = u32::MAX;
 
-/// Value of `DB_LAST_ANSWER` (per thread): the database connection whose
-/// answer the thread read last, and when.
+/// Value of `DB_THREADS` (per thread): the database connection whose
+/// answer the thread read last and when ([`NO_ANSWER`]: none pending), and
+/// the database connection of the read in progress (entry to exit). One
+/// entry per thread, made once and then updated in place: the programs
+/// that keep it run on every read, so they take no lock after the first.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DbAnswer {
-    pub fd: u32,
-    pub _pad: u32,
-    pub ts_ns: u64,
+pub struct DbThread {
+    pub answer_fd: u32,
+    pub reading_fd: u32,
+    pub answer_ns: u64,
 }
 
-/// Capacity of the per-thread maps of the answer tracking
-/// (`DB_LAST_ANSWER`, `DB_PENDING_READ`; LRU: threads that exit age out).
+/// Capacity of `DB_THREADS` (LRU: threads that exit age out).
 pub const DB_THREADS_CAPACITY: u32 = 16_384;
 
 /// The user registers and stack of the first write seen with a given stack
@@ -574,7 +576,7 @@ mod layout_tests {
         assert_eq!(offset_of!(DbWriteRecord, comm), 56);
         assert_eq!(offset_of!(DbWriteRecord, payload), 72);
         assert_eq!(size_of::<DbWriteRecord>(), 72 + DB_PAYLOAD_BYTES);
-        assert_eq!(size_of::<DbAnswer>(), 16);
+        assert_eq!(size_of::<DbThread>(), 16);
         assert_eq!(offset_of!(DbStackEvent, site), 8);
         assert_eq!(offset_of!(DbStackEvent, ip), 16);
         assert_eq!(offset_of!(DbStackEvent, stack_len), 40);

@@ -28,8 +28,8 @@ use aya_ebpf::{
 };
 use perf_audit_common::{
     Counter, DB_EVENTS_RING_BYTES, DB_FDS_CAPACITY, DB_FINGERPRINT_BYTES, DB_KNOWN_STACKS_CAPACITY, DB_PAYLOAD_BYTES,
-    DB_STACK_COPY_BYTES, DB_STACKS_RING_BYTES, DB_TEXT_RANGES, DB_THREADS_CAPACITY, DbAnswer, DbFdKey, DbStackEvent,
-    DbWriteRecord, NO_ANSWER, TASK_COMM_LEN, db_syscall, memory::TextRange,
+    DB_STACK_COPY_BYTES, DB_STACKS_RING_BYTES, DB_TEXT_RANGES, DB_THREADS_CAPACITY, DbFdKey, DbStackEvent,
+    DbThread, DbWriteRecord, NO_ANSWER, TASK_COMM_LEN, db_syscall, memory::TextRange,
 };
 
 use crate::{
@@ -63,14 +63,25 @@ static DB_KNOWN_STACKS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(DB_KN
 #[map(name = "DB_TEXT")]
 static DB_TEXT: Array<TextRange> = Array::with_max_entries(DB_TEXT_RANGES, 0);
 
-/// Per thread: the database connection whose answer it read last (see
-/// "What a write waited for" below).
-#[map(name = "DB_LAST_ANSWER")]
-static DB_LAST_ANSWER: LruHashMap<u32, DbAnswer> = LruHashMap::with_max_entries(DB_THREADS_CAPACITY, 0);
+/// Per thread: the database connection whose answer it read last, and the
+/// one being read (see "What a write waited for" below).
+#[map(name = "DB_THREADS")]
+static DB_THREADS: LruHashMap<u32, DbThread> = LruHashMap::with_max_entries(DB_THREADS_CAPACITY, 0);
 
-/// Per thread: the database connection of the read in progress (entry to exit).
-#[map(name = "DB_PENDING_READ")]
-static DB_PENDING_READ: LruHashMap<u32, u32> = LruHashMap::with_max_entries(DB_THREADS_CAPACITY, 0);
+/// The thread's entry, when it has one (a lock-free lookup).
+#[inline(always)]
+fn thread_entry(tid: u32) -> Option<*mut DbThread> {
+    DB_THREADS.get_ptr_mut(&tid)
+}
+
+/// The thread no longer waits for any answer.
+#[inline(always)]
+fn forget_answer(tid: u32) {
+    if let Some(t) = thread_entry(tid) {
+        // SAFETY: a value of this map; only this thread writes its entry.
+        unsafe { (*t).answer_fd = NO_ANSWER };
+    }
+}
 
 /// Per-CPU scratch for the fingerprint's stack read.
 #[map(name = "DB_SCRATCH")]
@@ -141,7 +152,7 @@ pub fn db_sendmsg(ctx: TracePointContext) -> u32 {
 // write with nothing in between. Independent requests are not: a thread
 // serving a new request first reads that request from another socket (or
 // sleeps, waiting for work). So each thread remembers the database
-// connection whose answer it read last (`DB_LAST_ANSWER`, set when a
+// connection whose answer it read last (`DB_THREADS`, set when a
 // `read`/`recvfrom` on a database socket returns data), forgotten when it
 // `recvfrom`s another socket, `sendto`/`sendmsg`/`writev`s another fd, or
 // waits on a futex; the next
@@ -188,7 +199,7 @@ pub fn db_futex(ctx: TracePointContext) -> u32 {
     // SAFETY: a read inside the tracepoint record.
     let op: u64 = unsafe { ctx.read_at(ARG1) }.unwrap_or(0) & FUTEX_CMD_MASK;
     if matches!(op, FUTEX_WAIT | FUTEX_WAIT_BITSET | FUTEX_LOCK_PI | FUTEX_LOCK_PI2 | FUTEX_WAIT_REQUEUE_PI) {
-        let _ = DB_LAST_ANSWER.remove(&tid);
+        forget_answer(tid);
     }
     0
 }
@@ -204,9 +215,16 @@ fn on_read_enter(ctx: &TracePointContext, socket_call: bool) -> u32 {
     // SAFETY: a read inside the tracepoint record.
     let fd: u64 = unsafe { ctx.read_at(ARG0) }.unwrap_or(u64::MAX);
     if DB_FDS.get_ptr(&DbFdKey { tgid, fd: fd as u32 }).is_some() {
-        let _ = DB_PENDING_READ.insert(&tid, &(fd as u32), 0);
+        match thread_entry(tid) {
+            // SAFETY: as in `forget_answer`.
+            Some(t) => unsafe { (*t).reading_fd = fd as u32 },
+            None => {
+                let entry = DbThread { answer_fd: NO_ANSWER, reading_fd: fd as u32, answer_ns: 0 };
+                let _ = DB_THREADS.insert(&tid, &entry, 0);
+            }
+        }
     } else if socket_call {
-        let _ = DB_LAST_ANSWER.remove(&tid);
+        forget_answer(tid);
     }
     0
 }
@@ -218,16 +236,21 @@ fn on_read_exit(ctx: &TracePointContext) -> u32 {
     let Some((_, tid)) = current_target_thread() else {
         return 0;
     };
-    let Some(fd) = DB_PENDING_READ.get_ptr(&tid).map(|p| unsafe { *p }) else {
+    let Some(t) = thread_entry(tid) else {
         return 0;
     };
-    let _ = DB_PENDING_READ.remove(&tid);
-    // SAFETY: a read inside the tracepoint record.
-    let ret: i64 = unsafe { ctx.read_at(RET) }.unwrap_or(-1);
-    if ret > 0 {
-        // SAFETY: a helper call without arguments.
-        let answer = DbAnswer { fd, _pad: 0, ts_ns: unsafe { bpf_ktime_get_ns() } };
-        let _ = DB_LAST_ANSWER.insert(&tid, &answer, 0);
+    // SAFETY: as in `forget_answer`; a read inside the tracepoint record.
+    unsafe {
+        let fd = (*t).reading_fd;
+        if fd == NO_ANSWER {
+            return 0;
+        }
+        (*t).reading_fd = NO_ANSWER;
+        let ret: i64 = ctx.read_at(RET).unwrap_or(-1);
+        if ret > 0 {
+            (*t).answer_fd = fd;
+            (*t).answer_ns = bpf_ktime_get_ns();
+        }
     }
     0
 }
@@ -246,16 +269,21 @@ fn on_write(ctx: &TracePointContext, syscall: u32) -> u32 {
         // (`writev` too: hyper writes its responses with it; plain `write`
         // is not, as tokio's wake-ups write to an eventfd mid-task.)
         if syscall != db_syscall::WRITE {
-            let _ = DB_LAST_ANSWER.remove(&tid);
+            forget_answer(tid);
         }
         return 0;
     }
     // One answer, one write: a second write with no new answer read (another
     // task polled on this thread) did not wait for it.
-    let answer = DB_LAST_ANSWER.get_ptr(&tid).map(|p| unsafe { *p });
-    if answer.is_some() {
-        let _ = DB_LAST_ANSWER.remove(&tid);
-    }
+    let answer = match thread_entry(tid) {
+        // SAFETY: as in `forget_answer`.
+        Some(t) => unsafe {
+            let a = ((*t).answer_fd, (*t).answer_ns);
+            (*t).answer_fd = NO_ANSWER;
+            a
+        },
+        None => (NO_ANSWER, 0),
+    };
     bump(Counter::DbWrites);
     // SAFETY: as above.
     let (mut data, mut len): (u64, u64) =
@@ -319,14 +347,24 @@ fn on_write(ctx: &TracePointContext, syscall: u32) -> u32 {
         core::ptr::addr_of_mut!((*record).len).write(len);
         core::ptr::addr_of_mut!((*record).ts_ns).write(bpf_ktime_get_ns());
         core::ptr::addr_of_mut!((*record).payload_len).write(copied);
-        let (answer_fd, answer_ns) = match answer {
-            Some(a) => (a.fd, a.ts_ns),
-            None => (NO_ANSWER, 0),
-        };
+        let (answer_fd, answer_ns) = answer;
         core::ptr::addr_of_mut!((*record).answer_fd).write(answer_fd);
         core::ptr::addr_of_mut!((*record).answer_ns).write(answer_ns);
         core::ptr::addr_of_mut!((*record).comm).write(comm);
-        statement_identity(payload, copied)
+        // A lone Sync (`S`, length 4: what sqlx sends to check a
+        // connection on acquiring and releasing it, half of its writes)
+        // runs no statement: it needs no call site.
+        if copied == 5 && *payload == b'S' {
+            None
+        } else {
+            Some(statement_identity(payload, copied))
+        }
+    };
+    let Some(identity) = identity else {
+        // SAFETY: as above, a field of the reserved record.
+        unsafe { core::ptr::addr_of_mut!((*record).site).write(0) };
+        entry.submit(BPF_RB_NO_WAKEUP);
+        return 0;
     };
     // Call sites whose stack fingerprints collide (through sqlx, the
     // innermost 1 KiB of two call sites can be the same I/O frames) still
