@@ -560,3 +560,89 @@ fn a_single_lookup_per_request_at_600_requests_per_second_is_not_an_n_plus_one()
     assert!(n1.is_empty(), "{n1:#?}\n{md}");
     assert!(n_plus_one.as_array().unwrap().is_empty(), "{n_plus_one}");
 }
+
+/// A client that writes its queries with `sendmsg(2)` (here Python's
+/// `socket.sendmsg`, one buffer per message: some drivers and proxies use
+/// it): the wire tracer reads each message's first iovec, so its
+/// statements are seen like those written with `send` or `writev`.
+#[test]
+fn queries_written_with_sendmsg_are_traced() {
+    const QUERIES: usize = 300;
+    let pg = PrivatePostgres::start().expect("private PostgreSQL");
+    let script = r#"
+import socket, struct, sys, time
+port, count = int(sys.argv[1]), int(sys.argv[2])
+s = socket.create_connection(("127.0.0.1", port))
+def read_until_ready():
+    buf = b""
+    while True:
+        while len(buf) < 5:
+            buf += s.recv(65536)
+        kind, length = buf[0:1], struct.unpack("!I", buf[1:5])[0]
+        while len(buf) < 1 + length:
+            buf += s.recv(65536)
+        buf = buf[1 + length:]
+        if kind == b"E":
+            sys.exit("server error")
+        if kind == b"Z":
+            return
+body = struct.pack("!I", 196608) + b"user\0postgres\0database\0postgres\0\0"
+s.sendall(struct.pack("!I", len(body) + 4) + body)
+read_until_ready()
+print("ready", flush=True)
+sys.stdin.readline()
+for i in range(count):
+    sql = b"SELECT 1 AS sent_with_sendmsg\0"
+    s.sendmsg([b"Q" + struct.pack("!I", len(sql) + 4) + sql])
+    read_until_ready()
+    time.sleep(0.005)
+print("done", flush=True)
+"#;
+    let mut client = Command::new("python3")
+        .args(["-c", script, &pg.port().to_string(), &QUERIES.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("python3");
+    let mut out = BufReader::new(client.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready", "the client did not connect");
+    let tmp = tempfile::tempdir().unwrap();
+    let pid = client.id().to_string();
+    let mut agent = Command::new(agent_bin())
+        .args(["--quiet", "--out"])
+        .arg(tmp.path().join("out"))
+        .args(["--pid", &pid, "database", "--duration", "6s", "--database-url", &pg.url()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(agent.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("auditing") {
+        let mut l = String::new();
+        if stderr.read_line(&mut l).unwrap_or(0) == 0 {
+            panic!("the agent did not start:\n{seen}");
+        }
+        seen.push_str(&l);
+    }
+    writeln!(client.stdin.as_mut().unwrap()).unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "done");
+    let _ = client.wait();
+    let output = agent.wait_with_output().unwrap();
+    assert!(output.status.success(), "agent failed:\n{seen}{}", String::from_utf8_lossy(&output.stderr));
+    let (report, _) = read_report(&tmp);
+    let wire = &report["database"]["wire"];
+    assert_eq!(wire["dropped_writes"], 0, "{wire}");
+    assert!(wire["writes"].as_u64().unwrap() >= QUERIES as u64, "{wire}");
+    let statements = report["database"]["statements"].as_array().unwrap();
+    let ours = statements.iter().find(|s| s["query"].as_str().unwrap_or_default().contains("sent_with_sendmsg")).unwrap_or_else(|| panic!("{statements:#?}"));
+    eprintln!("{ours}\n{wire}");
+    assert!(wire["executions"].as_u64().unwrap() >= QUERIES as u64, "every query seen on the wire: {wire}");
+    assert_eq!(wire["executions_without_text"], 0, "{wire}");
+}
