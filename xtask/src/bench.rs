@@ -865,7 +865,16 @@ fn database() -> Result<(), String> {
     let result = (|| -> Result<(), String> {
         eprintln!("xtask: database: warming the service for 5 s");
         feed_load(&addr, clients, 5)?;
-        let names = ["untraced", "pg_stat_statements alone", "perf-audit-agent database"];
+        // The floor of any eBPF tool that reads these syscalls on a kernel
+        // without kprobes or fentry: bpftrace on the same syscall
+        // tracepoints as the wire tracer, counting the target's calls and
+        // nothing else (enabling a syscall tracepoint sends every
+        // syscall of every task through the kernel's tracing path).
+        let bpftrace = Command::new("bpftrace").arg("--version").output().is_ok_and(|o| o.status.success());
+        let names: Vec<&str> = ["untraced", "pg_stat_statements alone", "perf-audit-agent database"]
+            .into_iter()
+            .chain(bpftrace.then_some("bpftrace, same tracepoints"))
+            .collect();
         let mut rates: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
         let mut profiled: Vec<serde_json::Value> = Vec::new();
         let scratch = tempfile_dir()?;
@@ -878,6 +887,31 @@ fn database() -> Result<(), String> {
                 sql("SELECT pg_reload_conf()")?;
                 std::thread::sleep(std::time::Duration::from_millis(300));
                 let mut agent_run = None;
+                let mut floor_run = None;
+                if mode == 3 {
+                    let probes: Vec<String> = ["enter_write", "enter_sendto", "enter_writev", "enter_sendmsg", "enter_read", "exit_read", "enter_recvfrom", "exit_recvfrom", "enter_futex"]
+                        .iter()
+                        .map(|p| format!("tracepoint:syscalls:sys_{p}"))
+                        .collect();
+                    let program = format!("{} /pid == {demo_pid}/ {{ @calls = count(); }}", probes.join(","));
+                    let mut child = Command::new("bpftrace")
+                        .args(["-e", &program])
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::piped())
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .map_err(|e| format!("bpftrace: {e}"))?;
+                    let mut out = BufReader::new(child.stdout.take().expect("piped"));
+                    let mut l = String::new();
+                    while !l.contains("Attaching") {
+                        l.clear();
+                        if out.read_line(&mut l).unwrap_or(0) == 0 {
+                            return Err("bpftrace did not attach".into());
+                        }
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                    floor_run = Some((child, out));
+                }
                 if mode == 2 {
                     let out = scratch.join("database-agent");
                     let _ = std::fs::remove_dir_all(&out);
@@ -915,6 +949,14 @@ fn database() -> Result<(), String> {
                 let qps = rate * 31.0;
                 eprintln!("  round {}: {:<28} {qps:>10.0} queries/s ({rate:.1} requests/s)", round + 1, names[mode]);
                 rates[mode].push(qps);
+                if let Some((child, mut out)) = floor_run {
+                    // SAFETY: plain kill(2) on our own child.
+                    unsafe { libc_kill(child.id() as i32, 2) };
+                    let mut printed = String::new();
+                    let _ = std::io::Read::read_to_string(&mut out, &mut printed);
+                    let _ = child.wait_with_output();
+                    eprintln!("           bpftrace: {}", printed.split_whitespace().collect::<Vec<_>>().join(" "));
+                }
                 if let Some((child, out, drain)) = agent_run {
                     let agent_cpu = (cpu_seconds(child.id()) - agent_cpu_before) / seconds as f64;
                     // SAFETY: plain kill(2) on our own child.
