@@ -380,6 +380,11 @@ fn daemon() -> Result<(), String> {
     };
     let ticks_per_s = 100.0; // USER_HZ on Linux
 
+    // The machine's load, printed with the result: the daemon's CPU share
+    // and the busy processes' throughput mean little on a loaded machine.
+    let loadavg = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+    let load_before = loadavg();
+
     // Part 1: the soak.
     let busy = spawn_busy(seconds + 30)?;
     let (mut daemon, addr) = start_daemon(&agent, &scratch, &extra)?;
@@ -413,6 +418,10 @@ fn daemon() -> Result<(), String> {
         last_metrics = scraped;
     }
     let total_s = start.elapsed().as_secs_f64();
+    let load_after = loadavg();
+    // The true peak (the 5 s samples can miss a window flush's, which
+    // lasts a second or two).
+    let hwm = status_kib(pid, "VmHWM:");
     let total_cpu_pct = (last_ticks - t0) as f64 / ticks_per_s / total_s * 100.0;
     // SAFETY: signalling our own child.
     unsafe { libc_kill(pid as i32, 15) };
@@ -425,7 +434,16 @@ fn daemon() -> Result<(), String> {
         last_metrics
             .lines()
             .filter(|l| {
-                ["perf_audit_unwind_samples_total{", "perf_audit_samples_dropped_total{", "perf_audit_off_cpu_", "perf_audit_unwind_table_"]
+                [
+                    "perf_audit_unwind_samples_total{",
+                    "perf_audit_samples_dropped_total{",
+                    "perf_audit_off_cpu_",
+                    "perf_audit_unwind_table_",
+                    "perf_audit_windows_total ",
+                    "perf_audit_profiles_total ",
+                    "perf_audit_window_flush_cpu_seconds_total ",
+                    "perf_audit_symbol_",
+                ]
                     .iter()
                     .any(|p| l.starts_with(p))
             })
@@ -460,13 +478,26 @@ fn daemon() -> Result<(), String> {
 
     let rss_values: Vec<u64> = rows.iter().map(|r| r["rss_bytes"].as_u64().unwrap_or(0)).collect();
     let max_rss = rss_values.iter().copied().max().unwrap_or(0);
+    // "Flat" judges the trend, not one sample: the median RSS of the first
+    // and of the last quarter of the soak. Their maxima compared a window
+    // flush's transient peak (symbolization maps and parses objects, and
+    // releases them at the flush's end) in the last quarter with the first
+    // quarter, which has no flush (the first is at 60 s), so one flush
+    // failed it whatever the trend; peaks are judged by the 64 MiB maximum.
     let quarter = (rss_values.len() / 4).max(1);
-    let early = rss_values[..quarter].iter().copied().max().unwrap_or(0);
-    let late = rss_values[rss_values.len() - quarter..].iter().copied().max().unwrap_or(0);
+    let median_of = |values: &[u64]| -> u64 {
+        let mut v = values.to_vec();
+        v.sort_unstable();
+        v.get(v.len() / 2).copied().unwrap_or(0)
+    };
+    let early = median_of(&rss_values[..quarter]);
+    let late = median_of(&rss_values[rss_values.len() - quarter..]);
     let windows = std::fs::read_dir(&scratch).map(|d| d.count()).unwrap_or(0);
     println!("\ndaemon {}: 19 Hz system-wide, two busy no-frame-pointer processes, {total_s:.0} s soak, sampled every {interval} s", extra.join(" "));
     println!("cpu (whole soak)      {total_cpu_pct:.3}% of one core");
-    println!("rss max               {:.1} MiB (first quarter max {:.1} MiB, last quarter max {:.1} MiB)", max_rss as f64 / 1048576.0, early as f64 / 1048576.0, late as f64 / 1048576.0);
+    println!("load average          {load_before} before the soak, {load_after} after (1, 5, 15 min)");
+    println!("rss peak (VmHWM)      {:.1} MiB", hwm as f64 / 1048576.0);
+    println!("rss max (samples)     {:.1} MiB (median of the first quarter {:.1} MiB, of the last quarter {:.1} MiB)", max_rss as f64 / 1048576.0, early as f64 / 1048576.0, late as f64 / 1048576.0);
     let part_max = |key: &str| rows.iter().map(|r| r[key].as_u64().unwrap_or(0)).max().unwrap_or(0) as f64 / 1048576.0;
     println!("rss parts max         anon {:.1} MiB, file-backed {:.1} MiB", part_max("rss_anon_bytes"), part_max("rss_file_bytes"));
     println!("folded profiles       {windows} written");
@@ -477,7 +508,7 @@ fn daemon() -> Result<(), String> {
     println!("throughput            without {m_without:.1} units/s, with {m_with:.1} units/s (medians of {rounds} x {phase} s): ratio {ratio:.4}");
     println!("                      without {without:.1?}, with {with:.1?}; daemon cpu per phase {phase_cpu:.2?} % of a core");
     let cpu_ok = total_cpu_pct <= 1.0;
-    let rss_ok = max_rss <= 64 * 1024 * 1024;
+    let rss_ok = max_rss.max(hwm) <= 64 * 1024 * 1024;
     let flat = late <= early + 4 * 1024 * 1024;
     let throughput_ok = ratio >= 0.99;
     println!(
@@ -490,7 +521,8 @@ fn daemon() -> Result<(), String> {
     write_result(
         "daemon",
         &serde_json::json!({"seconds": total_s, "interval_s": interval, "frequency_hz": 19, "daemon_args": extra,
-            "cpu_pct": total_cpu_pct, "rss_max_bytes": max_rss, "rss_first_quarter_max": early, "rss_last_quarter_max": late,
+            "cpu_pct": total_cpu_pct, "rss_max_bytes": max_rss, "rss_peak_bytes": hwm, "rss_first_quarter_median": early, "rss_last_quarter_median": late,
+            "load_average_before": load_before, "load_average_after": load_after,
             "folded_profiles": windows, "samples": rows, "unwind": unwind,
             "throughput": {"phase_s": phase, "rounds": rounds, "without": without, "with": with, "ratio": ratio, "daemon_cpu_pct": phase_cpu},
             "goals": {"cpu": cpu_ok, "rss": rss_ok, "flat": flat, "throughput": throughput_ok}}),

@@ -60,6 +60,13 @@ pub struct MetricsSnapshot {
     pub off_cpu: Option<OffCpuMetrics>,
     pub symbol_cache_entries: usize,
     pub symbol_cache_resets: u64,
+    /// Estimated bytes of the user frame cache.
+    pub symbol_cache_bytes: usize,
+    /// Object files searched for addresses not cached (one per file per
+    /// window flush at most, unless a cache generation is dropped).
+    pub symbol_objects_symbolized: u64,
+    /// CPU time the window flushes took (symbolizing, encoding, writing).
+    pub window_flush_cpu_seconds: f64,
     pub program_ids: Vec<u32>,
     /// "eh_frame" (stack copies) or "frame_pointer" (`--frame-pointers-only`).
     pub unwind_mode: &'static str,
@@ -162,7 +169,10 @@ pub fn render(m: &MetricsSnapshot) -> String {
     one("perf_audit_windows_total", "counter", "Profile windows completed.", m.windows.to_string());
     one("perf_audit_profiles_total", "counter", "Per-process window profiles produced.", m.profiles_written.to_string());
     one("perf_audit_symbol_cache_entries", "gauge", "Addresses in the symbol caches.", m.symbol_cache_entries.to_string());
-    one("perf_audit_symbol_cache_resets_total", "counter", "Symbol caches cleared by their size limit.", m.symbol_cache_resets.to_string());
+    one("perf_audit_symbol_cache_resets_total", "counter", "Symbol cache generations or parsed objects dropped by their size limits.", m.symbol_cache_resets.to_string());
+    one("perf_audit_symbol_cache_bytes", "gauge", "Estimated bytes of the user frame cache.", m.symbol_cache_bytes.to_string());
+    one("perf_audit_symbol_objects_symbolized_total", "counter", "Object files searched for addresses not in the symbol cache.", m.symbol_objects_symbolized.to_string());
+    one("perf_audit_window_flush_cpu_seconds_total", "counter", "CPU time spent flushing windows (symbolizing, encoding, writing).", format!("{:.6}", m.window_flush_cpu_seconds));
     header(&mut out, "perf_audit_push_total", "counter", "Window pushes to the --push server, by result.");
     for (result, value) in [("ok", m.push_ok), ("failed", m.push_failed), ("dropped", m.push_dropped)] {
         let _ = writeln!(out, "perf_audit_push_total{{result=\"{result}\"}} {value}");

@@ -121,6 +121,8 @@ struct Daemon {
     kind: WindowKind,
     /// Kernel scheduler entries of exited threads removed (`--off-cpu`).
     sched_pruned: u64,
+    /// CPU time spent in window flushes (symbolizing and writing).
+    flush_cpu_seconds: f64,
 }
 
 pub async fn run(plan: DaemonPlan) -> Result<()> {
@@ -220,6 +222,7 @@ pub async fn run(plan: DaemonPlan) -> Result<()> {
         host_name: otlp::host_name(),
         kind: if plan.off_cpu.is_some() { WindowKind::CpuAndOffCpu } else { WindowKind::Cpu },
         sched_pruned: 0,
+        flush_cpu_seconds: 0.0,
         unwind_mode: if plan.frame_pointers_only { "frame_pointer" } else { "eh_frame" },
         plan,
         session,
@@ -427,7 +430,10 @@ impl Daemon {
         (m.push_ok, m.push_failed, m.push_dropped) = push.unwrap_or_default();
         m.folded_write_failed = self.folded_failed;
         m.symbol_cache_entries = self.symbolizer.cached();
-        m.symbol_cache_resets = self.symbolizer.resets;
+        m.symbol_cache_resets = self.symbolizer.resets();
+        m.symbol_cache_bytes = self.symbolizer.cached_bytes();
+        m.symbol_objects_symbolized = self.symbolizer.objects_symbolized;
+        m.window_flush_cpu_seconds = self.flush_cpu_seconds;
         m.program_ids = self.program_ids.clone();
         m.unwind_mode = self.unwind_mode;
         m.unwind = self.node.stats.clone();
@@ -437,10 +443,13 @@ impl Daemon {
     }
 
     fn flush_window(&mut self, end: SystemTime) {
-        let mut taken = self.registry.take_windows();
-        // Processes of one executable in a row: its (possibly large) file
-        // is opened once for all of them (see `symbols::MAX_OPEN_BYTES`).
-        taken.sort_by(|a, b| (&a.0.exe, a.0.pid).cmp(&(&b.0.exe, b.0.pid)));
+        let cpu = thread_cpu_seconds();
+        self.flush_window_inner(end);
+        self.flush_cpu_seconds += (thread_cpu_seconds() - cpu).max(0.0);
+    }
+
+    fn flush_window_inner(&mut self, end: SystemTime) {
+        let taken = self.registry.take_windows();
         self.node.evict_exited();
         self.windows += 1;
         let start = std::mem::replace(&mut self.window_start, end);
@@ -450,8 +459,19 @@ impl Daemon {
         let mut request = self.exporter.as_ref().map(|_| RequestBuilder::new(&self.host_name));
         // Symbolizing every process's window takes long enough on a busy
         // node for the small stack-copy ring to fill: keep draining it in
-        // between (its samples belong to the next window).
+        // between files (its samples belong to the next window).
+        let mut symbolizer = std::mem::take(&mut self.symbolizer);
         let mut last_ring_drain = std::time::Instant::now();
+        symbolizer.prepare(
+            taken.iter().flat_map(|(_, maps, stacks)| stacks.keys().map(move |key| (maps, key))),
+            &mut || {
+                if last_ring_drain.elapsed() >= unwind::RING_DRAIN_INTERVAL {
+                    self.drain_ring();
+                    last_ring_drain = std::time::Instant::now();
+                }
+            },
+        );
+        self.symbolizer = symbolizer;
         for (labels, maps, stacks) in taken {
             if last_ring_drain.elapsed() >= unwind::RING_DRAIN_INTERVAL {
                 self.drain_ring();
@@ -540,6 +560,7 @@ impl Daemon {
                     maps
                 }
             };
+            self.symbolizer.prepare(capture.stacks.keys().map(|key| (&maps, key)), &mut || ());
             let window = self.symbolizer.window(
                 capture.labels,
                 &maps,
@@ -565,4 +586,14 @@ impl Daemon {
             }
         }
     }
+}
+
+/// CPU time of the calling thread (the flush runs on the drain loop's).
+fn thread_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid timespec to write to.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return 0.0;
+    }
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }

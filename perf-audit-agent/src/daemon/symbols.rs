@@ -4,18 +4,34 @@
 //! seen before, and limits that keep memory bounded whatever runs on the
 //! node:
 //!
-//! - resolved frames are cached per (object file, file offset) up to
-//!   [`MAX_CACHED_ADDRESSES`] (and kernel addresses up to
-//!   [`MAX_CACHED_KERNEL_ADDRESSES`]); a full cache is cleared, not grown;
+//! - a window flush symbolizes in one pass ([`WindowSymbolizer::prepare`])
+//!   before any process's profile is built: the addresses of every process
+//!   not cached yet, grouped by object file, so that each file (a shared
+//!   libc, a large binary run by many processes) is opened and parsed once
+//!   per flush, and the kernel's in one call (blazesym parses
+//!   `/proc/kallsyms` each time a new symbolizer meets kernel addresses:
+//!   ~50 ms for its 120k symbols);
+//! - resolved frames are cached per (object file, file offset) across
+//!   flushes, the file named by path, size and modification time (a binary
+//!   rebuilt or redeployed at the same path is another object). The cache
+//!   has two generations: when the current one reaches half of
+//!   [`MAX_CACHED_ADDRESSES`] or of [`MAX_CACHED_BYTES`], the previous one
+//!   is dropped and the current one becomes it; a hit in the previous one
+//!   moves the entry back. What every window uses stays cached; what the
+//!   node stopped running ages out (kernel addresses likewise, up to
+//!   [`MAX_CACHED_KERNEL_ADDRESSES`]);
 //! - blazesym keeps every object it parsed; the daemon releases them after
-//!   each window ([`WindowSymbolizer::release_objects`]), and within one
-//!   window after [`MAX_OPEN_OBJECTS`] distinct files or before the open
-//!   files would pass [`MAX_OPEN_BYTES`] (blazesym maps each whole and
-//!   reads its DWARF: a node's debug builds are hundreds of MiB each).
+//!   each window ([`WindowSymbolizer::release_objects`]), within one window
+//!   after [`MAX_OPEN_OBJECTS`] distinct files or before the open files
+//!   would pass [`MAX_OPEN_BYTES`] (blazesym maps each whole and reads its
+//!   DWARF: a node's debug builds are hundreds of MiB each), and a large
+//!   file ([`LARGE_OBJECT_BYTES`]) as soon as its addresses are resolved,
+//!   [`LARGE_OBJECT_BATCH`] at a time with its pages dropped in between.
 
 use std::{
     collections::{HashMap, HashSet},
-    path::PathBuf,
+    hash::Hash,
+    path::{Path, PathBuf},
     sync::Arc,
     time::SystemTime,
 };
@@ -38,37 +54,128 @@ use crate::{
     target::MapsSnapshot,
 };
 
+/// User addresses cached, both generations together.
 pub const MAX_CACHED_ADDRESSES: usize = 200_000;
-/// The user frame cache is also cleared past this many bytes (names and
-/// paths estimated): a system-wide daemon caches the frames of every
-/// process on the node, and Rust names run to hundreds of bytes, so the
-/// count alone let it grow the daemon's heap by 20 MiB in two windows
-/// (`cargo xtask bench daemon`); 16 MiB keeps the daemon under its 64 MiB
-/// budget with the ring (8 MiB mapped), its binary and the unwind tables.
+/// The user frame cache is also bounded in bytes (names and paths
+/// estimated), both generations together: a system-wide daemon caches the
+/// frames of every process on the node, and Rust names run to hundreds of
+/// bytes, so the count alone let it grow the daemon's heap by 20 MiB in two
+/// windows (`cargo xtask bench daemon`); 16 MiB keeps the daemon under its
+/// 64 MiB budget with the ring (8 MiB mapped), its binary and the unwind
+/// tables.
 pub const MAX_CACHED_BYTES: usize = 16 * 1024 * 1024;
 pub const MAX_CACHED_KERNEL_ADDRESSES: usize = 50_000;
 pub const MAX_OPEN_OBJECTS: usize = 64;
-/// Sum of the sizes of the large files (from [`LARGE_OBJECT_BYTES`])
-/// blazesym may hold open at once: opening one that does not fit releases
-/// the others first (one larger than this is still opened, alone). Small
-/// files (shared libraries) never trigger a release, or every process
-/// would re-open its libc after a large binary. Measured without it: 272
-/// MiB file-backed and 87 MiB anonymous RSS during a window flush on a
-/// build machine running several debug builds (`cargo xtask bench daemon`).
-pub const MAX_OPEN_BYTES: u64 = 64 * 1024 * 1024;
+/// Sum of the sizes of the files blazesym may hold open at once: opening
+/// one that does not fit releases the others first. blazesym maps each
+/// file whole and reads its symbol tables and DWARF, and the pages it reads
+/// count in the daemon's RSS until the file is released. Measured without
+/// a bound: 272 MiB file-backed and 87 MiB anonymous RSS during a window
+/// flush on a build machine running several debug builds (`cargo xtask
+/// bench daemon`); with a 64 MiB bound on the large files only, a flush
+/// still peaked at 105 MiB (VmHWM; the 5 s samples had missed it).
+pub const MAX_OPEN_BYTES: u64 = 16 * 1024 * 1024;
+/// A file at least this large is released as soon as its addresses are
+/// resolved: a flush resolves each file once, so nothing would use it
+/// again before the next flush.
 pub const LARGE_OBJECT_BYTES: u64 = 8 * 1024 * 1024;
+/// A large file's addresses are looked up this many at a time, its pages
+/// dropped from the daemon's RSS in between ([`release_whole_file_pages`]):
+/// blazesym keeps what it parsed (in the heap), but every page of the file
+/// it read stays resident while the file is mapped. Measured on a build
+/// machine (`VmHWM` during flushes): 105-146 MiB without, 65-71 MiB with.
+/// What remains is the first lookup in a file with large DWARF: opening it
+/// reads every compilation unit's header, and the kernel maps 64 KiB
+/// around each fault (fault-around), ~35 MiB for the daemon's own 86 MiB
+/// binary whatever the batch (1 and 8 measured the same).
+pub const LARGE_OBJECT_BATCH: usize = 8;
+
+/// An object file as the cache knows it: a binary replaced at its path
+/// (rebuilt, redeployed) has another size or modification time.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct FileId {
+    path: PathBuf,
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+type UserKey = (Arc<FileId>, u64);
+
+/// A map bounded by entries and estimated bytes in two generations (see
+/// the module's documentation): inserting into a full current generation
+/// drops the previous one; a hit in the previous one moves the entry back.
+struct Generations<K, V> {
+    current: HashMap<K, (V, usize)>,
+    previous: HashMap<K, (V, usize)>,
+    current_bytes: usize,
+    previous_bytes: usize,
+    /// Per generation.
+    max_entries: usize,
+    max_bytes: usize,
+    /// Previous generations dropped.
+    rotations: u64,
+}
+
+impl<K: Hash + Eq, V: Clone> Generations<K, V> {
+    fn new(max_entries: usize, max_bytes: usize) -> Self {
+        Generations {
+            current: HashMap::new(),
+            previous: HashMap::new(),
+            current_bytes: 0,
+            previous_bytes: 0,
+            max_entries: (max_entries / 2).max(1),
+            max_bytes: (max_bytes / 2).max(1),
+            rotations: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
+
+    fn bytes(&self) -> usize {
+        self.current_bytes + self.previous_bytes
+    }
+
+    /// The cached value, kept for the next generation.
+    fn get(&mut self, key: &K) -> Option<V> {
+        if let Some((value, _)) = self.current.get(key) {
+            return Some(value.clone());
+        }
+        let (k, (value, bytes)) = self.previous.remove_entry(key)?;
+        self.previous_bytes -= bytes;
+        self.insert(k, value.clone(), bytes);
+        Some(value)
+    }
+
+    fn insert(&mut self, key: K, value: V, bytes: usize) {
+        if self.current.len() >= self.max_entries || self.current_bytes + bytes > self.max_bytes {
+            self.previous = std::mem::take(&mut self.current);
+            self.previous_bytes = std::mem::replace(&mut self.current_bytes, 0);
+            self.rotations += 1;
+        }
+        self.current_bytes += bytes;
+        if let Some((_, old)) = self.current.insert(key, (value, bytes)) {
+            self.current_bytes -= old;
+        }
+    }
+}
 
 pub struct WindowSymbolizer {
     inner: Symbolizer,
+    /// The files `inner` has open.
     objects: HashSet<PathBuf>,
     /// Sum of the sizes of `objects`.
     open_bytes: u64,
-    user: HashMap<(PathBuf, u64), Arc<[Frame]>>,
-    /// Estimated bytes of `user`.
-    user_bytes: usize,
-    kernel: HashMap<u64, Frame>,
-    /// Times a cache or the symbolizer was reset by a limit.
-    pub resets: u64,
+    /// Each path's identity, read once per [`Self::prepare`].
+    files: HashMap<PathBuf, Option<Arc<FileId>>>,
+    user: Generations<UserKey, Arc<[Frame]>>,
+    kernel: Generations<u64, Frame>,
+    /// Times blazesym's objects were released by [`MAX_OPEN_OBJECTS`].
+    releases: u64,
+    /// Object files symbolized (each one opened, or found open, and
+    /// searched for the addresses not cached).
+    pub objects_symbolized: u64,
 }
 
 impl Default for WindowSymbolizer {
@@ -92,17 +199,21 @@ impl WindowSymbolizer {
             inner: symbolizer(),
             objects: HashSet::new(),
             open_bytes: 0,
-            user: HashMap::new(),
-            user_bytes: 0,
-            kernel: HashMap::new(),
-            resets: 0,
+            files: HashMap::new(),
+            user: Generations::new(MAX_CACHED_ADDRESSES, MAX_CACHED_BYTES),
+            kernel: Generations::new(MAX_CACHED_KERNEL_ADDRESSES, usize::MAX),
+            releases: 0,
+            objects_symbolized: 0,
         }
     }
 
     /// Releases what blazesym holds (mapped objects, parsed DWARF: hundreds
     /// of MiB for a big binary) once a window is symbolized, and gives the
-    /// freed heap back to the OS. The frame caches stay, so the next
-    /// window re-opens an object only for addresses never seen before.
+    /// freed heap back to the OS. The frame caches stay, so the next window
+    /// opens an object only for addresses never seen before. (Keeping the
+    /// objects the last window used open instead saved ~0.05 CPU-seconds
+    /// per flush and held 135-140 MiB between flushes on a build machine:
+    /// `cargo xtask bench daemon`, ARCHITECTURE.md.)
     pub fn release_objects(&mut self) {
         if self.objects.is_empty() {
             return;
@@ -117,9 +228,37 @@ impl WindowSymbolizer {
         }
     }
 
+
     /// Entries cached now (for the memory-bound tests and metrics).
     pub fn cached(&self) -> usize {
         self.user.len() + self.kernel.len()
+    }
+
+    /// Estimated bytes of the user frame cache.
+    pub fn cached_bytes(&self) -> usize {
+        self.user.bytes()
+    }
+
+    /// Times a cache generation or blazesym's objects were dropped by a
+    /// limit.
+    pub fn resets(&self) -> u64 {
+        self.user.rotations + self.kernel.rotations + self.releases
+    }
+
+    /// Symbolizes, in one pass, every address of `stacks` (each with its
+    /// process's maps) not cached yet: the kernel's in one call, the user
+    /// ones grouped by object file, each file once, `between` called
+    /// before each file (the daemon drains its ring there). The windows
+    /// built next ([`Self::window`]) then find their frames cached. File
+    /// identities are read again by each call: a binary replaced since the
+    /// last one is symbolized anew.
+    pub fn prepare<'a>(
+        &mut self,
+        stacks: impl IntoIterator<Item = (&'a MapsSnapshot, &'a StackKey)>,
+        between: &mut dyn FnMut(),
+    ) {
+        self.files.clear();
+        self.resolve(stacks, between);
     }
 
     /// The symbolized window of one process (`kind`: whether off-CPU time
@@ -134,19 +273,9 @@ impl WindowSymbolizer {
         kind: WindowKind,
     ) -> ProcessWindow {
         let stacks: Vec<(&StackKey, StackValues)> = stacks.into_iter().map(|(k, v)| (k, *v)).collect();
-        // Lookup addresses: the sampled instruction, or the byte before a
-        // return address (inside its call).
-        let lookup = |i: usize, addr: u64| if i == 0 { addr } else { addr.saturating_sub(1) };
-        let mut user_addrs: Vec<u64> =
-            stacks.iter().flat_map(|(k, _)| k.user.iter().enumerate().map(|(i, a)| lookup(i, *a))).collect();
-        user_addrs.sort_unstable();
-        user_addrs.dedup();
-        let mut kernel_addrs: Vec<u64> =
-            stacks.iter().flat_map(|(k, _)| k.kernel.iter().enumerate().map(|(i, a)| lookup(i, *a))).collect();
-        kernel_addrs.sort_unstable();
-        kernel_addrs.dedup();
-        self.resolve_user(&user_addrs, maps);
-        self.resolve_kernel(&kernel_addrs);
+        // Nothing to do after `prepare` (unless a cache generation was
+        // dropped meanwhile).
+        self.resolve(stacks.iter().map(|(k, _)| (maps, *k)), &mut || ());
 
         let mut window = ProcessWindow {
             kind,
@@ -165,34 +294,42 @@ impl WindowSymbolizer {
             let mut locations = Vec::with_capacity(key.user.len() + key.kernel.len());
             for (i, addr) in key.kernel.iter().enumerate() {
                 let addr = lookup(i, *addr);
-                let loc = *kernel_locations.entry(addr).or_insert_with(|| {
-                    let frame = self.kernel.get(&addr).cloned().unwrap_or_else(|| kernel_frame("[kernel]".into()));
-                    window.locations.push(WindowLocation { address: addr, mapping: None, frames: vec![frame] });
-                    window.locations.len() - 1
-                });
+                let loc = match kernel_locations.get(&addr) {
+                    Some(loc) => *loc,
+                    None => {
+                        let frame = self.kernel.get(&addr).unwrap_or_else(|| kernel_frame("[kernel]".into()));
+                        window.locations.push(WindowLocation { address: addr, mapping: None, frames: vec![frame] });
+                        kernel_locations.insert(addr, window.locations.len() - 1);
+                        window.locations.len() - 1
+                    }
+                };
                 locations.push(loc);
             }
             for (i, addr) in key.user.iter().enumerate() {
                 let addr = lookup(i, *addr);
-                let loc = *user_locations.entry(addr).or_insert_with(|| {
-                    let (mapping, frames) = match maps.find(addr) {
-                        Some(m) => {
-                            let idx = *mapping_index.entry(m.start).or_insert_with(|| {
-                                window.mappings.push(m.clone());
-                                window.mappings.len() - 1
-                            });
-                            let frames = self
-                                .user
-                                .get(&(m.path.clone(), addr - m.start + m.offset))
-                                .map(|f| f.to_vec())
-                                .unwrap_or_else(|| vec![unknown_frame(&module_name(&m.path))]);
-                            (Some(idx), frames)
-                        }
-                        None => (None, vec![unknown_frame(&format!("{addr:#x}"))]),
-                    };
-                    window.locations.push(WindowLocation { address: addr, mapping, frames });
-                    window.locations.len() - 1
-                });
+                let loc = match user_locations.get(&addr) {
+                    Some(loc) => *loc,
+                    None => {
+                        let (mapping, frames) = match maps.find(addr) {
+                            Some(m) => {
+                                let idx = *mapping_index.entry(m.start).or_insert_with(|| {
+                                    window.mappings.push(m.clone());
+                                    window.mappings.len() - 1
+                                });
+                                let frames = self
+                                    .file(&m.path)
+                                    .and_then(|id| self.user.get(&(id, addr - m.start + m.offset)))
+                                    .map(|f| f.to_vec())
+                                    .unwrap_or_else(|| vec![unknown_frame(&module_name(&m.path))]);
+                                (Some(idx), frames)
+                            }
+                            None => (None, vec![unknown_frame(&format!("{addr:#x}"))]),
+                        };
+                        window.locations.push(WindowLocation { address: addr, mapping, frames });
+                        user_locations.insert(addr, window.locations.len() - 1);
+                        window.locations.len() - 1
+                    }
+                };
                 locations.push(loc);
             }
             window.stacks.push(WindowStack {
@@ -213,89 +350,236 @@ impl WindowSymbolizer {
         window
     }
 
-    fn resolve_user(&mut self, addrs: &[u64], maps: &MapsSnapshot) {
-        let mut by_file: HashMap<PathBuf, Vec<u64>> = HashMap::new();
-        for addr in addrs {
-            if let Some(m) = maps.find(*addr) {
+    /// The identity of the file at `path` (None when it cannot be read),
+    /// read once per [`Self::prepare`].
+    fn file(&mut self, path: &Path) -> Option<Arc<FileId>> {
+        if let Some(id) = self.files.get(path) {
+            return id.clone();
+        }
+        let id = std::fs::metadata(path).ok().map(|meta| {
+            Arc::new(FileId { path: path.to_path_buf(), len: meta.len(), modified: meta.modified().ok() })
+        });
+        self.files.insert(path.to_path_buf(), id.clone());
+        id
+    }
+
+    /// Symbolizes the addresses of `stacks` not cached, file by file.
+    fn resolve<'a>(&mut self, stacks: impl IntoIterator<Item = (&'a MapsSnapshot, &'a StackKey)>, between: &mut dyn FnMut()) {
+        let mut by_file: HashMap<Arc<FileId>, HashSet<u64>> = HashMap::new();
+        let mut kernel_missing: HashSet<u64> = HashSet::new();
+        let mut seen: HashSet<(*const MapsSnapshot, u64)> = HashSet::new();
+        for (maps, key) in stacks {
+            for (i, addr) in key.kernel.iter().enumerate() {
+                let addr = lookup(i, *addr);
+                if !kernel_missing.contains(&addr) && self.kernel.get(&addr).is_none() {
+                    kernel_missing.insert(addr);
+                }
+            }
+            for (i, addr) in key.user.iter().enumerate() {
+                let addr = lookup(i, *addr);
+                // The same address of the same process: looked up once.
+                if !seen.insert((maps as *const MapsSnapshot, addr)) {
+                    continue;
+                }
+                let Some(m) = maps.find(addr) else { continue };
                 let offset = addr - m.start + m.offset;
-                if !self.user.contains_key(&(m.path.clone(), offset)) {
-                    by_file.entry(m.path.clone()).or_default().push(offset);
+                // No file to read: `window` names the frame after the module.
+                let Some(id) = self.file(&m.path) else { continue };
+                if self.user.get(&(id.clone(), offset)).is_none() {
+                    by_file.entry(id).or_default().insert(offset);
                 }
             }
         }
-        let mut files: Vec<_> = by_file.into_iter().collect();
-        files.sort();
-        for (path, mut offsets) in files {
+        if !kernel_missing.is_empty() {
+            let mut missing: Vec<u64> = kernel_missing.into_iter().collect();
+            missing.sort_unstable();
+            self.resolve_kernel(&missing);
+        }
+        let mut files: Vec<(Arc<FileId>, HashSet<u64>)> = by_file.into_iter().collect();
+        files.sort_by(|a, b| a.0.path.cmp(&b.0.path));
+        for (id, offsets) in files {
+            between();
+            let mut offsets: Vec<u64> = offsets.into_iter().collect();
             offsets.sort_unstable();
-            offsets.dedup();
-            if self.user.len() + offsets.len() > MAX_CACHED_ADDRESSES || self.user_bytes > MAX_CACHED_BYTES {
-                self.user.clear();
-                self.user_bytes = 0;
-                self.resets += 1;
-            }
-            if !self.objects.contains(&path) {
-                if self.objects.len() >= MAX_OPEN_OBJECTS {
-                    self.release_objects();
-                    self.resets += 1;
-                }
-                let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                if size >= LARGE_OBJECT_BYTES && self.open_bytes + size > MAX_OPEN_BYTES {
-                    self.release_objects();
-                }
-                self.open_bytes += size;
-                self.objects.insert(path.clone());
-            }
-            let module = module_name(&path);
-            // Symbols are cached per file for every process: a program's
-            // own code is in executables, not in shared libraries.
-            let owner_object = !(module.contains(".so") || module.starts_with("ld-linux"));
-            let source = Source::Elf(Elf::new(&path));
-            let results = self.inner.symbolize(&source, Input::FileOffset(&offsets));
-            match results {
-                Ok(symbolized) => {
-                    for (offset, sym) in offsets.iter().zip(symbolized) {
-                        let frames: Arc<[Frame]> = frames_of(sym, &module, owner_object).into();
-                        self.user_bytes += entry_bytes(&path, &frames);
-                        self.user.insert((path.clone(), *offset), frames);
-                    }
-                }
-                Err(_) => {
-                    for offset in offsets {
-                        self.user.insert((path.clone(), offset), vec![unknown_frame(&module)].into());
-                    }
-                }
-            }
+            self.resolve_file(&id, &offsets);
         }
     }
 
-    fn resolve_kernel(&mut self, addrs: &[u64]) {
-        let missing: Vec<u64> = addrs.iter().copied().filter(|a| !self.kernel.contains_key(a)).collect();
-        if missing.is_empty() {
-            return;
+    fn resolve_file(&mut self, id: &Arc<FileId>, offsets: &[u64]) {
+        let path = &id.path;
+        if !self.objects.contains(path) {
+            if self.objects.len() >= MAX_OPEN_OBJECTS {
+                self.release_objects();
+                self.releases += 1;
+            }
+            if self.open_bytes + id.len > MAX_OPEN_BYTES {
+                self.release_objects();
+            }
+            self.open_bytes += id.len;
+            self.objects.insert(path.clone());
         }
-        if self.kernel.len() + missing.len() > MAX_CACHED_KERNEL_ADDRESSES {
-            self.kernel.clear();
-            self.resets += 1;
+        self.objects_symbolized += 1;
+        let module = module_name(path);
+        // Symbols are cached per file for every process: a program's
+        // own code is in executables, not in shared libraries.
+        let owner_object = !(module.contains(".so") || module.starts_with("ld-linux"));
+        let source = Source::Elf(Elf::new(path));
+        let large = id.len >= LARGE_OBJECT_BYTES;
+        let batches = if large { offsets.chunks(LARGE_OBJECT_BATCH) } else { offsets.chunks(offsets.len().max(1)) };
+        for (i, batch) in batches.enumerate() {
+            if large && i > 0 {
+                release_whole_file_pages();
+            }
+            match self.inner.symbolize(&source, Input::FileOffset(batch)) {
+                Ok(symbolized) => {
+                    for (offset, sym) in batch.iter().zip(symbolized) {
+                        let frames: Arc<[Frame]> = frames_of(sym, &module, owner_object).into();
+                        let bytes = entry_bytes(&frames);
+                        self.user.insert((id.clone(), *offset), frames, bytes);
+                    }
+                }
+                Err(_) => {
+                    let frames: Arc<[Frame]> = vec![unknown_frame(&module)].into();
+                    let bytes = entry_bytes(&frames);
+                    for offset in batch {
+                        self.user.insert((id.clone(), *offset), frames.clone(), bytes);
+                    }
+                }
+            }
         }
+        if large {
+            self.release_objects();
+        }
+    }
+
+    fn resolve_kernel(&mut self, missing: &[u64]) {
         let source = Source::Kernel(Kernel { vmlinux: MaybeDefault::None, ..Default::default() });
-        let results = self.inner.symbolize(&source, Input::AbsAddr(&missing)).unwrap_or_default();
+        let results = self.inner.symbolize(&source, Input::AbsAddr(missing)).unwrap_or_default();
         for (i, addr) in missing.iter().enumerate() {
             let name = match results.get(i) {
                 Some(Symbolized::Sym(s)) => s.name.to_string(),
                 _ => "[kernel]".to_string(),
             };
-            self.kernel.insert(*addr, kernel_frame(name));
+            self.kernel.insert(*addr, kernel_frame(name), 0);
         }
     }
 }
 
-/// Estimated heap bytes of one cached entry: the key's path, the frames'
-/// names and files, and the map's and allocations' overhead.
-fn entry_bytes(path: &std::path::Path, frames: &[Frame]) -> usize {
-    96 + path.as_os_str().len()
-        + frames.iter().map(|f| 64 + f.function.len() + f.file.as_deref().map_or(0, str::len)).sum::<usize>()
+/// Drops this process's resident pages of every file it maps whole and
+/// read-only (blazesym and memmap2 map them shared): blazesym's open objects (and their separate debug
+/// files) and the unwind tables' objects (`unwind::TableCache`, which does
+/// the same every drain). Their pages are clean copies of the page cache:
+/// the next read faults them back from it, nothing is lost. The usual
+/// caveat of every profiler reading binaries applies: a file truncated in
+/// place meanwhile could fault.
+fn release_whole_file_pages() {
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else { return };
+    for line in maps.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some("r--p" | "r--s"), Some(offset), Some(_dev), Some(_inode)) =
+            (fields.next(), fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let path = fields.collect::<Vec<_>>().join(" ");
+        if !path.starts_with('/') || u64::from_str_radix(offset, 16) != Ok(0) {
+            continue;
+        }
+        let Some((Ok(start), Ok(end))) =
+            range.split_once('-').map(|(a, b)| (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)))
+        else {
+            continue;
+        };
+        // The whole file (a process's own ELF segments are mapped in parts).
+        let whole = std::fs::metadata(&path).is_ok_and(|m| m.len().div_ceil(4096) * 4096 == end - start);
+        if whole {
+            // SAFETY: a read-only file mapping (never written through): after
+            // DONTNEED its pages are read again from the file, so no data is
+            // lost.
+            unsafe {
+                libc::madvise(start as *mut libc::c_void, (end - start) as usize, libc::MADV_DONTNEED);
+            }
+        }
+    }
+}
+
+/// The address looked up for the `i`th frame of a stack (leaf first): the
+/// sampled instruction, or the byte before a return address (inside its
+/// call).
+fn lookup(i: usize, addr: u64) -> u64 {
+    if i == 0 { addr } else { addr.saturating_sub(1) }
+}
+
+/// Estimated heap bytes of one cached entry: the frames' names and files,
+/// and the map's and allocations' overhead (the key's file is shared by
+/// all of its entries).
+fn entry_bytes(frames: &[Frame]) -> usize {
+    96 + frames.iter().map(|f| 64 + f.function.len() + f.file.as_deref().map_or(0, str::len)).sum::<usize>()
 }
 
 fn kernel_frame(function: String) -> Frame {
     Frame { function, file: None, line: None, origin: Origin::Kernel, inlined: false }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generations_keep_what_is_used_and_stay_bounded() {
+        // 4 entries at most, 2 per generation.
+        let mut cache: Generations<u32, u32> = Generations::new(4, usize::MAX);
+        for k in 0..2 {
+            cache.insert(k, k, 10);
+        }
+        assert_eq!(cache.rotations, 0);
+        cache.insert(2, 2, 10); // 0, 1 become the previous generation
+        assert_eq!((cache.rotations, cache.len(), cache.bytes()), (1, 3, 30));
+        assert_eq!(cache.get(&0), Some(0)); // moved back into the current one
+        cache.insert(3, 3, 10); // rotates again: 1 was not used, it is dropped
+        assert_eq!(cache.get(&1), None);
+        assert_eq!((cache.get(&0), cache.get(&2), cache.get(&3)), (Some(0), Some(2), Some(3)));
+        for k in 10..100 {
+            cache.insert(k, k, 10);
+            assert!(cache.len() <= 4 && cache.bytes() <= 40);
+        }
+        // Bounded by bytes as well.
+        let mut cache: Generations<u32, u32> = Generations::new(usize::MAX, 100);
+        for k in 0..100 {
+            cache.insert(k, k, 20);
+            assert!(cache.bytes() <= 100, "{} bytes", cache.bytes());
+        }
+    }
+
+    #[inline(never)]
+    fn a_function_to_find() -> u64 {
+        std::hint::black_box(42)
+    }
+
+    #[test]
+    fn a_flush_symbolizes_each_file_once_and_the_next_from_the_cache() {
+        let mut maps = MapsSnapshot::default();
+        maps.refresh(std::process::id()).unwrap();
+        let addr = a_function_to_find as *const () as u64;
+        let exe = maps.find(addr).expect("the test's own code is mapped").path.clone();
+        // Two "processes" (the same maps) with stacks through the test
+        // binary: one pass, one file.
+        let key = |a: u64| StackKey { comm: [0; 16], user: vec![a, a + 1].into(), kernel: Vec::new().into() };
+        let (k1, k2) = (key(addr), key(addr + 1));
+        let mut symbolizer = WindowSymbolizer::new();
+        symbolizer.prepare([(&maps, &k1), (&maps, &k2)], &mut || ());
+        assert_eq!(symbolizer.objects_symbolized, 1, "{exe:?} searched once for both stacks");
+        let values = StackValues::samples(1);
+        let labels = ProcessLabels { pid: 1, name: "t".into(), exe: None, container_id: None, pod_uid: None };
+        let window = symbolizer.window(labels.clone(), &maps, [(&k1, &values)], (SystemTime::now(), SystemTime::now()), 19, WindowKind::Cpu);
+        assert_eq!(symbolizer.objects_symbolized, 1, "the window found its frames cached");
+        let leaf = &window.locations[window.stacks[0].locations[0]].frames;
+        assert!(leaf.iter().any(|f| f.function.contains("a_function_to_find")), "{leaf:?}");
+        symbolizer.release_objects();
+        // The next flush: nothing new, nothing opened.
+        symbolizer.prepare([(&maps, &k2)], &mut || ());
+        assert_eq!(symbolizer.objects_symbolized, 1);
+        assert_eq!(symbolizer.cached(), 2, "the two addresses looked up");
+    }
 }
