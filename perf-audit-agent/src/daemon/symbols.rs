@@ -26,7 +26,9 @@
 //!   would pass [`MAX_OPEN_BYTES`] (blazesym maps each whole and reads its
 //!   DWARF: a node's debug builds are hundreds of MiB each), and a large
 //!   file ([`LARGE_OBJECT_BYTES`]) as soon as its addresses are resolved,
-//!   [`LARGE_OBJECT_BATCH`] at a time with its pages dropped in between.
+//!   [`LARGE_OBJECT_BATCH`] at a time with its pages dropped in between;
+//! - a file of [`SYMTAB_ONLY_BYTES`] or more is read for its symbol table
+//!   only (its DWARF is what made the flush's peak pass 64 MiB).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -89,6 +91,15 @@ pub const LARGE_OBJECT_BYTES: u64 = 8 * 1024 * 1024;
 /// around each fault (fault-around), ~35 MiB for the daemon's own 86 MiB
 /// binary whatever the batch (1 and 8 measured the same).
 pub const LARGE_OBJECT_BATCH: usize = 8;
+/// Files at least this large are symbolized from their ELF symbol table
+/// only: function names, no file:line, no inlined frames. Such a file is
+/// mostly DWARF (a release binary built with `debug = true`: the demo's is
+/// 70 MiB, the agent's 87 MiB), and blazesym's first lookup in its debug
+/// info reads every compilation unit's header: ~35 MiB resident, which
+/// put the daemon's true peak (VmHWM) at 65-73 MiB during a window flush,
+/// past its 64 MiB budget. The fleet profile needs names and callers; the
+/// audit (`perf-audit-agent --pid`) keeps file:line for every file.
+pub const SYMTAB_ONLY_BYTES: u64 = 32 * 1024 * 1024;
 
 /// An object file as the cache knows it: a binary replaced at its path
 /// (rebuilt, redeployed) has another size or modification time.
@@ -423,7 +434,9 @@ impl WindowSymbolizer {
         // Symbols are cached per file for every process: a program's
         // own code is in executables, not in shared libraries.
         let owner_object = !(module.contains(".so") || module.starts_with("ld-linux"));
-        let source = Source::Elf(Elf::new(path));
+        let mut elf = Elf::new(path);
+        elf.debug_syms = id.len < SYMTAB_ONLY_BYTES;
+        let source = Source::Elf(elf);
         let large = id.len >= LARGE_OBJECT_BYTES;
         let batches = if large { offsets.chunks(LARGE_OBJECT_BATCH) } else { offsets.chunks(offsets.len().max(1)) };
         for (i, batch) in batches.enumerate() {
