@@ -691,7 +691,13 @@ fn long_polls(input: &AsyncInputs<'_>, worker_tids: &BTreeSet<u32>, worker_time_
                 j += 1;
             }
             let acc = by_fn.entry(first.name.clone()).or_default();
-            acc.frame.get_or_insert(first.frame);
+            // The function's location: the first sample's frame that has a
+            // line (an address in compiler-generated code has none, or
+            // DWARF's line 0, and one such sample must not name the finding).
+            let has_line = |f: &Frame| f.line.is_some_and(|l| l > 0);
+            if acc.frame.is_none_or(|f| !has_line(f)) {
+                acc.frame = Some(first.frame);
+            }
             acc.samples += (j - i + 1) as u64;
             let (start, last) = (samples[i], samples[j]);
             let first_in_run = i == 0 || !same_run(samples[i - 1], start);
@@ -845,6 +851,27 @@ mod tests {
         assert_eq!((score.occurrences, score.polls_measured, score.samples), (1, 1, 3));
         let cheap = a.long_polls.iter().find(|p| p.function == "svc::cheap").unwrap();
         assert!((cheap.p50_ms - 2.0).abs() < 1e-9, "{cheap:?}");
+    }
+
+    /// A sample whose address in the function has no line (compiler-made
+    /// code: DWARF line 0) does not name the long poll's location when
+    /// another sample of it has one.
+    #[test]
+    fn a_long_poll_is_located_by_a_sample_with_a_line() {
+        let mut cpu = CpuProfile::default();
+        let ms = 1_000_000;
+        sample(&mut cpu, 1, &[rt(WORKER), owner("svc::derive_key", 0)], 1, 1);
+        sample(&mut cpu, 1, &[rt(WORKER), owner("svc::derive_key", 83)], 1, 1);
+        let mut samples = Vec::new();
+        let mut t = 1_000 * ms;
+        for k in 0..20u64 {
+            samples.push(TimedSample { tid: 1, ts_ns: t, oncpu_run_ns: ms / 2, stack: (k % 2) as usize });
+            t += 20 * ms;
+        }
+        let threads = [ThreadTime { tid: 1, oncpu_ns: 400 * ms, blocked_ns: 1_600 * ms, ..Default::default() }];
+        let a = analyze(&inputs(&cpu, &CpuProfile::default(), &threads, &samples));
+        let key = a.long_polls.iter().find(|p| p.function == "svc::derive_key").unwrap();
+        assert_eq!(key.line, Some(83), "{key:?}");
     }
 
     #[test]
