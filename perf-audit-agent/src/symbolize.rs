@@ -218,7 +218,9 @@ impl StackSymbolizer {
                 // /proc/PID/maps names it: a stack ends there only when a
                 // sample caught the kernel rewriting a probed call's return
                 // address (the caller is then unknown).
-                None if crate::unwind::is_uprobe_trampoline(addr) => {
+                // (A return address is looked up one byte before it: the
+                // trampoline's start, 0x7fffffffe000, as 0x7fffffffdfff.)
+                None if crate::unwind::is_uprobe_trampoline(addr) || crate::unwind::is_uprobe_trampoline(addr + 1) => {
                     out.insert(*key, vec![unknown_frame("uprobes")]);
                 }
                 None => {
