@@ -200,10 +200,19 @@ fn assert_continuous_attribution(allocator: &Allocator, memory: &serde_json::Val
     }
     assert!(pf["faults_counted"].as_u64().unwrap() > 1000, "{pf}");
     // The leak's first-touched pages are charged to leak_buffer; churned
-    // blocks reuse warm memory and are not.
+    // blocks reuse warm memory and are not (with glibc); jemalloc purges
+    // dirty pages it has not reused for a while (its decay, 10 s by
+    // default), so churned blocks can fault again there: a minority, never
+    // as many as the leak (one fresh-clone run saw churn_unit among them).
     let leak_faults = row_in(pf, "top_sites", "mem_leaker::leak_buffer");
     assert!(leak_faults["file"].as_str().unwrap().ends_with(FILE), "{leak_faults}");
-    assert!(!pf["top_sites"].as_array().unwrap().iter().any(|r| r["function"] == "mem_leaker::churn_unit"), "{pf}");
+    let churn = pf["top_sites"].as_array().unwrap().iter().find(|r| r["function"] == "mem_leaker::churn_unit");
+    if allocator.family.contains("jemalloc") {
+        let samples = |r: &serde_json::Value| r["samples"].as_u64().unwrap_or(0);
+        assert!(churn.is_none_or(|c| samples(c) < samples(leak_faults)), "{pf}");
+    } else {
+        assert!(churn.is_none(), "{pf}");
+    }
     if allocator.build != Build::Release {
         return;
     }
