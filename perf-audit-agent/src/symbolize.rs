@@ -67,6 +67,13 @@ enum UserKey {
 }
 
 impl UserKey {
+    /// The address as sampled or read from the stack.
+    fn addr(self) -> u64 {
+        match self {
+            UserKey::Leaf(a) | UserKey::Caller(a) => a,
+        }
+    }
+
     fn lookup_addr(self) -> u64 {
         match self {
             UserKey::Leaf(a) => a,
@@ -218,9 +225,9 @@ impl StackSymbolizer {
                 // /proc/PID/maps names it: a stack ends there only when a
                 // sample caught the kernel rewriting a probed call's return
                 // address (the caller is then unknown).
-                // (A return address is looked up one byte before it: the
-                // trampoline's start, 0x7fffffffe000, as 0x7fffffffdfff.)
-                None if crate::unwind::is_uprobe_trampoline(addr) || crate::unwind::is_uprobe_trampoline(addr + 1) => {
+                // (Judged by the address itself: a return address is looked
+                // up one byte before it, below the page for its first byte.)
+                None if crate::unwind::is_uprobe_trampoline(key.addr()) => {
                     out.insert(*key, vec![unknown_frame("uprobes")]);
                 }
                 None => {

@@ -277,7 +277,7 @@ impl DatabaseCollector {
     ) -> Result<DatabaseCollector> {
         let pid = unwinder.pid();
         let mut section = DatabaseSection {
-            wire: WireSummary { n_plus_one_rule: BurstRule::default().describe(), ..Default::default() },
+            wire: WireSummary { n_plus_one_rule: BurstRule::default().describe_chains(), ..Default::default() },
             ..Default::default()
         };
         let mut collector = DatabaseCollector {
@@ -407,7 +407,8 @@ impl DatabaseCollector {
             ));
         }
         let rule = BurstRule::default();
-        section.wire.n_plus_one_rule = if analysis::has_chains(&executions) { rule.describe_chains() } else { rule.describe() };
+        // The agent numbers every write's chain: the chain rule is the one applied.
+        section.wire.n_plus_one_rule = rule.describe_chains();
         section.n_plus_one = analysis::detect_n_plus_one(&executions, &rule);
         section.per_item_transactions = analysis::detect_per_item_transactions(&executions, &rule);
         section.chatty_requests = perf_audit_analysis::database::chatty::detect_chatty_requests(&executions, &Default::default());

@@ -20,8 +20,8 @@
 //! wait a break; a driver whose socket is written by a separate task
 //! (tokio-postgres' connection task) chains what that task does.
 //!
-//! **Without chains** (a kernel side that did not track answers: no write
-//! followed one), the timing reading below is used. The wire shows no request boundaries, but each
+//! **Without chains** (executions the agent did not number: chain 0, as
+//! in synthetic evidence), the timing reading below is used. The wire shows no request boundaries, but each
 //! execution carries the thread that wrote it, the call site and its place
 //! in time. A loop of queries is one task issuing the same statement from
 //! the same call site again and again, each execution waiting for the
@@ -124,9 +124,8 @@ impl BurstRule {
             self.min_share * 100.0
         )
     }
-}
 
-impl BurstRule {
+    /// The rule as applied to executions with chains (the agent's).
     pub fn describe_chains(&self) -> String {
         format!(
             "the same statement from the same call site executed at least {} times in one chain of round trips (each statement sent by the thread that had just read the previous one's answer, with no other socket read, send or lock wait in between: one task's sequence of statements), for at least {:.0}% of that call site's executions; transaction control statements excluded. No time threshold: the database's distance and the request rate do not change what is linked",
@@ -135,6 +134,7 @@ impl BurstRule {
         )
     }
 }
+
 
 /// What an N+1 names as its query when the statement was prepared before
 /// the audit began (its Parse was never on the traced wire) and no other
@@ -299,6 +299,7 @@ fn bursts_by_site(executions: &[Execution], rule: &BurstRule, keep: impl Fn(&str
     // Per chain of round trips, its executions of each group, in order.
     let mut by_chain: BTreeMap<u64, Vec<(u64, usize)>> = BTreeMap::new();
     let mut threads: BTreeMap<u32, Vec<(u64, Option<usize>)>> = BTreeMap::new();
+    let mut totals: Vec<usize> = Vec::new();
     for e in executions {
         let gid = match (&e.sql, &e.site) {
             (Some(sql), Some(site)) if keep(sql) => {
@@ -314,10 +315,13 @@ fn bursts_by_site(executions: &[Execution], rule: &BurstRule, keep: impl Fn(&str
             _ => None,
         };
         threads.entry(e.tid).or_default().push((e.ts_ns, gid));
-        if let Some(g) = gid
-            && e.chain != 0 {
+        if let Some(g) = gid {
+            totals.resize(totals.len().max(g + 1), 0);
+            totals[g] += 1;
+            if e.chain != 0 {
                 by_chain.entry(e.chain).or_default().push((e.ts_ns, g));
             }
+        }
     }
     let groups = group_ids.len();
     let (totals, bursts, link_gaps) = if chained {
@@ -325,9 +329,10 @@ fn bursts_by_site(executions: &[Execution], rule: &BurstRule, keep: impl Fn(&str
         for ((sql, _), g) in &group_ids {
             statement_of[*g] = sql;
         }
-        chain_bursts(&threads, &by_chain, &statement_of, rule)
+        let (bursts, link_gaps) = chain_bursts(&by_chain, &statement_of, &mut totals, rule);
+        (totals, bursts, link_gaps)
     } else {
-        timing_bursts(&threads, groups, rule)
+        timing_bursts(threads, groups, rule)
     };
     let mut out = Vec::new();
     for ((sql, site), g) in group_ids {
@@ -376,48 +381,26 @@ fn bursts_by_site(executions: &[Execution], rule: &BurstRule, keep: impl Fn(&str
 /// genuine loops of one statement in one request are then reported as one,
 /// at the larger: the price of not reporting a once-per-request lookup as
 /// a loop.
-fn chain_bursts(
-    threads: &BTreeMap<u32, Vec<(u64, Option<usize>)>>,
-    by_chain: &BTreeMap<u64, Vec<(u64, usize)>>,
-    statement_of: &[&str],
-    rule: &BurstRule,
-) -> (Vec<usize>, Bursts, Vec<Vec<u64>>) {
+fn chain_bursts(by_chain: &BTreeMap<u64, Vec<(u64, usize)>>, statement_of: &[&str], totals: &mut [usize], rule: &BurstRule) -> (Bursts, Vec<Vec<u64>>) {
     let groups = statement_of.len();
-    let mut totals = vec![0usize; groups];
-    for &(_, gid) in threads.values().flatten() {
-        if let Some(g) = gid {
-            totals[g] += 1;
-        }
-    }
     let mut bursts: Bursts = vec![Vec::new(); groups];
     let mut link_gaps: Vec<Vec<u64>> = vec![Vec::new(); groups];
     for execs in by_chain.values() {
-        let mut per_group: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
+        // Per statement, its executions in the chain and how many each
+        // call site issued.
+        let mut per_statement: BTreeMap<&str, (Vec<u64>, BTreeMap<usize, usize>)> = BTreeMap::new();
         for &(ts, g) in execs {
-            per_group.entry(g).or_default().push(ts);
+            let (ts_list, sites) = per_statement.entry(statement_of[g]).or_default();
+            ts_list.push(ts);
+            *sites.entry(g).or_default() += 1;
         }
-        for ts in per_group.values_mut() {
-            ts.sort_unstable();
-        }
-        // Merge the groups of one statement into the largest.
-        let ids: Vec<usize> = per_group.keys().copied().collect();
-        for &a in &ids {
-            for &b in &ids {
-                let (Some(ta), Some(tb)) = (per_group.get(&a), per_group.get(&b)) else { continue };
-                if a == b || statement_of[a] != statement_of[b] || ta.len() < tb.len() || (ta.len() == tb.len() && a > b) {
-                    continue;
-                }
-                {
-                    let moved = per_group.remove(&b).unwrap_or_default();
-                    totals[b] -= moved.len();
-                    totals[a] += moved.len();
-                    let into = per_group.entry(a).or_default();
-                    into.extend(moved);
-                    into.sort_unstable();
-                }
+        for (mut ts, sites) in per_statement.into_values() {
+            // The site with the most executions (the first on a tie) takes them all.
+            let (&g, _) = sites.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))).expect("one execution at least");
+            for (&other, &n) in sites.iter().filter(|(other, _)| **other != g) {
+                totals[other] -= n;
+                totals[g] += n;
             }
-        }
-        for (g, mut ts) in per_group {
             if ts.len() < rule.min_executions.max(2) {
                 continue;
             }
@@ -429,12 +412,11 @@ fn chain_bursts(
     for g in &mut link_gaps {
         g.sort_unstable();
     }
-    (totals, bursts, link_gaps)
+    (bursts, link_gaps)
 }
 
 /// The timing reading, for executions without chains (see the module's docs).
-fn timing_bursts(threads: &BTreeMap<u32, Vec<(u64, Option<usize>)>>, groups: usize, rule: &BurstRule) -> (Vec<usize>, Bursts, Vec<Vec<u64>>) {
-    let mut threads = threads.clone();
+fn timing_bursts(mut threads: BTreeMap<u32, Vec<(u64, Option<usize>)>>, groups: usize, rule: &BurstRule) -> (Vec<usize>, Bursts, Vec<Vec<u64>>) {
     // Per thread, and over the whole process: tokio moves a task between
     // workers at its awaits, so a loop may continue on another thread; the
     // process-wide sequence keeps it whole when few requests run at once
