@@ -296,8 +296,6 @@ pub struct DbWriteRecord {
     /// another socket, no send elsewhere, no sleep on a futex):
     /// this write waited for that answer. [`NO_ANSWER`] otherwise.
     pub answer_fd: u32,
-    /// When that answer was read (`bpf_ktime_get_ns` at the read's return).
-    pub answer_ns: u64,
     pub comm: [u8; TASK_COMM_LEN],
     pub payload: [u8; DB_PAYLOAD_BYTES],
 }
@@ -306,7 +304,7 @@ pub struct DbWriteRecord {
 pub const NO_ANSWER: u32 = u32::MAX;
 
 /// Value of `DB_THREADS` (per thread): the database connection whose
-/// answer the thread read last and when ([`NO_ANSWER`]: none pending), and
+/// answer the thread read last ([`NO_ANSWER`]: none pending), and
 /// the database connection of the read in progress (entry to exit). One
 /// entry per thread, made once and then updated in place: the programs
 /// that keep it run on every read, so they take no lock after the first.
@@ -315,7 +313,6 @@ pub const NO_ANSWER: u32 = u32::MAX;
 pub struct DbThread {
     pub answer_fd: u32,
     pub reading_fd: u32,
-    pub answer_ns: u64,
 }
 
 /// Capacity of `DB_THREADS` (LRU: threads that exit age out).
@@ -478,6 +475,21 @@ pub mod names {
     pub const DB_RECVFROM_ENTER_PROGRAM: &str = "db_recvfrom_enter";
     pub const DB_RECVFROM_EXIT_PROGRAM: &str = "db_recvfrom_exit";
     pub const DB_FUTEX_PROGRAM: &str = "db_futex";
+    /// (program, `syscalls:` tracepoint) of the database wire tracer: every
+    /// syscall a socket write may use, and what tells which answer a write
+    /// waited for (reads of database sockets, reads from other sockets,
+    /// futex waits). `cargo xtask bench database` traces the same ones.
+    pub const DB_TRACEPOINTS: [(&str, &str); 9] = [
+        (DB_WRITE_PROGRAM, "sys_enter_write"),
+        (DB_SENDTO_PROGRAM, "sys_enter_sendto"),
+        (DB_WRITEV_PROGRAM, "sys_enter_writev"),
+        (DB_SENDMSG_PROGRAM, "sys_enter_sendmsg"),
+        (DB_READ_ENTER_PROGRAM, "sys_enter_read"),
+        (DB_READ_EXIT_PROGRAM, "sys_exit_read"),
+        (DB_RECVFROM_ENTER_PROGRAM, "sys_enter_recvfrom"),
+        (DB_RECVFROM_EXIT_PROGRAM, "sys_exit_recvfrom"),
+        (DB_FUTEX_PROGRAM, "sys_enter_futex"),
+    ];
     pub const PAGE_FAULT_PROGRAM: &str = "page_fault_sample";
     pub const MMAP_ENTER_PROGRAM: &str = "mmap_enter";
     pub const MMAP_EXIT_PROGRAM: &str = "mmap_exit";
@@ -572,11 +584,10 @@ mod layout_tests {
         assert_eq!(offset_of!(DbWriteRecord, site), 32);
         assert_eq!(offset_of!(DbWriteRecord, payload_len), 40);
         assert_eq!(offset_of!(DbWriteRecord, answer_fd), 44);
-        assert_eq!(offset_of!(DbWriteRecord, answer_ns), 48);
-        assert_eq!(offset_of!(DbWriteRecord, comm), 56);
-        assert_eq!(offset_of!(DbWriteRecord, payload), 72);
-        assert_eq!(size_of::<DbWriteRecord>(), 72 + DB_PAYLOAD_BYTES);
-        assert_eq!(size_of::<DbThread>(), 16);
+        assert_eq!(offset_of!(DbWriteRecord, comm), 48);
+        assert_eq!(offset_of!(DbWriteRecord, payload), 64);
+        assert_eq!(size_of::<DbWriteRecord>(), 64 + DB_PAYLOAD_BYTES);
+        assert_eq!(size_of::<DbThread>(), 8);
         assert_eq!(offset_of!(DbStackEvent, site), 8);
         assert_eq!(offset_of!(DbStackEvent, ip), 16);
         assert_eq!(offset_of!(DbStackEvent, stack_len), 40);

@@ -219,7 +219,7 @@ fn on_read_enter(ctx: &TracePointContext, socket_call: bool) -> u32 {
             // SAFETY: as in `forget_answer`.
             Some(t) => unsafe { (*t).reading_fd = fd as u32 },
             None => {
-                let entry = DbThread { answer_fd: NO_ANSWER, reading_fd: fd as u32, answer_ns: 0 };
+                let entry = DbThread { answer_fd: NO_ANSWER, reading_fd: fd as u32 };
                 let _ = DB_THREADS.insert(&tid, &entry, 0);
             }
         }
@@ -249,7 +249,6 @@ fn on_read_exit(ctx: &TracePointContext) -> u32 {
         let ret: i64 = ctx.read_at(RET).unwrap_or(-1);
         if ret > 0 {
             (*t).answer_fd = fd;
-            (*t).answer_ns = bpf_ktime_get_ns();
         }
     }
     0
@@ -278,11 +277,11 @@ fn on_write(ctx: &TracePointContext, syscall: u32) -> u32 {
     let answer = match thread_entry(tid) {
         // SAFETY: as in `forget_answer`.
         Some(t) => unsafe {
-            let a = ((*t).answer_fd, (*t).answer_ns);
+            let fd = (*t).answer_fd;
             (*t).answer_fd = NO_ANSWER;
-            a
+            fd
         },
-        None => (NO_ANSWER, 0),
+        None => NO_ANSWER,
     };
     bump(Counter::DbWrites);
     // SAFETY: as above.
@@ -347,9 +346,7 @@ fn on_write(ctx: &TracePointContext, syscall: u32) -> u32 {
         core::ptr::addr_of_mut!((*record).len).write(len);
         core::ptr::addr_of_mut!((*record).ts_ns).write(bpf_ktime_get_ns());
         core::ptr::addr_of_mut!((*record).payload_len).write(copied);
-        let (answer_fd, answer_ns) = answer;
-        core::ptr::addr_of_mut!((*record).answer_fd).write(answer_fd);
-        core::ptr::addr_of_mut!((*record).answer_ns).write(answer_ns);
+        core::ptr::addr_of_mut!((*record).answer_fd).write(answer);
         core::ptr::addr_of_mut!((*record).comm).write(comm);
         // A lone Sync (`S`, length 4: what sqlx sends to check a
         // connection on acquiring and releasing it, half of its writes)

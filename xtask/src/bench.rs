@@ -921,10 +921,8 @@ fn database() -> Result<(), String> {
                 let mut agent_run = None;
                 let mut floor_run = None;
                 if mode == 3 {
-                    let probes: Vec<String> = ["enter_write", "enter_sendto", "enter_writev", "enter_sendmsg", "enter_read", "exit_read", "enter_recvfrom", "exit_recvfrom", "enter_futex"]
-                        .iter()
-                        .map(|p| format!("tracepoint:syscalls:sys_{p}"))
-                        .collect();
+                    let probes: Vec<String> =
+                        perf_audit_common::names::DB_TRACEPOINTS.iter().map(|(_, tracepoint)| format!("tracepoint:syscalls:{tracepoint}")).collect();
                     let program = format!("{} /pid == {demo_pid}/ {{ @calls = count(); }}", probes.join(","));
                     let mut child = Command::new("bpftrace")
                         .args(["-e", &program])

@@ -162,7 +162,7 @@ impl WireCapture {
 
     /// The chain a write belongs to (numbered from 1).
     fn chain_of(&mut self, w: &RawDbWrite) -> u64 {
-        let continued = w.answer.and_then(|(fd, _)| self.chain_of_fd.get(&fd).copied());
+        let continued = w.answer.and_then(|fd| self.chain_of_fd.get(&fd).copied());
         if w.answer.is_some() {
             self.writes_after_answer += 1;
         }

@@ -24,20 +24,6 @@ use crate::{
     unwind::{SharedUnwinder, UnwindEnd},
 };
 
-/// (program, tracepoint) pairs: every syscall a socket write may use, and
-/// what tells which answer a write waited for (reads of database sockets,
-/// reads from other sockets, futex waits: see `perf-audit-ebpf/src/db.rs`).
-const PROGRAMS: [(&str, &str); 9] = [
-    (names::DB_WRITE_PROGRAM, "sys_enter_write"),
-    (names::DB_SENDTO_PROGRAM, "sys_enter_sendto"),
-    (names::DB_WRITEV_PROGRAM, "sys_enter_writev"),
-    (names::DB_SENDMSG_PROGRAM, "sys_enter_sendmsg"),
-    (names::DB_READ_ENTER_PROGRAM, "sys_enter_read"),
-    (names::DB_READ_EXIT_PROGRAM, "sys_exit_read"),
-    (names::DB_RECVFROM_ENTER_PROGRAM, "sys_enter_recvfrom"),
-    (names::DB_RECVFROM_EXIT_PROGRAM, "sys_exit_recvfrom"),
-    (names::DB_FUTEX_PROGRAM, "sys_enter_futex"),
-];
 
 pub(super) struct DbTracing {
     links: Vec<(&'static str, TracePointLinkId)>,
@@ -47,7 +33,7 @@ impl DbTracing {
     pub(super) fn attach(ebpf: &mut Ebpf) -> Result<DbTracing> {
         ensure_tracefs()?;
         let mut links = Vec::new();
-        for (name, tracepoint) in PROGRAMS {
+        for (name, tracepoint) in names::DB_TRACEPOINTS {
             let program: &mut TracePoint = ebpf
                 .program_mut(name)
                 .ok_or_else(|| missing(name))?
@@ -150,10 +136,9 @@ pub struct RawDbWrite {
     pub site: u64,
     /// The first bytes written (at most `DB_PAYLOAD_BYTES`).
     pub payload: Vec<u8>,
-    /// The database connection (fd) whose answer this write waited for,
-    /// and when that answer was read; `None` for a write that did not
-    /// directly follow one.
-    pub answer: Option<(u32, u64)>,
+    /// The database connection (fd) whose answer this write waited for;
+    /// `None` for a write that did not directly follow one.
+    pub answer: Option<u32>,
 }
 
 /// The stack of the first write seen with a fingerprint, unwound.
@@ -211,7 +196,7 @@ impl DbWriteReader {
                 len: r.len,
                 site: r.site,
                 payload: r.payload[..payload_len].to_vec(),
-                answer: (r.answer_fd != NO_ANSWER).then_some((r.answer_fd, r.answer_ns)),
+                answer: (r.answer_fd != NO_ANSWER).then_some(r.answer_fd),
             });
         }
     }
