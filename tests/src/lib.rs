@@ -661,8 +661,7 @@ pub fn wait_attached(pid: u32) -> std::collections::BTreeSet<u32> {
 /// yet recorded it (or was writing it back), so their caller is nowhere
 /// to be read; they are the probes' own cost. Returns (share, left out).
 pub fn stack_completeness_outside_uprobes(folded: &str) -> (f64, u64) {
-    let complete = |l: &str| l.contains(";start_thread;") || l.contains(";clone3;") || l.contains(";main;");
-    let mid_uprobe = |l: &str| l.contains(";[uprobes];") && (l.contains("uprobe_notify_resume_[k]") || l.contains("__do_sys_uretprobe_[k]"));
+    let (complete, mid_uprobe) = (reaches_a_root, caught_mid_uprobe);
     let (mut total, mut whole, mut left_out) = (0u64, 0u64, 0u64);
     for line in folded.lines() {
         let Some(n) = line.rsplit_once(' ').and_then(|(_, n)| n.parse::<u64>().ok()) else { continue };
@@ -676,4 +675,15 @@ pub fn stack_completeness_outside_uprobes(folded: &str) -> (f64, u64) {
         }
     }
     (100.0 * whole as f64 / total.max(1) as f64, left_out)
+}
+
+/// Whether a folded stack line reaches `main` or a thread root.
+pub fn reaches_a_root(line: &str) -> bool {
+    line.contains(";start_thread;") || line.contains(";clone3;") || line.contains(";main;")
+}
+
+/// Whether a folded stack line ends in the uprobe page while the kernel
+/// was handling a uprobe (see [`stack_completeness_outside_uprobes`]).
+pub fn caught_mid_uprobe(line: &str) -> bool {
+    line.contains(";[uprobes];") && (line.contains("uprobe_notify_resume_[k]") || line.contains("__do_sys_uretprobe_[k]"))
 }

@@ -73,12 +73,10 @@ fn every_collector_shares_one_unwinder_and_tables_are_parsed_once() {
     // cost, and counted apart (CI saw 4 of 380 in one run, 1.05%).
     let samples = cpu["total_samples"].as_u64().unwrap();
     let folded = run.file("stacks.folded");
-    let complete = |l: &str| l.contains(";start_thread;") || l.contains(";clone3;") || l.contains(";main;");
-    let in_uprobe_handling = |l: &str| l.contains("uprobe_notify_resume_[k]") || l.contains("__do_sys_uretprobe_[k]");
     let count = |ls: &[&str]| -> u64 { ls.iter().filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok()).sum() };
-    let at_trampoline: Vec<&str> = folded.lines().filter(|l| l.contains(";[uprobes];") && !complete(l)).collect();
+    let at_trampoline: Vec<&str> = folded.lines().filter(|l| l.contains(";[uprobes];") && !reaches_a_root(l)).collect();
     assert!(!folded.contains(";[0x7fffffff"), "the uprobe page is named [uprobes]");
-    let (mid_probe, stuck): (Vec<&str>, Vec<&str>) = at_trampoline.iter().partition(|l| in_uprobe_handling(l));
+    let (mid_probe, stuck): (Vec<&str>, Vec<&str>) = at_trampoline.iter().partition(|l| caught_mid_uprobe(l));
     assert!(count(&stuck) * 100 <= samples, "{} of {samples} samples end at the uprobe trampoline: {stuck:#?}", count(&stuck));
     assert!(count(&mid_probe) * 100 <= samples * 5, "{} of {samples} samples caught mid-uprobe: {mid_probe:#?}", count(&mid_probe));
     let completeness = cpu["stack_completeness_pct"].as_f64().unwrap();
