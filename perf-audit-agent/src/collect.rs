@@ -21,7 +21,7 @@ use crate::{
     console::ConsoleSummary,
     database::{DatabaseCollector, DatabaseSection},
     error::{Error, Result},
-    kernel::{KernelSession, cpu::RawCpuStack, stack_copy::{CpuSampleRecord, StackCopyCollector}},
+    kernel::{KernelSession, OffCpuAttach, cpu::RawCpuStack, stack_copy::{CpuSampleRecord, StackCopyCollector}},
     memory::{MemoryCollector, MemoryRaw},
     symbolize::StackSymbolizer,
     target::MapsSnapshot,
@@ -36,6 +36,8 @@ pub struct RawEvidence {
     /// One record per CPU sample, in time order (dwarf mode).
     pub records: Vec<CpuSampleRecord>,
     pub sched_totals: Vec<(u32, ThreadSchedTotals)>,
+    /// Which tracepoints the off-CPU collector ran on.
+    pub offcpu_tracepoints: Option<&'static str>,
     pub memory: Option<MemoryRaw>,
     pub database: Option<DatabaseSection>,
     /// `None`: nothing listened at the console address.
@@ -124,12 +126,11 @@ impl Collector for CpuSampling {
 }
 
 /// sched_switch: per-thread on-CPU, blocked and run-queue time.
-pub struct OffCpu;
+pub struct OffCpu(OffCpuAttach);
 
 impl OffCpu {
     pub fn start(session: &mut KernelSession) -> Result<Box<dyn Collector>> {
-        session.start_offcpu()?;
-        Ok(Box::new(OffCpu))
+        Ok(Box::new(OffCpu(session.start_offcpu()?)))
     }
 }
 
@@ -146,6 +147,7 @@ impl Collector for OffCpu {
         Box::pin(async move {
             cx.session.stop_offcpu();
             cx.raw.sched_totals = cx.session.sched_totals(cx.pid)?;
+            cx.raw.offcpu_tracepoints = Some(self.0.describe());
             Ok(())
         })
     }

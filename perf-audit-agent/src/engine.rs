@@ -287,6 +287,7 @@ fn symbolize(plan: &AuditPlan, info: &TargetInfo, raw: RawEvidence, maps: &MapsS
             offcpu_min: plan.offcpu_min,
             console_address: plan.console.clone(),
             console: raw.console,
+            tracepoints: raw.offcpu_tracepoints.unwrap_or_default().to_string(),
         }
     });
     AuditEvidence {

@@ -4,7 +4,13 @@
 //! **What is measured, every second.** The kernel's own statistics of our
 //! BPF programs (`BPF_ENABLE_STATS`: run time and run count of every
 //! program this process holds, read from `/proc/self/fdinfo`), grouped by
-//! the collector that owns them; the uprobe traps the allocator probes cost
+//! the collector that owns them. The statistics are not free: while they
+//! are on, the kernel reads the clock twice around every run of every BPF
+//! program on the machine and updates per-CPU counters (measured here: ~40
+//! ns a run, a fifth of a `sched_switch` program's cost). So they are on
+//! for [`STATS_ON`] in every [`STATS_CYCLE`], and the cost between two
+//! measured stretches is the last stretch's rate (a new or backed-off
+//! collector starts a measured stretch at once); the uprobe traps the allocator probes cost
 //! on top of their programs (hits x the trap cost measured with `cargo
 //! xtask bench memory`: 0.84 µs for an entry probe, +0.5 µs for a return
 //! probe; see ARCHITECTURE.md); the agent's own CPU time; the target's CPU
@@ -36,6 +42,10 @@ pub use perf_audit_analysis::report::schema::{BackOff, CollectorCost, OverheadSe
 /// The cost is judged over this many seconds (a single second of a
 /// bursty service is noise).
 pub const WINDOW: Duration = Duration::from_secs(3);
+/// The kernel's BPF statistics are on for this long (one meter tick)...
+const STATS_ON: Duration = Duration::from_secs(1);
+/// ...in every this long.
+const STATS_CYCLE: Duration = Duration::from_secs(5);
 /// The denominator's floor, in cores: see the module doc.
 const MIN_TARGET_CORES: f64 = 0.1;
 /// Trap cost of an entry uprobe hit, on top of its program (µs).
@@ -87,7 +97,14 @@ impl Interval {
 
 pub struct OverheadMeter {
     /// Statistics stay on while this is open.
-    _stats: Option<OwnedFd>,
+    stats: Option<OwnedFd>,
+    /// When the current statistics cycle began (statistics on).
+    cycle_start: Instant,
+    /// The last measured stretch's cost per second of each collector (CPU
+    /// seconds, program runs): the estimate while statistics are off.
+    rates: BTreeMap<&'static str, (f64, f64)>,
+    /// Seconds the statistics were on, in total.
+    stats_on_s: f64,
     pid: u32,
     started: Instant,
     budget_pct: Option<f64>,
@@ -115,7 +132,10 @@ impl OverheadMeter {
             Err(e) => (None, Some(format!("the kernel's BPF run-time statistics could not be enabled ({e}); the kernel-side cost is not measured"))),
         };
         let mut meter = OverheadMeter {
-            _stats: stats,
+            stats,
+            cycle_start: Instant::now(),
+            rates: BTreeMap::new(),
+            stats_on_s: 0.0,
             pid,
             started: Instant::now(),
             budget_pct,
@@ -165,14 +185,36 @@ impl OverheadMeter {
             target_cpu_s: (now.target_cpu_s - last.target_cpu_s).max(0.0),
             ..Default::default()
         };
-        for (id, p) in &now.programs {
-            let before = last.programs.get(id).copied().unwrap_or_default();
-            let (ns, runs) = (p.run_ns.saturating_sub(before.run_ns), p.runs.saturating_sub(before.runs));
-            let name = self.names.get(id).map(String::as_str).unwrap_or("?");
-            let trap_us = if p.kprobe { if name.starts_with("mem_alloc_ret") { URETPROBE_TRAP_US } else { UPROBE_TRAP_US } } else { 0.0 };
-            let e = interval.by_collector.entry(collector_of(name)).or_default();
-            e.0 += ns as f64 / 1e9 + runs as f64 * trap_us / 1e6;
-            e.1 += runs;
+        if self.stats.is_some() {
+            // A measured stretch: the kernel's figures, and the rates that
+            // stand for the cost until the next one.
+            for (id, p) in &now.programs {
+                let before = last.programs.get(id).copied().unwrap_or_default();
+                let (ns, runs) = (p.run_ns.saturating_sub(before.run_ns), p.runs.saturating_sub(before.runs));
+                let name = self.names.get(id).map(String::as_str).unwrap_or("?");
+                let trap_us = if p.kprobe { if name.starts_with("mem_alloc_ret") { URETPROBE_TRAP_US } else { UPROBE_TRAP_US } } else { 0.0 };
+                let e = interval.by_collector.entry(collector_of(name)).or_default();
+                e.0 += ns as f64 / 1e9 + runs as f64 * trap_us / 1e6;
+                e.1 += runs;
+            }
+            if interval.seconds > 0.0 {
+                self.rates = interval
+                    .by_collector
+                    .iter()
+                    .map(|(k, (s, n))| (*k, (s / interval.seconds, *n as f64 / interval.seconds)))
+                    .collect();
+            }
+            self.stats_on_s += interval.seconds;
+            if now.at.duration_since(self.cycle_start) + Duration::from_millis(100) >= STATS_ON {
+                self.stats = None;
+            }
+        } else {
+            for (k, (s, n)) in &self.rates {
+                interval.by_collector.insert(k, (s * interval.seconds, (n * interval.seconds).round() as u64));
+            }
+            if now.at.duration_since(self.cycle_start) + Duration::from_millis(100) >= STATS_CYCLE {
+                self.measure_now();
+            }
         }
         self.total.seconds += interval.seconds;
         self.total.agent_cpu_s += interval.agent_cpu_s;
@@ -198,6 +240,22 @@ impl OverheadMeter {
         (pct > budget && Instant::now() >= self.judge_after).then_some(pct)
     }
 
+    /// Starts a measured stretch now (a new cycle).
+    fn measure_now(&mut self) {
+        if self.unavailable.is_some() || self.stats.is_some() {
+            return;
+        }
+        if let Ok(fd) = aya::sys::enable_stats(aya::sys::Stats::RunTime) {
+            self.stats = Some(fd);
+            self.cycle_start = Instant::now();
+            // The stretch starts now: the counters were frozen since the
+            // last one.
+            if let Some(reading) = self.read() {
+                self.last = Some(reading);
+            }
+        }
+    }
+
     /// Records that `collector` backed off (`what`), at a window cost of
     /// `pct`; the next judgement waits a whole window.
     pub fn backed_off(&mut self, collector: &str, what: String, pct: f64) {
@@ -211,6 +269,9 @@ impl OverheadMeter {
         });
         self.judge_after = Instant::now() + WINDOW;
         self.recent.clear();
+        // The rates include what was just switched off: measure again.
+        self.rates.clear();
+        self.measure_now();
     }
 
     /// The budget was passed and nothing is left to switch off.
@@ -226,8 +287,8 @@ impl OverheadMeter {
         if std::env::var_os("PERF_AUDIT_DEBUG_OVERHEAD").is_some()
             && let Some(last) = &self.last
         {
-            // Per program since it was loaded: runs (all processes: the
-            // filters run first), run time, time per run.
+            // Per program, over the measured stretches: runs (all
+            // processes: the filters run first), run time, time per run.
             for (id, p) in &last.programs {
                 let name = self.names.get(id).map_or("?", String::as_str);
                 eprintln!("perf-audit: overhead: {name:<22} {:>10} runs {:>9.1} ms {:>7.0} ns/run", p.runs, p.run_ns as f64 / 1e6, p.run_ns as f64 / p.runs.max(1) as f64);
@@ -255,7 +316,10 @@ impl OverheadMeter {
             back_offs: self.back_offs.clone(),
             unavailable: self.unavailable.clone(),
             rule: format!(
-                "cost = our BPF programs' run time (kernel statistics) + uprobe traps ({UPROBE_TRAP_US} µs per entry hit, +{URETPROBE_TRAP_US} µs per return hit), as a share of the target's CPU time (at least {MIN_TARGET_CORES} core), judged over {} s; back-off order: allocator probes, then the database wire tracer{}",
+                "cost = our BPF programs' run time (kernel statistics, on {} s in every {} s: they cost every program run while on; {:.0} s measured, the rest estimated from the last measured second) + uprobe traps ({UPROBE_TRAP_US} µs per entry hit, +{URETPROBE_TRAP_US} µs per return hit), as a share of the target's CPU time (at least {MIN_TARGET_CORES} core), judged over {} s; back-off order: allocator probes, then the database wire tracer{}",
+                STATS_ON.as_secs(),
+                STATS_CYCLE.as_secs(),
+                self.stats_on_s,
                 WINDOW.as_secs(),
                 if self.exempt_allocator_probes { "; the precise allocator probes are kept and not judged (default budget)" } else { "" }
             ),

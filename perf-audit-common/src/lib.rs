@@ -167,7 +167,8 @@ pub struct UserStackSample {
 }
 
 /// Per-thread scheduler state kept by the `sched_switch` program (value of
-/// `SCHED_STATE`, keyed by thread id).
+/// `SCHED_STATE`, keyed by thread id), with the thread's totals in the same
+/// entry: one map lookup per side of a context switch, not two.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ThreadSchedState {
@@ -184,9 +185,11 @@ pub struct ThreadSchedState {
     /// 1 when the last switch-out was voluntary (sleeping), 0 if preempted.
     pub voluntary: u32,
     pub tgid: u32,
+    /// What the agent reads.
+    pub totals: ThreadSchedTotals,
 }
 
-/// Per-thread scheduler totals (value of `SCHED_TOTALS`, keyed by thread id).
+/// Per-thread scheduler totals (in [`ThreadSchedState`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ThreadSchedTotals {
@@ -457,8 +460,10 @@ pub mod names {
     pub const USER_STACK_SAMPLES: &str = "USER_STACK_SAMPLES";
     pub const SCHED_SWITCH_PROGRAM: &str = "sched_switch";
     pub const SYSCALL_EXIT_PROGRAM: &str = "syscall_exit";
+    pub const SCHED_SWITCH_RAW_PROGRAM: &str = "sched_switch_raw";
+    pub const SYSCALL_EXIT_RAW_PROGRAM: &str = "syscall_exit_raw";
+    pub const TASK_PID_OFFSET: &str = "TASK_PID_OFFSET";
     pub const SCHED_STATE: &str = "SCHED_STATE";
-    pub const SCHED_TOTALS: &str = "SCHED_TOTALS";
     pub const OFFCPU_MIN_NS: &str = "OFFCPU_MIN_NS";
     pub const OFFCPU_MAX_PER_SEC: &str = "OFFCPU_MAX_PER_SEC";
     pub const OFFCPU_BUDGET: &str = "OFFCPU_BUDGET";
@@ -509,7 +514,6 @@ mod user {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ThreadSchedState {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for super::ThreadSchedTotals {}
     unsafe impl aya::Pod for super::DbFdKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::DbWriteRecord {}
@@ -566,8 +570,9 @@ mod layout_tests {
 
     #[test]
     fn sched_maps_values_have_no_padding() {
-        assert_eq!(size_of::<ThreadSchedState>(), 40);
+        assert_eq!(size_of::<ThreadSchedState>(), 40 + 72);
         assert_eq!(offset_of!(ThreadSchedState, voluntary), 32);
+        assert_eq!(offset_of!(ThreadSchedState, totals), 40);
         assert_eq!(size_of::<ThreadSchedTotals>(), 72);
         assert_eq!(offset_of!(ThreadSchedTotals, tgid), 64);
     }

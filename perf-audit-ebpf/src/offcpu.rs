@@ -15,15 +15,15 @@
 //! counted with their time (`OffCpuRateLimited`, `OffCpuRateLimitedNs`).
 
 use aya_ebpf::{
-    EbpfContext as _,
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    macros::{map, tracepoint},
+    EbpfContext,
+    bindings::pt_regs,
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::{map, raw_tracepoint, tracepoint},
     maps::{HashMap, PerCpuArray},
-    programs::TracePointContext,
+    programs::{RawTracePointContext, TracePointContext},
 };
 use perf_audit_common::{
-    Counter, SCHED_THREADS_CAPACITY, TASK_COMM_LEN, ThreadSchedState, ThreadSchedTotals,
-    sample_kind,
+    Counter, SCHED_THREADS_CAPACITY, TASK_COMM_LEN, ThreadSchedState, ThreadSchedTotals, sample_kind,
 };
 
 use crate::{
@@ -70,9 +70,6 @@ fn within_budget(now: u64) -> bool {
 #[map(name = "SCHED_STATE")]
 static SCHED_STATE: HashMap<u32, ThreadSchedState> = HashMap::with_max_entries(SCHED_THREADS_CAPACITY, 0);
 
-#[map(name = "SCHED_TOTALS")]
-static SCHED_TOTALS: HashMap<u32, ThreadSchedTotals> = HashMap::with_max_entries(SCHED_THREADS_CAPACITY, 0);
-
 // Offsets in the `sched/sched_switch` tracepoint record (stable since 4.x;
 // the agent checks them against tracefs before attaching).
 const PREV_STATE: usize = 32;
@@ -99,143 +96,186 @@ pub fn oncpu_run_ns(tid: u32) -> u64 {
     }
 }
 
+/// The totals inside a thread's state entry.
 #[inline(always)]
-fn totals(tid: u32, tgid: u32) -> Option<*mut ThreadSchedTotals> {
-    if let Some(t) = SCHED_TOTALS.get_ptr_mut(tid) {
-        return Some(t);
+fn totals(state: *mut ThreadSchedState) -> *mut ThreadSchedTotals {
+    // SAFETY: a field of a valid map value.
+    unsafe { core::ptr::addr_of_mut!((*state).totals) }
+}
+
+/// The scheduler state of the current thread: its entry when it has one
+/// for this process; else a fresh one when it is a target's thread (a tid
+/// reused by another process starts over); else `None`.
+#[inline(always)]
+fn current_state() -> Option<*mut ThreadSchedState> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    if tgid == 0 {
+        return None; // the idle task
     }
-    let fresh = ThreadSchedTotals { tgid, ..Default::default() };
-    if SCHED_TOTALS.insert(tid, fresh, 0).is_err() {
+    if let Some(state) = SCHED_STATE.get_ptr_mut(tid) {
+        // SAFETY: a map value of the right type.
+        if unsafe { (*state).tgid } == tgid {
+            return Some(state);
+        }
+    }
+    let (tgid, tid) = current_target_thread()?;
+    let fresh = ThreadSchedState { tgid, totals: ThreadSchedTotals { tgid, ..Default::default() }, ..Default::default() };
+    if SCHED_STATE.insert(tid, fresh, 0).is_err() {
         bump(Counter::SchedStateMapFull);
         return None;
     }
-    SCHED_TOTALS.get_ptr_mut(tid)
+    SCHED_STATE.get_ptr_mut(tid)
 }
 
+/// The task switching out is the current one: close its on-CPU stretch.
+#[inline(always)]
+fn switch_out(now: u64, state: *mut ThreadSchedState, voluntary: bool) {
+    let t = totals(state);
+    // SAFETY: this thread's own entry; it is switching out on this CPU, so
+    // nothing else writes it now.
+    unsafe {
+        let since = (*state).oncpu_since_ns;
+        let awake = (*state).awake_since_ns;
+        if since != 0 {
+            (*t).oncpu_ns += now.saturating_sub(since);
+        }
+        if voluntary && awake != 0 {
+            let stretch = now.saturating_sub(awake);
+            if stretch > (*t).max_oncpu_run_ns {
+                (*t).max_oncpu_run_ns = stretch;
+            }
+        }
+        if voluntary {
+            (*t).voluntary_switches += 1;
+        } else {
+            (*t).involuntary_switches += 1;
+        }
+        (*state).switched_out_ns = now;
+        (*state).voluntary = voluntary as u32;
+        (*state).oncpu_since_ns = 0;
+    }
+}
+
+/// The task switching in: a target thread if we know its state.
+#[inline(always)]
+fn switch_in(now: u64, next_tid: i32) {
+    if next_tid <= 0 {
+        return;
+    }
+    let next_tid = next_tid as u32;
+    let Some(state) = SCHED_STATE.get_ptr_mut(next_tid) else { return };
+    // SAFETY: the next thread is not running anywhere else now.
+    unsafe {
+        let out = (*state).switched_out_ns;
+        if out != 0 {
+            let off = now.saturating_sub(out);
+            let t = totals(state);
+            if (*state).voluntary != 0 {
+                (*t).blocked_ns += off;
+                (*state).blocked_pending_ns += off;
+            } else {
+                (*t).runqueue_ns += off;
+            }
+        }
+        (*state).oncpu_since_ns = now;
+        if (*state).voluntary != 0 || (*state).awake_since_ns == 0 {
+            (*state).awake_since_ns = now;
+        }
+    }
+}
+
+/// `sched/sched_switch` as a classic tracepoint (the fallback when the
+/// kernel's BTF does not give `task_struct.pid` or the 5.18+ arguments):
+/// the kernel first fills the event record (both comms, pids, priorities).
 #[tracepoint]
 pub fn sched_switch(ctx: TracePointContext) -> u32 {
     let now = now_ns();
-    // The task switching out is the current one.
-    if let Some((tgid, tid)) = current_target_thread() {
+    if let Some(state) = current_state() {
         // SAFETY: reads within the tracepoint record.
         let prev_state: i64 = unsafe { ctx.read_at(PREV_STATE) }.unwrap_or(0);
-        let voluntary = (prev_state & 0xff) != 0;
-        let state = match SCHED_STATE.get_ptr_mut(tid) {
-            Some(s) => Some(s),
-            None => {
-                let fresh = ThreadSchedState { tgid, ..Default::default() };
-                if SCHED_STATE.insert(tid, fresh, 0).is_err() {
-                    bump(Counter::SchedStateMapFull);
-                }
-                SCHED_STATE.get_ptr_mut(tid)
-            }
-        };
-        if let Some(state) = state {
-            // SAFETY: this thread's own entry; it is switching out on this
-            // CPU, so nothing else writes it now.
-            unsafe {
-                let since = (*state).oncpu_since_ns;
-                let awake = (*state).awake_since_ns;
-                if let Some(t) = totals(tid, tgid) {
-                    if since != 0 {
-                        (*t).oncpu_ns += now.saturating_sub(since);
-                    }
-                    if voluntary && awake != 0 {
-                        let stretch = now.saturating_sub(awake);
-                        if stretch > (*t).max_oncpu_run_ns {
-                            (*t).max_oncpu_run_ns = stretch;
-                        }
-                    }
-                    if voluntary {
-                        (*t).voluntary_switches += 1;
-                    } else {
-                        (*t).involuntary_switches += 1;
-                    }
-                }
-                (*state).switched_out_ns = now;
-                (*state).voluntary = voluntary as u32;
-                (*state).oncpu_since_ns = 0;
-            }
-        }
+        // The record's state is 0 for a preempted task (TASK_REPORT_MAX).
+        switch_out(now, state, (prev_state & 0xff) != 0);
     }
-
-    // The task switching in: a target thread if we know its state.
     // SAFETY: reads within the tracepoint record.
-    let next_tid: i32 = unsafe { ctx.read_at(NEXT_PID) }.unwrap_or(0);
-    if next_tid > 0 {
-        let next_tid = next_tid as u32;
-        if let Some(state) = SCHED_STATE.get_ptr_mut(next_tid) {
-            // SAFETY: the next thread is not running anywhere else now.
-            unsafe {
-                let out = (*state).switched_out_ns;
-                if out != 0 {
-                    let off = now.saturating_sub(out);
-                    if let Some(t) = totals(next_tid, (*state).tgid) {
-                        if (*state).voluntary != 0 {
-                            (*t).blocked_ns += off;
-                        } else {
-                            (*t).runqueue_ns += off;
-                        }
-                    }
-                    if (*state).voluntary != 0 {
-                        (*state).blocked_pending_ns += off;
-                    }
-                }
-                (*state).oncpu_since_ns = now;
-                if (*state).voluntary != 0 || (*state).awake_since_ns == 0 {
-                    (*state).awake_since_ns = now;
-                }
-            }
-        }
+    switch_in(now, unsafe { ctx.read_at(NEXT_PID) }.unwrap_or(0));
+    0
+}
+
+/// Set by the agent from the kernel's BTF: `task_struct.pid` (0: the raw
+/// tracepoint programs are not used).
+#[unsafe(no_mangle)]
+static TASK_PID_OFFSET: u64 = 0;
+
+/// `sched_switch` as a raw tracepoint: `TP_PROTO(bool preempt, struct
+/// task_struct *prev, struct task_struct *next, unsigned int prev_state)`
+/// (5.18+). No event record is built, which on a context-switch-heavy
+/// target is most of the classic tracepoint's cost; the next task's tid is
+/// read from its `task_struct` at the offset the agent found in BTF.
+#[raw_tracepoint(tracepoint = "sched_switch")]
+pub fn sched_switch_raw(ctx: RawTracePointContext) -> i32 {
+    let now = now_ns();
+    if let Some(state) = current_state() {
+        let preempt: u64 = ctx.arg(0);
+        let prev_state: u64 = ctx.arg(3);
+        // As the classic record: a preempted task did not block, nor did
+        // one switching out in TASK_RUNNING (a yield).
+        switch_out(now, state, preempt & 0xff == 0 && (prev_state & 0xff) != 0);
     }
+    let next: *const u8 = ctx.arg(2);
+    // SAFETY: a read of a global set once before load.
+    let offset = unsafe { core::ptr::read_volatile(&TASK_PID_OFFSET) } as usize;
+    // SAFETY: a checked kernel read of the next task's pid.
+    let next_tid = unsafe { bpf_probe_read_kernel(next.wrapping_add(offset) as *const i32) }.unwrap_or(0);
+    switch_in(now, next_tid);
     0
 }
 
 // `raw_syscalls/sys_exit`: `long id` at 8.
 const SYSCALL_ID: usize = 8;
 
-#[tracepoint]
-pub fn syscall_exit(ctx: TracePointContext) -> u32 {
+/// The thread returns from a syscall: a sample with its user stack (at the
+/// blocking call) if it blocked in it for at least `OFFCPU_MIN_NS`.
+/// `syscall_nr` is read only then.
+#[inline(always)]
+fn on_syscall_exit<C: EbpfContext>(ctx: &C, syscall_nr: impl FnOnce() -> i64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
     // Cheap first test: only threads with scheduler state (targets).
     let Some(state) = SCHED_STATE.get_ptr_mut(tid) else {
-        return 0;
+        return;
     };
     // SAFETY: this thread's own entry, written only in its own context or
     // while it is switched out.
     let blocked = unsafe { (*state).blocked_pending_ns };
     if blocked == 0 {
-        return 0;
+        return;
     }
     unsafe { (*state).blocked_pending_ns = 0 };
     // SAFETY: a read of a global set once before load.
     let min = unsafe { core::ptr::read_volatile(&OFFCPU_MIN_NS) };
     let tgid = (pid_tgid >> 32) as u32;
     if blocked < min {
-        if let Some(t) = totals(tid, tgid) {
-            // SAFETY: this thread's own totals.
-            unsafe {
-                (*t).short_blocks += 1;
-                (*t).short_blocked_ns += blocked;
-            }
+        let t = totals(state);
+        // SAFETY: this thread's own totals.
+        unsafe {
+            (*t).short_blocks += 1;
+            (*t).short_blocked_ns += blocked;
         }
-        return 0;
+        return;
     }
     if !within_budget(now_ns()) {
         bump(Counter::OffCpuRateLimited);
         add(Counter::OffCpuRateLimitedNs, blocked);
-        return 0;
+        return;
     }
-    // SAFETY: reads within the tracepoint record.
-    let syscall_nr: i64 = unsafe { ctx.read_at(SYSCALL_ID) }.unwrap_or(-1);
     bump(Counter::OffCpuSamples);
     let header = StackSampleHeader {
         tgid,
         tid,
         kernel_stack_id: -1,
         kind: sample_kind::OFF_CPU,
-        syscall_nr: syscall_nr as i32,
+        syscall_nr: syscall_nr() as i32,
         weight: blocked,
         addr: 0,
         comm: ctx.command().unwrap_or([0u8; TASK_COMM_LEN]),
@@ -243,5 +283,23 @@ pub fn syscall_exit(ctx: TracePointContext) -> u32 {
     if !emit_stack_sample(&header) {
         bump(Counter::OffCpuDroppedRingFull);
     }
+}
+
+#[tracepoint]
+pub fn syscall_exit(ctx: TracePointContext) -> u32 {
+    // SAFETY: reads within the tracepoint record.
+    on_syscall_exit(&ctx, || unsafe { ctx.read_at::<i64>(SYSCALL_ID) }.unwrap_or(-1));
+    0
+}
+
+/// `sys_exit` as a raw tracepoint: `TP_PROTO(struct pt_regs *regs, long
+/// ret)`; the syscall number is the registers' `orig_rax`.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn syscall_exit_raw(ctx: RawTracePointContext) -> i32 {
+    let regs: *const pt_regs = ctx.arg(0);
+    on_syscall_exit(&ctx, || {
+        // SAFETY: a checked kernel read of one register of the saved set.
+        unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*regs).orig_rax)) }.map(|nr| nr as i64).unwrap_or(-1)
+    });
     0
 }

@@ -8,6 +8,10 @@ use perf_audit_tests::*;
 
 /// One audit of the fixture on a runtime (`multi`, `current`, `actix`).
 fn audit(build: Build, runtime: &str, rps: &str) -> (serde_json::Value, AgentRun) {
+    audit_with_env(build, runtime, rps, &[])
+}
+
+fn audit_with_env(build: Build, runtime: &str, rps: &str, env: &[(&str, &str)]) -> (serde_json::Value, AgentRun) {
     let bin = if build == Build::OwnWorkspace { fixture("old-tokio", build) } else { fixture("async-service", build) };
     let tmp = tempfile::tempdir().unwrap();
     let addr = free_loopback_addr();
@@ -18,10 +22,13 @@ fn audit(build: Build, runtime: &str, rps: &str) -> (serde_json::Value, AgentRun
     }
     std::fs::write(&scenario, text).unwrap();
     let data = tmp.path().join("data");
-    let run = run_agent(&[
-        "async", "--duration", "8s", "--rps", rps, "--scenario", scenario.to_str().unwrap(),
-        "--", bin.to_str().unwrap(), "--listen", &addr, "--data", data.to_str().unwrap(), "--runtime", runtime,
-    ]);
+    let run = run_agent_with_env(
+        &[
+            "async", "--duration", "8s", "--rps", rps, "--scenario", scenario.to_str().unwrap(),
+            "--", bin.to_str().unwrap(), "--listen", &addr, "--data", data.to_str().unwrap(), "--runtime", runtime,
+        ],
+        env,
+    );
     run.assert_success();
     (run.report(), run)
 }
@@ -88,6 +95,8 @@ fn assert_async_findings(report: &serde_json::Value, run: &AgentRun, workers: st
 fn blocking_calls_locks_and_long_polls_are_found_at_their_functions() {
     let (report, run) = audit(Build::Release, "multi", "150");
     assert_async_findings(&report, &run, 2..=2, "tokio_multi_thread");
+    // This kernel (6.18, BTF) gives what the raw tracepoints read.
+    assert_eq!(report["offcpu"]["tracepoints"], "raw tracepoints sched_switch and sys_exit");
     let found = findings(&report);
     assert!(found.iter().any(|(r, f, _, _)| r == "sync-lock-contention" && f == "async_service::update_shared_stats"), "{found:?}");
     // The time-weighted off-CPU stacks name the blocker (the SVG may drop
@@ -95,6 +104,16 @@ fn blocking_calls_locks_and_long_polls_are_found_at_their_functions() {
     // 8 ms sleep always passes the 1 ms capture threshold (an fsync may not).
     assert!(run.file("offcpu.folded").contains("async_service::update_shared_stats"));
     assert!(run.file("offcpu.svg").contains("<svg"));
+}
+
+/// The classic tracepoints (the fallback on kernels whose BTF lacks what
+/// the raw ones read) measure the same: every finding, every twin clean.
+#[test]
+fn the_classic_tracepoint_fallback_finds_the_same() {
+    let (report, run) = audit_with_env(Build::Release, "multi", "150", &[("PERF_AUDIT_CLASSIC_TRACEPOINTS", "1")]);
+    assert_async_findings(&report, &run, 2..=2, "tokio_multi_thread");
+    assert_eq!(report["offcpu"]["tracepoints"], "classic tracepoints sched:sched_switch and raw_syscalls:sys_exit");
+    assert!(run.file("report.md").contains("; on classic tracepoints sched:sched_switch"));
 }
 
 /// A current-thread runtime built in main: main is the only worker; the

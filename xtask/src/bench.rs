@@ -565,10 +565,12 @@ unsafe extern "C" {
 }
 
 /// Off-CPU collector overhead on a context-switch-heavy fixture (two
-/// threads ping-ponging through a futex, ~80k switches/s): hand-off rate
+/// threads ping-ponging through a futex, ~100k hand-offs/s): hand-off rate
 /// untraced, under `perf-audit-agent async` (sched_switch + syscall-exit
-/// tracepoints, stacks for blocks >= 1 ms, CPU sampling at 99 Hz), and
-/// under `perf record -e sched:sched_switch -g` (perf's off-CPU recipe).
+/// raw tracepoints, stacks for blocks >= 1 ms, CPU sampling at 99 Hz), the
+/// same on the classic tracepoints (the fallback for kernels without the
+/// BTF the raw ones need: what the raw ones save), and under `perf record
+/// -e sched:sched_switch -g` (perf's off-CPU recipe).
 fn offcpu() -> Result<(), String> {
     let rounds = env_or("BENCH_ROUNDS", 5) as usize;
     let seconds = env_or("BENCH_SECONDS", 5);
@@ -577,6 +579,8 @@ fn offcpu() -> Result<(), String> {
     let scratch = tempfile_dir()?;
     let args = vec!["--seconds".to_string(), seconds.to_string()];
     let out_dir = scratch.join("offcpu-agent");
+    let out_dir_classic = scratch.join("offcpu-agent-classic");
+    let agent_classic = agent.clone();
     let perf_data = scratch.join("offcpu-perf.data");
     let mut modes = vec![
         Mode { name: "untraced", command: Box::new(|bin, args| { let mut c = Command::new(bin); c.args(args); c }), rates: vec![] },
@@ -586,6 +590,17 @@ fn offcpu() -> Result<(), String> {
                 let _ = std::fs::remove_dir_all(&out_dir);
                 let mut c = Command::new(&agent);
                 c.args(["async", "--quiet", "--duration", "10m", "--out"]).arg(&out_dir).arg("--").arg(bin).args(args);
+                c
+            }),
+            rates: vec![],
+        },
+        Mode {
+            name: "perf-audit async, classic tracepoints",
+            command: Box::new(move |bin, args| {
+                let _ = std::fs::remove_dir_all(&out_dir_classic);
+                let mut c = Command::new(&agent_classic);
+                c.env("PERF_AUDIT_CLASSIC_TRACEPOINTS", "1");
+                c.args(["async", "--quiet", "--duration", "10m", "--out"]).arg(&out_dir_classic).arg("--").arg(bin).args(args);
                 c
             }),
             rates: vec![],

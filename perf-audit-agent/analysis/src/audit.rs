@@ -98,6 +98,8 @@ pub struct AsyncEvidence {
     /// tokio-console: `None` when nothing listened at the address, else
     /// what was read or why it could not be.
     pub console: Option<std::result::Result<ConsoleSummary, String>>,
+    /// Which tracepoints the off-CPU collector ran on (said in the report).
+    pub tracepoints: String,
 }
 
 /// The analyses and the findings rules over the evidence.
@@ -162,7 +164,7 @@ pub fn build_report(e: &AuditEvidence) -> Report {
             )
         }),
         offcpu: e.async_runtime.as_ref().zip(async_analysis.as_ref()).map(|(a, analysis)| {
-            OffCpuSection::build(&e.cpu, &a.offcpu, &a.threads, &e.counters, a.offcpu_min, analysis)
+            OffCpuSection::build(&e.cpu, &a.offcpu, &a.threads, &e.counters, a.offcpu_min, &a.tracepoints, analysis)
         }),
         async_runtime: e.async_runtime.as_ref().zip(async_analysis).map(|(a, analysis)| AsyncSection {
             analysis,

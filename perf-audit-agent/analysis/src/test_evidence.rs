@@ -992,6 +992,7 @@ pub fn ledger_svc() -> AuditEvidence {
             offcpu_min: Duration::from_millis(1),
             console_address: "127.0.0.1:6669".into(),
             console: Some(Ok(console())),
+            tracepoints: "raw tracepoints sched_switch and sys_exit".into(),
         }),
         database: Some(database_section()),
         memory: Some((section, folded)),

@@ -3,31 +3,52 @@
 //! global before load: aya-ebpf programs written in Rust cannot carry CO-RE
 //! relocations, so the agent resolves the offsets instead.
 //!
-//! Only [`UretprobeOffsets`] for now: where a thread's pending uretprobes
-//! keep the return addresses they replaced (see `perf-audit-ebpf/src/stack.rs`).
+//! [`UretprobeOffsets`]: where a thread's pending uretprobes keep the
+//! return addresses they replaced (see `perf-audit-ebpf/src/stack.rs`);
+//! and [`task_pid_offset_for_raw_sched_switch`]: what the off-CPU
+//! collector's raw `sched_switch` program needs (see `perf-audit-ebpf/src/offcpu.rs`).
 
 use std::sync::OnceLock;
 
 use perf_audit_common::UretprobeOffsets;
 
 const BTF_MAGIC: u16 = 0xeb9f;
+const KIND_PTR: u32 = 2;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
 const KIND_TYPEDEF: u32 = 8;
 const KIND_VOLATILE: u32 = 9;
 const KIND_CONST: u32 = 10;
 const KIND_RESTRICT: u32 = 11;
+const KIND_FUNC_PROTO: u32 = 13;
 const KIND_TYPE_TAG: u32 = 18;
+
+fn kernel_btf() -> Option<&'static [u8]> {
+    static DATA: OnceLock<Option<Vec<u8>>> = OnceLock::new();
+    DATA.get_or_init(|| std::fs::read("/sys/kernel/btf/vmlinux").ok()).as_deref()
+}
+
+/// `task_struct.pid`, when this kernel's `sched_switch` passes raw
+/// tracepoint programs `(preempt, prev, next, prev_state)` (5.18+: the
+/// typedef `btf_trace_sched_switch` takes those four after its context);
+/// `None` sends the off-CPU collector to the classic tracepoint.
+pub fn task_pid_offset_for_raw_sched_switch() -> Option<u32> {
+    static OFFSET: OnceLock<Option<u32>> = OnceLock::new();
+    *OFFSET.get_or_init(|| {
+        let btf = Btf::parse(kernel_btf()?)?;
+        if btf.typedef_params("btf_trace_sched_switch")? != 5 {
+            return None;
+        }
+        btf.member_offset("task_struct", "pid").filter(|o| *o != 0)
+    })
+}
 
 /// The offsets for this kernel, read once; all zero (the fix off) when the
 /// kernel has no BTF or its structs lack one of the fields.
 pub fn uretprobe_offsets() -> UretprobeOffsets {
     static OFFSETS: OnceLock<UretprobeOffsets> = OnceLock::new();
     *OFFSETS.get_or_init(|| {
-        std::fs::read("/sys/kernel/btf/vmlinux")
-            .ok()
-            .and_then(|data| Btf::parse(&data).and_then(|btf| uretprobe_offsets_in(&btf)))
-            .unwrap_or_default()
+        kernel_btf().and_then(|data| Btf::parse(data).and_then(|btf| uretprobe_offsets_in(&btf))).unwrap_or_default()
     })
 }
 
@@ -121,6 +142,21 @@ impl<'a> Btf<'a> {
         id
     }
 
+    /// How many parameters the function pointer typedef `name` takes.
+    fn typedef_params(&self, name: &str) -> Option<usize> {
+        let id = (1..self.starts.len() as u32)
+            .find(|id| matches!(self.header(*id), Some((KIND_TYPEDEF, name_off, ..)) if self.name(name_off) == name))?;
+        let (_, _, target, ..) = self.header(id)?;
+        let (kind, _, proto, ..) = self.header(self.resolve(target))?;
+        if kind != KIND_PTR {
+            return None;
+        }
+        match self.header(self.resolve(proto))? {
+            (KIND_FUNC_PROTO, _, _, _, vlen, _) => Some(vlen),
+            _ => None,
+        }
+    }
+
     /// Byte offset of member `member` in struct `name` (looking into
     /// anonymous struct and union members).
     fn member_offset(&self, name: &str, member: &str) -> Option<u32> {
@@ -198,6 +234,38 @@ mod tests {
         assert_eq!(btf.member_offset("outer", "c"), Some(16));
         assert_eq!(btf.member_offset("outer", "d"), None);
         assert_eq!(btf.member_offset("inner", "a"), None);
+    }
+
+    #[test]
+    fn function_pointer_typedefs_give_their_parameter_count() {
+        let strings = b"\0fp\0int\0".to_vec();
+        let mut types = Vec::new();
+        let mut push = |words: &[u32]| words.iter().for_each(|w| types.extend_from_slice(&w.to_le_bytes()));
+        // 1: int; 2: func_proto (int, int) -> void; 3: pointer to 2; 4: typedef fp = 3
+        push(&[5, 1 << 24, 4, 32]);
+        push(&[0, (13 << 24) | 2, 0, 0, 1, 0, 1]);
+        push(&[0, 2 << 24, 2]);
+        push(&[1, 8 << 24, 3]);
+        let mut data = Vec::new();
+        data.extend_from_slice(&BTF_MAGIC.to_le_bytes());
+        data.extend_from_slice(&[1, 0]);
+        for w in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
+            data.extend_from_slice(&w.to_le_bytes());
+        }
+        data.extend_from_slice(&types);
+        data.extend_from_slice(&strings);
+        let btf = Btf::parse(&data).unwrap();
+        assert_eq!(btf.typedef_params("fp"), Some(2));
+        assert_eq!(btf.typedef_params("int"), None);
+    }
+
+    #[test]
+    fn the_running_kernel_offers_the_raw_sched_switch_arguments() {
+        // This machine's kernel (6.18, BTF) passes prev_state since 5.18.
+        if std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
+            let offset = task_pid_offset_for_raw_sched_switch();
+            assert!(offset.is_some_and(|o| o > 0 && o < 16384), "{offset:?}");
+        }
     }
 
     #[test]

@@ -90,8 +90,27 @@ pub enum Filter {
 pub struct KernelSession {
     ebpf: Ebpf,
     cpu: Option<cpu::CpuSampling>,
-    offcpu: bool,
+    offcpu: Option<OffCpuAttach>,
     db: Option<db::DbTracing>,
+}
+
+/// How the off-CPU collector is attached (stated in the report).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffCpuAttach {
+    /// `sched_switch` and `sys_exit` as raw tracepoints (BTF, 5.18+).
+    RawTracepoints,
+    /// `sched:sched_switch` and `raw_syscalls:sys_exit` as classic
+    /// tracepoints (the kernel builds an event record for every call).
+    Tracepoints,
+}
+
+impl OffCpuAttach {
+    pub fn describe(self) -> &'static str {
+        match self {
+            OffCpuAttach::RawTracepoints => "raw tracepoints sched_switch and sys_exit",
+            OffCpuAttach::Tracepoints => "classic tracepoints sched:sched_switch and raw_syscalls:sys_exit",
+        }
+    }
 }
 
 impl KernelSession {
@@ -131,9 +150,10 @@ impl KernelSession {
             .override_global(names::OFFCPU_MIN_NS, &(offcpu_min.as_nanos() as u64), true)
             .override_global(names::OFFCPU_MAX_PER_SEC, &offcpu_max_per_sec, true)
             .override_global(names::URETPROBE_OFFSETS, &btf::uretprobe_offsets(), true)
+            .override_global(names::TASK_PID_OFFSET, &(btf::task_pid_offset_for_raw_sched_switch().unwrap_or(0) as u64), true)
             .load(EBPF_OBJECT)
             .map_err(|e| load_error("loading the eBPF object", &e))?;
-        Ok(KernelSession { ebpf, cpu: None, offcpu: false, db: None })
+        Ok(KernelSession { ebpf, cpu: None, offcpu: None, db: None })
     }
 
     /// Adds a process (all its threads, present and future) to the filter.
@@ -201,9 +221,29 @@ impl KernelSession {
         collector.finish(&self.ebpf)
     }
 
-    /// Attaches the scheduler and syscall-exit tracepoints (off-CPU time).
-    pub fn start_offcpu(&mut self) -> Result<()> {
+    /// Attaches the scheduler and syscall-exit tracepoints (off-CPU time):
+    /// as raw tracepoints when the kernel's BTF gives what they read (no
+    /// event record is built per context switch and per syscall: on a
+    /// context-switch-heavy target most of the collector's cost), else as
+    /// classic ones. Returns which.
+    pub fn start_offcpu(&mut self) -> Result<OffCpuAttach> {
         ensure_tracefs()?;
+        // PERF_AUDIT_CLASSIC_TRACEPOINTS=1: the fallback, on purpose (the
+        // benchmark measures what the raw ones save; a test keeps it working).
+        if btf::task_pid_offset_for_raw_sched_switch().is_some() && std::env::var_os("PERF_AUDIT_CLASSIC_TRACEPOINTS").is_none() {
+            match self.attach_offcpu_raw() {
+                Ok(()) => {
+                    self.offcpu = Some(OffCpuAttach::RawTracepoints);
+                    return Ok(OffCpuAttach::RawTracepoints);
+                }
+                Err(e) => {
+                    self.detach_offcpu_programs();
+                    eprintln!(
+                        "perf-audit: off-CPU: the raw tracepoints could not be attached ({e}); using the classic ones, which cost more per context switch"
+                    );
+                }
+            }
+        }
         for (program, category, name) in [
             (names::SCHED_SWITCH_PROGRAM, "sched", "sched_switch"),
             (names::SYSCALL_EXIT_PROGRAM, "raw_syscalls", "sys_exit"),
@@ -217,15 +257,26 @@ impl KernelSession {
             tp.load().map_err(|e| load_error(&format!("loading the {category}:{name} program"), &e))?;
             tp.attach(category, name).map_err(|e| load_error(&format!("attaching to tracepoint {category}:{name}"), &e))?;
         }
-        self.offcpu = true;
+        self.offcpu = Some(OffCpuAttach::Tracepoints);
+        Ok(OffCpuAttach::Tracepoints)
+    }
+
+    fn attach_offcpu_raw(&mut self) -> Result<()> {
+        for (program, name) in [(names::SCHED_SWITCH_RAW_PROGRAM, "sched_switch"), (names::SYSCALL_EXIT_RAW_PROGRAM, "sys_exit")] {
+            let tp: &mut aya::programs::RawTracePoint = self
+                .ebpf
+                .program_mut(program)
+                .ok_or_else(|| missing(program))?
+                .try_into()
+                .map_err(|e| Error::internal(format!("{program} is not a raw tracepoint program: {e}")))?;
+            tp.load().map_err(|e| load_error(&format!("loading the raw {name} program"), &e))?;
+            tp.attach(name).map_err(|e| load_error(&format!("attaching to raw tracepoint {name}"), &e))?;
+        }
         Ok(())
     }
 
-    /// Detaches the off-CPU tracepoints; maps stay readable.
-    pub fn stop_offcpu(&mut self) {
-        if !std::mem::take(&mut self.offcpu) {
-            return;
-        }
+    /// Unloads whichever off-CPU programs are loaded (which detaches them).
+    fn detach_offcpu_programs(&mut self) {
         for program in [names::SCHED_SWITCH_PROGRAM, names::SYSCALL_EXIT_PROGRAM] {
             if let Some(p) = self.ebpf.program_mut(program) {
                 let tp: std::result::Result<&mut aya::programs::TracePoint, _> = p.try_into();
@@ -234,19 +285,34 @@ impl KernelSession {
                 }
             }
         }
+        for program in [names::SCHED_SWITCH_RAW_PROGRAM, names::SYSCALL_EXIT_RAW_PROGRAM] {
+            if let Some(p) = self.ebpf.program_mut(program) {
+                let tp: std::result::Result<&mut aya::programs::RawTracePoint, _> = p.try_into();
+                if let Ok(tp) = tp {
+                    let _ = tp.unload();
+                }
+            }
+        }
+    }
+
+    /// Detaches the off-CPU tracepoints; maps stay readable.
+    pub fn stop_offcpu(&mut self) {
+        if self.offcpu.take().is_some() {
+            self.detach_offcpu_programs();
+        }
     }
 
     /// Per-thread scheduler totals of process `pid` (off-CPU profile).
     pub fn sched_totals(&self, pid: u32) -> Result<Vec<(u32, perf_audit_common::ThreadSchedTotals)>> {
-        let map: aya::maps::HashMap<_, u32, perf_audit_common::ThreadSchedTotals> = aya::maps::HashMap::try_from(
-            self.ebpf.map(names::SCHED_TOTALS).ok_or_else(|| missing(names::SCHED_TOTALS))?,
+        let map: aya::maps::HashMap<_, u32, perf_audit_common::ThreadSchedState> = aya::maps::HashMap::try_from(
+            self.ebpf.map(names::SCHED_STATE).ok_or_else(|| missing(names::SCHED_STATE))?,
         )
-        .map_err(|e| Error::internal(format!("SCHED_TOTALS: {e}")))?;
+        .map_err(|e| Error::internal(format!("SCHED_STATE: {e}")))?;
         let mut out = Vec::new();
         for entry in map.iter() {
-            let (tid, totals) = entry.map_err(|e| Error::internal(format!("reading SCHED_TOTALS: {e}")))?;
-            if totals.tgid == pid {
-                out.push((tid, totals));
+            let (tid, state) = entry.map_err(|e| Error::internal(format!("reading SCHED_STATE: {e}")))?;
+            if state.totals.tgid == pid {
+                out.push((tid, state.totals));
             }
         }
         out.sort_by_key(|(tid, _)| *tid);
@@ -296,8 +362,7 @@ impl KernelSession {
             let dead: Vec<u32> = map.keys().filter_map(|k| k.ok()).filter(|tid| !alive(*tid)).collect();
             Ok(dead.into_iter().filter(|tid| map.remove(tid).is_ok()).count())
         }
-        Ok(prune::<perf_audit_common::ThreadSchedState>(&mut self.ebpf, names::SCHED_STATE, &alive)?
-            + prune::<perf_audit_common::ThreadSchedTotals>(&mut self.ebpf, names::SCHED_TOTALS, &alive)?)
+        prune::<perf_audit_common::ThreadSchedState>(&mut self.ebpf, names::SCHED_STATE, &alive)
     }
 }
 

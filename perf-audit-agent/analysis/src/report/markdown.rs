@@ -263,8 +263,14 @@ fn render_async(md: &mut String, a: &super::AsyncSection, off: Option<&super::Of
     if let Some(off) = off {
         let _ = writeln!(
             md,
-            "**Off-CPU capture**: intervals of {} ms or more with stacks: {} ({:.1} ms); shorter: {} ({:.1} ms, counted only); dropped: {}",
-            off.capture_threshold_ms, off.captured_intervals, off.captured_ms, off.short_intervals, off.short_ms, off.dropped_intervals
+            "**Off-CPU capture**: intervals of {} ms or more with stacks: {} ({:.1} ms); shorter: {} ({:.1} ms, counted only); dropped: {}{}",
+            off.capture_threshold_ms,
+            off.captured_intervals,
+            off.captured_ms,
+            off.short_intervals,
+            off.short_ms,
+            off.dropped_intervals,
+            if off.tracepoints.is_empty() { String::new() } else { format!("; on {}", off.tracepoints) }
         );
     }
     let _ = writeln!(md, "\n**Task breakdown** (a task is named by the async fn of your code that framework code polls, e.g. an axum handler):\n");

@@ -20,6 +20,7 @@ impl OffCpuSection {
         threads: &[ThreadTime],
         counters: &evidence::Counters,
         min: Duration,
+        tracepoints: &str,
         analysis: &AsyncAnalysis,
     ) -> OffCpuSection {
         use crate::profile::Origin;
@@ -97,6 +98,7 @@ impl OffCpuSection {
             short_intervals: threads.iter().map(|t| t.short_blocks).sum(),
             short_ms: ms(threads.iter().map(|t| t.short_blocked_ns).sum()),
             dropped_intervals: counters.offcpu_dropped_ring_full,
+            tracepoints: tracepoints.to_string(),
             threads: threads
                 .iter()
                 .map(|t| OffCpuThreadRow {

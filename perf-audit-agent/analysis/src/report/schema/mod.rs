@@ -169,6 +169,10 @@ pub struct OffCpuSection {
     pub short_intervals: u64,
     pub short_ms: f64,
     pub dropped_intervals: u64,
+    /// Which tracepoints the collector ran on: raw ones (no event record
+    /// built per context switch) or, on kernels without what they need,
+    /// the classic ones.
+    pub tracepoints: String,
     /// Per thread: on-CPU, blocked, run-queue time.
     pub threads: Vec<OffCpuThreadRow>,
     /// The heaviest blocking stacks (innermost owner frame and syscall).
