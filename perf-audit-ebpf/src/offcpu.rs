@@ -67,6 +67,14 @@ fn within_budget(now: u64) -> bool {
     true
 }
 
+/// Per CPU: the thread switched in last with blocked time not yet taken by
+/// its syscall exit. A thread keeps its CPU from switch-in to that exit (or
+/// switches in again, somewhere, setting it there), so a syscall exit of
+/// any other thread (nearly all of them) is dismissed by this array read,
+/// without hashing its tid into `SCHED_STATE`.
+#[map(name = "OFFCPU_PENDING_TID")]
+static PENDING_TID: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
 #[map(name = "SCHED_STATE")]
 static SCHED_STATE: HashMap<u32, ThreadSchedState> = HashMap::with_max_entries(SCHED_THREADS_CAPACITY, 0);
 
@@ -182,6 +190,11 @@ fn switch_in(now: u64, next_tid: i32) {
         if (*state).voluntary != 0 || (*state).awake_since_ns == 0 {
             (*state).awake_since_ns = now;
         }
+        if (*state).blocked_pending_ns != 0
+            && let Some(slot) = PENDING_TID.get_ptr_mut(0)
+        {
+            *slot = next_tid;
+        }
     }
 }
 
@@ -241,7 +254,16 @@ const SYSCALL_ID: usize = 8;
 fn on_syscall_exit<C: EbpfContext>(ctx: &C, syscall_nr: impl FnOnce() -> i64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
-    // Cheap first test: only threads with scheduler state (targets).
+    // Cheap first test: only the thread this CPU switched in with blocked
+    // time pending.
+    let Some(slot) = PENDING_TID.get_ptr_mut(0) else { return };
+    // SAFETY: this CPU's own slot; programs do not nest on a CPU here.
+    unsafe {
+        if *slot != tid {
+            return;
+        }
+        *slot = 0;
+    }
     let Some(state) = SCHED_STATE.get_ptr_mut(tid) else {
         return;
     };
