@@ -325,7 +325,8 @@ impl KernelSession {
         &mut self.ebpf
     }
 
-    /// Removes a process from the filter (it exited, or no longer matches).
+    /// Removes a process from the filter (it exited, or no longer matches),
+    /// with its threads' scheduler state.
     pub fn remove_target(&mut self, pid: u32) -> Result<()> {
         let mut pids: aya::maps::HashMap<_, u32, u8> = aya::maps::HashMap::try_from(
             self.ebpf.map_mut(names::TARGET_PIDS).ok_or_else(|| missing(names::TARGET_PIDS))?,
@@ -333,6 +334,18 @@ impl KernelSession {
         .map_err(|e| Error::internal(format!("TARGET_PIDS: {e}")))?;
         // The only realistic failure is ENOENT: the pid was not listed.
         let _ = pids.remove(&pid);
+        // The off-CPU programs check the filter only for a thread without
+        // scheduler state: forget the process's threads, or they would go
+        // on being followed.
+        if let Some(map) = self.ebpf.map_mut(names::SCHED_STATE)
+            && let Ok(mut state) = aya::maps::HashMap::<_, u32, perf_audit_common::ThreadSchedState>::try_from(map)
+        {
+            let threads: Vec<u32> =
+                state.iter().filter_map(|e| e.ok()).filter(|(_, s)| s.tgid == pid).map(|(tid, _)| tid).collect();
+            for tid in threads {
+                let _ = state.remove(&tid);
+            }
+        }
         Ok(())
     }
 
