@@ -214,14 +214,19 @@ mod tests {
         push(&[0, (5 << 24) | 1, 8, s("b"), 2, 0]);
         // 4: struct outer (kind 4, 3 members): a at 0, union at 64, c at 128 bits
         push(&[s("outer"), (4 << 24) | 3, 24, s("a"), 1, 0, 0, 3, 64, s("c"), 2, 128]);
+        with_header(&types, &strings)
+    }
+
+    /// A BTF blob of these type and string sections.
+    fn with_header(types: &[u8], strings: &[u8]) -> Vec<u8> {
         let mut data = Vec::new();
         data.extend_from_slice(&BTF_MAGIC.to_le_bytes());
         data.extend_from_slice(&[1, 0]);
         for w in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
             data.extend_from_slice(&w.to_le_bytes());
         }
-        data.extend_from_slice(&types);
-        data.extend_from_slice(&strings);
+        data.extend_from_slice(types);
+        data.extend_from_slice(strings);
         data
     }
 
@@ -246,14 +251,7 @@ mod tests {
         push(&[0, (13 << 24) | 2, 0, 0, 1, 0, 1]);
         push(&[0, 2 << 24, 2]);
         push(&[1, 8 << 24, 3]);
-        let mut data = Vec::new();
-        data.extend_from_slice(&BTF_MAGIC.to_le_bytes());
-        data.extend_from_slice(&[1, 0]);
-        for w in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
-            data.extend_from_slice(&w.to_le_bytes());
-        }
-        data.extend_from_slice(&types);
-        data.extend_from_slice(&strings);
+        let data = with_header(&types, &strings);
         let btf = Btf::parse(&data).unwrap();
         assert_eq!(btf.typedef_params("fp"), Some(2));
         assert_eq!(btf.typedef_params("int"), None);

@@ -277,21 +277,18 @@ impl KernelSession {
 
     /// Unloads whichever off-CPU programs are loaded (which detaches them).
     fn detach_offcpu_programs(&mut self) {
-        for program in [names::SCHED_SWITCH_PROGRAM, names::SYSCALL_EXIT_PROGRAM] {
-            if let Some(p) = self.ebpf.program_mut(program) {
-                let tp: std::result::Result<&mut aya::programs::TracePoint, _> = p.try_into();
-                if let Ok(tp) = tp {
-                    let _ = tp.unload();
-                }
-            }
-        }
-        for program in [names::SCHED_SWITCH_RAW_PROGRAM, names::SYSCALL_EXIT_RAW_PROGRAM] {
-            if let Some(p) = self.ebpf.program_mut(program) {
-                let tp: std::result::Result<&mut aya::programs::RawTracePoint, _> = p.try_into();
-                if let Ok(tp) = tp {
-                    let _ = tp.unload();
-                }
-            }
+        use aya::programs::Program;
+        for program in [
+            names::SCHED_SWITCH_PROGRAM,
+            names::SYSCALL_EXIT_PROGRAM,
+            names::SCHED_SWITCH_RAW_PROGRAM,
+            names::SYSCALL_EXIT_RAW_PROGRAM,
+        ] {
+            let _ = match self.ebpf.program_mut(program) {
+                Some(Program::TracePoint(p)) => p.unload(),
+                Some(Program::RawTracePoint(p)) => p.unload(),
+                _ => Ok(()),
+            };
         }
     }
 
