@@ -281,7 +281,7 @@ fn symbolize(plan: &AuditPlan, info: &TargetInfo, raw: RawEvidence, maps: &MapsS
             samples: raw
                 .records
                 .iter()
-                .map(|r| TimedSample { tid: r.tid, ts_ns: r.ts_ns, oncpu_run_ns: r.oncpu_run_ns, stack: r.stack })
+                .map(|r| TimedSample { tid: r.tid, ts_ns: r.ts_ns, oncpu_run_ns: r.oncpu_run_ns, preempted_ns: r.preempted_ns, stack: r.stack })
                 .collect(),
             long_poll: plan.long_poll,
             offcpu_min: plan.offcpu_min,

@@ -182,6 +182,10 @@ pub struct ThreadSchedState {
     pub switched_out_ns: u64,
     /// Voluntary off-CPU time not yet attributed to a syscall exit.
     pub blocked_pending_ns: u64,
+    /// Run-queue time (preempted) since `awake_since_ns`: a CPU sample
+    /// carries it, so a poll's length is its time on the CPU, not the
+    /// machine's load.
+    pub preempted_since_awake_ns: u64,
     /// 1 when the last switch-out was voluntary (sleeping), 0 if preempted.
     pub voluntary: u32,
     pub tgid: u32,
@@ -570,9 +574,9 @@ mod layout_tests {
 
     #[test]
     fn sched_maps_values_have_no_padding() {
-        assert_eq!(size_of::<ThreadSchedState>(), 40 + 72);
-        assert_eq!(offset_of!(ThreadSchedState, voluntary), 32);
-        assert_eq!(offset_of!(ThreadSchedState, totals), 40);
+        assert_eq!(size_of::<ThreadSchedState>(), 48 + 72);
+        assert_eq!(offset_of!(ThreadSchedState, voluntary), 40);
+        assert_eq!(offset_of!(ThreadSchedState, totals), 48);
         assert_eq!(size_of::<ThreadSchedTotals>(), 72);
         assert_eq!(offset_of!(ThreadSchedTotals, tgid), 64);
     }

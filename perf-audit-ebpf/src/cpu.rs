@@ -64,7 +64,7 @@ pub fn cpu_sample(ctx: PerfEventContext) -> u32 {
     // SAFETY: a read of a global set once before load.
     let mode = unsafe { core::ptr::read_volatile(&USER_STACK_MODE) };
     if mode == user_stack_mode::STACK_COPY {
-        let run_so_far = crate::offcpu::oncpu_run_ns(tid);
+        let (run_so_far, preempted) = crate::offcpu::oncpu_run_ns(tid);
         let sample = StackSampleHeader {
             tgid,
             tid,
@@ -72,7 +72,8 @@ pub fn cpu_sample(ctx: PerfEventContext) -> u32 {
             kind: sample_kind::CPU,
             syscall_nr: -1,
             weight: run_so_far,
-            addr: 0,
+            // For CPU samples: the run-queue time inside `weight`.
+            addr: preempted,
             comm,
         };
         if !emit_stack_sample(&sample) {

@@ -90,17 +90,17 @@ fn now_ns() -> u64 {
 }
 
 /// How long the thread has been working since it last blocked (0 when
-/// unknown).
+/// unknown), and how much of that it spent preempted in a run queue.
 #[inline(always)]
-pub fn oncpu_run_ns(tid: u32) -> u64 {
+pub fn oncpu_run_ns(tid: u32) -> (u64, u64) {
     match SCHED_STATE.get_ptr(tid) {
         // SAFETY: a map value of the right type; only this thread's own
         // switches write it.
         Some(state) => {
-            let since = unsafe { (*state).awake_since_ns };
-            if since == 0 { 0 } else { now_ns().saturating_sub(since) }
+            let (since, preempted) = unsafe { ((*state).awake_since_ns, (*state).preempted_since_awake_ns) };
+            if since == 0 { (0, 0) } else { (now_ns().saturating_sub(since), preempted) }
         }
-        None => 0,
+        None => (0, 0),
     }
 }
 
@@ -184,11 +184,13 @@ fn switch_in(now: u64, next_tid: i32) {
                 (*state).blocked_pending_ns += off;
             } else {
                 (*t).runqueue_ns += off;
+                (*state).preempted_since_awake_ns += off;
             }
         }
         (*state).oncpu_since_ns = now;
         if (*state).voluntary != 0 || (*state).awake_since_ns == 0 {
             (*state).awake_since_ns = now;
+            (*state).preempted_since_awake_ns = 0;
         }
         if (*state).blocked_pending_ns != 0
             && let Some(slot) = PENDING_TID.get_ptr_mut(0)

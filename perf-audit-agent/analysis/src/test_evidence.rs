@@ -324,19 +324,19 @@ fn timed_samples(stacks: [usize; 3]) -> Vec<TimedSample> {
     let mut out = Vec::new();
     let start = 4_000 * MS;
     for k in 0..7 {
-        out.push(TimedSample { tid: W1, ts_ns: start + k * PERIOD, oncpu_run_ns: 3 * MS + k * PERIOD, stack: b1 });
+        out.push(TimedSample { tid: W1, ts_ns: start + k * PERIOD, oncpu_run_ns: 3 * MS + k * PERIOD, preempted_ns: 0, stack: b1 });
     }
-    out.push(TimedSample { tid: W1, ts_ns: start + 7 * PERIOD, oncpu_run_ns: 2 * MS, stack: f1 });
+    out.push(TimedSample { tid: W1, ts_ns: start + 7 * PERIOD, oncpu_run_ns: 2 * MS, preempted_ns: 0, stack: f1 });
     let start = 9_500 * MS;
     for k in 0..3 {
-        out.push(TimedSample { tid: W2, ts_ns: start + k * PERIOD, oncpu_run_ns: MS + k * PERIOD, stack: b2 });
+        out.push(TimedSample { tid: W2, ts_ns: start + k * PERIOD, oncpu_run_ns: MS + k * PERIOD, preempted_ns: 0, stack: b2 });
     }
     // A short stretch: one sample, no long poll.
-    out.push(TimedSample { tid: W1, ts_ns: 12_000 * MS, oncpu_run_ns: 4 * MS, stack: b1 });
+    out.push(TimedSample { tid: W1, ts_ns: 12_000 * MS, oncpu_run_ns: 4 * MS, preempted_ns: 0, stack: b1 });
     // Requests served by a worker that was idle: one sample each, 1 ms
     // after the wake-up (polls of ~2 ms).
     for k in 0..60 {
-        out.push(TimedSample { tid: W2, ts_ns: 14_000 * MS + k * 50 * MS, oncpu_run_ns: MS, stack: b2 });
+        out.push(TimedSample { tid: W2, ts_ns: 14_000 * MS + k * 50 * MS, oncpu_run_ns: MS, preempted_ns: 0, stack: b2 });
     }
     out
 }

@@ -45,6 +45,8 @@ pub struct CpuSampleRecord {
     pub ts_ns: u64,
     /// How long the thread had been on the CPU (0 when unknown).
     pub oncpu_run_ns: u64,
+    /// How much of `oncpu_run_ns` it spent preempted.
+    pub preempted_ns: u64,
     /// Index of its stack in the `cpu` list returned by `finish`.
     pub stack: usize,
 }
@@ -152,6 +154,7 @@ impl StackCopyCollector {
                         tid: sample.tid,
                         ts_ns: sample.ts_ns,
                         oncpu_run_ns: sample.weight,
+                        preempted_ns: sample.addr,
                         stack: entry.0,
                     });
                 }

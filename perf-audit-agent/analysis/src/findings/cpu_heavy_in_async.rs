@@ -54,7 +54,7 @@ impl Rule for CpuHeavyInAsync {
                     file: p.file.clone(),
                     line: p.line,
                     evidence: format!(
-                        "estimated poll length p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms over {} polls bounded by the worker's on-CPU stretches (wake-up to sleep, from sched_switch); {} CPU samples, {:.2}% of all worker time",
+                        "estimated poll length p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms over {} polls bounded by the worker's on-CPU stretches (wake-up to sleep, from sched_switch; run-queue waits not counted); {} CPU samples, {:.2}% of all worker time",
                         p.p50_ms, p.p99_ms, p.max_ms, p.polls_measured, p.samples, p.worker_time_pct
                     ),
                     recommendation: "move the computation to tokio::task::spawn_blocking (or a rayon pool) and await its result; password hashing (argon2, bcrypt, scrypt) and compression are the usual cases".to_string(),

@@ -299,7 +299,7 @@ fn render_async(md: &mut String, a: &super::AsyncSection, off: Option<&super::Of
     }
     let polls: Vec<_> = a.analysis.long_polls.iter().filter(|p| p.p50_ms >= 0.1 || p.worker_time_pct >= 1.0).take(10).collect();
     if !polls.is_empty() {
-        let _ = writeln!(md, "\n**Poll lengths** (estimated per owner function from the worker's on-CPU stretches, wake-up to sleep: a poll cannot outlast its stretch; time-weighted. Flagged from a 0.5 ms median poll, five times Tokio's 10-100 µs guidance, and 1% of worker time; P0 from a 10 ms p99 poll or 10% of worker time):\n");
+        let _ = writeln!(md, "\n**Poll lengths** (estimated per owner function from the worker's on-CPU stretches, wake-up to sleep: a poll cannot outlast its stretch; time spent preempted in a run queue is not counted; time-weighted. Flagged from a 0.5 ms median poll, five times Tokio's 10-100 µs guidance, and 1% of worker time; P0 from a 10 ms p99 poll or 10% of worker time):\n");
         let _ = writeln!(md, "| Function | Poll p50 | Poll p99 | Polls bounded | Worker time |");
         let _ = writeln!(md, "|----------|----------|----------|---------------|-------------|");
         for p in polls {
