@@ -345,7 +345,10 @@ async fn collect(plan: &AuditPlan, session: &mut KernelSession, pid: u32, collec
             _ = async { match sigterm.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {
                 break EndReason::Interrupted
             }
-            _ = drain.tick() => collectors.iter_mut().for_each(|c| c.drain(&mut maps)),
+            _ = drain.tick() => {
+                collectors.iter_mut().for_each(|c| c.drain(&mut maps));
+                meter.poll();
+            }
             _ = meter_tick.tick() => {
                 if let Some(pct) = meter.tick() {
                     back_off(&mut meter, pct, session, collectors, plan.keep_precise_memory);

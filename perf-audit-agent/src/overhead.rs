@@ -7,10 +7,10 @@
 //! the collector that owns them. The statistics are not free: while they
 //! are on, the kernel reads the clock twice around every run of every BPF
 //! program on the machine and updates per-CPU counters (measured here: ~40
-//! ns a run, a fifth of a `sched_switch` program's cost). So they are on
-//! for [`STATS_ON`] in every [`STATS_CYCLE`], and the cost between two
-//! measured stretches is the last stretch's rate (a new or backed-off
-//! collector starts a measured stretch at once); the uprobe traps the allocator probes cost
+//! ns a run, more than a filtered-out program run). So they are on for
+//! [`STATS_ON`] in every [`STATS_CYCLE`], and every second is charged the
+//! last measured stretch's rate (a back-off starts a measured stretch at
+//! once); the uprobe traps the allocator probes cost
 //! on top of their programs (hits x the trap cost measured with `cargo
 //! xtask bench memory`: 0.84 µs for an entry probe, +0.5 µs for a return
 //! probe; see ARCHITECTURE.md); the agent's own CPU time; the target's CPU
@@ -42,9 +42,10 @@ pub use perf_audit_analysis::report::schema::{BackOff, CollectorCost, OverheadSe
 /// The cost is judged over this many seconds (a single second of a
 /// bursty service is noise).
 pub const WINDOW: Duration = Duration::from_secs(3);
-/// The kernel's BPF statistics are on for this long (one meter tick)...
-const STATS_ON: Duration = Duration::from_secs(1);
-/// ...in every this long.
+/// The kernel's BPF statistics are on for this long (ended by
+/// [`OverheadMeter::poll`], called every 100 ms)...
+const STATS_ON: Duration = Duration::from_millis(200);
+/// ...in every this long: 4% of the time.
 const STATS_CYCLE: Duration = Duration::from_secs(5);
 /// The denominator's floor, in cores: see the module doc.
 const MIN_TARGET_CORES: f64 = 0.1;
@@ -68,9 +69,15 @@ struct Program {
 #[derive(Clone)]
 struct Reading {
     at: Instant,
-    programs: HashMap<u32, Program>,
     agent_cpu_s: f64,
     target_cpu_s: f64,
+}
+
+/// The kernel's statistics of our programs at one moment.
+#[derive(Clone)]
+struct ProgramsReading {
+    at: Instant,
+    programs: HashMap<u32, Program>,
 }
 
 /// One second's costs, per collector, in CPU seconds.
@@ -100,6 +107,11 @@ pub struct OverheadMeter {
     stats: Option<OwnedFd>,
     /// When the current statistics cycle began (statistics on).
     cycle_start: Instant,
+    /// The programs' figures when the statistics went on.
+    stretch_start: Option<ProgramsReading>,
+    /// The programs' figures at the end of the last stretch (since load:
+    /// `PERF_AUDIT_DEBUG_OVERHEAD`).
+    last_programs: Option<ProgramsReading>,
     /// The last measured stretch's cost per second of each collector (CPU
     /// seconds, program runs): the estimate while statistics are off.
     rates: BTreeMap<&'static str, (f64, f64)>,
@@ -134,6 +146,8 @@ impl OverheadMeter {
         let mut meter = OverheadMeter {
             stats,
             cycle_start: Instant::now(),
+            stretch_start: None,
+            last_programs: None,
             rates: BTreeMap::new(),
             stats_on_s: 0.0,
             pid,
@@ -150,12 +164,19 @@ impl OverheadMeter {
             unavailable,
         };
         meter.last = meter.read();
+        if meter.stats.is_some() {
+            meter.stretch_start = meter.read_programs();
+        }
         meter
     }
 
-    fn read(&mut self) -> Option<Reading> {
+    fn read(&self) -> Option<Reading> {
         let target_cpu_s = crate::target::cpu_seconds(self.pid)?;
         let agent_cpu_s = crate::target::cpu_seconds(std::process::id()).unwrap_or(0.0);
+        Some(Reading { at: Instant::now(), agent_cpu_s, target_cpu_s })
+    }
+
+    fn read_programs(&mut self) -> Option<ProgramsReading> {
         let mut programs = HashMap::new();
         for entry in std::fs::read_dir("/proc/self/fdinfo").ok()?.flatten() {
             let Ok(text) = std::fs::read_to_string(entry.path()) else { continue };
@@ -171,7 +192,43 @@ impl OverheadMeter {
                 }
             }
         }
-        Some(Reading { at: Instant::now(), programs, agent_cpu_s, target_cpu_s })
+        Some(ProgramsReading { at: Instant::now(), programs })
+    }
+
+    /// Ends a measured stretch once it has lasted [`STATS_ON`] (its rates
+    /// stand for the cost until the next one), and starts the next one
+    /// [`STATS_CYCLE`] after the last began. Call often (every 100 ms).
+    pub fn poll(&mut self) {
+        if self.stats.is_none() {
+            if self.cycle_start.elapsed() >= STATS_CYCLE {
+                self.measure_now();
+            }
+            return;
+        }
+        if self.cycle_start.elapsed() < STATS_ON {
+            return;
+        }
+        let (Some(start), Some(end)) = (self.stretch_start.take(), self.read_programs()) else {
+            self.stats = None;
+            return;
+        };
+        self.stats = None;
+        let seconds = end.at.duration_since(start.at).as_secs_f64();
+        let mut cost: BTreeMap<&'static str, (f64, f64)> = BTreeMap::new();
+        for (id, p) in &end.programs {
+            let before = start.programs.get(id).copied().unwrap_or_default();
+            let (ns, runs) = (p.run_ns.saturating_sub(before.run_ns), p.runs.saturating_sub(before.runs));
+            let name = self.names.get(id).map(String::as_str).unwrap_or("?");
+            let trap_us = if p.kprobe { if name.starts_with("mem_alloc_ret") { URETPROBE_TRAP_US } else { UPROBE_TRAP_US } } else { 0.0 };
+            let e = cost.entry(collector_of(name)).or_default();
+            e.0 += ns as f64 / 1e9 + runs as f64 * trap_us / 1e6;
+            e.1 += runs as f64;
+        }
+        if seconds > 0.0 {
+            self.rates = cost.into_iter().map(|(k, (s, n))| (k, (s / seconds, n / seconds))).collect();
+            self.stats_on_s += seconds;
+        }
+        self.last_programs = Some(end);
     }
 
     /// Takes a reading (call about once a second). Returns the window's
@@ -185,36 +242,9 @@ impl OverheadMeter {
             target_cpu_s: (now.target_cpu_s - last.target_cpu_s).max(0.0),
             ..Default::default()
         };
-        if self.stats.is_some() {
-            // A measured stretch: the kernel's figures, and the rates that
-            // stand for the cost until the next one.
-            for (id, p) in &now.programs {
-                let before = last.programs.get(id).copied().unwrap_or_default();
-                let (ns, runs) = (p.run_ns.saturating_sub(before.run_ns), p.runs.saturating_sub(before.runs));
-                let name = self.names.get(id).map(String::as_str).unwrap_or("?");
-                let trap_us = if p.kprobe { if name.starts_with("mem_alloc_ret") { URETPROBE_TRAP_US } else { UPROBE_TRAP_US } } else { 0.0 };
-                let e = interval.by_collector.entry(collector_of(name)).or_default();
-                e.0 += ns as f64 / 1e9 + runs as f64 * trap_us / 1e6;
-                e.1 += runs;
-            }
-            if interval.seconds > 0.0 {
-                self.rates = interval
-                    .by_collector
-                    .iter()
-                    .map(|(k, (s, n))| (*k, (s / interval.seconds, *n as f64 / interval.seconds)))
-                    .collect();
-            }
-            self.stats_on_s += interval.seconds;
-            if now.at.duration_since(self.cycle_start) + Duration::from_millis(100) >= STATS_ON {
-                self.stats = None;
-            }
-        } else {
-            for (k, (s, n)) in &self.rates {
-                interval.by_collector.insert(k, (s * interval.seconds, (n * interval.seconds).round() as u64));
-            }
-            if now.at.duration_since(self.cycle_start) + Duration::from_millis(100) >= STATS_CYCLE {
-                self.measure_now();
-            }
+        // Every second is charged the last measured stretch's rates.
+        for (k, (s, n)) in &self.rates {
+            interval.by_collector.insert(k, (s * interval.seconds, (n * interval.seconds).round() as u64));
         }
         self.total.seconds += interval.seconds;
         self.total.agent_cpu_s += interval.agent_cpu_s;
@@ -250,9 +280,7 @@ impl OverheadMeter {
             self.cycle_start = Instant::now();
             // The stretch starts now: the counters were frozen since the
             // last one.
-            if let Some(reading) = self.read() {
-                self.last = Some(reading);
-            }
+            self.stretch_start = self.read_programs();
         }
     }
 
@@ -285,7 +313,7 @@ impl OverheadMeter {
 
     pub fn section(&self) -> OverheadSection {
         if std::env::var_os("PERF_AUDIT_DEBUG_OVERHEAD").is_some()
-            && let Some(last) = &self.last
+            && let Some(last) = &self.last_programs
         {
             // Per program, over the measured stretches: runs (all
             // processes: the filters run first), run time, time per run.
@@ -316,8 +344,8 @@ impl OverheadMeter {
             back_offs: self.back_offs.clone(),
             unavailable: self.unavailable.clone(),
             rule: format!(
-                "cost = our BPF programs' run time (kernel statistics, on {} s in every {} s: they cost every program run while on; {:.0} s measured, the rest estimated from the last measured second) + uprobe traps ({UPROBE_TRAP_US} µs per entry hit, +{URETPROBE_TRAP_US} µs per return hit), as a share of the target's CPU time (at least {MIN_TARGET_CORES} core), judged over {} s; back-off order: allocator probes, then the database wire tracer{}",
-                STATS_ON.as_secs(),
+                "cost = our BPF programs' run time (kernel statistics, on {} ms in every {} s: they cost every program run while on; {:.1} s measured, every second charged the last measured stretch's rate) + uprobe traps ({UPROBE_TRAP_US} µs per entry hit, +{URETPROBE_TRAP_US} µs per return hit), as a share of the target's CPU time (at least {MIN_TARGET_CORES} core), judged over {} s; back-off order: allocator probes, then the database wire tracer{}",
+                STATS_ON.as_millis(),
                 STATS_CYCLE.as_secs(),
                 self.stats_on_s,
                 WINDOW.as_secs(),
