@@ -5,14 +5,18 @@
 //! Stacks: at `sched_switch` the blocked thread's user stack is the
 //! interesting one, but copying it there would cost every context switch.
 //! Instead the blocked time is kept pending, and when the thread returns
-//! from the syscall it blocked in (`raw_syscalls:sys_exit`, in the
-//! thread's own context, with its user stack exactly at the blocking call)
+//! from the syscall it blocked in (`sys_exit`, in the thread's own
+//! context, with its user stack exactly at the blocking call)
 //! a sample is emitted only if it blocked for at least `OFFCPU_MIN_NS`.
 //! Short blocks are counted, not stack-attributed; so the stack-copy cost
 //! is bounded by the number of long blocks, not by the switch rate; and,
 //! when `OFFCPU_MAX_PER_SEC` is set (the daemon, system-wide), by at most
 //! that many stack copies per CPU per second: blocks over the budget are
 //! counted with their time (`OffCpuRateLimited`, `OffCpuRateLimitedNs`).
+//!
+//! Both hooks run on every context switch and syscall exit of the machine:
+//! they are raw tracepoints (no event record built), with the classic ones
+//! as the fallback, and keep one map lookup per side of a switch.
 
 use aya_ebpf::{
     EbpfContext,
