@@ -331,7 +331,9 @@ async fn collect(plan: &AuditPlan, session: &mut KernelSession, pid: u32, collec
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     let mut drain = tokio::time::interval(DRAIN_INTERVAL);
     // The overhead meter and budget (`crate::overhead`), read every second.
-    let mut meter = OverheadMeter::start(pid, plan.max_overhead_pct, plan.keep_precise_memory && plan.profiles.contains(&Profile::Memory));
+    let memory = plan.profiles.contains(&Profile::Memory);
+    let windowed_memory = memory && plan.memory == crate::memory::MemoryMode::Default;
+    let mut meter = OverheadMeter::start(pid, plan.max_overhead_pct, plan.keep_precise_memory && memory, !windowed_memory);
     let mut meter_tick = tokio::time::interval(Duration::from_secs(1));
     meter_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sigterm = signal(SignalKind::terminate()).ok();

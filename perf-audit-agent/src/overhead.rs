@@ -10,7 +10,10 @@
 //! ns a run, more than a filtered-out program run). So they are on for
 //! [`STATS_ON`] in every [`STATS_CYCLE`], and every second is charged the
 //! last measured stretch's rate (a back-off starts a measured stretch at
-//! once); the uprobe traps the allocator probes cost
+//! once). Not with the memory profile's default mode: its allocator probes
+//! record in 100 ms windows every 5 s, a period a sampled stretch would
+//! alias with (a stretch over a window charges every second a window's
+//! cost; one between windows, nothing), so they stay on; the uprobe traps the allocator probes cost
 //! on top of their programs (hits x the trap cost measured with `cargo
 //! xtask bench memory`: 0.84 µs for an entry probe, +0.5 µs for a return
 //! probe; see ARCHITECTURE.md); the agent's own CPU time; the target's CPU
@@ -117,6 +120,10 @@ pub struct OverheadMeter {
     rates: BTreeMap<&'static str, (f64, f64)>,
     /// Seconds the statistics were on, in total.
     stats_on_s: f64,
+    /// Statistics on only [`STATS_ON`] in every [`STATS_CYCLE`]; `false`
+    /// keeps them on (a collector with a period of its own: sampling
+    /// stretches would alias with it).
+    sampled: bool,
     pid: u32,
     started: Instant,
     budget_pct: Option<f64>,
@@ -137,8 +144,8 @@ pub struct OverheadMeter {
 
 impl OverheadMeter {
     /// Turns the kernel's BPF statistics on and takes the first reading.
-    /// `budget_pct`: `None` measures only.
-    pub fn start(pid: u32, budget_pct: Option<f64>, exempt_allocator_probes: bool) -> OverheadMeter {
+    /// `budget_pct`: `None` measures only. `sampled`: see the module doc.
+    pub fn start(pid: u32, budget_pct: Option<f64>, exempt_allocator_probes: bool, sampled: bool) -> OverheadMeter {
         let (stats, unavailable) = match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
             Ok(fd) => (Some(fd), None),
             Err(e) => (None, Some(format!("the kernel's BPF run-time statistics could not be enabled ({e}); the kernel-side cost is not measured"))),
@@ -148,6 +155,7 @@ impl OverheadMeter {
             cycle_start: Instant::now(),
             stretch_start: None,
             last_programs: None,
+            sampled,
             rates: BTreeMap::new(),
             stats_on_s: 0.0,
             pid,
@@ -199,20 +207,26 @@ impl OverheadMeter {
     /// stand for the cost until the next one), and starts the next one
     /// [`STATS_CYCLE`] after the last began. Call often (every 100 ms).
     pub fn poll(&mut self) {
+        if !self.sampled {
+            return;
+        }
         if self.stats.is_none() {
             if self.cycle_start.elapsed() >= STATS_CYCLE {
                 self.measure_now();
             }
             return;
         }
-        if self.cycle_start.elapsed() < STATS_ON {
-            return;
-        }
-        let (Some(start), Some(end)) = (self.stretch_start.take(), self.read_programs()) else {
+        if self.cycle_start.elapsed() >= STATS_ON {
+            self.end_stretch();
             self.stats = None;
+        }
+    }
+
+    /// Takes the rates of the stretch that began at `stretch_start`.
+    fn end_stretch(&mut self) {
+        let (Some(start), Some(end)) = (self.stretch_start.take(), self.read_programs()) else {
             return;
         };
-        self.stats = None;
         let seconds = end.at.duration_since(start.at).as_secs_f64();
         let mut cost: BTreeMap<&'static str, (f64, f64)> = BTreeMap::new();
         for (id, p) in &end.programs {
@@ -242,6 +256,11 @@ impl OverheadMeter {
             target_cpu_s: (now.target_cpu_s - last.target_cpu_s).max(0.0),
             ..Default::default()
         };
+        if !self.sampled && self.stats.is_some() {
+            // Statistics always on: this second is its own stretch.
+            self.end_stretch();
+            self.stretch_start = self.read_programs();
+        }
         // Every second is charged the last measured stretch's rates.
         for (k, (s, n)) in &self.rates {
             interval.by_collector.insert(k, (s * interval.seconds, (n * interval.seconds).round() as u64));
@@ -344,10 +363,17 @@ impl OverheadMeter {
             back_offs: self.back_offs.clone(),
             unavailable: self.unavailable.clone(),
             rule: format!(
-                "cost = our BPF programs' run time (kernel statistics, on {} ms in every {} s: they cost every program run while on; {:.1} s measured, every second charged the last measured stretch's rate) + uprobe traps ({UPROBE_TRAP_US} µs per entry hit, +{URETPROBE_TRAP_US} µs per return hit), as a share of the target's CPU time (at least {MIN_TARGET_CORES} core), judged over {} s; back-off order: allocator probes, then the database wire tracer{}",
-                STATS_ON.as_millis(),
-                STATS_CYCLE.as_secs(),
-                self.stats_on_s,
+                "cost = our BPF programs' run time (kernel statistics, {}) + uprobe traps ({UPROBE_TRAP_US} µs per entry hit, +{URETPROBE_TRAP_US} µs per return hit), as a share of the target's CPU time (at least {MIN_TARGET_CORES} core), judged over {} s; back-off order: allocator probes, then the database wire tracer{}",
+                if self.sampled {
+                    format!(
+                        "on {} ms in every {} s: they cost every program run while on; {:.1} s measured, every second charged the last measured stretch's rate",
+                        STATS_ON.as_millis(),
+                        STATS_CYCLE.as_secs(),
+                        self.stats_on_s
+                    )
+                } else {
+                    "on throughout: the memory profile's default windows have a period sampled statistics would alias with".to_string()
+                },
                 WINDOW.as_secs(),
                 if self.exempt_allocator_probes { "; the precise allocator probes are kept and not judged (default budget)" } else { "" }
             ),
