@@ -6,16 +6,17 @@
 //! program this process holds, read from `/proc/self/fdinfo`), grouped by
 //! the collector that owns them. The statistics are not free: while they
 //! are on, the kernel reads the clock twice around every run of every BPF
-//! program on the machine and updates per-CPU counters (measured here: ~40
+//! program on the machine and updates per-CPU counters (measured here: ~55
 //! ns a run, more than a filtered-out program run). So they are on for
 //! [`STATS_ON`] in every [`STATS_CYCLE`], and every second is charged the
 //! last measured stretch's rate (a back-off starts a measured stretch at
 //! once). Not with the memory profile's default mode: its allocator probes
 //! record in 100 ms windows every 5 s, a period a sampled stretch would
 //! alias with (a stretch over a window charges every second a window's
-//! cost; one between windows, nothing), so they stay on; the uprobe traps the allocator probes cost
-//! on top of their programs (hits x the trap cost measured with `cargo
-//! xtask bench memory`: 0.84 µs for an entry probe, +0.5 µs for a return
+//! cost; one between windows, nothing), so they stay on. Also measured:
+//! the uprobe traps the allocator probes cost on top of their programs
+//! (hits x the trap cost measured with `cargo xtask bench memory`: 0.84
+//! µs for an entry probe, +0.5 µs for a return
 //! probe; see ARCHITECTURE.md); the agent's own CPU time; the target's CPU
 //! time. BPF programs and traps run on the target's threads (uprobes, its
 //! syscalls) or interrupt whatever runs (the CPU sampler, `sched_switch`),
@@ -222,9 +223,12 @@ impl OverheadMeter {
         }
     }
 
-    /// Takes the rates of the stretch that began at `stretch_start`.
+    /// Takes the rates of the stretch that began at `stretch_start`; the
+    /// reading that ends it is kept in `last_programs`.
     fn end_stretch(&mut self) {
-        let (Some(start), Some(end)) = (self.stretch_start.take(), self.read_programs()) else {
+        let Some(end) = self.read_programs() else { return };
+        let Some(start) = self.stretch_start.take() else {
+            self.last_programs = Some(end);
             return;
         };
         let seconds = end.at.duration_since(start.at).as_secs_f64();
@@ -257,9 +261,10 @@ impl OverheadMeter {
             ..Default::default()
         };
         if !self.sampled && self.stats.is_some() {
-            // Statistics always on: this second is its own stretch.
+            // Statistics always on: this second is its own stretch, and
+            // its end reading starts the next one.
             self.end_stretch();
-            self.stretch_start = self.read_programs();
+            self.stretch_start = self.last_programs.clone();
         }
         // Every second is charged the last measured stretch's rates.
         for (k, (s, n)) in &self.rates {
