@@ -18,6 +18,7 @@ pub mod engine;
 pub mod kernel;
 pub mod load;
 pub mod memory;
+pub mod naming;
 pub mod overhead;
 pub mod plan;
 pub mod postgres;

@@ -21,6 +21,7 @@ use blazesym::{
 };
 
 use crate::{
+    naming,
     debuginfo::{ObjectFacts, SYSTEM_DEBUG_DIRS, crate_facts, find_debug_file, same_file},
     kernel::cpu::RawCpuStack,
     profile::{CpuProfile, Frame, Origin, StackSample, crates::CrateFacts, origin_of_path},
@@ -49,6 +50,15 @@ struct ObjectState {
     owner_frames_with_file: u64,
     /// Any address of it was named by a symbol.
     named: bool,
+    /// Its symbol table's function paths and (executable) the owner
+    /// functions' first lines: built on first need, for line-tables-only
+    /// DWARF's short names (see `naming`).
+    naming: Option<NamingTables>,
+}
+
+struct NamingTables {
+    symtab: naming::SymtabIndex,
+    owner_lines: naming::OwnerLines,
 }
 
 impl Default for StackSymbolizer {
@@ -151,6 +161,7 @@ impl StackSymbolizer {
                 owner_frames: 0,
                 owner_frames_with_file: 0,
                 named: false,
+                naming: None,
             }
         });
         if executable && state.crates.is_none() {
@@ -260,14 +271,17 @@ impl StackSymbolizer {
             };
             let mut named = false;
             let (mut owner_frames, mut with_file) = (0u64, 0u64);
-            for ((key, offset), sym) in entries.iter().zip(results) {
-                let frames = match sym {
-                    Some(sym @ Symbolized::Sym(_)) => {
-                        named = true;
-                        frames_with(sym, &module, owner_object, facts)
-                    }
-                    _ => vec![self.offset_frame(&path, &module, *offset)],
-                };
+            let mut per_entry: Vec<(bool, Vec<Frame>)> = entries
+                .iter()
+                .zip(results)
+                .map(|((_, offset), sym)| match sym {
+                    Some(sym @ Symbolized::Sym(_)) => (true, frames_with(sym, &module, owner_object, facts)),
+                    _ => (false, vec![self.offset_frame(&path, &module, *offset)]),
+                })
+                .collect();
+            self.name_short_frames(&path, debug_file.as_deref(), vaddrs.as_deref(), &offsets, owner_object, facts, &mut per_entry);
+            for ((key, _offset), (symbolized, frames)) in entries.iter().zip(per_entry) {
+                named |= symbolized;
                 if let Some(facts) = facts {
                     for f in frames.iter().filter(|f| f.origin != Origin::Native && facts.origin_of_function(&f.function) == Origin::Owner) {
                         owner_frames += 1;
@@ -311,6 +325,129 @@ impl StackSymbolizer {
             out.insert(*addr, Frame { function, file: None, line: None, origin: Origin::Kernel, inlined: false });
         }
         out
+    }
+}
+
+impl StackSymbolizer {
+    /// Line-tables-only DWARF names functions without their path
+    /// (`{async_fn#0}`, `run`): renames such frames by the one naming rule
+    /// of [`naming`] (the symbol table's name for the outermost function,
+    /// qualified names for inlined ones). Nothing is done, and nothing is
+    /// read, when every frame already has its path (full debug info) or
+    /// came from the symbol table.
+    #[allow(clippy::too_many_arguments)]
+    fn name_short_frames(
+        &self,
+        path: &Path,
+        debug_file: Option<&Path>,
+        vaddrs: Option<&[u64]>,
+        offsets: &[u64],
+        owner_object: bool,
+        crates: Option<&CrateFacts>,
+        per_entry: &mut [(bool, Vec<Frame>)],
+    ) {
+        let inputs = |frames: &[Frame]| -> Vec<(String, Option<String>, Option<u32>)> {
+            frames.iter().map(|f| (f.function.clone(), f.file.clone(), f.line)).collect()
+        };
+        let needs = per_entry.iter().any(|(sym, frames)| {
+            *sym && {
+                let owned = inputs(frames);
+                let refs: Vec<naming::NameInput<'_>> =
+                    owned.iter().map(|(n, f, l)| naming::NameInput { name: n, file: f.as_deref(), line: *l }).collect();
+                naming::Namer { symtab: None, owner_lines: None, owner_crates: &[] }.name_frames(&refs, None).is_some()
+            }
+        });
+        if !needs {
+            return;
+        }
+        // The symbol table's names of the outermost functions.
+        let elf = match (debug_file, vaddrs) {
+            (Some(debug), Some(_)) => Elf { debug_syms: false, ..Elf::new(debug) },
+            _ => Elf { debug_syms: false, ..Elf::new(path) },
+        };
+        let outer: Vec<Option<String>> = match (debug_file, vaddrs) {
+            (Some(_), Some(v)) => self.inner.symbolize(&Source::Elf(elf), Input::VirtOffset(v)),
+            _ => self.inner.symbolize(&Source::Elf(elf), Input::FileOffset(offsets)),
+        }
+        .map(|r| {
+            r.into_iter()
+                .map(|s| match s {
+                    Symbolized::Sym(s) => Some(strip_hash(&s.name).to_string()),
+                    Symbolized::Unknown(_) => None,
+                })
+                .collect()
+        })
+        .unwrap_or_else(|_| vec![None; per_entry.len()]);
+        let read_from = debug_file.filter(|_| vaddrs.is_some()).unwrap_or(path).to_path_buf();
+        let owner_crates: Vec<String> = crates.map(|c| c.owner.iter().cloned().collect()).unwrap_or_default();
+        self.with_object(path, owner_object, |o| {
+            if o.naming.is_none() {
+                o.naming = Some(self.naming_tables(&read_from, if owner_object { crates } else { None }));
+            }
+        });
+        let objects = self.objects.borrow();
+        let Some(tables) = objects.get(path).and_then(|o| o.naming.as_ref()) else { return };
+        let namer = naming::Namer {
+            symtab: Some(&tables.symtab),
+            owner_lines: (!tables.owner_lines.is_empty()).then_some(&tables.owner_lines),
+            owner_crates: &owner_crates,
+        };
+        for ((sym, frames), outer) in per_entry.iter_mut().zip(outer) {
+            if !*sym {
+                continue;
+            }
+            let owned = inputs(frames);
+            let refs: Vec<naming::NameInput<'_>> =
+                owned.iter().map(|(n, f, l)| naming::NameInput { name: n, file: f.as_deref(), line: *l }).collect();
+            if let Some(names) = namer.name_frames(&refs, outer.as_deref()) {
+                for (frame, name) in frames.iter_mut().zip(names) {
+                    if frame.file.is_none() && frame.function != name && owner_object && let Some(c) = crates {
+                        frame.origin = c.origin_of_function(&name);
+                    }
+                    frame.function = name;
+                }
+            }
+        }
+    }
+
+    /// The symbol table index of `file` and, for the executable, the first
+    /// line of each owner function (its start address looked up in the
+    /// line tables).
+    fn naming_tables(&self, file: &Path, crates: Option<&CrateFacts>) -> NamingTables {
+        use object::{Object as _, ObjectSymbol as _};
+        let empty = || NamingTables { symtab: naming::SymtabIndex::default(), owner_lines: naming::OwnerLines::default() };
+        let Ok(f) = std::fs::File::open(file) else { return empty() };
+        // SAFETY: read-only mapping of a file we only read.
+        let Ok(map) = (unsafe { memmap2::Mmap::map(&f) }) else { return empty() };
+        let Ok(elf) = object::File::parse(&map[..]) else { return empty() };
+        let symtab = naming::SymtabIndex::from_elf(&elf);
+        let mut owner_fns: Vec<(u64, String)> = Vec::new();
+        if let Some(crates) = crates {
+            for s in elf.symbols() {
+                if s.kind() != object::SymbolKind::Text || s.is_undefined() || s.address() == 0 {
+                    continue;
+                }
+                let Some(name) = s.name().ok().and_then(|n| rustc_demangle::try_demangle(n).ok()).map(|d| format!("{d:#}")) else { continue };
+                if crates.origin_of_function(&name) == Origin::Owner {
+                    owner_fns.push((s.address(), name));
+                }
+            }
+        }
+        drop(elf);
+        let owner_lines = if owner_fns.is_empty() {
+            naming::OwnerLines::default()
+        } else {
+            let addrs: Vec<u64> = owner_fns.iter().map(|(a, _)| *a).collect();
+            let located = self.inner.symbolize(&Source::Elf(Elf::new(file)), Input::VirtOffset(&addrs)).unwrap_or_default();
+            naming::OwnerLines::new(owner_fns.into_iter().zip(located).filter_map(|((_, name), sym)| match sym {
+                Symbolized::Sym(s) => {
+                    let ci = s.code_info.as_deref()?;
+                    Some((ci.to_path().to_string_lossy().into_owned(), ci.line?, name))
+                }
+                Symbolized::Unknown(_) => None,
+            }))
+        };
+        NamingTables { symtab, owner_lines }
     }
 }
 
