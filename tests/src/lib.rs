@@ -51,6 +51,9 @@ pub enum Build {
     /// `jemalloc`...), in a target directory of its own so that builds of
     /// different features do not overwrite each other.
     ReleaseWithFeature(&'static str),
+    /// `debug = "line-tables-only"`: file:line, but DWARF names without
+    /// their path (`run`, `{async_fn#0}`), the build the report advises.
+    ReleaseLineTablesOnly,
     /// Cargo's default release profile: `debug = false` (symbols, no line
     /// tables; cargo then strips std's debug info too).
     ReleaseNoDebugInfo,
@@ -77,6 +80,7 @@ pub fn fixture(name: &str, build: Build) -> PathBuf {
         Build::ReleaseFramePointers => dir.join("target/fp"),
         Build::ReleaseTokioConsole => dir.join("target/console"),
         Build::ReleaseWithFeature(feature) => dir.join(format!("target/feature-{feature}")),
+        Build::ReleaseLineTablesOnly => dir.join("target/line-tables"),
         Build::ReleaseNoDebugInfo => dir.join("target/nodebug"),
         Build::ReleaseStripped => dir.join("target/stripped"),
         Build::ReleaseSplitDebugInfoPacked => dir.join("target/packed"),
@@ -101,6 +105,9 @@ pub fn fixture(name: &str, build: Build) -> PathBuf {
         }
         // The fixtures' workspace sets `debug = true`; these override it as
         // a user's Cargo.toml would.
+        Build::ReleaseLineTablesOnly => {
+            cmd.env("CARGO_PROFILE_RELEASE_DEBUG", "line-tables-only");
+        }
         Build::ReleaseNoDebugInfo => {
             cmd.env("CARGO_PROFILE_RELEASE_DEBUG", "false");
         }
