@@ -95,19 +95,24 @@ fn in_module(path: &str, module: &str) -> bool {
     path.strip_prefix(module).is_some_and(|rest| rest.starts_with("::") || rest.starts_with('>') || rest.starts_with('<'))
 }
 
-/// The outermost owner functions of one object by source file and first
-/// line: what encloses a closure the line tables name only `{closure#0}`.
+/// The out-of-line owner functions of one object by source file, with the
+/// lines of their first and last instructions: what encloses a closure the
+/// line tables name only `{closure#0}`. A function is taken only when the
+/// closure's line lies inside its span (a closure or async fn that is
+/// always inlined has no entry: its line never falls in another's span).
 #[derive(Debug, Default)]
 pub struct OwnerLines {
-    by_file: HashMap<String, Vec<(u32, String)>>,
+    by_file: HashMap<String, Vec<(u32, u32, String)>>,
 }
 
 impl OwnerLines {
-    /// From (file, first line, function path) of each owner function.
-    pub fn new<I: IntoIterator<Item = (String, u32, String)>>(functions: I) -> OwnerLines {
-        let mut by_file: HashMap<String, Vec<(u32, String)>> = HashMap::new();
-        for (file, line, function) in functions {
-            by_file.entry(file).or_default().push((line, function));
+    /// From (file, first line, last line, function path) of each owner
+    /// function; a last line before the first is taken as unknown (the
+    /// span is then the first line only).
+    pub fn new<I: IntoIterator<Item = (String, u32, u32, String)>>(functions: I) -> OwnerLines {
+        let mut by_file: HashMap<String, Vec<(u32, u32, String)>> = HashMap::new();
+        for (file, first, last, function) in functions {
+            by_file.entry(file).or_default().push((first, last.max(first), function));
         }
         for v in by_file.values_mut() {
             v.sort();
@@ -116,12 +121,18 @@ impl OwnerLines {
         OwnerLines { by_file }
     }
 
-    /// The function starting nearest before `line` in `file`.
+    /// Whether `function`'s span in `file` is known and leaves out `line`.
+    fn excludes(&self, file: &str, function: &str, line: u32) -> bool {
+        self.by_file.get(file).is_some_and(|v| {
+            let mut spans = v.iter().filter(|(_, _, f)| f == function).peekable();
+            spans.peek().is_some() && spans.all(|(first, last, _)| !(*first..=*last).contains(&line))
+        })
+    }
+
+    /// The function with the narrowest span holding `line` in `file`.
     fn enclosing(&self, file: &str, line: u32) -> Option<&str> {
         let v = self.by_file.get(file)?;
-        let i = v.partition_point(|(l, _)| *l <= line);
-        let (_, name) = v.get(i.checked_sub(1)?)?;
-        Some(name)
+        v.iter().filter(|(first, last, _)| (*first..=*last).contains(&line)).min_by_key(|(first, last, _)| last - first).map(|(_, _, name)| name.as_str())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -136,6 +147,94 @@ pub struct Namer<'a> {
     /// The owner's crates (of the executable), to name the crate of a
     /// source directory of the owner's.
     pub owner_crates: &'a [String],
+    /// Reads a source file named by the line tables, if it is on this
+    /// machine (bounded, regular files only).
+    pub source: Option<&'a dyn Fn(&str) -> Option<std::rc::Rc<str>>>,
+}
+
+/// The function that encloses 1-based `line` in Rust source `text`: the
+/// nearest `fn name` line at or above it whose body (by brace depth) is
+/// still open at `line`; inside an `impl Type` block, `Type::name`.
+pub fn enclosing_fn_in_source(text: &str, line: u32) -> Option<String> {
+    let lines: Vec<&str> = text.lines().take(line as usize).collect();
+    if lines.len() < line as usize || line == 0 {
+        return None;
+    }
+    // Walk up, tracking how many blocks open below the candidate close
+    // before `line`: a block that closed is not around it.
+    let mut depth: i64 = 0;
+    let mut function: Option<String> = None;
+    for l in lines.iter().rev() {
+        let code = without_strings(l.split("//").next().unwrap_or(""));
+        let code = code.as_str();
+        let opens = code.matches('{').count() as i64;
+        let closes = code.matches('}').count() as i64;
+        depth += closes - opens;
+        if depth < 0 {
+            // This line opens a block still open at `line`.
+            if function.is_none() {
+                if let Some(name) = fn_name(code) {
+                    function = Some(name);
+                }
+            } else if let Some(ty) = impl_type(code) {
+                return function.map(|f| format!("{ty}::{f}"));
+            }
+            depth = 0;
+        }
+    }
+    function
+}
+
+/// The line with the contents of its `"..."` and `'.'` literals removed.
+fn without_strings(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut in_str = false;
+    let mut escaped = false;
+    let chars: Vec<char> = line.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if in_str {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_str = false;
+                out.push(c);
+            }
+        } else if c == '"' {
+            in_str = true;
+            out.push(c);
+        } else if c == '\'' && chars.get(i + 2) == Some(&'\'') {
+            // A char literal such as '{'.
+            i += 3;
+            continue;
+        } else {
+            out.push(c);
+        }
+        i += 1;
+    }
+    out
+}
+
+fn fn_name(code: &str) -> Option<String> {
+    let at = code.find("fn ")?;
+    if at > 0 && code.as_bytes()[at - 1].is_ascii_alphanumeric() {
+        return None;
+    }
+    let name: String = code[at + 3..].trim_start().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+    (!name.is_empty()).then_some(name)
+}
+
+fn impl_type(code: &str) -> Option<String> {
+    let rest = code.trim_start().strip_prefix("impl")?;
+    let rest = rest.trim_start();
+    // `impl<T> Trait for Type<T> {`, `impl Type {`
+    let rest = if rest.starts_with('<') { rest[rest.find('>')? + 1..].trim_start() } else { rest };
+    let ty = rest.rsplit(" for ").next()?.trim();
+    let name: String = ty.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+    (!name.is_empty()).then_some(name)
 }
 
 /// One frame as naming sees it.
@@ -178,10 +277,24 @@ impl Namer<'_> {
                 && let Some(enclosing) = lines.enclosing(file, line) {
                     return closure_of(enclosing);
                 }
-            // The nearest outer frame of the same file.
+            // The function around it in its source file, when the file is
+            // on this machine (a build or CI host).
+            if let (Some(file), Some(line), Some(m)) = (frame.file, frame.line, module.as_deref())
+                && let Some(function) = self.source.and_then(|read| read(file)).and_then(|text| enclosing_fn_in_source(&text, line)) {
+                    return format!("{m}::{function}::{{{{closure}}}}");
+                }
+            // The nearest outer frame of the same file, unless its known
+            // span leaves the closure's line out (another function of the
+            // file inlined into it).
             if let Some(file) = frame.file
                 && let Some(i) = outer.iter().rposition(|o| o.file == Some(file)) {
-                    return closure_of(&outer_names[i]);
+                    let outside = match (self.owner_lines, frame.line) {
+                        (Some(lines), Some(line)) => lines.excludes(file, &outer_names[i], line),
+                        _ => false,
+                    };
+                    if !outside {
+                        return closure_of(&outer_names[i]);
+                    }
                 }
             return match module {
                 Some(m) if !m.is_empty() => format!("{m}::{{{{closure}}}}"),
@@ -248,6 +361,27 @@ impl Namer<'_> {
         }
         Some(module)
     }
+}
+
+/// Source files larger than this are not read for names.
+const MAX_SOURCE_BYTES: u64 = 4 << 20;
+
+/// Reads a Rust source file named by the target's line tables: the path is
+/// the target's word, so only a regular file, opened without blocking (a
+/// FIFO would hang the read), at most [`MAX_SOURCE_BYTES`], UTF-8.
+pub fn read_source_file(path: &std::path::Path) -> Option<String> {
+    use std::{io::Read as _, os::unix::fs::OpenOptionsExt as _};
+    if path.extension().is_none_or(|e| e != "rs") {
+        return None;
+    }
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path).ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.file_type().is_file() || meta.len() > MAX_SOURCE_BYTES {
+        return None;
+    }
+    let mut text = String::new();
+    file.take(MAX_SOURCE_BYTES).read_to_string(&mut text).ok()?;
+    Some(text)
 }
 
 /// `name-1.2.3` (a registry or git checkout) -> `name` (as a crate: `_`).
@@ -348,7 +482,7 @@ mod tests {
     #[test]
     fn modules_from_files() {
         let owner = vec!["svc".to_string()];
-        let n = Namer { symtab: None, owner_lines: None, owner_crates: &owner };
+        let n = Namer { symtab: None, owner_lines: None, owner_crates: &owner, source: None };
         assert_eq!(n.module_of_file(TOKIO_POOL).as_deref(), Some("tokio::runtime::blocking::pool"));
         assert_eq!(n.module_of_file("/rustc/5980/library/core/src/iter/adapters/mod.rs").as_deref(), Some("core::iter::adapters"));
         assert_eq!(n.module_of_file("/rustc/5980/library/std/src/sys/pal/unix/futex.rs").as_deref(), Some("std::sys::pal::unix::futex"));
@@ -359,6 +493,22 @@ mod tests {
         assert_eq!(n.module_of_file("/x/foo-bar-1.0.0-alpha.1/src/lib.rs").as_deref(), Some("foo_bar"));
         assert_eq!(n.module_of_file("/glibc/malloc/malloc.c"), None);
         assert_eq!(n.module_of_file("src/map.rs"), None);
+    }
+
+    #[test]
+    fn the_source_file_names_an_always_inlined_async_fn() {
+        let src = "use x;\n\npub async fn latest(pool: &P) -> R {\n    q(\"SELECT\").await\n}\n\npub async fn one_by_one(pool: &P) -> R {\n    for p in ps {\n        let a = q(\"{\").await?; // }\n    }\n}\n\nimpl Repo {\n    async fn find(&self) {\n        let f = |x| { x + 1 };\n        f(1);\n    }\n}\n";
+        assert_eq!(enclosing_fn_in_source(src, 9).as_deref(), Some("one_by_one"));
+        assert_eq!(enclosing_fn_in_source(src, 4).as_deref(), Some("latest"));
+        assert_eq!(enclosing_fn_in_source(src, 16).as_deref(), Some("Repo::find"));
+        assert_eq!(enclosing_fn_in_source(src, 15).as_deref(), Some("Repo::find"));
+        assert_eq!(enclosing_fn_in_source(src, 1), None);
+        assert_eq!(enclosing_fn_in_source(src, 99), None);
+        let read = |_: &str| Some(std::rc::Rc::<str>::from(src));
+        let owner = vec!["svc".to_string()];
+        let n = Namer { symtab: None, owner_lines: None, owner_crates: &owner, source: Some(&read) };
+        let names = n.name_frames(&[input("{async_fn#0}", "/work/svc/src/db.rs", 9)], None).unwrap();
+        assert_eq!(names, vec!["svc::db::one_by_one::{{closure}}".to_string()]);
     }
 
     #[test]
@@ -374,7 +524,7 @@ mod tests {
     #[test]
     fn outermost_takes_the_symbol_table_name() {
         let owner = vec!["svc".to_string()];
-        let n = Namer { symtab: None, owner_lines: None, owner_crates: &owner };
+        let n = Namer { symtab: None, owner_lines: None, owner_crates: &owner, source: None };
         let frames = [input("{async_fn#0}", MAIN, 40)];
         assert_eq!(n.name_frames(&frames, Some("svc::login::{{closure}}")), Some(vec!["svc::login::{{closure}}".to_string()]));
         // Full debug info: nothing to do.
@@ -398,7 +548,7 @@ mod tests {
             .map(String::from),
         );
         let owner = vec!["svc".to_string()];
-        let n = Namer { symtab: Some(&index), owner_lines: None, owner_crates: &owner };
+        let n = Namer { symtab: Some(&index), owner_lines: None, owner_crates: &owner, source: None };
         let frames = [
             input("run", TOKIO_POOL, 500),
             input("run", WORKER, 500),
@@ -417,23 +567,28 @@ mod tests {
     #[test]
     fn closures_are_named_after_their_enclosing_function() {
         let lines = OwnerLines::new([
-            (MAIN.to_string(), 100, "svc::serve::{{closure}}".to_string()),
-            (MAIN.to_string(), 130, "svc::read_settings_async".to_string()),
-            (MAIN.to_string(), 150, "svc::other".to_string()),
+            (MAIN.to_string(), 100, 128, "svc::serve::{{closure}}".to_string()),
+            (MAIN.to_string(), 130, 145, "svc::read_settings_async".to_string()),
+            (MAIN.to_string(), 150, 160, "svc::other".to_string()),
+            // Line 170 is in an always-inlined async fn: no span holds it.
+            (MAIN.to_string(), 165, 168, "svc::before".to_string()),
         ]);
         let owner = vec!["svc".to_string()];
-        let n = Namer { symtab: None, owner_lines: Some(&lines), owner_crates: &owner };
+        let n = Namer { symtab: None, owner_lines: Some(&lines), owner_crates: &owner, source: None };
         let frames = [
             input("poll<x>", "/x/tokio-1.48.0/src/runtime/blocking/task.rs", 42),
             input("{closure#0}<y>", MAIN, 140),
             input("{async_fn#0}", MAIN, 120),
             input("{closure#1}", "/x/tokio-1.48.0/src/runtime/blocking/task.rs", 44),
+            input("{async_fn#0}", MAIN, 170),
         ];
         let names = n.name_frames(&frames, Some("<tokio::runtime::blocking::task::BlockingTask<T> as core::future::future::Future>::poll")).unwrap();
         assert_eq!(names[1], "svc::read_settings_async::{{closure}}");
         assert_eq!(names[2], "svc::serve::{{closure}}");
         // A dependency's closure: after the outer frame of its own file.
         assert_eq!(names[3], "<tokio::runtime::blocking::task::BlockingTask<T> as core::future::future::Future>::poll::{{closure}}");
+        // Not after the function that starts before it: the module's.
+        assert_eq!(names[4], "svc::{{closure}}");
         assert!(names.iter().all(|n| !n.contains('#')), "{names:?}");
     }
 }

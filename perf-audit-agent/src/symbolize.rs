@@ -35,6 +35,8 @@ pub struct StackSymbolizer {
     debug_dirs: Vec<PathBuf>,
     /// What each object symbolized so far says about itself.
     objects: RefCell<BTreeMap<PathBuf, ObjectState>>,
+    /// Source files read for naming (see `naming`), by path.
+    sources: RefCell<HashMap<String, Option<std::rc::Rc<str>>>>,
 }
 
 /// One object's facts, looked up once per audit.
@@ -109,7 +111,7 @@ impl StackSymbolizer {
             .enable_auto_reload(false)
             .set_debug_dirs(Some(&debug_dirs))
             .build();
-        StackSymbolizer { inner, debug_dirs, objects: RefCell::new(BTreeMap::new()) }
+        StackSymbolizer { inner, debug_dirs, objects: RefCell::new(BTreeMap::new()), sources: RefCell::new(HashMap::new()) }
     }
 
     /// Every object frames were symbolized in so far: build-id, symbols,
@@ -354,7 +356,7 @@ impl StackSymbolizer {
                 let owned = inputs(frames);
                 let refs: Vec<naming::NameInput<'_>> =
                     owned.iter().map(|(n, f, l)| naming::NameInput { name: n, file: f.as_deref(), line: *l }).collect();
-                naming::Namer { symtab: None, owner_lines: None, owner_crates: &[] }.name_frames(&refs, None).is_some()
+                naming::Namer { symtab: None, owner_lines: None, owner_crates: &[], source: None }.name_frames(&refs, None).is_some()
             }
         });
         if !needs {
@@ -387,10 +389,12 @@ impl StackSymbolizer {
         });
         let objects = self.objects.borrow();
         let Some(tables) = objects.get(path).and_then(|o| o.naming.as_ref()) else { return };
+        let read_source = |file: &str| self.source_file(file);
         let namer = naming::Namer {
             symtab: Some(&tables.symtab),
             owner_lines: (!tables.owner_lines.is_empty()).then_some(&tables.owner_lines),
             owner_crates: &owner_crates,
+            source: Some(&read_source),
         };
         for ((sym, frames), outer) in per_entry.iter_mut().zip(outer) {
             if !*sym {
@@ -410,6 +414,17 @@ impl StackSymbolizer {
         }
     }
 
+    /// A source file the line tables name, when it is a regular file on
+    /// this machine (at most 4 MiB; never a FIFO or device): read once.
+    fn source_file(&self, file: &str) -> Option<std::rc::Rc<str>> {
+        if let Some(cached) = self.sources.borrow().get(file) {
+            return cached.clone();
+        }
+        let text = crate::naming::read_source_file(Path::new(file)).map(std::rc::Rc::<str>::from);
+        self.sources.borrow_mut().insert(file.to_string(), text.clone());
+        text
+    }
+
     /// The symbol table index of `file` and, for the executable, the first
     /// line of each owner function (its start address looked up in the
     /// line tables).
@@ -421,7 +436,7 @@ impl StackSymbolizer {
         let Ok(map) = (unsafe { memmap2::Mmap::map(&f) }) else { return empty() };
         let Ok(elf) = object::File::parse(&map[..]) else { return empty() };
         let symtab = naming::SymtabIndex::from_elf(&elf);
-        let mut owner_fns: Vec<(u64, String)> = Vec::new();
+        let mut owner_fns: Vec<(u64, u64, String)> = Vec::new();
         if let Some(crates) = crates {
             for s in elf.symbols() {
                 if s.kind() != object::SymbolKind::Text || s.is_undefined() || s.address() == 0 {
@@ -429,7 +444,7 @@ impl StackSymbolizer {
                 }
                 let Some(name) = s.name().ok().and_then(|n| rustc_demangle::try_demangle(n).ok()).map(|d| format!("{d:#}")) else { continue };
                 if crates.origin_of_function(&name) == Origin::Owner {
-                    owner_fns.push((s.address(), name));
+                    owner_fns.push((s.address(), s.size(), name));
                 }
             }
         }
@@ -437,14 +452,20 @@ impl StackSymbolizer {
         let owner_lines = if owner_fns.is_empty() {
             naming::OwnerLines::default()
         } else {
-            let addrs: Vec<u64> = owner_fns.iter().map(|(a, _)| *a).collect();
+            // Each function's first and last instruction: its span of lines.
+            let addrs: Vec<u64> = owner_fns.iter().flat_map(|(a, size, _)| [*a, a + size.saturating_sub(1)]).collect();
             let located = self.inner.symbolize(&Source::Elf(Elf::new(file)), Input::VirtOffset(&addrs)).unwrap_or_default();
-            naming::OwnerLines::new(owner_fns.into_iter().zip(located).filter_map(|((_, name), sym)| match sym {
+            let at = |sym: &Symbolized<'_>| match sym {
                 Symbolized::Sym(s) => {
                     let ci = s.code_info.as_deref()?;
-                    Some((ci.to_path().to_string_lossy().into_owned(), ci.line?, name))
+                    Some((ci.to_path().to_string_lossy().into_owned(), ci.line?))
                 }
                 Symbolized::Unknown(_) => None,
+            };
+            naming::OwnerLines::new(owner_fns.into_iter().zip(located.chunks(2)).filter_map(|((_, _, name), pair)| {
+                let (file, first) = at(pair.first()?)?;
+                let last = pair.get(1).and_then(at).filter(|(f, _)| *f == file).map_or(first, |(_, l)| l);
+                Some((file, first, last, name))
             }))
         };
         NamingTables { symtab, owner_lines }

@@ -696,6 +696,13 @@ fn symbolize_capture(pid: u32, capture: WireCapture, summary: &mut WireSummary, 
         eprintln!("perf-audit: wire: executions without text by call site: {unknown:?}");
     }
     summary.executions_with_call_site = executions.iter().filter(|e| e.site.is_some()).count() as u64;
+    let exe = symbolizer.object_symbols().into_iter().find(|o| o.executable);
+    summary.untied_reason = analysis::untied_reason(
+        summary.executions,
+        summary.executions_with_call_site,
+        exe.as_ref().is_some_and(|o| o.symbols),
+        exe.as_ref().is_some_and(|o| o.line_info),
+    );
     executions
 }
 

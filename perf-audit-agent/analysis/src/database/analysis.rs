@@ -567,6 +567,30 @@ fn chains(threads: &BTreeMap<u32, Vec<(u64, Option<usize>)>>, typical: &[f64], g
 }
 
 /// Call sites of each statement text, most executions first.
+/// Why `executions - tied` executions have no call site in the owner's
+/// code, from what the executable's symbols allow (`symbols`: it has a
+/// symbol table or debug file; `line_info`: line tables for the owner's
+/// code), with the fix. `None` when every execution is tied.
+pub fn untied_reason(executions: u64, tied: u64, symbols: bool, line_info: bool) -> Option<String> {
+    let untied = executions.saturating_sub(tied);
+    if untied == 0 {
+        return None;
+    }
+    let share = untied as f64 * 100.0 / executions as f64;
+    let head = format!("{untied} of {executions} executions ({share:.0}%) are not tied to your code");
+    Some(if !symbols {
+        format!("{head}: the binary is stripped and no debug file was found, so no frame of yours can be named; keep the symbol table (no `strip = true`) or give the debug file with --debug-dir")
+    } else if !line_info {
+        format!(
+            "{head}: the binary has symbols but no line tables (Cargo's default release profile), and the functions that issue them were inlined into framework code, which the symbol table cannot see; add `debug = \"line-tables-only\"` to `[profile.release]` (no runtime cost) to tie every execution to its function and line"
+        )
+    } else {
+        format!(
+            "{head}: their stacks never reach your code although it has line tables: the driver writes them from a task or thread of its own (a connection task, a pool's worker), or the stack copy was cut short; the per-statement numbers still hold, the call sites are unknown"
+        )
+    })
+}
+
 pub fn call_sites_by_statement(executions: &[Execution]) -> BTreeMap<String, Vec<(CallSite, u64)>> {
     let mut counts: BTreeMap<String, BTreeMap<CallSite, u64>> = BTreeMap::new();
     for e in executions {
@@ -910,6 +934,16 @@ mod tests {
         let per_item = detect_per_item_transactions(&out, &BurstRule::default());
         assert_eq!(per_item.len(), 1, "{per_item:#?}");
         assert_eq!((per_item[0].call_site.clone(), per_item[0].median_round_trips), (w, 3));
+    }
+
+    #[test]
+    fn untied_executions_say_why_by_what_the_build_allows() {
+        assert_eq!(untied_reason(100, 100, true, true), None);
+        let stripped = untied_reason(100, 0, false, false).unwrap();
+        assert!(stripped.starts_with("100 of 100 executions (100%)") && stripped.contains("--debug-dir"), "{stripped}");
+        let symbols_only = untied_reason(6055, 673, true, false).unwrap();
+        assert!(symbols_only.starts_with("5382 of 6055 executions (89%)") && symbols_only.contains("line-tables-only"), "{symbols_only}");
+        assert!(untied_reason(10, 9, true, true).unwrap().contains("task or thread of its own"));
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub(super) fn render(md: &mut String, db: &DatabaseSection) {
             w.writes, w.connections, w.tls_connections, w.executions, w.executions_with_call_site, w.executions_without_text,
             w.dropped_writes, w.dropped_executions, w.payload_read_failures, w.stack_failures
         );
+        if let Some(reason) = &w.untied_reason {
+            let _ = writeln!(md, "**Executions not tied to code**: {reason}");
+        }
         if w.executions_text_from_activity > 0 || w.executions_text_from_call_site > 0 {
             let _ = writeln!(
                 md,

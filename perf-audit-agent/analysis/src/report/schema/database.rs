@@ -186,4 +186,7 @@ pub struct WireSummary {
     pub writes_after_answer: u64,
     /// How N+1 patterns are recognised.
     pub n_plus_one_rule: String,
+    /// Why some executions are not tied to the owner's code, and the fix
+    /// (see `database::analysis::untied_reason`).
+    pub untied_reason: Option<String>,
 }
