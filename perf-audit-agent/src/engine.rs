@@ -51,12 +51,13 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
     let (existing_pid, unwind) = resolve(&plan)?;
     let probes = Probes::start(&plan, existing_pid, unwind).await?;
     let (info, out_dir, started_at) = (probes.info.clone(), probes.out_dir.clone(), SystemTime::now());
+    let exe_file = probes.exe_file.clone();
     // One symbolizer for the audit: blazesym keeps each object it parsed,
     // so the database call sites and the profiles share the work.
     let symbolizer = StackSymbolizer::with_debug_dirs(&plan.debug_dirs);
     let (raw, collected, cpu_seconds, load, load_unprobed) = probes.collect(&plan, &symbolizer).await?;
     // Symbolized first: the symbols list names the objects it opened.
-    let symbolized = symbolize(&plan, &info, raw, &collected.maps, &symbolizer);
+    let symbolized = symbolize(&plan, &info, &exe_file, raw, &collected.maps, &symbolizer);
     let evidence = AuditEvidence {
         target: info.clone(),
         profile: plan.requested_profile.as_str().to_string(),
@@ -118,6 +119,9 @@ struct Probes {
     unwinder: SharedUnwinder,
     pid: u32,
     info: TargetInfo,
+    /// The file the target runs, as its frames are read from (see
+    /// `target::exe_file`: in another mount namespace, or replaced on disk).
+    exe_file: PathBuf,
     out_dir: PathBuf,
     /// Declared after the service so that the database outlives it.
     launched: Option<Launched>,
@@ -164,6 +168,7 @@ impl Probes {
             collectors.push(Box::new(Database(db)));
         }
         let info = target::describe(pid).unwrap_or_else(|_| TargetInfo { pid, name: launched_name(&plan.target), exe: String::new() });
+        let exe_file = target::exe_file(pid).unwrap_or_else(|| PathBuf::from(&info.exe));
         if let Some(spec) = &plan.load {
             wait_until_ready(spec, pid, plan.ready_timeout).await?;
         }
@@ -180,7 +185,7 @@ impl Probes {
         if wants_async && console_listening(&plan.console) {
             collectors.push(Console::start(&plan.console));
         }
-        Ok(Probes { session, collectors, unwinder, pid, info, out_dir, launched, private_db })
+        Ok(Probes { session, collectors, unwinder, pid, info, exe_file, out_dir, launched, private_db })
     }
 
     /// Drives the load beside collection, waits for the end, finishes every
@@ -194,7 +199,7 @@ impl Probes {
             tokio::spawn(load::run(load_plan, load_stopped))
         });
         if plan.profiles.contains(&Profile::Memory) {
-            let memory = MemoryCollector::start(&self.unwinder, Path::new(&self.info.exe), plan.memory).await?;
+            let memory = MemoryCollector::start(&self.unwinder, &self.exe_file, plan.memory).await?;
             self.collectors.push(Box::new(Memory(memory)));
         }
         let pid = self.pid;
@@ -269,9 +274,8 @@ async fn start_private_database() -> Result<PrivatePostgres> {
 
 /// Symbolizes what the collectors gathered: the profiles and sections of
 /// the audit's evidence (the rest is filled by the caller).
-fn symbolize(plan: &AuditPlan, info: &TargetInfo, raw: RawEvidence, maps: &MapsSnapshot, symbolizer: &StackSymbolizer) -> AuditEvidence {
+fn symbolize(plan: &AuditPlan, info: &TargetInfo, exe: &Path, raw: RawEvidence, maps: &MapsSnapshot, symbolizer: &StackSymbolizer) -> AuditEvidence {
     eprintln!("perf-audit: symbolizing {} distinct stacks", raw.cpu.len() + raw.offcpu.len());
-    let exe = Path::new(&info.exe);
     let cpu = symbolizer.cpu_profile(&raw.cpu, maps, exe);
     let async_runtime = plan.profiles.contains(&Profile::Async).then(|| {
         let offcpu = symbolizer.cpu_profile(&raw.offcpu, maps, exe);

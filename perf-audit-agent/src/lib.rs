@@ -23,6 +23,7 @@ pub mod overhead;
 pub mod plan;
 pub mod postgres;
 pub mod resymbolize;
+pub mod safe_open;
 pub mod symbolize;
 pub mod target;
 pub mod unwind;

@@ -370,13 +370,12 @@ const MAX_SOURCE_BYTES: u64 = 4 << 20;
 /// the target's word, so only a regular file, opened without blocking (a
 /// FIFO would hang the read), at most [`MAX_SOURCE_BYTES`], UTF-8.
 pub fn read_source_file(path: &std::path::Path) -> Option<String> {
-    use std::{io::Read as _, os::unix::fs::OpenOptionsExt as _};
+    use std::io::Read as _;
     if path.extension().is_none_or(|e| e != "rs") {
         return None;
     }
-    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path).ok()?;
-    let meta = file.metadata().ok()?;
-    if !meta.file_type().is_file() || meta.len() > MAX_SOURCE_BYTES {
+    let file = crate::safe_open::open_regular(path).ok()?;
+    if file.metadata().ok()?.len() > MAX_SOURCE_BYTES {
         return None;
     }
     let mut text = String::new();

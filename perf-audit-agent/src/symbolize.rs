@@ -127,8 +127,13 @@ impl StackSymbolizer {
                 // no stripping) do not give the owner's code file:line.
                 let line_info = if o.owner_frames > 0 { o.owner_frames_with_file > 0 } else { own_lines };
                 let symbols = o.named || o.facts.as_ref().is_some_and(|f| f.symtab) || o.debug_file.is_some();
+                let (object, on_disk) = crate::target::mapped_file_name(path);
                 ObjectSymbols {
-                    object: path.display().to_string(),
+                    on_disk: on_disk.map(|d| match d {
+                        crate::target::OnDisk::Replaced => "replaced".to_string(),
+                        crate::target::OnDisk::Deleted => "deleted".to_string(),
+                    }),
+                    object,
                     build_id: o.facts.as_ref().and_then(ObjectFacts::build_id_hex),
                     executable: o.executable,
                     symbols,
@@ -496,6 +501,8 @@ fn settle_relative_paths(profile: &mut CpuProfile) {
 }
 
 pub(crate) fn module_name(path: &Path) -> String {
+    let (name, _) = crate::target::mapped_file_name(path);
+    let path = Path::new(&name);
     path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
 }
 

@@ -224,12 +224,29 @@ impl MapsSnapshot {
     }
 }
 
-/// Parses the executable, file-backed lines of `/proc/PID/maps`.
-pub fn parse_maps(text: &str, pid: u32) -> Vec<Mapping> {
+/// One executable, file-backed line of `/proc/PID/maps`, as the kernel
+/// wrote it: the mapped file is (`dev`, `inode`), whatever `path` now names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapsLine {
+    pub start: u64,
+    pub end: u64,
+    pub offset: u64,
+    /// `makedev(major, minor)` of the maps' `MAJ:MIN` field.
+    pub dev: u64,
+    pub inode: u64,
+    pub path: String,
+    /// The kernel marked the path ` (deleted)`: the mapped file has no
+    /// name any more (deleted, or replaced by a rename over it).
+    pub deleted: bool,
+}
+
+/// Parses the executable, file-backed lines of `/proc/PID/maps` (pure;
+/// lines that do not parse are skipped).
+pub fn parse_maps_lines(text: &str) -> Vec<MapsLine> {
     let mut out = Vec::new();
     for line in text.lines() {
         let mut fields = line.split_whitespace();
-        let (Some(range), Some(perms), Some(offset), Some(_dev), Some(_inode)) =
+        let (Some(range), Some(perms), Some(offset), Some(dev), Some(inode)) =
             (fields.next(), fields.next(), fields.next(), fields.next(), fields.next())
         else {
             continue;
@@ -247,25 +264,115 @@ pub fn parse_maps(text: &str, pid: u32) -> Vec<Mapping> {
         ) else {
             continue;
         };
-        let path = path.trim_end_matches(" (deleted)");
-        out.push(Mapping { start, end, offset, path: stable_path(path, pid) });
+        let Some((major, minor)) = dev.split_once(':') else { continue };
+        let (Ok(major), Ok(minor), Ok(inode)) = (u32::from_str_radix(major, 16), u32::from_str_radix(minor, 16), inode.parse::<u64>()) else {
+            continue;
+        };
+        let deleted = path.ends_with(" (deleted)");
+        let path = path.trim_end_matches(" (deleted)").to_string();
+        out.push(MapsLine { start, end, offset, dev: libc::makedev(major, minor), inode, path, deleted });
     }
     out
 }
 
-/// A path to the mapped file that still works after the process exits:
-/// the plain path when it is the same file the process sees (same device
-/// and inode), else the path through `/proc/PID/root` (another mount
-/// namespace, e.g. a container).
-fn stable_path(path: &str, pid: u32) -> PathBuf {
+/// Parses the executable, file-backed lines of `/proc/PID/maps`, each with
+/// a path to the file that is mapped (see [`mapped_file_path`]).
+pub fn parse_maps(text: &str, pid: u32) -> Vec<Mapping> {
+    parse_maps_lines(text)
+        .into_iter()
+        .map(|l| Mapping { start: l.start, end: l.end, offset: l.offset, path: mapped_file_path(&l, pid) })
+        .collect()
+}
+
+/// What became of a mapped file's path on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDisk {
+    /// The path names another file now (a deploy renamed a new build over it).
+    Replaced,
+    /// The path names nothing (deleted while the process runs).
+    Deleted,
+}
+
+/// A mapped file kept open by the agent (the file the process runs, read
+/// through `/proc/self/fd/N` even after the process exits or the path is
+/// reused), its name as the process knows it, and what its path is now.
+struct Pinned {
+    _file: fs::File,
+    fd_path: PathBuf,
+    display: String,
+    on_disk: OnDisk,
+}
+
+/// At most this many mapped files are kept open per audit.
+const MAX_PINNED: usize = 256;
+
+fn pinned() -> &'static std::sync::Mutex<BTreeMap<(u64, u64), Pinned>> {
+    static PINNED: std::sync::OnceLock<std::sync::Mutex<BTreeMap<(u64, u64), Pinned>>> = std::sync::OnceLock::new();
+    PINNED.get_or_init(Default::default)
+}
+
+/// A path to the file a maps line maps that still works after the process
+/// exits: the plain path when it is that file (same device and inode), else
+/// the path through `/proc/PID/root` when that is (another mount namespace,
+/// e.g. a container), else the file itself, opened through
+/// `/proc/PID/map_files/` and kept open (a binary deleted or replaced on
+/// disk since the process started: never the new file at its path).
+fn mapped_file_path(line: &MapsLine, pid: u32) -> PathBuf {
     use std::os::unix::fs::MetadataExt as _;
-    let plain = PathBuf::from(path);
-    let via_root = PathBuf::from(format!("/proc/{pid}/root{path}"));
-    match (fs::metadata(&plain), fs::metadata(&via_root)) {
-        (Ok(a), Ok(b)) if a.dev() == b.dev() && a.ino() == b.ino() => plain,
-        (_, Ok(_)) => via_root,
-        _ => plain,
+    let is_it = |p: &Path| fs::metadata(p).is_ok_and(|m| m.dev() == line.dev && m.ino() == line.inode);
+    let plain = PathBuf::from(&line.path);
+    if !line.deleted && is_it(&plain) {
+        return plain;
     }
+    let via_root = PathBuf::from(format!("/proc/{pid}/root{}", line.path));
+    if !line.deleted && is_it(&via_root) {
+        return via_root;
+    }
+    let mut pins = pinned().lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(p) = pins.get(&(line.dev, line.inode)) {
+        return p.fd_path.clone();
+    }
+    let map_file = PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", line.start, line.end));
+    let opened = (pins.len() < MAX_PINNED)
+        .then(|| crate::safe_open::open_regular(&map_file).ok())
+        .flatten();
+    let Some(file) = opened else {
+        // Without map_files (not root, or the process is gone): the plain
+        // path, as before; the identity check below still warns.
+        return if line.deleted || is_it(&plain) || !via_root.exists() { plain } else { via_root };
+    };
+    use std::os::fd::AsRawFd as _;
+    let fd_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+    let on_disk = if fs::metadata(&plain).is_ok() || fs::metadata(&via_root).is_ok() { OnDisk::Replaced } else { OnDisk::Deleted };
+    pins.insert((line.dev, line.inode), Pinned { _file: file, fd_path: fd_path.clone(), display: line.path.clone(), on_disk });
+    fd_path
+}
+
+/// The name the process knows a mapped file by (`/proc/self/fd/N` paths of
+/// pinned files are shown as the process's path), and what became of that
+/// path on disk, if anything.
+pub fn mapped_file_name(path: &Path) -> (String, Option<OnDisk>) {
+    let pins = pinned().lock().unwrap_or_else(|p| p.into_inner());
+    match pins.values().find(|p| p.fd_path == path) {
+        Some(p) => (p.display.clone(), Some(p.on_disk)),
+        None => (path.display().to_string(), None),
+    }
+}
+
+/// [`executable_file`] from a fresh read of the maps.
+pub fn exe_file(pid: u32) -> Option<PathBuf> {
+    let mut maps = MapsSnapshot::default();
+    maps.refresh(pid).ok()?;
+    executable_file(pid, &maps)
+}
+
+/// The executable of `pid` as a path to the file it runs (see
+/// [`mapped_file_path`]): its mapping's path, so that it compares equal to
+/// the path its frames are symbolized from, in any mount namespace.
+pub fn executable_file(pid: u32, maps: &MapsSnapshot) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt as _;
+    let exe = fs::metadata(format!("/proc/{pid}/exe")).ok()?;
+    maps.iter().find(|m| fs::metadata(&m.path).is_ok_and(|f| f.dev() == exe.dev() && f.ino() == exe.ino())).map(|m| m.path.clone())
 }
 
 /// User + system CPU seconds the process has used, from `/proc/PID/stat`.
@@ -341,6 +448,42 @@ mod tests {
         assert_eq!(snap.find(0x55d0c0a20010).unwrap().offset, 0x20000);
         assert!(snap.find(0x55d0c0a10000).is_none());
         assert!(snap.find(0x7f1000100000).is_none());
+    }
+
+    #[test]
+    fn maps_lines_keep_the_mapped_files_identity() {
+        let text = "55d0c0a20000-55d0c0b00000 r-xp 00020000 fd:01 1234 /app/svc (deleted)\n\
+                    7f1000000000-7f1000100000 r-xp 00028000 08:01 456 /usr/lib/with space/libc.so.6\n\
+                    bad line\n7f2000000000-7f2000001000 r-xp zz 08:01 4 /x\n";
+        let lines = parse_maps_lines(text);
+        assert_eq!(lines.len(), 2);
+        assert_eq!((lines[0].dev, lines[0].inode, lines[0].deleted, lines[0].path.as_str()), (libc::makedev(0xfd, 1), 1234, true, "/app/svc"));
+        assert_eq!((lines[1].path.as_str(), lines[1].deleted), ("/usr/lib/with space/libc.so.6", false));
+    }
+
+    /// A binary replaced on disk by a rename (a deploy) while it runs: its
+    /// frames are read from the file it runs, not from the new one.
+    #[test]
+    fn a_replaced_binary_is_read_through_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("sleeper");
+        fs::copy("/bin/sleep", &bin).unwrap();
+        let mut child = Command::new(&bin).arg("30").spawn().unwrap();
+        let pid = child.id();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let replacement = dir.path().join("new");
+        fs::copy("/bin/true", &replacement).unwrap();
+        fs::rename(&replacement, &bin).unwrap();
+        let mut maps = MapsSnapshot::default();
+        maps.refresh(pid).unwrap();
+        let exe = executable_file(pid, &maps).expect("the executable's mapping");
+        assert!(exe.starts_with("/proc/self/fd/"), "{exe:?}");
+        assert_eq!(fs::read(&exe).unwrap(), fs::read("/bin/sleep").unwrap());
+        assert_eq!(mapped_file_name(&exe), (bin.display().to_string(), Some(OnDisk::Replaced)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // Still readable after the process is gone.
+        assert_eq!(fs::read(&exe).unwrap(), fs::read("/bin/sleep").unwrap());
     }
 
     #[test]

@@ -457,7 +457,8 @@ struct Wire {
 
 async fn trace_wire(mut w: Wire, initial_fds: Vec<u32>, mut stop: tokio::sync::oneshot::Receiver<()>) -> WireCapture {
     let pid = w.pid;
-    let mut capture = WireCapture { exe: std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default(), ..WireCapture::default() };
+    let exe = crate::target::exe_file(pid).or_else(|| std::fs::read_link(format!("/proc/{pid}/exe")).ok()).unwrap_or_default();
+    let mut capture = WireCapture { exe, ..WireCapture::default() };
     capture.seen_fds.extend(initial_fds);
     let mut last_maps = Instant::now();
     let mut tick = tokio::time::interval(FD_REFRESH);

@@ -20,6 +20,9 @@ pub fn render(report: &Report) -> String {
             let _ = writeln!(md, "**Debug info**: `{}` from `{file}`", object.name());
         }
     }
+    for note in report.symbols.iter().filter_map(|o| o.on_disk_note()) {
+        let _ = writeln!(md, "\n> {note}");
+    }
     for note in report.symbols.iter().filter_map(|o| o.header_note()) {
         let _ = writeln!(md, "\n> {note}");
     }

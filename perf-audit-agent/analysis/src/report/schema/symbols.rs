@@ -27,6 +27,12 @@ pub struct ObjectSymbols {
     /// (`perf-audit-agent symbolize`), even without the binary.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub load_segments: Vec<LoadSegment>,
+    /// What became of the object's path on disk while the target ran it:
+    /// `replaced` (another file is at the path now, e.g. a deploy renamed a
+    /// new build over it) or `deleted`. The object was read through the
+    /// process (`/proc/PID/map_files`), never from the path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_disk: Option<String>,
 }
 
 /// A loadable segment: `size` bytes at file `offset`, mapped at `vaddr`.
@@ -55,6 +61,19 @@ impl ObjectSymbols {
 
     /// The report header's note about this object, when it lacks line info
     /// (only the executable's matter: shared libraries are not your code).
+    /// The note about a binary replaced or deleted on disk while it ran.
+    pub fn on_disk_note(&self) -> Option<String> {
+        let state = self.on_disk.as_deref()?;
+        let what = match state {
+            "replaced" => "was replaced on disk while the process ran it (a deploy?): the file at its path now is another build",
+            _ => "was deleted from disk while the process ran it",
+        };
+        Some(format!(
+            "**`{}` {what}**. It was read through the process (`/proc/PID/map_files`): names, build-id and findings are those of the code that ran, not of the file on disk now.",
+            self.object
+        ))
+    }
+
     pub fn header_note(&self) -> Option<String> {
         if !self.executable || self.line_info {
             return None;
