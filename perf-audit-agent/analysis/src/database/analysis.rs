@@ -142,6 +142,17 @@ impl BurstRule {
 /// call site and its round trips.
 pub const UNKNOWN_TEXT: &str = "(a statement prepared before the audit: text unknown)";
 
+/// The call site of executions whose stack never reached a named frame of
+/// the owner's code (a build without line tables whose query code was
+/// inlined into framework functions; see [`untied_reason`]). Chains of
+/// round trips need no call site, so a loop is still found, by statement.
+pub const UNTIED_FUNCTION: &str = "(not traced to code)";
+
+/// The [`CallSite`] of untied executions.
+pub fn untied_site() -> CallSite {
+    CallSite { function: UNTIED_FUNCTION.to_string(), file: None, line: None }
+}
+
 /// BEGIN, COMMIT, ROLLBACK, SAVEPOINT, SET...: repeated by design, never a loop to batch.
 pub fn is_transaction_control(sql: &str) -> bool {
     let word: String = sql.trim_start().chars().take_while(|c| c.is_ascii_alphabetic()).collect::<String>().to_ascii_uppercase();
@@ -300,8 +311,15 @@ fn bursts_by_site(executions: &[Execution], rule: &BurstRule, keep: impl Fn(&str
     let mut by_chain: BTreeMap<u64, Vec<(u64, usize)>> = BTreeMap::new();
     let mut threads: BTreeMap<u32, Vec<(u64, Option<usize>)>> = BTreeMap::new();
     let mut totals: Vec<usize> = Vec::new();
+    let untied = untied_site();
     for e in executions {
-        let gid = match (&e.sql, &e.site) {
+        // Chains link a task's round trips whatever its stack says: an
+        // execution not tied to code is grouped by its statement alone.
+        let site = match &e.site {
+            None if chained && e.chain != 0 && e.sql.is_some() => Some(&untied),
+            other => other.as_ref(),
+        };
+        let gid = match (&e.sql, site) {
             (Some(sql), Some(site)) if keep(sql) => {
                 let next = group_ids.len();
                 Some(*group_ids.entry((sql.as_str(), site)).or_insert(next))
@@ -867,6 +885,38 @@ mod tests {
         // tell the lockstep lookups from a loop.
         let unchained: Vec<Execution> = out.iter().map(|e| Execution { chain: 0, ..e.clone() }).collect();
         assert!(detect_n_plus_one(&unchained, &BurstRule::default()).iter().any(|n| n.call_site == single_site));
+    }
+
+    /// A build without line tables whose query code was inlined into
+    /// framework functions: no execution has a call site, yet the chains of
+    /// round trips still show the loop, by its statement; the independent
+    /// lookups (a chain each) are still no N+1.
+    #[test]
+    fn a_loop_is_found_by_its_statement_when_no_execution_is_tied_to_code() {
+        let lookup = "SELECT id, name, country FROM users WHERE id = $1";
+        let single = "SELECT id, name FROM users WHERE email = $1";
+        let nowhere = site("unused", 1);
+        let mut out = Vec::new();
+        let (mut t, mut chain) = (0.0, 0);
+        for _ in 0..200 {
+            chain += 1;
+            for _ in 0..8 {
+                t += 0.3;
+                out.push(Execution { chain, site: None, ..exec_at(t, 1, 10, lookup, &nowhere) });
+            }
+            for _ in 0..8 {
+                chain += 1;
+                t += 0.3;
+                out.push(Execution { chain, site: None, ..exec_at(t, 1, 10, single, &nowhere) });
+            }
+        }
+        let found = detect_n_plus_one(&out, &BurstRule::default());
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!((found[0].query.as_str(), found[0].call_site.function.as_str()), (lookup, UNTIED_FUNCTION));
+        assert_eq!((found[0].median_burst, found[0].bursts), (8, 200));
+        // Unknown texts without a call site are never grouped together.
+        let unknown: Vec<Execution> = out.iter().map(|e| Execution { sql: None, ..e.clone() }).collect();
+        assert!(detect_n_plus_one(&unknown, &BurstRule::default()).is_empty());
     }
 
     /// A loop whose iterations on one connection were tied to another call

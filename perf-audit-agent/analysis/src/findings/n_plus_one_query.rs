@@ -29,12 +29,20 @@ impl Rule for NPlusOneQuery {
                     .find(|s| crate::database::analysis::normalize_sql(&s.query) == n.query)
                     .and_then(|s| s.mean_ms);
                 let unknown = n.query == crate::database::analysis::UNKNOWN_TEXT;
+                let untied = n.call_site.function == crate::database::analysis::UNTIED_FUNCTION;
                 let batched = batched_query(&n.query);
+                let why_untied = || {
+                    db.wire.untied_reason.as_deref().map(|r| format!(" Its call site is unknown: {r}.")).unwrap_or_default()
+                };
                 Finding {
                     rule: self.id().to_string(),
                     severity: severity(n.saved_ms_per_burst),
                     category: Category::Database,
-                    title: format!("N+1 queries in `{}`", n.call_site.function),
+                    title: if untied {
+                        format!("N+1 queries: `{}` (not traced to code)", short_text(&n.query, 60))
+                    } else {
+                        format!("N+1 queries in `{}`", n.call_site.function)
+                    },
                     function: n.call_site.function.clone(),
                     file: n.call_site.file.clone(),
                     line: n.call_site.line,
@@ -45,7 +53,7 @@ impl Rule for NPlusOneQuery {
                     recommendation: if unknown {
                         "fetch every row in one query instead of one per item at this line (`= ANY($1)` with all the ids bound as one array, or a JOIN); the statement was prepared before the audit began, so its text was not on the traced wire (an audit that starts with the service shows it)".into()
                     } else {
-                        format!("fetch every row in one query instead of one per item: `{batched}` with all the ids bound as one array (or a JOIN)")
+                        format!("fetch every row in one query instead of one per item: `{batched}` with all the ids bound as one array (or a JOIN){}", if untied { why_untied() } else { String::new() })
                     },
                     impact: severity(n.saved_ms_per_burst).impact(),
                     complexity: Complexity::Easy,
@@ -74,6 +82,11 @@ impl Rule for NPlusOneQuery {
             })
             .collect()
     }
+}
+
+/// The first `max` characters of a statement, `...` when cut.
+fn short_text(sql: &str, max: usize) -> String {
+    if sql.chars().count() <= max { sql.to_string() } else { format!("{}...", sql.chars().take(max).collect::<String>()) }
 }
 
 /// Milliseconds saved per burst from which an N+1 is P0, P1.
