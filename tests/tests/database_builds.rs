@@ -1,0 +1,175 @@
+//! The database profile on the demo (axum + sqlx) built the four ways
+//! services ship: `debug = true`, line tables only, Cargo's default release
+//! profile (symbols only) and stripped with a separate debug file. The N+1
+//! loop and the missing index come out on every build; where the build has
+//! line tables (or its debug file), at `fetch_authors_one_by_one`'s line
+//! with every execution tied to code; with symbols only, the loop is still
+//! found by its statement and the report says why executions are not tied
+//! and how to fix it.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use perf_audit_agent::postgres::private::PrivatePostgres;
+use perf_audit_tests::*;
+
+/// The demo built with `CARGO_PROFILE_RELEASE_DEBUG=debug` into its own
+/// target directory (`debug = true` shares the other tests' build).
+fn demo_built(debug: Option<&str>) -> PathBuf {
+    let demo = workspace_root().join("examples/demo-service");
+    let target = match debug {
+        None => demo.join("target"),
+        Some(d) => demo.join(format!("target/debug-{d}")),
+    };
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args(["build", "--release", "--manifest-path"]).arg(demo.join("Cargo.toml")).arg("--target-dir").arg(&target);
+    cmd.env_remove("RUSTFLAGS").env_remove("CARGO_ENCODED_RUSTFLAGS").env_remove("CARGO_TARGET_DIR");
+    if let Some(d) = debug {
+        cmd.env("CARGO_PROFILE_RELEASE_DEBUG", d);
+    }
+    let out = cmd.output().expect("run cargo");
+    assert!(out.status.success(), "building the demo ({debug:?}) failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    target.join("release/demo-service")
+}
+
+struct Demo {
+    child: Child,
+    addr: String,
+}
+
+impl Demo {
+    fn start(bin: &Path, url: &str) -> Demo {
+        let mut child = Command::new(bin).args(["--listen", "127.0.0.1:0"]).env("DATABASE_URL", url).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start the demo");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("demo stdout");
+        let addr = line.trim().strip_prefix("listening on http://").unwrap_or_else(|| panic!("demo said {line:?}")).to_string();
+        Demo { child, addr }
+    }
+
+    fn get(&self, path: &str) -> u16 {
+        let mut s = TcpStream::connect(&self.addr).expect("connect to the demo");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n").unwrap();
+        let mut response = String::new();
+        let _ = s.read_to_string(&mut response);
+        response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Audits the running demo (attached by pid after a warm-up) under a
+/// bounded load of the N+1 feed and the unindexed search.
+fn audit(demo: &Demo, extra: &[&str]) -> (serde_json::Value, String) {
+    for _ in 0..20 {
+        assert_eq!(demo.get("/feed"), 200);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("out");
+    let pid = demo.child.id().to_string();
+    let mut agent = Command::new(agent_bin())
+        .args(["--quiet", "--out"])
+        .arg(&out_dir)
+        .args(extra)
+        .args(["--pid", &pid, "database", "--duration", "8s"])
+        .env_remove("DATABASE_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(agent.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("auditing") {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        seen.push_str(&line);
+    }
+    assert!(seen.contains("auditing"), "the agent did not start:\n{seen}");
+    let start = Instant::now();
+    let countries = ["DE", "FR", "US", "JP", "BR"];
+    let mut i = 0;
+    while start.elapsed() < Duration::from_secs(6) {
+        assert_eq!(demo.get("/feed"), 200);
+        assert_eq!(demo.get(&format!("/users/search?country={}", countries[i % 5])), 200);
+        i += 1;
+    }
+    let mut rest = String::new();
+    let _ = stderr.read_to_string(&mut rest);
+    let status = agent.wait().unwrap();
+    assert!(status.success(), "agent failed: {status}\n{seen}{rest}");
+    let json = std::fs::read_to_string(out_dir.join("report.json")).expect("report.json");
+    (serde_json::from_str(&json).unwrap(), std::fs::read_to_string(out_dir.join("report.md")).unwrap())
+}
+
+/// Cargo's default release profile (symbols, no debug info) made from the
+/// `debug = true` build by removing its debug sections (`strip =
+/// "debuginfo"`, what Cargo does when `debug = false`): the same code and
+/// symbol table, one demo build less for CI.
+fn symbols_only(full: &Path, dir: &Path) -> PathBuf {
+    let out = dir.join("demo-symbols-only");
+    let status = Command::new("objcopy").arg("--strip-debug").arg(full).arg(&out).status().expect("objcopy (binutils)");
+    assert!(status.success());
+    out
+}
+
+/// Lines of `fn_name`'s body in the demo's db.rs.
+fn body_lines(fn_name: &str) -> std::ops::RangeInclusive<u64> {
+    let src = std::fs::read_to_string(workspace_root().join("examples/demo-service/src/db.rs")).unwrap();
+    let lines: Vec<&str> = src.lines().collect();
+    let start = lines.iter().position(|l| l.contains(&format!("fn {fn_name}("))).expect("fn in db.rs");
+    let end = start + lines[start..].iter().position(|l| *l == "}").expect("end of fn");
+    (start as u64 + 1)..=(end as u64 + 1)
+}
+
+#[test]
+fn every_build_kind_finds_the_loop_and_says_how_much_it_could_tie_to_code() {
+    let pg = PrivatePostgres::start().expect("private PostgreSQL");
+    let tmp = tempfile::tempdir().unwrap();
+    let full = demo_built(None);
+    let stripped = split_debug_info(&full, tmp.path(), DebugFileLayout::BuildId);
+    let debug_dir = tmp.path().join("debug");
+    let builds: Vec<(&str, PathBuf, Vec<&str>, bool)> = vec![
+        ("debug = true", full.clone(), vec![], true),
+        ("line-tables-only", demo_built(Some("line-tables-only")), vec![], true),
+        ("symbols only (Cargo's default)", symbols_only(&full, tmp.path()), vec![], false),
+        ("stripped + debug file", stripped, vec!["--debug-dir", debug_dir.to_str().unwrap()], true),
+    ];
+    let mut table = Vec::new();
+    for (build, bin, extra, lines) in &builds {
+        let demo = Demo::start(bin, &pg.url());
+        let (report, md) = audit(&demo, extra);
+        let wire = &report["database"]["wire"];
+        let (executions, tied) = (wire["executions"].as_u64().unwrap(), wire["executions_with_call_site"].as_u64().unwrap());
+        assert!(executions > 500, "{build}: {executions} executions");
+        table.push(format!("{build}: {tied} of {executions} executions tied to code ({:.1}%)", tied as f64 * 100.0 / executions as f64));
+        let found = findings(&report);
+        let n1 = found.iter().find(|(r, _, _, _)| r == "n-plus-one-query").unwrap_or_else(|| panic!("{build}: no N+1: {found:?}"));
+        assert!(found.iter().any(|(r, _, _, _)| r == "missing-index"), "{build}: no missing index: {found:?}");
+        if *lines {
+            assert_eq!(n1.1, "demo_service::db::fetch_authors_one_by_one", "{build}: {found:?}");
+            assert!(body_lines("fetch_authors_one_by_one").contains(&n1.3), "{build}: N+1 at line {}", n1.3);
+            assert!(tied as f64 >= 0.95 * executions as f64, "{build}: only {tied} of {executions} executions tied to code");
+        } else {
+            assert_eq!(n1.1, "(not traced to code)", "{build}: {found:?}");
+            let reason = wire["untied_reason"].as_str().unwrap_or_else(|| panic!("{build}: no reason for {tied} of {executions} tied"));
+            assert!(reason.contains("line-tables-only"), "{build}: {reason}");
+            assert!(md.contains("**Executions not tied to code**"), "{build}");
+        }
+        // The once-per-request lookups and the search are never an N+1.
+        assert_eq!(found.iter().filter(|(r, _, _, _)| r == "n-plus-one-query").count(), 1, "{build}: {found:?}");
+    }
+    eprintln!("executions tied to code per build:\n  {}", table.join("\n  "));
+}
