@@ -173,3 +173,39 @@ fn every_build_kind_finds_the_loop_and_says_how_much_it_could_tie_to_code() {
     }
     eprintln!("executions tied to code per build:\n  {}", table.join("\n  "));
 }
+
+/// diesel on libpq (a C driver) on the blocking pool, with an r2d2 pool:
+/// the executions are written by libpq, on a blocking-pool thread; the
+/// loop is found at the function that loops (`debug = true`), or by its
+/// statement on a symbols-only build; the batched twin is never flagged.
+#[test]
+fn a_c_driver_on_the_blocking_pool_is_traced_to_the_loop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let full = fixture("diesel-service", Build::Release);
+    let builds = [("debug = true", full.clone(), true), ("symbols only", symbols_only(&full, tmp.path()), false)];
+    for (build, bin, lines) in builds {
+        let addr = free_loopback_addr();
+        let scenario = tmp.path().join("scenario.toml");
+        std::fs::write(&scenario, format!("[[request]]\nurl = \"http://{addr}/items\"\nweight = 1\n\n[[request]]\nurl = \"http://{addr}/items/batched\"\nweight = 1\n")).unwrap();
+        let run = run_agent(&[
+            "database", "--duration", "8s", "--rps", "40", "--private-database", "--scenario", scenario.to_str().unwrap(),
+            "--", bin.to_str().unwrap(), "--listen", &addr,
+        ]);
+        run.assert_success();
+        let report = run.report();
+        let wire = &report["database"]["wire"];
+        let (executions, tied) = (wire["executions"].as_u64().unwrap(), wire["executions_with_call_site"].as_u64().unwrap());
+        eprintln!("{build}: {tied} of {executions} executions tied to code");
+        assert!(executions > 1000, "{build}: {executions} executions: {wire:#}");
+        let found = findings(&report);
+        let n1: Vec<_> = found.iter().filter(|(r, _, _, _)| r == "n-plus-one-query").collect();
+        assert_eq!(n1.len(), 1, "{build}: one loop, the batched twin clean: {found:?}");
+        if lines {
+            assert_eq!(n1[0].1, "diesel_service::load_owners_one_by_one", "{build}: {found:?}");
+            assert!(tied as f64 >= 0.95 * executions as f64, "{build}: {tied} of {executions} tied");
+        } else {
+            let query = report["database"]["n_plus_one"][0]["query"].as_str().unwrap_or_default().to_string();
+            assert!(query.contains("WHERE id = $1"), "{build}: the loop by its statement: {query}");
+        }
+    }
+}
