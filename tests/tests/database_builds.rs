@@ -182,15 +182,24 @@ fn every_build_kind_finds_the_loop_and_says_how_much_it_could_tie_to_code() {
 fn a_c_driver_on_the_blocking_pool_is_traced_to_the_loop() {
     let tmp = tempfile::tempdir().unwrap();
     let full = fixture("diesel-service", Build::Release);
-    let builds = [("debug = true", full.clone(), true), ("symbols only", symbols_only(&full, tmp.path()), false)];
-    for (build, bin, lines) in builds {
+    let stripped = split_debug_info(&full, tmp.path(), DebugFileLayout::BuildId);
+    let debug_dir = tmp.path().join("debug");
+    let builds = [
+        ("debug = true", full.clone(), true, vec![]),
+        ("line-tables-only", fixture("diesel-service", Build::ReleaseLineTablesOnly), true, vec![]),
+        ("symbols only", symbols_only(&full, tmp.path()), false, vec![]),
+        ("stripped + debug file", stripped, true, vec!["--debug-dir".to_string(), debug_dir.display().to_string()]),
+    ];
+    for (build, bin, lines, extra) in builds {
         let addr = free_loopback_addr();
         let scenario = tmp.path().join("scenario.toml");
         std::fs::write(&scenario, format!("[[request]]\nurl = \"http://{addr}/items\"\nweight = 1\n\n[[request]]\nurl = \"http://{addr}/items/batched\"\nweight = 1\n")).unwrap();
-        let run = run_agent(&[
+        let mut args: Vec<&str> = extra.iter().map(String::as_str).collect();
+        args.extend([
             "database", "--duration", "8s", "--rps", "40", "--private-database", "--scenario", scenario.to_str().unwrap(),
             "--", bin.to_str().unwrap(), "--listen", &addr,
         ]);
+        let run = run_agent(&args);
         run.assert_success();
         let report = run.report();
         let wire = &report["database"]["wire"];
