@@ -21,6 +21,24 @@ pub(super) fn render(md: &mut String, db: &DatabaseSection) {
             if db.private_database { ", private throwaway server" } else { ", read-only session" }
         );
     }
+    if let Some(p) = db.privileges.as_ref().filter(|p| p.more_than_needed) {
+        let mut more = Vec::new();
+        if p.superuser {
+            more.push("is a superuser".to_string());
+        }
+        if p.owned_tables > 0 {
+            more.push(format!("owns {} tables", p.owned_tables));
+        }
+        if p.writable_tables > 0 {
+            more.push(format!("can write {} tables ({})", p.writable_tables, p.writable_examples.join(", ")));
+        }
+        let _ = writeln!(
+            md,
+            "\n> **Connected with more privileges than the audit needs**: role `{}` {}. The audit only reads: connect with a role that has `pg_monitor` (or `pg_read_all_stats`), CONNECT and SELECT, nothing more (README, database profile).",
+            p.role,
+            more.join(", ")
+        );
+    }
     for note in &db.notes {
         let _ = writeln!(md, "\n> {note}");
     }
@@ -46,6 +64,13 @@ pub(super) fn render(md: &mut String, db: &DatabaseSection) {
             w.writes, w.connections, w.tls_connections, w.executions, w.executions_with_call_site, w.executions_without_text,
             w.dropped_writes, w.dropped_executions, w.payload_read_failures, w.stack_failures
         );
+        if w.unparsed_writes > 0 || w.parser_failures > 0 || w.evicted_portals > 0 || w.evicted_statements > 0 || w.evicted_connections > 0 {
+            let _ = writeln!(
+                md,
+                "**Wire damage**: {} writes not parsed as protocol messages (nothing used from them), {} wire task failures (see the notes); forgotten at the agent's bounds: {} portal names, {} statement names, {} connections",
+                w.unparsed_writes, w.parser_failures, w.evicted_portals, w.evicted_statements, w.evicted_connections
+            );
+        }
         if w.executions_text_from_activity > 0 || w.executions_text_from_call_site > 0 {
             let _ = writeln!(
                 md,
@@ -55,6 +80,12 @@ pub(super) fn render(md: &mut String, db: &DatabaseSection) {
         }
     }
 
+    if !db.plans_not_inspected.is_empty() {
+        let _ = writeln!(md, "\n**Plans not inspected** (statement texts the agent refused to send to the server):\n");
+        for p in &db.plans_not_inspected {
+            let _ = writeln!(md, "- `{}`: {}", cell(&truncate(&p.query, 120)).replace('`', "'"), p.reason);
+        }
+    }
     let _ = writeln!(md, "\n**Top slow queries**:\n");
     let _ = writeln!(md, "| Query | Calls | Avg Time | Max Time | Called from | Recommendation |");
     let _ = writeln!(md, "|-------|-------|----------|----------|-------------|----------------|");
