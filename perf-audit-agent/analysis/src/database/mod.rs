@@ -8,6 +8,7 @@
 pub mod advice;
 pub mod analysis;
 pub mod chatty;
+pub mod fuzzing;
 pub mod recovery;
 pub mod section;
 pub mod sql_text;
