@@ -301,8 +301,9 @@ fn names_that_are_not_utf8_and_random_bytes_are_counted_not_fatal() {
 
 #[test]
 fn a_bind_flood_with_new_portal_names_keeps_the_agent_bounded() {
-    // Measured on this code: the agent's RSS grows by <= 10 MB over the 20 s
-    // flood (the agent grew 57 MB); the bound leaves room for load.
+    // Measured on this code: 221,000 Binds (one write each) in 20 s, agent
+    // RSS 125 -> 126 MB peak, 220,928 portal names evicted (the issue's
+    // agent grew 113 -> 170 MB); the bound leaves room for a loaded machine.
     const MAX_GROWTH: u64 = 25 << 20;
     let pg = server();
     let mut client = Client::start(&pg, "flood", 20.0);
