@@ -238,6 +238,27 @@ mod tests {
     }
 
     #[test]
+    fn excess_privileges_wire_damage_and_refused_plans_are_said() {
+        use crate::report::schema::{PlanNotInspected, RolePrivileges};
+        let mut db = DatabaseSection::default();
+        db.wire.traced = true;
+        db.wire.unparsed_writes = 3;
+        db.wire.evicted_portals = 1_000;
+        db.privileges = Some(RolePrivileges { role: "app".into(), superuser: true, writable_tables: 2, writable_examples: vec!["public.t".into(), "public.u".into()], more_than_needed: true, ..Default::default() });
+        db.plans_not_inspected = vec![PlanNotInspected { query: "SELECT `x`; COMMIT".into(), reason: "several statements".into() }];
+        let md = rendered(&db);
+        assert!(md.contains("role `app` is a superuser, can write 2 tables (public.t, public.u)"), "{md}");
+        assert!(md.contains("**Wire damage**: 3 writes not parsed") && md.contains("1000 portal names"), "{md}");
+        assert!(md.contains("- `SELECT 'x'; COMMIT`: several statements"), "{md}");
+        // A role with only what it needs, and no damage: not a word.
+        db.privileges = Some(RolePrivileges { role: "ro".into(), read_all_stats: true, ..Default::default() });
+        db.wire = Default::default();
+        db.plans_not_inspected.clear();
+        let md = rendered(&db);
+        assert!(!md.contains("more privileges") && !md.contains("Wire damage") && !md.contains("Plans not inspected"), "{md}");
+    }
+
+    #[test]
     fn an_empty_section_says_what_was_not_measured() {
         let md = rendered(&DatabaseSection::default());
         assert!(md.contains("| (no statement ran during the audit) | | | | | |"), "{md}");
