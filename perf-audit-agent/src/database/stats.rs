@@ -401,3 +401,50 @@ async fn plan_in(conn: &mut PgConnection, sql: &str) -> Result<serde_json::Value
     let text = row.try_get_unchecked::<String, _>(0).map_err(server)?;
     serde_json::from_str(&text).map_err(|e| PlanError::Server(format!("EXPLAIN output is not JSON: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::postgres::private::PrivatePostgres;
+
+    const INJECTION: &str = "SELECT v FROM t WHERE id = $1; COMMIT; BEGIN READ WRITE; CREATE TABLE x(i int); COMMIT; --";
+
+    /// Both locks on a real server: the validator refuses the injection,
+    /// and past it the server refuses several commands in one Parse; the
+    /// parameter count is the server's; a write is planned, never run.
+    #[test]
+    fn untrusted_texts_are_planned_in_one_parse_never_run() {
+        let pg = PrivatePostgres::start().expect("private PostgreSQL");
+        pg.psql("CREATE TABLE t (id int PRIMARY KEY, v text)").unwrap();
+        pg.psql("INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 100) g").unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let mut db = connect(&pg.url()).await.unwrap();
+            assert!(matches!(db.explain_generic(INJECTION).await, Err(PlanError::Refused(Refusal::SeveralStatements))));
+            assert!(matches!(db.explain_at_scale(INJECTION).await, Err(PlanError::Refused(Refusal::SeveralStatements))));
+            // Past the validator, the extended protocol refuses it.
+            let mut tx = db.conn.begin_with("/* perf-audit */ BEGIN READ ONLY").await.unwrap();
+            let err = plan_in(&mut tx, INJECTION).await.unwrap_err();
+            assert!(err.to_string().contains("cannot insert multiple commands into a prepared statement"), "{err}");
+            let _ = tx.rollback().await;
+            db.forget_plan_statement(true).await;
+            // `$N` in a comment counts for nothing: the server says 1 parameter.
+            let plan = db.explain_generic("SELECT v FROM t WHERE id = $1 -- $99999999999 $18446744073709551615").await.unwrap();
+            assert!(super::super::advice::total_cost(&plan) > 0.0, "{plan}");
+            // More parameters than the protocol allows, or a number the server refuses: an error, no allocation.
+            assert!(db.explain_generic("SELECT $70000::int").await.is_err());
+            assert!(db.explain_generic("SELECT $99999999999::int").await.is_err());
+            // Writes are planned, never executed; the session stays usable.
+            db.explain_generic("DELETE FROM t").await.unwrap();
+            db.explain_at_scale("UPDATE t SET v = 'x' WHERE id = $1").await.unwrap();
+            let gain = db.index_gain("SELECT id FROM t WHERE v = $1", "public", "t", &["v".to_string()]).await.unwrap();
+            assert!(gain.0 > 0.0 && gain.1 > 0.0, "{gain:?}");
+            // The private server's index_gain: a hostile table name is quoted, not run.
+            assert!(db.index_gain("SELECT 1", "public", "t\"; DROP TABLE t; --", &["v".to_string()]).await.is_err());
+            assert_eq!(db.explain_generic("SELECT count(*) FROM t").await.map(|_| ()), Ok(()));
+        });
+        assert_eq!(pg.psql("SELECT count(*) FROM t").unwrap(), "100");
+        assert_eq!(pg.psql("SELECT to_regclass('public.x') IS NULL").unwrap(), "t");
+        assert_eq!(pg.psql("SELECT count(*) FROM pg_indexes WHERE tablename = 't'").unwrap(), "1", "only the primary key: the measured index was rolled back");
+    }
+}
