@@ -131,6 +131,8 @@ struct WireCapture {
     fd_rejected: u64,
     /// Writes that were not protocol messages (`wire::parse_write`).
     unparsed_writes: u64,
+    /// Writes whose parsing panicked (a bug), skipped.
+    parser_failures: u64,
     /// Connections' protocol state forgotten at `wire::MAX_CONNECTIONS`,
     /// and the names forgotten by connections since dropped.
     evicted_connections: u64,
@@ -194,7 +196,12 @@ impl WireCapture {
                 self.evicted_connections += 1;
             }
         let conn = self.connections.entry(w.fd).or_default();
-        let (messages, garbage) = wire::parse_write(&w.payload);
+        // The parser is total (fuzzed); were it ever to panic, the write is
+        // skipped and counted, and the audit keeps everything else.
+        let Ok((messages, garbage)) = std::panic::catch_unwind(|| wire::parse_write(&w.payload)) else {
+            self.parser_failures += 1;
+            return;
+        };
         self.unparsed_writes += u64::from(garbage);
         let executions = conn.feed(messages.clone());
         if conn.encrypted {
@@ -667,6 +674,10 @@ fn symbolize_capture(pid: u32, capture: WireCapture, summary: &mut WireSummary, 
     summary.dropped_executions = capture.dropped_executions;
     summary.writes_after_answer = capture.writes_after_answer;
     summary.unparsed_writes = capture.unparsed_writes;
+    summary.parser_failures += capture.parser_failures;
+    if capture.parser_failures > 0 {
+        eprintln!("perf-audit: database: {} writes could not be parsed (a bug in perf-audit's protocol parser: please report it); they are left out", capture.parser_failures);
+    }
     summary.evicted_connections = capture.evicted_connections;
     summary.evicted_portals = capture.evicted_portals + capture.connections.values().map(|c| c.evicted_portals).sum::<u64>();
     summary.evicted_statements = capture.evicted_statements + capture.connections.values().map(|c| c.evicted_statements).sum::<u64>();

@@ -67,7 +67,7 @@ pub(super) fn render(md: &mut String, db: &DatabaseSection) {
         if w.unparsed_writes > 0 || w.parser_failures > 0 || w.evicted_portals > 0 || w.evicted_statements > 0 || w.evicted_connections > 0 {
             let _ = writeln!(
                 md,
-                "**Wire damage**: {} writes not parsed as protocol messages (nothing used from them), {} wire task failures (see the notes); forgotten at the agent's bounds: {} portal names, {} statement names, {} connections",
+                "**Wire damage**: {} writes not parsed as protocol messages (nothing used from them), {} parser failures (a bug in perf-audit: please report it); forgotten at the agent's bounds: {} portal names, {} statement names, {} connections",
                 w.unparsed_writes, w.parser_failures, w.evicted_portals, w.evicted_statements, w.evicted_connections
             );
         }

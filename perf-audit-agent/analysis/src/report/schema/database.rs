@@ -234,8 +234,9 @@ pub struct WireSummary {
     /// or a message cut mid-header): nothing of them was used.
     #[serde(skip_serializing_if = "is_zero")]
     pub unparsed_writes: u64,
-    /// The wire task failed (a bug: the panic's message is in the notes);
-    /// what it had gathered is lost.
+    /// Writes whose parsing failed (a bug in the agent: each is skipped),
+    /// plus one if the wire task itself failed (a note says why; what it
+    /// had gathered is then lost).
     #[serde(skip_serializing_if = "is_zero")]
     pub parser_failures: u64,
     /// Protocol state forgotten at the agent's bounds (`wire::MAX_PORTALS`,
