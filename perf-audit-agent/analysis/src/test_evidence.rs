@@ -612,6 +612,8 @@ pub fn database_section() -> DatabaseSection {
             n_plus_one_rule: rule.describe(),
             ..Default::default()
         },
+        privileges: None,
+        plans_not_inspected: Vec::new(),
     }
 }
 

@@ -29,7 +29,8 @@ pub mod url;
 pub use perf_audit_analysis::{
     database::{advice, analysis, recovery, section, wire},
     report::schema::{
-        CallSiteRow, DatabaseSection, DuplicateIndex, IndexRow, MissingIndex, StatementRow, TableRow, UnusedIndex, WireSummary,
+        CallSiteRow, DatabaseSection, DuplicateIndex, IndexRow, MAX_PLANS_NOT_INSPECTED, MissingIndex, PlanNotInspected, StatementRow, TableRow, UnusedIndex,
+        WireSummary,
     },
 };
 
@@ -128,6 +129,15 @@ struct WireCapture {
     /// tracks answers: 0 with executions means it does not).
     writes_after_answer: u64,
     fd_rejected: u64,
+    /// Writes that were not protocol messages (`wire::parse_write`).
+    unparsed_writes: u64,
+    /// Writes whose parsing panicked (a bug), skipped.
+    parser_failures: u64,
+    /// Connections' protocol state forgotten at `wire::MAX_CONNECTIONS`,
+    /// and the names forgotten by connections since dropped.
+    evicted_connections: u64,
+    evicted_portals: u64,
+    evicted_statements: u64,
     maps: MapsSnapshot,
     /// The target's executable, read while it runs: only its frames are
     /// the owner's code.
@@ -145,7 +155,10 @@ impl WireCapture {
 
     /// A new socket on `fd` (or a reused fd number): fresh protocol state.
     fn reset(&mut self, fd: u32) {
-        self.connections.remove(&fd);
+        if let Some(conn) = self.connections.remove(&fd) {
+            self.evicted_portals += conn.evicted_portals;
+            self.evicted_statements += conn.evicted_statements;
+        }
         self.chain_of_fd.remove(&fd);
         if let Some(g) = self.generations.remove(&fd) {
             self.recovery.forget((fd, g));
@@ -177,8 +190,19 @@ impl WireCapture {
     fn push(&mut self, w: RawDbWrite) {
         let chain = self.chain_of(&w);
         let generation = self.generation(w.fd);
+        if !self.connections.contains_key(&w.fd) && self.connections.len() >= wire::MAX_CONNECTIONS
+            && let Some(victim) = self.connections.keys().next().copied() {
+                self.reset(victim);
+                self.evicted_connections += 1;
+            }
         let conn = self.connections.entry(w.fd).or_default();
-        let messages = wire::parse(&w.payload);
+        // The parser is total (fuzzed); were it ever to panic, the write is
+        // skipped and counted, and the audit keeps everything else.
+        let Ok((messages, garbage)) = std::panic::catch_unwind(|| wire::parse_write(&w.payload)) else {
+            self.parser_failures += 1;
+            return;
+        };
+        self.unparsed_writes += u64::from(garbage);
         let executions = conn.feed(messages.clone());
         if conn.encrypted {
             self.tls_fds.insert(w.fd);
@@ -331,6 +355,10 @@ impl DatabaseCollector {
         if let Some(db) = collector.db.as_mut() {
             section.server_version = Some(db.server_version.clone());
             section.private_database = db.private;
+            match db.privileges().await {
+                Ok(p) => section.privileges = Some(p),
+                Err(e) => section.notes.push(format!("The role's privileges could not be read ({e}): the report cannot say whether the agent holds more than it needs.")),
+            }
             match db.statements().await {
                 Ok(s) => {
                     section.pg_stat_statements = true;
@@ -384,7 +412,21 @@ impl DatabaseCollector {
         let capture = match self.wire.take() {
             Some(task) => {
                 let _ = task.stop.send(());
-                task.handle.await.ok()
+                match task.handle.await {
+                    Ok(capture) => Some(capture),
+                    Err(e) => {
+                        // Never absorbed: the section says the wire's findings are missing and why.
+                        self.section.wire.parser_failures += 1;
+                        let why = match e.try_into_panic() {
+                            Ok(p) => p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default(),
+                            Err(e) => e.to_string(),
+                        };
+                        let msg = format!("the wire tracer failed ({}): the statements seen on the wire are missing from this report (please report this bug with the service's driver)", why.lines().next().unwrap_or("no message"));
+                        eprintln!("perf-audit: database: {msg}");
+                        self.section.notes.push(msg);
+                        None
+                    }
+                }
             }
             None => None,
         };
@@ -430,8 +472,10 @@ impl DatabaseCollector {
             section.unused_indexes = section::unused_index_rows(indexes);
             section.duplicate_indexes = section::duplicate_index_rows(indexes);
             if let Some(db) = self.db.as_mut() {
-                section.missing_indexes = missing_indexes(db, &section.statements, tables, indexes).await;
-                plan_unused_at_scale(db, &executions, &section.statements, &mut section.unused_indexes).await;
+                let mut refused = Vec::new();
+                section.missing_indexes = missing_indexes(db, &section.statements, tables, indexes, &mut refused).await;
+                plan_unused_at_scale(db, &executions, &section.statements, &mut section.unused_indexes, &mut refused).await;
+                section.plans_not_inspected = refused;
             }
         }
         for row in &mut section.statements {
@@ -630,6 +674,14 @@ fn symbolize_capture(pid: u32, capture: WireCapture, summary: &mut WireSummary, 
     summary.tls_connections = capture.tls_fds.len() as u64;
     summary.dropped_executions = capture.dropped_executions;
     summary.writes_after_answer = capture.writes_after_answer;
+    summary.unparsed_writes = capture.unparsed_writes;
+    summary.parser_failures += capture.parser_failures;
+    if capture.parser_failures > 0 {
+        eprintln!("perf-audit: database: {} writes could not be parsed (a bug in perf-audit's protocol parser: please report it); they are left out", capture.parser_failures);
+    }
+    summary.evicted_connections = capture.evicted_connections;
+    summary.evicted_portals = capture.evicted_portals + capture.connections.values().map(|c| c.evicted_portals).sum::<u64>();
+    summary.evicted_statements = capture.evicted_statements + capture.connections.values().map(|c| c.evicted_statements).sum::<u64>();
     let raw: Vec<RawCpuStack> = capture
         .stack_list
         .iter()
@@ -720,7 +772,7 @@ fn symbolize_capture(pid: u32, capture: WireCapture, summary: &mut WireSummary, 
 /// question open (no drop advised); pg_stat_statements texts of other
 /// clients are normalised (`interval $3` for a literal), so theirs that
 /// cannot be planned are skipped.
-async fn plan_unused_at_scale(db: &mut Db, executions: &[Execution], statements: &[StatementRow], unused: &mut [UnusedIndex]) {
+async fn plan_unused_at_scale(db: &mut Db, executions: &[Execution], statements: &[StatementRow], unused: &mut [UnusedIndex], refused: &mut Vec<PlanNotInspected>) {
     use perf_audit_analysis::database::thresholds::{plan_uses_index, statements_on_table};
     let wire: BTreeSet<&str> = executions.iter().filter_map(|e| e.sql.as_deref()).collect();
     let mut texts: Vec<&str> = wire.iter().copied().collect();
@@ -733,7 +785,7 @@ async fn plan_unused_at_scale(db: &mut Db, executions: &[Execution], statements:
             let mut planned = Vec::new();
             for (k, sql) in statements_on_table(texts.iter().copied(), &u.table).into_iter().enumerate() {
                 // Beyond the bound, not planned: unknown (no drop advised).
-                let plan = if k < PLANNED_PER_TABLE { Some(db.explain_at_scale(sql).await.ok()) } else { None };
+                let plan = if k < PLANNED_PER_TABLE { Some(explained(db.explain_at_scale(sql).await, sql, refused)) } else { None };
                 planned.push((sql.to_string(), plan));
             }
             plans.insert(u.table.clone(), planned);
@@ -754,9 +806,25 @@ async fn plan_unused_at_scale(db: &mut Db, executions: &[Execution], statements:
     }
 }
 
+/// The plan, or None; a text the agent refused to send is kept (with why)
+/// for the report, once, up to `MAX_PLANS_NOT_INSPECTED`.
+fn explained(result: std::result::Result<serde_json::Value, stats::PlanError>, sql: &str, refused: &mut Vec<PlanNotInspected>) -> Option<serde_json::Value> {
+    match result {
+        Ok(plan) => Some(plan),
+        Err(stats::PlanError::Refused(why)) => {
+            let query: String = sql.chars().take(200).collect();
+            if refused.len() < MAX_PLANS_NOT_INSPECTED && !refused.iter().any(|r| r.query == query) {
+                refused.push(PlanNotInspected { query, reason: why.to_string() });
+            }
+            None
+        }
+        Err(stats::PlanError::Server(_)) => None,
+    }
+}
+
 /// Explains the heaviest read statements and proposes an index for each
 /// filtered sequential scan of a large table that no index covers.
-async fn missing_indexes(db: &mut Db, statements: &[StatementRow], tables: &[TableStat], indexes: &[IndexStat]) -> Vec<MissingIndex> {
+async fn missing_indexes(db: &mut Db, statements: &[StatementRow], tables: &[TableStat], indexes: &[IndexStat], refused: &mut Vec<PlanNotInspected>) -> Vec<MissingIndex> {
     let mut out: Vec<MissingIndex> = Vec::new();
     let candidates = statements.iter().filter(|s| {
         let q = s.query.trim_start().to_ascii_uppercase();
@@ -764,7 +832,7 @@ async fn missing_indexes(db: &mut Db, statements: &[StatementRow], tables: &[Tab
     });
     let mut columns_cache: HashMap<(String, String), HashMap<i32, String>> = HashMap::new();
     for stmt in candidates.take(EXPLAINED_STATEMENTS) {
-        let Ok(plan) = db.explain_generic(&stmt.query).await else { continue };
+        let Some(plan) = explained(db.explain_generic(&stmt.query).await, &stmt.query, refused) else { continue };
         for scan in advice::seq_scans(&plan) {
             let rows = tables.iter().find(|t| t.schema == scan.schema && t.table == scan.table).map_or(0, |t| t.live_rows);
             let columns = scan.index_columns();
@@ -789,7 +857,7 @@ async fn missing_indexes(db: &mut Db, statements: &[StatementRow], tables: &[Tab
             }
             let create_sql = advice::create_index_sql(&scan.schema, &scan.table, &columns, true);
             let (cost_before, cost_after) = if db.private {
-                match db.index_gain(&stmt.query, &advice::create_index_sql(&scan.schema, &scan.table, &columns, false)).await {
+                match db.index_gain(&stmt.query, &scan.schema, &scan.table, &columns).await {
                     Ok((b, a)) => (Some(b), Some(a)),
                     Err(_) => (None, None),
                 }

@@ -10,6 +10,11 @@
 //! Only on the private throwaway database of the demo and the tests does
 //! [`Db::index_gain`] create an index, inside a transaction that is always
 //! rolled back, to measure what the recommended index would save.
+//!
+//! Statement texts from the wire or from `pg_stat_statements` are untrusted:
+//! they are planned, never executed, only when `sql_text::single_statement`
+//! accepts them, through one Parse of the extended protocol, inside a
+//! read-only transaction that is always rolled back ([`plan_in`]).
 
 use std::{collections::HashMap, str::FromStr as _, time::Duration};
 
@@ -19,8 +24,9 @@ use sqlx::{
 };
 
 pub use perf_audit_analysis::database::stats::{
-    ENABLE_PG_STAT_STATEMENTS, IndexStat, StatementStat, StatementsUnavailable, TableStat, max_param,
+    ENABLE_PG_STAT_STATEMENTS, IndexStat, StatementStat, StatementsUnavailable, TableStat,
 };
+pub use perf_audit_analysis::{database::sql_text::{Refusal, single_statement}, report::schema::RolePrivileges};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -227,79 +233,218 @@ impl Db {
         Ok(rows.iter().filter_map(|r| Some((r.try_get(0).ok()?, r.try_get(1).ok()?))).collect())
     }
 
-    /// The generic plan of `sql` (parameters `$n` unknown) as EXPLAIN JSON:
-    /// `EXPLAIN (GENERIC_PLAN)` on PostgreSQL 16+, else a prepared statement
-    /// planned with `plan_cache_mode = force_generic_plan`.
-    pub async fn explain_generic(&mut self, sql: &str) -> Result<serde_json::Value, String> {
-        explain_generic_on(&mut self.conn, self.server_version_num, sql).await
+    /// The generic plan of `sql` (parameters `$n` unknown) as EXPLAIN JSON,
+    /// planned in a read-only transaction that is always rolled back (see
+    /// [`plan_in`]: the text is never executed, and never more than one
+    /// statement).
+    pub async fn explain_generic(&mut self, sql: &str) -> Result<serde_json::Value, PlanError> {
+        self.explain_read_only(sql, false).await
     }
 
     /// The generic plan of `sql` with sequential scans priced out
-    /// (`SET LOCAL enable_seqscan = off`), in a transaction that is always
-    /// rolled back: the plan the table would get once large (see
-    /// `thresholds::AT_SCALE_METHOD`). Read-only: nothing is written.
-    pub async fn explain_at_scale(&mut self, sql: &str) -> Result<serde_json::Value, String> {
-        let version = self.server_version_num;
-        let mut tx = self.conn.begin().await.map_err(one_line)?;
+    /// (`SET LOCAL enable_seqscan = off`), in the same read-only, rolled
+    /// back transaction: the plan the table would get once large (see
+    /// `thresholds::AT_SCALE_METHOD`).
+    pub async fn explain_at_scale(&mut self, sql: &str) -> Result<serde_json::Value, PlanError> {
+        self.explain_read_only(sql, true).await
+    }
+
+    async fn explain_read_only(&mut self, sql: &str, seqscan_off: bool) -> Result<serde_json::Value, PlanError> {
+        let sql = single_statement(sql).map_err(PlanError::Refused)?;
+        let mut tx = self.conn.begin_with("/* perf-audit */ BEGIN READ ONLY").await.map_err(server)?;
         let result = async {
-            sqlx::raw_sql("/* perf-audit */ SET LOCAL enable_seqscan = off").execute(&mut *tx).await.map_err(one_line)?;
-            explain_generic_on(&mut tx, version, sql).await
+            if seqscan_off {
+                own(&mut tx, "/* perf-audit */ SET LOCAL enable_seqscan = off").await?;
+            }
+            plan_in(&mut tx, sql).await
         }
         .await;
         let _ = tx.rollback().await;
-        if result.is_err() {
-            // A prepared statement outlives the rolled-back transaction
-            // when its EXPLAIN failed after the PREPARE.
-            let _ = sqlx::raw_sql("/* perf-audit */ DEALLOCATE perf_audit_explain").execute(&mut self.conn).await;
-        }
+        self.forget_plan_statement(result.is_err()).await;
         result
+    }
+
+    /// A prepared statement is not transactional: when the EXPLAIN failed
+    /// after the PREPARE, the statement outlived the rollback.
+    async fn forget_plan_statement(&mut self, failed: bool) {
+        if failed {
+            let _ = own(&mut self.conn, "/* perf-audit */ DEALLOCATE perf_audit_explain").await;
+        }
     }
 
     /// Total cost of the generic plan before and after creating the index
-    /// (`create_sql` without CONCURRENTLY), inside a transaction that is
-    /// always rolled back. Only on the private throwaway server.
-    pub async fn index_gain(&mut self, sql: &str, create_sql: &str) -> Result<(f64, f64), String> {
+    /// on `schema.table (columns)` (every name quoted, see
+    /// `advice::create_index_statement`), inside a transaction that is
+    /// always rolled back and turned read-only right after the `CREATE
+    /// INDEX`, before the statement text reaches the server. Only on the
+    /// private throwaway server.
+    pub async fn index_gain(&mut self, sql: &str, schema: &str, table: &str, columns: &[String]) -> Result<(f64, f64), PlanError> {
         if !self.private {
-            return Err("not a private database: indexes are never created on a user's database".into());
+            return Err(PlanError::Server("not a private database: indexes are never created on a user's database".into()));
         }
-        let version = self.server_version_num;
-        let mut tx = self.conn.begin().await.map_err(one_line)?;
+        let create = super::advice::create_index_statement(schema, table, columns)
+            .ok_or_else(|| PlanError::Server("the index's names cannot be quoted".into()))?;
+        let before = super::advice::total_cost(&self.explain_generic(sql).await?);
+        let sql = single_statement(sql).map_err(PlanError::Refused)?;
+        let mut tx = self.conn.begin().await.map_err(server)?;
         let result = async {
-            let before = super::advice::total_cost(&explain_generic_on(&mut tx, version, sql).await?);
-            sqlx::raw_sql(AssertSqlSafe(format!("/* perf-audit */ {create_sql}"))).execute(&mut *tx).await.map_err(one_line)?;
-            let after = super::advice::total_cost(&explain_generic_on(&mut tx, version, sql).await?);
-            Ok::<_, String>((before, after))
+            own(&mut tx, &format!("/* perf-audit */ {create}")).await?;
+            own(&mut tx, "/* perf-audit */ SET TRANSACTION READ ONLY").await?;
+            plan_in(&mut tx, sql).await
         }
         .await;
         let _ = tx.rollback().await;
-        result
+        self.forget_plan_statement(result.is_err()).await;
+        Ok((before, super::advice::total_cost(&result?)))
+    }
+
+    /// What the connected role holds beyond what the audit needs (see the
+    /// README's database profile section): superuser, or tables it owns or
+    /// can write. Read from `pg_roles` and `has_table_privilege`.
+    pub async fn privileges(&mut self) -> Result<RolePrivileges, String> {
+        let row = sqlx::query(
+            "/* perf-audit */ SELECT current_user::text, r.rolsuper, pg_has_role(current_user, 'pg_read_all_stats', 'USAGE'), \
+             (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+              WHERE c.relkind IN ('r', 'p') AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%' \
+                AND pg_has_role(c.relowner, 'USAGE'))::int8, \
+             (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+              WHERE c.relkind IN ('r', 'p') AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%' \
+                AND has_table_privilege(c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE'))::int8, \
+             coalesce((SELECT array_agg(t ORDER BY t) FROM (SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS t \
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+               WHERE c.relkind IN ('r', 'p') AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%' \
+                 AND has_table_privilege(c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE') ORDER BY 1 LIMIT 5) w), '{}')::text[] \
+             FROM pg_roles r WHERE r.rolname = current_user",
+        )
+        .persistent(false)
+        .fetch_one(&mut self.conn)
+        .await
+        .map_err(one_line)?;
+        let get = || -> Result<RolePrivileges, sqlx::Error> {
+            let superuser: bool = row.try_get(1)?;
+            let owned: i64 = row.try_get(3)?;
+            let writable: i64 = row.try_get(4)?;
+            Ok(RolePrivileges {
+                role: row.try_get(0)?,
+                superuser,
+                read_all_stats: row.try_get(2)?,
+                owned_tables: owned.max(0) as u64,
+                writable_tables: writable.max(0) as u64,
+                writable_examples: row.try_get(5)?,
+                more_than_needed: superuser || owned > 0 || writable > 0,
+            })
+        };
+        get().map_err(one_line)
     }
 }
 
-async fn explain_generic_on(conn: &mut PgConnection, version: i32, sql: &str) -> Result<serde_json::Value, String> {
-    let text = if version >= 160_000 {
-        first_text(conn, &format!("/* perf-audit */ EXPLAIN (GENERIC_PLAN, FORMAT JSON) {sql}")).await?
-    } else {
-        let params = max_param(sql);
-        sqlx::raw_sql("/* perf-audit */ SET plan_cache_mode = force_generic_plan").execute(&mut *conn).await.map_err(one_line)?;
-        // (No DEALLOCATE first: a failing statement would abort the
-        // rolled-back transaction of `index_gain`; every PREPARE below is
-        // deallocated right after its EXPLAIN.)
-        sqlx::raw_sql(AssertSqlSafe(format!("/* perf-audit */ PREPARE perf_audit_explain AS {sql}")))
-            .execute(&mut *conn)
-            .await
-            .map_err(one_line)?;
-        let args = vec!["NULL"; params].join(", ");
-        let args = if params == 0 { String::new() } else { format!("({args})") };
-        let text = first_text(conn, &format!("/* perf-audit */ EXPLAIN (FORMAT JSON) EXECUTE perf_audit_explain{args}")).await;
-        let _ = sqlx::raw_sql("/* perf-audit */ DEALLOCATE perf_audit_explain").execute(&mut *conn).await;
-        text?
-    };
-    serde_json::from_str(&text).map_err(|e| format!("EXPLAIN output is not JSON: {e}"))
+/// Why a statement's plan was not inspected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanError {
+    /// Refused before anything was sent (`sql_text::single_statement`).
+    Refused(Refusal),
+    /// The server's answer (one line).
+    Server(String),
 }
 
-async fn first_text(conn: &mut PgConnection, sql: &str) -> Result<String, String> {
-    let rows = sqlx::raw_sql(AssertSqlSafe(sql.to_string())).fetch_all(&mut *conn).await.map_err(one_line)?;
-    let row = rows.first().ok_or("EXPLAIN returned no row")?;
-    row.try_get_unchecked::<String, _>(0).map_err(one_line)
+impl std::fmt::Display for PlanError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PlanError::Refused(r) => write!(f, "{r}"),
+            PlanError::Server(s) => write!(f, "{s}"),
+        }
+    }
+}
+
+fn server(e: impl std::fmt::Display) -> PlanError {
+    PlanError::Server(one_line(e))
+}
+
+/// PostgreSQL's bound on a statement's parameters (Bind's 16-bit count).
+const MAX_PARAMS: i64 = 65_535;
+
+/// Runs one statement of ours, through the extended protocol.
+async fn own(conn: &mut PgConnection, sql: &str) -> Result<(), PlanError> {
+    sqlx::query(AssertSqlSafe(sql.to_string())).persistent(false).execute(&mut *conn).await.map_err(server)?;
+    Ok(())
+}
+
+/// The generic plan of `sql`, one statement already checked by
+/// `sql_text::single_statement`, in the caller's read-only transaction:
+/// `PREPARE` sent as ONE Parse of the extended protocol (the server refuses
+/// several commands there, so the text cannot end the transaction or add a
+/// statement), the parameter count read from `pg_prepared_statements`
+/// (bounded by the protocol's 65,535, never read from the text), then
+/// `EXPLAIN (FORMAT JSON) EXECUTE` with NULLs under `force_generic_plan`:
+/// planned, never executed. One path on every server version.
+async fn plan_in(conn: &mut PgConnection, sql: &str) -> Result<serde_json::Value, PlanError> {
+    own(conn, "/* perf-audit */ SET LOCAL plan_cache_mode = force_generic_plan").await?;
+    own(conn, &format!("/* perf-audit */ PREPARE perf_audit_explain AS {sql}")).await?;
+    let params: i64 = sqlx::query_scalar(
+        "/* perf-audit */ SELECT coalesce(cardinality(parameter_types), 0)::int8 FROM pg_prepared_statements WHERE name = 'perf_audit_explain'",
+    )
+    .persistent(false)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(server)?;
+    if !(0..=MAX_PARAMS).contains(&params) {
+        return Err(PlanError::Server(format!("the server reports {params} parameters, over the protocol's {MAX_PARAMS}")));
+    }
+    let args = if params == 0 { String::new() } else { format!("({})", vec!["NULL"; params as usize].join(", ")) };
+    let rows = sqlx::query(AssertSqlSafe(format!("/* perf-audit */ EXPLAIN (FORMAT JSON) EXECUTE perf_audit_explain{args}")))
+        .persistent(false)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(server)?;
+    own(conn, "/* perf-audit */ DEALLOCATE perf_audit_explain").await?;
+    let row = rows.first().ok_or_else(|| PlanError::Server("EXPLAIN returned no row".into()))?;
+    let text = row.try_get_unchecked::<String, _>(0).map_err(server)?;
+    serde_json::from_str(&text).map_err(|e| PlanError::Server(format!("EXPLAIN output is not JSON: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::postgres::private::PrivatePostgres;
+
+    const INJECTION: &str = "SELECT v FROM t WHERE id = $1; COMMIT; BEGIN READ WRITE; CREATE TABLE x(i int); COMMIT; --";
+
+    /// Both locks on a real server: the validator refuses the injection,
+    /// and past it the server refuses several commands in one Parse; the
+    /// parameter count is the server's; a write is planned, never run.
+    #[test]
+    fn untrusted_texts_are_planned_in_one_parse_never_run() {
+        let pg = PrivatePostgres::start().expect("private PostgreSQL");
+        pg.psql("CREATE TABLE t (id int PRIMARY KEY, v text)").unwrap();
+        pg.psql("INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 100) g").unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let mut db = connect(&pg.url()).await.unwrap();
+            assert!(matches!(db.explain_generic(INJECTION).await, Err(PlanError::Refused(Refusal::SeveralStatements))));
+            assert!(matches!(db.explain_at_scale(INJECTION).await, Err(PlanError::Refused(Refusal::SeveralStatements))));
+            // Past the validator, the extended protocol refuses it.
+            let mut tx = db.conn.begin_with("/* perf-audit */ BEGIN READ ONLY").await.unwrap();
+            let err = plan_in(&mut tx, INJECTION).await.unwrap_err();
+            assert!(err.to_string().contains("cannot insert multiple commands into a prepared statement"), "{err}");
+            let _ = tx.rollback().await;
+            db.forget_plan_statement(true).await;
+            // `$N` in a comment counts for nothing: the server says 1 parameter.
+            let plan = db.explain_generic("SELECT v FROM t WHERE id = $1 -- $99999999999 $18446744073709551615").await.unwrap();
+            assert!(super::super::advice::total_cost(&plan) > 0.0, "{plan}");
+            // More parameters than the protocol allows, or a number the server refuses: an error, no allocation.
+            assert!(db.explain_generic("SELECT $70000::int").await.is_err());
+            assert!(db.explain_generic("SELECT $99999999999::int").await.is_err());
+            // Writes are planned, never executed; the session stays usable.
+            db.explain_generic("DELETE FROM t").await.unwrap();
+            db.explain_at_scale("UPDATE t SET v = 'x' WHERE id = $1").await.unwrap();
+            let gain = db.index_gain("SELECT id FROM t WHERE v = $1", "public", "t", &["v".to_string()]).await.unwrap();
+            assert!(gain.0 > 0.0 && gain.1 > 0.0, "{gain:?}");
+            // The private server's index_gain: a hostile table name is quoted, not run.
+            assert!(db.index_gain("SELECT 1", "public", "t\"; DROP TABLE t; --", &["v".to_string()]).await.is_err());
+            assert_eq!(db.explain_generic("SELECT count(*) FROM t").await.map(|_| ()), Ok(()));
+        });
+        assert_eq!(pg.psql("SELECT count(*) FROM t").unwrap(), "100");
+        assert_eq!(pg.psql("SELECT to_regclass('public.x') IS NULL").unwrap(), "t");
+        assert_eq!(pg.psql("SELECT count(*) FROM pg_indexes WHERE tablename = 't'").unwrap(), "1", "only the primary key: the measured index was rolled back");
+    }
 }

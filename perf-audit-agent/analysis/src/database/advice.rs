@@ -163,7 +163,12 @@ pub fn filter_columns(filter: &str) -> (Vec<String>, Vec<String>) {
 pub fn index_name(table: &str, columns: &[String]) -> String {
     let cols: Vec<&str> = columns.iter().map(|c| c.split_whitespace().next().unwrap_or(c)).collect();
     let mut name = format!("idx_{table}_{}", cols.join("_"));
-    name.truncate(63);
+    // PostgreSQL's 63-byte identifier limit, cut on a character boundary.
+    let mut cut = name.len().min(63);
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    name.truncate(cut);
     name
 }
 
@@ -176,6 +181,44 @@ pub fn create_index_sql(schema: &str, table: &str, columns: &[String], concurren
         index_name(table, columns),
         columns.join(", ")
     )
+}
+
+/// The `CREATE INDEX` the agent runs itself (on the private throwaway
+/// server only, in a rolled-back transaction): every name from the plan
+/// double-quoted, a column's suffix only `ASC`/`DESC`/`NULLS FIRST|LAST`.
+/// `None` when a name cannot be quoted (a NUL) or a suffix is anything else.
+pub fn create_index_statement(schema: &str, table: &str, columns: &[String]) -> Option<String> {
+    let mut cols = Vec::new();
+    for c in columns {
+        let mut words = c.split_whitespace();
+        let name = words.next()?;
+        let suffix: Vec<&str> = words.collect();
+        let allowed = ["ASC", "DESC", "NULLS", "FIRST", "LAST"];
+        if !suffix.iter().all(|w| allowed.iter().any(|a| a.eq_ignore_ascii_case(w))) {
+            return None;
+        }
+        let mut col = quote_ident(name)?;
+        for w in suffix {
+            col.push(' ');
+            col.push_str(&w.to_ascii_uppercase());
+        }
+        cols.push(col);
+    }
+    if cols.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "CREATE INDEX {} ON {}.{} ({})",
+        quote_ident(&index_name(table, columns))?,
+        quote_ident(schema)?,
+        quote_ident(table)?,
+        cols.join(", ")
+    ))
+}
+
+/// `"name"` with inner quotes doubled; `None` for a NUL (never valid).
+pub fn quote_ident(name: &str) -> Option<String> {
+    (!name.contains('\0')).then(|| format!("\"{}\"", name.replace('"', "\"\"")))
 }
 
 /// Whether an existing index already starts with `columns` (by name).
@@ -218,6 +261,18 @@ pub fn duplicates(indexes: &[IndexStat]) -> Vec<(&IndexStat, &IndexStat)> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_index_the_agent_creates_quotes_every_name() {
+        let cols = vec!["country".to_string(), "signup_at DESC".to_string()];
+        assert_eq!(
+            super::create_index_statement("public", "us\"ers; DROP", &cols).as_deref(),
+            Some("CREATE INDEX \"idx_us\"\"ers; DROP_country_signup_at\" ON \"public\".\"us\"\"ers; DROP\" (\"country\", \"signup_at\" DESC)")
+        );
+        assert_eq!(super::create_index_statement("public", "t", &["a); DROP TABLE t; --".to_string()]), None);
+        assert_eq!(super::create_index_statement("public", "t", &[]), None);
+        assert_eq!(super::index_name(&"é".repeat(40), &["a".to_string()]).len(), 62);
+    }
+
     use super::*;
 
     #[test]

@@ -2,13 +2,16 @@
 //! into executions ([`wire`]), the server's statistics as plain values
 //! ([`stats`]), N+1 detection ([`analysis`]), chatty requests ([`chatty`]), index reasoning over
 //! `EXPLAIN` plans ([`advice`]), the section's tables ([`section`]) and
-//! the text of statements prepared before the audit ([`recovery`]).
+//! the text of statements prepared before the audit ([`recovery`]), and
+//! the check that a statement text is one plannable statement ([`sql_text`]).
 
 pub mod advice;
 pub mod analysis;
 pub mod chatty;
+pub mod fuzzing;
 pub mod recovery;
 pub mod section;
+pub mod sql_text;
 pub mod stats;
 pub mod thresholds;
 pub mod wire;

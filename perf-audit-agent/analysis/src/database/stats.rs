@@ -65,31 +65,3 @@ impl StatementsUnavailable {
 
 /// The exact lines that enable `pg_stat_statements`.
 pub const ENABLE_PG_STAT_STATEMENTS: &str = "add `shared_preload_libraries = 'pg_stat_statements'` to postgresql.conf, restart PostgreSQL, then run `CREATE EXTENSION IF NOT EXISTS pg_stat_statements;` in the service's database";
-
-/// The highest `$n` placeholder in `sql`.
-pub fn max_param(sql: &str) -> usize {
-    let bytes = sql.as_bytes();
-    let mut max = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'$' {
-            let digits: String = sql[i + 1..].chars().take_while(|c| c.is_ascii_digit()).collect();
-            if let Ok(n) = digits.parse::<usize>() {
-                max = max.max(n);
-            }
-            i += 1 + digits.len();
-        } else {
-            i += 1;
-        }
-    }
-    max
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn placeholders_are_counted() {
-        assert_eq!(super::max_param("SELECT * FROM t WHERE a = $1 AND b = $12 LIMIT $2"), 12);
-        assert_eq!(super::max_param("SELECT 1"), 0);
-    }
-}

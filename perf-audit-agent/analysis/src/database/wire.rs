@@ -32,49 +32,65 @@ pub enum Message {
     EncryptionRequest,
     /// A TLS record: the connection is encrypted, the wire is unreadable.
     Tls,
-    /// Startup, Sync, Describe, Close, Flush, password... (type byte, or 0).
+    /// `C` of a statement: its name is free again.
+    CloseStatement { statement: String },
+    /// `C` of a portal.
+    ClosePortal { portal: String },
+    /// Startup, Sync, Describe, Flush, password... (type byte, or 0).
     Other(u8),
 }
 
 /// The messages at the start of `buf` (a write's captured prefix). Stops at
-/// the first byte that does not start a known message.
+/// the first byte that does not start a known message. Total: any bytes
+/// give an answer, in one pass, slicing only at byte offsets the message
+/// lengths and NULs give (names and texts that are not UTF-8 are kept
+/// lossily, but never used to measure the buffer).
 pub fn parse(buf: &[u8]) -> Vec<Message> {
+    parse_write(buf).0
+}
+
+/// [`parse`], and whether the write was garbage: bytes, but not one message
+/// at their start (random bytes, or the middle of a message that did not
+/// fit in the previous write).
+pub fn parse_write(buf: &[u8]) -> (Vec<Message>, bool) {
     let mut out = Vec::new();
     if buf.len() >= 2 && matches!(buf[0], 0x14..=0x17) && buf[1] == 0x03 {
         out.push(Message::Tls);
-        return out;
+        return (out, false);
     }
+    let mut pos = 0;
     // Untyped startup-phase messages: length, then a code.
-    if buf.len() >= 8 && buf[0] == 0 {
-        let len = be32(&buf[0..4]) as usize;
-        let code = be32(&buf[4..8]);
+    while buf.len() - pos >= 8 && buf[pos] == 0 {
+        let len = be32(&buf[pos..]) as usize;
+        let code = be32(&buf[pos + 4..]);
         if code == SSL_REQUEST_CODE || code == GSSENC_REQUEST_CODE {
             out.push(Message::EncryptionRequest);
         } else {
             out.push(Message::Other(0));
         }
-        if len < 8 || len >= buf.len() {
-            return out;
+        if len < 8 || len >= buf.len() - pos {
+            return (out, false);
         }
-        return out.into_iter().chain(parse(&buf[len..])).collect();
+        pos += len;
     }
-    let mut pos = 0;
-    while pos + 5 <= buf.len() {
+    while buf.len() - pos >= 5 {
         let kind = buf[pos];
         if !kind.is_ascii_alphabetic() {
             break;
         }
-        let len = be32(&buf[pos + 1..pos + 5]) as usize;
+        let len = be32(&buf[pos + 1..]) as usize;
         if len < 4 {
             break;
         }
-        let end = pos + 1 + len;
-        let body = &buf[pos + 5..end.min(buf.len())];
-        let truncated = end > buf.len();
+        let body_start = pos + 5;
+        // `len` counts itself: the body is len - 4 bytes.
+        let body_len = len - 4;
+        let truncated = body_len > buf.len() - body_start;
+        let body = &buf[body_start..body_start + body_len.min(buf.len() - body_start)];
         match kind {
             b'Q' => {
                 let (sql, complete) = cstr(body);
-                out.push(Message::Query { sql, truncated: truncated || !complete });
+                out.push(Message::Query { sql: text(sql), truncated: truncated || !complete });
             }
             b'P' => {
                 let (statement, complete) = cstr(body);
@@ -82,7 +98,7 @@ pub fn parse(buf: &[u8]) -> Vec<Message> {
                     break;
                 }
                 let (sql, complete) = cstr(&body[statement.len() + 1..]);
-                out.push(Message::Parse { statement, sql, truncated: truncated || !complete });
+                out.push(Message::Parse { statement: text(statement), sql: text(sql), truncated: truncated || !complete });
             }
             b'B' => {
                 let (portal, complete) = cstr(body);
@@ -93,35 +109,55 @@ pub fn parse(buf: &[u8]) -> Vec<Message> {
                 if !complete {
                     break;
                 }
-                out.push(Message::Bind { portal, statement });
+                out.push(Message::Bind { portal: text(portal), statement: text(statement) });
             }
             b'E' => {
                 let (portal, complete) = cstr(body);
                 if !complete {
                     break;
                 }
-                out.push(Message::Execute { portal });
+                out.push(Message::Execute { portal: text(portal) });
+            }
+            b'C' => {
+                // Close: 'S' statement or 'P' portal, then its name.
+                let Some((&what, rest)) = body.split_first() else { break };
+                let (name, complete) = cstr(rest);
+                if !complete {
+                    break;
+                }
+                match what {
+                    b'S' => out.push(Message::CloseStatement { statement: text(name) }),
+                    b'P' => out.push(Message::ClosePortal { portal: text(name) }),
+                    _ => out.push(Message::Other(b'C')),
+                }
             }
             other => out.push(Message::Other(other)),
         }
         if truncated {
             break;
         }
-        pos = end;
+        pos = body_start + body_len;
     }
-    out
+    let garbage = out.is_empty() && !buf.is_empty();
+    (out, garbage)
 }
 
+/// Big-endian u32 at the start of `b` (callers check there are 4 bytes).
 fn be32(b: &[u8]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
-/// A NUL-terminated string at the start of `b`, and whether the NUL was seen.
-fn cstr(b: &[u8]) -> (String, bool) {
+/// The bytes of a NUL-terminated string at the start of `b` (without the
+/// NUL), and whether the NUL was seen.
+fn cstr(b: &[u8]) -> (&[u8], bool) {
     match b.iter().position(|c| *c == 0) {
-        Some(n) => (String::from_utf8_lossy(&b[..n]).into_owned(), true),
-        None => (String::from_utf8_lossy(b).into_owned(), false),
+        Some(n) => (&b[..n], true),
+        None => (b, false),
     }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
 }
 
 /// One statement execution seen on the wire.
@@ -138,19 +174,34 @@ pub struct WireExecution {
     pub recovered: bool,
 }
 
-/// The protocol state of one database socket.
+/// The protocol state of one database socket. Bounded: at most
+/// [`MAX_STATEMENTS`] statement names and [`MAX_PORTALS`] portal names;
+/// past a bound the names are forgotten (counted in `evicted_*`), so a
+/// client that never closes them (or a hostile one) cannot grow the agent.
 #[derive(Debug, Default)]
 pub struct Connection {
     /// Statement name -> (text, truncated, recovered from the server).
     statements: HashMap<String, (String, bool, bool)>,
+    /// Portal name -> statement name. The unnamed portal "" is by far the
+    /// most common; named ones live until their transaction ends or a Close.
     portals: HashMap<String, String>,
     /// The connection asked for TLS or sent TLS records.
     pub encrypted: bool,
+    /// Names forgotten at the bounds.
+    pub evicted_statements: u64,
+    pub evicted_portals: u64,
 }
 
 /// Bounds the statement names remembered per connection (sqlx caches 100
 /// per connection by default).
-const MAX_STATEMENTS: usize = 1_024;
+pub const MAX_STATEMENTS: usize = 1_024;
+/// Bounds the portal names remembered per connection (drivers use the
+/// unnamed portal; a named one is an open cursor).
+pub const MAX_PORTALS: usize = 128;
+/// Bounds the connections whose protocol state the agent keeps (the
+/// agent's `WireCapture` evicts one, counted, beyond it). With the two
+/// bounds above and 512-byte captures, about 0.7 MB per connection at most.
+pub const MAX_CONNECTIONS: usize = 512;
 
 impl Connection {
     /// Feeds the messages of one write; returns the executions it starts.
@@ -163,11 +214,21 @@ impl Connection {
                 }
                 Message::Parse { statement, sql, truncated } => {
                     if self.statements.len() >= MAX_STATEMENTS && !self.statements.contains_key(&statement) {
+                        self.evicted_statements += self.statements.len() as u64;
                         self.statements.clear();
                     }
                     self.statements.insert(statement, (sql, truncated, false));
                 }
                 Message::Bind { portal, statement } => {
+                    if self.portals.len() >= MAX_PORTALS && !self.portals.contains_key(&portal) {
+                        // Keep the unnamed portal: it is rebound at once anyway.
+                        let unnamed = self.portals.remove("");
+                        self.evicted_portals += self.portals.len() as u64;
+                        self.portals.clear();
+                        if let Some(s) = unnamed {
+                            self.portals.insert(String::new(), s);
+                        }
+                    }
                     self.portals.insert(portal, statement);
                 }
                 Message::Execute { portal } => {
@@ -180,11 +241,22 @@ impl Connection {
                         statement,
                     });
                 }
+                Message::CloseStatement { statement } => {
+                    self.statements.remove(&statement);
+                }
+                Message::ClosePortal { portal } => {
+                    self.portals.remove(&portal);
+                }
                 Message::EncryptionRequest | Message::Tls => self.encrypted = true,
                 Message::Other(_) => {}
             }
         }
         out
+    }
+
+    /// Statement and portal names held now.
+    pub fn names(&self) -> (usize, usize) {
+        (self.statements.len(), self.portals.len())
     }
 
     /// Whether the text of prepared statement `name` is known.
@@ -287,5 +359,68 @@ pub(crate) mod tests {
     fn garbage_yields_nothing() {
         assert!(parse(b"\x01\x02\x03").is_empty());
         assert!(parse(&[]).is_empty());
+        assert_eq!(parse_write(b"\x01\x02\x03"), (vec![], true));
+        assert_eq!(parse_write(&[]), (vec![], false));
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_are_sliced_by_their_bytes() {
+        // Each invalid byte becomes a 3-byte U+FFFD: the lossy name is
+        // longer than the raw one (the old parser sliced past the body).
+        let mut body = vec![0xff, 0xfe, 0xfd, 0];
+        body.extend_from_slice(b"SELECT 1\0\0\0");
+        let m = msg(b'P', &body);
+        assert_eq!(parse_write(&m), (vec![Message::Parse { statement: "\u{fffd}\u{fffd}\u{fffd}".into(), sql: "SELECT 1".into(), truncated: false }], false));
+        let mut bind = vec![0xff, 0];
+        bind.extend_from_slice(&[0xc3, 0]);
+        assert_eq!(parse(&msg(b'B', &bind)), vec![Message::Bind { portal: "\u{fffd}".into(), statement: "\u{fffd}".into() }]);
+        // Every prefix of a valid stream and of a corrupt one parses.
+        let mut stream = m.clone();
+        stream.extend(bind_execute_sync("x"));
+        stream.extend([0, 0, 0, 8, 0, 0, 0, 0, b'Q', 0xff, 0xff, 0xff, 0xff]);
+        for n in 0..=stream.len() {
+            let _ = parse_write(&stream[..n]);
+            let _ = parse_write(&stream[n..]);
+        }
+    }
+
+    #[test]
+    fn startup_messages_in_a_row_are_read_without_recursion() {
+        let mut buf = Vec::new();
+        for _ in 0..10_000 {
+            buf.extend([0, 0, 0, 8, 0, 0, 0, 0]);
+        }
+        buf.extend(msg(b'Q', b"SELECT 1\0"));
+        let out = parse(&buf);
+        assert_eq!(out.len(), 10_001);
+        assert_eq!(out[10_000], Message::Query { sql: "SELECT 1".into(), truncated: false });
+    }
+
+    #[test]
+    fn portal_and_statement_names_are_bounded_and_evictions_counted() {
+        let mut conn = Connection::default();
+        conn.feed(parse(&parse_msg("s", "SELECT 1")));
+        for i in 0..10 * MAX_PORTALS {
+            let mut bind = format!("p{i}").into_bytes();
+            bind.extend_from_slice(b"\0s\0\0\0\0\0\0\0");
+            conn.feed(parse(&msg(b'B', &bind)));
+            assert!(conn.names().1 <= MAX_PORTALS);
+        }
+        assert!(conn.evicted_portals >= 9 * MAX_PORTALS as u64 - 1, "{}", conn.evicted_portals);
+        // The latest portal still runs its statement.
+        let mut exec = format!("p{}", 10 * MAX_PORTALS - 1).into_bytes();
+        exec.extend_from_slice(&[0, 0, 0, 0, 0]);
+        assert_eq!(conn.feed(parse(&msg(b'E', &exec)))[0].sql.as_deref(), Some("SELECT 1"));
+        for i in 0..2 * MAX_STATEMENTS {
+            conn.feed(parse(&parse_msg(&format!("s{i}"), "SELECT 2")));
+            assert!(conn.names().0 <= MAX_STATEMENTS);
+        }
+        assert!(conn.evicted_statements >= MAX_STATEMENTS as u64);
+        // Close frees a name.
+        conn.feed(parse(&msg(b'C', b"Ss1999\0")));
+        assert!(!conn.knows("s1999"));
+        let before = conn.names().1;
+        conn.feed(parse(&msg(b'C', b"Pp1279\0")));
+        assert_eq!(conn.names().1, before - 1);
     }
 }

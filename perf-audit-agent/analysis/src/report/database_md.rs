@@ -21,6 +21,24 @@ pub(super) fn render(md: &mut String, db: &DatabaseSection) {
             if db.private_database { ", private throwaway server" } else { ", read-only session" }
         );
     }
+    if let Some(p) = db.privileges.as_ref().filter(|p| p.more_than_needed) {
+        let mut more = Vec::new();
+        if p.superuser {
+            more.push("is a superuser".to_string());
+        }
+        if p.owned_tables > 0 {
+            more.push(format!("owns {} tables", p.owned_tables));
+        }
+        if p.writable_tables > 0 {
+            more.push(format!("can write {} tables ({})", p.writable_tables, p.writable_examples.join(", ")));
+        }
+        let _ = writeln!(
+            md,
+            "\n> **Connected with more privileges than the audit needs**: role `{}` {}. The audit only reads: connect with a role that has `pg_monitor` (or `pg_read_all_stats`), CONNECT and SELECT, nothing more (README, database profile).",
+            p.role,
+            more.join(", ")
+        );
+    }
     for note in &db.notes {
         let _ = writeln!(md, "\n> {note}");
     }
@@ -49,6 +67,13 @@ pub(super) fn render(md: &mut String, db: &DatabaseSection) {
         if let Some(reason) = &w.untied_reason {
             let _ = writeln!(md, "**Executions not tied to code**: {reason}");
         }
+        if w.unparsed_writes > 0 || w.parser_failures > 0 || w.evicted_portals > 0 || w.evicted_statements > 0 || w.evicted_connections > 0 {
+            let _ = writeln!(
+                md,
+                "**Wire damage**: {} writes not parsed as protocol messages (nothing used from them), {} parser failures (a bug in perf-audit: please report it); forgotten at the agent's bounds: {} portal names, {} statement names, {} connections",
+                w.unparsed_writes, w.parser_failures, w.evicted_portals, w.evicted_statements, w.evicted_connections
+            );
+        }
         if w.executions_text_from_activity > 0 || w.executions_text_from_call_site > 0 {
             let _ = writeln!(
                 md,
@@ -58,6 +83,12 @@ pub(super) fn render(md: &mut String, db: &DatabaseSection) {
         }
     }
 
+    if !db.plans_not_inspected.is_empty() {
+        let _ = writeln!(md, "\n**Plans not inspected** (statement texts the agent refused to send to the server):\n");
+        for p in &db.plans_not_inspected {
+            let _ = writeln!(md, "- `{}`: {}", cell(&truncate(&p.query, 120)).replace('`', "'"), p.reason);
+        }
+    }
     let _ = writeln!(md, "\n**Top slow queries**:\n");
     let _ = writeln!(md, "| Query | Calls | Avg Time | Max Time | Called from | Recommendation |");
     let _ = writeln!(md, "|-------|-------|----------|----------|-------------|----------------|");
@@ -207,6 +238,27 @@ mod tests {
             max_ms: total_ms.map(|t| t / calls as f64 * 2.0),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn excess_privileges_wire_damage_and_refused_plans_are_said() {
+        use crate::report::schema::{PlanNotInspected, RolePrivileges};
+        let mut db = DatabaseSection::default();
+        db.wire.traced = true;
+        db.wire.unparsed_writes = 3;
+        db.wire.evicted_portals = 1_000;
+        db.privileges = Some(RolePrivileges { role: "app".into(), superuser: true, writable_tables: 2, writable_examples: vec!["public.t".into(), "public.u".into()], more_than_needed: true, ..Default::default() });
+        db.plans_not_inspected = vec![PlanNotInspected { query: "SELECT `x`; COMMIT".into(), reason: "several statements".into() }];
+        let md = rendered(&db);
+        assert!(md.contains("role `app` is a superuser, can write 2 tables (public.t, public.u)"), "{md}");
+        assert!(md.contains("**Wire damage**: 3 writes not parsed") && md.contains("1000 portal names"), "{md}");
+        assert!(md.contains("- `SELECT 'x'; COMMIT`: several statements"), "{md}");
+        // A role with only what it needs, and no damage: not a word.
+        db.privileges = Some(RolePrivileges { role: "ro".into(), read_all_stats: true, ..Default::default() });
+        db.wire = Default::default();
+        db.plans_not_inspected.clear();
+        let md = rendered(&db);
+        assert!(!md.contains("more privileges") && !md.contains("Wire damage") && !md.contains("Plans not inspected"), "{md}");
     }
 
     #[test]

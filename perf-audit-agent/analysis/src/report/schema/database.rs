@@ -34,6 +34,50 @@ pub struct DatabaseSection {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub chatty_requests: Vec<crate::database::chatty::ChattyRequest>,
     pub wire: WireSummary,
+    /// What the connected role holds beyond what the audit needs (`None`:
+    /// not connected, or not read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub privileges: Option<RolePrivileges>,
+    /// Statement texts whose plan was not inspected because the agent
+    /// refused to send them (not one plannable statement: see
+    /// `database::sql_text`), with why; at most `MAX_PLANS_NOT_INSPECTED`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub plans_not_inspected: Vec<PlanNotInspected>,
+}
+
+/// Entries kept in `plans_not_inspected`.
+pub const MAX_PLANS_NOT_INSPECTED: usize = 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
+pub struct PlanNotInspected {
+    /// The text, cut to 200 characters.
+    pub query: String,
+    pub reason: String,
+}
+
+/// The connected role's privileges, measured from `pg_roles` and
+/// `has_table_privilege`: the audit needs `pg_read_all_stats` (or
+/// `pg_monitor`) and CONNECT, plus SELECT for plans, nothing more.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
+pub struct RolePrivileges {
+    pub role: String,
+    pub superuser: bool,
+    /// Member of `pg_read_all_stats` (directly or through `pg_monitor`).
+    pub read_all_stats: bool,
+    /// User tables the role owns (or is a member of their owner).
+    pub owned_tables: u64,
+    /// User tables it may INSERT, UPDATE, DELETE or TRUNCATE.
+    pub writable_tables: u64,
+    /// Up to 5 of them.
+    pub writable_examples: Vec<String>,
+    /// Superuser, or owns or can write a table.
+    pub more_than_needed: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
@@ -189,4 +233,22 @@ pub struct WireSummary {
     /// Why some executions are not tied to the owner's code, and the fix
     /// (see `database::analysis::untied_reason`).
     pub untied_reason: Option<String>,
+    /// Writes whose bytes did not start with a frontend message (garbage,
+    /// or a message cut mid-header): nothing of them was used.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unparsed_writes: u64,
+    /// Writes whose parsing failed (a bug in the agent: each is skipped),
+    /// plus one if the wire task itself failed (a note says why; what it
+    /// had gathered is then lost).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub parser_failures: u64,
+    /// Protocol state forgotten at the agent's bounds (`wire::MAX_PORTALS`,
+    /// `MAX_STATEMENTS` per connection, `MAX_CONNECTIONS`): later
+    /// executions of a forgotten name have no text.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub evicted_portals: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub evicted_statements: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub evicted_connections: u64,
 }

@@ -16,6 +16,7 @@ mod target;
 
 pub use console::{ConsoleSummary, ConsoleWarning, SpawnLocation};
 pub use database::{
+    MAX_PLANS_NOT_INSPECTED, PlanNotInspected, RolePrivileges,
     CallSiteRow, DatabaseSection, DuplicateIndex, IndexRow, MissingIndex, StatementRow, TableRow,
     UnusedIndex, WireSummary,
 };
