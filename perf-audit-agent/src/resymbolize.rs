@@ -30,7 +30,7 @@ use crate::{
 };
 
 fn input_error(message: String) -> Error {
-    Error::new(ErrorKind::AuditInput, message)
+    Error::new(ErrorKind::SymbolizeInput, message)
 }
 
 /// What `symbolize` did: where it wrote, and which objects it named.
@@ -116,8 +116,8 @@ pub fn run(args: &SymbolizeArgs) -> Result<SymbolizeOutput> {
         named.push((object.name().to_string(), debug, count));
     }
     if named.is_empty() {
-        return Err(input_error(format!(
-            "no debug file found for the objects of {} that lack symbols or line info ({}): install it under /usr/lib/debug/.build-id/ or pass --debug-dir",
+        return Err(Error::new(ErrorKind::DebugFileNotFound, format!(
+            "no debug file found for the objects of {} that lack symbols or line info ({})",
             report_path.display(),
             missing(&report.symbols)
         )));
