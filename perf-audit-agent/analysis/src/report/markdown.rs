@@ -26,11 +26,14 @@ pub fn render(report: &Report) -> String {
     match report.end_reason {
         EndReason::Duration => {}
         EndReason::Interrupted => {
-            let _ = writeln!(md, "\n> **Partial report**: interrupted (Ctrl-C) after {:.1} s.", report.duration_s);
+            let _ = writeln!(md, "\n> **Partial report**: {} after {:.1} s.", report.interruption(), report.duration_s);
         }
         EndReason::TargetExited => {
             let _ = writeln!(md, "\n> **Partial report**: the target exited after {:.1} s; this covers the time it ran.", report.duration_s);
         }
+    }
+    if let Some(exec) = &report.target_exec {
+        let _ = writeln!(md, "\n> **The target exec'd during the audit**: {}.", exec.note());
     }
     if let Some(h) = report.health.as_ref().filter(|h| h.degraded) {
         let _ = writeln!(
@@ -445,5 +448,47 @@ mod async_tests {
         let mut md = String::new();
         render_async(&mut md, &a, None, &[]);
         assert!(md.contains("**Runtime workers**: 2 recognised: 2 by an actix-rt arbiter"), "{md}");
+    }
+}
+
+#[cfg(test)]
+mod end_tests {
+    use super::*;
+    use crate::report::{EndReason, TargetExec};
+
+    fn interrupted(signal: Option<&str>) -> String {
+        let report = Report {
+            end_reason: EndReason::Interrupted,
+            partial: true,
+            end_signal: signal.map(String::from),
+            duration_s: 4.0,
+            ..Default::default()
+        };
+        render(&report)
+    }
+
+    #[test]
+    fn an_interrupted_audit_names_the_signal_that_ended_it() {
+        let term = interrupted(Some("SIGTERM"));
+        assert!(term.contains("interrupted by SIGTERM after 4.0 s"), "{term}");
+        assert!(!term.contains("Ctrl-C"), "SIGTERM is not Ctrl-C: {term}");
+        assert!(interrupted(Some("SIGINT")).contains("interrupted by SIGINT (Ctrl-C)"));
+        // A report written before the signal was recorded claims no key press.
+        let old = interrupted(None);
+        assert!(old.contains("interrupted by a signal") && !old.contains("Ctrl-C"), "{old}");
+        let line = &crate::report::summary::terminal(&Report { end_signal: Some("SIGTERM".into()), ..serde_json::from_str(r#"{"end_reason":"interrupted","partial":true}"#).unwrap() })[1];
+        assert!(line.contains("SIGTERM"), "{line}");
+    }
+
+    #[test]
+    fn a_target_that_execs_is_said() {
+        let exec = TargetExec { after_s: 2.4, exe_before: "/usr/bin/dash".into(), exe_after: "/usr/bin/sleep".into() };
+        let md = render(&Report { target_exec: Some(exec.clone()), ..Default::default() });
+        assert!(md.contains("The target exec'd during the audit") && md.contains("replaced `/usr/bin/dash` with `/usr/bin/sleep`") && md.contains("2.4 s"), "{md}");
+        let same = TargetExec { exe_before: "/usr/bin/dash".into(), exe_after: "/usr/bin/dash".into(), ..exec };
+        assert!(same.note().contains("re-executed `/usr/bin/dash`"));
+        // Read back from report.json.
+        let back: Report = serde_json::from_str(&serde_json::to_string(&Report { target_exec: Some(same.clone()), ..Default::default() }).unwrap()).unwrap();
+        assert_eq!(back.target_exec, Some(same));
     }
 }
