@@ -22,8 +22,8 @@ pub fn render(md: &mut String, rows: &[BenchmarkRow]) {
             _ => "-".to_string(),
         };
         let verdict = match r.verdict {
-            BenchVerdict::Regressed => "🔴 regressed",
-            BenchVerdict::Improved => "🟢 improved",
+            BenchVerdict::Regressed => "**regressed**",
+            BenchVerdict::Improved => "**improved**",
             other => other.describe(),
         };
         let _ = writeln!(

@@ -18,10 +18,10 @@ pub fn render(diff: &AuditDiff) -> String {
     let regressions: Vec<&MetricChange> = diff.regressions().collect();
     if regressions.is_empty() {
         let improved = diff.improvements().count();
-        let _ = writeln!(md, "**Verdict**: 🟢 no regression past the thresholds ({improved} improved)");
+        let _ = writeln!(md, "**Verdict**: **ok**, no regression past the thresholds ({improved} improved)");
     } else {
         let names: Vec<String> = regressions.iter().map(|m| format!("`{}`", cell(&m.name))).collect();
-        let _ = writeln!(md, "**Verdict**: 🔴 {} regression(s): {}", regressions.len(), names.join(", "));
+        let _ = writeln!(md, "**Verdict**: **regressed**, {} regression(s): {}", regressions.len(), names.join(", "));
     }
     for note in &diff.notes {
         let _ = writeln!(md, "\n> {note}");
@@ -164,8 +164,8 @@ fn finding_list(md: &mut String, rows: &[FindingChange], severity: impl Fn(&Find
 
 fn verdict(m: &MetricChange) -> &'static str {
     match m.verdict {
-        Verdict::Regressed => "🔴 regressed",
-        Verdict::Improved => "🟢 improved",
+        Verdict::Regressed => "**regressed**",
+        Verdict::Improved => "**improved**",
         Verdict::WithinNoise => "within noise",
         Verdict::Unchanged => "unchanged",
         Verdict::NotGated => "not gated",

@@ -224,14 +224,10 @@ fn render_cpu(md: &mut String, cpu: &CpuSection, findings: &[Finding]) {
         findings.iter().filter(|f| f.category == crate::findings::Category::Cpu).collect();
     let _ = writeln!(md, "\n**Critical findings**:\n");
     if cpu_findings.is_empty() {
-        let _ = writeln!(md, "- 🟢 No function of your own code takes more than 10% of CPU samples by itself");
+        let _ = writeln!(md, "- No function of your own code takes more than 10% of CPU samples by itself");
     }
     for f in &cpu_findings {
-        let dot = match f.severity {
-            Severity::P0 => "🔴",
-            Severity::P1 => "🟡",
-            Severity::P2 => "🟢",
-        };
+        let dot = f.severity.badge();
         let _ = writeln!(md, "- {dot} {}: {}", f.title, location(&f.file, f.line));
     }
     let _ = writeln!(md, "\n**Optimization priorities**:\n");
@@ -281,7 +277,7 @@ fn render_async(md: &mut String, a: &super::AsyncSection, off: Option<&super::Of
     let _ = writeln!(md, "|------|---------------------|---------|--------------------|--------|");
     for t in a.analysis.tasks.iter().take(12) {
         let flagged = findings.iter().any(|f| f.category == crate::findings::Category::Async && (t.task.starts_with(&f.function) || f.function.starts_with(&t.task)));
-        let status = if t.blocked_ms > 0.0 || flagged { "🔴 blocks workers" } else { "🟢 ok" };
+        let status = if t.blocked_ms > 0.0 || flagged { "**blocks workers**" } else { "ok" };
         let _ = writeln!(md, "| `{}` | {:.1}% | {:.1} ms | {} | {status} |", cell(&t.task), t.on_cpu_pct, t.blocked_ms, t.blocking_intervals);
     }
     if a.analysis.tasks.is_empty() {
@@ -290,14 +286,10 @@ fn render_async(md: &mut String, a: &super::AsyncSection, off: Option<&super::Of
     let _ = writeln!(md, "\n**Issues detected**:\n");
     let async_findings: Vec<&Finding> = findings.iter().filter(|f| f.category == crate::findings::Category::Async).collect();
     if async_findings.is_empty() {
-        let _ = writeln!(md, "- 🟢 No blocking call, sync-lock wait or long poll on Tokio workers was measured");
+        let _ = writeln!(md, "- No blocking call, sync-lock wait or long poll on Tokio workers was measured");
     }
     for f in &async_findings {
-        let dot = match f.severity {
-            Severity::P0 => "🔴",
-            Severity::P1 => "🟡",
-            Severity::P2 => "🟢",
-        };
+        let dot = f.severity.badge();
         let _ = writeln!(md, "- {dot} {}: {} ({})", f.title, location(&f.file, f.line), f.evidence);
     }
     let polls: Vec<_> = a.analysis.long_polls.iter().filter(|p| p.p50_ms >= 0.1 || p.worker_time_pct >= 1.0).take(10).collect();
@@ -330,7 +322,7 @@ fn render_async(md: &mut String, a: &super::AsyncSection, off: Option<&super::Of
             let _ = writeln!(md, "| {} | {} | {} | {:.1} ms | {:.1} us |", cell(&l.location), l.tasks, l.polls, l.busy_ms, l.mean_poll_us);
         }
         for w in &c.warnings {
-            let _ = writeln!(md, "- 🟡 tokio-console `{}` at {}: {} task(s) {}", w.kind, w.location, w.tasks, w.detail);
+            let _ = writeln!(md, "- **warning** tokio-console `{}` at {}: {} task(s) {}", w.kind, w.location, w.tasks, w.detail);
         }
     }
     let _ = writeln!(md, "\n**Recommendations**:\n");
