@@ -98,9 +98,10 @@ pub fn run(args: &SymbolizeArgs) -> Result<SymbolizeOutput> {
                 (None, Some(c)) => c.origin_of_function(&function),
                 (None, None) => Origin::Native,
             };
-            // The offset is the function's start: its first line says
-            // nothing about where the samples were, so only the file is kept.
-            renamed.insert(label.clone(), Frame { function, file, line: None, origin, inlined: false });
+            // The offset is the function's start: the samples' own lines
+            // were not saved, so the location is where the function begins.
+            let line = sym.code_info.as_ref().and_then(|ci| ci.line);
+            renamed.insert(label.clone(), Frame { function, file, line, origin, inlined: false });
             count += 1;
         }
         object.symbols = true;
