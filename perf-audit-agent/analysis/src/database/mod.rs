@@ -2,12 +2,15 @@
 //! into executions ([`wire`]), the server's statistics as plain values
 //! ([`stats`]), N+1 detection ([`analysis`]), chatty requests ([`chatty`]), index reasoning over
 //! `EXPLAIN` plans ([`advice`]), the section's tables ([`section`]) and
-//! the text of statements prepared before the audit ([`recovery`]).
+//! the text of statements prepared before the audit ([`recovery`]), and
+//! report.json's `database` section types ([`schema`], re-exported by
+//! `crate::report`: the report depends on them, not the reverse).
 
 pub mod advice;
 pub mod analysis;
 pub mod chatty;
 pub mod recovery;
+pub mod schema;
 pub mod section;
 pub mod stats;
 pub mod thresholds;

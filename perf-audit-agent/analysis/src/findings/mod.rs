@@ -158,7 +158,7 @@ pub struct Evidence<'a> {
     pub cpu: Option<CpuEvidence<'a>>,
     pub async_runtime: Option<&'a crate::profile::async_runtime::AsyncAnalysis>,
     /// The database section (statistics and wire), when that profile ran.
-    pub database: Option<&'a crate::report::DatabaseSection>,
+    pub database: Option<&'a crate::database::schema::DatabaseSection>,
     pub memory: Option<MemoryEvidence<'a>>,
 }
 

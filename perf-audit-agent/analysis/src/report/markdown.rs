@@ -88,7 +88,7 @@ pub fn render(report: &Report) -> String {
     }
 
     if let Some(memory) = &report.memory {
-        crate::memory::render::markdown(&mut md, memory, &report.findings);
+        super::memory_md::markdown(&mut md, memory, &report.findings);
         md.push_str("\n---\n\n");
     }
 

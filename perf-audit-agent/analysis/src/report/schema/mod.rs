@@ -8,18 +8,16 @@
 //! `#[serde(default)]`).
 
 mod console;
-mod database;
-mod load;
 mod overhead;
 mod symbols;
 mod target;
 
 pub use console::{ConsoleSummary, ConsoleWarning, SpawnLocation};
-pub use database::{
+pub use crate::database::schema::{
     CallSiteRow, DatabaseSection, DuplicateIndex, IndexRow, MissingIndex, StatementRow, TableRow,
     UnusedIndex, WireSummary,
 };
-pub use load::{EndpointStats, LatencyPoint, LatencySeries, LatencySummary, LoadResult};
+pub use crate::load::{EndpointStats, LatencyPoint, LatencySeries, LatencySummary, LoadResult};
 pub use overhead::{BackOff, CollectorCost, OverheadSection};
 pub use symbols::{LINE_TABLES_FIX, LoadSegment, ObjectSymbols};
 pub use target::{TargetExec, TargetInfo};

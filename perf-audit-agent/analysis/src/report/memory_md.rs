@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use super::section::MemorySection;
+use crate::memory::section::MemorySection;
 use crate::findings::{Category, Finding};
 
 fn size(bytes: f64) -> String {
@@ -186,7 +186,7 @@ pub fn markdown(md: &mut String, m: &MemorySection, findings: &[Finding]) {
     }
     let rs = &m.rss_series;
     if let (Some(first), Some(last)) = (rs.points.first(), rs.points.last()) {
-        let fit = |f: &Option<super::analysis::Fit>| {
+        let fit = |f: &Option<crate::memory::analysis::Fit>| {
             f.as_ref().map(|f| format!("{}/s (r² {:.2})", size(f.slope), f.r2)).unwrap_or_else(|| "-".into())
         };
         let _ = writeln!(md, "\n**RSS over time** (/proc/PID/smaps_rollup every {} ms, {} points):\n", rs.interval_ms, rs.points.len());
