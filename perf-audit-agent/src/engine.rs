@@ -26,7 +26,7 @@ use crate::{
         CpuProfile,
         async_runtime::{ThreadTime, TimedSample},
     },
-    report::{EndReason, KernelInfo, Report, UnwindTableParses},
+    report::{EndReason, KernelInfo, Report, TargetExec, UnwindTableParses},
     symbolize::StackSymbolizer,
     target::{self, Launched, MapsSnapshot, TargetInfo},
     unwind::SharedUnwinder,
@@ -66,6 +66,8 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
         duration: collected.elapsed,
         planned_duration: plan.duration,
         end_reason: collected.end_reason,
+        end_signal: collected.end_signal.clone(),
+        target_exec: collected.target_exec.clone(),
         kernel: KernelInfo { release: support.release.clone(), btf: support.btf },
         counters: collected.counters,
         cpu_section: plan.profiles.contains(&Profile::Cpu),
@@ -307,6 +309,9 @@ fn symbolize(plan: &AuditPlan, info: &TargetInfo, exe: &Path, raw: RawEvidence, 
 struct Collected {
     elapsed: Duration,
     end_reason: EndReason,
+    /// `SIGINT` or `SIGTERM` when a signal ended the audit.
+    end_signal: Option<String>,
+    target_exec: Option<TargetExec>,
     maps: MapsSnapshot,
     last_rss: u64,
     peak_rss: u64,
@@ -344,12 +349,16 @@ async fn collect(plan: &AuditPlan, session: &mut KernelSession, pid: u32, collec
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
 
-    let end_reason = loop {
+    // Whether the target replaces its program mid-audit (`target::ExecWatch`).
+    let exec_watch = target::ExecWatch::new(pid);
+    let mut target_exec = None;
+
+    let (end_reason, end_signal) = loop {
         tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => break EndReason::Duration,
-            _ = &mut ctrl_c => break EndReason::Interrupted,
+            _ = tokio::time::sleep_until(deadline) => break (EndReason::Duration, None),
+            _ = &mut ctrl_c => break (EndReason::Interrupted, Some("SIGINT")),
             _ = async { match sigterm.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {
-                break EndReason::Interrupted
+                break (EndReason::Interrupted, Some("SIGTERM"))
             }
             _ = drain.tick() => {
                 collectors.iter_mut().for_each(|c| c.drain(&mut maps));
@@ -362,7 +371,18 @@ async fn collect(plan: &AuditPlan, session: &mut KernelSession, pid: u32, collec
             }
             _ = tick.tick() => {
                 if !target::is_alive(pid) {
-                    break EndReason::TargetExited;
+                    break (EndReason::TargetExited, None);
+                }
+                if target_exec.is_none()
+                    && let Some(exe_after) = exec_watch.as_ref().and_then(|w| w.exec_since(pid))
+                {
+                    let exec = TargetExec {
+                        after_s: (start.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+                        exe_before: exec_watch.as_ref().map(|w| w.exe().to_string()).unwrap_or_default(),
+                        exe_after,
+                    };
+                    eprintln!("perf-audit: {}", exec.note());
+                    target_exec = Some(exec);
                 }
                 if let Some(rss) = target::rss_bytes(pid) {
                     last_rss = rss;
@@ -388,10 +408,13 @@ async fn collect(plan: &AuditPlan, session: &mut KernelSession, pid: u32, collec
             "perf-audit: the target exited after {:.1} s; writing a partial report",
             start.elapsed().as_secs_f64()
         ),
-        EndReason::Interrupted => eprintln!("perf-audit: interrupted; writing a partial report"),
+        EndReason::Interrupted => {
+            eprintln!("perf-audit: interrupted by {}; writing a partial report", end_signal.unwrap_or("a signal"))
+        }
         EndReason::Duration => {}
     }
-    Collected { elapsed: start.elapsed(), end_reason, maps, last_rss, peak_rss, start_ns: 0, counters: Counters::default(), unwind_tables: Vec::new(), overhead: meter.section() }
+    let end_signal = end_signal.map(String::from);
+    Collected { elapsed: start.elapsed(), end_reason, end_signal, target_exec, maps, last_rss, peak_rss, start_ns: 0, counters: Counters::default(), unwind_tables: Vec::new(), overhead: meter.section() }
 }
 
 /// Over budget: the first collector in [`BACK_OFF_ORDER`] with something

@@ -13,7 +13,7 @@ use perf_audit_agent::{
 fn diff(args: perf_audit_agent::cli::DiffArgs) -> i32 {
     let plan = match perf_audit_agent::diff::DiffPlan::from_args(args) {
         Ok(plan) => plan,
-        Err(e) => return fail(e),
+        Err(e) => return fail_in(Some("diff"), e),
     };
     match perf_audit_agent::diff::run(&plan) {
         Ok(output) => {
@@ -24,7 +24,7 @@ fn diff(args: perf_audit_agent::cli::DiffArgs) -> i32 {
             println!("{}", output.out_dir.display());
             if regressions.is_empty() { exit_code::OK } else { exit_code::REGRESSION }
         }
-        Err(e) => fail(e),
+        Err(e) => fail_in(Some("diff"), e),
     }
 }
 
@@ -39,7 +39,7 @@ fn symbolize(args: perf_audit_agent::cli::SymbolizeArgs) -> i32 {
             println!("{}", output.out_dir.display());
             exit_code::OK
         }
-        Err(e) => fail(e),
+        Err(e) => fail_in(Some("symbolize"), e),
     }
 }
 
@@ -55,7 +55,12 @@ fn main() {
 }
 
 fn fail(e: Error) -> i32 {
-    eprintln!("error: {e}");
+    fail_in(None, e)
+}
+
+/// Prints the error with the fix of the subcommand it came from.
+fn fail_in(subcommand: Option<&str>, e: Error) -> i32 {
+    eprintln!("error: {}", e.display_in(subcommand));
     e.kind.exit_code()
 }
 
@@ -92,14 +97,14 @@ fn daemon(args: perf_audit_agent::cli::DaemonArgs) -> i32 {
         Some(path) => match std::fs::read_to_string(path) {
             Ok(text) => Some(text),
             Err(e) => {
-                return fail(Error::new(ErrorKind::Usage, format!("cannot read config file {}: {e}", path.display())));
+                return fail_in(Some("daemon"), Error::new(ErrorKind::Usage, format!("cannot read config file {}: {e}", path.display())));
             }
         },
         None => None,
     };
     let plan = match perf_audit_agent::daemon::plan::DaemonPlan::from_args(args, config.as_deref()) {
         Ok(plan) => plan,
-        Err(e) => return fail(e),
+        Err(e) => return fail_in(Some("daemon"), e),
     };
     // Two workers: HTTP stays responsive while the collector symbolizes.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -109,6 +114,6 @@ fn daemon(args: perf_audit_agent::cli::DaemonArgs) -> i32 {
         .expect("a tokio runtime can be built");
     match runtime.block_on(perf_audit_agent::daemon::run(plan)) {
         Ok(()) => exit_code::OK,
-        Err(e) => fail(e),
+        Err(e) => fail_in(Some("daemon"), e),
     }
 }

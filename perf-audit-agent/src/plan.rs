@@ -119,6 +119,11 @@ impl AuditPlan {
             if pid == 0 {
                 return Err(usage("--pid 0 is not a process".into()));
             }
+            if pid == std::process::id() {
+                return Err(usage(format!(
+                    "--pid {pid} is perf-audit-agent itself: the agent leaves its own process out of every probe, so a self-audit records nothing; audit another process (--pid, a service name, or `-- <command>`)"
+                )));
+            }
             TargetSpec::Pid(pid)
         } else if let Some(name) = args.name.or(service) {
             if name.is_empty() {
@@ -244,6 +249,14 @@ mod tests {
         let cli = crate::cli::Cli::try_parse_from(full).expect("clap accepts");
         assert!(cli.command.is_none());
         AuditPlan::from_args(cli.audit)
+    }
+
+    #[test]
+    fn a_self_audit_is_refused_with_one_line() {
+        let own = std::process::id().to_string();
+        let e = plan(&["--pid", &own, "cpu"]).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Usage);
+        assert!(e.message.contains("perf-audit-agent itself") && !e.to_string().contains('\n'), "{e}");
     }
 
     #[test]

@@ -30,7 +30,7 @@ use crate::{
 };
 
 fn input_error(message: String) -> Error {
-    Error::new(ErrorKind::AuditInput, message)
+    Error::new(ErrorKind::SymbolizeInput, message)
 }
 
 /// What `symbolize` did: where it wrote, and which objects it named.
@@ -98,9 +98,10 @@ pub fn run(args: &SymbolizeArgs) -> Result<SymbolizeOutput> {
                 (None, Some(c)) => c.origin_of_function(&function),
                 (None, None) => Origin::Native,
             };
-            // The offset is the function's start: its first line says
-            // nothing about where the samples were, so only the file is kept.
-            renamed.insert(label.clone(), Frame { function, file, line: None, origin, inlined: false });
+            // The offset is the function's start: the samples' own lines
+            // were not saved, so the location is where the function begins.
+            let line = sym.code_info.as_ref().and_then(|ci| ci.line);
+            renamed.insert(label.clone(), Frame { function, file, line, origin, inlined: false });
             count += 1;
         }
         object.symbols = true;
@@ -116,8 +117,8 @@ pub fn run(args: &SymbolizeArgs) -> Result<SymbolizeOutput> {
         named.push((object.name().to_string(), debug, count));
     }
     if named.is_empty() {
-        return Err(input_error(format!(
-            "no debug file found for the objects of {} that lack symbols or line info ({}): install it under /usr/lib/debug/.build-id/ or pass --debug-dir",
+        return Err(Error::new(ErrorKind::DebugFileNotFound, format!(
+            "no debug file found for the objects of {} that lack symbols or line info ({})",
             report_path.display(),
             missing(&report.symbols)
         )));

@@ -31,6 +31,12 @@ pub fn describe(pid: u32) -> Result<TargetInfo> {
         .map(|n| n.to_string_lossy().into_owned())
         .filter(|n| !n.is_empty())
         .unwrap_or(comm);
+    if is_own_process(pid) {
+        return Err(Error::new(
+            ErrorKind::Usage,
+            format!("pid {pid} is perf-audit-agent itself: the agent leaves its own process out of every probe, so a self-audit records nothing; audit another process (--pid, a service name, or `-- <command>`)"),
+        ));
+    }
     if exe.is_empty() && is_kernel_thread(pid) {
         return Err(Error::new(
             ErrorKind::PidNotFound,
@@ -38,6 +44,61 @@ pub fn describe(pid: u32) -> Result<TargetInfo> {
         ));
     }
     Ok(TargetInfo { pid, name, exe })
+}
+
+/// Whether `pid` is the agent or one of its threads (a thread id also has
+/// a /proc entry; its Tgid is the agent's pid).
+fn is_own_process(pid: u32) -> bool {
+    let own = std::process::id();
+    pid == own
+        || fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Tgid:").map(|v| v.trim().parse::<u32>().ok())).flatten())
+            == Some(own)
+}
+
+/// Notices that a process replaced its program (`execve`): the executable
+/// changed, or the auxiliary vector did (the kernel writes it once per
+/// exec, and with ASLR its pointers differ even when the same binary is
+/// executed again). Read every poll tick: two small /proc reads.
+pub struct ExecWatch {
+    exe: String,
+    auxv: Vec<u8>,
+}
+
+impl ExecWatch {
+    pub fn new(pid: u32) -> Option<ExecWatch> {
+        // An exec in progress switches /proc/PID/exe before the kernel
+        // fills the new image's auxv: read until two readings agree (and
+        // the auxv has its entries), so the baseline is a whole image.
+        let read = || Some((exe_of(pid)?, fs::read(format!("/proc/{pid}/auxv")).ok()?));
+        let mut last = read()?;
+        for _ in 0..50 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            let now = read()?;
+            if now == last && last.1.iter().any(|b| *b != 0) {
+                return Some(ExecWatch { exe: now.0, auxv: now.1 });
+            }
+            last = now;
+        }
+        Some(ExecWatch { exe: last.0, auxv: last.1 })
+    }
+
+    /// The executable before any exec.
+    pub fn exe(&self) -> &str {
+        &self.exe
+    }
+
+    /// The executable now, when the process has exec'd since [`ExecWatch::new`].
+    pub fn exec_since(&self, pid: u32) -> Option<String> {
+        let exe = exe_of(pid)?;
+        let auxv = fs::read(format!("/proc/{pid}/auxv")).ok()?;
+        (exe != self.exe || auxv != self.auxv).then_some(exe)
+    }
+}
+
+fn exe_of(pid: u32) -> Option<String> {
+    fs::read_link(format!("/proc/{pid}/exe")).ok().map(|p| p.to_string_lossy().trim_end_matches(" (deleted)").to_string())
 }
 
 fn is_kernel_thread(pid: u32) -> bool {
@@ -426,6 +487,59 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_agent_refuses_to_audit_itself_or_its_threads() {
+        let own = std::process::id();
+        let e = describe(own).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Usage);
+        assert!(e.message.contains("perf-audit-agent itself"), "{}", e.message);
+        // A thread of the agent has its own /proc entry: refused too.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            tx.send(unsafe { libc::gettid() } as u32).unwrap();
+            let _ = done_rx.recv();
+        });
+        let tid = rx.recv().unwrap();
+        assert_ne!(tid, own);
+        let e = describe(tid).unwrap_err();
+        done_tx.send(()).unwrap();
+        t.join().unwrap();
+        assert!(e.message.contains("itself"), "thread {tid}: {}", e.message);
+    }
+
+    /// Starts `sh -c script` and returns it with its ExecWatch.
+    fn watched(script: &str) -> (std::process::Child, ExecWatch) {
+        let child = Command::new("/bin/sh").args(["-c", script]).spawn().unwrap();
+        // /proc/PID/exe is the shell once the fork has exec'd it.
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(w) = ExecWatch::new(child.id()).filter(|w| w.exe().ends_with("sh") || w.exe().ends_with("dash") || w.exe().ends_with("bash")) {
+                return (child, w);
+            }
+            assert!(start.elapsed().as_secs() < 5, "the shell did not start");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn an_exec_is_noticed_to_another_program_and_to_the_same_one() {
+        for (script, same) in [("sleep 0.4; exec sleep 5", false), ("sleep 0.4; exec /bin/sh -c 'sleep 5'", true)] {
+            let (mut child, watch) = watched(script);
+            assert_eq!(watch.exec_since(child.id()), None, "{script}: nothing happened yet");
+            std::thread::sleep(std::time::Duration::from_millis(1200));
+            let after = watch.exec_since(child.id());
+            let _ = child.kill();
+            let _ = child.wait();
+            let after = after.unwrap_or_else(|| panic!("{script}: exec not noticed"));
+            if same {
+                assert_eq!(after, watch.exe(), "{script}");
+            } else {
+                assert!(after.ends_with("/sleep"), "{script}: {after}");
+            }
+        }
+    }
 
     #[test]
     fn maps_keep_only_executable_file_mappings() {

@@ -91,6 +91,22 @@ try {
   check(order.summaryTop !== null && order.summaryTop < 900, 'the summary is not on the first screen');
   await page.screenshot({ path: path.join(artifactDir, 'report-first-screen.png') });
 
+  // Severities are text badges drawn with CSS, never emoji (which show as
+  // empty boxes here: no emoji font in a headless Debian Chromium).
+  const marks = await page.evaluate(() => {
+    const text = document.body.innerText;
+    const emoji = [...text].filter((c) => {
+      const u = c.codePointAt(0);
+      return u > 0xffff || (u >= 0x2300 && u <= 0x23ff) || (u >= 0x25a0 && u <= 0x27bf) || (u >= 0x2b00 && u <= 0x2bff) || (u >= 0xfe00 && u <= 0xfe0f);
+    });
+    const badges = [...document.querySelectorAll('.badge')].map((b) => ({ text: b.textContent.trim(), bg: getComputedStyle(b).backgroundColor }));
+    return { emoji: emoji.slice(0, 5), badges };
+  });
+  seen.severityMarks = marks;
+  check(marks.emoji.length === 0, `emoji in the page: ${JSON.stringify(marks.emoji)}`);
+  check(marks.badges.some((b) => /^P[012]$/.test(b.text)), 'no severity badge in the page');
+  check(marks.badges.every((b) => b.text.length > 0 && b.bg !== 'rgba(0, 0, 0, 0)'), `a badge without text or colour: ${JSON.stringify(marks.badges.slice(0, 5))}`);
+
   // Plots, drawn with a size.
   seen.plots = {};
   for (const id of plots) {

@@ -141,6 +141,21 @@ fn symbolize_names_a_saved_stripped_audit_once_the_debug_file_exists() {
     let after: Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     let top = assert_hot_spin_found(&after);
     assert!(top["file"].as_str().unwrap().ends_with("cpu-burner/src/main.rs"), "{top}");
+    // The location has its line: where the function begins (the samples'
+    // own lines were not saved), shown as file:line in report.md.
+    let line = top["line"].as_u64().unwrap_or_else(|| panic!("no line: {top}"));
+    let source = std::fs::read_to_string(top["file"].as_str().unwrap()).unwrap();
+    let text = source.lines().nth(line as usize - 1).unwrap_or_default();
+    assert!(text.contains("fn hot_spin"), "line {line} is `{text}`, not the start of hot_spin");
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains(&format!("cpu-burner/src/main.rs:{line}")), "{md}");
+    // Every location the original audit had (libc's, with its debug info)
+    // is kept.
+    for row in before["cpu"]["hotspots"].as_array().unwrap().iter().filter(|h| h["file"].is_string()) {
+        if let Some(again) = after["cpu"]["hotspots"].as_array().unwrap().iter().find(|h| h["function"] == row["function"]) {
+            assert_eq!((&again["file"], &again["line"]), (&row["file"], &row["line"]), "{row} lost its location: {again}");
+        }
+    }
     assert_eq!(executable(&after)["line_info"], true);
     let folded = std::fs::read_to_string(out.join("stacks.folded")).unwrap();
     assert!(folded.contains("cpu_burner::work_unit;cpu_burner::hot_spin "), "{folded}");

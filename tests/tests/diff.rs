@@ -71,7 +71,7 @@ fn diff_of_real_audits_fails_on_the_regressed_hotspot_and_lists_fixed_findings()
     assert!(!regressed.iter().any(|l| l.contains("cold_spin")), "cold_spin's work did not change: {stderr}");
     assert_eq!(text(&run.stdout).lines().last(), Some(out.to_str().unwrap()), "last stdout line is the output dir");
     let md = std::fs::read_to_string(out.join("diff.md")).unwrap();
-    assert!(md.contains("**Verdict**: 🔴"), "{md}");
+    assert!(md.contains("**Verdict**: **regressed**"), "{md}");
     assert!(md.contains("| `cpu_burner::hot_spin` |"), "{md}");
     // hot_spin had a P1 finding only in the heavy audit.
     let new_findings = md.split("**New** (").nth(1).unwrap().split("**Still open**").next().unwrap();
@@ -90,7 +90,7 @@ fn diff_of_real_audits_fails_on_the_regressed_hotspot_and_lists_fixed_findings()
     assert_eq!(run.status.code(), Some(0), "no regression: {stderr}");
     assert!(!stderr.contains("regression:"), "{stderr}");
     let md = std::fs::read_to_string(out.join("diff.md")).unwrap();
-    assert!(md.contains("**Verdict**: 🟢 no regression"), "{md}");
+    assert!(md.contains("**Verdict**: **ok**, no regression"), "{md}");
     let fixed = md.split("**Fixed**").nth(1).unwrap().split("**New** (").next().unwrap();
     assert!(fixed.contains("**cpu-hotspot** `cpu_burner::hot_spin`"), "hot_spin's finding is fixed: {md}");
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("diff.json")).unwrap()).unwrap();

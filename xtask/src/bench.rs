@@ -12,7 +12,7 @@ use crate::{cargo, run_checked, workspace_root};
 
 pub fn run(args: &[String]) -> Result<(), String> {
     // The baseline tools (perf, heaptrack, bpftrace) on a fresh machine.
-    crate::setup::install_missing_packages()?;
+    crate::setup::install_missing_packages(&[crate::setup::DEMO_PACKAGES, crate::setup::TEST_PACKAGES].concat())?;
     match args.first().map(String::as_str) {
         Some("cpu-overhead") => cpu_overhead(),
         Some("unwind") => unwind(),

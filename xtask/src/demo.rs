@@ -9,7 +9,9 @@ use std::{net::TcpListener, process::Command};
 use crate::{cargo, run_checked, workspace_root};
 
 pub fn run(extra: &[String]) -> Result<(), String> {
-    crate::setup::install_missing_packages()?;
+    // Only what the demo runs: no test tooling (`cargo xtask setup` has it).
+    crate::setup::install_missing_packages(crate::setup::DEMO_PACKAGES)?;
+    crate::setup::mount_tracefs();
     let root = workspace_root();
     run_checked(
         cargo().current_dir(&root).args(["build", "--release", "-p", "perf-audit-agent"]),

@@ -45,6 +45,10 @@ pub struct AuditEvidence {
     pub duration: Duration,
     pub planned_duration: Duration,
     pub end_reason: EndReason,
+    /// The signal that ended an interrupted audit (`SIGINT`, `SIGTERM`).
+    pub end_signal: Option<String>,
+    /// The target exec'd during collection.
+    pub target_exec: Option<crate::report::TargetExec>,
     pub kernel: KernelInfo,
     /// The kernel's counters at the end of collection.
     pub counters: Counters,
@@ -137,6 +141,8 @@ pub fn build_report(e: &AuditEvidence) -> Report {
         started_at: e.started_at.clone(),
         end_reason: e.end_reason,
         partial: e.end_reason != EndReason::Duration,
+        end_signal: e.end_signal.clone().filter(|_| e.end_reason == EndReason::Interrupted),
+        target_exec: e.target_exec.clone(),
         unavailable_profiles: e.unavailable_profiles.clone(),
         kernel: e.kernel.clone(),
         symbols: e.symbols.clone(),

@@ -62,6 +62,10 @@ pub enum ErrorKind {
     Database,
     /// `diff`: an input is not an audit output directory or report.json.
     AuditInput,
+    /// `symbolize`: the audit to name is not an audit output directory.
+    SymbolizeInput,
+    /// `symbolize`: no debug file for any object that lacks symbols.
+    DebugFileNotFound,
     /// `--bench`: `cargo bench` failed or left no criterion results.
     Bench,
     /// Anything else; a bug.
@@ -81,7 +85,7 @@ impl ErrorKind {
             ErrorKind::KernelUnsupported | ErrorKind::EbpfLoad => exit_code::KERNEL,
             ErrorKind::Output => exit_code::OUTPUT,
             ErrorKind::PostgresNotInstalled | ErrorKind::Database => exit_code::DATABASE,
-            ErrorKind::AuditInput => exit_code::USAGE,
+            ErrorKind::AuditInput | ErrorKind::SymbolizeInput | ErrorKind::DebugFileNotFound => exit_code::USAGE,
             ErrorKind::Bench => exit_code::BENCH,
             ErrorKind::Internal => exit_code::INTERNAL,
         }
@@ -118,10 +122,28 @@ impl ErrorKind {
             ErrorKind::AuditInput => {
                 "pass two audit output directories (or their report.json files) written by perf-audit-agent"
             }
+            ErrorKind::SymbolizeInput => {
+                "pass one audit output directory (or its report.json) written by perf-audit-agent: `perf-audit-agent symbolize DIR --debug-dir DEBUG_DIR`"
+            }
+            ErrorKind::DebugFileNotFound => {
+                "pass --debug-dir DIR holding the debug file (DIR/.build-id/ab/cdef....debug or DIR/<binary>.debug, e.g. from `objcopy --only-keep-debug`), or install it under /usr/lib/debug/.build-id/"
+            }
             ErrorKind::Bench => {
                 "run `cargo bench` in the service's crate to see the error, or point --bench-dir at the crate with the criterion benchmarks"
             }
             ErrorKind::Internal => "this is a bug: please report it with the command you ran",
+        }
+    }
+}
+
+impl ErrorKind {
+    /// The fix as a subcommand prints it: a usage error points at that
+    /// subcommand's own help (`perf-audit-agent diff --help`); `None` is
+    /// the audit itself.
+    pub fn fix_in(self, subcommand: Option<&str>) -> std::borrow::Cow<'static, str> {
+        match (self, subcommand) {
+            (ErrorKind::Usage, Some(cmd)) => format!("see `perf-audit-agent {cmd} --help`").into(),
+            _ => self.fix().into(),
         }
     }
 }
@@ -150,6 +172,13 @@ impl Error {
     }
 }
 
+impl Error {
+    /// `message (fix: ...)` with the fix of `subcommand` (see [`ErrorKind::fix_in`]).
+    pub fn display_in(&self, subcommand: Option<&str>) -> String {
+        format!("{} (fix: {})", self.message, self.kind.fix_in(subcommand))
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} (fix: {})", self.message, self.kind.fix())
@@ -170,5 +199,15 @@ mod tests {
         assert!(shown.contains("no process with pid 99"));
         assert!(shown.contains("start it first"));
         assert_eq!(e.kind.exit_code(), exit_code::TARGET);
+    }
+
+    #[test]
+    fn a_subcommands_usage_error_points_at_its_own_help() {
+        let e = Error::new(ErrorKind::Usage, "bad threshold");
+        assert!(e.display_in(Some("diff")).ends_with("(fix: see `perf-audit-agent diff --help`)"));
+        assert_eq!(e.display_in(None), e.to_string());
+        let d = Error::new(ErrorKind::DebugFileNotFound, "no debug file");
+        assert!(d.display_in(Some("symbolize")).contains("--debug-dir"));
+        assert!(!d.to_string().contains("two audit output directories"));
     }
 }

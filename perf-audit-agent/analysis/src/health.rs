@@ -23,7 +23,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::report::LoadResult;
+use crate::load::LoadResult;
 
 /// p99 ratio past which (and [`P99_MIN_INCREASE_MS`]) the audit stalled the service.
 pub const P99_RATIO: f64 = 2.0;

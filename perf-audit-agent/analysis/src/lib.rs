@@ -29,6 +29,7 @@ pub mod error;
 pub mod evidence;
 pub mod findings;
 pub mod health;
+pub mod load;
 pub mod memory;
 pub mod profile;
 pub mod render;

@@ -71,7 +71,23 @@ pub fn frame_of_label(label: &str, renamed: &Renamed, origin_of_function: impl F
 /// offcpu.folded/offcpu.svg when `offcpu` is given. `memory_svg` is the
 /// saved memory flamegraph, embedded in report.html as it was.
 pub fn rebuild(mut report: Report, cpu: &CpuProfile, offcpu: Option<&CpuProfile>, memory_svg: Option<&[u8]>) -> Result<(Report, Vec<OutputFile>)> {
-    let hs = hotspots(cpu);
+    let mut hs = hotspots(cpu);
+    // Folded stacks carry names only: a frame the original audit already
+    // named (libc with its debug info, say) keeps the file:line it had.
+    if let Some(section) = &report.cpu {
+        let known: HashMap<&str, (&Option<String>, Option<u32>)> =
+            section.hotspots.iter().filter(|h| h.file.is_some()).map(|h| (h.function.as_str(), (&h.file, h.line))).collect();
+        for h in hs.iter_mut() {
+            if let Some((file, line)) = known.get(h.function.as_str()) {
+                if h.file.is_none() {
+                    h.file = (*file).clone();
+                }
+                if h.line.is_none() && h.file == **file {
+                    h.line = *line;
+                }
+            }
+        }
+    }
     if let Some(section) = report.cpu.as_mut() {
         let fresh = CpuSection::build(&Default::default(), section.unwinding, 0.0, section.frequency_hz, &hs, Vec::new(), HOTSPOT_ROWS);
         section.hotspots = fresh.hotspots;
@@ -118,6 +134,7 @@ pub fn rebuild(mut report: Report, cpu: &CpuProfile, offcpu: Option<&CpuProfile>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::HotspotRow;
 
     fn owner_if_svc(f: &str) -> Origin {
         if f.starts_with("svc::") { Origin::Owner } else { Origin::Native }
@@ -145,6 +162,39 @@ mod tests {
         let folded_out = String::from_utf8(files.iter().find(|f| f.name == "stacks.folded").unwrap().bytes.clone()).unwrap();
         assert!(folded_out.contains("svc+0x9a10;__libc_start_call_main;svc::main;svc::hot 90"), "{folded_out}");
         assert!(files.iter().any(|f| f.name == "report.html"));
+    }
+
+    #[test]
+    fn a_folded_round_trip_keeps_every_location() {
+        // The original audit: the owner's frames unnamed, libc's named with
+        // file:line from its debug info.
+        let folded = "svc;start_thread;__memmove_avx_unaligned_erms 60\nsvc;svc+0x9a10;svc+0x1b5b0 40\n";
+        let libc = HotspotRow {
+            function: "__memmove_avx_unaligned_erms".into(),
+            file: Some("./string/../sysdeps/x86_64/multiarch/memmove-vec-unaligned-erms.S".into()),
+            line: Some(301),
+            origin: Origin::Native,
+            self_samples: 60,
+            ..Default::default()
+        };
+        let before = Report {
+            cpu: Some(CpuSection { frequency_hz: 99, total_samples: 100, hotspots: vec![libc.clone()], ..Default::default() }),
+            ..Default::default()
+        };
+        let mut renamed = Renamed::new();
+        renamed.insert(
+            "svc+0x1b5b0".into(),
+            Frame { function: "svc::hot".into(), file: Some("/src/svc/src/main.rs".into()), line: Some(12), origin: Origin::Owner, inlined: false },
+        );
+        let profile = profile_from_folded(folded, |l| frame_of_label(l, &renamed, owner_if_svc));
+        let (after, files) = rebuild(before, &profile, None, None).unwrap();
+        let rows = &after.cpu.as_ref().unwrap().hotspots;
+        let row = |f: &str| rows.iter().find(|h| h.function == f).unwrap_or_else(|| panic!("{f} in {rows:?}"));
+        assert_eq!((row("svc::hot").file.as_deref(), row("svc::hot").line), (Some("/src/svc/src/main.rs"), Some(12)), "file and line");
+        assert_eq!((row(&libc.function).file.clone(), row(&libc.function).line), (libc.file.clone(), libc.line), "libc keeps its file:line");
+        let md = String::from_utf8(files.iter().find(|f| f.name == "report.md").unwrap().bytes.clone()).unwrap();
+        assert!(md.contains("/src/svc/src/main.rs:12"), "{md}");
+        assert!(md.contains("memmove-vec-unaligned-erms.S:301"), "{md}");
     }
 
     #[test]

@@ -952,6 +952,8 @@ pub fn ledger_svc() -> AuditEvidence {
         duration: Duration::from_secs(30),
         planned_duration: Duration::from_secs(30),
         end_reason: EndReason::Duration,
+        end_signal: None,
+        target_exec: None,
         kernel: KernelInfo { release: "6.8.0-52-generic".into(), btf: true },
         counters: counters(),
         cpu,
@@ -1040,6 +1042,7 @@ pub fn ledger_svc_interrupted_cpu_bench() -> AuditEvidence {
     e.profile = "cpu".into();
     e.duration = Duration::from_millis(12_400);
     e.end_reason = EndReason::Interrupted;
+    e.end_signal = Some("SIGINT".into());
     e.async_runtime = None;
     e.database = None;
     e.memory = None;

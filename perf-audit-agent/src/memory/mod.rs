@@ -29,7 +29,7 @@
 //! the pure model that turns what was collected into the report's section.
 
 pub use perf_audit_analysis::memory::{
-    DEFAULT_PERIOD, DEFAULT_WINDOW, KernelTime, MemoryEvidence, MemoryMode, Snapshot, analysis, faults, render, section, types,
+    DEFAULT_PERIOD, DEFAULT_WINDOW, KernelTime, MemoryEvidence, MemoryMode, Snapshot, analysis, faults, section, types,
 };
 
 use std::{

@@ -210,3 +210,44 @@ fn an_interrupted_cpu_audit_with_benchmarks_is_golden() {
     golden!("interrupted-cpu-bench.report.md", text(&files, "report.md"));
     golden!("interrupted-cpu-bench.perf-audit-ci.yml", text(&files, "perf-audit-ci.yml"));
 }
+
+/// Characters that render as emoji, or as empty boxes where no emoji font
+/// is installed (headless Chromium on Debian): anything outside the Basic
+/// Multilingual Plane, and the BMP's symbol and pictograph blocks
+/// (Miscellaneous Technical, Geometric Shapes, Miscellaneous Symbols,
+/// Dingbats, Miscellaneous Symbols and Arrows, variation selectors).
+fn emoji_like(c: char) -> bool {
+    let u = c as u32;
+    u > 0xFFFF
+        || (0x2300..=0x23FF).contains(&u)
+        || (0x25A0..=0x27BF).contains(&u)
+        || (0x2B00..=0x2BFF).contains(&u)
+        || (0xFE00..=0xFE0F).contains(&u)
+        || u == 0x200D
+}
+
+#[test]
+fn no_rendered_output_contains_an_emoji() {
+    assert!(emoji_like('🔴') && emoji_like('🟢') && emoji_like('⚠') && emoji_like('✅') && !emoji_like('→') && !emoji_like('µ'));
+    let interrupted = test_evidence::ledger_svc_interrupted_cpu_bench();
+    for evidence in [test_evidence::ledger_svc(), interrupted] {
+        let (report, files) = outputs_of(&evidence);
+        let mut texts: Vec<(String, String)> =
+            files.iter().map(|f| (f.name.to_string(), String::from_utf8_lossy(&f.bytes).into_owned())).collect();
+        texts.push(("terminal summary".into(), crate::report::summary::terminal(&report).join("\n")));
+        for (name, text) in texts {
+            for (line_no, line) in text.lines().enumerate() {
+                if let Some(c) = line.chars().find(|c| emoji_like(*c)) {
+                    panic!("{name} line {}: emoji-like U+{:04X} in: {line}", line_no + 1, c as u32);
+                }
+            }
+        }
+    }
+    // The diff's and the benchmark table's markdown (their golden files).
+    for (name, text) in [
+        ("regression.diff.md", include_str!("../diff/testdata/regression.diff.md")),
+        ("improvement.diff.md", include_str!("../diff/testdata/improvement.diff.md")),
+    ] {
+        assert!(!text.chars().any(emoji_like), "{name} contains an emoji");
+    }
+}

@@ -3,13 +3,16 @@
 //! ([`stats`]), N+1 detection ([`analysis`]), chatty requests ([`chatty`]), index reasoning over
 //! `EXPLAIN` plans ([`advice`]), the section's tables ([`section`]) and
 //! the text of statements prepared before the audit ([`recovery`]), and
-//! the check that a statement text is one plannable statement ([`sql_text`]).
+//! the check that a statement text is one plannable statement ([`sql_text`]);
+//! report.json's `database` section types ([`schema`], re-exported by
+//! `crate::report`: the report depends on them, not the reverse).
 
 pub mod advice;
 pub mod analysis;
 pub mod chatty;
 pub mod fuzzing;
 pub mod recovery;
+pub mod schema;
 pub mod section;
 pub mod sql_text;
 pub mod stats;

@@ -9,7 +9,8 @@ use super::{
     analysis::{self, CallSite, Execution, NPlusOne},
     stats::{IndexStat, StatementStat, TableStat},
 };
-use crate::report::{CallSiteRow, DuplicateIndex, IndexRow, MissingIndex, StatementRow, TableRow, UnusedIndex, round2};
+use super::schema::{CallSiteRow, DuplicateIndex, IndexRow, MissingIndex, StatementRow, TableRow, UnusedIndex};
+use crate::profile::round2;
 
 /// Rows of the statements table.
 pub const STATEMENT_ROWS: usize = 20;

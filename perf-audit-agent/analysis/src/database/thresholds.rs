@@ -1,7 +1,7 @@
 //! The thresholds behind the database advice, stated so a report can say
 //! why it advised something, and why it advised nothing. Pure.
 
-use crate::report::{DatabaseSection, TableRow, UnusedIndex};
+use super::schema::{DatabaseSection, TableRow, UnusedIndex};
 
 pub use super::section::MIN_TABLE_ROWS;
 

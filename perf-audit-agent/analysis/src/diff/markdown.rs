@@ -3,6 +3,8 @@
 
 use std::fmt::Write as _;
 
+pub use crate::bench::markdown::format_ns;
+
 use super::compare::{AuditDiff, FindingChange, Group, MetricChange, Verdict};
 
 /// CPU hotspot rows shown (regressions and improvements are always shown).
@@ -18,10 +20,10 @@ pub fn render(diff: &AuditDiff) -> String {
     let regressions: Vec<&MetricChange> = diff.regressions().collect();
     if regressions.is_empty() {
         let improved = diff.improvements().count();
-        let _ = writeln!(md, "**Verdict**: 🟢 no regression past the thresholds ({improved} improved)");
+        let _ = writeln!(md, "**Verdict**: **ok**, no regression past the thresholds ({improved} improved)");
     } else {
         let names: Vec<String> = regressions.iter().map(|m| format!("`{}`", cell(&m.name))).collect();
-        let _ = writeln!(md, "**Verdict**: 🔴 {} regression(s): {}", regressions.len(), names.join(", "));
+        let _ = writeln!(md, "**Verdict**: **regressed**, {} regression(s): {}", regressions.len(), names.join(", "));
     }
     for note in &diff.notes {
         let _ = writeln!(md, "\n> {note}");
@@ -164,8 +166,8 @@ fn finding_list(md: &mut String, rows: &[FindingChange], severity: impl Fn(&Find
 
 fn verdict(m: &MetricChange) -> &'static str {
     match m.verdict {
-        Verdict::Regressed => "🔴 regressed",
-        Verdict::Improved => "🟢 improved",
+        Verdict::Regressed => "**regressed**",
+        Verdict::Improved => "**improved**",
         Verdict::WithinNoise => "within noise",
         Verdict::Unchanged => "unchanged",
         Verdict::NotGated => "not gated",
@@ -193,26 +195,6 @@ fn pct(x: Option<f64>) -> String {
 
 fn change(x: Option<f64>) -> String {
     x.map_or("-".into(), |x| format!("{x:+.1}%"))
-}
-
-/// `1.35 µs`, `11.2 µs`, `840 ns`, `2.10 ms`.
-pub fn format_ns(ns: f64) -> String {
-    let (value, unit) = if ns.abs() >= 1e9 {
-        (ns / 1e9, "s")
-    } else if ns.abs() >= 1e6 {
-        (ns / 1e6, "ms")
-    } else if ns.abs() >= 1e3 {
-        (ns / 1e3, "µs")
-    } else {
-        (ns, "ns")
-    };
-    if value.abs() >= 100.0 {
-        format!("{value:.0} {unit}")
-    } else if value.abs() >= 10.0 {
-        format!("{value:.1} {unit}")
-    } else {
-        format!("{value:.2} {unit}")
-    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,10 @@
 //! (numbers in the `memory`, `async` and `database` sections) are shown but
 //! only gated when a key names them.
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::{
+    bench::markdown::trim_float,
+    error::{Error, ErrorKind, Result},
+};
 
 /// The global threshold when none is given.
 pub const DEFAULT_MAX_REGRESSION_PCT: f64 = 5.0;
@@ -132,11 +135,6 @@ fn parse_limit(value: &str, what: &str) -> Result<Limit> {
 
 fn usage(message: String) -> Error {
     Error::new(ErrorKind::Usage, message)
-}
-
-/// `5` rather than `5.0`, `2.5` as is.
-pub(crate) fn trim_float(x: f64) -> String {
-    if x.fract() == 0.0 { format!("{x:.0}") } else { format!("{x}") }
 }
 
 #[cfg(test)]

@@ -42,6 +42,17 @@ pub enum Severity {
 }
 
 impl Severity {
+    /// The severity as a text badge in markdown (`**P0**`): no emoji, which
+    /// render as empty boxes without an emoji font; report.html draws it as
+    /// a CSS badge (`report::page::markdown_html`).
+    pub fn badge(self) -> &'static str {
+        match self {
+            Severity::P0 => "**P0**",
+            Severity::P1 => "**P1**",
+            Severity::P2 => "**P2**",
+        }
+    }
+
     /// From a measured share (percent) against two thresholds: P0 from
     /// `p0`, P1 from `p1`, P2 below.
     pub fn from_share(pct: f64, p0: f64, p1: f64) -> Severity {
@@ -147,7 +158,7 @@ pub struct Evidence<'a> {
     pub cpu: Option<CpuEvidence<'a>>,
     pub async_runtime: Option<&'a crate::profile::async_runtime::AsyncAnalysis>,
     /// The database section (statistics and wire), when that profile ran.
-    pub database: Option<&'a crate::report::DatabaseSection>,
+    pub database: Option<&'a crate::database::schema::DatabaseSection>,
     pub memory: Option<MemoryEvidence<'a>>,
 }
 

@@ -349,7 +349,7 @@ pub struct RssSeries {
 }
 
 fn round_fit(f: Fit) -> Fit {
-    Fit { slope: crate::report::round2(f.slope), intercept: f.intercept.round(), r2: (f.r2 * 1000.0).round() / 1000.0, points: f.points }
+    Fit { slope: crate::profile::round2(f.slope), intercept: f.intercept.round(), r2: (f.r2 * 1000.0).round() / 1000.0, points: f.points }
 }
 
 pub fn rss_series(points: &[RssPoint]) -> RssSeries {
@@ -428,7 +428,7 @@ pub fn page_fault_section(
                 line: busiest_line(&g.lines),
                 samples: s,
                 estimated_bytes: est(s),
-                share_pct: crate::report::round2(s as f64 / samples.max(1) as f64 * 100.0),
+                share_pct: crate::profile::round2(s as f64 / samples.max(1) as f64 * 100.0),
                 heap_bytes: est(r[Region::Heap as usize]),
                 stack_bytes: est(r[Region::Stack as usize]),
                 anonymous_bytes: est(r[Region::Anonymous as usize]),

@@ -1,11 +1,10 @@
 //! The memory profile's model and analyses: allocation sites and their
 //! types ([`types`]), top allocators, leaks and growth ([`analysis`]),
 //! page faults, mappings and the RSS series ([`faults`]), the report
-//! section ([`section`]) and its markdown ([`render`]).
+//! section ([`section`]); its markdown is `crate::report::memory_md`.
 
 pub mod analysis;
 pub mod faults;
-pub mod render;
 pub mod section;
 pub mod types;
 

@@ -122,10 +122,10 @@ impl ProbeCost {
             }
         );
         ProbeCost {
-            kernel_s_during: crate::report::round2(k.during_s),
+            kernel_s_during: crate::profile::round2(k.during_s),
             kernel_rate_after: rate_after.map(|r| (r * 1e4).round() / 1e4),
-            probe_s: crate::report::round2(probe_s),
-            pct_of_core: crate::report::round2(pct),
+            probe_s: crate::profile::round2(probe_s),
+            pct_of_core: crate::profile::round2(pct),
             per_call_us: per_call_us.map(|us| (us * 100.0).round() / 100.0),
             summary,
         }
@@ -190,10 +190,10 @@ impl MemorySection {
             current_rss_bytes: raw.current_rss_bytes,
             mode: raw.mode.as_str().to_string(),
             sampling,
-            recorded_time_pct: crate::report::round2(raw.duty * 100.0),
-            probed_time_pct: crate::report::round2(raw.probed_s / raw.elapsed_s.max(1e-9) * 100.0),
+            recorded_time_pct: crate::profile::round2(raw.duty * 100.0),
+            probed_time_pct: crate::profile::round2(raw.probed_s / raw.elapsed_s.max(1e-9) * 100.0),
             windows: raw.windows,
-            elapsed_s: crate::report::round2(raw.elapsed_s),
+            elapsed_s: crate::profile::round2(raw.elapsed_s),
             allocator: format!("{} in {}", raw.allocator_family, raw.allocator_object),
             allocator_object: raw.allocator_object.clone(),
             probes: raw.probes.clone(),

@@ -171,6 +171,8 @@ mod tests {
             started_at: "2026-02-01T10:00:00Z".into(),
             end_reason: EndReason::Duration,
             partial: false,
+            end_signal: None,
+            target_exec: None,
             unavailable_profiles: vec![],
             kernel: KernelInfo { release: "6.18".into(), btf: true },
             symbols: vec![],

@@ -116,12 +116,12 @@ pub(super) fn render(md: &mut String, db: &DatabaseSection) {
 
     let _ = writeln!(md, "\n**N+1 Query Patterns**:\n");
     if db.n_plus_one.is_empty() {
-        let _ = writeln!(md, "- 🟢 None detected{}", if w.traced { "" } else { " (the wire was not traced)" });
+        let _ = writeln!(md, "- None detected{}", if w.traced { "" } else { " (the wire was not traced)" });
     }
     for n in &db.n_plus_one {
         let _ = writeln!(
             md,
-            "- 🔴 File: {} - `{}` runs `{}` in a loop: {} bursts of ~{} queries within {:.1} ms, one round trip ({:.2} ms) apart ({:.1} ms per burst that one batched query saves)",
+            "- **N+1** File: {} - `{}` runs `{}` in a loop: {} bursts of ~{} queries within {:.1} ms, one round trip ({:.2} ms) apart ({:.1} ms per burst that one batched query saves)",
             location(&n.call_site.file, n.call_site.line),
             n.call_site.function,
             truncate(&n.query, 100),
@@ -265,7 +265,7 @@ mod tests {
     fn an_empty_section_says_what_was_not_measured() {
         let md = rendered(&DatabaseSection::default());
         assert!(md.contains("| (no statement ran during the audit) | | | | | |"), "{md}");
-        assert!(md.contains("- 🟢 None detected (the wire was not traced)"));
+        assert!(md.contains("- None detected (the wire was not traced)"));
         assert!(md.contains("None: no heavy sequential scan, unused or duplicate index found."));
         // Neither pg_stat_statements' nor the wire's summary lines, no usage table.
         assert!(!md.contains("**Slow queries detected**") && !md.contains("**Wire tracing**") && !md.contains("*Detected as*"));
@@ -369,7 +369,7 @@ mod tests {
             ..Default::default()
         };
         let md = rendered(&db);
-        assert!(md.contains("- 🔴 File: /svc/src/db.rs:118 - `svc::db::owner` runs `SELECT name FROM owners WHERE id = $1` in a loop: 40 bursts of ~25 queries within 9.1 ms"), "{md}");
+        assert!(md.contains("- **N+1** File: /svc/src/db.rs:118 - `svc::db::owner` runs `SELECT name FROM owners WHERE id = $1` in a loop: 40 bursts of ~25 queries within 9.1 ms"), "{md}");
         assert!(md.contains("1. Replace N+1 in `svc::db::owner` with a batch query using `ANY($1)`\n2. Add the index on entries (account_id)\n3. Use `EXPLAIN"), "{md}");
         // Only tables scanned during the audit are listed.
         assert!(md.contains("| entries | 100 | 3 | 300 | 0 | 0 |") && !md.contains("| idle |"), "{md}");

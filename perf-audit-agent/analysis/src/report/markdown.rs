@@ -29,11 +29,14 @@ pub fn render(report: &Report) -> String {
     match report.end_reason {
         EndReason::Duration => {}
         EndReason::Interrupted => {
-            let _ = writeln!(md, "\n> **Partial report**: interrupted (Ctrl-C) after {:.1} s.", report.duration_s);
+            let _ = writeln!(md, "\n> **Partial report**: {} after {:.1} s.", report.interruption(), report.duration_s);
         }
         EndReason::TargetExited => {
             let _ = writeln!(md, "\n> **Partial report**: the target exited after {:.1} s; this covers the time it ran.", report.duration_s);
         }
+    }
+    if let Some(exec) = &report.target_exec {
+        let _ = writeln!(md, "\n> **The target exec'd during the audit**: {}.", exec.note());
     }
     if let Some(h) = report.health.as_ref().filter(|h| h.degraded) {
         let _ = writeln!(
@@ -88,7 +91,7 @@ pub fn render(report: &Report) -> String {
     }
 
     if let Some(memory) = &report.memory {
-        crate::memory::render::markdown(&mut md, memory, &report.findings);
+        super::memory_md::markdown(&mut md, memory, &report.findings);
         md.push_str("\n---\n\n");
     }
 
@@ -224,14 +227,10 @@ fn render_cpu(md: &mut String, cpu: &CpuSection, findings: &[Finding]) {
         findings.iter().filter(|f| f.category == crate::findings::Category::Cpu).collect();
     let _ = writeln!(md, "\n**Critical findings**:\n");
     if cpu_findings.is_empty() {
-        let _ = writeln!(md, "- 🟢 No function of your own code takes more than 10% of CPU samples by itself");
+        let _ = writeln!(md, "- No function of your own code takes more than 10% of CPU samples by itself");
     }
     for f in &cpu_findings {
-        let dot = match f.severity {
-            Severity::P0 => "🔴",
-            Severity::P1 => "🟡",
-            Severity::P2 => "🟢",
-        };
+        let dot = f.severity.badge();
         let _ = writeln!(md, "- {dot} {}: {}", f.title, location(&f.file, f.line));
     }
     let _ = writeln!(md, "\n**Optimization priorities**:\n");
@@ -281,7 +280,7 @@ fn render_async(md: &mut String, a: &super::AsyncSection, off: Option<&super::Of
     let _ = writeln!(md, "|------|---------------------|---------|--------------------|--------|");
     for t in a.analysis.tasks.iter().take(12) {
         let flagged = findings.iter().any(|f| f.category == crate::findings::Category::Async && (t.task.starts_with(&f.function) || f.function.starts_with(&t.task)));
-        let status = if t.blocked_ms > 0.0 || flagged { "🔴 blocks workers" } else { "🟢 ok" };
+        let status = if t.blocked_ms > 0.0 || flagged { "**blocks workers**" } else { "ok" };
         let _ = writeln!(md, "| `{}` | {:.1}% | {:.1} ms | {} | {status} |", cell(&t.task), t.on_cpu_pct, t.blocked_ms, t.blocking_intervals);
     }
     if a.analysis.tasks.is_empty() {
@@ -290,14 +289,10 @@ fn render_async(md: &mut String, a: &super::AsyncSection, off: Option<&super::Of
     let _ = writeln!(md, "\n**Issues detected**:\n");
     let async_findings: Vec<&Finding> = findings.iter().filter(|f| f.category == crate::findings::Category::Async).collect();
     if async_findings.is_empty() {
-        let _ = writeln!(md, "- 🟢 No blocking call, sync-lock wait or long poll on Tokio workers was measured");
+        let _ = writeln!(md, "- No blocking call, sync-lock wait or long poll on Tokio workers was measured");
     }
     for f in &async_findings {
-        let dot = match f.severity {
-            Severity::P0 => "🔴",
-            Severity::P1 => "🟡",
-            Severity::P2 => "🟢",
-        };
+        let dot = f.severity.badge();
         let _ = writeln!(md, "- {dot} {}: {} ({})", f.title, location(&f.file, f.line), f.evidence);
     }
     let polls: Vec<_> = a.analysis.long_polls.iter().filter(|p| p.p50_ms >= 0.1 || p.worker_time_pct >= 1.0).take(10).collect();
@@ -330,7 +325,7 @@ fn render_async(md: &mut String, a: &super::AsyncSection, off: Option<&super::Of
             let _ = writeln!(md, "| {} | {} | {} | {:.1} ms | {:.1} us |", cell(&l.location), l.tasks, l.polls, l.busy_ms, l.mean_poll_us);
         }
         for w in &c.warnings {
-            let _ = writeln!(md, "- 🟡 tokio-console `{}` at {}: {} task(s) {}", w.kind, w.location, w.tasks, w.detail);
+            let _ = writeln!(md, "- **warning** tokio-console `{}` at {}: {} task(s) {}", w.kind, w.location, w.tasks, w.detail);
         }
     }
     let _ = writeln!(md, "\n**Recommendations**:\n");
@@ -448,5 +443,47 @@ mod async_tests {
         let mut md = String::new();
         render_async(&mut md, &a, None, &[]);
         assert!(md.contains("**Runtime workers**: 2 recognised: 2 by an actix-rt arbiter"), "{md}");
+    }
+}
+
+#[cfg(test)]
+mod end_tests {
+    use super::*;
+    use crate::report::{EndReason, TargetExec};
+
+    fn interrupted(signal: Option<&str>) -> String {
+        let report = Report {
+            end_reason: EndReason::Interrupted,
+            partial: true,
+            end_signal: signal.map(String::from),
+            duration_s: 4.0,
+            ..Default::default()
+        };
+        render(&report)
+    }
+
+    #[test]
+    fn an_interrupted_audit_names_the_signal_that_ended_it() {
+        let term = interrupted(Some("SIGTERM"));
+        assert!(term.contains("interrupted by SIGTERM after 4.0 s"), "{term}");
+        assert!(!term.contains("Ctrl-C"), "SIGTERM is not Ctrl-C: {term}");
+        assert!(interrupted(Some("SIGINT")).contains("interrupted by SIGINT (Ctrl-C)"));
+        // A report written before the signal was recorded claims no key press.
+        let old = interrupted(None);
+        assert!(old.contains("interrupted by a signal") && !old.contains("Ctrl-C"), "{old}");
+        let line = &crate::report::summary::terminal(&Report { end_signal: Some("SIGTERM".into()), ..serde_json::from_str(r#"{"end_reason":"interrupted","partial":true}"#).unwrap() })[1];
+        assert!(line.contains("SIGTERM"), "{line}");
+    }
+
+    #[test]
+    fn a_target_that_execs_is_said() {
+        let exec = TargetExec { after_s: 2.4, exe_before: "/usr/bin/dash".into(), exe_after: "/usr/bin/sleep".into() };
+        let md = render(&Report { target_exec: Some(exec.clone()), ..Default::default() });
+        assert!(md.contains("The target exec'd during the audit") && md.contains("replaced `/usr/bin/dash` with `/usr/bin/sleep`") && md.contains("2.4 s"), "{md}");
+        let same = TargetExec { exe_before: "/usr/bin/dash".into(), exe_after: "/usr/bin/dash".into(), ..exec };
+        assert!(same.note().contains("re-executed `/usr/bin/dash`"));
+        // Read back from report.json.
+        let back: Report = serde_json::from_str(&serde_json::to_string(&Report { target_exec: Some(same.clone()), ..Default::default() }).unwrap()).unwrap();
+        assert_eq!(back.target_exec, Some(same));
     }
 }

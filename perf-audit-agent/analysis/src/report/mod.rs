@@ -5,6 +5,7 @@
 pub mod alerts;
 pub mod html;
 mod database_md;
+mod memory_md;
 pub mod markdown;
 mod offcpu;
 mod page;

@@ -52,14 +52,36 @@ fn sha256_source(text: &str) -> String {
 
 /// Markdown to HTML with raw HTML shown as text and table alignment
 /// dropped (it would be an inline `style`, which the policy forbids).
+/// The severity and status words report.md writes in bold (`**P0**`,
+/// `**blocks workers**`), drawn in report.html as CSS badges: text, never
+/// emoji (no emoji font on a headless Debian Chromium).
+const BADGES: &[(&str, &str)] =
+    &[("P0", "p0"), ("P1", "p1"), ("P2", "p2"), ("blocks workers", "p0"), ("N+1", "p0"), ("warning", "p1")];
+
 pub fn markdown_html(markdown: &str) -> String {
-    let events = Parser::new_ext(markdown, Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH).map(|e| match e {
-        Event::Html(raw) | Event::InlineHtml(raw) => Event::Text(raw),
-        Event::Start(Tag::Table(align)) => Event::Start(Tag::Table(vec![pulldown_cmark::Alignment::None; align.len()])),
-        e => e,
-    });
+    let events: Vec<Event<'_>> = Parser::new_ext(markdown, Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH)
+        .map(|e| match e {
+            Event::Html(raw) | Event::InlineHtml(raw) => Event::Text(raw),
+            Event::Start(Tag::Table(align)) => Event::Start(Tag::Table(vec![pulldown_cmark::Alignment::None; align.len()])),
+            e => e,
+        })
+        .collect();
+    let mut badged = Vec::with_capacity(events.len());
+    let mut i = 0;
+    while i < events.len() {
+        if let (Event::Start(Tag::Strong), Some(Event::Text(text)), Some(Event::End(pulldown_cmark::TagEnd::Strong))) =
+            (&events[i], events.get(i + 1), events.get(i + 2))
+            && let Some((word, class)) = BADGES.iter().find(|(w, _)| *w == text.as_ref())
+        {
+            badged.push(Event::InlineHtml(format!("<span class=\"badge {class}\">{}</span>", word).into()));
+            i += 3;
+            continue;
+        }
+        badged.push(events[i].clone());
+        i += 1;
+    }
     let mut out = String::new();
-    html::push_html(&mut out, events);
+    html::push_html(&mut out, badged.into_iter());
     out
 }
 

@@ -74,7 +74,11 @@ pub fn baseline_line(report: &Report) -> String {
 pub fn terminal(report: &Report) -> Vec<String> {
     let mut lines = vec![baseline_line(report)];
     if report.partial {
-        lines.push(format!("partial report: collection ended after {:.1} s", report.duration_s));
+        let why = match report.end_reason {
+            crate::report::EndReason::Interrupted => format!(" ({})", report.interruption()),
+            _ => String::new(),
+        };
+        lines.push(format!("partial report: collection ended after {:.1} s{why}", report.duration_s));
     }
     if let Some(h) = report.health.as_ref().filter(|h| h.degraded) {
         lines.push(format!("the service degraded during the audit: {} (findings taken on a degraded service)", h.reasons.join("; ")));
@@ -245,6 +249,8 @@ pub(crate) mod tests {
             started_at: "2026-02-01T10:00:00Z".into(),
             end_reason: EndReason::Duration,
             partial: false,
+            end_signal: None,
+            target_exec: None,
             unavailable_profiles: vec![],
             kernel: KernelInfo { release: "6.18".into(), btf: true },
             baseline: Baseline {

@@ -8,22 +8,20 @@
 //! `#[serde(default)]`).
 
 mod console;
-mod database;
-mod load;
 mod overhead;
 mod symbols;
 mod target;
 
 pub use console::{ConsoleSummary, ConsoleWarning, SpawnLocation};
-pub use database::{
+pub use crate::database::schema::{
     MAX_PLANS_NOT_INSPECTED, PlanNotInspected, RolePrivileges,
     CallSiteRow, DatabaseSection, DuplicateIndex, IndexRow, MissingIndex, StatementRow, TableRow,
     UnusedIndex, WireSummary,
 };
-pub use load::{EndpointStats, LatencyPoint, LatencySeries, LatencySummary, LoadResult};
+pub use crate::load::{EndpointStats, LatencyPoint, LatencySeries, LatencySummary, LoadResult};
 pub use overhead::{BackOff, CollectorCost, OverheadSection};
 pub use symbols::{LINE_TABLES_FIX, LoadSegment, ObjectSymbols};
-pub use target::TargetInfo;
+pub use target::{TargetExec, TargetInfo};
 
 use crate::{findings::Finding, profile::Origin};
 
@@ -36,10 +34,23 @@ pub enum EndReason {
     /// The planned duration elapsed.
     #[default]
     Duration,
-    /// The user pressed Ctrl-C.
+    /// A signal ended it (SIGINT: Ctrl-C, or SIGTERM): see `Report::end_signal`.
     Interrupted,
     /// The target exited: the report covers only the time it ran.
     TargetExited,
+}
+
+impl Report {
+    /// How an interrupted audit was ended, named by its signal:
+    /// "interrupted by SIGTERM", "interrupted by SIGINT (Ctrl-C)", or
+    /// "interrupted by a signal" for a report that did not record it.
+    pub fn interruption(&self) -> String {
+        match self.end_signal.as_deref() {
+            Some("SIGINT") => "interrupted by SIGINT (Ctrl-C)".to_string(),
+            Some(signal) => format!("interrupted by {signal}"),
+            None => "interrupted by a signal".to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
@@ -57,6 +68,13 @@ pub struct Report {
     pub end_reason: EndReason,
     /// True when collection ended before the planned duration.
     pub partial: bool,
+    /// The signal that ended an interrupted audit: `SIGINT` (Ctrl-C) or
+    /// `SIGTERM`. Absent otherwise (and in reports written before it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_signal: Option<String>,
+    /// The target exec'd during the audit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_exec: Option<TargetExec>,
     /// Profiles asked for that this build does not collect yet.
     pub unavailable_profiles: Vec<String>,
     pub kernel: KernelInfo,

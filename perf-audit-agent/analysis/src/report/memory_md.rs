@@ -5,8 +5,8 @@
 
 use std::fmt::Write as _;
 
-use super::section::MemorySection;
-use crate::findings::{Category, Finding, Severity};
+use crate::memory::section::MemorySection;
+use crate::findings::{Category, Finding};
 
 fn size(bytes: f64) -> String {
     const KIB: f64 = 1024.0;
@@ -186,7 +186,7 @@ pub fn markdown(md: &mut String, m: &MemorySection, findings: &[Finding]) {
     }
     let rs = &m.rss_series;
     if let (Some(first), Some(last)) = (rs.points.first(), rs.points.last()) {
-        let fit = |f: &Option<super::analysis::Fit>| {
+        let fit = |f: &Option<crate::memory::analysis::Fit>| {
             f.as_ref().map(|f| format!("{}/s (r² {:.2})", size(f.slope), f.r2)).unwrap_or_else(|| "-".into())
         };
         let _ = writeln!(md, "\n**RSS over time** (/proc/PID/smaps_rollup every {} ms, {} points):\n", rs.interval_ms, rs.points.len());
@@ -200,14 +200,10 @@ pub fn markdown(md: &mut String, m: &MemorySection, findings: &[Finding]) {
     let memory_findings: Vec<&Finding> = findings.iter().filter(|f| f.category == Category::Memory).collect();
     let _ = writeln!(md, "\n**Issues detected**:\n");
     if memory_findings.is_empty() {
-        let _ = writeln!(md, "- 🟢 No leak, steady growth or allocation churn in your own code");
+        let _ = writeln!(md, "- No leak, steady growth or allocation churn in your own code");
     }
     for f in &memory_findings {
-        let dot = match f.severity {
-            Severity::P0 => "🔴",
-            Severity::P1 => "🟡",
-            Severity::P2 => "🟢",
-        };
+        let dot = f.severity.badge();
         let at = match (&f.file, f.line) {
             (Some(file), Some(line)) => format!("{file}:{line}"),
             _ => "-".into(),
@@ -266,7 +262,7 @@ mod tests {
         for absent in ["**RSS trend**", "**Leak candidates**", "**Steady growth**", "**RSS over time**"] {
             assert!(!md.contains(absent), "{absent} present:\n{md}");
         }
-        assert!(md.contains("- 🟢 No leak, steady growth or allocation churn in your own code"));
+        assert!(md.contains("- No leak, steady growth or allocation churn in your own code"));
         assert!(md.ends_with("1. Nothing stands out in memory; see the memory flamegraph (`memory.svg`) for where bytes go.\n"), "{md}");
     }
 
@@ -328,7 +324,7 @@ mod tests {
             Finding { file: None, ..finding(Category::Memory, Severity::P2, "svc::churn") },
         ];
         let md = rendered(&MemorySection::default(), &findings);
-        assert!(md.contains("- 🔴 title of svc::leak: /svc/src/lib.rs:9\n- 🟢 title of svc::churn: -\n"), "{md}");
+        assert!(md.contains("- **P0** title of svc::leak: /svc/src/lib.rs:9\n- **P2** title of svc::churn: -\n"), "{md}");
         assert!(md.ends_with("1. `svc::leak`: fix svc::leak\n2. `svc::churn`: fix svc::churn\n"), "{md}");
         assert!(!md.contains("svc::hot") && !md.contains("No leak"), "{md}");
     }
