@@ -49,6 +49,7 @@ pub const TEST_PACKAGES: &[Package] = &[
     pkg("npm", "npm", "the browser test installs playwright-core (tests/browser/package-lock.json)"),
     pkg("objcopy", "binutils", "tests/tests/debug_info.rs splits debug files"),
     pkg("debuginfod", "debuginfod", "tests/tests/debug_info.rs serves debug files from a real debuginfod"),
+    pkg("/usr/include/postgresql/libpq-fe.h", "libpq-dev", "the diesel fixture (tests/fixtures/diesel-service) links libpq"),
     pkg("/usr/bin/python3", "python3", "the OTLP consumer test's receiver (tests/otlp)"),
     pkg("/usr/share/doc/python3-venv", "python3-venv", "the OTLP receiver's venv of pinned PyPI packages"),
 ];
