@@ -353,7 +353,7 @@ fn a_single_wait_on_a_lock_is_not_contention() {
 /// A serial worker: per item BEGIN, SELECT, UPDATE, COMMIT, each item right
 /// after the previous one, 40 items per batch, 6 batches.
 fn per_item_transaction_executions() -> Vec<Execution> {
-    let site = |line| Some(CallSite { function: "svc::worker::process_one".into(), file: Some("/svc/src/worker.rs".into()), line: Some(line) });
+    let site = |line| Some(CallSite { function: "svc::worker::process_one".into(), file: Some("/svc/src/worker.rs".into()), line: Some(line), ..Default::default() });
     let mut out = Vec::new();
     for batch in 0..6u64 {
         let mut t = batch * 2_000_000_000;
@@ -523,7 +523,7 @@ fn next_steps_follow_from_the_findings() {
 /// requests one at a time from a closed-loop client (the gap between two
 /// requests looks like a round trip), under a latency middleware.
 fn chatty_executions() -> Vec<Execution> {
-    let cs = |f: &str, file: &str, l: u32| CallSite { function: f.into(), file: Some(file.into()), line: Some(l) };
+    let cs = |f: &str, file: &str, l: u32| CallSite { function: f.into(), file: Some(file.into()), line: Some(l), ..Default::default() };
     let mw = cs("svc::middleware::track_metrics", "/svc/src/middleware.rs", 31);
     let (mut out, mut transactions) = (Vec::new(), Vec::new());
     let mut t = 0u64;
