@@ -969,6 +969,7 @@ pub fn ledger_svc() -> AuditEvidence {
                 owner_crates: vec!["ledger_svc".into()],
                 load_segments: vec![],
                 on_disk: None,
+                ..Default::default()
             },
             ObjectSymbols {
                 object: "/usr/lib/x86_64-linux-gnu/libc.so.6".into(),
@@ -980,6 +981,7 @@ pub fn ledger_svc() -> AuditEvidence {
                 owner_crates: vec![],
                 load_segments: vec![],
                 on_disk: None,
+                ..Default::default()
             },
         ],
         unwind_tables: vec![
