@@ -132,7 +132,10 @@ impl StackSymbolizer {
                 let symbols = o.named || o.facts.as_ref().is_some_and(|f| f.symtab) || o.debug_file.is_some();
                 let (object, on_disk) = crate::target::mapped_file_name(path);
                 let mut owner_evidence = o.crates.as_ref().map(|c| c.evidence.clone()).unwrap_or_default();
-                for (krate, file) in &o.path_owner_crates {
+                // A crate the binary names as a dependency (std's, a
+                // registry's) stays one, whatever file a frame had.
+                let dependency = |k: &str| o.crates.as_ref().is_some_and(|c| c.dependencies.contains(k));
+                for (krate, file) in o.path_owner_crates.iter().filter(|(k, _)| !dependency(k)) {
                     owner_evidence.entry(krate.clone()).or_insert_with(|| format!("its frames' source files are in the workspace (`{file}`)"));
                 }
                 ObjectSymbols {
