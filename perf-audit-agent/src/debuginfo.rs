@@ -331,7 +331,7 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
 /// (panic locations' file names) and its function symbols, from `object`
 /// or, when it is stripped, from its debug file.
 pub fn crate_facts(object: &Path, debug_file: Option<&Path>) -> CrateFacts {
-    let exe_name = crate::symbolize::module_name(object);
+    let exe_name = crate::target::mapped_file_base_name(object);
     let read = |path: &Path| -> Option<memmap2::Mmap> {
         let file = File::open(path).ok()?;
         // SAFETY: read-only mapping, as in `ObjectFacts::read`.

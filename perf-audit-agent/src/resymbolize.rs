@@ -109,6 +109,8 @@ pub fn run(args: &SymbolizeArgs) -> Result<SymbolizeOutput> {
         object.debug_file = Some(debug.display().to_string());
         if let Some(c) = &crates {
             object.owner_crates = c.owner.iter().cloned().collect();
+            object.owner_evidence = c.evidence.clone();
+            object.owner_rule = Some(crate::profile::crates::OWNER_RULE.to_string());
         }
         object.load_segments.clear();
         if object.executable {

@@ -49,6 +49,9 @@ struct ObjectState {
     executable: bool,
     /// Frames of the owner's crates seen, and how many had a file.
     owner_frames: u64,
+    /// Crates of the executable's frames whose source file is the owner's
+    /// (line tables), each with one such file: the workspace's crates.
+    path_owner_crates: BTreeMap<String, String>,
     owner_frames_with_file: u64,
     /// Any address of it was named by a symbol.
     named: bool,
@@ -128,6 +131,13 @@ impl StackSymbolizer {
                 let line_info = if o.owner_frames > 0 { o.owner_frames_with_file > 0 } else { own_lines };
                 let symbols = o.named || o.facts.as_ref().is_some_and(|f| f.symtab) || o.debug_file.is_some();
                 let (object, on_disk) = crate::target::mapped_file_name(path);
+                let mut owner_evidence = o.crates.as_ref().map(|c| c.evidence.clone()).unwrap_or_default();
+                // A crate the binary names as a dependency (std's, a
+                // registry's) stays one, whatever file a frame had.
+                let dependency = |k: &str| o.crates.as_ref().is_some_and(|c| c.dependencies.contains(k));
+                for (krate, file) in o.path_owner_crates.iter().filter(|(k, _)| !dependency(k)) {
+                    owner_evidence.entry(krate.clone()).or_insert_with(|| format!("its frames' source files are in the workspace (`{file}`)"));
+                }
                 ObjectSymbols {
                     on_disk: on_disk.map(|d| match d {
                         crate::target::OnDisk::Replaced => "replaced".to_string(),
@@ -139,7 +149,9 @@ impl StackSymbolizer {
                     symbols,
                     line_info,
                     debug_file: o.debug_file.as_ref().map(|(p, _)| p.display().to_string()),
-                    owner_crates: o.crates.as_ref().map(|c| c.owner.iter().cloned().collect()).unwrap_or_default(),
+                    owner_crates: owner_evidence.keys().cloned().collect(),
+                    owner_evidence,
+                    owner_rule: o.executable.then(|| crate::profile::crates::OWNER_RULE.to_string()),
                     load_segments: match (&o.facts, symbols) {
                         (Some(f), false) => f.load_segments(),
                         _ => Vec::new(),
@@ -166,6 +178,7 @@ impl StackSymbolizer {
                 crates: None,
                 executable: false,
                 owner_frames: 0,
+                path_owner_crates: BTreeMap::new(),
                 owner_frames_with_file: 0,
                 named: false,
                 naming: None,
@@ -278,6 +291,7 @@ impl StackSymbolizer {
             };
             let mut named = false;
             let (mut owner_frames, mut with_file) = (0u64, 0u64);
+            let mut path_owners: BTreeMap<String, String> = BTreeMap::new();
             let mut per_entry: Vec<(bool, Vec<Frame>)> = entries
                 .iter()
                 .zip(results)
@@ -289,6 +303,13 @@ impl StackSymbolizer {
             self.name_short_frames(&path, debug_file.as_deref(), vaddrs.as_deref(), &offsets, owner_object, facts, &mut per_entry);
             for ((key, _offset), (symbolized, frames)) in entries.iter().zip(per_entry) {
                 named |= symbolized;
+                if owner_object {
+                    for f in frames.iter().filter(|f| f.origin == Origin::Owner && f.file.as_deref().is_some_and(|p| p.starts_with('/'))) {
+                        if let Some(krate) = crate::profile::crates::crate_of(&f.function) && !path_owners.contains_key(krate) {
+                            path_owners.insert(krate.to_string(), f.file.clone().unwrap_or_default());
+                        }
+                    }
+                }
                 if let Some(facts) = facts {
                     for f in frames.iter().filter(|f| f.origin != Origin::Native && facts.origin_of_function(&f.function) == Origin::Owner) {
                         owner_frames += 1;
@@ -301,6 +322,9 @@ impl StackSymbolizer {
                 o.named |= named;
                 o.owner_frames += owner_frames;
                 o.owner_frames_with_file += with_file;
+                for (krate, file) in path_owners {
+                    o.path_owner_crates.entry(krate).or_insert(file);
+                }
             });
         }
         out
@@ -501,9 +525,7 @@ fn settle_relative_paths(profile: &mut CpuProfile) {
 }
 
 pub(crate) fn module_name(path: &Path) -> String {
-    let (name, _) = crate::target::mapped_file_name(path);
-    let path = Path::new(&name);
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
+    crate::target::mapped_file_base_name(path)
 }
 
 pub(crate) fn unknown_frame(module: &str) -> Frame {

@@ -427,6 +427,14 @@ pub fn exe_file(pid: u32) -> Option<PathBuf> {
     executable_file(pid, &maps)
 }
 
+/// The file name of a mapped object as the process knows it (a pinned
+/// `/proc/self/fd/N` shows the process's own path): frames' module names.
+pub fn mapped_file_base_name(path: &Path) -> String {
+    let (name, _) = mapped_file_name(path);
+    let shown = Path::new(&name);
+    shown.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| shown.display().to_string())
+}
+
 /// The executable of `pid` as a path to the file it runs (see
 /// [`mapped_file_path`]): its mapping's path, so that it compares equal to
 /// the path its frames are symbolized from, in any mount namespace.

@@ -439,7 +439,7 @@ const OWNER_SQL: &str = "SELECT id, name, email FROM owners WHERE id = $1";
 const ACCOUNTS_SQL: &str = "SELECT id, owner_id, branch_id, balance FROM accounts WHERE branch_id = $1 ORDER BY id LIMIT 25";
 
 fn db_site(function: &str, line: u32) -> CallSite {
-    CallSite { function: function.into(), file: Some("/build/ledger-svc/src/db.rs".into()), line: Some(line) }
+    CallSite { function: function.into(), file: Some("/build/ledger-svc/src/db.rs".into()), line: Some(line), ..Default::default() }
 }
 
 /// Statement executions as the wire showed them: 40 requests to
@@ -971,6 +971,7 @@ pub fn ledger_svc() -> AuditEvidence {
                 owner_crates: vec!["ledger_svc".into()],
                 load_segments: vec![],
                 on_disk: None,
+                ..Default::default()
             },
             ObjectSymbols {
                 object: "/usr/lib/x86_64-linux-gnu/libc.so.6".into(),
@@ -982,6 +983,7 @@ pub fn ledger_svc() -> AuditEvidence {
                 owner_crates: vec![],
                 load_segments: vec![],
                 on_disk: None,
+                ..Default::default()
             },
         ],
         unwind_tables: vec![

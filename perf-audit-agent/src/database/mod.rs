@@ -700,7 +700,7 @@ fn symbolize_capture(pid: u32, capture: WireCapture, summary: &mut WireSummary, 
                 .rev()
                 .map(|id| profile.frame(*id))
                 .filter(|f| f.origin == Origin::Owner)
-                .map(|frame| CallSite { function: frame.display_name(), file: frame.file.clone(), line: frame.line })
+                .map(|frame| CallSite { function: frame.display_name(), file: frame.file.clone(), line: frame.line, ..Default::default() })
                 .collect();
             let (site, callers) = owners.split_first()?;
             Some((site.clone(), callers.into()))
@@ -738,6 +738,11 @@ fn symbolize_capture(pid: u32, capture: WireCapture, summary: &mut WireSummary, 
             Execution { ts_ns: e.ts_ns, tid: e.tid, fd: e.fd, sql, site, callers: callers.unwrap_or_default(), chain: e.chain }
         })
         .collect();
+    // Call sites out of generic helpers every statement passes through,
+    // before texts are filled per call site (a helper's many statements
+    // would leave its site without a unique text).
+    summary.wrappers = analysis::resolve_wrappers(&mut executions);
+    summary.wrapper_rule = analysis::wrapper_rule();
     summary.executions_text_from_call_site = analysis::fill_texts_from_call_sites(&mut executions);
     summary.executions = executions.len() as u64;
     summary.executions_without_text = executions.iter().filter(|e| e.sql.is_none()).count() as u64;

@@ -64,6 +64,12 @@ pub struct CallSite {
     pub function: String,
     pub file: Option<String>,
     pub line: Option<u32>,
+    /// The wrappers between this call site and the driver, innermost first
+    /// (generic helpers every statement passes through, see
+    /// [`resolve_wrappers`]); empty when the call site issues the
+    /// statement itself.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub via: Vec<String>,
 }
 
 /// One execution seen on the wire.
@@ -150,7 +156,7 @@ pub const UNTIED_FUNCTION: &str = "(not traced to code)";
 
 /// The [`CallSite`] of untied executions.
 pub fn untied_site() -> CallSite {
-    CallSite { function: UNTIED_FUNCTION.to_string(), file: None, line: None }
+    CallSite { function: UNTIED_FUNCTION.to_string(), file: None, line: None, ..Default::default() }
 }
 
 /// BEGIN, COMMIT, ROLLBACK, SAVEPOINT, SET...: repeated by design, never a loop to batch.
@@ -215,6 +221,134 @@ pub fn fill_texts_from_call_sites(executions: &mut [Execution]) -> u64 {
             }
     }
     filled
+}
+
+/// Distinct statements a function must carry, and distinct functions it
+/// must be called from, to be a wrapper rather than a call site (see
+/// [`resolve_wrappers`]).
+pub const WRAPPER_MIN_STATEMENTS: usize = 3;
+/// See [`WRAPPER_MIN_STATEMENTS`].
+pub const WRAPPER_MIN_CALLERS: usize = 3;
+
+/// A generic helper of the owner's code that statements pass through
+/// (`run_query`, `DbConn::run`, a retry helper), decided from the
+/// executions seen.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(default)]
+pub struct Wrapper {
+    pub function: String,
+    /// Distinct statements seen through it.
+    pub statements: u64,
+    /// Distinct owner functions seen calling it.
+    pub callers: u64,
+    /// Executions whose call site moved out of it to its caller.
+    pub executions: u64,
+}
+
+/// The rule [`resolve_wrappers`] applies, as the report states it.
+pub fn wrapper_rule() -> String {
+    format!(
+        "a function of the owner's code is a wrapper, not a call site, when at least {WRAPPER_MIN_STATEMENTS} distinct statements pass through it from at least {WRAPPER_MIN_CALLERS} distinct calling functions (a function that issues its own query carries one or two statements however many callers it has, and a function with one or two callers is the code that decides what to query); a statement's call site is then the first owner frame outside its innermost wrapper, and the wrappers are named as its path"
+    )
+}
+
+/// Moves the call site of executions issued through a wrapper (a frame
+/// through which many distinct statements and callers pass: see
+/// [`WRAPPER_MIN_STATEMENTS`]) out to the first owner frame beyond it,
+/// naming the frames passed over in [`CallSite::via`].
+///
+/// Per execution, the owner frames are `site, callers...` innermost first.
+/// For each function on them: the distinct statements of the executions
+/// whose owner frames contain it, and the distinct functions of the frame
+/// just outside it. The innermost wrapper on an execution's frames decides:
+/// every frame inside it must itself carry at least
+/// [`WRAPPER_MIN_STATEMENTS`] statements (the wrapper's own machinery, a
+/// retry helper called only from the wrapper); a specific query function
+/// inside (one statement) stays the call site. The new call site is the
+/// first frame outside the wrapper that is not a wrapper itself. An
+/// execution without such a frame (the stack ends at the wrapper) keeps
+/// its site. Texts unknown on the wire count as no statement.
+pub fn resolve_wrappers(executions: &mut [Execution]) -> Vec<Wrapper> {
+    use std::collections::{BTreeSet, HashMap, HashSet};
+    // Distinct stacks first: executions of one stack share their callers.
+    let mut stacks: HashMap<(Option<&str>, &CallSite, *const [CallSite]), ()> = HashMap::new();
+    let mut carried: HashMap<&str, (HashSet<&str>, HashSet<&str>)> = HashMap::new();
+    for e in executions.iter() {
+        let Some(site) = &e.site else { continue };
+        if stacks.insert((e.sql.as_deref(), site, std::sync::Arc::as_ptr(&e.callers)), ()).is_some() {
+            continue;
+        }
+        let frames: Vec<&CallSite> = std::iter::once(site).chain(e.callers.iter()).collect();
+        let mut seen: HashSet<&str> = HashSet::new();
+        for (i, f) in frames.iter().enumerate() {
+            if !seen.insert(f.function.as_str()) {
+                continue;
+            }
+            let entry = carried.entry(f.function.as_str()).or_default();
+            if let Some(sql) = e.sql.as_deref() {
+                entry.0.insert(sql);
+            }
+            // The calling function: the next frame of another function
+            // (a recursive call is no new caller).
+            if let Some(caller) = frames[i + 1..].iter().find(|c| c.function != f.function) {
+                entry.1.insert(caller.function.as_str());
+            }
+        }
+    }
+    let statement_counts: HashMap<String, usize> = carried.iter().map(|(f, c)| (f.to_string(), c.0.len())).collect();
+    let statements_of = |f: &str| statement_counts.get(f).copied().unwrap_or(0);
+    let wrappers: BTreeSet<String> = carried
+        .iter()
+        .filter(|(_, (sql, callers))| sql.len() >= WRAPPER_MIN_STATEMENTS && callers.len() >= WRAPPER_MIN_CALLERS)
+        .map(|(f, _)| f.to_string())
+        .collect();
+    if wrappers.is_empty() {
+        return Vec::new();
+    }
+    let mut out: BTreeMap<String, Wrapper> = wrappers
+        .iter()
+        .map(|f| {
+            let c = &carried[f.as_str()];
+            (f.clone(), Wrapper { function: f.clone(), statements: c.0.len() as u64, callers: c.1.len() as u64, executions: 0 })
+        })
+        .collect();
+    drop(carried);
+    drop(stacks);
+    // One decision per distinct stack, shared by its executions.
+    let mut decided: HashMap<(CallSite, *const [CallSite]), Option<(CallSite, std::sync::Arc<[CallSite]>, String)>> = HashMap::new();
+    for e in executions.iter_mut() {
+        let Some(site) = e.site.clone() else { continue };
+        let key = (site, std::sync::Arc::as_ptr(&e.callers));
+        let decision = decided
+            .entry(key)
+            .or_insert_with_key(|(site, _)| {
+                let frames: Vec<&CallSite> = std::iter::once(site).chain(e.callers.iter()).collect();
+                let w = frames.iter().position(|f| wrappers.contains(&f.function))?;
+                if frames[..w].iter().any(|f| statements_of(&f.function) < WRAPPER_MIN_STATEMENTS) {
+                    return None;
+                }
+                let outside = w + 1 + frames[w + 1..].iter().position(|f| !wrappers.contains(&f.function))?;
+                let mut via: Vec<String> = Vec::new();
+                for f in &frames[..outside] {
+                    if via.last() != Some(&f.function) {
+                        via.push(f.function.clone());
+                    }
+                }
+                let mut new_site = frames[outside].clone();
+                new_site.via = via;
+                let callers: std::sync::Arc<[CallSite]> = frames[outside + 1..].iter().map(|c| (*c).clone()).collect();
+                Some((new_site, callers, frames[w].function.clone()))
+            })
+            .clone();
+        if let Some((new_site, callers, wrapper)) = decision {
+            e.site = Some(new_site);
+            e.callers = callers;
+            if let Some(w) = out.get_mut(&wrapper) {
+                w.executions += 1;
+            }
+        }
+    }
+    out.into_values().collect()
 }
 
 pub(crate) fn opens_transaction(sql: &str) -> bool {
@@ -631,7 +765,7 @@ mod tests {
     use super::*;
 
     fn site(f: &str, line: u32) -> CallSite {
-        CallSite { function: f.into(), file: Some("/svc/src/db.rs".into()), line: Some(line) }
+        CallSite { function: f.into(), file: Some("/svc/src/db.rs".into()), line: Some(line), ..Default::default() }
     }
 
     fn ex(ms: f64, sql: &str, s: &CallSite) -> Execution {
@@ -1004,4 +1138,101 @@ mod tests {
         assert_eq!(execs[1].sql.as_deref(), Some("SELECT 1"));
         assert_eq!(normalize_sql("SELECT a\n   FROM t"), "SELECT a FROM t");
     }
+
+    /// A service whose statements all go through one helper
+    /// (`svc::db::run_query`, itself through a retry helper): one handler
+    /// loops over items, three others query once per request.
+    fn through_wrapper(requests: u64) -> Vec<Execution> {
+        let run_query = site("svc::db::run_query", 30);
+        let retry = site("svc::db::with_retry", 12);
+        let handler = site("svc::handlers::page", 80);
+        let stack = |caller: CallSite| -> std::sync::Arc<[CallSite]> { vec![run_query.clone(), caller, handler.clone()].into() };
+        let loop_stack = stack(site("svc::tags::load_tags_one_by_one", 51));
+        let once: Vec<(&str, std::sync::Arc<[CallSite]>)> = vec![
+            ("SELECT id, name FROM accounts WHERE id = $1", stack(site("svc::accounts::load_account", 20))),
+            ("SELECT id, name FROM orders WHERE account_id = $1", stack(site("svc::orders::load_orders", 22))),
+            ("SELECT id, name FROM settings WHERE id = $1", stack(site("svc::settings::load_settings", 24))),
+        ];
+        let mut out = Vec::new();
+        let mut t = 0.0;
+        for r in 0..requests {
+            let chain = r + 1;
+            for (sql, callers) in &once {
+                t += 0.2;
+                out.push(Execution { chain, callers: callers.clone(), ..ex(t, sql, &retry) });
+            }
+            for _ in 0..20 {
+                t += 0.2;
+                out.push(Execution { chain, callers: loop_stack.clone(), ..ex(t, "SELECT id, name FROM tags WHERE id = $1", &retry) });
+            }
+            t += 50.0;
+        }
+        out
+    }
+
+    #[test]
+    fn an_n_plus_one_through_a_shared_wrapper_is_at_the_looping_function_with_the_wrapper_as_its_path() {
+        let mut execs = through_wrapper(30);
+        // Before: every statement's innermost owner frame is the helper.
+        let before = detect_n_plus_one(&execs, &BurstRule::default());
+        assert_eq!(before.len(), 1);
+        assert_eq!(before[0].call_site.function, "svc::db::with_retry");
+        let wrappers = resolve_wrappers(&mut execs);
+        let names: Vec<&str> = wrappers.iter().map(|w| w.function.as_str()).collect();
+        assert_eq!(names, ["svc::db::run_query"], "{wrappers:#?}");
+        assert_eq!((wrappers[0].statements, wrappers[0].callers, wrappers[0].executions), (4, 4, 30 * 23));
+        let found = detect_n_plus_one(&execs, &BurstRule::default());
+        assert_eq!(found.len(), 1, "{found:#?}");
+        let n = &found[0];
+        assert_eq!(n.call_site.function, "svc::tags::load_tags_one_by_one");
+        assert_eq!(n.call_site.line, Some(51), "the line in the looping function");
+        assert_eq!(n.call_site.via, ["svc::db::with_retry", "svc::db::run_query"]);
+        assert_eq!((n.bursts, n.median_burst), (30, 20));
+        // The once-per-request callers are call sites of their own, above
+        // the handler, and no N+1.
+        let account = execs.iter().find(|e| e.sql.as_deref().is_some_and(|s| s.contains("accounts"))).unwrap();
+        assert_eq!(account.site.as_ref().unwrap().function, "svc::accounts::load_account");
+        assert_eq!(account.callers.iter().map(|c| c.function.as_str()).collect::<Vec<_>>(), ["svc::handlers::page"]);
+    }
+
+    /// The genuine loop beside it: a function that issues its own statement
+    /// (one statement, however many callers) stays the call site, and so
+    /// does a helper with too few statements or callers to be generic.
+    #[test]
+    fn a_query_function_called_from_many_places_is_no_wrapper() {
+        let lookup = "SELECT id, name FROM users WHERE id = $1";
+        let user_by_id = site("svc::db::user_by_id", 40);
+        let mut execs = Vec::new();
+        for (r, caller) in ["svc::a::one", "svc::b::two", "svc::c::three", "svc::d::four"].iter().enumerate() {
+            let callers: std::sync::Arc<[CallSite]> = vec![site(caller, 10)].into();
+            for i in 0..20 {
+                execs.push(Execution { chain: r as u64 + 1, callers: callers.clone(), ..ex(r as f64 * 100.0 + i as f64 * 0.2, lookup, &user_by_id) });
+            }
+        }
+        // A helper with three statements from two callers: not generic.
+        let helper = site("svc::db::small_helper", 60);
+        for (k, (sql, caller)) in [("SELECT 1 FROM a", "svc::x::f"), ("SELECT 1 FROM b", "svc::x::f"), ("SELECT 1 FROM c", "svc::y::g")].iter().enumerate() {
+            let callers: std::sync::Arc<[CallSite]> = vec![site(caller, 5)].into();
+            execs.push(Execution { chain: 100 + k as u64, callers, ..ex(1000.0 + k as f64, sql, &helper) });
+        }
+        let before = execs.clone();
+        assert!(resolve_wrappers(&mut execs).is_empty());
+        assert_eq!(execs, before);
+        let found = detect_n_plus_one(&execs, &BurstRule::default());
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].call_site, user_by_id);
+    }
+
+    /// A specific query function inside a wrapper (`with_cache(|| user_by_id(id))`-style
+    /// helpers outside it) stays the call site: only generic frames are passed over.
+    #[test]
+    fn a_specific_query_function_inside_a_wrapper_stays_the_call_site() {
+        let mut execs = through_wrapper(10);
+        let user_by_id = site("svc::db::user_by_id", 40);
+        let callers: std::sync::Arc<[CallSite]> = vec![site("svc::db::run_query", 30), site("svc::profile::show", 9)].into();
+        execs.push(Execution { chain: 999, callers, ..ex(99_999.0, "SELECT id, name FROM users WHERE id = $1", &user_by_id) });
+        resolve_wrappers(&mut execs);
+        assert_eq!(execs.last().unwrap().site.as_ref().unwrap(), &user_by_id);
+    }
+
 }

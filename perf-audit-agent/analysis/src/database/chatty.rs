@@ -341,7 +341,7 @@ mod tests {
     use super::*;
 
     fn cs(function: &str, line: u32) -> CallSite {
-        CallSite { function: function.into(), file: Some(format!("/svc/src/{}.rs", function.rsplit("::").nth(1).unwrap_or("main"))), line: Some(line) }
+        CallSite { function: function.into(), file: Some(format!("/svc/src/{}.rs", function.rsplit("::").nth(1).unwrap_or("main"))), line: Some(line), ..Default::default() }
     }
 
     /// A fixed-seed uniform generator in (0, 1].

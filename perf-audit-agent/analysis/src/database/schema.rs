@@ -230,6 +230,13 @@ pub struct WireSummary {
     pub writes_after_answer: u64,
     /// How N+1 patterns are recognised.
     pub n_plus_one_rule: String,
+    /// Generic helpers of the owner's code that statements pass through
+    /// (`database::analysis::resolve_wrappers`): the call sites are the
+    /// frames outside them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub wrappers: Vec<crate::database::analysis::Wrapper>,
+    /// How a wrapper is told from a call site (`database::analysis::wrapper_rule`).
+    pub wrapper_rule: String,
     /// Why some executions are not tied to the owner's code, and the fix
     /// (see `database::analysis::untied_reason`).
     pub untied_reason: Option<String>,

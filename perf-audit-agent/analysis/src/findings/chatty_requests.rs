@@ -109,10 +109,10 @@ mod tests {
     };
 
     fn chatty(round_trip_ms: f64, writes: bool) -> DatabaseSection {
-        let site = |f: &str, l| CallSite { function: f.into(), file: Some("/svc/src/db.rs".into()), line: Some(l) };
+        let site = |f: &str, l| CallSite { function: f.into(), file: Some("/svc/src/db.rs".into()), line: Some(l), ..Default::default() };
         DatabaseSection {
             chatty_requests: vec![ChattyRequest {
-                function: CallSite { function: "svc::handlers::profile".into(), file: Some("/svc/src/handlers.rs".into()), line: Some(40) },
+                function: CallSite { function: "svc::handlers::profile".into(), file: Some("/svc/src/handlers.rs".into()), line: Some(40), ..Default::default() },
                 requests: 90,
                 executions_in_requests: 540,
                 executions: 540,

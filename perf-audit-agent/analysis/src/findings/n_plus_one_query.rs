@@ -47,8 +47,8 @@ impl Rule for NPlusOneQuery {
                     file: n.call_site.file.clone(),
                     line: n.call_site.line,
                     evidence: format!(
-                        "`{}` executed in {} bursts of a median {} (max {}) executions within {:.1} ms from this line, one round trip ({:.2} ms) apart; {} of its {} traced executions were in bursts (detected on the wire: {})",
-                        n.query, n.bursts, n.median_burst, n.max_burst, n.median_burst_ms, n.round_trip_ms, n.executions_in_bursts, n.executions, db.wire.n_plus_one_rule
+                        "`{}` executed in {} bursts of a median {} (max {}) executions within {:.1} ms from this line, one round trip ({:.2} ms) apart; {} of its {} traced executions were in bursts (detected on the wire: {}){}",
+                        n.query, n.bursts, n.median_burst, n.max_burst, n.median_burst_ms, n.round_trip_ms, n.executions_in_bursts, n.executions, db.wire.n_plus_one_rule, through(n, db)
                     ),
                     recommendation: if unknown {
                         "fetch every row in one query instead of one per item at this line (`= ANY($1)` with all the ids bound as one array, or a JOIN); the statement was prepared before the audit began, so its text was not on the traced wire (an audit that starts with the service shows it)".into()
@@ -114,6 +114,25 @@ pub fn batched_query(query: &str) -> String {
     format!("{query} -- rewritten to take an array: = ANY($1)")
 }
 
+/// The wrappers an N+1's statements passed through, named as its path
+/// (`database::analysis::resolve_wrappers`), with the evidence that made
+/// each one a wrapper.
+fn through(n: &crate::database::analysis::NPlusOne, db: &crate::database::schema::DatabaseSection) -> String {
+    if n.call_site.via.is_empty() {
+        return String::new();
+    }
+    let path: Vec<String> = n
+        .call_site
+        .via
+        .iter()
+        .map(|f| match db.wire.wrappers.iter().find(|w| &w.function == f) {
+            Some(w) => format!("`{f}` (a wrapper: {} distinct statements from {} calling functions)", w.statements, w.callers),
+            None => format!("`{f}`"),
+        })
+        .collect();
+    format!(". Issued through {}; this function is the one that calls it once per item", path.join(", called from "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,7 +144,7 @@ mod tests {
         let section = DatabaseSection {
             n_plus_one: vec![NPlusOne {
                 query: "SELECT a FROM users WHERE id = $1".into(),
-                call_site: CallSite { function: "svc::db::authors".into(), file: Some("/svc/src/db.rs".into()), line: Some(42) },
+                call_site: CallSite { function: "svc::db::authors".into(), file: Some("/svc/src/db.rs".into()), line: Some(42), ..Default::default() },
                 bursts: 12,
                 executions_in_bursts: 360,
                 executions: 360,
@@ -147,6 +166,14 @@ mod tests {
         far.n_plus_one[0].round_trip_ms = 3.1;
         far.n_plus_one[0].saved_ms_per_burst = 89.9;
         let f_far = NPlusOneQuery.check(&Evidence { database: Some(&far), ..ev });
+        assert!(!f[0].evidence.contains("Issued through"), "no wrapper, no path: {}", f[0].evidence);
+        // Through a wrapper: the wrapper is named as the path, with why.
+        let mut wrapped = section.clone();
+        wrapped.n_plus_one[0].call_site.via = vec!["svc::db::run_query".into()];
+        wrapped.wire.wrappers = vec![crate::database::analysis::Wrapper { function: "svc::db::run_query".into(), statements: 5, callers: 4, executions: 900 }];
+        let f_wrapped = NPlusOneQuery.check(&Evidence { cpu: None, async_runtime: None, database: Some(&wrapped), memory: None });
+        assert_eq!(f_wrapped[0].function, "svc::db::authors");
+        assert!(f_wrapped[0].evidence.contains("Issued through `svc::db::run_query` (a wrapper: 5 distinct statements from 4 calling functions)"), "{}", f_wrapped[0].evidence);
         assert_eq!(f_far[0].severity, Severity::P0);
         assert_eq!(severity(0.3), Severity::P2);
         // Prepared before the audit: the loop is named at its line, without a rewrite of an unknown text.

@@ -353,7 +353,7 @@ fn a_single_wait_on_a_lock_is_not_contention() {
 /// A serial worker: per item BEGIN, SELECT, UPDATE, COMMIT, each item right
 /// after the previous one, 40 items per batch, 6 batches.
 fn per_item_transaction_executions() -> Vec<Execution> {
-    let site = |line| Some(CallSite { function: "svc::worker::process_one".into(), file: Some("/svc/src/worker.rs".into()), line: Some(line) });
+    let site = |line| Some(CallSite { function: "svc::worker::process_one".into(), file: Some("/svc/src/worker.rs".into()), line: Some(line), ..Default::default() });
     let mut out = Vec::new();
     for batch in 0..6u64 {
         let mut t = batch * 2_000_000_000;
@@ -523,7 +523,7 @@ fn next_steps_follow_from_the_findings() {
 /// requests one at a time from a closed-loop client (the gap between two
 /// requests looks like a round trip), under a latency middleware.
 fn chatty_executions() -> Vec<Execution> {
-    let cs = |f: &str, file: &str, l: u32| CallSite { function: f.into(), file: Some(file.into()), line: Some(l) };
+    let cs = |f: &str, file: &str, l: u32| CallSite { function: f.into(), file: Some(file.into()), line: Some(l), ..Default::default() };
     let mw = cs("svc::middleware::track_metrics", "/svc/src/middleware.rs", 31);
     let (mut out, mut transactions) = (Vec::new(), Vec::new());
     let mut t = 0u64;
@@ -561,6 +561,50 @@ fn six_round_trips_per_request_are_chatty_at_the_handler_and_its_one_query_twin_
     assert!(!f.iter().any(|x| x.function.contains("profile_fast") || x.function.contains("checkout") || x.function.contains("middleware")), "{f:#?}");
 }
 
+/// Issue 30: ten N+1 findings were placed at `DbConn::run` and a retry
+/// helper every query passes through. Here every statement goes through
+/// `svc::db::DbConn::run` (over `svc::db::with_retry`): one function loops
+/// over a page's tags, three handlers' lookups run once per request, and a
+/// batched twin reads its tags in one query.
+fn wrapped_executions() -> Vec<Execution> {
+    let cs = |f: &str, l: u32| CallSite { function: f.into(), file: Some("/svc/src/db.rs".into()), line: Some(l), ..Default::default() };
+    let (retry, run) = (cs("svc::db::with_retry", 12), cs("svc::db::DbConn::run", 30));
+    let through = |caller: CallSite, handler: &str| -> std::sync::Arc<[CallSite]> { vec![run.clone(), caller, cs(handler, 80)].into() };
+    let mut out = Vec::new();
+    let mut t = 0u64;
+    for request in 0..40u64 {
+        let handler = if request % 2 == 0 { "svc::handlers::page" } else { "svc::handlers::page_batched" };
+        let mut push = |sql: &str, callers: std::sync::Arc<[CallSite]>| {
+            out.push(Execution { ts_ns: t, tid: 3, fd: 9, sql: Some(sql.into()), site: Some(retry.clone()), callers, chain: request + 1 });
+            t += 200_000;
+        };
+        push("SELECT id, name FROM accounts WHERE id = $1", through(cs("svc::accounts::load", 20), handler));
+        push("SELECT id FROM orders WHERE account_id = $1", through(cs("svc::orders::load", 22), handler));
+        push("SELECT id, name FROM settings WHERE id = $1", through(cs("svc::settings::load", 24), handler));
+        if request % 2 == 0 {
+            for _ in 0..20 {
+                push("SELECT id, name FROM tags WHERE id = $1", through(cs("svc::tags::load_tags_one_by_one", 51), handler));
+            }
+        } else {
+            push("SELECT id, name FROM tags WHERE id = ANY($1)", through(cs("svc::tags::load_tags_batched", 60), handler));
+        }
+        t += 50_000_000;
+    }
+    out
+}
+
+#[test]
+fn an_n_plus_one_through_a_shared_wrapper_is_at_the_loop_not_at_the_wrapper() {
+    let mut ex = wrapped_executions();
+    analysis::resolve_wrappers(&mut ex);
+    let section = DatabaseSection { n_plus_one: analysis::detect_n_plus_one(&ex, &BurstRule::default()), ..Default::default() };
+    let f = evaluate(&Evidence { cpu: None, async_runtime: None, database: Some(&section), memory: None });
+    let n1: Vec<&Finding> = f.iter().filter(|x| x.rule == "n-plus-one-query").collect();
+    assert_eq!(n1.len(), 1, "{f:#?}");
+    assert_eq!(n1[0].function, "svc::tags::load_tags_one_by_one");
+    assert!(!f.iter().any(|x| x.function.starts_with("svc::db::")), "no finding at the wrapper: {f:#?}");
+}
+
 // ------------------------------------------------------------ summary
 
 /// A fixture: its name, the findings reported, and the (rule, function)
@@ -588,6 +632,14 @@ fn fixtures() -> Vec<Fixture> {
     let stdout_findings = evaluate(&Evidence { cpu: None, async_runtime: Some(&stdout), database: None, memory: None });
     let chatty_section = DatabaseSection { chatty_requests: crate::database::chatty::detect_chatty_requests(&chatty_executions(), &Default::default()), ..Default::default() };
     let chatty_findings = evaluate(&Evidence { cpu: None, async_runtime: None, database: Some(&chatty_section), memory: None });
+    let wrapped_section = {
+        let mut ex = wrapped_executions();
+        let wrappers = analysis::resolve_wrappers(&mut ex);
+        let mut section = DatabaseSection { n_plus_one: analysis::detect_n_plus_one(&ex, &BurstRule::default()), ..Default::default() };
+        section.wire.wrappers = wrappers;
+        section
+    };
+    let wrapped_findings = evaluate(&Evidence { cpu: None, async_runtime: None, database: Some(&wrapped_section), memory: None });
     let startup = startup_statements();
     let startup_findings = evaluate(&Evidence { cpu: None, async_runtime: None, database: Some(&startup), memory: None });
     vec![
@@ -621,6 +673,11 @@ fn fixtures() -> Vec<Fixture> {
             "six round trips per request, a one-query twin, a transaction",
             chatty_findings,
             vec![("chatty-requests", "svc::handlers::profile")],
+        ),
+        (
+            "every query through DbConn::run and a retry helper, one loop, a batched twin",
+            wrapped_findings,
+            vec![("n-plus-one-query", "svc::tags::load_tags_one_by_one")],
         ),
     ]
 }

@@ -23,7 +23,7 @@
 //! The agent reads the bytes and the symbols ([`CrateFacts::from_binary`]
 //! takes them as values); this module only decides.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::Origin;
 
@@ -51,6 +51,11 @@ const WELL_KNOWN_DEPENDENCIES: &[&str] = &[
     "clap", "clap_builder", "toml", "dashmap", "argon2", "bcrypt", "blake2", "password_hash",
 ];
 
+/// How the owner's code is decided, as the report states it (report.json
+/// `symbols[].owner_rule`; each owner crate's evidence is in
+/// `symbols[].owner_evidence`).
+pub const OWNER_RULE: &str = "the owner's code is the executable's workspace. With line tables: every frame of the executable whose source file is not under /rustc/, a Cargo registry, a git checkout, vendor/ or the toolchain (so every crate whose sources sit in the workspace or a local path dependency). Without line tables (symbols only): the crate of the Rust `main`, the crate named like the executable, and every crate whose source paths the binary embeds (panic locations: `<dir>/src/...`) outside those directories and without a `-<version>` suffix; std's crates and well-known dependencies never. A crate the binary names nowhere is not the owner's";
+
 /// What one executable says about the crates compiled into it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
@@ -59,6 +64,8 @@ pub struct CrateFacts {
     pub owner: BTreeSet<String>,
     /// Crates whose sources the binary names as dependencies.
     pub dependencies: BTreeSet<String>,
+    /// Per owner crate, what in the binary made it the owner's.
+    pub evidence: BTreeMap<String, String>,
 }
 
 impl CrateFacts {
@@ -68,11 +75,15 @@ impl CrateFacts {
         let paths = SourceDirs::scan(data);
         let mut dependencies = paths.dependencies;
         dependencies.extend(TOOLCHAIN_CRATES.iter().map(|c| c.to_string()));
-        let mut owner: BTreeSet<String> = paths.local;
+        let mut evidence: BTreeMap<String, String> = paths
+            .local
+            .into_iter()
+            .map(|(krate, path)| (krate, format!("a workspace source path embedded in the binary (`{path}`: no version, outside registry, git and toolchain directories)")))
+            .collect();
         // Cargo names a binary crate after its target: `my-svc` is `my_svc`.
         let exe_crate = crate_ident(exe_name);
         if !exe_crate.is_empty() {
-            owner.insert(exe_crate);
+            evidence.entry(exe_crate).or_insert_with(|| format!("the executable's own crate (its file name, `{exe_name}`)"));
         }
         // The crate of the Rust `main` (`svc::main`: a crate root function).
         let mut symbol_crates: BTreeSet<String> = BTreeSet::new();
@@ -80,19 +91,19 @@ impl CrateFacts {
             if let Some(krate) = f.strip_suffix("::main")
                 && is_ident(krate)
             {
-                owner.insert(krate.to_string());
+                evidence.insert(krate.to_string(), format!("the crate of the Rust `main` (`{f}`)"));
             }
             if let Some(krate) = crate_of(f) {
                 symbol_crates.insert(krate.to_string());
             }
         }
-        owner.retain(|c| !dependencies.contains(c) && !WELL_KNOWN_DEPENDENCIES.contains(&c.as_str()));
+        evidence.retain(|c, _| !dependencies.contains(c) && !WELL_KNOWN_DEPENDENCIES.contains(&c.as_str()));
         // Directory and file names that are no crate of this binary's
         // functions (a renamed executable, a `docs/src/` path) name nothing.
         if !symbol_crates.is_empty() {
-            owner.retain(|c| symbol_crates.contains(c));
+            evidence.retain(|c, _| symbol_crates.contains(c));
         }
-        CrateFacts { owner, dependencies }
+        CrateFacts { owner: evidence.keys().cloned().collect(), dependencies, evidence }
     }
 
     /// Origin of a function of the executable that has no source file:
@@ -167,8 +178,9 @@ struct SourceDirs {
     /// `<crate>-<version>` directories and anything under a registry, git
     /// checkout, vendor or toolchain path.
     dependencies: BTreeSet<String>,
-    /// `<package>/src/...` without a version, outside those paths.
-    local: BTreeSet<String>,
+    /// `<package>/src/...` without a version, outside those paths: each
+    /// crate with the first such path seen.
+    local: BTreeMap<String, String>,
 }
 
 impl SourceDirs {
@@ -227,10 +239,11 @@ impl SourceDirs {
             if versioned || dependency_path {
                 dirs.dependencies.insert(krate);
             } else {
-                dirs.local.insert(krate);
+                let path = String::from_utf8_lossy(&run[..]).into_owned() + "/src/" + &String::from_utf8_lossy(after) + ".rs";
+                dirs.local.entry(krate).or_insert(path);
             }
         }
-        dirs.local.retain(|c| !dirs.dependencies.contains(c));
+        dirs.local.retain(|c, _| !dirs.dependencies.contains(c));
         dirs
     }
 }
@@ -384,4 +397,31 @@ mod tests {
         assert_eq!(split_version("foo-bar-0.1.0-alpha.2"), Some("foo-bar"));
         assert_eq!(split_version("cpu-burner"), None);
     }
+
+    /// A service split into workspace crates (`svc`, `svc_auth`, `svc_sql`
+    /// under `crates/`): every crate whose sources sit in the workspace is
+    /// the owner's, each with the path that says so; a registry crate with
+    /// the service's prefix is not.
+    #[test]
+    fn the_owner_is_the_whole_workspace_with_the_evidence_for_each_crate() {
+        let mut d = Vec::new();
+        for s in [
+            "src/main.rs",
+            "crates/svc-auth/src/hash.rs",
+            "crates/svc-sql/src/lib.rs/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/svc-metrics-0.3.1/src/lib.rs",
+            "\0/rustc/59807616e1fa2540724bfbac14d7976d7e4a3860/library/core/src/fmt/mod.rs",
+        ] {
+            d.extend_from_slice(s.as_bytes());
+        }
+        let f = CrateFacts::from_binary("svc", &d, ["svc::main", "svc_auth::hash::stretch", "svc_sql::run", "svc_metrics::record", "svc_twin::spin"]);
+        assert_eq!(f.owner, ["svc", "svc_auth", "svc_sql"].into_iter().map(String::from).collect());
+        assert!(f.evidence["svc_auth"].contains("`crates/svc-auth/src/hash.rs`"), "{:?}", f.evidence);
+        assert!(f.evidence["svc_sql"].contains("`crates/svc-sql/src/lib.rs`"), "{:?}", f.evidence);
+        assert!(f.evidence["svc"].contains("`svc::main`"), "{:?}", f.evidence);
+        assert_eq!(f.origin_of_function("svc_auth::hash::stretch"), Origin::Owner);
+        assert_eq!(f.origin_of_function("svc_metrics::record"), Origin::Dependency, "a registry crate with the service's prefix");
+        assert_eq!(f.origin_of_function("svc_twin::spin"), Origin::Dependency, "named nowhere in the binary");
+        assert!(OWNER_RULE.contains("workspace"));
+    }
+
 }

@@ -121,9 +121,10 @@ pub(super) fn render(md: &mut String, db: &DatabaseSection) {
     for n in &db.n_plus_one {
         let _ = writeln!(
             md,
-            "- **N+1** File: {} - `{}` runs `{}` in a loop: {} bursts of ~{} queries within {:.1} ms, one round trip ({:.2} ms) apart ({:.1} ms per burst that one batched query saves)",
+            "- **N+1** File: {} - `{}`{} runs `{}` in a loop: {} bursts of ~{} queries within {:.1} ms, one round trip ({:.2} ms) apart ({:.1} ms per burst that one batched query saves)",
             location(&n.call_site.file, n.call_site.line),
             n.call_site.function,
+            if n.call_site.via.is_empty() { String::new() } else { format!(" (through {})", n.call_site.via.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(" <- ")) },
             truncate(&n.query, 100),
             n.bursts,
             n.median_burst,
@@ -134,6 +135,10 @@ pub(super) fn render(md: &mut String, db: &DatabaseSection) {
     }
     if w.traced {
         let _ = writeln!(md, "\n*Detected as*: {}.", w.n_plus_one_rule);
+        if !w.wrappers.is_empty() {
+            let names: Vec<String> = w.wrappers.iter().map(|x| format!("`{}` ({} statements from {} callers)", x.function, x.statements, x.callers)).collect();
+            let _ = writeln!(md, "\n*Wrappers, not call sites*: {}; {}.", names.join(", "), w.wrapper_rule);
+        }
     }
 
     let _ = writeln!(md, "\n**Index Recommendations**:\n");
@@ -355,7 +360,7 @@ mod tests {
         let db = DatabaseSection {
             n_plus_one: vec![NPlusOne {
                 query: "SELECT name FROM owners WHERE id = $1".into(),
-                call_site: CallSite { function: "svc::db::owner".into(), file: Some("/svc/src/db.rs".into()), line: Some(118) },
+                call_site: CallSite { function: "svc::db::owner".into(), file: Some("/svc/src/db.rs".into()), line: Some(118), ..Default::default() },
                 bursts: 40,
                 median_burst: 25,
                 median_burst_ms: 9.12,

@@ -18,10 +18,18 @@ pub struct ObjectSymbols {
     pub line_info: bool,
     /// The separate debug file used, when one was found.
     pub debug_file: Option<String>,
-    /// The executable's own crates, as the binary names them (decides
-    /// "your code" when there is no line info).
+    /// The owner's crates (the executable's workspace): those the binary
+    /// names as its own (they decide "your code" when there is no line
+    /// info), and those whose frames had workspace source files.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub owner_crates: Vec<String>,
+    /// Per owner crate, what in the binary made it the owner's.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub owner_evidence: std::collections::BTreeMap<String, String>,
+    /// How the owner's code was decided (`profile::crates::OWNER_RULE`):
+    /// on the executable only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner_rule: Option<String>,
     /// For an object without symbols: its loadable segments, so that its
     /// frames' file offsets can be looked up in a debug file later
     /// (`perf-audit-agent symbolize`), even without the binary.
