@@ -10,17 +10,19 @@ use std::{
     cell::RefCell,
     collections::{BTreeMap, HashMap},
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use blazesym::{
     MaybeDefault,
     symbolize::{
         CodeInfo, Input, Symbolized, Symbolizer,
-        source::{Elf, Kernel, Source},
+        source::{Kernel, Source},
     },
 };
 
 use crate::{
+    elf_worker::{self, ElfError, ElfJob, Lookup},
     debuginfo::{ObjectFacts, SYSTEM_DEBUG_DIRS, crate_facts, find_debug_file, same_file},
     kernel::cpu::RawCpuStack,
     profile::{CpuProfile, Frame, Origin, StackSample, crates::CrateFacts, origin_of_path},
@@ -34,7 +36,14 @@ pub struct StackSymbolizer {
     debug_dirs: Vec<PathBuf>,
     /// What each object symbolized so far says about itself.
     objects: RefCell<BTreeMap<PathBuf, ObjectState>>,
+    /// Each object's deadline ([`elf_worker::OBJECT_DEADLINE`], cut to
+    /// [`DEADLINE_AFTER_TIMEOUT`] once one object timed out: a stuck file
+    /// system holds the next objects too).
+    deadline: std::cell::Cell<Duration>,
 }
+
+/// An object's deadline once another has timed out.
+const DEADLINE_AFTER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One object's facts, looked up once per audit.
 struct ObjectState {
@@ -49,6 +58,12 @@ struct ObjectState {
     owner_frames_with_file: u64,
     /// Any address of it was named by a symbol.
     named: bool,
+    /// What went wrong reading its debug info (the report's `problems`).
+    problems: Vec<String>,
+    /// Its line info was given up (DWARF refused, damaged, or timed out).
+    lost_lines: bool,
+    /// Its symbolization timed out once: it is not tried again.
+    timed_out: bool,
 }
 
 impl Default for StackSymbolizer {
@@ -92,14 +107,8 @@ impl StackSymbolizer {
     pub fn with_debug_dirs(debug_dirs: &[PathBuf]) -> Self {
         let debug_dirs: Vec<PathBuf> =
             debug_dirs.iter().cloned().chain(SYSTEM_DEBUG_DIRS.iter().map(PathBuf::from)).collect();
-        let inner = Symbolizer::builder()
-            .enable_code_info(true)
-            .enable_inlined_fns(true)
-            .enable_demangling(true)
-            .enable_auto_reload(false)
-            .set_debug_dirs(Some(&debug_dirs))
-            .build();
-        StackSymbolizer { inner, debug_dirs, objects: RefCell::new(BTreeMap::new()) }
+        let inner = Symbolizer::builder().enable_auto_reload(false).build();
+        StackSymbolizer { inner, debug_dirs, objects: RefCell::new(BTreeMap::new()), deadline: std::cell::Cell::new(elf_worker::OBJECT_DEADLINE) }
     }
 
     /// Every object frames were symbolized in so far: build-id, symbols,
@@ -113,7 +122,7 @@ impl StackSymbolizer {
                     || o.debug_file.as_ref().is_some_and(|(_, f)| f.line_tables);
                 // Line tables of std alone (a build with `debug = false` but
                 // no stripping) do not give the owner's code file:line.
-                let line_info = if o.owner_frames > 0 { o.owner_frames_with_file > 0 } else { own_lines };
+                let line_info = !o.lost_lines && if o.owner_frames > 0 { o.owner_frames_with_file > 0 } else { own_lines };
                 let symbols = o.named || o.facts.as_ref().is_some_and(|f| f.symtab) || o.debug_file.is_some();
                 ObjectSymbols {
                     object: path.display().to_string(),
@@ -127,6 +136,7 @@ impl StackSymbolizer {
                         (Some(f), false) => f.load_segments(),
                         _ => Vec::new(),
                     },
+                    problems: o.problems.clone(),
                 }
             })
             .collect();
@@ -141,7 +151,7 @@ impl StackSymbolizer {
             let facts = ObjectFacts::read(path);
             let debug_file = facts
                 .as_ref()
-                .filter(|f| !f.line_tables)
+                .filter(|f| !f.line_tables || f.dwarf_hazard.is_some())
                 .and_then(|f| find_debug_file(path, f, &self.debug_dirs));
             ObjectState {
                 facts,
@@ -151,6 +161,9 @@ impl StackSymbolizer {
                 owner_frames: 0,
                 owner_frames_with_file: 0,
                 named: false,
+                problems: Vec::new(),
+                lost_lines: false,
+                timed_out: false,
             }
         });
         if executable && state.crates.is_none() {
@@ -238,37 +251,91 @@ impl StackSymbolizer {
         for (path, entries) in by_file {
             let module = module_name(&path);
             let owner_object = same_file(&path, main_object);
-            let (debug_file, vaddrs, crates) = self.with_object(&path, owner_object, |o| {
-                let debug_file = o.debug_file.as_ref().map(|(p, _)| p.clone());
-                let vaddrs: Option<Vec<u64>> = match (&debug_file, &o.facts) {
+            let (job, crates, skip) = self.with_object(&path, owner_object, |o| {
+                let offsets: Vec<u64> = entries.iter().map(|(_, off)| *off).collect();
+                // A separate debug file has the object's addresses, not its
+                // file layout: look it up by virtual address.
+                let vaddrs: Option<Vec<u64>> = match (&o.debug_file, &o.facts) {
                     (Some(_), Some(facts)) => entries.iter().map(|(_, off)| facts.vaddr_of(*off)).collect(),
                     _ => None,
                 };
-                (debug_file, vaddrs, o.crates.clone())
+                let job = match (&o.debug_file, vaddrs, &o.facts) {
+                    (Some((debug, debug_facts)), Some(vaddrs), _) => Some(ElfJob {
+                        path: debug.clone(),
+                        dwarf: debug_facts.dwarf_hazard.is_none(),
+                        lookup: Lookup::VirtOffset,
+                        addrs: vaddrs,
+                        code_info: true,
+                    }),
+                    (_, _, Some(facts)) => Some(ElfJob {
+                        path: path.clone(),
+                        dwarf: facts.dwarf_hazard.is_none(),
+                        lookup: Lookup::FileOffset,
+                        addrs: offsets,
+                        code_info: true,
+                    }),
+                    // Not a readable regular ELF file: blazesym would only
+                    // fail on it (or block, on a FIFO).
+                    (_, _, None) => None,
+                };
+                // DWARF the object has but blazesym may not read: said once.
+                let refused = match (&o.debug_file, &o.facts) {
+                    (Some((debug, f)), _) => f.dwarf_hazard.as_ref().map(|h| format!("DWARF of its debug file {} not read: {h}", debug.display())),
+                    (None, Some(f)) if f.line_tables || f.dwarf_hazard.as_deref().is_some_and(|h| h.contains("compressed")) => {
+                        f.dwarf_hazard.as_ref().map(|h| format!("DWARF not read: {h}; names come from its symbol table"))
+                    }
+                    _ => None,
+                };
+                if let Some(note) = refused.filter(|n| !o.problems.contains(n)) {
+                    o.problems.push(note);
+                    o.lost_lines = true;
+                }
+                (job, o.crates.clone(), o.timed_out)
             });
-            let offsets: Vec<u64> = entries.iter().map(|(_, off)| *off).collect();
-            // A separate debug file has the object's addresses, not its file
-            // layout: look it up by virtual address.
-            let results = match (&debug_file, &vaddrs) {
-                (Some(debug), Some(vaddrs)) => self.inner.symbolize(&Source::Elf(Elf::new(debug)), Input::VirtOffset(vaddrs)),
-                _ => self.inner.symbolize(&Source::Elf(Elf::new(&path)), Input::FileOffset(&offsets)),
+            let facts = crates.filter(|_| owner_object);
+            let answer = match job {
+                Some(job) if !skip => {
+                    let (module, facts) = (module.clone(), facts.clone());
+                    elf_worker::symbolize(job, self.deadline.get(), move |sym| frames_with(sym, &module, owner_object, facts.as_ref()))
+                }
+                _ => Err(ElfError::Failed(String::new())),
             };
-            let facts = crates.as_ref().filter(|_| owner_object);
-            let results: Vec<Option<Symbolized<'_>>> = match results {
-                Ok(symbolized) => symbolized.into_iter().map(Some).collect(),
-                Err(_) => entries.iter().map(|_| None).collect(),
+            let results: Vec<Option<Vec<Frame>>> = match answer {
+                Ok(answer) => {
+                    if let Some(lost) = answer.dwarf_lost {
+                        self.with_object(&path, owner_object, |o| {
+                            if !o.problems.iter().any(|p| p.starts_with("its DWARF")) {
+                                o.problems.push(lost);
+                            }
+                            o.lost_lines = true;
+                        });
+                    }
+                    answer.items
+                }
+                Err(e) => {
+                    if let ElfError::TimedOut(_) = e {
+                        eprintln!("perf-audit: symbolizing {} timed out; its frames keep `{module}+0x..` names", path.display());
+                        self.deadline.set(DEADLINE_AFTER_TIMEOUT);
+                        self.with_object(&path, owner_object, |o| {
+                            o.problems.push(format!("symbolization timed out ({e}): its frames keep `{module}+0x..` names"));
+                            o.timed_out = true;
+                            o.lost_lines = true;
+                        });
+                    }
+                    entries.iter().map(|_| None).collect()
+                }
             };
             let mut named = false;
             let (mut owner_frames, mut with_file) = (0u64, 0u64);
-            for ((key, offset), sym) in entries.iter().zip(results) {
-                let frames = match sym {
-                    Some(sym @ Symbolized::Sym(_)) => {
+            for ((key, offset), frames) in entries.iter().zip(results) {
+                let frames = match frames {
+                    Some(frames) => {
                         named = true;
-                        frames_with(sym, &module, owner_object, facts)
+                        frames
                     }
-                    _ => vec![self.offset_frame(&path, &module, *offset)],
+                    None => vec![self.offset_frame(&path, &module, *offset)],
                 };
-                if let Some(facts) = facts {
+                if let Some(facts) = &facts {
                     for f in frames.iter().filter(|f| f.origin != Origin::Native && facts.origin_of_function(&f.function) == Origin::Owner) {
                         owner_frames += 1;
                         with_file += u64::from(f.file.is_some());

@@ -966,6 +966,7 @@ pub fn ledger_svc() -> AuditEvidence {
                 debug_file: None,
                 owner_crates: vec!["ledger_svc".into()],
                 load_segments: vec![],
+                problems: vec![],
             },
             ObjectSymbols {
                 object: "/usr/lib/x86_64-linux-gnu/libc.so.6".into(),
@@ -976,6 +977,7 @@ pub fn ledger_svc() -> AuditEvidence {
                 debug_file: None,
                 owner_crates: vec![],
                 load_segments: vec![],
+                problems: vec![],
             },
         ],
         unwind_tables: vec![

@@ -27,6 +27,11 @@ pub struct ObjectSymbols {
     /// (`perf-audit-agent symbolize`), even without the binary.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub load_segments: Vec<LoadSegment>,
+    /// What went wrong reading its debug info: DWARF refused (a compressed
+    /// section over the ceiling), damaged (names taken from the symbol
+    /// table instead), symbolization timed out. `line_info` is then false.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }
 
 /// A loadable segment: `size` bytes at file `offset`, mapped at `vaddr`.
@@ -56,6 +61,9 @@ impl ObjectSymbols {
     /// The report header's note about this object, when it lacks line info
     /// (only the executable's matter: shared libraries are not your code).
     pub fn header_note(&self) -> Option<String> {
+        if !self.problems.is_empty() {
+            return Some(format!("**Debug info of `{}` not used**: {}. Frames of it have no file:line.", self.name(), self.problems.join("; ")));
+        }
         if !self.executable || self.line_info {
             return None;
         }
