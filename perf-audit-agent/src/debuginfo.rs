@@ -184,6 +184,32 @@ fn hex(bytes: &[u8]) -> String {
 /// candidate with another build-id than the binary's is not its debug file.
 /// `debug_dirs` are the user's `--debug-dir`s then [`SYSTEM_DEBUG_DIRS`].
 pub fn find_debug_file(object: &Path, facts: &ObjectFacts, debug_dirs: &[PathBuf]) -> Option<(PathBuf, ObjectFacts)> {
+    let candidates = debug_file_candidates(object, facts, debug_dirs);
+    let usable = |path: &Path| -> Option<ObjectFacts> {
+        // Only regular files (a FIFO named by the debug link is refused
+        // without blocking: `ObjectFacts::read` opens with O_NONBLOCK).
+        if same_file(path, object) {
+            return None;
+        }
+        let debug = ObjectFacts::read(path)?;
+        (build_ids_match(facts, &debug) == BuildIdMatch::Same || facts.build_id.is_none())
+            .then_some(())
+            .filter(|_| debug.line_tables || debug.symtab)
+            .map(|_| debug)
+    };
+    for path in candidates {
+        if let Some(debug) = usable(&path) {
+            return Some((path, debug));
+        }
+    }
+    let id = facts.build_id.as_deref()?;
+    let path = debuginfod::fetch(&hex(id))?;
+    usable(&path).map(|debug| (path, debug))
+}
+
+/// Where the debug file of `object` may be, in the order
+/// [`find_debug_file`] tries them (debuginfod aside).
+pub fn debug_file_candidates(object: &Path, facts: &ObjectFacts, debug_dirs: &[PathBuf]) -> Vec<PathBuf> {
     let mut candidates: Vec<PathBuf> = Vec::new();
     if let Some(id) = facts.build_id.as_deref().filter(|id| id.len() >= 2) {
         for dir in debug_dirs {
@@ -205,26 +231,7 @@ pub fn find_debug_file(object: &Path, facts: &ObjectFacts, debug_dirs: &[PathBuf
             candidates.push(dir.join(name));
         }
     }
-    let usable = |path: &Path| -> Option<ObjectFacts> {
-        // Only regular files (a FIFO named by the debug link is refused
-        // without blocking: `ObjectFacts::read` opens with O_NONBLOCK).
-        if same_file(path, object) {
-            return None;
-        }
-        let debug = ObjectFacts::read(path)?;
-        (build_ids_match(facts, &debug) == BuildIdMatch::Same || facts.build_id.is_none())
-            .then_some(())
-            .filter(|_| debug.line_tables || debug.symtab)
-            .map(|_| debug)
-    };
-    for path in candidates {
-        if let Some(debug) = usable(&path) {
-            return Some((path, debug));
-        }
-    }
-    let id = facts.build_id.as_deref()?;
-    let path = debuginfod::fetch(&hex(id))?;
-    usable(&path).map(|debug| (path, debug))
+    candidates
 }
 
 /// A debuginfod client for `DEBUGINFOD_URLS` (plain `http://` servers: the
