@@ -218,7 +218,14 @@ pub fn debug_file_candidates(object: &Path, facts: &ObjectFacts, debug_dirs: &[P
     }
     let bin_dir = object.parent().unwrap_or(Path::new("/"));
     let canonical_dir = bin_dir.canonicalize().unwrap_or_else(|_| bin_dir.to_path_buf());
-    let mut names: Vec<String> = facts.debuglink.iter().cloned().collect();
+    // The debug link is the target's text: a plain file name only (no
+    // `../`, no absolute path, no NUL), as gdb reads it.
+    let mut names: Vec<String> = facts
+        .debuglink
+        .iter()
+        .filter(|n| !n.is_empty() && !n.contains('/') && !n.contains('\0') && *n != "." && *n != "..")
+        .cloned()
+        .collect();
     if let Some(name) = object.file_name() {
         // Without a debug link, `--debug-dir` may still hold `NAME.debug`.
         names.push(format!("{}.debug", name.to_string_lossy()));

@@ -16,6 +16,7 @@ pub mod debuginfo;
 pub mod diff;
 pub mod elf_worker;
 pub mod engine;
+pub mod fuzzing;
 pub mod kernel;
 pub mod load;
 pub mod memory;
