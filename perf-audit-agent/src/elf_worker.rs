@@ -28,7 +28,7 @@ pub enum Lookup {
     VirtOffset,
 }
 
-/// One object's lookup.
+/// One object's lookup (with inlined functions and file:line).
 #[derive(Debug, Clone)]
 pub struct ElfJob {
     pub path: PathBuf,
@@ -36,8 +36,6 @@ pub struct ElfJob {
     pub dwarf: bool,
     pub lookup: Lookup,
     pub addrs: Vec<u64>,
-    /// Inlined functions and file:line.
-    pub code_info: bool,
 }
 
 /// Per address: its converted symbol, or `None` when nothing names it.
@@ -69,10 +67,10 @@ impl std::fmt::Display for ElfError {
 /// seconds on a loaded machine; more than this is a stuck read.
 pub const OBJECT_DEADLINE: Duration = Duration::from_secs(20);
 
-fn symbolizer(code_info: bool) -> Symbolizer {
+fn symbolizer() -> Symbolizer {
     Symbolizer::builder()
-        .enable_code_info(code_info)
-        .enable_inlined_fns(code_info)
+        .enable_code_info(true)
+        .enable_inlined_fns(true)
         .enable_demangling(true)
         .enable_auto_reload(false)
         // The agent finds debug files itself (debuginfo::find_debug_file):
@@ -85,32 +83,86 @@ fn named(sym: &Symbolized<'_>) -> bool {
     matches!(sym, Symbolized::Sym(s) if !s.name.is_empty())
 }
 
-/// Runs `job` on a worker thread; `convert` turns each named address's
-/// symbol into what the caller keeps (it runs on the worker).
+type Task = Box<dyn FnOnce(&Symbolizer) + Send>;
+
+/// A worker thread owning one blazesym symbolizer (which keeps the files
+/// and DWARF it parsed for the next job), replaced by a fresh one when a
+/// job passes its deadline (the stuck thread is abandoned). Dropping it
+/// ends the thread once its current job is done.
+#[derive(Default)]
+pub struct ElfWorker {
+    tx: Option<mpsc::Sender<Task>>,
+}
+
+impl ElfWorker {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn spawn() -> Result<mpsc::Sender<Task>, ElfError> {
+        let (tx, rx) = mpsc::channel::<Task>();
+        std::thread::Builder::new()
+            .name("symbolize".into())
+            .spawn(move || {
+                let inner = symbolizer();
+                while let Ok(task) = rx.recv() {
+                    task(&inner);
+                }
+            })
+            .map_err(|e| ElfError::Failed(format!("cannot start a symbolization thread: {e}")))?;
+        Ok(tx)
+    }
+
+    /// Runs `job`; `convert` turns each named address's symbol into what
+    /// the caller keeps (it runs on the worker).
+    pub fn symbolize<T, F>(&mut self, job: ElfJob, deadline: Duration, convert: F) -> Result<ElfAnswer<T>, ElfError>
+    where
+        T: Send + 'static,
+        F: Fn(Symbolized<'_>) -> T + Send + 'static,
+    {
+        let (answer_tx, answer_rx) = mpsc::sync_channel(1);
+        let task: Task = Box::new(move |inner: &Symbolizer| {
+            let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(inner, &job, &convert)))
+                .unwrap_or_else(|_| Err(ElfError::Failed("blazesym panicked on this file".into())));
+            let _ = answer_tx.send(answer);
+        });
+        let tx = match self.tx.take() {
+            Some(tx) => tx,
+            None => Self::spawn()?,
+        };
+        if let Err(mpsc::SendError(task)) = tx.send(task) {
+            // The thread ended (it cannot, short of a bug): a new one.
+            let tx = Self::spawn()?;
+            let _ = tx.send(task);
+            self.tx = Some(tx);
+        } else {
+            self.tx = Some(tx);
+        }
+        match answer_rx.recv_timeout(deadline) {
+            Ok(answer) => answer,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                // Abandon the stuck worker: the next job gets a new one.
+                self.tx = None;
+                Err(ElfError::TimedOut(deadline))
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                self.tx = None;
+                Err(ElfError::Failed("the symbolization thread ended without an answer".into()))
+            }
+        }
+    }
+}
+
+/// [`ElfWorker::symbolize`] on a worker of its own.
 pub fn symbolize<T, F>(job: ElfJob, deadline: Duration, convert: F) -> Result<ElfAnswer<T>, ElfError>
 where
     T: Send + 'static,
     F: Fn(Symbolized<'_>) -> T + Send + 'static,
 {
-    let (tx, rx) = mpsc::sync_channel(1);
-    let name = format!("symbolize {}", crate::symbolize::module_name(&job.path));
-    let spawned = std::thread::Builder::new().name(name.chars().take(15).collect()).spawn(move || {
-        let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&job, &convert)))
-            .unwrap_or_else(|_| Err(ElfError::Failed("blazesym panicked on this file".into())));
-        let _ = tx.send(answer);
-    });
-    if let Err(e) = spawned {
-        return Err(ElfError::Failed(format!("cannot start a symbolization thread: {e}")));
-    }
-    match rx.recv_timeout(deadline) {
-        Ok(answer) => answer,
-        Err(mpsc::RecvTimeoutError::Timeout) => Err(ElfError::TimedOut(deadline)),
-        Err(mpsc::RecvTimeoutError::Disconnected) => Err(ElfError::Failed("the symbolization thread ended without an answer".into())),
-    }
+    ElfWorker::new().symbolize(job, deadline, convert)
 }
 
-fn run<T>(job: &ElfJob, convert: &dyn Fn(Symbolized<'_>) -> T) -> Result<ElfAnswer<T>, ElfError> {
-    let inner = symbolizer(job.code_info);
+fn run<T>(inner: &Symbolizer, job: &ElfJob, convert: &dyn Fn(Symbolized<'_>) -> T) -> Result<ElfAnswer<T>, ElfError> {
     let lookup = |dwarf: bool, addrs: &[u64]| -> Result<Vec<Symbolized<'_>>, String> {
         let mut elf = Elf::new(&job.path);
         elf.debug_syms = dwarf;
@@ -171,7 +223,7 @@ mod tests {
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         // SAFETY: a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        let job = ElfJob { path: fifo.clone(), dwarf: false, lookup: Lookup::FileOffset, addrs: vec![0x1000], code_info: false };
+        let job = ElfJob { path: fifo.clone(), dwarf: false, lookup: Lookup::FileOffset, addrs: vec![0x1000] };
         let start = std::time::Instant::now();
         let answer = symbolize(job, Duration::from_millis(300), |s| format!("{s:?}"));
         assert_eq!(answer.unwrap_err(), ElfError::TimedOut(Duration::from_millis(300)));
@@ -197,7 +249,7 @@ mod tests {
         let facts = crate::debuginfo::ObjectFacts::read(&exe).unwrap();
         let offset = crate::debuginfo::function_file_offset(&exe, "perf_audit_agent::debuginfo::crate_facts").unwrap();
         let _ = facts;
-        let job = ElfJob { path: exe, dwarf: true, lookup: Lookup::FileOffset, addrs: vec![offset, u64::MAX - 1], code_info: true };
+        let job = ElfJob { path: exe, dwarf: true, lookup: Lookup::FileOffset, addrs: vec![offset, u64::MAX - 1] };
         let answer = symbolize(job, OBJECT_DEADLINE, |s| match s {
             Symbolized::Sym(s) => s.name.to_string(),
             Symbolized::Unknown(_) => String::new(),

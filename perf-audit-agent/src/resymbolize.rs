@@ -79,7 +79,7 @@ pub fn run(args: &SymbolizeArgs) -> Result<SymbolizeOutput> {
         wanted.dedup();
         let crates = object.executable.then(|| crate_facts(Path::new(&object.object), Some(&debug)));
         let vaddrs: Vec<u64> = wanted.iter().map(|(_, v)| *v).collect();
-        let job = ElfJob { path: debug.clone(), dwarf: debug_facts.dwarf_hazard.is_none(), lookup: Lookup::VirtOffset, addrs: vaddrs, code_info: true };
+        let job = ElfJob { path: debug.clone(), dwarf: debug_facts.dwarf_hazard.is_none(), lookup: Lookup::VirtOffset, addrs: vaddrs };
         let answer = elf_worker::symbolize(job, elf_worker::OBJECT_DEADLINE, |sym| match sym {
             Symbolized::Sym(sym) => (strip_hash(&sym.name).to_string(), sym.code_info.as_ref().map(|ci| ci.to_path().to_string_lossy().into_owned())),
             Symbolized::Unknown(_) => (String::new(), None),

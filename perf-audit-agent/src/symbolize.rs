@@ -40,6 +40,9 @@ pub struct StackSymbolizer {
     /// [`DEADLINE_AFTER_TIMEOUT`] once one object timed out: a stuck file
     /// system holds the next objects too).
     deadline: std::cell::Cell<Duration>,
+    /// The worker every object is symbolized on (its symbolizer keeps what
+    /// it parsed for the audit's next profile).
+    worker: RefCell<elf_worker::ElfWorker>,
 }
 
 /// An object's deadline once another has timed out.
@@ -108,7 +111,9 @@ impl StackSymbolizer {
         let debug_dirs: Vec<PathBuf> =
             debug_dirs.iter().cloned().chain(SYSTEM_DEBUG_DIRS.iter().map(PathBuf::from)).collect();
         let inner = Symbolizer::builder().enable_auto_reload(false).build();
-        StackSymbolizer { inner, debug_dirs, objects: RefCell::new(BTreeMap::new()), deadline: std::cell::Cell::new(elf_worker::OBJECT_DEADLINE) }
+        StackSymbolizer { inner, debug_dirs, objects: RefCell::new(BTreeMap::new()), deadline: std::cell::Cell::new(elf_worker::OBJECT_DEADLINE),
+            worker: RefCell::new(elf_worker::ElfWorker::new()),
+        }
     }
 
     /// Every object frames were symbolized in so far: build-id, symbols,
@@ -264,15 +269,13 @@ impl StackSymbolizer {
                         path: debug.clone(),
                         dwarf: debug_facts.dwarf_hazard.is_none(),
                         lookup: Lookup::VirtOffset,
-                        addrs: vaddrs,
-                        code_info: true,
+                        addrs: vaddrs
                     }),
                     (_, _, Some(facts)) => Some(ElfJob {
                         path: path.clone(),
                         dwarf: facts.dwarf_hazard.is_none(),
                         lookup: Lookup::FileOffset,
-                        addrs: offsets,
-                        code_info: true,
+                        addrs: offsets
                     }),
                     // Not a readable regular ELF file: blazesym would only
                     // fail on it (or block, on a FIFO).
@@ -296,7 +299,7 @@ impl StackSymbolizer {
             let answer = match job {
                 Some(job) if !skip => {
                     let (module, facts) = (module.clone(), facts.clone());
-                    elf_worker::symbolize(job, self.deadline.get(), move |sym| frames_with(sym, &module, owner_object, facts.as_ref()))
+                    self.worker.borrow_mut().symbolize(job, self.deadline.get(), move |sym| frames_with(sym, &module, owner_object, facts.as_ref()))
                 }
                 _ => Err(ElfError::Failed(String::new())),
             };

@@ -448,14 +448,17 @@ impl WindowSymbolizer {
         let readable = crate::safe_file::open_regular(path).is_ok();
         let large = id.len >= LARGE_OBJECT_BYTES;
         let batches = if large { offsets.chunks(LARGE_OBJECT_BATCH) } else { offsets.chunks(offsets.len().max(1)) };
+        // One worker for the file's batches (its symbolizer keeps the file
+        // parsed between them); dropped with it at the end.
+        let mut worker = elf_worker::ElfWorker::new();
         for (i, batch) in batches.enumerate() {
             if large && i > 0 {
                 release_whole_file_pages();
             }
-            let job = ElfJob { path: path.clone(), dwarf, lookup: Lookup::FileOffset, addrs: batch.to_vec(), code_info: true };
+            let job = ElfJob { path: path.clone(), dwarf, lookup: Lookup::FileOffset, addrs: batch.to_vec() };
             let answer = if readable && !self.timed_out.contains(path) {
                 let module = module.clone();
-                elf_worker::symbolize(job, elf_worker::OBJECT_DEADLINE, move |sym| frames_of(sym, &module, owner_object))
+                worker.symbolize(job, elf_worker::OBJECT_DEADLINE, move |sym| frames_of(sym, &module, owner_object))
             } else {
                 Err(ElfError::Failed(String::new()))
             };
