@@ -119,7 +119,9 @@ fn row5_debuglink_naming_a_fifo_neither_blocks_the_audit_nor_sigterm() {
 
     // SIGTERM mid-audit: a partial report, promptly.
     let out = tmp.path().join("interrupted");
-    let mut agent = spawn_agent(&["cpu", "--duration", "60s", "--", bin.to_str().unwrap(), "--seconds", "90"], &out);
+    let target = Running::spawn(&bin, &["--seconds", "90"]);
+    let pid = target.pid().to_string();
+    let mut agent = spawn_agent(&["--pid", &pid, "cpu", "--duration", "60s"], &out);
     wait_attached(agent.id());
     let signalled = Instant::now();
     // SAFETY: signalling our own child.
@@ -137,6 +139,7 @@ fn row5_debuglink_naming_a_fifo_neither_blocks_the_audit_nor_sigterm() {
     assert_eq!(status.code(), Some(0), "partial report, exit 0");
     let report: Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     assert_eq!(report["end_reason"], "interrupted", "{}", report["end_reason"]);
+    drop(target);
 }
 
 #[test]
