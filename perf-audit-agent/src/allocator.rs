@@ -265,7 +265,7 @@ pub fn discover_allocator(exe: &Path, mapped: &[PathBuf]) -> Result<AllocatorPla
             exe.display()
         )));
     };
-    let data = std::fs::read(&object).map_err(|e| Error::internal(format!("{}: {e}", object.display())))?;
+    let data = crate::safe_file::map_regular(&object).ok_or_else(|| Error::internal(format!("{}: not a readable regular file", object.display())))?;
     let mut probes = Vec::new();
     for (symbol, shape) in family.entry_points() {
         let Some(&entry_offset) = syms.get(*symbol) else { continue };
@@ -448,7 +448,7 @@ struct ElfImage {
 impl ElfImage {
     fn read(path: &Path) -> Result<ElfImage> {
         let bad = |e: String| Error::internal(format!("{}: {e}", path.display()));
-        let file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+        let file = crate::safe_file::open_regular(path).map_err(|e| bad(e.to_string()))?;
         // SAFETY: read-only mapping of a file the target has mapped.
         let data = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| bad(e.to_string()))?;
         let (by_address, sizes, got, text) = {
@@ -566,7 +566,7 @@ fn is_libc(path: &Path) -> bool {
 /// Defined function symbols of an ELF file (dynamic and static tables),
 /// by name, as file offsets.
 fn defined_functions(path: &Path) -> Option<HashMap<String, u64>> {
-    let file = std::fs::File::open(path).ok()?;
+    let file = crate::safe_file::open_regular(path).ok()?;
     // SAFETY: read-only mapping of a file the target has mapped.
     let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
     let elf = object::File::parse(&map[..]).ok()?;

@@ -97,6 +97,18 @@ pub struct SymbolizeArgs {
     #[arg(long = "debug-dir", value_name = "DIR")]
     pub debug_dirs: Vec<PathBuf>,
 
+    /// The debug file of the audited executable (e.g. from `objcopy
+    /// --only-keep-debug`). Refused (exit 10) unless its build-id is the
+    /// executable's.
+    #[arg(long = "debug-file", value_name = "FILE")]
+    pub debug_file: Option<PathBuf>,
+
+    /// Use a debug file whose build-id differs from the audited object's,
+    /// or that has none (`--debug-file`, or one found by name in a
+    /// `--debug-dir`): its names may be wrong; a warning says so.
+    #[arg(long = "force-debug-file")]
+    pub force_debug_file: bool,
+
     /// Output directory (default: `<AUDIT>-symbolized` beside it).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,

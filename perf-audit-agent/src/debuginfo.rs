@@ -9,10 +9,9 @@
 //! itself ([`CrateFacts`]) is pure and lives in the analysis crate; this
 //! module only reads the bytes.
 
-use std::{
-    fs::File,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
+
+use crate::safe_file::map_regular;
 
 use object::{Object as _, ObjectSection as _, ObjectSegment as _, ObjectSymbol as _};
 
@@ -40,6 +39,9 @@ pub struct ObjectFacts {
     pub line_tables: bool,
     /// `.gnu_debuglink`: the debug file's name.
     pub debuglink: Option<String>,
+    /// Why blazesym must not read this file's DWARF itself
+    /// ([`crate::safe_file::dwarf_hazard`]).
+    pub dwarf_hazard: Option<String>,
     segments: Vec<Segment>,
     /// Function start addresses from `.eh_frame_hdr` (sorted): what a
     /// stripped binary still says about where its functions begin.
@@ -47,12 +49,19 @@ pub struct ObjectFacts {
 }
 
 impl ObjectFacts {
+    /// The facts of `path` (only a regular file: see [`crate::safe_file`]).
     pub fn read(path: &Path) -> Option<ObjectFacts> {
-        let file = File::open(path).ok()?;
-        // SAFETY: read-only mapping of a file we only read; a concurrent
-        // truncation could fault, as for every profiler reading binaries.
-        let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
-        let elf = object::File::parse(&map[..]).ok()?;
+        let map = map_regular(path)?;
+        Self::parse(&map[..]).map(|mut facts| {
+            facts.dwarf_hazard = crate::safe_file::dwarf_hazard(path);
+            facts
+        })
+    }
+
+    /// The facts of an ELF image in memory (no debug-file lookups: the
+    /// `.dwp` check of [`crate::safe_file::dwarf_hazard`] needs a path).
+    pub fn parse(data: &[u8]) -> Option<ObjectFacts> {
+        let elf = object::File::parse(data).ok()?;
         let symtab = elf.symbol_table().is_some_and(|t| {
             use object::ObjectSymbolTable as _;
             t.symbols().any(|s| s.kind() == object::SymbolKind::Text && !s.is_undefined())
@@ -78,6 +87,8 @@ impl ObjectFacts {
             symtab,
             line_tables,
             debuglink,
+            dwarf_hazard: crate::safe_file::oversized_compressed_section(&elf, data.len() as u64)
+                .map(|(name, size)| format!("its compressed section `{name}` claims {size} bytes uncompressed")),
             segments,
             function_starts,
         })
@@ -123,9 +134,7 @@ impl ObjectFacts {
 /// hash) in `path`'s symbol table: what the frames of a stripped copy of
 /// the same build are named by (`svc+0x1b5b0`).
 pub fn function_file_offset(path: &Path, function: &str) -> Option<u64> {
-    let file = File::open(path).ok()?;
-    // SAFETY: read-only mapping, as in `ObjectFacts::read`.
-    let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+    let map = map_regular(path)?;
     let elf = object::File::parse(&map[..]).ok()?;
     let sym = elf.symbols().find(|s| {
         s.kind() == object::SymbolKind::Text && s.name().is_ok_and(|n| format!("{:#}", rustc_demangle::demangle(n)) == function)
@@ -175,6 +184,32 @@ fn hex(bytes: &[u8]) -> String {
 /// candidate with another build-id than the binary's is not its debug file.
 /// `debug_dirs` are the user's `--debug-dir`s then [`SYSTEM_DEBUG_DIRS`].
 pub fn find_debug_file(object: &Path, facts: &ObjectFacts, debug_dirs: &[PathBuf]) -> Option<(PathBuf, ObjectFacts)> {
+    let candidates = debug_file_candidates(object, facts, debug_dirs);
+    let usable = |path: &Path| -> Option<ObjectFacts> {
+        // Only regular files (a FIFO named by the debug link is refused
+        // without blocking: `ObjectFacts::read` opens with O_NONBLOCK).
+        if same_file(path, object) {
+            return None;
+        }
+        let debug = ObjectFacts::read(path)?;
+        (build_ids_match(facts, &debug) == BuildIdMatch::Same || facts.build_id.is_none())
+            .then_some(())
+            .filter(|_| debug.line_tables || debug.symtab)
+            .map(|_| debug)
+    };
+    for path in candidates {
+        if let Some(debug) = usable(&path) {
+            return Some((path, debug));
+        }
+    }
+    let id = facts.build_id.as_deref()?;
+    let path = debuginfod::fetch(&hex(id))?;
+    usable(&path).map(|debug| (path, debug))
+}
+
+/// Where the debug file of `object` may be, in the order
+/// [`find_debug_file`] tries them (debuginfod aside).
+pub fn debug_file_candidates(object: &Path, facts: &ObjectFacts, debug_dirs: &[PathBuf]) -> Vec<PathBuf> {
     let mut candidates: Vec<PathBuf> = Vec::new();
     if let Some(id) = facts.build_id.as_deref().filter(|id| id.len() >= 2) {
         for dir in debug_dirs {
@@ -183,7 +218,14 @@ pub fn find_debug_file(object: &Path, facts: &ObjectFacts, debug_dirs: &[PathBuf
     }
     let bin_dir = object.parent().unwrap_or(Path::new("/"));
     let canonical_dir = bin_dir.canonicalize().unwrap_or_else(|_| bin_dir.to_path_buf());
-    let mut names: Vec<String> = facts.debuglink.iter().cloned().collect();
+    // The debug link is the target's text: a plain file name only (no
+    // `../`, no absolute path, no NUL), as gdb reads it.
+    let mut names: Vec<String> = facts
+        .debuglink
+        .iter()
+        .filter(|n| !n.is_empty() && !n.contains('/') && !n.contains('\0') && *n != "." && *n != "..")
+        .cloned()
+        .collect();
     if let Some(name) = object.file_name() {
         // Without a debug link, `--debug-dir` may still hold `NAME.debug`.
         names.push(format!("{}.debug", name.to_string_lossy()));
@@ -196,25 +238,7 @@ pub fn find_debug_file(object: &Path, facts: &ObjectFacts, debug_dirs: &[PathBuf
             candidates.push(dir.join(name));
         }
     }
-    let usable = |path: &Path| -> Option<ObjectFacts> {
-        if !path.is_file() || same_file(path, object) {
-            return None;
-        }
-        let debug = ObjectFacts::read(path)?;
-        let matches = match (&facts.build_id, &debug.build_id) {
-            (Some(a), Some(b)) => a == b,
-            _ => true,
-        };
-        (matches && (debug.line_tables || debug.symtab)).then_some(debug)
-    };
-    for path in candidates {
-        if let Some(debug) = usable(&path) {
-            return Some((path, debug));
-        }
-    }
-    let id = facts.build_id.as_deref()?;
-    let path = debuginfod::fetch(&hex(id))?;
-    usable(&path).map(|debug| (path, debug))
+    candidates
 }
 
 /// A debuginfod client for `DEBUGINFOD_URLS` (plain `http://` servers: the
@@ -314,6 +338,25 @@ pub mod debuginfod {
     }
 }
 
+/// How a debug file's build-id compares with its object's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildIdMatch {
+    Same,
+    /// Both have one, and they differ: another build's debug file.
+    Different,
+    /// The object has one and the debug file none (or the other way round,
+    /// or neither has one): nothing says they belong together.
+    Unknown,
+}
+
+pub fn build_ids_match(object: &ObjectFacts, debug: &ObjectFacts) -> BuildIdMatch {
+    match (&object.build_id, &debug.build_id) {
+        (Some(a), Some(b)) if a == b => BuildIdMatch::Same,
+        (Some(_), Some(_)) => BuildIdMatch::Different,
+        _ => BuildIdMatch::Unknown,
+    }
+}
+
 /// Whether two paths name the same file (same path, or same device and
 /// inode: the maps may show it through /proc/PID/root).
 pub fn same_file(a: &Path, b: &Path) -> bool {
@@ -332,11 +375,7 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
 /// or, when it is stripped, from its debug file.
 pub fn crate_facts(object: &Path, debug_file: Option<&Path>) -> CrateFacts {
     let exe_name = crate::target::mapped_file_base_name(object);
-    let read = |path: &Path| -> Option<memmap2::Mmap> {
-        let file = File::open(path).ok()?;
-        // SAFETY: read-only mapping, as in `ObjectFacts::read`.
-        unsafe { memmap2::Mmap::map(&file) }.ok()
-    };
+    let read = |path: &Path| -> Option<memmap2::Mmap> { map_regular(path) };
     let Some(map) = read(object) else { return CrateFacts::from_binary(&exe_name, &[], []) };
     let Ok(elf) = object::File::parse(&map[..]) else { return CrateFacts::from_binary(&exe_name, &[], []) };
     let mut data: Vec<u8> = Vec::new();

@@ -374,7 +374,7 @@ pub fn read_source_file(path: &std::path::Path) -> Option<String> {
     if path.extension().is_none_or(|e| e != "rs") {
         return None;
     }
-    let file = crate::safe_open::open_regular(path).ok()?;
+    let file = crate::safe_file::open_regular(path).ok()?;
     if file.metadata().ok()?.len() > MAX_SOURCE_BYTES {
         return None;
     }

@@ -14,14 +14,12 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use blazesym::symbolize::{
-    Input, Symbolized, Symbolizer,
-    source::{Elf, Source},
-};
+use blazesym::symbolize::Symbolized;
 
 use crate::{
     cli::SymbolizeArgs,
-    debuginfo::{ObjectFacts, SYSTEM_DEBUG_DIRS, crate_facts, find_debug_file},
+    debuginfo::{BuildIdMatch, ObjectFacts, SYSTEM_DEBUG_DIRS, build_ids_match, crate_facts, debug_file_candidates, find_debug_file, same_file},
+    elf_worker::{self, ElfJob, Lookup},
     error::{Error, ErrorKind, Result},
     profile::{Frame, Origin, crates::CrateFacts, origin_of_path},
     report::{LoadSegment, ObjectSymbols, Report},
@@ -59,12 +57,11 @@ pub fn run(args: &SymbolizeArgs) -> Result<SymbolizeOutput> {
         .filter_map(|l| l.rsplit_once(' ').map(|(stack, _)| stack))
         .flat_map(|stack| stack.split(';'))
         .collect();
-    let symbolizer = Symbolizer::builder().enable_code_info(true).enable_demangling(true).set_debug_dirs(Some(&debug_dirs)).build();
     let mut renamed = Renamed::new();
     let mut named = Vec::new();
     let mut exe_crates: Option<CrateFacts> = None;
     for object in report.symbols.iter_mut().filter(|o| !o.line_info) {
-        let Some((debug, debug_facts)) = debug_file_of(object, &debug_dirs) else { continue };
+        let Some((debug, debug_facts)) = debug_file_of(object, &debug_dirs, args)? else { continue };
         let segments = if object.load_segments.is_empty() {
             ObjectFacts::read(Path::new(&object.object)).map(|f| f.load_segments()).unwrap_or_default()
         } else {
@@ -82,14 +79,19 @@ pub fn run(args: &SymbolizeArgs) -> Result<SymbolizeOutput> {
         wanted.dedup();
         let crates = object.executable.then(|| crate_facts(Path::new(&object.object), Some(&debug)));
         let vaddrs: Vec<u64> = wanted.iter().map(|(_, v)| *v).collect();
-        let results = symbolizer
-            .symbolize(&Source::Elf(Elf::new(&debug)), Input::VirtOffset(&vaddrs))
-            .map_err(|e| Error::internal(format!("symbolizing from {}: {e}", debug.display())))?;
+        let job = ElfJob { path: debug.clone(), dwarf: debug_facts.dwarf_hazard.is_none(), lookup: Lookup::VirtOffset, addrs: vaddrs };
+        let answer = elf_worker::symbolize(job, elf_worker::OBJECT_DEADLINE, |sym| match sym {
+            Symbolized::Sym(sym) => (
+                strip_hash(&sym.name).to_string(),
+                sym.code_info.as_ref().map(|ci| ci.to_path().to_string_lossy().into_owned()),
+                sym.code_info.as_ref().and_then(|ci| ci.line),
+            ),
+            Symbolized::Unknown(_) => (String::new(), None, None),
+        })
+        .map_err(|e| input_error(format!("symbolizing from {}: {e}", debug.display())))?;
         let mut count = 0;
-        for ((label, _), sym) in wanted.iter().zip(results) {
-            let Symbolized::Sym(sym) = sym else { continue };
-            let function = strip_hash(&sym.name).to_string();
-            let file = sym.code_info.as_ref().map(|ci| ci.to_path().to_string_lossy().into_owned());
+        for ((label, _), sym) in wanted.iter().zip(answer.items) {
+            let Some((function, file, line)) = sym else { continue };
             let origin = match (&file, &crates) {
                 (Some(path), _) => match origin_of_path(path) {
                     Origin::Owner if !object.executable => Origin::Native,
@@ -100,7 +102,6 @@ pub fn run(args: &SymbolizeArgs) -> Result<SymbolizeOutput> {
             };
             // The offset is the function's start: the samples' own lines
             // were not saved, so the location is where the function begins.
-            let line = sym.code_info.as_ref().and_then(|ci| ci.line);
             renamed.insert(label.clone(), Frame { function, file, line, origin, inlined: false });
             count += 1;
         }
@@ -148,16 +149,63 @@ pub fn run(args: &SymbolizeArgs) -> Result<SymbolizeOutput> {
     Ok(SymbolizeOutput { out_dir, named })
 }
 
-/// The debug file of a reported object: its binary's own lookup when the
-/// binary is still there with the same build-id, else by build-id alone.
-fn debug_file_of(object: &ObjectSymbols, debug_dirs: &[PathBuf]) -> Option<(PathBuf, ObjectFacts)> {
+/// The debug file of a reported object: `--debug-file` for the
+/// executable, else its binary's own lookup when the binary is still there
+/// with the same build-id, else by build-id alone. A file that is not the
+/// object's build (build-id different or missing) is refused with one line
+/// (exit 10) unless `--force-debug-file`: `--debug-file`, or a file found by
+/// name only (`--debug-dir`/NAME.debug, the debug link).
+fn debug_file_of(object: &ObjectSymbols, debug_dirs: &[PathBuf], args: &SymbolizeArgs) -> Result<Option<(PathBuf, ObjectFacts)>> {
     let path = Path::new(&object.object);
     let build_id = object.build_id.as_deref().and_then(unhex);
     let facts = match ObjectFacts::read(path) {
         Some(f) if build_id.is_none() || f.build_id == build_id => f,
         _ => ObjectFacts::with_build_id(build_id),
     };
-    find_debug_file(path, &facts, debug_dirs)
+    if let Some(file) = args.debug_file.as_ref().filter(|_| object.executable) {
+        let debug = ObjectFacts::read(file)
+            .ok_or_else(|| input_error(format!("--debug-file {}: not a readable ELF regular file", file.display())))?;
+        return checked(object, &facts, file, debug, args.force_debug_file).map(Some);
+    }
+    if let Some(found) = find_debug_file(path, &facts, debug_dirs) {
+        return Ok(Some(found));
+    }
+    for candidate in debug_file_candidates(path, &facts, debug_dirs) {
+        if same_file(&candidate, path) {
+            continue;
+        }
+        let Some(debug) = ObjectFacts::read(&candidate).filter(|d| d.line_tables || d.symtab) else { continue };
+        return checked(object, &facts, &candidate, debug, args.force_debug_file).map(Some);
+    }
+    Ok(None)
+}
+
+/// `debug` if its build-id is the object's; else the mismatch as one line
+/// (exit 10), or a warning when forced.
+fn checked(object: &ObjectSymbols, facts: &ObjectFacts, file: &Path, debug: ObjectFacts, force: bool) -> Result<(PathBuf, ObjectFacts)> {
+    let theirs = facts.build_id_hex().map(|b| format!("build-id {b}")).unwrap_or_else(|| "no build-id".into());
+    let problem = match build_ids_match(facts, &debug) {
+        BuildIdMatch::Same => return Ok((file.to_path_buf(), debug)),
+        BuildIdMatch::Different => format!(
+            "{} is not the debug file of `{}`: its build-id is {}, the audited binary's {theirs}",
+            file.display(),
+            object.name(),
+            debug.build_id_hex().unwrap_or_default()
+        ),
+        BuildIdMatch::Unknown if debug.build_id.is_none() => {
+            format!("{} has no build-id: nothing shows it is the debug file of `{}` ({theirs})", file.display(), object.name())
+        }
+        BuildIdMatch::Unknown => format!(
+            "the audited `{}` has no build-id: nothing shows {} is its debug file",
+            object.name(),
+            file.display()
+        ),
+    };
+    if force {
+        eprintln!("perf-audit: warning: {problem}; used anyway (--force-debug-file): names may be wrong");
+        return Ok((file.to_path_buf(), debug));
+    }
+    Err(Error::new(ErrorKind::DebugFileMismatch, problem))
 }
 
 fn missing(objects: &[ObjectSymbols]) -> String {

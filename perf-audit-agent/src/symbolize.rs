@@ -10,18 +10,20 @@ use std::{
     cell::RefCell,
     collections::{BTreeMap, HashMap},
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use blazesym::{
     MaybeDefault,
     symbolize::{
         CodeInfo, Input, Symbolized, Symbolizer,
-        source::{Elf, Kernel, Source},
+        source::{Kernel, Source},
     },
 };
 
 use crate::{
     naming,
+    elf_worker::{self, ElfError, ElfJob, Lookup},
     debuginfo::{ObjectFacts, SYSTEM_DEBUG_DIRS, crate_facts, find_debug_file, same_file},
     kernel::cpu::RawCpuStack,
     profile::{CpuProfile, Frame, Origin, StackSample, crates::CrateFacts, origin_of_path},
@@ -37,7 +39,17 @@ pub struct StackSymbolizer {
     objects: RefCell<BTreeMap<PathBuf, ObjectState>>,
     /// Source files read for naming (see `naming`), by path.
     sources: RefCell<HashMap<String, Option<std::rc::Rc<str>>>>,
+    /// Each object's deadline ([`elf_worker::OBJECT_DEADLINE`], cut to
+    /// [`DEADLINE_AFTER_TIMEOUT`] once one object timed out: a stuck file
+    /// system holds the next objects too).
+    deadline: std::cell::Cell<Duration>,
+    /// The worker every object is symbolized on (its symbolizer keeps what
+    /// it parsed for the audit's next profile).
+    worker: RefCell<elf_worker::ElfWorker>,
 }
+
+/// An object's deadline once another has timed out.
+const DEADLINE_AFTER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One object's facts, looked up once per audit.
 struct ObjectState {
@@ -59,6 +71,12 @@ struct ObjectState {
     /// functions' first lines: built on first need, for line-tables-only
     /// DWARF's short names (see `naming`).
     naming: Option<NamingTables>,
+    /// What went wrong reading its debug info (the report's `problems`).
+    problems: Vec<String>,
+    /// Its line info was given up (DWARF refused, damaged, or timed out).
+    lost_lines: bool,
+    /// Its symbolization timed out once: it is not tried again.
+    timed_out: bool,
 }
 
 struct NamingTables {
@@ -107,14 +125,10 @@ impl StackSymbolizer {
     pub fn with_debug_dirs(debug_dirs: &[PathBuf]) -> Self {
         let debug_dirs: Vec<PathBuf> =
             debug_dirs.iter().cloned().chain(SYSTEM_DEBUG_DIRS.iter().map(PathBuf::from)).collect();
-        let inner = Symbolizer::builder()
-            .enable_code_info(true)
-            .enable_inlined_fns(true)
-            .enable_demangling(true)
-            .enable_auto_reload(false)
-            .set_debug_dirs(Some(&debug_dirs))
-            .build();
-        StackSymbolizer { inner, debug_dirs, objects: RefCell::new(BTreeMap::new()), sources: RefCell::new(HashMap::new()) }
+        let inner = Symbolizer::builder().enable_auto_reload(false).build();
+        StackSymbolizer { inner, debug_dirs, objects: RefCell::new(BTreeMap::new()), sources: RefCell::new(HashMap::new()), deadline: std::cell::Cell::new(elf_worker::OBJECT_DEADLINE),
+            worker: RefCell::new(elf_worker::ElfWorker::new()),
+        }
     }
 
     /// Every object frames were symbolized in so far: build-id, symbols,
@@ -128,7 +142,7 @@ impl StackSymbolizer {
                     || o.debug_file.as_ref().is_some_and(|(_, f)| f.line_tables);
                 // Line tables of std alone (a build with `debug = false` but
                 // no stripping) do not give the owner's code file:line.
-                let line_info = if o.owner_frames > 0 { o.owner_frames_with_file > 0 } else { own_lines };
+                let line_info = !o.lost_lines && if o.owner_frames > 0 { o.owner_frames_with_file > 0 } else { own_lines };
                 let symbols = o.named || o.facts.as_ref().is_some_and(|f| f.symtab) || o.debug_file.is_some();
                 let (object, on_disk) = crate::target::mapped_file_name(path);
                 let mut owner_evidence = o.crates.as_ref().map(|c| c.evidence.clone()).unwrap_or_default();
@@ -156,6 +170,7 @@ impl StackSymbolizer {
                         (Some(f), false) => f.load_segments(),
                         _ => Vec::new(),
                     },
+                    problems: o.problems.clone(),
                 }
             })
             .collect();
@@ -170,7 +185,7 @@ impl StackSymbolizer {
             let facts = ObjectFacts::read(path);
             let debug_file = facts
                 .as_ref()
-                .filter(|f| !f.line_tables)
+                .filter(|f| !f.line_tables || f.dwarf_hazard.is_some())
                 .and_then(|f| find_debug_file(path, f, &self.debug_dirs));
             ObjectState {
                 facts,
@@ -182,6 +197,9 @@ impl StackSymbolizer {
                 owner_frames_with_file: 0,
                 named: false,
                 naming: None,
+                problems: Vec::new(),
+                lost_lines: false,
+                timed_out: false,
             }
         });
         if executable && state.crates.is_none() {
@@ -269,25 +287,78 @@ impl StackSymbolizer {
         for (path, entries) in by_file {
             let module = module_name(&path);
             let owner_object = same_file(&path, main_object);
-            let (debug_file, vaddrs, crates) = self.with_object(&path, owner_object, |o| {
-                let debug_file = o.debug_file.as_ref().map(|(p, _)| p.clone());
-                let vaddrs: Option<Vec<u64>> = match (&debug_file, &o.facts) {
+            let (job, crates, skip) = self.with_object(&path, owner_object, |o| {
+                let offsets: Vec<u64> = entries.iter().map(|(_, off)| *off).collect();
+                // A separate debug file has the object's addresses, not its
+                // file layout: look it up by virtual address.
+                let vaddrs: Option<Vec<u64>> = match (&o.debug_file, &o.facts) {
                     (Some(_), Some(facts)) => entries.iter().map(|(_, off)| facts.vaddr_of(*off)).collect(),
                     _ => None,
                 };
-                (debug_file, vaddrs, o.crates.clone())
+                let job = match (&o.debug_file, vaddrs, &o.facts) {
+                    (Some((debug, debug_facts)), Some(vaddrs), _) => Some(ElfJob {
+                        path: debug.clone(),
+                        dwarf: debug_facts.dwarf_hazard.is_none(),
+                        lookup: Lookup::VirtOffset,
+                        addrs: vaddrs
+                    }),
+                    (_, _, Some(facts)) => Some(ElfJob {
+                        path: path.clone(),
+                        dwarf: facts.dwarf_hazard.is_none(),
+                        lookup: Lookup::FileOffset,
+                        addrs: offsets
+                    }),
+                    // Not a readable regular ELF file: blazesym would only
+                    // fail on it (or block, on a FIFO).
+                    (_, _, None) => None,
+                };
+                // DWARF the object has but blazesym may not read: said once.
+                let refused = match (&o.debug_file, &o.facts) {
+                    (Some((debug, f)), _) => f.dwarf_hazard.as_ref().map(|h| format!("DWARF of its debug file {} not read: {h}", debug.display())),
+                    (None, Some(f)) if f.line_tables || f.dwarf_hazard.as_deref().is_some_and(|h| h.contains("compressed")) => {
+                        f.dwarf_hazard.as_ref().map(|h| format!("DWARF not read: {h}; names come from its symbol table"))
+                    }
+                    _ => None,
+                };
+                if let Some(note) = refused.filter(|n| !o.problems.contains(n)) {
+                    o.problems.push(note);
+                    o.lost_lines = true;
+                }
+                (job, o.crates.clone(), o.timed_out)
             });
-            let offsets: Vec<u64> = entries.iter().map(|(_, off)| *off).collect();
-            // A separate debug file has the object's addresses, not its file
-            // layout: look it up by virtual address.
-            let results = match (&debug_file, &vaddrs) {
-                (Some(debug), Some(vaddrs)) => self.inner.symbolize(&Source::Elf(Elf::new(debug)), Input::VirtOffset(vaddrs)),
-                _ => self.inner.symbolize(&Source::Elf(Elf::new(&path)), Input::FileOffset(&offsets)),
+            let facts = crates.filter(|_| owner_object);
+            let naming_job = job.clone().filter(|_| !skip);
+            let answer = match job {
+                Some(job) if !skip => {
+                    let (module, facts) = (module.clone(), facts.clone());
+                    self.worker.borrow_mut().symbolize(job, self.deadline.get(), move |sym| frames_with(sym, &module, owner_object, facts.as_ref()))
+                }
+                _ => Err(ElfError::Failed(String::new())),
             };
-            let facts = crates.as_ref().filter(|_| owner_object);
-            let results: Vec<Option<Symbolized<'_>>> = match results {
-                Ok(symbolized) => symbolized.into_iter().map(Some).collect(),
-                Err(_) => entries.iter().map(|_| None).collect(),
+            let results: Vec<Option<Vec<Frame>>> = match answer {
+                Ok(answer) => {
+                    if let Some(lost) = answer.dwarf_lost {
+                        self.with_object(&path, owner_object, |o| {
+                            if !o.problems.iter().any(|p| p.starts_with("its DWARF")) {
+                                o.problems.push(lost);
+                            }
+                            o.lost_lines = true;
+                        });
+                    }
+                    answer.items
+                }
+                Err(e) => {
+                    if let ElfError::TimedOut(_) = e {
+                        eprintln!("perf-audit: symbolizing {} timed out; its frames keep `{module}+0x..` names", path.display());
+                        self.deadline.set(DEADLINE_AFTER_TIMEOUT);
+                        self.with_object(&path, owner_object, |o| {
+                            o.problems.push(format!("symbolization timed out ({e}): its frames keep `{module}+0x..` names"));
+                            o.timed_out = true;
+                            o.lost_lines = true;
+                        });
+                    }
+                    entries.iter().map(|_| None).collect()
+                }
             };
             let mut named = false;
             let (mut owner_frames, mut with_file) = (0u64, 0u64);
@@ -295,12 +366,14 @@ impl StackSymbolizer {
             let mut per_entry: Vec<(bool, Vec<Frame>)> = entries
                 .iter()
                 .zip(results)
-                .map(|((_, offset), sym)| match sym {
-                    Some(sym @ Symbolized::Sym(_)) => (true, frames_with(sym, &module, owner_object, facts)),
-                    _ => (false, vec![self.offset_frame(&path, &module, *offset)]),
+                .map(|((_, offset), frames)| match frames {
+                    Some(frames) => (true, frames),
+                    None => (false, vec![self.offset_frame(&path, &module, *offset)]),
                 })
                 .collect();
-            self.name_short_frames(&path, debug_file.as_deref(), vaddrs.as_deref(), &offsets, owner_object, facts, &mut per_entry);
+            if let Some(job) = naming_job {
+                self.name_short_frames(&path, job, owner_object, facts.as_ref(), &mut per_entry);
+            }
             for ((key, _offset), (symbolized, frames)) in entries.iter().zip(per_entry) {
                 named |= symbolized;
                 if owner_object {
@@ -310,7 +383,7 @@ impl StackSymbolizer {
                         }
                     }
                 }
-                if let Some(facts) = facts {
+                if let Some(facts) = &facts {
                     for f in frames.iter().filter(|f| f.origin != Origin::Native && facts.origin_of_function(&f.function) == Origin::Owner) {
                         owner_frames += 1;
                         with_file += u64::from(f.file.is_some());
@@ -365,18 +438,10 @@ impl StackSymbolizer {
     /// of [`naming`] (the symbol table's name for the outermost function,
     /// qualified names for inlined ones). Nothing is done, and nothing is
     /// read, when every frame already has its path (full debug info) or
-    /// came from the symbol table.
-    #[allow(clippy::too_many_arguments)]
-    fn name_short_frames(
-        &self,
-        path: &Path,
-        debug_file: Option<&Path>,
-        vaddrs: Option<&[u64]>,
-        offsets: &[u64],
-        owner_object: bool,
-        crates: Option<&CrateFacts>,
-        per_entry: &mut [(bool, Vec<Frame>)],
-    ) {
+    /// came from the symbol table. `job` is the object's own lookup (its
+    /// file or debug file, its addresses): the symbol-table pass repeats
+    /// it without DWARF, on the same worker and deadline.
+    fn name_short_frames(&self, path: &Path, job: ElfJob, owner_object: bool, crates: Option<&CrateFacts>, per_entry: &mut [(bool, Vec<Frame>)]) {
         let inputs = |frames: &[Frame]| -> Vec<(String, Option<String>, Option<u32>)> {
             frames.iter().map(|f| (f.function.clone(), f.file.clone(), f.line)).collect()
         };
@@ -392,30 +457,20 @@ impl StackSymbolizer {
             return;
         }
         // The symbol table's names of the outermost functions.
-        let elf = match (debug_file, vaddrs) {
-            (Some(debug), Some(_)) => Elf { debug_syms: false, ..Elf::new(debug) },
-            _ => Elf { debug_syms: false, ..Elf::new(path) },
+        let symtab_job = ElfJob { dwarf: false, ..job.clone() };
+        let outer: Vec<Option<String>> = match self.worker.borrow_mut().symbolize(symtab_job, self.deadline.get(), |sym| match sym {
+            Symbolized::Sym(s) => Some(strip_hash(&s.name).to_string()),
+            Symbolized::Unknown(_) => None,
+        }) {
+            Ok(answer) => answer.items.into_iter().map(Option::flatten).collect(),
+            Err(_) => vec![None; per_entry.len()],
         };
-        let outer: Vec<Option<String>> = match (debug_file, vaddrs) {
-            (Some(_), Some(v)) => self.inner.symbolize(&Source::Elf(elf), Input::VirtOffset(v)),
-            _ => self.inner.symbolize(&Source::Elf(elf), Input::FileOffset(offsets)),
-        }
-        .map(|r| {
-            r.into_iter()
-                .map(|s| match s {
-                    Symbolized::Sym(s) => Some(strip_hash(&s.name).to_string()),
-                    Symbolized::Unknown(_) => None,
-                })
-                .collect()
-        })
-        .unwrap_or_else(|_| vec![None; per_entry.len()]);
-        let read_from = debug_file.filter(|_| vaddrs.is_some()).unwrap_or(path).to_path_buf();
         let owner_crates: Vec<String> = crates.map(|c| c.owner.iter().cloned().collect()).unwrap_or_default();
-        self.with_object(path, owner_object, |o| {
-            if o.naming.is_none() {
-                o.naming = Some(self.naming_tables(&read_from, if owner_object { crates } else { None }));
-            }
-        });
+        let built = self.with_object(path, owner_object, |o| o.naming.is_some());
+        if !built {
+            let tables = self.naming_tables(&job, if owner_object { crates } else { None });
+            self.with_object(path, owner_object, |o| o.naming = Some(tables));
+        }
         let objects = self.objects.borrow();
         let Some(tables) = objects.get(path).and_then(|o| o.naming.as_ref()) else { return };
         let read_source = |file: &str| self.source_file(file);
@@ -454,19 +509,18 @@ impl StackSymbolizer {
         text
     }
 
-    /// The symbol table index of `file` and, for the executable, the first
-    /// line of each owner function (its start address looked up in the
-    /// line tables).
-    fn naming_tables(&self, file: &Path, crates: Option<&CrateFacts>) -> NamingTables {
+    /// The symbol table index of the job's file and, for the executable,
+    /// the span of lines of each owner function (its first and last
+    /// instruction looked up in the line tables, on the worker, when the
+    /// file's DWARF may be read).
+    fn naming_tables(&self, job: &ElfJob, crates: Option<&CrateFacts>) -> NamingTables {
         use object::{Object as _, ObjectSymbol as _};
         let empty = || NamingTables { symtab: naming::SymtabIndex::default(), owner_lines: naming::OwnerLines::default() };
-        let Ok(f) = std::fs::File::open(file) else { return empty() };
-        // SAFETY: read-only mapping of a file we only read.
-        let Ok(map) = (unsafe { memmap2::Mmap::map(&f) }) else { return empty() };
+        let Some(map) = crate::safe_file::map_regular(&job.path) else { return empty() };
         let Ok(elf) = object::File::parse(&map[..]) else { return empty() };
         let symtab = naming::SymtabIndex::from_elf(&elf);
         let mut owner_fns: Vec<(u64, u64, String)> = Vec::new();
-        if let Some(crates) = crates {
+        if let Some(crates) = crates.filter(|_| job.dwarf) {
             for s in elf.symbols() {
                 if s.kind() != object::SymbolKind::Text || s.is_undefined() || s.address() == 0 {
                     continue;
@@ -478,28 +532,29 @@ impl StackSymbolizer {
             }
         }
         drop(elf);
-        let owner_lines = if owner_fns.is_empty() {
-            naming::OwnerLines::default()
-        } else {
-            // Each function's first and last instruction: its span of lines.
-            let addrs: Vec<u64> = owner_fns.iter().flat_map(|(a, size, _)| [*a, a + size.saturating_sub(1)]).collect();
-            let located = self.inner.symbolize(&Source::Elf(Elf::new(file)), Input::VirtOffset(&addrs)).unwrap_or_default();
-            let at = |sym: &Symbolized<'_>| match sym {
-                Symbolized::Sym(s) => {
-                    let ci = s.code_info.as_deref()?;
-                    Some((ci.to_path().to_string_lossy().into_owned(), ci.line?))
-                }
-                Symbolized::Unknown(_) => None,
-            };
-            naming::OwnerLines::new(owner_fns.into_iter().zip(located.chunks(2)).filter_map(|((_, _, name), pair)| {
-                let (file, first) = at(pair.first()?)?;
-                let last = pair.get(1).and_then(at).filter(|(f, _)| *f == file).map_or(first, |(_, l)| l);
-                Some((file, first, last, name))
-            }))
+        drop(map);
+        if owner_fns.is_empty() {
+            return NamingTables { symtab, owner_lines: naming::OwnerLines::default() };
+        }
+        // Each function's first and last instruction: its span of lines.
+        let addrs: Vec<u64> = owner_fns.iter().flat_map(|(a, size, _)| [*a, a + size.saturating_sub(1)]).collect();
+        let lines_job = ElfJob { path: job.path.clone(), dwarf: true, lookup: Lookup::VirtOffset, addrs };
+        let located: Vec<Option<(String, u32)>> = match self.worker.borrow_mut().symbolize(lines_job, self.deadline.get(), |sym| match sym {
+            Symbolized::Sym(s) => s.code_info.as_deref().and_then(|ci| Some((ci.to_path().to_string_lossy().into_owned(), ci.line?))),
+            Symbolized::Unknown(_) => None,
+        }) {
+            Ok(answer) if answer.dwarf_lost.is_none() => answer.items.into_iter().map(Option::flatten).collect(),
+            _ => return NamingTables { symtab, owner_lines: naming::OwnerLines::default() },
         };
+        let owner_lines = naming::OwnerLines::new(owner_fns.into_iter().zip(located.chunks(2)).filter_map(|((_, _, name), pair)| {
+            let (file, first) = pair.first()?.clone()?;
+            let last = pair.get(1).cloned().flatten().filter(|(f, _)| *f == file).map_or(first, |(_, l)| l);
+            Some((file, first, last, name))
+        }));
         NamingTables { symtab, owner_lines }
     }
 }
+
 
 /// Some line tables name files relative to their compilation directory
 /// (`src/map.rs`), which says nothing about whose code it is. Such a frame

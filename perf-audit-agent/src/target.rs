@@ -395,7 +395,7 @@ fn mapped_file_path(line: &MapsLine, pid: u32) -> PathBuf {
     }
     let map_file = PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", line.start, line.end));
     let opened = (pins.len() < MAX_PINNED)
-        .then(|| crate::safe_open::open_regular(&map_file).ok())
+        .then(|| crate::safe_file::open_regular(&map_file).ok())
         .flatten();
     let Some(file) = opened else {
         // Without map_files (not root, or the process is gone): the plain

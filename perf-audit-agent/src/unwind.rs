@@ -14,7 +14,6 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    fs::File,
     ops::{Deref, Range},
     path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard},
@@ -62,7 +61,7 @@ pub struct ObjectTables {
 
 impl ObjectTables {
     fn load(path: &Path) -> Option<(ObjectKey, ObjectTables)> {
-        let file = File::open(path).ok()?;
+        let file = crate::safe_file::open_regular(path).ok()?;
         // SAFETY: the file is mapped read-only; a concurrent truncation could
         // fault, the usual caveat of every profiler reading binaries.
         let map = Arc::new(unsafe { memmap2::Mmap::map(&file) }.ok()?);
@@ -600,7 +599,7 @@ pub fn is_uprobe_trampoline(ip: u64) -> bool {
 /// `false` (unwinding from `.eh_frame` is the safe choice then).
 pub fn has_frame_pointers(exe: &Path) -> bool {
     use object::ObjectSymbol as _;
-    let Ok(file) = File::open(exe) else { return false };
+    let Ok(file) = crate::safe_file::open_regular(exe) else { return false };
     // SAFETY: read-only mapping, as above.
     let Ok(map) = (unsafe { memmap2::Mmap::map(&file) }) else { return false };
     let Ok(elf) = object::File::parse(&map[..]) else { return false };
@@ -758,7 +757,7 @@ mod tests {
     fn bias_uses_the_segment_mapped_from_the_page_aligned_offset() {
         // rustc/lld PIE layout: R segment [0, 0x18240), R+E from 0x18240 at
         // vaddr 0x19240; the kernel maps the latter from offset 0x18000.
-        let exe = File::open("/proc/self/exe").unwrap();
+        let exe = std::fs::File::open("/proc/self/exe").unwrap();
         let tables = ObjectTables {
             // SAFETY: our own executable, mapped read-only.
             map: Arc::new(unsafe { memmap2::Mmap::map(&exe) }.unwrap()),

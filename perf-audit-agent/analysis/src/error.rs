@@ -32,6 +32,9 @@ pub mod exit_code {
     pub const REGRESSION: i32 = 8;
     /// `--bench`: the benchmarks could not be run or their results read.
     pub const BENCH: i32 = 9;
+    /// `symbolize`: a debug file's build-id differs from the audited
+    /// object's, or it has none (`--force-debug-file` uses it anyway).
+    pub const DEBUG_FILE_MISMATCH: i32 = 10;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +71,8 @@ pub enum ErrorKind {
     DebugFileNotFound,
     /// `--bench`: `cargo bench` failed or left no criterion results.
     Bench,
+    /// `symbolize`: the debug file is not the audited build's.
+    DebugFileMismatch,
     /// Anything else; a bug.
     Internal,
 }
@@ -87,6 +92,7 @@ impl ErrorKind {
             ErrorKind::PostgresNotInstalled | ErrorKind::Database => exit_code::DATABASE,
             ErrorKind::AuditInput | ErrorKind::SymbolizeInput | ErrorKind::DebugFileNotFound => exit_code::USAGE,
             ErrorKind::Bench => exit_code::BENCH,
+            ErrorKind::DebugFileMismatch => exit_code::DEBUG_FILE_MISMATCH,
             ErrorKind::Internal => exit_code::INTERNAL,
         }
     }
@@ -130,6 +136,9 @@ impl ErrorKind {
             }
             ErrorKind::Bench => {
                 "run `cargo bench` in the service's crate to see the error, or point --bench-dir at the crate with the criterion benchmarks"
+            }
+            ErrorKind::DebugFileMismatch => {
+                "pass the debug file of the audited build (same build-id), or --force-debug-file to use this one anyway (names may be wrong)"
             }
             ErrorKind::Internal => "this is a bug: please report it with the command you ran",
         }

@@ -971,6 +971,7 @@ pub fn ledger_svc() -> AuditEvidence {
                 owner_crates: vec!["ledger_svc".into()],
                 load_segments: vec![],
                 on_disk: None,
+                problems: vec![],
                 ..Default::default()
             },
             ObjectSymbols {
@@ -983,6 +984,7 @@ pub fn ledger_svc() -> AuditEvidence {
                 owner_crates: vec![],
                 load_segments: vec![],
                 on_disk: None,
+                problems: vec![],
                 ..Default::default()
             },
         ],

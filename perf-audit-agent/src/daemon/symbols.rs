@@ -42,7 +42,7 @@ use blazesym::{
     MaybeDefault,
     symbolize::{
         Input, Symbolized, Symbolizer,
-        source::{Elf, Kernel, Source},
+        source::{Kernel, Source},
     },
 };
 
@@ -51,6 +51,7 @@ use super::{
     model::{ProcessLabels, ProcessWindow, StackValues, WindowKind, WindowLocation, WindowStack},
 };
 use crate::{
+    elf_worker::{self, ElfError, ElfJob, Lookup},
     profile::{Frame, Origin},
     symbolize::{frames_of, module_name, unknown_frame},
     target::MapsSnapshot,
@@ -187,6 +188,9 @@ pub struct WindowSymbolizer {
     /// Object files symbolized (each one opened, or found open, and
     /// searched for the addresses not cached).
     pub objects_symbolized: u64,
+    /// Files whose symbolization timed out (a read that never returned):
+    /// not tried again, their frames stay `[object]`.
+    pub timed_out: HashSet<PathBuf>,
 }
 
 impl Default for WindowSymbolizer {
@@ -215,6 +219,7 @@ impl WindowSymbolizer {
             kernel: Generations::new(MAX_CACHED_KERNEL_ADDRESSES, usize::MAX),
             releases: 0,
             objects_symbolized: 0,
+            timed_out: HashSet::new(),
         }
     }
 
@@ -434,28 +439,45 @@ impl WindowSymbolizer {
         // Symbols are cached per file for every process: a program's
         // own code is in executables, not in shared libraries.
         let owner_object = !(module.contains(".so") || module.starts_with("ld-linux"));
-        let mut elf = Elf::new(path);
-        elf.debug_syms = id.len < SYMTAB_ONLY_BYTES;
-        let source = Source::Elf(elf);
+        // Each batch runs on a worker with a deadline (a stuck read costs
+        // this file's names, not the daemon), with the DWARF only when
+        // blazesym may read it (safe_file::dwarf_hazard).
+        let unknown: Arc<[Frame]> = vec![unknown_frame(&module)].into();
+        let hazard = crate::safe_file::dwarf_hazard(path);
+        let dwarf = id.len < SYMTAB_ONLY_BYTES && hazard.is_none();
+        let readable = crate::safe_file::open_regular(path).is_ok();
         let large = id.len >= LARGE_OBJECT_BYTES;
         let batches = if large { offsets.chunks(LARGE_OBJECT_BATCH) } else { offsets.chunks(offsets.len().max(1)) };
+        // One worker for the file's batches (its symbolizer keeps the file
+        // parsed between them); dropped with it at the end.
+        let mut worker = elf_worker::ElfWorker::new();
         for (i, batch) in batches.enumerate() {
             if large && i > 0 {
                 release_whole_file_pages();
             }
-            match self.inner.symbolize(&source, Input::FileOffset(batch)) {
-                Ok(symbolized) => {
-                    for (offset, sym) in batch.iter().zip(symbolized) {
-                        let frames: Arc<[Frame]> = frames_of(sym, &module, owner_object).into();
+            let job = ElfJob { path: path.clone(), dwarf, lookup: Lookup::FileOffset, addrs: batch.to_vec() };
+            let answer = if readable && !self.timed_out.contains(path) {
+                let module = module.clone();
+                worker.symbolize(job, elf_worker::OBJECT_DEADLINE, move |sym| frames_of(sym, &module, owner_object))
+            } else {
+                Err(ElfError::Failed(String::new()))
+            };
+            match answer {
+                Ok(answer) => {
+                    for (offset, frames) in batch.iter().zip(answer.items) {
+                        let frames: Arc<[Frame]> = frames.map_or_else(|| unknown.clone(), Into::into);
                         let bytes = entry_bytes(&frames);
                         self.user.insert((id.clone(), *offset), frames, bytes);
                     }
                 }
-                Err(_) => {
-                    let frames: Arc<[Frame]> = vec![unknown_frame(&module)].into();
-                    let bytes = entry_bytes(&frames);
+                Err(e) => {
+                    if let ElfError::TimedOut(_) = e {
+                        eprintln!("perf-audit: symbolizing {} timed out ({e}); its frames stay [{module}]", path.display());
+                        self.timed_out.insert(path.clone());
+                    }
+                    let bytes = entry_bytes(&unknown);
                     for offset in batch {
-                        self.user.insert((id.clone(), *offset), frames.clone(), bytes);
+                        self.user.insert((id.clone(), *offset), unknown.clone(), bytes);
                     }
                 }
             }

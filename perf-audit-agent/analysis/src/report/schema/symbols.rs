@@ -41,6 +41,11 @@ pub struct ObjectSymbols {
     /// process (`/proc/PID/map_files`), never from the path.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on_disk: Option<String>,
+    /// What went wrong reading its debug info: DWARF refused (a compressed
+    /// section over the ceiling), damaged (names taken from the symbol
+    /// table instead), symbolization timed out. `line_info` is then false.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }
 
 /// A loadable segment: `size` bytes at file `offset`, mapped at `vaddr`.
@@ -83,6 +88,9 @@ impl ObjectSymbols {
     }
 
     pub fn header_note(&self) -> Option<String> {
+        if !self.problems.is_empty() {
+            return Some(format!("**Debug info of `{}` not used**: {}. Frames of it have no file:line.", self.name(), self.problems.join("; ")));
+        }
         if !self.executable || self.line_info {
             return None;
         }
