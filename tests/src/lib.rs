@@ -423,6 +423,28 @@ impl Drop for Daemon {
     }
 }
 
+/// Cargo's default release profile (symbols, no debug info) made from a
+/// `debug = true` build by removing its debug sections (`strip =
+/// "debuginfo"`, what Cargo does when `debug = false`): the same code and
+/// symbol table without another build. Written to `dir`.
+pub fn symbols_only_copy(full: &Path, dir: &Path) -> PathBuf {
+    let name = full.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let out = dir.join(format!("{name}-symbols-only"));
+    let status = Command::new("objcopy").arg("--strip-debug").arg(full).arg(&out).status().expect("objcopy (binutils)");
+    assert!(status.success(), "objcopy --strip-debug {}", full.display());
+    out
+}
+
+/// The lines of `fn fn_name(`'s body in the workspace file `source` (from
+/// its `fn` line to the first line that is `}` alone).
+pub fn fn_body_lines(source: &str, fn_name: &str) -> std::ops::RangeInclusive<u64> {
+    let src = std::fs::read_to_string(workspace_root().join(source)).unwrap_or_else(|e| panic!("{source}: {e}"));
+    let lines: Vec<&str> = src.lines().collect();
+    let start = lines.iter().position(|l| l.contains(&format!("fn {fn_name}("))).unwrap_or_else(|| panic!("fn {fn_name} in {source}"));
+    let end = start + lines[start..].iter().position(|l| *l == "}").expect("end of fn");
+    (start as u64 + 1)..=(end as u64 + 1)
+}
+
 /// A plain HTTP/1.1 GET over loopback: (status, body).
 pub fn http_get(addr: &str, path: &str) -> (u16, Vec<u8>) {
     use std::io::{Read as _, Write as _};

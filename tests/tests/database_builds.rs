@@ -8,8 +8,7 @@
 //! and how to fix it.
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
-    net::TcpStream,
+    io::{BufRead, BufReader, Read},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -52,12 +51,7 @@ impl Demo {
     }
 
     fn get(&self, path: &str) -> u16 {
-        let mut s = TcpStream::connect(&self.addr).expect("connect to the demo");
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n").unwrap();
-        let mut response = String::new();
-        let _ = s.read_to_string(&mut response);
-        response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+        http_get(&self.addr, path).0
     }
 }
 
@@ -114,24 +108,9 @@ fn audit(demo: &Demo, extra: &[&str]) -> (serde_json::Value, String) {
     (serde_json::from_str(&json).unwrap(), std::fs::read_to_string(out_dir.join("report.md")).unwrap())
 }
 
-/// Cargo's default release profile (symbols, no debug info) made from the
-/// `debug = true` build by removing its debug sections (`strip =
-/// "debuginfo"`, what Cargo does when `debug = false`): the same code and
-/// symbol table, one demo build less for CI.
-fn symbols_only(full: &Path, dir: &Path) -> PathBuf {
-    let out = dir.join("demo-symbols-only");
-    let status = Command::new("objcopy").arg("--strip-debug").arg(full).arg(&out).status().expect("objcopy (binutils)");
-    assert!(status.success());
-    out
-}
-
 /// Lines of `fn_name`'s body in the demo's db.rs.
 fn body_lines(fn_name: &str) -> std::ops::RangeInclusive<u64> {
-    let src = std::fs::read_to_string(workspace_root().join("examples/demo-service/src/db.rs")).unwrap();
-    let lines: Vec<&str> = src.lines().collect();
-    let start = lines.iter().position(|l| l.contains(&format!("fn {fn_name}("))).expect("fn in db.rs");
-    let end = start + lines[start..].iter().position(|l| *l == "}").expect("end of fn");
-    (start as u64 + 1)..=(end as u64 + 1)
+    fn_body_lines("examples/demo-service/src/db.rs", fn_name)
 }
 
 #[test]
@@ -144,7 +123,7 @@ fn every_build_kind_finds_the_loop_and_says_how_much_it_could_tie_to_code() {
     let builds: Vec<(&str, PathBuf, Vec<&str>, bool)> = vec![
         ("debug = true", full.clone(), vec![], true),
         ("line-tables-only", demo_built(Some("line-tables-only")), vec![], true),
-        ("symbols only (Cargo's default)", symbols_only(&full, tmp.path()), vec![], false),
+        ("symbols only (Cargo's default)", symbols_only_copy(&full, tmp.path()), vec![], false),
         ("stripped + debug file", stripped, vec!["--debug-dir", debug_dir.to_str().unwrap()], true),
     ];
     let mut table = Vec::new();
@@ -187,7 +166,7 @@ fn a_c_driver_on_the_blocking_pool_is_traced_to_the_loop() {
     let builds = [
         ("debug = true", full.clone(), true, vec![]),
         ("line-tables-only", fixture("diesel-service", Build::ReleaseLineTablesOnly), true, vec![]),
-        ("symbols only", symbols_only(&full, tmp.path()), false, vec![]),
+        ("symbols only", symbols_only_copy(&full, tmp.path()), false, vec![]),
         ("stripped + debug file", stripped, true, vec!["--debug-dir".to_string(), debug_dir.display().to_string()]),
     ];
     for (build, bin, lines, extra) in builds {

@@ -202,12 +202,14 @@ fn assert_continuous_attribution(allocator: &Allocator, memory: &serde_json::Val
     // The leak's first-touched pages are charged to leak_buffer; churned
     // blocks reuse warm memory and are not (with glibc); jemalloc purges
     // dirty pages it has not reused for a while (its decay, 10 s by
-    // default), so churned blocks can fault again there: a minority, never
-    // as many as the leak (one fresh-clone run saw churn_unit among them).
+    // default), and the Rust fixture allocator maps its own blocks, so
+    // churned blocks can fault again with them: a minority, never as many
+    // as the leak (fresh-clone runs saw churn_unit among them with
+    // jemalloc, and once with 1 sample of 31 with the Rust allocator).
     let leak_faults = row_in(pf, "top_sites", "mem_leaker::leak_buffer");
     assert!(leak_faults["file"].as_str().unwrap().ends_with(FILE), "{leak_faults}");
     let churn = pf["top_sites"].as_array().unwrap().iter().find(|r| r["function"] == "mem_leaker::churn_unit");
-    if allocator.family.contains("jemalloc") {
+    if !allocator.family.starts_with("glibc") {
         let samples = |r: &serde_json::Value| r["samples"].as_u64().unwrap_or(0);
         assert!(churn.is_none_or(|c| samples(c) < samples(leak_faults)), "{pf}");
     } else {

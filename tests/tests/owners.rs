@@ -12,25 +12,13 @@
 //!   helper named as its path; the once-per-request callers of the helper
 //!   and the batched twin are not flagged.
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::path::{Path, PathBuf};
 
 use perf_audit_tests::*;
 
-/// Cargo's default release profile (symbols, no debug info) made from the
-/// `debug = true` build, as `database_builds.rs` does.
-fn symbols_only(full: &Path, dir: &Path) -> PathBuf {
-    let out = dir.join("owners-service-symbols-only");
-    let status = Command::new("objcopy").arg("--strip-debug").arg(full).arg(&out).status().expect("objcopy (binutils)");
-    assert!(status.success());
-    out
-}
-
 fn builds(dir: &Path) -> Vec<(&'static str, PathBuf, bool)> {
     let full = fixture("owners-service", Build::Release);
-    let symbols = symbols_only(&full, dir);
+    let symbols = symbols_only_copy(&full, dir);
     vec![("debug = true", full, true), ("symbols only", symbols, false)]
 }
 
@@ -43,11 +31,7 @@ fn scenario(dir: &Path, addr: &str, routes: &[&str]) -> PathBuf {
 
 /// Lines of `fn_name`'s body in owners-core's lib.rs.
 fn body_lines(fn_name: &str) -> std::ops::RangeInclusive<u64> {
-    let src = std::fs::read_to_string(workspace_root().join("tests/fixtures/owners-service/crates/owners-core/src/lib.rs")).unwrap();
-    let lines: Vec<&str> = src.lines().collect();
-    let start = lines.iter().position(|l| l.contains(&format!("fn {fn_name}("))).expect("fn in lib.rs");
-    let end = start + lines[start..].iter().position(|l| *l == "}").expect("end of fn");
-    (start as u64 + 1)..=(end as u64 + 1)
+    fn_body_lines("tests/fixtures/owners-service/crates/owners-core/src/lib.rs", fn_name)
 }
 
 fn executable(report: &serde_json::Value) -> &serde_json::Value {
