@@ -10,7 +10,10 @@
 //! *different line* (the line awaiting that step); a middleware's
 //! `next.run(req).await` is on every stack too, but always at the same
 //! line, so it never sequences anything. So, for every owner function seen
-//! at two or more lines (the *sequencer* candidates), the executions under
+//! at two or more lines, or issuing two or more statements itself (the
+//! kernel fingerprints a stack by its innermost frames: a function whose
+//! statements all take one driver path comes out at one line, the first
+//! seen) — the *sequencer* candidates — the executions under
 //! it, in time order over the whole process (tokio moves a task between
 //! workers at its awaits), are cut into chains:
 //!
@@ -194,8 +197,11 @@ pub fn detect_chatty_requests(executions: &[Execution], rule: &ChattyRule) -> Ve
     let mut by_time: Vec<usize> = (0..executions.len()).filter(|&i| executions[i].site.is_some()).collect();
     by_time.sort_by_key(|&i| (executions[i].ts_ns, i));
 
-    // Sequencer candidates: owner functions seen at two or more lines.
+    // Sequencer candidates: owner functions seen at two or more lines, or
+    // issuing two or more statements themselves (their call sites' stacks
+    // fingerprinted alike in the kernel come out at one line: see below).
     let mut lines: BTreeMap<Key, BTreeSet<Option<u32>>> = BTreeMap::new();
+    let mut texts: BTreeMap<Key, BTreeSet<Option<&str>>> = BTreeMap::new();
     for &i in &by_time {
         if in_tx[i] {
             continue;
@@ -204,6 +210,7 @@ pub fn detect_chatty_requests(executions: &[Execution], rule: &ChattyRule) -> Ve
         for f in e.site.iter().chain(e.callers.iter()) {
             lines.entry(key(f)).or_default().insert(f.line);
         }
+        texts.entry(key(e.site.as_ref().unwrap())).or_default().insert(e.sql.as_deref());
     }
     // A step is a (call site, statement): two call sites whose stacks share
     // a fingerprint are one site on the wire (see `kernel::db`), their
@@ -218,7 +225,7 @@ pub fn detect_chatty_requests(executions: &[Execution], rule: &ChattyRule) -> Ve
     };
     let mut found: Vec<(ChattyRequest, BTreeSet<usize>)> = Vec::new();
     for (seq, seen_at) in lines {
-        if seen_at.len() < 2 {
+        if seen_at.len() < 2 && texts.get(&seq).is_none_or(|t| t.len() < 2) {
             continue;
         }
         // Executions under this sequencer, and the line each is at in it.
@@ -654,6 +661,27 @@ mod tests {
         assert!(detect_chatty_requests(&execs, &ChattyRule::default()).is_empty());
         let n1 = super::super::analysis::detect_n_plus_one(&execs, &super::super::analysis::BurstRule::default());
         assert!(n1.iter().any(|n| n.query == TAG), "the N+1 rule reports the loop: {n1:#?}");
+    }
+
+    /// The e2e fixture's shape (the item, 4 tags of one statement, a
+    /// derived tag) with one stack for every statement of the create, as
+    /// the kernel's fingerprint gives it (libpq's path, the first stack
+    /// seen): the function is at one line, and still the sequencer, since
+    /// it issues several statements itself; the texts tell the steps apart.
+    #[test]
+    fn a_function_whose_statements_share_one_stack_is_still_the_sequencer() {
+        let mut execs = creates(Some(4), 0.2);
+        for e in execs.iter_mut().filter(|e| e.site.as_ref().unwrap().function == "diesel_service::create_with_tags") {
+            e.site.as_mut().unwrap().line = Some(40);
+        }
+        let found = detect_chatty_requests(&execs, &ChattyRule::default());
+        assert_eq!(found.len(), 1, "{found:#?}");
+        let c = &found[0];
+        assert_eq!((c.function.function.as_str(), c.requests, c.median_round_trips, c.median_statements, c.steps.len()), ("diesel_service::create_with_tags", 30, 6, 3, 3));
+        // The same 5 tags of one statement are a loop of 5: the N+1 rule's.
+        let mut execs = creates(Some(5), 0.2);
+        execs.retain(|e| !e.sql.as_deref().unwrap().starts_with("UPDATE"));
+        assert!(detect_chatty_requests(&execs, &ChattyRule::default()).is_empty());
     }
 
     /// Too few requests: a shape seen under 20 times is not reported.
