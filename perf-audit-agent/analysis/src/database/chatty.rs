@@ -46,9 +46,9 @@
 //! reported when at least `min_requests` such chains were seen and they
 //! hold at least `min_share` of its executions (a startup routine that runs
 //! once, or a handler that is chatty once in a while, is not a per-request
-//! cost). When two sequencers share most of their chained executions (a
-//! service function and the handler calling it), the one with more round
-//! trips per request is kept, the inner one on a tie.
+//! cost). When two sequencers nest (a service function and the handler
+//! calling it), the inner one is kept, and the outer one only when most of
+//! its chained executions are not the inner one's.
 //!
 //! Known limits: many requests of the same handler in flight at once
 //! shorten the gaps between its consecutive executions below a round trip,
@@ -344,23 +344,30 @@ pub fn detect_chatty_requests(executions: &[Execution], rule: &ChattyRule) -> Ve
             members,
         ));
     }
-    // Nested sequencers sharing most executions: the one with more round
-    // trips per request, the inner one (fewer owner frames above) on a tie.
+    // Nested sequencers: the inner one (its frame deepest in its stacks:
+    // the code that makes the calls) first; an outer one is kept only when
+    // most of its chained executions are its own (a handler adding a pool
+    // check to a chatty service function is that function's finding; a
+    // handler making 20 round trips around a chatty helper's 5 is its own).
     let depth = |c: &ChattyRequest, members: &BTreeSet<usize>| -> usize {
-        members.iter().next().map_or(0, |&i| {
-            let e = &executions[i];
-            e.site.iter().chain(e.callers.iter()).position(|f| key(f) == key(&c.function)).unwrap_or(0)
-        })
+        members
+            .iter()
+            .map(|&i| {
+                let e = &executions[i];
+                e.site.iter().chain(e.callers.iter()).position(|f| key(f) == key(&c.function)).unwrap_or(0)
+            })
+            .max()
+            .unwrap_or(0)
     };
     found.sort_by(|a, b| {
-        b.0.median_round_trips
-            .cmp(&a.0.median_round_trips)
-            .then(depth(&a.0, &a.1).cmp(&depth(&b.0, &b.1)))
+        depth(&a.0, &a.1)
+            .cmp(&depth(&b.0, &b.1))
+            .then(b.0.median_round_trips.cmp(&a.0.median_round_trips))
             .then(a.0.function.cmp(&b.0.function))
     });
     let mut kept: Vec<(ChattyRequest, BTreeSet<usize>)> = Vec::new();
     for (c, m) in found {
-        if kept.iter().any(|(_, k)| 2 * m.intersection(k).count() > m.len().min(k.len())) {
+        if kept.iter().any(|(_, k)| 2 * m.intersection(k).count() > m.len()) {
             continue;
         }
         kept.push((c, m));
@@ -682,6 +689,29 @@ mod tests {
         let mut execs = creates(Some(5), 0.2);
         execs.retain(|e| !e.sql.as_deref().unwrap().starts_with("UPDATE"));
         assert!(detect_chatty_requests(&execs, &ChattyRule::default()).is_empty());
+    }
+
+    /// The pool's check-out query (`SELECT 1`, r2d2's test on check-out)
+    /// issued by the closure that then calls the create: the closure's
+    /// requests make 7 round trips, 6 of them the create's; the finding is
+    /// at the create (the code making the calls), once.
+    #[test]
+    fn an_outer_function_adding_a_pool_check_leaves_the_finding_at_the_inner_one() {
+        let mut execs = creates(None, 0.2);
+        let checks: Vec<Execution> = execs
+            .iter()
+            .filter(|e| e.sql.as_deref() == Some(ITEM))
+            .map(|e| {
+                let mut c = exec((e.ts_ns as f64 - 200_000.0) / 1e6, e.tid, e.fd, "SELECT 1", ("diesel_service::create::{{closure}}", 89), None);
+                c.callers = Vec::new().into();
+                c
+            })
+            .collect();
+        execs.extend(checks);
+        execs.sort_by_key(|e| e.ts_ns);
+        let found = detect_chatty_requests(&execs, &ChattyRule::default());
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!((found[0].function.function.as_str(), found[0].median_round_trips), ("diesel_service::create_with_tags", 6));
     }
 
     /// Too few requests: a shape seen under 20 times is not reported.
