@@ -32,7 +32,7 @@ fn assert_create_is_chatty_and_nothing_else(report: &serde_json::Value, how: &st
     assert_eq!((c["median_round_trips"].as_u64(), c["median_statements"].as_u64(), c["writes"].as_bool()), (Some(6), Some(3), Some(true)), "{how}: {c:#}");
     let requests = c["requests"].as_u64().unwrap();
     assert!(requests >= 20, "{how}: {requests} requests: {c:#}");
-    assert!(c["executions_in_requests"].as_u64().unwrap() >= 6 * requests, "{how}: {c:#}");
+    assert!(c["executions_in_requests"].as_u64().unwrap() >= 5 * requests && c["max_round_trips"].as_u64() == Some(6), "{how}: {c:#}");
     // The 4 tag writes are one step on the wire (one fingerprint, one text): listed once.
     let steps = c["steps"].as_array().unwrap().len();
     assert!((3..=6).contains(&steps), "{how}: {c:#}");

@@ -36,6 +36,11 @@
 //!   plus a loop of 20 lookups is an N+1, not a chatty request);
 //! - executions sent in one write (same time stamp) are pipelined: one
 //!   round trip;
+//! - when the agent numbered the kernel's chains of round trips
+//!   (`Execution::chain`: one task's statements, each sent right after the
+//!   previous answer), an execution only continues an open chain of its
+//!   own kernel chain, however long the gap: a slow step (a write waiting
+//!   for the WAL, a loaded machine) no longer splits a request;
 //! - transaction control and every statement inside BEGIN..COMMIT on its
 //!   connection are left out and close the chains they would join: a
 //!   transaction keeps its statements on one connection in order by
@@ -151,6 +156,9 @@ fn key(c: &CallSite) -> Key {
 }
 
 struct Open {
+    /// The kernel's chain of round trips (one task's statements, each sent
+    /// after the previous answer); 0 when the evidence has none.
+    chain: u64,
     first: u64,
     last: u64,
     last_site: usize,
@@ -257,14 +265,17 @@ pub fn detect_chatty_requests(executions: &[Execution], rule: &ChattyRule) -> Ve
             let statement = e.sql.clone().unwrap_or_else(|| format!("{UNKNOWN_TEXT} at line {:?}", e.site.as_ref().and_then(|s| s.line)));
             let mut k = 0;
             while k < open.len() {
-                if (e.ts_ns - open[k].last) as f64 > hi {
+                // One kernel chain is one task's round trips in turn: a slow
+                // step does not cut it.
+                let same_task = e.chain != 0 && open[k].chain == e.chain;
+                if !same_task && (e.ts_ns - open[k].last) as f64 > hi {
                     closed.push(open.swap_remove(k));
                 } else {
                     k += 1;
                 }
             }
             // Pipelined with, or a loop continuing, the chain's last step.
-            if let Some(c) = open.iter_mut().filter(|c| c.last_site == site || c.last == e.ts_ns).min_by_key(|c| c.last) {
+            if let Some(c) = open.iter_mut().filter(|c| c.chain == e.chain && (c.last_site == site || c.last == e.ts_ns)).min_by_key(|c| c.last) {
                 if c.last == e.ts_ns && c.last_site != site {
                     c.sites.insert(site);
                     c.statements.insert(statement);
@@ -278,7 +289,13 @@ pub fn detect_chatty_requests(executions: &[Execution], rule: &ChattyRule) -> Ve
                 c.members.push(i);
                 continue;
             }
-            match open.iter_mut().filter(|c| !c.sites.contains(&site)).min_by_key(|c| c.last) {
+            if e.chain != 0 {
+                // The task runs a step again: its next request.
+                if let Some(k) = open.iter().position(|c| c.chain == e.chain && c.sites.contains(&site)) {
+                    closed.push(open.swap_remove(k));
+                }
+            }
+            match open.iter_mut().filter(|c| c.chain == e.chain && !c.sites.contains(&site)).min_by_key(|c| c.last) {
                 Some(c) => {
                     c.step_gaps.push(e.ts_ns - c.last);
                     c.runs.push(1);
@@ -289,6 +306,7 @@ pub fn detect_chatty_requests(executions: &[Execution], rule: &ChattyRule) -> Ve
                     c.members.push(i);
                 }
                 None => open.push(Open {
+                    chain: e.chain,
                     first: e.ts_ns,
                     last: e.ts_ns,
                     last_site: site,
@@ -712,6 +730,40 @@ mod tests {
         let found = detect_chatty_requests(&execs, &ChattyRule::default());
         assert_eq!(found.len(), 1, "{found:#?}");
         assert_eq!((found[0].function.function.as_str(), found[0].median_round_trips), ("diesel_service::create_with_tags", 6));
+    }
+
+    /// With the kernel's chains, a step 50x slower than a round trip (the
+    /// 4th statement of each create) does not split the request, and two
+    /// requests running at once stay apart.
+    #[test]
+    fn kernel_chains_keep_a_request_whole_across_a_slow_step() {
+        let mut execs = creates(None, 0.1);
+        let mut n = 0u64;
+        let mut k = 0;
+        for e in execs.iter_mut() {
+            if e.site.as_ref().unwrap().function == "diesel_service::create_with_tags" {
+                if e.sql.as_deref() == Some(ITEM) {
+                    n += 1;
+                    k = 0;
+                }
+                k += 1;
+                e.chain = n;
+                if k >= 4 {
+                    e.ts_ns += 5_000_000;
+                }
+            } else {
+                e.chain = 1000 + e.ts_ns / 100_000_000;
+            }
+        }
+        execs.sort_by_key(|e| e.ts_ns);
+        let untimed: Vec<Execution> = execs.iter().cloned().map(|mut e| {
+            e.chain = 0;
+            e
+        }).collect();
+        assert!(detect_chatty_requests(&untimed, &ChattyRule::default()).is_empty(), "by time alone the slow step splits each request");
+        let found = detect_chatty_requests(&execs, &ChattyRule::default());
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!((found[0].function.function.as_str(), found[0].requests, found[0].median_round_trips), ("diesel_service::create_with_tags", 30, 6));
     }
 
     /// Too few requests: a shape seen under 20 times is not reported.
