@@ -103,7 +103,7 @@ impl Default for ChattyRule {
 impl ChattyRule {
     pub fn describe(&self) -> String {
         format!(
-            "at least {} sequential round trips per request under one function (the one awaiting its call sites at different lines, keyed by its full path and file), at least {} distinct statements, each issued within {}x of that function's fast gap (10th percentile of the gaps between its consecutive executions, one round trip wherever the database is) after the previous one, outside any transaction, in at least {} requests holding at least {:.0}% of that function's executions; a loop's iterations count each below {} in a row, once from {} (an N+1, reported by its own rule); pipelined statements count once",
+            "at least {} sequential round trips per request under one function (the one awaiting its call sites at different lines, keyed by its full path and file), at least {} distinct statements, each sent by the same task right after the previous answer (the kernel's chain of round trips, any gap), or, without chains, within {}x of that function's fast gap (10th percentile of the gaps between its consecutive executions, one round trip wherever the database is) after the previous one, outside any transaction, in at least {} requests holding at least {:.0}% of that function's executions; a loop's iterations count each below {} in a row, once from {} (an N+1, reported by its own rule); pipelined statements count once",
             self.min_round_trips,
             self.min_statements,
             self.band,
