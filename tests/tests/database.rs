@@ -356,12 +356,11 @@ fn database_profile_judges_the_back_office_by_its_planted_defects_and_spares_the
     assert!(lines_of("dashboard").contains(&chatty[0]["line"].as_u64().unwrap()), "{}", chatty[0]);
     let c = &report["database"]["chatty_requests"][0];
     assert_eq!(c["median_round_trips"], 6, "{c}");
-    // Not every dashboard is seen whole: steps whose stacks share a kernel
-    // fingerprint with another step and whose text is unknown look like a
-    // step run again and split the request (26 to 39 of 40-49 dashboards
-    // in four runs); a third is far above what a false chain would give.
+    // The kernel's chains keep each dashboard whole (52 of 52 in a run;
+    // 26 to 39 of 40-49 when linked by time alone, before issue 27): at
+    // least 80%, room for a dashboard cut by the audit's start or end.
     eprintln!("chatty: {} of {rounds} dashboards seen whole", c["requests"]);
-    assert!(c["requests"].as_u64().unwrap() * 3 >= rounds as u64, "{} of {rounds} dashboards seen chatty: {c}", c["requests"]);
+    assert!(c["requests"].as_u64().unwrap() * 5 >= rounds as u64 * 4, "{} of {rounds} dashboards seen chatty: {c}", c["requests"]);
     assert!(!findings.iter().any(|f| f["function"].as_str().unwrap().contains("dashboard_fast")), "the twin:\n{md}");
 
     // (c) One transaction per job, and BEGIN/COMMIT never an N+1.
