@@ -140,6 +140,9 @@ impl OwnerLines {
     }
 }
 
+/// Reads a source file by path (see [`Namer::source`]).
+pub type SourceReader<'a> = dyn Fn(&str) -> Option<std::rc::Rc<str>> + 'a;
+
 /// What naming one object's frames can use.
 pub struct Namer<'a> {
     pub symtab: Option<&'a SymtabIndex>,
@@ -149,7 +152,7 @@ pub struct Namer<'a> {
     pub owner_crates: &'a [String],
     /// Reads a source file named by the line tables, if it is on this
     /// machine (bounded, regular files only).
-    pub source: Option<&'a dyn Fn(&str) -> Option<std::rc::Rc<str>>>,
+    pub source: Option<&'a SourceReader<'a>>,
 }
 
 /// The function that encloses 1-based `line` in Rust source `text`: the
@@ -334,7 +337,7 @@ impl Namer<'_> {
             name
         } else {
             let normal = dir.replace('-', "_");
-            if self.owner_crates.iter().any(|c| *c == normal) || self.owner_crates.len() != 1 {
+            if self.owner_crates.contains(&normal) || self.owner_crates.len() != 1 {
                 normal
             } else {
                 self.owner_crates[0].clone()

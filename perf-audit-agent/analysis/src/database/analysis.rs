@@ -315,7 +315,8 @@ pub fn resolve_wrappers(executions: &mut [Execution]) -> Vec<Wrapper> {
     drop(carried);
     drop(stacks);
     // One decision per distinct stack, shared by its executions.
-    let mut decided: HashMap<(CallSite, *const [CallSite]), Option<(CallSite, std::sync::Arc<[CallSite]>, String)>> = HashMap::new();
+    type Decision = Option<(CallSite, std::sync::Arc<[CallSite]>, String)>;
+    let mut decided: HashMap<(CallSite, *const [CallSite]), Decision> = HashMap::new();
     for e in executions.iter_mut() {
         let Some(site) = e.site.clone() else { continue };
         let key = (site, std::sync::Arc::as_ptr(&e.callers));

@@ -239,7 +239,7 @@ impl SourceDirs {
             if versioned || dependency_path {
                 dirs.dependencies.insert(krate);
             } else {
-                let path = String::from_utf8_lossy(&run[..]).into_owned() + "/src/" + &String::from_utf8_lossy(after) + ".rs";
+                let path = String::from_utf8_lossy(run).into_owned() + "/src/" + &String::from_utf8_lossy(after) + ".rs";
                 dirs.local.entry(krate).or_insert(path);
             }
         }
