@@ -445,6 +445,50 @@ pub fn fn_body_lines(source: &str, fn_name: &str) -> std::ops::RangeInclusive<u6
     (start as u64 + 1)..=(end as u64 + 1)
 }
 
+/// The agent in the background (`--quiet`, stdout discarded, no
+/// `DATABASE_URL` inherited), started and past its "auditing" line: its
+/// programs are attached, the caller's load counts.
+pub struct AuditingAgent {
+    child: Child,
+    stderr: std::io::BufReader<std::process::ChildStderr>,
+    seen: String,
+}
+
+impl AuditingAgent {
+    pub fn start(args: &[&str]) -> AuditingAgent {
+        use std::io::BufRead as _;
+        let mut child = Command::new(agent_bin())
+            .arg("--quiet")
+            .args(args)
+            .env_remove("DATABASE_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the agent");
+        let mut stderr = std::io::BufReader::new(child.stderr.take().expect("piped stderr"));
+        let mut seen = String::new();
+        while !seen.contains("auditing") {
+            let mut line = String::new();
+            if stderr.read_line(&mut line).unwrap_or(0) == 0 {
+                break;
+            }
+            seen.push_str(&line);
+        }
+        assert!(seen.contains("auditing"), "the agent did not start:\n{seen}");
+        AuditingAgent { child, stderr, seen }
+    }
+
+    /// Waits for the audit's end; asserts it succeeded.
+    pub fn finish(mut self) {
+        use std::io::Read as _;
+        let mut rest = String::new();
+        let _ = self.stderr.read_to_string(&mut rest);
+        let status = self.child.wait().expect("wait for the agent");
+        assert!(status.success(), "agent failed: {status}\n{}{rest}", self.seen);
+    }
+}
+
 /// A plain HTTP/1.1 GET over loopback: (status, body).
 pub fn http_get(addr: &str, path: &str) -> (u16, Vec<u8>) {
     use std::io::{Read as _, Write as _};

@@ -10,7 +10,7 @@
 //! by pid after a warm-up.
 
 use std::{
-    io::{BufRead, BufReader, Read},
+    io::{BufRead, BufReader},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -89,26 +89,7 @@ fn a_six_round_trip_create_is_chatty_on_a_service_attached_by_pid() {
     let tmp = tempfile::tempdir().unwrap();
     let out_dir = tmp.path().join("out");
     let pid = service.0.id().to_string();
-    let mut agent = Command::new(agent_bin())
-        .args(["--quiet", "--out"])
-        .arg(&out_dir)
-        .args(["--pid", &pid, "database", "--duration", "25s"])
-        .env_remove("DATABASE_URL")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(agent.stderr.take().unwrap());
-    let mut seen = String::new();
-    while !seen.contains("auditing") {
-        let mut line = String::new();
-        if stderr.read_line(&mut line).unwrap_or(0) == 0 {
-            break;
-        }
-        seen.push_str(&line);
-    }
-    assert!(seen.contains("auditing"), "the agent did not start:\n{seen}");
+    let agent = AuditingAgent::start(&["--out", out_dir.to_str().unwrap(), "--pid", &pid, "database", "--duration", "25s"]);
     // About 2 creates and 2 batched creates a second, a page each second.
     let start = Instant::now();
     let mut i = 0u32;
@@ -122,10 +103,7 @@ fn a_six_round_trip_create_is_chatty_on_a_service_attached_by_pid() {
         i += 1;
         std::thread::sleep(Duration::from_millis(500).saturating_sub(tick.elapsed()));
     }
-    let mut rest = String::new();
-    let _ = stderr.read_to_string(&mut rest);
-    let status = agent.wait().unwrap();
-    assert!(status.success(), "agent failed: {status}\n{seen}{rest}");
+    agent.finish();
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).expect("report.json")).unwrap();
     assert_create_is_chatty_and_nothing_else(&report, "attached by pid");
     drop(service);

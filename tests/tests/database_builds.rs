@@ -8,7 +8,7 @@
 //! and how to fix it.
 
 use std::{
-    io::{BufRead, BufReader, Read},
+    io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -71,27 +71,10 @@ fn audit(demo: &Demo, extra: &[&str]) -> (serde_json::Value, String) {
     let tmp = tempfile::tempdir().unwrap();
     let out_dir = tmp.path().join("out");
     let pid = demo.child.id().to_string();
-    let mut agent = Command::new(agent_bin())
-        .args(["--quiet", "--out"])
-        .arg(&out_dir)
-        .args(extra)
-        .args(["--pid", &pid, "database", "--duration", "8s"])
-        .env_remove("DATABASE_URL")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(agent.stderr.take().unwrap());
-    let mut seen = String::new();
-    while !seen.contains("auditing") {
-        let mut line = String::new();
-        if stderr.read_line(&mut line).unwrap_or(0) == 0 {
-            break;
-        }
-        seen.push_str(&line);
-    }
-    assert!(seen.contains("auditing"), "the agent did not start:\n{seen}");
+    let mut args = vec!["--out", out_dir.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    args.extend(["--pid", &pid, "database", "--duration", "8s"]);
+    let agent = AuditingAgent::start(&args);
     let start = Instant::now();
     let countries = ["DE", "FR", "US", "JP", "BR"];
     let mut i = 0;
@@ -100,10 +83,7 @@ fn audit(demo: &Demo, extra: &[&str]) -> (serde_json::Value, String) {
         assert_eq!(demo.get(&format!("/users/search?country={}", countries[i % 5])), 200);
         i += 1;
     }
-    let mut rest = String::new();
-    let _ = stderr.read_to_string(&mut rest);
-    let status = agent.wait().unwrap();
-    assert!(status.success(), "agent failed: {status}\n{seen}{rest}");
+    agent.finish();
     let json = std::fs::read_to_string(out_dir.join("report.json")).expect("report.json");
     (serde_json::from_str(&json).unwrap(), std::fs::read_to_string(out_dir.join("report.md")).unwrap())
 }
