@@ -21,7 +21,11 @@ use crate::{
     console::ConsoleSummary,
     database::{DatabaseCollector, DatabaseSection},
     error::{Error, Result},
-    kernel::{KernelSession, OffCpuAttach, cpu::RawCpuStack, stack_copy::{CpuSampleRecord, StackCopyCollector}},
+    kernel::{
+        KernelSession, OffCpuAttach,
+        cpu::RawCpuStack,
+        stack_copy::{CpuSampleRecord, StackCopyCollector},
+    },
     memory::{MemoryCollector, MemoryRaw},
     symbolize::StackSymbolizer,
     target::MapsSnapshot,
@@ -98,7 +102,11 @@ pub struct CpuSampling {
 }
 
 impl CpuSampling {
-    pub fn start(session: &mut KernelSession, frequency_hz: u64, copied: bool) -> Result<Box<dyn Collector>> {
+    pub fn start(
+        session: &mut KernelSession,
+        frequency_hz: u64,
+        copied: bool,
+    ) -> Result<Box<dyn Collector>> {
         session.start_cpu_sampling(frequency_hz)?;
         Ok(Box::new(CpuSampling { copied }))
     }
@@ -118,7 +126,12 @@ impl Collector for CpuSampling {
             cx.session.stop_cpu_sampling();
             if !self.copied {
                 let pid = cx.pid;
-                cx.raw.cpu = cx.session.read_cpu_stacks()?.into_iter().filter(|s| s.tgid == pid).collect();
+                cx.raw.cpu = cx
+                    .session
+                    .read_cpu_stacks()?
+                    .into_iter()
+                    .filter(|s| s.tgid == pid)
+                    .collect();
             }
             Ok(())
         })
@@ -273,7 +286,10 @@ impl Collector for Console {
     fn finish<'a>(self: Box<Self>, cx: &'a mut Finish<'_>) -> Finishing<'a> {
         Box::pin(async move {
             let _ = self.stop.send(());
-            let read = self.task.await.map_err(|e| Error::internal(format!("the console reader panicked: {e}")))?;
+            let read = self
+                .task
+                .await
+                .map_err(|e| Error::internal(format!("the console reader panicked: {e}")))?;
             cx.raw.console = Some(read);
             Ok(())
         })

@@ -3,7 +3,7 @@
 //! one definition of what each target feeds and which invariants must hold.
 //! A panic here is a bug (the targets treat every panic as a crash).
 
-use super::{advice, analysis, chatty, recovery, section, sql_text, thresholds, wire};
+use super::{advice, analysis, chatty, dialect, recovery, section, sql_text, thresholds, wire};
 
 /// Splits a fuzz input into writes: each is a 2-byte little-endian length,
 /// then that many bytes (cut at the end of the input).
@@ -33,7 +33,9 @@ pub fn wire(data: &[u8]) {
         let texts: Vec<String> = messages
             .iter()
             .filter_map(|m| match m {
-                wire::Message::Query { sql, .. } | wire::Message::Parse { sql, .. } => Some(sql.clone()),
+                wire::Message::Query { sql, .. } | wire::Message::Parse { sql, .. } => {
+                    Some(sql.clone())
+                }
                 _ => None,
             })
             .collect();
@@ -47,7 +49,10 @@ pub fn wire(data: &[u8]) {
             statement_text(t);
         }
         let (statements, portals) = conn.names();
-        assert!(statements <= wire::MAX_STATEMENTS && portals <= wire::MAX_PORTALS, "{statements} statements, {portals} portals");
+        assert!(
+            statements <= wire::MAX_STATEMENTS && portals <= wire::MAX_PORTALS,
+            "{statements} statements, {portals} portals"
+        );
     }
 }
 
@@ -61,7 +66,12 @@ pub fn sql_text(data: &[u8]) {
             let _ = scan.index_columns();
         }
         let _ = advice::total_cost(&plan);
-        let _ = thresholds::plan_uses_index(&plan, "i", "CREATE INDEX i ON public.t USING btree (a)", "SELECT a FROM t ORDER BY a");
+        let _ = thresholds::plan_uses_index(
+            &plan,
+            "i",
+            "CREATE INDEX i ON public.t USING btree (a)",
+            "SELECT a FROM t ORDER BY a",
+        );
     }
 }
 
@@ -69,10 +79,17 @@ pub fn sql_text(data: &[u8]) {
 pub fn statement_text(sql: &str) {
     match sql_text::single_statement(sql) {
         Ok(one) => {
-            assert!(sql.starts_with(one), "the accepted statement is a prefix of the text");
+            assert!(
+                sql.starts_with(one),
+                "the accepted statement is a prefix of the text"
+            );
             assert!(!one.trim().is_empty());
             assert!(one.len() <= sql_text::MAX_PLANNED_SQL_BYTES);
-            assert_eq!(sql_text::single_statement(one), Ok(one), "accepting is idempotent");
+            assert_eq!(
+                sql_text::single_statement(one),
+                Ok(one),
+                "accepting is idempotent"
+            );
             assert!(!one.contains('\0'));
         }
         Err(why) => {
@@ -88,7 +105,11 @@ pub fn statement_text(sql: &str) {
     let _ = thresholds::is_select(sql);
     let table = thresholds::from_table(sql).unwrap_or_default();
     let (eq, range) = advice::filter_columns(sql);
-    let columns: Vec<String> = eq.into_iter().chain(range).chain(sql.split_whitespace().take(3).map(str::to_string)).collect();
+    let columns: Vec<String> = eq
+        .into_iter()
+        .chain(range)
+        .chain(sql.split_whitespace().take(3).map(str::to_string))
+        .collect();
     let _ = advice::index_name(&table, &columns);
     let _ = advice::create_index_sql("public", &table, &columns, true);
     if let Some(create) = advice::create_index_statement(sql, &table, &columns) {
@@ -96,4 +117,25 @@ pub fn statement_text(sql: &str) {
     }
     let _ = advice::quote_ident(sql);
     let _ = section::qualified(sql, &table);
+    // Rewrites of a hostile text: total, and only ever one statement more
+    // (`ANY(...)` or `LIMIT $n`) than the text itself.
+    let frames = [sql, normalized.as_str()];
+    let driver = dialect::Driver::from_frames(frames);
+    if let Some(b) = dialect::batched_query(sql) {
+        assert!(b.len() == sql.len() + 5 && b.contains("ANY($"), "{b}");
+        for d in [
+            Some(dialect::Driver::Sqlx),
+            Some(dialect::Driver::Diesel),
+            Some(dialect::Driver::SeaOrm),
+            driver,
+        ] {
+            let _ = dialect::n_plus_one_fix(d, sql, Some(&b));
+            let _ = dialect::transaction_fix(d, Some(&b));
+        }
+    }
+    if let Some(p) = dialect::paged_query(sql) {
+        assert!(p.contains(" LIMIT $"), "{p}");
+        let _ = dialect::paged_fix(Some(dialect::Driver::Diesel), sql, Some(&p));
+    }
+    let _ = dialect::round_trips_fix(driver, &frames);
 }

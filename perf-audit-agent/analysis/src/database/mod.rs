@@ -10,6 +10,7 @@
 pub mod advice;
 pub mod analysis;
 pub mod chatty;
+pub mod dialect;
 pub mod fuzzing;
 pub mod recovery;
 pub mod schema;

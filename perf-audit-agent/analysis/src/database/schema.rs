@@ -43,6 +43,10 @@ pub struct DatabaseSection {
     /// `database::sql_text`), with why; at most `MAX_PLANS_NOT_INSPECTED`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub plans_not_inspected: Vec<PlanNotInspected>,
+    /// The SQL rewrites the findings would suggest, each parsed and
+    /// planned by the server before it is shown (`dialect::checked`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rewrites: Vec<crate::database::dialect::CheckedRewrite>,
 }
 
 /// Entries kept in `plans_not_inspected`.
@@ -258,4 +262,8 @@ pub struct WireSummary {
     pub evicted_statements: u64,
     #[serde(skip_serializing_if = "is_zero")]
     pub evicted_connections: u64,
+    /// Executions per client library (`dialect::Driver` labels), from the
+    /// frames of the stacks that wrote them.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub drivers: std::collections::BTreeMap<String, u64>,
 }

@@ -4,12 +4,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::schema::{
+    CallSiteRow, DuplicateIndex, IndexRow, MissingIndex, StatementRow, TableRow, UnusedIndex,
+};
 use super::{
     advice,
     analysis::{self, CallSite, Execution, NPlusOne},
     stats::{IndexStat, StatementStat, TableStat},
 };
-use super::schema::{CallSiteRow, DuplicateIndex, IndexRow, MissingIndex, StatementRow, TableRow, UnusedIndex};
 use crate::profile::round2;
 
 /// Rows of the statements table.
@@ -18,14 +20,23 @@ pub const STATEMENT_ROWS: usize = 20;
 pub const MIN_TABLE_ROWS: i64 = 10_000;
 
 pub fn qualified(schema: &str, name: &str) -> String {
-    if schema == "public" { name.to_string() } else { format!("{schema}.{name}") }
+    if schema == "public" {
+        name.to_string()
+    } else {
+        format!("{schema}.{name}")
+    }
 }
 
 fn site_rows(sites: &[(CallSite, u64)]) -> Vec<CallSiteRow> {
     sites
         .iter()
         .take(5)
-        .map(|(s, n)| CallSiteRow { function: s.function.clone(), file: s.file.clone(), line: s.line, executions: *n })
+        .map(|(s, n)| CallSiteRow {
+            function: s.function.clone(),
+            file: s.file.clone(),
+            line: s.line,
+            executions: *n,
+        })
         .collect()
 }
 
@@ -100,13 +111,61 @@ fn tokens(sql: &str) -> Vec<Token<'_>> {
             }
             out.push(Token::Param);
         } else if c.is_ascii_alphabetic() || c == b'_' || c == b'"' || !c.is_ascii() {
-            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'"' || b[i] == b'.' || !b[i].is_ascii()) {
+            while i < b.len()
+                && (b[i].is_ascii_alphanumeric()
+                    || b[i] == b'_'
+                    || b[i] == b'"'
+                    || b[i] == b'.'
+                    || !b[i].is_ascii())
+            {
                 i += 1;
             }
             out.push(Token::Word(&sql[start..i]));
         } else {
             i += 1;
             out.push(Token::Punct(c as char));
+        }
+    }
+    out
+}
+
+/// The SQL rewrites the findings would show (`dialect`), for the agent to
+/// have the server check before the report is written: the batched form
+/// of every N+1 statement and of the statements inside per-item
+/// transactions, and the paged form of every SELECT the unbounded-result
+/// rule looks at. Deduplicated, in a stable order.
+pub fn rewrites_wanted(db: &super::schema::DatabaseSection) -> Vec<String> {
+    use super::{dialect, thresholds};
+    let mut out: Vec<String> = Vec::new();
+    let mut push = |sql: Option<String>| {
+        if let Some(sql) = sql
+            && !out.contains(&sql)
+        {
+            out.push(sql);
+        }
+    };
+    for n in &db.n_plus_one {
+        if n.query != analysis::UNKNOWN_TEXT && !analysis::is_transaction_control(&n.query) {
+            push(dialect::batched_query(&n.query));
+        }
+    }
+    for t in &db.per_item_transactions {
+        for s in t
+            .statements
+            .iter()
+            .filter(|s| !analysis::is_transaction_control(s))
+        {
+            push(dialect::batched_query(s));
+        }
+    }
+    for s in &db.statements {
+        let rows_per_call = s.rows.map_or(0.0, |r| r as f64 / s.calls.max(1) as f64);
+        if thresholds::is_select(&s.query)
+            && !thresholds::bounded(&s.query)
+            && s.calls >= thresholds::UNBOUNDED_MIN_CALLS
+            && rows_per_call >= thresholds::UNBOUNDED_MIN_ROWS_PER_CALL
+        {
+            push(dialect::paged_query(&s.query));
         }
     }
     out
@@ -122,7 +181,11 @@ fn same_statement(stat: &str, wire: &str) -> bool {
         let Some(u) = w.get(j) else { return false };
         match (t, u) {
             (Token::Param, Token::Literal(_) | Token::Param) => j += 1,
-            (Token::Param, Token::Punct('-')) if matches!(w.get(j + 1), Some(Token::Literal(_))) => j += 2,
+            (Token::Param, Token::Punct('-'))
+                if matches!(w.get(j + 1), Some(Token::Literal(_))) =>
+            {
+                j += 2
+            }
             (a, b) if a == b => j += 1,
             _ => return false,
         }
@@ -161,9 +224,20 @@ pub fn statement_rows(
             });
         }
         for r in &mut rows {
-            r.time_pct = r.total_ms.map(|t| if total_all > 0.0 { round2(t * 100.0 / total_all) } else { 0.0 });
+            r.time_pct = r.total_ms.map(|t| {
+                if total_all > 0.0 {
+                    round2(t * 100.0 / total_all)
+                } else {
+                    0.0
+                }
+            });
         }
-        rows.sort_by(|a, b| b.total_ms.partial_cmp(&a.total_ms).unwrap_or(std::cmp::Ordering::Equal).then(a.query.cmp(&b.query)));
+        rows.sort_by(|a, b| {
+            b.total_ms
+                .partial_cmp(&a.total_ms)
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then(a.query.cmp(&b.query))
+        });
     } else {
         // No statistics: the wire's own counts.
         let mut counts: BTreeMap<&str, i64> = Default::default();
@@ -196,7 +270,9 @@ pub fn table_rows(start: &[TableStat], end: &[TableStat]) -> Vec<TableRow> {
     let mut rows: Vec<TableRow> = end
         .iter()
         .map(|e| {
-            let s = start.iter().find(|s| s.schema == e.schema && s.table == e.table);
+            let s = start
+                .iter()
+                .find(|s| s.schema == e.schema && s.table == e.table);
             let d = |f: fn(&TableStat) -> i64| f(e) - s.map_or(0, f);
             TableRow {
                 schema: e.schema.clone(),
@@ -209,7 +285,11 @@ pub fn table_rows(start: &[TableStat], end: &[TableStat]) -> Vec<TableRow> {
             }
         })
         .collect();
-    rows.sort_by(|a, b| b.seq_rows_read.cmp(&a.seq_rows_read).then(a.table.cmp(&b.table)));
+    rows.sort_by(|a, b| {
+        b.seq_rows_read
+            .cmp(&a.seq_rows_read)
+            .then(a.table.cmp(&b.table))
+    });
     rows
 }
 
@@ -217,7 +297,10 @@ pub fn index_rows(start: &[IndexStat], end: &[IndexStat]) -> Vec<IndexRow> {
     let mut rows: Vec<IndexRow> = end
         .iter()
         .map(|e| {
-            let before = start.iter().find(|s| s.schema == e.schema && s.index == e.index).map_or(0, |s| s.idx_scan);
+            let before = start
+                .iter()
+                .find(|s| s.schema == e.schema && s.index == e.index)
+                .map_or(0, |s| s.idx_scan);
             IndexRow {
                 schema: e.schema.clone(),
                 table: e.table.clone(),
@@ -233,7 +316,11 @@ pub fn index_rows(start: &[IndexStat], end: &[IndexStat]) -> Vec<IndexRow> {
     rows
 }
 
-pub fn recommendation(row: &StatementRow, n_plus_one: &[NPlusOne], missing: &[MissingIndex]) -> String {
+pub fn recommendation(
+    row: &StatementRow,
+    n_plus_one: &[NPlusOne],
+    missing: &[MissingIndex],
+) -> String {
     let query = analysis::normalize_sql(&row.query);
     if let Some(n) = n_plus_one.iter().find(|n| n.query == query) {
         return format!(
@@ -260,7 +347,10 @@ pub fn unused_index_rows(indexes: &[IndexStat]) -> Vec<UnusedIndex> {
             index: i.index.clone(),
             size_bytes: i.size_bytes,
             definition: i.definition.clone(),
-            drop_sql: format!("DROP INDEX CONCURRENTLY {};", qualified(&i.schema, &i.index)),
+            drop_sql: format!(
+                "DROP INDEX CONCURRENTLY {};",
+                qualified(&i.schema, &i.index)
+            ),
             ..Default::default()
         })
         .collect()
@@ -275,7 +365,10 @@ pub fn duplicate_index_rows(indexes: &[IndexStat]) -> Vec<DuplicateIndex> {
             index: a.index.clone(),
             duplicate_of: b.index.clone(),
             size_bytes: a.size_bytes,
-            drop_sql: format!("DROP INDEX CONCURRENTLY {};", qualified(&a.schema, &a.index)),
+            drop_sql: format!(
+                "DROP INDEX CONCURRENTLY {};",
+                qualified(&a.schema, &a.index)
+            ),
         })
         .collect()
 }
@@ -287,10 +380,25 @@ mod same_statement_tests {
     #[test]
     fn pg_stat_statements_texts_match_the_statements_their_constants_came_from() {
         let stat = "SELECT id, name FROM users WHERE country = $1 ORDER BY signup_at DESC LIMIT $2";
-        assert!(same_statement(stat, "SELECT id, name FROM users WHERE country = $1 ORDER BY signup_at DESC LIMIT 20"));
-        assert!(same_statement("SELECT $1 - x FROM t WHERE a = $2", "SELECT 'it''s' - x FROM t WHERE a = -1.5"));
-        assert!(!same_statement(stat, "SELECT id, name FROM users WHERE country = $1 ORDER BY signup_at DESC"));
-        assert!(!same_statement(stat, "SELECT id, name FROM users WHERE city = $1 ORDER BY signup_at DESC LIMIT 20"));
-        assert!(!same_statement("SELECT a FROM t LIMIT 20", "SELECT a FROM t LIMIT 21"));
+        assert!(same_statement(
+            stat,
+            "SELECT id, name FROM users WHERE country = $1 ORDER BY signup_at DESC LIMIT 20"
+        ));
+        assert!(same_statement(
+            "SELECT $1 - x FROM t WHERE a = $2",
+            "SELECT 'it''s' - x FROM t WHERE a = -1.5"
+        ));
+        assert!(!same_statement(
+            stat,
+            "SELECT id, name FROM users WHERE country = $1 ORDER BY signup_at DESC"
+        ));
+        assert!(!same_statement(
+            stat,
+            "SELECT id, name FROM users WHERE city = $1 ORDER BY signup_at DESC LIMIT 20"
+        ));
+        assert!(!same_statement(
+            "SELECT a FROM t LIMIT 20",
+            "SELECT a FROM t LIMIT 21"
+        ));
     }
 }

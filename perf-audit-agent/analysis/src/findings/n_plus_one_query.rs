@@ -17,7 +17,9 @@ impl Rule for NPlusOneQuery {
     }
 
     fn check(&self, evidence: &Evidence<'_>) -> Vec<Finding> {
-        let Some(db) = evidence.database else { return Vec::new() };
+        let Some(db) = evidence.database else {
+            return Vec::new();
+        };
         db.n_plus_one
             .iter()
             // BEGIN/COMMIT per item is a transaction per item, not an N+1.
@@ -30,7 +32,9 @@ impl Rule for NPlusOneQuery {
                     .and_then(|s| s.mean_ms);
                 let unknown = n.query == crate::database::analysis::UNKNOWN_TEXT;
                 let untied = n.call_site.function == crate::database::analysis::UNTIED_FUNCTION;
-                let batched = batched_query(&n.query);
+                let candidate = crate::database::dialect::batched_query(&n.query);
+                let batched = crate::database::dialect::checked(&db.rewrites, candidate.as_deref());
+                let driver = n.call_site.driver.or_else(|| crate::database::dialect::dominant(&db.wire.drivers));
                 let why_untied = || {
                     db.wire.untied_reason.as_deref().map(|r| format!(" Its call site is unknown: {r}.")).unwrap_or_default()
                 };
@@ -53,7 +57,15 @@ impl Rule for NPlusOneQuery {
                     recommendation: if unknown {
                         "fetch every row in one query instead of one per item at this line (`= ANY($1)` with all the ids bound as one array, or a JOIN); the statement was prepared before the audit began, so its text was not on the traced wire (an audit that starts with the service shows it)".into()
                     } else {
-                        format!("fetch every row in one query instead of one per item: `{batched}` with all the ids bound as one array (or a JOIN){}", if untied { why_untied() } else { String::new() })
+                        format!(
+                            "fetch every row in one query instead of one per item: {}{}{}",
+                            match batched {
+                                Some(b) => format!("`{b}` with all the ids bound as one array, or a JOIN (PostgreSQL parsed and planned this rewrite)"),
+                                None => "the per-item condition as `= ANY($1)` with all the ids bound as one array, or a JOIN".to_string(),
+                            },
+                            driver.map(|d| format!("; the code fix is written for {}, the driver on its stacks", d.label())).unwrap_or_default(),
+                            if untied { why_untied() } else { String::new() }
+                        )
                     },
                     impact: severity(n.saved_ms_per_burst).impact(),
                     complexity: Complexity::Easy,
@@ -68,15 +80,11 @@ impl Rule for NPlusOneQuery {
                         "{:?}: {} round trips x {:.2} ms measured per round trip = {:.1} ms per burst that batching saves (P0 from {P0_SAVED_MS} ms, P1 from {P1_SAVED_MS} ms); a query per item also grows with the data",
                         severity(n.saved_ms_per_burst), n.median_burst.saturating_sub(1), n.round_trip_ms, n.saved_ms_per_burst
                     ),
-                    code_fix: (!unknown).then(|| CodeFix {
-                        before: format!(
-                            "for item in &items {{\n    let row = sqlx::query_as(\"{}\")\n        .bind(item.id)\n        .fetch_one(pool)\n        .await?;\n}}",
-                            n.query
-                        ),
-                        after: format!(
-                            "let ids: Vec<i64> = items.iter().map(|i| i.id).collect();\nlet rows: Vec<_> = sqlx::query_as(\"{batched}\")\n    .bind(&ids)\n    .fetch_all(pool)\n    .await?;"
-                        ),
-                    }),
+                    code_fix: if unknown {
+                        None
+                    } else {
+                        crate::database::dialect::n_plus_one_fix(driver, &n.query, batched).map(|(before, after)| CodeFix { before, after })
+                    },
                     source: None,
                 }
             })
@@ -86,7 +94,11 @@ impl Rule for NPlusOneQuery {
 
 /// The first `max` characters of a statement, `...` when cut.
 fn short_text(sql: &str, max: usize) -> String {
-    if sql.chars().count() <= max { sql.to_string() } else { format!("{}...", sql.chars().take(max).collect::<String>()) }
+    if sql.chars().count() <= max {
+        sql.to_string()
+    } else {
+        format!("{}...", sql.chars().take(max).collect::<String>())
+    }
 }
 
 /// Milliseconds saved per burst from which an N+1 is P0, P1.
@@ -103,21 +115,13 @@ fn severity(saved_ms_per_burst: f64) -> Severity {
     }
 }
 
-/// `... WHERE id = $1` -> `... WHERE id = ANY($1)`.
-pub fn batched_query(query: &str) -> String {
-    if let Some(pos) = query.find("= $1") {
-        let rest = &query[pos + 4..];
-        if !rest.starts_with(|c: char| c.is_ascii_digit()) {
-            return format!("{}= ANY($1){}", &query[..pos], rest);
-        }
-    }
-    format!("{query} -- rewritten to take an array: = ANY($1)")
-}
-
 /// The wrappers an N+1's statements passed through, named as its path
 /// (`database::analysis::resolve_wrappers`), with the evidence that made
 /// each one a wrapper.
-fn through(n: &crate::database::analysis::NPlusOne, db: &crate::database::schema::DatabaseSection) -> String {
+fn through(
+    n: &crate::database::analysis::NPlusOne,
+    db: &crate::database::schema::DatabaseSection,
+) -> String {
     if n.call_site.via.is_empty() {
         return String::new();
     }
@@ -125,26 +129,47 @@ fn through(n: &crate::database::analysis::NPlusOne, db: &crate::database::schema
         .call_site
         .via
         .iter()
-        .map(|f| match db.wire.wrappers.iter().find(|w| &w.function == f) {
-            Some(w) => format!("`{f}` (a wrapper: {} distinct statements from {} calling functions)", w.statements, w.callers),
-            None => format!("`{f}`"),
-        })
+        .map(
+            |f| match db.wire.wrappers.iter().find(|w| &w.function == f) {
+                Some(w) => format!(
+                    "`{f}` (a wrapper: {} distinct statements from {} calling functions)",
+                    w.statements, w.callers
+                ),
+                None => format!("`{f}`"),
+            },
+        )
         .collect();
-    format!(". Issued through {}; this function is the one that calls it once per item", path.join(", called from "))
+    format!(
+        ". Issued through {}; this function is the one that calls it once per item",
+        path.join(", called from ")
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{database::analysis::{CallSite, NPlusOne}, report::DatabaseSection};
+    use crate::{
+        database::analysis::{CallSite, NPlusOne},
+        report::DatabaseSection,
+    };
 
     #[test]
     fn an_n_plus_one_is_ranked_by_its_measured_cost_at_its_line_with_a_batched_rewrite() {
-        assert_eq!(batched_query("SELECT a FROM users WHERE id = $1"), "SELECT a FROM users WHERE id = ANY($1)");
         let section = DatabaseSection {
+            rewrites: vec![crate::database::dialect::CheckedRewrite {
+                sql: "SELECT a FROM users WHERE id = ANY($1)".into(),
+                accepted: true,
+                error: None,
+            }],
             n_plus_one: vec![NPlusOne {
                 query: "SELECT a FROM users WHERE id = $1".into(),
-                call_site: CallSite { function: "svc::db::authors".into(), file: Some("/svc/src/db.rs".into()), line: Some(42), ..Default::default() },
+                call_site: CallSite {
+                    function: "svc::db::authors".into(),
+                    file: Some("/svc/src/db.rs".into()),
+                    line: Some(42),
+                    driver: Some(crate::database::dialect::Driver::Sqlx),
+                    ..Default::default()
+                },
                 bursts: 12,
                 executions_in_bursts: 360,
                 executions: 360,
@@ -156,22 +181,48 @@ mod tests {
             }],
             ..Default::default()
         };
-        let ev = Evidence { cpu: None, async_runtime: None, database: Some(&section), memory: None };
+        let ev = Evidence {
+            cpu: None,
+            async_runtime: None,
+            database: Some(&section),
+            memory: None,
+        };
         let f = NPlusOneQuery.check(&ev);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].severity, Severity::P1);
-        assert!(f[0].ranking.contains("29 round trips x 0.26 ms"), "{}", f[0].ranking);
+        assert!(
+            f[0].ranking.contains("29 round trips x 0.26 ms"),
+            "{}",
+            f[0].ranking
+        );
         // The same loop beside a database 3 ms away costs ~90 ms per burst.
         let mut far = section.clone();
         far.n_plus_one[0].round_trip_ms = 3.1;
         far.n_plus_one[0].saved_ms_per_burst = 89.9;
-        let f_far = NPlusOneQuery.check(&Evidence { database: Some(&far), ..ev });
-        assert!(!f[0].evidence.contains("Issued through"), "no wrapper, no path: {}", f[0].evidence);
+        let f_far = NPlusOneQuery.check(&Evidence {
+            database: Some(&far),
+            ..ev
+        });
+        assert!(
+            !f[0].evidence.contains("Issued through"),
+            "no wrapper, no path: {}",
+            f[0].evidence
+        );
         // Through a wrapper: the wrapper is named as the path, with why.
         let mut wrapped = section.clone();
         wrapped.n_plus_one[0].call_site.via = vec!["svc::db::run_query".into()];
-        wrapped.wire.wrappers = vec![crate::database::analysis::Wrapper { function: "svc::db::run_query".into(), statements: 5, callers: 4, executions: 900 }];
-        let f_wrapped = NPlusOneQuery.check(&Evidence { cpu: None, async_runtime: None, database: Some(&wrapped), memory: None });
+        wrapped.wire.wrappers = vec![crate::database::analysis::Wrapper {
+            function: "svc::db::run_query".into(),
+            statements: 5,
+            callers: 4,
+            executions: 900,
+        }];
+        let f_wrapped = NPlusOneQuery.check(&Evidence {
+            cpu: None,
+            async_runtime: None,
+            database: Some(&wrapped),
+            memory: None,
+        });
         assert_eq!(f_wrapped[0].function, "svc::db::authors");
         assert!(f_wrapped[0].evidence.contains("Issued through `svc::db::run_query` (a wrapper: 5 distinct statements from 4 calling functions)"), "{}", f_wrapped[0].evidence);
         assert_eq!(f_far[0].severity, Severity::P0);
@@ -179,11 +230,75 @@ mod tests {
         // Prepared before the audit: the loop is named at its line, without a rewrite of an unknown text.
         let mut unknown = far.clone();
         unknown.n_plus_one[0].query = crate::database::analysis::UNKNOWN_TEXT.into();
-        let f_unknown = NPlusOneQuery.check(&Evidence { cpu: None, async_runtime: None, database: Some(&unknown), memory: None });
-        assert_eq!((f_unknown[0].line, f_unknown[0].severity), (Some(42), Severity::P0));
-        assert!(f_unknown[0].code_fix.is_none() && f_unknown[0].recommendation.contains("prepared before the audit"));
+        let f_unknown = NPlusOneQuery.check(&Evidence {
+            cpu: None,
+            async_runtime: None,
+            database: Some(&unknown),
+            memory: None,
+        });
+        assert_eq!(
+            (f_unknown[0].line, f_unknown[0].severity),
+            (Some(42), Severity::P0)
+        );
+        assert!(
+            f_unknown[0].code_fix.is_none()
+                && f_unknown[0]
+                    .recommendation
+                    .contains("prepared before the audit")
+        );
         assert_eq!(f[0].category, Category::Database);
-        assert_eq!((f[0].function.as_str(), f[0].line), ("svc::db::authors", Some(42)));
-        assert!(f[0].code_fix.as_ref().unwrap().after.contains("= ANY($1)"));
+        assert_eq!(
+            (f[0].function.as_str(), f[0].line),
+            ("svc::db::authors", Some(42))
+        );
+        assert!(
+            f[0].code_fix
+                .as_ref()
+                .unwrap()
+                .after
+                .contains("sqlx::query_as(\"SELECT a FROM users WHERE id = ANY($1)\")")
+        );
+        assert!(
+            f[0].recommendation
+                .contains("PostgreSQL parsed and planned this rewrite"),
+            "{}",
+            f[0].recommendation
+        );
+        // A rewrite the server refused (or was never asked about) is not
+        // shown: prose, and no raw-SQL code fix.
+        let mut refused = section.clone();
+        refused.rewrites[0].accepted = false;
+        let f_refused = NPlusOneQuery.check(&Evidence {
+            cpu: None,
+            async_runtime: None,
+            database: Some(&refused),
+            memory: None,
+        });
+        assert!(
+            !f_refused[0].recommendation.contains("WHERE id = ANY($1)")
+                && f_refused[0].code_fix.is_none(),
+            "{:?}",
+            f_refused[0]
+        );
+        // diesel on the stack: the fix is diesel's query builder.
+        let mut diesel = section.clone();
+        diesel.n_plus_one[0].call_site.driver = Some(crate::database::dialect::Driver::Diesel);
+        let f_diesel = NPlusOneQuery.check(&Evidence {
+            cpu: None,
+            async_runtime: None,
+            database: Some(&diesel),
+            memory: None,
+        });
+        let fix = f_diesel[0].code_fix.as_ref().unwrap();
+        assert!(
+            fix.after.contains("users::id.eq_any(&ids)") && !fix.after.contains("sqlx"),
+            "{}",
+            fix.after
+        );
+        assert!(
+            f_diesel[0].recommendation.contains("written for diesel"),
+            "{}",
+            f_diesel[0].recommendation
+        );
     }
 }

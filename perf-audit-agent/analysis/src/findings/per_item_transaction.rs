@@ -15,7 +15,9 @@ impl Rule for PerItemTransaction {
     }
 
     fn check(&self, evidence: &Evidence<'_>) -> Vec<Finding> {
-        let Some(db) = evidence.database else { return Vec::new() };
+        let Some(db) = evidence.database else {
+            return Vec::new();
+        };
         db.per_item_transactions
             .iter()
             .map(|t| {
@@ -36,15 +38,21 @@ impl Rule for PerItemTransaction {
                         "{} transactions opened from this line, in {} bursts of a median {} (a loop), each a median {} round trips (BEGIN and COMMIT included){inside}",
                         t.transactions, t.bursts, t.median_burst, t.median_round_trips
                     ),
-                    recommendation: "process the items in one transaction with set-based statements (`UPDATE ... WHERE id = ANY($1)`, `INSERT ... SELECT * FROM UNNEST($1, $2)`), or at least one transaction per batch: each item now pays BEGIN, COMMIT (a WAL flush) and its own round trips".into(),
+                    recommendation: "process the items in one transaction with set-based statements (`... WHERE id = ANY($1)`, `INSERT ... SELECT * FROM UNNEST($1, $2)`), or at least one transaction per batch: each item now pays BEGIN, COMMIT (a WAL flush) and its own round trips".into(),
                     impact: Level::Medium,
                     complexity: Complexity::Medium,
                     estimated_gain: format!("{} round trips per item become a few per batch", t.median_round_trips),
                     ranking: "P1: transactions in a loop, detected with the N+1 burst rule on BEGIN".into(),
-                    code_fix: Some(CodeFix {
-                        before: "for item in items {\n    let mut tx = pool.begin().await?;\n    sqlx::query(\"UPDATE jobs SET done = true WHERE id = $1\").bind(item.id).execute(&mut *tx).await?;\n    tx.commit().await?;\n}".into(),
-                        after: "let ids: Vec<i64> = items.iter().map(|i| i.id).collect();\nlet mut tx = pool.begin().await?;\nsqlx::query(\"UPDATE jobs SET done = true WHERE id = ANY($1)\").bind(&ids).execute(&mut *tx).await?;\ntx.commit().await?;".into(),
-                    }),
+                    code_fix: {
+                        let candidate = t
+                            .statements
+                            .iter()
+                            .find(|s| !crate::database::analysis::is_transaction_control(s))
+                            .and_then(|s| crate::database::dialect::batched_query(s));
+                        let batched = crate::database::dialect::checked(&db.rewrites, candidate.as_deref());
+                        let driver = t.call_site.driver.or_else(|| crate::database::dialect::dominant(&db.wire.drivers));
+                        crate::database::dialect::transaction_fix(driver, batched).map(|(before, after)| CodeFix { before, after })
+                    },
                     source: None,
                 }
             })

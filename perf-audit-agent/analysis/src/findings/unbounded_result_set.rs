@@ -4,7 +4,9 @@
 //! decoded and serialized per call. P1 (P0 from ten times the threshold).
 
 use super::{Category, CodeFix, Complexity, Evidence, Finding, Level, Rule, Severity};
-use crate::database::thresholds::{UNBOUNDED_MIN_CALLS, UNBOUNDED_MIN_ROWS_PER_CALL, bounded, is_select};
+use crate::database::thresholds::{
+    UNBOUNDED_MIN_CALLS, UNBOUNDED_MIN_ROWS_PER_CALL, bounded, is_select,
+};
 
 #[derive(Default)]
 pub struct UnboundedResultSet;
@@ -15,7 +17,9 @@ impl Rule for UnboundedResultSet {
     }
 
     fn check(&self, evidence: &Evidence<'_>) -> Vec<Finding> {
-        let Some(db) = evidence.database else { return Vec::new() };
+        let Some(db) = evidence.database else {
+            return Vec::new();
+        };
         db.statements
             .iter()
             .filter(|s| is_select(&s.query) && !bounded(&s.query) && s.calls >= UNBOUNDED_MIN_CALLS)
@@ -26,6 +30,8 @@ impl Rule for UnboundedResultSet {
                     return None;
                 }
                 let site = s.call_sites.first();
+                let candidate = crate::database::dialect::paged_query(&s.query);
+                let paged = crate::database::dialect::checked(&db.rewrites, candidate.as_deref());
                 let severity = if per_call >= 10.0 * UNBOUNDED_MIN_ROWS_PER_CALL { Severity::P0 } else { Severity::P1 };
                 let table = crate::database::thresholds::from_table(&s.query)
                     .and_then(|t| db.tables.iter().find(|r| r.table == t))
@@ -43,7 +49,13 @@ impl Rule for UnboundedResultSet {
                         "`{}` has no LIMIT and returned {rows} rows over {} calls ({per_call:.0} rows per call, pg_stat_statements){table}",
                         s.query, s.calls
                     ),
-                    recommendation: "return a page, not the table: add `LIMIT $n` with keyset pagination (`WHERE id > $last ORDER BY id LIMIT $n`), select only the columns sent, or aggregate in SQL if the rows are only counted or summed".into(),
+                    recommendation: format!(
+                        "return a page, not the table: {}, with keyset pagination (`WHERE key > $last ORDER BY key`), select only the columns sent, or aggregate in SQL if the rows are only counted or summed",
+                        match paged {
+                            Some(p) => format!("`{p}` (PostgreSQL parsed and planned this rewrite)"),
+                            None => "add `LIMIT $n`".to_string(),
+                        }
+                    ),
                     impact: if severity == Severity::P0 { Level::High } else { Level::Medium },
                     complexity: Complexity::Medium,
                     estimated_gain: format!("rows per call from {per_call:.0} to one page; the cost stops growing with the table"),
@@ -51,10 +63,8 @@ impl Rule for UnboundedResultSet {
                         "a SELECT without LIMIT returning at least {UNBOUNDED_MIN_ROWS_PER_CALL:.0} rows per call over at least {UNBOUNDED_MIN_CALLS} calls: P1, P0 from {:.0} rows per call",
                         10.0 * UNBOUNDED_MIN_ROWS_PER_CALL
                     ),
-                    code_fix: Some(CodeFix {
-                        before: format!("sqlx::query_as::<_, Row>(\"{}\")\n    .fetch_all(pool).await?", s.query),
-                        after: "sqlx::query_as::<_, Row>(\"SELECT id, name FROM users WHERE id > $1 ORDER BY id LIMIT $2\")\n    .bind(after_id).bind(page_size)\n    .fetch_all(pool).await?".into(),
-                    }),
+                    code_fix: crate::database::dialect::paged_fix(crate::database::dialect::dominant(&db.wire.drivers), &s.query, paged)
+                        .map(|(before, after)| CodeFix { before, after }),
                     source: None,
                 })
             })
