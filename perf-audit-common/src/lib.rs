@@ -303,9 +303,27 @@ pub struct DbWriteRecord {
     /// another socket, no send elsewhere, no sleep on a futex):
     /// this write waited for that answer. [`NO_ANSWER`] otherwise.
     pub answer_fd: u32,
+    /// Execute (`E`) messages in the whole write, found by hopping from
+    /// message header to message header past the captured prefix (at most
+    /// [`DB_WALK_HOPS`] messages), when the write is longer than the
+    /// prefix: the executions of a pipelined batch or of a Bind too large
+    /// for the prefix. Valid only when `walk` is [`DB_WALK_COMPLETE`].
+    pub executes: u32,
+    /// A `DB_WALK_*` value.
+    pub walk: u32,
     pub comm: [u8; TASK_COMM_LEN],
     pub payload: [u8; DB_PAYLOAD_BYTES],
 }
+
+/// Message headers read past the prefix of one write, at most.
+pub const DB_WALK_HOPS: u32 = 64;
+/// [`DbWriteRecord::walk`]: the write fit in the prefix (nothing walked).
+pub const DB_WALK_NONE: u32 = 0;
+/// Every message of the write was counted.
+pub const DB_WALK_COMPLETE: u32 = 1;
+/// More than [`DB_WALK_HOPS`] messages, a header that is not one, or an
+/// unreadable page: the count is not used.
+pub const DB_WALK_INCOMPLETE: u32 = 2;
 
 /// [`DbWriteRecord::answer_fd`] of a write not preceded by a database answer.
 pub const NO_ANSWER: u32 = u32::MAX;

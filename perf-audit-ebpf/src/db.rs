@@ -29,7 +29,7 @@ use aya_ebpf::{
 use perf_audit_common::{
     Counter, DB_EVENTS_RING_BYTES, DB_FDS_CAPACITY, DB_FINGERPRINT_BYTES, DB_KNOWN_STACKS_CAPACITY, DB_PAYLOAD_BYTES,
     DB_STACK_COPY_BYTES, DB_STACKS_RING_BYTES, DB_TEXT_RANGES, DB_THREADS_CAPACITY, DbFdKey, DbStackEvent,
-    DbThread, DbWriteRecord, NO_ANSWER, TASK_COMM_LEN, db_syscall, memory::TextRange,
+    DB_WALK_COMPLETE, DB_WALK_HOPS, DB_WALK_INCOMPLETE, DB_WALK_NONE, DbThread, DbWriteRecord, NO_ANSWER, TASK_COMM_LEN, db_syscall, memory::TextRange,
 };
 
 use crate::{
@@ -347,6 +347,9 @@ fn on_write(ctx: &TracePointContext, syscall: u32) -> u32 {
         core::ptr::addr_of_mut!((*record).ts_ns).write(bpf_ktime_get_ns());
         core::ptr::addr_of_mut!((*record).payload_len).write(copied);
         core::ptr::addr_of_mut!((*record).answer_fd).write(answer);
+        let (executes, walk) = if len > copied as u64 && copied > 0 { count_executes(data, len) } else { (0, DB_WALK_NONE) };
+        core::ptr::addr_of_mut!((*record).executes).write(executes);
+        core::ptr::addr_of_mut!((*record).walk).write(walk);
         core::ptr::addr_of_mut!((*record).comm).write(comm);
         // A lone Sync (`S`, length 4: what sqlx sends to check a
         // connection on acquiring and releasing it, half of its writes)
@@ -405,6 +408,33 @@ fn on_write(ctx: &TracePointContext, syscall: u32) -> u32 {
 /// statement on one connection is one identity, whatever it is bound to.
 ///
 /// # Safety
+/// Execute messages in the `len` bytes at user address `data`, hopping
+/// from header (type byte, big-endian length counting itself) to header:
+/// at most `DB_WALK_HOPS` 5-byte reads, whatever the write holds.
+fn count_executes(data: u64, len: u64) -> (u32, u32) {
+    let mut off: u64 = 0;
+    let mut executes: u32 = 0;
+    for _ in 0..DB_WALK_HOPS {
+        if off >= len {
+            return (executes, DB_WALK_COMPLETE);
+        }
+        let mut header = [0u8; 5];
+        // SAFETY: a user read into a local array of the right size.
+        if unsafe { bpf_probe_read_user(header.as_mut_ptr().cast(), 5, (data + off) as *const _) } != 0 {
+            return (executes, DB_WALK_INCOMPLETE);
+        }
+        let length = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as u64;
+        if !header[0].is_ascii_alphabetic() || length < 4 {
+            return (executes, DB_WALK_INCOMPLETE);
+        }
+        if header[0] == b'E' {
+            executes += 1;
+        }
+        off += 1 + length;
+    }
+    if off >= len { (executes, DB_WALK_COMPLETE) } else { (executes, DB_WALK_INCOMPLETE) }
+}
+
 /// `payload` points at `DB_PAYLOAD_BYTES` readable bytes, `copied` of them
 /// valid.
 #[inline(always)]

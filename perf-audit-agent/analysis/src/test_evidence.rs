@@ -810,6 +810,7 @@ pub fn database_section() -> DatabaseSection {
             rows: Some(rows),
             time_pct: Some(round2(total_ms / all_ms * 100.0)),
             call_sites: call_sites(query),
+            seen_on_wire: Some(executions.iter().filter(|e| e.sql.as_deref() == Some(query)).count() as u64),
             // As the agent's `database::recommendation` words them.
             recommendation: match query {
                 ENTRIES_SQL => format!("Add index on entries ({})", missing_columns.join(", ")),

@@ -277,8 +277,7 @@ pub fn to_profile(window: &ProcessWindow) -> proto::Profile {
             .map(|d| d.as_nanos() as i64)
             .unwrap_or(0)
     };
-    let comment = vec![
-        strings.get(&format!(
+    let comment = vec![strings.get(&format!(
             "perf-audit daemon: pid {} ({}){}{}",
             window.process.pid,
             window.process.name,
@@ -294,8 +293,7 @@ pub fn to_profile(window: &ProcessWindow) -> proto::Profile {
                 .as_deref()
                 .map(|p| format!(", pod {p}"))
                 .unwrap_or_default(),
-        )),
-    ];
+        ))];
     let default_sample_type = sample_types[1].r#type;
     proto::Profile {
         sample_type: sample_types,

@@ -139,6 +139,8 @@ struct WireCapture {
     evicted_connections: u64,
     evicted_portals: u64,
     evicted_statements: u64,
+    /// Executions counted in the kernel past a write's captured prefix.
+    executions_beyond_capture: u64,
     maps: MapsSnapshot,
     /// The target's executable, read while it runs: only its frames are
     /// the owner's code.
@@ -207,7 +209,43 @@ impl WireCapture {
             return;
         };
         self.unparsed_writes += u64::from(garbage);
-        let executions = conn.feed(messages.clone());
+        let mut executions = conn.feed(messages.clone());
+        // Executions past the captured prefix, counted in the kernel (a
+        // Bind too large for the prefix, a pipelined batch): they run the
+        // statement the prefix's last Bind (or last Parse, through the
+        // unnamed portal every driver uses) names.
+        let in_prefix = messages
+            .iter()
+            .filter(|m| matches!(m, wire::Message::Execute { .. }))
+            .count() as u32;
+        if let Some(total) = w.executes
+            && total > in_prefix
+        {
+            let portal = messages.iter().rev().find_map(|m| match m {
+                wire::Message::Bind { portal, .. } => Some(Some(portal.clone())),
+                wire::Message::Parse { .. } => Some(None),
+                _ => None,
+            });
+            let mut inferred = Vec::new();
+            if let Some(None) = portal
+                && let Some(wire::Message::Parse { statement, .. }) = messages
+                    .iter()
+                    .rev()
+                    .find(|m| matches!(m, wire::Message::Parse { .. }))
+            {
+                inferred.push(wire::Message::Bind {
+                    portal: String::new(),
+                    statement: statement.clone(),
+                });
+            }
+            let portal = portal.flatten().unwrap_or_default();
+            let extra = (total - in_prefix).min(wire::MAX_PORTALS as u32 * 8);
+            inferred.extend((0..extra).map(|_| wire::Message::Execute {
+                portal: portal.clone(),
+            }));
+            executions.extend(conn.feed(inferred));
+            self.executions_beyond_capture += u64::from(extra);
+        }
         if conn.encrypted {
             self.tls_fds.insert(w.fd);
         }
@@ -819,6 +857,7 @@ fn symbolize_capture(
         );
     }
     summary.evicted_connections = capture.evicted_connections;
+    summary.executions_beyond_capture = capture.executions_beyond_capture;
     summary.evicted_portals = capture.evicted_portals
         + capture
             .connections

@@ -15,8 +15,8 @@ use aya::{
     programs::{TracePoint, trace_point::TracePointLinkId},
 };
 use perf_audit_common::{
-    DB_FDS_CAPACITY, DB_TEXT_RANGES, DbFdKey, DbStackEvent, DbWriteRecord, NO_ANSWER,
-    memory::TextRange, names,
+    DB_FDS_CAPACITY, DB_TEXT_RANGES, DB_WALK_COMPLETE, DbFdKey, DbStackEvent, DbWriteRecord,
+    NO_ANSWER, memory::TextRange, names,
 };
 use tokio::io::unix::AsyncFd;
 
@@ -166,6 +166,10 @@ pub struct RawDbWrite {
     /// The database connection (fd) whose answer this write waited for;
     /// `None` for a write that did not directly follow one.
     pub answer: Option<u32>,
+    /// Execute messages in the whole write, counted in the kernel past the
+    /// prefix; `None` when the write fit in the prefix or the count is
+    /// incomplete (see `DbWriteRecord::executes`).
+    pub executes: Option<u32>,
 }
 
 /// The stack of the first write seen with a fingerprint, unwound.
@@ -237,6 +241,7 @@ impl DbWriteReader {
                 site: r.site,
                 payload: r.payload[..payload_len].to_vec(),
                 answer: (r.answer_fd != NO_ANSWER).then_some(r.answer_fd),
+                executes: (r.walk == DB_WALK_COMPLETE).then_some(r.executes),
             });
         }
     }

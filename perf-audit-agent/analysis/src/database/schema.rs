@@ -102,6 +102,11 @@ pub struct StatementRow {
     pub time_pct: Option<f64>,
     pub call_sites: Vec<CallSiteRow>,
     pub recommendation: String,
+    /// Executions of this statement seen on the wire during the audit,
+    /// to reconcile with `calls` (pg_stat_statements counts every client's
+    /// calls; the wire only the target's); `None` without statistics.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seen_on_wire: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, Default)]
@@ -266,4 +271,8 @@ pub struct WireSummary {
     /// frames of the stacks that wrote them.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub drivers: std::collections::BTreeMap<String, u64>,
+    /// Executions whose Execute message lay past a write's captured prefix
+    /// (a large Bind, a pipelined batch), counted in the kernel by hopping
+    /// message headers; included in `executions`.
+    pub executions_beyond_capture: u64,
 }

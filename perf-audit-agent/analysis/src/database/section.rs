@@ -129,6 +129,38 @@ fn tokens(sql: &str) -> Vec<Token<'_>> {
     out
 }
 
+/// Executions seen on the wire of the statement pg_stat_statements
+/// names `query`: its text, a prefix of it (long texts are captured
+/// truncated), or the same tokens with constants for `$n`.
+fn seen_on_wire(query: &str, texts: &BTreeMap<&str, u64>) -> u64 {
+    let query = analysis::normalize_sql(query);
+    texts
+        .iter()
+        .filter(|(sql, _)| {
+            **sql == query
+                || (sql.len() >= 32 && query.starts_with(**sql))
+                || same_statement(&query, sql)
+        })
+        .map(|(_, n)| *n)
+        .sum()
+}
+
+/// Calls pg_stat_statements counted during the audit and how many of them
+/// the wire saw, over the statements it lists that are not the agent's
+/// own (`/* perf-audit */`); `None` without statistics.
+pub fn wire_coverage(rows: &[StatementRow]) -> Option<(i64, u64)> {
+    let counted: Vec<&StatementRow> = rows
+        .iter()
+        .filter(|r| r.seen_on_wire.is_some() && !r.query.contains("/* perf-audit */"))
+        .collect();
+    (!counted.is_empty()).then(|| {
+        (
+            counted.iter().map(|r| r.calls).sum(),
+            counted.iter().map(|r| r.seen_on_wire.unwrap_or(0)).sum(),
+        )
+    })
+}
+
 /// The SQL rewrites the findings would show (`dialect`), for the agent to
 /// have the server check before the report is written: the batched form
 /// of every N+1 statement and of the statements inside per-item
@@ -201,6 +233,12 @@ pub fn statement_rows(
 ) -> Vec<StatementRow> {
     let mut rows = Vec::new();
     if let (Some(start), Some(end)) = (start, end) {
+        let mut texts: BTreeMap<&str, u64> = BTreeMap::new();
+        for e in executions {
+            if let Some(sql) = &e.sql {
+                *texts.entry(sql).or_default() += 1;
+            }
+        }
         let mut total_all = 0.0;
         for (id, e) in end {
             let s = start.get(id);
@@ -221,6 +259,7 @@ pub fn statement_rows(
                 time_pct: None,
                 call_sites: sites_for(&e.query, sites),
                 recommendation: String::new(),
+                seen_on_wire: Some(seen_on_wire(&e.query, &texts)),
             });
         }
         for r in &mut rows {
@@ -258,6 +297,7 @@ pub fn statement_rows(
                 time_pct: None,
                 call_sites: sites_for(sql, sites),
                 recommendation: String::new(),
+                seen_on_wire: None,
             });
         }
         rows.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.query.cmp(&b.query)));

@@ -61,6 +61,9 @@ impl Rule for NPlusOneQuery {
                             "fetch every row in one query instead of one per item: {}{}{}",
                             match batched {
                                 Some(b) => format!("`{b}` with all the ids bound as one array, or a JOIN (PostgreSQL parsed and planned this rewrite)"),
+                                None if crate::database::chatty::is_write(&n.query) && n.query.trim_start().to_ascii_uppercase().starts_with("INSERT") => {
+                                    "all the rows in one INSERT (`INSERT ... SELECT * FROM unnest($1::type[], $2::type[], ...)` with one array per column, or a multi-row VALUES)".to_string()
+                                }
                                 None => "the per-item condition as `= ANY($1)` with all the ids bound as one array, or a JOIN".to_string(),
                             },
                             driver.map(|d| format!("; the code fix is written for {}, the driver on its stacks", d.label())).unwrap_or_default(),
@@ -291,7 +294,9 @@ mod tests {
         });
         let fix = f_diesel[0].code_fix.as_ref().unwrap();
         assert!(
-            fix.after.contains("users::id.eq_any(&ids)") && !fix.after.contains("sqlx"),
+            fix.after
+                .contains("sql_query(\"SELECT a FROM users WHERE id = ANY($1)\")")
+                && !fix.after.contains("sqlx"),
             "{}",
             fix.after
         );

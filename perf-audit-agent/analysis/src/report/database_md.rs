@@ -101,6 +101,21 @@ pub(super) fn render(md: &mut String, db: &DatabaseSection) {
         if let Some(reason) = &w.untied_reason {
             let _ = writeln!(md, "**Executions not tied to code**: {reason}");
         }
+        if let Some((calls, seen)) = crate::database::section::wire_coverage(&db.statements) {
+            let _ = writeln!(
+                md,
+                "**Calls seen on the wire**: {seen} of the {calls} calls pg_stat_statements counted for the statements listed below ({:.0}%; other clients of this database count there too)",
+                seen as f64 * 100.0 / calls.max(1) as f64
+            );
+        }
+        if w.executions_beyond_capture > 0 {
+            let _ = writeln!(
+                md,
+                "**Executions past the captured bytes**: {} (their Execute lay beyond the first {} bytes of a write: a large Bind or a pipelined batch; counted in the kernel from the message headers, with the statement the write's last Bind names)",
+                w.executions_beyond_capture,
+                perf_audit_common::DB_PAYLOAD_BYTES
+            );
+        }
         if !w.drivers.is_empty() {
             let drivers: Vec<String> = w
                 .drivers

@@ -74,12 +74,10 @@ pub fn markdown_html(markdown: &str) -> String {
     )
     .map(|e| match e {
         Event::Html(raw) | Event::InlineHtml(raw) => Event::Text(raw),
-        Event::Start(Tag::Table(align)) => {
-            Event::Start(Tag::Table(vec![
+        Event::Start(Tag::Table(align)) => Event::Start(Tag::Table(vec![
                 pulldown_cmark::Alignment::None;
                 align.len()
-            ]))
-        }
+            ])),
         e => e,
     })
     .collect();
