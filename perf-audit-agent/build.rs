@@ -44,10 +44,7 @@ fn run() -> Result<(), String> {
     if let Some(prebuilt) = env::var_os("PERF_AUDIT_EBPF_OBJECT") {
         println!("cargo:rerun-if-changed={}", Path::new(&prebuilt).display());
         fs::copy(&prebuilt, &object).map_err(|e| {
-            format!(
-                "cannot copy PERF_AUDIT_EBPF_OBJECT {}: {e}",
-                Path::new(&prebuilt).display()
-            )
+            format!("cannot copy PERF_AUDIT_EBPF_OBJECT {}: {e}", Path::new(&prebuilt).display())
         })?;
         return Ok(());
     }
@@ -71,23 +68,13 @@ fn run() -> Result<(), String> {
     let target_dir = out_dir.join("ebpf-target");
     let mut cmd = toolchain.command("cargo");
     scrub_outer_cargo_env(&mut cmd);
-    cmd.args([
-        "build",
-        "--release",
-        "--target",
-        BPF_TARGET,
-        "-Z",
-        "build-std=core",
-    ])
-    .arg("--manifest-path")
-    .arg(ebpf_dir.join("Cargo.toml"))
-    .arg("--target-dir")
-    .arg(&target_dir)
-    .env(
-        "CARGO_ENCODED_RUSTFLAGS",
-        "-Cdebuginfo=2\x1f-Clink-arg=--btf",
-    )
-    .env("PATH", prepend_path(&linker_dir));
+    cmd.args(["build", "--release", "--target", BPF_TARGET, "-Z", "build-std=core"])
+        .arg("--manifest-path")
+        .arg(ebpf_dir.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env("CARGO_ENCODED_RUSTFLAGS", "-Cdebuginfo=2\x1f-Clink-arg=--btf")
+        .env("PATH", prepend_path(&linker_dir));
     let output = cmd
         .stdin(Stdio::null())
         .output()
@@ -98,10 +85,7 @@ fn run() -> Result<(), String> {
         }
         return Err("compiling perf-audit-ebpf failed (compiler output above)".into());
     }
-    let built = target_dir
-        .join(BPF_TARGET)
-        .join("release")
-        .join("perf-audit-ebpf");
+    let built = target_dir.join(BPF_TARGET).join("release").join("perf-audit-ebpf");
     fs::copy(&built, &object)
         .map_err(|e| format!("eBPF object missing at {}: {e}", built.display()))?;
     Ok(())
@@ -121,11 +105,7 @@ struct Toolchain {
 
 impl Toolchain {
     fn pick() -> Result<Self, String> {
-        let rustup_ok = Command::new("rustup")
-            .arg("--version")
-            .stderr(Stdio::null())
-            .output()
-            .is_ok();
+        let rustup_ok = Command::new("rustup").arg("--version").stderr(Stdio::null()).output().is_ok();
         if rustup_ok {
             if let Ok(tc) = Self::probe(Some("nightly".into()), false) {
                 return Ok(tc);
@@ -152,10 +132,7 @@ impl Toolchain {
             .ok_or("rustc -vV does not report an LLVM version")?
             .trim()
             .to_string();
-        let release = vv
-            .lines()
-            .find_map(|l| l.strip_prefix("release: "))
-            .unwrap_or("unknown");
+        let release = vv.lines().find_map(|l| l.strip_prefix("release: ")).unwrap_or("unknown");
         tc.llvm_major = llvm.split('.').next().unwrap_or_default().to_string();
         tc.id = format!("rust-{release}-llvm-{llvm}");
         tc.sysroot = PathBuf::from(tc.capture("rustc", &["--print", "sysroot"])?.trim());
@@ -181,9 +158,7 @@ impl Toolchain {
         let mut cmd = self.command(program);
         scrub_outer_cargo_env(&mut cmd);
         cmd.args(args);
-        let out = cmd
-            .output()
-            .map_err(|e| format!("cannot run {program}: {e}"))?;
+        let out = cmd.output().map_err(|e| format!("cannot run {program}: {e}"))?;
         if !out.status.success() {
             return Err(format!("{program} {} failed", args.join(" ")));
         }
@@ -191,9 +166,7 @@ impl Toolchain {
     }
 
     fn ensure_rust_src(&self) -> Result<(), String> {
-        let core_src = self
-            .sysroot
-            .join("lib/rustlib/src/rust/library/core/Cargo.toml");
+        let core_src = self.sysroot.join("lib/rustlib/src/rust/library/core/Cargo.toml");
         if core_src.exists() {
             return Ok(());
         }
@@ -245,8 +218,7 @@ impl Toolchain {
             })?;
         let prefix = tools.join("llvm");
         let prefix_lib = prefix.join("lib");
-        fs::create_dir_all(&prefix_lib)
-            .map_err(|e| format!("cannot create {}: {e}", prefix_lib.display()))?;
+        fs::create_dir_all(&prefix_lib).map_err(|e| format!("cannot create {}: {e}", prefix_lib.display()))?;
         for link_name in ["libLLVM.so", libllvm.as_str()] {
             let link = prefix_lib.join(link_name);
             let _ = fs::remove_file(&link);
@@ -261,34 +233,18 @@ impl Toolchain {
         );
         let mut cmd = Command::new("cargo");
         scrub_outer_cargo_env(&mut cmd);
-        cmd.args([
-            "install",
-            "bpf-linker",
-            "--version",
-            BPF_LINKER_VERSION,
-            "--no-default-features",
-            "--force",
-        ])
-        .arg("--features")
-        .arg(format!("llvm-{}", self.llvm_major))
-        .arg("--root")
-        .arg(&tools)
-        .arg("--target-dir")
-        .arg(tools.join("build"))
-        .env("LLVM_PREFIX", &prefix);
-        let out = cmd
-            .output()
-            .map_err(|e| format!("cannot run cargo install: {e}"))?;
+        cmd.args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--no-default-features", "--force"])
+            .arg("--features")
+            .arg(format!("llvm-{}", self.llvm_major))
+            .arg("--root")
+            .arg(&tools)
+            .arg("--target-dir")
+            .arg(tools.join("build"))
+            .env("LLVM_PREFIX", &prefix);
+        let out = cmd.output().map_err(|e| format!("cannot run cargo install: {e}"))?;
         let _ = fs::remove_dir_all(tools.join("build"));
         if !out.status.success() || !linker_runs(&linker) {
-            for line in String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .rev()
-                .take(30)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-            {
+            for line in String::from_utf8_lossy(&out.stderr).lines().rev().take(30).collect::<Vec<_>>().into_iter().rev() {
                 println!("cargo:warning={line}");
             }
             return Err("installing bpf-linker failed (log above): check that crates.io is reachable, then rebuild; or set PERF_AUDIT_EBPF_OBJECT to a prebuilt object".to_string());
@@ -332,20 +288,9 @@ fn scrub_outer_cargo_env(cmd: &mut Command) {
         let outer = (key_str.starts_with("CARGO_") && key_str != "CARGO_HOME")
             || matches!(
                 key_str.as_ref(),
-                "RUSTC"
-                    | "RUSTC_WRAPPER"
-                    | "RUSTC_WORKSPACE_WRAPPER"
-                    | "RUSTDOC"
-                    | "RUSTFLAGS"
-                    | "TARGET"
-                    | "HOST"
-                    | "OUT_DIR"
-                    | "OPT_LEVEL"
-                    | "PROFILE"
-                    | "DEBUG"
-                    | "NUM_JOBS"
-                    | "RUSTUP_TOOLCHAIN"
-                    | "CARGO"
+                "RUSTC" | "RUSTC_WRAPPER" | "RUSTC_WORKSPACE_WRAPPER" | "RUSTDOC" | "RUSTFLAGS"
+                    | "TARGET" | "HOST" | "OUT_DIR" | "OPT_LEVEL" | "PROFILE" | "DEBUG" | "NUM_JOBS"
+                    | "RUSTUP_TOOLCHAIN" | "CARGO"
             );
         if outer {
             cmd.env_remove(&key);

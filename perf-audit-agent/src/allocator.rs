@@ -61,9 +61,7 @@ impl CallShape {
     pub(crate) fn cookie(self) -> Option<u64> {
         match self {
             CallShape::RustAlloc { size_arg } => Some(mem_cookie::encode(0, size_arg)),
-            CallShape::RustRealloc { ptr_arg, size_arg } => {
-                Some(mem_cookie::encode(ptr_arg, size_arg))
-            }
+            CallShape::RustRealloc { ptr_arg, size_arg } => Some(mem_cookie::encode(ptr_arg, size_arg)),
             CallShape::RustDealloc { ptr_arg } => Some(mem_cookie::encode(ptr_arg, 0)),
             _ => None,
         }
@@ -215,13 +213,7 @@ pub struct AllocatorPlan {
 const RUST_SHIMS: [(&str, CallShape); 4] = [
     ("__rust_alloc", CallShape::RustAlloc { size_arg: 0 }),
     ("__rust_dealloc", CallShape::RustDealloc { ptr_arg: 0 }),
-    (
-        "__rust_realloc",
-        CallShape::RustRealloc {
-            ptr_arg: 0,
-            size_arg: 3,
-        },
-    ),
+    ("__rust_realloc", CallShape::RustRealloc { ptr_arg: 0, size_arg: 3 }),
     ("__rust_alloc_zeroed", CallShape::RustAlloc { size_arg: 0 }),
 ];
 
@@ -237,56 +229,34 @@ pub fn discover_allocator(exe: &Path, mapped: &[PathBuf]) -> Result<AllocatorPla
     let exe_syms = defined_functions(exe).unwrap_or_default();
     let image = ElfImage::read(exe).ok();
     // Shim addresses (not file offsets: the shims' code is decoded).
-    let shims = image
-        .as_ref()
-        .map(|i| rust_shim_symbols(&i.by_address))
-        .unwrap_or_default();
-    let rust_shims: Vec<String> = RUST_SHIMS
-        .iter()
-        .filter(|(name, _)| shims.contains_key(*name))
-        .map(|(n, _)| format!("__rustc::{n}"))
-        .collect();
+    let shims = image.as_ref().map(|i| rust_shim_symbols(&i.by_address)).unwrap_or_default();
+    let rust_shims: Vec<String> = RUST_SHIMS.iter().filter(|(name, _)| shims.contains_key(*name)).map(|(n, _)| format!("__rustc::{n}")).collect();
     let mut candidates: Vec<(PathBuf, HashMap<String, u64>)> = vec![(exe.to_path_buf(), exe_syms)];
     for lib in mapped {
         if lib != exe
-            && let Some(syms) = defined_functions(lib)
-        {
-            candidates.push((lib.clone(), syms));
-        }
+            && let Some(syms) = defined_functions(lib) {
+                candidates.push((lib.clone(), syms));
+            }
     }
     let pick = |family: AllocatorFamily, libc_only: bool| {
         candidates
             .iter()
-            .find(|(path, syms)| {
-                family.markers().iter().any(|m| syms.contains_key(*m))
-                    && (!libc_only || is_libc(path))
-            })
+            .find(|(path, syms)| family.markers().iter().any(|m| syms.contains_key(*m)) && (!libc_only || is_libc(path)))
             .map(|(path, syms)| (family, path.clone(), syms.clone()))
     };
-    let found =
-        pick(AllocatorFamily::Jemalloc, false).or_else(|| pick(AllocatorFamily::Mimalloc, false));
+    let found = pick(AllocatorFamily::Jemalloc, false).or_else(|| pick(AllocatorFamily::Mimalloc, false));
     if let (None, Some(image), Some(&rust_alloc)) = (&found, &image, shims.get("__rust_alloc"))
-        && !image.reaches_a_known_allocator(rust_alloc)
-    {
-        let probes = rust_allocator_probes(image, &shims);
-        if !probes.iter().any(|p| p.shape.is_free()) || !probes.iter().any(|p| !p.shape.is_free()) {
-            return Err(not_found(format!(
-                "the Rust allocator shims of {} lack __rust_alloc or __rust_dealloc",
-                exe.display()
-            )));
+        && !image.reaches_a_known_allocator(rust_alloc) {
+            let probes = rust_allocator_probes(image, &shims);
+            if !probes.iter().any(|p| p.shape.is_free()) || !probes.iter().any(|p| !p.shape.is_free()) {
+                return Err(not_found(format!("the Rust allocator shims of {} lack __rust_alloc or __rust_dealloc", exe.display())));
+            }
+            return Ok(AllocatorPlan { family: AllocatorFamily::RustGlobalAllocator, object: exe.to_path_buf(), probes, rust_shims });
         }
-        return Ok(AllocatorPlan {
-            family: AllocatorFamily::RustGlobalAllocator,
-            object: exe.to_path_buf(),
-            probes,
-            rust_shims,
-        });
-    }
     let found = found
         .or_else(|| {
             let (path, syms) = &candidates[0];
-            syms.contains_key("malloc")
-                .then(|| (AllocatorFamily::StaticMalloc, path.clone(), syms.clone()))
+            syms.contains_key("malloc").then(|| (AllocatorFamily::StaticMalloc, path.clone(), syms.clone()))
         })
         .or_else(|| pick(AllocatorFamily::Glibc, true));
     let Some((family, object, syms)) = found else {
@@ -295,29 +265,16 @@ pub fn discover_allocator(exe: &Path, mapped: &[PathBuf]) -> Result<AllocatorPla
             exe.display()
         )));
     };
-    let data = crate::safe_file::map_regular(&object).ok_or_else(|| {
-        Error::internal(format!("{}: not a readable regular file", object.display()))
-    })?;
+    let data = crate::safe_file::map_regular(&object).ok_or_else(|| Error::internal(format!("{}: not a readable regular file", object.display())))?;
     let mut probes = Vec::new();
     for (symbol, shape) in family.entry_points() {
-        let Some(&entry_offset) = syms.get(*symbol) else {
-            continue;
-        };
+        let Some(&entry_offset) = syms.get(*symbol) else { continue };
         probes.push(plan_probe(symbol.to_string(), *shape, entry_offset, &data));
     }
     if !probes.iter().any(|p| p.shape.is_free()) || !probes.iter().any(|p| !p.shape.is_free()) {
-        return Err(not_found(format!(
-            "{} in {} lacks an allocating or a freeing function",
-            family.name(),
-            object.display()
-        )));
+        return Err(not_found(format!("{} in {} lacks an allocating or a freeing function", family.name(), object.display())));
     }
-    Ok(AllocatorPlan {
-        family,
-        object,
-        probes,
-        rust_shims,
-    })
+    Ok(AllocatorPlan { family, object, probes, rust_shims })
 }
 
 /// Where on a function the probe goes: allocating calls on the entry (a
@@ -332,14 +289,7 @@ fn plan_probe(symbol: String, shape: CallShape, entry_offset: u64, data: &[u8]) 
     } else {
         free_probe_offset(code, ARG_REGS[shape.freed_pointer_arg() as usize])
     };
-    ProbePoint {
-        symbol,
-        shape,
-        entry_offset,
-        probe_offset,
-        emulated,
-        instruction,
-    }
+    ProbePoint { symbol, shape, entry_offset, probe_offset, emulated, instruction }
 }
 
 /// The Rust family's probes. Callers in the crate that declares the
@@ -351,19 +301,10 @@ fn plan_probe(symbol: String, shape: CallShape, entry_offset: u64, data: &[u8]) 
 fn rust_allocator_probes(image: &ElfImage, shims: &HashMap<&'static str, u64>) -> Vec<ProbePoint> {
     let mut probes: Vec<ProbePoint> = Vec::new();
     for (name, shape) in RUST_SHIMS {
-        let Some(&address) = shims.get(name) else {
-            continue;
-        };
-        let planned = forwarded_probe(image, address, shape).or_else(|| {
-            Some((
-                format!("__rustc::{name}"),
-                shape,
-                image.file_offset(address)?,
-            ))
-        });
-        let Some((symbol, shape, entry_offset)) = planned else {
-            continue;
-        };
+        let Some(&address) = shims.get(name) else { continue };
+        let planned = forwarded_probe(image, address, shape)
+            .or_else(|| Some((format!("__rustc::{name}"), shape, image.file_offset(address)?)));
+        let Some((symbol, shape, entry_offset)) = planned else { continue };
         if probes.iter().any(|p| p.entry_offset == entry_offset) {
             continue;
         }
@@ -374,11 +315,7 @@ fn rust_allocator_probes(image: &ElfImage, shims: &HashMap<&'static str, u64>) -
 
 /// The shim's forwarding target and the shape there, when the shim only
 /// forwards to a function of the executable.
-fn forwarded_probe(
-    image: &ElfImage,
-    shim: u64,
-    shape: CallShape,
-) -> Option<(String, CallShape, u64)> {
+fn forwarded_probe(image: &ElfImage, shim: u64, shape: CallShape) -> Option<(String, CallShape, u64)> {
     let forward = decode_forwarder(image.code_at(shim)?, shim)?;
     let target = match (forward.target, forward.got_slot) {
         (Some(target), _) => target,
@@ -391,16 +328,9 @@ fn forwarded_probe(
     let name = image.by_address.get(&target)?;
     let moved = |arg: u8| forward.position_of(arg);
     let shape = match shape {
-        CallShape::RustAlloc { size_arg } => CallShape::RustAlloc {
-            size_arg: moved(size_arg)?,
-        },
-        CallShape::RustDealloc { ptr_arg } => CallShape::RustDealloc {
-            ptr_arg: moved(ptr_arg)?,
-        },
-        CallShape::RustRealloc { ptr_arg, size_arg } => CallShape::RustRealloc {
-            ptr_arg: moved(ptr_arg)?,
-            size_arg: moved(size_arg)?,
-        },
+        CallShape::RustAlloc { size_arg } => CallShape::RustAlloc { size_arg: moved(size_arg)? },
+        CallShape::RustDealloc { ptr_arg } => CallShape::RustDealloc { ptr_arg: moved(ptr_arg)? },
+        CallShape::RustRealloc { ptr_arg, size_arg } => CallShape::RustRealloc { ptr_arg: moved(ptr_arg)?, size_arg: moved(size_arg)? },
         other => other,
     };
     Some((demangled(name), shape, image.file_offset(target)?))
@@ -421,10 +351,7 @@ struct Forwarder {
 impl Forwarder {
     /// The target's argument position holding the shim's argument `arg`.
     fn position_of(&self, arg: u8) -> Option<u8> {
-        self.holds
-            .iter()
-            .position(|h| *h == Some(arg))
-            .map(|p| p as u8)
+        self.holds.iter().position(|h| *h == Some(arg)).map(|p| p as u8)
     }
 }
 
@@ -443,18 +370,14 @@ fn decode_forwarder(code: &[u8], at: u64) -> Option<Forwarder> {
         let rest = code.get(i..)?;
         match rest {
             [0xf3, 0x0f, 0x1e, 0xfa, ..] => i += 4,
-            [rex @ 0x48..=0x4f, op @ (0x89 | 0x8b), modrm, ..]
-                if rex & 0x08 != 0 && modrm >> 6 == 3 =>
-            {
+            [rex @ 0x48..=0x4f, op @ (0x89 | 0x8b), modrm, ..] if rex & 0x08 != 0 && modrm >> 6 == 3 => {
                 let reg = ((modrm >> 3) & 7) | if rex & 0x04 != 0 { 8 } else { 0 };
                 let rm = (modrm & 7) | if rex & 0x01 != 0 { 8 } else { 0 };
                 let (src, dst) = if *op == 0x89 { (reg, rm) } else { (rm, reg) };
                 regs[dst as usize] = regs[src as usize];
                 i += 3;
             }
-            [rex @ 0x48..=0x4f, 0x8d, modrm, _, _, _, _, ..]
-                if rex & 0x08 != 0 && modrm >> 6 == 0 && modrm & 7 == 5 =>
-            {
+            [rex @ 0x48..=0x4f, 0x8d, modrm, _, _, _, _, ..] if rex & 0x08 != 0 && modrm >> 6 == 0 && modrm & 7 == 5 => {
                 let reg = ((modrm >> 3) & 7) | if rex & 0x04 != 0 { 8 } else { 0 };
                 regs[reg as usize] = None;
                 i += 7;
@@ -462,20 +385,12 @@ fn decode_forwarder(code: &[u8], at: u64) -> Option<Forwarder> {
             [0xe9, a, b, c, d, ..] => {
                 let rel = i32::from_le_bytes([*a, *b, *c, *d]) as i64;
                 let target = (at as i64 + i as i64 + 5 + rel) as u64;
-                return Some(Forwarder {
-                    target: Some(target),
-                    got_slot: None,
-                    holds: ARG_REGS.map(|r| regs[r as usize]),
-                });
+                return Some(Forwarder { target: Some(target), got_slot: None, holds: ARG_REGS.map(|r| regs[r as usize]) });
             }
             [0xff, 0x25, a, b, c, d, ..] => {
                 let rel = i32::from_le_bytes([*a, *b, *c, *d]) as i64;
                 let slot = (at as i64 + i as i64 + 6 + rel) as u64;
-                return Some(Forwarder {
-                    target: None,
-                    got_slot: Some(slot),
-                    holds: ARG_REGS.map(|r| regs[r as usize]),
-                });
+                return Some(Forwarder { target: None, got_slot: Some(slot), holds: ARG_REGS.map(|r| regs[r as usize]) });
             }
             _ => return None,
         }
@@ -509,22 +424,11 @@ fn demangled(raw: &str) -> String {
 /// `System` (`__rdl_alloc` calls malloc), malloc's family, jemalloc's and
 /// mimalloc's entry points.
 fn is_known_allocator_entry(demangled_name: &str) -> bool {
-    let short = demangled_name
-        .strip_prefix("__rustc::")
-        .unwrap_or(demangled_name);
+    let short = demangled_name.strip_prefix("__rustc::").unwrap_or(demangled_name);
     short.starts_with("__rdl_")
         || short.starts_with("_rjem_")
         || short.starts_with("mi_")
-        || [
-            "malloc",
-            "calloc",
-            "realloc",
-            "free",
-            "posix_memalign",
-            "aligned_alloc",
-            "memalign",
-        ]
-        .contains(&short)
+        || ["malloc", "calloc", "realloc", "free", "posix_memalign", "aligned_alloc", "memalign"].contains(&short)
 }
 
 /// Code, function symbols and GOT of an executable, for following what
@@ -552,33 +456,22 @@ impl ElfImage {
             let mut by_address = HashMap::new();
             let mut sizes = HashMap::new();
             for sym in elf.symbols().chain(elf.dynamic_symbols()) {
-                if sym.kind() == object::SymbolKind::Text
-                    && !sym.is_undefined()
-                    && sym.address() != 0
-                    && let Ok(name) = sym.name()
-                {
-                    by_address
-                        .entry(sym.address())
-                        .or_insert_with(|| name.split('@').next().unwrap_or(name).to_string());
-                    sizes.entry(sym.address()).or_insert(sym.size());
-                }
+                if sym.kind() == object::SymbolKind::Text && !sym.is_undefined() && sym.address() != 0
+                    && let Ok(name) = sym.name() {
+                        by_address.entry(sym.address()).or_insert_with(|| name.split('@').next().unwrap_or(name).to_string());
+                        sizes.entry(sym.address()).or_insert(sym.size());
+                    }
             }
             let mut got = HashMap::new();
-            if let (Some(relocs), Some(dynsyms)) =
-                (elf.dynamic_relocations(), elf.dynamic_symbol_table())
-            {
+            if let (Some(relocs), Some(dynsyms)) = (elf.dynamic_relocations(), elf.dynamic_symbol_table()) {
                 use object::ObjectSymbolTable as _;
                 for (slot, reloc) in relocs {
                     let name = match reloc.target() {
-                        object::RelocationTarget::Symbol(index) => dynsyms
-                            .symbol_by_index(index)
-                            .ok()
-                            .and_then(|s| s.name().ok())
-                            .map(|n| n.split('@').next().unwrap_or(n).to_string()),
-                        // R_X86_64_RELATIVE: the addend is the address.
-                        object::RelocationTarget::Absolute => {
-                            by_address.get(&(reloc.addend() as u64)).cloned()
+                        object::RelocationTarget::Symbol(index) => {
+                            dynsyms.symbol_by_index(index).ok().and_then(|s| s.name().ok()).map(|n| n.split('@').next().unwrap_or(n).to_string())
                         }
+                        // R_X86_64_RELATIVE: the addend is the address.
+                        object::RelocationTarget::Absolute => by_address.get(&(reloc.addend() as u64)).cloned(),
                         _ => None,
                     };
                     if let Some(name) = name {
@@ -593,30 +486,17 @@ impl ElfImage {
                 .collect();
             (by_address, sizes, got, text)
         };
-        Ok(ElfImage {
-            data,
-            by_address,
-            sizes,
-            got,
-            text,
-        })
+        Ok(ElfImage { data, by_address, sizes, got, text })
     }
 
     fn file_offset(&self, address: u64) -> Option<u64> {
-        self.text
-            .iter()
-            .find(|(a, size, _)| address >= *a && address < a + size)
-            .map(|(a, _, off)| off + (address - a))
+        self.text.iter().find(|(a, size, _)| address >= *a && address < a + size).map(|(a, _, off)| off + (address - a))
     }
 
     /// The code from `address` to the end of its section.
     fn code_at(&self, address: u64) -> Option<&[u8]> {
-        let (a, size, off) = self
-            .text
-            .iter()
-            .find(|(a, size, _)| address >= *a && address < a + size)?;
-        self.data
-            .get((off + (address - a)) as usize..(off + size) as usize)
+        let (a, size, off) = self.text.iter().find(|(a, size, _)| address >= *a && address < a + size)?;
+        self.data.get((off + (address - a)) as usize..(off + size) as usize)
     }
 
     /// The function a call or jump to `target` reaches: a symbol there, or
@@ -627,13 +507,9 @@ impl ElfImage {
             return Some(demangled(name));
         }
         let code = self.code_at(target)?;
-        let after_endbr = code
-            .strip_prefix(&[0xf3, 0x0f, 0x1e, 0xfa][..])
-            .unwrap_or(code);
+        let after_endbr = code.strip_prefix(&[0xf3, 0x0f, 0x1e, 0xfa][..]).unwrap_or(code);
         let stub = after_endbr.strip_prefix(&[0xf2][..]).unwrap_or(after_endbr);
-        let [0xff, 0x25, a, b, c, d, ..] = stub else {
-            return None;
-        };
+        let [0xff, 0x25, a, b, c, d, ..] = stub else { return None };
         let end = target + (code.len() - stub.len()) as u64 + 6;
         let slot = (end as i64 + i32::from_le_bytes([*a, *b, *c, *d]) as i64) as u64;
         self.got.get(&slot).map(|n| demangled(n))
@@ -655,37 +531,16 @@ impl ElfImage {
                 if !seen.insert(function) {
                     continue;
                 }
-                let size = self
-                    .sizes
-                    .get(&function)
-                    .copied()
-                    .filter(|s| *s > 0)
-                    .unwrap_or(64)
-                    .min(4096) as usize;
-                let Some(code) = self.code_at(function) else {
-                    continue;
-                };
+                let size = self.sizes.get(&function).copied().filter(|s| *s > 0).unwrap_or(64).min(4096) as usize;
+                let Some(code) = self.code_at(function) else { continue };
                 let code = &code[..code.len().min(size)];
                 for i in 0..code.len() {
                     let (target, direct) = match &code[i..] {
-                        [0xe8 | 0xe9, a, b, c, d, ..] => (
-                            (function as i64
-                                + i as i64
-                                + 5
-                                + i32::from_le_bytes([*a, *b, *c, *d]) as i64)
-                                as u64,
-                            true,
-                        ),
+                        [0xe8 | 0xe9, a, b, c, d, ..] => ((function as i64 + i as i64 + 5 + i32::from_le_bytes([*a, *b, *c, *d]) as i64) as u64, true),
                         [0xff, 0x15 | 0x25, a, b, c, d, ..] => {
-                            let slot = (function as i64
-                                + i as i64
-                                + 6
-                                + i32::from_le_bytes([*a, *b, *c, *d]) as i64)
-                                as u64;
+                            let slot = (function as i64 + i as i64 + 6 + i32::from_le_bytes([*a, *b, *c, *d]) as i64) as u64;
                             match self.got.get(&slot) {
-                                Some(name) if is_known_allocator_entry(&demangled(name)) => {
-                                    return true;
-                                }
+                                Some(name) if is_known_allocator_entry(&demangled(name)) => return true,
                                 _ => continue,
                             }
                         }
@@ -693,9 +548,7 @@ impl ElfImage {
                     };
                     match self.callee_name(target) {
                         Some(name) if is_known_allocator_entry(&name) => return true,
-                        Some(_) if direct && self.by_address.contains_key(&target) => {
-                            next.push(target)
-                        }
+                        Some(_) if direct && self.by_address.contains_key(&target) => next.push(target),
                         _ => {}
                     }
                 }
@@ -707,9 +560,7 @@ impl ElfImage {
 }
 
 fn is_libc(path: &Path) -> bool {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with("libc.so") || n.starts_with("libc-"))
+    path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libc.so") || n.starts_with("libc-"))
 }
 
 /// Defined function symbols of an ELF file (dynamic and static tables),
@@ -727,15 +578,8 @@ fn defined_functions(path: &Path) -> Option<HashMap<String, u64>> {
         let Ok(name) = sym.name() else { continue };
         // Versioned names (`malloc@@GLIBC_2.2.5`) keep their base name.
         let name = name.split('@').next().unwrap_or(name);
-        let Some(section) = sym
-            .section_index()
-            .and_then(|i| elf.section_by_index(i).ok())
-        else {
-            continue;
-        };
-        let Some((file_off, _)) = section.file_range() else {
-            continue;
-        };
+        let Some(section) = sym.section_index().and_then(|i| elf.section_by_index(i).ok()) else { continue };
+        let Some((file_off, _)) = section.file_range() else { continue };
         let offset = sym.address() - section.address() + file_off;
         out.entry(name.to_string()).or_insert(offset);
     }
@@ -752,10 +596,7 @@ enum Insn {
     /// `endbr64`: single-stepped, writes nothing.
     Endbr64,
     /// `test r64, r64` (same register): single-stepped, writes only flags.
-    TestSame {
-        reg: u8,
-        len: usize,
-    },
+    TestSame { reg: u8, len: usize },
     /// `je/jz rel8` or `rel32`: emulated; falls through when the test failed.
     JumpIfZero(usize),
     /// `jmp rel8` or `rel32` (musl's `malloc` and `free` jump to their
@@ -773,14 +614,9 @@ fn decode(code: &[u8]) -> Insn {
             Insn::Push(1)
         }
         [0x41, 0x50..=0x57, ..] => Insn::Push(2),
-        [rex @ (0x48 | 0x4d), 0x85, modrm, ..]
-            if modrm >> 6 == 3 && (modrm >> 3) & 7 == modrm & 7 =>
-        {
+        [rex @ (0x48 | 0x4d), 0x85, modrm, ..] if modrm >> 6 == 3 && (modrm >> 3) & 7 == modrm & 7 => {
             let high = if *rex == 0x4d { 8 } else { 0 };
-            Insn::TestSame {
-                reg: high + (modrm & 7),
-                len: 3,
-            }
+            Insn::TestSame { reg: high + (modrm & 7), len: 3 }
         }
         [0x74, _, ..] => Insn::JumpIfZero(2),
         [0x0f, 0x84, _, _, _, _, ..] => Insn::JumpIfZero(6),
@@ -812,10 +648,7 @@ fn describe_entry(code: &[u8]) -> (bool, String) {
         }
         _ => insn_name(insn).to_string(),
     };
-    (
-        matches!(insn, Insn::Push(_) | Insn::Nop5 | Insn::Jump),
-        name,
-    )
+    (matches!(insn, Insn::Push(_) | Insn::Nop5 | Insn::Jump), name)
 }
 
 /// For `free(ptr)`: glibc starts with `test %rdi,%rdi; je <return>`, whose
@@ -857,25 +690,16 @@ mod tests {
         assert_eq!(err.kind, ErrorKind::AllocatorUnknown);
         assert_eq!(err.kind.exit_code(), crate::error::exit_code::TARGET);
         let shown = err.to_string();
-        assert!(
-            !shown.contains('\n')
-                && shown.contains("no known allocator")
-                && shown.contains("cpu async database"),
-            "{shown}"
-        );
+        assert!(!shown.contains('\n') && shown.contains("no known allocator") && shown.contains("cpu async database"), "{shown}");
     }
 
     #[test]
     fn glibc_free_is_probed_past_its_null_check_on_the_push() {
         // __libc_free (glibc 2.36): test %rdi,%rdi; je ...; push %rbp
-        let code = [
-            0x48, 0x85, 0xff, 0x0f, 0x84, 0xbf, 0x00, 0x00, 0x00, 0x55, 0x48, 0x8d,
-        ];
+        let code = [0x48, 0x85, 0xff, 0x0f, 0x84, 0xbf, 0x00, 0x00, 0x00, 0x55, 0x48, 0x8d];
         assert_eq!(free_probe_offset(&code, 7), (9, true, "push".to_string()));
         // With endbr64 and a short je.
-        let code = [
-            0xf3, 0x0f, 0x1e, 0xfa, 0x48, 0x85, 0xff, 0x74, 0x10, 0x41, 0x54,
-        ];
+        let code = [0xf3, 0x0f, 0x1e, 0xfa, 0x48, 0x85, 0xff, 0x74, 0x10, 0x41, 0x54];
         assert_eq!(free_probe_offset(&code, 7), (9, true, "push".to_string()));
     }
 
@@ -891,19 +715,13 @@ mod tests {
     fn a_forwarding_shim_gives_its_target_and_where_each_argument_went() {
         // __rustc::__rust_alloc of a #[global_allocator] written in Rust
         // (rustc 1.95): mov %rdi,%rdx; lea ALLOCATOR(%rip),%rdi; jmp alloc.
-        let alloc = [
-            0x48, 0x89, 0xfa, 0x48, 0x8d, 0x3d, 0xb6, 0xc9, 0x04, 0x00, 0xe9, 0x31, 0xf9, 0xff,
-            0xff,
-        ];
+        let alloc = [0x48, 0x89, 0xfa, 0x48, 0x8d, 0x3d, 0xb6, 0xc9, 0x04, 0x00, 0xe9, 0x31, 0xf9, 0xff, 0xff];
         let f = decode_forwarder(&alloc, 0x1ac50).unwrap();
         assert_eq!(f.target, Some(0x1a590));
         // GlobalAlloc::alloc(&self, layout): the size is its third argument.
         assert_eq!(f.position_of(0), Some(2));
         // __rust_dealloc: mov %rsi,%rcx; mov %rdi,%rsi; lea; jmp dealloc.
-        let dealloc = [
-            0x48, 0x89, 0xf1, 0x48, 0x89, 0xfe, 0x48, 0x8d, 0x3d, 0xa3, 0xc9, 0x04, 0x00, 0xe9,
-            0x4e, 0xfb, 0xff, 0xff,
-        ];
+        let dealloc = [0x48, 0x89, 0xf1, 0x48, 0x89, 0xfe, 0x48, 0x8d, 0x3d, 0xa3, 0xc9, 0x04, 0x00, 0xe9, 0x4e, 0xfb, 0xff, 0xff];
         let f = decode_forwarder(&dealloc, 0x1ac60).unwrap();
         assert_eq!((f.target, f.position_of(0)), (Some(0x1a7c0), Some(1)));
         // mimalloc's __rust_realloc: mov %rcx,%rsi; jmp *mi_realloc_aligned@GOT:
@@ -914,10 +732,7 @@ mod tests {
         assert_eq!((f.position_of(0), f.position_of(3)), (Some(0), Some(1)));
         // tikv-jemallocator's __rust_alloc chooses between malloc and
         // mallocx first (cmp $0x11,%rsi): not a forwarder.
-        assert_eq!(
-            decode_forwarder(&[0x48, 0x83, 0xfe, 0x11, 0x0f, 0x92, 0xc0], 0),
-            None
-        );
+        assert_eq!(decode_forwarder(&[0x48, 0x83, 0xfe, 0x11, 0x0f, 0x92, 0xc0], 0), None);
     }
 
     #[test]
@@ -925,10 +740,7 @@ mod tests {
         let by_address: HashMap<u64, String> = [
             (1, "_RNvCsfLfy6EI15iL_7___rustc12___rust_alloc"),
             (2, "_RNvCsfLfy6EI15iL_7___rustc14___rust_dealloc"),
-            (
-                3,
-                "_RNvCsfLfy6EI15iL_7___rustc26___rust_alloc_error_handler",
-            ),
+            (3, "_RNvCsfLfy6EI15iL_7___rustc26___rust_alloc_error_handler"),
             (4, "__rust_realloc"),
         ]
         .into_iter()
@@ -936,34 +748,19 @@ mod tests {
         .collect();
         let shims = rust_shim_symbols(&by_address);
         assert_eq!(shims.len(), 3, "{shims:?}");
-        assert_eq!(
-            (
-                shims["__rust_alloc"],
-                shims["__rust_dealloc"],
-                shims["__rust_realloc"]
-            ),
-            (1, 2, 4)
-        );
+        assert_eq!((shims["__rust_alloc"], shims["__rust_dealloc"], shims["__rust_realloc"]), (1, 2, 4));
         assert!(is_known_allocator_entry("__rustc::__rdl_alloc"));
         assert!(is_known_allocator_entry("_rjem_mallocx") && is_known_allocator_entry("malloc"));
-        assert!(!is_known_allocator_entry(
-            "<svc::Arena as core::alloc::global::GlobalAlloc>::alloc"
-        ));
+        assert!(!is_known_allocator_entry("<svc::Arena as core::alloc::global::GlobalAlloc>::alloc"));
     }
 
     #[test]
     fn jemalloc_and_mimalloc_entries_are_single_stepped_and_named_by_their_bytes() {
         // _rjem_sdallocx: cmp $0x1000,%rsi, not a null check of the pointer.
         let sdallocx = [0x48, 0x81, 0xfe, 0x00, 0x10, 0x00, 0x00, 0x77, 0x7f];
-        assert_eq!(
-            free_probe_offset(&sdallocx, 7),
-            (0, false, "other (48 81 fe 00)".to_string())
-        );
+        assert_eq!(free_probe_offset(&sdallocx, 7), (0, false, "other (48 81 fe 00)".to_string()));
         // mi_realloc_aligned and _rjem_mallocx start with push %rbp.
-        assert_eq!(
-            describe_entry(&[0x55, 0x48, 0x89, 0xe5]),
-            (true, "push".to_string())
-        );
+        assert_eq!(describe_entry(&[0x55, 0x48, 0x89, 0xe5]), (true, "push".to_string()));
     }
 
     #[test]
@@ -977,22 +774,13 @@ mod tests {
     #[test]
     fn musl_malloc_and_free_jump_to_their_implementation_an_emulated_entry() {
         // static musl: malloc: jmp __libc_malloc_impl; free: jmp __libc_free.
-        assert_eq!(
-            describe_entry(&[0xe9, 0x42, 0x13, 0x00, 0x00]),
-            (true, "jmp".to_string())
-        );
-        assert_eq!(
-            free_probe_offset(&[0xe9, 0x74, 0x04, 0x00, 0x00], 7),
-            (0, true, "jmp".to_string())
-        );
+        assert_eq!(describe_entry(&[0xe9, 0x42, 0x13, 0x00, 0x00]), (true, "jmp".to_string()));
+        assert_eq!(free_probe_offset(&[0xe9, 0x74, 0x04, 0x00, 0x00], 7), (0, true, "jmp".to_string()));
     }
 
     #[test]
     fn a_push_at_the_entry_is_emulated() {
-        assert_eq!(
-            describe_entry(&[0x41, 0x54, 0x55]),
-            (true, "push".to_string())
-        );
+        assert_eq!(describe_entry(&[0x41, 0x54, 0x55]), (true, "push".to_string()));
         assert!(!describe_entry(&[0x48, 0x89, 0xf8]).0);
     }
 

@@ -21,11 +21,7 @@ use crate::{
     console::ConsoleSummary,
     database::{DatabaseCollector, DatabaseSection},
     error::{Error, Result},
-    kernel::{
-        KernelSession, OffCpuAttach,
-        cpu::RawCpuStack,
-        stack_copy::{CpuSampleRecord, StackCopyCollector},
-    },
+    kernel::{KernelSession, OffCpuAttach, cpu::RawCpuStack, stack_copy::{CpuSampleRecord, StackCopyCollector}},
     memory::{MemoryCollector, MemoryRaw},
     symbolize::StackSymbolizer,
     target::MapsSnapshot,
@@ -102,11 +98,7 @@ pub struct CpuSampling {
 }
 
 impl CpuSampling {
-    pub fn start(
-        session: &mut KernelSession,
-        frequency_hz: u64,
-        copied: bool,
-    ) -> Result<Box<dyn Collector>> {
+    pub fn start(session: &mut KernelSession, frequency_hz: u64, copied: bool) -> Result<Box<dyn Collector>> {
         session.start_cpu_sampling(frequency_hz)?;
         Ok(Box::new(CpuSampling { copied }))
     }
@@ -126,12 +118,7 @@ impl Collector for CpuSampling {
             cx.session.stop_cpu_sampling();
             if !self.copied {
                 let pid = cx.pid;
-                cx.raw.cpu = cx
-                    .session
-                    .read_cpu_stacks()?
-                    .into_iter()
-                    .filter(|s| s.tgid == pid)
-                    .collect();
+                cx.raw.cpu = cx.session.read_cpu_stacks()?.into_iter().filter(|s| s.tgid == pid).collect();
             }
             Ok(())
         })
@@ -286,10 +273,7 @@ impl Collector for Console {
     fn finish<'a>(self: Box<Self>, cx: &'a mut Finish<'_>) -> Finishing<'a> {
         Box::pin(async move {
             let _ = self.stop.send(());
-            let read = self
-                .task
-                .await
-                .map_err(|e| Error::internal(format!("the console reader panicked: {e}")))?;
+            let read = self.task.await.map_err(|e| Error::internal(format!("the console reader panicked: {e}")))?;
             cx.raw.console = Some(read);
             Ok(())
         })

@@ -14,10 +14,7 @@ pub use perf_audit_analysis::{
 };
 
 /// Reads updates from `addr` until `stop` resolves. Errors are one line.
-pub async fn watch(
-    addr: &str,
-    stop: impl std::future::Future<Output = ()>,
-) -> Result<ConsoleSummary, String> {
+pub async fn watch(addr: &str, stop: impl std::future::Future<Output = ()>) -> Result<ConsoleSummary, String> {
     let url = format!("http://{addr}");
     let connect = InstrumentClient::connect(url.clone());
     let mut client = tokio::time::timeout(Duration::from_secs(2), connect)
@@ -79,18 +76,9 @@ pub fn summarize<'a>(tasks: impl Iterator<Item = &'a ConsoleTask>) -> ConsoleSum
         if !t.dropped {
             summary.live_tasks += 1;
         }
-        let (loc, self_wake_heavy, lost, never_yielded) =
-            by_location.entry(t.location.clone()).or_insert_with(|| {
-                (
-                    SpawnLocation {
-                        location: t.location.clone(),
-                        ..Default::default()
-                    },
-                    0,
-                    0,
-                    0,
-                )
-            });
+        let (loc, self_wake_heavy, lost, never_yielded) = by_location
+            .entry(t.location.clone())
+            .or_insert_with(|| (SpawnLocation { location: t.location.clone(), ..Default::default() }, 0, 0, 0));
         loc.tasks += 1;
         loc.live += u64::from(!t.dropped);
         loc.polls += t.polls;
@@ -109,45 +97,20 @@ pub fn summarize<'a>(tasks: impl Iterator<Item = &'a ConsoleTask>) -> ConsoleSum
         }
     }
     for (location, (mut loc, self_wakes, lost, never)) in by_location {
-        loc.mean_poll_us = if loc.polls == 0 {
-            0.0
-        } else {
-            (loc.busy_ms * 1000.0 / loc.polls as f64 * 100.0).round() / 100.0
-        };
+        loc.mean_poll_us = if loc.polls == 0 { 0.0 } else { (loc.busy_ms * 1000.0 / loc.polls as f64 * 100.0).round() / 100.0 };
         loc.busy_ms = (loc.busy_ms * 100.0).round() / 100.0;
         for (kind, n, detail) in [
-            (
-                "self-wakes",
-                self_wakes,
-                "more than half of their wakes are self-wakes (they wake themselves instead of waiting)",
-            ),
-            (
-                "lost-waker",
-                lost,
-                "live, idle, and every waker dropped: nothing can wake them again",
-            ),
-            (
-                "never-yielded",
-                never,
-                "busy for over a second in a single poll",
-            ),
+            ("self-wakes", self_wakes, "more than half of their wakes are self-wakes (they wake themselves instead of waiting)"),
+            ("lost-waker", lost, "live, idle, and every waker dropped: nothing can wake them again"),
+            ("never-yielded", never, "busy for over a second in a single poll"),
         ] {
             if n > 0 {
-                summary.warnings.push(ConsoleWarning {
-                    kind: kind.to_string(),
-                    location: location.clone(),
-                    tasks: n,
-                    detail: detail.to_string(),
-                });
+                summary.warnings.push(ConsoleWarning { kind: kind.to_string(), location: location.clone(), tasks: n, detail: detail.to_string() });
             }
         }
         summary.locations.push(loc);
     }
-    summary.locations.sort_by(|a, b| {
-        b.busy_ms
-            .total_cmp(&a.busy_ms)
-            .then(a.location.cmp(&b.location))
-    });
+    summary.locations.sort_by(|a, b| b.busy_ms.total_cmp(&a.busy_ms).then(a.location.cmp(&b.location)));
     summary
 }
 
@@ -157,43 +120,28 @@ mod tests {
 
     #[test]
     fn tasks_are_grouped_by_spawn_location_with_the_consoles_warnings() {
-        let t =
-            |loc: &str, polls, busy_ns, wakes, self_wakes, clones, drops, dropped| ConsoleTask {
-                location: loc.into(),
-                polls,
-                busy_ns,
-                wakes,
-                self_wakes,
-                waker_clones: clones,
-                waker_drops: drops,
-                dropped,
-            };
-        let tasks = [
-            t("src/main.rs:10", 100, 5_000_000, 100, 80, 1, 1, true),
+        let t = |loc: &str, polls, busy_ns, wakes, self_wakes, clones, drops, dropped| ConsoleTask {
+            location: loc.into(),
+            polls,
+            busy_ns,
+            wakes,
+            self_wakes,
+            waker_clones: clones,
+            waker_drops: drops,
+            dropped,
+        };
+        let tasks = [t("src/main.rs:10", 100, 5_000_000, 100, 80, 1, 1, true),
             t("src/main.rs:10", 50, 5_000_000, 50, 0, 2, 1, false),
             t("src/lib.rs:7", 1, 2_000_000_000, 0, 0, 0, 0, false),
-            t("src/lib.rs:9", 3, 1_000, 3, 0, 2, 2, false),
-        ];
+            t("src/lib.rs:9", 3, 1_000, 3, 0, 2, 2, false)];
         let s = summarize(tasks.iter());
         assert_eq!(s.tasks_seen, 4);
         assert_eq!(s.live_tasks, 3);
         assert_eq!(s.locations[0].location, "src/lib.rs:7");
-        let main = s
-            .locations
-            .iter()
-            .find(|l| l.location == "src/main.rs:10")
-            .unwrap();
+        let main = s.locations.iter().find(|l| l.location == "src/main.rs:10").unwrap();
         assert_eq!((main.tasks, main.live, main.polls), (2, 1, 150));
-        assert!(
-            (main.mean_poll_us - 66.67).abs() < 0.01,
-            "{}",
-            main.mean_poll_us
-        );
-        let kinds: Vec<(&str, &str)> = s
-            .warnings
-            .iter()
-            .map(|w| (w.kind.as_str(), w.location.as_str()))
-            .collect();
+        assert!((main.mean_poll_us - 66.67).abs() < 0.01, "{}", main.mean_poll_us);
+        let kinds: Vec<(&str, &str)> = s.warnings.iter().map(|w| (w.kind.as_str(), w.location.as_str())).collect();
         assert!(kinds.contains(&("self-wakes", "src/main.rs:10")));
         assert!(kinds.contains(&("never-yielded", "src/lib.rs:7")));
         assert!(kinds.contains(&("lost-waker", "src/lib.rs:9")));

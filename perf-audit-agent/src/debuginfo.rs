@@ -64,28 +64,17 @@ impl ObjectFacts {
         let elf = object::File::parse(data).ok()?;
         let symtab = elf.symbol_table().is_some_and(|t| {
             use object::ObjectSymbolTable as _;
-            t.symbols()
-                .any(|s| s.kind() == object::SymbolKind::Text && !s.is_undefined())
+            t.symbols().any(|s| s.kind() == object::SymbolKind::Text && !s.is_undefined())
         });
-        let line_tables = elf.section_by_name(".debug_line").is_some_and(|s| {
-            s.kind() != object::SectionKind::UninitializedData
-                && s.size() > 0
-                && s.file_range().is_some()
-        });
-        let debuglink = elf
-            .gnu_debuglink()
-            .ok()
-            .flatten()
-            .map(|(name, _crc)| String::from_utf8_lossy(name).into_owned());
+        let line_tables = elf
+            .section_by_name(".debug_line")
+            .is_some_and(|s| s.kind() != object::SectionKind::UninitializedData && s.size() > 0 && s.file_range().is_some());
+        let debuglink = elf.gnu_debuglink().ok().flatten().map(|(name, _crc)| String::from_utf8_lossy(name).into_owned());
         let segments = elf
             .segments()
             .filter_map(|s| {
                 let (offset, size) = s.file_range();
-                (size > 0).then_some(Segment {
-                    offset,
-                    size,
-                    vaddr: s.address(),
-                })
+                (size > 0).then_some(Segment { offset, size, vaddr: s.address() })
             })
             .collect();
         let function_starts = elf
@@ -99,9 +88,7 @@ impl ObjectFacts {
             line_tables,
             debuglink,
             dwarf_hazard: crate::safe_file::oversized_compressed_section(&elf, data.len() as u64)
-                .map(|(name, size)| {
-                    format!("its compressed section `{name}` claims {size} bytes uncompressed")
-                }),
+                .map(|(name, size)| format!("its compressed section `{name}` claims {size} bytes uncompressed")),
             segments,
             function_starts,
         })
@@ -109,22 +96,12 @@ impl ObjectFacts {
 
     /// The facts of a binary that is gone, but whose build-id is known.
     pub fn with_build_id(build_id: Option<Vec<u8>>) -> ObjectFacts {
-        ObjectFacts {
-            build_id,
-            ..Default::default()
-        }
+        ObjectFacts { build_id, ..Default::default() }
     }
 
     /// The loadable segments, as report.json keeps them.
     pub fn load_segments(&self) -> Vec<crate::report::LoadSegment> {
-        self.segments
-            .iter()
-            .map(|s| crate::report::LoadSegment {
-                offset: s.offset,
-                vaddr: s.vaddr,
-                size: s.size,
-            })
-            .collect()
+        self.segments.iter().map(|s| crate::report::LoadSegment { offset: s.offset, vaddr: s.vaddr, size: s.size }).collect()
     }
 
     pub fn build_id_hex(&self) -> Option<String> {
@@ -134,25 +111,17 @@ impl ObjectFacts {
     /// The virtual address of a file offset (through the loadable segment
     /// that holds it).
     pub fn vaddr_of(&self, offset: u64) -> Option<u64> {
-        self.segments
-            .iter()
-            .find(|s| offset >= s.offset && offset < s.offset + s.size)
-            .map(|s| s.vaddr + (offset - s.offset))
+        self.segments.iter().find(|s| offset >= s.offset && offset < s.offset + s.size).map(|s| s.vaddr + (offset - s.offset))
     }
 
     fn offset_of(&self, vaddr: u64) -> Option<u64> {
-        self.segments
-            .iter()
-            .find(|s| vaddr >= s.vaddr && vaddr < s.vaddr + s.size)
-            .map(|s| s.offset + (vaddr - s.vaddr))
+        self.segments.iter().find(|s| vaddr >= s.vaddr && vaddr < s.vaddr + s.size).map(|s| s.offset + (vaddr - s.vaddr))
     }
 
     /// File offset of the start of the function holding `offset` (from the
     /// unwind tables), or `offset` itself when no table covers it.
     pub fn function_start(&self, offset: u64) -> u64 {
-        let Some(vaddr) = self.vaddr_of(offset) else {
-            return offset;
-        };
+        let Some(vaddr) = self.vaddr_of(offset) else { return offset };
         let i = self.function_starts.partition_point(|s| *s <= vaddr);
         match i.checked_sub(1).map(|i| self.function_starts[i]) {
             Some(start) => self.offset_of(start).unwrap_or(offset),
@@ -168,9 +137,7 @@ pub fn function_file_offset(path: &Path, function: &str) -> Option<u64> {
     let map = map_regular(path)?;
     let elf = object::File::parse(&map[..]).ok()?;
     let sym = elf.symbols().find(|s| {
-        s.kind() == object::SymbolKind::Text
-            && s.name()
-                .is_ok_and(|n| format!("{:#}", rustc_demangle::demangle(n)) == function)
+        s.kind() == object::SymbolKind::Text && s.name().is_ok_and(|n| format!("{:#}", rustc_demangle::demangle(n)) == function)
     })?;
     ObjectFacts::read(path)?.offset_of(sym.address())
 }
@@ -192,12 +159,7 @@ pub(crate) fn eh_frame_hdr_starts(section_addr: u64, data: &[u8]) -> Vec<u64> {
     const PCREL_SDATA4: u8 = 0x1b;
     const UDATA4: u8 = 0x03;
     const DATAREL_SDATA4: u8 = 0x3b;
-    if data.len() < 12
-        || data[0] != 1
-        || data[1] != PCREL_SDATA4
-        || data[2] != UDATA4
-        || data[3] != DATAREL_SDATA4
-    {
+    if data.len() < 12 || data[0] != 1 || data[1] != PCREL_SDATA4 || data[2] != UDATA4 || data[3] != DATAREL_SDATA4 {
         return Vec::new();
     }
     let count = u32::from_le_bytes(data[8..12].try_into().expect("4 bytes")) as usize;
@@ -205,11 +167,7 @@ pub(crate) fn eh_frame_hdr_starts(section_addr: u64, data: &[u8]) -> Vec<u64> {
     let mut starts: Vec<u64> = table
         .chunks_exact(8)
         .take(count)
-        .map(|pair| {
-            section_addr.wrapping_add_signed(i32::from_le_bytes(
-                pair[..4].try_into().expect("4 bytes"),
-            ) as i64)
-        })
+        .map(|pair| section_addr.wrapping_add_signed(i32::from_le_bytes(pair[..4].try_into().expect("4 bytes")) as i64))
         .collect();
     starts.sort_unstable();
     starts
@@ -225,11 +183,7 @@ fn hex(bytes: &[u8]) -> String {
 /// each debug directory (`DIR/<binary's dir>/NAME`, and `DIR/NAME`). A
 /// candidate with another build-id than the binary's is not its debug file.
 /// `debug_dirs` are the user's `--debug-dir`s then [`SYSTEM_DEBUG_DIRS`].
-pub fn find_debug_file(
-    object: &Path,
-    facts: &ObjectFacts,
-    debug_dirs: &[PathBuf],
-) -> Option<(PathBuf, ObjectFacts)> {
+pub fn find_debug_file(object: &Path, facts: &ObjectFacts, debug_dirs: &[PathBuf]) -> Option<(PathBuf, ObjectFacts)> {
     let candidates = debug_file_candidates(object, facts, debug_dirs);
     let usable = |path: &Path| -> Option<ObjectFacts> {
         // Only regular files (a FIFO named by the debug link is refused
@@ -255,33 +209,21 @@ pub fn find_debug_file(
 
 /// Where the debug file of `object` may be, in the order
 /// [`find_debug_file`] tries them (debuginfod aside).
-pub fn debug_file_candidates(
-    object: &Path,
-    facts: &ObjectFacts,
-    debug_dirs: &[PathBuf],
-) -> Vec<PathBuf> {
+pub fn debug_file_candidates(object: &Path, facts: &ObjectFacts, debug_dirs: &[PathBuf]) -> Vec<PathBuf> {
     let mut candidates: Vec<PathBuf> = Vec::new();
     if let Some(id) = facts.build_id.as_deref().filter(|id| id.len() >= 2) {
         for dir in debug_dirs {
-            candidates.push(
-                dir.join(".build-id")
-                    .join(hex(&id[..1]))
-                    .join(format!("{}.debug", hex(&id[1..]))),
-            );
+            candidates.push(dir.join(".build-id").join(hex(&id[..1])).join(format!("{}.debug", hex(&id[1..]))));
         }
     }
     let bin_dir = object.parent().unwrap_or(Path::new("/"));
-    let canonical_dir = bin_dir
-        .canonicalize()
-        .unwrap_or_else(|_| bin_dir.to_path_buf());
+    let canonical_dir = bin_dir.canonicalize().unwrap_or_else(|_| bin_dir.to_path_buf());
     // The debug link is the target's text: a plain file name only (no
     // `../`, no absolute path, no NUL), as gdb reads it.
     let mut names: Vec<String> = facts
         .debuglink
         .iter()
-        .filter(|n| {
-            !n.is_empty() && !n.contains('/') && !n.contains('\0') && *n != "." && *n != ".."
-        })
+        .filter(|n| !n.is_empty() && !n.contains('/') && !n.contains('\0') && *n != "." && *n != "..")
         .cloned()
         .collect();
     if let Some(name) = object.file_name() {
@@ -292,10 +234,7 @@ pub fn debug_file_candidates(
         candidates.push(bin_dir.join(name));
         candidates.push(bin_dir.join(".debug").join(name));
         for dir in debug_dirs {
-            candidates.push(
-                dir.join(canonical_dir.strip_prefix("/").unwrap_or(&canonical_dir))
-                    .join(name),
-            );
+            candidates.push(dir.join(canonical_dir.strip_prefix("/").unwrap_or(&canonical_dir)).join(name));
             candidates.push(dir.join(name));
         }
     }
@@ -334,15 +273,10 @@ pub mod debuginfod {
         }
         for url in urls.split_whitespace() {
             let Some(rest) = url.strip_prefix("http://") else {
-                eprintln!(
-                    "perf-audit: debuginfod server {url} skipped: only http:// servers are supported"
-                );
+                eprintln!("perf-audit: debuginfod server {url} skipped: only http:// servers are supported");
                 continue;
             };
-            match get(
-                rest.trim_end_matches('/'),
-                &format!("/buildid/{id}/debuginfo"),
-            ) {
+            match get(rest.trim_end_matches('/'), &format!("/buildid/{id}/debuginfo")) {
                 Ok(body) => {
                     std::fs::create_dir_all(cached.parent()?).ok()?;
                     let tmp = cached.with_extension("part");
@@ -363,29 +297,18 @@ pub mod debuginfod {
             Some((a, p)) => (a, format!("/{p}")),
             None => (authority_and_prefix, String::new()),
         };
-        let addr = if authority.contains(':') {
-            authority.to_string()
-        } else {
-            format!("{authority}:80")
-        };
+        let addr = if authority.contains(':') { authority.to_string() } else { format!("{authority}:80") };
         let mut stream = TcpStream::connect(&addr).map_err(|e| e.to_string())?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .map_err(|e| e.to_string())?;
+        stream.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
         write!(stream, "GET {prefix}{path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: perf-audit\r\nConnection: close\r\n\r\n")
             .map_err(|e| e.to_string())?;
         let mut response = Vec::new();
-        stream
-            .read_to_end(&mut response)
-            .map_err(|e| e.to_string())?;
+        stream.read_to_end(&mut response).map_err(|e| e.to_string())?;
         parse_response(&response)
     }
 
     pub(super) fn parse_response(response: &[u8]) -> Result<Vec<u8>, String> {
-        let end = response
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .ok_or("no HTTP header")?;
+        let end = response.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no HTTP header")?;
         let head = String::from_utf8_lossy(&response[..end]);
         let body = &response[end + 4..];
         let status = head.lines().next().unwrap_or_default();
@@ -402,14 +325,9 @@ pub mod debuginfod {
         let mut out = Vec::new();
         let mut rest = body;
         loop {
-            let line_end = rest
-                .windows(2)
-                .position(|w| w == b"\r\n")
-                .ok_or("bad chunk")?;
+            let line_end = rest.windows(2).position(|w| w == b"\r\n").ok_or("bad chunk")?;
             let size_text = String::from_utf8_lossy(&rest[..line_end]);
-            let size =
-                usize::from_str_radix(size_text.split(';').next().unwrap_or_default().trim(), 16)
-                    .map_err(|e| e.to_string())?;
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or_default().trim(), 16).map_err(|e| e.to_string())?;
             rest = &rest[line_end + 2..];
             if size == 0 {
                 return Ok(out);
@@ -458,12 +376,8 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
 pub fn crate_facts(object: &Path, debug_file: Option<&Path>) -> CrateFacts {
     let exe_name = crate::target::mapped_file_base_name(object);
     let read = |path: &Path| -> Option<memmap2::Mmap> { map_regular(path) };
-    let Some(map) = read(object) else {
-        return CrateFacts::from_binary(&exe_name, &[], []);
-    };
-    let Ok(elf) = object::File::parse(&map[..]) else {
-        return CrateFacts::from_binary(&exe_name, &[], []);
-    };
+    let Some(map) = read(object) else { return CrateFacts::from_binary(&exe_name, &[], []) };
+    let Ok(elf) = object::File::parse(&map[..]) else { return CrateFacts::from_binary(&exe_name, &[], []) };
     let mut data: Vec<u8> = Vec::new();
     for section in elf.sections() {
         let name = section.name().unwrap_or_default();
@@ -473,14 +387,8 @@ pub fn crate_facts(object: &Path, debug_file: Option<&Path>) -> CrateFacts {
         }
     }
     let debug_map = debug_file.and_then(read);
-    let debug_elf = debug_map
-        .as_ref()
-        .and_then(|m| object::File::parse(&m[..]).ok());
-    let symbols_from = if elf.symbol_table().is_some() {
-        Some(&elf)
-    } else {
-        debug_elf.as_ref()
-    };
+    let debug_elf = debug_map.as_ref().and_then(|m| object::File::parse(&m[..]).ok());
+    let symbols_from = if elf.symbol_table().is_some() { Some(&elf) } else { debug_elf.as_ref() };
     let mut functions: Vec<String> = Vec::new();
     if let Some(file) = symbols_from {
         for sym in file.symbols() {
@@ -517,55 +425,20 @@ mod tests {
         let exe = std::env::current_exe().unwrap();
         let start = std::time::Instant::now();
         let facts = crate_facts(&exe, None);
-        eprintln!(
-            "crate_facts of {} ({} MB): {:?}, owner {:?}",
-            exe.display(),
-            exe.metadata().unwrap().len() >> 20,
-            start.elapsed(),
-            facts.owner
-        );
-        for dep in [
-            "tokio",
-            "framehop",
-            "object",
-            "serde_json",
-            "hyper",
-            "clap_builder",
-        ] {
-            assert!(
-                facts.dependencies.contains(dep),
-                "{dep} in {:?}",
-                facts.dependencies
-            );
+        eprintln!("crate_facts of {} ({} MB): {:?}, owner {:?}", exe.display(), exe.metadata().unwrap().len() >> 20, start.elapsed(), facts.owner);
+        for dep in ["tokio", "framehop", "object", "serde_json", "hyper", "clap_builder"] {
+            assert!(facts.dependencies.contains(dep), "{dep} in {:?}", facts.dependencies);
         }
-        assert!(
-            facts.owner.contains("perf_audit_agent"),
-            "{:?}",
-            facts.owner
-        );
+        assert!(facts.owner.contains("perf_audit_agent"), "{:?}", facts.owner);
         assert!(facts.owner.iter().all(|c| !facts.dependencies.contains(c)));
-        assert_eq!(
-            facts.origin_of_function("perf_audit_agent::debuginfo::crate_facts"),
-            Origin::Owner
-        );
-        assert_eq!(
-            facts.origin_of_function("blazesym::symbolize::Symbolizer::symbolize"),
-            Origin::Dependency
-        );
+        assert_eq!(facts.origin_of_function("perf_audit_agent::debuginfo::crate_facts"), Origin::Owner);
+        assert_eq!(facts.origin_of_function("blazesym::symbolize::Symbolizer::symbolize"), Origin::Dependency);
     }
 
     #[test]
     fn legacy_names_give_their_crate_without_demangling() {
-        assert_eq!(
-            legacy_crate("_ZN10cpu_burner8hot_spin17hc2dfc1ab07034994E"),
-            Some("cpu_burner")
-        );
-        assert_eq!(
-            legacy_crate(
-                "_ZN67_$LT$cpu_burner..Foo$u20$as$u20$core..fmt..Debug$GT$3fmt17h0123456789abcdefE"
-            ),
-            None
-        );
+        assert_eq!(legacy_crate("_ZN10cpu_burner8hot_spin17hc2dfc1ab07034994E"), Some("cpu_burner"));
+        assert_eq!(legacy_crate("_ZN67_$LT$cpu_burner..Foo$u20$as$u20$core..fmt..Debug$GT$3fmt17h0123456789abcdefE"), None);
         assert_eq!(legacy_crate("_RNvCs1234_10cpu_burner8hot_spin"), None);
         assert_eq!(legacy_crate("memcpy"), None);
     }
@@ -574,14 +447,9 @@ mod tests {
     fn debuginfod_answers_are_read_plain_or_chunked() {
         let plain = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nELF";
         assert_eq!(debuginfod::parse_response(plain).unwrap(), b"ELF");
-        let chunked =
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nEL\r\n1\r\nF\r\n0\r\n\r\n";
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nEL\r\n1\r\nF\r\n0\r\n\r\n";
         assert_eq!(debuginfod::parse_response(chunked).unwrap(), b"ELF");
-        assert!(
-            debuginfod::parse_response(b"HTTP/1.1 404 Not Found\r\n\r\n")
-                .unwrap_err()
-                .contains("404")
-        );
+        assert!(debuginfod::parse_response(b"HTTP/1.1 404 Not Found\r\n\r\n").unwrap_err().contains("404"));
     }
 
     #[test]

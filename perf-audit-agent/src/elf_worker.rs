@@ -10,7 +10,11 @@
 //! damaged: those addresses are named from the symbol table and the answer
 //! says the object lost its line info (row 6).
 
-use std::{path::PathBuf, sync::mpsc, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::mpsc,
+    time::Duration,
+};
 
 use blazesym::symbolize::{
     Input, Symbolized, Symbolizer,
@@ -53,11 +57,7 @@ pub enum ElfError {
 impl std::fmt::Display for ElfError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ElfError::TimedOut(d) => write!(
-                f,
-                "symbolization did not finish within {:.0} s",
-                d.as_secs_f64()
-            ),
+            ElfError::TimedOut(d) => write!(f, "symbolization did not finish within {:.0} s", d.as_secs_f64()),
             ElfError::Failed(e) => write!(f, "{e}"),
         }
     }
@@ -115,22 +115,15 @@ impl ElfWorker {
 
     /// Runs `job`; `convert` turns each named address's symbol into what
     /// the caller keeps (it runs on the worker).
-    pub fn symbolize<T, F>(
-        &mut self,
-        job: ElfJob,
-        deadline: Duration,
-        convert: F,
-    ) -> Result<ElfAnswer<T>, ElfError>
+    pub fn symbolize<T, F>(&mut self, job: ElfJob, deadline: Duration, convert: F) -> Result<ElfAnswer<T>, ElfError>
     where
         T: Send + 'static,
         F: Fn(Symbolized<'_>) -> T + Send + 'static,
     {
         let (answer_tx, answer_rx) = mpsc::sync_channel(1);
         let task: Task = Box::new(move |inner: &Symbolizer| {
-            let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                run(inner, &job, &convert)
-            }))
-            .unwrap_or_else(|_| Err(ElfError::Failed("blazesym panicked on this file".into())));
+            let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(inner, &job, &convert)))
+                .unwrap_or_else(|_| Err(ElfError::Failed("blazesym panicked on this file".into())));
             let _ = answer_tx.send(answer);
         });
         let tx = match self.tx.take() {
@@ -154,20 +147,14 @@ impl ElfWorker {
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 self.tx = None;
-                Err(ElfError::Failed(
-                    "the symbolization thread ended without an answer".into(),
-                ))
+                Err(ElfError::Failed("the symbolization thread ended without an answer".into()))
             }
         }
     }
 }
 
 /// [`ElfWorker::symbolize`] on a worker of its own.
-pub fn symbolize<T, F>(
-    job: ElfJob,
-    deadline: Duration,
-    convert: F,
-) -> Result<ElfAnswer<T>, ElfError>
+pub fn symbolize<T, F>(job: ElfJob, deadline: Duration, convert: F) -> Result<ElfAnswer<T>, ElfError>
 where
     T: Send + 'static,
     F: Fn(Symbolized<'_>) -> T + Send + 'static,
@@ -175,11 +162,7 @@ where
     ElfWorker::new().symbolize(job, deadline, convert)
 }
 
-fn run<T>(
-    inner: &Symbolizer,
-    job: &ElfJob,
-    convert: &dyn Fn(Symbolized<'_>) -> T,
-) -> Result<ElfAnswer<T>, ElfError> {
+fn run<T>(inner: &Symbolizer, job: &ElfJob, convert: &dyn Fn(Symbolized<'_>) -> T) -> Result<ElfAnswer<T>, ElfError> {
     let lookup = |dwarf: bool, addrs: &[u64]| -> Result<Vec<Symbolized<'_>>, String> {
         let mut elf = Elf::new(&job.path);
         elf.debug_syms = dwarf;
@@ -188,9 +171,7 @@ fn run<T>(
             Lookup::FileOffset => Input::FileOffset(addrs),
             Lookup::VirtOffset => Input::VirtOffset(addrs),
         };
-        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            inner.symbolize(&source, input)
-        }));
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.symbolize(&source, input)));
         match caught {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(format!("{e:#}")),
@@ -198,43 +179,25 @@ fn run<T>(
         }
     };
     let to_items = |syms: Vec<Symbolized<'_>>| -> Vec<Option<T>> {
-        syms.into_iter()
-            .map(|s| if named(&s) { Some(convert(s)) } else { None })
-            .collect()
+        syms.into_iter().map(|s| if named(&s) { Some(convert(s)) } else { None }).collect()
     };
     if !job.dwarf {
-        return lookup(false, &job.addrs)
-            .map(|s| ElfAnswer {
-                items: to_items(s),
-                dwarf_lost: None,
-            })
-            .map_err(ElfError::Failed);
+        return lookup(false, &job.addrs).map(|s| ElfAnswer { items: to_items(s), dwarf_lost: None }).map_err(ElfError::Failed);
     }
     let first = match lookup(true, &job.addrs) {
         Ok(syms) => syms,
         Err(dwarf_error) => {
             let syms = lookup(false, &job.addrs).map_err(ElfError::Failed)?;
-            return Ok(ElfAnswer {
-                items: to_items(syms),
-                dwarf_lost: Some(format!("its DWARF could not be read ({dwarf_error})")),
-            });
+            return Ok(ElfAnswer { items: to_items(syms), dwarf_lost: Some(format!("its DWARF could not be read ({dwarf_error})")) });
         }
     };
     let mut items = to_items(first);
     let missing: Vec<usize> = (0..items.len()).filter(|i| items[*i].is_none()).collect();
     if missing.is_empty() {
-        return Ok(ElfAnswer {
-            items,
-            dwarf_lost: None,
-        });
+        return Ok(ElfAnswer { items, dwarf_lost: None });
     }
     let addrs: Vec<u64> = missing.iter().map(|i| job.addrs[*i]).collect();
-    let Ok(retry) = lookup(false, &addrs) else {
-        return Ok(ElfAnswer {
-            items,
-            dwarf_lost: None,
-        });
-    };
+    let Ok(retry) = lookup(false, &addrs) else { return Ok(ElfAnswer { items, dwarf_lost: None }) };
     let mut recovered = 0usize;
     for (i, sym) in missing.iter().zip(retry) {
         if named(&sym) {
@@ -254,31 +217,19 @@ mod tests {
 
     #[test]
     fn a_file_whose_open_never_returns_times_out() {
-        let dir =
-            std::env::temp_dir().join(format!("perf-audit-elf-worker-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("perf-audit-elf-worker-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let fifo = dir.join("svc");
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         // SAFETY: a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        let job = ElfJob {
-            path: fifo.clone(),
-            dwarf: false,
-            lookup: Lookup::FileOffset,
-            addrs: vec![0x1000],
-        };
+        let job = ElfJob { path: fifo.clone(), dwarf: false, lookup: Lookup::FileOffset, addrs: vec![0x1000] };
         let start = std::time::Instant::now();
         let answer = symbolize(job, Duration::from_millis(300), |s| format!("{s:?}"));
-        assert_eq!(
-            answer.unwrap_err(),
-            ElfError::TimedOut(Duration::from_millis(300))
-        );
+        assert_eq!(answer.unwrap_err(), ElfError::TimedOut(Duration::from_millis(300)));
         assert!(start.elapsed() < Duration::from_secs(2));
         // Unblock the abandoned worker (it opened the FIFO for reading).
-        let _ = std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags_nonblock()
-            .open(&fifo);
+        let _ = std::fs::OpenOptions::new().write(true).custom_flags_nonblock().open(&fifo);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -296,30 +247,15 @@ mod tests {
     fn our_own_test_binary_is_named_through_the_worker() {
         let exe = std::env::current_exe().unwrap();
         let facts = crate::debuginfo::ObjectFacts::read(&exe).unwrap();
-        let offset = crate::debuginfo::function_file_offset(
-            &exe,
-            "perf_audit_agent::debuginfo::crate_facts",
-        )
-        .unwrap();
+        let offset = crate::debuginfo::function_file_offset(&exe, "perf_audit_agent::debuginfo::crate_facts").unwrap();
         let _ = facts;
-        let job = ElfJob {
-            path: exe,
-            dwarf: true,
-            lookup: Lookup::FileOffset,
-            addrs: vec![offset, u64::MAX - 1],
-        };
+        let job = ElfJob { path: exe, dwarf: true, lookup: Lookup::FileOffset, addrs: vec![offset, u64::MAX - 1] };
         let answer = symbolize(job, OBJECT_DEADLINE, |s| match s {
             Symbolized::Sym(s) => s.name.to_string(),
             Symbolized::Unknown(_) => String::new(),
         })
         .unwrap();
-        assert!(
-            answer.items[0]
-                .as_deref()
-                .is_some_and(|n| n.contains("crate_facts")),
-            "{:?}",
-            answer.items
-        );
+        assert!(answer.items[0].as_deref().is_some_and(|n| n.contains("crate_facts")), "{:?}", answer.items);
         assert!(answer.items[1].is_none());
         assert_eq!(answer.dwarf_lost, None);
     }

@@ -13,16 +13,13 @@ use perf_audit_analysis::audit::{AsyncEvidence, AuditEvidence, build_report, ren
 
 use crate::{
     cli::{Profile, UnwindChoice},
-    collect::{
-        BACK_OFF_ORDER, Collector, Console, CpuSampling, Database, Finish, Memory, OffCpu,
-        RawEvidence, StackCopy, finish_all,
-    },
+    collect::{BACK_OFF_ORDER, Collector, Console, CpuSampling, Database, Finish, Memory, OffCpu, RawEvidence, StackCopy, finish_all},
+    overhead::OverheadMeter,
     database::DatabaseCollector,
     error::{Error, Result},
     kernel::{self, Counters, Filter, KernelSession, UnwindMode, stack_copy::DRAIN_INTERVAL},
-    load::{self, LoadPlan, LoadResult},
     memory::MemoryCollector,
-    overhead::OverheadMeter,
+    load::{self, LoadPlan, LoadResult},
     plan::{AuditPlan, TargetSpec},
     postgres::private::PrivatePostgres,
     profile::{
@@ -48,45 +45,30 @@ pub struct AuditOutput {
 /// One audit: resolve -> load -> collect -> symbolize -> analyze -> write.
 pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
     for profile in &plan.unavailable {
-        eprintln!(
-            "perf-audit: profile `{}` is not available in this version yet; skipping it",
-            profile.as_str()
-        );
+        eprintln!("perf-audit: profile `{}` is not available in this version yet; skipping it", profile.as_str());
     }
     let support = kernel::preflight()?;
     let (existing_pid, unwind) = resolve(&plan)?;
     let probes = Probes::start(&plan, existing_pid, unwind).await?;
-    let (info, out_dir, started_at) = (
-        probes.info.clone(),
-        probes.out_dir.clone(),
-        SystemTime::now(),
-    );
+    let (info, out_dir, started_at) = (probes.info.clone(), probes.out_dir.clone(), SystemTime::now());
     let exe_file = probes.exe_file.clone();
     // One symbolizer for the audit: blazesym keeps each object it parsed,
     // so the database call sites and the profiles share the work.
     let symbolizer = StackSymbolizer::with_debug_dirs(&plan.debug_dirs);
-    let (raw, collected, cpu_seconds, load, load_unprobed) =
-        probes.collect(&plan, &symbolizer).await?;
+    let (raw, collected, cpu_seconds, load, load_unprobed) = probes.collect(&plan, &symbolizer).await?;
     // Symbolized first: the symbols list names the objects it opened.
     let symbolized = symbolize(&plan, &info, &exe_file, raw, &collected.maps, &symbolizer);
     let evidence = AuditEvidence {
         target: info.clone(),
         profile: plan.requested_profile.as_str().to_string(),
-        unavailable_profiles: plan
-            .unavailable
-            .iter()
-            .map(|p| p.as_str().to_string())
-            .collect(),
+        unavailable_profiles: plan.unavailable.iter().map(|p| p.as_str().to_string()).collect(),
         started_at: humantime::format_rfc3339_seconds(started_at).to_string(),
         duration: collected.elapsed,
         planned_duration: plan.duration,
         end_reason: collected.end_reason,
         end_signal: collected.end_signal.clone(),
         target_exec: collected.target_exec.clone(),
-        kernel: KernelInfo {
-            release: support.release.clone(),
-            btf: support.btf,
-        },
+        kernel: KernelInfo { release: support.release.clone(), btf: support.btf },
         counters: collected.counters,
         cpu_section: plan.profiles.contains(&Profile::Cpu),
         unwinding: unwind,
@@ -129,10 +111,7 @@ fn resolve(plan: &AuditPlan) -> Result<(Option<u32>, UnwindMode)> {
         (TargetSpec::Launch { program, .. }, None) => resolve_program(program),
         _ => None,
     };
-    Ok((
-        existing_pid,
-        choose_unwind_mode(plan.unwind, exe.as_deref()),
-    ))
+    Ok((existing_pid, choose_unwind_mode(plan.unwind, exe.as_deref())))
 }
 
 /// The target, the kernel session and the started collectors.
@@ -154,11 +133,7 @@ struct Probes {
 impl Probes {
     /// Loads the programs, resolves or launches the target, starts every
     /// collector the plan asks for.
-    async fn start(
-        plan: &AuditPlan,
-        existing_pid: Option<u32>,
-        unwind: UnwindMode,
-    ) -> Result<Probes> {
+    async fn start(plan: &AuditPlan, existing_pid: Option<u32>, unwind: UnwindMode) -> Result<Probes> {
         let wants_async = plan.profiles.contains(&Profile::Async);
         let mut session = KernelSession::load(Filter::ListedPids, unwind, plan.offcpu_min)?;
         // Programs are attached before the pid is registered, so a launched
@@ -166,27 +141,16 @@ impl Probes {
         // analysis needs CPU samples too (long polls, task breakdown).
         let mut collectors: Vec<Box<dyn Collector>> = Vec::new();
         if plan.profiles.contains(&Profile::Cpu) || wants_async {
-            collectors.push(CpuSampling::start(
-                &mut session,
-                plan.frequency_hz,
-                unwind == UnwindMode::Dwarf,
-            )?);
+            collectors.push(CpuSampling::start(&mut session, plan.frequency_hz, unwind == UnwindMode::Dwarf)?);
         }
         if wants_async {
             collectors.push(OffCpu::start(&mut session)?);
         }
-        let private_db = if plan.private_database {
-            Some(start_private_database().await?)
-        } else {
-            None
-        };
+        let private_db = if plan.private_database { Some(start_private_database().await?) } else { None };
         let (pid, launched) = match (&plan.target, existing_pid) {
             (_, Some(pid)) => (pid, None),
             (TargetSpec::Launch { program, args }, None) => {
-                let env: Vec<(String, String)> = private_db
-                    .iter()
-                    .map(|db| ("DATABASE_URL".to_string(), db.url()))
-                    .collect();
+                let env: Vec<(String, String)> = private_db.iter().map(|db| ("DATABASE_URL".to_string(), db.url())).collect();
                 let child = target::launch(program, args, &env)?;
                 (child.pid(), Some(child))
             }
@@ -198,35 +162,19 @@ impl Probes {
         let unwinder = SharedUnwinder::new(pid);
         if unwind == UnwindMode::Dwarf || wants_async {
             let collector = session.stack_copy_collector(&unwinder)?;
-            collectors.push(Box::new(StackCopy {
-                collector,
-                cpu: unwind == UnwindMode::Dwarf,
-            }));
+            collectors.push(Box::new(StackCopy { collector, cpu: unwind == UnwindMode::Dwarf }));
         }
         if plan.profiles.contains(&Profile::Database) {
             let explicit = plan.requested_profile == Profile::Database;
-            let db = DatabaseCollector::start(
-                &mut session,
-                &unwinder,
-                plan.database_url.as_deref(),
-                explicit,
-            )
-            .await?;
+            let db = DatabaseCollector::start(&mut session, &unwinder, plan.database_url.as_deref(), explicit).await?;
             collectors.push(Box::new(Database(db)));
         }
-        let info = target::describe(pid).unwrap_or_else(|_| TargetInfo {
-            pid,
-            name: launched_name(&plan.target),
-            exe: String::new(),
-        });
+        let info = target::describe(pid).unwrap_or_else(|_| TargetInfo { pid, name: launched_name(&plan.target), exe: String::new() });
         let exe_file = target::exe_file(pid).unwrap_or_else(|| PathBuf::from(&info.exe));
         if let Some(spec) = &plan.load {
             wait_until_ready(spec, pid, plan.ready_timeout).await?;
         }
-        let out_dir = plan
-            .out_dir
-            .clone()
-            .unwrap_or_else(|| default_out_dir(&info.name, SystemTime::now()));
+        let out_dir = plan.out_dir.clone().unwrap_or_else(|| default_out_dir(&info.name, SystemTime::now()));
         fs::create_dir_all(&out_dir).map_err(|e| Error::output(&out_dir, e))?;
         eprintln!(
             "perf-audit: auditing {} (pid {pid}) for {}, profile {}, CPU sampling at {} Hz, unwinding with {}",
@@ -239,41 +187,21 @@ impl Probes {
         if wants_async && console_listening(&plan.console) {
             collectors.push(Console::start(&plan.console));
         }
-        Ok(Probes {
-            session,
-            collectors,
-            unwinder,
-            pid,
-            info,
-            exe_file,
-            out_dir,
-            launched,
-            private_db,
-        })
+        Ok(Probes { session, collectors, unwinder, pid, info, exe_file, out_dir, launched, private_db })
     }
 
     /// Drives the load beside collection, waits for the end, finishes every
     /// collector and detaches everything.
-    async fn collect(
-        mut self,
-        plan: &AuditPlan,
-        symbolizer: &StackSymbolizer,
-    ) -> Result<Collection> {
+    async fn collect(mut self, plan: &AuditPlan, symbolizer: &StackSymbolizer) -> Result<Collection> {
         let (stop_load, load_stopped) = tokio::sync::oneshot::channel::<()>();
         let load_task = plan.load.as_ref().map(|spec| {
-            let load_plan = LoadPlan::new(spec.scenario.clone(), spec.rps, plan.duration)
-                .expect("validated when the plan was built");
+            let load_plan = LoadPlan::new(spec.scenario.clone(), spec.rps, plan.duration).expect("validated when the plan was built");
             let endpoints = spec.scenario.requests.len();
-            eprintln!(
-                "perf-audit: driving {} rps of open-loop load ({endpoints} endpoint{})",
-                spec.rps,
-                if endpoints == 1 { "" } else { "s" }
-            );
+            eprintln!("perf-audit: driving {} rps of open-loop load ({endpoints} endpoint{})", spec.rps, if endpoints == 1 { "" } else { "s" });
             tokio::spawn(load::run(load_plan, load_stopped))
         });
         if plan.profiles.contains(&Profile::Memory) {
-            let memory =
-                MemoryCollector::start(&self.unwinder, &self.exe_file, plan.memory).await?;
+            let memory = MemoryCollector::start(&self.unwinder, &self.exe_file, plan.memory).await?;
             self.collectors.push(Box::new(Memory(memory)));
         }
         let pid = self.pid;
@@ -284,10 +212,7 @@ impl Probes {
         let cpu_seconds = cpu_start.zip(target::cpu_seconds(pid)).map(|(a, b)| b - a);
         let _ = stop_load.send(());
         let load = match load_task {
-            Some(task) => Some(
-                task.await
-                    .map_err(|e| Error::internal(format!("the load generator panicked: {e}")))?,
-            ),
+            Some(task) => Some(task.await.map_err(|e| Error::internal(format!("the load generator panicked: {e}")))?),
             None => None,
         };
         if let Some(result) = &load {
@@ -296,32 +221,18 @@ impl Probes {
         let mut raw = RawEvidence::default();
         let mut collectors = std::mem::take(&mut self.collectors);
         collectors.sort_by_key(|c| c.finish_order());
-        let mut cx = Finish {
-            session: &mut self.session,
-            maps: &mut collected.maps,
-            pid,
-            symbolizer,
-            raw: &mut raw,
-        };
+        let mut cx = Finish { session: &mut self.session, maps: &mut collected.maps, pid, symbolizer, raw: &mut raw };
         finish_all(collectors, &mut cx).await?;
         collected.counters = self.session.counters()?;
         collected.unwind_tables = self
             .unwinder
             .table_parses()
             .into_iter()
-            .map(|(object, parses)| UnwindTableParses {
-                object: object.display().to_string(),
-                parses,
-            })
+            .map(|(object, parses)| UnwindTableParses { object: object.display().to_string(), parses })
             .collect();
         // Detach everything before the (slower) analysis; the service stops
         // before its private database.
-        let Probes {
-            session,
-            launched,
-            private_db,
-            ..
-        } = self;
+        let Probes { session, launched, private_db, .. } = self;
         drop(session);
         // The health guard's unprobed sample: the same load, every probe gone.
         let unprobed = match &plan.load {
@@ -343,25 +254,15 @@ async fn health_sample(spec: &crate::plan::LoadSpec) -> Result<LoadResult> {
         "perf-audit: measuring the service for {} under the same load after the probes detach (health guard)",
         humantime::format_duration(HEALTH_SAMPLE)
     );
-    let plan = LoadPlan::new(spec.scenario.clone(), spec.rps, HEALTH_SAMPLE)
-        .expect("validated when the plan was built");
+    let plan = LoadPlan::new(spec.scenario.clone(), spec.rps, HEALTH_SAMPLE).expect("validated when the plan was built");
     let unprobed = load::run(plan, std::future::pending::<()>()).await;
-    eprintln!(
-        "perf-audit: without probes: {}",
-        load::summary_line(&unprobed)
-    );
+    eprintln!("perf-audit: without probes: {}", load::summary_line(&unprobed));
     Ok(unprobed)
 }
 
 /// What `Probes::collect` returns: the raw evidence, the collection's
 /// figures, the target's CPU seconds, the audit's load and the unprobed one.
-type Collection = (
-    RawEvidence,
-    Collected,
-    Option<f64>,
-    Option<LoadResult>,
-    Option<LoadResult>,
-);
+type Collection = (RawEvidence, Collected, Option<f64>, Option<LoadResult>, Option<LoadResult>);
 
 /// A throwaway database for a launched service (demo, tests).
 async fn start_private_database() -> Result<PrivatePostgres> {
@@ -369,27 +270,14 @@ async fn start_private_database() -> Result<PrivatePostgres> {
     let db = tokio::task::spawn_blocking(PrivatePostgres::start)
         .await
         .map_err(|e| Error::internal(format!("private PostgreSQL start panicked: {e}")))??;
-    eprintln!(
-        "perf-audit: private PostgreSQL ready on 127.0.0.1:{}",
-        db.port()
-    );
+    eprintln!("perf-audit: private PostgreSQL ready on 127.0.0.1:{}", db.port());
     Ok(db)
 }
 
 /// Symbolizes what the collectors gathered: the profiles and sections of
 /// the audit's evidence (the rest is filled by the caller).
-fn symbolize(
-    plan: &AuditPlan,
-    info: &TargetInfo,
-    exe: &Path,
-    raw: RawEvidence,
-    maps: &MapsSnapshot,
-    symbolizer: &StackSymbolizer,
-) -> AuditEvidence {
-    eprintln!(
-        "perf-audit: symbolizing {} distinct stacks",
-        raw.cpu.len() + raw.offcpu.len()
-    );
+fn symbolize(plan: &AuditPlan, info: &TargetInfo, exe: &Path, raw: RawEvidence, maps: &MapsSnapshot, symbolizer: &StackSymbolizer) -> AuditEvidence {
+    eprintln!("perf-audit: symbolizing {} distinct stacks", raw.cpu.len() + raw.offcpu.len());
     let cpu = symbolizer.cpu_profile(&raw.cpu, maps, exe);
     let async_runtime = plan.profiles.contains(&Profile::Async).then(|| {
         let offcpu = symbolizer.cpu_profile(&raw.offcpu, maps, exe);
@@ -399,13 +287,7 @@ fn symbolize(
             samples: raw
                 .records
                 .iter()
-                .map(|r| TimedSample {
-                    tid: r.tid,
-                    ts_ns: r.ts_ns,
-                    oncpu_run_ns: r.oncpu_run_ns,
-                    preempted_ns: r.preempted_ns,
-                    stack: r.stack,
-                })
+                .map(|r| TimedSample { tid: r.tid, ts_ns: r.ts_ns, oncpu_run_ns: r.oncpu_run_ns, preempted_ns: r.preempted_ns, stack: r.stack })
                 .collect(),
             long_poll: plan.long_poll,
             offcpu_min: plan.offcpu_min,
@@ -418,10 +300,7 @@ fn symbolize(
         cpu_sample_times: raw.records.iter().map(|r| (r.tid, r.ts_ns)).collect(),
         cpu,
         async_runtime,
-        memory: raw
-            .memory
-            .as_ref()
-            .map(|m| crate::memory::build_section(m, symbolizer, exe)),
+        memory: raw.memory.as_ref().map(|m| crate::memory::build_section(m, symbolizer, exe)),
         database: raw.database,
         ..AuditEvidence::default()
     }
@@ -447,12 +326,7 @@ struct Collected {
 
 /// Waits for the duration, Ctrl-C/SIGTERM, or the target's exit, keeping a
 /// snapshot of the target's memory maps and showing progress.
-async fn collect(
-    plan: &AuditPlan,
-    session: &mut KernelSession,
-    pid: u32,
-    collectors: &mut [Box<dyn Collector>],
-) -> Collected {
+async fn collect(plan: &AuditPlan, session: &mut KernelSession, pid: u32, collectors: &mut [Box<dyn Collector>]) -> Collected {
     use tokio::signal::unix::{SignalKind, signal};
 
     let start = Instant::now();
@@ -468,12 +342,7 @@ async fn collect(
     // The overhead meter and budget (`crate::overhead`), read every second.
     let memory = plan.profiles.contains(&Profile::Memory);
     let windowed_memory = memory && plan.memory == crate::memory::MemoryMode::Default;
-    let mut meter = OverheadMeter::start(
-        pid,
-        plan.max_overhead_pct,
-        plan.keep_precise_memory && memory,
-        !windowed_memory,
-    );
+    let mut meter = OverheadMeter::start(pid, plan.max_overhead_pct, plan.keep_precise_memory && memory, !windowed_memory);
     let mut meter_tick = tokio::time::interval(Duration::from_secs(1));
     meter_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sigterm = signal(SignalKind::terminate()).ok();
@@ -540,43 +409,19 @@ async fn collect(
             start.elapsed().as_secs_f64()
         ),
         EndReason::Interrupted => {
-            eprintln!(
-                "perf-audit: interrupted by {}; writing a partial report",
-                end_signal.unwrap_or("a signal")
-            )
+            eprintln!("perf-audit: interrupted by {}; writing a partial report", end_signal.unwrap_or("a signal"))
         }
         EndReason::Duration => {}
     }
     let end_signal = end_signal.map(String::from);
-    Collected {
-        elapsed: start.elapsed(),
-        end_reason,
-        end_signal,
-        target_exec,
-        maps,
-        last_rss,
-        peak_rss,
-        start_ns: 0,
-        counters: Counters::default(),
-        unwind_tables: Vec::new(),
-        overhead: meter.section(),
-    }
+    Collected { elapsed: start.elapsed(), end_reason, end_signal, target_exec, maps, last_rss, peak_rss, start_ns: 0, counters: Counters::default(), unwind_tables: Vec::new(), overhead: meter.section() }
 }
 
 /// Over budget: the first collector in [`BACK_OFF_ORDER`] with something
 /// left to switch off does so; if none has, the report says the budget
 /// could not be kept.
-fn back_off(
-    meter: &mut OverheadMeter,
-    pct: f64,
-    session: &mut KernelSession,
-    collectors: &mut [Box<dyn Collector>],
-    keep_precise_memory: bool,
-) {
-    for name in BACK_OFF_ORDER
-        .into_iter()
-        .filter(|n| !(keep_precise_memory && *n == "memory"))
-    {
+fn back_off(meter: &mut OverheadMeter, pct: f64, session: &mut KernelSession, collectors: &mut [Box<dyn Collector>], keep_precise_memory: bool) {
+    for name in BACK_OFF_ORDER.into_iter().filter(|n| !(keep_precise_memory && *n == "memory")) {
         for c in collectors.iter_mut().filter(|c| c.name() == name) {
             if let Some(what) = c.back_off(session) {
                 meter.backed_off(name, what, pct);
@@ -604,10 +449,7 @@ fn progress_bar(plan: &AuditPlan) -> Option<indicatif::ProgressBar> {
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns`, which
 /// time-stamps the samples.
 fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes one timespec into the valid pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -619,10 +461,9 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
 
 fn launched_name(spec: &TargetSpec) -> String {
     match spec {
-        TargetSpec::Launch { program, .. } => Path::new(program)
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| program.clone()),
+        TargetSpec::Launch { program, .. } => {
+            Path::new(program).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| program.clone())
+        }
         TargetSpec::Name(n) => n.clone(),
         TargetSpec::Pid(p) => format!("pid-{p}"),
     }
@@ -635,20 +476,14 @@ fn thread_times(
     cpu: &CpuProfile,
     offcpu: &CpuProfile,
 ) -> Vec<ThreadTime> {
-    let names: std::collections::HashMap<u32, String> = cpu
-        .stacks
-        .iter()
-        .chain(offcpu.stacks.iter())
-        .map(|s| (s.tid, s.thread.clone()))
-        .collect();
+    let names: std::collections::HashMap<u32, String> =
+        cpu.stacks.iter().chain(offcpu.stacks.iter()).map(|s| (s.tid, s.thread.clone())).collect();
     totals
         .iter()
         .map(|(tid, t)| ThreadTime {
             tid: *tid,
             name: names.get(tid).cloned().unwrap_or_else(|| {
-                fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
-                    .map(|s| s.trim().to_string())
-                    .unwrap_or_default()
+                fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).map(|s| s.trim().to_string()).unwrap_or_default()
             }),
             oncpu_ns: t.oncpu_ns,
             blocked_ns: t.blocked_ns,
@@ -676,12 +511,10 @@ async fn wait_until_ready(spec: &crate::plan::LoadSpec, pid: u32, timeout: Durat
         .scenario
         .requests
         .iter()
-        .filter_map(|r| {
-            r.url.authority().map(|a| {
-                let port = a.port_u16().unwrap_or(80);
-                format!("{}:{port}", a.host())
-            })
-        })
+        .filter_map(|r| r.url.authority().map(|a| {
+            let port = a.port_u16().unwrap_or(80);
+            format!("{}:{port}", a.host())
+        }))
         .collect();
     authorities.sort();
     authorities.dedup();
@@ -689,10 +522,7 @@ async fn wait_until_ready(spec: &crate::plan::LoadSpec, pid: u32, timeout: Durat
     for authority in &authorities {
         let mut announced = false;
         loop {
-            if tokio::net::TcpStream::connect(authority.as_str())
-                .await
-                .is_ok()
-            {
+            if tokio::net::TcpStream::connect(authority.as_str()).await.is_ok() {
                 break;
             }
             if !target::is_alive(pid) {
@@ -725,9 +555,7 @@ fn source_excerpt(file: Option<&str>, line: Option<u32>) -> Option<crate::findin
     let (file, line) = (file?, line?);
     let text = fs::read_to_string(file).ok()?;
     let lines: Vec<&str> = text.lines().collect();
-    let index = (line as usize)
-        .checked_sub(1)
-        .filter(|i| *i < lines.len())?;
+    let index = (line as usize).checked_sub(1).filter(|i| *i < lines.len())?;
     let first = index.saturating_sub(3);
     let last = (index + 3).min(lines.len() - 1);
     let mut excerpt = String::new();
@@ -736,11 +564,7 @@ fn source_excerpt(file: Option<&str>, line: Option<u32>) -> Option<crate::findin
         let marker = if n == line as usize { ">" } else { " " };
         excerpt.push_str(&format!("{marker}{n:>5} | {l}\n"));
     }
-    Some(crate::findings::SourceExcerpt {
-        file: file.to_string(),
-        first_line: first as u32 + 1,
-        text: excerpt,
-    })
+    Some(crate::findings::SourceExcerpt { file: file.to_string(), first_line: first as u32 + 1, text: excerpt })
 }
 
 /// `auto` picks frame pointers only when the binary keeps them.
@@ -769,19 +593,9 @@ fn resolve_program(program: &str) -> Option<PathBuf> {
 
 /// `perf-audit-<service>-<UTC timestamp>`, e.g. `perf-audit-svc-20261124T212300Z`.
 pub fn default_out_dir(service: &str, at: SystemTime) -> PathBuf {
-    let stamp = humantime::format_rfc3339_seconds(at)
-        .to_string()
-        .replace(['-', ':'], "");
-    let service: String = service
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let stamp = humantime::format_rfc3339_seconds(at).to_string().replace(['-', ':'], "");
+    let service: String =
+        service.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
     PathBuf::from(format!("perf-audit-{service}-{stamp}"))
 }
 
@@ -789,16 +603,12 @@ fn rerun_command(plan: &AuditPlan, info: &TargetInfo) -> String {
     let profile = plan.requested_profile.as_str();
     let duration = humantime::format_duration(plan.duration);
     match &plan.target {
-        TargetSpec::Launch { program, args } => format!(
-            "sudo perf-audit-agent {profile} --duration {duration} -- {program} {}",
-            args.join(" ")
-        )
-        .trim_end()
-        .to_string(),
-        _ => format!(
-            "sudo perf-audit-agent {} {profile} --duration {duration}",
-            info.name
-        ),
+        TargetSpec::Launch { program, args } => {
+            format!("sudo perf-audit-agent {profile} --duration {duration} -- {program} {}", args.join(" "))
+                .trim_end()
+                .to_string()
+        }
+        _ => format!("sudo perf-audit-agent {} {profile} --duration {duration}", info.name),
     }
 }
 
@@ -811,9 +621,6 @@ mod tests {
         // 2026-11-24T21:23:00Z
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_555_380);
         let dir = default_out_dir("user service", at);
-        assert_eq!(
-            dir,
-            PathBuf::from("perf-audit-user_service-20261124T212300Z")
-        );
+        assert_eq!(dir, PathBuf::from("perf-audit-user_service-20261124T212300Z"));
     }
 }

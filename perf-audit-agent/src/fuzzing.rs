@@ -50,10 +50,7 @@ pub fn elf_input(data: &[u8], dir: &Path) {
     if let Some(facts) = ObjectFacts::read(&object) {
         let dirs: Vec<PathBuf> = vec![dir.join("debug")];
         for candidate in debug_file_candidates(&object, &facts, &dirs) {
-            assert!(
-                candidate.starts_with(dir) || candidate.starts_with("/usr/lib/debug"),
-                "{candidate:?} outside the search dirs"
-            );
+            assert!(candidate.starts_with(dir) || candidate.starts_with("/usr/lib/debug"), "{candidate:?} outside the search dirs");
         }
         let _ = find_debug_file(&object, &facts, &dirs);
     }
@@ -82,9 +79,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     fn corpus(target: &str) -> Vec<Vec<u8>> {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../fuzz-files/corpus")
-            .join(target);
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz-files/corpus").join(target);
         let mut out: Vec<Vec<u8>> = std::fs::read_dir(&dir)
             .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
             .map(|e| std::fs::read(e.unwrap().path()).unwrap())
@@ -148,9 +143,7 @@ mod tests {
     fn elf_reading_survives_its_corpus_and_mutations() {
         let dir = std::env::temp_dir().join(format!("perf-audit-fuzz-elf-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let runs = replay("elf_files", Duration::from_secs(3), |data| {
-            elf_input(data, &dir)
-        });
+        let runs = replay("elf_files", Duration::from_secs(3), |data| elf_input(data, &dir));
         std::fs::remove_dir_all(&dir).unwrap();
         eprintln!("elf_files: {runs} inputs");
     }

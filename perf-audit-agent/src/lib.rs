@@ -31,7 +31,4 @@ pub mod target;
 pub mod unwind;
 
 // The pure core, re-exported under the paths the agent has always used.
-pub use perf_audit_analysis::{
-    error, findings, health, profile, render, report, report::ci_workflow,
-    resymbolize as resymbolize_core, syscalls,
-};
+pub use perf_audit_analysis::{error, findings, health, profile, render, report, report::ci_workflow, resymbolize as resymbolize_core, syscalls};

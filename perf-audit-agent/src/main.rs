@@ -22,11 +22,7 @@ fn diff(args: perf_audit_agent::cli::DiffArgs) -> i32 {
                 eprintln!("{line}");
             }
             println!("{}", output.out_dir.display());
-            if regressions.is_empty() {
-                exit_code::OK
-            } else {
-                exit_code::REGRESSION
-            }
+            if regressions.is_empty() { exit_code::OK } else { exit_code::REGRESSION }
         }
         Err(e) => fail_in(Some("diff"), e),
     }
@@ -38,10 +34,7 @@ fn symbolize(args: perf_audit_agent::cli::SymbolizeArgs) -> i32 {
     match perf_audit_agent::resymbolize::run(&args) {
         Ok(output) => {
             for (object, debug, frames) in &output.named {
-                eprintln!(
-                    "perf-audit: {object}: {frames} frames named from {}",
-                    debug.display()
-                );
+                eprintln!("perf-audit: {object}: {frames} frames named from {}", debug.display());
             }
             println!("{}", output.out_dir.display());
             exit_code::OK
@@ -91,10 +84,7 @@ fn audit(args: perf_audit_agent::cli::Args) -> i32 {
             for line in perf_audit_agent::report::summary::terminal(&output.report) {
                 eprintln!("perf-audit: {line}");
             }
-            eprintln!(
-                "perf-audit: open {}",
-                output.out_dir.join("report.html").display()
-            );
+            eprintln!("perf-audit: open {}", output.out_dir.join("report.html").display());
             println!("{}", output.out_dir.display());
             exit_code::OK
         }
@@ -107,19 +97,12 @@ fn daemon(args: perf_audit_agent::cli::DaemonArgs) -> i32 {
         Some(path) => match std::fs::read_to_string(path) {
             Ok(text) => Some(text),
             Err(e) => {
-                return fail_in(
-                    Some("daemon"),
-                    Error::new(
-                        ErrorKind::Usage,
-                        format!("cannot read config file {}: {e}", path.display()),
-                    ),
-                );
+                return fail_in(Some("daemon"), Error::new(ErrorKind::Usage, format!("cannot read config file {}: {e}", path.display())));
             }
         },
         None => None,
     };
-    let plan = match perf_audit_agent::daemon::plan::DaemonPlan::from_args(args, config.as_deref())
-    {
+    let plan = match perf_audit_agent::daemon::plan::DaemonPlan::from_args(args, config.as_deref()) {
         Ok(plan) => plan,
         Err(e) => return fail_in(Some("daemon"), e),
     };

@@ -50,9 +50,7 @@ impl SymtabIndex {
     pub fn from_paths<I: IntoIterator<Item = String>>(paths: I) -> SymtabIndex {
         let mut by_last: HashMap<String, Vec<String>> = HashMap::new();
         for path in paths {
-            let Some(last) = last_segment(&path) else {
-                continue;
-            };
+            let Some(last) = last_segment(&path) else { continue };
             let last = strip_generics(last);
             let entry = by_last.entry(last).or_default();
             if entry.len() < MAX_CANDIDATES && !entry.contains(&path) {
@@ -71,11 +69,7 @@ impl SymtabIndex {
             .chain(elf.dynamic_symbols())
             .filter(|s| s.kind() == object::SymbolKind::Text && !s.is_undefined())
             .filter_map(|s| s.name().ok())
-            .filter_map(|n| {
-                rustc_demangle::try_demangle(n)
-                    .ok()
-                    .map(|d| format!("{d:#}"))
-            });
+            .filter_map(|n| rustc_demangle::try_demangle(n).ok().map(|d| format!("{d:#}")));
         SymtabIndex::from_paths(names)
     }
 
@@ -88,11 +82,7 @@ impl SymtabIndex {
             None => true,
         });
         let first = inside.next()?;
-        if inside.next().is_some() {
-            None
-        } else {
-            Some(first)
-        }
+        if inside.next().is_some() { None } else { Some(first) }
     }
 }
 
@@ -102,9 +92,7 @@ impl SymtabIndex {
 /// `tokio::runtime::blocking::pool`.
 fn in_module(path: &str, module: &str) -> bool {
     let path = path.trim_start_matches('<');
-    path.strip_prefix(module).is_some_and(|rest| {
-        rest.starts_with("::") || rest.starts_with('>') || rest.starts_with('<')
-    })
+    path.strip_prefix(module).is_some_and(|rest| rest.starts_with("::") || rest.starts_with('>') || rest.starts_with('<'))
 }
 
 /// The out-of-line owner functions of one object by source file, with the
@@ -124,10 +112,7 @@ impl OwnerLines {
     pub fn new<I: IntoIterator<Item = (String, u32, u32, String)>>(functions: I) -> OwnerLines {
         let mut by_file: HashMap<String, Vec<(u32, u32, String)>> = HashMap::new();
         for (file, first, last, function) in functions {
-            by_file
-                .entry(file)
-                .or_default()
-                .push((first, last.max(first), function));
+            by_file.entry(file).or_default().push((first, last.max(first), function));
         }
         for v in by_file.values_mut() {
             v.sort();
@@ -140,18 +125,14 @@ impl OwnerLines {
     fn excludes(&self, file: &str, function: &str, line: u32) -> bool {
         self.by_file.get(file).is_some_and(|v| {
             let mut spans = v.iter().filter(|(_, _, f)| f == function).peekable();
-            spans.peek().is_some()
-                && spans.all(|(first, last, _)| !(*first..=*last).contains(&line))
+            spans.peek().is_some() && spans.all(|(first, last, _)| !(*first..=*last).contains(&line))
         })
     }
 
     /// The function with the narrowest span holding `line` in `file`.
     fn enclosing(&self, file: &str, line: u32) -> Option<&str> {
         let v = self.by_file.get(file)?;
-        v.iter()
-            .filter(|(first, last, _)| (*first..=*last).contains(&line))
-            .min_by_key(|(first, last, _)| last - first)
-            .map(|(_, _, name)| name.as_str())
+        v.iter().filter(|(first, last, _)| (*first..=*last).contains(&line)).min_by_key(|(first, last, _)| last - first).map(|(_, _, name)| name.as_str())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -245,11 +226,7 @@ fn fn_name(code: &str) -> Option<String> {
     if at > 0 && code.as_bytes()[at - 1].is_ascii_alphanumeric() {
         return None;
     }
-    let name: String = code[at + 3..]
-        .trim_start()
-        .chars()
-        .take_while(|c| c.is_alphanumeric() || *c == '_')
-        .collect();
+    let name: String = code[at + 3..].trim_start().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
     (!name.is_empty()).then_some(name)
 }
 
@@ -257,16 +234,9 @@ fn impl_type(code: &str) -> Option<String> {
     let rest = code.trim_start().strip_prefix("impl")?;
     let rest = rest.trim_start();
     // `impl<T> Trait for Type<T> {`, `impl Type {`
-    let rest = if rest.starts_with('<') {
-        rest[rest.find('>')? + 1..].trim_start()
-    } else {
-        rest
-    };
+    let rest = if rest.starts_with('<') { rest[rest.find('>')? + 1..].trim_start() } else { rest };
     let ty = rest.rsplit(" for ").next()?.trim();
-    let name: String = ty
-        .chars()
-        .take_while(|c| c.is_alphanumeric() || *c == '_')
-        .collect();
+    let name: String = ty.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
     (!name.is_empty()).then_some(name)
 }
 
@@ -283,11 +253,7 @@ impl Namer<'_> {
     /// `symtab_outer` is the symbol table's name of the outermost function.
     /// Returns `None` when every name is already qualified (full debug
     /// info), so the caller keeps its frames untouched.
-    pub fn name_frames(
-        &self,
-        frames: &[NameInput<'_>],
-        symtab_outer: Option<&str>,
-    ) -> Option<Vec<String>> {
+    pub fn name_frames(&self, frames: &[NameInput<'_>], symtab_outer: Option<&str>) -> Option<Vec<String>> {
         if frames.iter().all(|f| !needs_naming(f)) {
             return None;
         }
@@ -295,9 +261,7 @@ impl Namer<'_> {
         for (i, frame) in frames.iter().enumerate() {
             let name = if !needs_naming(frame) {
                 frame.name.to_string()
-            } else if i == 0
-                && let Some(outer) = symtab_outer
-            {
+            } else if i == 0 && let Some(outer) = symtab_outer {
                 outer.to_string()
             } else {
                 self.qualify(frame, &frames[..i], &out)
@@ -307,46 +271,34 @@ impl Namer<'_> {
         Some(out)
     }
 
-    fn qualify(
-        &self,
-        frame: &NameInput<'_>,
-        outer: &[NameInput<'_>],
-        outer_names: &[String],
-    ) -> String {
+    fn qualify(&self, frame: &NameInput<'_>, outer: &[NameInput<'_>], outer_names: &[String]) -> String {
         let short = strip_generics(frame.name);
         let module = frame.file.and_then(|f| self.module_of_file(f));
         if is_closure_token(&short) {
             // The owner function that starts nearest before the closure.
-            if let (Some(lines), Some(file), Some(line)) =
-                (self.owner_lines, frame.file, frame.line)
-                && let Some(enclosing) = lines.enclosing(file, line)
-            {
-                return closure_of(enclosing);
-            }
+            if let (Some(lines), Some(file), Some(line)) = (self.owner_lines, frame.file, frame.line)
+                && let Some(enclosing) = lines.enclosing(file, line) {
+                    return closure_of(enclosing);
+                }
             // The function around it in its source file, when the file is
             // on this machine (a build or CI host).
             if let (Some(file), Some(line), Some(m)) = (frame.file, frame.line, module.as_deref())
-                && let Some(function) = self
-                    .source
-                    .and_then(|read| read(file))
-                    .and_then(|text| enclosing_fn_in_source(&text, line))
-            {
-                return format!("{m}::{function}::{{{{closure}}}}");
-            }
+                && let Some(function) = self.source.and_then(|read| read(file)).and_then(|text| enclosing_fn_in_source(&text, line)) {
+                    return format!("{m}::{function}::{{{{closure}}}}");
+                }
             // The nearest outer frame of the same file, unless its known
             // span leaves the closure's line out (another function of the
             // file inlined into it).
             if let Some(file) = frame.file
-                && let Some(i) = outer.iter().rposition(|o| o.file == Some(file))
-            {
-                let outside = match (self.owner_lines, frame.line) {
-                    (Some(lines), Some(line)) => lines.excludes(file, &outer_names[i], line),
-                    _ => false,
-                };
-                if !outside {
-                    return closure_of(&outer_names[i]);
+                && let Some(i) = outer.iter().rposition(|o| o.file == Some(file)) {
+                    let outside = match (self.owner_lines, frame.line) {
+                        (Some(lines), Some(line)) => lines.excludes(file, &outer_names[i], line),
+                        _ => false,
+                    };
+                    if !outside {
+                        return closure_of(&outer_names[i]);
+                    }
                 }
-            }
             return match module {
                 Some(m) if !m.is_empty() => format!("{m}::{{{{closure}}}}"),
                 _ => match outer_names.last() {
@@ -356,11 +308,9 @@ impl Namer<'_> {
             };
         }
         if let Some(index) = self.symtab
-            && let Some(found) =
-                index.unique_in(&short, module.as_deref().filter(|m| !m.is_empty()))
-        {
-            return found.to_string();
-        }
+            && let Some(found) = index.unique_in(&short, module.as_deref().filter(|m| !m.is_empty())) {
+                return found.to_string();
+            }
         match module {
             Some(m) if !m.is_empty() => format!("{m}::{short}"),
             _ => match outer_names.last() {
@@ -401,9 +351,7 @@ impl Namer<'_> {
         if parts.first() == Some(&"bin") {
             return Some(krate);
         }
-        if matches!(parts.last(), Some(&"mod"))
-            || (parts.len() == 1 && matches!(parts[0], "lib" | "main"))
-        {
+        if matches!(parts.last(), Some(&"mod")) || (parts.len() == 1 && matches!(parts[0], "lib" | "main")) {
             parts.pop();
         }
         let mut module = krate;
@@ -441,19 +389,13 @@ pub fn read_source_file(path: &std::path::Path) -> Option<String> {
 /// `name-1.2.3` (a registry or git checkout) -> `name` (as a crate: `_`).
 fn registry_crate(dir: &str) -> Option<String> {
     let (name, version) = dir.rsplit_once('-')?;
-    let numeric = version
-        .split('.')
-        .next()
-        .is_some_and(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_digit()));
+    let numeric = version.split('.').next().is_some_and(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_digit()));
     // `name-1.2.3-alpha.1`: the version's own dash.
     if !numeric {
         let (name2, _) = name.rsplit_once('-')?;
         let (n, v) = dir.split_at(name2.len() + 1);
         let _ = n;
-        if v.split('.')
-            .next()
-            .is_some_and(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_digit()))
-        {
+        if v.split('.').next().is_some_and(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_digit())) {
             return Some(name2.replace('-', "_"));
         }
         return None;
@@ -462,11 +404,7 @@ fn registry_crate(dir: &str) -> Option<String> {
 }
 
 fn closure_of(enclosing: &str) -> String {
-    if enclosing.ends_with("{{closure}}") {
-        enclosing.to_string()
-    } else {
-        format!("{enclosing}::{{{{closure}}}}")
-    }
+    if enclosing.ends_with("{{closure}}") { enclosing.to_string() } else { format!("{enclosing}::{{{{closure}}}}") }
 }
 
 /// A frame whose name lacks its path: a short Rust name from line tables.
@@ -486,16 +424,10 @@ fn needs_naming(frame: &NameInput<'_>) -> bool {
 
 /// `{closure#0}`, `{async_fn#1}`, `{async_block#0}`, `{closure_env#0}`.
 pub fn is_closure_token(s: &str) -> bool {
-    let Some(inner) = s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) else {
-        return false;
-    };
-    let Some((kind, n)) = inner.split_once('#') else {
-        return false;
-    };
-    matches!(
-        kind,
-        "closure" | "async_fn" | "async_block" | "closure_env" | "async_fn_env" | "coroutine"
-    ) && !n.is_empty()
+    let Some(inner) = s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) else { return false };
+    let Some((kind, n)) = inner.split_once('#') else { return false };
+    matches!(kind, "closure" | "async_fn" | "async_block" | "closure_env" | "async_fn_env" | "coroutine")
+        && !n.is_empty()
         && n.bytes().all(|b| b.is_ascii_digit())
 }
 
@@ -542,11 +474,7 @@ mod tests {
     use super::*;
 
     fn input<'a>(name: &'a str, file: &'a str, line: u32) -> NameInput<'a> {
-        NameInput {
-            name,
-            file: Some(file),
-            line: Some(line),
-        }
+        NameInput { name, file: Some(file), line: Some(line) }
     }
 
     const TOKIO_POOL: &str = "/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/tokio-1.48.0/src/runtime/blocking/pool.rs";
@@ -556,45 +484,15 @@ mod tests {
     #[test]
     fn modules_from_files() {
         let owner = vec!["svc".to_string()];
-        let n = Namer {
-            symtab: None,
-            owner_lines: None,
-            owner_crates: &owner,
-            source: None,
-        };
-        assert_eq!(
-            n.module_of_file(TOKIO_POOL).as_deref(),
-            Some("tokio::runtime::blocking::pool")
-        );
-        assert_eq!(
-            n.module_of_file("/rustc/5980/library/core/src/iter/adapters/mod.rs")
-                .as_deref(),
-            Some("core::iter::adapters")
-        );
-        assert_eq!(
-            n.module_of_file("/rustc/5980/library/std/src/sys/pal/unix/futex.rs")
-                .as_deref(),
-            Some("std::sys::pal::unix::futex")
-        );
+        let n = Namer { symtab: None, owner_lines: None, owner_crates: &owner, source: None };
+        assert_eq!(n.module_of_file(TOKIO_POOL).as_deref(), Some("tokio::runtime::blocking::pool"));
+        assert_eq!(n.module_of_file("/rustc/5980/library/core/src/iter/adapters/mod.rs").as_deref(), Some("core::iter::adapters"));
+        assert_eq!(n.module_of_file("/rustc/5980/library/std/src/sys/pal/unix/futex.rs").as_deref(), Some("std::sys::pal::unix::futex"));
         assert_eq!(n.module_of_file(MAIN).as_deref(), Some("svc"));
-        assert_eq!(
-            n.module_of_file("/work/svc/src/db/users.rs").as_deref(),
-            Some("svc::db::users")
-        );
-        assert_eq!(
-            n.module_of_file("/work/svc/src/bin/tool.rs").as_deref(),
-            Some("svc")
-        );
-        assert_eq!(
-            n.module_of_file("/x/parking_lot_core-0.9.10/src/parking_lot.rs")
-                .as_deref(),
-            Some("parking_lot_core::parking_lot")
-        );
-        assert_eq!(
-            n.module_of_file("/x/foo-bar-1.0.0-alpha.1/src/lib.rs")
-                .as_deref(),
-            Some("foo_bar")
-        );
+        assert_eq!(n.module_of_file("/work/svc/src/db/users.rs").as_deref(), Some("svc::db::users"));
+        assert_eq!(n.module_of_file("/work/svc/src/bin/tool.rs").as_deref(), Some("svc"));
+        assert_eq!(n.module_of_file("/x/parking_lot_core-0.9.10/src/parking_lot.rs").as_deref(), Some("parking_lot_core::parking_lot"));
+        assert_eq!(n.module_of_file("/x/foo-bar-1.0.0-alpha.1/src/lib.rs").as_deref(), Some("foo_bar"));
         assert_eq!(n.module_of_file("/glibc/malloc/malloc.c"), None);
         assert_eq!(n.module_of_file("src/map.rs"), None);
     }
@@ -602,89 +500,40 @@ mod tests {
     #[test]
     fn the_source_file_names_an_always_inlined_async_fn() {
         let src = "use x;\n\npub async fn latest(pool: &P) -> R {\n    q(\"SELECT\").await\n}\n\npub async fn one_by_one(pool: &P) -> R {\n    for p in ps {\n        let a = q(\"{\").await?; // }\n    }\n}\n\nimpl Repo {\n    async fn find(&self) {\n        let f = |x| { x + 1 };\n        f(1);\n    }\n}\n";
-        assert_eq!(
-            enclosing_fn_in_source(src, 9).as_deref(),
-            Some("one_by_one")
-        );
+        assert_eq!(enclosing_fn_in_source(src, 9).as_deref(), Some("one_by_one"));
         assert_eq!(enclosing_fn_in_source(src, 4).as_deref(), Some("latest"));
-        assert_eq!(
-            enclosing_fn_in_source(src, 16).as_deref(),
-            Some("Repo::find")
-        );
-        assert_eq!(
-            enclosing_fn_in_source(src, 15).as_deref(),
-            Some("Repo::find")
-        );
+        assert_eq!(enclosing_fn_in_source(src, 16).as_deref(), Some("Repo::find"));
+        assert_eq!(enclosing_fn_in_source(src, 15).as_deref(), Some("Repo::find"));
         assert_eq!(enclosing_fn_in_source(src, 1), None);
         assert_eq!(enclosing_fn_in_source(src, 99), None);
         let read = |_: &str| Some(std::rc::Rc::<str>::from(src));
         let owner = vec!["svc".to_string()];
-        let n = Namer {
-            symtab: None,
-            owner_lines: None,
-            owner_crates: &owner,
-            source: Some(&read),
-        };
-        let names = n
-            .name_frames(&[input("{async_fn#0}", "/work/svc/src/db.rs", 9)], None)
-            .unwrap();
+        let n = Namer { symtab: None, owner_lines: None, owner_crates: &owner, source: Some(&read) };
+        let names = n.name_frames(&[input("{async_fn#0}", "/work/svc/src/db.rs", 9)], None).unwrap();
         assert_eq!(names, vec!["svc::db::one_by_one::{{closure}}".to_string()]);
     }
 
     #[test]
     fn generics_and_segments() {
-        assert_eq!(
-            strip_generics(
-                "poll<tokio::runtime::blocking::task::BlockingTask<x::{closure_env#0}>, S>"
-            ),
-            "poll"
-        );
+        assert_eq!(strip_generics("poll<tokio::runtime::blocking::task::BlockingTask<x::{closure_env#0}>, S>"), "poll");
         assert_eq!(strip_generics("{closure#0}<a::b, ()>"), "{closure#0}");
-        assert_eq!(
-            last_segment("tokio::runtime::blocking::pool::Inner::run"),
-            Some("run")
-        );
-        assert_eq!(
-            last_segment("<T as core::future::Future>::poll"),
-            Some("poll")
-        );
-        assert_eq!(
-            last_segment("tokio::runtime::task::harness::Harness<T,S>::complete::{{closure}}"),
-            Some("{{closure}}")
-        );
-        assert!(
-            is_closure_token("{async_fn#0}")
-                && is_closure_token("{async_block#12}")
-                && !is_closure_token("{impl#0}")
-        );
+        assert_eq!(last_segment("tokio::runtime::blocking::pool::Inner::run"), Some("run"));
+        assert_eq!(last_segment("<T as core::future::Future>::poll"), Some("poll"));
+        assert_eq!(last_segment("tokio::runtime::task::harness::Harness<T,S>::complete::{{closure}}"), Some("{{closure}}"));
+        assert!(is_closure_token("{async_fn#0}") && is_closure_token("{async_block#12}") && !is_closure_token("{impl#0}"));
     }
 
     #[test]
     fn outermost_takes_the_symbol_table_name() {
         let owner = vec!["svc".to_string()];
-        let n = Namer {
-            symtab: None,
-            owner_lines: None,
-            owner_crates: &owner,
-            source: None,
-        };
+        let n = Namer { symtab: None, owner_lines: None, owner_crates: &owner, source: None };
         let frames = [input("{async_fn#0}", MAIN, 40)];
-        assert_eq!(
-            n.name_frames(&frames, Some("svc::login::{{closure}}")),
-            Some(vec!["svc::login::{{closure}}".to_string()])
-        );
+        assert_eq!(n.name_frames(&frames, Some("svc::login::{{closure}}")), Some(vec!["svc::login::{{closure}}".to_string()]));
         // Full debug info: nothing to do.
-        let full = [
-            input("svc::login::{{closure}}", MAIN, 40),
-            input("svc::verify", MAIN, 12),
-        ];
+        let full = [input("svc::login::{{closure}}", MAIN, 40), input("svc::verify", MAIN, 12)];
         assert_eq!(n.name_frames(&full, Some("svc::login::{{closure}}")), None);
         // C frames keep their names.
-        let c = [NameInput {
-            name: "malloc",
-            file: Some("/glibc/malloc/malloc.c"),
-            line: Some(3),
-        }];
+        let c = [NameInput { name: "malloc", file: Some("/glibc/malloc/malloc.c"), line: Some(3) }];
         assert_eq!(n.name_frames(&c, Some("malloc")), None);
     }
 
@@ -701,27 +550,17 @@ mod tests {
             .map(String::from),
         );
         let owner = vec!["svc".to_string()];
-        let n = Namer {
-            symtab: Some(&index),
-            owner_lines: None,
-            owner_crates: &owner,
-            source: None,
-        };
+        let n = Namer { symtab: Some(&index), owner_lines: None, owner_crates: &owner, source: None };
         let frames = [
             input("run", TOKIO_POOL, 500),
             input("run", WORKER, 500),
             input("verify_password_hash", "/work/svc/src/auth.rs", 9),
             input("hash_once<u8>", "/work/svc/src/auth.rs", 20),
         ];
-        let names = n
-            .name_frames(&frames, Some("tokio::runtime::blocking::pool::Inner::run"))
-            .unwrap();
+        let names = n.name_frames(&frames, Some("tokio::runtime::blocking::pool::Inner::run")).unwrap();
         assert_eq!(names[0], "tokio::runtime::blocking::pool::Inner::run");
         // Two `run`s in worker.rs: the module's, not a guess between them.
-        assert_eq!(
-            names[1],
-            "tokio::runtime::scheduler::multi_thread::worker::run"
-        );
+        assert_eq!(names[1], "tokio::runtime::scheduler::multi_thread::worker::run");
         assert_eq!(names[2], "svc::auth::verify_password_hash");
         // Not in the symbol table at all (always inlined): module from its file.
         assert_eq!(names[3], "svc::auth::hash_once");
@@ -730,52 +569,26 @@ mod tests {
     #[test]
     fn closures_are_named_after_their_enclosing_function() {
         let lines = OwnerLines::new([
-            (
-                MAIN.to_string(),
-                100,
-                128,
-                "svc::serve::{{closure}}".to_string(),
-            ),
-            (
-                MAIN.to_string(),
-                130,
-                145,
-                "svc::read_settings_async".to_string(),
-            ),
+            (MAIN.to_string(), 100, 128, "svc::serve::{{closure}}".to_string()),
+            (MAIN.to_string(), 130, 145, "svc::read_settings_async".to_string()),
             (MAIN.to_string(), 150, 160, "svc::other".to_string()),
             // Line 170 is in an always-inlined async fn: no span holds it.
             (MAIN.to_string(), 165, 168, "svc::before".to_string()),
         ]);
         let owner = vec!["svc".to_string()];
-        let n = Namer {
-            symtab: None,
-            owner_lines: Some(&lines),
-            owner_crates: &owner,
-            source: None,
-        };
+        let n = Namer { symtab: None, owner_lines: Some(&lines), owner_crates: &owner, source: None };
         let frames = [
-            input(
-                "poll<x>",
-                "/x/tokio-1.48.0/src/runtime/blocking/task.rs",
-                42,
-            ),
+            input("poll<x>", "/x/tokio-1.48.0/src/runtime/blocking/task.rs", 42),
             input("{closure#0}<y>", MAIN, 140),
             input("{async_fn#0}", MAIN, 120),
-            input(
-                "{closure#1}",
-                "/x/tokio-1.48.0/src/runtime/blocking/task.rs",
-                44,
-            ),
+            input("{closure#1}", "/x/tokio-1.48.0/src/runtime/blocking/task.rs", 44),
             input("{async_fn#0}", MAIN, 170),
         ];
         let names = n.name_frames(&frames, Some("<tokio::runtime::blocking::task::BlockingTask<T> as core::future::future::Future>::poll")).unwrap();
         assert_eq!(names[1], "svc::read_settings_async::{{closure}}");
         assert_eq!(names[2], "svc::serve::{{closure}}");
         // A dependency's closure: after the outer frame of its own file.
-        assert_eq!(
-            names[3],
-            "<tokio::runtime::blocking::task::BlockingTask<T> as core::future::future::Future>::poll::{{closure}}"
-        );
+        assert_eq!(names[3], "<tokio::runtime::blocking::task::BlockingTask<T> as core::future::future::Future>::poll::{{closure}}");
         // Not after the function that starts before it: the module's.
         assert_eq!(names[4], "svc::{{closure}}");
         assert!(names.iter().all(|n| !n.contains('#')), "{names:?}");

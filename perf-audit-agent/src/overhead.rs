@@ -102,11 +102,7 @@ impl Interval {
     /// when the default budget keeps them (switching the database off for
     /// a cost it cannot remove would lose data and save nothing).
     fn judged_s(&self, exempt_allocator_probes: bool) -> f64 {
-        self.by_collector
-            .iter()
-            .filter(|(k, _)| !(exempt_allocator_probes && **k == ALLOCATOR_PROBES))
-            .map(|(_, (s, _))| s)
-            .sum()
+        self.by_collector.iter().filter(|(k, _)| !(exempt_allocator_probes && **k == ALLOCATOR_PROBES)).map(|(_, (s, _))| s).sum()
     }
 }
 
@@ -150,20 +146,10 @@ pub struct OverheadMeter {
 impl OverheadMeter {
     /// Turns the kernel's BPF statistics on and takes the first reading.
     /// `budget_pct`: `None` measures only. `sampled`: see the module doc.
-    pub fn start(
-        pid: u32,
-        budget_pct: Option<f64>,
-        exempt_allocator_probes: bool,
-        sampled: bool,
-    ) -> OverheadMeter {
+    pub fn start(pid: u32, budget_pct: Option<f64>, exempt_allocator_probes: bool, sampled: bool) -> OverheadMeter {
         let (stats, unavailable) = match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
             Ok(fd) => (Some(fd), None),
-            Err(e) => (
-                None,
-                Some(format!(
-                    "the kernel's BPF run-time statistics could not be enabled ({e}); the kernel-side cost is not measured"
-                )),
-            ),
+            Err(e) => (None, Some(format!("the kernel's BPF run-time statistics could not be enabled ({e}); the kernel-side cost is not measured"))),
         };
         let mut meter = OverheadMeter {
             stats,
@@ -196,51 +182,26 @@ impl OverheadMeter {
     fn read(&self) -> Option<Reading> {
         let target_cpu_s = crate::target::cpu_seconds(self.pid)?;
         let agent_cpu_s = crate::target::cpu_seconds(std::process::id()).unwrap_or(0.0);
-        Some(Reading {
-            at: Instant::now(),
-            agent_cpu_s,
-            target_cpu_s,
-        })
+        Some(Reading { at: Instant::now(), agent_cpu_s, target_cpu_s })
     }
 
     fn read_programs(&mut self) -> Option<ProgramsReading> {
         let mut programs = HashMap::new();
         for entry in std::fs::read_dir("/proc/self/fdinfo").ok()?.flatten() {
-            let Ok(text) = std::fs::read_to_string(entry.path()) else {
-                continue;
-            };
-            let field = |key: &str| {
-                text.lines()
-                    .find_map(|l| l.strip_prefix(key))
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-            };
-            let (Some(id), Some(run_ns), Some(runs)) =
-                (field("prog_id:"), field("run_time_ns:"), field("run_cnt:"))
-            else {
-                continue;
-            };
+            let Ok(text) = std::fs::read_to_string(entry.path()) else { continue };
+            let field = |key: &str| text.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.trim().parse::<u64>().ok());
+            let (Some(id), Some(run_ns), Some(runs)) = (field("prog_id:"), field("run_time_ns:"), field("run_cnt:")) else { continue };
             let kprobe = field("prog_type:") == Some(u64::from(BPF_PROG_TYPE_KPROBE));
-            programs.insert(
-                id as u32,
-                Program {
-                    run_ns,
-                    runs,
-                    kprobe,
-                },
-            );
+            programs.insert(id as u32, Program { run_ns, runs, kprobe });
         }
         if programs.keys().any(|id| !self.names.contains_key(id)) {
             for info in aya::programs::loaded_programs().flatten() {
                 if programs.contains_key(&info.id()) {
-                    self.names
-                        .insert(info.id(), info.name_as_str().unwrap_or("?").to_string());
+                    self.names.insert(info.id(), info.name_as_str().unwrap_or("?").to_string());
                 }
             }
         }
-        Some(ProgramsReading {
-            at: Instant::now(),
-            programs,
-        })
+        Some(ProgramsReading { at: Instant::now(), programs })
     }
 
     /// Ends a measured stretch once it has lasted [`STATS_ON`] (its rates
@@ -265,9 +226,7 @@ impl OverheadMeter {
     /// Takes the rates of the stretch that began at `stretch_start`; the
     /// reading that ends it is kept in `last_programs`.
     fn end_stretch(&mut self) {
-        let Some(end) = self.read_programs() else {
-            return;
-        };
+        let Some(end) = self.read_programs() else { return };
         let Some(start) = self.stretch_start.take() else {
             self.last_programs = Some(end);
             return;
@@ -276,29 +235,15 @@ impl OverheadMeter {
         let mut cost: BTreeMap<&'static str, (f64, f64)> = BTreeMap::new();
         for (id, p) in &end.programs {
             let before = start.programs.get(id).copied().unwrap_or_default();
-            let (ns, runs) = (
-                p.run_ns.saturating_sub(before.run_ns),
-                p.runs.saturating_sub(before.runs),
-            );
+            let (ns, runs) = (p.run_ns.saturating_sub(before.run_ns), p.runs.saturating_sub(before.runs));
             let name = self.names.get(id).map(String::as_str).unwrap_or("?");
-            let trap_us = if p.kprobe {
-                if name.starts_with("mem_alloc_ret") {
-                    URETPROBE_TRAP_US
-                } else {
-                    UPROBE_TRAP_US
-                }
-            } else {
-                0.0
-            };
+            let trap_us = if p.kprobe { if name.starts_with("mem_alloc_ret") { URETPROBE_TRAP_US } else { UPROBE_TRAP_US } } else { 0.0 };
             let e = cost.entry(collector_of(name)).or_default();
             e.0 += ns as f64 / 1e9 + runs as f64 * trap_us / 1e6;
             e.1 += runs as f64;
         }
         if seconds > 0.0 {
-            self.rates = cost
-                .into_iter()
-                .map(|(k, (s, n))| (k, (s / seconds, n / seconds)))
-                .collect();
+            self.rates = cost.into_iter().map(|(k, (s, n))| (k, (s / seconds, n / seconds))).collect();
             self.stats_on_s += seconds;
         }
         self.last_programs = Some(end);
@@ -323,10 +268,7 @@ impl OverheadMeter {
         }
         // Every second is charged the last measured stretch's rates.
         for (k, (s, n)) in &self.rates {
-            interval.by_collector.insert(
-                k,
-                (s * interval.seconds, (n * interval.seconds).round() as u64),
-            );
+            interval.by_collector.insert(k, (s * interval.seconds, (n * interval.seconds).round() as u64));
         }
         self.total.seconds += interval.seconds;
         self.total.agent_cpu_s += interval.agent_cpu_s;
@@ -344,11 +286,7 @@ impl OverheadMeter {
         if covered + 0.5 < WINDOW.as_secs_f64() {
             return None;
         }
-        let kernel: f64 = self
-            .recent
-            .iter()
-            .map(|i| i.judged_s(self.exempt_allocator_probes))
-            .sum();
+        let kernel: f64 = self.recent.iter().map(|i| i.judged_s(self.exempt_allocator_probes)).sum();
         let target: f64 = self.recent.iter().map(|i| i.target_cpu_s).sum();
         let pct = share_pct(kernel, target, covered);
         self.peak_window_pct = self.peak_window_pct.max(pct);
@@ -374,10 +312,7 @@ impl OverheadMeter {
     /// `pct`; the next judgement waits a whole window.
     pub fn backed_off(&mut self, collector: &str, what: String, pct: f64) {
         let budget = self.budget_pct.unwrap_or(0.0);
-        eprintln!(
-            "perf-audit: the audit cost the target {pct:.1}% of its CPU over {} s (budget {budget}%): {what}",
-            WINDOW.as_secs()
-        );
+        eprintln!("perf-audit: the audit cost the target {pct:.1}% of its CPU over {} s (budget {budget}%): {what}", WINDOW.as_secs());
         self.back_offs.push(BackOff {
             at_s: round2(self.started.elapsed().as_secs_f64()),
             collector: collector.to_string(),
@@ -394,18 +329,8 @@ impl OverheadMeter {
     /// The budget was passed and nothing is left to switch off.
     pub fn exhausted(&mut self, pct: f64, kept_precise_memory: bool) {
         if !self.back_offs.iter().any(|b| b.collector == "none") {
-            let kept = if kept_precise_memory {
-                "; the precise allocator probes stay on: the default budget leaves the exact mode asked for (give --max-overhead to include them)"
-            } else {
-                ""
-            };
-            self.backed_off(
-                "none",
-                format!(
-                    "nothing optional is left to switch off (CPU sampling keeps its rate){kept}"
-                ),
-                pct,
-            );
+            let kept = if kept_precise_memory { "; the precise allocator probes stay on: the default budget leaves the exact mode asked for (give --max-overhead to include them)" } else { "" };
+            self.backed_off("none", format!("nothing optional is left to switch off (CPU sampling keeps its rate){kept}"), pct);
         }
         self.judge_after = Instant::now() + Duration::from_secs(3600);
     }
@@ -418,12 +343,7 @@ impl OverheadMeter {
             // processes: the filters run first), run time, time per run.
             for (id, p) in &last.programs {
                 let name = self.names.get(id).map_or("?", String::as_str);
-                eprintln!(
-                    "perf-audit: overhead: {name:<22} {:>10} runs {:>9.1} ms {:>7.0} ns/run",
-                    p.runs,
-                    p.run_ns as f64 / 1e6,
-                    p.run_ns as f64 / p.runs.max(1) as f64
-                );
+                eprintln!("perf-audit: overhead: {name:<22} {:>10} runs {:>9.1} ms {:>7.0} ns/run", p.runs, p.run_ns as f64 / 1e6, p.run_ns as f64 / p.runs.max(1) as f64);
             }
         }
         let t = &self.total;
@@ -460,11 +380,7 @@ impl OverheadMeter {
                     "on throughout: the memory profile's default windows have a period sampled statistics would alias with".to_string()
                 },
                 WINDOW.as_secs(),
-                if self.exempt_allocator_probes {
-                    "; the precise allocator probes are kept and not judged (default budget)"
-                } else {
-                    ""
-                }
+                if self.exempt_allocator_probes { "; the precise allocator probes are kept and not judged (default budget)" } else { "" }
             ),
         }
     }
@@ -473,11 +389,7 @@ impl OverheadMeter {
 /// Cost as a percent of the target's CPU over `seconds` (floored).
 fn share_pct(cost_s: f64, target_cpu_s: f64, seconds: f64) -> f64 {
     let denominator = target_cpu_s.max(MIN_TARGET_CORES * seconds);
-    if denominator <= 0.0 {
-        0.0
-    } else {
-        100.0 * cost_s / denominator
-    }
+    if denominator <= 0.0 { 0.0 } else { 100.0 * cost_s / denominator }
 }
 
 /// The collector that owns a program, from its (15-character) name.
@@ -487,13 +399,7 @@ fn collector_of(program: &str) -> &'static str {
         p if p.starts_with("sched_switch") || p.starts_with("syscall_exit") => "off-CPU (async)",
         p if p.starts_with("db_") => "database wire",
         p if p.starts_with("mem_") => ALLOCATOR_PROBES,
-        p if p.starts_with("page_fault")
-            || p.starts_with("mmap_")
-            || p.starts_with("munmap_")
-            || p.starts_with("brk_") =>
-        {
-            "page faults and mappings (memory)"
-        }
+        p if p.starts_with("page_fault") || p.starts_with("mmap_") || p.starts_with("munmap_") || p.starts_with("brk_") => "page faults and mappings (memory)",
         _ => "other",
     }
 }
@@ -510,10 +416,7 @@ mod tests {
     fn programs_are_charged_to_their_collector() {
         assert_eq!(collector_of("cpu_sample"), "cpu sampling");
         assert_eq!(collector_of("mem_alloc_retur"), "allocator probes (memory)");
-        assert_eq!(
-            collector_of("page_fault_samp"),
-            "page faults and mappings (memory)"
-        );
+        assert_eq!(collector_of("page_fault_samp"), "page faults and mappings (memory)");
         assert_eq!(collector_of("db_writev"), "database wire");
         assert_eq!(collector_of("sched_switch"), "off-CPU (async)");
     }

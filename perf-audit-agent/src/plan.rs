@@ -14,12 +14,7 @@ use crate::{
 
 /// Profiles this build can collect. The others are announced in one line
 /// and skipped, and the rest of the audit runs.
-pub const AVAILABLE_PROFILES: &[Profile] = &[
-    Profile::Cpu,
-    Profile::Memory,
-    Profile::Async,
-    Profile::Database,
-];
+pub const AVAILABLE_PROFILES: &[Profile] = &[Profile::Cpu, Profile::Memory, Profile::Async, Profile::Database];
 
 pub const MIN_FREQUENCY_HZ: u64 = 1;
 /// Above this the sampling itself becomes the workload.
@@ -135,20 +130,13 @@ impl AuditPlan {
                 return Err(usage("the service name is empty".into()));
             }
             if !args.command.is_empty() {
-                return Err(usage(
-                    "give either a service name or `-- <command>`, not both".into(),
-                ));
+                return Err(usage("give either a service name or `-- <command>`, not both".into()));
             }
             TargetSpec::Name(name)
         } else {
             let mut command = args.command.into_iter();
-            let program = command
-                .next()
-                .expect("explicit_target implies a command here");
-            TargetSpec::Launch {
-                program,
-                args: command.collect(),
-            }
+            let program = command.next().expect("explicit_target implies a command here");
+            TargetSpec::Launch { program, args: command.collect() }
         };
 
         if !(MIN_FREQUENCY_HZ..=MAX_FREQUENCY_HZ).contains(&args.frequency) {
@@ -165,17 +153,11 @@ impl AuditPlan {
         }
 
         let wanted: Vec<Profile> = match requested_profile {
-            Profile::All => vec![
-                Profile::Cpu,
-                Profile::Memory,
-                Profile::Async,
-                Profile::Database,
-            ],
+            Profile::All => vec![Profile::Cpu, Profile::Memory, Profile::Async, Profile::Database],
             p => vec![p],
         };
-        let (profiles, unavailable): (Vec<_>, Vec<_>) = wanted
-            .into_iter()
-            .partition(|p| AVAILABLE_PROFILES.contains(p));
+        let (profiles, unavailable): (Vec<_>, Vec<_>) =
+            wanted.into_iter().partition(|p| AVAILABLE_PROFILES.contains(p));
         if profiles.is_empty() {
             return Err(usage(format!(
                 "profile `{}` is not available in this version yet: use cpu, database (or all)",
@@ -183,8 +165,7 @@ impl AuditPlan {
             )));
         }
 
-        if args.memory != crate::memory::MemoryMode::Default && !profiles.contains(&Profile::Memory)
-        {
+        if args.memory != crate::memory::MemoryMode::Default && !profiles.contains(&Profile::Memory) {
             return Err(usage(format!(
                 "--memory {} applies to the memory profile: add `memory` (or `all`) as the profile",
                 args.memory.as_str()
@@ -196,10 +177,7 @@ impl AuditPlan {
             (None, false) => Some(Scenario::from_urls(&args.load)?),
             (None, true) => None,
         }
-        .map(|scenario| LoadSpec {
-            scenario,
-            rps: args.rps,
-        });
+        .map(|scenario| LoadSpec { scenario, rps: args.rps });
         if let Some(spec) = &load {
             crate::load::LoadPlan::new(spec.scenario.clone(), spec.rps, args.duration)?;
         }
@@ -207,26 +185,19 @@ impl AuditPlan {
             return Err(usage("--offcpu-min below 10us would capture a stack at almost every context switch: use 1ms (the default) or more".into()));
         }
         if args.long_poll.is_zero() {
-            return Err(usage(
-                "--long-poll must be longer than 0s (10ms is the default)".into(),
-            ));
+            return Err(usage("--long-poll must be longer than 0s (10ms is the default)".into()));
         }
         if args.private_database && !matches!(target, TargetSpec::Launch { .. }) {
             return Err(usage(
                 "--private-database gives a database to a command the audit launches: add `-- <command>`".into(),
             ));
         }
-        let bench = crate::bench::BenchPlan::from_args(
-            args.bench,
-            args.bench_dir,
-            &args.bench_max_regression,
-        )?;
+        let bench = crate::bench::BenchPlan::from_args(args.bench, args.bench_dir, &args.bench_max_regression)?;
         let max_overhead_pct = match &args.max_overhead {
             Some(text) => parse_max_overhead(text)?,
             None => Some(DEFAULT_MAX_OVERHEAD_PCT),
         };
-        let keep_precise_memory =
-            args.max_overhead.is_none() && args.memory == crate::memory::MemoryMode::Precise;
+        let keep_precise_memory = args.max_overhead.is_none() && args.memory == crate::memory::MemoryMode::Precise;
 
         Ok(AuditPlan {
             bench,
@@ -262,12 +233,7 @@ fn parse_max_overhead(text: &str) -> Result<Option<f64>> {
     }
     match t.strip_suffix('%').unwrap_or(t).trim().parse::<f64>() {
         Ok(pct) if pct > 0.0 && pct <= 100.0 => Ok(Some(pct)),
-        _ => Err(Error::new(
-            ErrorKind::Usage,
-            format!(
-                "--max-overhead `{text}` is not a percentage in (0, 100]: use e.g. 3% (50% is the default), or `none` to measure without backing off"
-            ),
-        )),
+        _ => Err(Error::new(ErrorKind::Usage, format!("--max-overhead `{text}` is not a percentage in (0, 100]: use e.g. 3% (50% is the default), or `none` to measure without backing off"))),
     }
 }
 
@@ -290,10 +256,7 @@ mod tests {
         let own = std::process::id().to_string();
         let e = plan(&["--pid", &own, "cpu"]).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Usage);
-        assert!(
-            e.message.contains("perf-audit-agent itself") && !e.to_string().contains('\n'),
-            "{e}"
-        );
+        assert!(e.message.contains("perf-audit-agent itself") && !e.to_string().contains('\n'), "{e}");
     }
 
     #[test]
@@ -317,10 +280,7 @@ mod tests {
         let p = plan(&["cpu", "--", "./svc", "--bench-mode"]).unwrap();
         assert_eq!(
             p.target,
-            TargetSpec::Launch {
-                program: "./svc".into(),
-                args: vec!["--bench-mode".into()]
-            }
+            TargetSpec::Launch { program: "./svc".into(), args: vec!["--bench-mode".into()] }
         );
     }
 
@@ -328,15 +288,7 @@ mod tests {
     fn default_profile_all_runs_what_exists_and_lists_the_rest() {
         let p = plan(&["--pid", "1"]).unwrap();
         assert_eq!(p.requested_profile, Profile::All);
-        assert_eq!(
-            p.profiles,
-            vec![
-                Profile::Cpu,
-                Profile::Memory,
-                Profile::Async,
-                Profile::Database
-            ]
-        );
+        assert_eq!(p.profiles, vec![Profile::Cpu, Profile::Memory, Profile::Async, Profile::Database]);
         assert!(p.unavailable.is_empty());
     }
 
@@ -355,16 +307,7 @@ mod tests {
 
     #[test]
     fn load_urls_become_a_scenario_at_the_given_rate() {
-        let p = plan(&[
-            "svc",
-            "--load",
-            "http://127.0.0.1:8080/feed",
-            "--load",
-            "http://127.0.0.1:8080/health",
-            "--rps",
-            "80",
-        ])
-        .unwrap();
+        let p = plan(&["svc", "--load", "http://127.0.0.1:8080/feed", "--load", "http://127.0.0.1:8080/health", "--rps", "80"]).unwrap();
         let load = p.load.unwrap();
         assert_eq!(load.rps, 80);
         assert_eq!(load.scenario.requests.len(), 2);
@@ -376,71 +319,29 @@ mod tests {
     fn a_private_database_needs_a_launched_command() {
         let e = plan(&["svc", "--private-database"]).unwrap_err();
         assert!(e.message.contains("-- <command>"), "{}", e.message);
-        assert!(
-            plan(&["cpu", "--private-database", "--", "./svc"])
-                .unwrap()
-                .private_database
-        );
+        assert!(plan(&["cpu", "--private-database", "--", "./svc"]).unwrap().private_database);
     }
 
     #[test]
     fn memory_mode_is_validated_against_the_profile() {
         use crate::memory::MemoryMode;
-        assert_eq!(
-            plan(&["--pid", "1", "memory", "--memory", "precise"])
-                .unwrap()
-                .memory,
-            MemoryMode::Precise
-        );
-        assert_eq!(
-            plan(&["--pid", "1", "memory"]).unwrap().memory,
-            MemoryMode::Default
-        );
+        assert_eq!(plan(&["--pid", "1", "memory", "--memory", "precise"]).unwrap().memory, MemoryMode::Precise);
+        assert_eq!(plan(&["--pid", "1", "memory"]).unwrap().memory, MemoryMode::Default);
         let e = plan(&["--pid", "1", "cpu", "--memory", "precise"]).unwrap_err();
         assert!(e.message.contains("memory profile"), "{}", e.message);
     }
 
     #[test]
     fn max_overhead_is_a_percentage_or_none() {
-        assert_eq!(
-            plan(&["--pid", "1"]).unwrap().max_overhead_pct,
-            Some(DEFAULT_MAX_OVERHEAD_PCT)
-        );
-        assert!(
-            plan(&["--pid", "1", "--memory", "precise"])
-                .unwrap()
-                .keep_precise_memory
-        );
-        assert!(
-            !plan(&["--pid", "1", "--memory", "precise", "--max-overhead", "3%"])
-                .unwrap()
-                .keep_precise_memory
-        );
-        assert_eq!(
-            plan(&["--pid", "1", "--max-overhead", "3%"])
-                .unwrap()
-                .max_overhead_pct,
-            Some(3.0)
-        );
-        assert_eq!(
-            plan(&["--pid", "1", "--max-overhead", "0.5"])
-                .unwrap()
-                .max_overhead_pct,
-            Some(0.5)
-        );
-        assert_eq!(
-            plan(&["--pid", "1", "--max-overhead", "none"])
-                .unwrap()
-                .max_overhead_pct,
-            None
-        );
+        assert_eq!(plan(&["--pid", "1"]).unwrap().max_overhead_pct, Some(DEFAULT_MAX_OVERHEAD_PCT));
+        assert!(plan(&["--pid", "1", "--memory", "precise"]).unwrap().keep_precise_memory);
+        assert!(!plan(&["--pid", "1", "--memory", "precise", "--max-overhead", "3%"]).unwrap().keep_precise_memory);
+        assert_eq!(plan(&["--pid", "1", "--max-overhead", "3%"]).unwrap().max_overhead_pct, Some(3.0));
+        assert_eq!(plan(&["--pid", "1", "--max-overhead", "0.5"]).unwrap().max_overhead_pct, Some(0.5));
+        assert_eq!(plan(&["--pid", "1", "--max-overhead", "none"]).unwrap().max_overhead_pct, None);
         for bad in ["0%", "150%", "lots"] {
             let e = plan(&["--pid", "1", "--max-overhead", bad]).unwrap_err();
-            assert!(
-                e.message.contains("--max-overhead") && e.message.contains("none"),
-                "{}",
-                e.message
-            );
+            assert!(e.message.contains("--max-overhead") && e.message.contains("none"), "{}", e.message);
         }
     }
 

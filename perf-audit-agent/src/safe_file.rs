@@ -24,10 +24,7 @@ pub const MAX_UNCOMPRESSED_SECTION: u64 = 4 << 30;
 /// Opens `path` for reading without blocking on a FIFO or device, and only
 /// if it is a regular file (checked on the open file, not the path).
 pub fn open_regular(path: &Path) -> io::Result<File> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)?;
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(path)?;
     let kind = file.metadata()?.file_type();
     if !kind.is_file() {
         let what = if kind.is_fifo() {
@@ -39,10 +36,7 @@ pub fn open_regular(path: &Path) -> io::Result<File> {
         } else {
             "a device"
         };
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{} is {what}, not a regular file", path.display()),
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is {what}, not a regular file", path.display())));
     }
     Ok(file)
 }
@@ -69,27 +63,14 @@ pub fn is_hazard(path: &Path) -> bool {
 /// The uncompressed size a compressed section claims: ELF `SHF_COMPRESSED`
 /// (`Elf64_Chdr`/`Elf32_Chdr`) or a GNU `.zdebug_*` section (`ZLIB` + 8
 /// bytes big-endian).
-pub fn claimed_uncompressed_size(
-    data: &[u8],
-    shf_compressed: bool,
-    is64: bool,
-    little_endian: bool,
-) -> Option<u64> {
+pub fn claimed_uncompressed_size(data: &[u8], shf_compressed: bool, is64: bool, little_endian: bool) -> Option<u64> {
     let u32_at = |at: usize| -> Option<u64> {
         let b: [u8; 4] = data.get(at..at + 4)?.try_into().ok()?;
-        Some(u64::from(if little_endian {
-            u32::from_le_bytes(b)
-        } else {
-            u32::from_be_bytes(b)
-        }))
+        Some(u64::from(if little_endian { u32::from_le_bytes(b) } else { u32::from_be_bytes(b) }))
     };
     let u64_at = |at: usize| -> Option<u64> {
         let b: [u8; 8] = data.get(at..at + 8)?.try_into().ok()?;
-        Some(if little_endian {
-            u64::from_le_bytes(b)
-        } else {
-            u64::from_be_bytes(b)
-        })
+        Some(if little_endian { u64::from_le_bytes(b) } else { u64::from_be_bytes(b) })
     };
     if shf_compressed {
         // Elf64_Chdr: ch_type u32, reserved u32, ch_size u64, ch_addralign u64.
@@ -103,13 +84,8 @@ pub fn claimed_uncompressed_size(
 /// The first compressed section of `elf` whose claimed uncompressed size is
 /// over the ceiling (`MAX_INFLATION` x `file_len`, at most
 /// `MAX_UNCOMPRESSED_SECTION`), as `(name, claimed size)`.
-pub fn oversized_compressed_section(
-    elf: &object::File<'_>,
-    file_len: u64,
-) -> Option<(String, u64)> {
-    let ceiling = file_len
-        .saturating_mul(MAX_INFLATION)
-        .min(MAX_UNCOMPRESSED_SECTION);
+pub fn oversized_compressed_section(elf: &object::File<'_>, file_len: u64) -> Option<(String, u64)> {
+    let ceiling = file_len.saturating_mul(MAX_INFLATION).min(MAX_UNCOMPRESSED_SECTION);
     let is64 = elf.is_64();
     let little = elf.is_little_endian();
     for section in elf.sections() {
@@ -139,12 +115,8 @@ pub fn oversized_compressed_section(
 /// the debug file on its own, see `debuginfo::find_debug_file`); a
 /// `PATH.dwp` that is not a regular file.
 pub fn dwarf_hazard(path: &Path) -> Option<String> {
-    let Some(map) = map_regular(path) else {
-        return Some("it is not a readable regular file".into());
-    };
-    let Ok(elf) = object::File::parse(&map[..]) else {
-        return Some("it is not a valid ELF file".into());
-    };
+    let Some(map) = map_regular(path) else { return Some("it is not a readable regular file".into()) };
+    let Ok(elf) = object::File::parse(&map[..]) else { return Some("it is not a valid ELF file".into()) };
     if let Some((name, size)) = oversized_compressed_section(&elf, map.len() as u64) {
         return Some(format!(
             "its compressed section `{name}` claims {} uncompressed (ceiling: {}x the file's size, at most {} GiB)",
@@ -155,18 +127,13 @@ pub fn dwarf_hazard(path: &Path) -> Option<String> {
     }
     for link in [".gnu_debuglink", ".gnu_debugaltlink", ".debug_sup"] {
         if elf.section_by_name(link).is_some() {
-            return Some(format!(
-                "it has a `{link}` section (the debug file it names is looked up by the agent)"
-            ));
+            return Some(format!("it has a `{link}` section (the debug file it names is looked up by the agent)"));
         }
     }
     let mut dwp = path.as_os_str().to_os_string();
     dwp.push(".dwp");
     if is_hazard(Path::new(&dwp)) {
-        return Some(format!(
-            "{} is not a regular file",
-            Path::new(&dwp).display()
-        ));
+        return Some(format!("{} is not a regular file", Path::new(&dwp).display()));
     }
     None
 }
@@ -193,10 +160,7 @@ mod tests {
         // SAFETY: a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         let err = open_regular(&fifo).unwrap_err();
-        assert!(
-            err.to_string().contains("a FIFO, not a regular file"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("a FIFO, not a regular file"), "{err}");
         assert!(is_hazard(&fifo));
         assert!(map_regular(&fifo).is_none());
         assert!(open_regular(&dir).is_err());
@@ -209,19 +173,10 @@ mod tests {
         let mut chdr64 = vec![1, 0, 0, 0, 0, 0, 0, 0];
         chdr64.extend_from_slice(&(1u64 << 40).to_le_bytes());
         chdr64.extend_from_slice(&1u64.to_le_bytes());
-        assert_eq!(
-            claimed_uncompressed_size(&chdr64, true, true, true),
-            Some(1 << 40)
-        );
-        assert_eq!(
-            claimed_uncompressed_size(&chdr64[..12], true, true, true),
-            None
-        );
+        assert_eq!(claimed_uncompressed_size(&chdr64, true, true, true), Some(1 << 40));
+        assert_eq!(claimed_uncompressed_size(&chdr64[..12], true, true, true), None);
         let chdr32 = [1, 0, 0, 0, 0, 16, 0, 0, 1, 0, 0, 0];
-        assert_eq!(
-            claimed_uncompressed_size(&chdr32, true, false, true),
-            Some(0x1000)
-        );
+        assert_eq!(claimed_uncompressed_size(&chdr32, true, false, true), Some(0x1000));
         let mut z = b"ZLIB".to_vec();
         z.extend_from_slice(&4096u64.to_be_bytes());
         assert_eq!(claimed_uncompressed_size(&z, false, true, true), Some(4096));

@@ -22,10 +22,10 @@ use blazesym::{
 };
 
 use crate::{
-    debuginfo::{ObjectFacts, SYSTEM_DEBUG_DIRS, crate_facts, find_debug_file, same_file},
-    elf_worker::{self, ElfError, ElfJob, Lookup},
-    kernel::cpu::RawCpuStack,
     naming,
+    elf_worker::{self, ElfError, ElfJob, Lookup},
+    debuginfo::{ObjectFacts, SYSTEM_DEBUG_DIRS, crate_facts, find_debug_file, same_file},
+    kernel::cpu::RawCpuStack,
     profile::{CpuProfile, Frame, Origin, StackSample, crates::CrateFacts, origin_of_path},
     report::ObjectSymbols,
     target::MapsSnapshot,
@@ -123,18 +123,10 @@ impl StackSymbolizer {
     /// A symbolizer that looks for separate debug files in `debug_dirs`
     /// (`--debug-dir`) before the system's directories.
     pub fn with_debug_dirs(debug_dirs: &[PathBuf]) -> Self {
-        let debug_dirs: Vec<PathBuf> = debug_dirs
-            .iter()
-            .cloned()
-            .chain(SYSTEM_DEBUG_DIRS.iter().map(PathBuf::from))
-            .collect();
+        let debug_dirs: Vec<PathBuf> =
+            debug_dirs.iter().cloned().chain(SYSTEM_DEBUG_DIRS.iter().map(PathBuf::from)).collect();
         let inner = Symbolizer::builder().enable_auto_reload(false).build();
-        StackSymbolizer {
-            inner,
-            debug_dirs,
-            objects: RefCell::new(BTreeMap::new()),
-            sources: RefCell::new(HashMap::new()),
-            deadline: std::cell::Cell::new(elf_worker::OBJECT_DEADLINE),
+        StackSymbolizer { inner, debug_dirs, objects: RefCell::new(BTreeMap::new()), sources: RefCell::new(HashMap::new()), deadline: std::cell::Cell::new(elf_worker::OBJECT_DEADLINE),
             worker: RefCell::new(elf_worker::ElfWorker::new()),
         }
     }
@@ -150,31 +142,15 @@ impl StackSymbolizer {
                     || o.debug_file.as_ref().is_some_and(|(_, f)| f.line_tables);
                 // Line tables of std alone (a build with `debug = false` but
                 // no stripping) do not give the owner's code file:line.
-                let line_info = !o.lost_lines
-                    && if o.owner_frames > 0 {
-                        o.owner_frames_with_file > 0
-                    } else {
-                        own_lines
-                    };
-                let symbols =
-                    o.named || o.facts.as_ref().is_some_and(|f| f.symtab) || o.debug_file.is_some();
+                let line_info = !o.lost_lines && if o.owner_frames > 0 { o.owner_frames_with_file > 0 } else { own_lines };
+                let symbols = o.named || o.facts.as_ref().is_some_and(|f| f.symtab) || o.debug_file.is_some();
                 let (object, on_disk) = crate::target::mapped_file_name(path);
-                let mut owner_evidence = o
-                    .crates
-                    .as_ref()
-                    .map(|c| c.evidence.clone())
-                    .unwrap_or_default();
+                let mut owner_evidence = o.crates.as_ref().map(|c| c.evidence.clone()).unwrap_or_default();
                 // A crate the binary names as a dependency (std's, a
                 // registry's) stays one, whatever file a frame had.
-                let dependency = |k: &str| {
-                    o.crates
-                        .as_ref()
-                        .is_some_and(|c| c.dependencies.contains(k))
-                };
+                let dependency = |k: &str| o.crates.as_ref().is_some_and(|c| c.dependencies.contains(k));
                 for (krate, file) in o.path_owner_crates.iter().filter(|(k, _)| !dependency(k)) {
-                    owner_evidence.entry(krate.clone()).or_insert_with(|| {
-                        format!("its frames' source files are in the workspace (`{file}`)")
-                    });
+                    owner_evidence.entry(krate.clone()).or_insert_with(|| format!("its frames' source files are in the workspace (`{file}`)"));
                 }
                 ObjectSymbols {
                     on_disk: on_disk.map(|d| match d {
@@ -189,9 +165,7 @@ impl StackSymbolizer {
                     debug_file: o.debug_file.as_ref().map(|(p, _)| p.display().to_string()),
                     owner_crates: owner_evidence.keys().cloned().collect(),
                     owner_evidence,
-                    owner_rule: o
-                        .executable
-                        .then(|| crate::profile::crates::OWNER_RULE.to_string()),
+                    owner_rule: o.executable.then(|| crate::profile::crates::OWNER_RULE.to_string()),
                     load_segments: match (&o.facts, symbols) {
                         (Some(f), false) => f.load_segments(),
                         _ => Vec::new(),
@@ -200,21 +174,12 @@ impl StackSymbolizer {
                 }
             })
             .collect();
-        out.sort_by(|a, b| {
-            b.executable
-                .cmp(&a.executable)
-                .then(a.object.cmp(&b.object))
-        });
+        out.sort_by(|a, b| b.executable.cmp(&a.executable).then(a.object.cmp(&b.object)));
         out
     }
 
     /// Reads `path`'s facts (and the executable's crates) on first use.
-    fn with_object<T>(
-        &self,
-        path: &Path,
-        executable: bool,
-        f: impl FnOnce(&mut ObjectState) -> T,
-    ) -> T {
+    fn with_object<T>(&self, path: &Path, executable: bool, f: impl FnOnce(&mut ObjectState) -> T) -> T {
         let mut objects = self.objects.borrow_mut();
         let state = objects.entry(path.to_path_buf()).or_insert_with(|| {
             let facts = ObjectFacts::read(path);
@@ -239,10 +204,7 @@ impl StackSymbolizer {
         });
         if executable && state.crates.is_none() {
             state.executable = true;
-            state.crates = Some(crate_facts(
-                path,
-                state.debug_file.as_ref().map(|(p, _)| p.as_path()),
-            ));
+            state.crates = Some(crate_facts(path, state.debug_file.as_ref().map(|(p, _)| p.as_path())));
         }
         f(state)
     }
@@ -250,28 +212,15 @@ impl StackSymbolizer {
     /// Builds the CPU profile of `raw` stacks (all of one process).
     /// `main_object` is the target's executable: only its frames can be the
     /// owner's code (libc's relative DWARF paths would otherwise pass for it).
-    pub fn cpu_profile(
-        &self,
-        raw: &[RawCpuStack],
-        maps: &MapsSnapshot,
-        main_object: &Path,
-    ) -> CpuProfile {
+    pub fn cpu_profile(&self, raw: &[RawCpuStack], maps: &MapsSnapshot, main_object: &Path) -> CpuProfile {
         let mut user_keys: Vec<UserKey> = Vec::new();
         let mut kernel_addrs: Vec<u64> = Vec::new();
         for stack in raw {
             for (i, addr) in stack.user.iter().enumerate() {
-                user_keys.push(if i == 0 {
-                    UserKey::Leaf(*addr)
-                } else {
-                    UserKey::Caller(*addr)
-                });
+                user_keys.push(if i == 0 { UserKey::Leaf(*addr) } else { UserKey::Caller(*addr) });
             }
             for (i, addr) in stack.kernel.iter().enumerate() {
-                kernel_addrs.push(if i == 0 {
-                    *addr
-                } else {
-                    addr.saturating_sub(1)
-                });
+                kernel_addrs.push(if i == 0 { *addr } else { addr.saturating_sub(1) });
             }
         }
         user_keys.sort_unstable();
@@ -286,33 +235,19 @@ impl StackSymbolizer {
         for stack in raw {
             let mut frames = Vec::new();
             for (i, addr) in stack.user.iter().enumerate().rev() {
-                let key = if i == 0 {
-                    UserKey::Leaf(*addr)
-                } else {
-                    UserKey::Caller(*addr)
-                };
+                let key = if i == 0 { UserKey::Leaf(*addr) } else { UserKey::Caller(*addr) };
                 for frame in user.get(&key).into_iter().flatten() {
                     frames.push(profile.intern(frame.clone()));
                 }
             }
             for (i, addr) in stack.kernel.iter().enumerate().rev() {
-                let addr = if i == 0 {
-                    *addr
-                } else {
-                    addr.saturating_sub(1)
-                };
+                let addr = if i == 0 { *addr } else { addr.saturating_sub(1) };
                 if let Some(frame) = kernel.get(&addr) {
                     frames.push(profile.intern(frame.clone()));
                 }
             }
             if let Some(label) = &stack.leaf_label {
-                let leaf = Frame {
-                    function: label.clone(),
-                    file: None,
-                    line: None,
-                    origin: Origin::Kernel,
-                    inlined: false,
-                };
+                let leaf = Frame { function: label.clone(), file: None, line: None, origin: Origin::Kernel, inlined: false };
                 frames.push(profile.intern(leaf));
             }
             profile.push_sample(StackSample {
@@ -328,21 +263,13 @@ impl StackSymbolizer {
         profile
     }
 
-    fn symbolize_user(
-        &self,
-        keys: &[UserKey],
-        maps: &MapsSnapshot,
-        main_object: &Path,
-    ) -> HashMap<UserKey, Vec<Frame>> {
+    fn symbolize_user(&self, keys: &[UserKey], maps: &MapsSnapshot, main_object: &Path) -> HashMap<UserKey, Vec<Frame>> {
         let mut by_file: BTreeMap<PathBuf, Vec<(UserKey, u64)>> = BTreeMap::new();
         let mut out = HashMap::new();
         for key in keys {
             let addr = key.lookup_addr();
             match maps.find(addr) {
-                Some(m) => by_file
-                    .entry(m.path.clone())
-                    .or_default()
-                    .push((*key, addr - m.start + m.offset)),
+                Some(m) => by_file.entry(m.path.clone()).or_default().push((*key, addr - m.start + m.offset)),
                 // The kernel's uprobe page (uretprobe trampoline), named as
                 // /proc/PID/maps names it: a stack ends there only when a
                 // sample caught the kernel rewriting a probed call's return
@@ -365,10 +292,7 @@ impl StackSymbolizer {
                 // A separate debug file has the object's addresses, not its
                 // file layout: look it up by virtual address.
                 let vaddrs: Option<Vec<u64>> = match (&o.debug_file, &o.facts) {
-                    (Some(_), Some(facts)) => entries
-                        .iter()
-                        .map(|(_, off)| facts.vaddr_of(*off))
-                        .collect(),
+                    (Some(_), Some(facts)) => entries.iter().map(|(_, off)| facts.vaddr_of(*off)).collect(),
                     _ => None,
                 };
                 let job = match (&o.debug_file, vaddrs, &o.facts) {
@@ -376,13 +300,13 @@ impl StackSymbolizer {
                         path: debug.clone(),
                         dwarf: debug_facts.dwarf_hazard.is_none(),
                         lookup: Lookup::VirtOffset,
-                        addrs: vaddrs,
+                        addrs: vaddrs
                     }),
                     (_, _, Some(facts)) => Some(ElfJob {
                         path: path.clone(),
                         dwarf: facts.dwarf_hazard.is_none(),
                         lookup: Lookup::FileOffset,
-                        addrs: offsets,
+                        addrs: offsets
                     }),
                     // Not a readable regular ELF file: blazesym would only
                     // fail on it (or block, on a FIFO).
@@ -390,18 +314,9 @@ impl StackSymbolizer {
                 };
                 // DWARF the object has but blazesym may not read: said once.
                 let refused = match (&o.debug_file, &o.facts) {
-                    (Some((debug, f)), _) => f.dwarf_hazard.as_ref().map(|h| {
-                        format!("DWARF of its debug file {} not read: {h}", debug.display())
-                    }),
-                    (None, Some(f))
-                        if f.line_tables
-                            || f.dwarf_hazard
-                                .as_deref()
-                                .is_some_and(|h| h.contains("compressed")) =>
-                    {
-                        f.dwarf_hazard.as_ref().map(|h| {
-                            format!("DWARF not read: {h}; names come from its symbol table")
-                        })
+                    (Some((debug, f)), _) => f.dwarf_hazard.as_ref().map(|h| format!("DWARF of its debug file {} not read: {h}", debug.display())),
+                    (None, Some(f)) if f.line_tables || f.dwarf_hazard.as_deref().is_some_and(|h| h.contains("compressed")) => {
+                        f.dwarf_hazard.as_ref().map(|h| format!("DWARF not read: {h}; names come from its symbol table"))
                     }
                     _ => None,
                 };
@@ -416,11 +331,7 @@ impl StackSymbolizer {
             let answer = match job {
                 Some(job) if !skip => {
                     let (module, facts) = (module.clone(), facts.clone());
-                    self.worker
-                        .borrow_mut()
-                        .symbolize(job, self.deadline.get(), move |sym| {
-                            frames_with(sym, &module, owner_object, facts.as_ref())
-                        })
+                    self.worker.borrow_mut().symbolize(job, self.deadline.get(), move |sym| frames_with(sym, &module, owner_object, facts.as_ref()))
                 }
                 _ => Err(ElfError::Failed(String::new())),
             };
@@ -438,10 +349,7 @@ impl StackSymbolizer {
                 }
                 Err(e) => {
                     if let ElfError::TimedOut(_) = e {
-                        eprintln!(
-                            "perf-audit: symbolizing {} timed out; its frames keep `{module}+0x..` names",
-                            path.display()
-                        );
+                        eprintln!("perf-audit: symbolizing {} timed out; its frames keep `{module}+0x..` names", path.display());
                         self.deadline.set(DEADLINE_AFTER_TIMEOUT);
                         self.with_object(&path, owner_object, |o| {
                             o.problems.push(format!("symbolization timed out ({e}): its frames keep `{module}+0x..` names"));
@@ -469,23 +377,14 @@ impl StackSymbolizer {
             for ((key, _offset), (symbolized, frames)) in entries.iter().zip(per_entry) {
                 named |= symbolized;
                 if owner_object {
-                    for f in frames.iter().filter(|f| {
-                        f.origin == Origin::Owner
-                            && f.file.as_deref().is_some_and(|p| p.starts_with('/'))
-                    }) {
-                        if let Some(krate) = crate::profile::crates::crate_of(&f.function)
-                            && !path_owners.contains_key(krate)
-                        {
-                            path_owners
-                                .insert(krate.to_string(), f.file.clone().unwrap_or_default());
+                    for f in frames.iter().filter(|f| f.origin == Origin::Owner && f.file.as_deref().is_some_and(|p| p.starts_with('/'))) {
+                        if let Some(krate) = crate::profile::crates::crate_of(&f.function) && !path_owners.contains_key(krate) {
+                            path_owners.insert(krate.to_string(), f.file.clone().unwrap_or_default());
                         }
                     }
                 }
                 if let Some(facts) = &facts {
-                    for f in frames.iter().filter(|f| {
-                        f.origin != Origin::Native
-                            && facts.origin_of_function(&f.function) == Origin::Owner
-                    }) {
+                    for f in frames.iter().filter(|f| f.origin != Origin::Native && facts.origin_of_function(&f.function) == Origin::Owner) {
                         owner_frames += 1;
                         with_file += u64::from(f.file.is_some());
                     }
@@ -509,18 +408,8 @@ impl StackSymbolizer {
     /// function gets one name) so that a stripped binary's hotspots are
     /// still functions, and can be re-symbolized once its debug file exists.
     fn offset_frame(&self, path: &Path, module: &str, offset: u64) -> Frame {
-        let start = self.with_object(path, false, |o| {
-            o.facts
-                .as_ref()
-                .map_or(offset, |f| f.function_start(offset))
-        });
-        Frame {
-            function: format!("{module}+{start:#x}"),
-            file: None,
-            line: None,
-            origin: Origin::Unknown,
-            inlined: false,
-        }
+        let start = self.with_object(path, false, |o| o.facts.as_ref().map_or(offset, |f| f.function_start(offset)));
+        Frame { function: format!("{module}+{start:#x}"), file: None, line: None, origin: Origin::Unknown, inlined: false }
     }
 
     fn symbolize_kernel(&self, addrs: &[u64]) -> HashMap<u64, Frame> {
@@ -528,33 +417,16 @@ impl StackSymbolizer {
         if addrs.is_empty() {
             return out;
         }
-        let kernel = Kernel {
-            vmlinux: MaybeDefault::None,
-            ..Default::default()
-        };
+        let kernel = Kernel { vmlinux: MaybeDefault::None, ..Default::default() };
         let source = Source::Kernel(kernel);
         let results = self.inner.symbolize(&source, Input::AbsAddr(addrs));
-        let results = results.unwrap_or_else(|_| {
-            addrs
-                .iter()
-                .map(|_| Symbolized::Unknown(blazesym::symbolize::Reason::Unsupported))
-                .collect()
-        });
+        let results = results.unwrap_or_else(|_| addrs.iter().map(|_| Symbolized::Unknown(blazesym::symbolize::Reason::Unsupported)).collect());
         for (addr, sym) in addrs.iter().zip(results) {
             let function = match sym {
                 Symbolized::Sym(s) => s.name.into_owned(),
                 Symbolized::Unknown(_) => "[kernel]".to_string(),
             };
-            out.insert(
-                *addr,
-                Frame {
-                    function,
-                    file: None,
-                    line: None,
-                    origin: Origin::Kernel,
-                    inlined: false,
-                },
-            );
+            out.insert(*addr, Frame { function, file: None, line: None, origin: Origin::Kernel, inlined: false });
         }
         out
     }
@@ -569,72 +441,38 @@ impl StackSymbolizer {
     /// came from the symbol table. `job` is the object's own lookup (its
     /// file or debug file, its addresses): the symbol-table pass repeats
     /// it without DWARF, on the same worker and deadline.
-    fn name_short_frames(
-        &self,
-        path: &Path,
-        job: ElfJob,
-        owner_object: bool,
-        crates: Option<&CrateFacts>,
-        per_entry: &mut [(bool, Vec<Frame>)],
-    ) {
+    fn name_short_frames(&self, path: &Path, job: ElfJob, owner_object: bool, crates: Option<&CrateFacts>, per_entry: &mut [(bool, Vec<Frame>)]) {
         let inputs = |frames: &[Frame]| -> Vec<(String, Option<String>, Option<u32>)> {
-            frames
-                .iter()
-                .map(|f| (f.function.clone(), f.file.clone(), f.line))
-                .collect()
+            frames.iter().map(|f| (f.function.clone(), f.file.clone(), f.line)).collect()
         };
         let needs = per_entry.iter().any(|(sym, frames)| {
             *sym && {
                 let owned = inputs(frames);
-                let refs: Vec<naming::NameInput<'_>> = owned
-                    .iter()
-                    .map(|(n, f, l)| naming::NameInput {
-                        name: n,
-                        file: f.as_deref(),
-                        line: *l,
-                    })
-                    .collect();
-                naming::Namer {
-                    symtab: None,
-                    owner_lines: None,
-                    owner_crates: &[],
-                    source: None,
-                }
-                .name_frames(&refs, None)
-                .is_some()
+                let refs: Vec<naming::NameInput<'_>> =
+                    owned.iter().map(|(n, f, l)| naming::NameInput { name: n, file: f.as_deref(), line: *l }).collect();
+                naming::Namer { symtab: None, owner_lines: None, owner_crates: &[], source: None }.name_frames(&refs, None).is_some()
             }
         });
         if !needs {
             return;
         }
         // The symbol table's names of the outermost functions.
-        let symtab_job = ElfJob {
-            dwarf: false,
-            ..job.clone()
+        let symtab_job = ElfJob { dwarf: false, ..job.clone() };
+        let outer: Vec<Option<String>> = match self.worker.borrow_mut().symbolize(symtab_job, self.deadline.get(), |sym| match sym {
+            Symbolized::Sym(s) => Some(strip_hash(&s.name).to_string()),
+            Symbolized::Unknown(_) => None,
+        }) {
+            Ok(answer) => answer.items.into_iter().map(Option::flatten).collect(),
+            Err(_) => vec![None; per_entry.len()],
         };
-        let outer: Vec<Option<String>> =
-            match self
-                .worker
-                .borrow_mut()
-                .symbolize(symtab_job, self.deadline.get(), |sym| match sym {
-                    Symbolized::Sym(s) => Some(strip_hash(&s.name).to_string()),
-                    Symbolized::Unknown(_) => None,
-                }) {
-                Ok(answer) => answer.items.into_iter().map(Option::flatten).collect(),
-                Err(_) => vec![None; per_entry.len()],
-            };
-        let owner_crates: Vec<String> = crates
-            .map(|c| c.owner.iter().cloned().collect())
-            .unwrap_or_default();
+        let owner_crates: Vec<String> = crates.map(|c| c.owner.iter().cloned().collect()).unwrap_or_default();
         let built = self.with_object(path, owner_object, |o| o.naming.is_some());
         if !built {
             let tables = self.naming_tables(&job, if owner_object { crates } else { None });
             self.with_object(path, owner_object, |o| o.naming = Some(tables));
         }
         let objects = self.objects.borrow();
-        let Some(tables) = objects.get(path).and_then(|o| o.naming.as_ref()) else {
-            return;
-        };
+        let Some(tables) = objects.get(path).and_then(|o| o.naming.as_ref()) else { return };
         let read_source = |file: &str| self.source_file(file);
         let namer = naming::Namer {
             symtab: Some(&tables.symtab),
@@ -647,21 +485,11 @@ impl StackSymbolizer {
                 continue;
             }
             let owned = inputs(frames);
-            let refs: Vec<naming::NameInput<'_>> = owned
-                .iter()
-                .map(|(n, f, l)| naming::NameInput {
-                    name: n,
-                    file: f.as_deref(),
-                    line: *l,
-                })
-                .collect();
+            let refs: Vec<naming::NameInput<'_>> =
+                owned.iter().map(|(n, f, l)| naming::NameInput { name: n, file: f.as_deref(), line: *l }).collect();
             if let Some(names) = namer.name_frames(&refs, outer.as_deref()) {
                 for (frame, name) in frames.iter_mut().zip(names) {
-                    if frame.file.is_none()
-                        && frame.function != name
-                        && owner_object
-                        && let Some(c) = crates
-                    {
+                    if frame.file.is_none() && frame.function != name && owner_object && let Some(c) = crates {
                         frame.origin = c.origin_of_function(&name);
                     }
                     frame.function = name;
@@ -677,9 +505,7 @@ impl StackSymbolizer {
             return cached.clone();
         }
         let text = crate::naming::read_source_file(Path::new(file)).map(std::rc::Rc::<str>::from);
-        self.sources
-            .borrow_mut()
-            .insert(file.to_string(), text.clone());
+        self.sources.borrow_mut().insert(file.to_string(), text.clone());
         text
     }
 
@@ -689,16 +515,9 @@ impl StackSymbolizer {
     /// file's DWARF may be read).
     fn naming_tables(&self, job: &ElfJob, crates: Option<&CrateFacts>) -> NamingTables {
         use object::{Object as _, ObjectSymbol as _};
-        let empty = || NamingTables {
-            symtab: naming::SymtabIndex::default(),
-            owner_lines: naming::OwnerLines::default(),
-        };
-        let Some(map) = crate::safe_file::map_regular(&job.path) else {
-            return empty();
-        };
-        let Ok(elf) = object::File::parse(&map[..]) else {
-            return empty();
-        };
+        let empty = || NamingTables { symtab: naming::SymtabIndex::default(), owner_lines: naming::OwnerLines::default() };
+        let Some(map) = crate::safe_file::map_regular(&job.path) else { return empty() };
+        let Ok(elf) = object::File::parse(&map[..]) else { return empty() };
         let symtab = naming::SymtabIndex::from_elf(&elf);
         let mut owner_fns: Vec<(u64, u64, String)> = Vec::new();
         if let Some(crates) = crates.filter(|_| job.dwarf) {
@@ -706,14 +525,7 @@ impl StackSymbolizer {
                 if s.kind() != object::SymbolKind::Text || s.is_undefined() || s.address() == 0 {
                     continue;
                 }
-                let Some(name) = s
-                    .name()
-                    .ok()
-                    .and_then(|n| rustc_demangle::try_demangle(n).ok())
-                    .map(|d| format!("{d:#}"))
-                else {
-                    continue;
-                };
+                let Some(name) = s.name().ok().and_then(|n| rustc_demangle::try_demangle(n).ok()).map(|d| format!("{d:#}")) else { continue };
                 if crates.origin_of_function(&name) == Origin::Owner {
                     owner_fns.push((s.address(), s.size(), name));
                 }
@@ -722,62 +534,27 @@ impl StackSymbolizer {
         drop(elf);
         drop(map);
         if owner_fns.is_empty() {
-            return NamingTables {
-                symtab,
-                owner_lines: naming::OwnerLines::default(),
-            };
+            return NamingTables { symtab, owner_lines: naming::OwnerLines::default() };
         }
         // Each function's first and last instruction: its span of lines.
-        let addrs: Vec<u64> = owner_fns
-            .iter()
-            .flat_map(|(a, size, _)| [*a, a + size.saturating_sub(1)])
-            .collect();
-        let lines_job = ElfJob {
-            path: job.path.clone(),
-            dwarf: true,
-            lookup: Lookup::VirtOffset,
-            addrs,
+        let addrs: Vec<u64> = owner_fns.iter().flat_map(|(a, size, _)| [*a, a + size.saturating_sub(1)]).collect();
+        let lines_job = ElfJob { path: job.path.clone(), dwarf: true, lookup: Lookup::VirtOffset, addrs };
+        let located: Vec<Option<(String, u32)>> = match self.worker.borrow_mut().symbolize(lines_job, self.deadline.get(), |sym| match sym {
+            Symbolized::Sym(s) => s.code_info.as_deref().and_then(|ci| Some((ci.to_path().to_string_lossy().into_owned(), ci.line?))),
+            Symbolized::Unknown(_) => None,
+        }) {
+            Ok(answer) if answer.dwarf_lost.is_none() => answer.items.into_iter().map(Option::flatten).collect(),
+            _ => return NamingTables { symtab, owner_lines: naming::OwnerLines::default() },
         };
-        let located: Vec<Option<(String, u32)>> = match self.worker.borrow_mut().symbolize(
-            lines_job,
-            self.deadline.get(),
-            |sym| match sym {
-                Symbolized::Sym(s) => s
-                    .code_info
-                    .as_deref()
-                    .and_then(|ci| Some((ci.to_path().to_string_lossy().into_owned(), ci.line?))),
-                Symbolized::Unknown(_) => None,
-            },
-        ) {
-            Ok(answer) if answer.dwarf_lost.is_none() => {
-                answer.items.into_iter().map(Option::flatten).collect()
-            }
-            _ => {
-                return NamingTables {
-                    symtab,
-                    owner_lines: naming::OwnerLines::default(),
-                };
-            }
-        };
-        let owner_lines =
-            naming::OwnerLines::new(owner_fns.into_iter().zip(located.chunks(2)).filter_map(
-                |((_, _, name), pair)| {
-                    let (file, first) = pair.first()?.clone()?;
-                    let last = pair
-                        .get(1)
-                        .cloned()
-                        .flatten()
-                        .filter(|(f, _)| *f == file)
-                        .map_or(first, |(_, l)| l);
-                    Some((file, first, last, name))
-                },
-            ));
-        NamingTables {
-            symtab,
-            owner_lines,
-        }
+        let owner_lines = naming::OwnerLines::new(owner_fns.into_iter().zip(located.chunks(2)).filter_map(|((_, _, name), pair)| {
+            let (file, first) = pair.first()?.clone()?;
+            let last = pair.get(1).cloned().flatten().filter(|(f, _)| *f == file).map_or(first, |(_, l)| l);
+            Some((file, first, last, name))
+        }));
+        NamingTables { symtab, owner_lines }
     }
 }
+
 
 /// Some line tables name files relative to their compilation directory
 /// (`src/map.rs`), which says nothing about whose code it is. Such a frame
@@ -786,26 +563,17 @@ impl StackSymbolizer {
 /// code inlined into the binary).
 fn settle_relative_paths(profile: &mut CpuProfile) {
     fn krate(function: &str) -> &str {
-        function
-            .trim_start_matches('<')
-            .split("::")
-            .next()
-            .unwrap_or_default()
+        function.trim_start_matches('<').split("::").next().unwrap_or_default()
     }
     let owner_crates: std::collections::HashSet<String> = profile
         .frames
         .iter()
-        .filter(|f| {
-            f.origin == Origin::Owner && f.file.as_deref().is_some_and(|p| p.starts_with('/'))
-        })
+        .filter(|f| f.origin == Origin::Owner && f.file.as_deref().is_some_and(|p| p.starts_with('/')))
         .map(|f| krate(&f.function).to_string())
         .collect();
     for frame in &mut profile.frames {
         let relative = frame.file.as_deref().is_some_and(|p| !p.starts_with('/'));
-        if frame.origin == Origin::Owner
-            && relative
-            && !owner_crates.contains(krate(&frame.function))
-        {
+        if frame.origin == Origin::Owner && relative && !owner_crates.contains(krate(&frame.function)) {
             frame.origin = Origin::Dependency;
         }
     }
@@ -816,13 +584,7 @@ pub(crate) fn module_name(path: &Path) -> String {
 }
 
 pub(crate) fn unknown_frame(module: &str) -> Frame {
-    Frame {
-        function: format!("[{module}]"),
-        file: None,
-        line: None,
-        origin: Origin::Unknown,
-        inlined: false,
-    }
+    Frame { function: format!("[{module}]"), file: None, line: None, origin: Origin::Unknown, inlined: false }
 }
 
 /// The frames of one address, outermost first: the function, then each
@@ -834,43 +596,20 @@ pub(crate) fn frames_of(sym: Symbolized<'_>, module: &str, owner_object: bool) -
 /// [`frames_of`], deciding the executable's frames without a source file
 /// by crate name (`crates`, read from the executable) rather than calling
 /// them native code.
-fn frames_with(
-    sym: Symbolized<'_>,
-    module: &str,
-    owner_object: bool,
-    crates: Option<&CrateFacts>,
-) -> Vec<Frame> {
+fn frames_with(sym: Symbolized<'_>, module: &str, owner_object: bool, crates: Option<&CrateFacts>) -> Vec<Frame> {
     let sym = match sym {
         Symbolized::Sym(sym) => sym,
         Symbolized::Unknown(_) => return vec![unknown_frame(module)],
     };
     let mut frames = Vec::with_capacity(1 + sym.inlined.len());
-    frames.push(make_frame(
-        &sym.name,
-        sym.code_info.as_deref(),
-        false,
-        owner_object,
-        crates,
-    ));
+    frames.push(make_frame(&sym.name, sym.code_info.as_deref(), false, owner_object, crates));
     for inlined in sym.inlined.iter() {
-        frames.push(make_frame(
-            &inlined.name,
-            inlined.code_info.as_ref(),
-            true,
-            owner_object,
-            crates,
-        ));
+        frames.push(make_frame(&inlined.name, inlined.code_info.as_ref(), true, owner_object, crates));
     }
     frames
 }
 
-fn make_frame(
-    name: &str,
-    code_info: Option<&CodeInfo<'_>>,
-    inlined: bool,
-    owner_object: bool,
-    crates: Option<&CrateFacts>,
-) -> Frame {
+fn make_frame(name: &str, code_info: Option<&CodeInfo<'_>>, inlined: bool, owner_object: bool, crates: Option<&CrateFacts>) -> Frame {
     let function = strip_hash(name).to_string();
     match code_info {
         Some(ci) => {
@@ -879,26 +618,14 @@ fn make_frame(
                 Origin::Owner if !owner_object => Origin::Native,
                 origin => origin,
             };
-            Frame {
-                origin,
-                function,
-                file: Some(path),
-                line: ci.line,
-                inlined,
-            }
+            Frame { origin, function, file: Some(path), line: ci.line, inlined }
         }
         None => {
             let origin = match crates {
                 Some(crates) if owner_object => crates.origin_of_function(&function),
                 _ => Origin::Native,
             };
-            Frame {
-                function,
-                file: None,
-                line: None,
-                origin,
-                inlined,
-            }
+            Frame { function, file: None, line: None, origin, inlined }
         }
     }
 }
@@ -906,11 +633,9 @@ fn make_frame(
 /// Removes a legacy-mangling hash (`::h0123456789abcdef`) if one survived.
 pub(crate) fn strip_hash(name: &str) -> &str {
     if let Some((head, tail)) = name.rsplit_once("::h")
-        && tail.len() == 16
-        && tail.bytes().all(|b| b.is_ascii_hexdigit())
-    {
-        return head;
-    }
+        && tail.len() == 16 && tail.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return head;
+        }
     name
 }
 

@@ -7,7 +7,8 @@
 
 use std::{
     collections::BTreeMap,
-    fs, io,
+    fs,
+    io,
     path::{Path, PathBuf},
     process::{Child, Command},
 };
@@ -19,22 +20,12 @@ pub use perf_audit_analysis::report::schema::TargetInfo;
 pub fn describe(pid: u32) -> Result<TargetInfo> {
     let proc_dir = PathBuf::from(format!("/proc/{pid}"));
     if !proc_dir.exists() {
-        return Err(Error::new(
-            ErrorKind::PidNotFound,
-            format!("no process with pid {pid}"),
-        ));
+        return Err(Error::new(ErrorKind::PidNotFound, format!("no process with pid {pid}")));
     }
     let exe = fs::read_link(proc_dir.join("exe"))
-        .map(|p| {
-            p.to_string_lossy()
-                .trim_end_matches(" (deleted)")
-                .to_string()
-        })
+        .map(|p| p.to_string_lossy().trim_end_matches(" (deleted)").to_string())
         .unwrap_or_default();
-    let comm = fs::read_to_string(proc_dir.join("comm"))
-        .unwrap_or_default()
-        .trim()
-        .to_string();
+    let comm = fs::read_to_string(proc_dir.join("comm")).unwrap_or_default().trim().to_string();
     let name = Path::new(&exe)
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -43,9 +34,7 @@ pub fn describe(pid: u32) -> Result<TargetInfo> {
     if is_own_process(pid) {
         return Err(Error::new(
             ErrorKind::Usage,
-            format!(
-                "pid {pid} is perf-audit-agent itself: the agent leaves its own process out of every probe, so a self-audit records nothing; audit another process (--pid, a service name, or `-- <command>`)"
-            ),
+            format!("pid {pid} is perf-audit-agent itself: the agent leaves its own process out of every probe, so a self-audit records nothing; audit another process (--pid, a service name, or `-- <command>`)"),
         ));
     }
     if exe.is_empty() && is_kernel_thread(pid) {
@@ -64,14 +53,7 @@ fn is_own_process(pid: u32) -> bool {
     pid == own
         || fs::read_to_string(format!("/proc/{pid}/status"))
             .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| {
-                        l.strip_prefix("Tgid:")
-                            .map(|v| v.trim().parse::<u32>().ok())
-                    })
-                    .flatten()
-            })
+            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Tgid:").map(|v| v.trim().parse::<u32>().ok())).flatten())
             == Some(own)
 }
 
@@ -95,17 +77,11 @@ impl ExecWatch {
             std::thread::sleep(std::time::Duration::from_millis(1));
             let now = read()?;
             if now == last && last.1.iter().any(|b| *b != 0) {
-                return Some(ExecWatch {
-                    exe: now.0,
-                    auxv: now.1,
-                });
+                return Some(ExecWatch { exe: now.0, auxv: now.1 });
             }
             last = now;
         }
-        Some(ExecWatch {
-            exe: last.0,
-            auxv: last.1,
-        })
+        Some(ExecWatch { exe: last.0, auxv: last.1 })
     }
 
     /// The executable before any exec.
@@ -122,17 +98,11 @@ impl ExecWatch {
 }
 
 fn exe_of(pid: u32) -> Option<String> {
-    fs::read_link(format!("/proc/{pid}/exe")).ok().map(|p| {
-        p.to_string_lossy()
-            .trim_end_matches(" (deleted)")
-            .to_string()
-    })
+    fs::read_link(format!("/proc/{pid}/exe")).ok().map(|p| p.to_string_lossy().trim_end_matches(" (deleted)").to_string())
 }
 
 fn is_kernel_thread(pid: u32) -> bool {
-    fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| c.is_empty())
-        .unwrap_or(false)
+    fs::read(format!("/proc/{pid}/cmdline")).map(|c| c.is_empty()).unwrap_or(false)
 }
 
 /// Whether the process still exists (and is not a zombie).
@@ -140,9 +110,7 @@ pub fn is_alive(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
             // Field 3, after the parenthesised comm (which may contain spaces).
-            let state = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next());
+            let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
             !matches!(state, Some("Z") | Some("X") | None)
         }
         Err(_) => false,
@@ -163,14 +131,10 @@ pub fn find_by_name(name: &str) -> Result<Vec<Candidate>> {
     let own_pid = std::process::id();
     let cut: String = truncate_utf8(name, 15).to_string();
     let mut found = Vec::new();
-    let entries =
-        fs::read_dir("/proc").map_err(|e| Error::internal(format!("cannot list /proc: {e}")))?;
+    let entries = fs::read_dir("/proc")
+        .map_err(|e| Error::internal(format!("cannot list /proc: {e}")))?;
     for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
         if pid == own_pid {
@@ -189,19 +153,10 @@ pub fn find_by_name(name: &str) -> Result<Vec<Candidate>> {
             .unwrap_or_default();
         let exe_name = fs::read_link(dir.join("exe"))
             .ok()
-            .and_then(|p| {
-                p.file_name().map(|n| {
-                    n.to_string_lossy()
-                        .trim_end_matches(" (deleted)")
-                        .to_string()
-                })
-            })
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().trim_end_matches(" (deleted)").to_string()))
             .unwrap_or_default();
         if comm.trim_end() == cut || exe_name == name || argv0_name == name {
-            let cmdline = String::from_utf8_lossy(&cmdline_raw)
-                .replace('\0', " ")
-                .trim()
-                .to_string();
+            let cmdline = String::from_utf8_lossy(&cmdline_raw).replace('\0', " ").trim().to_string();
             found.push(Candidate { pid, cmdline });
         }
     }
@@ -213,10 +168,7 @@ pub fn find_by_name(name: &str) -> Result<Vec<Candidate>> {
 pub fn resolve_name(name: &str) -> Result<u32> {
     let found = find_by_name(name)?;
     match found.as_slice() {
-        [] => Err(Error::new(
-            ErrorKind::NameNotFound,
-            format!("no running process is named `{name}`"),
-        )),
+        [] => Err(Error::new(ErrorKind::NameNotFound, format!("no running process is named `{name}`"))),
         [one] => Ok(one.pid),
         many => {
             let list: Vec<String> = many
@@ -224,18 +176,10 @@ pub fn resolve_name(name: &str) -> Result<u32> {
                 .take(8)
                 .map(|c| format!("{} ({})", c.pid, truncate_utf8(&c.cmdline, 60)))
                 .collect();
-            let more = if many.len() > 8 {
-                format!(" and {} more", many.len() - 8)
-            } else {
-                String::new()
-            };
+            let more = if many.len() > 8 { format!(" and {} more", many.len() - 8) } else { String::new() };
             Err(Error::new(
                 ErrorKind::NameAmbiguous,
-                format!(
-                    "{} processes are named `{name}`: {}{more}",
-                    many.len(),
-                    list.join(", ")
-                ),
+                format!("{} processes are named `{name}`: {}{more}", many.len(), list.join(", ")),
             ))
         }
     }
@@ -295,10 +239,7 @@ pub fn launch(program: &str, args: &[String], env: &[(String, String)]) -> Resul
     }
     match cmd.spawn() {
         Ok(child) => Ok(Launched { child }),
-        Err(e) => Err(Error::new(
-            ErrorKind::LaunchFailed,
-            format!("cannot start `{program}`: {e}"),
-        )),
+        Err(e) => Err(Error::new(ErrorKind::LaunchFailed, format!("cannot start `{program}`: {e}"))),
     }
 }
 
@@ -331,11 +272,7 @@ impl MapsSnapshot {
 
     /// The mapping containing `addr`, if any.
     pub fn find(&self, addr: u64) -> Option<&Mapping> {
-        self.by_start
-            .range(..=addr)
-            .next_back()
-            .map(|(_, m)| m)
-            .filter(|m| addr < m.end)
+        self.by_start.range(..=addr).next_back().map(|(_, m)| m).filter(|m| addr < m.end)
     }
 
     /// Every mapping seen, by start address.
@@ -370,13 +307,9 @@ pub fn parse_maps_lines(text: &str) -> Vec<MapsLine> {
     let mut out = Vec::new();
     for line in text.lines() {
         let mut fields = line.split_whitespace();
-        let (Some(range), Some(perms), Some(offset), Some(dev), Some(inode)) = (
-            fields.next(),
-            fields.next(),
-            fields.next(),
-            fields.next(),
-            fields.next(),
-        ) else {
+        let (Some(range), Some(perms), Some(offset), Some(dev), Some(inode)) =
+            (fields.next(), fields.next(), fields.next(), fields.next(), fields.next())
+        else {
             continue;
         };
         let path: Vec<&str> = fields.collect();
@@ -384,9 +317,7 @@ pub fn parse_maps_lines(text: &str) -> Vec<MapsLine> {
         if !perms.contains('x') || !path.starts_with('/') {
             continue;
         }
-        let Some((start, end)) = range.split_once('-') else {
-            continue;
-        };
+        let Some((start, end)) = range.split_once('-') else { continue };
         let (Ok(start), Ok(end), Ok(offset)) = (
             u64::from_str_radix(start, 16),
             u64::from_str_radix(end, 16),
@@ -394,27 +325,13 @@ pub fn parse_maps_lines(text: &str) -> Vec<MapsLine> {
         ) else {
             continue;
         };
-        let Some((major, minor)) = dev.split_once(':') else {
-            continue;
-        };
-        let (Ok(major), Ok(minor), Ok(inode)) = (
-            u32::from_str_radix(major, 16),
-            u32::from_str_radix(minor, 16),
-            inode.parse::<u64>(),
-        ) else {
+        let Some((major, minor)) = dev.split_once(':') else { continue };
+        let (Ok(major), Ok(minor), Ok(inode)) = (u32::from_str_radix(major, 16), u32::from_str_radix(minor, 16), inode.parse::<u64>()) else {
             continue;
         };
         let deleted = path.ends_with(" (deleted)");
         let path = path.trim_end_matches(" (deleted)").to_string();
-        out.push(MapsLine {
-            start,
-            end,
-            offset,
-            dev: libc::makedev(major, minor),
-            inode,
-            path,
-            deleted,
-        });
+        out.push(MapsLine { start, end, offset, dev: libc::makedev(major, minor), inode, path, deleted });
     }
     out
 }
@@ -424,12 +341,7 @@ pub fn parse_maps_lines(text: &str) -> Vec<MapsLine> {
 pub fn parse_maps(text: &str, pid: u32) -> Vec<Mapping> {
     parse_maps_lines(text)
         .into_iter()
-        .map(|l| Mapping {
-            start: l.start,
-            end: l.end,
-            offset: l.offset,
-            path: mapped_file_path(&l, pid),
-        })
+        .map(|l| Mapping { start: l.start, end: l.end, offset: l.offset, path: mapped_file_path(&l, pid) })
         .collect()
 }
 
@@ -456,8 +368,7 @@ struct Pinned {
 const MAX_PINNED: usize = 256;
 
 fn pinned() -> &'static std::sync::Mutex<BTreeMap<(u64, u64), Pinned>> {
-    static PINNED: std::sync::OnceLock<std::sync::Mutex<BTreeMap<(u64, u64), Pinned>>> =
-        std::sync::OnceLock::new();
+    static PINNED: std::sync::OnceLock<std::sync::Mutex<BTreeMap<(u64, u64), Pinned>>> = std::sync::OnceLock::new();
     PINNED.get_or_init(Default::default)
 }
 
@@ -469,8 +380,7 @@ fn pinned() -> &'static std::sync::Mutex<BTreeMap<(u64, u64), Pinned>> {
 /// disk since the process started: never the new file at its path).
 fn mapped_file_path(line: &MapsLine, pid: u32) -> PathBuf {
     use std::os::unix::fs::MetadataExt as _;
-    let is_it =
-        |p: &Path| fs::metadata(p).is_ok_and(|m| m.dev() == line.dev && m.ino() == line.inode);
+    let is_it = |p: &Path| fs::metadata(p).is_ok_and(|m| m.dev() == line.dev && m.ino() == line.inode);
     let plain = PathBuf::from(&line.path);
     if !line.deleted && is_it(&plain) {
         return plain;
@@ -483,38 +393,19 @@ fn mapped_file_path(line: &MapsLine, pid: u32) -> PathBuf {
     if let Some(p) = pins.get(&(line.dev, line.inode)) {
         return p.fd_path.clone();
     }
-    let map_file = PathBuf::from(format!(
-        "/proc/{pid}/map_files/{:x}-{:x}",
-        line.start, line.end
-    ));
+    let map_file = PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", line.start, line.end));
     let opened = (pins.len() < MAX_PINNED)
         .then(|| crate::safe_file::open_regular(&map_file).ok())
         .flatten();
     let Some(file) = opened else {
         // Without map_files (not root, or the process is gone): the plain
         // path, as before; the identity check below still warns.
-        return if line.deleted || is_it(&plain) || !via_root.exists() {
-            plain
-        } else {
-            via_root
-        };
+        return if line.deleted || is_it(&plain) || !via_root.exists() { plain } else { via_root };
     };
     use std::os::fd::AsRawFd as _;
     let fd_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-    let on_disk = if fs::metadata(&plain).is_ok() || fs::metadata(&via_root).is_ok() {
-        OnDisk::Replaced
-    } else {
-        OnDisk::Deleted
-    };
-    pins.insert(
-        (line.dev, line.inode),
-        Pinned {
-            _file: file,
-            fd_path: fd_path.clone(),
-            display: line.path.clone(),
-            on_disk,
-        },
-    );
+    let on_disk = if fs::metadata(&plain).is_ok() || fs::metadata(&via_root).is_ok() { OnDisk::Replaced } else { OnDisk::Deleted };
+    pins.insert((line.dev, line.inode), Pinned { _file: file, fd_path: fd_path.clone(), display: line.path.clone(), on_disk });
     fd_path
 }
 
@@ -541,10 +432,7 @@ pub fn exe_file(pid: u32) -> Option<PathBuf> {
 pub fn mapped_file_base_name(path: &Path) -> String {
     let (name, _) = mapped_file_name(path);
     let shown = Path::new(&name);
-    shown
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| shown.display().to_string())
+    shown.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| shown.display().to_string())
 }
 
 /// The executable of `pid` as a path to the file it runs (see
@@ -553,9 +441,7 @@ pub fn mapped_file_base_name(path: &Path) -> String {
 pub fn executable_file(pid: u32, maps: &MapsSnapshot) -> Option<PathBuf> {
     use std::os::unix::fs::MetadataExt as _;
     let exe = fs::metadata(format!("/proc/{pid}/exe")).ok()?;
-    maps.iter()
-        .find(|m| fs::metadata(&m.path).is_ok_and(|f| f.dev() == exe.dev() && f.ino() == exe.ino()))
-        .map(|m| m.path.clone())
+    maps.iter().find(|m| fs::metadata(&m.path).is_ok_and(|f| f.dev() == exe.dev() && f.ino() == exe.ino())).map(|m| m.path.clone())
 }
 
 /// User + system CPU seconds the process has used, from `/proc/PID/stat`.
@@ -615,11 +501,7 @@ mod tests {
         let own = std::process::id();
         let e = describe(own).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Usage);
-        assert!(
-            e.message.contains("perf-audit-agent itself"),
-            "{}",
-            e.message
-        );
+        assert!(e.message.contains("perf-audit-agent itself"), "{}", e.message);
         // A thread of the agent has its own /proc entry: refused too.
         let (tx, rx) = std::sync::mpsc::channel();
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
@@ -637,16 +519,11 @@ mod tests {
 
     /// Starts `sh -c script` and returns it with its ExecWatch.
     fn watched(script: &str) -> (std::process::Child, ExecWatch) {
-        let child = Command::new("/bin/sh")
-            .args(["-c", script])
-            .spawn()
-            .unwrap();
+        let child = Command::new("/bin/sh").args(["-c", script]).spawn().unwrap();
         // /proc/PID/exe is the shell once the fork has exec'd it.
         let start = std::time::Instant::now();
         loop {
-            if let Some(w) = ExecWatch::new(child.id()).filter(|w| {
-                w.exe().ends_with("sh") || w.exe().ends_with("dash") || w.exe().ends_with("bash")
-            }) {
+            if let Some(w) = ExecWatch::new(child.id()).filter(|w| w.exe().ends_with("sh") || w.exe().ends_with("dash") || w.exe().ends_with("bash")) {
                 return (child, w);
             }
             assert!(start.elapsed().as_secs() < 5, "the shell did not start");
@@ -656,16 +533,9 @@ mod tests {
 
     #[test]
     fn an_exec_is_noticed_to_another_program_and_to_the_same_one() {
-        for (script, same) in [
-            ("sleep 0.4; exec sleep 5", false),
-            ("sleep 0.4; exec /bin/sh -c 'sleep 5'", true),
-        ] {
+        for (script, same) in [("sleep 0.4; exec sleep 5", false), ("sleep 0.4; exec /bin/sh -c 'sleep 5'", true)] {
             let (mut child, watch) = watched(script);
-            assert_eq!(
-                watch.exec_since(child.id()),
-                None,
-                "{script}: nothing happened yet"
-            );
+            assert_eq!(watch.exec_since(child.id()), None, "{script}: nothing happened yet");
             std::thread::sleep(std::time::Duration::from_millis(1200));
             let after = watch.exec_since(child.id());
             let _ = child.kill();
@@ -709,19 +579,8 @@ mod tests {
                     bad line\n7f2000000000-7f2000001000 r-xp zz 08:01 4 /x\n";
         let lines = parse_maps_lines(text);
         assert_eq!(lines.len(), 2);
-        assert_eq!(
-            (
-                lines[0].dev,
-                lines[0].inode,
-                lines[0].deleted,
-                lines[0].path.as_str()
-            ),
-            (libc::makedev(0xfd, 1), 1234, true, "/app/svc")
-        );
-        assert_eq!(
-            (lines[1].path.as_str(), lines[1].deleted),
-            ("/usr/lib/with space/libc.so.6", false)
-        );
+        assert_eq!((lines[0].dev, lines[0].inode, lines[0].deleted, lines[0].path.as_str()), (libc::makedev(0xfd, 1), 1234, true, "/app/svc"));
+        assert_eq!((lines[1].path.as_str(), lines[1].deleted), ("/usr/lib/with space/libc.so.6", false));
     }
 
     /// A binary replaced on disk by a rename (a deploy) while it runs: its
@@ -742,10 +601,7 @@ mod tests {
         let exe = executable_file(pid, &maps).expect("the executable's mapping");
         assert!(exe.starts_with("/proc/self/fd/"), "{exe:?}");
         assert_eq!(fs::read(&exe).unwrap(), fs::read("/bin/sleep").unwrap());
-        assert_eq!(
-            mapped_file_name(&exe),
-            (bin.display().to_string(), Some(OnDisk::Replaced))
-        );
+        assert_eq!(mapped_file_name(&exe), (bin.display().to_string(), Some(OnDisk::Replaced)));
         child.kill().unwrap();
         child.wait().unwrap();
         // Still readable after the process is gone.

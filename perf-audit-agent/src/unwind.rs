@@ -71,10 +71,7 @@ impl ObjectTables {
             let (offset, size) = s.file_range()?;
             Some((
                 s.address()..s.address() + s.size(),
-                SharedBytes {
-                    map: map.clone(),
-                    range: offset as usize..(offset + size) as usize,
-                },
+                SharedBytes { map: map.clone(), range: offset as usize..(offset + size) as usize },
             ))
         };
         let key = match elf.build_id().ok().flatten() {
@@ -94,10 +91,9 @@ impl ObjectTables {
         let eh_frame_hdr = section(".eh_frame_hdr");
         let debug_frame = section(".debug_frame").map(|(_, b)| b);
         let debug_frame_only = match (&eh_frame_hdr, &debug_frame) {
-            (Some((hdr_range, hdr)), Some(debug)) => debug_frame_only_ranges(
-                &crate::debuginfo::eh_frame_hdr_starts(hdr_range.start, hdr),
-                &debug_frame_fdes(debug),
-            ),
+            (Some((hdr_range, hdr)), Some(debug)) => {
+                debug_frame_only_ranges(&crate::debuginfo::eh_frame_hdr_starts(hdr_range.start, hdr), &debug_frame_fdes(debug))
+            }
             _ => Vec::new(),
         };
         let tables = ObjectTables {
@@ -115,15 +111,10 @@ impl ObjectTables {
     /// Whether an unwinder holds a module built from these tables: the
     /// mapping has more owners than these tables' own fields.
     fn in_use(&self) -> bool {
-        let own = 1 + [
-            self.eh_frame.is_some(),
-            self.eh_frame_hdr.is_some(),
-            self.debug_frame.is_some(),
-            self.text.is_some(),
-        ]
-        .iter()
-        .filter(|b| **b)
-        .count();
+        let own = 1 + [self.eh_frame.is_some(), self.eh_frame_hdr.is_some(), self.debug_frame.is_some(), self.text.is_some()]
+            .iter()
+            .filter(|b| **b)
+            .count();
         Arc::strong_count(&self.map) > own
     }
 
@@ -137,11 +128,7 @@ impl ObjectTables {
             .segments
             .iter()
             .find(|(off, _, _)| off & !(PAGE - 1) == mapping.offset)
-            .or_else(|| {
-                self.segments
-                    .iter()
-                    .find(|(off, _, size)| (*off..off + size).contains(&mapping.offset))
-            })?;
+            .or_else(|| self.segments.iter().find(|(off, _, size)| (*off..off + size).contains(&mapping.offset)))?;
         let vaddr = seg_vaddr.checked_sub(seg_offset - mapping.offset.min(*seg_offset))?;
         Some(mapping.start.wrapping_sub(vaddr))
     }
@@ -150,22 +137,14 @@ impl ObjectTables {
     /// described in `.debug_frame` only) the mapping cut into pieces, those
     /// pieces reading `.debug_frame` and the rest `.eh_frame`.
     fn modules(&self, name: String, mapping: &Mapping) -> Vec<Module<SharedBytes>> {
-        let Some(bias) = self.bias(mapping) else {
-            return Vec::new();
-        };
+        let Some(bias) = self.bias(mapping) else { return Vec::new() };
         if self.debug_frame_only.is_empty() {
-            return self
-                .module(name, mapping.start..mapping.end, bias, true)
-                .into_iter()
-                .collect();
+            return self.module(name, mapping.start..mapping.end, bias, true).into_iter().collect();
         }
         let mut modules = Vec::new();
         let mut at = mapping.start;
         for range in &self.debug_frame_only {
-            let (start, end) = (
-                range.start.wrapping_add(bias).max(mapping.start),
-                range.end.wrapping_add(bias).min(mapping.end),
-            );
+            let (start, end) = (range.start.wrapping_add(bias).max(mapping.start), range.end.wrapping_add(bias).min(mapping.end));
             if start >= end || start < at {
                 continue;
             }
@@ -181,13 +160,7 @@ impl ObjectTables {
         modules
     }
 
-    fn module(
-        &self,
-        name: String,
-        avma: Range<u64>,
-        bias: u64,
-        eh_frame: bool,
-    ) -> Option<Module<SharedBytes>> {
+    fn module(&self, name: String, avma: Range<u64>, bias: u64, eh_frame: bool) -> Option<Module<SharedBytes>> {
         if self.eh_frame.is_none() && self.debug_frame.is_none() {
             return None;
         }
@@ -215,14 +188,8 @@ impl ObjectTables {
 /// The (start, end) address of every FDE of a `.debug_frame` section
 /// (32-bit DWARF, 8-byte addresses: what x86-64 toolchains write).
 fn debug_frame_fdes(data: &[u8]) -> Vec<(u64, u64)> {
-    let u32_at = |i: usize| {
-        data.get(i..i + 4)
-            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
-    };
-    let u64_at = |i: usize| {
-        data.get(i..i + 8)
-            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
-    };
+    let u32_at = |i: usize| data.get(i..i + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
+    let u64_at = |i: usize| data.get(i..i + 8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
     let mut fdes = Vec::new();
     let mut i = 0;
     while let Some(length) = u32_at(i) {
@@ -246,17 +213,13 @@ fn debug_frame_fdes(data: &[u8]) -> Vec<(u64, u64)> {
 /// start is no `.eh_frame_hdr` entry), merged across stretches with no
 /// `.eh_frame` function between them.
 fn debug_frame_only_ranges(eh_starts: &[u64], debug_fdes: &[(u64, u64)]) -> Vec<Range<u64>> {
-    let mut only: Vec<(u64, u64)> = debug_fdes
-        .iter()
-        .copied()
-        .filter(|(start, _)| eh_starts.binary_search(start).is_err())
-        .collect();
+    let mut only: Vec<(u64, u64)> =
+        debug_fdes.iter().copied().filter(|(start, _)| eh_starts.binary_search(start).is_err()).collect();
     only.sort_unstable();
     let mut merged: Vec<Range<u64>> = Vec::new();
     for (start, end) in only {
         if let Some(last) = merged.last_mut() {
-            let eh_between = eh_starts.partition_point(|s| *s < last.end)
-                < eh_starts.partition_point(|s| *s < start);
+            let eh_between = eh_starts.partition_point(|s| *s < last.end) < eh_starts.partition_point(|s| *s < start);
             if !eh_between && start >= last.start {
                 last.end = last.end.max(end);
                 continue;
@@ -290,20 +253,14 @@ pub struct TableCache {
 impl TableCache {
     fn tables(&mut self, path: &Path) -> Option<Arc<ObjectTables>> {
         let meta = std::fs::metadata(path).ok();
-        let identity = (
-            path.to_path_buf(),
-            meta.as_ref().map_or(0, |m| m.len()),
-            meta.as_ref().and_then(|m| m.modified().ok()),
-        );
+        let identity =
+            (path.to_path_buf(), meta.as_ref().map_or(0, |m| m.len()), meta.as_ref().and_then(|m| m.modified().ok()));
         if let Some(known) = self.by_path.get(&identity) {
             return known.clone();
         }
         let loaded = ObjectTables::load(path).map(|(key, tables)| {
             *self.parses.entry(path.to_path_buf()).or_default() += 1;
-            self.by_key
-                .entry(key)
-                .or_insert_with(|| Arc::new(tables))
-                .clone()
+            self.by_key.entry(key).or_insert_with(|| Arc::new(tables)).clone()
         });
         self.by_path.insert(identity, loaded.clone());
         loaded
@@ -333,20 +290,14 @@ impl TableCache {
     /// short-lived processes (compilers, scripts) would otherwise keep
     /// their binaries mapped until the cache's size limit.
     pub fn evict_unused(&mut self) -> usize {
-        let unused: std::collections::HashSet<*const ObjectTables> = self
-            .by_key
-            .values()
-            .filter(|t| !t.in_use())
-            .map(Arc::as_ptr)
-            .collect();
+        let unused: std::collections::HashSet<*const ObjectTables> =
+            self.by_key.values().filter(|t| !t.in_use()).map(Arc::as_ptr).collect();
         if unused.is_empty() {
             return 0;
         }
         self.by_key.retain(|_, t| !unused.contains(&Arc::as_ptr(t)));
-        self.by_path
-            .retain(|_, t| t.as_ref().is_none_or(|t| !unused.contains(&Arc::as_ptr(t))));
-        let paths: std::collections::HashSet<&PathBuf> =
-            self.by_path.keys().map(|(p, _, _)| p).collect();
+        self.by_path.retain(|_, t| t.as_ref().is_none_or(|t| !unused.contains(&Arc::as_ptr(t))));
+        let paths: std::collections::HashSet<&PathBuf> = self.by_path.keys().map(|(p, _, _)| p).collect();
         self.parses.retain(|p, _| paths.contains(p));
         unused.len()
     }
@@ -362,13 +313,7 @@ impl TableCache {
         for tables in self.by_key.values() {
             // SAFETY: a private read-only file mapping: after DONTNEED its
             // pages are read again from the file, so no data is lost.
-            if unsafe {
-                tables
-                    .map
-                    .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
-            }
-            .is_ok()
-            {
+            if unsafe { tables.map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) }.is_ok() {
                 bytes += tables.map.len();
             }
         }
@@ -407,17 +352,13 @@ impl Unwinding {
         regs: (u64, u64, u64),
         stack: &[u8],
     ) -> (Vec<u64>, UnwindEnd) {
-        self.process
-            .unwind_copied(&mut self.tables, maps, pid, refreshed, regs, stack)
+        self.process.unwind_copied(&mut self.tables, maps, pid, refreshed, regs, stack)
     }
 }
 
 impl SharedUnwinder {
     pub fn new(pid: u32) -> SharedUnwinder {
-        SharedUnwinder {
-            pid,
-            inner: Default::default(),
-        }
+        SharedUnwinder { pid, inner: Default::default() }
     }
 
     /// The process whose stacks this unwinds.
@@ -495,10 +436,7 @@ impl ProcessUnwinder {
 
     /// Whether `addr` lies in a mapping whose tables were loaded.
     pub fn has_tables_for(&self, addr: u64) -> bool {
-        self.code
-            .range(..=addr)
-            .next_back()
-            .is_some_and(|(_, &end)| addr < end)
+        self.code.range(..=addr).next_back().is_some_and(|(_, &end)| addr < end)
     }
 
     /// Adds modules for mappings not seen before.
@@ -507,15 +445,8 @@ impl ProcessUnwinder {
             if !self.added.insert(mapping.start) {
                 continue;
             }
-            let name = mapping
-                .path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let modules = tables
-                .tables(&mapping.path)
-                .map(|t| t.modules(name, mapping))
-                .unwrap_or_default();
+            let name = mapping.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let modules = tables.tables(&mapping.path).map(|t| t.modules(name, mapping)).unwrap_or_default();
             if modules.is_empty() {
                 self.without_tables += 1;
             }
@@ -568,9 +499,7 @@ impl ProcessUnwinder {
         if is_uprobe_trampoline(ip) {
             for words in (0..3u64).rev() {
                 let slot = (words * 8) as usize;
-                let Some(ret) = stack
-                    .get(slot..slot + 8)
-                    .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+                let Some(ret) = stack.get(slot..slot + 8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
                 else {
                     continue;
                 };
@@ -605,18 +534,11 @@ impl ProcessUnwinder {
     fn walk(&mut self, ip: u64, sp: u64, bp: u64, stack: &[u8]) -> (Vec<u64>, UnwindEnd) {
         let mut read_stack = |addr: u64| -> Result<u64, ()> {
             let offset = addr.checked_sub(sp).ok_or(())? as usize;
-            let bytes = stack
-                .get(offset..offset.checked_add(8).ok_or(())?)
-                .ok_or(())?;
+            let bytes = stack.get(offset..offset.checked_add(8).ok_or(())?).ok_or(())?;
             Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| ())?))
         };
         let mut frames = Vec::with_capacity(32);
-        let mut iter = self.unwinder.iter_frames(
-            ip,
-            UnwindRegsX86_64::new(ip, sp, bp),
-            &mut self.cache,
-            &mut read_stack,
-        );
+        let mut iter = self.unwinder.iter_frames(ip, UnwindRegsX86_64::new(ip, sp, bp), &mut self.cache, &mut read_stack);
         let end = loop {
             match iter.next() {
                 Ok(Some(FrameAddress::InstructionPointer(addr))) => frames.push(addr),
@@ -641,9 +563,7 @@ impl ProcessUnwinder {
 pub fn frame_pointer_walk(ip: u64, sp: u64, bp: u64, stack: &[u8]) -> (Vec<u64>, UnwindEnd) {
     let word = |addr: u64| -> Option<u64> {
         let offset = usize::try_from(addr.checked_sub(sp)?).ok()?;
-        Some(u64::from_le_bytes(
-            stack.get(offset..offset.checked_add(8)?)?.try_into().ok()?,
-        ))
+        Some(u64::from_le_bytes(stack.get(offset..offset.checked_add(8)?)?.try_into().ok()?))
     };
     let mut frames = vec![ip];
     let mut bp = bp;
@@ -679,22 +599,12 @@ pub fn is_uprobe_trampoline(ip: u64) -> bool {
 /// `false` (unwinding from `.eh_frame` is the safe choice then).
 pub fn has_frame_pointers(exe: &Path) -> bool {
     use object::ObjectSymbol as _;
-    let Ok(file) = crate::safe_file::open_regular(exe) else {
-        return false;
-    };
+    let Ok(file) = crate::safe_file::open_regular(exe) else { return false };
     // SAFETY: read-only mapping, as above.
-    let Ok(map) = (unsafe { memmap2::Mmap::map(&file) }) else {
-        return false;
-    };
-    let Ok(elf) = object::File::parse(&map[..]) else {
-        return false;
-    };
-    let Some(text) = elf.section_by_name(".text") else {
-        return false;
-    };
-    let Ok(text_data) = text.data() else {
-        return false;
-    };
+    let Ok(map) = (unsafe { memmap2::Mmap::map(&file) }) else { return false };
+    let Ok(elf) = object::File::parse(&map[..]) else { return false };
+    let Some(text) = elf.section_by_name(".text") else { return false };
+    let Ok(text_data) = text.data() else { return false };
     let (mut checked, mut with_fp) = (0u32, 0u32);
     for sym in elf.symbols() {
         if sym.kind() != object::SymbolKind::Text || sym.size() < 16 {
@@ -704,15 +614,9 @@ pub fn has_frame_pointers(exe: &Path) -> bool {
         if is_precompiled_runtime(name) {
             continue;
         }
-        let Some(start) = sym.address().checked_sub(text.address()) else {
-            continue;
-        };
-        let Some(code) = text_data.get(start as usize..) else {
-            continue;
-        };
-        let code = code
-            .strip_prefix(&[0xf3, 0x0f, 0x1e, 0xfa][..])
-            .unwrap_or(code); // endbr64
+        let Some(start) = sym.address().checked_sub(text.address()) else { continue };
+        let Some(code) = text_data.get(start as usize..) else { continue };
+        let code = code.strip_prefix(&[0xf3, 0x0f, 0x1e, 0xfa][..]).unwrap_or(code); // endbr64
         checked += 1;
         if code.starts_with(&[0x55, 0x48, 0x89, 0xe5]) {
             with_fp += 1;
@@ -731,23 +635,8 @@ pub fn has_frame_pointers(exe: &Path) -> bool {
 /// is skipped too; what remains is certainly compiled with the user's flags.
 fn is_precompiled_runtime(symbol: &str) -> bool {
     const STD_CRATES: &[&str] = &[
-        "std",
-        "core",
-        "alloc",
-        "hashbrown",
-        "addr2line",
-        "gimli",
-        "miniz_oxide",
-        "object",
-        "rustc_demangle",
-        "std_detect",
-        "adler",
-        "adler2",
-        "panic_unwind",
-        "panic_abort",
-        "compiler_builtins",
-        "memchr",
-        "unwind",
+        "std", "core", "alloc", "hashbrown", "addr2line", "gimli", "miniz_oxide", "object", "rustc_demangle",
+        "std_detect", "adler", "adler2", "panic_unwind", "panic_abort", "compiler_builtins", "memchr", "unwind",
         "__rustc",
     ];
     let Ok(demangled) = rustc_demangle::try_demangle(symbol) else {
@@ -772,12 +661,7 @@ mod tests {
         let stack_end = maps_text
             .lines()
             .filter_map(|l| l.split_whitespace().next()?.split_once('-'))
-            .map(|(a, b)| {
-                (
-                    u64::from_str_radix(a, 16).unwrap(),
-                    u64::from_str_radix(b, 16).unwrap(),
-                )
-            })
+            .map(|(a, b)| (u64::from_str_radix(a, 16).unwrap(), u64::from_str_radix(b, 16).unwrap()))
             .find(|(a, b)| (*a..*b).contains(&sp))
             .map(|(_, b)| b)
             .expect("sp is in a mapping");
@@ -808,10 +692,7 @@ mod tests {
         assert_eq!(end, UnwindEnd::Root, "stopped early: {frames:x?}");
         // Every return address lies in an executable mapping of ours.
         for f in &frames {
-            assert!(
-                maps.find(*f).is_some() || maps.find(f - 1).is_some(),
-                "{f:#x} is not code"
-            );
+            assert!(maps.find(*f).is_some() || maps.find(f - 1).is_some(), "{f:#x} is not code");
         }
     }
 
@@ -824,12 +705,7 @@ mod tests {
         cpu.warm_up(&maps);
         memory.warm_up(&maps);
         let parses = memory.table_parses();
-        assert!(
-            parses
-                .iter()
-                .any(|(path, _)| maps.iter().any(|m| &m.path == path)),
-            "{parses:?}"
-        );
+        assert!(parses.iter().any(|(path, _)| maps.iter().any(|m| &m.path == path)), "{parses:?}");
         assert!(parses.iter().all(|(_, n)| *n == 1), "{parses:?}");
     }
 
@@ -847,10 +723,7 @@ mod tests {
         // trampoline, which pushed rax (holding the return address the
         // kernel wrote back), rcx and r11, and made its syscall.
         let trampoline = 0x7fff_ffff_e00d;
-        let mut pushed: Vec<u8> = [0x246u64, 0, ip]
-            .iter()
-            .flat_map(|w| w.to_le_bytes())
-            .collect();
+        let mut pushed: Vec<u8> = [0x246u64, 0, ip].iter().flat_map(|w| w.to_le_bytes()).collect();
         pushed.extend_from_slice(&stack);
         let (frames, end) = unwinder.unwind(trampoline, sp - 24, bp, &pushed);
         assert_eq!(end, UnwindEnd::Root);
@@ -871,27 +744,13 @@ mod tests {
             data.extend_from_slice(&start.to_le_bytes());
             data.extend_from_slice(&len.to_le_bytes());
         }
-        assert_eq!(
-            debug_frame_fdes(&data),
-            vec![(0x1000, 0x1040), (0x2000, 0x2080)]
-        );
+        assert_eq!(debug_frame_fdes(&data), vec![(0x1000, 0x1040), (0x2000, 0x2080)]);
         // Rust code (.eh_frame) at 0x500 and 0x3000: the two C functions
         // have no .eh_frame function between them, one range.
-        let fdes = [
-            (0x500, 0x600),
-            (0x1000, 0x1040),
-            (0x2000, 0x2080),
-            (0x3000, 0x3100),
-        ];
-        assert_eq!(
-            debug_frame_only_ranges(&[0x500, 0x3000], &fdes),
-            vec![0x1000..0x2080]
-        );
+        let fdes = [(0x500, 0x600), (0x1000, 0x1040), (0x2000, 0x2080), (0x3000, 0x3100)];
+        assert_eq!(debug_frame_only_ranges(&[0x500, 0x3000], &fdes), vec![0x1000..0x2080]);
         // One between them: two ranges.
-        assert_eq!(
-            debug_frame_only_ranges(&[0x500, 0x1800, 0x3000], &fdes),
-            vec![0x1000..0x1040, 0x2000..0x2080]
-        );
+        assert_eq!(debug_frame_only_ranges(&[0x500, 0x1800, 0x3000], &fdes), vec![0x1000..0x1040, 0x2000..0x2080]);
     }
 
     #[test]
@@ -906,45 +765,23 @@ mod tests {
             eh_frame_hdr: None,
             debug_frame: None,
             text: None,
-            segments: vec![
-                (0, 0, 0x18240),
-                (0x18240, 0x19240, 0x44510),
-                (0x5c750, 0x5e750, 0x2ec8),
-            ],
+            segments: vec![(0, 0, 0x18240), (0x18240, 0x19240, 0x44510), (0x5c750, 0x5e750, 0x2ec8)],
             debug_frame_only: Vec::new(),
         };
-        let mapping = Mapping {
-            start: 0x55e1_49e8_8000,
-            end: 0x55e1_49ec_d000,
-            offset: 0x18000,
-            path: "/x".into(),
-        };
+        let mapping = Mapping { start: 0x55e1_49e8_8000, end: 0x55e1_49ec_d000, offset: 0x18000, path: "/x".into() };
         assert_eq!(tables.bias(&mapping), Some(0x55e1_49e8_8000 - 0x19000));
-        let first = Mapping {
-            start: 0x55e1_49e6_f000,
-            end: 0x55e1_49e8_8000,
-            offset: 0,
-            path: "/x".into(),
-        };
+        let first = Mapping { start: 0x55e1_49e6_f000, end: 0x55e1_49e8_8000, offset: 0, path: "/x".into() };
         assert_eq!(tables.bias(&first), Some(0x55e1_49e6_f000));
     }
 
     #[test]
     fn std_symbols_are_not_counted_for_frame_pointer_detection() {
-        assert!(is_precompiled_runtime(
-            "_ZN3std2rt19lang_start_internal17h0123456789abcdefE"
-        ));
-        assert!(is_precompiled_runtime(
-            "_ZN4core3fmt5write17h0123456789abcdefE"
-        ));
+        assert!(is_precompiled_runtime("_ZN3std2rt19lang_start_internal17h0123456789abcdefE"));
+        assert!(is_precompiled_runtime("_ZN4core3fmt5write17h0123456789abcdefE"));
         assert!(is_precompiled_runtime("memcpy"));
-        assert!(!is_precompiled_runtime(
-            "_ZN12unwind_chain3hot17h0123456789abcdefE"
-        ));
+        assert!(!is_precompiled_runtime("_ZN12unwind_chain3hot17h0123456789abcdefE"));
         // `<&str as core::fmt::Display>::fmt`, instantiated in std.
-        assert!(is_precompiled_runtime(
-            "_RNvXs1i_NtCsgEmfK2I1SDS_4core3fmtReNtB6_7Display3fmtCsjrHSEGnQ3l9_3std"
-        ));
+        assert!(is_precompiled_runtime("_RNvXs1i_NtCsgEmfK2I1SDS_4core3fmtReNtB6_7Display3fmtCsjrHSEGnQ3l9_3std"));
     }
 
     #[test]
@@ -960,22 +797,13 @@ mod tests {
         put(0x1018, 0xaaaa);
         put(0x1030, 0);
         put(0x1038, 0xbbbb);
-        assert_eq!(
-            frame_pointer_walk(0x4444, sp, 0x1010, &stack),
-            (vec![0x4444, 0xaaaa, 0xbbbb], UnwindEnd::Root)
-        );
+        assert_eq!(frame_pointer_walk(0x4444, sp, 0x1010, &stack), (vec![0x4444, 0xaaaa, 0xbbbb], UnwindEnd::Root));
         // A frame pointer outside the copy stops the walk early.
-        assert_eq!(
-            frame_pointer_walk(0x4444, sp, 0x9000, &stack),
-            (vec![0x4444], UnwindEnd::Truncated)
-        );
+        assert_eq!(frame_pointer_walk(0x4444, sp, 0x9000, &stack), (vec![0x4444], UnwindEnd::Truncated));
         // A chain that does not move up the stack is cut.
         let mut looping = stack.clone();
         looping[0x10..0x18].copy_from_slice(&0x1010u64.to_le_bytes());
-        assert_eq!(
-            frame_pointer_walk(0x4444, sp, 0x1010, &looping).1,
-            UnwindEnd::Truncated
-        );
+        assert_eq!(frame_pointer_walk(0x4444, sp, 0x1010, &looping).1, UnwindEnd::Truncated);
     }
 
     #[test]

@@ -13,10 +13,7 @@ use std::{
 };
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
 }
 
 fn cargo() -> Command {
@@ -24,16 +21,8 @@ fn cargo() -> Command {
 }
 
 fn run_build(mut cmd: Command, what: &str) {
-    let out = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run cargo to build {what}: {e}"));
-    assert!(
-        out.status.success(),
-        "building {what} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).output().unwrap_or_else(|e| panic!("cannot run cargo to build {what}: {e}"));
+    assert!(out.status.success(), "building {what} failed:\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// The agent binary, built (or confirmed fresh) once per test process.
@@ -41,13 +30,7 @@ pub fn agent_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let mut cmd = cargo();
-        cmd.current_dir(workspace_root()).args([
-            "build",
-            "-p",
-            "perf-audit-agent",
-            "--bin",
-            "perf-audit-agent",
-        ]);
+        cmd.current_dir(workspace_root()).args(["build", "-p", "perf-audit-agent", "--bin", "perf-audit-agent"]);
         run_build(cmd, "perf-audit-agent");
         workspace_root().join("target/debug/perf-audit-agent")
     })
@@ -105,27 +88,17 @@ pub fn fixture(name: &str, build: Build) -> PathBuf {
         Build::OwnWorkspace => dir.join(format!("target/{name}")),
     };
     let mut cmd = cargo();
-    cmd.current_dir(if build == Build::OwnWorkspace {
-        dir.join(name)
-    } else {
-        dir.clone()
-    })
-    .args(["build", "--release", "-p", name])
-    .arg("--target-dir")
-    .arg(&target_dir);
+    cmd.current_dir(if build == Build::OwnWorkspace { dir.join(name) } else { dir.clone() }).args(["build", "--release", "-p", name]).arg("--target-dir").arg(&target_dir);
     // Never inherit the outer build's flags: the fixture must be built
     // exactly as the test says.
-    cmd.env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_RUSTFLAGS");
+    cmd.env_remove("RUSTFLAGS").env_remove("CARGO_ENCODED_RUSTFLAGS").env_remove("CARGO_BUILD_RUSTFLAGS");
     match build {
         Build::Release => {}
         Build::ReleaseFramePointers => {
             cmd.env("RUSTFLAGS", "-C force-frame-pointers=yes");
         }
         Build::ReleaseTokioConsole => {
-            cmd.env("RUSTFLAGS", "--cfg tokio_unstable")
-                .args(["--features", "console"]);
+            cmd.env("RUSTFLAGS", "--cfg tokio_unstable").args(["--features", "console"]);
         }
         Build::ReleaseWithFeature(feature) => {
             cmd.args(["--features", feature]);
@@ -139,8 +112,7 @@ pub fn fixture(name: &str, build: Build) -> PathBuf {
             cmd.env("CARGO_PROFILE_RELEASE_DEBUG", "false");
         }
         Build::ReleaseStripped => {
-            cmd.env("CARGO_PROFILE_RELEASE_DEBUG", "false")
-                .env("CARGO_PROFILE_RELEASE_STRIP", "true");
+            cmd.env("CARGO_PROFILE_RELEASE_DEBUG", "false").env("CARGO_PROFILE_RELEASE_STRIP", "true");
         }
         Build::ReleaseSplitDebugInfoPacked => {
             cmd.env("CARGO_PROFILE_RELEASE_SPLIT_DEBUGINFO", "packed");
@@ -172,43 +144,21 @@ pub enum DebugFileLayout {
 /// Returns the stripped binary.
 pub fn split_debug_info(bin: &Path, dir: &Path, layout: DebugFileLayout) -> PathBuf {
     let objcopy = |args: &[&std::ffi::OsStr]| {
-        let out = Command::new("objcopy")
-            .args(args)
-            .output()
-            .expect("objcopy (binutils) is installed");
-        assert!(
-            out.status.success(),
-            "objcopy {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = Command::new("objcopy").args(args).output().expect("objcopy (binutils) is installed");
+        assert!(out.status.success(), "objcopy {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
     let name = bin.file_name().expect("a file name");
     let stripped = dir.join(name);
     std::fs::copy(bin, &stripped).expect("copy the binary");
     let debug = dir.join(format!("{}.debug", name.to_string_lossy()));
-    objcopy(&[
-        "--only-keep-debug".as_ref(),
-        stripped.as_os_str(),
-        debug.as_os_str(),
-    ]);
+    objcopy(&["--only-keep-debug".as_ref(), stripped.as_os_str(), debug.as_os_str()]);
     match layout {
         DebugFileLayout::BuildId => {
             objcopy(&["--strip-all".as_ref(), stripped.as_os_str()]);
-            let notes = Command::new("readelf")
-                .arg("-n")
-                .arg(&stripped)
-                .output()
-                .expect("readelf");
+            let notes = Command::new("readelf").arg("-n").arg(&stripped).output().expect("readelf");
             let notes = String::from_utf8_lossy(&notes.stdout);
-            let id = notes
-                .lines()
-                .find_map(|l| l.trim().strip_prefix("Build ID: "))
-                .expect("the binary has a build-id")
-                .trim();
-            let target = dir
-                .join("debug/.build-id")
-                .join(&id[..2])
-                .join(format!("{}.debug", &id[2..]));
+            let id = notes.lines().find_map(|l| l.trim().strip_prefix("Build ID: ")).expect("the binary has a build-id").trim();
+            let target = dir.join("debug/.build-id").join(&id[..2]).join(format!("{}.debug", &id[2..]));
             std::fs::create_dir_all(target.parent().unwrap()).unwrap();
             std::fs::rename(&debug, &target).unwrap();
         }
@@ -270,18 +220,12 @@ impl AgentRun {
     }
 
     pub fn assert_success(&self) {
-        assert!(
-            self.output.status.success(),
-            "agent failed ({}):\n{}",
-            self.code(),
-            self.stderr()
-        );
+        assert!(self.output.status.success(), "agent failed ({}):\n{}", self.code(), self.stderr());
     }
 
     pub fn report(&self) -> serde_json::Value {
         let path = self.out_dir.join("report.json");
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e}\n{}", path.display(), self.stderr()));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}\n{}", path.display(), self.stderr()));
         serde_json::from_str(&text).expect("report.json is JSON")
     }
 
@@ -300,11 +244,7 @@ pub fn run_agent_with_env(args: &[&str], env: &[(&str, &str)]) -> AgentRun {
     let tmp = tempfile::tempdir().expect("tempdir");
     let out_dir = tmp.path().join("out");
     let start = Instant::now();
-    let mut full: Vec<String> = vec![
-        "--quiet".into(),
-        "--out".into(),
-        out_dir.display().to_string(),
-    ];
+    let mut full: Vec<String> = vec!["--quiet".into(), "--out".into(), out_dir.display().to_string()];
     let (before, after) = match args.iter().position(|a| *a == "--") {
         Some(i) => (&args[..i], &args[i..]),
         None => (args, &[][..]),
@@ -317,12 +257,7 @@ pub fn run_agent_with_env(args: &[&str], env: &[(&str, &str)]) -> AgentRun {
         .stdin(Stdio::null())
         .output()
         .expect("run agent");
-    AgentRun {
-        output,
-        out_dir,
-        elapsed: start.elapsed(),
-        _tmp: tmp,
-    }
+    AgentRun { output, out_dir, elapsed: start.elapsed(), _tmp: tmp }
 }
 
 /// A copy of `program` under a name no other process has, so that name
@@ -340,12 +275,7 @@ pub fn hotspots(report: &serde_json::Value) -> Vec<(String, f64)> {
         .as_array()
         .expect("cpu.hotspots is an array")
         .iter()
-        .map(|h| {
-            (
-                h["function"].as_str().unwrap_or_default().to_string(),
-                h["self_pct"].as_f64().unwrap_or(0.0),
-            )
-        })
+        .map(|h| (h["function"].as_str().unwrap_or_default().to_string(), h["self_pct"].as_f64().unwrap_or(0.0)))
         .collect()
 }
 
@@ -357,9 +287,7 @@ pub fn demo_service_bin() -> PathBuf {
         let dir = workspace_root().join("examples/demo-service");
         let mut cmd = cargo();
         cmd.current_dir(&dir).args(["build", "--release"]);
-        cmd.env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .env_remove("CARGO_TARGET_DIR");
+        cmd.env_remove("RUSTFLAGS").env_remove("CARGO_ENCODED_RUSTFLAGS").env_remove("CARGO_TARGET_DIR");
         run_build(cmd, "the demo service");
         dir.join("target/release/demo-service")
     })
@@ -374,9 +302,7 @@ pub fn free_loopback_addr() -> String {
 
 /// The demo's load scenario pointed at `addr`, written into `dir`.
 pub fn demo_scenario(dir: &Path, addr: &str) -> PathBuf {
-    let template =
-        std::fs::read_to_string(workspace_root().join("examples/demo-service/scenario.toml"))
-            .expect("scenario.toml");
+    let template = std::fs::read_to_string(workspace_root().join("examples/demo-service/scenario.toml")).expect("scenario.toml");
     let path = dir.join("scenario.toml");
     std::fs::write(&path, template.replace("127.0.0.1:8080", addr)).expect("write scenario");
     path
@@ -426,34 +352,20 @@ impl Daemon {
         let (tx, rx) = std::sync::mpsc::channel();
         let sink = log.clone();
         std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let _ = tx.send(
-                        rest.split_whitespace()
-                            .next()
-                            .unwrap_or_default()
-                            .to_string(),
-                    );
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_string());
                 }
                 let mut l = sink.lock().unwrap();
                 l.push_str(&line);
                 l.push('\n');
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| {
-                let _ = child.kill();
-                panic!("the daemon did not start:\n{}", log.lock().unwrap())
-            });
-        Daemon {
-            child,
-            addr,
-            stderr: log,
-        }
+        let addr = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("the daemon did not start:\n{}", log.lock().unwrap())
+        });
+        Daemon { child, addr, stderr: log }
     }
 
     pub fn pid(&self) -> u32 {
@@ -486,15 +398,9 @@ impl Daemon {
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 use std::os::unix::process::ExitStatusExt as _;
-                return status
-                    .code()
-                    .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+                return status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "the daemon did not exit:\n{}",
-                self.stderr()
-            );
+            assert!(start.elapsed() < Duration::from_secs(30), "the daemon did not exit:\n{}", self.stderr());
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -522,17 +428,9 @@ impl Drop for Daemon {
 /// "debuginfo"`, what Cargo does when `debug = false`): the same code and
 /// symbol table without another build. Written to `dir`.
 pub fn symbols_only_copy(full: &Path, dir: &Path) -> PathBuf {
-    let name = full
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = full.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let out = dir.join(format!("{name}-symbols-only"));
-    let status = Command::new("objcopy")
-        .arg("--strip-debug")
-        .arg(full)
-        .arg(&out)
-        .status()
-        .expect("objcopy (binutils)");
+    let status = Command::new("objcopy").arg("--strip-debug").arg(full).arg(&out).status().expect("objcopy (binutils)");
     assert!(status.success(), "objcopy --strip-debug {}", full.display());
     out
 }
@@ -540,18 +438,10 @@ pub fn symbols_only_copy(full: &Path, dir: &Path) -> PathBuf {
 /// The lines of `fn fn_name(`'s body in the workspace file `source` (from
 /// its `fn` line to the first line that is `}` alone).
 pub fn fn_body_lines(source: &str, fn_name: &str) -> std::ops::RangeInclusive<u64> {
-    let src = std::fs::read_to_string(workspace_root().join(source))
-        .unwrap_or_else(|e| panic!("{source}: {e}"));
+    let src = std::fs::read_to_string(workspace_root().join(source)).unwrap_or_else(|e| panic!("{source}: {e}"));
     let lines: Vec<&str> = src.lines().collect();
-    let start = lines
-        .iter()
-        .position(|l| l.contains(&format!("fn {fn_name}(")))
-        .unwrap_or_else(|| panic!("fn {fn_name} in {source}"));
-    let end = start
-        + lines[start..]
-            .iter()
-            .position(|l| *l == "}")
-            .expect("end of fn");
+    let start = lines.iter().position(|l| l.contains(&format!("fn {fn_name}("))).unwrap_or_else(|| panic!("fn {fn_name} in {source}"));
+    let end = start + lines[start..].iter().position(|l| *l == "}").expect("end of fn");
     (start as u64 + 1)..=(end as u64 + 1)
 }
 
@@ -585,15 +475,8 @@ impl AuditingAgent {
             }
             seen.push_str(&line);
         }
-        assert!(
-            seen.contains("auditing"),
-            "the agent did not start:\n{seen}"
-        );
-        AuditingAgent {
-            child,
-            stderr,
-            seen,
-        }
+        assert!(seen.contains("auditing"), "the agent did not start:\n{seen}");
+        AuditingAgent { child, stderr, seen }
     }
 
     /// Waits for the audit's end; asserts it succeeded.
@@ -602,44 +485,23 @@ impl AuditingAgent {
         let mut rest = String::new();
         let _ = self.stderr.read_to_string(&mut rest);
         let status = self.child.wait().expect("wait for the agent");
-        assert!(
-            status.success(),
-            "agent failed: {status}\n{}{rest}",
-            self.seen
-        );
+        assert!(status.success(), "agent failed: {status}\n{}{rest}", self.seen);
     }
 }
 
 /// A plain HTTP/1.1 GET over loopback: (status, body).
 pub fn http_get(addr: &str, path: &str) -> (u16, Vec<u8>) {
     use std::io::{Read as _, Write as _};
-    let mut stream =
-        std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(400)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    let mut stream = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream.set_read_timeout(Some(Duration::from_secs(400))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).expect("read the response");
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a complete response");
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete response");
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("a status code");
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("a status code");
     let mut body = raw[split + 4..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
         body = dechunk(&body);
     }
     (status, body)
@@ -648,11 +510,8 @@ pub fn http_get(addr: &str, path: &str) -> (u16, Vec<u8>) {
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
-        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else {
-            return out;
-        };
-        let size =
-            usize::from_str_radix(std::str::from_utf8(&data[..eol]).unwrap().trim(), 16).unwrap();
+        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else { return out };
+        let size = usize::from_str_radix(std::str::from_utf8(&data[..eol]).unwrap().trim(), 16).unwrap();
         if size == 0 {
             return out;
         }
@@ -678,18 +537,12 @@ pub fn parse_prometheus(text: &str) -> Vec<Metric> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let (series, value) = line
-            .rsplit_once(' ')
-            .unwrap_or_else(|| panic!("no value: {line}"));
-        let value: f64 = value
-            .parse()
-            .unwrap_or_else(|_| panic!("bad value: {line}"));
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value: {line}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value: {line}"));
         let (name, labels) = match series.split_once('{') {
             None => (series.to_string(), Default::default()),
             Some((name, rest)) => {
-                let body = rest
-                    .strip_suffix('}')
-                    .unwrap_or_else(|| panic!("unclosed labels: {line}"));
+                let body = rest.strip_suffix('}').unwrap_or_else(|| panic!("unclosed labels: {line}"));
                 let mut labels = std::collections::BTreeMap::new();
                 let mut chars = body.chars().peekable();
                 while chars.peek().is_some() {
@@ -697,10 +550,7 @@ pub fn parse_prometheus(text: &str) -> Vec<Metric> {
                     assert_eq!(chars.next(), Some('"'), "label value not quoted: {line}");
                     let mut value = String::new();
                     loop {
-                        match chars
-                            .next()
-                            .unwrap_or_else(|| panic!("unterminated label: {line}"))
-                        {
+                        match chars.next().unwrap_or_else(|| panic!("unterminated label: {line}")) {
                             '\\' => match chars.next() {
                                 Some('n') => value.push('\n'),
                                 Some(c) => value.push(c),
@@ -718,16 +568,8 @@ pub fn parse_prometheus(text: &str) -> Vec<Metric> {
                 (name.to_string(), labels)
             }
         };
-        assert!(
-            name.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
-            "bad name: {line}"
-        );
-        out.push(Metric {
-            name,
-            labels,
-            value,
-        });
+        assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'), "bad name: {line}");
+        out.push(Metric { name, labels, value });
     }
     out
 }
@@ -736,12 +578,7 @@ pub fn parse_prometheus(text: &str) -> Vec<Metric> {
 pub fn metric(metrics: &[Metric], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     metrics
         .iter()
-        .find(|m| {
-            m.name == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| m.labels.get(*k).map(String::as_str) == Some(*v))
-        })
+        .find(|m| m.name == name && labels.iter().all(|(k, v)| m.labels.get(*k).map(String::as_str) == Some(*v)))
         .map(|m| m.value)
 }
 
@@ -817,9 +654,7 @@ impl DelayProxy {
                     Ok((client, _)) => {
                         let _ = client.set_nonblocking(false);
                         let _ = client.set_nodelay(true);
-                        let Ok(server) = TcpStream::connect(upstream) else {
-                            continue;
-                        };
+                        let Ok(server) = TcpStream::connect(upstream) else { continue };
                         let _ = server.set_nodelay(true);
                         let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                         std::thread::spawn(move || pipe(client, server, delay));
@@ -834,10 +669,7 @@ impl DelayProxy {
 
     /// `url` with its host:port replaced by the proxy's.
     pub fn url_for(&self, url: &str, upstream_port: u16) -> String {
-        url.replace(
-            &format!("127.0.0.1:{upstream_port}"),
-            &self.addr.to_string(),
-        )
+        url.replace(&format!("127.0.0.1:{upstream_port}"), &self.addr.to_string())
     }
 }
 
@@ -849,25 +681,16 @@ impl Drop for DelayProxy {
 
 /// The BPF programs a process holds, from its file descriptors.
 pub fn bpf_programs_of(pid: u32) -> std::collections::BTreeSet<u32> {
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
-        return Default::default();
-    };
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return Default::default() };
     fds.flatten()
         .filter_map(|fd| std::fs::read_to_string(fd.path()).ok())
-        .filter_map(|info| {
-            info.lines()
-                .find_map(|l| l.strip_prefix("prog_id:"))
-                .and_then(|id| id.trim().parse().ok())
-        })
+        .filter_map(|info| info.lines().find_map(|l| l.strip_prefix("prog_id:")).and_then(|id| id.trim().parse().ok()))
         .collect()
 }
 
 /// Every BPF program loaded on the machine, by id.
 pub fn loaded_programs() -> std::collections::BTreeSet<u32> {
-    aya::programs::loaded_programs()
-        .filter_map(|p| p.ok())
-        .map(|p| p.id())
-        .collect()
+    aya::programs::loaded_programs().filter_map(|p| p.ok()).map(|p| p.id()).collect()
 }
 
 /// The agent started in the background with `args` plus `--quiet --out
@@ -892,10 +715,7 @@ pub fn wait_attached(pid: u32) -> std::collections::BTreeSet<u32> {
     let (mut programs, mut stable_since) = (std::collections::BTreeSet::new(), Instant::now());
     while start.elapsed() < Duration::from_secs(60) {
         let now = bpf_programs_of(pid);
-        assert!(
-            Path::new(&format!("/proc/{pid}")).exists(),
-            "the agent exited before attaching"
-        );
+        assert!(Path::new(&format!("/proc/{pid}")).exists(), "the agent exited before attaching");
         if now != programs {
             (programs, stable_since) = (now, Instant::now());
         } else if !programs.is_empty() && stable_since.elapsed() >= Duration::from_secs(2) {
@@ -917,12 +737,7 @@ pub fn stack_completeness_outside_uprobes(folded: &str) -> (f64, u64) {
     let (complete, mid_uprobe) = (reaches_a_root, caught_mid_uprobe);
     let (mut total, mut whole, mut left_out) = (0u64, 0u64, 0u64);
     for line in folded.lines() {
-        let Some(n) = line
-            .rsplit_once(' ')
-            .and_then(|(_, n)| n.parse::<u64>().ok())
-        else {
-            continue;
-        };
+        let Some(n) = line.rsplit_once(' ').and_then(|(_, n)| n.parse::<u64>().ok()) else { continue };
         if mid_uprobe(line) && !complete(line) {
             left_out += n;
             continue;
@@ -943,6 +758,5 @@ pub fn reaches_a_root(line: &str) -> bool {
 /// Whether a folded stack line ends in the uprobe page while the kernel
 /// was handling a uprobe (see [`stack_completeness_outside_uprobes`]).
 pub fn caught_mid_uprobe(line: &str) -> bool {
-    line.contains(";[uprobes];")
-        && (line.contains("uprobe_notify_resume_[k]") || line.contains("__do_sys_uretprobe_[k]"))
+    line.contains(";[uprobes];") && (line.contains("uprobe_notify_resume_[k]") || line.contains("__do_sys_uretprobe_[k]"))
 }

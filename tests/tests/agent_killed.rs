@@ -18,13 +18,7 @@ use perf_audit_tests::{Build, bpf_programs_of, fixture, loaded_programs, spawn_a
 /// The leaker's allocation units per second from `measure_after` to its end.
 fn leaker(seconds: u32, measure_after: u32) -> std::process::Child {
     Command::new(fixture("mem-leaker", Build::Release))
-        .args([
-            "--churn-only",
-            "--seconds",
-            &seconds.to_string(),
-            "--measure-after",
-            &measure_after.to_string(),
-        ])
+        .args(["--churn-only", "--seconds", &seconds.to_string(), "--measure-after", &measure_after.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -50,20 +44,7 @@ fn a_killed_agent_leaves_no_program_and_no_uprobe_and_the_target_runs_at_full_sp
     let pid = target.id().to_string();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    let mut agent = spawn_agent(
-        &[
-            "--pid",
-            &pid,
-            "all",
-            "--memory",
-            "precise",
-            "--unwind",
-            "dwarf",
-            "--duration",
-            "60s",
-        ],
-        &out,
-    );
+    let mut agent = spawn_agent(&["--pid", &pid, "all", "--memory", "precise", "--unwind", "dwarf", "--duration", "60s"], &out);
     // Every collector attached: the memory instance is the last one loaded.
     let start = Instant::now();
     let mut programs = BTreeSet::new();
@@ -84,22 +65,12 @@ fn a_killed_agent_leaves_no_program_and_no_uprobe_and_the_target_runs_at_full_sp
     agent.wait().unwrap();
     let killed = Instant::now();
     while programs.iter().any(|id| loaded_programs().contains(id)) {
-        assert!(
-            killed.elapsed() < Duration::from_secs(5),
-            "programs {:?} outlived the killed agent",
-            programs
-                .intersection(&loaded_programs())
-                .collect::<Vec<_>>()
-        );
+        assert!(killed.elapsed() < Duration::from_secs(5), "programs {:?} outlived the killed agent", programs.intersection(&loaded_programs()).collect::<Vec<_>>());
         thread::sleep(Duration::from_millis(100));
     }
     // The kernel releases uprobes after a grace period (a uretprobe link
     // takes up to ~1 s to close), so the programs go within a few seconds.
-    assert!(
-        t0.elapsed() < Duration::from_millis(9500),
-        "the programs went only at {:?}; the target's measurement starts at 10 s",
-        t0.elapsed()
-    );
+    assert!(t0.elapsed() < Duration::from_millis(9500), "the programs went only at {:?}; the target's measurement starts at 10 s", t0.elapsed());
     // From 10 s to 14 s, after the kill: at full speed again.
     let after = rate_of(target);
     // A single uprobe trap left on malloc costs this fixture more than half
@@ -107,8 +78,5 @@ fn a_killed_agent_leaves_no_program_and_no_uprobe_and_the_target_runs_at_full_sp
     // memory`), the precise probes ~0.12x: above 0.6x, none is left. Below
     // that bound, run-to-run noise on a shared machine (0.72x seen once on
     // a quiet one) does not pass for a probe.
-    assert!(
-        after >= 0.6 * control,
-        "the target ran at {after:.0}/s after the agent was killed, {control:.0}/s alone: a probe was left behind"
-    );
+    assert!(after >= 0.6 * control, "the target ran at {after:.0}/s after the agent was killed, {control:.0}/s alone: a probe was left behind");
 }

@@ -24,32 +24,17 @@ use perf_audit_agent::{
     load::{self, LoadPlan, LoadResult, Scenario},
     postgres::private::PrivatePostgres,
 };
-use perf_audit_tests::{
-    demo_scenario, demo_service_bin, free_loopback_addr, loaded_programs, spawn_agent,
-    wait_attached,
-};
+use perf_audit_tests::{demo_scenario, demo_service_bin, free_loopback_addr, loaded_programs, spawn_agent, wait_attached};
 
-fn drive(
-    rt: &tokio::runtime::Runtime,
-    scenario: &Scenario,
-    rps: u32,
-    window: Duration,
-) -> LoadResult {
+fn drive(rt: &tokio::runtime::Runtime, scenario: &Scenario, rps: u32, window: Duration) -> LoadResult {
     let plan = LoadPlan::new(scenario.clone(), rps, window).expect("valid load plan");
     rt.block_on(load::run(plan, std::future::pending::<()>()))
 }
 
 fn assert_healthy(what: &str, unprobed: &LoadResult, during: &LoadResult) {
     let h = health::assess(unprobed, during);
-    assert!(
-        !h.degraded,
-        "{what}: the service degraded: {:?} (rule: {})",
-        h.reasons, h.rule
-    );
-    eprintln!(
-        "{what}: p99 {:.1} ms -> {:.1} ms ({:.2}x), {:.1} -> {:.1} req/s",
-        h.unprobed.p99_ms, h.during.p99_ms, h.p99_ratio, h.unprobed.rps, h.during.rps
-    );
+    assert!(!h.degraded, "{what}: the service degraded: {:?} (rule: {})", h.reasons, h.rule);
+    eprintln!("{what}: p99 {:.1} ms -> {:.1} ms ({:.2}x), {:.1} -> {:.1} req/s", h.unprobed.p99_ms, h.during.p99_ms, h.p99_ratio, h.unprobed.rps, h.during.rps);
 }
 
 /// The demo service on a private PostgreSQL, answering, with a client
@@ -75,26 +60,13 @@ impl RunningDemo {
             .stderr(Stdio::null())
             .spawn()
             .expect("start the demo service");
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let start = Instant::now();
         while drive(&rt, &scenario, 10, Duration::from_millis(200)).ok == 0 {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "the demo service did not answer"
-            );
+            assert!(start.elapsed() < Duration::from_secs(60), "the demo service did not answer");
             thread::sleep(Duration::from_millis(300));
         }
-        RunningDemo {
-            service,
-            rt,
-            scenario,
-            tmp,
-            _db: db,
-        }
+        RunningDemo { service, rt, scenario, tmp, _db: db }
     }
 }
 
@@ -115,16 +87,7 @@ fn a_stopped_agent_never_holds_the_service_back_and_a_killed_one_leaves_nothing(
     let unprobed = drive(rt, scenario, 100, Duration::from_secs(5));
 
     let out = tmp.path().join("out");
-    let mut agent = spawn_agent(
-        &[
-            "--pid",
-            &demo.service.id().to_string(),
-            "all",
-            "--duration",
-            "120s",
-        ],
-        &out,
-    );
+    let mut agent = spawn_agent(&["--pid", &demo.service.id().to_string(), "all", "--duration", "120s"], &out);
     let programs = wait_attached(agent.id());
     // CPU, off-CPU, the database writes, page faults, mappings and the
     // allocator programs.
@@ -135,10 +98,7 @@ fn a_stopped_agent_never_holds_the_service_back_and_a_killed_one_leaves_nothing(
     let stopped = drive(rt, scenario, 100, Duration::from_secs(10));
     unsafe { libc::kill(agent.id() as libc::pid_t, libc::SIGCONT) };
     assert_healthy("agent stopped", &unprobed, &stopped);
-    assert!(
-        agent.try_wait().unwrap().is_none(),
-        "the agent did not survive SIGSTOP/SIGCONT"
-    );
+    assert!(agent.try_wait().unwrap().is_none(), "the agent did not survive SIGSTOP/SIGCONT");
     // It resumes: its rings are drained again and the probes still work.
     drive(rt, scenario, 100, Duration::from_secs(3));
 
@@ -147,22 +107,13 @@ fn a_stopped_agent_never_holds_the_service_back_and_a_killed_one_leaves_nothing(
     agent.wait().unwrap();
     let killed = Instant::now();
     while programs.iter().any(|id| loaded_programs().contains(id)) {
-        assert!(
-            killed.elapsed() < Duration::from_secs(5),
-            "programs {:?} outlived the killed agent",
-            programs
-                .intersection(&loaded_programs())
-                .collect::<Vec<_>>()
-        );
+        assert!(killed.elapsed() < Duration::from_secs(5), "programs {:?} outlived the killed agent", programs.intersection(&loaded_programs()).collect::<Vec<_>>());
         thread::sleep(Duration::from_millis(100));
     }
     let after = drive(rt, scenario, 100, Duration::from_secs(5));
     assert_healthy("agent killed", &unprobed, &after);
     let mut demo = demo;
-    assert!(
-        demo.service.try_wait().unwrap().is_none(),
-        "the demo service exited"
-    );
+    assert!(demo.service.try_wait().unwrap().is_none(), "the demo service exited");
 }
 
 /// SIGSTOP then SIGCONT, and the audit ends as asked: its report is whole,
@@ -172,20 +123,7 @@ fn an_agent_resumed_after_sigstop_writes_its_report_with_the_drops_counted() {
     let demo = RunningDemo::start();
     let (rt, scenario, tmp) = (&demo.rt, &demo.scenario, &demo.tmp);
     let out = tmp.path().join("out");
-    let agent = spawn_agent(
-        &[
-            "--pid",
-            &demo.service.id().to_string(),
-            "cpu",
-            "--unwind",
-            "dwarf",
-            "--frequency",
-            "999",
-            "--duration",
-            "20s",
-        ],
-        &out,
-    );
+    let agent = spawn_agent(&["--pid", &demo.service.id().to_string(), "cpu", "--unwind", "dwarf", "--frequency", "999", "--duration", "20s"], &out);
     wait_attached(agent.id());
     // 999 Hz of 32 KiB stack copies on a busy service fill the ring in well
     // under the 10 s the agent is stopped.
@@ -193,25 +131,14 @@ fn an_agent_resumed_after_sigstop_writes_its_report_with_the_drops_counted() {
     drive(rt, scenario, 200, Duration::from_secs(10));
     unsafe { libc::kill(agent.id() as libc::pid_t, libc::SIGCONT) };
     let output = agent.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     let cpu = &report["cpu"];
     let drops = cpu["ring_buffer_drops"].as_u64().unwrap();
-    assert!(
-        drops > 0,
-        "nothing dropped while the agent was stopped for 10 s: {cpu:#}"
-    );
+    assert!(drops > 0, "nothing dropped while the agent was stopped for 10 s: {cpu:#}");
     assert!(cpu["total_samples"].as_u64().unwrap() > 0);
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
-    assert!(
-        md.contains(&drops.to_string()),
-        "report.md does not show the {drops} dropped samples"
-    );
+    assert!(md.contains(&drops.to_string()), "report.md does not show the {drops} dropped samples");
 }
 
 /// The overhead budget: with a budget far below what profile `all` costs
@@ -226,20 +153,8 @@ fn a_tiny_overhead_budget_backs_off_in_order_and_says_so() {
         let addr = free_loopback_addr();
         let scenario = demo_scenario(tmp.path(), &addr);
         let run = perf_audit_tests::run_agent(&[
-            "all",
-            "--duration",
-            "20s",
-            "--rps",
-            "100",
-            "--max-overhead",
-            budget,
-            "--private-database",
-            "--scenario",
-            scenario.to_str().unwrap(),
-            "--",
-            demo_service_bin().to_str().unwrap(),
-            "--listen",
-            &addr,
+            "all", "--duration", "20s", "--rps", "100", "--max-overhead", budget, "--private-database", "--scenario",
+            scenario.to_str().unwrap(), "--", demo_service_bin().to_str().unwrap(), "--listen", &addr,
         ]);
         run.assert_success();
         (run.report(), run.file("report.md"))
@@ -247,65 +162,25 @@ fn a_tiny_overhead_budget_backs_off_in_order_and_says_so() {
     let (report, md) = audit("0.5%");
     let o = &report["overhead"];
     assert_eq!(o["budget_pct"], 0.5, "{o:#}");
-    let steps: Vec<&str> = o["back_offs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["collector"].as_str().unwrap())
-        .collect();
-    assert!(
-        steps.len() >= 2 && steps[..2] == ["memory", "database"],
-        "{o:#}"
-    );
+    let steps: Vec<&str> = o["back_offs"].as_array().unwrap().iter().map(|b| b["collector"].as_str().unwrap()).collect();
+    assert!(steps.len() >= 2 && steps[..2] == ["memory", "database"], "{o:#}");
     for b in o["back_offs"].as_array().unwrap() {
-        assert!(
-            b["cost_pct"].as_f64().unwrap() > 0.5,
-            "backed off under the budget: {b}"
-        );
+        assert!(b["cost_pct"].as_f64().unwrap() > 0.5, "backed off under the budget: {b}");
     }
     // Every collector's cost is measured, from the kernel's statistics.
-    let costs: Vec<&str> = o["collectors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["program_runs"].as_u64().unwrap() > 0)
-        .map(|c| c["collector"].as_str().unwrap())
-        .collect();
-    for c in [
-        "cpu sampling",
-        "off-CPU (async)",
-        "database wire",
-        "allocator probes (memory)",
-    ] {
+    let costs: Vec<&str> = o["collectors"].as_array().unwrap().iter().filter(|c| c["program_runs"].as_u64().unwrap() > 0).map(|c| c["collector"].as_str().unwrap()).collect();
+    for c in ["cpu sampling", "off-CPU (async)", "database wire", "allocator probes (memory)"] {
         assert!(costs.contains(&c), "no measured cost for {c}: {o:#}");
     }
-    assert!(
-        md.contains("**Backed off** at")
-            && md.contains("allocator probes")
-            && md.contains("database wire tracer detached"),
-        "{md}"
-    );
+    assert!(md.contains("**Backed off** at") && md.contains("allocator probes") && md.contains("database wire tracer detached"), "{md}");
     // The sections are still there: the memory and database profiles
     // report what they gathered, pg_stat_statements is still read.
     assert!(report["memory"].is_object() && report["database"].is_object());
-    assert!(
-        !report["database"]["statements"]
-            .as_array()
-            .unwrap()
-            .is_empty(),
-        "{:#}",
-        report["database"]
-    );
+    assert!(!report["database"]["statements"].as_array().unwrap().is_empty(), "{:#}", report["database"]);
 
     let (report, md) = audit("none");
     let o = &report["overhead"];
-    assert!(
-        o["budget_pct"].is_null() && o["back_offs"].as_array().unwrap().is_empty(),
-        "{o:#}"
-    );
+    assert!(o["budget_pct"].is_null() && o["back_offs"].as_array().unwrap().is_empty(), "{o:#}");
     assert!(o["kernel_pct"].as_f64().unwrap() > 0.0, "{o:#}");
-    assert!(
-        md.contains("- Audit overhead:") && !md.contains("**Backed off**"),
-        "{md}"
-    );
+    assert!(md.contains("- Audit overhead:") && !md.contains("**Backed off**"), "{md}");
 }

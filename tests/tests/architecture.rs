@@ -20,55 +20,22 @@ use std::{
 use perf_audit_tests::workspace_root;
 
 /// Crates the pure core must never pull in, directly or transitively.
-const FORBIDDEN: [&str; 9] = [
-    "aya",
-    "tokio",
-    "sqlx",
-    "hyper",
-    "tonic",
-    "blazesym",
-    "framehop",
-    "console-api",
-    "memmap2",
-];
+const FORBIDDEN: [&str; 9] = ["aya", "tokio", "sqlx", "hyper", "tonic", "blazesym", "framehop", "console-api", "memmap2"];
 
 #[test]
 fn the_analysis_crate_depends_on_no_probe_runtime_or_network_crate() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
         .current_dir(workspace_root())
-        .args([
-            "tree",
-            "-p",
-            "perf-audit-analysis",
-            "-e",
-            "normal,build",
-            "--prefix",
-            "none",
-            "--format",
-            "{p}",
-        ])
+        .args(["tree", "-p", "perf-audit-analysis", "-e", "normal,build", "--prefix", "none", "--format", "{p}"])
         .output()
         .expect("cargo tree runs");
-    assert!(
-        out.status.success(),
-        "cargo tree failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&out.stderr));
     let tree = String::from_utf8_lossy(&out.stdout);
-    let crates: BTreeSet<&str> = tree
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
-    assert!(
-        crates.contains("perf-audit-analysis") && crates.contains("serde"),
-        "unexpected cargo tree output:\n{tree}"
-    );
+    let crates: BTreeSet<&str> = tree.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    assert!(crates.contains("perf-audit-analysis") && crates.contains("serde"), "unexpected cargo tree output:\n{tree}");
     let bad: Vec<&&str> = crates.iter().filter(|c| FORBIDDEN.contains(c)).collect();
-    assert!(
-        bad.is_empty(),
-        "perf-audit-analysis depends on {bad:?}:\n{tree}"
-    );
+    assert!(bad.is_empty(), "perf-audit-analysis depends on {bad:?}:\n{tree}");
 }
 
 /// Rust sources under `dir`, recursively.
@@ -90,26 +57,13 @@ fn sources(dir: &Path) -> Vec<PathBuf> {
 fn library_code(path: &Path) -> String {
     let text = fs::read_to_string(path).unwrap();
     let code = text.split("#[cfg(test)]").next().unwrap_or_default();
-    code.lines()
-        .filter(|l| !l.trim_start().starts_with("//"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    code.lines().filter(|l| !l.trim_start().starts_with("//")).collect::<Vec<_>>().join("\n")
 }
 
 #[test]
 fn the_analysis_crate_does_no_io() {
     let src = workspace_root().join("perf-audit-agent/analysis/src");
-    let io = [
-        "std::fs",
-        "fs::",
-        "std::net",
-        "std::process",
-        "std::env",
-        "std::io::stdin",
-        "File::open",
-        "Instant::now",
-        "SystemTime::now",
-    ];
+    let io = ["std::fs", "fs::", "std::net", "std::process", "std::env", "std::io::stdin", "File::open", "Instant::now", "SystemTime::now"];
     let mut offenders = Vec::new();
     for file in sources(&src) {
         let code = library_code(&file);
@@ -117,20 +71,12 @@ fn the_analysis_crate_does_no_io() {
             // Advice text may name std APIs ("use tokio::fs"): only code counts.
             let outside_strings: String = line.split('"').step_by(2).collect();
             if let Some(hit) = io.iter().find(|p| outside_strings.contains(*p)) {
-                offenders.push(format!(
-                    "{}:{}: {hit}",
-                    file.strip_prefix(&src).unwrap().display(),
-                    n + 1
-                ));
+                offenders.push(format!("{}:{}: {hit}", file.strip_prefix(&src).unwrap().display(), n + 1));
             }
         }
     }
     assert!(offenders.len() < 1000 && !sources(&src).is_empty());
-    assert!(
-        offenders.is_empty(),
-        "I/O in the pure core:\n{}",
-        offenders.join("\n")
-    );
+    assert!(offenders.is_empty(), "I/O in the pure core:\n{}", offenders.join("\n"));
 }
 
 /// The top-level module names `code` refers to through `crate::x` paths
@@ -163,10 +109,7 @@ fn crate_paths(code: &str, names: &BTreeSet<String>, uses: &mut BTreeSet<String>
                 }
             }
         } else {
-            let word: String = rest
-                .chars()
-                .take_while(|c| c.is_alphanumeric() || *c == '_')
-                .collect();
+            let word: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
             if names.contains(&word) {
                 uses.insert(word);
             }
@@ -184,11 +127,7 @@ fn agent_module_graph() -> BTreeMap<String, BTreeSet<String>> {
         if name == "lib" || name == "main" {
             continue;
         }
-        let list = if path.is_dir() {
-            sources(&path)
-        } else {
-            vec![path]
-        };
+        let list = if path.is_dir() { sources(&path) } else { vec![path] };
         files.entry(name).or_default().extend(list);
     }
     let names: BTreeSet<String> = files.keys().cloned().collect();
@@ -222,10 +161,7 @@ fn non_test_code(path: &Path) -> (String, Vec<String>) {
             }
             let Some(item) = lines.get(i) else { break };
             let indent = &item[..item.len() - item.trim_start().len()];
-            let decl = item
-                .trim_start()
-                .trim_start_matches("pub(crate) ")
-                .trim_start_matches("pub ");
+            let decl = item.trim_start().trim_start_matches("pub(crate) ").trim_start_matches("pub ");
             if let Some(file) = decl.strip_prefix("mod ").and_then(|m| m.strip_suffix(';')) {
                 test_files.push(file.trim().to_string());
             } else if item.trim_end().ends_with('{') {
@@ -262,11 +198,7 @@ fn analysis_module_graph() -> BTreeMap<String, BTreeSet<String>> {
         if name == "lib" || test_modules.contains(&name) {
             continue;
         }
-        let list = if path.is_dir() {
-            sources(&path)
-        } else {
-            vec![path]
-        };
+        let list = if path.is_dir() { sources(&path) } else { vec![path] };
         files.entry(name).or_default().extend(list);
     }
     // Files that are test modules of their parent.
@@ -274,11 +206,7 @@ fn analysis_module_graph() -> BTreeMap<String, BTreeSet<String>> {
     for file in files.values().flatten() {
         let (_, tests) = non_test_code(file);
         let stem = file.file_stem().unwrap().to_string_lossy().into_owned();
-        let dir = if stem == "mod" {
-            file.parent().unwrap().to_path_buf()
-        } else {
-            file.with_extension("")
-        };
+        let dir = if stem == "mod" { file.parent().unwrap().to_path_buf() } else { file.with_extension("") };
         for t in tests {
             test_files.insert(dir.join(format!("{t}.rs")));
             test_files.insert(dir.join(&t).join("mod.rs"));
@@ -324,63 +252,34 @@ fn first_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<String> {
         None
     }
     let mut done = BTreeSet::new();
-    graph
-        .keys()
-        .find_map(|node| visit(node, graph, &mut Vec::new(), &mut done))
-        .map(|c| c.join(" -> "))
+    graph.keys().find_map(|node| visit(node, graph, &mut Vec::new(), &mut done)).map(|c| c.join(" -> "))
 }
 
 #[test]
 fn the_analysis_crates_top_level_modules_have_no_import_cycles() {
     let graph = analysis_module_graph();
     // The graph was read: the report depends on the rules and the models.
-    for (from, to) in [
-        ("report", "findings"),
-        ("report", "memory"),
-        ("report", "database"),
-        ("findings", "profile"),
-        ("audit", "report"),
-    ] {
-        assert!(
-            graph.get(from).is_some_and(|u| u.contains(to)),
-            "{from} -> {to} not seen: {graph:?}"
-        );
+    for (from, to) in [("report", "findings"), ("report", "memory"), ("report", "database"), ("findings", "profile"), ("audit", "report")] {
+        assert!(graph.get(from).is_some_and(|u| u.contains(to)), "{from} -> {to} not seen: {graph:?}");
     }
-    assert!(
-        !graph.contains_key("test_evidence"),
-        "test-only modules are not part of the graph"
-    );
+    assert!(!graph.contains_key("test_evidence"), "test-only modules are not part of the graph");
     // The checker finds a cycle when there is one.
     let mut planted = graph.clone();
     planted.get_mut("findings").unwrap().insert("report".into());
-    assert!(
-        first_cycle(&planted).is_some_and(|c| c.contains("report") && c.contains("findings")),
-        "a planted cycle is found"
-    );
+    assert!(first_cycle(&planted).is_some_and(|c| c.contains("report") && c.contains("findings")), "a planted cycle is found");
     // Each layer below the report, spelled out: none names the report.
-    for lower in [
-        "findings", "memory", "database", "profile", "health", "bench", "evidence", "load",
-    ] {
-        assert!(
-            !graph[lower].contains("report"),
-            "{lower} imports the report: {:?}",
-            graph[lower]
-        );
+    for lower in ["findings", "memory", "database", "profile", "health", "bench", "evidence", "load"] {
+        assert!(!graph[lower].contains("report"), "{lower} imports the report: {:?}", graph[lower]);
     }
     if let Some(cycle) = first_cycle(&graph) {
-        panic!(
-            "import cycle between the analysis crate's top-level modules: {cycle} (graph: {graph:?})"
-        );
+        panic!("import cycle between the analysis crate's top-level modules: {cycle} (graph: {graph:?})");
     }
 }
 
 #[test]
 fn the_agents_top_level_modules_have_no_import_cycles() {
     let graph = agent_module_graph();
-    assert!(
-        graph.contains_key("engine") && graph["engine"].contains("kernel"),
-        "the module graph was not read: {graph:?}"
-    );
+    assert!(graph.contains_key("engine") && graph["engine"].contains("kernel"), "the module graph was not read: {graph:?}");
     if let Some(cycle) = first_cycle(&graph) {
         panic!("import cycle between the agent's top-level modules: {cycle}");
     }

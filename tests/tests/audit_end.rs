@@ -20,18 +20,9 @@ fn audit_ended_by(signal: i32) -> (serde_json::Value, String, String) {
     unsafe { libc::kill(agent.id() as libc::pid_t, signal) };
     let output = agent.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(
-        output.status.success(),
-        "the agent writes its partial report: {stderr}"
-    );
-    let read = |name: &str| {
-        std::fs::read_to_string(out.join(name)).unwrap_or_else(|e| panic!("{name}: {e}\n{stderr}"))
-    };
-    (
-        serde_json::from_str(&read("report.json")).unwrap(),
-        read("report.md"),
-        stderr,
-    )
+    assert!(output.status.success(), "the agent writes its partial report: {stderr}");
+    let read = |name: &str| std::fs::read_to_string(out.join(name)).unwrap_or_else(|e| panic!("{name}: {e}\n{stderr}"));
+    (serde_json::from_str(&read("report.json")).unwrap(), read("report.md"), stderr)
 }
 
 #[test]
@@ -57,42 +48,18 @@ fn a_target_that_execs_mid_audit_is_said_in_the_report() {
     run.assert_success();
     let report = run.report();
     let exec = &report["target_exec"];
-    assert!(
-        exec["exe_after"].as_str().unwrap().ends_with("cpu-burner"),
-        "{report:#}"
-    );
-    assert!(
-        !exec["exe_before"].as_str().unwrap().ends_with("cpu-burner"),
-        "{exec}"
-    );
+    assert!(exec["exe_after"].as_str().unwrap().ends_with("cpu-burner"), "{report:#}");
+    assert!(!exec["exe_before"].as_str().unwrap().ends_with("cpu-burner"), "{exec}");
     let after = exec["after_s"].as_f64().unwrap();
-    assert!(
-        (0.8..=2.5).contains(&after),
-        "exec after 1 s of sleep, seen at {after} s"
-    );
+    assert!((0.8..=2.5).contains(&after), "exec after 1 s of sleep, seen at {after} s");
     let md = run.file("report.md");
-    assert!(
-        md.contains("The target exec'd during the audit") && md.contains("cpu-burner"),
-        "{md}"
-    );
+    assert!(md.contains("The target exec'd during the audit") && md.contains("cpu-burner"), "{md}");
     assert!(run.stderr().contains("exec"), "{}", run.stderr());
 
     // No exec, no note.
-    let run = run_agent(&[
-        "cpu",
-        "--duration",
-        "2s",
-        "--",
-        burner.to_str().unwrap(),
-        "--seconds",
-        "10",
-    ]);
+    let run = run_agent(&["cpu", "--duration", "2s", "--", burner.to_str().unwrap(), "--seconds", "10"]);
     run.assert_success();
-    assert!(
-        run.report().get("target_exec").is_none(),
-        "{:#}",
-        run.report()
-    );
+    assert!(run.report().get("target_exec").is_none(), "{:#}", run.report());
 }
 
 #[test]
@@ -101,21 +68,12 @@ fn a_self_audit_is_refused_with_one_line_before_any_probe() {
     let agent = agent_bin();
     assert!(Path::new(&agent).exists());
     let out = Command::new("/bin/sh")
-        .args([
-            "-c",
-            &format!(
-                "exec {} --pid $$ cpu --duration 2s --quiet",
-                agent.display()
-            ),
-        ])
+        .args(["-c", &format!("exec {} --pid $$ cpu --duration 2s --quiet", agent.display())])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "{stderr}");
-    assert!(
-        lines[0].contains("perf-audit-agent itself") && lines[0].contains("(fix: "),
-        "{stderr}"
-    );
+    assert!(lines[0].contains("perf-audit-agent itself") && lines[0].contains("(fix: "), "{stderr}");
 }

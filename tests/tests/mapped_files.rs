@@ -10,27 +10,13 @@ use perf_audit_tests::*;
 
 /// The executable's entry in report.json's symbols.
 fn executable(report: &serde_json::Value) -> serde_json::Value {
-    report["symbols"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["executable"] == true)
-        .unwrap_or_else(|| panic!("no executable in {:#}", report["symbols"]))
-        .clone()
+    report["symbols"].as_array().unwrap().iter().find(|o| o["executable"] == true).unwrap_or_else(|| panic!("no executable in {:#}", report["symbols"])).clone()
 }
 
 fn build_id(bin: &Path) -> String {
-    let out = Command::new("readelf")
-        .args(["-n"])
-        .arg(bin)
-        .output()
-        .expect("readelf (binutils)");
+    let out = Command::new("readelf").args(["-n"]).arg(bin).output().expect("readelf (binutils)");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    text.lines()
-        .find_map(|l| l.trim().strip_prefix("Build ID: "))
-        .expect("a build-id note")
-        .trim()
-        .to_string()
+    text.lines().find_map(|l| l.trim().strip_prefix("Build ID: ")).expect("a build-id note").trim().to_string()
 }
 
 fn audit_hot_spin(pid: u32) -> (serde_json::Value, AgentRun) {
@@ -38,18 +24,9 @@ fn audit_hot_spin(pid: u32) -> (serde_json::Value, AgentRun) {
     run.assert_success();
     let report = run.report();
     let hs = hotspots(&report);
-    assert_eq!(
-        hs.first().map(|h| h.0.as_str()),
-        Some("cpu_burner::hot_spin"),
-        "hotspots: {hs:?}"
-    );
+    assert_eq!(hs.first().map(|h| h.0.as_str()), Some("cpu_burner::hot_spin"), "hotspots: {hs:?}");
     let found = findings(&report);
-    assert!(
-        found
-            .iter()
-            .any(|(r, f, _, _)| r == "cpu-hotspot" && f == "cpu_burner::hot_spin"),
-        "{found:?}"
-    );
+    assert!(found.iter().any(|(r, f, _, _)| r == "cpu-hotspot" && f == "cpu_burner::hot_spin"), "{found:?}");
     (report, run)
 }
 
@@ -70,21 +47,10 @@ fn a_binary_replaced_on_disk_is_read_as_it_ran() {
     let (report, run) = audit_hot_spin(target.pid());
     let exe = executable(&report);
     assert_eq!(exe["on_disk"], "replaced", "{exe:#}");
-    assert_eq!(
-        exe["build_id"].as_str(),
-        Some(build_id(&original).as_str()),
-        "the build-id of the code that ran: {exe:#}"
-    );
-    assert_eq!(
-        exe["object"].as_str(),
-        Some(bin.to_str().unwrap()),
-        "named as the process knows it: {exe:#}"
-    );
+    assert_eq!(exe["build_id"].as_str(), Some(build_id(&original).as_str()), "the build-id of the code that ran: {exe:#}");
+    assert_eq!(exe["object"].as_str(), Some(bin.to_str().unwrap()), "named as the process knows it: {exe:#}");
     assert_eq!(exe["line_info"], true);
-    assert!(
-        run.file("report.md")
-            .contains("was replaced on disk while the process ran it")
-    );
+    assert!(run.file("report.md").contains("was replaced on disk while the process ran it"));
 }
 
 #[test]
@@ -98,20 +64,9 @@ fn a_deleted_binary_is_read_through_the_process_not_called_stripped() {
 
     let (report, run) = audit_hot_spin(target.pid());
     let exe = executable(&report);
-    assert_eq!(
-        (
-            exe["on_disk"].as_str(),
-            exe["symbols"].as_bool(),
-            exe["line_info"].as_bool()
-        ),
-        (Some("deleted"), Some(true), Some(true)),
-        "{exe:#}"
-    );
+    assert_eq!((exe["on_disk"].as_str(), exe["symbols"].as_bool(), exe["line_info"].as_bool()), (Some("deleted"), Some(true), Some(true)), "{exe:#}");
     let md = run.file("report.md");
-    assert!(
-        md.contains("was deleted from disk") && !md.contains("is stripped"),
-        "{md}"
-    );
+    assert!(md.contains("was deleted from disk") && !md.contains("is stripped"), "{md}");
 }
 
 /// A private mount namespace (as a container has): the binary lives on a
@@ -127,32 +82,17 @@ fn a_binary_in_another_mount_namespace_is_the_owners_code() {
         dir = inside.display(),
         bin = original.display()
     );
-    let target = Running::spawn(
-        Path::new("/usr/bin/unshare"),
-        &["--mount", "--propagation", "private", "sh", "-c", &script],
-    );
+    let target = Running::spawn(Path::new("/usr/bin/unshare"), &["--mount", "--propagation", "private", "sh", "-c", &script]);
     // Until the exec: the process runs `sh`, then `svc`.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !std::fs::read_link(format!("/proc/{}/exe", target.pid()))
-        .is_ok_and(|p| p.ends_with("svc"))
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the namespaced service did not start"
-        );
+    while !std::fs::read_link(format!("/proc/{}/exe", target.pid())).is_ok_and(|p| p.ends_with("svc")) {
+        assert!(std::time::Instant::now() < deadline, "the namespaced service did not start");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    assert!(
-        !inside.join("svc").exists(),
-        "the binary must not be visible from the host's mount namespace"
-    );
+    assert!(!inside.join("svc").exists(), "the binary must not be visible from the host's mount namespace");
 
     let (report, _run) = audit_hot_spin(target.pid());
     let exe = executable(&report);
-    assert_eq!(
-        exe["owner_crates"],
-        serde_json::json!(["cpu_burner"]),
-        "{exe:#}"
-    );
+    assert_eq!(exe["owner_crates"], serde_json::json!(["cpu_burner"]), "{exe:#}");
     assert_eq!(exe["build_id"].as_str(), Some(build_id(&original).as_str()));
 }

@@ -26,9 +26,7 @@ const HOLDER_TEST: &str = "holder_process_for_the_sigkill_tests";
 fn running(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
-            let state = stat
-                .rsplit_once(") ")
-                .and_then(|(_, rest)| rest.chars().next());
+            let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
             !matches!(state, Some('Z' | 'X') | None)
         }
         Err(_) => false,
@@ -42,10 +40,7 @@ fn gone(pid: u32) -> bool {
 }
 
 fn all_pids() -> Vec<u32> {
-    fs::read_dir("/proc")
-        .expect("/proc")
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect()
+    fs::read_dir("/proc").expect("/proc").filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()
 }
 
 /// Running children of `parent` (the postmaster's checkpointer, walwriter...).
@@ -53,12 +48,8 @@ fn children_of(parent: u32) -> Vec<u32> {
     all_pids()
         .into_iter()
         .filter(|pid| {
-            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                return false;
-            };
-            let ppid = stat
-                .rsplit_once(") ")
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+            let ppid = stat.rsplit_once(") ").and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
             ppid == Some(parent) && running(*pid)
         })
         .collect()
@@ -93,33 +84,20 @@ fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
 fn start() -> PrivatePostgres {
     let t = Instant::now();
     let pg = PrivatePostgres::start().unwrap_or_else(|e| panic!("PrivatePostgres::start: {e}"));
-    eprintln!(
-        "PrivatePostgres::start took {} ms (port {}, pid {})",
-        t.elapsed().as_millis(),
-        pg.port(),
-        pg.pid()
-    );
+    eprintln!("PrivatePostgres::start took {} ms (port {}, pid {})", t.elapsed().as_millis(), pg.port(), pg.pid());
     pg
 }
 
 /// Asserts that the server whose postmaster was `pid` (with `children`) in
 /// `dir` left nothing behind, waiting up to `limit` for it.
 fn assert_nothing_left(pid: u32, children: &[u32], dir: &Path, limit: Duration) {
-    let clean = wait_until(limit, || {
-        !running(pid)
-            && children.iter().all(|c| !running(*c))
-            && !dir.exists()
-            && processes_naming(dir).is_empty()
-    });
+    let clean =
+        wait_until(limit, || !running(pid) && children.iter().all(|c| !running(*c)) && !dir.exists() && processes_naming(dir).is_empty());
     assert!(!running(pid), "postmaster {pid} still running");
     let left: Vec<u32> = children.iter().copied().filter(|c| running(*c)).collect();
     assert!(left.is_empty(), "postgres children still running: {left:?}");
     assert!(!dir.exists(), "{} was not deleted", dir.display());
-    assert!(
-        processes_naming(dir).is_empty(),
-        "processes left: {:?}",
-        processes_naming(dir)
-    );
+    assert!(processes_naming(dir).is_empty(), "processes left: {:?}", processes_naming(dir));
     assert!(clean);
 }
 
@@ -127,38 +105,18 @@ fn assert_nothing_left(pid: u32, children: &[u32], dir: &Path, limit: Duration) 
 fn starts_answers_queries_with_pg_stat_statements_and_drop_removes_everything() {
     let pg = start();
     let (pid, dir, port) = (pg.pid(), pg.data_dir().to_path_buf(), pg.port());
-    assert_eq!(
-        pg.url(),
-        format!("postgres://postgres@127.0.0.1:{port}/postgres")
-    );
+    assert_eq!(pg.url(), format!("postgres://postgres@127.0.0.1:{port}/postgres"));
     assert!(running(pid), "postmaster {pid} is not running");
-    assert!(
-        dir.join("PG_VERSION").is_file(),
-        "{} is not a data directory",
-        dir.display()
-    );
+    assert!(dir.join("PG_VERSION").is_file(), "{} is not a data directory", dir.display());
 
     assert_eq!(pg.psql("SELECT 1").unwrap(), "1");
-    pg.psql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100)")
-        .unwrap();
-    assert_eq!(
-        pg.psql("SELECT count(*) FROM t WHERE id > 50").unwrap(),
-        "50"
-    );
-    let recorded: u64 = pg
-        .psql("SELECT count(*) FROM pg_stat_statements")
-        .unwrap()
-        .parse()
-        .unwrap();
+    pg.psql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100)").unwrap();
+    assert_eq!(pg.psql("SELECT count(*) FROM t WHERE id > 50").unwrap(), "50");
+    let recorded: u64 = pg.psql("SELECT count(*) FROM pg_stat_statements").unwrap().parse().unwrap();
     assert!(recorded > 0, "pg_stat_statements recorded nothing");
-    let seen = pg
-        .psql("SELECT count(*) FROM pg_stat_statements WHERE query LIKE '%FROM t WHERE id >%'")
-        .unwrap();
+    let seen = pg.psql("SELECT count(*) FROM pg_stat_statements WHERE query LIKE '%FROM t WHERE id >%'").unwrap();
     assert_eq!(seen, "1", "the query on t is not in pg_stat_statements");
-    assert_eq!(
-        pg.psql("SHOW shared_preload_libraries").unwrap(),
-        "pg_stat_statements"
-    );
+    assert_eq!(pg.psql("SHOW shared_preload_libraries").unwrap(), "pg_stat_statements");
     assert_eq!(pg.psql("SHOW pg_stat_statements.track").unwrap(), "all");
     assert_eq!(pg.psql("SHOW listen_addresses").unwrap(), "127.0.0.1");
     assert_eq!(pg.psql("SHOW fsync").unwrap(), "off");
@@ -167,18 +125,8 @@ fn starts_answers_queries_with_pg_stat_statements_and_drop_removes_everything() 
     let listening = fs::read_to_string("/proc/net/tcp").unwrap();
     let local = format!("0100007F:{port:04X}");
     let any = format!("00000000:{port:04X}");
-    assert!(
-        listening
-            .lines()
-            .any(|l| l.split_whitespace().nth(1) == Some(local.as_str())),
-        "not on 127.0.0.1:{port}"
-    );
-    assert!(
-        !listening
-            .lines()
-            .any(|l| l.split_whitespace().nth(1) == Some(any.as_str())),
-        "listening on 0.0.0.0:{port}"
-    );
+    assert!(listening.lines().any(|l| l.split_whitespace().nth(1) == Some(local.as_str())), "not on 127.0.0.1:{port}");
+    assert!(!listening.lines().any(|l| l.split_whitespace().nth(1) == Some(any.as_str())), "listening on 0.0.0.0:{port}");
 
     let children = children_of(pid);
     assert!(!children.is_empty(), "postmaster {pid} has no children");
@@ -193,8 +141,7 @@ fn a_panic_while_running_still_removes_everything() {
     let (tx, rx) = mpsc::channel();
     let result = std::panic::catch_unwind(move || {
         let pg = start();
-        tx.send((pg.pid(), pg.data_dir().to_path_buf(), children_of(pg.pid())))
-            .unwrap();
+        tx.send((pg.pid(), pg.data_dir().to_path_buf(), children_of(pg.pid()))).unwrap();
         panic!("deliberate panic while PrivatePostgres is alive");
     });
     assert!(result.is_err());
@@ -209,10 +156,7 @@ fn outlives_the_thread_that_started_it() {
     // that then exits must not stop the server.
     let pg = thread::spawn(start).join().unwrap();
     thread::sleep(Duration::from_millis(500));
-    assert!(
-        running(pg.pid()),
-        "the server died with the thread that started it"
-    );
+    assert!(running(pg.pid()), "the server died with the thread that started it");
     assert_eq!(pg.psql("SELECT 2").unwrap(), "2");
 }
 
@@ -243,29 +187,18 @@ impl Holder {
                 }
             }
         });
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| {
-                let _ = child.kill();
-                panic!(
-                    "the holder process did not report a started PostgreSQL (its stderr is above)"
-                )
-            });
+        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("the holder process did not report a started PostgreSQL (its stderr is above)")
+        });
         let (pid, dir) = line.split_once(' ').expect("HOLDER <pid> <dir>");
-        Holder {
-            child,
-            postmaster: pid.parse().unwrap(),
-            dir: PathBuf::from(dir),
-        }
+        Holder { child, postmaster: pid.parse().unwrap(), dir: PathBuf::from(dir) }
     }
 
     fn sigkill(&mut self) {
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGKILL) };
         let status = self.child.wait().unwrap();
-        assert_eq!(
-            std::os::unix::process::ExitStatusExt::signal(&status),
-            Some(libc::SIGKILL)
-        );
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
     }
 }
 
@@ -296,34 +229,17 @@ fn pdeathsig_alone_stops_the_server_when_the_owner_is_killed() {
     let children = children_of(pid);
     // Take the watchdog away first: only the kernel's parent-death signal
     // is left to stop the postmaster.
-    let watchdogs: Vec<u32> = processes_naming(&dir)
-        .into_iter()
-        .filter(|(p, _)| *p != pid)
-        .map(|(p, _)| p)
-        .collect();
-    assert_eq!(
-        watchdogs.len(),
-        1,
-        "expected one watchdog naming {}: {:?}",
-        dir.display(),
-        processes_naming(&dir)
-    );
+    let watchdogs: Vec<u32> = processes_naming(&dir).into_iter().filter(|(p, _)| *p != pid).map(|(p, _)| p).collect();
+    assert_eq!(watchdogs.len(), 1, "expected one watchdog naming {}: {:?}", dir.display(), processes_naming(&dir));
     unsafe { libc::kill(watchdogs[0] as libc::pid_t, libc::SIGKILL) };
-    assert!(wait_until(Duration::from_secs(5), || !running(
-        watchdogs[0]
-    )));
+    assert!(wait_until(Duration::from_secs(5), || !running(watchdogs[0])));
     assert!(running(pid), "killing the watchdog stopped the server");
 
     holder.sigkill();
-    let stopped = wait_until(Duration::from_secs(15), || {
-        !running(pid) && children.iter().all(|c| !running(*c))
-    });
+    let stopped = wait_until(Duration::from_secs(15), || !running(pid) && children.iter().all(|c| !running(*c)));
     // The directory is the watchdog's job, which this test disabled.
     let _ = fs::remove_dir_all(&dir);
-    assert!(
-        stopped,
-        "postmaster {pid} (or a child of it) survived its owner's SIGKILL without the watchdog"
-    );
+    assert!(stopped, "postmaster {pid} (or a child of it) survived its owner's SIGKILL without the watchdog");
 }
 
 /// Not a test of its own: the owner process of the SIGKILL tests. Does

@@ -28,30 +28,15 @@ fn every_collector_shares_one_unwinder_and_tables_are_parsed_once() {
         .spawn()
         .expect("start the demo");
     let mut line = String::new();
-    BufReader::new(demo.stdout.take().unwrap())
-        .read_line(&mut line)
-        .expect("demo stdout");
+    BufReader::new(demo.stdout.take().unwrap()).read_line(&mut line).expect("demo stdout");
     assert!(line.starts_with("listening on"), "demo said {line:?}");
     let tmp = tempfile::tempdir().unwrap();
     let scenario = demo_scenario(tmp.path(), &addr);
     let pid = demo.id().to_string();
     let url = db.url();
     let run = run_agent(&[
-        "--pid",
-        &pid,
-        "all",
-        "--unwind",
-        "dwarf",
-        "--memory",
-        "precise",
-        "--duration",
-        "10s",
-        "--rps",
-        "100",
-        "--database-url",
-        &url,
-        "--scenario",
-        scenario.to_str().unwrap(),
+        "--pid", &pid, "all", "--unwind", "dwarf", "--memory", "precise", "--duration", "10s", "--rps", "100",
+        "--database-url", &url, "--scenario", scenario.to_str().unwrap(),
     ]);
     let _ = demo.kill();
     let _ = demo.wait();
@@ -61,41 +46,20 @@ fn every_collector_shares_one_unwinder_and_tables_are_parsed_once() {
     assert_eq!(cpu["unwinding"], "dwarf");
 
     // Every collector unwound stacks during the audit.
-    assert!(
-        cpu["total_samples"].as_u64().unwrap() > 100,
-        "{}",
-        cpu["total_samples"]
-    );
+    assert!(cpu["total_samples"].as_u64().unwrap() > 100, "{}", cpu["total_samples"]);
     let wire = &report["database"]["wire"];
-    assert!(
-        wire["executions_with_call_site"].as_u64().unwrap_or(0) > 0,
-        "no database write unwound: {wire}"
-    );
+    assert!(wire["executions_with_call_site"].as_u64().unwrap_or(0) > 0, "no database write unwound: {wire}");
     let memory = &report["memory"];
-    assert!(
-        !memory["top_allocators"].as_array().unwrap().is_empty(),
-        "no allocation site unwound"
-    );
+    assert!(!memory["top_allocators"].as_array().unwrap().is_empty(), "no allocation site unwound");
     assert!(report["offcpu"].is_object(), "no off-CPU section");
 
     // One table cache: each object's tables parsed exactly once.
     let tables = cpu["unwind_tables"].as_array().expect("cpu.unwind_tables");
     let object = |t: &serde_json::Value| t["object"].as_str().unwrap().to_string();
-    assert!(
-        tables.iter().any(|t| object(t).ends_with("/demo-service")),
-        "{tables:?}"
-    );
-    assert!(
-        tables.iter().any(|t| object(t).contains("libc.so")),
-        "{tables:?}"
-    );
+    assert!(tables.iter().any(|t| object(t).ends_with("/demo-service")), "{tables:?}");
+    assert!(tables.iter().any(|t| object(t).contains("libc.so")), "{tables:?}");
     for t in tables {
-        assert_eq!(
-            t["parses"],
-            1,
-            "{} parsed more than once: {tables:?}",
-            object(t)
-        );
+        assert_eq!(t["parses"], 1, "{} parsed more than once: {tables:?}", object(t));
     }
 
     // Samples inside a probed malloc/calloc/realloc reach main or a thread
@@ -109,34 +73,12 @@ fn every_collector_shares_one_unwinder_and_tables_are_parsed_once() {
     // cost, and counted apart (CI saw 4 of 380 in one run, 1.05%).
     let samples = cpu["total_samples"].as_u64().unwrap();
     let folded = run.file("stacks.folded");
-    let count = |ls: &[&str]| -> u64 {
-        ls.iter()
-            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
-            .sum()
-    };
-    let at_trampoline: Vec<&str> = folded
-        .lines()
-        .filter(|l| l.contains(";[uprobes];") && !reaches_a_root(l))
-        .collect();
-    assert!(
-        !folded.contains(";[0x7fffffff"),
-        "the uprobe page is named [uprobes]"
-    );
-    let (mid_probe, stuck): (Vec<&str>, Vec<&str>) =
-        at_trampoline.iter().partition(|l| caught_mid_uprobe(l));
-    assert!(
-        count(&stuck) * 100 <= samples,
-        "{} of {samples} samples end at the uprobe trampoline: {stuck:#?}",
-        count(&stuck)
-    );
-    assert!(
-        count(&mid_probe) * 100 <= samples * 5,
-        "{} of {samples} samples caught mid-uprobe: {mid_probe:#?}",
-        count(&mid_probe)
-    );
+    let count = |ls: &[&str]| -> u64 { ls.iter().filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok()).sum() };
+    let at_trampoline: Vec<&str> = folded.lines().filter(|l| l.contains(";[uprobes];") && !reaches_a_root(l)).collect();
+    assert!(!folded.contains(";[0x7fffffff"), "the uprobe page is named [uprobes]");
+    let (mid_probe, stuck): (Vec<&str>, Vec<&str>) = at_trampoline.iter().partition(|l| caught_mid_uprobe(l));
+    assert!(count(&stuck) * 100 <= samples, "{} of {samples} samples end at the uprobe trampoline: {stuck:#?}", count(&stuck));
+    assert!(count(&mid_probe) * 100 <= samples * 5, "{} of {samples} samples caught mid-uprobe: {mid_probe:#?}", count(&mid_probe));
     let completeness = cpu["stack_completeness_pct"].as_f64().unwrap();
-    assert!(
-        completeness >= 97.0,
-        "only {completeness}% of CPU stacks complete"
-    );
+    assert!(completeness >= 97.0, "only {completeness}% of CPU stacks complete");
 }

@@ -24,8 +24,7 @@ use std::{
 use perf_audit_agent::postgres::private::PrivatePostgres;
 use perf_audit_tests::*;
 
-const INJECTION: &str =
-    "SELECT v FROM t WHERE id = $1; COMMIT; BEGIN READ WRITE; CREATE TABLE x(i int); COMMIT; --";
+const INJECTION: &str = "SELECT v FROM t WHERE id = $1; COMMIT; BEGIN READ WRITE; CREATE TABLE x(i int); COMMIT; --";
 
 /// The target: connects (as `user`), says "ready", waits for a line on
 /// stdin, plays `mode` for `seconds`, says "done", waits for stdin to close.
@@ -135,15 +134,12 @@ sys.stdin.readline()
 /// statement logged with its session's application_name.
 fn server() -> PrivatePostgres {
     let pg = PrivatePostgres::start().expect("private PostgreSQL");
-    pg.psql("CREATE TABLE t (id int PRIMARY KEY, v text, w int)")
-        .unwrap();
+    pg.psql("CREATE TABLE t (id int PRIMARY KEY, v text, w int)").unwrap();
     pg.psql("CREATE INDEX t_w_never_used ON t (w)").unwrap();
-    pg.psql("INSERT INTO t SELECT g, 'v' || g, g FROM generate_series(1, 20000) g")
-        .unwrap();
+    pg.psql("INSERT INTO t SELECT g, 'v' || g, g FROM generate_series(1, 20000) g").unwrap();
     pg.psql("ANALYZE t").unwrap();
     pg.psql("ALTER SYSTEM SET log_statement = 'all'").unwrap();
-    pg.psql("ALTER SYSTEM SET log_line_prefix = '[%a] '")
-        .unwrap();
+    pg.psql("ALTER SYSTEM SET log_line_prefix = '[%a] '").unwrap();
     pg.psql("SELECT pg_reload_conf()").unwrap();
     pg
 }
@@ -156,14 +152,7 @@ struct Client {
 impl Client {
     fn start(pg: &PrivatePostgres, mode: &str, seconds: f64) -> Client {
         let mut child = Command::new("python3")
-            .args([
-                "-c",
-                CLIENT,
-                &pg.port().to_string(),
-                mode,
-                &seconds.to_string(),
-                INJECTION,
-            ])
+            .args(["-c", CLIENT, &pg.port().to_string(), mode, &seconds.to_string(), INJECTION])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -184,10 +173,7 @@ impl Client {
     fn done(&mut self) -> u64 {
         let mut line = String::new();
         self.out.read_line(&mut line).unwrap();
-        let n = line
-            .trim()
-            .strip_prefix("done ")
-            .unwrap_or_else(|| panic!("the client said {line:?}"));
+        let n = line.trim().strip_prefix("done ").unwrap_or_else(|| panic!("the client said {line:?}"));
         n.parse().unwrap()
     }
 }
@@ -213,15 +199,7 @@ impl Audit {
         let mut child = Command::new(agent_bin())
             .args(["--quiet", "--out"])
             .arg(tmp.path().join("out"))
-            .args([
-                "--pid",
-                &pid.to_string(),
-                "database",
-                "--duration",
-                duration,
-                "--database-url",
-                url,
-            ])
+            .args(["--pid", &pid.to_string(), "database", "--duration", duration, "--database-url", url])
             .env_remove("DATABASE_URL")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -237,12 +215,7 @@ impl Audit {
             }
             seen.push_str(&l);
         }
-        Audit {
-            child,
-            seen,
-            stderr,
-            tmp,
-        }
+        Audit { child, seen, stderr, tmp }
     }
 
     /// Waits for the exit; asserts exit 0; returns report.json, report.md
@@ -254,13 +227,8 @@ impl Audit {
         let stderr = format!("{}{rest}", self.seen);
         assert!(status.success(), "agent failed ({status}):\n{stderr}");
         let dir = self.tmp.path().join("out");
-        let json = std::fs::read_to_string(dir.join("report.json"))
-            .unwrap_or_else(|e| panic!("report.json: {e}\n{stderr}"));
-        (
-            serde_json::from_str(&json).unwrap(),
-            std::fs::read_to_string(dir.join("report.md")).unwrap(),
-            stderr,
-        )
+        let json = std::fs::read_to_string(dir.join("report.json")).unwrap_or_else(|e| panic!("report.json: {e}\n{stderr}"));
+        (serde_json::from_str(&json).unwrap(), std::fs::read_to_string(dir.join("report.md")).unwrap(), stderr)
     }
 }
 
@@ -270,9 +238,7 @@ fn server_log(pg: &PrivatePostgres) -> String {
 
 /// Lines the agent's own sessions logged (application_name perf-audit).
 fn agent_log_lines(log: &str) -> Vec<&str> {
-    log.lines()
-        .filter(|l| l.starts_with("[perf-audit] "))
-        .collect()
+    log.lines().filter(|l| l.starts_with("[perf-audit] ")).collect()
 }
 
 #[test]
@@ -287,67 +253,31 @@ fn an_injected_statement_text_never_runs_and_comment_placeholders_are_harmless()
     let db = &report["database"];
 
     // The database is unchanged: no table x.
-    assert_eq!(
-        pg.psql("SELECT to_regclass('public.x') IS NULL").unwrap(),
-        "t",
-        "the agent created table x:\n{stderr}"
-    );
+    assert_eq!(pg.psql("SELECT to_regclass('public.x') IS NULL").unwrap(), "t", "the agent created table x:\n{stderr}");
     // The agent's session never committed nor created anything, and its
     // plans were made in read-only transactions.
     let log = server_log(&pg);
     let ours = agent_log_lines(&log);
-    assert!(
-        ours.iter().any(|l| l.contains("BEGIN READ ONLY")),
-        "no read-only transaction logged:\n{}",
-        ours.join("\n")
-    );
+    assert!(ours.iter().any(|l| l.contains("BEGIN READ ONLY")), "no read-only transaction logged:\n{}", ours.join("\n"));
     for l in &ours {
-        assert!(
-            !l.contains("COMMIT") && !l.contains("CREATE TABLE") && !l.contains("READ WRITE"),
-            "the agent's session ran: {l}"
-        );
+        assert!(!l.contains("COMMIT") && !l.contains("CREATE TABLE") && !l.contains("READ WRITE"), "the agent's session ran: {l}");
     }
     // The text was seen on the wire, tied to the unused index's table, and refused with why.
-    let refused = db["plans_not_inspected"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{db:#}"));
-    let injected = refused
-        .iter()
-        .find(|r| r["query"].as_str().unwrap().contains("CREATE TABLE x"))
-        .unwrap_or_else(|| panic!("{refused:#?}"));
-    assert!(
-        injected["reason"]
-            .as_str()
-            .unwrap()
-            .contains("several statements"),
-        "{injected}"
-    );
-    assert!(
-        md.contains("**Plans not inspected**") && md.contains("several statements"),
-        "{md}"
-    );
+    let refused = db["plans_not_inspected"].as_array().unwrap_or_else(|| panic!("{db:#}"));
+    let injected = refused.iter().find(|r| r["query"].as_str().unwrap().contains("CREATE TABLE x")).unwrap_or_else(|| panic!("{refused:#?}"));
+    assert!(injected["reason"].as_str().unwrap().contains("several statements"), "{injected}");
+    assert!(md.contains("**Plans not inspected**") && md.contains("several statements"), "{md}");
     // The statements with `-- $99999999999` were planned (the parameter
     // count came from the server) against the unused index.
     let unused = db["unused_indexes"].as_array().unwrap();
-    let idx = unused
-        .iter()
-        .find(|u| u["index"] == "t_w_never_used")
-        .unwrap_or_else(|| panic!("{unused:#?}"));
+    let idx = unused.iter().find(|u| u["index"] == "t_w_never_used").unwrap_or_else(|| panic!("{unused:#?}"));
     assert_eq!(idx["plan_checked"], true, "{idx}");
     assert!(idx["statements_planned"].as_u64().unwrap() >= 1, "{idx}");
-    assert!(
-        ours.iter()
-            .any(|l| l.contains("PREPARE perf_audit_explain AS SELECT v FROM t WHERE id = $1")),
-        "{}",
-        ours.join("\n")
-    );
+    assert!(ours.iter().any(|l| l.contains("PREPARE perf_audit_explain AS SELECT v FROM t WHERE id = $1")), "{}", ours.join("\n"));
     // Connected as the server's superuser: more than the audit needs, said so.
     assert_eq!(db["privileges"]["superuser"], true, "{db:#}");
     assert_eq!(db["privileges"]["more_than_needed"], true);
-    assert!(
-        md.contains("Connected with more privileges than the audit needs"),
-        "{md}"
-    );
+    assert!(md.contains("Connected with more privileges than the audit needs"), "{md}");
 }
 
 #[test]
@@ -361,14 +291,8 @@ fn names_that_are_not_utf8_and_random_bytes_are_counted_not_fatal() {
     let (report, md, stderr) = audit.finish();
     let wire = &report["database"]["wire"];
     eprintln!("{wire:#}");
-    assert!(
-        wire["connections"].as_u64().unwrap() >= 1,
-        "{wire}\n{stderr}"
-    );
-    assert!(
-        wire["unparsed_writes"].as_u64().unwrap_or(0) >= 1,
-        "the random bytes are counted: {wire}"
-    );
+    assert!(wire["connections"].as_u64().unwrap() >= 1, "{wire}\n{stderr}");
+    assert!(wire["unparsed_writes"].as_u64().unwrap_or(0) >= 1, "the random bytes are counted: {wire}");
     assert_eq!(wire.get("parser_failures"), None, "{wire}");
     // The statements of the well-formed half are still there, from the wire.
     assert!(wire["executions"].as_u64().unwrap() >= rounds, "{wire}");
@@ -400,22 +324,10 @@ fn a_bind_flood_with_new_portal_names_keeps_the_agent_bounded() {
     let binds = client.done();
     let (report, md, _) = audit.finish();
     let wire = &report["database"]["wire"];
-    eprintln!(
-        "binds {binds}, agent RSS {} MB at start, peak {} MB, samples (MB) {samples:?}\n{wire:#}",
-        base >> 20,
-        peak >> 20
-    );
+    eprintln!("binds {binds}, agent RSS {} MB at start, peak {} MB, samples (MB) {samples:?}\n{wire:#}", base >> 20, peak >> 20);
     assert!(binds > 100_000, "{binds} binds");
-    assert!(
-        peak - base <= MAX_GROWTH,
-        "the agent grew {} MB under the Bind flood (bound {} MB): {samples:?}",
-        (peak - base) >> 20,
-        MAX_GROWTH >> 20
-    );
-    assert!(
-        wire["evicted_portals"].as_u64().unwrap_or(0) > 1_000,
-        "{wire}"
-    );
+    assert!(peak - base <= MAX_GROWTH, "the agent grew {} MB under the Bind flood (bound {} MB): {samples:?}", (peak - base) >> 20, MAX_GROWTH >> 20);
+    assert!(wire["evicted_portals"].as_u64().unwrap_or(0) > 1_000, "{wire}");
     assert!(md.contains("portal names"), "{md}");
 }
 
@@ -424,11 +336,9 @@ fn the_least_privilege_role_audits_the_service_and_is_not_flagged() {
     let pg = server();
     pg.psql("CREATE ROLE auditor LOGIN").unwrap();
     pg.psql("GRANT pg_monitor TO auditor").unwrap();
-    pg.psql("GRANT CONNECT ON DATABASE postgres TO auditor")
-        .unwrap();
+    pg.psql("GRANT CONNECT ON DATABASE postgres TO auditor").unwrap();
     pg.psql("GRANT USAGE ON SCHEMA public TO auditor").unwrap();
-    pg.psql("GRANT SELECT ON ALL TABLES IN SCHEMA public TO auditor")
-        .unwrap();
+    pg.psql("GRANT SELECT ON ALL TABLES IN SCHEMA public TO auditor").unwrap();
     let url = format!("postgres://auditor@127.0.0.1:{}/postgres", pg.port());
     let mut client = Client::start(&pg, "plain", 5.0);
     let audit = Audit::start(client.child.id(), &url, "7s");
@@ -438,57 +348,17 @@ fn the_least_privilege_role_audits_the_service_and_is_not_flagged() {
     let db = &report["database"];
     let p = &db["privileges"];
     assert_eq!(p["role"], "auditor", "{db:#}\n{stderr}");
-    assert_eq!(
-        (
-            p["superuser"].as_bool(),
-            p["read_all_stats"].as_bool(),
-            p["more_than_needed"].as_bool()
-        ),
-        (Some(false), Some(true), Some(false)),
-        "{p}"
-    );
-    assert_eq!(
-        (p["owned_tables"].as_u64(), p["writable_tables"].as_u64()),
-        (Some(0), Some(0)),
-        "{p}"
-    );
+    assert_eq!((p["superuser"].as_bool(), p["read_all_stats"].as_bool(), p["more_than_needed"].as_bool()), (Some(false), Some(true), Some(false)), "{p}");
+    assert_eq!((p["owned_tables"].as_u64(), p["writable_tables"].as_u64()), (Some(0), Some(0)), "{p}");
     assert!(!md.contains("more privileges than the audit needs"), "{md}");
     // Everything the profile reads, read with that role.
     assert_eq!(db["pg_stat_statements"], true, "{db:#}");
     let statements = db["statements"].as_array().unwrap();
-    let ours = statements
-        .iter()
-        .find(|s| {
-            s["query"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("FROM t WHERE id = $1")
-        })
-        .unwrap_or_else(|| panic!("{statements:#?}"));
-    assert!(
-        ours["calls"].as_i64().unwrap() >= rounds as i64 / 2,
-        "{ours}"
-    );
-    assert!(
-        !ours["call_sites"].as_array().unwrap().is_empty()
-            || db["wire"]["executions"].as_u64().unwrap() >= rounds,
-        "{db:#}"
-    );
+    let ours = statements.iter().find(|s| s["query"].as_str().unwrap_or_default().contains("FROM t WHERE id = $1")).unwrap_or_else(|| panic!("{statements:#?}"));
+    assert!(ours["calls"].as_i64().unwrap() >= rounds as i64 / 2, "{ours}");
+    assert!(!ours["call_sites"].as_array().unwrap().is_empty() || db["wire"]["executions"].as_u64().unwrap() >= rounds, "{db:#}");
     let unused = db["unused_indexes"].as_array().unwrap();
-    let idx = unused
-        .iter()
-        .find(|u| u["index"] == "t_w_never_used")
-        .unwrap_or_else(|| panic!("{unused:#?}"));
-    assert!(
-        idx["statements_planned"].as_u64().unwrap() >= 1,
-        "plans made with SELECT only: {idx}"
-    );
-    assert!(
-        db["tables"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|t| t["table"] == "t"),
-        "{db:#}"
-    );
+    let idx = unused.iter().find(|u| u["index"] == "t_w_never_used").unwrap_or_else(|| panic!("{unused:#?}"));
+    assert!(idx["statements_planned"].as_u64().unwrap() >= 1, "plans made with SELECT only: {idx}");
+    assert!(db["tables"].as_array().unwrap().iter().any(|t| t["table"] == "t"), "{db:#}");
 }

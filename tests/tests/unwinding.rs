@@ -17,15 +17,9 @@ fn plain_release_build_is_unwound_from_main_to_the_hot_function() {
     let run = run_agent(&["--pid", &pid, "cpu", "--duration", "4s"]);
     run.assert_success();
     let report = run.report();
-    assert_eq!(
-        report["cpu"]["unwinding"], "dwarf",
-        "auto mode picks dwarf for a binary without frame pointers"
-    );
+    assert_eq!(report["cpu"]["unwinding"], "dwarf", "auto mode picks dwarf for a binary without frame pointers");
     let completeness = report["cpu"]["stack_completeness_pct"].as_f64().unwrap();
-    assert!(
-        completeness >= 95.0,
-        "only {completeness}% of stacks reach main or a thread start"
-    );
+    assert!(completeness >= 95.0, "only {completeness}% of stacks reach main or a thread start");
 
     // Every stack through `hot` has the chain main -> a -> b -> hot, in
     // that order, directly adjacent.
@@ -35,26 +29,12 @@ fn plain_release_build_is_unwound_from_main_to_the_hot_function() {
     for line in folded.lines() {
         let (frames, count) = parse_folded(line);
         total += count;
-        let Some(hot) = frames.iter().position(|f| *f == "unwind_chain::hot") else {
-            continue;
-        };
+        let Some(hot) = frames.iter().position(|f| *f == "unwind_chain::hot") else { continue };
         hot_samples += count;
         assert!(hot >= 3, "{line}");
-        assert_eq!(
-            &frames[hot - 3..=hot],
-            [
-                "unwind_chain::main",
-                "unwind_chain::a",
-                "unwind_chain::b",
-                "unwind_chain::hot"
-            ],
-            "{line}"
-        );
+        assert_eq!(&frames[hot - 3..=hot], ["unwind_chain::main", "unwind_chain::a", "unwind_chain::b", "unwind_chain::hot"], "{line}");
     }
-    assert!(
-        hot_samples * 100 >= total * 80,
-        "hot should dominate: {hot_samples} of {total}"
-    );
+    assert!(hot_samples * 100 >= total * 80, "hot should dominate: {hot_samples} of {total}");
     assert_eq!(hotspots(&report)[0].0, "unwind_chain::hot");
 }
 
@@ -78,21 +58,10 @@ fn forcing_frame_pointers_on_a_plain_build_loses_the_callers() {
     let bin = fixture("unwind-chain", Build::Release);
     let target = Running::spawn(&bin, &["--seconds", "30"]);
     let pid = target.pid().to_string();
-    let run = run_agent(&[
-        "--pid",
-        &pid,
-        "cpu",
-        "--duration",
-        "3s",
-        "--unwind",
-        "frame-pointer",
-    ]);
+    let run = run_agent(&["--pid", &pid, "cpu", "--duration", "3s", "--unwind", "frame-pointer"]);
     run.assert_success();
     let report = run.report();
     assert_eq!(report["cpu"]["unwinding"], "frame-pointer");
     let completeness = report["cpu"]["stack_completeness_pct"].as_f64().unwrap();
-    assert!(
-        completeness < 50.0,
-        "a plain build cannot be walked by frame pointers, yet {completeness}% complete"
-    );
+    assert!(completeness < 50.0, "a plain build cannot be walked by frame pointers, yet {completeness}% complete");
 }

@@ -12,9 +12,7 @@ use crate::{cargo, run_checked, workspace_root};
 
 pub fn run(args: &[String]) -> Result<(), String> {
     // The baseline tools (perf, heaptrack, bpftrace) on a fresh machine.
-    crate::setup::install_missing_packages(
-        &[crate::setup::DEMO_PACKAGES, crate::setup::TEST_PACKAGES].concat(),
-    )?;
+    crate::setup::install_missing_packages(&[crate::setup::DEMO_PACKAGES, crate::setup::TEST_PACKAGES].concat())?;
     match args.first().map(String::as_str) {
         Some("cpu-overhead") => cpu_overhead(),
         Some("unwind") => unwind(),
@@ -37,14 +35,7 @@ fn overhead() -> Result<(), String> {
     let agent = release_agent()?;
     let root = workspace_root();
     run_checked(
-        cargo().current_dir(&root).args([
-            "build",
-            "--release",
-            "-p",
-            "perf-audit-tests",
-            "--bin",
-            "bench-overhead",
-        ]),
+        cargo().current_dir(&root).args(["build", "--release", "-p", "perf-audit-tests", "--bin", "bench-overhead"]),
         "building the overhead benchmark's driver (release)",
     )?;
     run_checked(
@@ -54,18 +45,13 @@ fn overhead() -> Result<(), String> {
 }
 
 fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn release_agent() -> Result<PathBuf, String> {
     let root = workspace_root();
     run_checked(
-        cargo()
-            .current_dir(&root)
-            .args(["build", "--release", "-p", "perf-audit-agent"]),
+        cargo().current_dir(&root).args(["build", "--release", "-p", "perf-audit-agent"]),
         "building perf-audit-agent (release)",
     )?;
     Ok(root.join("target/release/perf-audit-agent"))
@@ -73,18 +59,10 @@ fn release_agent() -> Result<PathBuf, String> {
 
 fn fixture(name: &str, frame_pointers: bool) -> Result<PathBuf, String> {
     let dir = workspace_root().join("tests/fixtures");
-    let target_dir = dir.join(if frame_pointers {
-        "target/fp"
-    } else {
-        "target/plain"
-    });
+    let target_dir = dir.join(if frame_pointers { "target/fp" } else { "target/plain" });
     let mut cmd = cargo();
-    cmd.current_dir(&dir)
-        .args(["build", "--release", "-p", name])
-        .arg("--target-dir")
-        .arg(&target_dir);
-    cmd.env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    cmd.current_dir(&dir).args(["build", "--release", "-p", name]).arg("--target-dir").arg(&target_dir);
+    cmd.env_remove("RUSTFLAGS").env_remove("CARGO_ENCODED_RUSTFLAGS");
     if frame_pointers {
         cmd.env("RUSTFLAGS", "-C force-frame-pointers=yes");
     }
@@ -94,11 +72,7 @@ fn fixture(name: &str, frame_pointers: bool) -> Result<PathBuf, String> {
 
 /// Runs a command whose output contains a `rate <float>` line; returns it.
 fn measure_rate(cmd: &mut Command, what: &str) -> Result<f64, String> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .map_err(|e| format!("{what}: {e}"))?;
+    let out = cmd.stdin(Stdio::null()).stderr(Stdio::null()).output().map_err(|e| format!("{what}: {e}"))?;
     if !out.status.success() {
         return Err(format!("{what} failed: {}", out.status));
     }
@@ -111,11 +85,7 @@ fn measure_rate(cmd: &mut Command, what: &str) -> Result<f64, String> {
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
+    if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 }
 }
 
 /// Builds the command of one mode from the fixture and its arguments.
@@ -139,32 +109,12 @@ fn cpu_overhead() -> Result<(), String> {
     let agent_out = scratch.join("agent-out");
     let perf_data = scratch.join("perf.data");
     let mut modes = vec![
-        Mode {
-            name: "untraced",
-            command: Box::new(|bin, args| {
-                let mut c = Command::new(bin);
-                c.args(args);
-                c
-            }),
-            rates: vec![],
-        },
+        Mode { name: "untraced", command: Box::new(|bin, args| { let mut c = Command::new(bin); c.args(args); c }), rates: vec![] },
         Mode {
             name: "perf-audit-agent cpu -F 99",
             command: Box::new(move |bin, args| {
                 let mut c = Command::new(&agent);
-                c.args([
-                    "cpu",
-                    "--quiet",
-                    "--frequency",
-                    "99",
-                    "--duration",
-                    "10m",
-                    "--out",
-                ])
-                .arg(&agent_out)
-                .arg("--")
-                .arg(bin)
-                .args(args);
+                c.args(["cpu", "--quiet", "--frequency", "99", "--duration", "10m", "--out"]).arg(&agent_out).arg("--").arg(bin).args(args);
                 c
             }),
             rates: vec![],
@@ -173,41 +123,28 @@ fn cpu_overhead() -> Result<(), String> {
             name: "perf record -g -F 99",
             command: Box::new(move |bin, args| {
                 let mut c = Command::new("perf");
-                c.args(["record", "-q", "-g", "-F", "99", "-o"])
-                    .arg(&perf_data)
-                    .arg("--")
-                    .arg(bin)
-                    .args(args);
+                c.args(["record", "-q", "-g", "-F", "99", "-o"]).arg(&perf_data).arg("--").arg(bin).args(args);
                 c
             }),
             rates: vec![],
         },
     ];
 
-    eprintln!(
-        "xtask: cpu-overhead: {rounds} rounds x {} modes x {seconds} s on one core of the fixture",
-        modes.len()
-    );
+    eprintln!("xtask: cpu-overhead: {rounds} rounds x {} modes x {seconds} s on one core of the fixture", modes.len());
     for round in 0..rounds {
         // Rotate the order every round so no mode always runs first.
         let n = modes.len();
         for k in 0..n {
             let mode = &mut modes[(round + k) % n];
             let rate = measure_rate(&mut (mode.command)(&burner, &fixture_args), mode.name)?;
-            eprintln!(
-                "  round {}: {:<28} {rate:>10.1} units/s",
-                round + 1,
-                mode.name
-            );
+            eprintln!("  round {}: {:<28} {rate:>10.1} units/s", round + 1, mode.name);
             mode.rates.push(rate);
         }
     }
 
     let baseline = median(&mut modes[0].rates.clone());
     let mut rows = Vec::new();
-    println!(
-        "\ncpu-overhead: work rate of a CPU-bound fixture (median of {rounds} runs of {seconds} s), ratio to untraced"
-    );
+    println!("\ncpu-overhead: work rate of a CPU-bound fixture (median of {rounds} runs of {seconds} s), ratio to untraced");
     println!("{:<30} {:>12} {:>8}", "mode", "units/s", "ratio");
     for mode in &modes {
         let m = median(&mut mode.rates.clone());
@@ -216,18 +153,8 @@ fn cpu_overhead() -> Result<(), String> {
         rows.push(serde_json::json!({"mode": mode.name, "median_rate": m, "ratio": ratio, "rates": mode.rates}));
     }
     let agent_ratio = rows[1]["ratio"].as_f64().unwrap_or(0.0);
-    println!(
-        "goal: perf-audit ratio >= 0.99 -> {}",
-        if agent_ratio >= 0.99 {
-            "met"
-        } else {
-            "NOT met"
-        }
-    );
-    write_result(
-        "cpu-overhead",
-        &serde_json::json!({"rounds": rounds, "seconds": seconds, "results": rows}),
-    )
+    println!("goal: perf-audit ratio >= 0.99 -> {}", if agent_ratio >= 0.99 { "met" } else { "NOT met" });
+    write_result("cpu-overhead", &serde_json::json!({"rounds": rounds, "seconds": seconds, "results": rows}))
 }
 
 fn tempfile_dir() -> Result<PathBuf, String> {
@@ -237,11 +164,8 @@ fn tempfile_dir() -> Result<PathBuf, String> {
 }
 
 fn write_result(name: &str, value: &serde_json::Value) -> Result<(), String> {
-    let path = workspace_root()
-        .join("target/bench")
-        .join(format!("{name}.json"));
-    std::fs::write(&path, serde_json::to_vec_pretty(value).expect("json"))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let path = workspace_root().join("target/bench").join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_vec_pretty(value).expect("json")).map_err(|e| format!("{}: {e}", path.display()))?;
     println!("results: {}", path.display());
     Ok(())
 }
@@ -262,49 +186,21 @@ fn unwind() -> Result<(), String> {
         rates: Vec<f64>,
         completeness: Vec<f64>,
     }
-    let names = [
-        "untraced",
-        "perf-audit --unwind dwarf",
-        "perf-audit --unwind frame-pointer",
-        "perf record --call-graph dwarf -F 99",
-    ];
-    let mut runs: Vec<Run> = names
-        .iter()
-        .map(|n| Run {
-            name: n,
-            rates: vec![],
-            completeness: vec![],
-        })
-        .collect();
-    eprintln!(
-        "xtask: unwind: {rounds} rounds x {} modes x {seconds} s",
-        runs.len()
-    );
+    let names = ["untraced", "perf-audit --unwind dwarf", "perf-audit --unwind frame-pointer", "perf record --call-graph dwarf -F 99"];
+    let mut runs: Vec<Run> = names.iter().map(|n| Run { name: n, rates: vec![], completeness: vec![] }).collect();
+    eprintln!("xtask: unwind: {rounds} rounds x {} modes x {seconds} s", runs.len());
     for round in 0..rounds {
         for k in 0..runs.len() {
             let i = (round + k) % runs.len();
             let out_dir = scratch.join(format!("unwind-{i}"));
             let _ = std::fs::remove_dir_all(&out_dir);
             let (rate, completeness) = match i {
-                0 => (
-                    measure_rate(Command::new(&chain).args(&args), names[0])?,
-                    None,
-                ),
+                0 => (measure_rate(Command::new(&chain).args(&args), names[0])?, None),
                 1 | 2 => {
                     let mode = if i == 1 { "dwarf" } else { "frame-pointer" };
                     let rate = measure_rate(
                         Command::new(&agent)
-                            .args([
-                                "cpu",
-                                "--quiet",
-                                "--frequency",
-                                "99",
-                                "--duration",
-                                "10m",
-                                "--unwind",
-                                mode,
-                                "--out",
-                            ])
+                            .args(["cpu", "--quiet", "--frequency", "99", "--duration", "10m", "--unwind", mode, "--out"])
                             .arg(&out_dir)
                             .arg("--")
                             .arg(&chain)
@@ -331,9 +227,7 @@ fn unwind() -> Result<(), String> {
                 "  round {}: {:<38} {rate:>9.1} calls/s{}",
                 round + 1,
                 names[i],
-                completeness
-                    .map(|c| format!("  {:.1}% complete", c * 100.0))
-                    .unwrap_or_default()
+                completeness.map(|c| format!("  {:.1}% complete", c * 100.0)).unwrap_or_default()
             );
             runs[i].rates.push(rate);
             if let Some(c) = completeness {
@@ -342,65 +236,37 @@ fn unwind() -> Result<(), String> {
         }
     }
     let baseline = median(&mut runs[0].rates.clone());
-    println!(
-        "\nunwind: plain release build (no frame pointers), median of {rounds} runs of {seconds} s"
-    );
-    println!(
-        "{:<38} {:>10} {:>8} {:>10}",
-        "mode", "calls/s", "ratio", "complete"
-    );
+    println!("\nunwind: plain release build (no frame pointers), median of {rounds} runs of {seconds} s");
+    println!("{:<38} {:>10} {:>8} {:>10}", "mode", "calls/s", "ratio", "complete");
     let mut rows = Vec::new();
     for run in &runs {
         let rate = median(&mut run.rates.clone());
-        let complete = if run.completeness.is_empty() {
-            None
-        } else {
-            Some(median(&mut run.completeness.clone()))
-        };
+        let complete = if run.completeness.is_empty() { None } else { Some(median(&mut run.completeness.clone())) };
         println!(
             "{:<38} {rate:>10.1} {:>8.4} {:>10}",
             run.name,
             rate / baseline,
-            complete
-                .map(|c| format!("{:.1}%", c * 100.0))
-                .unwrap_or_else(|| "-".into())
+            complete.map(|c| format!("{:.1}%", c * 100.0)).unwrap_or_else(|| "-".into())
         );
-        rows.push(
-            serde_json::json!({"mode": run.name, "median_rate": rate, "ratio": rate / baseline,
-            "completeness": complete, "rates": run.rates, "completeness_runs": run.completeness}),
-        );
+        rows.push(serde_json::json!({"mode": run.name, "median_rate": rate, "ratio": rate / baseline,
+            "completeness": complete, "rates": run.rates, "completeness_runs": run.completeness}));
     }
     let dwarf_ratio = rows[1]["ratio"].as_f64().unwrap_or(0.0);
     let perf_ratio = rows[3]["ratio"].as_f64().unwrap_or(0.0);
     let dwarf_complete = rows[1]["completeness"].as_f64().unwrap_or(0.0);
     println!(
         "goal: dwarf mode >= 95% complete ({}) at a slowdown no worse than perf's dwarf mode ({})",
-        if dwarf_complete >= 0.95 {
-            "met"
-        } else {
-            "NOT met"
-        },
-        if dwarf_ratio >= perf_ratio - 0.005 {
-            "met"
-        } else {
-            "NOT met"
-        }
+        if dwarf_complete >= 0.95 { "met" } else { "NOT met" },
+        if dwarf_ratio >= perf_ratio - 0.005 { "met" } else { "NOT met" }
     );
-    write_result(
-        "unwind",
-        &serde_json::json!({"rounds": rounds, "seconds": seconds, "results": rows}),
-    )
+    write_result("unwind", &serde_json::json!({"rounds": rounds, "seconds": seconds, "results": rows}))
 }
 
 fn report_completeness(out_dir: &Path) -> Result<f64, String> {
     let path = out_dir.join("report.json");
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let report: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    report["cpu"]["stack_completeness_pct"]
-        .as_f64()
-        .map(|p| p / 100.0)
-        .ok_or_else(|| "no stack_completeness_pct".into())
+    let report: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    report["cpu"]["stack_completeness_pct"].as_f64().map(|p| p / 100.0).ok_or_else(|| "no stack_completeness_pct".into())
 }
 
 /// The same completeness rule as the agent's, applied to `perf script`:
@@ -423,16 +289,7 @@ fn perf_script_completeness(data: &Path) -> Result<f64, String> {
         let reaches_root = lines.any(|l| {
             let sym = l.split_whitespace().nth(1).unwrap_or_default();
             let sym = sym.split('+').next().unwrap_or_default();
-            matches!(
-                sym,
-                "main"
-                    | "_start"
-                    | "__libc_start_main"
-                    | "__libc_start_call_main"
-                    | "start_thread"
-                    | "clone3"
-                    | "__clone3"
-            )
+            matches!(sym, "main" | "_start" | "__libc_start_main" | "__libc_start_call_main" | "start_thread" | "clone3" | "__clone3")
         });
         if reaches_root {
             complete += 1;
@@ -464,11 +321,7 @@ fn daemon() -> Result<(), String> {
     let interval = env_or("BENCH_INTERVAL", 5).max(1);
     let phase = env_or("BENCH_PHASE", 30).max(5);
     let rounds = env_or("BENCH_ROUNDS", 3).max(1);
-    let extra: Vec<String> = std::env::var("BENCH_DAEMON_ARGS")
-        .unwrap_or_default()
-        .split_whitespace()
-        .map(String::from)
-        .collect();
+    let extra: Vec<String> = std::env::var("BENCH_DAEMON_ARGS").unwrap_or_default().split_whitespace().map(String::from).collect();
     // BENCH_AGENT: an already built agent (else the release build).
     let agent = match std::env::var_os("BENCH_AGENT") {
         Some(path) => PathBuf::from(path),
@@ -494,15 +347,10 @@ fn daemon() -> Result<(), String> {
     let summed_rate = |children: Vec<std::process::Child>| -> Result<f64, String> {
         let mut sum = 0.0;
         for child in children {
-            let out = child
-                .wait_with_output()
-                .map_err(|e| format!("cpu-burner: {e}"))?;
+            let out = child.wait_with_output().map_err(|e| format!("cpu-burner: {e}"))?;
             let rate = String::from_utf8_lossy(&out.stdout)
                 .lines()
-                .find_map(|l| {
-                    l.strip_prefix("rate ")
-                        .and_then(|v| v.trim().parse::<f64>().ok())
-                })
+                .find_map(|l| l.strip_prefix("rate ").and_then(|v| v.trim().parse::<f64>().ok()))
                 .ok_or("cpu-burner printed no rate")?;
             sum += rate;
         }
@@ -518,23 +366,14 @@ fn daemon() -> Result<(), String> {
     let status_kib = |pid: u32, field: &str| -> u64 {
         std::fs::read_to_string(format!("/proc/{pid}/status"))
             .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix(field))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            })
+            .and_then(|s| s.lines().find_map(|l| l.strip_prefix(field)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()))
             .unwrap_or(0)
             * 1024
     };
     let rss = |pid: u32| -> u64 { status_kib(pid, "VmRSS:") };
     let scrape = |addr: &str| -> String {
-        let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-            return String::new();
-        };
-        let _ = write!(
-            s,
-            "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-        );
+        let Ok(mut s) = std::net::TcpStream::connect(addr) else { return String::new() };
+        let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
         let mut body = Vec::new();
         let _ = s.read_to_end(&mut body);
         String::from_utf8_lossy(&body).into_owned()
@@ -543,23 +382,14 @@ fn daemon() -> Result<(), String> {
 
     // The machine's load, printed with the result: the daemon's CPU share
     // and the busy processes' throughput mean little on a loaded machine.
-    let loadavg = || {
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
+    let loadavg = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ");
     let load_before = loadavg();
 
     // Part 1: the soak.
     let busy = spawn_busy(seconds + 30)?;
     let (mut daemon, addr) = start_daemon(&agent, &scratch, &extra)?;
     let pid = daemon.id();
-    eprintln!(
-        "xtask: daemon: {seconds} s soak, 19 Hz system-wide, two busy no-frame-pointer processes, sampled every {interval} s"
-    );
+    eprintln!("xtask: daemon: {seconds} s soak, 19 Hz system-wide, two busy no-frame-pointer processes, sampled every {interval} s");
     let start = std::time::Instant::now();
     let t0 = cpu_ticks(pid).unwrap_or(0);
     let mut rows = Vec::new();
@@ -569,9 +399,7 @@ fn daemon() -> Result<(), String> {
     while start.elapsed().as_secs() < seconds {
         std::thread::sleep(std::time::Duration::from_secs(interval));
         let scraped = scrape(&addr);
-        let (Some(ticks), r) = (cpu_ticks(pid), rss(pid)) else {
-            return Err("the daemon died during the soak".into());
-        };
+        let (Some(ticks), r) = (cpu_ticks(pid), rss(pid)) else { return Err("the daemon died during the soak".into()) };
         let dt = last_t.elapsed().as_secs_f64();
         let cpu_pct = (ticks - last_ticks) as f64 / ticks_per_s / dt * 100.0;
         last_ticks = ticks;
@@ -602,45 +430,35 @@ fn daemon() -> Result<(), String> {
         let _ = b.kill();
         let _ = b.wait();
     }
-    let unwind: Vec<String> = last_metrics
-        .lines()
-        .filter(|l| {
-            [
-                "perf_audit_unwind_samples_total{",
-                "perf_audit_samples_dropped_total{",
-                "perf_audit_off_cpu_",
-                "perf_audit_unwind_table_",
-                "perf_audit_windows_total ",
-                "perf_audit_profiles_total ",
-                "perf_audit_window_flush_cpu_seconds_total ",
-                "perf_audit_symbol_",
-            ]
-            .iter()
-            .any(|p| l.starts_with(p))
-        })
-        .map(String::from)
-        .collect();
+    let unwind: Vec<String> =
+        last_metrics
+            .lines()
+            .filter(|l| {
+                [
+                    "perf_audit_unwind_samples_total{",
+                    "perf_audit_samples_dropped_total{",
+                    "perf_audit_off_cpu_",
+                    "perf_audit_unwind_table_",
+                    "perf_audit_windows_total ",
+                    "perf_audit_profiles_total ",
+                    "perf_audit_window_flush_cpu_seconds_total ",
+                    "perf_audit_symbol_",
+                ]
+                    .iter()
+                    .any(|p| l.starts_with(p))
+            })
+            .map(String::from)
+            .collect();
 
     // Part 2: throughput without and with the daemon, side by side.
     let mut without = Vec::new();
     let mut with = Vec::new();
     let mut phase_cpu = Vec::new();
     for round in 0..rounds {
-        for daemon_on in if round % 2 == 0 {
-            [false, true]
-        } else {
-            [true, false]
-        } {
-            let running = if daemon_on {
-                Some(start_daemon(&agent, &scratch, &extra)?)
-            } else {
-                None
-            };
+        for daemon_on in if round % 2 == 0 { [false, true] } else { [true, false] } {
+            let running = if daemon_on { Some(start_daemon(&agent, &scratch, &extra)?) } else { None };
             let t = std::time::Instant::now();
-            let before = running
-                .as_ref()
-                .and_then(|(d, _)| cpu_ticks(d.id()))
-                .unwrap_or(0);
+            let before = running.as_ref().and_then(|(d, _)| cpu_ticks(d.id())).unwrap_or(0);
             let rate = summed_rate(spawn_busy(phase)?)?;
             if let Some((mut d, _)) = running {
                 let used = cpu_ticks(d.id()).unwrap_or(before) - before;
@@ -652,20 +470,13 @@ fn daemon() -> Result<(), String> {
             } else {
                 without.push(rate);
             }
-            eprintln!(
-                "  round {}: daemon {:<3} {rate:>10.1} units/s",
-                round + 1,
-                if daemon_on { "on" } else { "off" }
-            );
+            eprintln!("  round {}: daemon {:<3} {rate:>10.1} units/s", round + 1, if daemon_on { "on" } else { "off" });
         }
     }
     let (m_without, m_with) = (median(&mut without.clone()), median(&mut with.clone()));
     let ratio = m_with / m_without.max(1e-9);
 
-    let rss_values: Vec<u64> = rows
-        .iter()
-        .map(|r| r["rss_bytes"].as_u64().unwrap_or(0))
-        .collect();
+    let rss_values: Vec<u64> = rows.iter().map(|r| r["rss_bytes"].as_u64().unwrap_or(0)).collect();
     let max_rss = rss_values.iter().copied().max().unwrap_or(0);
     // "Flat" judges the trend, not one sample: the median RSS of the first
     // and of the last quarter of the soak. Their maxima compared a window
@@ -682,44 +493,20 @@ fn daemon() -> Result<(), String> {
     let early = median_of(&rss_values[..quarter]);
     let late = median_of(&rss_values[rss_values.len() - quarter..]);
     let windows = std::fs::read_dir(&scratch).map(|d| d.count()).unwrap_or(0);
-    println!(
-        "\ndaemon {}: 19 Hz system-wide, two busy no-frame-pointer processes, {total_s:.0} s soak, sampled every {interval} s",
-        extra.join(" ")
-    );
+    println!("\ndaemon {}: 19 Hz system-wide, two busy no-frame-pointer processes, {total_s:.0} s soak, sampled every {interval} s", extra.join(" "));
     println!("cpu (whole soak)      {total_cpu_pct:.3}% of one core");
-    println!(
-        "load average          {load_before} before the soak, {load_after} after (1, 5, 15 min)"
-    );
+    println!("load average          {load_before} before the soak, {load_after} after (1, 5, 15 min)");
     println!("rss peak (VmHWM)      {:.1} MiB", hwm as f64 / 1048576.0);
-    println!(
-        "rss max (samples)     {:.1} MiB (median of the first quarter {:.1} MiB, of the last quarter {:.1} MiB)",
-        max_rss as f64 / 1048576.0,
-        early as f64 / 1048576.0,
-        late as f64 / 1048576.0
-    );
-    let part_max = |key: &str| {
-        rows.iter()
-            .map(|r| r[key].as_u64().unwrap_or(0))
-            .max()
-            .unwrap_or(0) as f64
-            / 1048576.0
-    };
-    println!(
-        "rss parts max         anon {:.1} MiB, file-backed {:.1} MiB",
-        part_max("rss_anon_bytes"),
-        part_max("rss_file_bytes")
-    );
+    println!("rss max (samples)     {:.1} MiB (median of the first quarter {:.1} MiB, of the last quarter {:.1} MiB)", max_rss as f64 / 1048576.0, early as f64 / 1048576.0, late as f64 / 1048576.0);
+    let part_max = |key: &str| rows.iter().map(|r| r[key].as_u64().unwrap_or(0)).max().unwrap_or(0) as f64 / 1048576.0;
+    println!("rss parts max         anon {:.1} MiB, file-backed {:.1} MiB", part_max("rss_anon_bytes"), part_max("rss_file_bytes"));
     println!("folded profiles       {windows} written");
     println!("exit on SIGTERM       {status}");
     for line in &unwind {
         println!("                      {line}");
     }
-    println!(
-        "throughput            without {m_without:.1} units/s, with {m_with:.1} units/s (medians of {rounds} x {phase} s): ratio {ratio:.4}"
-    );
-    println!(
-        "                      without {without:.1?}, with {with:.1?}; daemon cpu per phase {phase_cpu:.2?} % of a core"
-    );
+    println!("throughput            without {m_without:.1} units/s, with {m_with:.1} units/s (medians of {rounds} x {phase} s): ratio {ratio:.4}");
+    println!("                      without {without:.1?}, with {with:.1?}; daemon cpu per phase {phase_cpu:.2?} % of a core");
     let cpu_ok = total_cpu_pct <= 1.0;
     let rss_ok = max_rss.max(hwm) <= 64 * 1024 * 1024;
     let flat = late <= early + 4 * 1024 * 1024;
@@ -744,23 +531,10 @@ fn daemon() -> Result<(), String> {
 
 /// Starts the release daemon system-wide at 19 Hz (60 s windows written to
 /// `folded`) and waits until it listens; returns it and its address.
-fn start_daemon(
-    agent: &Path,
-    folded: &Path,
-    extra: &[String],
-) -> Result<(std::process::Child, String), String> {
+fn start_daemon(agent: &Path, folded: &Path, extra: &[String]) -> Result<(std::process::Child, String), String> {
     use std::io::BufRead as _;
     let mut daemon = Command::new(agent)
-        .args([
-            "daemon",
-            "--listen",
-            "127.0.0.1:0",
-            "--frequency",
-            "19",
-            "--window",
-            "60s",
-            "--folded-dir",
-        ])
+        .args(["daemon", "--listen", "127.0.0.1:0", "--frequency", "19", "--window", "60s", "--folded-dir"])
         .arg(folded)
         .args(extra)
         .stdin(Stdio::null())
@@ -774,11 +548,7 @@ fn start_daemon(
         match lines.next() {
             Some(Ok(line)) => {
                 if let Some(rest) = line.split("listening on http://").nth(1) {
-                    break rest
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_string();
+                    break rest.split_whitespace().next().unwrap_or_default().to_string();
                 }
                 eprintln!("{line}");
             }
@@ -813,25 +583,13 @@ fn offcpu() -> Result<(), String> {
     let agent_classic = agent.clone();
     let perf_data = scratch.join("offcpu-perf.data");
     let mut modes = vec![
-        Mode {
-            name: "untraced",
-            command: Box::new(|bin, args| {
-                let mut c = Command::new(bin);
-                c.args(args);
-                c
-            }),
-            rates: vec![],
-        },
+        Mode { name: "untraced", command: Box::new(|bin, args| { let mut c = Command::new(bin); c.args(args); c }), rates: vec![] },
         Mode {
             name: "perf-audit-agent async",
             command: Box::new(move |bin, args| {
                 let _ = std::fs::remove_dir_all(&out_dir);
                 let mut c = Command::new(&agent);
-                c.args(["async", "--quiet", "--duration", "10m", "--out"])
-                    .arg(&out_dir)
-                    .arg("--")
-                    .arg(bin)
-                    .args(args);
+                c.args(["async", "--quiet", "--duration", "10m", "--out"]).arg(&out_dir).arg("--").arg(bin).args(args);
                 c
             }),
             rates: vec![],
@@ -842,11 +600,7 @@ fn offcpu() -> Result<(), String> {
                 let _ = std::fs::remove_dir_all(&out_dir_classic);
                 let mut c = Command::new(&agent_classic);
                 c.env("PERF_AUDIT_CLASSIC_TRACEPOINTS", "1");
-                c.args(["async", "--quiet", "--duration", "10m", "--out"])
-                    .arg(&out_dir_classic)
-                    .arg("--")
-                    .arg(bin)
-                    .args(args);
+                c.args(["async", "--quiet", "--duration", "10m", "--out"]).arg(&out_dir_classic).arg("--").arg(bin).args(args);
                 c
             }),
             rates: vec![],
@@ -855,37 +609,24 @@ fn offcpu() -> Result<(), String> {
             name: "perf record -e sched:sched_switch -g",
             command: Box::new(move |bin, args| {
                 let mut c = Command::new("perf");
-                c.args(["record", "-q", "-e", "sched:sched_switch", "-g", "-o"])
-                    .arg(&perf_data)
-                    .arg("--")
-                    .arg(bin)
-                    .args(args);
+                c.args(["record", "-q", "-e", "sched:sched_switch", "-g", "-o"]).arg(&perf_data).arg("--").arg(bin).args(args);
                 c
             }),
             rates: vec![],
         },
     ];
-    eprintln!(
-        "xtask: offcpu: {rounds} rounds x {} modes x {seconds} s",
-        modes.len()
-    );
+    eprintln!("xtask: offcpu: {rounds} rounds x {} modes x {seconds} s", modes.len());
     for round in 0..rounds {
         let n = modes.len();
         for k in 0..n {
             let mode = &mut modes[(round + k) % n];
             let rate = measure_rate(&mut (mode.command)(&bin, &args), mode.name)?;
-            eprintln!(
-                "  round {}: {:<38} {rate:>10.1} hand-offs/s",
-                round + 1,
-                mode.name
-            );
+            eprintln!("  round {}: {:<38} {rate:>10.1} hand-offs/s", round + 1, mode.name);
             mode.rates.push(rate);
         }
     }
     let baseline = median(&mut modes[0].rates.clone());
-    println!(
-        "\noffcpu: context-switch-heavy fixture (median of {rounds} runs of {seconds} s), ratio to untraced"
-    );
+    println!("\noffcpu: context-switch-heavy fixture (median of {rounds} runs of {seconds} s), ratio to untraced");
     println!("{:<38} {:>12} {:>8}", "mode", "hand-offs/s", "ratio");
     let mut rows = Vec::new();
     for mode in &modes {
@@ -893,10 +634,7 @@ fn offcpu() -> Result<(), String> {
         println!("{:<38} {:>12.1} {:>8.4}", mode.name, m, m / baseline);
         rows.push(serde_json::json!({"mode": mode.name, "median_rate": m, "ratio": m / baseline, "rates": mode.rates}));
     }
-    write_result(
-        "offcpu",
-        &serde_json::json!({"rounds": rounds, "seconds": seconds, "results": rows}),
-    )
+    write_result("offcpu", &serde_json::json!({"rounds": rounds, "seconds": seconds, "results": rows}))
 }
 
 /// Throughput of an allocation-heavy fixture (`mem-leaker --churn-only`:
@@ -935,19 +673,7 @@ fn memory() -> Result<(), String> {
         Box::new(move |bin: &Path, args: &[String]| {
             let _ = std::fs::remove_dir_all(&out);
             let mut c = Command::new(&agent);
-            c.args([
-                "memory",
-                "--memory",
-                mode,
-                "--quiet",
-                "--duration",
-                "10m",
-                "--out",
-            ])
-            .arg(&out)
-            .arg("--")
-            .arg(bin)
-            .args(args);
+            c.args(["memory", "--memory", mode, "--quiet", "--duration", "10m", "--out"]).arg(&out).arg("--").arg(bin).args(args);
             c
         }) as Box<dyn Fn(&Path, &[String]) -> Command>
     };
@@ -956,34 +682,16 @@ fn memory() -> Result<(), String> {
     let perf_stat = |events: String| {
         Box::new(move |bin: &Path, args: &[String]| {
             let mut c = Command::new("perf");
-            c.args(["stat", "-x,", "-e", &events, "--"])
-                .arg(bin)
-                .args(args);
+            c.args(["stat", "-x,", "-e", &events, "--"]).arg(bin).args(args);
             c
         }) as Box<dyn Fn(&Path, &[String]) -> Command>
     };
     let bpftrace_script = memleak_style_bpftrace(&placement.object);
     let heaptrack_out = scratch.join("heaptrack.out");
     let mut modes = vec![
-        Mode {
-            name: "untraced",
-            command: Box::new(|bin, args| {
-                let mut c = Command::new(bin);
-                c.args(args);
-                c
-            }),
-            rates: vec![],
-        },
-        Mode {
-            name: "perf-audit --memory default",
-            command: agent_mode("default"),
-            rates: vec![],
-        },
-        Mode {
-            name: "perf-audit --memory precise",
-            command: agent_mode("precise"),
-            rates: vec![],
-        },
+        Mode { name: "untraced", command: Box::new(|bin, args| { let mut c = Command::new(bin); c.args(args); c }), rates: vec![] },
+        Mode { name: "perf-audit --memory default", command: agent_mode("default"), rates: vec![] },
+        Mode { name: "perf-audit --memory precise", command: agent_mode("precise"), rates: vec![] },
         Mode {
             name: "heaptrack (LD_PRELOAD)",
             command: Box::new(move |bin, args| {
@@ -997,40 +705,22 @@ fn memory() -> Result<(), String> {
             name: "bpftrace memleak-style",
             command: Box::new(move |bin, args| {
                 let mut c = Command::new("bpftrace");
-                let cmdline = std::iter::once(bin.display().to_string())
-                    .chain(args.iter().cloned())
-                    .collect::<Vec<_>>()
-                    .join(" ");
+                let cmdline = std::iter::once(bin.display().to_string()).chain(args.iter().cloned()).collect::<Vec<_>>().join(" ");
                 c.arg("-c").arg(cmdline).arg("-e").arg(&bpftrace_script);
                 c
             }),
             rates: vec![],
         },
-        Mode {
-            name: "floor: precise's uprobes, no program",
-            command: perf_stat(floor_events.all()),
-            rates: vec![],
-        },
-        Mode {
-            name: "floor: malloc entry uprobe only",
-            command: perf_stat(floor_events.malloc_entry()),
-            rates: vec![],
-        },
+        Mode { name: "floor: precise's uprobes, no program", command: perf_stat(floor_events.all()), rates: vec![] },
+        Mode { name: "floor: malloc entry uprobe only", command: perf_stat(floor_events.malloc_entry()), rates: vec![] },
     ];
-    eprintln!(
-        "xtask: memory: {rounds} rounds x {} modes x {seconds} s (rate from {measure_after} s), {work} work steps per unit",
-        modes.len()
-    );
+    eprintln!("xtask: memory: {rounds} rounds x {} modes x {seconds} s (rate from {measure_after} s), {work} work steps per unit", modes.len());
     for round in 0..rounds {
         let n = modes.len();
         for k in 0..n {
             let mode = &mut modes[(round + k) % n];
             let rate = measure_rate(&mut (mode.command)(&fixture_bin, &args), mode.name)?;
-            eprintln!(
-                "  round {}: {:<32} {rate:>12.1} units/s",
-                round + 1,
-                mode.name
-            );
+            eprintln!("  round {}: {:<32} {rate:>12.1} units/s", round + 1, mode.name);
             mode.rates.push(rate);
         }
     }
@@ -1074,24 +764,12 @@ struct ProbePlacement {
     probes: Vec<(String, u64, bool)>,
 }
 
-fn precise_probe_placement(
-    agent: &Path,
-    fixture_bin: &Path,
-    scratch: &Path,
-) -> Result<ProbePlacement, String> {
+fn precise_probe_placement(agent: &Path, fixture_bin: &Path, scratch: &Path) -> Result<ProbePlacement, String> {
     let out = scratch.join("memory-placement");
     let _ = std::fs::remove_dir_all(&out);
     run_checked(
         Command::new(agent)
-            .args([
-                "memory",
-                "--memory",
-                "precise",
-                "--quiet",
-                "--duration",
-                "2s",
-                "--out",
-            ])
+            .args(["memory", "--memory", "precise", "--quiet", "--duration", "2s", "--out"])
             .arg(&out)
             .arg("--")
             .arg(fixture_bin)
@@ -1100,31 +778,19 @@ fn precise_probe_placement(
         "a short precise-mode audit to read the probe placement",
     )?;
     let report: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.join("report.json"))
-            .map_err(|e| format!("{}: {e}", out.join("report.json").display()))?,
+        &std::fs::read_to_string(out.join("report.json")).map_err(|e| format!("{}: {e}", out.join("report.json").display()))?,
     )
     .map_err(|e| format!("report.json: {e}"))?;
     let memory = &report["memory"];
-    let object = memory["allocator_object"]
-        .as_str()
-        .ok_or("report.json has no memory.allocator_object")?
-        .to_string();
+    let object = memory["allocator_object"].as_str().ok_or("report.json has no memory.allocator_object")?.to_string();
     let probes = memory["probes"]
         .as_array()
         .ok_or("report.json has no memory.probes")?
         .iter()
-        .filter_map(|p| {
-            Some((
-                p["symbol"].as_str()?.to_string(),
-                p["offset"].as_u64()?,
-                p["uretprobe"].as_bool()?,
-            ))
-        })
+        .filter_map(|p| Some((p["symbol"].as_str()?.to_string(), p["offset"].as_u64()?, p["uretprobe"].as_bool()?)))
         .collect::<Vec<_>>();
     if !object.contains("libc.so") {
-        return Err(format!(
-            "the fixture's allocator is {object}, not glibc: the bpftrace baseline probes glibc"
-        ));
+        return Err(format!("the fixture's allocator is {object}, not glibc: the bpftrace baseline probes glibc"));
     }
     Ok(ProbePlacement { object, probes })
 }
@@ -1138,20 +804,10 @@ const FLOOR_GROUP: &str = "perfauditfloor";
 
 impl FloorProbes {
     fn create(placement: &ProbePlacement) -> Result<FloorProbes, String> {
-        let _ = Command::new("perf")
-            .args(["probe", "-q", "-d", &format!("{FLOOR_GROUP}:*")])
-            .stderr(Stdio::null())
-            .status();
+        let _ = Command::new("perf").args(["probe", "-q", "-d", &format!("{FLOOR_GROUP}:*")]).stderr(Stdio::null()).status();
         let mut events = Vec::new();
         for (symbol, offset, uretprobe) in &placement.probes {
-            let mut specs = vec![(
-                format!("{symbol}_entry"),
-                if *offset == 0 {
-                    symbol.clone()
-                } else {
-                    format!("{symbol}+{offset}")
-                },
-            )];
+            let mut specs = vec![(format!("{symbol}_entry"), if *offset == 0 { symbol.clone() } else { format!("{symbol}+{offset}") })];
             if *uretprobe {
                 // perf names a return probe's event `<name>__return`.
                 specs.push((symbol.clone(), format!("{symbol}%return")));
@@ -1159,14 +815,7 @@ impl FloorProbes {
             for (event, place) in specs {
                 run_checked(
                     Command::new("perf")
-                        .args([
-                            "probe",
-                            "-q",
-                            "-x",
-                            &placement.object,
-                            "-a",
-                            &format!("{FLOOR_GROUP}:{event}={place}"),
-                        ])
+                        .args(["probe", "-q", "-x", &placement.object, "-a", &format!("{FLOOR_GROUP}:{event}={place}")])
                         .stdout(Stdio::null()),
                     &format!("perf probe {place} in {}", placement.object),
                 )?;
@@ -1190,10 +839,7 @@ impl FloorProbes {
 
 impl Drop for FloorProbes {
     fn drop(&mut self) {
-        let _ = Command::new("perf")
-            .args(["probe", "-q", "-d", &format!("{FLOOR_GROUP}:*")])
-            .stderr(Stdio::null())
-            .status();
+        let _ = Command::new("perf").args(["probe", "-q", "-d", &format!("{FLOOR_GROUP}:*")]).stderr(Stdio::null()).status();
     }
 }
 
@@ -1232,53 +878,24 @@ fn database() -> Result<(), String> {
     let root = workspace_root();
     let agent = release_agent()?;
     run_checked(
-        cargo()
-            .current_dir(&root)
-            .args([
-                "build",
-                "--release",
-                "--manifest-path",
-                "examples/demo-service/Cargo.toml",
-            ])
-            .env_remove("RUSTFLAGS"),
+        cargo().current_dir(&root).args(["build", "--release", "--manifest-path", "examples/demo-service/Cargo.toml"]).env_remove("RUSTFLAGS"),
         "building the demo service (release)",
     )?;
     let demo_bin = root.join("examples/demo-service/target/release/demo-service");
-    run_checked(
-        cargo().current_dir(&root).args([
-            "build",
-            "-p",
-            "perf-audit-tests",
-            "--example",
-            "private_postgres",
-        ]),
-        "building the private PostgreSQL helper",
-    )?;
+    run_checked(cargo().current_dir(&root).args(["build", "-p", "perf-audit-tests", "--example", "private_postgres"]), "building the private PostgreSQL helper")?;
     let helper = root.join("target/debug/examples/private_postgres");
 
-    let mut pg = Command::new(&helper)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("{}: {e}", helper.display()))?;
+    let mut pg = Command::new(&helper).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().map_err(|e| format!("{}: {e}", helper.display()))?;
     let mut pg_in = pg.stdin.take().expect("piped");
     let mut pg_out = BufReader::new(pg.stdout.take().expect("piped"));
     let mut line = String::new();
     pg_out.read_line(&mut line).map_err(|e| e.to_string())?;
-    let url = line
-        .trim()
-        .strip_prefix("url ")
-        .ok_or_else(|| format!("private PostgreSQL did not start: {line:?}"))?
-        .to_string();
+    let url = line.trim().strip_prefix("url ").ok_or_else(|| format!("private PostgreSQL did not start: {line:?}"))?.to_string();
     let mut sql = move |q: &str| -> Result<String, String> {
         writeln!(pg_in, "{q}").map_err(|e| e.to_string())?;
         let mut answer = String::new();
         pg_out.read_line(&mut answer).map_err(|e| e.to_string())?;
-        answer
-            .trim()
-            .strip_prefix("ok")
-            .map(|s| s.trim().to_string())
-            .ok_or_else(|| format!("{q}: {answer}"))
+        answer.trim().strip_prefix("ok").map(|s| s.trim().to_string()).ok_or_else(|| format!("{q}: {answer}"))
     };
     let mut demo = Command::new(&demo_bin)
         .args(["--listen", "127.0.0.1:0"])
@@ -1288,14 +905,8 @@ fn database() -> Result<(), String> {
         .spawn()
         .map_err(|e| format!("{}: {e}", demo_bin.display()))?;
     let mut demo_line = String::new();
-    BufReader::new(demo.stdout.take().expect("piped"))
-        .read_line(&mut demo_line)
-        .map_err(|e| e.to_string())?;
-    let addr = demo_line
-        .trim()
-        .strip_prefix("listening on http://")
-        .ok_or_else(|| format!("the demo said {demo_line:?}"))?
-        .to_string();
+    BufReader::new(demo.stdout.take().expect("piped")).read_line(&mut demo_line).map_err(|e| e.to_string())?;
+    let addr = demo_line.trim().strip_prefix("listening on http://").ok_or_else(|| format!("the demo said {demo_line:?}"))?.to_string();
     let demo_pid = demo.id();
 
     let result = (|| -> Result<(), String> {
@@ -1306,45 +917,28 @@ fn database() -> Result<(), String> {
         // tracepoints as the wire tracer, counting the target's calls and
         // nothing else (enabling a syscall tracepoint sends every
         // syscall of every task through the kernel's tracing path).
-        let bpftrace = Command::new("bpftrace")
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success());
-        let names: Vec<&str> = [
-            "untraced",
-            "pg_stat_statements alone",
-            "perf-audit-agent database",
-        ]
-        .into_iter()
-        .chain(bpftrace.then_some("bpftrace, same tracepoints"))
-        .collect();
+        let bpftrace = Command::new("bpftrace").arg("--version").output().is_ok_and(|o| o.status.success());
+        let names: Vec<&str> = ["untraced", "pg_stat_statements alone", "perf-audit-agent database"]
+            .into_iter()
+            .chain(bpftrace.then_some("bpftrace, same tracepoints"))
+            .collect();
         let mut rates: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
         let mut profiled: Vec<serde_json::Value> = Vec::new();
         let scratch = tempfile_dir()?;
-        eprintln!(
-            "xtask: database: {rounds} rounds x {} modes x {seconds} s, {clients} clients on /feed (31 queries per request)",
-            names.len()
-        );
+        eprintln!("xtask: database: {rounds} rounds x {} modes x {seconds} s, {clients} clients on /feed (31 queries per request)", names.len());
         for round in 0..rounds {
             for k in 0..names.len() {
                 let mode = (round + k) % names.len();
                 let track = if mode == 0 { "none" } else { "all" };
-                sql(&format!(
-                    "ALTER SYSTEM SET pg_stat_statements.track = '{track}'"
-                ))?;
+                sql(&format!("ALTER SYSTEM SET pg_stat_statements.track = '{track}'"))?;
                 sql("SELECT pg_reload_conf()")?;
                 std::thread::sleep(std::time::Duration::from_millis(300));
                 let mut agent_run = None;
                 let mut floor_run = None;
                 if mode == 3 {
-                    let probes: Vec<String> = perf_audit_common::names::DB_TRACEPOINTS
-                        .iter()
-                        .map(|(_, tracepoint)| format!("tracepoint:syscalls:{tracepoint}"))
-                        .collect();
-                    let program = format!(
-                        "{} /pid == {demo_pid}/ {{ @calls = count(); }}",
-                        probes.join(",")
-                    );
+                    let probes: Vec<String> =
+                        perf_audit_common::names::DB_TRACEPOINTS.iter().map(|(_, tracepoint)| format!("tracepoint:syscalls:{tracepoint}")).collect();
+                    let program = format!("{} /pid == {demo_pid}/ {{ @calls = count(); }}", probes.join(","));
                     let mut child = Command::new("bpftrace")
                         .args(["-e", &program])
                         .stdin(Stdio::null())
@@ -1369,13 +963,7 @@ fn database() -> Result<(), String> {
                     let mut child = Command::new(&agent)
                         .args(["--quiet", "--out"])
                         .arg(&out)
-                        .args([
-                            "--pid",
-                            &demo_pid.to_string(),
-                            "database",
-                            "--duration",
-                            "10m",
-                        ])
+                        .args(["--pid", &demo_pid.to_string(), "database", "--duration", "10m"])
                         .stdin(Stdio::null())
                         .stdout(Stdio::null())
                         .stderr(Stdio::piped())
@@ -1401,17 +989,10 @@ fn database() -> Result<(), String> {
                     });
                     agent_run = Some((child, out, drain));
                 }
-                let agent_cpu_before = agent_run
-                    .as_ref()
-                    .map(|(c, ..)| cpu_seconds(c.id()))
-                    .unwrap_or(0.0);
+                let agent_cpu_before = agent_run.as_ref().map(|(c, ..)| cpu_seconds(c.id())).unwrap_or(0.0);
                 let rate = feed_load(&addr, clients, seconds)?;
                 let qps = rate * 31.0;
-                eprintln!(
-                    "  round {}: {:<28} {qps:>10.0} queries/s ({rate:.1} requests/s)",
-                    round + 1,
-                    names[mode]
-                );
+                eprintln!("  round {}: {:<28} {qps:>10.0} queries/s ({rate:.1} requests/s)", round + 1, names[mode]);
                 rates[mode].push(qps);
                 if let Some((child, mut out)) = floor_run {
                     // SAFETY: plain kill(2) on our own child.
@@ -1419,10 +1000,7 @@ fn database() -> Result<(), String> {
                     let mut printed = String::new();
                     let _ = std::io::Read::read_to_string(&mut out, &mut printed);
                     let _ = child.wait_with_output();
-                    eprintln!(
-                        "           bpftrace: {}",
-                        printed.split_whitespace().collect::<Vec<_>>().join(" ")
-                    );
+                    eprintln!("           bpftrace: {}", printed.split_whitespace().collect::<Vec<_>>().join(" "));
                 }
                 if let Some((child, out, drain)) = agent_run {
                     let agent_cpu = (cpu_seconds(child.id()) - agent_cpu_before) / seconds as f64;
@@ -1433,11 +1011,8 @@ fn database() -> Result<(), String> {
                     if !status.success() {
                         return Err(format!("the agent failed ({status}):\n{log}"));
                     }
-                    let report: serde_json::Value = serde_json::from_str(
-                        &std::fs::read_to_string(out.join("report.json"))
-                            .map_err(|e| format!("report.json: {e}"))?,
-                    )
-                    .map_err(|e| e.to_string())?;
+                    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).map_err(|e| format!("report.json: {e}"))?)
+                        .map_err(|e| e.to_string())?;
                     let w = &report["database"]["wire"];
                     let n = |k: &str| w[k].as_u64().unwrap_or(0) as f64;
                     let row = serde_json::json!({
@@ -1458,9 +1033,7 @@ fn database() -> Result<(), String> {
             }
         }
         let baseline = median(&mut rates[0].clone());
-        println!(
-            "\ndatabase: demo /feed, {clients} closed-loop clients, median of {rounds} rounds of {seconds} s, ratio to untraced"
-        );
+        println!("\ndatabase: demo /feed, {clients} closed-loop clients, median of {rounds} rounds of {seconds} s, ratio to untraced");
         println!("{:<28} {:>12} {:>8}", "mode", "queries/s", "ratio");
         let mut rows = Vec::new();
         for (mode, name) in names.iter().enumerate() {
@@ -1468,12 +1041,7 @@ fn database() -> Result<(), String> {
             println!("{:<28} {:>12.0} {:>8.4}", name, m, m / baseline);
             rows.push(serde_json::json!({"mode": name, "median_queries_per_s": m, "ratio": m / baseline, "queries_per_s": rates[mode]}));
         }
-        let pick = |k: &str| -> Vec<f64> {
-            profiled
-                .iter()
-                .map(|r| r[k].as_f64().unwrap_or(0.0))
-                .collect()
-        };
+        let pick = |k: &str| -> Vec<f64> { profiled.iter().map(|r| r[k].as_f64().unwrap_or(0.0)).collect() };
         println!(
             "database profile: dropped writes {:.2}% (median), executions without text {:.2}% (median), agent CPU {:.1}% of a core (median)",
             median(&mut pick("dropped_writes_pct")),
@@ -1481,19 +1049,8 @@ fn database() -> Result<(), String> {
             100.0 * median(&mut pick("agent_cpu_per_s"))
         );
         let ratio = median(&mut rates[2].clone()) / baseline;
-        println!(
-            "goal: >= 10,000 queries/s untraced ({}), database profile ratio >= 0.95 -> {}",
-            if baseline >= 10_000.0 {
-                "met"
-            } else {
-                "NOT met"
-            },
-            if ratio >= 0.95 { "met" } else { "NOT met" }
-        );
-        write_result(
-            "database",
-            &serde_json::json!({"rounds": rounds, "seconds": seconds, "clients": clients, "results": rows, "profiled_rounds": profiled}),
-        )
+        println!("goal: >= 10,000 queries/s untraced ({}), database profile ratio >= 0.95 -> {}", if baseline >= 10_000.0 { "met" } else { "NOT met" }, if ratio >= 0.95 { "met" } else { "NOT met" });
+        write_result("database", &serde_json::json!({"rounds": rounds, "seconds": seconds, "clients": clients, "results": rows, "profiled_rounds": profiled}))
     })();
     let _ = demo.kill();
     let _ = demo.wait();
@@ -1507,17 +1064,11 @@ fn cpu_seconds(pid: u32) -> f64 {
     if pid == 0 {
         return 0.0;
     }
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return 0.0;
-    };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return 0.0 };
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // utime, stime: fields 14 and 15 of stat(5), 11 and 12 after the name.
-    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
-        f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
-    });
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
     ticks / 100.0
 }
 
@@ -1531,15 +1082,13 @@ fn feed_load(addr: &str, clients: usize, seconds: u64) -> Result<f64, String> {
         .map(|_| {
             let addr = addr.to_string();
             std::thread::spawn(move || -> Result<u64, String> {
-                let mut s = std::net::TcpStream::connect(&addr)
-                    .map_err(|e| format!("connect {addr}: {e}"))?;
+                let mut s = std::net::TcpStream::connect(&addr).map_err(|e| format!("connect {addr}: {e}"))?;
                 s.set_nodelay(true).ok();
                 let mut done = 0;
                 let mut buf = Vec::with_capacity(64 * 1024);
                 let mut chunk = [0u8; 16 * 1024];
                 while std::time::Instant::now() < deadline {
-                    s.write_all(b"GET /feed HTTP/1.1\r\nHost: bench\r\n\r\n")
-                        .map_err(|e| e.to_string())?;
+                    s.write_all(b"GET /feed HTTP/1.1\r\nHost: bench\r\n\r\n").map_err(|e| e.to_string())?;
                     buf.clear();
                     // Headers, then Content-Length bytes of body.
                     let (head_end, length) = loop {
@@ -1551,16 +1100,9 @@ fn feed_load(addr: &str, clients: usize, seconds: u64) -> Result<f64, String> {
                         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                             let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
                             if !head.starts_with("http/1.1 200") {
-                                return Err(format!(
-                                    "the demo answered {}",
-                                    head.lines().next().unwrap_or("")
-                                ));
+                                return Err(format!("the demo answered {}", head.lines().next().unwrap_or("")));
                             }
-                            let length = head
-                                .lines()
-                                .find_map(|l| l.strip_prefix("content-length:"))
-                                .and_then(|v| v.trim().parse::<usize>().ok())
-                                .ok_or("no content-length")?;
+                            let length = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok()).ok_or("no content-length")?;
                             break (end + 4, length);
                         }
                     };
@@ -1579,9 +1121,7 @@ fn feed_load(addr: &str, clients: usize, seconds: u64) -> Result<f64, String> {
         .collect();
     let mut total = 0;
     for h in handles {
-        total += h
-            .join()
-            .map_err(|_| "a load client panicked".to_string())??;
+        total += h.join().map_err(|_| "a load client panicked".to_string())??;
     }
     Ok(total as f64 / start.elapsed().as_secs_f64())
 }

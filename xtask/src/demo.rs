@@ -14,9 +14,7 @@ pub fn run(extra: &[String]) -> Result<(), String> {
     crate::setup::mount_tracefs();
     let root = workspace_root();
     run_checked(
-        cargo()
-            .current_dir(&root)
-            .args(["build", "--release", "-p", "perf-audit-agent"]),
+        cargo().current_dir(&root).args(["build", "--release", "-p", "perf-audit-agent"]),
         "building perf-audit-agent (release; the first build installs rust-src and bpf-linker)",
     )?;
     let demo_dir = root.join("examples/demo-service");
@@ -31,20 +29,15 @@ pub fn run(extra: &[String]) -> Result<(), String> {
         .map_err(|e| format!("no free loopback port: {e}"))?
         .port();
     let addr = format!("127.0.0.1:{port}");
-    let template = std::fs::read_to_string(demo_dir.join("scenario.toml"))
-        .map_err(|e| format!("scenario.toml: {e}"))?;
+    let template = std::fs::read_to_string(demo_dir.join("scenario.toml")).map_err(|e| format!("scenario.toml: {e}"))?;
     let demo_target = root.join("target/demo");
     std::fs::create_dir_all(&demo_target).map_err(|e| format!("{}: {e}", demo_target.display()))?;
     let scenario = demo_target.join("scenario.toml");
-    std::fs::write(&scenario, template.replace("127.0.0.1:8080", &addr))
-        .map_err(|e| format!("{e}"))?;
+    std::fs::write(&scenario, template.replace("127.0.0.1:8080", &addr)).map_err(|e| format!("{e}"))?;
 
     let seconds = std::env::var("DEMO_SECONDS").unwrap_or_else(|_| "30".into());
     let rps = std::env::var("DEMO_RPS").unwrap_or_else(|_| "100".into());
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let out = demo_target.join(format!("perf-audit-demo-service-{stamp}"));
     let agent = root.join("target/release/perf-audit-agent");
     let mut cmd = Command::new(&agent);
@@ -52,16 +45,7 @@ pub fn run(extra: &[String]) -> Result<(), String> {
         // Precise memory mode: the demo's unbounded cache grows by a dozen
         // entries a second, too few for the default 2% duty cycle to see
         // in a short demo.
-        .args([
-            "--duration",
-            &format!("{seconds}s"),
-            "--rps",
-            &rps,
-            "--memory",
-            "precise",
-            "--private-database",
-            "--scenario",
-        ])
+        .args(["--duration", &format!("{seconds}s"), "--rps", &rps, "--memory", "precise", "--private-database", "--scenario"])
         .arg(&scenario)
         .arg("--out")
         .arg(&out)
@@ -69,12 +53,8 @@ pub fn run(extra: &[String]) -> Result<(), String> {
         .arg("--")
         .arg(demo_dir.join("target/release/demo-service"))
         .args(["--listen", &addr]);
-    eprintln!(
-        "xtask: auditing the demo service for {seconds} s at {rps} rps (private PostgreSQL, profile all)"
-    );
-    let status = cmd
-        .status()
-        .map_err(|e| format!("cannot run {}: {e}", agent.display()))?;
+    eprintln!("xtask: auditing the demo service for {seconds} s at {rps} rps (private PostgreSQL, profile all)");
+    let status = cmd.status().map_err(|e| format!("cannot run {}: {e}", agent.display()))?;
     if !status.success() {
         return Err(format!("the demo audit failed ({status})"));
     }

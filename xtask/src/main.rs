@@ -64,22 +64,13 @@ pub fn cargo() -> Command {
 }
 
 pub fn workspace_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask/ has a parent")
-        .to_path_buf()
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask/ has a parent").to_path_buf()
 }
 
 pub fn run_checked(cmd: &mut Command, what: &str) -> Result<(), String> {
     eprintln!("xtask: {what}");
-    let status = cmd
-        .status()
-        .map_err(|e| format!("cannot run {what}: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("{what} failed ({status})"))
-    }
+    let status = cmd.status().map_err(|e| format!("cannot run {what}: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("{what} failed ({status})")) }
 }
 
 fn test(extra: &[String]) -> Result<(), String> {
@@ -88,18 +79,11 @@ fn test(extra: &[String]) -> Result<(), String> {
     // Unit tests in parallel; the end-to-end tests one at a time, since they
     // measure CPU shares on a 2-core machine and must not starve each other.
     run_checked(
-        cargo()
-            .current_dir(&root)
-            .args(["test", "--workspace", "--exclude", "perf-audit-tests"])
-            .args(extra),
+        cargo().current_dir(&root).args(["test", "--workspace", "--exclude", "perf-audit-tests"]).args(extra),
         "unit tests (cargo test --workspace --exclude perf-audit-tests)",
     )?;
     run_checked(
-        cargo()
-            .current_dir(&root)
-            .args(["test", "--no-fail-fast", "-p", "perf-audit-tests"])
-            .args(extra)
-            .args(["--", "--test-threads=1"]),
+        cargo().current_dir(&root).args(["test", "--no-fail-fast", "-p", "perf-audit-tests"]).args(extra).args(["--", "--test-threads=1"]),
         "end-to-end tests with real eBPF (cargo test -p perf-audit-tests -- --test-threads=1)",
     )
 }

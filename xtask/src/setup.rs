@@ -19,26 +19,14 @@ pub struct Package {
 }
 
 const fn pkg(command: &'static str, package: &'static str, why: &'static str) -> Package {
-    Package {
-        command,
-        package,
-        why,
-    }
+    Package { command, package, why }
 }
 
 /// What `cargo xtask demo` needs: building the agent and the demo service,
 /// and the agent's `--private-database` (tracefs is mounted separately).
 pub const DEMO_PACKAGES: &[Package] = &[
-    pkg(
-        "cc",
-        "gcc",
-        "rustc links every binary with cc; bpf-linker's one-time build compiles LLVM's C wrappers",
-    ),
-    pkg(
-        "/usr/lib/postgresql/15/bin/initdb",
-        "postgresql",
-        "--private-database runs initdb and postgres for the demo's own database",
-    ),
+    pkg("cc", "gcc", "rustc links every binary with cc; bpf-linker's one-time build compiles LLVM's C wrappers"),
+    pkg("/usr/lib/postgresql/15/bin/initdb", "postgresql", "--private-database runs initdb and postgres for the demo's own database"),
     pkg(
         "/usr/share/postgresql/15/extension/pg_stat_statements.control",
         "postgresql-contrib",
@@ -49,77 +37,21 @@ pub const DEMO_PACKAGES: &[Package] = &[
 /// What only the tests and benchmarks call (`cargo xtask test` / `setup`
 /// install these on top of [`DEMO_PACKAGES`]).
 pub const TEST_PACKAGES: &[Package] = &[
-    pkg(
-        "perf",
-        "linux-perf",
-        "the benchmarks' baseline (perf record, perf stat)",
-    ),
-    pkg(
-        "runuser",
-        "util-linux",
-        "tests/tests/cpu_profile.rs starts a PostgreSQL as the postgres user",
-    ),
-    pkg(
-        "make",
-        "make",
-        "the mem-leaker fixture's jemalloc and mimalloc builds",
-    ),
-    pkg(
-        "promtool",
-        "prometheus",
-        "the daemon's consumer tests: a real Prometheus scrapes /metrics",
-    ),
-    pkg(
-        "go",
-        "golang-go",
-        "the daemon's consumer tests: `go tool pprof` reads its profiles",
-    ),
-    pkg(
-        "heaptrack",
-        "heaptrack",
-        "the baseline of `cargo xtask bench memory`",
-    ),
-    pkg(
-        "bpftrace",
-        "bpftrace",
-        "the memleak-style baseline of `cargo xtask bench memory`",
-    ),
-    pkg(
-        "chromium",
-        "chromium",
-        "the browser test of report.html (headless)",
-    ),
+    pkg("perf", "linux-perf", "the benchmarks' baseline (perf record, perf stat)"),
+    pkg("runuser", "util-linux", "tests/tests/cpu_profile.rs starts a PostgreSQL as the postgres user"),
+    pkg("make", "make", "the mem-leaker fixture's jemalloc and mimalloc builds"),
+    pkg("promtool", "prometheus", "the daemon's consumer tests: a real Prometheus scrapes /metrics"),
+    pkg("go", "golang-go", "the daemon's consumer tests: `go tool pprof` reads its profiles"),
+    pkg("heaptrack", "heaptrack", "the baseline of `cargo xtask bench memory`"),
+    pkg("bpftrace", "bpftrace", "the memleak-style baseline of `cargo xtask bench memory`"),
+    pkg("chromium", "chromium", "the browser test of report.html (headless)"),
     pkg("node", "nodejs", "the browser test runs playwright-core"),
-    pkg(
-        "npm",
-        "npm",
-        "the browser test installs playwright-core (tests/browser/package-lock.json)",
-    ),
-    pkg(
-        "objcopy",
-        "binutils",
-        "tests/tests/debug_info.rs splits debug files",
-    ),
-    pkg(
-        "debuginfod",
-        "debuginfod",
-        "tests/tests/debug_info.rs serves debug files from a real debuginfod",
-    ),
-    pkg(
-        "/usr/include/postgresql/libpq-fe.h",
-        "libpq-dev",
-        "the diesel fixture (tests/fixtures/diesel-service) links libpq",
-    ),
-    pkg(
-        "/usr/bin/python3",
-        "python3",
-        "the OTLP consumer test's receiver (tests/otlp)",
-    ),
-    pkg(
-        "/usr/share/doc/python3-venv",
-        "python3-venv",
-        "the OTLP receiver's venv of pinned PyPI packages",
-    ),
+    pkg("npm", "npm", "the browser test installs playwright-core (tests/browser/package-lock.json)"),
+    pkg("objcopy", "binutils", "tests/tests/debug_info.rs splits debug files"),
+    pkg("debuginfod", "debuginfod", "tests/tests/debug_info.rs serves debug files from a real debuginfod"),
+    pkg("/usr/include/postgresql/libpq-fe.h", "libpq-dev", "the diesel fixture (tests/fixtures/diesel-service) links libpq"),
+    pkg("/usr/bin/python3", "python3", "the OTLP consumer test's receiver (tests/otlp)"),
+    pkg("/usr/share/doc/python3-venv", "python3-venv", "the OTLP receiver's venv of pinned PyPI packages"),
 ];
 
 /// The OTLP receiver's venv (tests/otlp/receiver.py runs in it).
@@ -134,16 +66,12 @@ pub fn setup() -> Result<(), String> {
         "rustup target add x86_64-unknown-linux-musl",
     )?;
     run_checked(
-        Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"])
-            .current_dir(workspace_root().join("tests/browser")),
+        Command::new("npm").args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"]).current_dir(workspace_root().join("tests/browser")),
         "npm ci in tests/browser (playwright-core for the browser test)",
     )?;
     otlp_venv()?;
     run_checked(
-        cargo()
-            .current_dir(workspace_root())
-            .args(["build", "-p", "perf-audit-agent"]),
+        cargo().current_dir(workspace_root()).args(["build", "-p", "perf-audit-agent"]),
         "building perf-audit-agent (first build installs rust-src and bpf-linker)",
     )
 }
@@ -155,54 +83,25 @@ fn otlp_venv() -> Result<(), String> {
     let venv = root.join(OTLP_VENV);
     let python = venv.join("bin/python");
     let imports = "import grpc, opentelemetry.proto.collector.profiles.v1development.profiles_service_pb2_grpc";
-    let ready = || {
-        Command::new(&python)
-            .args(["-c", imports])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    };
+    let ready = || Command::new(&python).args(["-c", imports]).output().map(|o| o.status.success()).unwrap_or(false);
     if ready() {
         return Ok(());
     }
-    run_checked(
-        Command::new("/usr/bin/python3")
-            .args(["-m", "venv"])
-            .arg(&venv),
-        "python3 -m venv tests/otlp/.venv",
-    )?;
+    run_checked(Command::new("/usr/bin/python3").args(["-m", "venv"]).arg(&venv), "python3 -m venv tests/otlp/.venv")?;
     run_checked(
         Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "-r",
-            ])
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
             .arg(root.join("tests/otlp/requirements.txt")),
         "pip install -r tests/otlp/requirements.txt (the OTLP consumer test's receiver)",
     )?;
-    if ready() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{} cannot import grpc and opentelemetry-proto after installing them",
-            python.display()
-        ))
-    }
+    if ready() { Ok(()) } else { Err(format!("{} cannot import grpc and opentelemetry-proto after installing them", python.display())) }
 }
 
 fn have(command: &str) -> bool {
     if command.starts_with('/') {
         return Path::new(command).exists();
     }
-    Command::new("sh")
-        .args(["-c", &format!("command -v {command}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+    Command::new("sh").args(["-c", &format!("command -v {command}")]).output().map(|o| o.status.success()).unwrap_or(false)
 }
 
 /// Installs the packages of `wanted` whose command is missing, printing one
@@ -214,22 +113,14 @@ pub fn install_missing_packages(wanted: &[Package]) -> Result<(), String> {
     }
     let names: Vec<&str> = missing.iter().map(|p| p.package).collect();
     if !have("apt-get") {
-        return Err(format!(
-            "missing packages {names:?} and no apt-get: install them by hand"
-        ));
+        return Err(format!("missing packages {names:?} and no apt-get: install them by hand"));
     }
     for p in &missing {
         eprintln!("xtask: installing {}: {}", p.package, p.why);
     }
+    run_checked(Command::new("apt-get").arg("update").arg("-qq"), "apt-get update")?;
     run_checked(
-        Command::new("apt-get").arg("update").arg("-qq"),
-        "apt-get update",
-    )?;
-    run_checked(
-        Command::new("apt-get")
-            .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(&names)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
+        Command::new("apt-get").args(["install", "-y", "-qq", "--no-install-recommends"]).args(&names).env("DEBIAN_FRONTEND", "noninteractive"),
         &format!("apt-get install {}", names.join(" ")),
     )
 }
@@ -239,9 +130,7 @@ pub fn mount_tracefs() {
     if Path::new("/sys/kernel/tracing/events").exists() {
         return;
     }
-    let _ = Command::new("mount")
-        .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
-        .status();
+    let _ = Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]).status();
 }
 
 #[cfg(test)]
@@ -250,19 +139,8 @@ mod tests {
 
     /// Tools only the tests and benchmarks run: the demo must not install them.
     const TEST_ONLY: &[&str] = &[
-        "prometheus",
-        "golang-go",
-        "bpftrace",
-        "chromium",
-        "debuginfod",
-        "heaptrack",
-        "linux-perf",
-        "npm",
-        "nodejs",
-        "python3",
-        "python3-venv",
-        "binutils",
-        "make",
+        "prometheus", "golang-go", "bpftrace", "chromium", "debuginfod", "heaptrack", "linux-perf", "npm", "nodejs",
+        "python3", "python3-venv", "binutils", "make",
     ];
 
     fn packages(list: &[Package]) -> Vec<&'static str> {
@@ -273,10 +151,7 @@ mod tests {
     fn the_demo_installs_no_test_tooling() {
         let demo = packages(DEMO_PACKAGES);
         for tool in TEST_ONLY {
-            assert!(
-                !demo.contains(tool),
-                "the demo would install the test-only package {tool}"
-            );
+            assert!(!demo.contains(tool), "the demo would install the test-only package {tool}");
         }
     }
 
@@ -290,10 +165,7 @@ mod tests {
         }
         let by_command = |c: &str| DEMO_PACKAGES.iter().any(|p| p.command.ends_with(c));
         assert!(by_command("/bin/initdb"), "--private-database runs initdb");
-        assert!(
-            by_command("/extension/pg_stat_statements.control"),
-            "--private-database preloads pg_stat_statements"
-        );
+        assert!(by_command("/extension/pg_stat_statements.control"), "--private-database preloads pg_stat_statements");
         for p in DEMO_PACKAGES {
             assert!(!p.why.is_empty(), "{} has no reason to print", p.package);
         }
@@ -306,9 +178,6 @@ mod tests {
             assert!(all.contains(tool), "setup no longer installs {tool}");
         }
         let test = packages(TEST_PACKAGES);
-        assert!(
-            packages(DEMO_PACKAGES).iter().all(|p| !test.contains(p)),
-            "a package listed twice"
-        );
+        assert!(packages(DEMO_PACKAGES).iter().all(|p| !test.contains(p)), "a package listed twice");
     }
 }

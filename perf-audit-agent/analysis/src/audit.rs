@@ -21,10 +21,8 @@ use crate::{
     },
     render,
     report::{
-        AsyncSection, Baseline, ConsoleInfo, ConsoleSummary, CpuSection, DatabaseSection,
-        EndReason, KernelInfo, LoadResult, ObjectSymbols, OffCpuSection, Report, SCHEMA_VERSION,
-        TargetInfo, UnwindMode, UnwindTableParses, alerts, ci_workflow, html, markdown, round2,
-        timeline,
+        AsyncSection, Baseline, ConsoleInfo, ConsoleSummary, CpuSection, DatabaseSection, EndReason, KernelInfo, LoadResult,
+        ObjectSymbols, OffCpuSection, Report, SCHEMA_VERSION, TargetInfo, UnwindMode, UnwindTableParses, alerts, ci_workflow, html, markdown, round2, timeline,
     },
 };
 
@@ -123,11 +121,7 @@ pub fn build_report(e: &AuditEvidence) -> Report {
     });
     let memory = e.memory.as_ref().map(|(section, _)| section);
     let findings = findings::evaluate(&Evidence {
-        cpu: e.cpu_section.then(|| CpuEvidence {
-            profile: &e.cpu,
-            hotspots: &hotspots,
-            total_samples: e.cpu.total_samples(),
-        }),
+        cpu: e.cpu_section.then(|| CpuEvidence { profile: &e.cpu, hotspots: &hotspots, total_samples: e.cpu.total_samples() }),
         async_runtime: async_analysis.as_ref(),
         database: e.database.as_ref(),
         memory: memory.map(|section| findings::MemoryEvidence { section }),
@@ -147,10 +141,7 @@ pub fn build_report(e: &AuditEvidence) -> Report {
         started_at: e.started_at.clone(),
         end_reason: e.end_reason,
         partial: e.end_reason != EndReason::Duration,
-        end_signal: e
-            .end_signal
-            .clone()
-            .filter(|_| e.end_reason == EndReason::Interrupted),
+        end_signal: e.end_signal.clone().filter(|_| e.end_reason == EndReason::Interrupted),
         target_exec: e.target_exec.clone(),
         unavailable_profiles: e.unavailable_profiles.clone(),
         kernel: e.kernel.clone(),
@@ -178,38 +169,18 @@ pub fn build_report(e: &AuditEvidence) -> Report {
                 HOTSPOT_ROWS,
             )
         }),
-        offcpu: e
-            .async_runtime
-            .as_ref()
-            .zip(async_analysis.as_ref())
-            .map(|(a, analysis)| {
-                OffCpuSection::build(
-                    &e.cpu,
-                    &a.offcpu,
-                    &a.threads,
-                    &e.counters,
-                    a.offcpu_min,
-                    &a.tracepoints,
-                    analysis,
-                )
-            }),
-        async_runtime: e
-            .async_runtime
-            .as_ref()
-            .zip(async_analysis)
-            .map(|(a, analysis)| AsyncSection {
-                analysis,
-                long_poll_threshold_ms: a.long_poll.as_secs_f64() * 1000.0,
-                console: console_info(&a.console_address, a.console.clone()),
-            }),
+        offcpu: e.async_runtime.as_ref().zip(async_analysis.as_ref()).map(|(a, analysis)| {
+            OffCpuSection::build(&e.cpu, &a.offcpu, &a.threads, &e.counters, a.offcpu_min, &a.tracepoints, analysis)
+        }),
+        async_runtime: e.async_runtime.as_ref().zip(async_analysis).map(|(a, analysis)| AsyncSection {
+            analysis,
+            long_poll_threshold_ms: a.long_poll.as_secs_f64() * 1000.0,
+            console: console_info(&a.console_address, a.console.clone()),
+        }),
         database: e.database.clone(),
         memory: memory.cloned(),
         findings,
-        health: e
-            .load_unprobed
-            .as_ref()
-            .zip(e.load.as_ref())
-            .map(|(before, during)| crate::health::assess(before, during)),
+        health: e.load_unprobed.as_ref().zip(e.load.as_ref()).map(|(before, during)| crate::health::assess(before, during)),
         overhead: e.overhead.clone(),
         rerun_command: e.rerun_command.clone(),
         benchmarks: e.benchmarks.clone(),
@@ -221,13 +192,7 @@ pub fn build_report(e: &AuditEvidence) -> Report {
         };
         let roles = async_runtime::thread_roles(&e.cpu, offcpu, threads);
         let samples = e.cpu_sample_times.iter().copied();
-        cpu.timeline = timeline::cpu_by_role(
-            samples,
-            e.collect_start_ns,
-            duration_s,
-            e.frequency_hz,
-            &roles,
-        );
+        cpu.timeline = timeline::cpu_by_role(samples, e.collect_start_ns, duration_s, e.frequency_hz, &roles);
     }
     report
 }
@@ -244,10 +209,7 @@ fn thread_samples(profile: &CpuProfile) -> Vec<(String, u64)> {
 }
 
 /// The report's console entry: what was read, or how to enable it.
-pub fn console_info(
-    addr: &str,
-    read: Option<std::result::Result<ConsoleSummary, String>>,
-) -> ConsoleInfo {
+pub fn console_info(addr: &str, read: Option<std::result::Result<ConsoleSummary, String>>) -> ConsoleInfo {
     let (listening, summary, note) = match read {
         Some(Ok(summary)) => (
             true,
@@ -260,11 +222,7 @@ pub fn console_info(
                 summary.warnings.len()
             ),
         ),
-        Some(Err(e)) => (
-            true,
-            None,
-            format!("{e}: the task breakdown comes from eBPF samples only"),
-        ),
+        Some(Err(e)) => (true, None, format!("{e}: the task breakdown comes from eBPF samples only")),
         None => (
             false,
             None,
@@ -273,12 +231,7 @@ pub fn console_info(
             ),
         ),
     };
-    ConsoleInfo {
-        address: addr.to_string(),
-        listening,
-        note,
-        summary,
-    }
+    ConsoleInfo { address: addr.to_string(), listening, note, summary }
 }
 
 /// One file of the audit's output directory.
@@ -298,10 +251,7 @@ pub fn render_outputs(report: &Report, e: &AuditEvidence) -> Result<Vec<OutputFi
     let folded = e.cpu.folded_lines();
     let cpu_svg = render::flamegraph_svg(
         &format!("CPU: {name} (pid {pid})"),
-        &format!(
-            "{} samples at {} Hz over {:.1} s",
-            e.counters.cpu_samples, e.frequency_hz, report.duration_s
-        ),
+        &format!("{} samples at {} Hz over {:.1} s", e.counters.cpu_samples, e.frequency_hz, report.duration_s),
         "samples",
         &folded,
     )?;
@@ -325,8 +275,7 @@ pub fn render_outputs(report: &Report, e: &AuditEvidence) -> Result<Vec<OutputFi
         }
         None => None,
     };
-    let json = serde_json::to_vec_pretty(report)
-        .map_err(|err| crate::error::Error::internal(format!("report.json: {err}")))?;
+    let json = serde_json::to_vec_pretty(report).map_err(|err| crate::error::Error::internal(format!("report.json: {err}")))?;
     file("report.json", json);
     let md = markdown::render(report);
     file("report.md", md.clone().into_bytes());
@@ -335,10 +284,7 @@ pub fn render_outputs(report: &Report, e: &AuditEvidence) -> Result<Vec<OutputFi
         (Some((_, folded)), Some(m)) => {
             let svg = render::flamegraph_svg(
                 &format!("Memory: {name} (pid {pid})"),
-                &format!(
-                    "bytes allocated per stack, {} mode ({:.1}% of the time probed)",
-                    m.mode, m.probed_time_pct
-                ),
+                &format!("bytes allocated per stack, {} mode ({:.1}% of the time probed)", m.mode, m.probed_time_pct),
                 "bytes",
                 folded,
             )?;
@@ -347,18 +293,9 @@ pub fn render_outputs(report: &Report, e: &AuditEvidence) -> Result<Vec<OutputFi
         }
         _ => None,
     };
-    let page = html::render_with_flamegraphs(
-        report,
-        &md,
-        &cpu_svg,
-        offcpu_svg.as_deref(),
-        memory_svg.as_deref(),
-    );
+    let page = html::render_with_flamegraphs(report, &md, &cpu_svg, offcpu_svg.as_deref(), memory_svg.as_deref());
     file("report.html", page.into_bytes());
-    file(
-        "perf-audit-ci.yml",
-        ci_workflow::render(report, e.bench).into_bytes(),
-    );
+    file("perf-audit-ci.yml", ci_workflow::render(report, e.bench).into_bytes());
     Ok(out)
 }
 

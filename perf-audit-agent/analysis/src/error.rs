@@ -90,9 +90,7 @@ impl ErrorKind {
             ErrorKind::KernelUnsupported | ErrorKind::EbpfLoad => exit_code::KERNEL,
             ErrorKind::Output => exit_code::OUTPUT,
             ErrorKind::PostgresNotInstalled | ErrorKind::Database => exit_code::DATABASE,
-            ErrorKind::AuditInput | ErrorKind::SymbolizeInput | ErrorKind::DebugFileNotFound => {
-                exit_code::USAGE
-            }
+            ErrorKind::AuditInput | ErrorKind::SymbolizeInput | ErrorKind::DebugFileNotFound => exit_code::USAGE,
             ErrorKind::Bench => exit_code::BENCH,
             ErrorKind::DebugFileMismatch => exit_code::DEBUG_FILE_MISMATCH,
             ErrorKind::Internal => exit_code::INTERNAL,
@@ -170,12 +168,7 @@ impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         let message: String = message.into();
         // One line: never let a multi-line source (e.g. a verifier log) in.
-        let message = message
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .trim_end()
-            .to_string();
+        let message = message.lines().next().unwrap_or_default().trim_end().to_string();
         Error { kind, message }
     }
 
@@ -184,10 +177,7 @@ impl Error {
     }
 
     pub fn output(path: &std::path::Path, err: std::io::Error) -> Self {
-        Error::new(
-            ErrorKind::Output,
-            format!("cannot write {}: {err}", path.display()),
-        )
+        Error::new(ErrorKind::Output, format!("cannot write {}: {err}", path.display()))
     }
 }
 
@@ -212,10 +202,7 @@ mod tests {
 
     #[test]
     fn error_display_is_one_line_with_the_fix() {
-        let e = Error::new(
-            ErrorKind::PidNotFound,
-            "no process with pid 99\nsecond line",
-        );
+        let e = Error::new(ErrorKind::PidNotFound, "no process with pid 99\nsecond line");
         let shown = e.to_string();
         assert!(!shown.contains('\n'), "{shown}");
         assert!(shown.contains("no process with pid 99"));
@@ -226,10 +213,7 @@ mod tests {
     #[test]
     fn a_subcommands_usage_error_points_at_its_own_help() {
         let e = Error::new(ErrorKind::Usage, "bad threshold");
-        assert!(
-            e.display_in(Some("diff"))
-                .ends_with("(fix: see `perf-audit-agent diff --help`)")
-        );
+        assert!(e.display_in(Some("diff")).ends_with("(fix: see `perf-audit-agent diff --help`)"));
         assert_eq!(e.display_in(None), e.to_string());
         let d = Error::new(ErrorKind::DebugFileNotFound, "no debug file");
         assert!(d.display_in(Some("symbolize")).contains("--debug-dir"));

@@ -60,11 +60,7 @@ impl HealthSample {
     }
 
     fn share(&self, n: u64) -> f64 {
-        if self.requests == 0 {
-            0.0
-        } else {
-            n as f64 / self.requests as f64
-        }
+        if self.requests == 0 { 0.0 } else { n as f64 / self.requests as f64 }
     }
 }
 
@@ -92,29 +88,15 @@ pub fn assess(unprobed: &LoadResult, during: &LoadResult) -> AuditHealth {
     let ratio = |x: f64, y: f64| if y > 0.0 { round2(x / y) } else { 0.0 };
     let mut reasons = Vec::new();
     if d.p99_ms > b.p99_ms * P99_RATIO && d.p99_ms - b.p99_ms >= P99_MIN_INCREASE_MS {
-        reasons.push(format!(
-            "p99 latency went from {:.1} ms to {:.1} ms ({:.1}x)",
-            b.p99_ms,
-            d.p99_ms,
-            ratio(d.p99_ms, b.p99_ms)
-        ));
+        reasons.push(format!("p99 latency went from {:.1} ms to {:.1} ms ({:.1}x)", b.p99_ms, d.p99_ms, ratio(d.p99_ms, b.p99_ms)));
     }
     if b.rps > 0.0 && d.rps < b.rps * RPS_RATIO {
-        reasons.push(format!(
-            "throughput fell from {:.1} to {:.1} requests/s",
-            b.rps, d.rps
-        ));
+        reasons.push(format!("throughput fell from {:.1} to {:.1} requests/s", b.rps, d.rps));
     }
     if d.share(d.timeouts) - b.share(b.timeouts) >= FAILURE_SHARE {
-        reasons.push(format!(
-            "{} of {} requests timed out ({} of {} without probes)",
-            d.timeouts, d.requests, b.timeouts, b.requests
-        ));
+        reasons.push(format!("{} of {} requests timed out ({} of {} without probes)", d.timeouts, d.requests, b.timeouts, b.requests));
     } else if d.share(d.errors) - b.share(b.errors) >= FAILURE_SHARE {
-        reasons.push(format!(
-            "{} of {} requests failed ({} of {} without probes)",
-            d.errors, d.requests, b.errors, b.requests
-        ));
+        reasons.push(format!("{} of {} requests failed ({} of {} without probes)", d.errors, d.requests, b.errors, b.requests));
     }
     AuditHealth {
         p99_ratio: ratio(d.p99_ms, b.p99_ms),
@@ -151,12 +133,7 @@ mod tests {
             ok: sent - timeouts,
             transport_errors: timeouts,
             timeouts,
-            latency: LatencySummary {
-                count: sent,
-                p50_ms: p99_ms / 4.0,
-                p99_ms,
-                ..Default::default()
-            },
+            latency: LatencySummary { count: sent, p50_ms: p99_ms / 4.0, p99_ms, ..Default::default() },
             ..Default::default()
         }
     }
@@ -167,11 +144,7 @@ mod tests {
         let h = assess(&load(30.0, 12.0, 90, 0), &load(11.0, 28_300.0, 900, 71));
         assert!(h.degraded);
         assert_eq!(h.reasons.len(), 3, "{:?}", h.reasons);
-        assert!(
-            h.reasons[0].contains("12.0 ms to 28300.0 ms"),
-            "{:?}",
-            h.reasons
-        );
+        assert!(h.reasons[0].contains("12.0 ms to 28300.0 ms"), "{:?}", h.reasons);
         assert!(h.rule.contains("3.0 s of the same load"));
     }
 
@@ -190,21 +163,14 @@ mod tests {
         let mut during = load(100.0, 12.0, 3000, 0);
         during.status_errors = 60;
         let h = assess(&load(100.0, 12.0, 300, 0), &during);
-        assert!(
-            h.degraded && h.reasons[0].contains("60 of 3000 requests failed"),
-            "{:?}",
-            h.reasons
-        );
+        assert!(h.degraded && h.reasons[0].contains("60 of 3000 requests failed"), "{:?}", h.reasons);
     }
 
     #[test]
     fn a_degraded_audit_takes_its_alert_threshold_from_the_healthy_sample() {
         let mut report = crate::report::Report::default();
         report.baseline.p99_ms = Some(28_300.0);
-        report.health = Some(assess(
-            &load(30.0, 12.0, 90, 0),
-            &load(11.0, 28_300.0, 900, 71),
-        ));
+        report.health = Some(assess(&load(30.0, 12.0, 90, 0), &load(11.0, 28_300.0, 900, 71)));
         let t = crate::report::alerts::thresholds(&report);
         assert_eq!(t.p99_seconds, 0.062, "{}", t.p99_reason);
         assert!(t.p99_reason.contains("after the probes were detached"));

@@ -66,20 +66,12 @@ const TABLE: &[(i32, &str, Waits)] = &[
 ];
 
 pub fn name(nr: i32) -> String {
-    TABLE
-        .iter()
-        .find(|(n, _, _)| *n == nr)
-        .map(|(_, name, _)| name.to_string())
-        .unwrap_or_else(|| format!("syscall_{nr}"))
+    TABLE.iter().find(|(n, _, _)| *n == nr).map(|(_, name, _)| name.to_string()).unwrap_or_else(|| format!("syscall_{nr}"))
 }
 
 /// What the syscall named `name` (as [`name`] returns it) waits for.
 pub fn waits(name: &str) -> Waits {
-    TABLE
-        .iter()
-        .find(|(_, n, _)| *n == name)
-        .map(|(_, _, w)| *w)
-        .unwrap_or(Waits::Other)
+    TABLE.iter().find(|(_, n, _)| *n == name).map(|(_, _, w)| *w).unwrap_or(Waits::Other)
 }
 
 #[cfg(test)]

@@ -40,7 +40,8 @@ use crate::{
     },
     evidence::{Counters, MappingTotals, MemCounters, MemEventRecord},
     memory::{
-        KernelTime, MemoryEvidence, MemoryMode, Snapshot, analysis as mem_analysis,
+        KernelTime, MemoryEvidence, MemoryMode, Snapshot,
+        analysis as mem_analysis,
         faults::{self, MemEvents, Region, RssPoint},
         section::{GrowthSections, MemorySection, ProbeRow},
     },
@@ -50,10 +51,9 @@ use crate::{
         test_support::kernel,
     },
     report::{
-        CallSiteRow, ConsoleSummary, ConsoleWarning, DatabaseSection, DuplicateIndex, EndReason,
-        EndpointStats, IndexRow, KernelInfo, LatencyPoint, LatencySeries, LatencySummary,
-        LoadResult, MissingIndex, ObjectSymbols, SpawnLocation, StatementRow, TableRow, TargetInfo,
-        UnusedIndex, UnwindMode, UnwindTableParses, WireSummary, round2,
+        CallSiteRow, ConsoleSummary, ConsoleWarning, DatabaseSection, DuplicateIndex, EndReason, EndpointStats,
+        IndexRow, KernelInfo, LatencySummary, LoadResult, MissingIndex, SpawnLocation, StatementRow, TableRow,
+        ObjectSymbols, TargetInfo, UnusedIndex, UnwindMode, UnwindTableParses, WireSummary, round2, LatencyPoint, LatencySeries,
     },
 };
 
@@ -85,9 +85,7 @@ fn own(function: &str, file: &str, line: u32) -> Frame {
 fn dep(krate: &str, function: &str, file: &str, line: u32) -> Frame {
     Frame {
         function: function.into(),
-        file: Some(format!(
-            "/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/{krate}/src/{file}"
-        )),
+        file: Some(format!("/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/{krate}/src/{file}")),
         line: Some(line),
         origin: Origin::Dependency,
         inlined: false,
@@ -102,9 +100,7 @@ fn tokio(function: &str, file: &str, line: u32) -> Frame {
 fn std_(function: &str, file: &str, line: u32, inlined: bool) -> Frame {
     Frame {
         function: function.into(),
-        file: Some(format!(
-            "/rustc/17067e9ac6d7e98e3bd6e1f0c5f4fcd1e7b5b2a0/library/{file}"
-        )),
+        file: Some(format!("/rustc/17067e9ac6d7e98e3bd6e1f0c5f4fcd1e7b5b2a0/library/{file}")),
         line: Some(line),
         origin: Origin::Dependency,
         inlined,
@@ -113,13 +109,7 @@ fn std_(function: &str, file: &str, line: u32, inlined: bool) -> Frame {
 
 /// libc and other code without line info.
 fn native(function: &str) -> Frame {
-    Frame {
-        function: function.into(),
-        file: None,
-        line: None,
-        origin: Origin::Native,
-        inlined: false,
-    }
+    Frame { function: function.into(), file: None, line: None, origin: Origin::Native, inlined: false }
 }
 
 /// The syscall leaf of an off-CPU stack.
@@ -137,27 +127,10 @@ fn worker_loop() -> Vec<Frame> {
     vec![
         native("clone3"),
         native("start_thread"),
-        std_(
-            "std::sys::pal::unix::thread::Thread::new::thread_start",
-            "std/src/sys/pal/unix/thread.rs",
-            105,
-            false,
-        ),
-        tokio(
-            "tokio::runtime::blocking::pool::Inner::run",
-            "runtime/blocking/pool.rs",
-            512,
-        ),
-        tokio(
-            "tokio::runtime::scheduler::multi_thread::worker::run",
-            "runtime/scheduler/multi_thread/worker.rs",
-            498,
-        ),
-        tokio(
-            "tokio::runtime::scheduler::multi_thread::worker::Context::run",
-            "runtime/scheduler/multi_thread/worker.rs",
-            567,
-        ),
+        std_("std::sys::pal::unix::thread::Thread::new::thread_start", "std/src/sys/pal/unix/thread.rs", 105, false),
+        tokio("tokio::runtime::blocking::pool::Inner::run", "runtime/blocking/pool.rs", 512),
+        tokio("tokio::runtime::scheduler::multi_thread::worker::run", "runtime/scheduler/multi_thread/worker.rs", 498),
+        tokio("tokio::runtime::scheduler::multi_thread::worker::Context::run", "runtime/scheduler/multi_thread/worker.rs", 567),
     ]
 }
 
@@ -167,77 +140,33 @@ fn request() -> Vec<Frame> {
     cat(&[
         &worker_loop(),
         &[
-            tokio(
-                "tokio::runtime::scheduler::multi_thread::worker::Context::run_task",
-                "runtime/scheduler/multi_thread/worker.rs",
-                624,
-            ),
-            tokio(
-                "tokio::runtime::task::raw::poll",
-                "runtime/task/raw.rs",
-                255,
-            ),
-            dep(
-                "hyper-1.7.0",
-                "hyper::proto::h1::dispatch::Dispatcher<D,Bs,I,T>::poll_loop",
-                "proto/h1/dispatch.rs",
-                170,
-            ),
-            dep(
-                "axum-0.8.4",
-                "<axum::routing::route::RouteFuture<E> as core::future::future::Future>::poll",
-                "routing/route.rs",
-                153,
-            ),
-            own(
-                "ledger_svc::middleware::track_request::{{closure}}",
-                "middleware.rs",
-                22,
-            ),
-            dep(
-                "axum-0.8.4",
-                "axum::middleware::from_fn::Next::run::{{closure}}",
-                "middleware/from_fn.rs",
-                336,
-            ),
+            tokio("tokio::runtime::scheduler::multi_thread::worker::Context::run_task", "runtime/scheduler/multi_thread/worker.rs", 624),
+            tokio("tokio::runtime::task::raw::poll", "runtime/task/raw.rs", 255),
+            dep("hyper-1.7.0", "hyper::proto::h1::dispatch::Dispatcher<D,Bs,I,T>::poll_loop", "proto/h1/dispatch.rs", 170),
+            dep("axum-0.8.4", "<axum::routing::route::RouteFuture<E> as core::future::future::Future>::poll", "routing/route.rs", 153),
+            own("ledger_svc::middleware::track_request::{{closure}}", "middleware.rs", 22),
+            dep("axum-0.8.4", "axum::middleware::from_fn::Next::run::{{closure}}", "middleware/from_fn.rs", 336),
         ],
     ])
 }
 
 fn get_statement() -> Frame {
-    own(
-        "ledger_svc::handlers::statement::get_statement::{{closure}}",
-        "handlers/statement.rs",
-        41,
-    )
+    own("ledger_svc::handlers::statement::get_statement::{{closure}}", "handlers/statement.rs", 41)
 }
 
 fn list_accounts() -> Frame {
-    own(
-        "ledger_svc::handlers::accounts::list_accounts::{{closure}}",
-        "handlers/accounts.rs",
-        57,
-    )
+    own("ledger_svc::handlers::accounts::list_accounts::{{closure}}", "handlers/accounts.rs", 57)
 }
 
 fn export_csv() -> Frame {
-    own(
-        "ledger_svc::handlers::export::export_csv::{{closure}}",
-        "handlers/export.rs",
-        30,
-    )
+    own("ledger_svc::handlers::export::export_csv::{{closure}}", "handlers/export.rs", 30)
 }
 
 /// `std::fs::read_to_string` down to the read syscall's kernel frames.
 fn fs_read(kernel_frames: &[&str]) -> Vec<Frame> {
     let mut v = vec![
         std_("std::fs::read_to_string", "std/src/fs.rs", 303, false),
-        std_(
-            "std::fs::read_to_string::inner",
-            "std/src/fs.rs",
-            297,
-            false,
-        ),
+        std_("std::fs::read_to_string::inner", "std/src/fs.rs", 297, false),
         native("__libc_read"),
     ];
     v.extend(kernel_frames.iter().map(|k| kernel(k)));
@@ -253,32 +182,11 @@ fn pool_task() -> Vec<Frame> {
     vec![
         native("clone3"),
         native("start_thread"),
-        std_(
-            "std::sys::pal::unix::thread::Thread::new::thread_start",
-            "std/src/sys/pal/unix/thread.rs",
-            105,
-            false,
-        ),
-        tokio(
-            "tokio::runtime::blocking::pool::Inner::run",
-            "runtime/blocking/pool.rs",
-            512,
-        ),
-        tokio(
-            "tokio::runtime::task::raw::poll",
-            "runtime/task/raw.rs",
-            255,
-        ),
-        tokio(
-            "<tokio::runtime::blocking::task::BlockingTask<T> as core::future::future::Future>::poll",
-            "runtime/blocking/task.rs",
-            42,
-        ),
-        own(
-            "ledger_svc::export::load_template_blocking::{{closure}}",
-            "export.rs",
-            95,
-        ),
+        std_("std::sys::pal::unix::thread::Thread::new::thread_start", "std/src/sys/pal/unix/thread.rs", 105, false),
+        tokio("tokio::runtime::blocking::pool::Inner::run", "runtime/blocking/pool.rs", 512),
+        tokio("tokio::runtime::task::raw::poll", "runtime/task/raw.rs", 255),
+        tokio("<tokio::runtime::blocking::task::BlockingTask<T> as core::future::future::Future>::poll", "runtime/blocking/task.rs", 42),
+        own("ledger_svc::export::load_template_blocking::{{closure}}", "export.rs", 95),
     ]
 }
 
@@ -286,21 +194,9 @@ fn park() -> Vec<Frame> {
     cat(&[
         &worker_loop(),
         &[
-            tokio(
-                "tokio::runtime::scheduler::multi_thread::park::Parker::park",
-                "runtime/scheduler/multi_thread/park.rs",
-                75,
-            ),
-            tokio(
-                "tokio::runtime::driver::Driver::park",
-                "runtime/driver.rs",
-                52,
-            ),
-            tokio(
-                "tokio::runtime::io::driver::Driver::turn",
-                "runtime/io/driver.rs",
-                149,
-            ),
+            tokio("tokio::runtime::scheduler::multi_thread::park::Parker::park", "runtime/scheduler/multi_thread/park.rs", 75),
+            tokio("tokio::runtime::driver::Driver::park", "runtime/driver.rs", 52),
+            tokio("tokio::runtime::io::driver::Driver::turn", "runtime/io/driver.rs", 149),
             dep("mio-1.0.4", "mio::poll::Poll::poll", "poll.rs", 435),
             native("epoll_wait"),
         ],
@@ -313,23 +209,10 @@ fn main_thread() -> Vec<Frame> {
         native("__libc_start_main"),
         native("main"),
         own("ledger_svc::main", "main.rs", 14),
-        tokio(
-            "tokio::runtime::runtime::Runtime::block_on",
-            "runtime/runtime.rs",
-            370,
-        ),
-        tokio(
-            "tokio::runtime::park::CachedParkThread::block_on",
-            "runtime/park.rs",
-            284,
-        ),
+        tokio("tokio::runtime::runtime::Runtime::block_on", "runtime/runtime.rs", 370),
+        tokio("tokio::runtime::park::CachedParkThread::block_on", "runtime/park.rs", 284),
         tokio("tokio::runtime::park::Inner::park", "runtime/park.rs", 116),
-        std_(
-            "std::sys::pal::unix::futex::futex_wait",
-            "std/src/sys/pal/unix/futex.rs",
-            72,
-            true,
-        ),
+        std_("std::sys::pal::unix::futex::futex_wait", "std/src/sys/pal/unix/futex.rs", 72, true),
         native("syscall"),
     ]
 }
@@ -342,14 +225,7 @@ impl Stacks {
     /// Adds a stack; returns its index (what a `TimedSample` points at).
     fn add(&mut self, thread: &str, tid: u32, frames: &[Frame], count: u64, events: u64) -> usize {
         let frames = frames.iter().cloned().map(|f| self.0.intern(f)).collect();
-        self.0.push_sample(StackSample {
-            thread: thread.into(),
-            tid,
-            frames,
-            count,
-            events,
-            has_user_stack: true,
-        });
+        self.0.push_sample(StackSample { thread: thread.into(), tid, frames, count, events, has_user_stack: true });
         self.0.stacks.len() - 1
     }
 }
@@ -362,17 +238,8 @@ fn cpu_profile() -> (CpuProfile, [usize; 3]) {
         &request(),
         &[
             get_statement(),
-            own(
-                "ledger_svc::ledger::balance::compute_running_balance",
-                "ledger/balance.rs",
-                88,
-            ),
-            dep(
-                "rust_decimal-1.37.2",
-                "<rust_decimal::decimal::Decimal as core::ops::arith::Add>::add",
-                "arithmetic_impls.rs",
-                250,
-            ),
+            own("ledger_svc::ledger::balance::compute_running_balance", "ledger/balance.rs", 88),
+            dep("rust_decimal-1.37.2", "<rust_decimal::decimal::Decimal as core::ops::arith::Add>::add", "arithmetic_impls.rs", 250),
         ],
     ]);
     let b1 = p.add(TOKIO_THREAD, W1, &balance, 300, 300);
@@ -381,24 +248,10 @@ fn cpu_profile() -> (CpuProfile, [usize; 3]) {
         &request(),
         &[
             get_statement(),
-            own(
-                "ledger_svc::render::format_statement_lines",
-                "render.rs",
-                23,
-            ),
-            std_(
-                "alloc::fmt::format::format_inner",
-                "alloc/src/fmt.rs",
-                637,
-                false,
-            ),
+            own("ledger_svc::render::format_statement_lines", "render.rs", 23),
+            std_("alloc::fmt::format::format_inner", "alloc/src/fmt.rs", 637, false),
             std_("core::fmt::write", "core/src/fmt/mod.rs", 1682, false),
-            dep(
-                "rust_decimal-1.37.2",
-                "<rust_decimal::decimal::Decimal as core::fmt::Display>::fmt",
-                "decimal.rs",
-                2251,
-            ),
+            dep("rust_decimal-1.37.2", "<rust_decimal::decimal::Decimal as core::fmt::Display>::fmt", "decimal.rs", 2251),
         ],
     ]);
     let f1 = p.add(TOKIO_THREAD, W1, &format, 110, 110);
@@ -407,23 +260,9 @@ fn cpu_profile() -> (CpuProfile, [usize; 3]) {
         &request(),
         &[
             list_accounts(),
-            own(
-                "ledger_svc::db::owner_for_account::{{closure}}",
-                "db.rs",
-                118,
-            ),
-            dep(
-                "sqlx-core-0.8.6",
-                "sqlx_core::net::socket::buffered::BufferedSocket<S>::flush::{{closure}}",
-                "net/socket/buffered.rs",
-                140,
-            ),
-            dep(
-                "tokio-1.47.1",
-                "<tokio::net::tcp::stream::TcpStream as tokio::io::async_write::AsyncWrite>::poll_write",
-                "net/tcp/stream.rs",
-                1352,
-            ),
+            own("ledger_svc::db::owner_for_account::{{closure}}", "db.rs", 118),
+            dep("sqlx-core-0.8.6", "sqlx_core::net::socket::buffered::BufferedSocket<S>::flush::{{closure}}", "net/socket/buffered.rs", 140),
+            dep("tokio-1.47.1", "<tokio::net::tcp::stream::TcpStream as tokio::io::async_write::AsyncWrite>::poll_write", "net/tcp/stream.rs", 1352),
             native("__libc_send"),
             kernel("entry_SYSCALL_64_after_hwframe"),
             kernel("do_syscall_64"),
@@ -437,17 +276,8 @@ fn cpu_profile() -> (CpuProfile, [usize; 3]) {
         &request(),
         &[
             list_accounts(),
-            own(
-                "<ledger_svc::model::Account as sqlx_core::from_row::FromRow<sqlx_postgres::row::PgRow>>::from_row",
-                "model.rs",
-                18,
-            ),
-            std_(
-                "alloc::raw_vec::RawVecInner<A>::reserve::do_reserve_and_handle",
-                "alloc/src/raw_vec/mod.rs",
-                405,
-                false,
-            ),
+            own("<ledger_svc::model::Account as sqlx_core::from_row::FromRow<sqlx_postgres::row::PgRow>>::from_row", "model.rs", 18),
+            std_("alloc::raw_vec::RawVecInner<A>::reserve::do_reserve_and_handle", "alloc/src/raw_vec/mod.rs", 405, false),
             native("malloc"),
         ],
     ]);
@@ -456,80 +286,31 @@ fn cpu_profile() -> (CpuProfile, [usize; 3]) {
     let read_on_worker = cat(&[
         &request(),
         &[export_csv(), load_template()],
-        &fs_read(&[
-            "entry_SYSCALL_64_after_hwframe",
-            "do_syscall_64",
-            "ksys_read",
-            "filemap_read",
-        ]),
+        &fs_read(&["entry_SYSCALL_64_after_hwframe", "do_syscall_64", "ksys_read", "filemap_read"]),
     ]);
     p.add(TOKIO_THREAD, W1, &read_on_worker, 18, 18);
     p.add(TOKIO_THREAD, W2, &read_on_worker, 12, 12);
-    let idle = cat(&[
-        &park(),
-        &[
-            kernel("entry_SYSCALL_64_after_hwframe"),
-            kernel("do_syscall_64"),
-            kernel("do_epoll_wait"),
-        ],
-    ]);
+    let idle = cat(&[&park(), &[kernel("entry_SYSCALL_64_after_hwframe"), kernel("do_syscall_64"), kernel("do_epoll_wait")]]);
     p.add(TOKIO_THREAD, W1, &idle, 215, 215);
     p.add(TOKIO_THREAD, W2, &idle, 205, 205);
     let harness = cat(&[
         &worker_loop(),
         &[
-            tokio(
-                "tokio::runtime::scheduler::multi_thread::worker::Context::run_task",
-                "runtime/scheduler/multi_thread/worker.rs",
-                624,
-            ),
-            tokio(
-                "tokio::runtime::task::raw::poll",
-                "runtime/task/raw.rs",
-                255,
-            ),
-            tokio(
-                "tokio::runtime::task::harness::Harness<T,S>::poll",
-                "runtime/task/harness.rs",
-                153,
-            ),
+            tokio("tokio::runtime::scheduler::multi_thread::worker::Context::run_task", "runtime/scheduler/multi_thread/worker.rs", 624),
+            tokio("tokio::runtime::task::raw::poll", "runtime/task/raw.rs", 255),
+            tokio("tokio::runtime::task::harness::Harness<T,S>::poll", "runtime/task/harness.rs", 153),
         ],
     ]);
     p.add(TOKIO_THREAD, W1, &harness, 20, 20);
     p.add(TOKIO_THREAD, W2, &harness, 20, 20);
-    let read_on_pool = cat(&[
-        &pool_task(),
-        &fs_read(&[
-            "entry_SYSCALL_64_after_hwframe",
-            "do_syscall_64",
-            "ksys_read",
-            "filemap_read",
-        ]),
-    ]);
+    let read_on_pool = cat(&[&pool_task(), &fs_read(&["entry_SYSCALL_64_after_hwframe", "do_syscall_64", "ksys_read", "filemap_read"])]);
     p.add(TOKIO_THREAD, POOL, &read_on_pool, 60, 60);
-    let main = cat(&[
-        &main_thread(),
-        &[
-            kernel("entry_SYSCALL_64_after_hwframe"),
-            kernel("do_syscall_64"),
-            kernel("__x64_sys_futex"),
-        ],
-    ]);
+    let main = cat(&[&main_thread(), &[kernel("entry_SYSCALL_64_after_hwframe"), kernel("do_syscall_64"), kernel("__x64_sys_futex")]]);
     p.add("ledger-svc", MAIN, &main, 10, 10);
     // Samples taken in an interrupt whose user stack could not be copied.
-    let frames = [
-        kernel("asm_sysvec_apic_timer_interrupt"),
-        kernel("irq_exit_rcu"),
-    ];
+    let frames = [kernel("asm_sysvec_apic_timer_interrupt"), kernel("irq_exit_rcu")];
     let ids = frames.iter().cloned().map(|f| p.0.intern(f)).collect();
-    p.0.push_sample(StackSample {
-        thread: TOKIO_THREAD.into(),
-        tid: W1,
-        frames: ids,
-        count: 10,
-        events: 10,
-        has_user_stack: false,
-    });
+    p.0.push_sample(StackSample { thread: TOKIO_THREAD.into(), tid: W1, frames: ids, count: 10, events: 10, has_user_stack: false });
     (p.0, [b1, b2, f1])
 }
 
@@ -543,49 +324,19 @@ fn timed_samples(stacks: [usize; 3]) -> Vec<TimedSample> {
     let mut out = Vec::new();
     let start = 4_000 * MS;
     for k in 0..7 {
-        out.push(TimedSample {
-            tid: W1,
-            ts_ns: start + k * PERIOD,
-            oncpu_run_ns: 3 * MS + k * PERIOD,
-            preempted_ns: 0,
-            stack: b1,
-        });
+        out.push(TimedSample { tid: W1, ts_ns: start + k * PERIOD, oncpu_run_ns: 3 * MS + k * PERIOD, preempted_ns: 0, stack: b1 });
     }
-    out.push(TimedSample {
-        tid: W1,
-        ts_ns: start + 7 * PERIOD,
-        oncpu_run_ns: 2 * MS,
-        preempted_ns: 0,
-        stack: f1,
-    });
+    out.push(TimedSample { tid: W1, ts_ns: start + 7 * PERIOD, oncpu_run_ns: 2 * MS, preempted_ns: 0, stack: f1 });
     let start = 9_500 * MS;
     for k in 0..3 {
-        out.push(TimedSample {
-            tid: W2,
-            ts_ns: start + k * PERIOD,
-            oncpu_run_ns: MS + k * PERIOD,
-            preempted_ns: 0,
-            stack: b2,
-        });
+        out.push(TimedSample { tid: W2, ts_ns: start + k * PERIOD, oncpu_run_ns: MS + k * PERIOD, preempted_ns: 0, stack: b2 });
     }
     // A short stretch: one sample, no long poll.
-    out.push(TimedSample {
-        tid: W1,
-        ts_ns: 12_000 * MS,
-        oncpu_run_ns: 4 * MS,
-        preempted_ns: 0,
-        stack: b1,
-    });
+    out.push(TimedSample { tid: W1, ts_ns: 12_000 * MS, oncpu_run_ns: 4 * MS, preempted_ns: 0, stack: b1 });
     // Requests served by a worker that was idle: one sample each, 1 ms
     // after the wake-up (polls of ~2 ms).
     for k in 0..60 {
-        out.push(TimedSample {
-            tid: W2,
-            ts_ns: 14_000 * MS + k * 50 * MS,
-            oncpu_run_ns: MS,
-            preempted_ns: 0,
-            stack: b2,
-        });
+        out.push(TimedSample { tid: W2, ts_ns: 14_000 * MS + k * 50 * MS, oncpu_run_ns: MS, preempted_ns: 0, stack: b2 });
     }
     out
 }
@@ -595,12 +346,7 @@ fn timed_samples(stacks: [usize; 3]) -> Vec<TimedSample> {
 /// Off-CPU stacks, weighted in microseconds, `events` blocking intervals.
 fn offcpu_profile() -> CpuProfile {
     let mut p = Stacks(CpuProfile::default());
-    let blocked_read = cat(&[
-        &request(),
-        &[export_csv(), load_template()],
-        &fs_read(&[]),
-        &[syscall("read")],
-    ]);
+    let blocked_read = cat(&[&request(), &[export_csv(), load_template()], &fs_read(&[]), &[syscall("read")]]);
     p.add(TOKIO_THREAD, W1, &blocked_read, 182_000, 46);
     p.add(TOKIO_THREAD, W2, &blocked_read, 95_500, 23);
     let lock = cat(&[
@@ -608,12 +354,7 @@ fn offcpu_profile() -> CpuProfile {
         &[
             get_statement(),
             own("ledger_svc::cache::RateCache::get", "cache.rs", 44),
-            std_(
-                "std::sys::sync::mutex::futex::Mutex::lock_contended",
-                "std/src/sys/sync/mutex/futex.rs",
-                62,
-                false,
-            ),
+            std_("std::sys::sync::mutex::futex::Mutex::lock_contended", "std/src/sys/sync/mutex/futex.rs", 62, false),
             native("syscall"),
             syscall("futex"),
         ],
@@ -627,34 +368,14 @@ fn offcpu_profile() -> CpuProfile {
     let pool_idle = vec![
         native("clone3"),
         native("start_thread"),
-        std_(
-            "std::sys::pal::unix::thread::Thread::new::thread_start",
-            "std/src/sys/pal/unix/thread.rs",
-            105,
-            false,
-        ),
-        tokio(
-            "tokio::runtime::blocking::pool::Inner::run",
-            "runtime/blocking/pool.rs",
-            530,
-        ),
-        std_(
-            "std::sync::poison::condvar::Condvar::wait_timeout",
-            "std/src/sync/poison/condvar.rs",
-            345,
-            false,
-        ),
+        std_("std::sys::pal::unix::thread::Thread::new::thread_start", "std/src/sys/pal/unix/thread.rs", 105, false),
+        tokio("tokio::runtime::blocking::pool::Inner::run", "runtime/blocking/pool.rs", 530),
+        std_("std::sync::poison::condvar::Condvar::wait_timeout", "std/src/sync/poison/condvar.rs", 345, false),
         native("syscall"),
         syscall("futex"),
     ];
     p.add(TOKIO_THREAD, POOL, &pool_idle, 29_400_000, 40);
-    p.add(
-        "ledger-svc",
-        MAIN,
-        &cat(&[&main_thread(), &[syscall("futex")]]),
-        30_000_000,
-        1,
-    );
+    p.add("ledger-svc", MAIN, &cat(&[&main_thread(), &[syscall("futex")]]), 30_000_000, 1);
     p.0
 }
 
@@ -718,12 +439,7 @@ const OWNER_SQL: &str = "SELECT id, name, email FROM owners WHERE id = $1";
 const ACCOUNTS_SQL: &str = "SELECT id, owner_id, branch_id, balance FROM accounts WHERE branch_id = $1 ORDER BY id LIMIT 25";
 
 fn db_site(function: &str, line: u32) -> CallSite {
-    CallSite {
-        function: function.into(),
-        file: Some("/build/ledger-svc/src/db.rs".into()),
-        line: Some(line),
-        ..Default::default()
-    }
+    CallSite { function: function.into(), file: Some("/build/ledger-svc/src/db.rs".into()), line: Some(line), ..Default::default() }
 }
 
 /// Statement executions as the wire showed them: 40 requests to
@@ -755,21 +471,13 @@ fn executions() -> Vec<Execution> {
     // average, from a fixed-seed generator) on either worker thread.
     let mut x: u64 = 0x5eed;
     let mut uniform = move || {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         ((x >> 11) as f64 + 1.0) / (1u64 << 53) as f64
     };
     let mut at = 500.0;
     for k in 0..310u32 {
         at += -uniform().ln() * 96.7;
-        out.push(ex(
-            at,
-            if uniform() < 0.5 { W2 } else { W1 },
-            21 + k % 4,
-            ENTRIES_SQL,
-            &entries,
-        ));
+        out.push(ex(at, if uniform() < 0.5 { W2 } else { W1 }, 21 + k % 4, ENTRIES_SQL, &entries));
     }
     out
 }
@@ -782,20 +490,11 @@ pub fn database_section() -> DatabaseSection {
     let call_sites = |sql: &str| -> Vec<CallSiteRow> {
         sites[sql]
             .iter()
-            .map(|(s, n)| CallSiteRow {
-                function: s.function.clone(),
-                file: s.file.clone(),
-                line: s.line,
-                executions: *n,
-            })
+            .map(|(s, n)| CallSiteRow { function: s.function.clone(), file: s.file.clone(), line: s.line, executions: *n })
             .collect()
     };
     // (query, calls, total ms, max ms, rows), as pg_stat_statements' difference.
-    let measured = [
-        (ENTRIES_SQL, 310, 12_927.0, 96.31, 7_750),
-        (ACCOUNTS_SQL, 40, 93.6, 5.12, 1_000),
-        (OWNER_SQL, 1_000, 92.0, 1.84, 1_000),
-    ];
+    let measured = [(ENTRIES_SQL, 310, 12_927.0, 96.31, 7_750), (ACCOUNTS_SQL, 40, 93.6, 5.12, 1_000), (OWNER_SQL, 1_000, 92.0, 1.84, 1_000)];
     let all_ms: f64 = measured.iter().map(|m| m.2).sum();
     let missing_columns = vec!["account_id".to_string(), "posted_at".to_string()];
     let statements = measured
@@ -819,36 +518,30 @@ pub fn database_section() -> DatabaseSection {
             },
         })
         .collect();
-    let table =
-        |name: &str, rows, seq_scans, seq_rows_read, idx_scans, idx_rows_fetched| TableRow {
-            schema: "public".into(),
-            table: name.into(),
-            rows,
-            seq_scans,
-            seq_rows_read,
-            idx_scans,
-            idx_rows_fetched,
-        };
-    let index =
-        |table: &str, index: &str, scans, scans_total, size_bytes, columns: &str, unique: bool| {
-            IndexRow {
-                schema: "public".into(),
-                table: table.into(),
-                index: index.into(),
-                scans,
-                scans_total,
-                size_bytes,
-                definition: format!(
-                    "CREATE {}INDEX {index} ON public.{table} USING btree ({columns})",
-                    if unique { "UNIQUE " } else { "" }
-                ),
-            }
-        };
+    let table = |name: &str, rows, seq_scans, seq_rows_read, idx_scans, idx_rows_fetched| TableRow {
+        schema: "public".into(),
+        table: name.into(),
+        rows,
+        seq_scans,
+        seq_rows_read,
+        idx_scans,
+        idx_rows_fetched,
+    };
+    let index = |table: &str, index: &str, scans, scans_total, size_bytes, columns: &str, unique: bool| IndexRow {
+        schema: "public".into(),
+        table: table.into(),
+        index: index.into(),
+        scans,
+        scans_total,
+        size_bytes,
+        definition: format!(
+            "CREATE {}INDEX {index} ON public.{table} USING btree ({columns})",
+            if unique { "UNIQUE " } else { "" }
+        ),
+    };
     let mut section = DatabaseSection {
         connection: Some("postgres://ledger:***@127.0.0.1:5432/ledger".into()),
-        connection_source: Some(format!(
-            "DATABASE_URL in the target's environment (/proc/{PID}/environ)"
-        )),
+        connection_source: Some(format!("DATABASE_URL in the target's environment (/proc/{PID}/environ)")),
         server_version: Some("16.4".into()),
         private_database: false,
         pg_stat_statements: true,
@@ -862,43 +555,11 @@ pub fn database_section() -> DatabaseSection {
             table("owners", 12_000, 0, 0, 1_000, 1_000),
         ],
         indexes: vec![
-            index(
-                "accounts",
-                "accounts_branch_id_idx",
-                40,
-                18_220,
-                1_089_536,
-                "branch_id",
-                false,
-            ),
-            index(
-                "accounts",
-                "accounts_pkey",
-                0,
-                51_118,
-                1_089_536,
-                "id",
-                true,
-            ),
-            index(
-                "accounts",
-                "idx_accounts_branch",
-                0,
-                0,
-                1_089_536,
-                "branch_id",
-                false,
-            ),
+            index("accounts", "accounts_branch_id_idx", 40, 18_220, 1_089_536, "branch_id", false),
+            index("accounts", "accounts_pkey", 0, 51_118, 1_089_536, "id", true),
+            index("accounts", "idx_accounts_branch", 0, 0, 1_089_536, "branch_id", false),
             index("entries", "entries_pkey", 0, 1_204, 53_968_896, "id", true),
-            index(
-                "entries",
-                "idx_entries_memo",
-                0,
-                0,
-                75_882_496,
-                "memo",
-                false,
-            ),
+            index("entries", "idx_entries_memo", 0, 0, 75_882_496, "memo", false),
             index("owners", "owners_pkey", 1_000, 981_233, 270_336, "id", true),
         ],
         missing_indexes: vec![MissingIndex {
@@ -948,13 +609,10 @@ pub fn database_section() -> DatabaseSection {
             executions: executions.len() as u64,
             dropped_executions: 0,
             executions_without_text: 0,
-            executions_with_call_site: executions.iter().filter(|e| e.site.is_some()).count()
-                as u64,
+            executions_with_call_site: executions.iter().filter(|e| e.site.is_some()).count() as u64,
             n_plus_one_rule: rule.describe(),
             // The ledger service runs on sqlx (what its stacks' frames say).
-            drivers: [("sqlx".to_string(), executions.len() as u64)]
-                .into_iter()
-                .collect(),
+            drivers: [("sqlx".to_string(), executions.len() as u64)].into_iter().collect(),
             ..Default::default()
         },
         privileges: None,
@@ -964,11 +622,7 @@ pub fn database_section() -> DatabaseSection {
     // What the server answers for this schema: each rewrite parses and plans.
     section.rewrites = crate::database::section::rewrites_wanted(&section)
         .into_iter()
-        .map(|sql| crate::database::dialect::CheckedRewrite {
-            sql,
-            accepted: true,
-            error: None,
-        })
+        .map(|sql| crate::database::dialect::CheckedRewrite { sql, accepted: true, error: None })
         .collect();
     section
 }
@@ -978,17 +632,7 @@ pub fn database_section() -> DatabaseSection {
 /// A request's allocating path, below the middleware (no runtime frames:
 /// only the owner's frames and what they call decide attribution).
 fn handler(f: Frame, rest: &[Frame]) -> Vec<Frame> {
-    cat(&[
-        &[
-            own(
-                "ledger_svc::middleware::track_request::{{closure}}",
-                "middleware.rs",
-                22,
-            ),
-            f,
-        ],
-        rest,
-    ])
+    cat(&[&[own("ledger_svc::middleware::track_request::{{closure}}", "middleware.rs", 22), f], rest])
 }
 
 /// Allocation site id -> (stack root first, allocator last).
@@ -996,114 +640,37 @@ fn allocation_stacks() -> Vec<(u64, Vec<Frame>)> {
     let malloc = || native("malloc");
     vec![
         // Churn in a hot function: one String per statement line, freed.
-        (
-            0x1001,
-            handler(
-                get_statement(),
-                &[
-                    own(
-                        "ledger_svc::render::format_statement_lines",
-                        "render.rs",
-                        23,
-                    ),
-                    std_(
-                        "alloc::fmt::format::format_inner",
-                        "alloc/src/fmt.rs",
-                        637,
-                        false,
-                    ),
-                    std_(
-                        "alloc::raw_vec::RawVecInner<A>::reserve::do_reserve_and_handle",
-                        "alloc/src/raw_vec/mod.rs",
-                        405,
-                        false,
-                    ),
-                    malloc(),
-                ],
-            ),
-        ),
+        (0x1001, handler(get_statement(), &[
+            own("ledger_svc::render::format_statement_lines", "render.rs", 23),
+            std_("alloc::fmt::format::format_inner", "alloc/src/fmt.rs", 637, false),
+            std_("alloc::raw_vec::RawVecInner<A>::reserve::do_reserve_and_handle", "alloc/src/raw_vec/mod.rs", 405, false),
+            malloc(),
+        ])),
         // A leak: every audit record is boxed and never freed.
-        (
-            0x1002,
-            handler(
-                get_statement(),
-                &[
-                    own(
-                        "ledger_svc::audit_log::AuditLog::record",
-                        "audit_log.rs",
-                        51,
-                    ),
-                    std_("alloc::boxed::Box<T>::new", "alloc/src/boxed.rs", 257, true),
-                    std_(
-                        "alloc::alloc::exchange_malloc",
-                        "alloc/src/alloc.rs",
-                        349,
-                        true,
-                    ),
-                    malloc(),
-                ],
-            ),
-        ),
+        (0x1002, handler(get_statement(), &[
+            own("ledger_svc::audit_log::AuditLog::record", "audit_log.rs", 51),
+            std_("alloc::boxed::Box<T>::new", "alloc/src/boxed.rs", 257, true),
+            std_("alloc::alloc::exchange_malloc", "alloc/src/alloc.rs", 349, true),
+            malloc(),
+        ])),
         // A cache that grows: its table, and the keys cloned into it.
-        (
-            0x1003,
-            handler(
-                get_statement(),
-                &[
-                    own("ledger_svc::cache::RateCache::insert", "cache.rs", 71),
-                    dep(
-                        "hashbrown-0.15.5",
-                        "hashbrown::raw::RawTable<T,A>::reserve_rehash",
-                        "raw/mod.rs",
-                        1067,
-                    ),
-                    malloc(),
-                ],
-            ),
-        ),
-        (
-            0x1004,
-            handler(
-                get_statement(),
-                &[
-                    own("ledger_svc::cache::RateCache::insert", "cache.rs", 69),
-                    std_(
-                        "<alloc::string::String as core::clone::Clone>::clone",
-                        "alloc/src/string.rs",
-                        2117,
-                        true,
-                    ),
-                    malloc(),
-                ],
-            ),
-        ),
+        (0x1003, handler(get_statement(), &[
+            own("ledger_svc::cache::RateCache::insert", "cache.rs", 71),
+            dep("hashbrown-0.15.5", "hashbrown::raw::RawTable<T,A>::reserve_rehash", "raw/mod.rs", 1067),
+            malloc(),
+        ])),
+        (0x1004, handler(get_statement(), &[
+            own("ledger_svc::cache::RateCache::insert", "cache.rs", 69),
+            std_("<alloc::string::String as core::clone::Clone>::clone", "alloc/src/string.rs", 2117, true),
+            malloc(),
+        ])),
         // sqlx's row buffers: allocated and freed per query.
-        (
-            0x1005,
-            handler(
-                list_accounts(),
-                &[
-                    own(
-                        "ledger_svc::db::owner_for_account::{{closure}}",
-                        "db.rs",
-                        118,
-                    ),
-                    dep(
-                        "sqlx-postgres-0.8.6",
-                        "sqlx_postgres::message::data_row::DataRow::decode_with",
-                        "message/data_row.rs",
-                        37,
-                    ),
-                    std_(
-                        "<alloc::vec::Vec<u8> as core::clone::Clone>::clone",
-                        "alloc/src/vec/mod.rs",
-                        3412,
-                        true,
-                    ),
-                    malloc(),
-                ],
-            ),
-        ),
+        (0x1005, handler(list_accounts(), &[
+            own("ledger_svc::db::owner_for_account::{{closure}}", "db.rs", 118),
+            dep("sqlx-postgres-0.8.6", "sqlx_postgres::message::data_row::DataRow::decode_with", "message/data_row.rs", 37),
+            std_("<alloc::vec::Vec<u8> as core::clone::Clone>::clone", "alloc/src/vec/mod.rs", 3412, true),
+            malloc(),
+        ])),
         // A site whose stack never reached the agent.
         (0x1006, vec![]),
     ]
@@ -1122,13 +689,7 @@ fn site_stats(site: u64, w: u64) -> SiteStats {
     match site {
         0x1001 => s(400 * w, 96, 400 * w),
         0x1002 => s(30 * w, 512, 0),
-        0x1003 => SiteStats {
-            alloc_count: w,
-            alloc_bytes: (1 << (w + 4)) * 1024,
-            free_count: w - 1,
-            free_bytes: ((1 << (w + 4)) - 32) * 1024,
-            ..Default::default()
-        },
+        0x1003 => SiteStats { alloc_count: w, alloc_bytes: (1 << (w + 4)) * 1024, free_count: w - 1, free_bytes: ((1 << (w + 4)) - 32) * 1024, ..Default::default() },
         0x1004 => s(40 * w, 256, 0),
         0x1005 => s(90 * w, 2048, 90 * w),
         _ => s(5 * w, 64, 5 * w),
@@ -1138,124 +699,38 @@ fn site_stats(site: u64, w: u64) -> SiteStats {
 /// (stack id, leaf-first addresses) -> frames, for page faults and mappings.
 fn event_stacks() -> Vec<(Vec<u64>, Vec<Frame>)> {
     vec![
-        (
-            vec![0x5501, 0x5502],
-            handler(
-                get_statement(),
-                &[
-                    own("ledger_svc::cache::RateCache::insert", "cache.rs", 71),
-                    dep(
-                        "hashbrown-0.15.5",
-                        "hashbrown::raw::RawTable<T,A>::reserve_rehash",
-                        "raw/mod.rs",
-                        1067,
-                    ),
-                ],
-            ),
-        ),
-        (
-            vec![0x5511],
-            handler(
-                get_statement(),
-                &[
-                    own(
-                        "ledger_svc::render::format_statement_lines",
-                        "render.rs",
-                        23,
-                    ),
-                    std_(
-                        "alloc::fmt::format::format_inner",
-                        "alloc/src/fmt.rs",
-                        637,
-                        false,
-                    ),
-                ],
-            ),
-        ),
-        (
-            vec![0x5521],
-            handler(
-                list_accounts(),
-                &[
-                    own(
-                        "ledger_svc::db::owner_for_account::{{closure}}",
-                        "db.rs",
-                        118,
-                    ),
-                    dep(
-                        "sqlx-core-0.8.6",
-                        "sqlx_core::net::socket::buffered::ReadBuffer::read",
-                        "net/socket/buffered.rs",
-                        311,
-                    ),
-                ],
-            ),
-        ),
-        (
-            vec![0x5531],
-            handler(
-                get_statement(),
-                &[own(
-                    "ledger_svc::ledger::balance::compute_running_balance",
-                    "ledger/balance.rs",
-                    88,
-                )],
-            ),
-        ),
+        (vec![0x5501, 0x5502], handler(get_statement(), &[
+            own("ledger_svc::cache::RateCache::insert", "cache.rs", 71),
+            dep("hashbrown-0.15.5", "hashbrown::raw::RawTable<T,A>::reserve_rehash", "raw/mod.rs", 1067),
+        ])),
+        (vec![0x5511], handler(get_statement(), &[
+            own("ledger_svc::render::format_statement_lines", "render.rs", 23),
+            std_("alloc::fmt::format::format_inner", "alloc/src/fmt.rs", 637, false),
+        ])),
+        (vec![0x5521], handler(list_accounts(), &[
+            own("ledger_svc::db::owner_for_account::{{closure}}", "db.rs", 118),
+            dep("sqlx-core-0.8.6", "sqlx_core::net::socket::buffered::ReadBuffer::read", "net/socket/buffered.rs", 311),
+        ])),
+        (vec![0x5531], handler(get_statement(), &[own("ledger_svc::ledger::balance::compute_running_balance", "ledger/balance.rs", 88)])),
         (vec![0x5541], worker_loop()),
-        (
-            vec![0x5551],
-            handler(
-                export_csv(),
-                &[
-                    own("ledger_svc::export::render_csv", "export.rs", 118),
-                    std_(
-                        "alloc::raw_vec::RawVecInner<A>::reserve::do_reserve_and_handle",
-                        "alloc/src/raw_vec/mod.rs",
-                        405,
-                        false,
-                    ),
-                    native("malloc"),
-                    native("mmap64"),
-                ],
-            ),
-        ),
-        (
-            vec![0x5561],
-            handler(
-                export_csv(),
-                &[
-                    own("ledger_svc::export::render_csv", "export.rs", 131),
-                    native("free"),
-                    native("munmap"),
-                ],
-            ),
-        ),
-        (
-            vec![0x5571],
-            handler(
-                get_statement(),
-                &[
-                    own("ledger_svc::cache::RateCache::insert", "cache.rs", 69),
-                    native("malloc"),
-                    native("sbrk"),
-                ],
-            ),
-        ),
+        (vec![0x5551], handler(export_csv(), &[
+            own("ledger_svc::export::render_csv", "export.rs", 118),
+            std_("alloc::raw_vec::RawVecInner<A>::reserve::do_reserve_and_handle", "alloc/src/raw_vec/mod.rs", 405, false),
+            native("malloc"),
+            native("mmap64"),
+        ])),
+        (vec![0x5561], handler(export_csv(), &[own("ledger_svc::export::render_csv", "export.rs", 131), native("free"), native("munmap")])),
+        (vec![0x5571], handler(get_statement(), &[
+            own("ledger_svc::cache::RateCache::insert", "cache.rs", 69),
+            native("malloc"),
+            native("sbrk"),
+        ])),
     ]
 }
 
 fn mem_events() -> MemEvents {
     let mut ev = MemEvents::default();
-    let record = |kind, addr, bytes, frames: &[u64]| MemEventRecord {
-        kind,
-        tid: W1,
-        ts_ns: 0,
-        addr,
-        bytes,
-        sp: 0x7f3a_5c1f_e000,
-        frames: frames.to_vec(),
-    };
+    let record = |kind, addr, bytes, frames: &[u64]| MemEventRecord { kind, tid: W1, ts_ns: 0, addr, bytes, sp: 0x7f3a_5c1f_e000, frames: frames.to_vec() };
     let faults: [(&[u64], Region, u32); 6] = [
         (&[0x5501, 0x5502], Region::Heap, 180),
         (&[0x5511], Region::Heap, 40),
@@ -1270,32 +745,12 @@ fn mem_events() -> MemEvents {
         }
     }
     // Two 1 MiB buffers mapped, one unmapped; the heap grown five times.
-    ev.add(
-        record(sample_kind::MMAP, 0x7f3a_4000_0000, 1 << 20, &[0x5551]),
-        Region::Unknown,
-    );
-    ev.add(
-        record(sample_kind::MMAP, 0x7f3a_4010_0000, 1 << 20, &[0x5551]),
-        Region::Unknown,
-    );
-    ev.add(
-        record(sample_kind::MUNMAP, 0x7f3a_4000_0000, 1 << 20, &[0x5561]),
-        Region::Unknown,
-    );
-    ev.add(
-        record(sample_kind::MUNMAP, 0x7f3a_3000_0000, 256 << 10, &[0x5561]),
-        Region::Unknown,
-    );
+    ev.add(record(sample_kind::MMAP, 0x7f3a_4000_0000, 1 << 20, &[0x5551]), Region::Unknown);
+    ev.add(record(sample_kind::MMAP, 0x7f3a_4010_0000, 1 << 20, &[0x5551]), Region::Unknown);
+    ev.add(record(sample_kind::MUNMAP, 0x7f3a_4000_0000, 1 << 20, &[0x5561]), Region::Unknown);
+    ev.add(record(sample_kind::MUNMAP, 0x7f3a_3000_0000, 256 << 10, &[0x5561]), Region::Unknown);
     for i in 0..5 {
-        ev.add(
-            record(
-                sample_kind::BRK,
-                0x55d0_c140_0000 + i * (132 << 10),
-                132 << 10,
-                &[0x5571],
-            ),
-            Region::Unknown,
-        );
+        ev.add(record(sample_kind::BRK, 0x55d0_c140_0000 + i * (132 << 10), 132 << 10, &[0x5571]), Region::Unknown);
     }
     ev
 }
@@ -1321,21 +776,12 @@ pub fn memory() -> (MemorySection, Vec<String>) {
     let stacks: HashMap<u64, Vec<Frame>> = allocation_stacks().into_iter().collect();
     let windows = 6u64;
     let series: Vec<Snapshot> = (1..=windows)
-        .map(|w| Snapshot {
-            t: (w * 5) as f64 - 2.5,
-            sites: stacks.keys().map(|&s| (s, site_stats(s, w))).collect(),
-        })
+        .map(|w| Snapshot { t: (w * 5) as f64 - 2.5, sites: stacks.keys().map(|&s| (s, site_stats(s, w))).collect() })
         .collect();
     let sites = series.last().expect("six windows").sites.clone();
     let duty = 0.02;
     let elapsed_s = 30.0;
-    let analysis = mem_analysis::analyze(&mem_analysis::Input {
-        duty,
-        elapsed_s,
-        sites: &sites,
-        series: &series,
-        stacks: &stacks,
-    });
+    let analysis = mem_analysis::analyze(&mem_analysis::Input { duty, elapsed_s, sites: &sites, series: &series, stacks: &stacks });
     let folded = analysis.folded.clone();
     let frames: HashMap<Vec<u64>, Vec<Frame>> = event_stacks().into_iter().collect();
     let events = mem_events();
@@ -1349,10 +795,7 @@ pub fn memory() -> (MemorySection, Vec<String>) {
     let mut ids: Vec<u64> = sites.keys().copied().collect();
     ids.sort_unstable();
     let alloc_calls = ids.iter().map(|s| sites[s].alloc_count).sum();
-    let free_calls = ids
-        .iter()
-        .map(|s| sites[s].free_count + sites[s].late_free_count)
-        .sum();
+    let free_calls = ids.iter().map(|s| sites[s].free_count + sites[s].late_free_count).sum();
     let probe = |symbol: &str, offset, instruction: &str, uretprobe| ProbeRow {
         symbol: symbol.into(),
         offset,
@@ -1370,17 +813,8 @@ pub fn memory() -> (MemorySection, Vec<String>) {
             probe("calloc", 4, "push", true),
             probe("realloc", 4, "push", true),
         ],
-        rust_shims: vec![
-            "__rustc::__rust_alloc".into(),
-            "__rustc::__rust_dealloc".into(),
-            "__rustc::__rust_realloc".into(),
-        ],
-        counters: MemCounters {
-            alloc_calls,
-            free_calls,
-            free_untracked: 311,
-            ..Default::default()
-        },
+        rust_shims: vec!["__rustc::__rust_alloc".into(), "__rustc::__rust_dealloc".into(), "__rustc::__rust_realloc".into()],
+        counters: MemCounters { alloc_calls, free_calls, free_untracked: 311, ..Default::default() },
         sites: sites.len(),
         truncated_stacks: 0,
         peak_rss_bytes: points.iter().map(|p| p.rss_bytes).max().unwrap_or(0),
@@ -1390,44 +824,19 @@ pub fn memory() -> (MemorySection, Vec<String>) {
         probed_s: 2.4,
         elapsed_s,
         windows,
-        kernel_time: KernelTime {
-            during_s: 0.41,
-            during_wall_s: 30.0,
-            after: Some((0.012, 1.0)),
-        },
+        kernel_time: KernelTime { during_s: 0.41, during_wall_s: 30.0, after: Some((0.012, 1.0)) },
     };
     (MemorySection::build(&raw, analysis, growth), folded)
 }
 
 // ---------------------------------------------------------------- load, counters
 
-fn latency(
-    count: u64,
-    mean_ms: f64,
-    p50_ms: f64,
-    p90_ms: f64,
-    p99_ms: f64,
-    p999_ms: f64,
-    max_ms: f64,
-) -> LatencySummary {
-    LatencySummary {
-        count,
-        mean_ms,
-        p50_ms,
-        p90_ms,
-        p99_ms,
-        p999_ms,
-        max_ms,
-    }
+fn latency(count: u64, mean_ms: f64, p50_ms: f64, p90_ms: f64, p99_ms: f64, p999_ms: f64, max_ms: f64) -> LatencySummary {
+    LatencySummary { count, mean_ms, p50_ms, p90_ms, p99_ms, p999_ms, max_ms }
 }
 
 /// A GET endpoint of the scenario: requests sent, 2xx, other statuses, no response.
-fn endpoint(
-    url: &str,
-    weight: u32,
-    [sent, ok, status_errors, transport_errors]: [u64; 4],
-    latency: LatencySummary,
-) -> EndpointStats {
+fn endpoint(url: &str, weight: u32, [sent, ok, status_errors, transport_errors]: [u64; 4], latency: LatencySummary) -> EndpointStats {
     EndpointStats {
         method: "GET".into(),
         url: url.into(),
@@ -1465,24 +874,9 @@ pub fn load() -> LoadResult {
         uncorrected_latency: latency(5_996, 31.02, 22.9, 64.8, 141.7, 298.2, 5_002.1),
         status_counts: BTreeMap::from([(200, 5_990), (500, 6)]),
         per_endpoint: vec![
-            endpoint(
-                "http://127.0.0.1:8080/accounts/{id}/statement",
-                6,
-                [3_600, 3_594, 6, 0],
-                latency(3_600, 51.80, 36.2, 88.1, 201.5, 420.3, 611.0),
-            ),
-            endpoint(
-                "http://127.0.0.1:8080/branches/{id}/accounts",
-                3,
-                [1_800, 1_800, 0, 0],
-                latency(1_800, 14.71, 12.1, 22.4, 48.9, 77.0, 93.2),
-            ),
-            endpoint(
-                "http://127.0.0.1:8080/accounts/{id}/export.csv",
-                1,
-                [600, 596, 0, 4],
-                latency(596, 29.35, 24.8, 41.0, 96.6, 5_000.2, 5_012.7),
-            ),
+            endpoint("http://127.0.0.1:8080/accounts/{id}/statement", 6, [3_600, 3_594, 6, 0], latency(3_600, 51.80, 36.2, 88.1, 201.5, 420.3, 611.0)),
+            endpoint("http://127.0.0.1:8080/branches/{id}/accounts", 3, [1_800, 1_800, 0, 0], latency(1_800, 14.71, 12.1, 22.4, 48.9, 77.0, 93.2)),
+            endpoint("http://127.0.0.1:8080/accounts/{id}/export.csv", 1, [600, 596, 0, 4], latency(596, 29.35, 24.8, 41.0, 96.6, 5_000.2, 5_012.7)),
         ],
         // One bucket per second; the export's 5 s timeouts land in second 17.
         series: LatencySeries {
@@ -1493,16 +887,8 @@ pub fn load() -> LoadResult {
                     requests: 200,
                     errors: if t == 17 { 10 } else { 0 },
                     p50_ms: 24.0 + f64::from(t % 5) * 0.4,
-                    p99_ms: if t == 17 {
-                        5_000.2
-                    } else {
-                        160.0 + f64::from(t % 7) * 6.0
-                    },
-                    max_ms: if t == 17 {
-                        5_012.7
-                    } else {
-                        300.0 + f64::from(t % 3) * 20.0
-                    },
+                    p99_ms: if t == 17 { 5_000.2 } else { 160.0 + f64::from(t % 7) * 6.0 },
+                    max_ms: if t == 17 { 5_012.7 } else { 300.0 + f64::from(t % 3) * 20.0 },
                 })
                 .collect(),
         },
@@ -1693,18 +1079,8 @@ pub fn ledger_svc_interrupted_cpu_bench() -> AuditEvidence {
         verdict,
     };
     e.benchmarks = vec![
-        bench(
-            "balance/running_balance/1000",
-            18_250.0,
-            Some((12.41, 9.87, 15.02)),
-            BenchVerdict::Regressed,
-        ),
-        bench(
-            "render/statement_lines/100",
-            4_812.5,
-            Some((-1.2, -3.4, 0.9)),
-            BenchVerdict::WithinNoise,
-        ),
+        bench("balance/running_balance/1000", 18_250.0, Some((12.41, 9.87, 15.02)), BenchVerdict::Regressed),
+        bench("render/statement_lines/100", 4_812.5, Some((-1.2, -3.4, 0.9)), BenchVerdict::WithinNoise),
         bench("csv/export|escape", 912_000.0, None, BenchVerdict::FirstRun),
     ];
     e

@@ -13,17 +13,12 @@ use arbitrary::{Arbitrary, Unstructured};
 use perf_audit_analysis::database::fuzzing;
 
 fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/corpus")
-        .join(target);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus").join(target);
     let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| {
             let p = e.unwrap().path();
-            (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
-                std::fs::read(&p).unwrap(),
-            )
+            (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap())
         })
         .collect();
     out.sort();
@@ -33,13 +28,7 @@ fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
 #[test]
 fn the_wire_seed_corpus_holds_each_issue_case_and_parses() {
     let seeds = corpus("wire");
-    for case in [
-        "injection_parse",
-        "comment_param_overflow",
-        "non_utf8_parse_name",
-        "random_bytes",
-        "bind_flood",
-    ] {
+    for case in ["injection_parse", "comment_param_overflow", "non_utf8_parse_name", "random_bytes", "bind_flood"] {
         assert!(seeds.iter().any(|(n, _)| n == case), "missing seed {case}");
     }
     for (name, data) in &seeds {
@@ -51,12 +40,7 @@ fn the_wire_seed_corpus_holds_each_issue_case_and_parses() {
 #[test]
 fn the_sql_text_seed_corpus_holds_each_issue_case_and_is_judged() {
     let seeds = corpus("sql_text");
-    for case in [
-        "injection",
-        "comment_param_overflow",
-        "param_u64_max",
-        "non_utf8",
-    ] {
+    for case in ["injection", "comment_param_overflow", "param_u64_max", "non_utf8"] {
         assert!(seeds.iter().any(|(n, _)| n == case), "missing seed {case}");
     }
     for (name, data) in &seeds {
@@ -64,12 +48,7 @@ fn the_sql_text_seed_corpus_holds_each_issue_case_and_is_judged() {
         fuzzing::sql_text(data);
     }
     let injection = &seeds.iter().find(|(n, _)| n == "injection").unwrap().1;
-    assert!(
-        perf_audit_analysis::database::sql_text::single_statement(
-            std::str::from_utf8(injection).unwrap()
-        )
-        .is_err()
-    );
+    assert!(perf_audit_analysis::database::sql_text::single_statement(std::str::from_utf8(injection).unwrap()).is_err());
 }
 
 /// splitmix64: the bytes `arbitrary` reads.
@@ -90,22 +69,13 @@ impl Rng {
 }
 
 fn seed() -> u64 {
-    std::env::var("PERF_AUDIT_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        })
+    std::env::var("PERF_AUDIT_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    })
 }
 
 fn inputs() -> usize {
-    std::env::var("PERF_AUDIT_FUZZ_INPUTS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20_000)
+    std::env::var("PERF_AUDIT_FUZZ_INPUTS").ok().and_then(|s| s.parse().ok()).unwrap_or(20_000)
 }
 
 /// One frontend message, lengths sometimes wrong.
@@ -138,50 +108,9 @@ enum Name {
 struct Text(Vec<u8>);
 
 const TOKENS: &[&[u8]] = &[
-    b"SELECT ",
-    b"select ",
-    b"WITH ",
-    b"INSERT ",
-    b"UPDATE ",
-    b"DELETE ",
-    b"VALUES ",
-    b"TABLE ",
-    b"COMMIT",
-    b"CREATE TABLE x(i int)",
-    b" FROM t",
-    b" WHERE id = $1",
-    b";",
-    b";",
-    b"'",
-    b"''",
-    b"E'",
-    b"e'",
-    b"\\",
-    b"\\'",
-    b"\"",
-    b"\"\"",
-    b"$",
-    b"$$",
-    b"$tag$",
-    b"$1",
-    b"$99999999999",
-    b"$18446744073709551615",
-    b"--",
-    b"\n",
-    b"/*",
-    b"*/",
-    b" ",
-    b"(",
-    b")",
-    b"U&'",
-    b"X'",
-    b"a$b",
-    b"\xff",
-    b"\xc3",
-    b"\0",
-    b"\xe2\x80\xa8",
-    b" ORDER BY a DESC",
-    b" LIMIT 1",
+    b"SELECT ", b"select ", b"WITH ", b"INSERT ", b"UPDATE ", b"DELETE ", b"VALUES ", b"TABLE ", b"COMMIT", b"CREATE TABLE x(i int)", b" FROM t", b" WHERE id = $1",
+    b";", b";", b"'", b"''", b"E'", b"e'", b"\\", b"\\'", b"\"", b"\"\"", b"$", b"$$", b"$tag$", b"$1", b"$99999999999", b"$18446744073709551615", b"--", b"\n", b"/*", b"*/",
+    b" ", b"(", b")", b"U&'", b"X'", b"a$b", b"\xff", b"\xc3", b"\0", b"\xe2\x80\xa8", b" ORDER BY a DESC", b" LIMIT 1",
 ];
 
 impl<'a> Arbitrary<'a> for Text {
@@ -300,13 +229,10 @@ fn random_statement_texts_are_judged_without_panic() {
     let mut accepted = 0;
     for _ in 0..inputs() {
         let raw = rng.bytes(512);
-        let Ok(text) = Text::arbitrary(&mut Unstructured::new(&raw)) else {
-            continue;
-        };
+        let Ok(text) = Text::arbitrary(&mut Unstructured::new(&raw)) else { continue };
         fuzzing::sql_text(&text.0);
         if let Ok(s) = std::str::from_utf8(&text.0) {
-            accepted +=
-                usize::from(perf_audit_analysis::database::sql_text::single_statement(s).is_ok());
+            accepted += usize::from(perf_audit_analysis::database::sql_text::single_statement(s).is_ok());
         }
     }
     // The generator reaches both sides of the validator.

@@ -34,26 +34,15 @@ pub struct BenchPlan {
 impl BenchPlan {
     /// Validates `--bench`, `--bench-dir` and `--bench-max-regression`
     /// (a `--bench-dir` must be a crate: it has a Cargo.toml).
-    pub fn from_args(
-        bench: bool,
-        crate_dir: Option<PathBuf>,
-        max_regression: &str,
-    ) -> Result<Option<BenchPlan>> {
+    pub fn from_args(bench: bool, crate_dir: Option<PathBuf>, max_regression: &str) -> Result<Option<BenchPlan>> {
         if !bench {
             return Ok(None);
         }
         let usage = |m: String| Error::new(ErrorKind::Usage, m);
-        let number = max_regression
-            .trim()
-            .strip_suffix('%')
-            .unwrap_or(max_regression.trim());
+        let number = max_regression.trim().strip_suffix('%').unwrap_or(max_regression.trim());
         let max_regression_pct = match number.trim().parse::<f64>() {
             Ok(p) if p.is_finite() && p >= 0.0 => p,
-            _ => {
-                return Err(usage(format!(
-                    "--bench-max-regression `{max_regression}` is not a percentage: use e.g. 5%"
-                )));
-            }
+            _ => return Err(usage(format!("--bench-max-regression `{max_regression}` is not a percentage: use e.g. 5%"))),
         };
         if let Some(dir) = &crate_dir
             && !dir.join("Cargo.toml").is_file()
@@ -63,18 +52,13 @@ impl BenchPlan {
                 dir.display()
             )));
         }
-        Ok(Some(BenchPlan {
-            crate_dir,
-            max_regression_pct,
-        }))
+        Ok(Some(BenchPlan { crate_dir, max_regression_pct }))
     }
 }
 
 /// Runs the benchmarks when the plan asks for them; no rows otherwise.
 pub fn run_if_asked(plan: Option<&BenchPlan>, target_exe: &str) -> Result<Vec<BenchmarkRow>> {
-    let Some(plan) = plan else {
-        return Ok(Vec::new());
-    };
+    let Some(plan) = plan else { return Ok(Vec::new()) };
     let dir = match &plan.crate_dir {
         Some(dir) => dir.clone(),
         None => infer_crate_dir(Path::new(target_exe)).ok_or_else(|| {
@@ -89,17 +73,10 @@ pub fn run_if_asked(plan: Option<&BenchPlan>, target_exe: &str) -> Result<Vec<Be
     eprintln!("perf-audit: running `cargo bench` in {}", dir.display());
     run_cargo_bench(&dir)?;
     let rows = read_results(&criterion_dir(&dir)?, plan.max_regression_pct)?;
-    let regressed: Vec<&str> = rows
-        .iter()
-        .filter(|r| r.verdict == BenchVerdict::Regressed)
-        .map(|r| r.id.as_str())
-        .collect();
+    let regressed: Vec<&str> =
+        rows.iter().filter(|r| r.verdict == BenchVerdict::Regressed).map(|r| r.id.as_str()).collect();
     if !regressed.is_empty() {
-        eprintln!(
-            "perf-audit: benchmarks regressed past {}%: {}",
-            plan.max_regression_pct,
-            regressed.join(", ")
-        );
+        eprintln!("perf-audit: benchmarks regressed past {}%: {}", plan.max_regression_pct, regressed.join(", "));
     }
     Ok(rows)
 }
@@ -107,26 +84,14 @@ pub fn run_if_asked(plan: Option<&BenchPlan>, target_exe: &str) -> Result<Vec<Be
 /// `<crate>/target/release/<bin>` (or `target/<triple>/release/<bin>`) ->
 /// `<crate>`, when it has a Cargo.toml.
 pub fn infer_crate_dir(exe: &Path) -> Option<PathBuf> {
-    let exe = exe
-        .to_str()
-        .map(|s| s.trim_end_matches(" (deleted)"))
-        .map(PathBuf::from)?;
-    let target = exe
-        .ancestors()
-        .skip(1)
-        .find(|dir| dir.file_name().is_some_and(|n| n == "target"))?;
+    let exe = exe.to_str().map(|s| s.trim_end_matches(" (deleted)")).map(PathBuf::from)?;
+    let target = exe.ancestors().skip(1).find(|dir| dir.file_name().is_some_and(|n| n == "target"))?;
     let release = exe.parent()?;
-    if !release
-        .file_name()
-        .is_some_and(|n| n == "release" || n == "debug")
-    {
+    if !release.file_name().is_some_and(|n| n == "release" || n == "debug") {
         return None;
     }
     let crate_dir = target.parent()?;
-    crate_dir
-        .join("Cargo.toml")
-        .is_file()
-        .then(|| crate_dir.to_path_buf())
+    crate_dir.join("Cargo.toml").is_file().then(|| crate_dir.to_path_buf())
 }
 
 fn bench_error(message: String) -> Error {
@@ -147,17 +112,9 @@ fn run_cargo_bench(dir: &Path) -> Result<()> {
         .stdout(std::io::stderr())
         .stderr(Stdio::inherit())
         .status()
-        .map_err(|e| {
-            bench_error(format!(
-                "cannot run `cargo bench` in {}: {e}",
-                dir.display()
-            ))
-        })?;
+        .map_err(|e| bench_error(format!("cannot run `cargo bench` in {}: {e}", dir.display())))?;
     if !status.success() {
-        return Err(bench_error(format!(
-            "`cargo bench` failed in {} ({status})",
-            dir.display()
-        )));
+        return Err(bench_error(format!("`cargo bench` failed in {} ({status})", dir.display())));
     }
     Ok(())
 }
@@ -172,24 +129,12 @@ fn criterion_dir(dir: &Path) -> Result<PathBuf> {
         .current_dir(dir)
         .stderr(Stdio::inherit())
         .output()
-        .map_err(|e| {
-            bench_error(format!(
-                "cannot run `cargo metadata` in {}: {e}",
-                dir.display()
-            ))
-        })?;
-    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
-        bench_error(format!(
-            "`cargo metadata` in {} gave no JSON: {e}",
-            dir.display()
-        ))
-    })?;
-    let target = metadata["target_directory"].as_str().ok_or_else(|| {
-        bench_error(format!(
-            "`cargo metadata` in {} has no target_directory",
-            dir.display()
-        ))
-    })?;
+        .map_err(|e| bench_error(format!("cannot run `cargo metadata` in {}: {e}", dir.display())))?;
+    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| bench_error(format!("`cargo metadata` in {} gave no JSON: {e}", dir.display())))?;
+    let target = metadata["target_directory"]
+        .as_str()
+        .ok_or_else(|| bench_error(format!("`cargo metadata` in {} has no target_directory", dir.display())))?;
     Ok(Path::new(target).join("criterion"))
 }
 
@@ -207,17 +152,9 @@ pub fn read_results(criterion_dir: &Path, max_regression_pct: f64) -> Result<Vec
     let mut rows = Vec::new();
     for new_dir in new_dirs {
         let bench_dir = new_dir.parent().expect("new/ has a parent");
-        let fallback = bench_dir
-            .strip_prefix(criterion_dir)
-            .unwrap_or(bench_dir)
-            .to_string_lossy()
-            .into_owned();
-        let estimates = read(&new_dir.join("estimates.json")).ok_or_else(|| {
-            bench_error(format!(
-                "cannot read {}",
-                new_dir.join("estimates.json").display()
-            ))
-        })?;
+        let fallback = bench_dir.strip_prefix(criterion_dir).unwrap_or(bench_dir).to_string_lossy().into_owned();
+        let estimates = read(&new_dir.join("estimates.json"))
+            .ok_or_else(|| bench_error(format!("cannot read {}", new_dir.join("estimates.json").display())))?;
         let row = criterion::row(
             &fallback,
             read(&new_dir.join("benchmark.json")).as_deref(),
@@ -238,14 +175,8 @@ fn find_new_dirs(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
     if depth > 6 {
         return;
     }
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut children: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.is_dir())
-        .collect();
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut children: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect();
     children.sort();
     for child in children {
         match child.file_name().and_then(|n| n.to_str()) {
@@ -266,13 +197,7 @@ mod tests {
         let plan = BenchPlan::from_args(true, None, "2.5%").unwrap().unwrap();
         assert_eq!(plan.max_regression_pct, 2.5);
         let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        assert_eq!(
-            BenchPlan::from_args(true, Some(here.clone()), "5")
-                .unwrap()
-                .unwrap()
-                .crate_dir,
-            Some(here)
-        );
+        assert_eq!(BenchPlan::from_args(true, Some(here.clone()), "5").unwrap().unwrap().crate_dir, Some(here));
         let e = BenchPlan::from_args(true, Some("/nonexistent".into()), "5%").unwrap_err();
         assert!(e.message.contains("no Cargo.toml"), "{}", e.message);
         assert!(BenchPlan::from_args(true, None, "lots").is_err());
@@ -280,14 +205,10 @@ mod tests {
 
     #[test]
     fn the_crate_is_two_levels_above_target_release() {
-        let tmp =
-            std::env::temp_dir().join(format!("perf-audit-bench-infer-{}", std::process::id()));
+        let tmp = std::env::temp_dir().join(format!("perf-audit-bench-infer-{}", std::process::id()));
         std::fs::create_dir_all(tmp.join("svc/target/release")).unwrap();
         std::fs::write(tmp.join("svc/Cargo.toml"), "[package]\n").unwrap();
-        assert_eq!(
-            infer_crate_dir(&tmp.join("svc/target/release/svc")),
-            Some(tmp.join("svc"))
-        );
+        assert_eq!(infer_crate_dir(&tmp.join("svc/target/release/svc")), Some(tmp.join("svc")));
         assert_eq!(
             infer_crate_dir(&tmp.join("svc/target/x86_64-unknown-linux-gnu/release/svc")),
             Some(tmp.join("svc"))

@@ -29,8 +29,7 @@ pub fn parse_proc_cgroup(text: &str) -> ContainerInfo {
     let mut paths: Vec<&str> = Vec::new();
     for line in text.lines() {
         let mut parts = line.splitn(3, ':');
-        let (Some(id), Some(_controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(id), Some(_controllers), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
             continue;
         };
         if id == "0" {
@@ -39,42 +38,26 @@ pub fn parse_proc_cgroup(text: &str) -> ContainerInfo {
             paths.push(path);
         }
     }
-    let with_container = paths
-        .iter()
-        .map(|p| parse_cgroup_path(p))
-        .find(|i| i.container_id.is_some());
-    with_container.unwrap_or_else(|| {
-        paths
-            .first()
-            .map(|p| parse_cgroup_path(p))
-            .unwrap_or_default()
-    })
+    let with_container = paths.iter().map(|p| parse_cgroup_path(p)).find(|i| i.container_id.is_some());
+    with_container.unwrap_or_else(|| paths.first().map(|p| parse_cgroup_path(p)).unwrap_or_default())
 }
 
 /// Parses one cgroup path.
 pub fn parse_cgroup_path(path: &str) -> ContainerInfo {
-    let mut info = ContainerInfo {
-        cgroup: path.to_string(),
-        ..Default::default()
-    };
+    let mut info = ContainerInfo { cgroup: path.to_string(), ..Default::default() };
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     for (i, segment) in segments.iter().enumerate() {
-        let unit = segment
-            .strip_suffix(".scope")
-            .or_else(|| segment.strip_suffix(".slice"))
-            .unwrap_or(segment);
+        let unit = segment.strip_suffix(".scope").or_else(|| segment.strip_suffix(".slice")).unwrap_or(segment);
         if let Some(uid) = pod_uid_of(unit) {
             info.pod_uid = Some(uid);
         }
         // systemd driver: `<prefix>-<id>.scope`.
         if let Some((prefix, id)) = unit.rsplit_once('-')
-            && is_container_id(id)
-            && !prefix.ends_with("conmon")
-        {
-            info.container_id = Some(id.to_string());
-            info.runtime = runtime_of_prefix(prefix);
-            continue;
-        }
+            && is_container_id(id) && !prefix.ends_with("conmon") {
+                info.container_id = Some(id.to_string());
+                info.runtime = runtime_of_prefix(prefix);
+                continue;
+            }
         // cgroupfs driver: the id is a segment of its own.
         if is_container_id(unit) {
             info.container_id = Some(unit.to_string());
@@ -102,9 +85,7 @@ fn runtime_of_prefix(prefix: &str) -> Option<&'static str> {
 
 /// Container ids are 64 lowercase hex digits for every runtime here.
 fn is_container_id(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// `pod<uid>` (cgroupfs) or `kubepods-<qos>-pod<uid_with_underscores>`
@@ -119,11 +100,7 @@ fn pod_uid_of(unit: &str) -> Option<String> {
     let uid = raw.replace('_', "-");
     let is_uuid = uid.len() == 36
         && uid.bytes().enumerate().all(|(i, b)| {
-            if matches!(i, 8 | 13 | 18 | 23) {
-                b == b'-'
-            } else {
-                b.is_ascii_hexdigit()
-            }
+            if matches!(i, 8 | 13 | 18 | 23) { b == b'-' } else { b.is_ascii_hexdigit() }
         });
     is_uuid.then(|| uid.to_ascii_lowercase())
 }
@@ -176,42 +153,25 @@ mod tests {
     #[test]
     fn cri_o_and_its_conmon() {
         let pod_us = POD.replace('-', "_");
-        let path = format!(
-            "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{pod_us}.slice/crio-{ID}.scope"
-        );
+        let path = format!("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{pod_us}.slice/crio-{ID}.scope");
         let info = parse_cgroup_path(&path);
-        assert_eq!(
-            (info.container_id.as_deref(), info.runtime),
-            (Some(ID), Some("cri-o"))
-        );
+        assert_eq!((info.container_id.as_deref(), info.runtime), (Some(ID), Some("cri-o")));
         assert_eq!(info.pod_uid.as_deref(), Some(POD));
         // conmon is the runtime's monitor, not the container.
-        let conmon = parse_cgroup_path(&format!(
-            "/kubepods.slice/kubepods-pod{pod_us}.slice/crio-conmon-{ID}.scope"
-        ));
+        let conmon = parse_cgroup_path(&format!("/kubepods.slice/kubepods-pod{pod_us}.slice/crio-conmon-{ID}.scope"));
         assert_eq!(conmon.container_id, None);
         assert_eq!(conmon.pod_uid.as_deref(), Some(POD));
     }
 
     #[test]
     fn podman() {
-        let info = parse_cgroup_path(&format!(
-            "/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope/container"
-        ));
-        assert_eq!(
-            (info.container_id.as_deref(), info.runtime),
-            (Some(ID), Some("podman"))
-        );
+        let info = parse_cgroup_path(&format!("/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope/container"));
+        assert_eq!((info.container_id.as_deref(), info.runtime), (Some(ID), Some("podman")));
     }
 
     #[test]
     fn host_processes_have_no_container() {
-        for text in [
-            "0::/user.slice/user-1000.slice/session-2.scope\n",
-            "0::/system.slice/sshd.service\n",
-            "0::/\n",
-            "",
-        ] {
+        for text in ["0::/user.slice/user-1000.slice/session-2.scope\n", "0::/system.slice/sshd.service\n", "0::/\n", ""] {
             let info = parse_proc_cgroup(text);
             assert_eq!((info.container_id, info.pod_uid), (None, None), "{text}");
         }

@@ -40,11 +40,7 @@ pub struct StackKey {
 
 impl StackKey {
     pub fn thread_name(&self) -> String {
-        let len = self
-            .comm
-            .iter()
-            .position(|b| *b == 0)
-            .unwrap_or(self.comm.len());
+        let len = self.comm.iter().position(|b| *b == 0).unwrap_or(self.comm.len());
         String::from_utf8_lossy(&self.comm[..len]).into_owned()
     }
 }
@@ -79,16 +75,13 @@ impl Drainer {
     pub fn drain(&mut self, ebpf: &mut Ebpf) -> Result<Drained> {
         self.drains += 1;
         let mut counts: PerCpuHashMap<_, CpuStackKey, u64> = PerCpuHashMap::try_from(
-            ebpf.map_mut(names::CPU_STACK_COUNTS)
-                .ok_or_else(|| missing(names::CPU_STACK_COUNTS))?,
+            ebpf.map_mut(names::CPU_STACK_COUNTS).ok_or_else(|| missing(names::CPU_STACK_COUNTS))?,
         )
         .map_err(|e| Error::internal(format!("CPU_STACK_COUNTS: {e}")))?;
         let keys: Vec<CpuStackKey> = counts.keys().filter_map(|k| k.ok()).collect();
         let mut entries = Vec::with_capacity(keys.len());
         for key in &keys {
-            let Ok(per_cpu) = counts.get(key, 0) else {
-                continue;
-            };
+            let Ok(per_cpu) = counts.get(key, 0) else { continue };
             let _ = counts.remove(key);
             let count: u64 = per_cpu.iter().sum();
             if count > 0 {
@@ -97,8 +90,7 @@ impl Drainer {
         }
 
         let mut traces = StackTraceMap::try_from(
-            ebpf.map_mut(names::STACK_TRACES)
-                .ok_or_else(|| missing(names::STACK_TRACES))?,
+            ebpf.map_mut(names::STACK_TRACES).ok_or_else(|| missing(names::STACK_TRACES))?,
         )
         .map_err(|e| Error::internal(format!("STACK_TRACES: {e}")))?;
         let mut samples = Vec::with_capacity(entries.len());
@@ -106,52 +98,33 @@ impl Drainer {
             let user = self.frames(&traces, key.user_stack_id);
             let kernel = self.frames(&traces, key.kernel_stack_id);
             self.samples_drained += count;
-            samples.push((
-                key.tgid,
-                StackKey {
-                    comm: key.comm,
-                    user,
-                    kernel,
-                },
-                count,
-            ));
+            samples.push((key.tgid, StackKey { comm: key.comm, user, kernel }, count));
         }
 
         // Prune idle stack ids, in the kernel and here.
         let now = self.drains;
-        let idle: Vec<u32> = self
-            .stacks
-            .iter()
-            .filter(|(_, (seen, _))| seen + STACK_ID_IDLE_DRAINS <= now)
-            .map(|(id, _)| *id)
-            .collect();
+        let idle: Vec<u32> =
+            self.stacks.iter().filter(|(_, (seen, _))| seen + STACK_ID_IDLE_DRAINS <= now).map(|(id, _)| *id).collect();
         for id in idle {
             let _ = traces.remove(&id);
             self.stacks.remove(&id);
             self.stack_ids_pruned += 1;
         }
-        Ok(Drained {
-            samples,
-            map_entries: keys.len(),
-        })
+        Ok(Drained { samples, map_entries: keys.len() })
     }
 
     /// Kernel stacks of stack-copy samples (the ring carries only their
     /// ids), through the same cache and idle pruning as the counts.
     pub fn kernel_stacks(&mut self, ebpf: &mut Ebpf, ids: &[i32]) -> Result<Vec<Arc<[u64]>>> {
         let traces = StackTraceMap::try_from(
-            ebpf.map_mut(names::STACK_TRACES)
-                .ok_or_else(|| missing(names::STACK_TRACES))?,
+            ebpf.map_mut(names::STACK_TRACES).ok_or_else(|| missing(names::STACK_TRACES))?,
         )
         .map_err(|e| Error::internal(format!("STACK_TRACES: {e}")))?;
         Ok(ids.iter().map(|id| self.frames(&traces, *id)).collect())
     }
 
     fn frames(&mut self, traces: &StackTraceMap<&mut aya::maps::MapData>, id: i32) -> Arc<[u64]> {
-        let empty = self
-            .empty
-            .get_or_insert_with(|| Arc::from(Vec::new()))
-            .clone();
+        let empty = self.empty.get_or_insert_with(|| Arc::from(Vec::new())).clone();
         if id < 0 {
             return empty;
         }
@@ -162,12 +135,7 @@ impl Drainer {
         }
         match traces.get(&id, 0) {
             Ok(trace) => {
-                let frames: Arc<[u64]> = trace
-                    .frames()
-                    .iter()
-                    .map(|f| f.ip)
-                    .filter(|ip| *ip != 0)
-                    .collect();
+                let frames: Arc<[u64]> = trace.frames().iter().map(|f| f.ip).filter(|ip| *ip != 0).collect();
                 self.stacks.insert(id, (self.drains, frames.clone()));
                 frames
             }

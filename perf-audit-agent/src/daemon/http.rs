@@ -33,11 +33,7 @@ pub struct HttpState {
     pub captures: mpsc::Sender<CaptureRequest>,
 }
 
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: Arc<HttpState>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn serve(listener: tokio::net::TcpListener, state: Arc<HttpState>, mut shutdown: watch::Receiver<bool>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let accepted = tokio::select! {
@@ -55,9 +51,7 @@ pub async fn serve(
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(handle(&state, req).await) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
             drop(permit);
         });
     }
@@ -78,16 +72,9 @@ pub fn parse_profile_query(query: &str) -> Result<(u32, u64), String> {
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         match k {
-            "pid" => {
-                pid = Some(
-                    v.parse::<u32>()
-                        .map_err(|_| format!("pid `{v}` is not a process id"))?,
-                )
-            }
+            "pid" => pid = Some(v.parse::<u32>().map_err(|_| format!("pid `{v}` is not a process id"))?),
             "seconds" => {
-                seconds = v
-                    .parse::<u64>()
-                    .map_err(|_| format!("seconds `{v}` is not a whole number"))?;
+                seconds = v.parse::<u64>().map_err(|_| format!("seconds `{v}` is not a whole number"))?;
                 if !(1..=MAX_PROFILE_SECONDS).contains(&seconds) {
                     return Err(format!("seconds must be within 1..={MAX_PROFILE_SECONDS}"));
                 }
@@ -101,10 +88,7 @@ pub fn parse_profile_query(query: &str) -> Result<(u32, u64), String> {
 
 async fn handle(state: &HttpState, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
     if req.method() != hyper::Method::GET {
-        return text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "only GET is supported\n".into(),
-        );
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is supported\n".into());
     }
     match req.uri().path() {
         "/metrics" => {
@@ -113,12 +97,9 @@ async fn handle(state: &HttpState, req: Request<hyper::body::Incoming>) -> Respo
             snapshot.agent_cpu_seconds = cpu;
             snapshot.agent_rss_bytes = rss;
             let mut response = text(StatusCode::OK, render(&snapshot));
-            response.headers_mut().insert(
-                "content-type",
-                "text/plain; version=0.0.4; charset=utf-8"
-                    .parse()
-                    .expect("header"),
-            );
+            response
+                .headers_mut()
+                .insert("content-type", "text/plain; version=0.0.4; charset=utf-8".parse().expect("header"));
             response
         }
         "/debug/pprof/profile" => {
@@ -127,46 +108,25 @@ async fn handle(state: &HttpState, req: Request<hyper::body::Incoming>) -> Respo
                 Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
             };
             let (reply, answer) = oneshot::channel();
-            if state
-                .captures
-                .try_send(CaptureRequest {
-                    pid,
-                    seconds,
-                    reply,
-                })
-                .is_err()
-            {
-                return text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "too many profiles in progress; retry later\n".into(),
-                );
+            if state.captures.try_send(CaptureRequest { pid, seconds, reply }).is_err() {
+                return text(StatusCode::SERVICE_UNAVAILABLE, "too many profiles in progress; retry later\n".into());
             }
             match answer.await {
                 Ok(Ok(bytes)) => Response::builder()
                     .status(StatusCode::OK)
                     .header("content-type", "application/octet-stream")
-                    .header(
-                        "content-disposition",
-                        format!("attachment; filename=\"cpu-{pid}.pb.gz\""),
-                    )
+                    .header("content-disposition", format!("attachment; filename=\"cpu-{pid}.pb.gz\""))
                     .body(Full::new(Bytes::from(bytes)))
                     .expect("valid response"),
                 Ok(Err((status, message))) => text(status, format!("{message}\n")),
-                Err(_) => text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the daemon is shutting down\n".into(),
-                ),
+                Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "the daemon is shutting down\n".into()),
             }
         }
         "/" => text(
             StatusCode::OK,
-            "perf-audit daemon\n  GET /metrics\n  GET /debug/pprof/profile?pid=PID&seconds=N\n"
-                .into(),
+            "perf-audit daemon\n  GET /metrics\n  GET /debug/pprof/profile?pid=PID&seconds=N\n".into(),
         ),
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "not found: try /metrics or /debug/pprof/profile?pid=PID&seconds=N\n".into(),
-        ),
+        _ => text(StatusCode::NOT_FOUND, "not found: try /metrics or /debug/pprof/profile?pid=PID&seconds=N\n".into()),
     }
 }
 
@@ -177,15 +137,8 @@ mod tests {
     #[test]
     fn profile_query_needs_a_pid_and_bounds_seconds() {
         assert_eq!(parse_profile_query("pid=12&seconds=5"), Ok((12, 5)));
-        assert_eq!(
-            parse_profile_query("pid=12"),
-            Ok((12, DEFAULT_PROFILE_SECONDS))
-        );
-        assert!(
-            parse_profile_query("seconds=5")
-                .unwrap_err()
-                .contains("missing pid")
-        );
+        assert_eq!(parse_profile_query("pid=12"), Ok((12, DEFAULT_PROFILE_SECONDS)));
+        assert!(parse_profile_query("seconds=5").unwrap_err().contains("missing pid"));
         assert!(parse_profile_query("pid=x").is_err());
         assert!(parse_profile_query("pid=1&seconds=0").is_err());
         assert!(parse_profile_query("pid=1&seconds=100000").is_err());

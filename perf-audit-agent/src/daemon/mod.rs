@@ -59,9 +59,7 @@ use std::{
 };
 
 use hyper::StatusCode;
-use perf_audit_common::{
-    CPU_STACK_COUNTS_CAPACITY, Counter, STACK_TRACES_CAPACITY, UserStackSample, sample_kind,
-};
+use perf_audit_common::{Counter, CPU_STACK_COUNTS_CAPACITY, STACK_TRACES_CAPACITY, UserStackSample, sample_kind};
 use tokio::sync::{mpsc, watch};
 
 use self::{
@@ -78,10 +76,7 @@ use self::{
 };
 use crate::{
     error::{Error, ErrorKind, Result},
-    kernel::{
-        self, Filter, KernelSession, UnwindMode,
-        ring::{RingReader, StackRecord as _},
-    },
+    kernel::{self, Filter, KernelSession, UnwindMode, ring::{RingReader, StackRecord as _}},
     target::{self, MapsSnapshot},
 };
 
@@ -140,42 +135,21 @@ pub async fn run(plan: DaemonPlan) -> Result<()> {
     if let Some(dir) = &plan.folded_dir {
         std::fs::create_dir_all(dir).map_err(|e| Error::output(dir, e))?;
     }
-    let listener = tokio::net::TcpListener::bind(plan.listen)
-        .await
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::Usage,
-                format!(
-                    "cannot listen on {}: {e}; pick a free address with --listen",
-                    plan.listen
-                ),
-            )
-        })?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| Error::internal(format!("listener address: {e}")))?;
+    let listener = tokio::net::TcpListener::bind(plan.listen).await.map_err(|e| {
+        Error::new(ErrorKind::Usage, format!("cannot listen on {}: {e}; pick a free address with --listen", plan.listen))
+    })?;
+    let local = listener.local_addr().map_err(|e| Error::internal(format!("listener address: {e}")))?;
 
     let system_wide = plan.selection.is_system_wide();
-    let filter = if system_wide {
-        Filter::All
-    } else {
-        Filter::ListedPids
-    };
+    let filter = if system_wide { Filter::All } else { Filter::ListedPids };
     let (mut session, ring) = if plan.frame_pointers_only {
-        (
-            KernelSession::load(filter, UnwindMode::FramePointer, Duration::from_millis(1))?,
-            None,
-        )
+        (KernelSession::load(filter, UnwindMode::FramePointer, Duration::from_millis(1))?, None)
     } else {
         // Off-CPU stack copies: at most as many per CPU per second as CPU
         // samples, so they can at most double the ring's load and the
         // unwinding cost (measured for CPU samples alone: see
         // ARCHITECTURE.md "Daemon cost, measured").
-        let off_cpu_budget = if plan.off_cpu.is_some() {
-            plan.frequency_hz
-        } else {
-            0
-        };
+        let off_cpu_budget = if plan.off_cpu.is_some() { plan.frequency_hz } else { 0 };
         let mut session = KernelSession::load_with_ring(
             filter,
             UnwindMode::Dwarf,
@@ -200,16 +174,11 @@ pub async fn run(plan: DaemonPlan) -> Result<()> {
         session.start_offcpu()?;
     }
     let exporter = match &plan.otlp {
-        Some(endpoint) => {
-            Some(Exporter::new(endpoint).map_err(|e| Error::new(ErrorKind::Usage, e))?)
-        }
+        Some(endpoint) => Some(Exporter::new(endpoint).map_err(|e| Error::new(ErrorKind::Usage, e))?),
         None => None,
     };
-    let program_ids: Vec<u32> = session
-        .ebpf_mut()
-        .programs()
-        .filter_map(|(_, p)| p.info().ok().map(|i| i.id()))
-        .collect();
+    let program_ids: Vec<u32> =
+        session.ebpf_mut().programs().filter_map(|(_, p)| p.info().ok().map(|i| i.id())).collect();
 
     let metrics = Arc::new(Mutex::new(MetricsSnapshot {
         frequency_hz: plan.frequency_hz,
@@ -220,10 +189,7 @@ pub async fn run(plan: DaemonPlan) -> Result<()> {
     }));
     let (capture_tx, mut capture_rx) = mpsc::channel::<CaptureRequest>(MAX_CAPTURES);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let state = Arc::new(http::HttpState {
-        metrics: metrics.clone(),
-        captures: capture_tx,
-    });
+    let state = Arc::new(http::HttpState { metrics: metrics.clone(), captures: capture_tx });
     let server = tokio::spawn(http::serve(listener, state, shutdown_rx));
 
     let scope = if system_wide {
@@ -242,11 +208,7 @@ pub async fn run(plan: DaemonPlan) -> Result<()> {
         "perf-audit: daemon listening on http://{local} ({scope}, {} Hz, {} windows, {}{})",
         plan.frequency_hz,
         humantime::format_duration(plan.window),
-        if plan.frame_pointers_only {
-            "frame pointers"
-        } else {
-            "stack copies unwound with .eh_frame"
-        },
+        if plan.frame_pointers_only { "frame pointers" } else { "stack copies unwound with .eh_frame" },
         match plan.off_cpu {
             Some(min) => format!(", off-CPU blocks >= {}", humantime::format_duration(min)),
             None => String::new(),
@@ -258,18 +220,10 @@ pub async fn run(plan: DaemonPlan) -> Result<()> {
         pusher: plan.push.clone().map(Pusher::new),
         exporter,
         host_name: otlp::host_name(),
-        kind: if plan.off_cpu.is_some() {
-            WindowKind::CpuAndOffCpu
-        } else {
-            WindowKind::Cpu
-        },
+        kind: if plan.off_cpu.is_some() { WindowKind::CpuAndOffCpu } else { WindowKind::Cpu },
         sched_pruned: 0,
         flush_cpu_seconds: 0.0,
-        unwind_mode: if plan.frame_pointers_only {
-            "frame_pointer"
-        } else {
-            "eh_frame"
-        },
+        unwind_mode: if plan.frame_pointers_only { "frame_pointer" } else { "eh_frame" },
         plan,
         session,
         ring,
@@ -289,10 +243,8 @@ pub async fn run(plan: DaemonPlan) -> Result<()> {
         drain_error_shown: false,
     };
 
-    let mut sigterm = signal(SignalKind::terminate())
-        .map_err(|e| Error::internal(format!("SIGTERM handler: {e}")))?;
-    let mut sigint = signal(SignalKind::interrupt())
-        .map_err(|e| Error::internal(format!("SIGINT handler: {e}")))?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| Error::internal(format!("SIGTERM handler: {e}")))?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| Error::internal(format!("SIGINT handler: {e}")))?;
     let mut drain_tick = tokio::time::interval(daemon.plan.drain_interval());
     drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     drain_tick.tick().await; // the first tick is immediate
@@ -347,16 +299,9 @@ pub async fn run(plan: DaemonPlan) -> Result<()> {
     daemon.publish_metrics();
     let _ = shutdown_tx.send(true);
     let _ = server.await;
-    let Daemon {
-        session,
-        windows,
-        profiles,
-        ..
-    } = daemon;
+    let Daemon { session, windows, profiles, .. } = daemon;
     drop(session); // detaches every program, frees every map
-    eprintln!(
-        "perf-audit: daemon stopped after {windows} windows ({profiles} profiles); eBPF programs detached"
-    );
+    eprintln!("perf-audit: daemon stopped after {windows} windows ({profiles} profiles); eBPF programs detached");
     Ok(())
 }
 
@@ -375,9 +320,7 @@ impl Daemon {
     /// Unwinds every CPU and off-CPU sample waiting in the stack-copy ring
     /// and records it (nothing to do with `--frame-pointers-only`).
     fn drain_ring(&mut self) {
-        let Some(ring) = self.ring.as_mut() else {
-            return;
-        };
+        let Some(ring) = self.ring.as_mut() else { return };
         let node = &mut self.node;
         node.begin_drain();
         let mut samples = Vec::new();
@@ -388,14 +331,7 @@ impl Daemon {
                 _ => return,
             };
             let (user, outcome) = node.unwind(sample.tgid, sample.regs(), sample.stack());
-            samples.push((
-                sample.tgid,
-                sample.comm,
-                user,
-                sample.kernel_stack_id,
-                outcome,
-                values,
-            ));
+            samples.push((sample.tgid, sample.comm, user, sample.kernel_stack_id, outcome, values));
         });
         if samples.is_empty() {
             return;
@@ -406,11 +342,7 @@ impl Daemon {
             Err(_) => vec![Arc::from(Vec::new()); ids.len()],
         };
         for ((pid, comm, user, _, outcome, values), kernel) in samples.into_iter().zip(kernel) {
-            let key = StackKey {
-                comm,
-                user: user.into(),
-                kernel,
-            };
+            let key = StackKey { comm, user: user.into(), kernel };
             self.record(pid, &key, values);
             if values.samples > 0 {
                 self.drainer.samples_drained += 1;
@@ -469,29 +401,15 @@ impl Daemon {
             .collect();
         let push = self.pusher.as_ref().map(|p| {
             use std::sync::atomic::Ordering::Relaxed;
-            (
-                p.stats.ok.load(Relaxed),
-                p.stats.failed.load(Relaxed),
-                p.stats.dropped.load(Relaxed),
-            )
+            (p.stats.ok.load(Relaxed), p.stats.failed.load(Relaxed), p.stats.dropped.load(Relaxed))
         });
         let otlp = self.exporter.as_ref().map(|e| {
             use std::sync::atomic::Ordering::Relaxed;
-            (
-                e.stats.ok.load(Relaxed),
-                e.stats.failed.load(Relaxed),
-                e.stats.dropped.load(Relaxed),
-            )
+            (e.stats.ok.load(Relaxed), e.stats.failed.load(Relaxed), e.stats.dropped.load(Relaxed))
         });
         let off_cpu = self.plan.off_cpu.map(|_| metrics::OffCpuMetrics {
-            rate_limited: self
-                .session
-                .counter(Counter::OffCpuRateLimited)
-                .unwrap_or(0),
-            rate_limited_ns: self
-                .session
-                .counter(Counter::OffCpuRateLimitedNs)
-                .unwrap_or(0),
+            rate_limited: self.session.counter(Counter::OffCpuRateLimited).unwrap_or(0),
+            rate_limited_ns: self.session.counter(Counter::OffCpuRateLimitedNs).unwrap_or(0),
             dropped_agent_limit_ns: self.registry.dropped_off_cpu_ns,
             sched_threads_pruned: self.sched_pruned,
         });
@@ -538,19 +456,14 @@ impl Daemon {
         if self.pusher.is_none() && self.exporter.is_none() && self.plan.folded_dir.is_none() {
             return;
         }
-        let mut request = self
-            .exporter
-            .as_ref()
-            .map(|_| RequestBuilder::new(&self.host_name));
+        let mut request = self.exporter.as_ref().map(|_| RequestBuilder::new(&self.host_name));
         // Symbolizing every process's window takes long enough on a busy
         // node for the small stack-copy ring to fill: keep draining it in
         // between files (its samples belong to the next window).
         let mut symbolizer = std::mem::take(&mut self.symbolizer);
         let mut last_ring_drain = std::time::Instant::now();
         symbolizer.prepare(
-            taken
-                .iter()
-                .flat_map(|(_, maps, stacks)| stacks.keys().map(move |key| (maps, key))),
+            taken.iter().flat_map(|(_, maps, stacks)| stacks.keys().map(move |key| (maps, key))),
             &mut || {
                 if last_ring_drain.elapsed() >= unwind::RING_DRAIN_INTERVAL {
                     self.drain_ring();
@@ -564,14 +477,7 @@ impl Daemon {
                 self.drain_ring();
                 last_ring_drain = std::time::Instant::now();
             }
-            let window = self.symbolizer.window(
-                labels,
-                &maps,
-                &stacks,
-                (start, end),
-                self.plan.frequency_hz,
-                self.kind,
-            );
+            let window = self.symbolizer.window(labels, &maps, &stacks, (start, end), self.plan.frequency_hz, self.kind);
             self.profiles += 1;
             if let Some(pusher) = &self.pusher {
                 pusher.push(&window);
@@ -580,31 +486,19 @@ impl Daemon {
                 request.add(&window);
             }
             if let Some(dir) = &self.plan.folded_dir {
-                let secs = start
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
+                let secs = start.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
                 let name: String = window
                     .process
                     .name
                     .chars()
-                    .map(|c| {
-                        if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                            c
-                        } else {
-                            '_'
-                        }
-                    })
+                    .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
                     .collect();
                 let path = dir.join(format!("{name}-{}-{secs}.folded", window.process.pid));
                 if std::fs::write(&path, window.folded_text()).is_err() {
                     self.folded_failed += 1;
                 }
                 if window.has_off_cpu() && window.total_off_cpu_ns() > 0 {
-                    let path = dir.join(format!(
-                        "{name}-{}-{secs}.off_cpu.folded",
-                        window.process.pid
-                    ));
+                    let path = dir.join(format!("{name}-{}-{secs}.off_cpu.folded", window.process.pid));
                     if std::fs::write(&path, window.folded_off_cpu_text()).is_err() {
                         self.folded_failed += 1;
                     }
@@ -618,44 +512,22 @@ impl Daemon {
     }
 
     fn start_capture(&mut self, request: CaptureRequest) {
-        let CaptureRequest {
-            pid,
-            seconds,
-            reply,
-        } = request;
+        let CaptureRequest { pid, seconds, reply } = request;
         if self.captures.len() >= MAX_CAPTURES {
-            let _ = reply.send(Err((
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many profiles in progress; retry later".into(),
-            )));
+            let _ = reply.send(Err((StatusCode::SERVICE_UNAVAILABLE, "too many profiles in progress; retry later".into())));
             return;
         }
         if !target::is_alive(pid) {
-            let _ = reply.send(Err((
-                StatusCode::NOT_FOUND,
-                format!("no process with pid {pid}"),
-            )));
+            let _ = reply.send(Err((StatusCode::NOT_FOUND, format!("no process with pid {pid}"))));
             return;
         }
         // Outside the filter: watch it for this capture only.
         let temporary_target = !self.plan.selection.is_system_wide()
             && !self.plan.selection.pids.contains(&pid)
-            && !procs::matches(
-                &self.plan.selection,
-                pid,
-                std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                    .unwrap_or_default()
-                    .trim_end(),
-            )
-            && !self
-                .captures
-                .iter()
-                .any(|c| c.pid == pid && c.temporary_target);
+            && !procs::matches(&self.plan.selection, pid, std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim_end())
+            && !self.captures.iter().any(|c| c.pid == pid && c.temporary_target);
         if temporary_target && self.session.add_target(pid).is_err() {
-            let _ = reply.send(Err((
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot watch pid {pid}"),
-            )));
+            let _ = reply.send(Err((StatusCode::INTERNAL_SERVER_ERROR, format!("cannot watch pid {pid}"))));
             return;
         }
         let (labels, _) = procs::describe(pid, &format!("pid-{pid}"));
@@ -673,9 +545,8 @@ impl Daemon {
     /// Answers the captures whose time is up (all of them at shutdown).
     fn finish_captures(&mut self, all: bool) {
         let now = tokio::time::Instant::now();
-        let (done, running): (Vec<Capture>, Vec<Capture>) = std::mem::take(&mut self.captures)
-            .into_iter()
-            .partition(|c| all || c.deadline <= now);
+        let (done, running): (Vec<Capture>, Vec<Capture>) =
+            std::mem::take(&mut self.captures).into_iter().partition(|c| all || c.deadline <= now);
         self.captures = running;
         for capture in done {
             if capture.temporary_target && !self.captures.iter().any(|c| c.pid == capture.pid) {
@@ -689,8 +560,7 @@ impl Daemon {
                     maps
                 }
             };
-            self.symbolizer
-                .prepare(capture.stacks.keys().map(|key| (&maps, key)), &mut || ());
+            self.symbolizer.prepare(capture.stacks.keys().map(|key| (&maps, key)), &mut || ());
             let window = self.symbolizer.window(
                 capture.labels,
                 &maps,
@@ -705,9 +575,7 @@ impl Daemon {
     }
 
     fn discover(&mut self) {
-        let Some(discovery) = self.discovery.as_mut() else {
-            return;
-        };
+        let Some(discovery) = self.discovery.as_mut() else { return };
         let delta = discovery.scan(&self.plan.selection);
         for pid in delta.added {
             let _ = self.session.add_target(pid);
@@ -722,10 +590,7 @@ impl Daemon {
 
 /// CPU time of the calling thread (the flush runs on the drain loop's).
 fn thread_cpu_seconds() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid timespec to write to.
     if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
         return 0.0;

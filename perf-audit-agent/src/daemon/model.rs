@@ -25,17 +25,11 @@ pub struct StackValues {
 
 impl StackValues {
     pub fn samples(samples: u64) -> StackValues {
-        StackValues {
-            samples,
-            off_cpu_ns: 0,
-        }
+        StackValues { samples, off_cpu_ns: 0 }
     }
 
     pub fn off_cpu(ns: u64) -> StackValues {
-        StackValues {
-            samples: 0,
-            off_cpu_ns: ns,
-        }
+        StackValues { samples: 0, off_cpu_ns: ns }
     }
 
     pub fn add(&mut self, other: StackValues) {
@@ -135,10 +129,7 @@ impl ProcessWindow {
             }
             *merged.entry(line).or_default() += value(stack);
         }
-        merged
-            .into_iter()
-            .map(|(s, c)| format!("{s} {c}"))
-            .collect()
+        merged.into_iter().map(|(s, c)| format!("{s} {c}")).collect()
     }
 
     pub fn folded_text(&self) -> String {
@@ -159,21 +150,8 @@ fn lines_text(lines: Vec<String>) -> String {
 }
 
 fn sanitize(label: &str) -> String {
-    let clean: String = label
-        .chars()
-        .map(|c| {
-            if c == ';' || c == '\n' || c == ' ' {
-                '_'
-            } else {
-                c
-            }
-        })
-        .collect();
-    if clean.is_empty() {
-        "[unnamed]".into()
-    } else {
-        clean
-    }
+    let clean: String = label.chars().map(|c| if c == ';' || c == '\n' || c == ' ' { '_' } else { c }).collect();
+    if clean.is_empty() { "[unnamed]".into() } else { clean }
 }
 
 #[cfg(test)]
@@ -182,18 +160,8 @@ pub(crate) mod test_support {
     use crate::profile::Origin;
 
     pub fn frame(function: &str, file: Option<&str>, line: Option<u32>, inlined: bool) -> Frame {
-        let origin = if file.is_some() {
-            Origin::Owner
-        } else {
-            Origin::Native
-        };
-        Frame {
-            function: function.into(),
-            file: file.map(Into::into),
-            line,
-            origin,
-            inlined,
-        }
+        let origin = if file.is_some() { Origin::Owner } else { Origin::Native };
+        Frame { function: function.into(), file: file.map(Into::into), line, origin, inlined }
     }
 
     /// main -> work (with `mix` inlined into it) -> hot, 3 samples; main -> work, 1 sample.
@@ -211,45 +179,19 @@ pub(crate) mod test_support {
             start: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000),
             end: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_060),
             frequency_hz: 19,
-            mappings: vec![Mapping {
-                start: 0x1000,
-                end: 0x9000,
-                offset: 0,
-                path: "/usr/bin/svc".into(),
-            }],
+            mappings: vec![Mapping { start: 0x1000, end: 0x9000, offset: 0, path: "/usr/bin/svc".into() }],
             locations: vec![
-                WindowLocation {
-                    address: 0x1100,
-                    mapping: Some(0),
-                    frames: vec![frame("svc::main", src, Some(10), false)],
-                },
+                WindowLocation { address: 0x1100, mapping: Some(0), frames: vec![frame("svc::main", src, Some(10), false)] },
                 WindowLocation {
                     address: 0x1200,
                     mapping: Some(0),
-                    frames: vec![
-                        frame("svc::work", src, Some(20), false),
-                        frame("svc::mix", src, Some(30), true),
-                    ],
+                    frames: vec![frame("svc::work", src, Some(20), false), frame("svc::mix", src, Some(30), true)],
                 },
-                WindowLocation {
-                    address: 0x1300,
-                    mapping: Some(0),
-                    frames: vec![frame("svc::hot", src, Some(40), false)],
-                },
+                WindowLocation { address: 0x1300, mapping: Some(0), frames: vec![frame("svc::hot", src, Some(40), false)] },
             ],
             stacks: vec![
-                WindowStack {
-                    thread: "worker".into(),
-                    locations: vec![2, 1, 0],
-                    count: 3,
-                    off_cpu_ns: 0,
-                },
-                WindowStack {
-                    thread: "worker".into(),
-                    locations: vec![1, 0],
-                    count: 1,
-                    off_cpu_ns: 0,
-                },
+                WindowStack { thread: "worker".into(), locations: vec![2, 1, 0], count: 3, off_cpu_ns: 0 },
+                WindowStack { thread: "worker".into(), locations: vec![1, 0], count: 1, off_cpu_ns: 0 },
             ],
         }
     }
@@ -261,19 +203,9 @@ pub(crate) mod test_support {
         w.locations.push(WindowLocation {
             address: 0x1400,
             mapping: Some(0),
-            frames: vec![frame(
-                "svc::nap",
-                Some("/src/svc/src/main.rs"),
-                Some(50),
-                false,
-            )],
+            frames: vec![frame("svc::nap", Some("/src/svc/src/main.rs"), Some(50), false)],
         });
-        w.stacks.push(WindowStack {
-            thread: "worker".into(),
-            locations: vec![3, 0],
-            count: 0,
-            off_cpu_ns: 7_000_000,
-        });
+        w.stacks.push(WindowStack { thread: "worker".into(), locations: vec![3, 0], count: 0, off_cpu_ns: 7_000_000 });
         w
     }
 }
@@ -285,16 +217,9 @@ mod tests {
     #[test]
     fn off_cpu_folds_apart_in_microseconds() {
         let w = window_with_off_cpu();
-        assert_eq!(
-            w.folded_off_cpu_lines(),
-            vec!["worker;svc::main;svc::nap 7000".to_string()]
-        );
+        assert_eq!(w.folded_off_cpu_lines(), vec!["worker;svc::main;svc::nap 7000".to_string()]);
         assert_eq!(w.total_off_cpu_ns(), 7_000_000);
-        assert!(
-            !w.folded_text().contains("svc::nap"),
-            "no CPU samples in nap: {}",
-            w.folded_text()
-        );
+        assert!(!w.folded_text().contains("svc::nap"), "no CPU samples in nap: {}", w.folded_text());
         assert!(w.has_off_cpu() && !window().has_off_cpu());
     }
 

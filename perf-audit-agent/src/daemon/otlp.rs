@@ -39,13 +39,11 @@ use std::{
 };
 
 use opentelemetry_proto::tonic::{
-    collector::profiles::v1development::{
-        ExportProfilesServiceRequest, profiles_service_client::ProfilesServiceClient,
-    },
+    collector::profiles::v1development::{ExportProfilesServiceRequest, profiles_service_client::ProfilesServiceClient},
     common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value::Value},
     profiles::v1development::{
-        Function, KeyValueAndUnit, Line, Link, Location, Mapping, Profile, ProfilesDictionary,
-        ResourceProfiles, Sample, ScopeProfiles, Stack, ValueType,
+        Function, KeyValueAndUnit, Line, Link, Location, Mapping, Profile, ProfilesDictionary, ResourceProfiles, Sample,
+        ScopeProfiles, Stack, ValueType,
     },
     resource::v1::Resource,
 };
@@ -81,19 +79,11 @@ pub struct RequestBuilder {
 }
 
 fn string_value(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
+    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(Value::StringValue(value.into())) }), ..Default::default() }
 }
 
 fn nanos(t: std::time::SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
 /// The resource attributes of a window's process.
@@ -103,9 +93,7 @@ pub fn resource_attributes(window: &ProcessWindow, host: &str) -> Vec<KeyValue> 
         string_value("host.name", host),
         KeyValue {
             key: "process.pid".into(),
-            value: Some(AnyValue {
-                value: Some(Value::IntValue(i64::from(p.pid))),
-            }),
+            value: Some(AnyValue { value: Some(Value::IntValue(i64::from(p.pid))) }),
             ..Default::default()
         },
         string_value("process.executable.name", &p.name),
@@ -180,9 +168,7 @@ impl RequestBuilder {
         let i = self.dictionary.attribute_table.len() as i32;
         self.dictionary.attribute_table.push(KeyValueAndUnit {
             key_strindex: key,
-            value: Some(AnyValue {
-                value: Some(Value::StringValue(thread.to_string())),
-            }),
+            value: Some(AnyValue { value: Some(Value::StringValue(thread.to_string())) }),
             unit_strindex: 0,
         });
         self.attributes.insert((key, thread.to_string()), i);
@@ -253,15 +239,7 @@ impl RequestBuilder {
                     self.dictionary.location_table.push(Location {
                         mapping_index: mapping,
                         address: loc.address,
-                        lines: key
-                            .2
-                            .iter()
-                            .map(|(f, l)| Line {
-                                function_index: *f,
-                                line: *l,
-                                column: 0,
-                            })
-                            .collect(),
+                        lines: key.2.iter().map(|(f, l)| Line { function_index: *f, line: *l, column: 0 }).collect(),
                         attribute_indices: Vec::new(),
                     });
                     self.bytes += 16 + 8 * key.2.len();
@@ -282,9 +260,7 @@ impl RequestBuilder {
                 None => {
                     let id = self.dictionary.stack_table.len() as i32;
                     self.bytes += 4 + 4 * ids.len();
-                    self.dictionary.stack_table.push(Stack {
-                        location_indices: ids.clone(),
-                    });
+                    self.dictionary.stack_table.push(Stack { location_indices: ids.clone() });
                     self.stacks.insert(ids, id);
                     id
                 }
@@ -312,17 +288,11 @@ impl RequestBuilder {
         let start = nanos(window.start);
         let duration = nanos(window.end).saturating_sub(start);
         let profile = |sample_type: i32, samples: Vec<Sample>| Profile {
-            sample_type: Some(ValueType {
-                type_strindex: sample_type,
-                unit_strindex: ns,
-            }),
+            sample_type: Some(ValueType { type_strindex: sample_type, unit_strindex: ns }),
             samples,
             time_unix_nano: start,
             duration_nano: duration,
-            period_type: Some(ValueType {
-                type_strindex: cpu_type,
-                unit_strindex: ns,
-            }),
+            period_type: Some(ValueType { type_strindex: cpu_type, unit_strindex: ns }),
             period: if sample_type == cpu_type { period } else { 0 },
             ..Default::default()
         };
@@ -331,10 +301,7 @@ impl RequestBuilder {
             profiles.push(profile(off_cpu_type, off_cpu));
         }
         self.resources.push(ResourceProfiles {
-            resource: Some(Resource {
-                attributes: resource_attributes(window, &self.host),
-                ..Default::default()
-            }),
+            resource: Some(Resource { attributes: resource_attributes(window, &self.host), ..Default::default() }),
             scope_profiles: vec![ScopeProfiles {
                 scope: Some(InstrumentationScope {
                     name: "perf-audit".into(),
@@ -387,9 +354,7 @@ pub struct Exporter {
 /// The node's name for `host.name` (the kernel's hostname; a DaemonSet on
 /// the host network sees the node's).
 pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
 }
 
 impl Exporter {
@@ -434,11 +399,7 @@ impl Exporter {
                 let call = tokio::time::timeout(EXPORT_TIMEOUT, client.export(request)).await;
                 match call {
                     Ok(Ok(response)) => {
-                        let rejected = response
-                            .into_inner()
-                            .partial_success
-                            .map(|p| p.rejected_profiles)
-                            .unwrap_or(0);
+                        let rejected = response.into_inner().partial_success.map(|p| p.rejected_profiles).unwrap_or(0);
                         if rejected > 0 {
                             failure = Some(format!("the collector rejected {rejected} profiles"));
                         }
@@ -497,16 +458,10 @@ fn one_line(status: &tonic::Status) -> String {
 mod tests {
     use prost::Message as _;
 
-    use super::{
-        super::model::test_support::{window, window_with_off_cpu},
-        *,
-    };
+    use super::{super::model::test_support::{window, window_with_off_cpu}, *};
 
     fn attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Value> {
-        attributes
-            .iter()
-            .find(|a| a.key == key)
-            .and_then(|a| a.value.as_ref()?.value.as_ref())
+        attributes.iter().find(|a| a.key == key).and_then(|a| a.value.as_ref()?.value.as_ref())
     }
 
     #[test]
@@ -518,53 +473,23 @@ mod tests {
         let r = &requests[0];
         let d = r.dictionary.as_ref().unwrap();
         assert_eq!(d.string_table[0], "");
-        assert_eq!(
-            (d.mapping_table[0].clone(), d.location_table[0].clone()),
-            (Mapping::default(), Location::default())
-        );
-        assert_eq!(
-            (d.function_table[0], d.stack_table[0].clone()),
-            (Function::default(), Stack::default())
-        );
+        assert_eq!((d.mapping_table[0].clone(), d.location_table[0].clone()), (Mapping::default(), Location::default()));
+        assert_eq!((d.function_table[0], d.stack_table[0].clone()), (Function::default(), Stack::default()));
         assert_eq!(r.resource_profiles.len(), 1);
         let attrs = &r.resource_profiles[0].resource.as_ref().unwrap().attributes;
-        assert_eq!(
-            attribute(attrs, "host.name"),
-            Some(&Value::StringValue("node-1".into()))
-        );
+        assert_eq!(attribute(attrs, "host.name"), Some(&Value::StringValue("node-1".into())));
         assert_eq!(attribute(attrs, "process.pid"), Some(&Value::IntValue(42)));
-        assert_eq!(
-            attribute(attrs, "process.executable.name"),
-            Some(&Value::StringValue("svc".into()))
-        );
-        assert_eq!(
-            attribute(attrs, "process.executable.path"),
-            Some(&Value::StringValue("/usr/bin/svc".into()))
-        );
-        assert_eq!(
-            attribute(attrs, "container.id"),
-            Some(&Value::StringValue("ab".repeat(32)))
-        );
-        assert_eq!(
-            attribute(attrs, "k8s.pod.uid"),
-            Some(&Value::StringValue(
-                "9d4e2c1b-7a6f-4e3d-8c2b-1a0f9e8d7c6b".into()
-            ))
-        );
+        assert_eq!(attribute(attrs, "process.executable.name"), Some(&Value::StringValue("svc".into())));
+        assert_eq!(attribute(attrs, "process.executable.path"), Some(&Value::StringValue("/usr/bin/svc".into())));
+        assert_eq!(attribute(attrs, "container.id"), Some(&Value::StringValue("ab".repeat(32))));
+        assert_eq!(attribute(attrs, "k8s.pod.uid"), Some(&Value::StringValue("9d4e2c1b-7a6f-4e3d-8c2b-1a0f9e8d7c6b".into())));
         let scope = &r.resource_profiles[0].scope_profiles[0];
         assert_eq!(scope.scope.as_ref().unwrap().name, "perf-audit");
-        assert_eq!(
-            scope.profiles.len(),
-            1,
-            "no off-CPU profile without --off-cpu"
-        );
+        assert_eq!(scope.profiles.len(), 1, "no off-CPU profile without --off-cpu");
         let p = &scope.profiles[0];
         let s = |i: i32| d.string_table[i as usize].as_str();
         let t = p.sample_type.as_ref().unwrap();
-        assert_eq!(
-            (s(t.type_strindex), s(t.unit_strindex)),
-            ("cpu", "nanoseconds")
-        );
+        assert_eq!((s(t.type_strindex), s(t.unit_strindex)), ("cpu", "nanoseconds"));
         assert_eq!(p.period, 52_631_578);
         assert_eq!(p.duration_nano, 60_000_000_000);
         assert_eq!(p.samples[0].values, vec![3 * 52_631_578]);
@@ -581,21 +506,11 @@ mod tests {
                     .collect()
             })
             .collect();
-        assert_eq!(
-            names,
-            vec![
-                vec!["svc::hot"],
-                vec!["svc::mix", "svc::work"],
-                vec!["svc::main"]
-            ]
-        );
+        assert_eq!(names, vec![vec!["svc::hot"], vec!["svc::mix", "svc::work"], vec!["svc::main"]]);
         let thread = &d.attribute_table[p.samples[0].attribute_indices[0] as usize];
         assert_eq!(s(thread.key_strindex), "thread.name");
         let location = &d.location_table[stack.location_indices[0] as usize];
-        assert_eq!(
-            s(d.mapping_table[location.mapping_index as usize].filename_strindex),
-            "/usr/bin/svc"
-        );
+        assert_eq!(s(d.mapping_table[location.mapping_index as usize].filename_strindex), "/usr/bin/svc");
     }
 
     #[test]
@@ -612,35 +527,20 @@ mod tests {
         assert_eq!(r.resource_profiles.len(), 2);
         let profiles = &r.resource_profiles[0].scope_profiles[0].profiles;
         let s = |i: i32| d.string_table[i as usize].as_str();
-        let types: Vec<&str> = profiles
-            .iter()
-            .map(|p| s(p.sample_type.as_ref().unwrap().type_strindex))
-            .collect();
+        let types: Vec<&str> = profiles.iter().map(|p| s(p.sample_type.as_ref().unwrap().type_strindex)).collect();
         assert_eq!(types, vec!["cpu", "off_cpu"]);
         assert_eq!(profiles[1].samples.len(), 1);
         assert_eq!(profiles[1].samples[0].values, vec![7_000_000]);
         // The same functions and stacks of both processes are interned once.
-        let names: Vec<&str> = d
-            .function_table
-            .iter()
-            .skip(1)
-            .map(|f| s(f.name_strindex))
-            .collect();
+        let names: Vec<&str> = d.function_table.iter().skip(1).map(|f| s(f.name_strindex)).collect();
         let mut unique = names.clone();
         unique.sort();
         unique.dedup();
         assert_eq!(names.len(), unique.len(), "{names:?}");
-        assert_eq!(
-            d.stack_table.len(),
-            1 + 3,
-            "zero value + three distinct stacks"
-        );
+        assert_eq!(d.stack_table.len(), 1 + 3, "zero value + three distinct stacks");
         // It encodes and decodes with the same generated types.
         let bytes = r.encode_to_vec();
-        assert_eq!(
-            &ExportProfilesServiceRequest::decode(&bytes[..]).unwrap(),
-            r
-        );
+        assert_eq!(&ExportProfilesServiceRequest::decode(&bytes[..]).unwrap(), r);
     }
 
     #[test]
@@ -657,13 +557,7 @@ mod tests {
         }
         let requests = b.finish();
         assert!(requests.len() >= 2, "{}", requests.len());
-        assert_eq!(
-            requests
-                .iter()
-                .map(|r| r.resource_profiles.len())
-                .sum::<usize>(),
-            40
-        );
+        assert_eq!(requests.iter().map(|r| r.resource_profiles.len()).sum::<usize>(), 40);
         for r in &requests {
             assert!(r.encoded_len() < 4 * 1024 * 1024, "{}", r.encoded_len());
             // Each request's dictionary is its own: every index resolves.

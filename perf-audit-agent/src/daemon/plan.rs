@@ -37,10 +37,7 @@ pub struct Selection {
 impl Selection {
     /// No filter at all: every process on the machine.
     pub fn is_system_wide(&self) -> bool {
-        self.pids.is_empty()
-            && self.processes.is_empty()
-            && self.cgroups.is_empty()
-            && self.containers.is_empty()
+        self.pids.is_empty() && self.processes.is_empty() && self.cgroups.is_empty() && self.containers.is_empty()
     }
 
     /// Whether /proc must be scanned for new processes (name, cgroup and
@@ -100,32 +97,19 @@ impl DaemonPlan {
         let config: DaemonConfig = match config_text {
             Some(text) => toml::from_str(text).map_err(|e| {
                 let shown = e.to_string().replace('\n', " ");
-                usage(format!(
-                    "invalid config file: {}",
-                    shown.split_whitespace().collect::<Vec<_>>().join(" ")
-                ))
+                usage(format!("invalid config file: {}", shown.split_whitespace().collect::<Vec<_>>().join(" ")))
             })?,
             None => DaemonConfig::default(),
         };
 
-        let listen_text = args
-            .listen
-            .or(config.listen)
-            .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
-        let listen: SocketAddr = listen_text.parse().map_err(|_| {
-            usage(format!(
-                "--listen `{listen_text}` is not an IP:PORT address (e.g. 127.0.0.1:6060)"
-            ))
-        })?;
+        let listen_text = args.listen.or(config.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let listen: SocketAddr = listen_text
+            .parse()
+            .map_err(|_| usage(format!("--listen `{listen_text}` is not an IP:PORT address (e.g. 127.0.0.1:6060)")))?;
 
-        let frequency_hz = args
-            .frequency
-            .or(config.frequency)
-            .unwrap_or(DEFAULT_FREQUENCY_HZ);
+        let frequency_hz = args.frequency.or(config.frequency).unwrap_or(DEFAULT_FREQUENCY_HZ);
         if !(1..=MAX_FREQUENCY_HZ).contains(&frequency_hz) {
-            return Err(usage(format!(
-                "--frequency {frequency_hz} is outside 1..={MAX_FREQUENCY_HZ} Hz"
-            )));
+            return Err(usage(format!("--frequency {frequency_hz} is outside 1..={MAX_FREQUENCY_HZ} Hz")));
         }
 
         let window = match (args.window, config.window) {
@@ -146,11 +130,7 @@ impl DaemonPlan {
         // Lists: flags replace the file's list when given.
         let pick = |flag: Vec<String>, file: Vec<String>| if flag.is_empty() { file } else { flag };
         let selection = Selection {
-            pids: if args.pids.is_empty() {
-                config.pids
-            } else {
-                args.pids
-            },
+            pids: if args.pids.is_empty() { config.pids } else { args.pids },
             processes: pick(args.processes, config.processes),
             cgroups: pick(args.cgroups, config.cgroups),
             containers: pick(args.containers, config.containers),
@@ -160,39 +140,25 @@ impl DaemonPlan {
         }
         for c in &selection.containers {
             if c.len() < 4 || !c.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(usage(format!(
-                    "--container `{c}` is not a container id (4 to 64 hex digits)"
-                )));
+                return Err(usage(format!("--container `{c}` is not a container id (4 to 64 hex digits)")));
             }
         }
-        if selection
-            .processes
-            .iter()
-            .chain(&selection.cgroups)
-            .any(|s| s.is_empty())
-        {
-            return Err(usage(
-                "--process and --cgroup need a non-empty value".into(),
-            ));
+        if selection.processes.iter().chain(&selection.cgroups).any(|s| s.is_empty()) {
+            return Err(usage("--process and --cgroup need a non-empty value".into()));
         }
 
         let push = match args.push.or(config.push) {
             None => None,
             Some(text) => {
-                let uri: hyper::Uri = text.parse().map_err(|_| {
-                    usage(format!(
-                        "--push `{text}` is not a URL (e.g. http://pyroscope:4040)"
-                    ))
-                })?;
+                let uri: hyper::Uri =
+                    text.parse().map_err(|_| usage(format!("--push `{text}` is not a URL (e.g. http://pyroscope:4040)")))?;
                 if uri.scheme_str() != Some("http") || uri.host().is_none() {
                     return Err(usage(format!(
                         "--push `{text}` must be an http:// URL with a host (for https, push through a local proxy)"
                     )));
                 }
                 if uri.query().is_some() {
-                    return Err(usage(format!(
-                        "--push `{text}`: give the server's base URL, without a query"
-                    )));
+                    return Err(usage(format!("--push `{text}`: give the server's base URL, without a query")));
                 }
                 Some(uri)
             }
@@ -206,21 +172,17 @@ impl DaemonPlan {
                     ))
                 };
                 let uri: hyper::Uri = text.parse().map_err(|_| bad())?;
-                if uri.scheme_str() != Some("http") || uri.host().is_none() || uri.port().is_none()
-                {
+                if uri.scheme_str() != Some("http") || uri.host().is_none() || uri.port().is_none() {
                     return Err(bad());
                 }
                 if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
-                    return Err(usage(format!(
-                        "--otlp `{text}`: give the endpoint without a path (gRPC names its own)"
-                    )));
+                    return Err(usage(format!("--otlp `{text}`: give the endpoint without a path (gRPC names its own)")));
                 }
                 Some(uri)
             }
         };
         let folded_dir = args.folded_dir.or(config.folded_dir);
-        let frame_pointers_only =
-            args.frame_pointers_only || config.frame_pointers_only.unwrap_or(false);
+        let frame_pointers_only = args.frame_pointers_only || config.frame_pointers_only.unwrap_or(false);
         let off_cpu_min = match (args.off_cpu_min, config.off_cpu_min) {
             (Some(d), _) => d,
             (None, Some(text)) => humantime::parse_duration(&text)
@@ -241,17 +203,7 @@ impl DaemonPlan {
                 "--off-cpu needs stack copies (its stacks are taken at the syscall exit): drop --frame-pointers-only".into(),
             ));
         }
-        Ok(DaemonPlan {
-            listen,
-            frequency_hz,
-            window,
-            selection,
-            push,
-            otlp,
-            folded_dir,
-            frame_pointers_only,
-            off_cpu,
-        })
+        Ok(DaemonPlan { listen, frequency_hz, window, selection, push, otlp, folded_dir, frame_pointers_only, off_cpu })
     }
 
     /// How often the kernel aggregation map is drained into the agent:
@@ -279,10 +231,7 @@ mod tests {
         assert_eq!(plan.window, Duration::from_secs(60));
         assert!(plan.selection.is_system_wide());
         assert!(plan.push.is_none() && plan.folded_dir.is_none());
-        assert!(
-            !plan.frame_pointers_only,
-            "stack copies unwound with .eh_frame by default"
-        );
+        assert!(!plan.frame_pointers_only, "stack copies unwound with .eh_frame by default");
         assert_eq!(plan.drain_interval(), Duration::from_secs(10));
         let fp = DaemonPlan::from_args(args(), Some("frame_pointers_only = true")).unwrap();
         assert!(fp.frame_pointers_only);
@@ -293,11 +242,7 @@ mod tests {
         let plan = DaemonPlan::from_args(a, None).unwrap();
         assert_eq!(plan.off_cpu, Some(Duration::from_millis(1)));
         assert_eq!(plan.otlp.unwrap().port_u16(), Some(4317));
-        let plan = DaemonPlan::from_args(
-            args(),
-            Some("off_cpu = true\noff_cpu_min = \"5ms\"\notlp = \"http://127.0.0.1:4317\""),
-        )
-        .unwrap();
+        let plan = DaemonPlan::from_args(args(), Some("off_cpu = true\noff_cpu_min = \"5ms\"\notlp = \"http://127.0.0.1:4317\"")).unwrap();
         assert_eq!(plan.off_cpu, Some(Duration::from_millis(5)));
         assert!(plan.otlp.is_some());
     }
@@ -351,12 +296,7 @@ mod tests {
         a.containers = vec!["not-hex".into()];
         assert!(bad(a, None).contains("container id"));
         assert!(bad(args(), Some("frequncy = 3")).contains("invalid config file"));
-        for endpoint in [
-            "collector:4317",
-            "https://collector:4317",
-            "http://collector",
-            "http://c:4317/v1/profiles",
-        ] {
+        for endpoint in ["collector:4317", "https://collector:4317", "http://collector", "http://c:4317/v1/profiles"] {
             let mut a = args();
             a.otlp = Some(endpoint.into());
             assert!(bad(a, None).contains("--otlp"), "{endpoint}");

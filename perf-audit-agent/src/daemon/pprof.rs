@@ -169,25 +169,13 @@ pub fn to_profile(window: &ProcessWindow) -> proto::Profile {
     // cpu the default); with off-CPU a third, off_cpu/nanoseconds, which
     // is 0 for stacks only seen on the CPU and vice versa.
     let mut sample_types = vec![
-        proto::ValueType {
-            r#type: strings.get("samples"),
-            unit: strings.get("count"),
-        },
-        proto::ValueType {
-            r#type: strings.get("cpu"),
-            unit: strings.get("nanoseconds"),
-        },
+        proto::ValueType { r#type: strings.get("samples"), unit: strings.get("count") },
+        proto::ValueType { r#type: strings.get("cpu"), unit: strings.get("nanoseconds") },
     ];
     if window.kind == WindowKind::CpuAndOffCpu {
-        sample_types.push(proto::ValueType {
-            r#type: strings.get("off_cpu"),
-            unit: strings.get("nanoseconds"),
-        });
+        sample_types.push(proto::ValueType { r#type: strings.get("off_cpu"), unit: strings.get("nanoseconds") });
     }
-    let period_type = proto::ValueType {
-        r#type: strings.get("cpu"),
-        unit: strings.get("nanoseconds"),
-    };
+    let period_type = proto::ValueType { r#type: strings.get("cpu"), unit: strings.get("nanoseconds") };
 
     let mappings: Vec<proto::Mapping> = window
         .mappings
@@ -235,11 +223,7 @@ pub fn to_profile(window: &ProcessWindow) -> proto::Profile {
                         id
                     }
                 };
-                proto::Line {
-                    function_id: id,
-                    line: f.line.map(i64::from).unwrap_or(0),
-                    column: 0,
-                }
+                proto::Line { function_id: id, line: f.line.map(i64::from).unwrap_or(0), column: 0 }
             })
             .collect();
         locations.push(proto::Location {
@@ -263,37 +247,20 @@ pub fn to_profile(window: &ProcessWindow) -> proto::Profile {
             } else {
                 vec![s.count as i64, s.count as i64 * period]
             },
-            label: vec![proto::Label {
-                key: thread_key,
-                str: strings.get(&s.thread),
-                num: 0,
-                num_unit: 0,
-            }],
+            label: vec![proto::Label { key: thread_key, str: strings.get(&s.thread), num: 0, num_unit: 0 }],
         })
         .collect();
 
     let nanos = |t: std::time::SystemTime| {
-        t.duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as i64)
-            .unwrap_or(0)
+        t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
     };
     let comment = vec![strings.get(&format!(
-            "perf-audit daemon: pid {} ({}){}{}",
-            window.process.pid,
-            window.process.name,
-            window
-                .process
-                .container_id
-                .as_deref()
-                .map(|c| format!(", container {c}"))
-                .unwrap_or_default(),
-            window
-                .process
-                .pod_uid
-                .as_deref()
-                .map(|p| format!(", pod {p}"))
-                .unwrap_or_default(),
-        ))];
+        "perf-audit daemon: pid {} ({}){}{}",
+        window.process.pid,
+        window.process.name,
+        window.process.container_id.as_deref().map(|c| format!(", container {c}")).unwrap_or_default(),
+        window.process.pod_uid.as_deref().map(|p| format!(", pod {p}")).unwrap_or_default(),
+    ))];
     let default_sample_type = sample_types[1].r#type;
     proto::Profile {
         sample_type: sample_types,
@@ -316,10 +283,7 @@ pub fn to_profile(window: &ProcessWindow) -> proto::Profile {
 /// The gzip-compressed encoded profile (what `go tool pprof` reads).
 pub fn encode_gzip(window: &ProcessWindow) -> Vec<u8> {
     let bytes = to_profile(window).encode_to_vec();
-    let mut gz = flate2::write::GzEncoder::new(
-        Vec::with_capacity(bytes.len() / 3 + 64),
-        flate2::Compression::default(),
-    );
+    let mut gz = flate2::write::GzEncoder::new(Vec::with_capacity(bytes.len() / 3 + 64), flate2::Compression::default());
     gz.write_all(&bytes).expect("writing to a Vec cannot fail");
     gz.finish().expect("writing to a Vec cannot fail")
 }
@@ -332,9 +296,7 @@ mod tests {
 
     fn decode(bytes: &[u8]) -> proto::Profile {
         let mut raw = Vec::new();
-        flate2::read::GzDecoder::new(bytes)
-            .read_to_end(&mut raw)
-            .unwrap();
+        flate2::read::GzDecoder::new(bytes).read_to_end(&mut raw).unwrap();
         proto::Profile::decode(&raw[..]).unwrap()
     }
 
@@ -343,11 +305,7 @@ mod tests {
         let p = decode(&encode_gzip(&window()));
         let s = |i: i64| p.string_table[i as usize].as_str();
         assert_eq!(s(0), "");
-        let types: Vec<(&str, &str)> = p
-            .sample_type
-            .iter()
-            .map(|t| (s(t.r#type), s(t.unit)))
-            .collect();
+        let types: Vec<(&str, &str)> = p.sample_type.iter().map(|t| (s(t.r#type), s(t.unit))).collect();
         assert_eq!(types, vec![("samples", "count"), ("cpu", "nanoseconds")]);
         assert_eq!(p.period, 52_631_578);
         assert_eq!(p.duration_nanos, 60_000_000_000);
@@ -357,22 +315,12 @@ mod tests {
         assert_eq!(p.sample[0].location_id, vec![3, 2, 1]);
         let loc = &p.location[1];
         assert_eq!((loc.mapping_id, loc.address), (1, 0x1200));
-        let names: Vec<&str> = loc
-            .line
-            .iter()
-            .map(|l| s(p.function[l.function_id as usize - 1].name))
-            .collect();
-        assert_eq!(
-            names,
-            vec!["svc::mix", "svc::work"],
-            "innermost inlined first"
-        );
+        let names: Vec<&str> =
+            loc.line.iter().map(|l| s(p.function[l.function_id as usize - 1].name)).collect();
+        assert_eq!(names, vec!["svc::mix", "svc::work"], "innermost inlined first");
         assert_eq!(loc.line[0].line, 30);
         let f = &p.function[0];
-        assert_eq!(
-            (s(f.name), s(f.filename)),
-            ("svc::main", "/src/svc/src/main.rs")
-        );
+        assert_eq!((s(f.name), s(f.filename)), ("svc::main", "/src/svc/src/main.rs"));
         assert_eq!(s(p.mapping[0].filename), "/usr/bin/svc");
         assert_eq!(s(p.sample[0].label[0].key), "thread");
         assert!(p.comment.iter().any(|c| s(*c).contains("pod 9d4e2c1b")));
@@ -380,23 +328,10 @@ mod tests {
 
     #[test]
     fn off_cpu_is_a_third_sample_type() {
-        let p = decode(&encode_gzip(
-            &super::super::model::test_support::window_with_off_cpu(),
-        ));
+        let p = decode(&encode_gzip(&super::super::model::test_support::window_with_off_cpu()));
         let s = |i: i64| p.string_table[i as usize].as_str();
-        let types: Vec<(&str, &str)> = p
-            .sample_type
-            .iter()
-            .map(|t| (s(t.r#type), s(t.unit)))
-            .collect();
-        assert_eq!(
-            types,
-            vec![
-                ("samples", "count"),
-                ("cpu", "nanoseconds"),
-                ("off_cpu", "nanoseconds")
-            ]
-        );
+        let types: Vec<(&str, &str)> = p.sample_type.iter().map(|t| (s(t.r#type), s(t.unit))).collect();
+        assert_eq!(types, vec![("samples", "count"), ("cpu", "nanoseconds"), ("off_cpu", "nanoseconds")]);
         assert_eq!(s(p.sample_type[p.sample_type.len() - 1].r#type), "off_cpu");
         assert_eq!(s(p.default_sample_type), "cpu");
         assert!(p.sample.iter().all(|x| x.value.len() == 3));
@@ -405,10 +340,7 @@ mod tests {
         assert_eq!(blocked[0].value, vec![0, 0, 7_000_000]);
         // Leaf first: nap, then main.
         let leaf = &p.location[blocked[0].location_id[0] as usize - 1];
-        assert_eq!(
-            s(p.function[leaf.line[0].function_id as usize - 1].name),
-            "svc::nap"
-        );
+        assert_eq!(s(p.function[leaf.line[0].function_id as usize - 1].name), "svc::nap");
     }
 
     #[test]
@@ -427,26 +359,8 @@ mod tests {
             time_nanos: 7,
             ..Default::default()
         };
-        assert_eq!(
-            p.encode_to_vec(),
-            vec![
-                0x0a, 0x04, 0x08, 0x01, 0x10, 0x02, 0x32, 0x00, 0x48, 0x07, 0x60, 0x05
-            ]
-        );
-        let loc = proto::Location {
-            id: 1,
-            mapping_id: 2,
-            address: 3,
-            line: vec![proto::Line {
-                function_id: 4,
-                line: 5,
-                column: 0,
-            }],
-            is_folded: false,
-        };
-        assert_eq!(
-            loc.encode_to_vec(),
-            vec![0x08, 1, 0x10, 2, 0x18, 3, 0x22, 0x04, 0x08, 4, 0x10, 5]
-        );
+        assert_eq!(p.encode_to_vec(), vec![0x0a, 0x04, 0x08, 0x01, 0x10, 0x02, 0x32, 0x00, 0x48, 0x07, 0x60, 0x05]);
+        let loc = proto::Location { id: 1, mapping_id: 2, address: 3, line: vec![proto::Line { function_id: 4, line: 5, column: 0 }], is_folded: false };
+        assert_eq!(loc.encode_to_vec(), vec![0x08, 1, 0x10, 2, 0x18, 3, 0x22, 0x04, 0x08, 4, 0x10, 5]);
     }
 }

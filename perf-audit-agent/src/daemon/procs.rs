@@ -57,22 +57,8 @@ pub fn describe(pid: u32, fallback_name: &str) -> (ProcessLabels, String) {
         Err(_) => (fallback_name.to_string(), None),
     };
     let cgroup_text = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-    let ContainerInfo {
-        cgroup,
-        container_id,
-        pod_uid,
-        ..
-    } = parse_proc_cgroup(&cgroup_text);
-    (
-        ProcessLabels {
-            pid,
-            name,
-            exe,
-            container_id,
-            pod_uid,
-        },
-        cgroup,
-    )
+    let ContainerInfo { cgroup, container_id, pod_uid, .. } = parse_proc_cgroup(&cgroup_text);
+    (ProcessLabels { pid, name, exe, container_id, pod_uid }, cgroup)
 }
 
 impl Registry {
@@ -112,11 +98,7 @@ impl Registry {
             v.add(values);
         } else if self.window_stacks < MAX_WINDOW_STACKS {
             // A user address outside the snapshot: code mapped since (dlopen).
-            if key
-                .user
-                .first()
-                .is_some_and(|ip| entry.maps.find(*ip).is_none())
-            {
+            if key.user.first().is_some_and(|ip| entry.maps.find(*ip).is_none()) {
                 let _ = entry.maps.refresh(pid);
             }
             entry.window.insert(key.clone(), values);
@@ -142,9 +124,7 @@ impl Registry {
     /// Takes every process's window (leaving them empty), refreshes the
     /// liveness of each, and evicts the processes that exited (after their
     /// last window has been taken). Returns (pid, entry labels, maps, stacks).
-    pub fn take_windows(
-        &mut self,
-    ) -> Vec<(ProcessLabels, MapsSnapshot, HashMap<StackKey, StackValues>)> {
+    pub fn take_windows(&mut self) -> Vec<(ProcessLabels, MapsSnapshot, HashMap<StackKey, StackValues>)> {
         let mut out = Vec::new();
         let mut pids: Vec<u32> = self.entries.keys().copied().collect();
         pids.sort_unstable();
@@ -179,13 +159,7 @@ pub fn matches(selection: &Selection, pid: u32, comm: &str) -> bool {
     if !selection.processes.is_empty() {
         let exe_name = fs::read_link(format!("/proc/{pid}/exe"))
             .ok()
-            .and_then(|p| {
-                p.file_name().map(|n| {
-                    n.to_string_lossy()
-                        .trim_end_matches(" (deleted)")
-                        .to_string()
-                })
-            })
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().trim_end_matches(" (deleted)").to_string()))
             .unwrap_or_default();
         let hit = selection.processes.iter().any(|name| {
             let cut: String = name.chars().take(15).collect();
@@ -196,24 +170,14 @@ pub fn matches(selection: &Selection, pid: u32, comm: &str) -> bool {
         }
     }
     if !selection.cgroups.is_empty() || !selection.containers.is_empty() {
-        let info = parse_proc_cgroup(
-            &fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default(),
-        );
-        if selection
-            .cgroups
-            .iter()
-            .any(|c| info.cgroup.contains(c.as_str()))
-        {
+        let info = parse_proc_cgroup(&fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default());
+        if selection.cgroups.iter().any(|c| info.cgroup.contains(c.as_str())) {
             return true;
         }
         if let Some(id) = &info.container_id
-            && selection
-                .containers
-                .iter()
-                .any(|c| id.starts_with(c.as_str()))
-        {
-            return true;
-        }
+            && selection.containers.iter().any(|c| id.starts_with(c.as_str())) {
+                return true;
+            }
     }
     false
 }
@@ -239,32 +203,19 @@ impl Discovery {
         let mut live: Vec<u32> = Vec::new();
         if let Ok(dir) = fs::read_dir("/proc") {
             for entry in dir.flatten() {
-                let Some(pid) = entry
-                    .file_name()
-                    .to_str()
-                    .and_then(|s| s.parse::<u32>().ok())
-                else {
-                    continue;
-                };
+                let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
                 if pid == own {
                     continue;
                 }
-                let Ok(comm) = fs::read_to_string(format!("/proc/{pid}/comm")) else {
-                    continue;
-                };
+                let Ok(comm) = fs::read_to_string(format!("/proc/{pid}/comm")) else { continue };
                 let comm = comm.trim_end().to_string();
                 live.push(pid);
                 if let Some((seen, _)) = self.examined.get(&pid)
-                    && *seen == comm
-                {
-                    continue;
-                }
+                    && *seen == comm {
+                        continue;
+                    }
                 let matched = matches(selection, pid, &comm);
-                let was = self
-                    .examined
-                    .insert(pid, (comm, matched))
-                    .map(|(_, m)| m)
-                    .unwrap_or(false);
+                let was = self.examined.insert(pid, (comm, matched)).map(|(_, m)| m).unwrap_or(false);
                 match (was, matched) {
                     (false, true) => delta.added.push(pid),
                     (true, false) => delta.removed.push(pid),
@@ -300,25 +251,12 @@ mod tests {
         // The scanner skips the agent itself; pid filtering goes through
         // `matches` directly.
         let me = std::process::id();
-        let sel = Selection {
-            pids: vec![me],
-            processes: vec![],
-            cgroups: vec![],
-            containers: vec![],
-        };
+        let sel = Selection { pids: vec![me], processes: vec![], cgroups: vec![], containers: vec![] };
         assert!(matches(&sel, me, "whatever"));
-        let init = Selection {
-            pids: vec![],
-            processes: vec![],
-            cgroups: vec!["/".into()],
-            containers: vec![],
-        };
+        let init = Selection { pids: vec![], processes: vec![], cgroups: vec!["/".into()], containers: vec![] };
         let mut d = Discovery::default();
         let first = d.scan(&init);
-        assert!(
-            !first.added.is_empty(),
-            "every process's cgroup path contains `/`"
-        );
+        assert!(!first.added.is_empty(), "every process's cgroup path contains `/`");
         assert!(!first.added.contains(&me));
         // A second scan adds nothing new for processes already matched.
         let second = d.scan(&init);

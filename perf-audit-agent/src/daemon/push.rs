@@ -67,17 +67,7 @@ pub const OFF_CPU_RATE: u64 = 1_000_000;
 /// (`NAME.off_cpu{..}` for the time blocked).
 pub fn application_name(window: &ProcessWindow, series: Series) -> String {
     let p = &window.process;
-    let clean = |s: &str| {
-        s.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect::<String>()
-    };
+    let clean = |s: &str| s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' }).collect::<String>();
     let mut labels = vec![format!("pid={}", p.pid)];
     if let Some(c) = &p.container_id {
         labels.push(format!("container_id={}", clean(c)));
@@ -94,11 +84,7 @@ pub fn application_name(window: &ProcessWindow, series: Series) -> String {
 
 /// The ingest URL of one window's series.
 pub fn ingest_uri(base: &hyper::Uri, window: &ProcessWindow, series: Series) -> String {
-    let secs = |t: std::time::SystemTime| {
-        t.duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-    };
+    let secs = |t: std::time::SystemTime| t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let base = base.to_string();
     format!(
         "{}/ingest?name={}&from={}&until={}&format=folded&sampleRate={}&spyName=perf-audit&units=samples&aggregationType=sum",
@@ -170,48 +156,20 @@ impl Pusher {
 
 #[cfg(test)]
 mod tests {
-    use super::{
-        super::model::test_support::{window, window_with_off_cpu},
-        *,
-    };
+    use super::{super::model::test_support::{window, window_with_off_cpu}, *};
 
     #[test]
     fn off_cpu_goes_to_its_own_application_in_microseconds() {
-        let uri = ingest_uri(
-            &"http://pyro:4040".parse().unwrap(),
-            &window_with_off_cpu(),
-            Series::OffCpu,
-        );
-        assert!(
-            uri.starts_with("http://pyro:4040/ingest?name=svc.off_cpu%7Bpid%3D42%2C"),
-            "{uri}"
-        );
-        assert!(
-            uri.contains("&sampleRate=1000000&") && uri.contains("&units=samples&"),
-            "{uri}"
-        );
+        let uri = ingest_uri(&"http://pyro:4040".parse().unwrap(), &window_with_off_cpu(), Series::OffCpu);
+        assert!(uri.starts_with("http://pyro:4040/ingest?name=svc.off_cpu%7Bpid%3D42%2C"), "{uri}");
+        assert!(uri.contains("&sampleRate=1000000&") && uri.contains("&units=samples&"), "{uri}");
     }
 
     #[test]
     fn ingest_url_carries_name_labels_and_window() {
-        let uri = ingest_uri(
-            &"http://pyro:4040/".parse().unwrap(),
-            &window(),
-            Series::Cpu,
-        );
-        assert!(
-            uri.starts_with(
-                "http://pyro:4040/ingest?name=svc.cpu%7Bpid%3D42%2Ccontainer_id%3Dabab"
-            ),
-            "{uri}"
-        );
-        assert!(
-            uri.contains("pod_uid%3D9d4e2c1b-7a6f-4e3d-8c2b-1a0f9e8d7c6b%7D"),
-            "{uri}"
-        );
-        assert!(
-            uri.contains("&from=1700000000&until=1700000060&format=folded&sampleRate=19"),
-            "{uri}"
-        );
+        let uri = ingest_uri(&"http://pyro:4040/".parse().unwrap(), &window(), Series::Cpu);
+        assert!(uri.starts_with("http://pyro:4040/ingest?name=svc.cpu%7Bpid%3D42%2Ccontainer_id%3Dabab"), "{uri}");
+        assert!(uri.contains("pod_uid%3D9d4e2c1b-7a6f-4e3d-8c2b-1a0f9e8d7c6b%7D"), "{uri}");
+        assert!(uri.contains("&from=1700000000&until=1700000060&format=folded&sampleRate=19"), "{uri}");
     }
 }

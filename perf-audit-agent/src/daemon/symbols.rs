@@ -244,6 +244,7 @@ impl WindowSymbolizer {
         }
     }
 
+
     /// Entries cached now (for the memory-bound tests and metrics).
     pub fn cached(&self) -> usize {
         self.user.len() + self.kernel.len()
@@ -287,8 +288,7 @@ impl WindowSymbolizer {
         frequency_hz: u64,
         kind: WindowKind,
     ) -> ProcessWindow {
-        let stacks: Vec<(&StackKey, StackValues)> =
-            stacks.into_iter().map(|(k, v)| (k, *v)).collect();
+        let stacks: Vec<(&StackKey, StackValues)> = stacks.into_iter().map(|(k, v)| (k, *v)).collect();
         // Nothing to do after `prepare` (unless a cache generation was
         // dropped meanwhile).
         self.resolve(stacks.iter().map(|(k, _)| (maps, *k)), &mut || ());
@@ -313,15 +313,8 @@ impl WindowSymbolizer {
                 let loc = match kernel_locations.get(&addr) {
                     Some(loc) => *loc,
                     None => {
-                        let frame = self
-                            .kernel
-                            .get(&addr)
-                            .unwrap_or_else(|| kernel_frame("[kernel]".into()));
-                        window.locations.push(WindowLocation {
-                            address: addr,
-                            mapping: None,
-                            frames: vec![frame],
-                        });
+                        let frame = self.kernel.get(&addr).unwrap_or_else(|| kernel_frame("[kernel]".into()));
+                        window.locations.push(WindowLocation { address: addr, mapping: None, frames: vec![frame] });
                         kernel_locations.insert(addr, window.locations.len() - 1);
                         window.locations.len() - 1
                     }
@@ -348,11 +341,7 @@ impl WindowSymbolizer {
                             }
                             None => (None, vec![unknown_frame(&format!("{addr:#x}"))]),
                         };
-                        window.locations.push(WindowLocation {
-                            address: addr,
-                            mapping,
-                            frames,
-                        });
+                        window.locations.push(WindowLocation { address: addr, mapping, frames });
                         user_locations.insert(addr, window.locations.len() - 1);
                         window.locations.len() - 1
                     }
@@ -384,22 +373,14 @@ impl WindowSymbolizer {
             return id.clone();
         }
         let id = std::fs::metadata(path).ok().map(|meta| {
-            Arc::new(FileId {
-                path: path.to_path_buf(),
-                len: meta.len(),
-                modified: meta.modified().ok(),
-            })
+            Arc::new(FileId { path: path.to_path_buf(), len: meta.len(), modified: meta.modified().ok() })
         });
         self.files.insert(path.to_path_buf(), id.clone());
         id
     }
 
     /// Symbolizes the addresses of `stacks` not cached, file by file.
-    fn resolve<'a>(
-        &mut self,
-        stacks: impl IntoIterator<Item = (&'a MapsSnapshot, &'a StackKey)>,
-        between: &mut dyn FnMut(),
-    ) {
+    fn resolve<'a>(&mut self, stacks: impl IntoIterator<Item = (&'a MapsSnapshot, &'a StackKey)>, between: &mut dyn FnMut()) {
         let mut by_file: HashMap<Arc<FileId>, HashSet<u64>> = HashMap::new();
         let mut kernel_missing: HashSet<u64> = HashSet::new();
         let mut seen: HashSet<(*const MapsSnapshot, u64)> = HashSet::new();
@@ -419,9 +400,7 @@ impl WindowSymbolizer {
                 let Some(m) = maps.find(addr) else { continue };
                 let offset = addr - m.start + m.offset;
                 // No file to read: `window` names the frame after the module.
-                let Some(id) = self.file(&m.path) else {
-                    continue;
-                };
+                let Some(id) = self.file(&m.path) else { continue };
                 if self.user.get(&(id.clone(), offset)).is_none() {
                     by_file.entry(id).or_default().insert(offset);
                 }
@@ -468,11 +447,7 @@ impl WindowSymbolizer {
         let dwarf = id.len < SYMTAB_ONLY_BYTES && hazard.is_none();
         let readable = crate::safe_file::open_regular(path).is_ok();
         let large = id.len >= LARGE_OBJECT_BYTES;
-        let batches = if large {
-            offsets.chunks(LARGE_OBJECT_BATCH)
-        } else {
-            offsets.chunks(offsets.len().max(1))
-        };
+        let batches = if large { offsets.chunks(LARGE_OBJECT_BATCH) } else { offsets.chunks(offsets.len().max(1)) };
         // One worker for the file's batches (its symbolizer keeps the file
         // parsed between them); dropped with it at the end.
         let mut worker = elf_worker::ElfWorker::new();
@@ -480,41 +455,29 @@ impl WindowSymbolizer {
             if large && i > 0 {
                 release_whole_file_pages();
             }
-            let job = ElfJob {
-                path: path.clone(),
-                dwarf,
-                lookup: Lookup::FileOffset,
-                addrs: batch.to_vec(),
-            };
+            let job = ElfJob { path: path.clone(), dwarf, lookup: Lookup::FileOffset, addrs: batch.to_vec() };
             let answer = if readable && !self.timed_out.contains(path) {
                 let module = module.clone();
-                worker.symbolize(job, elf_worker::OBJECT_DEADLINE, move |sym| {
-                    frames_of(sym, &module, owner_object)
-                })
+                worker.symbolize(job, elf_worker::OBJECT_DEADLINE, move |sym| frames_of(sym, &module, owner_object))
             } else {
                 Err(ElfError::Failed(String::new()))
             };
             match answer {
                 Ok(answer) => {
                     for (offset, frames) in batch.iter().zip(answer.items) {
-                        let frames: Arc<[Frame]> =
-                            frames.map_or_else(|| unknown.clone(), Into::into);
+                        let frames: Arc<[Frame]> = frames.map_or_else(|| unknown.clone(), Into::into);
                         let bytes = entry_bytes(&frames);
                         self.user.insert((id.clone(), *offset), frames, bytes);
                     }
                 }
                 Err(e) => {
                     if let ElfError::TimedOut(_) = e {
-                        eprintln!(
-                            "perf-audit: symbolizing {} timed out ({e}); its frames stay [{module}]",
-                            path.display()
-                        );
+                        eprintln!("perf-audit: symbolizing {} timed out ({e}); its frames stay [{module}]", path.display());
                         self.timed_out.insert(path.clone());
                     }
                     let bytes = entry_bytes(&unknown);
                     for offset in batch {
-                        self.user
-                            .insert((id.clone(), *offset), unknown.clone(), bytes);
+                        self.user.insert((id.clone(), *offset), unknown.clone(), bytes);
                     }
                 }
             }
@@ -525,14 +488,8 @@ impl WindowSymbolizer {
     }
 
     fn resolve_kernel(&mut self, missing: &[u64]) {
-        let source = Source::Kernel(Kernel {
-            vmlinux: MaybeDefault::None,
-            ..Default::default()
-        });
-        let results = self
-            .inner
-            .symbolize(&source, Input::AbsAddr(missing))
-            .unwrap_or_default();
+        let source = Source::Kernel(Kernel { vmlinux: MaybeDefault::None, ..Default::default() });
+        let results = self.inner.symbolize(&source, Input::AbsAddr(missing)).unwrap_or_default();
         for (i, addr) in missing.iter().enumerate() {
             let name = match results.get(i) {
                 Some(Symbolized::Sym(s)) => s.name.to_string(),
@@ -551,43 +508,31 @@ impl WindowSymbolizer {
 /// caveat of every profiler reading binaries applies: a file truncated in
 /// place meanwhile could fault.
 fn release_whole_file_pages() {
-    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
-        return;
-    };
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else { return };
     for line in maps.lines() {
         let mut fields = line.split_whitespace();
-        let (Some(range), Some("r--p" | "r--s"), Some(offset), Some(_dev), Some(_inode)) = (
-            fields.next(),
-            fields.next(),
-            fields.next(),
-            fields.next(),
-            fields.next(),
-        ) else {
+        let (Some(range), Some("r--p" | "r--s"), Some(offset), Some(_dev), Some(_inode)) =
+            (fields.next(), fields.next(), fields.next(), fields.next(), fields.next())
+        else {
             continue;
         };
         let path = fields.collect::<Vec<_>>().join(" ");
         if !path.starts_with('/') || u64::from_str_radix(offset, 16) != Ok(0) {
             continue;
         }
-        let Some((Ok(start), Ok(end))) = range
-            .split_once('-')
-            .map(|(a, b)| (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)))
+        let Some((Ok(start), Ok(end))) =
+            range.split_once('-').map(|(a, b)| (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)))
         else {
             continue;
         };
         // The whole file (a process's own ELF segments are mapped in parts).
-        let whole =
-            std::fs::metadata(&path).is_ok_and(|m| m.len().div_ceil(4096) * 4096 == end - start);
+        let whole = std::fs::metadata(&path).is_ok_and(|m| m.len().div_ceil(4096) * 4096 == end - start);
         if whole {
             // SAFETY: a read-only file mapping (never written through): after
             // DONTNEED its pages are read again from the file, so no data is
             // lost.
             unsafe {
-                libc::madvise(
-                    start as *mut libc::c_void,
-                    (end - start) as usize,
-                    libc::MADV_DONTNEED,
-                );
+                libc::madvise(start as *mut libc::c_void, (end - start) as usize, libc::MADV_DONTNEED);
             }
         }
     }
@@ -604,21 +549,13 @@ fn lookup(i: usize, addr: u64) -> u64 {
 /// and the map's and allocations' overhead (the key's file is shared by
 /// all of its entries).
 fn entry_bytes(frames: &[Frame]) -> usize {
-    96 + frames
-        .iter()
-        .map(|f| 64 + f.function.len() + f.file.as_deref().map_or(0, str::len))
-        .sum::<usize>()
+    96 + frames.iter().map(|f| 64 + f.function.len() + f.file.as_deref().map_or(0, str::len)).sum::<usize>()
 }
 
 fn kernel_frame(function: String) -> Frame {
-    Frame {
-        function,
-        file: None,
-        line: None,
-        origin: Origin::Kernel,
-        inlined: false,
-    }
+    Frame { function, file: None, line: None, origin: Origin::Kernel, inlined: false }
 }
+
 
 #[cfg(test)]
 mod tests {
@@ -637,10 +574,7 @@ mod tests {
         assert_eq!(cache.get(&0), Some(0)); // moved back into the current one
         cache.insert(3, 3, 10); // rotates again: 1 was not used, it is dropped
         assert_eq!(cache.get(&1), None);
-        assert_eq!(
-            (cache.get(&0), cache.get(&2), cache.get(&3)),
-            (Some(0), Some(2), Some(3))
-        );
+        assert_eq!((cache.get(&0), cache.get(&2), cache.get(&3)), (Some(0), Some(2), Some(3)));
         for k in 10..100 {
             cache.insert(k, k, 10);
             assert!(cache.len() <= 4 && cache.bytes() <= 40);
@@ -663,51 +597,20 @@ mod tests {
         let mut maps = MapsSnapshot::default();
         maps.refresh(std::process::id()).unwrap();
         let addr = a_function_to_find as *const () as u64;
-        let exe = maps
-            .find(addr)
-            .expect("the test's own code is mapped")
-            .path
-            .clone();
+        let exe = maps.find(addr).expect("the test's own code is mapped").path.clone();
         // Two "processes" (the same maps) with stacks through the test
         // binary: one pass, one file.
-        let key = |a: u64| StackKey {
-            comm: [0; 16],
-            user: vec![a, a + 1].into(),
-            kernel: Vec::new().into(),
-        };
+        let key = |a: u64| StackKey { comm: [0; 16], user: vec![a, a + 1].into(), kernel: Vec::new().into() };
         let (k1, k2) = (key(addr), key(addr + 1));
         let mut symbolizer = WindowSymbolizer::new();
         symbolizer.prepare([(&maps, &k1), (&maps, &k2)], &mut || ());
-        assert_eq!(
-            symbolizer.objects_symbolized, 1,
-            "{exe:?} searched once for both stacks"
-        );
+        assert_eq!(symbolizer.objects_symbolized, 1, "{exe:?} searched once for both stacks");
         let values = StackValues::samples(1);
-        let labels = ProcessLabels {
-            pid: 1,
-            name: "t".into(),
-            exe: None,
-            container_id: None,
-            pod_uid: None,
-        };
-        let window = symbolizer.window(
-            labels.clone(),
-            &maps,
-            [(&k1, &values)],
-            (SystemTime::now(), SystemTime::now()),
-            19,
-            WindowKind::Cpu,
-        );
-        assert_eq!(
-            symbolizer.objects_symbolized, 1,
-            "the window found its frames cached"
-        );
+        let labels = ProcessLabels { pid: 1, name: "t".into(), exe: None, container_id: None, pod_uid: None };
+        let window = symbolizer.window(labels.clone(), &maps, [(&k1, &values)], (SystemTime::now(), SystemTime::now()), 19, WindowKind::Cpu);
+        assert_eq!(symbolizer.objects_symbolized, 1, "the window found its frames cached");
         let leaf = &window.locations[window.stacks[0].locations[0]].frames;
-        assert!(
-            leaf.iter()
-                .any(|f| f.function.contains("a_function_to_find")),
-            "{leaf:?}"
-        );
+        assert!(leaf.iter().any(|f| f.function.contains("a_function_to_find")), "{leaf:?}");
         symbolizer.release_objects();
         // The next flush: nothing new, nothing opened.
         symbolizer.prepare([(&maps, &k2)], &mut || ());

@@ -98,8 +98,7 @@ impl NodeUnwinder {
         if self.drain.is_multiple_of(64) {
             let now = self.drain;
             let before = self.processes.len();
-            self.processes
-                .retain(|_, p| p.last_drain + IDLE_EVICT_DRAINS > now);
+            self.processes.retain(|_, p| p.last_drain + IDLE_EVICT_DRAINS > now);
             self.stats.processes_evicted += (before - self.processes.len()) as u64;
         }
     }
@@ -117,8 +116,7 @@ impl NodeUnwinder {
     /// called once per window.
     pub fn evict_exited(&mut self) {
         let before = self.processes.len();
-        self.processes
-            .retain(|pid, _| crate::target::is_alive(*pid));
+        self.processes.retain(|pid, _| crate::target::is_alive(*pid));
         self.stats.processes_evicted += (before - self.processes.len()) as u64;
         self.stats.table_objects_evicted += self.tables.evict_unused() as u64;
         self.tables.release_pages();
@@ -143,23 +141,14 @@ impl NodeUnwinder {
     /// Tracked processes with an executable mapping whose tables could not
     /// be loaded, and the pids (sorted).
     pub fn processes_without_tables(&self) -> Vec<u32> {
-        let mut pids: Vec<u32> = self
-            .processes
-            .iter()
-            .filter(|(_, p)| p.unwinder.mappings_without_tables() > 0)
-            .map(|(pid, _)| *pid)
-            .collect();
+        let mut pids: Vec<u32> =
+            self.processes.iter().filter(|(_, p)| p.unwinder.mappings_without_tables() > 0).map(|(pid, _)| *pid).collect();
         pids.sort_unstable();
         pids
     }
 
     /// Unwinds one sample of process `pid`: its user frames, leaf first.
-    pub fn unwind(
-        &mut self,
-        pid: u32,
-        (ip, sp, bp): (u64, u64, u64),
-        stack: &[u8],
-    ) -> (Vec<u64>, Outcome) {
+    pub fn unwind(&mut self, pid: u32, (ip, sp, bp): (u64, u64, u64), stack: &[u8]) -> (Vec<u64>, Outcome) {
         let outcome = self.unwind_inner(pid, (ip, sp, bp), stack);
         match outcome.1 {
             Outcome::Complete => self.stats.complete += 1,
@@ -170,37 +159,25 @@ impl NodeUnwinder {
         outcome
     }
 
-    fn unwind_inner(
-        &mut self,
-        pid: u32,
-        (ip, sp, bp): (u64, u64, u64),
-        stack: &[u8],
-    ) -> (Vec<u64>, Outcome) {
+    fn unwind_inner(&mut self, pid: u32, (ip, sp, bp): (u64, u64, u64), stack: &[u8]) -> (Vec<u64>, Outcome) {
         if self.tables.objects() > MAX_OBJECTS || self.tables.paths() > MAX_PATHS {
             self.tables.clear();
             self.stats.table_cache_resets += 1;
         }
         if !self.processes.contains_key(&pid) {
             if self.processes.len() >= MAX_PROCESSES
-                && let Some(oldest) = self
-                    .processes
-                    .iter()
-                    .min_by_key(|(_, p)| p.last_drain)
-                    .map(|(pid, _)| *pid)
+                && let Some(oldest) = self.processes.iter().min_by_key(|(_, p)| p.last_drain).map(|(pid, _)| *pid)
             {
                 self.forget(oldest);
             }
             let mut maps = MapsSnapshot::default();
             let _ = maps.refresh(pid);
-            self.processes.insert(
-                pid,
-                ProcessState {
-                    unwinder: ProcessUnwinder::new(),
-                    maps,
-                    last_drain: self.drain,
-                    refreshed_in: self.drain,
-                },
-            );
+            self.processes.insert(pid, ProcessState {
+                unwinder: ProcessUnwinder::new(),
+                maps,
+                last_drain: self.drain,
+                refreshed_in: self.drain,
+            });
         }
         let state = self.processes.get_mut(&pid).expect("inserted above");
         state.last_drain = self.drain;
@@ -225,14 +202,8 @@ impl NodeUnwinder {
         let (fp, fp_end) = frame_pointer_walk(ip, sp, bp, stack);
         // The chain is believed only when every address is mapped code.
         let all_code = fp.iter().all(|a| state.maps.find(*a).is_some());
-        if all_code
-            && (fp.len() > frames.len() || fp.len() == frames.len() && fp_end == UnwindEnd::Root)
-        {
-            let outcome = if fp_end == UnwindEnd::Root {
-                Outcome::FramePointer
-            } else {
-                Outcome::Truncated
-            };
+        if all_code && (fp.len() > frames.len() || fp.len() == frames.len() && fp_end == UnwindEnd::Root) {
+            let outcome = if fp_end == UnwindEnd::Root { Outcome::FramePointer } else { Outcome::Truncated };
             return (fp, outcome);
         }
         (frames, Outcome::Truncated)
@@ -254,12 +225,7 @@ mod tests {
         let end = maps
             .lines()
             .filter_map(|l| l.split_whitespace().next()?.split_once('-'))
-            .map(|(a, b)| {
-                (
-                    u64::from_str_radix(a, 16).unwrap(),
-                    u64::from_str_radix(b, 16).unwrap(),
-                )
-            })
+            .map(|(a, b)| (u64::from_str_radix(a, 16).unwrap(), u64::from_str_radix(b, 16).unwrap()))
             .find(|(a, b)| (*a..*b).contains(&sp))
             .map(|(_, b)| b)
             .unwrap();
@@ -274,38 +240,23 @@ mod tests {
         // A second sample of the process reuses its state and the tables.
         let objects = node.objects();
         let _ = node.unwind(std::process::id(), (ip, sp, bp), &stack);
-        assert_eq!(
-            (node.processes(), node.objects(), node.stats.complete),
-            (1, objects, 2)
-        );
+        assert_eq!((node.processes(), node.objects(), node.stats.complete), (1, objects, 2));
         assert!(node.processes_without_tables().is_empty());
         // kthreadd (pid 2) maps no user memory.
-        assert_eq!(
-            node.unwind(2, (0, 0, 0), &[]),
-            (Vec::new(), Outcome::NoUserStack)
-        );
+        assert_eq!(node.unwind(2, (0, 0, 0), &[]), (Vec::new(), Outcome::NoUserStack));
         node.forget(2);
         node.forget(std::process::id());
         assert_eq!((node.processes(), node.stats.processes_evicted), (0, 2));
         // No process uses the tables any more: they are dropped.
         assert!(objects > 0);
         node.evict_exited();
-        assert_eq!(
-            (node.objects(), node.stats.table_objects_evicted),
-            (0, objects as u64)
-        );
+        assert_eq!((node.objects(), node.stats.table_objects_evicted), (0, objects as u64));
         // A process's tables stay while it is tracked, and survive their
         // pages being released.
         node.begin_drain();
-        assert_eq!(
-            node.unwind(std::process::id(), (ip, sp, bp), &stack).1,
-            Outcome::Complete
-        );
+        assert_eq!(node.unwind(std::process::id(), (ip, sp, bp), &stack).1, Outcome::Complete);
         node.evict_exited();
         assert_eq!(node.objects(), objects);
-        assert_eq!(
-            node.unwind(std::process::id(), (ip, sp, bp), &stack).1,
-            Outcome::Complete
-        );
+        assert_eq!(node.unwind(std::process::id(), (ip, sp, bp), &stack).1, Outcome::Complete);
     }
 }

@@ -29,8 +29,8 @@ pub mod url;
 pub use perf_audit_analysis::{
     database::{advice, analysis, recovery, section, wire},
     report::schema::{
-        CallSiteRow, DatabaseSection, DuplicateIndex, IndexRow, MAX_PLANS_NOT_INSPECTED,
-        MissingIndex, PlanNotInspected, StatementRow, TableRow, UnusedIndex, WireSummary,
+        CallSiteRow, DatabaseSection, DuplicateIndex, IndexRow, MAX_PLANS_NOT_INSPECTED, MissingIndex, PlanNotInspected, StatementRow, TableRow, UnusedIndex,
+        WireSummary,
     },
 };
 
@@ -193,18 +193,15 @@ impl WireCapture {
     fn push(&mut self, w: RawDbWrite) {
         let chain = self.chain_of(&w);
         let generation = self.generation(w.fd);
-        if !self.connections.contains_key(&w.fd)
-            && self.connections.len() >= wire::MAX_CONNECTIONS
-            && let Some(victim) = self.connections.keys().next().copied()
-        {
-            self.reset(victim);
-            self.evicted_connections += 1;
-        }
+        if !self.connections.contains_key(&w.fd) && self.connections.len() >= wire::MAX_CONNECTIONS
+            && let Some(victim) = self.connections.keys().next().copied() {
+                self.reset(victim);
+                self.evicted_connections += 1;
+            }
         let conn = self.connections.entry(w.fd).or_default();
         // The parser is total (fuzzed); were it ever to panic, the write is
         // skipped and counted, and the audit keeps everything else.
-        let Ok((messages, garbage)) = std::panic::catch_unwind(|| wire::parse_write(&w.payload))
-        else {
+        let Ok((messages, garbage)) = std::panic::catch_unwind(|| wire::parse_write(&w.payload)) else {
             self.parser_failures += 1;
             return;
         };
@@ -214,56 +211,35 @@ impl WireCapture {
         // Bind too large for the prefix, a pipelined batch): they run the
         // statement the prefix's last Bind (or last Parse, through the
         // unnamed portal every driver uses) names.
-        let in_prefix = messages
-            .iter()
-            .filter(|m| matches!(m, wire::Message::Execute { .. }))
-            .count() as u32;
+        let in_prefix = messages.iter().filter(|m| matches!(m, wire::Message::Execute { .. })).count() as u32;
         if let Some(total) = w.executes
-            && total > in_prefix
-        {
-            let portal = messages.iter().rev().find_map(|m| match m {
-                wire::Message::Bind { portal, .. } => Some(Some(portal.clone())),
-                wire::Message::Parse { .. } => Some(None),
-                _ => None,
-            });
-            let mut inferred = Vec::new();
-            if let Some(None) = portal
-                && let Some(wire::Message::Parse { statement, .. }) = messages
-                    .iter()
-                    .rev()
-                    .find(|m| matches!(m, wire::Message::Parse { .. }))
-            {
-                inferred.push(wire::Message::Bind {
-                    portal: String::new(),
-                    statement: statement.clone(),
+            && total > in_prefix {
+                let portal = messages.iter().rev().find_map(|m| match m {
+                    wire::Message::Bind { portal, .. } => Some(Some(portal.clone())),
+                    wire::Message::Parse { .. } => Some(None),
+                    _ => None,
                 });
+                let mut inferred = Vec::new();
+                if let Some(None) = portal
+                    && let Some(wire::Message::Parse { statement, .. }) = messages.iter().rev().find(|m| matches!(m, wire::Message::Parse { .. })) {
+                        inferred.push(wire::Message::Bind { portal: String::new(), statement: statement.clone() });
+                    }
+                let portal = portal.flatten().unwrap_or_default();
+                let extra = (total - in_prefix).min(wire::MAX_PORTALS as u32 * 8);
+                inferred.extend((0..extra).map(|_| wire::Message::Execute { portal: portal.clone() }));
+                executions.extend(conn.feed(inferred));
+                self.executions_beyond_capture += u64::from(extra);
             }
-            let portal = portal.flatten().unwrap_or_default();
-            let extra = (total - in_prefix).min(wire::MAX_PORTALS as u32 * 8);
-            inferred.extend((0..extra).map(|_| wire::Message::Execute {
-                portal: portal.clone(),
-            }));
-            executions.extend(conn.feed(inferred));
-            self.executions_beyond_capture += u64::from(extra);
-        }
         if conn.encrypted {
             self.tls_fds.insert(w.fd);
         }
-        self.recovery.on_write(
-            (w.fd, generation),
-            w.ts_ns,
-            recovery::last_statement(&messages, |s| conn.knows(s)),
-        );
+        self.recovery.on_write((w.fd, generation), w.ts_ns, recovery::last_statement(&messages, |s| conn.knows(s)));
         for e in executions {
             if self.executions.len() >= MAX_EXECUTIONS {
                 self.dropped_executions += 1;
                 continue;
             }
-            let unknown = if e.sql.is_none() {
-                Some((generation, e.statement))
-            } else {
-                None
-            };
+            let unknown = if e.sql.is_none() { Some((generation, e.statement)) } else { None };
             self.executions.push(WireExecution {
                 ts_ns: w.ts_ns,
                 tid: w.tid,
@@ -281,10 +257,9 @@ impl WireCapture {
     fn learn(&mut self, learnt: Vec<(recovery::ConnKey, String, String)>) {
         for ((fd, generation), name, sql) in learnt {
             if self.generations.get(&fd) == Some(&generation)
-                && let Some(conn) = self.connections.get_mut(&fd)
-            {
-                conn.learn(&name, sql);
-            }
+                && let Some(conn) = self.connections.get_mut(&fd) {
+                    conn.learn(&name, sql);
+                }
         }
     }
 
@@ -293,11 +268,10 @@ impl WireCapture {
         for e in &mut self.executions {
             if e.sql.is_none()
                 && let Some((generation, name)) = &e.unknown
-                && let Some(sql) = self.recovery.text((e.fd, *generation), name)
-            {
-                e.sql = Some(sql.to_string());
-                e.recovered = true;
-            }
+                && let Some(sql) = self.recovery.text((e.fd, *generation), name) {
+                    e.sql = Some(sql.to_string());
+                    e.recovered = true;
+                }
         }
     }
 
@@ -353,10 +327,7 @@ impl DatabaseCollector {
     ) -> Result<DatabaseCollector> {
         let pid = unwinder.pid();
         let mut section = DatabaseSection {
-            wire: WireSummary {
-                n_plus_one_rule: BurstRule::default().describe_chains(),
-                ..Default::default()
-            },
+            wire: WireSummary { n_plus_one_rule: BurstRule::default().describe_chains(), ..Default::default() },
             ..Default::default()
         };
         let mut collector = DatabaseCollector {
@@ -375,9 +346,7 @@ impl DatabaseCollector {
                 return Err(Error::new(ErrorKind::Database, msg));
             }
             eprintln!("perf-audit: database profile skipped: {msg}");
-            section
-                .notes
-                .push(format!("Database profile skipped: {msg}."));
+            section.notes.push(format!("Database profile skipped: {msg}."));
             collector.section = section;
             return Ok(collector);
         };
@@ -385,9 +354,7 @@ impl DatabaseCollector {
         section.connection = Some(shown.clone());
         section.connection_source = Some(source.describe(pid));
         if source == UrlSource::TargetEnvironment {
-            eprintln!(
-                "perf-audit: database: using DATABASE_URL from the target's environment ({shown})"
-            );
+            eprintln!("perf-audit: database: using DATABASE_URL from the target's environment ({shown})");
         }
 
         if url::requires_tls(&url) {
@@ -402,10 +369,7 @@ impl DatabaseCollector {
             match stats::connect(&url).await {
                 Ok(db) => collector.db = Some(db),
                 Err(reason) => {
-                    let msg = format!(
-                        "cannot connect to the database at {shown} ({}): {reason}",
-                        source.describe(pid)
-                    );
+                    let msg = format!("cannot connect to the database at {shown} ({}): {reason}", source.describe(pid));
                     if explicit {
                         return Err(Error::new(ErrorKind::Database, msg));
                     }
@@ -468,11 +432,7 @@ impl DatabaseCollector {
     }
 
     /// Stops tracing, takes the second snapshot and builds the section.
-    pub async fn finish(
-        mut self,
-        session: &mut KernelSession,
-        symbolizer: &StackSymbolizer,
-    ) -> DatabaseSection {
+    pub async fn finish(mut self, session: &mut KernelSession, symbolizer: &StackSymbolizer) -> DatabaseSection {
         let window_s = self.started.elapsed().as_secs_f64();
         session.stop_db_tracing();
         let capture = match self.wire.take() {
@@ -484,17 +444,10 @@ impl DatabaseCollector {
                         // Never absorbed: the section says the wire's findings are missing and why.
                         self.section.wire.parser_failures += 1;
                         let why = match e.try_into_panic() {
-                            Ok(p) => p
-                                .downcast_ref::<&str>()
-                                .map(|s| s.to_string())
-                                .or_else(|| p.downcast_ref::<String>().cloned())
-                                .unwrap_or_default(),
+                            Ok(p) => p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default(),
                             Err(e) => e.to_string(),
                         };
-                        let msg = format!(
-                            "the wire tracer failed ({}): the statements seen on the wire are missing from this report (please report this bug with the service's driver)",
-                            why.lines().next().unwrap_or("no message")
-                        );
+                        let msg = format!("the wire tracer failed ({}): the statements seen on the wire are missing from this report (please report this bug with the service's driver)", why.lines().next().unwrap_or("no message"));
                         eprintln!("perf-audit: database: {msg}");
                         self.section.notes.push(msg);
                         None
@@ -526,31 +479,19 @@ impl DatabaseCollector {
         section.wire.n_plus_one_rule = rule.describe_chains();
         section.n_plus_one = analysis::detect_n_plus_one(&executions, &rule);
         section.per_item_transactions = analysis::detect_per_item_transactions(&executions, &rule);
-        section.chatty_requests = perf_audit_analysis::database::chatty::detect_chatty_requests(
-            &executions,
-            &Default::default(),
-        );
+        section.chatty_requests = perf_audit_analysis::database::chatty::detect_chatty_requests(&executions, &Default::default());
         let sites = analysis::call_sites_by_statement(&executions);
 
         let end = match self.db.as_mut() {
             Some(db) => Some((
-                if self.start_statements.is_some() {
-                    db.statements().await.ok()
-                } else {
-                    None
-                },
+                if self.start_statements.is_some() { db.statements().await.ok() } else { None },
                 db.tables().await.unwrap_or_default(),
                 db.indexes().await.unwrap_or_default(),
             )),
             None => None,
         };
         let end_statements = end.as_ref().and_then(|e| e.0.clone());
-        section.statements = section::statement_rows(
-            self.start_statements.as_ref(),
-            end_statements.as_ref(),
-            &executions,
-            &sites,
-        );
+        section.statements = section::statement_rows(self.start_statements.as_ref(), end_statements.as_ref(), &executions, &sites);
         if let Some((_, tables, indexes)) = &end {
             section.tables = section::table_rows(&self.start_tables, tables);
             section.indexes = section::index_rows(&self.start_indexes, indexes);
@@ -558,28 +499,19 @@ impl DatabaseCollector {
             section.duplicate_indexes = section::duplicate_index_rows(indexes);
             if let Some(db) = self.db.as_mut() {
                 let mut refused = Vec::new();
-                section.missing_indexes =
-                    missing_indexes(db, &section.statements, tables, indexes, &mut refused).await;
-                plan_unused_at_scale(
-                    db,
-                    &executions,
-                    &section.statements,
-                    &mut section.unused_indexes,
-                    &mut refused,
-                )
-                .await;
+                section.missing_indexes = missing_indexes(db, &section.statements, tables, indexes, &mut refused).await;
+                plan_unused_at_scale(db, &executions, &section.statements, &mut section.unused_indexes, &mut refused).await;
                 section.plans_not_inspected = refused;
             }
         }
         for row in &mut section.statements {
-            row.recommendation =
-                section::recommendation(row, &section.n_plus_one, &section.missing_indexes);
+            row.recommendation = section::recommendation(row, &section.n_plus_one, &section.missing_indexes);
         }
-        section.rewrites =
-            check_rewrites(self.db.as_mut(), section::rewrites_wanted(&section)).await;
+        section.rewrites = check_rewrites(self.db.as_mut(), section::rewrites_wanted(&section)).await;
         section
     }
 }
+
 
 /// Rewrites checked per audit, at most (each is one PREPARE and EXPLAIN).
 const MAX_REWRITES: usize = 20;
@@ -593,22 +525,14 @@ async fn check_rewrites(db: Option<&mut Db>, wanted: Vec<String>) -> Vec<Checked
         return wanted
             .into_iter()
             .take(MAX_REWRITES)
-            .map(|sql| CheckedRewrite {
-                sql,
-                accepted: false,
-                error: Some("no connection to the database: not checked, so not shown".into()),
-            })
+            .map(|sql| CheckedRewrite { sql, accepted: false, error: Some("no connection to the database: not checked, so not shown".into()) })
             .collect();
     };
     let mut out = Vec::new();
     for sql in wanted.into_iter().take(MAX_REWRITES) {
         let result = db.explain_generic(&sql).await;
         let error = result.err().map(|e| e.to_string());
-        out.push(CheckedRewrite {
-            accepted: error.is_none(),
-            error,
-            sql,
-        });
+        out.push(CheckedRewrite { accepted: error.is_none(), error, sql });
     }
     out
 }
@@ -626,19 +550,10 @@ struct Wire {
     endpoint: sockets::Endpoint,
 }
 
-async fn trace_wire(
-    mut w: Wire,
-    initial_fds: Vec<u32>,
-    mut stop: tokio::sync::oneshot::Receiver<()>,
-) -> WireCapture {
+async fn trace_wire(mut w: Wire, initial_fds: Vec<u32>, mut stop: tokio::sync::oneshot::Receiver<()>) -> WireCapture {
     let pid = w.pid;
-    let exe = crate::target::exe_file(pid)
-        .or_else(|| std::fs::read_link(format!("/proc/{pid}/exe")).ok())
-        .unwrap_or_default();
-    let mut capture = WireCapture {
-        exe,
-        ..WireCapture::default()
-    };
+    let exe = crate::target::exe_file(pid).or_else(|| std::fs::read_link(format!("/proc/{pid}/exe")).ok()).unwrap_or_default();
+    let mut capture = WireCapture { exe, ..WireCapture::default() };
     capture.seen_fds.extend(initial_fds);
     let mut last_maps = Instant::now();
     let mut tick = tokio::time::interval(FD_REFRESH);
@@ -722,27 +637,14 @@ async fn trace_wire(
 /// CLOCK_MONOTONIC in ns: the clock of the kernel's write timestamps
 /// (`bpf_ktime_get_ns`).
 fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: a valid timespec out-pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Gives back our session, the rows, and when the read was sent.
-type ActivityFuture = std::pin::Pin<
-    Box<
-        dyn std::future::Future<
-                Output = (
-                    Db,
-                    std::result::Result<Vec<stats::ActivityRow>, String>,
-                    u64,
-                ),
-            > + Send,
-    >,
->;
+type ActivityFuture = std::pin::Pin<Box<dyn std::future::Future<Output = (Db, std::result::Result<Vec<stats::ActivityRow>, String>, u64)> + Send>>;
 
 /// A pg_stat_activity read in flight: our session (given back when done)
 /// and the candidates as they stood when it was sent.
@@ -757,11 +659,7 @@ struct ActivityRead {
 fn start_activity_read(w: &mut Wire, capture: &mut WireCapture) -> Option<ActivityRead> {
     drain(&mut w.reader, &mut w.maps, capture);
     let candidates = capture.recovery.candidates();
-    let ports: Vec<i32> = candidates
-        .iter()
-        .filter_map(|c| w.ports.get(&c.conn.0))
-        .map(|p| i32::from(*p))
-        .collect();
+    let ports: Vec<i32> = candidates.iter().filter_map(|c| w.ports.get(&c.conn.0)).map(|p| i32::from(*p)).collect();
     if ports.is_empty() {
         return None;
     }
@@ -779,13 +677,7 @@ fn start_activity_read(w: &mut Wire, capture: &mut WireCapture) -> Option<Activi
 
 /// The read's answer, the wire drained first (every write made before the
 /// server's snapshot has been seen).
-fn finish_activity_read(
-    w: &mut Wire,
-    capture: &mut WireCapture,
-    read: ActivityRead,
-    rows: Vec<stats::ActivityRow>,
-    sent: u64,
-) {
+fn finish_activity_read(w: &mut Wire, capture: &mut WireCapture, read: ActivityRead, rows: Vec<stats::ActivityRow>, sent: u64) {
     let received = monotonic_ns();
     drain(&mut w.reader, &mut w.maps, capture);
     // A port is the connection's only when one backend has it (clients on
@@ -802,26 +694,16 @@ fn finish_activity_read(
             match by_port.get(&port).map(Vec::as_slice) {
                 Some([row]) => Some((
                     c.conn,
-                    recovery::Activity {
-                        state: row.state.clone(),
-                        query: row.query.clone(),
-                        state_for_ns: row.state_for_ns,
-                        state_change_ns: row.state_change_ns,
-                    },
+                    recovery::Activity { state: row.state.clone(), query: row.query.clone(), state_for_ns: row.state_for_ns, state_change_ns: row.state_change_ns },
                 )),
                 _ => None,
             }
         })
         .collect();
     if std::env::var_os("PERF_AUDIT_DEBUG_ACTIVITY").is_some() {
-        eprintln!(
-            "perf-audit: activity: sent {sent} candidates {:?} rows {rows:?}",
-            read.candidates
-        );
+        eprintln!("perf-audit: activity: sent {sent} candidates {:?} rows {rows:?}", read.candidates);
     }
-    let learnt = capture
-        .recovery
-        .observe(&read.candidates, &activity, sent, received);
+    let learnt = capture.recovery.observe(&read.candidates, &activity, sent, received);
     capture.learn(learnt);
 }
 
@@ -838,12 +720,7 @@ fn drain(reader: &mut DbWriteReader, maps: &mut MapsSnapshot, capture: &mut Wire
 }
 
 /// Symbolizes each distinct stack once and names the owner's frame.
-fn symbolize_capture(
-    pid: u32,
-    capture: WireCapture,
-    summary: &mut WireSummary,
-    symbolizer: &StackSymbolizer,
-) -> Vec<Execution> {
+fn symbolize_capture(pid: u32, capture: WireCapture, summary: &mut WireSummary, symbolizer: &StackSymbolizer) -> Vec<Execution> {
     summary.connections = capture.seen_fds.len() as u64;
     summary.tls_connections = capture.tls_fds.len() as u64;
     summary.dropped_executions = capture.dropped_executions;
@@ -851,25 +728,12 @@ fn symbolize_capture(
     summary.unparsed_writes = capture.unparsed_writes;
     summary.parser_failures += capture.parser_failures;
     if capture.parser_failures > 0 {
-        eprintln!(
-            "perf-audit: database: {} writes could not be parsed (a bug in perf-audit's protocol parser: please report it); they are left out",
-            capture.parser_failures
-        );
+        eprintln!("perf-audit: database: {} writes could not be parsed (a bug in perf-audit's protocol parser: please report it); they are left out", capture.parser_failures);
     }
     summary.evicted_connections = capture.evicted_connections;
     summary.executions_beyond_capture = capture.executions_beyond_capture;
-    summary.evicted_portals = capture.evicted_portals
-        + capture
-            .connections
-            .values()
-            .map(|c| c.evicted_portals)
-            .sum::<u64>();
-    summary.evicted_statements = capture.evicted_statements
-        + capture
-            .connections
-            .values()
-            .map(|c| c.evicted_statements)
-            .sum::<u64>();
+    summary.evicted_portals = capture.evicted_portals + capture.connections.values().map(|c| c.evicted_portals).sum::<u64>();
+    summary.evicted_statements = capture.evicted_statements + capture.connections.values().map(|c| c.evicted_statements).sum::<u64>();
     let raw: Vec<RawCpuStack> = capture
         .stack_list
         .iter()
@@ -884,11 +748,7 @@ fn symbolize_capture(
         .stacks
         .iter()
         .map(|s| {
-            let names: Vec<String> = s
-                .frames
-                .iter()
-                .map(|id| profile.frame(*id).display_name())
-                .collect();
+            let names: Vec<String> = s.frames.iter().map(|id| profile.frame(*id).display_name()).collect();
             let driver = Driver::from_frames(names.iter().map(String::as_str));
             let owners: Vec<CallSite> = s
                 .frames
@@ -896,45 +756,23 @@ fn symbolize_capture(
                 .rev()
                 .map(|id| profile.frame(*id))
                 .filter(|f| f.origin == Origin::Owner)
-                .map(|frame| CallSite {
-                    function: frame.display_name(),
-                    file: frame.file.clone(),
-                    line: frame.line,
-                    driver,
-                    ..Default::default()
-                })
+                .map(|frame| CallSite { function: frame.display_name(), file: frame.file.clone(), line: frame.line, driver, ..Default::default() })
                 .collect();
             let (site, callers) = owners.split_first()?;
             Some((site.clone(), callers.into()))
         })
         .collect();
-    let site_of = |e: &WireExecution| {
-        capture
-            .sites
-            .get(&e.site)
-            .and_then(|i| sites.get(*i).cloned().flatten())
-    };
+    let site_of = |e: &WireExecution| capture.sites.get(&e.site).and_then(|i| sites.get(*i).cloned().flatten());
     // Names observed once on their connection, decided with the other
     // connections' names of the same call site (recovery::decide_by_call_site).
     let mut name_sites: HashMap<(u32, u64, &str), Option<CallSite>> = HashMap::new();
     for e in capture.executions.iter().filter(|e| e.sql.is_none()) {
         if let Some((generation, name)) = &e.unknown {
             let site = site_of(e).map(|(site, _)| site);
-            name_sites
-                .entry((e.fd, *generation, name.as_str()))
-                .and_modify(|s| {
-                    if *s != site {
-                        *s = None
-                    }
-                })
-                .or_insert(site);
+            name_sites.entry((e.fd, *generation, name.as_str())).and_modify(|s| if *s != site { *s = None }).or_insert(site);
         }
     }
-    let pooled = capture
-        .recovery
-        .decide_by_call_site(|(fd, generation), name| {
-            name_sites.get(&(fd, generation, name)).cloned().flatten()
-        });
+    let pooled = capture.recovery.decide_by_call_site(|(fd, generation), name| name_sites.get(&(fd, generation, name)).cloned().flatten());
     summary.statements_text_from_activity = (capture.recovery.learnt_count() + pooled.len()) as u64;
     summary.activity_polls = capture.recovery.polls;
     let mut executions: Vec<Execution> = capture
@@ -945,24 +783,15 @@ fn symbolize_capture(
             let mut recovered = e.recovered;
             if sql.is_none()
                 && let Some((generation, name)) = &e.unknown
-                && let Some(text) = pooled.get(&((e.fd, *generation), name.clone()))
-            {
-                sql = Some(text.clone());
-                recovered = true;
-            }
+                && let Some(text) = pooled.get(&((e.fd, *generation), name.clone())) {
+                    sql = Some(text.clone());
+                    recovered = true;
+                }
             if recovered {
                 summary.executions_text_from_activity += 1;
             }
             let (site, callers) = site_of(e).unzip();
-            Execution {
-                ts_ns: e.ts_ns,
-                tid: e.tid,
-                fd: e.fd,
-                sql,
-                site,
-                callers: callers.unwrap_or_default(),
-                chain: e.chain,
-            }
+            Execution { ts_ns: e.ts_ns, tid: e.tid, fd: e.fd, sql, site, callers: callers.unwrap_or_default(), chain: e.chain }
         })
         .collect();
     // Call sites out of generic helpers every statement passes through,
@@ -974,32 +803,19 @@ fn symbolize_capture(
     summary.executions = executions.len() as u64;
     for e in &executions {
         if let Some(driver) = e.site.as_ref().and_then(|s| s.driver) {
-            *summary
-                .drivers
-                .entry(driver.label().to_string())
-                .or_default() += 1;
+            *summary.drivers.entry(driver.label().to_string()).or_default() += 1;
         }
     }
     summary.executions_without_text = executions.iter().filter(|e| e.sql.is_none()).count() as u64;
     if std::env::var_os("PERF_AUDIT_DEBUG_WIRE").is_some() {
         let mut unknown: BTreeMap<String, u64> = BTreeMap::new();
         for e in executions.iter().filter(|e| e.sql.is_none()) {
-            *unknown
-                .entry(
-                    e.site
-                        .as_ref()
-                        .map_or_else(|| "?".into(), |s| format!("{}:{:?}", s.function, s.line)),
-                )
-                .or_default() += 1;
+            *unknown.entry(e.site.as_ref().map_or_else(|| "?".into(), |s| format!("{}:{:?}", s.function, s.line))).or_default() += 1;
         }
         eprintln!("perf-audit: wire: executions without text by call site: {unknown:?}");
     }
-    summary.executions_with_call_site =
-        executions.iter().filter(|e| e.site.is_some()).count() as u64;
-    let exe = symbolizer
-        .object_symbols()
-        .into_iter()
-        .find(|o| o.executable);
+    summary.executions_with_call_site = executions.iter().filter(|e| e.site.is_some()).count() as u64;
+    let exe = symbolizer.object_symbols().into_iter().find(|o| o.executable);
     summary.untied_reason = analysis::untied_reason(
         summary.executions,
         summary.executions_with_call_site,
@@ -1009,6 +825,11 @@ fn symbolize_capture(
     executions
 }
 
+
+
+
+
+
 /// Whether a statement seen during the audit would read through each
 /// unused index once its table is large: each statement on the index's
 /// table is planned with sequential scans priced out
@@ -1017,38 +838,20 @@ fn symbolize_capture(
 /// question open (no drop advised); pg_stat_statements texts of other
 /// clients are normalised (`interval $3` for a literal), so theirs that
 /// cannot be planned are skipped.
-async fn plan_unused_at_scale(
-    db: &mut Db,
-    executions: &[Execution],
-    statements: &[StatementRow],
-    unused: &mut [UnusedIndex],
-    refused: &mut Vec<PlanNotInspected>,
-) {
+async fn plan_unused_at_scale(db: &mut Db, executions: &[Execution], statements: &[StatementRow], unused: &mut [UnusedIndex], refused: &mut Vec<PlanNotInspected>) {
     use perf_audit_analysis::database::thresholds::{plan_uses_index, statements_on_table};
     let wire: BTreeSet<&str> = executions.iter().filter_map(|e| e.sql.as_deref()).collect();
     let mut texts: Vec<&str> = wire.iter().copied().collect();
-    texts.extend(
-        statements
-            .iter()
-            .map(|s| s.query.as_str())
-            .filter(|q| !wire.contains(q)),
-    );
+    texts.extend(statements.iter().map(|s| s.query.as_str()).filter(|q| !wire.contains(q)));
     // Per table: (statement, None beyond the bound, else its plan if it could be made).
     type Plans = Vec<(String, Option<Option<serde_json::Value>>)>;
     let mut plans: HashMap<String, Plans> = HashMap::new();
     for u in unused.iter_mut() {
         if !plans.contains_key(&u.table) {
             let mut planned = Vec::new();
-            for (k, sql) in statements_on_table(texts.iter().copied(), &u.table)
-                .into_iter()
-                .enumerate()
-            {
+            for (k, sql) in statements_on_table(texts.iter().copied(), &u.table).into_iter().enumerate() {
                 // Beyond the bound, not planned: unknown (no drop advised).
-                let plan = if k < PLANNED_PER_TABLE {
-                    Some(explained(db.explain_at_scale(sql).await, sql, refused))
-                } else {
-                    None
-                };
+                let plan = if k < PLANNED_PER_TABLE { Some(explained(db.explain_at_scale(sql).await, sql, refused)) } else { None };
                 planned.push((sql.to_string(), plan));
             }
             plans.insert(u.table.clone(), planned);
@@ -1058,9 +861,7 @@ async fn plan_unused_at_scale(
             match plan {
                 Some(Some(plan)) => {
                     u.statements_planned += 1;
-                    if u.used_at_scale_by.is_none()
-                        && plan_uses_index(plan, &u.index, &u.definition, sql)
-                    {
+                    if u.used_at_scale_by.is_none() && plan_uses_index(plan, &u.index, &u.definition, sql) {
                         u.used_at_scale_by = Some(sql.clone());
                     }
                 }
@@ -1073,21 +874,13 @@ async fn plan_unused_at_scale(
 
 /// The plan, or None; a text the agent refused to send is kept (with why)
 /// for the report, once, up to `MAX_PLANS_NOT_INSPECTED`.
-fn explained(
-    result: std::result::Result<serde_json::Value, stats::PlanError>,
-    sql: &str,
-    refused: &mut Vec<PlanNotInspected>,
-) -> Option<serde_json::Value> {
+fn explained(result: std::result::Result<serde_json::Value, stats::PlanError>, sql: &str, refused: &mut Vec<PlanNotInspected>) -> Option<serde_json::Value> {
     match result {
         Ok(plan) => Some(plan),
         Err(stats::PlanError::Refused(why)) => {
             let query: String = sql.chars().take(200).collect();
-            if refused.len() < MAX_PLANS_NOT_INSPECTED && !refused.iter().any(|r| r.query == query)
-            {
-                refused.push(PlanNotInspected {
-                    query,
-                    reason: why.to_string(),
-                });
+            if refused.len() < MAX_PLANS_NOT_INSPECTED && !refused.iter().any(|r| r.query == query) {
+                refused.push(PlanNotInspected { query, reason: why.to_string() });
             }
             None
         }
@@ -1097,69 +890,40 @@ fn explained(
 
 /// Explains the heaviest read statements and proposes an index for each
 /// filtered sequential scan of a large table that no index covers.
-async fn missing_indexes(
-    db: &mut Db,
-    statements: &[StatementRow],
-    tables: &[TableStat],
-    indexes: &[IndexStat],
-    refused: &mut Vec<PlanNotInspected>,
-) -> Vec<MissingIndex> {
+async fn missing_indexes(db: &mut Db, statements: &[StatementRow], tables: &[TableStat], indexes: &[IndexStat], refused: &mut Vec<PlanNotInspected>) -> Vec<MissingIndex> {
     let mut out: Vec<MissingIndex> = Vec::new();
     let candidates = statements.iter().filter(|s| {
         let q = s.query.trim_start().to_ascii_uppercase();
-        (q.starts_with("SELECT") || q.starts_with("WITH"))
-            && s.mean_ms.unwrap_or(0.0)
-                >= perf_audit_analysis::database::thresholds::MISSING_INDEX_MIN_MEAN_MS
+        (q.starts_with("SELECT") || q.starts_with("WITH")) && s.mean_ms.unwrap_or(0.0) >= perf_audit_analysis::database::thresholds::MISSING_INDEX_MIN_MEAN_MS
     });
     let mut columns_cache: HashMap<(String, String), HashMap<i32, String>> = HashMap::new();
     for stmt in candidates.take(EXPLAINED_STATEMENTS) {
-        let Some(plan) = explained(db.explain_generic(&stmt.query).await, &stmt.query, refused)
-        else {
-            continue;
-        };
+        let Some(plan) = explained(db.explain_generic(&stmt.query).await, &stmt.query, refused) else { continue };
         for scan in advice::seq_scans(&plan) {
-            let rows = tables
-                .iter()
-                .find(|t| t.schema == scan.schema && t.table == scan.table)
-                .map_or(0, |t| t.live_rows);
+            let rows = tables.iter().find(|t| t.schema == scan.schema && t.table == scan.table).map_or(0, |t| t.live_rows);
             let columns = scan.index_columns();
             if rows < section::MIN_TABLE_ROWS || columns.is_empty() {
                 continue;
             }
             let key = (scan.schema.clone(), scan.table.clone());
             if !columns_cache.contains_key(&key) {
-                let names = db
-                    .column_names(&scan.schema, &scan.table)
-                    .await
-                    .unwrap_or_default();
+                let names = db.column_names(&scan.schema, &scan.table).await.unwrap_or_default();
                 columns_cache.insert(key.clone(), names);
             }
             let names = &columns_cache[&key];
             let existing: Vec<Vec<String>> = indexes
                 .iter()
-                .filter(|i| {
-                    i.schema == scan.schema && i.table == scan.table && i.predicate.is_empty()
-                })
-                .map(|i| {
-                    i.columns
-                        .iter()
-                        .map(|n| names.get(n).cloned().unwrap_or_default())
-                        .collect()
-                })
+                .filter(|i| i.schema == scan.schema && i.table == scan.table && i.predicate.is_empty())
+                .map(|i| i.columns.iter().map(|n| names.get(n).cloned().unwrap_or_default()).collect())
                 .collect();
             if advice::covered_by_existing(&columns, &existing)
-                || out
-                    .iter()
-                    .any(|m| m.table == scan.table && m.columns == columns)
+                || out.iter().any(|m| m.table == scan.table && m.columns == columns)
             {
                 continue;
             }
             let create_sql = advice::create_index_sql(&scan.schema, &scan.table, &columns, true);
             let (cost_before, cost_after) = if db.private {
-                match db
-                    .index_gain(&stmt.query, &scan.schema, &scan.table, &columns)
-                    .await
-                {
+                match db.index_gain(&stmt.query, &scan.schema, &scan.table, &columns).await {
                     Ok((b, a)) => (Some(b), Some(a)),
                     Err(_) => (None, None),
                 }
@@ -1184,3 +948,4 @@ async fn missing_indexes(
     }
     out
 }
+

@@ -32,10 +32,7 @@ impl Endpoint {
 /// IPv4-mapped IPv6 addresses compare as IPv4.
 fn canonical(addr: IpAddr) -> IpAddr {
     match addr {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map(IpAddr::V4)
-            .unwrap_or(IpAddr::V6(v6)),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
     }
 }
@@ -56,33 +53,13 @@ pub fn parse_tcp_table(text: &str, v6: bool) -> HashMap<u64, TcpConnection> {
         if fields.len() < 10 || fields[3] != "01" {
             continue; // not ESTABLISHED
         }
-        let Some((addr, port)) = fields[2].split_once(':') else {
-            continue;
-        };
-        let Ok(port) = u16::from_str_radix(port, 16) else {
-            continue;
-        };
-        let Some(addr) = parse_hex_addr(addr, v6) else {
-            continue;
-        };
-        let Some(Ok(local_port)) = fields[1]
-            .split_once(':')
-            .map(|(_, p)| u16::from_str_radix(p, 16))
-        else {
-            continue;
-        };
-        let Ok(inode) = fields[9].parse::<u64>() else {
-            continue;
-        };
+        let Some((addr, port)) = fields[2].split_once(':') else { continue };
+        let Ok(port) = u16::from_str_radix(port, 16) else { continue };
+        let Some(addr) = parse_hex_addr(addr, v6) else { continue };
+        let Some(Ok(local_port)) = fields[1].split_once(':').map(|(_, p)| u16::from_str_radix(p, 16)) else { continue };
+        let Ok(inode) = fields[9].parse::<u64>() else { continue };
         if inode != 0 {
-            out.insert(
-                inode,
-                TcpConnection {
-                    remote: addr,
-                    remote_port: port,
-                    local_port,
-                },
-            );
+            out.insert(inode, TcpConnection { remote: addr, remote_port: port, local_port });
         }
     }
     out
@@ -91,11 +68,7 @@ pub fn parse_tcp_table(text: &str, v6: bool) -> HashMap<u64, TcpConnection> {
 /// The kernel prints addresses as 32-bit words in host (little-endian) order.
 fn parse_hex_addr(hex: &str, v6: bool) -> Option<IpAddr> {
     let word = |i: usize| -> Option<[u8; 4]> {
-        Some(
-            u32::from_str_radix(hex.get(i * 8..i * 8 + 8)?, 16)
-                .ok()?
-                .to_le_bytes(),
-        )
+        Some(u32::from_str_radix(hex.get(i * 8..i * 8 + 8)?, 16).ok()?.to_le_bytes())
     };
     if v6 {
         let mut b = [0u8; 16];
@@ -110,10 +83,7 @@ fn parse_hex_addr(hex: &str, v6: bool) -> Option<IpAddr> {
 
 /// `socket:[12345]` -> 12345.
 pub fn socket_inode(link: &str) -> Option<u64> {
-    link.strip_prefix("socket:[")?
-        .strip_suffix(']')?
-        .parse()
-        .ok()
+    link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
 }
 
 /// The target's file descriptors that are TCP connections to `endpoint`.
@@ -132,10 +102,7 @@ pub fn database_fds(pid: u32, endpoint: &Endpoint) -> BTreeSet<u32> {
 /// during the 600 requests/s database test, ~11,000 lines, 10-30 ms per
 /// read, every 50 ms, and the agent used 62-88% of a core.
 pub fn database_sockets(pid: u32, endpoint: &Endpoint) -> BTreeMap<u32, u16> {
-    let remotes = match same_network_namespace(pid)
-        .then(established_connections)
-        .flatten()
-    {
+    let remotes = match same_network_namespace(pid).then(established_connections).flatten() {
         Some(remotes) => remotes,
         None => {
             let mut remotes = HashMap::new();
@@ -148,28 +115,15 @@ pub fn database_sockets(pid: u32, endpoint: &Endpoint) -> BTreeMap<u32, u16> {
         }
     };
     let mut fds = BTreeMap::new();
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return fds;
-    };
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return fds };
     for entry in dir.flatten() {
-        let Some(fd) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(link) = std::fs::read_link(entry.path()) else {
-            continue;
-        };
-        let Some(inode) = link.to_str().and_then(socket_inode) else {
-            continue;
-        };
+        let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(link) = std::fs::read_link(entry.path()) else { continue };
+        let Some(inode) = link.to_str().and_then(socket_inode) else { continue };
         if let Some(c) = remotes.get(&inode)
-            && endpoint.matches(c.remote, c.remote_port)
-        {
-            fds.insert(fd, c.local_port);
-        }
+            && endpoint.matches(c.remote, c.remote_port) {
+                fds.insert(fd, c.local_port);
+            }
     }
     fds
 }
@@ -204,13 +158,7 @@ const DIAG_MSG_LEN: usize = 72;
 fn established_connections() -> Option<HashMap<u64, TcpConnection>> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     // SAFETY: plain socket(2); the result is owned below.
-    let raw = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            NETLINK_SOCK_DIAG,
-        )
-    };
+    let raw = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, NETLINK_SOCK_DIAG) };
     if raw < 0 {
         return None;
     }
@@ -243,8 +191,7 @@ fn established_connections() -> Option<HashMap<u64, TcpConnection>> {
             let mut at = 0usize;
             let n = n as usize;
             while at + NLMSG_HDR <= n {
-                let msg_len =
-                    u32::from_ne_bytes(buf[at..at + 4].try_into().expect("4 bytes")) as usize;
+                let msg_len = u32::from_ne_bytes(buf[at..at + 4].try_into().expect("4 bytes")) as usize;
                 let kind = u16::from_ne_bytes(buf[at + 4..at + 6].try_into().expect("2 bytes"));
                 if msg_len < NLMSG_HDR || at + msg_len > n {
                     return None;
@@ -272,26 +219,12 @@ fn parse_diag_msg(m: &[u8]) -> Option<(u64, TcpConnection)> {
     let m = m.get(..DIAG_MSG_LEN)?;
     let port = |at: usize| u16::from_be_bytes([m[at], m[at + 1]]);
     let remote = match m[0] as i32 {
-        libc::AF_INET => IpAddr::V4(Ipv4Addr::new(
-            m[DIAG_MSG_DST],
-            m[DIAG_MSG_DST + 1],
-            m[DIAG_MSG_DST + 2],
-            m[DIAG_MSG_DST + 3],
-        )),
-        libc::AF_INET6 => IpAddr::V6(Ipv6Addr::from(
-            <[u8; 16]>::try_from(&m[DIAG_MSG_DST..DIAG_MSG_DST + 16]).ok()?,
-        )),
+        libc::AF_INET => IpAddr::V4(Ipv4Addr::new(m[DIAG_MSG_DST], m[DIAG_MSG_DST + 1], m[DIAG_MSG_DST + 2], m[DIAG_MSG_DST + 3])),
+        libc::AF_INET6 => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&m[DIAG_MSG_DST..DIAG_MSG_DST + 16]).ok()?)),
         _ => return None,
     };
     let inode = u32::from_ne_bytes(m[DIAG_MSG_INODE..DIAG_MSG_INODE + 4].try_into().ok()?) as u64;
-    (inode != 0).then_some((
-        inode,
-        TcpConnection {
-            remote,
-            remote_port: port(DIAG_MSG_DPORT),
-            local_port: port(DIAG_MSG_SPORT),
-        },
-    ))
+    (inode != 0).then_some((inode, TcpConnection { remote, remote_port: port(DIAG_MSG_DPORT), local_port: port(DIAG_MSG_SPORT) }))
 }
 
 #[cfg(test)]
@@ -306,35 +239,18 @@ mod tests {
     #[test]
     fn established_ipv4_connections_are_read_with_their_remote_end() {
         let t = parse_tcp_table(TCP, false);
-        assert_eq!(
-            t.get(&424242),
-            Some(&TcpConnection {
-                remote: IpAddr::V4(Ipv4Addr::LOCALHOST),
-                remote_port: 5432,
-                local_port: 0xD431
-            })
-        );
-        assert!(
-            !t.contains_key(&1111),
-            "listening sockets are not connections"
-        );
+        assert_eq!(t.get(&424242), Some(&TcpConnection { remote: IpAddr::V4(Ipv4Addr::LOCALHOST), remote_port: 5432, local_port: 0xD431 }));
+        assert!(!t.contains_key(&1111), "listening sockets are not connections");
     }
 
     #[test]
     fn ipv6_and_mapped_addresses() {
         let line = "  sl header\n   0: 00000000000000000000000001000000:D431 0000000000000000FFFF00000100007F:1538 01 0:0 0:0 0 0 0 77 1\n";
         let t = parse_tcp_table(line, true);
-        let TcpConnection {
-            remote: addr,
-            remote_port: port,
-            local_port,
-        } = t[&77];
+        let TcpConnection { remote: addr, remote_port: port, local_port } = t[&77];
         assert_eq!(local_port, 0xD431);
         assert_eq!(port, 5432);
-        let ep = Endpoint {
-            addrs: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
-            port: 5432,
-        };
+        let ep = Endpoint { addrs: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)], port: 5432 };
         assert!(ep.matches(addr, port), "{addr}");
         assert!(!ep.matches(addr, 5433));
     }
@@ -348,36 +264,17 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let client = std::net::TcpStream::connect(addr).unwrap();
         let _server = listener.accept().unwrap();
-        let inode = std::fs::metadata(format!(
-            "/proc/self/fd/{}",
-            std::os::fd::AsRawFd::as_raw_fd(&client)
-        ))
-        .unwrap()
-        .ino();
+        let inode = std::fs::metadata(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&client))).unwrap().ino();
         let diag = established_connections().expect("netlink sock_diag");
-        let c = diag
-            .get(&inode)
-            .unwrap_or_else(|| panic!("inode {inode} not in {} connections", diag.len()));
-        assert_eq!(
-            (c.remote, c.remote_port, c.local_port),
-            (addr.ip(), addr.port(), client.local_addr().unwrap().port())
-        );
-        let proc = parse_tcp_table(
-            &std::fs::read_to_string("/proc/self/net/tcp").unwrap(),
-            false,
-        );
+        let c = diag.get(&inode).unwrap_or_else(|| panic!("inode {inode} not in {} connections", diag.len()));
+        assert_eq!((c.remote, c.remote_port, c.local_port), (addr.ip(), addr.port(), client.local_addr().unwrap().port()));
+        let proc = parse_tcp_table(&std::fs::read_to_string("/proc/self/net/tcp").unwrap(), false);
         assert_eq!(proc.get(&inode), Some(c));
         let pid = std::process::id();
         assert!(same_network_namespace(pid));
-        let endpoint = Endpoint {
-            addrs: vec![addr.ip()],
-            port: addr.port(),
-        };
+        let endpoint = Endpoint { addrs: vec![addr.ip()], port: addr.port() };
         let fd = std::os::fd::AsRawFd::as_raw_fd(&client) as u32;
-        assert_eq!(
-            database_sockets(pid, &endpoint).get(&fd),
-            Some(&client.local_addr().unwrap().port())
-        );
+        assert_eq!(database_sockets(pid, &endpoint).get(&fd), Some(&client.local_addr().unwrap().port()));
     }
 
     #[test]

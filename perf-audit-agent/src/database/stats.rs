@@ -26,10 +26,7 @@ use sqlx::{
 pub use perf_audit_analysis::database::stats::{
     ENABLE_PG_STAT_STATEMENTS, IndexStat, StatementStat, StatementsUnavailable, TableStat,
 };
-pub use perf_audit_analysis::{
-    database::sql_text::{Refusal, single_statement},
-    report::schema::RolePrivileges,
-};
+pub use perf_audit_analysis::{database::sql_text::{Refusal, single_statement}, report::schema::RolePrivileges};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -77,35 +74,20 @@ pub async fn connect(url: &str) -> Result<Db, String> {
     let server_version: String = row.try_get(1).map_err(one_line)?;
     let database: String = row.try_get(2).map_err(one_line)?;
     let data_dir: Option<String> = row.try_get(3).map_err(one_line)?;
-    let private = data_dir
-        .is_some_and(|d| crate::postgres::private::is_private_data_dir(std::path::Path::new(&d)));
-    let mut session = vec![
-        "/* perf-audit */ SET statement_timeout = '10s'",
-        "/* perf-audit */ SET lock_timeout = '1s'",
-    ];
+    let private = data_dir.is_some_and(|d| crate::postgres::private::is_private_data_dir(std::path::Path::new(&d)));
+    let mut session = vec!["/* perf-audit */ SET statement_timeout = '10s'", "/* perf-audit */ SET lock_timeout = '1s'"];
     if !private {
         session.push("/* perf-audit */ SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY");
     }
     for sql in session {
-        sqlx::raw_sql(sql)
-            .execute(&mut conn)
-            .await
-            .map_err(one_line)?;
+        sqlx::raw_sql(sql).execute(&mut conn).await.map_err(one_line)?;
     }
-    Ok(Db {
-        conn,
-        server_version_num,
-        server_version,
-        database,
-        private,
-    })
+    Ok(Db { conn, server_version_num, server_version, database, private })
 }
 
 impl Db {
     /// Cumulative statement statistics of this database, by queryid.
-    pub async fn statements(
-        &mut self,
-    ) -> Result<HashMap<i64, StatementStat>, StatementsUnavailable> {
+    pub async fn statements(&mut self) -> Result<HashMap<i64, StatementStat>, StatementsUnavailable> {
         let created: i64 = sqlx::query_scalar("/* perf-audit */ SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'")
             .fetch_one(&mut self.conn)
             .await
@@ -126,17 +108,14 @@ impl Db {
                AND query NOT LIKE '%perf-audit%' \
              GROUP BY queryid"
         );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .fetch_all(&mut self.conn)
-            .await
-            .map_err(|e| {
-                let msg = one_line(e);
-                if msg.contains("shared_preload_libraries") {
-                    StatementsUnavailable::NotPreloaded
-                } else {
-                    StatementsUnavailable::Other(msg)
-                }
-            })?;
+        let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(&mut self.conn).await.map_err(|e| {
+            let msg = one_line(e);
+            if msg.contains("shared_preload_libraries") {
+                StatementsUnavailable::NotPreloaded
+            } else {
+                StatementsUnavailable::Other(msg)
+            }
+        })?;
         let mut out = HashMap::new();
         for row in rows {
             let get = || -> Result<(i64, StatementStat), sqlx::Error> {
@@ -207,10 +186,7 @@ impl Db {
                     unique: r.try_get(6)?,
                     primary: r.try_get(7)?,
                     definition: r.try_get(8)?,
-                    columns: indkey
-                        .split_whitespace()
-                        .filter_map(|c| c.parse().ok())
-                        .collect(),
+                    columns: indkey.split_whitespace().filter_map(|c| c.parse().ok()).collect(),
                     expressions: r.try_get(10)?,
                     predicate: r.try_get(11)?,
                 })
@@ -237,26 +213,13 @@ impl Db {
         .await
         .map_err(one_line)?;
         rows.iter()
-            .map(|r| {
-                Ok(ActivityRow {
-                    port: r.try_get(0)?,
-                    addr: r.try_get(1)?,
-                    state: r.try_get(2)?,
-                    query: r.try_get(3)?,
-                    state_for_ns: r.try_get(4)?,
-                    state_change_ns: r.try_get(5)?,
-                })
-            })
+            .map(|r| Ok(ActivityRow { port: r.try_get(0)?, addr: r.try_get(1)?, state: r.try_get(2)?, query: r.try_get(3)?, state_for_ns: r.try_get(4)?, state_change_ns: r.try_get(5)? }))
             .collect::<Result<_, sqlx::Error>>()
             .map_err(one_line)
     }
 
     /// Names of the columns of `schema.table`, by attribute number.
-    pub async fn column_names(
-        &mut self,
-        schema: &str,
-        table: &str,
-    ) -> Result<HashMap<i32, String>, String> {
+    pub async fn column_names(&mut self, schema: &str, table: &str) -> Result<HashMap<i32, String>, String> {
         let rows = sqlx::query(
             "/* perf-audit */ SELECT a.attnum::int4, a.attname::text FROM pg_attribute a \
              JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -267,10 +230,7 @@ impl Db {
         .fetch_all(&mut self.conn)
         .await
         .map_err(one_line)?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| Some((r.try_get(0).ok()?, r.try_get(1).ok()?)))
-            .collect())
+        Ok(rows.iter().filter_map(|r| Some((r.try_get(0).ok()?, r.try_get(1).ok()?))).collect())
     }
 
     /// The generic plan of `sql` (parameters `$n` unknown) as EXPLAIN JSON,
@@ -289,17 +249,9 @@ impl Db {
         self.explain_read_only(sql, true).await
     }
 
-    async fn explain_read_only(
-        &mut self,
-        sql: &str,
-        seqscan_off: bool,
-    ) -> Result<serde_json::Value, PlanError> {
+    async fn explain_read_only(&mut self, sql: &str, seqscan_off: bool) -> Result<serde_json::Value, PlanError> {
         let sql = single_statement(sql).map_err(PlanError::Refused)?;
-        let mut tx = self
-            .conn
-            .begin_with("/* perf-audit */ BEGIN READ ONLY")
-            .await
-            .map_err(server)?;
+        let mut tx = self.conn.begin_with("/* perf-audit */ BEGIN READ ONLY").await.map_err(server)?;
         let result = async {
             if seqscan_off {
                 own(&mut tx, "/* perf-audit */ SET LOCAL enable_seqscan = off").await?;
@@ -316,11 +268,7 @@ impl Db {
     /// after the PREPARE, the statement outlived the rollback.
     async fn forget_plan_statement(&mut self, failed: bool) {
         if failed {
-            let _ = own(
-                &mut self.conn,
-                "/* perf-audit */ DEALLOCATE perf_audit_explain",
-            )
-            .await;
+            let _ = own(&mut self.conn, "/* perf-audit */ DEALLOCATE perf_audit_explain").await;
         }
     }
 
@@ -330,17 +278,9 @@ impl Db {
     /// always rolled back and turned read-only right after the `CREATE
     /// INDEX`, before the statement text reaches the server. Only on the
     /// private throwaway server.
-    pub async fn index_gain(
-        &mut self,
-        sql: &str,
-        schema: &str,
-        table: &str,
-        columns: &[String],
-    ) -> Result<(f64, f64), PlanError> {
+    pub async fn index_gain(&mut self, sql: &str, schema: &str, table: &str, columns: &[String]) -> Result<(f64, f64), PlanError> {
         if !self.private {
-            return Err(PlanError::Server(
-                "not a private database: indexes are never created on a user's database".into(),
-            ));
+            return Err(PlanError::Server("not a private database: indexes are never created on a user's database".into()));
         }
         let create = super::advice::create_index_statement(schema, table, columns)
             .ok_or_else(|| PlanError::Server("the index's names cannot be quoted".into()))?;
@@ -425,11 +365,7 @@ const MAX_PARAMS: i64 = 65_535;
 
 /// Runs one statement of ours, through the extended protocol.
 async fn own(conn: &mut PgConnection, sql: &str) -> Result<(), PlanError> {
-    sqlx::query(AssertSqlSafe(sql.to_string()))
-        .persistent(false)
-        .execute(&mut *conn)
-        .await
-        .map_err(server)?;
+    sqlx::query(AssertSqlSafe(sql.to_string())).persistent(false).execute(&mut *conn).await.map_err(server)?;
     Ok(())
 }
 
@@ -442,16 +378,8 @@ async fn own(conn: &mut PgConnection, sql: &str) -> Result<(), PlanError> {
 /// `EXPLAIN (FORMAT JSON) EXECUTE` with NULLs under `force_generic_plan`:
 /// planned, never executed. One path on every server version.
 async fn plan_in(conn: &mut PgConnection, sql: &str) -> Result<serde_json::Value, PlanError> {
-    own(
-        conn,
-        "/* perf-audit */ SET LOCAL plan_cache_mode = force_generic_plan",
-    )
-    .await?;
-    own(
-        conn,
-        &format!("/* perf-audit */ PREPARE perf_audit_explain AS {sql}"),
-    )
-    .await?;
+    own(conn, "/* perf-audit */ SET LOCAL plan_cache_mode = force_generic_plan").await?;
+    own(conn, &format!("/* perf-audit */ PREPARE perf_audit_explain AS {sql}")).await?;
     let params: i64 = sqlx::query_scalar(
         "/* perf-audit */ SELECT coalesce(cardinality(parameter_types), 0)::int8 FROM pg_prepared_statements WHERE name = 'perf_audit_explain'",
     )
@@ -460,29 +388,18 @@ async fn plan_in(conn: &mut PgConnection, sql: &str) -> Result<serde_json::Value
     .await
     .map_err(server)?;
     if !(0..=MAX_PARAMS).contains(&params) {
-        return Err(PlanError::Server(format!(
-            "the server reports {params} parameters, over the protocol's {MAX_PARAMS}"
-        )));
+        return Err(PlanError::Server(format!("the server reports {params} parameters, over the protocol's {MAX_PARAMS}")));
     }
-    let args = if params == 0 {
-        String::new()
-    } else {
-        format!("({})", vec!["NULL"; params as usize].join(", "))
-    };
-    let rows = sqlx::query(AssertSqlSafe(format!(
-        "/* perf-audit */ EXPLAIN (FORMAT JSON) EXECUTE perf_audit_explain{args}"
-    )))
-    .persistent(false)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(server)?;
+    let args = if params == 0 { String::new() } else { format!("({})", vec!["NULL"; params as usize].join(", ")) };
+    let rows = sqlx::query(AssertSqlSafe(format!("/* perf-audit */ EXPLAIN (FORMAT JSON) EXECUTE perf_audit_explain{args}")))
+        .persistent(false)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(server)?;
     own(conn, "/* perf-audit */ DEALLOCATE perf_audit_explain").await?;
-    let row = rows
-        .first()
-        .ok_or_else(|| PlanError::Server("EXPLAIN returned no row".into()))?;
+    let row = rows.first().ok_or_else(|| PlanError::Server("EXPLAIN returned no row".into()))?;
     let text = row.try_get_unchecked::<String, _>(0).map_err(server)?;
-    serde_json::from_str(&text)
-        .map_err(|e| PlanError::Server(format!("EXPLAIN output is not JSON: {e}")))
+    serde_json::from_str(&text).map_err(|e| PlanError::Server(format!("EXPLAIN output is not JSON: {e}")))
 }
 
 #[cfg(test)]
@@ -498,96 +415,36 @@ mod tests {
     #[test]
     fn untrusted_texts_are_planned_in_one_parse_never_run() {
         let pg = PrivatePostgres::start().expect("private PostgreSQL");
-        pg.psql("CREATE TABLE t (id int PRIMARY KEY, v text)")
-            .unwrap();
-        pg.psql("INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 100) g")
-            .unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        pg.psql("CREATE TABLE t (id int PRIMARY KEY, v text)").unwrap();
+        pg.psql("INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 100) g").unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             let mut db = connect(&pg.url()).await.unwrap();
-            assert!(matches!(
-                db.explain_generic(INJECTION).await,
-                Err(PlanError::Refused(Refusal::SeveralStatements))
-            ));
-            assert!(matches!(
-                db.explain_at_scale(INJECTION).await,
-                Err(PlanError::Refused(Refusal::SeveralStatements))
-            ));
+            assert!(matches!(db.explain_generic(INJECTION).await, Err(PlanError::Refused(Refusal::SeveralStatements))));
+            assert!(matches!(db.explain_at_scale(INJECTION).await, Err(PlanError::Refused(Refusal::SeveralStatements))));
             // Past the validator, the extended protocol refuses it.
-            let mut tx = db
-                .conn
-                .begin_with("/* perf-audit */ BEGIN READ ONLY")
-                .await
-                .unwrap();
+            let mut tx = db.conn.begin_with("/* perf-audit */ BEGIN READ ONLY").await.unwrap();
             let err = plan_in(&mut tx, INJECTION).await.unwrap_err();
-            assert!(
-                err.to_string()
-                    .contains("cannot insert multiple commands into a prepared statement"),
-                "{err}"
-            );
+            assert!(err.to_string().contains("cannot insert multiple commands into a prepared statement"), "{err}");
             let _ = tx.rollback().await;
             db.forget_plan_statement(true).await;
             // `$N` in a comment counts for nothing: the server says 1 parameter.
-            let plan = db
-                .explain_generic(
-                    "SELECT v FROM t WHERE id = $1 -- $99999999999 $18446744073709551615",
-                )
-                .await
-                .unwrap();
+            let plan = db.explain_generic("SELECT v FROM t WHERE id = $1 -- $99999999999 $18446744073709551615").await.unwrap();
             assert!(super::super::advice::total_cost(&plan) > 0.0, "{plan}");
             // More parameters than the protocol allows, or a number the server refuses: an error, no allocation.
             assert!(db.explain_generic("SELECT $70000::int").await.is_err());
-            assert!(
-                db.explain_generic("SELECT $99999999999::int")
-                    .await
-                    .is_err()
-            );
+            assert!(db.explain_generic("SELECT $99999999999::int").await.is_err());
             // Writes are planned, never executed; the session stays usable.
             db.explain_generic("DELETE FROM t").await.unwrap();
-            db.explain_at_scale("UPDATE t SET v = 'x' WHERE id = $1")
-                .await
-                .unwrap();
-            let gain = db
-                .index_gain(
-                    "SELECT id FROM t WHERE v = $1",
-                    "public",
-                    "t",
-                    &["v".to_string()],
-                )
-                .await
-                .unwrap();
+            db.explain_at_scale("UPDATE t SET v = 'x' WHERE id = $1").await.unwrap();
+            let gain = db.index_gain("SELECT id FROM t WHERE v = $1", "public", "t", &["v".to_string()]).await.unwrap();
             assert!(gain.0 > 0.0 && gain.1 > 0.0, "{gain:?}");
             // The private server's index_gain: a hostile table name is quoted, not run.
-            assert!(
-                db.index_gain(
-                    "SELECT 1",
-                    "public",
-                    "t\"; DROP TABLE t; --",
-                    &["v".to_string()]
-                )
-                .await
-                .is_err()
-            );
-            assert_eq!(
-                db.explain_generic("SELECT count(*) FROM t")
-                    .await
-                    .map(|_| ()),
-                Ok(())
-            );
+            assert!(db.index_gain("SELECT 1", "public", "t\"; DROP TABLE t; --", &["v".to_string()]).await.is_err());
+            assert_eq!(db.explain_generic("SELECT count(*) FROM t").await.map(|_| ()), Ok(()));
         });
         assert_eq!(pg.psql("SELECT count(*) FROM t").unwrap(), "100");
-        assert_eq!(
-            pg.psql("SELECT to_regclass('public.x') IS NULL").unwrap(),
-            "t"
-        );
-        assert_eq!(
-            pg.psql("SELECT count(*) FROM pg_indexes WHERE tablename = 't'")
-                .unwrap(),
-            "1",
-            "only the primary key: the measured index was rolled back"
-        );
+        assert_eq!(pg.psql("SELECT to_regclass('public.x') IS NULL").unwrap(), "t");
+        assert_eq!(pg.psql("SELECT count(*) FROM pg_indexes WHERE tablename = 't'").unwrap(), "1", "only the primary key: the measured index was rolled back");
     }
 }

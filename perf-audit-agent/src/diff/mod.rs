@@ -59,14 +59,8 @@ impl DiffOutput {
             .regressions()
             .map(|m| {
                 let value = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.2}"));
-                let change = m
-                    .change_pct
-                    .map_or("from 0".to_string(), |c| format!("{c:+.1}%"));
-                let noise = m
-                    .noise
-                    .as_deref()
-                    .map(|n| format!(", {n}"))
-                    .unwrap_or_default();
+                let change = m.change_pct.map_or("from 0".to_string(), |c| format!("{c:+.1}%"));
+                let noise = m.noise.as_deref().map(|n| format!(", {n}")).unwrap_or_default();
                 format!(
                     "perf-audit: regression: {} {} -> {} {} ({change}, max {}{noise})",
                     m.name,
@@ -95,10 +89,7 @@ fn load(path: &Path) -> Result<AuditInput> {
     let (report_path, dir) = if path.is_dir() {
         (path.join("report.json"), path.to_path_buf())
     } else if path.is_file() {
-        (
-            path.to_path_buf(),
-            path.parent().map(Path::to_path_buf).unwrap_or_default(),
-        )
+        (path.to_path_buf(), path.parent().map(Path::to_path_buf).unwrap_or_default())
     } else {
         return Err(input_error(format!("{} does not exist", path.display())));
     };
@@ -106,18 +97,10 @@ fn load(path: &Path) -> Result<AuditInput> {
         .map_err(|e| input_error(format!("cannot read {}: {e}", report_path.display())))?;
     let json: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| input_error(format!("{} is not JSON: {e}", report_path.display())))?;
-    let facts = facts::AuditFacts::from_report(&json).ok_or_else(|| {
-        input_error(format!(
-            "{} is not a perf-audit report (no schema_version)",
-            report_path.display()
-        ))
-    })?;
+    let facts = facts::AuditFacts::from_report(&json)
+        .ok_or_else(|| input_error(format!("{} is not a perf-audit report (no schema_version)", report_path.display())))?;
     let folded = fs::read_to_string(dir.join("stacks.folded")).ok();
-    Ok(AuditInput {
-        report_path,
-        facts,
-        folded,
-    })
+    Ok(AuditInput { report_path, facts, folded })
 }
 
 /// Loads both audits, compares them, writes `diff.md`, `diff.json` and
@@ -127,10 +110,7 @@ pub fn run(plan: &DiffPlan) -> Result<DiffOutput> {
     let new = load(&plan.new)?;
     let diff = compare::compare(&old.facts, &new.facts, &plan.thresholds);
 
-    let out_dir = plan
-        .out_dir
-        .clone()
-        .unwrap_or_else(|| default_out_dir(SystemTime::now()));
+    let out_dir = plan.out_dir.clone().unwrap_or_else(|| default_out_dir(SystemTime::now()));
     fs::create_dir_all(&out_dir).map_err(|e| Error::output(&out_dir, e))?;
     let write = |name: &str, bytes: &[u8]| {
         let path = out_dir.join(name);
@@ -140,10 +120,7 @@ pub fn run(plan: &DiffPlan) -> Result<DiffOutput> {
         (Some(o), Some(n)) => {
             let svg = flamegraph::differential_svg(
                 &format!("CPU diff: {}", diff.new.service),
-                &format!(
-                    "{} (old) → {} (new); red grew, blue shrank",
-                    diff.old.started_at, diff.new.started_at
-                ),
+                &format!("{} (old) → {} (new); red grew, blue shrank", diff.old.started_at, diff.new.started_at),
                 o,
                 n,
             )?;
@@ -160,21 +137,14 @@ pub fn run(plan: &DiffPlan) -> Result<DiffOutput> {
         }
     };
     write("diff.md", markdown::render(&diff).as_bytes())?;
-    let json =
-        serde_json::to_vec_pretty(&diff).map_err(|e| Error::internal(format!("diff.json: {e}")))?;
+    let json = serde_json::to_vec_pretty(&diff).map_err(|e| Error::internal(format!("diff.json: {e}")))?;
     write("diff.json", &json)?;
-    Ok(DiffOutput {
-        out_dir,
-        diff,
-        flamegraph,
-    })
+    Ok(DiffOutput { out_dir, diff, flamegraph })
 }
 
 /// `perf-audit-diff-<UTC timestamp>`, e.g. `perf-audit-diff-20261124T212300Z`.
 pub fn default_out_dir(at: SystemTime) -> PathBuf {
-    let stamp = humantime::format_rfc3339_seconds(at)
-        .to_string()
-        .replace(['-', ':'], "");
+    let stamp = humantime::format_rfc3339_seconds(at).to_string().replace(['-', ':'], "");
     PathBuf::from(format!("perf-audit-diff-{stamp}"))
 }
 
@@ -187,10 +157,7 @@ mod tests {
     #[test]
     fn default_out_dir_is_utc_stamped() {
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_555_380);
-        assert_eq!(
-            default_out_dir(at),
-            PathBuf::from("perf-audit-diff-20261124T212300Z")
-        );
+        assert_eq!(default_out_dir(at), PathBuf::from("perf-audit-diff-20261124T212300Z"));
     }
 
     #[test]
@@ -198,9 +165,6 @@ mod tests {
         let e = load(Path::new("/nonexistent/audit")).err().unwrap();
         assert_eq!(e.kind, ErrorKind::AuditInput);
         let shown = e.to_string();
-        assert!(
-            shown.contains("/nonexistent/audit does not exist") && shown.contains("fix:"),
-            "{shown}"
-        );
+        assert!(shown.contains("/nonexistent/audit does not exist") && shown.contains("fix:"), "{shown}");
     }
 }

@@ -25,8 +25,7 @@ const KIND_TYPE_TAG: u32 = 18;
 
 fn kernel_btf() -> Option<&'static [u8]> {
     static DATA: OnceLock<Option<Vec<u8>>> = OnceLock::new();
-    DATA.get_or_init(|| std::fs::read("/sys/kernel/btf/vmlinux").ok())
-        .as_deref()
+    DATA.get_or_init(|| std::fs::read("/sys/kernel/btf/vmlinux").ok()).as_deref()
 }
 
 /// `task_struct.pid`, when this kernel's `sched_switch` passes raw
@@ -49,9 +48,7 @@ pub fn task_pid_offset_for_raw_sched_switch() -> Option<u32> {
 pub fn uretprobe_offsets() -> UretprobeOffsets {
     static OFFSETS: OnceLock<UretprobeOffsets> = OnceLock::new();
     *OFFSETS.get_or_init(|| {
-        kernel_btf()
-            .and_then(|data| Btf::parse(data).and_then(|btf| uretprobe_offsets_in(&btf)))
-            .unwrap_or_default()
+        kernel_btf().and_then(|data| Btf::parse(data).and_then(|btf| uretprobe_offsets_in(&btf))).unwrap_or_default()
     })
 }
 
@@ -106,11 +103,7 @@ impl<'a> Btf<'a> {
             };
             at += 12 + extra;
         }
-        Some(Btf {
-            types,
-            strings,
-            starts,
-        })
+        Some(Btf { types, strings, starts })
     }
 
     fn name(&self, offset: u32) -> &'a str {
@@ -140,12 +133,9 @@ impl<'a> Btf<'a> {
     fn resolve(&self, mut id: u32) -> u32 {
         for _ in 0..16 {
             match self.header(id) {
-                Some((
-                    KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG,
-                    _,
-                    next,
-                    ..,
-                )) => id = next,
+                Some((KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG, _, next, ..)) => {
+                    id = next
+                }
                 _ => break,
             }
         }
@@ -183,16 +173,9 @@ impl<'a> Btf<'a> {
         }
         for i in 0..vlen {
             let m = at + 12 + i * 12;
-            let (name_off, ty, offset) = (
-                u32_at(self.types, m)?,
-                u32_at(self.types, m + 4)?,
-                u32_at(self.types, m + 8)?,
-            );
-            let bits = if kind_flag {
-                offset & 0x00ff_ffff
-            } else {
-                offset
-            };
+            let (name_off, ty, offset) =
+                (u32_at(self.types, m)?, u32_at(self.types, m + 4)?, u32_at(self.types, m + 8)?);
+            let bits = if kind_flag { offset & 0x00ff_ffff } else { offset };
             let name = self.name(name_off);
             if name == member {
                 return Some(base + bits);
@@ -217,18 +200,12 @@ mod tests {
         let s = |name: &str| {
             strings
                 .windows(name.len() + 2)
-                .position(|w| {
-                    w[0] == 0 && &w[1..=name.len()] == name.as_bytes() && w[name.len() + 1] == 0
-                })
+                .position(|w| w[0] == 0 && &w[1..=name.len()] == name.as_bytes() && w[name.len() + 1] == 0)
                 .unwrap() as u32
                 + 1
         };
         let mut types = Vec::new();
-        let mut push = |words: &[u32]| {
-            words
-                .iter()
-                .for_each(|w| types.extend_from_slice(&w.to_le_bytes()))
-        };
+        let mut push = |words: &[u32]| words.iter().for_each(|w| types.extend_from_slice(&w.to_le_bytes()));
         // 1: int (kind 1, 4 bytes, one extra word)
         push(&[s("int"), 1 << 24, 4, 32]);
         // 2: long
@@ -236,20 +213,7 @@ mod tests {
         // 3: anonymous union { long b; } (kind 5, 1 member)
         push(&[0, (5 << 24) | 1, 8, s("b"), 2, 0]);
         // 4: struct outer (kind 4, 3 members): a at 0, union at 64, c at 128 bits
-        push(&[
-            s("outer"),
-            (4 << 24) | 3,
-            24,
-            s("a"),
-            1,
-            0,
-            0,
-            3,
-            64,
-            s("c"),
-            2,
-            128,
-        ]);
+        push(&[s("outer"), (4 << 24) | 3, 24, s("a"), 1, 0, 0, 3, 64, s("c"), 2, 128]);
         with_header(&types, &strings)
     }
 
@@ -258,13 +222,7 @@ mod tests {
         let mut data = Vec::new();
         data.extend_from_slice(&BTF_MAGIC.to_le_bytes());
         data.extend_from_slice(&[1, 0]);
-        for w in [
-            24u32,
-            0,
-            types.len() as u32,
-            types.len() as u32,
-            strings.len() as u32,
-        ] {
+        for w in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
             data.extend_from_slice(&w.to_le_bytes());
         }
         data.extend_from_slice(types);
@@ -287,11 +245,7 @@ mod tests {
     fn function_pointer_typedefs_give_their_parameter_count() {
         let strings = b"\0fp\0int\0".to_vec();
         let mut types = Vec::new();
-        let mut push = |words: &[u32]| {
-            words
-                .iter()
-                .for_each(|w| types.extend_from_slice(&w.to_le_bytes()))
-        };
+        let mut push = |words: &[u32]| words.iter().for_each(|w| types.extend_from_slice(&w.to_le_bytes()));
         // 1: int; 2: func_proto (int, int) -> void; 3: pointer to 2; 4: typedef fp = 3
         push(&[5, 1 << 24, 4, 32]);
         push(&[0, (13 << 24) | 2, 0, 0, 1, 0, 1]);

@@ -6,9 +6,7 @@ use aya::{
     maps::{PerCpuHashMap, StackTraceMap},
     programs::{
         PerfEvent,
-        perf_event::{
-            PerfEventConfig, PerfEventLinkId, PerfEventScope, SamplePolicy, SoftwareEvent,
-        },
+        perf_event::{PerfEventConfig, PerfEventLinkId, PerfEventScope, SamplePolicy, SoftwareEvent},
     },
 };
 use perf_audit_common::{CpuStackKey, names};
@@ -28,9 +26,7 @@ impl CpuSampling {
             .try_into()
             .map_err(|e| Error::internal(format!("cpu_sample is not a perf_event program: {e}")))?;
         if program.fd().is_err() {
-            program
-                .load()
-                .map_err(|e| load_error("loading the CPU sampling program", &e))?;
+            program.load().map_err(|e| load_error("loading the CPU sampling program", &e))?;
         }
         let cpus = aya::util::online_cpus()
             .map_err(|(what, e)| Error::internal(format!("cannot read {what}: {e}")))?;
@@ -84,35 +80,23 @@ impl RawCpuStack {
     /// A call site's user frames alone, weight 1: how the memory and
     /// database profiles hand their stacks to the CPU profile's symbolizer.
     pub fn call_site(tgid: u32, user: Vec<u64>) -> RawCpuStack {
-        RawCpuStack {
-            tgid,
-            tid: 0,
-            thread_name: String::new(),
-            user,
-            kernel: Vec::new(),
-            count: 1,
-            events: 1,
-            leaf_label: None,
-        }
+        RawCpuStack { tgid, tid: 0, thread_name: String::new(), user, kernel: Vec::new(), count: 1, events: 1, leaf_label: None }
     }
 }
 
 pub(super) fn read_stacks(ebpf: &Ebpf) -> Result<Vec<RawCpuStack>> {
     let counts: PerCpuHashMap<_, CpuStackKey, u64> = PerCpuHashMap::try_from(
-        ebpf.map(names::CPU_STACK_COUNTS)
-            .ok_or_else(|| missing(names::CPU_STACK_COUNTS))?,
+        ebpf.map(names::CPU_STACK_COUNTS).ok_or_else(|| missing(names::CPU_STACK_COUNTS))?,
     )
     .map_err(|e| Error::internal(format!("CPU_STACK_COUNTS: {e}")))?;
     let traces = StackTraceMap::try_from(
-        ebpf.map(names::STACK_TRACES)
-            .ok_or_else(|| missing(names::STACK_TRACES))?,
+        ebpf.map(names::STACK_TRACES).ok_or_else(|| missing(names::STACK_TRACES))?,
     )
     .map_err(|e| Error::internal(format!("STACK_TRACES: {e}")))?;
 
     let mut out = Vec::new();
     for entry in counts.iter() {
-        let (key, per_cpu) =
-            entry.map_err(|e| Error::internal(format!("reading CPU samples: {e}")))?;
+        let (key, per_cpu) = entry.map_err(|e| Error::internal(format!("reading CPU samples: {e}")))?;
         let count: u64 = per_cpu.iter().sum();
         if count == 0 {
             continue;
@@ -137,14 +121,7 @@ pub(super) fn stack_frames(traces: &StackTraceMap<&aya::maps::MapData>, id: i32)
     }
     traces
         .get(&(id as u32), 0)
-        .map(|trace| {
-            trace
-                .frames()
-                .iter()
-                .map(|f| f.ip)
-                .filter(|ip| *ip != 0)
-                .collect()
-        })
+        .map(|trace| trace.frames().iter().map(|f| f.ip).filter(|ip| *ip != 0).collect())
         .unwrap_or_default()
 }
 

@@ -14,10 +14,7 @@ use aya::{
     maps::{Array, HashMap as BpfHashMap, MapData, RingBuf},
     programs::{TracePoint, trace_point::TracePointLinkId},
 };
-use perf_audit_common::{
-    DB_FDS_CAPACITY, DB_TEXT_RANGES, DB_WALK_COMPLETE, DbFdKey, DbStackEvent, DbWriteRecord,
-    NO_ANSWER, memory::TextRange, names,
-};
+use perf_audit_common::{DB_FDS_CAPACITY, DB_TEXT_RANGES, DB_WALK_COMPLETE, DbFdKey, DbStackEvent, DbWriteRecord, NO_ANSWER, memory::TextRange, names};
 use tokio::io::unix::AsyncFd;
 
 use super::{load_error, missing, ring::RingReader};
@@ -26,6 +23,7 @@ use crate::{
     target::MapsSnapshot,
     unwind::{SharedUnwinder, UnwindEnd},
 };
+
 
 pub(super) struct DbTracing {
     links: Vec<(&'static str, TracePointLinkId)>,
@@ -42,13 +40,11 @@ impl DbTracing {
                 .try_into()
                 .map_err(|e| Error::internal(format!("{name} is not a tracepoint program: {e}")))?;
             if program.fd().is_err() {
-                program
-                    .load()
-                    .map_err(|e| load_error(&format!("loading {name}"), &e))?;
+                program.load().map_err(|e| load_error(&format!("loading {name}"), &e))?;
             }
-            let link = program.attach("syscalls", tracepoint).map_err(|e| {
-                load_error(&format!("attaching {name} to syscalls:{tracepoint}"), &e)
-            })?;
+            let link = program
+                .attach("syscalls", tracepoint)
+                .map_err(|e| load_error(&format!("attaching {name} to syscalls:{tracepoint}"), &e))?;
             links.push((name, link));
         }
         Ok(DbTracing { links })
@@ -70,23 +66,13 @@ impl DbTracing {
 /// tracepoints are found through it).
 pub fn ensure_tracefs() -> Result<()> {
     const MOUNT_POINT: &str = "/sys/kernel/tracing";
-    if Path::new("/sys/kernel/tracing/events").exists()
-        || Path::new("/sys/kernel/debug/tracing/events").exists()
-    {
+    if Path::new("/sys/kernel/tracing/events").exists() || Path::new("/sys/kernel/debug/tracing/events").exists() {
         return Ok(());
     }
     let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
     let (source, target, fstype) = (c("nodev"), c(MOUNT_POINT), c("tracefs"));
     // SAFETY: valid NUL-terminated strings; no data argument.
-    let rc = unsafe {
-        libc::mount(
-            source.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
+    let rc = unsafe { libc::mount(source.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
     if rc != 0 {
         let err = std::io::Error::last_os_error();
         return Err(Error::new(
@@ -113,26 +99,13 @@ impl DbFdSet {
     pub fn sync(&mut self, fds: &BTreeSet<u32>) -> Vec<u32> {
         let stale: Vec<u32> = self.current.difference(fds).copied().collect();
         for fd in stale {
-            let _ = self.map.remove(&DbFdKey {
-                tgid: self.tgid,
-                fd,
-            });
+            let _ = self.map.remove(&DbFdKey { tgid: self.tgid, fd });
             self.current.remove(&fd);
         }
         let mut added = Vec::new();
         for fd in fds.difference(&self.current.clone()) {
             if self.current.len() as u32 >= DB_FDS_CAPACITY
-                || self
-                    .map
-                    .insert(
-                        DbFdKey {
-                            tgid: self.tgid,
-                            fd: *fd,
-                        },
-                        1,
-                        0,
-                    )
-                    .is_err()
+                || self.map.insert(DbFdKey { tgid: self.tgid, fd: *fd }, 1, 0).is_err()
             {
                 self.rejected += 1;
                 continue;
@@ -200,23 +173,10 @@ impl DbWriteReader {
     }
 
     /// Hands over every new stack, then every write, in the rings now.
-    pub fn drain(
-        &mut self,
-        maps: &mut MapsSnapshot,
-        mut stack: impl FnMut(RawDbStack),
-        mut write: impl FnMut(RawDbWrite),
-    ) {
+    pub fn drain(&mut self, maps: &mut MapsSnapshot, mut stack: impl FnMut(RawDbStack), mut write: impl FnMut(RawDbWrite)) {
         self.stacks.drain(maps, |event, unwind| {
-            let (user, end) = if event.stack_len == 0 {
-                (Vec::new(), UnwindEnd::Truncated)
-            } else {
-                unwind.frames()
-            };
-            stack(RawDbStack {
-                site: event.site,
-                user,
-                truncated: end == UnwindEnd::Truncated,
-            });
+            let (user, end) = if event.stack_len == 0 { (Vec::new(), UnwindEnd::Truncated) } else { unwind.frames() };
+            stack(RawDbStack { site: event.site, user, truncated: end == UnwindEnd::Truncated });
         });
         let pid = self.unwinder.pid();
         let ring = self.writes.get_mut();
@@ -250,54 +210,26 @@ impl DbWriteReader {
 /// Takes `DB_FDS`, `DB_EVENTS` and `DB_STACKS` out of the object for the
 /// unwinder's process and writes the target's code ranges (`text`, its
 /// executable first) into `DB_TEXT`.
-pub(super) fn take_parts(
-    ebpf: &mut Ebpf,
-    unwinder: &SharedUnwinder,
-    text: &[(u64, u64)],
-) -> Result<(DbFdSet, DbWriteReader)> {
+pub(super) fn take_parts(ebpf: &mut Ebpf, unwinder: &SharedUnwinder, text: &[(u64, u64)]) -> Result<(DbFdSet, DbWriteReader)> {
     let pid = unwinder.pid();
     {
-        let mut ranges: Array<_, TextRange> = Array::try_from(
-            ebpf.map_mut(names::DB_TEXT)
-                .ok_or_else(|| missing(names::DB_TEXT))?,
-        )
-        .map_err(|e| Error::internal(format!("DB_TEXT: {e}")))?;
+        let mut ranges: Array<_, TextRange> =
+            Array::try_from(ebpf.map_mut(names::DB_TEXT).ok_or_else(|| missing(names::DB_TEXT))?).map_err(|e| Error::internal(format!("DB_TEXT: {e}")))?;
         for (i, (start, end)) in text.iter().take(DB_TEXT_RANGES as usize).enumerate() {
-            ranges
-                .set(
-                    i as u32,
-                    TextRange {
-                        start: *start,
-                        end: *end,
-                    },
-                    0,
-                )
-                .map_err(|e| Error::internal(format!("DB_TEXT: {e}")))?;
+            ranges.set(i as u32, TextRange { start: *start, end: *end }, 0).map_err(|e| Error::internal(format!("DB_TEXT: {e}")))?;
         }
     }
-    let fds = ebpf
-        .take_map(names::DB_FDS)
-        .ok_or_else(|| missing(names::DB_FDS))?;
+    let fds = ebpf.take_map(names::DB_FDS).ok_or_else(|| missing(names::DB_FDS))?;
     let map = BpfHashMap::try_from(fds).map_err(|e| Error::internal(format!("DB_FDS: {e}")))?;
-    let events = ebpf
-        .take_map(names::DB_EVENTS)
-        .ok_or_else(|| missing(names::DB_EVENTS))?;
+    let events = ebpf.take_map(names::DB_EVENTS).ok_or_else(|| missing(names::DB_EVENTS))?;
     let ring = RingBuf::try_from(events).map_err(|e| Error::internal(format!("DB_EVENTS: {e}")))?;
     // SAFETY: the ring buffer owns its fd, open for as long as the AsyncFd owns the ring.
     let writes = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| Error::internal(format!("cannot poll the ring buffer DB_EVENTS: {e}")))?;
-    let stacks = ebpf
-        .take_map(names::DB_STACKS)
-        .ok_or_else(|| missing(names::DB_STACKS))?;
-    let stacks =
-        RingBuf::try_from(stacks).map_err(|e| Error::internal(format!("DB_STACKS: {e}")))?;
+    let stacks = ebpf.take_map(names::DB_STACKS).ok_or_else(|| missing(names::DB_STACKS))?;
+    let stacks = RingBuf::try_from(stacks).map_err(|e| Error::internal(format!("DB_STACKS: {e}")))?;
     Ok((
-        DbFdSet {
-            map,
-            tgid: pid,
-            current: BTreeSet::new(),
-            rejected: 0,
-        },
+        DbFdSet { map, tgid: pid, current: BTreeSet::new(), rejected: 0 },
         DbWriteReader {
             writes,
             stacks: RingReader::new(stacks, unwinder.clone(), names::DB_STACKS)?,

@@ -24,7 +24,9 @@ use aya::{
 use perf_audit_common::{PAGE_FAULT_SAMPLE_PERIOD, names};
 
 use super::{
-    Counters, ensure_tracefs, load_error, memory::MemoryKernel, missing,
+    Counters, ensure_tracefs, load_error,
+    memory::MemoryKernel,
+    missing,
     stack_copy::StackCopyCollector,
 };
 use crate::{
@@ -48,38 +50,23 @@ const TRACEPOINTS: [(&str, &str); 4] = [
 /// memory kernel's target, seeds its last-known break (`heap_end`, the end
 /// of its `[heap]` mapping, when it has one), and returns the reader of
 /// their samples, which unwinds them with the audit's `unwinder`.
-pub fn attach(
-    kernel: &mut MemoryKernel,
-    unwinder: &SharedUnwinder,
-    heap_end: Option<u64>,
-) -> Result<StackCopyCollector> {
+pub fn attach(kernel: &mut MemoryKernel, unwinder: &SharedUnwinder, heap_end: Option<u64>) -> Result<StackCopyCollector> {
     let pid = unwinder.pid();
     let ebpf = kernel.ebpf_mut();
     if let Some(end) = heap_end {
-        let mut last: BpfHashMap<_, u32, u64> = BpfHashMap::try_from(
-            ebpf.map_mut(names::LAST_BRK)
-                .ok_or_else(|| missing(names::LAST_BRK))?,
-        )
-        .map_err(|e| Error::internal(format!("LAST_BRK: {e}")))?;
-        last.insert(pid, end, 0)
-            .map_err(|e| Error::internal(format!("LAST_BRK: {e}")))?;
+        let mut last: BpfHashMap<_, u32, u64> =
+            BpfHashMap::try_from(ebpf.map_mut(names::LAST_BRK).ok_or_else(|| missing(names::LAST_BRK))?)
+                .map_err(|e| Error::internal(format!("LAST_BRK: {e}")))?;
+        last.insert(pid, end, 0).map_err(|e| Error::internal(format!("LAST_BRK: {e}")))?;
     }
 
     let program: &mut PerfEvent = ebpf
         .program_mut(names::PAGE_FAULT_PROGRAM)
         .ok_or_else(|| missing(names::PAGE_FAULT_PROGRAM))?
         .try_into()
-        .map_err(|e| {
-            Error::internal(format!(
-                "{} is not a perf_event program: {e}",
-                names::PAGE_FAULT_PROGRAM
-            ))
-        })?;
-    program
-        .load()
-        .map_err(|e| load_error("loading the page-fault sampling program", &e))?;
-    let cpus = aya::util::online_cpus()
-        .map_err(|(what, e)| Error::internal(format!("cannot read {what}: {e}")))?;
+        .map_err(|e| Error::internal(format!("{} is not a perf_event program: {e}", names::PAGE_FAULT_PROGRAM)))?;
+    program.load().map_err(|e| load_error("loading the page-fault sampling program", &e))?;
+    let cpus = aya::util::online_cpus().map_err(|(what, e)| Error::internal(format!("cannot read {what}: {e}")))?;
     for cpu in cpus {
         program
             .attach(
@@ -105,20 +92,13 @@ pub fn attach(
             .ok_or_else(|| missing(program))?
             .try_into()
             .map_err(|e| Error::internal(format!("{program} is not a tracepoint program: {e}")))?;
-        tp.load()
-            .map_err(|e| load_error(&format!("loading the syscalls:{event} program"), &e))?;
+        tp.load().map_err(|e| load_error(&format!("loading the syscalls:{event} program"), &e))?;
         tp.attach("syscalls", event).map_err(|e| {
             let err = load_error(&format!("attaching to tracepoint syscalls:{event}"), &e);
             if std::path::Path::new("/sys/kernel/tracing/events/syscalls").exists() {
                 err
             } else {
-                Error::new(
-                    ErrorKind::KernelUnsupported,
-                    format!(
-                        "{}: this kernel has no syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
-                        err.message
-                    ),
-                )
+                Error::new(ErrorKind::KernelUnsupported, format!("{}: this kernel has no syscall tracepoints (CONFIG_FTRACE_SYSCALLS)", err.message))
             }
         })?;
     }

@@ -12,10 +12,7 @@ use std::{collections::HashMap, num::NonZeroU32};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, MapData, PerCpuArray, PerCpuHashMap},
-    programs::{
-        UProbe,
-        uprobe::{UProbeAttachPoint, UProbeLinkId, UProbeScope},
-    },
+    programs::{UProbe, uprobe::{UProbeAttachPoint, UProbeLinkId, UProbeScope}},
 };
 use perf_audit_common::{
     filter_mode,
@@ -27,9 +24,7 @@ use super::{EBPF_OBJECT, load_error, missing};
 use crate::error::{Error, Result};
 pub use perf_audit_analysis::evidence::MemCounters;
 
-pub use crate::allocator::{
-    AllocatorFamily, AllocatorPlan, CallShape, ProbePoint, discover_allocator,
-};
+pub use crate::allocator::{AllocatorFamily, AllocatorPlan, CallShape, ProbePoint, discover_allocator};
 
 /// The memory programs' own loaded instance of the eBPF object.
 pub struct MemoryKernel {
@@ -50,50 +45,26 @@ impl MemoryKernel {
         let ebpf = EbpfLoader::new()
             .override_global(names::FILTER_MODE, &mode, true)
             .override_global(names::USER_STACK_MODE, &stack_mode, true)
-            .override_global(
-                names::URETPROBE_OFFSETS,
-                &super::btf::uretprobe_offsets(),
-                true,
-            )
+            .override_global(names::URETPROBE_OFFSETS, &super::btf::uretprobe_offsets(), true)
             .map_max_entries(names::CPU_STACK_COUNTS, 1)
             .map_max_entries(names::STACK_TRACES, 1)
             // Carries the page-fault and mmap/brk samples (`kernel::mem_events`).
             .map_max_entries(names::USER_STACK_SAMPLES, super::mem_events::RING_BYTES)
             .load(EBPF_OBJECT)
             .map_err(|e| load_error("loading the eBPF object for the memory profile", &e))?;
-        let mut kernel = MemoryKernel {
-            ebpf,
-            pid,
-            plan,
-            links: Vec::new(),
-            closing: Vec::new(),
-        };
+        let mut kernel = MemoryKernel { ebpf, pid, plan, links: Vec::new(), closing: Vec::new() };
         let mut pids: aya::maps::HashMap<_, u32, u8> = aya::maps::HashMap::try_from(
-            kernel
-                .ebpf
-                .map_mut(names::TARGET_PIDS)
-                .ok_or_else(|| missing(names::TARGET_PIDS))?,
+            kernel.ebpf.map_mut(names::TARGET_PIDS).ok_or_else(|| missing(names::TARGET_PIDS))?,
         )
         .map_err(|e| Error::internal(format!("TARGET_PIDS: {e}")))?;
-        pids.insert(pid, 1, 0)
-            .map_err(|e| Error::internal(format!("cannot add pid {pid}: {e}")))?;
+        pids.insert(pid, 1, 0).map_err(|e| Error::internal(format!("cannot add pid {pid}: {e}")))?;
         let mut ranges: Array<_, TextRange> = Array::try_from(
-            kernel
-                .ebpf
-                .map_mut(mem_names::TEXT)
-                .ok_or_else(|| missing(mem_names::TEXT))?,
+            kernel.ebpf.map_mut(mem_names::TEXT).ok_or_else(|| missing(mem_names::TEXT))?,
         )
         .map_err(|e| Error::internal(format!("MEM_TEXT: {e}")))?;
         for (i, (start, end)) in text.iter().take(MEM_TEXT_RANGES as usize).enumerate() {
             ranges
-                .set(
-                    i as u32,
-                    TextRange {
-                        start: *start,
-                        end: *end,
-                    },
-                    0,
-                )
+                .set(i as u32, TextRange { start: *start, end: *end }, 0)
                 .map_err(|e| Error::internal(format!("MEM_TEXT: {e}")))?;
         }
         for name in [
@@ -114,9 +85,7 @@ impl MemoryKernel {
                 .ok_or_else(|| missing(name))?
                 .try_into()
                 .map_err(|e| Error::internal(format!("{name} is not a uprobe: {e}")))?;
-            program
-                .load()
-                .map_err(|e| load_error(&format!("loading {name}"), &e))?;
+            program.load().map_err(|e| load_error(&format!("loading {name}"), &e))?;
         }
         Ok(kernel)
     }
@@ -148,11 +117,7 @@ impl MemoryKernel {
         let object = self.plan.object.clone();
         let probes = self.plan.probes.clone();
         for probe in &probes {
-            let mut targets = vec![(
-                probe.shape.program(),
-                probe.entry_offset + probe.probe_offset,
-                probe.shape.cookie(),
-            )];
+            let mut targets = vec![(probe.shape.program(), probe.entry_offset + probe.probe_offset, probe.shape.cookie())];
             if probe.shape.returns_pointer() {
                 targets.push((mem_names::ALLOC_RETURN, probe.entry_offset, None));
             }
@@ -164,24 +129,8 @@ impl MemoryKernel {
                     .try_into()
                     .map_err(|e| Error::internal(format!("{name}: {e}")))?;
                 let link = program
-                    .attach(
-                        UProbeAttachPoint {
-                            location: offset.into(),
-                            cookie,
-                        },
-                        &object,
-                        UProbeScope::OneProcess(pid),
-                    )
-                    .map_err(|e| {
-                        load_error(
-                            &format!(
-                                "attaching a uprobe to {} in {}",
-                                probe.symbol,
-                                object.display()
-                            ),
-                            &e,
-                        )
-                    })?;
+                    .attach(UProbeAttachPoint { location: offset.into(), cookie }, &object, UProbeScope::OneProcess(pid))
+                    .map_err(|e| load_error(&format!("attaching a uprobe to {} in {}", probe.symbol, object.display()), &e))?;
                 self.links.push((name, link));
             }
         }
@@ -202,22 +151,18 @@ impl MemoryKernel {
     /// breakpoints the target hits most go within ~0.3 s.
     /// [`MemoryKernel::join_detaches`] waits for them.
     fn detach_where(&mut self, which: impl Fn(&str) -> bool) {
-        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.links)
-            .into_iter()
-            .partition(|(n, _)| which(n));
+        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.links).into_iter().partition(|(n, _)| which(n));
         self.links = kept;
         let mut owned = Vec::with_capacity(gone.len());
-        let (frees, others): (Vec<_>, Vec<_>) = gone
-            .into_iter()
-            .partition(|(n, _)| *n == mem_names::FREE || *n == mem_names::FREE_AT);
+        let (frees, others): (Vec<_>, Vec<_>) =
+            gone.into_iter().partition(|(n, _)| *n == mem_names::FREE || *n == mem_names::FREE_AT);
         for (name, link) in frees.into_iter().chain(others) {
             if let Some(program) = self.ebpf.program_mut(name) {
                 let program: std::result::Result<&mut UProbe, _> = program.try_into();
                 if let Ok(program) = program
-                    && let Ok(link) = program.take_link(link)
-                {
-                    owned.push(link);
-                }
+                    && let Ok(link) = program.take_link(link) {
+                        owned.push(link);
+                    }
             }
         }
         if owned.is_empty() {
@@ -249,37 +194,27 @@ impl MemoryKernel {
 
     fn set_control(&mut self, slot: u32, value: u64) -> Result<()> {
         let mut control: Array<_, u64> = Array::try_from(
-            self.ebpf
-                .map_mut(mem_names::CONTROL)
-                .ok_or_else(|| missing(mem_names::CONTROL))?,
+            self.ebpf.map_mut(mem_names::CONTROL).ok_or_else(|| missing(mem_names::CONTROL))?,
         )
         .map_err(|e| Error::internal(format!("MEM_CONTROL: {e}")))?;
-        control
-            .set(slot, value, 0)
-            .map_err(|e| Error::internal(format!("MEM_CONTROL: {e}")))
+        control.set(slot, value, 0).map_err(|e| Error::internal(format!("MEM_CONTROL: {e}")))
     }
 
     /// Takes the new-site stack ring (once).
     pub fn take_stack_ring(&mut self) -> Result<aya::maps::RingBuf<MapData>> {
-        let map = self
-            .ebpf
-            .take_map(mem_names::STACKS)
-            .ok_or_else(|| missing(mem_names::STACKS))?;
+        let map = self.ebpf.take_map(mem_names::STACKS).ok_or_else(|| missing(mem_names::STACKS))?;
         aya::maps::RingBuf::try_from(map).map_err(|e| Error::internal(format!("MEM_STACKS: {e}")))
     }
 
     /// Every site's counters, summed over CPUs.
     pub fn read_sites(&self) -> Result<HashMap<u64, SiteStats>> {
         let sites: PerCpuHashMap<_, u64, SiteStats> = PerCpuHashMap::try_from(
-            self.ebpf
-                .map(mem_names::SITES)
-                .ok_or_else(|| missing(mem_names::SITES))?,
+            self.ebpf.map(mem_names::SITES).ok_or_else(|| missing(mem_names::SITES))?,
         )
         .map_err(|e| Error::internal(format!("MEM_SITES: {e}")))?;
         let mut out = HashMap::new();
         for entry in sites.iter() {
-            let (site, per_cpu) =
-                entry.map_err(|e| Error::internal(format!("reading MEM_SITES: {e}")))?;
+            let (site, per_cpu) = entry.map_err(|e| Error::internal(format!("reading MEM_SITES: {e}")))?;
             let mut sum = SiteStats::default();
             for s in per_cpu.iter() {
                 sum.alloc_count += s.alloc_count;
@@ -296,17 +231,11 @@ impl MemoryKernel {
 
     pub fn counters(&self) -> Result<MemCounters> {
         let array: PerCpuArray<_, u64> = PerCpuArray::try_from(
-            self.ebpf
-                .map(mem_names::COUNTERS)
-                .ok_or_else(|| missing(mem_names::COUNTERS))?,
+            self.ebpf.map(mem_names::COUNTERS).ok_or_else(|| missing(mem_names::COUNTERS))?,
         )
         .map_err(|e| Error::internal(format!("MEM_COUNTERS: {e}")))?;
         let read = |c: MemCounter| -> Result<u64> {
-            Ok(array
-                .get(&c.slot(), 0)
-                .map_err(|e| Error::internal(format!("MEM_COUNTERS: {e}")))?
-                .iter()
-                .sum())
+            Ok(array.get(&c.slot(), 0).map_err(|e| Error::internal(format!("MEM_COUNTERS: {e}")))?.iter().sum())
         };
         Ok(MemCounters {
             alloc_calls: read(MemCounter::AllocCalls)?,

@@ -4,11 +4,11 @@
 
 pub mod btf;
 pub mod cpu;
-pub mod db;
-pub mod mem_events;
-pub mod memory;
 pub mod ring;
 pub mod stack_copy;
+pub mod db;
+pub mod memory;
+pub mod mem_events;
 
 use std::{fs, path::Path};
 
@@ -25,8 +25,7 @@ pub use perf_audit_analysis::{
 };
 
 /// The compiled `perf-audit-ebpf` crate, built by this crate's build script.
-static EBPF_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/perf-audit-ebpf.o"));
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/perf-audit-ebpf.o"));
 
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
@@ -58,10 +57,7 @@ pub fn preflight() -> Result<KernelSupport> {
             "this kernel has no perf events (CONFIG_PERF_EVENTS is off)",
         ));
     }
-    let release = fs::read_to_string("/proc/sys/kernel/osrelease")
-        .unwrap_or_default()
-        .trim()
-        .to_string();
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
     let btf = Path::new("/sys/kernel/btf/vmlinux").exists();
     raise_memlock_limit();
     Ok(KernelSupport { btf, release })
@@ -69,19 +65,13 @@ pub fn preflight() -> Result<KernelSupport> {
 
 fn effective_capabilities() -> Option<u64> {
     let status = fs::read_to_string("/proc/self/status").ok()?;
-    let hex = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))?
-        .trim();
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim();
     u64::from_str_radix(hex, 16).ok()
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.
 fn raise_memlock_limit() {
-    let unlimited = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
     // SAFETY: a valid rlimit struct.
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
 }
@@ -118,9 +108,7 @@ impl OffCpuAttach {
     pub fn describe(self) -> &'static str {
         match self {
             OffCpuAttach::RawTracepoints => "raw tracepoints sched_switch and sys_exit",
-            OffCpuAttach::Tracepoints => {
-                "classic tracepoints sched:sched_switch and raw_syscalls:sys_exit"
-            }
+            OffCpuAttach::Tracepoints => "classic tracepoints sched:sched_switch and raw_syscalls:sys_exit",
         }
     }
 }
@@ -128,11 +116,7 @@ impl OffCpuAttach {
 impl KernelSession {
     /// `offcpu_min`: blocking intervals at least this long are captured with
     /// a stack (off-CPU profile).
-    pub fn load(
-        filter: Filter,
-        unwind: UnwindMode,
-        offcpu_min: std::time::Duration,
-    ) -> Result<KernelSession> {
+    pub fn load(filter: Filter, unwind: UnwindMode, offcpu_min: std::time::Duration) -> Result<KernelSession> {
         Self::load_with_ring(filter, unwind, offcpu_min, None, 0)
     }
 
@@ -166,27 +150,16 @@ impl KernelSession {
             .override_global(names::OFFCPU_MIN_NS, &(offcpu_min.as_nanos() as u64), true)
             .override_global(names::OFFCPU_MAX_PER_SEC, &offcpu_max_per_sec, true)
             .override_global(names::URETPROBE_OFFSETS, &btf::uretprobe_offsets(), true)
-            .override_global(
-                names::TASK_PID_OFFSET,
-                &(btf::task_pid_offset_for_raw_sched_switch().unwrap_or(0) as u64),
-                true,
-            )
+            .override_global(names::TASK_PID_OFFSET, &(btf::task_pid_offset_for_raw_sched_switch().unwrap_or(0) as u64), true)
             .load(EBPF_OBJECT)
             .map_err(|e| load_error("loading the eBPF object", &e))?;
-        Ok(KernelSession {
-            ebpf,
-            cpu: None,
-            offcpu: None,
-            db: None,
-        })
+        Ok(KernelSession { ebpf, cpu: None, offcpu: None, db: None })
     }
 
     /// Adds a process (all its threads, present and future) to the filter.
     pub fn add_target(&mut self, pid: u32) -> Result<()> {
         let mut pids: aya::maps::HashMap<_, u32, u8> = aya::maps::HashMap::try_from(
-            self.ebpf
-                .map_mut(names::TARGET_PIDS)
-                .ok_or_else(|| missing(names::TARGET_PIDS))?,
+            self.ebpf.map_mut(names::TARGET_PIDS).ok_or_else(|| missing(names::TARGET_PIDS))?,
         )
         .map_err(|e| Error::internal(format!("TARGET_PIDS: {e}")))?;
         pids.insert(pid, 1, 0)
@@ -207,11 +180,7 @@ impl KernelSession {
 
     /// Attaches the database write tracepoints and hands over the socket
     /// set and the event reader for the unwinder's process (see `kernel::db`).
-    pub fn start_db_tracing(
-        &mut self,
-        unwinder: &SharedUnwinder,
-        text: &[(u64, u64)],
-    ) -> Result<(db::DbFdSet, db::DbWriteReader)> {
+    pub fn start_db_tracing(&mut self, unwinder: &SharedUnwinder, text: &[(u64, u64)]) -> Result<(db::DbFdSet, db::DbWriteReader)> {
         let parts = db::take_parts(&mut self.ebpf, unwinder, text)?;
         self.db = Some(db::DbTracing::attach(&mut self.ebpf)?);
         Ok(parts)
@@ -235,32 +204,20 @@ impl KernelSession {
 
     /// Takes the stack-copy ring buffer to unwind its samples (dwarf CPU
     /// samples, off-CPU samples) of the unwinder's process as they arrive.
-    pub fn stack_copy_collector(
-        &mut self,
-        unwinder: &SharedUnwinder,
-    ) -> Result<stack_copy::StackCopyCollector> {
+    pub fn stack_copy_collector(&mut self, unwinder: &SharedUnwinder) -> Result<stack_copy::StackCopyCollector> {
         stack_copy::StackCopyCollector::new(&mut self.ebpf, unwinder)
     }
 
     /// Takes the stack-copy ring to read every process's samples (the
     /// daemon, which unwinds each with that process's own unwinder).
-    pub fn system_wide_stack_ring(
-        &mut self,
-    ) -> Result<ring::RingReader<perf_audit_common::UserStackSample>> {
-        let map = self
-            .ebpf
-            .take_map(names::USER_STACK_SAMPLES)
-            .ok_or_else(|| missing(names::USER_STACK_SAMPLES))?;
-        let ring = aya::maps::RingBuf::try_from(map)
-            .map_err(|e| Error::internal(format!("USER_STACK_SAMPLES: {e}")))?;
+    pub fn system_wide_stack_ring(&mut self) -> Result<ring::RingReader<perf_audit_common::UserStackSample>> {
+        let map = self.ebpf.take_map(names::USER_STACK_SAMPLES).ok_or_else(|| missing(names::USER_STACK_SAMPLES))?;
+        let ring = aya::maps::RingBuf::try_from(map).map_err(|e| Error::internal(format!("USER_STACK_SAMPLES: {e}")))?;
         ring::RingReader::system_wide(ring, names::USER_STACK_SAMPLES)
     }
 
     /// Resolves the kernel stacks of a finished stack-copy collection.
-    pub fn finish_stack_copy(
-        &self,
-        collector: stack_copy::StackCopyCollector,
-    ) -> Result<stack_copy::StackCopyResult> {
+    pub fn finish_stack_copy(&self, collector: stack_copy::StackCopyCollector) -> Result<stack_copy::StackCopyResult> {
         collector.finish(&self.ebpf)
     }
 
@@ -273,9 +230,7 @@ impl KernelSession {
         ensure_tracefs()?;
         // PERF_AUDIT_CLASSIC_TRACEPOINTS=1: the fallback, on purpose (the
         // benchmark measures what the raw ones save; a test keeps it working).
-        if btf::task_pid_offset_for_raw_sched_switch().is_some()
-            && std::env::var_os("PERF_AUDIT_CLASSIC_TRACEPOINTS").is_none()
-        {
+        if btf::task_pid_offset_for_raw_sched_switch().is_some() && std::env::var_os("PERF_AUDIT_CLASSIC_TRACEPOINTS").is_none() {
             match self.attach_offcpu_raw() {
                 Ok(()) => {
                     self.offcpu = Some(OffCpuAttach::RawTracepoints);
@@ -298,36 +253,24 @@ impl KernelSession {
                 .program_mut(program)
                 .ok_or_else(|| missing(program))?
                 .try_into()
-                .map_err(|e| {
-                    Error::internal(format!("{program} is not a tracepoint program: {e}"))
-                })?;
-            tp.load()
-                .map_err(|e| load_error(&format!("loading the {category}:{name} program"), &e))?;
-            tp.attach(category, name).map_err(|e| {
-                load_error(&format!("attaching to tracepoint {category}:{name}"), &e)
-            })?;
+                .map_err(|e| Error::internal(format!("{program} is not a tracepoint program: {e}")))?;
+            tp.load().map_err(|e| load_error(&format!("loading the {category}:{name} program"), &e))?;
+            tp.attach(category, name).map_err(|e| load_error(&format!("attaching to tracepoint {category}:{name}"), &e))?;
         }
         self.offcpu = Some(OffCpuAttach::Tracepoints);
         Ok(OffCpuAttach::Tracepoints)
     }
 
     fn attach_offcpu_raw(&mut self) -> Result<()> {
-        for (program, name) in [
-            (names::SCHED_SWITCH_RAW_PROGRAM, "sched_switch"),
-            (names::SYSCALL_EXIT_RAW_PROGRAM, "sys_exit"),
-        ] {
+        for (program, name) in [(names::SCHED_SWITCH_RAW_PROGRAM, "sched_switch"), (names::SYSCALL_EXIT_RAW_PROGRAM, "sys_exit")] {
             let tp: &mut aya::programs::RawTracePoint = self
                 .ebpf
                 .program_mut(program)
                 .ok_or_else(|| missing(program))?
                 .try_into()
-                .map_err(|e| {
-                    Error::internal(format!("{program} is not a raw tracepoint program: {e}"))
-                })?;
-            tp.load()
-                .map_err(|e| load_error(&format!("loading the raw {name} program"), &e))?;
-            tp.attach(name)
-                .map_err(|e| load_error(&format!("attaching to raw tracepoint {name}"), &e))?;
+                .map_err(|e| Error::internal(format!("{program} is not a raw tracepoint program: {e}")))?;
+            tp.load().map_err(|e| load_error(&format!("loading the raw {name} program"), &e))?;
+            tp.attach(name).map_err(|e| load_error(&format!("attaching to raw tracepoint {name}"), &e))?;
         }
         Ok(())
     }
@@ -357,21 +300,14 @@ impl KernelSession {
     }
 
     /// Per-thread scheduler totals of process `pid` (off-CPU profile).
-    pub fn sched_totals(
-        &self,
-        pid: u32,
-    ) -> Result<Vec<(u32, perf_audit_common::ThreadSchedTotals)>> {
-        let map: aya::maps::HashMap<_, u32, perf_audit_common::ThreadSchedState> =
-            aya::maps::HashMap::try_from(
-                self.ebpf
-                    .map(names::SCHED_STATE)
-                    .ok_or_else(|| missing(names::SCHED_STATE))?,
-            )
-            .map_err(|e| Error::internal(format!("SCHED_STATE: {e}")))?;
+    pub fn sched_totals(&self, pid: u32) -> Result<Vec<(u32, perf_audit_common::ThreadSchedTotals)>> {
+        let map: aya::maps::HashMap<_, u32, perf_audit_common::ThreadSchedState> = aya::maps::HashMap::try_from(
+            self.ebpf.map(names::SCHED_STATE).ok_or_else(|| missing(names::SCHED_STATE))?,
+        )
+        .map_err(|e| Error::internal(format!("SCHED_STATE: {e}")))?;
         let mut out = Vec::new();
         for entry in map.iter() {
-            let (tid, state) =
-                entry.map_err(|e| Error::internal(format!("reading SCHED_STATE: {e}")))?;
+            let (tid, state) = entry.map_err(|e| Error::internal(format!("reading SCHED_STATE: {e}")))?;
             if state.totals.tgid == pid {
                 out.push((tid, state.totals));
             }
@@ -390,9 +326,7 @@ impl KernelSession {
     /// with its threads' scheduler state.
     pub fn remove_target(&mut self, pid: u32) -> Result<()> {
         let mut pids: aya::maps::HashMap<_, u32, u8> = aya::maps::HashMap::try_from(
-            self.ebpf
-                .map_mut(names::TARGET_PIDS)
-                .ok_or_else(|| missing(names::TARGET_PIDS))?,
+            self.ebpf.map_mut(names::TARGET_PIDS).ok_or_else(|| missing(names::TARGET_PIDS))?,
         )
         .map_err(|e| Error::internal(format!("TARGET_PIDS: {e}")))?;
         // The only realistic failure is ENOENT: the pid was not listed.
@@ -401,15 +335,10 @@ impl KernelSession {
         // scheduler state: forget the process's threads, or they would go
         // on being followed.
         if let Some(map) = self.ebpf.map_mut(names::SCHED_STATE)
-            && let Ok(mut state) =
-                aya::maps::HashMap::<_, u32, perf_audit_common::ThreadSchedState>::try_from(map)
+            && let Ok(mut state) = aya::maps::HashMap::<_, u32, perf_audit_common::ThreadSchedState>::try_from(map)
         {
-            let threads: Vec<u32> = state
-                .iter()
-                .filter_map(|e| e.ok())
-                .filter(|(_, s)| s.tgid == pid)
-                .map(|(tid, _)| tid)
-                .collect();
+            let threads: Vec<u32> =
+                state.iter().filter_map(|e| e.ok()).filter(|(_, s)| s.tgid == pid).map(|(tid, _)| tid).collect();
             for tid in threads {
                 let _ = state.remove(&tid);
             }
@@ -424,15 +353,11 @@ impl KernelSession {
     /// One counter, summed over CPUs (for counters the audit's report does
     /// not carry).
     pub fn counter(&self, counter: Counter) -> Result<u64> {
-        let array: PerCpuArray<_, u64> = PerCpuArray::try_from(
-            self.ebpf
-                .map(names::COUNTERS)
-                .ok_or_else(|| missing(names::COUNTERS))?,
-        )
-        .map_err(|e| Error::internal(format!("COUNTERS: {e}")))?;
-        let values = array
-            .get(&counter.slot(), 0)
-            .map_err(|e| Error::internal(format!("reading counter {counter:?}: {e}")))?;
+        let array: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.ebpf.map(names::COUNTERS).ok_or_else(|| missing(names::COUNTERS))?)
+                .map_err(|e| Error::internal(format!("COUNTERS: {e}")))?;
+        let values =
+            array.get(&counter.slot(), 0).map_err(|e| Error::internal(format!("reading counter {counter:?}: {e}")))?;
         Ok(values.iter().sum())
     }
 
@@ -440,23 +365,12 @@ impl KernelSession {
     /// daemon's off-CPU maps would otherwise fill with the node's dead
     /// threads). Returns the entries removed.
     pub fn prune_sched_threads(&mut self, alive: impl Fn(u32) -> bool) -> Result<usize> {
-        fn prune<V: aya::Pod>(
-            ebpf: &mut Ebpf,
-            name: &str,
-            alive: &impl Fn(u32) -> bool,
-        ) -> Result<usize> {
+        fn prune<V: aya::Pod>(ebpf: &mut Ebpf, name: &str, alive: &impl Fn(u32) -> bool) -> Result<usize> {
             let mut map: aya::maps::HashMap<_, u32, V> =
                 aya::maps::HashMap::try_from(ebpf.map_mut(name).ok_or_else(|| missing(name))?)
                     .map_err(|e| Error::internal(format!("{name}: {e}")))?;
-            let dead: Vec<u32> = map
-                .keys()
-                .filter_map(|k| k.ok())
-                .filter(|tid| !alive(*tid))
-                .collect();
-            Ok(dead
-                .into_iter()
-                .filter(|tid| map.remove(tid).is_ok())
-                .count())
+            let dead: Vec<u32> = map.keys().filter_map(|k| k.ok()).filter(|tid| !alive(*tid)).collect();
+            Ok(dead.into_iter().filter(|tid| map.remove(tid).is_ok()).count())
         }
         prune::<perf_audit_common::ThreadSchedState>(&mut self.ebpf, names::SCHED_STATE, &alive)
     }
@@ -464,11 +378,9 @@ impl KernelSession {
 
 /// Sums the per-CPU `COUNTERS` of a loaded instance.
 pub(crate) fn read_counters(ebpf: &Ebpf) -> Result<Counters> {
-    let array: PerCpuArray<_, u64> = PerCpuArray::try_from(
-        ebpf.map(names::COUNTERS)
-            .ok_or_else(|| missing(names::COUNTERS))?,
-    )
-    .map_err(|e| Error::internal(format!("COUNTERS: {e}")))?;
+    let array: PerCpuArray<_, u64> =
+        PerCpuArray::try_from(ebpf.map(names::COUNTERS).ok_or_else(|| missing(names::COUNTERS))?)
+            .map_err(|e| Error::internal(format!("COUNTERS: {e}")))?;
     let mut sums = [0u64; COUNTER_SLOTS as usize];
     for counter in Counter::ALL {
         let values = array
@@ -522,17 +434,13 @@ pub(crate) fn ensure_tracefs() -> Result<()> {
         ErrorKind::KernelUnsupported,
         format!(
             "tracefs is not mounted and mounting it failed ({}): run `mount -t tracefs nodev /sys/kernel/tracing`",
-            status
-                .map(|s| s.to_string())
-                .unwrap_or_else(|e| e.to_string())
+            status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())
         ),
     ))
 }
 
 pub(crate) fn missing(name: &str) -> Error {
-    Error::internal(format!(
-        "the eBPF object has no map or program `{name}` (stale build?)"
-    ))
+    Error::internal(format!("the eBPF object has no map or program `{name}` (stale build?)"))
 }
 
 /// Maps an aya error to the user-facing kind: permission, kernel support,

@@ -60,9 +60,7 @@ stack_record!(UserStackSample, DbStackEvent, MemStackSample);
 /// The ring item viewed as a `T`, when it is large enough and aligned (the
 /// kernel aligns ring records to 8 bytes, so this never fails in practice).
 fn view<T: StackRecord>(item: &[u8]) -> Option<&T> {
-    if item.len() < std::mem::size_of::<T>()
-        || item.as_ptr().align_offset(std::mem::align_of::<T>()) != 0
-    {
+    if item.len() < std::mem::size_of::<T>() || item.as_ptr().align_offset(std::mem::align_of::<T>()) != 0 {
         return None;
     }
     // SAFETY: size and alignment checked; every bit pattern is a valid `T`
@@ -86,8 +84,7 @@ impl Unwind<'_> {
     /// instruction pointer lies in code mapped after `maps` was taken, the
     /// snapshot is refreshed first (at most once per drain).
     pub fn frames(self) -> (Vec<u64>, UnwindEnd) {
-        self.state
-            .unwind_copied(self.maps, self.pid, self.refreshed, self.regs, self.stack)
+        self.state.unwind_copied(self.maps, self.pid, self.refreshed, self.regs, self.stack)
     }
 }
 
@@ -106,21 +103,12 @@ impl<T: StackRecord> RingReader<T> {
     /// Wraps `ring` (registered for readiness, for rings whose programs
     /// wake the reader); records of other processes than the unwinder's
     /// are skipped.
-    pub fn new(
-        ring: RingBuf<MapData>,
-        unwinder: SharedUnwinder,
-        name: &str,
-    ) -> Result<RingReader<T>> {
+    pub fn new(ring: RingBuf<MapData>, unwinder: SharedUnwinder, name: &str) -> Result<RingReader<T>> {
         // SAFETY: the ring buffer owns its fd, open for as long as the
         // AsyncFd owns the ring.
         let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|e| Error::internal(format!("cannot poll the ring buffer {name}: {e}")))?;
-        Ok(RingReader {
-            ring,
-            unwinder: Some(unwinder),
-            malformed: 0,
-            record: PhantomData,
-        })
+        Ok(RingReader { ring, unwinder: Some(unwinder), malformed: 0, record: PhantomData })
     }
 
     /// A reader of every process's records, for a caller that keeps one
@@ -130,12 +118,7 @@ impl<T: StackRecord> RingReader<T> {
         // SAFETY: as in `new`.
         let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|e| Error::internal(format!("cannot poll the ring buffer {name}: {e}")))?;
-        Ok(RingReader {
-            ring,
-            unwinder: None,
-            malformed: 0,
-            record: PhantomData,
-        })
+        Ok(RingReader { ring, unwinder: None, malformed: 0, record: PhantomData })
     }
 
     /// Hands every record now in the ring to `each`, in place, whatever its
@@ -161,9 +144,7 @@ impl<T: StackRecord> RingReader<T> {
     /// Hands every record of the process now in the ring to `each`, in
     /// place, with the unwinding of its stack.
     pub fn drain(&mut self, maps: &mut MapsSnapshot, mut each: impl FnMut(&T, Unwind<'_>)) {
-        let Some(unwinder) = &self.unwinder else {
-            return;
-        };
+        let Some(unwinder) = &self.unwinder else { return };
         let pid = unwinder.pid();
         let mut state = unwinder.lock();
         let mut refreshed = false;
@@ -198,22 +179,12 @@ mod tests {
         // Backing store aligned for u64 like the kernel's ring records.
         let words = vec![0u64; std::mem::size_of::<MemStackSample>() / 8 + 1];
         // SAFETY: a byte view of the vector's own memory.
-        let bytes =
-            unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), words.len() * 8) };
+        let bytes = unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), words.len() * 8) };
         let whole = &bytes[..std::mem::size_of::<MemStackSample>()];
         let sample = view::<MemStackSample>(whole).expect("whole and aligned");
-        assert!(std::ptr::eq(
-            sample.stack().as_ptr(),
-            whole[std::mem::offset_of!(MemStackSample, stack)..].as_ptr()
-        ));
-        assert!(
-            view::<MemStackSample>(&whole[..whole.len() - 1]).is_none(),
-            "short"
-        );
-        assert!(
-            view::<MemStackSample>(&bytes[4..4 + whole.len()]).is_none(),
-            "misaligned"
-        );
+        assert!(std::ptr::eq(sample.stack().as_ptr(), whole[std::mem::offset_of!(MemStackSample, stack)..].as_ptr()));
+        assert!(view::<MemStackSample>(&whole[..whole.len() - 1]).is_none(), "short");
+        assert!(view::<MemStackSample>(&bytes[4..4 + whole.len()]).is_none(), "misaligned");
     }
 
     #[test]

@@ -16,8 +16,8 @@ use aya::{
     Ebpf,
     maps::{RingBuf, StackTraceMap},
 };
-pub use perf_audit_analysis::evidence::MemEventRecord;
 use perf_audit_common::{UserStackSample, names, sample_kind};
+pub use perf_audit_analysis::evidence::MemEventRecord;
 
 use super::{
     cpu::{RawCpuStack, comm_to_string, stack_frames},
@@ -93,11 +93,8 @@ impl StackCopyCollector {
     /// Takes the object's stack-sample ring; samples of the unwinder's
     /// process are unwound with it.
     pub(super) fn new(ebpf: &mut Ebpf, unwinder: &SharedUnwinder) -> Result<StackCopyCollector> {
-        let map = ebpf
-            .take_map(names::USER_STACK_SAMPLES)
-            .ok_or_else(|| missing(names::USER_STACK_SAMPLES))?;
-        let ring = RingBuf::try_from(map)
-            .map_err(|e| Error::internal(format!("USER_STACK_SAMPLES: {e}")))?;
+        let map = ebpf.take_map(names::USER_STACK_SAMPLES).ok_or_else(|| missing(names::USER_STACK_SAMPLES))?;
+        let ring = RingBuf::try_from(map).map_err(|e| Error::internal(format!("USER_STACK_SAMPLES: {e}")))?;
         let mut tick = tokio::time::interval(DRAIN_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Ok(StackCopyCollector {
@@ -122,17 +119,8 @@ impl StackCopyCollector {
 
     /// Unwinds every sample in the ring now.
     pub fn drain(&mut self, maps: &mut MapsSnapshot) {
-        let StackCopyCollector {
-            reader,
-            cpu_stacks,
-            offcpu_stacks,
-            records,
-            memory,
-            memory_dropped,
-            truncated,
-            unwound,
-            ..
-        } = self;
+        let StackCopyCollector { reader, cpu_stacks, offcpu_stacks, records, memory, memory_dropped, truncated, unwound, .. } =
+            self;
         reader.drain(maps, |sample, unwind| {
             let (frames, end) = unwind.frames();
             *unwound += 1;
@@ -154,16 +142,12 @@ impl StackCopyCollector {
                     frames,
                 });
             } else if sample.kind == sample_kind::OFF_CPU {
-                let agg = offcpu_stacks
-                    .entry((sample.tid, sample.comm, frames, sample.syscall_nr))
-                    .or_default();
+                let agg = offcpu_stacks.entry((sample.tid, sample.comm, frames, sample.syscall_nr)).or_default();
                 agg.intervals += 1;
                 agg.total_ns += sample.weight;
             } else {
                 let next = cpu_stacks.len();
-                let entry = cpu_stacks
-                    .entry((sample.tid, sample.comm, frames, sample.kernel_stack_id))
-                    .or_insert((next, 0));
+                let entry = cpu_stacks.entry((sample.tid, sample.comm, frames, sample.kernel_stack_id)).or_insert((next, 0));
                 entry.1 += 1;
                 if records.len() < MAX_SAMPLE_RECORDS {
                     records.push(CpuSampleRecord {
@@ -185,29 +169,23 @@ impl StackCopyCollector {
 
     /// The aggregated stacks, kernel frames resolved from `STACK_TRACES`.
     pub(super) fn finish(self, ebpf: &Ebpf) -> Result<StackCopyResult> {
-        let traces = StackTraceMap::try_from(
-            ebpf.map(names::STACK_TRACES)
-                .ok_or_else(|| missing(names::STACK_TRACES))?,
-        )
-        .map_err(|e| Error::internal(format!("STACK_TRACES: {e}")))?;
+        let traces = StackTraceMap::try_from(ebpf.map(names::STACK_TRACES).ok_or_else(|| missing(names::STACK_TRACES))?)
+            .map_err(|e| Error::internal(format!("STACK_TRACES: {e}")))?;
         let pid = self.pid;
         let mut cpu: Vec<(usize, RawCpuStack)> = self
             .cpu_stacks
             .into_iter()
             .map(|((tid, comm, user, kernel_id), (index, count))| {
-                (
-                    index,
-                    RawCpuStack {
-                        tgid: pid,
-                        tid,
-                        thread_name: comm_to_string(&comm),
-                        user,
-                        kernel: stack_frames(&traces, kernel_id),
-                        count,
-                        events: count,
-                        leaf_label: None,
-                    },
-                )
+                (index, RawCpuStack {
+                    tgid: pid,
+                    tid,
+                    thread_name: comm_to_string(&comm),
+                    user,
+                    kernel: stack_frames(&traces, kernel_id),
+                    count,
+                    events: count,
+                    leaf_label: None,
+                })
             })
             .collect();
         cpu.sort_by_key(|(index, _)| *index);
@@ -225,10 +203,6 @@ impl StackCopyCollector {
                 leaf_label: Some(format!("{} [syscall]", crate::syscalls::name(syscall))),
             })
             .collect();
-        Ok(StackCopyResult {
-            cpu: cpu.into_iter().map(|(_, s)| s).collect(),
-            offcpu,
-            records: self.records,
-        })
+        Ok(StackCopyResult { cpu: cpu.into_iter().map(|(_, s)| s).collect(), offcpu, records: self.records })
     }
 }

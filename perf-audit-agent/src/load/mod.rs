@@ -71,9 +71,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub use scenario::{Scenario, WeightedRequest, WeightedRoundRobin, parse_http_url};
 
 use crate::error::{Error, ErrorKind, Result};
-pub use perf_audit_analysis::report::schema::{
-    EndpointStats, LatencyPoint, LatencySeries, LatencySummary, LoadResult,
-};
+pub use perf_audit_analysis::report::schema::{EndpointStats, LatencyPoint, LatencySeries, LatencySummary, LoadResult};
 
 /// Latencies above this are recorded as this (the histogram saturates).
 pub const MAX_RECORDED_LATENCY: Duration = Duration::from_secs(60);
@@ -278,10 +276,7 @@ pub async fn run(plan: LoadPlan, stop: impl Future) -> LoadResult {
         .enable_all()
         .build()
         .ok();
-    let runtime = own_runtime
-        .as_ref()
-        .map(|rt| rt.handle().clone())
-        .unwrap_or_else(tokio::runtime::Handle::current);
+    let runtime = own_runtime.as_ref().map(|rt| rt.handle().clone()).unwrap_or_else(tokio::runtime::Handle::current);
     // The client's connection tasks are spawned where it is built.
     let client = {
         let _entered = runtime.enter();
@@ -716,19 +711,12 @@ impl Recorder {
 
     fn record(&mut self, sample: Sample) {
         self.received += 1;
-        let planned = sample
-            .completed_at
-            .checked_sub(sample.corrected)
-            .unwrap_or(self.start);
+        let planned = sample.completed_at.checked_sub(sample.corrected).unwrap_or(self.start);
         let (latency, error) = match sample.outcome {
             Outcome::Response(status) => (Some(sample.corrected), !(200..400).contains(&status)),
             Outcome::Transport(_) | Outcome::Timeout => (None, true),
         };
-        self.series.record(
-            planned.saturating_duration_since(self.start),
-            latency,
-            error,
-        );
+        self.series.record(planned.saturating_duration_since(self.start), latency, error);
         let ep = &mut self.endpoints[sample.endpoint];
         self.last_completion = Some(
             self.last_completion

@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use super::{LatencyPoint, LatencySeries};
 use hdrhistogram::Histogram;
+use super::{LatencyPoint, LatencySeries};
 
 /// At most this many buckets are kept.
 pub const MAX_BUCKETS: usize = 600;
@@ -27,21 +27,13 @@ fn bucket_histogram() -> Histogram<u64> {
 
 impl SeriesRecorder {
     pub(super) fn new() -> Self {
-        SeriesRecorder {
-            interval_s: 1,
-            buckets: Vec::new(),
-        }
+        SeriesRecorder { interval_s: 1, buckets: Vec::new() }
     }
 
     /// One request planned `planned_offset` after the start; `latency` when
     /// it was answered (an error answer still has one), `error` when it
     /// failed.
-    pub(super) fn record(
-        &mut self,
-        planned_offset: Duration,
-        latency: Option<Duration>,
-        error: bool,
-    ) {
+    pub(super) fn record(&mut self, planned_offset: Duration, latency: Option<Duration>, error: bool) {
         let mut index = (planned_offset.as_secs() / self.interval_s) as usize;
         while index >= MAX_BUCKETS {
             self.halve();
@@ -91,16 +83,8 @@ impl SeriesRecorder {
                         t_s: (i as u64 * interval) as f64,
                         requests,
                         errors,
-                        p50_ms: if answered {
-                            ms(hist.value_at_quantile(0.50))
-                        } else {
-                            0.0
-                        },
-                        p99_ms: if answered {
-                            ms(hist.value_at_quantile(0.99))
-                        } else {
-                            0.0
-                        },
+                        p50_ms: if answered { ms(hist.value_at_quantile(0.50)) } else { 0.0 },
+                        p99_ms: if answered { ms(hist.value_at_quantile(0.99)) } else { 0.0 },
                         max_ms: if answered { ms(hist.max()) } else { 0.0 },
                     }
                 })
@@ -117,35 +101,16 @@ mod tests {
     fn buckets_follow_the_planned_second_and_count_errors() {
         let mut r = SeriesRecorder::new();
         for i in 0..100u64 {
-            r.record(
-                Duration::from_millis(i * 10),
-                Some(Duration::from_micros(1000 + i)),
-                false,
-            );
+            r.record(Duration::from_millis(i * 10), Some(Duration::from_micros(1000 + i)), false);
         }
-        r.record(
-            Duration::from_millis(2500),
-            Some(Duration::from_millis(80)),
-            false,
-        );
+        r.record(Duration::from_millis(2500), Some(Duration::from_millis(80)), false);
         r.record(Duration::from_millis(2600), None, true);
         let s = r.finish();
         assert_eq!(s.interval_s, 1.0);
         assert_eq!(s.points.len(), 3);
         assert_eq!(s.points[0].requests, 100);
-        assert!(
-            (s.points[0].p50_ms - 1.05).abs() < 0.02,
-            "{:?}",
-            s.points[0]
-        );
-        assert_eq!(
-            s.points[1],
-            LatencyPoint {
-                t_s: 1.0,
-                ..Default::default()
-            },
-            "an empty second stays in the series"
-        );
+        assert!((s.points[0].p50_ms - 1.05).abs() < 0.02, "{:?}", s.points[0]);
+        assert_eq!(s.points[1], LatencyPoint { t_s: 1.0, ..Default::default() }, "an empty second stays in the series");
         assert_eq!((s.points[2].requests, s.points[2].errors), (2, 1));
         assert!((s.points[2].p99_ms - 80.0).abs() < 1.0);
     }
@@ -154,19 +119,12 @@ mod tests {
     fn a_long_run_merges_buckets_and_keeps_its_span() {
         let mut r = SeriesRecorder::new();
         for s in 0..(MAX_BUCKETS as u64 * 2 + 10) {
-            r.record(
-                Duration::from_secs(s),
-                Some(Duration::from_millis(1)),
-                false,
-            );
+            r.record(Duration::from_secs(s), Some(Duration::from_millis(1)), false);
         }
         let s = r.finish();
         assert_eq!(s.interval_s, 4.0);
         assert!(s.points.len() <= MAX_BUCKETS);
-        assert_eq!(
-            s.points.iter().map(|p| p.requests).sum::<u64>(),
-            MAX_BUCKETS as u64 * 2 + 10
-        );
+        assert_eq!(s.points.iter().map(|p| p.requests).sum::<u64>(), MAX_BUCKETS as u64 * 2 + 10);
         assert_eq!(s.points.last().unwrap().t_s, 1208.0);
     }
 }

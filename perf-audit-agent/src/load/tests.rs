@@ -439,16 +439,9 @@ async fn a_hung_server_shows_as_unsent_unfinished_and_timeouts() {
 /// the caller's runtime, as before, p99 200-210 ms.
 #[test]
 fn requests_keep_their_pace_while_the_callers_runtime_is_busy() {
-    let server_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let server_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let server = server_rt.block_on(TestServer::start(|_| async { 200 }));
-    let caller = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let caller = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let r = caller.block_on(async {
         let busy = tokio::spawn(async {
             let until = std::time::Instant::now() + Duration::from_millis(2500);
@@ -457,21 +450,13 @@ fn requests_keep_their_pace_while_the_callers_runtime_is_busy() {
                 tokio::task::yield_now().await;
             }
         });
-        let r = run(
-            plan(&[server.url("/feed")], 100, Duration::from_secs(2)),
-            std::future::pending::<()>(),
-        )
-        .await;
+        let r = run(plan(&[server.url("/feed")], 100, Duration::from_secs(2)), std::future::pending::<()>()).await;
         let _ = busy.await;
         r
     });
     show("busy caller", &r);
     assert_eq!(r.completed, 200, "{}", summary_line(&r));
-    assert!(
-        r.latency.p99_ms < 50.0,
-        "the requests waited for the caller's runtime: {}",
-        summary_line(&r)
-    );
+    assert!(r.latency.p99_ms < 50.0, "the requests waited for the caller's runtime: {}", summary_line(&r));
     drop(server);
     server_rt.shutdown_background();
 }

@@ -29,8 +29,7 @@
 //! the pure model that turns what was collected into the report's section.
 
 pub use perf_audit_analysis::memory::{
-    DEFAULT_PERIOD, DEFAULT_WINDOW, KernelTime, MemoryEvidence, MemoryMode, Snapshot, analysis,
-    faults, section, types,
+    DEFAULT_PERIOD, DEFAULT_WINDOW, KernelTime, MemoryEvidence, MemoryMode, Snapshot, analysis, faults, section, types,
 };
 
 use std::{
@@ -48,7 +47,8 @@ use perf_audit_common::memory::{MemStackSample, SiteStats};
 use crate::{
     error::{Error, Result},
     kernel::{
-        Counters, mem_events,
+        Counters,
+        mem_events,
         memory::{AllocatorPlan, MemoryKernel, discover_allocator},
         ring::RingReader,
         stack_copy::StackCopyCollector,
@@ -106,11 +106,7 @@ impl MemoryCollector {
     /// Finds the allocator of the unwinder's process, loads the memory
     /// programs, and starts the collector task. Stacks are unwound with the
     /// audit's shared `unwinder`.
-    pub async fn start(
-        unwinder: &SharedUnwinder,
-        exe: &Path,
-        mode: MemoryMode,
-    ) -> Result<MemoryCollector> {
+    pub async fn start(unwinder: &SharedUnwinder, exe: &Path, mode: MemoryMode) -> Result<MemoryCollector> {
         let pid = unwinder.pid();
         let mut maps = MapsSnapshot::default();
         // A launched command may not have mapped its libraries yet.
@@ -138,47 +134,16 @@ impl MemoryCollector {
         let regions = read_regions(pid).unwrap_or_default();
         let events = mem_events::attach(&mut kernel, unwinder, regions.heap_end())?;
         kernel.set_window(1)?;
-        let ring = RingReader::new(
-            kernel.take_stack_ring()?,
-            unwinder.clone(),
-            perf_audit_common::memory::mem_names::STACKS,
-        )?;
+        let ring = RingReader::new(kernel.take_stack_ring()?, unwinder.clone(), perf_audit_common::memory::mem_names::STACKS)?;
         if mode != MemoryMode::Default {
             kernel.attach()?;
             kernel.set_recording(true)?;
         }
         let (stop, stopped) = tokio::sync::oneshot::channel();
-        let stacks = Stacks {
-            ring,
-            stacks: HashMap::new(),
-            truncated: 0,
-        };
+        let stacks = Stacks { ring, stacks: HashMap::new(), truncated: 0 };
         let probes_off = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(run(
-            kernel,
-            stacks,
-            Growth {
-                reader: events,
-                regions,
-                events: Default::default(),
-                rss: Vec::new(),
-                faults_at_start: fault_count(pid),
-                faults_last: None,
-            },
-            pid,
-            mode,
-            maps,
-            Control {
-                stopped,
-                probes_off: probes_off.clone(),
-            },
-        ));
-        Ok(MemoryCollector {
-            stop,
-            task,
-            probes_off,
-            mode,
-        })
+        let task = tokio::spawn(run(kernel, stacks, Growth { reader: events, regions, events: Default::default(), rss: Vec::new(), faults_at_start: fault_count(pid), faults_last: None }, pid, mode, maps, Control { stopped, probes_off: probes_off.clone() }));
+        Ok(MemoryCollector { stop, task, probes_off, mode })
     }
 
     /// The overhead budget's first step: the allocator probes stop (no
@@ -197,9 +162,7 @@ impl MemoryCollector {
     /// Stops collecting (detaches everything) and returns what was gathered.
     pub async fn finish(self) -> Result<MemoryRaw> {
         let _ = self.stop.send(());
-        self.task
-            .await
-            .map_err(|e| Error::internal(format!("the memory collector panicked: {e}")))?
+        self.task.await.map_err(|e| Error::internal(format!("the memory collector panicked: {e}")))?
     }
 }
 
@@ -210,11 +173,7 @@ pub(crate) fn code_ranges(maps: &MapsSnapshot, exe: &Path) -> Vec<(u64, u64)> {
     let mut own: Vec<(u64, u64)> = Vec::new();
     let mut other: Vec<(u64, u64)> = Vec::new();
     for m in maps.iter() {
-        if m.path == exe {
-            own.push((m.start, m.end))
-        } else {
-            other.push((m.start, m.end))
-        }
+        if m.path == exe { own.push((m.start, m.end)) } else { other.push((m.start, m.end)) }
     }
     own.extend(other);
     own
@@ -229,11 +188,7 @@ struct Stacks {
 
 impl Stacks {
     fn drain(&mut self, maps: &mut MapsSnapshot) {
-        let Stacks {
-            ring,
-            stacks,
-            truncated,
-        } = self;
+        let Stacks { ring, stacks, truncated } = self;
         ring.drain(maps, |sample, unwind| {
             if stacks.contains_key(&sample.site) {
                 return;
@@ -267,14 +222,10 @@ impl Growth {
         for mut e in self.reader.take_memory_events() {
             if e.kind == perf_audit_common::sample_kind::PAGE_FAULT && e.bytes != 0 {
                 let frames = std::mem::take(&mut e.frames);
-                e.frames =
-                    faults::complete_stack(frames, sites.get(&e.bytes), |a| maps.find(a).is_some());
+                e.frames = faults::complete_stack(frames, sites.get(&e.bytes), |a| maps.find(a).is_some());
             }
             let mut region = self.regions.classify(e.addr, e.sp);
-            if region == faults::Region::Unknown
-                && e.kind == perf_audit_common::sample_kind::PAGE_FAULT
-                && !reread
-            {
+            if region == faults::Region::Unknown && e.kind == perf_audit_common::sample_kind::PAGE_FAULT && !reread {
                 reread = true;
                 if let Some(r) = read_regions(pid) {
                     self.regions = r;
@@ -292,30 +243,15 @@ impl Growth {
         if let Some(n) = fault_count(pid) {
             self.faults_last = Some(n);
         }
-        let Some((rss, anon, huge)) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-            .ok()
-            .as_deref()
-            .and_then(faults::parse_smaps_rollup)
-        else {
+        let Some((rss, anon, huge)) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok().as_deref().and_then(faults::parse_smaps_rollup) else {
             return;
         };
-        faults::push_rss(
-            &mut self.rss,
-            faults::RssPoint {
-                t_s: t,
-                rss_bytes: rss,
-                anon_bytes: anon,
-                heap_bytes: self.regions.heap_bytes(),
-                huge_page_bytes: huge,
-            },
-        );
+        faults::push_rss(&mut self.rss, faults::RssPoint { t_s: t, rss_bytes: rss, anon_bytes: anon, heap_bytes: self.regions.heap_bytes(), huge_page_bytes: huge });
     }
 }
 
 fn read_regions(pid: u32) -> Option<faults::Regions> {
-    std::fs::read_to_string(format!("/proc/{pid}/maps"))
-        .ok()
-        .map(|t| faults::Regions::parse(&t))
+    std::fs::read_to_string(format!("/proc/{pid}/maps")).ok().map(|t| faults::Regions::parse(&t))
 }
 
 /// minflt + majflt of `/proc/PID/stat` (every thread's, dead ones included).
@@ -351,27 +287,15 @@ struct DutyCycle {
 /// (measured, demo service, debug agent on a loaded machine), and the
 /// target paid the precise mode's cost meanwhile (issue 19's "attached
 /// 66.5% of the time").
-fn duty_cycle(
-    mut kernel: MemoryKernel,
-    mode: MemoryMode,
-    pid: u32,
-    start: Instant,
-    probes_off: Arc<AtomicBool>,
-    stop: std::sync::mpsc::Receiver<()>,
-) -> Result<DutyCycle> {
+fn duty_cycle(mut kernel: MemoryKernel, mode: MemoryMode, pid: u32, start: Instant, probes_off: Arc<AtomicBool>, stop: std::sync::mpsc::Receiver<()>) -> Result<DutyCycle> {
     use std::sync::mpsc::RecvTimeoutError;
-    let stop_requested =
-        |r: std::result::Result<(), RecvTimeoutError>| !matches!(r, Err(RecvTimeoutError::Timeout));
+    let stop_requested = |r: std::result::Result<(), RecvTimeoutError>| !matches!(r, Err(RecvTimeoutError::Timeout));
     let mut series = Vec::new();
     let mut recorded = Duration::ZERO;
     let mut probed = Duration::ZERO;
     let mut attached_since = kernel.attached().then(Instant::now);
     let mut windows: u64 = if kernel.attached() { 1 } else { 0 };
-    let period = if mode == MemoryMode::Default {
-        DEFAULT_PERIOD
-    } else {
-        PRECISE_SNAPSHOT
-    };
+    let period = if mode == MemoryMode::Default { DEFAULT_PERIOD } else { PRECISE_SNAPSHOT };
     // The first window opens at once, as the collector starts.
     let mut next = Instant::now();
     loop {
@@ -394,10 +318,7 @@ fn duty_cycle(
                     recorded += since.elapsed();
                     probed += since.elapsed();
                 }
-                series.push(Snapshot {
-                    t: start.elapsed().as_secs_f64(),
-                    sites: kernel.read_sites()?,
-                });
+                series.push(Snapshot { t: start.elapsed().as_secs_f64(), sites: kernel.read_sites()? });
             }
         } else if mode == MemoryMode::Default {
             windows += 1;
@@ -418,31 +339,19 @@ fn duty_cycle(
             // a background thread.
             kernel.detach();
             probed += opened.elapsed();
-            series.push(Snapshot {
-                t: start.elapsed().as_secs_f64(),
-                sites: kernel.read_sites()?,
-            });
+            series.push(Snapshot { t: start.elapsed().as_secs_f64(), sites: kernel.read_sites()? });
             if stop_now {
                 break;
             }
         } else {
-            series.push(Snapshot {
-                t: start.elapsed().as_secs_f64(),
-                sites: kernel.read_sites()?,
-            });
+            series.push(Snapshot { t: start.elapsed().as_secs_f64(), sites: kernel.read_sites()? });
         }
     }
     if let Some(since) = attached_since.take() {
         recorded += since.elapsed();
         probed += since.elapsed();
     }
-    Ok(DutyCycle {
-        kernel,
-        series,
-        recorded,
-        probed,
-        windows,
-    })
+    Ok(DutyCycle { kernel, series, recorded, probed, windows })
 }
 
 /// The collector task: the probes' duty cycle on its thread, new-site
@@ -456,10 +365,7 @@ async fn run(
     mut maps: MapsSnapshot,
     control: Control,
 ) -> Result<MemoryRaw> {
-    let Control {
-        mut stopped,
-        probes_off,
-    } = control;
+    let Control { mut stopped, probes_off } = control;
     let start = Instant::now();
     let kernel_at_start = kernel_seconds(pid);
     let mut kernel_last = kernel_at_start;
@@ -504,13 +410,7 @@ async fn run(
         }
     }
     let _ = stop_duty.send(());
-    let DutyCycle {
-        mut kernel,
-        mut series,
-        recorded,
-        probed,
-        windows,
-    } = tokio::task::spawn_blocking(move || duty.join())
+    let DutyCycle { mut kernel, mut series, recorded, probed, windows } = tokio::task::spawn_blocking(move || duty.join())
         .await
         .map_err(|e| Error::internal(format!("the memory window thread: {e}")))?
         .map_err(|_| Error::internal("the memory window thread panicked".to_string()))??;
@@ -545,10 +445,7 @@ async fn run(
     }
     let sites = kernel.read_sites()?;
     if mode != MemoryMode::Default {
-        series.push(Snapshot {
-            t: elapsed.as_secs_f64(),
-            sites: sites.clone(),
-        });
+        series.push(Snapshot { t: elapsed.as_secs_f64(), sites: sites.clone() });
     }
     if let Some((rss_now, hwm)) = rss_and_peak(pid) {
         current_rss = rss_now;
@@ -558,10 +455,7 @@ async fn run(
     growth.sample_rss(pid, elapsed.as_secs_f64());
     growth.drain(&mut maps, pid, &stacks.stacks);
     growth.events.unaggregated += growth.reader.memory_dropped;
-    let faults_counted = match (
-        growth.faults_at_start,
-        fault_count(pid).or(growth.faults_last),
-    ) {
+    let faults_counted = match (growth.faults_at_start, fault_count(pid).or(growth.faults_last)) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
         _ => None,
     };
@@ -648,12 +542,7 @@ pub fn build_section(
     let frames: HashMap<u64, Vec<crate::profile::Frame>> = ids
         .iter()
         .zip(profile.stacks.iter())
-        .map(|(id, s)| {
-            (
-                *id,
-                s.frames.iter().map(|f| profile.frame(*f).clone()).collect(),
-            )
-        })
+        .map(|(id, s)| (*id, s.frames.iter().map(|f| profile.frame(*f).clone()).collect()))
         .collect();
     let analysis = analysis::analyze(&analysis::Input {
         duty: raw.summary.duty,
@@ -664,11 +553,9 @@ pub fn build_section(
     });
     let folded = analysis.folded.clone();
     let events = growth_sections(raw, symbolizer, exe);
-    (
-        section::MemorySection::build(&raw.summary, analysis, events),
-        folded,
-    )
+    (section::MemorySection::build(&raw.summary, analysis, events), folded)
 }
+
 
 /// Symbolizes the page-fault and mapping stacks and builds their sections.
 fn growth_sections(
@@ -685,12 +572,7 @@ fn growth_sections(
     let frames: HashMap<Vec<u64>, Vec<crate::profile::Frame>> = keys
         .into_iter()
         .zip(profile.stacks.iter())
-        .map(|(key, s)| {
-            (
-                key,
-                s.frames.iter().map(|f| profile.frame(*f).clone()).collect(),
-            )
-        })
+        .map(|(key, s)| (key, s.frames.iter().map(|f| profile.frame(*f).clone()).collect()))
         .collect();
     section::GrowthSections {
         page_faults: faults::page_fault_section(
@@ -698,11 +580,7 @@ fn growth_sections(
             &frames,
             &raw.event_counters,
             raw.faults_counted,
-            raw.rss_series
-                .iter()
-                .map(|p| p.huge_page_bytes)
-                .max()
-                .unwrap_or(0),
+            raw.rss_series.iter().map(|p| p.huge_page_bytes).max().unwrap_or(0),
         ),
         mappings: faults::mapping_section(&raw.events, &frames, &raw.event_counters),
         rss_series: faults::rss_series(&raw.rss_series),

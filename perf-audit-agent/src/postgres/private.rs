@@ -95,20 +95,11 @@ impl PrivatePostgres {
         };
         let dir = make_private_dir(run_as)?;
         // From here on, dropping `pg` (an error below, a panic) cleans up.
-        let mut pg = PrivatePostgres {
-            dir,
-            port: 0,
-            bin,
-            postmaster: None,
-            keeper: None,
-            watchdog: None,
-        };
-        pg.watchdog = Some(Watchdog::spawn(&pg.dir).map_err(|e| {
-            Error::new(
-                ErrorKind::Database,
-                format!("cannot start the cleanup watchdog (/bin/sh): {e}"),
-            )
-        })?);
+        let mut pg = PrivatePostgres { dir, port: 0, bin, postmaster: None, keeper: None, watchdog: None };
+        pg.watchdog = Some(
+            Watchdog::spawn(&pg.dir)
+                .map_err(|e| Error::new(ErrorKind::Database, format!("cannot start the cleanup watchdog (/bin/sh): {e}")))?,
+        );
 
         pg.initdb(&initdb, run_as)?;
         let mut attempt = 0;
@@ -119,9 +110,7 @@ impl PrivatePostgres {
                 Ok(()) => break,
                 Err(Launch::PortTaken) if attempt < PORT_ATTEMPTS => continue,
                 Err(Launch::PortTaken) => {
-                    return Err(pg.startup_error(&format!(
-                        "PostgreSQL could not bind a free port after {PORT_ATTEMPTS} attempts"
-                    )));
+                    return Err(pg.startup_error(&format!("PostgreSQL could not bind a free port after {PORT_ATTEMPTS} attempts")));
                 }
                 Err(Launch::Failed(e)) => return Err(e),
             }
@@ -158,20 +147,7 @@ impl PrivatePostgres {
         let mut cmd = Command::new(&psql);
         clean_env(&mut cmd);
         let out = cmd
-            .args([
-                "-X",
-                "-q",
-                "-A",
-                "-t",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-            ])
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres"])
             .arg("-p")
             .arg(self.port.to_string())
             .arg("-c")
@@ -179,18 +155,10 @@ impl PrivatePostgres {
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .output()
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::PostgresNotInstalled,
-                    format!("cannot run {}: {e}", psql.display()),
-                )
-            })?;
+            .map_err(|e| Error::new(ErrorKind::PostgresNotInstalled, format!("cannot run {}: {e}", psql.display())))?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
-            return Err(Error::new(
-                ErrorKind::Database,
-                format!("private PostgreSQL rejected `{sql}`: {}", one_line(&stderr)),
-            ));
+            return Err(Error::new(ErrorKind::Database, format!("private PostgreSQL rejected `{sql}`: {}", one_line(&stderr))));
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
@@ -200,43 +168,22 @@ impl PrivatePostgres {
         clean_env(&mut cmd);
         cmd.arg("-D")
             .arg(&self.dir)
-            .args([
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-                "-E",
-                "UTF8",
-                "--no-locale",
-                "--no-sync",
-                "--no-instructions",
-            ])
+            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync", "--no-instructions"])
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         // initdb's own postgres children exit when it dies (their stdin closes).
         server_process(&mut cmd, run_as, libc::SIGKILL);
-        let child = cmd.spawn().map_err(|e| {
-            Error::new(
-                ErrorKind::PostgresNotInstalled,
-                format!("cannot run {}: {e}", initdb.display()),
-            )
-        })?;
+        let child =
+            cmd.spawn().map_err(|e| Error::new(ErrorKind::PostgresNotInstalled, format!("cannot run {}: {e}", initdb.display())))?;
         self.watch(child.id());
-        let out = child
-            .wait_with_output()
-            .map_err(|e| Error::new(ErrorKind::Database, format!("initdb: {e}")))?;
+        let out = child.wait_with_output().map_err(|e| Error::new(ErrorKind::Database, format!("initdb: {e}")))?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             return Err(Error::new(
                 ErrorKind::Database,
-                format!(
-                    "initdb failed ({}) in {}: {}",
-                    describe(out.status),
-                    self.dir.display(),
-                    tail(&stderr, 3)
-                ),
+                format!("initdb failed ({}) in {}: {}", describe(out.status), self.dir.display(), tail(&stderr, 3)),
             ));
         }
         Ok(())
@@ -251,40 +198,21 @@ impl PrivatePostgres {
             .write(true)
             .truncate(true)
             .open(&log_path)
-            .map_err(|e| {
-                Launch::Failed(Error::new(
-                    ErrorKind::Database,
-                    format!("cannot create {}: {e}", log_path.display()),
-                ))
-            })?;
-        let log_err = log
-            .try_clone()
-            .map_err(|e| Launch::Failed(Error::internal(format!("log file: {e}"))))?;
+            .map_err(|e| Launch::Failed(Error::new(ErrorKind::Database, format!("cannot create {}: {e}", log_path.display()))))?;
+        let log_err = log.try_clone().map_err(|e| Launch::Failed(Error::internal(format!("log file: {e}"))))?;
 
         let mut cmd = Command::new(server);
         clean_env(&mut cmd);
-        cmd.arg("-D")
-            .arg(&self.dir)
-            .arg("-k")
-            .arg(&self.dir)
-            .arg("-p")
-            .arg(self.port.to_string());
+        cmd.arg("-D").arg(&self.dir).arg("-k").arg(&self.dir).arg("-p").arg(self.port.to_string());
         for setting in SERVER_SETTINGS {
             cmd.arg("-c").arg(setting);
         }
-        cmd.current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err);
+        cmd.current_dir(&self.dir).stdin(Stdio::null()).stdout(log).stderr(log_err);
         // Immediate shutdown if the agent dies: the data is thrown away anyway.
         server_process(&mut cmd, run_as, libc::SIGQUIT);
 
-        let (child, keeper) = spawn_kept(cmd).map_err(|e| {
-            Launch::Failed(Error::new(
-                ErrorKind::PostgresNotInstalled,
-                format!("cannot run {}: {e}", server.display()),
-            ))
-        })?;
+        let (child, keeper) = spawn_kept(cmd)
+            .map_err(|e| Launch::Failed(Error::new(ErrorKind::PostgresNotInstalled, format!("cannot run {}: {e}", server.display()))))?;
         self.watch(child.id());
         self.postmaster = Some(child);
         self.keeper = Some(keeper);
@@ -304,10 +232,7 @@ impl PrivatePostgres {
                 if log.contains("Address already in use") {
                     return Err(Launch::PortTaken);
                 }
-                return Err(Launch::Failed(self.startup_error(&format!(
-                    "PostgreSQL exited at startup ({})",
-                    describe(status)
-                ))));
+                return Err(Launch::Failed(self.startup_error(&format!("PostgreSQL exited at startup ({})", describe(status)))));
             }
             if self.accepts_connections() {
                 return Ok(());
@@ -334,18 +259,7 @@ impl PrivatePostgres {
             let mut cmd = Command::new(&isready);
             clean_env(&mut cmd);
             return cmd
-                .args([
-                    "-q",
-                    "-h",
-                    "127.0.0.1",
-                    "-U",
-                    "postgres",
-                    "-d",
-                    "postgres",
-                    "-t",
-                    "2",
-                    "-p",
-                ])
+                .args(["-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-t", "2", "-p"])
                 .arg(self.port.to_string())
                 .current_dir(&self.dir)
                 .stdin(Stdio::null())
@@ -361,15 +275,8 @@ impl PrivatePostgres {
     fn startup_error(&self, what: &str) -> Error {
         let log = fs::read_to_string(self.dir.join(LOG_FILE)).unwrap_or_default();
         let excerpt = tail(&log, 3);
-        let excerpt = if excerpt.is_empty() {
-            "(empty log)".to_string()
-        } else {
-            excerpt
-        };
-        Error::new(
-            ErrorKind::Database,
-            format!("{what}; last log lines: {excerpt}"),
-        )
+        let excerpt = if excerpt.is_empty() { "(empty log)".to_string() } else { excerpt };
+        Error::new(ErrorKind::Database, format!("{what}; last log lines: {excerpt}"))
     }
 
     fn watch(&mut self, pid: u32) {
@@ -413,9 +320,7 @@ impl Drop for PrivatePostgres {
 /// rolled-back transactions to measure their gain, which it never does on
 /// a user's database.
 pub fn is_private_data_dir(dir: &Path) -> bool {
-    dir.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with("perf-audit-postgres-"))
+    dir.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("perf-audit-postgres-"))
         && dir.join(LOG_FILE).is_file()
 }
 
@@ -456,14 +361,7 @@ fn server_process(cmd: &mut Command, run_as: Option<(u32, u32)>, death_signal: i
     // matters: a credential change clears PR_SET_PDEATHSIG.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                death_signal as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, death_signal as libc::c_ulong, 0, 0, 0) != 0 {
                 return Err(io::Error::last_os_error());
             }
             // The agent died between fork and prctl: do not start orphaned.
@@ -495,17 +393,15 @@ impl Keeper {
 fn spawn_kept(mut cmd: Command) -> io::Result<(Child, Keeper)> {
     let (spawned_tx, spawned_rx) = mpsc::channel();
     let (release, released) = mpsc::channel::<()>();
-    let thread = thread::Builder::new()
-        .name("private-postgres".into())
-        .spawn(move || {
-            let spawned = cmd.spawn();
-            let ok = spawned.is_ok();
-            let _ = spawned_tx.send(spawned);
-            if ok {
-                // Returns when the sender is dropped (Keeper::release).
-                let _ = released.recv();
-            }
-        })?;
+    let thread = thread::Builder::new().name("private-postgres".into()).spawn(move || {
+        let spawned = cmd.spawn();
+        let ok = spawned.is_ok();
+        let _ = spawned_tx.send(spawned);
+        if ok {
+            // Returns when the sender is dropped (Keeper::release).
+            let _ = released.recv();
+        }
+    })?;
     match spawned_rx.recv() {
         Ok(Ok(child)) => Ok((child, Keeper { release, thread })),
         Ok(Err(e)) => {
@@ -643,12 +539,7 @@ fn find_bindir() -> Result<PathBuf, Error> {
             }
         }
     }
-    if let Ok(out) = Command::new("pg_config")
-        .arg("--bindir")
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-    {
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").stdin(Stdio::null()).stderr(Stdio::null()).output() {
         let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
         if out.status.success() && has_server(&dir) {
             return Ok(dir);
@@ -661,9 +552,7 @@ fn find_bindir() -> Result<PathBuf, Error> {
     }
     Err(Error::new(
         ErrorKind::PostgresNotInstalled,
-        format!(
-            "no PostgreSQL server found (initdb and postgres in {DEBIAN_PG_ROOT}/<version>/bin, `pg_config --bindir` or PATH)"
-        ),
+        format!("no PostgreSQL server found (initdb and postgres in {DEBIAN_PG_ROOT}/<version>/bin, `pg_config --bindir` or PATH)"),
     ))
 }
 
@@ -683,10 +572,7 @@ fn majors_newest_first(names: impl IntoIterator<Item = String>) -> Vec<String> {
 
 /// Line 8 of `postmaster.pid` is the server status since PostgreSQL 10.
 fn pid_file_says_ready(pid_file: &str) -> bool {
-    pid_file
-        .lines()
-        .nth(7)
-        .is_some_and(|status| status.trim() == "ready")
+    pid_file.lines().nth(7).is_some_and(|status| status.trim() == "ready")
 }
 
 fn program(bin: &Path, name: &str) -> PathBuf {
@@ -713,15 +599,7 @@ fn lookup_user(name: &str) -> Option<(u32, u32)> {
     // SAFETY: passwd is plain data; getpwnam_r writes into it and buf only.
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut result = std::ptr::null_mut();
-    let rc = unsafe {
-        libc::getpwnam_r(
-            cname.as_ptr(),
-            &mut pwd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut result,
-        )
-    };
+    let rc = unsafe { libc::getpwnam_r(cname.as_ptr(), &mut pwd, buf.as_mut_ptr().cast(), buf.len(), &mut result) };
     (rc == 0 && !result.is_null()).then_some((pwd.pw_uid, pwd.pw_gid))
 }
 
@@ -734,62 +612,38 @@ fn make_private_dir(run_as: Option<(u32, u32)>) -> Result<PathBuf, Error> {
     if run_as.is_some() && !searchable_by_others(&base) {
         base = PathBuf::from("/tmp");
     }
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     for _ in 0..100 {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = base.join(format!(
-            "perf-audit-postgres-{}-{n}-{nanos:x}",
-            std::process::id()
-        ));
+        let dir = base.join(format!("perf-audit-postgres-{}-{n}-{nanos:x}", std::process::id()));
         match fs::DirBuilder::new().mode(0o700).create(&dir) {
             Ok(()) => {
                 if let Some((uid, gid)) = run_as
                     && let Err(e) = std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
                 {
                     let _ = fs::remove_dir(&dir);
-                    return Err(Error::new(
-                        ErrorKind::Database,
-                        format!(
-                            "cannot give {} to the {SERVER_USER} user: {e}",
-                            dir.display()
-                        ),
-                    ));
+                    return Err(Error::new(ErrorKind::Database, format!("cannot give {} to the {SERVER_USER} user: {e}", dir.display())));
                 }
                 return Ok(dir);
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => {
-                return Err(Error::new(
-                    ErrorKind::Database,
-                    format!("cannot create a directory in {}: {e}", base.display()),
-                ));
+                return Err(Error::new(ErrorKind::Database, format!("cannot create a directory in {}: {e}", base.display())));
             }
         }
     }
-    Err(Error::internal(format!(
-        "cannot find a free directory name in {}",
-        base.display()
-    )))
+    Err(Error::internal(format!("cannot find a free directory name in {}", base.display())))
 }
 
 fn searchable_by_others(dir: &Path) -> bool {
-    dir.ancestors()
-        .all(|d| fs::metadata(d).is_ok_and(|m| m.mode() & 0o001 != 0))
+    dir.ancestors().all(|d| fs::metadata(d).is_ok_and(|m| m.mode() & 0o001 != 0))
 }
 
 fn free_loopback_port() -> Result<u16, Error> {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::Database,
-                format!("cannot find a free port on 127.0.0.1: {e}"),
-            )
-        })
+        .map_err(|e| Error::new(ErrorKind::Database, format!("cannot find a free port on 127.0.0.1: {e}")))
 }
 
 fn describe(status: ExitStatus) -> String {
@@ -802,20 +656,12 @@ fn describe(status: ExitStatus) -> String {
 
 /// The last `n` non-empty lines, joined on one line.
 fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     lines[lines.len().saturating_sub(n)..].join(" | ")
 }
 
 fn one_line(text: &str) -> String {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" | ")
+    text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" | ")
 }
 
 #[cfg(test)]
@@ -851,10 +697,7 @@ mod tests {
 
     #[test]
     fn errors_are_one_line_with_the_fix() {
-        let e = Error::new(
-            ErrorKind::PostgresNotInstalled,
-            "no PostgreSQL server found",
-        );
+        let e = Error::new(ErrorKind::PostgresNotInstalled, "no PostgreSQL server found");
         assert!(e.to_string().contains("apt-get install postgresql"), "{e}");
         assert_eq!(e.kind.exit_code(), crate::error::exit_code::DATABASE);
     }

@@ -41,9 +41,7 @@ use perf_audit_agent::{
     load::{self, LoadPlan, LoadResult, Scenario},
     postgres::private::PrivatePostgres,
 };
-use perf_audit_tests::{
-    demo_scenario, demo_service_bin, free_loopback_addr, wait_attached, workspace_root,
-};
+use perf_audit_tests::{demo_scenario, demo_service_bin, free_loopback_addr, wait_attached, workspace_root};
 
 /// Requests always in flight in the throughput measurement: enough to keep
 /// both cores of the demo busy (its handlers await the database), few
@@ -54,10 +52,7 @@ const SATURATION_IN_FLIGHT: usize = 32;
 const SATURATION_RPS: u32 = 20_000;
 
 fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 struct Measure {
@@ -76,10 +71,7 @@ fn main() {
 }
 
 fn run() -> Result<(), String> {
-    let agent = PathBuf::from(
-        std::env::var("PERF_AUDIT_AGENT")
-            .map_err(|_| "PERF_AUDIT_AGENT is not set; run it as `cargo xtask bench overhead`")?,
-    );
+    let agent = PathBuf::from(std::env::var("PERF_AUDIT_AGENT").map_err(|_| "PERF_AUDIT_AGENT is not set; run it as `cargo xtask bench overhead`")?);
     let rounds = env_or("BENCH_ROUNDS", 3).max(1);
     let seconds = Duration::from_secs(env_or("BENCH_SECONDS", 8).max(2));
     let rps = env_or("BENCH_RPS", 100) as u32;
@@ -105,27 +97,12 @@ fn run() -> Result<(), String> {
             .spawn()
             .map_err(|e| format!("{}: {e}", demo.display()))?,
     );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().map_err(|e| e.to_string())?;
     wait_ready(&rt, &scenario)?;
-    eprintln!(
-        "bench overhead: demo service pid {} on {addr}; warming up for 10 s",
-        service.0.id()
-    );
-    drive(
-        &rt,
-        &scenario,
-        rps,
-        Duration::from_secs(10),
-        LoadPlan::DEFAULT_MAX_IN_FLIGHT,
-    );
+    eprintln!("bench overhead: demo service pid {} on {addr}; warming up for 10 s", service.0.id());
+    drive(&rt, &scenario, rps, Duration::from_secs(10), LoadPlan::DEFAULT_MAX_IN_FLIGHT);
 
-    let configs: Vec<Option<&str>> = std::iter::once(None)
-        .chain(profiles.iter().map(|p| Some(p.as_str())))
-        .collect();
+    let configs: Vec<Option<&str>> = std::iter::once(None).chain(profiles.iter().map(|p| Some(p.as_str()))).collect();
     let mut results: Vec<Vec<Measure>> = configs.iter().map(|_| Vec::new()).collect();
     for round in 0..rounds {
         // Rotate the order each round: no configuration always runs first.
@@ -135,24 +112,13 @@ fn run() -> Result<(), String> {
             let config = configs[i];
             let name = config.unwrap_or("untraced");
             eprintln!("bench overhead: round {}/{rounds}: {name}", round + 1);
-            let m = measure(
-                &rt,
-                &agent,
-                service.0.id(),
-                config,
-                &scenario,
-                rps,
-                seconds,
-                tmp.path(),
-            )?;
+            let m = measure(&rt, &agent, service.0.id(), config, &scenario, rps, seconds, tmp.path())?;
             eprintln!(
                 "bench overhead:   p50 {:.2} ms, p99 {:.2} ms at {rps} rps; {:.0} req/s saturated{}",
                 m.p50_ms,
                 m.p99_ms,
                 m.throughput_rps,
-                m.agent_cpu_s
-                    .map(|s| format!("; agent CPU {s:.2} s"))
-                    .unwrap_or_default()
+                m.agent_cpu_s.map(|s| format!("; agent CPU {s:.2} s")).unwrap_or_default()
             );
             results[i].push(m);
         }
@@ -162,39 +128,19 @@ fn run() -> Result<(), String> {
     let median = |mut v: Vec<f64>| -> f64 {
         v.sort_by(|a, b| a.total_cmp(b));
         let n = v.len();
-        if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            (v[n / 2 - 1] + v[n / 2]) / 2.0
-        }
+        if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
     };
     let base_p99: Vec<f64> = results[0].iter().map(|m| m.p99_ms).collect();
     let base_tp: Vec<f64> = results[0].iter().map(|m| m.throughput_rps).collect();
-    println!(
-        "\nperf-audit overhead on the demo service ({rounds} rounds, {}s per measurement, {rps} rps for latency, {SATURATION_IN_FLIGHT} in flight for throughput)",
-        seconds.as_secs()
-    );
-    println!(
-        "{:<10} {:>9} {:>9} {:>10} {:>11} {:>11} {:>8} {:>10}",
-        "config", "p50 ms", "p99 ms", "req/s", "p99 ratio", "tput ratio", "errors", "agent CPU"
-    );
+    println!("\nperf-audit overhead on the demo service ({rounds} rounds, {}s per measurement, {rps} rps for latency, {SATURATION_IN_FLIGHT} in flight for throughput)", seconds.as_secs());
+    println!("{:<10} {:>9} {:>9} {:>10} {:>11} {:>11} {:>8} {:>10}", "config", "p50 ms", "p99 ms", "req/s", "p99 ratio", "tput ratio", "errors", "agent CPU");
     let mut json = Vec::new();
     for (config, ms) in configs.iter().zip(&results) {
         let name = config.unwrap_or("untraced");
         // Per-round ratios (each traced run against the same round's
         // untraced run), then their median.
-        let p99_ratio = median(
-            ms.iter()
-                .zip(&base_p99)
-                .map(|(m, b)| m.p99_ms / b)
-                .collect(),
-        );
-        let tp_ratio = median(
-            ms.iter()
-                .zip(&base_tp)
-                .map(|(m, b)| m.throughput_rps / b)
-                .collect(),
-        );
+        let p99_ratio = median(ms.iter().zip(&base_p99).map(|(m, b)| m.p99_ms / b).collect());
+        let tp_ratio = median(ms.iter().zip(&base_tp).map(|(m, b)| m.throughput_rps / b).collect());
         let p50 = median(ms.iter().map(|m| m.p50_ms).collect());
         let p99 = median(ms.iter().map(|m| m.p99_ms).collect());
         let tp = median(ms.iter().map(|m| m.throughput_rps).collect());
@@ -205,8 +151,7 @@ fn run() -> Result<(), String> {
             "{name:<10} {p50:>9.2} {p99:>9.2} {tp:>10.0} {:>10.2}x {:>10.2}x {errors:>8} {:>10}",
             p99_ratio,
             tp_ratio,
-            cpu.map(|c| format!("{c:.2} s"))
-                .unwrap_or_else(|| "-".into())
+            cpu.map(|c| format!("{c:.2} s")).unwrap_or_else(|| "-".into())
         );
         json.push(serde_json::json!({
             "config": name, "p50_ms": p50, "p99_ms": p99, "throughput_rps": tp,
@@ -218,11 +163,7 @@ fn run() -> Result<(), String> {
     let dir = workspace_root().join("target/bench");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let value = serde_json::json!({"benchmark": "overhead", "rounds": rounds, "seconds": seconds.as_secs(), "rps": rps, "in_flight": SATURATION_IN_FLIGHT, "results": json});
-    std::fs::write(
-        dir.join("overhead.json"),
-        serde_json::to_string_pretty(&value).unwrap(),
-    )
-    .map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("overhead.json"), serde_json::to_string_pretty(&value).unwrap()).map_err(|e| e.to_string())?;
     println!("written: {}", dir.join("overhead.json").display());
     Ok(())
 }
@@ -231,43 +172,17 @@ fn run() -> Result<(), String> {
 /// latency and the throughput measurements, then stop the agent and wait
 /// for it to finish its report (outside the measured windows).
 #[allow(clippy::too_many_arguments)]
-fn measure(
-    rt: &tokio::runtime::Runtime,
-    agent: &Path,
-    pid: u32,
-    profile: Option<&str>,
-    scenario: &Scenario,
-    rps: u32,
-    seconds: Duration,
-    scratch: &Path,
-) -> Result<Measure, String> {
+fn measure(rt: &tokio::runtime::Runtime, agent: &Path, pid: u32, profile: Option<&str>, scenario: &Scenario, rps: u32, seconds: Duration, scratch: &Path) -> Result<Measure, String> {
     let mut agent_child = match profile {
         None => None,
         Some(profile) => {
-            let out = scratch.join(format!(
-                "audit-{profile}-{}",
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos()
-            ));
+            let out = scratch.join(format!("audit-{profile}-{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
             // Long enough for both windows; SIGINT ends it after them.
             let duration = format!("{}s", seconds.as_secs() * 2 + 60);
             let mut cmd = Command::new(agent);
-            cmd.args([
-                "--pid",
-                &pid.to_string(),
-                profile,
-                "--duration",
-                &duration,
-                "--quiet",
-                "--out",
-            ])
-            .arg(&out);
+            cmd.args(["--pid", &pid.to_string(), profile, "--duration", &duration, "--quiet", "--out"]).arg(&out);
             cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-            let child = cmd
-                .spawn()
-                .map_err(|e| format!("{}: {e}", agent.display()))?;
+            let child = cmd.spawn().map_err(|e| format!("{}: {e}", agent.display()))?;
             wait_attached(child.id());
             Some((child, out))
         }
@@ -280,11 +195,7 @@ fn measure(
         unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
         let output = child.wait_with_output().map_err(|e| e.to_string())?;
         if !output.status.success() {
-            return Err(format!(
-                "the agent failed ({}): {}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr)
-            ));
+            return Err(format!("the agent failed ({}): {}", output.status, String::from_utf8_lossy(&output.stderr)));
         }
         let _ = std::fs::remove_dir_all(out);
     }
@@ -292,21 +203,12 @@ fn measure(
         p50_ms: latency.latency.p50_ms,
         p99_ms: latency.latency.p99_ms,
         throughput_rps: saturated.completed as f64 / saturated.window_s.max(1e-9),
-        errors: latency.status_errors
-            + latency.transport_errors
-            + saturated.status_errors
-            + saturated.transport_errors,
+        errors: latency.status_errors + latency.transport_errors + saturated.status_errors + saturated.transport_errors,
         agent_cpu_s: cpu_before.zip(cpu_after).map(|(a, b)| b - a),
     })
 }
 
-fn drive(
-    rt: &tokio::runtime::Runtime,
-    scenario: &Scenario,
-    rps: u32,
-    window: Duration,
-    in_flight: usize,
-) -> LoadResult {
+fn drive(rt: &tokio::runtime::Runtime, scenario: &Scenario, rps: u32, window: Duration, in_flight: usize) -> LoadResult {
     let mut plan = LoadPlan::new(scenario.clone(), rps, window).expect("valid load plan");
     plan.max_in_flight = in_flight;
     rt.block_on(load::run(plan, std::future::pending::<()>()))

@@ -27,11 +27,7 @@ fn outputs_of(evidence: &AuditEvidence) -> (Report, Vec<OutputFile>) {
 }
 
 fn bytes<'a>(files: &'a [OutputFile], name: &str) -> &'a [u8] {
-    &files
-        .iter()
-        .find(|f| f.name == name)
-        .unwrap_or_else(|| panic!("{name} was not rendered"))
-        .bytes
+    &files.iter().find(|f| f.name == name).unwrap_or_else(|| panic!("{name} was not rendered")).bytes
 }
 
 fn text<'a>(files: &'a [OutputFile], name: &str) -> &'a str {
@@ -74,8 +70,7 @@ fn every_output_file_is_rendered_once() {
 #[test]
 fn the_fixture_makes_the_rules_fire() {
     let (report, _) = outputs();
-    let fired: std::collections::BTreeSet<&str> =
-        report.findings.iter().map(|f| f.rule.as_str()).collect();
+    let fired: std::collections::BTreeSet<&str> = report.findings.iter().map(|f| f.rule.as_str()).collect();
     for rule in [
         "cpu-hotspot",
         "blocking-in-async",
@@ -91,22 +86,9 @@ fn the_fixture_makes_the_rules_fire() {
     ] {
         assert!(fired.contains(rule), "{rule} did not fire: {fired:?}");
     }
-    assert!(
-        report
-            .findings
-            .iter()
-            .all(|f| !f.function.contains("load_template_blocking")),
-        "{:#?}",
-        report.findings
-    );
+    assert!(report.findings.iter().all(|f| !f.function.contains("load_template_blocking")), "{:#?}", report.findings);
     let a = report.async_runtime.as_ref().expect("async section");
-    assert_eq!(
-        (
-            a.analysis.workers.workers,
-            a.analysis.workers.blocking_pool_threads
-        ),
-        (2, 1)
-    );
+    assert_eq!((a.analysis.workers.workers, a.analysis.workers.blocking_pool_threads), (2, 1));
 }
 
 #[test]
@@ -124,10 +106,7 @@ fn report_json_is_golden() {
     let json = text(&files, "report.json");
     let started = format!("\"started_at\": \"{}\"", test_evidence::STARTED_AT);
     assert_eq!(json.matches(&started).count(), 1, "started_at appears once");
-    golden!(
-        "report.json",
-        json.replace(&started, "\"started_at\": \"[started_at]\"")
-    );
+    golden!("report.json", json.replace(&started, "\"started_at\": \"[started_at]\""));
 }
 
 /// Every schema type derives Deserialize: reading report.json back and
@@ -135,20 +114,12 @@ fn report_json_is_golden() {
 /// audit wrote).
 #[test]
 fn report_json_round_trips_byte_for_byte() {
-    for evidence in [
-        test_evidence::ledger_svc(),
-        test_evidence::ledger_svc_interrupted_cpu_bench(),
-    ] {
+    for evidence in [test_evidence::ledger_svc(), test_evidence::ledger_svc_interrupted_cpu_bench()] {
         let (_, files) = outputs_of(&evidence);
         let json = bytes(&files, "report.json");
-        let read: Report =
-            serde_json::from_slice(json).expect("report.json reads back as a Report");
+        let read: Report = serde_json::from_slice(json).expect("report.json reads back as a Report");
         let again = serde_json::to_vec_pretty(&read).expect("serializes");
-        assert!(
-            again == json,
-            "report.json changed through a round trip:\n{}",
-            String::from_utf8_lossy(&again)
-        );
+        assert!(again == json, "report.json changed through a round trip:\n{}", String::from_utf8_lossy(&again));
     }
 }
 
@@ -177,27 +148,17 @@ fn report_html_is_golden() {
     // every `<title>` tooltip, must be in the embedded document.
     for (doc, name) in embedded.iter().zip(svgs) {
         let svg = String::from_utf8_lossy(bytes(&files, name)).into_owned();
-        let titles: Vec<&str> = svg
-            .split("<title>")
-            .skip(1)
-            .filter_map(|t| t.split("</title>").next())
-            .collect();
+        let titles: Vec<&str> = svg.split("<title>").skip(1).filter_map(|t| t.split("</title>").next()).collect();
         assert!(titles.len() > 1, "{name} has frames");
         for title in titles {
-            assert!(
-                doc.contains(&format!("<title>{title}</title>")),
-                "report.html does not embed the frame `{title}` of {name}"
-            );
+            assert!(doc.contains(&format!("<title>{title}</title>")), "report.html does not embed the frame `{title}` of {name}");
         }
     }
     golden!("report.html", page);
 }
 
 fn unescape(s: &str) -> String {
-    s.replace("&quot;", "\"")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
+    s.replace("&quot;", "\"").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 }
 
 #[test]
@@ -233,11 +194,7 @@ fn outputs_do_not_depend_on_map_iteration_order() {
     for _ in 0..4 {
         let (_, again) = outputs();
         for (a, b) in first.iter().zip(&again) {
-            assert!(
-                a == b,
-                "{} differs between two renderings of the same evidence",
-                a.name
-            );
+            assert!(a == b, "{} differs between two renderings of the same evidence", a.name);
         }
     }
 }
@@ -247,30 +204,11 @@ fn outputs_do_not_depend_on_map_iteration_order() {
 #[test]
 fn an_interrupted_cpu_audit_with_benchmarks_is_golden() {
     let (report, files) = outputs_of(&test_evidence::ledger_svc_interrupted_cpu_bench());
-    assert!(
-        report.partial
-            && report.async_runtime.is_none()
-            && report.memory.is_none()
-            && report.database.is_none()
-    );
+    assert!(report.partial && report.async_runtime.is_none() && report.memory.is_none() && report.database.is_none());
     let names: Vec<&str> = files.iter().map(|f| f.name).collect();
-    assert_eq!(
-        names,
-        [
-            "stacks.folded",
-            "flamegraph.svg",
-            "report.json",
-            "report.md",
-            "alerts.yml",
-            "report.html",
-            "perf-audit-ci.yml"
-        ]
-    );
+    assert_eq!(names, ["stacks.folded", "flamegraph.svg", "report.json", "report.md", "alerts.yml", "report.html", "perf-audit-ci.yml"]);
     golden!("interrupted-cpu-bench.report.md", text(&files, "report.md"));
-    golden!(
-        "interrupted-cpu-bench.perf-audit-ci.yml",
-        text(&files, "perf-audit-ci.yml")
-    );
+    golden!("interrupted-cpu-bench.perf-audit-ci.yml", text(&files, "perf-audit-ci.yml"));
 }
 
 /// Characters that render as emoji, or as empty boxes where no emoji font
@@ -290,52 +228,25 @@ fn emoji_like(c: char) -> bool {
 
 #[test]
 fn no_rendered_output_contains_an_emoji() {
-    assert!(
-        emoji_like('🔴')
-            && emoji_like('🟢')
-            && emoji_like('⚠')
-            && emoji_like('✅')
-            && !emoji_like('→')
-            && !emoji_like('µ')
-    );
+    assert!(emoji_like('🔴') && emoji_like('🟢') && emoji_like('⚠') && emoji_like('✅') && !emoji_like('→') && !emoji_like('µ'));
     let interrupted = test_evidence::ledger_svc_interrupted_cpu_bench();
     for evidence in [test_evidence::ledger_svc(), interrupted] {
         let (report, files) = outputs_of(&evidence);
-        let mut texts: Vec<(String, String)> = files
-            .iter()
-            .map(|f| {
-                (
-                    f.name.to_string(),
-                    String::from_utf8_lossy(&f.bytes).into_owned(),
-                )
-            })
-            .collect();
-        texts.push((
-            "terminal summary".into(),
-            crate::report::summary::terminal(&report).join("\n"),
-        ));
+        let mut texts: Vec<(String, String)> =
+            files.iter().map(|f| (f.name.to_string(), String::from_utf8_lossy(&f.bytes).into_owned())).collect();
+        texts.push(("terminal summary".into(), crate::report::summary::terminal(&report).join("\n")));
         for (name, text) in texts {
             for (line_no, line) in text.lines().enumerate() {
                 if let Some(c) = line.chars().find(|c| emoji_like(*c)) {
-                    panic!(
-                        "{name} line {}: emoji-like U+{:04X} in: {line}",
-                        line_no + 1,
-                        c as u32
-                    );
+                    panic!("{name} line {}: emoji-like U+{:04X} in: {line}", line_no + 1, c as u32);
                 }
             }
         }
     }
     // The diff's and the benchmark table's markdown (their golden files).
     for (name, text) in [
-        (
-            "regression.diff.md",
-            include_str!("../diff/testdata/regression.diff.md"),
-        ),
-        (
-            "improvement.diff.md",
-            include_str!("../diff/testdata/improvement.diff.md"),
-        ),
+        ("regression.diff.md", include_str!("../diff/testdata/regression.diff.md")),
+        ("improvement.diff.md", include_str!("../diff/testdata/improvement.diff.md")),
     ] {
         assert!(!text.chars().any(emoji_like), "{name} contains an emoji");
     }

@@ -95,8 +95,7 @@ pub fn row(
         .map_err(|e| format!("{id}: new/estimates.json is not criterion's format: {e}"))?;
     let change: Option<Estimates> = change_estimates_json
         .map(|text| {
-            serde_json::from_str(text)
-                .map_err(|e| format!("{id}: change/estimates.json is not criterion's format: {e}"))
+            serde_json::from_str(text).map_err(|e| format!("{id}: change/estimates.json is not criterion's format: {e}"))
         })
         .transpose()?;
     let pct = |x: f64| x * 100.0;
@@ -153,33 +152,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(row.id, "mix/1000 rounds");
-        assert_eq!(
-            (row.mean_ns, row.mean_lower_ns, row.mean_upper_ns),
-            (1354.8, 1343.4, 1370.0)
-        );
+        assert_eq!((row.mean_ns, row.mean_lower_ns, row.mean_upper_ns), (1354.8, 1343.4, 1370.0));
         assert_eq!(row.change_pct, Some(8.0));
         assert_eq!(row.verdict, BenchVerdict::Regressed);
     }
 
     #[test]
     fn a_regression_needs_the_whole_interval_past_the_threshold() {
-        let e = |p, lo, hi| Estimate {
-            point_estimate: p,
-            confidence_interval: ConfidenceInterval {
-                lower_bound: lo,
-                upper_bound: hi,
-                confidence_level: 0.95,
-            },
-        };
-        assert_eq!(
-            verdict(e(0.08, 0.04, 0.12), 0.05),
-            BenchVerdict::WithinNoise
-        );
+        let e = |p, lo, hi| Estimate { point_estimate: p, confidence_interval: ConfidenceInterval { lower_bound: lo, upper_bound: hi, confidence_level: 0.95 } };
+        assert_eq!(verdict(e(0.08, 0.04, 0.12), 0.05), BenchVerdict::WithinNoise);
         assert_eq!(verdict(e(0.08, 0.051, 0.12), 0.05), BenchVerdict::Regressed);
-        assert_eq!(
-            verdict(e(-0.20, -0.25, -0.15), 0.05),
-            BenchVerdict::Improved
-        );
+        assert_eq!(verdict(e(-0.20, -0.25, -0.15), 0.05), BenchVerdict::Improved);
         assert_eq!(verdict(e(0.01, -0.02, 0.04), 0.05), BenchVerdict::NoChange);
     }
 

@@ -6,27 +6,16 @@ use super::criterion::{BenchVerdict, BenchmarkRow};
 
 pub fn render(md: &mut String, rows: &[BenchmarkRow]) {
     let _ = writeln!(md, "### Benchmarks (criterion)\n");
-    let threshold = rows
-        .first()
-        .map(|r| r.max_regression_pct)
-        .unwrap_or_default();
+    let threshold = rows.first().map(|r| r.max_regression_pct).unwrap_or_default();
     let _ = writeln!(
         md,
         "Mean time per iteration with its 95% confidence interval; the change is against the previous `cargo bench` run, and counts as a regression only when its whole interval is above +{}%.\n",
         trim_float(threshold)
     );
-    let _ = writeln!(
-        md,
-        "| Benchmark | Mean | 95% CI | Change | Change CI | Verdict |"
-    );
-    let _ = writeln!(
-        md,
-        "|-----------|------|--------|--------|-----------|---------|"
-    );
+    let _ = writeln!(md, "| Benchmark | Mean | 95% CI | Change | Change CI | Verdict |");
+    let _ = writeln!(md, "|-----------|------|--------|--------|-----------|---------|");
     for r in rows {
-        let change = r
-            .change_pct
-            .map_or("-".to_string(), |c| format!("{c:+.2}%"));
+        let change = r.change_pct.map_or("-".to_string(), |c| format!("{c:+.2}%"));
         let change_ci = match (r.change_lower_pct, r.change_upper_pct) {
             (Some(lo), Some(hi)) => format!("{lo:+.2}% .. {hi:+.2}%"),
             _ => "-".to_string(),
@@ -69,9 +58,5 @@ pub fn format_ns(ns: f64) -> String {
 
 /// `5` rather than `5.0`, `2.5` as is.
 pub(crate) fn trim_float(x: f64) -> String {
-    if x.fract() == 0.0 {
-        format!("{x:.0}")
-    } else {
-        format!("{x}")
-    }
+    if x.fract() == 0.0 { format!("{x:.0}") } else { format!("{x}") }
 }

@@ -42,12 +42,7 @@ impl SeqScan {
                 }
             }
         } else {
-            cols.extend(
-                self.range
-                    .iter()
-                    .filter(|r| !self.equality.contains(r))
-                    .cloned(),
-            );
+            cols.extend(self.range.iter().filter(|r| !self.equality.contains(r)).cloned());
         }
         cols
     }
@@ -55,9 +50,7 @@ impl SeqScan {
 
 /// Total cost of the plan's root node.
 pub fn total_cost(plan: &Value) -> f64 {
-    root(plan)
-        .and_then(|p| p["Total Cost"].as_f64())
-        .unwrap_or(0.0)
+    root(plan).and_then(|p| p["Total Cost"].as_f64()).unwrap_or(0.0)
 }
 
 fn root(plan: &Value) -> Option<&Value> {
@@ -76,38 +69,30 @@ pub fn seq_scans(plan: &Value) -> Vec<SeqScan> {
 fn walk(node: &Value, sort_keys: &[String], out: &mut Vec<SeqScan>) {
     let mut keys = sort_keys.to_vec();
     if let Some(k) = node["Sort Key"].as_array() {
-        keys = k
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect();
+        keys = k.iter().filter_map(|v| v.as_str().map(str::to_string)).collect();
     }
     if node["Node Type"] == "Seq Scan"
-        && let (Some(table), Some(filter)) =
-            (node["Relation Name"].as_str(), node["Filter"].as_str())
-    {
-        let (equality, range) = filter_columns(filter);
-        let alias = node["Alias"].as_str().unwrap_or(table);
-        let sort_keys = keys
-            .iter()
-            .filter_map(|k| {
-                let k = k
-                    .strip_prefix(&format!("{alias}."))
-                    .or_else(|| k.strip_prefix(&format!("{table}.")))
-                    .unwrap_or(k);
-                let name = k.split_whitespace().next()?;
-                is_identifier(name).then(|| k.to_string())
-            })
-            .collect();
-        out.push(SeqScan {
-            schema: node["Schema"].as_str().unwrap_or("public").to_string(),
-            table: table.to_string(),
-            filter: filter.to_string(),
-            equality,
-            range,
-            sort_keys,
-            plan_rows: node["Plan Rows"].as_f64().unwrap_or(0.0),
-        });
-    }
+        && let (Some(table), Some(filter)) = (node["Relation Name"].as_str(), node["Filter"].as_str()) {
+            let (equality, range) = filter_columns(filter);
+            let alias = node["Alias"].as_str().unwrap_or(table);
+            let sort_keys = keys
+                .iter()
+                .filter_map(|k| {
+                    let k = k.strip_prefix(&format!("{alias}.")).or_else(|| k.strip_prefix(&format!("{table}."))).unwrap_or(k);
+                    let name = k.split_whitespace().next()?;
+                    is_identifier(name).then(|| k.to_string())
+                })
+                .collect();
+            out.push(SeqScan {
+                schema: node["Schema"].as_str().unwrap_or("public").to_string(),
+                table: table.to_string(),
+                filter: filter.to_string(),
+                equality,
+                range,
+                sort_keys,
+                plan_rows: node["Plan Rows"].as_f64().unwrap_or(0.0),
+            });
+        }
     if let Some(children) = node["Plans"].as_array() {
         for child in children {
             walk(child, &keys, out);
@@ -116,9 +101,7 @@ fn walk(node: &Value, sort_keys: &[String], out: &mut Vec<SeqScan>) {
 }
 
 fn is_identifier(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && !s.chars().next().unwrap().is_ascii_digit()
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !s.chars().next().unwrap().is_ascii_digit()
 }
 
 /// Columns compared in a plan filter such as `((country)::text = $1)` or
@@ -141,14 +124,11 @@ pub fn filter_columns(filter: &str) -> (Vec<String>, Vec<String>) {
         }
         if c.is_ascii_alphabetic() || c == '_' {
             let start = i;
-            while i < bytes.len()
-                && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b'.')
-            {
+            while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b'.') {
                 i += 1;
             }
             let word = &filter[start..i];
-            let preceded_by_cast =
-                filter[..start].ends_with("::") || filter[..start].ends_with('$');
+            let preceded_by_cast = filter[..start].ends_with("::") || filter[..start].ends_with('$');
             // Skip `)` and `::type` casts, then spaces; then an operator?
             let mut j = i;
             loop {
@@ -156,13 +136,7 @@ pub fn filter_columns(filter: &str) -> (Vec<String>, Vec<String>) {
                 if rest.starts_with(')') {
                     j += 1;
                 } else if let Some(after) = rest.strip_prefix("::") {
-                    let n = after
-                        .find(|c: char| {
-                            !(c.is_ascii_alphanumeric()
-                                || c == '_'
-                                || c == ' ' && after.starts_with("character varying"))
-                        })
-                        .unwrap_or(after.len());
+                    let n = after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ' ' && after.starts_with("character varying"))).unwrap_or(after.len());
                     j += 2 + n;
                 } else {
                     break;
@@ -170,19 +144,13 @@ pub fn filter_columns(filter: &str) -> (Vec<String>, Vec<String>) {
             }
             let rest = filter[j..].trim_start();
             let column = word.rsplit('.').next().unwrap_or(word).to_string();
-            if !preceded_by_cast
-                && is_identifier(&column)
-                && !matches!(
-                    column.to_ascii_uppercase().as_str(),
-                    "AND" | "OR" | "NOT" | "NULL" | "ANY" | "ALL"
-                )
-                && let Some(op) = OPS.iter().find(|op| rest.starts_with(**op))
-            {
-                let list = if *op == "=" { &mut eq } else { &mut other };
-                if !list.contains(&column) {
-                    list.push(column);
+            if !preceded_by_cast && is_identifier(&column) && !matches!(column.to_ascii_uppercase().as_str(), "AND" | "OR" | "NOT" | "NULL" | "ANY" | "ALL")
+                && let Some(op) = OPS.iter().find(|op| rest.starts_with(**op)) {
+                    let list = if *op == "=" { &mut eq } else { &mut other };
+                    if !list.contains(&column) {
+                        list.push(column);
+                    }
                 }
-            }
             continue;
         }
         i += 1;
@@ -193,10 +161,7 @@ pub fn filter_columns(filter: &str) -> (Vec<String>, Vec<String>) {
 
 /// `idx_{table}_{col1}_{col2}`, as the seed names them.
 pub fn index_name(table: &str, columns: &[String]) -> String {
-    let cols: Vec<&str> = columns
-        .iter()
-        .map(|c| c.split_whitespace().next().unwrap_or(c))
-        .collect();
+    let cols: Vec<&str> = columns.iter().map(|c| c.split_whitespace().next().unwrap_or(c)).collect();
     let mut name = format!("idx_{table}_{}", cols.join("_"));
     // PostgreSQL's 63-byte identifier limit, cut on a character boundary.
     let mut cut = name.len().min(63);
@@ -208,17 +173,8 @@ pub fn index_name(table: &str, columns: &[String]) -> String {
 }
 
 /// `CREATE INDEX [CONCURRENTLY] name ON [schema.]table (cols);`
-pub fn create_index_sql(
-    schema: &str,
-    table: &str,
-    columns: &[String],
-    concurrently: bool,
-) -> String {
-    let target = if schema == "public" {
-        table.to_string()
-    } else {
-        format!("{schema}.{table}")
-    };
+pub fn create_index_sql(schema: &str, table: &str, columns: &[String], concurrently: bool) -> String {
+    let target = if schema == "public" { table.to_string() } else { format!("{schema}.{table}") };
     format!(
         "CREATE INDEX {}{} ON {target} ({});",
         if concurrently { "CONCURRENTLY " } else { "" },
@@ -238,10 +194,7 @@ pub fn create_index_statement(schema: &str, table: &str, columns: &[String]) -> 
         let name = words.next()?;
         let suffix: Vec<&str> = words.collect();
         let allowed = ["ASC", "DESC", "NULLS", "FIRST", "LAST"];
-        if !suffix
-            .iter()
-            .all(|w| allowed.iter().any(|a| a.eq_ignore_ascii_case(w)))
-        {
+        if !suffix.iter().all(|w| allowed.iter().any(|a| a.eq_ignore_ascii_case(w))) {
             return None;
         }
         let mut col = quote_ident(name)?;
@@ -270,27 +223,13 @@ pub fn quote_ident(name: &str) -> Option<String> {
 
 /// Whether an existing index already starts with `columns` (by name).
 pub fn covered_by_existing(columns: &[String], existing: &[Vec<String>]) -> bool {
-    let wanted: Vec<&str> = columns
-        .iter()
-        .map(|c| c.split_whitespace().next().unwrap_or(c))
-        .collect();
-    existing.iter().any(|idx| {
-        idx.len() >= wanted.len().min(1)
-            && idx
-                .iter()
-                .zip(&wanted)
-                .take(wanted.len())
-                .all(|(a, b)| a == b)
-            && idx.len() >= wanted.len()
-    })
+    let wanted: Vec<&str> = columns.iter().map(|c| c.split_whitespace().next().unwrap_or(c)).collect();
+    existing.iter().any(|idx| idx.len() >= wanted.len().min(1) && idx.iter().zip(&wanted).take(wanted.len()).all(|(a, b)| a == b) && idx.len() >= wanted.len())
 }
 
 /// Indexes never scanned since statistics were reset, constraints excluded.
 pub fn unused(indexes: &[IndexStat]) -> Vec<&IndexStat> {
-    let mut out: Vec<&IndexStat> = indexes
-        .iter()
-        .filter(|i| i.idx_scan == 0 && !i.unique && !i.primary)
-        .collect();
+    let mut out: Vec<&IndexStat> = indexes.iter().filter(|i| i.idx_scan == 0 && !i.unique && !i.primary).collect();
     out.sort_by(|a, b| b.size_bytes.cmp(&a.size_bytes).then(a.index.cmp(&b.index)));
     out
 }
@@ -327,33 +266,19 @@ mod tests {
         let cols = vec!["country".to_string(), "signup_at DESC".to_string()];
         assert_eq!(
             super::create_index_statement("public", "us\"ers; DROP", &cols).as_deref(),
-            Some(
-                "CREATE INDEX \"idx_us\"\"ers; DROP_country_signup_at\" ON \"public\".\"us\"\"ers; DROP\" (\"country\", \"signup_at\" DESC)"
-            )
+            Some("CREATE INDEX \"idx_us\"\"ers; DROP_country_signup_at\" ON \"public\".\"us\"\"ers; DROP\" (\"country\", \"signup_at\" DESC)")
         );
-        assert_eq!(
-            super::create_index_statement("public", "t", &["a); DROP TABLE t; --".to_string()]),
-            None
-        );
+        assert_eq!(super::create_index_statement("public", "t", &["a); DROP TABLE t; --".to_string()]), None);
         assert_eq!(super::create_index_statement("public", "t", &[]), None);
-        assert_eq!(
-            super::index_name(&"é".repeat(40), &["a".to_string()]).len(),
-            62
-        );
+        assert_eq!(super::index_name(&"é".repeat(40), &["a".to_string()]).len(), 62);
     }
 
     use super::*;
 
     #[test]
     fn filter_columns_handle_casts_and_conjunctions() {
-        assert_eq!(
-            filter_columns("(country = $1)"),
-            (vec!["country".to_string()], vec![])
-        );
-        assert_eq!(
-            filter_columns("((country)::text = $1)"),
-            (vec!["country".to_string()], vec![])
-        );
+        assert_eq!(filter_columns("(country = $1)"), (vec!["country".to_string()], vec![]));
+        assert_eq!(filter_columns("((country)::text = $1)"), (vec!["country".to_string()], vec![]));
         assert_eq!(
             filter_columns("((status = 'a = b'::text) AND (created_at > $2))"),
             (vec!["status".to_string()], vec!["created_at".to_string()])
@@ -372,18 +297,12 @@ mod tests {
         let scans = seq_scans(&plan);
         assert_eq!(scans.len(), 1);
         let cols = scans[0].index_columns();
-        assert_eq!(
-            cols,
-            vec!["country".to_string(), "signup_at DESC".to_string()]
-        );
+        assert_eq!(cols, vec!["country".to_string(), "signup_at DESC".to_string()]);
         assert_eq!(
             create_index_sql("public", "users", &cols, true),
             "CREATE INDEX CONCURRENTLY idx_users_country_signup_at ON users (country, signup_at DESC);"
         );
-        assert!(covered_by_existing(
-            &cols,
-            &[vec!["country".into(), "signup_at".into(), "x".into()]]
-        ));
+        assert!(covered_by_existing(&cols, &[vec!["country".into(), "signup_at".into(), "x".into()]]));
         assert!(!covered_by_existing(&cols, &[vec!["signup_at".into()]]));
     }
 
@@ -406,19 +325,10 @@ mod tests {
 
     #[test]
     fn unused_and_duplicate_indexes() {
-        let all = vec![
-            idx("pk", &[1], 0, true),
-            idx("a_idx", &[3], 0, false),
-            idx("a_b_idx", &[3, 4], 9, false),
-            idx("z_idx", &[5], 2, false),
-            idx("y_idx", &[5], 1, false),
-        ];
+        let all = vec![idx("pk", &[1], 0, true), idx("a_idx", &[3], 0, false), idx("a_b_idx", &[3, 4], 9, false), idx("z_idx", &[5], 2, false), idx("y_idx", &[5], 1, false)];
         let unused: Vec<&str> = unused(&all).iter().map(|i| i.index.as_str()).collect();
         assert_eq!(unused, vec!["a_idx"], "unique indexes enforce constraints");
-        let dups: Vec<(&str, &str)> = duplicates(&all)
-            .iter()
-            .map(|(a, b)| (a.index.as_str(), b.index.as_str()))
-            .collect();
+        let dups: Vec<(&str, &str)> = duplicates(&all).iter().map(|(a, b)| (a.index.as_str(), b.index.as_str())).collect();
         assert_eq!(dups, vec![("a_idx", "a_b_idx"), ("z_idx", "y_idx")]);
     }
 }

@@ -57,18 +57,7 @@
 use std::collections::BTreeMap;
 
 /// The owner's frame that issued a statement.
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    Default,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize, Default)]
 #[serde(default)]
 pub struct CallSite {
     /// Async fn bodies named after their fn.
@@ -131,12 +120,7 @@ pub struct BurstRule {
 
 impl Default for BurstRule {
     fn default() -> Self {
-        BurstRule {
-            min_executions: 5,
-            band: 5.0,
-            min_share: 0.5,
-            max_between: 3,
-        }
+        BurstRule { min_executions: 5, band: 5.0, min_share: 0.5, max_between: 3 }
     }
 }
 
@@ -161,6 +145,7 @@ impl BurstRule {
     }
 }
 
+
 /// What an N+1 names as its query when the statement was prepared before
 /// the audit began (its Parse was never on the traced wire) and no other
 /// execution from its call site had a text: the loop is still seen, by its
@@ -175,37 +160,15 @@ pub const UNTIED_FUNCTION: &str = "(not traced to code)";
 
 /// The [`CallSite`] of untied executions.
 pub fn untied_site() -> CallSite {
-    CallSite {
-        function: UNTIED_FUNCTION.to_string(),
-        file: None,
-        line: None,
-        ..Default::default()
-    }
+    CallSite { function: UNTIED_FUNCTION.to_string(), file: None, line: None, ..Default::default() }
 }
 
 /// BEGIN, COMMIT, ROLLBACK, SAVEPOINT, SET...: repeated by design, never a loop to batch.
 pub fn is_transaction_control(sql: &str) -> bool {
-    let word: String = sql
-        .trim_start()
-        .chars()
-        .take_while(|c| c.is_ascii_alphabetic())
-        .collect::<String>()
-        .to_ascii_uppercase();
+    let word: String = sql.trim_start().chars().take_while(|c| c.is_ascii_alphabetic()).collect::<String>().to_ascii_uppercase();
     matches!(
         word.as_str(),
-        "BEGIN"
-            | "COMMIT"
-            | "ROLLBACK"
-            | "SAVEPOINT"
-            | "RELEASE"
-            | "SET"
-            | "RESET"
-            | "START"
-            | "END"
-            | "ABORT"
-            | "DISCARD"
-            | "DEALLOCATE"
-            | "SHOW"
+        "BEGIN" | "COMMIT" | "ROLLBACK" | "SAVEPOINT" | "RELEASE" | "SET" | "RESET" | "START" | "END" | "ABORT" | "DISCARD" | "DEALLOCATE" | "SHOW"
     )
 }
 
@@ -256,11 +219,10 @@ pub fn fill_texts_from_call_sites(executions: &mut [Execution]) -> u64 {
     let mut filled = 0;
     for e in executions.iter_mut() {
         if e.sql.is_none()
-            && let Some(sql) = e.site.as_ref().and_then(|s| unique.get(s))
-        {
-            e.sql = Some(sql.clone());
-            filled += 1;
-        }
+            && let Some(sql) = e.site.as_ref().and_then(|s| unique.get(s)) {
+                e.sql = Some(sql.clone());
+                filled += 1;
+            }
     }
     filled
 }
@@ -317,13 +279,7 @@ pub fn resolve_wrappers(executions: &mut [Execution]) -> Vec<Wrapper> {
     let mut carried: HashMap<&str, (HashSet<&str>, HashSet<&str>)> = HashMap::new();
     for e in executions.iter() {
         let Some(site) = &e.site else { continue };
-        if stacks
-            .insert(
-                (e.sql.as_deref(), site, std::sync::Arc::as_ptr(&e.callers)),
-                (),
-            )
-            .is_some()
-        {
+        if stacks.insert((e.sql.as_deref(), site, std::sync::Arc::as_ptr(&e.callers)), ()).is_some() {
             continue;
         }
         let frames: Vec<&CallSite> = std::iter::once(site).chain(e.callers.iter()).collect();
@@ -343,16 +299,11 @@ pub fn resolve_wrappers(executions: &mut [Execution]) -> Vec<Wrapper> {
             }
         }
     }
-    let statement_counts: HashMap<String, usize> = carried
-        .iter()
-        .map(|(f, c)| (f.to_string(), c.0.len()))
-        .collect();
+    let statement_counts: HashMap<String, usize> = carried.iter().map(|(f, c)| (f.to_string(), c.0.len())).collect();
     let statements_of = |f: &str| statement_counts.get(f).copied().unwrap_or(0);
     let wrappers: BTreeSet<String> = carried
         .iter()
-        .filter(|(_, (sql, callers))| {
-            sql.len() >= WRAPPER_MIN_STATEMENTS && callers.len() >= WRAPPER_MIN_CALLERS
-        })
+        .filter(|(_, (sql, callers))| sql.len() >= WRAPPER_MIN_STATEMENTS && callers.len() >= WRAPPER_MIN_CALLERS)
         .map(|(f, _)| f.to_string())
         .collect();
     if wrappers.is_empty() {
@@ -362,15 +313,7 @@ pub fn resolve_wrappers(executions: &mut [Execution]) -> Vec<Wrapper> {
         .iter()
         .map(|f| {
             let c = &carried[f.as_str()];
-            (
-                f.clone(),
-                Wrapper {
-                    function: f.clone(),
-                    statements: c.0.len() as u64,
-                    callers: c.1.len() as u64,
-                    executions: 0,
-                },
-            )
+            (f.clone(), Wrapper { function: f.clone(), statements: c.0.len() as u64, callers: c.1.len() as u64, executions: 0 })
         })
         .collect();
     drop(carried);
@@ -384,20 +327,12 @@ pub fn resolve_wrappers(executions: &mut [Execution]) -> Vec<Wrapper> {
         let decision = decided
             .entry(key)
             .or_insert_with_key(|(site, _)| {
-                let frames: Vec<&CallSite> =
-                    std::iter::once(site).chain(e.callers.iter()).collect();
+                let frames: Vec<&CallSite> = std::iter::once(site).chain(e.callers.iter()).collect();
                 let w = frames.iter().position(|f| wrappers.contains(&f.function))?;
-                if frames[..w]
-                    .iter()
-                    .any(|f| statements_of(&f.function) < WRAPPER_MIN_STATEMENTS)
-                {
+                if frames[..w].iter().any(|f| statements_of(&f.function) < WRAPPER_MIN_STATEMENTS) {
                     return None;
                 }
-                let outside = w
-                    + 1
-                    + frames[w + 1..]
-                        .iter()
-                        .position(|f| !wrappers.contains(&f.function))?;
+                let outside = w + 1 + frames[w + 1..].iter().position(|f| !wrappers.contains(&f.function))?;
                 let mut via: Vec<String> = Vec::new();
                 for f in &frames[..outside] {
                     if via.last() != Some(&f.function) {
@@ -406,8 +341,7 @@ pub fn resolve_wrappers(executions: &mut [Execution]) -> Vec<Wrapper> {
                 }
                 let mut new_site = frames[outside].clone();
                 new_site.via = via;
-                let callers: std::sync::Arc<[CallSite]> =
-                    frames[outside + 1..].iter().map(|c| (*c).clone()).collect();
+                let callers: std::sync::Arc<[CallSite]> = frames[outside + 1..].iter().map(|c| (*c).clone()).collect();
                 Some((new_site, callers, frames[w].function.clone()))
             })
             .clone();
@@ -429,10 +363,7 @@ pub(crate) fn opens_transaction(sql: &str) -> bool {
 
 pub(crate) fn closes_transaction(sql: &str) -> bool {
     let q = sql.trim_start().to_ascii_uppercase();
-    ["COMMIT", "END", "ROLLBACK", "ABORT"]
-        .iter()
-        .any(|k| q.starts_with(k))
-        && !q.starts_with("ROLLBACK TO")
+    ["COMMIT", "END", "ROLLBACK", "ABORT"].iter().any(|k| q.starts_with(k)) && !q.starts_with("ROLLBACK TO")
 }
 
 /// Transactions opened in a loop: `BEGIN` from one call site in bursts
@@ -453,15 +384,8 @@ pub struct PerItemTransaction {
 }
 
 /// Transactions opened once per item of a loop (see [`PerItemTransaction`]).
-pub fn detect_per_item_transactions(
-    executions: &[Execution],
-    rule: &BurstRule,
-) -> Vec<PerItemTransaction> {
-    let begins: Vec<Execution> = executions
-        .iter()
-        .filter(|e| e.sql.as_deref().is_some_and(opens_transaction))
-        .cloned()
-        .collect();
+pub fn detect_per_item_transactions(executions: &[Execution], rule: &BurstRule) -> Vec<PerItemTransaction> {
+    let begins: Vec<Execution> = executions.iter().filter(|e| e.sql.as_deref().is_some_and(opens_transaction)).cloned().collect();
     let bursts = bursts_by_site(&begins, rule, |_| true, false, has_chains(executions));
     let mut out = Vec::new();
     for b in bursts {
@@ -479,19 +403,15 @@ pub fn detect_per_item_transactions(
                 continue;
             }
             if let Some((fd, n)) = open.as_mut()
-                && *fd == e.fd
-            {
-                *n += 1;
-                if closes_transaction(sql) {
-                    counts.push(*n);
-                    open = None;
-                } else if !sql.is_empty()
-                    && statements.len() < 5
-                    && !statements.iter().any(|s| s == sql)
-                {
-                    statements.push(sql.to_string());
+                && *fd == e.fd {
+                    *n += 1;
+                    if closes_transaction(sql) {
+                        counts.push(*n);
+                        open = None;
+                    } else if !sql.is_empty() && statements.len() < 5 && !statements.iter().any(|s| s == sql) {
+                        statements.push(sql.to_string());
+                    }
                 }
-            }
         }
         counts.sort_unstable();
         out.push(PerItemTransaction {
@@ -518,24 +438,12 @@ struct Chain {
 }
 
 pub fn detect_n_plus_one(executions: &[Execution], rule: &BurstRule) -> Vec<NPlusOne> {
-    bursts_by_site(
-        executions,
-        rule,
-        |sql| !is_transaction_control(sql),
-        true,
-        has_chains(executions),
-    )
+    bursts_by_site(executions, rule, |sql| !is_transaction_control(sql), true, has_chains(executions))
 }
 
 /// Loops of the statements `keep` accepts, per (statement, call site);
 /// with `unknown_text`, executions without a text are grouped per call site.
-fn bursts_by_site(
-    executions: &[Execution],
-    rule: &BurstRule,
-    keep: impl Fn(&str) -> bool,
-    unknown_text: bool,
-    chained: bool,
-) -> Vec<NPlusOne> {
+fn bursts_by_site(executions: &[Execution], rule: &BurstRule, keep: impl Fn(&str) -> bool, unknown_text: bool, chained: bool) -> Vec<NPlusOne> {
     // Groups: (statement, call site); per thread, every traced execution in order.
     let mut group_ids: BTreeMap<(&str, &CallSite), usize> = BTreeMap::new();
     // Per chain of round trips, its executions of each group, in order.
@@ -608,16 +516,10 @@ fn bursts_by_site(
             max_burst: *sizes.last().unwrap_or(&0),
             median_burst_ms: durations[durations.len() / 2] as f64 / 1e6,
             round_trip_ms,
-            saved_ms_per_burst: (median_burst.saturating_sub(1) as f64 * round_trip_ms * 1e3)
-                .round()
-                / 1e3,
+            saved_ms_per_burst: (median_burst.saturating_sub(1) as f64 * round_trip_ms * 1e3).round() / 1e3,
         });
     }
-    out.sort_by(|a, b| {
-        b.executions_in_bursts
-            .cmp(&a.executions_in_bursts)
-            .then(a.call_site.cmp(&b.call_site))
-    });
+    out.sort_by(|a, b| b.executions_in_bursts.cmp(&a.executions_in_bursts).then(a.call_site.cmp(&b.call_site)));
     out
 }
 
@@ -636,12 +538,7 @@ fn bursts_by_site(
 /// genuine loops of one statement in one request are then reported as one,
 /// at the larger: the price of not reporting a once-per-request lookup as
 /// a loop.
-fn chain_bursts(
-    by_chain: &BTreeMap<u64, Vec<(u64, usize)>>,
-    statement_of: &[&str],
-    totals: &mut [usize],
-    rule: &BurstRule,
-) -> (Bursts, Vec<Vec<u64>>) {
+fn chain_bursts(by_chain: &BTreeMap<u64, Vec<(u64, usize)>>, statement_of: &[&str], totals: &mut [usize], rule: &BurstRule) -> (Bursts, Vec<Vec<u64>>) {
     let groups = statement_of.len();
     let mut bursts: Bursts = vec![Vec::new(); groups];
     let mut link_gaps: Vec<Vec<u64>> = vec![Vec::new(); groups];
@@ -656,10 +553,7 @@ fn chain_bursts(
         }
         for (mut ts, sites) in per_statement.into_values() {
             // The site with the most executions (the first on a tie) takes them all.
-            let (&g, _) = sites
-                .iter()
-                .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
-                .expect("one execution at least");
+            let (&g, _) = sites.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))).expect("one execution at least");
             for (&other, &n) in sites.iter().filter(|(other, _)| **other != g) {
                 totals[other] -= n;
                 totals[g] += n;
@@ -679,11 +573,7 @@ fn chain_bursts(
 }
 
 /// The timing reading, for executions without chains (see the module's docs).
-fn timing_bursts(
-    mut threads: BTreeMap<u32, Vec<(u64, Option<usize>)>>,
-    groups: usize,
-    rule: &BurstRule,
-) -> (Vec<usize>, Bursts, Vec<Vec<u64>>) {
+fn timing_bursts(mut threads: BTreeMap<u32, Vec<(u64, Option<usize>)>>, groups: usize, rule: &BurstRule) -> (Vec<usize>, Bursts, Vec<Vec<u64>>) {
     // Per thread, and over the whole process: tokio moves a task between
     // workers at its awaits, so a loop may continue on another thread; the
     // process-wide sequence keeps it whole when few requests run at once
@@ -712,11 +602,7 @@ type Bursts = Vec<Vec<(u64, u64)>>;
 /// Bursts of each group in `threads` (sequences sorted by time), under the
 /// two readings of its round trip; returns (executions per group, bursts,
 /// gaps inside bursts).
-fn readings(
-    threads: &BTreeMap<u32, Vec<(u64, Option<usize>)>>,
-    groups: usize,
-    rule: &BurstRule,
-) -> (Vec<usize>, Bursts, Vec<Vec<u64>>) {
+fn readings(threads: &BTreeMap<u32, Vec<(u64, Option<usize>)>>, groups: usize, rule: &BurstRule) -> (Vec<usize>, Bursts, Vec<Vec<u64>>) {
     let mut totals = vec![0usize; groups];
     let mut gaps: Vec<Vec<u64>> = vec![Vec::new(); groups];
     for seq in threads.values() {
@@ -756,13 +642,7 @@ fn readings(
         .iter()
         .zip(&first_links)
         .zip(&first)
-        .map(|((t, links), b)| {
-            if b.is_empty() {
-                *t
-            } else {
-                links[links.len() / 2].max(1) as f64
-            }
-        })
+        .map(|((t, links), b)| if b.is_empty() { *t } else { links[links.len() / 2].max(1) as f64 })
         .collect();
     let spread = chains(threads, &remeasured, groups, rule, 0.5, 2.0);
     let in_bursts = |b: &Vec<(u64, u64)>| b.iter().map(|x| x.0).sum::<u64>();
@@ -776,16 +656,11 @@ fn readings(
     (totals, bursts, link_gaps)
 }
 
+
+
 /// Chains of each group on each thread, given each group's typical gap:
 /// its bursts (executions, duration ns) and the gaps inside them (sorted).
-fn chains(
-    threads: &BTreeMap<u32, Vec<(u64, Option<usize>)>>,
-    typical: &[f64],
-    groups: usize,
-    rule: &BurstRule,
-    lo_factor: f64,
-    hi_factor: f64,
-) -> (Bursts, Vec<Vec<u64>>) {
+fn chains(threads: &BTreeMap<u32, Vec<(u64, Option<usize>)>>, typical: &[f64], groups: usize, rule: &BurstRule, lo_factor: f64, hi_factor: f64) -> (Bursts, Vec<Vec<u64>>) {
     let n = rule.min_executions.max(2);
     let mut bursts: Vec<Vec<(u64, u64)>> = vec![Vec::new(); groups]; // (executions, duration ns)
     let mut link_gaps: Vec<Vec<u64>> = vec![Vec::new(); groups];
@@ -821,9 +696,7 @@ fn chains(
                 .enumerate()
                 .filter(|(_, c)| {
                     let gap = (ts - c.last) as f64;
-                    gap >= lo
-                        && gap <= hi
-                        && (index - c.last_index) - (r - c.last_rank) <= rule.max_between
+                    gap >= lo && gap <= hi && (index - c.last_index) - (r - c.last_rank) <= rule.max_between
                 })
                 .min_by_key(|(_, c)| c.last)
                 .map(|(i, _)| i);
@@ -835,13 +708,7 @@ fn chains(
                     c.last_index = index;
                     c.last_rank = r;
                 }
-                None => open[g].push(Chain {
-                    first: ts,
-                    last: ts,
-                    last_index: index,
-                    last_rank: r,
-                    gaps: Vec::new(),
-                }),
+                None => open[g].push(Chain { first: ts, last: ts, last_index: index, last_rank: r, gaps: Vec::new() }),
             }
         }
         for (g, chains) in open.into_iter().enumerate() {
@@ -867,12 +734,9 @@ pub fn untied_reason(executions: u64, tied: u64, symbols: bool, line_info: bool)
         return None;
     }
     let share = untied as f64 * 100.0 / executions as f64;
-    let head =
-        format!("{untied} of {executions} executions ({share:.0}%) are not tied to your code");
+    let head = format!("{untied} of {executions} executions ({share:.0}%) are not tied to your code");
     Some(if !symbols {
-        format!(
-            "{head}: the binary is stripped and no debug file was found, so no frame of yours can be named; keep the symbol table (no `strip = true`) or give the debug file with --debug-dir"
-        )
+        format!("{head}: the binary is stripped and no debug file was found, so no frame of yours can be named; keep the symbol table (no `strip = true`) or give the debug file with --debug-dir")
     } else if !line_info {
         format!(
             "{head}: the binary has symbols but no line tables (Cargo's default release profile), and the functions that issue them were inlined into framework code, which the symbol table cannot see; add `debug = \"line-tables-only\"` to `[profile.release]` (no runtime cost) to tie every execution to its function and line"
@@ -888,11 +752,7 @@ pub fn call_sites_by_statement(executions: &[Execution]) -> BTreeMap<String, Vec
     let mut counts: BTreeMap<String, BTreeMap<CallSite, u64>> = BTreeMap::new();
     for e in executions {
         if let (Some(sql), Some(site)) = (&e.sql, &e.site) {
-            *counts
-                .entry(sql.clone())
-                .or_default()
-                .entry(site.clone())
-                .or_default() += 1;
+            *counts.entry(sql.clone()).or_default().entry(site.clone()).or_default() += 1;
         }
     }
     counts
@@ -910,23 +770,11 @@ mod tests {
     use super::*;
 
     fn site(f: &str, line: u32) -> CallSite {
-        CallSite {
-            function: f.into(),
-            file: Some("/svc/src/db.rs".into()),
-            line: Some(line),
-            ..Default::default()
-        }
+        CallSite { function: f.into(), file: Some("/svc/src/db.rs".into()), line: Some(line), ..Default::default() }
     }
 
     fn ex(ms: f64, sql: &str, s: &CallSite) -> Execution {
-        Execution {
-            ts_ns: (ms * 1e6) as u64,
-            tid: 1,
-            fd: 9,
-            sql: Some(sql.into()),
-            site: Some(s.clone()),
-            ..Default::default()
-        }
+        Execution { ts_ns: (ms * 1e6) as u64, tid: 1, fd: 9, sql: Some(sql.into()), site: Some(s.clone()), ..Default::default() }
     }
 
     #[test]
@@ -946,9 +794,7 @@ mod tests {
         let mut t = 0.0;
         let mut x: u64 = 12345;
         for _ in 0..2000 {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             let u = ((x >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
             t += -u.ln() * 10.0;
             execs.push(ex(t, lookup, &single_site));
@@ -966,23 +812,13 @@ mod tests {
     struct Lcg(u64);
     impl Lcg {
         fn next(&mut self) -> f64 {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             ((self.0 >> 11) as f64 + 1.0) / (1u64 << 53) as f64
         }
     }
 
     fn exec_at(ms: f64, tid: u32, fd: u32, sql: &str, s: &CallSite) -> Execution {
-        Execution {
-            ts_ns: (ms * 1e6) as u64,
-            tid,
-            fd,
-            sql: Some(sql.into()),
-            site: Some(s.clone()),
-            ..Default::default()
-        }
+        Execution { ts_ns: (ms * 1e6) as u64, tid, fd, sql: Some(sql.into()), site: Some(s.clone()), ..Default::default() }
     }
 
     /// Requests arriving at random every `interval_ms` on average, on 2
@@ -1006,41 +842,19 @@ mod tests {
             t += -rng.next().ln() * interval_ms;
             let tid = 1 + r % 2;
             let mut at = t;
-            out.push(exec_at(
-                at,
-                tid,
-                10 + (rng.next() * 10.0) as u32,
-                page,
-                &page_site,
-            ));
+            out.push(exec_at(at, tid, 10 + (rng.next() * 10.0) as u32, page, &page_site));
             for _ in 0..25 {
                 // 1 in 5 answers is picked up late (a busy worker): up to 2.5x.
-                let late = if rng.next() < 0.2 {
-                    1.0 + 1.5 * rng.next()
-                } else {
-                    1.0
-                };
+                let late = if rng.next() < 0.2 { 1.0 + 1.5 * rng.next() } else { 1.0 };
                 at += (rtt_ms + 0.05 + 0.2 * rng.next()) * late;
-                out.push(exec_at(
-                    at,
-                    tid,
-                    10 + (rng.next() * 10.0) as u32,
-                    lookup,
-                    &loop_site,
-                ));
+                out.push(exec_at(at, tid, 10 + (rng.next() * 10.0) as u32, lookup, &loop_site));
             }
         }
         let mut t = 0.0;
         for _ in 0..1_000 {
             t += -rng.next().ln() * 10.0;
             let tid = 1 + (rng.next() * 2.0) as u32;
-            out.push(exec_at(
-                t,
-                tid.min(2),
-                10 + (rng.next() * 10.0) as u32,
-                lookup,
-                &single_site,
-            ));
+            out.push(exec_at(t, tid.min(2), 10 + (rng.next() * 10.0) as u32, lookup, &single_site));
         }
         out.sort_by_key(|e| e.ts_ns);
         out
@@ -1054,30 +868,16 @@ mod tests {
             let found = detect_n_plus_one(&service(rtt, interval, seed), &BurstRule::default());
             assert_eq!(found.len(), 1, "rtt {rtt} ms: {found:#?}");
             let n = &found[0];
-            assert_eq!(
-                n.call_site.function, "svc::db::fetch_authors_one_by_one",
-                "rtt {rtt} ms"
-            );
+            assert_eq!(n.call_site.function, "svc::db::fetch_authors_one_by_one", "rtt {rtt} ms");
             // Late wake-ups amid two loops interleaved on a thread (3 ms) split some bursts.
-            assert!(
-                n.executions_in_bursts as f64 >= 0.8 * n.executions as f64,
-                "rtt {rtt} ms: {n:#?}"
-            );
-            eprintln!(
-                "rtt {rtt} ms: {} of {} in bursts, median burst {}, round trip {:.3} ms",
-                n.executions_in_bursts, n.executions, n.median_burst, n.round_trip_ms
-            );
+            assert!(n.executions_in_bursts as f64 >= 0.8 * n.executions as f64, "rtt {rtt} ms: {n:#?}");
+            eprintln!("rtt {rtt} ms: {} of {} in bursts, median burst {}, round trip {:.3} ms", n.executions_in_bursts, n.executions, n.median_burst, n.round_trip_ms);
             // 25 per request (two requests' loops one round trip apart may
             // join; late wake-ups amid interleaved loops split some).
             assert!((10..=50).contains(&n.median_burst), "rtt {rtt} ms: {n:#?}");
             // The measured round trip is the database's distance plus the client's work.
-            assert!(
-                n.round_trip_ms >= rtt && n.round_trip_ms <= 1.5 * rtt + 0.4,
-                "rtt {rtt} ms: {n:#?}"
-            );
-            assert!(
-                (n.saved_ms_per_burst - (n.median_burst - 1) as f64 * n.round_trip_ms).abs() < 1e-3
-            );
+            assert!(n.round_trip_ms >= rtt && n.round_trip_ms <= 1.5 * rtt + 0.4, "rtt {rtt} ms: {n:#?}");
+            assert!((n.saved_ms_per_burst - (n.median_burst - 1) as f64 * n.round_trip_ms).abs() < 1e-3);
         }
     }
 
@@ -1085,12 +885,7 @@ mod tests {
     fn a_single_lookup_per_request_is_not_an_n_plus_one_at_any_rate_or_distance() {
         let lookup = "SELECT id, name, country FROM users WHERE id = $1";
         let s = site("svc::db::user_by_id", 228);
-        for (rate, threads, seed) in [
-            (500.0, 2u32, 1u64),
-            (500.0, 1, 2),
-            (50.0, 2, 3),
-            (5_000.0, 2, 4),
-        ] {
+        for (rate, threads, seed) in [(500.0, 2u32, 1u64), (500.0, 1, 2), (50.0, 2, 3), (5_000.0, 2, 4)] {
             let mut rng = Lcg(seed);
             let mut t = 0.0;
             let execs: Vec<Execution> = (0..10_000)
@@ -1101,10 +896,7 @@ mod tests {
                 })
                 .collect();
             let found = detect_n_plus_one(&execs, &BurstRule::default());
-            assert!(
-                found.is_empty(),
-                "{rate}/s on {threads} threads: {found:#?}"
-            );
+            assert!(found.is_empty(), "{rate}/s on {threads} threads: {found:#?}");
         }
     }
 
@@ -1116,11 +908,7 @@ mod tests {
     fn a_closed_loop_client_does_not_make_the_once_per_round_lookup_an_n_plus_one() {
         let lookup = "SELECT id, name, country FROM users WHERE id = $1";
         let page = "SELECT id, author_id FROM posts ORDER BY id DESC LIMIT $1";
-        let (loop_site, page_site, single_site) = (
-            site("svc::db::loop", 193),
-            site("svc::db::page", 180),
-            site("svc::db::user_by_id", 228),
-        );
+        let (loop_site, page_site, single_site) = (site("svc::db::loop", 193), site("svc::db::page", 180), site("svc::db::user_by_id", 228));
         let mut rng = Lcg(5);
         let mut out = Vec::new();
         let mut t = 0.0;
@@ -1151,13 +939,7 @@ mod tests {
         }
         let found = detect_n_plus_one(&execs, &BurstRule::default());
         assert_eq!(found.len(), 1, "{found:#?}");
-        assert_eq!(
-            (
-                found[0].query.as_str(),
-                found[0].call_site.function.as_str()
-            ),
-            (UNKNOWN_TEXT, loop_fn)
-        );
+        assert_eq!((found[0].query.as_str(), found[0].call_site.function.as_str()), (UNKNOWN_TEXT, loop_fn));
     }
 
     /// One request at a time, the task moving between 2 workers at its
@@ -1171,32 +953,16 @@ mod tests {
         let mut out = Vec::new();
         let mut t = 0.0;
         for _ in 0..200 {
-            out.push(exec_at(
-                t,
-                1 + (rng.next() * 2.0) as u32,
-                10,
-                "SELECT 1 FROM posts",
-                &page_site,
-            ));
+            out.push(exec_at(t, 1 + (rng.next() * 2.0) as u32, 10, "SELECT 1 FROM posts", &page_site));
             for _ in 0..30 {
                 t += 0.15 + 0.1 * rng.next();
-                out.push(exec_at(
-                    t,
-                    1 + (rng.next() * 2.0) as u32,
-                    10,
-                    lookup,
-                    &loop_site,
-                ));
+                out.push(exec_at(t, 1 + (rng.next() * 2.0) as u32, 10, lookup, &loop_site));
             }
             t += 20.0 + 10.0 * rng.next();
         }
         let found = detect_n_plus_one(&out, &BurstRule::default());
         assert_eq!(found.len(), 1, "{found:#?}");
-        assert_eq!(
-            (found[0].median_burst, found[0].executions_in_bursts),
-            (30, 6_000),
-            "{found:#?}"
-        );
+        assert_eq!((found[0].median_burst, found[0].executions_in_bursts), (30, 6_000), "{found:#?}");
     }
 
     #[test]
@@ -1204,21 +970,11 @@ mod tests {
         let s = site("svc::db::transfer", 12);
         let mut execs = Vec::new();
         for i in 0..200 {
-            for (k, sql) in ["BEGIN", "SET LOCAL statement_timeout = 100", "COMMIT"]
-                .iter()
-                .enumerate()
-            {
+            for (k, sql) in ["BEGIN", "SET LOCAL statement_timeout = 100", "COMMIT"].iter().enumerate() {
                 execs.push(exec_at(i as f64 * 0.3 + k as f64 * 0.1, 1, 9, sql, &s));
             }
         }
-        for sql in [
-            "BEGIN",
-            "commit",
-            "  Rollback",
-            "SAVEPOINT a",
-            "SET x = 1",
-            "START TRANSACTION",
-        ] {
+        for sql in ["BEGIN", "commit", "  Rollback", "SAVEPOINT a", "SET x = 1", "START TRANSACTION"] {
             assert!(is_transaction_control(sql), "{sql}");
         }
         assert!(!is_transaction_control("SELECT 1"));
@@ -1236,11 +992,7 @@ mod tests {
     fn chains_of_round_trips_tell_a_loop_from_independent_requests() {
         let lookup = "SELECT id, name, country FROM users WHERE id = $1";
         let posts = "SELECT id FROM posts WHERE author_id = $1";
-        let (loop_site, posts_site, single_site) = (
-            site("svc::db::loop", 193),
-            site("svc::db::posts", 199),
-            site("svc::db::user_by_id", 228),
-        );
+        let (loop_site, posts_site, single_site) = (site("svc::db::loop", 193), site("svc::db::posts", 199), site("svc::db::user_by_id", 228));
         let mut rng = Lcg(7);
         let mut out = Vec::new();
         let mut t = 0.0;
@@ -1251,10 +1003,7 @@ mod tests {
             for _ in 0..10 {
                 for (sql, s) in [(lookup, &loop_site), (posts, &posts_site)] {
                     t += 0.3;
-                    out.push(Execution {
-                        chain,
-                        ..exec_at(t, 1 + (rng.next() * 2.0) as u32, 10, sql, s)
-                    });
+                    out.push(Execution { chain, ..exec_at(t, 1 + (rng.next() * 2.0) as u32, 10, sql, s) });
                 }
             }
             // Single lookups exactly 0.3 ms apart: as regular as the loop,
@@ -1262,39 +1011,19 @@ mod tests {
             for _ in 0..10 {
                 chain += 1;
                 t += 0.3;
-                out.push(Execution {
-                    chain,
-                    ..exec_at(t, 1, 10, lookup, &single_site)
-                });
+                out.push(Execution { chain, ..exec_at(t, 1, 10, lookup, &single_site) });
             }
         }
         let found = detect_n_plus_one(&out, &BurstRule::default());
         let sites: Vec<&CallSite> = found.iter().map(|n| &n.call_site).collect();
         assert_eq!(sites, [&loop_site, &posts_site], "{found:#?}");
-        assert_eq!(
-            (
-                found[0].median_burst,
-                found[0].bursts,
-                found[0].executions_in_bursts
-            ),
-            (10, 300, 3000)
-        );
+        assert_eq!((found[0].median_burst, found[0].bursts, found[0].executions_in_bursts), (10, 300, 3000));
         // One iteration: two statements, 0.6 ms.
         assert_eq!(found[0].round_trip_ms, 0.6);
         // The same executions without chains: the timing reading cannot
         // tell the lockstep lookups from a loop.
-        let unchained: Vec<Execution> = out
-            .iter()
-            .map(|e| Execution {
-                chain: 0,
-                ..e.clone()
-            })
-            .collect();
-        assert!(
-            detect_n_plus_one(&unchained, &BurstRule::default())
-                .iter()
-                .any(|n| n.call_site == single_site)
-        );
+        let unchained: Vec<Execution> = out.iter().map(|e| Execution { chain: 0, ..e.clone() }).collect();
+        assert!(detect_n_plus_one(&unchained, &BurstRule::default()).iter().any(|n| n.call_site == single_site));
     }
 
     /// A build without line tables whose query code was inlined into
@@ -1312,40 +1041,20 @@ mod tests {
             chain += 1;
             for _ in 0..8 {
                 t += 0.3;
-                out.push(Execution {
-                    chain,
-                    site: None,
-                    ..exec_at(t, 1, 10, lookup, &nowhere)
-                });
+                out.push(Execution { chain, site: None, ..exec_at(t, 1, 10, lookup, &nowhere) });
             }
             for _ in 0..8 {
                 chain += 1;
                 t += 0.3;
-                out.push(Execution {
-                    chain,
-                    site: None,
-                    ..exec_at(t, 1, 10, single, &nowhere)
-                });
+                out.push(Execution { chain, site: None, ..exec_at(t, 1, 10, single, &nowhere) });
             }
         }
         let found = detect_n_plus_one(&out, &BurstRule::default());
         assert_eq!(found.len(), 1, "{found:#?}");
-        assert_eq!(
-            (
-                found[0].query.as_str(),
-                found[0].call_site.function.as_str()
-            ),
-            (lookup, UNTIED_FUNCTION)
-        );
+        assert_eq!((found[0].query.as_str(), found[0].call_site.function.as_str()), (lookup, UNTIED_FUNCTION));
         assert_eq!((found[0].median_burst, found[0].bursts), (8, 200));
         // Unknown texts without a call site are never grouped together.
-        let unknown: Vec<Execution> = out
-            .iter()
-            .map(|e| Execution {
-                sql: None,
-                ..e.clone()
-            })
-            .collect();
+        let unknown: Vec<Execution> = out.iter().map(|e| Execution { sql: None, ..e.clone() }).collect();
         assert!(detect_n_plus_one(&unknown, &BurstRule::default()).is_empty());
     }
 
@@ -1358,11 +1067,7 @@ mod tests {
     #[test]
     fn a_loop_split_between_two_call_sites_by_shared_stack_keys_is_one_loop() {
         let lookup = "SELECT id, name, country FROM users WHERE id = $1";
-        let (loop_site, single_site, second_loop) = (
-            site("svc::db::loop", 193),
-            site("svc::db::user_by_id", 228),
-            site("svc::db::loop2", 240),
-        );
+        let (loop_site, single_site, second_loop) = (site("svc::db::loop", 193), site("svc::db::user_by_id", 228), site("svc::db::loop2", 240));
         let mut out = Vec::new();
         let mut t = 0.0;
         let mut chain = 0;
@@ -1373,38 +1078,22 @@ mod tests {
             for i in 0..30 {
                 t += 0.3;
                 let fd = 10 + i % 3;
-                let s = if fd == 12 && r % 2 == 0 {
-                    &single_site
-                } else {
-                    &loop_site
-                };
-                out.push(Execution {
-                    chain,
-                    ..exec_at(t, 1, fd, lookup, s)
-                });
+                let s = if fd == 12 && r % 2 == 0 { &single_site } else { &loop_site };
+                out.push(Execution { chain, ..exec_at(t, 1, fd, lookup, s) });
             }
             // Then a second, separate loop of the same statement.
             for _ in 0..6 {
                 t += 0.3;
-                out.push(Execution {
-                    chain,
-                    ..exec_at(t, 1, 10, lookup, &second_loop)
-                });
+                out.push(Execution { chain, ..exec_at(t, 1, 10, lookup, &second_loop) });
             }
             chain += 1;
             t += 0.3;
-            out.push(Execution {
-                chain,
-                ..exec_at(t, 1, 12, lookup, &single_site)
-            });
+            out.push(Execution { chain, ..exec_at(t, 1, 12, lookup, &single_site) });
         }
         let found = detect_n_plus_one(&out, &BurstRule::default());
         let sites: Vec<&CallSite> = found.iter().map(|n| &n.call_site).collect();
         assert_eq!(sites, [&loop_site], "{found:#?}");
-        assert_eq!(
-            (found[0].executions_in_bursts, found[0].executions),
-            (3600, 3600)
-        );
+        assert_eq!((found[0].executions_in_bursts, found[0].executions), (3600, 3600));
     }
 
     /// Fewer repetitions than `min_executions` in a chain (a handler that
@@ -1419,71 +1108,37 @@ mod tests {
         for chain in 1..=200 {
             for _ in 0..4 {
                 t += 0.2;
-                out.push(Execution {
-                    chain,
-                    ..exec_at(t, 1, 9, "SELECT 1 FROM t WHERE id = $1", &s)
-                });
+                out.push(Execution { chain, ..exec_at(t, 1, 9, "SELECT 1 FROM t WHERE id = $1", &s) });
             }
         }
         assert!(detect_n_plus_one(&out, &BurstRule::default()).is_empty());
         for _ in 0..20 {
             for _ in 0..8 {
-                for sql in [
-                    "BEGIN",
-                    "UPDATE jobs SET done = true WHERE id = $1",
-                    "COMMIT",
-                ] {
+                for sql in ["BEGIN", "UPDATE jobs SET done = true WHERE id = $1", "COMMIT"] {
                     t += 0.2;
-                    out.push(Execution {
-                        chain: 1000,
-                        ..exec_at(t, 2, 11, sql, &w)
-                    });
+                    out.push(Execution { chain: 1000, ..exec_at(t, 2, 11, sql, &w) });
                 }
             }
         }
         let per_item = detect_per_item_transactions(&out, &BurstRule::default());
         assert_eq!(per_item.len(), 1, "{per_item:#?}");
-        assert_eq!(
-            (
-                per_item[0].call_site.clone(),
-                per_item[0].median_round_trips
-            ),
-            (w, 3)
-        );
+        assert_eq!((per_item[0].call_site.clone(), per_item[0].median_round_trips), (w, 3));
     }
 
     #[test]
     fn untied_executions_say_why_by_what_the_build_allows() {
         assert_eq!(untied_reason(100, 100, true, true), None);
         let stripped = untied_reason(100, 0, false, false).unwrap();
-        assert!(
-            stripped.starts_with("100 of 100 executions (100%)")
-                && stripped.contains("--debug-dir"),
-            "{stripped}"
-        );
+        assert!(stripped.starts_with("100 of 100 executions (100%)") && stripped.contains("--debug-dir"), "{stripped}");
         let symbols_only = untied_reason(6055, 673, true, false).unwrap();
-        assert!(
-            symbols_only.starts_with("5382 of 6055 executions (89%)")
-                && symbols_only.contains("line-tables-only"),
-            "{symbols_only}"
-        );
-        assert!(
-            untied_reason(10, 9, true, true)
-                .unwrap()
-                .contains("task or thread of its own")
-        );
+        assert!(symbols_only.starts_with("5382 of 6055 executions (89%)") && symbols_only.contains("line-tables-only"), "{symbols_only}");
+        assert!(untied_reason(10, 9, true, true).unwrap().contains("task or thread of its own"));
     }
 
     #[test]
     fn unknown_texts_are_filled_from_their_call_site() {
         let s = site("svc::a", 1);
-        let mut execs = vec![
-            ex(0.0, "SELECT 1", &s),
-            Execution {
-                sql: None,
-                ..ex(1.0, "", &s)
-            },
-        ];
+        let mut execs = vec![ex(0.0, "SELECT 1", &s), Execution { sql: None, ..ex(1.0, "", &s) }];
         assert_eq!(fill_texts_from_call_sites(&mut execs), 1);
         assert_eq!(execs[1].sql.as_deref(), Some("SELECT 1"));
         assert_eq!(normalize_sql("SELECT a\n   FROM t"), "SELECT a FROM t");
@@ -1496,23 +1151,12 @@ mod tests {
         let run_query = site("svc::db::run_query", 30);
         let retry = site("svc::db::with_retry", 12);
         let handler = site("svc::handlers::page", 80);
-        let stack = |caller: CallSite| -> std::sync::Arc<[CallSite]> {
-            vec![run_query.clone(), caller, handler.clone()].into()
-        };
+        let stack = |caller: CallSite| -> std::sync::Arc<[CallSite]> { vec![run_query.clone(), caller, handler.clone()].into() };
         let loop_stack = stack(site("svc::tags::load_tags_one_by_one", 51));
         let once: Vec<(&str, std::sync::Arc<[CallSite]>)> = vec![
-            (
-                "SELECT id, name FROM accounts WHERE id = $1",
-                stack(site("svc::accounts::load_account", 20)),
-            ),
-            (
-                "SELECT id, name FROM orders WHERE account_id = $1",
-                stack(site("svc::orders::load_orders", 22)),
-            ),
-            (
-                "SELECT id, name FROM settings WHERE id = $1",
-                stack(site("svc::settings::load_settings", 24)),
-            ),
+            ("SELECT id, name FROM accounts WHERE id = $1", stack(site("svc::accounts::load_account", 20))),
+            ("SELECT id, name FROM orders WHERE account_id = $1", stack(site("svc::orders::load_orders", 22))),
+            ("SELECT id, name FROM settings WHERE id = $1", stack(site("svc::settings::load_settings", 24))),
         ];
         let mut out = Vec::new();
         let mut t = 0.0;
@@ -1520,19 +1164,11 @@ mod tests {
             let chain = r + 1;
             for (sql, callers) in &once {
                 t += 0.2;
-                out.push(Execution {
-                    chain,
-                    callers: callers.clone(),
-                    ..ex(t, sql, &retry)
-                });
+                out.push(Execution { chain, callers: callers.clone(), ..ex(t, sql, &retry) });
             }
             for _ in 0..20 {
                 t += 0.2;
-                out.push(Execution {
-                    chain,
-                    callers: loop_stack.clone(),
-                    ..ex(t, "SELECT id, name FROM tags WHERE id = $1", &retry)
-                });
+                out.push(Execution { chain, callers: loop_stack.clone(), ..ex(t, "SELECT id, name FROM tags WHERE id = $1", &retry) });
             }
             t += 50.0;
         }
@@ -1540,8 +1176,7 @@ mod tests {
     }
 
     #[test]
-    fn an_n_plus_one_through_a_shared_wrapper_is_at_the_looping_function_with_the_wrapper_as_its_path()
-     {
+    fn an_n_plus_one_through_a_shared_wrapper_is_at_the_looping_function_with_the_wrapper_as_its_path() {
         let mut execs = through_wrapper(30);
         // Before: every statement's innermost owner frame is the helper.
         let before = detect_n_plus_one(&execs, &BurstRule::default());
@@ -1550,46 +1185,19 @@ mod tests {
         let wrappers = resolve_wrappers(&mut execs);
         let names: Vec<&str> = wrappers.iter().map(|w| w.function.as_str()).collect();
         assert_eq!(names, ["svc::db::run_query"], "{wrappers:#?}");
-        assert_eq!(
-            (
-                wrappers[0].statements,
-                wrappers[0].callers,
-                wrappers[0].executions
-            ),
-            (4, 4, 30 * 23)
-        );
+        assert_eq!((wrappers[0].statements, wrappers[0].callers, wrappers[0].executions), (4, 4, 30 * 23));
         let found = detect_n_plus_one(&execs, &BurstRule::default());
         assert_eq!(found.len(), 1, "{found:#?}");
         let n = &found[0];
         assert_eq!(n.call_site.function, "svc::tags::load_tags_one_by_one");
-        assert_eq!(
-            n.call_site.line,
-            Some(51),
-            "the line in the looping function"
-        );
-        assert_eq!(
-            n.call_site.via,
-            ["svc::db::with_retry", "svc::db::run_query"]
-        );
+        assert_eq!(n.call_site.line, Some(51), "the line in the looping function");
+        assert_eq!(n.call_site.via, ["svc::db::with_retry", "svc::db::run_query"]);
         assert_eq!((n.bursts, n.median_burst), (30, 20));
         // The once-per-request callers are call sites of their own, above
         // the handler, and no N+1.
-        let account = execs
-            .iter()
-            .find(|e| e.sql.as_deref().is_some_and(|s| s.contains("accounts")))
-            .unwrap();
-        assert_eq!(
-            account.site.as_ref().unwrap().function,
-            "svc::accounts::load_account"
-        );
-        assert_eq!(
-            account
-                .callers
-                .iter()
-                .map(|c| c.function.as_str())
-                .collect::<Vec<_>>(),
-            ["svc::handlers::page"]
-        );
+        let account = execs.iter().find(|e| e.sql.as_deref().is_some_and(|s| s.contains("accounts"))).unwrap();
+        assert_eq!(account.site.as_ref().unwrap().function, "svc::accounts::load_account");
+        assert_eq!(account.callers.iter().map(|c| c.function.as_str()).collect::<Vec<_>>(), ["svc::handlers::page"]);
     }
 
     /// The genuine loop beside it: a function that issues its own statement
@@ -1600,40 +1208,17 @@ mod tests {
         let lookup = "SELECT id, name FROM users WHERE id = $1";
         let user_by_id = site("svc::db::user_by_id", 40);
         let mut execs = Vec::new();
-        for (r, caller) in [
-            "svc::a::one",
-            "svc::b::two",
-            "svc::c::three",
-            "svc::d::four",
-        ]
-        .iter()
-        .enumerate()
-        {
+        for (r, caller) in ["svc::a::one", "svc::b::two", "svc::c::three", "svc::d::four"].iter().enumerate() {
             let callers: std::sync::Arc<[CallSite]> = vec![site(caller, 10)].into();
             for i in 0..20 {
-                execs.push(Execution {
-                    chain: r as u64 + 1,
-                    callers: callers.clone(),
-                    ..ex(r as f64 * 100.0 + i as f64 * 0.2, lookup, &user_by_id)
-                });
+                execs.push(Execution { chain: r as u64 + 1, callers: callers.clone(), ..ex(r as f64 * 100.0 + i as f64 * 0.2, lookup, &user_by_id) });
             }
         }
         // A helper with three statements from two callers: not generic.
         let helper = site("svc::db::small_helper", 60);
-        for (k, (sql, caller)) in [
-            ("SELECT 1 FROM a", "svc::x::f"),
-            ("SELECT 1 FROM b", "svc::x::f"),
-            ("SELECT 1 FROM c", "svc::y::g"),
-        ]
-        .iter()
-        .enumerate()
-        {
+        for (k, (sql, caller)) in [("SELECT 1 FROM a", "svc::x::f"), ("SELECT 1 FROM b", "svc::x::f"), ("SELECT 1 FROM c", "svc::y::g")].iter().enumerate() {
             let callers: std::sync::Arc<[CallSite]> = vec![site(caller, 5)].into();
-            execs.push(Execution {
-                chain: 100 + k as u64,
-                callers,
-                ..ex(1000.0 + k as f64, sql, &helper)
-            });
+            execs.push(Execution { chain: 100 + k as u64, callers, ..ex(1000.0 + k as f64, sql, &helper) });
         }
         let before = execs.clone();
         assert!(resolve_wrappers(&mut execs).is_empty());
@@ -1649,21 +1234,10 @@ mod tests {
     fn a_specific_query_function_inside_a_wrapper_stays_the_call_site() {
         let mut execs = through_wrapper(10);
         let user_by_id = site("svc::db::user_by_id", 40);
-        let callers: std::sync::Arc<[CallSite]> = vec![
-            site("svc::db::run_query", 30),
-            site("svc::profile::show", 9),
-        ]
-        .into();
-        execs.push(Execution {
-            chain: 999,
-            callers,
-            ..ex(
-                99_999.0,
-                "SELECT id, name FROM users WHERE id = $1",
-                &user_by_id,
-            )
-        });
+        let callers: std::sync::Arc<[CallSite]> = vec![site("svc::db::run_query", 30), site("svc::profile::show", 9)].into();
+        execs.push(Execution { chain: 999, callers, ..ex(99_999.0, "SELECT id, name FROM users WHERE id = $1", &user_by_id) });
         resolve_wrappers(&mut execs);
         assert_eq!(execs.last().unwrap().site.as_ref().unwrap(), &user_by_id);
     }
+
 }

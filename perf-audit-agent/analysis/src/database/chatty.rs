@@ -63,10 +63,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::analysis::{
-    CallSite, Execution, UNKNOWN_TEXT, closes_transaction, is_transaction_control,
-    opens_transaction,
-};
+use super::analysis::{CallSite, Execution, UNKNOWN_TEXT, closes_transaction, is_transaction_control, opens_transaction};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ChattyRule {
@@ -99,14 +96,7 @@ impl Default for ChattyRule {
     /// (the N+1 rule's 5x is for one statement repeated); loops of 5 or
     /// more: the N+1 rule's burst size.
     fn default() -> Self {
-        ChattyRule {
-            min_round_trips: 5,
-            min_statements: 2,
-            min_requests: 20,
-            min_share: 0.5,
-            band: 10.0,
-            loop_burst: 5,
-        }
+        ChattyRule { min_round_trips: 5, min_statements: 2, min_requests: 20, min_share: 0.5, band: 10.0, loop_burst: 5 }
     }
 }
 
@@ -156,13 +146,7 @@ pub struct ChattyRequest {
 /// Writes data: a transaction is only advised when one of these is involved.
 pub fn is_write(sql: &str) -> bool {
     let q = sql.trim_start().to_ascii_uppercase();
-    ["INSERT", "UPDATE", "DELETE", "MERGE", "COPY"]
-        .iter()
-        .any(|k| q.starts_with(k))
-        || (q.starts_with("WITH")
-            && [" INSERT ", " UPDATE ", " DELETE "]
-                .iter()
-                .any(|k| q.contains(k)))
+    ["INSERT", "UPDATE", "DELETE", "MERGE", "COPY"].iter().any(|k| q.starts_with(k)) || (q.starts_with("WITH") && [" INSERT ", " UPDATE ", " DELETE "].iter().any(|k| q.contains(k)))
 }
 
 type Key = (String, Option<String>);
@@ -190,10 +174,7 @@ struct Open {
 impl Open {
     /// Sequential round trips, a loop of `loop_burst` or more counted once.
     fn round_trips(&self, rule: &ChattyRule) -> usize {
-        self.runs
-            .iter()
-            .map(|&r| if r >= rule.loop_burst { 1 } else { r })
-            .sum()
+        self.runs.iter().map(|&r| if r >= rule.loop_burst { 1 } else { r }).sum()
     }
 }
 
@@ -221,9 +202,7 @@ pub fn detect_chatty_requests(executions: &[Execution], rule: &ChattyRule) -> Ve
             in_tx[i] = true;
         }
     }
-    let mut by_time: Vec<usize> = (0..executions.len())
-        .filter(|&i| executions[i].site.is_some())
-        .collect();
+    let mut by_time: Vec<usize> = (0..executions.len()).filter(|&i| executions[i].site.is_some()).collect();
     by_time.sort_by_key(|&i| (executions[i].ts_ns, i));
 
     // Sequencer candidates: owner functions seen at two or more lines, or
@@ -239,10 +218,7 @@ pub fn detect_chatty_requests(executions: &[Execution], rule: &ChattyRule) -> Ve
         for f in e.site.iter().chain(e.callers.iter()) {
             lines.entry(key(f)).or_default().insert(f.line);
         }
-        texts
-            .entry(key(e.site.as_ref().unwrap()))
-            .or_default()
-            .insert(e.sql.as_deref());
+        texts.entry(key(e.site.as_ref().unwrap())).or_default().insert(e.sql.as_deref());
     }
     // A step is a (call site, statement): two call sites whose stacks share
     // a fingerprint are one site on the wire (see `kernel::db`), their
@@ -251,11 +227,7 @@ pub fn detect_chatty_requests(executions: &[Execution], rule: &ChattyRule) -> Ve
         let mut m = BTreeMap::new();
         for &i in &by_time {
             let next = m.len();
-            m.entry((
-                executions[i].site.as_ref().unwrap(),
-                executions[i].sql.as_deref(),
-            ))
-            .or_insert(next);
+            m.entry((executions[i].site.as_ref().unwrap(), executions[i].sql.as_deref())).or_insert(next);
         }
         m
     };
@@ -265,18 +237,8 @@ pub fn detect_chatty_requests(executions: &[Execution], rule: &ChattyRule) -> Ve
             continue;
         }
         // Executions under this sequencer, and the line each is at in it.
-        let frame_of = |e: &Execution| -> Option<CallSite> {
-            e.site
-                .iter()
-                .chain(e.callers.iter())
-                .find(|f| key(f) == seq)
-                .cloned()
-        };
-        let members: Vec<usize> = by_time
-            .iter()
-            .copied()
-            .filter(|&i| frame_of(&executions[i]).is_some())
-            .collect();
+        let frame_of = |e: &Execution| -> Option<CallSite> { e.site.iter().chain(e.callers.iter()).find(|f| key(f) == seq).cloned() };
+        let members: Vec<usize> = by_time.iter().copied().filter(|&i| frame_of(&executions[i]).is_some()).collect();
         let mut gaps: Vec<u64> = members
             .windows(2)
             .filter(|w| !in_tx[w[0]] && !in_tx[w[1]])
@@ -300,12 +262,7 @@ pub fn detect_chatty_requests(executions: &[Execution], rule: &ChattyRule) -> Ve
                 continue;
             }
             let site = step_ids[&(e.site.as_ref().unwrap(), e.sql.as_deref())];
-            let statement = e.sql.clone().unwrap_or_else(|| {
-                format!(
-                    "{UNKNOWN_TEXT} at line {:?}",
-                    e.site.as_ref().and_then(|s| s.line)
-                )
-            });
+            let statement = e.sql.clone().unwrap_or_else(|| format!("{UNKNOWN_TEXT} at line {:?}", e.site.as_ref().and_then(|s| s.line)));
             let mut k = 0;
             while k < open.len() {
                 // One kernel chain is one task's round trips in turn: a slow
@@ -318,11 +275,7 @@ pub fn detect_chatty_requests(executions: &[Execution], rule: &ChattyRule) -> Ve
                 }
             }
             // Pipelined with, or a loop continuing, the chain's last step.
-            if let Some(c) = open
-                .iter_mut()
-                .filter(|c| c.chain == e.chain && (c.last_site == site || c.last == e.ts_ns))
-                .min_by_key(|c| c.last)
-            {
+            if let Some(c) = open.iter_mut().filter(|c| c.chain == e.chain && (c.last_site == site || c.last == e.ts_ns)).min_by_key(|c| c.last) {
                 if c.last == e.ts_ns && c.last_site != site {
                     c.sites.insert(site);
                     c.statements.insert(statement);
@@ -338,18 +291,11 @@ pub fn detect_chatty_requests(executions: &[Execution], rule: &ChattyRule) -> Ve
             }
             if e.chain != 0 {
                 // The task runs a step again: its next request.
-                if let Some(k) = open
-                    .iter()
-                    .position(|c| c.chain == e.chain && c.sites.contains(&site))
-                {
+                if let Some(k) = open.iter().position(|c| c.chain == e.chain && c.sites.contains(&site)) {
                     closed.push(open.swap_remove(k));
                 }
             }
-            match open
-                .iter_mut()
-                .filter(|c| c.chain == e.chain && !c.sites.contains(&site))
-                .min_by_key(|c| c.last)
-            {
+            match open.iter_mut().filter(|c| c.chain == e.chain && !c.sites.contains(&site)).min_by_key(|c| c.last) {
                 Some(c) => {
                     c.step_gaps.push(e.ts_ns - c.last);
                     c.runs.push(1);
@@ -373,13 +319,7 @@ pub fn detect_chatty_requests(executions: &[Execution], rule: &ChattyRule) -> Ve
             }
         }
         closed.append(&mut open);
-        let chatty: Vec<Open> = closed
-            .into_iter()
-            .filter(|c| {
-                c.round_trips(rule) >= rule.min_round_trips
-                    && c.statements.len() >= rule.min_statements
-            })
-            .collect();
+        let chatty: Vec<Open> = closed.into_iter().filter(|c| c.round_trips(rule) >= rule.min_round_trips && c.statements.len() >= rule.min_statements).collect();
         let in_chains: usize = chatty.iter().map(|c| c.members.len()).sum();
         if chatty.len() < rule.min_requests || (in_chains as f64) < rule.min_share * total as f64 {
             continue;
@@ -388,37 +328,22 @@ pub fn detect_chatty_requests(executions: &[Execution], rule: &ChattyRule) -> Ve
             v.sort_unstable();
             v.get(v.len() / 2).copied().unwrap_or(0)
         };
-        let median_round_trips =
-            median(chatty.iter().map(|c| c.round_trips(rule) as u64).collect());
-        let round_trip_ns = median(
-            chatty
-                .iter()
-                .flat_map(|c| c.step_gaps.iter().copied())
-                .collect(),
-        );
+        let median_round_trips = median(chatty.iter().map(|c| c.round_trips(rule) as u64).collect());
+        let round_trip_ns = median(chatty.iter().flat_map(|c| c.step_gaps.iter().copied()).collect());
         // Microseconds: report.json reads back what it wrote.
         let round_trip_ms = (round_trip_ns as f64 / 1e3).round() / 1e3;
-        let longest = chatty
-            .iter()
-            .max_by_key(|c| (c.round_trips(rule), std::cmp::Reverse(c.first)))
-            .unwrap();
+        let longest = chatty.iter().max_by_key(|c| (c.round_trips(rule), std::cmp::Reverse(c.first))).unwrap();
         let mut steps: Vec<(CallSite, String)> = Vec::new();
         for &i in &longest.members {
             let e = &executions[i];
             let s = e.site.clone().unwrap();
             let sql = e.sql.clone().unwrap_or_else(|| UNKNOWN_TEXT.into());
-            if steps
-                .last()
-                .is_none_or(|(last, last_sql)| *last != s || *last_sql != sql)
-            {
+            if steps.last().is_none_or(|(last, last_sql)| *last != s || *last_sql != sql) {
                 steps.push((s, sql));
             }
         }
         let first_frame = frame_of(&executions[longest.members[0]]).unwrap();
-        let members: BTreeSet<usize> = chatty
-            .iter()
-            .flat_map(|c| c.members.iter().copied())
-            .collect();
+        let members: BTreeSet<usize> = chatty.iter().flat_map(|c| c.members.iter().copied()).collect();
         found.push((
             ChattyRequest {
                 function: first_frame,
@@ -426,26 +351,12 @@ pub fn detect_chatty_requests(executions: &[Execution], rule: &ChattyRule) -> Ve
                 executions_in_requests: in_chains as u64,
                 executions: total as u64,
                 median_round_trips,
-                max_round_trips: chatty
-                    .iter()
-                    .map(|c| c.round_trips(rule) as u64)
-                    .max()
-                    .unwrap_or(0),
-                median_statements: median(
-                    chatty.iter().map(|c| c.statements.len() as u64).collect(),
-                ),
-                median_request_ms: median(chatty.iter().map(|c| c.last - c.first).collect()) as f64
-                    / 1e6,
+                max_round_trips: chatty.iter().map(|c| c.round_trips(rule) as u64).max().unwrap_or(0),
+                median_statements: median(chatty.iter().map(|c| c.statements.len() as u64).collect()),
+                median_request_ms: median(chatty.iter().map(|c| c.last - c.first).collect()) as f64 / 1e6,
                 round_trip_ms,
-                saved_ms_per_request: (median_round_trips.saturating_sub(1) as f64
-                    * round_trip_ms
-                    * 1e3)
-                    .round()
-                    / 1e3,
-                writes: chatty
-                    .iter()
-                    .flat_map(|c| c.members.iter())
-                    .any(|&i| executions[i].sql.as_deref().is_some_and(is_write)),
+                saved_ms_per_request: (median_round_trips.saturating_sub(1) as f64 * round_trip_ms * 1e3).round() / 1e3,
+                writes: chatty.iter().flat_map(|c| c.members.iter()).any(|&i| executions[i].sql.as_deref().is_some_and(is_write)),
                 steps,
             },
             members,
@@ -461,11 +372,7 @@ pub fn detect_chatty_requests(executions: &[Execution], rule: &ChattyRule) -> Ve
             .iter()
             .map(|&i| {
                 let e = &executions[i];
-                e.site
-                    .iter()
-                    .chain(e.callers.iter())
-                    .position(|f| key(f) == key(&c.function))
-                    .unwrap_or(0)
+                e.site.iter().chain(e.callers.iter()).position(|f| key(f) == key(&c.function)).unwrap_or(0)
             })
             .max()
             .unwrap_or(0)
@@ -478,20 +385,13 @@ pub fn detect_chatty_requests(executions: &[Execution], rule: &ChattyRule) -> Ve
     });
     let mut kept: Vec<(ChattyRequest, BTreeSet<usize>)> = Vec::new();
     for (c, m) in found {
-        if kept
-            .iter()
-            .any(|(_, k)| 2 * m.intersection(k).count() > m.len())
-        {
+        if kept.iter().any(|(_, k)| 2 * m.intersection(k).count() > m.len()) {
             continue;
         }
         kept.push((c, m));
     }
     let mut out: Vec<ChattyRequest> = kept.into_iter().map(|(c, _)| c).collect();
-    out.sort_by(|a, b| {
-        b.saved_ms_per_request
-            .total_cmp(&a.saved_ms_per_request)
-            .then(a.function.cmp(&b.function))
-    });
+    out.sort_by(|a, b| b.saved_ms_per_request.total_cmp(&a.saved_ms_per_request).then(a.function.cmp(&b.function)));
     out
 }
 
@@ -500,25 +400,14 @@ mod tests {
     use super::*;
 
     fn cs(function: &str, line: u32) -> CallSite {
-        CallSite {
-            function: function.into(),
-            file: Some(format!(
-                "/svc/src/{}.rs",
-                function.rsplit("::").nth(1).unwrap_or("main")
-            )),
-            line: Some(line),
-            ..Default::default()
-        }
+        CallSite { function: function.into(), file: Some(format!("/svc/src/{}.rs", function.rsplit("::").nth(1).unwrap_or("main"))), line: Some(line), ..Default::default() }
     }
 
     /// A fixed-seed uniform generator in (0, 1].
     struct Lcg(u64);
     impl Lcg {
         fn next(&mut self) -> f64 {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             ((self.0 >> 11) as f64 + 1.0) / (1u64 << 53) as f64
         }
     }
@@ -527,63 +416,24 @@ mod tests {
 
     /// One statement issued by `helper` (called by `handler` at `line`),
     /// under the middleware.
-    fn exec(
-        ts: f64,
-        tid: u32,
-        fd: u32,
-        sql: &str,
-        helper: (&str, u32),
-        handler: Option<(&str, u32)>,
-    ) -> Execution {
+    fn exec(ts: f64, tid: u32, fd: u32, sql: &str, helper: (&str, u32), handler: Option<(&str, u32)>) -> Execution {
         let mut callers = Vec::new();
         if let Some((h, l)) = handler {
             callers.push(cs(h, l));
         }
         callers.push(cs(MW.0, MW.1));
-        Execution {
-            ts_ns: (ts * 1e6) as u64,
-            tid,
-            fd,
-            sql: Some(sql.into()),
-            site: Some(cs(helper.0, helper.1)),
-            callers: callers.into(),
-            chain: 0,
-        }
+        Execution { ts_ns: (ts * 1e6) as u64, tid, fd, sql: Some(sql.into()), site: Some(cs(helper.0, helper.1)), callers: callers.into(), chain: 0 }
     }
 
     /// A profile page handler: six lookups one after the other, each from
     /// its own db function, awaited at its own line of the handler.
     const PROFILE_STEPS: [(&str, &str, u32); 6] = [
-        (
-            "SELECT id, name FROM users WHERE id = $1",
-            "svc::db::user",
-            40,
-        ),
-        (
-            "SELECT plan FROM subscriptions WHERE user_id = $1",
-            "svc::db::subscription",
-            41,
-        ),
-        (
-            "SELECT count(*) FROM orders WHERE user_id = $1",
-            "svc::db::order_count",
-            42,
-        ),
-        (
-            "SELECT tag FROM user_tags WHERE user_id = $1",
-            "svc::db::tags",
-            43,
-        ),
-        (
-            "SELECT avatar FROM avatars WHERE user_id = $1",
-            "svc::db::avatar",
-            44,
-        ),
-        (
-            "SELECT theme FROM settings WHERE user_id = $1",
-            "svc::db::settings",
-            45,
-        ),
+        ("SELECT id, name FROM users WHERE id = $1", "svc::db::user", 40),
+        ("SELECT plan FROM subscriptions WHERE user_id = $1", "svc::db::subscription", 41),
+        ("SELECT count(*) FROM orders WHERE user_id = $1", "svc::db::order_count", 42),
+        ("SELECT tag FROM user_tags WHERE user_id = $1", "svc::db::tags", 43),
+        ("SELECT avatar FROM avatars WHERE user_id = $1", "svc::db::avatar", 44),
+        ("SELECT theme FROM settings WHERE user_id = $1", "svc::db::settings", 45),
     ];
 
     /// Requests at random (exponential gaps, `interval_ms` on average) on
@@ -603,65 +453,23 @@ mod tests {
                 0 if chatty => {
                     for (k, (sql, f, l)) in PROFILE_STEPS.iter().enumerate() {
                         at += (rtt + 0.03 + 0.1 * rng.next()) * if k == 0 { 0.0 } else { 1.0 };
-                        out.push(exec(
-                            at,
-                            tid(&mut rng),
-                            conn(&mut rng),
-                            sql,
-                            (f, 10 + k as u32),
-                            Some(("svc::handlers::profile", *l)),
-                        ));
+                        out.push(exec(at, tid(&mut rng), conn(&mut rng), sql, (f, 10 + k as u32), Some(("svc::handlers::profile", *l))));
                     }
                 }
                 0 => {
                     let sql = "SELECT u.id, u.name, s.plan, (SELECT count(*) FROM orders o WHERE o.user_id = u.id) FROM users u JOIN subscriptions s ON s.user_id = u.id WHERE u.id = $1";
-                    out.push(exec(
-                        at,
-                        tid(&mut rng),
-                        conn(&mut rng),
-                        sql,
-                        ("svc::db::profile_page", 70),
-                        Some(("svc::handlers::profile_fast", 50)),
-                    ));
+                    out.push(exec(at, tid(&mut rng), conn(&mut rng), sql, ("svc::db::profile_page", 70), Some(("svc::handlers::profile_fast", 50))));
                 }
                 1 => {
-                    out.push(exec(
-                        at,
-                        tid(&mut rng),
-                        conn(&mut rng),
-                        "SELECT id FROM sessions WHERE token = $1",
-                        ("svc::db::session", 12),
-                        Some(("svc::handlers::feed", 60)),
-                    ));
+                    out.push(exec(at, tid(&mut rng), conn(&mut rng), "SELECT id FROM sessions WHERE token = $1", ("svc::db::session", 12), Some(("svc::handlers::feed", 60))));
                     at += rtt + 0.05;
-                    out.push(exec(
-                        at,
-                        tid(&mut rng),
-                        conn(&mut rng),
-                        "SELECT id, body FROM posts ORDER BY id DESC LIMIT 20",
-                        ("svc::db::posts", 30),
-                        Some(("svc::handlers::feed", 61)),
-                    ));
+                    out.push(exec(at, tid(&mut rng), conn(&mut rng), "SELECT id, body FROM posts ORDER BY id DESC LIMIT 20", ("svc::db::posts", 30), Some(("svc::handlers::feed", 61))));
                 }
                 _ => {
                     // Statements issued by the handler itself, 3 lines; not chatty (3 < 5).
-                    for (k, sql) in [
-                        "SELECT 1 FROM a WHERE id = $1",
-                        "SELECT 1 FROM b WHERE id = $1",
-                        "SELECT 1 FROM c WHERE id = $1",
-                    ]
-                    .iter()
-                    .enumerate()
-                    {
+                    for (k, sql) in ["SELECT 1 FROM a WHERE id = $1", "SELECT 1 FROM b WHERE id = $1", "SELECT 1 FROM c WHERE id = $1"].iter().enumerate() {
                         at += if k == 0 { 0.0 } else { rtt + 0.05 };
-                        out.push(exec(
-                            at,
-                            tid(&mut rng),
-                            conn(&mut rng),
-                            sql,
-                            ("svc::handlers::small", 80 + k as u32),
-                            None,
-                        ));
+                        out.push(exec(at, tid(&mut rng), conn(&mut rng), sql, ("svc::handlers::small", 80 + k as u32), None));
                     }
                 }
             }
@@ -673,25 +481,13 @@ mod tests {
     #[test]
     fn six_sequential_round_trips_from_different_call_sites_are_a_chatty_request_at_the_handler() {
         for (rtt, interval, seed) in [(0.1, 20.0, 1), (3.0, 60.0, 2), (10.0, 200.0, 3)] {
-            let found =
-                detect_chatty_requests(&service(rtt, interval, seed, true), &ChattyRule::default());
+            let found = detect_chatty_requests(&service(rtt, interval, seed, true), &ChattyRule::default());
             assert_eq!(found.len(), 1, "rtt {rtt}: {found:#?}");
             let c = &found[0];
-            assert_eq!(
-                (c.function.function.as_str(), c.function.line),
-                ("svc::handlers::profile", Some(40)),
-                "rtt {rtt}"
-            );
-            assert_eq!(
-                (c.median_round_trips, c.median_statements, c.steps.len()),
-                (6, 6, 6),
-                "rtt {rtt}: {c:#?}"
-            );
+            assert_eq!((c.function.function.as_str(), c.function.line), ("svc::handlers::profile", Some(40)), "rtt {rtt}");
+            assert_eq!((c.median_round_trips, c.median_statements, c.steps.len()), (6, 6, 6), "rtt {rtt}: {c:#?}");
             assert!(c.requests >= 90 && c.requests <= 100, "rtt {rtt}: {c:#?}");
-            assert!(
-                c.round_trip_ms >= rtt && c.round_trip_ms <= rtt + 0.2,
-                "rtt {rtt}: {c:#?}"
-            );
+            assert!(c.round_trip_ms >= rtt && c.round_trip_ms <= rtt + 0.2, "rtt {rtt}: {c:#?}");
             assert!((c.saved_ms_per_request - 5.0 * c.round_trip_ms).abs() < 1e-3);
             assert!(!c.writes);
         }
@@ -703,13 +499,7 @@ mod tests {
     #[test]
     fn call_sites_merged_by_their_stack_fingerprint_are_still_separate_steps() {
         let mut execs = service(0.2, 20.0, 6, true);
-        let stack_of = |line: u32, execs: &[Execution]| {
-            execs
-                .iter()
-                .find(|e| e.callers.first().and_then(|c| c.line) == Some(line))
-                .map(|e| (e.site.clone(), e.callers.clone()))
-                .unwrap()
-        };
+        let stack_of = |line: u32, execs: &[Execution]| execs.iter().find(|e| e.callers.first().and_then(|c| c.line) == Some(line)).map(|e| (e.site.clone(), e.callers.clone())).unwrap();
         let (first, fourth) = (stack_of(40, &execs), stack_of(43, &execs));
         for e in execs.iter_mut() {
             match e.callers.first().and_then(|c| c.line) {
@@ -720,23 +510,13 @@ mod tests {
         }
         let found = detect_chatty_requests(&execs, &ChattyRule::default());
         assert_eq!(found.len(), 1, "{found:#?}");
-        assert_eq!(
-            (
-                found[0].function.function.as_str(),
-                found[0].median_round_trips,
-                found[0].median_statements
-            ),
-            ("svc::handlers::profile", 6, 6)
-        );
+        assert_eq!((found[0].function.function.as_str(), found[0].median_round_trips, found[0].median_statements), ("svc::handlers::profile", 6, 6));
     }
 
     #[test]
     fn the_twin_in_one_query_two_lookups_and_a_middleware_are_not_chatty() {
         for (rtt, interval, seed) in [(0.1, 20.0, 4), (3.0, 60.0, 5)] {
-            let found = detect_chatty_requests(
-                &service(rtt, interval, seed, false),
-                &ChattyRule::default(),
-            );
+            let found = detect_chatty_requests(&service(rtt, interval, seed, false), &ChattyRule::default());
             assert!(found.is_empty(), "rtt {rtt}: {found:#?}");
         }
     }
@@ -750,22 +530,8 @@ mod tests {
         let mut out = Vec::new();
         let mut t = 0.0;
         for _ in 0..500 {
-            for (k, sql) in [
-                "SELECT id FROM users WHERE id = $1",
-                "SELECT n FROM carts WHERE user_id = $1",
-                "UPDATE carts SET n = n + 1 WHERE user_id = $1",
-            ]
-            .iter()
-            .enumerate()
-            {
-                out.push(exec(
-                    t,
-                    1,
-                    10,
-                    sql,
-                    ("svc::db::step", 10 + k as u32),
-                    Some(("svc::handlers::add", 20 + k as u32)),
-                ));
+            for (k, sql) in ["SELECT id FROM users WHERE id = $1", "SELECT n FROM carts WHERE user_id = $1", "UPDATE carts SET n = n + 1 WHERE user_id = $1"].iter().enumerate() {
+                out.push(exec(t, 1, 10, sql, ("svc::db::step", 10 + k as u32), Some(("svc::handlers::add", 20 + k as u32))));
                 t += 0.2;
             }
         }
@@ -787,34 +553,13 @@ mod tests {
                 t += 0.3;
             }
             // A page query then an N+1 loop of 20 lookups and one more query.
-            out.push(exec(
-                t,
-                2,
-                fd,
-                "SELECT id FROM posts LIMIT 30",
-                ("svc::db::page", 5),
-                Some(("svc::handlers::feed", 10)),
-            ));
+            out.push(exec(t, 2, fd, "SELECT id FROM posts LIMIT 30", ("svc::db::page", 5), Some(("svc::handlers::feed", 10))));
             for _ in 0..20 {
                 t += 0.3;
-                out.push(exec(
-                    t,
-                    2,
-                    fd,
-                    "SELECT name FROM users WHERE id = $1",
-                    ("svc::db::author", 8),
-                    Some(("svc::handlers::feed", 11)),
-                ));
+                out.push(exec(t, 2, fd, "SELECT name FROM users WHERE id = $1", ("svc::db::author", 8), Some(("svc::handlers::feed", 11))));
             }
             t += 0.3;
-            out.push(exec(
-                t,
-                2,
-                fd,
-                "SELECT 1 FROM flags",
-                ("svc::db::flags", 3),
-                Some(("svc::handlers::feed", 12)),
-            ));
+            out.push(exec(t, 2, fd, "SELECT 1 FROM flags", ("svc::db::flags", 3), Some(("svc::handlers::feed", 12))));
             t += 30.0;
         }
         let found = detect_chatty_requests(&out, &ChattyRule::default());
@@ -832,25 +577,9 @@ mod tests {
         for r in 0..40u32 {
             let tid = 1 + r % 2;
             for (k, (sql, f, l)) in PROFILE_STEPS.iter().enumerate() {
-                let sql = if k == 5 {
-                    "UPDATE settings SET seen = now() WHERE user_id = $1"
-                } else {
-                    sql
-                };
-                let mut e = exec(
-                    t,
-                    tid,
-                    10,
-                    sql,
-                    (f, 10),
-                    Some(("svc::service::load_page", *l)),
-                );
-                e.callers = vec![
-                    cs("svc::service::load_page", *l),
-                    cs("svc::handlers::page", 7),
-                    cs(MW.0, MW.1),
-                ]
-                .into();
+                let sql = if k == 5 { "UPDATE settings SET seen = now() WHERE user_id = $1" } else { sql };
+                let mut e = exec(t, tid, 10, sql, (f, 10), Some(("svc::service::load_page", *l)));
+                e.callers = vec![cs("svc::service::load_page", *l), cs("svc::handlers::page", 7), cs(MW.0, MW.1)].into();
                 out.push(e.clone());
                 if k == 2 {
                     // Pipelined with the previous statement: same write time.
@@ -866,20 +595,9 @@ mod tests {
         let found = detect_chatty_requests(&out, &ChattyRule::default());
         assert_eq!(found.len(), 1, "{found:#?}");
         assert_eq!(found[0].function.function, "svc::service::load_page");
-        assert_eq!(
-            (
-                found[0].median_round_trips,
-                found[0].median_statements,
-                found[0].requests
-            ),
-            (6, 7, 40)
-        );
+        assert_eq!((found[0].median_round_trips, found[0].median_statements, found[0].requests), (6, 7, 40));
         assert!(found[0].writes);
-        assert!(
-            is_write("UPDATE t SET a = 1")
-                && is_write("with x as (select 1) insert into t select * from x")
-                && !is_write("SELECT 1")
-        );
+        assert!(is_write("UPDATE t SET a = 1") && is_write("with x as (select 1) insert into t select * from x") && !is_write("SELECT 1"));
     }
 
     const TAG: &str = "INSERT INTO item_tags (item_id, tag) VALUES ($1, $2)";
@@ -898,12 +616,7 @@ mod tests {
             t += 500.0 + 1000.0 * rng.next();
             let tid = 20 + r % 4;
             let fd = 10 + r % 4;
-            let site = |line: u32| {
-                (
-                    ("diesel_service::create_with_tags", line),
-                    Some(("diesel_service::create::{{closure}}", 90)),
-                )
-            };
+            let site = |line: u32| (("diesel_service::create_with_tags", line), Some(("diesel_service::create::{{closure}}", 90)));
             let (f, caller) = site(40);
             let mut at = t;
             out.push(exec(at, tid, fd, ITEM, f, caller));
@@ -923,36 +636,15 @@ mod tests {
                     }
                     at += rtt + 0.02 * rng.next();
                     let (f, caller) = site(45);
-                    out.push(exec(
-                        at,
-                        tid,
-                        fd,
-                        "UPDATE items SET tags = $2 WHERE id = $1",
-                        f,
-                        caller,
-                    ));
+                    out.push(exec(at, tid, fd, "UPDATE items SET tags = $2 WHERE id = $1", f, caller));
                 }
             }
             // The twin, half a second later: one round trip.
-            out.push(exec(
-                t + 300.0,
-                tid,
-                fd,
-                "WITH i AS (INSERT INTO items (name) VALUES ($1) RETURNING id) SELECT id FROM i",
-                ("diesel_service::create_with_tags_batched", 60),
-                Some(("diesel_service::create::{{closure}}", 91)),
-            ));
+            out.push(exec(t + 300.0, tid, fd, "WITH i AS (INSERT INTO items (name) VALUES ($1) RETURNING id) SELECT id FROM i", ("diesel_service::create_with_tags_batched", 60), Some(("diesel_service::create::{{closure}}", 91))));
             // The N+1 page: 20 lookups from one line.
             let mut at = t + 600.0;
             for _ in 0..20 {
-                out.push(exec(
-                    at,
-                    tid,
-                    fd,
-                    "SELECT id, name FROM owners WHERE id = $1",
-                    ("diesel_service::load_owners_one_by_one", 44),
-                    Some(("diesel_service::handle::{{closure}}", 70)),
-                ));
+                out.push(exec(at, tid, fd, "SELECT id, name FROM owners WHERE id = $1", ("diesel_service::load_owners_one_by_one", 44), Some(("diesel_service::handle::{{closure}}", 70))));
                 at += rtt;
             }
         }
@@ -968,39 +660,15 @@ mod tests {
     fn a_create_writing_its_tags_one_by_one_is_chatty_from_30_requests_at_the_full_function() {
         for rtt in [0.15, 3.0] {
             let execs = creates(None, rtt);
-            let old = ChattyRule {
-                min_statements: 3,
-                min_requests: 3,
-                loop_burst: 1,
-                ..ChattyRule::default()
-            };
-            assert!(
-                detect_chatty_requests(&execs, &old).is_empty(),
-                "the former rule missed it"
-            );
+            let old = ChattyRule { min_statements: 3, min_requests: 3, loop_burst: 1, ..ChattyRule::default() };
+            assert!(detect_chatty_requests(&execs, &old).is_empty(), "the former rule missed it");
             let found = detect_chatty_requests(&execs, &ChattyRule::default());
             assert_eq!(found.len(), 1, "rtt {rtt}: {found:#?}");
             let c = &found[0];
-            assert_eq!(
-                (c.function.function.as_str(), c.function.line),
-                ("diesel_service::create_with_tags", Some(40))
-            );
-            assert_eq!(
-                (
-                    c.requests,
-                    c.median_round_trips,
-                    c.max_round_trips,
-                    c.median_statements,
-                    c.executions_in_requests,
-                    c.executions
-                ),
-                (30, 6, 6, 2, 180, 180)
-            );
+            assert_eq!((c.function.function.as_str(), c.function.line), ("diesel_service::create_with_tags", Some(40)));
+            assert_eq!((c.requests, c.median_round_trips, c.max_round_trips, c.median_statements, c.executions_in_requests, c.executions), (30, 6, 6, 2, 180, 180));
             assert!(c.writes && c.steps.len() == 6, "{c:#?}");
-            assert!(
-                c.round_trip_ms >= rtt && c.round_trip_ms <= rtt + 0.03,
-                "{c:#?}"
-            );
+            assert!(c.round_trip_ms >= rtt && c.round_trip_ms <= rtt + 0.03, "{c:#?}");
         }
     }
 
@@ -1012,30 +680,12 @@ mod tests {
     fn a_short_loop_counts_each_round_trip_and_an_n_plus_one_loop_counts_once() {
         let found = detect_chatty_requests(&creates(Some(3), 0.2), &ChattyRule::default());
         assert_eq!(found.len(), 1, "{found:#?}");
-        assert_eq!(
-            (
-                found[0].function.function.as_str(),
-                found[0].median_round_trips,
-                found[0].median_statements
-            ),
-            ("diesel_service::create_with_tags", 5, 3)
-        );
-        assert_eq!(
-            found[0].steps.len(),
-            3,
-            "a loop is one step in the list: {:#?}",
-            found[0].steps
-        );
+        assert_eq!((found[0].function.function.as_str(), found[0].median_round_trips, found[0].median_statements), ("diesel_service::create_with_tags", 5, 3));
+        assert_eq!(found[0].steps.len(), 3, "a loop is one step in the list: {:#?}", found[0].steps);
         let execs = creates(Some(5), 0.2);
         assert!(detect_chatty_requests(&execs, &ChattyRule::default()).is_empty());
-        let n1 = super::super::analysis::detect_n_plus_one(
-            &execs,
-            &super::super::analysis::BurstRule::default(),
-        );
-        assert!(
-            n1.iter().any(|n| n.query == TAG),
-            "the N+1 rule reports the loop: {n1:#?}"
-        );
+        let n1 = super::super::analysis::detect_n_plus_one(&execs, &super::super::analysis::BurstRule::default());
+        assert!(n1.iter().any(|n| n.query == TAG), "the N+1 rule reports the loop: {n1:#?}");
     }
 
     /// The e2e fixture's shape (the item, 4 tags of one statement, a
@@ -1046,25 +696,13 @@ mod tests {
     #[test]
     fn a_function_whose_statements_share_one_stack_is_still_the_sequencer() {
         let mut execs = creates(Some(4), 0.2);
-        for e in execs
-            .iter_mut()
-            .filter(|e| e.site.as_ref().unwrap().function == "diesel_service::create_with_tags")
-        {
+        for e in execs.iter_mut().filter(|e| e.site.as_ref().unwrap().function == "diesel_service::create_with_tags") {
             e.site.as_mut().unwrap().line = Some(40);
         }
         let found = detect_chatty_requests(&execs, &ChattyRule::default());
         assert_eq!(found.len(), 1, "{found:#?}");
         let c = &found[0];
-        assert_eq!(
-            (
-                c.function.function.as_str(),
-                c.requests,
-                c.median_round_trips,
-                c.median_statements,
-                c.steps.len()
-            ),
-            ("diesel_service::create_with_tags", 30, 6, 3, 3)
-        );
+        assert_eq!((c.function.function.as_str(), c.requests, c.median_round_trips, c.median_statements, c.steps.len()), ("diesel_service::create_with_tags", 30, 6, 3, 3));
         // The same 5 tags of one statement are a loop of 5: the N+1 rule's.
         let mut execs = creates(Some(5), 0.2);
         execs.retain(|e| !e.sql.as_deref().unwrap().starts_with("UPDATE"));
@@ -1082,14 +720,7 @@ mod tests {
             .iter()
             .filter(|e| e.sql.as_deref() == Some(ITEM))
             .map(|e| {
-                let mut c = exec(
-                    (e.ts_ns as f64 - 200_000.0) / 1e6,
-                    e.tid,
-                    e.fd,
-                    "SELECT 1",
-                    ("diesel_service::create::{{closure}}", 89),
-                    None,
-                );
+                let mut c = exec((e.ts_ns as f64 - 200_000.0) / 1e6, e.tid, e.fd, "SELECT 1", ("diesel_service::create::{{closure}}", 89), None);
                 c.callers = Vec::new().into();
                 c
             })
@@ -1098,13 +729,7 @@ mod tests {
         execs.sort_by_key(|e| e.ts_ns);
         let found = detect_chatty_requests(&execs, &ChattyRule::default());
         assert_eq!(found.len(), 1, "{found:#?}");
-        assert_eq!(
-            (
-                found[0].function.function.as_str(),
-                found[0].median_round_trips
-            ),
-            ("diesel_service::create_with_tags", 6)
-        );
+        assert_eq!((found[0].function.function.as_str(), found[0].median_round_trips), ("diesel_service::create_with_tags", 6));
     }
 
     /// With the kernel's chains, a step 50x slower than a round trip (the
@@ -1131,51 +756,25 @@ mod tests {
             }
         }
         execs.sort_by_key(|e| e.ts_ns);
-        let untimed: Vec<Execution> = execs
-            .iter()
-            .cloned()
-            .map(|mut e| {
-                e.chain = 0;
-                e
-            })
-            .collect();
-        assert!(
-            detect_chatty_requests(&untimed, &ChattyRule::default()).is_empty(),
-            "by time alone the slow step splits each request"
-        );
+        let untimed: Vec<Execution> = execs.iter().cloned().map(|mut e| {
+            e.chain = 0;
+            e
+        }).collect();
+        assert!(detect_chatty_requests(&untimed, &ChattyRule::default()).is_empty(), "by time alone the slow step splits each request");
         let found = detect_chatty_requests(&execs, &ChattyRule::default());
         assert_eq!(found.len(), 1, "{found:#?}");
-        assert_eq!(
-            (
-                found[0].function.function.as_str(),
-                found[0].requests,
-                found[0].median_round_trips
-            ),
-            ("diesel_service::create_with_tags", 30, 6)
-        );
+        assert_eq!((found[0].function.function.as_str(), found[0].requests, found[0].median_round_trips), ("diesel_service::create_with_tags", 30, 6));
     }
 
     /// Too few requests: a shape seen under 20 times is not reported.
     #[test]
     fn fewer_than_twenty_requests_are_not_a_per_request_pattern() {
         let execs = creates(None, 0.2);
-        let cut = execs
-            .iter()
-            .filter(|e| e.sql.as_deref() == Some(ITEM))
-            .nth(19)
-            .unwrap()
-            .ts_ns;
+        let cut = execs.iter().filter(|e| e.sql.as_deref() == Some(ITEM)).nth(19).unwrap().ts_ns;
         let first: Vec<Execution> = execs.iter().filter(|e| e.ts_ns < cut).cloned().collect();
         assert!(detect_chatty_requests(&first, &ChattyRule::default()).is_empty());
-        let twenty: Vec<Execution> = execs
-            .iter()
-            .filter(|e| e.ts_ns < cut + 100_000_000)
-            .cloned()
-            .collect();
-        assert_eq!(
-            detect_chatty_requests(&twenty, &ChattyRule::default())[0].requests,
-            20
-        );
+        let twenty: Vec<Execution> = execs.iter().filter(|e| e.ts_ns < cut + 100_000_000).cloned().collect();
+        assert_eq!(detect_chatty_requests(&twenty, &ChattyRule::default())[0].requests, 20);
     }
 
     /// Two functions of one file with the same short name (`create`) in
@@ -1188,14 +787,7 @@ mod tests {
         let mut t = 0.0;
         for _ in 0..60 {
             for f in ["svc::items::create", "svc::users::create"] {
-                for (k, sql) in [
-                    "INSERT INTO a VALUES ($1)",
-                    "INSERT INTO b VALUES ($1)",
-                    "INSERT INTO c VALUES ($1)",
-                ]
-                .iter()
-                .enumerate()
-                {
+                for (k, sql) in ["INSERT INTO a VALUES ($1)", "INSERT INTO b VALUES ($1)", "INSERT INTO c VALUES ($1)"].iter().enumerate() {
                     let mut e = exec(t, 1, 10, &format!("{sql} -- {f}"), (f, 10 + k as u32), None);
                     e.site.as_mut().unwrap().file = Some("/svc/src/lib.rs".into());
                     out.push(e);
@@ -1208,10 +800,6 @@ mod tests {
         for e in out.iter_mut() {
             e.site.as_mut().unwrap().function = "create".into();
         }
-        assert_eq!(
-            detect_chatty_requests(&out, &ChattyRule::default()).len(),
-            1,
-            "one short name chains both"
-        );
+        assert_eq!(detect_chatty_requests(&out, &ChattyRule::default()).len(), 1, "one short name chains both");
     }
 }

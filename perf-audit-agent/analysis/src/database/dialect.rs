@@ -63,10 +63,7 @@ impl Driver {
 
     /// The driver of one stack, from its frames' names (any order).
     pub fn from_frames<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<Driver> {
-        names
-            .into_iter()
-            .filter_map(Driver::of_frame)
-            .max_by_key(|d| d.rank())
+        names.into_iter().filter_map(Driver::of_frame).max_by_key(|d| d.rank())
     }
 
     fn of_frame(name: &str) -> Option<Driver> {
@@ -97,11 +94,7 @@ impl Driver {
 fn mentions_crate(name: &str, krate: &str) -> bool {
     let needle = format!("{krate}::");
     name.match_indices(&needle).any(|(i, _)| {
-        i == 0
-            || matches!(
-                name.as_bytes()[i - 1],
-                b'<' | b'&' | b' ' | b'(' | b',' | b'[' | b'*'
-            )
+        i == 0 || matches!(name.as_bytes()[i - 1], b'<' | b'&' | b' ' | b'(' | b',' | b'[' | b'*')
     })
 }
 
@@ -134,10 +127,7 @@ pub const CHECK_METHOD: &str = "each SQL rewrite shown was parsed and planned by
 /// `sql` when the server accepted it.
 pub fn checked<'a>(rewrites: &[CheckedRewrite], sql: Option<&'a str>) -> Option<&'a str> {
     let sql = sql?;
-    rewrites
-        .iter()
-        .any(|r| r.accepted && r.sql == sql)
-        .then_some(sql)
+    rewrites.iter().any(|r| r.accepted && r.sql == sql).then_some(sql)
 }
 
 fn is_param(text: &str) -> bool {
@@ -188,12 +178,7 @@ pub fn batched_query(query: &str) -> Option<String> {
         return None;
     }
     let t = &tokens[at];
-    Some(format!(
-        "{}ANY({}){}",
-        &query[..t.start],
-        &query[t.start..t.end],
-        &query[t.end..]
-    ))
+    Some(format!("{}ANY({}){}", &query[..t.start], &query[t.start..t.end], &query[t.end..]))
 }
 
 /// The SELECT returning one page: `... LIMIT $k` (k one past its highest
@@ -207,9 +192,7 @@ pub fn paged_query(query: &str) -> Option<String> {
         .map(|t| query[t.start..t.end].to_ascii_uppercase())
         .collect();
     if !matches!(words.first().map(String::as_str), Some("SELECT"))
-        || words
-            .iter()
-            .any(|w| matches!(w.as_str(), "LIMIT" | "FETCH" | "FOR" | "OFFSET"))
+        || words.iter().any(|w| matches!(w.as_str(), "LIMIT" | "FETCH" | "FOR" | "OFFSET"))
     {
         return None;
     }
@@ -256,10 +239,7 @@ fn built_by_a_query_builder(query: &str) -> bool {
 }
 
 fn camel(s: &str) -> String {
-    s.split('_')
-        .filter(|p| !p.is_empty())
-        .map(|p| p[..1].to_ascii_uppercase() + &p[1..])
-        .collect()
+    s.split('_').filter(|p| !p.is_empty()).map(|p| p[..1].to_ascii_uppercase() + &p[1..]).collect()
 }
 
 /// A before/after pair for a loop of one statement per item, in the
@@ -286,27 +266,17 @@ pub fn n_plus_one_fix(
             format!(
                 "for item in &items {{\n    let row = client.query_one(\"{query}\", &[&item.id]).await?;\n}}"
             ),
-            format!(
-                "{ids}\nlet rows = client.query(\"{}\", &[&ids]).await?;",
-                batched?
-            ),
+            format!("{ids}\nlet rows = client.query(\"{}\", &[&ids]).await?;", batched?),
         )),
         Driver::Postgres => Some((
             format!(
                 "for item in &items {{\n    let row = client.query_one(\"{query}\", &[&item.id])?;\n}}"
             ),
-            format!(
-                "{ids}\nlet rows = client.query(\"{}\", &[&ids])?;",
-                batched?
-            ),
+            format!("{ids}\nlet rows = client.query(\"{}\", &[&ids])?;", batched?),
         )),
         d @ (Driver::Diesel | Driver::DieselAsync) if !built_by_a_query_builder(query) => {
             // Hand-written SQL through `sql_query`: keep it, batched.
-            let wait = if d == Driver::DieselAsync {
-                ".await"
-            } else {
-                ""
-            };
+            let wait = if d == Driver::DieselAsync { ".await" } else { "" };
             Some((
                 format!(
                     "for item in &items {{\n    let row: Row = sql_query(\"{query}\")\n        .bind::<BigInt, _>(item.id)\n        .get_result(conn){wait}?;\n}}"
@@ -319,11 +289,7 @@ pub fn n_plus_one_fix(
         }
         d @ (Driver::Diesel | Driver::DieselAsync) => {
             let (table, column) = names.unwrap_or_else(|| ("items_table".into(), "id".into()));
-            let wait = if d == Driver::DieselAsync {
-                ".await"
-            } else {
-                ""
-            };
+            let wait = if d == Driver::DieselAsync { ".await" } else { "" };
             Some((
                 format!(
                     "// {query}\nfor item in &items {{\n    let rows = {table}::table\n        .filter({table}::{column}.eq(item.id))\n        .load::<Row>(conn){wait}?;\n}}"
@@ -478,15 +444,10 @@ mod tests {
             "svc::items",
         ];
         assert_eq!(Driver::from_frames(diesel), Some(Driver::Diesel));
-        assert_eq!(
-            Driver::from_frames(["PQexecParams", "main"]),
-            Some(Driver::Libpq)
-        );
+        assert_eq!(Driver::from_frames(["PQexecParams", "main"]), Some(Driver::Libpq));
         // tokio_postgres:: is not postgres::, postgres_protocol:: neither.
-        let tp = [
-            "postgres_protocol::message::frontend::bind",
-            "tokio_postgres::client::Client::query",
-        ];
+        let tp =
+            ["postgres_protocol::message::frontend::bind", "tokio_postgres::client::Client::query"];
         assert_eq!(Driver::from_frames(tp), Some(Driver::TokioPostgres));
         assert_eq!(
             Driver::from_frames([
@@ -495,10 +456,7 @@ mod tests {
             ]),
             Some(Driver::Postgres)
         );
-        assert_eq!(
-            Driver::from_frames(["mysqlx::run", "my_sqlx::go", "svc::main"]),
-            None
-        );
+        assert_eq!(Driver::from_frames(["mysqlx::run", "my_sqlx::go", "svc::main"]), None);
     }
 
     #[test]
@@ -542,25 +500,13 @@ mod tests {
             None
         );
         // Ambiguous, ranges, no WHERE, inserts, an `= $1` in a string or a subquery's WHERE only.
-        assert_eq!(
-            batched_query("SELECT a FROM t WHERE org = $1 AND id = $2"),
-            None
-        );
+        assert_eq!(batched_query("SELECT a FROM t WHERE org = $1 AND id = $2"), None);
         assert_eq!(batched_query("SELECT a FROM t WHERE id >= $1"), None);
-        assert_eq!(
-            batched_query("SELECT a FROM t WHERE id <= $1 AND k != $2"),
-            None
-        );
+        assert_eq!(batched_query("SELECT a FROM t WHERE id <= $1 AND k != $2"), None);
         assert_eq!(batched_query("SELECT a FROM t"), None);
         assert_eq!(batched_query("INSERT INTO t (a) VALUES ($1)"), None);
-        assert_eq!(
-            batched_query("SELECT 'x = $1' FROM t WHERE k = 'y = $2'"),
-            None
-        );
-        assert_eq!(
-            batched_query("SELECT a FROM t WHERE k = 'unterminated"),
-            None
-        );
+        assert_eq!(batched_query("SELECT 'x = $1' FROM t WHERE k = 'y = $2'"), None);
+        assert_eq!(batched_query("SELECT a FROM t WHERE k = 'unterminated"), None);
     }
 
     #[test]
@@ -612,15 +558,9 @@ mod tests {
             "{after}"
         );
         let (_, after) = n_plus_one_fix(Some(Driver::Sqlx), q, Some(&b)).unwrap();
-        assert!(
-            after.contains("sqlx::query_as") && after.contains("= ANY($1)"),
-            "{after}"
-        );
+        assert!(after.contains("sqlx::query_as") && after.contains("= ANY($1)"), "{after}");
         let (_, after) = n_plus_one_fix(Some(Driver::TokioPostgres), q, Some(&b)).unwrap();
-        assert!(
-            after.contains("client.query(") && after.contains(".await?"),
-            "{after}"
-        );
+        assert!(after.contains("client.query(") && after.contains(".await?"), "{after}");
         // Without an accepted rewrite, the raw-SQL drivers show no code.
         assert_eq!(n_plus_one_fix(Some(Driver::Sqlx), q, None), None);
         assert_eq!(n_plus_one_fix(None, q, Some(&b)), None);
@@ -628,10 +568,7 @@ mod tests {
         let (_, page) = paged_fix(Some(Driver::Diesel), "SELECT * FROM t", None).unwrap();
         assert!(page.contains(".limit(page_size)"), "{page}");
         let (_, tx) = transaction_fix(Some(Driver::Diesel), None).unwrap();
-        assert!(
-            tx.contains("conn.transaction(") && !tx.contains("pool.begin"),
-            "{tx}"
-        );
+        assert!(tx.contains("conn.transaction(") && !tx.contains("pool.begin"), "{tx}");
     }
 
     #[test]

@@ -33,9 +33,7 @@ pub fn wire(data: &[u8]) {
         let texts: Vec<String> = messages
             .iter()
             .filter_map(|m| match m {
-                wire::Message::Query { sql, .. } | wire::Message::Parse { sql, .. } => {
-                    Some(sql.clone())
-                }
+                wire::Message::Query { sql, .. } | wire::Message::Parse { sql, .. } => Some(sql.clone()),
                 _ => None,
             })
             .collect();
@@ -49,10 +47,7 @@ pub fn wire(data: &[u8]) {
             statement_text(t);
         }
         let (statements, portals) = conn.names();
-        assert!(
-            statements <= wire::MAX_STATEMENTS && portals <= wire::MAX_PORTALS,
-            "{statements} statements, {portals} portals"
-        );
+        assert!(statements <= wire::MAX_STATEMENTS && portals <= wire::MAX_PORTALS, "{statements} statements, {portals} portals");
     }
 }
 
@@ -66,12 +61,7 @@ pub fn sql_text(data: &[u8]) {
             let _ = scan.index_columns();
         }
         let _ = advice::total_cost(&plan);
-        let _ = thresholds::plan_uses_index(
-            &plan,
-            "i",
-            "CREATE INDEX i ON public.t USING btree (a)",
-            "SELECT a FROM t ORDER BY a",
-        );
+        let _ = thresholds::plan_uses_index(&plan, "i", "CREATE INDEX i ON public.t USING btree (a)", "SELECT a FROM t ORDER BY a");
     }
 }
 
@@ -79,17 +69,10 @@ pub fn sql_text(data: &[u8]) {
 pub fn statement_text(sql: &str) {
     match sql_text::single_statement(sql) {
         Ok(one) => {
-            assert!(
-                sql.starts_with(one),
-                "the accepted statement is a prefix of the text"
-            );
+            assert!(sql.starts_with(one), "the accepted statement is a prefix of the text");
             assert!(!one.trim().is_empty());
             assert!(one.len() <= sql_text::MAX_PLANNED_SQL_BYTES);
-            assert_eq!(
-                sql_text::single_statement(one),
-                Ok(one),
-                "accepting is idempotent"
-            );
+            assert_eq!(sql_text::single_statement(one), Ok(one), "accepting is idempotent");
             assert!(!one.contains('\0'));
         }
         Err(why) => {
@@ -105,11 +88,7 @@ pub fn statement_text(sql: &str) {
     let _ = thresholds::is_select(sql);
     let table = thresholds::from_table(sql).unwrap_or_default();
     let (eq, range) = advice::filter_columns(sql);
-    let columns: Vec<String> = eq
-        .into_iter()
-        .chain(range)
-        .chain(sql.split_whitespace().take(3).map(str::to_string))
-        .collect();
+    let columns: Vec<String> = eq.into_iter().chain(range).chain(sql.split_whitespace().take(3).map(str::to_string)).collect();
     let _ = advice::index_name(&table, &columns);
     let _ = advice::create_index_sql("public", &table, &columns, true);
     if let Some(create) = advice::create_index_statement(sql, &table, &columns) {
@@ -123,12 +102,7 @@ pub fn statement_text(sql: &str) {
     let driver = dialect::Driver::from_frames(frames);
     if let Some(b) = dialect::batched_query(sql) {
         assert!(b.len() == sql.len() + 5 && b.contains("ANY($"), "{b}");
-        for d in [
-            Some(dialect::Driver::Sqlx),
-            Some(dialect::Driver::Diesel),
-            Some(dialect::Driver::SeaOrm),
-            driver,
-        ] {
+        for d in [Some(dialect::Driver::Sqlx), Some(dialect::Driver::Diesel), Some(dialect::Driver::SeaOrm), driver] {
             let _ = dialect::n_plus_one_fix(d, sql, Some(&b));
             let _ = dialect::transaction_fix(d, Some(&b));
         }

@@ -108,21 +108,14 @@ pub enum LastStatement<'a> {
 
 /// What the messages of one write (in order) make the backend's last
 /// statement; `known` tells whether a statement name's text is known.
-pub fn last_statement<'a>(
-    messages: &'a [crate::database::wire::Message],
-    known: impl Fn(&str) -> bool,
-) -> LastStatement<'a> {
+pub fn last_statement<'a>(messages: &'a [crate::database::wire::Message], known: impl Fn(&str) -> bool) -> LastStatement<'a> {
     use crate::database::wire::Message;
     let mut last = LastStatement::Unchanged;
     for m in messages {
         match m {
             Message::Query { .. } | Message::Parse { .. } => last = LastStatement::Known,
             Message::Bind { statement, .. } => {
-                last = if known(statement) {
-                    LastStatement::Known
-                } else {
-                    LastStatement::Unknown(statement)
-                };
+                last = if known(statement) { LastStatement::Known } else { LastStatement::Unknown(statement) };
             }
             _ => {}
         }
@@ -177,9 +170,7 @@ impl TextRecovery {
             LastStatement::Unchanged => {}
             LastStatement::Known => c.last_unknown = None,
             LastStatement::Unknown(name) => {
-                c.last_unknown = (!name.is_empty()
-                    && !self.learnt.contains_key(&(conn, name.to_string())))
-                .then(|| name.to_string());
+                c.last_unknown = (!name.is_empty() && !self.learnt.contains_key(&(conn, name.to_string()))).then(|| name.to_string());
             }
         }
     }
@@ -201,12 +192,7 @@ impl TextRecovery {
             .iter()
             .filter_map(|(k, c)| {
                 let name = c.last_unknown.as_ref()?;
-                Some(Candidate {
-                    conn: *k,
-                    statement: name.clone(),
-                    writes: c.writes,
-                    last_write_ns: c.last_write_ns,
-                })
+                Some(Candidate { conn: *k, statement: name.clone(), writes: c.writes, last_write_ns: c.last_write_ns })
             })
             .collect();
         out.sort_by_key(|c| c.conn);
@@ -218,22 +204,12 @@ impl TextRecovery {
     /// every write made until the answer came was seen: `activity` gives
     /// each connection's backend row (connections missing from it, or
     /// ambiguous, are left out). Returns the texts learnt.
-    pub fn observe(
-        &mut self,
-        candidates: &[Candidate],
-        activity: &HashMap<ConnKey, Activity>,
-        sent_ns: u64,
-        received_ns: u64,
-    ) -> Vec<(ConnKey, String, String)> {
+    pub fn observe(&mut self, candidates: &[Candidate], activity: &HashMap<ConnKey, Activity>, sent_ns: u64, received_ns: u64) -> Vec<(ConnKey, String, String)> {
         self.polls += 1;
         let mut learnt = Vec::new();
         for cand in candidates {
-            let Some(c) = self.conns.get(&cand.conn) else {
-                continue;
-            };
-            let Some(a) = activity.get(&cand.conn) else {
-                continue;
-            };
+            let Some(c) = self.conns.get(&cand.conn) else { continue };
+            let Some(a) = activity.get(&cand.conn) else { continue };
             // Written to since the candidate's write: the snapshot may show
             // a later write's statement, unless that write came after our
             // read was sent and the state the snapshot shows began before
@@ -241,13 +217,8 @@ impl TextRecovery {
             // which bounds how long before the snapshot the read was sent).
             let written_since = c.writes != cand.writes;
             if written_since {
-                let next = c
-                    .recent
-                    .iter()
-                    .find(|(n, _)| *n == cand.writes + 1)
-                    .map(|(_, ts)| *ts);
-                let began_before_sent = a.state_for_ns >= 0
-                    && a.state_for_ns as u64 > received_ns.saturating_sub(sent_ns);
+                let next = c.recent.iter().find(|(n, _)| *n == cand.writes + 1).map(|(_, ts)| *ts);
+                let began_before_sent = a.state_for_ns >= 0 && a.state_for_ns as u64 > received_ns.saturating_sub(sent_ns);
                 if !(next.is_some_and(|ts| ts > sent_ns) && began_before_sent) {
                     continue;
                 }
@@ -265,12 +236,9 @@ impl TextRecovery {
             }
             // Went idle after the write (see the module doc), or idle and
             // unchanged since a previous read with nothing written since.
-            let after_write = a.state_for_ns >= 0
-                && (a.state_for_ns as u64) < sent_ns.saturating_sub(cand.last_write_ns);
+            let after_write = a.state_for_ns >= 0 && (a.state_for_ns as u64) < sent_ns.saturating_sub(cand.last_write_ns);
             let seen = Some((cand.writes, a.state_change_ns, query.clone()));
-            let Some(conn) = self.conns.get_mut(&cand.conn) else {
-                continue;
-            };
+            let Some(conn) = self.conns.get_mut(&cand.conn) else { continue };
             let stable = idle && !written_since && conn.seen == seen;
             conn.seen = if idle { seen } else { None };
             if !after_write && !stable {
@@ -284,18 +252,13 @@ impl TextRecovery {
             let votes = self.votes.entry(key.clone()).or_default();
             *votes.entry(query).or_default() += 1;
             let total: u32 = votes.values().sum();
-            let (top, n) = votes
-                .iter()
-                .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
-                .map(|(t, n)| (t.clone(), *n))
-                .unwrap_or_default();
+            let (top, n) = votes.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))).map(|(t, n)| (t.clone(), *n)).unwrap_or_default();
             if n >= MIN_VOTES && f64::from(n) >= MIN_AGREEMENT * f64::from(total) {
                 self.learnt.insert(key.clone(), top.clone());
                 if let Some(c) = self.conns.get_mut(&cand.conn)
-                    && c.last_unknown.as_deref() == Some(cand.statement.as_str())
-                {
-                    c.last_unknown = None;
-                }
+                    && c.last_unknown.as_deref() == Some(cand.statement.as_str()) {
+                        c.last_unknown = None;
+                    }
                 learnt.push((cand.conn, cand.statement.clone(), top));
             }
         }
@@ -304,9 +267,7 @@ impl TextRecovery {
 
     /// The learnt text of `statement` on `conn`.
     pub fn text(&self, conn: ConnKey, statement: &str) -> Option<&str> {
-        self.learnt
-            .get(&(conn, statement.to_string()))
-            .map(String::as_str)
+        self.learnt.get(&(conn, statement.to_string())).map(String::as_str)
     }
 
     /// Statement names (per connection) whose text was learnt.
@@ -322,20 +283,14 @@ impl TextRecovery {
     /// is taken to issue one statement when its texts are filled from each
     /// other (`analysis::fill_texts_from_call_sites`). Returns each pooled
     /// name's text.
-    pub fn decide_by_call_site<S: Ord + Clone>(
-        &self,
-        site_of: impl Fn(ConnKey, &str) -> Option<S>,
-    ) -> HashMap<(ConnKey, String), String> {
+    pub fn decide_by_call_site<S: Ord + Clone>(&self, site_of: impl Fn(ConnKey, &str) -> Option<S>) -> HashMap<(ConnKey, String), String> {
         type Pool<'a> = (Vec<&'a (ConnKey, String)>, HashMap<&'a str, u32>);
-        let mut by_site: std::collections::BTreeMap<S, Pool<'_>> =
-            std::collections::BTreeMap::new();
+        let mut by_site: std::collections::BTreeMap<S, Pool<'_>> = std::collections::BTreeMap::new();
         for (key, votes) in &self.votes {
             if self.learnt.contains_key(key) {
                 continue;
             }
-            let Some(site) = site_of(key.0, &key.1) else {
-                continue;
-            };
+            let Some(site) = site_of(key.0, &key.1) else { continue };
             let entry = by_site.entry(site).or_default();
             entry.0.push(key);
             for (text, n) in votes {
@@ -345,9 +300,7 @@ impl TextRecovery {
         let mut out = HashMap::new();
         for (keys, votes) in by_site.into_values() {
             let total: u32 = votes.values().sum();
-            let Some((top, n)) = votes.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))) else {
-                continue;
-            };
+            let Some((top, n)) = votes.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))) else { continue };
             if *n >= MIN_SITE_VOTES && f64::from(*n) >= MIN_AGREEMENT * f64::from(total) {
                 for key in keys {
                     out.insert(key.clone(), top.to_string());
@@ -364,12 +317,7 @@ mod tests {
 
     /// Idle for `for_ms` when our read arrived.
     fn idle(q: &str, for_ms: f64) -> Activity {
-        Activity {
-            state: "idle".into(),
-            query: q.into(),
-            state_for_ns: (for_ms * 1e6) as i64,
-            state_change_ns: 0,
-        }
+        Activity { state: "idle".into(), query: q.into(), state_for_ns: (for_ms * 1e6) as i64, state_change_ns: 0 }
     }
 
     const MS: u64 = 1_000_000;
@@ -385,31 +333,13 @@ mod tests {
         // Sent 0.5 ms after the write; the backend went idle 0.3 ms before
         // our read arrived: after the write.
         let act = HashMap::from([(c, idle("SELECT id FROM users  WHERE id = $1", 0.3))]);
-        assert!(
-            r.observe(&cands, &act, 10 * MS + MS / 2, 10 * MS + MS / 2 + MS / 10)
-                .is_empty(),
-            "one observation is not enough"
-        );
+        assert!(r.observe(&cands, &act, 10 * MS + MS / 2, 10 * MS + MS / 2 + MS / 10).is_empty(), "one observation is not enough");
         r.on_write(c, 20 * MS, LastStatement::Unknown("sqlx_s_3"));
         let cands = r.candidates();
         let learnt = r.observe(&cands, &act, 21 * MS, 21 * MS + MS / 10);
-        assert_eq!(
-            learnt,
-            vec![(
-                c,
-                "sqlx_s_3".to_string(),
-                "SELECT id FROM users WHERE id = $1".to_string()
-            )]
-        );
-        assert_eq!(
-            r.text(c, "sqlx_s_3"),
-            Some("SELECT id FROM users WHERE id = $1")
-        );
-        assert_eq!(
-            r.text((7, 2), "sqlx_s_3"),
-            None,
-            "another socket on the same fd is another connection"
-        );
+        assert_eq!(learnt, vec![(c, "sqlx_s_3".to_string(), "SELECT id FROM users WHERE id = $1".to_string())]);
+        assert_eq!(r.text(c, "sqlx_s_3"), Some("SELECT id FROM users WHERE id = $1"));
+        assert_eq!(r.text((7, 2), "sqlx_s_3"), None, "another socket on the same fd is another connection");
         assert!(!r.wants_poll(), "nothing left to learn");
         assert_eq!((r.polls, r.observations), (2, 2));
     }
@@ -421,18 +351,8 @@ mod tests {
         for at in [10, 50] {
             r.on_write(c, at * MS, LastStatement::Unknown("s"));
             let cands = r.candidates();
-            let act = Activity {
-                state: "active".into(),
-                query: "SELECT slow($1)".into(),
-                state_for_ns: 4_000_000,
-                state_change_ns: 0,
-            };
-            r.observe(
-                &cands,
-                &HashMap::from([(c, act)]),
-                (at + 5) * MS,
-                (at + 5) * MS + MS / 10,
-            );
+            let act = Activity { state: "active".into(), query: "SELECT slow($1)".into(), state_for_ns: 4_000_000, state_change_ns: 0 };
+            r.observe(&cands, &HashMap::from([(c, act)]), (at + 5) * MS, (at + 5) * MS + MS / 10);
         }
         assert_eq!(r.text(c, "s"), Some("SELECT slow($1)"));
     }
@@ -441,19 +361,10 @@ mod tests {
     fn single_observations_on_two_connections_agree_through_their_call_site() {
         let mut r = TextRecovery::default();
         let (a, b, c) = ((1, 1), (2, 1), (3, 1));
-        for (conn, name, text) in [
-            (a, "s4", "SELECT rare"),
-            (b, "s7", "SELECT rare"),
-            (c, "s2", "SELECT other"),
-        ] {
+        for (conn, name, text) in [(a, "s4", "SELECT rare"), (b, "s7", "SELECT rare"), (c, "s2", "SELECT other")] {
             r.on_write(conn, 0, LastStatement::Unknown(name));
             let cands = r.candidates();
-            r.observe(
-                &cands,
-                &HashMap::from([(conn, idle(text, 0.1))]),
-                MS,
-                MS + MS / 10,
-            );
+            r.observe(&cands, &HashMap::from([(conn, idle(text, 0.1))]), MS, MS + MS / 10);
         }
         assert_eq!(r.learnt_count(), 0, "one observation each");
         let site = |conn: ConnKey, _: &str| Some(if conn == c { "other_fn" } else { "rare_fn" });
@@ -463,15 +374,9 @@ mod tests {
         assert_eq!(decided[&(b, "s7".to_string())], "SELECT rare");
         // One observation decides nothing; contradicting ones neither.
         let alone = |conn: ConnKey, _: &str| Some(if conn == a { "a_fn" } else { "b_fn" });
-        assert!(
-            r.decide_by_call_site(alone).is_empty(),
-            "a alone; b and c disagree"
-        );
+        assert!(r.decide_by_call_site(alone).is_empty(), "a alone; b and c disagree");
         // Names whose executions come from several sites are left out.
-        assert!(
-            r.decide_by_call_site(|_: ConnKey, _: &str| None::<&str>)
-                .is_empty()
-        );
+        assert!(r.decide_by_call_site(|_: ConnKey, _: &str| None::<&str>).is_empty());
     }
 
     #[test]
@@ -486,12 +391,7 @@ mod tests {
             let sent = at + 10 * MS;
             r.on_write(c, sent + MS, LastStatement::Unknown("t"));
             // Idle for 5 ms: since before the sending, after the write.
-            let learnt = r.observe(
-                &cands,
-                &HashMap::from([(c, idle("SELECT s", 5.0))]),
-                sent,
-                sent + 2 * MS,
-            );
+            let learnt = r.observe(&cands, &HashMap::from([(c, idle("SELECT s", 5.0))]), sent, sent + 2 * MS);
             assert_eq!(learnt.len() as u64, round, "round {round}");
         }
         assert_eq!(r.text(c, "s"), Some("SELECT s"));
@@ -500,34 +400,17 @@ mod tests {
         r.on_write(c, 300 * MS, LastStatement::Unknown("u"));
         let cands = r.candidates();
         r.on_write(c, 311 * MS, LastStatement::Unknown("v"));
-        r.observe(
-            &cands,
-            &HashMap::from([(c, idle("SELECT v", 1.0))]),
-            310 * MS,
-            312 * MS,
-        );
+        r.observe(&cands, &HashMap::from([(c, idle("SELECT v", 1.0))]), 310 * MS, 312 * MS);
         assert_eq!(r.observations, 2);
     }
 
     #[test]
     fn binds_set_the_last_statement_and_syncs_leave_it() {
-        use crate::database::wire::{
-            parse,
-            tests::{bind_execute_sync, msg, parse_msg},
-        };
+        use crate::database::wire::{parse, tests::{bind_execute_sync, msg, parse_msg}};
         let known = |s: &str| s == "k";
-        assert_eq!(
-            last_statement(&parse(&bind_execute_sync("u")), known),
-            LastStatement::Unknown("u")
-        );
-        assert_eq!(
-            last_statement(&parse(&bind_execute_sync("k")), known),
-            LastStatement::Known
-        );
-        assert_eq!(
-            last_statement(&parse(&msg(b'S', &[])), known),
-            LastStatement::Unchanged
-        );
+        assert_eq!(last_statement(&parse(&bind_execute_sync("u")), known), LastStatement::Unknown("u"));
+        assert_eq!(last_statement(&parse(&bind_execute_sync("k")), known), LastStatement::Known);
+        assert_eq!(last_statement(&parse(&msg(b'S', &[])), known), LastStatement::Unchanged);
         let mut both = bind_execute_sync("u");
         both.extend(parse_msg("p", "SELECT 1"));
         assert_eq!(last_statement(&parse(&both), known), LastStatement::Known);
@@ -542,54 +425,19 @@ mod tests {
         for _ in 0..5 {
             r.on_write(c, 100 * MS, LastStatement::Unknown("s1"));
             let cands = r.candidates();
-            r.observe(
-                &cands,
-                &HashMap::from([(c, idle("SELECT previous", 0.5))]),
-                100 * MS + MS / 5,
-                100 * MS + MS / 5 + MS / 10,
-            );
+            r.observe(&cands, &HashMap::from([(c, idle("SELECT previous", 0.5))]), 100 * MS + MS / 5, 100 * MS + MS / 5 + MS / 10);
         }
         assert_eq!((r.observations, r.text(c, "s1")), (0, None));
         // ... unless a later read finds it idle since the same moment, and
         // nothing was written in between: then it had processed the write.
         let cands = r.candidates();
-        let later = Activity {
-            state_change_ns: 7,
-            ..idle("SELECT 1", 20.5)
-        };
-        r.observe(
-            &cands,
-            &HashMap::from([(c, later.clone())]),
-            120 * MS,
-            120 * MS + MS / 10,
-        );
+        let later = Activity { state_change_ns: 7, ..idle("SELECT 1", 20.5) };
+        r.observe(&cands, &HashMap::from([(c, later.clone())]), 120 * MS, 120 * MS + MS / 10);
         assert_eq!(r.observations, 0, "the first sight of this idle period");
-        let learnt = r.observe(
-            &cands,
-            &HashMap::from([(
-                c,
-                Activity {
-                    state_for_ns: 40_500_000,
-                    ..later.clone()
-                },
-            )]),
-            140 * MS,
-            140 * MS + MS / 10,
-        );
+        let learnt = r.observe(&cands, &HashMap::from([(c, Activity { state_for_ns: 40_500_000, ..later.clone() })]), 140 * MS, 140 * MS + MS / 10);
         assert_eq!(r.observations, 1);
         assert!(learnt.is_empty());
-        r.observe(
-            &cands,
-            &HashMap::from([(
-                c,
-                Activity {
-                    state_for_ns: 60_500_000,
-                    ..later
-                },
-            )]),
-            160 * MS,
-            160 * MS + MS / 10,
-        );
+        r.observe(&cands, &HashMap::from([(c, Activity { state_for_ns: 60_500_000, ..later })]), 160 * MS, 160 * MS + MS / 10);
         assert_eq!(r.text(c, "s1"), Some("SELECT 1"));
     }
 
@@ -600,47 +448,20 @@ mod tests {
         r.on_write(c, 0, LastStatement::Unknown("s1"));
         let cands = r.candidates();
         // Active since before the write: running an earlier statement.
-        let active = HashMap::from([(
-            c,
-            Activity {
-                state: "active".into(),
-                query: "SELECT 0".into(),
-                state_for_ns: 20_000_000,
-                state_change_ns: 0,
-            },
-        )]);
+        let active = HashMap::from([(c, Activity { state: "active".into(), query: "SELECT 0".into(), state_for_ns: 20_000_000, state_change_ns: 0 })]);
         r.observe(&cands, &active, 10 * MS, 10 * MS + MS / 10);
         r.observe(&cands, &active, 10 * MS, 10 * MS + MS / 10);
         // Written to between the candidates and the read's sending.
         r.on_write(c, 0, LastStatement::Unknown("s1"));
-        r.observe(
-            &cands,
-            &HashMap::from([(c, idle("SELECT 1", 1.0))]),
-            10 * MS,
-            10 * MS + MS / 10,
-        );
+        r.observe(&cands, &HashMap::from([(c, idle("SELECT 1", 1.0))]), 10 * MS, 10 * MS + MS / 10);
         // No privilege to read the text.
         let cands = r.candidates();
-        r.observe(
-            &cands,
-            &HashMap::from([(c, idle("<insufficient privilege>", 1.0))]),
-            10 * MS,
-            10 * MS + MS / 10,
-        );
+        r.observe(&cands, &HashMap::from([(c, idle("<insufficient privilege>", 1.0))]), 10 * MS, 10 * MS + MS / 10);
         assert_eq!(r.observations, 0);
         // Two texts for one name, 2 against 1: not 80%.
         for q in ["SELECT 1", "SELECT 2", "SELECT 1"] {
             let cands = r.candidates();
-            assert!(
-                r.observe(
-                    &cands,
-                    &HashMap::from([(c, idle(q, 1.0))]),
-                    10 * MS,
-                    10 * MS + MS / 10
-                )
-                .is_empty(),
-                "{q}"
-            );
+            assert!(r.observe(&cands, &HashMap::from([(c, idle(q, 1.0))]), 10 * MS, 10 * MS + MS / 10).is_empty(), "{q}");
         }
         assert_eq!(r.text(c, "s1"), None);
         // A write that executed a known statement, or none, is no candidate.

@@ -4,14 +4,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::schema::{
-    CallSiteRow, DuplicateIndex, IndexRow, MissingIndex, StatementRow, TableRow, UnusedIndex,
-};
 use super::{
     advice,
     analysis::{self, CallSite, Execution, NPlusOne},
     stats::{IndexStat, StatementStat, TableStat},
 };
+use super::schema::{CallSiteRow, DuplicateIndex, IndexRow, MissingIndex, StatementRow, TableRow, UnusedIndex};
 use crate::profile::round2;
 
 /// Rows of the statements table.
@@ -20,23 +18,14 @@ pub const STATEMENT_ROWS: usize = 20;
 pub const MIN_TABLE_ROWS: i64 = 10_000;
 
 pub fn qualified(schema: &str, name: &str) -> String {
-    if schema == "public" {
-        name.to_string()
-    } else {
-        format!("{schema}.{name}")
-    }
+    if schema == "public" { name.to_string() } else { format!("{schema}.{name}") }
 }
 
 fn site_rows(sites: &[(CallSite, u64)]) -> Vec<CallSiteRow> {
     sites
         .iter()
         .take(5)
-        .map(|(s, n)| CallSiteRow {
-            function: s.function.clone(),
-            file: s.file.clone(),
-            line: s.line,
-            executions: *n,
-        })
+        .map(|(s, n)| CallSiteRow { function: s.function.clone(), file: s.file.clone(), line: s.line, executions: *n })
         .collect()
 }
 
@@ -111,13 +100,7 @@ fn tokens(sql: &str) -> Vec<Token<'_>> {
             }
             out.push(Token::Param);
         } else if c.is_ascii_alphabetic() || c == b'_' || c == b'"' || !c.is_ascii() {
-            while i < b.len()
-                && (b[i].is_ascii_alphanumeric()
-                    || b[i] == b'_'
-                    || b[i] == b'"'
-                    || b[i] == b'.'
-                    || !b[i].is_ascii())
-            {
+            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'"' || b[i] == b'.' || !b[i].is_ascii()) {
                 i += 1;
             }
             out.push(Token::Word(&sql[start..i]));
@@ -136,11 +119,7 @@ fn seen_on_wire(query: &str, texts: &BTreeMap<&str, u64>) -> u64 {
     let query = analysis::normalize_sql(query);
     texts
         .iter()
-        .filter(|(sql, _)| {
-            **sql == query
-                || (sql.len() >= 32 && query.starts_with(**sql))
-                || same_statement(&query, sql)
-        })
+        .filter(|(sql, _)| **sql == query || (sql.len() >= 32 && query.starts_with(**sql)) || same_statement(&query, sql))
         .map(|(_, n)| *n)
         .sum()
 }
@@ -149,16 +128,8 @@ fn seen_on_wire(query: &str, texts: &BTreeMap<&str, u64>) -> u64 {
 /// the wire saw, over the statements it lists that are not the agent's
 /// own (`/* perf-audit */`); `None` without statistics.
 pub fn wire_coverage(rows: &[StatementRow]) -> Option<(i64, u64)> {
-    let counted: Vec<&StatementRow> = rows
-        .iter()
-        .filter(|r| r.seen_on_wire.is_some() && !r.query.contains("/* perf-audit */"))
-        .collect();
-    (!counted.is_empty()).then(|| {
-        (
-            counted.iter().map(|r| r.calls).sum(),
-            counted.iter().map(|r| r.seen_on_wire.unwrap_or(0)).sum(),
-        )
-    })
+    let counted: Vec<&StatementRow> = rows.iter().filter(|r| r.seen_on_wire.is_some() && !r.query.contains("/* perf-audit */")).collect();
+    (!counted.is_empty()).then(|| (counted.iter().map(|r| r.calls).sum(), counted.iter().map(|r| r.seen_on_wire.unwrap_or(0)).sum()))
 }
 
 /// The SQL rewrites the findings would show (`dialect`), for the agent to
@@ -171,10 +142,9 @@ pub fn rewrites_wanted(db: &super::schema::DatabaseSection) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut push = |sql: Option<String>| {
         if let Some(sql) = sql
-            && !out.contains(&sql)
-        {
-            out.push(sql);
-        }
+            && !out.contains(&sql) {
+                out.push(sql);
+            }
     };
     for n in &db.n_plus_one {
         if n.query != analysis::UNKNOWN_TEXT && !analysis::is_transaction_control(&n.query) {
@@ -182,11 +152,7 @@ pub fn rewrites_wanted(db: &super::schema::DatabaseSection) -> Vec<String> {
         }
     }
     for t in &db.per_item_transactions {
-        for s in t
-            .statements
-            .iter()
-            .filter(|s| !analysis::is_transaction_control(s))
-        {
+        for s in t.statements.iter().filter(|s| !analysis::is_transaction_control(s)) {
             push(dialect::batched_query(s));
         }
     }
@@ -213,11 +179,7 @@ fn same_statement(stat: &str, wire: &str) -> bool {
         let Some(u) = w.get(j) else { return false };
         match (t, u) {
             (Token::Param, Token::Literal(_) | Token::Param) => j += 1,
-            (Token::Param, Token::Punct('-'))
-                if matches!(w.get(j + 1), Some(Token::Literal(_))) =>
-            {
-                j += 2
-            }
+            (Token::Param, Token::Punct('-')) if matches!(w.get(j + 1), Some(Token::Literal(_))) => j += 2,
             (a, b) if a == b => j += 1,
             _ => return false,
         }
@@ -263,20 +225,9 @@ pub fn statement_rows(
             });
         }
         for r in &mut rows {
-            r.time_pct = r.total_ms.map(|t| {
-                if total_all > 0.0 {
-                    round2(t * 100.0 / total_all)
-                } else {
-                    0.0
-                }
-            });
+            r.time_pct = r.total_ms.map(|t| if total_all > 0.0 { round2(t * 100.0 / total_all) } else { 0.0 });
         }
-        rows.sort_by(|a, b| {
-            b.total_ms
-                .partial_cmp(&a.total_ms)
-                .unwrap_or(std::cmp::Ordering::Equal)
-                .then(a.query.cmp(&b.query))
-        });
+        rows.sort_by(|a, b| b.total_ms.partial_cmp(&a.total_ms).unwrap_or(std::cmp::Ordering::Equal).then(a.query.cmp(&b.query)));
     } else {
         // No statistics: the wire's own counts.
         let mut counts: BTreeMap<&str, i64> = Default::default();
@@ -310,9 +261,7 @@ pub fn table_rows(start: &[TableStat], end: &[TableStat]) -> Vec<TableRow> {
     let mut rows: Vec<TableRow> = end
         .iter()
         .map(|e| {
-            let s = start
-                .iter()
-                .find(|s| s.schema == e.schema && s.table == e.table);
+            let s = start.iter().find(|s| s.schema == e.schema && s.table == e.table);
             let d = |f: fn(&TableStat) -> i64| f(e) - s.map_or(0, f);
             TableRow {
                 schema: e.schema.clone(),
@@ -325,11 +274,7 @@ pub fn table_rows(start: &[TableStat], end: &[TableStat]) -> Vec<TableRow> {
             }
         })
         .collect();
-    rows.sort_by(|a, b| {
-        b.seq_rows_read
-            .cmp(&a.seq_rows_read)
-            .then(a.table.cmp(&b.table))
-    });
+    rows.sort_by(|a, b| b.seq_rows_read.cmp(&a.seq_rows_read).then(a.table.cmp(&b.table)));
     rows
 }
 
@@ -337,10 +282,7 @@ pub fn index_rows(start: &[IndexStat], end: &[IndexStat]) -> Vec<IndexRow> {
     let mut rows: Vec<IndexRow> = end
         .iter()
         .map(|e| {
-            let before = start
-                .iter()
-                .find(|s| s.schema == e.schema && s.index == e.index)
-                .map_or(0, |s| s.idx_scan);
+            let before = start.iter().find(|s| s.schema == e.schema && s.index == e.index).map_or(0, |s| s.idx_scan);
             IndexRow {
                 schema: e.schema.clone(),
                 table: e.table.clone(),
@@ -356,11 +298,7 @@ pub fn index_rows(start: &[IndexStat], end: &[IndexStat]) -> Vec<IndexRow> {
     rows
 }
 
-pub fn recommendation(
-    row: &StatementRow,
-    n_plus_one: &[NPlusOne],
-    missing: &[MissingIndex],
-) -> String {
+pub fn recommendation(row: &StatementRow, n_plus_one: &[NPlusOne], missing: &[MissingIndex]) -> String {
     let query = analysis::normalize_sql(&row.query);
     if let Some(n) = n_plus_one.iter().find(|n| n.query == query) {
         return format!(
@@ -387,10 +325,7 @@ pub fn unused_index_rows(indexes: &[IndexStat]) -> Vec<UnusedIndex> {
             index: i.index.clone(),
             size_bytes: i.size_bytes,
             definition: i.definition.clone(),
-            drop_sql: format!(
-                "DROP INDEX CONCURRENTLY {};",
-                qualified(&i.schema, &i.index)
-            ),
+            drop_sql: format!("DROP INDEX CONCURRENTLY {};", qualified(&i.schema, &i.index)),
             ..Default::default()
         })
         .collect()
@@ -405,10 +340,7 @@ pub fn duplicate_index_rows(indexes: &[IndexStat]) -> Vec<DuplicateIndex> {
             index: a.index.clone(),
             duplicate_of: b.index.clone(),
             size_bytes: a.size_bytes,
-            drop_sql: format!(
-                "DROP INDEX CONCURRENTLY {};",
-                qualified(&a.schema, &a.index)
-            ),
+            drop_sql: format!("DROP INDEX CONCURRENTLY {};", qualified(&a.schema, &a.index)),
         })
         .collect()
 }
@@ -420,25 +352,10 @@ mod same_statement_tests {
     #[test]
     fn pg_stat_statements_texts_match_the_statements_their_constants_came_from() {
         let stat = "SELECT id, name FROM users WHERE country = $1 ORDER BY signup_at DESC LIMIT $2";
-        assert!(same_statement(
-            stat,
-            "SELECT id, name FROM users WHERE country = $1 ORDER BY signup_at DESC LIMIT 20"
-        ));
-        assert!(same_statement(
-            "SELECT $1 - x FROM t WHERE a = $2",
-            "SELECT 'it''s' - x FROM t WHERE a = -1.5"
-        ));
-        assert!(!same_statement(
-            stat,
-            "SELECT id, name FROM users WHERE country = $1 ORDER BY signup_at DESC"
-        ));
-        assert!(!same_statement(
-            stat,
-            "SELECT id, name FROM users WHERE city = $1 ORDER BY signup_at DESC LIMIT 20"
-        ));
-        assert!(!same_statement(
-            "SELECT a FROM t LIMIT 20",
-            "SELECT a FROM t LIMIT 21"
-        ));
+        assert!(same_statement(stat, "SELECT id, name FROM users WHERE country = $1 ORDER BY signup_at DESC LIMIT 20"));
+        assert!(same_statement("SELECT $1 - x FROM t WHERE a = $2", "SELECT 'it''s' - x FROM t WHERE a = -1.5"));
+        assert!(!same_statement(stat, "SELECT id, name FROM users WHERE country = $1 ORDER BY signup_at DESC"));
+        assert!(!same_statement(stat, "SELECT id, name FROM users WHERE city = $1 ORDER BY signup_at DESC LIMIT 20"));
+        assert!(!same_statement("SELECT a FROM t LIMIT 20", "SELECT a FROM t LIMIT 21"));
     }
 }

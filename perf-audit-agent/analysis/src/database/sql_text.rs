@@ -25,9 +25,7 @@ use std::fmt;
 pub const MAX_PLANNED_SQL_BYTES: usize = 64 * 1024;
 
 /// The statements whose plan may be inspected (first keyword).
-pub const PLANNED_KINDS: &[&str] = &[
-    "SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "VALUES", "TABLE",
-];
+pub const PLANNED_KINDS: &[&str] = &["SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "VALUES", "TABLE"];
 
 /// Why a text is not planned: shown in the report ("plan not inspected").
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,22 +44,12 @@ impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Refusal::Empty => write!(f, "empty statement text"),
-            Refusal::TooLong(n) => write!(
-                f,
-                "statement text of {n} bytes, over the {MAX_PLANNED_SQL_BYTES}-byte ceiling"
-            ),
+            Refusal::TooLong(n) => write!(f, "statement text of {n} bytes, over the {MAX_PLANNED_SQL_BYTES}-byte ceiling"),
             Refusal::NulByte => write!(f, "statement text holds a NUL byte"),
-            Refusal::SeveralStatements => write!(
-                f,
-                "several statements in one text (a `;` before the end): never sent to the server"
-            ),
+            Refusal::SeveralStatements => write!(f, "several statements in one text (a `;` before the end): never sent to the server"),
             Refusal::Unterminated(what) => write!(f, "unterminated {what}"),
             Refusal::NotPlannable(word) => {
-                write!(
-                    f,
-                    "not a {} statement (starts with `{word}`)",
-                    PLANNED_KINDS.join("/")
-                )
+                write!(f, "not a {} statement (starts with `{word}`)", PLANNED_KINDS.join("/"))
             }
         }
     }
@@ -87,10 +75,7 @@ pub fn single_statement(sql: &str) -> Result<&str, Refusal> {
         }
         None => sql.len(),
     };
-    let first = tokens
-        .iter()
-        .find(|t| t.kind != Kind::Open)
-        .ok_or(Refusal::Empty)?;
+    let first = tokens.iter().find(|t| t.kind != Kind::Open).ok_or(Refusal::Empty)?;
     if first.start >= end {
         return Err(Refusal::Empty);
     }
@@ -98,11 +83,7 @@ pub fn single_statement(sql: &str) -> Result<&str, Refusal> {
     if first.kind != Kind::Word || !PLANNED_KINDS.iter().any(|k| k.eq_ignore_ascii_case(word)) {
         return Err(Refusal::NotPlannable(word.chars().take(32).collect()));
     }
-    let last = tokens
-        .iter()
-        .rev()
-        .find(|t| t.end <= end)
-        .map_or(end, |t| t.end);
+    let last = tokens.iter().rev().find(|t| t.end <= end).map_or(end, |t| t.end);
     Ok(&sql[..last])
 }
 
@@ -145,10 +126,7 @@ pub(crate) fn lex(sql: &str) -> Result<Vec<Token>, Refusal> {
                 continue;
             }
             b'-' if b.get(i + 1) == Some(&b'-') => {
-                i = b[i..]
-                    .iter()
-                    .position(|&c| c == b'\n' || c == b'\r')
-                    .map_or(b.len(), |n| i + n);
+                i = b[i..].iter().position(|&c| c == b'\n' || c == b'\r').map_or(b.len(), |n| i + n);
                 continue;
             }
             b'/' if b.get(i + 1) == Some(&b'*') => {
@@ -168,15 +146,13 @@ pub(crate) fn lex(sql: &str) -> Result<Vec<Token>, Refusal> {
                 Kind::Other
             }
             b'"' => {
-                i = quoted(b, i + 1, b'"', false)
-                    .ok_or(Refusal::Unterminated("quoted identifier"))?;
+                i = quoted(b, i + 1, b'"', false).ok_or(Refusal::Unterminated("quoted identifier"))?;
                 Kind::Other
             }
             b'$' => match dollar_tag(b, i) {
                 Some(tag_end) => {
                     let tag = &b[i..tag_end];
-                    let close = find(&b[tag_end..], tag)
-                        .ok_or(Refusal::Unterminated("dollar-quoted string"))?;
+                    let close = find(&b[tag_end..], tag).ok_or(Refusal::Unterminated("dollar-quoted string"))?;
                     i = tag_end + close + tag.len();
                     Kind::Other
                 }
@@ -193,18 +169,12 @@ pub(crate) fn lex(sql: &str) -> Result<Vec<Token>, Refusal> {
                 // A string prefix: E'..', B'..', X'..', N'..', U&'..'.
                 let next = b.get(i + 1).copied();
                 if matches!(c, b'e' | b'E') && next == Some(b'\'') {
-                    i = quoted(b, i + 2, b'\'', true)
-                        .ok_or(Refusal::Unterminated("escape string"))?;
+                    i = quoted(b, i + 2, b'\'', true).ok_or(Refusal::Unterminated("escape string"))?;
                     Kind::Other
-                } else if matches!(c, b'b' | b'B' | b'x' | b'X' | b'n' | b'N')
-                    && next == Some(b'\'')
-                {
+                } else if matches!(c, b'b' | b'B' | b'x' | b'X' | b'n' | b'N') && next == Some(b'\'') {
                     i = quoted(b, i + 2, b'\'', false).ok_or(Refusal::Unterminated("string"))?;
                     Kind::Other
-                } else if matches!(c, b'u' | b'U')
-                    && next == Some(b'&')
-                    && matches!(b.get(i + 2), Some(b'\'') | Some(b'"'))
-                {
+                } else if matches!(c, b'u' | b'U') && next == Some(b'&') && matches!(b.get(i + 2), Some(b'\'') | Some(b'"')) {
                     let q = b[i + 2];
                     i = quoted(b, i + 3, q, false).ok_or(Refusal::Unterminated("string"))?;
                     Kind::Other
@@ -220,11 +190,7 @@ pub(crate) fn lex(sql: &str) -> Result<Vec<Token>, Refusal> {
                 Kind::Other
             }
         };
-        out.push(Token {
-            kind,
-            start,
-            end: i,
-        });
+        out.push(Token { kind, start, end: i });
     }
     Ok(out)
 }
@@ -295,22 +261,10 @@ mod tests {
 
     #[test]
     fn one_plannable_statement_is_accepted_without_its_trailing_semicolons() {
-        assert_eq!(
-            single_statement("SELECT v FROM t WHERE id = $1"),
-            Ok("SELECT v FROM t WHERE id = $1")
-        );
-        assert_eq!(
-            single_statement("  select 1 ; ; -- done\n"),
-            Ok("  select 1")
-        );
-        assert_eq!(
-            single_statement("(SELECT 1) UNION (SELECT 2);"),
-            Ok("(SELECT 1) UNION (SELECT 2)")
-        );
-        assert_eq!(
-            single_statement("/* a /* nested */ ; */ WITH x AS (SELECT 1) SELECT * FROM x"),
-            Ok("/* a /* nested */ ; */ WITH x AS (SELECT 1) SELECT * FROM x")
-        );
+        assert_eq!(single_statement("SELECT v FROM t WHERE id = $1"), Ok("SELECT v FROM t WHERE id = $1"));
+        assert_eq!(single_statement("  select 1 ; ; -- done\n"), Ok("  select 1"));
+        assert_eq!(single_statement("(SELECT 1) UNION (SELECT 2);"), Ok("(SELECT 1) UNION (SELECT 2)"));
+        assert_eq!(single_statement("/* a /* nested */ ; */ WITH x AS (SELECT 1) SELECT * FROM x"), Ok("/* a /* nested */ ; */ WITH x AS (SELECT 1) SELECT * FROM x"));
         for ok in [
             "SELECT 'a;b'",
             "SELECT 'it''s; fine'",
@@ -334,67 +288,24 @@ mod tests {
     fn the_injection_and_other_statements_are_refused_with_a_reason() {
         let injection = "SELECT v FROM t WHERE id = $1; COMMIT; BEGIN READ WRITE; CREATE TABLE x(i int); COMMIT; --";
         assert_eq!(single_statement(injection), Err(Refusal::SeveralStatements));
-        assert_eq!(
-            single_statement("SELECT 1; -- x\n SELECT 2"),
-            Err(Refusal::SeveralStatements)
-        );
-        assert_eq!(
-            single_statement("SELECT 'a'';'; DROP TABLE t"),
-            Err(Refusal::SeveralStatements)
-        );
-        assert_eq!(
-            single_statement("SELECT e'\\''; COMMIT"),
-            Err(Refusal::SeveralStatements)
-        );
-        assert_eq!(
-            single_statement("SELECT somee'x'; COMMIT"),
-            Err(Refusal::SeveralStatements)
-        );
-        assert_eq!(
-            single_statement("SELECT $a$ x $a$; COMMIT"),
-            Err(Refusal::SeveralStatements)
-        );
-        assert_eq!(
-            single_statement("COMMIT"),
-            Err(Refusal::NotPlannable("COMMIT".into()))
-        );
-        assert_eq!(
-            single_statement("CREATE TABLE x(i int)"),
-            Err(Refusal::NotPlannable("CREATE".into()))
-        );
-        assert_eq!(
-            single_statement("'SELECT'"),
-            Err(Refusal::NotPlannable("'SELECT'".into()))
-        );
+        assert_eq!(single_statement("SELECT 1; -- x\n SELECT 2"), Err(Refusal::SeveralStatements));
+        assert_eq!(single_statement("SELECT 'a'';'; DROP TABLE t"), Err(Refusal::SeveralStatements));
+        assert_eq!(single_statement("SELECT e'\\''; COMMIT"), Err(Refusal::SeveralStatements));
+        assert_eq!(single_statement("SELECT somee'x'; COMMIT"), Err(Refusal::SeveralStatements));
+        assert_eq!(single_statement("SELECT $a$ x $a$; COMMIT"), Err(Refusal::SeveralStatements));
+        assert_eq!(single_statement("COMMIT"), Err(Refusal::NotPlannable("COMMIT".into())));
+        assert_eq!(single_statement("CREATE TABLE x(i int)"), Err(Refusal::NotPlannable("CREATE".into())));
+        assert_eq!(single_statement("'SELECT'"), Err(Refusal::NotPlannable("'SELECT'".into())));
         assert_eq!(single_statement(" -- only\n ;"), Err(Refusal::Empty));
         assert_eq!(single_statement(""), Err(Refusal::Empty));
-        assert_eq!(
-            single_statement("SELECT 'open"),
-            Err(Refusal::Unterminated("string"))
-        );
-        assert_eq!(
-            single_statement("SELECT /* /* */"),
-            Err(Refusal::Unterminated("comment"))
-        );
-        assert_eq!(
-            single_statement("SELECT $q$ ;"),
-            Err(Refusal::Unterminated("dollar-quoted string"))
-        );
-        assert_eq!(
-            single_statement("SELECT \"x"),
-            Err(Refusal::Unterminated("quoted identifier"))
-        );
-        assert_eq!(
-            single_statement("SELECT E'\\"),
-            Err(Refusal::Unterminated("escape string"))
-        );
+        assert_eq!(single_statement("SELECT 'open"), Err(Refusal::Unterminated("string")));
+        assert_eq!(single_statement("SELECT /* /* */"), Err(Refusal::Unterminated("comment")));
+        assert_eq!(single_statement("SELECT $q$ ;"), Err(Refusal::Unterminated("dollar-quoted string")));
+        assert_eq!(single_statement("SELECT \"x"), Err(Refusal::Unterminated("quoted identifier")));
+        assert_eq!(single_statement("SELECT E'\\"), Err(Refusal::Unterminated("escape string")));
         assert_eq!(single_statement("SELECT 1\0"), Err(Refusal::NulByte));
         let long = format!("SELECT {}", "1".repeat(MAX_PLANNED_SQL_BYTES));
         assert_eq!(single_statement(&long), Err(Refusal::TooLong(long.len())));
-        assert!(
-            Refusal::SeveralStatements
-                .to_string()
-                .contains("several statements")
-        );
+        assert!(Refusal::SeveralStatements.to_string().contains("several statements"));
     }
 }

@@ -55,17 +55,11 @@ impl StatementsUnavailable {
     /// One line: what is missing, what is skipped, and the fix.
     pub fn message(&self) -> String {
         let what = match self {
-            StatementsUnavailable::NotCreated => {
-                "the pg_stat_statements extension is not created in this database".to_string()
-            }
-            StatementsUnavailable::NotPreloaded => {
-                "pg_stat_statements is not loaded via shared_preload_libraries".to_string()
-            }
+            StatementsUnavailable::NotCreated => "the pg_stat_statements extension is not created in this database".to_string(),
+            StatementsUnavailable::NotPreloaded => "pg_stat_statements is not loaded via shared_preload_libraries".to_string(),
             StatementsUnavailable::Other(e) => format!("pg_stat_statements cannot be read ({e})"),
         };
-        format!(
-            "{what}: query timings are not available (statements and N+1 patterns come from the wire alone); to enable it, {ENABLE_PG_STAT_STATEMENTS}"
-        )
+        format!("{what}: query timings are not available (statements and N+1 patterns come from the wire alone); to enable it, {ENABLE_PG_STAT_STATEMENTS}")
     }
 }
 

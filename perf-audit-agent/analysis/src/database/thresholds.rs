@@ -45,21 +45,11 @@ pub fn unused_rule() -> String {
 
 /// The statements of `queries` that name `table` (as a word, schema
 /// prefix or quotes allowed) and that PostgreSQL can prepare and explain.
-pub fn statements_on_table<'a>(
-    queries: impl IntoIterator<Item = &'a str>,
-    table: &str,
-) -> Vec<&'a str> {
+pub fn statements_on_table<'a>(queries: impl IntoIterator<Item = &'a str>, table: &str) -> Vec<&'a str> {
     let mut out: Vec<&str> = Vec::new();
     for q in queries {
-        let first = q
-            .split_whitespace()
-            .next()
-            .unwrap_or_default()
-            .to_ascii_uppercase();
-        if !matches!(
-            first.as_str(),
-            "SELECT" | "WITH" | "UPDATE" | "DELETE" | "INSERT" | "MERGE" | "VALUES" | "TABLE"
-        ) {
+        let first = q.split_whitespace().next().unwrap_or_default().to_ascii_uppercase();
+        if !matches!(first.as_str(), "SELECT" | "WITH" | "UPDATE" | "DELETE" | "INSERT" | "MERGE" | "VALUES" | "TABLE") {
             continue;
         }
         let names = q
@@ -81,30 +71,17 @@ pub fn statements_on_table<'a>(
 /// that was priced out (any index on the table would do), not a use.
 pub fn plan_uses_index(plan: &serde_json::Value, index: &str, definition: &str, sql: &str) -> bool {
     let orders = || {
-        let first = definition
-            .rfind(" (")
-            .map(|i| &definition[i + 2..])
-            .and_then(|c| c.split([',', ')', ' ']).next())
-            .unwrap_or_default()
-            .trim_matches('"');
+        let first = definition.rfind(" (").map(|i| &definition[i + 2..]).and_then(|c| c.split([',', ')', ' ']).next()).unwrap_or_default().trim_matches('"');
         let upper = sql.to_ascii_uppercase();
-        let key = upper
-            .rfind("ORDER BY")
-            .map(|i| &sql[i + 8..])
-            .and_then(|k| k.split([',', ' ', ')']).find(|w| !w.is_empty()))
-            .unwrap_or_default();
+        let key = upper.rfind("ORDER BY").map(|i| &sql[i + 8..]).and_then(|k| k.split([',', ' ', ')']).find(|w| !w.is_empty())).unwrap_or_default();
         let key = key.rsplit('.').next().unwrap_or(key).trim_matches('"');
         !first.is_empty() && key.eq_ignore_ascii_case(first)
     };
     fn walk(v: &serde_json::Value, index: &str, orders: &dyn Fn() -> bool) -> bool {
         match v {
             serde_json::Value::Object(m) => {
-                let on_it = m
-                    .get("Index Name")
-                    .and_then(|v| v.as_str())
-                    .is_some_and(|n| n == index);
-                (on_it && (m.contains_key("Index Cond") || orders()))
-                    || m.values().any(|v| walk(v, index, orders))
+                let on_it = m.get("Index Name").and_then(|v| v.as_str()).is_some_and(|n| n == index);
+                (on_it && (m.contains_key("Index Cond") || orders())) || m.values().any(|v| walk(v, index, orders))
             }
             serde_json::Value::Array(a) => a.iter().any(|v| walk(v, index, orders)),
             _ => false,
@@ -114,9 +91,7 @@ pub fn plan_uses_index(plan: &serde_json::Value, index: &str, definition: &str, 
 }
 
 fn table<'a>(db: &'a DatabaseSection, schema: &str, name: &str) -> Option<&'a TableRow> {
-    db.tables.iter().find(|t| {
-        t.table == name && (t.schema == schema || t.schema.is_empty() || schema.is_empty())
-    })
+    db.tables.iter().find(|t| t.table == name && (t.schema == schema || t.schema.is_empty() || schema.is_empty()))
 }
 
 /// Whether an index seen unused has the evidence to be dropped; the reason
@@ -143,28 +118,16 @@ pub fn unused_index_evidence(db: &DatabaseSection, u: &UnusedIndex) -> Result<St
     };
     let scans = t.seq_scans + t.idx_scans;
     if t.rows < UNUSED_MIN_TABLE_ROWS {
-        return Err(format!(
-            "{} has {} rows (< {UNUSED_MIN_TABLE_ROWS}): a small table is scanned sequentially whatever its indexes",
-            u.table, t.rows
-        ));
+        return Err(format!("{} has {} rows (< {UNUSED_MIN_TABLE_ROWS}): a small table is scanned sequentially whatever its indexes", u.table, t.rows));
     }
     if scans < UNUSED_MIN_TABLE_SCANS {
-        return Err(format!(
-            "{} was read {scans} times during the audit (< {UNUSED_MIN_TABLE_SCANS}): too few queries to tell",
-            u.table
-        ));
+        return Err(format!("{} was read {scans} times during the audit (< {UNUSED_MIN_TABLE_SCANS}): too few queries to tell", u.table));
     }
     if db.window_s < UNUSED_MIN_WINDOW_S {
-        return Err(format!(
-            "the audit lasted {:.0} s (< {UNUSED_MIN_WINDOW_S:.0} s)",
-            db.window_s
-        ));
+        return Err(format!("the audit lasted {:.0} s (< {UNUSED_MIN_WINDOW_S:.0} s)", db.window_s));
     }
     let plans = if u.plan_checked {
-        format!(
-            "; none of the {} statements seen on it would read through it at scale (planned with sequential scans priced out)",
-            u.statements_planned
-        )
+        format!("; none of the {} statements seen on it would read through it at scale (planned with sequential scans priced out)", u.statements_planned)
     } else {
         String::new()
     };
@@ -176,10 +139,7 @@ pub fn unused_index_evidence(db: &DatabaseSection, u: &UnusedIndex) -> Result<St
 
 /// The unused indexes that have the evidence to be dropped.
 pub fn droppable(db: &DatabaseSection) -> Vec<(&UnusedIndex, String)> {
-    db.unused_indexes
-        .iter()
-        .filter_map(|u| unused_index_evidence(db, u).ok().map(|e| (u, e)))
-        .collect()
+    db.unused_indexes.iter().filter_map(|u| unused_index_evidence(db, u).ok().map(|e| (u, e))).collect()
 }
 
 /// Why no missing index was advised: the criteria, and the table that came
@@ -188,12 +148,7 @@ pub fn no_missing_index_reason(db: &DatabaseSection) -> String {
     let criteria = format!(
         "advised for a SELECT with a mean of at least {MISSING_INDEX_MIN_MEAN_MS} ms whose plan scans a table of at least {MIN_TABLE_ROWS} rows sequentially with a filter that no index covers"
     );
-    match db
-        .tables
-        .iter()
-        .filter(|t| t.seq_scans > 0)
-        .max_by_key(|t| t.seq_rows_read)
-    {
+    match db.tables.iter().filter(|t| t.seq_scans > 0).max_by_key(|t| t.seq_rows_read) {
         None => format!("none: no sequential scan of any table during the audit ({criteria})"),
         Some(t) if t.rows < MIN_TABLE_ROWS => format!(
             "none: no table over {MIN_TABLE_ROWS} rows had a heavy sequential scan; largest {} ({} rows, {} rows read by {} sequential scans): below the size where an index beats a scan ({criteria})",
@@ -215,14 +170,7 @@ pub const UNBOUNDED_MIN_CALLS: i64 = 10;
 /// Whether a statement bounds its result (LIMIT, FETCH FIRST/NEXT). An
 /// aggregate needs no case of its own: its rows per call stay small.
 pub fn bounded(query: &str) -> bool {
-    let q = format!(
-        " {} ",
-        query
-            .to_ascii_uppercase()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    let q = format!(" {} ", query.to_ascii_uppercase().split_whitespace().collect::<Vec<_>>().join(" "));
     q.contains(" LIMIT ") || q.contains(" FETCH FIRST ") || q.contains(" FETCH NEXT ")
 }
 
@@ -273,12 +221,7 @@ mod tests {
         let gin = "CREATE INDEX tags_labels_gin ON public.tags USING gin (labels)";
         let search = "SELECT id FROM tags WHERE labels @> $1";
         assert!(plan_uses_index(&plan, "tags_labels_gin", gin, search));
-        assert!(!plan_uses_index(
-            &plan,
-            "tags_pkey",
-            "CREATE UNIQUE INDEX tags_pkey ON public.tags USING btree (id)",
-            search
-        ));
+        assert!(!plan_uses_index(&plan, "tags_pkey", "CREATE UNIQUE INDEX tags_pkey ON public.tags USING btree (id)", search));
         let seq: serde_json::Value = serde_json::from_str(r#"[{"Plan": {"Node Type": "Seq Scan", "Relation Name": "tags", "Filter": "(labels @> $1)"}}]"#).unwrap();
         assert!(!plan_uses_index(&seq, "tags_labels_gin", gin, search));
         // The demo's country search with sequential scans priced out: a full
@@ -289,71 +232,25 @@ mod tests {
                 {"Node Type": "Index Scan", "Index Name": "users_last_login_at_idx", "Relation Name": "users", "Filter": "(country = $1)"}]}]}}]"#,
         )
         .unwrap();
-        let last_login =
-            "CREATE INDEX users_last_login_at_idx ON public.users USING btree (last_login_at)";
+        let last_login = "CREATE INDEX users_last_login_at_idx ON public.users USING btree (last_login_at)";
         let by_country = "SELECT id, name, country FROM users WHERE country = $1 ORDER BY signup_at DESC LIMIT 20";
-        assert!(!plan_uses_index(
-            &stand_in,
-            "users_last_login_at_idx",
-            last_login,
-            by_country
-        ));
+        assert!(!plan_uses_index(&stand_in, "users_last_login_at_idx", last_login, by_country));
         // ... but a scan without condition that gives the ORDER BY is one.
-        assert!(plan_uses_index(
-            &stand_in,
-            "users_last_login_at_idx",
-            last_login,
-            "SELECT id FROM users ORDER BY last_login_at DESC LIMIT 20"
-        ));
+        assert!(plan_uses_index(&stand_in, "users_last_login_at_idx", last_login, "SELECT id FROM users ORDER BY last_login_at DESC LIMIT 20"));
     }
 
     #[test]
     fn an_index_a_seen_statement_would_use_at_scale_is_never_advised_dropped() {
-        let big = TableRow {
-            schema: "public".into(),
-            table: "orders".into(),
-            rows: 2_000_000,
-            seq_scans: 900,
-            idx_scans: 4_000,
-            ..Default::default()
-        };
-        let index = UnusedIndex {
-            schema: "public".into(),
-            table: "orders".into(),
-            index: "orders_note_idx".into(),
-            plan_checked: true,
-            statements_planned: 3,
-            ..Default::default()
-        };
-        let db = DatabaseSection {
-            window_s: 60.0,
-            tables: vec![big],
-            unused_indexes: vec![index.clone()],
-            ..Default::default()
-        };
+        let big = TableRow { schema: "public".into(), table: "orders".into(), rows: 2_000_000, seq_scans: 900, idx_scans: 4_000, ..Default::default() };
+        let index = UnusedIndex { schema: "public".into(), table: "orders".into(), index: "orders_note_idx".into(), plan_checked: true, statements_planned: 3, ..Default::default() };
+        let db = DatabaseSection { window_s: 60.0, tables: vec![big], unused_indexes: vec![index.clone()], ..Default::default() };
         let ok = unused_index_evidence(&db, &index).unwrap();
-        assert!(
-            ok.contains("none of the 3 statements seen on it would read through it at scale"),
-            "{ok}"
-        );
-        let used = UnusedIndex {
-            used_at_scale_by: Some("SELECT id FROM orders WHERE note = $1".into()),
-            ..index.clone()
-        };
+        assert!(ok.contains("none of the 3 statements seen on it would read through it at scale"), "{ok}");
+        let used = UnusedIndex { used_at_scale_by: Some("SELECT id FROM orders WHERE note = $1".into()), ..index.clone() };
         let why = unused_index_evidence(&db, &used).unwrap_err();
-        assert!(
-            why.contains("`SELECT id FROM orders WHERE note = $1` reads through it"),
-            "{why}"
-        );
-        let unknown = UnusedIndex {
-            statements_unplanned: 1,
-            ..index
-        };
-        assert!(
-            unused_index_evidence(&db, &unknown)
-                .unwrap_err()
-                .contains("1 of the statements seen on orders could not be planned")
-        );
+        assert!(why.contains("`SELECT id FROM orders WHERE note = $1` reads through it"), "{why}");
+        let unknown = UnusedIndex { statements_unplanned: 1, ..index };
+        assert!(unused_index_evidence(&db, &unknown).unwrap_err().contains("1 of the statements seen on orders could not be planned"));
         assert!(unused_rule().contains("enable_seqscan = off"));
     }
 }

@@ -23,11 +23,7 @@ pub enum Message {
     /// `Q`: a simple-protocol query.
     Query { sql: String, truncated: bool },
     /// `P`: a statement prepared under `statement` ("" = unnamed).
-    Parse {
-        statement: String,
-        sql: String,
-        truncated: bool,
-    },
+    Parse { statement: String, sql: String, truncated: bool },
     /// `B`: parameters bound to `statement` into `portal`.
     Bind { portal: String, statement: String },
     /// `E`: run `portal`.
@@ -94,10 +90,7 @@ pub fn parse_write(buf: &[u8]) -> (Vec<Message>, bool) {
         match kind {
             b'Q' => {
                 let (sql, complete) = cstr(body);
-                out.push(Message::Query {
-                    sql: text(sql),
-                    truncated: truncated || !complete,
-                });
+                out.push(Message::Query { sql: text(sql), truncated: truncated || !complete });
             }
             b'P' => {
                 let (statement, complete) = cstr(body);
@@ -105,11 +98,7 @@ pub fn parse_write(buf: &[u8]) -> (Vec<Message>, bool) {
                     break;
                 }
                 let (sql, complete) = cstr(&body[statement.len() + 1..]);
-                out.push(Message::Parse {
-                    statement: text(statement),
-                    sql: text(sql),
-                    truncated: truncated || !complete,
-                });
+                out.push(Message::Parse { statement: text(statement), sql: text(sql), truncated: truncated || !complete });
             }
             b'B' => {
                 let (portal, complete) = cstr(body);
@@ -120,33 +109,24 @@ pub fn parse_write(buf: &[u8]) -> (Vec<Message>, bool) {
                 if !complete {
                     break;
                 }
-                out.push(Message::Bind {
-                    portal: text(portal),
-                    statement: text(statement),
-                });
+                out.push(Message::Bind { portal: text(portal), statement: text(statement) });
             }
             b'E' => {
                 let (portal, complete) = cstr(body);
                 if !complete {
                     break;
                 }
-                out.push(Message::Execute {
-                    portal: text(portal),
-                });
+                out.push(Message::Execute { portal: text(portal) });
             }
             b'C' => {
                 // Close: 'S' statement or 'P' portal, then its name.
-                let Some((&what, rest)) = body.split_first() else {
-                    break;
-                };
+                let Some((&what, rest)) = body.split_first() else { break };
                 let (name, complete) = cstr(rest);
                 if !complete {
                     break;
                 }
                 match what {
-                    b'S' => out.push(Message::CloseStatement {
-                        statement: text(name),
-                    }),
+                    b'S' => out.push(Message::CloseStatement { statement: text(name) }),
                     b'P' => out.push(Message::ClosePortal { portal: text(name) }),
                     _ => out.push(Message::Other(b'C')),
                 }
@@ -230,21 +210,10 @@ impl Connection {
         for message in messages {
             match message {
                 Message::Query { sql, truncated } => {
-                    out.push(WireExecution {
-                        sql: Some(sql),
-                        truncated,
-                        statement: String::new(),
-                        recovered: false,
-                    });
+                    out.push(WireExecution { sql: Some(sql), truncated, statement: String::new(), recovered: false });
                 }
-                Message::Parse {
-                    statement,
-                    sql,
-                    truncated,
-                } => {
-                    if self.statements.len() >= MAX_STATEMENTS
-                        && !self.statements.contains_key(&statement)
-                    {
+                Message::Parse { statement, sql, truncated } => {
+                    if self.statements.len() >= MAX_STATEMENTS && !self.statements.contains_key(&statement) {
                         self.evicted_statements += self.statements.len() as u64;
                         self.statements.clear();
                     }
@@ -300,9 +269,7 @@ impl Connection {
     /// seen on the wire is never overridden.
     pub fn learn(&mut self, statement: &str, sql: String) {
         if self.statements.len() < MAX_STATEMENTS {
-            self.statements
-                .entry(statement.to_string())
-                .or_insert((sql, false, true));
+            self.statements.entry(statement.to_string()).or_insert((sql, false, true));
         }
     }
 }
@@ -348,15 +315,7 @@ pub(crate) mod tests {
         assert!(conn.feed(parse(&first)).is_empty());
         for _ in 0..3 {
             let ex = conn.feed(parse(&bind_execute_sync("sqlx_s_1")));
-            assert_eq!(
-                ex,
-                vec![WireExecution {
-                    sql: Some(sql.into()),
-                    truncated: false,
-                    statement: "sqlx_s_1".into(),
-                    recovered: false
-                }]
-            );
+            assert_eq!(ex, vec![WireExecution { sql: Some(sql.into()), truncated: false, statement: "sqlx_s_1".into(), recovered: false }]);
         }
         // A statement prepared before tracing began has no text.
         let ex = conn.feed(parse(&bind_execute_sync("sqlx_s_9")));
@@ -365,38 +324,19 @@ pub(crate) mod tests {
         // ... until the server tells its text.
         conn.learn("sqlx_s_9", "SELECT 9".into());
         let ex = conn.feed(parse(&bind_execute_sync("sqlx_s_9")));
-        assert_eq!(
-            (ex[0].sql.as_deref(), ex[0].recovered),
-            (Some("SELECT 9"), true)
-        );
+        assert_eq!((ex[0].sql.as_deref(), ex[0].recovered), (Some("SELECT 9"), true));
         conn.learn("sqlx_s_1", "wrong".into());
-        assert_eq!(
-            conn.feed(parse(&bind_execute_sync("sqlx_s_1")))[0]
-                .sql
-                .as_deref(),
-            Some(sql),
-            "a Parse seen on the wire wins"
-        );
+        assert_eq!(conn.feed(parse(&bind_execute_sync("sqlx_s_1")))[0].sql.as_deref(), Some(sql), "a Parse seen on the wire wins");
     }
 
     #[test]
     fn simple_queries_and_truncated_texts() {
         let q = msg(b'Q', b"SELECT 1\0");
-        assert_eq!(
-            parse(&q),
-            vec![Message::Query {
-                sql: "SELECT 1".into(),
-                truncated: false
-            }]
-        );
+        assert_eq!(parse(&q), vec![Message::Query { sql: "SELECT 1".into(), truncated: false }]);
         let long = parse_msg("", &format!("SELECT {}", "x, ".repeat(300)));
         let cut = &long[..512];
         match &parse(cut)[0] {
-            Message::Parse {
-                statement,
-                sql,
-                truncated,
-            } => {
+            Message::Parse { statement, sql, truncated } => {
                 assert_eq!(statement, "");
                 assert!(*truncated);
                 assert!(sql.starts_with("SELECT x, x"));
@@ -430,26 +370,10 @@ pub(crate) mod tests {
         let mut body = vec![0xff, 0xfe, 0xfd, 0];
         body.extend_from_slice(b"SELECT 1\0\0\0");
         let m = msg(b'P', &body);
-        assert_eq!(
-            parse_write(&m),
-            (
-                vec![Message::Parse {
-                    statement: "\u{fffd}\u{fffd}\u{fffd}".into(),
-                    sql: "SELECT 1".into(),
-                    truncated: false
-                }],
-                false
-            )
-        );
+        assert_eq!(parse_write(&m), (vec![Message::Parse { statement: "\u{fffd}\u{fffd}\u{fffd}".into(), sql: "SELECT 1".into(), truncated: false }], false));
         let mut bind = vec![0xff, 0];
         bind.extend_from_slice(&[0xc3, 0]);
-        assert_eq!(
-            parse(&msg(b'B', &bind)),
-            vec![Message::Bind {
-                portal: "\u{fffd}".into(),
-                statement: "\u{fffd}".into()
-            }]
-        );
+        assert_eq!(parse(&msg(b'B', &bind)), vec![Message::Bind { portal: "\u{fffd}".into(), statement: "\u{fffd}".into() }]);
         // Every prefix of a valid stream and of a corrupt one parses.
         let mut stream = m.clone();
         stream.extend(bind_execute_sync("x"));
@@ -469,13 +393,7 @@ pub(crate) mod tests {
         buf.extend(msg(b'Q', b"SELECT 1\0"));
         let out = parse(&buf);
         assert_eq!(out.len(), 10_001);
-        assert_eq!(
-            out[10_000],
-            Message::Query {
-                sql: "SELECT 1".into(),
-                truncated: false
-            }
-        );
+        assert_eq!(out[10_000], Message::Query { sql: "SELECT 1".into(), truncated: false });
     }
 
     #[test]
@@ -488,18 +406,11 @@ pub(crate) mod tests {
             conn.feed(parse(&msg(b'B', &bind)));
             assert!(conn.names().1 <= MAX_PORTALS);
         }
-        assert!(
-            conn.evicted_portals >= 9 * MAX_PORTALS as u64 - 1,
-            "{}",
-            conn.evicted_portals
-        );
+        assert!(conn.evicted_portals >= 9 * MAX_PORTALS as u64 - 1, "{}", conn.evicted_portals);
         // The latest portal still runs its statement.
         let mut exec = format!("p{}", 10 * MAX_PORTALS - 1).into_bytes();
         exec.extend_from_slice(&[0, 0, 0, 0, 0]);
-        assert_eq!(
-            conn.feed(parse(&msg(b'E', &exec)))[0].sql.as_deref(),
-            Some("SELECT 1")
-        );
+        assert_eq!(conn.feed(parse(&msg(b'E', &exec)))[0].sql.as_deref(), Some("SELECT 1"));
         for i in 0..2 * MAX_STATEMENTS {
             conn.feed(parse(&parse_msg(&format!("s{i}"), "SELECT 2")));
             assert!(conn.names().0 <= MAX_STATEMENTS);

@@ -119,15 +119,11 @@ pub struct AuditDiff {
 
 impl AuditDiff {
     pub fn regressions(&self) -> impl Iterator<Item = &MetricChange> {
-        self.metrics
-            .iter()
-            .filter(|m| m.verdict == Verdict::Regressed)
+        self.metrics.iter().filter(|m| m.verdict == Verdict::Regressed)
     }
 
     pub fn improvements(&self) -> impl Iterator<Item = &MetricChange> {
-        self.metrics
-            .iter()
-            .filter(|m| m.verdict == Verdict::Improved)
+        self.metrics.iter().filter(|m| m.verdict == Verdict::Improved)
     }
 }
 
@@ -176,11 +172,7 @@ pub fn compare(old: &AuditFacts, new: &AuditFacts, thresholds: &Thresholds) -> A
         (Some(&a), Some(&b)) if a > 0.0 && b > 0.0 => Some((a, b)),
         _ => None,
     };
-    let cpu_unit = if per_request.is_some() {
-        "CPU ms/request"
-    } else {
-        "CPU ms/s"
-    };
+    let cpu_unit = if per_request.is_some() { "CPU ms/request" } else { "CPU ms/s" };
     match (&old.cpu, &new.cpu) {
         (Some(oc), Some(nc)) if oc.frequency_hz > 0.0 && nc.frequency_hz > 0.0 => {
             // ms of CPU per sample, per second of audit (and per request).
@@ -189,38 +181,14 @@ pub fn compare(old: &AuditFacts, new: &AuditFacts, thresholds: &Thresholds) -> A
             };
             let old_scale = scale(oc.frequency_hz, old.duration_s, per_request.map(|p| p.0));
             let new_scale = scale(nc.frequency_hz, new.duration_s, per_request.map(|p| p.1));
-            let old_by: BTreeMap<&str, &HotspotFacts> = oc
-                .hotspots
-                .iter()
-                .map(|h| (h.function.as_str(), h))
-                .collect();
-            let new_by: BTreeMap<&str, &HotspotFacts> = nc
-                .hotspots
-                .iter()
-                .map(|h| (h.function.as_str(), h))
-                .collect();
+            let old_by: BTreeMap<&str, &HotspotFacts> = oc.hotspots.iter().map(|h| (h.function.as_str(), h)).collect();
+            let new_by: BTreeMap<&str, &HotspotFacts> = nc.hotspots.iter().map(|h| (h.function.as_str(), h)).collect();
             // A function missing from one table had at most as many samples
             // as that table's last row: gate with that bound, never with 0.
-            let old_floor = oc
-                .hotspots
-                .iter()
-                .map(|h| h.self_samples)
-                .min()
-                .unwrap_or(0);
-            let new_floor = nc
-                .hotspots
-                .iter()
-                .map(|h| h.self_samples)
-                .min()
-                .unwrap_or(0);
-            let mut functions: Vec<&str> =
-                nc.hotspots.iter().map(|h| h.function.as_str()).collect();
-            functions.extend(
-                oc.hotspots
-                    .iter()
-                    .map(|h| h.function.as_str())
-                    .filter(|f| !new_by.contains_key(f)),
-            );
+            let old_floor = oc.hotspots.iter().map(|h| h.self_samples).min().unwrap_or(0);
+            let new_floor = nc.hotspots.iter().map(|h| h.self_samples).min().unwrap_or(0);
+            let mut functions: Vec<&str> = nc.hotspots.iter().map(|h| h.function.as_str()).collect();
+            functions.extend(oc.hotspots.iter().map(|h| h.function.as_str()).filter(|f| !new_by.contains_key(f)));
             for function in functions {
                 let (o, n) = (old_by.get(function), new_by.get(function));
                 let old_count = o.map_or(old_floor, |h| h.self_samples) as f64;
@@ -228,28 +196,15 @@ pub fn compare(old: &AuditFacts, new: &AuditFacts, thresholds: &Thresholds) -> A
                 let name = format!("cpu.hotspot:{function}");
                 let limit = thresholds.limit_for(&name, true);
                 let (ov, nv) = (old_count * old_scale, new_count * new_scale);
-                let sigma =
-                    (old_count * old_scale * old_scale + new_count * new_scale * new_scale).sqrt();
+                let sigma = (old_count * old_scale * old_scale + new_count * new_scale * new_scale).sqrt();
                 let z = if sigma > 0.0 { (nv - ov) / sigma } else { 0.0 };
-                let mut change = judge(
-                    name,
-                    Group::Cpu,
-                    cpu_unit,
-                    Some(ov),
-                    Some(nv),
-                    Direction::LowerIsBetter,
-                    limit,
-                    z.abs() >= SIGNIFICANCE_SIGMAS,
-                );
+                let mut change = judge(name, Group::Cpu, cpu_unit, Some(ov), Some(nv), Direction::LowerIsBetter, limit, z.abs() >= SIGNIFICANCE_SIGMAS);
                 change.old = o.map(|_| ov);
                 change.new = n.map(|_| nv);
                 if o.is_none() || n.is_none() {
                     change.change_pct = None;
                 }
-                change.noise = Some(format!(
-                    "{z:+.1}σ ({} → {} samples)",
-                    old_count as u64, new_count as u64
-                ));
+                change.noise = Some(format!("{z:+.1}σ ({} → {} samples)", old_count as u64, new_count as u64));
                 if o.is_none() || n.is_none() {
                     change.noise = Some(format!(
                         "{z:+.1}σ ({}{} → {}{} samples, bound from the table's last row)",
@@ -259,11 +214,7 @@ pub fn compare(old: &AuditFacts, new: &AuditFacts, thresholds: &Thresholds) -> A
                         new_count as u64
                     ));
                     if change.verdict != Verdict::Regressed && change.verdict != Verdict::Improved {
-                        change.verdict = if o.is_none() {
-                            Verdict::Appeared
-                        } else {
-                            Verdict::Gone
-                        };
+                        change.verdict = if o.is_none() { Verdict::Appeared } else { Verdict::Gone };
                     }
                 }
                 change.shares = Some(Shares {
@@ -294,16 +245,7 @@ pub fn compare(old: &AuditFacts, new: &AuditFacts, thresholds: &Thresholds) -> A
                 };
                 let worse = n.lower_ns > o.upper_ns * (1.0 + t);
                 let better = n.upper_ns * (1.0 + t) < o.lower_ns;
-                let mut c = judge(
-                    name,
-                    Group::Bench,
-                    "ns",
-                    Some(o.mean_ns),
-                    Some(n.mean_ns),
-                    Direction::LowerIsBetter,
-                    limit,
-                    worse || better,
-                );
+                let mut c = judge(name, Group::Bench, "ns", Some(o.mean_ns), Some(n.mean_ns), Direction::LowerIsBetter, limit, worse || better);
                 c.noise = Some(format!(
                     "95% CI {} → {}",
                     interval(o.lower_ns, o.upper_ns),
@@ -312,21 +254,8 @@ pub fn compare(old: &AuditFacts, new: &AuditFacts, thresholds: &Thresholds) -> A
                 c
             }
             (o, n) => {
-                let mut c = judge(
-                    name,
-                    Group::Bench,
-                    "ns",
-                    o.map(|b| b.mean_ns),
-                    n.map(|b| b.mean_ns),
-                    Direction::LowerIsBetter,
-                    limit,
-                    false,
-                );
-                c.verdict = if o.is_some() {
-                    Verdict::Gone
-                } else {
-                    Verdict::Appeared
-                };
+                let mut c = judge(name, Group::Bench, "ns", o.map(|b| b.mean_ns), n.map(|b| b.mean_ns), Direction::LowerIsBetter, limit, false);
+                c.verdict = if o.is_some() { Verdict::Gone } else { Verdict::Appeared };
                 c
             }
         };
@@ -341,15 +270,7 @@ pub fn compare(old: &AuditFacts, new: &AuditFacts, thresholds: &Thresholds) -> A
         .filter_map(|(name, &o)| {
             let n = *new.sections.get(name)?;
             let limit = thresholds.limit_for(name, false);
-            Some(judge_exact(
-                name.clone(),
-                Group::Section,
-                "",
-                Some(o),
-                Some(n),
-                Direction::LowerIsBetter,
-                limit,
-            ))
+            Some(judge_exact(name.clone(), Group::Section, "", Some(o), Some(n), Direction::LowerIsBetter, limit))
         })
         .filter(|c| c.limit.is_some() || c.change_pct.is_some_and(|p| p != 0.0))
         .collect();
@@ -362,9 +283,7 @@ pub fn compare(old: &AuditFacts, new: &AuditFacts, thresholds: &Thresholds) -> A
         let prefix = format!("{section}.");
         let has = |f: &AuditFacts| f.sections.keys().any(|k| k.starts_with(&prefix));
         if has(old) != has(new) {
-            notes.push(format!(
-                "only one audit has a `{section}` section: not compared"
-            ));
+            notes.push(format!("only one audit has a `{section}` section: not compared"));
         }
     }
 
@@ -380,11 +299,7 @@ pub fn compare(old: &AuditFacts, new: &AuditFacts, thresholds: &Thresholds) -> A
 }
 
 fn side(f: &AuditFacts) -> Side {
-    Side {
-        service: f.service.clone(),
-        started_at: f.started_at.clone(),
-        duration_s: f.duration_s,
-    }
+    Side { service: f.service.clone(), started_at: f.started_at.clone(), duration_s: f.duration_s }
 }
 
 fn baseline_unit(field: &str) -> &'static str {
@@ -397,11 +312,7 @@ fn baseline_unit(field: &str) -> &'static str {
 }
 
 fn interval(lo: f64, hi: f64) -> String {
-    format!(
-        "{}..{}",
-        super::markdown::format_ns(lo),
-        super::markdown::format_ns(hi)
-    )
+    format!("{}..{}", super::markdown::format_ns(lo), super::markdown::format_ns(hi))
 }
 
 /// RSS changes smaller than this are within noise (see the baseline
@@ -444,11 +355,7 @@ fn judge(
     // above 100% could ever reach).
     let worse_ratio = match (old, new) {
         (Some(o), Some(n)) => {
-            let (num, den) = if direction == Direction::LowerIsBetter {
-                (n, o)
-            } else {
-                (o, n)
-            };
+            let (num, den) = if direction == Direction::LowerIsBetter { (n, o) } else { (o, n) };
             if den != 0.0 {
                 Some(num / den)
             } else if num == 0.0 {
@@ -461,27 +368,9 @@ fn judge(
     };
     let verdict = match (limit, worse_ratio) {
         (None, _) | (Some(Limit::Off), _) => Verdict::NotGated,
-        (_, None) => {
-            if old.is_some() {
-                Verdict::Gone
-            } else {
-                Verdict::Appeared
-            }
-        }
-        (Some(Limit::Pct(t)), Some(r)) if r > 1.0 + t / 100.0 => {
-            if significant {
-                Verdict::Regressed
-            } else {
-                Verdict::WithinNoise
-            }
-        }
-        (Some(Limit::Pct(t)), Some(r)) if r * (1.0 + t / 100.0) < 1.0 => {
-            if significant {
-                Verdict::Improved
-            } else {
-                Verdict::WithinNoise
-            }
-        }
+        (_, None) => if old.is_some() { Verdict::Gone } else { Verdict::Appeared },
+        (Some(Limit::Pct(t)), Some(r)) if r > 1.0 + t / 100.0 => if significant { Verdict::Regressed } else { Verdict::WithinNoise },
+        (Some(Limit::Pct(t)), Some(r)) if r * (1.0 + t / 100.0) < 1.0 => if significant { Verdict::Improved } else { Verdict::WithinNoise },
         _ => Verdict::Unchanged,
     };
     MetricChange {
@@ -501,15 +390,14 @@ fn judge(
 fn diff_findings(old: &[FindingFacts], new: &[FindingFacts]) -> FindingsDiff {
     let old_by: BTreeMap<_, _> = old.iter().map(|f| (f.key(), f)).collect();
     let new_by: BTreeMap<_, _> = new.iter().map(|f| (f.key(), f)).collect();
-    let change =
-        |f: &FindingFacts, o: Option<&FindingFacts>, n: Option<&FindingFacts>| FindingChange {
-            rule: f.rule.clone(),
-            function: f.function.clone(),
-            title: f.title.clone(),
-            location: f.location.clone(),
-            old_severity: o.map(|f| f.severity.clone()),
-            new_severity: n.map(|f| f.severity.clone()),
-        };
+    let change = |f: &FindingFacts, o: Option<&FindingFacts>, n: Option<&FindingFacts>| FindingChange {
+        rule: f.rule.clone(),
+        function: f.function.clone(),
+        title: f.title.clone(),
+        location: f.location.clone(),
+        old_severity: o.map(|f| f.severity.clone()),
+        new_severity: n.map(|f| f.severity.clone()),
+    };
     let mut diff = FindingsDiff::default();
     for f in old {
         match new_by.get(&f.key()) {
@@ -565,10 +453,7 @@ mod tests {
     }
 
     fn verdict<'a>(d: &'a AuditDiff, name: &str) -> &'a MetricChange {
-        d.metrics
-            .iter()
-            .find(|m| m.name == name)
-            .unwrap_or_else(|| panic!("{name} in {:?}", d.metrics))
+        d.metrics.iter().find(|m| m.name == name).unwrap_or_else(|| panic!("{name} in {:?}", d.metrics))
     }
 
     #[test]
@@ -581,10 +466,7 @@ mod tests {
         assert_eq!(hot.old, Some(100.0)); // 100 samples at 100 Hz over 10 s = 100 ms/s
         assert_eq!(hot.change_pct, Some(300.0));
         // +4% is within the 5% threshold.
-        assert_eq!(
-            verdict(&d, "cpu.hotspot:a::cold").verdict,
-            Verdict::Unchanged
-        );
+        assert_eq!(verdict(&d, "cpu.hotspot:a::cold").verdict, Verdict::Unchanged);
         assert_eq!(d.regressions().count(), 1);
     }
 
@@ -594,19 +476,10 @@ mod tests {
         let new = facts(10.0, &[("a::f", 100)], &[]);
         // 9x less CPU is an improvement even with a 200% threshold.
         let t = Thresholds::parse(&["200%".into()]).unwrap();
-        assert_eq!(
-            verdict(&compare(&old, &new, &t), "cpu.hotspot:a::f").verdict,
-            Verdict::Improved
-        );
-        assert_eq!(
-            verdict(&compare(&new, &old, &t), "cpu.hotspot:a::f").verdict,
-            Verdict::Regressed
-        );
+        assert_eq!(verdict(&compare(&old, &new, &t), "cpu.hotspot:a::f").verdict, Verdict::Improved);
+        assert_eq!(verdict(&compare(&new, &old, &t), "cpu.hotspot:a::f").verdict, Verdict::Regressed);
         let t = Thresholds::parse(&["900%".into()]).unwrap();
-        assert_eq!(
-            verdict(&compare(&old, &new, &t), "cpu.hotspot:a::f").verdict,
-            Verdict::Unchanged
-        );
+        assert_eq!(verdict(&compare(&old, &new, &t), "cpu.hotspot:a::f").verdict, Verdict::Unchanged);
     }
 
     #[test]
@@ -614,25 +487,14 @@ mod tests {
         let old = facts(10.0, &[("a::f", 10)], &[]);
         let new = facts(10.0, &[("a::f", 14)], &[]);
         let d = compare(&old, &new, &Thresholds::default());
-        assert_eq!(
-            verdict(&d, "cpu.hotspot:a::f").verdict,
-            Verdict::WithinNoise
-        );
+        assert_eq!(verdict(&d, "cpu.hotspot:a::f").verdict, Verdict::WithinNoise);
     }
 
     #[test]
     fn shares_do_not_gate_a_function_that_only_got_a_bigger_share() {
         // hot got 10x cheaper: cold's share rises from 10% to ~50%, its CPU time does not.
-        let old = facts(
-            10.0,
-            &[("a::hot", 900), ("a::cold", 100)],
-            &[("cpu-hotspot", "a::hot")],
-        );
-        let new = facts(
-            10.0,
-            &[("a::cold", 98), ("a::hot", 90)],
-            &[("cpu-hotspot", "a::cold")],
-        );
+        let old = facts(10.0, &[("a::hot", 900), ("a::cold", 100)], &[("cpu-hotspot", "a::hot")]);
+        let new = facts(10.0, &[("a::cold", 98), ("a::hot", 90)], &[("cpu-hotspot", "a::cold")]);
         let d = compare(&old, &new, &Thresholds::default());
         assert_eq!(d.regressions().count(), 0, "{:?}", d.metrics);
         assert_eq!(verdict(&d, "cpu.hotspot:a::hot").verdict, Verdict::Improved);
@@ -647,11 +509,7 @@ mod tests {
         let new = facts(10.0, &[("a::x", 500), ("a::y", 50), ("a::z", 52)], &[]);
         let d = compare(&old, &new, &Thresholds::default());
         let z = verdict(&d, "cpu.hotspot:a::z");
-        assert_eq!(
-            z.verdict,
-            Verdict::Appeared,
-            "50 -> 52 is no regression: {z:?}"
-        );
+        assert_eq!(z.verdict, Verdict::Appeared, "50 -> 52 is no regression: {z:?}");
         assert_eq!(z.old, None);
     }
 
@@ -677,37 +535,18 @@ mod tests {
         let d = compare(&old, &new, &Thresholds::default());
         let rss = verdict(&d, "baseline.rss_bytes");
         assert_eq!(rss.verdict, Verdict::WithinNoise, "{rss:?}");
-        assert!(
-            rss.noise.as_deref().unwrap().contains("floor of RSS noise"),
-            "{rss:?}"
-        );
+        assert!(rss.noise.as_deref().unwrap().contains("floor of RSS noise"), "{rss:?}");
         // 2 MiB more is a change, at any size.
-        new.baseline
-            .insert("rss_bytes".into(), 2_048_000.0 + 2.0 * 1024.0 * 1024.0);
-        assert_eq!(
-            verdict(
-                &compare(&old, &new, &Thresholds::default()),
-                "baseline.rss_bytes"
-            )
-            .verdict,
-            Verdict::Regressed
-        );
+        new.baseline.insert("rss_bytes".into(), 2_048_000.0 + 2.0 * 1024.0 * 1024.0);
+        assert_eq!(verdict(&compare(&old, &new, &Thresholds::default()), "baseline.rss_bytes").verdict, Verdict::Regressed);
     }
 
     #[test]
     fn baseline_latency_and_errors_regress_by_threshold_alone() {
         let mut old = facts(10.0, &[], &[]);
         let mut new = facts(10.0, &[], &[]);
-        old.baseline.extend([
-            ("p99_ms".into(), 10.0),
-            ("errors".into(), 0.0),
-            ("p50_ms".into(), 2.0),
-        ]);
-        new.baseline.extend([
-            ("p99_ms".into(), 10.8),
-            ("errors".into(), 3.0),
-            ("p50_ms".into(), 2.0),
-        ]);
+        old.baseline.extend([("p99_ms".into(), 10.0), ("errors".into(), 0.0), ("p50_ms".into(), 2.0)]);
+        new.baseline.extend([("p99_ms".into(), 10.8), ("errors".into(), 3.0), ("p50_ms".into(), 2.0)]);
         let t = Thresholds::parse(&["p99_ms=10%".into()]).unwrap();
         let d = compare(&old, &new, &t);
         assert_eq!(verdict(&d, "baseline.p99_ms").verdict, Verdict::Unchanged);
@@ -719,25 +558,14 @@ mod tests {
 
     #[test]
     fn a_benchmark_regresses_only_when_the_whole_interval_is_past_the_threshold() {
-        let bench = |lo: f64, mean: f64, hi: f64| BenchFacts {
-            id: "mix".into(),
-            mean_ns: mean,
-            lower_ns: lo,
-            upper_ns: hi,
-        };
+        let bench = |lo: f64, mean: f64, hi: f64| BenchFacts { id: "mix".into(), mean_ns: mean, lower_ns: lo, upper_ns: hi };
         let mut old = facts(1.0, &[], &[]);
         let mut new = facts(1.0, &[], &[]);
         old.benchmarks = vec![bench(95.0, 100.0, 105.0)];
         new.benchmarks = vec![bench(108.0, 112.0, 116.0)]; // mean +12%, but 108 < 105 * 1.05
-        assert_eq!(
-            verdict(&compare(&old, &new, &Thresholds::default()), "bench:mix").verdict,
-            Verdict::WithinNoise
-        );
+        assert_eq!(verdict(&compare(&old, &new, &Thresholds::default()), "bench:mix").verdict, Verdict::WithinNoise);
         new.benchmarks = vec![bench(111.0, 115.0, 119.0)];
-        assert_eq!(
-            verdict(&compare(&old, &new, &Thresholds::default()), "bench:mix").verdict,
-            Verdict::Regressed
-        );
+        assert_eq!(verdict(&compare(&old, &new, &Thresholds::default()), "bench:mix").verdict, Verdict::Regressed);
     }
 
     #[test]
@@ -746,28 +574,14 @@ mod tests {
         let mut new = facts(1.0, &[], &[]);
         old.sections.insert("memory.peak_bytes".into(), 100.0);
         new.sections.insert("memory.peak_bytes".into(), 200.0);
-        assert_eq!(
-            verdict(
-                &compare(&old, &new, &Thresholds::default()),
-                "memory.peak_bytes"
-            )
-            .verdict,
-            Verdict::NotGated
-        );
+        assert_eq!(verdict(&compare(&old, &new, &Thresholds::default()), "memory.peak_bytes").verdict, Verdict::NotGated);
         let t = Thresholds::parse(&["memory=50%".into()]).unwrap();
-        assert_eq!(
-            verdict(&compare(&old, &new, &t), "memory.peak_bytes").verdict,
-            Verdict::Regressed
-        );
+        assert_eq!(verdict(&compare(&old, &new, &t), "memory.peak_bytes").verdict, Verdict::Regressed);
     }
 
     #[test]
     fn missing_baseline_is_noted_not_failed() {
-        let d = compare(
-            &facts(1.0, &[], &[]),
-            &facts(1.0, &[], &[]),
-            &Thresholds::default(),
-        );
+        let d = compare(&facts(1.0, &[], &[]), &facts(1.0, &[], &[]), &Thresholds::default());
         assert!(d.notes[0].contains("no `baseline`"), "{:?}", d.notes);
     }
 }

@@ -16,15 +16,7 @@ use crate::report::Report;
 /// by the profiles that write them).
 pub const GENERIC_SECTIONS: &[&str] = &["memory", "async", "database"];
 /// Fields that name a row of a table inside a generic section.
-const ROW_KEYS: &[&str] = &[
-    "function",
-    "query",
-    "name",
-    "site",
-    "location",
-    "id",
-    "fingerprint",
-];
+const ROW_KEYS: &[&str] = &["function", "query", "name", "site", "location", "id", "fingerprint"];
 /// Depth and row limits of the generic flattening: enough for summary
 /// numbers and top-N tables, bounded for huge sections.
 const MAX_DEPTH: usize = 4;
@@ -115,12 +107,7 @@ impl AuditFacts {
             .benchmarks
             .iter()
             .filter(|b| !b.id.is_empty())
-            .map(|b| BenchFacts {
-                id: b.id.clone(),
-                mean_ns: b.mean_ns,
-                lower_ns: b.mean_lower_ns,
-                upper_ns: b.mean_upper_ns,
-            })
+            .map(|b| BenchFacts { id: b.id.clone(), mean_ns: b.mean_ns, lower_ns: b.mean_lower_ns, upper_ns: b.mean_upper_ns })
             .collect();
         let mut sections = BTreeMap::new();
         for name in GENERIC_SECTIONS {
@@ -149,12 +136,7 @@ impl AuditFacts {
             started_at: report.started_at,
             duration_s: report.duration_s,
             rerun_command: report.rerun_command,
-            baseline: report
-                .baseline
-                .measured()
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
+            baseline: report.baseline.measured().into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
             cpu,
             benchmarks,
             sections,
@@ -182,9 +164,7 @@ fn flatten(value: &Value, path: &str, depth: usize, out: &mut BTreeMap<String, f
         }
         Value::Array(rows) => {
             for row in rows.iter().take(MAX_ROWS_PER_TABLE) {
-                let name = ROW_KEYS
-                    .iter()
-                    .find_map(|k| row.get(*k).and_then(Value::as_str));
+                let name = ROW_KEYS.iter().find_map(|k| row.get(*k).and_then(Value::as_str));
                 if let (Some(name), Value::Object(fields)) = (name, row) {
                     for (k, v) in fields {
                         if v.is_number() {
@@ -219,9 +199,7 @@ mod tests {
         });
         let facts = AuditFacts::from_report(&report).unwrap();
         assert_eq!(facts.service, "svc");
-        assert!(
-            facts.baseline.is_empty() && facts.benchmarks.is_empty() && facts.sections.is_empty()
-        );
+        assert!(facts.baseline.is_empty() && facts.benchmarks.is_empty() && facts.sections.is_empty());
         let cpu = facts.cpu.unwrap();
         assert_eq!(cpu.hotspots[0].self_samples, 495);
         assert_eq!(facts.findings[0].location.as_deref(), Some("src/a.rs:3"));
@@ -245,12 +223,7 @@ mod tests {
         let names: Vec<&str> = facts.sections.keys().map(String::as_str).collect();
         assert_eq!(
             names,
-            [
-                "database.queries[SELECT 1].calls",
-                "database.queries[SELECT 1].mean_ms",
-                "database.total_time_ms",
-                "memory.peak_bytes"
-            ]
+            ["database.queries[SELECT 1].calls", "database.queries[SELECT 1].mean_ms", "database.total_time_ms", "memory.peak_bytes"]
         );
     }
 

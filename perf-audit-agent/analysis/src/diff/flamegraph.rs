@@ -7,24 +7,11 @@
 
 use crate::error::{Error, Result};
 
-pub fn differential_svg(
-    title: &str,
-    subtitle: &str,
-    old_folded: &str,
-    new_folded: &str,
-) -> Result<Vec<u8>> {
+pub fn differential_svg(title: &str, subtitle: &str, old_folded: &str, new_folded: &str) -> Result<Vec<u8>> {
     let mut paired = Vec::new();
-    let options = inferno::differential::Options {
-        normalize: true,
-        ..Default::default()
-    };
-    inferno::differential::from_readers(
-        options,
-        old_folded.as_bytes(),
-        new_folded.as_bytes(),
-        &mut paired,
-    )
-    .map_err(|e| Error::internal(format!("pairing the folded stacks failed: {e}")))?;
+    let options = inferno::differential::Options { normalize: true, ..Default::default() };
+    inferno::differential::from_readers(options, old_folded.as_bytes(), new_folded.as_bytes(), &mut paired)
+        .map_err(|e| Error::internal(format!("pairing the folded stacks failed: {e}")))?;
     let paired = String::from_utf8_lossy(&paired).into_owned();
     let mut lines: Vec<&str> = paired.lines().filter(|l| !l.trim().is_empty()).collect();
     // inferno refuses an empty profile; render a clear empty graph.
@@ -38,9 +25,8 @@ pub fn differential_svg(
     options.hash = true;
     options.deterministic = true;
     let mut svg = Vec::new();
-    inferno::flamegraph::from_lines(&mut options, lines, &mut svg).map_err(|e| {
-        Error::internal(format!("rendering the differential flamegraph failed: {e}"))
-    })?;
+    inferno::flamegraph::from_lines(&mut options, lines, &mut svg)
+        .map_err(|e| Error::internal(format!("rendering the differential flamegraph failed: {e}")))?;
     Ok(svg)
 }
 
@@ -55,18 +41,12 @@ mod tests {
         let svg = String::from_utf8(differential_svg("t", "s", old, new).unwrap()).unwrap();
         // inferno writes the change of the frame's share of samples into its title.
         let title_of = |f: &str| {
-            let at = svg
-                .find(&format!("<title>{f} ("))
-                .unwrap_or_else(|| panic!("{f} in svg"));
+            let at = svg.find(&format!("<title>{f} (")).unwrap_or_else(|| panic!("{f} in svg"));
             svg[at..at + svg[at..].find("</title>").unwrap()].to_string()
         };
         assert!(title_of("a").contains("+40.00%"), "{}", title_of("a"));
         assert!(title_of("b").contains("-40.00%"), "{}", title_of("b"));
-        assert_eq!(
-            differential_svg("t", "s", old, new).unwrap(),
-            svg.as_bytes(),
-            "deterministic"
-        );
+        assert_eq!(differential_svg("t", "s", old, new).unwrap(), svg.as_bytes(), "deterministic");
     }
 
     #[test]

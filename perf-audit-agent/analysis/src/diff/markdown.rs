@@ -12,41 +12,18 @@ const CPU_ROWS: usize = 25;
 
 pub fn render(diff: &AuditDiff) -> String {
     let mut md = String::new();
-    let service = if diff.new.service.is_empty() {
-        &diff.old.service
-    } else {
-        &diff.new.service
-    };
+    let service = if diff.new.service.is_empty() { &diff.old.service } else { &diff.new.service };
     let _ = writeln!(md, "## Performance Diff: {service}\n");
-    let _ = writeln!(
-        md,
-        "**Old**: {} ({:.1} s)",
-        diff.old.started_at, diff.old.duration_s
-    );
-    let _ = writeln!(
-        md,
-        "**New**: {} ({:.1} s)",
-        diff.new.started_at, diff.new.duration_s
-    );
+    let _ = writeln!(md, "**Old**: {} ({:.1} s)", diff.old.started_at, diff.old.duration_s);
+    let _ = writeln!(md, "**New**: {} ({:.1} s)", diff.new.started_at, diff.new.duration_s);
     let _ = writeln!(md, "**Max regression**: {}", diff.thresholds);
     let regressions: Vec<&MetricChange> = diff.regressions().collect();
     if regressions.is_empty() {
         let improved = diff.improvements().count();
-        let _ = writeln!(
-            md,
-            "**Verdict**: **ok**, no regression past the thresholds ({improved} improved)"
-        );
+        let _ = writeln!(md, "**Verdict**: **ok**, no regression past the thresholds ({improved} improved)");
     } else {
-        let names: Vec<String> = regressions
-            .iter()
-            .map(|m| format!("`{}`", cell(&m.name)))
-            .collect();
-        let _ = writeln!(
-            md,
-            "**Verdict**: **regressed**, {} regression(s): {}",
-            regressions.len(),
-            names.join(", ")
-        );
+        let names: Vec<String> = regressions.iter().map(|m| format!("`{}`", cell(&m.name))).collect();
+        let _ = writeln!(md, "**Verdict**: **regressed**, {} regression(s): {}", regressions.len(), names.join(", "));
     }
     for note in &diff.notes {
         let _ = writeln!(md, "\n> {note}");
@@ -75,17 +52,12 @@ pub fn render(diff: &AuditDiff) -> String {
             "Self CPU time in {} (gated: must also exceed 3σ of sampling noise); self and total shares of samples for reference. `-`: not in that audit's hotspot table.\n",
             diff.cpu_unit
         );
-        let _ = writeln!(
-            md,
-            "| Function | Old | New | Change | Self % | Total % | Verdict | Noise |"
-        );
-        let _ = writeln!(
-            md,
-            "|----------|-----|-----|--------|--------|---------|---------|-------|"
-        );
-        let shown = cpu.iter().enumerate().filter(|(i, m)| {
-            *i < CPU_ROWS || matches!(m.verdict, Verdict::Regressed | Verdict::Improved)
-        });
+        let _ = writeln!(md, "| Function | Old | New | Change | Self % | Total % | Verdict | Noise |");
+        let _ = writeln!(md, "|----------|-----|-----|--------|--------|---------|---------|-------|");
+        let shown = cpu
+            .iter()
+            .enumerate()
+            .filter(|(i, m)| *i < CPU_ROWS || matches!(m.verdict, Verdict::Regressed | Verdict::Improved));
         for (_, m) in shown {
             let shares = m.shares.as_ref();
             let _ = writeln!(
@@ -109,18 +81,9 @@ pub fn render(diff: &AuditDiff) -> String {
     let bench: Vec<&MetricChange> = of(Group::Bench).collect();
     if !bench.is_empty() {
         let _ = writeln!(md, "### Benchmarks\n");
-        let _ = writeln!(
-            md,
-            "Mean time per iteration; gated only when NEW's whole 95% interval is past OLD's, widened by the threshold.\n"
-        );
-        let _ = writeln!(
-            md,
-            "| Benchmark | Old | New | Change | Limit | Verdict | Intervals |"
-        );
-        let _ = writeln!(
-            md,
-            "|-----------|-----|-----|--------|-------|---------|-----------|"
-        );
+        let _ = writeln!(md, "Mean time per iteration; gated only when NEW's whole 95% interval is past OLD's, widened by the threshold.\n");
+        let _ = writeln!(md, "| Benchmark | Old | New | Change | Limit | Verdict | Intervals |");
+        let _ = writeln!(md, "|-----------|-----|-----|--------|-------|---------|-----------|");
         for m in bench {
             let _ = writeln!(
                 md,
@@ -140,34 +103,20 @@ pub fn render(diff: &AuditDiff) -> String {
     let sections: Vec<&MetricChange> = of(Group::Section).collect();
     if !sections.is_empty() {
         let _ = writeln!(md, "### Memory, async and database\n");
-        let _ = writeln!(
-            md,
-            "Numbers both audits have that changed; gated only when `--max-regression` names them (higher = worse).\n"
-        );
+        let _ = writeln!(md, "Numbers both audits have that changed; gated only when `--max-regression` names them (higher = worse).\n");
         metric_table(&mut md, &sections);
         md.push('\n');
     }
 
     let f = &diff.findings;
     let _ = writeln!(md, "### Findings\n");
-    let _ = writeln!(
-        md,
-        "**Fixed** ({}): in the old audit, not in the new one\n",
-        f.fixed.len()
-    );
-    finding_list(&mut md, &f.fixed, |c| {
-        c.old_severity.clone().unwrap_or_default()
-    });
+    let _ = writeln!(md, "**Fixed** ({}): in the old audit, not in the new one\n", f.fixed.len());
+    finding_list(&mut md, &f.fixed, |c| c.old_severity.clone().unwrap_or_default());
     let _ = writeln!(md, "**New** ({})\n", f.new.len());
-    finding_list(&mut md, &f.new, |c| {
-        c.new_severity.clone().unwrap_or_default()
-    });
+    finding_list(&mut md, &f.new, |c| c.new_severity.clone().unwrap_or_default());
     let _ = writeln!(md, "**Still open** ({})\n", f.still_open.len());
     finding_list(&mut md, &f.still_open, |c| {
-        let (o, n) = (
-            c.old_severity.clone().unwrap_or_default(),
-            c.new_severity.clone().unwrap_or_default(),
-        );
+        let (o, n) = (c.old_severity.clone().unwrap_or_default(), c.new_severity.clone().unwrap_or_default());
         if o == n { n } else { format!("{o} → {n}") }
     });
 
@@ -180,14 +129,8 @@ pub fn render(diff: &AuditDiff) -> String {
 }
 
 fn metric_table(md: &mut String, rows: &[&MetricChange]) {
-    let _ = writeln!(
-        md,
-        "| Metric | Old | New | Change | Limit | Verdict | Noise |"
-    );
-    let _ = writeln!(
-        md,
-        "|--------|-----|-----|--------|-------|---------|-------|"
-    );
+    let _ = writeln!(md, "| Metric | Old | New | Change | Limit | Verdict | Noise |");
+    let _ = writeln!(md, "|--------|-----|-----|--------|-------|---------|-------|");
     for m in rows {
         let with_unit = |x: Option<f64>| match (x, m.unit.as_str()) {
             (None, _) => "-".to_string(),
@@ -209,29 +152,14 @@ fn metric_table(md: &mut String, rows: &[&MetricChange]) {
     }
 }
 
-fn finding_list(
-    md: &mut String,
-    rows: &[FindingChange],
-    severity: impl Fn(&FindingChange) -> String,
-) {
+fn finding_list(md: &mut String, rows: &[FindingChange], severity: impl Fn(&FindingChange) -> String) {
     if rows.is_empty() {
         let _ = writeln!(md, "- none\n");
         return;
     }
     for c in rows {
-        let location = c
-            .location
-            .as_deref()
-            .map(|l| format!(" at {l}"))
-            .unwrap_or_default();
-        let _ = writeln!(
-            md,
-            "- {} **{}** `{}`{location}: {}",
-            severity(c),
-            c.rule,
-            c.function,
-            c.title
-        );
+        let location = c.location.as_deref().map(|l| format!(" at {l}")).unwrap_or_default();
+        let _ = writeln!(md, "- {} **{}** `{}`{location}: {}", severity(c), c.rule, c.function, c.title);
     }
     md.push('\n');
 }
@@ -304,12 +232,7 @@ mod tests {
         let total = hot + cold;
         AuditFacts {
             service: "user-service".into(),
-            started_at: if new_side {
-                "2026-02-01T10:00:00Z"
-            } else {
-                "2026-01-18T10:00:00Z"
-            }
-            .into(),
+            started_at: if new_side { "2026-02-01T10:00:00Z" } else { "2026-01-18T10:00:00Z" }.into(),
             duration_s: 30.0,
             rerun_command: "sudo perf-audit-agent user-service all --duration 30s".into(),
             baseline: BTreeMap::from([
@@ -321,10 +244,7 @@ mod tests {
             cpu: Some(CpuFacts {
                 frequency_hz: 99.0,
                 total_samples: total,
-                hotspots: vec![
-                    hotspot("svc::handler::hash_password", hot, total),
-                    hotspot("svc::json::encode", cold, total),
-                ],
+                hotspots: vec![hotspot("svc::handler::hash_password", hot, total), hotspot("svc::json::encode", cold, total)],
             }),
             benchmarks: vec![BenchFacts {
                 id: "encode/1k".into(),
@@ -332,29 +252,18 @@ mod tests {
                 lower_ns: if new_side { 1440.0 } else { 1343.4 },
                 upper_ns: if new_side { 1461.0 } else { 1370.0 },
             }],
-            sections: BTreeMap::from([(
-                "database.total_time_ms".into(),
-                if new_side { 50.0 } else { 40.0 },
-            )]),
+            sections: BTreeMap::from([("database.total_time_ms".into(), if new_side { 50.0 } else { 40.0 })]),
             findings: if new_side {
-                vec![
-                    finding("cpu-hotspot", "svc::handler::hash_password", "P0"),
-                    finding("n-plus-one", "svc::users::list", "P1"),
-                ]
+                vec![finding("cpu-hotspot", "svc::handler::hash_password", "P0"), finding("n-plus-one", "svc::users::list", "P1")]
             } else {
-                vec![
-                    finding("cpu-hotspot", "svc::handler::hash_password", "P1"),
-                    finding("cpu-hotspot", "svc::json::encode", "P2"),
-                ]
+                vec![finding("cpu-hotspot", "svc::handler::hash_password", "P1"), finding("cpu-hotspot", "svc::json::encode", "P2")]
             },
         }
     }
 
     /// Compares `actual` with the golden file, or rewrites it with BLESS=1.
     fn golden(name: &str, actual: &str) {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("src/diff/testdata")
-            .join(name);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/diff/testdata").join(name);
         if std::env::var_os("BLESS").is_some() {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(&path, actual).unwrap();
@@ -362,12 +271,7 @@ mod tests {
         }
         let expected = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("{}: {e} (run with BLESS=1 to create it)", path.display()));
-        assert_eq!(
-            actual,
-            expected,
-            "{} differs (BLESS=1 cargo test rewrites it after review)",
-            path.display()
-        );
+        assert_eq!(actual, expected, "{} differs (BLESS=1 cargo test rewrites it after review)", path.display());
     }
 
     #[test]

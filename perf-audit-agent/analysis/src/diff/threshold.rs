@@ -53,10 +53,7 @@ pub struct Thresholds {
 
 impl Default for Thresholds {
     fn default() -> Self {
-        Thresholds {
-            global: Limit::Pct(DEFAULT_MAX_REGRESSION_PCT),
-            keyed: Vec::new(),
-        }
+        Thresholds { global: Limit::Pct(DEFAULT_MAX_REGRESSION_PCT), keyed: Vec::new() }
     }
 }
 
@@ -119,11 +116,7 @@ fn key_covers(key: &str, metric: &str) -> bool {
 }
 
 fn normalize_key(key: &str) -> String {
-    if BASELINE_FIELDS.contains(&key) {
-        format!("baseline.{key}")
-    } else {
-        key.to_string()
-    }
+    if BASELINE_FIELDS.contains(&key) { format!("baseline.{key}") } else { key.to_string() }
 }
 
 fn parse_limit(value: &str, what: &str) -> Result<Limit> {
@@ -161,21 +154,9 @@ mod tests {
 
     #[test]
     fn most_specific_key_wins() {
-        let t = parse(&[
-            "3%",
-            "cpu.hotspot=20%",
-            "cpu.hotspot:app::handler=1.5%",
-            "p99_ms=10",
-        ])
-        .unwrap();
-        assert_eq!(
-            t.limit_for("cpu.hotspot:app::handler", true),
-            Some(Limit::Pct(1.5))
-        );
-        assert_eq!(
-            t.limit_for("cpu.hotspot:app::other", true),
-            Some(Limit::Pct(20.0))
-        );
+        let t = parse(&["3%", "cpu.hotspot=20%", "cpu.hotspot:app::handler=1.5%", "p99_ms=10"]).unwrap();
+        assert_eq!(t.limit_for("cpu.hotspot:app::handler", true), Some(Limit::Pct(1.5)));
+        assert_eq!(t.limit_for("cpu.hotspot:app::other", true), Some(Limit::Pct(20.0)));
         assert_eq!(t.limit_for("baseline.p99_ms", true), Some(Limit::Pct(10.0)));
         assert_eq!(t.limit_for("baseline.p50_ms", true), Some(Limit::Pct(3.0)));
         // A prefix only counts at a name boundary.
@@ -185,10 +166,7 @@ mod tests {
     #[test]
     fn explicit_keys_gate_families_without_a_direction_and_off_disables() {
         let t = parse(&["memory=10%", "bench=off"]).unwrap();
-        assert_eq!(
-            t.limit_for("memory.peak_bytes", false),
-            Some(Limit::Pct(10.0))
-        );
+        assert_eq!(t.limit_for("memory.peak_bytes", false), Some(Limit::Pct(10.0)));
         assert_eq!(t.limit_for("bench:mix/1000_rounds", true), Some(Limit::Off));
         assert_eq!(t.describe(), "5% by default, `memory` 10%, `bench` off");
     }
@@ -200,9 +178,6 @@ mod tests {
         assert!(e.message.contains("e.g. 5%"), "{}", e.message);
         assert!(parse(&["=5%"]).is_err());
         assert!(parse(&["p99_ms=-1%"]).is_err());
-        assert_eq!(
-            parse(&["off"]).unwrap().limit_for("baseline.rps", true),
-            Some(Limit::Off)
-        );
+        assert_eq!(parse(&["off"]).unwrap().limit_for("baseline.rps", true), Some(Limit::Off));
     }
 }

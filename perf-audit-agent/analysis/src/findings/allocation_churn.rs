@@ -22,21 +22,11 @@ pub struct AllocationChurn {
 
 impl AllocationChurn {
     pub fn hot_path() -> Self {
-        AllocationChurn {
-            min_allocs_per_s: 1_000.0,
-            min_freed_pct: 50.0,
-            hot_cpu_pct: 5.0,
-            hot_path: true,
-        }
+        AllocationChurn { min_allocs_per_s: 1_000.0, min_freed_pct: 50.0, hot_cpu_pct: 5.0, hot_path: true }
     }
 
     pub fn churn() -> Self {
-        AllocationChurn {
-            min_allocs_per_s: 10_000.0,
-            min_freed_pct: 90.0,
-            hot_cpu_pct: 5.0,
-            hot_path: false,
-        }
+        AllocationChurn { min_allocs_per_s: 10_000.0, min_freed_pct: 90.0, hot_cpu_pct: 5.0, hot_path: false }
     }
 }
 
@@ -60,9 +50,7 @@ fn advice(row: &AllocatorRow) -> (String, CodeFix) {
         }
         let layer = crate::profile::layers::layer_of(via);
         let name = layer.map(|l| l.name).unwrap_or("the framework");
-        let what = layer
-            .map(|l| l.advice)
-            .unwrap_or("per-request framework work: combine or drop layers you do not need");
+        let what = layer.map(|l| l.advice).unwrap_or("per-request framework work: combine or drop layers you do not need");
         return (
             format!("the allocations are made by {name} (`{via}`, per-request boxing of futures and request data) below this frame, not by its own code: {what}"),
             CodeFix {
@@ -100,23 +88,14 @@ fn advice(row: &AllocatorRow) -> (String, CodeFix) {
 
 impl Rule for AllocationChurn {
     fn id(&self) -> &'static str {
-        if self.hot_path {
-            "allocation-hot-path"
-        } else {
-            "allocation-churn"
-        }
+        if self.hot_path { "allocation-hot-path" } else { "allocation-churn" }
     }
 
     fn check(&self, evidence: &Evidence<'_>) -> Vec<Finding> {
-        let Some(memory) = &evidence.memory else {
-            return Vec::new();
-        };
+        let Some(memory) = &evidence.memory else { return Vec::new() };
         let cpu_share = |f: &str| -> Option<(f64, f64)> {
             let cpu = evidence.cpu.as_ref()?;
-            cpu.hotspots
-                .iter()
-                .find(|h| h.function == f)
-                .map(|h| (h.self_pct, h.total_pct))
+            cpu.hotspots.iter().find(|h| h.function == f).map(|h| (h.self_pct, h.total_pct))
         };
         memory
             .section

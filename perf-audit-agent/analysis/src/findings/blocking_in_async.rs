@@ -15,10 +15,7 @@ pub struct BlockingInAsync {
 
 impl Default for BlockingInAsync {
     fn default() -> Self {
-        BlockingInAsync {
-            p0_worker_pct: 1.0,
-            p1_worker_pct: 0.2,
-        }
+        BlockingInAsync { p0_worker_pct: 1.0, p1_worker_pct: 0.2 }
     }
 }
 
@@ -26,11 +23,7 @@ impl Default for BlockingInAsync {
 /// owner may already use `tokio::fs`, whose `File` closes its fd wherever its
 /// last handle drops, so "use tokio::fs" would be the wrong advice.
 fn closes_a_file_on_drop(site: &BlockingSite) -> bool {
-    site.kind == BlockingKind::FileIo
-        && site
-            .via
-            .as_deref()
-            .is_some_and(|v| v.contains("drop_in_place") && v.contains("File"))
+    site.kind == BlockingKind::FileIo && site.via.as_deref().is_some_and(|v| v.contains("drop_in_place") && v.contains("File"))
 }
 
 /// Whether the worker blocked writing log lines to stdout/stderr (a log
@@ -39,18 +32,7 @@ fn closes_a_file_on_drop(site: &BlockingSite) -> bool {
 fn writes_stdout(site: &BlockingSite) -> bool {
     site.kind == BlockingKind::FileIo
         && site.via.as_deref().is_some_and(|v| {
-            [
-                "std::io::stdio",
-                "Stdout",
-                "Stderr",
-                "tracing_subscriber::fmt",
-                "env_logger",
-                "log4rs",
-                "_print",
-                "_eprint",
-            ]
-            .iter()
-            .any(|n| v.contains(n))
+            ["std::io::stdio", "Stdout", "Stderr", "tracing_subscriber::fmt", "env_logger", "log4rs", "_print", "_eprint"].iter().any(|n| v.contains(n))
         })
 }
 
@@ -102,9 +84,7 @@ impl Rule for BlockingInAsync {
     }
 
     fn check(&self, evidence: &Evidence<'_>) -> Vec<Finding> {
-        let Some(a) = evidence.async_runtime else {
-            return Vec::new();
-        };
+        let Some(a) = evidence.async_runtime else { return Vec::new() };
         a.blocking
             .iter()
             // One short block (a 1 ms wait while a JoinHandle drops) is not
@@ -183,54 +163,22 @@ mod tests {
     }
 
     fn check(sites: Vec<BlockingSite>) -> Vec<Finding> {
-        let analysis = AsyncAnalysis {
-            workers: WorkersSummary::default(),
-            blocking: sites,
-            lock_contention: Vec::new(),
-            long_polls: Vec::new(),
-            tasks: Vec::new(),
-            long_polls_measured: true,
-        };
-        let evidence = Evidence {
-            cpu: None,
-            async_runtime: Some(&analysis),
-            database: None,
-            memory: None,
-        };
+        let analysis = AsyncAnalysis { workers: WorkersSummary::default(), blocking: sites, lock_contention: Vec::new(), long_polls: Vec::new(), tasks: Vec::new(), long_polls_measured: true };
+        let evidence = Evidence { cpu: None, async_runtime: Some(&analysis), database: None, memory: None };
         BlockingInAsync::default().check(&evidence)
     }
 
     #[test]
     fn a_file_closed_on_the_worker_by_its_drop_is_not_told_to_use_tokio_fs() {
         let found = check(vec![
-            site(
-                "svc::write_marker",
-                "core::ptr::drop_in_place<alloc::sync::Arc<std::fs::File>>",
-                &["close"],
-            ),
+            site("svc::write_marker", "core::ptr::drop_in_place<alloc::sync::Arc<std::fs::File>>", &["close"]),
             site("svc::read_config", "std::fs::read_to_string", &["read"]),
         ]);
         let by = |f: &str| found.iter().find(|x| x.function == f).unwrap();
         let close = by("svc::write_marker");
-        assert!(
-            close.recommendation.contains("spawn_blocking")
-                && !close.recommendation.contains("use tokio::fs"),
-            "{}",
-            close.recommendation
-        );
-        assert!(
-            close
-                .code_fix
-                .as_ref()
-                .unwrap()
-                .after
-                .contains("spawn_blocking")
-        );
+        assert!(close.recommendation.contains("spawn_blocking") && !close.recommendation.contains("use tokio::fs"), "{}", close.recommendation);
+        assert!(close.code_fix.as_ref().unwrap().after.contains("spawn_blocking"));
         let read = by("svc::read_config");
-        assert!(
-            read.recommendation.contains("use tokio::fs"),
-            "{}",
-            read.recommendation
-        );
+        assert!(read.recommendation.contains("use tokio::fs"), "{}", read.recommendation);
     }
 }

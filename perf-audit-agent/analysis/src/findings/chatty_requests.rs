@@ -107,12 +107,7 @@ mod tests {
     };
 
     fn chatty(round_trip_ms: f64, writes: bool) -> DatabaseSection {
-        let site = |f: &str, l| CallSite {
-            function: f.into(),
-            file: Some("/svc/src/db.rs".into()),
-            line: Some(l),
-            ..Default::default()
-        };
+        let site = |f: &str, l| CallSite { function: f.into(), file: Some("/svc/src/db.rs".into()), line: Some(l), ..Default::default() };
         DatabaseSection {
             chatty_requests: vec![ChattyRequest {
                 function: CallSite {
@@ -132,80 +127,31 @@ mod tests {
                 round_trip_ms,
                 saved_ms_per_request: 5.0 * round_trip_ms,
                 writes,
-                steps: vec![
-                    (
-                        site("svc::db::user", 10),
-                        "SELECT name FROM users WHERE id = $1".into(),
-                    ),
-                    (
-                        site("svc::db::plan", 20),
-                        "SELECT plan FROM subscriptions WHERE user_id = $1".into(),
-                    ),
-                ],
+                steps: vec![(site("svc::db::user", 10), "SELECT name FROM users WHERE id = $1".into()), (site("svc::db::plan", 20), "SELECT plan FROM subscriptions WHERE user_id = $1".into())],
             }],
             ..Default::default()
         }
     }
 
     #[test]
-    fn a_chatty_request_is_ranked_by_its_measured_cost_at_the_handler_with_advice_that_fits_its_statements()
-     {
+    fn a_chatty_request_is_ranked_by_its_measured_cost_at_the_handler_with_advice_that_fits_its_statements() {
         let near = chatty(0.3, false);
-        let f = ChattyRequests.check(&Evidence {
-            cpu: None,
-            async_runtime: None,
-            database: Some(&near),
-            memory: None,
-        });
+        let f = ChattyRequests.check(&Evidence { cpu: None, async_runtime: None, database: Some(&near), memory: None });
         assert_eq!(f.len(), 1);
-        assert_eq!(
-            (f[0].function.as_str(), f[0].line, f[0].severity),
-            ("svc::handlers::profile", Some(40), Severity::P1)
-        );
-        assert!(
-            f[0].ranking.contains("5 round trips x 0.30 ms"),
-            "{}",
-            f[0].ranking
-        );
-        assert!(
-            f[0].evidence
-                .contains("`SELECT name FROM users WHERE id = $1` (svc::db::user:10) -> "),
-            "{}",
-            f[0].evidence
-        );
-        assert!(
-            f[0].recommendation.contains("no transaction is needed") && f[0].code_fix.is_some()
-        );
+        assert_eq!((f[0].function.as_str(), f[0].line, f[0].severity), ("svc::handlers::profile", Some(40), Severity::P1));
+        assert!(f[0].ranking.contains("5 round trips x 0.30 ms"), "{}", f[0].ranking);
+        assert!(f[0].evidence.contains("`SELECT name FROM users WHERE id = $1` (svc::db::user:10) -> "), "{}", f[0].evidence);
+        assert!(f[0].recommendation.contains("no transaction is needed") && f[0].code_fix.is_some());
         let fix = f[0].code_fix.as_ref().unwrap();
-        assert!(
-            fix.before
-                .contains("sqlx::query(\"SELECT name FROM users WHERE id = $1\")")
-                && !fix.after.contains("FROM"),
-            "{fix:?}"
-        );
+        assert!(fix.before.contains("sqlx::query(\"SELECT name FROM users WHERE id = $1\")") && !fix.after.contains("FROM"), "{fix:?}");
         // diesel: the statements are its query builder's, the fix its joins.
         let mut diesel = near.clone();
         diesel.chatty_requests[0].function.driver = Some(crate::database::dialect::Driver::Diesel);
-        let f_diesel = ChattyRequests.check(&Evidence {
-            cpu: None,
-            async_runtime: None,
-            database: Some(&diesel),
-            memory: None,
-        });
+        let f_diesel = ChattyRequests.check(&Evidence { cpu: None, async_runtime: None, database: Some(&diesel), memory: None });
         let fix = f_diesel[0].code_fix.as_ref().unwrap();
-        assert!(
-            fix.after.contains("inner_join")
-                && !fix.before.contains("sqlx")
-                && !fix.after.contains("sqlx"),
-            "{fix:?}"
-        );
+        assert!(fix.after.contains("inner_join") && !fix.before.contains("sqlx") && !fix.after.contains("sqlx"), "{fix:?}");
         let far = chatty(3.0, true);
-        let f = ChattyRequests.check(&Evidence {
-            cpu: None,
-            async_runtime: None,
-            database: Some(&far),
-            memory: None,
-        });
+        let f = ChattyRequests.check(&Evidence { cpu: None, async_runtime: None, database: Some(&far), memory: None });
         assert_eq!(f[0].severity, Severity::P0);
         assert!(f[0].recommendation.contains("one transaction") && f[0].code_fix.is_none());
         assert_eq!(severity(0.5), Severity::P2);

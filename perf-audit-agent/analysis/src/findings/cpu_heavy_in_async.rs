@@ -27,12 +27,7 @@ pub struct CpuHeavyInAsync {
 
 impl Default for CpuHeavyInAsync {
     fn default() -> Self {
-        CpuHeavyInAsync {
-            min_p50_ms: 0.5,
-            min_worker_pct: 1.0,
-            p0_p99_ms: 10.0,
-            p0_worker_pct: 10.0,
-        }
+        CpuHeavyInAsync { min_p50_ms: 0.5, min_worker_pct: 1.0, p0_p99_ms: 10.0, p0_worker_pct: 10.0 }
     }
 }
 
@@ -42,9 +37,7 @@ impl Rule for CpuHeavyInAsync {
     }
 
     fn check(&self, evidence: &Evidence<'_>) -> Vec<Finding> {
-        let Some(a) = evidence.async_runtime else {
-            return Vec::new();
-        };
+        let Some(a) = evidence.async_runtime else { return Vec::new() };
         a.long_polls
             .iter()
             .filter(|p| p.p50_ms >= self.min_p50_ms && p.worker_time_pct >= self.min_worker_pct)

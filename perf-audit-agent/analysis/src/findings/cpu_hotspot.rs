@@ -16,11 +16,7 @@ pub struct CpuHotspot {
 
 impl Default for CpuHotspot {
     fn default() -> Self {
-        CpuHotspot {
-            p2_self_pct: 10.0,
-            p1_self_pct: 30.0,
-            min_samples: 20,
-        }
+        CpuHotspot { p2_self_pct: 10.0, p1_self_pct: 30.0, min_samples: 20 }
     }
 }
 
@@ -39,38 +35,19 @@ pub enum WorkKind {
 }
 
 pub fn classify(callees: &[(String, u64)]) -> WorkKind {
-    let Some((leaf, _)) = callees.first() else {
-        return WorkKind::Compute;
-    };
+    let Some((leaf, _)) = callees.first() else { return WorkKind::Compute };
     let has = |needles: &[&str]| needles.iter().any(|n| leaf.contains(n));
     if has(&["futex", "Mutex", "RwLock", "parking_lot", "Condvar"]) {
         WorkKind::Locking
     } else if leaf.ends_with("kernel") && !has(&["malloc", "free", "realloc", "calloc"]) {
         WorkKind::Syscalls
-    } else if has(&[
-        "malloc",
-        "free",
-        "realloc",
-        "__rust_alloc",
-        "__rust_dealloc",
-        "alloc::alloc",
-        "RawVec",
-        "cfree",
-        "_int_malloc",
-        "_int_free",
-    ]) {
+    } else if has(&["malloc", "free", "realloc", "__rust_alloc", "__rust_dealloc", "alloc::alloc", "RawVec", "cfree", "_int_malloc", "_int_free"]) {
         WorkKind::Allocation
     } else if has(&["memcpy", "memmove", "clone", "to_owned", "to_vec"]) {
         WorkKind::Copying
     } else if has(&["Hasher", "sip", "hash::", "Hash>::hash"]) {
         WorkKind::Hashing
-    } else if has(&[
-        "core::fmt",
-        "alloc::fmt",
-        "Display>::fmt",
-        "Debug>::fmt",
-        "write_fmt",
-    ]) {
+    } else if has(&["core::fmt", "alloc::fmt", "Display>::fmt", "Debug>::fmt", "write_fmt"]) {
         WorkKind::Formatting
     } else if has(&["serde", "Serialize", "Deserialize"]) {
         WorkKind::Serialization
@@ -85,36 +62,16 @@ pub fn classify(callees: &[(String, u64)]) -> WorkKind {
 
 /// One-sentence advice for a hotspot of this kind.
 pub fn recommendation(kind: WorkKind, hotspot: &Hotspot) -> String {
-    let leaf = hotspot
-        .callees
-        .first()
-        .map(|(f, _)| f.as_str())
-        .unwrap_or("its own code");
+    let leaf = hotspot.callees.first().map(|(f, _)| f.as_str()).unwrap_or("its own code");
     match kind {
-        WorkKind::Allocation => format!(
-            "allocation dominates (`{leaf}`): reuse buffers (`Vec::with_capacity`, `clear()`), avoid per-item `String`/`Vec` clones"
-        ),
-        WorkKind::Copying => format!(
-            "copying dominates (`{leaf}`): borrow (`&str`, slices, `Arc<str>`) instead of cloning owned data"
-        ),
-        WorkKind::Hashing => format!(
-            "hashing dominates (`{leaf}`): use a faster hasher (FxHash/ahash) for trusted keys, or hash once and cache"
-        ),
-        WorkKind::Formatting => format!(
-            "string formatting dominates (`{leaf}`): write into a reused buffer, avoid `format!` in the loop"
-        ),
-        WorkKind::Locking => format!(
-            "lock operations dominate (`{leaf}`): shorten critical sections or shard the lock"
-        ),
-        WorkKind::Serialization => format!(
-            "(de)serialization dominates (`{leaf}`): serialize once and cache, or borrow with `&str` fields"
-        ),
-        WorkKind::Regex => format!(
-            "regex work dominates (`{leaf}`): compile once (`LazyLock<Regex>`), prefer `str` methods for fixed patterns"
-        ),
-        WorkKind::Syscalls => {
-            format!("system calls dominate (`{leaf}`): batch I/O through buffered readers/writers")
-        }
+        WorkKind::Allocation => format!("allocation dominates (`{leaf}`): reuse buffers (`Vec::with_capacity`, `clear()`), avoid per-item `String`/`Vec` clones"),
+        WorkKind::Copying => format!("copying dominates (`{leaf}`): borrow (`&str`, slices, `Arc<str>`) instead of cloning owned data"),
+        WorkKind::Hashing => format!("hashing dominates (`{leaf}`): use a faster hasher (FxHash/ahash) for trusted keys, or hash once and cache"),
+        WorkKind::Formatting => format!("string formatting dominates (`{leaf}`): write into a reused buffer, avoid `format!` in the loop"),
+        WorkKind::Locking => format!("lock operations dominate (`{leaf}`): shorten critical sections or shard the lock"),
+        WorkKind::Serialization => format!("(de)serialization dominates (`{leaf}`): serialize once and cache, or borrow with `&str` fields"),
+        WorkKind::Regex => format!("regex work dominates (`{leaf}`): compile once (`LazyLock<Regex>`), prefer `str` methods for fixed patterns"),
+        WorkKind::Syscalls => format!("system calls dominate (`{leaf}`): batch I/O through buffered readers/writers"),
         WorkKind::Compute => {
             let what = match hotspot.callees.first() {
                 Some((leaf, _)) => format!("pure computation (down to `{leaf}`)"),
@@ -166,27 +123,18 @@ pub const PASS_THROUGH_PCT: f64 = 50.0;
 pub enum Explanation {
     /// The owner's frame awaited a framework future (`awaited`) and the
     /// time ran in these layers (name, samples, advice).
-    Layers {
-        awaited: String,
-        samples: u64,
-        layers: Vec<(String, u64, &'static str)>,
-    },
+    Layers { awaited: String, samples: u64, layers: Vec<(String, u64, &'static str)> },
     Known(&'static super::known_costs::KnownCost, u64),
     Kind(WorkKind),
 }
 
 pub fn explain(h: &Hotspot) -> Explanation {
-    if h.origin == Origin::Owner
-        && h.pass_through_samples as f64 * 100.0 >= PASS_THROUGH_PCT * h.self_samples.max(1) as f64
-    {
+    if h.origin == Origin::Owner && h.pass_through_samples as f64 * 100.0 >= PASS_THROUGH_PCT * h.self_samples.max(1) as f64 {
         let layers: Vec<(String, u64, &'static str)> = h
             .layers
             .iter()
             .filter_map(|(name, n)| {
-                let advice = crate::profile::layers::LAYER_ADVICE
-                    .iter()
-                    .find(|(l, _)| l == name)?
-                    .1;
+                let advice = crate::profile::layers::LAYER_ADVICE.iter().find(|(l, _)| l == name)?.1;
                 Some((name.clone(), *n, advice))
             })
             .collect();
@@ -207,15 +155,8 @@ pub fn explain(h: &Hotspot) -> Explanation {
 /// The layers that explain most of the pass-through time, named as one
 /// phrase ("the tower-http trace layer and tracing_subscriber's fmt
 /// writer"): each layer from a quarter of those samples, at most two.
-fn layer_names<'a>(
-    layers: &'a [(String, u64, &'static str)],
-    samples: u64,
-) -> Vec<&'a (String, u64, &'static str)> {
-    let mut main: Vec<_> = layers
-        .iter()
-        .filter(|(_, n, _)| *n * 4 >= samples)
-        .take(2)
-        .collect();
+fn layer_names<'a>(layers: &'a [(String, u64, &'static str)], samples: u64) -> Vec<&'a (String, u64, &'static str)> {
+    let mut main: Vec<_> = layers.iter().filter(|(_, n, _)| *n * 4 >= samples).take(2).collect();
     if main.is_empty() {
         main = layers.iter().take(1).collect();
     }
@@ -225,13 +166,9 @@ fn layer_names<'a>(
 /// Advice for a hotspot row of the report (the same as its finding's).
 pub fn advice(h: &Hotspot) -> String {
     match explain(h) {
-        Explanation::Layers {
-            layers, samples, ..
-        } => layer_names(&layers, samples)
-            .iter()
-            .map(|(_, _, a)| *a)
-            .collect::<Vec<_>>()
-            .join("; "),
+        Explanation::Layers { layers, samples, .. } => {
+            layer_names(&layers, samples).iter().map(|(_, _, a)| *a).collect::<Vec<_>>().join("; ")
+        }
         Explanation::Known(k, _) => k.advice_for(h.on_blocking_pool_pct).to_string(),
         Explanation::Kind(kind) => recommendation(kind, h),
     }
@@ -243,9 +180,7 @@ impl Rule for CpuHotspot {
     }
 
     fn check(&self, evidence: &Evidence<'_>) -> Vec<Finding> {
-        let Some(cpu) = &evidence.cpu else {
-            return Vec::new();
-        };
+        let Some(cpu) = &evidence.cpu else { return Vec::new() };
         if cpu.total_samples < self.min_samples {
             return Vec::new();
         }
@@ -342,30 +277,14 @@ mod tests {
     fn run(stacks: &[(&[crate::profile::Frame], u64)]) -> Vec<Finding> {
         let p = profile(stacks);
         let hs = hotspots(&p);
-        let ev = Evidence {
-            cpu: Some(CpuEvidence {
-                profile: &p,
-                hotspots: &hs,
-                total_samples: p.total_samples(),
-            }),
-            async_runtime: None,
-            database: None,
-            memory: None,
-        };
+        let ev = Evidence { cpu: Some(CpuEvidence { profile: &p, hotspots: &hs, total_samples: p.total_samples() }), async_runtime: None, database: None, memory: None };
         CpuHotspot::default().check(&ev)
     }
 
     #[test]
     fn dominant_owner_function_is_p1_with_measured_share() {
         let f = run(&[
-            (
-                &[
-                    owner("svc::main", 1),
-                    owner("svc::hash_all", 42),
-                    dep("core::num::<impl u64>::wrapping_mul", true),
-                ],
-                90,
-            ),
+            (&[owner("svc::main", 1), owner("svc::hash_all", 42), dep("core::num::<impl u64>::wrapping_mul", true)], 90),
             (&[owner("svc::main", 1), owner("svc::other", 5)], 10),
         ]);
         assert_eq!(f.len(), 2);
@@ -388,27 +307,12 @@ mod tests {
 
     #[test]
     fn leaf_kind_drives_the_advice() {
-        assert_eq!(
-            classify(&[("__memmove_avx_unaligned_erms".into(), 3)]),
-            WorkKind::Copying
-        );
-        assert_eq!(
-            classify(&[(
-                "<std::hash::random::DefaultHasher as core::hash::Hasher>::write".into(),
-                3
-            )]),
-            WorkKind::Hashing
-        );
+        assert_eq!(classify(&[("__memmove_avx_unaligned_erms".into(), 3)]), WorkKind::Copying);
+        assert_eq!(classify(&[("<std::hash::random::DefaultHasher as core::hash::Hasher>::write".into(), 3)]), WorkKind::Hashing);
         assert_eq!(classify(&[("_int_malloc".into(), 3)]), WorkKind::Allocation);
         assert_eq!(classify(&[]), WorkKind::Compute);
-        assert_eq!(
-            classify(&[("__libc_send → kernel".into(), 3)]),
-            WorkKind::Syscalls
-        );
+        assert_eq!(classify(&[("__libc_send → kernel".into(), 3)]), WorkKind::Syscalls);
         // In the kernel under malloc (page faults, allocator probes): allocation.
-        assert_eq!(
-            classify(&[("__GI___libc_malloc → kernel".into(), 3)]),
-            WorkKind::Allocation
-        );
+        assert_eq!(classify(&[("__GI___libc_malloc → kernel".into(), 3)]), WorkKind::Allocation);
     }
 }

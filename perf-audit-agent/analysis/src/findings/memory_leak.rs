@@ -15,10 +15,7 @@ pub struct MemoryLeak {
 
 impl Default for MemoryLeak {
     fn default() -> Self {
-        MemoryLeak {
-            p1_bytes: 10 * 1024 * 1024,
-            p0_bytes_per_hour: 1024.0 * 1024.0 * 1024.0,
-        }
+        MemoryLeak { p1_bytes: 10 * 1024 * 1024, p0_bytes_per_hour: 1024.0 * 1024.0 * 1024.0 }
     }
 }
 
@@ -32,9 +29,7 @@ impl Rule for MemoryLeak {
     }
 
     fn check(&self, evidence: &Evidence<'_>) -> Vec<Finding> {
-        let Some(memory) = &evidence.memory else {
-            return Vec::new();
-        };
+        let Some(memory) = &evidence.memory else { return Vec::new() };
         let section = memory.section;
         section
             .leak_candidates

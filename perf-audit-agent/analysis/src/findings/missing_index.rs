@@ -15,9 +15,7 @@ impl Rule for MissingIndex {
     }
 
     fn check(&self, evidence: &Evidence<'_>) -> Vec<Finding> {
-        let Some(db) = evidence.database else {
-            return Vec::new();
-        };
+        let Some(db) = evidence.database else { return Vec::new() };
         db.missing_indexes
             .iter()
             .map(|m| {

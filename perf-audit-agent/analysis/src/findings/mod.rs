@@ -8,44 +8,32 @@
 
 mod allocation_churn;
 mod blocking_in_async;
-mod chatty_requests;
 pub(crate) mod cpu_heavy_in_async;
 mod cpu_hotspot;
 pub mod known_costs;
-mod memory_leak;
+mod sync_lock_contention;
 mod missing_index;
 mod n_plus_one_query;
+mod slow_query;
+mod unused_index;
+mod unbounded_result_set;
 mod per_item_transaction;
+mod chatty_requests;
 #[cfg(test)]
 mod precision_tests;
-mod slow_query;
-mod sync_lock_contention;
+mod memory_leak;
 mod unbounded_growth;
-mod unbounded_result_set;
-mod unused_index;
 
 use crate::profile::{CpuProfile, hotspots::Hotspot};
 
 pub use blocking_in_async::BlockingInAsync;
 pub use cpu_heavy_in_async::CpuHeavyInAsync;
-pub use cpu_hotspot::{
-    CpuHotspot, advice as cpu_hotspot_advice, classify as cpu_hotspot_kind,
-    recommendation as cpu_hotspot_recommendation,
-};
 pub use sync_lock_contention::SyncLockContention;
+pub use cpu_hotspot::{
+    CpuHotspot, advice as cpu_hotspot_advice, classify as cpu_hotspot_kind, recommendation as cpu_hotspot_recommendation,
+};
 
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    serde::Serialize,
-    serde::Deserialize,
-    Default,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize, Default)]
 pub enum Severity {
     P0,
     P1,

@@ -17,9 +17,7 @@ impl Rule for NPlusOneQuery {
     }
 
     fn check(&self, evidence: &Evidence<'_>) -> Vec<Finding> {
-        let Some(db) = evidence.database else {
-            return Vec::new();
-        };
+        let Some(db) = evidence.database else { return Vec::new() };
         db.n_plus_one
             .iter()
             // BEGIN/COMMIT per item is a transaction per item, not an N+1.
@@ -97,11 +95,7 @@ impl Rule for NPlusOneQuery {
 
 /// The first `max` characters of a statement, `...` when cut.
 fn short_text(sql: &str, max: usize) -> String {
-    if sql.chars().count() <= max {
-        sql.to_string()
-    } else {
-        format!("{}...", sql.chars().take(max).collect::<String>())
-    }
+    if sql.chars().count() <= max { sql.to_string() } else { format!("{}...", sql.chars().take(max).collect::<String>()) }
 }
 
 /// Milliseconds saved per burst from which an N+1 is P0, P1.
@@ -121,10 +115,7 @@ fn severity(saved_ms_per_burst: f64) -> Severity {
 /// The wrappers an N+1's statements passed through, named as its path
 /// (`database::analysis::resolve_wrappers`), with the evidence that made
 /// each one a wrapper.
-fn through(
-    n: &crate::database::analysis::NPlusOne,
-    db: &crate::database::schema::DatabaseSection,
-) -> String {
+fn through(n: &crate::database::analysis::NPlusOne, db: &crate::database::schema::DatabaseSection) -> String {
     if n.call_site.via.is_empty() {
         return String::new();
     }
@@ -132,38 +123,23 @@ fn through(
         .call_site
         .via
         .iter()
-        .map(
-            |f| match db.wire.wrappers.iter().find(|w| &w.function == f) {
-                Some(w) => format!(
-                    "`{f}` (a wrapper: {} distinct statements from {} calling functions)",
-                    w.statements, w.callers
-                ),
-                None => format!("`{f}`"),
-            },
-        )
+        .map(|f| match db.wire.wrappers.iter().find(|w| &w.function == f) {
+            Some(w) => format!("`{f}` (a wrapper: {} distinct statements from {} calling functions)", w.statements, w.callers),
+            None => format!("`{f}`"),
+        })
         .collect();
-    format!(
-        ". Issued through {}; this function is the one that calls it once per item",
-        path.join(", called from ")
-    )
+    format!(". Issued through {}; this function is the one that calls it once per item", path.join(", called from "))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        database::analysis::{CallSite, NPlusOne},
-        report::DatabaseSection,
-    };
+    use crate::{database::analysis::{CallSite, NPlusOne}, report::DatabaseSection};
 
     #[test]
     fn an_n_plus_one_is_ranked_by_its_measured_cost_at_its_line_with_a_batched_rewrite() {
         let section = DatabaseSection {
-            rewrites: vec![crate::database::dialect::CheckedRewrite {
-                sql: "SELECT a FROM users WHERE id = ANY($1)".into(),
-                accepted: true,
-                error: None,
-            }],
+            rewrites: vec![crate::database::dialect::CheckedRewrite { sql: "SELECT a FROM users WHERE id = ANY($1)".into(), accepted: true, error: None }],
             n_plus_one: vec![NPlusOne {
                 query: "SELECT a FROM users WHERE id = $1".into(),
                 call_site: CallSite {
@@ -184,48 +160,22 @@ mod tests {
             }],
             ..Default::default()
         };
-        let ev = Evidence {
-            cpu: None,
-            async_runtime: None,
-            database: Some(&section),
-            memory: None,
-        };
+        let ev = Evidence { cpu: None, async_runtime: None, database: Some(&section), memory: None };
         let f = NPlusOneQuery.check(&ev);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].severity, Severity::P1);
-        assert!(
-            f[0].ranking.contains("29 round trips x 0.26 ms"),
-            "{}",
-            f[0].ranking
-        );
+        assert!(f[0].ranking.contains("29 round trips x 0.26 ms"), "{}", f[0].ranking);
         // The same loop beside a database 3 ms away costs ~90 ms per burst.
         let mut far = section.clone();
         far.n_plus_one[0].round_trip_ms = 3.1;
         far.n_plus_one[0].saved_ms_per_burst = 89.9;
-        let f_far = NPlusOneQuery.check(&Evidence {
-            database: Some(&far),
-            ..ev
-        });
-        assert!(
-            !f[0].evidence.contains("Issued through"),
-            "no wrapper, no path: {}",
-            f[0].evidence
-        );
+        let f_far = NPlusOneQuery.check(&Evidence { database: Some(&far), ..ev });
+        assert!(!f[0].evidence.contains("Issued through"), "no wrapper, no path: {}", f[0].evidence);
         // Through a wrapper: the wrapper is named as the path, with why.
         let mut wrapped = section.clone();
         wrapped.n_plus_one[0].call_site.via = vec!["svc::db::run_query".into()];
-        wrapped.wire.wrappers = vec![crate::database::analysis::Wrapper {
-            function: "svc::db::run_query".into(),
-            statements: 5,
-            callers: 4,
-            executions: 900,
-        }];
-        let f_wrapped = NPlusOneQuery.check(&Evidence {
-            cpu: None,
-            async_runtime: None,
-            database: Some(&wrapped),
-            memory: None,
-        });
+        wrapped.wire.wrappers = vec![crate::database::analysis::Wrapper { function: "svc::db::run_query".into(), statements: 5, callers: 4, executions: 900 }];
+        let f_wrapped = NPlusOneQuery.check(&Evidence { cpu: None, async_runtime: None, database: Some(&wrapped), memory: None });
         assert_eq!(f_wrapped[0].function, "svc::db::authors");
         assert!(f_wrapped[0].evidence.contains("Issued through `svc::db::run_query` (a wrapper: 5 distinct statements from 4 calling functions)"), "{}", f_wrapped[0].evidence);
         assert_eq!(f_far[0].severity, Severity::P0);
@@ -233,77 +183,25 @@ mod tests {
         // Prepared before the audit: the loop is named at its line, without a rewrite of an unknown text.
         let mut unknown = far.clone();
         unknown.n_plus_one[0].query = crate::database::analysis::UNKNOWN_TEXT.into();
-        let f_unknown = NPlusOneQuery.check(&Evidence {
-            cpu: None,
-            async_runtime: None,
-            database: Some(&unknown),
-            memory: None,
-        });
-        assert_eq!(
-            (f_unknown[0].line, f_unknown[0].severity),
-            (Some(42), Severity::P0)
-        );
-        assert!(
-            f_unknown[0].code_fix.is_none()
-                && f_unknown[0]
-                    .recommendation
-                    .contains("prepared before the audit")
-        );
+        let f_unknown = NPlusOneQuery.check(&Evidence { cpu: None, async_runtime: None, database: Some(&unknown), memory: None });
+        assert_eq!((f_unknown[0].line, f_unknown[0].severity), (Some(42), Severity::P0));
+        assert!(f_unknown[0].code_fix.is_none() && f_unknown[0].recommendation.contains("prepared before the audit"));
         assert_eq!(f[0].category, Category::Database);
-        assert_eq!(
-            (f[0].function.as_str(), f[0].line),
-            ("svc::db::authors", Some(42))
-        );
-        assert!(
-            f[0].code_fix
-                .as_ref()
-                .unwrap()
-                .after
-                .contains("sqlx::query_as(\"SELECT a FROM users WHERE id = ANY($1)\")")
-        );
-        assert!(
-            f[0].recommendation
-                .contains("PostgreSQL parsed and planned this rewrite"),
-            "{}",
-            f[0].recommendation
-        );
+        assert_eq!((f[0].function.as_str(), f[0].line), ("svc::db::authors", Some(42)));
+        assert!(f[0].code_fix.as_ref().unwrap().after.contains("sqlx::query_as(\"SELECT a FROM users WHERE id = ANY($1)\")"));
+        assert!(f[0].recommendation.contains("PostgreSQL parsed and planned this rewrite"), "{}", f[0].recommendation);
         // A rewrite the server refused (or was never asked about) is not
         // shown: prose, and no raw-SQL code fix.
         let mut refused = section.clone();
         refused.rewrites[0].accepted = false;
-        let f_refused = NPlusOneQuery.check(&Evidence {
-            cpu: None,
-            async_runtime: None,
-            database: Some(&refused),
-            memory: None,
-        });
-        assert!(
-            !f_refused[0].recommendation.contains("WHERE id = ANY($1)")
-                && f_refused[0].code_fix.is_none(),
-            "{:?}",
-            f_refused[0]
-        );
-        // diesel on the stack: the fix is diesel's query builder.
+        let f_refused = NPlusOneQuery.check(&Evidence { cpu: None, async_runtime: None, database: Some(&refused), memory: None });
+        assert!(!f_refused[0].recommendation.contains("WHERE id = ANY($1)") && f_refused[0].code_fix.is_none(), "{:?}", f_refused[0]);
+        // diesel on the stack, hand-written SQL: diesel's sql_query, batched.
         let mut diesel = section.clone();
         diesel.n_plus_one[0].call_site.driver = Some(crate::database::dialect::Driver::Diesel);
-        let f_diesel = NPlusOneQuery.check(&Evidence {
-            cpu: None,
-            async_runtime: None,
-            database: Some(&diesel),
-            memory: None,
-        });
+        let f_diesel = NPlusOneQuery.check(&Evidence { cpu: None, async_runtime: None, database: Some(&diesel), memory: None });
         let fix = f_diesel[0].code_fix.as_ref().unwrap();
-        assert!(
-            fix.after
-                .contains("sql_query(\"SELECT a FROM users WHERE id = ANY($1)\")")
-                && !fix.after.contains("sqlx"),
-            "{}",
-            fix.after
-        );
-        assert!(
-            f_diesel[0].recommendation.contains("written for diesel"),
-            "{}",
-            f_diesel[0].recommendation
-        );
+        assert!(fix.after.contains("sql_query(\"SELECT a FROM users WHERE id = ANY($1)\")") && !fix.after.contains("sqlx"), "{}", fix.after);
+        assert!(f_diesel[0].recommendation.contains("written for diesel"), "{}", f_diesel[0].recommendation);
     }
 }

@@ -23,23 +23,11 @@ use crate::{
 };
 
 fn owner_in(function: &str, file: &str, line: u32) -> Frame {
-    Frame {
-        function: function.into(),
-        file: Some(file.into()),
-        line: Some(line),
-        origin: Origin::Owner,
-        inlined: false,
-    }
+    Frame { function: function.into(), file: Some(file.into()), line: Some(line), origin: Origin::Owner, inlined: false }
 }
 
 fn worker_root() -> Vec<Frame> {
-    vec![
-        dep(
-            "tokio::runtime::scheduler::multi_thread::worker::run",
-            false,
-        ),
-        dep("tokio::runtime::task::harness::Harness<T,S>::poll", false),
-    ]
+    vec![dep("tokio::runtime::scheduler::multi_thread::worker::run", false), dep("tokio::runtime::task::harness::Harness<T,S>::poll", false)]
 }
 
 fn stack(parts: &[Frame]) -> Vec<Frame> {
@@ -50,16 +38,7 @@ fn stack(parts: &[Frame]) -> Vec<Frame> {
 
 fn cpu_findings(p: &CpuProfile) -> Vec<Finding> {
     let hs = hotspots(p);
-    let ev = Evidence {
-        cpu: Some(CpuEvidence {
-            profile: p,
-            hotspots: &hs,
-            total_samples: p.total_samples(),
-        }),
-        async_runtime: None,
-        database: None,
-        memory: None,
-    };
+    let ev = Evidence { cpu: Some(CpuEvidence { profile: p, hotspots: &hs, total_samples: p.total_samples() }), async_runtime: None, database: None, memory: None };
     evaluate(&ev)
 }
 
@@ -76,43 +55,18 @@ fn owned(stacks: &[(Vec<Frame>, u64)]) -> CpuProfile {
 fn middleware_profile() -> CpuProfile {
     let mw = owner("svc::middleware::track_metrics::{{closure}}", 31);
     let next = dep("axum::middleware::from_fn::Next::run::{{closure}}", false);
-    let pin = dep(
-        "<core::pin::Pin<P> as core::future::future::Future>::poll",
-        true,
-    );
-    let trace = dep(
-        "<tower_http::trace::future::ResponseFuture<F,C,E> as core::future::future::Future>::poll",
-        false,
-    );
-    let fmt = dep(
-        "<tracing_subscriber::fmt::fmt_layer::Layer<S,N,E,W> as tracing_subscriber::layer::Layer<S>>::on_event",
-        false,
-    );
-    let format = dep(
-        "tracing_subscriber::fmt::format::Format::format_event",
-        false,
-    );
+    let pin = dep("<core::pin::Pin<P> as core::future::future::Future>::poll", true);
+    let trace = dep("<tower_http::trace::future::ResponseFuture<F,C,E> as core::future::future::Future>::poll", false);
+    let fmt = dep("<tracing_subscriber::fmt::fmt_layer::Layer<S,N,E,W> as tracing_subscriber::layer::Layer<S>>::on_event", false);
+    let format = dep("tracing_subscriber::fmt::format::Format::format_event", false);
     let handler = owner("svc::handlers::list_items::{{closure}}", 58);
     let to_string = dep("serde_json::ser::to_string", false);
     let escape = dep("serde_json::ser::format_escaped_str_contents", false);
     let idle = dep("tokio::runtime::park::Inner::park", false);
     owned(&[
-        (
-            stack(&[
-                mw.clone(),
-                pin.clone(),
-                next.clone(),
-                trace.clone(),
-                fmt,
-                format,
-            ]),
-            90,
-        ),
+        (stack(&[mw.clone(), pin.clone(), next.clone(), trace.clone(), fmt, format]), 90),
         (stack(&[mw.clone(), pin, next.clone(), trace.clone()]), 60),
-        (
-            stack(&[mw, next, trace, handler.clone(), to_string, escape]),
-            120,
-        ),
+        (stack(&[mw, next, trace, handler.clone(), to_string, escape]), 120),
         (stack(std::slice::from_ref(&handler)), 10),
         (vec![idle], 720),
     ])
@@ -121,61 +75,26 @@ fn middleware_profile() -> CpuProfile {
 #[test]
 fn a_middleware_that_only_awaits_next_is_not_the_hotspot_its_layers_are() {
     let f = cpu_findings(&middleware_profile());
-    let mw: Vec<&Finding> = f
-        .iter()
-        .filter(|x| x.function == "svc::middleware::track_metrics")
-        .collect();
+    let mw: Vec<&Finding> = f.iter().filter(|x| x.function == "svc::middleware::track_metrics").collect();
     assert_eq!(mw.len(), 1, "{f:#?}");
     let mw = mw[0];
     // Layers most samples first: the fmt writer (90, innermost) then the trace layer (60).
-    assert_eq!(
-        mw.title,
-        "tracing_subscriber's fmt writer and the tower-http trace layer take 15.0% of CPU under `svc::middleware::track_metrics`"
-    );
-    assert!(
-        mw.evidence
-            .contains("only awaited a framework future (`axum::middleware::from_fn::Next::run`)"),
-        "{}",
-        mw.evidence
-    );
-    assert!(
-        mw.recommendation.contains("tracing_appender::non_blocking")
-            && mw.recommendation.contains("TraceLayer"),
-        "{}",
-        mw.recommendation
-    );
+    assert_eq!(mw.title, "tracing_subscriber's fmt writer and the tower-http trace layer take 15.0% of CPU under `svc::middleware::track_metrics`");
+    assert!(mw.evidence.contains("only awaited a framework future (`axum::middleware::from_fn::Next::run`)"), "{}", mw.evidence);
+    assert!(mw.recommendation.contains("tracing_appender::non_blocking") && mw.recommendation.contains("TraceLayer"), "{}", mw.recommendation);
     for wrong in ["clear()", "cheaper algorithm", "borrow", "spawn_blocking"] {
-        assert!(
-            !mw.recommendation.contains(wrong),
-            "{wrong}: {}",
-            mw.recommendation
-        );
+        assert!(!mw.recommendation.contains(wrong), "{wrong}: {}", mw.recommendation);
     }
-    assert!(
-        mw.code_fix.is_none(),
-        "no sketch of the middleware's own code: {:?}",
-        mw.code_fix
-    );
+    assert!(mw.code_fix.is_none(), "no sketch of the middleware's own code: {:?}", mw.code_fix);
 }
 
 #[test]
 fn a_handler_calling_serde_json_on_its_data_keeps_the_finding() {
     let f = cpu_findings(&middleware_profile());
-    let h = f
-        .iter()
-        .find(|x| x.function == "svc::handlers::list_items")
-        .expect("handler finding");
+    let h = f.iter().find(|x| x.function == "svc::handlers::list_items").expect("handler finding");
     assert_eq!(h.rule, "cpu-hotspot");
-    assert!(
-        h.title.contains("JSON") && h.title.contains("`svc::handlers::list_items`"),
-        "{}",
-        h.title
-    );
-    assert!(
-        h.recommendation.contains("paginate") || h.recommendation.contains("cache the bytes"),
-        "{}",
-        h.recommendation
-    );
+    assert!(h.title.contains("JSON") && h.title.contains("`svc::handlers::list_items`"), "{}", h.title);
+    assert!(h.recommendation.contains("paginate") || h.recommendation.contains("cache the bytes"), "{}", h.recommendation);
 }
 
 #[test]
@@ -186,24 +105,12 @@ fn framework_and_runtime_allocations_are_not_told_to_reuse_a_buffer() {
         dep("tokio::task::spawn::spawn", false),
         dep("tokio::runtime::handle::Handle::spawn", false),
         dep("alloc::sync::Arc<T>::new", true),
-        Frame {
-            function: "__rust_alloc".into(),
-            origin: Origin::Native,
-            ..Default::default()
-        },
+        Frame { function: "__rust_alloc".into(), origin: Origin::Native, ..Default::default() },
     ];
     let attr = crate::memory::analysis::attribute(&frames);
     assert_eq!(attr.via.as_deref(), Some("tokio::task::spawn::spawn"));
     // An owner frame that builds its own String keeps no `via`.
-    let own = vec![
-        owner("svc::fmt_row", 3),
-        dep("alloc::string::String::push_str", true),
-        Frame {
-            function: "malloc".into(),
-            origin: Origin::Native,
-            ..Default::default()
-        },
-    ];
+    let own = vec![owner("svc::fmt_row", 3), dep("alloc::string::String::push_str", true), Frame { function: "malloc".into(), origin: Origin::Native, ..Default::default() }];
     assert_eq!(crate::memory::analysis::attribute(&own).via, None);
 
     let row = |function: &str, ty: &str, via: Option<&str>| AllocatorRow {
@@ -222,52 +129,20 @@ fn framework_and_runtime_allocations_are_not_told_to_reuse_a_buffer() {
     };
     let section = MemorySection {
         top_allocators: vec![
-            row(
-                "svc::jobs::enqueue",
-                "Arc<Handle>",
-                Some("tokio::runtime::handle::Handle::spawn"),
-            ),
-            row(
-                "svc::middleware::track_metrics",
-                "Box<_>",
-                Some(
-                    "<tower::util::boxed::sync::BoxService<T,U,E> as tower_service::Service<T>>::call",
-                ),
-            ),
+            row("svc::jobs::enqueue", "Arc<Handle>", Some("tokio::runtime::handle::Handle::spawn")),
+            row("svc::middleware::track_metrics", "Box<_>", Some("<tower::util::boxed::sync::BoxService<T,U,E> as tower_service::Service<T>>::call")),
             row("svc::encode", "Vec<u8>", None),
         ],
         ..Default::default()
     };
-    let ev = Evidence {
-        cpu: None,
-        async_runtime: None,
-        database: None,
-        memory: Some(MemoryEvidence { section: &section }),
-    };
+    let ev = Evidence { cpu: None, async_runtime: None, database: None, memory: Some(MemoryEvidence { section: &section }) };
     let f = evaluate(&ev);
-    let by = |name: &str| {
-        f.iter()
-            .find(|x| x.function == name)
-            .unwrap_or_else(|| panic!("{name}: {f:#?}"))
-    };
+    let by = |name: &str| f.iter().find(|x| x.function == name).unwrap_or_else(|| panic!("{name}: {f:#?}"));
     let spawn = by("svc::jobs::enqueue");
-    assert!(
-        !spawn.recommendation.contains("clear()"),
-        "{}",
-        spawn.recommendation
-    );
-    assert!(
-        spawn.recommendation.contains("Tokio's own")
-            && spawn.recommendation.contains("spawn fewer tasks"),
-        "{}",
-        spawn.recommendation
-    );
+    assert!(!spawn.recommendation.contains("clear()"), "{}", spawn.recommendation);
+    assert!(spawn.recommendation.contains("Tokio's own") && spawn.recommendation.contains("spawn fewer tasks"), "{}", spawn.recommendation);
     let mw = by("svc::middleware::track_metrics");
-    assert!(
-        !mw.recommendation.contains("clear()"),
-        "{}",
-        mw.recommendation
-    );
+    assert!(!mw.recommendation.contains("clear()"), "{}", mw.recommendation);
     assert!(mw.title.contains("tower::util::boxed"), "{}", mw.title);
     // The owner's own buffer keeps the buffer advice.
     assert!(by("svc::encode").recommendation.contains("clear()"));
@@ -278,22 +153,12 @@ fn rows_decoded_by_the_database_driver_are_not_an_allocation_finding() {
     // The demo's `latest_posts` (50 posts with LIMIT) allocating in sqlx.
     let frames = vec![
         owner("svc::db::latest_posts::{{closure}}", 40),
-        dep(
-            "sqlx_core::query_as::QueryAs<DB,O,A>::fetch_all::{{closure}}",
-            false,
-        ),
+        dep("sqlx_core::query_as::QueryAs<DB,O,A>::fetch_all::{{closure}}", false),
         dep("sqlx_postgres::row::PgRow::try_decode", false),
-        Frame {
-            function: "malloc".into(),
-            origin: Origin::Native,
-            ..Default::default()
-        },
+        Frame { function: "malloc".into(), origin: Origin::Native, ..Default::default() },
     ];
     let via = crate::memory::analysis::attribute(&frames).via;
-    assert_eq!(
-        via.as_deref(),
-        Some("sqlx_core::query_as::QueryAs<DB,O,A>::fetch_all")
-    );
+    assert_eq!(via.as_deref(), Some("sqlx_core::query_as::QueryAs<DB,O,A>::fetch_all"));
     let section = MemorySection {
         top_allocators: vec![AllocatorRow {
             function: "svc::db::latest_posts".into(),
@@ -307,42 +172,19 @@ fn rows_decoded_by_the_database_driver_are_not_an_allocation_finding() {
         }],
         ..Default::default()
     };
-    let ev = Evidence {
-        cpu: None,
-        async_runtime: None,
-        database: None,
-        memory: Some(MemoryEvidence { section: &section }),
-    };
+    let ev = Evidence { cpu: None, async_runtime: None, database: None, memory: Some(MemoryEvidence { section: &section }) };
     assert!(evaluate(&ev).is_empty());
 }
 
 fn startup_statements() -> DatabaseSection {
-    let slow = |query: &str, calls: i64, mean: f64| StatementRow {
-        query: query.into(),
-        calls,
-        mean_ms: Some(mean),
-        total_ms: Some(mean * calls as f64),
-        ..Default::default()
-    };
+    let slow = |query: &str, calls: i64, mean: f64| StatementRow { query: query.into(), calls, mean_ms: Some(mean), total_ms: Some(mean * calls as f64), ..Default::default() };
     DatabaseSection {
         window_s: 15.0,
         statements: vec![
-            slow(
-                "INSERT INTO users (id, name) SELECT g, 'u' || g FROM generate_series(1, $1) g",
-                1,
-                561.2,
-            ),
-            slow(
-                "CREATE INDEX IF NOT EXISTS users_last_login_at_idx ON users (last_login_at)",
-                1,
-                99.6,
-            ),
+            slow("INSERT INTO users (id, name) SELECT g, 'u' || g FROM generate_series(1, $1) g", 1, 561.2),
+            slow("CREATE INDEX IF NOT EXISTS users_last_login_at_idx ON users (last_login_at)", 1, 99.6),
             slow("ANALYZE users", 3, 20.0),
-            slow(
-                "SELECT id FROM users WHERE country = $1 ORDER BY signup_at DESC LIMIT $2",
-                400,
-                31.1,
-            ),
+            slow("SELECT id FROM users WHERE country = $1 ORDER BY signup_at DESC LIMIT $2", 400, 31.1),
         ],
         ..Default::default()
     }
@@ -351,19 +193,10 @@ fn startup_statements() -> DatabaseSection {
 #[test]
 fn statements_run_once_at_startup_are_not_slow_queries() {
     let db = startup_statements();
-    let f = evaluate(&Evidence {
-        cpu: None,
-        async_runtime: None,
-        database: Some(&db),
-        memory: None,
-    });
+    let f = evaluate(&Evidence { cpu: None, async_runtime: None, database: Some(&db), memory: None });
     let slow: Vec<&Finding> = f.iter().filter(|x| x.rule == "slow-query").collect();
     assert_eq!(slow.len(), 1, "{f:#?}");
-    assert!(
-        slow[0].evidence.contains("country = $1") && slow[0].ranking.contains("at least 3 calls"),
-        "{:?}",
-        slow[0]
-    );
+    assert!(slow[0].evidence.contains("country = $1") && slow[0].ranking.contains("at least 3 calls"), "{:?}", slow[0]);
 }
 
 // ------------------------------------------------------------ fixture 2
@@ -371,179 +204,64 @@ fn statements_run_once_at_startup_are_not_slow_queries() {
 fn known_cost_finding(below: &[Frame]) -> Finding {
     let mut s = vec![owner("svc::work::{{closure}}", 20)];
     s.extend_from_slice(below);
-    let p = owned(&[
-        (stack(&s), 80),
-        (vec![dep("tokio::runtime::park::Inner::park", false)], 20),
-    ]);
+    let p = owned(&[(stack(&s), 80), (vec![dep("tokio::runtime::park::Inner::park", false)], 20)]);
     let f = cpu_findings(&p);
-    f.into_iter()
-        .find(|x| x.function == "svc::work")
-        .expect("a finding on svc::work")
+    f.into_iter().find(|x| x.function == "svc::work").expect("a finding on svc::work")
 }
 
 #[test]
 fn each_known_costly_call_gets_its_own_advice() {
     let cases: &[(&str, &str, &str)] = &[
-        (
-            "argon2::Argon2::hash_password_into",
-            "password hashing",
-            "spawn_blocking",
-        ),
-        (
-            "bcrypt::hash_with_salt",
-            "password hashing",
-            "slow by design",
-        ),
+        ("argon2::Argon2::hash_password_into", "password hashing", "spawn_blocking"),
+        ("bcrypt::hash_with_salt", "password hashing", "slow by design"),
         ("scrypt::scrypt", "password hashing", "slow by design"),
         ("pbkdf2::pbkdf2_hmac", "password hashing", "slow by design"),
-        (
-            "rustls::client::hs::start_handshake",
-            "TLS handshakes",
-            "reuse connections",
-        ),
+        ("rustls::client::hs::start_handshake", "TLS handshakes", "reuse connections"),
         ("SSL_do_handshake", "TLS handshakes", "session resumption"),
         ("getaddrinfo", "DNS resolution", "lookup_host"),
-        (
-            "flate2::zio::Writer<W,D>::write",
-            "compression",
-            "faster level",
-        ),
-        (
-            "zstd::stream::write::Encoder::write",
-            "compression",
-            "faster level",
-        ),
-        (
-            "brotli::enc::encode::BrotliEncoderCompressStream",
-            "compression",
-            "faster level",
-        ),
-        (
-            "regex::regex::string::Regex::new",
-            "regex compilation",
-            "LazyLock",
-        ),
+        ("flate2::zio::Writer<W,D>::write", "compression", "faster level"),
+        ("zstd::stream::write::Encoder::write", "compression", "faster level"),
+        ("brotli::enc::encode::BrotliEncoderCompressStream", "compression", "faster level"),
+        ("regex::regex::string::Regex::new", "regex compilation", "LazyLock"),
         ("serde_json::ser::to_string", "JSON", "paginate"),
-        (
-            "tracing_subscriber::fmt::format::Format::format_event",
-            "log formatting",
-            "EnvFilter",
-        ),
-        (
-            "<std::io::stdio::StdoutLock as std::io::Write>::write_all",
-            "stdout",
-            "tracing_appender::non_blocking",
-        ),
-        (
-            "sqlx_core::query_as::QueryAs<DB,O,A>::fetch_all::{{closure}}",
-            "database driver",
-            "fewer queries",
-        ),
+        ("tracing_subscriber::fmt::format::Format::format_event", "log formatting", "EnvFilter"),
+        ("<std::io::stdio::StdoutLock as std::io::Write>::write_all", "stdout", "tracing_appender::non_blocking"),
+        ("sqlx_core::query_as::QueryAs<DB,O,A>::fetch_all::{{closure}}", "database driver", "fewer queries"),
     ];
     for (frame, what, advice) in cases {
         let f = known_cost_finding(&[dep(frame, false)]);
-        assert!(
-            f.title.to_lowercase().contains(&what.to_lowercase()),
-            "{frame}: {}",
-            f.title
-        );
-        assert!(
-            f.recommendation.contains(advice),
-            "{frame}: {}",
-            f.recommendation
-        );
-        assert!(
-            !f.recommendation.contains("cheaper algorithm"),
-            "{frame}: {}",
-            f.recommendation
-        );
-        assert!(
-            f.evidence.contains("known costly call"),
-            "{frame}: {}",
-            f.evidence
-        );
+        assert!(f.title.to_lowercase().contains(&what.to_lowercase()), "{frame}: {}", f.title);
+        assert!(f.recommendation.contains(advice), "{frame}: {}", f.recommendation);
+        assert!(!f.recommendation.contains("cheaper algorithm"), "{frame}: {}", f.recommendation);
+        assert!(f.evidence.contains("known costly call"), "{frame}: {}", f.evidence);
     }
     // stdout is never told to use tokio::fs.
-    let out = known_cost_finding(&[
-        dep(
-            "tracing_subscriber::fmt::format::Format::format_event",
-            false,
-        ),
-        dep(
-            "<std::io::stdio::StdoutLock as std::io::Write>::write_all",
-            false,
-        ),
-    ]);
-    assert!(
-        out.recommendation.contains("non_blocking")
-            && !out.recommendation.contains("use tokio::fs"),
-        "{}",
-        out.recommendation
-    );
+    let out = known_cost_finding(&[dep("tracing_subscriber::fmt::format::Format::format_event", false), dep("<std::io::stdio::StdoutLock as std::io::Write>::write_all", false)]);
+    assert!(out.recommendation.contains("non_blocking") && !out.recommendation.contains("use tokio::fs"), "{}", out.recommendation);
 }
 
 #[test]
 fn argon2_already_in_spawn_blocking_is_not_told_to_move_or_to_use_a_cheaper_algorithm() {
     let pool = vec![
-        dep(
-            "std::sys::pal::unix::thread::Thread::new::thread_start",
-            false,
-        ),
+        dep("std::sys::pal::unix::thread::Thread::new::thread_start", false),
         dep("tokio::runtime::blocking::pool::Inner::run", false),
-        dep(
-            "tokio::runtime::blocking::task::BlockingTask<T>::poll",
-            false,
-        ),
+        dep("tokio::runtime::blocking::task::BlockingTask<T>::poll", false),
         owner("svc::auth::hash_password::{{closure}}", 44),
         dep("argon2::Argon2::hash_password_into", false),
         dep("argon2::block::Block::compress", true),
     ];
-    let p = owned(&[
-        (pool, 90),
-        (vec![dep("tokio::runtime::park::Inner::park", false)], 10),
-    ]);
+    let p = owned(&[(pool, 90), (vec![dep("tokio::runtime::park::Inner::park", false)], 10)]);
     let f = cpu_findings(&p);
-    let h = f
-        .iter()
-        .find(|x| x.function == "svc::auth::hash_password")
-        .expect("finding");
-    assert!(
-        h.recommendation.contains("slow by design")
-            && h.recommendation
-                .contains("already runs on the blocking pool"),
-        "{}",
-        h.recommendation
-    );
-    for wrong in [
-        "cheaper algorithm",
-        "borrow",
-        "move it to `tokio::task::spawn_blocking`",
-    ] {
-        assert!(
-            !h.recommendation.contains(wrong),
-            "{wrong}: {}",
-            h.recommendation
-        );
+    let h = f.iter().find(|x| x.function == "svc::auth::hash_password").expect("finding");
+    assert!(h.recommendation.contains("slow by design") && h.recommendation.contains("already runs on the blocking pool"), "{}", h.recommendation);
+    for wrong in ["cheaper algorithm", "borrow", "move it to `tokio::task::spawn_blocking`"] {
+        assert!(!h.recommendation.contains(wrong), "{wrong}: {}", h.recommendation);
     }
-    assert!(
-        h.code_fix.is_none(),
-        "the code already does what a spawn_blocking sketch shows"
-    );
+    assert!(h.code_fix.is_none(), "the code already does what a spawn_blocking sketch shows");
     // The same call on a worker is told to move off the runtime.
     let w = known_cost_finding(&[dep("argon2::Argon2::hash_password_into", false)]);
-    assert!(
-        w.recommendation
-            .contains("move the call off the async runtime"),
-        "{}",
-        w.recommendation
-    );
-    assert!(
-        w.code_fix
-            .as_ref()
-            .unwrap()
-            .after
-            .contains("spawn_blocking")
-    );
+    assert!(w.recommendation.contains("move the call off the async runtime"), "{}", w.recommendation);
+    assert!(w.code_fix.as_ref().unwrap().after.contains("spawn_blocking"));
 }
 
 fn stdout_analysis() -> AsyncAnalysis {
@@ -560,13 +278,7 @@ fn stdout_analysis() -> AsyncAnalysis {
         on_cpu_samples: 0,
     };
     AsyncAnalysis {
-        blocking: vec![
-            site(
-                "svc::handlers::login",
-                "<std::io::stdio::StdoutLock as std::io::Write>::write_all",
-            ),
-            site("svc::load_config", "std::fs::read_to_string"),
-        ],
+        blocking: vec![site("svc::handlers::login", "<std::io::stdio::StdoutLock as std::io::Write>::write_all"), site("svc::load_config", "std::fs::read_to_string")],
         ..Default::default()
     }
 }
@@ -574,82 +286,35 @@ fn stdout_analysis() -> AsyncAnalysis {
 #[test]
 fn stdout_log_lines_blocking_a_worker_get_a_non_blocking_writer_not_tokio_fs() {
     let analysis = stdout_analysis();
-    let ev = Evidence {
-        cpu: None,
-        async_runtime: Some(&analysis),
-        database: None,
-        memory: None,
-    };
+    let ev = Evidence { cpu: None, async_runtime: Some(&analysis), database: None, memory: None };
     let f = super::BlockingInAsync::default().check(&ev);
-    let login = f
-        .iter()
-        .find(|x| x.function == "svc::handlers::login")
-        .unwrap();
-    assert!(
-        login
-            .recommendation
-            .contains("tracing_appender::non_blocking")
-            && !login.recommendation.contains("use tokio::fs"),
-        "{}",
-        login.recommendation
-    );
-    assert!(
-        login
-            .code_fix
-            .as_ref()
-            .unwrap()
-            .after
-            .contains("non_blocking")
-    );
+    let login = f.iter().find(|x| x.function == "svc::handlers::login").unwrap();
+    assert!(login.recommendation.contains("tracing_appender::non_blocking") && !login.recommendation.contains("use tokio::fs"), "{}", login.recommendation);
+    assert!(login.code_fix.as_ref().unwrap().after.contains("non_blocking"));
     let config = f.iter().find(|x| x.function == "svc::load_config").unwrap();
-    assert!(
-        config.recommendation.contains("use tokio::fs"),
-        "{}",
-        config.recommendation
-    );
+    assert!(config.recommendation.contains("use tokio::fs"), "{}", config.recommendation);
 }
 
 #[test]
 fn anonymous_async_fns_of_two_files_are_two_functions() {
     let a = owner_in("svc::{async_fn#0}", "/svc/src/routes/users.rs", 10);
     let b = owner_in("svc::{async_fn#0}", "/svc/src/routes/orders.rs", 20);
-    let p = owned(&[
-        (stack(&[a]), 30),
-        (stack(&[b]), 20),
-        (vec![dep("tokio::runtime::park::Inner::park", false)], 50),
-    ]);
+    let p = owned(&[(stack(&[a]), 30), (stack(&[b]), 20), (vec![dep("tokio::runtime::park::Inner::park", false)], 50)]);
     let hs = hotspots(&p);
-    let anon: Vec<_> = hs
-        .iter()
-        .filter(|h| h.function == "svc::{async_fn#0}")
-        .collect();
+    let anon: Vec<_> = hs.iter().filter(|h| h.function == "svc::{async_fn#0}").collect();
     assert_eq!(anon.len(), 2, "{hs:#?}");
-    assert_eq!(
-        (anon[0].self_samples, anon[0].file.as_deref()),
-        (30, Some("/svc/src/routes/users.rs"))
-    );
-    assert_eq!(
-        (anon[1].self_samples, anon[1].file.as_deref()),
-        (20, Some("/svc/src/routes/orders.rs"))
-    );
+    assert_eq!((anon[0].self_samples, anon[0].file.as_deref()), (30, Some("/svc/src/routes/users.rs")));
+    assert_eq!((anon[1].self_samples, anon[1].file.as_deref()), (20, Some("/svc/src/routes/orders.rs")));
     let f = cpu_findings(&p);
-    let files: Vec<_> = f
-        .iter()
-        .filter(|x| x.function == "svc::{async_fn#0}")
-        .map(|x| (x.file.clone(), x.evidence.clone()))
-        .collect();
+    let files: Vec<_> = f.iter().filter(|x| x.function == "svc::{async_fn#0}").map(|x| (x.file.clone(), x.evidence.clone())).collect();
     assert_eq!(files.len(), 2);
-    assert!(
-        files[0].1.contains("30 of 100") && files[1].1.contains("20 of 100"),
-        "{files:?}"
-    );
+    assert!(files[0].1.contains("30 of 100") && files[1].1.contains("20 of 100"), "{files:?}");
 }
 
 #[test]
 fn one_short_block_while_a_join_handle_drops_is_not_blocking_in_async() {
     // The demo's `report_fast` (tokio::fs, a good twin): blocked once for 1.3 ms.
-    let site = |function: &str, intervals: u64, blocked_ms: f64| {
-        BlockingSite {
+    let site = |function: &str, intervals: u64, blocked_ms: f64| BlockingSite {
         function: function.into(),
         kind: BlockingKind::FileIo,
         via: Some("core::ptr::drop_in_place<tokio::runtime::task::join::JoinHandle<core::result::Result<std::fs::File,std::io::error::Error>>>".into()),
@@ -657,21 +322,9 @@ fn one_short_block_while_a_join_handle_drops_is_not_blocking_in_async() {
         blocked_ms,
         worker_time_pct: 0.004,
         ..Default::default()
-    }
     };
-    let analysis = AsyncAnalysis {
-        blocking: vec![
-            site("svc::handlers::report_fast", 1, 1.3),
-            site("svc::handlers::load_report_template", 193, 671.8),
-        ],
-        ..Default::default()
-    };
-    let f = evaluate(&Evidence {
-        cpu: None,
-        async_runtime: Some(&analysis),
-        database: None,
-        memory: None,
-    });
+    let analysis = AsyncAnalysis { blocking: vec![site("svc::handlers::report_fast", 1, 1.3), site("svc::handlers::load_report_template", 193, 671.8)], ..Default::default() };
+    let f = evaluate(&Evidence { cpu: None, async_runtime: Some(&analysis), database: None, memory: None });
     let names: Vec<&str> = f.iter().map(|x| x.function.as_str()).collect();
     assert_eq!(names, vec!["svc::handlers::load_report_template"], "{f:#?}");
 }
@@ -689,19 +342,8 @@ fn a_single_wait_on_a_lock_is_not_contention() {
         worker_time_pct: 0.01 * intervals as f64,
         ..Default::default()
     };
-    let analysis = AsyncAnalysis {
-        lock_contention: vec![
-            wait("svc::handlers::report_fast", 1),
-            wait("svc::stats::record_latency", 19),
-        ],
-        ..Default::default()
-    };
-    let f = evaluate(&Evidence {
-        cpu: None,
-        async_runtime: Some(&analysis),
-        database: None,
-        memory: None,
-    });
+    let analysis = AsyncAnalysis { lock_contention: vec![wait("svc::handlers::report_fast", 1), wait("svc::stats::record_latency", 19)], ..Default::default() };
+    let f = evaluate(&Evidence { cpu: None, async_runtime: Some(&analysis), database: None, memory: None });
     let names: Vec<&str> = f.iter().map(|x| x.function.as_str()).collect();
     assert_eq!(names, vec!["svc::stats::record_latency"], "{f:#?}");
 }
@@ -711,36 +353,14 @@ fn a_single_wait_on_a_lock_is_not_contention() {
 /// A serial worker: per item BEGIN, SELECT, UPDATE, COMMIT, each item right
 /// after the previous one, 40 items per batch, 6 batches.
 fn per_item_transaction_executions() -> Vec<Execution> {
-    let site = |line| {
-        Some(CallSite {
-            function: "svc::worker::process_one".into(),
-            file: Some("/svc/src/worker.rs".into()),
-            line: Some(line),
-            ..Default::default()
-        })
-    };
+    let site = |line| Some(CallSite { function: "svc::worker::process_one".into(), file: Some("/svc/src/worker.rs".into()), line: Some(line), ..Default::default() });
     let mut out = Vec::new();
     for batch in 0..6u64 {
         let mut t = batch * 2_000_000_000;
         for _ in 0..40 {
-            for (i, (sql, line)) in [
-                ("BEGIN", 30),
-                ("SELECT state FROM jobs WHERE id = $1", 31),
-                ("UPDATE jobs SET state = $2 WHERE id = $1", 32),
-                ("COMMIT", 33),
-            ]
-            .into_iter()
-            .enumerate()
-            {
+            for (i, (sql, line)) in [("BEGIN", 30), ("SELECT state FROM jobs WHERE id = $1", 31), ("UPDATE jobs SET state = $2 WHERE id = $1", 32), ("COMMIT", 33)].into_iter().enumerate() {
                 // The task moves between worker threads; its connection stays.
-                out.push(Execution {
-                    ts_ns: t,
-                    tid: 7 + i as u32 % 2,
-                    fd: 12,
-                    sql: Some(sql.into()),
-                    site: site(line),
-                    ..Default::default()
-                });
+                out.push(Execution { ts_ns: t, tid: 7 + i as u32 % 2, fd: 12, sql: Some(sql.into()), site: site(line), ..Default::default() });
                 t += 300_000;
             }
         }
@@ -753,71 +373,22 @@ fn begin_and_commit_per_item_are_a_transaction_per_item_not_an_n_plus_one() {
     let ex = per_item_transaction_executions();
     let rule = BurstRule::default();
     let n1 = analysis::detect_n_plus_one(&ex, &rule);
-    assert!(
-        n1.iter()
-            .all(|n| !analysis::is_transaction_control(&n.query)),
-        "{n1:#?}"
-    );
+    assert!(n1.iter().all(|n| !analysis::is_transaction_control(&n.query)), "{n1:#?}");
     assert!(!n1.iter().any(|n| n.query == "BEGIN" || n.query == "COMMIT"));
     let tx = analysis::detect_per_item_transactions(&ex, &rule);
     assert_eq!(tx.len(), 1, "{tx:#?}");
     assert_eq!(tx[0].transactions, 240);
     assert_eq!(tx[0].median_round_trips, 4);
     // Even a section that lists BEGIN as N+1 (older agents) gives no N+1 finding on it.
-    let mut section = DatabaseSection {
-        n_plus_one: n1,
-        per_item_transactions: tx,
-        ..Default::default()
-    };
-    section.n_plus_one.push(analysis::NPlusOne {
-        query: "COMMIT".into(),
-        call_site: CallSite {
-            function: "svc::worker::process_one".into(),
-            ..Default::default()
-        },
-        bursts: 6,
-        executions: 240,
-        executions_in_bursts: 240,
-        median_burst: 40,
-        max_burst: 40,
-        median_burst_ms: 48.0,
-        ..Default::default()
-    });
-    let ev = Evidence {
-        cpu: None,
-        async_runtime: None,
-        database: Some(&section),
-        memory: None,
-    };
+    let mut section = DatabaseSection { n_plus_one: n1, per_item_transactions: tx, ..Default::default() };
+    section.n_plus_one.push(analysis::NPlusOne { query: "COMMIT".into(), call_site: CallSite { function: "svc::worker::process_one".into(), ..Default::default() }, bursts: 6, executions: 240, executions_in_bursts: 240, median_burst: 40, max_burst: 40, median_burst_ms: 48.0, ..Default::default() });
+    let ev = Evidence { cpu: None, async_runtime: None, database: Some(&section), memory: None };
     let f = evaluate(&ev);
-    assert!(
-        !f.iter().any(|x| x.rule == "n-plus-one-query"
-            && (x.evidence.contains("`BEGIN`") || x.evidence.contains("`COMMIT`"))),
-        "{f:#?}"
-    );
-    let t = f
-        .iter()
-        .find(|x| x.rule == "per-item-transaction")
-        .expect("per-item transaction finding");
-    assert!(
-        t.evidence.contains("240 transactions") && t.evidence.contains("4 round trips"),
-        "{}",
-        t.evidence
-    );
-    assert!(
-        !t.recommendation.contains("= ANY($1)` with all the ids"),
-        "{}",
-        t.recommendation
-    );
-    for stmt in [
-        "BEGIN",
-        "SAVEPOINT s1",
-        "COMMIT",
-        "ROLLBACK",
-        "SET search_path TO app",
-        "start transaction",
-        "RELEASE SAVEPOINT s1",
-    ] {
+    assert!(!f.iter().any(|x| x.rule == "n-plus-one-query" && (x.evidence.contains("`BEGIN`") || x.evidence.contains("`COMMIT`"))), "{f:#?}");
+    let t = f.iter().find(|x| x.rule == "per-item-transaction").expect("per-item transaction finding");
+    assert!(t.evidence.contains("240 transactions") && t.evidence.contains("4 round trips"), "{}", t.evidence);
+    assert!(!t.recommendation.contains("= ANY($1)` with all the ids"), "{}", t.recommendation);
+    for stmt in ["BEGIN", "SAVEPOINT s1", "COMMIT", "ROLLBACK", "SET search_path TO app", "start transaction", "RELEASE SAVEPOINT s1"] {
         assert!(analysis::is_transaction_control(stmt), "{stmt}");
     }
     assert!(!analysis::is_transaction_control("SELECT 1"));
@@ -826,27 +397,11 @@ fn begin_and_commit_per_item_are_a_transaction_per_item_not_an_n_plus_one() {
 // ------------------------------------------------------------ fixture 4
 
 fn table(name: &str, rows: i64, seq_scans: i64, seq_rows_read: i64, idx_scans: i64) -> TableRow {
-    TableRow {
-        schema: "public".into(),
-        table: name.into(),
-        rows,
-        seq_scans,
-        seq_rows_read,
-        idx_scans,
-        idx_rows_fetched: 0,
-    }
+    TableRow { schema: "public".into(), table: name.into(), rows, seq_scans, seq_rows_read, idx_scans, idx_rows_fetched: 0 }
 }
 
 fn unused(table: &str, index: &str, definition: &str) -> UnusedIndex {
-    UnusedIndex {
-        schema: "public".into(),
-        table: table.into(),
-        index: index.into(),
-        size_bytes: 16_384,
-        definition: definition.into(),
-        drop_sql: format!("DROP INDEX CONCURRENTLY {index};"),
-        ..Default::default()
-    }
+    UnusedIndex { schema: "public".into(), table: table.into(), index: index.into(), size_bytes: 16_384, definition: definition.into(), drop_sql: format!("DROP INDEX CONCURRENTLY {index};"), ..Default::default() }
 }
 
 fn statement(query: &str, calls: i64, rows: i64) -> StatementRow {
@@ -856,12 +411,7 @@ fn statement(query: &str, calls: i64, rows: i64) -> StatementRow {
         total_ms: Some(calls as f64 * 2.0),
         mean_ms: Some(2.0),
         rows: Some(rows),
-        call_sites: vec![crate::report::CallSiteRow {
-            function: "svc::handlers::list_users".into(),
-            file: Some("/svc/src/handlers.rs".into()),
-            line: Some(77),
-            executions: calls as u64,
-        }],
+        call_sites: vec![crate::report::CallSiteRow { function: "svc::handlers::list_users".into(), file: Some("/svc/src/handlers.rs".into()), line: Some(77), executions: calls as u64 }],
         ..Default::default()
     }
 }
@@ -873,47 +423,23 @@ fn database_fixture() -> DatabaseSection {
     DatabaseSection {
         window_s: 60.0,
         pg_stat_statements: true,
-        tables: vec![
-            table("tags", 60, 900, 54_000, 0),
-            table("users", 5_100, 600, 3_060_000, 40),
-            table("orders", 2_000_000, 0, 0, 5_000),
-        ],
+        tables: vec![table("tags", 60, 900, 54_000, 0), table("users", 5_100, 600, 3_060_000, 40), table("orders", 2_000_000, 0, 0, 5_000)],
         unused_indexes: vec![
-            unused(
-                "tags",
-                "tags_search_gin",
-                "CREATE INDEX tags_search_gin ON public.tags USING gin (labels)",
-            ),
-            unused(
-                "orders",
-                "orders_note_idx",
-                "CREATE INDEX orders_note_idx ON public.orders USING btree (note)",
-            ),
-            unused(
-                "orders",
-                "orders_ref_key",
-                "CREATE UNIQUE INDEX orders_ref_key ON public.orders USING btree (ref)",
-            ),
+            unused("tags", "tags_search_gin", "CREATE INDEX tags_search_gin ON public.tags USING gin (labels)"),
+            unused("orders", "orders_note_idx", "CREATE INDEX orders_note_idx ON public.orders USING btree (note)"),
+            unused("orders", "orders_ref_key", "CREATE UNIQUE INDEX orders_ref_key ON public.orders USING btree (ref)"),
             // Never scanned during the audit, but the customer lookup's plan
             // reads through it once sequential scans are priced out.
             UnusedIndex {
                 used_at_scale_by: Some("SELECT id FROM orders WHERE customer_id = $1".into()),
                 plan_checked: true,
                 statements_planned: 2,
-                ..unused(
-                    "orders",
-                    "orders_customer_idx",
-                    "CREATE INDEX orders_customer_idx ON public.orders USING btree (customer_id)",
-                )
+                ..unused("orders", "orders_customer_idx", "CREATE INDEX orders_customer_idx ON public.orders USING btree (customer_id)")
             },
         ],
         statements: vec![
             statement("SELECT * FROM users", 600, 3_060_000),
-            statement(
-                "SELECT id, name FROM users ORDER BY id LIMIT $1",
-                600,
-                30_000,
-            ),
+            statement("SELECT id, name FROM users ORDER BY id LIMIT $1", 600, 30_000),
             statement("SELECT count(*) FROM users", 600, 600),
         ],
         ..Default::default()
@@ -923,114 +449,43 @@ fn database_fixture() -> DatabaseSection {
 #[test]
 fn an_index_seen_unused_on_a_tiny_table_is_not_dropped_and_the_thresholds_are_stated() {
     let db = database_fixture();
-    let ev = Evidence {
-        cpu: None,
-        async_runtime: None,
-        database: Some(&db),
-        memory: None,
-    };
-    let f: Vec<Finding> = evaluate(&ev)
-        .into_iter()
-        .filter(|x| x.rule == "unused-index")
-        .collect();
-    assert_eq!(
-        f.iter().map(|x| x.function.as_str()).collect::<Vec<_>>(),
-        vec!["index orders_note_idx"],
-        "{f:#?}"
-    );
-    assert!(
-        f[0].evidence.contains("2000000 rows") && f[0].evidence.contains("5000 times"),
-        "{}",
-        f[0].evidence
-    );
-    assert!(
-        f[0].ranking.contains("at least 10000 rows")
-            && f[0].ranking.contains("primary-key or unique"),
-        "{}",
-        f[0].ranking
-    );
+    let ev = Evidence { cpu: None, async_runtime: None, database: Some(&db), memory: None };
+    let f: Vec<Finding> = evaluate(&ev).into_iter().filter(|x| x.rule == "unused-index").collect();
+    assert_eq!(f.iter().map(|x| x.function.as_str()).collect::<Vec<_>>(), vec!["index orders_note_idx"], "{f:#?}");
+    assert!(f[0].evidence.contains("2000000 rows") && f[0].evidence.contains("5000 times"), "{}", f[0].evidence);
+    assert!(f[0].ranking.contains("at least 10000 rows") && f[0].ranking.contains("primary-key or unique"), "{}", f[0].ranking);
     let why = thresholds::unused_index_evidence(&db, &db.unused_indexes[0]).unwrap_err();
     assert!(why.contains("60 rows"), "{why}");
     let md = {
-        let report = crate::report::Report {
-            database: Some(db.clone()),
-            ..Default::default()
-        };
+        let report = crate::report::Report { database: Some(db.clone()), ..Default::default() };
         crate::report::markdown::render(&report)
     };
-    assert!(
-        md.contains("*Not advised*: dropping tags_search_gin"),
-        "{md}"
-    );
+    assert!(md.contains("*Not advised*: dropping tags_search_gin"), "{md}");
     assert!(md.contains("*Not advised*: dropping orders_customer_idx, never scanned, because a statement seen during the audit would use it once orders is large"), "{md}");
-    assert!(
-        !md.contains("DROP INDEX CONCURRENTLY orders_customer_idx"),
-        "{md}"
-    );
-    assert!(
-        !md.contains("DROP INDEX CONCURRENTLY tags_search_gin"),
-        "{md}"
-    );
+    assert!(!md.contains("DROP INDEX CONCURRENTLY orders_customer_idx"), "{md}");
+    assert!(!md.contains("DROP INDEX CONCURRENTLY tags_search_gin"), "{md}");
 }
 
 #[test]
 fn no_missing_index_says_why_with_the_largest_sequential_reader() {
-    let db = DatabaseSection {
-        tables: vec![
-            table("users", 4_000, 600, 242_000, 0),
-            table("tags", 60, 9, 540, 0),
-        ],
-        ..Default::default()
-    };
+    let db = DatabaseSection { tables: vec![table("users", 4_000, 600, 242_000, 0), table("tags", 60, 9, 540, 0)], ..Default::default() };
     let why = thresholds::no_missing_index_reason(&db);
-    assert!(
-        why.contains("no table over 10000 rows had a heavy sequential scan")
-            && why.contains("users (4000 rows, 242000 rows read by 600 sequential scans)"),
-        "{why}"
-    );
-    let report = crate::report::Report {
-        database: Some(db),
-        ..Default::default()
-    };
+    assert!(why.contains("no table over 10000 rows had a heavy sequential scan") && why.contains("users (4000 rows, 242000 rows read by 600 sequential scans)"), "{why}");
+    let report = crate::report::Report { database: Some(db), ..Default::default() };
     let md = crate::report::markdown::render(&report);
-    assert!(
-        md.contains("**Missing indexes**: 0 — none: no table over 10000 rows"),
-        "{md}"
-    );
+    assert!(md.contains("**Missing indexes**: 0 — none: no table over 10000 rows"), "{md}");
 }
 
 #[test]
 fn a_whole_table_per_request_is_an_unbounded_result_set_and_its_paged_twin_is_not() {
     let db = database_fixture();
-    let ev = Evidence {
-        cpu: None,
-        async_runtime: None,
-        database: Some(&db),
-        memory: None,
-    };
-    let f: Vec<Finding> = evaluate(&ev)
-        .into_iter()
-        .filter(|x| x.rule == "unbounded-result-set")
-        .collect();
+    let ev = Evidence { cpu: None, async_runtime: None, database: Some(&db), memory: None };
+    let f: Vec<Finding> = evaluate(&ev).into_iter().filter(|x| x.rule == "unbounded-result-set").collect();
     assert_eq!(f.len(), 1, "{f:#?}");
-    assert!(
-        f[0].evidence.contains("`SELECT * FROM users` has no LIMIT")
-            && f[0].evidence.contains("5100 rows per call"),
-        "{}",
-        f[0].evidence
-    );
-    assert_eq!(
-        (f[0].function.as_str(), f[0].line),
-        ("svc::handlers::list_users", Some(77))
-    );
-    assert!(
-        f[0].evidence.contains("users has 5100 rows"),
-        "{}",
-        f[0].evidence
-    );
-    assert!(thresholds::bounded(
-        "SELECT id FROM users ORDER BY id LIMIT $1"
-    ));
+    assert!(f[0].evidence.contains("`SELECT * FROM users` has no LIMIT") && f[0].evidence.contains("5100 rows per call"), "{}", f[0].evidence);
+    assert_eq!((f[0].function.as_str(), f[0].line), ("svc::handlers::list_users", Some(77)));
+    assert!(f[0].evidence.contains("users has 5100 rows"), "{}", f[0].evidence);
+    assert!(thresholds::bounded("SELECT id FROM users ORDER BY id LIMIT $1"));
     assert!(!thresholds::bounded("SELECT * FROM users"));
 }
 
@@ -1039,13 +494,7 @@ fn a_whole_table_per_request_is_an_unbounded_result_set_and_its_paged_twin_is_no
 #[test]
 fn a_report_without_findings_says_what_was_measured_and_no_boilerplate() {
     let report = crate::report::Report {
-        async_runtime: Some(crate::report::AsyncSection {
-            analysis: AsyncAnalysis {
-                long_polls_measured: true,
-                ..Default::default()
-            },
-            ..Default::default()
-        }),
+        async_runtime: Some(crate::report::AsyncSection { analysis: AsyncAnalysis { long_polls_measured: true, ..Default::default() }, ..Default::default() }),
         ..Default::default()
     };
     let md = crate::report::markdown::render(&report);
@@ -1058,20 +507,8 @@ fn a_report_without_findings_says_what_was_measured_and_no_boilerplate() {
 
 #[test]
 fn next_steps_follow_from_the_findings() {
-    let finding = |severity, function: &str| Finding {
-        rule: "cpu-hotspot".into(),
-        severity,
-        function: function.into(),
-        category: Category::Cpu,
-        ..Default::default()
-    };
-    let report = crate::report::Report {
-        findings: vec![
-            finding(super::Severity::P1, "svc::a"),
-            finding(super::Severity::P2, "svc::b"),
-        ],
-        ..Default::default()
-    };
+    let finding = |severity, function: &str| Finding { rule: "cpu-hotspot".into(), severity, function: function.into(), category: Category::Cpu, ..Default::default() };
+    let report = crate::report::Report { findings: vec![finding(super::Severity::P1, "svc::a"), finding(super::Severity::P2, "svc::b")], ..Default::default() };
     let md = crate::report::markdown::render(&report);
     let steps = &md[md.find("## Next Steps").unwrap()..];
     assert!(!steps.contains("P0"), "{steps}");
@@ -1086,96 +523,25 @@ fn next_steps_follow_from_the_findings() {
 /// requests one at a time from a closed-loop client (the gap between two
 /// requests looks like a round trip), under a latency middleware.
 fn chatty_executions() -> Vec<Execution> {
-    let cs = |f: &str, file: &str, l: u32| CallSite {
-        function: f.into(),
-        file: Some(file.into()),
-        line: Some(l),
-        ..Default::default()
-    };
-    let mw = cs(
-        "svc::middleware::track_metrics",
-        "/svc/src/middleware.rs",
-        31,
-    );
+    let cs = |f: &str, file: &str, l: u32| CallSite { function: f.into(), file: Some(file.into()), line: Some(l), ..Default::default() };
+    let mw = cs("svc::middleware::track_metrics", "/svc/src/middleware.rs", 31);
     let (mut out, mut transactions) = (Vec::new(), Vec::new());
     let mut t = 0u64;
     let mut push = |t: &mut u64, sql: &str, site: CallSite, callers: Vec<CallSite>| {
-        out.push(Execution {
-            ts_ns: *t,
-            tid: 7 + (*t / 300_000 % 2) as u32,
-            fd: 12 + (*t / 300_000 % 3) as u32,
-            sql: Some(sql.into()),
-            site: Some(site),
-            callers: callers.into(),
-            chain: 0,
-        });
+        out.push(Execution { ts_ns: *t, tid: 7 + (*t / 300_000 % 2) as u32, fd: 12 + (*t / 300_000 % 3) as u32, sql: Some(sql.into()), site: Some(site), callers: callers.into(), chain: 0 });
         *t += 300_000;
     };
     for _ in 0..60 {
-        for (k, table) in [
-            "users",
-            "subscriptions",
-            "orders",
-            "user_tags",
-            "avatars",
-            "settings",
-        ]
-        .iter()
-        .enumerate()
-        {
+        for (k, table) in ["users", "subscriptions", "orders", "user_tags", "avatars", "settings"].iter().enumerate() {
             let sql = format!("SELECT * FROM {table} WHERE user_id = $1");
-            push(
-                &mut t,
-                &sql,
-                cs(
-                    &format!("svc::db::{table}"),
-                    "/svc/src/db.rs",
-                    10 * k as u32 + 5,
-                ),
-                vec![
-                    cs(
-                        "svc::handlers::profile",
-                        "/svc/src/handlers.rs",
-                        40 + k as u32,
-                    ),
-                    mw.clone(),
-                ],
-            );
+            push(&mut t, &sql, cs(&format!("svc::db::{table}"), "/svc/src/db.rs", 10 * k as u32 + 5), vec![cs("svc::handlers::profile", "/svc/src/handlers.rs", 40 + k as u32), mw.clone()]);
         }
-        push(
-            &mut t,
-            "SELECT u.name, s.plan FROM users u JOIN subscriptions s ON s.user_id = u.id WHERE u.id = $1",
-            cs("svc::db::profile_page", "/svc/src/db.rs", 90),
-            vec![
-                cs("svc::handlers::profile_fast", "/svc/src/handlers.rs", 60),
-                mw.clone(),
-            ],
-        );
+        push(&mut t, "SELECT u.name, s.plan FROM users u JOIN subscriptions s ON s.user_id = u.id WHERE u.id = $1", cs("svc::db::profile_page", "/svc/src/db.rs", 90), vec![cs("svc::handlers::profile_fast", "/svc/src/handlers.rs", 60), mw.clone()]);
         let checkout = |l| cs("svc::handlers::checkout", "/svc/src/handlers.rs", l);
         // One transaction holds its connection: same fd throughout.
         let fd = 20;
-        for (k, sql) in [
-            "BEGIN",
-            "SELECT n FROM carts WHERE id = $1",
-            "UPDATE stock SET n = n - 1 WHERE id = $1",
-            "INSERT INTO orders (cart) VALUES ($1)",
-            "DELETE FROM carts WHERE id = $1",
-            "INSERT INTO audit (what) VALUES ($1)",
-            "UPDATE users SET orders = orders + 1 WHERE id = $1",
-            "COMMIT",
-        ]
-        .iter()
-        .enumerate()
-        {
-            transactions.push(Execution {
-                ts_ns: t,
-                tid: 8,
-                fd,
-                sql: Some(sql.to_string()),
-                site: Some(checkout(70 + k as u32)),
-                callers: vec![mw.clone()].into(),
-                chain: 0,
-            });
+        for (k, sql) in ["BEGIN", "SELECT n FROM carts WHERE id = $1", "UPDATE stock SET n = n - 1 WHERE id = $1", "INSERT INTO orders (cart) VALUES ($1)", "DELETE FROM carts WHERE id = $1", "INSERT INTO audit (what) VALUES ($1)", "UPDATE users SET orders = orders + 1 WHERE id = $1", "COMMIT"].iter().enumerate() {
+            transactions.push(Execution { ts_ns: t, tid: 8, fd, sql: Some(sql.to_string()), site: Some(checkout(70 + k as u32)), callers: vec![mw.clone()].into(), chain: 0 });
             t += 300_000;
         }
     }
@@ -1184,38 +550,15 @@ fn chatty_executions() -> Vec<Execution> {
 }
 
 #[test]
-fn six_round_trips_per_request_are_chatty_at_the_handler_and_its_one_query_twin_and_a_transaction_are_not()
- {
+fn six_round_trips_per_request_are_chatty_at_the_handler_and_its_one_query_twin_and_a_transaction_are_not() {
     let ex = chatty_executions();
-    let section = DatabaseSection {
-        chatty_requests: crate::database::chatty::detect_chatty_requests(&ex, &Default::default()),
-        ..Default::default()
-    };
-    let f = evaluate(&Evidence {
-        cpu: None,
-        async_runtime: None,
-        database: Some(&section),
-        memory: None,
-    });
+    let section = DatabaseSection { chatty_requests: crate::database::chatty::detect_chatty_requests(&ex, &Default::default()), ..Default::default() };
+    let f = evaluate(&Evidence { cpu: None, async_runtime: None, database: Some(&section), memory: None });
     let chatty: Vec<&Finding> = f.iter().filter(|x| x.rule == "chatty-requests").collect();
     assert_eq!(chatty.len(), 1, "{f:#?}");
-    assert_eq!(
-        (chatty[0].function.as_str(), chatty[0].line),
-        ("svc::handlers::profile", Some(40))
-    );
-    assert!(
-        chatty[0]
-            .evidence
-            .contains("60 requests each made a median 6 (max 6) round trips"),
-        "{}",
-        chatty[0].evidence
-    );
-    assert!(
-        !f.iter().any(|x| x.function.contains("profile_fast")
-            || x.function.contains("checkout")
-            || x.function.contains("middleware")),
-        "{f:#?}"
-    );
+    assert_eq!((chatty[0].function.as_str(), chatty[0].line), ("svc::handlers::profile", Some(40)));
+    assert!(chatty[0].evidence.contains("60 requests each made a median 6 (max 6) round trips"), "{}", chatty[0].evidence);
+    assert!(!f.iter().any(|x| x.function.contains("profile_fast") || x.function.contains("checkout") || x.function.contains("middleware")), "{f:#?}");
 }
 
 /// Issue 30: ten N+1 findings were placed at `DbConn::run` and a retry
@@ -1224,63 +567,26 @@ fn six_round_trips_per_request_are_chatty_at_the_handler_and_its_one_query_twin_
 /// over a page's tags, three handlers' lookups run once per request, and a
 /// batched twin reads its tags in one query.
 fn wrapped_executions() -> Vec<Execution> {
-    let cs = |f: &str, l: u32| CallSite {
-        function: f.into(),
-        file: Some("/svc/src/db.rs".into()),
-        line: Some(l),
-        ..Default::default()
-    };
-    let (retry, run) = (
-        cs("svc::db::with_retry", 12),
-        cs("svc::db::DbConn::run", 30),
-    );
-    let through = |caller: CallSite, handler: &str| -> std::sync::Arc<[CallSite]> {
-        vec![run.clone(), caller, cs(handler, 80)].into()
-    };
+    let cs = |f: &str, l: u32| CallSite { function: f.into(), file: Some("/svc/src/db.rs".into()), line: Some(l), ..Default::default() };
+    let (retry, run) = (cs("svc::db::with_retry", 12), cs("svc::db::DbConn::run", 30));
+    let through = |caller: CallSite, handler: &str| -> std::sync::Arc<[CallSite]> { vec![run.clone(), caller, cs(handler, 80)].into() };
     let mut out = Vec::new();
     let mut t = 0u64;
     for request in 0..40u64 {
-        let handler = if request % 2 == 0 {
-            "svc::handlers::page"
-        } else {
-            "svc::handlers::page_batched"
-        };
+        let handler = if request % 2 == 0 { "svc::handlers::page" } else { "svc::handlers::page_batched" };
         let mut push = |sql: &str, callers: std::sync::Arc<[CallSite]>| {
-            out.push(Execution {
-                ts_ns: t,
-                tid: 3,
-                fd: 9,
-                sql: Some(sql.into()),
-                site: Some(retry.clone()),
-                callers,
-                chain: request + 1,
-            });
+            out.push(Execution { ts_ns: t, tid: 3, fd: 9, sql: Some(sql.into()), site: Some(retry.clone()), callers, chain: request + 1 });
             t += 200_000;
         };
-        push(
-            "SELECT id, name FROM accounts WHERE id = $1",
-            through(cs("svc::accounts::load", 20), handler),
-        );
-        push(
-            "SELECT id FROM orders WHERE account_id = $1",
-            through(cs("svc::orders::load", 22), handler),
-        );
-        push(
-            "SELECT id, name FROM settings WHERE id = $1",
-            through(cs("svc::settings::load", 24), handler),
-        );
+        push("SELECT id, name FROM accounts WHERE id = $1", through(cs("svc::accounts::load", 20), handler));
+        push("SELECT id FROM orders WHERE account_id = $1", through(cs("svc::orders::load", 22), handler));
+        push("SELECT id, name FROM settings WHERE id = $1", through(cs("svc::settings::load", 24), handler));
         if request % 2 == 0 {
             for _ in 0..20 {
-                push(
-                    "SELECT id, name FROM tags WHERE id = $1",
-                    through(cs("svc::tags::load_tags_one_by_one", 51), handler),
-                );
+                push("SELECT id, name FROM tags WHERE id = $1", through(cs("svc::tags::load_tags_one_by_one", 51), handler));
             }
         } else {
-            push(
-                "SELECT id, name FROM tags WHERE id = ANY($1)",
-                through(cs("svc::tags::load_tags_batched", 60), handler),
-            );
+            push("SELECT id, name FROM tags WHERE id = ANY($1)", through(cs("svc::tags::load_tags_batched", 60), handler));
         }
         t += 50_000_000;
     }
@@ -1291,160 +597,77 @@ fn wrapped_executions() -> Vec<Execution> {
 fn an_n_plus_one_through_a_shared_wrapper_is_at_the_loop_not_at_the_wrapper() {
     let mut ex = wrapped_executions();
     analysis::resolve_wrappers(&mut ex);
-    let section = DatabaseSection {
-        n_plus_one: analysis::detect_n_plus_one(&ex, &BurstRule::default()),
-        ..Default::default()
-    };
-    let f = evaluate(&Evidence {
-        cpu: None,
-        async_runtime: None,
-        database: Some(&section),
-        memory: None,
-    });
+    let section = DatabaseSection { n_plus_one: analysis::detect_n_plus_one(&ex, &BurstRule::default()), ..Default::default() };
+    let f = evaluate(&Evidence { cpu: None, async_runtime: None, database: Some(&section), memory: None });
     let n1: Vec<&Finding> = f.iter().filter(|x| x.rule == "n-plus-one-query").collect();
     assert_eq!(n1.len(), 1, "{f:#?}");
     assert_eq!(n1[0].function, "svc::tags::load_tags_one_by_one");
-    assert!(
-        !f.iter().any(|x| x.function.starts_with("svc::db::")),
-        "no finding at the wrapper: {f:#?}"
-    );
+    assert!(!f.iter().any(|x| x.function.starts_with("svc::db::")), "no finding at the wrapper: {f:#?}");
 }
 
 // ------------------------------------------------------------ summary
 
 /// A fixture: its name, the findings reported, and the (rule, function)
 /// of each of its true defects.
-type Fixture = (
-    &'static str,
-    Vec<Finding>,
-    Vec<(&'static str, &'static str)>,
-);
+type Fixture = (&'static str, Vec<Finding>, Vec<(&'static str, &'static str)>);
 
 fn fixtures() -> Vec<Fixture> {
     let db = database_fixture();
-    let db_findings = evaluate(&Evidence {
-        cpu: None,
-        async_runtime: None,
-        database: Some(&db),
-        memory: None,
-    });
+    let db_findings = evaluate(&Evidence { cpu: None, async_runtime: None, database: Some(&db), memory: None });
     let tx_section = DatabaseSection {
-        n_plus_one: analysis::detect_n_plus_one(
-            &per_item_transaction_executions(),
-            &BurstRule::default(),
-        ),
-        per_item_transactions: analysis::detect_per_item_transactions(
-            &per_item_transaction_executions(),
-            &BurstRule::default(),
-        ),
+        n_plus_one: analysis::detect_n_plus_one(&per_item_transaction_executions(), &BurstRule::default()),
+        per_item_transactions: analysis::detect_per_item_transactions(&per_item_transaction_executions(), &BurstRule::default()),
         ..Default::default()
     };
-    let tx_findings = evaluate(&Evidence {
-        cpu: None,
-        async_runtime: None,
-        database: Some(&tx_section),
-        memory: None,
-    });
+    let tx_findings = evaluate(&Evidence { cpu: None, async_runtime: None, database: Some(&tx_section), memory: None });
     let argon = {
         let pool = vec![
             dep("tokio::runtime::blocking::pool::Inner::run", false),
             owner("svc::auth::hash_password::{{closure}}", 44),
             dep("argon2::Argon2::hash_password_into", false),
         ];
-        cpu_findings(&owned(&[
-            (pool, 90),
-            (vec![dep("tokio::runtime::park::Inner::park", false)], 10),
-        ]))
+        cpu_findings(&owned(&[(pool, 90), (vec![dep("tokio::runtime::park::Inner::park", false)], 10)]))
     };
     let stdout = stdout_analysis();
-    let stdout_findings = evaluate(&Evidence {
-        cpu: None,
-        async_runtime: Some(&stdout),
-        database: None,
-        memory: None,
-    });
-    let chatty_section = DatabaseSection {
-        chatty_requests: crate::database::chatty::detect_chatty_requests(
-            &chatty_executions(),
-            &Default::default(),
-        ),
-        ..Default::default()
-    };
-    let chatty_findings = evaluate(&Evidence {
-        cpu: None,
-        async_runtime: None,
-        database: Some(&chatty_section),
-        memory: None,
-    });
+    let stdout_findings = evaluate(&Evidence { cpu: None, async_runtime: Some(&stdout), database: None, memory: None });
+    let chatty_section = DatabaseSection { chatty_requests: crate::database::chatty::detect_chatty_requests(&chatty_executions(), &Default::default()), ..Default::default() };
+    let chatty_findings = evaluate(&Evidence { cpu: None, async_runtime: None, database: Some(&chatty_section), memory: None });
     let wrapped_section = {
         let mut ex = wrapped_executions();
         let wrappers = analysis::resolve_wrappers(&mut ex);
-        let mut section = DatabaseSection {
-            n_plus_one: analysis::detect_n_plus_one(&ex, &BurstRule::default()),
-            ..Default::default()
-        };
+        let mut section = DatabaseSection { n_plus_one: analysis::detect_n_plus_one(&ex, &BurstRule::default()), ..Default::default() };
         section.wire.wrappers = wrappers;
         section
     };
-    let wrapped_findings = evaluate(&Evidence {
-        cpu: None,
-        async_runtime: None,
-        database: Some(&wrapped_section),
-        memory: None,
-    });
+    let wrapped_findings = evaluate(&Evidence { cpu: None, async_runtime: None, database: Some(&wrapped_section), memory: None });
     let startup = startup_statements();
-    let startup_findings = evaluate(&Evidence {
-        cpu: None,
-        async_runtime: None,
-        database: Some(&startup),
-        memory: None,
-    });
+    let startup_findings = evaluate(&Evidence { cpu: None, async_runtime: None, database: Some(&startup), memory: None });
     vec![
         (
             "stdout logging on a worker, std::fs config read",
             stdout_findings,
-            vec![
-                ("blocking-in-async", "svc::handlers::login"),
-                ("blocking-in-async", "svc::load_config"),
-            ],
+            vec![("blocking-in-async", "svc::handlers::login"), ("blocking-in-async", "svc::load_config")],
         ),
         // The request query is slow (31 ms, 400 calls); seeding and an index build are not.
-        (
-            "startup statements",
-            startup_findings,
-            vec![("slow-query", "(not traced to code)")],
-        ),
+        ("startup statements", startup_findings, vec![("slow-query", "(not traced to code)")]),
         (
             "middleware over a tracing layer",
             cpu_findings(&middleware_profile()),
             // The layers' cost under the middleware (named as such) and the
             // handler's own serialization are both real costs.
-            vec![
-                ("cpu-hotspot", "svc::middleware::track_metrics"),
-                ("cpu-hotspot", "svc::handlers::list_items"),
-            ],
+            vec![("cpu-hotspot", "svc::middleware::track_metrics"), ("cpu-hotspot", "svc::handlers::list_items")],
         ),
-        (
-            "argon2 in spawn_blocking",
-            argon,
-            vec![("cpu-hotspot", "svc::auth::hash_password")],
-        ),
+        ("argon2 in spawn_blocking", argon, vec![("cpu-hotspot", "svc::auth::hash_password")]),
         // The per-item SELECT inside the loop is a real N+1 of this worker.
         (
             "per-item transactions",
             tx_findings,
-            vec![
-                ("per-item-transaction", "svc::worker::process_one"),
-                ("n-plus-one-query", "svc::worker::process_one"),
-            ],
+            vec![("per-item-transaction", "svc::worker::process_one"), ("n-plus-one-query", "svc::worker::process_one")],
         ),
         (
             "tiny table with a used GIN index, whole table per request",
             db_findings,
-            vec![
-                ("unused-index", "index orders_note_idx"),
-                ("unbounded-result-set", "svc::handlers::list_users"),
-            ],
+            vec![("unused-index", "index orders_note_idx"), ("unbounded-result-set", "svc::handlers::list_users")],
         ),
         (
             "six round trips per request, a one-query twin, a transaction",
@@ -1463,22 +686,10 @@ fn fixtures() -> Vec<Fixture> {
 fn precision_and_recall_over_the_fixtures() {
     let (mut reported, mut true_reported, mut planted, mut found) = (0, 0, 0, 0);
     for (name, findings, truth) in fixtures() {
-        let is_true = |f: &Finding| {
-            truth
-                .iter()
-                .any(|(r, func)| f.rule == *r && f.function == *func)
-        };
+        let is_true = |f: &Finding| truth.iter().any(|(r, func)| f.rule == *r && f.function == *func);
         let t = findings.iter().filter(|f| is_true(f)).count();
-        let hit = truth
-            .iter()
-            .filter(|(r, func)| findings.iter().any(|f| f.rule == *r && f.function == *func))
-            .count();
-        println!(
-            "{name}: {} reported, {t} true (precision {t}/{}), {hit} of {} planted found (recall)",
-            findings.len(),
-            findings.len(),
-            truth.len()
-        );
+        let hit = truth.iter().filter(|(r, func)| findings.iter().any(|f| f.rule == *r && f.function == *func)).count();
+        println!("{name}: {} reported, {t} true (precision {t}/{}), {hit} of {} planted found (recall)", findings.len(), findings.len(), truth.len());
         for f in findings.iter().filter(|f| !is_true(f)) {
             println!("  false alarm: {} {} {}", f.rule, f.function, f.title);
         }

@@ -15,10 +15,7 @@ pub struct SlowQuery {
 
 impl Default for SlowQuery {
     fn default() -> Self {
-        SlowQuery {
-            min_mean_ms: 10.0,
-            min_calls: 3,
-        }
+        SlowQuery { min_mean_ms: 10.0, min_calls: 3 }
     }
 }
 
@@ -26,25 +23,9 @@ impl Default for SlowQuery {
 /// slow by nature and run at startup, never a request's query.
 pub fn is_maintenance(query: &str) -> bool {
     let q = query.trim_start().to_ascii_uppercase();
-    [
-        "CREATE ",
-        "ALTER ",
-        "DROP ",
-        "VACUUM",
-        "ANALYZE",
-        "REINDEX",
-        "CLUSTER",
-        "TRUNCATE",
-        "COPY ",
-        "COMMENT ",
-        "GRANT ",
-        "REVOKE ",
-        "REFRESH MATERIALIZED",
-        "SELECT SETVAL",
-        "SELECT PG_",
-    ]
-    .iter()
-    .any(|k| q.starts_with(k))
+    ["CREATE ", "ALTER ", "DROP ", "VACUUM", "ANALYZE", "REINDEX", "CLUSTER", "TRUNCATE", "COPY ", "COMMENT ", "GRANT ", "REVOKE ", "REFRESH MATERIALIZED", "SELECT SETVAL", "SELECT PG_"]
+        .iter()
+        .any(|k| q.starts_with(k))
 }
 
 impl Rule for SlowQuery {
@@ -53,9 +34,7 @@ impl Rule for SlowQuery {
     }
 
     fn check(&self, evidence: &Evidence<'_>) -> Vec<Finding> {
-        let Some(db) = evidence.database else {
-            return Vec::new();
-        };
+        let Some(db) = evidence.database else { return Vec::new() };
         db.statements
             .iter()
             .filter_map(|s| {

@@ -20,11 +20,7 @@ pub struct SyncLockContention {
 
 impl Default for SyncLockContention {
     fn default() -> Self {
-        SyncLockContention {
-            p0_worker_pct: 1.0,
-            p1_worker_pct: 0.2,
-            min_intervals: 3,
-        }
+        SyncLockContention { p0_worker_pct: 1.0, p1_worker_pct: 0.2, min_intervals: 3 }
     }
 }
 
@@ -34,9 +30,7 @@ impl Rule for SyncLockContention {
     }
 
     fn check(&self, evidence: &Evidence<'_>) -> Vec<Finding> {
-        let Some(a) = evidence.async_runtime else {
-            return Vec::new();
-        };
+        let Some(a) = evidence.async_runtime else { return Vec::new() };
         let holder = |lock: &crate::profile::async_runtime::BlockingSite| {
             a.blocking
                 .iter()
@@ -92,56 +86,21 @@ mod tests {
     use crate::profile::async_runtime::{AsyncAnalysis, BlockingKind, BlockingSite};
 
     fn site(function: &str, line: u32, kind: BlockingKind) -> BlockingSite {
-        BlockingSite {
-            function: function.into(),
-            line: Some(line),
-            kind,
-            intervals: 5,
-            blocked_ms: 40.0,
-            worker_time_pct: 0.5,
-            ..Default::default()
-        }
+        BlockingSite { function: function.into(), line: Some(line), kind, intervals: 5, blocked_ms: 40.0, worker_time_pct: 0.5, ..Default::default() }
     }
 
     #[test]
     fn a_holder_is_named_only_when_the_lock_taker_itself_blocks() {
         let analysis = AsyncAnalysis {
-            blocking: vec![
-                site("svc::export", 70, BlockingKind::FileIo),
-                site("svc::update", 55, BlockingKind::Sleep),
-            ],
-            lock_contention: vec![
-                site("svc::update", 52, BlockingKind::SyncLock),
-                site("svc::cache_get", 44, BlockingKind::SyncLock),
-            ],
+            blocking: vec![site("svc::export", 70, BlockingKind::FileIo), site("svc::update", 55, BlockingKind::Sleep)],
+            lock_contention: vec![site("svc::update", 52, BlockingKind::SyncLock), site("svc::cache_get", 44, BlockingKind::SyncLock)],
             ..Default::default()
         };
-        let evidence = Evidence {
-            cpu: None,
-            async_runtime: Some(&analysis),
-            database: None,
-            memory: None,
-        };
+        let evidence = Evidence { cpu: None, async_runtime: Some(&analysis), database: None, memory: None };
         let found = SyncLockContention::default().check(&evidence);
-        let by = |f: &str| {
-            found
-                .iter()
-                .find(|x| x.function == f)
-                .unwrap()
-                .evidence
-                .clone()
-        };
-        assert!(
-            by("svc::update").contains("also blocks workers at line 55"),
-            "{}",
-            by("svc::update")
-        );
+        let by = |f: &str| found.iter().find(|x| x.function == f).unwrap().evidence.clone();
+        assert!(by("svc::update").contains("also blocks workers at line 55"), "{}", by("svc::update"));
         // The largest unrelated blocking site is not called the holder.
-        assert!(
-            !by("svc::cache_get").contains("svc::export")
-                && !by("svc::cache_get").contains("holder"),
-            "{}",
-            by("svc::cache_get")
-        );
+        assert!(!by("svc::cache_get").contains("svc::export") && !by("svc::cache_get").contains("holder"), "{}", by("svc::cache_get"));
     }
 }

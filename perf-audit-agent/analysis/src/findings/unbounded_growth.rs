@@ -3,9 +3,7 @@
 //! typically a map or vector used as a cache that is never evicted. Leaks
 //! that do not go through a collection are `memory-leak`'s.
 
-use super::{
-    Category, CodeFix, Complexity, Evidence, Finding, Level, Rule, Severity, memory_leak::mib,
-};
+use super::{Category, CodeFix, Complexity, Evidence, Finding, Level, Rule, Severity, memory_leak::mib};
 use crate::{memory::analysis::GrowthRow, profile::Origin};
 
 pub struct UnboundedGrowth {
@@ -16,20 +14,14 @@ pub struct UnboundedGrowth {
 
 impl Default for UnboundedGrowth {
     fn default() -> Self {
-        UnboundedGrowth {
-            p0_bytes_per_hour: 1024.0 * 1024.0 * 1024.0,
-            p1_bytes_per_hour: 100.0 * 1024.0 * 1024.0,
-        }
+        UnboundedGrowth { p0_bytes_per_hour: 1024.0 * 1024.0 * 1024.0, p1_bytes_per_hour: 100.0 * 1024.0 * 1024.0 }
     }
 }
 
 /// Independent evidence from the continuous memory signals: the memory
 /// this function first touched (sampled page faults) and the process RSS
 /// trend. Empty when neither says anything.
-pub(super) fn corroboration(
-    section: &crate::memory::section::MemorySection,
-    function: &str,
-) -> String {
+pub(super) fn corroboration(section: &crate::memory::section::MemorySection, function: &str) -> String {
     let mut parts = Vec::new();
     let pf = &section.page_faults;
     if let Some(r) = pf.top_sites.iter().find(|r| r.function == function) {
@@ -41,24 +33,10 @@ pub(super) fn corroboration(
             pf.sampling_period
         ));
     }
-    if let Some(fit) = section
-        .rss_series
-        .rss_fit
-        .as_ref()
-        .filter(|f| f.slope > 0.0 && f.r2 >= 0.8)
-    {
-        parts.push(format!(
-            "the process RSS rose at {}/s (r² {:.2} over {} points)",
-            mib(fit.slope),
-            fit.r2,
-            fit.points
-        ));
+    if let Some(fit) = section.rss_series.rss_fit.as_ref().filter(|f| f.slope > 0.0 && f.r2 >= 0.8) {
+        parts.push(format!("the process RSS rose at {}/s (r² {:.2} over {} points)", mib(fit.slope), fit.r2, fit.points));
     }
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("; {}", parts.join("; "))
-    }
+    if parts.is_empty() { String::new() } else { format!("; {}", parts.join("; ")) }
 }
 
 impl Rule for UnboundedGrowth {
@@ -67,16 +45,9 @@ impl Rule for UnboundedGrowth {
     }
 
     fn check(&self, evidence: &Evidence<'_>) -> Vec<Finding> {
-        let Some(memory) = &evidence.memory else {
-            return Vec::new();
-        };
+        let Some(memory) = &evidence.memory else { return Vec::new() };
         let section = memory.section;
-        let plain_leak = |f: &str| {
-            section
-                .leak_candidates
-                .iter()
-                .any(|l| l.function == f && !l.held_by_collection)
-        };
+        let plain_leak = |f: &str| section.leak_candidates.iter().any(|l| l.function == f && !l.held_by_collection);
         // Memory never freed and held by a collection is growth too, even
         // when too few points were seen for a fit (a slow cache): its rise
         // is the outstanding bytes over the audit.
@@ -84,9 +55,7 @@ impl Rule for UnboundedGrowth {
         let held: Vec<GrowthRow> = section
             .leak_candidates
             .iter()
-            .filter(|l| {
-                l.held_by_collection && !section.growth.iter().any(|g| g.function == l.function)
-            })
+            .filter(|l| l.held_by_collection && !section.growth.iter().any(|g| g.function == l.function))
             .map(|l| GrowthRow {
                 function: l.function.clone(),
                 file: l.file.clone(),

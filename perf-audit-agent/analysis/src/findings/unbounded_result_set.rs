@@ -4,9 +4,7 @@
 //! decoded and serialized per call. P1 (P0 from ten times the threshold).
 
 use super::{Category, CodeFix, Complexity, Evidence, Finding, Level, Rule, Severity};
-use crate::database::thresholds::{
-    UNBOUNDED_MIN_CALLS, UNBOUNDED_MIN_ROWS_PER_CALL, bounded, is_select,
-};
+use crate::database::thresholds::{UNBOUNDED_MIN_CALLS, UNBOUNDED_MIN_ROWS_PER_CALL, bounded, is_select};
 
 #[derive(Default)]
 pub struct UnboundedResultSet;

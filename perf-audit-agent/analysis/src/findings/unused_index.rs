@@ -18,9 +18,7 @@ impl Rule for UnusedIndex {
     }
 
     fn check(&self, evidence: &Evidence<'_>) -> Vec<Finding> {
-        let Some(db) = evidence.database else {
-            return Vec::new();
-        };
+        let Some(db) = evidence.database else { return Vec::new() };
         crate::database::thresholds::droppable(db)
             .into_iter()
             .map(|(u, read)| Finding {

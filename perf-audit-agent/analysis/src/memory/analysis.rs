@@ -141,17 +141,8 @@ pub fn least_squares(points: &[(f64, f64)]) -> Option<Fit> {
     }
     let slope = sxy / sxx;
     let intercept = my - slope * mx;
-    let r2 = if syy <= 0.0 {
-        1.0
-    } else {
-        (sxy * sxy) / (sxx * syy)
-    };
-    Some(Fit {
-        slope,
-        intercept,
-        r2,
-        points: n,
-    })
+    let r2 = if syy <= 0.0 { 1.0 } else { (sxy * sxy) / (sxx * syy) };
+    Some(Fit { slope, intercept, r2, points: n })
 }
 
 /// Where a site is charged and what it allocates.
@@ -175,13 +166,7 @@ pub struct Attribution {
 fn is_rust_allocator_frame(frame: &Frame) -> bool {
     let f = frame.function.as_str();
     let shim = f.strip_prefix("__rustc::").unwrap_or(f);
-    [
-        "__rust_alloc",
-        "__rust_alloc_zeroed",
-        "__rust_dealloc",
-        "__rust_realloc",
-    ]
-    .contains(&shim)
+    ["__rust_alloc", "__rust_alloc_zeroed", "__rust_dealloc", "__rust_realloc"].contains(&shim)
         || f.contains(" as core::alloc::global::GlobalAlloc>::")
 }
 
@@ -198,13 +183,7 @@ pub fn attribute(frames: &[Frame]) -> Attribution {
         .iter()
         .rposition(|f| f.origin == Origin::Owner)
         .or_else(|| callers.iter().rposition(|f| f.origin == Origin::Dependency))
-        .or_else(|| {
-            if callers.len() < frames.len() {
-                callers.len().checked_sub(1)
-            } else {
-                None
-            }
-        })
+        .or_else(|| if callers.len() < frames.len() { callers.len().checked_sub(1) } else { None })
         .or_else(|| frames.len().checked_sub(2))
         .or_else(|| frames.len().checked_sub(1));
     let Some(i) = charged else {
@@ -265,8 +244,7 @@ pub struct Analysis {
 }
 
 fn live_estimate(s: &SiteStats, d: f64) -> f64 {
-    let live =
-        s.alloc_bytes as f64 / d - s.free_bytes as f64 / d - s.late_free_bytes as f64 / (d * d);
+    let live = s.alloc_bytes as f64 / d - s.free_bytes as f64 / d - s.late_free_bytes as f64 / (d * d);
     live.max(0.0)
 }
 
@@ -306,9 +284,7 @@ pub fn analyze(input: &Input<'_>) -> Analysis {
         let attr = attribute(frames);
         if attr.grows_collection {
             for f in frames.iter().filter(|f| f.origin == Origin::Owner) {
-                collection_callers
-                    .entry(f.display_name())
-                    .or_insert_with(|| attr.function.clone());
+                collection_callers.entry(f.display_name()).or_insert_with(|| attr.function.clone());
             }
         }
     }
@@ -341,8 +317,7 @@ pub fn analyze(input: &Input<'_>) -> Analysis {
         g.live_end += live;
         g.sites.push(*site);
         if stats.free_count + stats.late_free_count == 0 && stats.alloc_count > 0 {
-            g.unfreed
-                .push((stats.alloc_count, live, stats.alloc_count as f64 / d));
+            g.unfreed.push((stats.alloc_count, live, stats.alloc_count as f64 / d));
         }
         if stats.alloc_bytes > 0 {
             let mut line = String::from("all");
@@ -354,16 +329,9 @@ pub fn analyze(input: &Input<'_>) -> Analysis {
         }
     }
 
-    let best = |m: &BTreeMap<String, u64>| {
-        m.iter()
-            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
-            .map(|(k, _)| k.clone())
-    };
-    let best_line = |m: &BTreeMap<u32, u64>| {
-        m.iter()
-            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
-            .map(|(k, _)| *k)
-    };
+    let best = |m: &BTreeMap<String, u64>| m.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))).map(|(k, _)| k.clone());
+    let best_line =
+        |m: &BTreeMap<u32, u64>| m.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))).map(|(k, _)| *k);
 
     let mut total_bytes = 0.0;
     let mut total_allocations = 0.0;
@@ -389,9 +357,7 @@ pub fn analyze(input: &Input<'_>) -> Analysis {
                 ty: ty.clone(),
                 bytes_per_s: crate::profile::round2(bytes / elapsed),
                 allocs_per_s: crate::profile::round2(count / elapsed),
-                freed_pct: crate::profile::round2(
-                    (g.freed_bytes_est / bytes.max(1.0) * 100.0).min(100.0),
-                ),
+                freed_pct: crate::profile::round2((g.freed_bytes_est / bytes.max(1.0) * 100.0).min(100.0)),
                 live_bytes: g.live_end.round() as u64,
                 origin: g.origin.unwrap_or(Origin::Unknown),
                 // Most allocations made by framework/runtime code it called.
@@ -400,15 +366,8 @@ pub fn analyze(input: &Input<'_>) -> Analysis {
         }
         let observed: u64 = g.unfreed.iter().map(|u| u.0).sum();
         let outstanding: f64 = g.unfreed.iter().map(|u| u.1).sum();
-        let p_unseen = if d >= 1.0 {
-            0.0
-        } else {
-            (1.0 - d).powf(observed as f64)
-        };
-        if observed >= LEAK_MIN_ALLOCS
-            && outstanding >= LEAK_MIN_BYTES
-            && p_unseen <= LEAK_MAX_P_UNSEEN
-        {
+        let p_unseen = if d >= 1.0 { 0.0 } else { (1.0 - d).powf(observed as f64) };
+        if observed >= LEAK_MIN_ALLOCS && outstanding >= LEAK_MIN_BYTES && p_unseen <= LEAK_MAX_P_UNSEEN {
             leaks.push(LeakRow {
                 function: function.clone(),
                 file: g.file.clone(),
@@ -428,50 +387,36 @@ pub fn analyze(input: &Input<'_>) -> Analysis {
             .series
             .iter()
             .map(|snap| {
-                let live: f64 = g
-                    .sites
-                    .iter()
-                    .filter_map(|s| snap.sites.get(s))
-                    .map(|s| live_estimate(s, d))
-                    .sum();
+                let live: f64 = g.sites.iter().filter_map(|s| snap.sites.get(s)).map(|s| live_estimate(s, d)).sum();
                 (snap.t, live)
             })
             .collect();
         if points.len() >= GROWTH_MIN_POINTS
-            && let Some(fit) = least_squares(&points)
-        {
-            let span = points.last().map(|p| p.0).unwrap_or(0.0)
-                - points.first().map(|p| p.0).unwrap_or(0.0);
-            if fit.r2 >= GROWTH_MIN_R2
-                && fit.slope >= GROWTH_MIN_SLOPE
-                && fit.slope * span >= GROWTH_MIN_RISE
-            {
-                growth.push(GrowthRow {
-                    function: function.clone(),
-                    file: g.file.clone(),
-                    line,
-                    slope_bytes_per_s: crate::profile::round2(fit.slope),
-                    r2: (fit.r2 * 1000.0).round() / 1000.0,
-                    start_bytes: points.first().map(|p| p.1).unwrap_or(0.0).round() as u64,
-                    end_bytes: points.last().map(|p| p.1).unwrap_or(0.0).round() as u64,
-                    points: points.len(),
-                    ty: ty.clone(),
-                    held_by_collection: held,
-                    collection_grown_in: held_by.clone(),
-                    never_freed: !g.unfreed.is_empty() && g.unfreed.len() == g.sites.len(),
-                    origin: g.origin.unwrap_or(Origin::Unknown),
-                });
+            && let Some(fit) = least_squares(&points) {
+                let span = points.last().map(|p| p.0).unwrap_or(0.0) - points.first().map(|p| p.0).unwrap_or(0.0);
+                if fit.r2 >= GROWTH_MIN_R2 && fit.slope >= GROWTH_MIN_SLOPE && fit.slope * span >= GROWTH_MIN_RISE {
+                    growth.push(GrowthRow {
+                        function: function.clone(),
+                        file: g.file.clone(),
+                        line,
+                        slope_bytes_per_s: crate::profile::round2(fit.slope),
+                        r2: (fit.r2 * 1000.0).round() / 1000.0,
+                        start_bytes: points.first().map(|p| p.1).unwrap_or(0.0).round() as u64,
+                        end_bytes: points.last().map(|p| p.1).unwrap_or(0.0).round() as u64,
+                        points: points.len(),
+                        ty: ty.clone(),
+                        held_by_collection: held,
+                        collection_grown_in: held_by.clone(),
+                        never_freed: !g.unfreed.is_empty() && g.unfreed.len() == g.sites.len(),
+                        origin: g.origin.unwrap_or(Origin::Unknown),
+                    });
+                }
             }
-        }
     }
     top.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.function.cmp(&b.function)));
     top.truncate(TOP_ROWS);
     leaks.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.function.cmp(&b.function)));
-    growth.sort_by(|a, b| {
-        b.slope_bytes_per_s
-            .total_cmp(&a.slope_bytes_per_s)
-            .then(a.function.cmp(&b.function))
-    });
+    growth.sort_by(|a, b| b.slope_bytes_per_s.total_cmp(&a.slope_bytes_per_s).then(a.function.cmp(&b.function)));
     Analysis {
         top_allocators: top,
         leak_candidates: leaks,
@@ -479,10 +424,7 @@ pub fn analyze(input: &Input<'_>) -> Analysis {
         total_bytes: total_bytes.round() as u64,
         total_allocations: total_allocations.round() as u64,
         sites_without_stack,
-        folded: folded
-            .into_iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect(),
+        folded: folded.into_iter().map(|(k, v)| format!("{k} {v}")).collect(),
     }
 }
 
@@ -492,23 +434,11 @@ mod tests {
     use crate::profile::test_support::{dep, owner};
 
     fn stats(alloc_count: u64, alloc_bytes: u64, free_count: u64, free_bytes: u64) -> SiteStats {
-        SiteStats {
-            alloc_count,
-            alloc_bytes,
-            free_count,
-            free_bytes,
-            ..Default::default()
-        }
+        SiteStats { alloc_count, alloc_bytes, free_count, free_bytes, ..Default::default() }
     }
 
     fn native(f: &str) -> Frame {
-        Frame {
-            function: f.into(),
-            file: None,
-            line: None,
-            origin: Origin::Native,
-            inlined: false,
-        }
+        Frame { function: f.into(), file: None, line: None, origin: Origin::Native, inlined: false }
     }
 
     #[test]
@@ -547,10 +477,7 @@ mod tests {
             owner("svc::handle", 20),
             dep("alloc::alloc::alloc", true),
             owner("__rustc::__rust_alloc", 7),
-            owner(
-                "<svc::arena::Arena as core::alloc::global::GlobalAlloc>::alloc",
-                40,
-            ),
+            owner("<svc::arena::Arena as core::alloc::global::GlobalAlloc>::alloc", 40),
             owner("svc::arena::map_chunk", 60),
         ];
         assert_eq!(attribute(&frames).function, "svc::handle");
@@ -565,41 +492,10 @@ mod tests {
         let table = 3u64;
         let entries = 4u64;
         let stacks: HashMap<u64, Vec<Frame>> = [
-            (
-                leak,
-                vec![
-                    owner("svc::main", 1),
-                    owner("svc::leak", 10),
-                    native("malloc"),
-                ],
-            ),
-            (
-                churn,
-                vec![
-                    owner("svc::main", 1),
-                    owner("svc::churn", 20),
-                    dep("alloc::raw_vec::RawVec<T,A>::grow_one", false),
-                    native("malloc"),
-                ],
-            ),
-            (
-                table,
-                vec![
-                    owner("svc::main", 1),
-                    owner("svc::grow", 30),
-                    dep("hashbrown::raw::RawTable<T,A>::reserve_rehash", false),
-                    native("malloc"),
-                ],
-            ),
-            (
-                entries,
-                vec![
-                    owner("svc::main", 1),
-                    owner("svc::grow", 31),
-                    dep("alloc::fmt::format::format_inner", false),
-                    native("malloc"),
-                ],
-            ),
+            (leak, vec![owner("svc::main", 1), owner("svc::leak", 10), native("malloc")]),
+            (churn, vec![owner("svc::main", 1), owner("svc::churn", 20), dep("alloc::raw_vec::RawVec<T,A>::grow_one", false), native("malloc")]),
+            (table, vec![owner("svc::main", 1), owner("svc::grow", 30), dep("hashbrown::raw::RawTable<T,A>::reserve_rehash", false), native("malloc")]),
+            (entries, vec![owner("svc::main", 1), owner("svc::grow", 31), dep("alloc::fmt::format::format_inner", false), native("malloc")]),
         ]
         .into_iter()
         .collect();
@@ -608,14 +504,8 @@ mod tests {
                 t: i as f64,
                 sites: [
                     (leak, stats(100 * i, 100 * i * 1024, 0, 0)),
-                    (
-                        churn,
-                        stats(10_000 * i, 10_000 * i * 64, 10_000 * i, 10_000 * i * 64),
-                    ),
-                    (
-                        table,
-                        stats(i, (1 << i) * 1024, i - 1, ((1 << i) - 2) * 1024),
-                    ),
+                    (churn, stats(10_000 * i, 10_000 * i * 64, 10_000 * i, 10_000 * i * 64)),
+                    (table, stats(i, (1 << i) * 1024, i - 1, ((1 << i) - 2) * 1024)),
                     (entries, stats(100 * i, 100 * i * 512, 0, 0)),
                 ]
                 .into_iter()
@@ -623,41 +513,15 @@ mod tests {
             })
             .collect();
         let sites = series.last().unwrap().sites.clone();
-        let a = analyze(&Input {
-            duty: 1.0,
-            elapsed_s: 10.0,
-            sites: &sites,
-            series: &series,
-            stacks: &stacks,
-        });
-        let leaks: Vec<&str> = a
-            .leak_candidates
-            .iter()
-            .map(|l| l.function.as_str())
-            .collect();
+        let a = analyze(&Input { duty: 1.0, elapsed_s: 10.0, sites: &sites, series: &series, stacks: &stacks });
+        let leaks: Vec<&str> = a.leak_candidates.iter().map(|l| l.function.as_str()).collect();
         assert!(leaks.contains(&"svc::leak"), "{leaks:?}");
-        assert!(
-            !leaks.contains(&"svc::churn"),
-            "freed memory is never a leak: {leaks:?}"
-        );
-        let grow_leak = a
-            .leak_candidates
-            .iter()
-            .find(|l| l.function == "svc::grow")
-            .unwrap();
+        assert!(!leaks.contains(&"svc::churn"), "freed memory is never a leak: {leaks:?}");
+        let grow_leak = a.leak_candidates.iter().find(|l| l.function == "svc::grow").unwrap();
         assert!(grow_leak.held_by_collection);
-        assert!(
-            !a.leak_candidates
-                .iter()
-                .find(|l| l.function == "svc::leak")
-                .unwrap()
-                .held_by_collection
-        );
+        assert!(!a.leak_candidates.iter().find(|l| l.function == "svc::leak").unwrap().held_by_collection);
         let growing: Vec<&str> = a.growth.iter().map(|g| g.function.as_str()).collect();
-        assert!(
-            growing.contains(&"svc::leak") && growing.contains(&"svc::grow"),
-            "{growing:?}"
-        );
+        assert!(growing.contains(&"svc::leak") && growing.contains(&"svc::grow"), "{growing:?}");
         assert!(!growing.contains(&"svc::churn"));
         assert_eq!(a.top_allocators[0].function, "svc::churn");
         assert_eq!(a.top_allocators[0].count, 100_000);
@@ -669,72 +533,26 @@ mod tests {
     #[test]
     fn unfreed_memory_of_a_function_that_grows_a_map_in_a_callee_is_held_by_it() {
         let stacks: HashMap<u64, Vec<Frame>> = [
-            (
-                1,
-                vec![
-                    owner("svc::profile", 10),
-                    dep("<alloc::vec::Vec<T,A> as core::clone::Clone>::clone", true),
-                    native("malloc"),
-                ],
-            ),
-            (
-                2,
-                vec![
-                    owner("svc::profile", 11),
-                    owner("svc::cache_insert", 40),
-                    dep("hashbrown::raw::RawTable<T,A>::reserve_rehash", false),
-                    native("malloc"),
-                ],
-            ),
+            (1, vec![owner("svc::profile", 10), dep("<alloc::vec::Vec<T,A> as core::clone::Clone>::clone", true), native("malloc")]),
+            (2, vec![owner("svc::profile", 11), owner("svc::cache_insert", 40), dep("hashbrown::raw::RawTable<T,A>::reserve_rehash", false), native("malloc")]),
         ]
         .into_iter()
         .collect();
-        let sites: HashMap<u64, SiteStats> = [
-            (1, stats(100, 256 * 1024, 0, 0)),
-            (2, stats(3, 4096, 2, 1024)),
-        ]
-        .into_iter()
-        .collect();
-        let a = analyze(&Input {
-            duty: 1.0,
-            elapsed_s: 10.0,
-            sites: &sites,
-            series: &[],
-            stacks: &stacks,
-        });
-        let l = a
-            .leak_candidates
-            .iter()
-            .find(|l| l.function == "svc::profile")
-            .unwrap();
+        let sites: HashMap<u64, SiteStats> = [(1, stats(100, 256 * 1024, 0, 0)), (2, stats(3, 4096, 2, 1024))].into_iter().collect();
+        let a = analyze(&Input { duty: 1.0, elapsed_s: 10.0, sites: &sites, series: &[], stacks: &stacks });
+        let l = a.leak_candidates.iter().find(|l| l.function == "svc::profile").unwrap();
         assert!(l.held_by_collection);
         assert_eq!(l.collection_grown_in.as_deref(), Some("svc::cache_insert"));
     }
 
     #[test]
     fn default_mode_scales_observed_counts_by_the_duty_cycle() {
-        let stacks: HashMap<u64, Vec<Frame>> =
-            [(1, vec![owner("svc::churn", 20), native("malloc")])]
-                .into_iter()
-                .collect();
+        let stacks: HashMap<u64, Vec<Frame>> = [(1, vec![owner("svc::churn", 20), native("malloc")])].into_iter().collect();
         // 5% duty: 500 allocations seen stand for 10 000; a late free
         // (seen with probability 5%) stands for 400 frees.
-        let s = SiteStats {
-            alloc_count: 500,
-            alloc_bytes: 500 * 100,
-            free_count: 480,
-            free_bytes: 480 * 100,
-            late_free_count: 1,
-            late_free_bytes: 100,
-        };
+        let s = SiteStats { alloc_count: 500, alloc_bytes: 500 * 100, free_count: 480, free_bytes: 480 * 100, late_free_count: 1, late_free_bytes: 100 };
         let sites: HashMap<u64, SiteStats> = [(1, s)].into_iter().collect();
-        let a = analyze(&Input {
-            duty: 0.05,
-            elapsed_s: 10.0,
-            sites: &sites,
-            series: &[],
-            stacks: &stacks,
-        });
+        let a = analyze(&Input { duty: 0.05, elapsed_s: 10.0, sites: &sites, series: &[], stacks: &stacks });
         let row = &a.top_allocators[0];
         assert_eq!(row.count, 10_000);
         assert_eq!(row.bytes, 1_000_000);

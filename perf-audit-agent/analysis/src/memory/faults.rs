@@ -64,14 +64,8 @@ impl Regions {
         let mut ranges = Vec::new();
         for line in text.lines() {
             let mut fields = line.split_whitespace();
-            let Some((start, end)) = fields.next().and_then(|r| r.split_once('-')) else {
-                continue;
-            };
-            let (Ok(start), Ok(end)) =
-                (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
-            else {
-                continue;
-            };
+            let Some((start, end)) = fields.next().and_then(|r| r.split_once('-')) else { continue };
+            let (Ok(start), Ok(end)) = (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16)) else { continue };
             let inode = fields.nth(3).unwrap_or("0");
             let path = fields.next().unwrap_or("");
             let kind = match path {
@@ -104,19 +98,12 @@ impl Regions {
 
     /// End of `[heap]` (the break, page-rounded), when there is a heap.
     pub fn heap_end(&self) -> Option<u64> {
-        self.ranges
-            .iter()
-            .find(|r| r.2 == Region::Heap)
-            .map(|r| r.1)
+        self.ranges.iter().find(|r| r.2 == Region::Heap).map(|r| r.1)
     }
 
     /// Size of `[heap]` (virtual), 0 without one.
     pub fn heap_bytes(&self) -> u64 {
-        self.ranges
-            .iter()
-            .filter(|r| r.2 == Region::Heap)
-            .map(|r| r.1 - r.0)
-            .sum()
+        self.ranges.iter().filter(|r| r.2 == Region::Heap).map(|r| r.1 - r.0).sum()
     }
 }
 
@@ -216,12 +203,7 @@ impl MemEvents {
 
     /// Every distinct stack, sorted (the order symbolization sees them in).
     pub fn stacks(&self) -> Vec<Vec<u64>> {
-        let mut all: Vec<Vec<u64>> = self
-            .faults
-            .keys()
-            .chain(self.mappings.keys())
-            .cloned()
-            .collect();
+        let mut all: Vec<Vec<u64>> = self.faults.keys().chain(self.mappings.keys()).cloned().collect();
         all.sort();
         all.dedup();
         all
@@ -234,17 +216,9 @@ impl MemEvents {
 /// there. The frames before it (inside the allocator) are kept and the
 /// allocation site's stack (copied at the call's entry, leaf first, its
 /// first frame the allocator's entry) supplies the callers.
-pub fn complete_stack(
-    frames: Vec<u64>,
-    site: Option<&Vec<u64>>,
-    is_code: impl Fn(u64) -> bool,
-) -> Vec<u64> {
-    let Some(site) = site.filter(|s| s.len() > 1) else {
-        return frames;
-    };
-    let Some(cut) = frames.iter().position(|a| !is_code(*a)) else {
-        return frames;
-    };
+pub fn complete_stack(frames: Vec<u64>, site: Option<&Vec<u64>>, is_code: impl Fn(u64) -> bool) -> Vec<u64> {
+    let Some(site) = site.filter(|s| s.len() > 1) else { return frames };
+    let Some(cut) = frames.iter().position(|a| !is_code(*a)) else { return frames };
     let mut out: Vec<u64> = frames[..cut].to_vec();
     out.extend_from_slice(&site[1..]);
     out
@@ -273,11 +247,7 @@ pub fn parse_smaps_rollup(text: &str) -> Option<(u64, u64, u64)> {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             .map(|kb| kb * 1024)
     };
-    Some((
-        field("Rss:")?,
-        field("Anonymous:").unwrap_or(0),
-        field("AnonHugePages:").unwrap_or(0),
-    ))
+    Some((field("Rss:")?, field("Anonymous:").unwrap_or(0), field("AnonHugePages:").unwrap_or(0)))
 }
 
 /// Appends a point, halving the series (every other point) when full.
@@ -379,12 +349,7 @@ pub struct RssSeries {
 }
 
 fn round_fit(f: Fit) -> Fit {
-    Fit {
-        slope: crate::profile::round2(f.slope),
-        intercept: f.intercept.round(),
-        r2: (f.r2 * 1000.0).round() / 1000.0,
-        points: f.points,
-    }
+    Fit { slope: crate::profile::round2(f.slope), intercept: f.intercept.round(), r2: (f.r2 * 1000.0).round() / 1000.0, points: f.points }
 }
 
 pub fn rss_series(points: &[RssPoint]) -> RssSeries {
@@ -410,18 +375,9 @@ struct Charged {
     lines: BTreeMap<u32, u64>,
 }
 
-fn charge<'a>(
-    groups: &'a mut BTreeMap<String, Charged>,
-    frames: &[Frame],
-    weight: u64,
-) -> &'a mut Charged {
+fn charge<'a>(groups: &'a mut BTreeMap<String, Charged>, frames: &[Frame], weight: u64) -> &'a mut Charged {
     let a = attribute(frames);
-    let g = groups.entry(a.function.clone()).or_insert(Charged {
-        function: a.function,
-        file: a.file,
-        origin: a.origin,
-        lines: BTreeMap::new(),
-    });
+    let g = groups.entry(a.function.clone()).or_insert(Charged { function: a.function, file: a.file, origin: a.origin, lines: BTreeMap::new() });
     if let Some(line) = a.line {
         *g.lines.entry(line).or_default() += weight;
     }
@@ -429,10 +385,7 @@ fn charge<'a>(
 }
 
 fn busiest_line(lines: &BTreeMap<u32, u64>) -> Option<u32> {
-    lines
-        .iter()
-        .max_by_key(|(line, w)| (**w, std::cmp::Reverse(**line)))
-        .map(|(l, _)| *l)
+    lines.iter().max_by_key(|(line, w)| (**w, std::cmp::Reverse(**line))).map(|(l, _)| *l)
 }
 
 /// Page faults per owner function. `frames` gives each stack's symbolized
@@ -484,11 +437,7 @@ pub fn page_fault_section(
             }
         })
         .collect();
-    top_sites.sort_by(|a, b| {
-        b.samples
-            .cmp(&a.samples)
-            .then_with(|| a.function.cmp(&b.function))
-    });
+    top_sites.sort_by(|a, b| b.samples.cmp(&a.samples).then_with(|| a.function.cmp(&b.function)));
     top_sites.truncate(TOP_ROWS);
     let names = ["heap", "stack", "anonymous", "file", "unknown"];
     PageFaultSection {
@@ -513,22 +462,13 @@ pub fn page_fault_section(
         estimated_bytes: est(samples + dropped),
         faults_counted,
         huge_page_bytes,
-        by_region_bytes: names
-            .iter()
-            .zip(by_region)
-            .filter(|(_, v)| *v > 0)
-            .map(|(k, v)| (k.to_string(), est(v)))
-            .collect(),
+        by_region_bytes: names.iter().zip(by_region).filter(|(_, v)| *v > 0).map(|(k, v)| (k.to_string(), est(v))).collect(),
         top_sites,
     }
 }
 
 /// mmap/munmap/brk per owner function.
-pub fn mapping_section(
-    events: &MemEvents,
-    frames: &HashMap<Vec<u64>, Vec<Frame>>,
-    counters: &Counters,
-) -> MappingSection {
+pub fn mapping_section(events: &MemEvents, frames: &HashMap<Vec<u64>, Vec<Frame>>, counters: &Counters) -> MappingSection {
     let empty = Vec::new();
     let mut groups: BTreeMap<String, Charged> = BTreeMap::new();
     let mut sums: BTreeMap<String, MappingAgg> = BTreeMap::new();
@@ -560,9 +500,7 @@ pub fn mapping_section(
         })
         .collect();
     sites.sort_by(|a, b| {
-        (b.mmap_bytes + b.brk_bytes, b.munmap_bytes)
-            .cmp(&(a.mmap_bytes + a.brk_bytes, a.munmap_bytes))
-            .then_with(|| a.function.cmp(&b.function))
+        (b.mmap_bytes + b.brk_bytes, b.munmap_bytes).cmp(&(a.mmap_bytes + a.brk_bytes, a.munmap_bytes)).then_with(|| a.function.cmp(&b.function))
     });
     sites.truncate(TOP_ROWS);
     MappingSection {
@@ -588,15 +526,7 @@ mod tests {
 ";
 
     fn event(kind: u32, addr: u64, bytes: u64, frames: &[u64]) -> MemEventRecord {
-        MemEventRecord {
-            kind,
-            tid: 1,
-            ts_ns: 0,
-            addr,
-            bytes,
-            sp: 0x7f00_0020_1000,
-            frames: frames.to_vec(),
-        }
+        MemEventRecord { kind, tid: 1, ts_ns: 0, addr, bytes, sp: 0x7f00_0020_1000, frames: frames.to_vec() }
     }
 
     #[test]
@@ -619,24 +549,11 @@ mod tests {
         for _ in 0..3 {
             ev.add(event(sample_kind::PAGE_FAULT, 0, 0, &[1, 2]), Region::Heap);
         }
-        ev.add(
-            event(sample_kind::PAGE_FAULT, 0, 0, &[3, 2]),
-            Region::Anonymous,
-        );
+        ev.add(event(sample_kind::PAGE_FAULT, 0, 0, &[3, 2]), Region::Anonymous);
         ev.add(event(sample_kind::PAGE_FAULT, 0, 0, &[4]), Region::Heap);
         let frames: HashMap<Vec<u64>, Vec<Frame>> = [
-            (
-                vec![1, 2],
-                vec![
-                    owner("svc::main", 1),
-                    owner("svc::grow", 10),
-                    dep("hashbrown::map::HashMap::insert", false),
-                ],
-            ),
-            (
-                vec![3, 2],
-                vec![owner("svc::main", 1), owner("svc::grow", 12)],
-            ),
+            (vec![1, 2], vec![owner("svc::main", 1), owner("svc::grow", 10), dep("hashbrown::map::HashMap::insert", false)]),
+            (vec![3, 2], vec![owner("svc::main", 1), owner("svc::grow", 12)]),
             (vec![4], vec![owner("svc::main", 1), owner("svc::other", 5)]),
         ]
         .into_iter()
@@ -645,71 +562,34 @@ mod tests {
         assert_eq!(s.samples, 5);
         assert_eq!(s.estimated_bytes, 5 * PAGE_FAULT_SAMPLE_PERIOD * 4096);
         let top = &s.top_sites[0];
-        assert_eq!(
-            (top.function.as_str(), top.samples, top.line),
-            ("svc::grow", 4, Some(10))
-        );
+        assert_eq!((top.function.as_str(), top.samples, top.line), ("svc::grow", 4, Some(10)));
         assert_eq!(top.heap_bytes, 3 * PAGE_FAULT_SAMPLE_PERIOD * 4096);
         assert_eq!(top.anonymous_bytes, PAGE_FAULT_SAMPLE_PERIOD * 4096);
         assert_eq!(top.share_pct, 80.0);
         assert_eq!(s.top_sites[1].function, "svc::other");
-        assert_eq!(
-            s.by_region_bytes["heap"],
-            4 * PAGE_FAULT_SAMPLE_PERIOD * 4096
-        );
+        assert_eq!(s.by_region_bytes["heap"], 4 * PAGE_FAULT_SAMPLE_PERIOD * 4096);
     }
 
     #[test]
     fn a_munmap_is_charged_back_to_the_site_that_mapped_it() {
         let mut ev = MemEvents::default();
-        ev.add(
-            event(sample_kind::MMAP, 0x1000_0000, 256 << 10, &[7]),
-            Region::Unknown,
-        );
-        ev.add(
-            event(sample_kind::MMAP, 0x2000_0000, 256 << 10, &[7]),
-            Region::Unknown,
-        );
-        ev.add(
-            event(sample_kind::MUNMAP, 0x1000_0000, 256 << 10, &[8]),
-            Region::Unknown,
-        );
-        ev.add(
-            event(sample_kind::MUNMAP, 0x3000_0000, 1 << 20, &[8]),
-            Region::Unknown,
-        );
-        ev.add(
-            event(sample_kind::BRK, 0x5000_0000, 132 << 10, &[9]),
-            Region::Unknown,
-        );
+        ev.add(event(sample_kind::MMAP, 0x1000_0000, 256 << 10, &[7]), Region::Unknown);
+        ev.add(event(sample_kind::MMAP, 0x2000_0000, 256 << 10, &[7]), Region::Unknown);
+        ev.add(event(sample_kind::MUNMAP, 0x1000_0000, 256 << 10, &[8]), Region::Unknown);
+        ev.add(event(sample_kind::MUNMAP, 0x3000_0000, 1 << 20, &[8]), Region::Unknown);
+        ev.add(event(sample_kind::BRK, 0x5000_0000, 132 << 10, &[9]), Region::Unknown);
         let frames: HashMap<Vec<u64>, Vec<Frame>> = [
             (vec![7], vec![owner("svc::main", 1), owner("svc::big", 20)]),
-            (
-                vec![8],
-                vec![owner("svc::main", 1), owner("svc::drop_big", 30)],
-            ),
-            (
-                vec![9],
-                vec![owner("svc::main", 1), owner("svc::small", 40)],
-            ),
+            (vec![8], vec![owner("svc::main", 1), owner("svc::drop_big", 30)]),
+            (vec![9], vec![owner("svc::main", 1), owner("svc::small", 40)]),
         ]
         .into_iter()
         .collect();
         let s = mapping_section(&ev, &frames, &Counters::default());
         let big = s.sites.iter().find(|r| r.function == "svc::big").unwrap();
-        assert_eq!(
-            (big.mmap_calls, big.mmap_bytes, big.still_mapped_bytes),
-            (2, 512 << 10, 256 << 10)
-        );
-        let dropper = s
-            .sites
-            .iter()
-            .find(|r| r.function == "svc::drop_big")
-            .unwrap();
-        assert_eq!(
-            (dropper.munmap_calls, dropper.munmap_bytes),
-            (2, (256 << 10) + (1 << 20))
-        );
+        assert_eq!((big.mmap_calls, big.mmap_bytes, big.still_mapped_bytes), (2, 512 << 10, 256 << 10));
+        let dropper = s.sites.iter().find(|r| r.function == "svc::drop_big").unwrap();
+        assert_eq!((dropper.munmap_calls, dropper.munmap_bytes), (2, (256 << 10) + (1 << 20)));
         let small = s.sites.iter().find(|r| r.function == "svc::small").unwrap();
         assert_eq!((small.brk_calls, small.brk_bytes), (1, 132 << 10));
         assert_eq!(s.unmatched_munmaps, 1);
@@ -723,35 +603,17 @@ mod tests {
         // Inside calloc (0x10, 0x20), then the trampoline: the callers come
         // from the site's stack, past its entry frame.
         let site = vec![0x11, 0x500, 0x600];
-        assert_eq!(
-            complete_stack(vec![0x10, 0x20, trampoline], Some(&site), code),
-            vec![0x10, 0x20, 0x500, 0x600]
-        );
+        assert_eq!(complete_stack(vec![0x10, 0x20, trampoline], Some(&site), code), vec![0x10, 0x20, 0x500, 0x600]);
         // A complete stack, or no site stack: unchanged.
-        assert_eq!(
-            complete_stack(vec![0x10, 0x500], Some(&site), code),
-            vec![0x10, 0x500]
-        );
-        assert_eq!(
-            complete_stack(vec![0x10, trampoline], None, code),
-            vec![0x10, trampoline]
-        );
+        assert_eq!(complete_stack(vec![0x10, 0x500], Some(&site), code), vec![0x10, 0x500]);
+        assert_eq!(complete_stack(vec![0x10, trampoline], None, code), vec![0x10, trampoline]);
     }
 
     #[test]
     fn the_rss_series_keeps_its_span_when_full_and_fits_a_rising_line() {
         let mut series = Vec::new();
         for i in 0..(MAX_RSS_POINTS + 10) {
-            push_rss(
-                &mut series,
-                RssPoint {
-                    t_s: i as f64,
-                    rss_bytes: 1000 + 10 * i as u64,
-                    anon_bytes: 500,
-                    heap_bytes: 0,
-                    huge_page_bytes: 0,
-                },
-            );
+            push_rss(&mut series, RssPoint { t_s: i as f64, rss_bytes: 1000 + 10 * i as u64, anon_bytes: 500, heap_bytes: 0, huge_page_bytes: 0 });
         }
         assert!(series.len() <= MAX_RSS_POINTS);
         assert_eq!(series[0].t_s, 0.0);
@@ -765,10 +627,7 @@ mod tests {
     #[test]
     fn smaps_rollup_rss_anonymous_and_huge_pages_are_read_in_bytes() {
         let text = "55d0c0000000-7fff00021000 ---p 00000000 00:00 0 [rollup]\nRss:                8192 kB\nPss:  100 kB\nAnonymous:          4096 kB\nAnonHugePages:      2048 kB\n";
-        assert_eq!(
-            parse_smaps_rollup(text),
-            Some((8192 * 1024, 4096 * 1024, 2048 * 1024))
-        );
+        assert_eq!(parse_smaps_rollup(text), Some((8192 * 1024, 4096 * 1024, 2048 * 1024)));
         assert_eq!(parse_smaps_rollup("Pss: 1 kB\n"), None);
     }
 }

@@ -1,11 +1,11 @@
 //! The memory section of the report (`report.json` `memory`), built from
 //! what the collector measured and the model's analysis. Pure.
 
-use super::faults::{MappingSection, PageFaultSection, RssSeries};
 use super::{
     MemoryEvidence, MemoryMode,
     analysis::{AllocatorRow, Analysis, Fit, GrowthRow, LeakRow},
 };
+use super::faults::{MappingSection, PageFaultSection, RssSeries};
 use crate::evidence::MemCounters;
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
@@ -101,15 +101,11 @@ pub struct ProbeCost {
 impl ProbeCost {
     fn measure(raw: &MemoryEvidence) -> ProbeCost {
         let k = raw.kernel_time;
-        let rate_after = k
-            .after
-            .filter(|(_, wall)| *wall > 0.0)
-            .map(|(s, wall)| s / wall);
+        let rate_after = k.after.filter(|(_, wall)| *wall > 0.0).map(|(s, wall)| s / wall);
         let probe_s = (k.during_s - rate_after.unwrap_or(0.0) * k.during_wall_s).max(0.0);
         let pct = probe_s / k.during_wall_s.max(1e-9) * 100.0;
         let calls = raw.counters.alloc_calls + raw.counters.free_calls;
-        let per_call_us =
-            (calls > 0 && raw.mode == MemoryMode::Precise).then(|| probe_s * 1e6 / calls as f64);
+        let per_call_us = (calls > 0 && raw.mode == MemoryMode::Precise).then(|| probe_s * 1e6 / calls as f64);
         let baseline = match rate_after {
             Some(r) => format!("{:.1} ms/s once the probes were gone, measured over {:.1} s after closing them", r * 1e3, k.after.map(|a| a.1).unwrap_or(0.0)),
             None => "the target exited before a rate without probes could be measured, so all of it is counted (an upper bound)".to_string(),
@@ -118,11 +114,7 @@ impl ProbeCost {
             "measured on the target: {:.2} s of kernel time over the {:.1} s of collection against {baseline}: the probes cost {probe_s:.2} s ({pct:.1}% of one core){}{}",
             k.during_s,
             k.during_wall_s,
-            per_call_us
-                .map(|us| format!(
-                    ", {us:.2} µs per probed call ({calls} allocator calls and frees seen)"
-                ))
-                .unwrap_or_default(),
+            per_call_us.map(|us| format!(", {us:.2} µs per probed call ({calls} allocator calls and frees seen)")).unwrap_or_default(),
             if raw.mode == MemoryMode::Default {
                 " (windows, and breakpoints still hit while their links close after each window)"
             } else {
@@ -175,11 +167,7 @@ impl Dropped {
 }
 
 impl MemorySection {
-    pub fn build(
-        raw: &MemoryEvidence,
-        analysis: Analysis,
-        growth: GrowthSections,
-    ) -> MemorySection {
+    pub fn build(raw: &MemoryEvidence, analysis: Analysis, growth: GrowthSections) -> MemorySection {
         let sampling = match raw.mode {
             MemoryMode::Default => format!(
                 "allocations recorded in {} ms windows every {} s ({} windows: {:.1}% of the {:.1} s audit; probes attached {:.1}% of the time, detached in between); every count is scaled by {:.1}x, and a free seen in a later window than its allocation by {:.0}x",

@@ -22,8 +22,7 @@ pub fn grows_collection(below_owner: &[Frame]) -> bool {
     below_owner.iter().any(|f| {
         let n = f.function.as_str();
         n.contains("reserve_rehash")
-            || n.contains("RawTable")
-                && (n.contains("insert") || n.contains("reserve") || n.contains("resize"))
+            || n.contains("RawTable") && (n.contains("insert") || n.contains("reserve") || n.contains("resize"))
             || n.contains("HashMap") && n.contains("insert")
             || n.contains("BTreeMap") && n.contains("insert")
             || n.contains("VecDeque") && (n.contains("push") || n.contains("grow"))
@@ -36,10 +35,9 @@ fn type_of(function: &str) -> Option<String> {
     // `<X as Trait>::method`: X is the type.
     if let Some(rest) = function.strip_prefix('<')
         && let Some((ty, _)) = rest.split_once(" as ")
-        && let Some(t) = container(ty)
-    {
-        return Some(t);
-    }
+            && let Some(t) = container(ty) {
+                return Some(t);
+            }
     container(function)
 }
 
@@ -85,11 +83,7 @@ fn container(path: &str) -> Option<String> {
     Some(match generic {
         Some(args) if takes_args => {
             let first = args.split(',').next().unwrap_or("_").trim();
-            let first = if first.len() <= 2 && first.chars().all(|c| c.is_ascii_uppercase()) {
-                "_"
-            } else {
-                first
-            };
+            let first = if first.len() <= 2 && first.chars().all(|c| c.is_ascii_uppercase()) { "_" } else { first };
             format!("{name}<{}>", short_type(first))
         }
         _ if takes_args => format!("{name}<_>"),
@@ -114,26 +108,11 @@ mod tests {
 
     #[test]
     fn container_frames_name_the_type() {
-        assert_eq!(
-            type_of("<alloc::string::String as core::clone::Clone>::clone").as_deref(),
-            Some("String")
-        );
-        assert_eq!(
-            type_of("alloc::raw_vec::RawVec<T,A>::grow_one").as_deref(),
-            Some("Vec<_>")
-        );
-        assert_eq!(
-            type_of("<alloc::vec::Vec<u8> as core::clone::Clone>::clone").as_deref(),
-            Some("Vec<u8>")
-        );
-        assert_eq!(
-            type_of("alloc::fmt::format::format_inner").as_deref(),
-            Some("String")
-        );
-        assert_eq!(
-            type_of("hashbrown::raw::RawTable<T,A>::reserve_rehash").as_deref(),
-            Some("HashMap table")
-        );
+        assert_eq!(type_of("<alloc::string::String as core::clone::Clone>::clone").as_deref(), Some("String"));
+        assert_eq!(type_of("alloc::raw_vec::RawVec<T,A>::grow_one").as_deref(), Some("Vec<_>"));
+        assert_eq!(type_of("<alloc::vec::Vec<u8> as core::clone::Clone>::clone").as_deref(), Some("Vec<u8>"));
+        assert_eq!(type_of("alloc::fmt::format::format_inner").as_deref(), Some("String"));
+        assert_eq!(type_of("hashbrown::raw::RawTable<T,A>::reserve_rehash").as_deref(), Some("HashMap table"));
         assert_eq!(type_of("core::ptr::drop_in_place"), None);
     }
 
@@ -146,10 +125,7 @@ mod tests {
         ];
         assert_eq!(allocation_type(&frames).as_deref(), Some("HashMap table"));
         assert!(grows_collection(&frames));
-        let clone = [
-            dep("<alloc::string::String as core::clone::Clone>::clone", true),
-            dep("alloc::raw_vec::RawVecInner<A>::try_allocate_in", false),
-        ];
+        let clone = [dep("<alloc::string::String as core::clone::Clone>::clone", true), dep("alloc::raw_vec::RawVecInner<A>::try_allocate_in", false)];
         assert_eq!(allocation_type(&clone).as_deref(), Some("String"));
         assert!(!grows_collection(&clone));
     }

@@ -49,18 +49,7 @@ pub struct TimedSample {
 }
 
 /// What blocked a worker.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    serde::Serialize,
-    serde::Deserialize,
-    Default,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum BlockingKind {
     /// std::fs or file syscalls.
@@ -211,9 +200,7 @@ fn frames<'a>(p: &'a CpuProfile, s: &StackSample) -> Vec<&'a Frame> {
 }
 
 /// How a thread was recognised as a runtime worker.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkerKind {
     /// Tokio's multi-thread scheduler loop: `scheduler::multi_thread::worker`
@@ -234,18 +221,10 @@ pub enum WorkerKind {
 impl WorkerKind {
     pub fn describe(self) -> &'static str {
         match self {
-            WorkerKind::TokioMultiThread => {
-                "Tokio multi-thread worker loop in their stacks (`scheduler::multi_thread::worker`, or `thread_pool::worker` on Tokio <= 1.22)"
-            }
-            WorkerKind::TokioCurrentThread => {
-                "a Tokio current-thread runtime's `block_on` loop in their stacks (`scheduler::current_thread`, or `basic_scheduler` on Tokio <= 1.22)"
-            }
-            WorkerKind::ActixRt => {
-                "an actix-rt arbiter/system runtime in their stacks or names (`actix-rt|system:N|arbiter:N`, `actix-server worker`)"
-            }
-            WorkerKind::ThreadName => {
-                "thread name only (`tokio-runtime-worker`/`tokio-rt-worker`, no scheduler frame seen: stacks without symbols?)"
-            }
+            WorkerKind::TokioMultiThread => "Tokio multi-thread worker loop in their stacks (`scheduler::multi_thread::worker`, or `thread_pool::worker` on Tokio <= 1.22)",
+            WorkerKind::TokioCurrentThread => "a Tokio current-thread runtime's `block_on` loop in their stacks (`scheduler::current_thread`, or `basic_scheduler` on Tokio <= 1.22)",
+            WorkerKind::ActixRt => "an actix-rt arbiter/system runtime in their stacks or names (`actix-rt|system:N|arbiter:N`, `actix-server worker`)",
+            WorkerKind::ThreadName => "thread name only (`tokio-runtime-worker`/`tokio-rt-worker`, no scheduler frame seen: stacks without symbols?)",
         }
     }
 }
@@ -264,65 +243,23 @@ impl WorkerKind {
 /// and `InnerGuard::block_on`); actix-rt's `Runtime::block_on`,
 /// `SystemRunner` and `Arbiter` thread closures (`actix-rt` 2.x).
 const WORKER_LOOPS: &[(&str, WorkerKind)] = &[
-    (
-        "tokio::runtime::scheduler::multi_thread::worker::run",
-        WorkerKind::TokioMultiThread,
-    ),
-    (
-        "tokio::runtime::scheduler::multi_thread::worker::Context::",
-        WorkerKind::TokioMultiThread,
-    ),
-    (
-        "tokio::runtime::scheduler::multi_thread_alt::worker::run",
-        WorkerKind::TokioMultiThread,
-    ),
-    (
-        "tokio::runtime::scheduler::multi_thread_alt::worker::Context::",
-        WorkerKind::TokioMultiThread,
-    ),
-    (
-        "tokio::runtime::thread_pool::worker::run",
-        WorkerKind::TokioMultiThread,
-    ),
-    (
-        "tokio::runtime::thread_pool::worker::Context::",
-        WorkerKind::TokioMultiThread,
-    ),
+    ("tokio::runtime::scheduler::multi_thread::worker::run", WorkerKind::TokioMultiThread),
+    ("tokio::runtime::scheduler::multi_thread::worker::Context::", WorkerKind::TokioMultiThread),
+    ("tokio::runtime::scheduler::multi_thread_alt::worker::run", WorkerKind::TokioMultiThread),
+    ("tokio::runtime::scheduler::multi_thread_alt::worker::Context::", WorkerKind::TokioMultiThread),
+    ("tokio::runtime::thread_pool::worker::run", WorkerKind::TokioMultiThread),
+    ("tokio::runtime::thread_pool::worker::Context::", WorkerKind::TokioMultiThread),
     ("actix_rt::arbiter::", WorkerKind::ActixRt),
     ("actix_rt::runtime::Runtime::block_on", WorkerKind::ActixRt),
     ("actix_rt::system::SystemRunner::", WorkerKind::ActixRt),
-    (
-        "actix_server::worker::ServerWorker::start",
-        WorkerKind::ActixRt,
-    ),
-    (
-        "tokio::runtime::scheduler::current_thread::CoreGuard::",
-        WorkerKind::TokioCurrentThread,
-    ),
-    (
-        "tokio::runtime::scheduler::current_thread::Context::",
-        WorkerKind::TokioCurrentThread,
-    ),
-    (
-        "tokio::runtime::scheduler::current_thread::CurrentThread::block_on",
-        WorkerKind::TokioCurrentThread,
-    ),
-    (
-        "tokio::runtime::basic_scheduler::CoreGuard",
-        WorkerKind::TokioCurrentThread,
-    ),
-    (
-        "tokio::runtime::basic_scheduler::Context::",
-        WorkerKind::TokioCurrentThread,
-    ),
-    (
-        "tokio::runtime::basic_scheduler::BasicScheduler",
-        WorkerKind::TokioCurrentThread,
-    ),
-    (
-        "tokio::runtime::basic_scheduler::Inner",
-        WorkerKind::TokioCurrentThread,
-    ),
+    ("actix_server::worker::ServerWorker::start", WorkerKind::ActixRt),
+    ("tokio::runtime::scheduler::current_thread::CoreGuard::", WorkerKind::TokioCurrentThread),
+    ("tokio::runtime::scheduler::current_thread::Context::", WorkerKind::TokioCurrentThread),
+    ("tokio::runtime::scheduler::current_thread::CurrentThread::block_on", WorkerKind::TokioCurrentThread),
+    ("tokio::runtime::basic_scheduler::CoreGuard", WorkerKind::TokioCurrentThread),
+    ("tokio::runtime::basic_scheduler::Context::", WorkerKind::TokioCurrentThread),
+    ("tokio::runtime::basic_scheduler::BasicScheduler", WorkerKind::TokioCurrentThread),
+    ("tokio::runtime::basic_scheduler::Inner", WorkerKind::TokioCurrentThread),
 ];
 
 /// Which worker loop a stack shows, if any (actix before the Tokio
@@ -360,10 +297,7 @@ fn tokio_worker_name(name: &str) -> bool {
 pub fn role_of(frames: &[&Frame]) -> Option<ThreadRole> {
     if worker_kind(frames).is_some() {
         Some(ThreadRole::Worker)
-    } else if frames
-        .iter()
-        .any(|f| f.function.starts_with("tokio::runtime::blocking::pool"))
-    {
+    } else if frames.iter().any(|f| f.function.starts_with("tokio::runtime::blocking::pool")) {
         Some(ThreadRole::BlockingPool)
     } else {
         None
@@ -372,9 +306,7 @@ pub fn role_of(frames: &[&Frame]) -> Option<ThreadRole> {
 
 /// The innermost frame of a scheduler loop, if the stack shows one.
 fn innermost_loop(frames: &[&Frame]) -> Option<usize> {
-    frames
-        .iter()
-        .rposition(|f| worker_kind(std::slice::from_ref(f)).is_some())
+    frames.iter().rposition(|f| worker_kind(std::slice::from_ref(f)).is_some())
 }
 
 /// The innermost owner frame inside a task: below the scheduler loop when
@@ -397,13 +329,11 @@ fn innermost_owner(frames: &[&Frame]) -> Option<usize> {
 fn task_root(frames: &[&Frame]) -> Option<usize> {
     let inside = innermost_loop(frames).map_or(0, |l| l + 1);
     let entries = || {
-        (inside..frames.len()).rev().filter(|&i| {
-            frames[i].origin == Origin::Owner && (i == 0 || frames[i - 1].origin != Origin::Owner)
-        })
+        (inside..frames.len())
+            .rev()
+            .filter(|&i| frames[i].origin == Origin::Owner && (i == 0 || frames[i - 1].origin != Origin::Owner))
     };
-    entries()
-        .find(|&i| frames[i].function.ends_with("{{closure}}"))
-        .or_else(|| entries().next())
+    entries().find(|&i| frames[i].function.ends_with("{{closure}}")).or_else(|| entries().next())
 }
 
 /// Frames of an async I/O resource (Tokio's sockets, mio's, Tokio's
@@ -412,77 +342,28 @@ fn task_root(frames: &[&Frame]) -> Option<usize> {
 /// `sendto`/`recvfrom` (e.g. mio's `<&std::net::TcpStream as Write>::write`)
 /// was preempted or briefly waited for a socket lock, and a task polling
 /// such a resource yields when it is not ready.
-const ASYNC_IO: [&str; 7] = [
-    "mio::",
-    "tokio::net::",
-    "tokio::io::",
-    "tokio::runtime::io::",
-    "tokio_util::codec",
-    "<tokio::net::",
-    "<mio::",
-];
+const ASYNC_IO: [&str; 7] = ["mio::", "tokio::net::", "tokio::io::", "tokio::runtime::io::", "tokio_util::codec", "<tokio::net::", "<mio::"];
 
 /// Whether frames below an owner frame are inside an async I/O resource.
 pub fn in_async_io(below: &[&Frame]) -> bool {
-    below
-        .iter()
-        .any(|f| ASYNC_IO.iter().any(|p| f.function.starts_with(p)))
+    below.iter().any(|f| ASYNC_IO.iter().any(|p| f.function.starts_with(p)))
 }
 
 fn classify(below: &[&Frame], syscall: Option<&str>) -> (BlockingKind, Option<String>) {
-    let find = |needles: &[&str]| {
-        below
-            .iter()
-            .find(|f| needles.iter().any(|n| f.function.contains(n)))
-            .map(|f| f.display_name())
-    };
+    let find = |needles: &[&str]| below.iter().find(|f| needles.iter().any(|n| f.function.contains(n))).map(|f| f.display_name());
     // `block_on` parks on a Condvar/futex inside: checked before locks.
-    if let Some(via) = find(&[
-        "futures_executor::local_pool::block_on",
-        "futures::executor::block_on",
-        "tokio::runtime::runtime::Runtime::block_on",
-        "tokio::runtime::Runtime::block_on",
-        "tokio::runtime::handle::Handle::block_on",
-        "tokio::runtime::park::CachedParkThread::block_on",
-        "tokio::runtime::enter::Enter::block_on",
-        "pollster::block_on",
-        "async_std::task::block_on",
-    ]) {
+    if let Some(via) = find(&["futures_executor::local_pool::block_on", "futures::executor::block_on", "tokio::runtime::runtime::Runtime::block_on", "tokio::runtime::Runtime::block_on", "tokio::runtime::handle::Handle::block_on", "tokio::runtime::park::CachedParkThread::block_on", "tokio::runtime::enter::Enter::block_on", "pollster::block_on", "async_std::task::block_on"]) {
         return (BlockingKind::BlockOn, Some(via));
     }
-    if let Some(via) = find(&[
-        "std::sync::mpsc::",
-        "std::sync::mpmc::",
-        "crossbeam_channel::",
-        "flume::",
-    ]) {
+    if let Some(via) = find(&["std::sync::mpsc::", "std::sync::mpmc::", "crossbeam_channel::", "flume::"]) {
         return (BlockingKind::ChannelRecv, Some(via));
     }
-    const LOCKS: [&str; 8] = [
-        "std::sys::sync::mutex",
-        "std::sync::poison::mutex",
-        "std::sync::mutex",
-        "std::sync::rwlock",
-        "std::sys::sync::rwlock",
-        "std::sync::poison::rwlock",
-        "Condvar",
-        "parking_lot",
-    ];
-    if let Some(at) = below
-        .iter()
-        .position(|f| LOCKS.iter().any(|n| f.function.contains(n)))
-    {
+    const LOCKS: [&str; 8] = ["std::sys::sync::mutex", "std::sync::poison::mutex", "std::sync::mutex", "std::sync::rwlock", "std::sys::sync::rwlock", "std::sync::poison::rwlock", "Condvar", "parking_lot"];
+    if let Some(at) = below.iter().position(|f| LOCKS.iter().any(|n| f.function.contains(n))) {
         // A lock Tokio takes inside its own code (its `parking_lot`
         // mutexes, e.g. the blocking pool's when spawning) is not the
         // owner's lock: no lock advice for it.
-        let kind = if below[..=at]
-            .iter()
-            .any(|f| f.function.starts_with("tokio::"))
-        {
-            BlockingKind::Other
-        } else {
-            BlockingKind::SyncLock
-        };
+        let kind = if below[..=at].iter().any(|f| f.function.starts_with("tokio::")) { BlockingKind::Other } else { BlockingKind::SyncLock };
         return (kind, Some(below[at].display_name()));
     }
     if let Some(via) = find(&["ToSocketAddrs", "getaddrinfo", "lookup_host"]) {
@@ -505,13 +386,7 @@ fn classify(below: &[&Frame], syscall: Option<&str>) -> (BlockingKind, Option<St
         Some(Waits::Network) => BlockingKind::NetworkIo,
         _ => BlockingKind::Other,
     };
-    (
-        kind,
-        below
-            .iter()
-            .find(|f| f.origin != Origin::Kernel)
-            .map(|f| f.display_name()),
-    )
+    (kind, below.iter().find(|f| f.origin != Origin::Kernel).map(|f| f.display_name()))
 }
 
 /// Whether an on-CPU stack below an owner frame is inside a blocking std API.
@@ -519,9 +394,7 @@ fn blocking_api_on_cpu(below: &[&Frame]) -> Option<(BlockingKind, String)> {
     let (kind, via) = classify(below, None);
     match (kind, via) {
         (BlockingKind::Other, _) | (_, None) => None,
-        (kind, Some(via)) if via.starts_with("std::") || via.starts_with("<std::") => {
-            Some((kind, via))
-        }
+        (kind, Some(via)) if via.starts_with("std::") || via.starts_with("<std::") => Some((kind, via)),
         _ => None,
     }
 }
@@ -539,36 +412,18 @@ struct SiteAcc {
 
 /// The role of every thread seen in the stacks or the scheduler totals:
 /// from stack evidence first, thread names second.
-pub fn thread_roles(
-    cpu: &CpuProfile,
-    offcpu: &CpuProfile,
-    threads: &[ThreadTime],
-) -> BTreeMap<u32, ThreadRole> {
-    worker_recognition(cpu, offcpu, threads)
-        .into_iter()
-        .map(|(tid, (role, _))| (tid, role))
-        .collect()
+pub fn thread_roles(cpu: &CpuProfile, offcpu: &CpuProfile, threads: &[ThreadTime]) -> BTreeMap<u32, ThreadRole> {
+    worker_recognition(cpu, offcpu, threads).into_iter().map(|(tid, (role, _))| (tid, role)).collect()
 }
 
 /// Every thread's role and, for workers, how it was recognised.
-pub fn worker_recognition(
-    cpu: &CpuProfile,
-    offcpu: &CpuProfile,
-    threads: &[ThreadTime],
-) -> BTreeMap<u32, (ThreadRole, Option<WorkerKind>)> {
+pub fn worker_recognition(cpu: &CpuProfile, offcpu: &CpuProfile, threads: &[ThreadTime]) -> BTreeMap<u32, (ThreadRole, Option<WorkerKind>)> {
     // Per thread: events of worker stacks (by kind) and of pool stacks.
     let mut votes: HashMap<u32, (BTreeMap<WorkerKind, u64>, u64)> = HashMap::new();
-    for (p, s) in cpu
-        .stacks
-        .iter()
-        .map(|s| (cpu, s))
-        .chain(offcpu.stacks.iter().map(|s| (offcpu, s)))
-    {
+    for (p, s) in cpu.stacks.iter().map(|s| (cpu, s)).chain(offcpu.stacks.iter().map(|s| (offcpu, s))) {
         let fr = frames(p, s);
         match (worker_kind(&fr), role_of(&fr)) {
-            (Some(kind), _) => {
-                *votes.entry(s.tid).or_default().0.entry(kind).or_default() += s.events
-            }
+            (Some(kind), _) => *votes.entry(s.tid).or_default().0.entry(kind).or_default() += s.events,
             (None, Some(ThreadRole::BlockingPool)) => votes.entry(s.tid).or_default().1 += s.events,
             _ => {}
         }
@@ -577,34 +432,16 @@ pub fn worker_recognition(
     // (stacks without symbols): Tokio names its blocking-pool threads like
     // its workers, so a pool thread caught only outside the pool's frames
     // (or seen only by sched_switch) would otherwise be counted as a worker.
-    let names_show_workers = threads
-        .iter()
-        .map(|t| t.name.as_str())
-        .chain(
-            cpu.stacks
-                .iter()
-                .chain(offcpu.stacks.iter())
-                .map(|s| s.thread.as_str()),
-        )
-        .any(worker_by_name);
+    let names_show_workers = threads.iter().map(|t| t.name.as_str()).chain(cpu.stacks.iter().chain(offcpu.stacks.iter()).map(|s| s.thread.as_str())).any(worker_by_name);
     let stacks_show_workers = votes.values().any(|(w, _)| !w.is_empty()) || names_show_workers;
     let role_of_tid = |tid: u32, name: &str| -> (ThreadRole, Option<WorkerKind>) {
-        let (w, b) = votes
-            .get(&tid)
-            .map(|(w, b)| (w.values().sum::<u64>(), *b))
-            .unwrap_or((0, 0));
-        let kind = votes.get(&tid).and_then(|(w, _)| {
-            w.iter()
-                .max_by_key(|(k, n)| (**n, std::cmp::Reverse(**k)))
-                .map(|(k, _)| *k)
-        });
+        let (w, b) = votes.get(&tid).map(|(w, b)| (w.values().sum::<u64>(), *b)).unwrap_or((0, 0));
+        let kind = votes.get(&tid).and_then(|(w, _)| w.iter().max_by_key(|(k, n)| (**n, std::cmp::Reverse(**k))).map(|(k, _)| *k));
         match kind {
             Some(kind) if w >= b => (ThreadRole::Worker, Some(kind)),
             _ if b > 0 => (ThreadRole::BlockingPool, None),
             _ if worker_by_name(name) => (ThreadRole::Worker, Some(WorkerKind::ActixRt)),
-            _ if !stacks_show_workers && tokio_worker_name(name) => {
-                (ThreadRole::Worker, Some(WorkerKind::ThreadName))
-            }
+            _ if !stacks_show_workers && tokio_worker_name(name) => (ThreadRole::Worker, Some(WorkerKind::ThreadName)),
             _ => (ThreadRole::Other, None),
         }
     };
@@ -612,44 +449,20 @@ pub fn worker_recognition(
     let names: HashMap<u32, &str> = threads
         .iter()
         .map(|t| (t.tid, t.name.as_str()))
-        .chain(
-            cpu.stacks
-                .iter()
-                .chain(offcpu.stacks.iter())
-                .map(|s| (s.tid, s.thread.as_str())),
-        )
+        .chain(cpu.stacks.iter().chain(offcpu.stacks.iter()).map(|s| (s.tid, s.thread.as_str())))
         .collect();
-    names
-        .iter()
-        .map(|(tid, name)| (*tid, role_of_tid(*tid, name)))
-        .collect()
+    names.iter().map(|(tid, name)| (*tid, role_of_tid(*tid, name))).collect()
 }
 
 pub fn analyze(input: &AsyncInputs<'_>) -> AsyncAnalysis {
     let recognition = worker_recognition(input.cpu, input.offcpu, input.threads);
-    let roles: BTreeMap<u32, ThreadRole> = recognition
-        .iter()
-        .map(|(tid, (role, _))| (*tid, *role))
-        .collect();
+    let roles: BTreeMap<u32, ThreadRole> = recognition.iter().map(|(tid, (role, _))| (*tid, *role)).collect();
     let mut recognised: BTreeMap<WorkerKind, usize> = BTreeMap::new();
-    for (_, kind) in recognition
-        .values()
-        .filter(|(role, _)| *role == ThreadRole::Worker)
-    {
-        *recognised
-            .entry(kind.unwrap_or(WorkerKind::ThreadName))
-            .or_default() += 1;
+    for (_, kind) in recognition.values().filter(|(role, _)| *role == ThreadRole::Worker) {
+        *recognised.entry(kind.unwrap_or(WorkerKind::ThreadName)).or_default() += 1;
     }
-    let worker_tids: BTreeSet<u32> = roles
-        .iter()
-        .filter(|(_, role)| **role == ThreadRole::Worker)
-        .map(|(tid, _)| *tid)
-        .collect();
-    let pool_threads = input
-        .threads
-        .iter()
-        .filter(|t| roles.get(&t.tid) == Some(&ThreadRole::BlockingPool))
-        .count();
+    let worker_tids: BTreeSet<u32> = roles.iter().filter(|(_, role)| **role == ThreadRole::Worker).map(|(tid, _)| *tid).collect();
+    let pool_threads = input.threads.iter().filter(|t| roles.get(&t.tid) == Some(&ThreadRole::BlockingPool)).count();
 
     let worker_time_ns: u64 = input
         .threads
@@ -670,16 +483,11 @@ pub fn analyze(input: &AsyncInputs<'_>) -> AsyncAnalysis {
         if role_of(&fr) == Some(ThreadRole::BlockingPool) {
             continue;
         }
-        let Some(owner) = innermost_owner(&fr) else {
-            continue;
-        };
+        let Some(owner) = innermost_owner(&fr) else { continue };
         if in_async_io(&fr[owner + 1..]) {
             continue;
         }
-        let syscall = fr
-            .last()
-            .filter(|f| f.function.ends_with(" [syscall]"))
-            .map(|f| f.function.trim_end_matches(" [syscall]").to_string());
+        let syscall = fr.last().filter(|f| f.function.ends_with(" [syscall]")).map(|f| f.function.trim_end_matches(" [syscall]").to_string());
         let (kind, via) = classify(&fr[owner + 1..], syscall.as_deref());
         let frame = fr[owner];
         let acc = sites.entry((frame.display_name(), kind)).or_default();
@@ -719,9 +527,7 @@ pub fn analyze(input: &AsyncInputs<'_>) -> AsyncAnalysis {
         if let Some(root) = task_root(&fr) {
             *task_cpu.entry(fr[root].display_name()).or_default() += s.count;
         }
-        let Some(owner) = innermost_owner(&fr) else {
-            continue;
-        };
+        let Some(owner) = innermost_owner(&fr) else { continue };
         if in_async_io(&fr[owner + 1..]) {
             continue;
         }
@@ -739,26 +545,12 @@ pub fn analyze(input: &AsyncInputs<'_>) -> AsyncAnalysis {
         }
     }
 
-    let pct_of_workers = |us: u64| {
-        if worker_time_ns == 0 {
-            0.0
-        } else {
-            round2(us as f64 * 1000.0 * 100.0 / worker_time_ns as f64)
-        }
-    };
+    let pct_of_workers = |us: u64| if worker_time_ns == 0 { 0.0 } else { round2(us as f64 * 1000.0 * 100.0 / worker_time_ns as f64) };
     let mut blocking = Vec::new();
     let mut lock_contention = Vec::new();
     for ((function, kind), acc) in sites {
-        let line = acc
-            .lines
-            .iter()
-            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
-            .map(|(l, _)| *l);
-        let via = acc
-            .via
-            .iter()
-            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
-            .map(|(v, _)| v.clone());
+        let line = acc.lines.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))).map(|(l, _)| *l);
+        let via = acc.via.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))).map(|(v, _)| v.clone());
         let site = BlockingSite {
             function,
             file: acc.file,
@@ -778,10 +570,7 @@ pub fn analyze(input: &AsyncInputs<'_>) -> AsyncAnalysis {
         }
     }
     let order = |a: &BlockingSite, b: &BlockingSite| {
-        b.blocked_ms
-            .total_cmp(&a.blocked_ms)
-            .then(b.on_cpu_samples.cmp(&a.on_cpu_samples))
-            .then(a.function.cmp(&b.function))
+        b.blocked_ms.total_cmp(&a.blocked_ms).then(b.on_cpu_samples.cmp(&a.on_cpu_samples)).then(a.function.cmp(&b.function))
     };
     blocking.sort_by(order);
     lock_contention.sort_by(order);
@@ -798,11 +587,7 @@ pub fn analyze(input: &AsyncInputs<'_>) -> AsyncAnalysis {
             let on = task_cpu.get(&task).copied().unwrap_or(0);
             let (us, n) = task_blocked.get(&task).copied().unwrap_or((0, 0));
             TaskRow {
-                on_cpu_pct: if worker_samples == 0 {
-                    0.0
-                } else {
-                    round2(on as f64 * 100.0 / worker_samples as f64)
-                },
+                on_cpu_pct: if worker_samples == 0 { 0.0 } else { round2(on as f64 * 100.0 / worker_samples as f64) },
                 on_cpu_samples: on,
                 blocked_ms: round2(us as f64 / 1000.0),
                 blocking_intervals: n,
@@ -810,39 +595,19 @@ pub fn analyze(input: &AsyncInputs<'_>) -> AsyncAnalysis {
             }
         })
         .collect();
-    tasks.sort_by(|a, b| {
-        b.on_cpu_samples
-            .cmp(&a.on_cpu_samples)
-            .then(b.blocked_ms.total_cmp(&a.blocked_ms))
-            .then(a.task.cmp(&b.task))
-    });
+    tasks.sort_by(|a, b| b.on_cpu_samples.cmp(&a.on_cpu_samples).then(b.blocked_ms.total_cmp(&a.blocked_ms)).then(a.task.cmp(&b.task)));
 
     let (on, blocked, rq) = input
         .threads
         .iter()
         .filter(|t| worker_tids.contains(&t.tid))
-        .fold((0u64, 0u64, 0u64), |acc, t| {
-            (
-                acc.0 + t.oncpu_ns,
-                acc.1 + t.blocked_ns,
-                acc.2 + t.runqueue_ns,
-            )
-        });
+        .fold((0u64, 0u64, 0u64), |acc, t| (acc.0 + t.oncpu_ns, acc.1 + t.blocked_ns, acc.2 + t.runqueue_ns));
     let in_tasks_ns = (blocked_in_tasks_us * 1000).min(blocked);
-    let share = |ns: u64| {
-        if worker_time_ns == 0 {
-            0.0
-        } else {
-            round2(ns as f64 * 100.0 / worker_time_ns as f64)
-        }
-    };
+    let share = |ns: u64| if worker_time_ns == 0 { 0.0 } else { round2(ns as f64 * 100.0 / worker_time_ns as f64) };
     AsyncAnalysis {
         workers: WorkersSummary {
             workers: worker_tids.len(),
-            recognised: recognised
-                .into_iter()
-                .map(|(kind, threads)| RecognisedWorkers { kind, threads })
-                .collect(),
+            recognised: recognised.into_iter().map(|(kind, threads)| RecognisedWorkers { kind, threads }).collect(),
             blocking_pool_threads: pool_threads,
             busy_pct: share(on),
             blocked_in_tasks_pct: share(in_tasks_ns),
@@ -856,6 +621,7 @@ pub fn analyze(input: &AsyncInputs<'_>) -> AsyncAnalysis {
         long_polls_measured: !input.samples.is_empty(),
     }
 }
+
 
 /// What one timed sample on a worker shows: its owner function (innermost
 /// owner frame, outside the blocking pool) and whether that function was
@@ -873,24 +639,14 @@ fn sample_owner<'a>(cpu: &'a CpuProfile, idx: usize) -> Option<SampleOwner<'a>> 
         return None;
     }
     let i = innermost_owner(&fr)?;
-    Some(SampleOwner {
-        frame: fr[i],
-        name: fr[i].display_name(),
-        at_io: in_async_io(&fr[i + 1..]),
-    })
+    Some(SampleOwner { frame: fr[i], name: fr[i].display_name(), at_io: in_async_io(&fr[i + 1..]) })
 }
 
 /// Two samples of one thread in the same on-CPU stretch: the same wake-up
 /// time (to clock jitter).
 fn same_run(a: &TimedSample, b: &TimedSample) -> bool {
     const JITTER_NS: u64 = 200_000;
-    a.oncpu_run_ns > 0
-        && b.oncpu_run_ns > 0
-        && b.ts_ns >= a.ts_ns
-        && a.ts_ns
-            .saturating_sub(a.oncpu_run_ns)
-            .abs_diff(b.ts_ns.saturating_sub(b.oncpu_run_ns))
-            <= JITTER_NS
+    a.oncpu_run_ns > 0 && b.oncpu_run_ns > 0 && b.ts_ns >= a.ts_ns && a.ts_ns.saturating_sub(a.oncpu_run_ns).abs_diff(b.ts_ns.saturating_sub(b.oncpu_run_ns)) <= JITTER_NS
 }
 
 fn nearest_rank(sorted: &[u64], q: f64) -> u64 {
@@ -903,16 +659,8 @@ fn nearest_rank(sorted: &[u64], q: f64) -> u64 {
 
 /// Poll lengths per owner function, bounded by the worker's on-CPU
 /// stretches (see [`LongPoll`]).
-fn long_polls(
-    input: &AsyncInputs<'_>,
-    worker_tids: &BTreeSet<u32>,
-    worker_time_ns: u64,
-) -> Vec<LongPoll> {
-    let period = if input.sample_period_ns == 0 {
-        10_101_010
-    } else {
-        input.sample_period_ns
-    };
+fn long_polls(input: &AsyncInputs<'_>, worker_tids: &BTreeSet<u32>, worker_time_ns: u64) -> Vec<LongPoll> {
+    let period = if input.sample_period_ns == 0 { 10_101_010 } else { input.sample_period_ns };
     #[derive(Default)]
     struct Acc<'a> {
         frame: Option<&'a Frame>,
@@ -928,10 +676,7 @@ fn long_polls(
     }
     for samples in by_tid.values_mut() {
         samples.sort_by_key(|s| s.ts_ns);
-        let owners: Vec<Option<SampleOwner<'_>>> = samples
-            .iter()
-            .map(|s| sample_owner(input.cpu, s.stack))
-            .collect();
+        let owners: Vec<Option<SampleOwner<'_>>> = samples.iter().map(|s| sample_owner(input.cpu, s.stack)).collect();
         let mut i = 0;
         while i < samples.len() {
             let Some(first) = &owners[i] else {
@@ -945,9 +690,7 @@ fn long_polls(
                 && !first.at_io
                 && same_run(samples[j], samples[j + 1])
                 && samples[j + 1].ts_ns - samples[j].ts_ns <= 2 * period
-                && owners[j + 1]
-                    .as_ref()
-                    .is_some_and(|o| o.name == first.name && !o.at_io)
+                && owners[j + 1].as_ref().is_some_and(|o| o.name == first.name && !o.at_io)
             {
                 j += 1;
             }
@@ -968,31 +711,16 @@ fn long_polls(
                 // On the CPU: time preempted in a run queue is the
                 // machine's load, not the poll's.
                 let elapsed = (last.ts_ns - wake).saturating_sub(last.preempted_ns);
-                let mut estimate = if i == j {
-                    2 * elapsed
-                } else {
-                    elapsed + period / 2
-                };
+                let mut estimate = if i == j { 2 * elapsed } else { elapsed + period / 2 };
                 // The stretch ended before the next one began.
-                if let Some(next) = samples
-                    .get(j + 1)
-                    .filter(|n| n.oncpu_run_ns > 0 && !same_run(last, n))
-                {
-                    estimate = estimate.min(
-                        next.ts_ns
-                            .saturating_sub(next.oncpu_run_ns)
-                            .saturating_sub(wake),
-                    );
+                if let Some(next) = samples.get(j + 1).filter(|n| n.oncpu_run_ns > 0 && !same_run(last, n)) {
+                    estimate = estimate.min(next.ts_ns.saturating_sub(next.oncpu_run_ns).saturating_sub(wake));
                 }
                 acc.polls.push(estimate.max(elapsed));
             } else if !first.at_io && j > i {
                 // Consecutive samples later in a stretch: at least their
                 // span, about half a period more on either side.
-                acc.polls.push(
-                    (last.ts_ns - start.ts_ns)
-                        .saturating_sub(last.preempted_ns.saturating_sub(start.preempted_ns))
-                        + period,
-                );
+                acc.polls.push((last.ts_ns - start.ts_ns).saturating_sub(last.preempted_ns.saturating_sub(start.preempted_ns)) + period);
             }
             i = j + 1;
         }
@@ -1008,30 +736,17 @@ fn long_polls(
                 file: frame.file.clone(),
                 line: frame.line,
                 max_ms: ms(*acc.polls.last().unwrap_or(&0)),
-                occurrences: acc
-                    .polls
-                    .iter()
-                    .filter(|p| **p >= input.long_poll_threshold_ns)
-                    .count() as u64,
+                occurrences: acc.polls.iter().filter(|p| **p >= input.long_poll_threshold_ns).count() as u64,
                 p50_ms: ms(nearest_rank(&acc.polls, 0.5)),
                 p99_ms: ms(nearest_rank(&acc.polls, 0.99)),
                 polls_measured: acc.polls.len() as u64,
                 samples: acc.samples,
-                worker_time_pct: if worker_time_ns == 0 {
-                    0.0
-                } else {
-                    round2((acc.samples * period) as f64 * 100.0 / worker_time_ns as f64)
-                },
+                worker_time_pct: if worker_time_ns == 0 { 0.0 } else { round2((acc.samples * period) as f64 * 100.0 / worker_time_ns as f64) },
                 function,
             }
         })
         .collect();
-    out.sort_by(|a, b| {
-        b.worker_time_pct
-            .total_cmp(&a.worker_time_pct)
-            .then(b.p99_ms.total_cmp(&a.p99_ms))
-            .then(a.function.cmp(&b.function))
-    });
+    out.sort_by(|a, b| b.worker_time_pct.total_cmp(&a.worker_time_pct).then(b.p99_ms.total_cmp(&a.p99_ms)).then(a.function.cmp(&b.function)));
     out.truncate(30);
     out
 }
@@ -1051,14 +766,7 @@ mod tests {
 
     fn sample(p: &mut CpuProfile, tid: u32, fr: &[Frame], count: u64, events: u64) {
         let frames = fr.iter().cloned().map(|f| p.intern(f)).collect();
-        p.push_sample(StackSample {
-            thread: "tokio-rt-worker".into(),
-            tid,
-            frames,
-            count,
-            events,
-            has_user_stack: true,
-        });
+        p.push_sample(StackSample { thread: "tokio-rt-worker".into(), tid, frames, count, events, has_user_stack: true });
     }
 
     const WORKER: &str = "tokio::runtime::scheduler::multi_thread::worker::Context::run";
@@ -1076,9 +784,7 @@ mod tests {
     #[test]
     fn a_pool_thread_waking_a_task_is_not_a_worker() {
         let pool = rt("tokio::runtime::blocking::pool::Inner::run");
-        let wake = rt(
-            "tokio::runtime::scheduler::multi_thread::worker::<impl tokio::runtime::scheduler::multi_thread::handle::Handle>::schedule_task",
-        );
+        let wake = rt("tokio::runtime::scheduler::multi_thread::worker::<impl tokio::runtime::scheduler::multi_thread::handle::Handle>::schedule_task");
         assert_eq!(role_of(&[&pool, &wake]), Some(ThreadRole::BlockingPool));
         let current = rt("tokio::runtime::scheduler::current_thread::CoreGuard::block_on");
         assert_eq!(role_of(&[&current]), Some(ThreadRole::Worker));
@@ -1091,127 +797,28 @@ mod tests {
         sample(&mut off, 2, &[rt(WORKER), syscall("futex")], 900_000, 5);
         // tid 3: a pool thread named like a worker, caught once starting up
         // (no pool frame yet); tid 4: one seen only by sched_switch.
-        sample(
-            &mut off,
-            3,
-            &[
-                rt("std::sys::pal::unix::thread::Thread::new::thread_start"),
-                syscall("futex"),
-            ],
-            20_000,
-            1,
-        );
-        let threads: Vec<ThreadTime> = (1..=4)
-            .map(|tid| ThreadTime {
-                tid,
-                name: "tokio-rt-worker".into(),
-                oncpu_ns: 1,
-                blocked_ns: 1,
-                ..Default::default()
-            })
-            .collect();
-        let a = analyze(&AsyncInputs {
-            cpu: &CpuProfile::default(),
-            offcpu: &off,
-            threads: &threads,
-            samples: &[],
-            long_poll_threshold_ns: 10_000_000,
-            sample_period_ns: 10_000_000,
-        });
+        sample(&mut off, 3, &[rt("std::sys::pal::unix::thread::Thread::new::thread_start"), syscall("futex")], 20_000, 1);
+        let threads: Vec<ThreadTime> = (1..=4).map(|tid| ThreadTime { tid, name: "tokio-rt-worker".into(), oncpu_ns: 1, blocked_ns: 1, ..Default::default() }).collect();
+        let a = analyze(&AsyncInputs { cpu: &CpuProfile::default(), offcpu: &off, threads: &threads, samples: &[], long_poll_threshold_ns: 10_000_000, sample_period_ns: 10_000_000 });
         assert_eq!(a.workers.workers, 2);
         // Without any worker stack, names decide.
-        let a = analyze(&AsyncInputs {
-            cpu: &CpuProfile::default(),
-            offcpu: &CpuProfile::default(),
-            threads: &threads,
-            samples: &[],
-            long_poll_threshold_ns: 10_000_000,
-            sample_period_ns: 10_000_000,
-        });
+        let a = analyze(&AsyncInputs { cpu: &CpuProfile::default(), offcpu: &CpuProfile::default(), threads: &threads, samples: &[], long_poll_threshold_ns: 10_000_000, sample_period_ns: 10_000_000 });
         assert_eq!(a.workers.workers, 4);
     }
 
     #[test]
     fn blocking_calls_on_workers_are_found_at_the_owner_frame_and_idle_parks_are_not() {
         let mut off = CpuProfile::default();
-        sample(
-            &mut off,
-            1,
-            &[
-                rt(WORKER),
-                owner("svc::middleware::{{closure}}", 5),
-                rt("axum::middleware::Next::run"),
-                owner("svc::handlers::report::{{closure}}", 40),
-                owner("svc::load_template", 12),
-                rt("std::fs::read_to_string"),
-                syscall("fdatasync"),
-            ],
-            40_000,
-            10,
-        );
-        sample(
-            &mut off,
-            1,
-            &[
-                rt(WORKER),
-                rt("tokio::runtime::scheduler::multi_thread::park::Parker::park"),
-                syscall("futex"),
-            ],
-            900_000,
-            50,
-        );
-        sample(
-            &mut off,
-            2,
-            &[
-                rt(WORKER),
-                owner("svc::record", 7),
-                rt("std::sys::sync::mutex::futex::Mutex::lock_contended"),
-                syscall("futex"),
-            ],
-            8_000,
-            4,
-        );
-        sample(
-            &mut off,
-            3,
-            &[
-                rt("tokio::runtime::blocking::pool::Inner::run"),
-                owner("svc::good", 3),
-                rt("std::fs::read"),
-                syscall("read"),
-            ],
-            50_000,
-            5,
-        );
+        sample(&mut off, 1, &[rt(WORKER), owner("svc::middleware::{{closure}}", 5), rt("axum::middleware::Next::run"), owner("svc::handlers::report::{{closure}}", 40), owner("svc::load_template", 12), rt("std::fs::read_to_string"), syscall("fdatasync")], 40_000, 10);
+        sample(&mut off, 1, &[rt(WORKER), rt("tokio::runtime::scheduler::multi_thread::park::Parker::park"), syscall("futex")], 900_000, 50);
+        sample(&mut off, 2, &[rt(WORKER), owner("svc::record", 7), rt("std::sys::sync::mutex::futex::Mutex::lock_contended"), syscall("futex")], 8_000, 4);
+        sample(&mut off, 3, &[rt("tokio::runtime::blocking::pool::Inner::run"), owner("svc::good", 3), rt("std::fs::read"), syscall("read")], 50_000, 5);
         let threads = vec![
-            ThreadTime {
-                tid: 1,
-                oncpu_ns: 100_000_000,
-                blocked_ns: 900_000_000,
-                ..Default::default()
-            },
-            ThreadTime {
-                tid: 2,
-                oncpu_ns: 500_000_000,
-                blocked_ns: 500_000_000,
-                ..Default::default()
-            },
-            ThreadTime {
-                tid: 3,
-                oncpu_ns: 0,
-                blocked_ns: 1_000_000_000,
-                ..Default::default()
-            },
+            ThreadTime { tid: 1, oncpu_ns: 100_000_000, blocked_ns: 900_000_000, ..Default::default() },
+            ThreadTime { tid: 2, oncpu_ns: 500_000_000, blocked_ns: 500_000_000, ..Default::default() },
+            ThreadTime { tid: 3, oncpu_ns: 0, blocked_ns: 1_000_000_000, ..Default::default() },
         ];
-        let a = analyze(&AsyncInputs {
-            cpu: &CpuProfile::default(),
-            offcpu: &off,
-            threads: &threads,
-            samples: &[],
-            long_poll_threshold_ns: 10_000_000,
-            sample_period_ns: 10_000_000,
-        });
+        let a = analyze(&AsyncInputs { cpu: &CpuProfile::default(), offcpu: &off, threads: &threads, samples: &[], long_poll_threshold_ns: 10_000_000, sample_period_ns: 10_000_000 });
         assert_eq!(a.workers.workers, 2);
         assert_eq!(a.workers.blocking_pool_threads, 1);
         assert_eq!(a.blocking.len(), 1, "{:?}", a.blocking);
@@ -1221,102 +828,34 @@ mod tests {
         assert_eq!(b.via.as_deref(), Some("std::fs::read_to_string"));
         assert_eq!(b.intervals, 10);
         assert!((b.blocked_ms - 40.0).abs() < 1e-9);
-        assert!(
-            (b.worker_time_pct - 2.0).abs() < 1e-9,
-            "{}",
-            b.worker_time_pct
-        );
+        assert!((b.worker_time_pct - 2.0).abs() < 1e-9, "{}", b.worker_time_pct);
         assert_eq!(a.lock_contention[0].function, "svc::record");
-        assert_eq!(
-            a.tasks
-                .iter()
-                .find(|t| t.task == "svc::handlers::report")
-                .unwrap()
-                .blocking_intervals,
-            10
-        );
+        assert_eq!(a.tasks.iter().find(|t| t.task == "svc::handlers::report").unwrap().blocking_intervals, 10);
     }
 
-    fn inputs<'a>(
-        cpu: &'a CpuProfile,
-        off: &'a CpuProfile,
-        threads: &'a [ThreadTime],
-        samples: &'a [TimedSample],
-    ) -> AsyncInputs<'a> {
-        AsyncInputs {
-            cpu,
-            offcpu: off,
-            threads,
-            samples,
-            long_poll_threshold_ns: 10_000_000,
-            sample_period_ns: 10_000_000,
-        }
+    fn inputs<'a>(cpu: &'a CpuProfile, off: &'a CpuProfile, threads: &'a [ThreadTime], samples: &'a [TimedSample]) -> AsyncInputs<'a> {
+        AsyncInputs { cpu, offcpu: off, threads, samples, long_poll_threshold_ns: 10_000_000, sample_period_ns: 10_000_000 }
     }
 
     #[test]
     fn consecutive_samples_from_the_wake_up_bound_one_poll() {
         let mut cpu = CpuProfile::default();
-        sample(
-            &mut cpu,
-            1,
-            &[
-                rt(WORKER),
-                owner("svc::score", 20),
-                dep("<u64>::wrapping_mul", true),
-            ],
-            3,
-            3,
-        );
+        sample(&mut cpu, 1, &[rt(WORKER), owner("svc::score", 20), dep("<u64>::wrapping_mul", true)], 3, 3);
         sample(&mut cpu, 1, &[rt(WORKER), owner("svc::cheap", 9)], 1, 1);
         let ms = 1_000_000;
         let samples = vec![
-            TimedSample {
-                tid: 1,
-                ts_ns: 100 * ms,
-                oncpu_run_ns: 2 * ms,
-                preempted_ns: 0,
-                stack: 0,
-            },
-            TimedSample {
-                tid: 1,
-                ts_ns: 110 * ms,
-                oncpu_run_ns: 12 * ms,
-                preempted_ns: 0,
-                stack: 0,
-            },
-            TimedSample {
-                tid: 1,
-                ts_ns: 120 * ms,
-                oncpu_run_ns: 22 * ms,
-                preempted_ns: 0,
-                stack: 0,
-            },
+            TimedSample { tid: 1, ts_ns: 100 * ms, oncpu_run_ns: 2 * ms, preempted_ns: 0, stack: 0 },
+            TimedSample { tid: 1, ts_ns: 110 * ms, oncpu_run_ns: 12 * ms, preempted_ns: 0, stack: 0 },
+            TimedSample { tid: 1, ts_ns: 120 * ms, oncpu_run_ns: 22 * ms, preempted_ns: 0, stack: 0 },
             // A new run: the stretch (and the poll) ended before it.
-            TimedSample {
-                tid: 1,
-                ts_ns: 300 * ms,
-                oncpu_run_ns: ms,
-                preempted_ns: 0,
-                stack: 1,
-            },
+            TimedSample { tid: 1, ts_ns: 300 * ms, oncpu_run_ns: ms, preempted_ns: 0, stack: 1 },
         ];
         let a = analyze(&inputs(&cpu, &CpuProfile::default(), &[], &samples));
-        let score = a
-            .long_polls
-            .iter()
-            .find(|p| p.function == "svc::score")
-            .unwrap();
+        let score = a.long_polls.iter().find(|p| p.function == "svc::score").unwrap();
         // 22 ms from the wake-up to the last sample, plus half a period.
         assert!((score.p50_ms - 27.0).abs() < 1e-9, "{score:?}");
-        assert_eq!(
-            (score.occurrences, score.polls_measured, score.samples),
-            (1, 1, 3)
-        );
-        let cheap = a
-            .long_polls
-            .iter()
-            .find(|p| p.function == "svc::cheap")
-            .unwrap();
+        assert_eq!((score.occurrences, score.polls_measured, score.samples), (1, 1, 3));
+        let cheap = a.long_polls.iter().find(|p| p.function == "svc::cheap").unwrap();
         assert!((cheap.p50_ms - 2.0).abs() < 1e-9, "{cheap:?}");
     }
 
@@ -1327,13 +866,7 @@ mod tests {
     fn run_queue_waits_inside_a_poll_are_not_its_length() {
         let mut cpu = CpuProfile::default();
         let ms = 1_000_000;
-        sample(
-            &mut cpu,
-            1,
-            &[rt(WORKER), owner("svc::derive_key", 30)],
-            1,
-            1,
-        );
+        sample(&mut cpu, 1, &[rt(WORKER), owner("svc::derive_key", 30)], 1, 1);
         let mut samples = Vec::new();
         let mut t = 1_000 * ms;
         for k in 0..20u64 {
@@ -1341,31 +874,13 @@ mod tests {
             // also preempted for 10 ms before the sample.
             let cpu_run = (k % 10 + 1) * ms / 10;
             let preempted = if k % 2 == 0 { 10 * ms } else { 0 };
-            samples.push(TimedSample {
-                tid: 1,
-                ts_ns: t,
-                oncpu_run_ns: cpu_run + preempted,
-                preempted_ns: preempted,
-                stack: 0,
-            });
+            samples.push(TimedSample { tid: 1, ts_ns: t, oncpu_run_ns: cpu_run + preempted, preempted_ns: preempted, stack: 0 });
             t += 40 * ms;
         }
-        let threads = [ThreadTime {
-            tid: 1,
-            oncpu_ns: 200 * ms,
-            blocked_ns: 600 * ms,
-            ..Default::default()
-        }];
+        let threads = [ThreadTime { tid: 1, oncpu_ns: 200 * ms, blocked_ns: 600 * ms, ..Default::default() }];
         let a = analyze(&inputs(&cpu, &CpuProfile::default(), &threads, &samples));
-        let key = a
-            .long_polls
-            .iter()
-            .find(|p| p.function == "svc::derive_key")
-            .unwrap();
-        assert!(
-            key.p99_ms <= 2.0,
-            "preemption counted as poll time: {key:?}"
-        );
+        let key = a.long_polls.iter().find(|p| p.function == "svc::derive_key").unwrap();
+        assert!(key.p99_ms <= 2.0, "preemption counted as poll time: {key:?}");
         assert!((0.5..=2.0).contains(&key.p50_ms), "{key:?}");
     }
 
@@ -1376,44 +891,17 @@ mod tests {
     fn a_long_poll_is_located_by_a_sample_with_a_line() {
         let mut cpu = CpuProfile::default();
         let ms = 1_000_000;
-        sample(
-            &mut cpu,
-            1,
-            &[rt(WORKER), owner("svc::derive_key", 0)],
-            1,
-            1,
-        );
-        sample(
-            &mut cpu,
-            1,
-            &[rt(WORKER), owner("svc::derive_key", 83)],
-            1,
-            1,
-        );
+        sample(&mut cpu, 1, &[rt(WORKER), owner("svc::derive_key", 0)], 1, 1);
+        sample(&mut cpu, 1, &[rt(WORKER), owner("svc::derive_key", 83)], 1, 1);
         let mut samples = Vec::new();
         let mut t = 1_000 * ms;
         for k in 0..20u64 {
-            samples.push(TimedSample {
-                tid: 1,
-                ts_ns: t,
-                oncpu_run_ns: ms / 2,
-                preempted_ns: 0,
-                stack: (k % 2) as usize,
-            });
+            samples.push(TimedSample { tid: 1, ts_ns: t, oncpu_run_ns: ms / 2, preempted_ns: 0, stack: (k % 2) as usize });
             t += 20 * ms;
         }
-        let threads = [ThreadTime {
-            tid: 1,
-            oncpu_ns: 400 * ms,
-            blocked_ns: 1_600 * ms,
-            ..Default::default()
-        }];
+        let threads = [ThreadTime { tid: 1, oncpu_ns: 400 * ms, blocked_ns: 1_600 * ms, ..Default::default() }];
         let a = analyze(&inputs(&cpu, &CpuProfile::default(), &threads, &samples));
-        let key = a
-            .long_polls
-            .iter()
-            .find(|p| p.function == "svc::derive_key")
-            .unwrap();
+        let key = a.long_polls.iter().find(|p| p.function == "svc::derive_key").unwrap();
         assert_eq!(key.line, Some(83), "{key:?}");
     }
 
@@ -1425,122 +913,40 @@ mod tests {
         // handler whose polls are short; 2: a handler awaiting sequential
         // queries on a busy worker (its samples show the socket it awaits);
         // 3: framework code.
-        sample(
-            &mut cpu,
-            1,
-            &[rt(WORKER), owner("svc::derive_key", 30)],
-            1,
-            1,
-        );
+        sample(&mut cpu, 1, &[rt(WORKER), owner("svc::derive_key", 30)], 1, 1);
         sample(&mut cpu, 1, &[rt(WORKER), owner("svc::health", 5)], 1, 1);
-        sample(
-            &mut cpu,
-            1,
-            &[
-                rt(WORKER),
-                owner("svc::report::{{closure}}", 50),
-                rt("tokio::net::tcp::stream::TcpStream::poll_write_priv"),
-                rt("mio::io_source::IoSource<T>::do_io"),
-            ],
-            1,
-            1,
-        );
-        sample(
-            &mut cpu,
-            1,
-            &[
-                rt(WORKER),
-                rt("hyper::proto::h1::dispatch::Dispatcher::poll_loop"),
-            ],
-            1,
-            1,
-        );
+        sample(&mut cpu, 1, &[rt(WORKER), owner("svc::report::{{closure}}", 50), rt("tokio::net::tcp::stream::TcpStream::poll_write_priv"), rt("mio::io_source::IoSource<T>::do_io")], 1, 1);
+        sample(&mut cpu, 1, &[rt(WORKER), rt("hyper::proto::h1::dispatch::Dispatcher::poll_loop")], 1, 1);
         let mut samples = Vec::new();
         let mut t = 1_000 * ms;
         for k in 0..40u64 {
             // Sampled 0.1..1.0 ms after the wake-up: a ~1 ms poll.
             let run = (k % 10 + 1) * ms / 10;
-            samples.push(TimedSample {
-                tid: 1,
-                ts_ns: t,
-                oncpu_run_ns: run,
-                preempted_ns: 0,
-                stack: 0,
-            });
+            samples.push(TimedSample { tid: 1, ts_ns: t, oncpu_run_ns: run, preempted_ns: 0, stack: 0 });
             t += 20 * ms;
-            samples.push(TimedSample {
-                tid: 1,
-                ts_ns: t,
-                oncpu_run_ns: 40_000,
-                preempted_ns: 0,
-                stack: 1,
-            });
+            samples.push(TimedSample { tid: 1, ts_ns: t, oncpu_run_ns: 40_000, preempted_ns: 0, stack: 1 });
             t += 20 * ms;
         }
         // One long busy stretch (no sleep for 60 ms): framework code, then
         // the query handler at its awaits, consecutive samples included.
         let wake = t;
-        samples.push(TimedSample {
-            tid: 1,
-            ts_ns: wake + 5 * ms,
-            oncpu_run_ns: 5 * ms,
-            preempted_ns: 0,
-            stack: 3,
-        });
+        samples.push(TimedSample { tid: 1, ts_ns: wake + 5 * ms, oncpu_run_ns: 5 * ms, preempted_ns: 0, stack: 3 });
         for k in 1..6 {
-            samples.push(TimedSample {
-                tid: 1,
-                ts_ns: wake + 5 * ms + k * 10 * ms,
-                oncpu_run_ns: 5 * ms + k * 10 * ms,
-                preempted_ns: 0,
-                stack: 2,
-            });
+            samples.push(TimedSample { tid: 1, ts_ns: wake + 5 * ms + k * 10 * ms, oncpu_run_ns: 5 * ms + k * 10 * ms, preempted_ns: 0, stack: 2 });
         }
-        let threads = [ThreadTime {
-            tid: 1,
-            oncpu_ns: 400 * ms,
-            blocked_ns: 1_600 * ms,
-            ..Default::default()
-        }];
+        let threads = [ThreadTime { tid: 1, oncpu_ns: 400 * ms, blocked_ns: 1_600 * ms, ..Default::default() }];
         let a = analyze(&inputs(&cpu, &CpuProfile::default(), &threads, &samples));
-        let key = a
-            .long_polls
-            .iter()
-            .find(|p| p.function == "svc::derive_key")
-            .unwrap();
-        assert!(
-            (0.5..=2.0).contains(&key.p50_ms),
-            "a ~1 ms poll within 2x: {key:?}"
-        );
+        let key = a.long_polls.iter().find(|p| p.function == "svc::derive_key").unwrap();
+        assert!((0.5..=2.0).contains(&key.p50_ms), "a ~1 ms poll within 2x: {key:?}");
         assert!(key.p99_ms <= 2.0 && key.worker_time_pct >= 1.0, "{key:?}");
-        let health = a
-            .long_polls
-            .iter()
-            .find(|p| p.function == "svc::health")
-            .unwrap();
+        let health = a.long_polls.iter().find(|p| p.function == "svc::health").unwrap();
         assert!(health.p50_ms < 0.5, "{health:?}");
-        assert!(
-            a.long_polls.iter().all(|p| p.function != "svc::report"),
-            "awaits are not one poll: {:?}",
-            a.long_polls
-        );
+        assert!(a.long_polls.iter().all(|p| p.function != "svc::report"), "awaits are not one poll: {:?}", a.long_polls);
 
         let found = crate::findings::cpu_heavy_in_async::CpuHeavyInAsync::default();
-        let evidence = crate::findings::Evidence {
-            cpu: None,
-            async_runtime: Some(&a),
-            database: None,
-            memory: None,
-        };
-        let flagged: Vec<_> = crate::findings::Rule::check(&found, &evidence)
-            .into_iter()
-            .map(|f| (f.function, f.severity))
-            .collect();
-        assert_eq!(
-            flagged,
-            [("svc::derive_key".to_string(), crate::findings::Severity::P0)],
-            "a 1 ms poll taking 20% of the worker"
-        );
+        let evidence = crate::findings::Evidence { cpu: None, async_runtime: Some(&a), database: None, memory: None };
+        let flagged: Vec<_> = crate::findings::Rule::check(&found, &evidence).into_iter().map(|f| (f.function, f.severity)).collect();
+        assert_eq!(flagged, [("svc::derive_key".to_string(), crate::findings::Severity::P0)], "a 1 ms poll taking 20% of the worker");
     }
 
     #[test]
@@ -1551,49 +957,14 @@ mod tests {
             worker_kind(&frames.iter().collect::<Vec<_>>())
         };
         // Tokio 1.20 (thread_pool, basic_scheduler), current Tokio, actix-rt.
-        assert_eq!(
-            kind(&[
-                "tokio::runtime::blocking::pool::Inner::run",
-                "tokio::runtime::thread_pool::worker::run",
-                "tokio::runtime::thread_pool::worker::Context::run_task"
-            ]),
-            Some(WorkerKind::TokioMultiThread)
-        );
-        assert_eq!(
-            kind(&[
-                "tokio::runtime::basic_scheduler::BasicScheduler::block_on",
-                "tokio::runtime::basic_scheduler::CoreGuard::block_on"
-            ]),
-            Some(WorkerKind::TokioCurrentThread)
-        );
-        assert_eq!(
-            kind(&["tokio::runtime::scheduler::current_thread::CurrentThread::block_on"]),
-            Some(WorkerKind::TokioCurrentThread)
-        );
-        assert_eq!(
-            kind(&[
-                "actix_rt::arbiter::Arbiter::with_tokio_rt::{{closure}}",
-                "actix_rt::runtime::Runtime::block_on",
-                "tokio::runtime::scheduler::current_thread::CoreGuard::block_on"
-            ]),
-            Some(WorkerKind::ActixRt)
-        );
+        assert_eq!(kind(&["tokio::runtime::blocking::pool::Inner::run", "tokio::runtime::thread_pool::worker::run", "tokio::runtime::thread_pool::worker::Context::run_task"]), Some(WorkerKind::TokioMultiThread));
+        assert_eq!(kind(&["tokio::runtime::basic_scheduler::BasicScheduler::block_on", "tokio::runtime::basic_scheduler::CoreGuard::block_on"]), Some(WorkerKind::TokioCurrentThread));
+        assert_eq!(kind(&["tokio::runtime::scheduler::current_thread::CurrentThread::block_on"]), Some(WorkerKind::TokioCurrentThread));
+        assert_eq!(kind(&["actix_rt::arbiter::Arbiter::with_tokio_rt::{{closure}}", "actix_rt::runtime::Runtime::block_on", "tokio::runtime::scheduler::current_thread::CoreGuard::block_on"]), Some(WorkerKind::ActixRt));
         // Waking a task from a pool thread runs scheduler code, not its loop.
-        assert_eq!(
-            kind(&[
-                "tokio::runtime::blocking::pool::Inner::run",
-                "tokio::runtime::thread_pool::worker::<impl tokio::runtime::thread_pool::worker::Shared>::schedule"
-            ]),
-            None
-        );
-        assert_eq!(
-            kind(&["tokio::runtime::basic_scheduler::BasicScheduler::spawn"]),
-            None
-        );
-        assert_eq!(
-            kind(&["tokio::runtime::scheduler::multi_thread::MultiThread::block_on"]),
-            None
-        );
+        assert_eq!(kind(&["tokio::runtime::blocking::pool::Inner::run", "tokio::runtime::thread_pool::worker::<impl tokio::runtime::thread_pool::worker::Shared>::schedule"]), None);
+        assert_eq!(kind(&["tokio::runtime::basic_scheduler::BasicScheduler::spawn"]), None);
+        assert_eq!(kind(&["tokio::runtime::scheduler::multi_thread::MultiThread::block_on"]), None);
     }
 
     #[test]
@@ -1602,120 +973,43 @@ mod tests {
         // running its runtime in main, and a blocking-pool thread (named
         // by Tokio's default) hashing a password inside spawn_blocking.
         let mut cpu = CpuProfile::default();
-        let arbiter = [
-            rt("actix_rt::arbiter::Arbiter::with_tokio_rt::{{closure}}"),
-            rt("tokio::runtime::scheduler::current_thread::CoreGuard::block_on"),
-        ];
-        let hash = [
-            rt("tokio::runtime::blocking::pool::Inner::run"),
-            owner("svc::verify_password::{{closure}}", 12),
-            dep("argon2::Argon2::verify_password", false),
-        ];
+        let arbiter = [rt("actix_rt::arbiter::Arbiter::with_tokio_rt::{{closure}}"), rt("tokio::runtime::scheduler::current_thread::CoreGuard::block_on")];
+        let hash = [rt("tokio::runtime::blocking::pool::Inner::run"), owner("svc::verify_password::{{closure}}", 12), dep("argon2::Argon2::verify_password", false)];
         let mut push = |tid: u32, thread: &str, fr: &[Frame]| {
             let frames = fr.iter().cloned().map(|f| cpu.intern(f)).collect();
-            cpu.push_sample(StackSample {
-                thread: thread.into(),
-                tid,
-                frames,
-                count: 50,
-                events: 50,
-                has_user_stack: true,
-            });
+            cpu.push_sample(StackSample { thread: thread.into(), tid, frames, count: 50, events: 50, has_user_stack: true });
         };
         push(10, "actix-rt|system", &arbiter);
         push(11, "actix-rt|system", &arbiter);
         push(20, "tokio-runtime-w", &hash);
-        let threads: Vec<ThreadTime> = [
-            (1, "svc"),
-            (10, "actix-rt|system"),
-            (11, "actix-rt|system"),
-            (20, "tokio-runtime-w"),
-            (21, "tokio-runtime-w"),
-        ]
-        .into_iter()
-        .map(|(tid, name)| ThreadTime {
-            tid,
-            name: name.into(),
-            oncpu_ns: 1,
-            ..Default::default()
-        })
-        .collect();
+        let threads: Vec<ThreadTime> = [(1, "svc"), (10, "actix-rt|system"), (11, "actix-rt|system"), (20, "tokio-runtime-w"), (21, "tokio-runtime-w")]
+            .into_iter()
+            .map(|(tid, name)| ThreadTime { tid, name: name.into(), oncpu_ns: 1, ..Default::default() })
+            .collect();
         let a = analyze(&inputs(&cpu, &CpuProfile::default(), &threads, &[]));
         assert_eq!(a.workers.workers, 2, "{:?}", a.workers);
-        assert_eq!(
-            a.workers.recognised,
-            [RecognisedWorkers {
-                kind: WorkerKind::ActixRt,
-                threads: 2
-            }]
-        );
+        assert_eq!(a.workers.recognised, [RecognisedWorkers { kind: WorkerKind::ActixRt, threads: 2 }]);
         assert_eq!(a.workers.blocking_pool_threads, 1);
-        assert!(
-            a.tasks.iter().all(|t| !t.task.contains("verify_password")),
-            "{:?}",
-            a.tasks
-        );
+        assert!(a.tasks.iter().all(|t| !t.task.contains("verify_password")), "{:?}", a.tasks);
         // Without stacks, the arbiter names still say "worker"; Tokio's
         // names do not while any runtime is recognised.
-        let a = analyze(&inputs(
-            &CpuProfile::default(),
-            &CpuProfile::default(),
-            &threads,
-            &[],
-        ));
+        let a = analyze(&inputs(&CpuProfile::default(), &CpuProfile::default(), &threads, &[]));
         assert_eq!(a.workers.workers, 2);
         // And with nothing recognised the summary says so (no kinds).
-        let none: Vec<ThreadTime> = vec![ThreadTime {
-            tid: 1,
-            name: "svc".into(),
-            ..Default::default()
-        }];
-        let a = analyze(&inputs(
-            &CpuProfile::default(),
-            &CpuProfile::default(),
-            &none,
-            &[],
-        ));
+        let none: Vec<ThreadTime> = vec![ThreadTime { tid: 1, name: "svc".into(), ..Default::default() }];
+        let a = analyze(&inputs(&CpuProfile::default(), &CpuProfile::default(), &none, &[]));
         assert!(a.workers.workers == 0 && a.workers.recognised.is_empty());
     }
 
     #[test]
     fn a_current_thread_runtime_in_main_is_the_worker_and_tokio_named_threads_are_its_pool() {
         let mut off = CpuProfile::default();
-        let main = [
-            rt("std::rt::lang_start"),
-            rt("tokio::runtime::scheduler::current_thread::CoreGuard::block_on"),
-            owner("svc::load::{{closure}}", 9),
-            rt("std::fs::read_to_string"),
-            syscall("read"),
-        ];
+        let main = [rt("std::rt::lang_start"), rt("tokio::runtime::scheduler::current_thread::CoreGuard::block_on"), owner("svc::load::{{closure}}", 9), rt("std::fs::read_to_string"), syscall("read")];
         let frames = main.iter().cloned().map(|f| off.intern(f)).collect();
-        off.push_sample(StackSample {
-            thread: "svc".into(),
-            tid: 1,
-            frames,
-            count: 30_000,
-            events: 3,
-            has_user_stack: true,
-        });
-        let threads: Vec<ThreadTime> = [(1, "svc"), (2, "tokio-runtime-w")]
-            .into_iter()
-            .map(|(tid, name)| ThreadTime {
-                tid,
-                name: name.into(),
-                oncpu_ns: 1,
-                blocked_ns: 1_000_000_000,
-                ..Default::default()
-            })
-            .collect();
+        off.push_sample(StackSample { thread: "svc".into(), tid: 1, frames, count: 30_000, events: 3, has_user_stack: true });
+        let threads: Vec<ThreadTime> = [(1, "svc"), (2, "tokio-runtime-w")].into_iter().map(|(tid, name)| ThreadTime { tid, name: name.into(), oncpu_ns: 1, blocked_ns: 1_000_000_000, ..Default::default() }).collect();
         let a = analyze(&inputs(&CpuProfile::default(), &off, &threads, &[]));
-        assert_eq!(
-            a.workers.recognised,
-            [RecognisedWorkers {
-                kind: WorkerKind::TokioCurrentThread,
-                threads: 1
-            }]
-        );
+        assert_eq!(a.workers.recognised, [RecognisedWorkers { kind: WorkerKind::TokioCurrentThread, threads: 1 }]);
         assert_eq!(a.blocking[0].function, "svc::load");
     }
 
@@ -1723,29 +1017,12 @@ mod tests {
     fn main_around_a_current_thread_block_on_is_not_task_code() {
         let mut off = CpuProfile::default();
         // The worker parked on its timer, under the owner's main.
-        let parked = [
-            owner("svc::main", 80),
-            rt("tokio::runtime::runtime::Runtime::block_on"),
-            rt("tokio::runtime::scheduler::current_thread::CoreGuard::block_on"),
-            rt("tokio::runtime::park::Inner::park"),
-            rt("std::sync::Condvar::wait"),
-            syscall("futex"),
-        ];
+        let parked = [owner("svc::main", 80), rt("tokio::runtime::runtime::Runtime::block_on"), rt("tokio::runtime::scheduler::current_thread::CoreGuard::block_on"), rt("tokio::runtime::park::Inner::park"), rt("std::sync::Condvar::wait"), syscall("futex")];
         let frames = parked.iter().cloned().map(|f| off.intern(f)).collect();
-        off.push_sample(StackSample {
-            thread: "svc".into(),
-            tid: 1,
-            frames,
-            count: 900_000,
-            events: 90,
-            has_user_stack: true,
-        });
+        off.push_sample(StackSample { thread: "svc".into(), tid: 1, frames, count: 900_000, events: 90, has_user_stack: true });
         let a = analyze(&inputs(&CpuProfile::default(), &off, &[], &[]));
         assert_eq!(a.workers.workers, 1);
-        assert!(
-            a.blocking.is_empty() && a.lock_contention.is_empty() && a.tasks.is_empty(),
-            "{a:?}"
-        );
+        assert!(a.blocking.is_empty() && a.lock_contention.is_empty() && a.tasks.is_empty(), "{a:?}");
     }
 
     #[test]
@@ -1753,74 +1030,19 @@ mod tests {
         let mut off = CpuProfile::default();
         let mut cpu = CpuProfile::default();
         // mio's non-blocking write: preempted or a socket lock, not a block.
-        let mio_write = [
-            rt(WORKER),
-            owner("svc::query::{{closure}}", 30),
-            rt("<&mio::net::tcp::stream::TcpStream as std::io::Write>::write"),
-            rt("mio::io_source::IoSource<T>::do_io"),
-            rt("<&std::net::tcp::TcpStream as std::io::Write>::write"),
-            syscall("sendto"),
-        ];
+        let mio_write = [rt(WORKER), owner("svc::query::{{closure}}", 30), rt("<&mio::net::tcp::stream::TcpStream as std::io::Write>::write"), rt("mio::io_source::IoSource<T>::do_io"), rt("<&std::net::tcp::TcpStream as std::io::Write>::write"), syscall("sendto")];
         sample(&mut off, 1, &mio_write, 5_000, 3);
         sample(&mut cpu, 1, &mio_write[..5], 7, 7);
         // A blocking std::net connect, a std mpsc receive, a block_on.
-        sample(
-            &mut off,
-            1,
-            &[
-                rt(WORKER),
-                owner("svc::notify", 40),
-                rt("std::net::tcp::TcpStream::connect"),
-                syscall("connect"),
-            ],
-            5_000,
-            1,
-        );
-        sample(
-            &mut off,
-            1,
-            &[
-                rt(WORKER),
-                owner("svc::wait_job", 50),
-                rt("std::sync::mpsc::Receiver<T>::recv"),
-                rt("std::sync::mpmc::context::Context::wait_until"),
-                syscall("futex"),
-            ],
-            5_000,
-            1,
-        );
-        sample(
-            &mut off,
-            1,
-            &[
-                rt(WORKER),
-                owner("svc::legacy", 60),
-                rt("futures_executor::local_pool::block_on"),
-                rt("std::thread::park"),
-                syscall("futex"),
-            ],
-            5_000,
-            1,
-        );
+        sample(&mut off, 1, &[rt(WORKER), owner("svc::notify", 40), rt("std::net::tcp::TcpStream::connect"), syscall("connect")], 5_000, 1);
+        sample(&mut off, 1, &[rt(WORKER), owner("svc::wait_job", 50), rt("std::sync::mpsc::Receiver<T>::recv"), rt("std::sync::mpmc::context::Context::wait_until"), syscall("futex")], 5_000, 1);
+        sample(&mut off, 1, &[rt(WORKER), owner("svc::legacy", 60), rt("futures_executor::local_pool::block_on"), rt("std::thread::park"), syscall("futex")], 5_000, 1);
         let a = analyze(&inputs(&cpu, &off, &[], &[]));
-        let kinds: Vec<(&str, BlockingKind)> = a
-            .blocking
-            .iter()
-            .map(|s| (s.function.as_str(), s.kind))
-            .collect();
+        let kinds: Vec<(&str, BlockingKind)> = a.blocking.iter().map(|s| (s.function.as_str(), s.kind)).collect();
         assert!(kinds.iter().all(|(f, _)| *f != "svc::query"), "{kinds:?}");
-        assert!(
-            kinds.contains(&("svc::notify", BlockingKind::NetworkIo)),
-            "{kinds:?}"
-        );
-        assert!(
-            kinds.contains(&("svc::wait_job", BlockingKind::ChannelRecv)),
-            "{kinds:?}"
-        );
-        assert!(
-            kinds.contains(&("svc::legacy", BlockingKind::BlockOn)),
-            "{kinds:?}"
-        );
+        assert!(kinds.contains(&("svc::notify", BlockingKind::NetworkIo)), "{kinds:?}");
+        assert!(kinds.contains(&("svc::wait_job", BlockingKind::ChannelRecv)), "{kinds:?}");
+        assert!(kinds.contains(&("svc::legacy", BlockingKind::BlockOn)), "{kinds:?}");
         assert!(a.lock_contention.is_empty());
     }
 
@@ -1829,43 +1051,11 @@ mod tests {
         let mut off = CpuProfile::default();
         // Tokio 1.20 with `parking_lot`: spawning onto the blocking pool
         // waits for the pool's mutex.
-        sample(
-            &mut off,
-            1,
-            &[
-                rt(WORKER),
-                owner("svc::read_async::{{closure}}", 30),
-                rt("tokio::runtime::blocking::pool::Spawner::spawn_task"),
-                rt("tokio::loom::std::parking_lot::Mutex<T>::lock"),
-                rt("parking_lot::raw_mutex::RawMutex::lock_slow"),
-                syscall("futex"),
-            ],
-            20_000,
-            1,
-        );
-        sample(
-            &mut off,
-            1,
-            &[
-                rt(WORKER),
-                owner("svc::update", 52),
-                rt("parking_lot::raw_mutex::RawMutex::lock_slow"),
-                syscall("futex"),
-            ],
-            5_000,
-            1,
-        );
+        sample(&mut off, 1, &[rt(WORKER), owner("svc::read_async::{{closure}}", 30), rt("tokio::runtime::blocking::pool::Spawner::spawn_task"), rt("tokio::loom::std::parking_lot::Mutex<T>::lock"), rt("parking_lot::raw_mutex::RawMutex::lock_slow"), syscall("futex")], 20_000, 1);
+        sample(&mut off, 1, &[rt(WORKER), owner("svc::update", 52), rt("parking_lot::raw_mutex::RawMutex::lock_slow"), syscall("futex")], 5_000, 1);
         let a = analyze(&inputs(&CpuProfile::default(), &off, &[], &[]));
-        let locks: Vec<&str> = a
-            .lock_contention
-            .iter()
-            .map(|s| s.function.as_str())
-            .collect();
+        let locks: Vec<&str> = a.lock_contention.iter().map(|s| s.function.as_str()).collect();
         assert_eq!(locks, ["svc::update"]);
-        assert!(
-            a.blocking.iter().all(|s| s.kind == BlockingKind::Other),
-            "{:?}",
-            a.blocking
-        );
+        assert!(a.blocking.iter().all(|s| s.kind == BlockingKind::Other), "{:?}", a.blocking);
     }
 }

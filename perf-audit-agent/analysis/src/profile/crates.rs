@@ -30,128 +30,25 @@ use super::Origin;
 /// Crates of the Rust toolchain and of std's private dependencies: never
 /// the owner's, whatever the binary says.
 const TOOLCHAIN_CRATES: &[&str] = &[
-    "std",
-    "core",
-    "alloc",
-    "proc_macro",
-    "test",
-    "panic_unwind",
-    "panic_abort",
-    "unwind",
-    "compiler_builtins",
-    "std_detect",
-    "hashbrown",
-    "addr2line",
-    "gimli",
-    "object",
-    "miniz_oxide",
-    "adler",
-    "adler2",
-    "memchr",
-    "rustc_demangle",
-    "cfg_if",
-    "libc",
-    "__rustc",
+    "std", "core", "alloc", "proc_macro", "test", "panic_unwind", "panic_abort", "unwind", "compiler_builtins",
+    "std_detect", "hashbrown", "addr2line", "gimli", "object", "miniz_oxide", "adler", "adler2", "memchr",
+    "rustc_demangle", "cfg_if", "libc", "__rustc",
 ];
 
 /// Common runtime and framework crates, dependencies even when the binary
 /// embeds none of their paths (a crate without panic locations).
 const WELL_KNOWN_DEPENDENCIES: &[&str] = &[
-    "tokio",
-    "tokio_util",
-    "tokio_stream",
-    "mio",
-    "futures",
-    "futures_util",
-    "futures_core",
-    "futures_channel",
-    "futures_executor",
-    "hyper",
-    "hyper_util",
-    "h2",
-    "http",
-    "http_body",
-    "http_body_util",
-    "axum",
-    "axum_core",
-    "tower",
-    "tower_http",
-    "tower_layer",
-    "tower_service",
-    "tonic",
-    "prost",
-    "bytes",
-    "serde",
-    "serde_json",
-    "serde_core",
-    "sqlx",
-    "sqlx_core",
-    "sqlx_postgres",
-    "tracing",
-    "tracing_core",
-    "tracing_subscriber",
-    "parking_lot",
-    "parking_lot_core",
-    "lock_api",
-    "regex",
-    "regex_automata",
-    "regex_syntax",
-    "aho_corasick",
-    "itoa",
-    "ryu",
-    "smallvec",
-    "indexmap",
-    "crossbeam_channel",
-    "crossbeam_utils",
-    "crossbeam_epoch",
-    "crossbeam_deque",
-    "rayon",
-    "rayon_core",
-    "once_cell",
-    "log",
-    "anyhow",
-    "thiserror",
-    "rand",
-    "rand_core",
-    "rand_chacha",
-    "ppv_lite86",
-    "getrandom",
-    "sha2",
-    "digest",
-    "md5",
-    "base64",
-    "url",
-    "percent_encoding",
-    "form_urlencoded",
-    "idna",
-    "socket2",
-    "slab",
-    "pin_project_lite",
-    "pin_project",
-    "chrono",
-    "time",
-    "uuid",
-    "tikv_jemallocator",
-    "tikv_jemalloc_sys",
-    "mimalloc",
-    "libmimalloc_sys",
-    "console_subscriber",
-    "hdrhistogram",
-    "flate2",
-    "zstd",
-    "rustls",
-    "ring",
-    "openssl",
-    "native_tls",
-    "reqwest",
-    "clap",
-    "clap_builder",
-    "toml",
-    "dashmap",
-    "argon2",
-    "bcrypt",
-    "blake2",
-    "password_hash",
+    "tokio", "tokio_util", "tokio_stream", "mio", "futures", "futures_util", "futures_core", "futures_channel",
+    "futures_executor", "hyper", "hyper_util", "h2", "http", "http_body", "http_body_util", "axum", "axum_core", "tower",
+    "tower_http", "tower_layer", "tower_service", "tonic", "prost", "bytes", "serde", "serde_json", "serde_core", "sqlx",
+    "sqlx_core", "sqlx_postgres", "tracing", "tracing_core", "tracing_subscriber", "parking_lot", "parking_lot_core",
+    "lock_api", "regex", "regex_automata", "regex_syntax", "aho_corasick", "itoa", "ryu", "smallvec", "indexmap",
+    "crossbeam_channel", "crossbeam_utils", "crossbeam_epoch", "crossbeam_deque", "rayon", "rayon_core", "once_cell",
+    "log", "anyhow", "thiserror", "rand", "rand_core", "rand_chacha", "ppv_lite86", "getrandom", "sha2", "digest",
+    "md5", "base64", "url", "percent_encoding", "form_urlencoded", "idna", "socket2", "slab", "pin_project_lite",
+    "pin_project", "chrono", "time", "uuid", "tikv_jemallocator", "tikv_jemalloc_sys", "mimalloc", "libmimalloc_sys",
+    "console_subscriber", "hdrhistogram", "flate2", "zstd", "rustls", "ring", "openssl", "native_tls", "reqwest",
+    "clap", "clap_builder", "toml", "dashmap", "argon2", "bcrypt", "blake2", "password_hash",
 ];
 
 /// How the owner's code is decided, as the report states it (report.json
@@ -174,11 +71,7 @@ pub struct CrateFacts {
 impl CrateFacts {
     /// Reads the crates of an executable named `exe_name` from its bytes
     /// (the embedded source paths) and its demangled function names.
-    pub fn from_binary<'a>(
-        exe_name: &str,
-        data: &[u8],
-        functions: impl IntoIterator<Item = &'a str>,
-    ) -> CrateFacts {
+    pub fn from_binary<'a>(exe_name: &str, data: &[u8], functions: impl IntoIterator<Item = &'a str>) -> CrateFacts {
         let paths = SourceDirs::scan(data);
         let mut dependencies = paths.dependencies;
         dependencies.extend(TOOLCHAIN_CRATES.iter().map(|c| c.to_string()));
@@ -190,9 +83,7 @@ impl CrateFacts {
         // Cargo names a binary crate after its target: `my-svc` is `my_svc`.
         let exe_crate = crate_ident(exe_name);
         if !exe_crate.is_empty() {
-            evidence.entry(exe_crate).or_insert_with(|| {
-                format!("the executable's own crate (its file name, `{exe_name}`)")
-            });
+            evidence.entry(exe_crate).or_insert_with(|| format!("the executable's own crate (its file name, `{exe_name}`)"));
         }
         // The crate of the Rust `main` (`svc::main`: a crate root function).
         let mut symbol_crates: BTreeSet<String> = BTreeSet::new();
@@ -200,28 +91,19 @@ impl CrateFacts {
             if let Some(krate) = f.strip_suffix("::main")
                 && is_ident(krate)
             {
-                evidence.insert(
-                    krate.to_string(),
-                    format!("the crate of the Rust `main` (`{f}`)"),
-                );
+                evidence.insert(krate.to_string(), format!("the crate of the Rust `main` (`{f}`)"));
             }
             if let Some(krate) = crate_of(f) {
                 symbol_crates.insert(krate.to_string());
             }
         }
-        evidence.retain(|c, _| {
-            !dependencies.contains(c) && !WELL_KNOWN_DEPENDENCIES.contains(&c.as_str())
-        });
+        evidence.retain(|c, _| !dependencies.contains(c) && !WELL_KNOWN_DEPENDENCIES.contains(&c.as_str()));
         // Directory and file names that are no crate of this binary's
         // functions (a renamed executable, a `docs/src/` path) name nothing.
         if !symbol_crates.is_empty() {
             evidence.retain(|c, _| symbol_crates.contains(c));
         }
-        CrateFacts {
-            owner: evidence.keys().cloned().collect(),
-            dependencies,
-            evidence,
-        }
+        CrateFacts { owner: evidence.keys().cloned().collect(), dependencies, evidence }
     }
 
     /// Origin of a function of the executable that has no source file:
@@ -249,11 +131,7 @@ pub fn crate_of(function: &str) -> Option<&str> {
             Some((ty, tr)) => (ty, Some(tr)),
             None => (inner, None),
         };
-        let ty = self_ty
-            .trim_start_matches(['&', '*', '(', '[', ' '])
-            .trim_start_matches("mut ")
-            .trim_start_matches("const ")
-            .trim_start_matches("dyn ");
+        let ty = self_ty.trim_start_matches(['&', '*', '(', '[', ' ']).trim_start_matches("mut ").trim_start_matches("const ").trim_start_matches("dyn ");
         if let Some(k) = first_segment(ty) {
             return Some(k);
         }
@@ -271,9 +149,7 @@ fn split_as(s: &str) -> Option<(&str, &str)> {
             b'<' => depth += 1,
             b'>' if depth == 0 => return None,
             b'>' => depth -= 1,
-            b' ' if depth == 0 && s[i..].starts_with(" as ") => {
-                return Some((&s[..i], &s[i + 4..]));
-            }
+            b' ' if depth == 0 && s[i..].starts_with(" as ") => return Some((&s[..i], &s[i + 4..])),
             _ => {}
         }
     }
@@ -287,17 +163,12 @@ fn first_segment(s: &str) -> Option<&str> {
 }
 
 fn is_ident(s: &str) -> bool {
-    !s.is_empty()
-        && !s.starts_with(|c: char| c.is_ascii_digit())
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    !s.is_empty() && !s.starts_with(|c: char| c.is_ascii_digit()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// `my-svc` -> `my_svc`: a package or binary name as its crate is named.
 fn crate_ident(name: &str) -> String {
-    let name: String = name
-        .chars()
-        .map(|c| if c == '-' { '_' } else { c })
-        .collect();
+    let name: String = name.chars().map(|c| if c == '-' { '_' } else { c }).collect();
     if is_ident(&name) { name } else { String::new() }
 }
 
@@ -321,13 +192,7 @@ impl SourceDirs {
     fn scan(data: &[u8]) -> SourceDirs {
         const MARKER: &[u8] = b"/src/";
         const DEPENDENCY_PATHS: &[&[u8]] = &[
-            b"/registry/",
-            b"/git/checkouts/",
-            b"/rust/deps/",
-            b"/rustc/",
-            b"/vendor/",
-            b"/lib/rustlib/",
-            b"/.rustup/",
+            b"/registry/", b"/git/checkouts/", b"/rust/deps/", b"/rustc/", b"/vendor/", b"/lib/rustlib/", b"/.rustup/",
             b"/.cargo/",
         ];
         let mut dirs = SourceDirs::default();
@@ -339,27 +204,19 @@ impl SourceDirs {
             // `/home/me/src/` above the checkout): the rest of this path, up
             // to its `.rs`, has no other.
             let after = &data[i..data.len().min(i + 512)];
-            let after = &after[..after
-                .iter()
-                .position(|b| !is_path_byte(*b))
-                .unwrap_or(after.len())];
+            let after = &after[..after.iter().position(|b| !is_path_byte(*b)).unwrap_or(after.len())];
             let after = &after[..find(after, b".rs").unwrap_or(after.len())];
             if find(after, MARKER).is_some() {
                 continue;
             }
             let window = &data[at.saturating_sub(512)..at];
-            let mut start = window
-                .iter()
-                .rposition(|b| !is_path_byte(*b))
-                .map_or(0, |p| p + 1);
+            let mut start = window.iter().rposition(|b| !is_path_byte(*b)).map_or(0, |p| p + 1);
             if let Some(end_of_previous) = rfind(&window[start..], b".rs") {
                 start += end_of_previous + 3;
             }
             let run = &window[start..];
             let mut components = run.rsplit(|b| *b == b'/');
-            let Ok(dir) = std::str::from_utf8(components.next().unwrap_or_default()) else {
-                continue;
-            };
+            let Ok(dir) = std::str::from_utf8(components.next().unwrap_or_default()) else { continue };
             let dependency_path = DEPENDENCY_PATHS.iter().any(|p| find(run, p).is_some());
             // `.../registry/src/<index>/...` and `/home/me/src/...` name no crate.
             if dir.is_empty() || dir == "registry" || dir == "." || dir == ".." {
@@ -367,20 +224,11 @@ impl SourceDirs {
             }
             let (name, versioned) = match split_version(dir) {
                 Some(name) => (name.to_string(), true),
-                None if dependency_path
-                    && find(run, b"/git/checkouts/").is_some()
-                    && is_hex(dir) =>
-                {
+                None if dependency_path && find(run, b"/git/checkouts/").is_some() && is_hex(dir) => {
                     // A git dependency at its checkout's root:
                     // `.../git/checkouts/<repo>-<hash>/<rev>/src/`.
-                    let repo = std::str::from_utf8(components.next().unwrap_or_default())
-                        .unwrap_or_default();
-                    (
-                        repo.rsplit_once('-')
-                            .map_or(repo, |(name, _)| name)
-                            .to_string(),
-                        true,
-                    )
+                    let repo = std::str::from_utf8(components.next().unwrap_or_default()).unwrap_or_default();
+                    (repo.rsplit_once('-').map_or(repo, |(name, _)| name).to_string(), true)
                 }
                 None => (dir.to_string(), false),
             };
@@ -391,10 +239,7 @@ impl SourceDirs {
             if versioned || dependency_path {
                 dirs.dependencies.insert(krate);
             } else {
-                let path = String::from_utf8_lossy(run).into_owned()
-                    + "/src/"
-                    + &String::from_utf8_lossy(after)
-                    + ".rs";
+                let path = String::from_utf8_lossy(run).into_owned() + "/src/" + &String::from_utf8_lossy(after) + ".rs";
                 dirs.local.entry(krate).or_insert(path);
             }
         }
@@ -496,23 +341,8 @@ mod tests {
     #[test]
     fn dependencies_come_from_embedded_registry_git_and_toolchain_paths() {
         let f = facts();
-        for dep in [
-            "tokio",
-            "serde_json",
-            "hashbrown",
-            "twin_codec",
-            "rand_xoshiro",
-            "std",
-            "core",
-            "blazesym",
-            "gimli",
-            "rootcrate",
-        ] {
-            assert!(
-                f.dependencies.contains(dep),
-                "{dep} in {:?}",
-                f.dependencies
-            );
+        for dep in ["tokio", "serde_json", "hashbrown", "twin_codec", "rand_xoshiro", "std", "core", "blazesym", "gimli", "rootcrate"] {
+            assert!(f.dependencies.contains(dep), "{dep} in {:?}", f.dependencies);
         }
         assert!(!f.dependencies.contains("newsletter_core"));
     }
@@ -520,47 +350,20 @@ mod tests {
     #[test]
     fn the_owner_is_the_executable_crate_and_the_workspace() {
         let f = facts();
-        assert_eq!(
-            f.owner,
-            ["newsletter", "newsletter_core"]
-                .into_iter()
-                .map(String::from)
-                .collect()
-        );
+        assert_eq!(f.owner, ["newsletter", "newsletter_core"].into_iter().map(String::from).collect());
     }
 
     #[test]
     fn functions_without_files_get_the_origin_of_their_crate() {
         let f = facts();
-        assert_eq!(
-            f.origin_of_function("newsletter::delivery::send_all"),
-            Origin::Owner
-        );
-        assert_eq!(
-            f.origin_of_function("newsletter_core::delivery::render::{{closure}}"),
-            Origin::Owner
-        );
-        assert_eq!(
-            f.origin_of_function("<newsletter::Digest as core::fmt::Display>::fmt"),
-            Origin::Owner
-        );
-        assert_eq!(
-            f.origin_of_function("<&mut newsletter::Digest as core::fmt::Display>::fmt"),
-            Origin::Owner
-        );
+        assert_eq!(f.origin_of_function("newsletter::delivery::send_all"), Origin::Owner);
+        assert_eq!(f.origin_of_function("newsletter_core::delivery::render::{{closure}}"), Origin::Owner);
+        assert_eq!(f.origin_of_function("<newsletter::Digest as core::fmt::Display>::fmt"), Origin::Owner);
+        assert_eq!(f.origin_of_function("<&mut newsletter::Digest as core::fmt::Display>::fmt"), Origin::Owner);
         assert_eq!(f.origin_of_function("main"), Origin::Native);
-        assert_eq!(
-            f.origin_of_function("__libc_start_call_main"),
-            Origin::Native
-        );
-        assert_eq!(
-            f.origin_of_function("<[T] as core::fmt::Debug>::fmt"),
-            Origin::Dependency
-        );
-        assert_eq!(
-            f.origin_of_function("core::ptr::drop_in_place<newsletter::Digest>"),
-            Origin::Dependency
-        );
+        assert_eq!(f.origin_of_function("__libc_start_call_main"), Origin::Native);
+        assert_eq!(f.origin_of_function("<[T] as core::fmt::Debug>::fmt"), Origin::Dependency);
+        assert_eq!(f.origin_of_function("core::ptr::drop_in_place<newsletter::Digest>"), Origin::Dependency);
     }
 
     /// The well-behaved twin: a dependency doing the same work as the
@@ -569,33 +372,12 @@ mod tests {
     #[test]
     fn a_dependency_function_is_never_the_owners() {
         let f = facts();
-        assert_eq!(
-            f.origin_of_function("twin_codec::encode::hot_spin"),
-            Origin::Dependency,
-            "a git dependency with a `main`"
-        );
-        assert_eq!(
-            f.origin_of_function("serde_json::de::from_slice"),
-            Origin::Dependency
-        );
-        assert_eq!(
-            f.origin_of_function("<tokio::runtime::task::Task as core::ops::Drop>::drop"),
-            Origin::Dependency
-        );
-        assert_eq!(
-            f.origin_of_function("hashbrown::raw::RawTable<T>::reserve_rehash"),
-            Origin::Dependency
-        );
-        assert_eq!(
-            f.origin_of_function("newsletter_twin::hot_spin"),
-            Origin::Dependency,
-            "a crate the binary says nothing about"
-        );
-        assert_eq!(
-            f.origin_of_function("ryu::pretty::format64"),
-            Origin::Dependency,
-            "no panic location, well known"
-        );
+        assert_eq!(f.origin_of_function("twin_codec::encode::hot_spin"), Origin::Dependency, "a git dependency with a `main`");
+        assert_eq!(f.origin_of_function("serde_json::de::from_slice"), Origin::Dependency);
+        assert_eq!(f.origin_of_function("<tokio::runtime::task::Task as core::ops::Drop>::drop"), Origin::Dependency);
+        assert_eq!(f.origin_of_function("hashbrown::raw::RawTable<T>::reserve_rehash"), Origin::Dependency);
+        assert_eq!(f.origin_of_function("newsletter_twin::hot_spin"), Origin::Dependency, "a crate the binary says nothing about");
+        assert_eq!(f.origin_of_function("ryu::pretty::format64"), Origin::Dependency, "no panic location, well known");
     }
 
     #[test]
@@ -608,10 +390,7 @@ mod tests {
     fn crate_of_reads_paths_and_trait_impls() {
         assert_eq!(crate_of("svc::a::b"), Some("svc"));
         assert_eq!(crate_of("<svc::T as core::fmt::Debug>::fmt"), Some("svc"));
-        assert_eq!(
-            crate_of("<alloc::vec::Vec<svc::T> as core::ops::Drop>::drop"),
-            Some("alloc")
-        );
+        assert_eq!(crate_of("<alloc::vec::Vec<svc::T> as core::ops::Drop>::drop"), Some("alloc"));
         assert_eq!(crate_of("<(A, B) as svc::Tr>::f"), Some("svc"));
         assert_eq!(crate_of("memcpy"), None);
         assert_eq!(split_version("tokio-1.54.1"), Some("tokio"));
@@ -634,53 +413,15 @@ mod tests {
         ] {
             d.extend_from_slice(s.as_bytes());
         }
-        let f = CrateFacts::from_binary(
-            "svc",
-            &d,
-            [
-                "svc::main",
-                "svc_auth::hash::stretch",
-                "svc_sql::run",
-                "svc_metrics::record",
-                "svc_twin::spin",
-            ],
-        );
-        assert_eq!(
-            f.owner,
-            ["svc", "svc_auth", "svc_sql"]
-                .into_iter()
-                .map(String::from)
-                .collect()
-        );
-        assert!(
-            f.evidence["svc_auth"].contains("`crates/svc-auth/src/hash.rs`"),
-            "{:?}",
-            f.evidence
-        );
-        assert!(
-            f.evidence["svc_sql"].contains("`crates/svc-sql/src/lib.rs`"),
-            "{:?}",
-            f.evidence
-        );
-        assert!(
-            f.evidence["svc"].contains("`svc::main`"),
-            "{:?}",
-            f.evidence
-        );
-        assert_eq!(
-            f.origin_of_function("svc_auth::hash::stretch"),
-            Origin::Owner
-        );
-        assert_eq!(
-            f.origin_of_function("svc_metrics::record"),
-            Origin::Dependency,
-            "a registry crate with the service's prefix"
-        );
-        assert_eq!(
-            f.origin_of_function("svc_twin::spin"),
-            Origin::Dependency,
-            "named nowhere in the binary"
-        );
+        let f = CrateFacts::from_binary("svc", &d, ["svc::main", "svc_auth::hash::stretch", "svc_sql::run", "svc_metrics::record", "svc_twin::spin"]);
+        assert_eq!(f.owner, ["svc", "svc_auth", "svc_sql"].into_iter().map(String::from).collect());
+        assert!(f.evidence["svc_auth"].contains("`crates/svc-auth/src/hash.rs`"), "{:?}", f.evidence);
+        assert!(f.evidence["svc_sql"].contains("`crates/svc-sql/src/lib.rs`"), "{:?}", f.evidence);
+        assert!(f.evidence["svc"].contains("`svc::main`"), "{:?}", f.evidence);
+        assert_eq!(f.origin_of_function("svc_auth::hash::stretch"), Origin::Owner);
+        assert_eq!(f.origin_of_function("svc_metrics::record"), Origin::Dependency, "a registry crate with the service's prefix");
+        assert_eq!(f.origin_of_function("svc_twin::spin"), Origin::Dependency, "named nowhere in the binary");
         assert!(OWNER_RULE.contains("workspace"));
     }
+
 }

@@ -98,8 +98,7 @@ pub fn hotspots(profile: &CpuProfile) -> Vec<Hotspot> {
                 // `start_thread`): they are on every stack and do no work; a
                 // stripped binary's own code (`svc+0x1a2b0`) is a better answer.
                 frames.iter().rposition(|f| {
-                    (f.is_object_offset() || !matches!(f.origin, Origin::Kernel | Origin::Unknown))
-                        && !super::is_thread_root(&f.function)
+                    (f.is_object_offset() || !matches!(f.origin, Origin::Kernel | Origin::Unknown)) && !super::is_thread_root(&f.function)
                 })
             })
             .or_else(|| frames.len().checked_sub(1));
@@ -115,43 +114,30 @@ pub fn hotspots(profile: &CpuProfile) -> Vec<Hotspot> {
         if let Some(line) = frame.line {
             *entry.lines.entry(line).or_default() += stack.count;
         }
-        if frames[..charged]
-            .iter()
-            .any(|f| f.function.starts_with("tokio::runtime::"))
-        {
+        if frames[..charged].iter().any(|f| f.function.starts_with("tokio::runtime::")) {
             entry.on_runtime += stack.count;
         }
         if let Some(callee) = callee_label(&frames[charged + 1..]) {
             *entry.callees.entry(callee).or_default() += stack.count;
         }
-        if super::async_runtime::role_of(&frames)
-            == Some(super::async_runtime::ThreadRole::BlockingPool)
-        {
+        if super::async_runtime::role_of(&frames) == Some(super::async_runtime::ThreadRole::BlockingPool) {
             entry.on_blocking_pool += stack.count;
         }
         let below = &frames[charged + 1..];
         if frame.origin == Origin::Owner
-            && let Some(awaited) = super::layers::passes_through(below)
-        {
-            entry.pass_through += stack.count;
-            *entry.awaited.entry(awaited.display_name()).or_default() += stack.count;
-            if let Some(layer) = super::layers::innermost_layer(below) {
-                *entry.layers.entry(layer.name.to_string()).or_default() += stack.count;
+            && let Some(awaited) = super::layers::passes_through(below) {
+                entry.pass_through += stack.count;
+                *entry.awaited.entry(awaited.display_name()).or_default() += stack.count;
+                if let Some(layer) = super::layers::innermost_layer(below) {
+                    *entry.layers.entry(layer.name.to_string()).or_default() += stack.count;
+                }
             }
-        }
-        let below_names: HashSet<String> = below
-            .iter()
-            .filter(|f| f.origin != Origin::Kernel)
-            .map(|f| f.display_name())
-            .collect();
+        let below_names: HashSet<String> = below.iter().filter(|f| f.origin != Origin::Kernel).map(|f| f.display_name()).collect();
         for n in below_names {
             *entry.below.entry(n).or_default() += stack.count;
         }
 
-        let distinct: HashSet<(String, Option<String>)> = frames
-            .iter()
-            .map(|f| (f.display_name(), f.file.clone()))
-            .collect();
+        let distinct: HashSet<(String, Option<String>)> = frames.iter().map(|f| (f.display_name(), f.file.clone())).collect();
         for name in distinct {
             *inclusive.entry(name).or_default() += stack.count;
         }
@@ -169,17 +155,12 @@ pub fn hotspots(profile: &CpuProfile) -> Vec<Hotspot> {
                 v.truncate(n);
                 v
             };
-            let line = a
-                .lines
-                .iter()
-                .max_by(|x, y| x.1.cmp(y.1).then(y.0.cmp(x.0)))
-                .map(|(l, _)| *l);
+            let line = a.lines.iter().max_by(|x, y| x.1.cmp(y.1).then(y.0.cmp(x.0))).map(|(l, _)| *l);
             let mut callees: Vec<(String, u64)> = a.callees.into_iter().collect();
             callees.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
             callees.truncate(5);
             Hotspot {
-                on_async_runtime_pct: (a.on_runtime as f64) * 100.0
-                    / (a.self_samples.max(1) as f64),
+                on_async_runtime_pct: (a.on_runtime as f64) * 100.0 / (a.self_samples.max(1) as f64),
                 self_pct: pct(a.self_samples),
                 total_pct: pct(total_samples),
                 function,
@@ -190,19 +171,14 @@ pub fn hotspots(profile: &CpuProfile) -> Vec<Hotspot> {
                 total_samples,
                 callees,
                 pass_through_samples: a.pass_through,
-                on_blocking_pool_pct: (a.on_blocking_pool as f64) * 100.0
-                    / (a.self_samples.max(1) as f64),
+                on_blocking_pool_pct: (a.on_blocking_pool as f64) * 100.0 / (a.self_samples.max(1) as f64),
                 passes_through: most_first(a.awaited, 1).into_iter().next().map(|(f, _)| f),
                 layers: most_first(a.layers, 5),
                 below: most_first(a.below, 40),
             }
         })
         .collect();
-    out.sort_by(|a, b| {
-        b.self_samples
-            .cmp(&a.self_samples)
-            .then(a.function.cmp(&b.function))
-    });
+    out.sort_by(|a, b| b.self_samples.cmp(&a.self_samples).then(a.function.cmp(&b.function)));
     out
 }
 
@@ -214,14 +190,7 @@ mod tests {
     #[test]
     fn inlined_std_leaf_is_charged_to_the_owner_frame_above_it() {
         let p = profile(&[
-            (
-                &[
-                    owner("svc::main", 10),
-                    owner("svc::hash_all", 42),
-                    dep("core::num::<impl u64>::wrapping_mul", true),
-                ],
-                8,
-            ),
+            (&[owner("svc::main", 10), owner("svc::hash_all", 42), dep("core::num::<impl u64>::wrapping_mul", true)], 8),
             (&[owner("svc::main", 10), owner("svc::idle", 7)], 2),
         ]);
         let hs = hotspots(&p);
@@ -229,36 +198,16 @@ mod tests {
         assert_eq!(hs[0].self_samples, 8);
         assert_eq!(hs[0].line, Some(42));
         assert!((hs[0].self_pct - 80.0).abs() < 1e-9);
-        assert_eq!(
-            hs[0].callees,
-            vec![("core::num::<impl u64>::wrapping_mul".to_string(), 8)]
-        );
+        assert_eq!(hs[0].callees, vec![("core::num::<impl u64>::wrapping_mul".to_string(), 8)]);
         let main = hs.iter().find(|h| h.function == "svc::main");
         assert!(main.is_none(), "main has no self time: {hs:?}");
     }
 
     #[test]
     fn a_kernel_leaf_is_described_by_the_user_call_into_the_kernel() {
-        let libc = |f: &str| crate::profile::Frame {
-            function: f.into(),
-            file: None,
-            line: None,
-            origin: Origin::Native,
-            inlined: false,
-        };
-        let p = profile(&[(
-            &[
-                owner("svc::fetch", 9),
-                libc("__libc_send"),
-                kernel("do_syscall_64"),
-                kernel("_raw_spin_unlock"),
-            ],
-            3,
-        )]);
-        assert_eq!(
-            hotspots(&p)[0].callees,
-            vec![("__libc_send → kernel".to_string(), 3)]
-        );
+        let libc = |f: &str| crate::profile::Frame { function: f.into(), file: None, line: None, origin: Origin::Native, inlined: false };
+        let p = profile(&[(&[owner("svc::fetch", 9), libc("__libc_send"), kernel("do_syscall_64"), kernel("_raw_spin_unlock")], 3)]);
+        assert_eq!(hotspots(&p)[0].callees, vec![("__libc_send → kernel".to_string(), 3)]);
     }
 
     #[test]
@@ -280,52 +229,21 @@ mod tests {
         let hs = hotspots(&p);
         let total: u64 = hs.iter().map(|h| h.self_samples).sum();
         assert_eq!(total, 10);
-        assert!(
-            hs.iter()
-                .any(|h| h.function == "tokio::runtime::park" && h.origin == Origin::Dependency)
-        );
+        assert!(hs.iter().any(|h| h.function == "tokio::runtime::park" && h.origin == Origin::Dependency));
     }
 
     #[test]
     fn a_stripped_binary_is_charged_at_its_own_offsets_never_at_start_frames() {
-        let libc = |f: &str| crate::profile::Frame {
-            function: f.into(),
-            file: None,
-            line: None,
-            origin: Origin::Native,
-            inlined: false,
-        };
-        let stripped = |f: &str| crate::profile::Frame {
-            function: f.into(),
-            file: None,
-            line: None,
-            origin: Origin::Unknown,
-            inlined: false,
-        };
+        let libc = |f: &str| crate::profile::Frame { function: f.into(), file: None, line: None, origin: Origin::Native, inlined: false };
+        let stripped = |f: &str| crate::profile::Frame { function: f.into(), file: None, line: None, origin: Origin::Unknown, inlined: false };
         let p = profile(&[
-            (
-                &[
-                    stripped("svc+0x9a10"),
-                    libc("__libc_start_main"),
-                    libc("__libc_start_call_main"),
-                    stripped("svc+0x1f000"),
-                    stripped("svc+0x1a2b0"),
-                ],
-                9,
-            ),
-            (
-                &[libc("clone3"), libc("start_thread"), stripped("0x7ffd1234")],
-                1,
-            ),
+            (&[stripped("svc+0x9a10"), libc("__libc_start_main"), libc("__libc_start_call_main"), stripped("svc+0x1f000"), stripped("svc+0x1a2b0")], 9),
+            (&[libc("clone3"), libc("start_thread"), stripped("0x7ffd1234")], 1),
         ]);
         let hs = hotspots(&p);
         assert_eq!(hs[0].function, "svc+0x1a2b0", "{hs:?}");
         assert_eq!(hs[0].self_samples, 9);
-        assert!(
-            hs.iter()
-                .all(|h| !crate::profile::is_thread_root(&h.function)),
-            "{hs:?}"
-        );
+        assert!(hs.iter().all(|h| !crate::profile::is_thread_root(&h.function)), "{hs:?}");
     }
 
     #[test]

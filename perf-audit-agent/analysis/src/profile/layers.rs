@@ -11,47 +11,20 @@ use super::{Frame, Origin};
 /// The crate a demangled function belongs to: `tower_http` for
 /// `<tower_http::trace::service::Trace<S> as tower_service::Service>::call`.
 pub fn crate_of(function: &str) -> &str {
-    let f = function
-        .trim_start_matches('<')
-        .trim_start_matches('&')
-        .trim_start_matches("mut ")
-        .trim_start_matches("dyn ");
+    let f = function.trim_start_matches('<').trim_start_matches('&').trim_start_matches("mut ").trim_start_matches("dyn ");
     f.split("::").next().unwrap_or(f)
 }
 
 /// Crates of std and of future adaptors that only forward a poll.
 fn is_adaptor(krate: &str) -> bool {
-    matches!(
-        krate,
-        "core"
-            | "std"
-            | "alloc"
-            | "futures_util"
-            | "futures_core"
-            | "futures"
-            | "pin_project_lite"
-            | "pin_project"
-    )
+    matches!(krate, "core" | "std" | "alloc" | "futures_util" | "futures_core" | "futures" | "pin_project_lite" | "pin_project")
 }
 
 /// Web framework crates whose futures a middleware or handler awaits.
 /// Not `tracing`: an event the owner's code emits is the owner's call.
 const FRAMEWORK: &[&str] = &[
-    "axum",
-    "axum_core",
-    "tower",
-    "tower_http",
-    "tower_layer",
-    "tower_service",
-    "hyper",
-    "hyper_util",
-    "actix_web",
-    "actix_http",
-    "actix_service",
-    "actix_server",
-    "actix_utils",
-    "tower_governor",
-    "axum_extra",
+    "axum", "axum_core", "tower", "tower_http", "tower_layer", "tower_service", "hyper", "hyper_util",
+    "actix_web", "actix_http", "actix_service", "actix_server", "actix_utils", "tower_governor", "axum_extra",
 ];
 
 /// Runtime crates: what they allocate below an owner frame (a task's cell,
@@ -62,30 +35,16 @@ const RUNTIME: &[&str] = &["tokio", "tokio_util", "async_std", "mio"];
 /// adaptor, when it is framework code: the owner only passes through.
 /// `below` starts right under the owner's frame.
 pub fn passes_through<'a>(below: &[&'a Frame]) -> Option<&'a Frame> {
-    let first = below
-        .iter()
-        .find(|f| f.origin != Origin::Owner && !is_adaptor(crate_of(&f.function)))?;
-    (first.origin == Origin::Dependency && FRAMEWORK.contains(&crate_of(&first.function)))
-        .then_some(*first)
+    let first = below.iter().find(|f| f.origin != Origin::Owner && !is_adaptor(crate_of(&f.function)))?;
+    (first.origin == Origin::Dependency && FRAMEWORK.contains(&crate_of(&first.function))).then_some(*first)
 }
 
 /// Database drivers: what they allocate below an owner frame is rows
 /// being encoded and decoded, judged by the database rules (rows per call,
 /// queries per request), not by buffer advice.
 pub const DRIVERS: &[&str] = &[
-    "sqlx",
-    "sqlx_core",
-    "sqlx_postgres",
-    "sqlx_mysql",
-    "sqlx_sqlite",
-    "tokio_postgres",
-    "postgres",
-    "postgres_protocol",
-    "diesel",
-    "diesel_async",
-    "deadpool_postgres",
-    "bb8_postgres",
-    "sea_orm",
+    "sqlx", "sqlx_core", "sqlx_postgres", "sqlx_mysql", "sqlx_sqlite", "tokio_postgres", "postgres", "postgres_protocol",
+    "diesel", "diesel_async", "deadpool_postgres", "bb8_postgres", "sea_orm",
 ];
 
 /// Whether a function belongs to a database driver.
@@ -97,13 +56,9 @@ pub fn is_driver(function: &str) -> bool {
 /// too (allocations): the first library frame below the owner's frame
 /// when it is one of these.
 pub fn framework_or_runtime<'a>(below: &[&'a Frame]) -> Option<&'a Frame> {
-    let first = below
-        .iter()
-        .find(|f| f.origin != Origin::Owner && !is_adaptor(crate_of(&f.function)))?;
+    let first = below.iter().find(|f| f.origin != Origin::Owner && !is_adaptor(crate_of(&f.function)))?;
     let krate = crate_of(&first.function);
-    (first.origin == Origin::Dependency
-        && (FRAMEWORK.contains(&krate) || RUNTIME.contains(&krate) || DRIVERS.contains(&krate)))
-    .then_some(*first)
+    (first.origin == Origin::Dependency && (FRAMEWORK.contains(&krate) || RUNTIME.contains(&krate) || DRIVERS.contains(&krate))).then_some(*first)
 }
 
 /// A layer of framework code, named for a report, with advice for it.
@@ -115,110 +70,31 @@ pub struct Layer {
 
 /// Known layers, most specific first: (crate or path prefix, layer).
 const LAYERS: &[(&str, Layer)] = &[
-    (
-        "tower_http::trace",
-        Layer {
-            name: "the tower-http trace layer",
-            advice: "the per-request trace layer makes spans and events for every request: raise its levels (`TraceLayer::new_for_http().make_span_with(DefaultMakeSpan::new().level(Level::DEBUG))` with `RUST_LOG=tower_http=info`) or sample requests",
-        },
-    ),
-    (
-        "tower_http::compression",
-        Layer {
-            name: "the tower-http compression layer",
-            advice: "response compression: lower the level (`CompressionLayer::new().quality(CompressionLevel::Fastest)`) and skip small or already-compressed bodies",
-        },
-    ),
-    (
-        "tracing_subscriber::fmt",
-        Layer {
-            name: "tracing_subscriber's fmt writer",
-            advice: "log formatting and writing run on the request path: filter events before they are formatted (`EnvFilter`, a higher level for per-request events), and write through `tracing_appender::non_blocking` so a worker never waits on stdout",
-        },
-    ),
-    (
-        "tracing_subscriber",
-        Layer {
-            name: "the tracing subscriber",
-            advice: "span and event bookkeeping per request: filter spans and events out early with `EnvFilter` (fewer per-request spans)",
-        },
-    ),
-    (
-        "tracing_core",
-        Layer {
-            name: "the tracing subscriber",
-            advice: "span and event bookkeeping per request: filter spans and events out early with `EnvFilter` (fewer per-request spans)",
-        },
-    ),
-    (
-        "tracing",
-        Layer {
-            name: "tracing instrumentation",
-            advice: "per-request spans and events: instrument fewer functions on the request path or raise their level",
-        },
-    ),
-    (
-        "hyper",
-        Layer {
-            name: "hyper's HTTP/1 and HTTP/2 codec",
-            advice: "HTTP parsing and encoding per request: keep connections alive, send smaller bodies; this cost is per request, not in your code",
-        },
-    ),
-    (
-        "hyper_util",
-        Layer {
-            name: "hyper's HTTP/1 and HTTP/2 codec",
-            advice: "HTTP parsing and encoding per request: keep connections alive, send smaller bodies; this cost is per request, not in your code",
-        },
-    ),
-    (
-        "axum",
-        Layer {
-            name: "axum's router and extractors",
-            advice: "routing and extraction per request: fewer nested routers and layers (`ServiceBuilder` to combine them), cheaper extractors",
-        },
-    ),
-    (
-        "axum_core",
-        Layer {
-            name: "axum's router and extractors",
-            advice: "routing and extraction per request: fewer nested routers and layers (`ServiceBuilder` to combine them), cheaper extractors",
-        },
-    ),
-    (
-        "tower",
-        Layer {
-            name: "the tower middleware stack",
-            advice: "per-request middleware boxing and polling: combine layers with `ServiceBuilder`, drop unused ones",
-        },
-    ),
-    (
-        "actix_web",
-        Layer {
-            name: "actix-web's middleware and routing",
-            advice: "per-request middleware and routing: combine middleware, drop unused ones (`Logger` formats a line per request)",
-        },
-    ),
-    (
-        "actix_http",
-        Layer {
-            name: "actix-http's HTTP codec",
-            advice: "HTTP parsing and encoding per request: keep connections alive, send smaller bodies",
-        },
-    ),
+    ("tower_http::trace", Layer { name: "the tower-http trace layer", advice: "the per-request trace layer makes spans and events for every request: raise its levels (`TraceLayer::new_for_http().make_span_with(DefaultMakeSpan::new().level(Level::DEBUG))` with `RUST_LOG=tower_http=info`) or sample requests" }),
+    ("tower_http::compression", Layer { name: "the tower-http compression layer", advice: "response compression: lower the level (`CompressionLayer::new().quality(CompressionLevel::Fastest)`) and skip small or already-compressed bodies" }),
+    ("tracing_subscriber::fmt", Layer { name: "tracing_subscriber's fmt writer", advice: "log formatting and writing run on the request path: filter events before they are formatted (`EnvFilter`, a higher level for per-request events), and write through `tracing_appender::non_blocking` so a worker never waits on stdout" }),
+    ("tracing_subscriber", Layer { name: "the tracing subscriber", advice: "span and event bookkeeping per request: filter spans and events out early with `EnvFilter` (fewer per-request spans)" }),
+    ("tracing_core", Layer { name: "the tracing subscriber", advice: "span and event bookkeeping per request: filter spans and events out early with `EnvFilter` (fewer per-request spans)" }),
+    ("tracing", Layer { name: "tracing instrumentation", advice: "per-request spans and events: instrument fewer functions on the request path or raise their level" }),
+    ("hyper", Layer { name: "hyper's HTTP/1 and HTTP/2 codec", advice: "HTTP parsing and encoding per request: keep connections alive, send smaller bodies; this cost is per request, not in your code" }),
+    ("hyper_util", Layer { name: "hyper's HTTP/1 and HTTP/2 codec", advice: "HTTP parsing and encoding per request: keep connections alive, send smaller bodies; this cost is per request, not in your code" }),
+    ("axum", Layer { name: "axum's router and extractors", advice: "routing and extraction per request: fewer nested routers and layers (`ServiceBuilder` to combine them), cheaper extractors" }),
+    ("axum_core", Layer { name: "axum's router and extractors", advice: "routing and extraction per request: fewer nested routers and layers (`ServiceBuilder` to combine them), cheaper extractors" }),
+    ("tower", Layer { name: "the tower middleware stack", advice: "per-request middleware boxing and polling: combine layers with `ServiceBuilder`, drop unused ones" }),
+    ("actix_web", Layer { name: "actix-web's middleware and routing", advice: "per-request middleware and routing: combine middleware, drop unused ones (`Logger` formats a line per request)" }),
+    ("actix_http", Layer { name: "actix-http's HTTP codec", advice: "HTTP parsing and encoding per request: keep connections alive, send smaller bodies" }),
 ];
 
 /// Advice by layer name (names are what a hotspot keeps).
-pub static LAYER_ADVICE: std::sync::LazyLock<Vec<(&'static str, &'static str)>> =
-    std::sync::LazyLock::new(|| {
-        let mut v: Vec<(&'static str, &'static str)> = Vec::new();
-        for (_, l) in LAYERS {
-            if !v.iter().any(|(n, _)| *n == l.name) {
-                v.push((l.name, l.advice));
-            }
+pub static LAYER_ADVICE: std::sync::LazyLock<Vec<(&'static str, &'static str)>> = std::sync::LazyLock::new(|| {
+    let mut v: Vec<(&'static str, &'static str)> = Vec::new();
+    for (_, l) in LAYERS {
+        if !v.iter().any(|(n, _)| *n == l.name) {
+            v.push((l.name, l.advice));
         }
-        v
-    });
+    }
+    v
+});
 
 /// The layer a frame's code belongs to, if known.
 pub fn layer_of(function: &str) -> Option<Layer> {
@@ -243,27 +119,16 @@ mod tests {
 
     #[test]
     fn crates_and_layers_are_read_from_demangled_names() {
-        assert_eq!(
-            crate_of("<tower_http::trace::service::Trace<S> as tower_service::Service>::call"),
-            "tower_http"
-        );
+        assert_eq!(crate_of("<tower_http::trace::service::Trace<S> as tower_service::Service>::call"), "tower_http");
         assert_eq!(layer_of("<tower_http::trace::future::ResponseFuture<F> as core::future::future::Future>::poll").unwrap().name, "the tower-http trace layer");
-        assert_eq!(
-            layer_of("tracing_subscriber::fmt::format::Format::format_event")
-                .unwrap()
-                .name,
-            "tracing_subscriber's fmt writer"
-        );
+        assert_eq!(layer_of("tracing_subscriber::fmt::format::Format::format_event").unwrap().name, "tracing_subscriber's fmt writer");
         assert!(layer_of("towerish::x").is_none());
     }
 
     #[test]
     fn awaiting_a_framework_future_passes_through_but_calling_serde_does_not() {
         let next = dep("axum::middleware::from_fn::Next::run::{{closure}}", false);
-        let pin = dep(
-            "<core::pin::Pin<P> as core::future::future::Future>::poll",
-            true,
-        );
+        let pin = dep("<core::pin::Pin<P> as core::future::future::Future>::poll", true);
         let serde = dep("serde_json::ser::to_string", false);
         assert!(passes_through(&[&pin, &next]).is_some());
         assert!(passes_through(&[&serde]).is_none());

@@ -11,9 +11,7 @@ use std::collections::HashMap;
 
 /// Where a frame's code comes from; decides whether a hotspot may be
 /// attributed to it.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, Default,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Origin {
     /// The target's own crates: hotspots and findings name these.
@@ -56,9 +54,7 @@ impl Frame {
     /// (`svc+0x1a2b0`: a stripped binary), as opposed to an address outside
     /// every mapping (`0x7ffd...`).
     pub fn is_object_offset(&self) -> bool {
-        self.origin == Origin::Unknown
-            && !self.function.starts_with("0x")
-            && self.function.contains("+0x")
+        self.origin == Origin::Unknown && !self.function.starts_with("0x") && self.function.contains("+0x")
     }
 
     /// Name for tables and findings: async fn bodies compile to
@@ -118,14 +114,7 @@ impl CpuProfile {
     }
 
     pub fn push(&mut self, thread: String, frames: Vec<FrameId>, count: u64, has_user_stack: bool) {
-        self.stacks.push(StackSample {
-            thread,
-            tid: 0,
-            frames,
-            count,
-            events: count,
-            has_user_stack,
-        });
+        self.stacks.push(StackSample { thread, tid: 0, frames, count, events: count, has_user_stack });
     }
 
     pub fn push_sample(&mut self, sample: StackSample) {
@@ -150,12 +139,7 @@ impl CpuProfile {
         if total == 0 {
             return 0.0;
         }
-        let complete: u64 = self
-            .stacks
-            .iter()
-            .filter(|s| self.is_complete(s))
-            .map(|s| s.count)
-            .sum();
+        let complete: u64 = self.stacks.iter().filter(|s| self.is_complete(s)).map(|s| s.count).sum();
         complete as f64 / total as f64
     }
 
@@ -163,17 +147,9 @@ impl CpuProfile {
         if !stack.has_user_stack {
             return false;
         }
-        let mut user = stack
-            .frames
-            .iter()
-            .map(|id| self.frame(*id))
-            .filter(|f| f.origin != Origin::Kernel);
-        let Some(root) = user.next() else {
-            return false;
-        };
-        is_thread_root(&root.function)
-            || root.function == "main"
-            || user.any(|f| f.function == "main")
+        let mut user = stack.frames.iter().map(|id| self.frame(*id)).filter(|f| f.origin != Origin::Kernel);
+        let Some(root) = user.next() else { return false };
+        is_thread_root(&root.function) || root.function == "main" || user.any(|f| f.function == "main")
     }
 
     /// Folded stacks (`root;...;leaf count`), thread name as the root frame,
@@ -188,10 +164,7 @@ impl CpuProfile {
             }
             *merged.entry(line).or_default() += stack.count;
         }
-        merged
-            .into_iter()
-            .map(|(stack, count)| format!("{stack} {count}"))
-            .collect()
+        merged.into_iter().map(|(stack, count)| format!("{stack} {count}")).collect()
     }
 }
 
@@ -213,15 +186,8 @@ pub fn round2(x: f64) -> f64 {
 
 /// Folded format separators cannot appear inside a frame label.
 fn sanitize_label(label: &str) -> String {
-    let clean: String = label
-        .chars()
-        .map(|c| if c == ';' || c == '\n' { ':' } else { c })
-        .collect();
-    if clean.is_empty() {
-        "[unnamed]".to_string()
-    } else {
-        clean
-    }
+    let clean: String = label.chars().map(|c| if c == ';' || c == '\n' { ':' } else { c }).collect();
+    if clean.is_empty() { "[unnamed]".to_string() } else { clean }
 }
 
 /// Whether a source path belongs to the target's own code rather than the
@@ -275,13 +241,7 @@ pub(crate) mod test_support {
     }
 
     pub fn kernel(function: &str) -> Frame {
-        Frame {
-            function: function.into(),
-            file: None,
-            line: None,
-            origin: Origin::Kernel,
-            inlined: false,
-        }
+        Frame { function: function.into(), file: None, line: None, origin: Origin::Kernel, inlined: false }
     }
 
     pub fn profile(stacks: &[(&[Frame], u64)]) -> CpuProfile {
@@ -302,48 +262,19 @@ mod tests {
     fn folded_lines_are_root_first_merged_and_sorted() {
         let main = owner("svc::main", 1);
         let hot = owner("svc::hot", 2);
-        let p = profile(&[
-            (&[main.clone(), hot.clone()], 3),
-            (&[main.clone(), hot], 2),
-            (&[main, kernel("do_syscall_64")], 1),
-        ]);
+        let p = profile(&[(&[main.clone(), hot.clone()], 3), (&[main.clone(), hot], 2), (&[main, kernel("do_syscall_64")], 1)]);
         assert_eq!(
             p.folded_lines(),
-            vec![
-                "worker;svc::main;do_syscall_64_[k] 1".to_string(),
-                "worker;svc::main;svc::hot 5".to_string()
-            ]
+            vec!["worker;svc::main;do_syscall_64_[k] 1".to_string(), "worker;svc::main;svc::hot 5".to_string()]
         );
     }
 
     #[test]
     fn completeness_counts_stacks_reaching_main_or_a_thread_root() {
-        let libc = |f: &str| Frame {
-            function: f.into(),
-            file: None,
-            line: None,
-            origin: Origin::Native,
-            inlined: false,
-        };
+        let libc = |f: &str| Frame { function: f.into(), file: None, line: None, origin: Origin::Native, inlined: false };
         let p = profile(&[
-            (
-                &[
-                    libc("_start"),
-                    libc("__libc_start_main"),
-                    libc("main"),
-                    owner("svc::main", 1),
-                    owner("svc::hot", 2),
-                ],
-                6,
-            ),
-            (
-                &[
-                    libc("clone3"),
-                    libc("start_thread"),
-                    owner("svc::worker", 3),
-                ],
-                2,
-            ),
+            (&[libc("_start"), libc("__libc_start_main"), libc("main"), owner("svc::main", 1), owner("svc::hot", 2)], 6),
+            (&[libc("clone3"), libc("start_thread"), owner("svc::worker", 3)], 2),
             (&[owner("svc::b", 4), owner("svc::hot", 2)], 2),
         ]);
         assert!((p.complete_share() - 0.8).abs() < 1e-9);
@@ -351,33 +282,19 @@ mod tests {
 
     #[test]
     fn async_fn_bodies_are_named_after_their_fn() {
-        assert_eq!(
-            display_function_name("svc::handlers::feed::{{closure}}"),
-            "svc::handlers::feed"
-        );
-        assert_eq!(
-            display_function_name("svc::a::{{closure}}::{{closure}}"),
-            "svc::a"
-        );
+        assert_eq!(display_function_name("svc::handlers::feed::{{closure}}"), "svc::handlers::feed");
+        assert_eq!(display_function_name("svc::a::{{closure}}::{{closure}}"), "svc::a");
         assert_eq!(display_function_name("svc::plain"), "svc::plain");
     }
 
     #[test]
     fn std_and_registry_paths_are_dependencies() {
+        assert_eq!(origin_of_path("/rustc/17067e9/library/core/src/num/mod.rs"), Origin::Dependency);
         assert_eq!(
-            origin_of_path("/rustc/17067e9/library/core/src/num/mod.rs"),
-            Origin::Dependency
-        );
-        assert_eq!(
-            origin_of_path(
-                "/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/tokio-1.54.1/src/runtime/task/mod.rs"
-            ),
+            origin_of_path("/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/tokio-1.54.1/src/runtime/task/mod.rs"),
             Origin::Dependency
         );
         assert_eq!(origin_of_path("/work/svc/src/handlers.rs"), Origin::Owner);
-        assert_eq!(
-            origin_of_path("./socket/../sysdeps/unix/sysv/linux/send.c"),
-            Origin::Native
-        );
+        assert_eq!(origin_of_path("./socket/../sysdeps/unix/sysv/linux/send.c"), Origin::Native);
     }
 }

@@ -25,105 +25,37 @@ pub fn render(report: &Report, bench: bool) -> String {
     let service = &report.target.name;
     let audit = |out: &str| ci_audit_command(report, out, bench);
     let mut y = String::new();
-    let _ = writeln!(
-        y,
-        "# Performance regression gate for {}, written by perf-audit-agent",
-        one_line(service)
-    );
-    let _ = writeln!(
-        y,
-        "# from the audit of {}. Copy it to .github/workflows/perf-audit.yml.",
-        one_line(&report.started_at)
-    );
+    let _ = writeln!(y, "# Performance regression gate for {}, written by perf-audit-agent", one_line(service));
+    let _ = writeln!(y, "# from the audit of {}. Copy it to .github/workflows/perf-audit.yml.", one_line(&report.started_at));
     let _ = writeln!(y, "#");
-    let _ = writeln!(
-        y,
-        "# On each pull request it builds the base and the head on the same runner, audits"
-    );
-    let _ = writeln!(
-        y,
-        "# both with the same command, and fails when `perf-audit-agent diff` finds a metric"
-    );
-    let _ = writeln!(
-        y,
-        "# worse than MAX_REGRESSION (exit code 8); diff.md goes to the job summary."
-    );
+    let _ = writeln!(y, "# On each pull request it builds the base and the head on the same runner, audits");
+    let _ = writeln!(y, "# both with the same command, and fails when `perf-audit-agent diff` finds a metric");
+    let _ = writeln!(y, "# worse than MAX_REGRESSION (exit code 8); diff.md goes to the job summary.");
     let _ = writeln!(y, "# The audit's own re-run command was:");
     let _ = writeln!(y, "#   {}", one_line(&report.rerun_command));
-    let _ = writeln!(
-        y,
-        "# Start what the service needs (database, load) before the audit steps."
-    );
-    let _ = writeln!(
-        y,
-        "name: {}",
-        quoted(&format!("Performance Regression Test ({service})"))
-    );
+    let _ = writeln!(y, "# Start what the service needs (database, load) before the audit steps.");
+    let _ = writeln!(y, "name: {}", quoted(&format!("Performance Regression Test ({service})")));
     y.push_str(
         "\non:\n  pull_request:\n  workflow_dispatch:\n\npermissions:\n  contents: read\n\nenv:\n  CARGO_TERM_COLOR: always\n",
     );
-    let _ = writeln!(
-        y,
-        "  # Where to install perf-audit-agent from: set the repository variable PERF_AUDIT_GIT."
-    );
+    let _ = writeln!(y, "  # Where to install perf-audit-agent from: set the repository variable PERF_AUDIT_GIT.");
     let _ = writeln!(y, "  PERF_AUDIT_GIT: \"${{{{ vars.PERF_AUDIT_GIT }}}}\"");
-    let _ = writeln!(
-        y,
-        "  # `5%` for every metric; add e.g. `--max-regression p99_ms=10%` in the gate step."
-    );
+    let _ = writeln!(y, "  # `5%` for every metric; add e.g. `--max-regression p99_ms=10%` in the gate step.");
     let _ = writeln!(y, "  MAX_REGRESSION: \"5%\"");
-    y.push_str(
-        "\njobs:\n  perf-audit:\n    runs-on: ubuntu-latest\n    timeout-minutes: 60\n    steps:\n",
-    );
-    step_uses(
-        &mut y,
-        "Check out the head",
-        "actions/checkout@v4",
-        &[("path", "head")],
-    );
+    y.push_str("\njobs:\n  perf-audit:\n    runs-on: ubuntu-latest\n    timeout-minutes: 60\n    steps:\n");
+    step_uses(&mut y, "Check out the head", "actions/checkout@v4", &[("path", "head")]);
     step_uses(
         &mut y,
         "Check out the base",
         "actions/checkout@v4",
-        &[
-            ("path", "base"),
-            (
-                "ref",
-                "${{ github.event.pull_request.base.sha || github.sha }}",
-            ),
-        ],
+        &[("path", "base"), ("ref", "${{ github.event.pull_request.base.sha || github.sha }}")],
     );
     step_uses(&mut y, "Install Rust", "dtolnay/rust-toolchain@stable", &[]);
-    step_run(
-        &mut y,
-        "Install perf-audit-agent",
-        None,
-        &["cargo install --locked --git \"$PERF_AUDIT_GIT\" perf-audit-agent"],
-    );
-    step_run(
-        &mut y,
-        "Build the base",
-        Some("base"),
-        &["cargo build --release"],
-    );
-    step_run(
-        &mut y,
-        "Build the head",
-        Some("head"),
-        &["cargo build --release"],
-    );
-    step_run(
-        &mut y,
-        "Audit the base",
-        Some("base"),
-        &[&audit(BASE_AUDIT)],
-    );
-    step_run(
-        &mut y,
-        "Audit the head",
-        Some("head"),
-        &[&audit(HEAD_AUDIT)],
-    );
+    step_run(&mut y, "Install perf-audit-agent", None, &["cargo install --locked --git \"$PERF_AUDIT_GIT\" perf-audit-agent"]);
+    step_run(&mut y, "Build the base", Some("base"), &["cargo build --release"]);
+    step_run(&mut y, "Build the head", Some("head"), &["cargo build --release"]);
+    step_run(&mut y, "Audit the base", Some("base"), &[&audit(BASE_AUDIT)]);
+    step_run(&mut y, "Audit the head", Some("head"), &[&audit(HEAD_AUDIT)]);
     step_run(
         &mut y,
         "Gate: perf-audit-agent diff",
@@ -135,19 +67,12 @@ pub fn render(report: &Report, bench: bool) -> String {
     let _ = writeln!(y, "      - name: \"Summary: diff.md\"");
     let _ = writeln!(y, "        if: always()");
     let _ = writeln!(y, "        run: |");
-    let _ = writeln!(
-        y,
-        "          cat {DIFF_OUT}/diff.md >> \"$GITHUB_STEP_SUMMARY\" || true"
-    );
+    let _ = writeln!(y, "          cat {DIFF_OUT}/diff.md >> \"$GITHUB_STEP_SUMMARY\" || true");
     let _ = writeln!(y, "      - name: Keep the audits and the diff");
     let _ = writeln!(y, "        if: always()");
     let _ = writeln!(y, "        uses: actions/upload-artifact@v4");
     let _ = writeln!(y, "        with:");
-    let _ = writeln!(
-        y,
-        "          name: {}",
-        quoted(&format!("perf-audit-{}", artifact_safe(service)))
-    );
+    let _ = writeln!(y, "          name: {}", quoted(&format!("perf-audit-{}", artifact_safe(service))));
     let _ = writeln!(y, "          path: |");
     for dir in [BASE_AUDIT, HEAD_AUDIT, DIFF_OUT] {
         let _ = writeln!(y, "            {dir}");
@@ -161,64 +86,35 @@ pub fn render(report: &Report, bench: bool) -> String {
 /// running service by name or pid launches its binary instead, with the
 /// same profile and duration (CI has no running service to attach to).
 pub fn ci_audit_command(report: &Report, out: &str, bench: bool) -> String {
-    let rerun = report
-        .rerun_command
-        .strip_prefix("sudo ")
-        .unwrap_or(&report.rerun_command);
+    let rerun = report.rerun_command.strip_prefix("sudo ").unwrap_or(&report.rerun_command);
     let (mut options, command) = match rerun.split_once(" -- ") {
         Some((options, command)) => {
-            let options: Vec<String> = options
-                .split_whitespace()
-                .skip(1)
-                .map(str::to_string)
-                .collect();
+            let options: Vec<String> = options.split_whitespace().skip(1).map(str::to_string).collect();
             let mut words = command.split_whitespace();
             let program = words.next().map(checkout_relative).unwrap_or_default();
-            (
-                options,
-                std::iter::once(program)
-                    .chain(words.map(str::to_string))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            )
+            (options, std::iter::once(program).chain(words.map(str::to_string)).collect::<Vec<_>>().join(" "))
         }
         None => (
             vec![
                 report.profile.clone(),
                 "--duration".to_string(),
-                humantime::format_duration(std::time::Duration::from_secs_f64(
-                    report.planned_duration_s,
-                ))
-                .to_string(),
+                humantime::format_duration(std::time::Duration::from_secs_f64(report.planned_duration_s)).to_string(),
             ],
             checkout_relative(&report.target.exe),
         ),
     };
-    options.extend([
-        "--quiet".to_string(),
-        "--out".to_string(),
-        format!("\"$GITHUB_WORKSPACE/{out}\""),
-    ]);
+    options.extend(["--quiet".to_string(), "--out".to_string(), format!("\"$GITHUB_WORKSPACE/{out}\"")]);
     if bench {
-        options.extend([
-            "--bench".to_string(),
-            "--bench-dir".to_string(),
-            ".".to_string(),
-        ]);
+        options.extend(["--bench".to_string(), "--bench-dir".to_string(), ".".to_string()]);
     }
-    format!(
-        "sudo \"$(command -v perf-audit-agent)\" {} -- {command}",
-        options.join(" ")
-    )
+    format!("sudo \"$(command -v perf-audit-agent)\" {} -- {command}", options.join(" "))
 }
 
 /// `/home/me/svc/target/release/svc` (or `…/target/<dir>/release/svc`)
 /// -> `./target/release/svc`: where the workflow's `cargo build --release`
 /// puts it.
 fn checkout_relative(program: &str) -> String {
-    let Some(i) = program.find("/target/") else {
-        return program.to_string();
-    };
+    let Some(i) = program.find("/target/") else { return program.to_string() };
     match program[i..].rsplit_once("/release/") {
         Some((_, bin)) if !bin.contains('/') => format!("./target/release/{bin}"),
         _ => format!(".{}", &program[i..]),
@@ -257,15 +153,7 @@ fn one_line(s: &str) -> String {
 }
 
 fn artifact_safe(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
 }
 
 #[cfg(test)]
@@ -276,11 +164,7 @@ mod tests {
     fn report(name: &str, exe: &str, rerun: &str) -> Report {
         Report {
             schema_version: 1,
-            target: TargetInfo {
-                pid: 42,
-                name: name.into(),
-                exe: exe.into(),
-            },
+            target: TargetInfo { pid: 42, name: name.into(), exe: exe.into() },
             profile: "cpu".into(),
             duration_s: 10.0,
             planned_duration_s: 10.0,
@@ -290,10 +174,7 @@ mod tests {
             end_signal: None,
             target_exec: None,
             unavailable_profiles: vec![],
-            kernel: KernelInfo {
-                release: "6.18".into(),
-                btf: true,
-            },
+            kernel: KernelInfo { release: "6.18".into(), btf: true },
             symbols: vec![],
             baseline: Default::default(),
             cpu: None,
@@ -310,10 +191,7 @@ mod tests {
     }
 
     fn steps(yaml: &serde_yaml::Value) -> Vec<serde_yaml::Value> {
-        yaml["jobs"]["perf-audit"]["steps"]
-            .as_sequence()
-            .expect("steps")
-            .clone()
+        yaml["jobs"]["perf-audit"]["steps"].as_sequence().expect("steps").clone()
     }
 
     fn run_of(yaml: &serde_yaml::Value, step: &str) -> String {
@@ -332,8 +210,7 @@ mod tests {
             "sudo perf-audit-agent cpu --duration 30s -- /home/me/user-service/target/release/user-service --port 8080",
         );
         let text = render(&r, true);
-        let yaml: serde_yaml::Value =
-            serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let yaml: serde_yaml::Value = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert_eq!(yaml["name"], "Performance Regression Test (user-service)");
         assert!(yaml["on"]["pull_request"].is_null() && yaml.get("on").is_some());
         let head = run_of(&yaml, "Audit the head");
@@ -342,22 +219,10 @@ mod tests {
             "sudo \"$(command -v perf-audit-agent)\" cpu --duration 30s --quiet --out \"$GITHUB_WORKSPACE/audit-head\" --bench --bench-dir . -- ./target/release/user-service --port 8080"
         );
         let gate = run_of(&yaml, "Gate: perf-audit-agent diff");
-        assert!(
-            gate.contains(
-                "perf-audit-agent diff audit-base audit-head --max-regression \"$MAX_REGRESSION\""
-            ),
-            "{gate}"
-        );
-        let build = steps(&yaml)
-            .iter()
-            .find(|s| s["name"] == "Build the base")
-            .cloned()
-            .unwrap();
+        assert!(gate.contains("perf-audit-agent diff audit-base audit-head --max-regression \"$MAX_REGRESSION\""), "{gate}");
+        let build = steps(&yaml).iter().find(|s| s["name"] == "Build the base").cloned().unwrap();
         assert_eq!(build["working-directory"], "base");
-        assert!(
-            text.contains("#   sudo perf-audit-agent cpu --duration 30s -- /home/me/"),
-            "the original command is kept: {text}"
-        );
+        assert!(text.contains("#   sudo perf-audit-agent cpu --duration 30s -- /home/me/"), "the original command is kept: {text}");
     }
 
     #[test]
@@ -368,12 +233,8 @@ mod tests {
             "sudo perf-audit-agent svc: \"quoted\" #1 all --duration 10s",
         );
         let text = render(&r, false);
-        let yaml: serde_yaml::Value =
-            serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-        assert_eq!(
-            yaml["name"],
-            "Performance Regression Test (svc: \"quoted\" #1)"
-        );
+        let yaml: serde_yaml::Value = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(yaml["name"], "Performance Regression Test (svc: \"quoted\" #1)");
         let base = run_of(&yaml, "Audit the base");
         assert!(base.contains("-- ./target/release/svc"), "{base}");
         assert!(!base.contains("--bench"), "{base}");
@@ -381,22 +242,12 @@ mod tests {
 
     #[test]
     fn the_ci_command_rewrites_paths_and_keeps_options() {
-        let r = report(
-            "svc",
-            "/x/svc/target/release/svc",
-            "sudo perf-audit-agent svc cpu --duration 10s",
-        );
+        let r = report("svc", "/x/svc/target/release/svc", "sudo perf-audit-agent svc cpu --duration 10s");
         assert_eq!(
             ci_audit_command(&r, "out", false),
             "sudo \"$(command -v perf-audit-agent)\" cpu --duration 10s --quiet --out \"$GITHUB_WORKSPACE/out\" -- ./target/release/svc"
         );
-        assert_eq!(
-            checkout_relative("/w/svc/target/x86_64-unknown-linux-gnu/release/svc"),
-            "./target/release/svc"
-        );
-        assert_eq!(
-            checkout_relative("/usr/local/bin/svc"),
-            "/usr/local/bin/svc"
-        );
+        assert_eq!(checkout_relative("/w/svc/target/x86_64-unknown-linux-gnu/release/svc"), "./target/release/svc");
+        assert_eq!(checkout_relative("/usr/local/bin/svc"), "/usr/local/bin/svc");
     }
 }

@@ -17,15 +17,8 @@ pub(super) fn render(md: &mut String, db: &DatabaseSection) {
             md,
             "**Database**: `{conn}` (from {}){}{}",
             db.connection_source.as_deref().unwrap_or("?"),
-            db.server_version
-                .as_deref()
-                .map(|v| format!(", PostgreSQL {v}"))
-                .unwrap_or_default(),
-            if db.private_database {
-                ", private throwaway server"
-            } else {
-                ", read-only session"
-            }
+            db.server_version.as_deref().map(|v| format!(", PostgreSQL {v}")).unwrap_or_default(),
+            if db.private_database { ", private throwaway server" } else { ", read-only session" }
         );
     }
     if let Some(p) = db.privileges.as_ref().filter(|p| p.more_than_needed) {
@@ -37,11 +30,7 @@ pub(super) fn render(md: &mut String, db: &DatabaseSection) {
             more.push(format!("owns {} tables", p.owned_tables));
         }
         if p.writable_tables > 0 {
-            more.push(format!(
-                "can write {} tables ({})",
-                p.writable_tables,
-                p.writable_examples.join(", ")
-            ));
+            more.push(format!("can write {} tables ({})", p.writable_tables, p.writable_examples.join(", ")));
         }
         let _ = writeln!(
             md,
@@ -53,32 +42,17 @@ pub(super) fn render(md: &mut String, db: &DatabaseSection) {
     for note in &db.notes {
         let _ = writeln!(md, "\n> {note}");
     }
-    let slow = db
-        .statements
-        .iter()
-        .filter(|s| s.mean_ms.is_some_and(|m| m >= SLOW_MS))
-        .count();
-    let (calls, total): (i64, f64) = db
-        .statements
-        .iter()
-        .filter_map(|s| Some((s.calls, s.total_ms?)))
-        .fold((0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+    let slow = db.statements.iter().filter(|s| s.mean_ms.is_some_and(|m| m >= SLOW_MS)).count();
+    let (calls, total): (i64, f64) =
+        db.statements.iter().filter_map(|s| Some((s.calls, s.total_ms?))).fold((0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
     let _ = writeln!(md);
     if db.pg_stat_statements {
-        let _ = writeln!(
-            md,
-            "**Slow queries detected**: {slow} (mean >= {SLOW_MS} ms, over {:.1} s)",
-            db.window_s
-        );
+        let _ = writeln!(md, "**Slow queries detected**: {slow} (mean >= {SLOW_MS} ms, over {:.1} s)", db.window_s);
         let avg = if calls > 0 { total / calls as f64 } else { 0.0 };
         let _ = writeln!(md, "**Average query time**: {avg:.2} ms over {calls} calls");
     }
     if db.missing_indexes.is_empty() && !db.tables.is_empty() {
-        let _ = writeln!(
-            md,
-            "**Missing indexes**: 0 — {}",
-            crate::database::thresholds::no_missing_index_reason(db)
-        );
+        let _ = writeln!(md, "**Missing indexes**: 0 — {}", crate::database::thresholds::no_missing_index_reason(db));
     } else {
         let _ = writeln!(md, "**Missing indexes**: {}", db.missing_indexes.len());
     }
@@ -87,16 +61,8 @@ pub(super) fn render(md: &mut String, db: &DatabaseSection) {
         let _ = writeln!(
             md,
             "**Wire tracing**: {} writes on {} connections ({} TLS), {} executions, {} tied to your code, {} without statement text; dropped: {} writes (ring buffer full), {} executions (agent bound); failures: {} payload reads, {} stack copies",
-            w.writes,
-            w.connections,
-            w.tls_connections,
-            w.executions,
-            w.executions_with_call_site,
-            w.executions_without_text,
-            w.dropped_writes,
-            w.dropped_executions,
-            w.payload_read_failures,
-            w.stack_failures
+            w.writes, w.connections, w.tls_connections, w.executions, w.executions_with_call_site, w.executions_without_text,
+            w.dropped_writes, w.dropped_executions, w.payload_read_failures, w.stack_failures
         );
         if let Some(reason) = &w.untied_reason {
             let _ = writeln!(md, "**Executions not tied to code**: {reason}");
@@ -117,85 +83,41 @@ pub(super) fn render(md: &mut String, db: &DatabaseSection) {
             );
         }
         if !w.drivers.is_empty() {
-            let drivers: Vec<String> = w
-                .drivers
-                .iter()
-                .map(|(d, n)| format!("{d} ({n} executions)"))
-                .collect();
-            let _ = writeln!(
-                md,
-                "**Drivers on the stacks**: {} (code fixes are written in the driver of the statement's stack)",
-                drivers.join(", ")
-            );
+            let drivers: Vec<String> = w.drivers.iter().map(|(d, n)| format!("{d} ({n} executions)")).collect();
+            let _ = writeln!(md, "**Drivers on the stacks**: {} (code fixes are written in the driver of the statement's stack)", drivers.join(", "));
         }
-        if w.unparsed_writes > 0
-            || w.parser_failures > 0
-            || w.evicted_portals > 0
-            || w.evicted_statements > 0
-            || w.evicted_connections > 0
-        {
+        if w.unparsed_writes > 0 || w.parser_failures > 0 || w.evicted_portals > 0 || w.evicted_statements > 0 || w.evicted_connections > 0 {
             let _ = writeln!(
                 md,
                 "**Wire damage**: {} writes not parsed as protocol messages (nothing used from them), {} parser failures (a bug in perf-audit: please report it); forgotten at the agent's bounds: {} portal names, {} statement names, {} connections",
-                w.unparsed_writes,
-                w.parser_failures,
-                w.evicted_portals,
-                w.evicted_statements,
-                w.evicted_connections
+                w.unparsed_writes, w.parser_failures, w.evicted_portals, w.evicted_statements, w.evicted_connections
             );
         }
         if w.executions_text_from_activity > 0 || w.executions_text_from_call_site > 0 {
             let _ = writeln!(
                 md,
                 "**Statements prepared before the audit**: text of {} executions ({} statement names) read from the server's pg_stat_activity ({} reads), {} from another execution of their call site",
-                w.executions_text_from_activity,
-                w.statements_text_from_activity,
-                w.activity_polls,
-                w.executions_text_from_call_site
+                w.executions_text_from_activity, w.statements_text_from_activity, w.activity_polls, w.executions_text_from_call_site
             );
         }
     }
 
     if !db.rewrites.is_empty() {
         let accepted = db.rewrites.iter().filter(|r| r.accepted).count();
-        let _ = writeln!(
-            md,
-            "**SQL rewrites**: {accepted} of {} shown: {}",
-            db.rewrites.len(),
-            crate::database::dialect::CHECK_METHOD
-        );
+        let _ = writeln!(md, "**SQL rewrites**: {accepted} of {} shown: {}", db.rewrites.len(), crate::database::dialect::CHECK_METHOD);
         for r in db.rewrites.iter().filter(|r| !r.accepted) {
-            let _ = writeln!(
-                md,
-                "- not shown: `{}`: {}",
-                cell(&truncate(&r.sql, 120)).replace('`', "'"),
-                cell(r.error.as_deref().unwrap_or("refused"))
-            );
+            let _ = writeln!(md, "- not shown: `{}`: {}", cell(&truncate(&r.sql, 120)).replace('`', "'"), cell(r.error.as_deref().unwrap_or("refused")));
         }
     }
     if !db.plans_not_inspected.is_empty() {
-        let _ = writeln!(
-            md,
-            "\n**Plans not inspected** (statement texts the agent refused to send to the server):\n"
-        );
+        let _ = writeln!(md, "\n**Plans not inspected** (statement texts the agent refused to send to the server):\n");
         for p in &db.plans_not_inspected {
-            let _ = writeln!(
-                md,
-                "- `{}`: {}",
-                cell(&truncate(&p.query, 120)).replace('`', "'"),
-                p.reason
-            );
+            let _ = writeln!(md, "- `{}`: {}", cell(&truncate(&p.query, 120)).replace('`', "'"), p.reason);
         }
     }
     let _ = writeln!(md, "\n**Top slow queries**:\n");
-    let _ = writeln!(
-        md,
-        "| Query | Calls | Avg Time | Max Time | Called from | Recommendation |"
-    );
-    let _ = writeln!(
-        md,
-        "|-------|-------|----------|----------|-------------|----------------|"
-    );
+    let _ = writeln!(md, "| Query | Calls | Avg Time | Max Time | Called from | Recommendation |");
+    let _ = writeln!(md, "|-------|-------|----------|----------|-------------|----------------|");
     let ms = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.2} ms"));
     for s in db.statements.iter().take(10) {
         let site = s
@@ -220,15 +142,7 @@ pub(super) fn render(md: &mut String, db: &DatabaseSection) {
 
     let _ = writeln!(md, "\n**N+1 Query Patterns**:\n");
     if db.n_plus_one.is_empty() {
-        let _ = writeln!(
-            md,
-            "- None detected{}",
-            if w.traced {
-                ""
-            } else {
-                " (the wire was not traced)"
-            }
-        );
+        let _ = writeln!(md, "- None detected{}", if w.traced { "" } else { " (the wire was not traced)" });
     }
     for n in &db.n_plus_one {
         let _ = writeln!(
@@ -236,19 +150,7 @@ pub(super) fn render(md: &mut String, db: &DatabaseSection) {
             "- **N+1** File: {} - `{}`{} runs `{}` in a loop: {} bursts of ~{} queries within {:.1} ms, one round trip ({:.2} ms) apart ({:.1} ms per burst that one batched query saves)",
             location(&n.call_site.file, n.call_site.line),
             n.call_site.function,
-            if n.call_site.via.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    " (through {})",
-                    n.call_site
-                        .via
-                        .iter()
-                        .map(|f| format!("`{f}`"))
-                        .collect::<Vec<_>>()
-                        .join(" <- ")
-                )
-            },
+            if n.call_site.via.is_empty() { String::new() } else { format!(" (through {})", n.call_site.via.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(" <- ")) },
             truncate(&n.query, 100),
             n.bursts,
             n.median_burst,
@@ -260,35 +162,15 @@ pub(super) fn render(md: &mut String, db: &DatabaseSection) {
     if w.traced {
         let _ = writeln!(md, "\n*Detected as*: {}.", w.n_plus_one_rule);
         if !w.wrappers.is_empty() {
-            let names: Vec<String> = w
-                .wrappers
-                .iter()
-                .map(|x| {
-                    format!(
-                        "`{}` ({} statements from {} callers)",
-                        x.function, x.statements, x.callers
-                    )
-                })
-                .collect();
-            let _ = writeln!(
-                md,
-                "\n*Wrappers, not call sites*: {}; {}.",
-                names.join(", "),
-                w.wrapper_rule
-            );
+            let names: Vec<String> = w.wrappers.iter().map(|x| format!("`{}` ({} statements from {} callers)", x.function, x.statements, x.callers)).collect();
+            let _ = writeln!(md, "\n*Wrappers, not call sites*: {}; {}.", names.join(", "), w.wrapper_rule);
         }
     }
 
     let _ = writeln!(md, "\n**Index Recommendations**:\n");
-    let droppable: Vec<&crate::report::UnusedIndex> = crate::database::thresholds::droppable(db)
-        .into_iter()
-        .map(|(u, _)| u)
-        .collect();
+    let droppable: Vec<&crate::report::UnusedIndex> = crate::database::thresholds::droppable(db).into_iter().map(|(u, _)| u).collect();
     if db.missing_indexes.is_empty() && droppable.is_empty() && db.duplicate_indexes.is_empty() {
-        let _ = writeln!(
-            md,
-            "None: no heavy sequential scan, unused or duplicate index found."
-        );
+        let _ = writeln!(md, "None: no heavy sequential scan, unused or duplicate index found.");
     } else {
         let _ = writeln!(md, "```sql");
         if !db.missing_indexes.is_empty() {
@@ -299,29 +181,14 @@ pub(super) fn render(md: &mut String, db: &DatabaseSection) {
                 (Some(b), Some(a)) => format!(", plan cost {b:.0} -> {a:.0} with it"),
                 _ => String::new(),
             };
-            let _ = writeln!(
-                md,
-                "-- for: {} ({} calls{gain})",
-                truncate(&m.query, 100),
-                m.calls
-            );
+            let _ = writeln!(md, "-- for: {} ({} calls{gain})", truncate(&m.query, 100), m.calls);
             let _ = writeln!(md, "{}", m.create_sql);
         }
         if !droppable.is_empty() {
-            let _ = writeln!(
-                md,
-                "-- Unused indexes ({})",
-                crate::database::thresholds::unused_rule()
-            );
+            let _ = writeln!(md, "-- Unused indexes ({})", crate::database::thresholds::unused_rule());
         }
         for u in &droppable {
-            let _ = writeln!(
-                md,
-                "{}  -- {:.1} KiB on {}",
-                u.drop_sql,
-                u.size_bytes as f64 / 1024.0,
-                u.table
-            );
+            let _ = writeln!(md, "{}  -- {:.1} KiB on {}", u.drop_sql, u.size_bytes as f64 / 1024.0, u.table);
         }
         if !db.duplicate_indexes.is_empty() {
             let _ = writeln!(md, "-- Duplicate indexes");
@@ -333,29 +200,15 @@ pub(super) fn render(md: &mut String, db: &DatabaseSection) {
     }
     for u in &db.unused_indexes {
         if let Err(why) = crate::database::thresholds::unused_index_evidence(db, u) {
-            let _ = writeln!(
-                md,
-                "\n*Not advised*: dropping {}, never scanned, because {why}.",
-                u.index
-            );
+            let _ = writeln!(md, "\n*Not advised*: dropping {}, never scanned, because {why}.", u.index);
         }
     }
 
-    let active: Vec<_> = db
-        .tables
-        .iter()
-        .filter(|t| t.seq_scans + t.idx_scans > 0)
-        .collect();
+    let active: Vec<_> = db.tables.iter().filter(|t| t.seq_scans + t.idx_scans > 0).collect();
     if !active.is_empty() {
         let _ = writeln!(md, "\n**Index usage during the audit**:\n");
-        let _ = writeln!(
-            md,
-            "| Table | Rows | Seq scans | Rows read by seq scans | Index scans | Rows fetched by index |"
-        );
-        let _ = writeln!(
-            md,
-            "|-------|------|-----------|------------------------|-------------|-----------------------|"
-        );
+        let _ = writeln!(md, "| Table | Rows | Seq scans | Rows read by seq scans | Index scans | Rows fetched by index |");
+        let _ = writeln!(md, "|-------|------|-----------|------------------------|-------------|-----------------------|");
         for t in active {
             let _ = writeln!(
                 md,
@@ -372,30 +225,15 @@ pub(super) fn render(md: &mut String, db: &DatabaseSection) {
         let _ = writeln!(md, "{i}. {text}");
     };
     if let Some(n) = db.n_plus_one.first() {
-        item(
-            md,
-            format!(
-                "Replace N+1 in `{}` with a batch query using `ANY($1)`",
-                n.call_site.function
-            ),
-        );
+        item(md, format!("Replace N+1 in `{}` with a batch query using `ANY($1)`", n.call_site.function));
     }
     if let Some(m) = db.missing_indexes.first() {
-        item(
-            md,
-            format!("Add the index on {} ({})", m.table, m.columns.join(", ")),
-        );
+        item(md, format!("Add the index on {} ({})", m.table, m.columns.join(", ")));
     }
     if !db.n_plus_one.is_empty() || !db.missing_indexes.is_empty() {
-        item(
-            md,
-            "Use `EXPLAIN (ANALYZE, BUFFERS)` to verify execution plans after each change".into(),
-        );
+        item(md, "Use `EXPLAIN (ANALYZE, BUFFERS)` to verify execution plans after each change".into());
     } else {
-        let _ = writeln!(
-            md,
-            "None needed: no N+1 pattern and no missing index was measured."
-        );
+        let _ = writeln!(md, "None needed: no N+1 pattern and no missing index was measured.");
     }
 }
 
@@ -440,63 +278,28 @@ mod tests {
         db.wire.traced = true;
         db.wire.unparsed_writes = 3;
         db.wire.evicted_portals = 1_000;
-        db.privileges = Some(RolePrivileges {
-            role: "app".into(),
-            superuser: true,
-            writable_tables: 2,
-            writable_examples: vec!["public.t".into(), "public.u".into()],
-            more_than_needed: true,
-            ..Default::default()
-        });
-        db.plans_not_inspected = vec![PlanNotInspected {
-            query: "SELECT `x`; COMMIT".into(),
-            reason: "several statements".into(),
-        }];
+        db.privileges = Some(RolePrivileges { role: "app".into(), superuser: true, writable_tables: 2, writable_examples: vec!["public.t".into(), "public.u".into()], more_than_needed: true, ..Default::default() });
+        db.plans_not_inspected = vec![PlanNotInspected { query: "SELECT `x`; COMMIT".into(), reason: "several statements".into() }];
         let md = rendered(&db);
-        assert!(
-            md.contains("role `app` is a superuser, can write 2 tables (public.t, public.u)"),
-            "{md}"
-        );
-        assert!(
-            md.contains("**Wire damage**: 3 writes not parsed") && md.contains("1000 portal names"),
-            "{md}"
-        );
-        assert!(
-            md.contains("- `SELECT 'x'; COMMIT`: several statements"),
-            "{md}"
-        );
+        assert!(md.contains("role `app` is a superuser, can write 2 tables (public.t, public.u)"), "{md}");
+        assert!(md.contains("**Wire damage**: 3 writes not parsed") && md.contains("1000 portal names"), "{md}");
+        assert!(md.contains("- `SELECT 'x'; COMMIT`: several statements"), "{md}");
         // A role with only what it needs, and no damage: not a word.
-        db.privileges = Some(RolePrivileges {
-            role: "ro".into(),
-            read_all_stats: true,
-            ..Default::default()
-        });
+        db.privileges = Some(RolePrivileges { role: "ro".into(), read_all_stats: true, ..Default::default() });
         db.wire = Default::default();
         db.plans_not_inspected.clear();
         let md = rendered(&db);
-        assert!(
-            !md.contains("more privileges")
-                && !md.contains("Wire damage")
-                && !md.contains("Plans not inspected"),
-            "{md}"
-        );
+        assert!(!md.contains("more privileges") && !md.contains("Wire damage") && !md.contains("Plans not inspected"), "{md}");
     }
 
     #[test]
     fn an_empty_section_says_what_was_not_measured() {
         let md = rendered(&DatabaseSection::default());
-        assert!(
-            md.contains("| (no statement ran during the audit) | | | | | |"),
-            "{md}"
-        );
+        assert!(md.contains("| (no statement ran during the audit) | | | | | |"), "{md}");
         assert!(md.contains("- None detected (the wire was not traced)"));
         assert!(md.contains("None: no heavy sequential scan, unused or duplicate index found."));
         // Neither pg_stat_statements' nor the wire's summary lines, no usage table.
-        assert!(
-            !md.contains("**Slow queries detected**")
-                && !md.contains("**Wire tracing**")
-                && !md.contains("*Detected as*")
-        );
+        assert!(!md.contains("**Slow queries detected**") && !md.contains("**Wire tracing**") && !md.contains("*Detected as*"));
         assert!(!md.contains("**Index usage during the audit**") && !md.contains("**Database**:"));
         assert!(md.contains("**Missing indexes**: 0"));
         assert!(md.ends_with("**Query Optimizations**:\n\nNone needed: no N+1 pattern and no missing index was measured.\n"), "{md}");
@@ -508,50 +311,27 @@ mod tests {
             pg_stat_statements: true,
             window_s: 30.0,
             statements: vec![
-                statement("SELECT slow", 10, Some(150.0)), // 15 ms each: slow
-                statement("SELECT fast", 90, Some(45.0)),  // 0.5 ms each
-                statement("SELECT wire_only", 500, None),  // seen on the wire only
+                statement("SELECT slow", 10, Some(150.0)),     // 15 ms each: slow
+                statement("SELECT fast", 90, Some(45.0)),      // 0.5 ms each
+                statement("SELECT wire_only", 500, None),      // seen on the wire only
             ],
             ..Default::default()
         };
         let md = rendered(&db);
-        assert!(
-            md.contains("**Slow queries detected**: 1 (mean >= 10 ms, over 30.0 s)"),
-            "{md}"
-        );
+        assert!(md.contains("**Slow queries detected**: 1 (mean >= 10 ms, over 30.0 s)"), "{md}");
         // (150 + 45) ms over 100 calls; the wire-only statement is left out.
-        assert!(
-            md.contains("**Average query time**: 1.95 ms over 100 calls"),
-            "{md}"
-        );
-        assert!(
-            md.contains("| `SELECT wire_only` | 500 | - | - | - |  |"),
-            "{md}"
-        );
+        assert!(md.contains("**Average query time**: 1.95 ms over 100 calls"), "{md}");
+        assert!(md.contains("| `SELECT wire_only` | 500 | - | - | - |  |"), "{md}");
     }
 
     #[test]
     fn long_queries_are_cut_on_characters_and_pipes_escaped_in_cells() {
-        let long = format!(
-            "SELECT 'é' || name FROM t WHERE {}",
-            "x = 1 AND ".repeat(20)
-        );
+        let long = format!("SELECT 'é' || name FROM t WHERE {}", "x = 1 AND ".repeat(20));
         let mut row = statement(&long, 1, Some(1.0));
-        row.call_sites = vec![CallSiteRow {
-            function: "svc::db::q".into(),
-            file: Some("/svc/src/db.rs".into()),
-            line: Some(7),
-            executions: 1,
-        }];
-        let md = rendered(&DatabaseSection {
-            statements: vec![row],
-            ..Default::default()
-        });
+        row.call_sites = vec![CallSiteRow { function: "svc::db::q".into(), file: Some("/svc/src/db.rs".into()), line: Some(7), executions: 1 }];
+        let md = rendered(&DatabaseSection { statements: vec![row], ..Default::default() });
         let cut: String = long.chars().take(120).collect();
-        assert!(
-            md.contains(&format!("| `{}...` |", cut.replace('|', "\\|"))),
-            "{md}"
-        );
+        assert!(md.contains(&format!("| `{}...` |", cut.replace('|', "\\|"))), "{md}");
         assert!(md.contains("| `svc::db::q` /svc/src/db.rs:7 |"), "{md}");
     }
 
@@ -598,10 +378,7 @@ mod tests {
             DROP INDEX CONCURRENTLY idx_users_country;  -- covered by idx_users_country_signup_at\n\
             ```\n";
         assert!(md.contains(block), "{md}");
-        assert!(
-            md.contains("1. Add the index on users (country, signup_at DESC)\n2. Use `EXPLAIN"),
-            "{md}"
-        );
+        assert!(md.contains("1. Add the index on users (country, signup_at DESC)\n2. Use `EXPLAIN"), "{md}");
     }
 
     #[test]
@@ -609,35 +386,16 @@ mod tests {
         let db = DatabaseSection {
             n_plus_one: vec![NPlusOne {
                 query: "SELECT name FROM owners WHERE id = $1".into(),
-                call_site: CallSite {
-                    function: "svc::db::owner".into(),
-                    file: Some("/svc/src/db.rs".into()),
-                    line: Some(118),
-                    ..Default::default()
-                },
+                call_site: CallSite { function: "svc::db::owner".into(), file: Some("/svc/src/db.rs".into()), line: Some(118), ..Default::default() },
                 bursts: 40,
                 median_burst: 25,
                 median_burst_ms: 9.12,
                 ..Default::default()
             }],
-            missing_indexes: vec![MissingIndex {
-                table: "entries".into(),
-                columns: vec!["account_id".into()],
-                ..Default::default()
-            }],
+            missing_indexes: vec![MissingIndex { table: "entries".into(), columns: vec!["account_id".into()], ..Default::default() }],
             tables: vec![
-                TableRow {
-                    table: "idle".into(),
-                    rows: 5,
-                    ..Default::default()
-                },
-                TableRow {
-                    table: "entries".into(),
-                    rows: 100,
-                    seq_scans: 3,
-                    seq_rows_read: 300,
-                    ..Default::default()
-                },
+                TableRow { table: "idle".into(), rows: 5, ..Default::default() },
+                TableRow { table: "entries".into(), rows: 100, seq_scans: 3, seq_rows_read: 300, ..Default::default() },
             ],
             ..Default::default()
         };
@@ -645,10 +403,7 @@ mod tests {
         assert!(md.contains("- **N+1** File: /svc/src/db.rs:118 - `svc::db::owner` runs `SELECT name FROM owners WHERE id = $1` in a loop: 40 bursts of ~25 queries within 9.1 ms"), "{md}");
         assert!(md.contains("1. Replace N+1 in `svc::db::owner` with a batch query using `ANY($1)`\n2. Add the index on entries (account_id)\n3. Use `EXPLAIN"), "{md}");
         // Only tables scanned during the audit are listed.
-        assert!(
-            md.contains("| entries | 100 | 3 | 300 | 0 | 0 |") && !md.contains("| idle |"),
-            "{md}"
-        );
+        assert!(md.contains("| entries | 100 | 3 | 300 | 0 | 0 |") && !md.contains("| idle |"), "{md}");
     }
 
     #[test]

@@ -21,31 +21,13 @@ pub fn render(report: &Report, markdown: &str, flamegraphs: &[Embedded<'_>]) -> 
 
 /// The audit's page with its flamegraphs, each in the section it belongs
 /// to (the CPU one always; off-CPU and memory when they were drawn).
-pub fn render_with_flamegraphs(
-    report: &Report,
-    markdown: &str,
-    cpu: &[u8],
-    offcpu: Option<&[u8]>,
-    memory: Option<&[u8]>,
-) -> String {
-    let mut embedded = vec![Embedded {
-        title: "CPU flamegraph (flamegraph.svg)",
-        svg: cpu,
-        section: "cpu",
-    }];
+pub fn render_with_flamegraphs(report: &Report, markdown: &str, cpu: &[u8], offcpu: Option<&[u8]>, memory: Option<&[u8]>) -> String {
+    let mut embedded = vec![Embedded { title: "CPU flamegraph (flamegraph.svg)", svg: cpu, section: "cpu" }];
     if let Some(svg) = offcpu {
-        embedded.push(Embedded {
-            title: "Off-CPU flamegraph (offcpu.svg)",
-            svg,
-            section: "async",
-        });
+        embedded.push(Embedded { title: "Off-CPU flamegraph (offcpu.svg)", svg, section: "async" });
     }
     if let Some(svg) = memory {
-        embedded.push(Embedded {
-            title: "Memory flamegraph (memory.svg)",
-            svg,
-            section: "memory",
-        });
+        embedded.push(Embedded { title: "Memory flamegraph (memory.svg)", svg, section: "memory" });
     }
     render(report, markdown, &embedded)
 }
@@ -61,19 +43,12 @@ mod tests {
         let page = render(
             &report,
             "## Title\n\n---\n\n### CPU Profiling Results\n\n| a | b |\n|---|---|\n| 1 | 2 |\n",
-            &[Embedded {
-                title: "CPU",
-                svg,
-                section: "cpu",
-            }],
+            &[Embedded { title: "CPU", svg, section: "cpu" }],
         );
         assert!(page.contains("<table>"), "tables are rendered");
         assert!(page.contains("srcdoc=\"&lt;!DOCTYPE html&gt;"), "{page}");
         assert!(page.contains("&lt;svg xmlns=&quot;http://www.w3.org/2000/svg&quot;"));
         assert!(page.contains("var a = 1 &lt; 2;"));
-        assert!(
-            !page.contains("<link") && !page.contains("src=\"http"),
-            "no external resources"
-        );
+        assert!(!page.contains("<link") && !page.contains("src=\"http"), "no external resources");
     }
 }

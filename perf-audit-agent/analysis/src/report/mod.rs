@@ -3,23 +3,23 @@
 //! and deterministic: the same report gives the same bytes.
 
 pub mod alerts;
-pub mod ci_workflow;
-mod database_md;
 pub mod html;
-pub mod markdown;
+mod database_md;
 mod memory_md;
+pub mod markdown;
 mod offcpu;
 mod page;
 pub mod plots;
-pub mod schema;
 pub mod summary;
 pub mod timeline;
+pub mod ci_workflow;
+pub mod schema;
 
 pub use schema::*;
 
 use crate::{
-    evidence::Counters,
     findings::{Finding, Severity},
+    evidence::Counters,
     profile::{Origin, hotspots::Hotspot},
 };
 
@@ -69,24 +69,18 @@ impl CpuSection {
         let threads = threads
             .into_iter()
             .map(|(name, samples)| ThreadRow {
-                pct: if stored == 0 {
-                    0.0
-                } else {
-                    round2(samples as f64 * 100.0 / stored as f64)
-                },
+                pct: if stored == 0 { 0.0 } else { round2(samples as f64 * 100.0 / stored as f64) },
                 name,
                 samples,
             })
             .collect();
         CpuSection {
             total_samples: counters.cpu_samples,
-            dropped_samples: counters.cpu_samples_dropped_map_full
-                + counters.cpu_samples_dropped_ring_full,
+            dropped_samples: counters.cpu_samples_dropped_map_full + counters.cpu_samples_dropped_ring_full,
             frequency_hz,
             unwinding,
             stack_completeness_pct: round2(stack_completeness * 100.0),
-            user_stack_failures: counters.cpu_user_stack_failed
-                + counters.cpu_user_stack_copy_failed,
+            user_stack_failures: counters.cpu_user_stack_failed + counters.cpu_user_stack_copy_failed,
             ring_buffer_drops: counters.cpu_samples_dropped_ring_full,
             kernel_stack_failures: counters.cpu_kernel_stack_failed,
             hotspots: rows,

@@ -28,9 +28,7 @@ impl OffCpuSection {
         // The analysis's own roles: stacks first, names second.
         let roles = async_runtime::thread_roles(cpu, offcpu, threads);
         let worker_role = |tid: u32| {
-            if analysis.workers.workers > 0
-                && roles.get(&tid) == Some(&async_runtime::ThreadRole::Worker)
-            {
+            if analysis.workers.workers > 0 && roles.get(&tid) == Some(&async_runtime::ThreadRole::Worker) {
                 async_runtime::ThreadRole::Worker
             } else {
                 async_runtime::ThreadRole::Other
@@ -69,9 +67,7 @@ impl OffCpuSection {
                     .map(|f| f.function.trim_end_matches(" [syscall]").to_string())
                     .unwrap_or_default();
                 OffCpuRow {
-                    function: site
-                        .map(|f| f.display_name())
-                        .unwrap_or_else(|| "[unknown]".into()),
+                    function: site.map(|f| f.display_name()).unwrap_or_else(|| "[unknown]".into()),
                     file: site.and_then(|f| f.file.clone()),
                     line: site.and_then(|f| f.line),
                     syscall,
@@ -82,34 +78,18 @@ impl OffCpuSection {
             })
             .collect();
         // Merge rows of the same site, syscall and thread name.
-        top.sort_by(|a, b| {
-            (&a.function, &a.syscall, &a.thread, a.line).cmp(&(
-                &b.function,
-                &b.syscall,
-                &b.thread,
-                b.line,
-            ))
-        });
+        top.sort_by(|a, b| (&a.function, &a.syscall, &a.thread, a.line).cmp(&(&b.function, &b.syscall, &b.thread, b.line)));
         let mut merged: Vec<OffCpuRow> = Vec::new();
         for row in top {
             match merged.last_mut() {
-                Some(last)
-                    if last.function == row.function
-                        && last.syscall == row.syscall
-                        && last.thread == row.thread
-                        && last.line == row.line =>
-                {
+                Some(last) if last.function == row.function && last.syscall == row.syscall && last.thread == row.thread && last.line == row.line => {
                     last.intervals += row.intervals;
                     last.blocked_ms = crate::report::round2(last.blocked_ms + row.blocked_ms);
                 }
                 _ => merged.push(row),
             }
         }
-        merged.sort_by(|a, b| {
-            b.blocked_ms
-                .total_cmp(&a.blocked_ms)
-                .then(a.function.cmp(&b.function))
-        });
+        merged.sort_by(|a, b| b.blocked_ms.total_cmp(&a.blocked_ms).then(a.function.cmp(&b.function)));
         merged.truncate(20);
         OffCpuSection {
             capture_threshold_ms: min.as_secs_f64() * 1000.0,
@@ -127,9 +107,7 @@ impl OffCpuSection {
                     role: worker_role(t.tid),
                     on_cpu_ms: ms(t.oncpu_ns),
                     blocked_ms: ms(t.blocked_ns),
-                    blocked_in_tasks_ms: crate::report::round2(
-                        blocked_in_tasks_us(t.tid) as f64 / 1000.0,
-                    ),
+                    blocked_in_tasks_ms: crate::report::round2(blocked_in_tasks_us(t.tid) as f64 / 1000.0),
                     runqueue_ms: ms(t.runqueue_ns),
                     max_run_ms: ms(t.max_run_ns),
                 })

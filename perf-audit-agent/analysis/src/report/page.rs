@@ -47,10 +47,7 @@ iframe.flamegraph{width:100%;border:1px solid #ccc}\
 
 /// The CSP source of a script or style text.
 fn sha256_source(text: &str) -> String {
-    format!(
-        "'sha256-{}'",
-        base64::engine::general_purpose::STANDARD.encode(Sha256::digest(text.as_bytes()))
-    )
+    format!("'sha256-{}'", base64::engine::general_purpose::STANDARD.encode(Sha256::digest(text.as_bytes())))
 }
 
 /// Markdown to HTML with raw HTML shown as text and table alignment
@@ -58,42 +55,25 @@ fn sha256_source(text: &str) -> String {
 /// The severity and status words report.md writes in bold (`**P0**`,
 /// `**blocks workers**`), drawn in report.html as CSS badges: text, never
 /// emoji (no emoji font on a headless Debian Chromium).
-const BADGES: &[(&str, &str)] = &[
-    ("P0", "p0"),
-    ("P1", "p1"),
-    ("P2", "p2"),
-    ("blocks workers", "p0"),
-    ("N+1", "p0"),
-    ("warning", "p1"),
-];
+const BADGES: &[(&str, &str)] =
+    &[("P0", "p0"), ("P1", "p1"), ("P2", "p2"), ("blocks workers", "p0"), ("N+1", "p0"), ("warning", "p1")];
 
 pub fn markdown_html(markdown: &str) -> String {
-    let events: Vec<Event<'_>> = Parser::new_ext(
-        markdown,
-        Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH,
-    )
-    .map(|e| match e {
-        Event::Html(raw) | Event::InlineHtml(raw) => Event::Text(raw),
-        Event::Start(Tag::Table(align)) => Event::Start(Tag::Table(vec![
-                pulldown_cmark::Alignment::None;
-                align.len()
-            ])),
-        e => e,
-    })
-    .collect();
+    let events: Vec<Event<'_>> = Parser::new_ext(markdown, Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH)
+        .map(|e| match e {
+            Event::Html(raw) | Event::InlineHtml(raw) => Event::Text(raw),
+            Event::Start(Tag::Table(align)) => Event::Start(Tag::Table(vec![pulldown_cmark::Alignment::None; align.len()])),
+            e => e,
+        })
+        .collect();
     let mut badged = Vec::with_capacity(events.len());
     let mut i = 0;
     while i < events.len() {
-        if let (
-            Event::Start(Tag::Strong),
-            Some(Event::Text(text)),
-            Some(Event::End(pulldown_cmark::TagEnd::Strong)),
-        ) = (&events[i], events.get(i + 1), events.get(i + 2))
+        if let (Event::Start(Tag::Strong), Some(Event::Text(text)), Some(Event::End(pulldown_cmark::TagEnd::Strong))) =
+            (&events[i], events.get(i + 1), events.get(i + 2))
             && let Some((word, class)) = BADGES.iter().find(|(w, _)| *w == text.as_ref())
         {
-            badged.push(Event::InlineHtml(
-                format!("<span class=\"badge {class}\">{}</span>", word).into(),
-            ));
+            badged.push(Event::InlineHtml(format!("<span class=\"badge {class}\">{}</span>", word).into()));
             i += 3;
             continue;
         }
@@ -147,26 +127,10 @@ fn section_id(title: &str) -> String {
     if let Some((_, id)) = known.iter().find(|(prefix, _)| title.starts_with(prefix)) {
         return id.to_string();
     }
-    let slug: String = title
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    let slug = slug
-        .split('-')
-        .filter(|s| !s.is_empty())
-        .collect::<Vec<_>>()
-        .join("-");
-    if slug.is_empty() {
-        "section".to_string()
-    } else {
-        slug
-    }
+    let slug: String =
+        title.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    let slug = slug.split('-').filter(|s| !s.is_empty()).collect::<Vec<_>>().join("-");
+    if slug.is_empty() { "section".to_string() } else { slug }
 }
 
 fn is_profile_section(id: &str) -> bool {
@@ -205,22 +169,14 @@ fn flame_doc(svg: &[u8]) -> FlameDoc {
     let mut script = String::from(
         "function perf_audit_replace_state(a, b, c) { try { history.replaceState(a, b, c); } catch (e) {} }\n",
     );
-    if let Some((start, end, inner)) =
-        between(&svg, "<script type=\"text/ecmascript\">", "</script>")
-    {
+    if let Some((start, end, inner)) = between(&svg, "<script type=\"text/ecmascript\">", "</script>") {
         let js = inner.replace("<![CDATA[", "").replace("]]>", "");
         // Inside an HTML page an `<svg>` without a width is 300 px wide and
         // its `width.baseVal` is 0: keep it at the frame's full width, and
         // measure the width it is drawn at.
         let js = js
-            .replace(
-                "svg.removeAttribute(\"width\");",
-                "svg.setAttribute(\"width\", \"100%\");",
-            )
-            .replace(
-                "svg.width.baseVal.value",
-                "Math.max(svg.getBoundingClientRect().width, xpad * 2 + 1)",
-            );
+            .replace("svg.removeAttribute(\"width\");", "svg.setAttribute(\"width\", \"100%\");")
+            .replace("svg.width.baseVal.value", "Math.max(svg.getBoundingClientRect().width, xpad * 2 + 1)");
         script.push_str(&js.replace("history.replaceState(", "perf_audit_replace_state("));
         svg.replace_range(start..end, "");
         // A frame may run its script before the page has laid it out
@@ -234,18 +190,11 @@ fn flame_doc(svg: &[u8]) -> FlameDoc {
     let script = script.replace("</script", "<\\/script");
     let style = style.replace("</style", "<\\/style");
     let svg = svg.replacen(" onload=\"init(evt)\"", "", 1);
-    let height = between(&svg, "height=\"", "\"")
-        .and_then(|(_, _, h)| h.parse::<f64>().ok())
-        .unwrap_or(600.0) as u32;
+    let height = between(&svg, "height=\"", "\"").and_then(|(_, _, h)| h.parse::<f64>().ok()).unwrap_or(600.0) as u32;
     let srcdoc = format!(
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><style>{style}</style></head><body>{svg}<script>{script}</script></body></html>"
     );
-    FlameDoc {
-        srcdoc,
-        script,
-        style,
-        height,
-    }
+    FlameDoc { srcdoc, script, style, height }
 }
 
 struct Placed {
@@ -254,10 +203,7 @@ struct Placed {
 }
 
 fn figure(id: &str, svg: String, caption: &str) -> String {
-    format!(
-        "<figure class=\"plot\" id=\"{id}\">\n{svg}<figcaption>{}</figcaption>\n</figure>\n",
-        escape(caption)
-    )
+    format!("<figure class=\"plot\" id=\"{id}\">\n{svg}<figcaption>{}</figcaption>\n</figure>\n", escape(caption))
 }
 
 /// The whole page. `flamegraphs` name the section they belong to (`cpu`,
@@ -278,13 +224,7 @@ pub fn render(report: &Report, markdown: &str, flamegraphs: &[Embedded<'_>]) -> 
     let header_md = header_md
         .replacen("## Performance Audit", "# Performance Audit", 1)
         .lines()
-        .map(|l| {
-            if l.starts_with("**") {
-                format!("{l}  ")
-            } else {
-                l.to_string()
-            }
-        })
+        .map(|l| if l.starts_with("**") { format!("{l}  ") } else { l.to_string() })
         .collect::<Vec<_>>()
         .join("\n");
     let sections: Vec<Chunk> = parts
@@ -294,11 +234,7 @@ pub fn render(report: &Report, markdown: &str, flamegraphs: &[Embedded<'_>]) -> 
                 .find(|l| l.starts_with('#'))
                 .map(|l| l.trim_start_matches('#').trim().to_string())
                 .unwrap_or_default();
-            Chunk {
-                id: section_id(&title),
-                title,
-                markdown: md,
-            }
+            Chunk { id: section_id(&title), title, markdown: md }
         })
         .collect();
     let has = |id: &str| sections.iter().any(|s| s.id == id);
@@ -306,14 +242,7 @@ pub fn render(report: &Report, markdown: &str, flamegraphs: &[Embedded<'_>]) -> 
     // Plots and flamegraphs, by the section they go into.
     let mut placed: Vec<Placed> = Vec::new();
     if let Some(svg) = report.baseline.load.as_ref().and_then(|l| {
-        plots::latency(
-            &l.series,
-            report
-                .baseline
-                .p99_ms
-                .map(|_| thresholds.p99_seconds * 1000.0),
-            l.duration_s,
-        )
+        plots::latency(&l.series, report.baseline.p99_ms.map(|_| thresholds.p99_seconds * 1000.0), l.duration_s)
     }) {
         placed.push(Placed {
             section: "baseline".into(),
@@ -340,30 +269,19 @@ pub fn render(report: &Report, markdown: &str, flamegraphs: &[Embedded<'_>]) -> 
             html: "<p class=\"muted\" id=\"plot-cpu-roles-missing\">CPU by thread role over time needs time-stamped samples (<code>--unwind dwarf</code>); this audit aggregated stacks in the kernel.</p>\n".into(),
         });
     }
-    if let Some(svg) = report
-        .offcpu
-        .as_ref()
-        .and_then(|o| plots::worker_time(&o.threads))
-    {
+    if let Some(svg) = report.offcpu.as_ref().and_then(|o| plots::worker_time(&o.threads)) {
         placed.push(Placed {
             section: "async".into(),
             html: figure("plot-worker-time", svg, "Per Tokio worker, from the kernel's scheduler totals: on CPU, blocked inside task code (captured blocks of at least the off-CPU threshold with a frame of your code), idle (parked or waiting in the runtime), and runnable but waiting for a CPU."),
         });
     }
-    if let Some(svg) = report
-        .memory
-        .as_ref()
-        .and_then(|m| plots::memory(&m.rss_series))
-    {
+    if let Some(svg) = report.memory.as_ref().and_then(|m| plots::memory(&m.rss_series)) {
         let caption = format!(
             "RSS and anonymous memory of the target every 500 ms (smaps_rollup), with their least-squares fits (dashed). alerts.yml's HighMemoryUsage fires above {:.0} MiB ({}).",
             thresholds.rss_bytes as f64 / (1024.0 * 1024.0),
             thresholds.rss_reason
         );
-        placed.push(Placed {
-            section: "memory".into(),
-            html: figure("plot-memory", svg, &caption),
-        });
+        placed.push(Placed { section: "memory".into(), html: figure("plot-memory", svg, &caption) });
     }
     let mut scripts = BTreeSet::new();
     let mut styles = BTreeSet::from([sha256_source(STYLE)]);
@@ -371,17 +289,9 @@ pub fn render(report: &Report, markdown: &str, flamegraphs: &[Embedded<'_>]) -> 
         let doc = flame_doc(fg.svg);
         scripts.insert(sha256_source(&doc.script));
         styles.insert(sha256_source(&doc.style));
-        let section = if has(fg.section) {
-            fg.section.to_string()
-        } else {
-            "flamegraphs".to_string()
-        };
+        let section = if has(fg.section) { fg.section.to_string() } else { "flamegraphs".to_string() };
         let mut h = String::new();
-        let _ = writeln!(
-            h,
-            "<figure class=\"flamegraph-figure\" id=\"flamegraph-{}\">",
-            escape(fg.section)
-        );
+        let _ = writeln!(h, "<figure class=\"flamegraph-figure\" id=\"flamegraph-{}\">", escape(fg.section));
         let _ = writeln!(
             h,
             "<figcaption><strong>{}</strong>: hover a frame for its numbers, click it to zoom (\"Reset Zoom\" to go back), \"Search\" or Ctrl-F to highlight functions.</figcaption>",
@@ -396,31 +306,18 @@ pub fn render(report: &Report, markdown: &str, flamegraphs: &[Embedded<'_>]) -> 
         );
         placed.push(Placed { section, html: h });
     }
-    let placed_in = |id: &str| -> String {
-        placed
-            .iter()
-            .filter(|p| p.section == id)
-            .map(|p| p.html.as_str())
-            .collect()
-    };
+    let placed_in =
+        |id: &str| -> String { placed.iter().filter(|p| p.section == id).map(|p| p.html.as_str()).collect() };
 
     // The page.
     let csp = format!(
         "default-src 'none'; script-src {}; style-src {}; base-uri 'none'; form-action 'none'",
-        if scripts.is_empty() {
-            "'none'".to_string()
-        } else {
-            scripts.into_iter().collect::<Vec<_>>().join(" ")
-        },
+        if scripts.is_empty() { "'none'".to_string() } else { scripts.into_iter().collect::<Vec<_>>().join(" ") },
         styles.into_iter().collect::<Vec<_>>().join(" ")
     );
     let mut page = String::with_capacity(markdown.len() * 2 + 256 * 1024);
     page.push_str("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n");
-    let _ = writeln!(
-        page,
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"{}\">",
-        escape(&csp)
-    );
+    let _ = writeln!(page, "<meta http-equiv=\"Content-Security-Policy\" content=\"{}\">", escape(&csp));
     page.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<meta name=\"referrer\" content=\"no-referrer\">\n");
     let _ = writeln!(page, "<title>{}</title>", escape(&title));
     let _ = writeln!(page, "<style>{STYLE}</style>\n</head><body>");
@@ -428,12 +325,7 @@ pub fn render(report: &Report, markdown: &str, flamegraphs: &[Embedded<'_>]) -> 
     page.push_str(&markdown_html(&header_md));
     page.push_str("<nav class=\"toc\"><a href=\"#summary\">What to fix first</a><a href=\"#baseline\">Baseline</a>");
     for s in &sections {
-        let _ = write!(
-            page,
-            "<a href=\"#{}\">{}</a>",
-            escape(&s.id),
-            escape(&s.title)
-        );
+        let _ = write!(page, "<a href=\"#{}\">{}</a>", escape(&s.id), escape(&s.title));
     }
     if placed.iter().any(|p| p.section == "flamegraphs") {
         page.push_str("<a href=\"#flamegraphs\">Flamegraphs</a>");
@@ -448,10 +340,7 @@ pub fn render(report: &Report, markdown: &str, flamegraphs: &[Embedded<'_>]) -> 
         };
         match sections.iter().find(|s| s.id == id) {
             Some(s) => (format!("#{}", s.id), s.title.clone()),
-            None => (
-                "#action-plan".to_string(),
-                "Optimization Action Plan".to_string(),
-            ),
+            None => ("#action-plan".to_string(), "Optimization Action Plan".to_string()),
         }
     };
     page.push_str(&summary::html(report, &evidence));
@@ -460,11 +349,7 @@ pub fn render(report: &Report, markdown: &str, flamegraphs: &[Embedded<'_>]) -> 
     page.push_str(&placed_in("baseline"));
     page.push_str("</section>\n");
     for s in &sections {
-        let class = if is_profile_section(&s.id) {
-            "profile-section"
-        } else {
-            "plan-section"
-        };
+        let class = if is_profile_section(&s.id) { "profile-section" } else { "plan-section" };
         let _ = writeln!(page, "<section id=\"{}\" class=\"{class}\">", escape(&s.id));
         page.push_str(&markdown_html(&s.markdown));
         page.push_str(&placed_in(&s.id));
@@ -472,9 +357,7 @@ pub fn render(report: &Report, markdown: &str, flamegraphs: &[Embedded<'_>]) -> 
     }
     let rest = placed_in("flamegraphs");
     if !rest.is_empty() {
-        page.push_str(
-            "<section id=\"flamegraphs\" class=\"profile-section\">\n<h2>Flamegraphs</h2>\n",
-        );
+        page.push_str("<section id=\"flamegraphs\" class=\"profile-section\">\n<h2>Flamegraphs</h2>\n");
         page.push_str(&rest);
         page.push_str("</section>\n");
     }
@@ -496,16 +379,8 @@ mod tests {
             &report,
             md,
             &[
-                Embedded {
-                    title: "CPU flamegraph (flamegraph.svg)",
-                    svg: SVG,
-                    section: "cpu",
-                },
-                Embedded {
-                    title: "Off-CPU",
-                    svg: SVG,
-                    section: "async",
-                },
+                Embedded { title: "CPU flamegraph (flamegraph.svg)", svg: SVG, section: "cpu" },
+                Embedded { title: "Off-CPU", svg: SVG, section: "async" },
             ],
         )
     }
@@ -516,18 +391,9 @@ mod tests {
         let at = |needle: &str| p.find(needle).unwrap_or_else(|| panic!("{needle} missing"));
         assert!(at("id=\"summary\"") < at("id=\"baseline\""));
         assert!(at("id=\"baseline\"") < at("<section id=\"cpu\" class=\"profile-section\""));
-        assert!(
-            at("id=\"cpu\"") < at("id=\"database\"")
-                && at("id=\"database\"") < at("id=\"action-plan\"")
-        );
-        assert!(
-            at("id=\"plot-latency\"") < at("id=\"cpu\""),
-            "the latency plot is in the baseline"
-        );
-        assert!(
-            at("id=\"flamegraph-cpu\"") < at("id=\"database\""),
-            "the CPU flamegraph is in its section"
-        );
+        assert!(at("id=\"cpu\"") < at("id=\"database\"") && at("id=\"database\"") < at("id=\"action-plan\""));
+        assert!(at("id=\"plot-latency\"") < at("id=\"cpu\""), "the latency plot is in the baseline");
+        assert!(at("id=\"flamegraph-cpu\"") < at("id=\"database\""), "the CPU flamegraph is in its section");
         assert!(
             at("id=\"flamegraph-async\"") > at("id=\"flamegraphs\""),
             "no async section: the off-CPU flamegraph goes last"
@@ -550,29 +416,11 @@ mod tests {
             "raw HTML is escaped"
         );
         assert!(p.contains("a &lt;b AND c &gt; 1"));
-        assert!(
-            !p.contains("style=\""),
-            "no inline style attribute (the CSP forbids them)"
-        );
-        assert!(
-            !p.contains("onload=") && !p.contains("onload=&quot;"),
-            "no inline handler, in the page or the frames"
-        );
-        assert!(
-            !p.contains("src=\"http") && !p.contains("<link") && !p.contains("@import"),
-            "no external resource"
-        );
-        let csp = p
-            .split("Content-Security-Policy\" content=\"")
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .next()
-            .unwrap();
-        assert!(
-            csp.starts_with("default-src &#39;none&#39;; script-src &#39;sha256-"),
-            "{csp}"
-        );
+        assert!(!p.contains("style=\""), "no inline style attribute (the CSP forbids them)");
+        assert!(!p.contains("onload=") && !p.contains("onload=&quot;"), "no inline handler, in the page or the frames");
+        assert!(!p.contains("src=\"http") && !p.contains("<link") && !p.contains("@import"), "no external resource");
+        let csp = p.split("Content-Security-Policy\" content=\"").nth(1).unwrap().split('"').next().unwrap();
+        assert!(csp.starts_with("default-src &#39;none&#39;; script-src &#39;sha256-"), "{csp}");
         assert!(!csp.contains("unsafe"), "{csp}");
         // The frame's script is exactly what was hashed.
         let doc = flame_doc(SVG);
@@ -583,15 +431,9 @@ mod tests {
             "{}",
             doc.script
         );
-        assert!(
-            p.contains(&escape(&sha256_source(&doc.script)))
-                && p.contains(&escape(&sha256_source(&doc.style)))
-        );
+        assert!(p.contains(&escape(&sha256_source(&doc.script))) && p.contains(&escape(&sha256_source(&doc.style))));
         assert!(p.contains(&escape(&sha256_source(STYLE))));
-        assert!(
-            p.contains("height=\"314\""),
-            "the frame is as tall as the flamegraph"
-        );
+        assert!(p.contains("height=\"314\""), "the frame is as tall as the flamegraph");
     }
 
     #[test]
@@ -600,55 +442,27 @@ mod tests {
         let folded = ["main;a;b 3".to_string(), "main;c 1".to_string()];
         let svg = crate::render::flamegraph_svg("CPU", "sub", "samples", &folded).unwrap();
         let doc = flame_doc(&svg);
-        assert!(
-            !doc.srcdoc.contains("onload="),
-            "the inline handler is gone"
-        );
+        assert!(!doc.srcdoc.contains("onload="), "the inline handler is gone");
         assert!(!doc.srcdoc.contains("<?xml") && !doc.srcdoc.contains("<!DOCTYPE svg"));
-        assert_eq!(
-            doc.srcdoc.matches("<script").count(),
-            1,
-            "inferno's script moved out of the SVG"
-        );
-        assert_eq!(
-            doc.srcdoc.matches("<style").count(),
-            1,
-            "inferno's style moved out of the SVG"
-        );
+        assert_eq!(doc.srcdoc.matches("<script").count(), 1, "inferno's script moved out of the SVG");
+        assert_eq!(doc.srcdoc.matches("<style").count(), 1, "inferno's style moved out of the SVG");
         assert!(!doc.script.contains("CDATA") && doc.script.contains("function init(evt)"));
         assert!(
             doc.script.contains("svg.setAttribute(\"width\", \"100%\")")
                 && !doc.script.contains("removeAttribute(\"width\")")
         );
         assert!(!doc.script.contains("svg.width.baseVal"));
-        assert_eq!(
-            doc.script.matches("history.replaceState(").count(),
-            1,
-            "only the guarded call is left"
-        );
-        assert!(
-            doc.script
-                .trim_end()
-                .ends_with("setTimeout(perf_audit_start, 50); } })();")
-        );
-        assert!(
-            doc.script.contains(".observe(svg)"),
-            "redrawn when the frame gets its width"
-        );
-        assert!(
-            doc.style.contains("#frames") || doc.style.contains("text {"),
-            "inferno's CSS kept"
-        );
+        assert_eq!(doc.script.matches("history.replaceState(").count(), 1, "only the guarded call is left");
+        assert!(doc.script.trim_end().ends_with("setTimeout(perf_audit_start, 50); } })();"));
+        assert!(doc.script.contains(".observe(svg)"), "redrawn when the frame gets its width");
+        assert!(doc.style.contains("#frames") || doc.style.contains("text {"), "inferno's CSS kept");
         assert!(doc.height > 50);
     }
 
     #[test]
     fn the_hash_is_the_standard_csp_form() {
         // echo -n 'alert(1)' | openssl dgst -sha256 -binary | base64
-        assert_eq!(
-            sha256_source("alert(1)"),
-            "'sha256-bhHHL3z2vDgxUt0W3dWQOrprscmda2Y5pLsLg4GF+pI='"
-        );
+        assert_eq!(sha256_source("alert(1)"), "'sha256-bhHHL3z2vDgxUt0W3dWQOrprscmda2Y5pLsLg4GF+pI='");
     }
 
     #[test]

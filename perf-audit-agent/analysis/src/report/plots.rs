@@ -12,9 +12,7 @@
 use std::fmt::Write as _;
 
 use super::{CpuTimeline, CpuTimelinePoint, OffCpuThreadRow};
-use crate::{
-    memory::faults::RssSeries, profile::async_runtime::ThreadRole, report::schema::LatencySeries,
-};
+use crate::{memory::faults::RssSeries, profile::async_runtime::ThreadRole, report::schema::LatencySeries};
 
 const WIDTH: f64 = 720.0;
 const LEFT: f64 = 64.0;
@@ -52,21 +50,13 @@ pub fn escape(s: &str) -> String {
 /// A coordinate, to 0.1 px.
 fn c(v: f64) -> String {
     let r = (v * 10.0).round() / 10.0;
-    if r == 0.0 {
-        "0".to_string()
-    } else {
-        format!("{r}")
-    }
+    if r == 0.0 { "0".to_string() } else { format!("{r}") }
 }
 
 /// A value with at most `decimals` decimals, without trailing zeros.
 fn num(v: f64, decimals: usize) -> String {
     let s = format!("{v:.decimals$}");
-    let s = if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        s
-    };
+    let s = if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s };
     if s == "-0" { "0".to_string() } else { s }
 }
 
@@ -91,11 +81,7 @@ fn nice_step(span: f64, ticks: f64) -> f64 {
 }
 
 fn decimals_for(step: f64) -> usize {
-    if step >= 1.0 {
-        0
-    } else {
-        (-step.log10().floor()) as usize
-    }
+    if step >= 1.0 { 0 } else { (-step.log10().floor()) as usize }
 }
 
 /// Linear axes of one chart.
@@ -116,13 +102,7 @@ impl Axes {
         let y_min = (y_lo / step).floor() * step;
         let y_max = (y_hi / step).ceil() * step;
         let y_max = if y_max <= y_min { y_min + step } else { y_max };
-        Axes {
-            top,
-            x_max: x_max.max(1.0),
-            y_min,
-            y_max,
-            y_step: step,
-        }
+        Axes { top, x_max: x_max.max(1.0), y_min, y_max, y_step: step }
     }
 
     fn bottom(&self) -> f64 {
@@ -138,8 +118,7 @@ impl Axes {
     }
 
     fn y(&self, v: f64) -> f64 {
-        self.top + PLOT_HEIGHT
-            - ((v - self.y_min) / (self.y_max - self.y_min)).clamp(0.0, 1.0) * PLOT_HEIGHT
+        self.top + PLOT_HEIGHT - ((v - self.y_min) / (self.y_max - self.y_min)).clamp(0.0, 1.0) * PLOT_HEIGHT
     }
 }
 
@@ -154,12 +133,7 @@ fn wrap(id: &str, title: &str, height: f64, body: &str) -> String {
         escape(title)
     );
     let _ = writeln!(svg, "<title>{}</title>", escape(title));
-    let _ = writeln!(
-        svg,
-        "<rect x=\"0\" y=\"0\" width=\"{}\" height=\"{}\" fill=\"#fff\"/>",
-        c(WIDTH),
-        c(height)
-    );
+    let _ = writeln!(svg, "<rect x=\"0\" y=\"0\" width=\"{}\" height=\"{}\" fill=\"#fff\"/>", c(WIDTH), c(height));
     let _ = writeln!(
         svg,
         "<text x=\"8\" y=\"18\" font-size=\"14\" font-weight=\"bold\" fill=\"#222\">{}</text>",
@@ -182,11 +156,7 @@ fn legend(svg: &mut String, entries: &[(&str, bool, String)]) -> f64 {
             x = LEFT;
             y += 16.0;
         }
-        let dash = if *dashed {
-            " stroke-dasharray=\"6 4\""
-        } else {
-            ""
-        };
+        let dash = if *dashed { " stroke-dasharray=\"6 4\"" } else { "" };
         let _ = writeln!(
             svg,
             "<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"{colour}\" stroke-width=\"3\"{dash}/><text x=\"{}\" y=\"{}\" fill=\"#333\">{}</text>",
@@ -266,25 +236,12 @@ fn axes(svg: &mut String, a: &Axes, x_label: &str, y_label: &dyn Fn(f64, usize) 
 
 /// A line through `points` (x, y, hover text); `None` breaks it. Points
 /// with a hover text get a mark.
-fn polyline(
-    svg: &mut String,
-    a: &Axes,
-    colour: &str,
-    dashed: bool,
-    points: &[Option<(f64, f64, String)>],
-) {
-    let dash = if dashed {
-        " stroke-dasharray=\"6 4\""
-    } else {
-        ""
-    };
+fn polyline(svg: &mut String, a: &Axes, colour: &str, dashed: bool, points: &[Option<(f64, f64, String)>]) {
+    let dash = if dashed { " stroke-dasharray=\"6 4\"" } else { "" };
     for run in points.split(|p| p.is_none()) {
         let run: Vec<&(f64, f64, String)> = run.iter().flatten().collect();
         if run.len() > 1 {
-            let coords: Vec<String> = run
-                .iter()
-                .map(|(x, y, _)| format!("{},{}", c(a.x(*x)), c(a.y(*y))))
-                .collect();
+            let coords: Vec<String> = run.iter().map(|(x, y, _)| format!("{},{}", c(a.x(*x)), c(a.y(*y)))).collect();
             let _ = writeln!(
                 svg,
                 "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" stroke-linejoin=\"round\"{dash} points=\"{}\"/>",
@@ -329,54 +286,27 @@ fn ms_label(v: f64, decimals: usize) -> String {
 
 /// Request latency per second of the load (p50, p99) with the p99 alert
 /// threshold of alerts.yml. `None` when no request was answered.
-pub fn latency(
-    series: &LatencySeries,
-    p99_alert_ms: Option<f64>,
-    duration_s: f64,
-) -> Option<String> {
+pub fn latency(series: &LatencySeries, p99_alert_ms: Option<f64>, duration_s: f64) -> Option<String> {
     let answered = |p: &crate::report::schema::LatencyPoint| p.p99_ms > 0.0;
     if !series.points.iter().any(answered) {
         return None;
     }
     let interval = series.interval_s.max(1e-3);
-    let end = series
-        .points
-        .last()
-        .map(|p| p.t_s + interval)
-        .unwrap_or(0.0);
+    let end = series.points.last().map(|p| p.t_s + interval).unwrap_or(0.0);
     let mut body = String::new();
-    let mut entries = vec![
-        (BLUE, false, "p50".to_string()),
-        (ORANGE, false, "p99".to_string()),
-    ];
+    let mut entries = vec![(BLUE, false, "p50".to_string()), (ORANGE, false, "p99".to_string())];
     if let Some(t) = p99_alert_ms {
-        entries.push((
-            RED,
-            true,
-            format!("alerts.yml HighLatency: p99 > {} ms", num(t, 1)),
-        ));
+        entries.push((RED, true, format!("alerts.yml HighLatency: p99 > {} ms", num(t, 1))));
     }
     let errors: u64 = series.points.iter().map(|p| p.errors).sum();
     if errors > 0 {
         entries.push((RED, false, format!("seconds with errors ({errors} in all)")));
     }
     let top = legend(&mut body, &entries);
-    let hi = series
-        .points
-        .iter()
-        .map(|p| p.p99_ms)
-        .fold(0.0, f64::max)
-        .max(p99_alert_ms.unwrap_or(0.0));
+    let hi = series.points.iter().map(|p| p.p99_ms).fold(0.0, f64::max).max(p99_alert_ms.unwrap_or(0.0));
     let a = Axes::new(top, duration_s.max(end), 0.0, hi * 1.05);
-    axes(
-        &mut body,
-        &a,
-        "seconds since the load started (planned send time)",
-        &ms_label,
-    );
-    let line = |value: fn(&crate::report::schema::LatencyPoint) -> f64,
-                name: &str|
-     -> Vec<Option<(f64, f64, String)>> {
+    axes(&mut body, &a, "seconds since the load started (planned send time)", &ms_label);
+    let line = |value: fn(&crate::report::schema::LatencyPoint) -> f64, name: &str| -> Vec<Option<(f64, f64, String)>> {
         series
             .points
             .iter()
@@ -388,11 +318,7 @@ pub fn latency(
                         num(p.t_s + interval, 0),
                         num(value(p), 3),
                         p.requests,
-                        if p.errors > 0 {
-                            format!(", {} errors", p.errors)
-                        } else {
-                            String::new()
-                        }
+                        if p.errors > 0 { format!(", {} errors", p.errors) } else { String::new() }
                     );
                     (p.t_s + interval / 2.0, value(p), text)
                 })
@@ -422,12 +348,7 @@ pub fn latency(
             p.requests
         );
     }
-    Some(wrap(
-        "plot-latency-svg",
-        "Request latency over the audit (per second)",
-        a.height(),
-        &body,
-    ))
+    Some(wrap("plot-latency-svg", "Request latency over the audit (per second)", a.height(), &body))
 }
 
 /// Bytes in a unit chosen for the axis maximum.
@@ -444,11 +365,7 @@ fn byte_unit(max: f64) -> (f64, &'static str) {
 
 fn rate(bytes_per_s: f64) -> String {
     let (div, unit) = byte_unit(bytes_per_s.abs());
-    format!(
-        "{}{} {unit}/s",
-        if bytes_per_s >= 0.0 { "+" } else { "" },
-        num(bytes_per_s / div, 1)
-    )
+    format!("{}{} {unit}/s", if bytes_per_s >= 0.0 { "+" } else { "" }, num(bytes_per_s / div, 1))
 }
 
 /// RSS and anonymous memory over the audit with their least-squares fits
@@ -461,16 +378,8 @@ pub fn memory(series: &RssSeries) -> Option<String> {
     }
     let first = points[0].t_s;
     let last = points[points.len() - 1].t_s;
-    let lo = points
-        .iter()
-        .map(|p| p.anon_bytes.min(p.rss_bytes))
-        .min()
-        .unwrap_or(0) as f64;
-    let hi = points
-        .iter()
-        .map(|p| p.rss_bytes.max(p.anon_bytes))
-        .max()
-        .unwrap_or(0) as f64;
+    let lo = points.iter().map(|p| p.anon_bytes.min(p.rss_bytes)).min().unwrap_or(0) as f64;
+    let hi = points.iter().map(|p| p.rss_bytes.max(p.anon_bytes)).max().unwrap_or(0) as f64;
     let (div, unit) = byte_unit(hi);
     let fit_text = |name: &str, fit: &Option<crate::memory::analysis::Fit>| match fit {
         Some(f) => format!("{name} fit {} (r² {})", rate(f.slope), num(f.r2, 2)),
@@ -488,15 +397,8 @@ pub fn memory(series: &RssSeries) -> Option<String> {
     );
     // In the unit, so that ticks fall on round numbers of it.
     let a = Axes::new(top, last.max(1.0), lo / div * 0.95, hi / div * 1.02);
-    axes(
-        &mut body,
-        &a,
-        "seconds since the memory collector started",
-        &|v, d| format!("{} {unit}", num(v, d)),
-    );
-    let line = |value: fn(&crate::memory::faults::RssPoint) -> u64,
-                name: &str|
-     -> Vec<Option<(f64, f64, String)>> {
+    axes(&mut body, &a, "seconds since the memory collector started", &|v, d| format!("{} {unit}", num(v, d)));
+    let line = |value: fn(&crate::memory::faults::RssPoint) -> u64, name: &str| -> Vec<Option<(f64, f64, String)>> {
         // Hover marks on at most ~60 points, so long series stay light.
         let every = points.len().div_ceil(60).max(1);
         points
@@ -514,29 +416,15 @@ pub fn memory(series: &RssSeries) -> Option<String> {
             .collect()
     };
     polyline(&mut body, &a, BLUE, false, &line(|p| p.rss_bytes, "RSS"));
-    polyline(
-        &mut body,
-        &a,
-        PURPLE,
-        false,
-        &line(|p| p.anon_bytes, "anonymous"),
-    );
+    polyline(&mut body, &a, PURPLE, false, &line(|p| p.anon_bytes, "anonymous"));
     for (fit, colour) in [(&series.rss_fit, BLUE), (&series.anon_fit, PURPLE)] {
         if let Some(f) = fit {
             let at = |t: f64| (f.intercept + f.slope * t) / div;
-            let ends = [
-                Some((first, at(first), String::new())),
-                Some((last, at(last), String::new())),
-            ];
+            let ends = [Some((first, at(first), String::new())), Some((last, at(last), String::new()))];
             polyline(&mut body, &a, colour, true, &ends);
         }
     }
-    Some(wrap(
-        "plot-memory-svg",
-        "Memory over the audit: RSS and anonymous memory",
-        a.height(),
-        &body,
-    ))
+    Some(wrap("plot-memory-svg", "Memory over the audit: RSS and anonymous memory", a.height(), &body))
 }
 
 /// CPU cores per thread role over the audit, stacked, with the CPU alert
@@ -546,11 +434,7 @@ pub fn cpu_by_role(timeline: &CpuTimeline, cpu_alert_cores: Option<f64>) -> Opti
         return None;
     }
     let interval = timeline.interval_s.max(1e-3);
-    let end = timeline
-        .points
-        .last()
-        .map(|p| p.t_s + interval)
-        .unwrap_or(0.0);
+    let end = timeline.points.last().map(|p| p.t_s + interval).unwrap_or(0.0);
     let total = |p: &CpuTimelinePoint| p.cores.iter().sum::<f64>();
     let n = timeline.points.len() as f64;
     let mut entries: Vec<(&str, bool, String)> = timeline
@@ -558,55 +442,24 @@ pub fn cpu_by_role(timeline: &CpuTimeline, cpu_alert_cores: Option<f64>) -> Opti
         .iter()
         .enumerate()
         .map(|(i, role)| {
-            let mean = timeline
-                .points
-                .iter()
-                .map(|p| p.cores.get(i).copied().unwrap_or(0.0))
-                .sum::<f64>()
-                / n;
-            let mean = if mean > 0.0 && mean < 0.005 {
-                "<0.01".to_string()
-            } else {
-                num(mean, 2)
-            };
-            (
-                STACK[i % STACK.len()],
-                false,
-                format!("{role} (mean {mean} cores)"),
-            )
+            let mean = timeline.points.iter().map(|p| p.cores.get(i).copied().unwrap_or(0.0)).sum::<f64>() / n;
+            let mean = if mean > 0.0 && mean < 0.005 { "<0.01".to_string() } else { num(mean, 2) };
+            (STACK[i % STACK.len()], false, format!("{role} (mean {mean} cores)"))
         })
         .collect();
     if let Some(t) = cpu_alert_cores {
-        entries.push((
-            RED,
-            true,
-            format!("alerts.yml HighCpuUsage: > {} cores", num(t, 2)),
-        ));
+        entries.push((RED, true, format!("alerts.yml HighCpuUsage: > {} cores", num(t, 2))));
     }
     let mut body = String::new();
     let top = legend(&mut body, &entries);
-    let hi = timeline
-        .points
-        .iter()
-        .map(total)
-        .fold(0.0, f64::max)
-        .max(cpu_alert_cores.unwrap_or(0.0));
+    let hi = timeline.points.iter().map(total).fold(0.0, f64::max).max(cpu_alert_cores.unwrap_or(0.0));
     let a = Axes::new(top, end, 0.0, hi.max(0.1) * 1.05);
-    axes(
-        &mut body,
-        &a,
-        "seconds since collection started",
-        &|v, d| num(v, d),
-    );
+    axes(&mut body, &a, "seconds since collection started", &|v, d| num(v, d));
     // Steps: each bucket is flat over its interval.
     let mut below = vec![0.0; timeline.points.len()];
     for (i, role) in timeline.roles.iter().enumerate() {
-        let above: Vec<f64> = timeline
-            .points
-            .iter()
-            .zip(&below)
-            .map(|(p, b)| b + p.cores.get(i).copied().unwrap_or(0.0))
-            .collect();
+        let above: Vec<f64> =
+            timeline.points.iter().zip(&below).map(|(p, b)| b + p.cores.get(i).copied().unwrap_or(0.0)).collect();
         let mut d = String::new();
         for (k, p) in timeline.points.iter().enumerate() {
             let cmd = if k == 0 { 'M' } else { 'L' };
@@ -620,14 +473,8 @@ pub fn cpu_by_role(timeline: &CpuTimeline, cpu_alert_cores: Option<f64>) -> Opti
             );
         }
         for (k, p) in timeline.points.iter().enumerate().rev() {
-            let _ = write!(
-                d,
-                "L{} {}L{} {}",
-                c(a.x(p.t_s + interval)),
-                c(a.y(below[k])),
-                c(a.x(p.t_s)),
-                c(a.y(below[k]))
-            );
+            let _ =
+                write!(d, "L{} {}L{} {}", c(a.x(p.t_s + interval)), c(a.y(below[k])), c(a.x(p.t_s)), c(a.y(below[k])));
         }
         d.push('Z');
         let colour = STACK[i % STACK.len()];
@@ -640,12 +487,8 @@ pub fn cpu_by_role(timeline: &CpuTimeline, cpu_alert_cores: Option<f64>) -> Opti
     }
     // Hover per bucket: the breakdown.
     for p in &timeline.points {
-        let parts: Vec<String> = timeline
-            .roles
-            .iter()
-            .zip(&p.cores)
-            .map(|(r, v)| format!("{r} {}", num(*v, 2)))
-            .collect();
+        let parts: Vec<String> =
+            timeline.roles.iter().zip(&p.cores).map(|(r, v)| format!("{r} {}", num(*v, 2))).collect();
         let _ = writeln!(
             body,
             "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"#000\" fill-opacity=\"0\"><title>{}-{} s: {} cores ({})</title></rect>",
@@ -660,29 +503,16 @@ pub fn cpu_by_role(timeline: &CpuTimeline, cpu_alert_cores: Option<f64>) -> Opti
         );
     }
     if let Some(t) = cpu_alert_cores {
-        threshold(
-            &mut body,
-            &a,
-            t,
-            &format!("alert: CPU > {} cores", num(t, 2)),
-        );
+        threshold(&mut body, &a, t, &format!("alert: CPU > {} cores", num(t, 2)));
     }
-    Some(wrap(
-        "plot-cpu-roles-svg",
-        "CPU by thread role over the audit (cores)",
-        a.height(),
-        &body,
-    ))
+    Some(wrap("plot-cpu-roles-svg", "CPU by thread role over the audit (cores)", a.height(), &body))
 }
 
 /// One horizontal bar per Tokio worker: time on the CPU, blocked inside
 /// tasks (what blocking-in-async costs), idle (parked), waiting in the run
 /// queue; as shares of the worker's time seen. `None` without workers.
 pub fn worker_time(threads: &[OffCpuThreadRow]) -> Option<String> {
-    let mut workers: Vec<&OffCpuThreadRow> = threads
-        .iter()
-        .filter(|t| t.role == ThreadRole::Worker)
-        .collect();
+    let mut workers: Vec<&OffCpuThreadRow> = threads.iter().filter(|t| t.role == ThreadRole::Worker).collect();
     if workers.is_empty() {
         return None;
     }
@@ -690,31 +520,15 @@ pub fn worker_time(threads: &[OffCpuThreadRow]) -> Option<String> {
     const LABEL: f64 = 170.0;
     const BAR: f64 = 22.0;
     const GAP: f64 = 10.0;
-    let parts = [
-        (GREEN, "on CPU"),
-        (RED, "blocked in tasks"),
-        (GREY, "idle (parked)"),
-        (ORANGE, "run queue"),
-    ];
+    let parts = [(GREEN, "on CPU"), (RED, "blocked in tasks"), (GREY, "idle (parked)"), (ORANGE, "run queue")];
     let mut body = String::new();
-    let top = legend(
-        &mut body,
-        &parts
-            .iter()
-            .map(|(col, name)| (*col, false, name.to_string()))
-            .collect::<Vec<_>>(),
-    );
+    let top = legend(&mut body, &parts.iter().map(|(col, name)| (*col, false, name.to_string())).collect::<Vec<_>>());
     let x0 = LEFT.max(LABEL);
     let span = WIDTH - RIGHT - x0 - 44.0;
     for (row, w) in workers.iter().enumerate() {
         let y = top + row as f64 * (BAR + GAP);
         let blocked_in_tasks = w.blocked_in_tasks_ms.min(w.blocked_ms);
-        let values = [
-            w.on_cpu_ms,
-            blocked_in_tasks,
-            (w.blocked_ms - blocked_in_tasks).max(0.0),
-            w.runqueue_ms,
-        ];
+        let values = [w.on_cpu_ms, blocked_in_tasks, (w.blocked_ms - blocked_in_tasks).max(0.0), w.runqueue_ms];
         let total: f64 = values.iter().sum();
         let label = format!("{} ({})", w.name, w.tid);
         let _ = writeln!(
@@ -743,11 +557,8 @@ pub fn worker_time(threads: &[OffCpuThreadRow]) -> Option<String> {
             }
             x += width;
         }
-        let busy = if total > 0.0 {
-            format!("{}%", num(values[0] / total * 100.0, 0))
-        } else {
-            "no time seen".to_string()
-        };
+        let busy =
+            if total > 0.0 { format!("{}%", num(values[0] / total * 100.0, 0)) } else { "no time seen".to_string() };
         let _ = writeln!(
             body,
             "<text x=\"{}\" y=\"{}\" fill=\"#222\">{busy}</text>",
@@ -762,12 +573,7 @@ pub fn worker_time(threads: &[OffCpuThreadRow]) -> Option<String> {
         c(x0),
         c(bottom + 8.0)
     );
-    Some(wrap(
-        "plot-worker-time-svg",
-        "Worker time: where each Tokio worker's time went",
-        bottom + 22.0,
-        &body,
-    ))
+    Some(wrap("plot-worker-time-svg", "Worker time: where each Tokio worker's time went", bottom + 22.0, &body))
 }
 
 #[cfg(test)]
@@ -819,10 +625,7 @@ pub(crate) mod tests {
                 }
             })
             .collect();
-        LatencySeries {
-            interval_s: 1.0,
-            points,
-        }
+        LatencySeries { interval_s: 1.0, points }
     }
 
     pub(crate) fn rss_series() -> RssSeries {
@@ -838,18 +641,8 @@ pub(crate) mod tests {
             .collect();
         RssSeries {
             interval_ms: 500,
-            rss_fit: Some(Fit {
-                slope: 1_063_000.0,
-                intercept: 42_000_000.0,
-                r2: 0.987,
-                points: 21,
-            }),
-            anon_fit: Some(Fit {
-                slope: 983_040.0,
-                intercept: 23_068_672.0,
-                r2: 1.0,
-                points: 21,
-            }),
+            rss_fit: Some(Fit { slope: 1_063_000.0, intercept: 42_000_000.0, r2: 0.987, points: 21 }),
+            anon_fit: Some(Fit { slope: 983_040.0, intercept: 23_068_672.0, r2: 1.0, points: 21 }),
             peak_rss_bytes: points.iter().map(|p| p.rss_bytes).max().unwrap(),
             current_rss_bytes: points.last().unwrap().rss_bytes,
             points,
@@ -859,19 +652,11 @@ pub(crate) mod tests {
     pub(crate) fn cpu_timeline() -> CpuTimeline {
         CpuTimeline {
             interval_s: 1.0,
-            roles: vec![
-                "Tokio workers".into(),
-                "blocking pool".into(),
-                "other threads".into(),
-            ],
+            roles: vec!["Tokio workers".into(), "blocking pool".into(), "other threads".into()],
             points: (0..10)
                 .map(|s| CpuTimelinePoint {
                     t_s: s as f64,
-                    cores: vec![
-                        0.4 + 0.05 * s as f64,
-                        if s % 3 == 0 { 0.2 } else { 0.0 },
-                        0.05,
-                    ],
+                    cores: vec![0.4 + 0.05 * s as f64, if s % 3 == 0 { 0.2 } else { 0.0 }, 0.05],
                 })
                 .collect(),
         }
@@ -889,51 +674,16 @@ pub(crate) mod tests {
             max_run_ms: 3.0,
         };
         vec![
-            row(
-                102,
-                "tokio-runtime-w",
-                ThreadRole::Worker,
-                4200.0,
-                5500.0,
-                1800.0,
-                300.0,
-            ),
-            row(
-                101,
-                "tokio-runtime-w",
-                ThreadRole::Worker,
-                2500.0,
-                7400.0,
-                120.0,
-                100.0,
-            ),
-            row(
-                100,
-                "demo-service",
-                ThreadRole::Other,
-                10.0,
-                9990.0,
-                0.0,
-                0.0,
-            ),
-            row(
-                103,
-                "tokio-runtime-w",
-                ThreadRole::Worker,
-                0.0,
-                0.0,
-                0.0,
-                0.0,
-            ),
+            row(102, "tokio-runtime-w", ThreadRole::Worker, 4200.0, 5500.0, 1800.0, 300.0),
+            row(101, "tokio-runtime-w", ThreadRole::Worker, 2500.0, 7400.0, 120.0, 100.0),
+            row(100, "demo-service", ThreadRole::Other, 10.0, 9990.0, 0.0, 0.0),
+            row(103, "tokio-runtime-w", ThreadRole::Worker, 0.0, 0.0, 0.0, 0.0),
         ]
     }
 
     #[test]
     fn latency_plot_golden() {
-        golden(
-            "plot_latency",
-            &latency(&latency_series(), Some(54.0), 12.0).unwrap(),
-        );
+        golden("plot_latency", &latency(&latency_series(), Some(54.0), 12.0).unwrap());
     }
 
     #[test]
@@ -943,10 +693,7 @@ pub(crate) mod tests {
 
     #[test]
     fn cpu_by_role_plot_golden() {
-        golden(
-            "plot_cpu_by_role",
-            &cpu_by_role(&cpu_timeline(), Some(1.5)).unwrap(),
-        );
+        golden("plot_cpu_by_role", &cpu_by_role(&cpu_timeline(), Some(1.5)).unwrap());
     }
 
     #[test]
@@ -960,17 +707,7 @@ pub(crate) mod tests {
         let mut rss = rss_series();
         rss.points.truncate(1);
         assert_eq!(memory(&rss), None);
-        assert_eq!(
-            cpu_by_role(
-                &CpuTimeline {
-                    interval_s: 1.0,
-                    roles: vec![],
-                    points: vec![]
-                },
-                None
-            ),
-            None
-        );
+        assert_eq!(cpu_by_role(&CpuTimeline { interval_s: 1.0, roles: vec![], points: vec![] }, None), None);
         assert_eq!(worker_time(&worker_rows()[2..3]), None);
     }
 
@@ -980,10 +717,7 @@ pub(crate) mod tests {
         rows[0].name = "<script>&\"".to_string();
         let a = worker_time(&rows).unwrap();
         assert_eq!(a, worker_time(&rows).unwrap());
-        assert!(
-            a.contains("&lt;script&gt;&amp;&quot;") && !a.contains("<script>"),
-            "{a}"
-        );
+        assert!(a.contains("&lt;script&gt;&amp;&quot;") && !a.contains("<script>"), "{a}");
         assert!(!a.contains("NaN") && !a.contains("inf"));
     }
 

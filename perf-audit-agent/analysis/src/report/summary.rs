@@ -34,19 +34,14 @@ pub fn location(f: &Finding) -> String {
         (true, None) => format!(" at {}", f.function),
         (false, Some(at)) => format!(" at {at}"),
         (false, None) if f.function.is_empty() => String::new(),
-        (false, None) => format!(
-            "; {}",
-            f.function.trim_start_matches('(').trim_end_matches(')')
-        ),
+        (false, None) => format!("; {}", f.function.trim_start_matches('(').trim_end_matches(')')),
     }
 }
 
 /// The findings a reader should act on first: P0 then P1, in the report's
 /// order (already ranked by measured impact within a severity).
 pub fn urgent(report: &Report) -> impl Iterator<Item = &Finding> {
-    report
-        .findings_of(Severity::P0)
-        .chain(report.findings_of(Severity::P1))
+    report.findings_of(Severity::P0).chain(report.findings_of(Severity::P1))
 }
 
 /// The baseline in one line.
@@ -56,10 +51,7 @@ pub fn baseline_line(report: &Report) -> String {
     let mut parts = Vec::new();
     match (&b.load, b.rps) {
         (Some(load), Some(rps)) => {
-            let ms = |v: Option<f64>| {
-                v.map(|v| format!("{v:.2} ms"))
-                    .unwrap_or_else(|| "-".into())
-            };
+            let ms = |v: Option<f64>| v.map(|v| format!("{v:.2} ms")).unwrap_or_else(|| "-".into());
             parts.push(format!(
                 "{rps:.1} rps (load at {}), p50 {}, p99 {}, p99.9 {}, {} errors",
                 load.target_rps,
@@ -71,11 +63,7 @@ pub fn baseline_line(report: &Report) -> String {
         }
         _ => parts.push("no load driven (latency not measured)".to_string()),
     }
-    parts.push(format!(
-        "RSS {:.1} MiB (peak {:.1} MiB)",
-        mib(b.rss_bytes),
-        mib(b.peak_rss_bytes)
-    ));
+    parts.push(format!("RSS {:.1} MiB (peak {:.1} MiB)", mib(b.rss_bytes), mib(b.peak_rss_bytes)));
     parts.push(format!("CPU {:.2} cores", b.cpu_cores));
     format!("baseline: {}", parts.join("; "))
 }
@@ -90,16 +78,10 @@ pub fn terminal(report: &Report) -> Vec<String> {
             crate::report::EndReason::Interrupted => format!(" ({})", report.interruption()),
             _ => String::new(),
         };
-        lines.push(format!(
-            "partial report: collection ended after {:.1} s{why}",
-            report.duration_s
-        ));
+        lines.push(format!("partial report: collection ended after {:.1} s{why}", report.duration_s));
     }
     if let Some(h) = report.health.as_ref().filter(|h| h.degraded) {
-        lines.push(format!(
-            "the service degraded during the audit: {} (findings taken on a degraded service)",
-            h.reasons.join("; ")
-        ));
+        lines.push(format!("the service degraded during the audit: {} (findings taken on a degraded service)", h.reasons.join("; ")));
     }
     let mut urgent_count = 0;
     for f in urgent(report) {
@@ -111,10 +93,7 @@ pub fn terminal(report: &Report) -> Vec<String> {
     }
     let p2 = report.findings_of(Severity::P2).count();
     if p2 > 0 {
-        lines.push(format!(
-            "{p2} P2 finding{} in the report",
-            if p2 == 1 { "" } else { "s" }
-        ));
+        lines.push(format!("{p2} P2 finding{} in the report", if p2 == 1 { "" } else { "s" }));
     }
     lines
 }
@@ -128,13 +107,7 @@ fn inline(text: &str) -> String {
     parts
         .iter()
         .enumerate()
-        .map(|(i, part)| {
-            if i % 2 == 1 {
-                format!("<code>{}</code>", escape(part))
-            } else {
-                escape(part)
-            }
-        })
+        .map(|(i, part)| if i % 2 == 1 { format!("<code>{}</code>", escape(part)) } else { escape(part) })
         .collect()
 }
 
@@ -149,11 +122,7 @@ pub fn html(report: &Report, evidence: &dyn Fn(&Finding) -> (String, String)) ->
     let _ = writeln!(
         h,
         "<p class=\"counts\"><span class=\"badge p0\">{p0} P0</span> <span class=\"badge p1\">{p1} P1</span> <span class=\"badge p2\">{p2} P2</span> findings, ranked by measured impact. {}</p>",
-        if p2 > 0 {
-            "P2 findings are in the <a href=\"#action-plan\">Optimization Action Plan</a>."
-        } else {
-            ""
-        }
+        if p2 > 0 { "P2 findings are in the <a href=\"#action-plan\">Optimization Action Plan</a>." } else { "" }
     );
     if p0 + p1 == 0 {
         h.push_str("<p class=\"none\">No P0 or P1 finding: nothing measured here needs an urgent fix.</p>\n");
@@ -162,27 +131,11 @@ pub fn html(report: &Report, evidence: &dyn Fn(&Finding) -> (String, String)) ->
     for (i, f) in urgent(report).enumerate() {
         let sev = format!("{:?}", f.severity);
         let (href, section) = evidence(f);
-        let _ = writeln!(
-            h,
-            "<article class=\"card {}\" id=\"fix-{}\">",
-            sev.to_lowercase(),
-            i + 1
-        );
-        let _ = writeln!(
-            h,
-            "<h3><span class=\"badge {}\">{sev}</span> {}</h3>",
-            sev.to_lowercase(),
-            inline(&f.title)
-        );
+        let _ = writeln!(h, "<article class=\"card {}\" id=\"fix-{}\">", sev.to_lowercase(), i + 1);
+        let _ = writeln!(h, "<h3><span class=\"badge {}\">{sev}</span> {}</h3>", sev.to_lowercase(), inline(&f.title));
         let place = match (&f.file, f.line) {
-            (Some(file), Some(line)) => format!(
-                " <span class=\"at\">at</span> <code>{}:{line}</code>",
-                escape(file)
-            ),
-            (Some(file), None) => format!(
-                " <span class=\"at\">at</span> <code>{}</code>",
-                escape(file)
-            ),
+            (Some(file), Some(line)) => format!(" <span class=\"at\">at</span> <code>{}:{line}</code>", escape(file)),
+            (Some(file), None) => format!(" <span class=\"at\">at</span> <code>{}</code>", escape(file)),
             _ => String::new(),
         };
         let function = if names_function(f) {
@@ -193,11 +146,7 @@ pub fn html(report: &Report, evidence: &dyn Fn(&Finding) -> (String, String)) ->
         let _ = writeln!(h, "<p class=\"where\">{function}{place}</p>");
         h.push_str("<dl>\n");
         let _ = writeln!(h, "<dt>Measured</dt><dd>{}</dd>", inline(&f.evidence));
-        let _ = writeln!(
-            h,
-            "<dt>Estimated gain</dt><dd>{}</dd>",
-            inline(&f.estimated_gain)
-        );
+        let _ = writeln!(h, "<dt>Estimated gain</dt><dd>{}</dd>", inline(&f.estimated_gain));
         let _ = writeln!(
             h,
             "<dt>Fix</dt><dd>{} <span class=\"muted\">({:?} impact, {:?} to do)</span></dd>",
@@ -303,10 +252,7 @@ pub(crate) mod tests {
             end_signal: None,
             target_exec: None,
             unavailable_profiles: vec![],
-            kernel: KernelInfo {
-                release: "6.18".into(),
-                btf: true,
-            },
+            kernel: KernelInfo { release: "6.18".into(), btf: true },
             baseline: Baseline {
                 rps: Some(99.67),
                 p50_ms: Some(1.6),
@@ -395,24 +341,15 @@ pub(crate) mod tests {
     #[test]
     fn html_summary_golden() {
         let html = html(&report(), &|f| {
-            (
-                format!("#{}", format!("{:?}", f.category).to_lowercase()),
-                format!("{:?}", f.category),
-            )
+            (format!("#{}", format!("{:?}", f.category).to_lowercase()), format!("{:?}", f.category))
         });
-        assert!(
-            !html.contains("<Vec") && html.contains("&lt;Vec&lt;u8&gt;&gt;"),
-            "titles are escaped"
-        );
+        assert!(!html.contains("<Vec") && html.contains("&lt;Vec&lt;u8&gt;&gt;"), "titles are escaped");
         golden("summary_html", &html);
     }
 
     #[test]
     fn code_spans_become_code_and_stray_backticks_stay_text() {
-        assert_eq!(
-            inline("in `a<b>` and `c`"),
-            "in <code>a&lt;b&gt;</code> and <code>c</code>"
-        );
+        assert_eq!(inline("in `a<b>` and `c`"), "in <code>a&lt;b&gt;</code> and <code>c</code>");
         assert_eq!(inline("one ` tick <"), "one ` tick &lt;");
     }
 
@@ -427,10 +364,7 @@ pub(crate) mod tests {
             lines[0],
             "baseline: no load driven (latency not measured); RSS 52.0 MiB (peak 53.0 MiB); CPU 0.61 cores"
         );
-        assert_eq!(
-            &lines[1..],
-            ["no P0/P1 finding", "1 P2 finding in the report"]
-        );
+        assert_eq!(&lines[1..], ["no P0/P1 finding", "1 P2 finding in the report"]);
         assert!(html(&r, &|_| (String::new(), String::new())).contains("No P0 or P1 finding"));
     }
 }

@@ -31,11 +31,7 @@ pub fn cpu_by_role(
     frequency_hz: u64,
     roles: &BTreeMap<u32, ThreadRole>,
 ) -> Option<CpuTimeline> {
-    let order = [
-        ThreadRole::Worker,
-        ThreadRole::BlockingPool,
-        ThreadRole::Other,
-    ];
+    let order = [ThreadRole::Worker, ThreadRole::BlockingPool, ThreadRole::Other];
     let span_s = duration_s.max(1.0).ceil() as u64;
     let interval_s = span_s.div_ceil(MAX_BUCKETS).max(1);
     // A last bucket shorter than a quarter of the interval (collection ran
@@ -50,24 +46,15 @@ pub fn cpu_by_role(
     // The width each bucket really covers (the last one may be shorter).
     let width = |b: usize| -> f64 {
         let start = (b as u64 * interval_s) as f64;
-        if b + 1 == buckets {
-            (duration_s - start).max(interval_s as f64 / 4.0)
-        } else {
-            interval_s as f64
-        }
+        if b + 1 == buckets { (duration_s - start).max(interval_s as f64 / 4.0) } else { interval_s as f64 }
     };
     let mut counts = vec![[0u64; 3]; buckets];
     let mut any = false;
     for (tid, ts_ns) in samples {
-        let Some(offset) = ts_ns.checked_sub(start_ns) else {
-            continue;
-        };
+        let Some(offset) = ts_ns.checked_sub(start_ns) else { continue };
         let bucket = ((offset / 1_000_000_000) / interval_s) as usize;
         let role = roles.get(&tid).copied().unwrap_or(ThreadRole::Other);
-        let slot = order
-            .iter()
-            .position(|r| *r == role)
-            .expect("every role is in the order");
+        let slot = order.iter().position(|r| *r == role).expect("every role is in the order");
         // A sample taken as collection ended belongs to the last bucket.
         counts[bucket.min(buckets - 1)][slot] += 1;
         any = true;
@@ -75,25 +62,17 @@ pub fn cpu_by_role(
     if !any {
         return None;
     }
-    let used: Vec<usize> = (0..3)
-        .filter(|&i| counts.iter().any(|c| c[i] > 0))
-        .collect();
+    let used: Vec<usize> = (0..3).filter(|&i| counts.iter().any(|c| c[i] > 0)).collect();
     let hz = frequency_hz.max(1) as f64;
     Some(CpuTimeline {
         interval_s: interval_s as f64,
-        roles: used
-            .iter()
-            .map(|&i| role_label(order[i]).to_string())
-            .collect(),
+        roles: used.iter().map(|&i| role_label(order[i]).to_string()).collect(),
         points: counts
             .iter()
             .enumerate()
             .map(|(b, c)| CpuTimelinePoint {
                 t_s: (b as u64 * interval_s) as f64,
-                cores: used
-                    .iter()
-                    .map(|&i| (c[i] as f64 / (hz * width(b)) * 1000.0).round() / 1000.0)
-                    .collect(),
+                cores: used.iter().map(|&i| (c[i] as f64 / (hz * width(b)) * 1000.0).round() / 1000.0).collect(),
             })
             .collect(),
     })
@@ -105,11 +84,8 @@ mod tests {
 
     #[test]
     fn samples_become_cores_per_role_and_second() {
-        let roles = BTreeMap::from([
-            (10, ThreadRole::Worker),
-            (11, ThreadRole::Worker),
-            (20, ThreadRole::BlockingPool),
-        ]);
+        let roles =
+            BTreeMap::from([(10, ThreadRole::Worker), (11, ThreadRole::Worker), (20, ThreadRole::BlockingPool)]);
         let start = 5_000_000_000u64;
         let mut samples = Vec::new();
         // Second 0: both workers busy (2 cores); second 1: one worker and
@@ -128,10 +104,7 @@ mod tests {
         assert_eq!(t.interval_s, 1.0);
         assert_eq!(t.roles, ["Tokio workers", "blocking pool", "other threads"]);
         let cores: Vec<&[f64]> = t.points.iter().map(|p| p.cores.as_slice()).collect();
-        assert_eq!(
-            cores,
-            [&[2.0, 0.0, 0.0][..], &[1.0, 0.5, 0.0], &[0.0, 0.0, 0.5]]
-        );
+        assert_eq!(cores, [&[2.0, 0.0, 0.0][..], &[1.0, 0.5, 0.0], &[0.0, 0.0, 0.5]]);
     }
 
     #[test]

@@ -12,12 +12,13 @@ mod overhead;
 mod symbols;
 mod target;
 
+pub use console::{ConsoleSummary, ConsoleWarning, SpawnLocation};
 pub use crate::database::schema::{
-    CallSiteRow, DatabaseSection, DuplicateIndex, IndexRow, MAX_PLANS_NOT_INSPECTED, MissingIndex,
-    PlanNotInspected, RolePrivileges, StatementRow, TableRow, UnusedIndex, WireSummary,
+    MAX_PLANS_NOT_INSPECTED, PlanNotInspected, RolePrivileges,
+    CallSiteRow, DatabaseSection, DuplicateIndex, IndexRow, MissingIndex, StatementRow, TableRow,
+    UnusedIndex, WireSummary,
 };
 pub use crate::load::{EndpointStats, LatencyPoint, LatencySeries, LatencySummary, LoadResult};
-pub use console::{ConsoleSummary, ConsoleWarning, SpawnLocation};
 pub use overhead::{BackOff, CollectorCost, OverheadSection};
 pub use symbols::{LINE_TABLES_FIX, LoadSegment, ObjectSymbols};
 pub use target::{TargetExec, TargetInfo};
@@ -109,6 +110,7 @@ pub struct Report {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub benchmarks: Vec<crate::bench::BenchmarkRow>,
 }
+
 
 /// The seed's "Baseline metrics": load results when the audit drove load,
 /// and the target's resource use from /proc in every case.
@@ -327,9 +329,7 @@ impl UnwindMode {
     pub fn describe(self) -> &'static str {
         match self {
             UnwindMode::FramePointer => "frame pointers (kernel bpf_get_stackid)",
-            UnwindMode::Dwarf => {
-                "dwarf (.eh_frame, 64 KiB user stack copy per sample, unwound by the agent)"
-            }
+            UnwindMode::Dwarf => "dwarf (.eh_frame, 64 KiB user stack copy per sample, unwound by the agent)",
         }
     }
 }

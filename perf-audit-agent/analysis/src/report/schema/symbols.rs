@@ -60,10 +60,7 @@ pub struct LoadSegment {
 impl LoadSegment {
     /// The virtual address of file offset `offset` through `segments`.
     pub fn vaddr_of(segments: &[LoadSegment], offset: u64) -> Option<u64> {
-        segments
-            .iter()
-            .find(|s| offset >= s.offset && offset < s.offset + s.size)
-            .map(|s| s.vaddr + (offset - s.offset))
+        segments.iter().find(|s| offset >= s.offset && offset < s.offset + s.size).map(|s| s.vaddr + (offset - s.offset))
     }
 }
 
@@ -81,9 +78,7 @@ impl ObjectSymbols {
     pub fn on_disk_note(&self) -> Option<String> {
         let state = self.on_disk.as_deref()?;
         let what = match state {
-            "replaced" => {
-                "was replaced on disk while the process ran it (a deploy?): the file at its path now is another build"
-            }
+            "replaced" => "was replaced on disk while the process ran it (a deploy?): the file at its path now is another build",
             _ => "was deleted from disk while the process ran it",
         };
         Some(format!(
@@ -94,32 +89,17 @@ impl ObjectSymbols {
 
     pub fn header_note(&self) -> Option<String> {
         if !self.problems.is_empty() {
-            return Some(format!(
-                "**Debug info of `{}` not used**: {}. Frames of it have no file:line.",
-                self.name(),
-                self.problems.join("; ")
-            ));
+            return Some(format!("**Debug info of `{}` not used**: {}. Frames of it have no file:line.", self.name(), self.problems.join("; ")));
         }
         if !self.executable || self.line_info {
             return None;
         }
-        let build_id = self
-            .build_id
-            .as_deref()
-            .map(|b| format!(", build-id `{b}`"))
-            .unwrap_or_default();
+        let build_id = self.build_id.as_deref().map(|b| format!(", build-id `{b}`")).unwrap_or_default();
         Some(if self.symbols {
             let owner = if self.owner_crates.is_empty() {
                 String::new()
             } else {
-                format!(
-                    " (your crates, as the binary names them: {})",
-                    self.owner_crates
-                        .iter()
-                        .map(|c| format!("`{c}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
+                format!(" (your crates, as the binary names them: {})", self.owner_crates.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", "))
             };
             format!(
                 "**No line info** in `{}`{build_id}: hotspots and findings name functions, without file:line; your code is told apart by crate name{owner}. Fix: {LINE_TABLES_FIX}.",

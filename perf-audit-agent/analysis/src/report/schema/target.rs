@@ -29,10 +29,7 @@ impl TargetExec {
         let what = if self.exe_before == self.exe_after {
             format!("re-executed `{}`", self.exe_after)
         } else {
-            format!(
-                "replaced `{}` with `{}` (exec)",
-                self.exe_before, self.exe_after
-            )
+            format!("replaced `{}` with `{}` (exec)", self.exe_before, self.exe_after)
         };
         format!(
             "the target {what} after {:.1} s of the audit: its stacks after that are of a new program image, probes placed in the old one saw nothing after it, and samples of the old image may be named from the new one",
