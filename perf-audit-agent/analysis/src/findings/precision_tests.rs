@@ -476,6 +476,25 @@ fn no_missing_index_says_why_with_the_largest_sequential_reader() {
     assert!(md.contains("**Missing indexes**: 0 — none: no table over 10000 rows"), "{md}");
 }
 
+/// Rows bounded by the caller's list (a prefetch: one query instead of
+/// N) and a filtered set that is a small share of its table do not grow
+/// with the table: not an unbounded result set. The same filter returning
+/// most of its table does.
+#[test]
+fn a_prefetch_by_ids_and_a_filtered_set_are_not_unbounded_but_most_of_a_table_is() {
+    let mut db = database_fixture();
+    db.statements = vec![
+        statement("SELECT id, name FROM tags WHERE id = ANY($1)", 50, 100_000),
+        statement("SELECT id, total FROM orders WHERE user_id = $1", 40, 60_000),
+        statement("SELECT id, email FROM users WHERE active", 30, 150_000),
+    ];
+    let ev = Evidence { cpu: None, async_runtime: None, database: Some(&db), memory: None };
+    let f: Vec<Finding> = evaluate(&ev).into_iter().filter(|x| x.rule == "unbounded-result-set").collect();
+    assert_eq!(f.len(), 1, "{f:#?}");
+    assert!(f[0].evidence.contains("SELECT id, email FROM users WHERE active") && f[0].evidence.contains("98%"), "{}", f[0].evidence);
+    assert!(f[0].recommendation.contains("stream them"), "{}", f[0].recommendation);
+}
+
 #[test]
 fn a_whole_table_per_request_is_an_unbounded_result_set_and_its_paged_twin_is_not() {
     let db = database_fixture();

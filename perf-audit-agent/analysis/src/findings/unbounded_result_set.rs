@@ -9,6 +9,28 @@ use crate::database::thresholds::{UNBOUNDED_MIN_CALLS, UNBOUNDED_MIN_ROWS_PER_CA
 #[derive(Default)]
 pub struct UnboundedResultSet;
 
+/// Share of its table a filtered statement must return per call to be
+/// "the table" rather than a filtered set (a customer's orders).
+pub const TABLE_SHARE: f64 = 0.10;
+
+/// The rows come from the table as a whole, so they grow with it: no
+/// WHERE clause, or a filter that still returns at least [`TABLE_SHARE`]
+/// of the table per call. Never a lookup by a list the caller bound
+/// (`= ANY($n)`, `IN ($n, ...)`: a deliberate prefetch, one query instead
+/// of N, whose rows are bounded by that list).
+fn grows_with_the_table(query: &str, per_call: f64, tables: &[crate::report::TableRow]) -> bool {
+    let q = format!(" {} ", query.to_ascii_uppercase().split_whitespace().collect::<Vec<_>>().join(" "));
+    if q.contains("ANY($") || q.contains("ANY ($") || q.contains(" IN ($") || q.contains(" IN( $") || q.contains(" IN($") {
+        return false;
+    }
+    if !q.contains(" WHERE ") {
+        return true;
+    }
+    crate::database::thresholds::from_table(query)
+        .and_then(|t| tables.iter().find(|r| r.table == t))
+        .is_some_and(|t| t.rows > 0 && per_call >= TABLE_SHARE * t.rows as f64)
+}
+
 impl Rule for UnboundedResultSet {
     fn id(&self) -> &'static str {
         "unbounded-result-set"
@@ -24,7 +46,7 @@ impl Rule for UnboundedResultSet {
             .filter_map(|s| {
                 let rows = s.rows?;
                 let per_call = rows as f64 / s.calls.max(1) as f64;
-                if per_call < UNBOUNDED_MIN_ROWS_PER_CALL {
+                if per_call < UNBOUNDED_MIN_ROWS_PER_CALL || !grows_with_the_table(&s.query, per_call, &db.tables) {
                     return None;
                 }
                 let site = s.call_sites.first();
@@ -48,7 +70,7 @@ impl Rule for UnboundedResultSet {
                         s.query, s.calls
                     ),
                     recommendation: format!(
-                        "return a page, not the table: {}, with keyset pagination (`WHERE key > $last ORDER BY key`), select only the columns sent, or aggregate in SQL if the rows are only counted or summed",
+                        "return a page, not the table: {}, with keyset pagination (`WHERE key > $last ORDER BY key`), select only the columns sent, or aggregate in SQL if the rows are only counted or summed; if the caller must receive every row (an export, a sync protocol), stream them (`fetch` as a stream, a cursor) instead of holding the table in memory",
                         match paged {
                             Some(p) => format!("`{p}` (PostgreSQL parsed and planned this rewrite)"),
                             None => "add `LIMIT $n`".to_string(),
@@ -58,7 +80,8 @@ impl Rule for UnboundedResultSet {
                     complexity: Complexity::Medium,
                     estimated_gain: format!("rows per call from {per_call:.0} to one page; the cost stops growing with the table"),
                     ranking: format!(
-                        "a SELECT without LIMIT returning at least {UNBOUNDED_MIN_ROWS_PER_CALL:.0} rows per call over at least {UNBOUNDED_MIN_CALLS} calls: P1, P0 from {:.0} rows per call",
+                        "a SELECT without LIMIT returning at least {UNBOUNDED_MIN_ROWS_PER_CALL:.0} rows per call over at least {UNBOUNDED_MIN_CALLS} calls, from the whole table (no WHERE, or at least {:.0}% of the table per call; never a lookup by a bound list): P1, P0 from {:.0} rows per call",
+                        TABLE_SHARE * 100.0,
                         10.0 * UNBOUNDED_MIN_ROWS_PER_CALL
                     ),
                     code_fix: crate::database::dialect::paged_fix(crate::database::dialect::dominant(&db.wire.drivers), &s.query, paged)
