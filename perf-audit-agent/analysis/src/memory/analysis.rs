@@ -89,6 +89,10 @@ pub struct LeakRow {
     /// The function whose call grows that collection.
     pub collection_grown_in: Option<String>,
     pub origin: Origin,
+    /// Library code below the owner's frame that made most of these
+    /// allocations (as [`AllocatorRow::via`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
 }
 
 /// A function whose live bytes rise steadily (report.json `growth`).
@@ -111,6 +115,10 @@ pub struct GrowthRow {
     pub collection_grown_in: Option<String>,
     pub never_freed: bool,
     pub origin: Origin,
+    /// Library code below the owner's frame that made most of these
+    /// allocations (as [`AllocatorRow::via`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
 }
 
 /// A straight-line fit.
@@ -207,7 +215,7 @@ pub fn attribute(frames: &[Frame]) -> Attribution {
         grows_collection: types::grows_collection(below),
         via: if frames[i].origin == Origin::Owner {
             let refs: Vec<&Frame> = below.iter().collect();
-            crate::profile::layers::framework_or_runtime(&refs).map(|f| f.display_name())
+            crate::profile::layers::allocated_by(&refs).map(|f| f.display_name())
         } else {
             None
         },
@@ -347,6 +355,7 @@ pub fn analyze(input: &Input<'_>) -> Analysis {
         total_allocations += count;
         let ty = best(&g.types);
         let line = best_line(&g.lines);
+        let group_via = best(&g.via).filter(|v| g.via[v] * 2 >= g.alloc_count);
         if g.alloc_count > 0 {
             top.push(AllocatorRow {
                 function: function.clone(),
@@ -361,7 +370,7 @@ pub fn analyze(input: &Input<'_>) -> Analysis {
                 live_bytes: g.live_end.round() as u64,
                 origin: g.origin.unwrap_or(Origin::Unknown),
                 // Most allocations made by framework/runtime code it called.
-                via: best(&g.via).filter(|v| g.via[v] * 2 >= g.alloc_count),
+                via: group_via.clone(),
             });
         }
         let observed: u64 = g.unfreed.iter().map(|u| u.0).sum();
@@ -380,6 +389,7 @@ pub fn analyze(input: &Input<'_>) -> Analysis {
                 held_by_collection: held,
                 collection_grown_in: held_by.clone(),
                 origin: g.origin.unwrap_or(Origin::Unknown),
+                via: group_via.clone(),
             });
         }
         // Live bytes of the function's sites at each snapshot.
@@ -409,6 +419,7 @@ pub fn analyze(input: &Input<'_>) -> Analysis {
                         collection_grown_in: held_by.clone(),
                         never_freed: !g.unfreed.is_empty() && g.unfreed.len() == g.sites.len(),
                         origin: g.origin.unwrap_or(Origin::Unknown),
+                        via: group_via.clone(),
                     });
                 }
             }
