@@ -100,7 +100,9 @@ impl CpuHeavyInAsync {
         let n = p.polls_measured;
         let rank = ((q * n as f64).ceil() as u64).clamp(1, n.max(1));
         let long = (n + 1).saturating_sub(rank).min(n);
-        (1.0 - q, long)
+        // The share of polls that long: 0.5, 0.1 or 0.01 (rounded: 1 - 0.9
+        // is not 0.1 in floating point).
+        (((1.0 - q) * 100.0).round() / 100.0, long)
     }
 
     pub fn severity(&self, p: &LongPoll) -> Severity {

@@ -56,6 +56,14 @@ fn is_runtime_code(function: &str) -> bool {
 
 pub use crate::profile::round2;
 
+/// The memory section's markdown alone (tests of its tables).
+#[cfg(test)]
+pub(crate) fn memory_md_for_tests(m: &crate::memory::section::MemorySection) -> String {
+    let mut md = String::new();
+    memory_md::markdown(&mut md, m, &[]);
+    md
+}
+
 impl CpuSection {
     /// The section from measured data; `limit` hotspot rows.
     pub fn build(
