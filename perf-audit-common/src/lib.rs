@@ -94,8 +94,13 @@ pub mod sample_kind {
     pub const CPU: u32 = 0;
     /// The end of a blocking interval (at the syscall exit after the thread
     /// was switched out voluntarily); `weight` is the time it was off
-    /// the CPU, `syscall_nr` the syscall that blocked.
+    /// the CPU, `syscall_nr` the syscall that blocked, `addr` its first
+    /// argument with bit 32 set ([`OFF_CPU_ARG_KNOWN`]) when the program
+    /// could read it (raw tracepoints), else 0.
     pub const OFF_CPU: u32 = 1;
+    /// Set in an off-CPU sample's `addr` when its low 32 bits are the
+    /// syscall's first argument (a file descriptor for read/write...).
+    pub const OFF_CPU_ARG_KNOWN: u64 = 1 << 32;
     /// A sampled user page fault (one in `PAGE_FAULT_SAMPLE_PERIOD` of the
     /// CPU's faults, kept when it hit the target); `addr` is the faulting
     /// address, `weight` the allocation site (memory profile fingerprint)
@@ -159,8 +164,8 @@ pub struct UserStackSample {
     pub ip: u64,
     pub sp: u64,
     pub bp: u64,
-    /// See [`sample_kind`]: the faulting or mapped address (0 for CPU and
-    /// off-CPU samples).
+    /// See [`sample_kind`]: the faulting or mapped address (0 for CPU
+    /// samples; an off-CPU sample's syscall argument).
     pub addr: u64,
     pub comm: [u8; TASK_COMM_LEN],
     pub stack: [u8; USER_STACK_COPY_BYTES],

@@ -257,7 +257,7 @@ const SYSCALL_ID: usize = 8;
 /// blocking call) if it blocked in it for at least `OFFCPU_MIN_NS`.
 /// `syscall_nr` is read only then.
 #[inline(always)]
-fn on_syscall_exit<C: EbpfContext>(ctx: &C, syscall_nr: impl FnOnce() -> i64) {
+fn on_syscall_exit<C: EbpfContext>(ctx: &C, syscall_nr: impl FnOnce() -> i64, first_arg: impl FnOnce() -> Option<u64>) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
     // Cheap first test: only the thread this CPU switched in with blocked
@@ -305,7 +305,9 @@ fn on_syscall_exit<C: EbpfContext>(ctx: &C, syscall_nr: impl FnOnce() -> i64) {
         kind: sample_kind::OFF_CPU,
         syscall_nr: syscall_nr() as i32,
         weight: blocked,
-        addr: 0,
+        // The syscall's first argument (the fd of read/write/fsync...),
+        // bit 32 set when known: the agent reads what the fd refers to.
+        addr: first_arg().map(|a| (a & 0xffff_ffff) | (1 << 32)).unwrap_or(0),
         comm: ctx.command().unwrap_or([0u8; TASK_COMM_LEN]),
     };
     if !emit_stack_sample(&header) {
@@ -316,7 +318,7 @@ fn on_syscall_exit<C: EbpfContext>(ctx: &C, syscall_nr: impl FnOnce() -> i64) {
 #[tracepoint]
 pub fn syscall_exit(ctx: TracePointContext) -> u32 {
     // SAFETY: reads within the tracepoint record.
-    on_syscall_exit(&ctx, || unsafe { ctx.read_at::<i64>(SYSCALL_ID) }.unwrap_or(-1));
+    on_syscall_exit(&ctx, || unsafe { ctx.read_at::<i64>(SYSCALL_ID) }.unwrap_or(-1), || None);
     0
 }
 
@@ -325,9 +327,14 @@ pub fn syscall_exit(ctx: TracePointContext) -> u32 {
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn syscall_exit_raw(ctx: RawTracePointContext) -> i32 {
     let regs: *const pt_regs = ctx.arg(0);
-    on_syscall_exit(&ctx, || {
-        // SAFETY: a checked kernel read of one register of the saved set.
-        unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*regs).orig_rax)) }.map(|nr| nr as i64).unwrap_or(-1)
-    });
+    on_syscall_exit(
+        &ctx,
+        || {
+            // SAFETY: a checked kernel read of one register of the saved set.
+            unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*regs).orig_rax)) }.map(|nr| nr as i64).unwrap_or(-1)
+        },
+        // SAFETY: as above; `rdi` holds the first argument at entry.
+        || unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*regs).rdi)) }.ok(),
+    );
     0
 }
