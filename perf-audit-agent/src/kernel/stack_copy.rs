@@ -157,6 +157,17 @@ impl StackCopyCollector {
                 });
             } else if sample.kind == sample_kind::OFF_CPU {
                 let fd = Self::fd_of(sample.syscall_nr, sample.addr).and_then(|fd| {
+                    // Read in the kernel at the syscall's exit: exact.
+                    if let Some((mode, major)) = sample_kind::off_cpu_fd_mode(sample.addr) {
+                        return Some((fd, FdKind::from_mode(mode, major)));
+                    }
+                    // Else (no BTF offsets) only stdin/stdout/stderr from
+                    // /proc: any other number may have been closed and
+                    // reused (a file closed at once, its fd taken by a
+                    // socket) by the time the agent looks.
+                    if fd > 2 {
+                        return None;
+                    }
                     let now = std::time::Instant::now();
                     let entry = fd_kinds.entry(fd).or_insert((now, None));
                     if entry.1.is_none() || now.duration_since(entry.0) > FD_KIND_TTL {
