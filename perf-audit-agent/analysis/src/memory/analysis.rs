@@ -263,6 +263,7 @@ struct Group {
     lines: BTreeMap<u32, u64>,
     types: BTreeMap<String, u64>,
     via: BTreeMap<String, u64>,
+    via_bytes: BTreeMap<String, u64>,
     alloc_bytes: u64,
     alloc_count: u64,
     freed_bytes_est: f64,
@@ -316,6 +317,7 @@ pub fn analyze(input: &Input<'_>) -> Analysis {
         }
         if let Some(via) = &attr.via {
             *g.via.entry(via.clone()).or_default() += stats.alloc_count;
+            *g.via_bytes.entry(via.clone()).or_default() += stats.alloc_bytes;
         }
         g.collection |= attr.grows_collection;
         g.alloc_bytes += stats.alloc_bytes;
@@ -355,7 +357,11 @@ pub fn analyze(input: &Input<'_>) -> Analysis {
         total_allocations += count;
         let ty = best(&g.types);
         let line = best_line(&g.lines);
-        let group_via = best(&g.via).filter(|v| g.via[v] * 2 >= g.alloc_count);
+        // The library code below that made most of its memory, by bytes
+        // (argon2's one 8 MiB block per hash beside the handler's few
+        // small strings and the spawn_blocking task that carries it), else
+        // by count.
+        let group_via = best(&g.via_bytes).filter(|v| g.via_bytes[v] * 2 >= g.alloc_bytes).or_else(|| best(&g.via).filter(|v| g.via[v] * 2 >= g.alloc_count));
         if g.alloc_count > 0 {
             top.push(AllocatorRow {
                 function: function.clone(),
