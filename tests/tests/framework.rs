@@ -88,6 +88,8 @@ fn framework_service_false_alarm_classes_stay_silent_and_their_twins_are_found()
     assert!(log["title"].as_str().unwrap().starts_with("Synchronous logging on the request path"), "{log:#}");
     let rec = log["recommendation"].as_str().unwrap();
     assert!(rec.contains("tracing_appender::non_blocking") && !rec.contains("use tokio::fs"), "{rec}");
+    // Waiting for stdout's lock behind a blocked write is the same cause.
+    assert!(finding("sync-lock-contention", "framework_service::checkout").is_none(), "{found:?}");
     // Its twin: a regular file written with std::fs is file I/O.
     let export = full
         .iter()

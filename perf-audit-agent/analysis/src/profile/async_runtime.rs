@@ -394,6 +394,9 @@ fn classify(below: &[&Frame], syscall: Option<&str>) -> (BlockingKind, Option<St
     let (kind, via) = classify_frames(below, name);
     let log_writer = below.iter().find(|f| LOG_WRITERS.iter().any(|n| f.function.contains(n))).map(|f| f.display_name());
     match (kind, fd) {
+        // Waiting for stdout's lock (or a log writer's) while another
+        // thread's log write blocks: the same cause, synchronous logging.
+        (BlockingKind::SyncLock, _) if log_writer.is_some() => (BlockingKind::Logging, log_writer),
         (BlockingKind::FileIo, Some((_, syscalls::FdKind::File))) => (kind, via),
         (BlockingKind::FileIo | BlockingKind::Other, Some((n, k))) if matches!(k, syscalls::FdKind::Pipe | syscalls::FdKind::Tty | syscalls::FdKind::CharDevice) => {
             if log_writer.is_some() || n == 1 || n == 2 {
@@ -1187,6 +1190,10 @@ mod tests {
         };
         let mut off = CpuProfile::default();
         sample(&mut off, 1, &with(&crate::syscalls::leaf_label("write", Some((1, crate::syscalls::FdKind::Pipe)))), 30_000, 40);
+        // Another worker waits for stdout's lock meanwhile: the same cause.
+        let mut locked = fmt[..4].to_vec();
+        locked.extend([rt("std::io::stdio::Stdout::lock"), rt("std::sys::sync::mutex::futex::Mutex::lock_contended"), syscall("futex")]);
+        sample(&mut off, 1, &locked, 10_000, 8);
         let file_write = [rt(WORKER), owner("svc::audit_log::{{closure}}", 12), rt("<std::fs::File as std::io::Write>::write"), kernel(&crate::syscalls::leaf_label("write", Some((7, crate::syscalls::FdKind::File))))];
         sample(&mut off, 1, &file_write, 20_000, 10);
         let child = [rt(WORKER), owner("svc::feed_child::{{closure}}", 8), rt("<std::process::ChildStdin as std::io::Write>::write"), kernel(&crate::syscalls::leaf_label("write", Some((9, crate::syscalls::FdKind::Pipe))))];
@@ -1201,7 +1208,8 @@ mod tests {
         let by = |f: &str| a.blocking.iter().find(|b| b.function == f).unwrap_or_else(|| panic!("{f}: {:?}", a.blocking));
         let login = by("svc::handlers::login");
         assert_eq!(login.kind, BlockingKind::Logging, "{login:?}");
-        assert_eq!(login.syscalls, vec!["write on fd 1 (pipe)".to_string()]);
+        assert_eq!(login.syscalls, vec!["futex".to_string(), "write on fd 1 (pipe)".to_string()]);
+        assert!(a.lock_contention.is_empty(), "{:?}", a.lock_contention);
         assert!(login.via.as_deref().unwrap().contains("tracing_subscriber::fmt"), "{login:?}");
         assert_eq!(by("svc::audit_log").kind, BlockingKind::FileIo);
         assert_eq!(by("svc::feed_child").kind, BlockingKind::Other);
