@@ -547,6 +547,23 @@ mod tests {
         assert!((a.top_allocators[0].allocs_per_s - 10_000.0).abs() < 1e-6);
     }
 
+    /// Issue 26: argon2's one 8 MiB block per hash under the handler's
+    /// closure outweighs the spawn_blocking task's few small allocations:
+    /// the row is argon2's working memory, by bytes.
+    #[test]
+    fn the_library_that_made_most_of_a_functions_bytes_names_the_row() {
+        let stacks: HashMap<u64, Vec<Frame>> = [
+            (1, vec![owner("svc::login::{{closure}}", 10), dep("tokio::task::blocking::spawn_blocking", false), native("malloc")]),
+            (2, vec![owner("svc::login::{{closure}}::{{closure}}", 12), dep("argon2::Argon2::hash_password_into", false), dep("alloc::vec::from_elem", true), native("malloc")]),
+        ]
+        .into_iter()
+        .collect();
+        let sites: HashMap<u64, SiteStats> = [(1, stats(300, 300 * 64, 300, 300 * 64)), (2, stats(100, 100 * 8 * 1024 * 1024, 100, 100 * 8 * 1024 * 1024))].into_iter().collect();
+        let a = analyze(&Input { duty: 1.0, elapsed_s: 10.0, sites: &sites, series: &[], stacks: &stacks });
+        let row = a.top_allocators.iter().find(|r| r.function == "svc::login").unwrap();
+        assert_eq!(row.via.as_deref(), Some("argon2::Argon2::hash_password_into"), "{row:?}");
+    }
+
     #[test]
     fn unfreed_memory_of_a_function_that_grows_a_map_in_a_callee_is_held_by_it() {
         let stacks: HashMap<u64, Vec<Frame>> = [
