@@ -398,7 +398,7 @@ fn classify(below: &[&Frame], syscall: Option<&str>) -> (BlockingKind, Option<St
         // thread's log write blocks: the same cause, synchronous logging.
         (BlockingKind::SyncLock, _) if log_writer.is_some() => (BlockingKind::Logging, log_writer),
         (BlockingKind::FileIo, Some((_, syscalls::FdKind::File))) => (kind, via),
-        (BlockingKind::FileIo | BlockingKind::Other, Some((n, k))) if matches!(k, syscalls::FdKind::Pipe | syscalls::FdKind::Tty | syscalls::FdKind::CharDevice) => {
+        (BlockingKind::FileIo | BlockingKind::Other, Some((n, syscalls::FdKind::Pipe | syscalls::FdKind::Tty | syscalls::FdKind::CharDevice))) => {
             if log_writer.is_some() || n == 1 || n == 2 {
                 (BlockingKind::Logging, log_writer.or(via))
             } else {
