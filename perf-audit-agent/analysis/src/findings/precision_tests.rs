@@ -837,6 +837,11 @@ fn growth_needs_a_material_rate_and_total_unless_a_collection_keeps_it() {
             growth_row("svc::ingest::append", 0.4 * mib as f64, 0, 12 * mib, false),
             // A cache keyed per request, never evicted: 0.6 MiB.
             growth_row("svc::cache::insert", 20_000.0, 0, 600 * 1024, true),
+            // Connection state axum::serve keeps below main: not main's.
+            crate::memory::analysis::GrowthRow {
+                via: Some("<axum::serve::private::ServeFuture as core::future::future::Future>::poll".into()),
+                ..growth_row("svc::serve", 0.4 * mib as f64, 0, 12 * mib, false)
+            },
         ],
         elapsed_s: 30.0,
         ..Default::default()
