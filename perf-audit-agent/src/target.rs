@@ -482,6 +482,44 @@ pub fn process_stat(pid: u32) -> Option<ProcessStat> {
     })
 }
 
+/// What the target's file descriptor `fd` refers to now: a regular file,
+/// a pipe, a terminal, another character device, a socket. `/proc` is the
+/// target's to shape (issue 24): the link text is only trusted for the
+/// kernel's own pseudo-file names (`pipe:[ino]`, `socket:[ino]`,
+/// `anon_inode:...`, which no path can spell: a path starts with `/`),
+/// never opened; anything else is classified by `statx` of the magic link
+/// itself (the open file, not a path looked up again), with
+/// `AT_STATX_DONT_SYNC` so a network or FUSE file system is never asked
+/// (its cached attributes answer) and the agent cannot hang on it.
+/// `None`: the fd is gone or unreadable.
+pub fn fd_kind(pid: u32, fd: i32) -> Option<crate::syscalls::FdKind> {
+    use crate::syscalls::FdKind;
+    if fd < 0 {
+        return None;
+    }
+    let link = format!("/proc/{pid}/fd/{fd}");
+    let target = fs::read_link(&link).ok()?;
+    let text = target.as_os_str().as_encoded_bytes();
+    if text.starts_with(b"pipe:[") {
+        return Some(FdKind::Pipe);
+    }
+    if text.starts_with(b"socket:[") {
+        return Some(FdKind::Socket);
+    }
+    if text.starts_with(b"anon_inode:") {
+        return Some(FdKind::Other);
+    }
+    let c = std::ffi::CString::new(link).ok()?;
+    // SAFETY: an all-zero statx is a valid out value.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a valid out pointer.
+    let rc = unsafe { libc::statx(libc::AT_FDCWD, c.as_ptr(), libc::AT_STATX_DONT_SYNC, libc::STATX_TYPE, &mut stx) };
+    if rc != 0 || stx.stx_mask & libc::STATX_TYPE == 0 {
+        return None;
+    }
+    Some(FdKind::from_mode(u32::from(stx.stx_mode), stx.stx_rdev_major))
+}
+
 /// Resident set size in bytes, from `/proc/PID/status`.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -617,5 +655,34 @@ mod tests {
     fn a_missing_pid_is_reported_as_not_running() {
         let e = describe(u32::MAX - 1).unwrap_err();
         assert_eq!(e.kind, ErrorKind::PidNotFound);
+    }
+
+    #[test]
+    fn fd_kinds_are_read_without_opening_what_the_fds_name() {
+        use crate::syscalls::FdKind;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        use std::os::fd::AsRawFd;
+        let me = std::process::id();
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::File::create(dir.path().join("log.txt")).unwrap();
+        assert_eq!(fd_kind(me, file.as_raw_fd()), Some(FdKind::File));
+        let (r, w) = std::io::pipe().unwrap();
+        assert_eq!(fd_kind(me, w.as_raw_fd()), Some(FdKind::Pipe));
+        assert_eq!(fd_kind(me, r.as_raw_fd()), Some(FdKind::Pipe));
+        let null = std::fs::File::open("/dev/null").unwrap();
+        assert_eq!(fd_kind(me, null.as_raw_fd()), Some(FdKind::CharDevice));
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert_eq!(fd_kind(me, sock.as_raw_fd()), Some(FdKind::Socket));
+        // A FIFO opened by path reads as a path in the link but is a pipe.
+        let fifo = dir.path().join("pipe:[1]");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&fifo).unwrap();
+        assert_eq!(fd_kind(me, f.as_raw_fd()), Some(FdKind::Pipe));
+        // A file named like a pseudo-file is still a file.
+        let odd = std::fs::File::create(dir.path().join("socket:[42]")).unwrap();
+        assert_eq!(fd_kind(me, odd.as_raw_fd()), Some(FdKind::File));
+        assert_eq!(fd_kind(me, 100_000), None);
+        assert_eq!(fd_kind(me, -1), None);
     }
 }

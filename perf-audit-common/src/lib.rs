@@ -83,6 +83,30 @@ pub struct UretprobeOffsets {
     pub ri_next: u32,
 }
 
+/// Kernel struct offsets for reading what a file descriptor refers to at
+/// the syscall's exit (`current->files->fdt->fd[fd]->f_inode->i_mode`),
+/// set by the agent from the kernel's BTF; `task_files == 0`: not read.
+/// Reading it there, rather than from `/proc/PID/fd` later, cannot see a
+/// reused number (a file closed at once and its fd taken by a socket).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FdOffsets {
+    /// `task_struct.files`.
+    pub task_files: u32,
+    /// `files_struct.fdt`.
+    pub files_fdt: u32,
+    /// `fdtable.max_fds`.
+    pub fdt_max_fds: u32,
+    /// `fdtable.fd`.
+    pub fdt_fd: u32,
+    /// `file.f_inode`.
+    pub file_inode: u32,
+    /// `inode.i_mode`.
+    pub inode_mode: u32,
+    /// `inode.i_rdev`.
+    pub inode_rdev: u32,
+}
+
 /// At most this many pending uretprobes of one thread are undone per copy
 /// (innermost first; nested allocator calls go two or three deep).
 pub const URETPROBE_FIXUPS: usize = 8;
@@ -94,8 +118,27 @@ pub mod sample_kind {
     pub const CPU: u32 = 0;
     /// The end of a blocking interval (at the syscall exit after the thread
     /// was switched out voluntarily); `weight` is the time it was off
-    /// the CPU, `syscall_nr` the syscall that blocked.
+    /// the CPU, `syscall_nr` the syscall that blocked, `addr` its first
+    /// argument with bit 32 set ([`OFF_CPU_ARG_KNOWN`]) when the program
+    /// could read it (raw tracepoints), else 0.
     pub const OFF_CPU: u32 = 1;
+    /// Set in an off-CPU sample's `addr` when its low 32 bits are the
+    /// syscall's first argument (a file descriptor for read/write...).
+    pub const OFF_CPU_ARG_KNOWN: u64 = 1 << 32;
+    /// Set when bits 34-49 hold the fd's `i_mode` and bits 50-61 its
+    /// device's major number, read in the kernel at the syscall's exit.
+    pub const OFF_CPU_MODE_KNOWN: u64 = 1 << 33;
+
+    /// `(i_mode, rdev major)` of an off-CPU sample's fd, when the kernel
+    /// read them.
+    pub fn off_cpu_fd_mode(addr: u64) -> Option<(u32, u32)> {
+        (addr & OFF_CPU_MODE_KNOWN != 0).then_some((((addr >> 34) & 0xffff) as u32, ((addr >> 50) & 0xfff) as u32))
+    }
+
+    /// The bits [`off_cpu_fd_mode`] reads.
+    pub fn pack_fd_mode(mode: u16, rdev: u32) -> u64 {
+        OFF_CPU_MODE_KNOWN | ((mode as u64) << 34) | ((((rdev >> 20) & 0xfff) as u64) << 50)
+    }
     /// A sampled user page fault (one in `PAGE_FAULT_SAMPLE_PERIOD` of the
     /// CPU's faults, kept when it hit the target); `addr` is the faulting
     /// address, `weight` the allocation site (memory profile fingerprint)
@@ -159,8 +202,8 @@ pub struct UserStackSample {
     pub ip: u64,
     pub sp: u64,
     pub bp: u64,
-    /// See [`sample_kind`]: the faulting or mapped address (0 for CPU and
-    /// off-CPU samples).
+    /// See [`sample_kind`]: the faulting or mapped address (0 for CPU
+    /// samples; an off-CPU sample's syscall argument).
     pub addr: u64,
     pub comm: [u8; TASK_COMM_LEN],
     pub stack: [u8; USER_STACK_COPY_BYTES],
@@ -485,6 +528,7 @@ pub mod names {
     pub const SCHED_SWITCH_RAW_PROGRAM: &str = "sched_switch_raw";
     pub const SYSCALL_EXIT_RAW_PROGRAM: &str = "syscall_exit_raw";
     pub const TASK_PID_OFFSET: &str = "TASK_PID_OFFSET";
+    pub const FD_OFFSETS: &str = "FD_OFFSETS";
     pub const SCHED_STATE: &str = "SCHED_STATE";
     pub const OFFCPU_MIN_NS: &str = "OFFCPU_MIN_NS";
     pub const OFFCPU_MAX_PER_SEC: &str = "OFFCPU_MAX_PER_SEC";
@@ -543,6 +587,8 @@ mod user {
     unsafe impl aya::Pod for super::DbStackEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::UretprobeOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FdOffsets {}
 }
 
 #[cfg(test)]
@@ -559,6 +605,16 @@ mod layout_tests {
         assert_eq!(offset_of!(CpuStackKey, user_stack_id), 8);
         assert_eq!(offset_of!(CpuStackKey, kernel_stack_id), 12);
         assert_eq!(offset_of!(CpuStackKey, comm), 16);
+    }
+
+    #[test]
+    fn fd_offsets_layout_and_mode_bits_are_pinned() {
+        assert_eq!(size_of::<FdOffsets>(), 28);
+        assert_eq!(offset_of!(FdOffsets, inode_rdev), 24);
+        let packed = sample_kind::pack_fd_mode(0o020620, (136 << 20) | 3) | sample_kind::OFF_CPU_ARG_KNOWN | 2;
+        assert_eq!(sample_kind::off_cpu_fd_mode(packed), Some((0o020620, 136)));
+        assert_eq!(packed as u32, 2);
+        assert_eq!(sample_kind::off_cpu_fd_mode(sample_kind::OFF_CPU_ARG_KNOWN | 1), None);
     }
 
     #[test]

@@ -27,7 +27,7 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use perf_audit_common::{
-    Counter, SCHED_THREADS_CAPACITY, TASK_COMM_LEN, ThreadSchedState, ThreadSchedTotals, sample_kind,
+    Counter, FdOffsets, SCHED_THREADS_CAPACITY, TASK_COMM_LEN, ThreadSchedState, ThreadSchedTotals, sample_kind,
 };
 
 use crate::{
@@ -221,6 +221,50 @@ pub fn sched_switch(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Set by the agent from the kernel's BTF (all zero: the fd's kind is not
+/// read).
+#[unsafe(no_mangle)]
+static FD_OFFSETS: FdOffsets =
+    FdOffsets { task_files: 0, files_fdt: 0, fdt_max_fds: 0, fdt_fd: 0, file_inode: 0, inode_mode: 0, inode_rdev: 0 };
+
+/// What the current task's `fd` refers to, packed as
+/// [`sample_kind::pack_fd_mode`]: 0 when it cannot be read. Runs only when
+/// a blocked syscall's sample is sent.
+#[inline(always)]
+fn fd_mode(fd: u64) -> u64 {
+    // SAFETY: a read of a global set once before load.
+    let off = unsafe { core::ptr::read_volatile(&FD_OFFSETS) };
+    if off.task_files == 0 {
+        return 0;
+    }
+    // SAFETY: every kernel read goes through bpf_probe_read_kernel, which
+    // fails cleanly on a bad address.
+    unsafe {
+        let task = aya_ebpf::helpers::generated::bpf_get_current_task();
+        let Ok(files) = bpf_probe_read_kernel((task + off.task_files as u64) as *const u64) else { return 0 };
+        if files == 0 {
+            return 0;
+        }
+        let Ok(fdt) = bpf_probe_read_kernel((files + off.files_fdt as u64) as *const u64) else { return 0 };
+        let Ok(max) = bpf_probe_read_kernel((fdt + off.fdt_max_fds as u64) as *const u32) else { return 0 };
+        if fd >= max as u64 {
+            return 0;
+        }
+        let Ok(fds) = bpf_probe_read_kernel((fdt + off.fdt_fd as u64) as *const u64) else { return 0 };
+        let Ok(file) = bpf_probe_read_kernel((fds + fd * 8) as *const u64) else { return 0 };
+        if file == 0 {
+            return 0;
+        }
+        let Ok(inode) = bpf_probe_read_kernel((file + off.file_inode as u64) as *const u64) else { return 0 };
+        if inode == 0 {
+            return 0;
+        }
+        let Ok(mode) = bpf_probe_read_kernel((inode + off.inode_mode as u64) as *const u16) else { return 0 };
+        let rdev = bpf_probe_read_kernel((inode + off.inode_rdev as u64) as *const u32).unwrap_or(0);
+        sample_kind::pack_fd_mode(mode, rdev)
+    }
+}
+
 /// Set by the agent from the kernel's BTF: `task_struct.pid` (0: the raw
 /// tracepoint programs are not used).
 #[unsafe(no_mangle)]
@@ -257,7 +301,7 @@ const SYSCALL_ID: usize = 8;
 /// blocking call) if it blocked in it for at least `OFFCPU_MIN_NS`.
 /// `syscall_nr` is read only then.
 #[inline(always)]
-fn on_syscall_exit<C: EbpfContext>(ctx: &C, syscall_nr: impl FnOnce() -> i64) {
+fn on_syscall_exit<C: EbpfContext>(ctx: &C, syscall_nr: impl FnOnce() -> i64, first_arg: impl FnOnce() -> Option<u64>) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
     // Cheap first test: only the thread this CPU switched in with blocked
@@ -305,7 +349,9 @@ fn on_syscall_exit<C: EbpfContext>(ctx: &C, syscall_nr: impl FnOnce() -> i64) {
         kind: sample_kind::OFF_CPU,
         syscall_nr: syscall_nr() as i32,
         weight: blocked,
-        addr: 0,
+        // The syscall's first argument (the fd of read/write/fsync...),
+        // bit 32 set when known: the agent reads what the fd refers to.
+        addr: first_arg().map(|a| (a & 0xffff_ffff) | sample_kind::OFF_CPU_ARG_KNOWN | fd_mode(a & 0xffff_ffff)).unwrap_or(0),
         comm: ctx.command().unwrap_or([0u8; TASK_COMM_LEN]),
     };
     if !emit_stack_sample(&header) {
@@ -316,7 +362,7 @@ fn on_syscall_exit<C: EbpfContext>(ctx: &C, syscall_nr: impl FnOnce() -> i64) {
 #[tracepoint]
 pub fn syscall_exit(ctx: TracePointContext) -> u32 {
     // SAFETY: reads within the tracepoint record.
-    on_syscall_exit(&ctx, || unsafe { ctx.read_at::<i64>(SYSCALL_ID) }.unwrap_or(-1));
+    on_syscall_exit(&ctx, || unsafe { ctx.read_at::<i64>(SYSCALL_ID) }.unwrap_or(-1), || None);
     0
 }
 
@@ -325,9 +371,14 @@ pub fn syscall_exit(ctx: TracePointContext) -> u32 {
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn syscall_exit_raw(ctx: RawTracePointContext) -> i32 {
     let regs: *const pt_regs = ctx.arg(0);
-    on_syscall_exit(&ctx, || {
-        // SAFETY: a checked kernel read of one register of the saved set.
-        unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*regs).orig_rax)) }.map(|nr| nr as i64).unwrap_or(-1)
-    });
+    on_syscall_exit(
+        &ctx,
+        || {
+            // SAFETY: a checked kernel read of one register of the saved set.
+            unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*regs).orig_rax)) }.map(|nr| nr as i64).unwrap_or(-1)
+        },
+        // SAFETY: as above; `rdi` holds the first argument at entry.
+        || unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*regs).rdi)) }.ok(),
+    );
     0
 }

@@ -74,6 +74,79 @@ pub fn waits(name: &str) -> Waits {
     TABLE.iter().find(|(_, n, _)| *n == name).map(|(_, _, w)| *w).unwrap_or(Waits::Other)
 }
 
+
+/// Syscalls whose first argument is a file descriptor (read, write,
+/// close, fsync...): the off-CPU sample carries it, and the agent reads
+/// what it refers to.
+pub fn takes_fd(nr: i32) -> bool {
+    matches!(nr, 0 | 1 | 3 | 5 | 17 | 18 | 19 | 20 | 74 | 75 | 77 | 277 | 295 | 296)
+}
+
+/// What a file descriptor refers to, from `fstat`'s file type (`st_mode &
+/// S_IFMT`) of `/proc/PID/fd/N`: only a regular file is file I/O that
+/// `tokio::fs` applies to; stdout/stderr are pipes, terminals or
+/// `/dev/null` (a character device) under a supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FdKind {
+    File,
+    Pipe,
+    Tty,
+    CharDevice,
+    Socket,
+    Other,
+}
+
+impl FdKind {
+    /// From `st_mode` and, for character devices, whether the device is a
+    /// terminal (its major number: 4 and 5 are ttys, 136-143 ptys).
+    pub fn from_mode(mode: u32, rdev_major: u32) -> FdKind {
+        match mode & 0o170000 {
+            0o100000 => FdKind::File,
+            0o010000 => FdKind::Pipe,
+            0o140000 => FdKind::Socket,
+            0o020000 if matches!(rdev_major, 4 | 5 | 136..=143) => FdKind::Tty,
+            0o020000 => FdKind::CharDevice,
+            _ => FdKind::Other,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            FdKind::File => "file",
+            FdKind::Pipe => "pipe",
+            FdKind::Tty => "tty",
+            FdKind::CharDevice => "char device",
+            FdKind::Socket => "socket",
+            FdKind::Other => "other",
+        }
+    }
+
+    fn from_label(label: &str) -> Option<FdKind> {
+        [FdKind::File, FdKind::Pipe, FdKind::Tty, FdKind::CharDevice, FdKind::Socket, FdKind::Other].into_iter().find(|k| k.label() == label)
+    }
+}
+
+/// The leaf frame of an off-CPU stack: `write [syscall]`, or with the file
+/// descriptor and what it referred to, `write [syscall fd 1 pipe]`.
+pub fn leaf_label(syscall: &str, fd: Option<(i32, FdKind)>) -> String {
+    match fd {
+        Some((fd, kind)) => format!("{syscall} [syscall fd {fd} {}]", kind.label()),
+        None => format!("{syscall} [syscall]"),
+    }
+}
+
+/// The syscall and its file descriptor from a leaf label ([`leaf_label`]).
+pub fn parse_leaf(label: &str) -> Option<(&str, Option<(i32, FdKind)>)> {
+    let (name, rest) = label.split_once(" [syscall")?;
+    let rest = rest.strip_suffix(']')?;
+    if rest.is_empty() {
+        return Some((name, None));
+    }
+    let rest = rest.strip_prefix(" fd ")?;
+    let (fd, kind) = rest.split_once(' ')?;
+    Some((name, Some((fd.parse().ok()?, FdKind::from_label(kind)?))))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +158,21 @@ mod tests {
         assert_eq!(waits(&name(75)), Waits::File);
         assert_eq!(name(9999), "syscall_9999");
         assert_eq!(waits("syscall_9999"), Waits::Other);
+    }
+
+    #[test]
+    fn leaf_labels_carry_the_fd_and_its_kind() {
+        assert_eq!(parse_leaf("write [syscall]"), Some(("write", None)));
+        let l = leaf_label("write", Some((1, FdKind::Pipe)));
+        assert_eq!(l, "write [syscall fd 1 pipe]");
+        assert_eq!(parse_leaf(&l), Some(("write", Some((1, FdKind::Pipe)))));
+        assert_eq!(parse_leaf(&leaf_label("fsync", Some((7, FdKind::CharDevice)))), Some(("fsync", Some((7, FdKind::CharDevice)))));
+        assert_eq!(parse_leaf("svc::main"), None);
+        assert_eq!(FdKind::from_mode(0o100644, 0), FdKind::File);
+        assert_eq!(FdKind::from_mode(0o010600, 0), FdKind::Pipe);
+        assert_eq!(FdKind::from_mode(0o020620, 136), FdKind::Tty);
+        assert_eq!(FdKind::from_mode(0o020666, 1), FdKind::CharDevice);
+        assert_eq!(FdKind::from_mode(0o140777, 0), FdKind::Socket);
+        assert!(takes_fd(1) && !takes_fd(202));
     }
 }

@@ -52,6 +52,26 @@ pub fn uretprobe_offsets() -> UretprobeOffsets {
     })
 }
 
+/// The offsets through which the off-CPU program reads what a blocked
+/// syscall's fd refers to; all zero (not read) when the kernel has no BTF
+/// or its structs lack one of the fields.
+pub fn fd_offsets() -> perf_audit_common::FdOffsets {
+    static OFFSETS: OnceLock<perf_audit_common::FdOffsets> = OnceLock::new();
+    *OFFSETS.get_or_init(|| kernel_btf().and_then(|data| Btf::parse(data).and_then(|btf| fd_offsets_in(&btf))).unwrap_or_default())
+}
+
+fn fd_offsets_in(btf: &Btf<'_>) -> Option<perf_audit_common::FdOffsets> {
+    Some(perf_audit_common::FdOffsets {
+        task_files: btf.member_offset("task_struct", "files").filter(|o| *o != 0)?,
+        files_fdt: btf.member_offset("files_struct", "fdt")?,
+        fdt_max_fds: btf.member_offset("fdtable", "max_fds")?,
+        fdt_fd: btf.member_offset("fdtable", "fd")?,
+        file_inode: btf.member_offset("file", "f_inode")?,
+        inode_mode: btf.member_offset("inode", "i_mode")?,
+        inode_rdev: btf.member_offset("inode", "i_rdev")?,
+    })
+}
+
 fn uretprobe_offsets_in(btf: &Btf<'_>) -> Option<UretprobeOffsets> {
     Some(UretprobeOffsets {
         task_utask: btf.member_offset("task_struct", "utask")?,
@@ -274,5 +294,15 @@ mod tests {
             assert_ne!(off.task_utask, 0, "{off:?}");
             assert_ne!(off.ri_orig_ret_vaddr, off.ri_stack, "{off:?}");
         }
+    }
+
+    #[test]
+    fn the_running_kernel_describes_the_path_from_a_task_to_its_fds_inodes() {
+        // This machine's kernel (6.18) has BTF: the off-CPU program must be
+        // able to read an fd's kind at the syscall's exit.
+        let off = fd_offsets();
+        assert_ne!(off.task_files, 0, "{off:?}");
+        assert_ne!(off.fdt_fd, off.fdt_max_fds, "{off:?}");
+        assert_ne!(off.inode_rdev, off.inode_mode, "{off:?}");
     }
 }

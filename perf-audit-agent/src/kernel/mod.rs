@@ -151,6 +151,7 @@ impl KernelSession {
             .override_global(names::OFFCPU_MAX_PER_SEC, &offcpu_max_per_sec, true)
             .override_global(names::URETPROBE_OFFSETS, &btf::uretprobe_offsets(), true)
             .override_global(names::TASK_PID_OFFSET, &(btf::task_pid_offset_for_raw_sched_switch().unwrap_or(0) as u64), true)
+            .override_global(names::FD_OFFSETS, &btf::fd_offsets(), true)
             .load(EBPF_OBJECT)
             .map_err(|e| load_error("loading the eBPF object", &e))?;
         Ok(KernelSession { ebpf, cpu: None, offcpu: None, db: None })

@@ -17,6 +17,7 @@ use aya::{
     maps::{RingBuf, StackTraceMap},
 };
 use perf_audit_common::{UserStackSample, names, sample_kind};
+use perf_audit_analysis::syscalls::FdKind;
 pub use perf_audit_analysis::evidence::MemEventRecord;
 
 use super::{
@@ -57,6 +58,14 @@ const MAX_PENDING_MEMORY_EVENTS: usize = 65_536;
 
 type StackKey = (u32, [u8; 16], Vec<u64>, i32);
 
+/// An off-CPU stack: thread, name, frames, syscall, and the fd it used
+/// with what the fd referred to when the sample arrived.
+type OffCpuKey = (u32, [u8; 16], Vec<u64>, i32, Option<(i32, FdKind)>);
+
+/// How long what an fd refers to is trusted before it is read again (the
+/// target may close it and open something else under the same number).
+const FD_KIND_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[derive(Default)]
 struct OffCpuAggregate {
     intervals: u64,
@@ -68,7 +77,10 @@ pub struct StackCopyCollector {
     tick: tokio::time::Interval,
     pid: u32,
     cpu_stacks: HashMap<StackKey, (usize, u64)>,
-    offcpu_stacks: HashMap<(u32, [u8; 16], Vec<u64>, i32), OffCpuAggregate>,
+    offcpu_stacks: HashMap<OffCpuKey, OffCpuAggregate>,
+    /// What the target's fds referred to, read from `/proc/PID/fd` when an
+    /// off-CPU sample names them (at most once per fd per `FD_KIND_TTL`).
+    fd_kinds: HashMap<i32, (std::time::Instant, Option<FdKind>)>,
     records: Vec<CpuSampleRecord>,
     memory: Vec<MemEventRecord>,
     /// Memory events not kept (`MAX_PENDING_MEMORY_EVENTS` waiting).
@@ -103,6 +115,7 @@ impl StackCopyCollector {
             pid: unwinder.pid(),
             cpu_stacks: Default::default(),
             offcpu_stacks: Default::default(),
+            fd_kinds: Default::default(),
             records: Vec::new(),
             memory: Vec::new(),
             memory_dropped: 0,
@@ -119,8 +132,9 @@ impl StackCopyCollector {
 
     /// Unwinds every sample in the ring now.
     pub fn drain(&mut self, maps: &mut MapsSnapshot) {
-        let StackCopyCollector { reader, cpu_stacks, offcpu_stacks, records, memory, memory_dropped, truncated, unwound, .. } =
+        let StackCopyCollector { reader, cpu_stacks, offcpu_stacks, fd_kinds, records, memory, memory_dropped, truncated, unwound, pid, .. } =
             self;
+        let pid = *pid;
         reader.drain(maps, |sample, unwind| {
             let (frames, end) = unwind.frames();
             *unwound += 1;
@@ -142,7 +156,26 @@ impl StackCopyCollector {
                     frames,
                 });
             } else if sample.kind == sample_kind::OFF_CPU {
-                let agg = offcpu_stacks.entry((sample.tid, sample.comm, frames, sample.syscall_nr)).or_default();
+                let fd = Self::fd_of(sample.syscall_nr, sample.addr).and_then(|fd| {
+                    // Read in the kernel at the syscall's exit: exact.
+                    if let Some((mode, major)) = sample_kind::off_cpu_fd_mode(sample.addr) {
+                        return Some((fd, FdKind::from_mode(mode, major)));
+                    }
+                    // Else (no BTF offsets) only stdin/stdout/stderr from
+                    // /proc: any other number may have been closed and
+                    // reused (a file closed at once, its fd taken by a
+                    // socket) by the time the agent looks.
+                    if fd > 2 {
+                        return None;
+                    }
+                    let now = std::time::Instant::now();
+                    let entry = fd_kinds.entry(fd).or_insert((now, None));
+                    if entry.1.is_none() || now.duration_since(entry.0) > FD_KIND_TTL {
+                        *entry = (now, crate::target::fd_kind(pid, fd));
+                    }
+                    entry.1.map(|kind| (fd, kind))
+                });
+                let agg = offcpu_stacks.entry((sample.tid, sample.comm, frames, sample.syscall_nr, fd)).or_default();
                 agg.intervals += 1;
                 agg.total_ns += sample.weight;
             } else {
@@ -167,7 +200,13 @@ impl StackCopyCollector {
         std::mem::take(&mut self.memory)
     }
 
-    /// The aggregated stacks, kernel frames resolved from `STACK_TRACES`.
+    /// The fd an off-CPU sample's syscall used, when the program read its
+/// first argument and the syscall takes one.
+fn fd_of(syscall_nr: i32, arg: u64) -> Option<i32> {
+    (arg & sample_kind::OFF_CPU_ARG_KNOWN != 0 && crate::syscalls::takes_fd(syscall_nr)).then_some(arg as u32 as i32)
+}
+
+/// The aggregated stacks, kernel frames resolved from `STACK_TRACES`.
     pub(super) fn finish(self, ebpf: &Ebpf) -> Result<StackCopyResult> {
         let traces = StackTraceMap::try_from(ebpf.map(names::STACK_TRACES).ok_or_else(|| missing(names::STACK_TRACES))?)
             .map_err(|e| Error::internal(format!("STACK_TRACES: {e}")))?;
@@ -192,7 +231,7 @@ impl StackCopyCollector {
         let offcpu = self
             .offcpu_stacks
             .into_iter()
-            .map(|((tid, comm, user, syscall), agg)| RawCpuStack {
+            .map(|((tid, comm, user, syscall, fd), agg)| RawCpuStack {
                 tgid: pid,
                 tid,
                 thread_name: comm_to_string(&comm),
@@ -200,7 +239,7 @@ impl StackCopyCollector {
                 kernel: Vec::new(),
                 count: (agg.total_ns / 1_000).max(1),
                 events: agg.intervals,
-                leaf_label: Some(format!("{} [syscall]", crate::syscalls::name(syscall))),
+                leaf_label: Some(crate::syscalls::leaf_label(&crate::syscalls::name(syscall), fd)),
             })
             .collect();
         Ok(StackCopyResult { cpu: cpu.into_iter().map(|(_, s)| s).collect(), offcpu, records: self.records })

@@ -4,6 +4,15 @@
 //! otherwise the churn alone is P2. The advice follows the allocation's
 //! type and size: `Arc<str>` for strings, `smallvec` for small vectors,
 //! buffer reuse for the rest.
+//!
+//! Only where the owner's own code decides the allocation: a row whose
+//! allocations were made by framework, runtime, driver, instrumentation or
+//! password-hashing code below a frame that only awaits or calls it (an
+//! axum `from_fn` middleware over every handler, `main` under
+//! `axum::serve`, tracing spans, sqlx futures, argon2's working memory) is
+//! that library's normal per-request work, named in the memory table
+//! beside the row, not a finding. A task spawned per call (`tokio::spawn`
+//! in the owner's loop) is the owner's decision and keeps its finding.
 
 use super::{Category, CodeFix, Complexity, Evidence, Finding, Level, Rule, Severity};
 use crate::{memory::analysis::AllocatorRow, profile::Origin};
@@ -105,6 +114,8 @@ impl Rule for AllocationChurn {
             // Rows decoded by a database driver are judged by the database
             // rules (N+1, unbounded result sets), not by buffer advice.
             .filter(|r| !r.via.as_deref().is_some_and(crate::profile::layers::is_driver))
+            // Library allocations below a frame that only awaits or calls it.
+            .filter(|r| r.via.as_deref().is_none_or(crate::profile::layers::owner_decides))
             .filter_map(|r| {
                 let hot = cpu_share(&r.function).filter(|(_, total)| *total >= self.hot_cpu_pct);
                 if hot.is_some() != self.hot_path {

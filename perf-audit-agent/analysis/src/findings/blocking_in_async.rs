@@ -2,6 +2,16 @@
 //! `ToSocketAddrs`, `std::thread::sleep`) made on a Tokio worker thread,
 //! found at the owner's frame that made it. While it blocks, the worker
 //! polls no other task: every request queued on it waits.
+//!
+//! "Blocking file I/O ... use tokio::fs" is said only of regular files:
+//! the agent reads the kind of the file descriptor each blocked read/write
+//! used (`/proc/PID/fd/N`), and a write to stdout/stderr, a pipe or a
+//! terminal from a log writer (a tracing fmt layer, `log`, `println!`) is
+//! synchronous logging on the request path. Writing a log line costs
+//! something everywhere; it blocks a worker only when the pipe or terminal
+//! is full, so it is a finding only when material: from 0.5% of worker
+//! time blocked in such writes (P1 from 2%, P0 from 10%), the fix a
+//! non-blocking writer or fewer log lines.
 
 use super::{Category, CodeFix, Complexity, Evidence, Finding, Rule, Severity};
 use crate::profile::async_runtime::{BlockingKind, BlockingSite};
@@ -11,11 +21,16 @@ pub struct BlockingInAsync {
     pub p0_worker_pct: f64,
     /// From which it is P1 (below: P2).
     pub p1_worker_pct: f64,
+    /// Synchronous logging: share of worker time from which it is a
+    /// finding, P1 and P0.
+    pub log_min_worker_pct: f64,
+    pub log_p1_worker_pct: f64,
+    pub log_p0_worker_pct: f64,
 }
 
 impl Default for BlockingInAsync {
     fn default() -> Self {
-        BlockingInAsync { p0_worker_pct: 1.0, p1_worker_pct: 0.2 }
+        BlockingInAsync { p0_worker_pct: 1.0, p1_worker_pct: 0.2, log_min_worker_pct: 0.5, log_p1_worker_pct: 2.0, log_p0_worker_pct: 10.0 }
     }
 }
 
@@ -30,16 +45,17 @@ fn closes_a_file_on_drop(site: &BlockingSite) -> bool {
 /// writer or `println!`): `tokio::fs` does not apply, a non-blocking log
 /// writer does.
 fn writes_stdout(site: &BlockingSite) -> bool {
-    site.kind == BlockingKind::FileIo
-        && site.via.as_deref().is_some_and(|v| {
-            ["std::io::stdio", "Stdout", "Stderr", "tracing_subscriber::fmt", "env_logger", "log4rs", "_print", "_eprint"].iter().any(|n| v.contains(n))
-        })
+    site.kind == BlockingKind::Logging
+        || (site.kind == BlockingKind::FileIo
+            && site.via.as_deref().is_some_and(|v| {
+                ["std::io::stdio", "Stdout", "Stderr", "tracing_subscriber::fmt", "env_logger", "log4rs", "_print", "_eprint"].iter().any(|n| v.contains(n))
+            }))
 }
 
 fn fix(site: &BlockingSite) -> CodeFix {
     let f = site.function.rsplit("::").next().unwrap_or(&site.function);
     match site.kind {
-        BlockingKind::FileIo if writes_stdout(site) => CodeFix {
+        BlockingKind::FileIo | BlockingKind::Logging if writes_stdout(site) => CodeFix {
             before: "tracing_subscriber::fmt().with_writer(std::io::stdout).init();   // write(2) on the worker".to_string(),
             after: "let (writer, _guard) = tracing_appender::non_blocking(std::io::stdout()); // keep _guard alive in main\ntracing_subscriber::fmt().with_writer(writer).init();".to_string(),
         },
@@ -71,7 +87,7 @@ fn fix(site: &BlockingSite) -> CodeFix {
             before: "let out = futures::executor::block_on(fut);   // parks the worker inside a task".to_string(),
             after: "let out = fut.await;".to_string(),
         },
-        BlockingKind::SyncLock | BlockingKind::Other => CodeFix {
+        BlockingKind::SyncLock | BlockingKind::Other | BlockingKind::Logging => CodeFix {
             before: format!("let out = {f}(input);                    // blocks the worker"),
             after: format!("let out = tokio::task::spawn_blocking(move || {f}(input)).await?;"),
         },
@@ -91,8 +107,12 @@ impl Rule for BlockingInAsync {
             // a blocking call of the owner's: 3 intervals, or 10 ms, or 3
             // CPU samples inside a blocking API make one.
             .filter(|s| s.kind != BlockingKind::Other && (s.intervals >= 3 || s.blocked_ms >= 10.0 || s.on_cpu_samples >= 3))
+            // Logging is material from a share of worker time.
+            .filter(|s| !writes_stdout(s) || s.worker_time_pct >= self.log_min_worker_pct)
             .map(|s| {
-                let severity = Severity::from_share(s.worker_time_pct, self.p0_worker_pct, self.p1_worker_pct);
+                let logging = writes_stdout(s);
+                let (p0, p1) = if logging { (self.log_p0_worker_pct, self.log_p1_worker_pct) } else { (self.p0_worker_pct, self.p1_worker_pct) };
+                let severity = Severity::from_share(s.worker_time_pct, p0, p1);
                 let via = s.via.as_deref().map(|v| format!(" in `{v}`")).unwrap_or_default();
                 let syscalls = if s.syscalls.is_empty() { String::new() } else { format!(" ({})", s.syscalls.join(", ")) };
                 let mut evidence = format!(
@@ -103,7 +123,7 @@ impl Rule for BlockingInAsync {
                     evidence.push_str(&format!("; plus {} CPU samples on workers inside the call", s.on_cpu_samples));
                 }
                 let recommendation = match s.kind {
-                    BlockingKind::FileIo if writes_stdout(s) => "log lines (or prints) are written to stdout/stderr synchronously on the worker: log through a non-blocking writer (`tracing_appender::non_blocking(std::io::stdout())`), whose background thread does the writes; `tokio::fs` does not apply to stdout".to_string(),
+                    BlockingKind::FileIo | BlockingKind::Logging if logging => "log lines (or prints) are written to stdout/stderr (a pipe or terminal, not a file) synchronously on the worker, which waits whenever the reader falls behind: log through a non-blocking writer (`tracing_appender::non_blocking(std::io::stdout())`), whose background thread does the writes, or lower the log volume (per-request events at debug, `EnvFilter`); `tokio::fs` does not apply to stdout".to_string(),
                     BlockingKind::FileIo if closes_a_file_on_drop(s) => "the file is closed (close(2)) on the worker where its last handle drops: do the whole open/write/close in one tokio::task::spawn_blocking, or hand the handle to spawn_blocking to drop".to_string(),
                     BlockingKind::FileIo => "use tokio::fs (or tokio::task::spawn_blocking) instead of std::fs on the runtime".to_string(),
                     BlockingKind::Sleep => "use tokio::time::sleep(..).await instead of std::thread::sleep".to_string(),
@@ -117,7 +137,11 @@ impl Rule for BlockingInAsync {
                     rule: self.id().to_string(),
                     severity,
                     category: Category::Async,
-                    title: format!("{} on a runtime worker in `{}`", s.kind.describe(), s.function),
+                    title: if logging {
+                        format!("Synchronous logging on the request path in `{}`: {:.2}% of worker time blocked writing log lines", s.function, s.worker_time_pct)
+                    } else {
+                        format!("{} on a runtime worker in `{}`", s.kind.describe(), s.function)
+                    },
                     function: s.function.clone(),
                     file: s.file.clone(),
                     line: s.line,
@@ -130,10 +154,14 @@ impl Rule for BlockingInAsync {
                         s.worker_time_pct,
                         if s.intervals > 0 { s.blocked_ms / s.intervals as f64 } else { 0.0 }
                     ),
-                    ranking: format!(
-                        "{:.2}% of worker time blocked here: P0 from {}%, P1 from {}%",
-                        s.worker_time_pct, self.p0_worker_pct, self.p1_worker_pct
-                    ),
+                    ranking: if logging {
+                        format!(
+                            "{:.2}% of worker time blocked writing log lines here: a finding from {}% (a write blocks only when the pipe or terminal is full), P0 from {}%, P1 from {}%",
+                            s.worker_time_pct, self.log_min_worker_pct, p0, p1
+                        )
+                    } else {
+                        format!("{:.2}% of worker time blocked here: P0 from {}%, P1 from {}%", s.worker_time_pct, p0, p1)
+                    },
                     code_fix: Some(fix(s)),
                     source: None,
                 }

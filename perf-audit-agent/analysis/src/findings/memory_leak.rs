@@ -35,6 +35,8 @@ impl Rule for MemoryLeak {
             .leak_candidates
             .iter()
             .filter(|l| !l.held_by_collection && l.origin == Origin::Owner)
+            // Memory a library decided below a frame that only awaits it.
+            .filter(|l| l.via.as_deref().is_none_or(crate::profile::layers::owner_decides))
             .map(|l| {
                 let growth = section.growth.iter().find(|g| g.function == l.function);
                 let per_hour = growth.map(|g| g.slope_bytes_per_s * 3600.0).unwrap_or(0.0);

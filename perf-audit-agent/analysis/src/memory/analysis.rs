@@ -89,6 +89,10 @@ pub struct LeakRow {
     /// The function whose call grows that collection.
     pub collection_grown_in: Option<String>,
     pub origin: Origin,
+    /// Library code below the owner's frame that made most of these
+    /// allocations (as [`AllocatorRow::via`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
 }
 
 /// A function whose live bytes rise steadily (report.json `growth`).
@@ -111,6 +115,10 @@ pub struct GrowthRow {
     pub collection_grown_in: Option<String>,
     pub never_freed: bool,
     pub origin: Origin,
+    /// Library code below the owner's frame that made most of these
+    /// allocations (as [`AllocatorRow::via`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
 }
 
 /// A straight-line fit.
@@ -207,7 +215,7 @@ pub fn attribute(frames: &[Frame]) -> Attribution {
         grows_collection: types::grows_collection(below),
         via: if frames[i].origin == Origin::Owner {
             let refs: Vec<&Frame> = below.iter().collect();
-            crate::profile::layers::framework_or_runtime(&refs).map(|f| f.display_name())
+            crate::profile::layers::allocated_by(&refs).map(|f| f.display_name())
         } else {
             None
         },
@@ -255,6 +263,7 @@ struct Group {
     lines: BTreeMap<u32, u64>,
     types: BTreeMap<String, u64>,
     via: BTreeMap<String, u64>,
+    via_bytes: BTreeMap<String, u64>,
     alloc_bytes: u64,
     alloc_count: u64,
     freed_bytes_est: f64,
@@ -308,6 +317,7 @@ pub fn analyze(input: &Input<'_>) -> Analysis {
         }
         if let Some(via) = &attr.via {
             *g.via.entry(via.clone()).or_default() += stats.alloc_count;
+            *g.via_bytes.entry(via.clone()).or_default() += stats.alloc_bytes;
         }
         g.collection |= attr.grows_collection;
         g.alloc_bytes += stats.alloc_bytes;
@@ -347,6 +357,11 @@ pub fn analyze(input: &Input<'_>) -> Analysis {
         total_allocations += count;
         let ty = best(&g.types);
         let line = best_line(&g.lines);
+        // The library code below that made most of its memory, by bytes
+        // (argon2's one 8 MiB block per hash beside the handler's few
+        // small strings and the spawn_blocking task that carries it), else
+        // by count.
+        let group_via = best(&g.via_bytes).filter(|v| g.via_bytes[v] * 2 >= g.alloc_bytes).or_else(|| best(&g.via).filter(|v| g.via[v] * 2 >= g.alloc_count));
         if g.alloc_count > 0 {
             top.push(AllocatorRow {
                 function: function.clone(),
@@ -361,7 +376,7 @@ pub fn analyze(input: &Input<'_>) -> Analysis {
                 live_bytes: g.live_end.round() as u64,
                 origin: g.origin.unwrap_or(Origin::Unknown),
                 // Most allocations made by framework/runtime code it called.
-                via: best(&g.via).filter(|v| g.via[v] * 2 >= g.alloc_count),
+                via: group_via.clone(),
             });
         }
         let observed: u64 = g.unfreed.iter().map(|u| u.0).sum();
@@ -380,6 +395,7 @@ pub fn analyze(input: &Input<'_>) -> Analysis {
                 held_by_collection: held,
                 collection_grown_in: held_by.clone(),
                 origin: g.origin.unwrap_or(Origin::Unknown),
+                via: group_via.clone(),
             });
         }
         // Live bytes of the function's sites at each snapshot.
@@ -409,6 +425,7 @@ pub fn analyze(input: &Input<'_>) -> Analysis {
                         collection_grown_in: held_by.clone(),
                         never_freed: !g.unfreed.is_empty() && g.unfreed.len() == g.sites.len(),
                         origin: g.origin.unwrap_or(Origin::Unknown),
+                        via: group_via.clone(),
                     });
                 }
             }
@@ -528,6 +545,23 @@ mod tests {
         assert_eq!(a.top_allocators[0].live_bytes, 0);
         assert_eq!(a.top_allocators[0].ty.as_deref(), Some("Vec<_>"));
         assert!((a.top_allocators[0].allocs_per_s - 10_000.0).abs() < 1e-6);
+    }
+
+    /// Issue 26: argon2's one 8 MiB block per hash under the handler's
+    /// closure outweighs the spawn_blocking task's few small allocations:
+    /// the row is argon2's working memory, by bytes.
+    #[test]
+    fn the_library_that_made_most_of_a_functions_bytes_names_the_row() {
+        let stacks: HashMap<u64, Vec<Frame>> = [
+            (1, vec![owner("svc::login::{{closure}}", 10), dep("tokio::task::blocking::spawn_blocking", false), native("malloc")]),
+            (2, vec![owner("svc::login::{{closure}}::{{closure}}", 12), dep("argon2::Argon2::hash_password_into", false), dep("alloc::vec::from_elem", true), native("malloc")]),
+        ]
+        .into_iter()
+        .collect();
+        let sites: HashMap<u64, SiteStats> = [(1, stats(300, 300 * 64, 300, 300 * 64)), (2, stats(100, 100 * 8 * 1024 * 1024, 100, 100 * 8 * 1024 * 1024))].into_iter().collect();
+        let a = analyze(&Input { duty: 1.0, elapsed_s: 10.0, sites: &sites, series: &[], stacks: &stacks });
+        let row = a.top_allocators.iter().find(|r| r.function == "svc::login").unwrap();
+        assert_eq!(row.via.as_deref(), Some("argon2::Argon2::hash_password_into"), "{row:?}");
     }
 
     #[test]

@@ -66,6 +66,9 @@ pub enum BlockingKind {
     ChannelRecv,
     /// `block_on` (futures, Tokio, pollster) called inside a task.
     BlockOn,
+    /// Log lines (a tracing fmt layer, `log`, `println!`) written
+    /// synchronously to stdout/stderr, a pipe or a terminal: not file I/O.
+    Logging,
     /// Another blocking wait.
     #[default]
     Other,
@@ -81,6 +84,7 @@ impl BlockingKind {
             BlockingKind::SyncLock => "waiting for a std::sync lock",
             BlockingKind::ChannelRecv => "a blocking channel receive",
             BlockingKind::BlockOn => "`block_on` inside a task",
+            BlockingKind::Logging => "synchronous logging on the request path",
             BlockingKind::Other => "a blocking wait",
         }
     }
@@ -128,6 +132,8 @@ pub struct LongPoll {
     /// Time-weighted estimated poll length: half (99%) of this function's
     /// measured worker time was in polls at most this long.
     pub p50_ms: f64,
+    /// Time-weighted: 90% of its polls were at most this long.
+    pub p90_ms: f64,
     pub p99_ms: f64,
     /// Polls whose length the on-CPU stretches bound.
     pub polls_measured: u64,
@@ -135,6 +141,16 @@ pub struct LongPoll {
     pub samples: u64,
     /// Share of all worker time (on + off CPU) on the CPU in this function.
     pub worker_time_pct: f64,
+    /// Samples in which it was awaiting (an I/O resource, a driver's or a
+    /// library's future below it): evidence that it is async code whose
+    /// polls return `Pending`, which `spawn_blocking` cannot wrap.
+    pub awaiting_samples: u64,
+    /// Samples with a database driver below it (queries encoded, rows
+    /// decoded).
+    pub driver_samples: u64,
+    /// Owner functions that called it in its samples (outermost first,
+    /// each once): a callee of a reported poll is part of that poll.
+    pub callers: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, Default)]
@@ -304,6 +320,19 @@ pub fn role_of(frames: &[&Frame]) -> Option<ThreadRole> {
     }
 }
 
+/// `tokio::task::block_in_place`: the worker hands its core to another
+/// thread and runs the closure as a blocking-pool thread would (the
+/// sync-driver pattern, e.g. diesel behind `block_in_place`).
+pub fn in_block_in_place(frames: &[&Frame]) -> bool {
+    frames.iter().any(|f| f.function.contains("block_in_place") && (f.function.starts_with("tokio::") || f.function.starts_with("<tokio::")))
+}
+
+/// Code that runs off the async workers: on the blocking pool
+/// (`spawn_blocking`, deadpool's `interact`) or inside `block_in_place`.
+pub fn off_workers(frames: &[&Frame]) -> bool {
+    role_of(frames) == Some(ThreadRole::BlockingPool) || in_block_in_place(frames)
+}
+
 /// The innermost frame of a scheduler loop, if the stack shows one.
 fn innermost_loop(frames: &[&Frame]) -> Option<usize> {
     frames.iter().rposition(|f| worker_kind(std::slice::from_ref(f)).is_some())
@@ -349,7 +378,42 @@ pub fn in_async_io(below: &[&Frame]) -> bool {
     below.iter().any(|f| ASYNC_IO.iter().any(|p| f.function.starts_with(p)))
 }
 
+/// Frames of a log or print writer: a tracing fmt layer, `log`'s
+/// backends, std's stdout/stderr.
+const LOG_WRITERS: [&str; 10] = ["std::io::stdio", "Stdout", "Stderr", "tracing_subscriber::fmt", "tracing_appender", "env_logger", "log4rs", "slog_term", "std::io::_print", "std::io::_eprint"];
+
+/// What blocked, from the frames and, when the agent read it, the kind of
+/// file descriptor the syscall used: a write to a pipe, a terminal or
+/// `/dev/null` is not file I/O whatever the frames say; from a log writer
+/// (or on fd 1/2) it is synchronous logging.
 fn classify(below: &[&Frame], syscall: Option<&str>) -> (BlockingKind, Option<String>) {
+    let (name, fd) = match syscall.and_then(syscalls::parse_leaf) {
+        Some((name, fd)) => (Some(name), fd),
+        None => (syscall, None),
+    };
+    let (kind, via) = classify_frames(below, name);
+    let log_writer = below.iter().find(|f| LOG_WRITERS.iter().any(|n| f.function.contains(n))).map(|f| f.display_name());
+    match (kind, fd) {
+        // Waiting for stdout's lock (or a log writer's) while another
+        // thread's log write blocks: the same cause, synchronous logging.
+        (BlockingKind::SyncLock, _) if log_writer.is_some() => (BlockingKind::Logging, log_writer),
+        (BlockingKind::FileIo, Some((_, syscalls::FdKind::File))) => (kind, via),
+        (BlockingKind::FileIo | BlockingKind::Other, Some((n, syscalls::FdKind::Pipe | syscalls::FdKind::Tty | syscalls::FdKind::CharDevice))) => {
+            if log_writer.is_some() || n == 1 || n == 2 {
+                (BlockingKind::Logging, log_writer.or(via))
+            } else {
+                // A pipe to another process: not a file, no tokio::fs advice.
+                (BlockingKind::Other, via)
+            }
+        }
+        (BlockingKind::FileIo, Some((_, syscalls::FdKind::Socket))) => (BlockingKind::NetworkIo, via),
+        // No fd kind (classic tracepoints): the frames decide.
+        (BlockingKind::FileIo, None) if log_writer.is_some() => (BlockingKind::Logging, log_writer),
+        _ => (kind, via),
+    }
+}
+
+fn classify_frames(below: &[&Frame], syscall: Option<&str>) -> (BlockingKind, Option<String>) {
     let find = |needles: &[&str]| below.iter().find(|f| needles.iter().any(|n| f.function.contains(n))).map(|f| f.display_name());
     // `block_on` parks on a Condvar/futex inside: checked before locks.
     if let Some(via) = find(&["futures_executor::local_pool::block_on", "futures::executor::block_on", "tokio::runtime::runtime::Runtime::block_on", "tokio::runtime::Runtime::block_on", "tokio::runtime::handle::Handle::block_on", "tokio::runtime::park::CachedParkThread::block_on", "tokio::runtime::enter::Enter::block_on", "pollster::block_on", "async_std::task::block_on"]) {
@@ -480,14 +544,14 @@ pub fn analyze(input: &AsyncInputs<'_>) -> AsyncAnalysis {
             continue;
         }
         let fr = frames(input.offcpu, s);
-        if role_of(&fr) == Some(ThreadRole::BlockingPool) {
+        if off_workers(&fr) {
             continue;
         }
         let Some(owner) = innermost_owner(&fr) else { continue };
         if in_async_io(&fr[owner + 1..]) {
             continue;
         }
-        let syscall = fr.last().filter(|f| f.function.ends_with(" [syscall]")).map(|f| f.function.trim_end_matches(" [syscall]").to_string());
+        let syscall = fr.last().filter(|f| syscalls::parse_leaf(&f.function).is_some()).map(|f| f.function.clone());
         let (kind, via) = classify(&fr[owner + 1..], syscall.as_deref());
         let frame = fr[owner];
         let acc = sites.entry((frame.display_name(), kind)).or_default();
@@ -500,8 +564,11 @@ pub fn analyze(input: &AsyncInputs<'_>) -> AsyncAnalysis {
         if let Some(via) = via {
             *acc.via.entry(via).or_default() += s.count;
         }
-        if let Some(sc) = syscall {
-            acc.syscalls.insert(sc);
+        if let Some((sc, fd)) = syscall.as_deref().and_then(syscalls::parse_leaf) {
+            acc.syscalls.insert(match fd {
+                Some((n, k)) => format!("{sc} on fd {n} ({})", k.label()),
+                None => sc.to_string(),
+            });
         }
         acc.intervals += s.events;
         acc.blocked_us += s.count;
@@ -520,7 +587,7 @@ pub fn analyze(input: &AsyncInputs<'_>) -> AsyncAnalysis {
             continue;
         }
         let fr = frames(input.cpu, s);
-        if role_of(&fr) == Some(ThreadRole::BlockingPool) {
+        if off_workers(&fr) {
             continue;
         }
         worker_samples += s.count;
@@ -630,16 +697,44 @@ struct SampleOwner<'a> {
     frame: &'a Frame,
     name: String,
     at_io: bool,
+    /// The function was awaiting in this sample (see [`awaits_below`]).
+    awaits: bool,
+    /// A database driver's frames below it.
+    driver: bool,
+    /// The owner frames above it (its callers), outermost first.
+    callers: Vec<String>,
+}
+
+/// Whether the frames below an owner frame show it awaiting: polling an
+/// async I/O resource, a database driver's future, or a library future
+/// (`<X as Future>::poll`, an async body of a dependency). Code that
+/// awaits cannot be wrapped whole in `spawn_blocking`.
+pub fn awaits_below(below: &[&Frame]) -> bool {
+    in_async_io(below)
+        || below.iter().any(|f| {
+            f.origin != Origin::Owner
+                && (crate::profile::layers::is_driver(&f.function)
+                    || (f.function.contains(" as core::future::future::Future>::poll") && !f.function.starts_with("<core::pin::Pin"))
+                    || (f.function.ends_with("{{closure}}") && !matches!(crate::profile::layers::crate_of(&f.function), "core" | "std" | "alloc")))
+        })
 }
 
 fn sample_owner<'a>(cpu: &'a CpuProfile, idx: usize) -> Option<SampleOwner<'a>> {
     let s = cpu.stacks.get(idx)?;
     let fr = frames(cpu, s);
-    if role_of(&fr) == Some(ThreadRole::BlockingPool) {
+    if off_workers(&fr) {
         return None;
     }
     let i = innermost_owner(&fr)?;
-    Some(SampleOwner { frame: fr[i], name: fr[i].display_name(), at_io: in_async_io(&fr[i + 1..]) })
+    let below = &fr[i + 1..];
+    Some(SampleOwner {
+        frame: fr[i],
+        name: fr[i].display_name(),
+        at_io: in_async_io(below),
+        awaits: awaits_below(below),
+        driver: below.iter().any(|f| crate::profile::layers::is_driver(&f.function)),
+        callers: fr[..i].iter().filter(|f| f.origin == Origin::Owner).map(|f| f.display_name()).collect(),
+    })
 }
 
 /// Two samples of one thread in the same on-CPU stretch: the same wake-up
@@ -666,6 +761,9 @@ fn long_polls(input: &AsyncInputs<'_>, worker_tids: &BTreeSet<u32>, worker_time_
         frame: Option<&'a Frame>,
         polls: Vec<u64>,
         samples: u64,
+        awaiting: u64,
+        driver: u64,
+        callers: Vec<String>,
     }
     let mut by_fn: BTreeMap<String, Acc<'_>> = BTreeMap::new();
     let mut by_tid: BTreeMap<u32, Vec<&TimedSample>> = BTreeMap::new();
@@ -703,6 +801,15 @@ fn long_polls(input: &AsyncInputs<'_>, worker_tids: &BTreeSet<u32>, worker_time_
                 acc.frame = Some(first.frame);
             }
             acc.samples += (j - i + 1) as u64;
+            for o in owners[i..=j].iter().flatten() {
+                acc.awaiting += o.awaits as u64;
+                acc.driver += o.driver as u64;
+                for c in &o.callers {
+                    if !acc.callers.contains(c) && acc.callers.len() < 8 {
+                        acc.callers.push(c.clone());
+                    }
+                }
+            }
             let (start, last) = (samples[i], samples[j]);
             let first_in_run = i == 0 || !same_run(samples[i - 1], start);
             if !first.at_io && start.oncpu_run_ns > 0 && first_in_run {
@@ -738,6 +845,10 @@ fn long_polls(input: &AsyncInputs<'_>, worker_tids: &BTreeSet<u32>, worker_time_
                 max_ms: ms(*acc.polls.last().unwrap_or(&0)),
                 occurrences: acc.polls.iter().filter(|p| **p >= input.long_poll_threshold_ns).count() as u64,
                 p50_ms: ms(nearest_rank(&acc.polls, 0.5)),
+                p90_ms: ms(nearest_rank(&acc.polls, 0.9)),
+                awaiting_samples: acc.awaiting,
+                driver_samples: acc.driver,
+                callers: acc.callers,
                 p99_ms: ms(nearest_rank(&acc.polls, 0.99)),
                 polls_measured: acc.polls.len() as u64,
                 samples: acc.samples,
@@ -1057,5 +1168,89 @@ mod tests {
         let locks: Vec<&str> = a.lock_contention.iter().map(|s| s.function.as_str()).collect();
         assert_eq!(locks, ["svc::update"]);
         assert!(a.blocking.iter().all(|s| s.kind == BlockingKind::Other), "{:?}", a.blocking);
+    }
+
+    /// Issue 26: a tracing fmt layer writing to stdout (a pipe) is
+    /// synchronous logging, not file I/O; the same frames over a regular
+    /// file's descriptor stay file I/O; a write to a pipe from other code
+    /// is neither; without the fd's kind the log writer's frames decide.
+    #[test]
+    fn log_writes_to_a_pipe_are_logging_and_only_regular_files_are_file_io() {
+        let fmt = [
+            rt(WORKER),
+            owner("svc::handlers::login::{{closure}}", 30),
+            rt("tracing::event::Event::dispatch"),
+            rt("<tracing_subscriber::fmt::fmt_layer::Layer<S,N,E,W> as tracing_subscriber::layer::Layer<S>>::on_event"),
+            rt("<std::io::stdio::StdoutLock as std::io::Write>::write_all"),
+        ];
+        let with = |leaf: &str| {
+            let mut v = fmt.to_vec();
+            v.push(kernel(leaf));
+            v
+        };
+        let mut off = CpuProfile::default();
+        sample(&mut off, 1, &with(&crate::syscalls::leaf_label("write", Some((1, crate::syscalls::FdKind::Pipe)))), 30_000, 40);
+        // Another worker waits for stdout's lock meanwhile: the same cause.
+        let mut locked = fmt[..4].to_vec();
+        locked.extend([rt("std::io::stdio::Stdout::lock"), rt("std::sys::sync::mutex::futex::Mutex::lock_contended"), syscall("futex")]);
+        sample(&mut off, 1, &locked, 10_000, 8);
+        let file_write = [rt(WORKER), owner("svc::audit_log::{{closure}}", 12), rt("<std::fs::File as std::io::Write>::write"), kernel(&crate::syscalls::leaf_label("write", Some((7, crate::syscalls::FdKind::File))))];
+        sample(&mut off, 1, &file_write, 20_000, 10);
+        let child = [rt(WORKER), owner("svc::feed_child::{{closure}}", 8), rt("<std::process::ChildStdin as std::io::Write>::write"), kernel(&crate::syscalls::leaf_label("write", Some((9, crate::syscalls::FdKind::Pipe))))];
+        sample(&mut off, 1, &child, 20_000, 10);
+        // Classic tracepoints: no fd kind; the fmt writer's frames decide.
+        let mut old = fmt.to_vec();
+        old[1] = owner("svc::handlers::logout::{{closure}}", 50);
+        old.push(syscall("write"));
+        sample(&mut off, 1, &old, 10_000, 5);
+        let threads = vec![ThreadTime { tid: 1, oncpu_ns: 500_000_000, blocked_ns: 500_000_000, ..Default::default() }];
+        let a = analyze(&inputs(&CpuProfile::default(), &off, &threads, &[]));
+        let by = |f: &str| a.blocking.iter().find(|b| b.function == f).unwrap_or_else(|| panic!("{f}: {:?}", a.blocking));
+        let login = by("svc::handlers::login");
+        assert_eq!(login.kind, BlockingKind::Logging, "{login:?}");
+        assert_eq!(login.syscalls, vec!["futex".to_string(), "write on fd 1 (pipe)".to_string()]);
+        assert!(a.lock_contention.is_empty(), "{:?}", a.lock_contention);
+        assert!(login.via.as_deref().unwrap().contains("tracing_subscriber::fmt"), "{login:?}");
+        assert_eq!(by("svc::audit_log").kind, BlockingKind::FileIo);
+        assert_eq!(by("svc::feed_child").kind, BlockingKind::Other);
+        assert_eq!(by("svc::handlers::logout").kind, BlockingKind::Logging);
+    }
+
+    /// Issue 30: code inside `block_in_place` runs off the async workers
+    /// (the worker handed its core over), like the blocking pool.
+    #[test]
+    fn block_in_place_is_off_the_workers_like_spawn_blocking() {
+        let mut off = CpuProfile::default();
+        let bip = [rt(WORKER), owner("svc::handlers::users::{{closure}}", 20), rt("tokio::runtime::scheduler::multi_thread::worker::block_in_place"), owner("svc::db::load_users", 44), rt("std::net::tcp::TcpStream::read"), syscall("recvfrom")];
+        sample(&mut off, 1, &bip, 50_000, 20);
+        let threads = vec![ThreadTime { tid: 1, oncpu_ns: 500_000_000, blocked_ns: 500_000_000, ..Default::default() }];
+        let a = analyze(&inputs(&CpuProfile::default(), &off, &threads, &[]));
+        assert!(a.blocking.is_empty(), "{:?}", a.blocking);
+        let refs: Vec<&Frame> = bip.iter().collect();
+        assert!(off_workers(&refs));
+        assert!(!off_workers(&refs[..2]));
+    }
+
+    /// Issue 26: a poll's samples say whether the function awaits (futures
+    /// or a driver below it) and who called it.
+    #[test]
+    fn long_polls_record_awaiting_driver_samples_and_callers() {
+        let mut cpu = CpuProfile::default();
+        let handler = owner("svc::handlers::feed::{{closure}}", 10);
+        sample(&mut cpu, 1, &[rt(WORKER), handler.clone(), owner("svc::db::authors::{{closure}}", 30), rt("sqlx_core::query_as::QueryAs<DB,O,A>::fetch_one::{{closure}}"), rt("sqlx_postgres::connection::PgConnection::run")], 1, 1);
+        sample(&mut cpu, 1, &[rt(WORKER), handler, owner("<svc::User as core::clone::Clone>::clone", 5)], 1, 1);
+        let ms = 1_000_000;
+        let samples = vec![
+            TimedSample { tid: 1, ts_ns: 100 * ms, oncpu_run_ns: 3 * ms, preempted_ns: 0, stack: 0 },
+            TimedSample { tid: 1, ts_ns: 200 * ms, oncpu_run_ns: 3 * ms, preempted_ns: 0, stack: 1 },
+        ];
+        let a = analyze(&inputs(&cpu, &CpuProfile::default(), &[], &samples));
+        let db = a.long_polls.iter().find(|p| p.function == "svc::db::authors").unwrap();
+        assert_eq!((db.awaiting_samples, db.driver_samples), (1, 1), "{db:?}");
+        assert_eq!(db.callers, vec!["svc::handlers::feed".to_string()]);
+        let clone = a.long_polls.iter().find(|p| p.function == "<svc::User as core::clone::Clone>::clone").unwrap();
+        assert_eq!((clone.awaiting_samples, clone.driver_samples), (0, 0), "{clone:?}");
+        assert_eq!(clone.callers, vec!["svc::handlers::feed".to_string()]);
+        assert!((clone.p90_ms - 6.0).abs() < 1e-9, "{clone:?}");
     }
 }

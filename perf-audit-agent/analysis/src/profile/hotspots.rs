@@ -38,6 +38,12 @@ pub struct Hotspot {
     pub on_blocking_pool_pct: f64,
     /// The framework function it awaited most in those samples.
     pub passes_through: Option<String>,
+    /// How the code ran off the async workers in most of its samples,
+    /// when it did (`spawn_blocking`, deadpool's `interact`,
+    /// `block_in_place`): a library hotspot there runs the owner's closure
+    /// (inlined into the runtime's task when no frame of the owner shows).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handed_off_by: Option<String>,
     /// Framework layers the pass-through samples ran in (innermost known
     /// layer per sample), most samples first.
     pub layers: Vec<(String, u64)>,
@@ -58,6 +64,7 @@ struct Accumulator {
     pass_through: u64,
     on_blocking_pool: u64,
     awaited: BTreeMap<String, u64>,
+    handed_off: BTreeMap<String, u64>,
     layers: BTreeMap<String, u64>,
     below: BTreeMap<String, u64>,
 }
@@ -75,6 +82,25 @@ fn callee_label(below: &[&super::Frame]) -> Option<String> {
         Some(user) => Some(format!("{} → kernel", user.display_name())),
         None => Some("kernel".to_string()),
     }
+}
+
+/// How a stack's code was handed off the async workers: the innermost
+/// hand-off frame it shows.
+fn hand_off(frames: &[&super::Frame]) -> Option<&'static str> {
+    frames.iter().rev().find_map(|f| {
+        let n = f.function.as_str();
+        if n.contains("block_in_place") {
+            Some("`tokio::task::block_in_place`")
+        } else if n.starts_with("deadpool") && n.contains("interact") {
+            Some("deadpool's `interact`")
+        } else if n.contains("actix_web::web::block") || n.starts_with("actix_threadpool") {
+            Some("actix-web's `web::block`")
+        } else if n.contains("tokio::runtime::blocking::task::BlockingTask") || n.contains("spawn_blocking") {
+            Some("`tokio::task::spawn_blocking`")
+        } else {
+            None
+        }
+    })
 }
 
 /// All functions that were charged at least one sample, most first.
@@ -120,8 +146,11 @@ pub fn hotspots(profile: &CpuProfile) -> Vec<Hotspot> {
         if let Some(callee) = callee_label(&frames[charged + 1..]) {
             *entry.callees.entry(callee).or_default() += stack.count;
         }
-        if super::async_runtime::role_of(&frames) == Some(super::async_runtime::ThreadRole::BlockingPool) {
+        if super::async_runtime::off_workers(&frames) {
             entry.on_blocking_pool += stack.count;
+            if let Some(how) = hand_off(&frames) {
+                *entry.handed_off.entry(how.to_string()).or_default() += stack.count;
+            }
         }
         let below = &frames[charged + 1..];
         if frame.origin == Origin::Owner
@@ -173,6 +202,7 @@ pub fn hotspots(profile: &CpuProfile) -> Vec<Hotspot> {
                 pass_through_samples: a.pass_through,
                 on_blocking_pool_pct: (a.on_blocking_pool as f64) * 100.0 / (a.self_samples.max(1) as f64),
                 passes_through: most_first(a.awaited, 1).into_iter().next().map(|(f, _)| f),
+                handed_off_by: most_first(a.handed_off, 1).into_iter().next().filter(|(_, n)| n * 2 >= a.self_samples).map(|(f, _)| f),
                 layers: most_first(a.layers, 5),
                 below: most_first(a.below, 40),
             }

@@ -61,6 +61,49 @@ pub fn framework_or_runtime<'a>(below: &[&'a Frame]) -> Option<&'a Frame> {
     (first.origin == Origin::Dependency && (FRAMEWORK.contains(&krate) || RUNTIME.contains(&krate) || DRIVERS.contains(&krate))).then_some(*first)
 }
 
+/// Libraries whose allocations are their own decision whatever the caller
+/// passes: instrumentation (spans and events, their subscriber's records)
+/// and password hashing (its working memory is a parameter of the
+/// algorithm, `m_cost`, not a buffer the caller could reuse).
+const OWN_MEMORY: &[&str] = &[
+    "tracing", "tracing_core", "tracing_subscriber", "tracing_appender", "tracing_log",
+    "argon2", "bcrypt", "scrypt", "pbkdf2", "password_hash", "blowfish", "balloon_hash",
+];
+
+/// Collections the owner's code drives: their growth is the owner's
+/// decision (std's `HashMap` is hashbrown's table).
+fn is_collection(krate: &str) -> bool {
+    matches!(krate, "hashbrown" | "smallvec" | "indexmap" | "arrayvec" | "bytes")
+}
+
+/// Whether a frame is a library future being polled (`<X as Future>::poll`,
+/// an async body of a dependency): the owner's frame above it only awaits.
+fn is_future(f: &Frame) -> bool {
+    (f.function.contains(" as core::future::future::Future>::poll") || f.function.ends_with("{{closure}}")) && !is_adaptor(crate_of(&f.function))
+}
+
+/// Who decided the allocations below an owner's frame, when it is not the
+/// owner's own code: the first library frame below it (std, future
+/// adaptors and collections skipped) when it is framework, runtime,
+/// driver, instrumentation or password-hashing code, or a library future
+/// the owner only awaits. `None`: the owner's code made the allocating
+/// call (a `String` it builds, a `Vec` it grows, `serde_json::to_string`
+/// of its data). `below` starts right under the owner's frame.
+pub fn allocated_by<'a>(below: &[&'a Frame]) -> Option<&'a Frame> {
+    let first = below.iter().find(|f| f.origin != Origin::Owner && !is_adaptor(crate_of(&f.function)) && !is_collection(crate_of(&f.function)))?;
+    if first.origin != Origin::Dependency {
+        return None;
+    }
+    let krate = crate_of(&first.function);
+    (FRAMEWORK.contains(&krate) || RUNTIME.contains(&krate) || DRIVERS.contains(&krate) || OWN_MEMORY.contains(&krate) || is_future(first)).then_some(*first)
+}
+
+/// Whether allocations made by `via` below the owner's frame are still the
+/// owner's decision: a task spawned per call (`tokio::spawn`), not an await.
+pub fn owner_decides(via: &str) -> bool {
+    matches!(crate_of(via), "tokio" | "tokio_util" | "async_std") && via.contains("spawn") && !via.contains("Future>::poll")
+}
+
 /// A layer of framework code, named for a report, with advice for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layer {
@@ -75,6 +118,9 @@ const LAYERS: &[(&str, Layer)] = &[
     ("tracing_subscriber::fmt", Layer { name: "tracing_subscriber's fmt writer", advice: "log formatting and writing run on the request path: filter events before they are formatted (`EnvFilter`, a higher level for per-request events), and write through `tracing_appender::non_blocking` so a worker never waits on stdout" }),
     ("tracing_subscriber", Layer { name: "the tracing subscriber", advice: "span and event bookkeeping per request: filter spans and events out early with `EnvFilter` (fewer per-request spans)" }),
     ("tracing_core", Layer { name: "the tracing subscriber", advice: "span and event bookkeeping per request: filter spans and events out early with `EnvFilter` (fewer per-request spans)" }),
+    ("argon2", Layer { name: "argon2's working memory", advice: "password hashing allocates its working memory (`m_cost` KiB) per hash by design: keep the parameters; bound concurrent hashes with a `Semaphore` so the peak stays bounded" }),
+    ("bcrypt", Layer { name: "bcrypt's working memory", advice: "password hashing allocates per hash by design: keep the parameters; bound concurrent hashes with a `Semaphore`" }),
+    ("scrypt", Layer { name: "scrypt's working memory", advice: "password hashing allocates its working memory per hash by design: keep the parameters; bound concurrent hashes with a `Semaphore`" }),
     ("tracing", Layer { name: "tracing instrumentation", advice: "per-request spans and events: instrument fewer functions on the request path or raise their level" }),
     ("hyper", Layer { name: "hyper's HTTP/1 and HTTP/2 codec", advice: "HTTP parsing and encoding per request: keep connections alive, send smaller bodies; this cost is per request, not in your code" }),
     ("hyper_util", Layer { name: "hyper's HTTP/1 and HTTP/2 codec", advice: "HTTP parsing and encoding per request: keep connections alive, send smaller bodies; this cost is per request, not in your code" }),

@@ -77,8 +77,9 @@ pub fn markdown(md: &mut String, m: &MemorySection, findings: &[Finding]) {
     for r in &m.top_allocators {
         let _ = writeln!(
             md,
-            "| {} | {} ({}/s) | {} ({:.0}/s) | {} |",
+            "| {}{} | {} ({}/s) | {} ({:.0}/s) | {} |",
             location(&r.function, &r.file, r.line),
+            r.via.as_deref().map(made_by).unwrap_or_default(),
             size(r.bytes as f64),
             size(r.bytes_per_s),
             r.count,
@@ -216,6 +217,16 @@ pub fn markdown(md: &mut String, m: &MemorySection, findings: &[Finding]) {
     }
     for (i, f) in memory_findings.iter().take(5).enumerate() {
         let _ = writeln!(md, "{}. `{}`: {}", i + 1, f.function, f.recommendation);
+    }
+}
+
+/// Where a row's allocations really go when library code below the
+/// owner's frame made them: the crate and, when known, its layer.
+fn made_by(via: &str) -> String {
+    let krate = crate::profile::layers::crate_of(via);
+    match crate::profile::layers::layer_of(via) {
+        Some(layer) => format!(" (made by `{krate}` below it: {})", layer.name),
+        None => format!(" (made by `{krate}` below it)"),
     }
 }
 

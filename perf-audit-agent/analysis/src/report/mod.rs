@@ -27,6 +27,17 @@ fn hotspot_recommendation(h: &Hotspot) -> String {
     match h.origin {
         Origin::Owner => crate::findings::cpu_hotspot_advice(h),
         Origin::Kernel => "time in the kernel: see the calling user frame in the flamegraph".to_string(),
+        Origin::Dependency if h.on_blocking_pool_pct >= 50.0 && !is_runtime_code(&h.function) => {
+            let how = h.handed_off_by.as_deref().unwrap_or("the blocking pool");
+            let known = crate::findings::known_costs::lookup(&[(h.function.clone(), h.self_samples)], h.self_samples)
+                .map(|(k, _)| format!(": {}", k.advice_for(h.on_blocking_pool_pct)))
+                .unwrap_or_default();
+            format!(
+                "your code's work on the blocking pool, handed off with {how} ({:.0}% of its samples): `{}` runs inside your closure, inlined into the runtime's task so no frame of yours shows (build with `debug = \"line-tables-only\"` to name it){known}",
+                h.on_blocking_pool_pct,
+                crate::profile::layers::crate_of(&h.function)
+            )
+        }
         Origin::Dependency => {
             "library or runtime code with no own frame above it (idle or runtime work)".to_string()
         }
@@ -37,7 +48,21 @@ fn hotspot_recommendation(h: &Hotspot) -> String {
     }
 }
 
+/// The runtime's and std's own code (a pool thread parking, a condvar):
+/// idle or runtime work wherever it runs.
+fn is_runtime_code(function: &str) -> bool {
+    matches!(crate::profile::layers::crate_of(function), "tokio" | "std" | "core" | "alloc" | "parking_lot" | "parking_lot_core" | "crossbeam_channel" | "crossbeam_utils" | "futures_util" | "mio")
+}
+
 pub use crate::profile::round2;
+
+/// The memory section's markdown alone (tests of its tables).
+#[cfg(test)]
+pub(crate) fn memory_md_for_tests(m: &crate::memory::section::MemorySection) -> String {
+    let mut md = String::new();
+    memory_md::markdown(&mut md, m, &[]);
+    md
+}
 
 impl CpuSection {
     /// The section from measured data; `limit` hotspot rows.

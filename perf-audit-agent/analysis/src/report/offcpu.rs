@@ -64,7 +64,11 @@ impl OffCpuSection {
                     .map(|i| frames[i]);
                 let syscall = frames
                     .last()
-                    .map(|f| f.function.trim_end_matches(" [syscall]").to_string())
+                    .map(|f| match crate::syscalls::parse_leaf(&f.function) {
+                        Some((name, Some((fd, kind)))) => format!("{name} (fd {fd}: {})", kind.label()),
+                        Some((name, None)) => name.to_string(),
+                        None => f.function.clone(),
+                    })
                     .unwrap_or_default();
                 OffCpuRow {
                     function: site.map(|f| f.display_name()).unwrap_or_else(|| "[unknown]".into()),
