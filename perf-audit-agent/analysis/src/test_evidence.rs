@@ -815,6 +815,7 @@ pub fn memory() -> (MemorySection, Vec<String>) {
         elapsed_s,
         windows,
         kernel_time: KernelTime { during_s: 0.41, during_wall_s: 30.0, after: Some((0.012, 1.0)) },
+        recording: None,
     };
     (MemorySection::build(&raw, analysis, growth), folded)
 }

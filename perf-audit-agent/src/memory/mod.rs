@@ -29,7 +29,7 @@
 //! the pure model that turns what was collected into the report's section.
 
 pub use perf_audit_analysis::memory::{
-    DEFAULT_PERIOD, DEFAULT_WINDOW, KernelTime, MemoryEvidence, MemoryMode, Snapshot, analysis, faults, section, types,
+    DEFAULT_PERIOD, DEFAULT_WINDOW, EMULATED_CALL_US, PROBE_WINDOW, Recording, RecordingKind, SINGLE_STEPPED_CALL_US, KernelTime, MemoryEvidence, MemoryMode, Snapshot, analysis, faults, section, types,
 };
 
 use std::{
@@ -275,10 +275,42 @@ struct DutyCycle {
     /// Time any probe was attached (what the target paid for).
     probed: Duration,
     windows: u64,
+    recording: Option<Recording>,
 }
 
-/// The allocator probes' duty cycle, on a thread of its own: default mode
-/// opens a [`DEFAULT_WINDOW`] every [`DEFAULT_PERIOD`]; precise mode reads a
+/// Continuous recording renews its kernel-side lease this often, for this
+/// long: an agent stopped (SIGSTOP) or starved stops recording by itself
+/// within [`LEASE`], and its probes then cost their trap only.
+pub const LEASE_RENEW: Duration = Duration::from_millis(500);
+pub const LEASE: Duration = Duration::from_secs(2);
+
+/// `PERF_AUDIT_MEMORY_RECORDING=continuous|windows|gated` forces default
+/// mode's recording kind (benchmarks and tests of each mechanism).
+fn forced_recording() -> Option<RecordingKind> {
+    std::env::var("PERF_AUDIT_MEMORY_RECORDING").ok().and_then(|v| RecordingKind::parse(v.trim()))
+}
+
+/// Estimated cost of one probed call for this plan: its hot probes (the
+/// first allocating function, malloc's place in the plan, and free),
+/// emulated or single-stepped; glibc's rarely called aligned allocators
+/// are single-stepped and do not count.
+fn per_call_us(plan: &AllocatorPlan) -> f64 {
+    let hot_alloc = plan.probes.iter().find(|p| !p.shape.is_free());
+    let free = plan.probes.iter().find(|p| p.shape.is_free());
+    if hot_alloc.into_iter().chain(free).all(|p| p.emulated) { EMULATED_CALL_US } else { SINGLE_STEPPED_CALL_US }
+}
+
+fn mapping_calls(kernel: &MemoryKernel) -> u64 {
+    mem_events::counters(kernel).map(|c| c.mappings.mmap_calls + c.mappings.munmap_calls + c.mappings.brk_grow_calls).unwrap_or(0)
+}
+
+/// The allocator probes' duty cycle, on a thread of its own. Default mode
+/// first records for [`PROBE_WINDOW`] and decides from the rate it saw
+/// ([`Recording::decide`]): continuous (the probes stay attached, nothing is
+/// attached or closed again while the target is measured; the recording
+/// lease is renewed every [`LEASE_RENEW`]) or windows (a [`DEFAULT_WINDOW`]
+/// every [`DEFAULT_PERIOD`], probes attached for each; each window's
+/// recording also ends in the kernel at its deadline). Precise mode reads a
 /// snapshot every [`PRECISE_SNAPSHOT`]. Every wait is a plain timed wait on
 /// this thread, so a window closes on time whatever the agent's async
 /// runtime is doing. It did not when the window lived in the collector
@@ -295,9 +327,64 @@ fn duty_cycle(mut kernel: MemoryKernel, mode: MemoryMode, pid: u32, start: Insta
     let mut probed = Duration::ZERO;
     let mut attached_since = kernel.attached().then(Instant::now);
     let mut windows: u64 = if kernel.attached() { 1 } else { 0 };
-    let period = if mode == MemoryMode::Default { DEFAULT_PERIOD } else { PRECISE_SNAPSHOT };
-    // The first window opens at once, as the collector starts.
-    let mut next = Instant::now();
+    let mut recording = None;
+    // Default mode: the probe, then the decision.
+    let mut kind = None;
+    if mode == MemoryMode::Default && target::is_alive(pid) {
+        let faults_before = fault_count(pid);
+        let maps_before = mapping_calls(&kernel);
+        windows = 1;
+        kernel.set_window(1)?;
+        kernel.attach()?;
+        let opened = Instant::now();
+        kernel.record_for(PROBE_WINDOW + LEASE)?;
+        let stop_now = stop_requested(stop.recv_timeout(PROBE_WINDOW));
+        let probe_s = opened.elapsed().as_secs_f64();
+        let c = kernel.counters()?;
+        let faults = fault_count(pid).zip(faults_before).map(|(b, a)| b.saturating_sub(a)).unwrap_or(0);
+        let decided = Recording::decide(
+            probe_s,
+            c.alloc_calls + c.free_calls,
+            per_call_us(kernel.plan()),
+            faults as f64 / probe_s,
+            mapping_calls(&kernel).saturating_sub(maps_before) as f64 / probe_s,
+            forced_recording(),
+        );
+        eprintln!("perf-audit: memory profile: {}", decided.reason);
+        kind = Some(decided.kind);
+        recording = Some(decided);
+        match kind {
+            Some(RecordingKind::Continuous) if !stop_now => {
+                kernel.record_for(LEASE)?;
+                attached_since = Some(opened);
+            }
+            _ => {
+                // Windows (or gated): the probe was the first window.
+                kernel.set_recording(false)?;
+                recorded += opened.elapsed();
+                if !stop_now {
+                    std::thread::sleep(FREE_GRACE);
+                }
+                if kind != Some(RecordingKind::Gated) || stop_now {
+                    kernel.detach();
+                    probed += opened.elapsed();
+                } else {
+                    attached_since = Some(opened);
+                }
+                series.push(Snapshot { t: start.elapsed().as_secs_f64(), sites: kernel.read_sites()? });
+            }
+        }
+        if stop_now {
+            return Ok(DutyCycle { kernel, series, recorded, probed, windows, recording });
+        }
+    }
+    let period = match (mode, kind) {
+        (MemoryMode::Default, Some(RecordingKind::Continuous)) => LEASE_RENEW,
+        (MemoryMode::Default, _) => DEFAULT_PERIOD,
+        _ => PRECISE_SNAPSHOT,
+    };
+    let mut next = Instant::now() + period;
+    let mut last_snapshot = Instant::now();
     loop {
         if stop_requested(stop.recv_timeout(next.saturating_duration_since(Instant::now()))) {
             break;
@@ -315,30 +402,43 @@ fn duty_cycle(mut kernel: MemoryKernel, mode: MemoryMode, pid: u32, start: Insta
                 std::thread::sleep(FREE_GRACE);
                 kernel.detach();
                 if let Some(since) = attached_since.take() {
-                    recorded += since.elapsed();
+                    if kind != Some(RecordingKind::Gated) {
+                        recorded += since.elapsed();
+                    }
                     probed += since.elapsed();
                 }
+                series.push(Snapshot { t: start.elapsed().as_secs_f64(), sites: kernel.read_sites()? });
+            }
+        } else if mode == MemoryMode::Default && kind == Some(RecordingKind::Continuous) {
+            // Renew the lease; snapshots as often as precise mode's.
+            kernel.record_for(LEASE)?;
+            if last_snapshot.elapsed() >= PRECISE_SNAPSHOT {
+                last_snapshot = Instant::now();
                 series.push(Snapshot { t: start.elapsed().as_secs_f64(), sites: kernel.read_sites()? });
             }
         } else if mode == MemoryMode::Default {
             windows += 1;
             kernel.set_window(windows)?;
             let opened = Instant::now();
+            let gated = kernel.attached();
             kernel.attach()?;
-            // Every probe (free's included) is in place: record.
-            kernel.set_recording(true)?;
-            let recording = Instant::now();
+            // Every probe (free's included) is in place: record, until the
+            // window's deadline even if this thread is held up.
+            kernel.record_for(DEFAULT_WINDOW + FREE_GRACE)?;
+            let recording_since = Instant::now();
             // Stop early if the audit ends during the window.
             let stop_now = stop_requested(stop.recv_timeout(DEFAULT_WINDOW));
             kernel.set_recording(false)?;
-            recorded += recording.elapsed();
+            recorded += recording_since.elapsed();
             if !stop_now {
                 std::thread::sleep(FREE_GRACE);
             }
-            // Breakpoints go at once; the kernel's grace periods finish on
-            // a background thread.
-            kernel.detach();
-            probed += opened.elapsed();
+            if !gated {
+                // Breakpoints go at once; the kernel's grace periods finish
+                // on a background thread.
+                kernel.detach();
+                probed += opened.elapsed();
+            }
             series.push(Snapshot { t: start.elapsed().as_secs_f64(), sites: kernel.read_sites()? });
             if stop_now {
                 break;
@@ -348,10 +448,12 @@ fn duty_cycle(mut kernel: MemoryKernel, mode: MemoryMode, pid: u32, start: Insta
         }
     }
     if let Some(since) = attached_since.take() {
-        recorded += since.elapsed();
+        if kind != Some(RecordingKind::Gated) {
+            recorded += since.elapsed();
+        }
         probed += since.elapsed();
     }
-    Ok(DutyCycle { kernel, series, recorded, probed, windows })
+    Ok(DutyCycle { kernel, series, recorded, probed, windows, recording })
 }
 
 /// The collector task: the probes' duty cycle on its thread, new-site
@@ -410,7 +512,7 @@ async fn run(
         }
     }
     let _ = stop_duty.send(());
-    let DutyCycle { mut kernel, mut series, recorded, probed, windows } = tokio::task::spawn_blocking(move || duty.join())
+    let DutyCycle { mut kernel, mut series, recorded, probed, windows, recording } = tokio::task::spawn_blocking(move || duty.join())
         .await
         .map_err(|e| Error::internal(format!("the memory window thread: {e}")))?
         .map_err(|_| Error::internal("the memory window thread panicked".to_string()))??;
@@ -444,7 +546,8 @@ async fn run(
         }
     }
     let sites = kernel.read_sites()?;
-    if mode != MemoryMode::Default {
+    let continuous = recording.as_ref().is_some_and(|r| r.kind == RecordingKind::Continuous);
+    if mode != MemoryMode::Default || continuous {
         series.push(Snapshot { t: elapsed.as_secs_f64(), sites: sites.clone() });
     }
     if let Some((rss_now, hwm)) = rss_and_peak(pid) {
@@ -461,7 +564,7 @@ async fn run(
     };
     let event_counters = mem_events::counters(&kernel)?;
     let counters = kernel.counters()?;
-    let duty = if mode == MemoryMode::Default {
+    let duty = if mode == MemoryMode::Default && !continuous {
         (recorded.as_secs_f64() / elapsed.as_secs_f64().max(1e-9)).clamp(1e-6, 1.0)
     } else {
         1.0
@@ -494,6 +597,7 @@ async fn run(
         elapsed_s: elapsed.as_secs_f64(),
         windows,
         kernel_time,
+        recording,
     };
     Ok(MemoryRaw {
         summary,
