@@ -207,7 +207,15 @@ impl Probes {
         let pid = self.pid;
         let cpu_start = target::cpu_seconds(pid);
         let start_ns = monotonic_ns();
-        let mut collected = collect(plan, &mut self.session, pid, &mut self.collectors).await;
+        // The agent off the target's cores while it is measured
+        // (`crate::priority`); back to normal for the health sample and the
+        // report.
+        let mut priority = crate::priority::AgentPriority::new(crate::priority::Level::from_env());
+        let lowered = priority.apply();
+        if lowered > 0 {
+            eprintln!("perf-audit: agent threads {} while the target is measured ({lowered} threads; set PERF_AUDIT_AGENT_PRIORITY=normal to keep them as they are)", priority.level().describe());
+        }
+        let mut collected = collect(plan, &mut self.session, pid, &mut self.collectors, &mut priority).await;
         collected.start_ns = start_ns;
         let cpu_seconds = cpu_start.zip(target::cpu_seconds(pid)).map(|(a, b)| b - a);
         let _ = stop_load.send(());
@@ -223,7 +231,21 @@ impl Probes {
         collectors.sort_by_key(|c| c.finish_order());
         let mut cx = Finish { session: &mut self.session, maps: &mut collected.maps, pid, symbolizer, raw: &mut raw };
         finish_all(collectors, &mut cx).await?;
+        priority.restore();
         collected.counters = self.session.counters()?;
+        if priority.level() != crate::priority::Level::Normal {
+            let c = &collected.counters;
+            collected.overhead.agent_priority = Some(priority.level().describe().to_string());
+            collected.overhead.drops = [
+                ("CPU samples", c.cpu_samples, c.cpu_samples_dropped_ring_full),
+                ("off-CPU samples", c.offcpu_samples, c.offcpu_dropped_ring_full),
+                ("database writes", c.db_writes, c.db_writes_dropped_ring_full),
+            ]
+            .into_iter()
+            .filter(|(_, n, d)| n + d > 0)
+            .map(|(ring, records, dropped)| crate::overhead::RingDrops { ring: ring.to_string(), records, dropped })
+            .collect();
+        }
         collected.unwind_tables = self
             .unwinder
             .table_parses()
@@ -326,7 +348,7 @@ struct Collected {
 
 /// Waits for the duration, Ctrl-C/SIGTERM, or the target's exit, keeping a
 /// snapshot of the target's memory maps and showing progress.
-async fn collect(plan: &AuditPlan, session: &mut KernelSession, pid: u32, collectors: &mut [Box<dyn Collector>]) -> Collected {
+async fn collect(plan: &AuditPlan, session: &mut KernelSession, pid: u32, collectors: &mut [Box<dyn Collector>], priority: &mut crate::priority::AgentPriority) -> Collected {
     use tokio::signal::unix::{SignalKind, signal};
 
     let start = Instant::now();
@@ -365,6 +387,8 @@ async fn collect(plan: &AuditPlan, session: &mut KernelSession, pid: u32, collec
                 meter.poll();
             }
             _ = meter_tick.tick() => {
+                // Threads started since inherit their creator's priority.
+                priority.apply();
                 if let Some(pct) = meter.tick() {
                     back_off(&mut meter, pct, session, collectors, plan.keep_precise_memory);
                 }

@@ -41,7 +41,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub use perf_audit_analysis::report::schema::{BackOff, CollectorCost, OverheadSection};
+pub use perf_audit_analysis::report::schema::{BackOff, CollectorCost, OverheadSection, RingDrops};
 
 /// The cost is judged over this many seconds (a single second of a
 /// bursty service is noise).
@@ -382,6 +382,8 @@ impl OverheadMeter {
                 WINDOW.as_secs(),
                 if self.exempt_allocator_probes { "; the precise allocator probes are kept and not judged (default budget)" } else { "" }
             ),
+            agent_priority: None,
+            drops: Vec::new(),
         }
     }
 }

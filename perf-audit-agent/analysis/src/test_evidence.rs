@@ -1028,6 +1028,8 @@ pub fn ledger_svc() -> AuditEvidence {
             }],
             unavailable: None,
             rule: "cost = our BPF programs' run time (kernel statistics) + uprobe traps, as a share of the target's CPU time, judged over 3 s".into(),
+            agent_priority: None,
+            drops: vec![],
         }),
         last_rss_bytes: rss.last().map_or(0, |p| p.rss_bytes),
         peak_rss_bytes: rss.iter().map(|p| p.rss_bytes).max().unwrap_or(0),

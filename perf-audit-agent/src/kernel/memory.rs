@@ -169,11 +169,15 @@ impl MemoryKernel {
             return;
         }
         self.closing.retain(|h| !h.is_finished());
-        self.closing.push(std::thread::spawn(move || {
+        // Named: `crate::priority` keeps it at its priority.
+        let closer = std::thread::Builder::new().name("memory-links".into()).spawn(move || {
             for link in owned {
                 drop(link);
             }
-        }));
+        });
+        if let Ok(closer) = closer {
+            self.closing.push(closer);
+        }
     }
 
     /// Waits until every detached link is closed in the kernel.

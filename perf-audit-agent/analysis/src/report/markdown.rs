@@ -169,6 +169,14 @@ fn render_overhead(md: &mut String, o: &crate::report::schema::OverheadSection) 
             );
         }
     }
+    if let Some(priority) = &o.agent_priority {
+        let drops: Vec<String> = o.drops.iter().map(|d| format!("{} {} of {}", d.ring, d.dropped, d.records + d.dropped)).collect();
+        let _ = writeln!(
+            md,
+            "- Agent threads {priority} while the target was measured (the load generator and the memory windows excepted); records its rings dropped meanwhile: {}",
+            if drops.is_empty() { "none counted".to_string() } else { drops.join(", ") }
+        );
+    }
     for b in &o.back_offs {
         let _ = writeln!(md, "- **Backed off** at {:.1} s ({:.2}% over the budget's window): {}", b.at_s, b.cost_pct, b.action);
     }
