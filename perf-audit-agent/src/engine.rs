@@ -78,6 +78,7 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
         load,
         load_unprobed,
         overhead: Some(collected.overhead.clone()),
+        recording_periods: collected.recording_periods.clone(),
         last_rss_bytes: collected.last_rss,
         peak_rss_bytes: collected.peak_rss,
         cpu_seconds,
@@ -194,6 +195,9 @@ impl Probes {
     /// collector and detaches everything.
     async fn collect(mut self, plan: &AuditPlan, symbolizer: &StackSymbolizer) -> Result<Collection> {
         let (stop_load, load_stopped) = tokio::sync::oneshot::channel::<()>();
+        // The load's clock (its latency series), for the health guard's
+        // alignment of collectors' periods.
+        let load_start_ns = monotonic_ns();
         let load_task = plan.load.as_ref().map(|spec| {
             let load_plan = LoadPlan::new(spec.scenario.clone(), spec.rps, plan.duration).expect("validated when the plan was built");
             let endpoints = spec.scenario.requests.len();
@@ -232,6 +236,13 @@ impl Probes {
         let mut cx = Finish { session: &mut self.session, maps: &mut collected.maps, pid, symbolizer, raw: &mut raw };
         finish_all(collectors, &mut cx).await?;
         priority.restore();
+        if let Some(m) = &raw.memory {
+            let s = |ns: u64| (ns as f64 - load_start_ns as f64) / 1e9;
+            collected.recording_periods.push(crate::health::CollectorPeriods {
+                collector: "memory profile (allocator probes attached)".to_string(),
+                periods: m.probed_periods_ns.iter().map(|(a, b)| (s(*a), s(*b))).collect(),
+            });
+        }
         collected.counters = self.session.counters()?;
         if priority.level() != crate::priority::Level::Normal {
             let c = &collected.counters;
@@ -344,6 +355,8 @@ struct Collected {
     unwind_tables: Vec<UnwindTableParses>,
     /// The overhead meter's figures and back-offs.
     overhead: crate::overhead::OverheadSection,
+    /// Collectors' recording periods on the load's clock.
+    recording_periods: Vec<crate::health::CollectorPeriods>,
 }
 
 /// Waits for the duration, Ctrl-C/SIGTERM, or the target's exit, keeping a
@@ -438,7 +451,7 @@ async fn collect(plan: &AuditPlan, session: &mut KernelSession, pid: u32, collec
         EndReason::Duration => {}
     }
     let end_signal = end_signal.map(String::from);
-    Collected { elapsed: start.elapsed(), end_reason, end_signal, target_exec, maps, last_rss, peak_rss, start_ns: 0, counters: Counters::default(), unwind_tables: Vec::new(), overhead: meter.section() }
+    Collected { elapsed: start.elapsed(), end_reason, end_signal, target_exec, maps, last_rss, peak_rss, start_ns: 0, counters: Counters::default(), unwind_tables: Vec::new(), overhead: meter.section(), recording_periods: Vec::new() }
 }
 
 /// Over budget: the first collector in [`BACK_OFF_ORDER`] with something

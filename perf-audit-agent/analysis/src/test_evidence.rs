@@ -1031,6 +1031,7 @@ pub fn ledger_svc() -> AuditEvidence {
             agent_priority: None,
             drops: vec![],
         }),
+        recording_periods: vec![],
         last_rss_bytes: rss.last().map_or(0, |p| p.rss_bytes),
         peak_rss_bytes: rss.iter().map(|p| p.rss_bytes).max().unwrap_or(0),
         cpu_seconds: Some(10.59),

@@ -49,7 +49,7 @@ use crate::{
     kernel::{
         Counters,
         mem_events,
-        memory::{AllocatorPlan, MemoryKernel, discover_allocator},
+        memory::{AllocatorPlan, MemoryKernel, discover_allocator, monotonic_ns},
         ring::RingReader,
         stack_copy::StackCopyCollector,
     },
@@ -86,6 +86,9 @@ pub struct MemoryRaw {
     pub rss_series: Vec<faults::RssPoint>,
     /// The target's faults over the audit (/proc/PID/stat), exact.
     pub faults_counted: Option<u64>,
+    /// When allocator probes were attached (CLOCK_MONOTONIC ns, attach to
+    /// detach): the windows, or one period when recording continuously.
+    pub probed_periods_ns: Vec<(u64, u64)>,
 }
 
 fn kernel_seconds(pid: u32) -> Option<f64> {
@@ -276,6 +279,7 @@ struct DutyCycle {
     probed: Duration,
     windows: u64,
     recording: Option<Recording>,
+    probed_periods_ns: Vec<(u64, u64)>,
 }
 
 /// Continuous recording renews its kernel-side lease this often, for this
@@ -328,6 +332,8 @@ fn duty_cycle(mut kernel: MemoryKernel, mode: MemoryMode, pid: u32, start: Insta
     let mut attached_since = kernel.attached().then(Instant::now);
     let mut windows: u64 = if kernel.attached() { 1 } else { 0 };
     let mut recording = None;
+    let mut periods: Vec<(u64, u64)> = Vec::new();
+    let mut attached_at_ns = kernel.attached().then(monotonic_ns);
     // Default mode: the probe, then the decision.
     let mut kind = None;
     if mode == MemoryMode::Default && target::is_alive(pid) {
@@ -335,6 +341,7 @@ fn duty_cycle(mut kernel: MemoryKernel, mode: MemoryMode, pid: u32, start: Insta
         let maps_before = mapping_calls(&kernel);
         windows = 1;
         kernel.set_window(1)?;
+        let opened_ns = monotonic_ns();
         kernel.attach()?;
         let opened = Instant::now();
         kernel.record_for(PROBE_WINDOW + LEASE)?;
@@ -357,6 +364,7 @@ fn duty_cycle(mut kernel: MemoryKernel, mode: MemoryMode, pid: u32, start: Insta
             Some(RecordingKind::Continuous) if !stop_now => {
                 kernel.record_for(LEASE)?;
                 attached_since = Some(opened);
+                attached_at_ns = Some(opened_ns);
             }
             _ => {
                 // Windows (or gated): the probe was the first window.
@@ -368,14 +376,16 @@ fn duty_cycle(mut kernel: MemoryKernel, mode: MemoryMode, pid: u32, start: Insta
                 if kind != Some(RecordingKind::Gated) || stop_now {
                     kernel.detach();
                     probed += opened.elapsed();
+                    periods.push((opened_ns, monotonic_ns()));
                 } else {
                     attached_since = Some(opened);
+                    attached_at_ns = Some(opened_ns);
                 }
                 series.push(Snapshot { t: start.elapsed().as_secs_f64(), sites: kernel.read_sites()? });
             }
         }
         if stop_now {
-            return Ok(DutyCycle { kernel, series, recorded, probed, windows, recording });
+            return Ok(DutyCycle { kernel, series, recorded, probed, windows, recording, probed_periods_ns: periods });
         }
     }
     let period = match (mode, kind) {
@@ -401,6 +411,9 @@ fn duty_cycle(mut kernel: MemoryKernel, mode: MemoryMode, pid: u32, start: Insta
                 kernel.set_recording(false)?;
                 std::thread::sleep(FREE_GRACE);
                 kernel.detach();
+                if let Some(at) = attached_at_ns.take() {
+                    periods.push((at, monotonic_ns()));
+                }
                 if let Some(since) = attached_since.take() {
                     if kind != Some(RecordingKind::Gated) {
                         recorded += since.elapsed();
@@ -420,6 +433,7 @@ fn duty_cycle(mut kernel: MemoryKernel, mode: MemoryMode, pid: u32, start: Insta
             windows += 1;
             kernel.set_window(windows)?;
             let opened = Instant::now();
+            let opened_ns = monotonic_ns();
             let gated = kernel.attached();
             kernel.attach()?;
             // Every probe (free's included) is in place: record, until the
@@ -438,6 +452,7 @@ fn duty_cycle(mut kernel: MemoryKernel, mode: MemoryMode, pid: u32, start: Insta
                 // on a background thread.
                 kernel.detach();
                 probed += opened.elapsed();
+                periods.push((opened_ns, monotonic_ns()));
             }
             series.push(Snapshot { t: start.elapsed().as_secs_f64(), sites: kernel.read_sites()? });
             if stop_now {
@@ -453,7 +468,10 @@ fn duty_cycle(mut kernel: MemoryKernel, mode: MemoryMode, pid: u32, start: Insta
         }
         probed += since.elapsed();
     }
-    Ok(DutyCycle { kernel, series, recorded, probed, windows, recording })
+    if let Some(at) = attached_at_ns.take() {
+        periods.push((at, monotonic_ns()));
+    }
+    Ok(DutyCycle { kernel, series, recorded, probed, windows, recording, probed_periods_ns: periods })
 }
 
 /// The collector task: the probes' duty cycle on its thread, new-site
@@ -512,7 +530,7 @@ async fn run(
         }
     }
     let _ = stop_duty.send(());
-    let DutyCycle { mut kernel, mut series, recorded, probed, windows, recording } = tokio::task::spawn_blocking(move || duty.join())
+    let DutyCycle { mut kernel, mut series, recorded, probed, windows, recording, probed_periods_ns } = tokio::task::spawn_blocking(move || duty.join())
         .await
         .map_err(|e| Error::internal(format!("the memory window thread: {e}")))?
         .map_err(|_| Error::internal("the memory window thread panicked".to_string()))??;
@@ -610,6 +628,7 @@ async fn run(
         event_counters,
         rss_series: growth.rss,
         faults_counted,
+        probed_periods_ns,
     })
 }
 

@@ -41,8 +41,13 @@ pub fn render(report: &Report) -> String {
     if let Some(h) = report.health.as_ref().filter(|h| h.degraded) {
         let _ = writeln!(
             md,
-            "\n> **The service degraded during the audit**: {}. The findings below were taken on a degraded service, and alerts.yml takes its thresholds from the {:.1} s measured after the probes were detached.",
+            "\n> **The service degraded during the audit**: {}. {}The findings below were taken on a degraded service, and alerts.yml takes its thresholds from the {:.1} s measured after the probes were detached.",
             h.reasons.join("; "),
+            if h.causes.is_empty() {
+                "No collector's periods or CPU share match it (the machine's other load is the likelier cause). ".to_string()
+            } else {
+                format!("What matches it: {}. ", h.causes.iter().map(|c| c.evidence.as_str()).collect::<Vec<_>>().join("; "))
+            },
             h.unprobed.seconds
         );
     }
@@ -58,6 +63,9 @@ pub fn render(report: &Report) -> String {
             if h.degraded { "**degraded**" } else { "not degraded" },
             h.rule
         );
+        if !h.degraded && !h.causes.is_empty() {
+            let _ = writeln!(md, "- Health, measured costs: {}", h.causes.iter().map(|c| c.evidence.as_str()).collect::<Vec<_>>().join("; "));
+        }
     }
     if let Some(o) = &report.overhead {
         render_overhead(&mut md, o);
