@@ -129,6 +129,8 @@ struct Probes {
     /// Declared after the service so that the database outlives it.
     launched: Option<Launched>,
     private_db: Option<PrivatePostgres>,
+    /// The memory profile's default-mode recording kind, once decided.
+    memory_recording: Option<crate::memory::RecordingKind>,
 }
 
 impl Probes {
@@ -188,7 +190,7 @@ impl Probes {
         if wants_async && console_listening(&plan.console) {
             collectors.push(Console::start(&plan.console));
         }
-        Ok(Probes { session, collectors, unwinder, pid, info, exe_file, out_dir, launched, private_db })
+        Ok(Probes { session, collectors, unwinder, pid, info, exe_file, out_dir, launched, private_db, memory_recording: None })
     }
 
     /// Drives the load beside collection, waits for the end, finishes every
@@ -206,6 +208,7 @@ impl Probes {
         });
         if plan.profiles.contains(&Profile::Memory) {
             let memory = MemoryCollector::start(&self.unwinder, &self.exe_file, plan.memory).await?;
+            self.memory_recording = memory.recording();
             self.collectors.push(Box::new(Memory(memory)));
         }
         let pid = self.pid;
@@ -219,7 +222,7 @@ impl Probes {
         if lowered > 0 {
             eprintln!("perf-audit: agent threads {} while the target is measured ({lowered} threads; set PERF_AUDIT_AGENT_PRIORITY=normal to keep them as they are)", priority.level().describe());
         }
-        let mut collected = collect(plan, &mut self.session, pid, &mut self.collectors, &mut priority).await;
+        let mut collected = collect(plan, &mut self.session, pid, &mut self.collectors, &mut priority, self.memory_recording).await;
         collected.start_ns = start_ns;
         let cpu_seconds = cpu_start.zip(target::cpu_seconds(pid)).map(|(a, b)| b - a);
         let _ = stop_load.send(());
@@ -361,7 +364,14 @@ struct Collected {
 
 /// Waits for the duration, Ctrl-C/SIGTERM, or the target's exit, keeping a
 /// snapshot of the target's memory maps and showing progress.
-async fn collect(plan: &AuditPlan, session: &mut KernelSession, pid: u32, collectors: &mut [Box<dyn Collector>], priority: &mut crate::priority::AgentPriority) -> Collected {
+async fn collect(
+    plan: &AuditPlan,
+    session: &mut KernelSession,
+    pid: u32,
+    collectors: &mut [Box<dyn Collector>],
+    priority: &mut crate::priority::AgentPriority,
+    memory_recording: Option<crate::memory::RecordingKind>,
+) -> Collected {
     use tokio::signal::unix::{SignalKind, signal};
 
     let start = Instant::now();
@@ -376,7 +386,8 @@ async fn collect(plan: &AuditPlan, session: &mut KernelSession, pid: u32, collec
     let mut drain = tokio::time::interval(DRAIN_INTERVAL);
     // The overhead meter and budget (`crate::overhead`), read every second.
     let memory = plan.profiles.contains(&Profile::Memory);
-    let windowed_memory = memory && plan.memory == crate::memory::MemoryMode::Default;
+    // Continuous recording has no period to alias with.
+    let windowed_memory = memory && plan.memory == crate::memory::MemoryMode::Default && memory_recording != Some(crate::memory::RecordingKind::Continuous);
     let mut meter = OverheadMeter::start(pid, plan.max_overhead_pct, plan.keep_precise_memory && memory, !windowed_memory);
     let mut meter_tick = tokio::time::interval(Duration::from_secs(1));
     meter_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -103,6 +103,7 @@ pub struct MemoryCollector {
     /// detaches within one tick; page faults, mappings and RSS go on).
     probes_off: Arc<AtomicBool>,
     mode: MemoryMode,
+    recording: Option<RecordingKind>,
 }
 
 impl MemoryCollector {
@@ -145,8 +146,22 @@ impl MemoryCollector {
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let stacks = Stacks { ring, stacks: HashMap::new(), truncated: 0 };
         let probes_off = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(run(kernel, stacks, Growth { reader: events, regions, events: Default::default(), rss: Vec::new(), faults_at_start: fault_count(pid), faults_last: None }, pid, mode, maps, Control { stopped, probes_off: probes_off.clone() }));
-        Ok(MemoryCollector { stop, task, probes_off, mode })
+        let (decided_tx, decided) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(run(kernel, stacks, Growth { reader: events, regions, events: Default::default(), rss: Vec::new(), faults_at_start: fault_count(pid), faults_last: None }, pid, mode, maps, Control { stopped, probes_off: probes_off.clone(), decided: decided_tx }));
+        // Default mode decides how to record after its first moments: the
+        // engine's overhead meter samples its statistics unless windows
+        // would alias with them.
+        let recording = match mode {
+            MemoryMode::Default => tokio::time::timeout(PROBE_WINDOW + Duration::from_secs(2), decided).await.ok().and_then(|r| r.ok()),
+            _ => None,
+        };
+        Ok(MemoryCollector { stop, task, probes_off, mode, recording })
+    }
+
+    /// Default mode's recording kind, once decided (`None` in precise mode
+    /// or when the target exited first).
+    pub fn recording(&self) -> Option<RecordingKind> {
+        self.recording
     }
 
     /// The overhead budget's first step: the allocator probes stop (no
@@ -267,6 +282,8 @@ fn fault_count(pid: u32) -> Option<u64> {
 struct Control {
     stopped: tokio::sync::oneshot::Receiver<()>,
     probes_off: Arc<AtomicBool>,
+    /// Default mode's decision, as soon as it is made.
+    decided: tokio::sync::oneshot::Sender<RecordingKind>,
 }
 
 /// What the duty cycle hands back when it stops.
@@ -323,7 +340,8 @@ fn mapping_calls(kernel: &MemoryKernel) -> u64 {
 /// (measured, demo service, debug agent on a loaded machine), and the
 /// target paid the precise mode's cost meanwhile (issue 19's "attached
 /// 66.5% of the time").
-fn duty_cycle(mut kernel: MemoryKernel, mode: MemoryMode, pid: u32, start: Instant, probes_off: Arc<AtomicBool>, stop: std::sync::mpsc::Receiver<()>) -> Result<DutyCycle> {
+fn duty_cycle(mut kernel: MemoryKernel, mode: MemoryMode, pid: u32, start: Instant, control: (Arc<AtomicBool>, tokio::sync::oneshot::Sender<RecordingKind>), stop: std::sync::mpsc::Receiver<()>) -> Result<DutyCycle> {
+    let (probes_off, decided_tx) = control;
     use std::sync::mpsc::RecvTimeoutError;
     let stop_requested = |r: std::result::Result<(), RecvTimeoutError>| !matches!(r, Err(RecvTimeoutError::Timeout));
     let mut series = Vec::new();
@@ -358,6 +376,7 @@ fn duty_cycle(mut kernel: MemoryKernel, mode: MemoryMode, pid: u32, start: Insta
             forced_recording(),
         );
         eprintln!("perf-audit: memory profile: {}", decided.reason);
+        let _ = decided_tx.send(decided.kind);
         kind = Some(decided.kind);
         recording = Some(decided);
         match kind {
@@ -485,7 +504,7 @@ async fn run(
     mut maps: MapsSnapshot,
     control: Control,
 ) -> Result<MemoryRaw> {
-    let Control { mut stopped, probes_off } = control;
+    let Control { mut stopped, probes_off, decided } = control;
     let start = Instant::now();
     let kernel_at_start = kernel_seconds(pid);
     let mut kernel_last = kernel_at_start;
@@ -497,7 +516,7 @@ async fn run(
     let (stop_duty, duty_stopped) = std::sync::mpsc::channel::<()>();
     let duty = std::thread::Builder::new()
         .name("memory-windows".into())
-        .spawn(move || duty_cycle(kernel, mode, pid, start, probes_off, duty_stopped))
+        .spawn(move || duty_cycle(kernel, mode, pid, start, (probes_off, decided), duty_stopped))
         .map_err(|e| Error::internal(format!("cannot start the memory window thread: {e}")))?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
