@@ -131,6 +131,8 @@ struct Probes {
     private_db: Option<PrivatePostgres>,
     /// The memory profile's default-mode recording kind, once decided.
     memory_recording: Option<crate::memory::RecordingKind>,
+    /// The budget's latency side (windows only: see `overhead::P99Watch`).
+    p99_watch: Option<crate::overhead::P99Watch>,
 }
 
 impl Probes {
@@ -190,7 +192,7 @@ impl Probes {
         if wants_async && console_listening(&plan.console) {
             collectors.push(Console::start(&plan.console));
         }
-        Ok(Probes { session, collectors, unwinder, pid, info, exe_file, out_dir, launched, private_db, memory_recording: None })
+        Ok(Probes { session, collectors, unwinder, pid, info, exe_file, out_dir, launched, private_db, memory_recording: None, p99_watch: None })
     }
 
     /// Drives the load beside collection, waits for the end, finishes every
@@ -200,15 +202,20 @@ impl Probes {
         // The load's clock (its latency series), for the health guard's
         // alignment of collectors' periods.
         let load_start_ns = monotonic_ns();
+        let live = crate::load::LiveLatency::default();
         let load_task = plan.load.as_ref().map(|spec| {
             let load_plan = LoadPlan::new(spec.scenario.clone(), spec.rps, plan.duration).expect("validated when the plan was built");
             let endpoints = spec.scenario.requests.len();
             eprintln!("perf-audit: driving {} rps of open-loop load ({endpoints} endpoint{})", spec.rps, if endpoints == 1 { "" } else { "s" });
-            tokio::spawn(load::run(load_plan, load_stopped))
+            tokio::spawn(load::run_live(load_plan, load_stopped, Some(live.clone())))
         });
         if plan.profiles.contains(&Profile::Memory) {
             let memory = MemoryCollector::start(&self.unwinder, &self.exe_file, plan.memory).await?;
             self.memory_recording = memory.recording();
+            // The budget's latency side needs the load and a budget.
+            if plan.load.is_some() && plan.max_overhead_pct.is_some() && memory.recording() == Some(crate::memory::RecordingKind::Windows) {
+                self.p99_watch = Some(crate::overhead::P99Watch::new(live.clone(), load_start_ns, memory.probed_periods()));
+            }
             self.collectors.push(Box::new(Memory(memory)));
         }
         let pid = self.pid;
@@ -222,7 +229,7 @@ impl Probes {
         if lowered > 0 {
             eprintln!("perf-audit: agent threads {} while the target is measured ({lowered} threads; set PERF_AUDIT_AGENT_PRIORITY=normal to keep them as they are)", priority.level().describe());
         }
-        let mut collected = collect(plan, &mut self.session, pid, &mut self.collectors, &mut priority, self.memory_recording).await;
+        let mut collected = collect(plan, &mut self.session, pid, &mut self.collectors, &mut priority, self.memory_recording, self.p99_watch.take()).await;
         collected.start_ns = start_ns;
         let cpu_seconds = cpu_start.zip(target::cpu_seconds(pid)).map(|(a, b)| b - a);
         let _ = stop_load.send(());
@@ -371,6 +378,7 @@ async fn collect(
     collectors: &mut [Box<dyn Collector>],
     priority: &mut crate::priority::AgentPriority,
     memory_recording: Option<crate::memory::RecordingKind>,
+    mut p99_watch: Option<crate::overhead::P99Watch>,
 ) -> Collected {
     use tokio::signal::unix::{SignalKind, signal};
 
@@ -415,6 +423,14 @@ async fn collect(
                 priority.apply();
                 if let Some(pct) = meter.tick() {
                     back_off(&mut meter, pct, session, collectors, plan.keep_precise_memory);
+                }
+                if let Some(evidence) = p99_watch.as_mut().and_then(|w| w.check(monotonic_ns())) {
+                    for c in collectors.iter_mut().filter(|c| c.name() == "memory") {
+                        if let Some(what) = c.back_off(session) {
+                            eprintln!("perf-audit: backing off the memory profile: {evidence}");
+                            meter.backed_off("memory", format!("{what}, because {evidence}"), 0.0);
+                        }
+                    }
                 }
             }
             _ = tick.tick() => {

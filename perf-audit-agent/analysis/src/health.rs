@@ -128,9 +128,24 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// seconds outside them; per collector, its measured share of the
 /// target's CPU (`overhead.collectors`). Most telling first.
 pub fn causes(during: &LoadResult, periods: &[CollectorPeriods], collectors: &[crate::report::schema::CollectorCost]) -> Vec<HealthCause> {
+    let mut out = periodic_spikes(&during.series.points, during.series.interval_s, periods);
+    let mut costly: Vec<_> = collectors.iter().filter(|c| c.target_cpu_pct >= CPU_SHARE_PCT).collect();
+    costly.sort_by(|a, b| b.target_cpu_pct.total_cmp(&a.target_cpu_pct));
+    for c in costly {
+        out.push(HealthCause {
+            collector: c.collector.clone(),
+            kind: "cpu-share".into(),
+            evidence: format!("{} cost {:.1}% of the target's CPU ({:.1} ms/s, measured in the kernel)", c.collector, c.target_cpu_pct, c.cpu_ms_per_s),
+        });
+    }
+    out
+}
+
+/// The periodic-spike half of [`causes`], over latency buckets of `width`
+/// seconds (the engine runs it live, on the seconds measured so far).
+pub fn periodic_spikes(points: &[crate::load::LatencyPoint], width: f64, periods: &[CollectorPeriods]) -> Vec<HealthCause> {
     let mut out = Vec::new();
-    let points = &during.series.points;
-    let width = during.series.interval_s.max(1e-3);
+    let width = width.max(1e-3);
     for c in periods.iter().filter(|c| !c.periods.is_empty()) {
         let (mut inside, mut outside) = (Vec::new(), Vec::new());
         for p in points.iter().filter(|p| p.requests > 0) {
@@ -155,15 +170,6 @@ pub fn causes(during: &LoadResult, periods: &[CollectorPeriods], collectors: &[c
                 ),
             });
         }
-    }
-    let mut costly: Vec<_> = collectors.iter().filter(|c| c.target_cpu_pct >= CPU_SHARE_PCT).collect();
-    costly.sort_by(|a, b| b.target_cpu_pct.total_cmp(&a.target_cpu_pct));
-    for c in costly {
-        out.push(HealthCause {
-            collector: c.collector.clone(),
-            kind: "cpu-share".into(),
-            evidence: format!("{} cost {:.1}% of the target's CPU ({:.1} ms/s, measured in the kernel)", c.collector, c.target_cpu_pct, c.cpu_ms_per_s),
-        });
     }
     out
 }

@@ -104,6 +104,7 @@ pub struct MemoryCollector {
     probes_off: Arc<AtomicBool>,
     mode: MemoryMode,
     recording: Option<RecordingKind>,
+    periods: ProbedPeriods,
 }
 
 impl MemoryCollector {
@@ -147,7 +148,8 @@ impl MemoryCollector {
         let stacks = Stacks { ring, stacks: HashMap::new(), truncated: 0 };
         let probes_off = Arc::new(AtomicBool::new(false));
         let (decided_tx, decided) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(run(kernel, stacks, Growth { reader: events, regions, events: Default::default(), rss: Vec::new(), faults_at_start: fault_count(pid), faults_last: None }, pid, mode, maps, Control { stopped, probes_off: probes_off.clone(), decided: decided_tx }));
+        let periods = ProbedPeriods::default();
+        let task = tokio::spawn(run(kernel, stacks, Growth { reader: events, regions, events: Default::default(), rss: Vec::new(), faults_at_start: fault_count(pid), faults_last: None }, pid, mode, maps, Control { stopped, probes_off: probes_off.clone(), decided: decided_tx, periods: periods.clone() }));
         // Default mode decides how to record after its first moments: the
         // engine's overhead meter samples its statistics unless windows
         // would alias with them.
@@ -155,13 +157,18 @@ impl MemoryCollector {
             MemoryMode::Default => tokio::time::timeout(PROBE_WINDOW + Duration::from_secs(2), decided).await.ok().and_then(|r| r.ok()),
             _ => None,
         };
-        Ok(MemoryCollector { stop, task, probes_off, mode, recording })
+        Ok(MemoryCollector { stop, task, probes_off, mode, recording, periods })
     }
 
     /// Default mode's recording kind, once decided (`None` in precise mode
     /// or when the target exited first).
     pub fn recording(&self) -> Option<RecordingKind> {
         self.recording
+    }
+
+    /// When the probes were attached so far (live).
+    pub fn probed_periods(&self) -> ProbedPeriods {
+        self.periods.clone()
     }
 
     /// The overhead budget's first step: the allocator probes stop (no
@@ -284,6 +291,7 @@ struct Control {
     probes_off: Arc<AtomicBool>,
     /// Default mode's decision, as soon as it is made.
     decided: tokio::sync::oneshot::Sender<RecordingKind>,
+    periods: ProbedPeriods,
 }
 
 /// What the duty cycle hands back when it stops.
@@ -297,6 +305,23 @@ struct DutyCycle {
     windows: u64,
     recording: Option<Recording>,
     probed_periods_ns: Vec<(u64, u64)>,
+}
+
+/// When the allocator probes were attached (CLOCK_MONOTONIC ns), shared
+/// while the audit runs: the engine matches latency spikes against them.
+#[derive(Clone, Default)]
+pub struct ProbedPeriods(Arc<std::sync::Mutex<Vec<(u64, u64)>>>);
+
+impl ProbedPeriods {
+    fn push(&self, period: (u64, u64)) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(period);
+        }
+    }
+
+    pub fn get(&self) -> Vec<(u64, u64)> {
+        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
 }
 
 /// Continuous recording renews its kernel-side lease this often, for this
@@ -340,8 +365,8 @@ fn mapping_calls(kernel: &MemoryKernel) -> u64 {
 /// (measured, demo service, debug agent on a loaded machine), and the
 /// target paid the precise mode's cost meanwhile (issue 19's "attached
 /// 66.5% of the time").
-fn duty_cycle(mut kernel: MemoryKernel, mode: MemoryMode, pid: u32, start: Instant, control: (Arc<AtomicBool>, tokio::sync::oneshot::Sender<RecordingKind>), stop: std::sync::mpsc::Receiver<()>) -> Result<DutyCycle> {
-    let (probes_off, decided_tx) = control;
+fn duty_cycle(mut kernel: MemoryKernel, mode: MemoryMode, pid: u32, start: Instant, control: (Arc<AtomicBool>, tokio::sync::oneshot::Sender<RecordingKind>, ProbedPeriods), stop: std::sync::mpsc::Receiver<()>) -> Result<DutyCycle> {
+    let (probes_off, decided_tx, shared_periods) = control;
     use std::sync::mpsc::RecvTimeoutError;
     let stop_requested = |r: std::result::Result<(), RecvTimeoutError>| !matches!(r, Err(RecvTimeoutError::Timeout));
     let mut series = Vec::new();
@@ -350,7 +375,7 @@ fn duty_cycle(mut kernel: MemoryKernel, mode: MemoryMode, pid: u32, start: Insta
     let mut attached_since = kernel.attached().then(Instant::now);
     let mut windows: u64 = if kernel.attached() { 1 } else { 0 };
     let mut recording = None;
-    let mut periods: Vec<(u64, u64)> = Vec::new();
+    let periods = shared_periods;
     let mut attached_at_ns = kernel.attached().then(monotonic_ns);
     // Default mode: the probe, then the decision.
     let mut kind = None;
@@ -404,7 +429,7 @@ fn duty_cycle(mut kernel: MemoryKernel, mode: MemoryMode, pid: u32, start: Insta
             }
         }
         if stop_now {
-            return Ok(DutyCycle { kernel, series, recorded, probed, windows, recording, probed_periods_ns: periods });
+            return Ok(DutyCycle { kernel, series, recorded, probed, windows, recording, probed_periods_ns: periods.get() });
         }
     }
     let period = match (mode, kind) {
@@ -490,7 +515,7 @@ fn duty_cycle(mut kernel: MemoryKernel, mode: MemoryMode, pid: u32, start: Insta
     if let Some(at) = attached_at_ns.take() {
         periods.push((at, monotonic_ns()));
     }
-    Ok(DutyCycle { kernel, series, recorded, probed, windows, recording, probed_periods_ns: periods })
+    Ok(DutyCycle { kernel, series, recorded, probed, windows, recording, probed_periods_ns: periods.get() })
 }
 
 /// The collector task: the probes' duty cycle on its thread, new-site
@@ -504,7 +529,7 @@ async fn run(
     mut maps: MapsSnapshot,
     control: Control,
 ) -> Result<MemoryRaw> {
-    let Control { mut stopped, probes_off, decided } = control;
+    let Control { mut stopped, probes_off, decided, periods } = control;
     let start = Instant::now();
     let kernel_at_start = kernel_seconds(pid);
     let mut kernel_last = kernel_at_start;
@@ -516,7 +541,7 @@ async fn run(
     let (stop_duty, duty_stopped) = std::sync::mpsc::channel::<()>();
     let duty = std::thread::Builder::new()
         .name("memory-windows".into())
-        .spawn(move || duty_cycle(kernel, mode, pid, start, (probes_off, decided), duty_stopped))
+        .spawn(move || duty_cycle(kernel, mode, pid, start, (probes_off, decided, periods), duty_stopped))
         .map_err(|e| Error::internal(format!("cannot start the memory window thread: {e}")))?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
