@@ -34,12 +34,17 @@ pub fn run(args: &[String]) -> Result<(), String> {
 fn overhead() -> Result<(), String> {
     let agent = release_agent()?;
     let root = workspace_root();
+    // BENCH_DEBUG_DRIVER=1: the driver's debug build (no release build of
+    // its dependencies); it measures every configuration the same way.
+    let debug = std::env::var_os("BENCH_DEBUG_DRIVER").is_some();
+    let mut build = cargo();
+    build.current_dir(&root).args(["build", "-p", "perf-audit-tests", "--bin", "bench-overhead"]);
+    if !debug {
+        build.arg("--release");
+    }
+    run_checked(&mut build, "building the overhead benchmark's driver")?;
     run_checked(
-        cargo().current_dir(&root).args(["build", "--release", "-p", "perf-audit-tests", "--bin", "bench-overhead"]),
-        "building the overhead benchmark's driver (release)",
-    )?;
-    run_checked(
-        Command::new(root.join("target/release/bench-overhead")).env("PERF_AUDIT_AGENT", &agent),
+        Command::new(root.join(if debug { "target/debug/bench-overhead" } else { "target/release/bench-overhead" })).env("PERF_AUDIT_AGENT", &agent),
         "the overhead benchmark",
     )
 }
@@ -49,6 +54,12 @@ fn env_or(name: &str, default: u64) -> u64 {
 }
 
 fn release_agent() -> Result<PathBuf, String> {
+    // An agent already built (e.g. the debug one, on a machine where a
+    // release build costs too much): the results say which was used.
+    if let Some(agent) = std::env::var_os("PERF_AUDIT_AGENT") {
+        eprintln!("bench: using PERF_AUDIT_AGENT={}", PathBuf::from(&agent).display());
+        return Ok(PathBuf::from(agent));
+    }
     let root = workspace_root();
     run_checked(
         cargo().current_dir(&root).args(["build", "--release", "-p", "perf-audit-agent"]),

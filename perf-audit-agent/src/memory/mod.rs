@@ -330,8 +330,8 @@ impl ProbedPeriods {
 pub const LEASE_RENEW: Duration = Duration::from_millis(500);
 pub const LEASE: Duration = Duration::from_secs(2);
 
-/// `PERF_AUDIT_MEMORY_RECORDING=continuous|windows|gated` forces default
-/// mode's recording kind (benchmarks and tests of each mechanism).
+/// `PERF_AUDIT_MEMORY_RECORDING=continuous|windows|gated|floor` forces
+/// default mode's recording kind (benchmarks and tests of each mechanism).
 fn forced_recording() -> Option<RecordingKind> {
     std::env::var("PERF_AUDIT_MEMORY_RECORDING").ok().and_then(|v| RecordingKind::parse(v.trim()))
 }
@@ -417,7 +417,7 @@ fn duty_cycle(mut kernel: MemoryKernel, mode: MemoryMode, pid: u32, start: Insta
                 if !stop_now {
                     std::thread::sleep(FREE_GRACE);
                 }
-                if kind != Some(RecordingKind::Gated) || stop_now {
+                if !matches!(kind, Some(RecordingKind::Gated | RecordingKind::Floor)) || stop_now {
                     kernel.detach();
                     probed += opened.elapsed();
                     periods.push((opened_ns, monotonic_ns()));
@@ -433,7 +433,7 @@ fn duty_cycle(mut kernel: MemoryKernel, mode: MemoryMode, pid: u32, start: Insta
         }
     }
     let period = match (mode, kind) {
-        (MemoryMode::Default, Some(RecordingKind::Continuous)) => LEASE_RENEW,
+        (MemoryMode::Default, Some(RecordingKind::Continuous | RecordingKind::Floor)) => LEASE_RENEW,
         (MemoryMode::Default, _) => DEFAULT_PERIOD,
         _ => PRECISE_SNAPSHOT,
     };
@@ -459,13 +459,15 @@ fn duty_cycle(mut kernel: MemoryKernel, mode: MemoryMode, pid: u32, start: Insta
                     periods.push((at, monotonic_ns()));
                 }
                 if let Some(since) = attached_since.take() {
-                    if kind != Some(RecordingKind::Gated) {
+                    if !matches!(kind, Some(RecordingKind::Gated | RecordingKind::Floor)) {
                         recorded += since.elapsed();
                     }
                     probed += since.elapsed();
                 }
                 series.push(Snapshot { t: start.elapsed().as_secs_f64(), sites: kernel.read_sites()? });
             }
+        } else if mode == MemoryMode::Default && kind == Some(RecordingKind::Floor) {
+            // Attached, never recording: nothing to do.
         } else if mode == MemoryMode::Default && kind == Some(RecordingKind::Continuous) {
             // Renew the lease; snapshots as often as precise mode's.
             kernel.record_for(LEASE)?;
@@ -507,7 +509,7 @@ fn duty_cycle(mut kernel: MemoryKernel, mode: MemoryMode, pid: u32, start: Insta
         }
     }
     if let Some(since) = attached_since.take() {
-        if kind != Some(RecordingKind::Gated) {
+        if !matches!(kind, Some(RecordingKind::Gated | RecordingKind::Floor)) {
             recorded += since.elapsed();
         }
         probed += since.elapsed();

@@ -137,6 +137,11 @@ pub enum RecordingKind {
     /// map flag the programs check): no link churn, a trap per call. Only
     /// on request (`PERF_AUDIT_MEMORY_RECORDING=gated`), to measure it.
     Gated,
+    /// Probes attached for the whole audit, never recording after the
+    /// first moments: the cost floor of always-attached probes (traps and
+    /// programs that return at once). Benchmarks only
+    /// (`PERF_AUDIT_MEMORY_RECORDING=floor`).
+    Floor,
 }
 
 impl RecordingKind {
@@ -145,6 +150,7 @@ impl RecordingKind {
             RecordingKind::Continuous => "continuous",
             RecordingKind::Windows => "windows",
             RecordingKind::Gated => "gated",
+            RecordingKind::Floor => "floor",
         }
     }
 
@@ -153,6 +159,7 @@ impl RecordingKind {
             "continuous" => Some(RecordingKind::Continuous),
             "windows" => Some(RecordingKind::Windows),
             "gated" => Some(RecordingKind::Gated),
+            "floor" => Some(RecordingKind::Floor),
             _ => None,
         }
     }
