@@ -4,15 +4,22 @@
 //! A uprobe hit costs the target 0.5-9 µs, so probing every allocator call
 //! for a whole audit cannot be the default. Two modes:
 //!
-//! - **default**: the allocator probes are attached only in short windows
-//!   ([`DEFAULT_WINDOW`] every [`DEFAULT_PERIOD`]), and fully *detached*
+//! - **default**: the probes first record for [`PROBE_WINDOW`] (250 ms);
+//!   from the rate of calls seen, [`Recording::decide`] keeps them attached
+//!   and recording for the whole audit when that costs at most
+//!   [`perf_audit_analysis::memory::CONTINUOUS_BUDGET_PCT`] of a core
+//!   (continuous: exact counts, and no probe attached or closed while the
+//!   target is measured, so no periodic latency spike), else records in
+//!   short windows ([`DEFAULT_WINDOW`] every [`DEFAULT_PERIOD`]), *detached*
 //!   between them (an attached uprobe costs its trap even when the program
-//!   returns at once). Counts are scaled back up by the measured share of
-//!   time attached; a free seen in a later window than its allocation is
-//!   observed with that same probability and scaled accordingly. Each
-//!   window ends with a short grace period where only `free` stays probed,
-//!   so that short-lived blocks allocated just before the window closed are
-//!   seen freed rather than left as outstanding.
+//!   returns at once). Window counts are scaled back up by the measured
+//!   share of time attached; a free seen in a later window than its
+//!   allocation is observed with that same probability and scaled
+//!   accordingly. Each window ends with a short grace period where only
+//!   `free` stays probed, so that short-lived blocks allocated just before
+//!   the window closed are seen freed rather than left as outstanding.
+//!   Recording is a lease the kernel enforces (`RECORDING_UNTIL`): a
+//!   stopped or starved agent never leaves recording on.
 //! - **precise** (`--memory precise`): the probes stay attached for the
 //!   whole audit; every call is counted.
 //!
