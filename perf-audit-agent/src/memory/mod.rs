@@ -336,6 +336,8 @@ impl ProbedPeriods {
 /// within [`LEASE`], and its probes then cost their trap only.
 pub const LEASE_RENEW: Duration = Duration::from_millis(500);
 pub const LEASE: Duration = Duration::from_secs(2);
+/// Continuous recording checks its rate over this long.
+pub const RATE_CHECK: Duration = Duration::from_secs(2);
 
 /// `PERF_AUDIT_MEMORY_RECORDING=continuous|windows|gated|floor` forces
 /// default mode's recording kind (benchmarks and tests of each mechanism).
@@ -439,13 +441,17 @@ fn duty_cycle(mut kernel: MemoryKernel, mode: MemoryMode, pid: u32, start: Insta
             return Ok(DutyCycle { kernel, series, recorded, probed, windows, recording, probed_periods_ns: periods.get() });
         }
     }
-    let period = match (mode, kind) {
+    let mut period = match (mode, kind) {
         (MemoryMode::Default, Some(RecordingKind::Continuous | RecordingKind::Floor)) => LEASE_RENEW,
         (MemoryMode::Default, _) => DEFAULT_PERIOD,
         _ => PRECISE_SNAPSHOT,
     };
     let mut next = Instant::now() + period;
     let mut last_snapshot = Instant::now();
+    // Continuous recording watches its own rate: the first moments may
+    // have been quiet (a service before its traffic).
+    let per_call = per_call_us(kernel.plan());
+    let mut rate_from = (Instant::now(), kernel.counters().map(|c| c.alloc_calls + c.free_calls).unwrap_or(0));
     loop {
         if stop_requested(stop.recv_timeout(next.saturating_duration_since(Instant::now()))) {
             break;
@@ -481,6 +487,39 @@ fn duty_cycle(mut kernel: MemoryKernel, mode: MemoryMode, pid: u32, start: Insta
             if last_snapshot.elapsed() >= PRECISE_SNAPSHOT {
                 last_snapshot = Instant::now();
                 series.push(Snapshot { t: start.elapsed().as_secs_f64(), sites: kernel.read_sites()? });
+            }
+            // Over twice the budget for RATE_CHECK: windows from now on
+            // (the continuous stretch counts as recorded time, like a
+            // window).
+            if rate_from.0.elapsed() >= RATE_CHECK && !recording.as_ref().is_some_and(|r| r.forced) {
+                let calls = kernel.counters().map(|c| c.alloc_calls + c.free_calls).unwrap_or(rate_from.1);
+                let rate = calls.saturating_sub(rate_from.1) as f64 / rate_from.0.elapsed().as_secs_f64();
+                let cost = rate * per_call / 1e4;
+                rate_from = (Instant::now(), calls);
+                if cost > 2.0 * perf_audit_analysis::memory::CONTINUOUS_BUDGET_PCT {
+                    kernel.set_recording(false)?;
+                    std::thread::sleep(FREE_GRACE);
+                    kernel.detach();
+                    if let Some(at) = attached_at_ns.take() {
+                        periods.push((at, monotonic_ns()));
+                    }
+                    if let Some(since) = attached_since.take() {
+                        recorded += since.elapsed();
+                        probed += since.elapsed();
+                    }
+                    series.push(Snapshot { t: start.elapsed().as_secs_f64(), sites: kernel.read_sites()? });
+                    let at_s = start.elapsed().as_secs_f64();
+                    let note = format!("after {at_s:.1} s the rate rose to {rate:.0} calls/s (~{cost:.1}% of one core): windows from then on");
+                    eprintln!("perf-audit: memory profile: {note}");
+                    if let Some(r) = recording.as_mut() {
+                        r.kind = RecordingKind::Windows;
+                        r.switched_at_s = Some((at_s * 10.0).round() / 10.0);
+                        r.reason = format!("{}; {note}", r.reason);
+                    }
+                    kind = Some(RecordingKind::Windows);
+                    period = DEFAULT_PERIOD;
+                    next = Instant::now() + period;
+                }
             }
         } else if mode == MemoryMode::Default {
             windows += 1;

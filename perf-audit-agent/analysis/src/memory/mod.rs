@@ -186,6 +186,10 @@ pub struct Recording {
     pub mappings_per_s: f64,
     /// Set when the kind was forced (`PERF_AUDIT_MEMORY_RECORDING`).
     pub forced: bool,
+    /// Continuous recording switched to windows at this second (its rate
+    /// rose past twice the budget).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub switched_at_s: Option<f64>,
     /// The decision in one sentence.
     pub reason: String,
 }
@@ -212,6 +216,7 @@ impl Recording {
             faults_per_s: faults_per_s.round(),
             mappings_per_s: mappings_per_s.round(),
             forced: forced.is_some(),
+            switched_at_s: None,
             reason: format!(
                 "{calls} allocator calls and frees in the first {:.0} ms ({:.0}/s; {:.0} page faults/s, {:.0} mmap/munmap/brk/s): recording them all would cost ~{:.1}% of one core at {per_call_us:.1} µs a call, {why}",
                 probe_s * 1000.0,
