@@ -688,6 +688,17 @@ fn memory() -> Result<(), String> {
             c
         }) as Box<dyn Fn(&Path, &[String]) -> Command>
     };
+    let agent_forced = |kind: &'static str| {
+        let agent = agent.clone();
+        let out = scratch.join(format!("memory-default-{kind}"));
+        Box::new(move |bin: &Path, args: &[String]| {
+            let _ = std::fs::remove_dir_all(&out);
+            let mut c = Command::new(&agent);
+            c.env("PERF_AUDIT_MEMORY_RECORDING", kind);
+            c.args(["memory", "--memory", "default", "--quiet", "--duration", "10m", "--out"]).arg(&out).arg("--").arg(bin).args(args);
+            c
+        }) as Box<dyn Fn(&Path, &[String]) -> Command>
+    };
     let placement = precise_probe_placement(&agent, &fixture_bin, &scratch)?;
     let floor_events = FloorProbes::create(&placement)?;
     let perf_stat = |events: String| {
@@ -724,6 +735,11 @@ fn memory() -> Result<(), String> {
         },
         Mode { name: "floor: precise's uprobes, no program", command: perf_stat(floor_events.all()), rates: vec![] },
         Mode { name: "floor: malloc entry uprobe only", command: perf_stat(floor_events.malloc_entry()), rates: vec![] },
+        // Default mode's other mechanisms, forced: probes attached for the
+        // whole audit and recording in windows (no link churn), and the
+        // floor of always-attached probes (programs that return at once).
+        Mode { name: "default, gated (always attached)", command: agent_forced("gated"), rates: vec![] },
+        Mode { name: "default, floor (attached, no rec.)", command: agent_forced("floor"), rates: vec![] },
     ];
     eprintln!("xtask: memory: {rounds} rounds x {} modes x {seconds} s (rate from {measure_after} s), {work} work steps per unit", modes.len());
     for round in 0..rounds {
