@@ -410,28 +410,6 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn programs_are_charged_to_their_collector() {
-        assert_eq!(collector_of("cpu_sample"), "cpu sampling");
-        assert_eq!(collector_of("mem_alloc_retur"), "allocator probes (memory)");
-        assert_eq!(collector_of("page_fault_samp"), "page faults and mappings (memory)");
-        assert_eq!(collector_of("db_writev"), "database wire");
-        assert_eq!(collector_of("sched_switch"), "off-CPU (async)");
-    }
-
-    #[test]
-    fn an_idle_target_is_judged_against_a_tenth_of_a_core() {
-        // 3 ms of probes in a second on a target that used 1 ms: 3% of the
-        // 0.1-core floor, not 300%.
-        assert_eq!(round2(share_pct(0.003, 0.001, 1.0)), 3.0);
-        assert_eq!(round2(share_pct(0.003, 0.5, 1.0)), 0.6);
-    }
-}
-
 /// The budget's latency side: with `--load`, the seconds of load measured
 /// so far (p99 per second of planned send time) are matched against the
 /// memory profile's probe periods, as the health guard does at the end
@@ -492,5 +470,27 @@ impl P99Watch {
         let cause = perf_audit_analysis::health::periodic_spikes(&points, 1.0, &watched).into_iter().next()?;
         self.done = true;
         Some(cause.evidence)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programs_are_charged_to_their_collector() {
+        assert_eq!(collector_of("cpu_sample"), "cpu sampling");
+        assert_eq!(collector_of("mem_alloc_retur"), "allocator probes (memory)");
+        assert_eq!(collector_of("page_fault_samp"), "page faults and mappings (memory)");
+        assert_eq!(collector_of("db_writev"), "database wire");
+        assert_eq!(collector_of("sched_switch"), "off-CPU (async)");
+    }
+
+    #[test]
+    fn an_idle_target_is_judged_against_a_tenth_of_a_core() {
+        // 3 ms of probes in a second on a target that used 1 ms: 3% of the
+        // 0.1-core floor, not 300%.
+        assert_eq!(round2(share_pct(0.003, 0.001, 1.0)), 3.0);
+        assert_eq!(round2(share_pct(0.003, 0.5, 1.0)), 0.6);
     }
 }
