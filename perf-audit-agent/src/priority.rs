@@ -114,10 +114,14 @@ impl AgentPriority {
     /// kept one that inherited a lowered priority). Returns how many
     /// threads are lowered.
     pub fn apply(&mut self) -> usize {
+        self.apply_to(threads())
+    }
+
+    /// [`AgentPriority::apply`] on these threads only.
+    fn apply_to(&mut self, live: Vec<i32>) -> usize {
         if self.level == Level::Normal {
             return 0;
         }
-        let live = threads();
         self.set.retain(|tid, _| live.contains(tid));
         for tid in live {
             let lower = !KEPT_THREADS.contains(&thread_name(tid).as_str());
@@ -156,36 +160,50 @@ pub fn current_thread_priority() -> (i32, i32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::mpsc;
 
+    /// A named thread that reports its tid, waits, then reports its nice.
+    fn thread(name: &str) -> (i32, mpsc::Sender<()>, mpsc::Receiver<i32>, std::thread::JoinHandle<()>) {
+        let (tid_tx, tid_rx) = mpsc::channel();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let (nice_tx, nice_rx) = mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                tid_tx.send(gettid()).unwrap();
+                let _ = go_rx.recv();
+                nice_tx.send(current_thread_priority().0).unwrap();
+                let _ = go_rx.recv();
+                nice_tx.send(current_thread_priority().0).unwrap();
+            })
+            .unwrap();
+        (tid_rx.recv().unwrap(), go_tx, nice_rx, handle)
+    }
+
+    // Only this test's threads are touched: the other tests of this
+    // process keep their priority.
     #[test]
     fn lowers_the_agents_threads_keeps_the_named_ones_and_restores() {
         let (nice0, _) = current_thread_priority();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-        let spawn = |name: &str, ready: std::sync::mpsc::Sender<(String, i32)>, go: std::sync::Arc<std::sync::Mutex<std::sync::mpsc::Receiver<()>>>| {
-            let name = name.to_string();
-            std::thread::Builder::new()
-                .name(name.clone())
-                .spawn(move || {
-                    let _ = go.lock().unwrap().recv();
-                    ready.send((name, current_thread_priority().0)).unwrap();
-                })
-                .unwrap()
-        };
-        let go = std::sync::Arc::new(std::sync::Mutex::new(go_rx));
-        let worker = spawn("drain-worker", ready_tx.clone(), go.clone());
-        let kept = spawn("memory-windows", ready_tx.clone(), go.clone());
+        let (worker, worker_go, worker_nice, worker_join) = thread("drain-worker");
+        let (kept, kept_go, kept_nice, kept_join) = thread("memory-windows");
         let mut p = AgentPriority::new(Level::Low);
-        assert!(p.apply() >= 1);
-        go_tx.send(()).unwrap();
-        go_tx.send(()).unwrap();
-        worker.join().unwrap();
-        kept.join().unwrap();
-        let seen: HashMap<String, i32> = ready_rx.try_iter().collect();
-        assert_eq!(seen["drain-worker"], 19, "{seen:?}");
-        assert_eq!(seen["memory-windows"], nice0, "{seen:?}");
-        // The test thread itself was lowered too, and is put back.
-        p.restore();
-        assert_eq!(current_thread_priority().0, nice0);
+        assert_eq!(p.apply_to(vec![worker, kept]), 1);
+        worker_go.send(()).unwrap();
+        kept_go.send(()).unwrap();
+        assert_eq!(worker_nice.recv().unwrap(), 19);
+        assert_eq!(kept_nice.recv().unwrap(), nice0);
+        for tid in [worker, kept] {
+            set_thread(tid, p.level, false, p.original_nice);
+        }
+        p.set.clear();
+        worker_go.send(()).unwrap();
+        kept_go.send(()).unwrap();
+        assert_eq!(worker_nice.recv().unwrap(), nice0);
+        assert_eq!(kept_nice.recv().unwrap(), nice0);
+        worker_join.join().unwrap();
+        kept_join.join().unwrap();
+        // Dropping it would restore every thread of the test process.
+        std::mem::forget(p);
     }
 }
