@@ -185,8 +185,13 @@ pub fn build_report(e: &AuditEvidence) -> Report {
         findings,
         health: e.load_unprobed.as_ref().zip(e.load.as_ref()).map(|(before, during)| {
             let mut h = crate::health::assess(before, during);
-            let costs = e.overhead.as_ref().map(|o| o.collectors.as_slice()).unwrap_or_default();
-            h.causes = crate::health::causes(during, &e.recording_periods, costs);
+            let costs: Vec<crate::health::CollectorShare> = e
+                .overhead
+                .iter()
+                .flat_map(|o| &o.collectors)
+                .map(|c| crate::health::CollectorShare { collector: c.collector.clone(), target_cpu_pct: c.target_cpu_pct, cpu_ms_per_s: c.cpu_ms_per_s })
+                .collect();
+            h.causes = crate::health::causes(during, &e.recording_periods, &costs);
             h
         }),
         overhead: e.overhead.clone(),

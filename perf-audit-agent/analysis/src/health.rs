@@ -127,7 +127,16 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// inside its periods (or within [`PERIOD_TAIL_S`] after one) against the
 /// seconds outside them; per collector, its measured share of the
 /// target's CPU (`overhead.collectors`). Most telling first.
-pub fn causes(during: &LoadResult, periods: &[CollectorPeriods], collectors: &[crate::report::schema::CollectorCost]) -> Vec<HealthCause> {
+/// One collector's measured cost (the overhead meter's figures; the
+/// health guard stays below the report, which it must not import).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CollectorShare {
+    pub collector: String,
+    pub target_cpu_pct: f64,
+    pub cpu_ms_per_s: f64,
+}
+
+pub fn causes(during: &LoadResult, periods: &[CollectorPeriods], collectors: &[CollectorShare]) -> Vec<HealthCause> {
     let mut out = periodic_spikes(&during.series.points, during.series.interval_s, periods);
     let mut costly: Vec<_> = collectors.iter().filter(|c| c.target_cpu_pct >= CPU_SHARE_PCT).collect();
     costly.sort_by(|a, b| b.target_cpu_pct.total_cmp(&a.target_cpu_pct));
@@ -302,7 +311,7 @@ mod cause_tests {
         let elsewhere = load(&[8.0, 9.0, 40.0, 7.0, 9.0, 8.5, 8.0, 45.0, 7.5, 8.0]);
         assert!(causes(&elsewhere, &windows, &[]).is_empty());
         // A costly collector is named by its share.
-        let costs = [crate::report::schema::CollectorCost { collector: "database wire".into(), cpu_ms_per_s: 30.0, target_cpu_pct: 14.0, program_runs: 1 }];
+        let costs = [CollectorShare { collector: "database wire".into(), cpu_ms_per_s: 30.0, target_cpu_pct: 14.0 }];
         let c = causes(&flat, &windows, &costs);
         assert_eq!((c.len(), c[0].kind.as_str()), (1, "cpu-share"), "{c:?}");
     }
