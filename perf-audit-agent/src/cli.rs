@@ -261,9 +261,11 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = UnwindChoice::Auto)]
     pub unwind: UnwindChoice,
 
-    /// Memory profile: `default` probes the allocator only in short windows
-    /// (100 ms every 5 s, estimates scaled up; for production), `precise`
-    /// probes every allocator call for the whole audit (exact; costlier).
+    /// Memory profile: `default` measures the allocation rate in its first
+    /// 250 ms, then records every call for the whole audit when that costs
+    /// at most 5% of a core, else only in short windows (100 ms every 5 s,
+    /// estimates scaled up); for production. `precise` probes every
+    /// allocator call for the whole audit whatever it costs (exact).
     #[arg(long, default_value = "default", value_parser = memory_mode())]
     pub memory: MemoryMode,
 

@@ -78,6 +78,7 @@ pub async fn run(plan: AuditPlan) -> Result<AuditOutput> {
         load,
         load_unprobed,
         overhead: Some(collected.overhead.clone()),
+        recording_periods: collected.recording_periods.clone(),
         last_rss_bytes: collected.last_rss,
         peak_rss_bytes: collected.peak_rss,
         cpu_seconds,
@@ -128,6 +129,10 @@ struct Probes {
     /// Declared after the service so that the database outlives it.
     launched: Option<Launched>,
     private_db: Option<PrivatePostgres>,
+    /// The memory profile's default-mode recording kind, once decided.
+    memory_recording: Option<crate::memory::RecordingKind>,
+    /// The budget's latency side (windows only: see `overhead::P99Watch`).
+    p99_watch: Option<crate::overhead::P99Watch>,
 }
 
 impl Probes {
@@ -187,27 +192,44 @@ impl Probes {
         if wants_async && console_listening(&plan.console) {
             collectors.push(Console::start(&plan.console));
         }
-        Ok(Probes { session, collectors, unwinder, pid, info, exe_file, out_dir, launched, private_db })
+        Ok(Probes { session, collectors, unwinder, pid, info, exe_file, out_dir, launched, private_db, memory_recording: None, p99_watch: None })
     }
 
     /// Drives the load beside collection, waits for the end, finishes every
     /// collector and detaches everything.
     async fn collect(mut self, plan: &AuditPlan, symbolizer: &StackSymbolizer) -> Result<Collection> {
         let (stop_load, load_stopped) = tokio::sync::oneshot::channel::<()>();
+        // The load's clock (its latency series), for the health guard's
+        // alignment of collectors' periods.
+        let load_start_ns = monotonic_ns();
+        let live = crate::load::LiveLatency::default();
         let load_task = plan.load.as_ref().map(|spec| {
             let load_plan = LoadPlan::new(spec.scenario.clone(), spec.rps, plan.duration).expect("validated when the plan was built");
             let endpoints = spec.scenario.requests.len();
             eprintln!("perf-audit: driving {} rps of open-loop load ({endpoints} endpoint{})", spec.rps, if endpoints == 1 { "" } else { "s" });
-            tokio::spawn(load::run(load_plan, load_stopped))
+            tokio::spawn(load::run_live(load_plan, load_stopped, Some(live.clone())))
         });
         if plan.profiles.contains(&Profile::Memory) {
             let memory = MemoryCollector::start(&self.unwinder, &self.exe_file, plan.memory).await?;
+            self.memory_recording = memory.recording();
+            // The budget's latency side needs the load and a budget.
+            if plan.load.is_some() && plan.max_overhead_pct.is_some() && memory.recording() == Some(crate::memory::RecordingKind::Windows) {
+                self.p99_watch = Some(crate::overhead::P99Watch::new(live.clone(), load_start_ns, memory.probed_periods()));
+            }
             self.collectors.push(Box::new(Memory(memory)));
         }
         let pid = self.pid;
         let cpu_start = target::cpu_seconds(pid);
         let start_ns = monotonic_ns();
-        let mut collected = collect(plan, &mut self.session, pid, &mut self.collectors).await;
+        // The agent off the target's cores while it is measured
+        // (`crate::priority`); back to normal for the health sample and the
+        // report.
+        let mut priority = crate::priority::AgentPriority::new(crate::priority::Level::from_env());
+        let lowered = priority.apply();
+        if lowered > 0 {
+            eprintln!("perf-audit: agent threads {} while the target is measured ({lowered} threads; set PERF_AUDIT_AGENT_PRIORITY=normal to keep them as they are)", priority.level().describe());
+        }
+        let mut collected = collect(plan, &mut self.session, pid, &mut self.collectors, &mut priority, self.memory_recording, self.p99_watch.take()).await;
         collected.start_ns = start_ns;
         let cpu_seconds = cpu_start.zip(target::cpu_seconds(pid)).map(|(a, b)| b - a);
         let _ = stop_load.send(());
@@ -223,7 +245,28 @@ impl Probes {
         collectors.sort_by_key(|c| c.finish_order());
         let mut cx = Finish { session: &mut self.session, maps: &mut collected.maps, pid, symbolizer, raw: &mut raw };
         finish_all(collectors, &mut cx).await?;
+        priority.restore();
+        if let Some(m) = &raw.memory {
+            let s = |ns: u64| (ns as f64 - load_start_ns as f64) / 1e9;
+            collected.recording_periods.push(crate::health::CollectorPeriods {
+                collector: "memory profile (allocator probes attached)".to_string(),
+                periods: m.probed_periods_ns.iter().map(|(a, b)| (s(*a), s(*b))).collect(),
+            });
+        }
         collected.counters = self.session.counters()?;
+        if priority.level() != crate::priority::Level::Normal {
+            let c = &collected.counters;
+            collected.overhead.agent_priority = Some(priority.level().describe().to_string());
+            collected.overhead.drops = [
+                ("CPU samples", c.cpu_samples, c.cpu_samples_dropped_ring_full),
+                ("off-CPU samples", c.offcpu_samples, c.offcpu_dropped_ring_full),
+                ("database writes", c.db_writes, c.db_writes_dropped_ring_full),
+            ]
+            .into_iter()
+            .filter(|(_, n, d)| n + d > 0)
+            .map(|(ring, records, dropped)| crate::overhead::RingDrops { ring: ring.to_string(), records, dropped })
+            .collect();
+        }
         collected.unwind_tables = self
             .unwinder
             .table_parses()
@@ -322,11 +365,21 @@ struct Collected {
     unwind_tables: Vec<UnwindTableParses>,
     /// The overhead meter's figures and back-offs.
     overhead: crate::overhead::OverheadSection,
+    /// Collectors' recording periods on the load's clock.
+    recording_periods: Vec<crate::health::CollectorPeriods>,
 }
 
 /// Waits for the duration, Ctrl-C/SIGTERM, or the target's exit, keeping a
 /// snapshot of the target's memory maps and showing progress.
-async fn collect(plan: &AuditPlan, session: &mut KernelSession, pid: u32, collectors: &mut [Box<dyn Collector>]) -> Collected {
+async fn collect(
+    plan: &AuditPlan,
+    session: &mut KernelSession,
+    pid: u32,
+    collectors: &mut [Box<dyn Collector>],
+    priority: &mut crate::priority::AgentPriority,
+    memory_recording: Option<crate::memory::RecordingKind>,
+    mut p99_watch: Option<crate::overhead::P99Watch>,
+) -> Collected {
     use tokio::signal::unix::{SignalKind, signal};
 
     let start = Instant::now();
@@ -341,7 +394,8 @@ async fn collect(plan: &AuditPlan, session: &mut KernelSession, pid: u32, collec
     let mut drain = tokio::time::interval(DRAIN_INTERVAL);
     // The overhead meter and budget (`crate::overhead`), read every second.
     let memory = plan.profiles.contains(&Profile::Memory);
-    let windowed_memory = memory && plan.memory == crate::memory::MemoryMode::Default;
+    // Continuous recording has no period to alias with.
+    let windowed_memory = memory && plan.memory == crate::memory::MemoryMode::Default && memory_recording != Some(crate::memory::RecordingKind::Continuous);
     let mut meter = OverheadMeter::start(pid, plan.max_overhead_pct, plan.keep_precise_memory && memory, !windowed_memory);
     let mut meter_tick = tokio::time::interval(Duration::from_secs(1));
     meter_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -365,8 +419,18 @@ async fn collect(plan: &AuditPlan, session: &mut KernelSession, pid: u32, collec
                 meter.poll();
             }
             _ = meter_tick.tick() => {
+                // Threads started since inherit their creator's priority.
+                priority.apply();
                 if let Some(pct) = meter.tick() {
                     back_off(&mut meter, pct, session, collectors, plan.keep_precise_memory);
+                }
+                if let Some(evidence) = p99_watch.as_mut().and_then(|w| w.check(monotonic_ns())) {
+                    for c in collectors.iter_mut().filter(|c| c.name() == "memory") {
+                        if let Some(what) = c.back_off(session) {
+                            eprintln!("perf-audit: backing off the memory profile: {evidence}");
+                            meter.backed_off("memory", format!("{what}, because {evidence}"), 0.0);
+                        }
+                    }
                 }
             }
             _ = tick.tick() => {
@@ -414,7 +478,7 @@ async fn collect(plan: &AuditPlan, session: &mut KernelSession, pid: u32, collec
         EndReason::Duration => {}
     }
     let end_signal = end_signal.map(String::from);
-    Collected { elapsed: start.elapsed(), end_reason, end_signal, target_exec, maps, last_rss, peak_rss, start_ns: 0, counters: Counters::default(), unwind_tables: Vec::new(), overhead: meter.section() }
+    Collected { elapsed: start.elapsed(), end_reason, end_signal, target_exec, maps, last_rss, peak_rss, start_ns: 0, counters: Counters::default(), unwind_tables: Vec::new(), overhead: meter.section(), recording_periods: Vec::new() }
 }
 
 /// Over budget: the first collector in [`BACK_OFF_ORDER`] with something

@@ -24,6 +24,7 @@ pub mod naming;
 pub mod overhead;
 pub mod plan;
 pub mod postgres;
+pub mod priority;
 pub mod resymbolize;
 pub mod safe_file;
 pub mod symbolize;

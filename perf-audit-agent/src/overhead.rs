@@ -41,7 +41,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub use perf_audit_analysis::report::schema::{BackOff, CollectorCost, OverheadSection};
+pub use perf_audit_analysis::report::schema::{BackOff, CollectorCost, OverheadSection, RingDrops};
 
 /// The cost is judged over this many seconds (a single second of a
 /// bursty service is noise).
@@ -382,6 +382,8 @@ impl OverheadMeter {
                 WINDOW.as_secs(),
                 if self.exempt_allocator_probes { "; the precise allocator probes are kept and not judged (default budget)" } else { "" }
             ),
+            agent_priority: None,
+            drops: Vec::new(),
         }
     }
 }
@@ -406,6 +408,69 @@ fn collector_of(program: &str) -> &'static str {
 
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
+}
+
+/// The budget's latency side: with `--load`, the seconds of load measured
+/// so far (p99 per second of planned send time) are matched against the
+/// memory profile's probe periods, as the health guard does at the end
+/// (`health::periodic_spikes`). A collector whose periods line up with
+/// p99 spikes is backed off even when its CPU share is within the budget:
+/// it is what the service's users feel.
+pub struct P99Watch {
+    live: crate::load::LiveLatency,
+    load_start_ns: u64,
+    periods: crate::memory::ProbedPeriods,
+    /// Latencies (ms) per second of load.
+    seconds: BTreeMap<u64, Vec<f64>>,
+    /// Judged once; a back-off ends it.
+    done: bool,
+}
+
+/// Periods seen before the watch judges (the spikes must recur).
+pub const P99_WATCH_MIN_PERIODS: usize = 3;
+
+impl P99Watch {
+    pub fn new(live: crate::load::LiveLatency, load_start_ns: u64, periods: crate::memory::ProbedPeriods) -> P99Watch {
+        P99Watch { live, load_start_ns, periods, seconds: BTreeMap::new(), done: false }
+    }
+
+    /// Takes the latencies measured since the last call; returns the
+    /// evidence when the memory profile's periods match p99 spikes.
+    pub fn check(&mut self, now_ns: u64) -> Option<String> {
+        if self.done {
+            return None;
+        }
+        let taken = self.live.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default();
+        for (t, latency) in taken {
+            if let Some(ms) = latency {
+                self.seconds.entry(t as u64).or_default().push(ms);
+            }
+        }
+        let to_s = |ns: u64| (ns as f64 - self.load_start_ns as f64) / 1e9;
+        let periods: Vec<(f64, f64)> = self.periods.get().iter().map(|(a, b)| (to_s(*a), to_s(*b))).collect();
+        let now_s = to_s(now_ns);
+        // Whole periods whose tail has been measured (latencies of requests
+        // planned up to 2 s ago have mostly ended).
+        let judged: Vec<(f64, f64)> = periods.into_iter().filter(|(_, e)| e + perf_audit_analysis::health::PERIOD_TAIL_S + 2.0 <= now_s).collect();
+        if judged.len() < P99_WATCH_MIN_PERIODS {
+            return None;
+        }
+        let points: Vec<crate::load::LatencyPoint> = self
+            .seconds
+            .iter()
+            .filter(|(s, _)| (**s as f64) + 3.0 <= now_s)
+            .map(|(s, v)| {
+                let mut v = v.clone();
+                v.sort_by(f64::total_cmp);
+                let p99 = v[((v.len() as f64 * 0.99).ceil() as usize).clamp(1, v.len()) - 1];
+                crate::load::LatencyPoint { t_s: *s as f64, requests: v.len() as u64, p99_ms: p99, ..Default::default() }
+            })
+            .collect();
+        let watched = [perf_audit_analysis::health::CollectorPeriods { collector: "memory profile".into(), periods: judged }];
+        let cause = perf_audit_analysis::health::periodic_spikes(&points, 1.0, &watched).into_iter().next()?;
+        self.done = true;
+        Some(cause.evidence)
+    }
 }
 
 #[cfg(test)]

@@ -110,6 +110,12 @@ pub mod mem_control {
     /// before the probes are detached, so that no allocation is recorded
     /// after `free` stops being watched.
     pub const RECORDING: u32 = 1;
+    /// While RECORDING is set, allocations are recorded only until this
+    /// time (`bpf_ktime_get_ns`, CLOCK_MONOTONIC); 0: no limit. The agent
+    /// renews it as a lease, so an agent that is stopped (SIGSTOP) or
+    /// starved cannot leave recording on: its probes then cost only their
+    /// trap.
+    pub const RECORDING_UNTIL: u32 = 2;
     pub const SLOTS: u32 = 4;
 }
 

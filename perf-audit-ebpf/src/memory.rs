@@ -160,10 +160,21 @@ fn send_stack(regs: &pt_regs, tgid: u32, tid: u32, site: u64) -> bool {
     true
 }
 
+/// Recording is on and its lease (`RECORDING_UNTIL`) has not run out.
+#[inline(always)]
+fn recording() -> bool {
+    if MEM_CONTROL.get(mem_control::RECORDING).copied().unwrap_or(0) == 0 {
+        return false;
+    }
+    let until = MEM_CONTROL.get(mem_control::RECORDING_UNTIL).copied().unwrap_or(0);
+    // SAFETY: a helper without arguments.
+    until == 0 || unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() } < until
+}
+
 #[inline(always)]
 fn alloc_enter(ctx: &ProbeContext, size: u64, out_ptr: u64) {
     let Some((tgid, tid)) = current_target_thread() else { return };
-    if MEM_CONTROL.get(mem_control::RECORDING).copied().unwrap_or(0) == 0 {
+    if !recording() {
         return;
     }
     // SAFETY: the probe context's registers are the user registers.

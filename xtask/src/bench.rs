@@ -34,12 +34,17 @@ pub fn run(args: &[String]) -> Result<(), String> {
 fn overhead() -> Result<(), String> {
     let agent = release_agent()?;
     let root = workspace_root();
+    // BENCH_DEBUG_DRIVER=1: the driver's debug build (no release build of
+    // its dependencies); it measures every configuration the same way.
+    let debug = std::env::var_os("BENCH_DEBUG_DRIVER").is_some();
+    let mut build = cargo();
+    build.current_dir(&root).args(["build", "-p", "perf-audit-tests", "--bin", "bench-overhead"]);
+    if !debug {
+        build.arg("--release");
+    }
+    run_checked(&mut build, "building the overhead benchmark's driver")?;
     run_checked(
-        cargo().current_dir(&root).args(["build", "--release", "-p", "perf-audit-tests", "--bin", "bench-overhead"]),
-        "building the overhead benchmark's driver (release)",
-    )?;
-    run_checked(
-        Command::new(root.join("target/release/bench-overhead")).env("PERF_AUDIT_AGENT", &agent),
+        Command::new(root.join(if debug { "target/debug/bench-overhead" } else { "target/release/bench-overhead" })).env("PERF_AUDIT_AGENT", &agent),
         "the overhead benchmark",
     )
 }
@@ -49,6 +54,12 @@ fn env_or(name: &str, default: u64) -> u64 {
 }
 
 fn release_agent() -> Result<PathBuf, String> {
+    // An agent already built (e.g. the debug one, on a machine where a
+    // release build costs too much): the results say which was used.
+    if let Some(agent) = std::env::var_os("PERF_AUDIT_AGENT") {
+        eprintln!("bench: using PERF_AUDIT_AGENT={}", PathBuf::from(&agent).display());
+        return Ok(PathBuf::from(agent));
+    }
     let root = workspace_root();
     run_checked(
         cargo().current_dir(&root).args(["build", "--release", "-p", "perf-audit-agent"]),
@@ -677,6 +688,17 @@ fn memory() -> Result<(), String> {
             c
         }) as Box<dyn Fn(&Path, &[String]) -> Command>
     };
+    let agent_forced = |kind: &'static str| {
+        let agent = agent.clone();
+        let out = scratch.join(format!("memory-default-{kind}"));
+        Box::new(move |bin: &Path, args: &[String]| {
+            let _ = std::fs::remove_dir_all(&out);
+            let mut c = Command::new(&agent);
+            c.env("PERF_AUDIT_MEMORY_RECORDING", kind);
+            c.args(["memory", "--memory", "default", "--quiet", "--duration", "10m", "--out"]).arg(&out).arg("--").arg(bin).args(args);
+            c
+        }) as Box<dyn Fn(&Path, &[String]) -> Command>
+    };
     let placement = precise_probe_placement(&agent, &fixture_bin, &scratch)?;
     let floor_events = FloorProbes::create(&placement)?;
     let perf_stat = |events: String| {
@@ -713,6 +735,11 @@ fn memory() -> Result<(), String> {
         },
         Mode { name: "floor: precise's uprobes, no program", command: perf_stat(floor_events.all()), rates: vec![] },
         Mode { name: "floor: malloc entry uprobe only", command: perf_stat(floor_events.malloc_entry()), rates: vec![] },
+        // Default mode's other mechanisms, forced: probes attached for the
+        // whole audit and recording in windows (no link churn), and the
+        // floor of always-attached probes (programs that return at once).
+        Mode { name: "default, gated (always attached)", command: agent_forced("gated"), rates: vec![] },
+        Mode { name: "default, floor (attached, no rec.)", command: agent_forced("floor"), rates: vec![] },
     ];
     eprintln!("xtask: memory: {rounds} rounds x {} modes x {seconds} s (rate from {measure_after} s), {work} work steps per unit", modes.len());
     for round in 0..rounds {

@@ -79,6 +79,9 @@ pub struct AuditEvidence {
     pub load_unprobed: Option<LoadResult>,
     /// The overhead meter's section (`None`: not measured).
     pub overhead: Option<crate::report::schema::OverheadSection>,
+    /// Collectors' recording periods, seconds since the load started (the
+    /// health guard matches latency spikes against them).
+    pub recording_periods: Vec<crate::health::CollectorPeriods>,
     pub last_rss_bytes: u64,
     pub peak_rss_bytes: u64,
     /// The target's CPU seconds over the collection (user + system).
@@ -180,7 +183,17 @@ pub fn build_report(e: &AuditEvidence) -> Report {
         database: e.database.clone(),
         memory: memory.cloned(),
         findings,
-        health: e.load_unprobed.as_ref().zip(e.load.as_ref()).map(|(before, during)| crate::health::assess(before, during)),
+        health: e.load_unprobed.as_ref().zip(e.load.as_ref()).map(|(before, during)| {
+            let mut h = crate::health::assess(before, during);
+            let costs: Vec<crate::health::CollectorShare> = e
+                .overhead
+                .iter()
+                .flat_map(|o| &o.collectors)
+                .map(|c| crate::health::CollectorShare { collector: c.collector.clone(), target_cpu_pct: c.target_cpu_pct, cpu_ms_per_s: c.cpu_ms_per_s })
+                .collect();
+            h.causes = crate::health::causes(during, &e.recording_periods, &costs);
+            h
+        }),
         overhead: e.overhead.clone(),
         rerun_command: e.rerun_command.clone(),
         benchmarks: e.benchmarks.clone(),

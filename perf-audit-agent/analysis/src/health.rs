@@ -80,6 +80,107 @@ pub struct AuditHealth {
     pub reasons: Vec<String>,
     /// The rule, as the report states it.
     pub rule: String,
+    /// What the audit's own measurements match (periodic spikes aligned
+    /// with a collector's recording periods, a collector's CPU share):
+    /// computed whether or not the service degraded.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub causes: Vec<HealthCause>,
+}
+
+/// A collector's recording periods (e.g. the memory profile's windows:
+/// probes attached), seconds since the load started.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CollectorPeriods {
+    pub collector: String,
+    pub periods: Vec<(f64, f64)>,
+}
+
+/// One cause the health guard names.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HealthCause {
+    pub collector: String,
+    /// `periodic-spikes` or `cpu-share`.
+    pub kind: String,
+    pub evidence: String,
+}
+
+/// A period's cost can outlast it (probe links close ~0.3-1.4 s after a
+/// window): the seconds this long after a period count as inside it.
+pub const PERIOD_TAIL_S: f64 = 1.0;
+/// Periodic spikes: the median p99 of the 1 s buckets inside a collector's
+/// periods at least this many times the others' median, and up by at
+/// least [`SPIKE_MIN_INCREASE_MS`].
+pub const SPIKE_RATIO: f64 = 2.0;
+pub const SPIKE_MIN_INCREASE_MS: f64 = 5.0;
+/// A collector costing at least this share of the target's CPU is named.
+pub const CPU_SHARE_PCT: f64 = 10.0;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+}
+
+/// What the audit's own measurements say about its cost to the service:
+/// per collector with recording periods, the p99 of each second of load
+/// inside its periods (or within [`PERIOD_TAIL_S`] after one) against the
+/// seconds outside them; per collector, its measured share of the
+/// target's CPU (`overhead.collectors`). Most telling first.
+/// One collector's measured cost (the overhead meter's figures; the
+/// health guard stays below the report, which it must not import).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CollectorShare {
+    pub collector: String,
+    pub target_cpu_pct: f64,
+    pub cpu_ms_per_s: f64,
+}
+
+pub fn causes(during: &LoadResult, periods: &[CollectorPeriods], collectors: &[CollectorShare]) -> Vec<HealthCause> {
+    let mut out = periodic_spikes(&during.series.points, during.series.interval_s, periods);
+    let mut costly: Vec<_> = collectors.iter().filter(|c| c.target_cpu_pct >= CPU_SHARE_PCT).collect();
+    costly.sort_by(|a, b| b.target_cpu_pct.total_cmp(&a.target_cpu_pct));
+    for c in costly {
+        out.push(HealthCause {
+            collector: c.collector.clone(),
+            kind: "cpu-share".into(),
+            evidence: format!("{} cost {:.1}% of the target's CPU ({:.1} ms/s, measured in the kernel)", c.collector, c.target_cpu_pct, c.cpu_ms_per_s),
+        });
+    }
+    out
+}
+
+/// The periodic-spike half of [`causes`], over latency buckets of `width`
+/// seconds (the engine runs it live, on the seconds measured so far).
+pub fn periodic_spikes(points: &[crate::load::LatencyPoint], width: f64, periods: &[CollectorPeriods]) -> Vec<HealthCause> {
+    let mut out = Vec::new();
+    let width = width.max(1e-3);
+    for c in periods.iter().filter(|c| !c.periods.is_empty()) {
+        let (mut inside, mut outside) = (Vec::new(), Vec::new());
+        for p in points.iter().filter(|p| p.requests > 0) {
+            let (a, b) = (p.t_s, p.t_s + width);
+            let hit = c.periods.iter().any(|(s, e)| a < e + PERIOD_TAIL_S && b > *s);
+            if hit { inside.push(p.p99_ms) } else { outside.push(p.p99_ms) }
+        }
+        if inside.is_empty() || outside.len() < 2 {
+            continue;
+        }
+        let (n_in, n_out) = (inside.len(), outside.len());
+        let (m_in, m_out) = (median(inside), median(outside));
+        if m_in >= m_out * SPIKE_RATIO && m_in - m_out >= SPIKE_MIN_INCREASE_MS {
+            out.push(HealthCause {
+                collector: c.collector.clone(),
+                kind: "periodic-spikes".into(),
+                evidence: format!(
+                    "p99 spikes align with the {}'s {} recording periods: median p99 {m_in:.1} ms in the {n_in} seconds of load during or within {PERIOD_TAIL_S:.0} s after one, {m_out:.1} ms in the other {n_out} ({:.1}x)",
+                    c.collector,
+                    c.periods.len(),
+                    m_in / m_out.max(1e-9)
+                ),
+            });
+        }
+    }
+    out
 }
 
 /// Compares the unprobed sample with the audit's load.
@@ -111,6 +212,7 @@ pub fn assess(unprobed: &LoadResult, during: &LoadResult) -> AuditHealth {
         ),
         unprobed: b,
         during: d,
+        causes: Vec::new(),
     }
 }
 
@@ -180,5 +282,37 @@ mod tests {
         report.health = Some(assess(&load(30.0, 12.0, 90, 0), &load(30.0, 13.0, 900, 0)));
         assert_eq!(crate::report::alerts::thresholds(&report).p99_seconds, 56.6);
         assert!(!crate::report::markdown::render(&report).contains("degraded during"));
+    }
+}
+
+#[cfg(test)]
+mod cause_tests {
+    use super::*;
+    use crate::load::{LatencyPoint, LatencySeries};
+
+    fn load(p99s: &[f64]) -> LoadResult {
+        let points = p99s.iter().enumerate().map(|(i, p99)| LatencyPoint { t_s: i as f64, requests: 50, p99_ms: *p99, ..Default::default() }).collect();
+        LoadResult { series: LatencySeries { interval_s: 1.0, points }, ..Default::default() }
+    }
+
+    #[test]
+    fn spikes_in_the_seconds_of_a_collectors_windows_name_it_and_flat_latency_does_not() {
+        let windows = [CollectorPeriods { collector: "memory profile".into(), periods: vec![(0.0, 0.35), (5.0, 5.1)] }];
+        // Spikes in seconds 0-1 and 5-6: the windows and their tails.
+        let spiky = load(&[40.0, 35.0, 8.0, 7.0, 9.0, 45.0, 38.0, 8.0, 7.5, 8.0]);
+        let c = causes(&spiky, &windows, &[]);
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!((c[0].collector.as_str(), c[0].kind.as_str()), ("memory profile", "periodic-spikes"));
+        assert!(c[0].evidence.contains("2 recording periods") && c[0].evidence.contains("in the 4 seconds"), "{}", c[0].evidence);
+        // The twin: the same windows over flat latency.
+        let flat = load(&[8.0, 9.0, 8.0, 7.0, 9.0, 8.5, 8.0, 8.0, 7.5, 8.0]);
+        assert!(causes(&flat, &windows, &[]).is_empty());
+        // Spikes elsewhere are not the windows'.
+        let elsewhere = load(&[8.0, 9.0, 40.0, 7.0, 9.0, 8.5, 8.0, 45.0, 7.5, 8.0]);
+        assert!(causes(&elsewhere, &windows, &[]).is_empty());
+        // A costly collector is named by its share.
+        let costs = [CollectorShare { collector: "database wire".into(), cpu_ms_per_s: 30.0, target_cpu_pct: 14.0 }];
+        let c = causes(&flat, &windows, &costs);
+        assert_eq!((c.len(), c[0].kind.as_str()), (1, "cpu-share"), "{c:?}");
     }
 }

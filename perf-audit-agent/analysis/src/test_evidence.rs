@@ -825,6 +825,7 @@ pub fn memory() -> (MemorySection, Vec<String>) {
         elapsed_s,
         windows,
         kernel_time: KernelTime { during_s: 0.41, during_wall_s: 30.0, after: Some((0.012, 1.0)) },
+        recording: None,
     };
     (MemorySection::build(&raw, analysis, growth), folded)
 }
@@ -1037,7 +1038,10 @@ pub fn ledger_svc() -> AuditEvidence {
             }],
             unavailable: None,
             rule: "cost = our BPF programs' run time (kernel statistics) + uprobe traps, as a share of the target's CPU time, judged over 3 s".into(),
+            agent_priority: None,
+            drops: vec![],
         }),
+        recording_periods: vec![],
         last_rss_bytes: rss.last().map_or(0, |p| p.rss_bytes),
         peak_rss_bytes: rss.iter().map(|p| p.rss_bytes).max().unwrap_or(0),
         cpu_seconds: Some(10.59),

@@ -7,7 +7,7 @@
 //! it attaches and detaches on its own clock without borrowing the audit's
 //! CPU session.
 
-use std::{collections::HashMap, num::NonZeroU32};
+use std::{collections::HashMap, num::NonZeroU32, time::Duration};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -169,11 +169,15 @@ impl MemoryKernel {
             return;
         }
         self.closing.retain(|h| !h.is_finished());
-        self.closing.push(std::thread::spawn(move || {
+        // Named: `crate::priority` keeps it at its priority.
+        let closer = std::thread::Builder::new().name("memory-links".into()).spawn(move || {
             for link in owned {
                 drop(link);
             }
-        }));
+        });
+        if let Ok(closer) = closer {
+            self.closing.push(closer);
+        }
     }
 
     /// Waits until every detached link is closed in the kernel.
@@ -188,8 +192,23 @@ impl MemoryKernel {
     }
 
     /// Starts or stops recording allocations (probes stay as they are).
+    /// Recording started here has no time limit; see
+    /// [`MemoryKernel::record_for`].
     pub fn set_recording(&mut self, on: bool) -> Result<()> {
+        if on {
+            self.set_control(mem_control::RECORDING_UNTIL, 0)?;
+        }
         self.set_control(mem_control::RECORDING, on as u64)
+    }
+
+    /// Records allocations for `lease` from now, then the programs stop by
+    /// themselves (the kernel compares its monotonic clock): renewed by
+    /// calling again. An agent that is stopped or starved before it says
+    /// stop leaves its probes costing their trap only, never recording.
+    pub fn record_for(&mut self, lease: Duration) -> Result<()> {
+        let until = monotonic_ns().saturating_add(lease.as_nanos() as u64);
+        self.set_control(mem_control::RECORDING_UNTIL, until)?;
+        self.set_control(mem_control::RECORDING, 1)
     }
 
     fn set_control(&mut self, slot: u32, value: u64) -> Result<()> {
@@ -249,6 +268,14 @@ impl MemoryKernel {
             alloc_failed: read(MemCounter::AllocFailed)?,
         })
     }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 impl Drop for MemoryKernel {

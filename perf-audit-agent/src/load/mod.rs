@@ -245,7 +245,21 @@ pub fn summary_line(r: &LoadResult) -> String {
 /// (tens of microseconds of slack) rather than Tokio's millisecond timer
 /// wheel, which would add up to ~1 ms of send lateness to every
 /// corrected latency: too much for a loopback service answering in 200 µs.
+/// Each ended request's (planned send time in seconds since the load
+/// started, latency in ms; `None` for an error), shared while the load runs
+/// (the engine's overhead budget reads it; it takes what is there).
+pub type LiveLatency = Arc<std::sync::Mutex<Vec<(f64, Option<f64>)>>>;
+
+/// At most this many samples wait in a [`LiveLatency`] (the reader takes
+/// them every second); beyond, they are not shared.
+pub const LIVE_CAPACITY: usize = 100_000;
+
 pub async fn run(plan: LoadPlan, stop: impl Future) -> LoadResult {
+    run_live(plan, stop, None).await
+}
+
+/// [`run`], sharing each ended request's latency as it arrives.
+pub async fn run_live(plan: LoadPlan, stop: impl Future, live: Option<LiveLatency>) -> LoadResult {
     let LoadPlan {
         scenario,
         rps,
@@ -284,6 +298,7 @@ pub async fn run(plan: LoadPlan, stop: impl Future) -> LoadResult {
     };
     let start = Instant::now();
     let mut recorder = Recorder::new(&scenario, start);
+    recorder.live = live;
     let end = start + duration;
     let pacer = Pacer {
         pacing: pacing.clone(),
@@ -665,6 +680,7 @@ struct Recorder {
     /// When the first request was planned (offsets of the series).
     start: Instant,
     series: series::SeriesRecorder,
+    live: Option<LiveLatency>,
 }
 
 struct Finish {
@@ -706,6 +722,7 @@ impl Recorder {
             received: 0,
             start,
             series: series::SeriesRecorder::new(),
+            live: None,
         }
     }
 
@@ -717,6 +734,12 @@ impl Recorder {
             Outcome::Transport(_) | Outcome::Timeout => (None, true),
         };
         self.series.record(planned.saturating_duration_since(self.start), latency, error);
+        if let Some(live) = &self.live
+            && let Ok(mut v) = live.lock()
+            && v.len() < LIVE_CAPACITY
+        {
+            v.push((planned.saturating_duration_since(self.start).as_secs_f64(), latency.map(|l| l.as_secs_f64() * 1e3)));
+        }
         let ep = &mut self.endpoints[sample.endpoint];
         self.last_completion = Some(
             self.last_completion

@@ -4,15 +4,22 @@
 //! A uprobe hit costs the target 0.5-9 µs, so probing every allocator call
 //! for a whole audit cannot be the default. Two modes:
 //!
-//! - **default**: the allocator probes are attached only in short windows
-//!   ([`DEFAULT_WINDOW`] every [`DEFAULT_PERIOD`]), and fully *detached*
+//! - **default**: the probes first record for [`PROBE_WINDOW`] (250 ms);
+//!   from the rate of calls seen, [`Recording::decide`] keeps them attached
+//!   and recording for the whole audit when that costs at most
+//!   [`perf_audit_analysis::memory::CONTINUOUS_BUDGET_PCT`] of a core
+//!   (continuous: exact counts, and no probe attached or closed while the
+//!   target is measured, so no periodic latency spike), else records in
+//!   short windows ([`DEFAULT_WINDOW`] every [`DEFAULT_PERIOD`]), *detached*
 //!   between them (an attached uprobe costs its trap even when the program
-//!   returns at once). Counts are scaled back up by the measured share of
-//!   time attached; a free seen in a later window than its allocation is
-//!   observed with that same probability and scaled accordingly. Each
-//!   window ends with a short grace period where only `free` stays probed,
-//!   so that short-lived blocks allocated just before the window closed are
-//!   seen freed rather than left as outstanding.
+//!   returns at once). Window counts are scaled back up by the measured
+//!   share of time attached; a free seen in a later window than its
+//!   allocation is observed with that same probability and scaled
+//!   accordingly. Each window ends with a short grace period where only
+//!   `free` stays probed, so that short-lived blocks allocated just before
+//!   the window closed are seen freed rather than left as outstanding.
+//!   Recording is a lease the kernel enforces (`RECORDING_UNTIL`): a
+//!   stopped or starved agent never leaves recording on.
 //! - **precise** (`--memory precise`): the probes stay attached for the
 //!   whole audit; every call is counted.
 //!
@@ -29,7 +36,7 @@
 //! the pure model that turns what was collected into the report's section.
 
 pub use perf_audit_analysis::memory::{
-    DEFAULT_PERIOD, DEFAULT_WINDOW, KernelTime, MemoryEvidence, MemoryMode, Snapshot, analysis, faults, section, types,
+    DEFAULT_PERIOD, DEFAULT_WINDOW, EMULATED_CALL_US, PROBE_WINDOW, Recording, RecordingKind, SINGLE_STEPPED_CALL_US, KernelTime, MemoryEvidence, MemoryMode, Snapshot, analysis, faults, section, types,
 };
 
 use std::{
@@ -49,7 +56,7 @@ use crate::{
     kernel::{
         Counters,
         mem_events,
-        memory::{AllocatorPlan, MemoryKernel, discover_allocator},
+        memory::{AllocatorPlan, MemoryKernel, discover_allocator, monotonic_ns},
         ring::RingReader,
         stack_copy::StackCopyCollector,
     },
@@ -86,6 +93,9 @@ pub struct MemoryRaw {
     pub rss_series: Vec<faults::RssPoint>,
     /// The target's faults over the audit (/proc/PID/stat), exact.
     pub faults_counted: Option<u64>,
+    /// When allocator probes were attached (CLOCK_MONOTONIC ns, attach to
+    /// detach): the windows, or one period when recording continuously.
+    pub probed_periods_ns: Vec<(u64, u64)>,
 }
 
 fn kernel_seconds(pid: u32) -> Option<f64> {
@@ -100,6 +110,8 @@ pub struct MemoryCollector {
     /// detaches within one tick; page faults, mappings and RSS go on).
     probes_off: Arc<AtomicBool>,
     mode: MemoryMode,
+    recording: Option<RecordingKind>,
+    periods: ProbedPeriods,
 }
 
 impl MemoryCollector {
@@ -142,8 +154,28 @@ impl MemoryCollector {
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let stacks = Stacks { ring, stacks: HashMap::new(), truncated: 0 };
         let probes_off = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(run(kernel, stacks, Growth { reader: events, regions, events: Default::default(), rss: Vec::new(), faults_at_start: fault_count(pid), faults_last: None }, pid, mode, maps, Control { stopped, probes_off: probes_off.clone() }));
-        Ok(MemoryCollector { stop, task, probes_off, mode })
+        let (decided_tx, decided) = tokio::sync::oneshot::channel();
+        let periods = ProbedPeriods::default();
+        let task = tokio::spawn(run(kernel, stacks, Growth { reader: events, regions, events: Default::default(), rss: Vec::new(), faults_at_start: fault_count(pid), faults_last: None }, pid, mode, maps, Control { stopped, probes_off: probes_off.clone(), decided: decided_tx, periods: periods.clone() }));
+        // Default mode decides how to record after its first moments: the
+        // engine's overhead meter samples its statistics unless windows
+        // would alias with them.
+        let recording = match mode {
+            MemoryMode::Default => tokio::time::timeout(PROBE_WINDOW + Duration::from_secs(2), decided).await.ok().and_then(|r| r.ok()),
+            _ => None,
+        };
+        Ok(MemoryCollector { stop, task, probes_off, mode, recording, periods })
+    }
+
+    /// Default mode's recording kind, once decided (`None` in precise mode
+    /// or when the target exited first).
+    pub fn recording(&self) -> Option<RecordingKind> {
+        self.recording
+    }
+
+    /// When the probes were attached so far (live).
+    pub fn probed_periods(&self) -> ProbedPeriods {
+        self.periods.clone()
     }
 
     /// The overhead budget's first step: the allocator probes stop (no
@@ -264,6 +296,9 @@ fn fault_count(pid: u32) -> Option<u64> {
 struct Control {
     stopped: tokio::sync::oneshot::Receiver<()>,
     probes_off: Arc<AtomicBool>,
+    /// Default mode's decision, as soon as it is made.
+    decided: tokio::sync::oneshot::Sender<RecordingKind>,
+    periods: ProbedPeriods,
 }
 
 /// What the duty cycle hands back when it stops.
@@ -275,10 +310,62 @@ struct DutyCycle {
     /// Time any probe was attached (what the target paid for).
     probed: Duration,
     windows: u64,
+    recording: Option<Recording>,
+    probed_periods_ns: Vec<(u64, u64)>,
 }
 
-/// The allocator probes' duty cycle, on a thread of its own: default mode
-/// opens a [`DEFAULT_WINDOW`] every [`DEFAULT_PERIOD`]; precise mode reads a
+/// When the allocator probes were attached (CLOCK_MONOTONIC ns), shared
+/// while the audit runs: the engine matches latency spikes against them.
+#[derive(Clone, Default)]
+pub struct ProbedPeriods(Arc<std::sync::Mutex<Vec<(u64, u64)>>>);
+
+impl ProbedPeriods {
+    fn push(&self, period: (u64, u64)) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(period);
+        }
+    }
+
+    pub fn get(&self) -> Vec<(u64, u64)> {
+        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}
+
+/// Continuous recording renews its kernel-side lease this often, for this
+/// long: an agent stopped (SIGSTOP) or starved stops recording by itself
+/// within [`LEASE`], and its probes then cost their trap only.
+pub const LEASE_RENEW: Duration = Duration::from_millis(500);
+pub const LEASE: Duration = Duration::from_secs(2);
+/// Continuous recording checks its rate over this long.
+pub const RATE_CHECK: Duration = Duration::from_secs(2);
+
+/// `PERF_AUDIT_MEMORY_RECORDING=continuous|windows|gated|floor` forces
+/// default mode's recording kind (benchmarks and tests of each mechanism).
+fn forced_recording() -> Option<RecordingKind> {
+    std::env::var("PERF_AUDIT_MEMORY_RECORDING").ok().and_then(|v| RecordingKind::parse(v.trim()))
+}
+
+/// Estimated cost of one probed call for this plan: its hot probes (the
+/// first allocating function, malloc's place in the plan, and free),
+/// emulated or single-stepped; glibc's rarely called aligned allocators
+/// are single-stepped and do not count.
+fn per_call_us(plan: &AllocatorPlan) -> f64 {
+    let hot_alloc = plan.probes.iter().find(|p| !p.shape.is_free());
+    let free = plan.probes.iter().find(|p| p.shape.is_free());
+    if hot_alloc.into_iter().chain(free).all(|p| p.emulated) { EMULATED_CALL_US } else { SINGLE_STEPPED_CALL_US }
+}
+
+fn mapping_calls(kernel: &MemoryKernel) -> u64 {
+    mem_events::counters(kernel).map(|c| c.mappings.mmap_calls + c.mappings.munmap_calls + c.mappings.brk_grow_calls).unwrap_or(0)
+}
+
+/// The allocator probes' duty cycle, on a thread of its own. Default mode
+/// first records for [`PROBE_WINDOW`] and decides from the rate it saw
+/// ([`Recording::decide`]): continuous (the probes stay attached, nothing is
+/// attached or closed again while the target is measured; the recording
+/// lease is renewed every [`LEASE_RENEW`]) or windows (a [`DEFAULT_WINDOW`]
+/// every [`DEFAULT_PERIOD`], probes attached for each; each window's
+/// recording also ends in the kernel at its deadline). Precise mode reads a
 /// snapshot every [`PRECISE_SNAPSHOT`]. Every wait is a plain timed wait on
 /// this thread, so a window closes on time whatever the agent's async
 /// runtime is doing. It did not when the window lived in the collector
@@ -287,7 +374,8 @@ struct DutyCycle {
 /// (measured, demo service, debug agent on a loaded machine), and the
 /// target paid the precise mode's cost meanwhile (issue 19's "attached
 /// 66.5% of the time").
-fn duty_cycle(mut kernel: MemoryKernel, mode: MemoryMode, pid: u32, start: Instant, probes_off: Arc<AtomicBool>, stop: std::sync::mpsc::Receiver<()>) -> Result<DutyCycle> {
+fn duty_cycle(mut kernel: MemoryKernel, mode: MemoryMode, pid: u32, start: Instant, control: (Arc<AtomicBool>, tokio::sync::oneshot::Sender<RecordingKind>, ProbedPeriods), stop: std::sync::mpsc::Receiver<()>) -> Result<DutyCycle> {
+    let (probes_off, decided_tx, shared_periods) = control;
     use std::sync::mpsc::RecvTimeoutError;
     let stop_requested = |r: std::result::Result<(), RecvTimeoutError>| !matches!(r, Err(RecvTimeoutError::Timeout));
     let mut series = Vec::new();
@@ -295,9 +383,75 @@ fn duty_cycle(mut kernel: MemoryKernel, mode: MemoryMode, pid: u32, start: Insta
     let mut probed = Duration::ZERO;
     let mut attached_since = kernel.attached().then(Instant::now);
     let mut windows: u64 = if kernel.attached() { 1 } else { 0 };
-    let period = if mode == MemoryMode::Default { DEFAULT_PERIOD } else { PRECISE_SNAPSHOT };
-    // The first window opens at once, as the collector starts.
-    let mut next = Instant::now();
+    let mut recording = None;
+    let periods = shared_periods;
+    let mut attached_at_ns = kernel.attached().then(monotonic_ns);
+    // Default mode: the probe, then the decision.
+    let mut kind = None;
+    if mode == MemoryMode::Default && target::is_alive(pid) {
+        let faults_before = fault_count(pid);
+        let maps_before = mapping_calls(&kernel);
+        windows = 1;
+        kernel.set_window(1)?;
+        let opened_ns = monotonic_ns();
+        kernel.attach()?;
+        let opened = Instant::now();
+        kernel.record_for(PROBE_WINDOW + LEASE)?;
+        let stop_now = stop_requested(stop.recv_timeout(PROBE_WINDOW));
+        let probe_s = opened.elapsed().as_secs_f64();
+        let c = kernel.counters()?;
+        let faults = fault_count(pid).zip(faults_before).map(|(b, a)| b.saturating_sub(a)).unwrap_or(0);
+        let decided = Recording::decide(
+            probe_s,
+            c.alloc_calls + c.free_calls,
+            per_call_us(kernel.plan()),
+            faults as f64 / probe_s,
+            mapping_calls(&kernel).saturating_sub(maps_before) as f64 / probe_s,
+            forced_recording(),
+        );
+        eprintln!("perf-audit: memory profile: {}", decided.reason);
+        let _ = decided_tx.send(decided.kind);
+        kind = Some(decided.kind);
+        recording = Some(decided);
+        match kind {
+            Some(RecordingKind::Continuous) if !stop_now => {
+                kernel.record_for(LEASE)?;
+                attached_since = Some(opened);
+                attached_at_ns = Some(opened_ns);
+            }
+            _ => {
+                // Windows (or gated): the probe was the first window.
+                kernel.set_recording(false)?;
+                recorded += opened.elapsed();
+                if !stop_now {
+                    std::thread::sleep(FREE_GRACE);
+                }
+                if !matches!(kind, Some(RecordingKind::Gated | RecordingKind::Floor)) || stop_now {
+                    kernel.detach();
+                    probed += opened.elapsed();
+                    periods.push((opened_ns, monotonic_ns()));
+                } else {
+                    attached_since = Some(opened);
+                    attached_at_ns = Some(opened_ns);
+                }
+                series.push(Snapshot { t: start.elapsed().as_secs_f64(), sites: kernel.read_sites()? });
+            }
+        }
+        if stop_now {
+            return Ok(DutyCycle { kernel, series, recorded, probed, windows, recording, probed_periods_ns: periods.get() });
+        }
+    }
+    let mut period = match (mode, kind) {
+        (MemoryMode::Default, Some(RecordingKind::Continuous | RecordingKind::Floor)) => LEASE_RENEW,
+        (MemoryMode::Default, _) => DEFAULT_PERIOD,
+        _ => PRECISE_SNAPSHOT,
+    };
+    let mut next = Instant::now() + period;
+    let mut last_snapshot = Instant::now();
+    // Continuous recording watches its own rate: the first moments may
+    // have been quiet (a service before its traffic).
+    let per_call = per_call_us(kernel.plan());
+    let mut rate_from = (Instant::now(), kernel.counters().map(|c| c.alloc_calls + c.free_calls).unwrap_or(0));
     loop {
         if stop_requested(stop.recv_timeout(next.saturating_duration_since(Instant::now()))) {
             break;
@@ -314,31 +468,84 @@ fn duty_cycle(mut kernel: MemoryKernel, mode: MemoryMode, pid: u32, start: Insta
                 kernel.set_recording(false)?;
                 std::thread::sleep(FREE_GRACE);
                 kernel.detach();
+                if let Some(at) = attached_at_ns.take() {
+                    periods.push((at, monotonic_ns()));
+                }
                 if let Some(since) = attached_since.take() {
-                    recorded += since.elapsed();
+                    if !matches!(kind, Some(RecordingKind::Gated | RecordingKind::Floor)) {
+                        recorded += since.elapsed();
+                    }
                     probed += since.elapsed();
                 }
                 series.push(Snapshot { t: start.elapsed().as_secs_f64(), sites: kernel.read_sites()? });
+            }
+        } else if mode == MemoryMode::Default && kind == Some(RecordingKind::Floor) {
+            // Attached, never recording: nothing to do.
+        } else if mode == MemoryMode::Default && kind == Some(RecordingKind::Continuous) {
+            // Renew the lease; snapshots as often as precise mode's.
+            kernel.record_for(LEASE)?;
+            if last_snapshot.elapsed() >= PRECISE_SNAPSHOT {
+                last_snapshot = Instant::now();
+                series.push(Snapshot { t: start.elapsed().as_secs_f64(), sites: kernel.read_sites()? });
+            }
+            // Over twice the budget for RATE_CHECK: windows from now on
+            // (the continuous stretch counts as recorded time, like a
+            // window).
+            if rate_from.0.elapsed() >= RATE_CHECK && !recording.as_ref().is_some_and(|r| r.forced) {
+                let calls = kernel.counters().map(|c| c.alloc_calls + c.free_calls).unwrap_or(rate_from.1);
+                let rate = calls.saturating_sub(rate_from.1) as f64 / rate_from.0.elapsed().as_secs_f64();
+                let cost = rate * per_call / 1e4;
+                rate_from = (Instant::now(), calls);
+                if cost > 2.0 * perf_audit_analysis::memory::CONTINUOUS_BUDGET_PCT {
+                    kernel.set_recording(false)?;
+                    std::thread::sleep(FREE_GRACE);
+                    kernel.detach();
+                    if let Some(at) = attached_at_ns.take() {
+                        periods.push((at, monotonic_ns()));
+                    }
+                    if let Some(since) = attached_since.take() {
+                        recorded += since.elapsed();
+                        probed += since.elapsed();
+                    }
+                    series.push(Snapshot { t: start.elapsed().as_secs_f64(), sites: kernel.read_sites()? });
+                    let at_s = start.elapsed().as_secs_f64();
+                    let note = format!("after {at_s:.1} s the rate rose to {rate:.0} calls/s (~{cost:.1}% of one core): windows from then on");
+                    eprintln!("perf-audit: memory profile: {note}");
+                    if let Some(r) = recording.as_mut() {
+                        r.kind = RecordingKind::Windows;
+                        r.switched_at_s = Some((at_s * 10.0).round() / 10.0);
+                        r.reason = format!("{}; {note}", r.reason);
+                    }
+                    kind = Some(RecordingKind::Windows);
+                    period = DEFAULT_PERIOD;
+                    next = Instant::now() + period;
+                }
             }
         } else if mode == MemoryMode::Default {
             windows += 1;
             kernel.set_window(windows)?;
             let opened = Instant::now();
+            let opened_ns = monotonic_ns();
+            let gated = kernel.attached();
             kernel.attach()?;
-            // Every probe (free's included) is in place: record.
-            kernel.set_recording(true)?;
-            let recording = Instant::now();
+            // Every probe (free's included) is in place: record, until the
+            // window's deadline even if this thread is held up.
+            kernel.record_for(DEFAULT_WINDOW + FREE_GRACE)?;
+            let recording_since = Instant::now();
             // Stop early if the audit ends during the window.
             let stop_now = stop_requested(stop.recv_timeout(DEFAULT_WINDOW));
             kernel.set_recording(false)?;
-            recorded += recording.elapsed();
+            recorded += recording_since.elapsed();
             if !stop_now {
                 std::thread::sleep(FREE_GRACE);
             }
-            // Breakpoints go at once; the kernel's grace periods finish on
-            // a background thread.
-            kernel.detach();
-            probed += opened.elapsed();
+            if !gated {
+                // Breakpoints go at once; the kernel's grace periods finish
+                // on a background thread.
+                kernel.detach();
+                probed += opened.elapsed();
+                periods.push((opened_ns, monotonic_ns()));
+            }
             series.push(Snapshot { t: start.elapsed().as_secs_f64(), sites: kernel.read_sites()? });
             if stop_now {
                 break;
@@ -348,10 +555,15 @@ fn duty_cycle(mut kernel: MemoryKernel, mode: MemoryMode, pid: u32, start: Insta
         }
     }
     if let Some(since) = attached_since.take() {
-        recorded += since.elapsed();
+        if !matches!(kind, Some(RecordingKind::Gated | RecordingKind::Floor)) {
+            recorded += since.elapsed();
+        }
         probed += since.elapsed();
     }
-    Ok(DutyCycle { kernel, series, recorded, probed, windows })
+    if let Some(at) = attached_at_ns.take() {
+        periods.push((at, monotonic_ns()));
+    }
+    Ok(DutyCycle { kernel, series, recorded, probed, windows, recording, probed_periods_ns: periods.get() })
 }
 
 /// The collector task: the probes' duty cycle on its thread, new-site
@@ -365,7 +577,7 @@ async fn run(
     mut maps: MapsSnapshot,
     control: Control,
 ) -> Result<MemoryRaw> {
-    let Control { mut stopped, probes_off } = control;
+    let Control { mut stopped, probes_off, decided, periods } = control;
     let start = Instant::now();
     let kernel_at_start = kernel_seconds(pid);
     let mut kernel_last = kernel_at_start;
@@ -377,7 +589,7 @@ async fn run(
     let (stop_duty, duty_stopped) = std::sync::mpsc::channel::<()>();
     let duty = std::thread::Builder::new()
         .name("memory-windows".into())
-        .spawn(move || duty_cycle(kernel, mode, pid, start, probes_off, duty_stopped))
+        .spawn(move || duty_cycle(kernel, mode, pid, start, (probes_off, decided, periods), duty_stopped))
         .map_err(|e| Error::internal(format!("cannot start the memory window thread: {e}")))?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -410,7 +622,7 @@ async fn run(
         }
     }
     let _ = stop_duty.send(());
-    let DutyCycle { mut kernel, mut series, recorded, probed, windows } = tokio::task::spawn_blocking(move || duty.join())
+    let DutyCycle { mut kernel, mut series, recorded, probed, windows, recording, probed_periods_ns } = tokio::task::spawn_blocking(move || duty.join())
         .await
         .map_err(|e| Error::internal(format!("the memory window thread: {e}")))?
         .map_err(|_| Error::internal("the memory window thread panicked".to_string()))??;
@@ -444,7 +656,8 @@ async fn run(
         }
     }
     let sites = kernel.read_sites()?;
-    if mode != MemoryMode::Default {
+    let continuous = recording.as_ref().is_some_and(|r| r.kind == RecordingKind::Continuous);
+    if mode != MemoryMode::Default || continuous {
         series.push(Snapshot { t: elapsed.as_secs_f64(), sites: sites.clone() });
     }
     if let Some((rss_now, hwm)) = rss_and_peak(pid) {
@@ -461,7 +674,7 @@ async fn run(
     };
     let event_counters = mem_events::counters(&kernel)?;
     let counters = kernel.counters()?;
-    let duty = if mode == MemoryMode::Default {
+    let duty = if mode == MemoryMode::Default && !continuous {
         (recorded.as_secs_f64() / elapsed.as_secs_f64().max(1e-9)).clamp(1e-6, 1.0)
     } else {
         1.0
@@ -494,6 +707,7 @@ async fn run(
         elapsed_s: elapsed.as_secs_f64(),
         windows,
         kernel_time,
+        recording,
     };
     Ok(MemoryRaw {
         summary,
@@ -506,6 +720,7 @@ async fn run(
         event_counters,
         rss_series: growth.rss,
         faults_counted,
+        probed_periods_ns,
     })
 }
 

@@ -180,6 +180,12 @@ fn measure(rt: &tokio::runtime::Runtime, agent: &Path, pid: u32, profile: Option
             // Long enough for both windows; SIGINT ends it after them.
             let duration = format!("{}s", seconds.as_secs() * 2 + 60);
             let mut cmd = Command::new(agent);
+            // `PROFILE:KIND`: the memory profile's recording forced
+            // (`memory:floor`: probes attached, never recording).
+            let (profile, recording) = profile.split_once(':').unwrap_or((profile, ""));
+            if !recording.is_empty() {
+                cmd.env("PERF_AUDIT_MEMORY_RECORDING", recording);
+            }
             cmd.args(["--pid", &pid.to_string(), profile, "--duration", &duration, "--quiet", "--out"]).arg(&out);
             cmd.stdout(Stdio::null()).stderr(Stdio::piped());
             let child = cmd.spawn().map_err(|e| format!("{}: {e}", agent.display()))?;

@@ -26,6 +26,10 @@ pub struct MemorySection {
     /// target paid for), percent.
     pub probed_time_pct: f64,
     pub windows: u64,
+    /// Default mode: what the first moments measured and how recording
+    /// went on (continuous or windows).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recording: Option<super::Recording>,
     /// Seconds collected.
     pub elapsed_s: f64,
     /// Which allocator was probed, and in which file.
@@ -105,7 +109,7 @@ impl ProbeCost {
         let probe_s = (k.during_s - rate_after.unwrap_or(0.0) * k.during_wall_s).max(0.0);
         let pct = probe_s / k.during_wall_s.max(1e-9) * 100.0;
         let calls = raw.counters.alloc_calls + raw.counters.free_calls;
-        let per_call_us = (calls > 0 && raw.mode == MemoryMode::Precise).then(|| probe_s * 1e6 / calls as f64);
+        let per_call_us = (calls > 0 && (raw.mode == MemoryMode::Precise || raw.duty >= 1.0)).then(|| probe_s * 1e6 / calls as f64);
         let baseline = match rate_after {
             Some(r) => format!("{:.1} ms/s once the probes were gone, measured over {:.1} s after closing them", r * 1e3, k.after.map(|a| a.1).unwrap_or(0.0)),
             None => "the target exited before a rate without probes could be measured, so all of it is counted (an upper bound)".to_string(),
@@ -115,7 +119,7 @@ impl ProbeCost {
             k.during_s,
             k.during_wall_s,
             per_call_us.map(|us| format!(", {us:.2} µs per probed call ({calls} allocator calls and frees seen)")).unwrap_or_default(),
-            if raw.mode == MemoryMode::Default {
+            if raw.mode == MemoryMode::Default && raw.recording.as_ref().is_none_or(|r| r.kind == super::RecordingKind::Windows) {
                 " (windows, and breakpoints still hit while their links close after each window)"
             } else {
                 "; a CPU profile taken at the same time charges this time to the allocating functions"
@@ -168,7 +172,13 @@ impl Dropped {
 
 impl MemorySection {
     pub fn build(raw: &MemoryEvidence, analysis: Analysis, growth: GrowthSections) -> MemorySection {
+        let continuous = raw.recording.as_ref().is_some_and(|r| r.kind == super::RecordingKind::Continuous);
         let sampling = match raw.mode {
+            MemoryMode::Default if continuous => format!(
+                "every allocator call recorded for the whole {:.1} s audit (counts are exact): {}",
+                raw.elapsed_s,
+                raw.recording.as_ref().map(|r| r.reason.as_str()).unwrap_or_default()
+            ),
             MemoryMode::Default => format!(
                 "allocations recorded in {} ms windows every {} s ({} windows: {:.1}% of the {:.1} s audit; probes attached {:.1}% of the time, detached in between); every count is scaled by {:.1}x, and a free seen in a later window than its allocation by {:.0}x",
                 super::DEFAULT_WINDOW.as_millis(),
@@ -179,7 +189,7 @@ impl MemorySection {
                 raw.probed_s / raw.elapsed_s.max(1e-9) * 100.0,
                 1.0 / raw.duty,
                 1.0 / (raw.duty * raw.duty),
-            ),
+            ) + &raw.recording.as_ref().map(|r| format!(" ({})", r.reason)).unwrap_or_default(),
             MemoryMode::Precise => format!(
                 "every allocator call probed for the whole {:.1} s audit: counts are exact",
                 raw.elapsed_s
@@ -193,6 +203,7 @@ impl MemorySection {
             recorded_time_pct: crate::profile::round2(raw.duty * 100.0),
             probed_time_pct: crate::profile::round2(raw.probed_s / raw.elapsed_s.max(1e-9) * 100.0),
             windows: raw.windows,
+            recording: raw.recording.clone(),
             elapsed_s: crate::profile::round2(raw.elapsed_s),
             allocator: format!("{} in {}", raw.allocator_family, raw.allocator_object),
             allocator_object: raw.allocator_object.clone(),

@@ -41,8 +41,13 @@ pub fn render(report: &Report) -> String {
     if let Some(h) = report.health.as_ref().filter(|h| h.degraded) {
         let _ = writeln!(
             md,
-            "\n> **The service degraded during the audit**: {}. The findings below were taken on a degraded service, and alerts.yml takes its thresholds from the {:.1} s measured after the probes were detached.",
+            "\n> **The service degraded during the audit**: {}. {}The findings below were taken on a degraded service, and alerts.yml takes its thresholds from the {:.1} s measured after the probes were detached.",
             h.reasons.join("; "),
+            if h.causes.is_empty() {
+                "No collector's periods or CPU share match it (the machine's other load is the likelier cause). ".to_string()
+            } else {
+                format!("What matches it: {}. ", h.causes.iter().map(|c| c.evidence.as_str()).collect::<Vec<_>>().join("; "))
+            },
             h.unprobed.seconds
         );
     }
@@ -58,6 +63,9 @@ pub fn render(report: &Report) -> String {
             if h.degraded { "**degraded**" } else { "not degraded" },
             h.rule
         );
+        if !h.degraded && !h.causes.is_empty() {
+            let _ = writeln!(md, "- Health, measured costs: {}", h.causes.iter().map(|c| c.evidence.as_str()).collect::<Vec<_>>().join("; "));
+        }
     }
     if let Some(o) = &report.overhead {
         render_overhead(&mut md, o);
@@ -168,6 +176,14 @@ fn render_overhead(md: &mut String, o: &crate::report::schema::OverheadSection) 
                 o.rule
             );
         }
+    }
+    if let Some(priority) = &o.agent_priority {
+        let drops: Vec<String> = o.drops.iter().map(|d| format!("{} {} of {}", d.ring, d.dropped, d.records + d.dropped)).collect();
+        let _ = writeln!(
+            md,
+            "- Agent threads {priority} while the target was measured (the load generator and the memory windows excepted); records its rings dropped meanwhile: {}",
+            if drops.is_empty() { "none counted".to_string() } else { drops.join(", ") }
+        );
     }
     for b in &o.back_offs {
         let _ = writeln!(md, "- **Backed off** at {:.1} s ({:.2}% over the budget's window): {}", b.at_s, b.cost_pct, b.action);

@@ -19,7 +19,7 @@ pub use crate::database::schema::{
     UnusedIndex, WireSummary,
 };
 pub use crate::load::{EndpointStats, LatencyPoint, LatencySeries, LatencySummary, LoadResult};
-pub use overhead::{BackOff, CollectorCost, OverheadSection};
+pub use overhead::{BackOff, CollectorCost, OverheadSection, RingDrops};
 pub use symbols::{LINE_TABLES_FIX, LoadSegment, ObjectSymbols};
 pub use target::{TargetExec, TargetInfo};
 

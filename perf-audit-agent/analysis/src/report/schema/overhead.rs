@@ -29,6 +29,24 @@ pub struct OverheadSection {
     pub unavailable: Option<String>,
     /// How the cost is computed and judged, as the report states it.
     pub rule: String,
+    /// The agent's threads' priority while the target was measured
+    /// (`crate::priority` in the agent), e.g. "at nice 19".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_priority: Option<String>,
+    /// What the agent's rings dropped during collection (an agent kept off
+    /// the target's cores drains later), by ring: what its priority cost
+    /// the report, not the target.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drops: Vec<RingDrops>,
+}
+
+/// One ring's records and drops over the collection.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RingDrops {
+    pub ring: String,
+    pub records: u64,
+    pub dropped: u64,
 }
 
 /// One collector's kernel-side cost.
