@@ -669,9 +669,11 @@ mod layout_tests {
         assert_eq!(offset_of!(DbWriteRecord, site), 32);
         assert_eq!(offset_of!(DbWriteRecord, payload_len), 40);
         assert_eq!(offset_of!(DbWriteRecord, answer_fd), 44);
-        assert_eq!(offset_of!(DbWriteRecord, comm), 48);
-        assert_eq!(offset_of!(DbWriteRecord, payload), 64);
-        assert_eq!(size_of::<DbWriteRecord>(), 64 + DB_PAYLOAD_BYTES);
+        assert_eq!(offset_of!(DbWriteRecord, executes), 48);
+        assert_eq!(offset_of!(DbWriteRecord, walk), 52);
+        assert_eq!(offset_of!(DbWriteRecord, comm), 56);
+        assert_eq!(offset_of!(DbWriteRecord, payload), 72);
+        assert_eq!(size_of::<DbWriteRecord>(), 72 + DB_PAYLOAD_BYTES);
         assert_eq!(size_of::<DbThread>(), 8);
         assert_eq!(offset_of!(DbStackEvent, site), 8);
         assert_eq!(offset_of!(DbStackEvent, ip), 16);
