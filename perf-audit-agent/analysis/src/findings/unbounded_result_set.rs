@@ -18,7 +18,7 @@ pub const TABLE_SHARE: f64 = 0.10;
 /// of the table per call. Never a lookup by a list the caller bound
 /// (`= ANY($n)`, `IN ($n, ...)`: a deliberate prefetch, one query instead
 /// of N, whose rows are bounded by that list).
-fn grows_with_the_table(query: &str, per_call: f64, tables: &[crate::report::TableRow]) -> bool {
+fn grows_with_the_table(query: &str, per_call: f64, tables: &[crate::database::schema::TableRow]) -> bool {
     let q = format!(" {} ", query.to_ascii_uppercase().split_whitespace().collect::<Vec<_>>().join(" "));
     if q.contains("ANY($") || q.contains("ANY ($") || q.contains(" IN ($") || q.contains(" IN( $") || q.contains(" IN($") {
         return false;
