@@ -139,6 +139,33 @@ pub fn detect_repeated_reads(executions: &[Execution], rule: &RereadRule, read_m
     out
 }
 
+/// The median time from each execution to the next answer on its
+/// connection (ms), when answers were seen: what one read costs.
+pub fn median_round_trip_ms(executions: &[&Execution], io: &[super::transactions::WireIo]) -> Option<f64> {
+    let mut answers: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+    for w in io {
+        if let super::transactions::WireIoKind::Answer(_) = w.kind {
+            answers.entry(w.fd).or_default().push(w.ts_ns);
+        }
+    }
+    for v in answers.values_mut() {
+        v.sort_unstable();
+    }
+    let mut rtts: Vec<u64> = executions
+        .iter()
+        .filter_map(|e| {
+            let a = answers.get(&e.fd)?;
+            let k = a.partition_point(|t| *t <= e.ts_ns);
+            a.get(k).map(|t| t - e.ts_ns)
+        })
+        .collect();
+    if rtts.is_empty() {
+        return None;
+    }
+    rtts.sort_unstable();
+    Some((rtts[rtts.len() / 2] as f64 / 1e4).round() / 100.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
