@@ -493,7 +493,8 @@ impl DatabaseCollector {
                     }),
                     false => None,
                 };
-                let wire = Wire { fds, reader, maps, ports: sockets_now, activity, pid, endpoint, shared_ports };
+                let inodes = sockets_now.keys().filter_map(|fd| Some((*fd, sockets::fd_inode(pid, *fd)?))).collect();
+                let wire = Wire { fds, reader, maps, ports: sockets_now, activity, pid, endpoint, shared_ports, inodes };
                 let handle = tokio::spawn(trace_wire(wire, initial, stopped));
                 collector.wire = Some(WireTask { stop, handle, activity: xact_activity });
                 section.wire.traced = true;
@@ -617,6 +618,9 @@ struct Wire {
     activity: Option<Db>,
     pid: u32,
     endpoint: sockets::Endpoint,
+    /// The socket inode of each database fd (a missed scan keeps an fd
+    /// whose socket is unchanged).
+    inodes: BTreeMap<u32, u64>,
     /// `ports`, for the transaction sampler.
     shared_ports: std::sync::Arc<std::sync::Mutex<BTreeMap<u32, u16>>>,
 }
@@ -643,7 +647,18 @@ async fn trace_wire(mut w: Wire, initial_fds: Vec<u32>, mut stop: tokio::sync::o
             _ = drain_tick.tick() => drain(&mut w.reader, &mut w.maps, &mut capture),
             _ = tick.tick() => {
                 drain(&mut w.reader, &mut w.maps, &mut capture);
-                let ports = sockets::database_sockets(pid, &w.endpoint);
+                let mut ports = sockets::database_sockets(pid, &w.endpoint);
+                // A connection missing from this scan whose fd still holds
+                // the same socket is kept: the socket table can miss an
+                // established connection while many others come and go (a
+                // server closing a connection per request), and dropping it
+                // would lose its writes and the statement names it prepared.
+                for (fd, port) in &w.ports {
+                    if !ports.contains_key(fd) && w.inodes.get(fd).is_some_and(|i| sockets::fd_inode(pid, *fd) == Some(*i)) {
+                        ports.insert(*fd, *port);
+                    }
+                }
+                w.inodes = ports.keys().filter_map(|fd| Some((*fd, sockets::fd_inode(pid, *fd)?))).collect();
                 // An fd missing from this scan leaves DB_FDS: its writes go
                 // untraced until it is found again (a socket may be missed by
                 // one read of /proc/PID/net/tcp while connections come and

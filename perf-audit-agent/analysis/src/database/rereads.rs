@@ -4,7 +4,8 @@
 //! **How it is found.** Each execution of a prepared statement carries a
 //! hash of its bound values (`Execution::params`, from the Bind message;
 //! the values themselves are never kept). Per call site and statement
-//! (reads only: SELECT, WITH), the executions in time order are cut into
+//! (reads only: SELECT, WITH; or a statement prepared before the audit
+//! whose text stayed unknown), the executions in time order are cut into
 //! *runs* of consecutive executions with the same values. A worker that
 //! re-reads a job's row for each of its items makes one run per job (5
 //! items, 5 reads of one row, then the next job's row), whatever ran
@@ -22,7 +23,7 @@
 
 use std::collections::BTreeMap;
 
-use super::analysis::{CallSite, Execution, is_transaction_control};
+use super::analysis::{CallSite, Execution, UNKNOWN_TEXT, is_transaction_control};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RereadRule {
@@ -89,10 +90,13 @@ fn is_read(sql: &str) -> bool {
 pub fn detect_repeated_reads(executions: &[Execution], rule: &RereadRule, read_ms: impl Fn(&[&Execution]) -> Option<f64>) -> Vec<RepeatedRead> {
     let mut groups: BTreeMap<(&CallSite, &str), Vec<&Execution>> = BTreeMap::new();
     for e in executions {
-        if let (Some(site), Some(sql), Some(_)) = (&e.site, &e.sql, e.params)
-            && is_read(sql)
+        // A statement prepared before the audit whose text was not
+        // recovered is still one statement of its call site.
+        let sql = e.sql.as_deref().unwrap_or(UNKNOWN_TEXT);
+        if let (Some(site), Some(_)) = (&e.site, e.params)
+            && (e.sql.is_none() || is_read(sql))
         {
-            groups.entry((site, sql.as_str())).or_default().push(e);
+            groups.entry((site, sql)).or_default().push(e);
         }
     }
     let mut out = Vec::new();
