@@ -98,3 +98,36 @@ impl Rule for TransactionHeldOpen {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::database::{analysis::CallSite, schema::DatabaseSection, transactions::HeldTransactions};
+
+    #[test]
+    fn a_flagged_transaction_is_ranked_by_its_time_held_and_names_what_it_waited_on_and_an_unflagged_one_is_silent() {
+        let held = |flagged: bool, p50: f64| HeldTransactions {
+            function: CallSite { function: "svc::deliver".into(), ..Default::default() },
+            transactions: 40,
+            held_p50_ms: p50,
+            held_p99_ms: p50 * 2.0,
+            idle_p50_ms: p50 - 1.0,
+            idle_share_p50: 0.9,
+            lock_statement: Some("SELECT id FROM jobs LIMIT 1 FOR UPDATE SKIP LOCKED".into()),
+            waited_on: vec![("10.0.0.7:443".into(), 38)],
+            transactions_with_other_io: 38,
+            activity_samples: 12,
+            flagged,
+            ..Default::default()
+        };
+        let section = DatabaseSection { transactions: vec![held(true, 130.0), held(false, 2.0)], ..Default::default() };
+        let f = TransactionHeldOpen.check(&Evidence { cpu: None, async_runtime: None, database: Some(&section), memory: None });
+        assert_eq!(f.len(), 1);
+        assert_eq!((f[0].severity, f[0].function.as_str()), (Severity::P0, "svc::deliver"));
+        assert!(f[0].evidence.contains("10.0.0.7:443 (38 transactions)") && f[0].evidence.contains("idle in transaction` 12 times"), "{}", f[0].evidence);
+        assert!(f[0].recommendation.contains("after commit") && f[0].recommendation.contains("10.0.0.7:443"));
+        let section = DatabaseSection { transactions: vec![HeldTransactions { lock_statement: None, ..held(true, 20.0) }], ..Default::default() };
+        let f = TransactionHeldOpen.check(&Evidence { cpu: None, async_runtime: None, database: Some(&section), memory: None });
+        assert_eq!(f[0].severity, Severity::P1);
+    }
+}
