@@ -378,12 +378,59 @@ pub const NO_ANSWER: u32 = u32::MAX;
 /// the database connection of the read in progress (entry to exit). One
 /// entry per thread, made once and then updated in place: the programs
 /// that keep it run on every read, so they take no lock after the first.
+///
+/// `xact_fd`: the database connection this thread last saw inside a
+/// transaction (its last answer there ended with ReadyForQuery status `T`
+/// or `E`), [`NO_ANSWER`] when none: its sends to and receives from other
+/// sockets are reported as [`DbIoEvent`]s while it is set. `read_buf`: the
+/// buffer of the database read in progress (its last bytes are looked at
+/// when it returns).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DbThread {
     pub answer_fd: u32,
     pub reading_fd: u32,
+    pub xact_fd: u32,
+    pub _pad: u32,
+    pub read_buf: u64,
 }
+
+/// Values of [`DbIoEvent::kind`].
+pub mod db_io {
+    /// A read of a database connection whose last bytes were a
+    /// ReadyForQuery message: the server finished a statement (or a ping);
+    /// `status` is its transaction status byte (`I` idle, `T` in a
+    /// transaction, `E` in a failed transaction).
+    pub const ANSWER: u8 = 1;
+    /// A send (`sendto`, `sendmsg`, `writev`) to another socket by a thread
+    /// whose last database answer was inside a transaction (`xact_fd`).
+    pub const OTHER_SEND: u8 = 2;
+    /// A receive (`recvfrom`) from another socket by such a thread.
+    pub const OTHER_RECV: u8 = 3;
+}
+
+/// One small event of the database connections' life besides the writes:
+/// answers (the end of each statement, with the server's transaction
+/// status) and other sockets' I/O inside transactions. Sent to `DB_IO`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DbIoEvent {
+    pub ts_ns: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    /// The database connection (ANSWER) or the other socket.
+    pub fd: u32,
+    /// The database connection in a transaction, for OTHER_* (else [`NO_ANSWER`]).
+    pub xact_fd: u32,
+    /// A [`db_io`] value.
+    pub kind: u8,
+    /// ANSWER: the ReadyForQuery status byte.
+    pub status: u8,
+    pub _pad: [u8; 6],
+}
+
+/// Size of the ring buffer carrying [`DbIoEvent`]s: 32,768 events.
+pub const DB_IO_RING_BYTES: u32 = 1024 * 1024;
 
 /// Capacity of `DB_THREADS` (LRU: threads that exit age out).
 pub const DB_THREADS_CAPACITY: u32 = 16_384;
@@ -543,6 +590,7 @@ pub mod names {
     pub const DB_EVENTS: &str = "DB_EVENTS";
     pub const DB_STACKS: &str = "DB_STACKS";
     pub const DB_TEXT: &str = "DB_TEXT";
+    pub const DB_IO: &str = "DB_IO";
     pub const DB_READ_ENTER_PROGRAM: &str = "db_read_enter";
     pub const DB_READ_EXIT_PROGRAM: &str = "db_read_exit";
     pub const DB_RECVFROM_ENTER_PROGRAM: &str = "db_recvfrom_enter";
@@ -587,6 +635,8 @@ mod user {
     unsafe impl aya::Pod for super::DbWriteRecord {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::DbStackEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DbIoEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::UretprobeOffsets {}
     // SAFETY: as above.
@@ -674,7 +724,13 @@ mod layout_tests {
         assert_eq!(offset_of!(DbWriteRecord, comm), 56);
         assert_eq!(offset_of!(DbWriteRecord, payload), 72);
         assert_eq!(size_of::<DbWriteRecord>(), 72 + DB_PAYLOAD_BYTES);
-        assert_eq!(size_of::<DbThread>(), 8);
+        assert_eq!(size_of::<DbThread>(), 24);
+        assert_eq!(offset_of!(DbThread, xact_fd), 8);
+        assert_eq!(offset_of!(DbThread, read_buf), 16);
+        assert_eq!(size_of::<DbIoEvent>(), 32);
+        assert_eq!(offset_of!(DbIoEvent, fd), 16);
+        assert_eq!(offset_of!(DbIoEvent, kind), 24);
+        assert!(DB_IO_RING_BYTES.is_power_of_two());
         assert_eq!(offset_of!(DbStackEvent, site), 8);
         assert_eq!(offset_of!(DbStackEvent, ip), 16);
         assert_eq!(offset_of!(DbStackEvent, stack_len), 40);

@@ -28,8 +28,9 @@ use aya_ebpf::{
 };
 use perf_audit_common::{
     Counter, DB_EVENTS_RING_BYTES, DB_FDS_CAPACITY, DB_FINGERPRINT_BYTES, DB_KNOWN_STACKS_CAPACITY, DB_PAYLOAD_BYTES,
-    DB_STACK_COPY_BYTES, DB_STACKS_RING_BYTES, DB_TEXT_RANGES, DB_THREADS_CAPACITY, DbFdKey, DbStackEvent,
-    DB_WALK_COMPLETE, DB_WALK_HOPS, DB_WALK_INCOMPLETE, DB_WALK_NONE, DbThread, DbWriteRecord, NO_ANSWER, TASK_COMM_LEN, db_syscall, memory::TextRange,
+    DB_IO_RING_BYTES, DB_STACK_COPY_BYTES, DB_STACKS_RING_BYTES, DB_TEXT_RANGES, DB_THREADS_CAPACITY, DB_WALK_COMPLETE, DB_WALK_HOPS,
+    DB_WALK_INCOMPLETE, DB_WALK_NONE, DbFdKey, DbIoEvent, DbStackEvent, DbThread, DbWriteRecord, NO_ANSWER, TASK_COMM_LEN, db_io,
+    db_syscall, memory::TextRange,
 };
 
 use crate::{
@@ -56,6 +57,11 @@ static DB_EVENTS: RingBuf = RingBuf::with_byte_size(DB_EVENTS_RING_BYTES, 0);
 #[map(name = "DB_STACKS")]
 static DB_STACKS: RingBuf = RingBuf::with_byte_size(DB_STACKS_RING_BYTES, 0);
 
+/// Answers (each read that ends with ReadyForQuery: the server's
+/// transaction status) and other sockets' I/O inside transactions.
+#[map(name = "DB_IO")]
+static DB_IO: RingBuf = RingBuf::with_byte_size(DB_IO_RING_BYTES, 0);
+
 #[map(name = "DB_KNOWN_STACKS")]
 static DB_KNOWN_STACKS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(DB_KNOWN_STACKS_CAPACITY, 0);
 
@@ -80,6 +86,34 @@ fn forget_answer(tid: u32) {
     if let Some(t) = thread_entry(tid) {
         // SAFETY: a value of this map; only this thread writes its entry.
         unsafe { (*t).answer_fd = NO_ANSWER };
+    }
+}
+
+/// One `DbIoEvent` (dropped, not counted, when the ring is full: the
+/// agent's transaction spans then miss an answer and say less).
+#[inline(always)]
+fn send_io(tgid: u32, tid: u32, fd: u32, xact_fd: u32, kind: u8, status: u8) {
+    // SAFETY: a helper without arguments.
+    let ts_ns = unsafe { bpf_ktime_get_ns() };
+    let event = DbIoEvent { ts_ns, tgid, tid, fd, xact_fd, kind, status, _pad: [0; 6] };
+    let _ = DB_IO.output::<DbIoEvent>(&event, BPF_RB_NO_WAKEUP);
+}
+
+/// A send to or receive from a socket that is not a database connection:
+/// the thread no longer waits for an answer, and when its last database
+/// answer was inside a transaction, the transaction's connection is told
+/// (an HTTP call, a Redis call made while a transaction stays open).
+#[inline(always)]
+fn other_socket_io(tgid: u32, tid: u32, fd: u32, kind: u8) {
+    if let Some(t) = thread_entry(tid) {
+        // SAFETY: as in `forget_answer`.
+        let xact = unsafe {
+            (*t).answer_fd = NO_ANSWER;
+            (*t).xact_fd
+        };
+        if xact != NO_ANSWER {
+            send_io(tgid, tid, fd, xact, kind, 0);
+        }
     }
 }
 
@@ -214,17 +248,22 @@ fn on_read_enter(ctx: &TracePointContext, socket_call: bool) -> u32 {
     };
     // SAFETY: a read inside the tracepoint record.
     let fd: u64 = unsafe { ctx.read_at(ARG0) }.unwrap_or(u64::MAX);
+    // SAFETY: as above.
+    let buf: u64 = unsafe { ctx.read_at(ARG1) }.unwrap_or(0);
     if DB_FDS.get_ptr(&DbFdKey { tgid, fd: fd as u32 }).is_some() {
         match thread_entry(tid) {
             // SAFETY: as in `forget_answer`.
-            Some(t) => unsafe { (*t).reading_fd = fd as u32 },
+            Some(t) => unsafe {
+                (*t).reading_fd = fd as u32;
+                (*t).read_buf = buf;
+            },
             None => {
-                let entry = DbThread { answer_fd: NO_ANSWER, reading_fd: fd as u32 };
+                let entry = DbThread { answer_fd: NO_ANSWER, reading_fd: fd as u32, xact_fd: NO_ANSWER, _pad: 0, read_buf: buf };
                 let _ = DB_THREADS.insert(&tid, &entry, 0);
             }
         }
     } else if socket_call {
-        forget_answer(tid);
+        other_socket_io(tgid, tid, fd as u32, db_io::OTHER_RECV);
     }
     0
 }
@@ -233,14 +272,14 @@ fn on_read_enter(ctx: &TracePointContext, socket_call: bool) -> u32 {
 /// the thread read last.
 #[inline(always)]
 fn on_read_exit(ctx: &TracePointContext) -> u32 {
-    let Some((_, tid)) = current_target_thread() else {
+    let Some((tgid, tid)) = current_target_thread() else {
         return 0;
     };
     let Some(t) = thread_entry(tid) else {
         return 0;
     };
     // SAFETY: as in `forget_answer`; a read inside the tracepoint record.
-    unsafe {
+    let (fd, ret, buf) = unsafe {
         let fd = (*t).reading_fd;
         if fd == NO_ANSWER {
             return 0;
@@ -250,7 +289,24 @@ fn on_read_exit(ctx: &TracePointContext) -> u32 {
         if ret > 0 {
             (*t).answer_fd = fd;
         }
+        (fd, ret, (*t).read_buf)
+    };
+    // An answer ends with ReadyForQuery (`Z`, length 5, the transaction
+    // status): the last 6 bytes read. Other reads (a part of a long
+    // answer) end otherwise and are not reported.
+    if ret < 6 || buf == 0 {
+        return 0;
     }
+    let mut tail = [0u8; 6];
+    // SAFETY: a user read into a local array of the right size.
+    let rc = unsafe { bpf_probe_read_user(tail.as_mut_ptr().cast(), 6, (buf + ret as u64 - 6) as *const _) };
+    if rc != 0 || tail[0] != b'Z' || tail[1] != 0 || tail[2] != 0 || tail[3] != 0 || tail[4] != 5 {
+        return 0;
+    }
+    let status = tail[5];
+    // SAFETY: as in `forget_answer`.
+    unsafe { (*t).xact_fd = if status == b'T' || status == b'E' { fd } else { NO_ANSWER } };
+    send_io(tgid, tid, fd, NO_ANSWER, db_io::ANSWER, status);
     0
 }
 
@@ -268,15 +324,20 @@ fn on_write(ctx: &TracePointContext, syscall: u32) -> u32 {
         // (`writev` too: hyper writes its responses with it; plain `write`
         // is not, as tokio's wake-ups write to an eventfd mid-task.)
         if syscall != db_syscall::WRITE {
-            forget_answer(tid);
+            other_socket_io(tgid, tid, fd as u32, db_io::OTHER_SEND);
         }
         return 0;
     }
     // One answer, one write: a second write with no new answer read (another
-    // task polled on this thread) did not wait for it.
+    // task polled on this thread) did not wait for it. A write to another
+    // database connection than the thread's open transaction's is another
+    // task's: the transaction is no longer what the thread runs.
     let answer = match thread_entry(tid) {
         // SAFETY: as in `forget_answer`.
         Some(t) => unsafe {
+            if (*t).xact_fd != fd as u32 {
+                (*t).xact_fd = NO_ANSWER;
+            }
             let fd = (*t).answer_fd;
             (*t).answer_fd = NO_ANSWER;
             fd

@@ -598,6 +598,9 @@ pub fn database_section() -> DatabaseSection {
         n_plus_one,
         per_item_transactions: Vec::new(),
         chatty_requests: Vec::new(),
+        transactions: Vec::new(),
+        repeated_reads: Vec::new(),
+        pools: Vec::new(),
         wire: WireSummary {
             traced: true,
             connections: 8,

@@ -27,7 +27,7 @@ pub mod stats;
 pub mod url;
 
 pub use perf_audit_analysis::{
-    database::{advice, analysis, recovery, section, wire},
+    database::{advice, analysis, pool, recovery, rereads, section, transactions, wire},
     report::schema::{
         CallSiteRow, DatabaseSection, DuplicateIndex, IndexRow, MAX_PLANS_NOT_INSPECTED, MissingIndex, PlanNotInspected, StatementRow, TableRow, UnusedIndex,
         WireSummary,
@@ -49,7 +49,7 @@ use crate::{
     kernel::{
         KernelSession,
         cpu::RawCpuStack,
-        db::{DbFdSet, DbWriteReader, RawDbStack, RawDbWrite},
+        db::{DbFdSet, DbWriteReader, RawDbIo, RawDbIoKind, RawDbStack, RawDbWrite},
     },
     profile::Origin,
     symbolize::StackSymbolizer,
@@ -59,6 +59,11 @@ use crate::{
 
 /// Executions kept from the wire; more are counted as dropped.
 const MAX_EXECUTIONS: usize = 200_000;
+/// Answers and other sockets' I/O kept (`transactions::WireIo`, ~50 bytes
+/// each); more are counted as dropped.
+const MAX_IO: usize = 400_000;
+/// How often pg_stat_activity is sampled for the target's transactions.
+const TRANSACTION_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 /// Distinct stacks kept; executions with a new stack beyond this lose it.
 const MAX_STACKS: usize = 20_000;
 /// How often the wire's rings are drained (DB_EVENTS holds ~14,000 writes:
@@ -100,6 +105,8 @@ struct WireExecution {
     recovered: bool,
     /// The chain of round trips it belongs to (see `WireCapture::chain_of`).
     chain: u64,
+    /// Hash of its bound values (`wire::WireExecution::params`).
+    params: Option<u64>,
 }
 
 /// Writes parsed into executions, before symbolization.
@@ -115,6 +122,13 @@ struct WireCapture {
     sites: HashMap<u64, usize>,
     executions: Vec<WireExecution>,
     dropped_executions: u64,
+    /// Answers and other sockets' I/O inside transactions.
+    io: Vec<transactions::WireIo>,
+    dropped_io: u64,
+    answers: u64,
+    /// Other sockets' remote ends: fd -> (socket inode, peer).
+    peers: HashMap<u32, (u64, Option<String>)>,
+    pid: u32,
     /// fd -> its connection's generation (bumped when the fd is reused).
     generations: HashMap<u32, u64>,
     next_generation: u64,
@@ -222,12 +236,16 @@ impl WireCapture {
                 let mut inferred = Vec::new();
                 if let Some(None) = portal
                     && let Some(wire::Message::Parse { statement, .. }) = messages.iter().rev().find(|m| matches!(m, wire::Message::Parse { .. })) {
-                        inferred.push(wire::Message::Bind { portal: String::new(), statement: statement.clone() });
+                        inferred.push(wire::Message::Bind { portal: String::new(), statement: statement.clone(), params: None });
                     }
                 let portal = portal.flatten().unwrap_or_default();
                 let extra = (total - in_prefix).min(wire::MAX_PORTALS as u32 * 8);
                 inferred.extend((0..extra).map(|_| wire::Message::Execute { portal: portal.clone() }));
-                executions.extend(conn.feed(inferred));
+                // Their own Binds were not captured: their values are unknown.
+                executions.extend(conn.feed(inferred).into_iter().map(|mut e| {
+                    e.params = None;
+                    e
+                }));
                 self.executions_beyond_capture += u64::from(extra);
             }
         if conn.encrypted {
@@ -249,8 +267,40 @@ impl WireCapture {
                 unknown,
                 recovered: e.recovered,
                 chain,
+                params: e.params,
             });
         }
+    }
+
+    /// An answer, or another socket's I/O inside a transaction (its peer
+    /// looked up while the socket is open).
+    fn push_io(&mut self, e: RawDbIo) {
+        if self.io.len() >= MAX_IO {
+            self.dropped_io += 1;
+            return;
+        }
+        let kind = match e.kind {
+            RawDbIoKind::Answer(status) => {
+                self.answers += 1;
+                transactions::WireIoKind::Answer(status)
+            }
+            RawDbIoKind::OtherSend { xact_fd } => transactions::WireIoKind::OtherSend { xact_fd, peer: self.peer(e.fd) },
+            RawDbIoKind::OtherRecv { xact_fd } => transactions::WireIoKind::OtherRecv { xact_fd, peer: self.peer(e.fd) },
+        };
+        self.io.push(transactions::WireIo { ts_ns: e.ts_ns, tid: e.tid, fd: e.fd, kind });
+    }
+
+    /// The remote end of the target's socket `fd` (cached per socket).
+    fn peer(&mut self, fd: u32) -> Option<String> {
+        let inode = sockets::fd_inode(self.pid, fd)?;
+        if let Some((known, peer)) = self.peers.get(&fd)
+            && *known == inode
+        {
+            return peer.clone();
+        }
+        let peer = sockets::tcp_peer(self.pid, inode);
+        self.peers.insert(fd, (inode, peer.clone()));
+        peer
     }
 
     /// Texts learnt from the server for the current connection on an fd.
@@ -297,6 +347,54 @@ impl WireCapture {
 struct WireTask {
     stop: tokio::sync::oneshot::Sender<()>,
     handle: tokio::task::JoinHandle<WireCapture>,
+    /// pg_stat_activity samples of the target's transactions (when the
+    /// server can be read).
+    activity: Option<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<Vec<transactions::ActivitySample>>)>,
+}
+
+/// Samples pg_stat_activity every `TRANSACTION_POLL` for the target's
+/// connections (`ports`, kept current by the wire task): their state and
+/// transaction age, never their statement text.
+async fn sample_transactions(mut db: Db, ports: std::sync::Arc<std::sync::Mutex<BTreeMap<u32, u16>>>, mut stop: tokio::sync::oneshot::Receiver<()>) -> Vec<transactions::ActivitySample> {
+    let mut out = Vec::new();
+    let mut tick = tokio::time::interval(TRANSACTION_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failures = 0;
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tick.tick() => {
+                let by_port: HashMap<i32, u32> = ports.lock().map(|p| p.iter().map(|(fd, port)| (i32::from(*port), *fd)).collect()).unwrap_or_default();
+                if by_port.is_empty() {
+                    continue;
+                }
+                let list: Vec<i32> = by_port.keys().copied().collect();
+                match db.transaction_states(&list).await {
+                    Ok(rows) => {
+                        let ts_ns = monotonic_ns();
+                        let mut seen: HashMap<i32, u32> = HashMap::new();
+                        for (port, _, _) in &rows {
+                            *seen.entry(*port).or_default() += 1;
+                        }
+                        // A port is the connection's only when one backend has it.
+                        for (port, state, age) in rows {
+                            if let (Some(fd), Some(1)) = (by_port.get(&port), seen.get(&port)) {
+                                out.push(transactions::ActivitySample { ts_ns, fd: *fd, idle_in_transaction: state.starts_with("idle in transaction"), xact_age_ms: age });
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        if failures >= ACTIVITY_MAX_FAILURES {
+                            eprintln!("perf-audit: database: pg_stat_activity could not be read for transactions ({e}): transaction spans are not corroborated by the server (grant the role pg_read_all_stats)");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The database profile of one audit: started before collection, finished
@@ -417,9 +515,18 @@ impl DatabaseCollector {
                     false => None,
                 };
                 let (stop, stopped) = tokio::sync::oneshot::channel();
-                let wire = Wire { fds, reader, maps, ports: sockets_now, activity, pid, endpoint };
+                let shared_ports = std::sync::Arc::new(std::sync::Mutex::new(sockets_now.clone()));
+                let xact_activity = match collector.db.is_some() {
+                    true => stats::connect(&url).await.ok().map(|db| {
+                        let (stop, stopped) = tokio::sync::oneshot::channel();
+                        (stop, tokio::spawn(sample_transactions(db, shared_ports.clone(), stopped)))
+                    }),
+                    false => None,
+                };
+                let inodes = sockets_now.keys().filter_map(|fd| Some((*fd, sockets::fd_inode(pid, *fd)?))).collect();
+                let wire = Wire { fds, reader, maps, ports: sockets_now, activity, pid, endpoint, shared_ports, inodes };
                 let handle = tokio::spawn(trace_wire(wire, initial, stopped));
-                collector.wire = Some(WireTask { stop, handle });
+                collector.wire = Some(WireTask { stop, handle, activity: xact_activity });
                 section.wire.traced = true;
             }
             None => section.notes.push(
@@ -435,8 +542,13 @@ impl DatabaseCollector {
     pub async fn finish(mut self, session: &mut KernelSession, symbolizer: &StackSymbolizer) -> DatabaseSection {
         let window_s = self.started.elapsed().as_secs_f64();
         session.stop_db_tracing();
+        let mut activity_samples = Vec::new();
         let capture = match self.wire.take() {
             Some(task) => {
+                if let Some((stop, handle)) = task.activity {
+                    let _ = stop.send(());
+                    activity_samples = handle.await.unwrap_or_default();
+                }
                 let _ = task.stop.send(());
                 match task.handle.await {
                     Ok(capture) => Some(capture),
@@ -464,10 +576,19 @@ impl DatabaseCollector {
         }
         let mut section = std::mem::take(&mut self.section);
         section.window_s = crate::report::round2(window_s);
-        let executions = match capture {
-            Some(capture) => symbolize_capture(self.pid, capture, &mut section.wire, symbolizer),
-            None => Vec::new(),
+        let (executions, io) = match capture {
+            Some(mut capture) => {
+                let io = std::mem::take(&mut capture.io);
+                section.wire.answers = capture.answers;
+                if capture.dropped_io > 0 {
+                    section.notes.push(format!("{} answers and other sockets' I/O were left out (more than {MAX_IO}): transaction spans and pool figures cover the start of the audit.", capture.dropped_io));
+                }
+                (symbolize_capture(self.pid, capture, &mut section.wire, symbolizer), io)
+            }
+            None => (Vec::new(), Vec::new()),
         };
+        section.wire.transaction_activity_samples = activity_samples.len() as u64;
+        section.wire.idle_in_transaction_samples = activity_samples.iter().filter(|a| a.idle_in_transaction).count() as u64;
         if section.wire.tls_connections > 0 {
             section.notes.push(format!(
                 "{} of the service's database connections are encrypted (TLS): their statements cannot be read from the wire, so they are not tied to code; their timings come from pg_stat_statements alone.",
@@ -480,6 +601,10 @@ impl DatabaseCollector {
         section.n_plus_one = analysis::detect_n_plus_one(&executions, &rule);
         section.per_item_transactions = analysis::detect_per_item_transactions(&executions, &rule);
         section.chatty_requests = perf_audit_analysis::database::chatty::detect_chatty_requests(&executions, &Default::default());
+        let spans = transactions::spans(&executions, &io, &activity_samples);
+        section.transactions = transactions::held_transactions(&executions, &spans, &Default::default());
+        section.repeated_reads = rereads::detect_repeated_reads(&executions, &Default::default(), |ex| rereads::median_round_trip_ms(ex, &io));
+        section.pools = pool::pool_pressure(&executions, &io, &Default::default());
         let sites = analysis::call_sites_by_statement(&executions);
 
         let end = match self.db.as_mut() {
@@ -548,12 +673,17 @@ struct Wire {
     activity: Option<Db>,
     pid: u32,
     endpoint: sockets::Endpoint,
+    /// The socket inode of each database fd (a missed scan keeps an fd
+    /// whose socket is unchanged).
+    inodes: BTreeMap<u32, u64>,
+    /// `ports`, for the transaction sampler.
+    shared_ports: std::sync::Arc<std::sync::Mutex<BTreeMap<u32, u16>>>,
 }
 
 async fn trace_wire(mut w: Wire, initial_fds: Vec<u32>, mut stop: tokio::sync::oneshot::Receiver<()>) -> WireCapture {
     let pid = w.pid;
     let exe = crate::target::exe_file(pid).or_else(|| std::fs::read_link(format!("/proc/{pid}/exe")).ok()).unwrap_or_default();
-    let mut capture = WireCapture { exe, ..WireCapture::default() };
+    let mut capture = WireCapture { exe, pid, ..WireCapture::default() };
     capture.seen_fds.extend(initial_fds);
     let mut last_maps = Instant::now();
     let mut tick = tokio::time::interval(FD_REFRESH);
@@ -572,7 +702,18 @@ async fn trace_wire(mut w: Wire, initial_fds: Vec<u32>, mut stop: tokio::sync::o
             _ = drain_tick.tick() => drain(&mut w.reader, &mut w.maps, &mut capture),
             _ = tick.tick() => {
                 drain(&mut w.reader, &mut w.maps, &mut capture);
-                let ports = sockets::database_sockets(pid, &w.endpoint);
+                let mut ports = sockets::database_sockets(pid, &w.endpoint);
+                // A connection missing from this scan whose fd still holds
+                // the same socket is kept: the socket table can miss an
+                // established connection while many others come and go (a
+                // server closing a connection per request), and dropping it
+                // would lose its writes and the statement names it prepared.
+                for (fd, port) in &w.ports {
+                    if !ports.contains_key(fd) && w.inodes.get(fd).is_some_and(|i| sockets::fd_inode(pid, *fd) == Some(*i)) {
+                        ports.insert(*fd, *port);
+                    }
+                }
+                w.inodes = ports.keys().filter_map(|fd| Some((*fd, sockets::fd_inode(pid, *fd)?))).collect();
                 // An fd missing from this scan leaves DB_FDS: its writes go
                 // untraced until it is found again (a socket may be missed by
                 // one read of /proc/PID/net/tcp while connections come and
@@ -590,6 +731,9 @@ async fn trace_wire(mut w: Wire, initial_fds: Vec<u32>, mut stop: tokio::sync::o
                     if w.ports.get(fd).is_some_and(|p| p != port) {
                         capture.reset(*fd);
                     }
+                }
+                if let Ok(mut shared) = w.shared_ports.lock() {
+                    shared.clone_from(&ports);
                 }
                 w.ports = ports;
                 if last_maps.elapsed() >= std::time::Duration::from_secs(1) {
@@ -711,11 +855,16 @@ fn drain(reader: &mut DbWriteReader, maps: &mut MapsSnapshot, capture: &mut Wire
     let mut stacks = Vec::new();
     let mut writes = Vec::new();
     reader.drain(maps, |s| stacks.push(s), |w| writes.push(w));
+    let mut io = Vec::new();
+    reader.drain_io(|e| io.push(e));
     for s in stacks {
         capture.push_stack(s);
     }
     for w in writes {
         capture.push(w);
+    }
+    for e in io {
+        capture.push_io(e);
     }
 }
 
@@ -791,7 +940,7 @@ fn symbolize_capture(pid: u32, capture: WireCapture, summary: &mut WireSummary, 
                 summary.executions_text_from_activity += 1;
             }
             let (site, callers) = site_of(e).unzip();
-            Execution { ts_ns: e.ts_ns, tid: e.tid, fd: e.fd, sql, site, callers: callers.unwrap_or_default(), chain: e.chain }
+            Execution { ts_ns: e.ts_ns, tid: e.tid, fd: e.fd, sql, site, callers: callers.unwrap_or_default(), chain: e.chain, params: e.params }
         })
         .collect();
     // Call sites out of generic helpers every statement passes through,

@@ -128,6 +128,34 @@ pub fn database_sockets(pid: u32, endpoint: &Endpoint) -> BTreeMap<u32, u16> {
     fds
 }
 
+/// The socket inode behind the target's `fd`, when it is a socket.
+pub fn fd_inode(pid: u32, fd: u32) -> Option<u64> {
+    let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    socket_inode(link.to_str()?)
+}
+
+/// The remote end (`address:port`) of the target's established TCP
+/// connection with socket inode `inode` (`None`: not found, e.g. closed).
+pub fn tcp_peer(pid: u32, inode: u64) -> Option<String> {
+    let remotes = match same_network_namespace(pid).then(established_connections).flatten() {
+        Some(r) => r,
+        None => {
+            let mut remotes = HashMap::new();
+            for (file, v6) in [("tcp", false), ("tcp6", true)] {
+                if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) {
+                    remotes.extend(parse_tcp_table(&text, v6));
+                }
+            }
+            remotes
+        }
+    };
+    let c = remotes.get(&inode)?;
+    Some(match canonical(c.remote) {
+        IpAddr::V6(v6) => format!("[{v6}]:{}", c.remote_port),
+        v4 => format!("{v4}:{}", c.remote_port),
+    })
+}
+
 fn same_network_namespace(pid: u32) -> bool {
     use std::os::unix::fs::MetadataExt;
     let ino = |p: String| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();

@@ -218,6 +218,21 @@ impl Db {
             .map_err(one_line)
     }
 
+    /// The state of the backends of the local `ports` and the age of their
+    /// transaction (ms, `None` outside one): (client port, state, age).
+    /// Never their statement text.
+    pub async fn transaction_states(&mut self, ports: &[i32]) -> Result<Vec<(i32, String, Option<f64>)>, String> {
+        let rows = sqlx::query(
+            "/* perf-audit */ SELECT client_port::int4, coalesce(state, '')::text, (extract(epoch FROM clock_timestamp() - xact_start) * 1e3)::float8 \
+             FROM pg_stat_activity WHERE datname = current_database() AND client_port = ANY($1) AND pid <> pg_backend_pid()",
+        )
+        .bind(ports)
+        .fetch_all(&mut self.conn)
+        .await
+        .map_err(one_line)?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect::<Result<_, sqlx::Error>>().map_err(one_line)
+    }
+
     /// Names of the columns of `schema.table`, by attribute number.
     pub async fn column_names(&mut self, schema: &str, table: &str) -> Result<HashMap<i32, String>, String> {
         let rows = sqlx::query(

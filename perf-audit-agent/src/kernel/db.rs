@@ -14,7 +14,7 @@ use aya::{
     maps::{Array, HashMap as BpfHashMap, MapData, RingBuf},
     programs::{TracePoint, trace_point::TracePointLinkId},
 };
-use perf_audit_common::{DB_FDS_CAPACITY, DB_TEXT_RANGES, DB_WALK_COMPLETE, DbFdKey, DbStackEvent, DbWriteRecord, NO_ANSWER, memory::TextRange, names};
+use perf_audit_common::{DB_FDS_CAPACITY, DB_TEXT_RANGES, DB_WALK_COMPLETE, DbFdKey, DbIoEvent, DbStackEvent, DbWriteRecord, NO_ANSWER, db_io, memory::TextRange, names};
 use tokio::io::unix::AsyncFd;
 
 use super::{load_error, missing, ring::RingReader};
@@ -145,6 +145,26 @@ pub struct RawDbWrite {
     pub executes: Option<u32>,
 }
 
+/// An answer of the server or another socket's I/O inside a transaction
+/// (`perf_audit_common::DbIoEvent`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawDbIo {
+    pub ts_ns: u64,
+    pub tid: u32,
+    /// The database connection (an answer) or the other socket.
+    pub fd: u32,
+    pub kind: RawDbIoKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawDbIoKind {
+    /// ReadyForQuery with this transaction status byte.
+    Answer(u8),
+    /// A send to another socket while the thread's transaction on `xact_fd` is open.
+    OtherSend { xact_fd: u32 },
+    OtherRecv { xact_fd: u32 },
+}
+
 /// The stack of the first write seen with a fingerprint, unwound.
 #[derive(Debug, Clone)]
 pub struct RawDbStack {
@@ -160,6 +180,7 @@ pub struct RawDbStack {
 pub struct DbWriteReader {
     writes: AsyncFd<RingBuf<MapData>>,
     stacks: RingReader<DbStackEvent>,
+    io: RingBuf<MapData>,
     unwinder: SharedUnwinder,
     /// Items too short for a record (a stale build): skipped.
     pub malformed: u64,
@@ -173,6 +194,32 @@ impl DbWriteReader {
     }
 
     /// Hands over every new stack, then every write, in the rings now.
+    /// Answers and other sockets' I/O (`DB_IO`), in the ring now.
+    pub fn drain_io(&mut self, mut io: impl FnMut(RawDbIo)) {
+        let pid = self.unwinder.pid();
+        while let Some(item) = self.io.next() {
+            if item.len() < std::mem::size_of::<DbIoEvent>() {
+                self.malformed += 1;
+                continue;
+            }
+            // SAFETY: long enough; plain data, read unaligned.
+            let e: DbIoEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+            if e.tgid != pid {
+                continue;
+            }
+            let kind = match e.kind {
+                db_io::ANSWER => RawDbIoKind::Answer(e.status),
+                db_io::OTHER_SEND => RawDbIoKind::OtherSend { xact_fd: e.xact_fd },
+                db_io::OTHER_RECV => RawDbIoKind::OtherRecv { xact_fd: e.xact_fd },
+                _ => {
+                    self.malformed += 1;
+                    continue;
+                }
+            };
+            io(RawDbIo { ts_ns: e.ts_ns, tid: e.tid, fd: e.fd, kind });
+        }
+    }
+
     pub fn drain(&mut self, maps: &mut MapsSnapshot, mut stack: impl FnMut(RawDbStack), mut write: impl FnMut(RawDbWrite)) {
         self.stacks.drain(maps, |event, unwind| {
             let (user, end) = if event.stack_len == 0 { (Vec::new(), UnwindEnd::Truncated) } else { unwind.frames() };
@@ -228,11 +275,14 @@ pub(super) fn take_parts(ebpf: &mut Ebpf, unwinder: &SharedUnwinder, text: &[(u6
         .map_err(|e| Error::internal(format!("cannot poll the ring buffer DB_EVENTS: {e}")))?;
     let stacks = ebpf.take_map(names::DB_STACKS).ok_or_else(|| missing(names::DB_STACKS))?;
     let stacks = RingBuf::try_from(stacks).map_err(|e| Error::internal(format!("DB_STACKS: {e}")))?;
+    let io = ebpf.take_map(names::DB_IO).ok_or_else(|| missing(names::DB_IO))?;
+    let io = RingBuf::try_from(io).map_err(|e| Error::internal(format!("DB_IO: {e}")))?;
     Ok((
         DbFdSet { map, tgid: pid, current: BTreeSet::new(), rejected: 0 },
         DbWriteReader {
             writes,
             stacks: RingReader::new(stacks, unwinder.clone(), names::DB_STACKS)?,
+            io,
             unwinder: unwinder.clone(),
             malformed: 0,
         },

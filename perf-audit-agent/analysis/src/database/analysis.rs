@@ -93,6 +93,9 @@ pub struct Execution {
     /// The chain of round trips it belongs to (see the module's docs);
     /// 0 when answers were not tracked.
     pub chain: u64,
+    /// Hash of the bound parameter values (extended protocol, fully
+    /// captured; never the values): `database::rereads`.
+    pub params: Option<u64>,
 }
 
 /// Whether the executions carry chains of round trips (the agent numbers

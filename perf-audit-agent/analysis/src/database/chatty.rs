@@ -422,7 +422,7 @@ mod tests {
             callers.push(cs(h, l));
         }
         callers.push(cs(MW.0, MW.1));
-        Execution { ts_ns: (ts * 1e6) as u64, tid, fd, sql: Some(sql.into()), site: Some(cs(helper.0, helper.1)), callers: callers.into(), chain: 0 }
+        Execution { ts_ns: (ts * 1e6) as u64, tid, fd, sql: Some(sql.into()), site: Some(cs(helper.0, helper.1)), callers: callers.into(), chain: 0, params: None }
     }
 
     /// A profile page handler: six lookups one after the other, each from

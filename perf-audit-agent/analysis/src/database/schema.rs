@@ -33,6 +33,16 @@ pub struct DatabaseSection {
     /// Requests making many sequential round trips from different call sites.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub chatty_requests: Vec<crate::database::chatty::ChattyRequest>,
+    /// Transactions per opening function: time held, idle in transaction,
+    /// what they waited on (`database::transactions`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub transactions: Vec<crate::database::transactions::HeldTransactions>,
+    /// Call sites reading the same rows again within a unit of work.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub repeated_reads: Vec<crate::database::rereads::RepeatedRead>,
+    /// The target's connection pools: busy share, holders, queued waits.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<crate::database::pool::PoolPressure>,
     pub wire: WireSummary,
     /// What the connected role holds beyond what the audit needs (`None`:
     /// not connected, or not read).
@@ -203,6 +213,15 @@ pub struct DuplicateIndex {
 pub struct WireSummary {
     /// Whether the target's writes to the database were traced.
     pub traced: bool,
+    /// Server answers seen (reads ending with ReadyForQuery), and
+    /// pg_stat_activity samples of the target's connections taken for
+    /// transactions (of which `idle in transaction`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub answers: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub transaction_activity_samples: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub idle_in_transaction_samples: u64,
     /// Database sockets of the target seen during the audit.
     pub connections: u64,
     /// Of which encrypted (TLS): their statements cannot be read.

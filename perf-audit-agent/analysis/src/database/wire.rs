@@ -24,8 +24,10 @@ pub enum Message {
     Query { sql: String, truncated: bool },
     /// `P`: a statement prepared under `statement` ("" = unnamed).
     Parse { statement: String, sql: String, truncated: bool },
-    /// `B`: parameters bound to `statement` into `portal`.
-    Bind { portal: String, statement: String },
+    /// `B`: parameters bound to `statement` into `portal`; `params`: a
+    /// hash of the parameter formats and values (never the values
+    /// themselves), `None` when the capture cut them.
+    Bind { portal: String, statement: String, params: Option<u64> },
     /// `E`: run `portal`.
     Execute { portal: String },
     /// The client asked for TLS (or GSS encryption) at connection start.
@@ -109,7 +111,8 @@ pub fn parse_write(buf: &[u8]) -> (Vec<Message>, bool) {
                 if !complete {
                     break;
                 }
-                out.push(Message::Bind { portal: text(portal), statement: text(statement) });
+                let rest = &body[portal.len() + 1 + statement.len() + 1..];
+                out.push(Message::Bind { portal: text(portal), statement: text(statement), params: params_hash(rest) });
             }
             b'E' => {
                 let (portal, complete) = cstr(body);
@@ -142,6 +145,32 @@ pub fn parse_write(buf: &[u8]) -> (Vec<Message>, bool) {
     (out, garbage)
 }
 
+/// A hash (FNV-1a) of a Bind's parameter format codes and values: `rest`
+/// is the body after the statement name. `None` when the capture ends
+/// before the last value (the counts run past the bytes captured).
+fn params_hash(rest: &[u8]) -> Option<u64> {
+    let be16 = |b: &[u8], at: usize| -> Option<usize> { b.get(at..at + 2).map(|x| u16::from_be_bytes([x[0], x[1]]) as usize) };
+    let formats = be16(rest, 0)?;
+    let mut pos = 2 + 2 * formats;
+    let params = be16(rest, pos)?;
+    pos += 2;
+    for _ in 0..params {
+        let len = rest.get(pos..pos + 4).map(|x| i32::from_be_bytes([x[0], x[1], x[2], x[3]]))?;
+        pos += 4;
+        if len > 0 {
+            pos = pos.checked_add(len as usize)?;
+        }
+        if pos > rest.len() {
+            return None;
+        }
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in &rest[..pos] {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    Some(h)
+}
+
 /// Big-endian u32 at the start of `b` (callers check there are 4 bytes).
 fn be32(b: &[u8]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
@@ -169,6 +198,8 @@ pub struct WireExecution {
     pub truncated: bool,
     /// The prepared statement's name ("" for unnamed or simple queries).
     pub statement: String,
+    /// Hash of the bound parameters (extended protocol, fully captured).
+    pub params: Option<u64>,
     /// The text was not on the wire but learnt from the server
     /// ([`Connection::learn`], see `recovery`).
     pub recovered: bool,
@@ -182,9 +213,10 @@ pub struct WireExecution {
 pub struct Connection {
     /// Statement name -> (text, truncated, recovered from the server).
     statements: HashMap<String, (String, bool, bool)>,
-    /// Portal name -> statement name. The unnamed portal "" is by far the
-    /// most common; named ones live until their transaction ends or a Close.
-    portals: HashMap<String, String>,
+    /// Portal name -> statement name and its parameters' hash. The unnamed
+    /// portal "" is by far the most common; named ones live until their
+    /// transaction ends or a Close.
+    portals: HashMap<String, (String, Option<u64>)>,
     /// The connection asked for TLS or sent TLS records.
     pub encrypted: bool,
     /// Names forgotten at the bounds.
@@ -210,7 +242,7 @@ impl Connection {
         for message in messages {
             match message {
                 Message::Query { sql, truncated } => {
-                    out.push(WireExecution { sql: Some(sql), truncated, statement: String::new(), recovered: false });
+                    out.push(WireExecution { sql: Some(sql), truncated, statement: String::new(), recovered: false, params: None });
                 }
                 Message::Parse { statement, sql, truncated } => {
                     if self.statements.len() >= MAX_STATEMENTS && !self.statements.contains_key(&statement) {
@@ -219,7 +251,7 @@ impl Connection {
                     }
                     self.statements.insert(statement, (sql, truncated, false));
                 }
-                Message::Bind { portal, statement } => {
+                Message::Bind { portal, statement, params } => {
                     if self.portals.len() >= MAX_PORTALS && !self.portals.contains_key(&portal) {
                         // Keep the unnamed portal: it is rebound at once anyway.
                         let unnamed = self.portals.remove("");
@@ -229,12 +261,13 @@ impl Connection {
                             self.portals.insert(String::new(), s);
                         }
                     }
-                    self.portals.insert(portal, statement);
+                    self.portals.insert(portal, (statement, params));
                 }
                 Message::Execute { portal } => {
-                    let statement = self.portals.get(&portal).cloned().unwrap_or_default();
+                    let (statement, params) = self.portals.get(&portal).cloned().unwrap_or_default();
                     let known = self.statements.get(&statement).cloned();
                     out.push(WireExecution {
+                        params,
                         truncated: known.as_ref().is_some_and(|k| k.1),
                         recovered: known.as_ref().is_some_and(|k| k.2),
                         sql: known.map(|k| k.0),
@@ -315,7 +348,7 @@ pub(crate) mod tests {
         assert!(conn.feed(parse(&first)).is_empty());
         for _ in 0..3 {
             let ex = conn.feed(parse(&bind_execute_sync("sqlx_s_1")));
-            assert_eq!(ex, vec![WireExecution { sql: Some(sql.into()), truncated: false, statement: "sqlx_s_1".into(), recovered: false }]);
+            assert_eq!(ex, vec![WireExecution { sql: Some(sql.into()), truncated: false, statement: "sqlx_s_1".into(), recovered: false, params: ex[0].params }]);
         }
         // A statement prepared before tracing began has no text.
         let ex = conn.feed(parse(&bind_execute_sync("sqlx_s_9")));
@@ -343,6 +376,42 @@ pub(crate) mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    fn bind_with(values: &[&[u8]]) -> Vec<u8> {
+        let mut body = b"\0stmt_1\0".to_vec();
+        body.extend_from_slice(&1u16.to_be_bytes());
+        body.extend_from_slice(&1u16.to_be_bytes());
+        body.extend_from_slice(&(values.len() as u16).to_be_bytes());
+        for v in values {
+            body.extend_from_slice(&(v.len() as i32).to_be_bytes());
+            body.extend_from_slice(v);
+        }
+        body.extend_from_slice(&0u16.to_be_bytes());
+        msg(b'B', &body)
+    }
+
+    #[test]
+    fn a_bind_carries_a_hash_of_its_values_equal_for_equal_values_and_none_when_cut() {
+        let params = |b: &[u8]| match parse(b).first() {
+            Some(Message::Bind { params, .. }) => *params,
+            other => panic!("{other:?}"),
+        };
+        let a = params(&bind_with(&[&7i64.to_be_bytes()]));
+        assert!(a.is_some());
+        assert_eq!(a, params(&bind_with(&[&7i64.to_be_bytes()])));
+        assert_ne!(a, params(&bind_with(&[&8i64.to_be_bytes()])));
+        // A value past the capture: no hash (a prefix is no proof of equal values).
+        let long = bind_with(&[&[b'x'; 600]]);
+        assert_eq!(params(&long[..512]), None);
+        // Executions carry it through their portal.
+        let mut conn = Connection::default();
+        conn.feed(parse(&parse_msg("stmt_1", "SELECT 1 WHERE $1 > 0")));
+        let mut write = bind_with(&[&7i64.to_be_bytes()]);
+        write.extend_from_slice(&msg(b'E', b"\0\0\0\0\0"));
+        let e = conn.feed(parse(&write));
+        assert_eq!(e.len(), 1);
+        assert_eq!((e[0].params, e[0].sql.as_deref()), (a, Some("SELECT 1 WHERE $1 > 0")));
     }
 
     #[test]
@@ -373,7 +442,7 @@ pub(crate) mod tests {
         assert_eq!(parse_write(&m), (vec![Message::Parse { statement: "\u{fffd}\u{fffd}\u{fffd}".into(), sql: "SELECT 1".into(), truncated: false }], false));
         let mut bind = vec![0xff, 0];
         bind.extend_from_slice(&[0xc3, 0]);
-        assert_eq!(parse(&msg(b'B', &bind)), vec![Message::Bind { portal: "\u{fffd}".into(), statement: "\u{fffd}".into() }]);
+        assert_eq!(parse(&msg(b'B', &bind)), vec![Message::Bind { portal: "\u{fffd}".into(), statement: "\u{fffd}".into(), params: None }]);
         // Every prefix of a valid stream and of a corrupt one parses.
         let mut stream = m.clone();
         stream.extend(bind_execute_sync("x"));

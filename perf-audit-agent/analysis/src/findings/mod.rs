@@ -19,6 +19,9 @@ mod unused_index;
 mod unbounded_result_set;
 mod per_item_transaction;
 mod chatty_requests;
+mod transaction_held_open;
+mod repeated_row_reads;
+mod pool_waits;
 #[cfg(test)]
 mod precision_tests;
 mod memory_leak;
@@ -192,6 +195,9 @@ pub fn all_rules() -> Vec<Box<dyn Rule>> {
         Box::new(unbounded_result_set::UnboundedResultSet),
         Box::new(per_item_transaction::PerItemTransaction),
         Box::new(chatty_requests::ChattyRequests),
+        Box::new(transaction_held_open::TransactionHeldOpen),
+        Box::new(repeated_row_reads::RepeatedRowReads),
+        Box::new(pool_waits::PoolWaits),
         Box::new(memory_leak::MemoryLeak::default()),
         Box::new(unbounded_growth::UnboundedGrowth::default()),
         Box::new(allocation_churn::AllocationChurn::hot_path()),

@@ -547,7 +547,7 @@ fn chatty_executions() -> Vec<Execution> {
     let (mut out, mut transactions) = (Vec::new(), Vec::new());
     let mut t = 0u64;
     let mut push = |t: &mut u64, sql: &str, site: CallSite, callers: Vec<CallSite>| {
-        out.push(Execution { ts_ns: *t, tid: 7 + (*t / 300_000 % 2) as u32, fd: 12 + (*t / 300_000 % 3) as u32, sql: Some(sql.into()), site: Some(site), callers: callers.into(), chain: 0 });
+        out.push(Execution { ts_ns: *t, tid: 7 + (*t / 300_000 % 2) as u32, fd: 12 + (*t / 300_000 % 3) as u32, sql: Some(sql.into()), site: Some(site), callers: callers.into(), chain: 0, params: None });
         *t += 300_000;
     };
     for _ in 0..60 {
@@ -560,7 +560,7 @@ fn chatty_executions() -> Vec<Execution> {
         // One transaction holds its connection: same fd throughout.
         let fd = 20;
         for (k, sql) in ["BEGIN", "SELECT n FROM carts WHERE id = $1", "UPDATE stock SET n = n - 1 WHERE id = $1", "INSERT INTO orders (cart) VALUES ($1)", "DELETE FROM carts WHERE id = $1", "INSERT INTO audit (what) VALUES ($1)", "UPDATE users SET orders = orders + 1 WHERE id = $1", "COMMIT"].iter().enumerate() {
-            transactions.push(Execution { ts_ns: t, tid: 8, fd, sql: Some(sql.to_string()), site: Some(checkout(70 + k as u32)), callers: vec![mw.clone()].into(), chain: 0 });
+            transactions.push(Execution { ts_ns: t, tid: 8, fd, sql: Some(sql.to_string()), site: Some(checkout(70 + k as u32)), callers: vec![mw.clone()].into(), chain: 0, params: None });
             t += 300_000;
         }
     }
@@ -594,7 +594,7 @@ fn wrapped_executions() -> Vec<Execution> {
     for request in 0..40u64 {
         let handler = if request % 2 == 0 { "svc::handlers::page" } else { "svc::handlers::page_batched" };
         let mut push = |sql: &str, callers: std::sync::Arc<[CallSite]>| {
-            out.push(Execution { ts_ns: t, tid: 3, fd: 9, sql: Some(sql.into()), site: Some(retry.clone()), callers, chain: request + 1 });
+            out.push(Execution { ts_ns: t, tid: 3, fd: 9, sql: Some(sql.into()), site: Some(retry.clone()), callers, chain: request + 1, params: None });
             t += 200_000;
         };
         push("SELECT id, name FROM accounts WHERE id = $1", through(cs("svc::accounts::load", 20), handler));
