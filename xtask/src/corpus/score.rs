@@ -98,13 +98,13 @@ pub fn score(findings: &[Found], labels: &Labels) -> Score {
     let mut scored = Vec::new();
     let mut hit = vec![false; labels.expected.len()];
     for f in findings {
-        let expected = labels.expected.iter().enumerate().filter(|(_, l)| l.rule == f.rule && function_matches(&f.function, &l.function)).map(|(i, _)| i).collect::<Vec<_>>();
+        let expected = labels.expected.iter().enumerate().filter(|(_, l)| l.rule == f.rule && l.functions().any(|lf| function_matches(&f.function, lf))).map(|(i, _)| i).collect::<Vec<_>>();
         let verdict = if let Some(&first) = expected.first() {
             for &i in &expected {
                 hit[i] = true;
             }
             Verdict::Expected { label: first, observable: labels.expected[first].observable }
-        } else if let Some((i, m)) = labels.must_not.iter().enumerate().find(|(_, l)| l.rule == f.rule && function_matches(&f.function, &l.function)) {
+        } else if let Some((i, m)) = labels.must_not.iter().enumerate().find(|(_, l)| l.rule == f.rule && l.functions().any(|lf| function_matches(&f.function, lf))) {
             Verdict::MustNot { label: i, why: m.why.clone() }
         } else {
             Verdict::Unlabelled
@@ -186,11 +186,11 @@ mod tests {
     fn labels() -> Labels {
         Labels {
             expected: vec![
-                Expected { rule: "n-plus-one-query".into(), function: "listing::list_articles".into(), why: String::new(), observable: true },
-                Expected { rule: "unbounded-result-set".into(), function: "tags::get_tags".into(), why: String::new(), observable: true },
-                Expected { rule: "missing-index".into(), function: "comments::get_comments".into(), why: String::new(), observable: false },
+                Expected { rule: "n-plus-one-query".into(), function: "listing::list_articles".into(), also: vec!["listing::fetch_one".into()], why: String::new(), observable: true },
+                Expected { rule: "unbounded-result-set".into(), function: "tags::get_tags".into(), also: vec![], why: String::new(), observable: true },
+                Expected { rule: "missing-index".into(), function: "comments::get_comments".into(), also: vec![], why: String::new(), observable: false },
             ],
-            must_not: vec![MustNot { rule: "blocking-in-async".into(), function: "users::hash_password".into(), why: "spawn_blocking".into() }],
+            must_not: vec![MustNot { rule: "blocking-in-async".into(), function: "users::hash_password".into(), also: vec![], why: "spawn_blocking".into() }],
         }
     }
 
@@ -211,6 +211,8 @@ mod tests {
         let l = labels();
         let fs = vec![
             found("n-plus-one-query", "app::http::articles::listing::list_articles::{{closure}}"),
+            // The alternative place of the same label.
+            found("n-plus-one-query", "app::listing::fetch_one"),
             // Right rule, wrong function: unlabelled.
             found("n-plus-one-query", "app::http::profiles::get_profile"),
             // Right function, other rule: unlabelled.
@@ -225,6 +227,7 @@ mod tests {
             verdicts,
             vec![
                 Verdict::Expected { label: 0, observable: true },
+                Verdict::Expected { label: 0, observable: true },
                 Verdict::Unlabelled,
                 Verdict::Unlabelled,
                 Verdict::MustNot { label: 0, why: "spawn_blocking".into() },
@@ -235,13 +238,13 @@ mod tests {
         assert_eq!(s.misses, vec![1]);
 
         let by = per_rule(&s, &l);
-        assert_eq!(by["n-plus-one-query"], Tally { right: 1, false_alarms: 1, found: 1, observable: 1 });
+        assert_eq!(by["n-plus-one-query"], Tally { right: 2, false_alarms: 1, found: 1, observable: 1 });
         assert_eq!(by["unbounded-result-set"], Tally { right: 0, false_alarms: 0, found: 0, observable: 1 });
         assert_eq!(by["blocking-in-async"], Tally { right: 0, false_alarms: 1, found: 0, observable: 0 });
         assert_eq!(by["missing-index"], Tally { right: 1, false_alarms: 0, found: 0, observable: 0 });
         let t = total(&by);
-        assert_eq!(t, Tally { right: 2, false_alarms: 3, found: 1, observable: 2 });
-        assert_eq!(pct(t.precision(), t.right, t.right + t.false_alarms), "40% (2/5)");
+        assert_eq!(t, Tally { right: 3, false_alarms: 3, found: 1, observable: 2 });
+        assert_eq!(pct(t.precision(), t.right, t.right + t.false_alarms), "50% (3/6)");
         assert_eq!(pct(t.recall(), t.found, t.observable), "50% (1/2)");
         assert_eq!(pct(by["unbounded-result-set"].precision(), 0, 0), "-");
     }

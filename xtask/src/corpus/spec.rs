@@ -57,6 +57,10 @@ pub struct Run {
     pub cwd: String,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// The port the service always listens on, when it cannot be told one
+    /// (else a free port is chosen and given as `{port}`).
+    #[serde(default)]
+    pub port: Option<u16>,
     /// Answers any HTTP response when the service is up.
     #[serde(default = "slash")]
     pub ready_path: String,
@@ -155,6 +159,11 @@ pub struct Expected {
     pub rule: String,
     /// Path suffix of the function the finding must name.
     pub function: String,
+    /// Other functions that are the same place (the caller that a build
+    /// without debug info names for an inlined callee, or the loop around
+    /// the query's own function).
+    #[serde(default)]
+    pub also: Vec<String>,
     pub why: String,
     /// Whether a 30 s audit under the scenario can see it.
     pub observable: bool,
@@ -165,6 +174,8 @@ pub struct Expected {
 pub struct MustNot {
     pub rule: String,
     pub function: String,
+    #[serde(default)]
+    pub also: Vec<String>,
     pub why: String,
 }
 
@@ -281,6 +292,18 @@ pub fn substitute(text: &str, vars: &BTreeMap<String, String>) -> String {
         out = out.replace(&format!("{{{k}}}"), v);
     }
     out
+}
+
+impl Expected {
+    pub fn functions(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.function.as_str()).chain(self.also.iter().map(String::as_str))
+    }
+}
+
+impl MustNot {
+    pub fn functions(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.function.as_str()).chain(self.also.iter().map(String::as_str))
+    }
 }
 
 impl Labels {
