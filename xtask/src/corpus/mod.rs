@@ -310,7 +310,8 @@ fn run_one(e: &Entry, build: Build, checkouts: &Path, target_root: &Path, agent:
     let db_log = work.join("database.log");
     let pg = Postgres::start(helper)?;
     let mut migrations = 0;
-    for g in &s.migrations {
+    let apply = !s.migrations_at_startup || s.build_needs_database;
+    for g in s.migrations.iter().filter(|_| apply) {
         let files = glob(&checkout, g);
         if files.is_empty() {
             return Err(format!("migration glob `{g}` matches no file in {} (is it the checkout of {}?)", checkout.display(), s.commit));
@@ -326,16 +327,24 @@ fn run_one(e: &Entry, build: Build, checkouts: &Path, target_root: &Path, agent:
     let binary = build_service(e, build, &checkout, &target_dir, &pg, &work.join("build.log"))?;
 
     let seed = e.dir.join("seed.sql");
-    if seed.is_file() {
-        eprintln!("xtask: corpus:   seeding ({})", seed.display());
-        let t = Instant::now();
-        pg.psql_file(&seed, &db_log)?;
-        eprintln!("xtask: corpus:   seeded in {:.0} s", t.elapsed().as_secs_f64());
+    let seed_database = || -> Result<(), String> {
+        if seed.is_file() {
+            eprintln!("xtask: corpus:   seeding ({})", seed.display());
+            let t = Instant::now();
+            pg.psql_file(&seed, &db_log)?;
+            eprintln!("xtask: corpus:   seeded in {:.0} s", t.elapsed().as_secs_f64());
+        }
+        // As on a server that has been running: statistics gathered, and the
+        // seed's own statements not counted as the service's.
+        pg.psql("ANALYZE")?;
+        pg.psql("SELECT pg_stat_statements_reset()")
+    };
+    if s.migrations_at_startup {
+        // The schema the build was checked against goes; the service creates its own.
+        pg.psql("DROP SCHEMA public CASCADE; CREATE SCHEMA public; CREATE EXTENSION IF NOT EXISTS pg_stat_statements")?;
+    } else {
+        seed_database()?;
     }
-    // As on a server that has been running: statistics gathered, and the
-    // seed's own statements not counted as the service's.
-    pg.psql("ANALYZE")?;
-    pg.psql("SELECT pg_stat_statements_reset()")?;
 
     let port = match s.run.port {
         Some(p) if std::net::TcpListener::bind(("127.0.0.1", p)).is_err() => {
@@ -391,6 +400,9 @@ fn run_one(e: &Entry, build: Build, checkouts: &Path, target_root: &Path, agent:
     let pid = service.0.id();
     wait_ready(&mut service.0, &addr, &s.run.ready_path, &service_log)?;
     eprintln!("xtask: corpus:   service up (pid {pid}, {addr})");
+    if s.migrations_at_startup {
+        seed_database()?;
+    }
 
     for (i, st) in e.scenario.setup.iter().enumerate() {
         let headers: Vec<(String, String)> = st.headers.iter().map(|(k, v)| (k.clone(), spec::substitute(v, &vars))).collect();

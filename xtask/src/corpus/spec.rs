@@ -40,6 +40,12 @@ pub struct Service {
     /// (`*` within one path component), applied in path order per glob.
     #[serde(default)]
     pub migrations: Vec<String>,
+    /// The service applies its own migrations when it starts (and fails
+    /// on tables it did not create): the runner applies the files only for
+    /// a build that needs the database, empties the schema before starting
+    /// the service, and seeds once it answers.
+    #[serde(default)]
+    pub migrations_at_startup: bool,
     pub run: Run,
     /// Processes the service needs beside PostgreSQL (e.g. redis).
     #[serde(default)]
