@@ -147,7 +147,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
     let checkouts = opts.checkouts.canonicalize().map_err(|e| format!("{}: {e}", opts.checkouts.display()))?;
     let target_dir = opts.target_dir.clone().unwrap_or_else(|| root.join("target/corpus"));
-    let agent = crate::bench::release_agent()?;
+    // PERF_AUDIT_AGENT: an agent binary already built (else the release build).
+    let agent = match std::env::var_os("PERF_AUDIT_AGENT") {
+        Some(path) => PathBuf::from(path),
+        None => crate::bench::release_agent()?,
+    };
     run_checked(cargo().current_dir(&root).args(["build", "-p", "perf-audit-tests", "--example", "private_postgres"]), "building the private PostgreSQL helper")?;
     let helper = root.join("target/debug/examples/private_postgres");
     let out_root = root.join("target/bench/corpus");
