@@ -204,14 +204,18 @@ impl Postgres {
         if out.status.success() { Ok(()) } else { Err(format!("psql -c {sql:?}: {}", last_line(&out.stderr))) }
     }
 
-    /// (host, port, user, database) of `postgres://user@host:port/db`.
     fn parts(&self) -> (String, String, String, String) {
-        let rest = self.url.trim_start_matches("postgres://");
-        let (user, rest) = rest.split_once('@').unwrap_or(("postgres", rest));
-        let (hostport, db) = rest.split_once('/').unwrap_or((rest, "postgres"));
-        let (host, port) = hostport.split_once(':').unwrap_or((hostport, "5432"));
-        (host.into(), port.into(), user.into(), db.into())
+        url_parts(&self.url)
     }
+}
+
+/// (host, port, user, database) of `postgres://user@host:port/db`.
+pub fn url_parts(url: &str) -> (String, String, String, String) {
+    let rest = url.trim_start_matches("postgres://").trim_start_matches("postgresql://");
+    let (user, rest) = rest.split_once('@').unwrap_or(("postgres", rest));
+    let (hostport, db) = rest.split_once('/').unwrap_or((rest, "postgres"));
+    let (host, port) = hostport.split_once(':').unwrap_or((hostport, "5432"));
+    (host.into(), port.into(), user.into(), db.into())
 }
 
 impl Drop for Postgres {
@@ -473,7 +477,7 @@ fn build_service(e: &Entry, build: Build, checkout: &Path, target_dir: &Path, pg
     cmd.args(["--bin", &s.bin]).current_dir(checkout.join(&s.workdir));
     // Only the service's own settings: nothing of this workspace's build.
     for (k, _) in std::env::vars() {
-        if k.starts_with("CARGO_") || k == "RUSTFLAGS" || k == "RUSTC_WRAPPER" || k == "DATABASE_URL" {
+        if (k.starts_with("CARGO_") && k != "CARGO_HOME") || k == "RUSTFLAGS" || k == "RUSTC_WRAPPER" || k == "DATABASE_URL" {
             cmd.env_remove(k);
         }
     }
@@ -673,6 +677,13 @@ mod tests {
         assert_eq!(got, vec!["m/1_a/up.sql", "m/2_b/up.sql"]);
         assert!(glob(&dir, "m/*.sql").is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn database_url_parts() {
+        let p = |a: &str, b: &str, c: &str, d: &str| (a.to_string(), b.to_string(), c.to_string(), d.to_string());
+        assert_eq!(url_parts("postgres://postgres@127.0.0.1:40123/postgres"), p("127.0.0.1", "40123", "postgres", "postgres"));
+        assert_eq!(url_parts("postgresql://u@h/db"), p("h", "5432", "u", "db"));
     }
 
     /// Every committed corpus entry parses and names only known rules.
