@@ -158,8 +158,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
     std::fs::create_dir_all(&out_root).map_err(|e| format!("{}: {e}", out_root.display()))?;
 
     let mut results = Vec::new();
-    for e in &entries {
-        for &build in &opts.builds {
+    // Build kind outermost: every service as shipped first, then with line
+    // tables (each kind's target directory is shared by the services).
+    for &build in &opts.builds {
+        for e in &entries {
             eprintln!("xtask: corpus: {} ({})", e.name, build.name());
             let work = out_root.join(format!("{}-{}", e.name, build.name()));
             let _ = std::fs::remove_dir_all(&work);
@@ -169,9 +171,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 eprintln!("xtask: corpus: {} ({}): {err}", e.name, build.name());
             }
             results.push(RunResult { service: e.name.clone(), build, outcome });
+            // corpus.json after every run, so a long session keeps what it measured.
+            let _ = print_and_write(&entries, &results, &opts, false);
         }
     }
-    print_and_write(&entries, &results, &opts)
+    print_and_write(&entries, &results, &opts, true)
 }
 
 /// The private PostgreSQL (the tests' helper: prints `url URL`, lives
@@ -567,16 +571,21 @@ fn ratio(t: &Tally) -> (String, String) {
     (score::pct(t.precision(), t.right, t.right + t.false_alarms), score::pct(t.recall(), t.found, t.observable))
 }
 
-fn print_and_write(entries: &[Entry], results: &[RunResult], opts: &Options) -> Result<(), String> {
+fn print_and_write(entries: &[Entry], results: &[RunResult], opts: &Options, print: bool) -> Result<(), String> {
+    let mut text = String::new();
+    let mut out = |line: String| {
+        text.push_str(&line);
+        text.push('\n');
+    };
     let labels_of = |name: &str| &entries.iter().find(|e| e.name == name).expect("entry").labels;
-    println!("\ncorpus: profile all, {} s per audit under each service's scenario", opts.seconds);
-    println!("{:<26} {:<12} {:>8} {:>6} {:>12} {:>16} {:>16}", "service", "build", "findings", "right", "false alarms", "precision", "recall");
+    out(format!("\ncorpus: profile all, {} s per audit under each service's scenario", opts.seconds));
+    out(format!("{:<26} {:<12} {:>8} {:>6} {:>12} {:>16} {:>16}", "service", "build", "findings", "right", "false alarms", "precision", "recall"));
     let mut per_rule: BTreeMap<(Build, String), Tally> = BTreeMap::new();
     let mut runs_json = Vec::new();
     for r in results {
         match &r.outcome {
             Err(err) => {
-                println!("{:<26} {:<12} error: {err}", r.service, r.build.name());
+                out(format!("{:<26} {:<12} error: {err}", r.service, r.build.name()));
                 runs_json.push(serde_json::json!({"service": r.service, "build": r.build.name(), "error": err}));
             }
             Ok(a) => {
@@ -587,7 +596,7 @@ fn print_and_write(entries: &[Entry], results: &[RunResult], opts: &Options) -> 
                 }
                 let t = score::total(&by);
                 let (p, rc) = ratio(&t);
-                println!("{:<26} {:<12} {:>8} {:>6} {:>12} {:>16} {:>16}", r.service, r.build.name(), a.score.findings.len(), t.right, t.false_alarms, p, rc);
+                out(format!("{:<26} {:<12} {:>8} {:>6} {:>12} {:>16} {:>16}", r.service, r.build.name(), a.score.findings.len(), t.right, t.false_alarms, p, rc));
                 let label_json = |i: &usize| {
                     let l = &labels.expected[*i];
                     serde_json::json!({"rule": l.rule, "function": l.function, "why": l.why})
@@ -608,13 +617,13 @@ fn print_and_write(entries: &[Entry], results: &[RunResult], opts: &Options) -> 
             }
         }
     }
-    println!("\nper rule (all services)");
-    println!("{:<24} {:<12} {:>16} {:>16}", "rule", "build", "precision", "recall");
+    out(format!("\nper rule (all services)"));
+    out(format!("{:<24} {:<12} {:>16} {:>16}", "rule", "build", "precision", "recall"));
     for ((b, rule), t) in &per_rule {
         let (p, rc) = ratio(t);
-        println!("{:<24} {:<12} {:>16} {:>16}", rule, b.name(), p, rc);
+        out(format!("{:<24} {:<12} {:>16} {:>16}", rule, b.name(), p, rc));
     }
-    println!("\nfalse alarms");
+    out(format!("\nfalse alarms"));
     for r in results {
         let Ok(a) = &r.outcome else { continue };
         for f in a.score.findings.iter().filter(|f| f.verdict.is_false_alarm()) {
@@ -622,20 +631,26 @@ fn print_and_write(entries: &[Entry], results: &[RunResult], opts: &Options) -> 
                 score::Verdict::MustNot { why, .. } => format!("must-not: {why}"),
                 _ => "unlabelled: read the code and label it".into(),
             };
-            println!("  {} ({}): {} {} at `{}`: {} [{}]", r.service, r.build.name(), f.finding.severity, f.finding.rule, f.finding.function, f.finding.title, why);
+            out(format!("  {} ({}): {} {} at `{}`: {} [{}]", r.service, r.build.name(), f.finding.severity, f.finding.rule, f.finding.function, f.finding.title, why));
         }
     }
-    println!("\nmisses (observable, not found)");
+    out(format!("\nmisses (observable, not found)"));
     for r in results {
         let Ok(a) = &r.outcome else { continue };
         for &i in &a.score.misses {
             let l = &labels_of(&r.service).expected[i];
-            println!("  {} ({}): {} at `{}`", r.service, r.build.name(), l.rule, l.function);
+            out(format!("  {} ({}): {} at `{}`", r.service, r.build.name(), l.rule, l.function));
         }
     }
     let commit = Command::new("git").args(["rev-parse", "HEAD"]).current_dir(workspace_root()).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
     let rules_json: Vec<_> = per_rule.iter().map(|((b, rule), t)| serde_json::json!({"build": b.name(), "rule": rule, "tally": t})).collect();
-    crate::bench::write_result("corpus", &serde_json::json!({"commit": commit, "seconds": opts.seconds, "runs": runs_json, "per_rule": rules_json}))?;
+    let value = serde_json::json!({"commit": commit, "seconds": opts.seconds, "runs": runs_json, "per_rule": rules_json, "table": text});
+    if !print {
+        let path = workspace_root().join("target/bench/corpus.json");
+        return std::fs::write(&path, serde_json::to_vec_pretty(&value).expect("json")).map_err(|e| format!("{}: {e}", path.display()));
+    }
+    print!("{text}");
+    crate::bench::write_result("corpus", &value)?;
     if results.iter().all(|r| r.outcome.is_err()) {
         return Err("no service was audited: see the errors above".into());
     }
