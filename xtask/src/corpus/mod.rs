@@ -28,7 +28,8 @@ use spec::{Labels, Scenario, Service};
 
 use crate::{cargo, run_checked, workspace_root};
 
-const USAGE: &str = "usage: cargo xtask bench corpus --checkouts DIR [--service NAME[,NAME]] [--builds shipped,line-tables] [--seconds 30] [--target-dir DIR]";
+const USAGE: &str = "usage: cargo xtask bench corpus --checkouts DIR [--service NAME[,NAME]] [--builds shipped,line-tables] [--seconds 30] [--target-dir DIR]
+       cargo xtask bench corpus --rescore [--service NAME] [--builds ...]   (the last audits against the labels as they are now)";
 
 #[derive(Debug, PartialEq)]
 pub struct Options {
@@ -37,6 +38,9 @@ pub struct Options {
     pub builds: Vec<Build>,
     pub seconds: u64,
     pub target_dir: Option<PathBuf>,
+    /// Score the audits already in target/bench/corpus/ against the labels
+    /// as they are now (after labelling unlabelled findings), run nothing.
+    pub rescore: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -55,7 +59,7 @@ impl Build {
 }
 
 pub fn parse_options(args: &[String]) -> Result<Options, String> {
-    let mut o = Options { checkouts: PathBuf::new(), services: vec![], builds: vec![Build::Shipped, Build::LineTables], seconds: 30, target_dir: None };
+    let mut o = Options { checkouts: PathBuf::new(), services: vec![], builds: vec![Build::Shipped, Build::LineTables], seconds: 30, target_dir: None, rescore: false };
     let mut checkouts = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -78,8 +82,13 @@ pub fn parse_options(args: &[String]) -> Result<Options, String> {
             }
             "--seconds" => o.seconds = value("--seconds")?.parse().map_err(|_| format!("--seconds takes a whole number of seconds\n{USAGE}"))?,
             "--target-dir" => o.target_dir = Some(PathBuf::from(value("--target-dir")?)),
+            "--rescore" => o.rescore = true,
             other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
         }
+    }
+    if o.rescore {
+        o.checkouts = checkouts.unwrap_or_default();
+        return Ok(o);
     }
     o.checkouts = checkouts.ok_or_else(|| format!("--checkouts DIR is required: the directory holding the services' checkouts (tests/corpus/README.md says how to fetch them)\n{USAGE}"))?;
     Ok(o)
@@ -142,6 +151,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let opts = parse_options(args)?;
     let root = workspace_root();
     let entries = load_entries(&root.join("tests/corpus"), &opts.services)?;
+    if opts.rescore {
+        return rescore(&entries, &opts);
+    }
     if !opts.checkouts.is_dir() {
         return Err(format!("--checkouts {}: not a directory (tests/corpus/README.md says how to fetch the checkouts)", opts.checkouts.display()));
     }
@@ -176,6 +188,24 @@ pub fn run(args: &[String]) -> Result<(), String> {
         }
     }
     print_and_write(&entries, &results, &opts, true)
+}
+
+/// `--rescore`: the audits of the last run, scored against today's labels.
+fn rescore(entries: &[Entry], opts: &Options) -> Result<(), String> {
+    let out_root = workspace_root().join("target/bench/corpus");
+    let mut results = Vec::new();
+    for &build in &opts.builds {
+        for e in entries {
+            let report_dir = out_root.join(format!("{}-{}", e.name, build.name())).join("audit");
+            let path = report_dir.join("report.json");
+            let outcome = std::fs::read(&path)
+                .map_err(|er| format!("no audit to rescore: {} ({er}); run without --rescore first", path.display()))
+                .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|er| format!("{}: {er}", path.display())))
+                .map(|report| Audited { score: score::score(&Found::from_report(&report), &e.labels), warmup: BTreeMap::new(), report_dir });
+            results.push(RunResult { service: e.name.clone(), build, outcome });
+        }
+    }
+    print_and_write(entries, &results, opts, true)
 }
 
 /// The private PostgreSQL (the tests' helper: prints `url URL`, lives
@@ -668,7 +698,8 @@ mod tests {
     #[test]
     fn options() {
         let o = parse_options(&args("--checkouts /c --service a,b --service c --builds line-tables --seconds 10")).unwrap();
-        assert_eq!(o, Options { checkouts: "/c".into(), services: vec!["a".into(), "b".into(), "c".into()], builds: vec![Build::LineTables], seconds: 10, target_dir: None });
+        assert_eq!(o, Options { checkouts: "/c".into(), services: vec!["a".into(), "b".into(), "c".into()], builds: vec![Build::LineTables], seconds: 10, target_dir: None, rescore: false });
+        assert!(parse_options(&args("--rescore")).unwrap().rescore);
         let d = parse_options(&args("--checkouts /c")).unwrap();
         assert_eq!((d.builds.clone(), d.seconds), (vec![Build::Shipped, Build::LineTables], 30));
         assert!(parse_options(&args("--service a")).unwrap_err().contains("--checkouts DIR is required"));
