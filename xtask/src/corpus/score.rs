@@ -85,13 +85,15 @@ fn normalize(function: &str) -> &str {
     }
 }
 
-/// Whether `label` names `function`: equal, or a suffix starting at a `::`.
+/// Whether `label` names `function`: equal, or a suffix starting at a path
+/// segment (after `::`, or after the `<` of a qualified `<T as Trait>` or
+/// `<impl Trait for T>` segment).
 pub fn function_matches(function: &str, label: &str) -> bool {
     let (f, l) = (normalize(function), normalize(label));
     if l.is_empty() {
         return false;
     }
-    f == l || f.strip_suffix(l).is_some_and(|head| head.ends_with("::"))
+    f == l || f.strip_suffix(l).is_some_and(|head| head.ends_with("::") || head.ends_with('<'))
 }
 
 pub fn score(findings: &[Found], labels: &Labels) -> Score {
@@ -200,6 +202,10 @@ mod tests {
         assert!(function_matches("app::listing::list_articles::{{closure}}", "listing::list_articles"));
         assert!(function_matches("app::listing::list_articles::{closure#0}::{closure#1}", "list_articles"));
         assert!(function_matches("list_articles", "list_articles"));
+        // Inside a qualified segment: after its `<`.
+        assert!(function_matches("m::_::<impl serde::Serialize for m::User>::serialize", "impl serde::Serialize for m::User>::serialize"));
+        assert!(function_matches("<app::Repo as app::Store>::fetch", "Repo as app::Store>::fetch"));
+        assert!(!function_matches("<app::MyRepo as app::Store>::fetch", "Repo as app::Store>::fetch"));
         // Not a segment boundary: a different function.
         assert!(!function_matches("app::listing::my_list_articles", "list_articles"));
         assert!(!function_matches("app::listing::list_articles_fast", "list_articles"));
