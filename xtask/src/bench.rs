@@ -21,8 +21,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
         Some("memory") => memory(),
         Some("overhead") => overhead(),
         Some("database") => database(),
-        Some(other) => Err(format!("unknown benchmark `{other}` (known: cpu-overhead, unwind, offcpu, memory, daemon, database, overhead)")),
-        None => Err("which benchmark? known: cpu-overhead, unwind, offcpu, memory, daemon, database, overhead".into()),
+        Some("corpus") => crate::corpus::run(&args[1..]),
+        Some(other) => Err(format!("unknown benchmark `{other}` (known: cpu-overhead, unwind, offcpu, memory, daemon, database, overhead, corpus)")),
+        None => Err("which benchmark? known: cpu-overhead, unwind, offcpu, memory, daemon, database, overhead, corpus".into()),
     }
 }
 
@@ -53,7 +54,7 @@ fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-fn release_agent() -> Result<PathBuf, String> {
+pub(crate) fn release_agent() -> Result<PathBuf, String> {
     // An agent already built (e.g. the debug one, on a machine where a
     // release build costs too much): the results say which was used.
     if let Some(agent) = std::env::var_os("PERF_AUDIT_AGENT") {
@@ -174,7 +175,7 @@ fn tempfile_dir() -> Result<PathBuf, String> {
     Ok(dir)
 }
 
-fn write_result(name: &str, value: &serde_json::Value) -> Result<(), String> {
+pub(crate) fn write_result(name: &str, value: &serde_json::Value) -> Result<(), String> {
     let path = workspace_root().join("target/bench").join(format!("{name}.json"));
     std::fs::write(&path, serde_json::to_vec_pretty(value).expect("json")).map_err(|e| format!("{}: {e}", path.display()))?;
     println!("results: {}", path.display());
@@ -572,7 +573,7 @@ fn start_daemon(agent: &Path, folded: &Path, extra: &[String]) -> Result<(std::p
 
 unsafe extern "C" {
     #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
+    pub(crate) fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 /// Off-CPU collector overhead on a context-switch-heavy fixture (two

@@ -6,6 +6,7 @@
 //! - `bench <name>`: runs a benchmark side by side with its baseline tool.
 //! - `setup`: only the installation part of `test`.
 mod bench;
+mod corpus;
 mod demo;
 mod setup;
 
@@ -29,6 +30,9 @@ commands:
                        BENCH_SECONDS default 8 per measurement, BENCH_PROFILES to choose)
   bench database       the demo's /feed at >= 10,000 queries/s (BENCH_CLIENTS closed-loop clients, default 12):
                        untraced vs pg_stat_statements alone vs the database profile; dropped writes, texts
+  bench corpus         the corpus of real services (tests/corpus/): build each (as shipped, with line tables), run it
+                       on a private PostgreSQL under its scenario, audit it (profile all, 30 s), score against its
+                       labels: precision/recall per service and rule (--checkouts DIR [--service N] [--builds ...])
   setup                install system packages and build the eBPF toolchain pieces only
 
 environment:
