@@ -75,8 +75,15 @@ impl Rule for CpuHeavyInAsync {
             .iter()
             .filter(|p| !database.contains(&p.function))
             // A callee (`<User as Clone>::clone`) of a flagged poll is part
-            // of that poll: one finding per cause, at the caller.
-            .filter(|p| !p.callers.iter().any(|c| flagged.iter().any(|q| q.function == *c && !database.contains(&q.function))))
+            // of that poll: one finding per cause, at the caller, when the
+            // caller's poll holds at least the callee's worker time. When a
+            // callee holds more (a task's root future, `serve`, polled once
+            // long while its callee's many long polls are the cost), the
+            // caller only passes through: the finding is at the callee.
+            .filter(|p| {
+                !p.callers.iter().any(|c| flagged.iter().any(|q| q.function == *c && !database.contains(&q.function) && q.worker_time_pct >= p.worker_time_pct))
+            })
+            .filter(|q| !flagged.iter().any(|p| p.callers.contains(&q.function) && p.worker_time_pct > q.worker_time_pct))
             .map(|p| self.finding(p, &flagged))
             .collect()
     }

@@ -815,6 +815,22 @@ fn spawn_blocking_advice_only_for_code_that_never_awaits_and_one_finding_per_cau
     assert!(f.iter().any(|x| x.rule == "n-plus-one-query" && x.function == "svc::feed::authors_one_by_one"));
 }
 
+/// A task's root future (`serve`) polled long once while its callee's many
+/// long polls are the cost: the root only passes through, the finding is
+/// at the callee (async-service on a symbols-only build, CI).
+#[test]
+fn a_root_future_holding_less_than_its_callee_does_not_swallow_the_callees_finding() {
+    let mut serve = poll("async_service::serve", 0.6, 19.8, 19.8, 5, 1.49);
+    serve.awaiting_samples = 19;
+    let mut digest = poll("async_service::compute_digest", 18.5, 23.9, 29.8, 28, 3.36);
+    digest.callers = vec!["async_service::serve".into()];
+    let analysis = AsyncAnalysis { long_polls: vec![serve, digest], ..Default::default() };
+    let f = evaluate(&Evidence { cpu: None, async_runtime: Some(&analysis), database: None, memory: None });
+    let heavy: Vec<&str> = f.iter().filter(|x| x.rule == "cpu-heavy-in-async").map(|x| x.function.as_str()).collect();
+    assert!(heavy.contains(&"async_service::compute_digest"), "{heavy:?}");
+    assert!(!heavy.contains(&"async_service::serve"), "{heavy:?}");
+}
+
 /// Bursts of one SELECT per item from one call site.
 fn n_plus_one_executions(function: &str) -> Vec<Execution> {
     let site = Some(CallSite { function: function.into(), file: Some("/svc/src/feed.rs".into()), line: Some(41), ..Default::default() });
