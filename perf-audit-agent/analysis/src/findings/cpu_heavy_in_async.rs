@@ -76,17 +76,24 @@ impl Rule for CpuHeavyInAsync {
             .filter(|p| !database.contains(&p.function))
             // A callee (`<User as Clone>::clone`) of a flagged poll is part
             // of that poll: one finding per cause, at the caller, when the
-            // caller's poll holds at least the callee's worker time. When a
-            // callee holds more (a task's root future, `serve`, polled once
-            // long while its callee's many long polls are the cost), the
-            // caller only passes through: the finding is at the callee.
+            // caller's typical poll holds the callee's (its p50 at least
+            // half the callee's). A caller whose typical poll is far shorter
+            // (a task's root future, `serve`, long once while its callee's
+            // many polls are the cost) only passes through: the finding is
+            // at the callee, and none at the caller.
             .filter(|p| {
-                !p.callers.iter().any(|c| flagged.iter().any(|q| q.function == *c && !database.contains(&q.function) && q.worker_time_pct >= p.worker_time_pct))
+                !p.callers.iter().any(|c| flagged.iter().any(|q| q.function == *c && !database.contains(&q.function) && !passes_through(q, p)))
             })
-            .filter(|q| !flagged.iter().any(|p| p.callers.contains(&q.function) && p.worker_time_pct > q.worker_time_pct))
+            .filter(|q| !flagged.iter().any(|p| p.callers.contains(&q.function) && passes_through(q, p)))
             .map(|p| self.finding(p, &flagged))
             .collect()
     }
+}
+
+/// `caller`'s typical poll is far shorter than its callee's: the callee's
+/// long polls are the cost, the caller only passes through.
+fn passes_through(caller: &LongPoll, callee: &LongPoll) -> bool {
+    2.0 * caller.p50_ms < callee.p50_ms
 }
 
 impl CpuHeavyInAsync {
