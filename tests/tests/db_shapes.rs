@@ -146,8 +146,10 @@ fn check(report: &serde_json::Value, stub: &Stub, how: &str, activity: bool) {
     assert_eq!(reread.len(), 1, "{how}: one re-read: {found:?}");
     assert_eq!(reread[0]["function"], "worker_service::notify_recipients_rereading", "{how}");
     let r = &db["repeated_reads"][0];
-    // 5 recipients per job: 5 reads of one row per run (a read the wire missed shortens a run).
-    assert_eq!(r["max_run"].as_u64(), Some(5), "{how}: {r:#}");
+    // 5 recipients per job: 5 reads of one row per run (a read the wire
+    // missed shortens a run; two jobs of the same template side by side
+    // can join theirs: CI saw a run of 6).
+    assert!((5..=10).contains(&r["max_run"].as_u64().unwrap()), "{how}: {r:#}");
     assert!((4..=5).contains(&r["median_run"].as_u64().unwrap()), "{how}: {r:#}");
     assert!(r["executions"].as_u64().unwrap() >= 20 && r["distinct_values"].as_u64().unwrap() <= 12, "{how}: {r:#}");
 
