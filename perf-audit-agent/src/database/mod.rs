@@ -228,17 +228,15 @@ impl WireCapture {
         let in_prefix = messages.iter().filter(|m| matches!(m, wire::Message::Execute { .. })).count() as u32;
         if let Some(total) = w.executes
             && total > in_prefix {
-                let portal = messages.iter().rev().find_map(|m| match m {
-                    wire::Message::Bind { portal, .. } => Some(Some(portal.clone())),
-                    wire::Message::Parse { .. } => Some(None),
-                    _ => None,
-                });
                 let mut inferred = Vec::new();
-                if let Some(None) = portal
-                    && let Some(wire::Message::Parse { statement, .. }) = messages.iter().rev().find(|m| matches!(m, wire::Message::Parse { .. })) {
+                let portal = match messages.iter().rev().find(|m| matches!(m, wire::Message::Bind { .. } | wire::Message::Parse { .. })) {
+                    Some(wire::Message::Bind { portal, .. }) => portal.clone(),
+                    Some(wire::Message::Parse { statement, .. }) => {
                         inferred.push(wire::Message::Bind { portal: String::new(), statement: statement.clone(), params: None });
+                        String::new()
                     }
-                let portal = portal.flatten().unwrap_or_default();
+                    _ => String::new(),
+                };
                 let extra = (total - in_prefix).min(wire::MAX_PORTALS as u32 * 8);
                 inferred.extend((0..extra).map(|_| wire::Message::Execute { portal: portal.clone() }));
                 // Their own Binds were not captured: their values are unknown.

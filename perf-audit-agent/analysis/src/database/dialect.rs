@@ -220,7 +220,8 @@ fn table_and_column(batched: &str) -> Option<(String, String)> {
     while at + 2 < tokens.len() && text(at + 1) == "." {
         at += 2;
     }
-    let table = unquote(text(*[at].iter().find(|&&i| i < tokens.len())?));
+    let name = tokens.get(at)?;
+    let table = unquote(&batched[name.start..name.end]);
     let any = (0..tokens.len()).find(|&i| text(i).eq_ignore_ascii_case("ANY"))?;
     // `col = ANY(`, `"t"."col" = ANY(`: the lexer splits at the dots.
     let column = (0..any.checked_sub(1)?)
